@@ -1,0 +1,48 @@
+# One entry point for development tasks. `make test` and `make demo` set up everything they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help deps venv test test-unit test-component test-cluster lint typecheck crds demo bench clean
+
+help:
+	@echo "make test       system packages + virtualenv + every test tier (unit, component, cluster)"
+	@echo "make demo       the demo rollout"
+	@echo "make lint       ruff + mypy --strict"
+	@echo "make crds       regenerate crds/ and the chart's CRDs from the pydantic models"
+	@echo "make bench      benchmarks (results in bench/results/)"
+
+deps:
+	@bash scripts/system-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: deps venv
+	$(BIN)/pytest tests/unit tests/component tests/cluster
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+test-component: deps venv
+	$(BIN)/pytest tests/component
+
+test-cluster: deps venv
+	$(BIN)/pytest tests/cluster
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy operator/mlrollout inference/mlrollout_serving
+
+crds: venv
+	$(BIN)/python -m mlrollout.api.crdgen
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

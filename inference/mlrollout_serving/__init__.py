@@ -1,0 +1,1 @@
+"""mlrollout's data plane: the ONNX model server and the traffic gateway."""
