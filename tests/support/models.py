@@ -1,0 +1,240 @@
+"""Real ONNX models built from scikit-learn's bundled datasets, cached on disk.
+
+Tests across the project (server, gateway, analysis) need real models, not mocks. Building them takes a
+few seconds, so each model is built once per cache directory and reused; the cache key includes the
+library versions and a recipe version, so a changed recipe or library never serves a stale file.
+
+Builds are deterministic in behaviour (fixed ``random_state``; the file bytes may differ between builds
+because skl2onnx names nodes uniquely, so always use ``BuiltModel.sha256``) and safe when several pytest
+processes build the same model at once: each writes a private temporary file and atomically renames it
+into place.
+
+Classifiers are converted with ``zipmap=False`` so their outputs are plain tensors: ``label`` (int64,
+shape ``[N]``) and ``probabilities`` (float32, ``[N, classes]``). Regressors output ``variable``
+(float32, ``[N, 1]``). Every model has one float32 input named ``input`` with a dynamic batch dimension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+RECIPE_VERSION = 1
+INPUT_NAME = "input"
+DEFAULT_CACHE = "/tmp/mlrollout-test-models"
+SAMPLE_ROWS = 64
+
+Kind = Literal["classifier", "regressor"]
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A model file on disk plus what a test needs to drive and check it."""
+
+    name: str
+    path: Path
+    sha256: str
+    kind: Kind
+    n_features: int
+    samples: npt.NDArray[np.float32]
+    """Held-out rows (float32, shape ``[SAMPLE_ROWS or fewer, n_features]``) to send in requests."""
+    train: npt.NDArray[np.float32]
+    """The rows the model was trained on (float32), e.g. to build a reference profile."""
+    input_name: str
+    output_names: tuple[str, ...]
+    classes: tuple[int, ...]
+    """Class labels for classifiers (empty for regressors)."""
+
+    @property
+    def uri(self) -> str:
+        """The ``file://`` URI the server's ``--model-uri`` takes."""
+        return self.path.as_uri()
+
+
+def cache_dir() -> Path:
+    """Directory of cached models: ``$MLROLLOUT_TEST_CACHE`` or ``/tmp/mlrollout-test-models``."""
+    path = Path(os.environ.get("MLROLLOUT_TEST_CACHE", DEFAULT_CACHE))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_key() -> str:
+    import onnx
+    import skl2onnx
+    import sklearn
+
+    return f"r{RECIPE_VERSION}-sk{sklearn.__version__}-s2o{skl2onnx.__version__}-onnx{onnx.__version__}"
+
+
+def _split(
+    x: npt.NDArray[Any], y: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32]]:
+    """Deterministic split: every 5th row is held out as a request sample."""
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    held = np.arange(len(x32)) % 5 == 0
+    return x32[~held], y[~held], x32[held][:SAMPLE_ROWS]
+
+
+def _to_onnx(estimator: Any, n_features: int, classifier: bool) -> bytes:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options: dict[Any, Any] | None = None
+    if classifier:
+        last = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+        options = {id(last): {"zipmap": False}}
+    onx = convert_sklearn(
+        estimator,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    data: bytes = onx.SerializeToString()
+    return data
+
+
+def _build(
+    name: str,
+    kind: Kind,
+    load: Callable[[], tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    make: Callable[[], Any],
+    shuffle_labels: bool = False,
+) -> BuiltModel:
+    x, y = load()
+    train_x, train_y, samples = _split(x, y)
+    if shuffle_labels:
+        train_y = np.random.RandomState(7).permutation(train_y)
+    path = cache_dir() / f"{name}-{_cache_key()}.onnx"
+    if not path.exists():
+        estimator = make()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning etc. must not fail warning-strict tests
+            estimator.fit(train_x, train_y)
+            data = _to_onnx(estimator, train_x.shape[1], kind == "classifier")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    classes = tuple(int(c) for c in np.unique(y)) if kind == "classifier" else ()
+    outputs = ("label", "probabilities") if kind == "classifier" else ("variable",)
+    return BuiltModel(
+        name=name,
+        path=path,
+        sha256=sha256_file(path),
+        kind=kind,
+        n_features=int(train_x.shape[1]),
+        samples=samples,
+        train=train_x,
+        input_name=INPUT_NAME,
+        output_names=outputs,
+        classes=classes,
+    )
+
+
+def _dataset(loader_name: str) -> Callable[[], tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+    def load() -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        from sklearn import datasets
+
+        x, y = getattr(datasets, loader_name)(return_X_y=True)
+        return np.asarray(x), np.asarray(y)
+
+    return load
+
+
+def wine() -> BuiltModel:
+    """Logistic regression (standardised inputs) on wine: 13 features, 3 classes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build(
+        "wine-logreg",
+        "classifier",
+        _dataset("load_wine"),
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)),
+    )
+
+
+def wine_worse() -> BuiltModel:
+    """Same signature as :func:`wine` but trained on shuffled labels: a deliberately bad candidate."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build(
+        "wine-logreg-worse",
+        "classifier",
+        _dataset("load_wine"),
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)),
+        shuffle_labels=True,
+    )
+
+
+def diabetes() -> BuiltModel:
+    """Gradient-boosting regressor on diabetes: 10 features, one continuous output."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    return _build(
+        "diabetes-gbr",
+        "regressor",
+        _dataset("load_diabetes"),
+        lambda: GradientBoostingRegressor(n_estimators=60, max_depth=3, random_state=0),
+    )
+
+
+def breast_cancer() -> BuiltModel:
+    """Random forest on breast cancer: 30 features, 2 classes."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return _build(
+        "breast-cancer-rf",
+        "classifier",
+        _dataset("load_breast_cancer"),
+        lambda: RandomForestClassifier(n_estimators=25, max_depth=6, random_state=0),
+    )
+
+
+def digits() -> BuiltModel:
+    """MLP on digits: 64 features, 10 classes; the model for large-batch requests."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build(
+        "digits-mlp",
+        "classifier",
+        _dataset("load_digits"),
+        lambda: make_pipeline(
+            StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0)
+        ),
+    )
+
+
+ALL: dict[str, Callable[[], BuiltModel]] = {
+    "wine": wine,
+    "wine_worse": wine_worse,
+    "diabetes": diabetes,
+    "breast_cancer": breast_cancer,
+    "digits": digits,
+}

@@ -1,0 +1,258 @@
+"""Start real ``mlrollout-serve`` processes for tests, and small network helpers.
+
+Stable API (other test suites import it):
+
+- ``free_port() -> int``
+- ``wait_http_ok(url, timeout=...) -> None``
+- ``serve_model(model, ...)``: context manager yielding a :class:`ServerProcess` once
+  ``/v2/health/ready`` answers 200; always stops the process on exit (SIGTERM, then SIGKILL).
+- ``start_server(...)`` / ``ServerProcess.stop()``: the same without the context manager.
+- ``run_server_until_exit(...)``: run a server that is expected to exit (e.g. sha256 mismatch) and
+  return its exit code and output.
+
+The server runs as ``python -m mlrollout_serving.server`` with the test interpreter, which is the same
+program as the ``mlrollout-serve`` console script but needs no reinstall after code changes. Output goes
+to a log file rather than a pipe, so a chatty server can never block on a full pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+DEFAULT_READY_TIMEOUT = 90.0
+LABEL_FLAGS = {
+    "namespace": "--namespace",
+    "model_deployment": "--model-deployment",
+    "track": "--track",
+    "revision": "--revision",
+}
+
+
+class ModelLike(Protocol):
+    """Anything with a path and digest, e.g. :class:`tests.support.models.BuiltModel`."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """Status code of a GET, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status: int = resp.status
+            return status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, ValueError):
+        return None
+
+
+def wait_http_ok(url: str, timeout: float = DEFAULT_READY_TIMEOUT, interval: float = 0.05) -> None:
+    """Poll ``url`` until it answers 200; raise TimeoutError naming the last status."""
+    deadline = time.monotonic() + timeout
+    last: int | None = None
+    while time.monotonic() < deadline:
+        last = http_status(url)
+        if last == 200:
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s (last status: {last})")
+
+
+@dataclass
+class ServerProcess:
+    """A running model server."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host_port(self) -> str:
+        """``127.0.0.1:PORT``, the form tritonclient takes."""
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+
+def server_command(
+    model_uri: str,
+    sha256: str | None,
+    port: int,
+    *,
+    name: str = "model",
+    version: str = "1",
+    labels: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The argument vector of a server process."""
+    cmd = [sys.executable, "-m", "mlrollout_serving.server", "--model-uri", model_uri, "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--model-name", name, "--model-version", version]
+    if sha256 is not None:
+        cmd += ["--sha256", sha256]
+    for key, value in (labels or {}).items():
+        cmd += [LABEL_FLAGS[key], value]
+    cmd += list(extra_args)
+    return cmd
+
+
+def _uri(model: ModelLike | str) -> tuple[str, str | None]:
+    if isinstance(model, str):
+        return model, None
+    return model.path.as_uri(), model.sha256
+
+
+def _spawn(cmd: list[str], env: Mapping[str, str] | None) -> tuple[subprocess.Popen[bytes], Path]:
+    fd, log = tempfile.mkstemp(prefix="mlrollout-serve-", suffix=".log")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+    return proc, Path(log)
+
+
+def start_server(
+    model: ModelLike | str,
+    *,
+    sha256: str | None = None,
+    name: str = "model",
+    version: str = "1",
+    labels: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+    attempts: int = 3,
+) -> ServerProcess:
+    """Start a server and wait until it is ready; the caller must ``stop()`` it.
+
+    ``model`` is a built model (its digest is passed unless ``sha256`` overrides it) or a URI string.
+    A port taken by someone else between ``free_port()`` and bind is retried on a new port.
+    """
+    uri, digest = _uri(model)
+    digest = sha256 if sha256 is not None else digest
+    for attempt in range(attempts):
+        port = free_port()
+        cmd = server_command(
+            uri, digest, port, name=name, version=version, labels=labels, extra_args=extra_args
+        )
+        proc, log = _spawn(cmd, env)
+        server = ServerProcess(proc=proc, port=port, log_path=log, args=cmd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            if http_status(f"{server.url}/v2/health/ready", timeout=1.0) == 200:
+                return server
+            time.sleep(0.05)
+        server.stop()
+        if "Address already in use" in server.output() and attempt + 1 < attempts:
+            continue
+        raise RuntimeError(
+            f"model server did not become ready within {timeout:.0f}s "
+            f"(exit code {proc.returncode}); output tail:\n{server.tail()}"
+        )
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def serve_model(
+    model: ModelLike | str,
+    *,
+    sha256: str | None = None,
+    name: str = "model",
+    version: str = "1",
+    labels: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+) -> Iterator[ServerProcess]:
+    """Run a ready server for the ``with`` block; always stopped afterwards."""
+    server = start_server(
+        model,
+        sha256=sha256,
+        name=name,
+        version=version,
+        labels=labels,
+        extra_args=extra_args,
+        env=env,
+        timeout=timeout,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.log_path.unlink(missing_ok=True)
+
+
+def run_server_until_exit(
+    model: ModelLike | str,
+    *,
+    sha256: str | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+) -> tuple[int, str, bool]:
+    """Run a server expected to refuse to start.
+
+    Returns ``(exit code, output, was_ever_ready)``; a process still running after ``timeout`` is killed
+    and reported with its (negative) exit code.
+    """
+    uri, digest = _uri(model)
+    digest = sha256 if sha256 is not None else digest
+    port = free_port()
+    proc, log = _spawn(server_command(uri, digest, port, extra_args=extra_args), env)
+    server = ServerProcess(proc=proc, port=port, log_path=log)
+    ready = False
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            ready = ready or http_status(f"{server.url}/v2/health/ready", timeout=0.5) == 200
+            time.sleep(0.05)
+        code = server.stop(grace=5.0)
+        return code, server.output(), ready
+    finally:
+        log.unlink(missing_ok=True)
