@@ -1,0 +1,152 @@
+"""Building blocks shared by the three kinds: the base model, durations, selectors, conditions.
+
+The pydantic models are the single source of truth: `mlrollout.api.crdgen` turns them into the CRDs, so
+every field carries a description (it becomes `kubectl explain` text) and every cross-field rule exists
+twice, as a Python validator (offline: `mlrollout validate`) and as a CEL rule attached with `cel()` (the
+API server), with the same message so both layers report the same words.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+GROUP: Final = "mlrollout.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    Field(description="A duration such as 30s, 5m, 1h30m or 250ms (Go duration syntax, no sign)."),
+]
+DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration string; raises ValueError on anything the CRD pattern would refuse."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use forms like 30s, 5m, 1h30m or 250ms")
+    return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(text))
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `field_path` points the server's error at a child field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
+    """json_schema_extra carrying CEL rules for a model, read by the CRD generator."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields refused (like kubectl --validate)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as Kubernetes stores it: camelCase keys, unset optional fields omitted."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class LabelSelectorRequirement(ApiModel):
+    """A set-based label requirement, as in Kubernetes' LabelSelector."""
+
+    key: str = Field(description="The label key the requirement applies to.", max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="How the key relates to the values.")
+    values: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Values for In and NotIn; must be empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(ApiModel):
+    """Kubernetes' label selector: all matchLabels and all matchExpressions must hold; empty matches all."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Set-based requirements that must all hold."
+    )
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes semantics of a label selector applied to one object's labels."""
+        for key, value in (self.match_labels or {}).items():
+            if labels.get(key) != value:
+                return False
+        for req in self.match_expressions or []:
+            present = req.key in labels
+            values = req.values or []
+            if req.operator == "In" and not (present and labels[req.key] in values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class PolicySelector(ApiModel):
+    """Which ModelDeployments a cluster-scoped policy applies to when they do not name a policy."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Labels of the namespaces whose ModelDeployments this policy governs."
+    )
+    model_selector: LabelSelector | None = Field(
+        default=None, description="Labels of the ModelDeployments this policy governs."
+    )
+
+    def matches(self, namespace_labels: dict[str, str], model_labels: dict[str, str]) -> bool:
+        """Both parts must match; an absent part matches everything."""
+        ns_ok = self.namespace_selector is None or self.namespace_selector.matches(namespace_labels)
+        md_ok = self.model_selector is None or self.model_selector.matches(model_labels)
+        return ns_ok and md_ok
+
+
+class PolicyRef(ApiModel):
+    """A reference to a cluster-scoped policy by name."""
+
+    name: Name = Field(description="Name of the cluster-scoped policy.")
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition (Available, Progressing, Degraded)."""
+
+    type: str = Field(description="Condition type: Available, Progressing or Degraded.", max_length=64)
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(default="", description="One CamelCase word for machines.", max_length=128)
+    message: str = Field(default="", description="A sentence for humans.", max_length=4096)
+    last_transition_time: str | None = Field(default=None, description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this condition was computed from."
+    )
+
+
+class PolicyStatus(ApiModel):
+    """Status of a cluster-scoped policy: whether the operator has read and accepted it."""
+
+    observed_generation: int | None = Field(default=None, description="The metadata.generation the operator last read.")
+    conditions: list[Condition] | None = Field(
+        default=None, max_length=8, description="Standard conditions (Accepted)."
+    )

@@ -1,0 +1,123 @@
+"""FallbackPolicy: what the gateway does, per request, when a model is down, slow or unsure."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mlrollout.api.common import (
+    ApiModel,
+    Duration,
+    Name,
+    PolicySelector,
+    PolicyStatus,
+    cel,
+    cel_rules,
+)
+
+TensorDatatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"
+]
+
+
+class OutputTensor(ApiModel):
+    """One output tensor of a default answer, in Open Inference Protocol form."""
+
+    name: str = Field(max_length=253, description="Output name, as the model names it.")
+    datatype: TensorDatatype = Field(description="Open Inference Protocol datatype.")
+    shape: list[int] = Field(max_length=8, description="Tensor shape.")
+    data: list[float] = Field(max_length=4096, description="Flat row-major data.")
+
+
+class DefaultResponse(ApiModel):
+    """A fixed Open Inference Protocol answer, for when no model can answer."""
+
+    outputs: list[OutputTensor] = Field(min_length=1, max_length=16, description="The output tensors.")
+
+
+class CircuitBreaker(ApiModel):
+    """Stop sending to an upstream that keeps failing; probe it again after a while."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=1000, description="Failures in a row that open the circuit.")
+    open_duration: Duration = Field(
+        default="30s", description="How long the circuit stays open before one probe request."
+    )
+
+
+class FallbackAction(ApiModel):
+    """One link of the fallback chain."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("self.action != 'backup' || has(self.backup)", "action backup needs backup", ".backup"),
+            cel("self.action != 'default' || has(self.response)", "action default needs response", ".response"),
+        )
+    }
+
+    action: Literal["stable", "backup", "default", "refuse"] = Field(
+        description=(
+            "stable: retry on the stable model; backup: send to another ModelDeployment; default: answer with "
+            "`response`; refuse: answer 503 with a JSON error saying why."
+        )
+    )
+    backup: Name | None = Field(
+        default=None,
+        description="For backup: a ModelDeployment in the same namespace (e.g. a simpler model).",
+    )
+    response: DefaultResponse | None = Field(default=None, description="For default: the answer to give.")
+    message: str | None = Field(
+        default=None, max_length=1024, description="For refuse: the error message returned to the client."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> FallbackAction:
+        if self.action == "backup" and self.backup is None:
+            raise ValueError("action backup needs backup")
+        if self.action == "default" and self.response is None:
+            raise ValueError("action default needs response")
+        return self
+
+
+def _default_chain() -> list[FallbackAction]:
+    return [FallbackAction(action="stable"), FallbackAction(action="refuse")]
+
+
+class FallbackPolicySpec(ApiModel):
+    """Per-request protection: timeouts, circuit breaking, confidence, and an ordered fallback chain."""
+
+    selector: PolicySelector | None = Field(
+        default=None, description="ModelDeployments this policy applies to when they name no policy."
+    )
+    priority: int = Field(
+        default=0, ge=0, le=1_000_000, description="Among matching policies, the highest priority wins."
+    )
+    request_timeout: Duration = Field(default="2s", description="A request slower than this has failed.")
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, description="Per-upstream circuit breaker.")
+    confidence_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Answers whose top class probability is below this take lowConfidenceAction.",
+    )
+    chain: list[FallbackAction] = Field(
+        default_factory=_default_chain,
+        min_length=1,
+        max_length=5,
+        description="Actions tried in order when the chosen model errs, times out or its circuit is open.",
+    )
+    low_confidence_action: FallbackAction | None = Field(
+        default=None, description="What to do with a low-confidence answer (needs confidenceThreshold)."
+    )
+
+
+class FallbackPolicy(ApiModel):
+    """FallbackPolicy (cluster-scoped, short name fp): what to answer when a model cannot."""
+
+    api_version: Literal["mlrollout.io/v1alpha1"] = Field(
+        default="mlrollout.io/v1alpha1", description="mlrollout.io/v1alpha1"
+    )
+    kind: Literal["FallbackPolicy"] = Field(default="FallbackPolicy", description="FallbackPolicy")
+    metadata: dict[str, object] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: FallbackPolicySpec = Field(default_factory=FallbackPolicySpec, description="The policy.")
+    status: PolicyStatus | None = Field(default=None, description="Written by the operator.")

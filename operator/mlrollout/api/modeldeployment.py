@@ -1,0 +1,259 @@
+"""ModelDeployment: one model served in production, and the record of its rollouts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from mlrollout.api.common import (
+    ApiModel,
+    Condition,
+    Duration,
+    Name,
+    PolicyRef,
+    cel,
+    cel_rules,
+)
+from mlrollout.api.rolloutpolicy import Margins, Step
+
+URI_PATTERN = r"^(file|https?|pvc)://.+"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+ModelUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
+
+
+class ModelSource(ApiModel):
+    """Which model to serve, and how to prove it is the right bytes."""
+
+    name: Name = Field(description="Model name, as served on /v2/models/{name}.")
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)] = Field(
+        description="Model version label (shown in status and metrics)."
+    )
+    uri: ModelUri = Field(description="Where the model file is: file://, http://, https:// or pvc://CLAIM/PATH.")
+    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(
+        description="Expected sha256 of the model file (64 lowercase hex characters); checked before loading."
+    )
+    format: Literal["onnx"] = Field(default="onnx", description="Model format; only onnx today.")
+    reference_profile: ModelUri | None = Field(
+        default=None,
+        description="URI of the training-data profile (mlrollout profile) used to measure input drift.",
+    )
+
+
+class ResourceList(ApiModel):
+    """CPU and memory amounts in Kubernetes quantity syntax."""
+
+    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 500m or 2.")
+    memory: Quantity | None = Field(default=None, description="Memory, e.g. 512Mi.")
+
+
+class Resources(ApiModel):
+    """Resources of each model-server pod."""
+
+    requests: ResourceList | None = Field(default=None, description="Guaranteed resources.")
+    limits: ResourceList | None = Field(default=None, description="Upper limits.")
+
+
+class Batching(ApiModel):
+    """Adaptive micro-batching of concurrent requests in the model server."""
+
+    enabled: bool | None = Field(
+        default=None, description="On, off, or absent for automatic (on when the batch dimension is dynamic)."
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Most rows in one model run.")
+    max_delay: Duration = Field(default="2ms", description="Longest a request waits for others to join.")
+
+
+class Serving(ApiModel):
+    """How the model server runs."""
+
+    port: int = Field(default=8080, ge=1024, le=65535, description="Container port of the model server.")
+    batching: Batching = Field(default_factory=Batching, description="Micro-batching settings.")
+    request_timeout: Duration = Field(default="5s", description="Server-side limit for one inference.")
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies are refused (413)."
+    )
+    threads: int | None = Field(default=None, ge=1, le=64, description="onnxruntime intra-op threads.")
+
+
+class StickyKey(ApiModel):
+    """Keeps one client on one track (A/B measurement)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("has(self.header) != has(self.jsonField)", "sticky sets exactly one of header, jsonField")
+        )
+    }
+
+    header: str | None = Field(default=None, max_length=256, description="Request header holding the key.")
+    json_field: str | None = Field(
+        default=None, max_length=256, description="Top-level field of the JSON body holding the key."
+    )
+
+
+class Traffic(ApiModel):
+    """How traffic reaches the tracks."""
+
+    provider: Literal["builtin", "gatewayAPI", "istio"] = Field(
+        default="builtin",
+        description="builtin: mlrollout's gateway; gatewayAPI: an HTTPRoute; istio: a VirtualService.",
+    )
+    sticky: StickyKey | None = Field(default=None, description="Route each key to one track consistently.")
+
+
+class SloOverrides(ApiModel):
+    """Tighter SLOs than the policy's (never looser)."""
+
+    error_rate_max: float | None = Field(default=None, ge=0, le=1, description="Error-rate SLO.")
+    latency_max_seconds: float | None = Field(default=None, gt=0, description="Latency-quantile SLO, seconds.")
+    prediction_drift_max_psi: float | None = Field(default=None, gt=0, description="Prediction drift limit.")
+    input_drift_max_psi: float | None = Field(default=None, gt=0, description="Input drift limit.")
+
+
+class StrategyOverride(ApiModel):
+    """Per-model changes to the policy; they may only make it stricter."""
+
+    steps: list[Step] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="Replacement steps: keep any shadow step, start no higher, jump no further, wait no less.",
+    )
+    alpha: float | None = Field(default=None, gt=0, le=0.2, description="A lower alpha than the policy's.")
+    margins: Margins | None = Field(default=None, description="Smaller margins than the policy's.")
+    slos: SloOverrides | None = Field(default=None, description="Tighter SLOs than the policy's.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """What to serve. Changing model, image, resources or serving starts a new rollout."""
+
+    model: ModelSource = Field(description="The model to serve.")
+    image: str | None = Field(
+        default=None, max_length=512, description="Serving image; absent means the operator's default."
+    )
+    replicas: int = Field(default=1, ge=1, le=100, description="Model-server pods per track.")
+    resources: Resources | None = Field(default=None, description="Resources of each model-server pod.")
+    serving: Serving = Field(default_factory=Serving, description="Model-server settings.")
+    rollout_policy_ref: PolicyRef | None = Field(
+        default=None, description="The RolloutPolicy to use; absent means chosen by selector, or the default."
+    )
+    fallback_policy_ref: PolicyRef | None = Field(
+        default=None,
+        description="The FallbackPolicy to use; absent means chosen by selector, or the default.",
+    )
+    strategy: StrategyOverride | None = Field(
+        default=None, description="Stricter-only overrides of the rollout policy."
+    )
+    paused: bool = Field(default=False, description="Freeze the rollout where it is.")
+    traffic: Traffic = Field(default_factory=Traffic, description="How traffic reaches the tracks.")
+
+
+class RevisionStatus(ApiModel):
+    """One deployed revision: the content-addressed identity of what runs."""
+
+    revision: str = Field(max_length=64, description="Hash of the pod-affecting spec.")
+    number: int = Field(ge=1, description="Sequence number, for `kubectl mlrollout undo --to-revision`.")
+    model_version: str = Field(max_length=63, description="The model's version label.")
+    model_uri: str = Field(max_length=2048, description="Where the model came from.")
+    sha256: str = Field(max_length=64, description="The model file's digest.")
+
+
+class StepStatus(ApiModel):
+    """Where the rollout is."""
+
+    index: int = Field(ge=0, description="Index into the effective strategy's steps.")
+    kind: str = Field(max_length=16, description="shadow, canary, pause or blueGreen.")
+    started_at: str = Field(description="When the step started (RFC 3339).")
+
+
+class TrafficStatus(ApiModel):
+    """The traffic split in force."""
+
+    stable: int = Field(ge=0, le=100, description="Percent of live requests to stable.")
+    candidate: int = Field(ge=0, le=100, description="Percent of live requests to the candidate.")
+    mirror: int = Field(default=0, ge=0, le=100, description="Percent of requests mirrored to the candidate.")
+
+
+class TrackPair(ApiModel):
+    """A value per track."""
+
+    stable: float | None = Field(default=None, description="Stable's value.")
+    candidate: float | None = Field(default=None, description="The candidate's value.")
+
+
+class MetricResult(ApiModel):
+    """One metric's evidence at one look, enough to explain the verdict."""
+
+    name: str = Field(max_length=128, description="Metric name.")
+    decision: str = Field(max_length=32, description="pass, fail or inconclusive.")
+    test: str | None = Field(default=None, max_length=128, description="The statistical test used.")
+    samples: TrackPair | None = Field(default=None, description="Sample sizes.")
+    estimate: TrackPair | None = Field(default=None, description="Point estimate per track.")
+    effect: float | None = Field(default=None, description="Candidate minus stable (or a ratio, per test).")
+    interval: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="Anytime-valid interval for the effect."
+    )
+    statistic: float | None = Field(default=None, description="Test statistic.")
+    e_value: float | None = Field(default=None, description="E-value (evidence against the null).")
+    p_value: float | None = Field(default=None, description="Anytime-valid p-value.")
+    threshold: float | None = Field(default=None, description="The limit it was held to.")
+    reason: str | None = Field(default=None, max_length=1024, description="One line for humans.")
+
+
+class AnalysisStatus(ApiModel):
+    """The last verdict and why."""
+
+    time: str = Field(description="When the look was taken (RFC 3339).")
+    verdict: Literal["promote", "continue", "rollback", "inconclusive"] = Field(description="The verdict.")
+    reason: str = Field(max_length=1024, description="One line for humans.")
+    metrics: list[MetricResult] | None = Field(default=None, max_length=32, description="Per-metric evidence.")
+
+
+class HistoryEntry(ApiModel):
+    """One past rollout."""
+
+    revision: str = Field(max_length=64, description="Revision hash.")
+    number: int = Field(ge=1, description="Revision sequence number.")
+    model_version: str = Field(max_length=63, description="Model version label.")
+    sha256: str = Field(max_length=64, description="Model digest.")
+    started_at: str | None = Field(default=None, description="When the rollout started (RFC 3339).")
+    finished_at: str | None = Field(default=None, description="When it ended (RFC 3339).")
+    outcome: Literal["promoted", "rolledBack", "superseded", "aborted"] = Field(description="How it ended.")
+    reason: str = Field(default="", max_length=1024, description="Why.")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Written by the operator: everything needed to resume after a restart, and to explain."""
+
+    observed_generation: int | None = Field(default=None, description="The generation last acted upon.")
+    phase: Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"] | None = Field(
+        default=None, description="Where the ModelDeployment is, in one word."
+    )
+    message: str | None = Field(default=None, max_length=1024, description="One line for humans.")
+    stable: RevisionStatus | None = Field(default=None, description="The revision serving live traffic.")
+    candidate: RevisionStatus | None = Field(default=None, description="The revision being rolled out.")
+    stable_version: str | None = Field(default=None, max_length=63, description="Stable model version.")
+    candidate_version: str | None = Field(default=None, max_length=63, description="Candidate model version.")
+    traffic_split: str | None = Field(default=None, max_length=32, description="stable/candidate percents.")
+    traffic: TrafficStatus | None = Field(default=None, description="The split in force.")
+    current_step: StepStatus | None = Field(default=None, description="The step in progress.")
+    last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
+    history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")
+    conditions: list[Condition] | None = Field(
+        default=None, max_length=8, description="Available, Progressing, Degraded."
+    )
+
+
+class ModelDeployment(ApiModel):
+    """ModelDeployment (short name md): a model served in production and rolled out safely."""
+
+    api_version: Literal["mlrollout.io/v1alpha1"] = Field(
+        default="mlrollout.io/v1alpha1", description="mlrollout.io/v1alpha1"
+    )
+    kind: Literal["ModelDeployment"] = Field(default="ModelDeployment", description="ModelDeployment")
+    metadata: dict[str, object] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: ModelDeploymentSpec = Field(description="What to serve and how to roll it out.")
+    status: ModelDeploymentStatus | None = Field(default=None, description="Written by the operator.")

@@ -1,0 +1,353 @@
+"""RolloutPolicy: how a platform team wants every model in its namespaces to be rolled out."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from mlrollout.api.common import (
+    ApiModel,
+    Duration,
+    PolicySelector,
+    PolicyStatus,
+    cel,
+    cel_rules,
+    parse_duration,
+)
+
+CUSTOM_PLACEHOLDERS = ("namespace", "modelDeployment", "track", "revision", "window")
+
+
+class ShadowStep(ApiModel):
+    """Mirror live requests to the candidate; clients only ever see stable's answers."""
+
+    mirror_percent: int = Field(
+        default=100, ge=1, le=100, description="Share of live requests copied to the candidate, in percent."
+    )
+    min_requests: int = Field(
+        default=200, ge=0, description="Requests the candidate must have answered before this step can pass."
+    )
+    max_duration: Duration = Field(
+        default="30m", description="Longest time the step may run before the inconclusive rule applies."
+    )
+
+
+class CanaryStep(ApiModel):
+    """Send a share of live traffic to the candidate and compare it with stable."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of live requests routed to the candidate.")
+    min_requests: int = Field(
+        default=200, ge=0, description="Requests the candidate must have answered before this step can pass."
+    )
+    max_duration: Duration = Field(
+        default="30m", description="Longest time the step may run before the inconclusive rule applies."
+    )
+
+
+class PauseStep(ApiModel):
+    """Hold the current traffic split for a time, or until a human resumes."""
+
+    duration: Duration | None = Field(
+        default=None, description="How long to hold; absent means until `kubectl mlrollout resume`."
+    )
+
+
+class BlueGreenStep(ApiModel):
+    """Run the candidate beside stable (preview), then switch all traffic at once."""
+
+    preview_analysis: bool = Field(
+        default=True,
+        description="Mirror live traffic to the preview and require a promote verdict before the switch.",
+    )
+    preview_mirror_percent: int = Field(
+        default=100, ge=1, le=100, description="Share of live requests copied to the preview, in percent."
+    )
+    min_requests: int = Field(
+        default=200, ge=0, description="Requests the preview must have answered before the switch."
+    )
+    max_duration: Duration = Field(
+        default="30m", description="Longest time the preview may run before the inconclusive rule applies."
+    )
+    scale_down_delay: Duration = Field(
+        default="10m",
+        description="Rollback window: how long the old stable is kept running after the switch.",
+    )
+
+
+STEP_KINDS = ("shadow", "canary", "pause", "blueGreen")
+
+
+class Step(ApiModel):
+    """One step of a strategy; exactly one of its fields is set."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "[has(self.shadow), has(self.canary), has(self.pause), has(self.blueGreen)].filter(x, x).size() == 1",
+                "each step must set exactly one of shadow, canary, pause, blueGreen",
+            )
+        )
+    }
+
+    shadow: ShadowStep | None = Field(default=None, description="A shadow (mirroring) step.")
+    canary: CanaryStep | None = Field(default=None, description="A canary (weighted traffic) step.")
+    pause: PauseStep | None = Field(default=None, description="A pause step.")
+    blue_green: BlueGreenStep | None = Field(default=None, description="A blue-green preview and switch.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if sum(x is not None for x in (self.shadow, self.canary, self.pause, self.blue_green)) != 1:
+            raise ValueError("each step must set exactly one of shadow, canary, pause, blueGreen")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The name of the field that is set: shadow, canary, pause or blueGreen."""
+        for name in STEP_KINDS:
+            if getattr(self, "blue_green" if name == "blueGreen" else name) is not None:
+                return name
+        raise AssertionError("unreachable: validated to have exactly one kind")
+
+
+_CANARY_WEIGHTS = "self.steps.filter(s, has(s.canary)).map(s, s.canary.weight)"
+
+
+class Strategy(ApiModel):
+    """The ordered steps a new revision walks through before it becomes stable."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                f"{_CANARY_WEIGHTS}.isSorted() && "
+                f"{_CANARY_WEIGHTS}.all(w, {_CANARY_WEIGHTS}.filter(x, x == w).size() == 1)",
+                "canary weights must be strictly increasing",
+                ".steps",
+            ),
+            cel(
+                "!self.steps.exists(s, has(s.blueGreen)) || "
+                "(self.steps.filter(s, has(s.blueGreen)).size() == 1 && !self.steps.exists(s, has(s.canary)))",
+                "a blueGreen strategy has exactly one blueGreen step and no canary steps",
+                ".steps",
+            ),
+        )
+    }
+
+    steps: list[Step] = Field(
+        min_length=1, max_length=20, description="Steps in order; the candidate is promoted after the last."
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Strategy:
+        weights = self.canary_weights()
+        if any(b <= a for a, b in itertools.pairwise(weights)):
+            raise ValueError("canary weights must be strictly increasing")
+        blue_green = [s for s in self.steps if s.blue_green is not None]
+        if blue_green and (len(blue_green) > 1 or weights):
+            raise ValueError("a blueGreen strategy has exactly one blueGreen step and no canary steps")
+        return self
+
+    def canary_weights(self) -> list[int]:
+        """Candidate weights of the canary steps, in order."""
+        return [s.canary.weight for s in self.steps if s.canary is not None]
+
+    @property
+    def is_blue_green(self) -> bool:
+        """Whether the strategy switches at once instead of stepping weights."""
+        return any(s.blue_green is not None for s in self.steps)
+
+
+class ErrorRateMetric(ApiModel):
+    """Errors (5xx answers and timeouts) per request, candidate against stable."""
+
+    enabled: bool = Field(default=True, description="Whether this metric takes part in the verdict.")
+    max_rate: float | None = Field(
+        default=0.05, ge=0, le=1, description="Absolute SLO: the candidate's error rate must stay below this."
+    )
+
+
+class LatencyMetric(ApiModel):
+    """Request latency from the histograms, candidate against stable and against an SLO."""
+
+    enabled: bool = Field(default=True, description="Whether this metric takes part in the verdict.")
+    quantile: float = Field(default=0.99, ge=0.5, le=0.999, description="The quantile the SLO speaks of.")
+    max_seconds: float | None = Field(
+        default=None, gt=0, description="Absolute SLO on the candidate's quantile, in seconds."
+    )
+    compare_with_stable: bool = Field(
+        default=True, description="Also require the candidate's latency to be non-inferior to stable's."
+    )
+
+
+class DriftMetric(ApiModel):
+    """A distribution that must not move too far (population stability index)."""
+
+    enabled: bool = Field(default=True, description="Whether this metric takes part in the verdict.")
+    max_psi: float = Field(default=0.2, gt=0, le=10, description="Largest population stability index tolerated.")
+
+
+class CustomMetric(ApiModel):
+    """A PromQL query of your own, evaluated for the candidate and held to thresholds."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(cel("has(self.min) || has(self.max)", "a custom metric needs min or max"))
+    }
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=63)] = Field(
+        description="Name shown in verdicts."
+    )
+    query: str = Field(
+        max_length=2048,
+        description=(
+            "PromQL returning one number; may use the placeholders {{namespace}}, {{modelDeployment}}, "
+            "{{track}}, {{revision}} and {{window}} (and no others)."
+        ),
+    )
+    min: float | None = Field(default=None, description="The result must be at least this.")
+    max: float | None = Field(default=None, description="The result must be at most this.")
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> CustomMetric:
+        if self.min is None and self.max is None:
+            raise ValueError("a custom metric needs min or max")
+        return self
+
+
+class Metrics(ApiModel):
+    """The evidence that decides every step."""
+
+    error_rate: ErrorRateMetric = Field(
+        default_factory=ErrorRateMetric, description="Error rate: harm, non-inferiority and SLO."
+    )
+    latency: LatencyMetric = Field(
+        default_factory=LatencyMetric, description="Latency: quantile SLO and comparison with stable."
+    )
+    prediction_drift: DriftMetric = Field(
+        default_factory=DriftMetric,
+        description="Candidate's prediction distribution against stable's on the same traffic.",
+    )
+    input_drift: DriftMetric = Field(
+        default_factory=lambda: DriftMetric(max_psi=0.25),
+        description="Live inputs against the model's reference profile (needs model.referenceProfile).",
+    )
+    custom: list[CustomMetric] | None = Field(default=None, max_length=10, description="Your own PromQL checks.")
+
+
+class Analysis(ApiModel):
+    """How often to look and at what."""
+
+    interval: Duration = Field(default="30s", description="Time between two looks at the evidence.")
+    metrics: Metrics = Field(default_factory=Metrics, description="What is measured.")
+
+
+class Margin(ApiModel):
+    """A non-inferiority margin: how much worse the candidate may be and still count as no worse."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("has(self.absolute) != has(self.relative)", "a margin sets exactly one of absolute, relative")
+        )
+    }
+
+    absolute: float | None = Field(
+        default=None, ge=0, le=1, description="In the metric's unit (a rate for errors, e.g. 0.005)."
+    )
+    relative: float | None = Field(
+        default=None, ge=0, le=10, description="As a fraction of stable's value (0.1 means 10% worse)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Margin:
+        if (self.absolute is None) == (self.relative is None):
+            raise ValueError("a margin sets exactly one of absolute, relative")
+        return self
+
+
+class Margins(ApiModel):
+    """Non-inferiority margins per compared metric."""
+
+    error_rate: Margin = Field(default_factory=lambda: Margin(absolute=0.01), description="Margin for the error rate.")
+    latency: Margin = Field(
+        default_factory=lambda: Margin(relative=0.1), description="Margin for the latency quantile."
+    )
+
+
+class Significance(ApiModel):
+    """Statistical settings shared by all metrics."""
+
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.2,
+        description="Chance of a false rollback over the whole rollout, however many looks (split across metrics).",
+    )
+    method: Literal["mixtureSPRT"] = Field(
+        default="mixtureSPRT",
+        description="Sequential test that stays valid under repeated looks (see docs/analysis.md).",
+    )
+    margins: Margins = Field(default_factory=Margins, description="Non-inferiority margins.")
+
+
+class InconclusiveRule(ApiModel):
+    """What to do when a step runs out of time without evidence either way."""
+
+    action: Literal["hold", "rollback"] = Field(
+        default="rollback",
+        description="hold keeps the current split and waits for a human; rollback reverts.",
+    )
+
+
+class RolloutPolicySpec(ApiModel):
+    """A rollout policy: steps, evidence, statistics and what to do when things go wrong."""
+
+    selector: PolicySelector | None = Field(
+        default=None, description="ModelDeployments this policy applies to when they name no policy."
+    )
+    priority: int = Field(
+        default=0, ge=0, le=1_000_000, description="Among matching policies, the highest priority wins."
+    )
+    strategy: Strategy = Field(
+        default_factory=lambda: default_strategy(), description="The steps a new revision walks through."
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="How often to look, and at what.")
+    significance: Significance = Field(default_factory=Significance, description="Statistical settings.")
+    on_failure: Literal["rollback", "pause"] = Field(
+        default="rollback", description="What a rollback verdict does: revert at once, or pause for a human."
+    )
+    on_inconclusive: InconclusiveRule = Field(
+        default_factory=InconclusiveRule, description="What happens when a step's maxDuration passes."
+    )
+    progress_deadline: Duration = Field(
+        default="10m", description="How long a candidate may take to become ready before it is rolled back."
+    )
+
+    @model_validator(mode="after")
+    def _durations_sane(self) -> RolloutPolicySpec:
+        if parse_duration(self.analysis.interval) < 1:
+            raise ValueError("analysis.interval must be at least 1s")
+        return self
+
+
+def default_strategy() -> Strategy:
+    """The built-in safe default: shadow, then 5 / 25 / 50 percent canaries."""
+    return Strategy(
+        steps=[
+            Step(shadow=ShadowStep(mirror_percent=100, min_requests=200)),
+            Step(canary=CanaryStep(weight=5, min_requests=200)),
+            Step(canary=CanaryStep(weight=25, min_requests=500)),
+            Step(canary=CanaryStep(weight=50, min_requests=500)),
+        ]
+    )
+
+
+class RolloutPolicy(ApiModel):
+    """RolloutPolicy (cluster-scoped, short name rp): a platform-wide rollout policy."""
+
+    api_version: Literal["mlrollout.io/v1alpha1"] = Field(
+        default="mlrollout.io/v1alpha1", description="mlrollout.io/v1alpha1"
+    )
+    kind: Literal["RolloutPolicy"] = Field(default="RolloutPolicy", description="RolloutPolicy")
+    metadata: dict[str, object] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: RolloutPolicySpec = Field(default_factory=RolloutPolicySpec, description="The policy.")
+    status: PolicyStatus | None = Field(default=None, description="Written by the operator.")
