@@ -1,0 +1,80 @@
+"""The one interface every traffic provider implements, and the facts it is given.
+
+A router is pure: from what the rollout wants (`RouteIntent`) it returns the Kubernetes objects that make
+it so (a route ConfigMap for the built-in gateway, an HTTPRoute, a VirtualService). The controller applies
+them with server-side apply and owns them; the router never talks to the API. That keeps every provider
+unit-testable and lets the cluster tier validate the objects against the real CRDs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One track's Service: where its model servers answer."""
+
+    service: str
+    port: int
+    revision: str
+
+
+@dataclass(frozen=True)
+class StickySetting:
+    """Key that pins a client to one track (A/B): a header or a top-level JSON field."""
+
+    header: str | None = None
+    json_field: str | None = None
+
+
+@dataclass(frozen=True)
+class FallbackSetting:
+    """The FallbackPolicy as the data plane needs it (resolved: backups are Service addresses)."""
+
+    request_timeout_seconds: float = 2.0
+    consecutive_failures: int = 5
+    open_seconds: float = 30.0
+    confidence_threshold: float | None = None
+    chain: tuple[Manifest, ...] = ({"action": "stable"}, {"action": "refuse"})
+    low_confidence_action: Manifest | None = None
+
+
+@dataclass(frozen=True)
+class RouteIntent:
+    """What the rollout wants from the data plane right now."""
+
+    namespace: str
+    name: str  # the ModelDeployment; also the name clients call
+    stable: Backend | None
+    candidate: Backend | None
+    candidate_weight: int  # 0..100 of live traffic to the candidate
+    mirror_percent: int  # 0..100 of live traffic copied to the candidate (responses dropped)
+    mode: Literal["canary", "ab", "blueGreen"] = "canary"
+    sticky: StickySetting | None = None
+    fallback: FallbackSetting = field(default_factory=FallbackSetting)
+    version: int = 1  # monotonically increasing; the gateway reports the version it applied
+    owner: Manifest | None = None  # ownerReference of the ModelDeployment, set on every object
+
+
+class TrafficRouter(Protocol):
+    """A traffic provider: builtin gateway, Gateway API, Istio, or the null router."""
+
+    name: str
+
+    def manifests(self, intent: RouteIntent) -> list[Manifest]:
+        """The objects that route traffic as `intent` says; applying them twice changes nothing."""
+        ...
+
+
+class NullRouter:
+    """Routes nothing: for tests of the core, and for clusters where routing is managed elsewhere."""
+
+    name = "null"
+
+    def manifests(self, intent: RouteIntent) -> list[Manifest]:
+        """Nothing to apply."""
+        return []
