@@ -1,0 +1,108 @@
+"""Shadow mirroring off the primary path: a bounded queue, a few workers, a timeout, drops counted.
+
+The proxy only calls `offer()` after the client's response is written; it never waits. A full queue
+drops the copy (counted as `queue_full`); a slow or failing shadow is counted as `timeout` or `error`.
+Answers are compared with the primary's (compare.py) and recorded as agreement metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from .compare import compare_responses
+from .metrics import GatewayMetrics
+from .upstream import UpstreamFailure, UpstreamPool, UpstreamTimeout
+
+__all__ = ["Mirror", "MirrorJob"]
+
+log = logging.getLogger("mlrollout.gateway.mirror")
+
+
+class MirrorJob:
+    """Everything one copy needs; built by the proxy from the table the request started with."""
+
+    __slots__ = ("pool", "primary_body", "request", "revision", "timeout")
+
+    def __init__(self, pool: UpstreamPool, revision: str, timeout: float, request: bytes, primary_body: bytes) -> None:
+        self.pool = pool
+        self.revision = revision
+        self.timeout = timeout
+        self.request = request
+        self.primary_body = primary_body
+
+
+class Mirror:
+    """Worker pool draining a bounded queue of MirrorJobs. Resized when a route table says so."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._queue: asyncio.Queue[MirrorJob] = asyncio.Queue(maxsize=1024)
+        self._workers: list[asyncio.Task[None]] = []
+
+    def configure(self, queue_size: int, concurrency: int) -> None:
+        """Apply a table's mirror settings; queued copies move to the new queue (excess dropped)."""
+        if self._queue.maxsize != queue_size:
+            old, self._queue = self._queue, asyncio.Queue(maxsize=queue_size)
+            while not old.empty():
+                job = old.get_nowait()
+                self.offer(job)
+            for task in self._workers:  # workers bind the queue at start: restart them
+                task.cancel()
+            self._workers = []
+        while len(self._workers) < concurrency:
+            self._workers.append(asyncio.get_running_loop().create_task(self._work()))
+        while len(self._workers) > concurrency:
+            self._workers.pop().cancel()
+
+    def offer(self, job: MirrorJob) -> None:
+        """Queue a copy without waiting; count it as dropped if the queue is full."""
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._metrics.mirror_drop(job.revision, "queue_full")
+
+    async def _work(self) -> None:
+        queue = self._queue
+        while True:
+            job = await queue.get()
+            self._metrics.mirror_sent(job.revision)
+            try:
+                response = await job.pool.request(job.request, job.timeout)
+            except UpstreamTimeout:
+                self._metrics.mirror_drop(job.revision, "timeout")
+                continue
+            except UpstreamFailure:
+                self._metrics.mirror_drop(job.revision, "error")
+                continue
+            if response.status != 200:
+                self._metrics.mirror_drop(job.revision, "error")
+                continue
+            try:
+                self._record(job, response.body)
+            except Exception:  # a comparison bug must never kill the worker
+                log.exception("comparing a shadow answer failed")
+
+    def _record(self, job: MirrorJob, shadow_body: bytes) -> None:
+        try:
+            primary, shadow = json.loads(job.primary_body), json.loads(shadow_body)
+        except ValueError:
+            self._metrics.mirror_drop(job.revision, "error")
+            return
+        if not isinstance(primary, dict) or not isinstance(shadow, dict):
+            return
+        result = compare_responses(primary, shadow)
+        for output, (agree, disagree) in result.agreement.items():
+            self._metrics.shadow_agreement(job.revision, output, agree, disagree)
+        for output, values in result.abs_differences.items():
+            self._metrics.shadow_abs_difference(job.revision, output, values)
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []

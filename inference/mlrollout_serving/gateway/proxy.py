@@ -1,0 +1,350 @@
+"""The gateway's request path: route by track, forward, fall back, mirror, count.
+
+Every request reads `self.active` once and uses that compiled table to the end, so a table swap never
+changes the rules under an in-flight request. Decisions come from decide.py; this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from .decide import (
+    BreakerState,
+    admit,
+    fallback_plan,
+    low_confidence,
+    on_failure,
+    pick_track,
+    sticky_bucket,
+    sticky_key,
+)
+from .metrics import GatewayMetrics
+from .mirror import Mirror, MirrorJob
+from .routes import CircuitBreaker, FallbackStep, RouteTable
+from .server import Request, Response
+from .upstream import UpstreamFailure, UpstreamPool, UpstreamResponse
+
+__all__ = ["ActiveTable", "Gateway"]
+
+log = logging.getLogger("mlrollout.gateway")
+
+_JSON: Final = b"content-type: application/json\r\n"
+# Hop-by-hop and per-connection headers are not forwarded; host and content-length are set per upstream.
+_DROP: Final = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"te", b"upgrade",
+     b"proxy-connection", b"expect"}
+)  # fmt: skip
+_MODEL_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?")
+_MAX_BUCKET_KEY: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Track:
+    name: str
+    pool: UpstreamPool
+    revision: str
+    header: bytes  # serialised x-mlrollout-track line
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveTable:
+    """A RouteTable compiled for the hot path (pools resolved, headers pre-serialised)."""
+
+    table: RouteTable
+    weights: tuple[tuple[str, float], ...]
+    tracks: dict[str, _Track]
+    single: _Track | None  # set when one track has all the weight and nothing is sticky
+    version_header: bytes
+    timeout: float
+    mirror_pool: UpstreamPool | None
+    backups: dict[str, UpstreamPool]
+
+
+def _error_body(message: str, reason: str, **extra: object) -> bytes:
+    return json.dumps({"error": message, "reason": reason, **extra}).encode()
+
+
+class Gateway:
+    """Holds the active table, the upstream pools and breakers; `handle` answers one request."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+        self.active: ActiveTable | None = None
+        self.draining = False
+        self.mirror = Mirror(metrics)
+        self._pools: dict[str, UpstreamPool] = {}
+        self._breakers: dict[str, BreakerState] = {}
+        self._random = random.random
+
+    # -- route tables --
+    def apply(self, table: RouteTable, origin: str) -> bool:
+        """Make `table` the active one (unless identical); return whether it changed anything."""
+        current = self.active
+        if current is not None and current.table == table:
+            return False
+        if current is not None and table.version <= current.table.version:
+            log.warning(
+                "route table from %s has version %d, not above the active %d; applying it anyway",
+                origin, table.version, current.table.version,
+            )  # fmt: skip
+        self.active = self._compile(table)
+        if table.mirror is not None:
+            self.mirror.configure(table.mirror.queue_size, table.mirror.concurrency)
+        self.metrics.set_route_version(table.version)
+        weights = ", ".join(f"{n}={w:g}%" for n, w in table.weights())
+        mirror = f", mirror {table.mirror.percent:g}%" if table.mirror else ""
+        log.info("route table version %d active (from %s): %s %s%s", table.version, origin, table.mode,
+                 weights, mirror)  # fmt: skip
+        return True
+
+    def reject(self, origin: str, reason: str) -> None:
+        """Log why a table was refused; the active one stays."""
+        active = "none" if self.active is None else str(self.active.table.version)
+        log.error("route table from %s rejected, keeping version %s: %s", origin, active, reason)
+
+    def _pool(self, url: str) -> UpstreamPool:
+        pool = self._pools.get(url)
+        if pool is None:
+            host, _, port = url.removeprefix("http://").rpartition(":")
+            pool = self._pools[url] = UpstreamPool(host, int(port))
+        return pool
+
+    def _compile(self, table: RouteTable) -> ActiveTable:
+        tracks: dict[str, _Track] = {
+            name: _Track(name, self._pool(t.upstream), t.revision, b"x-mlrollout-track: %s\r\n" % name.encode())
+            for name, t in table.tracks.items()
+        }
+        weights = table.weights()
+        full = [name for name, w in weights if w >= 100.0]
+        single = tracks[full[0]] if full else None
+        backups = {
+            s.backup.name: self._pool(s.backup.upstream)
+            for s in (*table.fallback.chain, table.fallback.low_confidence_action)
+            if s is not None and s.backup is not None
+        }
+        return ActiveTable(
+            table=table,
+            weights=weights,
+            tracks=tracks,
+            single=single,
+            version_header=b"x-mlrollout-route-version: %d\r\n" % table.version,
+            timeout=table.fallback.request_timeout_seconds,
+            mirror_pool=self._pool(table.mirror.upstream) if table.mirror else None,
+            backups=backups,
+        )
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+    # -- requests --
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        target = request.target
+        if not target.startswith(b"/v2"):
+            return self._local(target)
+        if target.startswith(b"/v2/health/"):
+            return self._health(target)
+        active = self.active
+        if active is None:
+            return Response(503, _JSON, _error_body("no route table loaded yet", "unavailable"))
+        track = active.single
+        if track is None:
+            track = self._choose(active, request)
+        rest = self._rest(request)
+        line = b"%s %s HTTP/1.1\r\n" % (request.method, target)
+        response, served, label = await self._route(active, track, request, line, rest)
+        # served: the source named in x-mlrollout-track; label: the track for metrics
+        if (
+            active.mirror_pool is not None
+            and response.status == 200
+            and served in ("stable", "candidate")
+            and target.endswith(b"/infer")
+        ):
+            self._maybe_mirror(active, line, rest, response.body)
+        self.metrics.observe_request(label.name, label.revision, response.status, time.perf_counter() - started)
+        return response
+
+    def _choose(self, active: ActiveTable, request: Request) -> _Track:
+        sticky = active.table.sticky
+        draw: float | None = None
+        if sticky is not None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+            key = sticky_key(sticky, headers, request.body)
+            if key is not None:
+                draw = sticky_bucket(key[:_MAX_BUCKET_KEY])
+        if draw is None:
+            draw = self._random()
+        return active.tracks[pick_track(active.weights, draw)]
+
+    @staticmethod
+    def _rest(request: Request) -> bytes:
+        """Forwarded header lines plus content-length and body (everything after the host line)."""
+        parts = [b"%s: %s\r\n" % (k, v) for k, v in request.headers if k not in _DROP]
+        parts.append(b"content-length: %d\r\n\r\n" % len(request.body))
+        parts.append(request.body)
+        return b"".join(parts)
+
+    async def _route(
+        self, active: ActiveTable, track: _Track, request: Request, line: bytes, rest: bytes
+    ) -> tuple[Response, str, _Track]:
+        """Forward to `track`; on failure or low confidence walk the fallback chain."""
+        fallback = active.table.fallback
+        result = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker)
+        if isinstance(result, UpstreamResponse):
+            threshold = fallback.confidence_threshold
+            if (
+                threshold is not None
+                and fallback.low_confidence_action is not None
+                and result.status == 200
+                and request.target.endswith(b"/infer")
+                and _is_low_confidence(result.body, threshold)
+            ):
+                step = fallback.low_confidence_action
+                if not (step.action == "stable" and track.name == "stable"):
+                    self.metrics.fallback(track.name, track.revision, "low_confidence", step.action)
+                    answer = await self._run_steps(active, (step,), track, request, line, rest, "low_confidence")
+                    if answer is not None:
+                        return answer
+            return self._forwarded(active, track, result), track.name, track
+        reason, message = result
+        answer = await self._run_steps(
+            active, fallback_plan(fallback.chain, track.name), track, request, line, rest, reason, message,
+            count_first=True,
+        )  # fmt: skip
+        if answer is not None:
+            return answer
+        status = 504 if reason == "timeout" else 502
+        return (
+            Response(status, _JSON + active.version_header + track.header, _error_body(message, reason)),
+            track.name,
+            track,
+        )
+
+    async def _run_steps(
+        self,
+        active: ActiveTable,
+        steps: tuple[FallbackStep, ...],
+        failed: _Track,
+        request: Request,
+        line: bytes,
+        rest: bytes,
+        reason: str,
+        message: str = "",
+        count_first: bool = False,
+    ) -> tuple[Response, str, _Track] | None:
+        """Try the steps in order; each one taken is counted with the reason of the failure before it."""
+        breaker = active.table.fallback.circuit_breaker
+        headers = _JSON + active.version_header
+        for index, step in enumerate(steps):
+            if count_first or index > 0:
+                self.metrics.fallback(failed.name, failed.revision, reason, step.action)
+            if step.action == "stable":
+                stable = active.tracks["stable"]
+                result = await self._attempt(stable.pool, line, rest, active.timeout, breaker)
+                if isinstance(result, UpstreamResponse):
+                    return self._forwarded(active, stable, result), "stable", stable
+                reason, message = result
+            elif step.action == "backup":
+                assert step.backup is not None
+                pool = active.backups[step.backup.name]
+                backup_line = _rewrite_model(line, step.backup.name.encode())
+                result = await self._attempt(pool, backup_line, rest, active.timeout, breaker)
+                if isinstance(result, UpstreamResponse):
+                    return (
+                        Response(result.status, result.headers + active.version_header
+                                 + b"x-mlrollout-track: backup\r\n", result.body),
+                        "backup",
+                        failed,
+                    )  # fmt: skip
+                reason, message = result
+            elif step.action == "default":
+                body = json.dumps(step.default_response).encode()
+                return Response(200, headers + b"x-mlrollout-track: default\r\n", body), "default", failed
+            else:  # refuse
+                why = (
+                    f"track {failed.name} failed ({reason}): {message}"
+                    if message
+                    else (f"track {failed.name}: {reason.replace('_', ' ')}")
+                )
+                body = _error_body(f"refused by fallback policy: {why}", reason, track=failed.name)
+                return Response(503, headers + b"x-mlrollout-track: refuse\r\n", body), "refuse", failed
+        return None
+
+    async def _attempt(
+        self, pool: UpstreamPool, line: bytes, rest: bytes, timeout: float, breaker_config: CircuitBreaker
+    ) -> UpstreamResponse | tuple[str, str]:
+        """One upstream call under its circuit breaker: a response, or (reason, message)."""
+        name = pool.name
+        state = self._breakers.get(name)
+        if state is not None:
+            now = time.monotonic()
+            allowed, new_state = admit(state, breaker_config, now)
+            self._breakers[name] = new_state
+            if not allowed:
+                return "circuit_open", f"circuit breaker for {name} is open"
+        try:
+            response = await pool.request(b"".join((line, pool.host_header, rest)), timeout)
+        except UpstreamFailure as exc:
+            self._breakers[name] = on_failure(
+                self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic()
+            )
+            return exc.reason, str(exc)
+        if response.status >= 500:
+            self._breakers[name] = on_failure(
+                self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic()
+            )
+            return "error", f"upstream {name} answered {response.status}"
+        if state is not None:
+            del self._breakers[name]  # closed and no failures: the fast path has no entry at all
+        return response
+
+    @staticmethod
+    def _forwarded(active: ActiveTable, track: _Track, result: UpstreamResponse) -> Response:
+        return Response(result.status, result.headers + active.version_header + track.header, result.body)
+
+    def _maybe_mirror(self, active: ActiveTable, line: bytes, rest: bytes, primary: bytes) -> None:
+        mirror = active.table.mirror
+        assert mirror is not None and active.mirror_pool is not None
+        if mirror.percent <= 0.0 or self._random() * 100.0 >= mirror.percent:
+            return
+        pool = active.mirror_pool
+        request = b"".join((line, pool.host_header, rest))
+        self.mirror.offer(MirrorJob(pool, mirror.revision, mirror.timeout_seconds, request, primary))
+
+    # -- local endpoints --
+    def _health(self, target: bytes) -> Response:
+        if target.startswith(b"/v2/health/live"):
+            return Response(200, _JSON, b'{"live": true}')
+        if target.startswith(b"/v2/health/ready"):
+            ready = self.active is not None and not self.draining
+            return Response(200 if ready else 503, _JSON, b'{"ready": %s}' % (b"true" if ready else b"false"))
+        return Response(404, _JSON, b'{"error": "not found"}')
+
+    def _local(self, target: bytes) -> Response:
+        if target == b"/metrics" or target.startswith(b"/metrics?"):
+            return Response(200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n",
+                            self.metrics.exposition())  # fmt: skip
+        return Response(404, _JSON, b'{"error": "not found"}')
+
+
+def _is_low_confidence(body: bytes, threshold: float) -> bool:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and low_confidence(parsed, threshold)
+
+
+def _rewrite_model(line: bytes, model: bytes) -> bytes:
+    """Point `/v2/models/<any>[/versions/<v>]` at the backup model (no version: its default one)."""
+    method, _, remainder = line.partition(b" ")
+    target, _, protocol = remainder.rpartition(b" ")
+    new_target = _MODEL_PATH.sub(b"/v2/models/" + model, target, count=1)
+    return b"%s %s %s" % (method, new_target, protocol)
