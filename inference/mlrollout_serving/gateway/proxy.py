@@ -273,7 +273,8 @@ class Gateway:
                     if message
                     else (f"track {failed.name}: {reason.replace('_', ' ')}")
                 )
-                body = _error_body(f"refused by fallback policy: {why}", reason, track=failed.name)
+                text = f"{step.message} ({why})" if step.message else f"refused by fallback policy: {why}"
+                body = _error_body(text, reason, track=failed.name)
                 return Response(503, headers + b"x-mlrollout-track: refuse\r\n", body), "refuse", failed
         return None
 

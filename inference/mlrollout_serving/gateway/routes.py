@@ -136,6 +136,9 @@ class FallbackStep(_Model):
     default_response: dict[str, Any] | None = Field(
         default=None, description="OIP response body returned for action `default`."
     )
+    message: str | None = Field(
+        default=None, max_length=1024, description="For `refuse`: the message put in the JSON error."
+    )
 
     @model_validator(mode="after")
     def _payload_matches_action(self) -> FallbackStep:
@@ -147,6 +150,8 @@ class FallbackStep(_Model):
             raise ValueError(f"fallback action {self.action} must not carry a backup")
         if self.action != "default" and self.default_response is not None:
             raise ValueError(f"fallback action {self.action} must not carry a defaultResponse")
+        if self.action != "refuse" and self.message is not None:
+            raise ValueError(f"fallback action {self.action} must not carry a message")
         return self
 
 
