@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help deps venv test test-unit test-component test-cluster lint typecheck crds demo bench clean
+.PHONY: help deps venv test test-unit test-component test-cluster lint typecheck crds demo bench clean \
+	cluster-build cluster-up cluster-down
 
 help:
 	@echo "make test       system packages + virtualenv + every test tier (unit, component, cluster)"
@@ -12,6 +13,7 @@ help:
 	@echo "make lint       ruff + mypy --strict"
 	@echo "make crds       regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make bench      benchmarks (results in bench/results/)"
+	@echo "make cluster-up / cluster-down   local control plane from the pinned Kubernetes (e2e/cluster/)"
 
 deps:
 	@bash scripts/system-deps
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: deps venv
+test: deps venv cluster-build
 	$(BIN)/pytest tests/unit tests/component tests/cluster
 
 test-unit: venv
@@ -33,7 +35,7 @@ test-unit: venv
 test-component: deps venv
 	$(BIN)/pytest tests/component
 
-test-cluster: deps venv
+test-cluster: deps venv cluster-build
 	$(BIN)/pytest tests/cluster
 
 lint: venv
@@ -46,3 +48,14 @@ crds: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Pinned Kubernetes control plane for the cluster tier (docs/testing.md). The build is cached outside
+# the repository, so only the first run compiles.
+cluster-build:
+	@bash e2e/cluster/build
+
+cluster-up: cluster-build
+	@bash e2e/cluster/up
+
+cluster-down:
+	@bash e2e/cluster/down

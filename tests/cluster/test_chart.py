@@ -1,0 +1,377 @@
+"""The Helm chart: lint, render, install on the real API server, and least-privilege RBAC.
+
+The permission tables below ARE the specification of what the operator may do; the rendered chart
+must grant exactly these (nothing more), and the API server must agree (``kubectl auth can-i``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.cluster.kube import REPO, ControlPlane, Kubectl
+
+from mlrollout_serving import contract
+
+CHART = REPO / "charts" / "mlrollout"
+CRUD = frozenset({"create", "get", "list", "watch", "patch", "update", "delete"})
+READ = frozenset({"get", "list", "watch"})
+
+Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+# Cluster-wide, whatever the watched namespaces.
+CLUSTER_PERMS: dict[tuple[str, str], frozenset[str]] = {
+    ("mlrollout.io", "rolloutpolicies"): READ,
+    ("mlrollout.io", "fallbackpolicies"): READ,
+    ("", "namespaces"): READ,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
+}
+# In each watched namespace (cluster-wide when watchNamespaces is empty).
+NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
+    ("mlrollout.io", "modeldeployments"): frozenset({"get", "list", "watch", "patch"}),
+    ("mlrollout.io", "modeldeployments/status"): frozenset({"update", "patch"}),
+    ("apps", "deployments"): CRUD,
+    ("", "services"): CRUD,
+    ("", "configmaps"): CRUD,
+    ("", "serviceaccounts"): CRUD,
+    ("rbac.authorization.k8s.io", "roles"): CRUD,
+    ("rbac.authorization.k8s.io", "rolebindings"): CRUD,
+    ("policy", "poddisruptionbudgets"): CRUD,
+    ("", "pods"): READ,
+    ("apps", "replicasets"): READ,
+    ("", "events"): frozenset({"create", "patch"}),
+    ("events.k8s.io", "events"): frozenset({"create", "patch"}),
+}
+# Only in the operator's own namespace.
+OWN_NAMESPACE_PERMS: dict[tuple[str, str], frozenset[str]] = {
+    ("coordination.k8s.io", "leases"): frozenset({"create", "get", "list", "watch", "update", "patch"}),
+}
+OPTIONAL_PERMS: dict[str, dict[tuple[str, str], frozenset[str]]] = {
+    "rbac.gatewayAPI": {("gateway.networking.k8s.io", "httproutes"): CRUD},
+    "rbac.istio": {("networking.istio.io", "virtualservices"): CRUD},
+    "rbac.serviceMonitors": {("monitoring.coreos.com", "servicemonitors"): CRUD},
+}
+# A sample of what the operator must NOT be able to do: (verb, resource[.group], subresource).
+FORBIDDEN: list[tuple[str, str, str]] = [
+    ("get", "secrets", ""),
+    ("list", "secrets", ""),
+    ("watch", "secrets", ""),
+    ("delete", "modeldeployments.mlrollout.io", ""),
+    ("update", "modeldeployments.mlrollout.io", ""),
+    ("create", "modeldeployments.mlrollout.io", ""),
+    ("delete", "modeldeployments.mlrollout.io", "status"),
+    ("patch", "rolloutpolicies.mlrollout.io", ""),
+    ("delete", "rolloutpolicies.mlrollout.io", ""),
+    ("create", "fallbackpolicies.mlrollout.io", ""),
+    ("update", "fallbackpolicies.mlrollout.io", ""),
+    ("create", "pods", ""),
+    ("delete", "pods", ""),
+    ("create", "pods", "exec"),
+    ("delete", "replicasets.apps", ""),
+    ("create", "statefulsets.apps", ""),
+    ("delete", "events", ""),
+    ("delete", "namespaces", ""),
+    ("create", "namespaces", ""),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("create", "clusterroles.rbac.authorization.k8s.io", ""),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+    ("escalate", "roles.rbac.authorization.k8s.io", ""),
+    ("bind", "roles.rbac.authorization.k8s.io", ""),
+    ("get", "nodes", ""),
+    ("create", "serviceaccounts", "token"),
+    ("*", "*", ""),
+]
+
+
+def expand(perms: Mapping[tuple[str, str], Iterable[str]]) -> set[Rule]:
+    return {(group, resource, verb) for (group, resource), verbs in perms.items() for verb in verbs}
+
+
+@dataclass(frozen=True)
+class Helm:
+    """The pinned helm binary with its own config/cache dirs and the test kubeconfig."""
+
+    binary: str
+    env: Mapping[str, str]
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.binary, *args], capture_output=True, text=True, env=dict(self.env), timeout=180, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def template(self, *sets: str, namespace: str = "mlrollout-system", release: str = "mlr") -> list[Any]:
+        args = ["template", release, str(CHART), "--namespace", namespace]
+        for s in sets:
+            args += ["--set", s]
+        return [d for d in yaml.safe_load_all(self(*args).stdout) if d]
+
+
+@pytest.fixture(scope="session")
+def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    home = tmp_path_factory.mktemp("helm")
+    env = {
+        **control_plane.env,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    return Helm(control_plane.binary("helm"), env)
+
+
+def rules_of(docs: Iterable[Mapping[str, Any]], kind: str, name_suffix: str) -> set[Rule]:
+    found: set[Rule] = set()
+    for doc in docs:
+        if doc["kind"] == kind and doc["metadata"]["name"].endswith(name_suffix):
+            for rule in doc["rules"]:
+                for group, resource, verb in itertools.product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+                    found.add((group, resource, verb))
+    return found
+
+
+def by_kind(docs: Iterable[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+VARIANTS = {
+    "default": [],
+    "watch-namespaces": ["watchNamespaces={team-a,team-b}"],
+    "peering": ["peering.enabled=true"],
+    "all-options": [
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prometheus",
+        "networkPolicy.enabled=true",
+        "rbac.gatewayAPI=true",
+        "rbac.istio=true",
+        "rbac.serviceMonitors=true",
+        "logLevel=debug",
+        "defaultTrafficProvider=istio",
+    ],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_helm_lint_passes_strict(helm: Helm, variant: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for s in VARIANTS[variant]:
+        args += ["--set", s]
+    out = helm(*args).stdout
+    assert "0 chart(s) failed" in out, out
+
+
+def test_helm_rejects_invalid_values(helm: Helm) -> None:
+    bad_level = helm("template", "x", str(CHART), "--set", "logLevel=verbose", check=False)
+    assert bad_level.returncode != 0 and "logLevel" in bad_level.stderr
+    bad_provider = helm("template", "x", str(CHART), "--set", "defaultTrafficProvider=nginx", check=False)
+    assert bad_provider.returncode != 0 and "defaultTrafficProvider" in bad_provider.stderr
+
+
+def test_operator_deployment_is_hardened(helm: Helm) -> None:
+    docs = helm.template("prometheusUrl=http://prom.example:9090", "watchNamespaces={ml}")
+    [deploy] = by_kind(docs, "Deployment")
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [container] = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in sc["capabilities"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    health_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
+    liveness = container["command"][container["command"].index("run") + 1 :]
+    assert f"--liveness=http://0.0.0.0:{health_port}/healthz" in liveness
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    cmd = container["command"]
+    assert cmd[:2] == ["kopf", "run"]
+    assert cmd[-2:] == ["-m", "mlrollout.controller.handlers"]
+    assert "--standalone" in cmd and "--namespace=ml" in cmd and "--all-namespaces" not in cmd
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLROLLOUT_PROMETHEUS_URL"] == "http://prom.example:9090"
+    assert env["MLROLLOUT_WATCH_NAMESPACES"] == "ml"
+    assert env["MLROLLOUT_LOG_LEVEL"] == "info"
+    assert env["MLROLLOUT_DEFAULT_TRAFFIC_PROVIDER"] == "builtin"
+    assert pod["serviceAccountName"] == by_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
+
+
+def test_peering_mode_switches_kopf_flags_and_installs_peering(helm: Helm) -> None:
+    standalone = helm.template()
+    assert not [d for d in standalone if d["kind"] == "CustomResourceDefinition"]
+    assert not any(r[0] == "kopf.dev" for r in rules_of(standalone, "ClusterRole", ""))
+    peered = helm.template("peering.enabled=true", "peering.name=mlr-peering")
+    cmd = by_kind(peered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--peering=mlr-peering" in cmd and "--standalone" not in cmd
+    crds = {d["metadata"]["name"] for d in by_kind(peered, "CustomResourceDefinition")}
+    assert crds == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    [peering] = by_kind(peered, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "mlr-peering"
+    assert ("kopf.dev", "clusterkopfpeerings", "patch") in rules_of(peered, "ClusterRole", "-cluster")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rbac_is_exactly_the_least_privilege_tables(helm: Helm, variant: str) -> None:
+    sets = VARIANTS[variant]
+    docs = helm.template(*sets)
+    for doc in docs:
+        for rule in doc.get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+    cluster = expand(CLUSTER_PERMS)
+    namespaced = expand(NAMESPACED_PERMS)
+    for flag, perms in OPTIONAL_PERMS.items():
+        if f"{flag}=true" in sets:
+            namespaced |= expand(perms)
+    if "peering.enabled=true" in sets:
+        cluster |= {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+        namespaced |= {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+    assert rules_of(docs, "ClusterRole", "-cluster") == cluster
+    assert rules_of(docs, "ClusterRole", "-namespaced") == namespaced
+    assert rules_of(docs, "Role", "-leases") == expand(OWN_NAMESPACE_PERMS)
+    bindings = by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding")
+    namespaced_bindings = [b for b in bindings if b["roleRef"]["name"].endswith("-namespaced")]
+    if "watchNamespaces={team-a,team-b}" in sets:
+        assert {(b["kind"], b["metadata"]["namespace"]) for b in namespaced_bindings} == {
+            ("RoleBinding", "team-a"),
+            ("RoleBinding", "team-b"),
+        }
+    else:
+        assert [b["kind"] for b in namespaced_bindings] == ["ClusterRoleBinding"]
+
+
+def test_service_monitor_keeps_the_metrics_contract_labels(helm: Helm) -> None:
+    docs = helm.template("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom")
+    [sm] = by_kind(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    [keep] = endpoint["metricRelabelings"]
+    assert keep["action"] == "keep" and keep["sourceLabels"] == ["__name__"]
+    # Every metric name of the contract survives the keep rule, and nothing else does.
+    names = [v for k, v in vars(contract).items() if k.startswith(("GATEWAY_", "MODEL_")) and isinstance(v, str)]
+    assert names
+    for name in names:
+        assert re.fullmatch(keep["regex"], name), name
+    assert not re.fullmatch(keep["regex"], "process_cpu_seconds_total")
+
+
+# --- on the real API server --------------------------------------------------------------------
+
+
+def can_i(kubectl: Kubectl, sa: str, verb: str, resource: str, namespace: str, sub: str = "") -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as={sa}", "-n", namespace]
+    if sub:
+        args.append(f"--subresource={sub}")
+    proc = kubectl(*args, check=False)
+    answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert answer in ("yes", "no"), f"can-i {args}: {proc.stdout} {proc.stderr}"
+    return answer == "yes"
+
+
+def can_i_rule(kubectl: Kubectl, sa: str, rule: Rule, namespace: str) -> bool:
+    group, resource, verb = rule
+    base, _, sub = resource.partition("/")
+    return can_i(kubectl, sa, verb, f"{base}.{group}" if group else base, namespace, sub)
+
+
+def check_all(kubectl: Kubectl, sa: str, rules: Iterable[tuple[Rule, str]]) -> dict[str, bool]:
+    """can-i for each (rule, namespace), four kubectl processes at a time."""
+    items = sorted(rules)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda item: can_i_rule(kubectl, sa, item[0], item[1]), items))
+    return {f"{verb} {group}/{res} in {ns}": ok for ((group, res, verb), ns), ok in zip(items, answers, strict=True)}
+
+
+@dataclass(frozen=True)
+class Installed:
+    release: str
+    namespace: str
+    service_account: str
+
+
+@pytest.fixture
+def installed(helm: Helm, kubectl: Kubectl, namespace: str) -> Iterator[Installed]:
+    """`helm install` of the chart (default values) into the test's namespace; uninstalled after."""
+    release = f"mlr-{secrets.token_hex(3)}"
+    helm("install", release, str(CHART), "--namespace", namespace, "--set", "image.tag=test")
+    try:
+        yield Installed(release, namespace, f"system:serviceaccount:{namespace}:{release}-mlrollout")
+    finally:
+        helm("uninstall", release, "--namespace", namespace, check=False)
+
+
+def test_helm_install_creates_the_operator_objects(kubectl: Kubectl, installed: Installed) -> None:
+    ns, release = installed.namespace, installed.release
+    deploy = kubectl.json("-n", ns, "get", "deployment", f"{release}-mlrollout")
+    assert deploy["spec"]["strategy"]["type"] == "Recreate"
+    kubectl("-n", ns, "get", "serviceaccount", f"{release}-mlrollout")
+    kubectl("get", "clusterrole", f"{release}-mlrollout-cluster", f"{release}-mlrollout-namespaced")
+    kubectl("get", "clusterrolebinding", f"{release}-mlrollout-cluster", f"{release}-mlrollout-namespaced")
+    kubectl("-n", ns, "get", "role,rolebinding", f"{release}-mlrollout-leases")
+    # The chart's CRDs are the generated ones, which the session already installed.
+    for crd in ("modeldeployments", "rolloutpolicies", "fallbackpolicies"):
+        kubectl("get", "crd", f"{crd}.mlrollout.io")
+
+
+def test_installed_rbac_is_sufficient(kubectl: Kubectl, installed: Installed, namespace: str) -> None:
+    elsewhere = "default"
+    checks = [(r, elsewhere) for r in expand(CLUSTER_PERMS) | expand(NAMESPACED_PERMS)]
+    checks += [(r, namespace) for r in expand(OWN_NAMESPACE_PERMS)]
+    answers = check_all(kubectl, installed.service_account, checks)
+    assert [k for k, ok in answers.items() if not ok] == []
+
+
+def test_installed_rbac_is_minimal(kubectl: Kubectl, installed: Installed, namespace: str) -> None:
+    sa = installed.service_account
+    allowed = [
+        f"{verb} {res}/{sub} in {ns}"
+        for verb, res, sub in FORBIDDEN
+        for ns in ("default", namespace)
+        if can_i(kubectl, sa, verb, res, ns, sub)
+    ]
+    assert allowed == []
+    # Leases only in the operator's own namespace.
+    leases = ("coordination.k8s.io", "leases", "update")
+    assert can_i_rule(kubectl, sa, leases, namespace)
+    assert not can_i_rule(kubectl, sa, leases, "default")
+
+
+def test_rendered_chart_applies_with_watched_namespaces(
+    helm: Helm, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """`helm template | kubectl apply`: grants land only in the watched namespace."""
+    watched = f"{namespace}-w"
+    kubectl("create", "namespace", watched)
+    release = f"mlr-{secrets.token_hex(3)}"
+    manifest = tmp_path / "rendered.yaml"
+    docs = helm.template(
+        f"watchNamespaces={{{watched}}}", "networkPolicy.enabled=true", namespace=namespace, release=release
+    )
+    manifest.write_text(yaml.safe_dump_all(docs))
+    try:
+        kubectl("apply", "-n", namespace, "-f", str(manifest))
+        sa = f"system:serviceaccount:{namespace}:{release}-mlrollout"
+        kubectl("-n", namespace, "get", "networkpolicy", f"{release}-mlrollout")
+        deploy = ("apps", "deployments", "create")
+        status = ("mlrollout.io", "modeldeployments/status", "patch")
+        policies = ("mlrollout.io", "rolloutpolicies", "list")
+        assert can_i_rule(kubectl, sa, deploy, watched) and can_i_rule(kubectl, sa, status, watched)
+        assert not can_i_rule(kubectl, sa, deploy, "default")
+        assert not can_i_rule(kubectl, sa, status, "default")
+        assert can_i_rule(kubectl, sa, policies, "default")  # cluster-scoped: readable everywhere
+    finally:
+        kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(manifest), check=False)
+        kubectl("delete", "namespace", watched, "--wait=false", check=False)
