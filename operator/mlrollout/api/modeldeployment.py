@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from mlrollout.api.common import (
     ApiModel,
@@ -15,7 +15,7 @@ from mlrollout.api.common import (
     cel,
     cel_rules,
 )
-from mlrollout.api.rolloutpolicy import Margins, Step
+from mlrollout.api.rolloutpolicy import STEPS_RULES, Margins, Step, check_steps
 
 URI_PATTERN = r"^(file|https?|pvc)://.+"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
@@ -93,6 +93,12 @@ class StickyKey(ApiModel):
         default=None, max_length=256, description="Top-level field of the JSON body holding the key."
     )
 
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StickyKey:
+        if (self.header is None) == (self.json_field is None):
+            raise ValueError("sticky sets exactly one of header, jsonField")
+        return self
+
 
 class Traffic(ApiModel):
     """How traffic reaches the tracks."""
@@ -116,6 +122,12 @@ class SloOverrides(ApiModel):
 class StrategyOverride(ApiModel):
     """Per-model changes to the policy; they may only make it stricter."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            *(cel(f"!has(self.steps) || ({r['rule']})", r["message"], r["fieldPath"]) for r in STEPS_RULES)
+        )
+    }
+
     steps: list[Step] | None = Field(
         default=None,
         min_length=1,
@@ -125,6 +137,12 @@ class StrategyOverride(ApiModel):
     alpha: float | None = Field(default=None, gt=0, le=0.2, description="A lower alpha than the policy's.")
     margins: Margins | None = Field(default=None, description="Smaller margins than the policy's.")
     slos: SloOverrides | None = Field(default=None, description="Tighter SLOs than the policy's.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StrategyOverride:
+        if self.steps is not None:
+            check_steps(self.steps)
+        return self
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -159,6 +177,15 @@ class RevisionStatus(ApiModel):
     model_version: str = Field(max_length=63, description="The model's version label.")
     model_uri: str = Field(max_length=2048, description="Where the model came from.")
     sha256: str = Field(max_length=64, description="The model file's digest.")
+    started_at: str | None = Field(default=None, description="When this revision was deployed (RFC 3339).")
+    origin: Literal["spec", "undo"] | None = Field(
+        default=None, description="spec: the spec asked for it; undo: `kubectl mlrollout undo` brought it back."
+    )
+    template: str | None = Field(
+        default=None,
+        max_length=16384,
+        description="The pod-affecting spec of this revision as JSON, so `undo` can redeploy it.",
+    )
 
 
 class StepStatus(ApiModel):
@@ -167,6 +194,9 @@ class StepStatus(ApiModel):
     index: int = Field(ge=0, description="Index into the effective strategy's steps.")
     kind: str = Field(max_length=16, description="shadow, canary, pause or blueGreen.")
     started_at: str = Field(description="When the step started (RFC 3339).")
+    requests_at_start: int = Field(
+        default=0, ge=0, description="Candidate requests counted when the step started (minRequests is per step)."
+    )
 
 
 class TrafficStatus(ApiModel):
@@ -175,6 +205,7 @@ class TrafficStatus(ApiModel):
     stable: int = Field(ge=0, le=100, description="Percent of live requests to stable.")
     candidate: int = Field(ge=0, le=100, description="Percent of live requests to the candidate.")
     mirror: int = Field(default=0, ge=0, le=100, description="Percent of requests mirrored to the candidate.")
+    version: int = Field(default=0, ge=0, description="Route table version; increases with every change.")
 
 
 class TrackPair(ApiModel):
@@ -225,6 +256,34 @@ class HistoryEntry(ApiModel):
     reason: str = Field(default="", max_length=1024, description="Why.")
 
 
+class CommandStatus(ApiModel):
+    """The last human command (kubectl mlrollout ...) the operator acted on."""
+
+    id: str = Field(max_length=128, description="The command's id from the mlrollout.io/command annotation.")
+    verb: str = Field(max_length=32, description="promote, promoteFull, abort, pause, resume, retry or undo.")
+    result: Literal["accepted", "refused"] = Field(description="Whether the operator carried it out.")
+    message: str = Field(default="", max_length=1024, description="What happened, or why not.")
+    time: str = Field(description="When the operator handled it (RFC 3339).")
+
+
+class ScaleDownStatus(ApiModel):
+    """A revision whose pods are kept for a while (drain, blue-green rollback window), then removed."""
+
+    revision: str = Field(max_length=64, description="Revision hash.")
+    at: str = Field(description="When its Deployment and Service are removed (RFC 3339).")
+    reason: str = Field(default="", max_length=256, description="Why it is going away.")
+
+
+class HeldBackStatus(ApiModel):
+    """The spec's revision that the operator will not roll out again until the spec changes or `retry`."""
+
+    revision: str = Field(max_length=64, description="Revision hash.")
+    number: int = Field(ge=1, description="Revision sequence number.")
+    outcome: Literal["rolledBack", "aborted", "undone"] = Field(description="Why it is held back.")
+    reason: str = Field(default="", max_length=1024, description="The reason, for humans.")
+    time: str = Field(description="When (RFC 3339).")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Written by the operator: everything needed to resume after a restart, and to explain."""
 
@@ -245,6 +304,23 @@ class ModelDeploymentStatus(ApiModel):
     conditions: list[Condition] | None = Field(
         default=None, max_length=8, description="Available, Progressing, Degraded."
     )
+    last_command: CommandStatus | None = Field(default=None, description="The last kubectl mlrollout command.")
+    revisions: list[RevisionStatus] | None = Field(
+        default=None, max_length=20, description="Known revisions with their templates (for undo)."
+    )
+    scale_downs: list[ScaleDownStatus] | None = Field(
+        default=None, max_length=20, description="Revisions scheduled for removal."
+    )
+    held_back: HeldBackStatus | None = Field(
+        default=None, description="The spec revision not rolled out (after a rollback, abort or undo)."
+    )
+    paused_by_command: bool | None = Field(default=None, description="Paused by `kubectl mlrollout pause`.")
+    hold: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the rollout holds for a human (policy onInconclusive/onFailure).",
+    )
+    policy: str | None = Field(default=None, max_length=300, description="The rollout policy in force and its source.")
 
 
 class ModelDeployment(ApiModel):

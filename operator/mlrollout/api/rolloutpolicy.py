@@ -112,27 +112,35 @@ class Step(ApiModel):
 
 
 _CANARY_WEIGHTS = "self.steps.filter(s, has(s.canary)).map(s, s.canary.weight)"
+STEPS_RULES = (
+    cel(
+        f"{_CANARY_WEIGHTS}.isSorted() && {_CANARY_WEIGHTS}.all(w, {_CANARY_WEIGHTS}.filter(x, x == w).size() == 1)",
+        "canary weights must be strictly increasing",
+        ".steps",
+    ),
+    cel(
+        "!self.steps.exists(s, has(s.blueGreen)) || (self.steps.filter(s, has(s.blueGreen)).size() == 1"
+        " && !self.steps.exists(s, has(s.canary)))",
+        "a blueGreen strategy has exactly one blueGreen step and no canary steps",
+        ".steps",
+    ),
+)
+
+
+def check_steps(steps: list[Step]) -> None:
+    """The cross-step rules, offline; `STEPS_RULES` are the same rules for the API server."""
+    weights = [s.canary.weight for s in steps if s.canary is not None]
+    if any(b <= a for a, b in itertools.pairwise(weights)):
+        raise ValueError("canary weights must be strictly increasing")
+    blue_green = [s for s in steps if s.blue_green is not None]
+    if blue_green and (len(blue_green) > 1 or weights):
+        raise ValueError("a blueGreen strategy has exactly one blueGreen step and no canary steps")
 
 
 class Strategy(ApiModel):
     """The ordered steps a new revision walks through before it becomes stable."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": cel_rules(
-            cel(
-                f"{_CANARY_WEIGHTS}.isSorted() && "
-                f"{_CANARY_WEIGHTS}.all(w, {_CANARY_WEIGHTS}.filter(x, x == w).size() == 1)",
-                "canary weights must be strictly increasing",
-                ".steps",
-            ),
-            cel(
-                "!self.steps.exists(s, has(s.blueGreen)) || "
-                "(self.steps.filter(s, has(s.blueGreen)).size() == 1 && !self.steps.exists(s, has(s.canary)))",
-                "a blueGreen strategy has exactly one blueGreen step and no canary steps",
-                ".steps",
-            ),
-        )
-    }
+    model_config = ApiModel.model_config | {"json_schema_extra": cel_rules(*STEPS_RULES)}
 
     steps: list[Step] = Field(
         min_length=1, max_length=20, description="Steps in order; the candidate is promoted after the last."
@@ -140,12 +148,7 @@ class Strategy(ApiModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Strategy:
-        weights = self.canary_weights()
-        if any(b <= a for a, b in itertools.pairwise(weights)):
-            raise ValueError("canary weights must be strictly increasing")
-        blue_green = [s for s in self.steps if s.blue_green is not None]
-        if blue_green and (len(blue_green) > 1 or weights):
-            raise ValueError("a blueGreen strategy has exactly one blueGreen step and no canary steps")
+        check_steps(self.steps)
         return self
 
     def canary_weights(self) -> list[int]:

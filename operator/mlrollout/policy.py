@@ -1,0 +1,213 @@
+"""Which policy governs a ModelDeployment, and what its stricter-only overrides make of it.
+
+Pure functions of the objects involved: the controller lists the policies and the namespace's labels and
+calls these; `mlrollout validate` calls them on the files it is given.
+
+Resolution order: an explicit reference wins; otherwise the highest-priority policy whose selector matches
+the namespace's and the ModelDeployment's labels (ties broken by name, so the choice never flaps); otherwise
+the built-in default. Overrides may only make a policy stricter; the rules are in `apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from mlrollout.api.common import PolicySelector, parse_duration
+from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
+from mlrollout.api.modeldeployment import ModelDeployment, StrategyOverride
+from mlrollout.api.rolloutpolicy import Margin, RolloutPolicy, RolloutPolicySpec, Step, Strategy
+
+Source = Literal["reference", "selector", "default"]
+
+
+class PolicyError(ValueError):
+    """A ModelDeployment cannot be governed as written; the message names the field and the policy."""
+
+
+@dataclass(frozen=True)
+class ResolvedRolloutPolicy:
+    """The effective rollout policy (overrides applied) and where it came from."""
+
+    spec: RolloutPolicySpec
+    source: Source
+    name: str | None
+
+
+@dataclass(frozen=True)
+class ResolvedFallbackPolicy:
+    """The effective fallback policy and where it came from."""
+
+    spec: FallbackPolicySpec
+    source: Source
+    name: str | None
+
+
+P = TypeVar("P", RolloutPolicy, FallbackPolicy)
+
+
+def _name(policy: RolloutPolicy | FallbackPolicy) -> str:
+    return str(policy.metadata.get("name", ""))
+
+
+def _labels(md: ModelDeployment) -> dict[str, str]:
+    labels = md.metadata.get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _pick(
+    md: ModelDeployment,
+    namespace_labels: dict[str, str],
+    policies: Sequence[P],
+    ref_name: str | None,
+    kind: str,
+) -> tuple[P | None, Source]:
+    if ref_name is not None:
+        for policy in policies:
+            if _name(policy) == ref_name:
+                return policy, "reference"
+        raise PolicyError(f"spec.{kind[0].lower()}{kind[1:]}Ref: {kind} {ref_name!r} does not exist")
+    model_labels = _labels(md)
+    matching = [
+        p
+        for p in policies
+        if isinstance(p.spec.selector, PolicySelector) and p.spec.selector.matches(namespace_labels, model_labels)
+    ]
+    if not matching:
+        return None, "default"
+    best = max(matching, key=lambda p: (p.spec.priority, _reverse_name(_name(p))))
+    return best, "selector"
+
+
+def _reverse_name(name: str) -> tuple[int, ...]:
+    """Sort key that makes `max` prefer the alphabetically first name among equal priorities."""
+    return tuple(-ord(c) for c in name)
+
+
+def resolve_rollout_policy(
+    md: ModelDeployment, namespace_labels: dict[str, str], policies: Sequence[RolloutPolicy]
+) -> ResolvedRolloutPolicy:
+    """The rollout policy that governs `md`, with its overrides applied."""
+    ref = md.spec.rollout_policy_ref.name if md.spec.rollout_policy_ref else None
+    policy, source = _pick(md, namespace_labels, policies, ref, "RolloutPolicy")
+    spec = policy.spec if policy is not None else RolloutPolicySpec()
+    name = _name(policy) if policy is not None else None
+    if md.spec.strategy is not None:
+        spec = apply_overrides(spec, md.spec.strategy, name or "the built-in default policy")
+    return ResolvedRolloutPolicy(spec=spec, source=source, name=name)
+
+
+def resolve_fallback_policy(
+    md: ModelDeployment, namespace_labels: dict[str, str], policies: Sequence[FallbackPolicy]
+) -> ResolvedFallbackPolicy:
+    """The fallback policy that governs `md`."""
+    ref = md.spec.fallback_policy_ref.name if md.spec.fallback_policy_ref else None
+    policy, source = _pick(md, namespace_labels, policies, ref, "FallbackPolicy")
+    if policy is None:
+        return ResolvedFallbackPolicy(spec=FallbackPolicySpec(), source=source, name=None)
+    return ResolvedFallbackPolicy(spec=policy.spec, source=source, name=_name(policy))
+
+
+def _looser(field: str, policy_name: str, detail: str) -> PolicyError:
+    return PolicyError(f"spec.strategy.{field}: looser than RolloutPolicy {policy_name!r}: {detail}")
+
+
+def _margin_value(margin: Margin) -> tuple[str, float]:
+    if margin.absolute is not None:
+        return "absolute", margin.absolute
+    assert margin.relative is not None
+    return "relative", margin.relative
+
+
+def _check_steps(steps: list[Step], policy: Strategy, policy_name: str) -> None:
+    """Stricter steps: same kind of strategy, keep shadow, start no higher, jump no further, wait no less."""
+    override = Strategy(steps=steps)
+    if override.is_blue_green != policy.is_blue_green:
+        raise _looser("steps", policy_name, "cannot change between blue-green and progressive steps")
+    if any(s.shadow for s in policy.steps) and not any(s.shadow for s in steps):
+        raise _looser("steps", policy_name, "the policy's shadow step cannot be removed")
+    mine, theirs = override.canary_weights(), policy.canary_weights()
+    if mine and theirs and mine[0] > theirs[0]:
+        raise _looser("steps", policy_name, f"first canary weight {mine[0]} exceeds the policy's {theirs[0]}")
+
+    def largest_jump(weights: list[int]) -> int:
+        points = [0, *weights, 100]
+        return max(b - a for a, b in itertools.pairwise(points))
+
+    if theirs and largest_jump(mine) > largest_jump(theirs):
+        raise _looser(
+            "steps",
+            policy_name,
+            f"largest traffic jump {largest_jump(mine)}% exceeds the policy's {largest_jump(theirs)}%",
+        )
+    for kind in ("shadow", "canary", "blue_green"):
+        floor = [getattr(s, kind).min_requests for s in policy.steps if getattr(s, kind) is not None]
+        for index, step in enumerate(steps):
+            sub = getattr(step, kind)
+            if sub is not None and floor and sub.min_requests < min(floor):
+                raise _looser(
+                    f"steps[{index}].{kind.replace('_g', 'G')}.minRequests",
+                    policy_name,
+                    f"{sub.min_requests} is below the policy's minimum {min(floor)}",
+                )
+
+
+def apply_overrides(spec: RolloutPolicySpec, override: StrategyOverride, policy_name: str) -> RolloutPolicySpec:
+    """The policy with `override` applied; raises PolicyError naming the field if any part is looser."""
+    data = spec.model_copy(deep=True)
+    if override.steps is not None:
+        _check_steps(override.steps, spec.strategy, policy_name)
+        data.strategy = Strategy(steps=override.steps)
+    if override.alpha is not None:
+        if override.alpha > spec.significance.alpha:
+            raise _looser("alpha", policy_name, f"{override.alpha} > {spec.significance.alpha}")
+        data.significance.alpha = override.alpha
+    if override.margins is not None:
+        for field, mine, theirs in (
+            ("errorRate", override.margins.error_rate, spec.significance.margins.error_rate),
+            ("latency", override.margins.latency, spec.significance.margins.latency),
+        ):
+            (my_kind, my_value), (their_kind, their_value) = _margin_value(mine), _margin_value(theirs)
+            if my_kind != their_kind:
+                raise _looser(f"margins.{field}", policy_name, f"must stay {their_kind} like the policy's")
+            if my_value > their_value:
+                raise _looser(f"margins.{field}.{my_kind}", policy_name, f"{my_value} > {their_value}")
+        data.significance.margins = override.margins
+    if override.slos is not None:
+        _apply_slos(data, override, policy_name)
+    return data
+
+
+def _apply_slos(data: RolloutPolicySpec, override: StrategyOverride, policy_name: str) -> None:
+    slos = override.slos
+    assert slos is not None
+    metrics = data.analysis.metrics
+    pairs: list[tuple[str, float | None, float | None]] = [
+        ("errorRateMax", slos.error_rate_max, metrics.error_rate.max_rate),
+        ("latencyMaxSeconds", slos.latency_max_seconds, metrics.latency.max_seconds),
+        ("predictionDriftMaxPsi", slos.prediction_drift_max_psi, metrics.prediction_drift.max_psi),
+        ("inputDriftMaxPsi", slos.input_drift_max_psi, metrics.input_drift.max_psi),
+    ]
+    for field, mine, theirs in pairs:
+        if mine is not None and theirs is not None and mine > theirs:
+            raise _looser(f"slos.{field}", policy_name, f"{mine} > {theirs}")
+    if slos.error_rate_max is not None:
+        metrics.error_rate.max_rate = slos.error_rate_max
+    if slos.latency_max_seconds is not None:
+        metrics.latency.max_seconds = slos.latency_max_seconds
+    if slos.prediction_drift_max_psi is not None:
+        metrics.prediction_drift.max_psi = slos.prediction_drift_max_psi
+    if slos.input_drift_max_psi is not None:
+        metrics.input_drift.max_psi = slos.input_drift_max_psi
+
+
+def step_seconds(step: Step) -> float | None:
+    """A step's time limit in seconds (pause: its duration), or None when it waits for a human."""
+    if step.pause is not None:
+        return parse_duration(step.pause.duration) if step.pause.duration else None
+    for sub in (step.shadow, step.canary, step.blue_green):
+        if sub is not None:
+            return parse_duration(sub.max_duration)
+    return None

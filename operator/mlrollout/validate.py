@@ -1,0 +1,161 @@
+"""Offline validation of manifests (`mlrollout validate`, `kubectl mlrollout lint`).
+
+Uses the same pydantic models as the operator, so a manifest that passes here is one the operator
+understands; the CRDs generated from those models make the API server refuse the same manifests.
+Every problem is reported with its field path; nothing stops at the first error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mlrollout.api import API_VERSION, GROUP, KINDS, ModelDeployment, RolloutPolicy
+from mlrollout.api.common import DNS_LABEL_PATTERN, DURATION_PATTERN
+from mlrollout.api.modeldeployment import QUANTITY_PATTERN, SHA256_PATTERN, URI_PATTERN
+from mlrollout.policy import PolicyError, resolve_rollout_policy
+
+_PATTERN_MESSAGES = {
+    SHA256_PATTERN: "must be 64 lowercase hex characters (a sha256 digest)",
+    DURATION_PATTERN: "must be a duration such as 30s, 5m, 1h30m or 250ms (no sign)",
+    URI_PATTERN: "must be a URI with scheme file://, http://, https:// or pvc://",
+    DNS_LABEL_PATTERN: "must be a DNS label (lowercase letters, digits and '-')",
+    QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 512Mi",
+}
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one document, located by field path."""
+
+    source: str
+    document: int
+    kind: str
+    name: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: document {self.document}"
+        what = f"{self.kind} {self.name}".strip()
+        return f"{where} ({what}): {self.path}: {self.message}" if what else f"{where}: {self.path}: {self.message}"
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after", "function-wrap")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _message(error: Any) -> str:
+    ctx = error.get("ctx") or {}
+    if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MESSAGES:
+        return f"{_PATTERN_MESSAGES[ctx['pattern']]} (got {error['input']!r})"
+    if error["type"] == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required field is missing"
+    return str(error["msg"])
+
+
+def validate_document(doc: Any, source: str = "<input>", index: int = 1) -> tuple[list[Problem], Any]:
+    """Problems of one parsed YAML document, and the model object when it is valid."""
+
+    def problem(path: str, message: str, kind: str = "", name: str = "") -> Problem:
+        return Problem(source, index, kind, name, path, message)
+
+    if not isinstance(doc, dict):
+        return [problem("(document)", "expected a mapping with apiVersion, kind, metadata and spec")], None
+    kind = str(doc.get("kind", ""))
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    name = str(meta.get("name", "")) if meta else ""
+    api_version = str(doc.get("apiVersion", ""))
+    if not api_version.startswith(f"{GROUP}/"):
+        return [], None  # another API's object (a Namespace, say): not ours to judge
+    if api_version != API_VERSION:
+        return [problem("apiVersion", f"must be {API_VERSION} (got {api_version!r})", kind, name)], None
+    if kind not in KINDS:
+        return [problem("kind", f"must be one of {', '.join(KINDS)} (got {kind!r})", kind, name)], None
+    problems: list[Problem] = []
+    if not name or not _NAME.match(name) or len(name) > 253:
+        problems.append(problem("metadata.name", "required, a DNS subdomain name", kind, name))
+    if kind != "ModelDeployment" and meta and "namespace" in meta:
+        problems.append(problem("metadata.namespace", f"{kind} is cluster-scoped: remove the namespace", kind, name))
+    try:
+        obj = KINDS[kind].model_validate(doc)
+    except ValidationError as exc:
+        problems += [problem(_path(e["loc"]), _message(e), kind, name) for e in exc.errors()]
+        return problems, None
+    return problems, (obj if not problems else None)
+
+
+def validate_documents(documents: Sequence[tuple[str, int, Any]]) -> list[Problem]:
+    """Problems across documents, including overrides checked against policies found among them."""
+    problems: list[Problem] = []
+    valid: list[tuple[str, int, Any]] = []
+    for source, index, doc in documents:
+        found, obj = validate_document(doc, source, index)
+        problems += found
+        if obj is not None:
+            valid.append((source, index, obj))
+    policies = [obj for _, _, obj in valid if isinstance(obj, RolloutPolicy)]
+    known = {str(p.metadata.get("name")) for p in policies}
+    for source, index, obj in valid:
+        if not isinstance(obj, ModelDeployment) or obj.spec.strategy is None:
+            continue
+        ref = obj.spec.rollout_policy_ref
+        if ref is not None and ref.name not in known:
+            continue  # the policy lives in the cluster; the operator checks the override there
+        try:
+            resolve_rollout_policy(obj, {}, policies if ref is not None else [])
+        except PolicyError as exc:
+            path, _, message = str(exc).partition(": ")
+            problems.append(Problem(source, index, "ModelDeployment", str(obj.metadata.get("name")), path, message))
+    return problems
+
+
+def load_documents(path: Path) -> tuple[list[tuple[str, int, Any]], list[Problem]]:
+    """Every YAML document in a file (empty documents skipped), or the parse error as a problem."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except (OSError, yaml.YAMLError) as exc:
+        return [], [Problem(str(path), 0, "", "", "(file)", f"cannot read YAML: {exc}".replace("\n", " "))]
+    return [(str(path), i, d) for i, d in enumerate(docs, start=1)], []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`mlrollout validate FILE...`: print every problem with its field path; exit 1 if any."""
+    parser = argparse.ArgumentParser(prog="mlrollout validate", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path, help="YAML files (multi-document allowed)")
+    args = parser.parse_args(argv)
+    documents: list[tuple[str, int, Any]] = []
+    problems: list[Problem] = []
+    for path in args.files:
+        docs, errors = load_documents(path)
+        documents += docs
+        problems += errors
+    problems += validate_documents(documents)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {len(documents)} document(s)", file=sys.stderr)
+        return 1
+    print(f"{len(documents)} document(s) valid")
+    return 0

@@ -1,0 +1,255 @@
+"""Invalid manifests, each with the field it must be refused on.
+
+One table for two layers: `tests/unit/api/test_validation.py` checks the offline validator (the pydantic
+models) refuses each with `message`; `tests/cluster/` checks the real API server (CRD schema and CEL rules)
+refuses each case with `server=True` and names `path` in its error. Cases with `server=False` need
+knowledge the API server does not have (the policy an override is compared with).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+SHA = "3b0d2c71a5b8a3f6e19a7c0b52f3ad0e4c11a9f2b6d7e8c9a0b1c2d3e4f5a6b7"
+
+
+def model_deployment(**spec: Any) -> dict[str, Any]:
+    """A valid minimal ModelDeployment with `spec` fields replaced (None deletes a field)."""
+    base: dict[str, Any] = {
+        "apiVersion": "mlrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"model": {"name": "wine", "version": "v1", "uri": "http://store/wine.onnx", "sha256": SHA}},
+    }
+    for key, value in spec.items():
+        if value is None:
+            base["spec"].pop(key, None)
+        else:
+            base["spec"][key] = value
+    return base
+
+
+def with_model(**model: Any) -> dict[str, Any]:
+    """A ModelDeployment whose spec.model has these fields replaced (None deletes)."""
+    doc = model_deployment()
+    for key, value in model.items():
+        if value is None:
+            doc["spec"]["model"].pop(key, None)
+        else:
+            doc["spec"]["model"][key] = value
+    return doc
+
+
+def rollout_policy(**spec: Any) -> dict[str, Any]:
+    """A RolloutPolicy with this spec."""
+    return {"apiVersion": "mlrollout.io/v1alpha1", "kind": "RolloutPolicy", "metadata": {"name": "bad"}, "spec": spec}
+
+
+def steps(*items: dict[str, Any]) -> dict[str, Any]:
+    """A strategy made of these steps."""
+    return {"steps": list(items)}
+
+
+def fallback_policy(**spec: Any) -> dict[str, Any]:
+    """A FallbackPolicy with this spec."""
+    return {"apiVersion": "mlrollout.io/v1alpha1", "kind": "FallbackPolicy", "metadata": {"name": "bad"}, "spec": spec}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One invalid manifest: where it is wrong and what the offline validator says."""
+
+    id: str
+    manifest: dict[str, Any]
+    path: str
+    message: str
+    server: bool = True
+    extra: list[dict[str, Any]] = field(default_factory=list)  # documents validated together with it
+
+    def documents(self) -> list[dict[str, Any]]:
+        """The extra documents first (policies), then the manifest, as deep copies."""
+        return [copy.deepcopy(d) for d in (*self.extra, self.manifest)]
+
+
+CANARY_5 = {"canary": {"weight": 5}}
+STRICT_POLICY = rollout_policy(
+    strategy=steps({"shadow": {}}, {"canary": {"weight": 5}}, {"canary": {"weight": 25}}, {"canary": {"weight": 50}}),
+    significance={"alpha": 0.01},
+)
+STRICT_POLICY["metadata"]["name"] = "strict"
+
+CASES: list[Case] = [
+    # ModelDeployment
+    Case("sha256-short", with_model(sha256="abc123"), "spec.model.sha256", "64 lowercase hex"),
+    Case("sha256-uppercase", with_model(sha256=SHA.upper()), "spec.model.sha256", "64 lowercase hex"),
+    Case("uri-unknown-scheme", with_model(uri="s3://bucket/m.onnx"), "spec.model.uri", "scheme file://"),
+    Case("uri-no-scheme", with_model(uri="/models/m.onnx"), "spec.model.uri", "scheme file://"),
+    Case("model-missing", model_deployment(model=None), "spec.model", "required field is missing"),
+    Case("sha256-missing", with_model(sha256=None), "spec.model.sha256", "required field is missing"),
+    Case("format-unknown", with_model(format="tensorflow"), "spec.model.format", "'onnx'"),
+    Case("model-name-uppercase", with_model(name="Wine"), "spec.model.name", "DNS label"),
+    Case("replicas-zero", model_deployment(replicas=0), "spec.replicas", "greater than or equal to 1"),
+    Case("port-privileged", model_deployment(serving={"port": 80}), "spec.serving.port", "greater than or equal"),
+    Case(
+        "batch-size-zero",
+        model_deployment(serving={"batching": {"maxBatchSize": 0}}),
+        "spec.serving.batching.maxBatchSize",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "timeout-negative",
+        model_deployment(serving={"requestTimeout": "-1s"}),
+        "spec.serving.requestTimeout",
+        "duration",
+    ),
+    Case("provider-unknown", model_deployment(traffic={"provider": "nginx"}), "spec.traffic.provider", "'builtin'"),
+    Case(
+        "sticky-both",
+        model_deployment(traffic={"sticky": {"header": "x-user", "jsonField": "user"}}),
+        "spec.traffic.sticky",
+        "exactly one of header, jsonField",
+    ),
+    Case("unknown-field", model_deployment(modelUri="http://x/m.onnx"), "spec.modelUri", "unknown field"),
+    Case(
+        "memory-not-quantity",
+        model_deployment(resources={"requests": {"memory": "lots"}}),
+        "spec.resources.requests.memory",
+        "quantity",
+    ),
+    Case("override-alpha-too-high", model_deployment(strategy={"alpha": 0.5}), "spec.strategy.alpha", "less than"),
+    Case(
+        "override-weights-decreasing",
+        model_deployment(strategy=steps({"canary": {"weight": 20}}, {"canary": {"weight": 10}})),
+        "spec.strategy",
+        "strictly increasing",
+    ),
+    Case(
+        "override-looser-first-weight",
+        model_deployment(strategy=steps({"shadow": {}}, {"canary": {"weight": 50}})),
+        "spec.strategy.steps",
+        "looser than RolloutPolicy 'the built-in default policy'",
+        server=False,
+    ),
+    Case(
+        "override-looser-alpha",
+        model_deployment(rolloutPolicyRef={"name": "strict"}, strategy={"alpha": 0.05}),
+        "spec.strategy.alpha",
+        "looser than RolloutPolicy 'strict'",
+        server=False,
+        extra=[STRICT_POLICY],
+    ),
+    Case(
+        "override-drops-shadow",
+        model_deployment(
+            rolloutPolicyRef={"name": "strict"},
+            strategy=steps({"canary": {"weight": 1}}, {"canary": {"weight": 10}}, {"canary": {"weight": 50}}),
+        ),
+        "spec.strategy.steps",
+        "shadow step cannot be removed",
+        server=False,
+        extra=[STRICT_POLICY],
+    ),
+    # RolloutPolicy
+    Case(
+        "weights-decreasing",
+        rollout_policy(strategy=steps({"canary": {"weight": 25}}, CANARY_5)),
+        "spec.strategy",
+        "strictly increasing",
+    ),
+    Case(
+        "weights-equal",
+        rollout_policy(strategy=steps(CANARY_5, CANARY_5)),
+        "spec.strategy",
+        "strictly increasing",
+    ),
+    Case(
+        "weight-over-100",
+        rollout_policy(strategy=steps({"canary": {"weight": 150}})),
+        "spec.strategy.steps[0].canary.weight",
+        "less than or equal to 100",
+    ),
+    Case(
+        "weight-zero",
+        rollout_policy(strategy=steps({"canary": {"weight": 0}})),
+        "spec.strategy.steps[0].canary.weight",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "step-two-kinds",
+        rollout_policy(strategy=steps({"canary": {"weight": 5}, "pause": {}})),
+        "spec.strategy.steps[0]",
+        "exactly one of shadow, canary, pause, blueGreen",
+    ),
+    Case(
+        "strategy-unknown",
+        rollout_policy(strategy=steps({"rolling": {"maxSurge": 1}})),
+        "spec.strategy.steps[0].rolling",
+        "unknown field",
+    ),
+    Case(
+        "duration-negative",
+        rollout_policy(strategy=steps({"canary": {"weight": 5, "maxDuration": "-5m"}})),
+        "spec.strategy.steps[0].canary.maxDuration",
+        "duration",
+    ),
+    Case(
+        "duration-words",
+        rollout_policy(analysis={"interval": "5 minutes"}),
+        "spec.analysis.interval",
+        "duration",
+    ),
+    Case("alpha-zero", rollout_policy(significance={"alpha": 0}), "spec.significance.alpha", "greater than 0"),
+    Case(
+        "margin-both",
+        rollout_policy(significance={"margins": {"errorRate": {"absolute": 0.01, "relative": 0.1}}}),
+        "spec.significance.margins.errorRate",
+        "exactly one of absolute, relative",
+    ),
+    Case(
+        "blue-green-with-canary",
+        rollout_policy(strategy=steps({"blueGreen": {}}, CANARY_5)),
+        "spec.strategy",
+        "exactly one blueGreen step and no canary",
+    ),
+    Case(
+        "custom-no-threshold",
+        rollout_policy(analysis={"metrics": {"custom": [{"name": "p", "query": "up"}]}}),
+        "spec.analysis.metrics.custom[0]",
+        "needs min or max",
+    ),
+    Case("on-failure-unknown", rollout_policy(onFailure="explode"), "spec.onFailure", "'rollback'"),
+    Case("steps-empty", rollout_policy(strategy={"steps": []}), "spec.strategy.steps", "at least 1 item"),
+    Case(
+        "mirror-over-100",
+        rollout_policy(strategy=steps({"shadow": {"mirrorPercent": 101}})),
+        "spec.strategy.steps[0].shadow.mirrorPercent",
+        "less than or equal to 100",
+    ),
+    # FallbackPolicy
+    Case("backup-without-name", fallback_policy(chain=[{"action": "backup"}]), "spec.chain[0]", "needs backup"),
+    Case("default-without-response", fallback_policy(chain=[{"action": "default"}]), "spec.chain[0]", "needs response"),
+    Case("action-unknown", fallback_policy(chain=[{"action": "retry"}]), "spec.chain[0].action", "'stable'"),
+    Case("confidence-over-1", fallback_policy(confidenceThreshold=1.5), "spec.confidenceThreshold", "less than"),
+    Case("chain-empty", fallback_policy(chain=[]), "spec.chain", "at least 1 item"),
+    Case(
+        "breaker-zero",
+        fallback_policy(circuitBreaker={"consecutiveFailures": 0}),
+        "spec.circuitBreaker.consecutiveFailures",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "default-bad-datatype",
+        fallback_policy(
+            chain=[
+                {
+                    "action": "default",
+                    "response": {"outputs": [{"name": "y", "datatype": "FLOAT", "shape": [1], "data": [0]}]},
+                }
+            ]
+        ),
+        "spec.chain[0].response.outputs[0].datatype",
+        "'FP32'",
+    ),
+]
