@@ -93,7 +93,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    disable_created_metrics()  # `_created` series double the exposition and nobody queries them
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the exposition and nobody queries them
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

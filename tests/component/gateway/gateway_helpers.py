@@ -1,0 +1,264 @@
+"""Processes and clients for the gateway's component tests: the gateway, fake upstreams, a load client.
+
+Real processes on loopback only; every process started here is stopped by its context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from tests.support.procs import free_port, http_status
+
+FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
+READY_TIMEOUT = 90.0
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, grace: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _spawn(cmd: list[str], prefix: str) -> tuple[subprocess.Popen[bytes], Path]:
+    fd, log = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc, Path(log)
+
+
+def _wait_ready(proc: Proc, path: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.proc.returncode}:\n{proc.output()}")
+        if http_status(proc.url + path, timeout=1.0) == 200:
+            return
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"not ready within {READY_TIMEOUT}s:\n{proc.output()}")
+
+
+@contextlib.contextmanager
+def fake_upstream(name: str) -> Iterator[Proc]:
+    """An instant OIP-shaped upstream whose answers name it; `control(...)` slows it or makes it fail."""
+    port = free_port()
+    proc, log = _spawn([sys.executable, str(FAKE_UPSTREAM), str(port), name], "fake-upstream-")
+    p = Proc(proc, port, log)
+    try:
+        _wait_ready(p, "/count")
+        yield p
+    finally:
+        p.stop()
+        log.unlink(missing_ok=True)
+
+
+def control(upstream: Proc, **settings: float) -> None:
+    post_json(upstream.url + "/control", settings)
+
+
+def upstream_count(upstream: Proc) -> int:
+    count: int = get_json(upstream.url + "/count")["count"]
+    return count
+
+
+class RouteFile:
+    """The route-table file a gateway polls; writes are atomic renames (like kubelet's volume updates)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "routes.yaml"
+
+    def write(self, table: Mapping[str, Any] | str) -> None:
+        text = table if isinstance(table, str) else json.dumps(table)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def gateway(routes: RouteFile, *extra: str) -> Iterator[Proc]:
+    """A `mlrollout-gateway` process reading `routes`, ready (a table loaded) when yielded."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--routes-file", str(routes.path), "--namespace", "test-ns", "--model-deployment", "iris", *extra]
+    proc, log = _spawn(cmd, "mlrollout-gateway-")
+    p = Proc(proc, port, log)
+    try:
+        _wait_ready(p, "/v2/health/ready")
+        yield p
+    finally:
+        p.stop()
+        log.unlink(missing_ok=True)
+
+
+def table(
+    version: int,
+    stable: str,
+    candidate: str | None = None,
+    weight: float = 0.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A route table dict: `weight` percent to candidate, the rest to stable."""
+    tracks: dict[str, Any] = {"stable": {"upstream": stable, "revision": "rev-stable", "weight": 100 - weight}}
+    if candidate is not None:
+        tracks["candidate"] = {"upstream": candidate, "revision": "rev-candidate", "weight": weight}
+    return {"version": version, "mode": "canary", "tracks": tracks, **extra}
+
+
+# -- HTTP --
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def track(self) -> str:
+        return self.headers.get("x-mlrollout-track", "")
+
+    @property
+    def version(self) -> int:
+        return int(self.headers.get("x-mlrollout-route-version", "-1"))
+
+
+def request(url: str, body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
+            timeout: float = 30.0) -> Answer:  # fmt: skip
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read()))
+    except urllib.error.HTTPError as err:
+        return Answer(err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read() or b"{}"))
+
+
+def post_json(url: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    return request(url, body).body
+
+
+def get_json(url: str) -> dict[str, Any]:
+    return request(url).body
+
+
+def infer_body(rows: Any, input_name: str = "input") -> dict[str, Any]:
+    """An OIP request for float32 rows (a numpy array or nested lists)."""
+    data = [[float(v) for v in row] for row in rows]
+    return {"inputs": [{"name": input_name, "shape": [len(data), len(data[0])], "datatype": "FP32",
+                        "data": [v for row in data for v in row]}]}  # fmt: skip
+
+
+def metric_samples(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of a /metrics page as (name, labels, value)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return [
+        (s.name, dict(s.labels), s.value) for family in text_string_to_metric_families(text) for s in family.samples
+    ]
+
+
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        value for n, lab, value in metric_samples(url) if n == name and all(lab.get(k) == v for k, v in labels.items())
+    )
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> float:
+    """Poll until predicate() is true; return the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- concurrent load (aiohttp client, keep-alive) --
+@dataclass
+class LoadResult:
+    statuses: dict[int, int]
+    tracks: dict[str, int]
+    versions: dict[int, int]
+    errors: list[str]
+
+    @property
+    def failed(self) -> int:
+        return sum(n for code, n in self.statuses.items() if code != 200) + len(self.errors)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values()) + len(self.errors)
+
+
+async def _load(url: str, bodies: list[dict[str, Any]], concurrency: int, count: int | None,
+                stop: asyncio.Event | None, headers: list[dict[str, str]] | None) -> LoadResult:  # fmt: skip
+    import aiohttp
+
+    result = LoadResult({}, {}, {}, [])
+    sent = 0
+    payloads = [json.dumps(b).encode() for b in bodies]
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal sent
+        while (count is None or sent < count) and (stop is None or not stop.is_set()):
+            index = sent
+            sent += 1
+            hdrs = {"content-type": "application/json", **(headers[index % len(headers)] if headers else {})}
+            try:
+                async with session.post(url, data=payloads[index % len(payloads)], headers=hdrs) as resp:
+                    await resp.read()
+                    result.statuses[resp.status] = result.statuses.get(resp.status, 0) + 1
+                    track = resp.headers.get("x-mlrollout-track", "")
+                    result.tracks[track] = result.tracks.get(track, 0) + 1
+                    version = int(resp.headers.get("x-mlrollout-route-version", "-1"))
+                    result.versions[version] = result.versions.get(version, 0) + 1
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                result.errors.append(repr(exc))
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
+    return result
+
+
+def load(url: str, bodies: list[dict[str, Any]], *, count: int, concurrency: int = 8,
+         headers: list[dict[str, str]] | None = None) -> LoadResult:  # fmt: skip
+    """Send `count` requests with `concurrency` keep-alive connections; tally statuses, tracks, versions."""
+    return asyncio.run(_load(url, bodies, concurrency, count, None, headers))

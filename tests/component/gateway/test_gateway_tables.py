@@ -1,0 +1,98 @@
+"""Route-table hot reload: applies quickly, invalid tables are refused, in-flight requests keep their table,
+and SIGTERM drains."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from gateway_helpers import Answer, Proc, RouteFile, control, gateway, metric_sum, request, table, wait_for
+
+pytestmark = pytest.mark.component
+
+INFER = "/v2/models/iris/infer"
+BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
+VERSION = "mlrollout_gateway_route_table_version"
+
+
+def test_new_table_applies_and_is_visible(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
+    routes.write(table(1, up_a.url, up_b.url, 0))
+    with gateway(routes) as gw:
+        first = request(gw.url + INFER, BODY)
+        assert (first.version, first.track, first.body["model_name"]) == (1, "stable", "up-a")
+        assert metric_sum(gw.url, VERSION, track="gateway", revision="", namespace="test-ns") == 1
+        routes.write(table(2, up_a.url, up_b.url, 100))
+        took = wait_for(lambda: request(gw.url + INFER, BODY).version == 2, what="version 2")
+        print(f"route table v2 visible after {took:.3f}s")
+        answer = request(gw.url + INFER, BODY)
+        assert (answer.track, answer.body["model_name"]) == ("candidate", "up-b")
+        assert metric_sum(gw.url, VERSION) == 2
+        assert "route table version 2 active" in gw.output()
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("version: 3\ntracks: {stable: {upstream: 'http://127.0.0.1:1', weight: 50}}\n", "must add up to 100"),
+        ("version: [3\n", "not valid YAML"),
+        ("version: 3\nmode: ab\ntracks: {stable: {upstream: 'http://127.0.0.1:1', weight: 100}}\n", "sticky"),
+    ],
+)
+def test_invalid_table_is_rejected_and_previous_stays(
+    routes: RouteFile, up_a: Proc, up_b: Proc, bad: str, reason: str
+) -> None:
+    routes.write(table(1, up_a.url, up_b.url, 0))
+    with gateway(routes) as gw:
+        routes.write(bad)
+        wait_for(lambda: "rejected, keeping" in gw.output(), what="the rejection log line")
+        line = next(x for x in gw.output().splitlines() if "rejected, keeping" in x)
+        assert "keeping version 1" in line and reason in line, line
+        answer = request(gw.url + INFER, BODY)
+        assert (answer.status, answer.version, answer.track) == (200, 1, "stable")
+        assert metric_sum(gw.url, VERSION) == 1
+        routes.write(table(4, up_a.url, up_b.url, 100))  # a valid table afterwards still applies
+        wait_for(lambda: request(gw.url + INFER, BODY).version == 4, what="version 4")
+
+
+def test_in_flight_request_finishes_on_its_table(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
+    routes.write(table(1, up_a.url, up_b.url, 0))
+    control(up_a, delay=1.5)
+    with gateway(routes) as gw:
+        slow: list[Answer] = []
+        thread = threading.Thread(target=lambda: slow.append(request(gw.url + INFER, BODY)))
+        thread.start()
+        wait_for(lambda: metric_sum(gw.url, VERSION) == 1 and _count(up_a) == 1, what="request in flight")
+        routes.write(table(2, up_a.url, up_b.url, 100))
+        wait_for(lambda: request(gw.url + INFER, BODY).version == 2, what="version 2")
+        thread.join(30)
+        assert (slow[0].status, slow[0].version, slow[0].body["model_name"]) == (200, 1, "up-a")
+
+
+def _count(up: Proc) -> int:
+    from gateway_helpers import upstream_count
+
+    return upstream_count(up)
+
+
+def test_sigterm_finishes_in_flight_then_exits_zero(routes: RouteFile, up_a: Proc) -> None:
+    routes.write(table(1, up_a.url))
+    control(up_a, delay=1.0)
+    with gateway(routes) as gw:
+        answers: list[Answer] = []
+        threads = [threading.Thread(target=lambda: answers.append(request(gw.url + INFER, BODY))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: _count(up_a) == 3, what="three requests in flight")
+        started = time.monotonic()
+        gw.proc.send_signal(15)
+        code = gw.proc.wait(timeout=30)
+        for t in threads:
+            t.join(30)
+        assert code == 0, gw.output()
+        assert [a.status for a in answers] == [200, 200, 200]
+        assert time.monotonic() - started < 25  # drained, not killed by the drain timeout
+        with pytest.raises(OSError):
+            import socket
+
+            socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
