@@ -1,0 +1,215 @@
+"""The Open Inference Protocol v2 data plane: routes, metadata, health and inference.
+
+Transport-neutral: it takes a :class:`~mlrollout_serving.server.http.Request` and returns a ``Reply`` or
+a future of one. Validation lives in ``codec``, scheduling in ``batching``, counting in ``metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import time
+import urllib.parse
+import zlib
+from typing import Any
+
+from mlrollout_serving.profile import Profile
+from mlrollout_serving.server import codec
+from mlrollout_serving.server.batching import Array, Batcher, BatchSettings
+from mlrollout_serving.server.config import Settings
+from mlrollout_serving.server.http import Reply, Request
+from mlrollout_serving.server.loading import LoadedModel
+from mlrollout_serving.server.metrics import ServerMetrics
+from mlrollout_serving.server.signature import output_roles
+
+SERVER_NAME = "mlrollout-serve"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data"]
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def error(status: int, message: str) -> Reply:
+    return Reply(status, json.dumps({"error": message}).encode())
+
+
+def _json(doc: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+class App:
+    def __init__(self, settings: Settings, metrics: ServerMetrics, executor: concurrent.futures.Executor) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.executor = executor
+        self.model: LoadedModel | None = None
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self._metadata = b""
+        self._server_meta = _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+        self._live = _json({"live": True})
+
+    def set_model(self, model: LoadedModel, profile: Profile | None) -> None:
+        """Install a loaded, verified, warmed-up model and become ready."""
+        s = self.settings
+        sig = model.signature
+        self.model = model
+        self.metrics.sha256 = model.sha256
+        self.metrics.configure(output_roles(sig, s.prediction_kind), sig, profile, s.prediction_buckets)
+        batching = s.batching == "on" or (s.batching == "auto" and sig.batchable)
+        settings = BatchSettings(
+            enabled=batching and sig.batchable,
+            pad_single_row=sig.batchable,
+            max_rows=s.max_batch_size,
+            max_wait=s.max_batch_wait_ms / 1000.0,
+            inline_elements=s.inline_elements,
+        )
+        output_names = [o.name for o in sig.outputs]
+        session = model.session
+
+        def run(feed: dict[str, Array]) -> list[Array]:
+            outputs: list[Array] = session.run(output_names, feed)
+            return outputs
+
+        self.batcher = Batcher(run, settings, self.executor, self.metrics.predictions, self.metrics.batch)
+        self._metadata = json.dumps(
+            {
+                "name": s.model_name,
+                "versions": [s.model_version],
+                "platform": "onnx_onnxv1",
+                "inputs": [t.metadata() for t in sig.inputs],
+                "outputs": [t.metadata() for t in sig.outputs],
+            },
+            separators=(",", ":"),
+        ).encode()
+        self._output_specs = {o.name: o for o in sig.outputs}
+        self._output_pos = {o.name: i for i, o in enumerate(sig.outputs)}
+        self.ready = True
+
+    # --- routing ---
+
+    def handle(self, req: Request) -> Reply | asyncio.Future[Reply]:
+        parts = req.path.split("/")
+        if len(parts) < 2 or parts[0] or parts[1] != "v2":
+            if req.path == "/metrics":
+                return self._get(req, lambda: Reply(200, self.metrics.render(), METRICS_TYPE))
+            return error(404, f"no such path: {req.path}")
+        if len(parts) == 2 or (len(parts) == 3 and parts[2] == ""):
+            return self._get(req, lambda: self._server_meta)
+        if parts[2] == "health" and len(parts) == 4:
+            if parts[3] == "live":
+                return self._get(req, lambda: self._live)
+            if parts[3] == "ready":
+                return self._get(req, self._ready_reply)
+        if parts[2] == "models" and len(parts) >= 4:
+            return self._model_route(req, parts[3:])
+        return error(404, f"no such path: {req.path}")
+
+    def _get(self, req: Request, make: Any) -> Reply:
+        if req.method != "GET":
+            return error(405, f"{req.method} is not allowed on {req.path}")
+        reply: Reply = make()
+        return reply
+
+    def _ready_reply(self) -> Reply:
+        return _json({"ready": self.ready}, 200 if self.ready else 503)
+
+    def _model_route(self, req: Request, rest: list[str]) -> Reply | asyncio.Future[Reply]:
+        name = urllib.parse.unquote(rest[0])
+        version: str | None = None
+        tail = rest[1:]
+        if len(tail) >= 2 and tail[0] == "versions":
+            version, tail = urllib.parse.unquote(tail[1]), tail[2:]
+        if tail == ["infer"]:
+            if req.method != "POST":
+                return error(405, f"{req.method} is not allowed on {req.path}")
+            return self._infer(req, name, version)
+        if tail not in ([], ["ready"]):
+            return error(404, f"no such path: {req.path}")
+        if req.method != "GET":
+            return error(405, f"{req.method} is not allowed on {req.path}")
+        problem = self._unknown(name, version)
+        if problem is not None:
+            return problem
+        if tail == ["ready"]:
+            ready = self.ready and self.model is not None
+            doc = {"name": name, "ready": ready}
+            return _json(doc, 200 if ready else 503)
+        if self.model is None:
+            return error(503, "the model is not loaded yet")
+        return Reply(200, self._metadata)
+
+    def _unknown(self, name: str, version: str | None) -> Reply | None:
+        if name != self.settings.model_name:
+            return error(400, f"unknown model '{name}' (this server serves '{self.settings.model_name}')")
+        if version is not None and version != self.settings.model_version:
+            return error(
+                400, f"unknown version '{version}' of model '{name}' (served: '{self.settings.model_version}')"
+            )
+        return None
+
+    # --- inference ---
+
+    def too_large(self, req: Request) -> Reply:
+        reply = error(413, f"request body is larger than the limit of {self.settings.max_body_bytes} bytes")
+        if req.path.endswith("/infer"):
+            self.metrics.request(413, time.perf_counter() - req.started)
+        return reply
+
+    def _answer(self, req: Request, reply: Reply) -> Reply:
+        self.metrics.request(reply.status, time.perf_counter() - req.started)
+        return reply
+
+    def _body(self, req: Request) -> bytes:
+        encoding = req.headers.get("content-encoding", "identity").lower()
+        if encoding == "identity":
+            return req.body
+        if encoding not in ("gzip", "deflate"):
+            raise codec.RequestError(f"unsupported Content-Encoding {encoding!r}")
+        d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            body = d.decompress(req.body, self.settings.max_body_bytes + 1)
+        except zlib.error as e:
+            raise codec.RequestError(f"cannot decompress the {encoding} body: {e}") from None
+        if len(body) > self.settings.max_body_bytes or d.unconsumed_tail:
+            raise codec.RequestError("decompressed body is over the limit", status=413)
+        return body
+
+    def _infer(self, req: Request, name: str, version: str | None) -> Reply | asyncio.Future[Reply]:
+        problem = self._unknown(name, version)
+        if problem is not None:
+            return self._answer(req, problem)
+        batcher = self.batcher
+        if not self.ready or batcher is None or self.model is None:
+            return self._answer(req, error(503, "the model is not ready"))
+        if batcher.queued >= self.settings.max_inflight:
+            return self._answer(req, error(503, "too many requests in flight; retry later"))
+        header_length: int | None = None
+        raw_length = req.headers.get("inference-header-content-length")
+        try:
+            if raw_length is not None:
+                if not raw_length.strip().isdigit():
+                    raise codec.RequestError(f"Inference-Header-Content-Length {raw_length!r} is not a number")
+                header_length = int(raw_length)
+            decoded = codec.decode_infer(
+                self._body(req), self.model.signature, header_length, self.settings.allow_non_finite
+            )
+        except codec.RequestError as e:
+            return self._answer(req, error(e.status, str(e)))
+        result: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        batcher.submit(decoded.inputs, decoded.rows).add_done_callback(
+            lambda fut: result.set_result(self._respond(req, decoded, fut))
+        )
+        return result
+
+    def _respond(self, req: Request, decoded: codec.InferRequest, fut: asyncio.Future[list[Array]]) -> Reply:
+        exc = fut.exception()
+        if exc is not None:
+            return self._answer(req, error(500, f"inference failed: {exc}"))
+        outputs = fut.result()
+        selected = [(self._output_specs[o.name], outputs[self._output_pos[o.name]], o.binary) for o in decoded.outputs]
+        enc = codec.encode_infer(self.settings.model_name, self.settings.model_version, decoded.id, selected)
+        if enc.header_length is None:
+            return self._answer(req, Reply(200, enc.body))
+        headers = (("inference-header-content-length", str(enc.header_length)),)
+        return self._answer(req, Reply(200, enc.body, "application/octet-stream", headers))

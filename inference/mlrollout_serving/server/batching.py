@@ -1,0 +1,218 @@
+"""Adaptive micro-batching: merge concurrent requests into one onnxruntime run, split the results back.
+
+There is no fixed timer on the hot path. Requests that arrive while the model is busy (or within the same
+event-loop turn) wait in a queue; when the model is free, everything queued, up to ``max_rows`` rows, runs
+as one batch. Under light load each request runs alone at once; under heavy load batches grow by
+themselves. An optional ``max_wait`` lets a batch collect more requests, but only once concurrency has
+been seen (the previous batch held more than one request), so a lone client never waits.
+
+Results are identical with and without batching. onnxruntime computes a row the same way in any batch of
+two or more rows, but some kernels take a different path (different summation order) for a single row.
+So a single-row run is padded to two rows by repeating the row, and every result comes from the same
+kernels no matter how requests were merged.
+
+Small batches run inline on the event loop (a thread hop costs more than the model); large ones run on a
+worker thread so the loop keeps reading requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+Feed = dict[str, Array]
+Runner = Callable[[Feed], list[Array]]
+Observer = Callable[[Feed, list[Array]], None]
+
+log = logging.getLogger(__name__)
+
+
+# --- pure parts ---------------------------------------------------------------------------------------
+
+
+def merge(feeds: Sequence[Feed]) -> Feed:
+    """Stack the inputs of several requests along the batch dimension."""
+    if len(feeds) == 1:
+        return feeds[0]
+    return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+
+
+def split(outputs: Sequence[Array], rows: Sequence[int]) -> list[list[Array]]:
+    """Cut batch outputs back into per-request outputs, ``rows[i]`` rows for request ``i``."""
+    result: list[list[Array]] = []
+    start = 0
+    for n in rows:
+        result.append([out[start : start + n] for out in outputs])
+        start += n
+    return result
+
+
+def pad_single_row(feed: Feed) -> Feed:
+    """Repeat the only row so onnxruntime takes its multi-row kernels (see the module docstring)."""
+    return {name: np.concatenate([a, a]) for name, a in feed.items()}
+
+
+def feed_key(feed: Feed) -> tuple[tuple[int, ...], ...]:
+    """Requests can share a batch only when their non-batch dimensions agree."""
+    return tuple(a.shape[1:] for a in feed.values())
+
+
+@dataclass
+class Job:
+    feed: Feed
+    rows: int
+    future: asyncio.Future[list[Array]]
+
+
+def take_batch(pending: list[Job], max_rows: int) -> tuple[list[Job], list[Job]]:
+    """Split the queue into the next batch and the rest, keeping arrival order.
+
+    The first job always runs (even if larger than ``max_rows``); later jobs join while they fit and have
+    the same non-batch shape.
+    """
+    first = pending[0]
+    key = feed_key(first.feed)
+    batch, rest = [first], []
+    total = first.rows
+    for job in pending[1:]:
+        if total + job.rows <= max_rows and feed_key(job.feed) == key:
+            batch.append(job)
+            total += job.rows
+        else:
+            rest.append(job)
+    return batch, rest
+
+
+# --- the scheduler ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSettings:
+    enabled: bool
+    """Merge requests (needs a dynamic batch dimension on every input and output)."""
+    pad_single_row: bool
+    """Pad single-row runs to two rows (only for models with a batch dimension)."""
+    max_rows: int = 64
+    max_wait: float = 0.0
+    inline_elements: int = 8192
+    """Batches with at most this many input elements run on the event loop thread."""
+
+
+@dataclass
+class Batcher:
+    runner: Runner
+    settings: BatchSettings
+    executor: concurrent.futures.Executor
+    observe: Observer
+    on_batch: Callable[[int], None] = field(default=lambda rows: None)
+
+    def __post_init__(self) -> None:
+        self._pending: list[Job] = []
+        self._pending_rows = 0
+        self._busy = False
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._last_jobs = 1
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def submit(self, feed: Feed, rows: int) -> asyncio.Future[list[Array]]:
+        """Queue one request's inputs; the future resolves to its outputs in model order."""
+        loop = asyncio.get_running_loop()
+        job = Job(feed, rows, loop.create_future())
+        self._pending.append(job)
+        self._pending_rows += rows
+        if self._busy:
+            return job.future
+        full = not self.settings.enabled or self._pending_rows >= self.settings.max_rows
+        if self._scheduled is None:
+            if self.settings.max_wait > 0 and self._last_jobs > 1 and not full:
+                self._scheduled = loop.call_later(self.settings.max_wait, self._flush)
+            else:
+                self._scheduled = loop.call_soon(self._flush)
+        elif full and isinstance(self._scheduled, asyncio.TimerHandle):
+            self._scheduled.cancel()
+            self._scheduled = loop.call_soon(self._flush)
+        return job.future
+
+    def _flush(self) -> None:
+        self._scheduled = None
+        if self._busy or not self._pending:
+            return
+        if self.settings.enabled:
+            batch, self._pending = take_batch(self._pending, self.settings.max_rows)
+        else:
+            batch, self._pending = self._pending[:1], self._pending[1:]
+        self._pending_rows -= sum(j.rows for j in batch)
+        self._last_jobs = len(batch)
+        feed = merge([j.feed for j in batch])
+        rows = sum(j.rows for j in batch)
+        elements = sum(a.size for a in feed.values())
+        if elements <= self.settings.inline_elements:
+            try:
+                outputs = self._execute(feed, rows)
+            except Exception as e:
+                self._failed(batch, e)
+            else:
+                self._done(batch, feed, outputs, rows)
+            self._reschedule()
+            return
+        self._busy = True
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, self._execute, feed, rows)
+        fut.add_done_callback(lambda f: self._threaded_done(f, batch, feed, rows))
+
+    def _execute(self, feed: Feed, rows: int) -> list[Array]:
+        if rows == 1 and self.settings.pad_single_row:
+            return [o[:1] for o in self.runner(pad_single_row(feed))]
+        return self.runner(feed)
+
+    def _threaded_done(self, fut: asyncio.Future[list[Array]], batch: list[Job], feed: Feed, rows: int) -> None:
+        self._busy = False
+        exc = fut.exception()
+        if exc is not None:
+            self._failed(batch, exc)
+        else:
+            self._done(batch, feed, fut.result(), rows)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self._pending and self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _done(self, batch: list[Job], feed: Feed, outputs: list[Array], rows: int) -> None:
+        self.on_batch(rows)
+        try:
+            self.observe(feed, outputs)
+        except Exception:  # metrics must never fail a request
+            log.exception("recording prediction metrics failed")
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        for job, part in zip(batch, split(outputs, [j.rows for j in batch]), strict=True):
+            if not job.future.done():
+                job.future.set_result(part)
+
+    def _failed(self, batch: list[Job], exc: BaseException) -> None:
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
+            return
+        # One bad request must not fail its neighbours: run each request of the batch on its own.
+        for job in batch:
+            try:
+                outputs = self._execute(job.feed, job.rows)
+            except Exception as e:
+                if not job.future.done():
+                    job.future.set_exception(e)
+            else:
+                self._done([job], job.feed, outputs, job.rows)

@@ -1,0 +1,109 @@
+"""Process lifecycle of ``mlrollout-serve``: listen, load with integrity, serve, drain on SIGTERM.
+
+The port opens first so liveness answers while a large model downloads; readiness turns 200 only after
+the digest matched, onnxruntime loaded the model and a warm-up run succeeded. Any load failure is logged
+as one line and the process exits non-zero without ever becoming ready.
+
+Exit codes: 0 after a graceful shutdown, 1 when the model or profile cannot be loaded (or the port is
+taken), 2 for invalid flags, 3 when the model's sha256 is not the expected one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from mlrollout_serving import profile as profiles
+from mlrollout_serving.server import config, loading
+from mlrollout_serving.server.app import App
+from mlrollout_serving.server.http import HttpServer
+from mlrollout_serving.server.metrics import ServerMetrics
+
+log = logging.getLogger("mlrollout_serving.server")
+
+EXIT_LOAD_FAILED = 1
+EXIT_INTEGRITY = 3
+
+
+def _load(s: config.Settings) -> tuple[loading.LoadedModel, profiles.Profile | None]:
+    """Blocking: fetch, verify, load, warm up; then read the reference profile."""
+    data = loading.fetch(s.model_uri, s.download_timeout, s.download_max_bytes, s.download_retries)
+    digest = loading.verify(data, s.sha256, s.model_uri)
+    if s.sha256 is None:
+        log.warning("no --sha256 given: serving %s unverified (sha256 %s)", s.model_uri, digest)
+    model = loading.load(data, digest, s.intra_op_threads, s.inter_op_threads, s.max_batch_size)
+    profile = None
+    if s.reference_profile:
+        try:
+            profile = profiles.read(s.reference_profile, timeout=s.download_timeout)
+        except (OSError, profiles.ProfileError) as e:
+            raise loading.LoadError(f"cannot read reference profile {s.reference_profile}: {e}") from None
+    return model, profile
+
+
+async def serve(s: config.Settings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics = ServerMetrics(s.identity, s.model_name, s.model_version)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx") as executor:
+        app = App(s, metrics, executor)
+        http = HttpServer(app.handle, app.too_large, s.max_body_bytes)
+        try:
+            await http.start(s.host, s.port)
+        except OSError as e:
+            log.error("cannot listen on %s:%d: %s", s.host, s.port, e.strerror or e)
+            return EXIT_LOAD_FAILED
+        log.info("listening on %s:%d; loading %s", s.host, http.port, s.model_uri)
+        load_task = asyncio.ensure_future(loop.run_in_executor(None, _load, s))
+        stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([load_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+        if not load_task.done():
+            log.info("signal received while loading; exiting")
+            await http.shutdown(0)
+            return 0
+        stop_task.cancel()
+        try:
+            model, profile = load_task.result()
+        except loading.IntegrityError as e:
+            log.error("%s", e)
+            await http.shutdown(0)
+            return EXIT_INTEGRITY
+        except loading.LoadError as e:
+            log.error("%s", e)
+            await http.shutdown(0)
+            return EXIT_LOAD_FAILED
+        app.set_model(model, profile)
+        sig_ = model.signature
+        log.info(
+            "ready: model %s version %s sha256 %s, inputs %s, outputs %s, batching %s",
+            s.model_name,
+            s.model_version,
+            model.sha256,
+            [(t.name, t.datatype, t.oip_shape) for t in sig_.inputs],
+            [(t.name, t.datatype, t.oip_shape) for t in sig_.outputs],
+            "on" if app.batcher is not None and app.batcher.settings.enabled else "off",
+        )
+        await stop.wait()
+        app.ready = False
+        log.info("SIGTERM: not ready, draining for up to %.1fs", s.shutdown_grace)
+        drained = await http.shutdown(s.shutdown_grace)
+        log.info("shut down (%s)", "drained" if drained else "grace period over")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = config.parse(argv)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvloop
+
+    code: int = uvloop.run(serve(settings))
+    return code

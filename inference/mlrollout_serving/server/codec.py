@@ -1,0 +1,316 @@
+"""Open Inference Protocol v2 inference bodies: strict decoding and encoding (pure, no I/O).
+
+Decoding turns a request body (JSON, or JSON plus binary tensors per the binary tensor data extension)
+into numpy arrays that match the model signature, or raises :class:`RequestError` with a message that
+names the problem. Nothing malformed ever reaches onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mlrollout_serving.server.signature import DATATYPE_DTYPES, Signature, TensorSpec
+
+Array = npt.NDArray[Any]
+
+# Python element types that JSON data may hold for each kind of numpy dtype ("bool" is not a number here).
+_NUMBER_TYPES = {
+    "f": frozenset({float, int}),
+    "i": frozenset({int}),
+    "u": frozenset({int}),
+    "b": frozenset({bool}),
+    "O": frozenset({str}),
+}
+_KIND_WORDS = {"f": "numbers", "i": "integers", "u": "non-negative integers", "b": "booleans", "O": "strings"}
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status, ``str(self)`` the message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    inputs: dict[str, Array]
+    """Arrays by input name, in the model's input order."""
+    rows: int
+    """Leading dimension shared by all inputs (1 for models without a batch dimension)."""
+    outputs: tuple[RequestedOutput, ...]
+    """The outputs to return, in order (all model outputs when the request names none)."""
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RequestError(f"{what} must be a JSON object")
+    return value
+
+
+def _params(entry: dict[str, Any], what: str) -> dict[str, Any]:
+    params = entry.get("parameters")
+    if params is None:
+        return {}
+    return _obj(params, f"{what} 'parameters'")
+
+
+def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
+    """Flatten nested lists (up to the tensor's rank) into one row-major list."""
+    flat = data
+    for _ in range(depth):
+        if not flat or type(flat[0]) is not list:
+            break
+        if any(type(x) is not list for x in flat):
+            raise RequestError(f"input '{name}': nested 'data' mixes lists and scalars")
+        flat = list(chain.from_iterable(flat))
+    return flat
+
+
+def _shape(value: Any, spec: TensorSpec) -> tuple[int, ...]:
+    if not isinstance(value, list) or any(type(d) is not int for d in value):
+        raise RequestError(f"input '{spec.name}': 'shape' must be a list of integers")
+    shape = tuple(value)
+    ok = len(shape) == len(spec.shape) and all(
+        d >= 1 and (want is None or d == want) for d, want in zip(shape, spec.shape, strict=True)
+    )
+    if not ok:
+        raise RequestError(
+            f"input '{spec.name}': shape {list(shape)} does not match the model's {spec.oip_shape} (-1 = any size >= 1)"
+        )
+    return shape
+
+
+def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) -> Array:
+    if not isinstance(data, list):
+        raise RequestError(f"input '{spec.name}': 'data' must be a list")
+    flat = _flatten(data, len(shape) - 1, spec.name)
+    if len(flat) != count:
+        raise RequestError(f"input '{spec.name}': shape {list(shape)} needs {count} elements, got {len(flat)}")
+    kind = spec.dtype.kind
+    found = set(map(type, flat))
+    if not found <= _NUMBER_TYPES[kind]:
+        bad = sorted(t.__name__ for t in found - _NUMBER_TYPES[kind])
+        raise RequestError(
+            f"input '{spec.name}': {spec.datatype} data must be {_KIND_WORDS[kind]}, got {', '.join(bad)}"
+        )
+    try:
+        if kind == "O":
+            arr = np.empty(count, dtype=object)
+            arr[:] = [s.encode() for s in flat]
+        else:
+            arr = np.array(flat, dtype=spec.dtype)
+    except (OverflowError, ValueError) as e:
+        raise RequestError(f"input '{spec.name}': value out of range for {spec.datatype} ({e})") from None
+    return arr.reshape(shape)
+
+
+def _from_binary(raw: memoryview, spec: TensorSpec, shape: tuple[int, ...], count: int) -> Array:
+    if spec.dtype.kind == "O":
+        items: list[bytes] = []
+        pos = 0
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise RequestError(f"input '{spec.name}': truncated BYTES element")
+            (size,) = struct.unpack_from("<I", raw, pos)
+            items.append(bytes(raw[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if len(items) != count or pos != len(raw):
+            raise RequestError(f"input '{spec.name}': shape {list(shape)} needs {count} BYTES elements")
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
+    expected = count * spec.dtype.itemsize
+    if len(raw) != expected:
+        raise RequestError(
+            f"input '{spec.name}': binary data has {len(raw)} bytes, shape {list(shape)} "
+            f"of {spec.datatype} needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
+
+
+def _decode_input(
+    entry: Any, spec_of: Signature, binary: memoryview, offset: int, allow_non_finite: bool
+) -> tuple[str, Array, int]:
+    entry = _obj(entry, "each entry of 'inputs'")
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise RequestError("each input needs a string 'name'")
+    spec = spec_of.input(name)
+    if spec is None:
+        known = ", ".join(repr(t.name) for t in spec_of.inputs)
+        raise RequestError(f"unknown input '{name}' (the model's inputs: {known})")
+    datatype = entry.get("datatype")
+    if datatype != spec.datatype:
+        if not isinstance(datatype, str) or datatype not in DATATYPE_DTYPES:
+            raise RequestError(f"input '{name}': unknown datatype {json.dumps(datatype)}")
+        raise RequestError(f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}")
+    shape = _shape(entry.get("shape"), spec)
+    count = math.prod(shape)
+    size = _params(entry, f"input '{name}'").get("binary_data_size")
+    if size is not None:
+        if type(size) is not int or size < 0 or offset + size > len(binary):
+            raise RequestError(f"input '{name}': 'binary_data_size' {size} exceeds the binary data sent")
+        if "data" in entry:
+            raise RequestError(f"input '{name}': has both 'data' and 'binary_data_size'")
+        arr = _from_binary(binary[offset : offset + size], spec, shape, count)
+        offset += size
+    elif "data" not in entry:
+        raise RequestError(f"input '{name}': missing 'data'")
+    else:
+        arr = _from_json(entry["data"], spec, shape, count)
+    if spec.is_float and not allow_non_finite and not np.isfinite(arr).all():
+        raise RequestError(f"input '{name}': contains NaN or infinite values, which this model does not accept")
+    return name, arr, offset
+
+
+def _decode_outputs(value: Any, sig: Signature, default_binary: bool) -> tuple[RequestedOutput, ...]:
+    if value is None:
+        return tuple(RequestedOutput(o.name, default_binary) for o in sig.outputs)
+    if not isinstance(value, list):
+        raise RequestError("'outputs' must be a list")
+    result: list[RequestedOutput] = []
+    for entry in value:
+        entry = _obj(entry, "each entry of 'outputs'")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise RequestError("each requested output needs a string 'name'")
+        if sig.output(name) is None:
+            known = ", ".join(repr(t.name) for t in sig.outputs)
+            raise RequestError(f"unknown output '{name}' (the model's outputs: {known})")
+        binary = _params(entry, f"output '{name}'").get("binary_data", default_binary)
+        if not isinstance(binary, bool):
+            raise RequestError(f"output '{name}': 'binary_data' must be true or false")
+        result.append(RequestedOutput(name, binary))
+    return tuple(result)
+
+
+def _reject_constant(token: str) -> float:
+    raise RequestError(f"non-finite value {token} is not accepted (it is not valid JSON either)")
+
+
+def parse_json(data: bytes | memoryview, allow_non_finite: bool) -> Any:
+    """``json.loads`` that reports malformed JSON as a RequestError and, unless allowed, refuses NaN."""
+    try:
+        if allow_non_finite:
+            return json.loads(bytes(data))
+        return json.loads(bytes(data), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise RequestError(f"malformed JSON: {e}") from None
+
+
+def decode_infer(
+    body: bytes, sig: Signature, header_length: int | None = None, allow_non_finite: bool = False
+) -> InferRequest:
+    """Decode and validate one inference request body against the model signature."""
+    header: bytes | memoryview
+    if header_length is None:
+        header, binary = body, memoryview(b"")
+    else:
+        if not 0 <= header_length <= len(body):
+            raise RequestError(
+                f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)"
+            )
+        view = memoryview(body)
+        header, binary = view[:header_length], view[header_length:]
+    req = _obj(parse_json(header, allow_non_finite), "the request body")
+    req_id = req.get("id")
+    if req_id is not None and not isinstance(req_id, str):
+        raise RequestError("'id' must be a string")
+    default_binary = _params(req, "request").get("binary_data_output", False)
+    if not isinstance(default_binary, bool):
+        raise RequestError("'binary_data_output' must be true or false")
+    entries = req.get("inputs")
+    if not isinstance(entries, list) or not entries:
+        raise RequestError("'inputs' must be a non-empty list")
+    decoded: dict[str, Array] = {}
+    offset = 0
+    for entry in entries:
+        name, arr, offset = _decode_input(entry, sig, binary, offset, allow_non_finite)
+        if name in decoded:
+            raise RequestError(f"input '{name}' is given more than once")
+        decoded[name] = arr
+    if offset != len(binary):
+        raise RequestError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    missing = [t.name for t in sig.inputs if t.name not in decoded]
+    if missing:
+        raise RequestError(f"missing input '{missing[0]}'")
+    ordered = {t.name: decoded[t.name] for t in sig.inputs}
+    rows = 1
+    if sig.batchable:
+        leading = {a.shape[0] for a in ordered.values()}
+        if len(leading) > 1:
+            raise RequestError(f"inputs disagree on the batch size: {sorted(leading)}")
+        rows = leading.pop()
+    return InferRequest(
+        id=req_id, inputs=ordered, rows=rows, outputs=_decode_outputs(req.get("outputs"), sig, default_binary)
+    )
+
+
+def _json_data(arr: Array) -> list[Any]:
+    flat = arr.ravel()
+    if flat.dtype.kind == "O":
+        return [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in flat]
+    data: list[Any] = flat.tolist()
+    return data
+
+
+def _binary_data(arr: Array) -> bytes:
+    if arr.dtype.kind == "O":
+        parts: list[bytes] = []
+        for x in arr.ravel():
+            raw = x if isinstance(x, bytes) else str(x).encode()
+            parts += [struct.pack("<I", len(raw)), raw]
+        return b"".join(parts)
+    return np.ascontiguousarray(arr).tobytes()
+
+
+@dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    header_length: int | None
+    """Length of the JSON part when binary tensors follow it, else None."""
+
+
+def encode_infer(
+    model_name: str,
+    model_version: str,
+    req_id: str | None,
+    outputs: Sequence[tuple[TensorSpec, Array, bool]],
+) -> Encoded:
+    """Encode a response: each output is ``(spec, array, binary?)``."""
+    items: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for spec, arr, binary in outputs:
+        item: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": list(arr.shape)}
+        if binary:
+            blob = _binary_data(arr)
+            blobs.append(blob)
+            item["parameters"] = {"binary_data_size": len(blob)}
+        else:
+            item["data"] = _json_data(arr)
+        items.append(item)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if req_id is not None:
+        doc["id"] = req_id
+    doc["outputs"] = items
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not blobs:
+        return Encoded(header, None)
+    return Encoded(header + b"".join(blobs), len(header))

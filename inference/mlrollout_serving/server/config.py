@@ -1,0 +1,139 @@
+"""Settings of ``mlrollout-serve``: every flag has an ``MLROLLOUT_*`` environment variable for pods.
+
+Precedence: command-line flag, then environment variable, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlrollout_serving.server.signature import PredictionKind
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_uri: str
+    sha256: str | None
+    model_name: str
+    model_version: str
+    host: str
+    port: int
+    reference_profile: str | None
+    namespace: str
+    model_deployment: str
+    track: str
+    revision: str
+    intra_op_threads: int
+    inter_op_threads: int
+    batching: str
+    max_batch_size: int
+    max_batch_wait_ms: float
+    inline_elements: int
+    max_body_bytes: int
+    max_inflight: int
+    download_timeout: float
+    download_max_bytes: int
+    download_retries: int
+    shutdown_grace: float
+    allow_non_finite: bool
+    prediction_kind: PredictionKind
+    prediction_buckets: tuple[float, ...]
+    log_level: str
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {
+            "namespace": self.namespace,
+            "model_deployment": self.model_deployment,
+            "track": self.track,
+            "revision": self.revision,
+        }
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(sorted(float(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
+# (flag, env suffix, type, default, help)
+_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
+    ("--model-uri", "MODEL_URI", str, None, "model location: file://, http:// or https:// (or a path)"),
+    ("--sha256", "MODEL_SHA256", str, None, "expected sha256 of the model file; checked before loading"),
+    ("--model-name", "MODEL_NAME", str, "model", "name in the Open Inference Protocol paths"),
+    ("--model-version", "MODEL_VERSION", str, "1", "version reported and accepted in paths"),
+    ("--host", "HOST", str, "0.0.0.0", "address to listen on"),
+    ("--port", "PORT", int, 8080, "port to listen on"),
+    ("--reference-profile", "REFERENCE_PROFILE", str, None, "reference profile (path or URI) for input bins"),
+    ("--namespace", "NAMESPACE", str, "", "metrics label: namespace of the ModelDeployment"),
+    ("--model-deployment", "MODEL_DEPLOYMENT", str, "", "metrics label: ModelDeployment name"),
+    ("--track", "TRACK", str, "", "metrics label: stable, candidate or shadow"),
+    ("--revision", "REVISION", str, "", "metrics label: revision hash"),
+    ("--intra-op-threads", "INTRA_OP_THREADS", int, 1, "onnxruntime threads per operator (0 = one per core)"),
+    ("--inter-op-threads", "INTER_OP_THREADS", int, 1, "onnxruntime threads across operators"),
+    ("--batching", "BATCHING", str, "auto", "auto (on if the model has a batch dimension), on or off"),
+    ("--max-batch-size", "MAX_BATCH_SIZE", int, 64, "most rows merged into one run"),
+    ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, 0.0, "extra wait to fill a batch under concurrency"),
+    ("--inline-elements", "INLINE_ELEMENTS", int, 8192, "batches up to this many values run on the loop"),
+    ("--max-body-bytes", "MAX_BODY_BYTES", int, 16 << 20, "larger request bodies get 413"),
+    ("--max-inflight", "MAX_INFLIGHT", int, 4096, "more queued inference requests get 503"),
+    ("--download-timeout", "DOWNLOAD_TIMEOUT", float, 60.0, "seconds per download attempt (http)"),
+    ("--download-max-bytes", "DOWNLOAD_MAX_BYTES", int, 2 << 30, "largest model file accepted"),
+    ("--download-retries", "DOWNLOAD_RETRIES", int, 3, "download attempts before giving up"),
+    ("--shutdown-grace", "SHUTDOWN_GRACE", float, 20.0, "seconds to finish in-flight requests on SIGTERM"),
+    ("--allow-non-finite", "ALLOW_NON_FINITE", _bool, False, "accept NaN/Infinity in float inputs"),
+    ("--prediction-kind", "PREDICTION_KIND", str, "auto", "auto, classification or regression (metrics)"),
+    ("--prediction-buckets", "PREDICTION_BUCKETS", _floats, (), "regression histogram buckets (a,b,...)"),
+    ("--log-level", "LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+]
+_CHOICES = {"batching": ("auto", "on", "off"), "prediction_kind": ("auto", "classification", "regression")}
+
+
+def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if env is None else env
+    p = argparse.ArgumentParser(
+        prog="mlrollout-serve",
+        description="Serve one ONNX model over the Open Inference Protocol v2 (REST).",
+    )
+    for flag, suffix, typ, default, text in _OPTIONS:
+        var = f"MLROLLOUT_{suffix}"
+        dest = flag[2:].replace("-", "_")
+        value = default
+        if var in env:
+            try:
+                value = typ(env[var])
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                p.error(f"{var}: {e}")
+        kwargs: dict[str, Any] = {"type": typ, "default": value, "help": f"{text} [${var}]", "dest": dest}
+        if dest in _CHOICES:
+            kwargs["choices"] = _CHOICES[dest]
+        p.add_argument(flag, **kwargs)
+    return p
+
+
+def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    p = parser(env)
+    ns = p.parse_args(argv)
+    if not ns.model_uri:
+        p.error("--model-uri (or MLROLLOUT_MODEL_URI) is required")
+    if ns.batching not in _CHOICES["batching"] or ns.prediction_kind not in _CHOICES["prediction_kind"]:
+        p.error("invalid --batching or --prediction-kind")
+    if ns.sha256 is not None:
+        ns.sha256 = ns.sha256.strip().lower().removeprefix("sha256:") or None
+    if ns.max_batch_size < 1 or ns.max_body_bytes < 1 or ns.download_retries < 1:
+        p.error("--max-batch-size, --max-body-bytes and --download-retries must be >= 1")
+    return Settings(**vars(ns))

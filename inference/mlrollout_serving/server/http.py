@@ -1,0 +1,273 @@
+"""A small HTTP/1.1 server: an asyncio Protocol around httptools' parser.
+
+Why not a framework: the model server's per-request budget is a few tens of microseconds, and a
+framework's request objects, middleware and task per request cost more than the model itself (see
+docs/serving.md, "Benchmark"). This module knows only what the server needs: keep-alive, pipelining
+(answered in order), ``Expect: 100-continue``, a body size limit (413) and a graceful drain.
+
+Handlers return a :class:`Reply` directly, or a future of one; no task is created per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    """Header names in lower case."""
+    body: bytes
+    started: float
+    """``time.perf_counter()`` when the request began to arrive."""
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], "Reply | asyncio.Future[Reply]"]
+
+
+def _head(reply: Reply, close: bool) -> bytes:
+    lines = [
+        f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Unknown')}",
+        f"content-type: {reply.content_type}",
+        f"content-length: {len(reply.body)}",
+    ]
+    lines += [f"{k}: {v}" for k, v in reply.headers]
+    if close:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection; requests on it are answered strictly in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[tuple[Request, bool]] = deque()
+        self.busy = False
+        self.in_message = False
+        self.closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._started = 0.0
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self.server.changed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as e:
+            if not self.closed:
+                self._fail(400, f"malformed HTTP request: {e}")
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self._reset()
+        self._started = time.perf_counter()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.server.max_body:
+            self._too_large()
+        elif self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.closed:
+            return
+        self._size += len(body)
+        if self._size > self.server.max_body:
+            self._too_large()
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        if self.closed:
+            return
+        req = self._request()
+        self.queue.append((req, self.parser.should_keep_alive()))
+        if len(self.queue) > 64 and self.transport is not None:
+            self.transport.pause_reading()  # a client pipelining without reading answers
+        if not self.busy:
+            self._next()
+
+    # --- dispatch ---
+
+    def _request(self) -> Request:
+        url = self._url.decode("latin-1")
+        path, _, query = url.partition("?")
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = self.parser.get_method().decode("latin-1")
+        return Request(method, path, query, self._headers, body, self._started)
+
+    def _next(self) -> None:
+        while self.queue and not self.busy and not self.closed:
+            req, keep = self.queue.popleft()
+            try:
+                result = self.server.handler(req)
+            except Exception:
+                log.exception("handler failed for %s %s", req.method, req.path)
+                result = Reply(500, b'{"error": "internal server error"}')
+            if isinstance(result, Reply):
+                self._write(result, keep)
+            else:
+                self.busy = True
+                result.add_done_callback(functools.partial(self._finished, keep=keep))
+        if not self.queue and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _finished(self, fut: asyncio.Future[Reply], keep: bool) -> None:
+        self.busy = False
+        if fut.cancelled() or fut.exception() is not None:
+            reply = Reply(500, b'{"error": "internal server error"}')
+        else:
+            reply = fut.result()
+        self._write(reply, keep)
+        self._next()
+        self.server.changed()
+
+    def _write(self, reply: Reply, keep: bool) -> None:
+        if self.closed or self.transport is None:
+            return
+        close = not keep or self.server.closing
+        self.transport.write(_head(reply, close) + reply.body)
+        if close:
+            self._close()
+
+    def _too_large(self) -> None:
+        req = self._request()
+        self._write(self.server.too_large(req), keep=False)
+        self._close()
+
+    def _fail(self, status: int, message: str) -> None:
+        import json
+
+        self._write(Reply(status, json.dumps({"error": message}).encode()), keep=False)
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not self.queue and not self.in_message
+
+    def close_if_idle(self) -> None:
+        if self.idle:
+            self._close()
+
+
+class HttpServer:
+    """Listens, tracks connections, and drains them gracefully."""
+
+    def __init__(self, handler: Handler, too_large: Callable[[Request], Reply], max_body: int) -> None:
+        self.handler = handler
+        self.too_large = too_large
+        self.max_body = max_body
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self), host, port, reuse_address=True, backlog=2048
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def shutdown(self, grace: float, idle_linger: float = 0.5) -> bool:
+        """Stop accepting, let in-flight requests finish (answered with ``connection: close``).
+
+        Idle keep-alive connections get ``idle_linger`` seconds to send one last request (a client may
+        have written it already) before they are closed. Returns True when everything drained in time.
+        """
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        linger_end = loop.time() + min(idle_linger, grace)
+        while self.connections and loop.time() < deadline:
+            if loop.time() >= linger_end:
+                for conn in list(self.connections):
+                    conn.close_if_idle()
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.05)
+        drained = not self.connections
+        for conn in list(self.connections):
+            conn._close()
+        return drained
