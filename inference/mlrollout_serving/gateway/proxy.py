@@ -6,6 +6,7 @@ changes the rules under an in-flight request. Decisions come from decide.py; thi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -27,7 +28,7 @@ from .decide import (
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
 from .routes import CircuitBreaker, FallbackStep, RouteTable
-from .server import Request, Response
+from .server import Reply, Request, Response
 from .upstream import UpstreamFailure, UpstreamPool, UpstreamResponse
 
 __all__ = ["ActiveTable", "Gateway"]
@@ -144,32 +145,31 @@ class Gateway:
             pool.close()
 
     # -- requests --
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request, reply: Reply) -> None:
+        """Answer one request; the common case runs in callbacks only (no task, no future)."""
         started = time.perf_counter()
         target = request.target
         if not target.startswith(b"/v2"):
-            return self._local(target)
+            reply(self._local(target))
+            return
         if target.startswith(b"/v2/health/"):
-            return self._health(target)
+            reply(self._health(target))
+            return
         active = self.active
         if active is None:
-            return Response(503, _JSON, _error_body("no route table loaded yet", "unavailable"))
-        track = active.single
-        if track is None:
-            track = self._choose(active, request)
-        rest = self._rest(request)
-        line = b"%s %s HTTP/1.1\r\n" % (request.method, target)
-        response, served, label = await self._route(active, track, request, line, rest)
-        # served: the source named in x-mlrollout-track; label: the track for metrics
-        if (
-            active.mirror_pool is not None
-            and response.status == 200
-            and served in ("stable", "candidate")
-            and target.endswith(b"/infer")
-        ):
-            self._maybe_mirror(active, line, rest, response.body)
-        self.metrics.observe_request(label.name, label.revision, response.status, time.perf_counter() - started)
-        return response
+            reply(Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
+            return
+        track = active.single or self._choose(active, request)
+        exchange = _Exchange(self, active, track, request, reply, started)
+        pool = track.pool
+        if pool.name in self._breakers:  # breaker not plainly closed: take the careful path
+            self._loop().create_task(exchange.run_slow(None))
+            return
+        pool.send(b"".join((exchange.line, pool.host_header, exchange.rest)), active.timeout, exchange.on_primary)
+
+    @staticmethod
+    def _loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
 
     def _choose(self, active: ActiveTable, request: Request) -> _Track:
         sticky = active.table.sticky
@@ -183,37 +183,44 @@ class Gateway:
             draw = self._random()
         return active.tracks[pick_track(active.weights, draw)]
 
-    @staticmethod
-    def _rest(request: Request) -> bytes:
-        """Forwarded header lines plus content-length and body (everything after the host line)."""
-        parts = [b"%s: %s\r\n" % (k, v) for k, v in request.headers if k not in _DROP]
-        parts.append(b"content-length: %d\r\n\r\n" % len(request.body))
-        parts.append(request.body)
-        return b"".join(parts)
+    def _account(
+        self, pool: UpstreamPool, result: UpstreamResponse | UpstreamFailure, breaker_config: CircuitBreaker
+    ) -> UpstreamResponse | tuple[str, str]:
+        """Feed an upstream outcome to its breaker; a 5xx or a failure becomes (reason, message)."""
+        name = pool.name
+        if isinstance(result, UpstreamResponse) and result.status < 500:
+            if name in self._breakers:
+                del self._breakers[name]  # closed and no failures: the fast path has no entry at all
+            return result
+        state = on_failure(self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic())
+        self._breakers[name] = state
+        if isinstance(result, UpstreamFailure):
+            return result.reason, str(result)
+        return "error", f"upstream {name} answered {result.status}"
 
     async def _route(
-        self, active: ActiveTable, track: _Track, request: Request, line: bytes, rest: bytes
+        self,
+        active: ActiveTable,
+        track: _Track,
+        request: Request,
+        line: bytes,
+        rest: bytes,
+        outcome: UpstreamResponse | tuple[str, str] | None,
     ) -> tuple[Response, str, _Track]:
-        """Forward to `track`; on failure or low confidence walk the fallback chain."""
+        """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain."""
         fallback = active.table.fallback
-        result = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker)
-        if isinstance(result, UpstreamResponse):
-            threshold = fallback.confidence_threshold
-            if (
-                threshold is not None
-                and fallback.low_confidence_action is not None
-                and result.status == 200
-                and request.target.endswith(b"/infer")
-                and _is_low_confidence(result.body, threshold)
-            ):
+        if outcome is None:
+            outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker)
+        if isinstance(outcome, UpstreamResponse):
+            if self._low_confidence(active, track, request, outcome):
                 step = fallback.low_confidence_action
-                if not (step.action == "stable" and track.name == "stable"):
-                    self.metrics.fallback(track.name, track.revision, "low_confidence", step.action)
-                    answer = await self._run_steps(active, (step,), track, request, line, rest, "low_confidence")
-                    if answer is not None:
-                        return answer
-            return self._forwarded(active, track, result), track.name, track
-        reason, message = result
+                assert step is not None
+                self.metrics.fallback(track.name, track.revision, "low_confidence", step.action)
+                answer = await self._run_steps(active, (step,), track, request, line, rest, "low_confidence")
+                if answer is not None:
+                    return answer
+            return self._forwarded(active, track, outcome), track.name, track
+        reason, message = outcome
         answer = await self._run_steps(
             active, fallback_plan(fallback.chain, track.name), track, request, line, rest, reason, message,
             count_first=True,
@@ -226,6 +233,42 @@ class Gateway:
             track.name,
             track,
         )
+
+    @staticmethod
+    def _low_confidence(active: ActiveTable, track: _Track, request: Request, result: UpstreamResponse) -> bool:
+        fallback = active.table.fallback
+        threshold = fallback.confidence_threshold
+        step = fallback.low_confidence_action
+        return (
+            threshold is not None
+            and step is not None
+            and result.status == 200
+            and not (step.action == "stable" and track.name == "stable")
+            and request.target.endswith(b"/infer")
+            and _is_low_confidence(result.body, threshold)
+        )
+
+    def _finish(
+        self,
+        active: ActiveTable,
+        request: Request,
+        line: bytes,
+        rest: bytes,
+        answer: tuple[Response, str, _Track],
+        started: float,
+        reply: Reply,
+    ) -> None:
+        """Reply, then (off the client's path) mirror and count."""
+        response, served, label = answer
+        reply(response)
+        if (
+            active.mirror_pool is not None
+            and response.status == 200
+            and served in ("stable", "candidate")
+            and request.target.endswith(b"/infer")
+        ):
+            self._maybe_mirror(active, line, rest, response.body)
+        self.metrics.observe_request(label.name, label.revision, response.status, time.perf_counter() - started)
 
     async def _run_steps(
         self,
@@ -285,26 +328,17 @@ class Gateway:
         name = pool.name
         state = self._breakers.get(name)
         if state is not None:
-            now = time.monotonic()
-            allowed, new_state = admit(state, breaker_config, now)
+            allowed, new_state = admit(state, breaker_config, time.monotonic())
             self._breakers[name] = new_state
             if not allowed:
                 return "circuit_open", f"circuit breaker for {name} is open"
         try:
-            response = await pool.request(b"".join((line, pool.host_header, rest)), timeout)
+            result: UpstreamResponse | UpstreamFailure = await pool.request(
+                b"".join((line, pool.host_header, rest)), timeout
+            )
         except UpstreamFailure as exc:
-            self._breakers[name] = on_failure(
-                self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic()
-            )
-            return exc.reason, str(exc)
-        if response.status >= 500:
-            self._breakers[name] = on_failure(
-                self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic()
-            )
-            return "error", f"upstream {name} answered {response.status}"
-        if state is not None:
-            del self._breakers[name]  # closed and no failures: the fast path has no entry at all
-        return response
+            result = exc
+        return self._account(pool, result, breaker_config)
 
     @staticmethod
     def _forwarded(active: ActiveTable, track: _Track, result: UpstreamResponse) -> Response:
@@ -335,6 +369,14 @@ class Gateway:
         return Response(404, _JSON, b'{"error": "not found"}')
 
 
+def _forward_rest(request: Request) -> bytes:
+    """Forwarded header lines plus content-length and body (everything after the host line)."""
+    parts = [b"%s: %s\r\n" % (k, v) for k, v in request.headers if k not in _DROP]
+    parts.append(b"content-length: %d\r\n\r\n" % len(request.body))
+    parts.append(request.body)
+    return b"".join(parts)
+
+
 def _is_low_confidence(body: bytes, threshold: float) -> bool:
     try:
         parsed = json.loads(body)
@@ -349,3 +391,40 @@ def _rewrite_model(line: bytes, model: bytes) -> bytes:
     target, _, protocol = remainder.rpartition(b" ")
     new_target = _MODEL_PATH.sub(b"/v2/models/" + model, target, count=1)
     return b"%s %s %s" % (method, new_target, protocol)
+
+
+class _Exchange:
+    """One request in flight on the fast path; its bound method is the upstream callback."""
+
+    __slots__ = ("active", "gateway", "line", "reply", "request", "rest", "started", "track")
+
+    def __init__(
+        self, gateway: Gateway, active: ActiveTable, track: _Track, request: Request, reply: Reply, started: float
+    ) -> None:
+        self.gateway = gateway
+        self.active = active
+        self.track = track
+        self.request = request
+        self.reply = reply
+        self.started = started
+        self.line = b"%s %s HTTP/1.1\r\n" % (request.method, request.target)
+        self.rest = _forward_rest(request)
+
+    def on_primary(self, result: UpstreamResponse | UpstreamFailure) -> None:
+        gw, active, track = self.gateway, self.active, self.track
+        outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker)
+        if isinstance(outcome, UpstreamResponse) and not gw._low_confidence(active, track, self.request, outcome):
+            answer = (Gateway._forwarded(active, track, outcome), track.name, track)
+            gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)
+            return
+        asyncio.get_running_loop().create_task(self.run_slow(outcome))
+
+    async def run_slow(self, outcome: UpstreamResponse | tuple[str, str] | None) -> None:
+        gw = self.gateway
+        try:
+            answer = await gw._route(self.active, self.track, self.request, self.line, self.rest, outcome)
+        except Exception:
+            log.exception("fallback path failed")
+            answer = (Response(500, _JSON, _error_body("internal gateway error", "error")), self.track.name,
+                      self.track)  # fmt: skip
+        gw._finish(self.active, self.request, self.line, self.rest, answer, self.started, self.reply)

@@ -10,12 +10,12 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final, cast
 
 import httptools
 
-__all__ = ["Handler", "HttpServerProtocol", "Request", "Response", "ServerState"]
+__all__ = ["Handler", "HttpServerProtocol", "Reply", "Request", "Response", "ServerState"]
 
 log = logging.getLogger("mlrollout.gateway")
 
@@ -59,7 +59,9 @@ class Response:
         self.body = body
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Reply = Callable[[Response], None]
+Handler = Callable[[Request, Reply], None]
+"""Called once per request; must call the reply callable exactly once (now or later)."""
 
 
 class ServerState:
@@ -93,12 +95,12 @@ class HttpServerProtocol(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_headers",
+        "_keep_alive",
         "_loop",
         "_parser",
         "_pending",
         "_state",
         "_target",
-        "_task",
         "busy",
         "transport",
     )
@@ -111,7 +113,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._target = b""
         self._pending: deque[Request] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._keep_alive = True
         self.busy = False
         self.transport: asyncio.Transport | None = None
 
@@ -156,43 +158,51 @@ class HttpServerProtocol(asyncio.Protocol):
             if len(self._pending) > 32 and self.transport is not None:
                 self.transport.pause_reading()
             return
-        self.busy = True
-        self._task = self._loop.create_task(self._serve(request))
+        self._dispatch(request)
 
     # -- serving --
-    async def _serve(self, request: Request) -> None:
-        while True:
-            try:
-                response = await self._state.handler(request)
-            except Exception:
-                log.exception("unhandled error answering %s", request.target.decode(errors="replace"))
-                response = Response(500, b"", b'{"error": "internal gateway error"}')
-            transport = self.transport
-            if transport is None:
-                break
-            close = not request.keep_alive or self._state.draining
-            status = response.status
-            transport.write(
-                b"".join(
-                    (
-                        _STATUS_LINES.get(status) or _status_line(status),
-                        response.headers,
-                        b"connection: close\r\n" if close else b"",
-                        b"content-length: %d\r\n\r\n" % len(response.body),
-                        response.body,
-                    )
+    def _dispatch(self, request: Request) -> None:
+        self.busy = True
+        self._keep_alive = request.keep_alive
+        try:
+            self._state.handler(request, self.respond)
+        except Exception:
+            log.exception("unhandled error answering %s", request.target.decode(errors="replace"))
+            self.respond(Response(500, b"", b'{"error": "internal gateway error"}'))
+
+    def respond(self, response: Response) -> None:
+        """Write the answer to the request being served, then start on the next pipelined one."""
+        transport = self.transport
+        if not self.busy:
+            return
+        self.busy = False
+        if transport is None:
+            self._check_drained()
+            return
+        close = not self._keep_alive or self._state.draining
+        status = response.status
+        transport.write(
+            b"".join(
+                (
+                    _STATUS_LINES.get(status) or _status_line(status),
+                    response.headers,
+                    b"connection: close\r\n" if close else b"",
+                    b"content-length: %d\r\n\r\n" % len(response.body),
+                    response.body,
                 )
             )
-            if close:
-                self.close()
-                break
-            if not self._pending:
-                break
+        )
+        if close:
+            self.close()
+        elif self._pending:
             request = self._pending.popleft()
-            if len(self._pending) <= 8 and transport.is_reading() is False:
+            if len(self._pending) <= 8 and not transport.is_reading():
                 transport.resume_reading()
-        self.busy = False
-        self._task = None
+            self._dispatch(request)
+            return
+        self._check_drained()
+
+    def _check_drained(self) -> None:
         if self._state.draining and not self._state.busy_connections():
             self._state.idle_event.set()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Final, cast
 
 import httptools
@@ -60,23 +61,32 @@ class UpstreamResponse:
         self.body = body
 
 
+Callback = Callable[["UpstreamResponse | UpstreamFailure"], None]
+
+
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_callback",
+        "_data",
         "_headers",
         "_parser",
         "_pool",
         "_received",
+        "_timeout",
         "_timer",
-        "_waiter",
         "closed",
+        "reused",
         "transport",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._callback: Callback | None = None
+        self._data = b""
+        self._timeout = 0.0
+        self.reused = False
         self._headers: list[bytes] = []
         self._body: list[bytes] = []
         self._received = False
@@ -112,46 +122,51 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        callback = self._callback
+        if callback is None:
             return
+        self._callback = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._waiter = None
+        self._data = b""
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         response = UpstreamResponse(self._parser.get_status_code(), b"".join(self._headers), body)
         if self._parser.should_keep_alive():
             self._pool._release(self)
         else:
             self.close()
-        waiter.set_result(response)
+        callback(response)
 
     # -- used by the pool --
-    def send(self, data: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
+    def send(self, data: bytes, timeout: float, callback: Callback) -> None:
+        """Write one request; `callback` gets the response or an UpstreamFailure, exactly once."""
         assert self.transport is not None
-        waiter: asyncio.Future[UpstreamResponse] = self._pool.loop.create_future()
-        self._waiter = waiter
+        self._callback = callback
+        self._data = data
+        self._timeout = timeout
         self._received = False
         self._timer = self._pool.loop.call_later(timeout, self._on_timeout, timeout)
         self.transport.write(data)
-        return waiter
 
     def _on_timeout(self, timeout: float) -> None:
         self._timer = None
         self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {timeout:g}s"))
-        self.close()
 
     def _fail(self, exc: UpstreamFailure) -> None:
-        waiter = self._waiter
-        self._waiter = None
+        callback = self._callback
+        self._callback = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        if self.closed or not isinstance(exc, UpstreamTimeout):
-            self.close()
+        self.close()  # a connection with an unfinished exchange can never be reused
+        if callback is not None:
+            if isinstance(exc, UpstreamBroken) and self.reused and not self._received:
+                # A kept-alive connection the upstream closed while idle: the request never reached it,
+                # so sending it again on another connection is safe.
+                self._pool.loop.create_task(self._pool._connect_and_send(self._data, self._timeout, callback))
+                return
+            callback(exc)
 
     def close(self) -> None:
         self.closed = True
@@ -171,33 +186,47 @@ class UpstreamPool:
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
 
-    async def request(self, data: bytes, timeout: float) -> UpstreamResponse:
-        """Send complete request bytes and return the response; raise an UpstreamFailure subclass."""
-        deadline = self.loop.time() + timeout
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.closed:
-                continue
-            try:
-                return await conn.send(data, timeout)
-            except UpstreamBroken:
-                # A reused connection the upstream closed while idle: safe to retry on a fresh one,
-                # because the upstream never answered (conn._received is False).
-                if conn._received:
-                    raise
-        remaining = deadline - self.loop.time()
-        conn = await self._connect(remaining)
-        return await conn.send(data, max(deadline - self.loop.time(), 0.001))
+    def send(self, data: bytes, timeout: float, callback: Callback) -> None:
+        """Send complete request bytes; `callback` gets an UpstreamResponse or an UpstreamFailure.
 
-    async def _connect(self, timeout: float) -> _Connection:
+        The common case (an idle keep-alive connection) runs synchronously with no task or future.
+        """
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                conn.send(data, timeout, callback)
+                return
+        self.loop.create_task(self._connect_and_send(data, timeout, callback))
+
+    async def request(self, data: bytes, timeout: float) -> UpstreamResponse:
+        """Awaitable form of `send` for the slow paths; raises an UpstreamFailure subclass."""
+        future: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+
+        def done(result: UpstreamResponse | UpstreamFailure) -> None:
+            if future.done():
+                return
+            if isinstance(result, UpstreamFailure):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.send(data, timeout, done)
+        return await future
+
+    async def _connect_and_send(self, data: bytes, timeout: float, callback: Callback) -> None:
+        started = self.loop.time()
         try:
-            async with asyncio.timeout(max(timeout, 0.001)):
-                _, protocol = await self.loop.create_connection(lambda: _Connection(self), self.host, self.port)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"connecting to upstream {self.name} timed out") from exc
+            async with asyncio.timeout(timeout):
+                _, conn = await self.loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        except TimeoutError:
+            callback(UpstreamTimeout(f"connecting to upstream {self.name} timed out"))
+            return
         except OSError as exc:
-            raise UpstreamUnavailable(f"cannot connect to upstream {self.name}: {exc.strerror or exc}") from exc
-        return protocol
+            callback(UpstreamUnavailable(f"cannot connect to upstream {self.name}: {exc.strerror or exc}"))
+            return
+        conn.send(data, max(timeout - (self.loop.time() - started), 0.001), callback)
 
     def _release(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle and not self.closed_pool:
