@@ -1,0 +1,146 @@
+"""The plugin's only contact with the cluster: read, patch and watch ModelDeployments.
+
+Uses the user's kubeconfig (KUBECONFIG or ~/.kube/config, or --kubeconfig) and context, like kubectl, so
+the API server authenticates and authorizes the human, not the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final, cast
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from mlrollout.api.common import GROUP, VERSION
+
+PLURAL: Final = "modeldeployments"
+Obj = dict[str, Any]
+
+
+class KubeError(Exception):
+    """An API call failed in a way the user must see (not found, forbidden, invalid)."""
+
+
+def _explain(exc: ApiException, what: str) -> KubeError:
+    reasons = {401: "unauthorized", 403: "forbidden", 404: "not found", 409: "conflict", 422: "invalid"}
+    detail = str(exc.body or exc.reason or "").strip()
+    try:
+        parsed = json.loads(detail)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("message"):
+        detail = str(parsed["message"])
+    return KubeError(f"{what}: {reasons.get(int(exc.status or 0), f'HTTP {exc.status}')}: {detail}")
+
+
+class Cluster:
+    """ModelDeployments of one cluster, as the user's kubeconfig sees them."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        try:
+            self.api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            raise KubeError(f"cannot load kubeconfig: {exc}") from exc
+        chosen = active
+        if context is not None:
+            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            chosen = next((c for c in contexts if c.get("name") == context), active)
+        self.default_namespace: str = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    def get(self, namespace: str, name: str) -> Obj:
+        """The ModelDeployment as stored."""
+        try:
+            obj = cast(Obj, self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+        except ApiException as exc:
+            raise _explain(exc, f"get modeldeployment {namespace}/{name}") from exc
+        return obj
+
+    def merge_patch(self, namespace: str, name: str, patch: Obj) -> Obj:
+        """A JSON merge patch on the ModelDeployment (metadata only: the plugin never writes spec)."""
+        try:
+            obj = cast(
+                Obj,
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, patch, _content_type="application/merge-patch+json"
+                ),
+            )
+        except ApiException as exc:
+            raise _explain(exc, f"patch modeldeployment {namespace}/{name}") from exc
+        return obj
+
+    def rollout_policies(self) -> list[Obj]:
+        """Every RolloutPolicy (cluster-scoped); raises KubeError when the user may not list them."""
+        try:
+            listed = cast(Obj, self.custom.list_cluster_custom_object(GROUP, VERSION, "rolloutpolicies"))
+        except ApiException as exc:
+            raise _explain(exc, "list rolloutpolicies") from exc
+        return list(listed.get("items") or [])
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """The namespace's labels (policies select by them); raises KubeError when not allowed."""
+        try:
+            ns = self.core.read_namespace(namespace)
+        except ApiException as exc:
+            raise _explain(exc, f"get namespace {namespace}") from exc
+        return dict(ns.metadata.labels or {}) if ns.metadata else {}
+
+    def changes(self, namespace: str, name: str, timeout: float) -> Iterator[Obj]:
+        """The ModelDeployment now, then again at every change, until `timeout` seconds have passed.
+
+        A watch may end early (the server closes it); it is re-opened from the last resourceVersion
+        seen, so no change is missed and none is reported twice.
+        """
+        deadline = time.monotonic() + timeout
+        current = self.get(namespace, name)
+        yield current
+        version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+        while (remaining := deadline - time.monotonic()) > 0:
+            stream = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in stream.stream(  # type: ignore[no-untyped-call]
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=version,
+                    timeout_seconds=max(1, int(remaining)),
+                    _request_timeout=remaining + 5,
+                ):
+                    obj: Obj = event["object"]
+                    if event["type"] == "ERROR":
+                        # 410 Gone: our resourceVersion is too old; start again from a fresh read.
+                        current = self.get(namespace, name)
+                        version = str(current["metadata"]["resourceVersion"])
+                        yield current
+                        break
+                    version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+                    if event["type"] == "DELETED":
+                        raise KubeError(f"modeldeployment {namespace}/{name} was deleted")
+                    yield obj
+                    if time.monotonic() >= deadline:
+                        return
+            except ApiException as exc:
+                raise _explain(exc, f"watch modeldeployment {namespace}/{name}") from exc
+            except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
+                pass  # the connection ended before the server closed the watch: re-open it
+            finally:
+                stream.stop()  # type: ignore[no-untyped-call]
+
+    def wait_for(self, namespace: str, name: str, timeout: float, done: Callable[[Obj], bool]) -> Obj | None:
+        """The first state of the ModelDeployment for which `done` holds, or None after `timeout`."""
+        for obj in self.changes(namespace, name, timeout):
+            if done(obj):
+                return obj
+        return None

@@ -1,0 +1,176 @@
+"""The status and history views: pure functions of the object, the steps and the clock."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlrollout.api import RolloutPolicySpec
+from mlrollout.kubectl_plugin import render
+
+FIXTURES = Path(__file__).resolve().parents[1] / "argocd" / "fixtures"
+NOW = datetime(2026, 11, 26, 6, 24, 0, tzinfo=UTC)
+DEFAULT_STEPS = [s.to_dict() for s in RolloutPolicySpec().strategy.steps]
+
+
+def fixture(name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())["object"]
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59.9, "59s"), (60, "1m"), (200, "3m20s"), (3600, "1h"), (7500, "2h5m"), (90000, "1d1h"), (-5, "0s")],
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert render.duration(seconds) == text
+
+
+def test_bar_clamps_and_rounds() -> None:
+    assert render.bar(0.5, width=10) == "[#####.....]  50%"
+    assert render.bar(1.7, width=4) == "[####] 100%"
+    assert render.bar(-1, width=4) == "[....]   0%"
+
+
+def test_times() -> None:
+    assert render.ago("2026-11-26T06:20:40Z", NOW) == "3m20s ago"
+    assert render.ago(None, NOW) == "-"
+    assert render.clock("2026-11-26T07:24:00+01:00") == "06:24:00"
+    assert render.parse_time("yesterday") is None
+
+
+def test_table_aligns_columns() -> None:
+    assert render.table(["A", "LONGER"], [["xyz", "1"], ["", "22"]]) == [
+        "  A    LONGER",
+        "  xyz  1",
+        "       22",
+    ]
+
+
+def test_canary_view_marks_the_current_step_with_progress() -> None:
+    text = render.render_status(fixture("04-canary-20"), DEFAULT_STEPS, NOW)
+    lines = text.splitlines()
+    assert lines[0] == "ModelDeployment ml/wine   Progressing"
+    assert "Traffic:    stable 80%  candidate 20%  mirror 0%" in lines
+    start = lines.index("Steps:      [############............]  50%  step 2 of 4")
+    assert lines[start + 1 : start + 6] == [
+        "    #  KIND    WHAT                           STATE",
+        "    1  shadow  mirror 100%, min 200 requests  done",
+        "  > 2  canary  weight 5%, min 200 requests    running (requests 452/200, 2m20s of max 30m)",
+        "    3  canary  weight 25%, min 500 requests",
+        "    4  canary  weight 50%, min 500 requests",
+    ]
+
+
+def test_canary_view_explains_each_metric() -> None:
+    text = render.render_status(fixture("04-canary-20"), DEFAULT_STEPS, NOW)
+    assert "Analysis:   CONTINUE at 06:23:10 (50s ago): errorRate inconclusive" in text
+    row = next(line for line in text.splitlines() if line.startswith("  errorRate"))
+    assert row.split() == ["errorRate", "inconclusive", "1840/452", "0.0049", "0.0066", "+0.0017",
+                           "[-0.0071,", "+0.0139]", "0.01", "e=1.8", "p=0.41"]  # fmt: skip
+    assert "      mSPRT two-proportion (non-inferiority) - interval still crosses the 1pp margin" in text
+    assert (
+        "Conditions: Available=True (StableReady)  Progressing=True (CanaryStep)  Degraded=False (AsExpected)" in text
+    )
+
+
+def test_requests_are_counted_per_step() -> None:
+    md = fixture("04-canary-20")
+    md["status"]["currentStep"]["requestsAtStart"] = 400
+    steps = copy.deepcopy(DEFAULT_STEPS)
+    steps[1]["canary"]["minRequests"] = 100
+    text = render.render_status(md, steps, NOW)
+    assert "running (requests 52/100, 2m20s of max 30m)" in text
+    assert "Steps:      [#########...............]  38%  step 2 of 4" in text
+
+
+def test_paused_and_holding_states() -> None:
+    paused = render.render_status(fixture("07-paused-by-human"), DEFAULT_STEPS, NOW)
+    assert "  > 2  canary  weight 5%, min 200 requests    paused (" in paused
+    assert "Command:    pause accepted at 06:23:30: paused at step 2" in paused
+    md = fixture("04-canary-20")
+    md["status"]["hold"] = "inconclusive for 30m: waiting for a human (onInconclusive: hold)"
+    held = render.render_status(md, DEFAULT_STEPS, NOW)
+    assert "> 2  canary  weight 5%, min 200 requests    holding (" in held
+    assert "  holding: inconclusive for 30m: waiting for a human (onInconclusive: hold)" in held
+
+
+def test_rolled_back_view_shows_verdict_history_and_held_back() -> None:
+    md = fixture("06-rolled-back")
+    md["status"]["heldBack"] = {"revision": "c81f03aa92de", "number": 2, "outcome": "rolledBack",
+                                "reason": "errorRate failed", "time": "2026-11-26T06:22:00Z"}  # fmt: skip
+    text = render.render_status(md, DEFAULT_STEPS, NOW)
+    assert text.startswith("ModelDeployment ml/wine   Degraded\n  rolled back v2: errorRate failed (8.47% vs 0.45%)\n")
+    assert "Steps:" not in text and "Candidate:" not in text
+    assert "Held back:  revision 2 (rolledBack, 2m ago): errorRate failed" in text
+    assert "Analysis:   ROLLBACK at 06:24:40 (0s ago): errorRate failed" in text
+    recent = text.split("Recent rollouts:\n")[1].splitlines()
+    assert recent[1].split()[:3] == ["2", "v2", "rolledBack"]
+    assert recent[2].split()[:3] == ["1", "v1", "promoted"]
+
+
+def test_healthy_without_rollout() -> None:
+    text = render.render_status(fixture("03-healthy-stable"), DEFAULT_STEPS, NOW)
+    assert "Rollout:    none in progress" in text
+    assert "Analysis:   none yet" in text
+    assert "Stable:     v1  (revision 1, 5d2c9a41e0b7, sha256 3f1d0c6bd0a2...)" in text
+
+
+def test_stale_generation_and_no_status() -> None:
+    assert "(the operator has not yet acted on generation 2; it last saw 1)" in render.render_status(
+        fixture("08-healthy-but-new-spec"), None, NOW
+    )
+    text = render.render_status(fixture("01-created-no-status"), None, NOW)
+    assert text.startswith("ModelDeployment ml/wine   Unknown\n")
+    assert "it last saw none" in text
+
+
+def test_unknown_steps_still_show_the_current_one() -> None:
+    text = render.render_status(fixture("05-shadow"), None, NOW)
+    assert "Step:       1 (shadow), started 8m58s ago (policy steps unknown)" in text
+
+
+def test_step_summaries() -> None:
+    assert render.step_summary({"pause": {}}) == "hold until resumed"
+    assert render.step_summary({"pause": {"duration": "5m"}}) == "hold 5m"
+    assert render.step_summary({"blueGreen": {"previewAnalysis": False, "scaleDownDelay": "1h"}}) == (
+        "switch all, keep old 1h"
+    )
+    assert render.step_summary({"blueGreen": {}}) == "preview mirror 100%, switch all, keep old 10m"
+
+
+def test_timed_pause_progress() -> None:
+    md = fixture("04-canary-20")
+    md["status"]["currentStep"] = {"index": 1, "kind": "pause", "startedAt": "2026-11-26T06:21:30Z"}
+    steps: list[dict[str, Any]] = [{"shadow": {}}, {"pause": {"duration": "10m"}}]
+    text = render.render_status(md, steps, NOW)
+    assert "Steps:      [###############.........]  62%  step 2 of 2" in text
+    assert "> 2  pause   hold 10m                       running (2m30s of 10m)" in text
+
+
+def test_history_newest_first_with_revisions() -> None:
+    md = fixture("06-rolled-back")
+    md["status"]["revisions"] = [
+        {"revision": "5d2c9a41e0b7", "number": 1, "modelVersion": "v1", "modelUri": "file:///models/wine-v1.onnx",
+         "sha256": "3f"},
+        {"revision": "c81f03aa92de", "number": 2, "modelVersion": "v2", "modelUri": "file:///models/wine-v2.onnx",
+         "sha256": "9b"},
+    ]  # fmt: skip
+    lines = render.render_history(md, NOW).splitlines()
+    assert lines[0] == "History of ml/wine:"
+    assert lines[1].split() == ["REV", "VERSION", "OUTCOME", "WHEN", "TOOK", "SHA256", "REASON"]
+    assert lines[2].split()[:5] == ["2", "v2", "rolledBack", "0s", "ago"]
+    assert lines[2].split()[5] == "9m40s"
+    assert lines[3].split()[:3] == ["1", "v1", "promoted"]
+    revisions = lines[lines.index("Revisions (kubectl mlrollout undo NAME --to-revision N):") + 1 :]
+    assert [r.split()[:4] for r in revisions[1:]] == [["2", "v2", "c81f03aa92de", "file:///models/wine-v2.onnx"],
+                                                     ["1", "v1", "5d2c9a41e0b7", "stable"]]  # fmt: skip
+
+
+def test_history_empty() -> None:
+    assert render.render_history(fixture("01-created-no-status"), NOW) == "History of ml/wine:\n  no rollouts yet"
