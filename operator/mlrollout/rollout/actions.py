@@ -1,0 +1,66 @@
+"""What the state machine asks the controller to do: plain data, executed by `mlrollout.controller.act`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mlrollout.api.modeldeployment import RevisionStatus
+
+Track = Literal["stable", "candidate"]
+
+
+@dataclass(frozen=True)
+class EnsureTrack:
+    """Deploy (or keep) this revision's Deployment and Service, labelled as `track`."""
+
+    revision: RevisionStatus
+    track: Track
+
+
+@dataclass(frozen=True)
+class RemoveTrack:
+    """Delete this revision's Deployment and Service (its scale-down time has come)."""
+
+    revision: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetRoutes:
+    """The route table the data plane should have: absolute, so applying it twice changes nothing."""
+
+    stable: str | None  # revision hash serving live traffic
+    candidate: str | None  # revision hash receiving weight or mirror, if any
+    candidate_weight: int
+    mirror_percent: int
+    mode: Literal["canary", "blueGreen"]
+    version: int
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """A Kubernetes Event on the ModelDeployment: every transition has one, with its reason."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RolloutFinished:
+    """For the operator's metrics: a rollout ended."""
+
+    outcome: Literal["promoted", "rolledBack", "superseded", "aborted"]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    """For the operator's metrics: a step ended."""
+
+    kind: str
+    seconds: float
+
+
+Action = EnsureTrack | RemoveTrack | SetRoutes | RecordEvent | RolloutFinished | StepFinished

@@ -1,0 +1,159 @@
+"""A tiny simulated world for the state machine: a clock, the spec, the pods' readiness, verdicts, commands.
+
+Each `tick` calls `decide` once with the facts the world holds, keeps the returned status (as the operator
+does) and returns the actions, so tests read as Given / When / Then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, RevisionStatus
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Strategy
+from mlrollout.revision import revision_of
+from mlrollout.rollout import (
+    Action,
+    Command,
+    Decision,
+    Facts,
+    RecordEvent,
+    RemoveTrack,
+    SetRoutes,
+    TrackFacts,
+    Verdict,
+    decide,
+)
+
+T0 = datetime(2026, 11, 26, 6, 0, 0, tzinfo=UTC)
+IMAGE = "mlrollout/serving:test"
+
+
+def spec(version: str = "1", sha: str = "a", **extra: Any) -> ModelDeploymentSpec:
+    """A ModelDeployment spec serving model `version` whose file digest is `sha` repeated."""
+    return ModelDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": "wine",
+                "version": version,
+                "uri": f"file:///models/wine-{version}.onnx",
+                "sha256": sha * 64,
+            },
+            **extra,
+        }
+    )
+
+
+def policy(steps: list[dict[str, Any]] | None = None, **extra: Any) -> RolloutPolicySpec:
+    """A rollout policy; default steps: shadow 100% (10 req), canary 10% (10 req), canary 50% (10 req)."""
+    steps = steps or [
+        {"shadow": {"mirrorPercent": 100, "minRequests": 10, "maxDuration": "5m"}},
+        {"canary": {"weight": 10, "minRequests": 10, "maxDuration": "5m"}},
+        {"canary": {"weight": 50, "minRequests": 10, "maxDuration": "5m"}},
+    ]
+    return RolloutPolicySpec.model_validate({"strategy": Strategy.model_validate({"steps": steps}).to_dict(), **extra})
+
+
+@dataclass
+class World:
+    """The facts the operator would observe, and the status it keeps."""
+
+    pol: RolloutPolicySpec = field(default_factory=policy)
+    md_spec: ModelDeploymentSpec = field(default_factory=spec)
+    now: datetime = T0
+    status: ModelDeploymentStatus | None = None
+    ready: dict[str, TrackFacts] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    command: Command | None = None
+    paused: bool = False
+    generation: int = 1
+    last: Decision | None = None
+    sent: int = 0
+
+    @property
+    def want(self) -> RevisionStatus:
+        return revision_of(self.md_spec, IMAGE)
+
+    @property
+    def s(self) -> ModelDeploymentStatus:
+        assert self.status is not None
+        return self.status
+
+    def facts(self) -> Facts:
+        return Facts(
+            spec_revision=self.want,
+            generation=self.generation,
+            tracks=dict(self.ready),
+            verdict=self.verdict,
+            command=self.command,
+            paused=self.paused,
+            policy="test",
+        )
+
+    def tick(self, seconds: float = 0.0) -> list[Action]:
+        self.now += timedelta(seconds=seconds)
+        self.last = decide(self.status, self.facts(), self.pol, self.now)
+        self.status = self.last.status
+        return self.last.actions
+
+    # -- changing the world ---------------------------------------------------------------------------
+
+    def make_ready(self, revision: str | None = None, **flags: Any) -> None:
+        rev = revision or self.want.revision
+        self.ready[rev] = TrackFacts(exists=True, ready=True, available=True, **flags)
+
+    def make_broken(self, revision: str | None = None, **flags: Any) -> None:
+        rev = revision or self.want.revision
+        self.ready[rev] = TrackFacts(exists=True, detail="server: CrashLoopBackOff", **flags)
+
+    def give_verdict(self, verdict: str, requests: int, seconds: float = 1.0) -> list[Action]:
+        """Advance the clock, take one look at the current candidate, decide."""
+        self.now += timedelta(seconds=seconds)
+        assert self.status is not None and self.status.candidate is not None
+        self.verdict = Verdict(
+            verdict=verdict,  # type: ignore[arg-type]
+            reason=f"test says {verdict}",
+            time=self.now,
+            candidate_revision=self.status.candidate.revision,
+            candidate_requests=requests,
+            metrics=({"name": "errorRate", "decision": "pass", "samples": {"stable": 100, "candidate": requests}},),
+        )
+        return self.tick()
+
+    def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:
+        self.sent += 1
+        self.command = Command(id=cmd_id or f"{verb}-{self.sent}", verb=verb, to_revision=to_revision)
+        return self.tick()
+
+    def deploy_healthy(self) -> None:
+        """First revision deployed and ready."""
+        self.tick()
+        self.make_ready()
+        self.tick()
+        assert self.s.phase == "Healthy"
+
+    def start_rollout(self, version: str = "2", sha: str = "b") -> str:
+        """A healthy stable, then a new spec revision whose candidate is ready: step 0 running."""
+        if self.status is None:
+            self.deploy_healthy()
+        self.md_spec = spec(version, sha)
+        self.tick()
+        self.make_ready()
+        self.tick()
+        assert self.s.current_step is not None
+        return self.want.revision
+
+
+def events(actions: list[Action]) -> list[str]:
+    return [a.reason for a in actions if isinstance(a, RecordEvent)]
+
+
+def routes(actions: list[Action]) -> SetRoutes:
+    found = [a for a in actions if isinstance(a, SetRoutes)]
+    assert len(found) == 1, actions
+    return found[0]
+
+
+def removed(actions: list[Action]) -> list[str]:
+    return [a.revision for a in actions if isinstance(a, RemoveTrack)]
