@@ -59,7 +59,7 @@ def apply(w: World, op: Op, requests: list[int]) -> None:
             w.ready.pop(w.want.revision, None)
         w.tick(1)
     elif kind == "crash":
-        w.make_broken(**{arg: True})
+        w.make_broken(crash_looping=arg == "crash_looping", digest_mismatch=arg == "digest_mismatch")
         w.tick(1)
     elif kind == "spec":
         w.md_spec = spec(*arg)
