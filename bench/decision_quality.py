@@ -1,0 +1,300 @@
+"""Decision quality: how often each judge rolls back healthy canaries, promotes bad ones, and how fast.
+
+A simulator draws request streams for stable and candidate (Poisson arrivals, Bernoulli errors, log-normal
+latencies binned on the contract's buckets, multinomial predictions), accumulates them look by look, and
+asks three judges for a verdict at every look, stopping each run at its first promote or rollback:
+
+- ``ours``: ``mlrollout.analysis.judge`` with the default policy (anytime-valid, docs/analysis.md);
+- ``flagger``: Flagger-style fixed thresholds on the last interval's candidate error rate and p99, rollback
+  after ``FLAGGER_FAILED_CHECKS`` failed checks, promote after ``FLAGGER_ITERATIONS`` looks;
+- ``kayenta``: Kayenta-style repeated fixed-sample tests (one-sided two-proportion z-test, Mann-Whitney on
+  the binned latencies, chi-square on predictions, each at 0.05) on the cumulative data at every look;
+  any significant difference rolls back, surviving all looks promotes.
+
+Usage: ``python bench/decision_quality.py [--seeds N] [--looks N] [--only NAME ...]``. Writes
+``bench/results/decisions.json`` and prints the table that docs/analysis.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special, stats
+
+from mlrollout.analysis import judge
+from mlrollout_serving.contract import LATENCY_BUCKETS
+
+RESULTS = Path(__file__).parent / "results" / "decisions.json"
+FINITE = np.array([b for b in LATENCY_BUCKETS if math.isfinite(b)])
+LABELS = [f"{b:g}" for b in FINITE] + ["+Inf"]
+LATENCY_MEDIAN = 0.020
+LATENCY_SIGMA = 0.5
+STABLE_CLASSES = np.array([0.3, 0.4, 0.3])
+
+FLAGGER_MAX_ERROR_RATE = 0.015
+FLAGGER_MAX_P99 = 0.100
+FLAGGER_FAILED_CHECKS = 5
+FLAGGER_ITERATIONS = 10
+KAYENTA_ALPHA = 0.05
+
+Counts = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    group: str  # "aa" (healthy: any rollback is false) or "regression" (any promote is false)
+    base_error: float = 0.01
+    candidate_error: float | None = None
+    latency_factor: float = 1.0
+    class_shift: float = 0.0
+    rps: float = 100.0
+    share: float = 0.10
+    interval: float = 60.0
+    targets: dict[str, float] = field(default_factory=dict)
+
+
+def scenarios() -> list[Scenario]:
+    aa = [Scenario(f"A/A err {r:.1%}", "aa", base_error=r, targets={"false_rollback_max": 0.05})
+          for r in (0.005, 0.01, 0.014, 0.02, 0.05)]  # fmt: skip
+    aa[1] = Scenario("A/A err 1.0%", "aa", targets={"false_rollback_max": 0.05, "promote_min": 0.80})
+    return [
+        *aa,
+        Scenario("A/A low traffic (10 rps)", "aa", rps=10.0, targets={"false_rollback_max": 0.05}),
+        Scenario("errors +0.5pp (1.0->1.5%)", "regression", candidate_error=0.015),
+        Scenario("errors x2 (1->2%)", "regression", candidate_error=0.02, targets={"rollback_by_3": 0.90}),
+        Scenario(
+            "errors x2 (2->4%)", "regression", base_error=0.02, candidate_error=0.04, targets={"rollback_by_3": 0.90}
+        ),
+        Scenario("errors x3 (1->3%)", "regression", candidate_error=0.03),
+        Scenario("latency +10%", "regression", latency_factor=1.1),
+        Scenario("latency +30%", "regression", latency_factor=1.3, targets={"rollback_by_5": 0.90}),
+        Scenario("latency +100%", "regression", latency_factor=2.0),
+        Scenario("predictions shift (PSI~0.05)", "aa", class_shift=0.1),
+        Scenario("predictions shift (PSI~0.6)", "regression", class_shift=0.45),
+    ]
+
+
+def _candidate_classes(shift: float) -> npt.NDArray[np.float64]:
+    target = np.array([0.05, 0.15, 0.8])
+    return (1 - shift / 0.5) * STABLE_CLASSES + (shift / 0.5) * target if shift else STABLE_CLASSES
+
+
+def _latency_probs(factor: float) -> npt.NDArray[np.float64]:
+    cdf = stats.lognorm(LATENCY_SIGMA, scale=LATENCY_MEDIAN * factor).cdf(FINITE)
+    return np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+
+
+def simulate(
+    sc: Scenario, seeds: int, looks: int, rng: np.random.Generator
+) -> dict[str, dict[str, npt.NDArray[np.int64]]]:
+    """Per-look increments for both tracks, shape ``(seeds, looks[, bins])``."""
+    out = {}
+    candidate_error = sc.candidate_error if sc.candidate_error is not None else sc.base_error
+    tracks = (
+        ("stable", 1 - sc.share, sc.base_error, 1.0, STABLE_CLASSES),
+        ("candidate", sc.share, candidate_error, sc.latency_factor, _candidate_classes(sc.class_shift)),
+    )
+    for track, share, err, lat, cls in tracks:
+        n = rng.poisson(sc.rps * share * sc.interval, size=(seeds, looks))
+        errors = rng.binomial(n, err)
+        latency = rng.multinomial(n, _latency_probs(lat))
+        predictions = rng.multinomial(n - errors, cls)
+        out[track] = {"requests": n, "errors": errors, "latency": latency, "predictions": predictions}
+    return out
+
+
+def _snapshot(cum: dict[str, dict[str, npt.NDArray[np.int64]]], seed: int, look: int) -> dict[str, Any]:
+    snap: dict[str, Any] = {"elapsed_seconds": 60.0 * (look + 1)}
+    for track, data in cum.items():
+        buckets = np.cumsum(data["latency"][seed, look])
+        snap[track] = {
+            "requests": int(data["requests"][seed, look]),
+            "errors": int(data["errors"][seed, look]),
+            "latency_buckets": dict(zip(LABELS, (int(x) for x in buckets), strict=True)),
+            "predictions": {str(i): int(x) for i, x in enumerate(data["predictions"][seed, look])},
+        }
+    return snap
+
+
+def _p99(latency: npt.NDArray[np.int64]) -> float:
+    """histogram_quantile(0.99) of one bucket-count vector (linear within the bucket)."""
+    total = latency.sum()
+    if total == 0:
+        return 0.0
+    cdf = np.cumsum(latency) / total
+    i = int(np.searchsorted(cdf, 0.99))
+    if i >= len(FINITE):
+        return float(FINITE[-1])
+    lo_b, lo_c = (FINITE[i - 1], cdf[i - 1]) if i > 0 else (0.0, 0.0)
+    return float(lo_b + (FINITE[i] - lo_b) * (0.99 - lo_c) / max(cdf[i] - lo_c, 1e-12))
+
+
+def _mann_whitney_p(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> float:
+    """One-sided p-value that ``b`` (candidate) is stochastically larger, from bucket counts, with ties."""
+    n1, n2 = a.sum(), b.sum()
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    t = a + b
+    ranks = np.cumsum(t) - (t - 1) / 2.0
+    u = float((b * ranks).sum() - n2 * (n2 + 1) / 2.0)
+    n = n1 + n2
+    var = n1 * n2 / 12.0 * ((n + 1) - ((t**3 - t).sum()) / (n * (n - 1)))
+    return float(special.ndtr(-(u - n1 * n2 / 2.0) / math.sqrt(var))) if var > 0 else 1.0
+
+
+def judge_ours(cum: Any, inc: Any, seed: int, look: int, looks: int) -> str:
+    verdict: str = judge(_snapshot(cum, seed, look))["verdict"]
+    return verdict
+
+
+def judge_flagger(cum: Any, inc: Any, seed: int, look: int, looks: int, state: dict[str, int]) -> str:
+    c = {k: v[seed, look] for k, v in inc["candidate"].items()}
+    rate = c["errors"] / c["requests"] if c["requests"] else 0.0
+    if rate > FLAGGER_MAX_ERROR_RATE or _p99(c["latency"]) > FLAGGER_MAX_P99:
+        state["failed"] = state.get("failed", 0) + 1
+    if state.get("failed", 0) >= FLAGGER_FAILED_CHECKS:
+        return "rollback"
+    return "promote" if look + 1 >= FLAGGER_ITERATIONS else "continue"
+
+
+def judge_kayenta(cum: Any, inc: Any, seed: int, look: int, looks: int) -> str:
+    s = {k: v[seed, look] for k, v in cum["stable"].items()}
+    c = {k: v[seed, look] for k, v in cum["candidate"].items()}
+    ps, pc = s["errors"] / max(s["requests"], 1), c["errors"] / max(c["requests"], 1)
+    pooled = (s["errors"] + c["errors"]) / max(s["requests"] + c["requests"], 1)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / max(s["requests"], 1) + 1 / max(c["requests"], 1)))
+    p_err = float(special.ndtr(-(pc - ps) / se)) if se > 0 else 1.0
+    p_lat = _mann_whitney_p(s["latency"], c["latency"])
+    table = np.array([s["predictions"], c["predictions"]])
+    table = table[:, table.sum(axis=0) > 0]
+    p_pred = float(stats.chi2_contingency(table, correction=False)[1]) if table.shape[1] > 1 else 1.0
+    if min(p_err, p_lat, p_pred) < KAYENTA_ALPHA:
+        return "rollback"
+    return "promote" if look + 1 >= looks else "continue"
+
+
+def run_judge(name: str, cum: Any, inc: Any, seeds: int, looks: int) -> list[tuple[str, int]]:
+    """(final verdict, 1-based look of the decision or ``looks`` when undecided) per seed."""
+    outcomes = []
+    for seed in range(seeds):
+        state: dict[str, int] = {}
+        verdict, look = "continue", looks
+        for t in range(looks):
+            if name == "ours":
+                v = judge_ours(cum, inc, seed, t, looks)
+            elif name == "flagger":
+                v = judge_flagger(cum, inc, seed, t, looks, state)
+            else:
+                v = judge_kayenta(cum, inc, seed, t, looks)
+            if v in ("promote", "rollback"):
+                verdict, look = v, t + 1
+                break
+        outcomes.append((verdict, look))
+    return outcomes
+
+
+def summarise(sc: Scenario, outcomes: list[tuple[str, int]]) -> dict[str, Any]:
+    n = len(outcomes)
+    rollbacks = [t for v, t in outcomes if v == "rollback"]
+    promotes = [t for v, t in outcomes if v == "promote"]
+    decided = sorted(rollbacks + promotes)
+    return {
+        "rollback_rate": len(rollbacks) / n,
+        "promote_rate": len(promotes) / n,
+        "undecided_rate": (n - len(decided)) / n,
+        "median_looks_to_decision": float(np.median(decided)) if decided else None,
+        "rollback_by_3": sum(t <= 3 for t in rollbacks) / n,
+        "rollback_by_5": sum(t <= 5 for t in rollbacks) / n,
+    }
+
+
+def check_targets(sc: Scenario, row: dict[str, Any]) -> list[str]:
+    """Which of the scenario's targets our judge missed (empty when all met)."""
+    missed = []
+    t = sc.targets
+    if "false_rollback_max" in t and row["rollback_rate"] > t["false_rollback_max"]:
+        missed.append(f"false rollback {row['rollback_rate']:.1%} > {t['false_rollback_max']:.0%}")
+    if "promote_min" in t and row["promote_rate"] < t["promote_min"]:
+        missed.append(f"promoted {row['promote_rate']:.1%} < {t['promote_min']:.0%}")
+    for key in ("rollback_by_3", "rollback_by_5"):
+        if key in t and row[key] < t[key]:
+            missed.append(f"{key} {row[key]:.1%} < {t[key]:.0%}")
+    return missed
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1%}" if pct else f"{x:g}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: per scenario and judge, the error that matters and the speed."""
+    lines = [
+        "| scenario | judge | rollback | promote | undecided | median looks | rolled back by look 3 / 5 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        for j in ("ours", "flagger", "kayenta"):
+            r = row["judges"][j]
+            mark = "" if j != "ours" else (" ✅" if not row["missed"] else " ❌")
+            lines.append(
+                f"| {row['scenario'] if j == 'ours' else ''} | {j}{mark} | {_fmt(r['rollback_rate'])} | "
+                f"{_fmt(r['promote_rate'])} | {_fmt(r['undecided_rate'])} | "
+                f"{_fmt(r['median_looks_to_decision'], pct=False)} | "
+                f"{_fmt(r['rollback_by_3'])} / {_fmt(r['rollback_by_5'])} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--seeds", type=int, default=200, help="simulated rollouts per scenario (default 200)")
+    p.add_argument("--looks", type=int, default=20, help="looks per rollout, one per minute (default 20)")
+    p.add_argument("--seed", type=int, default=20261126, help="random seed of the whole run")
+    p.add_argument("--only", nargs="*", default=None, help="run only scenarios whose name contains one of these")
+    p.add_argument("--output", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    started = time.monotonic()
+    for sc in scenarios():
+        if args.only and not any(o.lower() in sc.name.lower() for o in args.only):
+            continue
+        inc = simulate(sc, args.seeds, args.looks, rng)
+        cum = {t: {k: np.cumsum(v, axis=1) for k, v in d.items()} for t, d in inc.items()}
+        judges = {
+            j: summarise(sc, run_judge(j, cum, inc, args.seeds, args.looks)) for j in ("ours", "flagger", "kayenta")
+        }
+        row = {"scenario": sc.name, "config": asdict(sc), "judges": judges, "missed": check_targets(sc, judges["ours"])}
+        rows.append(row)
+        print(f"{sc.name}: ours {judges['ours']}  missed={row['missed']}", file=sys.stderr, flush=True)
+    doc = {
+        "seeds": args.seeds,
+        "looks": args.looks,
+        "seed": args.seed,
+        "seconds": round(time.monotonic() - started, 1),
+        "python": platform.python_version(),
+        "rows": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    print(table(rows))
+    missed = [f"{r['scenario']}: {m}" for r in rows for m in r["missed"]]
+    print("\nall targets met" if not missed else "\ntargets missed:\n" + "\n".join(missed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Gather a snapshot from a metrics provider: the I/O half of an analysis look.
+
+The operator calls :func:`collect_snapshot` at every interval with the window since the candidate started
+receiving traffic, then hands the result to :func:`mlrollout.analysis.judge`. Any failed query makes the
+whole snapshot an ``{"error": ...}`` snapshot (judged ``inconclusive``): half a snapshot is worse than none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mlrollout.analysis.provider import Measurement, MetricsProvider
+from mlrollout.analysis.queries import QueryError, render_custom, track_queries
+from mlrollout.api.rolloutpolicy import CustomMetric
+
+__all__ = ["AnalysisTarget", "collect_snapshot"]
+
+
+@dataclass(frozen=True)
+class AnalysisTarget:
+    """What to measure.
+
+    ``source="gateway"``: the gateway's series per track (canary and blue-green steps: what clients see).
+    ``source="model"``: the model servers' own series (shadow steps: the candidate only answers mirrored
+    traffic; its pods carry ``track="candidate"`` and their revision). Predictions and input features
+    always come from the model servers. ``reference`` is the candidate's reference profile, if any.
+    """
+
+    namespace: str
+    model_deployment: str
+    stable_revision: str
+    candidate_revision: str
+    source: Literal["gateway", "model"] = "gateway"
+    reference: Mapping[str, Any] | None = None
+
+
+class _Failed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _ask(provider: MetricsProvider, promql: str, at: float | None) -> Measurement:
+    m = provider.query(promql, at)
+    if m.error is not None:
+        raise _Failed(m.error)
+    return m
+
+
+def _count(x: float) -> int:
+    return max(0, round(x)) if math.isfinite(x) else 0
+
+
+def _buckets(m: Measurement) -> dict[str, int]:
+    """``sum by (le)`` samples as ``{"0.005": n, ..., "+Inf": n}``; normalised bound spelling."""
+    out: dict[str, int] = {}
+    for s in m.samples:
+        le = s.labels.get("le")
+        if le is None:
+            continue
+        bound = float(le)
+        key = "+Inf" if math.isinf(bound) else f"{bound:g}"
+        out[key] = out.get(key, 0) + _count(s.value)
+    return out
+
+
+def _predictions(classes: Measurement, buckets: Measurement) -> dict[str, int] | None:
+    """Class counts for classifiers, or per-bin counts of a regressor's prediction histogram."""
+    outputs = {s.labels.get("output", "") for s in classes.samples}
+    if classes.samples:
+        out: dict[str, int] = {}
+        for s in classes.samples:
+            key = s.labels.get("class", "")
+            if len(outputs) > 1:
+                key = f"{s.labels.get('output', '')}/{key}"
+            out[key] = out.get(key, 0) + _count(s.value)
+        return out
+    if buckets.samples:
+        cumulative = sorted((float(s.labels["le"]), _count(s.value)) for s in buckets.samples if "le" in s.labels)
+        out, previous, running = {}, 0, 0
+        for bound, count in cumulative:
+            running = max(running, count)
+            out["+Inf" if math.isinf(bound) else f"{bound:g}"] = running - previous
+            previous = running
+        return out
+    return None
+
+
+def _features(m: Measurement) -> dict[str, list[int]] | None:
+    if not m.samples:
+        return None
+    out: dict[str, list[int]] = {}
+    for s in m.samples:
+        feature, bin_label = s.labels.get("feature"), s.labels.get("bin", "")
+        if feature is None or not bin_label.isdigit():
+            continue
+        index = int(bin_label)
+        bins = out.setdefault(feature, [])
+        bins.extend([0] * (index + 1 - len(bins)))
+        bins[index] += _count(s.value)
+    return out
+
+
+def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revision: str, window: float,
+           at: float | None, warnings: list[str]) -> dict[str, Any]:  # fmt: skip
+    q = track_queries(target.source, target.namespace, target.model_deployment, track, revision, window)
+    data: dict[str, Any] = {
+        "requests": _count(_ask(provider, q["requests"], at).scalar()),
+        "errors": _count(_ask(provider, q["errors"], at).scalar()),
+    }
+    data["errors"] = min(data["errors"], data["requests"])
+    latency = _buckets(_ask(provider, q["latency"], at))
+    if latency:
+        if "+Inf" not in latency:
+            latency["+Inf"] = max(latency.values())
+            warnings.append(f"{track}: latency histogram had no +Inf bucket; used the largest bucket")
+        data["latency_buckets"] = latency
+    predictions = _predictions(_ask(provider, q["predictions"], at), _ask(provider, q["prediction_buckets"], at))
+    if predictions is not None:
+        data["predictions"] = predictions
+    features = _features(_ask(provider, q["features"], at))
+    if features is not None:
+        data["features"] = features
+    return data
+
+
+def collect_snapshot(
+    provider: MetricsProvider,
+    target: AnalysisTarget,
+    window_seconds: float,
+    *,
+    custom: Sequence[CustomMetric] = (),
+    at: float | None = None,
+) -> dict[str, Any]:
+    """Cumulative counts per track over the last ``window_seconds`` (evaluated at ``at``, default now).
+
+    Returns the snapshot format of docs/analysis.md, or ``{"error": ..., "elapsed_seconds": ...}`` when a
+    query failed or the target's labels are not safe to query. Never raises for backend trouble.
+    """
+    warnings: list[str] = []
+    try:
+        snapshot: dict[str, Any] = {
+            "stable": _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings),
+            "candidate": _track(provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings),
+        }
+        values: dict[str, dict[str, float | None]] = {}
+        for metric in custom:
+            values[metric.name] = {}
+            for track, revision in (("stable", target.stable_revision), ("candidate", target.candidate_revision)):
+                promql = render_custom(
+                    metric.query,
+                    namespace=target.namespace,
+                    model_deployment=target.model_deployment,
+                    track=track,
+                    revision=revision,
+                    window_seconds=window_seconds,
+                )
+                m = _ask(provider, promql, at)
+                values[metric.name][track] = m.scalar() if m.samples else None
+        if values:
+            snapshot["custom"] = values
+    except (_Failed, QueryError) as exc:
+        return {"error": str(exc), "elapsed_seconds": window_seconds, "warnings": warnings}
+    snapshot["elapsed_seconds"] = window_seconds
+    if target.reference is not None:
+        snapshot["reference"] = dict(target.reference)
+    if warnings:
+        snapshot["warnings"] = warnings
+    return snapshot

@@ -1,0 +1,158 @@
+"""The verdict: every metric's evidence combined into promote / continue / rollback / inconclusive.
+
+Combination rule (docs/analysis.md): the false-rollback budget ``alpha`` is split evenly over the
+statistical tests that can roll back (harm tests, SLO breaches, drift); the rollout rolls back as soon as
+any of them fires. It promotes only when every enabled guardrail has *passed*: non-inferiority shown,
+every SLO shown met, no drift. Missing evidence gives ``inconclusive``, never ``promote``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict
+
+from mlrollout.analysis.custom import custom_result
+from mlrollout.analysis.drift import DriftSettings, input_drift_result, prediction_drift_result
+from mlrollout.analysis.errors import ErrorRateSettings, error_rate_results
+from mlrollout.analysis.histogram import align
+from mlrollout.analysis.latency import LatencySettings, latency_results
+from mlrollout.analysis.result import MetricDict
+from mlrollout.analysis.snapshot import Snapshot, SnapshotError, parse_snapshot
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
+
+__all__ = ["MIN_SAMPLES", "Verdict", "VerdictDict", "judge"]
+
+MIN_SAMPLES = 100
+"""Requests per track (and latency observations, predictions) below which nothing is promoted."""
+
+Verdict = Literal["promote", "continue", "rollback", "inconclusive"]
+
+
+class VerdictDict(TypedDict):
+    verdict: Verdict
+    reason: str
+    metrics: list[MetricDict]
+    alpha: float
+    samples: dict[str, int]
+    warnings: list[str]
+    skipped: list[str]
+
+
+def _policy(policy: Mapping[str, Any] | None) -> RolloutPolicySpec:
+    if policy is None:
+        return RolloutPolicySpec()
+    if policy.get("kind") == "RolloutPolicy" and "spec" in policy:
+        policy = policy["spec"]
+    return RolloutPolicySpec.model_validate(policy)
+
+
+def _verdict(verdict: Verdict, reason: str, metrics: list[MetricDict], alpha: float, snap: Snapshot | None,
+             warnings: list[str], skipped: list[str]) -> VerdictDict:  # fmt: skip
+    samples = {"stable": snap.stable.requests, "candidate": snap.candidate.requests} if snap else {}
+    return {
+        "verdict": verdict,
+        "reason": reason[:1024],
+        "metrics": metrics,
+        "alpha": alpha,
+        "samples": samples,
+        "warnings": warnings,
+        "skipped": skipped,
+    }
+
+
+def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> VerdictDict:
+    """Judge one look at the evidence. ``snapshot`` as in docs/analysis.md; ``policy`` a RolloutPolicy spec.
+
+    Never raises for bad or missing evidence (that is an ``inconclusive`` verdict); raises
+    ``pydantic.ValidationError`` for a policy that does not validate.
+    """
+    spec = _policy(policy)
+    alpha = spec.significance.alpha
+    try:
+        snap = parse_snapshot(snapshot)
+    except SnapshotError as exc:
+        return _verdict("inconclusive", f"invalid snapshot: {exc}", [], alpha, None, [], [])
+    warnings = list(snap.warnings)
+    if snap.error is not None:
+        return _verdict("inconclusive", f"no evidence: {snap.error}", [], alpha, None, warnings, [])
+
+    m = spec.analysis.metrics
+    margins = spec.significance.margins
+    skipped: list[str] = []
+    missing: list[str] = []
+    latency_pair = None
+    if m.latency.enabled:
+        if snap.stable.latency is None or snap.candidate.latency is None:
+            missing.append("latency histogram")
+        else:
+            s_hist, c_hist, dropped = align(snap.stable.latency, snap.candidate.latency)
+            if dropped:
+                warnings.append("latency bucket bounds differ between tracks; compared on the shared bounds")
+            latency_pair = (s_hist, c_hist)
+    has_predictions = snap.stable.predictions is not None or snap.candidate.predictions is not None
+    if m.prediction_drift.enabled and not has_predictions:
+        skipped.append("predictionDrift: no prediction counts in the snapshot")
+    reference_features = bool(snap.reference and snap.reference.get("features"))
+    if m.input_drift.enabled and not reference_features:
+        skipped.append("inputDrift: no reference profile")
+
+    # The alpha budget is shared by every test that can roll back.
+    tests = 0
+    if m.error_rate.enabled:
+        tests += 1 + (m.error_rate.max_rate is not None)
+    if latency_pair is not None:
+        tests += m.latency.compare_with_stable + (m.latency.max_seconds is not None)
+    tests += (m.prediction_drift.enabled and has_predictions) + (m.input_drift.enabled and reference_features)
+    each = alpha / max(tests, 1)
+
+    results: list[MetricDict] = []
+    if m.error_rate.enabled:
+        results += error_rate_results(
+            snap.stable,
+            snap.candidate,
+            ErrorRateSettings(
+                each,
+                each,
+                alpha,
+                margins.error_rate.absolute,
+                margins.error_rate.relative,
+                m.error_rate.max_rate,
+                MIN_SAMPLES,
+            ),
+        )
+    if latency_pair is not None:
+        results += latency_results(
+            *latency_pair,
+            LatencySettings(m.latency.quantile, m.latency.max_seconds, m.latency.compare_with_stable,
+                            margins.latency.absolute, margins.latency.relative, each, each, alpha, MIN_SAMPLES),
+        )  # fmt: skip
+    if m.prediction_drift.enabled and has_predictions:
+        drift = DriftSettings(m.prediction_drift.max_psi, each, MIN_SAMPLES)
+        results.append(prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, drift))
+    if m.input_drift.enabled and reference_features and snap.reference is not None:
+        drift = DriftSettings(m.input_drift.max_psi, each, MIN_SAMPLES)
+        results.append(input_drift_result(snap.candidate.features, snap.reference, drift))
+    for custom in m.custom or []:
+        results.append(custom_result(custom, snap.custom.get(custom.name)))
+
+    failed = [r for r in results if r["decision"] == "fail"]
+    if failed:
+        why = "; ".join(f"{r['name']}: {r['reason']}" for r in failed[:3])
+        return _verdict("rollback", f"rollback: {why}", results, alpha, snap, warnings, skipped)
+    for track, counts in (("stable", snap.stable), ("candidate", snap.candidate)):
+        if counts.requests < MIN_SAMPLES:
+            missing.append(f"{track} has {counts.requests} requests (need {MIN_SAMPLES})")
+    if missing:
+        return _verdict("inconclusive", "not enough evidence: " + "; ".join(missing), results, alpha, snap,
+                        warnings, skipped)  # fmt: skip
+    if not results:
+        return _verdict("inconclusive", "no metric is enabled", results, alpha, snap, warnings, skipped)
+    waiting = [r for r in results if r["decision"] != "pass"]
+    if waiting:
+        why = "; ".join(f"{r['name']}: {r['reason']}" for r in waiting[:3])
+        return _verdict("continue", f"collecting evidence: {why}", results, alpha, snap, warnings, skipped)
+    return _verdict(
+        "promote",
+        f"promote: every guardrail non-inferior and every SLO met ({len(results)} checks, alpha {alpha:g})",
+        results, alpha, snap, warnings, skipped,
+    )  # fmt: skip

@@ -1,0 +1,217 @@
+"""Latency from histogram buckets: harm (candidate slower), quantile non-inferiority and a quantile SLO.
+
+Everything is computed from bucket counts, which are exact integers, so the tests are about proportions of
+requests above a bucket bound. A quantile's uncertainty comes from confidence sequences on the cumulative
+fraction at the bounds around it, interpolated linearly inside the bucket as ``histogram_quantile`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mlrollout.analysis.histogram import Histogram, interpolate_quantile
+from mlrollout.analysis.result import Decision, MetricDict, metric_result
+from mlrollout.analysis.sequential import beta_mixture_proportion_cs, harm_log_e, log_to_e
+
+__all__ = ["LatencySettings", "latency_results", "quantile_bounds"]
+
+HARM_TEST = "exceedance above stable's median and quantile buckets, conditional binomial mixture SPRT"
+NI_TEST = "quantile confidence sequence from bucket counts (beta-binomial)"
+SLO_TEST = "beta-binomial confidence sequence on the share above the SLO"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    quantile: float
+    max_seconds: float | None
+    compare_with_stable: bool
+    margin_absolute: float | None
+    margin_relative: float | None
+    alpha_harm: float
+    alpha_slo: float
+    alpha_promote: float
+    min_samples: int
+
+
+def _cdf(h: Histogram) -> list[float]:
+    return [c / h.total for c in h.cumulative]
+
+
+def quantile_bounds(h: Histogram, q: float, alpha: float) -> tuple[float, float, float]:
+    """(lower, point, upper) for the ``q`` quantile; the bounds hold at every look with probability 1-alpha.
+
+    The lower bound interpolates the upper confidence limits of the cumulative fraction at the bounds and
+    vice versa. Only the few bounds around the quantile are evaluated (the limits are monotone in the
+    count, so a walk outwards from the point estimate's bucket finds the crossing).
+    """
+    n = h.total
+    cache: dict[tuple[int, bool], float] = {}
+
+    def limit(i: int, upper: bool) -> float:
+        if i < 0:
+            return 0.0
+        if math.isinf(h.bounds[i]):
+            return 1.0
+        if (i, upper) not in cache:
+            cs = beta_mixture_proportion_cs(h.cumulative[i], n, alpha)
+            cache[(i, upper)] = cs.hi if upper else cs.lo
+        return cache[(i, upper)]
+
+    def within(i: int, upper: bool) -> float:
+        lo_bound = h.bounds[i - 1] if i > 0 else 0.0
+        if math.isinf(h.bounds[i]):
+            return math.inf
+        lo_val, hi_val = limit(i - 1, upper), limit(i, upper)
+        if hi_val <= lo_val:
+            return h.bounds[i]
+        return lo_bound + (h.bounds[i] - lo_bound) * (q - lo_val) / (hi_val - lo_val)
+
+    point_cdf = _cdf(h)
+    start = next(i for i, v in enumerate(point_cdf) if v >= q)
+    i = start
+    while i > 0 and limit(i - 1, True) >= q:
+        i -= 1
+    lower = within(i, True)
+    j = start
+    while limit(j, False) < q:
+        j += 1
+    upper = within(j, False)
+    return lower, interpolate_quantile(h.bounds, point_cdf, q), upper
+
+
+def _harm(stable: Histogram, candidate: Histogram, q: float, alpha: float) -> tuple[float, list[float]]:
+    """Mean e-value over the exceedance tests at stable's median and ``q`` buckets, and those bounds."""
+    cdf = _cdf(stable)
+    thresholds: list[float] = []
+    for level in (0.5, q):
+        bound = next(b for b, v in zip(stable.bounds, cdf, strict=True) if v >= level)
+        if not math.isinf(bound) and bound not in thresholds:
+            thresholds.append(bound)
+    if not thresholds:
+        return 0.0, []
+    share = candidate.total / (candidate.total + stable.total)
+    e_values = []
+    for bound in thresholds:
+        slow_c = candidate.total - candidate.count_le(bound)
+        slow_s = stable.total - stable.count_le(bound)
+        e_values.append(log_to_e(harm_log_e(slow_c, slow_c + slow_s, share)))
+    return sum(e_values) / len(e_values), thresholds
+
+
+def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings) -> list[MetricDict]:
+    """The latency metrics: ``latency.harm`` and ``latency.nonInferiority`` (when comparing with stable)
+    and ``latency.slo`` (when ``maxSeconds`` is set)."""
+    samples = (float(stable.total), float(candidate.total))
+    names = (["latency.harm", "latency.nonInferiority"] if s.compare_with_stable else []) + (
+        ["latency.slo"] if s.max_seconds is not None else []
+    )
+    if stable.total == 0 or candidate.total == 0:
+        reason = "no latency observations for " + ("stable" if stable.total == 0 else "the candidate")
+        return [metric_result(n, "inconclusive", reason, samples=samples) for n in names]
+    q = s.quantile
+    enough = min(stable.total, candidate.total) >= s.min_samples
+    s_lo, s_point, s_hi = quantile_bounds(stable, q, s.alpha_promote)
+    c_lo, c_point, c_hi = quantile_bounds(candidate, q, s.alpha_promote)
+    estimate = (s_point, c_point)
+    label = f"p{q * 100:g}"
+    out: list[MetricDict] = []
+
+    if s.compare_with_stable:
+        ratio = c_point / s_point if s_point > 0 else math.nan
+        interval = (
+            c_lo / s_hi - 1.0 if s_hi > 0 and math.isfinite(s_hi) else -1.0,
+            c_hi / s_lo - 1.0 if s_lo > 0 else math.inf,
+        )
+        e_value, bounds = _harm(stable, candidate, q, s.alpha_harm)
+        threshold = 1.0 / s.alpha_harm
+        harmful = e_value >= threshold
+        where = ", ".join(f"{b:g}s" for b in bounds) or "no finite bucket"
+        out.append(
+            metric_result(
+                "latency.harm",
+                "fail" if harmful else "pass",
+                (
+                    f"candidate is slower: more requests above {where} than stable (e-value >= {threshold:.0f})"
+                    if harmful
+                    else f"no evidence the candidate is slower ({label} {c_point:.4g}s vs {s_point:.4g}s)"
+                ),
+                test=HARM_TEST,
+                samples=samples,
+                estimate=estimate,
+                effect=ratio - 1.0,
+                interval=interval,
+                e_value=e_value,
+                threshold=threshold,
+            )
+        )
+        if s.margin_absolute is not None:
+            allowed, worst, margin_text = s.margin_absolute, c_hi - s_lo, f"{s.margin_absolute:g}s"
+        else:
+            allowed, worst = s.margin_relative or 0.0, interval[1]
+            margin_text = f"{allowed:.0%}"
+        non_inferior = enough and worst <= allowed
+        out.append(
+            metric_result(
+                "latency.nonInferiority",
+                "pass" if non_inferior else "inconclusive",
+                (
+                    f"candidate {label} at most {c_hi:.4g}s vs stable at least {s_lo:.4g}s: within {margin_text}"
+                    if non_inferior
+                    else f"candidate {label} up to {c_hi:.4g}s vs stable from {s_lo:.4g}s: not yet within {margin_text}"
+                    + ("" if enough else f" (fewer than {s.min_samples} observations)")
+                ),
+                test=NI_TEST,
+                samples=samples,
+                estimate=estimate,
+                effect=ratio - 1.0 if s.margin_absolute is None else c_point - s_point,
+                interval=interval if s.margin_absolute is None else (c_lo - s_hi, c_hi - s_lo),
+                threshold=allowed,
+            )
+        )
+
+    if s.max_seconds is not None:
+        out.append(_slo(candidate, s, samples, estimate, label))
+    return out
+
+
+def _slo(
+    candidate: Histogram,
+    s: LatencySettings,
+    samples: tuple[float, float],
+    estimate: tuple[float, float],
+    label: str,
+) -> MetricDict:
+    """Pass when the share above the SLO is shown below ``1-q``; fail when shown above it.
+
+    The bucket bounds rarely equal the SLO, so the pass side counts from the largest bound at or below it
+    and the fail side from the smallest bound at or above it: both errors are in the safe direction.
+    """
+    assert s.max_seconds is not None
+    budget = 1.0 - s.quantile
+    n = candidate.total
+    below = [b for b in candidate.bounds if b <= s.max_seconds]
+    above = [b for b in candidate.bounds if b >= s.max_seconds and not math.isinf(b)]
+    upper_share = beta_mixture_proportion_cs(n - candidate.count_le(below[-1]), n, s.alpha_slo).hi if below else 1.0
+    lower_share = beta_mixture_proportion_cs(n - candidate.count_le(above[0]), n, s.alpha_slo).lo if above else 0.0
+    decision: Decision
+    if lower_share > budget:
+        decision = "fail"
+        reason = f"at least {lower_share:.2%} of requests slower than {s.max_seconds:g}s (SLO: {label})"
+    elif upper_share <= budget and n >= s.min_samples:
+        decision = "pass"
+        reason = f"at most {upper_share:.2%} of requests slower than {s.max_seconds:g}s: {label} SLO met"
+    else:
+        decision = "inconclusive"
+        reason = f"{lower_share:.2%} to {upper_share:.2%} slower than {s.max_seconds:g}s; budget {budget:.2%}"
+    return metric_result(
+        "latency.slo",
+        decision,
+        reason,
+        test=SLO_TEST,
+        samples=samples,
+        estimate=estimate,
+        effect=estimate[1] - s.max_seconds,
+        interval=(lower_share - budget, upper_share - budget),
+        threshold=s.max_seconds,
+    )

@@ -1,0 +1,143 @@
+"""PromQL built from the metrics contract, with every label value checked and escaped.
+
+Label values come from user resources (namespace, names, revisions), so they are validated against the
+Kubernetes naming rules *and* escaped as PromQL string literals: a manifest cannot inject PromQL. Custom
+queries are templates that may use only the documented placeholders.
+
+The metric names are duplicated here as strings (operator code must not import ``mlrollout_serving``);
+a unit test checks they equal ``mlrollout_serving.contract``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Final, Literal
+
+__all__ = [
+    "GATEWAY_DURATION",
+    "GATEWAY_REQUESTS",
+    "MODEL_DURATION",
+    "MODEL_INPUT_BINS",
+    "MODEL_PREDICTIONS",
+    "MODEL_PREDICTION_VALUE",
+    "MODEL_REQUESTS",
+    "PLACEHOLDERS",
+    "QueryError",
+    "escape_label_value",
+    "promql_duration",
+    "render_custom",
+    "selector",
+    "track_queries",
+]
+
+GATEWAY_REQUESTS: Final = "mlrollout_gateway_requests_total"
+GATEWAY_DURATION: Final = "mlrollout_gateway_request_duration_seconds"
+MODEL_REQUESTS: Final = "mlrollout_model_inference_requests_total"
+MODEL_DURATION: Final = "mlrollout_model_inference_duration_seconds"
+MODEL_PREDICTIONS: Final = "mlrollout_model_predictions_total"
+MODEL_PREDICTION_VALUE: Final = "mlrollout_model_prediction_value"
+MODEL_INPUT_BINS: Final = "mlrollout_model_input_feature_bin_total"
+
+PLACEHOLDERS: Final = ("namespace", "modelDeployment", "track", "revision", "window")
+TRACKS: Final = ("stable", "candidate", "shadow")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_REVISION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+class QueryError(ValueError):
+    """A label value or template that would not make a safe query; the message names it."""
+
+
+def escape_label_value(value: str) -> str:
+    """``value`` as the inside of a PromQL double-quoted string literal."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _check(kind: str, value: str) -> str:
+    ok = {
+        "namespace": lambda v: len(v) <= 63 and _DNS_LABEL.match(v) is not None,
+        "model_deployment": lambda v: len(v) <= 253 and _DNS_SUBDOMAIN.match(v) is not None,
+        "revision": lambda v: _REVISION.match(v) is not None,
+        "track": lambda v: v in TRACKS,
+    }[kind](value)
+    if not ok:
+        raise QueryError(f"{kind} {value!r} is not a valid label value for a query")
+    return value
+
+
+def selector(namespace: str, model_deployment: str, track: str, revision: str | None, extra: str = "") -> str:
+    """``{namespace="...",model_deployment="...",track="...",revision="..."}`` with checked values."""
+    parts = [
+        f'namespace="{escape_label_value(_check("namespace", namespace))}"',
+        f'model_deployment="{escape_label_value(_check("model_deployment", model_deployment))}"',
+        f'track="{escape_label_value(_check("track", track))}"',
+    ]
+    if revision:
+        parts.append(f'revision="{escape_label_value(_check("revision", revision))}"')
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}"
+
+
+def promql_duration(seconds: float) -> str:
+    """A window as a PromQL duration in whole seconds (at least 1s)."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise QueryError(f"window must be a positive number of seconds, got {seconds!r}")
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+def track_queries(
+    source: Literal["gateway", "model"],
+    namespace: str,
+    model_deployment: str,
+    track: str,
+    revision: str | None,
+    window_seconds: float,
+) -> dict[str, str]:
+    """Named queries for one track over ``window_seconds``; ``increase()`` handles counter resets.
+
+    Keys: requests, errors, latency, predictions, prediction_buckets, features.
+    """
+    w = promql_duration(window_seconds)
+    sel = selector(namespace, model_deployment, track, revision)
+    errors_sel = selector(namespace, model_deployment, track, revision, 'code=~"5.."')
+    requests, duration = (
+        (GATEWAY_REQUESTS, GATEWAY_DURATION) if source == "gateway" else (MODEL_REQUESTS, MODEL_DURATION)
+    )
+    return dict(
+        requests=f"sum(increase({requests}{sel}[{w}]))",
+        errors=f"sum(increase({requests}{errors_sel}[{w}]))",
+        latency=f"sum by (le) (increase({duration}_bucket{sel}[{w}]))",
+        predictions=f"sum by (output, class) (increase({MODEL_PREDICTIONS}{sel}[{w}]))",
+        prediction_buckets=f"sum by (output, le) (increase({MODEL_PREDICTION_VALUE}_bucket{sel}[{w}]))",
+        features=f"sum by (feature, bin) (increase({MODEL_INPUT_BINS}{sel}[{w}]))",
+    )
+
+
+def render_custom(
+    template: str, *, namespace: str, model_deployment: str, track: str, revision: str | None, window_seconds: float
+) -> str:
+    """Fill a custom query's placeholders; any other ``{{...}}`` is refused.
+
+    Values are checked like selector values (so they contain no quote, brace or backslash) and escaped,
+    so a template that puts them inside a quoted label matcher stays a single string literal.
+    """
+    values: Mapping[str, str] = {
+        "namespace": escape_label_value(_check("namespace", namespace)),
+        "modelDeployment": escape_label_value(_check("model_deployment", model_deployment)),
+        "track": escape_label_value(_check("track", track)),
+        "revision": escape_label_value(_check("revision", revision)) if revision else "",
+        "window": promql_duration(window_seconds),
+    }
+    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(template)} - set(PLACEHOLDERS))
+    if unknown:
+        raise QueryError(f"unknown placeholder(s) {', '.join(unknown)}; allowed: {', '.join(PLACEHOLDERS)}")
+    rendered = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    if "{{" in rendered or "}}" in rendered:
+        raise QueryError("unbalanced placeholder braces in custom query")
+    return rendered

@@ -1,0 +1,163 @@
+"""Anytime-valid building blocks: e-values and confidence sequences that survive any number of looks.
+
+Every function here is pure and works on plain numbers. Each returns evidence that stays valid when it is
+recomputed at every analysis interval and the rollout stops at the first look where it crosses a
+threshold (Ville's inequality: a test supermartingale exceeds ``1/alpha`` with probability at most
+``alpha``). The snapshot holds cumulative counts only, so each statistic is a function of the cumulative
+counts, which the mixtures below are. See docs/analysis.md for the assumptions and references.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy import optimize, special
+
+__all__ = [
+    "Interval",
+    "beta_mixture_proportion_cs",
+    "gaussian_mixture_cs",
+    "goodness_of_fit_log_e",
+    "harm_log_e",
+    "harm_prior",
+    "homogeneity_log_e",
+    "log_to_e",
+]
+
+_LOG_MAX = 700.0  # exp(700) is still a finite float; larger e-values are reported as this
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A two-sided interval ``[lo, hi]`` (either end may be infinite)."""
+
+    lo: float
+    hi: float
+
+    def as_list(self) -> list[float]:
+        return [self.lo, self.hi]
+
+
+def log_to_e(log_e: float) -> float:
+    """An e-value from its logarithm, clipped so it stays a finite JSON number."""
+    return math.exp(min(log_e, _LOG_MAX)) if log_e > -_LOG_MAX else 0.0
+
+
+def harm_prior(share: float, ratio: float = 2.0) -> tuple[float, float]:
+    """Beta prior centred on the null share whose spread reaches the share a rate ``ratio`` would give.
+
+    Tuned so the mixture has most power near a doubling of the candidate's event rate (the regression size
+    the rollout most needs to catch quickly), while staying a proper prior for every effect size.
+    """
+    alt = ratio * share / (ratio * share + 1.0 - share)
+    spread = max(alt - share, 1e-6)
+    kappa = max(share * (1.0 - share) / spread**2 - 1.0, 0.5)
+    return kappa * share, kappa * (1.0 - share)
+
+
+def harm_log_e(candidate_events: int, total_events: int, share: float) -> float:
+    """Log e-value against "the candidate's event rate is no higher than stable's" (conditional binomial).
+
+    Under the null each event (an error, a slow request) comes from the candidate with probability at most
+    ``share``, the candidate's share of requests, whatever the (common, possibly time-varying) base rate:
+    this is the conditioning argument of Lindon, Sanden & Shirikian (2022) for counting processes. The
+    alternative mixes a Beta prior truncated to ``theta > share``; against any ``theta' <= share`` the
+    likelihood ratio is a supermartingale, so the one-sided composite null is covered.
+    """
+    k, n = int(candidate_events), int(total_events)
+    if n <= 0 or not 0.0 < share < 1.0:
+        return 0.0
+    a, b = harm_prior(share)
+    tail_post = special.betaincc(a + k, b + n - k, share)
+    tail_prior = special.betaincc(a, b, share)
+    if tail_post <= 0.0 or tail_prior <= 0.0:
+        return -math.inf
+    log_marginal = special.betaln(a + k, b + n - k) - special.betaln(a, b) + math.log(tail_post / tail_prior)
+    log_null = k * math.log(share) + (n - k) * math.log1p(-share)
+    return float(log_marginal - log_null)
+
+
+def gaussian_mixture_cs(estimate: float, variance: float, alpha: float, tau2: float) -> Interval:
+    """Asymptotic confidence sequence for a mean-like estimate (normal mixture boundary).
+
+    The mixture sequential probability ratio test of Johari et al. (2017), inverted: the set of effects
+    ``d`` whose mixture likelihood ratio ``sqrt(V/(V+tau2)) exp(tau2 (x-d)^2 / (2V(V+tau2)))`` is below
+    ``1/alpha`` (Howard et al. 2021, normal mixture). ``tau2`` is the mixing variance: the width is
+    smallest when the estimator's variance is near ``tau2``.
+    """
+    if variance <= 0.0 or not math.isfinite(variance):
+        return Interval(-math.inf, math.inf)
+    radius = math.sqrt(
+        2.0
+        * variance
+        * (variance + tau2)
+        / tau2
+        * (math.log(1.0 / alpha) + 0.5 * math.log((variance + tau2) / variance))
+    )
+    return Interval(estimate - radius, estimate + radius)
+
+
+def beta_mixture_proportion_cs(k: int, n: int, alpha: float, a: float = 0.5, b: float = 0.5) -> Interval:
+    """Exact confidence sequence for a proportion from ``k`` successes in ``n`` Bernoulli trials.
+
+    The conjugate Beta mixture of Robbins (1970) and Howard et al. (2021, section 3): every ``p`` whose
+    mixture likelihood ratio ``B(a+k, b+n-k) / B(a, b) / (p^k (1-p)^(n-k))`` is below ``1/alpha``. Valid
+    for every ``n``, small counts included. The set is an interval because the ratio is convex in ``p``.
+    """
+    if n <= 0:
+        return Interval(0.0, 1.0)
+    k = min(max(int(k), 0), int(n))
+    excess_at_mle = float(special.betaln(a + k, b + n - k) - special.betaln(a, b)) - math.log(1.0 / alpha)
+    log, log1p = math.log, math.log1p
+
+    def excess(p: float) -> float:
+        return excess_at_mle - (k * log(p) if k else 0.0) - ((n - k) * log1p(-p) if k < n else 0.0)
+
+    p_hat = min(max(k / n, 1e-12), 1.0 - 1e-12)
+    lo, hi = 0.0, 1.0
+    if k > 0:
+        eps = 1e-15
+        lo = 0.0 if excess(eps) < 0 else float(optimize.brentq(excess, eps, p_hat, xtol=1e-10))
+    if k < n:
+        eps = 1.0 - 1e-15
+        hi = 1.0 if excess(eps) < 0 else float(optimize.brentq(excess, p_hat, eps, xtol=1e-10))
+    return Interval(lo, hi)
+
+
+def homogeneity_log_e(table: list[list[int]], concentration: float = 0.5) -> float:
+    """Log e-value against "every row has the same category distribution" for a rows x categories table.
+
+    Universal inference (Wasserman, Ramdas & Balakrishnan 2020) with a Dirichlet mixture alternative over
+    all cells (the multinomial mixture of Lindon & Malek 2022): the mixture likelihood divided by the
+    *maximised* likelihood under independence. For every distribution in the null, the mixture over that
+    distribution's likelihood is a test martingale; dividing by the maximum only makes it smaller, so the
+    result is an e-process for the composite null that depends on the cumulative counts alone.
+    """
+    cells = [int(x) for row in table for x in row]
+    n = sum(cells)
+    if n <= 0:
+        return 0.0
+    m = len(cells)
+    log_mix = special.gammaln(m * concentration) - special.gammaln(n + m * concentration)
+    log_mix += sum(special.gammaln(c + concentration) - special.gammaln(concentration) for c in cells)
+    rows = [sum(int(x) for x in row) for row in table]
+    cols = [sum(int(row[j]) for row in table) for j in range(len(table[0]))]
+    log_null = 0.0
+    for i, row in enumerate(table):
+        for j, x in enumerate(row):
+            if x > 0:
+                log_null += int(x) * math.log(rows[i] * cols[j] / (n * n))
+    return float(log_mix - log_null)
+
+
+def goodness_of_fit_log_e(counts: list[int], proportions: list[float], concentration: float = 0.5) -> float:
+    """Log e-value against "the counts are multinomial with these proportions" (Lindon & Malek 2022)."""
+    n = sum(int(c) for c in counts)
+    if n <= 0:
+        return 0.0
+    k = len(counts)
+    log_mix = special.gammaln(k * concentration) - special.gammaln(n + k * concentration)
+    log_mix += sum(special.gammaln(int(c) + concentration) - special.gammaln(concentration) for c in counts)
+    log_null = sum(int(c) * math.log(max(p, 1e-9)) for c, p in zip(counts, proportions, strict=True) if c > 0)
+    return float(log_mix - log_null)

@@ -1,0 +1,149 @@
+"""The snapshot: cumulative counts per track, parsed and checked into typed values.
+
+A snapshot is plain JSON so the operator, the CLI and offline tools can all produce one. Parsing is strict
+about types (a malformed snapshot is a bug worth naming) and lenient about what is optional.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlrollout.analysis.histogram import Histogram, parse_buckets
+
+__all__ = ["CustomValue", "Snapshot", "SnapshotError", "TrackCounts", "parse_snapshot"]
+
+TRACKS = ("stable", "candidate")
+
+
+class SnapshotError(ValueError):
+    """The snapshot is not in the documented format; the message says where."""
+
+
+@dataclass(frozen=True)
+class TrackCounts:
+    """One track's cumulative evidence since the candidate started receiving traffic."""
+
+    requests: int
+    errors: int
+    latency: Histogram | None
+    predictions: dict[str, int] | None
+    features: dict[str, list[int]] | None
+
+
+@dataclass(frozen=True)
+class CustomValue:
+    """A custom query's value per track, or why it has none."""
+
+    stable: float | None
+    candidate: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    stable: TrackCounts
+    candidate: TrackCounts
+    elapsed_seconds: float | None = None
+    reference: Mapping[str, Any] | None = None
+    custom: dict[str, CustomValue] = field(default_factory=dict)
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise SnapshotError(f"{where} must be a non-negative number, got {value!r}")
+    return round(value)
+
+
+def _counts_map(value: Any, where: str) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        raise SnapshotError(f"{where} must be a map of label to count")
+    return {str(k): _count(v, f"{where}[{k!r}]") for k, v in value.items()}
+
+
+def _track(raw: Any, name: str, warnings: list[str]) -> TrackCounts:
+    if not isinstance(raw, Mapping):
+        raise SnapshotError(f"{name} must be an object with requests, errors and latency_buckets")
+    requests = _count(raw.get("requests", 0), f"{name}.requests")
+    errors = _count(raw.get("errors", 0), f"{name}.errors")
+    if errors > requests:
+        raise SnapshotError(f"{name}.errors ({errors}) exceeds {name}.requests ({requests})")
+    latency = None
+    if raw.get("latency_buckets") is not None:
+        buckets = _counts_map(raw["latency_buckets"], f"{name}.latency_buckets")
+        try:
+            latency, forced = parse_buckets(buckets, f"{name}.latency_buckets")
+        except ValueError as exc:
+            raise SnapshotError(str(exc)) from exc
+        if forced:
+            warnings.append(f"{name}: latency bucket counts were not monotone and were forced monotone")
+    predictions = None
+    if raw.get("predictions") is not None:
+        predictions = _counts_map(raw["predictions"], f"{name}.predictions")
+    features = None
+    if raw.get("features") is not None:
+        if not isinstance(raw["features"], Mapping):
+            raise SnapshotError(f"{name}.features must be a map of feature to a list of bin counts")
+        features = {}
+        for feat, bins in raw["features"].items():
+            if not isinstance(bins, list):
+                raise SnapshotError(f"{name}.features[{feat!r}] must be a list of bin counts")
+            features[str(feat)] = [_count(b, f"{name}.features[{feat!r}]") for b in bins]
+    return TrackCounts(requests, errors, latency, predictions, features)
+
+
+def _custom(raw: Any) -> dict[str, CustomValue]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SnapshotError("custom must be a map of metric name to {stable, candidate}")
+    out = {}
+    for name, value in raw.items():
+        if not isinstance(value, Mapping):
+            raise SnapshotError(f"custom[{name!r}] must be an object")
+
+        def num(key: str, name: str = str(name), value: Mapping[str, Any] = value) -> float | None:
+            v = value.get(key)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise SnapshotError(f"custom[{name!r}].{key} must be a number or null")
+            return float(v) if math.isfinite(v) else None
+
+        error = value.get("error")
+        out[str(name)] = CustomValue(num("stable"), num("candidate"), str(error) if error else None)
+    return out
+
+
+def parse_snapshot(raw: Any) -> Snapshot:
+    """Check and convert a snapshot dict; raises :class:`SnapshotError` naming the first problem."""
+    if not isinstance(raw, Mapping):
+        raise SnapshotError("a snapshot must be a JSON object")
+    error = raw.get("error")
+    warnings: list[str] = [str(w) for w in raw.get("warnings", []) or []]
+    if error:
+        empty = TrackCounts(0, 0, None, None, None)
+        return Snapshot(empty, empty, error=str(error), warnings=tuple(warnings))
+    for track in TRACKS:
+        if track not in raw:
+            raise SnapshotError(f"missing track {track!r}")
+    stable = _track(raw["stable"], "stable", warnings)
+    candidate = _track(raw["candidate"], "candidate", warnings)
+    elapsed = raw.get("elapsed_seconds")
+    if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int | float)):
+        raise SnapshotError("elapsed_seconds must be a number")
+    reference = raw.get("reference")
+    if reference is not None and not isinstance(reference, Mapping):
+        raise SnapshotError("reference must be a reference profile object (docs/metrics.md)")
+    return Snapshot(
+        stable,
+        candidate,
+        elapsed_seconds=float(elapsed) if elapsed is not None else None,
+        reference=reference,
+        custom=_custom(raw.get("custom")),
+        warnings=tuple(warnings),
+    )
