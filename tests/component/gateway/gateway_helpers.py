@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -228,7 +229,7 @@ class LoadResult:
 
 
 async def _load(url: str, bodies: list[dict[str, Any]], concurrency: int, count: int | None,
-                stop: asyncio.Event | None, headers: list[dict[str, str]] | None) -> LoadResult:  # fmt: skip
+                stop: threading.Event | None, headers: list[dict[str, str]] | None) -> LoadResult:  # fmt: skip
     import aiohttp
 
     result = LoadResult({}, {}, {}, [])
@@ -262,3 +263,8 @@ def load(url: str, bodies: list[dict[str, Any]], *, count: int, concurrency: int
          headers: list[dict[str, str]] | None = None) -> LoadResult:  # fmt: skip
     """Send `count` requests with `concurrency` keep-alive connections; tally statuses, tracks, versions."""
     return asyncio.run(_load(url, bodies, concurrency, count, None, headers))
+
+
+def load_until(url: str, bodies: list[dict[str, Any]], stop: threading.Event, concurrency: int = 8) -> LoadResult:
+    """Steady traffic until `stop` is set (run it in a thread)."""
+    return asyncio.run(_load(url, bodies, concurrency, None, stop, None))

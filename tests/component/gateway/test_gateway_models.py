@@ -176,7 +176,7 @@ def test_slow_shadow_is_dropped_and_never_slows_clients(
 
         def settled() -> bool:
             n_sent, full = metric_sum(gw.url, sent), metric_sum(gw.url, dropped, reason="queue_full")
-            return n_sent + full == 100 and n_sent == metric_sum(gw.url, dropped, reason="timeout")
+            return bool(n_sent + full == 100 and n_sent == metric_sum(gw.url, dropped, reason="timeout"))
 
         wait_for(settled, what="every copy either dropped from the full queue or timed out")
         full = metric_sum(gw.url, dropped, reason="queue_full")

@@ -72,7 +72,7 @@ def test_in_flight_request_finishes_on_its_table(routes: RouteFile, up_a: Proc, 
 def _count(up: Proc) -> int:
     from gateway_helpers import upstream_count
 
-    return upstream_count(up)
+    return int(upstream_count(up))
 
 
 def test_sigterm_finishes_in_flight_then_exits_zero(routes: RouteFile, up_a: Proc) -> None:
