@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from gateway_helpers import (
@@ -24,7 +25,7 @@ BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data"
 FALLBACKS = "mlrollout_gateway_fallbacks_total"
 
 
-def _chain(*steps: Mapping[str, object], timeout: float = 5.0, **extra: object) -> dict[str, object]:
+def _chain(*steps: Mapping[str, object], timeout: float = 5.0, **extra: object) -> dict[str, Any]:
     return {"fallback": {"requestTimeoutSeconds": timeout, "chain": list(steps), **extra}}
 
 
