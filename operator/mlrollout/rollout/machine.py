@@ -7,8 +7,9 @@ a fixed point: called again with the same facts and clock it returns the same st
 Flow (docs/operator.md has the diagram and every reason):
 - first revision: becomes stable directly; Pending until it answers, Degraded past the progress deadline;
 - a later revision becomes the candidate: once ready it walks the policy's steps; a step passes on a
-  `promote` verdict taken during the step with the step's minRequests answered during the step (a pause
-  step on its clock or `resume`); after the last step (or the blue-green switch) it becomes stable and
+  `promote` verdict taken during the step whose evidence (the controller looks at a window that starts
+  with the step) counts at least the step's minRequests candidate requests (a pause step passes on its
+  clock or `resume`); after the last step (or the blue-green switch) it becomes stable and
   the old stable is removed after the scale-down delay;
 - `rollback` verdict, crash loop, refused sha256, progress deadline: candidate weight and mirror go to 0
   at once, the candidate is removed after a drain delay, history records why, the spec's revision is
@@ -394,14 +395,8 @@ class _Machine:
             return True
         if self._paused():
             return False
-        self._start_step(0, requests=self._latest_requests())
+        self._start_step(0)
         return True
-
-    def _latest_requests(self) -> int:
-        v, cand = self.facts.verdict, self.s.candidate
-        if v is None or cand is None or v.candidate_revision != cand.revision:
-            return 0
-        return v.candidate_requests
 
     def _step_progress(self, step: StepStatus, verdict: Verdict | None) -> bool:
         spec = self.steps[step.index] if step.index < len(self.steps) else None
@@ -419,7 +414,7 @@ class _Machine:
             return True
         min_requests, max_duration = _limits(spec)
         if verdict is not None and verdict.verdict == "promote":
-            answered = verdict.candidate_requests - step.requests_at_start
+            answered = verdict.candidate_requests
             if answered >= min_requests:
                 self._advance(f"promote verdict with {answered} requests: {verdict.reason}")
                 return True
@@ -434,11 +429,9 @@ class _Machine:
             return True
         return False
 
-    def _start_step(self, index: int, requests: int) -> None:
+    def _start_step(self, index: int) -> None:
         spec = self.steps[index]
-        self.s.current_step = StepStatus(
-            index=index, kind=spec.kind, started_at=fmt(self.now), requests_at_start=requests
-        )
+        self.s.current_step = StepStatus(index=index, kind=spec.kind, started_at=fmt(self.now))
         self._step_traffic(spec)
         self.event("StepStarted", f"step {index} ({spec.kind}) started: {_describe(spec)}")
 
@@ -461,7 +454,7 @@ class _Machine:
         if spec is None or spec.blue_green is not None or step.index + 1 >= len(self.steps):
             self._promote(reason)
             return
-        self._start_step(step.index + 1, requests=max(self._latest_requests(), step.requests_at_start))
+        self._start_step(step.index + 1)
 
     def _promote(self, reason: str) -> None:
         cand, old = self.s.candidate, self.s.stable

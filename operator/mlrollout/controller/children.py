@@ -1,0 +1,309 @@
+"""Pure builders of a ModelDeployment's children: each returns a manifest for server-side apply.
+
+Every object carries the ModelDeployment as its controller ownerReference (so deleting the
+ModelDeployment garbage-collects everything) and the labels from `naming`. Nothing here talks to the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlrollout.api.common import parse_duration
+from mlrollout.api.modeldeployment import RevisionStatus
+from mlrollout.controller import naming
+from mlrollout.controller.settings import OperatorSettings
+from mlrollout.revision import RevisionTemplate
+from mlrollout.traffic.base import Manifest
+
+PVC_MOUNT_ROOT = "/mnt/models"
+
+
+def owner_reference(md: Manifest) -> Manifest:
+    """The ModelDeployment as controller owner of a child."""
+    meta = md["metadata"]
+    return {
+        "apiVersion": md.get("apiVersion", "mlrollout.io/v1alpha1"),
+        "kind": md.get("kind", "ModelDeployment"),
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(md: Manifest, name: str, labels: dict[str, str]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": md["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def _model_location(uri: str, volume: str) -> tuple[str, list[Manifest], list[Manifest]]:
+    """The URI the server reads, plus volumes and mounts (a pvc:// URI becomes a read-only claim mount)."""
+    if not uri.startswith("pvc://"):
+        return uri, [], []
+    parts = urlsplit(uri)
+    claim, path = parts.netloc, parts.path.lstrip("/")
+    mount = f"{PVC_MOUNT_ROOT}/{claim}"
+    volumes = [{"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
+    mounts = [{"name": volume, "mountPath": mount, "readOnly": True}]
+    return f"file://{mount}/{path}", volumes, mounts
+
+
+def _volumes(tpl: RevisionTemplate) -> tuple[list[Manifest], list[Manifest]]:
+    """One read-only mount per claim named by the model or reference-profile URI."""
+    volumes: dict[str, Manifest] = {}
+    mounts: dict[str, Manifest] = {}
+    for uri in (tpl.model.uri, tpl.model.reference_profile):
+        if not uri:
+            continue
+        _, vols, mnts = _model_location(uri, f"claim-{len(volumes)}")
+        for vol, mnt in zip(vols, mnts, strict=True):
+            claim = vol["persistentVolumeClaim"]["claimName"]
+            if claim not in volumes:
+                volumes[claim], mounts[claim] = vol, mnt
+    return list(volumes.values()), list(mounts.values())
+
+
+def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: RevisionTemplate, track: str) -> list[Manifest]:
+    model, serving = tpl.model, tpl.serving
+    uri, _, _ = _model_location(model.uri, "model")
+    env = {
+        "MLROLLOUT_MODEL_URI": uri,
+        "MLROLLOUT_MODEL_SHA256": model.sha256,
+        "MLROLLOUT_MODEL_NAME": model.name,
+        "MLROLLOUT_MODEL_VERSION": model.version,
+        "MLROLLOUT_PORT": str(serving.port),
+        "MLROLLOUT_NAMESPACE": namespace,
+        "MLROLLOUT_MODEL_DEPLOYMENT": md_name,
+        "MLROLLOUT_TRACK": track,
+        "MLROLLOUT_REVISION": rev.revision,
+        "MLROLLOUT_MAX_BODY_BYTES": str(serving.max_request_bytes),
+        "MLROLLOUT_MAX_BATCH_SIZE": str(serving.batching.max_batch_size),
+        "MLROLLOUT_MAX_BATCH_WAIT_MS": f"{parse_duration(serving.batching.max_delay) * 1000:g}",
+        "MLROLLOUT_BATCHING": {None: "auto", True: "on", False: "off"}[serving.batching.enabled],
+    }
+    if model.reference_profile:
+        env["MLROLLOUT_REFERENCE_PROFILE"] = _model_location(model.reference_profile, "profile")[0]
+    if serving.threads is not None:
+        env["MLROLLOUT_INTRA_OP_THREADS"] = str(serving.threads)
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def track_labels(md_name: str, revision: str, track: str) -> dict[str, str]:
+    return {
+        **naming.base_labels(md_name, naming.SERVER_COMPONENT),
+        naming.REVISION: revision,
+        naming.TRACK: track,
+    }
+
+
+def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: int) -> Manifest:
+    """The model servers of one revision: `mlrollout-serve` with the model, its digest and identity labels.
+
+    The selector names the revision only, so relabelling a promoted candidate as stable rolls its pods
+    (their metrics then say track="stable") without ever changing which pods the Service reaches.
+    """
+    assert rev.template is not None, "a deployed revision always carries its template"
+    tpl = RevisionTemplate.from_json(rev.template)
+    md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
+    labels = track_labels(md_name, rev.revision, track)
+    selector = {naming.MODEL_DEPLOYMENT: md_name[:63], naming.REVISION: rev.revision}
+    volumes, mounts = _volumes(tpl)
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
+    container: Manifest = {
+        "name": "server",
+        "image": tpl.image,
+        "command": ["mlrollout-serve"],
+        "env": _server_env(md_name, namespace, rev, tpl, track),
+        "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": tpl.serving.port, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": naming.HTTP_PORT_NAME},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        # the server logs why it exits (e.g. "model integrity check failed ... sha256"); the kubelet keeps it
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if tpl.resources is not None:
+        container["resources"] = tpl.resources.to_dict()
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod_spec: Manifest = {"containers": [container], "automountServiceAccountToken": False}
+    if volumes:
+        pod_spec["volumes"] = volumes
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(md, naming.track_name(md_name, rev.revision), labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def track_service(md: Manifest, rev: RevisionStatus, track: str) -> Manifest:
+    """The address of one revision's model servers (the route table points here)."""
+    assert rev.template is not None
+    port = RevisionTemplate.from_json(rev.template).serving.port
+    md_name = md["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(md, naming.track_name(md_name, rev.revision), track_labels(md_name, rev.revision, track)),
+        "spec": {
+            "selector": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.REVISION: rev.revision},
+            "ports": [{"name": naming.HTTP_PORT_NAME, "port": port, "targetPort": naming.HTTP_PORT_NAME}],
+        },
+    }
+
+
+def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]:
+    """The gateway (Deployment + Service named after the ModelDeployment) and its least-privilege identity."""
+    md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
+    labels = naming.base_labels(md_name, naming.GATEWAY_COMPONENT)
+    ident = naming.gateway_identity(md_name)
+    configmap = naming.routes_name(md_name)
+    selector = {naming.MODEL_DEPLOYMENT: md_name[:63], naming.COMPONENT: naming.GATEWAY_COMPONENT}
+    health = {"httpGet": {"path": "/v2/health/ready", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
+    container: Manifest = {
+        "name": "gateway",
+        "image": settings.gateway_image,
+        "command": ["mlrollout-gateway"],
+        "args": ["--routes-configmap", configmap, "--port", str(naming.GATEWAY_PORT)],
+        "env": [
+            {"name": "MLROLLOUT_NAMESPACE", "value": namespace},
+            {"name": "MLROLLOUT_MODEL_DEPLOYMENT", "value": md_name},
+        ],
+        "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": naming.GATEWAY_PORT, "protocol": "TCP"}],
+        "readinessProbe": health,
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(md, ident, labels),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(md, ident, labels),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [configmap],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(md, ident, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ident},
+            "subjects": [{"kind": "ServiceAccount", "name": ident, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(md, naming.gateway_name(md_name), labels),
+            "spec": {
+                "replicas": settings.gateway_replicas,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"serviceAccountName": ident, "containers": [container]},
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(md, naming.gateway_name(md_name), labels),
+            "spec": {
+                "selector": selector,
+                "ports": [
+                    {"name": naming.HTTP_PORT_NAME, "port": naming.GATEWAY_PORT, "targetPort": naming.HTTP_PORT_NAME}
+                ],
+            },
+        },
+    ]
+
+
+def disruption_budget(md: Manifest) -> Manifest:
+    """At most one of the ModelDeployment's pods may be evicted at a time (drains keep serving)."""
+    md_name = md["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {naming.MODEL_DEPLOYMENT: md_name[:63]}},
+        },
+    }
+
+
+def service_monitor(md: Manifest, interval: str = "15s") -> Manifest:
+    """Prometheus Operator scrape config for the model servers and gateway; honorLabels keeps identity labels."""
+    md_name = md["metadata"]["name"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
+        "spec": {
+            "selector": {"matchLabels": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.MANAGED_BY: "mlrollout"}},
+            "endpoints": [
+                {"port": naming.HTTP_PORT_NAME, "path": "/metrics", "honorLabels": True, "interval": interval}
+            ],
+        },
+    }
+
+
+def static_children(md: Manifest, settings: OperatorSettings, with_service_monitor: bool) -> list[Manifest]:
+    """Children that do not depend on the rollout's state."""
+    out = [*gateway_children(md, settings), disruption_budget(md)]
+    if with_service_monitor:
+        out.append(service_monitor(md))
+    return out
+
+
+def describe(manifest: Manifest) -> str:
+    """`Kind/name`, for logs and errors."""
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+def manifest_key(manifest: Manifest) -> tuple[str, str, str]:
+    return (str(manifest["apiVersion"]), str(manifest["kind"]), str(manifest["metadata"]["name"]))
+
+
+def strip_none(value: Any) -> Any:
+    """Drop None values recursively (server-side apply treats null as 'remove this field')."""
+    if isinstance(value, dict):
+        return {k: strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_none(v) for v in value]
+    return value

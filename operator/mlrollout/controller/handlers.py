@@ -1,0 +1,115 @@
+"""kopf entry point: `kopf run -m mlrollout.controller.handlers [--all-namespaces | --namespace NS]`.
+
+Thin on purpose: every handler calls `Reconciler.reconcile` (observe, decide, act), which is level-based
+and idempotent, so it does not matter which trigger fires or how often:
+- create / update (spec, labels or annotations such as `mlrollout.io/command`) / resume: react at once;
+- a timer every MLROLLOUT_RECONCILE_INTERVAL seconds: the clock, child readiness and the analysis loop
+  (a look is taken when the policy's analysis interval has passed; see `reconcile.analysis_due`).
+A per-object lock keeps the timer and a change handler of the same object from deciding concurrently.
+kopf's progress and diff-base go to annotations (status belongs to the state machine). Liveness: kopf's
+`--liveness` endpoint. Collisions between two operator processes: kopf peering (`--peering`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from mlrollout.api.common import GROUP, VERSION
+from mlrollout.controller import metrics
+from mlrollout.controller.kube import Conflict, Kube, api_error_message
+from mlrollout.controller.reconcile import Reconciler
+from mlrollout.controller.settings import OperatorSettings
+from mlrollout.controller.verdicts import source_from
+
+SETTINGS = OperatorSettings.from_env()
+RESOURCE = (GROUP, VERSION, "modeldeployments")
+Log = logging.Logger | logging.LoggerAdapter[Any]
+_STATE: dict[str, Reconciler] = {}
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
+    """Where kopf keeps its own bookkeeping, JSON logs, the metrics endpoint, the Kubernetes client."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # the reconciler posts its own Events, one per transition
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.execution.max_workers = int(os.environ.get("MLROLLOUT_WORKERS", "8"))
+    if os.environ.get("MLROLLOUT_LOG_FORMAT", "json") == "json":
+        level = os.environ.get("MLROLLOUT_LOG_LEVEL", "info").lower()
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", debug=level == "debug",
+                       quiet=level in ("warning", "error"))  # fmt: skip
+    metrics.serve(SETTINGS.metrics_port)
+    kube = Kube(_api_client())
+    _STATE["reconciler"] = Reconciler(kube, source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir), SETTINGS)
+    logger.info(
+        "mlrollout operator ready: provider=%s verdicts=%s interval=%ss",
+        SETTINGS.default_traffic_provider,
+        f"recorded:{SETTINGS.verdicts_dir}" if SETTINGS.verdicts_dir else (SETTINGS.prometheus_url or "none"),
+        SETTINGS.reconcile_interval,
+    )
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault((namespace, name), threading.Lock())
+
+
+def reconcile(namespace: str, name: str, logger: Log) -> None:
+    """One observe-decide-act pass under the object's lock; a conflict is retried soon."""
+    reconciler = _STATE["reconciler"]
+    with _lock(namespace, name):
+        try:
+            outcome = reconciler.reconcile(namespace, name, logger, datetime.now(UTC))
+        except Conflict as exc:
+            raise kopf.TemporaryError(f"status changed meanwhile, deciding again: {exc}", delay=1) from exc
+        except client.exceptions.ApiException as exc:
+            raise kopf.TemporaryError(f"API error: {api_error_message(exc)}", delay=5) from exc
+    if outcome is not None and (outcome.changed or outcome.events):
+        logger.info("phase=%s events=%s", outcome.phase, ",".join(outcome.events) or "-")
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+@kopf.on.resume(*RESOURCE)
+def on_change(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None:
+    """Spec, labels or annotations changed (or the operator restarted): reconcile now."""
+    assert namespace is not None, "ModelDeployment is namespaced"
+    reconcile(namespace, name, logger)
+
+
+@kopf.timer(*RESOURCE, interval=SETTINGS.reconcile_interval, initial_delay=SETTINGS.reconcile_interval)
+def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None:
+    """The clock moved: readiness, deadlines, scale-downs, analysis looks."""
+    assert namespace is not None, "ModelDeployment is namespaced"
+    try:
+        reconcile(namespace, name, logger)
+    except kopf.TemporaryError as exc:
+        logger.warning("%s", exc)  # the next tick tries again
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
+    """Nothing to clean up by hand: every child has an ownerReference. Forget the lock."""
+    with _LOCKS_GUARD:
+        _LOCKS.pop((namespace or "", name), None)

@@ -1,0 +1,183 @@
+"""The only module that talks to the Kubernetes API (through the official client's ApiClient).
+
+Generic on purpose: server-side apply and delete work for any namespaced kind from its apiVersion and kind
+(plural = lower-case kind + "s", true for every kind the operator writes), so routers may return HTTPRoutes
+or VirtualServices without this module knowing them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from mlrollout.api.common import GROUP, VERSION
+from mlrollout.controller import naming
+from mlrollout.traffic.base import Manifest
+
+MD_PLURAL = "modeldeployments"
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read again and decide again."""
+
+
+class KubeApi(Protocol):
+    """What the reconciler needs from the cluster; `Kube` is the real one."""
+
+    def get_model_deployment(self, namespace: str, name: str) -> Manifest | None: ...
+    def replace_status(self, obj: Manifest) -> Manifest: ...
+    def namespace_labels(self, namespace: str) -> dict[str, str]: ...
+    def list_policies(self, plural: str) -> list[Manifest]: ...
+    def list_children(self, namespace: str, md: str) -> tuple[list[Manifest], list[Manifest]]: ...
+    def apply(self, manifest: Manifest) -> None: ...
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
+    def has_crd(self, name: str) -> bool: ...
+    def post_event(self, obj: Manifest, type_: str, reason: str, message: str) -> None: ...
+
+
+def _path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    plural = kind.lower() + "s"
+    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class Kube:
+    """KubeApi on the official client (sync; kopf runs sync handlers in its thread pool)."""
+
+    def __init__(self, api_client: client.ApiClient, crd_ttl: float = 300.0, timeout: float = 30.0) -> None:
+        self.api = api_client
+        self.timeout = timeout
+        self._crd_cache: dict[str, tuple[float, bool]] = {}
+        self._crd_ttl = crd_ttl
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        method_, url, headers, payload, _ = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(method_, url, header_params=headers, body=payload, _request_timeout=self.timeout)
+        data = resp.read()  # type: ignore[no-untyped-call]
+        if not 200 <= resp.status < 300:
+            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+            if resp.status == 409:
+                raise Conflict(text[:300])
+            raise ApiException(status=resp.status, reason=resp.reason, body=text)
+        return json.loads(data) if data else None
+
+    def get_model_deployment(self, namespace: str, name: str) -> Manifest | None:
+        try:
+            obj: Manifest = self._call("GET", _path(f"{GROUP}/{VERSION}", "ModelDeployment", namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def replace_status(self, obj: Manifest) -> Manifest:
+        meta = obj["metadata"]
+        path = _path(f"{GROUP}/{VERSION}", "ModelDeployment", meta["namespace"], meta["name"]) + "/status"
+        out: Manifest = self._call("PUT", path, body=obj)
+        return out
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        ns = self._call("GET", f"/api/v1/namespaces/{namespace}")
+        return dict((ns.get("metadata") or {}).get("labels") or {})
+
+    def list_policies(self, plural: str) -> list[Manifest]:
+        data = self._call("GET", f"/apis/{GROUP}/{VERSION}/{plural}")
+        return list(data.get("items") or [])
+
+    def list_children(self, namespace: str, md: str) -> tuple[list[Manifest], list[Manifest]]:
+        query = [("labelSelector", naming.child_selector(md))]
+        deps = self._call("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments", query=query)
+        pods = self._call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query)
+        return list(deps.get("items") or []), list(pods.get("items") or [])
+
+    def apply(self, manifest: Manifest) -> None:
+        meta = manifest["metadata"]
+        path = _path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
+        query = [("fieldManager", naming.FIELD_MANAGER), ("force", "true")]
+        self._call("PATCH", path, body=manifest, query=query, content_type="application/apply-patch+yaml")
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            body = {"propagationPolicy": "Background"}
+            self._call("DELETE", _path(api_version, kind, namespace, name), body=body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def has_crd(self, name: str) -> bool:
+        cached = self._crd_cache.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self._crd_ttl:
+            return cached[1]
+        try:
+            self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            found = True
+        except ApiException as exc:
+            if exc.status not in (403, 404):
+                raise
+            found = False
+        self._crd_cache[name] = (time.monotonic(), found)
+        return found
+
+    def post_event(self, obj: Manifest, type_: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": obj.get("kind", "ModelDeployment"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason[:128],
+            "message": message[:1024],
+            "source": {"component": "mlrollout-operator"},
+            "reportingComponent": "mlrollout.io/operator",
+            "reportingInstance": "mlrollout-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+
+
+def crd_name(api_version: str, kind: str) -> str:
+    """`<plural>.<group>` of a kind, as its CRD is named."""
+    return f"{kind.lower()}s.{api_version.split('/')[0]}"
+
+
+def api_error_message(exc: BaseException) -> str:
+    """One line from an ApiException's JSON body (the server's own words)."""
+    if isinstance(exc, ApiException) and exc.body:
+        try:
+            body: Mapping[str, Any] = json.loads(exc.body)
+            return f"{exc.status}: {body.get('message', exc.reason)}"
+        except (TypeError, ValueError):
+            pass
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,61 @@
+"""Names and labels of everything the operator creates for one ModelDeployment (one place, so they agree).
+
+Per revision: Deployment and Service `<md>-<revision>` (the revision hash is content-addressed, so a
+promotion never renames anything: the route table switches atomically from one Service to another).
+Per ModelDeployment: the gateway Deployment and Service named `<md>` (the address clients call), the route
+ConfigMap `<md>-routes`, the gateway's ServiceAccount, Role and RoleBinding `<md>-gateway`, the
+PodDisruptionBudget and ServiceMonitor `<md>`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+NAME: Final = "app.kubernetes.io/name"
+INSTANCE: Final = "app.kubernetes.io/instance"
+COMPONENT: Final = "app.kubernetes.io/component"
+MODEL_DEPLOYMENT: Final = "mlrollout.io/model-deployment"
+TRACK: Final = "mlrollout.io/track"
+REVISION: Final = "mlrollout.io/revision"
+COMMAND_ANNOTATION: Final = "mlrollout.io/command"
+FIELD_MANAGER: Final = "mlrollout-operator"
+SERVER_COMPONENT: Final = "model-server"
+GATEWAY_COMPONENT: Final = "gateway"
+HTTP_PORT_NAME: Final = "http"
+GATEWAY_PORT: Final = 8080
+
+
+def track_name(md: str, revision: str) -> str:
+    """Deployment and Service of one revision (a DNS label: at most 63 characters)."""
+    return f"{md[: 63 - len(revision) - 1]}-{revision}"
+
+
+def routes_name(md: str) -> str:
+    return f"{md[:56]}-routes"
+
+
+def gateway_name(md: str) -> str:
+    """The gateway's Deployment and Service: the ModelDeployment's own name, so clients call `<md>`."""
+    return md[:63]
+
+
+def gateway_identity(md: str) -> str:
+    """ServiceAccount, Role and RoleBinding of the gateway."""
+    return f"{md[:55]}-gateway"
+
+
+def base_labels(md: str, component: str) -> dict[str, str]:
+    """Labels on every child: who manages it, which ModelDeployment it belongs to, what it is."""
+    return {
+        MANAGED_BY: "mlrollout",
+        INSTANCE: md[:63],
+        MODEL_DEPLOYMENT: md[:63],
+        COMPONENT: component,
+        NAME: "mlrollout-gateway" if component == GATEWAY_COMPONENT else "mlrollout-serve",
+    }
+
+
+def child_selector(md: str) -> str:
+    """Label selector (string form) matching every child of one ModelDeployment."""
+    return f"{MANAGED_BY}=mlrollout,{MODEL_DEPLOYMENT}={md[:63]}"

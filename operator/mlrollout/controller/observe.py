@@ -1,0 +1,111 @@
+"""Facts from Kubernetes objects: pure functions of the dicts the API returned (no I/O here).
+
+Readiness comes from a revision's Deployment status; crash loops and a refused sha256 from its pods'
+container statuses. The model server exits with code 3 when the file's sha256 is not the expected one and
+logs why; with `terminationMessagePolicy: FallbackToLogsOnError` that line is the termination message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from mlrollout.controller import naming
+from mlrollout.rollout.facts import Command, TrackFacts
+
+DIGEST_EXIT_CODE: Final = 3  # mlrollout-serve: "3 when the model's sha256 is not the expected one"
+CRASH_LOOP_RESTARTS: Final = 3
+
+
+def _container_states(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    status = pod.get("status") or {}
+    yield from status.get("initContainerStatuses") or []
+    yield from status.get("containerStatuses") or []
+
+
+def _terminated(cs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    out = []
+    for key in ("state", "lastState"):
+        term = (cs.get(key) or {}).get("terminated")
+        if term:
+            out.append(term)
+    return out
+
+
+def track_facts(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]]) -> TrackFacts:
+    """What one revision's Deployment and pods say."""
+    if deployment is None:
+        return TrackFacts()
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    desired = int(spec.get("replicas", 1))
+    ready_replicas = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    current_gen = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+    ready = current_gen and ready_replicas >= desired and updated >= desired
+    crash, digest, details = False, False, []
+    for pod in pods:
+        for cs in _container_states(pod):
+            name = cs.get("name", "?")
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            restarts = int(cs.get("restartCount") or 0)
+            for term in _terminated(cs):
+                message = str(term.get("message") or "")
+                if term.get("exitCode") == DIGEST_EXIT_CODE or ("sha256" in message and "integrity" in message):
+                    digest = True
+                    details.append(f"{name}: exit {term.get('exitCode')}: {message.strip()[-300:]}")
+            if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_LOOP_RESTARTS:
+                crash = True
+                details.append(f"{name}: {waiting.get('reason') or 'restarting'}, {restarts} restarts")
+    return TrackFacts(
+        exists=True,
+        ready=ready,
+        available=ready_replicas >= 1,
+        crash_looping=crash,
+        digest_mismatch=digest,
+        detail="; ".join(dict.fromkeys(details))[:500],
+    )
+
+
+def facts_by_revision(
+    deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+) -> dict[str, TrackFacts]:
+    """TrackFacts for every revision that has a Deployment, keyed by revision hash."""
+    by_rev: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        rev = ((pod.get("metadata") or {}).get("labels") or {}).get(naming.REVISION)
+        if rev:
+            by_rev.setdefault(rev, []).append(pod)
+    out: dict[str, TrackFacts] = {}
+    for dep in deployments:
+        labels = (dep.get("metadata") or {}).get("labels") or {}
+        rev = labels.get(naming.REVISION)
+        if rev and labels.get(naming.COMPONENT) == naming.SERVER_COMPONENT:
+            out[rev] = track_facts(dep, by_rev.get(rev, []))
+    return out
+
+
+class CommandError(ValueError):
+    """The command annotation is not valid JSON of the expected shape."""
+
+
+def parse_command(annotations: Mapping[str, str] | None) -> Command | None:
+    """The human command in the `mlrollout.io/command` annotation, or None when there is none.
+
+    Shape: {"id": "<unique>", "verb": "promote|promoteFull|abort|pause|resume|retry|undo", "toRevision": N}.
+    An unknown verb is passed on (the machine refuses it visibly); a malformed value raises CommandError.
+    """
+    raw = (annotations or {}).get(naming.COMMAND_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{naming.COMMAND_ANNOTATION} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("verb"), str):
+        raise CommandError(f'{naming.COMMAND_ANNOTATION} must be {{"id": "...", "verb": "..."}}, got {raw[:200]!r}')
+    to_revision = data.get("toRevision")
+    if to_revision is not None and (not isinstance(to_revision, int) or to_revision < 1):
+        raise CommandError(f"{naming.COMMAND_ANNOTATION}: toRevision must be a positive integer")
+    return Command(id=data["id"], verb=data["verb"], to_revision=to_revision)
