@@ -49,7 +49,8 @@ component_pid() {
   pid="$(cat "$f")"
   [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
   exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
-  [ "$exe" = "$CLUSTER_BIN/$1" ] || return 1
+  # After a rebuild replaced the file, the kernel shows the old one as "<path> (deleted)".
+  [ "$exe" = "$CLUSTER_BIN/$1" ] || [ "$exe" = "$CLUSTER_BIN/$1 (deleted)" ] || return 1
   echo "$pid"
 }
 

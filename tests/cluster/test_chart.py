@@ -22,6 +22,8 @@ from tests.cluster.kube import REPO, ControlPlane, Kubectl
 
 from mlrollout_serving import contract
 
+pytestmark = pytest.mark.cluster
+
 CHART = REPO / "charts" / "mlrollout"
 CRUD = frozenset({"create", "get", "list", "watch", "patch", "update", "delete"})
 READ = frozenset({"get", "list", "watch"})
@@ -201,12 +203,22 @@ def test_operator_deployment_is_hardened(helm: Helm) -> None:
     assert cmd[:2] == ["kopf", "run"]
     assert cmd[-2:] == ["-m", "mlrollout.controller.handlers"]
     assert "--standalone" in cmd and "--namespace=ml" in cmd and "--all-namespaces" not in cmd
+    assert not {"--debug", "--verbose", "--quiet"} & set(cmd)  # info is kopf's default level
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLROLLOUT_PROMETHEUS_URL"] == "http://prom.example:9090"
     assert env["MLROLLOUT_WATCH_NAMESPACES"] == "ml"
     assert env["MLROLLOUT_LOG_LEVEL"] == "info"
     assert env["MLROLLOUT_DEFAULT_TRAFFIC_PROVIDER"] == "builtin"
     assert pod["serviceAccountName"] == by_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("level", "flag"), [("debug", "--debug"), ("warning", "--quiet"), ("error", "--quiet")])
+def test_log_level_maps_to_kopf_flag(helm: Helm, level: str, flag: str) -> None:
+    docs = helm.template(f"logLevel={level}")
+    cmd = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert flag in cmd
+    env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLROLLOUT_LOG_LEVEL", "value": level} in env
 
 
 def test_peering_mode_switches_kopf_flags_and_installs_peering(helm: Helm) -> None:

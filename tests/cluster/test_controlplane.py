@@ -9,13 +9,17 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from tests.cluster.kube import CRD_DIR, REPO, Kubectl
+from tests.cluster.kube import CLUSTER_DIR, CRD_DIR, REPO, ControlPlane, Kubectl
 from tests.support.invalid_manifests import CASES, Case
+
+pytestmark = pytest.mark.cluster
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 SERVER_CASES = [c for c in CASES if c.server]
@@ -178,3 +182,49 @@ def test_status_patch_keeps_generation_and_spec_change_bumps_it(kubectl: Kubectl
     assert changed["metadata"]["generation"] == gen + 1
     assert changed["spec"]["replicas"] == 3
     assert changed["status"]["observedGeneration"] == gen
+
+
+# --- the scripts themselves ---------------------------------------------------------------------
+
+
+def pids(control_plane: ControlPlane) -> dict[str, str]:
+    return {p.stem: p.read_text().strip() for p in sorted((control_plane.state_dir / "pids").glob("*.pid"))}
+
+
+def test_up_is_idempotent_and_status_reports_every_component(control_plane: ControlPlane) -> None:
+    before = pids(control_plane)
+    assert set(before) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    up = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "up")], capture_output=True, text=True, env=dict(control_plane.env), check=True
+    )
+    assert up.stdout.strip() == str(control_plane.kubeconfig)
+    assert pids(control_plane) == before
+    status = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "status")], capture_output=True, text=True, env=dict(control_plane.env), check=False
+    )
+    assert status.returncode == 0, status.stdout
+    for component, pid in before.items():
+        assert re.search(rf"^{component}\s+running \(pid {pid}\)$", status.stdout, re.MULTILINE), status.stdout
+    assert "readyz:     ok" in status.stdout
+
+
+def test_status_fails_for_a_stopped_control_plane(control_plane: ControlPlane, tmp_path: Path) -> None:
+    env = {**control_plane.env, "MLROLLOUT_STATE": str(tmp_path / "nothing-here")}
+    status = subprocess.run(["bash", str(CLUSTER_DIR / "status")], capture_output=True, text=True, env=env, check=False)
+    assert status.returncode != 0
+    assert "kube-apiserver           stopped" in status.stdout
+
+
+def test_missing_prerequisite_fails_loudly(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """Without openssl on PATH, `up` stops at once and says what to install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "awk", "cat", "date", "printf"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    env = {**control_plane.env, "PATH": str(bin_dir), "MLROLLOUT_STATE": str(tmp_path / "state")}
+    up = subprocess.run([str(bin_dir / "bash"), str(CLUSTER_DIR / "up")], capture_output=True, text=True, env=env)
+    assert up.returncode != 0
+    assert "'openssl' not found" in up.stderr and "apt-get install -y openssl" in up.stderr, up.stderr
+    assert not (tmp_path / "state").exists()

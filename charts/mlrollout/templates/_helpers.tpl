@@ -30,11 +30,11 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
-{{/* kopf's logging flag for the configured level. */}}
+{{/* kopf's logging flag for the configured level (kopf: --verbose is DEBUG too; INFO is the default). */}}
 {{- define "mlrollout.kopfLogFlag" -}}
 {{- $level := lower .Values.logLevel -}}
 {{- if eq $level "debug" -}}--debug
-{{- else if eq $level "info" -}}--verbose
+{{- else if eq $level "info" -}}
 {{- else if or (eq $level "warning") (eq $level "error") -}}--quiet
 {{- else -}}{{ fail (printf "logLevel must be debug, info, warning or error, not %q" .Values.logLevel) }}
 {{- end -}}
