@@ -60,9 +60,9 @@ def escape_label_value(value: str) -> str:
 
 def _check(kind: str, value: str) -> str:
     ok = {
-        "namespace": lambda v: len(v) <= 63 and _DNS_LABEL.match(v) is not None,
-        "model_deployment": lambda v: len(v) <= 253 and _DNS_SUBDOMAIN.match(v) is not None,
-        "revision": lambda v: _REVISION.match(v) is not None,
+        "namespace": lambda v: len(v) <= 63 and _DNS_LABEL.fullmatch(v) is not None,
+        "model_deployment": lambda v: len(v) <= 253 and _DNS_SUBDOMAIN.fullmatch(v) is not None,
+        "revision": lambda v: _REVISION.fullmatch(v) is not None,
         "track": lambda v: v in TRACKS,
     }[kind](value)
     if not ok:

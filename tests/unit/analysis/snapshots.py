@@ -1,0 +1,51 @@
+"""Snapshot builders for the analysis unit tests: counts computed from distributions, not hard-coded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+BOUNDS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+          0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # fmt: skip
+
+
+def buckets(n: int, median: float = 0.02, sigma: float = 0.5) -> dict[str, int]:
+    """Expected cumulative bucket counts of ``n`` log-normal latencies (rounded)."""
+    cdf = stats.lognorm(sigma, scale=median).cdf(BOUNDS)
+    out = {f"{b:g}": round(float(c) * n) for b, c in zip(BOUNDS, cdf, strict=True)}
+    out["+Inf"] = n
+    return out
+
+
+def sampled_buckets(rng: np.random.Generator, n: int, median: float = 0.02, sigma: float = 0.5) -> dict[str, int]:
+    """Cumulative bucket counts of ``n`` random log-normal latencies."""
+    cdf = stats.lognorm(sigma, scale=median).cdf(BOUNDS)
+    probs = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+    cum = np.cumsum(rng.multinomial(n, probs))
+    out = {f"{b:g}": int(c) for b, c in zip(BOUNDS, cum[:-1], strict=True)}
+    out["+Inf"] = int(cum[-1])
+    return out
+
+
+def track(
+    requests: int,
+    error_rate: float = 0.01,
+    median: float = 0.02,
+    classes: tuple[float, ...] = (0.3, 0.4, 0.3),
+) -> dict[str, Any]:
+    errors = round(requests * error_rate)
+    served = requests - errors
+    predictions = {str(i): round(served * p) for i, p in enumerate(classes)}
+    return {
+        "requests": requests,
+        "errors": errors,
+        "latency_buckets": buckets(requests, median),
+        "predictions": predictions,
+    }
+
+
+def healthy(stable: int = 54_000, candidate: int = 6_000) -> dict[str, Any]:
+    """An A/A snapshot with exactly proportional counts: the ideal healthy candidate."""
+    return {"stable": track(stable), "candidate": track(candidate), "elapsed_seconds": 600.0}

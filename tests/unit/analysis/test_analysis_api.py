@@ -1,0 +1,15 @@
+"""The public surface: everything in __all__ exists."""
+
+from __future__ import annotations
+
+import mlrollout.analysis as analysis
+
+
+def test_all_is_complete() -> None:
+    public = {n for n in dir(analysis) if not n.startswith("_")} - {
+        "cli", "collect", "custom", "drift", "errors", "histogram", "judge", "latency", "prometheus",
+        "provider", "queries", "result", "sequential", "snapshot",
+    }  # fmt: skip
+    assert set(analysis.__all__) == public | {"judge"}
+    for name in analysis.__all__:
+        assert getattr(analysis, name) is not None

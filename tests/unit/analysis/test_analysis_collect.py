@@ -1,0 +1,129 @@
+"""The gatherer against a scripted provider: snapshot format, errors as values, custom queries."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from tests.support.procs import free_port
+
+from mlrollout.analysis import (
+    AnalysisTarget,
+    Measurement,
+    NullProvider,
+    PrometheusProvider,
+    Sample,
+    StaticProvider,
+    collect_snapshot,
+    judge,
+)
+from mlrollout.analysis.prometheus import _to_measurement
+from mlrollout.api.rolloutpolicy import CustomMetric
+
+TARGET = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "gateway", reference=None)
+
+
+def fake_prometheus(promql: str) -> Measurement:
+    """Answers like Prometheus would for a healthy pair: counts depend on the track in the selector."""
+    track = re.search(r'track="(\w+)"', promql)
+    scale = 9 if track and track.group(1) == "stable" else 1
+    if "sum by (le)" in promql and "duration" in promql:
+        return Measurement(tuple(Sample({"le": le}, v * scale) for le, v in
+                                 (("0.01", 100.4), ("0.05", 590.2), ("0.1", 588.0), ("+Inf", 600.0))))  # fmt: skip
+    if "5.." in promql:
+        return Measurement((Sample({}, 6.2 * scale),))
+    if promql.startswith("sum(increase(mlrollout_gateway_requests_total"):
+        return Measurement((Sample({}, 600.3 * scale),))
+    if "predictions_total" in promql:
+        return Measurement((Sample({"output": "label", "class": "0"}, 200.0 * scale),
+                            Sample({"output": "label", "class": "1"}, 394.0 * scale)))  # fmt: skip
+    if "input_feature_bin_total" in promql:
+        return Measurement((Sample({"feature": "f0", "bin": "1"}, 3.0), Sample({"feature": "f0", "bin": "0"}, 2.0)))
+    if promql.startswith("queue_depth"):
+        return Measurement((Sample({}, 4.0),))
+    return Measurement()
+
+
+def test_snapshot_format_and_integer_counts() -> None:
+    provider = StaticProvider(fake_prometheus)
+    snap = collect_snapshot(provider, TARGET, 300.0)
+    assert snap["elapsed_seconds"] == 300.0
+    assert snap["stable"]["requests"] == 5403 and snap["candidate"]["requests"] == 600
+    assert snap["candidate"]["errors"] == 6
+    assert snap["candidate"]["latency_buckets"] == {"0.01": 100, "0.05": 590, "0.1": 588, "+Inf": 600}
+    assert snap["candidate"]["predictions"] == {"0": 200, "1": 394}
+    assert snap["candidate"]["features"] == {"f0": [2, 3]}
+    assert all("[300s]" in q for q in provider.queries)
+    result = judge(snap)
+    assert any("forced monotone" in w for w in result["warnings"])
+    assert result["verdict"] in ("continue", "promote")
+
+
+def test_regressor_predictions_become_bins() -> None:
+    def answers(promql: str) -> Measurement:
+        if "prediction_value_bucket" in promql:
+            return Measurement(tuple(Sample({"le": le}, v) for le, v in (("1", 3.0), ("2", 7.0), ("+Inf", 10.0))))
+        return Measurement()
+
+    snap = collect_snapshot(StaticProvider(answers), TARGET, 60)
+    assert snap["candidate"]["predictions"] == {"1": 3, "2": 4, "+Inf": 3}
+
+
+def test_custom_queries_are_rendered_per_track() -> None:
+    provider = StaticProvider(fake_prometheus)
+    metric = CustomMetric(name="queue", query='queue_depth{track="{{track}}",revision="{{revision}}"}', max=5)
+    snap = collect_snapshot(provider, TARGET, 60, custom=[metric])
+    assert snap["custom"] == {"queue": {"stable": 4.0, "candidate": 4.0}}
+    assert 'queue_depth{track="candidate",revision="rev-2"}' in provider.queries
+
+
+def test_failed_query_makes_an_error_snapshot() -> None:
+    def answers(promql: str) -> Measurement:
+        return Measurement(error="prometheus query failed: timeout") if "5.." in promql else Measurement()
+
+    snap = collect_snapshot(StaticProvider(answers), TARGET, 60)
+    assert snap["error"] == "prometheus query failed: timeout"
+    assert judge(snap)["verdict"] == "inconclusive"
+
+
+def test_unsafe_target_is_an_error_snapshot_not_an_exception() -> None:
+    bad = AnalysisTarget('x"}', "wine", "a", "b", "gateway", None)
+    snap = collect_snapshot(NullProvider(), bad, 60)
+    assert "not a valid label value" in snap["error"]
+
+
+def test_no_data_is_inconclusive() -> None:
+    snap = collect_snapshot(NullProvider(), TARGET, 60)
+    assert snap["candidate"] == {"requests": 0, "errors": 0}
+    assert judge(snap)["verdict"] == "inconclusive"
+
+
+def test_reference_is_carried() -> None:
+    ref = {"version": 1, "features": []}
+    snap = collect_snapshot(NullProvider(), AnalysisTarget("a", "b", "c", "d", "model", ref), 60)
+    assert snap["reference"] == ref
+
+
+def test_prometheus_answers_are_parsed() -> None:
+    vector = [{"metric": {"le": "0.1"}, "value": [1.0, "3"]}, {"metric": {}, "value": [1.0, "NaN"]}]
+    m = _to_measurement(vector)
+    assert m.ok and m.samples == (Sample({"le": "0.1"}, 3.0),)
+    assert _to_measurement([1.0, "2.5"]).scalar() == 2.5
+    assert _to_measurement([]).no_data
+    assert _to_measurement([{"bad": 1}]).error is not None
+
+
+def test_unreachable_prometheus_is_an_error_value() -> None:
+    provider = PrometheusProvider(f"http://127.0.0.1:{free_port()}", timeout=2.0)
+    m = provider.query("up")
+    assert not m.ok and m.error is not None and "prometheus query failed" in m.error
+    assert math.isclose(m.scalar(), 0.0)
+
+
+@pytest.mark.parametrize("source", ["gateway", "model"])
+def test_sources_query_different_series(source: str) -> None:
+    provider = StaticProvider()
+    collect_snapshot(provider, AnalysisTarget("a", "b", "c", "d", source), 60)  # type: ignore[arg-type]
+    expected = "mlrollout_gateway_requests_total" if source == "gateway" else "mlrollout_model_inference_requests_total"
+    assert any(expected in q for q in provider.queries)

@@ -1,0 +1,162 @@
+"""The combination rule and the verdict's shape."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from tests.unit.analysis.snapshots import healthy, track
+
+from mlrollout.analysis import MIN_SAMPLES, judge
+from mlrollout.api.modeldeployment import AnalysisStatus, MetricResult
+
+REFERENCE = {"version": 1, "features": [{"name": "f0", "edges": [0.0], "proportions": [0.5, 0.5]}]}
+
+
+def names(result: Mapping[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["decision"] for m in result["metrics"]}
+
+
+def test_healthy_candidate_is_promoted_with_every_default_check() -> None:
+    result = judge(healthy())
+    assert result["verdict"] == "promote", result["reason"]
+    assert names(result) == {
+        "errorRate.harm": "pass",
+        "errorRate.nonInferiority": "pass",
+        "errorRate.slo": "pass",
+        "latency.harm": "pass",
+        "latency.nonInferiority": "pass",
+        "predictionDrift": "pass",
+    }
+    assert result["skipped"] == ["inputDrift: no reference profile"]
+    assert result["samples"] == {"stable": 54_000, "candidate": 6_000}
+
+
+def test_metric_dicts_are_status_metric_results_verbatim() -> None:
+    result = judge(healthy())
+    fields = {f.alias or n for n, f in MetricResult.model_fields.items()}
+    for metric in result["metrics"]:
+        assert set(metric) == fields
+        assert MetricResult.model_validate(metric).name == metric["name"]
+    status = AnalysisStatus.model_validate(
+        {"time": "2026-01-01T00:00:00Z", **{k: result[k] for k in ("verdict", "reason", "metrics")}}
+    )
+    assert status.verdict == "promote"
+
+
+@pytest.mark.parametrize(
+    ("change", "failing"),
+    [
+        ({"errors": 180}, "errorRate.harm"),
+        ({"latency": 0.04}, "latency.harm"),
+        ({"classes": (0.05, 0.15, 0.8)}, "predictionDrift"),
+    ],
+)
+def test_any_failing_harm_test_rolls_back(change: dict[str, Any], failing: str) -> None:
+    snap = healthy()
+    if "errors" in change:
+        snap["candidate"]["errors"] = change["errors"]
+    if "latency" in change:
+        snap["candidate"] = track(6_000, median=change["latency"])
+    if "classes" in change:
+        snap["candidate"] = track(6_000, classes=change["classes"])
+    result = judge(snap)
+    assert result["verdict"] == "rollback"
+    assert names(result)[failing] == "fail"
+    assert failing in result["reason"]
+
+
+def test_rollback_is_allowed_on_few_samples_but_promotion_is_not() -> None:
+    snap = {"stable": track(5000), "candidate": {"requests": 40, "errors": 40}}
+    assert judge(snap)["verdict"] == "rollback"
+    small = {"stable": track(50), "candidate": track(50)}
+    result = judge(small)
+    assert result["verdict"] == "inconclusive"
+    assert f"need {MIN_SAMPLES}" in result["reason"]
+
+
+def test_continue_while_non_inferiority_is_not_yet_shown() -> None:
+    result = judge(healthy(stable=1_800, candidate=200))
+    assert result["verdict"] == "continue"
+    assert "nonInferiority" in result["reason"]
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        {"error": "prometheus query failed: ConnectionError"},
+        {"stable": {"requests": 0, "errors": 0}, "candidate": {"requests": 0, "errors": 0}},
+        {"stable": track(1000)},
+        {"stable": track(1000), "candidate": {"requests": 10, "errors": 11}},
+        {"stable": track(1000), "candidate": {"requests": "many"}},
+        [],
+    ],
+)
+def test_no_or_bad_evidence_is_inconclusive(snapshot: Any) -> None:
+    result = judge(snapshot)
+    assert result["verdict"] == "inconclusive"
+    assert result["reason"]
+
+
+def test_missing_latency_histogram_blocks_promotion() -> None:
+    snap = healthy()
+    del snap["candidate"]["latency_buckets"]
+    result = judge(snap)
+    assert result["verdict"] == "inconclusive" and "latency histogram" in result["reason"]
+
+
+def test_alpha_is_split_over_tests_that_can_roll_back() -> None:
+    default = judge(healthy())
+    harm = next(m for m in default["metrics"] if m["name"] == "errorRate.harm")
+    assert harm["threshold"] == pytest.approx(4 / 0.05)  # error harm + SLO, latency harm, prediction drift
+    policy = {
+        "significance": {"alpha": 0.1},
+        "analysis": {"metrics": {"latency": {"enabled": False}, "predictionDrift": {"enabled": False},
+                                 "errorRate": {"maxRate": None}}},
+    }  # fmt: skip
+    only_errors = judge(healthy(), policy)
+    assert names(only_errors) == {"errorRate.harm": "pass", "errorRate.nonInferiority": "pass"}
+    harm = next(m for m in only_errors["metrics"] if m["name"] == "errorRate.harm")
+    assert harm["threshold"] == pytest.approx(10.0)
+    assert only_errors["alpha"] == 0.1
+
+
+def test_input_drift_and_custom_metrics_take_part() -> None:
+    snap = healthy()
+    snap["reference"] = REFERENCE
+    snap["candidate"]["features"] = {"f0": [3000, 3000]}
+    snap["custom"] = {"queue": {"stable": 1.0, "candidate": 2.0}}
+    policy = {"analysis": {"metrics": {"custom": [{"name": "queue", "query": "x", "max": 5}]}}}
+    result = judge(snap, policy)
+    assert names(result)["inputDrift"] == "pass" and names(result)["custom.queue"] == "pass"
+    assert result["verdict"] == "promote"
+    bad = copy.deepcopy(snap)
+    bad["custom"]["queue"]["candidate"] = 9.0
+    assert judge(bad, policy)["verdict"] == "rollback"
+    drifted = copy.deepcopy(snap)
+    drifted["candidate"]["features"] = {"f0": [5800, 200]}
+    assert judge(drifted, policy)["verdict"] == "rollback"
+
+
+def test_full_rolloutpolicy_manifest_is_accepted_and_bad_policy_raises() -> None:
+    manifest = {
+        "apiVersion": "mlrollout.io/v1alpha1",
+        "kind": "RolloutPolicy",
+        "spec": {"significance": {"alpha": 0.01}},
+    }
+    assert judge(healthy(), manifest)["alpha"] == 0.01
+    with pytest.raises(ValidationError):
+        judge(healthy(), {"significance": {"alpha": 5}})
+
+
+def test_bucket_layout_mismatch_and_forced_monotone_warn() -> None:
+    snap = healthy()
+    del snap["candidate"]["latency_buckets"]["0.0005"]
+    snap["stable"]["latency_buckets"]["0.2"] = snap["stable"]["latency_buckets"]["0.15"] - 5
+    result = judge(snap)
+    assert any("shared bounds" in w for w in result["warnings"])
+    assert any("forced monotone" in w for w in result["warnings"])
+    assert result["verdict"] == "promote"

@@ -1,0 +1,147 @@
+"""The anytime-valid primitives: exactness checks against closed forms and time-uniform error control."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from mlrollout.analysis import sequential as sq
+
+
+def test_harm_e_value_matches_numerical_integration() -> None:
+    k, n, share = 30, 200, 0.1
+    a, b = sq.harm_prior(share)
+    prior_tail = stats.beta(a, b).sf(share)
+
+    def integrand(t: float) -> float:
+        lr = (t / share) ** k * ((1 - t) / (1 - share)) ** (n - k)
+        return float(lr * stats.beta(a, b).pdf(t) / prior_tail)
+
+    expected, _ = integrate.quad(integrand, share, 1.0, limit=200)
+    assert math.exp(sq.harm_log_e(k, n, share)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_harm_e_value_direction() -> None:
+    assert sq.harm_log_e(0, 0, 0.1) == 0.0
+    more = sq.harm_log_e(60, 200, 0.1)
+    fewer = sq.harm_log_e(5, 200, 0.1)
+    assert more > math.log(1000)
+    assert fewer < 0.0
+
+
+def test_harm_e_process_is_time_uniformly_valid_under_the_null() -> None:
+    """Bernoulli(share) event labels, checked after every event: crossings of 1/alpha stay below alpha."""
+    rng = np.random.default_rng(1)
+    alpha, runs, events, share = 0.05, 400, 400, 0.2
+    labels = rng.random((runs, events)) < share
+    cum = np.cumsum(labels, axis=1)
+    crossed = 0
+    for r in range(runs):
+        if any(sq.harm_log_e(int(cum[r, t]), t + 1, share) >= math.log(1 / alpha) for t in range(0, events, 5)):
+            crossed += 1
+    assert crossed / runs <= alpha
+
+
+def test_harm_e_process_below_the_null_is_even_safer() -> None:
+    """The composite null: a candidate that errs less than stable crosses even more rarely."""
+    rng = np.random.default_rng(2)
+    labels = rng.random((300, 300)) < 0.07  # true share of events below the request share 0.1
+    cum = np.cumsum(labels, axis=1)
+    crossed = sum(
+        any(sq.harm_log_e(int(cum[r, t]), t + 1, 0.1) >= math.log(20) for t in range(0, 299, 3)) for r in range(300)
+    )
+    assert crossed / 300 <= 0.02
+
+
+@pytest.mark.parametrize("p", [0.005, 0.3, 0.97])
+def test_beta_mixture_cs_covers_at_every_look(p: float) -> None:
+    rng = np.random.default_rng(3)
+    runs, n, alpha = 200, 2000, 0.05
+    cum = np.cumsum(rng.random((runs, n)) < p, axis=1)
+    missed = 0
+    for r in range(runs):
+        for t in range(9, n, 100):
+            cs = sq.beta_mixture_proportion_cs(int(cum[r, t]), t + 1, alpha)
+            if not cs.lo <= p <= cs.hi:
+                missed += 1
+                break
+    assert missed / runs <= alpha
+
+
+def test_beta_mixture_cs_shapes() -> None:
+    assert sq.beta_mixture_proportion_cs(0, 0, 0.05).as_list() == [0.0, 1.0]
+    zero = sq.beta_mixture_proportion_cs(0, 1000, 0.05)
+    assert zero.lo == 0.0 and 0.0 < zero.hi < 0.01
+    full = sq.beta_mixture_proportion_cs(1000, 1000, 0.05)
+    assert full.hi == 1.0 and 0.99 < full.lo < 1.0
+    small, large = sq.beta_mixture_proportion_cs(10, 100, 0.05), sq.beta_mixture_proportion_cs(100, 1000, 0.05)
+    assert small.lo < large.lo < 0.1 < large.hi < small.hi
+    # a confidence sequence is wider than the fixed-sample Clopper-Pearson interval
+    cp = stats.binomtest(100, 1000).proportion_ci(0.95)
+    assert large.lo < cp.low and large.hi > cp.high
+
+
+def test_gaussian_mixture_cs_covers_a_running_mean() -> None:
+    rng = np.random.default_rng(4)
+    runs, n, alpha, tau2 = 300, 3000, 0.05, 0.01
+    x = rng.normal(0.3, 1.0, size=(runs, n))
+    means = np.cumsum(x, axis=1) / np.arange(1, n + 1)
+    missed = 0
+    for r in range(runs):
+        for t in range(4, n, 50):
+            cs = sq.gaussian_mixture_cs(float(means[r, t]), 1.0 / (t + 1), alpha, tau2)
+            if not cs.lo <= 0.3 <= cs.hi:
+                missed += 1
+                break
+    assert missed / runs <= alpha
+
+
+def test_gaussian_mixture_cs_degenerate_variance_is_uninformative() -> None:
+    cs = sq.gaussian_mixture_cs(0.1, 0.0, 0.05, 1e-4)
+    assert math.isinf(cs.lo) and math.isinf(cs.hi)
+
+
+def test_homogeneity_e_value_is_valid_and_powerful() -> None:
+    rng = np.random.default_rng(5)
+    p = np.array([0.2, 0.5, 0.3])
+    crossed = 0
+    for _ in range(300):
+        a = np.zeros(3, dtype=int)
+        b = np.zeros(3, dtype=int)
+        for _look in range(20):
+            a += rng.multinomial(90, p)
+            b += rng.multinomial(10, p)
+            if sq.homogeneity_log_e([a.tolist(), b.tolist()]) >= math.log(20):
+                crossed += 1
+                break
+    assert crossed / 300 <= 0.05
+    small = sq.homogeneity_log_e([[300, 400, 300], [10, 30, 60]])
+    large = sq.homogeneity_log_e([[3000, 4000, 3000], [100, 300, 600]])
+    assert math.log(20) < small < large
+    assert large > math.log(1e6)
+
+
+def test_goodness_of_fit_e_value() -> None:
+    p = [0.25, 0.25, 0.5]
+    assert sq.goodness_of_fit_log_e([0, 0, 0], p) == 0.0
+    assert sq.goodness_of_fit_log_e([250, 250, 500], p) < 0.0
+    assert sq.goodness_of_fit_log_e([600, 200, 200], p) > math.log(1e6)
+    rng = np.random.default_rng(6)
+    crossed = 0
+    for _ in range(300):
+        counts = np.zeros(3, dtype=int)
+        for _look in range(20):
+            counts += rng.multinomial(50, p)
+            if sq.goodness_of_fit_log_e(counts.tolist(), p) >= math.log(20):
+                crossed += 1
+                break
+    assert crossed / 300 <= 0.05
+
+
+def test_log_to_e_is_finite() -> None:
+    assert sq.log_to_e(10_000.0) < math.inf
+    assert sq.log_to_e(-10_000.0) == 0.0
+    assert sq.log_to_e(0.0) == 1.0
