@@ -1,0 +1,124 @@
+"""Facts from Kubernetes objects, commands from the annotation, verdict conversion, analysis timing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.rollout.world import T0, World, policy
+
+from mlrollout.analysis import AnalysisTarget, judge
+from mlrollout.api.modeldeployment import ModelDeploymentStatus
+from mlrollout.controller import naming
+from mlrollout.controller.observe import CommandError, facts_by_revision, parse_command, track_facts
+from mlrollout.controller.reconcile import analysis_due
+from mlrollout.controller.verdicts import PrometheusVerdicts, RecordedVerdicts, to_fact
+from mlrollout.rollout.timefmt import fmt
+
+
+def deployment(rev: str, replicas: int = 2, ready: int = 2, updated: int = 2, gen: int = 1, seen: int = 1) -> Any:
+    return {
+        "metadata": {
+            "name": f"wine-{rev}",
+            "generation": gen,
+            "labels": {naming.REVISION: rev, naming.COMPONENT: naming.SERVER_COMPONENT},
+        },
+        "spec": {"replicas": replicas},
+        "status": {"readyReplicas": ready, "updatedReplicas": updated, "observedGeneration": seen},
+    }
+
+
+def pod(rev: str, **container: Any) -> Any:
+    return {
+        "metadata": {"labels": {naming.REVISION: rev}},
+        "status": {"containerStatuses": [{"name": "server", "restartCount": 0, **container}]},
+    }
+
+
+def test_ready_needs_every_replica_updated_and_ready_at_the_current_generation() -> None:
+    assert track_facts(deployment("a"), []).ready
+    assert not track_facts(deployment("a", ready=1), []).ready
+    assert track_facts(deployment("a", ready=1), []).available
+    assert not track_facts(deployment("a", updated=1), []).ready
+    assert not track_facts(deployment("a", gen=2, seen=1), []).ready
+    assert not track_facts(None, []).exists
+
+
+def test_crash_loop_and_refused_digest_come_from_container_statuses() -> None:
+    crash = pod("a", restartCount=4, state={"waiting": {"reason": "CrashLoopBackOff"}})
+    facts = track_facts(deployment("a", ready=0), [crash])
+    assert facts.crash_looping and "CrashLoopBackOff" in facts.detail
+    refused = pod(
+        "a",
+        restartCount=1,
+        lastState={"terminated": {"exitCode": 3, "message": "model integrity check failed: expected sha256 ..."}},
+    )
+    facts = track_facts(deployment("a", ready=0), [refused])
+    assert facts.digest_mismatch and "integrity" in facts.detail
+    assert not track_facts(deployment("a"), [pod("a")]).crash_looping
+
+
+def test_facts_are_keyed_by_revision_and_ignore_the_gateway() -> None:
+    gateway = deployment("x")
+    gateway["metadata"]["labels"][naming.COMPONENT] = naming.GATEWAY_COMPONENT
+    facts = facts_by_revision([deployment("a"), deployment("b", ready=0), gateway], [pod("b", restartCount=5)])
+    assert set(facts) == {"a", "b"} and facts["a"].ready and facts["b"].crash_looping
+
+
+def test_command_annotation_parsing() -> None:
+    assert parse_command({}) is None
+    cmd = parse_command({naming.COMMAND_ANNOTATION: json.dumps({"id": "c1", "verb": "undo", "toRevision": 2})})
+    assert cmd is not None and (cmd.id, cmd.verb, cmd.to_revision) == ("c1", "undo", 2)
+    with pytest.raises(CommandError, match="not JSON"):
+        parse_command({naming.COMMAND_ANNOTATION: "promote"})
+    with pytest.raises(CommandError, match="must be"):
+        parse_command({naming.COMMAND_ANNOTATION: json.dumps({"verb": "promote"})})
+    with pytest.raises(CommandError, match="toRevision"):
+        parse_command({naming.COMMAND_ANNOTATION: json.dumps({"id": "x", "verb": "undo", "toRevision": 0})})
+
+
+def test_judge_result_becomes_a_verdict_fact_with_the_candidate_request_count() -> None:
+    fact = to_fact({"verdict": "promote", "reason": "ok", "samples": {"stable": 900, "candidate": 321}}, "rev", T0)
+    assert (fact.verdict, fact.candidate_requests, fact.candidate_revision) == ("promote", 321, "rev")
+    fact = to_fact({"verdict": "weird", "metrics": [{"name": "x", "samples": {"candidate": 7}}]}, "rev", T0)
+    assert fact.verdict == "inconclusive" and fact.candidate_requests == 7
+
+
+TARGET = AnalysisTarget(namespace="ml", model_deployment="wine", stable_revision="a", candidate_revision="b")
+
+
+def test_no_prometheus_means_inconclusive_never_promote() -> None:
+    result = PrometheusVerdicts("").look(TARGET, policy(), 60)
+    assert result["verdict"] == "inconclusive" and "MLROLLOUT_PROMETHEUS_URL" in result["reason"]
+    # an address where nothing listens: still inconclusive
+    result = PrometheusVerdicts("http://127.0.0.1:9").look(TARGET, policy(), 60)
+    assert result["verdict"] == "inconclusive"
+
+
+def test_recorded_verdicts_read_results_or_judge_snapshots(tmp_path: Path) -> None:
+    source = RecordedVerdicts(str(tmp_path))
+    assert source.look(TARGET, policy(), 60)["verdict"] == "inconclusive"  # no file yet
+    path = tmp_path / "ml.wine.json"
+    path.write_text(json.dumps({"verdict": "rollback", "reason": "recorded", "metrics": []}))
+    assert source.look(TARGET, policy(), 60)["reason"] == "recorded"
+    path.write_text(json.dumps({"snapshot": {"error": "recorded outage", "elapsed_seconds": 60}}))
+    result = source.look(TARGET, policy(), 60)
+    assert result == dict(judge({"error": "recorded outage", "elapsed_seconds": 60}, policy().to_dict()))
+
+
+def test_analysis_is_due_one_interval_after_the_step_started_and_after_each_look() -> None:
+    w = World(pol=policy(analysis={"interval": "30s"}))
+    w.start_rollout()
+    status: ModelDeploymentStatus = w.s
+    assert status.current_step is not None
+    started = status.current_step.started_at
+    assert not analysis_due(status, w.pol, w.now + timedelta(seconds=29))
+    assert analysis_due(status, w.pol, w.now + timedelta(seconds=30))
+    w.give_verdict("continue", requests=1, seconds=30)
+    assert w.s.current_step is not None and w.s.current_step.started_at == started
+    assert not analysis_due(w.s, w.pol, w.now + timedelta(seconds=10))
+    assert analysis_due(w.s, w.pol, w.now + timedelta(seconds=30))
+    assert fmt(w.now).endswith("Z")
