@@ -65,10 +65,12 @@ class App:
             inline_elements=s.inline_elements,
         )
         output_names = [o.name for o in sig.outputs]
-        session = model.session
+        # The codec already validated names, dtypes and shapes, so skip the Python wrapper's re-checks
+        # and call the session's C++ binding directly when this onnxruntime version exposes it.
+        raw_run = getattr(model.session, "_sess", model.session).run
 
         def run(feed: dict[str, Array]) -> list[Array]:
-            outputs: list[Array] = session.run(output_names, feed)
+            outputs: list[Array] = raw_run(output_names, feed, None)
             return outputs
 
         self.batcher = Batcher(run, settings, self.executor, self.metrics.predictions, self.metrics.batch)

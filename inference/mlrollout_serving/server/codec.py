@@ -7,6 +7,7 @@ names the problem. Nothing malformed ever reaches onnxruntime.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -47,7 +48,7 @@ class RequestedOutput:
     binary: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferRequest:
     id: str | None
     inputs: dict[str, Array]
@@ -84,17 +85,19 @@ def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
 
 
 def _shape(value: Any, spec: TensorSpec) -> tuple[int, ...]:
-    if not isinstance(value, list) or any(type(d) is not int for d in value):
+    if type(value) is not list or any(type(d) is not int for d in value):
         raise RequestError(f"input '{spec.name}': 'shape' must be a list of integers")
-    shape = tuple(value)
-    ok = len(shape) == len(spec.shape) and all(
-        d >= 1 and (want is None or d == want) for d, want in zip(shape, spec.shape, strict=True)
-    )
+    ok = len(value) == len(spec.shape)
+    if ok:
+        for d, want in zip(value, spec.shape, strict=True):
+            if d < 1 or (want is not None and d != want):
+                ok = False
+                break
     if not ok:
         raise RequestError(
-            f"input '{spec.name}': shape {list(shape)} does not match the model's {spec.oip_shape} (-1 = any size >= 1)"
+            f"input '{spec.name}': shape {value} does not match the model's {spec.oip_shape} (-1 = any size >= 1)"
         )
-    return shape
+    return tuple(value)
 
 
 def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) -> Array:
@@ -115,7 +118,8 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
             arr = np.empty(count, dtype=object)
             arr[:] = [s.encode() for s in flat]
         else:
-            arr = np.array(flat, dtype=spec.dtype)
+            with np.errstate(over="ignore"):  # too large for float32 becomes inf, rejected below
+                arr = np.array(flat, dtype=spec.dtype)
     except (OverflowError, ValueError) as e:
         raise RequestError(f"input '{spec.name}': value out of range for {spec.datatype} ({e})") from None
     return arr.reshape(shape)
@@ -175,14 +179,21 @@ def _decode_input(
         raise RequestError(f"input '{name}': missing 'data'")
     else:
         arr = _from_json(entry["data"], spec, shape, count)
-    if spec.is_float and not allow_non_finite and not np.isfinite(arr).all():
+    if spec.is_float and not allow_non_finite and not _all_finite(arr):
         raise RequestError(f"input '{name}': contains NaN or infinite values, which this model does not accept")
     return name, arr, offset
 
 
+def _all_finite(arr: Array) -> bool:
+    """One float64 reduction instead of an elementwise mask: NaN and inf propagate through a sum."""
+    if arr.dtype.itemsize <= 4:
+        return bool(np.isfinite(arr.sum(dtype=np.float64)))
+    return bool(np.isfinite(arr).all())
+
+
 def _decode_outputs(value: Any, sig: Signature, default_binary: bool) -> tuple[RequestedOutput, ...]:
     if value is None:
-        return tuple(RequestedOutput(o.name, default_binary) for o in sig.outputs)
+        return _all_outputs(sig, default_binary)
     if not isinstance(value, list):
         raise RequestError("'outputs' must be a list")
     result: list[RequestedOutput] = []
@@ -201,16 +212,26 @@ def _decode_outputs(value: Any, sig: Signature, default_binary: bool) -> tuple[R
     return tuple(result)
 
 
+@functools.lru_cache(maxsize=8)
+def _all_outputs(sig: Signature, binary: bool) -> tuple[RequestedOutput, ...]:
+    return tuple(RequestedOutput(o.name, binary) for o in sig.outputs)
+
+
 def _reject_constant(token: str) -> float:
     raise RequestError(f"non-finite value {token} is not accepted (it is not valid JSON either)")
 
 
+# Built once: json.loads/json.dumps with arguments construct a new decoder/encoder on every call.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_LAX_DECODER = json.JSONDecoder()
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def parse_json(data: bytes | memoryview, allow_non_finite: bool) -> Any:
-    """``json.loads`` that reports malformed JSON as a RequestError and, unless allowed, refuses NaN."""
+    """Parse JSON, reporting malformed JSON as a RequestError and, unless allowed, refusing NaN."""
     try:
-        if allow_non_finite:
-            return json.loads(bytes(data))
-        return json.loads(bytes(data), parse_constant=_reject_constant)
+        text = data.decode("utf-8") if type(data) is bytes else bytes(data).decode("utf-8")
+        return (_LAX_DECODER if allow_non_finite else _STRICT_DECODER).decode(text)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise RequestError(f"malformed JSON: {e}") from None
 
@@ -310,7 +331,7 @@ def encode_infer(
     if req_id is not None:
         doc["id"] = req_id
     doc["outputs"] = items
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = _ENCODER.encode(doc).encode()
     if not blobs:
         return Encoded(header, None)
     return Encoded(header + b"".join(blobs), len(header))

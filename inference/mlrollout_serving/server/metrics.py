@@ -245,7 +245,8 @@ class ServerMetrics:
             "Always 1: the model this process serves.",
             labels=[*ids, "model_name", "model_version", "sha256"],
         )
-        info.add_metric([*idv, self.model_name, self.model_version, self.sha256], 1.0)
+        if self.sha256:  # only once the model is verified and loaded
+            info.add_metric([*idv, self.model_name, self.model_version, self.sha256], 1.0)
         yield info
 
     def _histogram(self, name: str, doc: str, hist: _Histogram) -> HistogramMetricFamily:

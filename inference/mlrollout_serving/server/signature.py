@@ -7,6 +7,7 @@ regression values.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,11 +73,19 @@ class Signature:
         """All inputs and outputs have a dynamic leading (batch) dimension."""
         return all(t.batched for t in (*self.inputs, *self.outputs))
 
+    @functools.cached_property
+    def _inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.inputs}
+
+    @functools.cached_property
+    def _outputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.outputs}
+
     def input(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.inputs if t.name == name), None)
+        return self._inputs_by_name.get(name)
 
     def output(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.outputs if t.name == name), None)
+        return self._outputs_by_name.get(name)
 
 
 def _dims(shape: Sequence[Any]) -> tuple[int | None, ...]:
