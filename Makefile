@@ -59,3 +59,9 @@ cluster-up: cluster-build
 
 cluster-down:
 	@bash e2e/cluster/down
+
+.PHONY: bench-gateway
+bench: bench-gateway
+
+bench-gateway: deps venv
+	$(BIN)/python bench/gateway_bench.py --profile

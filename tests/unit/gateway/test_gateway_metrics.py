@@ -1,0 +1,67 @@
+"""The gateway's exposition follows docs/metrics.md: names, identity labels, histogram buckets."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlrollout_serving import contract
+from mlrollout_serving.gateway.metrics import GatewayMetrics
+
+
+def _samples(m: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = m.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _labels(**extra: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted({"namespace": "prod", "model_deployment": "iris", **extra}.items()))
+
+
+def test_request_counter_and_histogram() -> None:
+    m = GatewayMetrics("prod", "iris")
+    m.observe_request("stable", "r1", 200, 0.0004)
+    m.observe_request("stable", "r1", 200, 0.0025)
+    m.observe_request("stable", "r1", 503, 20.0)
+    m.observe_request("candidate", "r2", 200, 0.001)
+    s = _samples(m)
+    assert s[(contract.GATEWAY_REQUESTS, _labels(track="stable", revision="r1", code="200"))] == 2
+    assert s[(contract.GATEWAY_REQUESTS, _labels(track="stable", revision="r1", code="503"))] == 1
+    bucket = contract.GATEWAY_DURATION + "_bucket"
+    stable = {"track": "stable", "revision": "r1"}
+    assert s[(bucket, _labels(**stable, le="0.0005"))] == 1
+    assert s[(bucket, _labels(**stable, le="0.002"))] == 1
+    assert s[(bucket, _labels(**stable, le="0.003"))] == 2
+    assert s[(bucket, _labels(**stable, le="10.0"))] == 2
+    assert s[(bucket, _labels(**stable, le="+Inf"))] == 3
+    assert s[(contract.GATEWAY_DURATION + "_count", _labels(**stable))] == 3
+    assert s[(contract.GATEWAY_DURATION + "_sum", _labels(**stable))] == pytest.approx(20.0029)
+    # a value exactly on a bound belongs to that bucket (le is inclusive)
+    m.observe_request("candidate", "r2", 200, 0.001)
+    s = _samples(m)
+    assert s[(bucket, _labels(track="candidate", revision="r2", le="0.001"))] == 2
+
+
+def test_other_series_names_and_labels() -> None:
+    m = GatewayMetrics("prod", "iris")
+    m.fallback("candidate", "r2", "timeout", "stable")
+    m.mirror_sent("r3")
+    m.mirror_drop("r3", "queue_full")
+    m.shadow_agreement("r3", "label", 3, 1)
+    m.shadow_abs_difference("r3", "variable", [0.0, 0.2])
+    m.set_route_version(12)
+    s = _samples(m)
+    assert s[(contract.GATEWAY_FALLBACKS, _labels(track="candidate", revision="r2", reason="timeout",
+                                                  action="stable"))] == 1  # fmt: skip
+    assert s[(contract.GATEWAY_MIRRORED, _labels(track="shadow", revision="r3"))] == 1
+    assert s[(contract.GATEWAY_MIRROR_DROPPED, _labels(track="shadow", revision="r3", reason="queue_full"))] == 1
+    agreement = contract.GATEWAY_SHADOW_AGREEMENT
+    assert s[(agreement, _labels(track="shadow", revision="r3", output="label", result="agree"))] == 3
+    assert s[(agreement, _labels(track="shadow", revision="r3", output="label", result="disagree"))] == 1
+    count = contract.GATEWAY_SHADOW_ABS_DIFF + "_count"
+    assert s[(count, _labels(track="shadow", revision="r3", output="variable"))] == 2
+    assert s[(contract.GATEWAY_ROUTE_VERSION, _labels(track="gateway", revision=""))] == 12
