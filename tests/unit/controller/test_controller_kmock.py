@@ -1,0 +1,169 @@
+"""The reconcile handler against KMock (the kopf author's Kubernetes API mock server), over real HTTP.
+
+Fast feedback for the I/O half: the Kubernetes adapter's paths, server-side apply bodies, status writes
+through the subresource, Events. The emulator stores JSON and merges patches; it has no controllers, so
+readiness is written into the Deployment status by the test (the cluster tier does the real thing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import kmock
+import pytest
+from kubernetes import client
+from tests.unit.rollout.world import IMAGE, spec
+
+from mlrollout.controller import naming
+from mlrollout.controller.kube import Kube
+from mlrollout.controller.reconcile import Outcome, Reconciler
+from mlrollout.controller.settings import OperatorSettings
+from mlrollout.controller.verdicts import RecordedVerdicts
+from mlrollout.revision import revision_of
+
+MD = "mlrollout.io/v1alpha1/modeldeployments"
+DEPLOYMENTS = "apps/v1/deployments"
+LOG = logging.getLogger("test.kmock")
+
+
+class ApplyingEmulator(kmock.KubernetesEmulator):
+    """KMock's emulator plus two rules of the real API server it lacks: applying a missing object creates
+    it (server-side apply), and a PUT to `/status` replaces only the status."""
+
+    posted_events: list[dict[str, Any]]
+
+    async def _handle(self, request: Any) -> Any:
+        if request.method == kmock.method.POST and request.url.path.endswith("/events"):
+            self.__dict__.setdefault("posted_events", []).append(request.data)
+        if request.method == kmock.method.PUT and request.url.path.endswith("/status"):
+            key = (request.resource, request.namespace, request.name)  # the status subresource: status only
+            async with self._lock:
+                self._objects[key] = {**self._objects[key].raw, "status": request.data["status"]}
+                return aiohttp.web.json_response(self._objects[key].raw)
+        if request.action == kmock.action.UPDATE and request.resource is not None and request.name:
+            key = (request.resource, request.namespace, request.name)
+            if request.method == kmock.method.PATCH and (key not in self._objects or self._objects[key].deleted):
+                self._objects[key] = request.data
+        return await super()._handle(request)
+
+
+pytestmark = pytest.mark.kmock(cls=ApplyingEmulator)
+
+
+def md_body(version: str = "1", sha: str = "a", **spec_extra: Any) -> dict[str, Any]:
+    model = {"name": "wine", "version": version, "uri": f"file:///models/wine-{version}.onnx", "sha256": sha * 64}
+    return {
+        "apiVersion": "mlrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "wine", "namespace": "ml", "uid": "uid-1", "generation": 1},
+        "spec": {"model": model, "rolloutPolicyRef": {"name": "fast"}, **spec_extra},
+    }
+
+
+FAST_POLICY = {
+    "apiVersion": "mlrollout.io/v1alpha1",
+    "kind": "RolloutPolicy",
+    "metadata": {"name": "fast"},
+    "spec": {
+        "strategy": {"steps": [{"canary": {"weight": 20, "minRequests": 10}}]},
+        "analysis": {"interval": "1s"},
+    },
+}
+
+
+@pytest.fixture
+def cluster(kmock: Any) -> Any:
+    kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
+    kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
+    kmock.resources["v1/pods"].kind = "Pod"
+    kmock.resources[DEPLOYMENTS].kind = "Deployment"
+    # a namespace fetch looks like a namespaced listing to the emulator's URL parser: answer it directly
+    kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {"team": "a"}}}
+    kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = FAST_POLICY
+    kmock.objects[MD, "ml", "wine"] = md_body()
+    return kmock
+
+
+def reconciler(server: Any, verdicts: Path) -> Reconciler:
+    api = client.ApiClient(client.Configuration(host=str(server.url).rstrip("/")))
+    settings = OperatorSettings(serving_image=IMAGE, gateway_image="gw:test")
+    return Reconciler(Kube(api), RecordedVerdicts(str(verdicts)), settings)
+
+
+async def run(rec: Reconciler, now: datetime) -> Outcome | None:
+    return await asyncio.to_thread(rec.reconcile, "ml", "wine", LOG, now)
+
+
+def make_ready(server: Any, name: str) -> None:
+    dep = server.objects[DEPLOYMENTS, "ml", name]
+    replicas = dep["spec"]["replicas"]
+    dep.patch({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "readyReplicas": replicas,
+                                                         "updatedReplicas": replicas}})  # fmt: skip
+
+
+async def test_reconcile_creates_children_writes_status_and_walks_a_rollout(cluster: Any, tmp_path: Path) -> None:
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    rev1 = revision_of(spec("1", "a"), IMAGE).revision
+
+    out = await run(rec, t0)
+    assert out is not None and out.phase == "Pending" and "Deploying" in out.events
+    dep = cluster.objects[DEPLOYMENTS, "ml", f"wine-{rev1}"]
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    for resource, name in [
+        ("v1/services", f"wine-{rev1}"),
+        ("v1/services", "wine"),
+        (DEPLOYMENTS, "wine"),
+        ("v1/configmaps", "wine-routes"),
+        ("v1/serviceaccounts", "wine-gateway"),
+        ("rbac.authorization.k8s.io/v1/roles", "wine-gateway"),
+        ("rbac.authorization.k8s.io/v1/rolebindings", "wine-gateway"),
+        ("policy/v1/poddisruptionbudgets", "wine"),
+    ]:
+        assert cluster.objects[resource, "ml", name]["metadata"]["labels"][naming.MANAGED_BY] == "mlrollout"
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert status["phase"] == "Pending" and status["policy"] == "fast (reference)"
+    assert status["observedGeneration"] == 1
+    posted = cluster.posted_events
+    assert {"Deploying", "PhasePending"} <= {e["reason"] for e in posted}  # every transition posts an Event
+    assert all(e["involvedObject"]["uid"] == "uid-1" for e in posted)
+
+    make_ready(cluster, f"wine-{rev1}")
+    out = await run(rec, t0 + timedelta(seconds=5))
+    assert out is not None and out.phase == "Healthy"
+
+    # a new revision: candidate created, routes step on a recorded promote verdict
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b")["spec"], "metadata": {"generation": 2}})
+    rev2 = revision_of(spec("2", "b"), IMAGE).revision
+    out = await run(rec, t0 + timedelta(seconds=10))
+    assert out is not None and out.phase == "Progressing" and "RolloutStarted" in out.events
+    make_ready(cluster, f"wine-{rev2}")
+    out = await run(rec, t0 + timedelta(seconds=11))
+    routes = cluster.objects["v1/configmaps", "ml", "wine-routes"]["data"]["routes.yaml"]
+    assert "weight: 20" in routes and rev2 in routes
+    (tmp_path / "ml.wine.json").write_text(
+        json.dumps({"verdict": "promote", "reason": "recorded", "samples": {"stable": 500, "candidate": 50}})
+    )
+    out = await run(rec, t0 + timedelta(seconds=13))
+    assert out is not None and "Promoted" in out.events and out.phase == "Healthy"
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert status["stable"]["revision"] == rev2 and status["lastAnalysis"]["verdict"] == "promote"
+    # the spec was never written by the operator
+    assert cluster.objects[MD, "ml", "wine"]["spec"]["model"]["version"] == "2"
+
+
+async def test_missing_referenced_policy_degrades_with_the_policy_named(cluster: Any, tmp_path: Path) -> None:
+    body = md_body()
+    body["spec"]["rolloutPolicyRef"] = {"name": "nope"}
+    cluster.objects[MD, "ml", "wine"] = body
+    out = await run(reconciler(cluster, tmp_path), datetime(2026, 11, 26, tzinfo=UTC))
+    assert out is not None and out.phase == "Degraded" and out.events == ("PolicyError",)
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert "nope" in status["message"]
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Degraded"] == ["PolicyError"]
