@@ -1,0 +1,149 @@
+"""The sample models of the demo and the e2e scenarios, built from scikit-learn's bundled wine dataset.
+
+- ``v1``: logistic regression (standardised inputs), the first stable model.
+- ``v2``: a slightly different regularisation: as accurate as v1, a good candidate.
+- ``v3``: v2 plus a deliberately slow side branch in the ONNX graph (repeated matrix products whose
+  result is multiplied by zero): same predictions, much higher latency, a bad candidate.
+- ``profile.json``: the reference profile of the training data (input bins and predictions).
+
+Every file goes into one directory with a ``manifest.json`` holding each file's sha256, the held-out
+request rows and the class labels; the model store serves that directory over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+INPUT = "input"
+SLOW_SIZE = 320  # side length of the matrices of v3's slow branch
+SLOW_ROUNDS = 3  # matrix products per request in v3 (about 20 ms on one core)
+
+
+def _wine() -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32]]:
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    held = np.arange(len(x32)) % 5 == 0
+    return x32[~held], np.asarray(y)[~held], x32[held]
+
+
+def _logreg_onnx(train_x: npt.NDArray[np.float32], train_y: npt.NDArray[Any], c: float) -> Any:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(train_x, train_y)
+    return convert_sklearn(
+        model,
+        initial_types=[(INPUT, FloatTensorType([None, train_x.shape[1]]))],
+        options={id(model.steps[-1][1]): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+
+
+def slow_variant(onx: Any) -> Any:
+    """The same model with a side branch that costs CPU on every request and changes no output.
+
+    The branch depends on the input (so onnxruntime cannot fold it into a constant at load time):
+    a ``SLOW_SIZE``-square matrix filled with ``0 * sum(input) + 0.5`` is multiplied by itself
+    ``SLOW_ROUNDS`` times; the sum of the result times zero is added to the probabilities.
+    """
+    from onnx import TensorProto, helper
+
+    graph = onx.graph
+    probs = next(o for o in graph.output if o.name == "probabilities")
+    # Rename the producer of `probabilities` so the final Add can take its name.
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out == probs.name:
+                node.output[i] = "probabilities_fast"
+    n = SLOW_SIZE
+    inits = [
+        helper.make_tensor("slow_shape", TensorProto.INT64, [2], [n, n]),
+        helper.make_tensor("slow_zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("slow_half", TensorProto.FLOAT, [], [0.5]),
+        helper.make_tensor("slow_scale", TensorProto.FLOAT, [], [1.0 / n]),
+    ]
+    nodes = [
+        helper.make_node("ReduceSum", [INPUT], ["slow_sum"], keepdims=0),
+        helper.make_node("Mul", ["slow_sum", "slow_zero"], ["slow_z"]),
+        helper.make_node("Add", ["slow_z", "slow_half"], ["slow_fill"]),
+        helper.make_node(
+            "ConstantOfShape", ["slow_shape"], ["slow_ones"], value=helper.make_tensor("v", 1, [1], [1.0])
+        ),
+        helper.make_node("Mul", ["slow_ones", "slow_fill"], ["slow_m0"]),
+    ]
+    prev = "slow_m0"
+    for i in range(SLOW_ROUNDS):
+        nodes.append(helper.make_node("MatMul", [prev, "slow_m0"], [f"slow_p{i}"]))
+        nodes.append(helper.make_node("Mul", [f"slow_p{i}", "slow_scale"], [f"slow_m{i + 1}"]))
+        prev = f"slow_m{i + 1}"
+    nodes += [
+        helper.make_node("ReduceSum", [prev], ["slow_total"], keepdims=0),
+        helper.make_node("Mul", ["slow_total", "slow_zero"], ["slow_nothing"]),
+        helper.make_node("Add", ["probabilities_fast", "slow_nothing"], [probs.name]),
+    ]
+    graph.initializer.extend(inits)
+    graph.node.extend(nodes)
+    return onx
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def build(out: Path) -> dict[str, Any]:
+    """Builds every sample model and the profile into OUT; returns (and writes) the manifest."""
+    from mlrollout_serving import profile as prof
+
+    out.mkdir(parents=True, exist_ok=True)
+    train_x, train_y, held = _wine()
+    v1 = _logreg_onnx(train_x, train_y, c=1.0)
+    v2 = _logreg_onnx(train_x, train_y, c=0.5)
+    v3 = slow_variant(_logreg_onnx(train_x, train_y, c=0.5))
+    files = {
+        "wine-v1.onnx": v1.SerializeToString(),
+        "wine-v2.onnx": v2.SerializeToString(),
+        "wine-v3-slow.onnx": v3.SerializeToString(),
+    }
+    digests = {name: _write(out / name, data) for name, data in files.items()}
+    x64 = train_x.astype(np.float64)
+    profile = prof.build(x64, predictions=prof.predictions_for(out / "wine-v1.onnx", x64))
+    prof.write(profile, out / "wine-profile.json")
+    digests["wine-profile.json"] = hashlib.sha256((out / "wine-profile.json").read_bytes()).hexdigest()
+    manifest = {
+        "files": digests,
+        "rows": held.astype(float).tolist(),
+        "features": int(train_x.shape[1]),
+        "classes": sorted(int(c) for c in set(train_y.tolist())),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    manifest = build(args.out)
+    for name, digest in manifest["files"].items():
+        print(f"{name}  sha256={digest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Installs what the demo and the e2e scenarios run on any cluster reachable through KUBECONFIG.
+
+The operator chart (with the real `helm`), an in-cluster Prometheus, the model store holding the sample
+models, and the bounded load generator pod. Only `kubectl` and `helm` talk to the cluster, so the same
+code works on the local single-node cluster (e2e/cluster + e2e/node) and on kind (e2e/kind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = Path(__file__).resolve().parent / "manifests"
+SYSTEM_NS = "mlrollout-system"
+MODELS_NS = "mlrollout-models"
+RELEASE = "mlrollout"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MLROLLOUT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlrollout"
+    )
+    return Path(base)
+
+
+def image_refs(path: Path | None = None) -> dict[str, str]:
+    """Image references written by images/build (or e2e/kind/load): PAUSE, COREDNS, OPERATOR, SERVING, PROMETHEUS."""
+    path = path or Path(os.environ.get("MLROLLOUT_IMAGE_REFS", cache_dir() / "images" / "refs.env"))
+    refs: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("MLROLLOUT_") and key.endswith("_IMAGE"):
+            refs[key.removeprefix("MLROLLOUT_").removesuffix("_IMAGE")] = value
+    return refs
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """'registry/repo:tag' -> ('registry/repo', 'tag')."""
+    repo, _, tag = ref.rpartition(":")
+    if "/" in tag or not repo:
+        return ref, "latest"
+    return repo, tag
+
+
+def _tool(name: str) -> str:
+    """The pinned build of kubectl/helm when e2e/cluster/env exported it, else the one on PATH."""
+    bin_dir = os.environ.get("MLROLLOUT_CLUSTER_BIN")
+    if bin_dir and (Path(bin_dir) / name).exists():
+        return str(Path(bin_dir) / name)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f'{name} not found: run `eval "$(e2e/cluster/env)"` or install {name}')
+    return found
+
+
+@dataclass
+class Cluster:
+    """kubectl and helm against one cluster."""
+
+    kubeconfig: str
+
+    def run(self, tool: str, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 180) -> str:
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        proc = subprocess.run(
+            [_tool(tool), *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 180) -> str:
+        return self.run("kubectl", *args, stdin=stdin, check=check, timeout=timeout)
+
+    def helm(self, *args: str, timeout: float = 600) -> str:
+        return self.run("helm", *args, timeout=timeout)
+
+    def apply(self, manifest: str) -> None:
+        self.kubectl("apply", "-f", "-", stdin=manifest)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        ns = ["-n", namespace] if namespace else []
+        out = self.kubectl("get", kind, name, *ns, "-o", "json", "--ignore-not-found", timeout=60)
+        return json.loads(out) if out.strip() else None
+
+    def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        meta: dict[str, Any] = {"name": name}
+        if labels:
+            meta["labels"] = dict(labels)
+        self.apply(json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": meta}))
+
+    def rollout_wait(self, namespace: str, deployment: str, timeout: int = 300) -> None:
+        self.kubectl(
+            "-n",
+            namespace,
+            "rollout",
+            "status",
+            f"deployment/{deployment}",
+            f"--timeout={timeout}s",
+            timeout=timeout + 30,
+        )
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    text = (MANIFESTS / template).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    return text
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Polls PREDICATE until it returns something truthy; raises TimeoutError naming WHAT."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+# --- the stack ---------------------------------------------------------------------------------------
+
+
+def install_prometheus(cluster: Cluster, refs: Mapping[str, str], scrape_interval: str = "2s") -> str:
+    """Prometheus in SYSTEM_NS; returns its in-cluster URL."""
+    cluster.ensure_namespace(SYSTEM_NS)
+    cluster.apply(
+        render(
+            "prometheus.yaml",
+            {"NAMESPACE": SYSTEM_NS, "PROMETHEUS_IMAGE": refs["PROMETHEUS"], "SCRAPE_INTERVAL": scrape_interval},
+        )
+    )
+    cluster.rollout_wait(SYSTEM_NS, "prometheus")
+    return f"http://prometheus.{SYSTEM_NS}.svc:9090"
+
+
+def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: Path) -> str:
+    """The model store serving every file of MODELS_DIR; returns its base URL."""
+    cluster.ensure_namespace(MODELS_NS)
+    files = sorted(p for p in models_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
+    cm = cluster.kubectl(
+        "create",
+        "configmap",
+        "models",
+        "-n",
+        MODELS_NS,
+        *(f"--from-file={p}" for p in files),
+        "--dry-run=client",
+        "-o",
+        "json",
+    )
+    cluster.apply(cm)
+    cluster.apply(
+        render(
+            "model-store.yaml",
+            {"NAMESPACE": MODELS_NS, "SERVING_IMAGE": refs["SERVING"], "MODELS_DIGEST": digest},
+        )
+    )
+    cluster.rollout_wait(MODELS_NS, "model-store")
+    return f"http://model-store.{MODELS_NS}.svc"
+
+
+def install_operator(
+    cluster: Cluster, refs: Mapping[str, str], prometheus_url: str, extra_env: Mapping[str, str] | None = None
+) -> None:
+    """The chart, installed (or upgraded) with the real helm, pointing at the local images."""
+    repo, tag = split_ref(refs["OPERATOR"])
+    env = {
+        "MLROLLOUT_SERVING_IMAGE": refs["SERVING"],
+        "MLROLLOUT_GATEWAY_IMAGE": refs["SERVING"],
+        "MLROLLOUT_RECONCILE_INTERVAL": "2",
+        **(extra_env or {}),
+    }
+    args = [
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(REPO / "charts" / "mlrollout"),
+        "--namespace",
+        SYSTEM_NS,
+        "--create-namespace",
+        "--set",
+        f"image.repository={repo}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=IfNotPresent",
+        "--set",
+        f"prometheusUrl={prometheus_url}",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]
+    for i, (name, value) in enumerate(env.items()):
+        args += ["--set", f"extraEnv[{i}].name={name}", "--set-string", f"extraEnv[{i}].value={value}"]
+    cluster.helm(*args)
+
+
+def operator_deployment(cluster: Cluster) -> str:
+    out = cluster.kubectl(
+        "-n", SYSTEM_NS, "get", "deployment", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name"
+    )
+    names = out.split()
+    if not names:
+        raise RuntimeError(f"no operator Deployment in {SYSTEM_NS}")
+    return names[0].split("/", 1)[1]
+
+
+# --- load generator ------------------------------------------------------------------------------------
+
+
+def start_loadgen(
+    cluster: Cluster,
+    namespace: str,
+    refs: Mapping[str, str],
+    md_name: str,
+    model_name: str,
+    rows: Sequence[Sequence[float]],
+    rate: float = 20,
+    workers: int = 4,
+    name: str = "loadgen",
+) -> str:
+    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "rows.json").write_text(json.dumps([list(r) for r in rows]))
+        cm = cluster.kubectl(
+            "create",
+            "configmap",
+            name,
+            "-n",
+            namespace,
+            f"--from-file=loadgen.py={Path(__file__).resolve().parent / 'loadgen.py'}",
+            f"--from-file=rows.json={Path(tmp) / 'rows.json'}",
+            "--dry-run=client",
+            "-o",
+            "json",
+        )
+    cluster.apply(cm)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "mlrollout-loadgen"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsUser": 65532, "runAsNonRoot": True},
+            "containers": [
+                {
+                    "name": "loadgen",
+                    "image": refs["SERVING"],
+                    "command": ["python3", "/config/loadgen.py"],
+                    "env": [
+                        {"name": "TARGET", "value": f"http://{md_name}.{namespace}.svc:8080"},
+                        {"name": "MODEL", "value": model_name},
+                        {"name": "RATE", "value": str(rate)},
+                        {"name": "WORKERS", "value": str(workers)},
+                        {"name": "ROWS", "value": "/config/rows.json"},
+                    ],
+                    "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+                    "volumeMounts": [{"name": "config", "mountPath": "/config"}],
+                }
+            ],
+            "volumes": [{"name": "config", "configMap": {"name": name}}],
+        },
+    }
+    cluster.kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=true", timeout=120)
+    cluster.apply(json.dumps(pod))
+    cluster.kubectl("wait", "-n", namespace, f"pod/{name}", "--for=condition=Ready", "--timeout=180s", timeout=200)
+    return name
+
+
+def loadgen_stats(cluster: Cluster, namespace: str, name: str = "loadgen") -> dict[str, Any]:
+    """The load generator's latest cumulative counts (its last log line)."""
+    out = cluster.kubectl("logs", "-n", namespace, name, "--tail=5", timeout=60)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"sent": 0, "ok": 0, "failed": 0, "codes": {}, "versions": {}}
+    stats: dict[str, Any] = json.loads(lines[-1])
+    return stats
+
+
+def stop_loadgen(cluster: Cluster, namespace: str, name: str = "loadgen") -> dict[str, Any]:
+    """Final counts, then the pod is deleted."""
+    time.sleep(1.5)  # one more report line covers every request answered so far
+    stats = loadgen_stats(cluster, namespace, name)
+    cluster.kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=false", check=False)
+    return stats

@@ -1,0 +1,38 @@
+# Shared settings for e2e/node/{deps,build,up,down}; sourced, not executed.
+# The node joins the control plane of e2e/cluster/ (same state directory, CA and binaries).
+NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$NODE_DIR/../.." && pwd)"
+# shellcheck source=../cluster/lib.sh
+source "$NODE_DIR/../cluster/lib.sh"
+
+NODE_NAME="mlrollout-node"
+NODE_STATE="$MLROLLOUT_STATE/node"
+# Pods live on a Linux bridge of our own; the host's address on it is the node address.
+BRIDGE="mlr0"
+POD_CIDR="10.244.0.0/24"
+NODE_IP="10.244.0.1"
+# The control plane's service range (e2e/cluster/up) and the cluster DNS address inside it.
+SERVICE_CIDR="10.0.0.0/24"
+CLUSTER_DNS_IP="10.0.0.10"
+CLUSTER_DOMAIN="cluster.local"
+CNI_BIN_DIR="/usr/lib/cni"
+CONTAINERD_SOCK="$NODE_STATE/containerd/containerd.sock"
+NODE_BIN="$MLROLLOUT_CACHE/node/bin"
+COREDNS_VERSION="$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' "$NODE_DIR/gosrc/go.mod")"
+# Processes of the node, in start order (`down` stops them in reverse).
+NODE_COMPONENTS=(containerd apiproxy kubelet kube-proxy)
+
+nlog() { printf '[node %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# node_pid NAME: the pid of a node process we started, after checking its command line,
+# so a recycled pid is never signalled.
+node_pid() {
+  local f="$NODE_STATE/pids/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$NODE_STATE" || return 1
+  echo "$pid"
+}
+
+ctr_node() { ctr --address "$CONTAINERD_SOCK" "$@"; }

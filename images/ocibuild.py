@@ -1,0 +1,229 @@
+"""A small OCI image writer: directory trees in, an OCI image-layout archive out.
+
+Used where neither Docker nor a registry exists: the archive is imported with
+`ctr -n k8s.io images import`. Layers are uncompressed, deterministic tars (sorted entries, fixed
+mtime), so the same input tree always yields the same digest and warm runs can skip work by content.
+
+    python3 ocibuild.py layer TREE OUT.tar            # one layer from a directory tree
+    python3 ocibuild.py image --name REF --layer A.tar --layer B.tar [--entrypoint JSON] \
+        [--cmd JSON] [--env K=V ...] [--workdir DIR] [--user UID] OUT.tar
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Paths never shipped in a layer: the runtime provides them, or they are caches and documentation.
+EXCLUDED_PREFIXES = (
+    "dev/",
+    "proc/",
+    "sys/",
+    "run/",
+    "tmp/",
+    "var/cache/apt/",
+    "var/cache/debconf/",
+    "var/lib/apt/lists/",
+    "var/log/",
+    "usr/share/doc/",
+    "usr/share/man/",
+    "usr/share/info/",
+    "usr/share/locale/",
+)
+FIXED_MTIME = 0
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def excluded(rel: str) -> bool:
+    """Whether a path relative to the tree root stays out of the layer (its directory is kept)."""
+    return any(rel.startswith(p) for p in EXCLUDED_PREFIXES)
+
+
+def walk(tree: Path) -> Iterator[Path]:
+    """Every path under TREE in a stable order, directories before their contents."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted([*dirnames, *filenames]):
+            yield base / name
+
+
+def write_layer(tree: Path, out: Path) -> str:
+    """Writes TREE as a deterministic tar to OUT and returns its sha256 digest ("sha256:...")."""
+    tmp = out.with_suffix(".partial")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in walk(tree):
+            rel = path.relative_to(tree).as_posix()
+            if excluded(rel):
+                continue
+            info = tar.gettarinfo(str(path), arcname=rel)
+            info.mtime = FIXED_MTIME
+            info.uname = info.gname = ""
+            if info.isreg():
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
+            elif stat.S_ISSOCK(path.lstat().st_mode):
+                continue
+            else:
+                tar.addfile(info)
+    digest = file_digest(tmp)
+    tmp.replace(out)
+    return digest
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _blob(blobs: Path, data: bytes) -> tuple[str, int]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (blobs / digest.split(":", 1)[1]).write_bytes(data)
+    return digest, len(data)
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_image(
+    name: str,
+    layers: list[Path],
+    out: Path,
+    entrypoint: list[str] | None,
+    cmd: list[str] | None,
+    env: list[str],
+    workdir: str | None,
+    user: str | None,
+) -> str:
+    """Writes an OCI image-layout archive for NAME (a full reference) and returns the manifest digest."""
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
+        root = Path(tmpdir)
+        blobs = root / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        layer_descs = []
+        diff_ids = []
+        for layer in layers:
+            digest = file_digest(layer)
+            target = blobs / digest.split(":", 1)[1]
+            try:
+                os.link(layer, target)
+            except OSError:
+                shutil.copyfile(layer, target)
+            layer_descs.append({"mediaType": OCI_LAYER, "digest": digest, "size": layer.stat().st_size})
+            diff_ids.append(digest)
+        config: dict[str, object] = {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": {
+                k: v
+                for k, v in {
+                    "Entrypoint": entrypoint,
+                    "Cmd": cmd,
+                    "Env": env or None,
+                    "WorkingDir": workdir,
+                    "User": user,
+                }.items()
+                if v is not None
+            },
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        config_digest, config_size = _blob(blobs, _canonical(config))
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": layer_descs,
+        }
+        manifest_digest, manifest_size = _blob(blobs, _canonical(manifest))
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": manifest_size,
+                    "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+        (root / "index.json").write_bytes(_canonical(index))
+        (root / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
+        partial = out.with_suffix(".partial")
+        with tarfile.open(partial, "w") as tar:
+            for path in [root / "oci-layout", root / "index.json", root / "blobs", *sorted(walk(root / "blobs"))]:
+                info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
+                info.mtime = FIXED_MTIME
+                if info.isreg():
+                    with path.open("rb") as fh:
+                        tar.addfile(info, fh)
+                else:
+                    tar.addfile(info)
+        partial.replace(out)
+    return manifest_digest
+
+
+def _json_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SystemExit(f"expected a JSON list of strings, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_layer = sub.add_parser("layer", help="a deterministic layer tar from a directory tree")
+    p_layer.add_argument("tree", type=Path)
+    p_layer.add_argument("out", type=Path)
+    p_image = sub.add_parser("image", help="an OCI image-layout archive from layer tars")
+    p_image.add_argument("--name", required=True, help="full reference, e.g. localhost/mlrollout/pause:3.10")
+    p_image.add_argument("--layer", type=Path, action="append", default=[])
+    p_image.add_argument("--entrypoint")
+    p_image.add_argument("--cmd")
+    p_image.add_argument("--env", action="append", default=[])
+    p_image.add_argument("--workdir")
+    p_image.add_argument("--user")
+    p_image.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "layer":
+        print(write_layer(args.tree, args.out))
+    else:
+        print(
+            write_image(
+                args.name,
+                args.layer,
+                args.out,
+                _json_list(args.entrypoint),
+                _json_list(args.cmd),
+                args.env,
+                args.workdir,
+                args.user,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
