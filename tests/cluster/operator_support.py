@@ -1,0 +1,302 @@
+"""Helpers for the operator's cluster tests: the operator as a real `kopf run` subprocess under the chart's
+ServiceAccount, pod readiness faked through the status subresource, recorded verdicts, polling.
+
+This tier has a real kube-apiserver, etcd and kube-controller-manager (Deployments really create
+ReplicaSets and pods, the garbage collector really deletes owned objects) but no kubelet: nothing runs in
+the pods. The ONLY thing faked is pod status: `PodFaker` marks the operator's pods Running and Ready (or
+crash-looping, or exited with the model server's sha256-refusal code) by patching `pods/status`, and the
+ReplicaSet and Deployment controllers compute readiness from that as they would from a kubelet's report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+from tests.cluster.kube import REPO, ControlPlane, Kubectl
+
+VENV_BIN = REPO / ".venv" / "bin"
+CHART = REPO / "charts" / "mlrollout"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.3) -> T:
+    """Poll until `check` returns something truthy; fail with `what` and the last value on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the chart's ServiceAccount ----------------------------------------------------------------------------
+
+
+@dataclass
+class ChartIdentity:
+    """The chart's RBAC and ServiceAccount applied in a namespace, and a kubeconfig that acts as it."""
+
+    kubeconfig: Path
+    release: str
+    cluster_objects: list[tuple[str, str]]
+
+
+@contextlib.contextmanager
+def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: Path) -> Iterator[ChartIdentity]:
+    """`helm template` the chart's RBAC and ServiceAccount (watching every namespace, as by default), apply
+    them, and mint a token for the ServiceAccount: the operator then runs with exactly the chart's rights."""
+    release = f"op{secrets.token_hex(3)}"
+    rendered = subprocess.run(
+        [cp.binary("helm"), "template", release, str(CHART), "--namespace", namespace,
+         "--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"],
+        capture_output=True, text=True, check=True, env={**cp.env, "HELM_CACHE_HOME": str(workdir / "helm"),
+                                                        "HELM_CONFIG_HOME": str(workdir / "helm")},
+    ).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    cluster_objects = [(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"].startswith("Cluster")]
+    sa = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    token = kubectl("create", "token", sa, "-n", namespace, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(cp.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    kubeconfig = workdir / "operator.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test", "cluster": cluster}],
+                "users": [{"name": sa, "user": {"token": token}}],
+                "contexts": [{"name": "op", "context": {"cluster": "test", "user": sa, "namespace": namespace}}],
+                "current-context": "op",
+            }
+        )
+    )
+    try:
+        yield ChartIdentity(kubeconfig, release, cluster_objects)
+    finally:
+        for kind, name in cluster_objects:
+            kubectl("delete", kind, name, "--ignore-not-found", "--wait=false", check=False)
+
+
+# -- the operator process ----------------------------------------------------------------------------------
+
+
+@dataclass
+class OperatorProcess:
+    """`kopf run -m mlrollout.controller.handlers` for one namespace, as the chart runs it (standalone)."""
+
+    kubeconfig: Path
+    namespace: str
+    verdicts_dir: Path
+    log_path: Path
+    reconcile_interval: float = 1.0
+    proc: subprocess.Popen[bytes] | None = None
+    health_port: int = 0
+    metrics_port: int = 0
+    starts: int = 0
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.health_port, self.metrics_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "MLROLLOUT_VERDICTS_DIR": str(self.verdicts_dir),
+            "MLROLLOUT_RECONCILE_INTERVAL": str(self.reconcile_interval),
+            "MLROLLOUT_METRICS_PORT": str(self.metrics_port),
+            "MLROLLOUT_SERVING_IMAGE": "mlrollout/serving:test",
+            "MLROLLOUT_GATEWAY_IMAGE": "mlrollout/serving:test",
+            "MLROLLOUT_LOG_FORMAT": "json",
+        }
+        env.pop("MLROLLOUT_PROMETHEUS_URL", None)
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"\n==== start {self.starts} ====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "kopf"), "run", "--standalone", f"--namespace={self.namespace}",
+             f"--liveness=http://127.0.0.1:{self.health_port}/healthz", "-m", "mlrollout.controller.handlers"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO), start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        wait_for(self._healthy, timeout, f"operator liveness on port {self.health_port}\n{self.log_tail()}", 0.5)
+
+    def _healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc and self.proc.returncode}\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+# -- pod status: the only thing this tier fakes ------------------------------------------------------------
+
+
+@dataclass
+class PodFaker:
+    """Marks the operator's pods Ready through `pods/status` (what a kubelet would report), in a thread.
+
+    `break_revision(rev, how)` makes that revision's pods report a crash loop (`crash`) or the model
+    server's sha256 refusal (`digest`: exit code 3 with its log line as termination message) instead.
+    """
+
+    kubeconfig: Path
+    namespace: str
+    broken: dict[str, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> PodFaker:
+        api_client = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        self._core = client.CoreV1Api(api_client)
+        self._thread = threading.Thread(target=self._run, name="pod-faker", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def break_revision(self, revision: str, how: str) -> None:
+        self.broken[revision] = how
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception as exc:  # keep faking; the test's own waits report what is missing
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            self._stop.wait(0.3)
+
+    def _tick(self) -> None:
+        pods = self._core.list_namespaced_pod(self.namespace, label_selector="app.kubernetes.io/managed-by=mlrollout")
+        for pod in pods.items:
+            assert pod.metadata is not None and pod.metadata.name is not None
+            rev = (pod.metadata.labels or {}).get("mlrollout.io/revision", "")
+            how = self.broken.get(rev)
+            body = self._status(pod, how)
+            if body is not None:
+                self._core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, body)
+
+    def _status(self, pod: Any, how: str | None) -> dict[str, Any] | None:
+        containers = [c.name for c in pod.spec.containers]
+        images = {c.name: c.image for c in pod.spec.containers}
+        current = pod.status
+        ready = any(c.type == "Ready" and c.status == "True" for c in current.conditions or [])
+        statuses = {s.name: s for s in current.container_statuses or []}
+        now = now_rfc3339()
+        if how is None:
+            if ready:
+                return None
+            cstatus = [
+                {"name": n, "image": images[n], "imageID": f"fake://{images[n]}", "ready": True, "started": True,
+                 "restartCount": 0, "state": {"running": {"startedAt": now}}}
+                for n in containers
+            ]  # fmt: skip
+            conditions = [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ]
+            return {"status": {"phase": "Running", "conditions": conditions, "containerStatuses": cstatus,
+                               "startTime": now}}  # fmt: skip
+        already = all(s.restart_count and s.restart_count >= 3 for s in statuses.values()) and len(statuses) == len(
+            containers
+        )
+        if already and not ready:
+            return None
+        message = (
+            "model integrity check failed for file:///models/x.onnx: expected sha256 aaaa, actual sha256 bbbb"
+            if how == "digest"
+            else "boom"
+        )
+        cstatus = [
+            {"name": n, "image": images[n], "imageID": f"fake://{images[n]}", "ready": False, "started": False,
+             "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+             "lastState": {"terminated": {"exitCode": 3 if how == "digest" else 1, "reason": "Error",
+                                          "message": message, "startedAt": now, "finishedAt": now}}}
+            for n in containers
+        ]  # fmt: skip
+        conditions = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "lastTransitionTime": now, "reason": "ContainersNotReady"},
+            {"type": "ContainersReady", "status": "False", "lastTransitionTime": now, "reason": "ContainersNotReady"},
+        ]
+        return {"status": {"phase": "Running", "conditions": conditions, "containerStatuses": cstatus}}
+
+
+# -- recorded verdicts -------------------------------------------------------------------------------------
+
+
+def write_verdict(directory: Path, namespace: str, name: str, verdict: str, candidate_requests: int,
+                  reason: str = "recorded") -> None:  # fmt: skip
+    """What the next analysis look of this ModelDeployment will say (written atomically)."""
+    body = {
+        "verdict": verdict,
+        "reason": reason,
+        "samples": {"stable": candidate_requests * 4, "candidate": candidate_requests},
+        "metrics": [
+            {"name": "errorRate", "decision": "fail" if verdict == "rollback" else "pass", "test": "recorded",
+             "samples": {"stable": candidate_requests * 4, "candidate": candidate_requests}, "reason": reason}
+        ],
+    }  # fmt: skip
+    path = directory / f"{namespace}.{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)
