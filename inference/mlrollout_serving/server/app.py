@@ -45,6 +45,9 @@ class App:
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
+        """The model is loaded and warmed up: inference requests are served."""
+        self.draining = False
+        """SIGTERM arrived: readiness fails so no new traffic is routed here, requests are still served."""
         self._metadata = b""
         self._server_meta = _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
         self._live = _json({"live": True})
@@ -114,7 +117,8 @@ class App:
         return reply
 
     def _ready_reply(self) -> Reply:
-        return _json({"ready": self.ready}, 200 if self.ready else 503)
+        ready = self.ready and not self.draining
+        return _json({"ready": ready}, 200 if ready else 503)
 
     def _model_route(self, req: Request, rest: list[str]) -> Reply | asyncio.Future[Reply]:
         name = urllib.parse.unquote(rest[0])
@@ -134,7 +138,7 @@ class App:
         if problem is not None:
             return problem
         if tail == ["ready"]:
-            ready = self.ready and self.model is not None
+            ready = self.ready and not self.draining
             doc = {"name": name, "ready": ready}
             return _json(doc, 200 if ready else 503)
         if self.model is None:

@@ -90,7 +90,7 @@ async def serve(s: config.Settings) -> int:
             "on" if app.batcher is not None and app.batcher.settings.enabled else "off",
         )
         await stop.wait()
-        app.ready = False
+        app.draining = True
         log.info("SIGTERM: not ready, draining for up to %.1fs", s.shutdown_grace)
         drained = await http.shutdown(s.shutdown_grace)
         log.info("shut down (%s)", "drained" if drained else "grace period over")

@@ -90,6 +90,7 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._started = 0.0
+        self._rejected = False
 
     # --- asyncio.Protocol ---
 
@@ -137,14 +138,18 @@ class HttpConnection(asyncio.Protocol):
         if self.closed:
             return
         self._size += len(body)
-        if self._size > self.server.max_body:
+        if self._rejected:
+            if self._size > 8 * self.server.max_body + (1 << 20):
+                self._close()  # stop swallowing a body that will not end
+        elif self._size > self.server.max_body:
             self._too_large()
         else:
             self._body.append(body)
 
     def on_message_complete(self) -> None:
         self.in_message = False
-        if self.closed:
+        if self.closed or self._rejected:
+            self._close()
             return
         req = self._request()
         self.queue.append((req, self.parser.should_keep_alive()))
@@ -197,9 +202,18 @@ class HttpConnection(asyncio.Protocol):
             self._close()
 
     def _too_large(self) -> None:
-        req = self._request()
-        self._write(self.server.too_large(req), keep=False)
-        self._close()
+        """Answer 413 at once, then swallow the rest of the body before closing.
+
+        Closing with unread data would make the kernel reset the connection, and a client still
+        sending its body would see the reset instead of the 413.
+        """
+        if self._rejected:
+            return
+        self._rejected = True
+        self._body = []
+        if self.transport is not None:
+            reply = self.server.too_large(self._request())
+            self.transport.write(_head(reply, close=True) + reply.body)
 
     def _fail(self, status: int, message: str) -> None:
         import json
