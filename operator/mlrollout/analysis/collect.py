@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mlrollout.analysis.provider import Measurement, MetricsProvider
+from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
 from mlrollout.analysis.queries import QueryError, render_custom, track_queries
 from mlrollout.api.rolloutpolicy import CustomMetric
 
@@ -68,25 +68,36 @@ def _buckets(m: Measurement) -> dict[str, int]:
 
 
 def _predictions(classes: Measurement, buckets: Measurement) -> dict[str, int] | None:
-    """Class counts for classifiers, or per-bin counts of a regressor's prediction histogram."""
-    outputs = {s.labels.get("output", "") for s in classes.samples}
-    if classes.samples:
-        out: dict[str, int] = {}
-        for s in classes.samples:
-            key = s.labels.get("class", "")
-            if len(outputs) > 1:
-                key = f"{s.labels.get('output', '')}/{key}"
-            out[key] = out.get(key, 0) + _count(s.value)
-        return out
-    if buckets.samples:
-        cumulative = sorted((float(s.labels["le"]), _count(s.value)) for s in buckets.samples if "le" in s.labels)
-        out, previous, running = {}, 0, 0
-        for bound, count in cumulative:
-            running = max(running, count)
-            out["+Inf" if math.isinf(bound) else f"{bound:g}"] = running - previous
-            previous = running
-        return out
+    """Class counts for classifiers, or per-bin counts of a regressor's prediction histogram.
+
+    A classifier with several outputs (``label`` and ``probabilities``) counts every row once per output;
+    one output is used (``label`` when present, else the first by name) so no row is counted twice.
+    """
+    for m in (classes, buckets):
+        outputs = sorted({s.labels.get("output", "") for s in m.samples})
+        if outputs:
+            chosen = "label" if "label" in outputs else outputs[0]
+            samples = [s for s in m.samples if s.labels.get("output", "") == chosen]
+            if m is classes:
+                out: dict[str, int] = {}
+                for s in samples:
+                    key = s.labels.get("class", "")
+                    out[key] = out.get(key, 0) + _count(s.value)
+                return out
+            return _bins(samples)
     return None
+
+
+def _bins(samples: list[Sample]) -> dict[str, int]:
+    """Per-bin counts from cumulative ``le`` samples."""
+    cumulative = sorted((float(s.labels["le"]), _count(s.value)) for s in samples if "le" in s.labels)
+    out: dict[str, int] = {}
+    previous = running = 0
+    for bound, count in cumulative:
+        running = max(running, count)
+        out["+Inf" if math.isinf(bound) else f"{bound:g}"] = running - previous
+        previous = running
+    return out
 
 
 def _features(m: Measurement) -> dict[str, list[int]] | None:

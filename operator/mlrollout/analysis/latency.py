@@ -34,6 +34,10 @@ class LatencySettings:
     min_samples: int
 
 
+def _sec(x: float) -> str:
+    return f"{x:.4g}s" if math.isfinite(x) else "unbounded (beyond the last bucket)"
+
+
 def _cdf(h: Histogram) -> list[float]:
     return [c / h.total for c in h.cumulative]
 
@@ -156,9 +160,9 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
                 "latency.nonInferiority",
                 "pass" if non_inferior else "inconclusive",
                 (
-                    f"candidate {label} at most {c_hi:.4g}s vs stable at least {s_lo:.4g}s: within {margin_text}"
+                    f"candidate {label} at most {_sec(c_hi)} vs stable at least {_sec(s_lo)}: within {margin_text}"
                     if non_inferior
-                    else f"candidate {label} up to {c_hi:.4g}s vs stable from {s_lo:.4g}s: not yet within {margin_text}"
+                    else f"candidate {label} up to {_sec(c_hi)} vs stable from {_sec(s_lo)}: not within {margin_text}"
                     + ("" if enough else f" (fewer than {s.min_samples} observations)")
                 ),
                 test=NI_TEST,

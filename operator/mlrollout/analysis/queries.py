@@ -25,6 +25,7 @@ __all__ = [
     "MODEL_REQUESTS",
     "PLACEHOLDERS",
     "QueryError",
+    "counter_delta",
     "escape_label_value",
     "promql_duration",
     "render_custom",
@@ -91,6 +92,21 @@ def promql_duration(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds))}s"
 
 
+def counter_delta(series: str, window: str, by: str = "") -> str:
+    """Counts added to the counter ``series`` over ``window``, summed (optionally ``by`` labels).
+
+    ``increase()`` alone extrapolates, and for series born inside the window (every candidate series is)
+    it guesses the counts before the first scrape, separately per series, so bucket counts drift apart.
+    Exact integers come from ``now - (window ago)`` for series without a reset, the whole value for
+    series born inside the window, and ``increase()`` only for series whose counter reset.
+    """
+    exact = f"({series} - {series} offset {window}) and (resets({series}[{window}]) == 0)"
+    born = f"({series} unless {series} offset {window}) and (resets({series}[{window}]) == 0)"
+    reset = f"increase({series}[{window}]) and (resets({series}[{window}]) > 0)"
+    grouping = f"sum by ({by}) " if by else "sum "
+    return f"{grouping}(({exact}) or ({born}) or ({reset}))"
+
+
 def track_queries(
     source: Literal["gateway", "model"],
     namespace: str,
@@ -99,7 +115,7 @@ def track_queries(
     revision: str | None,
     window_seconds: float,
 ) -> dict[str, str]:
-    """Named queries for one track over ``window_seconds``; ``increase()`` handles counter resets.
+    """Named queries for one track over ``window_seconds``; counter resets are handled.
 
     Keys: requests, errors, latency, predictions, prediction_buckets, features.
     """
@@ -110,12 +126,12 @@ def track_queries(
         (GATEWAY_REQUESTS, GATEWAY_DURATION) if source == "gateway" else (MODEL_REQUESTS, MODEL_DURATION)
     )
     return dict(
-        requests=f"sum(increase({requests}{sel}[{w}]))",
-        errors=f"sum(increase({requests}{errors_sel}[{w}]))",
-        latency=f"sum by (le) (increase({duration}_bucket{sel}[{w}]))",
-        predictions=f"sum by (output, class) (increase({MODEL_PREDICTIONS}{sel}[{w}]))",
-        prediction_buckets=f"sum by (output, le) (increase({MODEL_PREDICTION_VALUE}_bucket{sel}[{w}]))",
-        features=f"sum by (feature, bin) (increase({MODEL_INPUT_BINS}{sel}[{w}]))",
+        requests=counter_delta(f"{requests}{sel}", w),
+        errors=counter_delta(f"{requests}{errors_sel}", w),
+        latency=counter_delta(f"{duration}_bucket{sel}", w, "le"),
+        predictions=counter_delta(f"{MODEL_PREDICTIONS}{sel}", w, "output, class"),
+        prediction_buckets=counter_delta(f"{MODEL_PREDICTION_VALUE}_bucket{sel}", w, "output, le"),
+        features=counter_delta(f"{MODEL_INPUT_BINS}{sel}", w, "feature, bin"),
     )
 
 

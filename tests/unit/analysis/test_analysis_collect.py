@@ -28,12 +28,12 @@ def fake_prometheus(promql: str) -> Measurement:
     """Answers like Prometheus would for a healthy pair: counts depend on the track in the selector."""
     track = re.search(r'track="(\w+)"', promql)
     scale = 9 if track and track.group(1) == "stable" else 1
-    if "sum by (le)" in promql and "duration" in promql:
+    if promql.startswith("sum by (le)") and "duration" in promql:
         return Measurement(tuple(Sample({"le": le}, v * scale) for le, v in
                                  (("0.01", 100.4), ("0.05", 590.2), ("0.1", 588.0), ("+Inf", 600.0))))  # fmt: skip
     if "5.." in promql:
         return Measurement((Sample({}, 6.2 * scale),))
-    if promql.startswith("sum(increase(mlrollout_gateway_requests_total"):
+    if promql.startswith("sum (((mlrollout_gateway_requests_total"):
         return Measurement((Sample({}, 600.3 * scale),))
     if "predictions_total" in promql:
         return Measurement((Sample({"output": "label", "class": "0"}, 200.0 * scale),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from mlrollout.analysis import queries
-from mlrollout.analysis.queries import QueryError, escape_label_value, promql_duration, render_custom, track_queries
+from mlrollout.analysis.queries import (
+    QueryError,
+    counter_delta,
+    escape_label_value,
+    promql_duration,
+    render_custom,
+    track_queries,
+)
 from mlrollout_serving import contract
 
 
@@ -18,9 +25,9 @@ def test_metric_names_equal_the_contract() -> None:
 def test_gateway_queries_select_track_and_revision() -> None:
     q = track_queries("gateway", "team-a", "wine", "candidate", "rev-2", 125.2)
     sel = '{namespace="team-a",model_deployment="wine",track="candidate",revision="rev-2"}'
-    assert q["requests"] == f"sum(increase(mlrollout_gateway_requests_total{sel}[126s]))"
+    assert q["requests"] == counter_delta(f"mlrollout_gateway_requests_total{sel}", "126s")
     assert 'code=~"5.."' in q["errors"] and "mlrollout_gateway_requests_total" in q["errors"]
-    assert q["latency"] == f"sum by (le) (increase(mlrollout_gateway_request_duration_seconds_bucket{sel}[126s]))"
+    assert q["latency"] == counter_delta(f"mlrollout_gateway_request_duration_seconds_bucket{sel}", "126s", "le")
     assert "mlrollout_model_predictions_total" in q["predictions"]
     assert "mlrollout_model_input_feature_bin_total" in q["features"]
 
@@ -45,6 +52,15 @@ def test_model_source_uses_the_servers_series() -> None:
 def test_unsafe_label_values_are_refused(namespace: str, name: str, track: str, revision: str) -> None:
     with pytest.raises(QueryError):
         track_queries("gateway", namespace, name, track, revision, 60)
+
+
+def test_counter_delta_is_exact_without_resets_and_uses_increase_after_one() -> None:
+    q = counter_delta('c{a="b"}', "60s", "le")
+    assert q.startswith("sum by (le) (")
+    assert '(c{a="b"} - c{a="b"} offset 60s) and (resets(c{a="b"}[60s]) == 0)' in q
+    assert '(c{a="b"} unless c{a="b"} offset 60s)' in q
+    assert 'increase(c{a="b"}[60s]) and (resets(c{a="b"}[60s]) > 0)' in q
+    assert counter_delta("c", "5s").startswith("sum ((")
 
 
 def test_escaping() -> None:

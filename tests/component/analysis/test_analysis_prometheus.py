@@ -1,0 +1,233 @@
+"""The analysis engine against a real Prometheus scraping real model servers behind the real gateway.
+
+Three rollouts run side by side, each a gateway splitting 70/30 between two real ``mlrollout-serve``
+processes with real ONNX models (scikit-learn's wine data):
+
+- ``aa``: the same model on both tracks, which must not be rolled back;
+- ``worse``: the candidate was trained on shuffled labels (its predictions drift), which must be rolled back;
+- ``slow``: the same model, but 40 ms of latency injected in front of the candidate, which must be rolled back.
+
+Prometheus (the Debian binary) scrapes every process each second; ``collect_snapshot`` queries it with the
+PromQL the operator uses and ``judge`` decides. A Prometheus that goes away gives ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.component.analysis.slow_proxy import slow_proxy
+from tests.support.models import BuiltModel
+from tests.support.procs import free_port, serve_model, wait_http_ok
+from tests.support.prometheus import PrometheusProcess, run_prometheus
+
+from mlrollout.analysis import AnalysisTarget, PrometheusProvider, collect_snapshot, judge
+
+pytestmark = pytest.mark.component
+
+NAMESPACE = "analysis-test"
+CANDIDATE_WEIGHT = 30
+REQUESTS_PER_ROLLOUT = 600
+ROWS_PER_REQUEST = 4
+INJECTED_DELAY = 0.040
+
+
+@dataclass
+class Rollout:
+    name: str
+    gateway_port: int
+    target: AnalysisTarget
+    sent: int = 0
+    failed: int = 0
+
+
+@contextlib.contextmanager
+def gateway(name: str, stable_port: int, candidate_port: int, workdir: Path) -> Iterator[int]:
+    """A real ``mlrollout-gateway`` splitting 70/30 between two upstreams; yields its port."""
+    routes = workdir / f"routes-{name}.json"
+    routes.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "mode": "canary",
+                "tracks": {
+                    "stable": {"upstream": f"http://127.0.0.1:{stable_port}", "revision": "r-stable",
+                               "weight": 100 - CANDIDATE_WEIGHT},
+                    "candidate": {"upstream": f"http://127.0.0.1:{candidate_port}", "revision": "r-candidate",
+                                  "weight": CANDIDATE_WEIGHT},
+                },
+            }
+        )
+    )  # fmt: skip
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port),
+           "--routes-file", str(routes), "--namespace", NAMESPACE, "--model-deployment", name]  # fmt: skip
+    fd, log = tempfile.mkstemp(prefix=f"gateway-{name}-", suffix=".log")
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        Path(log).unlink(missing_ok=True)
+
+
+def labels(name: str, track: str) -> dict[str, str]:
+    revision = "r-stable" if track == "stable" else "r-candidate"
+    return {"namespace": NAMESPACE, "model_deployment": name, "track": track, "revision": revision}
+
+
+def send_load(rollout: Rollout, rows: np.ndarray[Any, Any], count: int) -> None:
+    """``count`` sequential inference requests of ``ROWS_PER_REQUEST`` rows through the gateway."""
+    conn = http.client.HTTPConnection("127.0.0.1", rollout.gateway_port, timeout=60)
+    try:
+        for i in range(count):
+            batch = rows[[(i * ROWS_PER_REQUEST + k) % len(rows) for k in range(ROWS_PER_REQUEST)]]
+            body = json.dumps({"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
+                                           "data": batch.ravel().tolist()}]})  # fmt: skip
+            conn.request("POST", "/v2/models/wine/infer", body, {"content-type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            rollout.sent += 1
+            rollout.failed += resp.status >= 500
+    finally:
+        conn.close()
+
+
+@dataclass
+class World:
+    prometheus: PrometheusProcess
+    rollouts: dict[str, Rollout]
+    started: float
+    gateway_targets: list[str]
+
+    def window(self) -> float:
+        return time.time() - self.started + 5.0
+
+    def snapshot(self, name: str, source: str = "gateway") -> dict[str, Any]:
+        target = self.rollouts[name].target
+        if source != target.source:
+            target = AnalysisTarget(target.namespace, target.model_deployment, target.stable_revision,
+                                    target.candidate_revision, "model", None)  # fmt: skip
+        return collect_snapshot(PrometheusProvider(self.prometheus.url, timeout=10), target, self.window())
+
+
+@pytest.fixture(scope="module")
+def world(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[World]:
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="analysis-component-")))
+        rollouts: dict[str, Rollout] = {}
+        scrape: list[str] = []
+        gateways: list[str] = []
+        for name, candidate_model, delay in (("aa", wine_model, 0.0), ("worse", wine_worse_model, 0.0),
+                                             ("slow", wine_model, INJECTED_DELAY)):  # fmt: skip
+            stable = stack.enter_context(serve_model(wine_model, name="wine", labels=labels(name, "stable")))
+            candidate = stack.enter_context(serve_model(candidate_model, name="wine", labels=labels(name, "candidate")))
+            upstream = stack.enter_context(slow_proxy(candidate.port, delay)) if delay else candidate.port
+            port = stack.enter_context(gateway(name, stable.port, upstream, workdir))
+            scrape += [stable.host_port, candidate.host_port, f"127.0.0.1:{port}"]
+            gateways.append(f"127.0.0.1:{port}")
+            target = AnalysisTarget(NAMESPACE, name, "r-stable", "r-candidate", "gateway", None)
+            rollouts[name] = Rollout(name, port, target)
+        prometheus = stack.enter_context(run_prometheus(scrape, scrape_interval="1s"))
+        prometheus.wait_scraped(scrape, timeout=120)
+        started = time.time()
+        threads = [
+            threading.Thread(target=send_load, args=(r, wine_model.samples, REQUESTS_PER_ROLLOUT), daemon=True)
+            for r in rollouts.values()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        for r in rollouts.values():
+            assert r.sent == REQUESTS_PER_ROLLOUT, f"{r.name}: only {r.sent} requests completed"
+            # wait until Prometheus has scraped the final counts of every gateway
+            prometheus.wait_for(
+                f'sum(mlrollout_gateway_requests_total{{model_deployment="{r.name}"}})',
+                lambda v: v is not None and v >= REQUESTS_PER_ROLLOUT,
+                timeout=60,
+            )
+        time.sleep(2.0)  # one more scrape of the model servers, which count a moment after the gateway
+        yield World(prometheus, rollouts, started, gateways)
+
+
+def metric(result: Mapping[str, Any], name: str) -> Any:
+    return next(m for m in result["metrics"] if m["name"] == name)
+
+
+def test_snapshot_counts_match_what_was_sent(world: World) -> None:
+    snap = world.snapshot("aa")
+    assert "error" not in snap, snap
+    total = snap["stable"]["requests"] + snap["candidate"]["requests"]
+    assert total == REQUESTS_PER_ROLLOUT  # exact integers, not increase()'s extrapolation
+    share = snap["candidate"]["requests"] / total
+    assert 0.2 < share < 0.4  # 30% routed to the candidate, within sampling noise
+    for track in ("stable", "candidate"):
+        buckets = snap[track]["latency_buckets"]
+        assert buckets["+Inf"] == snap[track]["requests"]
+        counts = [buckets[k] for k in sorted(buckets, key=float)]
+        assert counts == sorted(counts)  # cumulative and monotone without forcing
+        assert sum(snap[track]["predictions"].values()) == ROWS_PER_REQUEST * snap[track]["requests"]
+    model_side = world.snapshot("aa", source="model")
+    assert model_side["candidate"]["requests"] == snap["candidate"]["requests"]
+    assert "warnings" not in snap
+
+
+def test_aa_pair_is_not_rolled_back(world: World) -> None:
+    result = judge(world.snapshot("aa"))
+    print(json.dumps({"verdict": result["verdict"], "reason": result["reason"]}))
+    assert result["verdict"] in ("continue", "promote"), result["reason"]
+    assert all(m["decision"] != "fail" for m in result["metrics"])
+    assert metric(result, "predictionDrift")["decision"] == "pass"
+
+
+def test_worse_model_is_rolled_back_for_prediction_drift(world: World) -> None:
+    result = judge(world.snapshot("worse"))
+    assert result["verdict"] == "rollback", result["reason"]
+    drift = metric(result, "predictionDrift")
+    assert drift["decision"] == "fail"
+    assert drift["effect"] > drift["threshold"]  # PSI above maxPsi ...
+    assert drift["eValue"] >= metric(result, "errorRate.harm")["threshold"]  # ... and significant (same alpha share)
+
+
+def test_injected_latency_is_rolled_back(world: World) -> None:
+    result = judge(world.snapshot("slow"))
+    assert result["verdict"] == "rollback", result["reason"]
+    harm = metric(result, "latency.harm")
+    assert harm["decision"] == "fail"
+    assert harm["estimate"]["candidate"] > harm["estimate"]["stable"] + INJECTED_DELAY / 2
+    assert metric(result, "predictionDrift")["decision"] != "fail"
+
+
+def test_stopped_prometheus_gives_inconclusive(world: World) -> None:
+    with run_prometheus(world.gateway_targets[:1], scrape_interval="1s") as prom:
+        prom.wait_scraped(world.gateway_targets[:1], timeout=120)
+        provider = PrometheusProvider(prom.url, timeout=5)
+        target = world.rollouts["aa"].target
+        assert "error" not in collect_snapshot(provider, target, 60.0)
+        prom.stop()
+        snap = collect_snapshot(provider, target, 60.0)
+    assert "prometheus query failed" in snap["error"]
+    result = judge(snap)
+    assert result["verdict"] == "inconclusive"
+    assert "prometheus query failed" in result["reason"]
