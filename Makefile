@@ -65,3 +65,10 @@ bench: bench-gateway
 
 bench-gateway: deps venv
 	$(BIN)/python bench/gateway_bench.py --profile
+
+# Decision quality of the analysis judge vs Flagger- and Kayenta-style judges (docs/analysis.md).
+.PHONY: bench-decisions
+bench: bench-decisions
+
+bench-decisions: venv
+	$(BIN)/python bench/decision_quality.py $(BENCH_DECISIONS_ARGS)
