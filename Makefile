@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make test       system packages + virtualenv + every test tier (unit, component, cluster)"
-	@echo "make demo       the demo rollout"
+	@echo "make demo       the demo rollout on a local cluster with real pods (make demo-down removes it)"
+	@echo "make e2e        end-to-end scenarios with real pods (docs/e2e.md); make images builds the images"
 	@echo "make lint       ruff + mypy --strict"
 	@echo "make crds       regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make bench      benchmarks (results in bench/results/)"
@@ -72,3 +73,20 @@ bench: bench-decisions
 
 bench-decisions: venv
 	$(BIN)/python bench/decision_quality.py $(BENCH_DECISIONS_ARGS)
+
+# Real pods (docs/e2e.md): a local cluster with one node (containerd, kubelet, kube-proxy, CoreDNS) or
+# kind where Docker exists, and images built without Docker. Kept out of `make test` for now.
+E2E_STATE ?= /tmp/mlrollout-e2e
+.PHONY: images e2e demo demo-down
+images: venv
+	@bash e2e/node/deps
+	@MLROLLOUT_STATE=$(E2E_STATE) bash images/build
+
+e2e: deps venv cluster-build
+	@MLROLLOUT_STATE=$(E2E_STATE) bash e2e/tests/run
+
+demo: deps venv
+	@MLROLLOUT_STATE=$(E2E_STATE) bash e2e/demo/demo
+
+demo-down:
+	@MLROLLOUT_STATE=$(E2E_STATE) bash e2e/demo/down
