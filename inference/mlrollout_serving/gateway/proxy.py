@@ -411,13 +411,18 @@ class _Exchange:
         self.rest = _forward_rest(request)
 
     def on_primary(self, result: UpstreamResponse | UpstreamFailure) -> None:
+        """The upstream callback: answer at once, or hand over to the fallback path in a task."""
         gw, active, track = self.gateway, self.active, self.track
-        outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker)
-        if isinstance(outcome, UpstreamResponse) and not gw._low_confidence(active, track, self.request, outcome):
-            answer = (Gateway._forwarded(active, track, outcome), track.name, track)
-            gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)
-            return
-        asyncio.get_running_loop().create_task(self.run_slow(outcome))
+        try:
+            outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker)
+            if isinstance(outcome, UpstreamResponse) and not gw._low_confidence(active, track, self.request, outcome):
+                answer = (Gateway._forwarded(active, track, outcome), track.name, track)
+                gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)
+                return
+            asyncio.get_running_loop().create_task(self.run_slow(outcome))
+        except Exception:  # never leave a client without an answer (reply() ignores a second call)
+            log.exception("answering %s failed", self.request.target.decode(errors="replace"))
+            self.reply(Response(500, _JSON, _error_body("internal gateway error", "error")))
 
     async def run_slow(self, outcome: UpstreamResponse | tuple[str, str] | None) -> None:
         gw = self.gateway

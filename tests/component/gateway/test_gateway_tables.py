@@ -3,11 +3,23 @@ and SIGTERM drains."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
-from gateway_helpers import Answer, Proc, RouteFile, control, gateway, metric_sum, request, table, wait_for
+from gateway_helpers import (
+    Answer,
+    Proc,
+    RouteFile,
+    control,
+    gateway,
+    metric_sum,
+    request,
+    table,
+    upstream_count,
+    wait_for,
+)
 
 pytestmark = pytest.mark.component
 
@@ -70,9 +82,7 @@ def test_in_flight_request_finishes_on_its_table(routes: RouteFile, up_a: Proc, 
 
 
 def _count(up: Proc) -> int:
-    from gateway_helpers import upstream_count
-
-    return int(upstream_count(up))
+    return upstream_count(up)
 
 
 def test_sigterm_finishes_in_flight_then_exits_zero(routes: RouteFile, up_a: Proc) -> None:
@@ -93,6 +103,4 @@ def test_sigterm_finishes_in_flight_then_exits_zero(routes: RouteFile, up_a: Pro
         assert [a.status for a in answers] == [200, 200, 200]
         assert time.monotonic() - started < 25  # drained, not killed by the drain timeout
         with pytest.raises(OSError):
-            import socket
-
             socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
