@@ -114,11 +114,16 @@ class RouteFile:
 
 
 @contextlib.contextmanager
-def gateway(routes: RouteFile, *extra: str) -> Iterator[Proc]:
-    """A `mlrollout-gateway` process reading `routes`, ready (a table loaded) when yielded."""
+def gateway(routes: RouteFile, *extra: str, file_source: bool = True, namespace: str = "test-ns") -> Iterator[Proc]:
+    """A `mlrollout-gateway` process reading `routes`, ready (a table loaded) when yielded.
+
+    With `file_source=False` the route source comes from `extra` (e.g. `--routes-configmap NAME`).
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--routes-file", str(routes.path), "--namespace", "test-ns", "--model-deployment", "iris", *extra]
+    if file_source:
+        cmd += ["--routes-file", str(routes.path)]
+    cmd += ["--namespace", namespace, "--model-deployment", "iris", *extra]
     proc, log = _spawn(cmd, "mlrollout-gateway-")
     p = Proc(proc, port, log)
     try:
