@@ -15,7 +15,7 @@ from prometheus_client import disable_created_metrics
 from .metrics import GatewayMetrics
 from .proxy import Gateway
 from .routes import DEFAULT_CONFIGMAP_KEY
-from .server import HttpServerProtocol, ServerState
+from .server import MAX_BODY, HttpServerProtocol, ServerState
 from .sources import ConfigMapSource, FileSource
 
 __all__ = ["main", "parse_args", "serve"]
@@ -39,6 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--poll-interval", type=float, default=0.2, help="Seconds between route-file checks.")
     p.add_argument("--namespace", default=env("MLROLLOUT_NAMESPACE", ""), help="Metrics label; ConfigMap ns.")
     p.add_argument("--model-deployment", default=env("MLROLLOUT_MODEL_DEPLOYMENT", ""), help="Metrics label.")
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY, help="Larger request bodies get 413.")
     p.add_argument("--drain-seconds", type=float, default=30.0, help="Longest wait for in-flight requests.")
     p.add_argument("--log-level", default=env("MLROLLOUT_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
@@ -49,7 +50,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     metrics = GatewayMetrics(args.namespace, args.model_deployment)
     gateway = Gateway(metrics)
-    state = ServerState(gateway.handle)
+    state = ServerState(gateway.handle, args.max_body_bytes)
     background: list[asyncio.Task[None]] = []
     configmap: ConfigMapSource | None = None
     if args.routes_file:

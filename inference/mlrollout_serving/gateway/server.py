@@ -24,7 +24,7 @@ _REASONS: Final = {
     413: b"Payload Too Large", 500: b"Internal Server Error", 502: b"Bad Gateway",
     503: b"Service Unavailable", 504: b"Gateway Timeout",
 }  # fmt: skip
-_MAX_BODY: Final = 64 * 1024 * 1024
+MAX_BODY: Final = 64 * 1024 * 1024  # bytes; larger request bodies get 413
 
 
 class Request:
@@ -67,8 +67,9 @@ Handler = Callable[[Request, Reply], None]
 class ServerState:
     """Shared by all connections: the handler, open connections, and the draining flag."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, max_body: int = MAX_BODY) -> None:
         self.handler = handler
+        self.max_body = max_body
         self.connections: set[HttpServerProtocol] = set()
         self.draining = False
         self.idle_event = asyncio.Event()
@@ -99,6 +100,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_loop",
         "_parser",
         "_pending",
+        "_size",
         "_state",
         "_target",
         "busy",
@@ -111,6 +113,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
+        self._size = 0
         self._target = b""
         self._pending: deque[Request] = deque()
         self._keep_alive = True
@@ -132,12 +135,17 @@ class HttpServerProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._reply_and_close(400, b'{"error": "protocol upgrades are not supported"}')
         except httptools.HttpParserError as exc:
+            if self._size > self._state.max_body:
+                limit = f"request body larger than {self._state.max_body} bytes"
+                self._reply_and_close(413, json.dumps({"error": limit}).encode())
+                return
             self._reply_and_close(400, json.dumps({"error": f"bad HTTP request: {exc}"}).encode())
 
     # -- httptools callbacks --
     def on_message_begin(self) -> None:
         self._headers = []
         self._body = []
+        self._size = 0
 
     def on_url(self, url: bytes) -> None:
         self._target = url
@@ -147,6 +155,9 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
+        self._size += len(body)
+        if self._size > self._state.max_body:
+            raise httptools.HttpParserError("request body too large")
 
     def on_message_complete(self) -> None:
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
