@@ -253,6 +253,21 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
     ]
 
 
+def mesh_entry_service(md: Manifest, port: int) -> Manifest:
+    """For the istio provider: the Service named after the ModelDeployment that clients call and the
+    VirtualService takes over (it selects every model server of the ModelDeployment; the mesh splits)."""
+    md_name = md["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(md, naming.gateway_name(md_name), naming.base_labels(md_name, naming.SERVER_COMPONENT)),
+        "spec": {
+            "selector": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.COMPONENT: naming.SERVER_COMPONENT},
+            "ports": [{"name": naming.HTTP_PORT_NAME, "port": port, "targetPort": naming.HTTP_PORT_NAME}],
+        },
+    }
+
+
 def disruption_budget(md: Manifest) -> Manifest:
     """At most one of the ModelDeployment's pods may be evicted at a time (drains keep serving)."""
     md_name = md["metadata"]["name"]

@@ -213,6 +213,8 @@ class Reconciler:
             manifests += children.static_children(obj, self.settings, with_sm)
         else:
             manifests.append(children.disruption_budget(obj))
+            if provider == "istio":
+                manifests.append(children.mesh_entry_service(obj, md.spec.serving.port))
         for action in actions:
             if isinstance(action, EnsureTrack):
                 replicas = md.spec.replicas

@@ -194,3 +194,9 @@ def test_configmap_yaml_is_stable_for_the_same_intent() -> None:
     a = BuiltinRouter().manifests(intent(candidate_weight=5))[0]["data"]["routes.yaml"]
     b = BuiltinRouter().manifests(intent(candidate_weight=5))[0]["data"]["routes.yaml"]
     assert a == b and yaml.safe_load(a)["tracks"]["candidate"]["weight"] == 5
+
+
+def test_istio_entry_service_selects_every_model_server_of_the_model_deployment() -> None:
+    svc = children.mesh_entry_service(MD, 8080)
+    assert svc["metadata"]["name"] == "wine"
+    assert svc["spec"]["selector"] == {naming.MODEL_DEPLOYMENT: "wine", naming.COMPONENT: naming.SERVER_COMPONENT}
