@@ -65,11 +65,11 @@ class Scenario:
 
 
 def scenarios() -> list[Scenario]:
-    aa = [Scenario(f"A/A err {r:.1%}", "aa", base_error=r, targets={"false_rollback_max": 0.05})
-          for r in (0.005, 0.01, 0.014, 0.02, 0.05)]  # fmt: skip
-    aa[1] = Scenario("A/A err 1.0%", "aa", targets={"false_rollback_max": 0.05, "promote_min": 0.80})
+    healthy = {"false_rollback_max": 0.05, "promote_min": 0.80}
     return [
-        *aa,
+        *(Scenario(f"A/A err {r:.1%}", "aa", base_error=r, targets=healthy) for r in (0.005, 0.01, 0.014, 0.02, 0.03)),
+        # the default error SLO (maxRate) is 5%: a candidate exactly at it is held, never promoted
+        Scenario("A/A err 5.0% (= SLO)", "aa", base_error=0.05, targets={"false_rollback_max": 0.05}),
         Scenario("A/A low traffic (10 rps)", "aa", rps=10.0, targets={"false_rollback_max": 0.05}),
         Scenario("errors +0.5pp (1.0->1.5%)", "regression", candidate_error=0.015),
         Scenario("errors x2 (1->2%)", "regression", candidate_error=0.02, targets={"rollback_by_3": 0.90}),
@@ -80,8 +80,9 @@ def scenarios() -> list[Scenario]:
         Scenario("latency +10%", "regression", latency_factor=1.1),
         Scenario("latency +30%", "regression", latency_factor=1.3, targets={"rollback_by_5": 0.90}),
         Scenario("latency +100%", "regression", latency_factor=2.0),
-        Scenario("predictions shift (PSI~0.05)", "aa", class_shift=0.1),
-        Scenario("predictions shift (PSI~0.6)", "regression", class_shift=0.45),
+        Scenario("latency +30%, low traffic", "regression", latency_factor=1.3, rps=10.0),
+        Scenario("predictions shift (PSI~0.05)", "aa", class_shift=0.1, targets={"false_rollback_max": 0.05}),
+        Scenario("predictions shift (PSI~0.9)", "regression", class_shift=0.45),
     ]
 
 

@@ -38,9 +38,11 @@ class VerdictDict(TypedDict):
     skipped: list[str]
 
 
-def _policy(policy: Mapping[str, Any] | None) -> RolloutPolicySpec:
+def _policy(policy: Mapping[str, Any] | RolloutPolicySpec | None) -> RolloutPolicySpec:
     if policy is None:
         return RolloutPolicySpec()
+    if isinstance(policy, RolloutPolicySpec):
+        return policy
     if policy.get("kind") == "RolloutPolicy" and "spec" in policy:
         policy = policy["spec"]
     return RolloutPolicySpec.model_validate(policy)
@@ -60,8 +62,11 @@ def _verdict(verdict: Verdict, reason: str, metrics: list[MetricDict], alpha: fl
     }
 
 
-def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> VerdictDict:
+def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicySpec | None = None) -> VerdictDict:
     """Judge one look at the evidence. ``snapshot`` as in docs/analysis.md; ``policy`` a RolloutPolicy spec.
+
+    Pass the spec as a dict (camelCase, as stored) or as the parsed ``RolloutPolicySpec``; the latter keeps
+    explicit nulls (``maxRate: null`` disables the error SLO), which ``to_dict()`` would drop.
 
     Never raises for bad or missing evidence (that is an ``inconclusive`` verdict); raises
     ``pydantic.ValidationError`` for a policy that does not validate.

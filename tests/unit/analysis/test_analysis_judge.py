@@ -12,6 +12,7 @@ from tests.unit.analysis.snapshots import healthy, track
 
 from mlrollout.analysis import MIN_SAMPLES, judge
 from mlrollout.api.modeldeployment import AnalysisStatus, MetricResult
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 
 REFERENCE = {"version": 1, "features": [{"name": "f0", "edges": [0.0], "proportions": [0.5, 0.5]}]}
 
@@ -139,6 +140,12 @@ def test_input_drift_and_custom_metrics_take_part() -> None:
     drifted = copy.deepcopy(snap)
     drifted["candidate"]["features"] = {"f0": [5800, 200]}
     assert judge(drifted, policy)["verdict"] == "rollback"
+
+
+def test_parsed_spec_keeps_explicit_nulls() -> None:
+    spec = RolloutPolicySpec.model_validate({"analysis": {"metrics": {"errorRate": {"maxRate": None}}}})
+    assert "errorRate.slo" not in names(judge(healthy(), spec))
+    assert "errorRate.slo" in names(judge(healthy(), spec.to_dict()))  # to_dict drops the null: default again
 
 
 def test_full_rolloutpolicy_manifest_is_accepted_and_bad_policy_raises() -> None:
