@@ -33,6 +33,7 @@ from tests.cluster.kube import REPO, ControlPlane, Kubectl
 VENV_BIN = REPO / ".venv" / "bin"
 CHART = REPO / "charts" / "mlrollout"
 T = TypeVar("T")
+KUBE_VERSION = "v1.34.4"  # the pinned control plane (e2e/cluster)
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.3) -> T:
@@ -74,12 +75,15 @@ def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: 
     """`helm template` the chart's RBAC and ServiceAccount (watching every namespace, as by default), apply
     them, and mint a token for the ServiceAccount: the operator then runs with exactly the chart's rights."""
     release = f"op{secrets.token_hex(3)}"
-    rendered = subprocess.run(
-        [cp.binary("helm"), "template", release, str(CHART), "--namespace", namespace,
+    helm_home = str(workdir / "helm")
+    proc = subprocess.run(
+        [cp.binary("helm"), "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
          "--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"],
-        capture_output=True, text=True, check=True, env={**cp.env, "HELM_CACHE_HOME": str(workdir / "helm"),
-                                                        "HELM_CONFIG_HOME": str(workdir / "helm")},
-    ).stdout  # fmt: skip
+        capture_output=True, text=True, check=False,
+        env={**cp.env, "HELM_CACHE_HOME": helm_home, "HELM_CONFIG_HOME": helm_home, "HELM_DATA_HOME": helm_home},
+    )  # fmt: skip
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    rendered = proc.stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     cluster_objects = [(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"].startswith("Cluster")]
