@@ -14,7 +14,7 @@ from mlrollout.analysis import MIN_SAMPLES, judge
 from mlrollout.analysis.sequential import harm_log_e
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     base_rate=st.floats(0.001, 0.2),
     share=st.floats(0.02, 0.5),
@@ -26,7 +26,7 @@ def test_identical_error_rates_cross_the_harm_threshold_at_most_alpha(
 ) -> None:
     """Simulated A/A rollouts with 30 looks each: the error harm test fires in at most alpha of them."""
     rng = np.random.default_rng(seed)
-    runs, looks, alpha = 300, 30, 0.05
+    runs, looks, alpha = 200, 30, 0.05
     nc = np.cumsum(rng.poisson(per_look * share, (runs, looks)), axis=1)
     ns = np.cumsum(rng.poisson(per_look * (1 - share), (runs, looks)), axis=1)
     ec = np.cumsum(rng.binomial(np.diff(nc, prepend=0, axis=1), base_rate), axis=1)
@@ -100,7 +100,7 @@ def test_never_promotes_without_data(snapshot: dict[str, Any]) -> None:
     assert result["verdict"] in ("continue", "rollback", "inconclusive")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                     max_leaves=12))  # fmt: skip
