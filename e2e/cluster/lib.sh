@@ -22,9 +22,10 @@ require() {
   command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH; $2"
 }
 
-# Fingerprint of the pinned dependency set: the cache is valid only for this go.mod/go.sum.
+# Fingerprint of the pinned sources and build flags: the cache is valid only for these.
 deps_fingerprint() {
-  cat "$CLUSTER_DIR/go.mod" "$CLUSTER_DIR/go.sum" "$CLUSTER_DIR/cmd/etcd/main.go" | sha256sum | cut -c1-16
+  cat "$CLUSTER_DIR/go.mod" "$CLUSTER_DIR/go.sum" "$CLUSTER_DIR/cmd/etcd/main.go" "$CLUSTER_DIR/build" \
+    | sha256sum | cut -c1-16
 }
 
 binaries_ready() {

@@ -7,7 +7,6 @@ must grant exactly these (nothing more), and the API server must agree (``kubect
 from __future__ import annotations
 
 import itertools
-import re
 import secrets
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,8 +18,6 @@ from typing import Any
 import pytest
 import yaml
 from tests.cluster.kube import REPO, ControlPlane, Kubectl
-
-from mlrollout_serving import contract
 
 pytestmark = pytest.mark.cluster
 
@@ -264,20 +261,21 @@ def test_rbac_is_exactly_the_least_privilege_tables(helm: Helm, variant: str) ->
         assert [b["kind"] for b in namespaced_bindings] == ["ClusterRoleBinding"]
 
 
-def test_service_monitor_keeps_the_metrics_contract_labels(helm: Helm) -> None:
-    docs = helm.template("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom")
+def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> None:
+    docs = helm.template("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom", "metrics.port=9200")
     [sm] = by_kind(docs, "ServiceMonitor")
+    [svc] = by_kind(docs, "Service")
+    [deploy] = by_kind(docs, "Deployment")
     assert sm["metadata"]["labels"]["release"] == "prom"
+    selector = sm["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= svc["metadata"]["labels"].items()
     [endpoint] = sm["spec"]["endpoints"]
-    assert endpoint["honorLabels"] is True
-    [keep] = endpoint["metricRelabelings"]
-    assert keep["action"] == "keep" and keep["sourceLabels"] == ["__name__"]
-    # Every metric name of the contract survives the keep rule, and nothing else does.
-    names = [v for k, v in vars(contract).items() if k.startswith(("GATEWAY_", "MODEL_")) and isinstance(v, str)]
-    assert names
-    for name in names:
-        assert re.fullmatch(keep["regex"], name), name
-    assert not re.fullmatch(keep["regex"], "process_cpu_seconds_total")
+    [port] = svc["spec"]["ports"]
+    assert endpoint["port"] == port["name"] and port["port"] == 9200
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": port["targetPort"], "containerPort": 9200, "protocol": "TCP"} in container["ports"]
+    assert {"name": "MLROLLOUT_METRICS_PORT", "value": "9200"} in container["env"]
+    assert svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
 
 
 # --- on the real API server --------------------------------------------------------------------
@@ -374,7 +372,7 @@ def test_rendered_chart_applies_with_watched_namespaces(
     )
     manifest.write_text(yaml.safe_dump_all(docs))
     try:
-        kubectl("apply", "-n", namespace, "-f", str(manifest))
+        kubectl("apply", "-f", str(manifest))
         sa = f"system:serviceaccount:{namespace}:{release}-mlrollout"
         kubectl("-n", namespace, "get", "networkpolicy", f"{release}-mlrollout")
         deploy = ("apps", "deployments", "create")
