@@ -51,6 +51,7 @@ class _Track:
     pool: UpstreamPool
     revision: str
     header: bytes  # serialised x-mlrollout-track line
+    tail: bytes  # the version and track header lines appended to every answer from this track
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +61,12 @@ class ActiveTable:
     table: RouteTable
     weights: tuple[tuple[str, float], ...]
     tracks: dict[str, _Track]
-    single: _Track | None  # set when one track has all the weight and nothing is sticky
+    single: _Track | None  # set when one track has all the weight: no draw, no hashing
     version_header: bytes
     timeout: float
     mirror_pool: UpstreamPool | None
     backups: dict[str, UpstreamPool]
+    check_confidence: bool  # a confidence threshold and a low-confidence action are configured
 
 
 def _error_body(message: str, reason: str, **extra: object) -> bytes:
@@ -117,10 +119,11 @@ class Gateway:
         return pool
 
     def _compile(self, table: RouteTable) -> ActiveTable:
-        tracks: dict[str, _Track] = {
-            name: _Track(name, self._pool(t.upstream), t.revision, b"x-mlrollout-track: %s\r\n" % name.encode())
-            for name, t in table.tracks.items()
-        }
+        version_header = b"x-mlrollout-route-version: %d\r\n" % table.version
+        tracks: dict[str, _Track] = {}
+        for name, t in table.tracks.items():
+            header = b"x-mlrollout-track: %s\r\n" % name.encode()
+            tracks[name] = _Track(name, self._pool(t.upstream), t.revision, header, version_header + header)
         weights = table.weights()
         full = [name for name, w in weights if w >= 100.0]
         single = tracks[full[0]] if full else None
@@ -134,10 +137,13 @@ class Gateway:
             weights=weights,
             tracks=tracks,
             single=single,
-            version_header=b"x-mlrollout-route-version: %d\r\n" % table.version,
+            version_header=version_header,
             timeout=table.fallback.request_timeout_seconds,
             mirror_pool=self._pool(table.mirror.upstream) if table.mirror else None,
             backups=backups,
+            check_confidence=(
+                table.fallback.confidence_threshold is not None and table.fallback.low_confidence_action is not None
+            ),
         )
 
     def close(self) -> None:
@@ -236,6 +242,8 @@ class Gateway:
 
     @staticmethod
     def _low_confidence(active: ActiveTable, track: _Track, request: Request, result: UpstreamResponse) -> bool:
+        if not active.check_confidence:
+            return False
         fallback = active.table.fallback
         threshold = fallback.confidence_threshold
         step = fallback.low_confidence_action
@@ -342,7 +350,7 @@ class Gateway:
 
     @staticmethod
     def _forwarded(active: ActiveTable, track: _Track, result: UpstreamResponse) -> Response:
-        return Response(result.status, result.headers + active.version_header + track.header, result.body)
+        return Response(result.status, result.headers + track.tail, result.body)
 
     def _maybe_mirror(self, active: ActiveTable, line: bytes, rest: bytes, primary: bytes) -> None:
         mirror = active.table.mirror

@@ -142,11 +142,6 @@ class HttpServerProtocol(asyncio.Protocol):
             self._reply_and_close(400, json.dumps({"error": f"bad HTTP request: {exc}"}).encode())
 
     # -- httptools callbacks --
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._body = []
-        self._size = 0
-
     def on_url(self, url: bytes) -> None:
         self._target = url
 
@@ -164,6 +159,9 @@ class HttpServerProtocol(asyncio.Protocol):
         request = Request(
             self._parser.get_method(), self._target, self._headers, body, self._parser.should_keep_alive()
         )
+        self._headers = []  # reset here rather than in on_message_begin: one Python callback less
+        self._body = []
+        self._size = 0
         if self.busy:
             self._pending.append(request)
             if len(self._pending) > 32 and self.transport is not None:

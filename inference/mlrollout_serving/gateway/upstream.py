@@ -110,10 +110,6 @@ class _Connection(asyncio.Protocol):
         self._fail(UpstreamBroken(f"upstream {self._pool.name} closed the connection"))
 
     # -- httptools callbacks --
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._body = []
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() not in _SKIP_HEADERS:
             self._headers.append(b"%s: %s\r\n" % (name, value))
@@ -132,6 +128,8 @@ class _Connection(asyncio.Protocol):
         self._data = b""
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         response = UpstreamResponse(self._parser.get_status_code(), b"".join(self._headers), body)
+        self._headers = []  # reset here rather than in on_message_begin: one Python callback less
+        self._body = []
         if self._parser.should_keep_alive():
             self._pool._release(self)
         else:
