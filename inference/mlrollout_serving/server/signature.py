@@ -64,14 +64,27 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class RequestedOutput:
+    """An output a request asks for, and whether it wants it in binary (the binary tensor extension)."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @property
+    @functools.cached_property
     def batchable(self) -> bool:
         """All inputs and outputs have a dynamic leading (batch) dimension."""
         return all(t.batched for t in (*self.inputs, *self.outputs))
+
+    @functools.cached_property
+    def default_outputs(self) -> dict[bool, tuple[RequestedOutput, ...]]:
+        """All outputs, as JSON (``False``) or binary (``True``): what a request naming none gets."""
+        return {b: tuple(RequestedOutput(o.name, b) for o in self.outputs) for b in (False, True)}
 
     @functools.cached_property
     def _inputs_by_name(self) -> dict[str, TensorSpec]:

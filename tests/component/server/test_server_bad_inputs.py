@@ -84,7 +84,7 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
     ),
     ("string values", "POST", INFER, doc(entry(data=["0.5"] * 13)), {}, 400, "FP32 data must be numbers, got str"),
     ("NaN value", "POST", INFER, doc(entry()).replace(b"0.5", b"NaN", 1), {}, 400, "non-finite value NaN"),
-    ("infinite value", "POST", INFER, doc(entry(data=[1e300] + [0.5] * 12)), {}, 400, "NaN or infinite values"),
+    ("infinite value", "POST", INFER, doc(entry(data=[1e300] + [0.5] * 12)), {}, 400, "out of range for FP32"),
     ("id is not a string", "POST", INFER, doc(entry(), id=42), {}, 400, "'id' must be a string"),
     ("duplicate input", "POST", INFER, doc(entry(), entry()), {}, 400, "given more than once"),
     ("unknown output", "POST", INFER, doc(entry(), outputs=[{"name": "proba"}]), {}, 400, "unknown output 'proba'"),
