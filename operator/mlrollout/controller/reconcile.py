@@ -170,9 +170,9 @@ class Reconciler:
         decision = decide(status, facts, policy, now)
         self._act(obj, md, decision.actions, fallback.spec, log)
         changed = decision.status != status
-        if changed:
-            obj = {**obj, "status": decision.status.to_dict()}
-            self.kube.replace_status(obj)
+        if changed:  # the commit point: a conflict here redoes the whole pass from the newer status
+            self.kube.replace_status({**obj, "status": decision.status.to_dict()})
+        self._announce(obj, decision.actions, log)  # only after the commit, so a retried pass never repeats them
         events = tuple(a.reason for a in decision.actions if isinstance(a, RecordEvent))
         return Outcome(decision.status.phase, changed, events)
 
@@ -232,7 +232,12 @@ class Reconciler:
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
-            elif isinstance(action, RecordEvent):
+
+    def _announce(self, obj: Manifest, actions: list[Any], log: Log) -> None:
+        """Events and metrics: edge-triggered, so they follow the status write that made them true."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        for action in actions:
+            if isinstance(action, RecordEvent):
                 try:
                     self.kube.post_event(obj, action.type, action.reason, action.message)
                 except Exception as exc:  # an Event is an explanation, never a reason to fail the pass

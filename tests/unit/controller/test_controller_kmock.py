@@ -20,7 +20,7 @@ from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.controller import naming
-from mlrollout.controller.kube import Kube
+from mlrollout.controller.kube import Conflict, Kube
 from mlrollout.controller.reconcile import Outcome, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
@@ -145,3 +145,29 @@ async def test_missing_referenced_policy_degrades_with_the_policy_named(cluster:
     status = cluster.objects[MD, "ml", "wine"]["status"]
     assert "nope" in status["message"]
     assert [c["reason"] for c in status["conditions"] if c["type"] == "Degraded"] == ["PolicyError"]
+
+
+class ConflictOnce(Kube):
+    """A status write that loses a race once, as when kopf patches its annotations in between."""
+
+    conflicts = 1
+
+    def replace_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise Conflict("the object has been modified")
+        return super().replace_status(obj)
+
+
+async def test_a_lost_status_race_posts_no_events_and_the_retry_posts_them_once(cluster: Any, tmp_path: Path) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = ConflictOnce(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    with pytest.raises(Conflict):
+        await run(rec, t0)
+    assert not getattr(cluster, "posted_events", [])
+    assert "status" not in cluster.objects[MD, "ml", "wine"]
+    out = await run(rec, t0 + timedelta(seconds=1))
+    assert out is not None and out.phase == "Pending"
+    reasons = [e["reason"] for e in cluster.posted_events]
+    assert reasons.count("Deploying") == 1 and reasons.count("PhasePending") == 1
