@@ -97,6 +97,7 @@ class Gateway:
                 origin, table.version, current.table.version,
             )  # fmt: skip
         self.active = self._compile(table)
+        self._prune(table)
         if table.mirror is not None:
             self.mirror.configure(table.mirror.queue_size, table.mirror.concurrency)
         self.metrics.set_route_version(table.version)
@@ -110,6 +111,19 @@ class Gateway:
         """Log why a table was refused; the active one stays."""
         active = "none" if self.active is None else str(self.active.table.version)
         log.error("route table from %s rejected, keeping version %s: %s", origin, active, reason)
+
+    def _prune(self, table: RouteTable) -> None:
+        """Forget upstreams the new table no longer names: idle connections close now, busy ones when
+        their (old-table) request completes; their breakers go too."""
+        used = {t.upstream for t in table.tracks.values()}
+        used |= {s.backup.upstream for s in (*table.fallback.chain, table.fallback.low_confidence_action)
+                 if s is not None and s.backup is not None}  # fmt: skip
+        if table.mirror is not None:
+            used.add(table.mirror.upstream)
+        for url in [u for u in self._pools if u not in used]:
+            pool = self._pools.pop(url)
+            pool.close()
+            self._breakers.pop(pool.name, None)
 
     def _pool(self, url: str) -> UpstreamPool:
         pool = self._pools.get(url)

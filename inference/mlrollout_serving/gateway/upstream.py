@@ -183,6 +183,7 @@ class UpstreamPool:
         self.loop = asyncio.get_running_loop()
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
+        self.closed_pool = False  # set when no route table names this upstream any more
 
     def send(self, data: bytes, timeout: float, callback: Callback) -> None:
         """Send complete request bytes; `callback` gets an UpstreamResponse or an UpstreamFailure.
@@ -231,8 +232,6 @@ class UpstreamPool:
             self._idle.append(conn)
         else:
             conn.close()
-
-    closed_pool = False
 
     def close(self) -> None:
         """Drop idle connections (busy ones close when their response arrives)."""

@@ -75,10 +75,15 @@ def test_in_flight_request_finishes_on_its_table(routes: RouteFile, up_a: Proc, 
         thread = threading.Thread(target=lambda: slow.append(request(gw.url + INFER, BODY)))
         thread.start()
         wait_for(lambda: metric_sum(gw.url, VERSION) == 1 and _count(up_a) == 1, what="request in flight")
-        routes.write(table(2, up_a.url, up_b.url, 100))
+        routes.write(table(2, up_b.url))  # up-a is no longer named at all: its pool is dropped
         wait_for(lambda: request(gw.url + INFER, BODY).version == 2, what="version 2")
+        assert request(gw.url + INFER, BODY).body["model_name"] == "up-b"
         thread.join(30)
         assert (slow[0].status, slow[0].version, slow[0].body["model_name"]) == (200, 1, "up-a")
+        routes.write(table(3, up_a.url))  # named again: a fresh pool, and it works
+        control(up_a, delay=0.0)
+        wait_for(lambda: request(gw.url + INFER, BODY).version == 3, what="version 3")
+        assert request(gw.url + INFER, BODY).body["model_name"] == "up-a"
 
 
 def _count(up: Proc) -> int:
