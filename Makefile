@@ -74,6 +74,21 @@ bench: bench-decisions
 bench-decisions: venv
 	$(BIN)/python bench/decision_quality.py $(BENCH_DECISIONS_ARGS)
 
+# Model server vs KServe's Python ModelServer vs raw onnxruntime (docs/serving.md). KServe goes into its
+# own .venv-bench: it pins older protobuf, kubernetes and python-dateutil than the dev environment.
+BENCH_VENV := .venv-bench
+.PHONY: bench-serve
+bench: bench-serve
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
+
+bench-serve: deps venv $(BENCH_VENV)/.installed
+	$(BIN)/python bench/serve_bench.py $(BENCH_SERVE_ARGS)
+
 # Real pods (docs/e2e.md): a local cluster with one node (containerd, kubelet, kube-proxy, CoreDNS) or
 # kind where Docker exists, and images built without Docker. Kept out of `make test` for now.
 E2E_STATE ?= /tmp/mlrollout-e2e
