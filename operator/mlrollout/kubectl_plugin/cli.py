@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import urllib3
+
 from mlrollout.kubectl_plugin import commands, render
 from mlrollout.kubectl_plugin.kube import Cluster, KubeError, Obj
 
@@ -101,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send(cluster, namespace, args.name, command, None if args.no_wait else args.timeout, sys.stdout)
     except KubeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except urllib3.exceptions.HTTPError as exc:
+        print(f"error: cannot reach the API server: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         cluster.close()
