@@ -138,11 +138,10 @@ def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: in
     }
     if tpl.resources is not None:
         container["resources"] = tpl.resources.to_dict()
-    if mounts:
-        container["volumeMounts"] = mounts
-    pod_spec: Manifest = {"containers": [container], "automountServiceAccountToken": False}
-    if volumes:
-        pod_spec["volumes"] = volumes
+    # the root filesystem is read-only; downloads (http:// models, profiles) go to an emptyDir /tmp
+    container["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
+    pod_spec: Manifest = {"containers": [container], "automountServiceAccountToken": False, "volumes": volumes}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -71,7 +71,11 @@ def test_pvc_uri_becomes_a_read_only_claim_mount() -> None:
     s.model.reference_profile = "pvc://models/wine/profile.json"
     dep = children.track_deployment(MD, revision_of(s, IMAGE), "stable", 1)
     pod = dep["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "claim-0", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}]
+    claim = {"name": "claim-0", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    assert pod["volumes"][0] == claim and len(pod["volumes"]) == 2  # the claim (once) and /tmp
+    assert {"name": "claim-0", "mountPath": "/mnt/models/models", "readOnly": True} in pod["containers"][0][
+        "volumeMounts"
+    ]
     assert env_of(dep)["MLROLLOUT_MODEL_URI"] == "file:///mnt/models/models/wine/v2.onnx"
     assert env_of(dep)["MLROLLOUT_REFERENCE_PROFILE"] == "file:///mnt/models/models/wine/profile.json"
 
