@@ -27,6 +27,10 @@ import pytest
 import yaml
 from tests.cluster.kube import Kubectl
 
+# `env` (the operator under the chart's ServiceAccount) is the operator tests' fixture, imported to be used here
+from tests.cluster.test_operator import CANARY_STEPS, Env, env, md_manifest, steps_policy, unique  # noqa: F401
+from tests.unit.argocd.test_health_lua import health
+
 pytestmark = pytest.mark.cluster
 
 VENV_BIN = Path(sys.executable).parent
@@ -336,3 +340,77 @@ def test_status_watch_redraws_on_change(
     set_status(kubectl, wine, {"phase": "Paused", "message": "paused by kubectl mlrollout pause"})
     wait_for_line(lambda line: line.startswith(f"ModelDeployment {wine}/wine   Paused"))
     wait_for_line(lambda line: line.startswith("  > 2") and "paused (" in line)
+
+
+# -- the plugin driving the real operator ------------------------------------------------------------------
+# The operator runs as `kopf run` under the chart's ServiceAccount (tests/cluster/test_operator.py's `env`).
+# At every moment the real object also goes through the Argo CD health check: statuses from a real run.
+
+CAPTURE = os.environ.get("MLROLLOUT_CAPTURE_ARGOCD_FIXTURES")  # a directory: save the real objects there
+
+
+def argo_health(e: Env, moment: str, expected: str) -> None:
+    obj = e.md("wine")
+    if CAPTURE:
+        for key in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "annotations"):
+            obj["metadata"].pop(key, None)
+        obj["metadata"]["namespace"] = "ml"
+        body = {"expect": {"status": expected, "messageContains": ""}, "object": obj}
+        (Path(CAPTURE) / f"real-{moment}.json").write_text(json.dumps(body, indent=1) + "\n")
+    status, message = health(obj)
+    assert status == expected, (moment, message, obj.get("status"))
+
+
+def test_plugin_drives_the_real_operator(request: pytest.FixtureRequest) -> None:
+    world: Env = request.getfixturevalue("env")
+    plugin = Plugin(world.kubectl)
+    ns = world.namespace
+    policy = world.policy(steps_policy(unique("steps"), CANARY_STEPS))
+    world.healthy_v1("wine", policy)
+    argo_health(world, "healthy", "Healthy")
+    world.verdict("wine", "continue", 0)
+    world.apply(md_manifest("wine", "2", policy))
+    world.step("wine", 0)
+    argo_health(world, "shadow", "Progressing")
+
+    shown = plugin("status", "wine", "-n", ns)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"ModelDeployment {ns}/wine   Progressing")
+    assert any(line.startswith("  > 1  shadow  mirror 100%, min 100 requests") for line in shown.stdout.splitlines())
+
+    promoted = plugin("promote", "wine", "-n", ns, "--timeout", "120")
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"promote accepted by the operator for {ns}/wine: step 0 (shadow) passed by command" in promoted.stdout
+    assert world.status("wine")["currentStep"]["index"] == 1
+    argo_health(world, "canary", "Progressing")
+
+    paused = plugin("pause", "wine", "-n", ns, "--timeout", "120")
+    assert paused.returncode == 0 and "pause accepted" in paused.stdout, paused.stdout + paused.stderr
+    world.wait_status("wine", "Paused", lambda s: s.get("phase") == "Paused")
+    argo_health(world, "paused", "Suspended")
+    resumed = plugin("resume", "wine", "-n", ns, "--timeout", "120")
+    assert resumed.returncode == 0 and "resume accepted" in resumed.stdout, resumed.stdout + resumed.stderr
+
+    full = plugin("promote", "wine", "-n", ns, "--full", "--timeout", "120")
+    assert full.returncode == 0 and "promoteFull accepted" in full.stdout, full.stdout + full.stderr
+    world.wait_status("wine", "v2 stable", lambda s: (s.get("stable") or {}).get("modelVersion") == "2")
+    argo_health(world, "promoted", "Healthy")
+
+    undone = plugin("undo", "wine", "-n", ns, "--to-revision", "1", "--timeout", "120")
+    assert undone.returncode == 0 and "undo accepted" in undone.stdout, undone.stdout + undone.stderr
+    world.wait_status("wine", "v1 back", lambda s: (s.get("stable") or {}).get("modelVersion") == "1"
+                    and not s.get("candidate"))  # fmt: skip
+    refused = plugin("undo", "wine", "-n", ns, "--to-revision", "99", "--timeout", "120")
+    assert refused.returncode == 1 and "undo REFUSED by the operator" in refused.stdout, refused.stdout
+
+    world.apply(md_manifest("wine", "3", policy))
+    world.step("wine", 0)
+    aborted = plugin("abort", "wine", "-n", ns, "--timeout", "120")
+    assert aborted.returncode == 0 and "abort accepted" in aborted.stdout, aborted.stdout + aborted.stderr
+    world.wait_status("wine", "Degraded", lambda s: s.get("phase") == "Degraded")
+    argo_health(world, "aborted", "Degraded")
+
+    history = plugin("history", "wine", "-n", ns)
+    assert history.returncode == 0, history.stderr
+    outcomes = [line.split()[2] for line in history.stdout.splitlines()[2:] if line.strip() and line[2].isdigit()]
+    assert "aborted" in outcomes and "promoted" in outcomes, history.stdout

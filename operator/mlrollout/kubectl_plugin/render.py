@@ -247,7 +247,7 @@ def render_analysis(analysis: Obj | None, now: datetime) -> list[str]:
     lines.append(table_lines[0])
     for m, line in zip(metrics, table_lines[1:], strict=True):
         lines.append(line)
-        detail = " - ".join(str(x) for x in (m.get("test"), m.get("reason")) if x)
+        detail = " - ".join(dict.fromkeys(str(x) for x in (m.get("test"), m.get("reason")) if x))
         if detail:
             lines.append(f"      {detail}")
     return lines
@@ -322,9 +322,10 @@ def render_status(md: Obj, steps: Sequence[Obj] | None, now: datetime) -> str:
         lines.append(f"Candidate:  {_revision_line(status.get('candidate'))}")
     traffic: Obj = status.get("traffic") or {}
     if traffic:
+        route = f"  (route table v{traffic['version']})" if traffic.get("version") else ""
         lines.append(
             f"Traffic:    stable {traffic.get('stable', 0)}%  candidate {traffic.get('candidate', 0)}%  "
-            f"mirror {traffic.get('mirror', 0)}%"
+            f"mirror {traffic.get('mirror', 0)}%{route}"
         )
     step_lines = render_steps(steps, status, now)
     if step_lines:
@@ -338,6 +339,11 @@ def render_status(md: Obj, steps: Sequence[Obj] | None, now: datetime) -> str:
             f"{ago(held.get('time'), now)}): {held.get('reason', '')}"
         )
         lines.append("            change the spec, `kubectl mlrollout retry` or `kubectl mlrollout undo`")
+    for gone in status.get("scaleDowns") or []:
+        lines.append(
+            f"Scale-down: revision {str(gone.get('revision', '?'))[:12]} at {clock(gone.get('at'))}"
+            + (f" ({gone['reason']})" if gone.get("reason") else "")
+        )
     lines += ["", *render_analysis(status.get("lastAnalysis"), now)]
     history: list[Obj] = status.get("history") or []
     if history:

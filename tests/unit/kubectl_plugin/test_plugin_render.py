@@ -174,3 +174,12 @@ def test_history_newest_first_with_revisions() -> None:
 
 def test_history_empty() -> None:
     assert render.render_history(fixture("01-created-no-status"), NOW) == "History of ml/wine:\n  no rollouts yet"
+
+
+def test_real_run_route_version_and_scale_downs() -> None:
+    """An object the operator wrote in a cluster test (tests/unit/argocd/fixtures/real-aborted.json)."""
+    md = fixture("real-aborted")
+    text = render.render_status(md, None, NOW)
+    assert "Traffic:    stable 100%  candidate 0%  mirror 0%  (route table v7)" in text
+    assert "Scale-down: revision a61c9e00d639 at 07:00:15 (aborted: Aborted)" in text
+    assert "      recorded\n" in text  # test and reason are the same words: said once
