@@ -184,6 +184,13 @@ def test_apply_creates_owned_children_and_delete_collects_them(env: Env) -> None
     table = env.kubectl("get", "md", "-n", env.namespace).stdout
     assert "PHASE" in table and "SPLIT" in table and "Healthy" in table and "100/0" in table
 
+    # scaling is not a new revision: replicas change in place, no rollout starts
+    env.kubectl("patch", "md", "wine", "-n", env.namespace, "--type=merge", "-p", '{"spec": {"replicas": 2}}')
+    st = env.wait_status("wine", "generation 2 observed", lambda s: s.get("observedGeneration") == 2)
+    assert st["stable"]["revision"] == rev and not st.get("candidate") and st["phase"] == "Healthy"
+    wait_for(lambda: env.kubectl.json("get", "deployment", f"wine-{rev}", "-n", env.namespace)["spec"]["replicas"] == 2,
+             30, "the stable Deployment scaled in place")  # fmt: skip
+
     env.kubectl("delete", "md", "wine", "-n", env.namespace, "--wait=true")
 
     def gone() -> bool:
