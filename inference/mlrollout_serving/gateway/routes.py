@@ -237,6 +237,6 @@ def _one_line(exc: ValueError) -> str:
         parts = []
         for err in errors():
             where = ".".join(str(p) for p in err.get("loc", ())) or "<table>"
-            parts.append(f"{where}: {err.get('msg', '')}")
+            parts.append(f"{where}: {str(err.get('msg', '')).removeprefix('Value error, ')}")
         return "; ".join(parts)
     return json.dumps(str(exc))
