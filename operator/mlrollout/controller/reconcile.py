@@ -72,6 +72,14 @@ def _parse_list(items: list[Manifest], model: type[Any], log: Log) -> list[Any]:
     return out
 
 
+def _lenient_status(raw: Any) -> ModelDeploymentStatus:
+    """The stored status if it still parses, else an empty one (the next good pass rewrites it)."""
+    try:
+        return ModelDeploymentStatus.model_validate(raw or {})
+    except ValidationError:
+        return ModelDeploymentStatus()
+
+
 def fallback_setting(spec: FallbackPolicySpec, namespace: str) -> FallbackSetting:
     """The FallbackPolicy as the data plane needs it: backups resolved to their gateway Services."""
     chain: list[Manifest] = []
@@ -142,9 +150,15 @@ class Reconciler:
         obj = self.kube.get_model_deployment(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return None  # gone: the garbage collector removes the children
-        md = ModelDeployment.model_validate(obj)
-        status = md.status or ModelDeploymentStatus()
         generation = int(obj["metadata"].get("generation") or 1)
+        try:
+            md = ModelDeployment.model_validate(obj)
+        except ValidationError as exc:  # the CRD's schema should prevent it; say so rather than crash-loop
+            status = _lenient_status(obj.get("status"))
+            first = str(exc).splitlines()
+            message = f"spec does not validate: {'; '.join(first[:3])}"
+            return self._not_governable(obj, status, generation, "InvalidSpec", message, now)
+        status = md.status or ModelDeploymentStatus()
         try:
             ns_labels = self.kube.namespace_labels(namespace)
             rollout_policies = _parse_list(self.kube.list_policies("rolloutpolicies"), RolloutPolicy, log)
@@ -152,7 +166,7 @@ class Reconciler:
             resolved = resolve_rollout_policy(md, ns_labels, rollout_policies)
             fallback = resolve_fallback_policy(md, ns_labels, fallback_policies)
         except PolicyError as exc:
-            return self._policy_error(obj, status, generation, str(exc), now)
+            return self._not_governable(obj, status, generation, "PolicyError", str(exc), now)
         policy = resolved.spec
         policy_label = f"{resolved.name or 'built-in default'} ({resolved.source})"
 
@@ -278,10 +292,12 @@ class Reconciler:
             owner=owner,
         )
 
-    def _policy_error(
-        self, obj: Manifest, status: ModelDeploymentStatus, generation: int, message: str, now: datetime
-    ) -> Outcome:
-        """A policy that cannot be resolved: Degraded with the policy's words; nothing else changes."""
+    def _not_governable(
+        self, obj: Manifest, status: ModelDeploymentStatus, generation: int, reason: str, message: str,
+        now: datetime,
+    ) -> Outcome:  # fmt: skip
+        """A policy that cannot be resolved, or a spec that does not validate: Degraded with the reason and
+        the words of the policy or validator; nothing else changes (what runs keeps running)."""
         new = status.model_copy(deep=True)
         new.observed_generation = generation
         new.message = message[:1024]
@@ -294,14 +310,15 @@ class Reconciler:
             Condition(
                 type="Degraded",
                 status="True",
-                reason="PolicyError",
+                reason=reason,
                 message=message[:4096],
                 last_transition_time=since,
                 observed_generation=generation,
             )
         )
         new.conditions = conds
-        if new != status:
-            self.kube.post_event(obj, "Warning", "PolicyError", message)
+        changed = new != status
+        if changed:
             self.kube.replace_status({**obj, "status": new.to_dict()})
-        return Outcome(new.phase, new != status, ("PolicyError",) if new != status else ())
+            self.kube.post_event(obj, "Warning", reason, message)
+        return Outcome(new.phase, changed, (reason,) if changed else ())

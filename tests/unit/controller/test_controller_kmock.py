@@ -171,3 +171,14 @@ async def test_a_lost_status_race_posts_no_events_and_the_retry_posts_them_once(
     assert out is not None and out.phase == "Pending"
     reasons = [e["reason"] for e in cluster.posted_events]
     assert reasons.count("Deploying") == 1 and reasons.count("PhasePending") == 1
+
+
+async def test_a_spec_that_does_not_validate_degrades_instead_of_crash_looping(cluster: Any, tmp_path: Path) -> None:
+    body = md_body()
+    body["spec"]["model"]["sha256"] = "not-a-digest"
+    cluster.objects[MD, "ml", "wine"] = body
+    out = await run(reconciler(cluster, tmp_path), datetime(2026, 11, 26, tzinfo=UTC))
+    assert out is not None and out.phase == "Degraded" and out.events == ("InvalidSpec",)
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert "sha256" in status["message"]
+    assert (DEPLOYMENTS, "ml", "wine") not in cluster.objects  # nothing deployed from an invalid spec
