@@ -225,9 +225,7 @@ def digits() -> BuiltModel:
         "digits-mlp",
         "classifier",
         _dataset("load_digits"),
-        lambda: make_pipeline(
-            StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0)
-        ),
+        lambda: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0)),
     )
 
 

@@ -176,9 +176,7 @@ def start_server(
     digest = sha256 if sha256 is not None else digest
     for attempt in range(attempts):
         port = free_port()
-        cmd = server_command(
-            uri, digest, port, name=name, version=version, labels=labels, extra_args=extra_args
-        )
+        cmd = server_command(uri, digest, port, name=name, version=version, labels=labels, extra_args=extra_args)
         proc, log = _spawn(cmd, env)
         server = ServerProcess(proc=proc, port=port, log_path=log, args=cmd)
         deadline = time.monotonic() + timeout
