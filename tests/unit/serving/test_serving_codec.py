@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlrollout_serving.server.codec import RequestError, decode_infer, encode_infer
 from mlrollout_serving.server.signature import DATATYPE_DTYPES, Signature, TensorSpec, output_roles
@@ -201,3 +203,47 @@ def test_output_roles() -> None:
     reg = Signature(inputs=SIG.inputs, outputs=(spec("variable", "FP32", (None, 1)),))
     assert output_roles(reg) == {"variable": "value"}
     assert output_roles(SIG, "regression")["probabilities"] == "value"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["input", "x"]) | JSON_VALUES,
+        "datatype": st.sampled_from(["FP32", "INT64", "BYTES"]) | JSON_VALUES,
+        "shape": st.lists(st.integers(-2, 4), max_size=3) | JSON_VALUES,
+        "data": st.lists(st.floats(allow_nan=False) | st.integers() | st.booleans(), max_size=12) | JSON_VALUES,
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-1, 64)}) | JSON_VALUES,
+    },
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "inputs": st.lists(FIELDS, max_size=3) | JSON_VALUES,
+            "outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["label", "y"])}), max_size=2)
+            | JSON_VALUES,
+            "id": JSON_VALUES,
+            "parameters": JSON_VALUES,
+        },
+    ),
+    st.binary(max_size=16),
+)
+def test_arbitrary_documents_either_decode_or_fail_with_a_request_error(doc: dict[str, Any], tail: bytes) -> None:
+    """Whatever arrives, the codec answers with a valid request or a RequestError, never anything else."""
+    header = json.dumps(doc).encode()
+    for raw, header_length in ((header, None), (header + tail, len(header))):
+        try:
+            req = decode_infer(raw, SIG, header_length)
+        except RequestError as e:
+            assert e.status == 400 and str(e)
+        else:
+            assert req.inputs["input"].shape[1:] == (3,)
+            assert req.inputs["input"].dtype == np.float32
+            assert np.isfinite(req.inputs["input"]).all()
