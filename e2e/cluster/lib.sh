@@ -22,9 +22,26 @@ require() {
   command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH; $2"
 }
 
-# Fingerprint of the pinned sources and build flags: the cache is valid only for these.
+# Link flags: version stamps, as the upstream Makefiles set them, so `kubectl version`, the API
+# server's /version and helm's built-in Kubernetes version (kubeVersion checks in `helm template`
+# and `lint`; v1.20 otherwise) say the truth.
+build_ldflags() {
+  local minor="${K8S_VERSION#v1.}" p flags="-s -w"
+  minor="${minor%%.*}"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    flags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  flags+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+  done
+  echo "$flags"
+}
+
+# Fingerprint of the pinned sources and link flags: the cache is valid only for these.
 deps_fingerprint() {
-  cat "$CLUSTER_DIR/go.mod" "$CLUSTER_DIR/go.sum" "$CLUSTER_DIR/cmd/etcd/main.go" "$CLUSTER_DIR/build" \
+  { cat "$CLUSTER_DIR/go.mod" "$CLUSTER_DIR/go.sum" "$CLUSTER_DIR/cmd/etcd/main.go"; build_ldflags; } \
     | sha256sum | cut -c1-16
 }
 

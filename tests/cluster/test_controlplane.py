@@ -187,6 +187,24 @@ def test_status_patch_keeps_generation_and_spec_change_bumps_it(kubectl: Kubectl
     assert changed["status"]["observedGeneration"] == gen
 
 
+def test_controller_manager_runs_the_core_controllers(kubectl: Kubectl, namespace: str) -> None:
+    """Deployment -> ReplicaSet -> Pods, ServiceAccounts with tokens, and owner-reference garbage collection."""
+    kubectl("-n", namespace, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2")
+    kubectl("-n", namespace, "wait", "--for=create", "--timeout=90s", "serviceaccount/default")
+    kubectl("-n", namespace, "wait", "--for=jsonpath={.status.replicas}=2", "--timeout=90s", "deployment/web")
+    [rs] = kubectl.json("-n", namespace, "get", "replicasets", "-l", "app=web")["items"]
+    assert rs["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    pods = kubectl.json("-n", namespace, "get", "pods", "-l", "app=web")["items"]
+    assert len(pods) == 2 and all(p["metadata"]["ownerReferences"][0]["name"] == rs["metadata"]["name"] for p in pods)
+    token = kubectl("-n", namespace, "create", "token", "default").stdout.strip()
+    review = kubectl.json("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    ))  # fmt: skip
+    assert review["status"]["user"]["username"] == f"system:serviceaccount:{namespace}:default"
+    kubectl("-n", namespace, "delete", "deployment", "web", "--cascade=background")
+    kubectl("-n", namespace, "wait", "--for=delete", "--timeout=90s", f"replicaset/{rs['metadata']['name']}")
+
+
 # --- the scripts themselves ---------------------------------------------------------------------
 
 
