@@ -174,6 +174,11 @@ def test_helm_rejects_invalid_values(helm: Helm) -> None:
     assert bad_level.returncode != 0 and "logLevel" in bad_level.stderr
     bad_provider = helm("template", "x", str(CHART), "--set", "defaultTrafficProvider=nginx", check=False)
     assert bad_provider.returncode != 0 and "defaultTrafficProvider" in bad_provider.stderr
+    # values.schema.json: a misspelt key is an error, not silently ignored.
+    typo = helm("template", "x", str(CHART), "--set", "prometheusURL=http://p:9090", check=False)
+    assert typo.returncode != 0 and "prometheusURL" in typo.stderr
+    bad_ns = helm("template", "x", str(CHART), "--set", "watchNamespaces={Team_A}", check=False)
+    assert bad_ns.returncode != 0 and "watchNamespaces" in bad_ns.stderr
 
 
 def test_operator_deployment_is_hardened(helm: Helm) -> None:
