@@ -54,7 +54,7 @@ async def serve(s: config.Settings) -> int:
     metrics = ServerMetrics(s.identity, s.model_name, s.model_version)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx") as executor:
         app = App(s, metrics, executor)
-        http = HttpServer(app.handle, app.too_large, s.max_body_bytes)
+        http = HttpServer(app.handle, app.too_large, s.max_body_bytes, s.keepalive_timeout)
         try:
             await http.start(s.host, s.port)
         except OSError as e:

@@ -35,6 +35,7 @@ class Settings:
     inline_elements: int
     max_body_bytes: int
     max_inflight: int
+    keepalive_timeout: float
     download_timeout: float
     download_max_bytes: int
     download_retries: int
@@ -91,6 +92,7 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
     ("--inline-elements", "INLINE_ELEMENTS", int, 8192, "batches up to this many values run on the loop"),
     ("--max-body-bytes", "MAX_BODY_BYTES", int, 16 << 20, "larger request bodies get 413"),
     ("--max-inflight", "MAX_INFLIGHT", int, 4096, "more queued inference requests get 503"),
+    ("--keepalive-timeout", "KEEPALIVE_TIMEOUT", float, 75.0, "close connections idle this long (0 = never)"),
     ("--download-timeout", "DOWNLOAD_TIMEOUT", float, 60.0, "seconds per download attempt (http)"),
     ("--download-max-bytes", "DOWNLOAD_MAX_BYTES", int, 2 << 30, "largest model file accepted"),
     ("--download-retries", "DOWNLOAD_RETRIES", int, 3, "download attempts before giving up"),

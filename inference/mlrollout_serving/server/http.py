@@ -96,6 +96,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self._loop = asyncio.get_running_loop()
+        self.last_active = self._loop.time()
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -106,6 +108,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.last_active = self._loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -197,6 +200,7 @@ class HttpConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         close = not keep or self.server.closing
+        self.last_active = self._loop.time()
         self.transport.write(_head(reply, close) + reply.body)
         if close:
             self._close()
@@ -238,10 +242,17 @@ class HttpConnection(asyncio.Protocol):
 class HttpServer:
     """Listens, tracks connections, and drains them gracefully."""
 
-    def __init__(self, handler: Handler, too_large: Callable[[Request], Reply], max_body: int) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        too_large: Callable[[Request], Reply],
+        max_body: int,
+        keepalive_timeout: float = 75.0,
+    ) -> None:
         self.handler = handler
         self.too_large = too_large
         self.max_body = max_body
+        self.keepalive_timeout = keepalive_timeout
         self.connections: set[HttpConnection] = set()
         self.closing = False
         self._server: asyncio.Server | None = None
@@ -252,6 +263,21 @@ class HttpServer:
         self._server = await loop.create_server(
             lambda: HttpConnection(self), host, port, reuse_address=True, backlog=2048
         )
+        if self.keepalive_timeout > 0:
+            loop.call_later(self.keepalive_timeout / 4, self._reap_idle)
+
+    def _reap_idle(self) -> None:
+        """Close keep-alive connections idle for longer than ``keepalive_timeout`` (file descriptors are
+        finite; clients reconnect). The timeout is longer than common load-balancer idle timeouts (60 s)
+        so the client side normally closes first."""
+        if self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self.keepalive_timeout
+        for conn in list(self.connections):
+            if conn.idle and conn.last_active < cutoff:
+                conn._close()
+        loop.call_later(self.keepalive_timeout / 4, self._reap_idle)
 
     @property
     def port(self) -> int:
