@@ -7,7 +7,9 @@ status code or error), answers by model version, and latency quantiles of the la
 the demo read the last line of the pod's log; the rate and the duration bound the load.
 
 Environment: TARGET (http://host:port), MODEL (OIP model name), RATE (requests/s, total), WORKERS,
-DURATION (seconds, 0 = until stopped), ROWS (path to a JSON list of rows).
+DURATION (seconds, 0 = until stopped), ROWS (path to a JSON list of rows), WARMUP (seconds: before
+counting, wait at most this long for the first successful answer, so the counts start once the Service
+routes; a target that never answers fails the run).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -104,6 +107,25 @@ def worker(
             next_at = time.monotonic()  # behind schedule: do not burst to catch up
 
 
+def warm_up(target: str, model: str, row: list[float], timeout: float) -> bool:
+    """Waits (uncounted) for the first 200 from the target; False if none came within TIMEOUT seconds."""
+    url = urllib.parse.urlsplit(target)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=5)
+            conn.request("POST", f"/v2/models/{model}/infer", body=body, headers={"Content-Type": "application/json"})
+            ok = conn.getresponse().status == 200
+            conn.close()
+            if ok:
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def main() -> int:
     target = os.environ["TARGET"]
     model = os.environ["MODEL"]
@@ -112,8 +134,12 @@ def main() -> int:
     duration = float(os.environ.get("DURATION", "0"))
     with open(os.environ.get("ROWS", "/config/rows.json")) as fh:
         rows = json.load(fh)
-    stats = Stats()
     stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not warm_up(target, model, rows[0], float(os.environ.get("WARMUP", "180"))):
+        print(json.dumps({"error": f"{target} did not answer during the warm-up"}), flush=True)
+        return 1
+    stats = Stats()
     threads = [
         threading.Thread(
             target=worker, args=(target, model, rows[k::workers] or rows, workers / rate, stop, stats), daemon=True
@@ -125,7 +151,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         while not stop.is_set():
-            time.sleep(1.0)
+            stop.wait(1.0)
             print(json.dumps(stats.snapshot()), flush=True)
             if duration and time.monotonic() - started >= duration:
                 stop.set()

@@ -186,6 +186,9 @@ def main() -> int:
         canaries at 10% and 50%, each gated on error rate and p99 latency. Then the ModelDeployment
         '{MD}' in namespace {NS} is applied with model v1.""",
     )
+    if cluster.get("namespace", NS):
+        note(f"removing the previous demo's namespace {NS} first")
+        cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=300s", timeout=330)
     cluster.ensure_namespace(NS)
     cluster.apply(policy_manifest())
     files = manifest["files"]

@@ -140,12 +140,18 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval
 def install_prometheus(cluster: Cluster, refs: Mapping[str, str], scrape_interval: str = "2s") -> str:
     """Prometheus in SYSTEM_NS; returns its in-cluster URL."""
     cluster.ensure_namespace(SYSTEM_NS)
-    cluster.apply(
-        render(
-            "prometheus.yaml",
-            {"NAMESPACE": SYSTEM_NS, "PROMETHEUS_IMAGE": refs["PROMETHEUS"], "SCRAPE_INTERVAL": scrape_interval},
-        )
-    )
+    cm = cluster.kubectl(
+        "create", "configmap", "prometheus-discovery", "-n", SYSTEM_NS,
+        f"--from-file=kube_sd.py={Path(__file__).resolve().parent / 'kube_sd.py'}", "--dry-run=client", "-o", "json",
+    )  # fmt: skip
+    cluster.apply(cm)
+    values = {
+        "NAMESPACE": SYSTEM_NS,
+        "PROMETHEUS_IMAGE": refs["PROMETHEUS"],
+        "SERVING_IMAGE": refs["SERVING"],
+        "SCRAPE_INTERVAL": scrape_interval,
+    }
+    cluster.apply(render("prometheus.yaml", values))
     cluster.rollout_wait(SYSTEM_NS, "prometheus")
     return f"http://prometheus.{SYSTEM_NS}.svc:9090"
 
@@ -182,12 +188,6 @@ def install_operator(
 ) -> None:
     """The chart, installed (or upgraded) with the real helm, pointing at the local images."""
     repo, tag = split_ref(refs["OPERATOR"])
-    env = {
-        "MLROLLOUT_SERVING_IMAGE": refs["SERVING"],
-        "MLROLLOUT_GATEWAY_IMAGE": refs["SERVING"],
-        "MLROLLOUT_RECONCILE_INTERVAL": "2",
-        **(extra_env or {}),
-    }
     args = [
         "upgrade",
         "--install",
@@ -204,11 +204,17 @@ def install_operator(
         "image.pullPolicy=IfNotPresent",
         "--set",
         f"prometheusUrl={prometheus_url}",
+        "--set",
+        f"servingImage={refs['SERVING']}",
+        "--set",
+        f"gatewayImage={refs['SERVING']}",
+        "--set",
+        "reconcileInterval=2",
         "--wait",
         "--timeout",
         "5m",
     ]
-    for i, (name, value) in enumerate(env.items()):
+    for i, (name, value) in enumerate((extra_env or {}).items()):
         args += ["--set", f"extraEnv[{i}].name={name}", "--set-string", f"extraEnv[{i}].value={value}"]
     cluster.helm(*args)
 
@@ -238,6 +244,7 @@ def start_loadgen(
     name: str = "loadgen",
 ) -> str:
     """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name."""
+    cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "rows.json").write_text(json.dumps([list(r) for r in rows]))
         cm = cluster.kubectl(
@@ -283,6 +290,7 @@ def start_loadgen(
     cluster.kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=true", timeout=120)
     cluster.apply(json.dumps(pod))
     cluster.kubectl("wait", "-n", namespace, f"pod/{name}", "--for=condition=Ready", "--timeout=180s", timeout=200)
+    wait_until("the load generator's first report", lambda: "sent" in loadgen_stats(cluster, namespace, name), 240)
     return name
 
 
@@ -291,8 +299,10 @@ def loadgen_stats(cluster: Cluster, namespace: str, name: str = "loadgen") -> di
     out = cluster.kubectl("logs", "-n", namespace, name, "--tail=5", timeout=60)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if not lines:
-        return {"sent": 0, "ok": 0, "failed": 0, "codes": {}, "versions": {}}
+        return {}
     stats: dict[str, Any] = json.loads(lines[-1])
+    if "error" in stats:
+        raise RuntimeError(f"load generator {namespace}/{name}: {stats['error']}")
     return stats
 
 

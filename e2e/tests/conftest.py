@@ -115,11 +115,12 @@ def policy(name: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any
             "interval": "5s",
             "metrics": {
                 "errorRate": {"maxRate": 0.02},
-                "latency": {"quantile": 0.99, "maxSeconds": 0.015, "compareWithStable": True},
+                "latency": {"quantile": 0.9, "maxSeconds": 0.1, "compareWithStable": True},
                 "predictionDrift": {"enabled": False},
                 "inputDrift": {"enabled": False},
             },
         },
+        "significance": {"alpha": 0.05, "margins": {"latency": {"relative": 1.0}}},
         "onFailure": "rollback",
         "onInconclusive": {"action": "rollback"},
         "progressDeadline": "10m",

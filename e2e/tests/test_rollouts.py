@@ -50,7 +50,9 @@ def test_first_deployment_becomes_healthy(platform: Platform, namespace: str, cl
     assert st["stable"]["modelVersion"] == "v1"
     assert st["stable"]["sha256"] == platform.files["wine-v1.onnx"]
     stack.start_loadgen(platform.cluster, namespace, platform.refs, "wine", "wine", platform.rows, rate=10)
-    stack.wait_until("20 answered requests", lambda: stack.loadgen_stats(platform.cluster, namespace)["ok"] >= 20, 120)
+    stack.wait_until(
+        "20 answered requests", lambda: stack.loadgen_stats(platform.cluster, namespace).get("ok", 0) >= 20, 120
+    )
     load = stack.stop_loadgen(platform.cluster, namespace)
     assert load["failed"] == 0, load
     assert set(load["versions"]) == {"v1"}, load
