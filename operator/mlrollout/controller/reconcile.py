@@ -28,10 +28,11 @@ from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.observe import CommandError, facts_by_revision, parse_command
+from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource, to_fact
 from mlrollout.policy import PolicyError, resolve_fallback_policy, resolve_rollout_policy
-from mlrollout.revision import revision_of
+from mlrollout.revision import RevisionTemplate, revision_of
 from mlrollout.rollout import (
     Command,
     EnsureTrack,
@@ -70,6 +71,14 @@ def _parse_list(items: list[Manifest], model: type[Any], log: Log) -> list[Any]:
             name = (item.get("metadata") or {}).get("name", "?")
             log.warning("ignoring invalid %s %s: %s", model.__name__, name, str(exc).splitlines()[0])
     return out
+
+
+def _candidate_profile(status: ModelDeploymentStatus) -> str | None:
+    """The candidate's referenceProfile URI, from the template stored with its revision."""
+    cand = status.candidate
+    if cand is None or not cand.template:
+        return None
+    return RevisionTemplate.from_json(cand.template).model.reference_profile
 
 
 def _lenient_status(raw: Any) -> ModelDeploymentStatus:
@@ -135,6 +144,7 @@ class Reconciler:
         self.kube = kube
         self.verdicts = verdicts
         self.settings = settings
+        self.profiles = ProfileCache()
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Outcome | None:
         started = time.monotonic()
@@ -204,6 +214,7 @@ class Reconciler:
             stable_revision=status.stable.revision,
             candidate_revision=status.candidate.revision,
             source="model" if kind in ("shadow", "blueGreen") else "gateway",
+            reference=self.profiles.get(_candidate_profile(status)),
         )
         window = max((now - parse(status.current_step.started_at)).total_seconds(), 1.0)
         started = time.monotonic()
