@@ -44,7 +44,7 @@ def psi(actual: Sequence[float], expected: Sequence[float], pseudo: float = 0.5)
     return total
 
 
-def g_test(table: list[list[int]]) -> tuple[float, float]:
+def g_test(table: list[list[float]]) -> tuple[float, float]:
     """G statistic of independence and its fixed-sample chi-square p-value, for the record.
 
     Same statistic as ``scipy.stats.chi2_contingency(..., lambda_="log-likelihood")``, computed directly
@@ -77,9 +77,18 @@ def _decide(value: float, log_e: float, n: int, s: DriftSettings) -> tuple[Decis
 
 
 def prediction_drift_result(
-    stable: Mapping[str, int] | None, candidate: Mapping[str, int] | None, s: DriftSettings
+    stable: Mapping[str, int] | None,
+    candidate: Mapping[str, int] | None,
+    s: DriftSettings,
+    rows_per_request: float = 1.0,
 ) -> MetricDict:
-    """``predictionDrift``: the candidate's prediction distribution against stable's on the same traffic."""
+    """``predictionDrift``: the candidate's prediction distribution against stable's on the same traffic.
+
+    Traffic is routed per request but predictions are counted per row, and the rows of one request share
+    their route (and are often alike). The evidence therefore counts each request's rows as one
+    observation (counts divided by ``rows_per_request``): exact when a request's rows agree, conservative
+    when they are independent.
+    """
     stable, candidate = stable or {}, candidate or {}
     labels = sorted(set(stable) | set(candidate))
     ns, nc = sum(stable.values()), sum(candidate.values())
@@ -89,8 +98,10 @@ def prediction_drift_result(
         return metric_result("predictionDrift", "inconclusive", f"no predictions counted for {which}", samples=samples)
     table = [[stable.get(k, 0) for k in labels], [candidate.get(k, 0) for k in labels]]
     value = psi(table[1], table[0])
-    log_e = homogeneity_log_e(table)
-    g, _ = g_test(table)
+    scale = max(rows_per_request, 1.0)
+    effective = [[x / scale for x in row] for row in table]
+    log_e = homogeneity_log_e(effective)
+    g, _ = g_test(effective)
     decision, reason = _decide(value, log_e, nc, s)
     return metric_result(
         "predictionDrift",
@@ -114,9 +125,15 @@ def _reference_features(reference: Mapping[str, Any]) -> dict[str, list[float]]:
 
 
 def input_drift_result(
-    features: Mapping[str, list[int]] | None, reference: Mapping[str, Any], s: DriftSettings
+    features: Mapping[str, list[int]] | None,
+    reference: Mapping[str, Any],
+    s: DriftSettings,
+    rows_per_request: float = 1.0,
 ) -> MetricDict:
-    """``inputDrift``: live inputs (the candidate's traffic) against the reference profile, worst feature."""
+    """``inputDrift``: live inputs (the candidate's traffic) against the reference profile, worst feature.
+
+    Like prediction drift, the evidence counts a request's rows as one observation.
+    """
     ref = _reference_features(reference)
     features = features or {}
     usable = {f: c for f, c in features.items() if f in ref and len(c) == len(ref[f])}
@@ -130,7 +147,8 @@ def input_drift_result(
     if n == 0:
         return metric_result("inputDrift", "inconclusive", "no live inputs counted yet", samples=(None, 0.0))
     values = {f: psi(c, [p * sum(c) for p in ref[f]]) for f, c in usable.items()}
-    e_values = [log_to_e(goodness_of_fit_log_e(c, ref[f])) for f, c in usable.items()]
+    scale = max(rows_per_request, 1.0)
+    e_values = [log_to_e(goodness_of_fit_log_e([x / scale for x in c], ref[f])) for f, c in usable.items()]
     mean_e = sum(e_values) / len(e_values)
     worst = max(values, key=lambda f: values[f])
     decision, reason = _decide(values[worst], math.log(mean_e) if mean_e > 0 else -math.inf, n, s)

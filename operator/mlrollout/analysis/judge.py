@@ -133,10 +133,14 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
         )  # fmt: skip
     if m.prediction_drift.enabled and has_predictions:
         drift = DriftSettings(m.prediction_drift.max_psi, each, MIN_SAMPLES)
-        results.append(prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, drift))
+        rows = sum((snap.stable.predictions or {}).values()) + sum((snap.candidate.predictions or {}).values())
+        per_request = rows / max(snap.stable.requests + snap.candidate.requests, 1)
+        results.append(prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, drift, per_request))
     if m.input_drift.enabled and reference_features and snap.reference is not None:
         drift = DriftSettings(m.input_drift.max_psi, each, MIN_SAMPLES)
-        results.append(input_drift_result(snap.candidate.features, snap.reference, drift))
+        binned = [sum(bins) for bins in (snap.candidate.features or {}).values()]
+        per_request = (max(binned) if binned else 0) / max(snap.candidate.requests, 1)
+        results.append(input_drift_result(snap.candidate.features, snap.reference, drift, per_request))
     for custom in m.custom or []:
         results.append(custom_result(custom, snap.custom.get(custom.name)))
 

@@ -125,7 +125,7 @@ def beta_mixture_proportion_cs(k: int, n: int, alpha: float, a: float = 0.5, b: 
     return Interval(lo, hi)
 
 
-def homogeneity_log_e(table: list[list[int]], concentration: float = 0.5) -> float:
+def homogeneity_log_e(table: list[list[float]], concentration: float = 0.5) -> float:
     """Log e-value against "every row has the same category distribution" for a rows x categories table.
 
     Universal inference (Wasserman, Ramdas & Balakrishnan 2020) with a Dirichlet mixture alternative over
@@ -134,30 +134,30 @@ def homogeneity_log_e(table: list[list[int]], concentration: float = 0.5) -> flo
     distribution's likelihood is a test martingale; dividing by the maximum only makes it smaller, so the
     result is an e-process for the composite null that depends on the cumulative counts alone.
     """
-    cells = [int(x) for row in table for x in row]
+    cells = [float(x) for row in table for x in row]
     n = sum(cells)
     if n <= 0:
         return 0.0
     m = len(cells)
     log_mix = special.gammaln(m * concentration) - special.gammaln(n + m * concentration)
     log_mix += sum(special.gammaln(c + concentration) - special.gammaln(concentration) for c in cells)
-    rows = [sum(int(x) for x in row) for row in table]
-    cols = [sum(int(row[j]) for row in table) for j in range(len(table[0]))]
+    rows = [sum(float(x) for x in row) for row in table]
+    cols = [sum(float(row[j]) for row in table) for j in range(len(table[0]))]
     log_null = 0.0
     for i, row in enumerate(table):
         for j, x in enumerate(row):
             if x > 0:
-                log_null += int(x) * math.log(rows[i] * cols[j] / (n * n))
+                log_null += float(x) * math.log(rows[i] * cols[j] / (n * n))
     return float(log_mix - log_null)
 
 
-def goodness_of_fit_log_e(counts: list[int], proportions: list[float], concentration: float = 0.5) -> float:
+def goodness_of_fit_log_e(counts: list[float], proportions: list[float], concentration: float = 0.5) -> float:
     """Log e-value against "the counts are multinomial with these proportions" (Lindon & Malek 2022)."""
-    n = sum(int(c) for c in counts)
+    n = sum(float(c) for c in counts)
     if n <= 0:
         return 0.0
     k = len(counts)
     log_mix = special.gammaln(k * concentration) - special.gammaln(n + k * concentration)
-    log_mix += sum(special.gammaln(int(c) + concentration) - special.gammaln(concentration) for c in counts)
-    log_null = sum(int(c) * math.log(max(p, 1e-9)) for c, p in zip(counts, proportions, strict=True) if c > 0)
+    log_mix += sum(special.gammaln(float(c) + concentration) - special.gammaln(concentration) for c in counts)
+    log_null = sum(float(c) * math.log(max(p, 1e-9)) for c, p in zip(counts, proportions, strict=True) if c > 0)
     return float(log_mix - log_null)

@@ -208,3 +208,22 @@ def test_custom_thresholds() -> None:
     assert missing["decision"] == "inconclusive" and missing["reason"] == "boom"
     assert custom_result(m, None)["decision"] == "inconclusive"
     assert math.isclose(custom_result(m, CustomValue(None, 3.0))["effect"] or 0.0, 1.0)
+
+
+def test_rows_routed_together_count_as_one_observation() -> None:
+    """Four rows per request share a route: the evidence must equal that of the per-request counts."""
+    stable, candidate = {"0": 300, "1": 400, "2": 300}, {"0": 20, "1": 45, "2": 35}
+    per_request = prediction_drift_result(stable, candidate, DRIFT)
+    per_row = prediction_drift_result(
+        {k: 4 * v for k, v in stable.items()}, {k: 4 * v for k, v in candidate.items()}, DRIFT, rows_per_request=4
+    )
+    assert per_row["eValue"] == pytest.approx(per_request["eValue"])
+    assert per_row["effect"] == pytest.approx(per_request["effect"], rel=0.05)  # PSI smoothing differs a little
+    inflated = prediction_drift_result(
+        {k: 4 * v for k, v in stable.items()}, {k: 4 * v for k, v in candidate.items()}, DRIFT
+    )
+    assert (inflated["eValue"] or 0) > (per_row["eValue"] or 0)
+    features = input_drift_result({"f0": [1000, 2000, 1000], "f1": [2000, 2000]}, REFERENCE, DRIFT, rows_per_request=4)
+    assert features["eValue"] == pytest.approx(
+        input_drift_result({"f0": [250, 500, 250], "f1": [500, 500]}, REFERENCE, DRIFT)["eValue"]
+    )
