@@ -183,7 +183,8 @@ def main() -> int:
     say(
         "3. Deploy v1",
         f"""A RolloutPolicy ({POLICY}) says how new versions roll out: 100% shadow traffic first, then
-        canaries at 10% and 50%, each gated on error rate and p99 latency. Then the ModelDeployment
+        canaries at 25% and 50%, each gated on the error rate and on latency (p90, compared with
+        the stable version). Then the ModelDeployment
         '{MD}' in namespace {NS} is applied with model v1.""",
     )
     if cluster.get("namespace", NS):

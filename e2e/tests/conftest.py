@@ -114,7 +114,7 @@ def policy(name: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any
         "analysis": {
             "interval": "5s",
             "metrics": {
-                "errorRate": {"maxRate": 0.02},
+                "errorRate": {"maxRate": 0.05},
                 "latency": {"quantile": 0.9, "maxSeconds": 0.1, "compareWithStable": True},
                 "predictionDrift": {"enabled": False},
                 "inputDrift": {"enabled": False},

@@ -27,7 +27,6 @@ from conftest import (
 
 SLOW_STEPS: list[dict[str, Any]] = [
     {"shadow": {"mirrorPercent": 100, "minRequests": 150, "maxDuration": "4m"}},
-    {"canary": {"weight": 10, "minRequests": 100, "maxDuration": "4m"}},
     {"canary": {"weight": 25, "minRequests": 150, "maxDuration": "4m"}},
     {"canary": {"weight": 50, "minRequests": 200, "maxDuration": "4m"}},
 ]

@@ -24,7 +24,7 @@ from conftest import (
 
 CANARY_STEPS: list[dict[str, Any]] = [
     {"shadow": {"mirrorPercent": 100, "minRequests": 150, "maxDuration": "3m"}},
-    {"canary": {"weight": 10, "minRequests": 60, "maxDuration": "3m"}},
+    {"canary": {"weight": 25, "minRequests": 100, "maxDuration": "3m"}},
     {"canary": {"weight": 50, "minRequests": 150, "maxDuration": "3m"}},
 ]
 
