@@ -36,6 +36,7 @@ class Stats:
         self.codes: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.window: list[float] = []
+        self.first_failures: list[tuple[float, str]] = []  # when the first failures happened, and why
 
     def record(self, code: str, version: str | None, seconds: float) -> None:
         with self.lock:
@@ -47,6 +48,8 @@ class Stats:
                     self.versions[version] += 1
             else:
                 self.failed += 1
+                if len(self.first_failures) < 20:
+                    self.first_failures.append((round(time.time(), 3), code))
             self.window.append(seconds)
 
     def snapshot(self) -> dict[str, object]:
@@ -61,6 +64,7 @@ class Stats:
                 "failed": self.failed,
                 "codes": dict(self.codes),
                 "versions": dict(self.versions),
+                **({"first_failures": list(self.first_failures)} if self.first_failures else {}),
                 **(q if lat else {}),
             }
 

@@ -8,7 +8,6 @@ slow v3 while `kubectl mlrollout status --watch` shows each rollout live, and en
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -80,13 +79,7 @@ def finished(cluster: stack.Cluster, version: str) -> dict[str, Any] | None:
 
 def build_models() -> tuple[Path, dict[str, Any]]:
     out = stack.cache_dir() / "demo-models"
-    manifest_path = out / "manifest.json"
-    recipe = hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest()[:16]
-    if manifest_path.exists() and (out / ".recipe").exists() and (out / ".recipe").read_text() == recipe:
-        return out, json.loads(manifest_path.read_text())
-    manifest = models.build(out)
-    (out / ".recipe").write_text(recipe)
-    return out, manifest
+    return out, models.cached(out)
 
 
 def rollout(

@@ -72,9 +72,9 @@ def cluster() -> stack.Cluster:
 
 
 @pytest.fixture(scope="session")
-def platform(cluster: stack.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Platform:
-    models_dir = tmp_path_factory.mktemp("models")
-    manifest = models.build(models_dir)
+def platform(cluster: stack.Cluster) -> Platform:
+    models_dir = stack.cache_dir() / "demo-models"  # shared with the demo: one model store, one build
+    manifest = models.cached(models_dir)
     refs = stack.image_refs()
     prom = stack.install_prometheus(cluster, refs)
     store = stack.install_model_store(cluster, refs, models_dir)

@@ -141,6 +141,7 @@ def test_blue_green_switch_and_rollback_within_window(
         "-n", namespace, "get", "pods", "-l", f"mlrollout.io/revision={v1_revision}", "-o", "name"
     )
     assert v1_pods.strip(), "v1's pods should still run inside the rollback window"
+    switched_at = time.time()
     started = time.monotonic()
     env_path = {"KUBECONFIG": platform.cluster.kubeconfig}
     subprocess.run(
@@ -158,7 +159,11 @@ def test_blue_green_switch_and_rollback_within_window(
     switch_back = time.monotonic() - started
     time.sleep(5)
     load = stack.stop_loadgen(platform.cluster, namespace)
-    report("blue-green", f"switched to v2, undo to v1 took {switch_back:.1f}s; load {load}")
+    report(
+        "blue-green",
+        f"switched to v2 (promoted {entry.get('finishedAt')}), undo at {switched_at:.3f} "
+        f"took {switch_back:.1f}s; load {load}",
+    )
     assert load["failed"] == 0, load
 
 
