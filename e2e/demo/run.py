@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else
 def say(step: str, text: str = "") -> None:
     print(f"\n{BOLD}==> {step}{RESET}", flush=True)
     if text:
-        print(textwrap.indent(textwrap.fill(textwrap.dedent(text).strip(), 100), "    "), flush=True)
+        print(textwrap.indent(textwrap.fill(" ".join(text.split()), 100), "    "), flush=True)
 
 
 def note(text: str) -> None:
@@ -136,6 +136,11 @@ def summary(cluster: stack.Cluster, load: dict[str, Any]) -> None:
         f"    Client traffic during the demo: {load.get('sent', 0)} requests, {load.get('ok', 0)} answered, "
         f"{load.get('failed', 0)} failed; answers by model version: {load.get('versions', {})}"
     )
+    if load.get("failed"):
+        when = ", ".join(
+            f"{datetime.fromtimestamp(t, tz=UTC):%H:%M:%S} {code}" for t, code in load.get("first_failures", [])
+        )
+        print(f"    Failed requests (UTC time, status): {when}")
 
 
 def main() -> int:
