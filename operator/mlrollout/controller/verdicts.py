@@ -47,7 +47,7 @@ class PrometheusVerdicts:
         else:
             custom = policy.analysis.metrics.custom or []
             snapshot = collect_snapshot(self._provider, target, window_seconds, custom=custom)
-        return dict(judge(snapshot, policy.to_dict()))
+        return dict(judge(snapshot, policy))
 
 
 class RecordedVerdicts:
@@ -64,7 +64,7 @@ class RecordedVerdicts:
         except (OSError, json.JSONDecodeError) as exc:
             return {"verdict": "inconclusive", "reason": f"no recorded verdict ({exc})", "metrics": []}
         if isinstance(data, dict) and "snapshot" in data:
-            return dict(judge(data["snapshot"], policy.to_dict()))
+            return dict(judge(data["snapshot"], policy))
         return data if isinstance(data, dict) else {"verdict": "inconclusive", "reason": "bad file", "metrics": []}
 
 
