@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: deps venv cluster-build
+test: deps venv lint cluster-build
 	$(BIN)/pytest tests/unit tests/component tests/cluster
 
 test-unit: venv
