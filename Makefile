@@ -43,6 +43,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy operator/mlrollout inference/mlrollout_serving
+	$(BIN)/lint-imports
 
 crds: venv
 	$(BIN)/python -m mlrollout.api.crdgen
