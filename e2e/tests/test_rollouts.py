@@ -78,6 +78,15 @@ def test_good_candidate_promoted_with_zero_failed_requests(
         return history_entry(platform.cluster, namespace, "v2")
 
     entry = stack.wait_until("v2's rollout to end", done, 600, 1)
+    # The rollout is not over for clients at promotion: the promoted pods are relabelled (rolled) and the
+    # old stable is scaled down afterwards. Keep the load on until that is done.
+    stack.wait_until(
+        "the old stable's scale-down after the promotion",
+        lambda: not md_status(platform.cluster, namespace).get("scaleDowns"),
+        120,
+        1,
+    )
+    time.sleep(5)  # requests in flight when the old pods went away are counted in the next report line
     load = stack.stop_loadgen(platform.cluster, namespace)
     report(
         "good canary",
