@@ -204,3 +204,15 @@ def test_istio_entry_service_selects_every_model_server_of_the_model_deployment(
     svc = children.mesh_entry_service(MD, 8080)
     assert svc["metadata"]["name"] == "wine"
     assert svc["spec"]["selector"] == {naming.MODEL_DEPLOYMENT: "wine", naming.COMPONENT: naming.SERVER_COMPONENT}
+
+
+def test_serving_and_gateway_pods_keep_serving_while_endpoints_drop_them() -> None:
+    """A preStop pause before SIGTERM, within a grace period that covers the servers' own drain."""
+    deployments = [
+        children.track_deployment(MD, revision_of(spec("1", "a"), IMAGE), "stable", 1),
+        next(o for o in children.gateway_children(MD, OperatorSettings()) if o["kind"] == "Deployment"),
+    ]
+    for dep in deployments:
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+        assert pod["terminationGracePeriodSeconds"] >= 5 + 20
