@@ -101,6 +101,14 @@ def track_labels(md_name: str, revision: str, track: str) -> dict[str, str]:
     }
 
 
+# Both data-plane containers run as the images' non-root user on a read-only root filesystem.
+HARDENED_CONTAINER: Manifest = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "capabilities": {"drop": ["ALL"]},
+}
 # A terminating pod keeps serving while kube-proxy and the gateways stop sending to it: without this
 # pause, requests routed in the seconds after SIGTERM met a closed port (503s seen in e2e at promotion).
 DRAIN_BEFORE_SIGTERM: Manifest = {"preStop": {"sleep": {"seconds": 5}}}
@@ -136,13 +144,7 @@ def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: in
         # the server logs why it exits (e.g. "model integrity check failed ... sha256"); the kubelet keeps it
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "lifecycle": DRAIN_BEFORE_SIGTERM,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": HARDENED_CONTAINER,
     }
     if tpl.resources is not None:
         container["resources"] = tpl.resources.to_dict()
@@ -205,13 +207,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
         "readinessProbe": health,
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
         "lifecycle": DRAIN_BEFORE_SIGTERM,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": HARDENED_CONTAINER,
     }
     return [
         {
