@@ -125,7 +125,8 @@ def test_never_advances_without_a_promote_verdict(ops: list[Op]) -> None:
         apply(w, op, requests)
         new_cand, new_index, new_promoted = progress(w)
         first_deploy = promoted == 0 and new_promoted == 1 and cand is None
-        advanced = (new_cand == cand and cand is not None and new_index > index) or (
+        # entering step 0 once the candidate is ready (index -1 -> 0) passes no gate; later indexes do
+        advanced = (new_cand == cand and cand is not None and index >= 0 and new_index > index) or (
             new_promoted > promoted and not first_deploy
         )
         if advanced:
