@@ -41,6 +41,18 @@ LABEL_FLAGS = {
 }
 
 
+def terminate(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 class ModelLike(Protocol):
     """Anything with a path and digest, e.g. :class:`tests.support.models.BuiltModel`."""
 
@@ -110,14 +122,7 @@ class ServerProcess:
 
     def stop(self, grace: float = 15.0) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return terminate(self.proc, grace)
 
 
 def server_command(

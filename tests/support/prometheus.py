@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import free_port, http_status
+from tests.support.procs import free_port, http_status, terminate
 
 DEFAULT_READY_TIMEOUT = 90.0
 JOB = "mlrollout"
@@ -129,14 +128,7 @@ class PrometheusProcess:
 
     def stop(self, grace: float = 15.0) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return terminate(self.proc, grace)
 
 
 def start_prometheus(

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.procs import free_port, http_status
+from tests.support.procs import free_port, http_status, terminate
 
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
 READY_TIMEOUT = 90.0
@@ -43,14 +42,7 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, grace: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return terminate(self.proc, grace)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
