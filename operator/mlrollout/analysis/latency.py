@@ -84,8 +84,12 @@ def quantile_bounds(h: Histogram, q: float, alpha: float) -> tuple[float, float,
     return lower, interpolate_quantile(h.bounds, point_cdf, q), upper
 
 
-def _harm(stable: Histogram, candidate: Histogram, q: float, alpha: float) -> tuple[float, list[float]]:
-    """Mean e-value over the exceedance tests at stable's median and ``q`` buckets, and those bounds."""
+def _harm(stable: Histogram, candidate: Histogram, q: float, tolerance: float) -> tuple[float, list[float]]:
+    """Mean e-value over the exceedance tests at stable's median and ``q`` buckets, and those bounds.
+
+    The null is "the candidate's rate of slow requests is at most ``1 + tolerance`` times stable's": a
+    real but negligible slowdown (two processes sharing a core) is not harm; effect size before any claim.
+    """
     cdf = _cdf(stable)
     thresholds: list[float] = []
     for level in (0.5, q):
@@ -94,7 +98,9 @@ def _harm(stable: Histogram, candidate: Histogram, q: float, alpha: float) -> tu
             thresholds.append(bound)
     if not thresholds:
         return 0.0, []
-    share = candidate.total / (candidate.total + stable.total)
+    requests_share = candidate.total / (candidate.total + stable.total)
+    ratio = 1.0 + tolerance
+    share = ratio * requests_share / (ratio * requests_share + 1.0 - requests_share)
     e_values = []
     for bound in thresholds:
         slow_c = candidate.total - candidate.count_le(bound)
@@ -127,7 +133,7 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
             c_lo / s_hi - 1.0 if s_hi > 0 and math.isfinite(s_hi) else -1.0,
             c_hi / s_lo - 1.0 if s_lo > 0 else math.inf,
         )
-        e_value, bounds = _harm(stable, candidate, q, s.alpha_harm)
+        e_value, bounds = _harm(stable, candidate, q, s.margin_relative or 0.0)
         threshold = 1.0 / s.alpha_harm
         harmful = e_value >= threshold
         where = ", ".join(f"{b:g}s" for b in bounds) or "no finite bucket"
