@@ -68,17 +68,23 @@ class ChartIdentity:
     kubeconfig: Path
     release: str
     cluster_objects: list[tuple[str, str]]
+    peering: str  # the KopfPeering the chart created in the namespace
 
 
 @contextlib.contextmanager
 def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: Path) -> Iterator[ChartIdentity]:
-    """`helm template` the chart's RBAC and ServiceAccount (watching every namespace, as by default), apply
-    them, and mint a token for the ServiceAccount: the operator then runs with exactly the chart's rights."""
+    """`helm template` the chart's RBAC, ServiceAccount and peering object for an operator watching `namespace`
+    (`watchNamespaces={namespace}`, as the operator then runs with `--namespace`), apply them after kopf's
+    peering CRDs from the chart's crds/, and mint a token for the ServiceAccount: the operator then runs
+    with exactly the chart's rights and joins the chart's KopfPeering."""
     release = f"op{secrets.token_hex(3)}"
     helm_home = str(workdir / "helm")
+    kubectl("apply", "-f", str(CHART / "crds" / "kopf.dev_peerings.yaml"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/kopfpeerings.kopf.dev")
     proc = subprocess.run(
         [cp.binary("helm"), "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
-         "--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"],
+         "--set", f"watchNamespaces={{{namespace}}}", "--show-only", "templates/rbac.yaml",
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/peering.yaml"],
         capture_output=True, text=True, check=False,
         env={**cp.env, "HELM_CACHE_HOME": helm_home, "HELM_CONFIG_HOME": helm_home, "HELM_DATA_HOME": helm_home},
     )  # fmt: skip
@@ -88,6 +94,7 @@ def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: 
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     cluster_objects = [(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"].startswith("Cluster")]
     sa = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    peering = next(d["metadata"]["name"] for d in docs if d["kind"] == "KopfPeering")
     token = kubectl("create", "token", sa, "-n", namespace, "--duration=2h").stdout.strip()
     admin = yaml.safe_load(cp.kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
@@ -105,7 +112,7 @@ def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: 
         )
     )
     try:
-        yield ChartIdentity(kubeconfig, release, cluster_objects)
+        yield ChartIdentity(kubeconfig, release, cluster_objects, peering)
     finally:
         for kind, name in cluster_objects:
             kubectl("delete", kind, name, "--ignore-not-found", "--wait=false", check=False)
@@ -116,12 +123,17 @@ def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: 
 
 @dataclass
 class OperatorProcess:
-    """`kopf run -m mlrollout.controller.handlers` for one namespace, as the chart runs it (standalone)."""
+    """`kopf run -m mlrollout.controller.handlers` for one namespace, as the chart runs it (with peering).
+
+    Each start is a new peer (`POD_ID` changes, as a new pod's name would); `peering_lifetime` is short so
+    that a restart after SIGKILL waits seconds, not kopf's default minute, for the dead peer to expire."""
 
     kubeconfig: Path
     namespace: str
     verdicts_dir: Path
     log_path: Path
+    peering: str = "mlrollout"
+    peering_lifetime: int = 10
     reconcile_interval: float = 1.0
     proc: subprocess.Popen[bytes] | None = None
     health_port: int = 0
@@ -130,6 +142,7 @@ class OperatorProcess:
 
     def start(self, timeout: float = 90.0) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
+        self.starts += 1
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -139,19 +152,25 @@ class OperatorProcess:
             "MLROLLOUT_SERVING_IMAGE": "mlrollout/serving:test",
             "MLROLLOUT_GATEWAY_IMAGE": "mlrollout/serving:test",
             "MLROLLOUT_LOG_FORMAT": "json",
+            "MLROLLOUT_PEERING_LIFETIME": str(self.peering_lifetime),
+            "POD_ID": self.identity,
         }
         env.pop("MLROLLOUT_PROMETHEUS_URL", None)
-        self.starts += 1
         log = self.log_path.open("ab")
         log.write(f"\n==== start {self.starts} ====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "kopf"), "run", "--standalone", f"--namespace={self.namespace}",
+            [str(VENV_BIN / "kopf"), "run", f"--peering={self.peering}", f"--namespace={self.namespace}",
              f"--liveness=http://127.0.0.1:{self.health_port}/healthz", "-m", "mlrollout.controller.handlers"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO), start_new_session=True,
         )  # fmt: skip
         log.close()
         wait_for(self._healthy, timeout, f"operator liveness on port {self.health_port}\n{self.log_tail()}", 0.5)
+
+    @property
+    def identity(self) -> str:
+        """This start's name in the peering object."""
+        return f"operator-{self.starts}"
 
     def _healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
@@ -186,6 +205,39 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+@contextlib.contextmanager
+def rival_operator(kubeconfig: Path, namespace: str, peering: str, priority: int, workdir: Path) -> Iterator[Path]:
+    """Another kopf operator joining the same peering (a developer's `kopf run --priority`); it handles
+    nothing, it only keeps its peer entry alive. Yields its log; SIGTERM on exit (kopf then leaves the
+    peering at once)."""
+    module = workdir / "rival_operator.py"
+    module.write_text('"""No handlers: only the peering keep-alive."""\nimport kopf  # noqa: F401\n')
+    log_path = workdir / "rival.log"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": "rival"}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "kopf"), "run", f"--peering={peering}", f"--priority={priority}",
+             f"--namespace={namespace}", str(module)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir), start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def peers(kubectl: Kubectl, namespace: str, peering: str) -> dict[str, Any]:
+    """The live entries of a KopfPeering: {identity: {priority, lifetime, lastseen}}."""
+    body = kubectl.json("get", "kopfpeering", peering, "-n", namespace)
+    return dict(body.get("status") or {})
 
 
 # -- pod status: the only thing this tier fakes ------------------------------------------------------------

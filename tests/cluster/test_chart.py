@@ -50,6 +50,11 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create", "patch"}),
     ("events.k8s.io", "events"): frozenset({"create", "patch"}),
 }
+# kopf peering (collision protection, on by default): the ClusterKopfPeering when watching every namespace,
+# else the KopfPeering in each watched namespace.
+PEER = frozenset({"get", "list", "watch", "patch"})
+CLUSTER_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "clusterkopfpeerings"): PEER}
+NAMESPACED_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "kopfpeerings"): PEER}
 # Only in the operator's own namespace.
 OWN_NAMESPACE_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("coordination.k8s.io", "leases"): frozenset({"create", "get", "list", "watch", "update", "patch"}),
@@ -146,7 +151,7 @@ def by_kind(docs: Iterable[Mapping[str, Any]], kind: str) -> list[Mapping[str, A
 VARIANTS = {
     "default": [],
     "watch-namespaces": ["watchNamespaces={team-a,team-b}"],
-    "peering": ["peering.enabled=true"],
+    "standalone": ["peering.enabled=false"],
     "all-options": [
         "serviceMonitor.enabled=true",
         "serviceMonitor.labels.release=prometheus",
@@ -204,7 +209,8 @@ def test_operator_deployment_is_hardened(helm: Helm) -> None:
     cmd = container["command"]
     assert cmd[:2] == ["kopf", "run"]
     assert cmd[-2:] == ["-m", "mlrollout.controller.handlers"]
-    assert "--standalone" in cmd and "--namespace=ml" in cmd and "--all-namespaces" not in cmd
+    assert "--peering=mlrollout" in cmd and "--namespace=ml" in cmd and "--all-namespaces" not in cmd
+    assert "--standalone" not in cmd
     assert not {"--debug", "--verbose", "--quiet"} & set(cmd)  # info is kopf's default level
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLROLLOUT_PROMETHEUS_URL"] == "http://prom.example:9090"
@@ -223,18 +229,32 @@ def test_log_level_maps_to_kopf_flag(helm: Helm, level: str, flag: str) -> None:
     assert {"name": "MLROLLOUT_LOG_LEVEL", "value": level} in env
 
 
-def test_peering_mode_switches_kopf_flags_and_installs_peering(helm: Helm) -> None:
-    standalone = helm.template()
-    assert not [d for d in standalone if d["kind"] == "CustomResourceDefinition"]
-    assert not any(r[0] == "kopf.dev" for r in rules_of(standalone, "ClusterRole", ""))
-    peered = helm.template("peering.enabled=true", "peering.name=mlr-peering")
-    cmd = by_kind(peered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--peering=mlr-peering" in cmd and "--standalone" not in cmd
-    crds = {d["metadata"]["name"] for d in by_kind(peered, "CustomResourceDefinition")}
-    assert crds == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+def test_peering_is_the_default_and_standalone_is_opt_out(helm: Helm) -> None:
+    peered = helm.template("peering.name=mlr-peering", "peering.priority=5")
+    [deploy] = by_kind(peered, "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    cmd = container["command"]
+    assert "--peering=mlr-peering" in cmd and "--priority=5" in cmd and "--standalone" not in cmd
+    # kopf names this process in the peering object after POD_ID: the pod's name.
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     [peering] = by_kind(peered, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "mlr-peering"
-    assert ("kopf.dev", "clusterkopfpeerings", "patch") in rules_of(peered, "ClusterRole", "-cluster")
+    assert peering["metadata"]["name"] == "mlr-peering" and not by_kind(peered, "KopfPeering")
+    # The peering CRDs live in crds/ (installed before the templates, shared, never deleted).
+    assert not by_kind(peered, "CustomResourceDefinition")
+    with_crds = [d for d in yaml.safe_load_all(helm("template", "x", str(CHART), "--include-crds").stdout) if d]
+    crds = {d["metadata"]["name"] for d in by_kind(with_crds, "CustomResourceDefinition")}
+    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
+    namespaced = helm.template("watchNamespaces={team-a,team-b}")
+    assert {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in by_kind(namespaced, "KopfPeering")} == {
+        ("team-a", "mlrollout"),
+        ("team-b", "mlrollout"),
+    }
+    assert not by_kind(namespaced, "ClusterKopfPeering")
+    standalone = helm.template("peering.enabled=false")
+    cmd = by_kind(standalone, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--standalone" in cmd and not any(c.startswith(("--peering", "--priority")) for c in cmd)
+    assert not by_kind(standalone, "ClusterKopfPeering") and not by_kind(standalone, "KopfPeering")
+    assert not any(r[0] == "kopf.dev" for r in rules_of(standalone, "ClusterRole", ""))
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -249,9 +269,11 @@ def test_rbac_is_exactly_the_least_privilege_tables(helm: Helm, variant: str) ->
     for flag, perms in OPTIONAL_PERMS.items():
         if f"{flag}=true" in sets:
             namespaced |= expand(perms)
-    if "peering.enabled=true" in sets:
-        cluster |= {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
-        namespaced |= {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+    if "peering.enabled=false" not in sets:
+        if "watchNamespaces={team-a,team-b}" in sets:
+            namespaced |= expand(NAMESPACED_PEERING_PERMS)
+        else:
+            cluster |= expand(CLUSTER_PEERING_PERMS)
     assert rules_of(docs, "ClusterRole", "-cluster") == cluster
     assert rules_of(docs, "ClusterRole", "-namespaced") == namespaced
     assert rules_of(docs, "Role", "-leases") == expand(OWN_NAMESPACE_PERMS)
@@ -319,9 +341,13 @@ class Installed:
 
 @pytest.fixture
 def installed(helm: Helm, kubectl: Kubectl, namespace: str) -> Iterator[Installed]:
-    """`helm install` of the chart (default values) into the test's namespace; uninstalled after."""
+    """`helm install` of the chart (default values) into the test's namespace; uninstalled after.
+
+    The peering name is the one value changed: the ClusterKopfPeering is cluster-scoped and owned by its
+    release, so each test's release gets its own (users keep the default, shared by every installation)."""
     release = f"mlr-{secrets.token_hex(3)}"
-    helm("install", release, str(CHART), "--namespace", namespace, "--set", "image.tag=test")
+    helm("install", release, str(CHART), "--namespace", namespace, "--set", "image.tag=test",
+         "--set", f"peering.name={release}")  # fmt: skip
     try:
         yield Installed(release, namespace, f"system:serviceaccount:{namespace}:{release}-mlrollout")
     finally:
@@ -339,11 +365,14 @@ def test_helm_install_creates_the_operator_objects(kubectl: Kubectl, installed: 
     # The chart's CRDs are the generated ones, which the session already installed.
     for crd in ("modeldeployments", "rolloutpolicies", "fallbackpolicies"):
         kubectl("get", "crd", f"{crd}.mlrollout.io")
+    # Peering by default: kopf's CRDs from the chart's crds/, the ClusterKopfPeering the operator joins.
+    kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
+    kubectl("get", "clusterkopfpeering", release)
 
 
 def test_installed_rbac_is_sufficient(kubectl: Kubectl, installed: Installed, namespace: str) -> None:
     elsewhere = "default"
-    checks = [(r, elsewhere) for r in expand(CLUSTER_PERMS) | expand(NAMESPACED_PERMS)]
+    checks = [(r, elsewhere) for r in expand(CLUSTER_PERMS) | expand(NAMESPACED_PERMS) | expand(CLUSTER_PEERING_PERMS)]
     checks += [(r, namespace) for r in expand(OWN_NAMESPACE_PERMS)]
     answers = check_all(kubectl, installed.service_account, checks)
     assert [k for k, ok in answers.items() if not ok] == []
@@ -376,6 +405,9 @@ def test_rendered_chart_applies_with_watched_namespaces(
         f"watchNamespaces={{{watched}}}", "networkPolicy.enabled=true", namespace=namespace, release=release
     )
     manifest.write_text(yaml.safe_dump_all(docs))
+    # `helm template` users apply the chart's crds/ first (kopf's peering CRDs here), as Helm would.
+    kubectl("apply", "-f", str(CHART / "crds" / "kopf.dev_peerings.yaml"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/kopfpeerings.kopf.dev")
     try:
         kubectl("apply", "-f", str(manifest))
         sa = f"system:serviceaccount:{namespace}:{release}-mlrollout"
@@ -387,6 +419,10 @@ def test_rendered_chart_applies_with_watched_namespaces(
         assert not can_i_rule(kubectl, sa, deploy, "default")
         assert not can_i_rule(kubectl, sa, status, "default")
         assert can_i_rule(kubectl, sa, policies, "default")  # cluster-scoped: readable everywhere
+        # Peering: a KopfPeering in the watched namespace, keep-alives allowed there only.
+        kubectl("-n", watched, "get", "kopfpeering", "mlrollout")
+        peering = ("kopf.dev", "kopfpeerings", "patch")
+        assert can_i_rule(kubectl, sa, peering, watched) and not can_i_rule(kubectl, sa, peering, "default")
     finally:
         kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(manifest), check=False)
         kubectl("delete", "namespace", watched, "--wait=false", check=False)

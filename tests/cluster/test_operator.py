@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from tests.cluster.operator_support import (
     OperatorProcess,
     PodFaker,
     chart_identity,
+    peers,
+    rival_operator,
     wait_for,
     write_verdict,
 )
@@ -139,7 +142,9 @@ def env(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path:
     verdicts = tmp_path / "verdicts"
     verdicts.mkdir()
     with chart_identity(control_plane, kubectl, namespace, tmp_path) as identity:
-        operator = OperatorProcess(identity.kubeconfig, namespace, verdicts, tmp_path / "operator.log")
+        operator = OperatorProcess(
+            identity.kubeconfig, namespace, verdicts, tmp_path / "operator.log", peering=identity.peering
+        )
         world = None
         try:
             with PodFaker(control_plane.kubeconfig, namespace) as pods:
@@ -301,6 +306,38 @@ def test_operator_killed_between_steps_resumes_without_repeating_or_skipping(env
         assert sum(m.startswith(f"step {index} ") for m in started) == 1, started
         assert sum(m.startswith(f"step {index} ") for m in passed) == 1, passed
     assert env.operator.starts == 2
+
+
+# -- kopf peering: collision protection -----------------------------------------------------------------------
+
+
+def test_peering_pauses_the_operator_while_a_higher_priority_peer_is_alive(
+    env: Env, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The operator keeps its entry alive in the chart's KopfPeering under the chart's RBAC; while a
+    higher-priority operator is alive in the same peering it handles nothing; when that one leaves, it
+    resumes and the ModelDeployment applied meanwhile is deployed."""
+    me = env.operator.identity
+    wait_for(lambda: me in peers(env.kubectl, env.namespace, env.identity.peering), 60, f"{me} in the peering")
+    with rival_operator(control_plane.kubeconfig, env.namespace, env.identity.peering, 100, tmp_path) as rival:
+        wait_for(
+            lambda: "Pausing operations in favour of" in env.operator.log_path.read_text(errors="replace"),
+            60,
+            f"the operator pausing for the rival\noperator log:\n{env.operator.log_tail()}\nrival log:\n"
+            + rival.read_text(errors="replace")[-3000:],
+        )
+        assert {me, "rival"} <= peers(env.kubectl, env.namespace, env.identity.peering).keys()
+        env.apply(md_manifest("peered", "1"))
+        # Absence can only be checked over a window: several reconcile intervals (1 s) and watch events.
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert not env.status("peered"), "the paused operator wrote status"
+            deploys = env.kubectl.json("get", "deployments", "-n", env.namespace)["items"]
+            assert deploys == [], "the paused operator created children"
+            time.sleep(1)
+    env.wait_status("peered", "Healthy once the rival left", lambda s: s.get("phase") == "Healthy")
+    assert "rival" not in peers(env.kubectl, env.namespace, env.identity.peering)
+    assert "Resuming operations" in env.operator.log_path.read_text(errors="replace")
 
 
 # -- human commands through the annotation -------------------------------------------------------------------

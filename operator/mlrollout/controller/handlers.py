@@ -55,6 +55,8 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.execution.max_workers = int(os.environ.get("MLROLLOUT_WORKERS", "8"))
+    # How long a silent peer (e.g. a SIGKILLed operator) still counts as alive and keeps others paused.
+    settings.peering.lifetime = int(os.environ.get("MLROLLOUT_PEERING_LIFETIME", "60"))
     if os.environ.get("MLROLLOUT_LOG_FORMAT", "json") == "json":
         level = os.environ.get("MLROLLOUT_LOG_LEVEL", "info").lower()
         kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", debug=level == "debug",
