@@ -6,10 +6,15 @@ from typing import Final
 
 IDENTITY_LABELS: Final = ("namespace", "model_deployment", "track", "revision")
 
+# 13 bounds per decade, at most 25% apart, from 0.1 ms to 10 s: fine enough that the latency harm test can
+# compare the candidate above (1 + margin) x a stable threshold with a bound close to that product
+# (docs/analysis.md). 67 buckets is more than Prometheus' default; the statistics need it.
+LATENCY_MANTISSAS: Final[tuple[float, ...]] = (1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8)
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
-    0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, float("inf"),
-)  # fmt: skip
+    *(round(m * 10.0**exponent, 12) for exponent in range(-4, 1) for m in LATENCY_MANTISSAS),
+    10.0,
+    float("inf"),
+)
 
 BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf"))
 

@@ -33,7 +33,7 @@ def test_healthy_candidate_is_promoted_with_every_default_check() -> None:
         "predictionDrift": "pass",
     }
     assert result["skipped"] == ["inputDrift: no reference profile"]
-    assert result["samples"] == {"stable": 54_000, "candidate": 6_000}
+    assert result["samples"] == {"stable": 108_000, "candidate": 12_000}
 
 
 def test_metric_dicts_are_status_metric_results_verbatim() -> None:
