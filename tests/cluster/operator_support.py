@@ -248,12 +248,14 @@ class PodFaker:
     """Marks the operator's pods Ready through `pods/status` (what a kubelet would report), in a thread.
 
     `break_revision(rev, how)` makes that revision's pods report a crash loop (`crash`) or the model
-    server's sha256 refusal (`digest`: exit code 3 with its log line as termination message) instead.
+    server's sha256 refusal (`digest`: exit code 3 with its log line as termination message) instead;
+    pods of a component in `withheld` (e.g. "gateway") are left as created: not ready.
     """
 
     kubeconfig: Path
     namespace: str
     broken: dict[str, str] = field(default_factory=dict)
+    withheld: set[str] = field(default_factory=set)  # app.kubernetes.io/component values left unready
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     errors: list[str] = field(default_factory=list)
@@ -285,7 +287,10 @@ class PodFaker:
         pods = self._core.list_namespaced_pod(self.namespace, label_selector="app.kubernetes.io/managed-by=mlrollout")
         for pod in pods.items:
             assert pod.metadata is not None and pod.metadata.name is not None
-            rev = (pod.metadata.labels or {}).get("mlrollout.io/revision", "")
+            labels = pod.metadata.labels or {}
+            if labels.get("app.kubernetes.io/component") in self.withheld:
+                continue  # as a kubelet that has not started these containers yet
+            rev = labels.get("mlrollout.io/revision", "")
             how = self.broken.get(rev)
             body = self._status(pod, how)
             if body is not None:

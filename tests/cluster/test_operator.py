@@ -308,6 +308,27 @@ def test_operator_killed_between_steps_resumes_without_repeating_or_skipping(env
     assert env.operator.starts == 2
 
 
+def test_not_healthy_until_the_gateway_is_ready(env: Env) -> None:
+    """The model server is ready first; Healthy and Available wait for the gateway clients call."""
+    env.pods.withheld.add("gateway")
+    env.apply(md_manifest("gw", "1"))
+    status = env.wait_status(
+        "gw", "waiting for the gateway", lambda s: "waiting for the gateway" in (s.get("message") or "")
+    )
+    assert status["phase"] == "Pending"
+    available = next(c for c in status["conditions"] if c["type"] == "Available")
+    assert (available["status"], available["reason"]) == ("False", "GatewayUnavailable")
+    model = env.kubectl.json("get", "deployment", "-n", env.namespace, "-l", "app.kubernetes.io/component=model-server")
+    assert len(model["items"]) == 1 and model["items"][0]["status"].get("readyReplicas", 0) >= 1
+    gateway = env.kubectl.json("get", "deployment", "gw", "-n", env.namespace)
+    assert not gateway["status"].get("readyReplicas")
+    env.pods.withheld.clear()
+    status = env.wait_status("gw", "Healthy once the gateway is ready", lambda s: s.get("phase") == "Healthy")
+    assert next(c for c in status["conditions"] if c["type"] == "Available")["status"] == "True"
+    phases = [e["reason"] for e in env.events("gw") if e["reason"].startswith("Phase")]
+    assert phases == ["PhasePending", "PhaseHealthy"], phases
+
+
 # -- kopf peering: collision protection -----------------------------------------------------------------------
 
 

@@ -86,6 +86,17 @@ def facts_by_revision(
     return out
 
 
+def gateway_facts(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> TrackFacts:
+    """The built-in gateway's Deployment and pods (MISSING, i.e. not available, until it exists)."""
+
+    def is_gateway(obj: Mapping[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return labels.get(naming.COMPONENT) == naming.GATEWAY_COMPONENT
+
+    deployment = next((d for d in deployments if is_gateway(d)), None)
+    return track_facts(deployment, [p for p in pods if is_gateway(p)])
+
+
 class CommandError(ValueError):
     """The command annotation is not valid JSON of the expected shape."""
 

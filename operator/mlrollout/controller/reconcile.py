@@ -27,7 +27,7 @@ from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
-from mlrollout.controller.observe import CommandError, facts_by_revision, parse_command
+from mlrollout.controller.observe import CommandError, facts_by_revision, gateway_facts, parse_command
 from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource, to_fact
@@ -186,6 +186,7 @@ class Reconciler:
             spec_revision=revision_of(md.spec, self.settings.serving_image),
             generation=generation,
             tracks=facts_by_revision(deployments, pods),
+            gateway=gateway_facts(deployments, pods) if self._provider(obj) == "builtin" else None,
             verdict=verdict,
             command=_command(obj["metadata"].get("annotations") or {}),
             paused=md.spec.paused,

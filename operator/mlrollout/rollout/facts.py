@@ -57,10 +57,17 @@ class Facts:
     spec_revision: RevisionStatus  # what the spec asks for (number not yet assigned)
     generation: int = 1
     tracks: Mapping[str, TrackFacts] = field(default_factory=dict)  # by revision hash
+    # The built-in gateway's Deployment and pods (the address clients call); None when the traffic
+    # provider has no gateway of ours (Gateway API, Istio). Healthy needs it to answer.
+    gateway: TrackFacts | None = None
     verdict: Verdict | None = None
     command: Command | None = None
     paused: bool = False  # spec.paused
     policy: str = "default"  # which policy governs, for status
+
+    def gateway_serves(self) -> bool:
+        """Clients can reach the model: our gateway has a ready pod, or routing is not ours."""
+        return self.gateway is None or self.gateway.available
 
     def track(self, revision: str) -> TrackFacts:
         """Facts about one revision; a revision without a Deployment has no facts."""

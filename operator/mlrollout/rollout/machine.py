@@ -329,7 +329,7 @@ class _Machine:
     def _first_available(self) -> bool:
         """The first revision answering for the first time: history records it as promoted."""
         stable = self.s.stable
-        if stable is None or self.s.history or not self.facts.track(stable.revision).available:
+        if stable is None or self.s.history or not self._serving():
             return False
         self._history(stable, "promoted", "first revision available")
         return True
@@ -337,6 +337,10 @@ class _Machine:
     def _stable_ever_available(self) -> bool:
         cond = next((c for c in self.s.conditions or [] if c.type == "Available"), None)
         return (cond is not None and cond.status == "True") or self.facts.track(self._stable_rev()).available
+
+    def _serving(self) -> bool:
+        """Clients get answers: the stable revision has a ready pod and so does the gateway in front of it."""
+        return self.facts.track(self._stable_rev()).available and self.facts.gateway_serves()
 
     def _stable_rev(self) -> str:
         return self.s.stable.revision if self.s.stable else ""
@@ -562,23 +566,37 @@ class _Machine:
             return "Degraded", f"revision {s.held_back.number} {s.held_back.outcome}: {s.held_back.reason}"
         if s.stable is None:
             return "Pending", "nothing deployed yet"
-        if stable_tf.available:
+        if self._serving():
             note = f"; spec revision held back: {s.held_back.reason}" if s.held_back is not None else ""
             return "Healthy", f"revision {s.stable.number} ({s.stable.model_version}) serving{note}"
         if stable_tf.digest_mismatch or stable_tf.crash_looping:
             return "Degraded", f"stable revision {s.stable.number} cannot start: {stable_tf.detail}"
+        gateway = self.facts.gateway
+        if stable_tf.available and gateway is not None:  # the model answers, the address clients call does not
+            detail = f" ({gateway.detail})" if gateway.detail else ""
+            waiting = f"revision {s.stable.number} ({s.stable.model_version}) ready; waiting for the gateway{detail}"
+            problem = f"the gateway has no ready pods{detail}"
+        else:
+            waiting = f"revision {s.stable.number} ({s.stable.model_version}) starting"
+            problem = f"stable revision {s.stable.number} has no ready pods"
         deadline = parse_duration(self.policy.progress_deadline)
         if not s.history and self._elapsed(s.stable.started_at) <= deadline:
-            return "Pending", f"revision {s.stable.number} ({s.stable.model_version}) starting"
-        return "Degraded", f"stable revision {s.stable.number} has no ready pods"
+            return "Pending", waiting
+        return "Degraded", problem
 
     def _conditions(self) -> None:
         s = self.s
-        available = self.facts.track(self._stable_rev()).available
+        available = self._serving()
+        if available:
+            available_reason = "StableAvailable"
+        elif self.facts.track(self._stable_rev()).available:
+            available_reason = "GatewayUnavailable"
+        else:
+            available_reason = "StableUnavailable"
         progressing = s.candidate is not None and s.phase == "Progressing"
         degraded = s.phase == "Degraded"
         wanted = [
-            ("Available", available, "StableAvailable" if available else "StableUnavailable"),
+            ("Available", available, available_reason),
             ("Progressing", progressing, "RolloutInProgress" if progressing else (s.phase or "Idle")),
             ("Degraded", degraded, "RolloutFailed" if degraded else "AsExpected"),
         ]

@@ -114,7 +114,17 @@ async def test_reconcile_creates_children_writes_status_and_walks_a_rollout(clus
 
     make_ready(cluster, f"wine-{rev1}")
     out = await run(rec, t0 + timedelta(seconds=5))
+    # the model answers, but clients call the gateway: not Healthy, not Available until it is ready too
+    assert out is not None and out.phase == "Pending"
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert "waiting for the gateway" in status["message"]
+    available = next(c for c in status["conditions"] if c["type"] == "Available")
+    assert available["status"] == "False" and available["reason"] == "GatewayUnavailable"
+    make_ready(cluster, "wine")
+    out = await run(rec, t0 + timedelta(seconds=6))
     assert out is not None and out.phase == "Healthy"
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert next(c for c in status["conditions"] if c["type"] == "Available")["status"] == "True"
 
     # a new revision: candidate created, routes step on a recorded promote verdict
     cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b")["spec"], "metadata": {"generation": 2}})

@@ -13,7 +13,7 @@ from tests.unit.rollout.world import T0, World, policy
 from mlrollout.analysis import AnalysisTarget, judge
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
 from mlrollout.controller import naming
-from mlrollout.controller.observe import CommandError, facts_by_revision, parse_command, track_facts
+from mlrollout.controller.observe import CommandError, facts_by_revision, gateway_facts, parse_command, track_facts
 from mlrollout.controller.reconcile import analysis_due
 from mlrollout.controller.verdicts import PrometheusVerdicts, RecordedVerdicts, to_fact
 from mlrollout.rollout.timefmt import fmt
@@ -66,6 +66,22 @@ def test_facts_are_keyed_by_revision_and_ignore_the_gateway() -> None:
     gateway["metadata"]["labels"][naming.COMPONENT] = naming.GATEWAY_COMPONENT
     facts = facts_by_revision([deployment("a"), deployment("b", ready=0), gateway], [pod("b", restartCount=5)])
     assert set(facts) == {"a", "b"} and facts["a"].ready and facts["b"].crash_looping
+
+
+def test_gateway_facts_come_from_the_gateway_deployment_and_its_pods_only() -> None:
+    def gateway(ready: int) -> Any:
+        dep = deployment("x", replicas=1, ready=ready, updated=1)
+        dep["metadata"]["labels"] = {naming.COMPONENT: naming.GATEWAY_COMPONENT}
+        return dep
+
+    gw_pod = {"metadata": {"labels": {naming.COMPONENT: naming.GATEWAY_COMPONENT}},
+              "status": {"containerStatuses": [{"name": "gateway", "restartCount": 4}]}}  # fmt: skip
+    assert not gateway_facts([deployment("a")], [pod("a")]).available  # not created yet
+    assert not gateway_facts([deployment("a"), gateway(0)], [pod("a")]).available
+    up = gateway_facts([deployment("a", ready=0), gateway(1)], [pod("a", restartCount=9)])
+    assert up.available and not up.crash_looping  # the model server's pods are not the gateway's
+    down = gateway_facts([gateway(0)], [gw_pod])
+    assert not down.available and down.crash_looping and "gateway" in down.detail
 
 
 def test_command_annotation_parsing() -> None:

@@ -6,7 +6,14 @@ from typing import Any
 
 from tests.unit.rollout.world import World, events, policy, removed, routes, spec
 
-from mlrollout.rollout import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS, EnsureTrack, RolloutFinished, StepFinished
+from mlrollout.rollout import (
+    DRAIN_SECONDS,
+    PROMOTE_SCALE_DOWN_SECONDS,
+    EnsureTrack,
+    RolloutFinished,
+    StepFinished,
+    TrackFacts,
+)
 
 
 def phase(world: World) -> str:
@@ -44,6 +51,42 @@ def test_first_revision_becomes_stable_directly_and_healthy_once_ready() -> None
     assert cond(w, "Available") == "True" and cond(w, "Degraded") == "False"
     assert "PhaseHealthy" in events(actions)
     assert w.s.stable_version == "1" and w.s.traffic_split == "100/0"
+
+
+def test_not_healthy_before_the_gateway_clients_call_is_ready() -> None:
+    w = World(gateway=TrackFacts(exists=True))
+    w.tick()
+    w.make_ready()
+    w.tick(5)
+    assert phase(w) == "Pending" and "waiting for the gateway" in (w.s.message or "")
+    assert cond(w, "Available") == "False" and not w.s.history
+    assert next(c.reason for c in w.s.conditions or [] if c.type == "Available") == "GatewayUnavailable"
+    w.gateway = TrackFacts(exists=True, ready=True, available=True)
+    actions = w.tick(1)
+    assert phase(w) == "Healthy" and cond(w, "Available") == "True" and "PhaseHealthy" in events(actions)
+    assert w.s.history is not None and w.s.history[-1].outcome == "promoted"
+
+
+def test_a_gateway_never_ready_within_progress_deadline_is_degraded() -> None:
+    w = World(pol=policy(progressDeadline="1m"), gateway=TrackFacts(exists=True, detail="gateway: ImagePullBackOff"))
+    w.tick()
+    w.make_ready()
+    w.tick(59)
+    assert phase(w) == "Pending"
+    w.tick(2)
+    assert phase(w) == "Degraded" and "gateway has no ready pods (gateway: ImagePullBackOff)" in (w.s.message or "")
+
+
+def test_healthy_becomes_degraded_while_the_gateway_has_no_ready_pod() -> None:
+    up = TrackFacts(exists=True, ready=True, available=True)
+    w = World(gateway=up)
+    w.deploy_healthy()
+    w.gateway = TrackFacts(exists=True)
+    w.tick(1)
+    assert phase(w) == "Degraded" and cond(w, "Available") == "False"
+    w.gateway = up
+    w.tick(1)
+    assert phase(w) == "Healthy" and cond(w, "Available") == "True"
 
 
 def test_first_revision_not_ready_within_progress_deadline_is_degraded() -> None:

@@ -3,7 +3,8 @@
 - it never advances a step or promotes without a `promote` verdict (when no human forces it);
 - after a rollback or abort the candidate has weight 0 and no mirror, and nothing is routed to it;
 - it is a fixed point: called again with the same facts and clock it changes nothing and says nothing;
-- live weight goes to the candidate only in a canary step.
+- live weight goes to the candidate only in a canary step;
+- Healthy (and Available) only while the stable revision and the gateway clients call both answer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit.rollout.world import World, policy, spec
 
-from mlrollout.rollout import RecordEvent, RemoveTrack, SetRoutes, decide
+from mlrollout.rollout import RecordEvent, RemoveTrack, SetRoutes, TrackFacts, decide
 
 Op = tuple[str, Any]
 
@@ -27,6 +28,7 @@ _ops = st.one_of(
     st.tuples(st.just("crash"), st.sampled_from(["crash_looping", "digest_mismatch"])),
     st.tuples(st.just("spec"), st.sampled_from(VERSIONS)),
     st.tuples(st.just("paused"), st.booleans()),
+    st.tuples(st.just("gateway"), st.sampled_from(["ready", "down", "none"])),
 )
 _human = st.tuples(
     st.just("command"), st.sampled_from(["promote", "promoteFull", "abort", "pause", "resume", "retry", "undo"])
@@ -67,6 +69,10 @@ def apply(w: World, op: Op, requests: list[int]) -> None:
     elif kind == "paused":
         w.paused = arg
         w.tick(1)
+    elif kind == "gateway":
+        up = TrackFacts(exists=True, ready=True, available=True)
+        w.gateway = {"ready": up, "down": TrackFacts(exists=True), "none": None}[arg]
+        w.tick(1)
     elif kind == "command":
         w.send(arg)
 
@@ -79,6 +85,11 @@ def check_invariants(w: World) -> None:
     if s.traffic.candidate > 0:
         assert s.current_step is not None and s.current_step.kind in ("canary", "pause")
     assert s.traffic.stable + s.traffic.candidate == 100
+    serving = w.facts().track(s.stable.revision if s.stable else "").available and w.facts().gateway_serves()
+    available = next(c.status for c in s.conditions or [] if c.type == "Available")
+    assert (available == "True") == serving
+    if s.phase == "Healthy":
+        assert serving
     assert w.last is not None
     for action in w.last.actions:
         if isinstance(action, SetRoutes):

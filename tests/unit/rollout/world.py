@@ -64,6 +64,7 @@ class World:
     now: datetime = T0
     status: ModelDeploymentStatus | None = None
     ready: dict[str, TrackFacts] = field(default_factory=dict)
+    gateway: TrackFacts | None = None  # None: a traffic provider without our gateway
     verdict: Verdict | None = None
     command: Command | None = None
     paused: bool = False
@@ -85,6 +86,7 @@ class World:
             spec_revision=self.want,
             generation=self.generation,
             tracks=dict(self.ready),
+            gateway=self.gateway,
             verdict=self.verdict,
             command=self.command,
             paused=self.paused,
