@@ -28,6 +28,7 @@ from tests.cluster.operator_support import (
     wait_for,
     write_verdict,
 )
+from tests.unit.analysis.snapshots import healthy
 
 pytestmark = pytest.mark.cluster
 
@@ -327,6 +328,29 @@ def test_not_healthy_until_the_gateway_is_ready(env: Env) -> None:
     assert next(c for c in status["conditions"] if c["type"] == "Available")["status"] == "True"
     phases = [e["reason"] for e in env.events("gw") if e["reason"].startswith("Phase")]
     assert phases == ["PhasePending", "PhaseHealthy"], phases
+
+
+def test_error_rate_slo_null_survives_the_api_server_and_reaches_judge(env: Env) -> None:
+    """`errorRate.maxRate: null` (no error-rate SLO) is kept by the real API server (the CRD marks it
+    nullable), read by the operator and honoured by `judge`; without it the default SLO applies."""
+    steps = [{"shadow": {"mirrorPercent": 100, "minRequests": 100, "maxDuration": "10m"}}]
+    no_slo = unique("noslo")
+    manifest = steps_policy(no_slo, steps, analysis={"interval": "1s", "metrics": {"errorRate": {"maxRate": None}}})
+    # server-side apply sends the null as written (client-side `kubectl apply` strips nulls: docs/api.md)
+    env.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(manifest))
+    env.policies.append(no_slo)
+    with_slo = env.policy(steps_policy(unique("slo"), steps))
+    stored = env.kubectl.json("get", "rolloutpolicy", no_slo)["spec"]["analysis"]["metrics"]
+    assert "maxRate" in stored["errorRate"] and stored["errorRate"]["maxRate"] is None
+    names: dict[str, list[str]] = {}
+    for md, policy in (("noslo", no_slo), ("slo", with_slo)):
+        (env.verdicts / f"{env.namespace}.{md}.json").write_text(json.dumps({"snapshot": healthy()}))
+        env.healthy_v1(md, policy)
+        env.apply(md_manifest(md, "2", policy))
+        status = env.wait_status(md, "a judged look", lambda s: (s.get("lastAnalysis") or {}).get("metrics"))
+        names[md] = [m["name"] for m in status["lastAnalysis"]["metrics"]]
+    assert "errorRate.harm" in names["noslo"] and "errorRate.slo" not in names["noslo"], names
+    assert "errorRate.slo" in names["slo"], names
 
 
 # -- kopf peering: collision protection -----------------------------------------------------------------------

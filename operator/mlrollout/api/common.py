@@ -9,10 +9,12 @@ API server), with the same message so both layers report the same words.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 GROUP: Final = "mlrollout.io"
 VERSION: Final = "v1alpha1"
@@ -62,8 +64,37 @@ class ApiModel(BaseModel):
     )
 
     def to_dict(self) -> dict[str, Any]:
-        """The object as Kubernetes stores it: camelCase keys, unset optional fields omitted."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The object as Kubernetes stores it: camelCase keys, unset optional fields omitted, but an explicit
+        null kept where null means something else than the default (e.g. `errorRate.maxRate: null`, no SLO;
+        the CRD marks those fields `nullable`, see `null_is_meaningful`)."""
+        pruned: dict[str, Any] = _prune_nulls(self, self.model_dump(by_alias=True, mode="json"))
+        return pruned
+
+
+def null_is_meaningful(field: FieldInfo) -> bool:
+    """A field that accepts null and whose default is not null: null there is a choice, not an absence."""
+    accepts_null = field.annotation is None or type(None) in get_args(field.annotation)
+    has_default = field.default_factory is not None or field.default not in (None, PydanticUndefined)
+    return accepts_null and has_default
+
+
+def _prune_nulls(value: Any, dumped: Any) -> Any:
+    """Drop the nulls of `dumped` (the full dump of `value`) that only mean "unset"."""
+    if isinstance(value, BaseModel) and isinstance(dumped, dict):
+        for name, field in type(value).model_fields.items():
+            key = field.alias or name
+            if key not in dumped:
+                continue
+            if dumped[key] is None:
+                if not null_is_meaningful(field):
+                    del dumped[key]
+            else:
+                dumped[key] = _prune_nulls(getattr(value, name), dumped[key])
+    elif isinstance(value, list | tuple) and isinstance(dumped, list):
+        return [_prune_nulls(v, d) for v, d in zip(value, dumped, strict=True)]
+    elif isinstance(value, dict) and isinstance(dumped, dict):
+        return {k: _prune_nulls(value.get(k), d) for k, d in dumped.items()}
+    return dumped
 
 
 class LabelSelectorRequirement(ApiModel):

@@ -2,7 +2,8 @@
 
 The models are the source of truth; `tests/unit/api/test_crds.py` regenerates and fails on any difference
 from the committed YAML. Pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3
-schema, so this module inlines `$ref`s, turns `anyOf [X, null]` into an optional X, drops titles and
+schema, so this module inlines `$ref`s, turns `anyOf [X, null]` into an optional X (`nullable` when the
+default is not null, so that an explicit null survives the API server), drops titles and
 defaults (defaults live in the models, where the operator applies them, so the API server never rewrites
 what GitOps tools wrote), and translates numeric bounds and `const`.
 """
@@ -42,11 +43,16 @@ def _structural(node: Any, defs: Schema) -> Any:
         node = target
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o != {"type": "null"}]
+        # null accepted and a non-null default: null is a choice (e.g. no SLO), which the API server only
+        # keeps for `nullable` fields (it prunes other nulls, and the operator would apply the default)
+        nullable = len(options) < len(node["anyOf"]) and node.get("default") is not None
         if len(options) == 1:
             rest = {k: v for k, v in node.items() if k != "anyOf"}
             merged = _structural(options[0], defs)
             merged.update({k: v for k, v in rest.items() if k == "description"})
             node = {**{k: v for k, v in rest.items() if k not in ("description",)}, **merged}
+            if nullable:
+                node["nullable"] = True
     out: Schema = {}
     for key, value in node.items():
         if key in _DROP:

@@ -166,7 +166,13 @@ class ErrorRateMetric(ApiModel):
 
     enabled: bool = Field(default=True, description="Whether this metric takes part in the verdict.")
     max_rate: float | None = Field(
-        default=0.05, ge=0, le=1, description="Absolute SLO: the candidate's error rate must stay below this."
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "Absolute SLO: the candidate's error rate must stay below this. null: no error-rate SLO "
+            "(the comparison with stable still applies); absent: 0.05."
+        ),
     )
 
 
