@@ -211,3 +211,26 @@ def step_seconds(step: Step) -> float | None:
         if sub is not None:
             return parse_duration(sub.max_duration)
     return None
+
+
+def analysed_steps(strategy: Strategy) -> int:
+    """Steps that judge evidence: shadow, canary, and blue-green with preview analysis (never pauses)."""
+    return sum(
+        1
+        for s in strategy.steps
+        if s.shadow is not None or s.canary is not None or (s.blue_green is not None and s.blue_green.preview_analysis)
+    )
+
+
+def per_step_policy(spec: RolloutPolicySpec) -> RolloutPolicySpec:
+    """The policy each step's analysis is judged with: alpha split evenly over the analysed steps.
+
+    Each step runs its own anytime-valid sequential test on the window since the step started, so each
+    step alone may falsely roll back with probability up to the alpha it is given. Giving each of the k
+    analysed steps alpha/k keeps the chance of a false rollback over the whole rollout within the policy's
+    alpha by the union bound, whatever the dependence between steps and however many looks each takes.
+    """
+    steps = max(analysed_steps(spec.strategy), 1)
+    out = spec.model_copy(deep=True)
+    out.significance.alpha = spec.significance.alpha / steps
+    return out

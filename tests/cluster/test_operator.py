@@ -230,6 +230,8 @@ def test_new_revision_steps_routes_as_verdicts_arrive_and_promotes(env: Env) -> 
     assert routes["tracks"]["candidate"]["weight"] == 10 and routes["tracks"]["stable"]["revision"] == v1
     assert "mirror" not in routes and st["trafficSplit"] == "90/10"
     assert st["lastAnalysis"]["verdict"] == "promote" and st["lastAnalysis"]["metrics"][0]["name"] == "errorRate"
+    # three analysed steps share the policy's alpha (0.05): the whole rollout stays within it
+    assert st["lastAnalysis"]["alpha"] == pytest.approx(0.05 / 3)
 
     env.verdict("wine", "promote", 250)
     env.step("wine", 2)

@@ -240,6 +240,15 @@ class AnalysisStatus(ApiModel):
     time: str = Field(description="When the look was taken (RFC 3339).")
     verdict: Literal["promote", "continue", "rollback", "inconclusive"] = Field(description="The verdict.")
     reason: str = Field(max_length=1024, description="One line for humans.")
+    alpha: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Significance level this look was judged at: the policy's alpha split evenly over the rollout's "
+            "analysed steps, so that a false rollback over the whole rollout stays within the policy's alpha."
+        ),
+    )
     metrics: list[MetricResult] | None = Field(default=None, max_length=32, description="Per-metric evidence.")
 
 

@@ -31,7 +31,7 @@ from mlrollout.controller.observe import CommandError, facts_by_revision, gatewa
 from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource, to_fact
-from mlrollout.policy import PolicyError, resolve_fallback_policy, resolve_rollout_policy
+from mlrollout.policy import PolicyError, per_step_policy, resolve_fallback_policy, resolve_rollout_policy
 from mlrollout.revision import RevisionTemplate, revision_of
 from mlrollout.rollout import (
     Command,
@@ -219,8 +219,9 @@ class Reconciler:
         )
         window = max((now - parse(status.current_step.started_at)).total_seconds(), 1.0)
         started = time.monotonic()
-        result = self.verdicts.look(target, policy, window)
-        fact = to_fact(result, status.candidate.revision, now)
+        step_policy = per_step_policy(policy)  # alpha over the whole rollout, not per step
+        result = self.verdicts.look(target, step_policy, window)
+        fact = to_fact(result, status.candidate.revision, now, step_policy.significance.alpha)
         metrics.ANALYSIS_DURATION.labels(fact.verdict).observe(time.monotonic() - started)
         log.info("analysis: %s (%s)", fact.verdict, fact.reason)
         return fact

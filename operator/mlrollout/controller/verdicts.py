@@ -73,8 +73,9 @@ def source_from(prometheus_url: str, verdicts_dir: str) -> VerdictSource:
     return RecordedVerdicts(verdicts_dir) if verdicts_dir else PrometheusVerdicts(prometheus_url)
 
 
-def to_fact(result: JudgeResult, candidate_revision: str, now: datetime) -> Verdict:
-    """A judge result as the state machine's Verdict fact (an unknown verdict counts as inconclusive)."""
+def to_fact(result: JudgeResult, candidate_revision: str, now: datetime, alpha: float | None = None) -> Verdict:
+    """A judge result as the state machine's Verdict fact (an unknown verdict counts as inconclusive);
+    `alpha` is the significance level the look was judged at."""
     name = result.get("verdict")
     verdict = name if name in _VERDICTS else "inconclusive"
     samples = result.get("samples") or {}
@@ -88,5 +89,6 @@ def to_fact(result: JudgeResult, candidate_revision: str, now: datetime) -> Verd
         time=now,
         candidate_revision=candidate_revision,
         candidate_requests=requests,
+        alpha=alpha,
         metrics=metrics,
     )

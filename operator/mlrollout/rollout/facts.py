@@ -38,6 +38,7 @@ class Verdict:
     time: datetime
     candidate_revision: str
     candidate_requests: int = 0  # cumulative since the candidate started
+    alpha: float | None = None  # the significance level the look was judged at (policy alpha / analysed steps)
     metrics: tuple[Mapping[str, Any], ...] = ()
 
 

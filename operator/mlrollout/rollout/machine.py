@@ -181,7 +181,7 @@ class _Machine:
             return
         metrics = [MetricResult.model_validate(m) for m in v.metrics][:32] or None
         self.s.last_analysis = AnalysisStatus(
-            time=fmt(v.time), verdict=v.verdict, reason=v.reason[:1024], metrics=metrics
+            time=fmt(v.time), verdict=v.verdict, reason=v.reason[:1024], alpha=v.alpha, metrics=metrics
         )
 
     def _handle_command(self) -> None:

@@ -142,6 +142,7 @@ async def test_reconcile_creates_children_writes_status_and_walks_a_rollout(clus
     assert out is not None and "Promoted" in out.events and out.phase == "Healthy"
     status = cluster.objects[MD, "ml", "wine"]["status"]
     assert status["stable"]["revision"] == rev2 and status["lastAnalysis"]["verdict"] == "promote"
+    assert status["lastAnalysis"]["alpha"] == 0.05  # one analysed step: the policy's whole alpha
     # the spec was never written by the operator
     assert cluster.objects[MD, "ml", "wine"]["spec"]["model"]["version"] == "2"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from tests.unit.rollout.world import World, events, policy, removed, routes, spec
@@ -13,6 +14,7 @@ from mlrollout.rollout import (
     RolloutFinished,
     StepFinished,
     TrackFacts,
+    Verdict,
 )
 
 
@@ -163,6 +165,16 @@ def test_new_revision_waits_for_readiness_then_walks_every_step_on_promote_verdi
     assert removed(w.tick(PROMOTE_SCALE_DOWN_SECONDS - 1)) == []
     assert removed(w.tick(2)) == [old]
     assert w.s.scale_downs is None
+
+
+def test_the_alpha_a_look_was_judged_at_is_recorded_with_the_verdict() -> None:
+    w = World()
+    w.start_rollout()
+    assert w.s.candidate is not None
+    w.now += timedelta(seconds=1)
+    w.verdict = Verdict("continue", "collecting", w.now, w.s.candidate.revision, 3, alpha=0.0125)
+    w.tick()
+    assert w.s.last_analysis is not None and w.s.last_analysis.alpha == 0.0125
 
 
 def test_continue_and_inconclusive_verdicts_never_advance() -> None:
