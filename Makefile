@@ -4,11 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help deps venv test test-unit test-component test-cluster lint typecheck crds demo bench clean \
+.PHONY: help deps venv test test-unit test-component test-cluster test-e2e lint typecheck crds demo bench clean \
 	cluster-build cluster-up cluster-down
 
 help:
-	@echo "make test       system packages + virtualenv + every test tier (unit, component, cluster)"
+	@echo "make test       system packages + virtualenv + lint + every test tier (unit, component, cluster, e2e)"
 	@echo "make demo       the demo rollout on a local cluster with real pods (make demo-down removes it)"
 	@echo "make e2e        end-to-end scenarios with real pods (docs/e2e.md); make images builds the images"
 	@echo "make lint       ruff + mypy --strict"
@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The e2e tier runs last, on a fresh local cluster with a node that is purged afterwards (docs/testing.md).
 test: deps venv lint cluster-build
 	$(BIN)/pytest tests/unit tests/component tests/cluster
+	@MLROLLOUT_STATE=$(E2E_TEST_STATE) bash e2e/tests/run --local --fresh
 
 test-unit: venv
 	$(BIN)/pytest tests/unit
@@ -38,6 +40,9 @@ test-component: deps venv
 
 test-cluster: deps venv cluster-build
 	$(BIN)/pytest tests/cluster
+
+test-e2e: deps venv cluster-build
+	@MLROLLOUT_STATE=$(E2E_TEST_STATE) bash e2e/tests/run --local --fresh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -91,8 +96,10 @@ bench-serve: deps venv $(BENCH_VENV)/.installed
 	$(BIN)/python bench/serve_bench.py $(BENCH_SERVE_ARGS)
 
 # Real pods (docs/e2e.md): a local cluster with one node (containerd, kubelet, kube-proxy, CoreDNS) or
-# kind where Docker exists, and images built without Docker. Kept out of `make test` for now.
+# kind where Docker exists, and images built without Docker. `make test` runs the scenarios as its last
+# tier in its own state directory (one node per machine: it refuses to start beside a running demo).
 E2E_STATE ?= /tmp/mlrollout-e2e
+E2E_TEST_STATE ?= /tmp/mlrollout-e2e-test
 .PHONY: images e2e demo demo-down
 images: venv
 	@bash e2e/node/deps

@@ -36,3 +36,19 @@ node_pid() {
 }
 
 ctr_node() { ctr --address "$CONTAINERD_SOCK" "$@"; }
+
+# other_node_state: prints the state directory of a node started from ANOTHER state directory that still
+# runs (its containerd), and fails if there is none. The bridge, the pod network and kube-proxy's rules
+# exist once per machine, so only one node can run at a time; control planes alone coexist freely.
+other_node_state() {
+  local pid cmd dir
+  for pid in $(pgrep -x containerd || true); do
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || continue
+    dir="$(sed -n 's|.*--config \(/[^ ]*\)/node/containerd/config\.toml.*|\1|p' <<<"$cmd")"
+    if [ -n "$dir" ] && [ "$(realpath -m "$dir")" != "$(realpath -m "$MLROLLOUT_STATE")" ]; then
+      echo "$dir"
+      return 0
+    fi
+  done
+  return 1
+}

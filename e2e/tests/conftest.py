@@ -15,7 +15,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,83 @@ def platform(cluster: stack.Cluster) -> Platform:
     store = stack.install_model_store(cluster, refs, models_dir)
     stack.install_operator(cluster, refs, prom)
     return Platform(cluster, refs, store, prom, manifest["files"], manifest["rows"])
+
+
+# --- what a failed scenario leaves behind for whoever reads the CI log ----------------------------------
+
+
+def diagnostics(cluster: stack.Cluster, namespace: str | None) -> str:
+    """The scenario's objects, events and pod logs plus the operator's log, as one bounded text block."""
+    ns = ["-n", namespace] if namespace else []
+    sections: list[tuple[str, list[str]]] = [
+        ("nodes and all pods", ["get", "nodes,pods", "-A", "-o", "wide"]),
+    ]
+    if namespace:
+        sections += [
+            ("ModelDeployment", ["get", "modeldeployments", *ns, "-o", "yaml"]),
+            ("objects", ["get", "deployments,replicasets,pods,services,endpointslices,configmaps", *ns, "-o", "wide"]),
+            ("events", ["get", "events", *ns, "--sort-by=.lastTimestamp"]),
+            ("load generator (last lines)", ["logs", *ns, "loadgen", "--tail=15"]),
+            (
+                "gateway and model-server logs",
+                [
+                    "logs",
+                    *ns,
+                    "-l",
+                    "app.kubernetes.io/managed-by=mlrollout",
+                    "--all-containers",
+                    "--prefix",
+                    "--tail=60",
+                    "--max-log-requests=20",
+                ],
+            ),
+        ]
+    sections += [
+        (
+            "operator log",
+            [
+                "logs",
+                "-n",
+                stack.SYSTEM_NS,
+                "-l",
+                f"app.kubernetes.io/instance={stack.RELEASE}",
+                "--all-containers",
+                "--prefix",
+                "--tail=250",
+            ],
+        ),
+        ("mlrollout-system pods", ["get", "pods", "-n", stack.SYSTEM_NS, "-o", "wide"]),
+    ]
+    out: list[str] = []
+    for title, args in sections:
+        try:
+            text = cluster.kubectl(*args, check=False, timeout=60)
+        except subprocess.TimeoutExpired:
+            text = "(kubectl timed out)"
+        out.append(f"----- {title}: kubectl {' '.join(args)}\n{text.rstrip()[-20000:]}")
+    return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """On a failed scenario, attach the cluster's view of it to the report (and to a file in the state dir)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed or call.when == "teardown":
+        return
+    funcargs = getattr(item, "funcargs", {})
+    cluster = funcargs.get("cluster")
+    if cluster is None and "platform" in funcargs:
+        cluster = funcargs["platform"].cluster
+    if not isinstance(cluster, stack.Cluster):
+        return
+    text = diagnostics(cluster, funcargs.get("namespace"))
+    rep.sections.append(("e2e diagnostics", text))
+    state = os.environ.get("MLROLLOUT_STATE")
+    if state:
+        path = Path(state + "-logs") / f"{item.name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 @pytest.fixture
