@@ -81,6 +81,17 @@ class Cluster:
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 180) -> str:
         return self.run("kubectl", *args, stdin=stdin, check=check, timeout=timeout)
 
+    def kubectl_text(self, *args: str, timeout: float = 60) -> str:
+        """stdout and stderr of a kubectl call that may fail (diagnostics: an error is also an answer)."""
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        try:
+            proc = subprocess.run(
+                [_tool("kubectl"), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return f"(kubectl timed out after {timeout:.0f}s)"
+        return proc.stdout + proc.stderr
+
     def helm(self, *args: str, timeout: float = 600) -> str:
         return self.run("helm", *args, timeout=timeout)
 

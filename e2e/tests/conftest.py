@@ -129,10 +129,7 @@ def diagnostics(cluster: stack.Cluster, namespace: str | None) -> str:
     ]
     out: list[str] = []
     for title, args in sections:
-        try:
-            text = cluster.kubectl(*args, check=False, timeout=60)
-        except subprocess.TimeoutExpired:
-            text = "(kubectl timed out)"
+        text = cluster.kubectl_text(*args)
         out.append(f"----- {title}: kubectl {' '.join(args)}\n{text.rstrip()[-20000:]}")
     return "\n".join(out)
 
