@@ -1,14 +1,15 @@
 """The verdict: every metric's evidence combined into promote / continue / rollback / inconclusive.
 
-Combination rule (docs/analysis.md): the false-rollback budget ``alpha`` is split evenly over the
-statistical tests that can roll back (harm tests, SLO breaches, drift); the rollout rolls back as soon as
-any of them fires. It promotes only when every enabled guardrail has *passed*: non-inferiority shown,
-every SLO shown met, no drift. Missing evidence gives ``inconclusive``, never ``promote``.
+Combination rule (docs/analysis.md): the false-rollback budget ``alpha`` is split over the statistical tests
+that can roll back (harm tests, SLO breaches, drift), by fixed weights that favour the harm tests; the
+rollout rolls back as soon as any of them fires. It promotes only when every enabled guardrail has
+*passed*: non-inferiority shown, every SLO shown met, no drift. Missing evidence gives ``inconclusive``,
+never ``promote``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
 from mlrollout.analysis.custom import custom_result
@@ -20,10 +21,19 @@ from mlrollout.analysis.result import MetricDict
 from mlrollout.analysis.snapshot import Snapshot, SnapshotError, parse_snapshot
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 
-__all__ = ["MIN_SAMPLES", "Verdict", "VerdictDict", "judge"]
+__all__ = ["HARM_WEIGHT", "MIN_SAMPLES", "Verdict", "VerdictDict", "judge", "split_alpha"]
 
 MIN_SAMPLES = 100
 """Requests per track (and latency observations, predictions) below which nothing is promoted."""
+
+HARM_WEIGHT = 2.0
+"""Share of the alpha budget for a harm test (candidate vs stable) relative to an SLO or drift test (1).
+
+A test's time to a verdict grows with ``log(1/alpha_i)`` over the evidence per look. SLO breaches and drift
+roll back only gross effects (shown beyond an absolute limit, PSI above ``maxPsi``), whose evidence grows
+fast, so a smaller share delays them little; the harm tests must catch modest regressions (a doubled error
+rate) within a few looks, where every nat of threshold counts. Fixed in advance, so the union bound holds.
+"""
 
 Verdict = Literal["promote", "continue", "rollback", "inconclusive"]
 
@@ -36,6 +46,17 @@ class VerdictDict(TypedDict):
     samples: dict[str, int]
     warnings: list[str]
     skipped: list[str]
+
+
+def split_alpha(alpha: float, tests: Sequence[tuple[str, bool]]) -> dict[str, float]:
+    """Each test's share of ``alpha``, by weight: ``HARM_WEIGHT`` for harm tests, 1 for the others.
+
+    ``tests`` lists the tests that can roll back at this look as ``(name, is_harm)``. The shares add up to
+    ``alpha``, so by the union bound identical tracks are rolled back with probability at most ``alpha``.
+    """
+    weights = {name: HARM_WEIGHT if harm else 1.0 for name, harm in tests}
+    total = sum(weights.values())
+    return {name: alpha * w / total for name, w in weights.items()}
 
 
 def _policy(policy: Mapping[str, Any] | RolloutPolicySpec | None) -> RolloutPolicySpec:
@@ -65,8 +86,8 @@ def _verdict(verdict: Verdict, reason: str, metrics: list[MetricDict], alpha: fl
 def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicySpec | None = None) -> VerdictDict:
     """Judge one look at the evidence. ``snapshot`` as in docs/analysis.md; ``policy`` a RolloutPolicy spec.
 
-    Pass the spec as a dict (camelCase, as stored) or as the parsed ``RolloutPolicySpec``; the latter keeps
-    explicit nulls (``maxRate: null`` disables the error SLO), which ``to_dict()`` would drop.
+    Pass the spec as a dict (camelCase, as stored, e.g. ``RolloutPolicySpec.to_dict()``, which keeps the
+    meaningful nulls such as ``maxRate: null``, no error SLO) or as the parsed ``RolloutPolicySpec``.
 
     Never raises for bad or missing evidence (that is an ``inconclusive`` verdict); raises
     ``pydantic.ValidationError`` for a policy that does not validate.
@@ -102,13 +123,20 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
         skipped.append("inputDrift: no reference profile")
 
     # The alpha budget is shared by every test that can roll back.
-    tests = 0
+    tests: list[tuple[str, bool]] = []
     if m.error_rate.enabled:
-        tests += 1 + (m.error_rate.max_rate is not None)
+        tests += [("errorRate.harm", True)] + ([("errorRate.slo", False)] if m.error_rate.max_rate is not None else [])
     if latency_pair is not None:
-        tests += m.latency.compare_with_stable + (m.latency.max_seconds is not None)
-    tests += (m.prediction_drift.enabled and has_predictions) + (m.input_drift.enabled and reference_features)
-    each = alpha / max(tests, 1)
+        tests += [("latency.harm", True)] if m.latency.compare_with_stable else []
+        tests += [("latency.slo", False)] if m.latency.max_seconds is not None else []
+    if m.prediction_drift.enabled and has_predictions:
+        tests.append(("predictionDrift", False))
+    if m.input_drift.enabled and reference_features:
+        tests.append(("inputDrift", False))
+    shares = split_alpha(alpha, tests)
+
+    def each(name: str) -> float:
+        return shares.get(name, alpha)  # a test not in the budget is not run, so its share is never used
 
     results: list[MetricDict] = []
     if m.error_rate.enabled:
@@ -116,8 +144,8 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
             snap.stable,
             snap.candidate,
             ErrorRateSettings(
-                each,
-                each,
+                each("errorRate.harm"),
+                each("errorRate.slo"),
                 alpha,
                 margins.error_rate.absolute,
                 margins.error_rate.relative,
@@ -129,15 +157,16 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
         results += latency_results(
             *latency_pair,
             LatencySettings(m.latency.quantile, m.latency.max_seconds, m.latency.compare_with_stable,
-                            margins.latency.absolute, margins.latency.relative, each, each, alpha, MIN_SAMPLES),
+                            margins.latency.absolute, margins.latency.relative, each("latency.harm"),
+                            each("latency.slo"), alpha, MIN_SAMPLES),
         )  # fmt: skip
     if m.prediction_drift.enabled and has_predictions:
-        drift = DriftSettings(m.prediction_drift.max_psi, each, MIN_SAMPLES)
+        drift = DriftSettings(m.prediction_drift.max_psi, each("predictionDrift"), MIN_SAMPLES)
         rows = sum((snap.stable.predictions or {}).values()) + sum((snap.candidate.predictions or {}).values())
         per_request = rows / max(snap.stable.requests + snap.candidate.requests, 1)
         results.append(prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, drift, per_request))
     if m.input_drift.enabled and reference_features and snap.reference is not None:
-        drift = DriftSettings(m.input_drift.max_psi, each, MIN_SAMPLES)
+        drift = DriftSettings(m.input_drift.max_psi, each("inputDrift"), MIN_SAMPLES)
         binned = [sum(bins) for bins in (snap.candidate.features or {}).values()]
         per_request = (max(binned) if binned else 0) / max(snap.candidate.requests, 1)
         results.append(input_drift_result(snap.candidate.features, snap.reference, drift, per_request))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from scipy import optimize, special
 
 __all__ = [
+    "HARM_LOG_RATIO_SD",
+    "HARM_RATIO",
     "Interval",
     "beta_mixture_proportion_cs",
     "gaussian_mixture_cs",
@@ -44,16 +46,46 @@ def log_to_e(log_e: float) -> float:
     return math.exp(min(log_e, _LOG_MAX)) if log_e > -_LOG_MAX else 0.0
 
 
-def harm_prior(share: float, ratio: float = 2.0) -> tuple[float, float]:
-    """Beta prior centred on the null share whose spread reaches the share a rate ``ratio`` would give.
+def _trigamma(x: float) -> float:
+    """``polygamma(1, x)`` via the Hurwitz zeta ufunc (scipy's polygamma is a slow Python wrapper)."""
+    return float(special.zeta(2.0, x))
 
-    Tuned so the mixture has most power near a doubling of the candidate's event rate (the regression size
-    the rollout most needs to catch quickly), while staying a proper prior for every effect size.
+
+HARM_RATIO = 2.0
+"""The event-rate ratio (candidate over stable) the harm mixture is centred on: a doubling."""
+
+HARM_LOG_RATIO_SD = math.log(2.0) / 2.0
+"""Spread of the harm mixture on the log rate ratio: one standard deviation is a factor sqrt(2)."""
+
+
+def harm_prior(share: float, ratio: float = HARM_RATIO, sd: float = HARM_LOG_RATIO_SD) -> tuple[float, float]:
+    """Beta(a, b) on the candidate's share of events, centred on a ``ratio``-fold event rate, spread ``sd``.
+
+    The candidate's share of events ``theta`` and its event-rate ratio ``r`` to stable are linked by
+    ``odds(theta) = r * odds(share)``, so ``log r = logit(theta) - logit(share)``. Under Beta(a, b),
+    ``logit(theta)`` has mean ``digamma(a) - digamma(b)`` and variance ``trigamma(a) + trigamma(b)``; this
+    solves for the (a, b) that give ``log r`` mean ``log(ratio)`` and standard deviation ``sd``. The prior is
+    thereby the same distribution of the log rate ratio at every traffic share (the null-centred prior it
+    replaces put most of its mass on regressions too small to detect in a few looks).
     """
-    alt = ratio * share / (ratio * share + 1.0 - share)
-    spread = max(alt - share, 1e-6)
-    kappa = max(share * (1.0 - share) / spread**2 - 1.0, 0.5)
-    return kappa * share, kappa * (1.0 - share)
+    target_mean = math.log(share / (1.0 - share)) + math.log(ratio)
+    odds = math.exp(target_mean)
+    # Start from the large-argument approximation (mean log(a/b), variance 1/a + 1/b; a >= 1/sd^2 > 8 here),
+    # then Newton on (log a, log b): a few steps reach machine precision.
+    b = (1.0 + 1.0 / odds) / sd**2
+    a = odds * b
+    for _ in range(20):
+        f1 = float(special.digamma(a) - special.digamma(b)) - target_mean
+        f2 = _trigamma(a) + _trigamma(b) - sd**2
+        if abs(f1) < 1e-12 and abs(f2) < 1e-12:
+            break
+        # Jacobian with respect to (log a, log b)
+        j11, j12 = a * _trigamma(a), -b * _trigamma(b)
+        j21, j22 = -2.0 * a * float(special.zeta(3.0, a)), -2.0 * b * float(special.zeta(3.0, b))
+        det = j11 * j22 - j12 * j21
+        da, db = (f1 * j22 - f2 * j12) / det, (j11 * f2 - j21 * f1) / det
+        a, b = a * math.exp(-da), b * math.exp(-db)
+    return a, b
 
 
 def harm_log_e(candidate_events: int, total_events: int, share: float) -> float:
@@ -63,7 +95,9 @@ def harm_log_e(candidate_events: int, total_events: int, share: float) -> float:
     ``share``, the candidate's share of requests, whatever the (common, possibly time-varying) base rate:
     this is the conditioning argument of Lindon, Sanden & Shirikian (2022) for counting processes. The
     alternative mixes a Beta prior truncated to ``theta > share``; against any ``theta' <= share`` the
-    likelihood ratio is a supermartingale, so the one-sided composite null is covered.
+    likelihood ratio is a supermartingale, so the one-sided composite null is covered. The prior
+    (``harm_prior``) depends on the request share only, never on which track the events came from, so
+    validity holds for any prior; the prior only decides which regressions are caught fastest.
     """
     k, n = int(candidate_events), int(total_events)
     if n <= 0 or not 0.0 < share < 1.0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,8 @@ from pydantic import ValidationError
 from tests.unit.analysis.snapshots import healthy, track
 
 from mlrollout.analysis import MIN_SAMPLES, judge
+from mlrollout.analysis.judge import HARM_WEIGHT, split_alpha
+from mlrollout.analysis.sequential import homogeneity_log_e
 from mlrollout.api.modeldeployment import AnalysisStatus, MetricResult
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 
@@ -111,8 +114,12 @@ def test_missing_latency_histogram_blocks_promotion() -> None:
 
 def test_alpha_is_split_over_tests_that_can_roll_back() -> None:
     default = judge(healthy())
-    harm = next(m for m in default["metrics"] if m["name"] == "errorRate.harm")
-    assert harm["threshold"] == pytest.approx(4 / 0.05)  # error harm + SLO, latency harm, prediction drift
+    thresholds = {m["name"]: m["threshold"] for m in default["metrics"]}
+    # error harm (weight 2), error SLO (1), latency harm (2), prediction drift (1): alpha 0.05 over weight 6
+    assert thresholds["errorRate.harm"] == pytest.approx(6 / 2 / 0.05)
+    assert thresholds["latency.harm"] == pytest.approx(6 / 2 / 0.05)
+    drift = next(m for m in default["metrics"] if m["name"] == "predictionDrift")
+    assert drift["decision"] == "pass"  # its threshold field is maxPsi; its alpha share is 0.05 / 6
     policy = {
         "significance": {"alpha": 0.1},
         "analysis": {"metrics": {"latency": {"enabled": False}, "predictionDrift": {"enabled": False},
@@ -145,7 +152,8 @@ def test_input_drift_and_custom_metrics_take_part() -> None:
 def test_parsed_spec_keeps_explicit_nulls() -> None:
     spec = RolloutPolicySpec.model_validate({"analysis": {"metrics": {"errorRate": {"maxRate": None}}}})
     assert "errorRate.slo" not in names(judge(healthy(), spec))
-    assert "errorRate.slo" in names(judge(healthy(), spec.to_dict()))  # to_dict drops the null: default again
+    assert "errorRate.slo" not in names(judge(healthy(), spec.to_dict()))  # to_dict keeps the meaningful null
+    assert "errorRate.slo" in names(judge(healthy(), {}))  # absent: the default SLO
 
 
 def test_full_rolloutpolicy_manifest_is_accepted_and_bad_policy_raises() -> None:
@@ -167,3 +175,33 @@ def test_bucket_layout_mismatch_and_forced_monotone_warn() -> None:
     assert any("shared bounds" in w for w in result["warnings"])
     assert any("forced monotone" in w for w in result["warnings"])
     assert result["verdict"] == "promote"
+
+
+def test_split_alpha_favours_harm_tests_and_spends_exactly_alpha() -> None:
+    shares = split_alpha(0.05, [("errorRate.harm", True), ("errorRate.slo", False), ("latency.harm", True)])
+    assert sum(shares.values()) == pytest.approx(0.05)
+    assert shares["errorRate.harm"] == pytest.approx(HARM_WEIGHT * shares["errorRate.slo"])
+    assert shares["latency.harm"] == shares["errorRate.harm"]
+    assert split_alpha(0.1, [("errorRate.harm", True)]) == {"errorRate.harm": pytest.approx(0.1)}
+    assert split_alpha(0.05, []) == {}
+
+
+def test_drift_is_held_to_its_own_smaller_alpha_share() -> None:
+    """Drift has weight 1 against the harm tests' 2: with the default policy its e-value bar is 6/alpha = 120
+    while error harm's is 60. A clear shift whose e-value lies between the two does not roll back yet."""
+    snap = healthy()
+    stable_predictions = [float(snap["stable"]["predictions"][k]) for k in ("0", "1", "2")]
+
+    def shifted(n: int) -> list[int]:
+        return [round(n * p) for p in (0.05, 0.15, 0.8)]  # PSI far above maxPsi 0.2
+
+    sizes = range(10, 200)
+    e = {n: math.exp(homogeneity_log_e([stable_predictions, [float(x) for x in shifted(n)]])) for n in sizes}
+    between = next(n for n in sizes if 60 <= e[n] < 120)
+    beyond = next(n for n in sizes if e[n] >= 120)
+    verdicts = {}
+    for n in (between, beyond):
+        snap["candidate"]["predictions"] = dict(zip(("0", "1", "2"), shifted(n), strict=True))
+        result = judge(snap)
+        verdicts[n] = next(m for m in result["metrics"] if m["name"] == "predictionDrift")["decision"]
+    assert verdicts == {between: "inconclusive", beyond: "fail"}

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from mlrollout.analysis import sequential as sq
 
@@ -22,6 +22,56 @@ def test_harm_e_value_matches_numerical_integration() -> None:
 
     expected, _ = integrate.quad(integrand, share, 1.0, limit=200)
     assert math.exp(sq.harm_log_e(k, n, share)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("share", [1e-6, 0.02, 0.1, 0.5, 0.9, 0.999])
+def test_harm_prior_is_the_same_log_rate_ratio_law_at_every_share(share: float) -> None:
+    """log(rate ratio) = logit(theta) - logit(share): mean log 2 and sd log(2)/2 whatever the share."""
+    a, b = sq.harm_prior(share)
+    mean = special.digamma(a) - special.digamma(b) - math.log(share / (1 - share))
+    sd = math.sqrt(special.polygamma(1, a) + special.polygamma(1, b))
+    assert mean == pytest.approx(math.log(sq.HARM_RATIO), abs=1e-9)
+    assert sd == pytest.approx(sq.HARM_LOG_RATIO_SD, abs=1e-9)
+    # ratios between sqrt(2) and 2*sqrt(2) (one sd either side of a doubling) carry about 68% of the mass
+    odds = share / (1 - share)
+
+    def theta(ratio: float) -> float:
+        return ratio * odds / (1 + ratio * odds)
+
+    dist = stats.beta(a, b)
+    assert dist.cdf(theta(2 * math.sqrt(2))) - dist.cdf(theta(math.sqrt(2))) == pytest.approx(0.68, abs=0.02)
+
+
+@pytest.mark.parametrize(("ratio", "sd"), [(1.1, 0.1), (5.0, 1.0), (2.0, 0.05)])
+def test_harm_prior_other_centres_and_widths(ratio: float, sd: float) -> None:
+    a, b = sq.harm_prior(0.1, ratio, sd)
+    assert special.digamma(a) - special.digamma(b) - math.log(0.1 / 0.9) == pytest.approx(math.log(ratio), abs=1e-9)
+    assert math.sqrt(special.polygamma(1, a) + special.polygamma(1, b)) == pytest.approx(sd, abs=1e-9)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.5])
+def test_harm_e_process_is_valid_at_small_and_large_shares(share: float) -> None:
+    """The prior is centred away from the null; Ville's inequality still caps crossings at alpha."""
+    rng = np.random.default_rng(7)
+    alpha, runs, events = 0.05, 300, 600
+    cum = np.cumsum(rng.random((runs, events)) < share, axis=1)
+    crossed = sum(
+        any(sq.harm_log_e(int(cum[r, t]), t + 1, share) >= math.log(1 / alpha) for t in range(0, events, 10))
+        for r in range(runs)
+    )
+    assert crossed / runs <= alpha
+
+
+def test_harm_e_value_grows_fastest_near_a_doubling() -> None:
+    """Expected counts of 200 events at share 0.1: the e-value for a doubled rate beats the same
+    number of events at a 1.2-fold rate, and a tenfold rate is overwhelming."""
+    share, n = 0.1, 200
+
+    def expected_k(ratio: float) -> int:
+        return round(n * ratio * share / (ratio * share + 1 - share))
+
+    small, double, huge = (sq.harm_log_e(expected_k(r), n, share) for r in (1.2, 2.0, 10.0))
+    assert small < math.log(20) < math.log(80) < double < huge
 
 
 def test_harm_e_value_direction() -> None:
