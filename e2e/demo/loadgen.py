@@ -56,7 +56,12 @@ class Stats:
         with self.lock:
             lat = sorted(self.window)
             self.window = []
-            q = {f"p{int(p * 100)}_ms": round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) for p in (0.5, 0.99)}
+            # a second without answers (e.g. the last one, after SIGTERM) has no quantiles
+            q = (
+                {f"p{int(p * 100)}_ms": round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) for p in (0.5, 0.99)}
+                if lat
+                else {}
+            )
             return {
                 "t": round(time.time(), 3),
                 "sent": self.sent,
@@ -65,7 +70,7 @@ class Stats:
                 "codes": dict(self.codes),
                 "versions": dict(self.versions),
                 **({"first_failures": list(self.first_failures)} if self.first_failures else {}),
-                **(q if lat else {}),
+                **q,
             }
 
 

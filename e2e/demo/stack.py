@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -317,9 +319,62 @@ def loadgen_stats(cluster: Cluster, namespace: str, name: str = "loadgen") -> di
     return stats
 
 
-def stop_loadgen(cluster: Cluster, namespace: str, name: str = "loadgen") -> dict[str, Any]:
-    """Final counts, then the pod is deleted."""
-    time.sleep(1.5)  # one more report line covers every request answered so far
-    stats = loadgen_stats(cluster, namespace, name)
-    cluster.kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=false", check=False)
-    return stats
+def stop_loadgen(cluster: Cluster, namespace: str, name: str = "loadgen", timeout: float = 90) -> dict[str, Any]:
+    """Stops the load generator and returns its FINAL counts, then the pod is gone.
+
+    The pod is deleted while its log is followed: on SIGTERM the generator lets the requests in flight
+    finish (each has a 10 s timeout) and prints a last line marked "done", so a request that fails
+    after the scenario's last poll is still counted. Without that line (the stream broke) the last
+    line seen is returned, marked "final": False.
+    """
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+    follow = subprocess.Popen(
+        [_tool("kubectl"), "logs", "-f", "-n", namespace, name, "--tail=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert follow.stdout is not None
+        for line in follow.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    last: dict[str, Any] = {}
+
+    def take(line: str) -> None:
+        nonlocal last
+        if line.startswith("{"):
+            last = json.loads(line)
+            if "error" in last:
+                raise RuntimeError(f"load generator {namespace}/{name}: {last['error']}")
+
+    try:
+        first = lines.get(timeout=60)  # the stream is attached once the current last line arrived
+        if first is not None:
+            take(first)
+        cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+        deadline = time.monotonic() + timeout
+        while not last.get("done"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            take(line)
+    except queue.Empty:
+        cluster.kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=false", check=False)
+    finally:
+        follow.kill()
+        follow.wait(timeout=30)
+    if not last:
+        raise RuntimeError(f"no counts from the load generator {namespace}/{name}")
+    return {**last, "final": bool(last.get("done"))}
