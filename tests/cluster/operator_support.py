@@ -213,7 +213,10 @@ def rival_operator(kubeconfig: Path, namespace: str, peering: str, priority: int
     nothing, it only keeps its peer entry alive. Yields its log; SIGTERM on exit (kopf then leaves the
     peering at once)."""
     module = workdir / "rival_operator.py"
-    module.write_text('"""No handlers: only the peering keep-alive."""\nimport kopf  # noqa: F401\n')
+    module.write_text(
+        '"""No resource handlers: only the peering keep-alive (short-lived if it is ever killed)."""\n'
+        "import kopf\n\n\n@kopf.on.startup()\ndef lifetime(settings, **_):\n    settings.peering.lifetime = 10\n"
+    )
     log_path = workdir / "rival.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": "rival"}
     with log_path.open("ab") as log:
