@@ -9,6 +9,9 @@ Stable API (other test suites import it):
 - ``start_server(...)`` / ``ServerProcess.stop()``: the same without the context manager.
 - ``run_server_until_exit(...)``: run a server that is expected to exit (e.g. sha256 mismatch) and
   return its exit code and output.
+- ``running(cmd, port, ready_path)``: any other test process (gateways, fake upstreams): a context
+  manager yielding a :class:`ManagedProcess` once ``ready_path`` answers 200, always stopped on exit;
+  ``spawn`` and ``wait_ready`` are its two halves.
 
 The server runs as ``python -m mlrollout_serving.server`` with the test interpreter, which is the same
 program as the ``mlrollout-serve`` console script but needs no reinstall after code changes. Output goes
@@ -96,22 +99,16 @@ def wait_http_ok(url: str, timeout: float = DEFAULT_READY_TIMEOUT, interval: flo
 
 
 @dataclass
-class ServerProcess:
-    """A running model server."""
+class ManagedProcess:
+    """A child process of a test, listening on a loopback port, its output in a log file."""
 
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
-    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def host_port(self) -> str:
-        """``127.0.0.1:PORT``, the form tritonclient takes."""
-        return f"127.0.0.1:{self.port}"
 
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
@@ -123,6 +120,78 @@ class ServerProcess:
     def stop(self, grace: float = 15.0) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
         return terminate(self.proc, grace)
+
+    def kill(self) -> None:
+        """SIGKILL at once (a crash, as far as its peers can tell)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class ServerProcess(ManagedProcess):
+    """A running model server."""
+
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def host_port(self) -> str:
+        """``127.0.0.1:PORT``, the form tritonclient takes."""
+        return f"127.0.0.1:{self.port}"
+
+
+def spawn(
+    cmd: Sequence[str], *, prefix: str = "mlrollout-test-", env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``cmd`` with unbuffered output into a fresh log file (never a pipe: a chatty child cannot
+    block on it); the caller stops the process and removes the log."""
+    fd, log = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=full_env)
+    return proc, Path(log)
+
+
+def poll_ready(process: ManagedProcess, path: str, timeout: float = DEFAULT_READY_TIMEOUT) -> bool:
+    """Poll ``GET path`` until it answers 200 (True), or the process exits or time runs out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            return False
+        if http_status(process.url + path, timeout=1.0) == 200:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_ready(process: ManagedProcess, path: str, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+    """Like :func:`poll_ready`, but a process that never got ready is stopped and reported."""
+    if poll_ready(process, path, timeout):
+        return
+    code = process.stop()
+    raise RuntimeError(f"{process.proc.args!r} not ready within {timeout:.0f}s (exit code {code}):\n{process.tail()}")
+
+
+@contextlib.contextmanager
+def running(
+    cmd: Sequence[str],
+    port: int,
+    ready_path: str,
+    *,
+    prefix: str = "mlrollout-test-",
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+) -> Iterator[ManagedProcess]:
+    """Run ``cmd`` (listening on ``port``) for the ``with`` block once ``ready_path`` answers 200; always
+    stopped afterwards, its log removed."""
+    proc, log = spawn(cmd, prefix=prefix, env=env)
+    process = ManagedProcess(proc, port, log)
+    try:
+        wait_ready(process, ready_path, timeout)
+        yield process
+    finally:
+        process.stop()
+        log.unlink(missing_ok=True)
 
 
 def server_command(
@@ -152,14 +221,6 @@ def _uri(model: ModelLike | str) -> tuple[str, str | None]:
     return model.path.as_uri(), model.sha256
 
 
-def _spawn(cmd: list[str], env: Mapping[str, str] | None) -> tuple[subprocess.Popen[bytes], Path]:
-    fd, log = tempfile.mkstemp(prefix="mlrollout-serve-", suffix=".log")
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with os.fdopen(fd, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-    return proc, Path(log)
-
-
 def start_server(
     model: ModelLike | str,
     *,
@@ -182,15 +243,10 @@ def start_server(
     for attempt in range(attempts):
         port = free_port()
         cmd = server_command(uri, digest, port, name=name, version=version, labels=labels, extra_args=extra_args)
-        proc, log = _spawn(cmd, env)
+        proc, log = spawn(cmd, prefix="mlrollout-serve-", env=env)
         server = ServerProcess(proc=proc, port=port, log_path=log, args=cmd)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            if http_status(f"{server.url}/v2/health/ready", timeout=1.0) == 200:
-                return server
-            time.sleep(0.05)
+        if poll_ready(server, "/v2/health/ready", timeout):
+            return server
         server.stop()
         if "Address already in use" in server.output() and attempt + 1 < attempts:
             continue
@@ -247,7 +303,7 @@ def run_server_until_exit(
     uri, digest = _uri(model)
     digest = sha256 if sha256 is not None else digest
     port = free_port()
-    proc, log = _spawn(server_command(uri, digest, port, extra_args=extra_args), env)
+    proc, log = spawn(server_command(uri, digest, port, extra_args=extra_args), prefix="mlrollout-serve-", env=env)
     server = ServerProcess(proc=proc, port=port, log_path=log)
     ready = False
     deadline = time.monotonic() + timeout

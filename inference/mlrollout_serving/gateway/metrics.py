@@ -7,6 +7,7 @@ per request cost more than the rest of the gateway's Python work. Everything els
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterator
 
@@ -92,43 +93,61 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
+class _Series:
+    """Counts of one (track, revision): requests by code, duration bucket counts and their sum."""
+
+    __slots__ = ("buckets", "codes", "total")
+
+    def __init__(self, n_buckets: int) -> None:
+        self.codes: dict[int, int] = {}
+        self.buckets = [0] * n_buckets
+        self.total = 0.0
+
+
 class _HotRequests(Collector):
-    """`requests_total` and `request_duration_seconds`, counted in dicts on the event-loop thread."""
+    """`requests_total` and `request_duration_seconds`, counted on the event-loop thread.
+
+    Nested dicts keyed by track, then revision: no key tuple is built per request, and the histogram is a
+    bisect into the fixed bucket bounds.
+    """
 
     def __init__(self, namespace: str, model_deployment: str) -> None:
         self._ns = namespace
         self._md = model_deployment
-        self._bounds = LATENCY_BUCKETS
-        self._codes: dict[tuple[str, str, int], int] = {}
-        self._buckets: dict[tuple[str, str], list[float]] = {}  # per bucket counts, then the sum last
+        # Always ending in +Inf, so every value has a bucket whatever the contract's tuple ends with.
+        self._bounds = (*(b for b in LATENCY_BUCKETS if b != math.inf), math.inf)
+        self._series: dict[str, dict[str, _Series]] = {}
 
     def observe(self, track: str, revision: str, code: int, seconds: float) -> None:
         """Count one answered request and its duration (the hot path)."""
-        key = (track, revision, code)
-        codes = self._codes
-        codes[key] = codes.get(key, 0) + 1
-        hkey = (track, revision)
-        row = self._buckets.get(hkey)
-        if row is None:
-            row = self._buckets[hkey] = [0.0] * (len(self._bounds) + 1)
-        row[bisect_left(self._bounds, seconds)] += 1
-        row[-1] += seconds
+        by_revision = self._series.get(track)
+        if by_revision is None:
+            by_revision = self._series[track] = {}
+        series = by_revision.get(revision)
+        if series is None:
+            series = by_revision[revision] = _Series(len(self._bounds))
+        codes = series.codes
+        codes[code] = codes.get(code, 0) + 1
+        series.buckets[bisect_left(self._bounds, seconds)] += 1
+        series.total += seconds
 
     def collect(self) -> Iterator[Metric]:
+        rows = [(t, r, s) for t, by_rev in list(self._series.items()) for r, s in list(by_rev.items())]
         requests = CounterMetricFamily(
             contract.GATEWAY_REQUESTS, "Requests answered, by serving track and HTTP code.", labels=[*_ID, "code"]
         )
-        for (track, revision, code), count in list(self._codes.items()):
-            requests.add_metric([self._ns, self._md, track, revision, str(code)], count)
+        for track, revision, series in rows:
+            for code, count in sorted(series.codes.items()):
+                requests.add_metric([self._ns, self._md, track, revision, str(code)], count)
         yield requests
         duration = HistogramMetricFamily(
             contract.GATEWAY_DURATION, "Time from request received to response sent, by track.", labels=_ID
         )
-        for (track, revision), row in list(self._buckets.items()):
-            total = 0.0
+        for track, revision, series in rows:
+            cumulative = 0
             buckets: list[tuple[str, float]] = []
-            for bound, in_bucket in zip(self._bounds, row, strict=False):
-                total += in_bucket
-                buckets.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
-            duration.add_metric([self._ns, self._md, track, revision], buckets, sum_value=row[-1])
+            for bound, in_bucket in zip(self._bounds, series.buckets, strict=True):
+                cumulative += in_bucket
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            duration.add_metric([self._ns, self._md, track, revision], buckets, sum_value=series.total)
         yield duration

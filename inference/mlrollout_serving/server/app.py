@@ -6,9 +6,11 @@ a future of one. Validation lives in ``codec``, scheduling in ``batching``, coun
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import json
+import logging
+import os
+import sys
 import time
 import urllib.parse
 import zlib
@@ -16,9 +18,9 @@ from typing import Any
 
 from mlrollout_serving.profile import Profile
 from mlrollout_serving.server import codec
-from mlrollout_serving.server.batching import Array, Batcher, BatchSettings
+from mlrollout_serving.server.batching import Array, Batcher, BatchSettings, Callback
 from mlrollout_serving.server.config import Settings
-from mlrollout_serving.server.http import Reply, Request
+from mlrollout_serving.server.http import Deferred, Reply, Request
 from mlrollout_serving.server.loading import LoadedModel
 from mlrollout_serving.server.metrics import ServerMetrics
 from mlrollout_serving.server.signature import output_roles
@@ -27,6 +29,19 @@ SERVER_NAME = "mlrollout-serve"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data"]
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+log = logging.getLogger(__name__)
+
+
+def inline_elements(configured: int) -> int:
+    """``-1`` (the default) means: 8192 when this process may use several CPUs, otherwise no limit.
+
+    A worker thread only pays off when onnxruntime can run on another core while the event loop reads
+    the next requests; on a single CPU it adds two thread switches per batch and wins nothing.
+    """
+    if configured >= 0:
+        return configured
+    return 8192 if len(os.sched_getaffinity(0)) > 1 else sys.maxsize
 
 
 def error(status: int, message: str) -> Reply:
@@ -65,7 +80,7 @@ class App:
             pad_single_row=sig.batchable,
             max_rows=s.max_batch_size,
             max_wait=s.max_batch_wait_ms / 1000.0,
-            inline_elements=s.inline_elements,
+            inline_elements=inline_elements(s.inline_elements),
         )
         output_names = [o.name for o in sig.outputs]
         # The codec already validated names, dtypes and shapes, so skip the Python wrapper's re-checks
@@ -93,7 +108,7 @@ class App:
 
     # --- routing ---
 
-    def handle(self, req: Request) -> Reply | asyncio.Future[Reply]:
+    def handle(self, req: Request) -> Reply | Deferred:
         parts = req.path.split("/")
         if len(parts) < 2 or parts[0] or parts[1] != "v2":
             if req.path == "/metrics":
@@ -120,7 +135,7 @@ class App:
         ready = self.ready and not self.draining
         return _json({"ready": ready}, 200 if ready else 503)
 
-    def _model_route(self, req: Request, rest: list[str]) -> Reply | asyncio.Future[Reply]:
+    def _model_route(self, req: Request, rest: list[str]) -> Reply | Deferred:
         name = urllib.parse.unquote(rest[0])
         version: str | None = None
         tail = rest[1:]
@@ -181,7 +196,7 @@ class App:
             raise codec.RequestError("decompressed body is over the limit", status=413)
         return body
 
-    def _infer(self, req: Request, name: str, version: str | None) -> Reply | asyncio.Future[Reply]:
+    def _infer(self, req: Request, name: str, version: str | None) -> Reply | Deferred:
         problem = self._unknown(name, version)
         if problem is not None:
             return self._answer(req, problem)
@@ -202,17 +217,22 @@ class App:
             )
         except codec.RequestError as e:
             return self._answer(req, error(e.status, str(e)))
-        result: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        batcher.submit(decoded.inputs, decoded.rows).add_done_callback(
-            lambda fut: result.set_result(self._respond(req, decoded, fut))
-        )
+        result = Deferred()
+
+        def answer(outputs: list[Array] | BaseException) -> None:
+            try:
+                reply = self._respond(req, decoded, outputs)
+            except Exception as e:  # the batcher calls this inline: never let it raise into a batch
+                log.exception("encoding the response failed")
+                reply = self._answer(req, error(500, f"encoding the response failed: {e}"))
+            result.resolve(reply)
+
+        batcher.enqueue(decoded.inputs, decoded.rows, Callback(answer))
         return result
 
-    def _respond(self, req: Request, decoded: codec.InferRequest, fut: asyncio.Future[list[Array]]) -> Reply:
-        exc = fut.exception()
-        if exc is not None:
-            return self._answer(req, error(500, f"inference failed: {exc}"))
-        outputs = fut.result()
+    def _respond(self, req: Request, decoded: codec.InferRequest, outputs: list[Array] | BaseException) -> Reply:
+        if isinstance(outputs, BaseException):
+            return self._answer(req, error(500, f"inference failed: {outputs}"))
         selected = [(self._output_specs[o.name], outputs[self._output_pos[o.name]], o.binary) for o in decoded.outputs]
         enc = codec.encode_infer(self.settings.model_name, self.settings.model_version, decoded.id, selected)
         if enc.header_length is None:

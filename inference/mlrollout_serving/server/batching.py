@@ -22,7 +22,7 @@ import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,11 +65,44 @@ def feed_key(feed: Feed) -> tuple[tuple[int, ...], ...]:
     return tuple(a.shape[1:] for a in feed.values())
 
 
-@dataclass
+class Completion(Protocol):
+    """Where a job's outputs go: an asyncio future, or a :class:`Callback` (no event-loop hop)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: list[Array], /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class Callback:
+    """A completion that calls ``fn`` at once with the outputs or the exception.
+
+    An asyncio future schedules its callbacks for the next event-loop turn, and the server would pay that
+    hop (and a future) per request; a callback answers in the same turn the batch ran.
+    """
+
+    __slots__ = ("_done", "_fn")
+
+    def __init__(self, fn: Callable[[list[Array] | BaseException], None]) -> None:
+        self._fn = fn
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: list[Array], /) -> None:
+        self._done = True
+        self._fn(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._done = True
+        self._fn(exception)
+
+
+@dataclass(slots=True)
 class Job:
     feed: Feed
     rows: int
-    future: asyncio.Future[list[Array]]
+    future: Completion
 
 
 def take_batch(pending: list[Job], max_rows: int) -> tuple[list[Job], list[Job]]:
@@ -127,36 +160,52 @@ class Batcher:
 
     def submit(self, feed: Feed, rows: int) -> asyncio.Future[list[Array]]:
         """Queue one request's inputs; the future resolves to its outputs in model order."""
-        loop = asyncio.get_running_loop()
-        job = Job(feed, rows, loop.create_future())
-        self._pending.append(job)
+        future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
+        self.enqueue(feed, rows, future)
+        return future
+
+    def enqueue(self, feed: Feed, rows: int, completion: Completion) -> None:
+        """Queue one request's inputs; ``completion`` gets its outputs (or the exception) exactly once."""
+        self._pending.append(Job(feed, rows, completion))
         self._pending_rows += rows
         if self._busy:
-            return job.future
-        full = not self.settings.enabled or self._pending_rows >= self.settings.max_rows
-        if self._scheduled is None:
-            if self.settings.max_wait > 0 and self._last_jobs > 1 and not full:
+            return
+        scheduled = self._scheduled
+        if scheduled is None:
+            loop = asyncio.get_running_loop()
+            if self.settings.max_wait > 0 and self._last_jobs > 1 and not self._full():
                 self._scheduled = loop.call_later(self.settings.max_wait, self._flush)
             else:
+                # Not a timer: the batch runs after the callbacks of this event-loop turn, so requests that
+                # arrived together share it, and a lone request runs at once.
                 self._scheduled = loop.call_soon(self._flush)
-        elif full and isinstance(self._scheduled, asyncio.TimerHandle):
-            self._scheduled.cancel()
-            self._scheduled = loop.call_soon(self._flush)
-        return job.future
+        elif isinstance(scheduled, asyncio.TimerHandle) and self._full():
+            scheduled.cancel()
+            self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _full(self) -> bool:
+        return not self.settings.enabled or self._pending_rows >= self.settings.max_rows
 
     def _flush(self) -> None:
         self._scheduled = None
-        if self._busy or not self._pending:
+        pending = self._pending
+        if self._busy or not pending:
             return
-        if self.settings.enabled:
-            batch, self._pending = take_batch(self._pending, self.settings.max_rows)
+        if len(pending) == 1:  # the common case under light load, without the bookkeeping below
+            batch, self._pending = pending, []
+            feed, rows = pending[0].feed, pending[0].rows
         else:
-            batch, self._pending = self._pending[:1], self._pending[1:]
-        self._pending_rows -= sum(j.rows for j in batch)
+            if self.settings.enabled:
+                batch, self._pending = take_batch(pending, self.settings.max_rows)
+            else:
+                batch, self._pending = pending[:1], pending[1:]
+            feed = merge([j.feed for j in batch])
+            rows = sum(j.rows for j in batch)
+        self._pending_rows -= rows
         self._last_jobs = len(batch)
-        feed = merge([j.feed for j in batch])
-        rows = sum(j.rows for j in batch)
-        elements = sum(a.size for a in feed.values())
+        elements = 0
+        for a in feed.values():
+            elements += a.size
         if elements <= self.settings.inline_elements:
             try:
                 outputs = self._execute(feed, rows)

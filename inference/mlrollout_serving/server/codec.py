@@ -95,10 +95,11 @@ def _shape(value: Any, spec: TensorSpec) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) -> Array:
-    if not isinstance(data, list):
+def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) -> tuple[Array, bool]:
+    """The array, and whether it is already known to be all finite (so the caller can skip that check)."""
+    if type(data) is not list:
         raise RequestError(f"input '{spec.name}': 'data' must be a list")
-    flat = _flatten(data, len(shape) - 1, spec.name)
+    flat = _flatten(data, len(shape) - 1, spec.name) if len(shape) > 1 else data
     if len(flat) != count:
         raise RequestError(f"input '{spec.name}': shape {list(shape)} needs {count} elements, got {len(flat)}")
     kind = spec.dtype.kind
@@ -108,6 +109,7 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
         raise RequestError(
             f"input '{spec.name}': {spec.datatype} data must be {_KIND_WORDS[kind]}, got {', '.join(bad)}"
         )
+    finite = False
     try:
         if kind == "O":
             arr = np.empty(count, dtype=object)
@@ -115,15 +117,18 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
         elif kind == "f" and spec.dtype.itemsize < 8:
             # Parse wide and check the range first: a silent overflow to inf would hide the real problem.
             wide = np.array(flat, dtype=np.float64)
-            peak = float(np.abs(wide).max())  # NaN stays NaN and fails no comparison
-            if _FLOAT_MAX[spec.dtype.itemsize] < peak < math.inf:
+            peak = float(np.abs(wide).max())  # NaN stays NaN and fails every comparison
+            limit = _FLOAT_MAX[spec.dtype.itemsize]
+            if peak <= limit:
+                finite = True  # the same reduction answers the finiteness check
+            elif peak < math.inf:
                 raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
             arr = wide.astype(spec.dtype)
         else:
             arr = np.array(flat, dtype=spec.dtype)
     except (OverflowError, ValueError) as e:
         raise RequestError(f"input '{spec.name}': value out of range for {spec.datatype} ({e})") from None
-    return arr.reshape(shape)
+    return arr.reshape(shape), finite
 
 
 def _from_binary(raw: memoryview, spec: TensorSpec, shape: tuple[int, ...], count: int) -> Array:
@@ -168,7 +173,9 @@ def _decode_input(
         raise RequestError(f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}")
     shape = _shape(entry.get("shape"), spec)
     count = math.prod(shape)
-    size = _params(entry, f"input '{name}'").get("binary_data_size")
+    params = entry.get("parameters")
+    size = None if params is None else _obj(params, f"input '{name}' 'parameters'").get("binary_data_size")
+    finite = False
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(binary):
             raise RequestError(f"input '{name}': 'binary_data_size' {size} exceeds the binary data sent")
@@ -179,16 +186,18 @@ def _decode_input(
     elif "data" not in entry:
         raise RequestError(f"input '{name}': missing 'data'")
     else:
-        arr = _from_json(entry["data"], spec, shape, count)
-    if spec.is_float and not allow_non_finite and not _all_finite(arr):
+        arr, finite = _from_json(entry["data"], spec, shape, count)
+    if spec.is_float and not allow_non_finite and not finite and not _all_finite(arr):
         raise RequestError(f"input '{name}': contains NaN or infinite values, which this model does not accept")
     return name, arr, offset
 
 
 def _all_finite(arr: Array) -> bool:
-    """One float64 reduction instead of an elementwise mask: NaN and inf propagate through a sum."""
-    if arr.dtype.itemsize <= 4:
-        return bool(np.isfinite(arr.sum(dtype=np.float64)))
+    """One sum instead of an elementwise mask: NaN and inf propagate through it, so a finite sum proves
+    every element finite. Only a non-finite sum (which finite values can also reach by overflowing in the
+    array's own precision) needs the exact elementwise check."""
+    if bool(np.isfinite(arr.sum())):
+        return True
     return bool(np.isfinite(arr).all())
 
 

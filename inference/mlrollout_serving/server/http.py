@@ -5,7 +5,8 @@ framework's request objects, middleware and task per request cost more than the 
 docs/serving.md, "Benchmark"). This module knows only what the server needs: keep-alive, pipelining
 (answered in order), ``Expect: 100-continue``, a body size limit (413) and a graceful drain.
 
-Handlers return a :class:`Reply` directly, or a future of one; no task is created per request.
+Handlers return a :class:`Reply` directly, or a :class:`Deferred` one; no task and no future is created per
+request, and a deferred reply is written in the same event-loop turn it resolves in.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -56,19 +57,67 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Handler = Callable[[Request], "Reply | asyncio.Future[Reply]"]
+class Deferred:
+    """A reply computed later. Unlike an asyncio future, it calls its callback synchronously when resolved
+    (a future defers callbacks to the next event-loop turn: one more hop per request). Awaitable, for
+    callers outside the HTTP layer."""
+
+    __slots__ = ("_callbacks", "_reply")
+
+    def __init__(self) -> None:
+        self._reply: Reply | None = None
+        self._callbacks: list[Callable[[Reply], object]] = []
+
+    def resolve(self, reply: Reply) -> None:
+        """Set the reply (only the first call counts) and run the callbacks."""
+        if self._reply is not None:
+            return
+        self._reply = reply
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(reply)
+
+    def then(self, callback: Callable[[Reply], object]) -> None:
+        """Call ``callback(reply)`` once resolved (at once if it already is)."""
+        if self._reply is not None:
+            callback(self._reply)
+        else:
+            self._callbacks.append(callback)
+
+    def __await__(self) -> Generator[Any, None, Reply]:
+        if self._reply is None:
+            future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            self.then(future.set_result)
+            return (yield from future.__await__())
+        return self._reply
+
+
+Handler = Callable[[Request], "Reply | Deferred"]
 
 
 def _head(reply: Reply, close: bool) -> bytes:
-    lines = [
-        f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Unknown')}",
-        f"content-type: {reply.content_type}",
-        f"content-length: {len(reply.body)}",
-    ]
-    lines += [f"{k}: {v}" for k, v in reply.headers]
+    if reply.headers:
+        return _head_prefix(reply.status, reply.content_type, reply.headers, close) + _length(reply)
+    key = (reply.status, reply.content_type, close)
+    prefix = _HEADS.get(key)
+    if prefix is None:  # a handful of combinations: built once each
+        prefix = _HEADS[key] = _head_prefix(reply.status, reply.content_type, (), close)
+    return prefix + _length(reply)
+
+
+def _length(reply: Reply) -> bytes:
+    return b"content-length: %d\r\n\r\n" % len(reply.body)
+
+
+def _head_prefix(status: int, content_type: str, headers: tuple[tuple[str, str], ...], close: bool) -> bytes:
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", f"content-type: {content_type}"]
+    lines += [f"{k}: {v}" for k, v in headers]
     if close:
         lines.append("connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+
+_HEADS: dict[tuple[int, str, bool], bytes] = {}
 
 
 class HttpConnection(asyncio.Protocol):
@@ -80,6 +129,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[tuple[Request, bool]] = deque()
         self.busy = False
+        self.paused = False
         self.in_message = False
         self.closed = False
         self._reset()
@@ -157,6 +207,7 @@ class HttpConnection(asyncio.Protocol):
         req = self._request()
         self.queue.append((req, self.parser.should_keep_alive()))
         if len(self.queue) > 64 and self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()  # a client pipelining without reading answers
         if not self.busy:
             self._next()
@@ -178,23 +229,21 @@ class HttpConnection(asyncio.Protocol):
             except Exception:
                 log.exception("handler failed for %s %s", req.method, req.path)
                 result = Reply(500, b'{"error": "internal server error"}')
-            if isinstance(result, Reply):
+            if type(result) is Reply:
                 self._write(result, keep)
             else:
                 self.busy = True
-                result.add_done_callback(functools.partial(self._finished, keep=keep))
-        if not self.queue and self.transport is not None and not self.closed:
+                cast(Deferred, result).then(functools.partial(self._finished, keep=keep))
+        if self.paused and not self.queue and self.transport is not None and not self.closed:
+            self.paused = False
             self.transport.resume_reading()
 
-    def _finished(self, fut: asyncio.Future[Reply], keep: bool) -> None:
+    def _finished(self, reply: Reply, keep: bool) -> None:
         self.busy = False
-        if fut.cancelled() or fut.exception() is not None:
-            reply = Reply(500, b'{"error": "internal server error"}')
-        else:
-            reply = fut.result()
         self._write(reply, keep)
         self._next()
-        self.server.changed()
+        if self.server.closing:
+            self.server.changed()
 
     def _write(self, reply: Reply, keep: bool) -> None:
         if self.closed or self.transport is None:

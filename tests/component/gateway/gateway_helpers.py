@@ -9,9 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -22,65 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.procs import free_port, http_status, terminate
+from tests.support.procs import ManagedProcess as Proc
+from tests.support.procs import free_port, running
 
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
 READY_TIMEOUT = 90.0
-
-
-@dataclass
-class Proc:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, grace: float = 15.0) -> int:
-        return terminate(self.proc, grace)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-def _spawn(cmd: list[str], prefix: str) -> tuple[subprocess.Popen[bytes], Path]:
-    fd, log = tempfile.mkstemp(prefix=prefix, suffix=".log")
-    with os.fdopen(fd, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return proc, Path(log)
-
-
-def _wait_ready(proc: Proc, path: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.proc.returncode}:\n{proc.output()}")
-        if http_status(proc.url + path, timeout=1.0) == 200:
-            return
-        time.sleep(0.05)
-    proc.stop()
-    raise RuntimeError(f"not ready within {READY_TIMEOUT}s:\n{proc.output()}")
 
 
 @contextlib.contextmanager
 def fake_upstream(name: str) -> Iterator[Proc]:
     """An instant OIP-shaped upstream whose answers name it; `control(...)` slows it or makes it fail."""
     port = free_port()
-    proc, log = _spawn([sys.executable, str(FAKE_UPSTREAM), str(port), name], "fake-upstream-")
-    p = Proc(proc, port, log)
-    try:
-        _wait_ready(p, "/count")
-        yield p
-    finally:
-        p.stop()
-        log.unlink(missing_ok=True)
+    with running([sys.executable, str(FAKE_UPSTREAM), str(port), name], port, "/count", prefix="fake-upstream-",
+                 timeout=READY_TIMEOUT) as proc:  # fmt: skip
+        yield proc
 
 
 def control(upstream: Proc, **settings: float) -> None:
@@ -116,14 +69,8 @@ def gateway(routes: RouteFile, *extra: str, file_source: bool = True, namespace:
     if file_source:
         cmd += ["--routes-file", str(routes.path)]
     cmd += ["--namespace", namespace, "--model-deployment", "iris", *extra]
-    proc, log = _spawn(cmd, "mlrollout-gateway-")
-    p = Proc(proc, port, log)
-    try:
-        _wait_ready(p, "/v2/health/ready")
-        yield p
-    finally:
-        p.stop()
-        log.unlink(missing_ok=True)
+    with running(cmd, port, "/v2/health/ready", prefix="mlrollout-gateway-", timeout=READY_TIMEOUT) as proc:
+        yield proc
 
 
 def table(
