@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +31,7 @@ import numpy as np
 import pytest
 from tests.component.analysis.slow_proxy import slow_proxy
 from tests.support.models import BuiltModel
-from tests.support.procs import free_port, serve_model, wait_http_ok
+from tests.support.procs import free_port, running, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
 from mlrollout.analysis import AnalysisTarget, PrometheusProvider, collect_snapshot, judge
@@ -79,20 +77,8 @@ def gateway(name: str, stable_port: int, candidate_port: int, workdir: Path) -> 
     port = free_port()
     cmd = [sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port),
            "--routes-file", str(routes), "--namespace", NAMESPACE, "--model-deployment", name]  # fmt: skip
-    fd, log = tempfile.mkstemp(prefix=f"gateway-{name}-", suffix=".log")
-    with os.fdopen(fd, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/v2/health/ready")
+    with running(cmd, port, "/v2/health/ready", prefix=f"gateway-{name}-"):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        Path(log).unlink(missing_ok=True)
 
 
 def labels(name: str, track: str) -> dict[str, str]:
