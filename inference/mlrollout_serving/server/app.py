@@ -9,8 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
-import os
-import sys
 import time
 import urllib.parse
 import zlib
@@ -31,17 +29,6 @@ EXTENSIONS = ["binary_tensor_data"]
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 log = logging.getLogger(__name__)
-
-
-def inline_elements(configured: int) -> int:
-    """``-1`` (the default) means: 8192 when this process may use several CPUs, otherwise no limit.
-
-    A worker thread only pays off when onnxruntime can run on another core while the event loop reads
-    the next requests; on a single CPU it adds two thread switches per batch and wins nothing.
-    """
-    if configured >= 0:
-        return configured
-    return 8192 if len(os.sched_getaffinity(0)) > 1 else sys.maxsize
 
 
 def error(status: int, message: str) -> Reply:
@@ -80,7 +67,7 @@ class App:
             pad_single_row=sig.batchable,
             max_rows=s.max_batch_size,
             max_wait=s.max_batch_wait_ms / 1000.0,
-            inline_elements=inline_elements(s.inline_elements),
+            inline_elements=s.inline_elements,
         )
         output_names = [o.name for o in sig.outputs]
         # The codec already validated names, dtypes and shapes, so skip the Python wrapper's re-checks

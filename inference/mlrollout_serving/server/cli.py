@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlrollout_serving import profile as profiles
-from mlrollout_serving.server import config, loading
+from mlrollout_serving.server import config, loading, memory
 from mlrollout_serving.server.app import App
 from mlrollout_serving.server.http import HttpServer
 from mlrollout_serving.server.metrics import ServerMetrics
@@ -110,5 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     import uvloop
 
+    memory.keep_freed_memory()
     code: int = uvloop.run(serve(settings))
     return code
