@@ -319,7 +319,7 @@ class Gateway:
             elif step.action == "backup":
                 assert step.backup is not None
                 pool = active.backups[step.backup.name]
-                backup_line = _rewrite_model(line, step.backup.name.encode())
+                backup_line = _rewrite_model(line, step.backup.served_name.encode())
                 result = await self._attempt(pool, backup_line, rest, active.timeout, breaker)
                 if isinstance(result, UpstreamResponse):
                     return (

@@ -122,10 +122,21 @@ class CircuitBreaker(_Model):
 class BackupModel(_Model):
     """A named backup model served elsewhere; its answer is returned as is."""
 
-    name: str = Field(min_length=1, description="Model name used in the path sent to the backup upstream.")
-    upstream: str = Field(description="http://host:port of the backup model server.")
+    name: str = Field(min_length=1, description="The backup's name (its ModelDeployment).")
+    upstream: str = Field(description="http://host:port of the backup model server (or its gateway).")
+    model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Model name the backup serves, used in the path sent to it (`/v2/models/<modelName>`); "
+        "defaults to `name`. Needed when the backup's model.name differs from its ModelDeployment's name.",
+    )
 
     _v_upstream = field_validator("upstream")(_check_upstream)
+
+    @property
+    def served_name(self) -> str:
+        """The model name in the path the backup upstream is sent."""
+        return self.model_name or self.name
 
 
 class FallbackStep(_Model):

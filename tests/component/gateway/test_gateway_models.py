@@ -231,3 +231,28 @@ def test_metrics_carry_identity_labels(routes: RouteFile, wine_stable: ServerPro
                 assert labels["namespace"] == "test-ns" and labels["model_deployment"] == "iris", (name, labels)
                 assert "track" in labels and "revision" in labels
         assert metric_sum(gw.url, "mlrollout_gateway_requests_total", code="400", track="stable") == 1
+
+
+def test_backup_model_is_asked_by_the_model_name_it_serves(
+    routes: RouteFile, up_a: Proc, wine_model: BuiltModel, wine_stable: ServerProcess
+) -> None:
+    """A backup ModelDeployment named `wine-lite` whose server serves model `wine`: the request path must
+    carry `wine` (modelName), not the deployment's name, or the backup answers 400 (unknown model)."""
+    body = infer_body(wine_model.samples[:1])
+    control(up_a, status=500)  # the only track fails on every request
+
+    def backup_table(version: int, **backup: str) -> dict[str, object]:
+        step = {"action": "backup", "backup": {"name": "wine-lite", "upstream": wine_stable.url, **backup}}
+        return table(version, up_a.url, fallback={"chain": [step]})
+
+    routes.write(backup_table(1))
+    with gateway(routes) as gw:
+        wrong = request(gw.url + "/v2/models/iris/infer", body)
+        assert (wrong.status, wrong.track) == (400, "backup")
+        assert "unknown model 'wine-lite'" in wrong.body["error"]
+        routes.write(backup_table(2, modelName="wine"))
+        wait_for(lambda: metric_sum(gw.url, "mlrollout_gateway_route_table_version") == 2, what="table version 2")
+        answer = request(gw.url + "/v2/models/iris/versions/7/infer", body)
+        assert (answer.status, answer.track, answer.body["model_name"]) == (200, "backup", "wine")
+        direct = request(wine_stable.url + WINE, body)
+        assert answer.body["outputs"] == direct.body["outputs"]
