@@ -26,20 +26,23 @@ def test_harm_e_value_matches_numerical_integration() -> None:
 
 @pytest.mark.parametrize("share", [1e-6, 0.02, 0.1, 0.5, 0.9, 0.999])
 def test_harm_prior_is_the_same_log_rate_ratio_law_at_every_share(share: float) -> None:
-    """log(rate ratio) = logit(theta) - logit(share): mean log 2 and sd log(2)/2 whatever the share."""
+    """log(rate ratio) = logit(theta) - logit(share): mean log 1.5 and sd log(2)/2 whatever the share."""
     a, b = sq.harm_prior(share)
     mean = special.digamma(a) - special.digamma(b) - math.log(share / (1 - share))
     sd = math.sqrt(special.polygamma(1, a) + special.polygamma(1, b))
     assert mean == pytest.approx(math.log(sq.HARM_RATIO), abs=1e-9)
     assert sd == pytest.approx(sq.HARM_LOG_RATIO_SD, abs=1e-9)
-    # ratios between sqrt(2) and 2*sqrt(2) (one sd either side of a doubling) carry about 68% of the mass
+    # ratios within a factor sqrt(2) of the centre (one sd either side) carry about 68% of the mass
     odds = share / (1 - share)
 
     def theta(ratio: float) -> float:
         return ratio * odds / (1 + ratio * odds)
 
     dist = stats.beta(a, b)
-    assert dist.cdf(theta(2 * math.sqrt(2))) - dist.cdf(theta(math.sqrt(2))) == pytest.approx(0.68, abs=0.02)
+    centre = sq.HARM_RATIO
+    assert dist.cdf(theta(centre * math.sqrt(2))) - dist.cdf(theta(centre / math.sqrt(2))) == pytest.approx(
+        0.68, abs=0.02
+    )
 
 
 @pytest.mark.parametrize(("ratio", "sd"), [(1.1, 0.1), (5.0, 1.0), (2.0, 0.05)])
@@ -62,7 +65,7 @@ def test_harm_e_process_is_valid_at_small_and_large_shares(share: float) -> None
     assert crossed / runs <= alpha
 
 
-def test_harm_e_value_grows_fastest_near_a_doubling() -> None:
+def test_harm_e_value_separates_a_small_increase_from_a_doubling() -> None:
     """Expected counts of 200 events at share 0.1: the e-value for a doubled rate beats the same
     number of events at a 1.2-fold rate, and a tenfold rate is overwhelming."""
     share, n = 0.1, 200
