@@ -343,7 +343,8 @@ def stop_loadgen(cluster: Cluster, namespace: str, name: str = "loadgen", timeou
             lines.put(line)
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     last: dict[str, Any] = {}
 
     def take(line: str) -> None:
@@ -375,6 +376,9 @@ def stop_loadgen(cluster: Cluster, namespace: str, name: str = "loadgen", timeou
     finally:
         follow.kill()
         follow.wait(timeout=30)
+        reader.join(timeout=30)  # the pipe is at EOF once kubectl is gone
+        assert follow.stdout is not None
+        follow.stdout.close()
     if not last:
         raise RuntimeError(f"no counts from the load generator {namespace}/{name}")
     return {**last, "final": bool(last.get("done"))}
