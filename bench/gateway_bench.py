@@ -179,6 +179,8 @@ class Run:
     requests: int
     errors: int
     cpu_us_per_request: float | None
+    load: float = 0.0
+    """1-minute load average right after the run: how busy the rest of the machine was."""
 
 
 def wrk(url: str, concurrency: int, duration: float, script: Path, core: int | None, proc: Proc | None) -> Run:
@@ -199,7 +201,7 @@ def wrk(url: str, concurrency: int, duration: float, script: Path, core: int | N
         if match:
             errors += sum(int(g) for g in match.groups())
     cpu = (cpu1 - cpu0) / requests * 1e6 if proc and requests else None
-    return Run(rps, p50, p99, requests, errors, cpu)
+    return Run(rps, p50, p99, requests, errors, cpu, os.getloadavg()[0])
 
 
 def wrk_script(tmp: Path, body: dict[str, Any]) -> Path:
@@ -262,6 +264,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also profile the gateway (cProfile)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is needed (Debian package {tool}; see scripts/system-deps)")
@@ -400,6 +403,7 @@ def main() -> None:
             "cores": cores,
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_at_start": load_at_start,
             "load_average_at_end": os.getloadavg(),
         },
         "settings": {

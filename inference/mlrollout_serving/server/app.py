@@ -31,6 +31,10 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 log = logging.getLogger(__name__)
 
 
+def _unquote(segment: str) -> str:
+    return urllib.parse.unquote(segment) if "%" in segment else segment
+
+
 def error(status: int, message: str) -> Reply:
     return Reply(status, json.dumps({"error": message}).encode())
 
@@ -123,11 +127,11 @@ class App:
         return _json({"ready": ready}, 200 if ready else 503)
 
     def _model_route(self, req: Request, rest: list[str]) -> Reply | Deferred:
-        name = urllib.parse.unquote(rest[0])
+        name = _unquote(rest[0])
         version: str | None = None
         tail = rest[1:]
         if len(tail) >= 2 and tail[0] == "versions":
-            version, tail = urllib.parse.unquote(tail[1]), tail[2:]
+            version, tail = _unquote(tail[1]), tail[2:]
         if tail == ["infer"]:
             if req.method != "POST":
                 return error(405, f"{req.method} is not allowed on {req.path}")

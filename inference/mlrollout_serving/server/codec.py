@@ -80,8 +80,11 @@ def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
 
 
 def _shape(value: Any, spec: TensorSpec) -> tuple[int, ...]:
-    if type(value) is not list or any(type(d) is not int for d in value):
+    if type(value) is not list:
         raise RequestError(f"input '{spec.name}': 'shape' must be a list of integers")
+    for d in value:  # a plain loop: a generator in any() costs a Python call per element
+        if type(d) is not int:
+            raise RequestError(f"input '{spec.name}': 'shape' must be a list of integers")
     ok = len(value) == len(spec.shape)
     if ok:
         for d, want in zip(value, spec.shape, strict=True):
@@ -117,7 +120,7 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
         elif kind == "f" and spec.dtype.itemsize < 8:
             # Parse wide and check the range first: a silent overflow to inf would hide the real problem.
             wide = np.array(flat, dtype=np.float64)
-            peak = float(np.abs(wide).max())  # NaN stays NaN and fails every comparison
+            peak = float(np.maximum.reduce(np.abs(wide)))  # NaN stays NaN, fails every comparison
             limit = _FLOAT_MAX[spec.dtype.itemsize]
             if peak <= limit:
                 finite = True  # the same reduction answers the finiteness check

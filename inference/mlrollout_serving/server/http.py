@@ -171,7 +171,11 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_message = True
-        self._reset()
+        self._url = b""  # what _reset() does, inline: this runs for every request
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._rejected = False
         self._started = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
