@@ -199,7 +199,13 @@ def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: P
 def install_operator(
     cluster: Cluster, refs: Mapping[str, str], prometheus_url: str, extra_env: Mapping[str, str] | None = None
 ) -> None:
-    """The chart, installed (or upgraded) with the real helm, pointing at the local images."""
+    """The chart, installed (or upgraded) with the real helm, pointing at the local images.
+
+    Helm installs a chart's CRDs only on first install, never on upgrade, so they are applied first
+    (server-side, as docs/operator.md tells users): an upgraded release gets new fields and kopf's
+    peering CRDs too.
+    """
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "mlrollout" / "crds"))
     repo, tag = split_ref(refs["OPERATOR"])
     args = [
         "upgrade",
