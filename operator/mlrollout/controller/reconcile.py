@@ -89,13 +89,22 @@ def _lenient_status(raw: Any) -> ModelDeploymentStatus:
         return ModelDeploymentStatus()
 
 
-def fallback_setting(spec: FallbackPolicySpec, namespace: str) -> FallbackSetting:
-    """The FallbackPolicy as the data plane needs it: backups resolved to their gateway Services."""
+def fallback_setting(
+    spec: FallbackPolicySpec, namespace: str, model_names: Mapping[str, str] | None = None
+) -> FallbackSetting:
+    """The FallbackPolicy as the data plane needs it: backups resolved to their gateway Services.
+
+    ``model_names`` maps a backup ModelDeployment to the model name it serves (its ``spec.model.name``),
+    which the gateway puts in the path; a backup not in it is called by its ModelDeployment's name.
+    """
     chain: list[Manifest] = []
     for link in spec.chain:
         if link.action == "backup" and link.backup:
             upstream = f"http://{naming.gateway_name(link.backup)}.{namespace}.svc:{naming.GATEWAY_PORT}"
-            chain.append({"action": "backup", "backup": {"name": link.backup, "upstream": upstream}})
+            backup: Manifest = {"name": link.backup, "upstream": upstream}
+            if model_names and link.backup in model_names:
+                backup["modelName"] = model_names[link.backup]
+            chain.append({"action": "backup", "backup": backup})
         elif link.action == "default" and link.response is not None:
             chain.append({"action": "default", "defaultResponse": link.response.to_dict()})
         else:
@@ -300,10 +309,22 @@ class Reconciler:
             mirror_percent=action.mirror_percent,
             mode=mode,
             sticky=sticky_setting,
-            fallback=fallback_setting(fallback, namespace),
+            fallback=fallback_setting(fallback, namespace, self._backup_model_names(namespace, fallback)),
             version=action.version,
             owner=owner,
         )
+
+    def _backup_model_names(self, namespace: str, fallback: FallbackPolicySpec) -> dict[str, str]:
+        """The model name each backup ModelDeployment serves; a missing backup is left out (and answers
+        404 until it exists, which the gateway counts as a failed fallback step)."""
+        names: dict[str, str] = {}
+        for link in fallback.chain:
+            if link.action == "backup" and link.backup and link.backup not in names:
+                backup = self.kube.get_model_deployment(namespace, link.backup)
+                model = ((backup or {}).get("spec") or {}).get("model") or {}
+                if isinstance(model.get("name"), str) and model["name"]:
+                    names[link.backup] = model["name"]
+        return names
 
     def _not_governable(
         self, obj: Manifest, status: ModelDeploymentStatus, generation: int, reason: str, message: str,

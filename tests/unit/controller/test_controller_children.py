@@ -179,6 +179,14 @@ def test_builtin_router_carries_the_fallback_policy() -> None:
     assert [s.action for s in t.fallback.chain] == ["stable", "backup", "refuse"]
     backup = t.fallback.chain[1].backup
     assert backup is not None and backup.upstream == "http://wine-simple.ml.svc:8080"
+    assert backup.served_name == "wine-simple"  # no model name known: the ModelDeployment's name
+
+
+def test_backup_is_called_by_the_model_name_it_serves() -> None:
+    spec_ = FallbackPolicySpec.model_validate({"chain": [{"action": "backup", "backup": "wine-simple"}]})
+    t = table(intent(fallback=fallback_setting(spec_, "ml", {"wine-simple": "wine-lite"})))
+    backup = t.fallback.chain[0].backup
+    assert backup is not None and backup.served_name == "wine-lite"
 
 
 def test_builtin_router_writes_nothing_without_stable() -> None:
