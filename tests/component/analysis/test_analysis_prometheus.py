@@ -203,7 +203,8 @@ def test_worse_model_is_rolled_back_for_prediction_drift(world: World) -> None:
     drift = metric(result, "predictionDrift")
     assert drift["decision"] == "fail"
     assert drift["effect"] > drift["threshold"]  # PSI above maxPsi ...
-    assert drift["eValue"] >= metric(result, "errorRate.harm")["threshold"]  # ... and significant (same alpha share)
+    # ... and significant: drift's alpha share is half a harm test's (judge.split_alpha), so its bar is twice as high
+    assert drift["eValue"] >= 2 * metric(result, "errorRate.harm")["threshold"]
 
 
 def test_injected_latency_is_rolled_back(world: World) -> None:
