@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlrollout.analysis.result import Decision, MetricDict, metric_result
@@ -30,6 +31,7 @@ class ErrorRateSettings:
     margin_relative: float | None
     max_rate: float | None
     min_samples: int
+    carry: Callable[[float], float] = float  # the step's e-value -> the rollout's (carry.py); alone: itself
 
 
 def _smoothed(errors: int, requests: int) -> float:
@@ -61,9 +63,9 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
     out: list[MetricDict] = []
 
     share = candidate.requests / (candidate.requests + stable.requests)
-    log_e = harm_log_e(candidate.errors, candidate.errors + stable.errors, share)
+    e_value = s.carry(log_to_e(harm_log_e(candidate.errors, candidate.errors + stable.errors, share)))
     threshold = 1.0 / s.alpha_harm
-    harmful = log_e >= math.log(threshold)
+    harmful = e_value >= threshold
     ratio = pc / ps if ps > 0 else (math.inf if pc > 0 else 1.0)
     out.append(
         metric_result(
@@ -80,7 +82,7 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
             effect=pc - ps,
             interval=interval,
             statistic=ratio,
-            e_value=log_to_e(log_e),
+            e_value=e_value,
             threshold=threshold,
         )
     )

@@ -4,7 +4,8 @@ Combination rule (docs/analysis.md): the false-rollback budget ``alpha`` is spli
 that can roll back (harm tests, SLO breaches, drift), by fixed weights that favour the harm tests; the
 rollout rolls back as soon as any of them fires. It promotes only when every enabled guardrail has
 *passed*: non-inferiority shown, every SLO shown met, no drift. Missing evidence gives ``inconclusive``,
-never ``promote``.
+never ``promote``. Over a rollout of several analysed steps, each e-value test's share covers the whole
+rollout: the snapshot's ``evidence`` says which step this is and what earlier steps showed (carry.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
+from mlrollout.analysis.carry import CARRIED_TESTS, StepEvidence
 from mlrollout.analysis.custom import custom_result
 from mlrollout.analysis.drift import DriftSettings, input_drift_result, prediction_drift_result
 from mlrollout.analysis.errors import ErrorRateSettings, error_rate_results
@@ -46,6 +48,19 @@ class VerdictDict(TypedDict):
     samples: dict[str, int]
     warnings: list[str]
     skipped: list[str]
+    evidence: dict[str, float]
+
+
+class _Carry:
+    """One test's step e-value -> the rollout's, remembering what the next analysed step would start from."""
+
+    def __init__(self, evidence: StepEvidence, test: str) -> None:
+        self.evidence, self.test = evidence, test
+        self.out: float | None = None
+
+    def __call__(self, step_e: float) -> float:
+        self.out = self.evidence.carry_out(self.test, step_e)
+        return self.evidence.combined(self.test, step_e)
 
 
 def split_alpha(alpha: float, tests: Sequence[tuple[str, bool]]) -> dict[str, float]:
@@ -70,7 +85,8 @@ def _policy(policy: Mapping[str, Any] | RolloutPolicySpec | None) -> RolloutPoli
 
 
 def _verdict(verdict: Verdict, reason: str, metrics: list[MetricDict], alpha: float, snap: Snapshot | None,
-             warnings: list[str], skipped: list[str]) -> VerdictDict:  # fmt: skip
+             warnings: list[str], skipped: list[str],
+             evidence: dict[str, float] | None = None) -> VerdictDict:  # fmt: skip
     samples = {"stable": snap.stable.requests, "candidate": snap.candidate.requests} if snap else {}
     return {
         "verdict": verdict,
@@ -80,6 +96,7 @@ def _verdict(verdict: Verdict, reason: str, metrics: list[MetricDict], alpha: fl
         "samples": samples,
         "warnings": warnings,
         "skipped": skipped,
+        "evidence": evidence or {},
     }
 
 
@@ -134,9 +151,12 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
     if m.input_drift.enabled and reference_features:
         tests.append(("inputDrift", False))
     shares = split_alpha(alpha, tests)
+    ctx = snap.evidence
+    carries = {name: _Carry(ctx, name) for name in CARRIED_TESTS}
 
     def each(name: str) -> float:
-        return shares.get(name, alpha)  # a test not in the budget is not run, so its share is never used
+        share = shares.get(name, alpha)  # a test not in the budget is not run, so its share is never used
+        return share if name in CARRIED_TESTS else ctx.slo_alpha(share)
 
     results: list[MetricDict] = []
     if m.error_rate.enabled:
@@ -151,6 +171,7 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
                 margins.error_rate.relative,
                 m.error_rate.max_rate,
                 MIN_SAMPLES,
+                carries["errorRate.harm"],
             ),
         )
     if latency_pair is not None:
@@ -158,39 +179,43 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
             *latency_pair,
             LatencySettings(m.latency.quantile, m.latency.max_seconds, m.latency.compare_with_stable,
                             margins.latency.absolute, margins.latency.relative, each("latency.harm"),
-                            each("latency.slo"), alpha, MIN_SAMPLES),
+                            each("latency.slo"), alpha, MIN_SAMPLES, carries["latency.harm"]),
         )  # fmt: skip
     if m.prediction_drift.enabled and has_predictions:
-        drift = DriftSettings(m.prediction_drift.max_psi, each("predictionDrift"), MIN_SAMPLES)
+        drift = DriftSettings(
+            m.prediction_drift.max_psi, each("predictionDrift"), MIN_SAMPLES, carries["predictionDrift"]
+        )
         rows = sum((snap.stable.predictions or {}).values()) + sum((snap.candidate.predictions or {}).values())
         per_request = rows / max(snap.stable.requests + snap.candidate.requests, 1)
         results.append(prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, drift, per_request))
     if m.input_drift.enabled and reference_features and snap.reference is not None:
-        drift = DriftSettings(m.input_drift.max_psi, each("inputDrift"), MIN_SAMPLES)
+        drift = DriftSettings(m.input_drift.max_psi, each("inputDrift"), MIN_SAMPLES, carries["inputDrift"])
         binned = [sum(bins) for bins in (snap.candidate.features or {}).values()]
         per_request = (max(binned) if binned else 0) / max(snap.candidate.requests, 1)
         results.append(input_drift_result(snap.candidate.features, snap.reference, drift, per_request))
     for custom in m.custom or []:
         results.append(custom_result(custom, snap.custom.get(custom.name)))
+    # What the next analysed step would start from if this step ended now, for each e-value test that ran.
+    evidence = {name: c.out for name, c in carries.items() if c.out is not None}
 
     failed = [r for r in results if r["decision"] == "fail"]
     if failed:
         why = "; ".join(f"{r['name']}: {r['reason']}" for r in failed[:3])
-        return _verdict("rollback", f"rollback: {why}", results, alpha, snap, warnings, skipped)
+        return _verdict("rollback", f"rollback: {why}", results, alpha, snap, warnings, skipped, evidence)
     for track, counts in (("stable", snap.stable), ("candidate", snap.candidate)):
         if counts.requests < MIN_SAMPLES:
             missing.append(f"{track} has {counts.requests} requests (need {MIN_SAMPLES})")
     if missing:
         return _verdict("inconclusive", "not enough evidence: " + "; ".join(missing), results, alpha, snap,
-                        warnings, skipped)  # fmt: skip
+                        warnings, skipped, evidence)  # fmt: skip
     if not results:
-        return _verdict("inconclusive", "no metric is enabled", results, alpha, snap, warnings, skipped)
+        return _verdict("inconclusive", "no metric is enabled", results, alpha, snap, warnings, skipped, evidence)
     waiting = [r for r in results if r["decision"] != "pass"]
     if waiting:
         why = "; ".join(f"{r['name']}: {r['reason']}" for r in waiting[:3])
-        return _verdict("continue", f"collecting evidence: {why}", results, alpha, snap, warnings, skipped)
+        return _verdict("continue", f"collecting evidence: {why}", results, alpha, snap, warnings, skipped, evidence)
     return _verdict(
         "promote",
         f"promote: every guardrail non-inferior and every SLO met ({len(results)} checks, alpha {alpha:g})",
-        results, alpha, snap, warnings, skipped,
+        results, alpha, snap, warnings, skipped, evidence,
     )  # fmt: skip

@@ -33,6 +33,7 @@ class LatencySettings:
     alpha_slo: float
     alpha_promote: float
     min_samples: int
+    carry: Callable[[float], float] = float  # the step's e-value -> the rollout's (carry.py); alone: itself
 
 
 def _sec(x: float) -> str:
@@ -184,7 +185,8 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
             c_lo / s_hi - 1.0 if s_hi > 0 and math.isfinite(s_hi) else -1.0,
             c_hi / s_lo - 1.0 if s_lo > 0 else math.inf,
         )
-        e_value, pairs = _harm(stable, candidate, q, s)
+        step_e, pairs = _harm(stable, candidate, q, s)
+        e_value = s.carry(step_e)
         threshold = 1.0 / s.alpha_harm
         harmful = e_value >= threshold
         where = ", ".join(f"{p.candidate_bound:g}s (stable: {p.stable_bound:g}s)" for p in pairs) or "no finite bucket"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.histogram import Histogram, parse_buckets
 
 __all__ = ["CustomValue", "Snapshot", "SnapshotError", "TrackCounts", "parse_snapshot"]
@@ -51,6 +52,7 @@ class Snapshot:
     custom: dict[str, CustomValue] = field(default_factory=dict)
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    evidence: StepEvidence = field(default_factory=StepEvidence)
 
 
 def _count(value: Any, where: str) -> int:
@@ -119,6 +121,27 @@ def _custom(raw: Any) -> dict[str, CustomValue]:
     return out
 
 
+def _evidence(raw: Any) -> StepEvidence:
+    """``{"step": j, "steps": k, "carried": {test: A_j}}``: where the look sits in the rollout (carry.py)."""
+    if raw is None:
+        return StepEvidence()
+    if not isinstance(raw, Mapping):
+        raise SnapshotError("evidence must be an object with step, steps and carried")
+    step, steps = raw.get("step", 0), raw.get("steps", 1)
+    for key, value, least in (("step", step, 0), ("steps", steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SnapshotError(f"evidence.{key} must be an integer >= {least}, got {value!r}")
+    carried = raw.get("carried") or {}
+    if not isinstance(carried, Mapping):
+        raise SnapshotError("evidence.carried must be a map of test name to carried e-value")
+    values: dict[str, float] = {}
+    for test, value in carried.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or math.isnan(value):
+            raise SnapshotError(f"evidence.carried[{test!r}] must be a non-negative number, got {value!r}")
+        values[str(test)] = min(float(value), 1e300)
+    return StepEvidence(step=step, steps=steps, carried=values)
+
+
 def parse_snapshot(raw: Any) -> Snapshot:
     """Check and convert a snapshot dict; raises :class:`SnapshotError` naming the first problem."""
     if not isinstance(raw, Mapping):
@@ -146,4 +169,5 @@ def parse_snapshot(raw: Any) -> Snapshot:
         reference=reference,
         custom=_custom(raw.get("custom")),
         warnings=tuple(warnings),
+        evidence=_evidence(raw.get("evidence")),
     )

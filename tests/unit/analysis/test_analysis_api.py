@@ -7,7 +7,7 @@ import mlrollout.analysis as analysis
 
 def test_all_is_complete() -> None:
     public = {n for n in dir(analysis) if not n.startswith("_")} - {
-        "cli", "collect", "custom", "drift", "errors", "histogram", "judge", "latency", "prometheus",
+        "carry", "cli", "collect", "custom", "drift", "errors", "histogram", "judge", "latency", "prometheus",
         "provider", "queries", "result", "sequential", "snapshot",
     }  # fmt: skip
     assert set(analysis.__all__) == public | {"judge"}
