@@ -3,27 +3,61 @@
 Lean on purpose (the gateway's cost per request is what the benchmark measures): the caller hands in the
 complete request bytes, one connection carries one request at a time, and idle connections are reused.
 Failures are mapped onto the three reasons the fallback logic distinguishes.
+
+Two failures are retried here, because resending is provably harmless and the usual cause (a pod being
+replaced) heals within milliseconds: a connect refused, reset or aborted (nothing was sent yet) is tried
+again after `CONNECT_RETRY_DELAYS`, and a reused keep-alive connection that the upstream closed before any
+byte of a response arrived is replaced by a new connection once. Both stay inside the request's timeout;
+nothing is retried after a timeout or after a response byte. The success path does no extra work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, cast
 
 import httptools
 
 __all__ = [
+    "CONNECT_RETRY_DELAYS",
     "UpstreamBroken",
     "UpstreamFailure",
     "UpstreamPool",
     "UpstreamResponse",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "connect_retry_delay",
 ]
 
+log = logging.getLogger("mlrollout.gateway")
+
 _SKIP_HEADERS: Final = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date"})
+
+# Waits before the 2nd, 3rd and 4th connection attempt: a replaced pod's successor (or kube-proxy's
+# updated endpoints) is usually there within a few tens of milliseconds; longer outages are the fallback
+# chain's and the circuit breaker's job.
+CONNECT_RETRY_DELAYS: Final = (0.02, 0.05, 0.1)
+# Connect errors that mean "nobody is accepting on that port right now" (a pod going or coming).
+_RETRYABLE_CONNECT: Final = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)
+
+
+def connect_retry_delay(
+    error: OSError, retries_done: int, remaining: float, delays: Sequence[float] = CONNECT_RETRY_DELAYS
+) -> float | None:
+    """Seconds to wait before connecting again after a failed connect, or None to give up.
+
+    Pure, so the rule is unit-tested. Only refused/reset/aborted connects qualify (they fail before any
+    byte of the request is written); a connect that timed out is never retried (the budget is what ran
+    out), nor other errors (unreachable network, unknown host) that a few milliseconds will not fix. The
+    wait must end before the request's own budget (`remaining` seconds) does.
+    """
+    if retries_done >= len(delays) or not isinstance(error, _RETRYABLE_CONNECT):
+        return None
+    delay = delays[retries_done]
+    return delay if delay < remaining else None
 
 
 class UpstreamFailure(Exception):
@@ -154,15 +188,21 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: UpstreamFailure) -> None:
         callback = self._callback
         self._callback = None
-        if self._timer is not None:
-            self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
             self._timer = None
         self.close()  # a connection with an unfinished exchange can never be reused
         if callback is not None:
             if isinstance(exc, UpstreamBroken) and self.reused and not self._received:
-                # A kept-alive connection the upstream closed while idle: the request never reached it,
-                # so sending it again on another connection is safe.
-                self._pool.loop.create_task(self._pool._connect_and_send(self._data, self._timeout, callback))
+                loop = self._pool.loop
+                deadline = timer.when() if timer is not None else loop.time() + self._timeout
+                # A kept-alive connection the upstream closed while idle (typically a draining pod, its FIN
+                # crossing our write): no response byte came, so the request is sent once more, on a new
+                # connection (never reused, so this happens at most once), within what is left of its budget.
+                log.debug("upstream %s closed an idle keep-alive connection under a request; resending it on "
+                          "a new connection", self._pool.name)  # fmt: skip
+                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback))
                 return
             callback(exc)
 
@@ -197,7 +237,7 @@ class UpstreamPool:
                 conn.reused = True
                 conn.send(data, timeout, callback)
                 return
-        self.loop.create_task(self._connect_and_send(data, timeout, callback))
+        self.loop.create_task(self._connect_and_send(data, self.loop.time() + timeout, callback))
 
     async def request(self, data: bytes, timeout: float) -> UpstreamResponse:
         """Awaitable form of `send` for the slow paths; raises an UpstreamFailure subclass."""
@@ -214,18 +254,31 @@ class UpstreamPool:
         self.send(data, timeout, done)
         return await future
 
-    async def _connect_and_send(self, data: bytes, timeout: float, callback: Callback) -> None:
-        started = self.loop.time()
-        try:
-            async with asyncio.timeout(timeout):
-                _, conn = await self.loop.create_connection(lambda: _Connection(self), self.host, self.port)
-        except TimeoutError:
-            callback(UpstreamTimeout(f"connecting to upstream {self.name} timed out"))
-            return
-        except OSError as exc:
-            callback(UpstreamUnavailable(f"cannot connect to upstream {self.name}: {exc.strerror or exc}"))
-            return
-        conn.send(data, max(timeout - (self.loop.time() - started), 0.001), callback)
+    async def _connect_and_send(self, data: bytes, deadline: float, callback: Callback) -> None:
+        """Connect (retrying as `connect_retry_delay` allows) and send; everything ends by `deadline`."""
+        loop = self.loop
+        retries = 0
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+                break
+            except TimeoutError:  # also an OS-level ETIMEDOUT: never retried
+                callback(UpstreamTimeout(f"connecting to upstream {self.name} timed out"))
+                return
+            except OSError as exc:
+                delay = connect_retry_delay(exc, retries, deadline - loop.time())
+                if delay is None:
+                    attempts = f" ({retries + 1} attempts)" if retries else ""
+                    callback(UpstreamUnavailable(
+                        f"cannot connect to upstream {self.name}: {exc.strerror or exc}{attempts}"
+                    ))  # fmt: skip
+                    return
+                retries += 1
+                log.debug("connecting to upstream %s failed (%s); retry %d in %g ms", self.name,
+                          exc.strerror or exc, retries, delay * 1000)  # fmt: skip
+                await asyncio.sleep(delay)
+        conn.send(data, max(deadline - loop.time(), 0.001), callback)
 
     def _release(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle and not self.closed_pool:
