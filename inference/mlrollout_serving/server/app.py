@@ -53,8 +53,10 @@ class App:
         self.ready = False
         """The model is loaded and warmed up: inference requests are served."""
         self.draining = False
-        """SIGTERM arrived: readiness fails so no new traffic is routed here, requests are still served."""
+        """SIGTERM arrived (set by the signal handler itself): readiness fails so no new traffic is routed
+        here, requests are still served."""
         self._metadata = b""
+        self._infer_paths: frozenset[str] = frozenset()
         self._server_meta = _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
         self._live = _json({"live": True})
 
@@ -95,11 +97,23 @@ class App:
         ).encode()
         self._output_specs = {o.name: o for o in sig.outputs}
         self._output_pos = {o.name: i for i, o in enumerate(sig.outputs)}
+        self._all_json = sig.default_outputs[False]
+        self._all_specs = sig.outputs
+        self._all_false = (False,) * len(sig.outputs)
+        # The infer paths of this model, matched whole before any splitting (names with '/' or '%' take the
+        # general route below, which unquotes them).
+        self._infer_paths = frozenset(
+            f"/v2/models/{s.model_name}{v}/infer"
+            for v in ("", f"/versions/{s.model_version}")
+            if not any(c in s.model_name + s.model_version for c in "/%?#")
+        )
         self.ready = True
 
     # --- routing ---
 
     def handle(self, req: Request) -> Reply | Deferred:
+        if req.path in self._infer_paths and req.method == "POST":  # the hot path, without the routing below
+            return self._infer_known(req)
         parts = req.path.split("/")
         if len(parts) < 2 or parts[0] or parts[1] != "v2":
             if req.path == "/metrics":
@@ -191,42 +205,61 @@ class App:
         problem = self._unknown(name, version)
         if problem is not None:
             return self._answer(req, problem)
+        return self._infer_known(req)
+
+    def _infer_known(self, req: Request) -> Reply | Deferred:
+        """Infer for a request whose model name and version are this server's."""
         batcher = self.batcher
         if not self.ready or batcher is None or self.model is None:
             return self._answer(req, error(503, "the model is not ready"))
         if batcher.queued >= self.settings.max_inflight:
             return self._answer(req, error(503, "too many requests in flight; retry later"))
         header_length: int | None = None
-        raw_length = req.headers.get("inference-header-content-length")
+        headers = req.headers
+        raw_length = headers.get("inference-header-content-length")
         try:
             if raw_length is not None:
                 if not raw_length.strip().isdigit():
                     raise codec.RequestError(f"Inference-Header-Content-Length {raw_length!r} is not a number")
                 header_length = int(raw_length)
-            decoded = codec.decode_infer(
-                self._body(req), self.model.signature, header_length, self.settings.allow_non_finite
-            )
+            body = req.body if "content-encoding" not in headers else self._body(req)
+            decoded = codec.decode_infer(body, self.model.signature, header_length, self.settings.allow_non_finite)
         except codec.RequestError as e:
             return self._answer(req, error(e.status, str(e)))
+        try:
+            outputs = batcher.run_now(decoded.inputs, decoded.rows)
+        except Exception as e:  # the same answer as when a queued run fails
+            return self._reply(req, decoded, e)
+        if outputs is not None:  # a lone request ran at once: answer without a deferred reply
+            return self._reply(req, decoded, outputs)
         result = Deferred()
 
         def answer(outputs: list[Array] | BaseException) -> None:
-            try:
-                reply = self._respond(req, decoded, outputs)
-            except Exception as e:  # the batcher calls this inline: never let it raise into a batch
-                log.exception("encoding the response failed")
-                reply = self._answer(req, error(500, f"encoding the response failed: {e}"))
-            result.resolve(reply)
+            result.resolve(self._reply(req, decoded, outputs))
 
         batcher.enqueue(decoded.inputs, decoded.rows, Callback(answer))
         return result
 
-    def _respond(self, req: Request, decoded: codec.InferRequest, outputs: list[Array] | BaseException) -> Reply:
-        if isinstance(outputs, BaseException):
-            return self._answer(req, error(500, f"inference failed: {outputs}"))
-        selected = [(self._output_specs[o.name], outputs[self._output_pos[o.name]], o.binary) for o in decoded.outputs]
-        enc = codec.encode_infer(self.settings.model_name, self.settings.model_version, decoded.id, selected)
-        if enc.header_length is None:
-            return self._answer(req, Reply(200, enc.body))
-        headers = (("inference-header-content-length", str(enc.header_length)),)
-        return self._answer(req, Reply(200, enc.body, "application/octet-stream", headers))
+    def _reply(self, req: Request, decoded: codec.InferRequest, outputs: list[Array] | BaseException) -> Reply:
+        """The reply to a decoded request given its outputs (or the failure of its run); counted in the metrics."""
+        try:
+            if isinstance(outputs, BaseException):
+                reply = error(500, f"inference failed: {outputs}")
+            else:
+                if decoded.outputs is self._all_json:  # no 'outputs' in the request: all of them, as JSON
+                    selected = list(zip(self._all_specs, outputs, self._all_false, strict=True))
+                else:
+                    pos, specs = self._output_pos, self._output_specs
+                    selected = [(specs[o.name], outputs[pos[o.name]], o.binary) for o in decoded.outputs]
+                s = self.settings
+                enc = codec.encode_infer(s.model_name, s.model_version, decoded.id, selected)
+                if enc.header_length is None:
+                    reply = Reply(200, enc.body)
+                else:
+                    headers = (("inference-header-content-length", str(enc.header_length)),)
+                    reply = Reply(200, enc.body, "application/octet-stream", headers)
+        except Exception as e:  # the batcher calls this inline: never let it raise into a batch
+            log.exception("encoding the response failed")
+            reply = error(500, f"encoding the response failed: {e}")
+        self.metrics.request(reply.status, time.perf_counter() - req.started)
+        return reply

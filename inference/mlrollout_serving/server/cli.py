@@ -46,15 +46,33 @@ def _load(s: config.Settings) -> tuple[loading.LoadedModel, profiles.Profile | N
     return model, profile
 
 
+def _drain_on_signal(loop: asyncio.AbstractEventLoop, app: App, http: HttpServer, stop: asyncio.Event) -> None:
+    """On SIGTERM/SIGINT, fail readiness and answer every further reply with ``connection: close`` at once.
+
+    A Python-level handler runs in the main thread at the next bytecode boundary after delivery, so even a
+    request the loop reads in the same turn as the signal is answered with ``connection: close``. A
+    ``loop.add_signal_handler`` callback would come too late: the loop queues it and reads ready sockets
+    first. The handler only sets flags (safe at any bytecode boundary) and wakes ``serve`` thread-safely.
+    """
+
+    def on_signal(signum: int, frame: object) -> None:
+        http.closing = True
+        app.draining = True
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+        signal.siginterrupt(sig, False)  # restart interrupted system calls, as add_signal_handler does
+
+
 async def serve(s: config.Settings) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     metrics = ServerMetrics(s.identity, s.model_name, s.model_version)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx") as executor:
         app = App(s, metrics, executor)
         http = HttpServer(app.handle, app.too_large, s.max_body_bytes, s.keepalive_timeout)
+        _drain_on_signal(loop, app, http, stop)
         try:
             await http.start(s.host, s.port)
         except OSError as e:
@@ -94,8 +112,7 @@ async def serve(s: config.Settings) -> int:
             [(t.name, t.datatype, t.oip_shape) for t in sig_.outputs],
             "on" if app.batcher is not None and app.batcher.settings.enabled else "off",
         )
-        await stop.wait()
-        app.draining = True
+        await stop.wait()  # the signal handler already set app.draining and http.closing
         log.info("SIGTERM: not ready, draining for up to %.1fs", s.shutdown_grace)
         drained = await http.shutdown(s.shutdown_grace)
         log.info("shut down (%s)", "drained" if drained else "grace period over")

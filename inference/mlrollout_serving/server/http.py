@@ -253,6 +253,10 @@ class HttpConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         close = not keep or self.server.closing
+        if self.server.closing:
+            # Stop listening before the first drain reply goes out: a client that reconnects after
+            # ``connection: close`` is then refused, never queued in the backlog and reset.
+            self.server.stop_accepting()
         self.last_active = self._loop.time()
         self.transport.write(_head(reply, close) + reply.body)
         if close:
@@ -308,6 +312,7 @@ class HttpServer:
         self.keepalive_timeout = keepalive_timeout
         self.connections: set[HttpConnection] = set()
         self.closing = False
+        """Every further reply says ``connection: close``. Set by the SIGTERM handler, before the drain runs."""
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
 
@@ -338,6 +343,11 @@ class HttpServer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket (idempotent); open connections stay."""
+        if self._server is not None:
+            self._server.close()
+
     def changed(self) -> None:
         self._changed.set()
 
@@ -348,8 +358,7 @@ class HttpServer:
         have written it already) before they are closed. Returns True when everything drained in time.
         """
         self.closing = True
-        if self._server is not None:
-            self._server.close()
+        self.stop_accepting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         linger_end = loop.time() + min(idle_linger, grace)
