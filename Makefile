@@ -48,6 +48,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy operator/mlrollout inference/mlrollout_serving
+	MYPYPATH=e2e/demo:e2e/tests $(BIN)/mypy --strict --explicit-package-bases e2e/tests e2e/demo e2e/node
 	$(BIN)/lint-imports
 
 crds: venv
