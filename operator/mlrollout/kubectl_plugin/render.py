@@ -209,11 +209,12 @@ def _revision_line(rev: Obj | None) -> str:
 
 
 def render_analysis(analysis: Obj | None, now: datetime) -> list[str]:
-    """The last verdict and, per metric, the evidence behind it."""
+    """The last verdict, the alpha it was judged at (when recorded) and, per metric, the evidence behind it."""
     if not analysis:
         return ["Analysis:   none yet"]
+    alpha = f" (alpha {number(analysis['alpha'])})" if analysis.get("alpha") is not None else ""
     lines = [
-        f"Analysis:   {str(analysis.get('verdict', '?')).upper()} at {clock(analysis.get('time'))} "
+        f"Analysis:   {str(analysis.get('verdict', '?')).upper()}{alpha} at {clock(analysis.get('time'))} "
         f"({ago(analysis.get('time'), now)}): {analysis.get('reason', '')}"
     ]
     metrics: list[Obj] = analysis.get("metrics") or []

@@ -79,6 +79,19 @@ def test_canary_view_explains_each_metric() -> None:
     )
 
 
+@pytest.mark.parametrize(("alpha", "shown"), [(0.05, "0.05"), (0.0125, "0.0125"), (0.05 / 3, "0.01667")])
+def test_verdict_shows_the_alpha_it_was_judged_at(alpha: float, shown: str) -> None:
+    md = fixture("04-canary-20")
+    md["status"]["lastAnalysis"]["alpha"] = alpha
+    text = render.render_status(md, DEFAULT_STEPS, NOW)
+    assert f"Analysis:   CONTINUE (alpha {shown}) at 06:23:10 (50s ago): errorRate inconclusive" in text
+
+
+def test_verdict_without_a_recorded_alpha_omits_it() -> None:
+    """Verdicts written before the operator recorded alpha have none; the line then names no alpha."""
+    assert "alpha" not in render.render_analysis(fixture("04-canary-20")["status"]["lastAnalysis"], NOW)[0]
+
+
 def test_requests_are_counted_per_step() -> None:
     md = fixture("04-canary-20")
     md["status"]["currentStep"]["requestsAtStart"] = 400
