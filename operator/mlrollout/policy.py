@@ -213,24 +213,23 @@ def step_seconds(step: Step) -> float | None:
     return None
 
 
-def analysed_steps(strategy: Strategy) -> int:
-    """Steps that judge evidence: shadow, canary, and blue-green with preview analysis (never pauses)."""
-    return sum(
-        1
-        for s in strategy.steps
-        if s.shadow is not None or s.canary is not None or (s.blue_green is not None and s.blue_green.preview_analysis)
+def _analysed(step: Step) -> bool:
+    return (
+        step.shadow is not None
+        or step.canary is not None
+        or (step.blue_green is not None and step.blue_green.preview_analysis)
     )
 
 
-def per_step_policy(spec: RolloutPolicySpec) -> RolloutPolicySpec:
-    """The policy each step's analysis is judged with: alpha split evenly over the analysed steps.
+def analysed_steps(strategy: Strategy) -> int:
+    """Steps that judge evidence: shadow, canary, and blue-green with preview analysis (never pauses)."""
+    return sum(1 for s in strategy.steps if _analysed(s))
 
-    Each step runs its own anytime-valid sequential test on the window since the step started, so each
-    step alone may falsely roll back with probability up to the alpha it is given. Giving each of the k
-    analysed steps alpha/k keeps the chance of a false rollback over the whole rollout within the policy's
-    alpha by the union bound, whatever the dependence between steps and however many looks each takes.
+
+def analysed_index(strategy: Strategy, index: int) -> int:
+    """Which analysed step the step at ``index`` is (0-based), counting only analysed steps before it.
+
+    The analysis weighs the rollout's evidence by it (mlrollout.analysis.carry): the policy's alpha covers
+    every analysed step together, so a false rollback over the whole rollout stays within it.
     """
-    steps = max(analysed_steps(spec.strategy), 1)
-    out = spec.model_copy(deep=True)
-    out.significance.alpha = spec.significance.alpha / steps
-    return out
+    return sum(1 for s in strategy.steps[:index] if _analysed(s))

@@ -349,9 +349,9 @@ class PodFaker:
 
 
 def write_verdict(directory: Path, namespace: str, name: str, verdict: str, candidate_requests: int,
-                  reason: str = "recorded") -> None:  # fmt: skip
+                  reason: str = "recorded", evidence: dict[str, float] | None = None) -> None:  # fmt: skip
     """What the next analysis look of this ModelDeployment will say (written atomically)."""
-    body = {
+    body: dict[str, Any] = {
         "verdict": verdict,
         "reason": reason,
         "samples": {"stable": candidate_requests * 4, "candidate": candidate_requests},
@@ -359,7 +359,13 @@ def write_verdict(directory: Path, namespace: str, name: str, verdict: str, cand
             {"name": "errorRate", "decision": "fail" if verdict == "rollback" else "pass", "test": "recorded",
              "samples": {"stable": candidate_requests * 4, "candidate": candidate_requests}, "reason": reason}
         ],
+        "evidence": evidence or {},
     }  # fmt: skip
+    write_recorded(directory, namespace, name, body)
+
+
+def write_recorded(directory: Path, namespace: str, name: str, body: dict[str, Any]) -> None:
+    """A recorded judge result or ``{"snapshot": ...}`` for the operator's next look (written atomically)."""
     path = directory / f"{namespace}.{name}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body))

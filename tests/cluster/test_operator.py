@@ -26,6 +26,7 @@ from tests.cluster.operator_support import (
     peers,
     rival_operator,
     wait_for,
+    write_recorded,
     write_verdict,
 )
 from tests.unit.analysis.snapshots import healthy
@@ -110,8 +111,13 @@ class Env:
         cm = self.kubectl.json("get", "configmap", f"{name}-routes", "-n", self.namespace)
         return dict(yaml.safe_load(cm["data"]["routes.yaml"]))
 
-    def verdict(self, name: str, verdict: str, requests: int, reason: str = "recorded") -> None:
-        write_verdict(self.verdicts, self.namespace, name, verdict, requests, reason)
+    def verdict(self, name: str, verdict: str, requests: int, reason: str = "recorded",
+                evidence: dict[str, float] | None = None) -> None:  # fmt: skip
+        write_verdict(self.verdicts, self.namespace, name, verdict, requests, reason, evidence)
+
+    def snapshot(self, name: str, snapshot: dict[str, Any]) -> None:
+        """The next look judges this snapshot with the real judge (and the rollout's evidence context)."""
+        write_recorded(self.verdicts, self.namespace, name, {"snapshot": snapshot})
 
     def command(self, name: str, verb: str, to_revision: int | None = None) -> str:
         cmd: dict[str, Any] = {"id": f"{verb}-{secrets.token_hex(4)}", "verb": verb}
@@ -224,17 +230,32 @@ def test_new_revision_steps_routes_as_verdicts_arrive_and_promotes(env: Env) -> 
     assert routes["mirror"]["revision"] == v2 and routes["mirror"]["percent"] == 100
     assert set(routes["tracks"]) == {"stable"}
 
-    env.verdict("wine", "promote", 150)  # enough for step 0 (100), not for step 1 (200)
+    env.verdict("wine", "promote", 150, evidence={"errorRate.harm": 0.6})  # enough for step 0 (100), not step 1
     st = env.step("wine", 1)
+    assert st["currentStep"]["carriedIn"] == {"errorRate.harm": 0.6}  # step 0's evidence, kept in status
     routes = env.routes("wine")
     assert routes["tracks"]["candidate"]["weight"] == 10 and routes["tracks"]["stable"]["revision"] == v1
     assert "mirror" not in routes and st["trafficSplit"] == "90/10"
     assert st["lastAnalysis"]["verdict"] == "promote" and st["lastAnalysis"]["metrics"][0]["name"] == "errorRate"
-    # three analysed steps share the policy's alpha (0.05): the whole rollout stays within it
-    assert st["lastAnalysis"]["alpha"] == pytest.approx(0.05 / 3)
+    # the whole rollout is held to the policy's alpha: evidence is carried across the three analysed steps
+    assert st["lastAnalysis"]["alpha"] == 0.05
+
+    # the real judge sees where the rollout is: step 1 of 3 (weights 1/2, 1/4, 1/4) carrying 0.6 from step 0
+    env.snapshot("wine", {"stable": {"requests": 2000, "errors": 20}, "candidate": {"requests": 220, "errors": 3}})
+
+    def judged(s: dict[str, Any]) -> bool:  # the snapshot's look, not the recorded verdict's before it
+        metrics = (s.get("lastAnalysis") or {}).get("metrics") or []
+        return any(m["name"] == "errorRate.harm" for m in metrics)
+
+    st = env.wait_status("wine", "a judged look in step 1", judged)
+    harm = next(m for m in st["lastAnalysis"]["metrics"] if m["name"] == "errorRate.harm")
+    # the rollout's e-value = (0.6 + 1/4) * the step's own + 1/4 (the last step's restart, still to come)
+    assert st["currentStep"]["carriedOut"]["errorRate.harm"] == pytest.approx(harm["eValue"] - 0.25, rel=1e-4)
+    carried = st["currentStep"]["carriedOut"]
 
     env.verdict("wine", "promote", 250)
-    env.step("wine", 2)
+    st = env.step("wine", 2)
+    assert st["currentStep"]["carriedIn"] == carried
     assert env.routes("wine")["tracks"]["candidate"]["weight"] == 50
 
     env.verdict("wine", "promote", 350)

@@ -197,6 +197,17 @@ class StepStatus(ApiModel):
     requests_at_start: int = Field(
         default=0, ge=0, description="Candidate requests counted when the step started (minRequests is per step)."
     )
+    carried_in: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "Evidence against the candidate carried into this step from earlier analysed steps, per e-value "
+            "test (docs/analysis.md, 'Evidence across steps'); absent on the first analysed step."
+        ),
+    )
+    carried_out: dict[str, float] | None = Field(
+        default=None,
+        description="What the next analysed step starts from, per e-value test, as of this step's latest look.",
+    )
 
 
 class TrafficStatus(ApiModel):
@@ -245,8 +256,8 @@ class AnalysisStatus(ApiModel):
         gt=0,
         le=1,
         description=(
-            "Significance level this look was judged at: the policy's alpha split evenly over the rollout's "
-            "analysed steps, so that a false rollback over the whole rollout stays within the policy's alpha."
+            "The policy's alpha: the chance of a false rollback over the whole rollout, every analysed step "
+            "and look included (evidence is carried across steps, docs/analysis.md)."
         ),
     )
     metrics: list[MetricResult] | None = Field(default=None, max_length=32, description="Per-metric evidence.")

@@ -31,7 +31,13 @@ from mlrollout.controller.observe import CommandError, facts_by_revision, gatewa
 from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource, to_fact
-from mlrollout.policy import PolicyError, per_step_policy, resolve_fallback_policy, resolve_rollout_policy
+from mlrollout.policy import (
+    PolicyError,
+    analysed_index,
+    analysed_steps,
+    resolve_fallback_policy,
+    resolve_rollout_policy,
+)
 from mlrollout.revision import RevisionTemplate, revision_of
 from mlrollout.rollout import (
     Command,
@@ -228,9 +234,14 @@ class Reconciler:
         )
         window = max((now - parse(status.current_step.started_at)).total_seconds(), 1.0)
         started = time.monotonic()
-        step_policy = per_step_policy(policy)  # alpha over the whole rollout, not per step
-        result = self.verdicts.look(target, step_policy, window)
-        fact = to_fact(result, status.candidate.revision, now, step_policy.significance.alpha)
+        step = status.current_step
+        evidence = {  # the whole rollout is held to the policy's alpha: earlier steps' evidence counts
+            "step": analysed_index(policy.strategy, step.index),
+            "steps": max(analysed_steps(policy.strategy), 1),
+            "carried": step.carried_in or {},
+        }
+        result = self.verdicts.look(target, policy, window, evidence)
+        fact = to_fact(result, status.candidate.revision, now, policy.significance.alpha)
         metrics.ANALYSIS_DURATION.labels(fact.verdict).observe(time.monotonic() - started)
         log.info("analysis: %s (%s)", fact.verdict, fact.reason)
         return fact

@@ -38,8 +38,10 @@ class Verdict:
     time: datetime
     candidate_revision: str
     candidate_requests: int = 0  # cumulative since the candidate started
-    alpha: float | None = None  # the significance level the look was judged at (policy alpha / analysed steps)
+    alpha: float | None = None  # the significance level the look was judged at (the rollout's whole alpha)
     metrics: tuple[Mapping[str, Any], ...] = ()
+    # per e-value test, what the next analysed step would start from if this step ended at this look
+    evidence: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,10 @@ class _Machine:
         self.s.last_analysis = AnalysisStatus(
             time=fmt(v.time), verdict=v.verdict, reason=v.reason[:1024], alpha=v.alpha, metrics=metrics
         )
+        step = self.s.current_step
+        if v.evidence and step is not None and self._relevant_verdict() is not None:
+            # per test, the latest look that measured it: a look without data (Prometheus down) keeps the last
+            step.carried_out = {**(step.carried_out or {}), **v.evidence}
 
     def _handle_command(self) -> None:
         cmd = self.facts.command
@@ -433,9 +437,9 @@ class _Machine:
             return True
         return False
 
-    def _start_step(self, index: int) -> None:
+    def _start_step(self, index: int, carried: dict[str, float] | None = None) -> None:
         spec = self.steps[index]
-        self.s.current_step = StepStatus(index=index, kind=spec.kind, started_at=fmt(self.now))
+        self.s.current_step = StepStatus(index=index, kind=spec.kind, started_at=fmt(self.now), carried_in=carried)
         self._step_traffic(spec)
         self.event("StepStarted", f"step {index} ({spec.kind}) started: {_describe(spec)}")
 
@@ -458,7 +462,10 @@ class _Machine:
         if spec is None or spec.blue_green is not None or step.index + 1 >= len(self.steps):
             self._promote(reason)
             return
-        self._start_step(step.index + 1)
+        # The rollout's evidence passes to the next step (through pauses unchanged). A test this step never
+        # measured keeps what it carried in, which forgets this step's restart term: always valid.
+        carried = {**(step.carried_in or {}), **(step.carried_out or {})}
+        self._start_step(step.index + 1, carried or None)
 
     def _promote(self, reason: str) -> None:
         cand, old = self.s.candidate, self.s.stable

@@ -125,6 +125,26 @@ def test_recorded_verdicts_read_results_or_judge_snapshots(tmp_path: Path) -> No
     assert result == dict(judge({"error": "recorded outage", "elapsed_seconds": 60}, policy().to_dict()))
 
 
+def test_the_rollouts_evidence_reaches_the_judge_and_comes_back_as_a_fact(tmp_path: Path) -> None:
+    """The operator's step context goes into the snapshot; the judge's carry-out becomes the fact's evidence."""
+    snapshot = {
+        "stable": {"requests": 54_000, "errors": 540},
+        "candidate": {"requests": 6_000, "errors": 75},
+    }
+    (tmp_path / "ml.wine.json").write_text(json.dumps({"snapshot": snapshot}))
+    pol = policy(analysis={"metrics": {"latency": {"enabled": False}, "predictionDrift": {"enabled": False}}})
+    source = RecordedVerdicts(str(tmp_path))
+    alone = source.look(TARGET, pol, 60)
+    assert alone["verdict"] != "rollback" and set(alone["evidence"]) == {"errorRate.harm"}
+    carried = {"errorRate.harm": 1e4}  # earlier steps already showed strong evidence of harm
+    later = source.look(TARGET, pol, 60, {"step": 2, "steps": 3, "carried": carried})
+    assert later["verdict"] == "rollback", later["reason"]
+    fact = to_fact(later, "b", T0, 0.05)
+    assert fact.evidence["errorRate.harm"] > alone["evidence"]["errorRate.harm"]
+    bad = to_fact({"verdict": "continue", "evidence": {"x": "big", "y": -1.0, "z": float("inf"), "ok": 2}}, "b", T0)
+    assert bad.evidence == {"ok": 2.0}  # only usable numbers
+
+
 def test_analysis_is_due_one_interval_after_the_step_started_and_after_each_look() -> None:
     w = World(pol=policy(analysis={"interval": "30s"}))
     w.start_rollout()

@@ -109,7 +109,9 @@ class World:
         rev = revision or self.want.revision
         self.ready[rev] = TrackFacts(exists=True, detail="server: CrashLoopBackOff", **flags)
 
-    def give_verdict(self, verdict: str, requests: int, seconds: float = 1.0) -> list[Action]:
+    def give_verdict(
+        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None
+    ) -> list[Action]:
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
         assert self.status is not None and self.status.candidate is not None
@@ -120,6 +122,7 @@ class World:
             candidate_revision=self.status.candidate.revision,
             candidate_requests=requests,
             metrics=({"name": "errorRate", "decision": "pass", "samples": {"stable": 100, "candidate": requests}},),
+            evidence=evidence or {},
         )
         return self.tick()
 
