@@ -4,11 +4,12 @@ Lean on purpose (the gateway's cost per request is what the benchmark measures):
 complete request bytes, one connection carries one request at a time, and idle connections are reused.
 Failures are mapped onto the three reasons the fallback logic distinguishes.
 
-Two failures are retried here, because resending is provably harmless and the usual cause (a pod being
-replaced) heals within milliseconds: a connect refused, reset or aborted (nothing was sent yet) is tried
-again after `CONNECT_RETRY_DELAYS`, and a reused keep-alive connection that the upstream closed before any
-byte of a response arrived is replaced by a new connection once. Both stay inside the request's timeout;
-nothing is retried after a timeout or after a response byte. The success path does no extra work.
+Two failures are retried here, because the usual cause (a pod being replaced) heals within milliseconds
+and resending is safe: a connect refused, reset or aborted (nothing was sent yet) is tried again after
+`CONNECT_RETRY_DELAYS`, and a reused keep-alive connection that the upstream closed before any byte of a
+response arrived (it closed it while idle; or read the request and died, which is harmless for inference
+requests, having no side effects) is replaced by a new connection once. Both stay inside the request's
+timeout; nothing is retried after a timeout or after a response byte. The success path does no extra work.
 """
 
 from __future__ import annotations
