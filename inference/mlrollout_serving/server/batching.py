@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ Runner = Callable[[Feed], list[Array]]
 Observer = Callable[[Feed, list[Array]], None]
 
 log = logging.getLogger(__name__)
+_FIRST_ROW = operator.itemgetter(slice(None, 1))
 
 
 # --- pure parts ---------------------------------------------------------------------------------------
@@ -58,7 +60,10 @@ def split(outputs: Sequence[Array], rows: Sequence[int]) -> list[list[Array]]:
 
 def pad_single_row(feed: Feed) -> Feed:
     """Repeat the only row so onnxruntime takes its multi-row kernels (see the module docstring)."""
-    return {name: np.concatenate([a, a]) for name, a in feed.items()}
+    if len(feed) == 1:  # the common case, without a comprehension's frame
+        ((name, a),) = feed.items()
+        return {name: a.repeat(2, axis=0)}
+    return {name: a.repeat(2, axis=0) for name, a in feed.items()}
 
 
 def feed_key(feed: Feed) -> tuple[tuple[int, ...], ...]:
@@ -154,6 +159,8 @@ class Batcher:
         self._busy = False
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._last_jobs = 1
+        self._ran_inline: list[bool] = []
+        """Non-empty from an inline run (:meth:`run_now`) until the end of its event-loop turn."""
 
     @property
     def queued(self) -> int:
@@ -164,6 +171,34 @@ class Batcher:
         future: asyncio.Future[list[Array]] = asyncio.get_running_loop().create_future()
         self.enqueue(feed, rows, future)
         return future
+
+    def run_now(self, feed: Feed, rows: int) -> list[Array] | None:
+        """Run a lone request at once, on the caller's stack, and return its outputs; None when it must
+        queue instead (the caller then uses :meth:`enqueue`). Raises what the model raises.
+
+        Only when nothing is queued or running, the previous batch held a single request (no concurrency
+        seen), the inputs are small enough to run on the loop, and no other request ran inline in this
+        event-loop turn: a second request arriving in the same turn queues, so concurrent requests still
+        merge exactly as before, while a lone client skips the queue, the scheduled flush and the
+        completion callbacks (about a dozen Python calls per request).
+        """
+        if self._pending or self._busy or self._scheduled is not None or self._last_jobs != 1 or self._ran_inline:
+            return None
+        elements = 0
+        for a in feed.values():
+            elements += a.size
+        if elements > self.settings.inline_elements:
+            return None
+        ran = self._ran_inline
+        ran.append(True)
+        asyncio.get_running_loop().call_soon(ran.clear)  # a builtin: no Python frame at the end of the turn
+        outputs = self._execute(feed, rows)
+        self.on_batch(rows)
+        try:
+            self.observe(feed, outputs)
+        except Exception:  # metrics must never fail a request
+            log.exception("recording prediction metrics failed")
+        return outputs
 
     def enqueue(self, feed: Feed, rows: int, completion: Completion) -> None:
         """Queue one request's inputs; ``completion`` gets its outputs (or the exception) exactly once."""
@@ -229,7 +264,7 @@ class Batcher:
 
     def _execute(self, feed: Feed, rows: int) -> list[Array]:
         if rows == 1 and self.settings.pad_single_row:
-            return [o[:1] for o in self.runner(pad_single_row(feed))]
+            return list(map(_FIRST_ROW, self.runner(pad_single_row(feed))))
         return self.runner(feed)
 
     def _threaded_done(

@@ -102,7 +102,7 @@ def _head(reply: Reply, close: bool) -> bytes:
     prefix = _HEADS.get(key)
     if prefix is None:  # a handful of combinations: built once each
         prefix = _HEADS[key] = _head_prefix(reply.status, reply.content_type, (), close)
-    return prefix + _length(reply)
+    return prefix + b"content-length: %d\r\n\r\n" % len(reply.body)
 
 
 def _length(reply: Reply) -> bytes:
@@ -209,6 +209,9 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         req = self._request()
+        if not self.busy and not self.queue:  # nothing ahead of it on this connection: answer at once
+            self._dispatch(req, self.parser.should_keep_alive())
+            return
         self.queue.append((req, self.parser.should_keep_alive()))
         if len(self.queue) > 64 and self.transport is not None:
             self.paused = True
@@ -227,20 +230,22 @@ class HttpConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         while self.queue and not self.busy and not self.closed:
-            req, keep = self.queue.popleft()
-            try:
-                result = self.server.handler(req)
-            except Exception:
-                log.exception("handler failed for %s %s", req.method, req.path)
-                result = Reply(500, b'{"error": "internal server error"}')
-            if type(result) is Reply:
-                self._write(result, keep)
-            else:
-                self.busy = True
-                cast(Deferred, result).then(functools.partial(self._finished, keep=keep))
+            self._dispatch(*self.queue.popleft())
         if self.paused and not self.queue and self.transport is not None and not self.closed:
             self.paused = False
             self.transport.resume_reading()
+
+    def _dispatch(self, req: Request, keep: bool) -> None:
+        try:
+            result = self.server.handler(req)
+        except Exception:
+            log.exception("handler failed for %s %s", req.method, req.path)
+            result = Reply(500, b'{"error": "internal server error"}')
+        if type(result) is Reply:
+            self._write(result, keep)
+        else:
+            self.busy = True
+            cast(Deferred, result).then(functools.partial(self._finished, keep=keep))
 
     def _finished(self, reply: Reply, keep: bool) -> None:
         self.busy = False
