@@ -21,8 +21,6 @@ prints a Markdown table (docs/analysis.md, "Decision quality").
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -34,6 +32,7 @@ from scipy import stats
 
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.sequential import harm_log_e
+from sim_cli import simulation_main
 
 RESULTS = Path(__file__).parent / "results" / "harm-power.json"
 ALPHA = 0.05
@@ -106,16 +105,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--runs", type=int, default=20_000, help="simulated rollouts per scenario (default 20000)")
-    p.add_argument("--seed", type=int, default=20261126)
-    p.add_argument("--output", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    rows = run(args.runs, args.seed)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"runs": args.runs, "seed": args.seed, "rows": rows}, indent=2) + "\n")
-    print(table(rows))
-    return 0
+    return simulation_main(__doc__, run, table, RESULTS, 20_000, argv)
 
 
 if __name__ == "__main__":
