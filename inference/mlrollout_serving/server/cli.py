@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mlrollout_serving import profile as profiles
@@ -46,13 +47,17 @@ def _load(s: config.Settings) -> tuple[loading.LoadedModel, profiles.Profile | N
     return model, profile
 
 
-def _drain_on_signal(loop: asyncio.AbstractEventLoop, app: App, http: HttpServer, stop: asyncio.Event) -> None:
+@contextlib.contextmanager
+def _drain_on_signal(
+    loop: asyncio.AbstractEventLoop, app: App, http: HttpServer, stop: asyncio.Event
+) -> Iterator[None]:
     """On SIGTERM/SIGINT, fail readiness and answer every further reply with ``connection: close`` at once.
 
     A Python-level handler runs in the main thread at the next bytecode boundary after delivery, so even a
     request the loop reads in the same turn as the signal is answered with ``connection: close``. A
     ``loop.add_signal_handler`` callback would come too late: the loop queues it and reads ready sockets
     first. The handler only sets flags (safe at any bytecode boundary) and wakes ``serve`` thread-safely.
+    The previous handlers are back on exit, before the loop closes.
     """
 
     def on_signal(signum: int, frame: object) -> None:
@@ -60,9 +65,14 @@ def _drain_on_signal(loop: asyncio.AbstractEventLoop, app: App, http: HttpServer
         app.draining = True
         loop.call_soon_threadsafe(stop.set)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
         signal.siginterrupt(sig, False)  # restart interrupted system calls, as add_signal_handler does
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def serve(s: config.Settings) -> int:
@@ -72,50 +82,50 @@ async def serve(s: config.Settings) -> int:
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx") as executor:
         app = App(s, metrics, executor)
         http = HttpServer(app.handle, app.too_large, s.max_body_bytes, s.keepalive_timeout)
-        _drain_on_signal(loop, app, http, stop)
-        try:
-            await http.start(s.host, s.port)
-        except OSError as e:
-            log.error("cannot listen on %s:%d: %s", s.host, s.port, e.strerror or e)
-            return EXIT_LOAD_FAILED
-        log.info("listening on %s:%d; loading %s", s.host, http.port, s.model_uri)
-        load_task = asyncio.ensure_future(loop.run_in_executor(None, _load, s))
-        stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([load_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
-        if not load_task.done():
-            log.info("signal received while loading; exiting")
-            await http.shutdown(0)
-            return 0
-        stop_task.cancel()
-        try:
-            model, profile = load_task.result()
-        except loading.IntegrityError as e:
-            log.error("%s", e)
-            await http.shutdown(0)
-            return EXIT_INTEGRITY
-        except loading.LoadError as e:
-            log.error("%s", e)
-            await http.shutdown(0)
-            return EXIT_LOAD_FAILED
-        app.set_model(model, profile)
-        # Everything alive now (modules, the session, numpy) lives as long as the process: move it out of
-        # the collector's generations so collections on the hot path only look at request garbage.
-        gc.collect()
-        gc.freeze()
-        sig_ = model.signature
-        log.info(
-            "ready: model %s version %s sha256 %s, inputs %s, outputs %s, batching %s",
-            s.model_name,
-            s.model_version,
-            model.sha256,
-            [(t.name, t.datatype, t.oip_shape) for t in sig_.inputs],
-            [(t.name, t.datatype, t.oip_shape) for t in sig_.outputs],
-            "on" if app.batcher is not None and app.batcher.settings.enabled else "off",
-        )
-        await stop.wait()  # the signal handler already set app.draining and http.closing
-        log.info("SIGTERM: not ready, draining for up to %.1fs", s.shutdown_grace)
-        drained = await http.shutdown(s.shutdown_grace)
-        log.info("shut down (%s)", "drained" if drained else "grace period over")
+        with _drain_on_signal(loop, app, http, stop):
+            try:
+                await http.start(s.host, s.port)
+            except OSError as e:
+                log.error("cannot listen on %s:%d: %s", s.host, s.port, e.strerror or e)
+                return EXIT_LOAD_FAILED
+            log.info("listening on %s:%d; loading %s", s.host, http.port, s.model_uri)
+            load_task = asyncio.ensure_future(loop.run_in_executor(None, _load, s))
+            stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([load_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+            if not load_task.done():
+                log.info("signal received while loading; exiting")
+                await http.shutdown(0)
+                return 0
+            stop_task.cancel()
+            try:
+                model, profile = load_task.result()
+            except loading.IntegrityError as e:
+                log.error("%s", e)
+                await http.shutdown(0)
+                return EXIT_INTEGRITY
+            except loading.LoadError as e:
+                log.error("%s", e)
+                await http.shutdown(0)
+                return EXIT_LOAD_FAILED
+            app.set_model(model, profile)
+            # Everything alive now (modules, the session, numpy) lives as long as the process: move it out of
+            # the collector's generations so collections on the hot path only look at request garbage.
+            gc.collect()
+            gc.freeze()
+            sig_ = model.signature
+            log.info(
+                "ready: model %s version %s sha256 %s, inputs %s, outputs %s, batching %s",
+                s.model_name,
+                s.model_version,
+                model.sha256,
+                [(t.name, t.datatype, t.oip_shape) for t in sig_.inputs],
+                [(t.name, t.datatype, t.oip_shape) for t in sig_.outputs],
+                "on" if app.batcher is not None and app.batcher.settings.enabled else "off",
+            )
+            await stop.wait()  # the signal handler already set app.draining and http.closing
+            log.info("SIGTERM: not ready, draining for up to %.1fs", s.shutdown_grace)
+            drained = await http.shutdown(s.shutdown_grace)
+            log.info("shut down (%s)", "drained" if drained else "grace period over")
     return 0
 
 
