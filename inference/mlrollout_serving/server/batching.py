@@ -192,7 +192,10 @@ class Batcher:
         ran = self._ran_inline
         ran.append(True)
         asyncio.get_running_loop().call_soon(ran.clear)  # a builtin: no Python frame at the end of the turn
-        outputs = self._execute(feed, rows)
+        if rows == 1 and self.settings.pad_single_row:  # _execute, inline
+            outputs = list(map(_FIRST_ROW, self.runner(pad_single_row(feed))))
+        else:
+            outputs = self.runner(feed)
         self.on_batch(rows)
         try:
             self.observe(feed, outputs)
