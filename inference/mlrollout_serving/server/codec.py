@@ -349,8 +349,11 @@ def _decode_plain(req: dict[str, Any], sig: Signature) -> InferRequest | None:
         return None
     # Every value in range and finite (a NaN or inf makes the sum fail the comparison), so the array
     # converts without overflow, exactly as the strict decoder's float64-then-narrow conversion does.
-    # (Comparing a sum of magnitudes: never raises, even for an int too large for a float.)
-    if not sum(map(abs, data)) <= _PLAIN_FLOAT_MAX[spec.dtype.itemsize]:
+    try:
+        magnitude = sum(map(abs, data))
+    except OverflowError:  # an int too large for a float, added to a float
+        return None
+    if not magnitude <= _PLAIN_FLOAT_MAX[spec.dtype.itemsize]:
         return None
     arr = np.array(data, dtype=spec.dtype).reshape(shape)
     rows = shape[0] if sig.batchable else 1

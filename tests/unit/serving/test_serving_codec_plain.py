@@ -131,6 +131,7 @@ def test_plain_and_strict_decoders_agree(case: tuple[str, dict[str, Any]], allow
     [
         ("fp32", [1.0, 2, 3.5], [1, 3]),
         ("fp32", [0.1, -0.0, F32_MAX, 1e-46, 2**60, -1], [2, 3]),  # the sum rounds back to F32_MAX
+        ("fp32", [10**38, 2**100, -(2**90)], [1, 3]),  # ints beyond int64, in float32's range
         ("fp64", [0.1, 1e300, -1e-300], [1, 3]),
         ("fixed", [1, 2, 3, 4, 5, 6], [2, 3]),
         ("vector", [1.5, 2.5], [2]),
@@ -155,6 +156,7 @@ def test_plain_decoder_takes_the_common_requests(kind: str, data: list[Any], sha
         [math.nextafter(F32_MAX, math.inf), 0.0, 0.0],
         [F32_MAX, F32_MAX, 0.0],  # in range each, but the magnitude sum is not: the strict decoder decides
         [10**400, 0, 0],
+        [0.0, 10**400, 0],  # float + huge int: the sum overflows instead of comparing
         [[1.0, 2.0, 3.0]],
         [True, 2.0, 3.0],
     ],
