@@ -2,9 +2,11 @@
 
 There is no fixed timer on the hot path. Requests that arrive while the model is busy (or within the same
 event-loop turn) wait in a queue; when the model is free, everything queued, up to ``max_rows`` rows, runs
-as one batch. Under light load each request runs alone at once; under heavy load batches grow by
-themselves. An optional ``max_wait`` lets a batch collect more requests, but only once concurrency has
-been seen (the previous batch held more than one request), so a lone client never waits.
+as one batch. Under light load each request runs alone at once, on the caller's stack when nothing else
+is queued (:meth:`Batcher.run_now`: no queue entry, no scheduled flush, no completion callback); under
+heavy load batches grow by themselves. An optional ``max_wait`` lets a batch collect more requests, but
+only once concurrency has been seen (the previous batch held more than one request), so a lone client
+never waits.
 
 Results are identical with and without batching. onnxruntime computes a row the same way in any batch of
 two or more rows, but some kernels take a different path (different summation order) for a single row.
