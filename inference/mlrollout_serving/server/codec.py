@@ -127,7 +127,11 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
                 finite = True  # the same reduction answers the finiteness check
             elif peak < math.inf:
                 raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
-            arr = wide.astype(spec.dtype)
+            if finite:
+                arr = wide.astype(spec.dtype)
+            else:  # NaN or inf among the values: the range check could not run, narrowing may overflow
+                with np.errstate(over="ignore"):
+                    arr = wide.astype(spec.dtype)
         else:
             arr = np.array(flat, dtype=spec.dtype)
     except (OverflowError, ValueError) as e:
@@ -200,7 +204,9 @@ def _all_finite(arr: Array) -> bool:
     """One sum instead of an elementwise mask: NaN and inf propagate through it, so a finite sum proves
     every element finite. Only a non-finite sum (which finite values can also reach by overflowing in the
     array's own precision) needs the exact elementwise check."""
-    if bool(np.isfinite(arr.sum())):
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is expected and checked below
+        total = arr.sum()
+    if bool(np.isfinite(total)):
         return True
     return bool(np.isfinite(arr).all())
 

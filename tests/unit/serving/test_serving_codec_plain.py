@@ -120,6 +120,10 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 @settings(max_examples=400, deadline=None)
 @given(requests(), st.booleans())
 @example(("fp32", {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2, 3.5]}]}), False)
+@example(  # NaN/inf allowed next to a value beyond float32: narrowing overflows, silently (warnings are errors)
+    ("fp32", {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [0.0, math.inf, 2**128]}]}),
+    True,
+)
 def test_plain_and_strict_decoders_agree(case: tuple[str, dict[str, Any]], allow_non_finite: bool) -> None:
     kind, doc = case
     sig = SIGNATURES[kind]
@@ -164,3 +168,14 @@ def test_plain_decoder_takes_the_common_requests(kind: str, data: list[Any], sha
 def test_plain_decoder_declines_what_needs_the_strict_one(data: list[Any]) -> None:
     doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": data}]}
     assert _decode_plain(doc, SIGNATURES["fp32"]) is None
+
+
+def test_finite_values_whose_sum_overflows_are_accepted_without_a_warning() -> None:
+    """The plain decoder declines them (its magnitude sum is inf); the strict one's finiteness check sums
+    in float64 too, overflows, and must then check element by element, silently (warnings are errors)."""
+    doc = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 3], "data": [1.5e308, 1.5e308, 0.0]}]}
+    sig = SIGNATURES["fp64"]
+    assert _decode_plain(doc, sig) is None
+    decoded = decode(doc, sig)
+    assert isinstance(decoded, InferRequest)
+    np.testing.assert_array_equal(decoded.inputs["input"], [[1.5e308, 1.5e308, 0.0]])
