@@ -163,6 +163,8 @@ class Batcher:
         self._last_jobs = 1
         self._ran_inline: list[bool] = []
         """Non-empty from an inline run (:meth:`run_now`) until the end of its event-loop turn."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop of the last inline run: ``asyncio.get_running_loop()`` costs a getpid() system call."""
 
     @property
     def queued(self) -> int:
@@ -193,7 +195,10 @@ class Batcher:
             return None
         ran = self._ran_inline
         ran.append(True)
-        asyncio.get_running_loop().call_soon(ran.clear)  # a builtin: no Python frame at the end of the turn
+        loop = self._loop
+        if loop is None or not loop.is_running():  # first use, or a new loop (tests run one per case)
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(ran.clear)  # a builtin: no Python frame at the end of the turn
         if rows == 1 and self.settings.pad_single_row:  # _execute, inline
             outputs = list(map(_FIRST_ROW, self.runner(pad_single_row(feed))))
         else:

@@ -164,3 +164,22 @@ def test_the_app_answers_a_lone_request_at_once_and_a_concurrent_one_through_the
         np.testing.assert_array_equal(np.array(outputs["probabilities"]["data"], dtype=np.float32), want[1][i])
     assert metrics.requests == {200: 2}
     assert metrics.batch_size.counts[0] == 2  # two runs of one row each
+
+
+def test_each_event_loop_gets_its_own_end_of_turn() -> None:
+    """The batcher remembers the loop of its last inline run; a later loop (one asyncio.run per call, as in
+    tests) must get the end-of-turn callback, not the closed one."""
+    model = Model()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        batcher, batches, _ = make(model, pool)
+
+        async def go() -> None:
+            assert batcher.run_now(row(1.0), 1) is not None
+            assert batcher.run_now(row(1.0), 1) is None  # same turn
+            await asyncio.sleep(0)
+            assert batcher.run_now(row(1.0), 1) is not None  # the end of the turn ran on this loop
+
+        for _ in range(3):
+            asyncio.run(go())
+            asyncio.run(asyncio.sleep(0))  # a loop without inline runs in between
+        assert batches == [1] * 6
