@@ -192,6 +192,10 @@ def render_steps(steps: Sequence[Obj] | None, status: Obj, now: datetime) -> lis
     lines += table(["  #", "KIND", "WHAT", "STATE"], rows, indent="  ")
     if status.get("hold"):
         lines.append(f"  holding: {status['hold']}")
+    carried: Obj = current.get("carriedIn") or {}
+    if carried:  # evidence against the candidate from earlier steps (docs/analysis.md, "Evidence across steps")
+        shown = ", ".join(f"{test} {number(value)}" for test, value in sorted(carried.items()))
+        lines.append(f"  evidence carried from earlier steps: {shown}")
     return lines
 
 

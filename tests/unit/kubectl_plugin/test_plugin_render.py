@@ -92,6 +92,14 @@ def test_verdict_without_a_recorded_alpha_omits_it() -> None:
     assert "alpha" not in render.render_analysis(fixture("04-canary-20")["status"]["lastAnalysis"], NOW)[0]
 
 
+def test_evidence_carried_from_earlier_steps_is_shown_under_the_steps() -> None:
+    md = fixture("04-canary-20")
+    assert "evidence carried" not in render.render_status(md, DEFAULT_STEPS, NOW)  # the first analysed step
+    md["status"]["currentStep"]["carriedIn"] = {"latency.harm": 0.412, "errorRate.harm": 3.25}
+    text = render.render_status(md, DEFAULT_STEPS, NOW)
+    assert "  evidence carried from earlier steps: errorRate.harm 3.25, latency.harm 0.412" in text
+
+
 def test_requests_are_counted_per_step() -> None:
     md = fixture("04-canary-20")
     md["status"]["currentStep"]["requestsAtStart"] = 400
