@@ -8,7 +8,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from prometheus_client import disable_created_metrics
 
@@ -45,6 +46,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@contextmanager
+def _drain_on_signal(
+    loop: asyncio.AbstractEventLoop, gateway: Gateway, state: ServerState, stop: asyncio.Event
+) -> Iterator[None]:
+    """On SIGTERM/SIGINT, fail readiness and answer every further reply with ``connection: close`` at once.
+
+    A Python-level handler runs in the main thread at the next bytecode boundary after delivery, so even a
+    request the loop reads in the same turn as the signal is answered as draining. A
+    ``loop.add_signal_handler`` callback would come too late: uvloop queues it and reads ready sockets
+    first. The handler only sets flags (safe at any bytecode boundary) and wakes ``serve`` thread-safely;
+    closing the listener and idle connections stays in ``serve``. The previous handlers are back on exit.
+    """
+
+    def on_signal(signum: int, frame: object) -> None:
+        gateway.draining = True
+        state.draining = True
+        loop.call_soon_threadsafe(stop.set)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.siginterrupt(sig, False)  # restart interrupted system calls, as add_signal_handler does
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish and return."""
     loop = asyncio.get_running_loop()
@@ -68,27 +97,25 @@ async def serve(args: argparse.Namespace) -> None:
     )
     log.info("mlrollout-gateway listening on %s:%d", args.host, args.port)
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-    log.info("shutting down: no new connections, finishing %d in-flight", state.busy_connections())
-    gateway.draining = True
-    server.close()
-    state.drain()
-    if state.busy_connections():
-        try:
-            await asyncio.wait_for(state.idle_event.wait(), args.drain_seconds)
-        except TimeoutError:
-            log.warning("drain timeout: %d connections still busy", state.busy_connections())
-    for conn in list(state.connections):
-        conn.close()
-    for task in background:
-        task.cancel()
-    if configmap is not None:
-        configmap.stop()
-    await gateway.mirror.close()
-    gateway.close()
+    with _drain_on_signal(loop, gateway, state, stop):
+        await stop.wait()  # the signal handler already failed readiness and switched replies to close
+        log.info("shutting down: no new connections, finishing %d in-flight", state.busy_connections())
+        server.close()
+        state.drain()
+        if state.busy_connections():
+            state.idle_event.clear()  # a reply since the signal may have set it while others were still busy
+            try:
+                await asyncio.wait_for(state.idle_event.wait(), args.drain_seconds)
+            except TimeoutError:
+                log.warning("drain timeout: %d connections still busy", state.busy_connections())
+        for conn in list(state.connections):
+            conn.close()
+        for task in background:
+            task.cancel()
+        if configmap is not None:
+            configmap.stop()
+        await gateway.mirror.close()
+        gateway.close()
     log.info("stopped")
 
 

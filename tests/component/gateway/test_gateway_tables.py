@@ -3,6 +3,9 @@ and SIGTERM drains."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
 import socket
 import threading
 import time
@@ -109,3 +112,45 @@ def test_sigterm_finishes_in_flight_then_exits_zero(routes: RouteFile, up_a: Pro
         assert time.monotonic() - started < 25  # drained, not killed by the drain timeout
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+
+
+def _send_after_term(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> int | None:
+    """Send on a keep-alive connection opened before SIGTERM: the status of a reply that must say
+    ``connection: close``, or None when the gateway had already closed the idle connection."""
+    try:
+        conn.request(method, path, body=body, headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+    except ConnectionError:
+        return None
+    assert resp.will_close, f"{method} {path} sent after SIGTERM was answered with keep-alive"
+    return resp.status
+
+
+def test_sigterm_fails_readiness_and_closes_open_connections(routes: RouteFile, up_a: Proc) -> None:
+    """The signal handler itself switches to draining: a request the gateway reads after the signal was
+    delivered, even in the same loop turn, gets no keep-alive reply, and readiness fails."""
+    routes.write(table(1, up_a.url))
+    body = json.dumps(BODY).encode()
+    with gateway(routes) as gw:
+        conns = [http.client.HTTPConnection("127.0.0.1", gw.port, timeout=60) for _ in range(3)]
+        probe, idle, busy = conns
+        try:
+            for c, path, data in ((probe, "/v2/health/ready", None), (idle, INFER, body), (busy, INFER, body)):
+                c.request("POST" if data else "GET", path, body=data, headers={"content-type": "application/json"})
+                resp = c.getresponse()
+                resp.read()
+                assert resp.status == 200 and not resp.will_close
+            control(up_a, delay=1.0)
+            busy.request("POST", INFER, body=body, headers={"content-type": "application/json"})
+            wait_for(lambda: _count(up_a) == 3, what="the request in flight")
+            gw.proc.send_signal(signal.SIGTERM)
+            assert _send_after_term(probe, "GET", "/v2/health/ready") in (503, None)
+            assert _send_after_term(idle, "POST", INFER, body) in (200, None)
+            in_flight = busy.getresponse()
+            in_flight.read()
+            assert in_flight.status == 200 and in_flight.will_close
+            assert gw.proc.wait(timeout=60) == 0, gw.output()
+        finally:
+            for c in conns:
+                c.close()
