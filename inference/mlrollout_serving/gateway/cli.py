@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from prometheus_client import disable_created_metrics
 
+from ..signals import drain_on_signal
 from .metrics import GatewayMetrics
 from .proxy import Gateway
 from .routes import DEFAULT_CONFIGMAP_KEY
@@ -46,34 +45,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@contextmanager
-def _drain_on_signal(
-    loop: asyncio.AbstractEventLoop, gateway: Gateway, state: ServerState, stop: asyncio.Event
-) -> Iterator[None]:
-    """On SIGTERM/SIGINT, fail readiness and answer every further reply with ``connection: close`` at once.
-
-    A Python-level handler runs in the main thread at the next bytecode boundary after delivery, so even a
-    request the loop reads in the same turn as the signal is answered as draining. A
-    ``loop.add_signal_handler`` callback would come too late: uvloop queues it and reads ready sockets
-    first. The handler only sets flags (safe at any bytecode boundary) and wakes ``serve`` thread-safely;
-    closing the listener and idle connections stays in ``serve``. The previous handlers are back on exit.
-    """
-
-    def on_signal(signum: int, frame: object) -> None:
-        gateway.draining = True
-        state.draining = True
-        loop.call_soon_threadsafe(stop.set)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.siginterrupt(sig, False)  # restart interrupted system calls, as add_signal_handler does
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish and return."""
     loop = asyncio.get_running_loop()
@@ -97,7 +68,12 @@ async def serve(args: argparse.Namespace) -> None:
     )
     log.info("mlrollout-gateway listening on %s:%d", args.host, args.port)
     stop = asyncio.Event()
-    with _drain_on_signal(loop, gateway, state, stop):
+
+    def start_draining() -> None:  # readiness fails and every further reply says connection: close
+        gateway.draining = True
+        state.draining = True
+
+    with drain_on_signal(loop, start_draining, stop):
         await stop.wait()  # the signal handler already failed readiness and switched replies to close
         log.info("shutting down: no new connections, finishing %d in-flight", state.busy_connections())
         server.close()

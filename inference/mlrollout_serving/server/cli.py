@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import gc
 import logging
-import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from mlrollout_serving import profile as profiles
@@ -24,6 +22,7 @@ from mlrollout_serving.server import config, loading, memory
 from mlrollout_serving.server.app import App
 from mlrollout_serving.server.http import HttpServer
 from mlrollout_serving.server.metrics import ServerMetrics
+from mlrollout_serving.signals import drain_on_signal
 
 log = logging.getLogger("mlrollout_serving.server")
 
@@ -47,34 +46,6 @@ def _load(s: config.Settings) -> tuple[loading.LoadedModel, profiles.Profile | N
     return model, profile
 
 
-@contextlib.contextmanager
-def _drain_on_signal(
-    loop: asyncio.AbstractEventLoop, app: App, http: HttpServer, stop: asyncio.Event
-) -> Iterator[None]:
-    """On SIGTERM/SIGINT, fail readiness and answer every further reply with ``connection: close`` at once.
-
-    A Python-level handler runs in the main thread at the next bytecode boundary after delivery, so even a
-    request the loop reads in the same turn as the signal is answered with ``connection: close``. A
-    ``loop.add_signal_handler`` callback would come too late: the loop queues it and reads ready sockets
-    first. The handler only sets flags (safe at any bytecode boundary) and wakes ``serve`` thread-safely.
-    The previous handlers are back on exit, before the loop closes.
-    """
-
-    def on_signal(signum: int, frame: object) -> None:
-        http.closing = True
-        app.draining = True
-        loop.call_soon_threadsafe(stop.set)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.siginterrupt(sig, False)  # restart interrupted system calls, as add_signal_handler does
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 async def serve(s: config.Settings) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -82,7 +53,12 @@ async def serve(s: config.Settings) -> int:
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx") as executor:
         app = App(s, metrics, executor)
         http = HttpServer(app.handle, app.too_large, s.max_body_bytes, s.keepalive_timeout)
-        with _drain_on_signal(loop, app, http, stop):
+
+        def start_draining() -> None:  # readiness fails and every further reply says connection: close
+            http.closing = True
+            app.draining = True
+
+        with drain_on_signal(loop, start_draining, stop):
             try:
                 await http.start(s.host, s.port)
             except OSError as e:
