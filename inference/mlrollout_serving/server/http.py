@@ -95,18 +95,17 @@ class Deferred:
 Handler = Callable[[Request], "Reply | Deferred"]
 
 
+_LENGTH = b"content-length: %d\r\n\r\n"  # the head's last line, formatted in place (no call on the hot path)
+
+
 def _head(reply: Reply, close: bool) -> bytes:
     if reply.headers:
-        return _head_prefix(reply.status, reply.content_type, reply.headers, close) + _length(reply)
+        return _head_prefix(reply.status, reply.content_type, reply.headers, close) + _LENGTH % len(reply.body)
     key = (reply.status, reply.content_type, close)
     prefix = _HEADS.get(key)
     if prefix is None:  # a handful of combinations: built once each
         prefix = _HEADS[key] = _head_prefix(reply.status, reply.content_type, (), close)
-    return prefix + b"content-length: %d\r\n\r\n" % len(reply.body)
-
-
-def _length(reply: Reply) -> bytes:
-    return b"content-length: %d\r\n\r\n" % len(reply.body)
+    return prefix + _LENGTH % len(reply.body)
 
 
 def _head_prefix(status: int, content_type: str, headers: tuple[tuple[str, str], ...], close: bool) -> bytes:
