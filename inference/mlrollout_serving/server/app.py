@@ -18,6 +18,7 @@ from mlrollout_serving.profile import Profile
 from mlrollout_serving.server import codec
 from mlrollout_serving.server.batching import Array, Batcher, BatchSettings, Callback
 from mlrollout_serving.server.config import Settings
+from mlrollout_serving.server.cpus import usable_cpus
 from mlrollout_serving.server.http import Deferred, Reply, Request
 from mlrollout_serving.server.loading import LoadedModel
 from mlrollout_serving.server.metrics import ServerMetrics
@@ -74,6 +75,13 @@ class App:
             max_rows=s.max_batch_size,
             max_wait=s.max_batch_wait_ms / 1000.0,
             inline_elements=s.inline_elements,
+            inline_seconds=s.inline_max_ms / 1000.0,
+            overlap=usable_cpus() > 1,
+        )
+        log.info(
+            "batches above %d input values run on a worker thread%s",
+            settings.inline_elements,
+            "" if settings.overlap else f" unless known to take at most {s.inline_max_ms:g} ms (one usable CPU)",
         )
         output_names = [o.name for o in sig.outputs]
         # The codec already validated names, dtypes and shapes, so skip the Python wrapper's re-checks

@@ -33,6 +33,7 @@ class Settings:
     max_batch_size: int
     max_batch_wait_ms: float
     inline_elements: int
+    inline_max_ms: float
     max_body_bytes: int
     max_inflight: int
     keepalive_timeout: float
@@ -90,6 +91,7 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
     ("--max-batch-size", "MAX_BATCH_SIZE", int, 64, "most rows merged into one run"),
     ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, 0.0, "extra wait to fill a batch under concurrency"),
     ("--inline-elements", "INLINE_ELEMENTS", int, 8192, "batches up to this many values run on the loop"),
+    ("--inline-max-ms", "INLINE_MAX_MS", float, 1.0, "larger lone requests too, if their runs take this long"),
     ("--max-body-bytes", "MAX_BODY_BYTES", int, 16 << 20, "larger request bodies get 413"),
     ("--max-inflight", "MAX_INFLIGHT", int, 4096, "more queued inference requests get 503"),
     ("--keepalive-timeout", "KEEPALIVE_TIMEOUT", float, 75.0, "close connections idle this long (0 = never)"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -113,6 +115,66 @@ def test_queued_work_or_large_inputs_are_never_overtaken() -> None:
             assert batcher.run_now(row(1.0), 1) is None  # the model is busy
             await big
             assert batches[-1] == 11
+
+    asyncio.run(go())
+
+
+def test_a_lone_large_request_runs_inline_once_its_runs_are_known_to_be_short() -> None:
+    async def go() -> None:
+        model = Model()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher, batches, _ = make(model, pool, inline_elements=30, inline_seconds=0.05)
+            assert batcher.run_now(row(1.0, n=11), 11) is None  # cost unknown: the worker thread measures it
+            await batcher.submit(row(1.0, n=11), 11)
+            await asyncio.sleep(0)
+            out = batcher.run_now(row(1.0, n=11), 11)  # 33 values, far below 50 ms: no thread hop
+            assert out is not None
+            np.testing.assert_array_equal(out[0], np.full(11, 3.0))
+            assert batches == [11, 11]
+
+    asyncio.run(go())
+
+
+def test_a_lone_large_request_expected_to_be_slow_still_goes_to_the_worker_thread() -> None:
+    class Slow(Model):
+        def __call__(self, feed: Feed) -> list[Array]:
+            time.sleep(0.002)
+            return super().__call__(feed)
+
+    async def go() -> None:
+        model = Slow()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher, _, _ = make(model, pool, inline_elements=30, inline_seconds=0.0005)
+            await batcher.submit(row(1.0, n=11), 11)  # measured: ~2 ms for 33 values
+            await asyncio.sleep(0)
+            assert batcher.run_now(row(1.0, n=11), 11) is None  # longer than the budget: keep the loop free
+            assert batcher.run_now(row(1.0, n=10), 10) is not None  # at most inline_elements: inline as before
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["second-cpu", "one-cpu"])
+def test_merged_large_batches_use_the_worker_thread_only_when_a_second_cpu_can_run_the_loop(overlap: bool) -> None:
+    class Where(Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[int] = []
+
+        def __call__(self, feed: Feed) -> list[Array]:
+            self.threads.append(threading.get_ident())
+            return super().__call__(feed)
+
+    async def go() -> None:
+        model = Where()
+        loop_thread = threading.get_ident()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher, batches, _ = make(model, pool, inline_elements=30, inline_seconds=0.05, overlap=overlap)
+            await batcher.submit(row(1.0, n=11), 11)  # the first large run measures the cost on the worker
+            outs = await asyncio.gather(*(batcher.submit(row(v, n=11), 11) for v in (1.0, 2.0)))
+            assert batches == [11, 22]  # merged
+            np.testing.assert_array_equal(outs[1][0], np.full(11, 6.0))
+            assert model.threads[0] != loop_thread
+            assert (model.threads[1] == loop_thread) is (not overlap)
 
     asyncio.run(go())
 
