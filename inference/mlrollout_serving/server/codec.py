@@ -127,11 +127,12 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
                 finite = True  # the same reduction answers the finiteness check
             elif peak < math.inf:
                 raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
-            if finite:
-                arr = wide.astype(spec.dtype)
-            else:  # NaN or inf among the values: the range check could not run, narrowing may overflow
-                with np.errstate(over="ignore"):
-                    arr = wide.astype(spec.dtype)
+            if not finite:  # NaN or inf among the values: check the range of the finite ones alone
+                rest = np.abs(wide[np.isfinite(wide)])
+                peak = float(rest.max()) if rest.size else 0.0
+                if peak > limit:
+                    raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
+            arr = wide.astype(spec.dtype)
         else:
             arr = np.array(flat, dtype=spec.dtype)
     except (OverflowError, ValueError) as e:

@@ -159,6 +159,15 @@ def test_non_finite_allowed_when_configured() -> None:
     assert np.isnan(req.inputs["input"][0, 0])
 
 
+@pytest.mark.parametrize("special", ["NaN", "Infinity", "-Infinity"])
+def test_with_non_finite_allowed_a_value_out_of_range_beside_one_is_still_rejected(special: str) -> None:
+    raw = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,3],"data":[%s,-1e39,2]}]}' % special.encode()
+    with pytest.raises(RequestError, match=r"value 1e\+39 is out of range for FP32"):
+        decode_infer(raw, SIG, allow_non_finite=True)
+    ok = decode_infer(raw.replace(b"-1e39", b"-3e38"), SIG, allow_non_finite=True).inputs["input"]
+    assert ok[0, 1] == np.float32(-3e38) and not np.isfinite(ok[0, 0])
+
+
 def test_integer_range_is_checked() -> None:
     doc = {
         "inputs": [
