@@ -3,13 +3,17 @@
 Counting happens in plain Python and numpy on the event-loop thread; prometheus_client only renders the
 families at scrape time through a custom collector in a private registry (so every series, without
 exception, carries the four identity labels). Prediction and input-bin counting is deferred: a batch's
-arrays are queued and binned in bulk at scrape time (or when the queue grows), which keeps per-request
-cost near zero even for many features.
+arrays are queued and binned in bulk at scrape time, or when the queue grows, in a callback of its own
+after the reply that filled it is out. That keeps per-request cost near zero even for many features, and
+no request waits for the binning (when the request that filled a 4096-run queue binned it, that request
+took 20-30 ms: the server's p99 at concurrency 1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,11 @@ from mlrollout_serving.server.signature import Role, Signature
 Array = npt.NDArray[Any]
 DEFAULT_PREDICTION_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 _FLUSH_ROWS = 4096
+_FLUSH_RUNS = 256
+"""Bin at most this many queued runs at once: binning costs 1-2 µs per run, and it delays whatever request
+arrives while it runs."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +100,7 @@ class ServerMetrics:
         self.batch_size = _Histogram(_finite(contract.BATCH_SIZE_BUCKETS))
         self._pending: list[tuple[Array, list[Array]]] = []
         self._pending_rows = 0
+        self._flush_scheduled = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.configure(roles or {}, signature, profile, prediction_buckets)
@@ -167,10 +177,28 @@ class ServerMetrics:
         if not self.classes and not self.values and not self.features:
             return
         first = next(iter(feed.values()))
-        self._pending.append((first, outputs))
+        pending = self._pending
+        pending.append((first, outputs))
         self._pending_rows += len(first)
-        if self._pending_rows >= _FLUSH_ROWS:
+        if (self._pending_rows >= _FLUSH_ROWS or len(pending) >= _FLUSH_RUNS) and not self._flush_scheduled:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Bin the queue in the next callback of the event loop, after this request's reply is written."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (a direct caller): bin now
             self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self.flush()
+        except Exception:  # metrics must never break the server; the queue was taken, so it cannot grow
+            log.exception("binning queued predictions failed")
 
     # --- deferred counting ---
 
@@ -178,15 +206,16 @@ class ServerMetrics:
         pending, self._pending, self._pending_rows = self._pending, [], 0
         if not pending:
             return
+        # One concatenate per output, converted once: no numpy call per queued run.
         for name, role in self.roles.items():
             i = self.output_index[name]
             if role == "value":
-                vals = np.concatenate([np.asarray(o[i], dtype=np.float64).ravel() for _, o in pending])
+                vals = np.concatenate([o[i] for _, o in pending], axis=None).astype(np.float64, copy=False)
                 self.values[name].observe_many(vals)
             elif role in _CLASS_ROLES:
                 self._count_classes(name, role, [o[i] for _, o in pending])
         if self.features:
-            x = np.concatenate([np.asarray(f, dtype=np.float64) for f, _ in pending])
+            x = np.concatenate([f for f, _ in pending]).astype(np.float64, copy=False)
             if x.ndim == 2 and x.shape[1] == len(self.features):
                 idx = (x[:, :, None] >= self.edges[None, :, :]).sum(axis=2)  # rows x features
                 width = self.bins.shape[1]
@@ -196,14 +225,15 @@ class ServerMetrics:
     def _count_classes(self, name: str, role: Role, arrays: list[Array]) -> None:
         counts = self.classes[name]
         if role == "probabilities":
-            probs = np.concatenate([a.reshape(len(a), -1) for a in arrays])
+            probs = np.concatenate(arrays)
+            probs = probs.reshape(len(probs), -1)
             n = probs.shape[1]
             for idx, c in enumerate(np.bincount(probs.argmax(axis=1), minlength=n).tolist()):
                 if c:
                     key = self._class_name(idx, n)
                     counts[key] = counts.get(key, 0) + c
             return
-        labels = np.concatenate([a.ravel() for a in arrays])
+        labels = np.concatenate(arrays, axis=None)
         values, freq = np.unique(labels, return_counts=True)
         for v, c in zip(values.tolist(), freq.tolist(), strict=True):
             key = v.decode(errors="replace") if isinstance(v, bytes) else str(v)

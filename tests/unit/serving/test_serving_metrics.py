@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import numpy as np
@@ -102,3 +103,43 @@ def test_configured_buckets_win_over_the_profile() -> None:
         "10.0": 1.0,
         "+Inf": 1.0,
     }
+
+
+def test_a_full_queue_is_binned_after_the_request_that_filled_it_not_during_it() -> None:
+    """The request that fills the prediction queue must not pay for binning it (it was the c=1 p99)."""
+    from mlrollout_serving.server import metrics as metrics_module
+
+    async def go() -> None:
+        m = ServerMetrics(IDENTITY, "wine", "1", output_roles(CLASSIFIER), CLASSIFIER)
+        rows = np.zeros((1, 2), np.float32)
+        for i in range(metrics_module._FLUSH_RUNS):
+            m.predictions({"input": rows}, [np.array([i % 3]), np.eye(3, dtype=np.float32)[[i % 3]]])
+        assert len(m._pending) == metrics_module._FLUSH_RUNS  # full, but nothing binned in this callback
+        assert m.classes["label"] == {}
+        await asyncio.sleep(0)  # the next loop callback bins it
+        assert m._pending == []
+        n = metrics_module._FLUSH_RUNS
+        want = {str(c): len(range(c, n, 3)) for c in range(3)}
+        assert m.classes["label"] == want and m.classes["probabilities"] == want
+
+    asyncio.run(go())
+
+
+def test_without_an_event_loop_a_full_queue_is_binned_at_once() -> None:
+    from mlrollout_serving.server import metrics as metrics_module
+
+    m = ServerMetrics(IDENTITY, "diabetes", "1", output_roles(REGRESSOR), REGRESSOR, prediction_buckets=[1, 10])
+    for _ in range(metrics_module._FLUSH_RUNS):
+        m.predictions({"input": np.zeros((1, 2), np.float32)}, [np.array([[5.0]], np.float32)])
+    assert m._pending == []
+    assert m.values["variable"].counts == [0, metrics_module._FLUSH_RUNS, 0]
+
+
+def test_binning_in_bulk_accepts_runs_of_any_size() -> None:
+    m = ServerMetrics(IDENTITY, "wine", "1", output_roles(CLASSIFIER), CLASSIFIER)
+    for n in (1, 5, 2):
+        probs = np.tile(np.array([[0.1, 0.7, 0.2]], np.float32), (n, 1))
+        m.predictions({"input": np.zeros((n, 2), np.float32)}, [np.full(n, 1, np.int64), probs])
+    m.flush()
+    assert m.classes["label"] == {"1": 8}
+    assert m.classes["probabilities"] == {"0": 0, "1": 8, "2": 0}  # the known classes are listed from the start
