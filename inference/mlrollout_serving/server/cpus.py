@@ -13,6 +13,8 @@ from pathlib import Path
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 """cgroup v2: ``"<quota> <period>"`` in microseconds, or ``"max <period>"`` for no limit."""
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+"""cgroup v1: ``cpu.cfs_quota_us`` (-1 for no limit) and ``cpu.cfs_period_us`` in this directory."""
 
 
 def quota_cpus(text: str) -> int | None:
@@ -29,14 +31,24 @@ def quota_cpus(text: str) -> int | None:
     return max(1, math.ceil(quota / period))
 
 
-def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+def _quota(cpu_max: Path, v1_cpu: Path) -> int | None:
+    try:
+        return quota_cpus(cpu_max.read_text())
+    except OSError:
+        pass
+    try:  # cgroup v1, as on nodes that mount the v1 hierarchies
+        return quota_cpus(
+            f"{(v1_cpu / 'cpu.cfs_quota_us').read_text().strip()} {(v1_cpu / 'cpu.cfs_period_us').read_text()}"
+        )
+    except OSError:  # no cgroup filesystem: the affinity mask is all we know
+        return None
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX, v1_cpu: Path = CGROUP_V1_CPU) -> int:
     """The CPUs this process may run on at once (at least 1)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
-    try:
-        quota = quota_cpus(cpu_max.read_text())
-    except OSError:  # cgroup v1 or no cgroup filesystem: the affinity mask is all we know
-        quota = None
+    quota = _quota(cpu_max, v1_cpu)
     return max(1, min(cpus, quota) if quota is not None else cpus)
