@@ -26,6 +26,7 @@ GATEWAY_MIRROR_DROPPED: Final = "mlrollout_gateway_mirror_dropped_total"
 GATEWAY_SHADOW_AGREEMENT: Final = "mlrollout_gateway_shadow_agreement_total"
 GATEWAY_SHADOW_ABS_DIFF: Final = "mlrollout_gateway_shadow_abs_difference"
 GATEWAY_ROUTE_VERSION: Final = "mlrollout_gateway_route_table_version"
+GATEWAY_UPSTREAM_CONNECT_RETRIES: Final = "mlrollout_gateway_upstream_connect_retries_total"
 
 MODEL_REQUESTS: Final = "mlrollout_model_inference_requests_total"
 MODEL_DURATION: Final = "mlrollout_model_inference_duration_seconds"

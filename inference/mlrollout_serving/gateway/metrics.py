@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -65,6 +65,9 @@ class GatewayMetrics:
             contract.GATEWAY_ROUTE_VERSION, "Version of the active route table.", _ID, registry=r
         )
         self.observe_request = self._hot.observe
+        self.upstream_retries: Callable[[], list[tuple[str, str, str, int]]] = list
+        """(track, revision, upstream, count) rows, set by the gateway that owns the upstream pools."""
+        r.register(_UpstreamRetries(self))
 
     def fallback(self, track: str, revision: str, reason: str, action: str) -> None:
         self.fallbacks.labels(self._ns, self._md, track, revision, reason, action).inc()
@@ -151,3 +154,21 @@ class _HotRequests(Collector):
                 buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
             duration.add_metric([self._ns, self._md, track, revision], buckets, sum_value=series.total)
         yield duration
+
+
+class _UpstreamRetries(Collector):
+    """Connect retries per upstream, read from the pools' plain counters at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            contract.GATEWAY_UPSTREAM_CONNECT_RETRIES,
+            "Upstream connects refused or reset before the request was sent, and retried.",
+            labels=[*_ID, "upstream"],
+        )
+        m = self._metrics
+        for track, revision, upstream, count in m.upstream_retries():
+            family.add_metric([m._ns, m._md, track, revision, upstream], count)
+        yield family

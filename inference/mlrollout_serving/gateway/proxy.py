@@ -78,6 +78,7 @@ class Gateway:
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
+        metrics.upstream_retries = self.upstream_retries
         self.active: ActiveTable | None = None
         self.draining = False
         self.mirror = Mirror(metrics)
@@ -163,6 +164,19 @@ class Gateway:
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+
+    def upstream_retries(self) -> list[tuple[str, str, str, int]]:
+        """(track, revision, upstream, connect retries) of every upstream the active table names; a backup's
+        track is ``backup``. Read at scrape time, so the hot path only increments a plain int."""
+        active = self.active
+        if active is None:
+            return []
+        rows = [(t.name, t.revision, t.pool.name, t.pool.connect_retries) for t in active.tracks.values()]
+        mirror = active.table.mirror
+        if active.mirror_pool is not None and mirror is not None:
+            rows.append(("shadow", mirror.revision, active.mirror_pool.name, active.mirror_pool.connect_retries))
+        rows += [("backup", "", pool.name, pool.connect_retries) for pool in active.backups.values()]
+        return rows
 
     # -- requests --
     def handle(self, request: Request, reply: Reply) -> None:

@@ -225,6 +225,8 @@ class UpstreamPool:
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
         self.closed_pool = False  # set when no route table names this upstream any more
+        self.connect_retries = 0
+        """Refused or reset connects retried so far (exported as a counter at scrape time)."""
 
     def send(self, data: bytes, timeout: float, callback: Callback) -> None:
         """Send complete request bytes; `callback` gets an UpstreamResponse or an UpstreamFailure.
@@ -276,6 +278,7 @@ class UpstreamPool:
                     ))  # fmt: skip
                     return
                 retries += 1
+                self.connect_retries += 1
                 log.debug("connecting to upstream %s failed (%s); retry %d in %g ms", self.name,
                           exc.strerror or exc, retries, delay * 1000)  # fmt: skip
                 await asyncio.sleep(delay)

@@ -47,6 +47,7 @@ INFER = "/v2/models/iris/infer"
 BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
 DEBUG = ("--log-level", "DEBUG")
 FALLBACKS = "mlrollout_gateway_fallbacks_total"
+CONNECT_RETRIES = "mlrollout_gateway_upstream_connect_retries_total"
 RETRIES = len((0.02, 0.05, 0.1))  # upstream.CONNECT_RETRY_DELAYS, as the docs promise it
 
 # A fake upstream (fake_upstream.py's protocol) serving a socket inherited from the test, once it reads
@@ -177,6 +178,9 @@ def test_upstream_that_never_listens_falls_back_after_the_retries(routes: RouteF
             assert _retry_lines(gw, dead) == ["1", "2", "3"]  # and then no more
             assert metric_sum(gw.url, FALLBACKS, track="candidate", reason="unavailable", action="stable") == 1
             assert metric_sum(gw.url, FALLBACKS) == 1
+            upstream = _url(dead).removeprefix("http://")
+            assert metric_sum(gw.url, CONNECT_RETRIES, track="candidate", upstream=upstream) == RETRIES
+            assert metric_sum(gw.url, CONNECT_RETRIES, track="stable") == 0
 
 
 def test_upstream_that_never_listens_without_a_chain_is_a_502(routes: RouteFile) -> None:

@@ -65,3 +65,17 @@ def test_other_series_names_and_labels() -> None:
     count = contract.GATEWAY_SHADOW_ABS_DIFF + "_count"
     assert s[(count, _labels(track="shadow", revision="r3", output="variable"))] == 2
     assert s[(contract.GATEWAY_ROUTE_VERSION, _labels(track="gateway", revision=""))] == 12
+
+
+def test_upstream_connect_retries_are_read_from_the_owner_at_scrape_time() -> None:
+    m = GatewayMetrics("prod", "iris")
+    assert not [k for k in _samples(m) if k[0] == contract.GATEWAY_UPSTREAM_CONNECT_RETRIES]  # no gateway yet
+    pools = {"stable": 0, "candidate": 2}
+    m.upstream_retries = lambda: [
+        (track, f"r-{track}", f"{track}.ns.svc:8080", count) for track, count in pools.items()
+    ]
+    pools["candidate"] += 1  # read when scraped, not when set
+    s = _samples(m)
+    name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES
+    assert s[(name, _labels(track="candidate", revision="r-candidate", upstream="candidate.ns.svc:8080"))] == 3
+    assert s[(name, _labels(track="stable", revision="r-stable", upstream="stable.ns.svc:8080"))] == 0
