@@ -171,12 +171,14 @@ class Gateway:
         active = self.active
         if active is None:
             return []
-        rows = [(t.name, t.revision, t.pool.name, t.pool.connect_retries) for t in active.tracks.values()]
+        pools = [(t.name, t.revision, t.pool) for t in active.tracks.values()]
         mirror = active.table.mirror
         if active.mirror_pool is not None and mirror is not None:
-            rows.append(("shadow", mirror.revision, active.mirror_pool.name, active.mirror_pool.connect_retries))
-        rows += [("backup", "", pool.name, pool.connect_retries) for pool in active.backups.values()]
-        return rows
+            pools.append(("shadow", mirror.revision, active.mirror_pool))
+        pools += [("backup", "", pool) for pool in active.backups.values()]
+        # One row per label set: two backups on one upstream must not become a duplicate series.
+        rows = {(track, revision, pool.name): pool.connect_retries for track, revision, pool in pools}
+        return [(track, revision, upstream, count) for (track, revision, upstream), count in rows.items()]
 
     # -- requests --
     def handle(self, request: Request, reply: Reply) -> None:

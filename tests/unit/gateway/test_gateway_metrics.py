@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlrollout_serving import contract
 from mlrollout_serving.gateway.metrics import GatewayMetrics
+from mlrollout_serving.gateway.proxy import Gateway
+from mlrollout_serving.gateway.routes import parse_route_table
 
 
 def _samples(m: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -79,3 +83,45 @@ def test_upstream_connect_retries_are_read_from_the_owner_at_scrape_time() -> No
     name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES
     assert s[(name, _labels(track="candidate", revision="r-candidate", upstream="candidate.ns.svc:8080"))] == 3
     assert s[(name, _labels(track="stable", revision="r-stable", upstream="stable.ns.svc:8080"))] == 0
+
+
+def test_the_gateway_reports_one_retry_series_per_upstream_of_the_active_table() -> None:
+    """Tracks, the shadow and the backups; two backups on one upstream (the chain's and the low-confidence
+    action's) stay one series, since a duplicate series would break the scrape."""
+    table = parse_route_table(
+        """
+version: 3
+tracks:
+  stable: {upstream: "http://10.0.0.1:8080", revision: aaa, weight: 90}
+  candidate: {upstream: "http://10.0.0.2:8080", revision: bbb, weight: 10}
+mirror: {upstream: "http://10.0.0.3:8080", revision: ccc, percent: 10}
+fallback:
+  confidenceThreshold: 0.5
+  chain:
+    - {action: backup, backup: {name: tiny, upstream: "http://10.0.0.9:8080"}}
+  lowConfidenceAction: {action: backup, backup: {name: small, upstream: "http://10.0.0.9:8080"}}
+"""
+    )
+
+    async def go() -> None:
+        m = GatewayMetrics("prod", "iris")
+        gateway = Gateway(m)
+        gateway.apply(table, "test")
+        assert gateway.active is not None
+        gateway.active.tracks["candidate"].pool.connect_retries = 4
+        name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES
+        series = {k: v for k, v in _samples(m).items() if k[0] == name}
+        assert series == {
+            (name, _labels(track="stable", revision="aaa", upstream="10.0.0.1:8080")): 0,
+            (name, _labels(track="candidate", revision="bbb", upstream="10.0.0.2:8080")): 4,
+            (name, _labels(track="shadow", revision="ccc", upstream="10.0.0.3:8080")): 0,
+            (name, _labels(track="backup", revision="", upstream="10.0.0.9:8080")): 0,
+        }
+        backup_lines = [
+            line for line in m.exposition().decode().splitlines()
+            if line.startswith(name) and 'track="backup"' in line
+        ]  # fmt: skip
+        assert len(backup_lines) == 1, backup_lines
+        gateway.close()
+
+    asyncio.run(go())
