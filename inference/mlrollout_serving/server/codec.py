@@ -123,15 +123,12 @@ def _from_json(data: Any, spec: TensorSpec, shape: tuple[int, ...], count: int) 
             wide = np.array(flat, dtype=np.float64)
             peak = float(np.maximum.reduce(np.abs(wide)))  # NaN stays NaN, fails every comparison
             limit = _FLOAT_MAX[spec.dtype.itemsize]
-            if peak <= limit:
-                finite = True  # the same reduction answers the finiteness check
-            elif peak < math.inf:
-                raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
-            if not finite:  # NaN or inf among the values: check the range of the finite ones alone
+            finite = peak <= limit  # the same reduction answers the finiteness check
+            if not finite and not peak < math.inf:  # NaN or inf among the values: range of the finite ones
                 rest = np.abs(wide[np.isfinite(wide)])
                 peak = float(rest.max()) if rest.size else 0.0
-                if peak > limit:
-                    raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
+            if peak > limit:
+                raise RequestError(f"input '{spec.name}': value {peak:g} is out of range for {spec.datatype}")
             arr = wide.astype(spec.dtype)
         else:
             arr = np.array(flat, dtype=spec.dtype)

@@ -18,7 +18,8 @@ CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 
 def quota_cpus(text: str) -> int | None:
-    """CPUs granted by a cgroup v2 ``cpu.max`` line, rounded up; None when unlimited or unreadable."""
+    """CPUs granted by ``"<quota> <period>"`` (cgroup v2 ``cpu.max``, or v1's two files joined), rounded
+    up; None when unlimited (``max`` or a quota <= 0) or unreadable."""
     parts = text.split()
     if len(parts) != 2 or parts[0] == "max":
         return None
