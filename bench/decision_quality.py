@@ -33,7 +33,7 @@ import numpy.typing as npt
 from scipy import special, stats
 
 from mlrollout.analysis import judge
-from mlrollout_serving.contract import LATENCY_BUCKETS
+from mlrollout_serving.contract.metrics import LATENCY_BUCKETS
 
 RESULTS = Path(__file__).parent / "results" / "decisions.json"
 FINITE = np.array([b for b in LATENCY_BUCKETS if math.isfinite(b)])

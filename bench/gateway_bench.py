@@ -23,7 +23,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,18 +36,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.support.models builds the real ONNX model
+from tests.support.procs import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gateway.json"
 PROFILE_OUT = ROOT / "bench" / "results" / "gateway-profile.txt"
 CANDIDATE_PERCENT = 10
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ok(url: str, timeout: float = 90.0) -> None:

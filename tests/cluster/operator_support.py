@@ -11,47 +11,30 @@ ReplicaSet and Deployment controllers compute readiness from that as they would 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from kubernetes import client, config
 from tests.cluster.kube import REPO, ControlPlane, Kubectl
+from tests.support import waiting
+from tests.support.procs import free_port
 
 VENV_BIN = REPO / ".venv" / "bin"
 CHART = REPO / "charts" / "mlrollout"
-T = TypeVar("T")
 KUBE_VERSION = "v1.34.4"  # the pinned control plane (e2e/cluster)
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.3) -> T:
-    """Poll until `check` returns something truthy; fail with `what` and the last value on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+wait_for = functools.partial(waiting.wait_for, interval=0.3)  # checks here run kubectl: poll gently
 
 
 def now_rfc3339() -> str:

@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from tests.cluster.kube import REPO, ControlPlane, Kubectl
+from tests.support.procs import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -51,22 +51,6 @@ metadata: {{name: iris-gateway-routes}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: iris-gateway-routes}}
 subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _get(url: str) -> tuple[int, dict[str, str]]:
@@ -103,10 +87,10 @@ class _Proc:
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = _Proc([sys.executable, str(FAKE_UPSTREAM), str(port), "up"])
     try:
-        _wait(lambda: _get(f"http://127.0.0.1:{port}/count")[0] == 200, "the fake upstream")
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/count")[0] == 200, "the fake upstream")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
@@ -151,7 +135,7 @@ def test_gateway_follows_its_configmap_with_minimal_rbac(
 
     kubectl("apply", "-f", "-", input=_configmap(namespace, _table(1, upstream)))
     kubeconfig = _sa_kubeconfig(control_plane, kubectl, namespace, tmp_path / "kubeconfig")
-    port = _free_port()
+    port = free_port()
     gateway = _Proc([sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port),
                      "--routes-configmap", CM, "--namespace", namespace, "--model-deployment", "iris",
                      "--kubeconfig", str(kubeconfig)])  # fmt: skip
@@ -162,22 +146,22 @@ def test_gateway_follows_its_configmap_with_minimal_rbac(
         return headers.get("x-mlrollout-route-version", "") if status == 200 else ""
 
     try:
-        _wait(lambda: _get(url + "/v2/health/ready")[0] == 200, "the gateway to load its table")
+        wait_for(lambda: _get(url + "/v2/health/ready")[0] == 200, "the gateway to load its table")
         assert version() == "1"
 
         kubectl("apply", "-f", "-", input=_configmap(namespace, _table(2, upstream)))
-        _wait(lambda: version() == "2", "version 2 through the watch", timeout=20)
+        wait_for(lambda: version() == "2", "version 2 through the watch", timeout=20)
 
         kubectl("apply", "-f", "-", input=_configmap(namespace, "version: 3\ntracks: {}\n"))
-        _wait(lambda: "rejected, keeping version 2" in gateway.output(), "the rejection", timeout=20)
+        wait_for(lambda: "rejected, keeping version 2" in gateway.output(), "the rejection", timeout=20)
         assert version() == "2"
 
         kubectl("delete", "configmap", CM, "-n", namespace)
-        _wait(lambda: "the ConfigMap was deleted" in gateway.output(), "the deletion", timeout=20)
+        wait_for(lambda: "the ConfigMap was deleted" in gateway.output(), "the deletion", timeout=20)
         assert version() == "2"
 
         kubectl("apply", "-f", "-", input=_configmap(namespace, _table(4, upstream)))
-        _wait(lambda: version() == "4", "version 4 after re-creation", timeout=20)
+        wait_for(lambda: version() == "4", "version 4 after re-creation", timeout=20)
         assert "Forbidden" not in gateway.output(), gateway.output()
     finally:
         output = gateway.output()

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 from prometheus_client import disable_created_metrics
 
+from ..contract.process import GATEWAY_COMMAND, GATEWAY_PORT, GatewayEnv
+from ..contract.routes import CONFIGMAP_KEY
 from ..signals import drain_on_signal
 from .metrics import GatewayMetrics
 from .proxy import Gateway
-from .routes import DEFAULT_CONFIGMAP_KEY
 from .server import MAX_BODY, HttpServerProtocol, ServerState
 from .sources import ConfigMapSource, FileSource
 
@@ -26,23 +27,40 @@ log = logging.getLogger("mlrollout.gateway")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(
-        prog="mlrollout-gateway",
+        prog=GATEWAY_COMMAND,
         description="Traffic gateway for one ModelDeployment: weighted/sticky split, shadow mirroring, fallback.",
     )
-    p.add_argument("--host", default=env("MLROLLOUT_GATEWAY_HOST", "0.0.0.0"))
-    p.add_argument("--port", type=int, default=int(env("MLROLLOUT_GATEWAY_PORT", "8080")))
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--routes-file", help="YAML/JSON route table file, polled for changes.")
-    src.add_argument("--routes-configmap", help="Name of the ConfigMap holding the route table.")
-    p.add_argument("--routes-configmap-key", default=DEFAULT_CONFIGMAP_KEY)
+    p.add_argument("--host", default=env(GatewayEnv.HOST, "0.0.0.0"), help=f"[${GatewayEnv.HOST}]")
+    p.add_argument(
+        "--port", type=int, default=int(env(GatewayEnv.PORT, str(GATEWAY_PORT))), help=f"[${GatewayEnv.PORT}]"
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--routes-file", help="YAML/JSON route table file, polled for changes (wins over the ConfigMap).")
+    src.add_argument(
+        "--routes-configmap",
+        default=env(GatewayEnv.ROUTES_CONFIGMAP) or None,
+        help=f"Name of the ConfigMap holding the route table. [${GatewayEnv.ROUTES_CONFIGMAP}]",
+    )
+    p.add_argument("--routes-configmap-key", default=CONFIGMAP_KEY)
     p.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="Outside a cluster: kubeconfig path.")
     p.add_argument("--poll-interval", type=float, default=0.2, help="Seconds between route-file checks.")
-    p.add_argument("--namespace", default=env("MLROLLOUT_NAMESPACE", ""), help="Metrics label; ConfigMap ns.")
-    p.add_argument("--model-deployment", default=env("MLROLLOUT_MODEL_DEPLOYMENT", ""), help="Metrics label.")
+    p.add_argument(
+        "--namespace",
+        default=env(GatewayEnv.NAMESPACE, ""),
+        help=f"Metrics label; ConfigMap ns. [${GatewayEnv.NAMESPACE}]",
+    )
+    p.add_argument(
+        "--model-deployment",
+        default=env(GatewayEnv.MODEL_DEPLOYMENT, ""),
+        help=f"Metrics label. [${GatewayEnv.MODEL_DEPLOYMENT}]",
+    )
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY, help="Larger request bodies get 413.")
     p.add_argument("--drain-seconds", type=float, default=30.0, help="Longest wait for in-flight requests.")
-    p.add_argument("--log-level", default=env("MLROLLOUT_LOG_LEVEL", "INFO"))
-    return p.parse_args(argv)
+    p.add_argument("--log-level", default=env(GatewayEnv.LOG_LEVEL, "INFO"), help=f"[${GatewayEnv.LOG_LEVEL}]")
+    args = p.parse_args(argv)
+    if not args.routes_file and not args.routes_configmap:
+        p.error(f"one of --routes-file or --routes-configmap (or ${GatewayEnv.ROUTES_CONFIGMAP}) is required")
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .routes import CircuitBreaker, FallbackStep, Sticky
+from ..contract.routes import CircuitBreaker, FallbackStep, Sticky
 
 __all__ = [
     "BreakerState",

@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .. import contract
-from ..contract import IDENTITY_LABELS, LATENCY_BUCKETS
+from ..contract import metrics as contract
+from ..contract.metrics import LATENCY_BUCKETS
 
 __all__ = ["ABS_DIFF_BUCKETS", "GatewayMetrics"]
 
@@ -26,12 +27,17 @@ ABS_DIFF_BUCKETS: tuple[float, ...] = (
     1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, float("inf"),
 )  # fmt: skip
 
-_ID = list(IDENTITY_LABELS)
+_F = TypeVar("_F", bound=Metric)
 
 
-def _strip(name: str) -> str:
-    """prometheus_client appends `_total` to counters itself."""
-    return name.removesuffix("_total")
+def _counter(series: contract.Series, registry: CollectorRegistry) -> Counter:
+    """A prometheus_client Counter for a contract series (the client appends `_total` itself)."""
+    return Counter(series.counter_stem, series.help, series.label_names, registry=registry)
+
+
+def _family(kind: Callable[..., _F], series: contract.Series) -> _F:
+    """An empty metric family for a contract series, filled at scrape time."""
+    return kind(series.name, series.help, labels=series.label_names)
 
 
 class GatewayMetrics:
@@ -44,26 +50,16 @@ class GatewayMetrics:
         r = self.registry
         self._hot = _HotRequests(namespace, model_deployment)
         r.register(self._hot)
-        self.fallbacks = Counter(
-            _strip(contract.GATEWAY_FALLBACKS), "Fallbacks taken; track is the track that failed.",
-            [*_ID, "reason", "action"], registry=r,
-        )  # fmt: skip
-        self.mirrored = Counter(_strip(contract.GATEWAY_MIRRORED), "Copies sent to the shadow track.", _ID, registry=r)
-        self.mirror_dropped = Counter(
-            _strip(contract.GATEWAY_MIRROR_DROPPED), "Copies not sent or not answered.",
-            [*_ID, "reason"], registry=r,
-        )  # fmt: skip
-        self.agreement = Counter(
-            _strip(contract.GATEWAY_SHADOW_AGREEMENT), "Classifier rows where shadow and primary agree or not.",
-            [*_ID, "output", "result"], registry=r,
-        )  # fmt: skip
+        self.fallbacks = _counter(contract.GATEWAY_FALLBACKS, r)
+        self.mirrored = _counter(contract.GATEWAY_MIRRORED, r)
+        self.mirror_dropped = _counter(contract.GATEWAY_MIRROR_DROPPED, r)
+        self.agreement = _counter(contract.GATEWAY_SHADOW_AGREEMENT, r)
+        abs_diff = contract.GATEWAY_SHADOW_ABS_DIFF
         self.abs_difference = Histogram(
-            contract.GATEWAY_SHADOW_ABS_DIFF, "Absolute shadow-minus-primary difference per regressor element.",
-            [*_ID, "output"], buckets=ABS_DIFF_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.route_version = Gauge(
-            contract.GATEWAY_ROUTE_VERSION, "Version of the active route table.", _ID, registry=r
+            abs_diff.name, abs_diff.help, abs_diff.label_names, buckets=ABS_DIFF_BUCKETS, registry=r
         )
+        version = contract.GATEWAY_ROUTE_VERSION
+        self.route_version = Gauge(version.name, version.help, version.label_names, registry=r)
         self.observe_request = self._hot.observe
         self.upstream_retries: Callable[[], list[tuple[str, str, str, int]]] = list
         """(track, revision, upstream, count) rows, set by the gateway that owns the upstream pools."""
@@ -136,16 +132,12 @@ class _HotRequests(Collector):
 
     def collect(self) -> Iterator[Metric]:
         rows = [(t, r, s) for t, by_rev in list(self._series.items()) for r, s in list(by_rev.items())]
-        requests = CounterMetricFamily(
-            contract.GATEWAY_REQUESTS, "Requests answered, by serving track and HTTP code.", labels=[*_ID, "code"]
-        )
+        requests = _family(CounterMetricFamily, contract.GATEWAY_REQUESTS)
         for track, revision, series in rows:
             for code, count in sorted(series.codes.items()):
                 requests.add_metric([self._ns, self._md, track, revision, str(code)], count)
         yield requests
-        duration = HistogramMetricFamily(
-            contract.GATEWAY_DURATION, "Time from request received to response sent, by track.", labels=_ID
-        )
+        duration = _family(HistogramMetricFamily, contract.GATEWAY_DURATION)
         for track, revision, series in rows:
             cumulative = 0
             buckets: list[tuple[str, float]] = []
@@ -163,11 +155,7 @@ class _UpstreamRetries(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            contract.GATEWAY_UPSTREAM_CONNECT_RETRIES,
-            "Upstream connects refused or reset before the request was sent, and retried.",
-            labels=[*_ID, "upstream"],
-        )
+        family = _family(CounterMetricFamily, contract.GATEWAY_UPSTREAM_CONNECT_RETRIES)
         m = self._metrics
         for track, revision, upstream, count in m.upstream_retries():
             family.add_metric([m._ns, m._md, track, revision, upstream], count)

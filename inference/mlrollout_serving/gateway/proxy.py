@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from ..contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
+from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable
 from .decide import (
     BreakerState,
     admit,
@@ -27,7 +29,6 @@ from .decide import (
 )
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
-from .routes import CircuitBreaker, FallbackStep, RouteTable
 from .server import Reply, Request, Response
 from .upstream import UpstreamFailure, UpstreamPool, UpstreamResponse
 
@@ -36,6 +37,9 @@ __all__ = ["ActiveTable", "Gateway"]
 log = logging.getLogger("mlrollout.gateway")
 
 _JSON: Final = b"content-type: application/json\r\n"
+_LIVE: Final = HEALTH_LIVE.encode()
+_READY: Final = HEALTH_READY.encode()
+_METRICS: Final = METRICS_PATH.encode()
 # Hop-by-hop and per-connection headers are not forwarded; host and content-length are set per upstream.
 _DROP: Final = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"te", b"upgrade",
@@ -393,15 +397,15 @@ class Gateway:
 
     # -- local endpoints --
     def _health(self, target: bytes) -> Response:
-        if target.startswith(b"/v2/health/live"):
+        if target.startswith(_LIVE):
             return Response(200, _JSON, b'{"live": true}')
-        if target.startswith(b"/v2/health/ready"):
+        if target.startswith(_READY):
             ready = self.active is not None and not self.draining
             return Response(200 if ready else 503, _JSON, b'{"ready": %s}' % (b"true" if ready else b"false"))
         return Response(404, _JSON, b'{"error": "not found"}')
 
     def _local(self, target: bytes) -> Response:
-        if target == b"/metrics" or target.startswith(b"/metrics?"):
+        if target == _METRICS or target.startswith(_METRICS + b"?"):
             return Response(200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n",
                             self.metrics.exposition())  # fmt: skip
         return Response(404, _JSON, b'{"error": "not found"}')

@@ -1,222 +1,15 @@
-"""The gateway's route table: the single source of truth for what the operator writes and the gateway reads.
-
-Self-contained on purpose (pydantic and the standard library only): the operator imports this module to
-render the ConfigMap, so it must not pull in the gateway's network stack. Field names are camelCase on
-the wire (like every Kubernetes object) and snake_case in Python; both spellings are accepted on input.
-See docs/gateway.md for a worked example.
-"""
+"""Reading the route table's text (YAML or JSON) into the contract's ``RouteTable``, with one-line errors."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
-__all__ = [
-    "DEFAULT_CONFIGMAP_KEY",
-    "BackupModel",
-    "CircuitBreaker",
-    "FallbackAction",
-    "FallbackSettings",
-    "FallbackStep",
-    "Mirror",
-    "Mode",
-    "RouteTable",
-    "RouteTableError",
-    "Sticky",
-    "Track",
-    "TrackName",
-    "parse_route_table",
-    "route_table_from_configmap",
-]
+from ..contract.routes import CONFIGMAP_KEY, RouteTable, RouteTableError
 
-DEFAULT_CONFIGMAP_KEY = "routes.yaml"
-
-Mode = Literal["canary", "ab", "blueGreen"]
-TrackName = Literal["stable", "candidate"]
-FallbackAction = Literal["stable", "backup", "default", "refuse"]
-
-_WEIGHT_TOLERANCE = 1e-6
-
-
-class RouteTableError(ValueError):
-    """A route table could not be parsed or validated; the message says exactly why."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The camelCase JSON form the gateway reads (what the operator writes into the ConfigMap)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _check_upstream(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"upstream must be an http://host:port URL, got {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"upstream must not carry a path, query or fragment, got {url!r}")
-    if parts.port is None:
-        raise ValueError(f"upstream must name its port explicitly, got {url!r}")
-    return f"http://{parts.hostname}:{parts.port}"
-
-
-class Track(_Model):
-    """One track the gateway routes client traffic to (a Service or a single model server)."""
-
-    upstream: str = Field(description="http://host:port of the model server(s) serving this track.")
-    revision: str = Field(default="", description="Revision hash of the track's pod spec (metrics label).")
-    weight: float = Field(ge=0, le=100, description="Percent of client traffic for this track.")
-
-    _v_upstream = field_validator("upstream")(_check_upstream)
-
-
-class Mirror(_Model):
-    """Shadow mirroring: a copy of some requests goes to the shadow track; its answers are only compared."""
-
-    upstream: str = Field(description="http://host:port of the shadow model server(s).")
-    revision: str = Field(default="", description="Revision hash of the shadow track (metrics label).")
-    percent: float = Field(ge=0, le=100, description="Percent of inference requests copied to the shadow.")
-    queue_size: int = Field(default=1024, ge=1, description="Copies waiting beyond this are dropped.")
-    timeout_seconds: float = Field(default=2.0, gt=0, description="A copy not answered in time is dropped.")
-    concurrency: int = Field(default=8, ge=1, le=256, description="Copies in flight at once.")
-
-    _v_upstream = field_validator("upstream")(_check_upstream)
-
-
-class Sticky(_Model):
-    """Where the sticky key comes from: a request header or a field of the JSON request body."""
-
-    header: str | None = Field(default=None, description="Request header holding the key (case-insensitive).")
-    json_field: str | None = Field(
-        default=None,
-        description="Dotted path into the JSON request body, e.g. `parameters.user_id` or `id`.",
-    )
-
-    @field_validator("header")
-    @classmethod
-    def _lower_header(cls, value: str | None) -> str | None:
-        return None if value is None else value.lower()
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Sticky:
-        if (self.header is None) == (self.json_field is None):
-            raise ValueError("sticky needs exactly one of header or jsonField")
-        return self
-
-
-class CircuitBreaker(_Model):
-    """Per-upstream breaker: opens after consecutive failures, lets one probe through after openSeconds."""
-
-    consecutive_failures: int = Field(default=5, ge=1)
-    open_seconds: float = Field(default=10.0, gt=0)
-
-
-class BackupModel(_Model):
-    """A named backup model served elsewhere; its answer is returned as is."""
-
-    name: str = Field(min_length=1, description="The backup's name (its ModelDeployment).")
-    upstream: str = Field(description="http://host:port of the backup model server (or its gateway).")
-    model_name: str | None = Field(
-        default=None,
-        min_length=1,
-        description="Model name the backup serves, used in the path sent to it (`/v2/models/<modelName>`); "
-        "defaults to `name`. Needed when the backup's model.name differs from its ModelDeployment's name.",
-    )
-
-    _v_upstream = field_validator("upstream")(_check_upstream)
-
-    @property
-    def served_name(self) -> str:
-        """The model name in the path the backup upstream is sent."""
-        return self.model_name or self.name
-
-
-class FallbackStep(_Model):
-    """One action of the fallback chain."""
-
-    action: FallbackAction
-    backup: BackupModel | None = Field(default=None, description="Required for action `backup`.")
-    default_response: dict[str, Any] | None = Field(
-        default=None, description="OIP response body returned for action `default`."
-    )
-    message: str | None = Field(
-        default=None, max_length=1024, description="For `refuse`: the message put in the JSON error."
-    )
-
-    @model_validator(mode="after")
-    def _payload_matches_action(self) -> FallbackStep:
-        if self.action == "backup" and self.backup is None:
-            raise ValueError("fallback action backup needs a backup {name, upstream}")
-        if self.action == "default" and self.default_response is None:
-            raise ValueError("fallback action default needs a defaultResponse body")
-        if self.action != "backup" and self.backup is not None:
-            raise ValueError(f"fallback action {self.action} must not carry a backup")
-        if self.action != "default" and self.default_response is not None:
-            raise ValueError(f"fallback action {self.action} must not carry a defaultResponse")
-        if self.action != "refuse" and self.message is not None:
-            raise ValueError(f"fallback action {self.action} must not carry a message")
-        return self
-
-
-class FallbackSettings(_Model):
-    """The FallbackPolicy as the gateway applies it to every request."""
-
-    request_timeout_seconds: float = Field(default=5.0, gt=0)
-    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
-    confidence_threshold: float | None = Field(default=None, gt=0, le=1)
-    chain: tuple[FallbackStep, ...] = Field(default=(), description="Tried in order until one answers.")
-    low_confidence_action: FallbackStep | None = Field(
-        default=None, description="Applied when the top class probability is below confidenceThreshold."
-    )
-
-    @model_validator(mode="after")
-    def _chain_is_sane(self) -> FallbackSettings:
-        actions = [step.action for step in self.chain]
-        keys = [s.backup.name if s.backup is not None else s.action for s in self.chain]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"fallback chain repeats an action: {actions}")
-        for terminal in ("default", "refuse"):
-            if terminal in actions and actions.index(terminal) != len(actions) - 1:
-                raise ValueError(f"fallback action {terminal} always answers, so it must be last: {actions}")
-        if self.low_confidence_action is not None and self.confidence_threshold is None:
-            raise ValueError("lowConfidenceAction needs a confidenceThreshold")
-        return self
-
-
-class RouteTable(_Model):
-    """Everything the gateway needs to route one ModelDeployment's traffic."""
-
-    version: int = Field(ge=0, description="Increases with every change; exposed as gauge and header.")
-    mode: Mode = "canary"
-    tracks: dict[TrackName, Track] = Field(description="`stable` is required, `candidate` optional.")
-    mirror: Mirror | None = None
-    sticky: Sticky | None = None
-    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RouteTable:
-        if "stable" not in self.tracks:
-            raise ValueError("tracks must contain stable")
-        total = sum(t.weight for t in self.tracks.values())
-        if abs(total - 100.0) > _WEIGHT_TOLERANCE:
-            raise ValueError(f"track weights must add up to 100, got {total:g}")
-        if self.mode == "ab" and self.sticky is None:
-            raise ValueError("mode ab needs a sticky key")
-        if self.mode == "blueGreen" and any(t.weight not in (0.0, 100.0) for t in self.tracks.values()):
-            raise ValueError("mode blueGreen sends all traffic to one track: weights must be 0 or 100")
-        return self
-
-    def weights(self) -> tuple[tuple[TrackName, float], ...]:
-        """Track weights in a fixed order (stable first), the input of the pick functions."""
-        return tuple((name, self.tracks[name].weight) for name in ("stable", "candidate") if name in self.tracks)
+__all__ = ["parse_route_table", "route_table_from_configmap"]
 
 
 def parse_route_table(text: str | bytes) -> RouteTable:
@@ -233,7 +26,7 @@ def parse_route_table(text: str | bytes) -> RouteTable:
         raise RouteTableError(_one_line(exc)) from exc
 
 
-def route_table_from_configmap(configmap: dict[str, Any], key: str = DEFAULT_CONFIGMAP_KEY) -> RouteTable:
+def route_table_from_configmap(configmap: dict[str, Any], key: str = CONFIGMAP_KEY) -> RouteTable:
     """Extract and validate the route table stored under `data[key]` of a ConfigMap (as a plain dict)."""
     data = configmap.get("data") or {}
     if key not in data:

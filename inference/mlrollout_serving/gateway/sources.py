@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .routes import DEFAULT_CONFIGMAP_KEY, RouteTable, RouteTableError, parse_route_table, route_table_from_configmap
+from ..contract.routes import CONFIGMAP_KEY, RouteTable, RouteTableError
+from .routes import parse_route_table, route_table_from_configmap
 
 __all__ = ["Apply", "ConfigMapSource", "FileSource", "Reject"]
 
@@ -105,7 +106,7 @@ class ConfigMapSource:
         namespace: str,
         apply: Apply,
         reject: Reject,
-        key: str = DEFAULT_CONFIGMAP_KEY,
+        key: str = CONFIGMAP_KEY,
         kubeconfig: str | None = None,
     ) -> None:
         self.name = name

@@ -14,7 +14,8 @@ import urllib.parse
 import zlib
 from typing import Any
 
-from mlrollout_serving.profile import Profile
+from mlrollout_serving.contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
+from mlrollout_serving.contract.profile import Profile
 from mlrollout_serving.server import codec
 from mlrollout_serving.server.batching import Array, Batcher, BatchSettings, Callback
 from mlrollout_serving.server.config import Settings
@@ -122,18 +123,17 @@ class App:
     def handle(self, req: Request) -> Reply | Deferred:
         if req.path in self._infer_paths and req.method == "POST":  # the hot path, without the routing below
             return self._infer_known(req)
+        if req.path == HEALTH_LIVE:
+            return self._get(req, lambda: self._live)
+        if req.path == HEALTH_READY:
+            return self._get(req, self._ready_reply)
         parts = req.path.split("/")
         if len(parts) < 2 or parts[0] or parts[1] != "v2":
-            if req.path == "/metrics":
+            if req.path == METRICS_PATH:
                 return self._get(req, lambda: Reply(200, self.metrics.render(), METRICS_TYPE))
             return error(404, f"no such path: {req.path}")
         if len(parts) == 2 or (len(parts) == 3 and parts[2] == ""):
             return self._get(req, lambda: self._server_meta)
-        if parts[2] == "health" and len(parts) == 4:
-            if parts[3] == "live":
-                return self._get(req, lambda: self._live)
-            if parts[3] == "ready":
-                return self._get(req, self._ready_reply)
         if parts[2] == "models" and len(parts) >= 4:
             return self._model_route(req, parts[3:])
         return error(404, f"no such path: {req.path}")

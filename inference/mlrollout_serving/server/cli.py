@@ -4,8 +4,10 @@ The port opens first so liveness answers while a large model downloads; readines
 the digest matched, onnxruntime loaded the model and a warm-up run succeeded. Any load failure is logged
 as one line and the process exits non-zero without ever becoming ready.
 
-Exit codes: 0 after a graceful shutdown, 1 when the model or profile cannot be loaded (or the port is
-taken), 2 for invalid flags, 3 when the model's sha256 is not the expected one.
+Exit codes (``contract.process.ExitCode``): 0 after a graceful shutdown, 1 when the model or profile cannot
+be loaded (or the port is taken), 2 for invalid flags, 3 when the model's sha256 is not the expected one.
+A failed start also writes its reason, one line, to ``--termination-log`` (the operator sets Kubernetes'
+termination message path, so the reason reaches the pod's status and from there the ModelDeployment's).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlrollout_serving import profile as profiles
+from mlrollout_serving.contract.process import ExitCode
+from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.server import config, loading, memory
 from mlrollout_serving.server.app import App
 from mlrollout_serving.server.http import HttpServer
@@ -26,11 +30,20 @@ from mlrollout_serving.signals import drain_on_signal
 
 log = logging.getLogger("mlrollout_serving.server")
 
-EXIT_LOAD_FAILED = 1
-EXIT_INTEGRITY = 3
+
+def _failed(s: config.Settings, code: ExitCode, reason: str) -> int:
+    """Log why the server cannot start, leave the reason where Kubernetes reads it, return the exit code."""
+    log.error("%s", reason)
+    if s.termination_log:
+        try:
+            with open(s.termination_log, "w", encoding="utf-8") as handle:
+                handle.write(" ".join(reason.split())[:4000])
+        except OSError as e:
+            log.warning("cannot write the termination message to %s: %s", s.termination_log, e.strerror or e)
+    return int(code)
 
 
-def _load(s: config.Settings) -> tuple[loading.LoadedModel, profiles.Profile | None]:
+def _load(s: config.Settings) -> tuple[loading.LoadedModel, Profile | None]:
     """Blocking: fetch, verify, load, warm up; then read the reference profile."""
     data = loading.fetch(s.model_uri, s.download_timeout, s.download_max_bytes, s.download_retries)
     digest = loading.verify(data, s.sha256, s.model_uri)
@@ -41,7 +54,7 @@ def _load(s: config.Settings) -> tuple[loading.LoadedModel, profiles.Profile | N
     if s.reference_profile:
         try:
             profile = profiles.read(s.reference_profile, timeout=s.download_timeout)
-        except (OSError, profiles.ProfileError) as e:
+        except (OSError, ProfileError) as e:
             raise loading.LoadError(f"cannot read reference profile {s.reference_profile}: {e}") from None
     return model, profile
 
@@ -62,8 +75,7 @@ async def serve(s: config.Settings) -> int:
             try:
                 await http.start(s.host, s.port)
             except OSError as e:
-                log.error("cannot listen on %s:%d: %s", s.host, s.port, e.strerror or e)
-                return EXIT_LOAD_FAILED
+                return _failed(s, ExitCode.LOAD_FAILED, f"cannot listen on {s.host}:{s.port}: {e.strerror or e}")
             log.info("listening on %s:%d; loading %s", s.host, http.port, s.model_uri)
             load_task = asyncio.ensure_future(loop.run_in_executor(None, _load, s))
             stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
@@ -71,18 +83,16 @@ async def serve(s: config.Settings) -> int:
             if not load_task.done():
                 log.info("signal received while loading; exiting")
                 await http.shutdown(0)
-                return 0
+                return ExitCode.OK
             stop_task.cancel()
             try:
                 model, profile = load_task.result()
             except loading.IntegrityError as e:
-                log.error("%s", e)
                 await http.shutdown(0)
-                return EXIT_INTEGRITY
+                return _failed(s, ExitCode.INTEGRITY, str(e))
             except loading.LoadError as e:
-                log.error("%s", e)
                 await http.shutdown(0)
-                return EXIT_LOAD_FAILED
+                return _failed(s, ExitCode.LOAD_FAILED, str(e))
             app.set_model(model, profile)
             # Everything alive now (modules, the session, numpy) lives as long as the process: move it out of
             # the collector's generations so collections on the hot path only look at request garbage.
@@ -102,7 +112,7 @@ async def serve(s: config.Settings) -> int:
             log.info("SIGTERM: not ready, draining for up to %.1fs", s.shutdown_grace)
             drained = await http.shutdown(s.shutdown_grace)
             log.info("shut down (%s)", "drained" if drained else "grace period over")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlrollout_serving.contract.process import SERVER_PORT, ServerEnv
 from mlrollout_serving.server.signature import PredictionKind
 
 
@@ -44,6 +45,7 @@ class Settings:
     allow_non_finite: bool
     prediction_kind: PredictionKind
     prediction_buckets: tuple[float, ...]
+    termination_log: str | None
     log_level: str
 
     @property
@@ -72,37 +74,38 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
-# (flag, env suffix, type, default, help)
-_OPTIONS: list[tuple[str, str, Callable[[str], Any], Any, str]] = [
-    ("--model-uri", "MODEL_URI", str, None, "model location: file://, http:// or https:// (or a path)"),
-    ("--sha256", "MODEL_SHA256", str, None, "expected sha256 of the model file; checked before loading"),
-    ("--model-name", "MODEL_NAME", str, "model", "name in the Open Inference Protocol paths"),
-    ("--model-version", "MODEL_VERSION", str, "1", "version reported and accepted in paths"),
-    ("--host", "HOST", str, "0.0.0.0", "address to listen on"),
-    ("--port", "PORT", int, 8080, "port to listen on"),
-    ("--reference-profile", "REFERENCE_PROFILE", str, None, "reference profile (path or URI) for input bins"),
-    ("--namespace", "NAMESPACE", str, "", "metrics label: namespace of the ModelDeployment"),
-    ("--model-deployment", "MODEL_DEPLOYMENT", str, "", "metrics label: ModelDeployment name"),
-    ("--track", "TRACK", str, "", "metrics label: stable, candidate or shadow"),
-    ("--revision", "REVISION", str, "", "metrics label: revision hash"),
-    ("--intra-op-threads", "INTRA_OP_THREADS", int, 1, "onnxruntime threads per operator (0 = one per core)"),
-    ("--inter-op-threads", "INTER_OP_THREADS", int, 1, "onnxruntime threads across operators"),
-    ("--batching", "BATCHING", str, "auto", "auto (on if the model has a batch dimension), on or off"),
-    ("--max-batch-size", "MAX_BATCH_SIZE", int, 64, "most rows merged into one run"),
-    ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, 0.0, "extra wait to fill a batch under concurrency"),
-    ("--inline-elements", "INLINE_ELEMENTS", int, 8192, "batches up to this many values run on the loop"),
-    ("--inline-max-ms", "INLINE_MAX_MS", float, 1.0, "larger lone requests too, if their runs take this long"),
-    ("--max-body-bytes", "MAX_BODY_BYTES", int, 16 << 20, "larger request bodies get 413"),
-    ("--max-inflight", "MAX_INFLIGHT", int, 4096, "more queued inference requests get 503"),
-    ("--keepalive-timeout", "KEEPALIVE_TIMEOUT", float, 75.0, "close connections idle this long (0 = never)"),
-    ("--download-timeout", "DOWNLOAD_TIMEOUT", float, 60.0, "seconds per download attempt (http)"),
-    ("--download-max-bytes", "DOWNLOAD_MAX_BYTES", int, 2 << 30, "largest model file accepted"),
-    ("--download-retries", "DOWNLOAD_RETRIES", int, 3, "download attempts before giving up"),
-    ("--shutdown-grace", "SHUTDOWN_GRACE", float, 20.0, "seconds to finish in-flight requests on SIGTERM"),
-    ("--allow-non-finite", "ALLOW_NON_FINITE", _bool, False, "accept NaN/Infinity in float inputs"),
-    ("--prediction-kind", "PREDICTION_KIND", str, "auto", "auto, classification or regression (metrics)"),
-    ("--prediction-buckets", "PREDICTION_BUCKETS", _floats, (), "regression histogram buckets (a,b,...)"),
-    ("--log-level", "LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+# (flag, environment variable, type, default, help)
+_OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
+    ("--model-uri", ServerEnv.MODEL_URI, str, None, "model location: file://, http:// or https:// (or a path)"),
+    ("--sha256", ServerEnv.MODEL_SHA256, str, None, "expected sha256 of the model file; checked before loading"),
+    ("--model-name", ServerEnv.MODEL_NAME, str, "model", "name in the Open Inference Protocol paths"),
+    ("--model-version", ServerEnv.MODEL_VERSION, str, "1", "version reported and accepted in paths"),
+    ("--host", ServerEnv.HOST, str, "0.0.0.0", "address to listen on"),
+    ("--port", ServerEnv.PORT, int, SERVER_PORT, "port to listen on"),
+    ("--reference-profile", ServerEnv.REFERENCE_PROFILE, str, None, "reference profile (path or URI) for input bins"),
+    ("--namespace", ServerEnv.NAMESPACE, str, "", "metrics label: namespace of the ModelDeployment"),
+    ("--model-deployment", ServerEnv.MODEL_DEPLOYMENT, str, "", "metrics label: ModelDeployment name"),
+    ("--track", ServerEnv.TRACK, str, "", "metrics label: stable, candidate or shadow"),
+    ("--revision", ServerEnv.REVISION, str, "", "metrics label: revision hash"),
+    ("--intra-op-threads", ServerEnv.INTRA_OP_THREADS, int, 1, "onnxruntime threads per operator (0 = one per core)"),
+    ("--inter-op-threads", ServerEnv.INTER_OP_THREADS, int, 1, "onnxruntime threads across operators"),
+    ("--batching", ServerEnv.BATCHING, str, "auto", "auto (on if the model has a batch dimension), on or off"),
+    ("--max-batch-size", ServerEnv.MAX_BATCH_SIZE, int, 64, "most rows merged into one run"),
+    ("--max-batch-wait-ms", ServerEnv.MAX_BATCH_WAIT_MS, float, 0.0, "extra wait to fill a batch under concurrency"),
+    ("--inline-elements", ServerEnv.INLINE_ELEMENTS, int, 8192, "batches up to this many values run on the loop"),
+    ("--inline-max-ms", ServerEnv.INLINE_MAX_MS, float, 1.0, "larger lone requests too, if their runs take this long"),
+    ("--max-body-bytes", ServerEnv.MAX_BODY_BYTES, int, 16 << 20, "larger request bodies get 413"),
+    ("--max-inflight", ServerEnv.MAX_INFLIGHT, int, 4096, "more queued inference requests get 503"),
+    ("--keepalive-timeout", ServerEnv.KEEPALIVE_TIMEOUT, float, 75.0, "close connections idle this long (0 = never)"),
+    ("--download-timeout", ServerEnv.DOWNLOAD_TIMEOUT, float, 60.0, "seconds per download attempt (http)"),
+    ("--download-max-bytes", ServerEnv.DOWNLOAD_MAX_BYTES, int, 2 << 30, "largest model file accepted"),
+    ("--download-retries", ServerEnv.DOWNLOAD_RETRIES, int, 3, "download attempts before giving up"),
+    ("--shutdown-grace", ServerEnv.SHUTDOWN_GRACE, float, 20.0, "seconds to finish in-flight requests on SIGTERM"),
+    ("--allow-non-finite", ServerEnv.ALLOW_NON_FINITE, _bool, False, "accept NaN/Infinity in float inputs"),
+    ("--prediction-kind", ServerEnv.PREDICTION_KIND, str, "auto", "auto, classification or regression (metrics)"),
+    ("--prediction-buckets", ServerEnv.PREDICTION_BUCKETS, _floats, (), "regression histogram buckets (a,b,...)"),
+    ("--termination-log", ServerEnv.TERMINATION_LOG, str, None, "file for the one-line reason of a failed start"),
+    ("--log-level", ServerEnv.LOG_LEVEL, str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 ]
 _CHOICES = {"batching": ("auto", "on", "off"), "prediction_kind": ("auto", "classification", "regression")}
 
@@ -113,8 +116,7 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         prog="mlrollout-serve",
         description="Serve one ONNX model over the Open Inference Protocol v2 (REST).",
     )
-    for flag, suffix, typ, default, text in _OPTIONS:
-        var = f"MLROLLOUT_{suffix}"
+    for flag, var, typ, default, text in _OPTIONS:
         dest = flag[2:].replace("-", "_")
         value = default
         if var in env:

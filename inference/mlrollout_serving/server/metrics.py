@@ -29,8 +29,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from mlrollout_serving import contract
-from mlrollout_serving.profile import Profile
+from mlrollout_serving.contract import metrics as contract
+from mlrollout_serving.contract.profile import Profile
 from mlrollout_serving.server.signature import Role, Signature
 
 Array = npt.NDArray[Any]
@@ -243,54 +243,46 @@ class ServerMetrics:
 
     def collect(self) -> Iterable[Metric]:
         self.flush()
-        ids = list(contract.IDENTITY_LABELS)
         idv = list(self.identity)
-        req = CounterMetricFamily(
-            contract.MODEL_REQUESTS, "Inference requests by HTTP status code.", labels=[*ids, "code"]
-        )
+        req = _counter(contract.MODEL_REQUESTS)
         for code, n in sorted(self.requests.items()):
             req.add_metric([*idv, str(code)], n)
         yield req
-        yield self._histogram(contract.MODEL_DURATION, "Time to answer one inference request.", self.duration)
-        yield self._histogram(contract.MODEL_BATCH_SIZE, "Rows per onnxruntime run.", self.batch_size)
-        preds = CounterMetricFamily(
-            contract.MODEL_PREDICTIONS, "Predicted class per row.", labels=[*ids, "output", "class"]
-        )
+        yield self._histogram(contract.MODEL_DURATION, self.duration)
+        yield self._histogram(contract.MODEL_BATCH_SIZE, self.batch_size)
+        preds = _counter(contract.MODEL_PREDICTIONS)
         for name, counts in self.classes.items():
             for cls, n in sorted(counts.items()):
                 preds.add_metric([*idv, name, cls], n)
         yield preds
-        values = HistogramMetricFamily(
-            contract.MODEL_PREDICTION_VALUE, "Predicted values of regression outputs.", labels=[*ids, "output"]
-        )
+        series = contract.MODEL_PREDICTION_VALUE
+        values = HistogramMetricFamily(series.name, series.help, labels=series.label_names)
         for name, hist in self.values.items():
             values.add_metric([*idv, name], hist.buckets(), hist.total)
         yield values
-        bins = CounterMetricFamily(
-            contract.MODEL_INPUT_BINS,
-            "Live input values binned on the reference profile's edges.",
-            labels=[*ids, "feature", "bin"],
-        )
+        bins = _counter(contract.MODEL_INPUT_BINS)
         for i, feature in enumerate(self.features):
             for b in range(self.n_bins[i]):
                 bins.add_metric([*idv, feature, str(b)], float(self.bins[i, b]))
         yield bins
         info = GaugeMetricFamily(
-            contract.MODEL_INFO,
-            "Always 1: the model this process serves.",
-            labels=[*ids, "model_name", "model_version", "sha256"],
+            contract.MODEL_INFO.name, contract.MODEL_INFO.help, labels=contract.MODEL_INFO.label_names
         )
         if self.sha256:  # only once the model is verified and loaded
             info.add_metric([*idv, self.model_name, self.model_version, self.sha256], 1.0)
         yield info
 
-    def _histogram(self, name: str, doc: str, hist: _Histogram) -> HistogramMetricFamily:
-        fam = HistogramMetricFamily(name, doc, labels=list(contract.IDENTITY_LABELS))
+    def _histogram(self, series: contract.Series, hist: _Histogram) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(series.name, series.help, labels=series.label_names)
         fam.add_metric(list(self.identity), hist.buckets(), hist.total)
         return fam
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _counter(series: contract.Series) -> CounterMetricFamily:
+    return CounterMetricFamily(series.name, series.help, labels=series.label_names)
 
 
 _CLASS_ROLES: frozenset[Role] = frozenset({"label", "probabilities"})

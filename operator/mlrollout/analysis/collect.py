@@ -8,13 +8,14 @@ whole snapshot an ``{"error": ...}`` snapshot (judged ``inconclusive``): half a 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
 from mlrollout.analysis.queries import QueryError, render_custom, track_queries
 from mlrollout.api.rolloutpolicy import CustomMetric
+from mlrollout_serving.contract.profile import Profile, to_dict
 
 __all__ = ["AnalysisTarget", "collect_snapshot"]
 
@@ -34,7 +35,7 @@ class AnalysisTarget:
     stable_revision: str
     candidate_revision: str
     source: Literal["gateway", "model"] = "gateway"
-    reference: Mapping[str, Any] | None = None
+    reference: Profile | None = None
 
 
 class _Failed(Exception):
@@ -177,7 +178,7 @@ def collect_snapshot(
         return {"error": str(exc), "elapsed_seconds": window_seconds, "warnings": warnings}
     snapshot["elapsed_seconds"] = window_seconds
     if target.reference is not None:
-        snapshot["reference"] = dict(target.reference)
+        snapshot["reference"] = to_dict(target.reference)
     if warnings:
         snapshot["warnings"] = warnings
     return snapshot

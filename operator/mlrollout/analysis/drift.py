@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from scipy import special
 
 from mlrollout.analysis.result import Decision, MetricDict, metric_result
 from mlrollout.analysis.sequential import goodness_of_fit_log_e, homogeneity_log_e, log_to_e
+from mlrollout_serving.contract.profile import Profile
 
 __all__ = ["DriftSettings", "g_test", "input_drift_result", "prediction_drift_result", "psi"]
 
@@ -117,17 +117,9 @@ def prediction_drift_result(
     )
 
 
-def _reference_features(reference: Mapping[str, Any]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for feat in reference.get("features", []) or []:
-        if isinstance(feat, Mapping) and "name" in feat and isinstance(feat.get("proportions"), list):
-            out[str(feat["name"])] = [float(p) for p in feat["proportions"]]
-    return out
-
-
 def input_drift_result(
     features: Mapping[str, list[int]] | None,
-    reference: Mapping[str, Any],
+    reference: Profile,
     s: DriftSettings,
     rows_per_request: float = 1.0,
 ) -> MetricDict:
@@ -135,7 +127,7 @@ def input_drift_result(
 
     Like prediction drift, the evidence counts a request's rows as one observation.
     """
-    ref = _reference_features(reference)
+    ref = {f.name: list(f.proportions) for f in reference.features}
     features = features or {}
     usable = {f: c for f, c in features.items() if f in ref and len(c) == len(ref[f])}
     mismatched = sorted(f for f, c in features.items() if f in ref and len(c) != len(ref[f]))

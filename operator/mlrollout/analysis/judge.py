@@ -135,7 +135,7 @@ def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicy
     has_predictions = snap.stable.predictions is not None or snap.candidate.predictions is not None
     if m.prediction_drift.enabled and not has_predictions:
         skipped.append("predictionDrift: no prediction counts in the snapshot")
-    reference_features = bool(snap.reference and snap.reference.get("features"))
+    reference_features = bool(snap.reference and snap.reference.features)
     if m.input_drift.enabled and not reference_features:
         skipped.append("inputDrift: no reference profile")
 

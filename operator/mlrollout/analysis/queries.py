@@ -2,10 +2,8 @@
 
 Label values come from user resources (namespace, names, revisions), so they are validated against the
 Kubernetes naming rules *and* escaped as PromQL string literals: a manifest cannot inject PromQL. Custom
-queries are templates that may use only the documented placeholders.
-
-The metric names are duplicated here as strings (operator code must not import ``mlrollout_serving``);
-a unit test checks they equal ``mlrollout_serving.contract``.
+queries are templates that may use only the documented placeholders. Series names and labels are the
+contract's (``mlrollout_serving.contract.metrics``), the one definition the exporters use too.
 """
 
 from __future__ import annotations
@@ -15,14 +13,18 @@ import re
 from collections.abc import Mapping
 from typing import Final, Literal
 
+from mlrollout_serving.contract.metrics import (
+    GATEWAY_DURATION,
+    GATEWAY_REQUESTS,
+    MODEL_DURATION,
+    MODEL_INPUT_BINS,
+    MODEL_PREDICTION_VALUE,
+    MODEL_PREDICTIONS,
+    MODEL_REQUESTS,
+    TRACKS,
+)
+
 __all__ = [
-    "GATEWAY_DURATION",
-    "GATEWAY_REQUESTS",
-    "MODEL_DURATION",
-    "MODEL_INPUT_BINS",
-    "MODEL_PREDICTIONS",
-    "MODEL_PREDICTION_VALUE",
-    "MODEL_REQUESTS",
     "PLACEHOLDERS",
     "QueryError",
     "counter_delta",
@@ -33,16 +35,7 @@ __all__ = [
     "track_queries",
 ]
 
-GATEWAY_REQUESTS: Final = "mlrollout_gateway_requests_total"
-GATEWAY_DURATION: Final = "mlrollout_gateway_request_duration_seconds"
-MODEL_REQUESTS: Final = "mlrollout_model_inference_requests_total"
-MODEL_DURATION: Final = "mlrollout_model_inference_duration_seconds"
-MODEL_PREDICTIONS: Final = "mlrollout_model_predictions_total"
-MODEL_PREDICTION_VALUE: Final = "mlrollout_model_prediction_value"
-MODEL_INPUT_BINS: Final = "mlrollout_model_input_feature_bin_total"
-
 PLACEHOLDERS: Final = ("namespace", "modelDeployment", "track", "revision", "window")
-TRACKS: Final = ("stable", "candidate", "shadow")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -123,15 +116,19 @@ def track_queries(
     sel = selector(namespace, model_deployment, track, revision)
     errors_sel = selector(namespace, model_deployment, track, revision, 'code=~"5.."')
     requests, duration = (
-        (GATEWAY_REQUESTS, GATEWAY_DURATION) if source == "gateway" else (MODEL_REQUESTS, MODEL_DURATION)
+        (GATEWAY_REQUESTS.name, GATEWAY_DURATION.name)
+        if source == "gateway"
+        else (MODEL_REQUESTS.name, MODEL_DURATION.name)
     )
     return dict(
         requests=counter_delta(f"{requests}{sel}", w),
         errors=counter_delta(f"{requests}{errors_sel}", w),
         latency=counter_delta(f"{duration}_bucket{sel}", w, "le"),
-        predictions=counter_delta(f"{MODEL_PREDICTIONS}{sel}", w, "output, class"),
-        prediction_buckets=counter_delta(f"{MODEL_PREDICTION_VALUE}_bucket{sel}", w, "output, le"),
-        features=counter_delta(f"{MODEL_INPUT_BINS}{sel}", w, "feature, bin"),
+        predictions=counter_delta(f"{MODEL_PREDICTIONS.name}{sel}", w, ", ".join(MODEL_PREDICTIONS.labels)),
+        prediction_buckets=counter_delta(
+            f"{MODEL_PREDICTION_VALUE.name}_bucket{sel}", w, ", ".join((*MODEL_PREDICTION_VALUE.labels, "le"))
+        ),
+        features=counter_delta(f"{MODEL_INPUT_BINS.name}{sel}", w, ", ".join(MODEL_INPUT_BINS.labels)),
     )
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.histogram import Histogram, parse_buckets
+from mlrollout_serving.contract.profile import Profile, ProfileError
+from mlrollout_serving.contract.profile import from_dict as profile_from_dict
 
 __all__ = ["CustomValue", "Snapshot", "SnapshotError", "TrackCounts", "parse_snapshot"]
 
@@ -48,7 +50,7 @@ class Snapshot:
     stable: TrackCounts
     candidate: TrackCounts
     elapsed_seconds: float | None = None
-    reference: Mapping[str, Any] | None = None
+    reference: Profile | None = None
     custom: dict[str, CustomValue] = field(default_factory=dict)
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -159,9 +161,12 @@ def parse_snapshot(raw: Any) -> Snapshot:
     elapsed = raw.get("elapsed_seconds")
     if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int | float)):
         raise SnapshotError("elapsed_seconds must be a number")
-    reference = raw.get("reference")
-    if reference is not None and not isinstance(reference, Mapping):
-        raise SnapshotError("reference must be a reference profile object (docs/metrics.md)")
+    reference = None
+    if raw.get("reference") is not None:
+        try:
+            reference = profile_from_dict(raw["reference"])
+        except ProfileError as exc:
+            raise SnapshotError(f"reference is not a reference profile (docs/metrics.md): {exc}") from exc
     return Snapshot(
         stable,
         candidate,

@@ -15,6 +15,18 @@ from mlrollout.controller import naming
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.revision import RevisionTemplate
 from mlrollout.traffic.base import Manifest
+from mlrollout_serving.contract.process import (
+    GATEWAY_COMMAND,
+    GATEWAY_PORT,
+    HEALTH_LIVE,
+    HEALTH_READY,
+    METRICS_PATH,
+    SERVER_COMMAND,
+    TERMINATION_LOG,
+    GatewayEnv,
+    ServerEnv,
+)
+from mlrollout_serving.contract.routes import configmap_name
 
 PVC_MOUNT_ROOT = "/mnt/models"
 
@@ -72,25 +84,26 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
     model, serving = tpl.model, tpl.serving
     uri, _, _ = _model_location(model.uri, "model")
     env = {
-        "MLROLLOUT_MODEL_URI": uri,
-        "MLROLLOUT_MODEL_SHA256": model.sha256,
-        "MLROLLOUT_MODEL_NAME": model.name,
-        "MLROLLOUT_MODEL_VERSION": model.version,
-        "MLROLLOUT_PORT": str(serving.port),
-        "MLROLLOUT_NAMESPACE": namespace,
-        "MLROLLOUT_MODEL_DEPLOYMENT": md_name,
-        "MLROLLOUT_TRACK": track,
-        "MLROLLOUT_REVISION": rev.revision,
-        "MLROLLOUT_MAX_BODY_BYTES": str(serving.max_request_bytes),
-        "MLROLLOUT_MAX_BATCH_SIZE": str(serving.batching.max_batch_size),
-        "MLROLLOUT_MAX_BATCH_WAIT_MS": f"{parse_duration(serving.batching.max_delay) * 1000:g}",
-        "MLROLLOUT_BATCHING": {None: "auto", True: "on", False: "off"}[serving.batching.enabled],
+        ServerEnv.MODEL_URI: uri,
+        ServerEnv.MODEL_SHA256: model.sha256,
+        ServerEnv.MODEL_NAME: model.name,
+        ServerEnv.MODEL_VERSION: model.version,
+        ServerEnv.PORT: str(serving.port),
+        ServerEnv.NAMESPACE: namespace,
+        ServerEnv.MODEL_DEPLOYMENT: md_name,
+        ServerEnv.TRACK: track,
+        ServerEnv.REVISION: rev.revision,
+        ServerEnv.MAX_BODY_BYTES: str(serving.max_request_bytes),
+        ServerEnv.MAX_BATCH_SIZE: str(serving.batching.max_batch_size),
+        ServerEnv.MAX_BATCH_WAIT_MS: f"{parse_duration(serving.batching.max_delay) * 1000:g}",
+        ServerEnv.BATCHING: {None: "auto", True: "on", False: "off"}[serving.batching.enabled],
+        ServerEnv.TERMINATION_LOG: TERMINATION_LOG,
     }
     if model.reference_profile:
-        env["MLROLLOUT_REFERENCE_PROFILE"] = _model_location(model.reference_profile, "profile")[0]
+        env[ServerEnv.REFERENCE_PROFILE] = _model_location(model.reference_profile, "profile")[0]
     if serving.threads is not None:
-        env["MLROLLOUT_INTRA_OP_THREADS"] = str(serving.threads)
-    return [{"name": k, "value": v} for k, v in env.items()]
+        env[ServerEnv.INTRA_OP_THREADS] = str(serving.threads)
+    return [{"name": str(k), "value": v} for k, v in env.items()]
 
 
 def track_labels(md_name: str, revision: str, track: str) -> dict[str, str]:
@@ -128,20 +141,21 @@ def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: in
     labels = track_labels(md_name, rev.revision, track)
     selector = {naming.MODEL_DEPLOYMENT: md_name[:63], naming.REVISION: rev.revision}
     volumes, mounts = _volumes(tpl)
-    probe = {"httpGet": {"path": "/v2/health/ready", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
+    probe = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
     container: Manifest = {
         "name": "server",
         "image": tpl.image,
-        "command": ["mlrollout-serve"],
+        "command": [SERVER_COMMAND],
         "env": _server_env(md_name, namespace, rev, tpl, track),
         "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": tpl.serving.port, "protocol": "TCP"}],
         "readinessProbe": probe,
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": naming.HTTP_PORT_NAME},
+            "httpGet": {"path": HEALTH_LIVE, "port": naming.HTTP_PORT_NAME},
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        # the server logs why it exits (e.g. "model integrity check failed ... sha256"); the kubelet keeps it
+        # the server writes why it exits, one line, to TERMINATION_LOG (its log's tail if it could not)
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "lifecycle": DRAIN_BEFORE_SIGTERM,
         "securityContext": HARDENED_CONTAINER,
@@ -191,21 +205,23 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
     md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
     labels = naming.base_labels(md_name, naming.GATEWAY_COMPONENT)
     ident = naming.gateway_identity(md_name)
-    configmap = naming.routes_name(md_name)
+    configmap = configmap_name(md_name)
     selector = {naming.MODEL_DEPLOYMENT: md_name[:63], naming.COMPONENT: naming.GATEWAY_COMPONENT}
-    health = {"httpGet": {"path": "/v2/health/ready", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
+    health = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
+    env = {
+        GatewayEnv.ROUTES_CONFIGMAP: configmap,
+        GatewayEnv.PORT: str(GATEWAY_PORT),
+        GatewayEnv.NAMESPACE: namespace,
+        GatewayEnv.MODEL_DEPLOYMENT: md_name,
+    }
     container: Manifest = {
         "name": "gateway",
         "image": settings.gateway_image,
-        "command": ["mlrollout-gateway"],
-        "args": ["--routes-configmap", configmap, "--port", str(naming.GATEWAY_PORT)],
-        "env": [
-            {"name": "MLROLLOUT_NAMESPACE", "value": namespace},
-            {"name": "MLROLLOUT_MODEL_DEPLOYMENT", "value": md_name},
-        ],
-        "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": naming.GATEWAY_PORT, "protocol": "TCP"}],
+        "command": [GATEWAY_COMMAND],
+        "env": [{"name": str(k), "value": v} for k, v in env.items()],
+        "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "readinessProbe": health,
-        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": HEALTH_LIVE, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
         "lifecycle": DRAIN_BEFORE_SIGTERM,
         "securityContext": HARDENED_CONTAINER,
     }
@@ -258,9 +274,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
             "metadata": _meta(md, naming.gateway_name(md_name), labels),
             "spec": {
                 "selector": selector,
-                "ports": [
-                    {"name": naming.HTTP_PORT_NAME, "port": naming.GATEWAY_PORT, "targetPort": naming.HTTP_PORT_NAME}
-                ],
+                "ports": [{"name": naming.HTTP_PORT_NAME, "port": GATEWAY_PORT, "targetPort": naming.HTTP_PORT_NAME}],
             },
         },
     ]
@@ -305,7 +319,7 @@ def service_monitor(md: Manifest, interval: str = "15s") -> Manifest:
         "spec": {
             "selector": {"matchLabels": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.MANAGED_BY: "mlrollout"}},
             "endpoints": [
-                {"port": naming.HTTP_PORT_NAME, "path": "/metrics", "honorLabels": True, "interval": interval}
+                {"port": naming.HTTP_PORT_NAME, "path": METRICS_PATH, "honorLabels": True, "interval": interval}
             ],
         },
     }

@@ -3,13 +3,16 @@
 Per revision: Deployment and Service `<md>-<revision>` (the revision hash is content-addressed, so a
 promotion never renames anything: the route table switches atomically from one Service to another).
 Per ModelDeployment: the gateway Deployment and Service named `<md>` (the address clients call), the route
-ConfigMap `<md>-routes`, the gateway's ServiceAccount, Role and RoleBinding `<md>-gateway`, the
-PodDisruptionBudget and ServiceMonitor `<md>`.
+ConfigMap `<md>-routes` (named by `contract.routes.configmap_name`), the gateway's ServiceAccount, Role and
+RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from mlrollout.traffic.base import service_url
+from mlrollout_serving.contract.process import GATEWAY_PORT
 
 MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 NAME: Final = "app.kubernetes.io/name"
@@ -23,7 +26,6 @@ FIELD_MANAGER: Final = "mlrollout-operator"
 SERVER_COMPONENT: Final = "model-server"
 GATEWAY_COMPONENT: Final = "gateway"
 HTTP_PORT_NAME: Final = "http"
-GATEWAY_PORT: Final = 8080
 
 
 def track_name(md: str, revision: str) -> str:
@@ -31,13 +33,14 @@ def track_name(md: str, revision: str) -> str:
     return f"{md[: 63 - len(revision) - 1]}-{revision}"
 
 
-def routes_name(md: str) -> str:
-    return f"{md[:56]}-routes"
-
-
 def gateway_name(md: str) -> str:
     """The gateway's Deployment and Service: the ModelDeployment's own name, so clients call `<md>`."""
     return md[:63]
+
+
+def gateway_url(namespace: str, md: str) -> str:
+    """The address clients (and other gateways, for a backup model) call for one ModelDeployment."""
+    return service_url(namespace, gateway_name(md), GATEWAY_PORT)
 
 
 def gateway_identity(md: str) -> str:

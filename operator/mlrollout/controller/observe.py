@@ -1,21 +1,35 @@
 """Facts from Kubernetes objects: pure functions of the dicts the API returned (no I/O here).
 
 Readiness comes from a revision's Deployment status; crash loops and a refused sha256 from its pods'
-container statuses. The model server exits with code 3 when the file's sha256 is not the expected one and
-logs why; with `terminationMessagePolicy: FallbackToLogsOnError` that line is the termination message.
+container statuses. The model server exits with `ExitCode.INTEGRITY` when the file's sha256 is not the
+expected one and writes why, one line, to its termination message (the tail of its log if it could not).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from mlrollout.controller import naming
 from mlrollout.rollout.facts import Command, TrackFacts
+from mlrollout_serving.contract.process import ExitCode
 
-DIGEST_EXIT_CODE: Final = 3  # mlrollout-serve: "3 when the model's sha256 is not the expected one"
 CRASH_LOOP_RESTARTS: Final = 3
+MESSAGE_CHARS: Final = 300
+# the data plane's log lines: "2026-12-04 03:52:41,123 ERROR mlrollout_serving.server: <message>"
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+[A-Z]+\s+[\w.]+:\s*")
+
+
+def one_line(message: str, limit: int = MESSAGE_CHARS) -> str:
+    """A termination message for people: its last line, without a log prefix, cut at a word."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    text = _LOG_PREFIX.sub("", lines[-1]) if lines else ""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0]
+    return f"{cut}…"
 
 
 def _container_states(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
@@ -52,9 +66,9 @@ def track_facts(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str
             restarts = int(cs.get("restartCount") or 0)
             for term in _terminated(cs):
                 message = str(term.get("message") or "")
-                if term.get("exitCode") == DIGEST_EXIT_CODE or ("sha256" in message and "integrity" in message):
+                if term.get("exitCode") == ExitCode.INTEGRITY or ("sha256" in message and "integrity" in message):
                     digest = True
-                    details.append(f"{name}: exit {term.get('exitCode')}: {message.strip()[-300:]}")
+                    details.append(f"{name}: exit {term.get('exitCode')}: {one_line(message)}")
             if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_LOOP_RESTARTS:
                 crash = True
                 details.append(f"{name}: {waiting.get('reason') or 'restarting'}, {restarts} restarts")

@@ -7,11 +7,11 @@ reports input drift as skipped ("no reference profile") rather than guessing.
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.request
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
+
+from mlrollout_serving.contract.profile import Profile, ProfileError, loads
 
 MAX_BYTES: Final = 10 * 1024 * 1024
 TIMEOUT_SECONDS: Final = 5.0
@@ -21,11 +21,11 @@ class ProfileCache:
     """URI -> parsed profile; a failed fetch is retried on the next look, a good one is kept."""
 
     def __init__(self, max_entries: int = 256) -> None:
-        self._cache: dict[str, Mapping[str, Any]] = {}
+        self._cache: dict[str, Profile] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
-    def get(self, uri: str | None) -> Mapping[str, Any] | None:
+    def get(self, uri: str | None) -> Profile | None:
         if not uri or not uri.startswith(("http://", "https://")):
             return None
         with self._lock:
@@ -40,8 +40,8 @@ class ProfileCache:
         return profile
 
 
-def fetch(uri: str) -> Mapping[str, Any] | None:
-    """The profile at `uri`, or None if it cannot be fetched or is not a JSON object."""
+def fetch(uri: str) -> Profile | None:
+    """The profile at `uri`, or None if it cannot be fetched or is not a valid profile."""
     try:
         with urllib.request.urlopen(uri, timeout=TIMEOUT_SECONDS) as resp:
             data = resp.read(MAX_BYTES + 1)
@@ -50,7 +50,6 @@ def fetch(uri: str) -> Mapping[str, Any] | None:
     if len(data) > MAX_BYTES:
         return None
     try:
-        parsed = json.loads(data)
-    except ValueError:
+        return loads(data)
+    except ProfileError:
         return None
-    return parsed if isinstance(parsed, dict) else None

@@ -106,8 +106,7 @@ def fallback_setting(
     chain: list[Manifest] = []
     for link in spec.chain:
         if link.action == "backup" and link.backup:
-            upstream = f"http://{naming.gateway_name(link.backup)}.{namespace}.svc:{naming.GATEWAY_PORT}"
-            backup: Manifest = {"name": link.backup, "upstream": upstream}
+            backup: Manifest = {"name": link.backup, "upstream": naming.gateway_url(namespace, link.backup)}
             if model_names and link.backup in model_names:
                 backup["modelName"] = model_names[link.backup]
             chain.append({"action": "backup", "backup": backup})

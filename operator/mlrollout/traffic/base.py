@@ -14,6 +14,11 @@ from typing import Any, Literal, Protocol
 Manifest = dict[str, Any]
 
 
+def service_url(namespace: str, service: str, port: int) -> str:
+    """A Service's in-cluster address (resolved through the pod's DNS search path)."""
+    return f"http://{service}.{namespace}.svc:{port}"
+
+
 @dataclass(frozen=True)
 class Backend:
     """One track's Service: where its model servers answer."""
@@ -21,6 +26,10 @@ class Backend:
     service: str
     port: int
     revision: str
+
+    def url(self, namespace: str) -> str:
+        """The Service's in-cluster address."""
+        return service_url(namespace, self.service, self.port)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Built-in provider: the route table of mlrollout's own gateway, in the ConfigMap the gateway watches.
 
-The table's schema is the gateway's (`mlrollout_serving.gateway.routes.RouteTable`, importable without the
-gateway's network stack): building it here validates the table exactly as the gateway will, so the
-operator can never write a table the gateway would refuse.
+The table's schema is the contract's (`mlrollout_serving.contract.routes.RouteTable`): building it here
+validates the table exactly as the gateway will, so the operator can never write a table the gateway would
+refuse.
 """
 
 from __future__ import annotations
@@ -11,24 +11,16 @@ from typing import Any
 
 import yaml
 
-from mlrollout.traffic.base import Backend, FallbackSetting, Manifest, RouteIntent
-from mlrollout_serving.gateway.routes import (
-    DEFAULT_CONFIGMAP_KEY,
+from mlrollout.traffic.base import FallbackSetting, Manifest, RouteIntent
+from mlrollout_serving.contract.routes import (
+    CONFIGMAP_KEY,
     FallbackSettings,
     Mirror,
     RouteTable,
     Sticky,
     Track,
+    configmap_name,
 )
-
-
-def upstream(namespace: str, backend: Backend) -> str:
-    """The Service's in-cluster address (resolved through the pod's DNS search path)."""
-    return f"http://{backend.service}.{namespace}.svc:{backend.port}"
-
-
-def configmap_name(md: str) -> str:
-    return f"{md[:56]}-routes"
 
 
 def _fallback(setting: FallbackSetting) -> FallbackSettings:
@@ -58,16 +50,16 @@ class BuiltinRouter:
         ns = intent.namespace
         weight = intent.candidate_weight if intent.candidate is not None else 0
         tracks: dict[str, Track] = {
-            "stable": Track(upstream=upstream(ns, intent.stable), revision=intent.stable.revision, weight=100 - weight)
+            "stable": Track(upstream=intent.stable.url(ns), revision=intent.stable.revision, weight=100 - weight)
         }
         if intent.candidate is not None and weight > 0:
             tracks["candidate"] = Track(
-                upstream=upstream(ns, intent.candidate), revision=intent.candidate.revision, weight=weight
+                upstream=intent.candidate.url(ns), revision=intent.candidate.revision, weight=weight
             )
         mirror = None
         if intent.candidate is not None and intent.mirror_percent > 0:
             mirror = Mirror(
-                upstream=upstream(ns, intent.candidate),
+                upstream=intent.candidate.url(ns),
                 revision=intent.candidate.revision,
                 percent=intent.mirror_percent,
             )
@@ -101,4 +93,4 @@ class BuiltinRouter:
         if intent.owner is not None:
             meta["ownerReferences"] = [intent.owner]
         body = yaml.safe_dump(table.to_wire(), sort_keys=True)
-        return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {DEFAULT_CONFIGMAP_KEY: body}}]
+        return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {CONFIGMAP_KEY: body}}]

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,10 @@ from tests.support.procs import free_port, running
 
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
 READY_TIMEOUT = 90.0
+INFER = "/v2/models/iris/infer"
+"""The inference path every fake upstream answers."""
+BODY: dict[str, Any] = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
+"""A request body the fake upstreams accept (they echo, they do not run a model)."""
 
 
 @contextlib.contextmanager
@@ -143,16 +146,6 @@ def metric_sum(url: str, name: str, **labels: str) -> float:
     return sum(
         value for n, lab, value in metric_samples(url) if n == name and all(lab.get(k) == v for k, v in labels.items())
     )
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> float:
-    """Poll until predicate() is true; return the seconds it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # -- concurrent load (aiohttp client, keep-alive) --

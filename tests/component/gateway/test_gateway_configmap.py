@@ -16,14 +16,13 @@ from typing import Any
 
 import kmock
 import pytest
-from gateway_helpers import Proc, RouteFile, gateway, request, table, wait_for
+from gateway_helpers import BODY, INFER, Proc, RouteFile, gateway, request, table
 from kubernetes import client
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.component
 
 NS = "shop"
-INFER = "/v2/models/iris/infer"
-BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from gateway_helpers import (
+    BODY,
+    INFER,
     Proc,
     RouteFile,
     control,
@@ -18,11 +20,11 @@ from gateway_helpers import (
     upstream_count,
 )
 
+from mlrollout_serving.contract import metrics as contract
+
 pytestmark = pytest.mark.component
 
-INFER = "/v2/models/iris/infer"
-BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
-FALLBACKS = "mlrollout_gateway_fallbacks_total"
+FALLBACKS = contract.GATEWAY_FALLBACKS.name
 
 
 def _chain(*steps: Mapping[str, object], timeout: float = 5.0, **extra: object) -> dict[str, Any]:

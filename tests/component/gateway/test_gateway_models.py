@@ -16,16 +16,18 @@ from gateway_helpers import (
     metric_sum,
     request,
     table,
-    wait_for,
 )
 from scipy.stats import chisquare
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess
+from tests.support.waiting import wait_for
+
+from mlrollout_serving.contract import metrics as contract
 
 pytestmark = pytest.mark.component
 
 WINE = "/v2/models/wine/infer"
-SERVER_REQUESTS = "mlrollout_model_inference_requests_total"
+SERVER_REQUESTS = contract.MODEL_REQUESTS.name
 P_MIN = 0.001  # a correct split fails this by chance once in a thousand runs
 
 

@@ -7,10 +7,11 @@ import threading
 import time
 
 import pytest
-from gateway_helpers import LoadResult, RouteFile, gateway, infer_body, load_until, metric_samples, table, wait_for
+from gateway_helpers import LoadResult, RouteFile, gateway, infer_body, load_until, metric_samples, table
 from gateway_helpers import request as http_request
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess, start_server
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.component
 

@@ -12,6 +12,8 @@ import time
 
 import pytest
 from gateway_helpers import (
+    BODY,
+    INFER,
     Answer,
     Proc,
     RouteFile,
@@ -21,14 +23,14 @@ from gateway_helpers import (
     request,
     table,
     upstream_count,
-    wait_for,
 )
+from tests.support.waiting import wait_for
+
+from mlrollout_serving.contract import metrics as contract
 
 pytestmark = pytest.mark.component
 
-INFER = "/v2/models/iris/infer"
-BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
-VERSION = "mlrollout_gateway_route_table_version"
+VERSION = contract.GATEWAY_ROUTE_VERSION.name
 
 
 def test_new_table_applies_and_is_visible(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
@@ -38,8 +40,9 @@ def test_new_table_applies_and_is_visible(routes: RouteFile, up_a: Proc, up_b: P
         assert (first.version, first.track, first.body["model_name"]) == (1, "stable", "up-a")
         assert metric_sum(gw.url, VERSION, track="gateway", revision="", namespace="test-ns") == 1
         routes.write(table(2, up_a.url, up_b.url, 100))
-        took = wait_for(lambda: request(gw.url + INFER, BODY).version == 2, what="version 2")
-        print(f"route table v2 visible after {took:.3f}s")
+        written = time.monotonic()
+        wait_for(lambda: request(gw.url + INFER, BODY).version == 2, what="version 2")
+        print(f"route table v2 visible after {time.monotonic() - written:.3f}s")
         answer = request(gw.url + INFER, BODY)
         assert (answer.track, answer.body["model_name"]) == ("candidate", "up-b")
         assert metric_sum(gw.url, VERSION) == 2

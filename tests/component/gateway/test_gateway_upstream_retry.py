@@ -29,7 +29,9 @@ from typing import Any
 
 import pytest
 from gateway_helpers import (
+    BODY,
     FAKE_UPSTREAM,
+    INFER,
     READY_TIMEOUT,
     Proc,
     RouteFile,
@@ -37,17 +39,17 @@ from gateway_helpers import (
     metric_sum,
     request,
     table,
-    wait_for,
 )
 from tests.support.procs import free_port, running, terminate
+from tests.support.waiting import wait_for
+
+from mlrollout_serving.contract import metrics as contract
 
 pytestmark = pytest.mark.component
 
-INFER = "/v2/models/iris/infer"
-BODY = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
 DEBUG = ("--log-level", "DEBUG")
-FALLBACKS = "mlrollout_gateway_fallbacks_total"
-CONNECT_RETRIES = "mlrollout_gateway_upstream_connect_retries_total"
+FALLBACKS = contract.GATEWAY_FALLBACKS.name
+CONNECT_RETRIES = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES.name
 RETRIES = len((0.02, 0.05, 0.1))  # upstream.CONNECT_RETRY_DELAYS, as the docs promise it
 
 # A fake upstream (fake_upstream.py's protocol) serving a socket inherited from the test, once it reads

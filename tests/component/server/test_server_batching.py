@@ -15,7 +15,7 @@ from tests.component.server.conftest import get, infer_body, outputs_of, referen
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess, serve_model
 
-from mlrollout_serving import contract
+from mlrollout_serving.contract import metrics as contract
 
 pytestmark = pytest.mark.component
 
@@ -51,9 +51,9 @@ def runs_and_rows(port: int) -> tuple[float, float]:
     status, text = get(port, "/metrics")
     assert status == 200
     for fam in text_string_to_metric_families(text.decode()):
-        if fam.name == contract.MODEL_BATCH_SIZE:
+        if fam.name == contract.MODEL_BATCH_SIZE.name:
             values = {s.name: s.value for s in fam.samples}
-            return values[contract.MODEL_BATCH_SIZE + "_count"], values[contract.MODEL_BATCH_SIZE + "_sum"]
+            return values[contract.MODEL_BATCH_SIZE.name + "_count"], values[contract.MODEL_BATCH_SIZE.name + "_sum"]
     raise AssertionError("no batch size histogram")
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import http.server
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.component.server.conftest import infer_body, outputs_of, post, reference
+from tests.support.httpd import QuietHandler, serving
 from tests.support.models import BuiltModel
 from tests.support.procs import run_server_until_exit, serve_model
 
@@ -23,21 +22,8 @@ def file_server(wine_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("models")
     (root / "wine.onnx").write_bytes(wine_model.path.read_bytes())
     (root / "garbage.onnx").write_bytes(b"this is not an onnx model")
-    handler = functools.partial(QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    with serving(functools.partial(QuietHandler, directory=str(root))) as url:
+        yield url
 
 
 def test_sha256_mismatch_refuses_to_start(wine_model: BuiltModel) -> None:
@@ -48,6 +34,16 @@ def test_sha256_mismatch_refuses_to_start(wine_model: BuiltModel) -> None:
     lines = [line for line in output.splitlines() if "sha256" in line and "ERROR" in line]
     assert len(lines) == 1, output
     assert f"expected sha256 {wrong}" in lines[0] and f"actual sha256 {wine_model.sha256}" in lines[0]
+
+
+def test_refusal_leaves_one_line_for_the_termination_message(wine_model: BuiltModel, tmp_path: Path) -> None:
+    """Kubernetes shows this file as the container's termination message; the operator quotes it."""
+    message = tmp_path / "termination-log"
+    code, _, _ = run_server_until_exit(wine_model, sha256="0" * 64, extra_args=["--termination-log", str(message)])
+    assert code == 3
+    text = message.read_text()
+    assert "\n" not in text and text.startswith(f"model integrity check failed for {wine_model.uri}")
+    assert f"actual sha256 {wine_model.sha256}" in text
 
 
 def test_unreadable_model_refuses_to_start(tmp_path: Path) -> None:

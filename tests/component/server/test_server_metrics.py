@@ -14,7 +14,9 @@ from tests.component.server.conftest import get, infer_body, post, reference
 from tests.support.models import BuiltModel
 from tests.support.procs import serve_model
 
-from mlrollout_serving import contract, profile
+from mlrollout_serving import profile
+from mlrollout_serving.contract import metrics as contract
+from mlrollout_serving.contract import profile as schema
 
 pytestmark = pytest.mark.component
 
@@ -38,7 +40,7 @@ def assert_identity_everywhere(found: Samples) -> None:
             assert {k: labels.get(k) for k in contract.IDENTITY_LABELS} == IDENTITY, (name, labels)
 
 
-def write_profile(tmp_path: Path, model: BuiltModel, bins: int = 6) -> profile.Profile:
+def write_profile(tmp_path: Path, model: BuiltModel, bins: int = 6) -> schema.Profile:
     npy = tmp_path / "train.npy"
     np.save(npy, model.train)
     out = tmp_path / "profile.json"
@@ -60,25 +62,25 @@ def test_classifier_series_after_traffic(tmp_path: Path, wine_model: BuiltModel)
         found = scrape(server.port)
 
     assert_identity_everywhere(found)
-    codes = {labels["code"]: v for labels, v in found[contract.MODEL_REQUESTS]}
+    codes = {labels["code"]: v for labels, v in found[contract.MODEL_REQUESTS.name]}
     requests = -(-len(rows) // 4)
     assert codes == {"200": requests, "400": 2}
-    count = {lb.get("le"): v for lb, v in found[contract.MODEL_DURATION + "_bucket"]}
+    count = {lb.get("le"): v for lb, v in found[contract.MODEL_DURATION.name + "_bucket"]}
     assert count["+Inf"] == requests + 2
-    bounds = [float(lb["le"]) for lb, _ in found[contract.MODEL_DURATION + "_bucket"]]
+    bounds = [float(lb["le"]) for lb, _ in found[contract.MODEL_DURATION.name + "_bucket"]]
     assert bounds == list(contract.LATENCY_BUCKETS)  # every bucket of the contract, in order
-    (batch_rows,) = found[contract.MODEL_BATCH_SIZE + "_sum"]
+    (batch_rows,) = found[contract.MODEL_BATCH_SIZE.name + "_sum"]
     assert batch_rows[1] == len(rows)
 
     want = reference(wine_model, rows)
-    preds = {(lb["output"], lb["class"]): v for lb, v in found[contract.MODEL_PREDICTIONS]}
+    preds = {(lb["output"], lb["class"]): v for lb, v in found[contract.MODEL_PREDICTIONS.name]}
     labels = Counter(str(v) for v in want[0].tolist())
     argmax = Counter(str(v) for v in want[1].argmax(axis=1).tolist())
     for cls in ("0", "1", "2"):
         assert preds[("label", cls)] == labels.get(cls, 0)
         assert preds[("probabilities", cls)] == argmax.get(cls, 0)
 
-    bins = {(lb["feature"], int(lb["bin"])): v for lb, v in found[contract.MODEL_INPUT_BINS]}
+    bins = {(lb["feature"], int(lb["bin"])): v for lb, v in found[contract.MODEL_INPUT_BINS.name]}
     assert {f for f, _ in bins} == {f.name for f in prof.features}
     for i, feature in enumerate(prof.features):
         expected = Counter(profile.bin_index(feature.edges, rows[:, i].astype(np.float64)).tolist())
@@ -86,11 +88,11 @@ def test_classifier_series_after_traffic(tmp_path: Path, wine_model: BuiltModel)
             expected.get(b, 0) for b in range(len(feature.edges) + 1)
         ]
 
-    (info,) = found[contract.MODEL_INFO]
+    (info,) = found[contract.MODEL_INFO.name]
     assert info[1] == 1.0
     assert info[0]["model_name"] == "wine" and info[0]["model_version"] == "3"
     assert info[0]["sha256"] == wine_model.sha256
-    assert contract.MODEL_PREDICTION_VALUE + "_bucket" not in found  # a classifier has no regression values
+    assert contract.MODEL_PREDICTION_VALUE.name + "_bucket" not in found  # a classifier has no regression values
 
 
 def test_regressor_histogram_buckets_come_from_the_profile(tmp_path: Path, diabetes_model: BuiltModel) -> None:
@@ -105,9 +107,11 @@ def test_regressor_histogram_buckets_come_from_the_profile(tmp_path: Path, diabe
         found = scrape(server.port)
     assert_identity_everywhere(found)
     values = reference(diabetes_model, diabetes_model.samples)[0].ravel().astype(np.float64)
-    buckets: dict[str, Any] = {lb["le"]: v for lb, v in found[contract.MODEL_PREDICTION_VALUE + "_bucket"]}
+    buckets: dict[str, Any] = {lb["le"]: v for lb, v in found[contract.MODEL_PREDICTION_VALUE.name + "_bucket"]}
     assert list(buckets) == [repr(e) for e in prof.predictions.edges] + ["+Inf"]
     for edge in prof.predictions.edges:
         assert buckets[repr(edge)] == float((values <= edge).sum())
     assert buckets["+Inf"] == len(values)
-    assert contract.MODEL_PREDICTIONS not in found or all(v == 0 for _, v in found[contract.MODEL_PREDICTIONS])
+    assert contract.MODEL_PREDICTIONS.name not in found or all(
+        v == 0 for _, v in found[contract.MODEL_PREDICTIONS.name]
+    )

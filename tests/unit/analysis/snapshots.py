@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from mlrollout_serving.contract import LATENCY_BUCKETS
+from mlrollout_serving.contract.metrics import LATENCY_BUCKETS
 
 BOUNDS = tuple(b for b in LATENCY_BUCKETS if math.isfinite(b))  # the contract's, as the servers export them
 

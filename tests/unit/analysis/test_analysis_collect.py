@@ -20,6 +20,7 @@ from mlrollout.analysis import (
 )
 from mlrollout.analysis.prometheus import _to_measurement
 from mlrollout.api.rolloutpolicy import CustomMetric
+from mlrollout_serving.contract.profile import from_dict
 
 TARGET = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "gateway", reference=None)
 
@@ -101,7 +102,7 @@ def test_no_data_is_inconclusive() -> None:
 
 def test_reference_is_carried() -> None:
     ref = {"version": 1, "features": []}
-    snap = collect_snapshot(NullProvider(), AnalysisTarget("a", "b", "c", "d", "model", ref), 60)
+    snap = collect_snapshot(NullProvider(), AnalysisTarget("a", "b", "c", "d", "model", from_dict(ref)), 60)
     assert snap["reference"] == ref
 
 

@@ -15,6 +15,7 @@ from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.latency import LatencySettings, latency_results, quantile_bounds
 from mlrollout.analysis.snapshot import CustomValue, TrackCounts
 from mlrollout.api.rolloutpolicy import CustomMetric
+from mlrollout_serving.contract.profile import from_dict
 
 ERR = ErrorRateSettings(0.0125, 0.0125, 0.05, 0.01, None, 0.05, 100)
 
@@ -174,13 +175,15 @@ def test_prediction_drift_new_class_and_no_data() -> None:
     assert prediction_drift_result({"0": 5}, {}, DRIFT)["decision"] == "inconclusive"
 
 
-REFERENCE = {
-    "version": 1,
-    "features": [
-        {"name": "f0", "edges": [0.0, 1.0], "proportions": [0.25, 0.5, 0.25]},
-        {"name": "f1", "edges": [0.5], "proportions": [0.5, 0.5]},
-    ],
-}
+REFERENCE = from_dict(
+    {
+        "version": 1,
+        "features": [
+            {"name": "f0", "edges": [0.0, 1.0], "proportions": [0.25, 0.5, 0.25]},
+            {"name": "f1", "edges": [0.5], "proportions": [0.5, 0.5]},
+        ],
+    }
+)
 
 
 def test_input_drift_matching_traffic_passes() -> None:

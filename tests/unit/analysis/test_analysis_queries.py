@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from mlrollout.analysis import queries
 from mlrollout.analysis.queries import (
     QueryError,
     counter_delta,
@@ -13,13 +12,6 @@ from mlrollout.analysis.queries import (
     render_custom,
     track_queries,
 )
-from mlrollout_serving import contract
-
-
-def test_metric_names_equal_the_contract() -> None:
-    for name in ("GATEWAY_REQUESTS", "GATEWAY_DURATION", "MODEL_REQUESTS", "MODEL_DURATION", "MODEL_PREDICTIONS",
-                 "MODEL_PREDICTION_VALUE", "MODEL_INPUT_BINS"):  # fmt: skip
-        assert getattr(queries, name) == getattr(contract, name)
 
 
 def test_gateway_queries_select_track_and_revision() -> None:

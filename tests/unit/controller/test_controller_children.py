@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -17,7 +19,9 @@ from mlrollout.revision import revision_of, template_of
 from mlrollout.traffic.base import Backend, NullRouter, RouteIntent, StickySetting
 from mlrollout.traffic.builtin import BuiltinRouter
 from mlrollout.traffic.registry import UnknownProvider, router_for
+from mlrollout_serving.gateway import cli as gateway_cli
 from mlrollout_serving.gateway.routes import route_table_from_configmap
+from mlrollout_serving.server import config as server_config
 
 MD: dict[str, Any] = {
     "apiVersion": "mlrollout.io/v1alpha1",
@@ -50,6 +54,12 @@ def test_track_deployment_runs_the_model_server_with_model_digest_profile_and_id
     assert container["image"] == IMAGE and container["command"] == ["mlrollout-serve"]
     assert container["resources"] == {"limits": {"memory": "512Mi"}}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # the model server reads what the operator sets: its own parser, given the container's environment
+    settings = server_config.parse([], env=env)
+    assert (settings.model_uri, settings.sha256, settings.port) == ("file:///models/wine-2.onnx", "b" * 64, 8080)
+    assert settings.identity == {"namespace": "ml", "model_deployment": "wine", "track": "candidate",
+                                 "revision": rev.revision}  # fmt: skip
+    assert settings.termination_log == container["terminationMessagePath"] == "/dev/termination-log"
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels[naming.TRACK] == "candidate" and labels[naming.REVISION] == rev.revision
     # the selector must not contain the track: relabelling on promotion keeps the same pods selected
@@ -100,7 +110,12 @@ def test_gateway_children_are_named_after_the_model_deployment_with_least_privil
     ]
     gw = objs[("Deployment", "wine")]["spec"]["template"]["spec"]
     assert gw["serviceAccountName"] == "wine-gateway"
-    assert "--routes-configmap" in gw["containers"][0]["args"] and "wine-routes" in gw["containers"][0]["args"]
+    # the gateway reads what the operator sets: its own parser, given the container's environment
+    env = {e["name"]: e["value"] for e in gw["containers"][0]["env"]}
+    with mock.patch.dict(os.environ, env, clear=True):
+        args = gateway_cli.parse_args([])
+    assert (args.routes_configmap, args.namespace, args.model_deployment) == ("wine-routes", "ml", "wine")
+    assert args.port == gw["containers"][0]["ports"][0]["containerPort"]
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"][0]["name"] == "wine"
         assert obj["metadata"]["labels"][naming.MANAGED_BY] == "mlrollout"

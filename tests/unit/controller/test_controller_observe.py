@@ -13,7 +13,14 @@ from tests.unit.rollout.world import T0, World, policy
 from mlrollout.analysis import AnalysisTarget, judge
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
 from mlrollout.controller import naming
-from mlrollout.controller.observe import CommandError, facts_by_revision, gateway_facts, parse_command, track_facts
+from mlrollout.controller.observe import (
+    CommandError,
+    facts_by_revision,
+    gateway_facts,
+    one_line,
+    parse_command,
+    track_facts,
+)
 from mlrollout.controller.reconcile import analysis_due
 from mlrollout.controller.verdicts import PrometheusVerdicts, RecordedVerdicts, to_fact
 from mlrollout.rollout.timefmt import fmt
@@ -59,6 +66,22 @@ def test_crash_loop_and_refused_digest_come_from_container_statuses() -> None:
     facts = track_facts(deployment("a", ready=0), [refused])
     assert facts.digest_mismatch and "integrity" in facts.detail
     assert not track_facts(deployment("a"), [pod("a")]).crash_looping
+
+
+def test_termination_messages_become_one_line_for_people() -> None:
+    logged = (
+        "2026-12-04 03:52:40,101 INFO mlrollout_serving.server: listening on 0.0.0.0:8080\n"
+        "2026-12-04 03:52:41,215 ERROR mlrollout_serving.server: model integrity check failed for "
+        "http://store/wine.onnx: expected sha256 00, actual sha256 ff\n"
+    )
+    assert (
+        one_line(logged)
+        == "model integrity check failed for http://store/wine.onnx: expected sha256 00, actual sha256 ff"
+    )
+    long = "word " * 100
+    cut = one_line(long, limit=40)
+    assert len(cut) <= 40 and cut.endswith("word…")
+    assert one_line("") == ""
 
 
 def test_facts_are_keyed_by_revision_and_ignore_the_gateway() -> None:

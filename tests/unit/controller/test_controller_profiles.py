@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from tests.support.httpd import serving
 
 from mlrollout.controller.profiles import MAX_BYTES, ProfileCache, fetch
+from mlrollout_serving.contract.profile import from_dict
 
 PROFILE = {"version": 1, "features": [{"name": "f0", "edges": [0.5], "proportions": [0.5, 0.5]}]}
 
@@ -36,22 +37,15 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving(Handler) as url:
+        yield url
 
 
 def test_http_profiles_are_fetched_once_and_cached(server: str) -> None:
     Handler.hits.clear()
     cache = ProfileCache()
-    assert cache.get(f"{server}/profile.json") == PROFILE
-    assert cache.get(f"{server}/profile.json") == PROFILE
+    assert cache.get(f"{server}/profile.json") == from_dict(PROFILE)
+    assert cache.get(f"{server}/profile.json") == from_dict(PROFILE)
     assert Handler.hits == ["/profile.json"]
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mlrollout_serving.contract.routes import CircuitBreaker, FallbackStep, Sticky
 from mlrollout_serving.gateway.decide import (
     CLOSED,
     BreakerState,
@@ -23,7 +24,6 @@ from mlrollout_serving.gateway.decide import (
     sticky_key,
     top_probability,
 )
-from mlrollout_serving.gateway.routes import CircuitBreaker, FallbackStep, Sticky
 
 W = (("stable", 95.0), ("candidate", 5.0))
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlrollout_serving import contract
+from mlrollout_serving.contract import metrics as contract
 from mlrollout_serving.gateway.metrics import GatewayMetrics
 from mlrollout_serving.gateway.proxy import Gateway
 from mlrollout_serving.gateway.routes import parse_route_table
@@ -33,17 +33,17 @@ def test_request_counter_and_histogram() -> None:
     m.observe_request("stable", "r1", 503, 20.0)
     m.observe_request("candidate", "r2", 200, 0.001)
     s = _samples(m)
-    assert s[(contract.GATEWAY_REQUESTS, _labels(track="stable", revision="r1", code="200"))] == 2
-    assert s[(contract.GATEWAY_REQUESTS, _labels(track="stable", revision="r1", code="503"))] == 1
-    bucket = contract.GATEWAY_DURATION + "_bucket"
+    assert s[(contract.GATEWAY_REQUESTS.name, _labels(track="stable", revision="r1", code="200"))] == 2
+    assert s[(contract.GATEWAY_REQUESTS.name, _labels(track="stable", revision="r1", code="503"))] == 1
+    bucket = contract.GATEWAY_DURATION.name + "_bucket"
     stable = {"track": "stable", "revision": "r1"}
     assert s[(bucket, _labels(**stable, le="0.0005"))] == 1
     assert s[(bucket, _labels(**stable, le="0.002"))] == 1
     assert s[(bucket, _labels(**stable, le="0.003"))] == 2
     assert s[(bucket, _labels(**stable, le="10.0"))] == 2
     assert s[(bucket, _labels(**stable, le="+Inf"))] == 3
-    assert s[(contract.GATEWAY_DURATION + "_count", _labels(**stable))] == 3
-    assert s[(contract.GATEWAY_DURATION + "_sum", _labels(**stable))] == pytest.approx(20.0029)
+    assert s[(contract.GATEWAY_DURATION.name + "_count", _labels(**stable))] == 3
+    assert s[(contract.GATEWAY_DURATION.name + "_sum", _labels(**stable))] == pytest.approx(20.0029)
     # a value exactly on a bound belongs to that bucket (le is inclusive)
     m.observe_request("candidate", "r2", 200, 0.001)
     s = _samples(m)
@@ -59,28 +59,28 @@ def test_other_series_names_and_labels() -> None:
     m.shadow_abs_difference("r3", "variable", [0.0, 0.2])
     m.set_route_version(12)
     s = _samples(m)
-    assert s[(contract.GATEWAY_FALLBACKS, _labels(track="candidate", revision="r2", reason="timeout",
+    assert s[(contract.GATEWAY_FALLBACKS.name, _labels(track="candidate", revision="r2", reason="timeout",
                                                   action="stable"))] == 1  # fmt: skip
-    assert s[(contract.GATEWAY_MIRRORED, _labels(track="shadow", revision="r3"))] == 1
-    assert s[(contract.GATEWAY_MIRROR_DROPPED, _labels(track="shadow", revision="r3", reason="queue_full"))] == 1
-    agreement = contract.GATEWAY_SHADOW_AGREEMENT
+    assert s[(contract.GATEWAY_MIRRORED.name, _labels(track="shadow", revision="r3"))] == 1
+    assert s[(contract.GATEWAY_MIRROR_DROPPED.name, _labels(track="shadow", revision="r3", reason="queue_full"))] == 1
+    agreement = contract.GATEWAY_SHADOW_AGREEMENT.name
     assert s[(agreement, _labels(track="shadow", revision="r3", output="label", result="agree"))] == 3
     assert s[(agreement, _labels(track="shadow", revision="r3", output="label", result="disagree"))] == 1
-    count = contract.GATEWAY_SHADOW_ABS_DIFF + "_count"
+    count = contract.GATEWAY_SHADOW_ABS_DIFF.name + "_count"
     assert s[(count, _labels(track="shadow", revision="r3", output="variable"))] == 2
-    assert s[(contract.GATEWAY_ROUTE_VERSION, _labels(track="gateway", revision=""))] == 12
+    assert s[(contract.GATEWAY_ROUTE_VERSION.name, _labels(track="gateway", revision=""))] == 12
 
 
 def test_upstream_connect_retries_are_read_from_the_owner_at_scrape_time() -> None:
     m = GatewayMetrics("prod", "iris")
-    assert not [k for k in _samples(m) if k[0] == contract.GATEWAY_UPSTREAM_CONNECT_RETRIES]  # no gateway yet
+    assert not [k for k in _samples(m) if k[0] == contract.GATEWAY_UPSTREAM_CONNECT_RETRIES.name]  # no gateway yet
     pools = {"stable": 0, "candidate": 2}
     m.upstream_retries = lambda: [
         (track, f"r-{track}", f"{track}.ns.svc:8080", count) for track, count in pools.items()
     ]
     pools["candidate"] += 1  # read when scraped, not when set
     s = _samples(m)
-    name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES
+    name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES.name
     assert s[(name, _labels(track="candidate", revision="r-candidate", upstream="candidate.ns.svc:8080"))] == 3
     assert s[(name, _labels(track="stable", revision="r-stable", upstream="stable.ns.svc:8080"))] == 0
 
@@ -109,7 +109,7 @@ fallback:
         gateway.apply(table, "test")
         assert gateway.active is not None
         gateway.active.tracks["candidate"].pool.connect_retries = 4
-        name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES
+        name = contract.GATEWAY_UPSTREAM_CONNECT_RETRIES.name
         series = {k: v for k, v in _samples(m).items() if k[0] == name}
         assert series == {
             (name, _labels(track="stable", revision="aaa", upstream="10.0.0.1:8080")): 0,

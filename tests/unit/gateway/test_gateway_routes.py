@@ -7,12 +7,8 @@ import sys
 
 import pytest
 
-from mlrollout_serving.gateway.routes import (
-    RouteTable,
-    RouteTableError,
-    parse_route_table,
-    route_table_from_configmap,
-)
+from mlrollout_serving.contract.routes import RouteTable, RouteTableError
+from mlrollout_serving.gateway.routes import parse_route_table, route_table_from_configmap
 
 BASE = """
 version: 7
@@ -134,11 +130,13 @@ def test_configmap_extraction() -> None:
         route_table_from_configmap({"metadata": {"name": "x"}})
 
 
-def test_routes_module_imports_without_the_network_stack() -> None:
-    """The operator imports the schema; it must not drag in aiohttp, httptools or uvloop."""
+def test_contract_imports_without_the_data_planes_dependencies() -> None:
+    """The operator imports the contract; it must not drag in YAML, numpy or the network stack."""
     code = (
-        "import sys; import mlrollout_serving.gateway.routes; "
-        "bad = {'aiohttp', 'httptools', 'uvloop', 'prometheus_client'} & set(sys.modules); "
+        "import sys; import mlrollout_serving.contract.metrics, mlrollout_serving.contract.routes, "
+        "mlrollout_serving.contract.process, mlrollout_serving.contract.profile; "
+        "bad = {'aiohttp', 'httptools', 'uvloop', 'prometheus_client', 'yaml', 'numpy', 'onnxruntime'} "
+        "& set(sys.modules); "
         "print(sorted(bad)); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

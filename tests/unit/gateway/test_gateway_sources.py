@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlrollout_serving.gateway.routes import RouteTable
+from mlrollout_serving.contract.routes import RouteTable
 from mlrollout_serving.gateway.sources import FileSource, handle_configmap_event
 
 TABLE = "version: {v}\ntracks:\n  stable: {{upstream: 'http://127.0.0.1:9', weight: 100}}\n"

@@ -30,8 +30,8 @@ def test_env_vars_are_defaults_and_flags_win() -> None:
 
 def test_every_flag_documents_its_env_var() -> None:
     text = config.parser({}).format_help()
-    for flag, suffix, *_ in config._OPTIONS:
-        assert flag in text and f"MLROLLOUT_{suffix}" in text
+    for flag, var, *_ in config._OPTIONS:
+        assert flag in text and f"${var}" in text
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlrollout_serving import contract, profile
+from mlrollout_serving import profile
+from mlrollout_serving.contract import metrics as contract
+from mlrollout_serving.contract import profile as schema
 from mlrollout_serving.server.metrics import ServerMetrics
 from mlrollout_serving.server.signature import DATATYPE_DTYPES, Signature, TensorSpec, output_roles
 
@@ -43,24 +45,24 @@ def test_every_series_carries_the_identity_labels() -> None:
     m.batch(3)
     m.predictions({"input": np.zeros((2, 2), np.float32)}, [np.array([2, 2]), np.eye(3, dtype=np.float32)[:2]])
     found = samples(m.render().decode())
-    assert f"{contract.MODEL_REQUESTS}" in found
+    assert f"{contract.MODEL_REQUESTS.name}" in found
     for name, rows in found.items():
         for labels, _ in rows:
             assert {k: labels[k] for k in contract.IDENTITY_LABELS} == IDENTITY, name
-    codes = {labels["code"]: v for labels, v in found[contract.MODEL_REQUESTS]}
+    codes = {labels["code"]: v for labels, v in found[contract.MODEL_REQUESTS.name]}
     assert codes == {"200": 1.0, "400": 1.0}
-    buckets = {labels["le"]: v for labels, v in found[contract.MODEL_DURATION + "_bucket"]}
+    buckets = {labels["le"]: v for labels, v in found[contract.MODEL_DURATION.name + "_bucket"]}
     assert buckets["0.0005"] == 1.0 and buckets["0.02"] == 2.0 and buckets["+Inf"] == 2.0
-    batch = {labels["le"]: v for labels, v in found[contract.MODEL_BATCH_SIZE + "_bucket"]}
+    batch = {labels["le"]: v for labels, v in found[contract.MODEL_BATCH_SIZE.name + "_bucket"]}
     assert batch["2.0"] == 0.0 and batch["4.0"] == 1.0
-    preds = {(labels["output"], labels["class"]): v for labels, v in found[contract.MODEL_PREDICTIONS]}
+    preds = {(labels["output"], labels["class"]): v for labels, v in found[contract.MODEL_PREDICTIONS.name]}
     assert preds == {
         ("label", "2"): 2.0,
         ("probabilities", "0"): 1.0,
         ("probabilities", "1"): 1.0,
         ("probabilities", "2"): 0.0,
     }
-    (info,) = found[contract.MODEL_INFO]
+    (info,) = found[contract.MODEL_INFO.name]
     assert info[0]["model_name"] == "wine" and info[0]["model_version"] == "2" and info[0]["sha256"] == "f" * 64
 
 
@@ -73,7 +75,7 @@ def test_input_bins_match_the_profile_rule() -> None:
     for chunk in np.array_split(live, 7):
         m.predictions({"input": chunk}, [np.zeros(len(chunk), np.int64), np.zeros((len(chunk), 3), np.float32)])
     found = samples(m.render().decode())
-    got = {(labels["feature"], int(labels["bin"])): v for labels, v in found[contract.MODEL_INPUT_BINS]}
+    got = {(labels["feature"], int(labels["bin"])): v for labels, v in found[contract.MODEL_INPUT_BINS.name]}
     for i, f in enumerate(prof.features):
         want = Counter(profile.bin_index(f.edges, live[:, i].astype(np.float64)).tolist())
         for b in range(len(f.edges) + 1):
@@ -81,16 +83,16 @@ def test_input_bins_match_the_profile_rule() -> None:
 
 
 def test_regression_histogram_uses_the_profile_edges() -> None:
-    prof = profile.Profile(
+    prof = schema.Profile(
         features=(),
-        predictions=profile.PredictionProfile("regression", (0.5, 0.5), edges=(100.0,)),
+        predictions=schema.PredictionProfile("regression", (0.5, 0.5), edges=(100.0,)),
     )
     m = ServerMetrics(IDENTITY, "diabetes", "1", output_roles(REGRESSOR), REGRESSOR, prof)
     m.predictions({"input": np.zeros((3, 2), np.float32)}, [np.array([[50.0], [100.0], [150.0]], np.float32)])
     found = samples(m.render().decode())
-    buckets = {labels["le"]: v for labels, v in found[contract.MODEL_PREDICTION_VALUE + "_bucket"]}
+    buckets = {labels["le"]: v for labels, v in found[contract.MODEL_PREDICTION_VALUE.name + "_bucket"]}
     assert buckets == {"100.0": 2.0, "+Inf": 3.0}
-    (total,) = found[contract.MODEL_PREDICTION_VALUE + "_sum"]
+    (total,) = found[contract.MODEL_PREDICTION_VALUE.name + "_sum"]
     assert total[1] == pytest.approx(300.0)
 
 
@@ -98,7 +100,7 @@ def test_configured_buckets_win_over_the_profile() -> None:
     m = ServerMetrics(IDENTITY, "d", "1", output_roles(REGRESSOR), REGRESSOR, None, prediction_buckets=(1.0, 10.0))
     m.predictions({"input": np.zeros((1, 2), np.float32)}, [np.array([[5.0]], np.float32)])
     found = samples(m.render().decode())
-    assert {labels["le"]: v for labels, v in found[contract.MODEL_PREDICTION_VALUE + "_bucket"]} == {
+    assert {labels["le"]: v for labels, v in found[contract.MODEL_PREDICTION_VALUE.name + "_bucket"]} == {
         "1.0": 0.0,
         "10.0": 1.0,
         "+Inf": 1.0,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.support.models import BuiltModel
 
 from mlrollout_serving import profile
+from mlrollout_serving.contract import profile as schema
 
 DOC = {
     "version": 1,
@@ -44,11 +45,11 @@ def test_discrete_feature_keeps_its_first_bin_populated() -> None:
 
 
 def test_documented_example_round_trips() -> None:
-    prof = profile.from_dict(DOC)
+    prof = schema.from_dict(DOC)
     assert prof.features[0].edges == (0.5, 1.2, 3.0)
     assert prof.predictions is not None and prof.predictions.classes == ("0", "1", "2")
-    assert profile.to_dict(prof) == DOC
-    assert profile.loads(profile.dumps(prof)) == prof
+    assert schema.to_dict(prof) == DOC
+    assert schema.loads(schema.dumps(prof)) == prof
 
 
 @pytest.mark.parametrize(
@@ -67,14 +68,14 @@ def test_documented_example_round_trips() -> None:
     ],
 )
 def test_invalid_documents_are_refused(patch: dict[str, object], message: str) -> None:
-    with pytest.raises(profile.ProfileError, match=message):
-        profile.from_dict({**DOC, **patch})
+    with pytest.raises(schema.ProfileError, match=message):
+        schema.from_dict({**DOC, **patch})
 
 
 def test_read_from_path_and_file_uri(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps(DOC))
-    assert profile.read(str(path)) == profile.read(path.as_uri()) == profile.from_dict(DOC)
+    assert profile.read(str(path)) == profile.read(path.as_uri()) == schema.from_dict(DOC)
 
 
 def test_csv_with_header_and_npy(tmp_path: Path) -> None:

@@ -1,0 +1,143 @@
+"""Every Prometheus series the data plane exports and the analysis queries (docs/metrics.md).
+
+Each :class:`Series` carries its name, help text and the labels it has beyond the identity labels, so the
+exporters and the queries cannot disagree on a spelling. Base units, ``_total`` counters, ``_seconds``
+durations (Prometheus conventions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "GATEWAY_DURATION",
+    "GATEWAY_FALLBACKS",
+    "GATEWAY_MIRRORED",
+    "GATEWAY_MIRROR_DROPPED",
+    "GATEWAY_REQUESTS",
+    "GATEWAY_ROUTE_VERSION",
+    "GATEWAY_SHADOW_ABS_DIFF",
+    "GATEWAY_SHADOW_AGREEMENT",
+    "GATEWAY_UPSTREAM_CONNECT_RETRIES",
+    "IDENTITY_LABELS",
+    "LATENCY_BUCKETS",
+    "LATENCY_MANTISSAS",
+    "MODEL_BATCH_SIZE",
+    "MODEL_DURATION",
+    "MODEL_INFO",
+    "MODEL_INPUT_BINS",
+    "MODEL_PREDICTIONS",
+    "MODEL_PREDICTION_VALUE",
+    "MODEL_REQUESTS",
+    "SERIES",
+    "TRACKS",
+    "Series",
+]
+
+IDENTITY_LABELS: Final = ("namespace", "model_deployment", "track", "revision")
+"""Set by each process from its own environment, so series mean the same with or without relabelling."""
+
+TRACKS: Final = ("stable", "candidate", "shadow")
+"""Values of the ``track`` label."""
+
+# 13 bounds per decade, at most 25% apart, from 0.1 ms to 10 s: fine enough that the latency harm test can
+# compare the candidate above (1 + margin) x a stable threshold with a bound close to that product
+# (docs/analysis.md). 67 buckets is more than Prometheus' default; the statistics need it.
+LATENCY_MANTISSAS: Final[tuple[float, ...]] = (1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8)
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (
+    *(round(m * 10.0**exponent, 12) for exponent in range(-4, 1) for m in LATENCY_MANTISSAS),
+    10.0,
+    float("inf"),
+)
+
+BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf"))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One exported series: its name, its help text and its labels after the identity labels."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+    @property
+    def label_names(self) -> list[str]:
+        """Every label, identity first, in the order the exporters give values."""
+        return [*IDENTITY_LABELS, *self.labels]
+
+    @property
+    def counter_stem(self) -> str:
+        """The name without ``_total`` (prometheus_client's Counter appends it itself)."""
+        return self.name.removesuffix("_total")
+
+
+GATEWAY_REQUESTS: Final = Series(
+    "mlrollout_gateway_requests_total", "Requests answered, by serving track and HTTP code.", ("code",)
+)
+GATEWAY_DURATION: Final = Series(
+    "mlrollout_gateway_request_duration_seconds", "Time from request received to response sent, by track."
+)
+GATEWAY_FALLBACKS: Final = Series(
+    "mlrollout_gateway_fallbacks_total", "Fallbacks taken; track is the track that failed.", ("reason", "action")
+)
+GATEWAY_MIRRORED: Final = Series("mlrollout_gateway_mirrored_requests_total", "Copies sent to the shadow track.")
+GATEWAY_MIRROR_DROPPED: Final = Series(
+    "mlrollout_gateway_mirror_dropped_total", "Copies not sent or not answered.", ("reason",)
+)
+GATEWAY_SHADOW_AGREEMENT: Final = Series(
+    "mlrollout_gateway_shadow_agreement_total",
+    "Classifier rows where shadow and primary agree or not.",
+    ("output", "result"),
+)
+GATEWAY_SHADOW_ABS_DIFF: Final = Series(
+    "mlrollout_gateway_shadow_abs_difference",
+    "Absolute shadow-minus-primary difference per regressor element.",
+    ("output",),
+)
+GATEWAY_ROUTE_VERSION: Final = Series("mlrollout_gateway_route_table_version", "Version of the active route table.")
+GATEWAY_UPSTREAM_CONNECT_RETRIES: Final = Series(
+    "mlrollout_gateway_upstream_connect_retries_total",
+    "Upstream connects refused or reset before the request was sent, and retried.",
+    ("upstream",),
+)
+
+MODEL_REQUESTS: Final = Series(
+    "mlrollout_model_inference_requests_total", "Inference requests by HTTP status code.", ("code",)
+)
+MODEL_DURATION: Final = Series("mlrollout_model_inference_duration_seconds", "Time to answer one inference request.")
+MODEL_BATCH_SIZE: Final = Series("mlrollout_model_batch_size", "Rows per onnxruntime run.")
+MODEL_PREDICTIONS: Final = Series("mlrollout_model_predictions_total", "Predicted class per row.", ("output", "class"))
+MODEL_PREDICTION_VALUE: Final = Series(
+    "mlrollout_model_prediction_value", "Predicted values of regression outputs.", ("output",)
+)
+MODEL_INPUT_BINS: Final = Series(
+    "mlrollout_model_input_feature_bin_total",
+    "Live input values binned on the reference profile's edges.",
+    ("feature", "bin"),
+)
+MODEL_INFO: Final = Series(
+    "mlrollout_model_info", "Always 1: the model this process serves.", ("model_name", "model_version", "sha256")
+)
+
+SERIES: Final[tuple[Series, ...]] = (
+    GATEWAY_REQUESTS,
+    GATEWAY_DURATION,
+    GATEWAY_FALLBACKS,
+    GATEWAY_MIRRORED,
+    GATEWAY_MIRROR_DROPPED,
+    GATEWAY_SHADOW_AGREEMENT,
+    GATEWAY_SHADOW_ABS_DIFF,
+    GATEWAY_ROUTE_VERSION,
+    GATEWAY_UPSTREAM_CONNECT_RETRIES,
+    MODEL_REQUESTS,
+    MODEL_DURATION,
+    MODEL_BATCH_SIZE,
+    MODEL_PREDICTIONS,
+    MODEL_PREDICTION_VALUE,
+    MODEL_INPUT_BINS,
+    MODEL_INFO,
+)
+"""Every series of the contract (docs/metrics.md lists exactly these)."""

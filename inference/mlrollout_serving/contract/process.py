@@ -1,0 +1,99 @@
+"""How the operator runs the data plane's processes: commands, environment, ports, probes, exit codes.
+
+The operator writes these into pod specs and reads exit codes and termination messages back; the model
+server and the gateway read their settings from the same names. Every flag of both programs also has an
+environment variable (flag first, then environment, then default); the ones here are those the operator
+sets or reads.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Final
+
+__all__ = [
+    "GATEWAY_COMMAND",
+    "GATEWAY_PORT",
+    "HEALTH_LIVE",
+    "HEALTH_READY",
+    "METRICS_PATH",
+    "SERVER_COMMAND",
+    "SERVER_PORT",
+    "TERMINATION_LOG",
+    "ExitCode",
+    "GatewayEnv",
+    "ServerEnv",
+]
+
+SERVER_COMMAND: Final = "mlrollout-serve"
+GATEWAY_COMMAND: Final = "mlrollout-gateway"
+
+SERVER_PORT: Final = 8080
+"""The model server's default port (``spec.serving.port`` overrides it per ModelDeployment)."""
+GATEWAY_PORT: Final = 8080
+"""The gateway's port: the address clients call is ``http://<md>.<namespace>.svc:8080``."""
+
+HEALTH_LIVE: Final = "/v2/health/live"
+"""200 while the process runs (Open Inference Protocol)."""
+HEALTH_READY: Final = "/v2/health/ready"
+"""200 once the model is verified and loaded (server) or a route table is applied (gateway); 503 while
+draining."""
+METRICS_PATH: Final = "/metrics"
+
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""Kubernetes' default terminationMessagePath: the model server writes why it exits there, one line."""
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``mlrollout-serve``; the operator tells a refused model file by ``INTEGRITY``."""
+
+    OK = 0
+    LOAD_FAILED = 1  # the model or profile cannot be loaded, or the port is taken
+    USAGE = 2  # invalid flags
+    INTEGRITY = 3  # the model file's sha256 is not the expected one
+
+
+class ServerEnv(StrEnum):
+    """Environment variables of ``mlrollout-serve`` (one per flag)."""
+
+    MODEL_URI = "MLROLLOUT_MODEL_URI"
+    MODEL_SHA256 = "MLROLLOUT_MODEL_SHA256"
+    MODEL_NAME = "MLROLLOUT_MODEL_NAME"
+    MODEL_VERSION = "MLROLLOUT_MODEL_VERSION"
+    HOST = "MLROLLOUT_HOST"
+    PORT = "MLROLLOUT_PORT"
+    REFERENCE_PROFILE = "MLROLLOUT_REFERENCE_PROFILE"
+    NAMESPACE = "MLROLLOUT_NAMESPACE"
+    MODEL_DEPLOYMENT = "MLROLLOUT_MODEL_DEPLOYMENT"
+    TRACK = "MLROLLOUT_TRACK"
+    REVISION = "MLROLLOUT_REVISION"
+    INTRA_OP_THREADS = "MLROLLOUT_INTRA_OP_THREADS"
+    INTER_OP_THREADS = "MLROLLOUT_INTER_OP_THREADS"
+    BATCHING = "MLROLLOUT_BATCHING"
+    MAX_BATCH_SIZE = "MLROLLOUT_MAX_BATCH_SIZE"
+    MAX_BATCH_WAIT_MS = "MLROLLOUT_MAX_BATCH_WAIT_MS"
+    INLINE_ELEMENTS = "MLROLLOUT_INLINE_ELEMENTS"
+    INLINE_MAX_MS = "MLROLLOUT_INLINE_MAX_MS"
+    MAX_BODY_BYTES = "MLROLLOUT_MAX_BODY_BYTES"
+    MAX_INFLIGHT = "MLROLLOUT_MAX_INFLIGHT"
+    KEEPALIVE_TIMEOUT = "MLROLLOUT_KEEPALIVE_TIMEOUT"
+    DOWNLOAD_TIMEOUT = "MLROLLOUT_DOWNLOAD_TIMEOUT"
+    DOWNLOAD_MAX_BYTES = "MLROLLOUT_DOWNLOAD_MAX_BYTES"
+    DOWNLOAD_RETRIES = "MLROLLOUT_DOWNLOAD_RETRIES"
+    SHUTDOWN_GRACE = "MLROLLOUT_SHUTDOWN_GRACE"
+    ALLOW_NON_FINITE = "MLROLLOUT_ALLOW_NON_FINITE"
+    PREDICTION_KIND = "MLROLLOUT_PREDICTION_KIND"
+    PREDICTION_BUCKETS = "MLROLLOUT_PREDICTION_BUCKETS"
+    TERMINATION_LOG = "MLROLLOUT_TERMINATION_LOG"
+    LOG_LEVEL = "MLROLLOUT_LOG_LEVEL"
+
+
+class GatewayEnv(StrEnum):
+    """Environment variables of ``mlrollout-gateway`` (one per flag the operator sets)."""
+
+    HOST = "MLROLLOUT_GATEWAY_HOST"
+    PORT = "MLROLLOUT_GATEWAY_PORT"
+    NAMESPACE = "MLROLLOUT_NAMESPACE"
+    MODEL_DEPLOYMENT = "MLROLLOUT_MODEL_DEPLOYMENT"
+    ROUTES_CONFIGMAP = "MLROLLOUT_ROUTES_CONFIGMAP"
+    LOG_LEVEL = "MLROLLOUT_LOG_LEVEL"
