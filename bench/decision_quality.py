@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
-from mlrollout.analysis import judge
+from mlrollout.analysis import judge, parse_snapshot
 from mlrollout_serving.contract.metrics import LATENCY_BUCKETS
 
 RESULTS = Path(__file__).parent / "results" / "decisions.json"
@@ -156,7 +156,7 @@ def _mann_whitney_p(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> float
 
 
 def judge_ours(cum: Any, inc: Any, seed: int, look: int, looks: int) -> str:
-    verdict: str = judge(_snapshot(cum, seed, look))["verdict"]
+    verdict: str = judge(parse_snapshot(_snapshot(cum, seed, look))).verdict
     return verdict
 
 

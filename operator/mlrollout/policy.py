@@ -11,14 +11,15 @@ the built-in default. Overrides may only make a policy stricter; the rules are i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from mlrollout.api.common import PolicySelector, parse_duration
-from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
+from mlrollout.api.fallbackpolicy import FallbackAction, FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import ModelDeployment, StrategyOverride
 from mlrollout.api.rolloutpolicy import Margin, RolloutPolicy, RolloutPolicySpec, Step, Strategy
+from mlrollout_serving.contract.routes import BackupModel, CircuitBreaker, FallbackSettings, FallbackStep
 
 Source = Literal["reference", "selector", "default"]
 
@@ -233,3 +234,33 @@ def analysed_index(strategy: Strategy, index: int) -> int:
     every analysed step together, so a false rollback over the whole rollout stays within it.
     """
     return sum(1 for s in strategy.steps[:index] if _analysed(s))
+
+
+def fallback_settings(spec: FallbackPolicySpec, backups: Mapping[str, BackupModel]) -> FallbackSettings:
+    """The FallbackPolicy as the gateway applies it, in the route table's own format.
+
+    ``backups`` gives each backup ModelDeployment the chain names as the gateway calls it (its address and
+    the model name it serves); resolving those is the controller's job. Validating the result here means
+    a chain the gateway would refuse is refused before the route table is written.
+    """
+
+    def step(link: FallbackAction) -> FallbackStep:
+        if link.action == "backup" and link.backup:
+            return FallbackStep(action="backup", backup=backups[link.backup])
+        if link.action == "default" and link.response is not None:
+            return FallbackStep(action="default", default_response=link.response.to_dict())
+        if link.action == "refuse":
+            return FallbackStep(action="refuse", message=link.message)
+        return FallbackStep(action=link.action)
+
+    low = spec.low_confidence_action
+    return FallbackSettings(
+        request_timeout_seconds=parse_duration(spec.request_timeout),
+        circuit_breaker=CircuitBreaker(
+            consecutive_failures=spec.circuit_breaker.consecutive_failures,
+            open_seconds=parse_duration(spec.circuit_breaker.open_duration),
+        ),
+        confidence_threshold=spec.confidence_threshold,
+        chain=tuple(step(link) for link in spec.chain),
+        low_confidence_action=step(low) if low is not None else None,
+    )

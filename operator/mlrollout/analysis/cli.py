@@ -12,6 +12,8 @@ import yaml
 from pydantic import ValidationError
 
 from mlrollout.analysis.judge import judge
+from mlrollout.analysis.snapshot import SnapshotError, parse_snapshot
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 
 __all__ = ["cli_main"]
 
@@ -21,8 +23,19 @@ def _load(path: str, what: str) -> Any:
     return json.loads(text) if what == "snapshot" else yaml.safe_load(text)
 
 
+def _policy(raw: Any) -> RolloutPolicySpec | None:
+    """A RolloutPolicy manifest or its bare spec (None: the built-in default)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("the policy file must hold a mapping")
+    if raw.get("kind") == "RolloutPolicy" and "spec" in raw:
+        raw = raw["spec"]
+    return RolloutPolicySpec.model_validate(raw)
+
+
 def cli_main(argv: list[str]) -> int:
-    """Print the verdict dict as JSON; exit 0, or 2 with a one-line error for unreadable input."""
+    """Print the judgement as JSON; exit 0, or 2 with a one-line error for unreadable input."""
     parser = argparse.ArgumentParser(prog="mlrollout analyze", description="Judge a metrics snapshot offline.")
     parser.add_argument("--snapshot", required=True, help="snapshot JSON (format in docs/analysis.md)")
     parser.add_argument("--policy", help="RolloutPolicy manifest or spec, YAML or JSON (default: built-in)")
@@ -31,17 +44,16 @@ def cli_main(argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        snapshot = _load(args.snapshot, "snapshot")
-        policy = _load(args.policy, "policy") if args.policy else None
-        if policy is not None and not isinstance(policy, dict):
-            raise ValueError("the policy file must hold a mapping")
-        result = judge(snapshot, policy)
+        raw = _load(args.snapshot, "snapshot")
+        policy = _policy(_load(args.policy, "policy") if args.policy else None)
     except (OSError, ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and ValidationError are ValueErrors
         kind = "invalid policy" if isinstance(exc, ValidationError) else "cannot read input"
         print(f"mlrollout analyze: {kind}: {exc}".splitlines()[0], file=sys.stderr)
         return 2
-    if result["reason"].startswith("invalid snapshot:"):
-        print(f"mlrollout analyze: {result['reason']}", file=sys.stderr)
+    try:
+        snapshot = parse_snapshot(raw)
+    except SnapshotError as exc:
+        print(f"mlrollout analyze: invalid snapshot: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    print(json.dumps(judge(snapshot, policy).to_json(), indent=2))
     return 0

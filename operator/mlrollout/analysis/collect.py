@@ -1,8 +1,8 @@
 """Gather a snapshot from a metrics provider: the I/O half of an analysis look.
 
 The operator calls :func:`collect_snapshot` at every interval with the window since the candidate started
-receiving traffic, then hands the result to :func:`mlrollout.analysis.judge`. Any failed query makes the
-whole snapshot an ``{"error": ...}`` snapshot (judged ``inconclusive``): half a snapshot is worse than none.
+receiving traffic, then hands the typed :class:`Snapshot` to :func:`mlrollout.analysis.judge`. Any failed
+query makes the whole snapshot a failed one (judged ``inconclusive``): half a snapshot is worse than none.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
 from mlrollout.analysis.queries import QueryError, render_custom, track_queries
+from mlrollout.analysis.snapshot import CustomValue, Snapshot, TrackCounts, forced_monotone
 from mlrollout.api.rolloutpolicy import CustomMetric
-from mlrollout_serving.contract.profile import Profile, to_dict
+from mlrollout_serving.contract.profile import Profile
 
 __all__ = ["AnalysisTarget", "collect_snapshot"]
 
@@ -117,26 +119,22 @@ def _features(m: Measurement) -> dict[str, list[int]] | None:
 
 
 def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revision: str, window: float,
-           at: float | None, warnings: list[str]) -> dict[str, Any]:  # fmt: skip
+           at: float | None, warnings: list[str]) -> TrackCounts:  # fmt: skip
     q = track_queries(target.source, target.namespace, target.model_deployment, track, revision, window)
-    data: dict[str, Any] = {
-        "requests": _count(_ask(provider, q["requests"], at).scalar()),
-        "errors": _count(_ask(provider, q["errors"], at).scalar()),
-    }
-    data["errors"] = min(data["errors"], data["requests"])
-    latency = _buckets(_ask(provider, q["latency"], at))
-    if latency:
-        if "+Inf" not in latency:
-            latency["+Inf"] = max(latency.values())
+    requests = _count(_ask(provider, q["requests"], at).scalar())
+    errors = min(_count(_ask(provider, q["errors"], at).scalar()), requests)
+    latency = None
+    buckets = _buckets(_ask(provider, q["latency"], at))
+    if buckets:
+        if "+Inf" not in buckets:
+            buckets["+Inf"] = max(buckets.values())
             warnings.append(f"{track}: latency histogram had no +Inf bucket; used the largest bucket")
-        data["latency_buckets"] = latency
+        latency, forced = parse_buckets(buckets, f"{track}.latency_buckets")
+        if forced:
+            warnings.append(forced_monotone(track))
     predictions = _predictions(_ask(provider, q["predictions"], at), _ask(provider, q["prediction_buckets"], at))
-    if predictions is not None:
-        data["predictions"] = predictions
     features = _features(_ask(provider, q["features"], at))
-    if features is not None:
-        data["features"] = features
-    return data
+    return TrackCounts(requests, errors, latency, predictions, features)
 
 
 def collect_snapshot(
@@ -146,21 +144,19 @@ def collect_snapshot(
     *,
     custom: Sequence[CustomMetric] = (),
     at: float | None = None,
-) -> dict[str, Any]:
+) -> Snapshot:
     """Cumulative counts per track over the last ``window_seconds`` (evaluated at ``at``, default now).
 
-    Returns the snapshot format of docs/analysis.md, or ``{"error": ..., "elapsed_seconds": ...}`` when a
-    query failed or the target's labels are not safe to query. Never raises for backend trouble.
+    A snapshot whose ``error`` says why when a query failed or the target's labels are not safe to query
+    (judged ``inconclusive``). Never raises for backend trouble.
     """
     warnings: list[str] = []
     try:
-        snapshot: dict[str, Any] = {
-            "stable": _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings),
-            "candidate": _track(provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings),
-        }
-        values: dict[str, dict[str, float | None]] = {}
+        stable = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings)
+        candidate = _track(provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings)
+        values: dict[str, CustomValue] = {}
         for metric in custom:
-            values[metric.name] = {}
+            by_track: dict[str, float | None] = {}
             for track, revision in (("stable", target.stable_revision), ("candidate", target.candidate_revision)):
                 promql = render_custom(
                     metric.query,
@@ -171,14 +167,15 @@ def collect_snapshot(
                     window_seconds=window_seconds,
                 )
                 m = _ask(provider, promql, at)
-                values[metric.name][track] = m.scalar() if m.samples else None
-        if values:
-            snapshot["custom"] = values
+                by_track[track] = m.scalar() if m.samples else None
+            values[metric.name] = CustomValue(by_track["stable"], by_track["candidate"])
     except (_Failed, QueryError) as exc:
-        return {"error": str(exc), "elapsed_seconds": window_seconds, "warnings": warnings}
-    snapshot["elapsed_seconds"] = window_seconds
-    if target.reference is not None:
-        snapshot["reference"] = to_dict(target.reference)
-    if warnings:
-        snapshot["warnings"] = warnings
-    return snapshot
+        return Snapshot.failed(str(exc), window_seconds, warnings)
+    return Snapshot(
+        stable,
+        candidate,
+        elapsed_seconds=window_seconds,
+        reference=target.reference,
+        custom=values,
+        warnings=tuple(warnings),
+    )

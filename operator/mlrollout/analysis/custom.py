@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from mlrollout.analysis.result import MetricDict, metric_result
+from mlrollout.analysis.result import metric_result
 from mlrollout.analysis.snapshot import CustomValue
+from mlrollout.api.analysis import MetricResult
 from mlrollout.api.rolloutpolicy import CustomMetric
 
 __all__ = ["custom_result"]
 
 
-def custom_result(metric: CustomMetric, value: CustomValue | None) -> MetricDict:
+def custom_result(metric: CustomMetric, value: CustomValue | None) -> MetricResult:
     """A plain threshold, not a statistical test: it is outside the alpha budget (see docs/analysis.md)."""
     name = f"custom.{metric.name}"
     if value is None or value.candidate is None:

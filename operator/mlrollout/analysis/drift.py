@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from scipy import special
 
-from mlrollout.analysis.result import Decision, MetricDict, metric_result
+from mlrollout.analysis.result import metric_result
 from mlrollout.analysis.sequential import goodness_of_fit_log_e, homogeneity_log_e, log_to_e
+from mlrollout.api.analysis import MetricDecision, MetricResult
 from mlrollout_serving.contract.profile import Profile
 
 __all__ = ["DriftSettings", "g_test", "input_drift_result", "prediction_drift_result", "psi"]
@@ -66,7 +67,7 @@ def g_test(table: list[list[float]]) -> tuple[float, float]:
     return g, float(special.chdtrc(df, max(g, 0.0)))
 
 
-def _decide(value: float, e_value: float, n: int, s: DriftSettings) -> tuple[Decision, str]:
+def _decide(value: float, e_value: float, n: int, s: DriftSettings) -> tuple[MetricDecision, str]:
     significant = e_value >= 1.0 / s.alpha
     if value > s.max_psi and significant:
         return "fail", f"PSI {value:.3f} above {s.max_psi:g} and significant"
@@ -82,7 +83,7 @@ def prediction_drift_result(
     candidate: Mapping[str, int] | None,
     s: DriftSettings,
     rows_per_request: float = 1.0,
-) -> MetricDict:
+) -> MetricResult:
     """``predictionDrift``: the candidate's prediction distribution against stable's on the same traffic.
 
     Traffic is routed per request but predictions are counted per row, and the rows of one request share
@@ -122,7 +123,7 @@ def input_drift_result(
     reference: Profile,
     s: DriftSettings,
     rows_per_request: float = 1.0,
-) -> MetricDict:
+) -> MetricResult:
     """``inputDrift``: live inputs (the candidate's traffic) against the reference profile, worst feature.
 
     Like prediction drift, the evidence counts a request's rows as one observation.

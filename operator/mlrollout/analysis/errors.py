@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlrollout.analysis.result import Decision, MetricDict, metric_result
+from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision, slo_decision
 from mlrollout.analysis.sequential import (
     beta_mixture_proportion_cs,
     gaussian_mixture_cs,
@@ -14,6 +14,7 @@ from mlrollout.analysis.sequential import (
     log_to_e,
 )
 from mlrollout.analysis.snapshot import TrackCounts
+from mlrollout.api.analysis import MetricResult
 
 __all__ = ["ErrorRateSettings", "error_rate_results"]
 
@@ -47,7 +48,7 @@ def difference_interval(stable: TrackCounts, candidate: TrackCounts, alpha: floa
     return max(cs.lo, -1.0), min(cs.hi, 1.0)
 
 
-def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRateSettings) -> list[MetricDict]:
+def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRateSettings) -> list[MetricResult]:
     """The error-rate metrics: ``errorRate.harm``, ``errorRate.nonInferiority`` and ``errorRate.slo``."""
     samples = (float(stable.requests), float(candidate.requests))
     if stable.requests == 0 or candidate.requests == 0:
@@ -60,20 +61,19 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
     tau = max(margin, 1e-4) / 2.0
     interval = difference_interval(stable, candidate, s.alpha_promote, tau)
     enough = min(stable.requests, candidate.requests) >= s.min_samples
-    out: list[MetricDict] = []
+    out: list[MetricResult] = []
 
     share = candidate.requests / (candidate.requests + stable.requests)
     e_value = s.carry(log_to_e(harm_log_e(candidate.errors, candidate.errors + stable.errors, share)))
-    threshold = 1.0 / s.alpha_harm
-    harmful = e_value >= threshold
+    harm, threshold = harm_decision(e_value, s.alpha_harm)
     ratio = pc / ps if ps > 0 else (math.inf if pc > 0 else 1.0)
     out.append(
         metric_result(
             "errorRate.harm",
-            "fail" if harmful else "pass",
+            harm,
             (
                 f"candidate error rate {pc:.3%} is higher than stable's {ps:.3%} (e-value >= {threshold:.0f})"
-                if harmful
+                if harm == "fail"
                 else f"no evidence that the candidate errs more ({pc:.3%} vs {ps:.3%})"
             ),
             test=HARM_TEST,
@@ -87,14 +87,14 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
         )
     )
 
-    non_inferior = enough and interval[1] <= margin
+    non_inferiority = non_inferiority_decision(interval[1], margin, enough)
     out.append(
         metric_result(
             "errorRate.nonInferiority",
-            "pass" if non_inferior else "inconclusive",
+            non_inferiority,
             (
                 f"difference at most {interval[1]:+.3%}, within the margin {margin:.3%}"
-                if non_inferior
+                if non_inferiority == "pass"
                 else f"difference up to {interval[1]:+.3%} not yet shown within the margin {margin:.3%}"
                 + ("" if enough else f" (fewer than {s.min_samples} requests)")
             ),
@@ -109,16 +109,12 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
 
     if s.max_rate is not None:
         cs = beta_mixture_proportion_cs(candidate.errors, candidate.requests, s.alpha_slo)
-        decision: Decision
-        if cs.lo > s.max_rate:
-            decision, reason = "fail", f"candidate error rate at least {cs.lo:.3%}, above the SLO {s.max_rate:.3%}"
-        elif cs.hi <= s.max_rate and enough:
-            decision, reason = "pass", f"candidate error rate at most {cs.hi:.3%}, within the SLO {s.max_rate:.3%}"
-        else:
-            decision, reason = (
-                "inconclusive",
-                f"candidate error rate in [{cs.lo:.3%}, {cs.hi:.3%}] vs SLO {s.max_rate:.3%}",
-            )
+        decision = slo_decision(cs.lo, cs.hi, s.max_rate, enough)
+        reason = {
+            "fail": f"candidate error rate at least {cs.lo:.3%}, above the SLO {s.max_rate:.3%}",
+            "pass": f"candidate error rate at most {cs.hi:.3%}, within the SLO {s.max_rate:.3%}",
+            "inconclusive": f"candidate error rate in [{cs.lo:.3%}, {cs.hi:.3%}] vs SLO {s.max_rate:.3%}",
+        }[decision]
         out.append(
             metric_result(
                 "errorRate.slo",

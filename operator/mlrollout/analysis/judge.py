@@ -6,24 +6,28 @@ rollout rolls back as soon as any of them fires. It promotes only when every ena
 *passed*: non-inferiority shown, every SLO shown met, no drift. Missing evidence gives ``inconclusive``,
 never ``promote``. Over a rollout of several analysed steps, each e-value test's share covers the whole
 rollout: the snapshot's ``evidence`` says which step this is and what earlier steps showed (carry.py).
+
+One table (:data:`FAMILIES`) lists the evidence families; the same entries decide which tests share the
+alpha budget at this look and run them, so a test is never budgeted without running or run unbudgeted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
-from mlrollout.analysis.carry import CARRIED_TESTS, StepEvidence
+from mlrollout.analysis.carry import CARRIED_TESTS
 from mlrollout.analysis.custom import custom_result
 from mlrollout.analysis.drift import DriftSettings, input_drift_result, prediction_drift_result
 from mlrollout.analysis.errors import ErrorRateSettings, error_rate_results
-from mlrollout.analysis.histogram import align
+from mlrollout.analysis.histogram import Histogram, align
 from mlrollout.analysis.latency import LatencySettings, latency_results
-from mlrollout.analysis.result import MetricDict
-from mlrollout.analysis.snapshot import Snapshot, SnapshotError, parse_snapshot
-from mlrollout.api.rolloutpolicy import RolloutPolicySpec
+from mlrollout.analysis.snapshot import Snapshot
+from mlrollout.api.analysis import Judgement, MetricResult, Samples, Verdict
+from mlrollout.api.rolloutpolicy import Metrics, RolloutPolicySpec
 
-__all__ = ["HARM_WEIGHT", "MIN_SAMPLES", "Verdict", "VerdictDict", "judge", "split_alpha"]
+__all__ = ["FAMILIES", "HARM_WEIGHT", "MIN_SAMPLES", "Family", "judge", "split_alpha"]
 
 MIN_SAMPLES = 100
 """Requests per track (and latency observations, predictions) below which nothing is promoted."""
@@ -37,25 +41,26 @@ fast, so a smaller share delays them little; the harm tests must catch modest re
 rate) within a few looks, where every nat of threshold counts. Fixed in advance, so the union bound holds.
 """
 
-Verdict = Literal["promote", "continue", "rollback", "inconclusive"]
+Test = tuple[str, bool]
+"""A test that can roll back: its name and whether it is a harm test (weight ``HARM_WEIGHT``)."""
 
 
-class VerdictDict(TypedDict):
-    verdict: Verdict
-    reason: str
-    metrics: list[MetricDict]
-    alpha: float
-    samples: dict[str, int]
-    warnings: list[str]
-    skipped: list[str]
-    evidence: dict[str, float]
+def split_alpha(alpha: float, tests: Sequence[Test]) -> dict[str, float]:
+    """Each test's share of ``alpha``, by weight: ``HARM_WEIGHT`` for harm tests, 1 for the others.
+
+    ``tests`` lists the tests that can roll back at this look. The shares add up to ``alpha``, so by the
+    union bound identical tracks are rolled back with probability at most ``alpha``.
+    """
+    weights = {name: HARM_WEIGHT if harm else 1.0 for name, harm in tests}
+    total = sum(weights.values())
+    return {name: alpha * w / total for name, w in weights.items()}
 
 
 class _Carry:
     """One test's step e-value -> the rollout's, remembering what the next analysed step would start from."""
 
-    def __init__(self, evidence: StepEvidence, test: str) -> None:
-        self.evidence, self.test = evidence, test
+    def __init__(self, snap: Snapshot, test: str) -> None:
+        self.evidence, self.test = snap.evidence, test
         self.out: float | None = None
 
     def __call__(self, step_e: float) -> float:
@@ -63,159 +68,191 @@ class _Carry:
         return self.evidence.combined(self.test, step_e)
 
 
-def split_alpha(alpha: float, tests: Sequence[tuple[str, bool]]) -> dict[str, float]:
-    """Each test's share of ``alpha``, by weight: ``HARM_WEIGHT`` for harm tests, 1 for the others.
+@dataclass
+class _Look:
+    """One look being judged: the snapshot, the policy, and what the families share."""
 
-    ``tests`` lists the tests that can roll back at this look as ``(name, is_harm)``. The shares add up to
-    ``alpha``, so by the union bound identical tracks are rolled back with probability at most ``alpha``.
+    snap: Snapshot
+    spec: RolloutPolicySpec
+    warnings: list[str]
+    carries: dict[str, _Carry] = field(init=False)
+    shares: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.carries = {name: _Carry(self.snap, name) for name in CARRIED_TESTS}
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.spec.analysis.metrics
+
+    @cached_property
+    def latency(self) -> tuple[Histogram, Histogram] | None:
+        """Both tracks' latency histograms on their shared bounds, when both were counted."""
+        if self.snap.stable.latency is None or self.snap.candidate.latency is None:
+            return None
+        stable, candidate, dropped = align(self.snap.stable.latency, self.snap.candidate.latency)
+        if dropped:
+            self.warnings.append("latency bucket bounds differ between tracks; compared on the shared bounds")
+        return stable, candidate
+
+    def alpha(self, test: str) -> float:
+        """The test's share; an SLO test (no e-value to carry) splits it evenly over the analysed steps."""
+        share = self.shares.get(test, self.spec.significance.alpha)
+        return share if test in CARRIED_TESTS else self.snap.evidence.slo_alpha(share)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One evidence family: when it applies, which of its tests share the alpha budget, how to run it.
+
+    ``available`` false with ``enabled`` true means the family's data is missing: ``blocking`` families
+    (latency) then keep the verdict inconclusive, the others (drift) are listed as skipped.
     """
-    weights = {name: HARM_WEIGHT if harm else 1.0 for name, harm in tests}
-    total = sum(weights.values())
-    return {name: alpha * w / total for name, w in weights.items()}
+
+    name: str
+    enabled: Callable[[Metrics], bool]
+    tests: Callable[[_Look], list[Test]]
+    run: Callable[[_Look], list[MetricResult]]
+    available: Callable[[_Look], bool] = lambda look: True
+    missing: str = ""
+    blocking: bool = False
 
 
-def _policy(policy: Mapping[str, Any] | RolloutPolicySpec | None) -> RolloutPolicySpec:
-    if policy is None:
-        return RolloutPolicySpec()
-    if isinstance(policy, RolloutPolicySpec):
-        return policy
-    if policy.get("kind") == "RolloutPolicy" and "spec" in policy:
-        policy = policy["spec"]
-    return RolloutPolicySpec.model_validate(policy)
+def _error_rate(look: _Look) -> list[MetricResult]:
+    m, margins = look.metrics.error_rate, look.spec.significance.margins.error_rate
+    settings = ErrorRateSettings(
+        look.alpha("errorRate.harm"), look.alpha("errorRate.slo"), look.spec.significance.alpha,
+        margins.absolute, margins.relative, m.max_rate, MIN_SAMPLES, look.carries["errorRate.harm"],
+    )  # fmt: skip
+    return error_rate_results(look.snap.stable, look.snap.candidate, settings)
 
 
-def _verdict(verdict: Verdict, reason: str, metrics: list[MetricDict], alpha: float, snap: Snapshot | None,
-             warnings: list[str], skipped: list[str],
-             evidence: dict[str, float] | None = None) -> VerdictDict:  # fmt: skip
-    samples = {"stable": snap.stable.requests, "candidate": snap.candidate.requests} if snap else {}
-    return {
-        "verdict": verdict,
-        "reason": reason[:1024],
-        "metrics": metrics,
-        "alpha": alpha,
-        "samples": samples,
-        "warnings": warnings,
-        "skipped": skipped,
-        "evidence": evidence or {},
-    }
+def _latency(look: _Look) -> list[MetricResult]:
+    assert look.latency is not None
+    m, margins = look.metrics.latency, look.spec.significance.margins.latency
+    settings = LatencySettings(
+        m.quantile, m.max_seconds, m.compare_with_stable, margins.absolute, margins.relative,
+        look.alpha("latency.harm"), look.alpha("latency.slo"), look.spec.significance.alpha, MIN_SAMPLES,
+        look.carries["latency.harm"],
+    )  # fmt: skip
+    return latency_results(*look.latency, settings)
 
 
-def judge(snapshot: Mapping[str, Any], policy: Mapping[str, Any] | RolloutPolicySpec | None = None) -> VerdictDict:
-    """Judge one look at the evidence. ``snapshot`` as in docs/analysis.md; ``policy`` a RolloutPolicy spec.
+def _prediction_drift(look: _Look) -> list[MetricResult]:
+    snap = look.snap
+    settings = DriftSettings(
+        look.metrics.prediction_drift.max_psi, look.alpha("predictionDrift"), MIN_SAMPLES,
+        look.carries["predictionDrift"],
+    )  # fmt: skip
+    rows = sum((snap.stable.predictions or {}).values()) + sum((snap.candidate.predictions or {}).values())
+    per_request = rows / max(snap.stable.requests + snap.candidate.requests, 1)
+    return [prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, settings, per_request)]
 
-    Pass the spec as a dict (camelCase, as stored, e.g. ``RolloutPolicySpec.to_dict()``, which keeps the
-    meaningful nulls such as ``maxRate: null``, no error SLO) or as the parsed ``RolloutPolicySpec``.
 
-    Never raises for bad or missing evidence (that is an ``inconclusive`` verdict); raises
-    ``pydantic.ValidationError`` for a policy that does not validate.
+def _input_drift(look: _Look) -> list[MetricResult]:
+    snap = look.snap
+    assert snap.reference is not None
+    settings = DriftSettings(
+        look.metrics.input_drift.max_psi, look.alpha("inputDrift"), MIN_SAMPLES, look.carries["inputDrift"]
+    )
+    binned = [sum(bins) for bins in (snap.candidate.features or {}).values()]
+    per_request = (max(binned) if binned else 0) / max(snap.candidate.requests, 1)
+    return [input_drift_result(snap.candidate.features, snap.reference, settings, per_request)]
+
+
+def _custom(look: _Look) -> list[MetricResult]:
+    return [custom_result(metric, look.snap.custom.get(metric.name)) for metric in look.metrics.custom or []]
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "errorRate",
+        enabled=lambda m: m.error_rate.enabled,
+        tests=lambda look: (
+            [("errorRate.harm", True)]
+            + ([("errorRate.slo", False)] if look.metrics.error_rate.max_rate is not None else [])
+        ),
+        run=_error_rate,
+    ),
+    Family(
+        "latency",
+        enabled=lambda m: m.latency.enabled,
+        available=lambda look: look.latency is not None,
+        missing="latency histogram",
+        blocking=True,
+        tests=lambda look: (
+            ([("latency.harm", True)] if look.metrics.latency.compare_with_stable else [])
+            + ([("latency.slo", False)] if look.metrics.latency.max_seconds is not None else [])
+        ),
+        run=_latency,
+    ),
+    Family(
+        "predictionDrift",
+        enabled=lambda m: m.prediction_drift.enabled,
+        available=lambda look: look.snap.stable.predictions is not None or look.snap.candidate.predictions is not None,
+        missing="predictionDrift: no prediction counts in the snapshot",
+        tests=lambda look: [("predictionDrift", False)],
+        run=_prediction_drift,
+    ),
+    Family(
+        "inputDrift",
+        enabled=lambda m: m.input_drift.enabled,
+        available=lambda look: bool(look.snap.reference and look.snap.reference.features),
+        missing="inputDrift: no reference profile",
+        tests=lambda look: [("inputDrift", False)],
+        run=_input_drift,
+    ),
+    # thresholds, not statistical tests: outside the alpha budget (docs/analysis.md)
+    Family("custom", enabled=lambda m: bool(m.custom), tests=lambda look: [], run=_custom),
+)
+
+
+def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
+    """Judge one look at the evidence with the policy's spec (the built-in default when None).
+
+    Never raises for bad or missing evidence: that is an ``inconclusive`` verdict.
     """
-    spec = _policy(policy)
+    spec = spec or RolloutPolicySpec()
     alpha = spec.significance.alpha
-    try:
-        snap = parse_snapshot(snapshot)
-    except SnapshotError as exc:
-        return _verdict("inconclusive", f"invalid snapshot: {exc}", [], alpha, None, [], [])
     warnings = list(snap.warnings)
     if snap.error is not None:
-        return _verdict("inconclusive", f"no evidence: {snap.error}", [], alpha, None, warnings, [])
-
-    m = spec.analysis.metrics
-    margins = spec.significance.margins
-    skipped: list[str] = []
+        return Judgement(verdict="inconclusive", reason=f"no evidence: {snap.error}", alpha=alpha, warnings=warnings)
+    look = _Look(snap, spec, warnings)
     missing: list[str] = []
-    latency_pair = None
-    if m.latency.enabled:
-        if snap.stable.latency is None or snap.candidate.latency is None:
-            missing.append("latency histogram")
+    skipped: list[str] = []
+    active: list[Family] = []
+    for family in FAMILIES:
+        if not family.enabled(look.metrics):
+            continue
+        if family.available(look):
+            active.append(family)
         else:
-            s_hist, c_hist, dropped = align(snap.stable.latency, snap.candidate.latency)
-            if dropped:
-                warnings.append("latency bucket bounds differ between tracks; compared on the shared bounds")
-            latency_pair = (s_hist, c_hist)
-    has_predictions = snap.stable.predictions is not None or snap.candidate.predictions is not None
-    if m.prediction_drift.enabled and not has_predictions:
-        skipped.append("predictionDrift: no prediction counts in the snapshot")
-    reference_features = bool(snap.reference and snap.reference.features)
-    if m.input_drift.enabled and not reference_features:
-        skipped.append("inputDrift: no reference profile")
-
-    # The alpha budget is shared by every test that can roll back.
-    tests: list[tuple[str, bool]] = []
-    if m.error_rate.enabled:
-        tests += [("errorRate.harm", True)] + ([("errorRate.slo", False)] if m.error_rate.max_rate is not None else [])
-    if latency_pair is not None:
-        tests += [("latency.harm", True)] if m.latency.compare_with_stable else []
-        tests += [("latency.slo", False)] if m.latency.max_seconds is not None else []
-    if m.prediction_drift.enabled and has_predictions:
-        tests.append(("predictionDrift", False))
-    if m.input_drift.enabled and reference_features:
-        tests.append(("inputDrift", False))
-    shares = split_alpha(alpha, tests)
-    ctx = snap.evidence
-    carries = {name: _Carry(ctx, name) for name in CARRIED_TESTS}
-
-    def each(name: str) -> float:
-        share = shares.get(name, alpha)  # a test not in the budget is not run, so its share is never used
-        return share if name in CARRIED_TESTS else ctx.slo_alpha(share)
-
-    results: list[MetricDict] = []
-    if m.error_rate.enabled:
-        results += error_rate_results(
-            snap.stable,
-            snap.candidate,
-            ErrorRateSettings(
-                each("errorRate.harm"),
-                each("errorRate.slo"),
-                alpha,
-                margins.error_rate.absolute,
-                margins.error_rate.relative,
-                m.error_rate.max_rate,
-                MIN_SAMPLES,
-                carries["errorRate.harm"],
-            ),
-        )
-    if latency_pair is not None:
-        results += latency_results(
-            *latency_pair,
-            LatencySettings(m.latency.quantile, m.latency.max_seconds, m.latency.compare_with_stable,
-                            margins.latency.absolute, margins.latency.relative, each("latency.harm"),
-                            each("latency.slo"), alpha, MIN_SAMPLES, carries["latency.harm"]),
-        )  # fmt: skip
-    if m.prediction_drift.enabled and has_predictions:
-        drift = DriftSettings(
-            m.prediction_drift.max_psi, each("predictionDrift"), MIN_SAMPLES, carries["predictionDrift"]
-        )
-        rows = sum((snap.stable.predictions or {}).values()) + sum((snap.candidate.predictions or {}).values())
-        per_request = rows / max(snap.stable.requests + snap.candidate.requests, 1)
-        results.append(prediction_drift_result(snap.stable.predictions, snap.candidate.predictions, drift, per_request))
-    if m.input_drift.enabled and reference_features and snap.reference is not None:
-        drift = DriftSettings(m.input_drift.max_psi, each("inputDrift"), MIN_SAMPLES, carries["inputDrift"])
-        binned = [sum(bins) for bins in (snap.candidate.features or {}).values()]
-        per_request = (max(binned) if binned else 0) / max(snap.candidate.requests, 1)
-        results.append(input_drift_result(snap.candidate.features, snap.reference, drift, per_request))
-    for custom in m.custom or []:
-        results.append(custom_result(custom, snap.custom.get(custom.name)))
+            (missing if family.blocking else skipped).append(family.missing)
+    # The alpha budget is shared by every test that can roll back at this look, and only by those.
+    look.shares = split_alpha(alpha, [test for family in active for test in family.tests(look)])
+    results = [result for family in active for result in family.run(look)]
     # What the next analysed step would start from if this step ended now, for each e-value test that ran.
-    evidence = {name: c.out for name, c in carries.items() if c.out is not None}
+    evidence = {name: c.out for name, c in look.carries.items() if c.out is not None}
 
-    failed = [r for r in results if r["decision"] == "fail"]
+    def verdict(name: Verdict, reason: str) -> Judgement:
+        samples = Samples(stable=snap.stable.requests, candidate=snap.candidate.requests)
+        return Judgement(verdict=name, reason=reason, metrics=results, alpha=alpha, samples=samples,
+                         warnings=warnings, skipped=skipped, evidence=evidence)  # fmt: skip
+
+    failed = [r for r in results if r.decision == "fail"]
     if failed:
-        why = "; ".join(f"{r['name']}: {r['reason']}" for r in failed[:3])
-        return _verdict("rollback", f"rollback: {why}", results, alpha, snap, warnings, skipped, evidence)
+        return verdict("rollback", "rollback: " + "; ".join(f"{r.name}: {r.reason}" for r in failed[:3]))
     for track, counts in (("stable", snap.stable), ("candidate", snap.candidate)):
         if counts.requests < MIN_SAMPLES:
             missing.append(f"{track} has {counts.requests} requests (need {MIN_SAMPLES})")
     if missing:
-        return _verdict("inconclusive", "not enough evidence: " + "; ".join(missing), results, alpha, snap,
-                        warnings, skipped, evidence)  # fmt: skip
+        return verdict("inconclusive", "not enough evidence: " + "; ".join(missing))
     if not results:
-        return _verdict("inconclusive", "no metric is enabled", results, alpha, snap, warnings, skipped, evidence)
-    waiting = [r for r in results if r["decision"] != "pass"]
+        return verdict("inconclusive", "no metric is enabled")
+    waiting = [r for r in results if r.decision != "pass"]
     if waiting:
-        why = "; ".join(f"{r['name']}: {r['reason']}" for r in waiting[:3])
-        return _verdict("continue", f"collecting evidence: {why}", results, alpha, snap, warnings, skipped, evidence)
-    return _verdict(
+        return verdict("continue", "collecting evidence: " + "; ".join(f"{r.name}: {r.reason}" for r in waiting[:3]))
+    return verdict(
         "promote",
         f"promote: every guardrail non-inferior and every SLO met ({len(results)} checks, alpha {alpha:g})",
-        results, alpha, snap, warnings, skipped, evidence,
-    )  # fmt: skip
+    )

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlrollout.analysis.histogram import Histogram, interpolate_quantile
-from mlrollout.analysis.result import Decision, MetricDict, metric_result
+from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision, slo_decision
 from mlrollout.analysis.sequential import beta_mixture_proportion_cs, harm_log_e, log_to_e
+from mlrollout.api.analysis import MetricResult
 
 __all__ = ["HarmPair", "LatencySettings", "harm_pairs", "latency_results", "quantile_bounds"]
 
@@ -161,7 +162,7 @@ def _harm(stable: Histogram, candidate: Histogram, q: float, s: LatencySettings)
     return sum(e_values) / len(e_values), pairs
 
 
-def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings) -> list[MetricDict]:
+def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings) -> list[MetricResult]:
     """The latency metrics: ``latency.harm`` and ``latency.nonInferiority`` (when comparing with stable)
     and ``latency.slo`` (when ``maxSeconds`` is set)."""
     samples = (float(stable.total), float(candidate.total))
@@ -177,7 +178,7 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
     c_lo, c_point, c_hi = quantile_bounds(candidate, q, s.alpha_promote)
     estimate = (s_point, c_point)
     label = f"p{q * 100:g}"
-    out: list[MetricDict] = []
+    out: list[MetricResult] = []
 
     if s.compare_with_stable:
         ratio = c_point / s_point if s_point > 0 else math.nan
@@ -187,17 +188,16 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
         )
         step_e, pairs = _harm(stable, candidate, q, s)
         e_value = s.carry(step_e)
-        threshold = 1.0 / s.alpha_harm
-        harmful = e_value >= threshold
+        harm, threshold = harm_decision(e_value, s.alpha_harm)
         where = ", ".join(f"{p.candidate_bound:g}s (stable: {p.stable_bound:g}s)" for p in pairs) or "no finite bucket"
         out.append(
             metric_result(
                 "latency.harm",
-                "fail" if harmful else "pass",
+                harm,
                 (
                     f"candidate is slower than stable beyond the margin: more requests above {where}"
                     f" (e-value >= {threshold:.0f})"
-                    if harmful
+                    if harm == "fail"
                     else f"no evidence the candidate is slower ({label} {c_point:.4g}s vs {s_point:.4g}s)"
                 ),
                 test=HARM_TEST,
@@ -214,14 +214,14 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
         else:
             allowed, worst = s.margin_relative or 0.0, interval[1]
             margin_text = f"{allowed:.0%}"
-        non_inferior = enough and worst <= allowed
+        non_inferiority = non_inferiority_decision(worst, allowed, enough)
         out.append(
             metric_result(
                 "latency.nonInferiority",
-                "pass" if non_inferior else "inconclusive",
+                non_inferiority,
                 (
                     f"candidate {label} at most {_sec(c_hi)} vs stable at least {_sec(s_lo)}: within {margin_text}"
-                    if non_inferior
+                    if non_inferiority == "pass"
                     else f"candidate {label} up to {_sec(c_hi)} vs stable from {_sec(s_lo)}: not within {margin_text}"
                     + ("" if enough else f" (fewer than {s.min_samples} observations)")
                 ),
@@ -245,7 +245,7 @@ def _slo(
     samples: tuple[float, float],
     estimate: tuple[float, float],
     label: str,
-) -> MetricDict:
+) -> MetricResult:
     """Pass when the share above the SLO is shown below ``1-q``; fail when shown above it.
 
     The bucket bounds rarely equal the SLO, so the pass side counts from the largest bound at or below it
@@ -263,16 +263,12 @@ def _slo(
     lower_share = (
         beta_mixture_proportion_cs(n - candidate.count_le(above[0]), n, s.alpha_slo, *prior).lo if above else 0.0
     )
-    decision: Decision
-    if lower_share > budget:
-        decision = "fail"
-        reason = f"at least {lower_share:.2%} of requests slower than {s.max_seconds:g}s (SLO: {label})"
-    elif upper_share <= budget and n >= s.min_samples:
-        decision = "pass"
-        reason = f"at most {upper_share:.2%} of requests slower than {s.max_seconds:g}s: {label} SLO met"
-    else:
-        decision = "inconclusive"
-        reason = f"{lower_share:.2%} to {upper_share:.2%} slower than {s.max_seconds:g}s; budget {budget:.2%}"
+    decision = slo_decision(lower_share, upper_share, budget, n >= s.min_samples)
+    reason = {
+        "fail": f"at least {lower_share:.2%} of requests slower than {s.max_seconds:g}s (SLO: {label})",
+        "pass": f"at most {upper_share:.2%} of requests slower than {s.max_seconds:g}s: {label} SLO met",
+        "inconclusive": f"{lower_share:.2%} to {upper_share:.2%} slower than {s.max_seconds:g}s; budget {budget:.2%}",
+    }[decision]
     return metric_result(
         "latency.slo",
         decision,

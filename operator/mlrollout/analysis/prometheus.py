@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from mlrollout.analysis.provider import Measurement, Sample
@@ -29,8 +31,25 @@ class PrometheusProvider:
         try:
             result: Any = self._client.custom_query(promql, params=params, timeout=self.timeout)
         except Exception as exc:  # any transport or API failure is data for the judge, never a crash
-            return Measurement(error=f"prometheus query failed: {type(exc).__name__}: {exc}"[:500])
+            return Measurement(error=self.describe(exc))
         return _to_measurement(result)
+
+    def describe(self, exc: BaseException) -> str:
+        """A failed query in one line for people: what failed, where, and the root cause; never the query,
+        the full URL or a chain of wrapped exceptions (status and Events carry this)."""
+        where = f"Prometheus at {self.url}"
+        if isinstance(exc, requests.exceptions.Timeout):
+            return f"{where} did not answer within {self.timeout:g}s"
+        root: BaseException = exc
+        while root.__cause__ is not None or root.__context__ is not None:
+            root = root.__cause__ or root.__context__  # type: ignore[assignment]
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            reason = root.strerror if isinstance(root, OSError) and root.strerror else type(root).__name__
+            return f"{where} is unreachable: {reason}"
+        text = " ".join(str(exc).split())
+        if isinstance(exc, PrometheusApiClientException):
+            return f"{where} refused the query: {text[:200]}"
+        return f"{where}: query failed: {type(exc).__name__}: {text[:200]}"
 
 
 def _value(raw: Any) -> float:

@@ -1,38 +1,16 @@
-"""Per-metric results, shaped exactly like the status model ``MetricResult`` (camelCase keys).
+"""Per-metric results: the status model's ``MetricResult``, built once here with numbers fit for JSON.
 
-The operator copies these dicts into ``status.analysis.metrics`` without translation, so the keys here and
-the fields of ``mlrollout.api.modeldeployment.MetricResult`` must stay the same (a unit test checks it).
+The three kinds of check every family (errors, latency, drift) runs share their decision rules here, so
+a harm test, a non-inferiority check and an SLO mean the same thing whichever metric they look at.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, TypedDict
 
-__all__ = ["Decision", "MetricDict", "TrackPairDict", "metric_result"]
+from mlrollout.api.analysis import MetricDecision, MetricResult, TrackPair
 
-Decision = Literal["pass", "fail", "inconclusive"]
-
-
-class TrackPairDict(TypedDict):
-    stable: float | None
-    candidate: float | None
-
-
-class MetricDict(TypedDict):
-    name: str
-    decision: Decision
-    test: str | None
-    samples: TrackPairDict | None
-    estimate: TrackPairDict | None
-    effect: float | None
-    interval: list[float] | None
-    statistic: float | None
-    eValue: float | None
-    pValue: float | None
-    threshold: float | None
-    reason: str
-
+__all__ = ["harm_decision", "metric_result", "non_inferiority_decision", "slo_decision"]
 
 _BIG = 1e300  # status is JSON: infinities are clipped to a large finite number
 
@@ -44,15 +22,15 @@ def _num(x: float | None, digits: int = 6) -> float | None:
     return float(f"{x:.{digits}g}")
 
 
-def _pair(pair: tuple[float | None, float | None] | None) -> TrackPairDict | None:
+def _pair(pair: tuple[float | None, float | None] | None) -> TrackPair | None:
     if pair is None:
         return None
-    return {"stable": _num(pair[0]), "candidate": _num(pair[1])}
+    return TrackPair(stable=_num(pair[0]), candidate=_num(pair[1]))
 
 
 def metric_result(
     name: str,
-    decision: Decision,
+    decision: MetricDecision,
     reason: str,
     *,
     test: str | None = None,
@@ -63,21 +41,41 @@ def metric_result(
     statistic: float | None = None,
     e_value: float | None = None,
     threshold: float | None = None,
-) -> MetricDict:
+) -> MetricResult:
     """One metric's evidence; the anytime-valid p-value is ``min(1, 1/e)`` when an e-value is given."""
     p_value = None if e_value is None else (1.0 if e_value <= 1.0 else 1.0 / e_value)
     lo, hi = interval if interval is not None else (None, None)
-    return {
-        "name": name,
-        "decision": decision,
-        "test": test,
-        "samples": _pair(samples),
-        "estimate": _pair(estimate),
-        "effect": _num(effect),
-        "interval": None if lo is None or hi is None else [_num(lo) or 0.0, _num(hi) or 0.0],
-        "statistic": _num(statistic),
-        "eValue": _num(e_value),
-        "pValue": _num(p_value),
-        "threshold": _num(threshold),
-        "reason": reason[:1024],
-    }
+    return MetricResult(
+        name=name,
+        decision=decision,
+        test=test,
+        samples=_pair(samples),
+        estimate=_pair(estimate),
+        effect=_num(effect),
+        interval=None if lo is None or hi is None else [_num(lo) or 0.0, _num(hi) or 0.0],
+        statistic=_num(statistic),
+        e_value=_num(e_value),
+        p_value=_num(p_value),
+        threshold=_num(threshold),
+        reason=reason,
+    )
+
+
+def harm_decision(e_value: float, alpha: float) -> tuple[MetricDecision, float]:
+    """A harm test fails once its e-value reaches ``1/alpha`` (Ville: at most alpha under no harm), else
+    passes; returns the decision and the threshold."""
+    threshold = 1.0 / alpha
+    return ("fail" if e_value >= threshold else "pass"), threshold
+
+
+def non_inferiority_decision(worst: float, allowed: float, enough: bool) -> MetricDecision:
+    """Non-inferiority passes once the worst plausible effect is within the margin on enough samples; it
+    never fails (harm tests roll back), it keeps collecting."""
+    return "pass" if enough and worst <= allowed else "inconclusive"
+
+
+def slo_decision(lower: float, upper: float, limit: float, enough: bool) -> MetricDecision:
+    """An SLO fails when its interval lies above the limit, passes when below it on enough samples."""
+    if lower > limit:
+        return "fail"
+    return "pass" if upper <= limit and enough else "inconclusive"

@@ -1,15 +1,16 @@
 """The snapshot: cumulative counts per track, parsed and checked into typed values.
 
-A snapshot is plain JSON so the operator, the CLI and offline tools can all produce one. Parsing is strict
-about types (a malformed snapshot is a bug worth naming) and lenient about what is optional.
+The operator builds one from Prometheus (``collect.py``); ``mlrollout analyze`` and recorded files read one
+from JSON with :func:`parse_snapshot`, strict about types (a malformed snapshot is a bug worth naming) and
+lenient about what is optional. The JSON format is in docs/analysis.md.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.histogram import Histogram, parse_buckets
@@ -45,8 +46,14 @@ class CustomValue:
     error: str | None = None
 
 
+NO_COUNTS: Final = TrackCounts(0, 0, None, None, None)
+
+
 @dataclass(frozen=True)
 class Snapshot:
+    """Everything one look judges: both tracks' counts, the reference profile, custom values, and where the
+    look sits in the rollout (``evidence``, set by the operator from the step's status)."""
+
     stable: TrackCounts
     candidate: TrackCounts
     elapsed_seconds: float | None = None
@@ -55,6 +62,16 @@ class Snapshot:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     evidence: StepEvidence = field(default_factory=StepEvidence)
+
+    @classmethod
+    def failed(cls, error: str, elapsed_seconds: float | None = None, warnings: Sequence[str] = ()) -> Snapshot:
+        """No evidence, and why (Prometheus down, a query refused): judged inconclusive."""
+        return cls(NO_COUNTS, NO_COUNTS, elapsed_seconds=elapsed_seconds, error=error, warnings=tuple(warnings))
+
+
+def forced_monotone(track: str) -> str:
+    """The warning for a latency histogram whose counts had to be forced monotone."""
+    return f"{track}: latency bucket counts were not monotone and were forced monotone"
 
 
 def _count(value: Any, where: str) -> int:
@@ -84,7 +101,7 @@ def _track(raw: Any, name: str, warnings: list[str]) -> TrackCounts:
         except ValueError as exc:
             raise SnapshotError(str(exc)) from exc
         if forced:
-            warnings.append(f"{name}: latency bucket counts were not monotone and were forced monotone")
+            warnings.append(forced_monotone(name))
     predictions = None
     if raw.get("predictions") is not None:
         predictions = _counts_map(raw["predictions"], f"{name}.predictions")
@@ -151,8 +168,7 @@ def parse_snapshot(raw: Any) -> Snapshot:
     error = raw.get("error")
     warnings: list[str] = [str(w) for w in raw.get("warnings", []) or []]
     if error:
-        empty = TrackCounts(0, 0, None, None, None)
-        return Snapshot(empty, empty, error=str(error), warnings=tuple(warnings))
+        return Snapshot.failed(str(error), warnings=warnings)
     for track in TRACKS:
         if track not in raw:
             raise SnapshotError(f"missing track {track!r}")

@@ -9,9 +9,10 @@ API server), with the same message so both layers report the same words.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -31,6 +32,28 @@ Duration = Annotated[
 ]
 DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+
+
+def clip(limit: int) -> Callable[[Any], Any]:
+    """A validator that shortens text to ``limit`` characters, ending in an ellipsis when it cut.
+
+    For what the operator writes into status: a long reason must never make the status write fail.
+    """
+
+    def clipped(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            return value[: limit - 1] + "…"
+        return value
+
+    return clipped
+
+
+# Text the operator writes for people, clipped to the length the CRD allows (spec fields are refused instead).
+Word = Annotated[str, BeforeValidator(clip(32)), StringConstraints(max_length=32)]
+Label = Annotated[str, BeforeValidator(clip(128)), StringConstraints(max_length=128)]
+Line = Annotated[str, BeforeValidator(clip(300)), StringConstraints(max_length=300)]
+Message = Annotated[str, BeforeValidator(clip(1024)), StringConstraints(max_length=1024)]
+LongMessage = Annotated[str, BeforeValidator(clip(4096)), StringConstraints(max_length=4096)]
 
 
 def parse_duration(text: str) -> float:
@@ -61,6 +84,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
+        validate_assignment=True,  # the state machine assigns status fields: clipped and checked like the rest
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,8 +190,8 @@ class Condition(ApiModel):
 
     type: str = Field(description="Condition type: Available, Progressing or Degraded.", max_length=64)
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
-    reason: str = Field(default="", description="One CamelCase word for machines.", max_length=128)
-    message: str = Field(default="", description="A sentence for humans.", max_length=4096)
+    reason: Label = Field(default="", description="One CamelCase word for machines.")
+    message: LongMessage = Field(default="", description="A sentence for humans.")
     last_transition_time: str | None = Field(default=None, description="When the status last changed (RFC 3339).")
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation this condition was computed from."

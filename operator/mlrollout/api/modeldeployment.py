@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
+from mlrollout.api.analysis import MetricResult, Verdict
 from mlrollout.api.common import (
     ApiModel,
     Condition,
     Duration,
+    Label,
+    Line,
+    Message,
     Name,
     PolicyRef,
+    Word,
     cel,
     cel_rules,
 )
@@ -219,38 +225,25 @@ class TrafficStatus(ApiModel):
     version: int = Field(default=0, ge=0, description="Route table version; increases with every change.")
 
 
-class TrackPair(ApiModel):
-    """A value per track."""
+def _first(limit: int) -> Callable[[Any], Any]:
+    """Keep the first ``limit`` items of a list the operator writes (the CRD allows no more)."""
 
-    stable: float | None = Field(default=None, description="Stable's value.")
-    candidate: float | None = Field(default=None, description="The candidate's value.")
+    def first(value: Any) -> Any:
+        return value[:limit] if isinstance(value, list) else value
+
+    return first
 
 
-class MetricResult(ApiModel):
-    """One metric's evidence at one look, enough to explain the verdict."""
-
-    name: str = Field(max_length=128, description="Metric name.")
-    decision: str = Field(max_length=32, description="pass, fail or inconclusive.")
-    test: str | None = Field(default=None, max_length=128, description="The statistical test used.")
-    samples: TrackPair | None = Field(default=None, description="Sample sizes.")
-    estimate: TrackPair | None = Field(default=None, description="Point estimate per track.")
-    effect: float | None = Field(default=None, description="Candidate minus stable (or a ratio, per test).")
-    interval: list[float] | None = Field(
-        default=None, min_length=2, max_length=2, description="Anytime-valid interval for the effect."
-    )
-    statistic: float | None = Field(default=None, description="Test statistic.")
-    e_value: float | None = Field(default=None, description="E-value (evidence against the null).")
-    p_value: float | None = Field(default=None, description="Anytime-valid p-value.")
-    threshold: float | None = Field(default=None, description="The limit it was held to.")
-    reason: str | None = Field(default=None, max_length=1024, description="One line for humans.")
+Outcome = Literal["promoted", "rolledBack", "superseded", "aborted"]
+"""How a rollout ended."""
 
 
 class AnalysisStatus(ApiModel):
     """The last verdict and why."""
 
     time: str = Field(description="When the look was taken (RFC 3339).")
-    verdict: Literal["promote", "continue", "rollback", "inconclusive"] = Field(description="The verdict.")
-    reason: str = Field(max_length=1024, description="One line for humans.")
+    verdict: Verdict = Field(description="The verdict.")
+    reason: Message = Field(description="One line for humans.")
     alpha: float | None = Field(
         default=None,
         gt=0,
@@ -260,7 +253,9 @@ class AnalysisStatus(ApiModel):
             "and look included (evidence is carried across steps, docs/analysis.md)."
         ),
     )
-    metrics: list[MetricResult] | None = Field(default=None, max_length=32, description="Per-metric evidence.")
+    metrics: Annotated[list[MetricResult] | None, BeforeValidator(_first(32))] = Field(
+        default=None, max_length=32, description="Per-metric evidence (the first 32)."
+    )
 
 
 class HistoryEntry(ApiModel):
@@ -272,17 +267,17 @@ class HistoryEntry(ApiModel):
     sha256: str = Field(max_length=64, description="Model digest.")
     started_at: str | None = Field(default=None, description="When the rollout started (RFC 3339).")
     finished_at: str | None = Field(default=None, description="When it ended (RFC 3339).")
-    outcome: Literal["promoted", "rolledBack", "superseded", "aborted"] = Field(description="How it ended.")
-    reason: str = Field(default="", max_length=1024, description="Why.")
+    outcome: Outcome = Field(description="How it ended.")
+    reason: Message = Field(default="", description="Why.")
 
 
 class CommandStatus(ApiModel):
     """The last human command (kubectl mlrollout ...) the operator acted on."""
 
-    id: str = Field(max_length=128, description="The command's id from the mlrollout.io/command annotation.")
-    verb: str = Field(max_length=32, description="promote, promoteFull, abort, pause, resume, retry or undo.")
+    id: Label = Field(description="The command's id from the mlrollout.io/command annotation.")
+    verb: Word = Field(description="promote, promoteFull, abort, pause, resume, retry or undo.")
     result: Literal["accepted", "refused"] = Field(description="Whether the operator carried it out.")
-    message: str = Field(default="", max_length=1024, description="What happened, or why not.")
+    message: Message = Field(default="", description="What happened, or why not.")
     time: str = Field(description="When the operator handled it (RFC 3339).")
 
 
@@ -291,7 +286,7 @@ class ScaleDownStatus(ApiModel):
 
     revision: str = Field(max_length=64, description="Revision hash.")
     at: str = Field(description="When its Deployment and Service are removed (RFC 3339).")
-    reason: str = Field(default="", max_length=256, description="Why it is going away.")
+    reason: Line = Field(default="", description="Why it is going away.")
 
 
 class HeldBackStatus(ApiModel):
@@ -300,7 +295,7 @@ class HeldBackStatus(ApiModel):
     revision: str = Field(max_length=64, description="Revision hash.")
     number: int = Field(ge=1, description="Revision sequence number.")
     outcome: Literal["rolledBack", "aborted", "undone"] = Field(description="Why it is held back.")
-    reason: str = Field(default="", max_length=1024, description="The reason, for humans.")
+    reason: Message = Field(default="", description="The reason, for humans.")
     time: str = Field(description="When (RFC 3339).")
 
 
@@ -311,12 +306,12 @@ class ModelDeploymentStatus(ApiModel):
     phase: Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"] | None = Field(
         default=None, description="Where the ModelDeployment is, in one word."
     )
-    message: str | None = Field(default=None, max_length=1024, description="One line for humans.")
+    message: Message | None = Field(default=None, description="One line for humans.")
     stable: RevisionStatus | None = Field(default=None, description="The revision serving live traffic.")
     candidate: RevisionStatus | None = Field(default=None, description="The revision being rolled out.")
     stable_version: str | None = Field(default=None, max_length=63, description="Stable model version.")
     candidate_version: str | None = Field(default=None, max_length=63, description="Candidate model version.")
-    traffic_split: str | None = Field(default=None, max_length=32, description="stable/candidate percents.")
+    traffic_split: Word | None = Field(default=None, description="stable/candidate percents.")
     traffic: TrafficStatus | None = Field(default=None, description="The split in force.")
     current_step: StepStatus | None = Field(default=None, description="The step in progress.")
     last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
@@ -335,12 +330,10 @@ class ModelDeploymentStatus(ApiModel):
         default=None, description="The spec revision not rolled out (after a rollback, abort or undo)."
     )
     paused_by_command: bool | None = Field(default=None, description="Paused by `kubectl mlrollout pause`.")
-    hold: str | None = Field(
-        default=None,
-        max_length=1024,
-        description="Why the rollout holds for a human (policy onInconclusive/onFailure).",
+    hold: Message | None = Field(
+        default=None, description="Why the rollout holds for a human (policy onInconclusive/onFailure)."
     )
-    policy: str | None = Field(default=None, max_length=300, description="The rollout policy in force and its source.")
+    policy: Line | None = Field(default=None, description="The rollout policy in force and its source.")
 
 
 class ModelDeployment(ApiModel):

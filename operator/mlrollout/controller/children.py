@@ -14,6 +14,7 @@ from mlrollout.api.modeldeployment import RevisionStatus
 from mlrollout.controller import naming
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.revision import RevisionTemplate
+from mlrollout.rollout.actions import Role
 from mlrollout.traffic.base import Manifest
 from mlrollout_serving.contract.process import (
     GATEWAY_COMMAND,
@@ -80,7 +81,7 @@ def _volumes(tpl: RevisionTemplate) -> tuple[list[Manifest], list[Manifest]]:
     return list(volumes.values()), list(mounts.values())
 
 
-def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: RevisionTemplate, track: str) -> list[Manifest]:
+def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: RevisionTemplate, role: Role) -> list[Manifest]:
     model, serving = tpl.model, tpl.serving
     uri, _, _ = _model_location(model.uri, "model")
     env = {
@@ -91,7 +92,7 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
         ServerEnv.PORT: str(serving.port),
         ServerEnv.NAMESPACE: namespace,
         ServerEnv.MODEL_DEPLOYMENT: md_name,
-        ServerEnv.TRACK: track,
+        ServerEnv.TRACK: role,
         ServerEnv.REVISION: rev.revision,
         ServerEnv.MAX_BODY_BYTES: str(serving.max_request_bytes),
         ServerEnv.MAX_BATCH_SIZE: str(serving.batching.max_batch_size),
@@ -106,11 +107,11 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
     return [{"name": str(k), "value": v} for k, v in env.items()]
 
 
-def track_labels(md_name: str, revision: str, track: str) -> dict[str, str]:
+def track_labels(md_name: str, revision: str, role: Role) -> dict[str, str]:
     return {
         **naming.base_labels(md_name, naming.SERVER_COMPONENT),
         naming.REVISION: revision,
-        naming.TRACK: track,
+        naming.TRACK: role,
     }
 
 
@@ -129,7 +130,7 @@ DRAIN_BEFORE_SIGTERM: Manifest = {"preStop": {"sleep": {"seconds": 5}}}
 TERMINATION_GRACE_SECONDS = 35
 
 
-def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: int) -> Manifest:
+def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: int) -> Manifest:
     """The model servers of one revision: `mlrollout-serve` with the model, its digest and identity labels.
 
     The selector names the revision only, so relabelling a promoted candidate as stable rolls its pods
@@ -138,15 +139,15 @@ def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: in
     assert rev.template is not None, "a deployed revision always carries its template"
     tpl = RevisionTemplate.from_json(rev.template)
     md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
-    labels = track_labels(md_name, rev.revision, track)
-    selector = {naming.MODEL_DEPLOYMENT: md_name[:63], naming.REVISION: rev.revision}
+    labels = track_labels(md_name, rev.revision, role)
+    selector = naming.selector(md_name, **{naming.REVISION: rev.revision})
     volumes, mounts = _volumes(tpl)
     probe = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
     container: Manifest = {
         "name": "server",
         "image": tpl.image,
         "command": [SERVER_COMMAND],
-        "env": _server_env(md_name, namespace, rev, tpl, track),
+        "env": _server_env(md_name, namespace, rev, tpl, role),
         "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": tpl.serving.port, "protocol": "TCP"}],
         "readinessProbe": probe,
         "livenessProbe": {
@@ -184,7 +185,7 @@ def track_deployment(md: Manifest, rev: RevisionStatus, track: str, replicas: in
     }
 
 
-def track_service(md: Manifest, rev: RevisionStatus, track: str) -> Manifest:
+def track_service(md: Manifest, rev: RevisionStatus, role: Role) -> Manifest:
     """The address of one revision's model servers (the route table points here)."""
     assert rev.template is not None
     port = RevisionTemplate.from_json(rev.template).serving.port
@@ -192,9 +193,9 @@ def track_service(md: Manifest, rev: RevisionStatus, track: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(md, naming.track_name(md_name, rev.revision), track_labels(md_name, rev.revision, track)),
+        "metadata": _meta(md, naming.track_name(md_name, rev.revision), track_labels(md_name, rev.revision, role)),
         "spec": {
-            "selector": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.REVISION: rev.revision},
+            "selector": naming.selector(md_name, **{naming.REVISION: rev.revision}),
             "ports": [{"name": naming.HTTP_PORT_NAME, "port": port, "targetPort": naming.HTTP_PORT_NAME}],
         },
     }
@@ -206,7 +207,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
     labels = naming.base_labels(md_name, naming.GATEWAY_COMPONENT)
     ident = naming.gateway_identity(md_name)
     configmap = configmap_name(md_name)
-    selector = {naming.MODEL_DEPLOYMENT: md_name[:63], naming.COMPONENT: naming.GATEWAY_COMPONENT}
+    selector = naming.selector(md_name, **{naming.COMPONENT: naming.GATEWAY_COMPONENT})
     health = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
     env = {
         GatewayEnv.ROUTES_CONFIGMAP: configmap,
@@ -289,7 +290,7 @@ def mesh_entry_service(md: Manifest, port: int) -> Manifest:
         "kind": "Service",
         "metadata": _meta(md, naming.gateway_name(md_name), naming.base_labels(md_name, naming.SERVER_COMPONENT)),
         "spec": {
-            "selector": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.COMPONENT: naming.SERVER_COMPONENT},
+            "selector": naming.selector(md_name, **{naming.COMPONENT: naming.SERVER_COMPONENT}),
             "ports": [{"name": naming.HTTP_PORT_NAME, "port": port, "targetPort": naming.HTTP_PORT_NAME}],
         },
     }
@@ -304,7 +305,7 @@ def disruption_budget(md: Manifest) -> Manifest:
         "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": {naming.MODEL_DEPLOYMENT: md_name[:63]}},
+            "selector": {"matchLabels": naming.selector(md_name)},
         },
     }
 
@@ -317,7 +318,7 @@ def service_monitor(md: Manifest, interval: str = "15s") -> Manifest:
         "kind": "ServiceMonitor",
         "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
         "spec": {
-            "selector": {"matchLabels": {naming.MODEL_DEPLOYMENT: md_name[:63], naming.MANAGED_BY: "mlrollout"}},
+            "selector": {"matchLabels": naming.selector(md_name, **{naming.MANAGED_BY: "mlrollout"})},
             "endpoints": [
                 {"port": naming.HTTP_PORT_NAME, "path": METRICS_PATH, "honorLabels": True, "interval": interval}
             ],

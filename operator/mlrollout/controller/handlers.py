@@ -82,13 +82,13 @@ def reconcile(namespace: str, name: str, logger: Log) -> None:
     reconciler = _STATE["reconciler"]
     with _lock(namespace, name):
         try:
-            outcome = reconciler.reconcile(namespace, name, logger, datetime.now(UTC))
+            done = reconciler.reconcile(namespace, name, logger, datetime.now(UTC))
         except Conflict as exc:
             raise kopf.TemporaryError(f"status changed meanwhile, deciding again: {exc}", delay=1) from exc
         except client.exceptions.ApiException as exc:
             raise kopf.TemporaryError(f"API error: {api_error_message(exc)}", delay=5) from exc
-    if outcome is not None and (outcome.changed or outcome.events):
-        logger.info("phase=%s events=%s", outcome.phase, ",".join(outcome.events) or "-")
+    if done is not None and (done.changed or done.events):
+        logger.info("phase=%s events=%s", done.phase, ",".join(done.events) or "-")
 
 
 @kopf.on.create(*RESOURCE)

@@ -21,7 +21,6 @@ COMPONENT: Final = "app.kubernetes.io/component"
 MODEL_DEPLOYMENT: Final = "mlrollout.io/model-deployment"
 TRACK: Final = "mlrollout.io/track"
 REVISION: Final = "mlrollout.io/revision"
-COMMAND_ANNOTATION: Final = "mlrollout.io/command"
 FIELD_MANAGER: Final = "mlrollout-operator"
 SERVER_COMPONENT: Final = "model-server"
 GATEWAY_COMPONENT: Final = "gateway"
@@ -48,12 +47,26 @@ def gateway_identity(md: str) -> str:
     return f"{md[:55]}-gateway"
 
 
+def label_value(md: str) -> str:
+    """A ModelDeployment's name as a label value (names may be 253 characters, label values 63)."""
+    return md[:63]
+
+
+def selector(md: str, **labels: str) -> dict[str, str]:
+    """The labels that select one ModelDeployment's objects (plus any given, e.g. a revision)."""
+    return {MODEL_DEPLOYMENT: label_value(md), **labels}
+
+
+def routing_labels(md: str) -> dict[str, str]:
+    """Labels on routing objects (route ConfigMap, HTTPRoute, VirtualService)."""
+    return {MANAGED_BY: "mlrollout", MODEL_DEPLOYMENT: label_value(md)}
+
+
 def base_labels(md: str, component: str) -> dict[str, str]:
     """Labels on every child: who manages it, which ModelDeployment it belongs to, what it is."""
     return {
-        MANAGED_BY: "mlrollout",
-        INSTANCE: md[:63],
-        MODEL_DEPLOYMENT: md[:63],
+        **routing_labels(md),
+        INSTANCE: label_value(md),
         COMPONENT: component,
         NAME: "mlrollout-gateway" if component == GATEWAY_COMPONENT else "mlrollout-serve",
     }
@@ -61,4 +74,4 @@ def base_labels(md: str, component: str) -> dict[str, str]:
 
 def child_selector(md: str) -> str:
     """Label selector (string form) matching every child of one ModelDeployment."""
-    return f"{MANAGED_BY}=mlrollout,{MODEL_DEPLOYMENT}={md[:63]}"
+    return f"{MANAGED_BY}=mlrollout,{MODEL_DEPLOYMENT}={label_value(md)}"

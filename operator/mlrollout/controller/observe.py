@@ -7,13 +7,12 @@ expected one and writes why, one line, to its termination message (the tail of i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from mlrollout.controller import naming
-from mlrollout.rollout.facts import Command, TrackFacts
+from mlrollout.rollout.facts import TrackFacts
 from mlrollout_serving.contract.process import ExitCode
 
 CRASH_LOOP_RESTARTS: Final = 3
@@ -109,28 +108,3 @@ def gateway_facts(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mappi
 
     deployment = next((d for d in deployments if is_gateway(d)), None)
     return track_facts(deployment, [p for p in pods if is_gateway(p)])
-
-
-class CommandError(ValueError):
-    """The command annotation is not valid JSON of the expected shape."""
-
-
-def parse_command(annotations: Mapping[str, str] | None) -> Command | None:
-    """The human command in the `mlrollout.io/command` annotation, or None when there is none.
-
-    Shape: {"id": "<unique>", "verb": "promote|promoteFull|abort|pause|resume|retry|undo", "toRevision": N}.
-    An unknown verb is passed on (the machine refuses it visibly); a malformed value raises CommandError.
-    """
-    raw = (annotations or {}).get(naming.COMMAND_ANNOTATION)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"{naming.COMMAND_ANNOTATION} is not JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("verb"), str):
-        raise CommandError(f'{naming.COMMAND_ANNOTATION} must be {{"id": "...", "verb": "..."}}, got {raw[:200]!r}')
-    to_revision = data.get("toRevision")
-    if to_revision is not None and (not isinstance(to_revision, int) or to_revision < 1):
-        raise CommandError(f"{naming.COMMAND_ANNOTATION}: toRevision must be a positive integer")
-    return Command(id=data["id"], verb=data["verb"], to_revision=to_revision)

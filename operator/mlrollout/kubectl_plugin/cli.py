@@ -13,8 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import urllib3
+from pydantic import ValidationError
 
-from mlrollout.kubectl_plugin import commands, render
+from mlrollout.api import commands
+from mlrollout.api.modeldeployment import CommandStatus, ModelDeployment
+from mlrollout.api.rolloutpolicy import Step
+from mlrollout.kubectl_plugin import render
 from mlrollout.kubectl_plugin.kube import Cluster, KubeError, Obj
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
@@ -93,13 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return show_status(cluster, namespace, args.name, args.watch, args.timeout, sys.stdout)
         if args.command == "history":
-            print(render.render_history(cluster.get(namespace, args.name), datetime.now(UTC)))
+            print(render.render_history(typed(cluster.get(namespace, args.name)), datetime.now(UTC)))
             return EXIT_OK
         verb: commands.Verb = "promoteFull" if args.command == "promote" and args.full else args.command
         if args.command == "undo" and args.to_revision is not None and args.to_revision < 1:
             print("error: --to-revision takes a revision number, 1 or more (see `history`)", file=sys.stderr)
             return EXIT_USAGE
-        command = commands.new_command(verb, args.to_revision if args.command == "undo" else None)
+        command = commands.Command.new(verb, args.to_revision if args.command == "undo" else None)
         return send(cluster, namespace, args.name, command, None if args.no_wait else args.timeout, sys.stdout)
     except KubeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -111,6 +115,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.close()
 
 
+def typed(obj: Obj) -> ModelDeployment:
+    """The object as this plugin's API models read it; a status it cannot read is an error to show."""
+    try:
+        return ModelDeployment.model_validate(obj)
+    except ValidationError as exc:
+        detail = str(exc).splitlines()
+        raise KubeError(
+            f"cannot read modeldeployment {obj.get('metadata', {}).get('name', '?')} "
+            f"(written by another mlrollout version?): {'; '.join(detail[:3])}"
+        ) from exc
+
+
+def _answer(obj: Obj, command_id: str) -> CommandStatus | None:
+    return commands.answer_to(typed(obj).status, command_id)
+
+
 def send(cluster: Cluster, namespace: str, name: str, command: commands.Command, timeout: float | None,
          out: TextIO) -> int:  # fmt: skip
     """Write the command annotation; with a timeout, wait for the operator's answer and report it."""
@@ -118,7 +138,7 @@ def send(cluster: Cluster, namespace: str, name: str, command: commands.Command,
     print(f"{command.verb} requested for {namespace}/{name} (command {command.id})", file=out)
     if timeout is None:
         return EXIT_OK
-    answered = cluster.wait_for(namespace, name, timeout, lambda md: commands.answer_to(md, command.id) is not None)
+    answered = cluster.wait_for(namespace, name, timeout, lambda md: _answer(md, command.id) is not None)
     if answered is None:
         print(
             f"error: no answer from the operator within {timeout:g}s; is it running? "
@@ -126,28 +146,33 @@ def send(cluster: Cluster, namespace: str, name: str, command: commands.Command,
             file=sys.stderr,
         )
         return EXIT_TIMEOUT
-    answer = commands.answer_to(answered, command.id)
+    answer = _answer(answered, command.id)
     assert answer is not None
-    print(commands.describe(answer, namespace, name), file=out)
-    return EXIT_OK if answer.accepted else EXIT_FAILED
+    print(describe(answer, namespace, name), file=out)
+    return EXIT_OK if answer.result == "accepted" else EXIT_FAILED
 
 
-def effective_steps(cluster: Cluster, md: Obj) -> list[Obj] | None:
+def describe(answer: CommandStatus, namespace: str, name: str) -> str:
+    """The operator's answer, one line for the terminal."""
+    what = "accepted" if answer.result == "accepted" else "REFUSED"
+    tail = f": {answer.message}" if answer.message else ""
+    return f"{answer.verb} {what} by the operator for {namespace}/{name}{tail}"
+
+
+def effective_steps(cluster: Cluster, md: ModelDeployment) -> list[Step] | None:
     """The steps the operator walks for this ModelDeployment, resolved exactly as it does, when the user
     may read the policies; otherwise the spec's own override steps, if any; otherwise unknown."""
-    from mlrollout.api import ModelDeployment, RolloutPolicy
+    from mlrollout.api import RolloutPolicy
     from mlrollout.policy import PolicyError, resolve_rollout_policy
 
-    spec: Obj = md.get("spec") or {}
-    override: list[Obj] | None = (spec.get("strategy") or {}).get("steps")
+    override = md.spec.strategy.steps if md.spec.strategy is not None else None
     try:
-        model = ModelDeployment.model_validate({"metadata": md.get("metadata") or {}, "spec": spec})
         policies = [RolloutPolicy.model_validate(_without_status(p)) for p in cluster.rollout_policies()]
-        labels = cluster.namespace_labels(str((md.get("metadata") or {}).get("namespace", "")))
-        resolved = resolve_rollout_policy(model, labels, policies)
+        labels = cluster.namespace_labels(str(md.metadata.get("namespace", "")))
+        resolved = resolve_rollout_policy(md, labels, policies)
     except (KubeError, PolicyError, ValueError):
         return override
-    return [step.to_dict() for step in resolved.spec.strategy.steps]
+    return list(resolved.spec.strategy.steps)
 
 
 def _without_status(obj: Obj) -> Obj:
@@ -156,7 +181,7 @@ def _without_status(obj: Obj) -> Obj:
 
 def show_status(cluster: Cluster, namespace: str, name: str, follow: bool, timeout: float, out: TextIO) -> int:
     """Print the status view once, or (follow) again at every change until `timeout`."""
-    md = cluster.get(namespace, name)
+    md = typed(cluster.get(namespace, name))
     steps = effective_steps(cluster, md)
     if not follow:
         out.write(render.render_status(md, steps, datetime.now(UTC)))
@@ -168,7 +193,7 @@ def show_status(cluster: Cluster, namespace: str, name: str, follow: bool, timeo
         if version == last_version:
             continue
         last_version = version
-        text = render.render_status(obj, steps, datetime.now(UTC))
+        text = render.render_status(typed(obj), steps, datetime.now(UTC))
         out.write((CLEAR_SCREEN if tty else "---\n") + text)
         out.flush()
     return EXIT_OK

@@ -1,33 +1,40 @@
-"""Pure rendering: a ModelDeployment (as the API returns it) -> text for a terminal.
+"""Pure rendering: a ModelDeployment (the typed API model) -> text for a terminal.
 
 Everything here is a function of its arguments (the object, the effective steps, the clock), so the
-status view is unit-tested to the character and the I/O layer only fetches and prints.
+status view is unit-tested to the character and the I/O layer only fetches, parses and prints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
+from mlrollout.api.analysis import MetricResult
 from mlrollout.api.common import parse_duration
+from mlrollout.api.modeldeployment import (
+    AnalysisStatus,
+    HistoryEntry,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RevisionStatus,
+)
+from mlrollout.api.rolloutpolicy import Step
+from mlrollout.rollout.timefmt import parse
 
-Obj = dict[str, Any]
 BAR_WIDTH = 24
 
 
 # --- small formatting helpers ---------------------------------------------------------------------
 
 
-def parse_time(text: object) -> datetime | None:
+def parse_time(text: str | None) -> datetime | None:
     """An RFC 3339 timestamp, or None when absent or unreadable."""
-    if not isinstance(text, str) or not text:
+    if not text:
         return None
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def duration(seconds: float) -> str:
@@ -42,13 +49,13 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600}h" if (s % 86400) // 3600 else f"{s // 86400}d"
 
 
-def ago(text: object, now: datetime) -> str:
+def ago(text: str | None, now: datetime) -> str:
     """'3m20s ago' for a timestamp, '-' when there is none."""
     when = parse_time(text)
     return "-" if when is None else f"{duration((now - when).total_seconds())} ago"
 
 
-def clock(text: object) -> str:
+def clock(text: str | None) -> str:
     """HH:MM:SS (UTC) of a timestamp, '-' when there is none."""
     when = parse_time(text)
     return "-" if when is None else when.astimezone(UTC).strftime("%H:%M:%S")
@@ -61,20 +68,14 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {round(f * 100):3d}%"
 
 
-def number(value: object) -> str:
+def number(value: float | None) -> str:
     """Estimates and effects: four significant digits, '-' when absent."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return f"{value:.4g}"
+    return "-" if value is None else f"{value:.4g}"
 
 
-def signed(value: object) -> str:
+def signed(value: float | None) -> str:
     """An effect with its sign."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return number(value)
-    return f"{value:+.4g}"
+    return "-" if value is None else f"{value:+.4g}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -88,97 +89,68 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
 # --- steps --------------------------------------------------------------------------------------------
 
 
-def step_kind(step: Obj) -> str:
-    """shadow, canary, pause or blueGreen: the one key a step sets."""
-    for kind in ("shadow", "canary", "pause", "blueGreen"):
-        if kind in step:
-            return kind
-    return "?"
-
-
-def step_summary(step: Obj) -> str:
+def step_summary(step: Step) -> str:
     """What a step does, in a few words."""
-    kind = step_kind(step)
-    body: Obj = step.get(kind) or {}
-    if kind == "shadow":
-        return f"mirror {body.get('mirrorPercent', 100)}%, min {body.get('minRequests', 200)} requests"
-    if kind == "canary":
-        return f"weight {body.get('weight', '?')}%, min {body.get('minRequests', 200)} requests"
-    if kind == "pause":
-        return f"hold {body['duration']}" if body.get("duration") else "hold until resumed"
-    if kind == "blueGreen":
-        preview = (
-            f"preview mirror {body.get('previewMirrorPercent', 100)}%" if body.get("previewAnalysis", True) else ""
-        )
-        parts = [p for p in (preview, "switch all", f"keep old {body.get('scaleDownDelay', '10m')}") if p]
-        return ", ".join(parts)
+    if step.shadow is not None:
+        return f"mirror {step.shadow.mirror_percent}%, min {step.shadow.min_requests} requests"
+    if step.canary is not None:
+        return f"weight {step.canary.weight}%, min {step.canary.min_requests} requests"
+    if step.pause is not None:
+        return f"hold {step.pause.duration}" if step.pause.duration else "hold until resumed"
+    if step.blue_green is not None:
+        bg = step.blue_green
+        preview = f"preview mirror {bg.preview_mirror_percent}%" if bg.preview_analysis else ""
+        return ", ".join(p for p in (preview, "switch all", f"keep old {bg.scale_down_delay}") if p)
     return "unknown step"
 
 
-def candidate_requests(status: Obj) -> int | None:
+def candidate_requests(status: ModelDeploymentStatus) -> int | None:
     """Requests the candidate has answered since it started, from the last analysis' sample sizes."""
-    counts = [
-        int(m["samples"]["candidate"])
-        for m in (status.get("lastAnalysis") or {}).get("metrics") or []
-        if isinstance((m.get("samples") or {}).get("candidate"), int | float)
-    ]
+    metrics = status.last_analysis.metrics if status.last_analysis else None
+    counts = [int(m.samples.candidate) for m in metrics or [] if m.samples and m.samples.candidate is not None]
     return max(counts) if counts else None
 
 
-def _duration_seconds(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError:
-        return None
-
-
-def step_progress(step: Obj, status: Obj, now: datetime) -> tuple[float | None, str]:
+def step_progress(step: Step, status: ModelDeploymentStatus, now: datetime) -> tuple[float | None, str]:
     """How far the current step is (0..1, or None when unknown) and a note saying why."""
-    current: Obj = status.get("currentStep") or {}
-    kind = step_kind(step)
-    body: Obj = step.get(kind) or {}
-    started = parse_time(current.get("startedAt"))
+    current = status.current_step
+    started = parse_time(current.started_at) if current else None
     elapsed = (now - started).total_seconds() if started else None
     notes: list[str] = []
     fraction: float | None = None
-    if kind in ("shadow", "canary", "blueGreen"):
-        min_requests = int(body.get("minRequests", 200))
+    analysed = step.shadow or step.canary or step.blue_green
+    if analysed is not None:
         seen = candidate_requests(status)
         if seen is not None:
-            in_step = max(0, seen - int(current.get("requestsAtStart", 0)))
-            notes.append(f"requests {in_step}/{min_requests}")
-            fraction = 1.0 if min_requests == 0 else min(1.0, in_step / min_requests)
-        max_seconds = _duration_seconds(body.get("maxDuration", "30m"))
-        if elapsed is not None and max_seconds:
-            notes.append(f"{duration(elapsed)} of max {body.get('maxDuration', '30m')}")
-    elif kind == "pause":
-        hold = _duration_seconds(body.get("duration"))
+            in_step = max(0, seen - (current.requests_at_start if current else 0))
+            notes.append(f"requests {in_step}/{analysed.min_requests}")
+            fraction = 1.0 if analysed.min_requests == 0 else min(1.0, in_step / analysed.min_requests)
+        if elapsed is not None:
+            notes.append(f"{duration(elapsed)} of max {analysed.max_duration}")
+    elif step.pause is not None:
+        hold = parse_duration(step.pause.duration) if step.pause.duration else None
         if elapsed is not None and hold:
             fraction = min(1.0, elapsed / hold)
-            notes.append(f"{duration(elapsed)} of {body['duration']}")
+            notes.append(f"{duration(elapsed)} of {step.pause.duration}")
         elif elapsed is not None:
             notes.append(f"waiting {duration(elapsed)} for `kubectl mlrollout resume`")
-    elif elapsed is not None:
-        notes.append(f"running {duration(elapsed)}")
     return fraction, ", ".join(notes)
 
 
-def render_steps(steps: Sequence[Obj] | None, status: Obj, now: datetime) -> list[str]:
+def render_steps(steps: Sequence[Step] | None, status: ModelDeploymentStatus, now: datetime) -> list[str]:
     """The strategy with the current step marked, and a bar for the whole rollout."""
-    current: Obj = status.get("currentStep") or {}
-    if not current:
+    current = status.current_step
+    if current is None:
         return []
-    index = int(current.get("index", 0))
+    index = current.index
     if not steps:
-        started = ago(current.get("startedAt"), now)
-        return [f"Step:       {index + 1} ({current.get('kind', '?')}), started {started} (policy steps unknown)"]
+        started = ago(current.started_at, now)
+        return [f"Step:       {index + 1} ({current.kind}), started {started} (policy steps unknown)"]
     fraction, note = step_progress(steps[index], status, now) if index < len(steps) else (None, "")
     overall = (index + (fraction or 0.0)) / len(steps)
     lines = [f"Steps:      {bar(overall)}  step {index + 1} of {len(steps)}"]
-    state = {"Paused": "paused", "Degraded": "stopped"}.get(str(status.get("phase")), "running")
-    if status.get("hold"):
+    state = {"Paused": "paused", "Degraded": "stopped"}.get(str(status.phase), "running")
+    if status.hold:
         state = "holding"
     rows: list[list[str]] = []
     for i, step in enumerate(steps):
@@ -188,13 +160,12 @@ def render_steps(steps: Sequence[Obj] | None, status: Obj, now: datetime) -> lis
             mark, where = ">", state + (f" ({note})" if note else "")
         else:
             mark, where = " ", ""
-        rows.append([f"{mark} {i + 1}", step_kind(step), step_summary(step), where])
+        rows.append([f"{mark} {i + 1}", step.kind, step_summary(step), where])
     lines += table(["  #", "KIND", "WHAT", "STATE"], rows, indent="  ")
-    if status.get("hold"):
-        lines.append(f"  holding: {status['hold']}")
-    carried: Obj = current.get("carriedIn") or {}
-    if carried:  # evidence against the candidate from earlier steps (docs/analysis.md, "Evidence across steps")
-        shown = ", ".join(f"{test} {number(value)}" for test, value in sorted(carried.items()))
+    if status.hold:
+        lines.append(f"  holding: {status.hold}")
+    if current.carried_in:  # evidence against the candidate from earlier steps (docs/analysis.md)
+        shown = ", ".join(f"{test} {number(value)}" for test, value in sorted(current.carried_in.items()))
         lines.append(f"  evidence carried from earlier steps: {shown}")
     return lines
 
@@ -202,175 +173,136 @@ def render_steps(steps: Sequence[Obj] | None, status: Obj, now: datetime) -> lis
 # --- the status view ----------------------------------------------------------------------------------
 
 
-def _revision_line(rev: Obj | None) -> str:
-    if not rev:
+def _revision_line(rev: RevisionStatus | None) -> str:
+    if rev is None:
         return "-"
-    sha = str(rev.get("sha256", ""))[:12]
-    return (
-        f"{rev.get('modelVersion', '?')}  (revision {rev.get('number', '?')}, {str(rev.get('revision', ''))[:12]}, "
-        f"sha256 {sha}...)"
-    )
+    return f"{rev.model_version}  (revision {rev.number}, {rev.revision[:12]}, sha256 {rev.sha256[:12]}...)"
 
 
-def render_analysis(analysis: Obj | None, now: datetime) -> list[str]:
-    """The last verdict, the alpha it was judged at (when recorded) and, per metric, the evidence behind it."""
-    if not analysis:
-        return ["Analysis:   none yet"]
-    alpha = f" (alpha {number(analysis['alpha'])})" if analysis.get("alpha") is not None else ""
-    lines = [
-        f"Analysis:   {str(analysis.get('verdict', '?')).upper()}{alpha} at {clock(analysis.get('time'))} "
-        f"({ago(analysis.get('time'), now)}): {analysis.get('reason', '')}"
+def _metric_row(m: MetricResult) -> list[str]:
+    evidence = [f"e={number(m.e_value)}"] if m.e_value is not None else []
+    evidence += [f"p={number(m.p_value)}"] if m.p_value is not None else []
+    samples, estimate = m.samples, m.estimate
+    return [
+        m.name,
+        m.decision,
+        f"{number(samples.stable if samples else None)}/{number(samples.candidate if samples else None)}",
+        number(estimate.stable if estimate else None),
+        number(estimate.candidate if estimate else None),
+        signed(m.effect),
+        f"[{signed(m.interval[0])}, {signed(m.interval[1])}]" if m.interval else "-",
+        number(m.threshold),
+        " ".join(evidence) or "-",
     ]
-    metrics: list[Obj] = analysis.get("metrics") or []
+
+
+def render_analysis(analysis: AnalysisStatus | None, now: datetime) -> list[str]:
+    """The last verdict, the alpha it was judged at (when recorded) and, per metric, the evidence behind it."""
+    if analysis is None:
+        return ["Analysis:   none yet"]
+    alpha = f" (alpha {number(analysis.alpha)})" if analysis.alpha is not None else ""
+    lines = [
+        f"Analysis:   {analysis.verdict.upper()}{alpha} at {clock(analysis.time)} "
+        f"({ago(analysis.time, now)}): {analysis.reason}"
+    ]
+    metrics = analysis.metrics or []
     if not metrics:
         return lines
-    rows: list[list[str]] = []
-    for m in metrics:
-        samples: Obj = m.get("samples") or {}
-        estimate: Obj = m.get("estimate") or {}
-        interval = m.get("interval")
-        evidence = []
-        if m.get("eValue") is not None:
-            evidence.append(f"e={number(m['eValue'])}")
-        if m.get("pValue") is not None:
-            evidence.append(f"p={number(m['pValue'])}")
-        rows.append(
-            [
-                str(m.get("name", "?")),
-                str(m.get("decision", "?")),
-                f"{number(samples.get('stable'))}/{number(samples.get('candidate'))}",
-                number(estimate.get("stable")),
-                number(estimate.get("candidate")),
-                signed(m.get("effect")),
-                f"[{signed(interval[0])}, {signed(interval[1])}]" if isinstance(interval, list) else "-",
-                number(m.get("threshold")),
-                " ".join(evidence) or "-",
-            ]
-        )
     headers = ["METRIC", "DECISION", "N S/C", "STABLE", "CANDIDATE", "EFFECT", "INTERVAL", "LIMIT", "EVIDENCE"]
-    table_lines = table(headers, rows)
+    table_lines = table(headers, [_metric_row(m) for m in metrics])
     lines.append(table_lines[0])
     for m, line in zip(metrics, table_lines[1:], strict=True):
         lines.append(line)
-        detail = " - ".join(dict.fromkeys(str(x) for x in (m.get("test"), m.get("reason")) if x))
+        detail = " - ".join(dict.fromkeys(x for x in (m.test, m.reason) if x))
         if detail:
             lines.append(f"      {detail}")
     return lines
 
 
-def render_history(md: Obj, now: datetime) -> str:
+def render_history(md: ModelDeployment, now: datetime) -> str:
     """Past rollouts, newest first, then the revisions `undo --to-revision` can bring back."""
-    status: Obj = md.get("status") or {}
-    history: list[Obj] = list(reversed(status.get("history") or []))
+    status = md.status or ModelDeploymentStatus()
+    history = list(reversed(status.history or []))
     lines = [f"History of {_ref(md)}:"]
     if not history:
         lines.append("  no rollouts yet")
     else:
         rows = [
-            [
-                str(h.get("number", "?")),
-                str(h.get("modelVersion", "?")),
-                str(h.get("outcome", "?")),
-                ago(h.get("finishedAt") or h.get("startedAt"), now),
-                _span(h),
-                str(h.get("sha256", ""))[:12],
-                str(h.get("reason", "")),
-            ]
+            [str(h.number), h.model_version, h.outcome, ago(h.finished_at or h.started_at, now), _span(h),
+             h.sha256[:12], h.reason]
             for h in history
-        ]
+        ]  # fmt: skip
         lines += table(["REV", "VERSION", "OUTCOME", "WHEN", "TOOK", "SHA256", "REASON"], rows)
-    revisions: list[Obj] = status.get("revisions") or []
-    if revisions:
-        stable = (status.get("stable") or {}).get("revision")
-        candidate = (status.get("candidate") or {}).get("revision")
+    if status.revisions:
+        stable = status.stable.revision if status.stable else None
+        candidate = status.candidate.revision if status.candidate else None
         rows = []
-        for r in sorted(revisions, key=lambda r: int(r.get("number", 0)), reverse=True):
-            role = "stable" if r.get("revision") == stable else "candidate" if r.get("revision") == candidate else ""
-            rows.append(
-                [str(r.get("number", "?")), str(r.get("modelVersion", "?")), str(r.get("revision", ""))[:12], role,
-                 str(r.get("modelUri", ""))]
-            )  # fmt: skip
+        for r in sorted(status.revisions, key=lambda r: r.number, reverse=True):
+            role = "stable" if r.revision == stable else "candidate" if r.revision == candidate else ""
+            rows.append([str(r.number), r.model_version, r.revision[:12], role, r.model_uri])
         lines += ["", "Revisions (kubectl mlrollout undo NAME --to-revision N):"]
         lines += table(["REV", "VERSION", "HASH", "ROLE", "URI"], rows)
     return "\n".join(lines)
 
 
-def _span(entry: Obj) -> str:
-    start, end = parse_time(entry.get("startedAt")), parse_time(entry.get("finishedAt"))
+def _span(entry: HistoryEntry) -> str:
+    start, end = parse_time(entry.started_at), parse_time(entry.finished_at)
     return duration((end - start).total_seconds()) if start and end else "-"
 
 
-def _ref(md: Obj) -> str:
-    meta: Obj = md.get("metadata") or {}
-    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+def _ref(md: ModelDeployment) -> str:
+    return f"{md.metadata.get('namespace', '?')}/{md.metadata.get('name', '?')}"
 
 
-def render_status(md: Obj, steps: Sequence[Obj] | None, now: datetime) -> str:
+def render_status(md: ModelDeployment, steps: Sequence[Step] | None, now: datetime) -> str:
     """The whole live view of one ModelDeployment."""
-    meta: Obj = md.get("metadata") or {}
-    spec: Obj = md.get("spec") or {}
-    status: Obj = md.get("status") or {}
-    phase = str(status.get("phase") or "Unknown")
+    status = md.status or ModelDeploymentStatus()
+    phase = status.phase or "Unknown"
     lines = [f"ModelDeployment {_ref(md)}   {phase}"]
-    if status.get("message"):
-        lines.append(f"  {status['message']}")
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
-    if generation is not None and (observed is None or observed < generation):
+    if status.message:
+        lines.append(f"  {status.message}")
+    generation, observed = md.metadata.get("generation"), status.observed_generation
+    if isinstance(generation, int) and (observed is None or observed < generation):
         lines.append(f"  (the operator has not yet acted on generation {generation}; it last saw {observed or 'none'})")
     lines.append("")
-    model: Obj = spec.get("model") or {}
-    lines.append(f"Spec:       {model.get('name', '?')} {model.get('version', '?')}  ({model.get('uri', '?')})")
-    if status.get("policy"):
-        lines.append(f"Policy:     {status['policy']}")
-    lines.append(f"Stable:     {_revision_line(status.get('stable'))}")
-    if status.get("candidate"):
-        lines.append(f"Candidate:  {_revision_line(status.get('candidate'))}")
-    traffic: Obj = status.get("traffic") or {}
+    model = md.spec.model
+    lines.append(f"Spec:       {model.name} {model.version}  ({model.uri})")
+    if status.policy:
+        lines.append(f"Policy:     {status.policy}")
+    lines.append(f"Stable:     {_revision_line(status.stable)}")
+    if status.candidate:
+        lines.append(f"Candidate:  {_revision_line(status.candidate)}")
+    traffic = status.traffic
     if traffic:
-        route = f"  (route table v{traffic['version']})" if traffic.get("version") else ""
+        route = f"  (route table v{traffic.version})" if traffic.version else ""
         lines.append(
-            f"Traffic:    stable {traffic.get('stable', 0)}%  candidate {traffic.get('candidate', 0)}%  "
-            f"mirror {traffic.get('mirror', 0)}%{route}"
+            f"Traffic:    stable {traffic.stable}%  candidate {traffic.candidate}%  mirror {traffic.mirror}%{route}"
         )
     step_lines = render_steps(steps, status, now)
     if step_lines:
         lines += ["", *step_lines]
     elif phase == "Healthy":
         lines.append("Rollout:    none in progress")
-    held: Obj = status.get("heldBack") or {}
+    held = status.held_back
     if held:
-        lines.append(
-            f"Held back:  revision {held.get('number', '?')} ({held.get('outcome', '?')}, "
-            f"{ago(held.get('time'), now)}): {held.get('reason', '')}"
-        )
+        lines.append(f"Held back:  revision {held.number} ({held.outcome}, {ago(held.time, now)}): {held.reason}")
         lines.append("            change the spec, `kubectl mlrollout retry` or `kubectl mlrollout undo`")
-    for gone in status.get("scaleDowns") or []:
-        lines.append(
-            f"Scale-down: revision {str(gone.get('revision', '?'))[:12]} at {clock(gone.get('at'))}"
-            + (f" ({gone['reason']})" if gone.get("reason") else "")
-        )
-    lines += ["", *render_analysis(status.get("lastAnalysis"), now)]
-    history: list[Obj] = status.get("history") or []
-    if history:
+    for gone in status.scale_downs or []:
+        reason = f" ({gone.reason})" if gone.reason else ""
+        lines.append(f"Scale-down: revision {gone.revision[:12]} at {clock(gone.at)}{reason}")
+    lines += ["", *render_analysis(status.last_analysis, now)]
+    if status.history:
         lines += ["", "Recent rollouts:"]
         rows = [
-            [str(h.get("number", "?")), str(h.get("modelVersion", "?")), str(h.get("outcome", "?")),
-             ago(h.get("finishedAt") or h.get("startedAt"), now), str(h.get("reason", ""))]
-            for h in reversed(history[-5:])
-        ]  # fmt: skip
+            [str(h.number), h.model_version, h.outcome, ago(h.finished_at or h.started_at, now), h.reason]
+            for h in reversed(status.history[-5:])
+        ]
         lines += table(["REV", "VERSION", "OUTCOME", "WHEN", "REASON"], rows)
-    conditions: list[Obj] = status.get("conditions") or []
-    if conditions:
-        lines.append("")
-        lines.append(
-            "Conditions: "
-            + "  ".join(f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
-                        for c in conditions)
-        )  # fmt: skip
-    last: Obj = status.get("lastCommand") or {}
+    if status.conditions:
+        shown = "  ".join(f"{c.type}={c.status}" + (f" ({c.reason})" if c.reason else "") for c in status.conditions)
+        lines += ["", f"Conditions: {shown}"]
+    last = status.last_command
     if last:
-        message = f": {last['message']}" if last.get("message") else ""
-        lines.append(
-            f"Command:    {last.get('verb', '?')} {last.get('result', '?')} at {clock(last.get('time'))}{message}"
-        )
+        message = f": {last.message}" if last.message else ""
+        lines.append(f"Command:    {last.verb} {last.result} at {clock(last.time)}{message}")
     return "\n".join(lines) + "\n"

@@ -1,32 +1,45 @@
-"""The pure rollout state machine: `decide(status, facts, policy, now) -> Decision(status, actions)`."""
+"""The pure rollout state machine: `decide(status, facts, policy, now) -> Decision(status, actions)`.
+
+One module per job: `machine` (the driver), `spec` (following the spec), `progress` (the candidate's
+steps), `looks` (the analysis as the machine sees it), `commands` (human commands), `moves` (promote,
+roll back, hold, ...), `housekeeping` (scheduled removals), `projection` (phase, conditions, routes),
+on the shared working copy of `work`; `facts` in, `actions` out.
+"""
 
 from mlrollout.rollout.actions import (
     Action,
     EnsureTrack,
     RecordEvent,
     RemoveTrack,
+    Role,
     RolloutFinished,
+    RouteMode,
     SetRoutes,
     StepFinished,
 )
-from mlrollout.rollout.facts import VERBS, Command, Facts, TrackFacts, Verdict
-from mlrollout.rollout.machine import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS, Decision, decide
+from mlrollout.rollout.facts import Facts, Look, TrackFacts
+from mlrollout.rollout.looks import analysis_due
+from mlrollout.rollout.machine import Decision, decide
+from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
+from mlrollout.rollout.projection import not_governable
 
 __all__ = [
     "DRAIN_SECONDS",
     "PROMOTE_SCALE_DOWN_SECONDS",
-    "VERBS",
     "Action",
-    "Command",
     "Decision",
     "EnsureTrack",
     "Facts",
+    "Look",
     "RecordEvent",
     "RemoveTrack",
+    "Role",
     "RolloutFinished",
+    "RouteMode",
     "SetRoutes",
     "StepFinished",
     "TrackFacts",
-    "Verdict",
+    "analysis_due",
     "decide",
+    "not_governable",
 ]

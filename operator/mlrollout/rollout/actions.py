@@ -1,21 +1,25 @@
-"""What the state machine asks the controller to do: plain data, executed by `mlrollout.controller.act`."""
+"""What the state machine asks the controller to do: plain data, executed by `mlrollout.controller`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from mlrollout.api.modeldeployment import RevisionStatus
+from mlrollout.api.modeldeployment import Outcome, RevisionStatus
 
-Track = Literal["stable", "candidate"]
+Role = Literal["stable", "candidate"]
+"""The part a revision plays in a rollout (its pods' `track` label)."""
+
+RouteMode = Literal["canary", "ab", "blueGreen"]
+"""How the data plane splits: by weight, by a sticky key (A/B), or all at once (blue-green)."""
 
 
 @dataclass(frozen=True)
 class EnsureTrack:
-    """Deploy (or keep) this revision's Deployment and Service, labelled as `track`."""
+    """Deploy (or keep) this revision's Deployment and Service, labelled with its role."""
 
     revision: RevisionStatus
-    track: Track
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class SetRoutes:
     candidate: str | None  # revision hash receiving weight or mirror, if any
     candidate_weight: int
     mirror_percent: int
-    mode: Literal["canary", "blueGreen"]
+    mode: RouteMode
     version: int
 
 
@@ -51,7 +55,7 @@ class RecordEvent:
 class RolloutFinished:
     """For the operator's metrics: a rollout ended."""
 
-    outcome: Literal["promoted", "rolledBack", "superseded", "aborted"]
+    outcome: Outcome
     seconds: float
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
 
+from mlrollout.api.analysis import Judgement
+from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import RevisionStatus
-
-VerdictName = Literal["promote", "continue", "rollback", "inconclusive"]
-Verb = Literal["promote", "promoteFull", "abort", "pause", "resume", "retry", "undo"]
-VERBS: tuple[Verb, ...] = ("promote", "promoteFull", "abort", "pause", "resume", "retry", "undo")
 
 
 @dataclass(frozen=True)
@@ -30,27 +27,12 @@ MISSING = TrackFacts()
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """One look of the analysis at the candidate, with the evidence behind it."""
+class Look:
+    """One look of the analysis at the candidate: the judge's answer, when, and about which revision."""
 
-    verdict: VerdictName
-    reason: str
+    judgement: Judgement
     time: datetime
     candidate_revision: str
-    candidate_requests: int = 0  # cumulative since the candidate started
-    alpha: float | None = None  # the significance level the look was judged at (the rollout's whole alpha)
-    metrics: tuple[Mapping[str, Any], ...] = ()
-    # per e-value test, what the next analysed step would start from if this step ended at this look
-    evidence: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Command:
-    """A human command from the `mlrollout.io/command` annotation."""
-
-    id: str
-    verb: str  # validated by the machine, so a typo is refused visibly rather than dropped
-    to_revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,9 +45,10 @@ class Facts:
     # The built-in gateway's Deployment and pods (the address clients call); None when the traffic
     # provider has no gateway of ours (Gateway API, Istio). Healthy needs it to answer.
     gateway: TrackFacts | None = None
-    verdict: Verdict | None = None
+    look: Look | None = None
     command: Command | None = None
     paused: bool = False  # spec.paused
+    sticky: bool = False  # spec.traffic.sticky: clients keep their track (A/B) instead of a weighted split
     policy: str = "default"  # which policy governs, for status
 
     def gateway_serves(self) -> bool:

@@ -8,8 +8,11 @@ unit-testable and lets the cluster tier validate the objects against the real CR
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
+
+from mlrollout_serving.contract.routes import FallbackSettings, Mode, Sticky
 
 Manifest = dict[str, Any]
 
@@ -33,26 +36,6 @@ class Backend:
 
 
 @dataclass(frozen=True)
-class StickySetting:
-    """Key that pins a client to one track (A/B): a header or a top-level JSON field."""
-
-    header: str | None = None
-    json_field: str | None = None
-
-
-@dataclass(frozen=True)
-class FallbackSetting:
-    """The FallbackPolicy as the data plane needs it (resolved: backups are Service addresses)."""
-
-    request_timeout_seconds: float = 2.0
-    consecutive_failures: int = 5
-    open_seconds: float = 30.0
-    confidence_threshold: float | None = None
-    chain: tuple[Manifest, ...] = ({"action": "stable"}, {"action": "refuse"})
-    low_confidence_action: Manifest | None = None
-
-
-@dataclass(frozen=True)
 class RouteIntent:
     """What the rollout wants from the data plane right now."""
 
@@ -62,11 +45,24 @@ class RouteIntent:
     candidate: Backend | None
     candidate_weight: int  # 0..100 of live traffic to the candidate
     mirror_percent: int  # 0..100 of live traffic copied to the candidate (responses dropped)
-    mode: Literal["canary", "ab", "blueGreen"] = "canary"
-    sticky: StickySetting | None = None
-    fallback: FallbackSetting = field(default_factory=FallbackSetting)
+    mode: Mode = "canary"
+    sticky: Sticky | None = None
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)
     version: int = 1  # monotonically increasing; the gateway reports the version it applied
     owner: Manifest | None = None  # ownerReference of the ModelDeployment, set on every object
+    labels: Mapping[str, str] = field(default_factory=dict)  # the operator's labels for routing objects
+
+    def metadata(self, name: str, **extra_labels: str) -> Manifest:
+        """Metadata of a routing object: the operator's labels, the route version, the owner."""
+        meta: Manifest = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {**self.labels, **extra_labels},
+            "annotations": {"mlrollout.io/route-version": str(self.version)},
+        }
+        if self.owner is not None:
+            meta["ownerReferences"] = [self.owner]
+        return meta
 
 
 class TrafficRouter(Protocol):

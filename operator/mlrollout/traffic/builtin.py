@@ -7,36 +7,16 @@ refuse.
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
 
-from mlrollout.traffic.base import FallbackSetting, Manifest, RouteIntent
+from mlrollout.traffic.base import Manifest, RouteIntent
 from mlrollout_serving.contract.routes import (
     CONFIGMAP_KEY,
-    FallbackSettings,
     Mirror,
     RouteTable,
-    Sticky,
     Track,
     configmap_name,
 )
-
-
-def _fallback(setting: FallbackSetting) -> FallbackSettings:
-    low = setting.low_confidence_action
-    return FallbackSettings.model_validate(
-        {
-            "requestTimeoutSeconds": setting.request_timeout_seconds,
-            "circuitBreaker": {
-                "consecutiveFailures": setting.consecutive_failures,
-                "openSeconds": setting.open_seconds,
-            },
-            "confidenceThreshold": setting.confidence_threshold,
-            "chain": list(setting.chain),
-            "lowConfidenceAction": low,
-        }
-    )
 
 
 class BuiltinRouter:
@@ -63,34 +43,20 @@ class BuiltinRouter:
                 revision=intent.candidate.revision,
                 percent=intent.mirror_percent,
             )
-        sticky = None
-        if intent.sticky is not None:
-            sticky = Sticky(header=intent.sticky.header, json_field=intent.sticky.json_field)
-        data: dict[str, Any] = {
-            "version": intent.version,
-            "mode": intent.mode,
-            "tracks": tracks,
-            "mirror": mirror,
-            "sticky": sticky,
-            "fallback": _fallback(intent.fallback),
-        }
-        return RouteTable.model_validate(data)
+        return RouteTable(
+            version=intent.version,
+            mode=intent.mode,
+            tracks=tracks,
+            mirror=mirror,
+            sticky=intent.sticky,
+            fallback=intent.fallback,
+        )
 
     def manifests(self, intent: RouteIntent) -> list[Manifest]:
         """The route ConfigMap; nothing while there is no stable Service to send traffic to."""
         if intent.stable is None:
             return []
         table = self.route_table(intent)
-        meta: Manifest = {
-            "name": configmap_name(intent.name),
-            "namespace": intent.namespace,
-            "labels": {
-                "app.kubernetes.io/managed-by": "mlrollout",
-                "mlrollout.io/model-deployment": intent.name[:63],
-                "app.kubernetes.io/component": "routes",
-            },
-        }
-        if intent.owner is not None:
-            meta["ownerReferences"] = [intent.owner]
+        meta = intent.metadata(configmap_name(intent.name), **{"app.kubernetes.io/component": "routes"})
         body = yaml.safe_dump(table.to_wire(), sort_keys=True)
         return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {CONFIGMAP_KEY: body}}]

@@ -90,7 +90,7 @@ class GatewayApiRouter:
         return {
             "apiVersion": API_VERSION,
             "kind": "HTTPRoute",
-            "metadata": _metadata(intent),
+            "metadata": intent.metadata(intent.name),
             "spec": {"parentRefs": [parent], "rules": [rule]},
         }
 
@@ -111,15 +111,3 @@ class GatewayApiRouter:
 
 def _backend_ref(backend: Backend, weight: int) -> Manifest:
     return {"group": "", "kind": "Service", "name": backend.service, "port": backend.port, "weight": weight}
-
-
-def _metadata(intent: RouteIntent) -> Manifest:
-    meta: Manifest = {
-        "name": intent.name,
-        "namespace": intent.namespace,
-        "labels": {"app.kubernetes.io/managed-by": "mlrollout", "mlrollout.io/model-deployment": intent.name},
-        "annotations": {"mlrollout.io/route-version": str(intent.version)},
-    }
-    if intent.owner is not None:
-        meta["ownerReferences"] = [intent.owner]
-    return meta

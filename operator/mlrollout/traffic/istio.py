@@ -47,15 +47,12 @@ class IstioRouter:
         spec: Manifest = {"hosts": [self.host(intent.name, intent.namespace)], "http": [http]}
         if self.gateways:
             spec["gateways"] = list(self.gateways)
-        meta: Manifest = {
-            "name": intent.name,
-            "namespace": intent.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "mlrollout", "mlrollout.io/model-deployment": intent.name},
-            "annotations": {"mlrollout.io/route-version": str(intent.version)},
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "VirtualService",
+            "metadata": intent.metadata(intent.name),
+            "spec": spec,
         }
-        if intent.owner is not None:
-            meta["ownerReferences"] = [intent.owner]
-        return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta, "spec": spec}
 
     def host(self, service: str, namespace: str) -> str:
         """A Service's fully qualified name in the mesh."""

@@ -97,9 +97,9 @@ def test_restart_inside_the_window_is_counted(server: Server, wine_model: BuiltM
         naive = prom.value(
             f"{total} - sum(mlrollout_model_inference_requests_total offset {time.time() - started:.0f}s)"
         )
-    assert "error" not in snap, snap
+    assert snap.error is None, snap
     assert naive is not None and naive < 0, naive  # what a plain "now minus then" would have said
     # 50 + 30 requests inside the window. increase() only ever scales its sum up (extrapolating to the
     # window edges, at most about one scrape interval of a window of ~10-20 s), so 80 to about 100.
-    assert 78 <= snap["stable"]["requests"] <= 100, snap
-    assert snap["stable"]["errors"] == 0
+    assert 78 <= snap.stable.requests <= 100, snap
+    assert snap.stable.errors == 0

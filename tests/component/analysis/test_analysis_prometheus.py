@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,8 @@ from tests.support.models import BuiltModel
 from tests.support.procs import free_port, running, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
-from mlrollout.analysis import AnalysisTarget, PrometheusProvider, collect_snapshot, judge
+from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, collect_snapshot, judge
+from mlrollout.api.analysis import Judgement, MetricResult
 
 pytestmark = pytest.mark.component
 
@@ -117,7 +118,7 @@ class World:
     def window(self) -> float:
         return time.time() - self.started + 5.0
 
-    def snapshot(self, name: str, source: str = "gateway") -> dict[str, Any]:
+    def snapshot(self, name: str, source: str = "gateway") -> Snapshot:
         target = self.rollouts[name].target
         if source != target.source:
             target = AnalysisTarget(target.namespace, target.model_deployment, target.stable_revision,
@@ -166,54 +167,53 @@ def world(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[Worl
         yield World(prometheus, rollouts, started, gateways)
 
 
-def metric(result: Mapping[str, Any], name: str) -> Any:
-    return next(m for m in result["metrics"] if m["name"] == name)
+def metric(result: Judgement, name: str) -> MetricResult:
+    return next(m for m in result.metrics if m.name == name)
 
 
 def test_snapshot_counts_match_what_was_sent(world: World) -> None:
     snap = world.snapshot("aa")
-    assert "error" not in snap, snap
-    total = snap["stable"]["requests"] + snap["candidate"]["requests"]
+    assert snap.error is None, snap
+    total = snap.stable.requests + snap.candidate.requests
     assert total == REQUESTS["aa"]  # exact integers, not increase()'s extrapolation
-    share = snap["candidate"]["requests"] / total
+    share = snap.candidate.requests / total
     assert 0.4 < share < 0.6  # half routed to the candidate, within sampling noise
-    for track in ("stable", "candidate"):
-        buckets = snap[track]["latency_buckets"]
-        assert buckets["+Inf"] == snap[track]["requests"]
-        counts = [buckets[k] for k in sorted(buckets, key=float)]
-        assert counts == sorted(counts)  # cumulative and monotone without forcing
-        assert sum(snap[track]["predictions"].values()) == ROWS_PER_REQUEST * snap[track]["requests"]
+    for counts in (snap.stable, snap.candidate):
+        assert counts.latency is not None and counts.latency.total == counts.requests
+        assert counts.predictions is not None
+        assert sum(counts.predictions.values()) == ROWS_PER_REQUEST * counts.requests
+    assert not snap.warnings  # cumulative and monotone without forcing
     model_side = world.snapshot("aa", source="model")
-    assert model_side["candidate"]["requests"] == snap["candidate"]["requests"]
-    assert "warnings" not in snap
+    assert model_side.candidate.requests == snap.candidate.requests
 
 
 def test_aa_pair_is_not_rolled_back(world: World) -> None:
     result = judge(world.snapshot("aa"))
-    evidence = {m["name"]: (m["decision"], m["eValue"], m["estimate"]) for m in result["metrics"]}
-    print(json.dumps({"verdict": result["verdict"], "reason": result["reason"], "evidence": evidence}))
-    assert result["verdict"] in ("continue", "promote"), (result["reason"], evidence)
-    assert all(m["decision"] != "fail" for m in result["metrics"])
-    assert metric(result, "predictionDrift")["decision"] == "pass"
+    print(json.dumps(result.to_json()))
+    assert result.verdict in ("continue", "promote"), result.reason
+    assert all(m.decision != "fail" for m in result.metrics)
+    assert metric(result, "predictionDrift").decision == "pass"
 
 
 def test_worse_model_is_rolled_back_for_prediction_drift(world: World) -> None:
     result = judge(world.snapshot("worse"))
-    assert result["verdict"] == "rollback", result["reason"]
-    drift = metric(result, "predictionDrift")
-    assert drift["decision"] == "fail"
-    assert drift["effect"] > drift["threshold"]  # PSI above maxPsi ...
+    assert result.verdict == "rollback", result.reason
+    drift, harm = metric(result, "predictionDrift"), metric(result, "errorRate.harm")
+    assert drift.decision == "fail"
+    assert drift.effect is not None and drift.threshold is not None
+    assert drift.effect > drift.threshold  # PSI above maxPsi ...
     # ... and significant: drift's alpha share is half a harm test's (judge.split_alpha), so its bar is twice as high
-    assert drift["eValue"] >= 2 * metric(result, "errorRate.harm")["threshold"]
+    assert drift.e_value is not None and harm.threshold is not None and drift.e_value >= 2 * harm.threshold
 
 
 def test_injected_latency_is_rolled_back(world: World) -> None:
     result = judge(world.snapshot("slow"))
-    assert result["verdict"] == "rollback", result["reason"]
+    assert result.verdict == "rollback", result.reason
     harm = metric(result, "latency.harm")
-    assert harm["decision"] == "fail"
-    assert harm["estimate"]["candidate"] > harm["estimate"]["stable"] + INJECTED_DELAY / 2
-    assert metric(result, "predictionDrift")["decision"] != "fail"
+    assert harm.decision == "fail"
+    assert harm.estimate is not None and harm.estimate.candidate is not None and harm.estimate.stable is not None
+    assert harm.estimate.candidate > harm.estimate.stable + INJECTED_DELAY / 2
+    assert metric(result, "predictionDrift").decision != "fail"
 
 
 def test_stopped_prometheus_gives_inconclusive(world: World) -> None:
@@ -221,10 +221,10 @@ def test_stopped_prometheus_gives_inconclusive(world: World) -> None:
         prom.wait_scraped(world.gateway_targets[:1], timeout=120)
         provider = PrometheusProvider(prom.url, timeout=5)
         target = world.rollouts["aa"].target
-        assert "error" not in collect_snapshot(provider, target, 60.0)
+        assert collect_snapshot(provider, target, 60.0).error is None
         prom.stop()
         snap = collect_snapshot(provider, target, 60.0)
-    assert "prometheus query failed" in snap["error"]
+    assert snap.error == f"Prometheus at {prom.url} is unreachable: Connection refused"
     result = judge(snap)
-    assert result["verdict"] == "inconclusive"
-    assert "prometheus query failed" in result["reason"]
+    assert result.verdict == "inconclusive"
+    assert result.reason == f"no evidence: {snap.error}"  # one line for people: what failed, where

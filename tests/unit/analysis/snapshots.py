@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from mlrollout.analysis import Snapshot, judge, parse_snapshot
+from mlrollout.api.analysis import Judgement
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout_serving.contract.metrics import LATENCY_BUCKETS
 
 BOUNDS = tuple(b for b in LATENCY_BUCKETS if math.isfinite(b))  # the contract's, as the servers export them
@@ -55,3 +59,15 @@ def healthy(stable: int = 108_000, candidate: int = 12_000) -> dict[str, Any]:
     takes (the quantile's confidence sequence is the slowest of the default checks).
     """
     return {"stable": track(stable), "candidate": track(candidate), "elapsed_seconds": 1200.0}
+
+
+def judged(
+    snapshot: Mapping[str, Any] | Snapshot, policy: Mapping[str, Any] | RolloutPolicySpec | None = None
+) -> Judgement:
+    """``judge`` on a snapshot and policy written as JSON (a RolloutPolicy manifest or its spec), the way
+    ``mlrollout analyze`` and recorded files hand them over."""
+    snap = snapshot if isinstance(snapshot, Snapshot) else parse_snapshot(snapshot)
+    if isinstance(policy, Mapping):
+        raw = policy["spec"] if policy.get("kind") == "RolloutPolicy" else policy
+        policy = RolloutPolicySpec.model_validate(raw)
+    return judge(snap, policy)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.analysis.snapshots import track
+from tests.unit.analysis.snapshots import judged, track
 
-from mlrollout.analysis import judge
+from mlrollout.analysis import SnapshotError, parse_snapshot
 from mlrollout.analysis.carry import StepEvidence, restart_weights
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.sequential import harm_log_e, log_to_e
@@ -145,24 +145,24 @@ def _snapshot(errors_c: float, evidence: dict[str, Any] | None) -> dict[str, Any
 
 
 def test_judge_combines_carried_evidence_and_reports_what_to_carry_next() -> None:
-    alone = judge(_snapshot(0.0125, None))
-    harm = next(m for m in alone["metrics"] if m["name"] == "errorRate.harm")
-    assert harm["decision"] == "pass" and harm["eValue"] is not None
-    assert alone["evidence"]["errorRate.harm"] == pytest.approx(harm["eValue"], rel=1e-5)  # one step: itself
-    assert set(alone["evidence"]) == {"errorRate.harm", "latency.harm", "predictionDrift"}
+    alone = judged(_snapshot(0.0125, None))
+    harm = next(m for m in alone.metrics if m.name == "errorRate.harm")
+    assert harm.decision == "pass" and harm.e_value is not None
+    assert alone.evidence["errorRate.harm"] == pytest.approx(harm.e_value, rel=1e-5)  # one step: itself
+    assert set(alone.evidence) == {"errorRate.harm", "latency.harm", "predictionDrift"}
 
-    big = 1 / harm["eValue"] * 100.0  # earlier steps already showed strong evidence against the candidate
-    later = judge(_snapshot(0.0125, {"step": 2, "steps": 4, "carried": {"errorRate.harm": big}}))
-    later_harm = next(m for m in later["metrics"] if m["name"] == "errorRate.harm")
-    assert later["verdict"] == "rollback" and later_harm["decision"] == "fail"
-    assert later_harm["eValue"] >= later_harm["threshold"]
+    big = 1 / harm.e_value * 100.0  # earlier steps already showed strong evidence against the candidate
+    later = judged(_snapshot(0.0125, {"step": 2, "steps": 4, "carried": {"errorRate.harm": big}}))
+    later_harm = next(m for m in later.metrics if m.name == "errorRate.harm")
+    assert later.verdict == "rollback" and later_harm.decision == "fail"
+    assert later_harm.e_value >= later_harm.threshold
 
 
 def test_judge_splits_only_the_slo_share_over_the_steps() -> None:
     snap = _snapshot(0.01, {"step": 0, "steps": 4, "carried": {}})
-    result = judge(snap)
-    assert result["verdict"] != "rollback"
-    assert result["alpha"] == ALPHA  # the rollout's budget, not a per-step share
+    result = judged(snap)
+    assert result.verdict != "rollback"
+    assert result.alpha == ALPHA  # the rollout's budget, not a per-step share
 
 
 @pytest.mark.parametrize(
@@ -177,6 +177,6 @@ def test_judge_splits_only_the_slo_share_over_the_steps() -> None:
         "step 1",
     ],
 )
-def test_malformed_evidence_is_an_inconclusive_verdict(evidence: Any) -> None:
-    result = judge(_snapshot(0.05, evidence))
-    assert result["verdict"] == "inconclusive" and "evidence" in result["reason"]
+def test_malformed_evidence_is_refused_with_where(evidence: Any) -> None:
+    with pytest.raises(SnapshotError, match="evidence"):
+        parse_snapshot(_snapshot(0.05, evidence))

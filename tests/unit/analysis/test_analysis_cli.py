@@ -20,6 +20,7 @@ def test_prints_the_verdict_as_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main(["--snapshot", str(snap), "--policy", str(policy)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["verdict"] == "promote" and out["alpha"] == 0.02
+    assert out["metrics"][0].keys() >= {"name", "decision", "eValue", "pValue", "interval"}  # the status' keys
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,9 @@ from mlrollout.analysis import (
     collect_snapshot,
     judge,
 )
+from mlrollout.analysis.histogram import Histogram
 from mlrollout.analysis.prometheus import _to_measurement
+from mlrollout.analysis.snapshot import CustomValue, TrackCounts
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import from_dict
 
@@ -49,16 +51,18 @@ def fake_prometheus(promql: str) -> Measurement:
 def test_snapshot_format_and_integer_counts() -> None:
     provider = StaticProvider(fake_prometheus)
     snap = collect_snapshot(provider, TARGET, 300.0)
-    assert snap["elapsed_seconds"] == 300.0
-    assert snap["stable"]["requests"] == 5403 and snap["candidate"]["requests"] == 600
-    assert snap["candidate"]["errors"] == 6
-    assert snap["candidate"]["latency_buckets"] == {"0.01": 100, "0.05": 590, "0.1": 588, "+Inf": 600}
-    assert snap["candidate"]["predictions"] == {"0": 200, "1": 394}
-    assert snap["candidate"]["features"] == {"f0": [2, 3]}
+    assert snap.elapsed_seconds == 300.0
+    assert snap.stable.requests == 5403 and snap.candidate.requests == 600
+    assert snap.candidate.errors == 6
+    # 590 then 588: counts taken over a window are forced monotone, and the snapshot says so
+    assert snap.candidate.latency == Histogram((0.01, 0.05, 0.1, math.inf), (100, 590, 590, 600))
+    assert any("forced monotone" in w for w in snap.warnings)
+    assert snap.candidate.predictions == {"0": 200, "1": 394}
+    assert snap.candidate.features == {"f0": [2, 3]}
     assert all("[300s]" in q for q in provider.queries)
     result = judge(snap)
-    assert any("forced monotone" in w for w in result["warnings"])
-    assert result["verdict"] in ("continue", "promote")
+    assert any("forced monotone" in w for w in result.warnings)
+    assert result.verdict in ("continue", "promote")
 
 
 def test_regressor_predictions_become_bins() -> None:
@@ -68,14 +72,14 @@ def test_regressor_predictions_become_bins() -> None:
         return Measurement()
 
     snap = collect_snapshot(StaticProvider(answers), TARGET, 60)
-    assert snap["candidate"]["predictions"] == {"1": 3, "2": 4, "+Inf": 3}
+    assert snap.candidate.predictions == {"1": 3, "2": 4, "+Inf": 3}
 
 
 def test_custom_queries_are_rendered_per_track() -> None:
     provider = StaticProvider(fake_prometheus)
     metric = CustomMetric(name="queue", query='queue_depth{track="{{track}}",revision="{{revision}}"}', max=5)
     snap = collect_snapshot(provider, TARGET, 60, custom=[metric])
-    assert snap["custom"] == {"queue": {"stable": 4.0, "candidate": 4.0}}
+    assert snap.custom == {"queue": CustomValue(stable=4.0, candidate=4.0)}
     assert 'queue_depth{track="candidate",revision="rev-2"}' in provider.queries
 
 
@@ -84,26 +88,26 @@ def test_failed_query_makes_an_error_snapshot() -> None:
         return Measurement(error="prometheus query failed: timeout") if "5.." in promql else Measurement()
 
     snap = collect_snapshot(StaticProvider(answers), TARGET, 60)
-    assert snap["error"] == "prometheus query failed: timeout"
-    assert judge(snap)["verdict"] == "inconclusive"
+    assert snap.error == "prometheus query failed: timeout"
+    assert judge(snap).verdict == "inconclusive"
 
 
 def test_unsafe_target_is_an_error_snapshot_not_an_exception() -> None:
     bad = AnalysisTarget('x"}', "wine", "a", "b", "gateway", None)
     snap = collect_snapshot(NullProvider(), bad, 60)
-    assert "not a valid label value" in snap["error"]
+    assert snap.error is not None and "not a valid label value" in snap.error
 
 
 def test_no_data_is_inconclusive() -> None:
     snap = collect_snapshot(NullProvider(), TARGET, 60)
-    assert snap["candidate"] == {"requests": 0, "errors": 0}
-    assert judge(snap)["verdict"] == "inconclusive"
+    assert snap.candidate == TrackCounts(0, 0, None, None, None)
+    assert judge(snap).verdict == "inconclusive"
 
 
 def test_reference_is_carried() -> None:
-    ref = {"version": 1, "features": []}
-    snap = collect_snapshot(NullProvider(), AnalysisTarget("a", "b", "c", "d", "model", from_dict(ref)), 60)
-    assert snap["reference"] == ref
+    ref = from_dict({"version": 1, "features": []})
+    snap = collect_snapshot(NullProvider(), AnalysisTarget("a", "b", "c", "d", "model", ref), 60)
+    assert snap.reference == ref
 
 
 def test_prometheus_answers_are_parsed() -> None:
@@ -118,7 +122,7 @@ def test_prometheus_answers_are_parsed() -> None:
 def test_unreachable_prometheus_is_an_error_value() -> None:
     provider = PrometheusProvider(f"http://127.0.0.1:{free_port()}", timeout=2.0)
     m = provider.query("up")
-    assert not m.ok and m.error is not None and "prometheus query failed" in m.error
+    assert not m.ok and m.error == f"Prometheus at {provider.url} is unreachable: Connection refused"
     assert math.isclose(m.scalar(), 0.0)
 
 

@@ -4,29 +4,29 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.unit.analysis.snapshots import healthy, track
+from tests.unit.analysis.snapshots import healthy, judged, track
 
-from mlrollout.analysis import MIN_SAMPLES, judge
+from mlrollout.analysis import MIN_SAMPLES, SnapshotError, parse_snapshot
 from mlrollout.analysis.judge import HARM_WEIGHT, split_alpha
 from mlrollout.analysis.sequential import homogeneity_log_e
-from mlrollout.api.modeldeployment import AnalysisStatus, MetricResult
+from mlrollout.api.analysis import Judgement, Samples
+from mlrollout.api.modeldeployment import AnalysisStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 
 REFERENCE = {"version": 1, "features": [{"name": "f0", "edges": [0.0], "proportions": [0.5, 0.5]}]}
 
 
-def names(result: Mapping[str, Any]) -> dict[str, str]:
-    return {m["name"]: m["decision"] for m in result["metrics"]}
+def names(result: Judgement) -> dict[str, str]:
+    return {m.name: m.decision for m in result.metrics}
 
 
 def test_healthy_candidate_is_promoted_with_every_default_check() -> None:
-    result = judge(healthy())
-    assert result["verdict"] == "promote", result["reason"]
+    result = judged(healthy())
+    assert result.verdict == "promote", result.reason
     assert names(result) == {
         "errorRate.harm": "pass",
         "errorRate.nonInferiority": "pass",
@@ -35,20 +35,17 @@ def test_healthy_candidate_is_promoted_with_every_default_check() -> None:
         "latency.nonInferiority": "pass",
         "predictionDrift": "pass",
     }
-    assert result["skipped"] == ["inputDrift: no reference profile"]
-    assert result["samples"] == {"stable": 108_000, "candidate": 12_000}
+    assert result.skipped == ["inputDrift: no reference profile"]
+    assert result.samples == Samples(stable=108_000, candidate=12_000)
 
 
-def test_metric_dicts_are_status_metric_results_verbatim() -> None:
-    result = judge(healthy())
-    fields = {f.alias or n for n, f in MetricResult.model_fields.items()}
-    for metric in result["metrics"]:
-        assert set(metric) == fields
-        assert MetricResult.model_validate(metric).name == metric["name"]
-    status = AnalysisStatus.model_validate(
-        {"time": "2026-01-01T00:00:00Z", **{k: result[k] for k in ("verdict", "reason", "metrics")}}
-    )
-    assert status.verdict == "promote"
+def test_a_judgement_goes_into_status_as_it_is() -> None:
+    result = judged(healthy())
+    status = AnalysisStatus(time="2026-01-01T00:00:00Z", verdict=result.verdict, reason=result.reason,
+                            metrics=result.metrics)  # fmt: skip
+    assert status.metrics == result.metrics  # the same values, not a copy in another shape
+    stored = AnalysisStatus.model_validate(status.to_dict())  # and they survive the round trip through JSON
+    assert stored.metrics == result.metrics
 
 
 @pytest.mark.parametrize(
@@ -67,69 +64,79 @@ def test_any_failing_harm_test_rolls_back(change: dict[str, Any], failing: str) 
         snap["candidate"] = track(6_000, median=change["latency"])
     if "classes" in change:
         snap["candidate"] = track(6_000, classes=change["classes"])
-    result = judge(snap)
-    assert result["verdict"] == "rollback"
+    result = judged(snap)
+    assert result.verdict == "rollback"
     assert names(result)[failing] == "fail"
-    assert failing in result["reason"]
+    assert failing in result.reason
 
 
 def test_rollback_is_allowed_on_few_samples_but_promotion_is_not() -> None:
     snap = {"stable": track(5000), "candidate": {"requests": 40, "errors": 40}}
-    assert judge(snap)["verdict"] == "rollback"
+    assert judged(snap).verdict == "rollback"
     small = {"stable": track(50), "candidate": track(50)}
-    result = judge(small)
-    assert result["verdict"] == "inconclusive"
-    assert f"need {MIN_SAMPLES}" in result["reason"]
+    result = judged(small)
+    assert result.verdict == "inconclusive"
+    assert f"need {MIN_SAMPLES}" in result.reason
 
 
 def test_continue_while_non_inferiority_is_not_yet_shown() -> None:
-    result = judge(healthy(stable=1_800, candidate=200))
-    assert result["verdict"] == "continue"
-    assert "nonInferiority" in result["reason"]
+    result = judged(healthy(stable=1_800, candidate=200))
+    assert result.verdict == "continue"
+    assert "nonInferiority" in result.reason
 
 
 @pytest.mark.parametrize(
     "snapshot",
     [
-        {"error": "prometheus query failed: ConnectionError"},
+        {"error": "Prometheus at http://prometheus:9090 is unreachable: Connection refused"},
         {"stable": {"requests": 0, "errors": 0}, "candidate": {"requests": 0, "errors": 0}},
-        {"stable": track(1000)},
-        {"stable": track(1000), "candidate": {"requests": 10, "errors": 11}},
-        {"stable": track(1000), "candidate": {"requests": "many"}},
-        [],
     ],
 )
-def test_no_or_bad_evidence_is_inconclusive(snapshot: Any) -> None:
-    result = judge(snapshot)
-    assert result["verdict"] == "inconclusive"
-    assert result["reason"]
+def test_no_evidence_is_inconclusive(snapshot: Any) -> None:
+    result = judged(snapshot)
+    assert result.verdict == "inconclusive"
+    assert result.reason
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "where"),
+    [
+        ({"stable": track(1000)}, "missing track 'candidate'"),
+        ({"stable": track(1000), "candidate": {"requests": 10, "errors": 11}}, r"candidate.errors \(11\)"),
+        ({"stable": track(1000), "candidate": {"requests": "many"}}, "candidate.requests"),
+        ([], "a snapshot must be a JSON object"),
+    ],
+)
+def test_malformed_snapshots_are_refused_where_they_are_read(snapshot: Any, where: str) -> None:
+    with pytest.raises(SnapshotError, match=where):
+        parse_snapshot(snapshot)
 
 
 def test_missing_latency_histogram_blocks_promotion() -> None:
     snap = healthy()
     del snap["candidate"]["latency_buckets"]
-    result = judge(snap)
-    assert result["verdict"] == "inconclusive" and "latency histogram" in result["reason"]
+    result = judged(snap)
+    assert result.verdict == "inconclusive" and "latency histogram" in result.reason
 
 
 def test_alpha_is_split_over_tests_that_can_roll_back() -> None:
-    default = judge(healthy())
-    thresholds = {m["name"]: m["threshold"] for m in default["metrics"]}
+    default = judged(healthy())
+    thresholds = {m.name: m.threshold for m in default.metrics}
     # error harm (weight 2), error SLO (1), latency harm (2), prediction drift (1): alpha 0.05 over weight 6
     assert thresholds["errorRate.harm"] == pytest.approx(6 / 2 / 0.05)
     assert thresholds["latency.harm"] == pytest.approx(6 / 2 / 0.05)
-    drift = next(m for m in default["metrics"] if m["name"] == "predictionDrift")
-    assert drift["decision"] == "pass"  # its threshold field is maxPsi; its alpha share is 0.05 / 6
+    drift = next(m for m in default.metrics if m.name == "predictionDrift")
+    assert drift.decision == "pass"  # its threshold field is maxPsi; its alpha share is 0.05 / 6
     policy = {
         "significance": {"alpha": 0.1},
         "analysis": {"metrics": {"latency": {"enabled": False}, "predictionDrift": {"enabled": False},
                                  "errorRate": {"maxRate": None}}},
     }  # fmt: skip
-    only_errors = judge(healthy(), policy)
+    only_errors = judged(healthy(), policy)
     assert names(only_errors) == {"errorRate.harm": "pass", "errorRate.nonInferiority": "pass"}
-    harm = next(m for m in only_errors["metrics"] if m["name"] == "errorRate.harm")
-    assert harm["threshold"] == pytest.approx(10.0)
-    assert only_errors["alpha"] == 0.1
+    harm = next(m for m in only_errors.metrics if m.name == "errorRate.harm")
+    assert harm.threshold == pytest.approx(10.0)
+    assert only_errors.alpha == 0.1
 
 
 def test_input_drift_and_custom_metrics_take_part() -> None:
@@ -138,22 +145,22 @@ def test_input_drift_and_custom_metrics_take_part() -> None:
     snap["candidate"]["features"] = {"f0": [3000, 3000]}
     snap["custom"] = {"queue": {"stable": 1.0, "candidate": 2.0}}
     policy = {"analysis": {"metrics": {"custom": [{"name": "queue", "query": "x", "max": 5}]}}}
-    result = judge(snap, policy)
+    result = judged(snap, policy)
     assert names(result)["inputDrift"] == "pass" and names(result)["custom.queue"] == "pass"
-    assert result["verdict"] == "promote"
+    assert result.verdict == "promote"
     bad = copy.deepcopy(snap)
     bad["custom"]["queue"]["candidate"] = 9.0
-    assert judge(bad, policy)["verdict"] == "rollback"
+    assert judged(bad, policy).verdict == "rollback"
     drifted = copy.deepcopy(snap)
     drifted["candidate"]["features"] = {"f0": [5800, 200]}
-    assert judge(drifted, policy)["verdict"] == "rollback"
+    assert judged(drifted, policy).verdict == "rollback"
 
 
 def test_parsed_spec_keeps_explicit_nulls() -> None:
     spec = RolloutPolicySpec.model_validate({"analysis": {"metrics": {"errorRate": {"maxRate": None}}}})
-    assert "errorRate.slo" not in names(judge(healthy(), spec))
-    assert "errorRate.slo" not in names(judge(healthy(), spec.to_dict()))  # to_dict keeps the meaningful null
-    assert "errorRate.slo" in names(judge(healthy(), {}))  # absent: the default SLO
+    assert "errorRate.slo" not in names(judged(healthy(), spec))
+    assert "errorRate.slo" not in names(judged(healthy(), spec.to_dict()))  # to_dict keeps the meaningful null
+    assert "errorRate.slo" in names(judged(healthy(), {}))  # absent: the default SLO
 
 
 def test_full_rolloutpolicy_manifest_is_accepted_and_bad_policy_raises() -> None:
@@ -162,19 +169,19 @@ def test_full_rolloutpolicy_manifest_is_accepted_and_bad_policy_raises() -> None
         "kind": "RolloutPolicy",
         "spec": {"significance": {"alpha": 0.01}},
     }
-    assert judge(healthy(), manifest)["alpha"] == 0.01
+    assert judged(healthy(), manifest).alpha == 0.01
     with pytest.raises(ValidationError):
-        judge(healthy(), {"significance": {"alpha": 5}})
+        judged(healthy(), {"significance": {"alpha": 5}})
 
 
 def test_bucket_layout_mismatch_and_forced_monotone_warn() -> None:
     snap = healthy()
     del snap["candidate"]["latency_buckets"]["0.0005"]
     snap["stable"]["latency_buckets"]["0.2"] = snap["stable"]["latency_buckets"]["0.15"] - 5
-    result = judge(snap)
-    assert any("shared bounds" in w for w in result["warnings"])
-    assert any("forced monotone" in w for w in result["warnings"])
-    assert result["verdict"] == "promote"
+    result = judged(snap)
+    assert any("shared bounds" in w for w in result.warnings)
+    assert any("forced monotone" in w for w in result.warnings)
+    assert result.verdict == "promote"
 
 
 def test_split_alpha_favours_harm_tests_and_spends_exactly_alpha() -> None:
@@ -202,6 +209,6 @@ def test_drift_is_held_to_its_own_smaller_alpha_share() -> None:
     verdicts = {}
     for n in (between, beyond):
         snap["candidate"]["predictions"] = dict(zip(("0", "1", "2"), shifted(n), strict=True))
-        result = judge(snap)
-        verdicts[n] = next(m for m in result["metrics"] if m["name"] == "predictionDrift")["decision"]
+        result = judged(snap)
+        verdicts[n] = next(m for m in result.metrics if m.name == "predictionDrift").decision
     assert verdicts == {between: "inconclusive", beyond: "fail"}

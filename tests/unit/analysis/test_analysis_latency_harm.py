@@ -10,7 +10,7 @@ from tests.unit.analysis.snapshots import BOUNDS, buckets, sampled_buckets
 
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.latency import HarmPair, LatencySettings, harm_pairs, latency_results
-from mlrollout.analysis.result import MetricDict
+from mlrollout.api.analysis import MetricResult
 
 INF = float("inf")
 
@@ -19,9 +19,9 @@ def settings(relative: float | None = 0.1, absolute: float | None = None) -> Lat
     return LatencySettings(0.99, None, True, absolute, relative, 0.0125, 0.0125, 0.05, 100)
 
 
-def harm(stable: dict[str, int], candidate: dict[str, int], s: LatencySettings) -> MetricDict:
+def harm(stable: dict[str, int], candidate: dict[str, int], s: LatencySettings) -> MetricResult:
     results = latency_results(parse_buckets(stable)[0], parse_buckets(candidate)[0], s)
-    return next(r for r in results if r["name"] == "latency.harm")
+    return next(r for r in results if r.name == "latency.harm")
 
 
 def test_pairs_hold_the_candidate_to_a_bound_at_least_one_margin_above_stable() -> None:
@@ -51,20 +51,20 @@ def test_no_margin_compares_the_same_bound() -> None:
 def test_a_slowdown_within_the_margin_is_not_harm_however_much_data() -> None:
     # 5% slower with a 10% margin: a strict "any slowdown" test would fire at this sample size
     r = harm(buckets(2_000_000), buckets(400_000, median=0.021), settings())
-    assert r["decision"] == "pass"
-    assert r["eValue"] is not None and r["eValue"] < 1.0
+    assert r.decision == "pass"
+    assert r.e_value is not None and r.e_value < 1.0
 
 
 def test_a_slowdown_beyond_the_margin_is_harm() -> None:
     r = harm(buckets(108_000), buckets(12_000, median=0.026), settings())
-    assert r["decision"] == "fail"
-    assert "beyond the margin" in r["reason"] and "stable:" in r["reason"]
+    assert r.decision == "fail"
+    assert "beyond the margin" in r.reason and "stable:" in r.reason
 
 
 def test_absolute_margin_in_seconds_for_harm() -> None:
     within = harm(buckets(2_000_000), buckets(400_000, median=0.021), settings(None, 0.005))
     beyond = harm(buckets(108_000), buckets(12_000, median=0.030), settings(None, 0.005))
-    assert (within["decision"], beyond["decision"]) == ("pass", "fail")
+    assert (within.decision, beyond.decision) == ("pass", "fail")
 
 
 @pytest.mark.parametrize("slowdown", [1.0, 1.05, 1.1])
@@ -77,7 +77,7 @@ def test_harm_false_alarms_stay_below_alpha_up_to_the_margin(slowdown: float) ->
     for _ in range(runs):
         stable = sampled_buckets(rng, 20_000)
         candidate = sampled_buckets(rng, 2_000, median=0.02 * slowdown)
-        fired += harm(stable, candidate, s)["decision"] == "fail"
+        fired += harm(stable, candidate, s).decision == "fail"
     assert fired / runs <= s.alpha_harm + 0.02
 
 

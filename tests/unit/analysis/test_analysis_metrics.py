@@ -14,6 +14,7 @@ from mlrollout.analysis.errors import ErrorRateSettings, error_rate_results
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.latency import LatencySettings, latency_results, quantile_bounds
 from mlrollout.analysis.snapshot import CustomValue, TrackCounts
+from mlrollout.api.analysis import TrackPair
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import from_dict
 
@@ -25,57 +26,57 @@ def counts(requests: int, errors: int) -> TrackCounts:
 
 
 def by_name(results: list) -> dict:  # type: ignore[type-arg]
-    return {r["name"]: r for r in results}
+    return {r.name: r for r in results}
 
 
 def test_error_rate_equal_tracks_pass_everything() -> None:
     r = by_name(error_rate_results(counts(54_000, 540), counts(6_000, 60), ERR))
-    assert r["errorRate.harm"]["decision"] == "pass"
-    assert r["errorRate.nonInferiority"]["decision"] == "pass"
-    assert r["errorRate.slo"]["decision"] == "pass"
-    lo, hi = r["errorRate.nonInferiority"]["interval"]
+    assert r["errorRate.harm"].decision == "pass"
+    assert r["errorRate.nonInferiority"].decision == "pass"
+    assert r["errorRate.slo"].decision == "pass"
+    lo, hi = r["errorRate.nonInferiority"].interval
     assert lo < 0 < hi < 0.01
 
 
 def test_error_rate_doubling_fails_harm_with_e_value_above_threshold() -> None:
     r = by_name(error_rate_results(counts(54_000, 540), counts(6_000, 120), ERR))
     harm = r["errorRate.harm"]
-    assert harm["decision"] == "fail"
-    assert harm["eValue"] >= harm["threshold"] == pytest.approx(80.0)
-    assert harm["pValue"] == pytest.approx(1 / harm["eValue"], rel=1e-4)
-    assert harm["estimate"] == {"stable": 0.01, "candidate": 0.02}
-    assert harm["effect"] == pytest.approx(0.01)
+    assert harm.decision == "fail"
+    assert harm.e_value >= harm.threshold == pytest.approx(80.0)
+    assert harm.p_value == pytest.approx(1 / harm.e_value, rel=1e-4)
+    assert harm.estimate == TrackPair(stable=0.01, candidate=0.02)
+    assert harm.effect == pytest.approx(0.01)
 
 
 def test_error_rate_better_candidate_never_fails() -> None:
     r = by_name(error_rate_results(counts(54_000, 1080), counts(6_000, 30), ERR))
-    assert {x["decision"] for x in r.values()} == {"pass"}
+    assert {x.decision for x in r.values()} == {"pass"}
 
 
 def test_error_rate_non_inferiority_needs_samples() -> None:
     r = by_name(error_rate_results(counts(900, 9), counts(50, 0), ERR))
-    assert r["errorRate.nonInferiority"]["decision"] == "inconclusive"
-    assert "fewer than 100" in r["errorRate.nonInferiority"]["reason"]
+    assert r["errorRate.nonInferiority"].decision == "inconclusive"
+    assert "fewer than 100" in r["errorRate.nonInferiority"].reason
 
 
 def test_error_rate_relative_margin() -> None:
     relative = ErrorRateSettings(0.0125, 0.0125, 0.05, None, 0.5, None, 100)
     r = by_name(error_rate_results(counts(500_000, 10_000), counts(100_000, 2_000), relative))
-    assert r["errorRate.nonInferiority"]["threshold"] == pytest.approx(0.01)
-    assert r["errorRate.nonInferiority"]["decision"] == "pass"
+    assert r["errorRate.nonInferiority"].threshold == pytest.approx(0.01)
+    assert r["errorRate.nonInferiority"].decision == "pass"
     assert "errorRate.slo" not in r
 
 
 def test_error_rate_slo_breach_fails_even_when_equal_to_stable() -> None:
     r = by_name(error_rate_results(counts(54_000, 5_400), counts(6_000, 600), ERR))
-    assert r["errorRate.slo"]["decision"] == "fail"
-    assert r["errorRate.harm"]["decision"] == "pass"
+    assert r["errorRate.slo"].decision == "fail"
+    assert r["errorRate.harm"].decision == "pass"
 
 
 def test_error_rate_without_requests_is_inconclusive() -> None:
     r = error_rate_results(counts(1000, 10), counts(0, 0), ERR)
-    assert {x["decision"] for x in r} == {"inconclusive"}
-    assert all("candidate" in x["reason"] for x in r)
+    assert {x.decision for x in r} == {"inconclusive"}
+    assert all("candidate" in x.reason for x in r)
 
 
 def lat(relative: float | None = 0.1, max_seconds: float | None = None) -> LatencySettings:
@@ -99,40 +100,40 @@ def test_quantile_bounds_bracket_the_true_quantile() -> None:
 def test_latency_equal_tracks_pass() -> None:
     # p99 within 10% takes about 12k candidate observations at alpha 0.05: 20 minutes of a 10% canary at 100/s
     r = by_name(latency_results(hist(108_000), hist(12_000), lat(max_seconds=0.2)))
-    assert [r[k]["decision"] for k in ("latency.harm", "latency.nonInferiority", "latency.slo")] == ["pass"] * 3
+    assert [r[k].decision for k in ("latency.harm", "latency.nonInferiority", "latency.slo")] == ["pass"] * 3
 
 
 def test_latency_thirty_percent_slower_fails_harm() -> None:
     r = by_name(latency_results(hist(54_000), hist(6_000, median=0.026), lat()))
-    assert r["latency.harm"]["decision"] == "fail"
-    assert r["latency.harm"]["effect"] > 0.1
-    assert r["latency.nonInferiority"]["decision"] == "inconclusive"
+    assert r["latency.harm"].decision == "fail"
+    assert r["latency.harm"].effect > 0.1
+    assert r["latency.nonInferiority"].decision == "inconclusive"
 
 
 def test_latency_faster_candidate_does_not_fail() -> None:
     r = by_name(latency_results(hist(54_000), hist(6_000, median=0.014), lat()))
-    assert r["latency.harm"]["decision"] == "pass"
-    assert r["latency.nonInferiority"]["decision"] == "pass"
+    assert r["latency.harm"].decision == "pass"
+    assert r["latency.nonInferiority"].decision == "pass"
 
 
 def test_latency_absolute_margin_in_seconds() -> None:
     r = by_name(latency_results(hist(54_000), hist(6_000), lat(relative=None)))
     ni = r["latency.nonInferiority"]
-    assert ni["threshold"] == 0.01 and ni["decision"] == "pass"
-    assert ni["interval"][0] < 0 < ni["interval"][1] <= 0.01
+    assert ni.threshold == 0.01 and ni.decision == "pass"
+    assert ni.interval[0] < 0 < ni.interval[1] <= 0.01
 
 
 def test_latency_slo_fail_and_inconclusive() -> None:
     slow = by_name(latency_results(hist(54_000), hist(6_000), lat(max_seconds=0.03)))
-    assert slow["latency.slo"]["decision"] == "fail"  # p99 is ~0.064s
+    assert slow["latency.slo"].decision == "fail"  # p99 is ~0.064s
     few = by_name(latency_results(hist(54_000), hist(40), lat(max_seconds=0.2)))
-    assert few["latency.slo"]["decision"] == "inconclusive"
+    assert few["latency.slo"].decision == "inconclusive"
 
 
 def test_latency_empty_histogram_is_inconclusive() -> None:
     empty, _ = parse_buckets({"0.1": 0, "+Inf": 0})
     r = latency_results(hist(1000), empty, lat())
-    assert {x["decision"] for x in r} == {"inconclusive"}
+    assert {x.decision for x in r} == {"inconclusive"}
 
 
 def test_psi_and_g_test() -> None:
@@ -149,30 +150,30 @@ DRIFT = DriftSettings(0.2, 0.0125, 100)
 
 def test_prediction_drift_same_distribution_passes() -> None:
     r = prediction_drift_result({"0": 3000, "1": 4000, "2": 3000}, {"0": 300, "1": 400, "2": 300}, DRIFT)
-    assert r["decision"] == "pass" and r["effect"] == pytest.approx(0.0, abs=1e-3)
+    assert r.decision == "pass" and r.effect == pytest.approx(0.0, abs=1e-3)
 
 
 def test_prediction_drift_large_shift_fails() -> None:
     r = prediction_drift_result({"0": 3000, "1": 4000, "2": 3000}, {"0": 50, "1": 150, "2": 800}, DRIFT)
-    assert r["decision"] == "fail"
-    assert (r["effect"] or 0) > 0.2 and (r["eValue"] or 0) > 80 and (r["statistic"] or 0) > 100
+    assert r.decision == "fail"
+    assert (r.effect or 0) > 0.2 and (r.e_value or 0) > 80 and (r.statistic or 0) > 100
 
 
 def test_prediction_drift_small_significant_shift_is_allowed() -> None:
     r = prediction_drift_result({"0": 30000, "1": 40000, "2": 30000}, {"0": 2500, "1": 4000, "2": 3500}, DRIFT)
-    assert (r["eValue"] or 0) > 80 and (r["effect"] or 1) < 0.2
-    assert r["decision"] == "pass"
+    assert (r.e_value or 0) > 80 and (r.effect or 1) < 0.2
+    assert r.decision == "pass"
 
 
 def test_prediction_drift_large_but_unproven_shift_waits() -> None:
     r = prediction_drift_result({"0": 30, "1": 40, "2": 30}, {"0": 1, "1": 1, "2": 8}, DRIFT)
-    assert r["decision"] == "inconclusive"
+    assert r.decision == "inconclusive"
 
 
 def test_prediction_drift_new_class_and_no_data() -> None:
     r = prediction_drift_result({"0": 500, "1": 500}, {"0": 100, "1": 100, "7": 800}, DRIFT)
-    assert r["decision"] == "fail"
-    assert prediction_drift_result({"0": 5}, {}, DRIFT)["decision"] == "inconclusive"
+    assert r.decision == "fail"
+    assert prediction_drift_result({"0": 5}, {}, DRIFT).decision == "inconclusive"
 
 
 REFERENCE = from_dict(
@@ -188,30 +189,30 @@ REFERENCE = from_dict(
 
 def test_input_drift_matching_traffic_passes() -> None:
     r = input_drift_result({"f0": [250, 500, 250], "f1": [500, 500]}, REFERENCE, DRIFT)
-    assert r["decision"] == "pass"
+    assert r.decision == "pass"
 
 
 def test_input_drift_shifted_feature_fails_and_is_named() -> None:
     r = input_drift_result({"f0": [50, 150, 800], "f1": [500, 500]}, REFERENCE, DRIFT)
-    assert r["decision"] == "fail" and "f0" in r["reason"]
+    assert r.decision == "fail" and "f0" in r.reason
 
 
 def test_input_drift_mismatched_bins_and_missing_counts() -> None:
     r = input_drift_result({"f0": [1, 2]}, REFERENCE, DRIFT)
-    assert r["decision"] == "inconclusive" and "bin count differs" in r["reason"]
-    assert input_drift_result(None, REFERENCE, DRIFT)["decision"] == "inconclusive"
-    assert input_drift_result({"f1": [0, 0]}, REFERENCE, DRIFT)["decision"] == "inconclusive"
+    assert r.decision == "inconclusive" and "bin count differs" in r.reason
+    assert input_drift_result(None, REFERENCE, DRIFT).decision == "inconclusive"
+    assert input_drift_result({"f1": [0, 0]}, REFERENCE, DRIFT).decision == "inconclusive"
 
 
 def test_custom_thresholds() -> None:
     m = CustomMetric(name="gpu", query="up", min=0.5, max=2.0)
-    assert custom_result(m, CustomValue(1.0, 1.0))["decision"] == "pass"
-    assert custom_result(m, CustomValue(1.0, 0.1))["decision"] == "fail"
-    assert custom_result(m, CustomValue(1.0, 3.0))["decision"] == "fail"
+    assert custom_result(m, CustomValue(1.0, 1.0)).decision == "pass"
+    assert custom_result(m, CustomValue(1.0, 0.1)).decision == "fail"
+    assert custom_result(m, CustomValue(1.0, 3.0)).decision == "fail"
     missing = custom_result(m, CustomValue(1.0, None, error="boom"))
-    assert missing["decision"] == "inconclusive" and missing["reason"] == "boom"
-    assert custom_result(m, None)["decision"] == "inconclusive"
-    assert math.isclose(custom_result(m, CustomValue(None, 3.0))["effect"] or 0.0, 1.0)
+    assert missing.decision == "inconclusive" and missing.reason == "boom"
+    assert custom_result(m, None).decision == "inconclusive"
+    assert math.isclose(custom_result(m, CustomValue(None, 3.0)).effect or 0.0, 1.0)
 
 
 def test_rows_routed_together_count_as_one_observation() -> None:
@@ -221,13 +222,13 @@ def test_rows_routed_together_count_as_one_observation() -> None:
     per_row = prediction_drift_result(
         {k: 4 * v for k, v in stable.items()}, {k: 4 * v for k, v in candidate.items()}, DRIFT, rows_per_request=4
     )
-    assert per_row["eValue"] == pytest.approx(per_request["eValue"])
-    assert per_row["effect"] == pytest.approx(per_request["effect"], rel=0.05)  # PSI smoothing differs a little
+    assert per_row.e_value == pytest.approx(per_request.e_value)
+    assert per_row.effect == pytest.approx(per_request.effect, rel=0.05)  # PSI smoothing differs a little
     inflated = prediction_drift_result(
         {k: 4 * v for k, v in stable.items()}, {k: 4 * v for k, v in candidate.items()}, DRIFT
     )
-    assert (inflated["eValue"] or 0) > (per_row["eValue"] or 0)
+    assert (inflated.e_value or 0) > (per_row.e_value or 0)
     features = input_drift_result({"f0": [1000, 2000, 1000], "f1": [2000, 2000]}, REFERENCE, DRIFT, rows_per_request=4)
-    assert features["eValue"] == pytest.approx(
-        input_drift_result({"f0": [250, 500, 250], "f1": [500, 500]}, REFERENCE, DRIFT)["eValue"]
+    assert features.e_value == pytest.approx(
+        input_drift_result({"f0": [250, 500, 250], "f1": [500, 500]}, REFERENCE, DRIFT).e_value
     )

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.analysis.snapshots import sampled_buckets
+from tests.unit.analysis.snapshots import judged, sampled_buckets
 
-from mlrollout.analysis import MIN_SAMPLES, judge
+from mlrollout.analysis import MIN_SAMPLES, SnapshotError, judge, parse_snapshot
 from mlrollout.analysis.sequential import harm_log_e
 
 
@@ -44,7 +44,7 @@ def test_identical_error_rates_cross_the_harm_threshold_at_most_alpha(
 
 
 def test_identical_tracks_through_the_whole_judge_rarely_roll_back() -> None:
-    """A/A through judge() with the default policy, 10 looks of 1 minute at 100 rps, 10% to the candidate."""
+    """A/A through judged() with the default policy, 10 looks of 1 minute at 100 rps, 10% to the candidate."""
     rng = np.random.default_rng(11)
     runs, rollbacks = 60, 0
     for _ in range(runs):
@@ -58,7 +58,7 @@ def test_identical_tracks_through_the_whole_judge_rarely_roll_back() -> None:
                 name: {"requests": c[0], "errors": c[1], "latency_buckets": sampled_buckets(rng, c[0])}
                 for name, c in cum.items()
             }
-            verdict = judge(snap)["verdict"]
+            verdict = judged(snap).verdict
             if verdict in ("rollback", "promote"):
                 rollbacks += verdict == "rollback"
                 break
@@ -95,14 +95,20 @@ def sparse_snapshots(draw: Any) -> dict[str, Any]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sparse_snapshots())
 def test_never_promotes_without_data(snapshot: dict[str, Any]) -> None:
-    result = judge(snapshot)
-    assert result["verdict"] != "promote"
-    assert result["verdict"] in ("continue", "rollback", "inconclusive")
+    result = judged(snapshot)
+    assert result.verdict != "promote"
+    assert result.verdict in ("continue", "rollback", "inconclusive")
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                     max_leaves=12))  # fmt: skip
-def test_judge_never_raises_on_arbitrary_input(snapshot: Any) -> None:
-    assert judge(snapshot)["verdict"] in ("inconclusive", "continue", "rollback")
+def test_reading_arbitrary_json_refuses_or_yields_a_snapshot_never_a_promotion(snapshot: Any) -> None:
+    """The JSON edge either names the problem or yields a snapshot the judge answers without raising."""
+    try:
+        parsed = parse_snapshot(snapshot)
+    except SnapshotError as exc:
+        assert str(exc)
+        return
+    assert judge(parsed).verdict in ("inconclusive", "continue", "rollback")

@@ -15,6 +15,7 @@ import pytest
 from tests.unit.argocd.test_health_lua import health
 from tests.unit.rollout.world import World, policy, spec
 
+from mlrollout.api.modeldeployment import ModelDeployment
 from mlrollout.kubectl_plugin import render
 
 
@@ -85,8 +86,8 @@ def test_argo_status_along_a_rollout(moment: str, obj: dict[str, Any], expected:
 
 @pytest.mark.parametrize(("moment", "obj", "expected"), LIFE, ids=[m for m, _, _ in LIFE])
 def test_status_view_renders_every_moment(moment: str, obj: dict[str, Any], expected: str) -> None:
-    steps = [step.to_dict() for step in policy().strategy.steps]
-    text = render.render_status(obj, steps, datetime(2026, 11, 26, 7, 0, tzinfo=UTC))
+    steps = policy().strategy.steps
+    text = render.render_status(ModelDeployment.model_validate(obj), steps, datetime(2026, 11, 26, 7, 0, tzinfo=UTC))
     status = obj.get("status") or {}
     assert text.startswith(f"ModelDeployment ml/wine   {status.get('phase') or 'Unknown'}\n")
     if status.get("currentStep"):

@@ -13,12 +13,13 @@ from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.api.fallbackpolicy import FallbackPolicySpec
 from mlrollout.controller import children, naming
-from mlrollout.controller.reconcile import fallback_setting
 from mlrollout.controller.settings import OperatorSettings
+from mlrollout.policy import fallback_settings
 from mlrollout.revision import revision_of, template_of
-from mlrollout.traffic.base import Backend, NullRouter, RouteIntent, StickySetting
+from mlrollout.traffic.base import Backend, NullRouter, RouteIntent
 from mlrollout.traffic.builtin import BuiltinRouter
 from mlrollout.traffic.registry import UnknownProvider, router_for
+from mlrollout_serving.contract.routes import BackupModel, Sticky
 from mlrollout_serving.gateway import cli as gateway_cli
 from mlrollout_serving.gateway.routes import route_table_from_configmap
 from mlrollout_serving.server import config as server_config
@@ -156,6 +157,7 @@ def intent(**changes: Any) -> RouteIntent:
         mirror_percent=0,
         version=4,
         owner=children.owner_reference(MD),
+        labels=naming.routing_labels("wine"),
     )
     return dataclasses.replace(base, **changes)
 
@@ -176,7 +178,7 @@ def test_builtin_router_writes_a_table_the_gateway_accepts_for_each_phase() -> N
     assert t.tracks["stable"].weight == 75 and t.tracks["candidate"].weight == 25 and t.version == 4
     t = table(intent(mode="blueGreen", mirror_percent=50))
     assert t.mode == "blueGreen" and t.tracks["stable"].weight == 100
-    t = table(intent(mode="ab", sticky=StickySetting(header="X-User"), candidate_weight=50))
+    t = table(intent(mode="ab", sticky=Sticky(header="X-User"), candidate_weight=50))
     assert t.sticky is not None and t.sticky.header == "x-user"
 
 
@@ -188,7 +190,11 @@ def test_builtin_router_carries_the_fallback_policy() -> None:
             "chain": [{"action": "stable"}, {"action": "backup", "backup": "wine-simple"}, {"action": "refuse"}],
         }
     )
-    t = table(intent(fallback=fallback_setting(spec_, "ml")))
+    backup_url = naming.gateway_url("ml", "wine-simple")
+    assert backup_url == "http://wine-simple.ml.svc:8080"
+    t = table(
+        intent(fallback=fallback_settings(spec_, {"wine-simple": BackupModel(name="wine-simple", upstream=backup_url)}))
+    )
     assert t.fallback.request_timeout_seconds == 0.75
     assert t.fallback.circuit_breaker.consecutive_failures == 3
     assert [s.action for s in t.fallback.chain] == ["stable", "backup", "refuse"]
@@ -199,9 +205,25 @@ def test_builtin_router_carries_the_fallback_policy() -> None:
 
 def test_backup_is_called_by_the_model_name_it_serves() -> None:
     spec_ = FallbackPolicySpec.model_validate({"chain": [{"action": "backup", "backup": "wine-simple"}]})
-    t = table(intent(fallback=fallback_setting(spec_, "ml", {"wine-simple": "wine-lite"})))
+    lite = BackupModel(name="wine-simple", upstream=naming.gateway_url("ml", "wine-simple"), model_name="wine-lite")
+    t = table(intent(fallback=fallback_settings(spec_, {"wine-simple": lite})))
     backup = t.fallback.chain[0].backup
     assert backup is not None and backup.served_name == "wine-lite"
+
+
+def test_refusals_say_what_the_policy_says_and_low_confidence_may_go_to_a_backup() -> None:
+    spec_ = FallbackPolicySpec.model_validate(
+        {
+            "chain": [{"action": "refuse", "message": "wine is resting; try later"}],
+            "confidenceThreshold": 0.6,
+            "lowConfidenceAction": {"action": "backup", "backup": "wine-simple"},
+        }
+    )
+    simple = BackupModel(name="wine-simple", upstream=naming.gateway_url("ml", "wine-simple"))
+    t = table(intent(fallback=fallback_settings(spec_, {"wine-simple": simple})))
+    assert t.fallback.chain[0].message == "wine is resting; try later"
+    low = t.fallback.low_confidence_action
+    assert low is not None and low.backup == simple
 
 
 def test_builtin_router_writes_nothing_without_stable() -> None:

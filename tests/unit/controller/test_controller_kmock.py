@@ -21,7 +21,7 @@ from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.controller import naming
 from mlrollout.controller.kube import Conflict, Kube
-from mlrollout.controller.reconcile import Outcome, Reconciler
+from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
 from mlrollout.revision import revision_of
@@ -74,7 +74,7 @@ def reconciler(server: Any, verdicts: Path) -> Reconciler:
     return Reconciler(Kube(api), RecordedVerdicts(str(verdicts)), settings)
 
 
-async def run(rec: Reconciler, now: datetime) -> Outcome | None:
+async def run(rec: Reconciler, now: datetime) -> Reconciled | None:
     return await asyncio.to_thread(rec.reconcile, "ml", "wine", LOG, now)
 
 

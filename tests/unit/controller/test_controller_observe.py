@@ -1,4 +1,4 @@
-"""Facts from Kubernetes objects, commands from the annotation, verdict conversion, analysis timing."""
+"""Facts from Kubernetes objects, judgements from their sources, analysis timing."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.rollout.world import T0, World, policy
+from pydantic import ValidationError
+from tests.unit.rollout.world import World, policy
 
-from mlrollout.analysis import AnalysisTarget, judge
+from mlrollout.analysis import AnalysisTarget, Snapshot, judge
+from mlrollout.analysis.carry import StepEvidence
+from mlrollout.api.analysis import Judgement
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
 from mlrollout.controller import naming
-from mlrollout.controller.observe import (
-    CommandError,
-    facts_by_revision,
-    gateway_facts,
-    one_line,
-    parse_command,
-    track_facts,
-)
-from mlrollout.controller.reconcile import analysis_due
-from mlrollout.controller.verdicts import PrometheusVerdicts, RecordedVerdicts, to_fact
+from mlrollout.controller.observe import facts_by_revision, gateway_facts, one_line, track_facts
+from mlrollout.controller.verdicts import PrometheusVerdicts, RecordedVerdicts
+from mlrollout.rollout import analysis_due
 from mlrollout.rollout.timefmt import fmt
 
 
@@ -107,49 +103,50 @@ def test_gateway_facts_come_from_the_gateway_deployment_and_its_pods_only() -> N
     assert not down.available and down.crash_looping and "gateway" in down.detail
 
 
-def test_command_annotation_parsing() -> None:
-    assert parse_command({}) is None
-    cmd = parse_command({naming.COMMAND_ANNOTATION: json.dumps({"id": "c1", "verb": "undo", "toRevision": 2})})
-    assert cmd is not None and (cmd.id, cmd.verb, cmd.to_revision) == ("c1", "undo", 2)
-    with pytest.raises(CommandError, match="not JSON"):
-        parse_command({naming.COMMAND_ANNOTATION: "promote"})
-    with pytest.raises(CommandError, match="must be"):
-        parse_command({naming.COMMAND_ANNOTATION: json.dumps({"verb": "promote"})})
-    with pytest.raises(CommandError, match="toRevision"):
-        parse_command({naming.COMMAND_ANNOTATION: json.dumps({"id": "x", "verb": "undo", "toRevision": 0})})
-
-
-def test_judge_result_becomes_a_verdict_fact_with_the_candidate_request_count() -> None:
-    fact = to_fact({"verdict": "promote", "reason": "ok", "samples": {"stable": 900, "candidate": 321}}, "rev", T0)
-    assert (fact.verdict, fact.candidate_requests, fact.candidate_revision) == ("promote", 321, "rev")
-    fact = to_fact({"verdict": "weird", "metrics": [{"name": "x", "samples": {"candidate": 7}}]}, "rev", T0)
-    assert fact.verdict == "inconclusive" and fact.candidate_requests == 7
+def test_a_recorded_judgement_knows_the_candidates_requests() -> None:
+    with_samples = Judgement.model_validate(
+        {"verdict": "promote", "reason": "ok", "samples": {"stable": 900, "candidate": 321}}
+    )
+    assert with_samples.candidate_requests == 321
+    from_metrics = Judgement.model_validate(
+        {
+            "verdict": "continue",
+            "reason": "",
+            "metrics": [{"name": "x", "decision": "pass", "samples": {"candidate": 7}}],
+        }
+    )
+    assert from_metrics.candidate_requests == 7
 
 
 TARGET = AnalysisTarget(namespace="ml", model_deployment="wine", stable_revision="a", candidate_revision="b")
+ALONE = StepEvidence()
 
 
 def test_no_prometheus_means_inconclusive_never_promote() -> None:
-    result = PrometheusVerdicts("").look(TARGET, policy(), 60)
-    assert result["verdict"] == "inconclusive" and "MLROLLOUT_PROMETHEUS_URL" in result["reason"]
-    # an address where nothing listens: still inconclusive
-    result = PrometheusVerdicts("http://127.0.0.1:9").look(TARGET, policy(), 60)
-    assert result["verdict"] == "inconclusive"
+    result = PrometheusVerdicts("").look(TARGET, policy(), 60, ALONE)
+    assert result.verdict == "inconclusive" and "MLROLLOUT_PROMETHEUS_URL" in result.reason
+    # an address where nothing listens: still inconclusive, and the reason says where, in one line
+    result = PrometheusVerdicts("http://127.0.0.1:9").look(TARGET, policy(), 60, ALONE)
+    assert result.verdict == "inconclusive"
+    assert result.reason == "no evidence: Prometheus at http://127.0.0.1:9 is unreachable: Connection refused"
 
 
-def test_recorded_verdicts_read_results_or_judge_snapshots(tmp_path: Path) -> None:
+def test_recorded_verdicts_read_judgements_or_judge_snapshots(tmp_path: Path) -> None:
     source = RecordedVerdicts(str(tmp_path))
-    assert source.look(TARGET, policy(), 60)["verdict"] == "inconclusive"  # no file yet
+    missing = source.look(TARGET, policy(), 60, ALONE)
+    assert missing.verdict == "inconclusive" and "no usable recorded verdict" in missing.reason  # no file yet
     path = tmp_path / "ml.wine.json"
     path.write_text(json.dumps({"verdict": "rollback", "reason": "recorded", "metrics": []}))
-    assert source.look(TARGET, policy(), 60)["reason"] == "recorded"
+    recorded = source.look(TARGET, policy(), 60, ALONE)
+    assert recorded.reason == "recorded" and recorded.alpha == policy().significance.alpha
     path.write_text(json.dumps({"snapshot": {"error": "recorded outage", "elapsed_seconds": 60}}))
-    result = source.look(TARGET, policy(), 60)
-    assert result == dict(judge({"error": "recorded outage", "elapsed_seconds": 60}, policy().to_dict()))
+    assert source.look(TARGET, policy(), 60, ALONE) == judge(Snapshot.failed("recorded outage", 60), policy())
+    path.write_text(json.dumps({"verdict": "maybe", "reason": "?"}))
+    assert source.look(TARGET, policy(), 60, ALONE).verdict == "inconclusive"  # not a judgement: no evidence
 
 
-def test_the_rollouts_evidence_reaches_the_judge_and_comes_back_as_a_fact(tmp_path: Path) -> None:
-    """The operator's step context goes into the snapshot; the judge's carry-out becomes the fact's evidence."""
+def test_the_rollouts_evidence_reaches_the_judge_and_comes_back_in_the_judgement(tmp_path: Path) -> None:
+    """The operator's step context goes into the snapshot; the judge's carry-out comes back with the verdict."""
     snapshot = {
         "stable": {"requests": 54_000, "errors": 540},
         "candidate": {"requests": 6_000, "errors": 75},
@@ -157,15 +154,14 @@ def test_the_rollouts_evidence_reaches_the_judge_and_comes_back_as_a_fact(tmp_pa
     (tmp_path / "ml.wine.json").write_text(json.dumps({"snapshot": snapshot}))
     pol = policy(analysis={"metrics": {"latency": {"enabled": False}, "predictionDrift": {"enabled": False}}})
     source = RecordedVerdicts(str(tmp_path))
-    alone = source.look(TARGET, pol, 60)
-    assert alone["verdict"] != "rollback" and set(alone["evidence"]) == {"errorRate.harm"}
+    alone = source.look(TARGET, pol, 60, ALONE)
+    assert alone.verdict != "rollback" and set(alone.evidence) == {"errorRate.harm"}
     carried = {"errorRate.harm": 1e4}  # earlier steps already showed strong evidence of harm
-    later = source.look(TARGET, pol, 60, {"step": 2, "steps": 3, "carried": carried})
-    assert later["verdict"] == "rollback", later["reason"]
-    fact = to_fact(later, "b", T0, 0.05)
-    assert fact.evidence["errorRate.harm"] > alone["evidence"]["errorRate.harm"]
-    bad = to_fact({"verdict": "continue", "evidence": {"x": "big", "y": -1.0, "z": float("inf"), "ok": 2}}, "b", T0)
-    assert bad.evidence == {"ok": 2.0}  # only usable numbers
+    later = source.look(TARGET, pol, 60, StepEvidence(step=2, steps=3, carried=carried))
+    assert later.verdict == "rollback", later.reason
+    assert later.evidence["errorRate.harm"] > alone.evidence["errorRate.harm"]
+    with pytest.raises(ValidationError):  # carried evidence is a finite number >= 0, or the file is refused
+        Judgement.model_validate({"verdict": "continue", "reason": "", "evidence": {"y": -1.0}})
 
 
 def test_analysis_is_due_one_interval_after_the_step_started_and_after_each_look() -> None:

@@ -1,55 +1,20 @@
-"""Commands as annotations, answers from status.lastCommand, and the command line around them."""
+"""The command line around the commands (their vocabulary is tests/unit/api/test_commands.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from mlrollout.kubectl_plugin import cli, commands
+from mlrollout.api.modeldeployment import CommandStatus
+from mlrollout.kubectl_plugin import cli
 
 
-def test_annotation_is_compact_json_with_id_and_verb() -> None:
-    cmd = commands.Command(verb="promote", id="abc")
-    assert cmd.annotation_value() == '{"id":"abc","verb":"promote"}'
-    assert cmd.merge_patch() == {"metadata": {"annotations": {"mlrollout.io/command": '{"id":"abc","verb":"promote"}'}}}
-
-
-def test_undo_carries_the_revision() -> None:
-    cmd = commands.new_command("undo", to_revision=3)
-    assert json.loads(cmd.annotation_value()) == {"id": cmd.id, "verb": "undo", "toRevision": 3}
-
-
-@pytest.mark.parametrize(("verb", "to_revision"), [("promote", 2), ("undo", 0), ("deploy", None)])
-def test_invalid_commands_are_refused(verb: str, to_revision: int | None) -> None:
-    with pytest.raises(ValueError):
-        commands.Command(verb=verb, id="x", to_revision=to_revision)  # type: ignore[arg-type]
-
-
-def test_ids_are_unique() -> None:
-    assert len({commands.new_command("pause").id for _ in range(50)}) == 50
-
-
-def test_answer_only_for_our_id() -> None:
-    md = {"status": {"lastCommand": {"id": "other", "verb": "pause", "result": "accepted", "time": "t"}}}
-    assert commands.answer_to(md, "mine") is None
-    assert commands.answer_to({}, "mine") is None
-    assert commands.answer_to({"status": None}, "mine") is None
-    md["status"]["lastCommand"]["id"] = "mine"
-    answer = commands.answer_to(md, "mine")
-    assert answer is not None and answer.accepted and answer.message == ""
-    assert commands.describe(answer, "ml", "wine") == "pause accepted by the operator for ml/wine"
-
-
-def test_refusal_is_described() -> None:
-    md = {"status": {"lastCommand": {"id": "i", "verb": "promote", "result": "refused",
-                                     "message": "no rollout in progress", "time": "t"}}}  # fmt: skip
-    answer = commands.answer_to(md, "i")
-    assert answer is not None and not answer.accepted
-    assert (
-        commands.describe(answer, "ml", "wine") == "promote REFUSED by the operator for ml/wine: no rollout in progress"
-    )
+def test_answers_are_described_in_one_line() -> None:
+    accepted = CommandStatus(id="i", verb="pause", result="accepted", time="t")
+    assert cli.describe(accepted, "ml", "wine") == "pause accepted by the operator for ml/wine"
+    refused = CommandStatus(id="i", verb="promote", result="refused", message="no rollout in progress", time="t")
+    assert cli.describe(refused, "ml", "wine") == "promote REFUSED by the operator for ml/wine: no rollout in progress"
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,19 @@ from typing import Any
 import pytest
 
 from mlrollout.api import RolloutPolicySpec
+from mlrollout.api.modeldeployment import AnalysisStatus, ModelDeployment
+from mlrollout.api.rolloutpolicy import Step
 from mlrollout.kubectl_plugin import render
 
 FIXTURES = Path(__file__).resolve().parents[1] / "argocd" / "fixtures"
 NOW = datetime(2026, 11, 26, 6, 24, 0, tzinfo=UTC)
 DEFAULT_STEPS = [s.to_dict() for s in RolloutPolicySpec().strategy.steps]
+
+
+def status_view(md: dict[str, Any], steps: list[dict[str, Any]] | None, now: datetime) -> str:
+    """The view of an object as the API stores it, with the policy's steps as written."""
+    typed = [Step.model_validate(s) for s in steps] if steps is not None else None
+    return render.render_status(ModelDeployment.model_validate(md), typed, now)
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -41,7 +49,7 @@ def test_times() -> None:
     assert render.ago("2026-11-26T06:20:40Z", NOW) == "3m20s ago"
     assert render.ago(None, NOW) == "-"
     assert render.clock("2026-11-26T07:24:00+01:00") == "06:24:00"
-    assert render.parse_time("yesterday") is None
+    assert render.parse_time("yesterday") is None and render.parse_time(None) is None
 
 
 def test_table_aligns_columns() -> None:
@@ -53,7 +61,7 @@ def test_table_aligns_columns() -> None:
 
 
 def test_canary_view_marks_the_current_step_with_progress() -> None:
-    text = render.render_status(fixture("04-canary-20"), DEFAULT_STEPS, NOW)
+    text = status_view(fixture("04-canary-20"), DEFAULT_STEPS, NOW)
     lines = text.splitlines()
     assert lines[0] == "ModelDeployment ml/wine   Progressing"
     assert "Traffic:    stable 80%  candidate 20%  mirror 0%" in lines
@@ -68,7 +76,7 @@ def test_canary_view_marks_the_current_step_with_progress() -> None:
 
 
 def test_canary_view_explains_each_metric() -> None:
-    text = render.render_status(fixture("04-canary-20"), DEFAULT_STEPS, NOW)
+    text = status_view(fixture("04-canary-20"), DEFAULT_STEPS, NOW)
     assert "Analysis:   CONTINUE at 06:23:10 (50s ago): errorRate inconclusive" in text
     row = next(line for line in text.splitlines() if line.startswith("  errorRate"))
     assert row.split() == ["errorRate", "inconclusive", "1840/452", "0.0049", "0.0066", "+0.0017",
@@ -83,20 +91,25 @@ def test_canary_view_explains_each_metric() -> None:
 def test_verdict_shows_the_alpha_it_was_judged_at(alpha: float, shown: str) -> None:
     md = fixture("04-canary-20")
     md["status"]["lastAnalysis"]["alpha"] = alpha
-    text = render.render_status(md, DEFAULT_STEPS, NOW)
+    text = status_view(md, DEFAULT_STEPS, NOW)
     assert f"Analysis:   CONTINUE (alpha {shown}) at 06:23:10 (50s ago): errorRate inconclusive" in text
 
 
 def test_verdict_without_a_recorded_alpha_omits_it() -> None:
     """Verdicts written before the operator recorded alpha have none; the line then names no alpha."""
-    assert "alpha" not in render.render_analysis(fixture("04-canary-20")["status"]["lastAnalysis"], NOW)[0]
+    assert (
+        "alpha"
+        not in render.render_analysis(
+            AnalysisStatus.model_validate(fixture("04-canary-20")["status"]["lastAnalysis"]), NOW
+        )[0]
+    )
 
 
 def test_evidence_carried_from_earlier_steps_is_shown_under_the_steps() -> None:
     md = fixture("04-canary-20")
-    assert "evidence carried" not in render.render_status(md, DEFAULT_STEPS, NOW)  # the first analysed step
+    assert "evidence carried" not in status_view(md, DEFAULT_STEPS, NOW)  # the first analysed step
     md["status"]["currentStep"]["carriedIn"] = {"latency.harm": 0.412, "errorRate.harm": 3.25}
-    text = render.render_status(md, DEFAULT_STEPS, NOW)
+    text = status_view(md, DEFAULT_STEPS, NOW)
     assert "  evidence carried from earlier steps: errorRate.harm 3.25, latency.harm 0.412" in text
 
 
@@ -105,18 +118,18 @@ def test_requests_are_counted_per_step() -> None:
     md["status"]["currentStep"]["requestsAtStart"] = 400
     steps = copy.deepcopy(DEFAULT_STEPS)
     steps[1]["canary"]["minRequests"] = 100
-    text = render.render_status(md, steps, NOW)
+    text = status_view(md, steps, NOW)
     assert "running (requests 52/100, 2m20s of max 30m)" in text
     assert "Steps:      [#########...............]  38%  step 2 of 4" in text
 
 
 def test_paused_and_holding_states() -> None:
-    paused = render.render_status(fixture("07-paused-by-human"), DEFAULT_STEPS, NOW)
+    paused = status_view(fixture("07-paused-by-human"), DEFAULT_STEPS, NOW)
     assert "  > 2  canary  weight 5%, min 200 requests    paused (" in paused
     assert "Command:    pause accepted at 06:23:30: paused at step 2" in paused
     md = fixture("04-canary-20")
     md["status"]["hold"] = "inconclusive for 30m: waiting for a human (onInconclusive: hold)"
-    held = render.render_status(md, DEFAULT_STEPS, NOW)
+    held = status_view(md, DEFAULT_STEPS, NOW)
     assert "> 2  canary  weight 5%, min 200 requests    holding (" in held
     assert "  holding: inconclusive for 30m: waiting for a human (onInconclusive: hold)" in held
 
@@ -125,7 +138,7 @@ def test_rolled_back_view_shows_verdict_history_and_held_back() -> None:
     md = fixture("06-rolled-back")
     md["status"]["heldBack"] = {"revision": "c81f03aa92de", "number": 2, "outcome": "rolledBack",
                                 "reason": "errorRate failed", "time": "2026-11-26T06:22:00Z"}  # fmt: skip
-    text = render.render_status(md, DEFAULT_STEPS, NOW)
+    text = status_view(md, DEFAULT_STEPS, NOW)
     assert text.startswith("ModelDeployment ml/wine   Degraded\n  rolled back v2: errorRate failed (8.47% vs 0.45%)\n")
     assert "Steps:" not in text and "Candidate:" not in text
     assert "Held back:  revision 2 (rolledBack, 2m ago): errorRate failed" in text
@@ -136,40 +149,42 @@ def test_rolled_back_view_shows_verdict_history_and_held_back() -> None:
 
 
 def test_healthy_without_rollout() -> None:
-    text = render.render_status(fixture("03-healthy-stable"), DEFAULT_STEPS, NOW)
+    text = status_view(fixture("03-healthy-stable"), DEFAULT_STEPS, NOW)
     assert "Rollout:    none in progress" in text
     assert "Analysis:   none yet" in text
     assert "Stable:     v1  (revision 1, 5d2c9a41e0b7, sha256 3f1d0c6bd0a2...)" in text
 
 
 def test_stale_generation_and_no_status() -> None:
-    assert "(the operator has not yet acted on generation 2; it last saw 1)" in render.render_status(
+    assert "(the operator has not yet acted on generation 2; it last saw 1)" in status_view(
         fixture("08-healthy-but-new-spec"), None, NOW
     )
-    text = render.render_status(fixture("01-created-no-status"), None, NOW)
+    text = status_view(fixture("01-created-no-status"), None, NOW)
     assert text.startswith("ModelDeployment ml/wine   Unknown\n")
     assert "it last saw none" in text
 
 
 def test_unknown_steps_still_show_the_current_one() -> None:
-    text = render.render_status(fixture("05-shadow"), None, NOW)
+    text = status_view(fixture("05-shadow"), None, NOW)
     assert "Step:       1 (shadow), started 8m58s ago (policy steps unknown)" in text
 
 
 def test_step_summaries() -> None:
-    assert render.step_summary({"pause": {}}) == "hold until resumed"
-    assert render.step_summary({"pause": {"duration": "5m"}}) == "hold 5m"
-    assert render.step_summary({"blueGreen": {"previewAnalysis": False, "scaleDownDelay": "1h"}}) == (
-        "switch all, keep old 1h"
+    assert render.step_summary(Step.model_validate({"pause": {}})) == "hold until resumed"
+    assert render.step_summary(Step.model_validate({"pause": {"duration": "5m"}})) == "hold 5m"
+    assert render.step_summary(
+        Step.model_validate({"blueGreen": {"previewAnalysis": False, "scaleDownDelay": "1h"}})
+    ) == ("switch all, keep old 1h")
+    assert (
+        render.step_summary(Step.model_validate({"blueGreen": {}})) == "preview mirror 100%, switch all, keep old 10m"
     )
-    assert render.step_summary({"blueGreen": {}}) == "preview mirror 100%, switch all, keep old 10m"
 
 
 def test_timed_pause_progress() -> None:
     md = fixture("04-canary-20")
     md["status"]["currentStep"] = {"index": 1, "kind": "pause", "startedAt": "2026-11-26T06:21:30Z"}
     steps: list[dict[str, Any]] = [{"shadow": {}}, {"pause": {"duration": "10m"}}]
-    text = render.render_status(md, steps, NOW)
+    text = status_view(md, steps, NOW)
     assert "Steps:      [###############.........]  62%  step 2 of 2" in text
     assert "> 2  pause   hold 10m                       running (2m30s of 10m)" in text
 
@@ -182,7 +197,7 @@ def test_history_newest_first_with_revisions() -> None:
         {"revision": "c81f03aa92de", "number": 2, "modelVersion": "v2", "modelUri": "file:///models/wine-v2.onnx",
          "sha256": "9b"},
     ]  # fmt: skip
-    lines = render.render_history(md, NOW).splitlines()
+    lines = render.render_history(ModelDeployment.model_validate(md), NOW).splitlines()
     assert lines[0] == "History of ml/wine:"
     assert lines[1].split() == ["REV", "VERSION", "OUTCOME", "WHEN", "TOOK", "SHA256", "REASON"]
     assert lines[2].split()[:5] == ["2", "v2", "rolledBack", "0s", "ago"]
@@ -194,13 +209,16 @@ def test_history_newest_first_with_revisions() -> None:
 
 
 def test_history_empty() -> None:
-    assert render.render_history(fixture("01-created-no-status"), NOW) == "History of ml/wine:\n  no rollouts yet"
+    assert (
+        render.render_history(ModelDeployment.model_validate(fixture("01-created-no-status")), NOW)
+        == "History of ml/wine:\n  no rollouts yet"
+    )
 
 
 def test_real_run_route_version_and_scale_downs() -> None:
     """An object the operator wrote in a cluster test (tests/unit/argocd/fixtures/real-aborted.json)."""
     md = fixture("real-aborted")
-    text = render.render_status(md, None, NOW)
+    text = status_view(md, None, NOW)
     assert "Traffic:    stable 100%  candidate 0%  mirror 0%  (route table v7)" in text
     assert "Scale-down: revision a61c9e00d639 at 07:00:15 (aborted: Aborted)" in text
     assert "      recorded\n" in text  # test and reason are the same words: said once

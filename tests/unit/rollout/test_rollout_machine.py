@@ -7,14 +7,16 @@ from typing import Any
 
 from tests.unit.rollout.world import World, events, policy, removed, routes, spec
 
+from mlrollout.api.analysis import Judgement
+from mlrollout.api.commands import ANNOTATION, from_annotations
 from mlrollout.rollout import (
     DRAIN_SECONDS,
     PROMOTE_SCALE_DOWN_SECONDS,
     EnsureTrack,
+    Look,
     RolloutFinished,
     StepFinished,
     TrackFacts,
-    Verdict,
 )
 
 
@@ -42,7 +44,7 @@ def test_first_revision_becomes_stable_directly_and_healthy_once_ready() -> None
     assert w.s.stable is not None and w.s.stable.number == 1 and w.s.candidate is None
     assert phase(w) == "Pending"
     assert "Deploying" in events(actions)
-    assert [a.track for a in actions if isinstance(a, EnsureTrack)] == ["stable"]
+    assert [a.role for a in actions if isinstance(a, EnsureTrack)] == ["stable"]
     r = routes(actions)
     assert (r.stable, r.candidate, r.candidate_weight, r.mirror_percent) == (w.want.revision, None, 0, 0)
     assert cond(w, "Available") == "False"
@@ -131,7 +133,7 @@ def test_new_revision_waits_for_readiness_then_walks_every_step_on_promote_verdi
     cand = w.want.revision
     assert w.s.candidate is not None and w.s.candidate.number == 2 and w.s.current_step is None
     assert "RolloutStarted" in events(actions) and phase(w) == "Progressing"
-    assert {a.track for a in actions if isinstance(a, EnsureTrack)} == {"stable", "candidate"}
+    assert {a.role for a in actions if isinstance(a, EnsureTrack)} == {"stable", "candidate"}
     assert routes(actions).candidate is None  # nothing routed to a candidate that is not ready
 
     w.make_ready()
@@ -172,7 +174,8 @@ def test_the_alpha_a_look_was_judged_at_is_recorded_with_the_verdict() -> None:
     w.start_rollout()
     assert w.s.candidate is not None
     w.now += timedelta(seconds=1)
-    w.verdict = Verdict("continue", "collecting", w.now, w.s.candidate.revision, 3, alpha=0.0125)
+    judgement = Judgement(verdict="continue", reason="collecting", alpha=0.0125)
+    w.look = Look(judgement, w.now, w.s.candidate.revision)
     w.tick()
     assert w.s.last_analysis is not None and w.s.last_analysis.alpha == 0.0125
 
@@ -195,6 +198,14 @@ def test_a_verdict_taken_before_the_step_started_does_not_pass_it() -> None:
     w.tick(10)
     w.tick(10)
     assert w.s.current_step.index == 1
+
+
+def test_the_route_mode_follows_the_strategy_and_the_sticky_key() -> None:
+    w = World()
+    w.start_rollout()
+    assert routes(w.tick()).mode == "canary"
+    w.sticky = True  # spec.traffic.sticky: clients keep their track
+    assert routes(w.tick()).mode == "ab"
 
 
 def test_traffic_version_changes_only_when_routes_change() -> None:
@@ -226,7 +237,7 @@ def test_rollback_verdict_sets_weight_zero_at_once_and_degrades() -> None:
     assert w.s.history is not None and w.s.history[-1].outcome == "rolledBack"
     assert "test says rollback" in w.s.history[-1].reason
     assert w.s.held_back is not None and w.s.held_back.revision == cand
-    assert not any(isinstance(a, EnsureTrack) and a.track == "candidate" for a in actions)
+    assert not any(isinstance(a, EnsureTrack) and a.role == "candidate" for a in actions)
     # the candidate is drained, then removed
     assert removed(w.tick(DRAIN_SECONDS + 1)) == [cand]
     # the spec still names the rolled-back model: it stays Degraded and is not rolled out again
@@ -473,6 +484,17 @@ def test_unknown_verb_is_refused() -> None:
     w.deploy_healthy()
     w.send("explode")
     assert w.s.last_command is not None and result(w) == "refused"
+
+
+def test_an_unreadable_annotation_is_refused_once_with_its_reason() -> None:
+    w = World()
+    w.deploy_healthy()
+    w.command = from_annotations({ANNOTATION: "promote please"})
+    first = w.tick()
+    assert w.s.last_command is not None and result(w) == "refused"
+    assert w.s.last_command.verb == "invalid" and "not JSON" in w.s.last_command.message
+    assert "CommandRefused" in events(first)
+    assert "CommandRefused" not in events(w.tick(1))  # the same annotation is not refused again
 
 
 def test_abort_rolls_back_with_outcome_aborted() -> None:

@@ -10,19 +10,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mlrollout.api.analysis import Judgement, MetricResult, Samples, TrackPair
+from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, RevisionStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Strategy
 from mlrollout.revision import revision_of
 from mlrollout.rollout import (
     Action,
-    Command,
     Decision,
     Facts,
+    Look,
     RecordEvent,
     RemoveTrack,
     SetRoutes,
     TrackFacts,
-    Verdict,
     decide,
 )
 
@@ -65,9 +66,10 @@ class World:
     status: ModelDeploymentStatus | None = None
     ready: dict[str, TrackFacts] = field(default_factory=dict)
     gateway: TrackFacts | None = None  # None: a traffic provider without our gateway
-    verdict: Verdict | None = None
+    look: Look | None = None
     command: Command | None = None
     paused: bool = False
+    sticky: bool = False
     generation: int = 1
     last: Decision | None = None
     sent: int = 0
@@ -87,9 +89,10 @@ class World:
             generation=self.generation,
             tracks=dict(self.ready),
             gateway=self.gateway,
-            verdict=self.verdict,
+            look=self.look,
             command=self.command,
             paused=self.paused,
+            sticky=self.sticky,
             policy="test",
         )
 
@@ -115,15 +118,17 @@ class World:
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
         assert self.status is not None and self.status.candidate is not None
-        self.verdict = Verdict(
+        judgement = Judgement(
             verdict=verdict,  # type: ignore[arg-type]
             reason=f"test says {verdict}",
-            time=self.now,
-            candidate_revision=self.status.candidate.revision,
-            candidate_requests=requests,
-            metrics=({"name": "errorRate", "decision": "pass", "samples": {"stable": 100, "candidate": requests}},),
+            alpha=self.pol.significance.alpha,
+            samples=Samples(stable=100, candidate=requests),
+            metrics=[
+                MetricResult(name="errorRate", decision="pass", samples=TrackPair(stable=100, candidate=requests))
+            ],
             evidence=evidence or {},
         )
+        self.look = Look(judgement, self.now, self.status.candidate.revision)
         return self.tick()
 
     def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:

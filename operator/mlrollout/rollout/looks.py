@@ -1,0 +1,55 @@
+"""The analysis as the machine sees it: when a look is due, and what a look's judgement changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from mlrollout.api.common import parse_duration
+from mlrollout.api.modeldeployment import AnalysisStatus, ModelDeploymentStatus
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
+from mlrollout.rollout.facts import Look
+from mlrollout.rollout.timefmt import fmt, parse
+from mlrollout.rollout.work import Work
+
+
+def analysis_due(status: ModelDeploymentStatus, policy: RolloutPolicySpec, now: datetime) -> bool:
+    """A look is due one interval after the step started and one interval after the last look; pause steps
+    and a candidate not yet in a step are not analysed."""
+    step, cand = status.current_step, status.candidate
+    if step is None or cand is None or step.kind == "pause":
+        return False
+    since = parse(step.started_at)
+    last = status.last_analysis
+    if last is not None and parse(last.time) > since:
+        since = parse(last.time)
+    return (now - since).total_seconds() >= parse_duration(policy.analysis.interval)
+
+
+def relevant_look(w: Work) -> Look | None:
+    """The look, if it is about this candidate and was taken during the current step."""
+    look, cand, step = w.facts.look, w.s.candidate, w.s.current_step
+    if look is None or cand is None or step is None or look.candidate_revision != cand.revision:
+        return None
+    return look if look.time > parse(step.started_at) else None
+
+
+def record_look(w: Work) -> None:
+    """The look goes into ``lastAnalysis``; its carried evidence into the step's ``carriedOut``."""
+    look = w.facts.look
+    if look is None or w.s.candidate is None or look.candidate_revision != w.s.candidate.revision:
+        return
+    j = look.judgement
+    w.s.last_analysis = AnalysisStatus(
+        time=fmt(look.time), verdict=j.verdict, reason=j.reason, alpha=j.alpha, metrics=j.metrics or None
+    )
+    step = w.s.current_step
+    if j.evidence and step is not None and relevant_look(w) is not None:
+        # per test, the latest look that measured it: a look without data (Prometheus down) keeps the last
+        step.carried_out = {**(step.carried_out or {}), **j.evidence}
+
+
+def evidence_source(step_kind: str) -> Literal["gateway", "model"]:
+    """Which series judge a step: the gateway's (what clients see) for canaries; the model servers' own
+    for shadow and blue-green preview steps, where the candidate answers only mirrored traffic."""
+    return "model" if step_kind in ("shadow", "blueGreen") else "gateway"

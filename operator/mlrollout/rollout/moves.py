@@ -1,0 +1,126 @@
+"""The moves that change where a rollout is: start a step, pass it, promote, roll back, hold, supersede.
+
+Each move sets status, the traffic split it implies and an Event saying why; the callers decide when.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from mlrollout.api.common import parse_duration
+from mlrollout.api.modeldeployment import HeldBackStatus, Outcome, StepStatus
+from mlrollout.api.rolloutpolicy import Step
+from mlrollout.rollout.actions import StepFinished
+from mlrollout.rollout.timefmt import fmt
+from mlrollout.rollout.work import Work
+
+DRAIN_SECONDS: Final = 30.0  # a rolled-back or superseded candidate is removed after in-flight requests end
+PROMOTE_SCALE_DOWN_SECONDS: Final = 30.0  # old stable after a canary promotion (blue-green uses its own delay)
+
+
+def start_step(w: Work, index: int, carried: dict[str, float] | None = None) -> None:
+    spec = w.steps[index]
+    w.s.current_step = StepStatus(index=index, kind=spec.kind, started_at=fmt(w.now), carried_in=carried)
+    step_traffic(w, spec)
+    w.event("StepStarted", f"step {index} ({spec.kind}) started: {describe(spec)}")
+
+
+def step_traffic(w: Work, spec: Step) -> None:
+    """The split a step asks for; a pause holds the split it finds."""
+    if spec.shadow is not None:
+        w.set_traffic(0, spec.shadow.mirror_percent)
+    elif spec.canary is not None:
+        w.set_traffic(spec.canary.weight, 0)
+    elif spec.blue_green is not None:
+        bg = spec.blue_green
+        w.set_traffic(0, bg.preview_mirror_percent if bg.preview_analysis else 0)
+
+
+def advance(w: Work, reason: str) -> None:
+    """The current step passed: start the next one, or promote after the last (or the blue-green switch)."""
+    step = w.s.current_step
+    assert step is not None
+    w.actions.append(StepFinished(step.kind, w.elapsed(step.started_at)))
+    w.event("StepPassed", f"step {step.index} ({step.kind}) passed: {reason}")
+    spec = w.step_spec(step)
+    if spec is None or spec.blue_green is not None or step.index + 1 >= len(w.steps):
+        promote(w, reason)
+        return
+    # The rollout's evidence passes to the next step (through pauses unchanged). A test this step never
+    # measured keeps what it carried in, which forgets this step's restart term: always valid.
+    carried = {**(step.carried_in or {}), **(step.carried_out or {})}
+    start_step(w, step.index + 1, carried or None)
+
+
+def promote(w: Work, reason: str) -> None:
+    cand, old = w.s.candidate, w.s.stable
+    assert cand is not None
+    if old is not None and old.revision != cand.revision:
+        delay = PROMOTE_SCALE_DOWN_SECONDS
+        bg = next((s.blue_green for s in w.steps if s.blue_green is not None), None)
+        if bg is not None:
+            delay = parse_duration(bg.scale_down_delay)
+        w.schedule_removal(old.revision, delay, f"replaced by revision {cand.number}")
+    w.history(cand, "promoted", reason)
+    w.s.stable = cand
+    w.s.candidate = None
+    w.s.current_step = None
+    w.s.hold = None
+    w.set_traffic(0, 0)
+    w.event("Promoted", f"revision {cand.number} ({cand.model_version}) is stable: {reason}")
+
+
+def rollback(w: Work, code: str, reason: str, outcome: Outcome = "rolledBack") -> None:
+    """Candidate weight and mirror to 0 at once, removal after the drain, the spec's revision held back."""
+    cand = w.s.candidate
+    assert cand is not None
+    w.set_traffic(0, 0)
+    w.history(cand, outcome, f"{code}: {reason}")
+    w.schedule_removal(cand.revision, DRAIN_SECONDS, f"{outcome}: {code}")
+    if cand.revision == w.facts.spec_revision.revision:
+        w.s.held_back = HeldBackStatus(
+            revision=cand.revision,
+            number=cand.number,
+            outcome="aborted" if outcome == "aborted" else "rolledBack",
+            reason=f"{code}: {reason}",
+            time=fmt(w.now),
+        )
+    w.s.candidate = None
+    w.s.current_step = None
+    w.s.hold = None
+    verb = "aborted" if outcome == "aborted" else "rolled back"
+    w.event(code, f"revision {cand.number} {verb}; candidate weight set to 0: {reason}", warning=True)
+
+
+def hold(w: Work, code: str, reason: str, zero: bool) -> None:
+    """Wait for a human (policy onFailure=pause or onInconclusive=hold), visibly; ``zero`` stops traffic."""
+    w.s.hold = reason
+    if zero:
+        w.set_traffic(0, 0)
+    w.event("RolloutHeld", f"{code}: {reason}", warning=True)
+
+
+def supersede(w: Work, reason: str) -> None:
+    cand = w.s.candidate
+    assert cand is not None
+    w.history(cand, "superseded", reason)
+    w.schedule_removal(cand.revision, DRAIN_SECONDS, "superseded")
+    w.s.candidate = None
+    w.s.current_step = None
+    w.s.hold = None
+    w.set_traffic(0, 0)
+    w.event("Superseded", f"rollout of revision {cand.number} stopped: {reason}", warning=True)
+
+
+def describe(step: Step) -> str:
+    """What a step does, for its StepStarted event."""
+    if step.shadow is not None:
+        return f"mirror {step.shadow.mirror_percent}% to the candidate, at least {step.shadow.min_requests} requests"
+    if step.canary is not None:
+        return f"{step.canary.weight}% of live traffic to the candidate, at least {step.canary.min_requests} requests"
+    if step.blue_green is not None:
+        bg = step.blue_green
+        preview = f"preview mirrored {bg.preview_mirror_percent}%" if bg.preview_analysis else "no preview analysis"
+        return f"blue-green: {preview}, then switch all traffic at once"
+    duration = step.pause.duration if step.pause is not None else None
+    return f"pause for {duration}" if duration else "pause until resumed"

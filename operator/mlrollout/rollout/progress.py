@@ -1,0 +1,101 @@
+"""The candidate's progress: readiness, failure signals from its pods, and each step's pass or timeout."""
+
+from __future__ import annotations
+
+from mlrollout.api.common import parse_duration
+from mlrollout.api.modeldeployment import RevisionStatus, StepStatus
+from mlrollout.api.rolloutpolicy import Step
+from mlrollout.rollout import moves
+from mlrollout.rollout.facts import Look
+from mlrollout.rollout.looks import relevant_look
+from mlrollout.rollout.work import Work
+
+
+def progress_candidate(w: Work) -> bool:
+    """At most one transition of the candidate; True if one fired."""
+    cand = w.s.candidate
+    if cand is None:
+        return False
+    tf = w.facts.track(cand.revision)
+    if tf.digest_mismatch:
+        moves.rollback(w, "CandidateDigestMismatch", f"the model file's sha256 is not {cand.sha256}: {tf.detail}")
+        return True
+    if tf.crash_looping:
+        moves.rollback(w, "CandidateCrashLoop", f"the candidate's pods are crash-looping: {tf.detail}")
+        return True
+    step = w.s.current_step
+    if step is None:
+        return _await_ready(w, cand, tf.ready)
+    look = relevant_look(w)
+    if look is not None and look.judgement.verdict == "rollback":
+        if w.policy.on_failure == "rollback":
+            moves.rollback(w, "AnalysisFailed", look.judgement.reason)
+            return True
+        if w.s.hold is None:
+            moves.hold(
+                w, "AnalysisFailed", f"rollback verdict, policy onFailure=pause: {look.judgement.reason}", zero=True
+            )
+            return True
+    if w.paused():
+        return False
+    return _step_progress(w, step, look)
+
+
+def _await_ready(w: Work, cand: RevisionStatus, ready: bool) -> bool:
+    if not ready:
+        deadline = parse_duration(w.policy.progress_deadline)
+        if w.elapsed(cand.started_at) > deadline:
+            moves.rollback(
+                w,
+                "ProgressDeadlineExceeded",
+                f"candidate not ready within progressDeadline {w.policy.progress_deadline}",
+            )
+            return True
+        return False
+    if cand.origin == "undo":
+        moves.promote(w, f"undo: revision {cand.number} is ready")
+        return True
+    if w.paused():
+        return False
+    moves.start_step(w, 0)
+    return True
+
+
+def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
+    spec = w.step_spec(step)
+    if spec is None:  # the policy lost steps mid-rollout: the candidate has passed all that remain
+        moves.promote(w, "the policy has no further steps")
+        return True
+    elapsed = w.elapsed(step.started_at)
+    if spec.pause is not None:
+        if spec.pause.duration is not None and elapsed >= parse_duration(spec.pause.duration):
+            moves.advance(w, f"pause of {spec.pause.duration} over")
+            return True
+        return False
+    if spec.blue_green is not None and not spec.blue_green.preview_analysis:
+        moves.advance(w, "blue-green switch without preview analysis")
+        return True
+    min_requests, max_duration = _limits(spec)
+    if look is not None and look.judgement.verdict == "promote":
+        answered = look.judgement.candidate_requests
+        if answered >= min_requests:
+            moves.advance(w, f"promote verdict with {answered} requests: {look.judgement.reason}")
+            return True
+    if elapsed > max_duration:
+        last = w.s.last_analysis
+        detail = f"last verdict {last.verdict}: {last.reason}" if last else "no verdict yet"
+        message = f"step {step.index} ({step.kind}) ran past maxDuration without a promote verdict ({detail})"
+        if w.policy.on_inconclusive.action == "rollback":
+            moves.rollback(w, "Inconclusive", message)
+        else:
+            moves.hold(w, "Inconclusive", f"{message}; holding for a human (promote or abort)", zero=False)
+        return True
+    return False
+
+
+def _limits(step: Step) -> tuple[int, float]:
+    """minRequests and maxDuration (seconds) of an analysed step."""
+    for sub in (step.shadow, step.canary, step.blue_green):
+        if sub is not None:
+            return sub.min_requests, parse_duration(sub.max_duration)
+    raise AssertionError("pause steps have no analysis limits")

@@ -1,0 +1,64 @@
+"""Following the spec: a new revision becomes the candidate (or the first stable), a change supersedes the
+rollout in progress, a held-back revision is released when the spec moves on."""
+
+from __future__ import annotations
+
+from mlrollout.rollout import moves
+from mlrollout.rollout.work import Work
+
+
+def follow_spec(w: Work) -> bool:
+    """At most one transition towards what the spec asks for; True if one fired."""
+    want = w.facts.spec_revision
+    s = w.s
+    if s.held_back is not None and s.held_back.revision != want.revision and s.held_back.outcome != "undone":
+        w.event("SpecChanged", f"spec changed; revision {s.held_back.number} is no longer held back")
+        s.held_back = None
+        return True
+    if s.held_back is not None and s.held_back.outcome == "undone" and s.held_back.revision != want.revision:
+        s.held_back = None  # a new spec after an undo: roll it out
+        return True
+    if s.stable is None and s.candidate is None:
+        s.stable = w.new_revision(want, "spec")
+        w.set_traffic(0, 0)
+        w.event("Deploying", f"first revision {s.stable.number} ({want.model_version}) deployed as stable")
+        return True
+    if s.stable is not None and s.stable.revision == want.revision:
+        if s.candidate is not None and s.candidate.origin == "spec":
+            moves.supersede(w, "the spec went back to the stable revision")
+            return True
+        return False
+    if s.candidate is not None and s.candidate.revision == want.revision:
+        return False
+    if s.held_back is not None and s.held_back.revision == want.revision:
+        return False
+    if s.stable is not None and s.candidate is None and not s.history and not _stable_ever_available(w):
+        old = s.stable.revision
+        s.stable = w.new_revision(want, "spec")
+        w.schedule_removal(old, 0, "replaced before it ever served")
+        w.event("Deploying", f"revision {s.stable.number} replaces a stable that never became available")
+        return True
+    if s.candidate is not None:
+        moves.supersede(w, f"superseded by revision {w.number_for(want.revision)}")
+    s.candidate = w.new_revision(want, "spec")
+    s.current_step = None
+    w.set_traffic(0, 0)
+    w.event(
+        "RolloutStarted",
+        f"revision {s.candidate.number} ({want.model_version}) deployed as candidate; {len(w.steps)} steps once ready",
+    )
+    return True
+
+
+def first_available(w: Work) -> bool:
+    """The first revision answering for the first time: history records it as promoted."""
+    stable = w.s.stable
+    if stable is None or w.s.history or not w.serving():
+        return False
+    w.history(stable, "promoted", "first revision available")
+    return True
+
+
+def _stable_ever_available(w: Work) -> bool:
+    cond = next((c for c in w.s.conditions or [] if c.type == "Available"), None)
+    return (cond is not None and cond.status == "True") or w.facts.track(w.stable_revision()).available
