@@ -110,6 +110,19 @@ class Step(ApiModel):
                 return name
         raise AssertionError("unreachable: validated to have exactly one kind")
 
+    def summary(self) -> str:
+        """What the step does, in a few words (its StepStarted event, `kubectl mlrollout status`)."""
+        if self.shadow is not None:
+            return f"mirror {self.shadow.mirror_percent}%, min {self.shadow.min_requests} requests"
+        if self.canary is not None:
+            return f"weight {self.canary.weight}%, min {self.canary.min_requests} requests"
+        if self.blue_green is not None:
+            bg = self.blue_green
+            preview = f"preview mirror {bg.preview_mirror_percent}%" if bg.preview_analysis else ""
+            return ", ".join(p for p in (preview, "switch all", f"keep old {bg.scale_down_delay}") if p)
+        assert self.pause is not None
+        return f"hold {self.pause.duration}" if self.pause.duration else "hold until resumed"
+
 
 _CANARY_WEIGHTS = "self.steps.filter(s, has(s.canary)).map(s, s.canary.weight)"
 STEPS_RULES = (

@@ -89,21 +89,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
 # --- steps --------------------------------------------------------------------------------------------
 
 
-def step_summary(step: Step) -> str:
-    """What a step does, in a few words."""
-    if step.shadow is not None:
-        return f"mirror {step.shadow.mirror_percent}%, min {step.shadow.min_requests} requests"
-    if step.canary is not None:
-        return f"weight {step.canary.weight}%, min {step.canary.min_requests} requests"
-    if step.pause is not None:
-        return f"hold {step.pause.duration}" if step.pause.duration else "hold until resumed"
-    if step.blue_green is not None:
-        bg = step.blue_green
-        preview = f"preview mirror {bg.preview_mirror_percent}%" if bg.preview_analysis else ""
-        return ", ".join(p for p in (preview, "switch all", f"keep old {bg.scale_down_delay}") if p)
-    return "unknown step"
-
-
 def candidate_requests(status: ModelDeploymentStatus) -> int | None:
     """Requests the candidate has answered since it started, from the last analysis' sample sizes."""
     metrics = status.last_analysis.metrics if status.last_analysis else None
@@ -160,7 +145,7 @@ def render_steps(steps: Sequence[Step] | None, status: ModelDeploymentStatus, no
             mark, where = ">", state + (f" ({note})" if note else "")
         else:
             mark, where = " ", ""
-        rows.append([f"{mark} {i + 1}", step.kind, step_summary(step), where])
+        rows.append([f"{mark} {i + 1}", step.kind, step.summary(), where])
     lines += table(["  #", "KIND", "WHAT", "STATE"], rows, indent="  ")
     if status.hold:
         lines.append(f"  holding: {status.hold}")

@@ -22,7 +22,7 @@ def start_step(w: Work, index: int, carried: dict[str, float] | None = None) -> 
     spec = w.steps[index]
     w.s.current_step = StepStatus(index=index, kind=spec.kind, started_at=fmt(w.now), carried_in=carried)
     step_traffic(w, spec)
-    w.event("StepStarted", f"step {index} ({spec.kind}) started: {describe(spec)}")
+    w.event("StepStarted", f"step {index} ({spec.kind}) started: {spec.summary()}")
 
 
 def step_traffic(w: Work, spec: Step) -> None:
@@ -110,17 +110,3 @@ def supersede(w: Work, reason: str) -> None:
     w.s.hold = None
     w.set_traffic(0, 0)
     w.event("Superseded", f"rollout of revision {cand.number} stopped: {reason}", warning=True)
-
-
-def describe(step: Step) -> str:
-    """What a step does, for its StepStarted event."""
-    if step.shadow is not None:
-        return f"mirror {step.shadow.mirror_percent}% to the candidate, at least {step.shadow.min_requests} requests"
-    if step.canary is not None:
-        return f"{step.canary.weight}% of live traffic to the candidate, at least {step.canary.min_requests} requests"
-    if step.blue_green is not None:
-        bg = step.blue_green
-        preview = f"preview mirrored {bg.preview_mirror_percent}%" if bg.preview_analysis else "no preview analysis"
-        return f"blue-green: {preview}, then switch all traffic at once"
-    duration = step.pause.duration if step.pause is not None else None
-    return f"pause for {duration}" if duration else "pause until resumed"

@@ -170,14 +170,11 @@ def test_unknown_steps_still_show_the_current_one() -> None:
 
 
 def test_step_summaries() -> None:
-    assert render.step_summary(Step.model_validate({"pause": {}})) == "hold until resumed"
-    assert render.step_summary(Step.model_validate({"pause": {"duration": "5m"}})) == "hold 5m"
-    assert render.step_summary(
-        Step.model_validate({"blueGreen": {"previewAnalysis": False, "scaleDownDelay": "1h"}})
-    ) == ("switch all, keep old 1h")
-    assert (
-        render.step_summary(Step.model_validate({"blueGreen": {}})) == "preview mirror 100%, switch all, keep old 10m"
-    )
+    assert Step.model_validate({"pause": {}}).summary() == "hold until resumed"
+    assert Step.model_validate({"pause": {"duration": "5m"}}).summary() == "hold 5m"
+    bg = Step.model_validate({"blueGreen": {"previewAnalysis": False, "scaleDownDelay": "1h"}})
+    assert bg.summary() == "switch all, keep old 1h"
+    assert Step.model_validate({"blueGreen": {}}).summary() == "preview mirror 100%, switch all, keep old 10m"
 
 
 def test_timed_pause_progress() -> None:
