@@ -148,7 +148,9 @@ class OperatorProcess:
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO), start_new_session=True,
         )  # fmt: skip
         log.close()
-        wait_for(self._healthy, timeout, f"operator liveness on port {self.health_port}\n{self.log_tail()}", 0.5)
+        wait_for(
+            self._healthy, timeout, f"operator liveness on port {self.health_port}\n{self.log_tail()}", interval=0.5
+        )
 
     @property
     def identity(self) -> str:

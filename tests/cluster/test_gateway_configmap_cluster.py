@@ -90,7 +90,7 @@ def upstream() -> Iterator[str]:
     port = free_port()
     proc = _Proc([sys.executable, str(FAKE_UPSTREAM), str(port), "up"])
     try:
-        wait_for(lambda: _get(f"http://127.0.0.1:{port}/count")[0] == 200, "the fake upstream")
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/count")[0] == 200, timeout=60, what="the fake upstream")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
@@ -146,22 +146,22 @@ def test_gateway_follows_its_configmap_with_minimal_rbac(
         return headers.get("x-mlrollout-route-version", "") if status == 200 else ""
 
     try:
-        wait_for(lambda: _get(url + "/v2/health/ready")[0] == 200, "the gateway to load its table")
+        wait_for(lambda: _get(url + "/v2/health/ready")[0] == 200, timeout=60, what="the gateway to load its table")
         assert version() == "1"
 
         kubectl("apply", "-f", "-", input=_configmap(namespace, _table(2, upstream)))
-        wait_for(lambda: version() == "2", "version 2 through the watch", timeout=20)
+        wait_for(lambda: version() == "2", timeout=20, what="version 2 through the watch")
 
         kubectl("apply", "-f", "-", input=_configmap(namespace, "version: 3\ntracks: {}\n"))
-        wait_for(lambda: "rejected, keeping version 2" in gateway.output(), "the rejection", timeout=20)
+        wait_for(lambda: "rejected, keeping version 2" in gateway.output(), timeout=20, what="the rejection")
         assert version() == "2"
 
         kubectl("delete", "configmap", CM, "-n", namespace)
-        wait_for(lambda: "the ConfigMap was deleted" in gateway.output(), "the deletion", timeout=20)
+        wait_for(lambda: "the ConfigMap was deleted" in gateway.output(), timeout=20, what="the deletion")
         assert version() == "2"
 
         kubectl("apply", "-f", "-", input=_configmap(namespace, _table(4, upstream)))
-        wait_for(lambda: version() == "4", "version 4 after re-creation", timeout=20)
+        wait_for(lambda: version() == "4", timeout=20, what="version 4 after re-creation")
         assert "Forbidden" not in gateway.output(), gateway.output()
     finally:
         output = gateway.output()
