@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from mlrollout.api import API_VERSION, GROUP, KINDS, ModelDeployment, RolloutPolicy
 from mlrollout.api.common import DNS_LABEL_PATTERN, DURATION_PATTERN
 from mlrollout.api.modeldeployment import QUANTITY_PATTERN, SHA256_PATTERN, URI_PATTERN
+from mlrollout.api.rolloutpolicy import NOT_BLANK_PATTERN
 from mlrollout.policy import PolicyError, resolve_rollout_policy
 
 _PATTERN_MESSAGES = {
@@ -29,6 +30,7 @@ _PATTERN_MESSAGES = {
     URI_PATTERN: "must be a URI with scheme file://, http://, https:// or pvc://",
     DNS_LABEL_PATTERN: "must be a DNS label (lowercase letters, digits and '-')",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 512Mi",
+    NOT_BLANK_PATTERN: "must not be blank",
 }
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 

@@ -52,6 +52,11 @@ def steps(*items: dict[str, Any]) -> dict[str, Any]:
     return {"steps": list(items)}
 
 
+def custom(*metrics: dict[str, Any]) -> dict[str, Any]:
+    """An analysis with these custom metrics."""
+    return {"metrics": {"custom": list(metrics)}}
+
+
 def fallback_policy(**spec: Any) -> dict[str, Any]:
     """A FallbackPolicy with this spec."""
     return {"apiVersion": "mlrollout.io/v1alpha1", "kind": "FallbackPolicy", "metadata": {"name": "bad"}, "spec": spec}
@@ -218,6 +223,42 @@ CASES: list[Case] = [
         rollout_policy(analysis={"metrics": {"custom": [{"name": "p", "query": "up"}]}}),
         "spec.analysis.metrics.custom[0]",
         "needs min or max",
+    ),
+    Case(
+        "custom-unknown-placeholder",
+        rollout_policy(analysis=custom({"name": "p", "query": 'up{ns="{{bogus}}"}', "max": 1})),
+        "spec.analysis.metrics.custom[0].query",
+        "unknown placeholder",
+    ),
+    Case(
+        "custom-unbalanced-placeholder",
+        rollout_policy(analysis=custom({"name": "p", "query": 'up{ns="{{namespace}"}', "max": 1})),
+        "spec.analysis.metrics.custom[0].query",
+        "not part of a placeholder",
+    ),
+    Case(
+        "custom-query-empty",
+        rollout_policy(analysis=custom({"name": "p", "query": "", "max": 1})),
+        "spec.analysis.metrics.custom[0].query",
+        "must not be blank",
+    ),
+    Case(
+        "custom-query-blank",
+        rollout_policy(analysis=custom({"name": "p", "query": " \t ", "max": 1})),
+        "spec.analysis.metrics.custom[0].query",
+        "must not be blank",
+    ),
+    Case(
+        "custom-duplicate-names",
+        rollout_policy(analysis=custom({"name": "p", "query": "up", "max": 1}, {"name": "p", "query": "up", "min": 0})),
+        "spec.analysis.metrics.custom",
+        "custom metric names must be unique",
+    ),
+    Case(
+        "custom-min-above-max",
+        rollout_policy(analysis=custom({"name": "p", "query": "up", "min": 2, "max": 1})),
+        "spec.analysis.metrics.custom[0]",
+        "min must not be above max",
     ),
     Case("on-failure-unknown", rollout_policy(onFailure="explode"), "spec.onFailure", "'rollback'"),
     Case("steps-empty", rollout_policy(strategy={"steps": []}), "spec.strategy.steps", "at least 1 item"),

@@ -2,8 +2,9 @@
 
 Label values come from user resources (namespace, names, revisions), so they are validated against the
 Kubernetes naming rules *and* escaped as PromQL string literals: a manifest cannot inject PromQL. Custom
-queries are templates that may use only the documented placeholders. Series names and labels are the
-contract's (``mlrollout_serving.contract.metrics``), the one definition the exporters use too.
+queries are templates that may use only the documented placeholders, by the rule the API validates them
+with (``mlrollout.api.placeholders``). Series names and labels are the contract's
+(``mlrollout_serving.contract.metrics``), the one definition the exporters use too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Literal
 
+from mlrollout.api.placeholders import PLACEHOLDERS, fill
 from mlrollout_serving.contract.metrics import (
     GATEWAY_DURATION,
     GATEWAY_REQUESTS,
@@ -35,12 +37,9 @@ __all__ = [
     "track_queries",
 ]
 
-PLACEHOLDERS: Final = ("namespace", "modelDeployment", "track", "revision", "window")
-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _REVISION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
 class QueryError(ValueError):
@@ -135,7 +134,7 @@ def track_queries(
 def render_custom(
     template: str, *, namespace: str, model_deployment: str, track: str, revision: str | None, window_seconds: float
 ) -> str:
-    """Fill a custom query's placeholders; any other ``{{...}}`` is refused.
+    """Fill a custom query's placeholders; a template the API would refuse is refused here too.
 
     Values are checked like selector values (so they contain no quote, brace or backslash) and escaped,
     so a template that puts them inside a quoted label matcher stays a single string literal.
@@ -147,10 +146,7 @@ def render_custom(
         "revision": escape_label_value(_check("revision", revision)) if revision else "",
         "window": promql_duration(window_seconds),
     }
-    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(template)} - set(PLACEHOLDERS))
-    if unknown:
-        raise QueryError(f"unknown placeholder(s) {', '.join(unknown)}; allowed: {', '.join(PLACEHOLDERS)}")
-    rendered = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-    if "{{" in rendered or "}}" in rendered:
-        raise QueryError("unbalanced placeholder braces in custom query")
-    return rendered
+    try:
+        return fill(template, values)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from mlrollout.api.common import (
     ApiModel,
@@ -16,8 +16,15 @@ from mlrollout.api.common import (
     cel_rules,
     parse_duration,
 )
+from mlrollout.api.placeholders import QUERY_RULES, check_query
 
-CUSTOM_PLACEHOLDERS = ("namespace", "modelDeployment", "track", "revision", "window")
+NOT_BLANK_PATTERN = r"[^ \t\r\n]"
+CustomQuery = Annotated[
+    str,
+    StringConstraints(pattern=NOT_BLANK_PATTERN, max_length=2048),
+    AfterValidator(check_query),
+    Field(json_schema_extra=cel_rules(*QUERY_RULES)),
+]
 
 
 class ShadowStep(ApiModel):
@@ -213,17 +220,19 @@ class CustomMetric(ApiModel):
     """A PromQL query of your own, evaluated for the candidate and held to thresholds."""
 
     model_config = ApiModel.model_config | {
-        "json_schema_extra": cel_rules(cel("has(self.min) || has(self.max)", "a custom metric needs min or max"))
+        "json_schema_extra": cel_rules(
+            cel("has(self.min) || has(self.max)", "a custom metric needs min or max"),
+            cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max"),
+        )
     }
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=63)] = Field(
-        description="Name shown in verdicts."
+        description="Name shown in verdicts; unique among the custom metrics."
     )
-    query: str = Field(
-        max_length=2048,
+    query: CustomQuery = Field(
         description=(
             "PromQL returning one number; may use the placeholders {{namespace}}, {{modelDeployment}}, "
-            "{{track}}, {{revision}} and {{window}} (and no others)."
+            "{{track}}, {{revision}} and {{window}}, and {{ or }} nowhere else."
         ),
     )
     min: float | None = Field(default=None, description="The result must be at least this.")
@@ -233,6 +242,8 @@ class CustomMetric(ApiModel):
     def _has_threshold(self) -> CustomMetric:
         if self.min is None and self.max is None:
             raise ValueError("a custom metric needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min must not be above max ({self.min:g} > {self.max:g})")
         return self
 
 
@@ -253,7 +264,23 @@ class Metrics(ApiModel):
         default_factory=lambda: DriftMetric(max_psi=0.25),
         description="Live inputs against the model's reference profile (needs model.referenceProfile).",
     )
-    custom: list[CustomMetric] | None = Field(default=None, max_length=10, description="Your own PromQL checks.")
+    custom: list[CustomMetric] | None = Field(
+        default=None,
+        max_length=10,
+        description="Your own PromQL checks, each with its own name.",
+        json_schema_extra=cel_rules(
+            cel("self.all(c, self.exists_one(d, d.name == c.name))", "custom metric names must be unique")
+        ),
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _unique_names(cls, custom: list[CustomMetric] | None) -> list[CustomMetric] | None:
+        names = [c.name for c in custom or []]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"custom metric names must be unique (repeated: {', '.join(repeated)})")
+        return custom
 
 
 class Analysis(ApiModel):
