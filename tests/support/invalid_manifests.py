@@ -9,6 +9,7 @@ knowledge the API server does not have (the policy an override is compared with)
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,8 @@ STRICT_POLICY = rollout_policy(
     significance={"alpha": 0.01},
 )
 STRICT_POLICY["metadata"]["name"] = "strict"
+
+ANSWER = {"outputs": [{"name": "y", "datatype": "FP32", "shape": [1], "data": [0]}]}
 
 CASES: list[Case] = [
     # ModelDeployment
@@ -275,6 +278,36 @@ CASES: list[Case] = [
     Case("confidence-over-1", fallback_policy(confidenceThreshold=1.5), "spec.confidenceThreshold", "less than"),
     Case("chain-empty", fallback_policy(chain=[]), "spec.chain", "at least 1 item"),
     Case(
+        "chain-repeats-stable",
+        fallback_policy(chain=[{"action": "stable"}, {"action": "stable"}]),
+        "spec.chain",
+        "fallback chain repeats an action",
+    ),
+    Case(
+        "chain-repeats-backup",
+        fallback_policy(chain=[{"action": "backup", "backup": "lite"}, {"action": "backup", "backup": "lite"}]),
+        "spec.chain",
+        "fallback chain repeats an action",
+    ),
+    Case(
+        "chain-refuse-not-last",
+        fallback_policy(chain=[{"action": "refuse"}, {"action": "stable"}]),
+        "spec.chain",
+        "fallback action refuse always answers, so it must be last",
+    ),
+    Case(
+        "chain-default-not-last",
+        fallback_policy(chain=[{"action": "default", "response": ANSWER}, {"action": "refuse"}]),
+        "spec.chain",
+        "fallback action default always answers, so it must be last",
+    ),
+    Case(
+        "low-confidence-without-threshold",
+        fallback_policy(lowConfidenceAction={"action": "refuse"}),
+        "spec.lowConfidenceAction",
+        "lowConfidenceAction needs a confidenceThreshold",
+    ),
+    Case(
         "breaker-zero",
         fallback_policy(circuitBreaker={"consecutiveFailures": 0}),
         "spec.circuitBreaker.consecutiveFailures",
@@ -294,3 +327,20 @@ CASES: list[Case] = [
         "'FP32'",
     ),
 ]
+
+
+# Families of inputs on which the offline rules and the API server's CEL rules must agree one by one (the
+# unit tier checks the offline side against its reference, the cluster tier the server against the same).
+FALLBACK_LINKS: dict[str, dict[str, Any]] = {
+    "stable": {"action": "stable"},
+    "refuse": {"action": "refuse"},
+    "default": {"action": "default", "response": ANSWER},
+    "backup-lite": {"action": "backup", "backup": "lite"},
+    "backup-other": {"action": "backup", "backup": "other"},
+    "backup-stable": {"action": "backup", "backup": "stable"},  # a backup ModelDeployment named "stable"
+}
+
+
+def fallback_chains(longest: int = 3) -> list[tuple[str, ...]]:
+    """Every chain of up to `longest` links drawn from FALLBACK_LINKS, by link names."""
+    return [chain for n in range(1, longest + 1) for chain in itertools.product(FALLBACK_LINKS, repeat=n)]

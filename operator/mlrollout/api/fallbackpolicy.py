@@ -1,10 +1,16 @@
-"""FallbackPolicy: what the gateway does, per request, when a model is down, slow or unsure."""
+"""FallbackPolicy: what the gateway does, per request, when a model is down, slow or unsure.
+
+The gateway refuses a route table whose fallback chain repeats an action or puts an answering action
+(default, refuse) before the end (`mlrollout_serving.contract.routes.FallbackSettings`). That rule is the
+gateway's; the validators here run it on the policy, so `mlrollout validate` refuses exactly what the gateway
+would refuse at reconcile time, and `CHAIN_RULES` state it in CEL for the API server.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mlrollout.api.common import (
     ApiModel,
@@ -15,6 +21,7 @@ from mlrollout.api.common import (
     cel,
     cel_rules,
 )
+from mlrollout_serving.contract.routes import FallbackSettings
 
 TensorDatatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"
@@ -79,12 +86,60 @@ class FallbackAction(ApiModel):
         return self
 
 
+_KEY = "(x.action == 'backup' && has(x.backup) ? x.backup : x.action)"
+CHAIN_RULES: Final = (
+    cel(
+        f"self.all(a, self.filter(x, {_KEY} == {_KEY.replace('x.', 'a.')}).size() == 1)",
+        "fallback chain repeats an action",
+    ),
+    *(
+        cel(
+            f"self.map(x, x.action).indexOf('{terminal}') in [-1, size(self) - 1]",
+            f"fallback action {terminal} always answers, so it must be last",
+        )
+        for terminal in ("default", "refuse")
+    ),
+)
+"""The gateway's chain rule for the API server: a link is keyed by its backup's name or else its action."""
+
+_BACKUP_UPSTREAM: Final = "http://backup:80"  # where a backup is does not matter to the chain rule
+
+
+def _gateway_step(link: FallbackAction) -> dict[str, Any]:
+    """A link as the gateway's FallbackStep, with just what the gateway's chain rule reads."""
+    step: dict[str, Any] = {"action": link.action}
+    if link.action == "backup":
+        step["backup"] = {"name": link.backup, "upstream": _BACKUP_UPSTREAM}
+    if link.action == "default":
+        step["defaultResponse"] = {}
+    return step
+
+
+def gateway_problem(settings: dict[str, Any]) -> str | None:
+    """Why the gateway would refuse these fallback settings (wire names), or None."""
+    try:
+        FallbackSettings.model_validate(settings)
+    except ValidationError as exc:
+        return "; ".join(str((e.get("ctx") or {}).get("error", e["msg"])) for e in exc.errors())
+    return None
+
+
 def _default_chain() -> list[FallbackAction]:
     return [FallbackAction(action="stable"), FallbackAction(action="refuse")]
 
 
 class FallbackPolicySpec(ApiModel):
     """Per-request protection: timeouts, circuit breaking, confidence, and an ordered fallback chain."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.lowConfidenceAction) || has(self.confidenceThreshold)",
+                "lowConfidenceAction needs a confidenceThreshold",
+                ".lowConfidenceAction",
+            )
+        )
+    }
 
     selector: PolicySelector | None = Field(
         default=None, description="ModelDeployments this policy applies to when they name no policy."
@@ -104,11 +159,38 @@ class FallbackPolicySpec(ApiModel):
         default_factory=_default_chain,
         min_length=1,
         max_length=5,
-        description="Actions tried in order when the chosen model errs, times out or its circuit is open.",
+        description=(
+            "Actions tried in order when the chosen model errs, times out or its circuit is open; no action "
+            "twice (a backup counts by its name), and default or refuse, which always answer, only last."
+        ),
+        json_schema_extra=cel_rules(*CHAIN_RULES),
     )
     low_confidence_action: FallbackAction | None = Field(
         default=None, description="What to do with a low-confidence answer (needs confidenceThreshold)."
     )
+
+    @field_validator("chain")
+    @classmethod
+    def _chain_as_the_gateway_takes_it(cls, chain: list[FallbackAction]) -> list[FallbackAction]:
+        problem = gateway_problem({"chain": [_gateway_step(link) for link in chain]})
+        if problem:
+            raise ValueError(problem)
+        return chain
+
+    @field_validator("low_confidence_action")
+    @classmethod
+    def _low_confidence_as_the_gateway_takes_it(
+        cls, low: FallbackAction | None, info: ValidationInfo
+    ) -> FallbackAction | None:
+        if low is not None and "confidence_threshold" in info.data:
+            settings = {
+                "confidenceThreshold": info.data["confidence_threshold"],
+                "lowConfidenceAction": _gateway_step(low),
+            }
+            problem = gateway_problem(settings)
+            if problem:
+                raise ValueError(problem)
+        return low
 
 
 class FallbackPolicy(ApiModel):
