@@ -22,8 +22,8 @@ from mlrollout.api.common import (
     cel_rules,
 )
 from mlrollout.api.rolloutpolicy import STEPS_RULES, Margins, Step, check_steps
+from mlrollout.api.uris import URI_PATTERN
 
-URI_PATTERN = r"^(file|https?|pvc)://.+"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
@@ -38,7 +38,12 @@ class ModelSource(ApiModel):
     version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)] = Field(
         description="Model version label (shown in status and metrics)."
     )
-    uri: ModelUri = Field(description="Where the model file is: file://, http://, https:// or pvc://CLAIM/PATH.")
+    uri: ModelUri = Field(
+        description=(
+            "Where the model file is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image) or "
+            "pvc://CLAIM/PATH (PATH relative to the claim, no '.' or '..' segments, no %-escapes)."
+        )
+    )
     sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(
         description="Expected sha256 of the model file (64 lowercase hex characters); checked before loading."
     )

@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from mlrollout.api import crdgen
+from mlrollout.api.modeldeployment import SHA256_PATTERN
+from mlrollout.api.uris import URI_PATTERN
 
 
 @pytest.mark.parametrize("kind", list(crdgen.KIND_INFO))
@@ -61,5 +63,7 @@ def test_cel_rules_are_present_where_pydantic_has_cross_field_checks() -> None:
         "sticky sets exactly one of header, jsonField",
     ):
         assert message in text
-    md = crdgen.render("ModelDeployment")
-    assert "^[a-f0-9]{64}$" in md and "^(file|https?|pvc)://.+" in md
+    model = crdgen.crd("ModelDeployment")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    props = model["properties"]["model"]["properties"]
+    assert props["sha256"]["pattern"] == SHA256_PATTERN
+    assert props["uri"]["pattern"] == props["referenceProfile"]["pattern"] == URI_PATTERN
