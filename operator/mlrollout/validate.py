@@ -36,6 +36,11 @@ _PATTERN_MESSAGES = {
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
+def _is_namespace(value: object) -> bool:
+    """A namespace name as the API server takes it: a DNS label (it refuses any other namespace)."""
+    return isinstance(value, str) and len(value) <= 63 and re.fullmatch(DNS_LABEL_PATTERN, value) is not None
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with one document, located by field path."""
@@ -101,6 +106,9 @@ def validate_document(doc: Any, source: str = "<input>", index: int = 1) -> tupl
         problems.append(problem("metadata.name", "required, a DNS subdomain name", kind, name))
     if kind != "ModelDeployment" and meta and "namespace" in meta:
         problems.append(problem("metadata.namespace", f"{kind} is cluster-scoped: remove the namespace", kind, name))
+    elif meta and "namespace" in meta and not _is_namespace(meta["namespace"]):
+        message = f"{_PATTERN_MESSAGES[DNS_LABEL_PATTERN]}, at most 63 characters (got {meta['namespace']!r})"
+        problems.append(problem("metadata.namespace", message, kind, name))
     try:
         obj = KINDS[kind].model_validate(doc)
     except ValidationError as exc:

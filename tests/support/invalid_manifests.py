@@ -73,6 +73,8 @@ class Case:
     message: str
     server: bool = True
     extra: list[dict[str, Any]] = field(default_factory=list)  # documents validated together with it
+    keep_namespace: bool = False  # the cluster tier sends it to its own namespace unless this is set
+    server_says: str = ""  # what the server's refusal names instead of `path` (refused before any schema)
 
     def documents(self) -> list[dict[str, Any]]:
         """The extra documents first (policies), then the manifest, as deep copies."""
@@ -110,6 +112,14 @@ CASES: list[Case] = [
         with_model(referenceProfile="pvc://claim/models/../../p.json"),
         "spec.model.referenceProfile",
         "'..'",
+    ),
+    Case(
+        "namespace-invalid",
+        {**model_deployment(), "metadata": {"name": "bad", "namespace": "Bad_NS"}},
+        "metadata.namespace",
+        "DNS label",
+        keep_namespace=True,
+        server_says='namespaces "Bad_NS" not found',
     ),
     Case("model-missing", model_deployment(model=None), "spec.model", "required field is missing"),
     Case("sha256-missing", with_model(sha256=None), "spec.model.sha256", "required field is missing"),
