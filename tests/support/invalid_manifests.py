@@ -356,8 +356,17 @@ CASES: list[Case] = [
 ]
 
 
-# Families of inputs on which the offline rules and the API server's CEL rules must agree one by one (the
-# unit tier checks the offline side against its reference, the cluster tier the server against the same).
+# Families of inputs on which the offline rules and the API server's rules must agree one by one (the unit
+# tier checks the offline side against a reference, the cluster tier the server against the offline side).
+QUERY_PIECES = ["{", "}", " ", "a", '"', "{{namespace}}", "{{ window }}", "{{bogus}}", "{{", "}}", "{{track"]
+
+
+def custom_queries(longest: int = 3) -> list[str]:
+    """Every distinct query of up to `longest` QUERY_PIECES (the empty one included)."""
+    found = {"".join(p) for n in range(longest + 1) for p in itertools.product(QUERY_PIECES, repeat=n)}
+    return sorted(found)
+
+
 FALLBACK_LINKS: dict[str, dict[str, Any]] = {
     "stable": {"action": "stable"},
     "refuse": {"action": "refuse"},

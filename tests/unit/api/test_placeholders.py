@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.invalid_manifests import QUERY_PIECES
 
 from mlrollout.analysis.queries import QueryError, render_custom
 from mlrollout.api import crdgen
@@ -35,10 +36,7 @@ def reference_problem(query: str) -> str | None:
     return UNBALANCED_BRACES if "{{" in filled or "}}" in filled else None
 
 
-PIECES = ["{", "}", " ", "a", '"', "{{namespace}}", "{{ window }}", "{{bogus}}", "{{", "}}", "{{track"]
-
-
-@given(st.lists(st.sampled_from(PIECES), max_size=8).map("".join))
+@given(st.lists(st.sampled_from(QUERY_PIECES), max_size=8).map("".join))
 def test_the_counting_rule_is_the_rule_as_stated(query: str) -> None:
     """The CEL rules can only count matches; counting refuses exactly what the stated rule refuses."""
     got, expected = query_problem(query), reference_problem(query)
