@@ -61,6 +61,11 @@ def test_cel_rules_are_present_where_pydantic_has_cross_field_checks() -> None:
         "a margin sets exactly one of absolute, relative",
         "action backup needs backup",
         "sticky sets exactly one of header, jsonField",
+        "custom metric names must be unique",
+        "min must not be above max",
+        "fallback chain repeats an action",
+        "fallback action refuse always answers, so it must be last",
+        "lowConfidenceAction needs a confidenceThreshold",
     ):
         assert message in text
     model = crdgen.crd("ModelDeployment")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
