@@ -92,9 +92,11 @@ CHAIN_RULES: Final = (
         f"self.all(a, self.filter(x, {_KEY} == {_KEY.replace('x.', 'a.')}).size() == 1)",
         "fallback chain repeats an action",
     ),
+    # with no link twice, "the first `terminal` is last" is "a chain with a `terminal` ends with it"
+    # (the cheap form: CEL's cost estimate for map().indexOf() on enum strings exceeds the budget)
     *(
         cel(
-            f"self.map(x, x.action).indexOf('{terminal}') in [-1, size(self) - 1]",
+            f"!self.exists(x, x.action == '{terminal}') || self[size(self) - 1].action == '{terminal}'",
             f"fallback action {terminal} always answers, so it must be last",
         )
         for terminal in ("default", "refuse")
