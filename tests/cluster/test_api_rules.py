@@ -1,0 +1,95 @@
+"""The API server and `mlrollout validate` agree, input by input, on whole families of edge cases.
+
+The invalid-manifest table (test_controlplane.py) shows each rule refuses its case on its field; here the
+server's CEL rules and patterns (RE2, Kubernetes' CEL library) are held to the offline rules (pydantic's
+regex engine, Python) on every input of a family: custom queries, fallback chains, model URIs. Each
+family goes to the server as one List in a server-side dry run, so nothing is stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tests.cluster.kube import Kubectl
+from tests.support.invalid_manifests import (
+    ACCEPTED_URIS,
+    FALLBACK_LINKS,
+    REFUSED_URIS,
+    custom_queries,
+    fallback_chains,
+    fallback_policy,
+    rollout_policy,
+    with_model,
+)
+
+from mlrollout.validate import validate_document
+
+pytestmark = pytest.mark.cluster
+
+Family = list[tuple[str, dict[str, Any]]]  # (what, document)
+
+
+def named(docs: Family, prefix: str, namespace: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The documents under unique names (`prefix-N`), namespaced ones placed in `namespace`."""
+    out = {}
+    for i, (what, doc) in enumerate(docs):
+        doc = copy.deepcopy(doc)
+        doc["metadata"] = {"name": f"{prefix}-{i}"}
+        if doc["kind"] == "ModelDeployment":
+            doc["metadata"]["namespace"] = namespace
+        out[doc["metadata"]["name"]] = (what, doc)
+    return out
+
+
+def server_accepts(kubectl: Kubectl, docs: dict[str, tuple[str, dict[str, Any]]]) -> set[str]:
+    """Names of the documents a server-side dry run creates; kubectl goes on after each refusal."""
+    # JSON, not YAML: kubectl reads YAML 1.1, where an output named `y` would be the boolean true
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": [doc for _, doc in docs.values()]})
+    proc = kubectl("create", "--dry-run=server", "-o", "name", "-f", "-", input=body, check=False, timeout=600)
+    created = {line.rsplit("/", 1)[-1] for line in proc.stdout.split()}
+    refused = set(re.findall(r"\"([a-z]+-[0-9]+)\" is invalid", proc.stderr))
+    # every document is accounted for: created, or refused as invalid (not some other failure)
+    assert created | refused == set(docs) and not created & refused, proc.stderr[-4000:]
+    return created
+
+
+def offline_accepts(docs: dict[str, tuple[str, dict[str, Any]]]) -> set[str]:
+    return {name for name, (_, doc) in docs.items() if validate_document(doc)[1] is not None}
+
+
+def assert_agree(kubectl: Kubectl, namespace: str, prefix: str, family: Family) -> None:
+    docs = named(family, prefix, namespace)
+    server, offline = server_accepts(kubectl, docs), offline_accepts(docs)
+    assert 0 < len(offline) < len(docs), "a family needs inputs of both kinds"
+    disagree = {docs[n][0]: ("server" if n in server else "offline") for n in server ^ offline}
+    assert disagree == {}, f"accepted by only one side: {disagree}"
+
+
+def family(items: list[Any], make: Callable[[Any], dict[str, Any]], what: Callable[[Any], str] = repr) -> Family:
+    return [(what(item), make(item)) for item in items]
+
+
+def test_custom_queries(kubectl: Kubectl, dry_run_namespace: str) -> None:
+    def policy(query: str) -> dict[str, Any]:
+        return rollout_policy(analysis={"metrics": {"custom": [{"name": "q", "query": query, "max": 1}]}})
+
+    assert_agree(kubectl, dry_run_namespace, "query", family(custom_queries(), policy))
+
+
+def test_fallback_chains(kubectl: Kubectl, dry_run_namespace: str) -> None:
+    def policy(chain: tuple[str, ...]) -> dict[str, Any]:
+        return fallback_policy(chain=[FALLBACK_LINKS[link] for link in chain])
+
+    assert_agree(kubectl, dry_run_namespace, "chain", family(fallback_chains(), policy, "-".join))
+
+
+def test_model_uris(kubectl: Kubectl, dry_run_namespace: str) -> None:
+    uris = ACCEPTED_URIS + REFUSED_URIS
+    docs = family(uris, lambda uri: with_model(uri=uri), lambda uri: f"uri {uri!r}")
+    docs += family(uris, lambda uri: with_model(referenceProfile=uri), lambda uri: f"referenceProfile {uri!r}")
+    assert_agree(kubectl, dry_run_namespace, "uri", docs)
