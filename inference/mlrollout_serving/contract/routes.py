@@ -9,6 +9,7 @@ docs/gateway.md for a worked example.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ __all__ = [
     "Sticky",
     "Track",
     "TrackName",
+    "chain_problem",
     "configmap_name",
 ]
 
@@ -171,6 +173,25 @@ class FallbackStep(_Model):
         return self
 
 
+LOW_CONFIDENCE_NEEDS_THRESHOLD = "lowConfidenceAction needs a confidenceThreshold"
+
+
+def chain_problem(links: Sequence[tuple[FallbackAction, str | None]]) -> str | None:
+    """Why the gateway refuses a fallback chain of ``(action, backup name)`` links, or None.
+
+    No link twice (a backup counts by its name, any other link by its action), and the actions that
+    always answer (default, refuse) only last. The API refuses the same chains (mlrollout.api.fallbackpolicy).
+    """
+    actions = [action for action, _ in links]
+    keys = [backup if action == "backup" and backup else action for action, backup in links]
+    if len(set(keys)) != len(keys):
+        return f"fallback chain repeats an action: {actions}"
+    for terminal in ("default", "refuse"):
+        if terminal in actions and actions.index(terminal) != len(actions) - 1:
+            return f"fallback action {terminal} always answers, so it must be last: {actions}"
+    return None
+
+
 class FallbackSettings(_Model):
     """The FallbackPolicy as the gateway applies it to every request."""
 
@@ -184,15 +205,11 @@ class FallbackSettings(_Model):
 
     @model_validator(mode="after")
     def _chain_is_sane(self) -> FallbackSettings:
-        actions = [step.action for step in self.chain]
-        keys = [s.backup.name if s.backup is not None else s.action for s in self.chain]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"fallback chain repeats an action: {actions}")
-        for terminal in ("default", "refuse"):
-            if terminal in actions and actions.index(terminal) != len(actions) - 1:
-                raise ValueError(f"fallback action {terminal} always answers, so it must be last: {actions}")
+        problem = chain_problem([(step.action, step.backup.name if step.backup else None) for step in self.chain])
+        if problem:
+            raise ValueError(problem)
         if self.low_confidence_action is not None and self.confidence_threshold is None:
-            raise ValueError("lowConfidenceAction needs a confidenceThreshold")
+            raise ValueError(LOW_CONFIDENCE_NEEDS_THRESHOLD)
         return self
 
 

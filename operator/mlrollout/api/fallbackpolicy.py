@@ -1,16 +1,16 @@
 """FallbackPolicy: what the gateway does, per request, when a model is down, slow or unsure.
 
 The gateway refuses a route table whose fallback chain repeats an action or puts an answering action
-(default, refuse) before the end (`mlrollout_serving.contract.routes.FallbackSettings`). That rule is the
+(default, refuse) before the end (`mlrollout_serving.contract.routes.chain_problem`). That rule is the
 gateway's; the validators here run it on the policy, so `mlrollout validate` refuses exactly what the gateway
 would refuse at reconcile time, and `CHAIN_RULES` state it in CEL for the API server.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlrollout.api.common import (
     ApiModel,
@@ -21,7 +21,7 @@ from mlrollout.api.common import (
     cel,
     cel_rules,
 )
-from mlrollout_serving.contract.routes import FallbackSettings
+from mlrollout_serving.contract.routes import LOW_CONFIDENCE_NEEDS_THRESHOLD, chain_problem
 
 TensorDatatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"
@@ -104,27 +104,6 @@ CHAIN_RULES: Final = (
 )
 """The gateway's chain rule for the API server: a link is keyed by its backup's name or else its action."""
 
-_BACKUP_UPSTREAM: Final = "http://backup:80"  # where a backup is does not matter to the chain rule
-
-
-def _gateway_step(link: FallbackAction) -> dict[str, Any]:
-    """A link as the gateway's FallbackStep, with just what the gateway's chain rule reads."""
-    step: dict[str, Any] = {"action": link.action}
-    if link.action == "backup":
-        step["backup"] = {"name": link.backup, "upstream": _BACKUP_UPSTREAM}
-    if link.action == "default":
-        step["defaultResponse"] = {}
-    return step
-
-
-def gateway_problem(settings: dict[str, Any]) -> str | None:
-    """Why the gateway would refuse these fallback settings (wire names), or None."""
-    try:
-        FallbackSettings.model_validate(settings)
-    except ValidationError as exc:
-        return "; ".join(str((e.get("ctx") or {}).get("error", e["msg"])) for e in exc.errors())
-    return None
-
 
 def _default_chain() -> list[FallbackAction]:
     return [FallbackAction(action="stable"), FallbackAction(action="refuse")]
@@ -137,7 +116,7 @@ class FallbackPolicySpec(ApiModel):
         "json_schema_extra": cel_rules(
             cel(
                 "!has(self.lowConfidenceAction) || has(self.confidenceThreshold)",
-                "lowConfidenceAction needs a confidenceThreshold",
+                LOW_CONFIDENCE_NEEDS_THRESHOLD,
                 ".lowConfidenceAction",
             )
         )
@@ -174,24 +153,18 @@ class FallbackPolicySpec(ApiModel):
     @field_validator("chain")
     @classmethod
     def _chain_as_the_gateway_takes_it(cls, chain: list[FallbackAction]) -> list[FallbackAction]:
-        problem = gateway_problem({"chain": [_gateway_step(link) for link in chain]})
+        problem = chain_problem([(link.action, link.backup) for link in chain])
         if problem:
             raise ValueError(problem)
         return chain
 
     @field_validator("low_confidence_action")
     @classmethod
-    def _low_confidence_as_the_gateway_takes_it(
+    def _low_confidence_needs_a_threshold(
         cls, low: FallbackAction | None, info: ValidationInfo
     ) -> FallbackAction | None:
-        if low is not None and "confidence_threshold" in info.data:
-            settings = {
-                "confidenceThreshold": info.data["confidence_threshold"],
-                "lowConfidenceAction": _gateway_step(low),
-            }
-            problem = gateway_problem(settings)
-            if problem:
-                raise ValueError(problem)
+        if low is not None and "confidence_threshold" in info.data and info.data["confidence_threshold"] is None:
+            raise ValueError(LOW_CONFIDENCE_NEEDS_THRESHOLD)
         return low
 
 

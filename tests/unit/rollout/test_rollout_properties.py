@@ -135,10 +135,10 @@ def test_never_advances_without_a_promote_verdict(ops: list[Op]) -> None:
         cand, index, promoted = progress(w)
         apply(w, op, requests)
         new_cand, new_index, new_promoted = progress(w)
-        first_deploy = promoted == 0 and new_promoted == 1 and cand is None
+        # the first revision is recorded as promoted once it serves, even if a candidate already waits: not
+        # an advance; a promotion of the candidate is
+        candidate_promoted = new_promoted > promoted and cand is not None and (w.s.history or [])[-1].revision == cand
         # entering step 0 once the candidate is ready (index -1 -> 0) passes no gate; later indexes do
-        advanced = (new_cand == cand and cand is not None and index >= 0 and new_index > index) or (
-            new_promoted > promoted and not first_deploy
-        )
+        advanced = (new_cand == cand and cand is not None and index >= 0 and new_index > index) or candidate_promoted
         if advanced:
             assert op[0] == "verdict" and op[1] == "promote", (op, w.s.history)
