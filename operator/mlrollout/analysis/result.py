@@ -7,6 +7,7 @@ a harm test, a non-inferiority check and an SLO mean the same thing whichever me
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from mlrollout.api.analysis import MetricDecision, MetricResult, TrackPair
 
@@ -61,7 +62,7 @@ def metric_result(
     )
 
 
-def harm_decision(e_value: float, alpha: float) -> tuple[MetricDecision, float]:
+def harm_decision(e_value: float, alpha: float) -> tuple[Literal["pass", "fail"], float]:
     """A harm test fails once its e-value reaches ``1/alpha`` (Ville: at most alpha under no harm), else
     passes; returns the decision and the threshold."""
     threshold = 1.0 / alpha
