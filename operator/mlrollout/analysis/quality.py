@@ -34,6 +34,7 @@ from typing import Literal
 
 from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision
 from mlrollout.analysis.sequential import gaussian_mixture_cs, harm_log_e, log_to_e, one_sided_normal_mixture_log_e
+from mlrollout.analysis.snapshot import Labels, Pairs
 from mlrollout.api.analysis import MetricResult
 
 __all__ = ["Labels", "Pairs", "QualitySettings", "quality_results"]
@@ -44,39 +45,6 @@ HARM_SIGN = "sequential sign test: conditional binomial mixture SPRT on which mo
 NI_PAIRED = "normal-mixture confidence sequence on the paired difference"
 NI_UNPAIRED = "normal-mixture confidence sequence on the difference"
 HARM_MAE_UNPAIRED = "one-sided normal-mixture e-process on the MAE difference (asymptotic)"
-
-
-@dataclass(frozen=True)
-class Labels:
-    """One track's labelled rows: how many, how many it got wrong (classifiers), and its absolute errors'
-    sum and sum of squares (regressors)."""
-
-    labelled: int = 0
-    incorrect: int = 0
-    abs_error_sum: float = 0.0
-    abs_error_sumsq: float = 0.0
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """Labelled requests that both models answered (shadow steps).
-
-    Classifiers: rows by which model was right. Regressors: ``stable_only`` / ``candidate_only`` count the
-    rows where that model was strictly closer (the others are ``both_right``, ties); the absolute errors'
-    sums per model and the sum of squares of ``|error candidate| - |error stable|``.
-    """
-
-    both_right: int = 0
-    both_wrong: int = 0
-    stable_only: int = 0
-    candidate_only: int = 0
-    stable_error_sum: float = 0.0
-    candidate_error_sum: float = 0.0
-    diff_sumsq: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return self.both_right + self.both_wrong + self.stable_only + self.candidate_only
 
 
 @dataclass(frozen=True)

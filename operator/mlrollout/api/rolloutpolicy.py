@@ -216,6 +216,58 @@ class DriftMetric(ApiModel):
     max_psi: float = Field(default=0.2, gt=0, le=10, description="Largest population stability index tolerated.")
 
 
+class Margin(ApiModel):
+    """A non-inferiority margin: how much worse the candidate may be and still count as no worse."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("has(self.absolute) != has(self.relative)", "a margin sets exactly one of absolute, relative")
+        )
+    }
+
+    absolute: float | None = Field(
+        default=None, ge=0, le=1, description="In the metric's unit (a rate for errors, e.g. 0.005)."
+    )
+    relative: float | None = Field(
+        default=None, ge=0, le=10, description="As a fraction of stable's value (0.1 means 10% worse)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Margin:
+        if (self.absolute is None) == (self.relative is None):
+            raise ValueError("a margin sets exactly one of absolute, relative")
+        return self
+
+
+class QualityMetric(ApiModel):
+    """Model quality from ground truth: labels clients send back with the feedback id of each answer."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Whether quality takes part in the verdict (needs clients that send labels: docs/gateway.md).",
+    )
+    metric: Literal["accuracy", "mae"] = Field(
+        default="accuracy", description="accuracy for classifiers, mae (mean absolute error) for regressors."
+    )
+    margin: Margin = Field(
+        default_factory=lambda: Margin(relative=0.01),
+        description=(
+            "How much worse the candidate may be and still count as no worse: relative to stable's accuracy or "
+            "MAE, or absolute (accuracy points as a fraction, e.g. 0.005)."
+        ),
+    )
+    min_labels: int = Field(
+        default=200, ge=1, le=10_000_000, description="Labelled rows per track before quality can pass."
+    )
+    max_label_wait: Duration = Field(
+        default="30m",
+        description=(
+            "A step whose candidate has no labelled rows this long after it started ends by onInconclusive, "
+            "visibly, instead of waiting for maxDuration."
+        ),
+    )
+
+
 class CustomMetric(ApiModel):
     """A PromQL query of your own, evaluated for the candidate and held to thresholds."""
 
@@ -264,6 +316,10 @@ class Metrics(ApiModel):
         default_factory=lambda: DriftMetric(max_psi=0.25),
         description="Live inputs against the model's reference profile (needs model.referenceProfile).",
     )
+    quality: QualityMetric = Field(
+        default_factory=QualityMetric,
+        description="Candidate's quality against stable's from labels joined to predictions (off by default).",
+    )
     custom: list[CustomMetric] | None = Field(
         default=None,
         max_length=10,
@@ -288,29 +344,6 @@ class Analysis(ApiModel):
 
     interval: Duration = Field(default="30s", description="Time between two looks at the evidence.")
     metrics: Metrics = Field(default_factory=Metrics, description="What is measured.")
-
-
-class Margin(ApiModel):
-    """A non-inferiority margin: how much worse the candidate may be and still count as no worse."""
-
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": cel_rules(
-            cel("has(self.absolute) != has(self.relative)", "a margin sets exactly one of absolute, relative")
-        )
-    }
-
-    absolute: float | None = Field(
-        default=None, ge=0, le=1, description="In the metric's unit (a rate for errors, e.g. 0.005)."
-    )
-    relative: float | None = Field(
-        default=None, ge=0, le=10, description="As a fraction of stable's value (0.1 means 10% worse)."
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Margin:
-        if (self.absolute is None) == (self.relative is None):
-            raise ValueError("a margin sets exactly one of absolute, relative")
-        return self
 
 
 class Margins(ApiModel):

@@ -7,9 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from tests.unit.analysis.snapshots import healthy, judged
 
-from mlrollout.analysis.quality import Labels, Pairs, QualitySettings, quality_results
+from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvider, collect_snapshot
+from mlrollout.analysis.quality import QualitySettings, quality_results
 from mlrollout.analysis.sequential import harm_log_e, one_sided_normal_mixture_log_e
+from mlrollout.analysis.snapshot import Labels, Pairs
 
 ACCURACY = QualitySettings("accuracy", alpha_harm=0.0125, alpha_promote=0.05, margin_absolute=0.01,
                            margin_relative=None, min_labels=100)  # fmt: skip
@@ -103,3 +106,46 @@ def test_identical_accuracy_rarely_rolls_back_over_many_looks(seed: int, discord
         any(harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5) >= bar for t in range(looks)) for c in counts
     )
     assert stats.binom.sf(crossed - 1, runs, ACCURACY.alpha_harm) > 1e-3, crossed  # not more than alpha allows
+
+
+QUALITY_ON = {"analysis": {"metrics": {"quality": {"enabled": True, "minLabels": 100}}}}
+
+
+def test_judge_needs_quality_evidence_to_promote_once_quality_is_on() -> None:
+    snap = healthy()
+    assert judged(snap).verdict == "promote"
+    no_labels = judged(snap, QUALITY_ON)
+    assert no_labels.verdict == "continue" and "quality.nonInferiority" in no_labels.reason
+    # unpaired (a canary step) and a 0.9-point margin: tens of thousands of labels before "no worse" shows
+    snap["stable"]["labels"] = {"labelled": 400_000, "incorrect": 40_000}
+    snap["candidate"]["labels"] = {"labelled": 45_000, "incorrect": 4_480}
+    assert judged(snap, QUALITY_ON).verdict == "promote"
+    snap["stable"]["labels"] = {"labelled": 30_000, "incorrect": 3_000}
+    snap["candidate"]["labels"] = {"labelled": 3_400, "incorrect": 500}  # 85 % against 90 %
+    worse = judged(snap, QUALITY_ON)
+    assert worse.verdict == "rollback" and "quality.harm: worse" in worse.reason
+    assert "quality.harm" in worse.evidence  # carried across steps like the other e-value tests
+
+
+def test_judge_prefers_pairs_in_a_shadow_step() -> None:
+    snap = healthy()
+    snap["stable"]["labels"] = {"labelled": 5_000, "incorrect": 500}
+    snap["pairs"] = {"both_right": 4_300, "both_wrong": 450, "stable_only": 175, "candidate_only": 75}
+    result = judged(snap, QUALITY_ON)
+    harm = next(m for m in result.metrics if m.name == "quality.harm")
+    assert result.verdict == "rollback" and harm.test is not None and harm.test.startswith("sequential McNemar")
+
+
+def test_feedback_series_become_labels_and_pairs() -> None:
+    def answers(promql: str) -> Measurement:
+        if "feedback_labels_total" in promql:
+            return Measurement((Sample({"outcome": "correct"}, 90.0), Sample({"outcome": "incorrect"}, 10.0)))
+        if "feedback_pairs_total" in promql and 'track="shadow"' in promql:
+            return Measurement(tuple(Sample({"result": r}, v) for r, v in (("both_right", 80.0), ("stable_only", 3.0))))
+        return Measurement()
+
+    target = AnalysisTarget("ns", "wine", "s1", "c1", "model")
+    snap = collect_snapshot(StaticProvider(answers), target, 60, quality=True)
+    assert snap.stable.labels == Labels(labelled=100, incorrect=10)
+    assert snap.pairs == Pairs(both_right=80, stable_only=3)
+    assert collect_snapshot(StaticProvider(answers), target, 60).pairs is None  # quality off: not even asked
