@@ -13,16 +13,21 @@ Stable API:
   the shape of ``builtin=``.
 - ``health(objects) -> list[(status, message)]``: what Argo CD shows for each object with the chart's
   argocd-cm snippet installed; a Lua error fails the test.
+- ``capture(obj, moment)``: with ``MLROLLOUT_CAPTURE_ARGOCD_FIXTURES=DIR``, saves a live object as
+  ``DIR/real-<moment>.yaml``, shaped like the fixtures in the customization's testdata/.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "e2e" / "argocd" / "build"
@@ -101,3 +106,18 @@ def health(objects: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
         assert "error" not in result, result
         out.append((result["status"], result["message"]))
     return out
+
+
+def capture(obj: dict[str, Any], moment: str) -> None:
+    """Save an object the real operator wrote as a fixture, when MLROLLOUT_CAPTURE_ARGOCD_FIXTURES names a
+    directory (tests/cluster record them; the testdata/ fixtures named real-* came from such runs)."""
+    directory = os.environ.get("MLROLLOUT_CAPTURE_ARGOCD_FIXTURES")
+    if not directory:
+        return
+    metadata = obj["metadata"]
+    kept = {"name": metadata["name"], "namespace": "ml", "resourceVersion": metadata["resourceVersion"]}
+    kept |= {key: metadata[key] for key in ("finalizers", "generation") if key in metadata}
+    body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": kept}
+    body |= {key: value for key, value in obj.items() if key not in body}
+    text = yaml.safe_dump(body, sort_keys=False, width=120, allow_unicode=True)
+    (Path(directory) / f"real-{moment}.yaml").write_text(text)
