@@ -62,6 +62,7 @@ from mlrollout_serving.contract.routes import BackupModel, Sticky
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -221,6 +222,11 @@ class Reconciler:
             if isinstance(action, EnsureTrack):
                 manifests.append(children.track_deployment(obj, action.revision, action.role, md.spec.replicas))
                 manifests.append(children.track_service(obj, action.revision, action.role))
+        isolation = md.spec.network_policy
+        if self.settings.network_policies if isolation.enabled is None else isolation.enabled:
+            manifests += children.network_policies(obj, isolation, provider, self.settings)
+        else:  # switched off (or never on): nothing of ours may keep isolating the pods
+            self.kube.delete_labelled(NETWORK_POLICY[0], NETWORK_POLICY[1], namespace, naming.child_selector(name))
         for manifest in manifests:
             self.kube.apply(children.strip_none(manifest))
         for action in actions:
