@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
@@ -237,3 +238,23 @@ async def test_the_operator_default_turns_network_policies_on(cluster: Any, tmp_
     rec.settings = dataclasses.replace(rec.settings, network_policies=True)
     await run(rec, datetime(2026, 11, 26, 6, 0, tzinfo=UTC))
     assert network_policies(cluster) == {"wine-gateway", "wine-model-server"}
+
+
+class NoNetworkPolicyRights(Kube):
+    """A hand-made Role from before NetworkPolicies existed: the cleanup's deletecollection is refused."""
+
+    def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
+        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot deletecollection"}')
+
+
+async def test_rbac_without_network_policies_warns_once_and_rolls_out(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoNetworkPolicyRights(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "NetworkPolicies not cleaned up" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot deletecollection" in warnings[0]
