@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
@@ -62,6 +63,7 @@ from mlrollout_serving.contract.routes import BackupModel, Sticky
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -109,6 +111,7 @@ class Reconciler:
         self.verdicts = verdicts
         self.settings = settings
         self.profiles = ProfileCache()
+        self._np_forbidden: set[tuple[str, str]] = set()  # only so that the warning is logged once
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -221,6 +224,11 @@ class Reconciler:
             if isinstance(action, EnsureTrack):
                 manifests.append(children.track_deployment(obj, action.revision, action.role, md.spec.replicas))
                 manifests.append(children.track_service(obj, action.revision, action.role))
+        isolation = md.spec.network_policy
+        if self.settings.network_policies if isolation.enabled is None else isolation.enabled:
+            manifests += children.network_policies(obj, isolation, provider, self.settings)
+        else:  # switched off (or never on): nothing of ours may keep isolating the pods
+            self._remove_network_policies(namespace, name, log)
         for manifest in manifests:
             self.kube.apply(children.strip_none(manifest))
         for action in actions:
@@ -233,6 +241,19 @@ class Reconciler:
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _remove_network_policies(self, namespace: str, name: str, log: Log) -> None:
+        """Delete the ModelDeployment's NetworkPolicies. RBAC without `deletecollection networkpolicies` (a
+        hand-made Role from before they existed) cannot have created any: say so once, never fail the pass."""
+        try:
+            self.kube.delete_labelled(*NETWORK_POLICY, namespace, naming.child_selector(name))
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if (namespace, name) not in self._np_forbidden:
+                self._np_forbidden.add((namespace, name))
+                log.warning("NetworkPolicies not cleaned up, the RBAC lacks them (docs/operator.md, RBAC): %s",
+                            api_error_message(exc))  # fmt: skip
 
     def _announce(self, obj: Manifest, actions: Sequence[Action], log: Log) -> None:
         """Events and metrics: edge-triggered, so they follow the status write that made them true."""

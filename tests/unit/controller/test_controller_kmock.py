@@ -8,6 +8,7 @@ readiness is written into the Deployment status by the test (the cluster tier do
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
@@ -193,3 +195,66 @@ async def test_a_spec_that_does_not_validate_degrades_instead_of_crash_looping(c
     status = cluster.objects[MD, "ml", "wine"]["status"]
     assert "sha256" in status["message"]
     assert (DEPLOYMENTS, "ml", "wine") not in cluster.objects  # nothing deployed from an invalid spec
+
+
+NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
+
+
+def network_policies(cluster: Any) -> set[str]:
+    """Names of the NetworkPolicies the emulator holds (not deleted)."""
+    return {
+        key[2]
+        for key in cluster.objects
+        if (key[0].group, key[0].plural) == ("networking.k8s.io", "networkpolicies")
+        and not cluster.objects[key].deleted
+    }
+
+
+async def test_network_policies_follow_the_spec_and_go_when_switched_off(cluster: Any, tmp_path: Path) -> None:
+    """Given the operator's default (off), When a ModelDeployment turns spec.networkPolicy on, Then both
+    policies are applied with it as owner; When it turns them off again, Then they are deleted (a policy
+    left behind would keep isolating pods the user opened up)."""
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    unrelated = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                 "metadata": {"name": "users-own", "namespace": "ml", "labels": {"team": "a"}}, "spec": {}}  # fmt: skip
+    cluster.objects[NETWORK_POLICIES, "ml", "users-own"] = unrelated
+    await run(rec, t0)
+    assert network_policies(cluster) == {"users-own"}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": True}}})
+    await run(rec, t0 + timedelta(seconds=1))
+    assert network_policies(cluster) == {"users-own", "wine-gateway", "wine-model-server"}
+    for name in ("wine-gateway", "wine-model-server"):
+        pol = cluster.objects[NETWORK_POLICIES, "ml", name]
+        assert pol["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        assert pol["spec"]["policyTypes"] == ["Ingress"]
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": False}}})
+    await run(rec, t0 + timedelta(seconds=2))
+    assert network_policies(cluster) == {"users-own"}
+
+
+async def test_the_operator_default_turns_network_policies_on(cluster: Any, tmp_path: Path) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.settings = dataclasses.replace(rec.settings, network_policies=True)
+    await run(rec, datetime(2026, 11, 26, 6, 0, tzinfo=UTC))
+    assert network_policies(cluster) == {"wine-gateway", "wine-model-server"}
+
+
+class NoNetworkPolicyRights(Kube):
+    """A hand-made Role from before NetworkPolicies existed: the cleanup's deletecollection is refused."""
+
+    def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
+        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot deletecollection"}')
+
+
+async def test_rbac_without_network_policies_warns_once_and_rolls_out(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoNetworkPolicyRights(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "NetworkPolicies not cleaned up" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot deletecollection" in warnings[0]
