@@ -1,7 +1,15 @@
-"""Minimal HTTP/1.1 server side: asyncio Protocol + httptools, keep-alive, pipelining-safe, drainable.
+"""Minimal HTTP/1.1 server side: asyncio Protocol + httptools, keep-alive, pipelining-safe, drainable, bounded.
 
 It parses a request, hands it to one async handler and writes the response; the gateway's logic lives in
 proxy.py. Requests on one connection are answered strictly in order.
+
+Every client is held to `Limits` (nginx's defaults or stricter): the request line and headers are
+bounded (414, 431) before httptools buffers them, bodies are bounded per request (413) and in total
+across connections (503), a request must arrive within the header and body timeouts and an idle
+keep-alive connection is closed after the idle timeout (a once-a-tick sweep compares progress counters,
+so the hot path reads no clock), and at the connection cap the connection that has waited longest
+without a request in service is closed to admit the new one. What the limits closed is logged as one
+summary line at most every `NOTE_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -9,37 +17,111 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, cast
 
 import httptools
 
-__all__ = ["Handler", "HttpServerProtocol", "Reply", "Request", "Response", "ServerState"]
+__all__ = [
+    "MAX_BODY",
+    "Handler",
+    "HttpServerProtocol",
+    "Limits",
+    "Reply",
+    "Request",
+    "Response",
+    "ServerState",
+    "stall_limit",
+]
 
 log = logging.getLogger("mlrollout.gateway")
 
 _REASONS: Final = {
-    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-    413: b"Payload Too Large", 500: b"Internal Server Error", 502: b"Bad Gateway",
-    503: b"Service Unavailable", 504: b"Gateway Timeout",
+    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
+    413: b"Payload Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
 }  # fmt: skip
 MAX_BODY: Final = 64 * 1024 * 1024  # bytes; larger request bodies get 413
+CHUNK_OVERHEAD: Final = 16
+"""Bytes of chunk framing (size line, CRLFs) allowed per chunk of a chunked body, beyond `max_head`."""
+NOTE_INTERVAL: Final = 10.0
+"""Seconds between two summary lines of what the limits closed."""
+
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in reading its current request
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may make the gateway hold, and for how long. Sizes in bytes, times in seconds."""
+
+    max_body: int = MAX_BODY
+    """One request body (413)."""
+    max_head: int = 32 * 1024
+    """Request line plus header fields (431), as nginx's `large_client_header_buffers 4 8k`."""
+    max_url: int = 8 * 1024
+    """The request target (414), as nginx's 8k buffer for the request line."""
+    max_buffered: int = 256 * 1024 * 1024
+    """Request bodies held at once over all connections (received, pending or in service): beyond it the
+    request whose bytes cross it gets 503, so many large bodies cannot exhaust memory."""
+    header_timeout: float = 10.0
+    """A request's line and headers must arrive within this (a new connection must send them within it too).
+    nginx: `client_header_timeout 60s`."""
+    body_timeout: float = 10.0
+    """Longest wait for the next bytes of a request body, and for a client to take the next bytes of a
+    response it is not reading. nginx: `client_body_timeout` and `send_timeout`, 60s."""
+    idle_timeout: float = 75.0
+    """An idle keep-alive connection is closed after this. nginx: `keepalive_timeout 75s`."""
+    max_connections: int = 1024
+    """Open client connections. At the cap the longest-waiting connection without a request in service is
+    closed for the new one; with every connection in service the new one gets 503."""
+
+    def tick(self) -> float:
+        """Seconds between two sweeps: a quarter of the shortest timeout, between 50 ms and 1 s."""
+        return min(max(min(self.header_timeout, self.body_timeout, self.idle_timeout) / 4, 0.05), 1.0)
+
+
+def stall_limit(
+    limits: Limits, serving: bool, write_paused: bool, phase: int, messages: int
+) -> tuple[float, str] | None:
+    """How long a connection may stay as it is (no progress) and what that wait is called; None: no limit.
+
+    Pure. A connection with a request in service waits for the upstream (the route table's request timeout
+    bounds that) unless its client stopped reading our answers.
+    """
+    if write_paused:
+        return limits.body_timeout, "send timeout"
+    if serving:
+        return None
+    if phase == _BODY:
+        return limits.body_timeout, "body timeout"
+    if phase == _HEAD or messages == 0:
+        return limits.header_timeout, "header timeout"
+    return limits.idle_timeout, "idle timeout"
 
 
 class Request:
-    """One parsed request: raw method, target, lower-cased header names, body."""
+    """One parsed request: raw method, target, lower-cased header names, body, and the client's address."""
 
-    __slots__ = ("body", "headers", "keep_alive", "method", "target")
+    __slots__ = ("body", "client", "headers", "keep_alive", "method", "target")
 
     def __init__(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+        client: str = "",
     ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
+        self.client = client
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -64,15 +146,30 @@ Handler = Callable[[Request, Reply], None]
 """Called once per request; must call the reply callable exactly once (now or later)."""
 
 
-class ServerState:
-    """Shared by all connections: the handler, open connections, and the draining flag."""
+class _Refuse(Exception):
+    """Raised in a parser callback to answer the request with a 4xx/5xx and close the connection."""
 
-    def __init__(self, handler: Handler, max_body: int = MAX_BODY) -> None:
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ServerState:
+    """Shared by all connections: the handler, the limits, open connections, the draining flag."""
+
+    def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
         self.handler = handler
-        self.max_body = max_body
+        self.limits = limits or Limits()
         self.connections: set[HttpServerProtocol] = set()
         self.draining = False
         self.idle_event = asyncio.Event()
+        self.buffered = 0
+        """Request body bytes held over all connections (see `Limits.max_buffered`)."""
+        self._notes: dict[str, int] = {}
+        self._noted_at = -math.inf
+        self._cap_logged = False
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def busy_connections(self) -> int:
         return sum(1 for c in self.connections if c.busy)
@@ -84,6 +181,61 @@ class ServerState:
             if not conn.busy:
                 conn.close()
 
+    # -- timeouts --
+    def start(self) -> None:
+        """Sweep the connections every `Limits.tick()` seconds (closes stalled ones, writes the notes)."""
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self.sweep(loop.time())
+            self._sweeper = loop.call_later(self.limits.tick(), tick)
+
+        self._sweeper = loop.call_later(self.limits.tick(), tick)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def sweep(self, now: float) -> None:
+        """Close every connection that made no progress for longer than its phase allows."""
+        limits = self.limits
+        for conn in list(self.connections):
+            if conn.observe(now):
+                continue
+            limit = stall_limit(limits, conn.busy, conn.write_paused, conn.phase, conn.messages)
+            if limit is not None and now - conn.since >= limit[0]:
+                conn.expire(limit[1], limit[0])
+        self.flush_notes(now)
+
+    # -- the connection cap --
+    def make_room(self, newcomer: HttpServerProtocol) -> bool:
+        """At the cap: close the connection waiting longest without a request in service; False if none."""
+        if not self._cap_logged:
+            self._cap_logged = True
+            log.warning("connection limit %d reached: closing the longest-waiting idle or incomplete connections "
+                        "to admit new ones (--max-connections; counts follow every %g s while it lasts)",
+                        self.limits.max_connections, NOTE_INTERVAL)  # fmt: skip
+        victims = [c for c in self.connections if c is not newcomer and c.evictable()]
+        if not victims:
+            self.note("refused at the connection limit")
+            return False
+        min(victims, key=HttpServerProtocol.waiting_since).evict()
+        self.note("closed at the connection limit")
+        return True
+
+    # -- what the limits did, summarised --
+    def note(self, what: str) -> None:
+        self._notes[what] = self._notes.get(what, 0) + 1
+
+    def flush_notes(self, now: float) -> None:
+        if not self._notes or now - self._noted_at < NOTE_INTERVAL:
+            return
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(self._notes.items()))
+        log.warning("client limits closed connections in the last %g s: %s", NOTE_INTERVAL, counts)
+        self._notes.clear()
+        self._noted_at = now
+
 
 def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
@@ -92,24 +244,46 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES: Final = {code: _status_line(code) for code in _REASONS}
 
 
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
 class HttpServerProtocol(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_careful",
+        "_chunks",
+        "_client",
+        "_head_fed",
         "_headers",
+        "_held",
         "_keep_alive",
-        "_loop",
+        "_limits",
+        "_looping",
+        "_n_headers",
+        "_omit_body",
+        "_overhead",
         "_parser",
         "_pending",
+        "_reading_paused",
+        "_refusal",
+        "_serving_size",
         "_size",
         "_state",
+        "_swept",
         "_target",
         "busy",
+        "messages",
+        "phase",
+        "since",
+        "started",
         "transport",
+        "write_paused",
     )
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
-        self._loop = asyncio.get_running_loop()
+        self._limits = state.limits
         self._parser = httptools.HttpRequestParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -117,55 +291,153 @@ class HttpServerProtocol(asyncio.Protocol):
         self._target = b""
         self._pending: deque[Request] = deque()
         self._keep_alive = True
+        self._omit_body = False
+        self._client = ""
+        self._careful = False
+        self._head_fed = 0
+        self._chunks = 0
+        self._overhead = 0
+        self._n_headers = 0
+        self._held = 0  # body bytes of this connection's unanswered requests (counted in state.buffered)
+        self._serving_size = 0
+        self._looping = False
+        self._reading_paused = False
+        self._refusal: bytes | None = None  # a refusal waiting for the answers before it (pipelining)
+        self._swept: tuple[bool, bool, int, int, int, int] | None = None
         self.busy = False
+        self.write_paused = False
+        self.phase = _IDLE
+        self.messages = 0
+        self.since = self.started = asyncio.get_running_loop().time()
+        """`since`: last progress seen by a sweep (the stall clock); `started`: when the current request (or
+        idle period) was first seen, the age by which the connection cap picks whom to close."""
         self.transport: asyncio.Transport | None = None
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        self._state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        state = self._state
+        if len(state.connections) >= self._limits.max_connections and not state.make_room(self):
+            limit = self._limits.max_connections
+            self._reply_and_close(503, _error(f"the gateway's connection limit ({limit}) is reached; retry"))
+            return
+        state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._state.connections.discard(self)
+        state = self._state
+        state.connections.discard(self)
+        state.buffered -= self._held
+        self._held = 0
         self.transport = None
+        self._pending.clear()
+
+    def pause_writing(self) -> None:
+        """The client is not taking our answers fast enough: serve and read nothing more until it does."""
+        self.write_paused = True
+        self._sync_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._next()
 
     def data_received(self, data: bytes) -> None:
+        if self.phase or len(data) > self._limits.max_head:  # a request spans reads, or a read may hold a big head
+            self._receive_carefully(data)
+            return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reply_and_close(400, b'{"error": "protocol upgrades are not supported"}')
-        except httptools.HttpParserError as exc:
-            if self._size > self._state.max_body:
-                limit = f"request body larger than {self._state.max_body} bytes"
-                self._reply_and_close(413, json.dumps({"error": limit}).encode())
-                return
-            self._reply_and_close(400, json.dumps({"error": f"bad HTTP request: {exc}"}).encode())
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._refuse(exc)
+
+    def _receive_carefully(self, data: bytes) -> None:
+        """Feed a read that continues a request (or is large), keeping what httptools buffers bounded."""
+        phase, size, limits = self.phase, self._size, self._limits
+        self._careful = True
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._refuse(exc)
+            return
+        finally:
+            self._careful = False
+        if self.phase == _HEAD and phase == _HEAD:  # the whole read belongs to a head still not complete
+            self._head_fed += len(data)
+            if self._head_fed > limits.max_head:
+                self._reply_and_close(431, _error(f"request line and headers larger than {limits.max_head} bytes"))
+        elif self.phase == _BODY and phase == _BODY and self._chunks:  # chunk framing and trailers are buffered
+            self._overhead += len(data) - (self._size - size)
+            if self._overhead > limits.max_head + CHUNK_OVERHEAD * self._chunks:
+                self._reply_and_close(400, _error("chunk extensions or trailer fields too large"))
+
+    def _refuse(self, exc: Exception) -> None:
+        cause = exc.__context__
+        if isinstance(cause, _Refuse):
+            self._reply_and_close(cause.status, _error(cause.message))
+        elif isinstance(exc, httptools.HttpParserUpgrade):
+            self._reply_and_close(400, _error("protocol upgrades are not supported"))
+        else:
+            self._reply_and_close(400, _error(f"bad HTTP request: {exc}"))
 
     # -- httptools callbacks --
+    def on_message_begin(self) -> None:
+        self.phase = _HEAD
+        self.messages += 1
+        self._target = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._head_fed = 0
+        self._chunks = 0
+        self._overhead = 0
+
     def on_url(self, url: bytes) -> None:
-        self._target = url
+        target = self._target + url  # a request line split over two reads arrives in pieces
+        if len(target) > self._limits.max_url:
+            raise _Refuse(414, f"request target longer than {self._limits.max_url} bytes")
+        self._target = target
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
+    def on_headers_complete(self) -> None:
+        self.phase = _BODY
+        headers = self._headers
+        self._n_headers = len(headers)
+        if self._careful:  # the head came in several reads or in a large one: measure it exactly
+            size = len(self._target) + sum(len(k) + len(v) + 4 for k, v in headers) + 16
+            if size > self._limits.max_head:
+                raise _Refuse(431, f"request line and headers larger than {self._limits.max_head} bytes")
+        if self._parser.should_upgrade():  # Connection: upgrade with Upgrade, or CONNECT
+            raise _Refuse(400, "protocol upgrades are not supported")
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
-        self._size += len(body)
-        if self._size > self._state.max_body:
-            raise httptools.HttpParserError("request body too large")
+        n = len(body)
+        self._size += n
+        if self._size > self._limits.max_body:
+            raise _Refuse(413, f"request body larger than {self._limits.max_body} bytes")
+        self._held += n
+        state = self._state
+        state.buffered += n
+        if state.buffered > self._limits.max_buffered:
+            raise _Refuse(503, "the gateway holds too many request bodies at once; retry")
 
     def on_message_complete(self) -> None:
+        self.phase = _IDLE
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        if self._chunks:  # trailer fields are not forwarded (as nginx does)
+            del self._headers[self._n_headers :]
         request = Request(
-            self._parser.get_method(), self._target, self._headers, body, self._parser.should_keep_alive()
+            self._parser.get_method(), self._target, self._headers, body, self._parser.should_keep_alive(), self._client
         )
-        self._headers = []  # reset here rather than in on_message_begin: one Python callback less
-        self._body = []
-        self._size = 0
-        if self.busy:
-            self._pending.append(request)
-            if len(self._pending) > 32 and self.transport is not None:
-                self.transport.pause_reading()
+        if self.busy or self._pending or self.write_paused:
+            self._pending.append(request)  # answered in order; nothing more is read until it is
+            self._sync_reading()
             return
         self._dispatch(request)
 
@@ -173,10 +445,12 @@ class HttpServerProtocol(asyncio.Protocol):
     def _dispatch(self, request: Request) -> None:
         self.busy = True
         self._keep_alive = request.keep_alive
+        self._omit_body = request.method == b"HEAD"
+        self._serving_size = len(request.body)
         try:
             self._state.handler(request, self.respond)
         except Exception:
-            log.exception("unhandled error answering %s", request.target.decode(errors="replace"))
+            log.exception("unhandled error answering %s", request.target[:200].decode(errors="replace"))
             self.respond(Response(500, b"", b'{"error": "internal gateway error"}'))
 
     def respond(self, response: Response) -> None:
@@ -185,44 +459,134 @@ class HttpServerProtocol(asyncio.Protocol):
         if not self.busy:
             return
         self.busy = False
+        freed = self._serving_size
+        self._held -= freed
+        self._state.buffered -= freed
         if transport is None:
             self._check_drained()
             return
         close = not self._keep_alive or self._state.draining
         status = response.status
+        body = response.body
         transport.write(
             b"".join(
                 (
                     _STATUS_LINES.get(status) or _status_line(status),
                     response.headers,
                     b"connection: close\r\n" if close else b"",
-                    b"content-length: %d\r\n\r\n" % len(response.body),
-                    response.body,
+                    b"content-length: %d\r\n\r\n" % len(body),
+                    b"" if self._omit_body else body,
                 )
             )
         )
         if close:
             self.close()
-        elif self._pending:
-            request = self._pending.popleft()
-            if len(self._pending) <= 8 and not transport.is_reading():
-                transport.resume_reading()
-            self._dispatch(request)
+        elif self._pending or self._reading_paused or self._refusal is not None:
+            self._next()
             return
         self._check_drained()
+
+    def _next(self) -> None:
+        """Serve pending pipelined requests in order; a loop, not recursion, for handlers that answer at once."""
+        if self._looping:
+            return
+        self._looping = True
+        try:
+            while self._pending and not self.busy and not self.write_paused and self.transport is not None:
+                self._dispatch(self._pending.popleft())
+        finally:
+            self._looping = False
+        if self._refusal is not None and not self.busy and not self._pending:
+            self._write_refusal()
+            return
+        self._sync_reading()
+        self._check_drained()
+
+    def _sync_reading(self) -> None:
+        """Read while there is nothing queued to answer and the client takes our answers."""
+        transport = self.transport
+        if transport is None:
+            return
+        paused = self.write_paused or bool(self._pending) or self._refusal is not None
+        if paused != self._reading_paused:
+            self._reading_paused = paused
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def _check_drained(self) -> None:
         if self._state.draining and not self._state.busy_connections():
             self._state.idle_event.set()
 
     def _reply_and_close(self, status: int, body: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(
-                _STATUS_LINES[status] + b"content-type: application/json\r\nconnection: close\r\n"
-                b"content-length: %d\r\n\r\n" % len(body) + body
-            )
+        """Refuse: answer `status` and close, after the answers still owed to earlier pipelined requests."""
+        self._refusal = (
+            _STATUS_LINES[status] + b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % len(body) + body
+        )
+        if self.busy or self._pending:
+            self._sync_reading()
+            return
+        self._write_refusal()
+
+    def _write_refusal(self) -> None:
+        if self.transport is not None and self._refusal is not None:
+            self.transport.write(self._refusal)
         self.close()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    # -- limits (called by ServerState) --
+    def observe(self, now: float) -> bool:
+        """Record progress since the last sweep; True when there was some (the stall clock restarts)."""
+        transport = self.transport
+        backlog = transport.get_write_buffer_size() if self.write_paused and transport is not None else 0
+        seen = (self.busy, self.write_paused, self.phase, self.messages, self._size, backlog)
+        last = self._swept
+        if seen == last:
+            return False
+        if last is None or last[2:4] != seen[2:4]:
+            self.started = now
+        self._swept = seen
+        self.since = now
+        return True
+
+    def evictable(self) -> bool:
+        """No request in service and no answer on its way: closing it loses nothing already accepted."""
+        transport = self.transport
+        return (
+            not self.busy
+            and not self._pending
+            and not self.write_paused
+            and self._refusal is None
+            and transport is not None
+            and not transport.is_closing()
+        )
+
+    def waiting_since(self) -> float:
+        return self.started
+
+    def expire(self, why: str, seconds: float) -> None:
+        """Close a connection that stalled: a request half-received gets 408 first; between requests it just
+        closes (a client that never sent one is counted with the header timeouts)."""
+        if why == "send timeout":  # our answers cannot be delivered: drop them
+            self._state.note(why)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self.phase == _IDLE:
+            if self.messages == 0:
+                self._state.note(why)
+            self.close()
+            return
+        self._state.note(why)
+        self._reply_and_close(408, _error(f"request not received in time ({why}, {seconds:g} s)"))
+
+    def evict(self) -> None:
+        if self.phase == _IDLE:
+            self.close()
+        else:
+            self._reply_and_close(503, _error("connection closed at the gateway's connection limit; retry"))
