@@ -55,6 +55,8 @@ _SKIP_HEADERS: Final = frozenset(
 )  # fmt: skip
 MAX_RESPONSE: Final = 64 * 1024 * 1024
 """Bytes of one upstream response (status line, headers, body) the gateway holds; beyond: 502."""
+MAX_RESPONSE_HEAD: Final = 64 * 1024
+"""Bytes of an upstream response's status line and headers (nginx: "upstream sent too big header")."""
 
 # Waits before the 2nd, 3rd and 4th connection attempt: a replaced pod's successor (or kube-proxy's
 # updated endpoints) is usually there within a few tens of milliseconds; longer outages are the fallback
@@ -143,6 +145,7 @@ Callback = Callable[["UpstreamResponse | UpstreamFailure"], None]
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_budget",
         "_callback",
         "_data",
         "_got",
@@ -165,6 +168,7 @@ class _Connection(asyncio.Protocol):
         self._callback: Callback | None = None
         self._data = b""
         self._timeout = 0.0
+        self._budget = 0.0
         self.reused = False
         self._headers: list[bytes] = []
         self._body: list[bytes] = []
@@ -184,9 +188,7 @@ class _Connection(asyncio.Protocol):
         self._received = True
         got = self._got + len(data)
         self._got = got
-        if got > self._pool.max_response:
-            limit = self._pool.max_response
-            self._fail(UpstreamTooLarge(f"upstream {self._pool.name} answered more than {limit} bytes"))
+        if got > MAX_RESPONSE_HEAD and self._oversized(got - len(data)):
             return
         try:
             self._parser.feed_data(data)
@@ -196,6 +198,18 @@ class _Connection(asyncio.Protocol):
         response = self._response
         if response is not None:
             self._deliver(response)
+
+    def _oversized(self, before: int) -> bool:
+        """Fail a response that outgrows what the gateway holds (checked from 64 KiB on, so never for the
+        usual small answer): the whole response, or a head still unfinished after `MAX_RESPONSE_HEAD` bytes."""
+        name, limit = self._pool.name, self._pool.max_response
+        if self._got > limit:
+            self._fail(UpstreamTooLarge(f"upstream {name} answered more than {limit} bytes"))
+            return True
+        if before > MAX_RESPONSE_HEAD and not self._body and self._response is None:
+            self._fail(UpstreamBroken(f"upstream {name} sent a response head larger than {MAX_RESPONSE_HEAD} bytes"))
+            return True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -260,20 +274,22 @@ class _Connection(asyncio.Protocol):
         self._fail(UpstreamBroken(message))
 
     # -- used by the pool --
-    def send(self, data: bytes, timeout: float, callback: Callback) -> None:
-        """Write one request; `callback` gets the response or an UpstreamFailure, exactly once."""
+    def send(self, data: bytes, timeout: float, callback: Callback, budget: float | None = None) -> None:
+        """Write one request; `callback` gets the response or an UpstreamFailure, exactly once. `timeout` is
+        what is left of the request's `budget` (the timeout its error message names; default: all of it)."""
         assert self.transport is not None
         self._callback = callback
         self._data = data
         self._timeout = timeout
         self._received = False
         self._got = 0
-        self._timer = self._pool.loop.call_later(timeout, self._on_timeout, timeout)
+        self._budget = timeout if budget is None else budget
+        self._timer = self._pool.loop.call_later(timeout, self._on_timeout)
         self.transport.write(data)
 
-    def _on_timeout(self, timeout: float) -> None:
+    def _on_timeout(self) -> None:
         self._timer = None
-        self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {timeout:g}s"))
+        self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {self._budget:g}s"))
 
     def _fail(self, exc: UpstreamFailure) -> None:
         callback = self._callback
@@ -292,7 +308,7 @@ class _Connection(asyncio.Protocol):
                 # connection (never reused, so this happens at most once), within what is left of its budget.
                 log.debug("upstream %s closed an idle keep-alive connection under a request; resending it on "
                           "a new connection", self._pool.name)  # fmt: skip
-                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback))
+                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback, self._budget))
                 return
             callback(exc)
 
@@ -330,7 +346,7 @@ class UpstreamPool:
                 conn.reused = True
                 conn.send(data, timeout, callback)
                 return
-        self.loop.create_task(self._connect_and_send(data, self.loop.time() + timeout, callback))
+        self.loop.create_task(self._connect_and_send(data, self.loop.time() + timeout, callback, timeout))
 
     async def request(self, data: bytes, timeout: float) -> UpstreamResponse:
         """Awaitable form of `send` for the slow paths; raises an UpstreamFailure subclass."""
@@ -347,8 +363,9 @@ class UpstreamPool:
         self.send(data, timeout, done)
         return await future
 
-    async def _connect_and_send(self, data: bytes, deadline: float, callback: Callback) -> None:
-        """Connect (retrying as `connect_retry_delay` allows) and send; everything ends by `deadline`."""
+    async def _connect_and_send(self, data: bytes, deadline: float, callback: Callback, budget: float) -> None:
+        """Connect (retrying as `connect_retry_delay` allows) and send; everything ends by `deadline`, the end
+        of the request's `budget` seconds."""
         loop = self.loop
         retries = 0
         while True:
@@ -372,7 +389,7 @@ class UpstreamPool:
                 log.debug("connecting to upstream %s failed (%s); retry %d in %g ms", self.name,
                           exc.strerror or exc, retries, delay * 1000)  # fmt: skip
                 await asyncio.sleep(delay)
-        conn.send(data, max(deadline - loop.time(), 0.001), callback)
+        conn.send(data, max(deadline - loop.time(), 0.001), callback, budget)
 
     def _release(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle and not self.closed_pool:

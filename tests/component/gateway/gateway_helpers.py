@@ -191,6 +191,19 @@ def exchange(port: int, data: bytes, *, until: Callable[[bytes], bool] = one_res
         return read_until(sock, until, timeout)
 
 
+def memory_kib(proc: Proc, field: str = "VmHWM") -> int:
+    """A process's memory from /proc/<pid>/status in KiB: `VmHWM` its peak resident size, `VmRSS` now."""
+    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{proc.proc.pid}/status")
+
+
+def open_fds(proc: Proc) -> int:
+    """How many file descriptors the process has open now."""
+    return len(os.listdir(f"/proc/{proc.proc.pid}/fd"))
+
+
 def infer_body(rows: Any, input_name: str = "input") -> dict[str, Any]:
     """An OIP request for float32 rows (a numpy array or nested lists)."""
     data = [[float(v) for v in row] for row in rows]
