@@ -41,12 +41,17 @@ log = logging.getLogger("mlrollout.gateway")
 
 _REASONS: Final = {
     200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
-    413: b"Payload Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
 }  # fmt: skip
 MAX_BODY: Final = 64 * 1024 * 1024  # bytes; larger request bodies get 413
 CHUNK_OVERHEAD: Final = 16
 """Bytes of chunk framing (size line, CRLFs) allowed per chunk of a chunked body, beyond `max_head`."""
+MAX_PIPELINED: Final = 128
+"""Requests one connection may have waiting behind the one in service (pipelining); beyond: 429."""
+BURST: Final = 16
+"""Requests one connection gets answered in one event-loop turn; the rest wait a turn, so a pipelined
+flood of cheap-to-send, costly-to-answer requests (/metrics) cannot hold the loop for everyone else."""
 NOTE_INTERVAL: Final = 10.0
 """Seconds between two summary lines of what the limits closed."""
 
@@ -84,13 +89,16 @@ class Limits:
 
 
 def stall_limit(
-    limits: Limits, serving: bool, write_paused: bool, phase: int, messages: int
+    limits: Limits, serving: bool, write_paused: bool, phase: int, messages: int, lingering: bool = False
 ) -> tuple[float, str] | None:
     """How long a connection may stay as it is (no progress) and what that wait is called; None: no limit.
 
     Pure. A connection with a request in service waits for the upstream (the route table's request timeout
-    bounds that) unless its client stopped reading our answers.
+    bounds that) unless its client stopped reading our answers. A lingering close (after a refusal) lasts
+    at most the body timeout.
     """
+    if lingering:
+        return limits.body_timeout, "lingering close"
     if write_paused:
         return limits.body_timeout, "send timeout"
     if serving:
@@ -203,7 +211,7 @@ class ServerState:
         for conn in list(self.connections):
             if conn.observe(now):
                 continue
-            limit = stall_limit(limits, conn.busy, conn.write_paused, conn.phase, conn.messages)
+            limit = stall_limit(limits, conn.busy, conn.write_paused, conn.phase, conn.messages, conn.lingering)
             if limit is not None and now - conn.since >= limit[0]:
                 conn.expire(limit[1], limit[0])
         self.flush_notes(now)
@@ -251,6 +259,7 @@ def _error(message: str) -> bytes:
 class HttpServerProtocol(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_burst",
         "_careful",
         "_chunks",
         "_client",
@@ -259,6 +268,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_held",
         "_keep_alive",
         "_limits",
+        "_lingering",
         "_looping",
         "_n_headers",
         "_omit_body",
@@ -301,8 +311,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._held = 0  # body bytes of this connection's unanswered requests (counted in state.buffered)
         self._serving_size = 0
         self._looping = False
+        self._burst = 0  # requests answered in this read (see BURST)
         self._reading_paused = False
-        self._refusal: bytes | None = None  # a refusal waiting for the answers before it (pipelining)
+        self._refusal: bytes | None = None  # a refusal waiting for the answers before it; b"" once written
+        self._lingering = False
         self._swept: tuple[bool, bool, int, int, int, int] | None = None
         self.busy = False
         self.write_paused = False
@@ -321,7 +333,7 @@ class HttpServerProtocol(asyncio.Protocol):
         state = self._state
         if len(state.connections) >= self._limits.max_connections and not state.make_room(self):
             limit = self._limits.max_connections
-            self._reply_and_close(503, _error(f"the gateway's connection limit ({limit}) is reached; retry"))
+            self._reply_and_close(503, _error(f"the gateway's connection limit ({limit}) is reached; retry"), False)
             return
         state.connections.add(self)
 
@@ -343,6 +355,9 @@ class HttpServerProtocol(asyncio.Protocol):
         self._next()
 
     def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:  # refused: what follows is not read (see _reply_and_close)
+            return
+        self._burst = 0
         if self.phase or len(data) > self._limits.max_head:  # a request spans reads, or a read may hold a big head
             self._receive_carefully(data)
             return
@@ -418,28 +433,35 @@ class HttpServerProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         n = len(body)
-        self._size += n
-        if self._size > self._limits.max_body:
-            raise _Refuse(413, f"request body larger than {self._limits.max_body} bytes")
+        self._size += n  # the unfinished request's body; counted in _held and state.buffered
         self._held += n
         state = self._state
         state.buffered += n
+        if self._size > self._limits.max_body:
+            raise _Refuse(413, f"request body larger than {self._limits.max_body} bytes")
         if state.buffered > self._limits.max_buffered:
             raise _Refuse(503, "the gateway holds too many request bodies at once; retry")
 
     def on_message_complete(self) -> None:
         self.phase = _IDLE
+        if self.busy or self._pending or self.write_paused or self._burst >= BURST:
+            if len(self._pending) >= MAX_PIPELINED:
+                raise _Refuse(429, f"more than {MAX_PIPELINED} pipelined requests wait for their answers")
+            self._pending.append(self._request())  # answered in order; nothing more is read until it is
+            self._sync_reading()
+            if not self.busy and len(self._pending) == 1:
+                asyncio.get_running_loop().call_soon(self._next)
+            return
+        self._burst += 1
+        self._dispatch(self._request())
+
+    def _request(self) -> Request:
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._size = 0  # its bytes now belong to the request (released when it is answered)
         if self._chunks:  # trailer fields are not forwarded (as nginx does)
             del self._headers[self._n_headers :]
-        request = Request(
-            self._parser.get_method(), self._target, self._headers, body, self._parser.should_keep_alive(), self._client
-        )
-        if self.busy or self._pending or self.write_paused:
-            self._pending.append(request)  # answered in order; nothing more is read until it is
-            self._sync_reading()
-            return
-        self._dispatch(request)
+        parser = self._parser
+        return Request(parser.get_method(), self._target, self._headers, body, parser.should_keep_alive(), self._client)
 
     # -- serving --
     def _dispatch(self, request: Request) -> None:
@@ -487,12 +509,21 @@ class HttpServerProtocol(asyncio.Protocol):
         self._check_drained()
 
     def _next(self) -> None:
-        """Serve pending pipelined requests in order; a loop, not recursion, for handlers that answer at once."""
+        """Serve pending pipelined requests in order: a loop, not recursion, for handlers that answer at once,
+        and at most `BURST` of them per event-loop turn."""
         if self._looping:
             return
         self._looping = True
         try:
-            while self._pending and not self.busy and not self.write_paused and self.transport is not None:
+            served = 0
+            while self._pending and not self.busy and not self.write_paused:
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    return
+                if served == BURST:
+                    asyncio.get_running_loop().call_soon(self._next)
+                    return
+                served += 1
                 self._dispatch(self._pending.popleft())
         finally:
             self._looping = False
@@ -507,7 +538,8 @@ class HttpServerProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        paused = self.write_paused or bool(self._pending) or self._refusal is not None
+        # lingering after a refusal: read, to drop
+        paused = not self.lingering and (self.write_paused or bool(self._pending) or self._refusal is not None)
         if paused != self._reading_paused:
             self._reading_paused = paused
             if paused:
@@ -519,8 +551,20 @@ class HttpServerProtocol(asyncio.Protocol):
         if self._state.draining and not self._state.busy_connections():
             self._state.idle_event.set()
 
-    def _reply_and_close(self, status: int, body: bytes) -> None:
-        """Refuse: answer `status` and close, after the answers still owed to earlier pipelined requests."""
+    def _reply_and_close(self, status: int, body: bytes, linger: bool = True) -> None:
+        """Refuse: answer `status` and close, after the answers still owed to earlier pipelined requests.
+
+        With `linger` (a client that may still be sending) the close is a lingering one, as nginx's: our
+        side is shut after the answer and whatever the client still sends is read and dropped until it
+        closes (at most the body timeout), because closing a socket with unread input resets the
+        connection, and the reset can destroy the answer before the client has read it."""
+        self._lingering = linger
+        unfinished = self._size  # the refused request's body so far: dropped
+        if unfinished:
+            self._size = 0
+            self._body = []
+            self._held -= unfinished
+            self._state.buffered -= unfinished
         self._refusal = (
             _STATUS_LINES[status] + b"content-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n" % len(body) + body
@@ -531,9 +575,17 @@ class HttpServerProtocol(asyncio.Protocol):
         self._write_refusal()
 
     def _write_refusal(self) -> None:
-        if self.transport is not None and self._refusal is not None:
-            self.transport.write(self._refusal)
-        self.close()
+        transport = self.transport
+        if transport is None or self._refusal is None:
+            return
+        transport.write(self._refusal)
+        if not self._lingering or not transport.can_write_eof():
+            self.close()
+            return
+        self._refusal = b""  # written: from now on, reads are dropped
+        self.phase = _IDLE
+        transport.write_eof()
+        self._sync_reading()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -561,10 +613,15 @@ class HttpServerProtocol(asyncio.Protocol):
             not self.busy
             and not self._pending
             and not self.write_paused
-            and self._refusal is None
+            and not self._refusal
             and transport is not None
             and not transport.is_closing()
         )
+
+    @property
+    def lingering(self) -> bool:
+        """The refusal is written; what the client still sends is dropped until it closes."""
+        return self._refusal == b""
 
     def waiting_since(self) -> float:
         return self.started
@@ -572,6 +629,9 @@ class HttpServerProtocol(asyncio.Protocol):
     def expire(self, why: str, seconds: float) -> None:
         """Close a connection that stalled: a request half-received gets 408 first; between requests it just
         closes (a client that never sent one is counted with the header timeouts)."""
+        if why == "lingering close":
+            self.close()
+            return
         if why == "send timeout":  # our answers cannot be delivered: drop them
             self._state.note(why)
             if self.transport is not None:
@@ -583,10 +643,10 @@ class HttpServerProtocol(asyncio.Protocol):
             self.close()
             return
         self._state.note(why)
-        self._reply_and_close(408, _error(f"request not received in time ({why}, {seconds:g} s)"))
+        self._reply_and_close(408, _error(f"request not received in time ({why}, {seconds:g} s)"), False)
 
     def evict(self) -> None:
         if self.phase == _IDLE:
             self.close()
         else:
-            self._reply_and_close(503, _error("connection closed at the gateway's connection limit; retry"))
+            self._reply_and_close(503, _error("connection closed at the gateway's connection limit; retry"), False)

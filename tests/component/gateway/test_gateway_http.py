@@ -110,9 +110,9 @@ def test_a_100_mb_header_or_url_is_refused_without_being_buffered(
     routes.write(table(1, up_a.url))
     with gateway(routes) as gw:
         before = memory_kib(gw)
-        answer, sent = _send_until_closed(gw.port, start, b"a" * 65536, 100 * 1024 * 1024)
+        answer, _ = _send_until_closed(gw.port, start, b"a" * 65536, 100 * 1024 * 1024)
         assert answer.startswith(b"HTTP/1.1 %d" % status) and message in answer
-        assert sent < 100 * 1024 * 1024  # it stopped reading long before the end
+        # the rest is read and dropped (a lingering close, so the client gets the answer), never held
         assert memory_kib(gw) - before < 16 * 1024  # the peak grew by less than 16 MiB
         assert request(gw.url + "/v2/health/live").status == 200
 

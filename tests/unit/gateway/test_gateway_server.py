@@ -4,12 +4,16 @@ and processes: tests/component/gateway/test_gateway_hostile.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
 
 from mlrollout_serving.gateway.server import (
+    BURST,
+    MAX_PIPELINED,
     HttpServerProtocol,
     Limits,
     Reply,
@@ -31,6 +35,7 @@ class Transport:
         self.out = bytearray()
         self.closed = False
         self.aborted = False
+        self.eof = False  # our side shut after a refusal (a lingering close)
         self.reading = True
         self.backlog = 0
 
@@ -49,6 +54,17 @@ class Transport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    @property
+    def refused(self) -> bool:
+        """Answered and closed, or answered and shut (lingering)."""
+        return self.closed or self.eof
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -93,7 +109,7 @@ class Server:
         connection."""
         conn, transport = self.connect()
         for data in reads:
-            if transport.closed:
+            if transport.refused:
                 break
             conn.data_received(data)
         return transport
@@ -127,7 +143,7 @@ async def test_a_long_target_is_414_before_it_is_buffered() -> None:
     server = Server(Limits(max_url=1024))
     long_line = b"GET /v2/" + b"a" * 100_000
     transport = server.feed(*[long_line[i : i + 512] for i in range(0, len(long_line), 512)])
-    assert status_of(transport.out) == 414 and transport.closed
+    assert status_of(transport.out) == 414 and transport.refused
     assert error_of(transport.out) == "request target longer than 1024 bytes"
     assert not server.requests
 
@@ -138,7 +154,7 @@ async def test_a_huge_header_is_431_after_at_most_the_limit_and_one_read() -> No
     head = b"GET /v2/health/live HTTP/1.1\r\nx-big: "
     reads = [head] + [b"a" * 65536] * 1600  # ~100 MiB if it were all read
     transport = server.feed(*reads)
-    assert status_of(transport.out) == 431 and transport.closed
+    assert status_of(transport.out) == 431 and transport.refused
     assert error_of(transport.out) == "request line and headers larger than 32768 bytes"
     fed = sum(len(r) for r in reads[: 1 + (32 * 1024) // 65536 + 2])
     assert fed < 200_000  # the refusal came within the first few reads
@@ -215,7 +231,7 @@ async def test_a_websocket_handshake_is_refused_before_the_handler_sees_it() -> 
 async def test_smuggling_shapes_are_400_and_never_reach_the_handler(raw: bytes) -> None:
     server = Server()
     transport = server.feed(raw)
-    assert status_of(transport.out) == 400 and transport.closed and not server.requests
+    assert status_of(transport.out) == 400 and transport.refused and not server.requests
     assert error_of(transport.out).startswith("bad HTTP request: ")
 
 
@@ -231,14 +247,33 @@ async def test_a_refusal_waits_for_the_answer_owed_to_the_request_before_it() ->
     assert transport.out == b"" and not transport.closed  # the first request is still in service
     server.replies[0](Response(200, b"", b'{"first": true}'))
     out = bytes(transport.out)
-    assert out.index(b'{"first": true}') < out.index(b"HTTP/1.1 413") and transport.closed
+    assert out.index(b'{"first": true}') < out.index(b"HTTP/1.1 413") and transport.refused
 
 
-async def test_thousands_of_pipelined_requests_answered_at_once_do_not_recurse() -> None:
+async def _turns(n: int = 50) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_pipelined_requests_are_answered_a_burst_per_loop_turn_in_order() -> None:
+    """Answered at once (like /metrics), a flood in one read must neither recurse nor hold the event loop."""
+    server = Server()
+    health = b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n"
+    transport = server.feed(health * 100)
+    assert len(server.requests) == BURST and not transport.reading  # the rest waits for the next turns
+    await _turns()
+    assert len(server.requests) == 100 and transport.reading
+    assert [int(b) for b in re.findall(rb'"n": (\d+)', bytes(transport.out))] == list(range(1, 101))
+
+
+async def test_more_pipelined_requests_than_the_limit_get_429_after_the_answers_owed() -> None:
     server = Server()
     transport = server.feed(b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n" * 5000)
-    assert len(server.requests) == 5000 and bytes(transport.out).count(b"HTTP/1.1 200") == 5000
-    assert transport.reading  # nothing left queued: reading again
+    await _turns()
+    out = bytes(transport.out)
+    assert len(server.requests) == out.count(b"HTTP/1.1 200") == BURST + MAX_PIPELINED
+    assert out.count(b"HTTP/1.1 429") == 1 and out.index(b"HTTP/1.1 429") > out.rindex(b"HTTP/1.1 200")
+    assert b"more than 128 pipelined requests wait for their answers" in out and transport.refused
 
 
 async def test_pipelined_requests_wait_while_the_client_does_not_read_our_answers() -> None:
@@ -246,6 +281,7 @@ async def test_pipelined_requests_wait_while_the_client_does_not_read_our_answer
     conn, transport = server.connect()
     conn.pause_writing()
     conn.data_received(b"GET /v2/health/live HTTP/1.1\r\n\r\n" * 3)
+    await _turns()
     assert not server.requests and not transport.reading
     conn.resume_writing()
     assert len(server.requests) == 3 and transport.reading
@@ -297,3 +333,33 @@ async def test_at_the_connection_cap_the_longest_waiting_idle_or_partial_connect
     last_t = server.connect()[1]
     assert last_t.closed and status_of(last_t.out) == 503
     assert error_of(last_t.out) == "the gateway's connection limit (3) is reached; retry"
+
+
+async def test_a_client_that_stops_taking_our_answers_is_dropped_after_the_send_timeout() -> None:
+    server = Server(Limits(body_timeout=2.0))
+    conn, transport = server.connect()
+    conn.data_received(b"GET /v2/health/live HTTP/1.1\r\n\r\n")
+    conn.pause_writing()  # what asyncio does when our answers pile up unread
+    transport.backlog = 70_000
+    server.state.sweep(0.0)
+    transport.backlog = 60_000  # it took some of our answer: progress, the clock restarts
+    server.state.sweep(1.0)
+    server.state.sweep(2.5)
+    assert not transport.closed
+    server.state.sweep(3.1)
+    assert transport.closed and transport.aborted  # nothing can be delivered: dropped, not closed politely
+
+
+async def test_after_a_refusal_the_connection_lingers_dropping_input_until_the_client_closes() -> None:
+    """Closing a socket with unread input resets it, and the reset can destroy our answer before the client
+    read it: so our side is shut after the answer and the rest is read and dropped (nginx's lingering close)."""
+    server = Server(Limits(max_body=10, body_timeout=2.0))
+    transport = server.feed(b"POST /v2/x HTTP/1.1\r\ncontent-length: 5000\r\n\r\n" + b"x" * 100)
+    conn = transport.protocol
+    assert status_of(transport.out) == 413 and transport.eof and not transport.closed and transport.reading
+    written = len(transport.out)
+    conn.data_received(b"x" * 4900 + INFER)  # the rest of the body, and a request behind it: dropped
+    assert len(transport.out) == written and not server.requests
+    server.state.sweep(0.0)
+    server.state.sweep(2.1)  # a client that never closes is closed after the body timeout
+    assert transport.closed
