@@ -112,6 +112,62 @@ def description(infer_examples: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
+WINE_EXAMPLES: dict[str, Any] = {
+    "one row": {"id": "r-1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 13], "data": [0.5] * 13}]},
+    "two nested rows, one output": {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 13], "data": [[0.1] * 13, [0.2] * 13]}],
+        "outputs": [{"name": "probabilities"}],
+    },
+    "parameters and integers": {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 13], "data": [1] * 13, "parameters": {}}],
+        "parameters": {"binary_data_output": False},
+    },
+}
+"""Valid requests for the wine model (tests/support/models.py, served as ``wine`` version ``1``): the
+examples ``description()`` adds to the infer operations."""
+
+
+def wine_config(base_url: str, seed: int = 20261204, max_examples: int = 100) -> dict[str, Any]:
+    """schemathesis.toml, as a dict, for a run against the wine model at ``base_url`` (a model server, or a
+    gateway in front of one).
+
+    The path's model name and version are the served ones 9 times in 10 (random otherwise), and so are the
+    input name, datatype and output names in request bodies 8 times in 10, so most requests get past
+    routing into the codec. Checks: no 5xx; responses, their media types and headers as described;
+    schema-violating requests refused; 405 with ``Allow``. Deterministic: a fixed seed, no example database.
+    """
+    served = {
+        "path.model_name": ("model", 0.9),
+        "path.model_version": ("version", 0.9),
+        "body.inputs[*].name": ("input", 0.8),
+        "body.inputs[*].datatype": ("datatype", 0.8),
+        "body.outputs[*].name": ("output", 0.8),
+    }
+    checks = [
+        "not_a_server_error",
+        "response_schema_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "negative_data_rejection",
+        "unsupported_method",
+    ]
+    return {
+        "seed": seed,
+        "base-url": base_url,
+        "generation": {"max-examples": max_examples, "deterministic": True, "database": "none", "mode": "all"},
+        "phases": {"stateful": {"enabled": False}},
+        "checks": {"enabled": False, **{name: {"enabled": True} for name in checks}},
+        "dictionaries": {
+            "model": {"values": ["wine"]},
+            "version": {"values": ["1"]},
+            "input": {"values": ["input"]},
+            "datatype": {"values": ["FP32"]},
+            "output": {"values": ["label", "probabilities"]},
+        },
+        "parameters": {key: {"dictionary": name, "probability": p} for key, (name, p) in served.items()},
+    }
+
+
 @dataclass
 class Findings:
     """What a schemathesis run saw: how many requests, their statuses, and every failed check or error."""
