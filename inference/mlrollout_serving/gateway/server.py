@@ -157,10 +157,11 @@ Handler = Callable[[Request, Reply], None]
 class _Refuse(Exception):
     """Raised in a parser callback to answer the request with a 4xx/5xx and close the connection."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: bytes = b"") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 class ServerState:
@@ -363,8 +364,24 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_ignored(data, exc.args[0])
+        except httptools.HttpParserError as exc:
             self._refuse(exc)
+
+    def _upgrade_ignored(self, data: bytes, offset: int) -> None:
+        """llhttp stops after a request asking to switch protocols (`Connection: upgrade`: WebSocket, h2c).
+        It is answered over HTTP/1.1, as RFC 9110 lets a server do (so `curl --http2` on http:// still
+        works), and the bytes after it are parsed as the next requests. (One with a body was refused.)"""
+        while offset < len(data) and self._refusal is None and self.transport is not None:
+            try:
+                self._parser.feed_data(memoryview(data)[offset:])
+            except httptools.HttpParserUpgrade as exc:
+                offset += exc.args[0]
+                continue
+            except httptools.HttpParserError as exc:
+                self._refuse(exc)
+            return
 
     def _receive_carefully(self, data: bytes) -> None:
         """Feed a read that continues a request (or is large), keeping what httptools buffers bounded."""
@@ -372,7 +389,11 @@ class HttpServerProtocol(asyncio.Protocol):
         self._careful = True
         try:
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+        except httptools.HttpParserUpgrade as exc:
+            self._careful = False
+            self._upgrade_ignored(data, exc.args[0])
+            return
+        except httptools.HttpParserError as exc:
             self._refuse(exc)
             return
         finally:
@@ -389,9 +410,7 @@ class HttpServerProtocol(asyncio.Protocol):
     def _refuse(self, exc: Exception) -> None:
         cause = exc.__context__
         if isinstance(cause, _Refuse):
-            self._reply_and_close(cause.status, _error(cause.message))
-        elif isinstance(exc, httptools.HttpParserUpgrade):
-            self._reply_and_close(400, _error("protocol upgrades are not supported"))
+            self._reply_and_close(cause.status, _error(cause.message), headers=cause.headers)
         else:
             self._reply_and_close(400, _error(f"bad HTTP request: {exc}"))
 
@@ -424,8 +443,17 @@ class HttpServerProtocol(asyncio.Protocol):
             size = len(self._target) + sum(len(k) + len(v) + 4 for k, v in headers) + 16
             if size > self._limits.max_head:
                 raise _Refuse(431, f"request line and headers larger than {self._limits.max_head} bytes")
-        if self._parser.should_upgrade():  # Connection: upgrade with Upgrade, or CONNECT
-            raise _Refuse(400, "protocol upgrades are not supported")
+        if self._parser.should_upgrade():  # CONNECT, or Connection: upgrade with Upgrade
+            self._upgrade_requested(headers)
+
+    def _upgrade_requested(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """CONNECT is refused; another upgrade is ignored (see `_upgrade_ignored`) unless the request has a
+        body, which llhttp would hand over as the new protocol's bytes."""
+        if self._parser.get_method() == b"CONNECT":
+            raise _Refuse(405, "CONNECT is not allowed: this is not a proxy", b"allow: GET, HEAD, POST\r\n")
+        for name, value in headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+                raise _Refuse(400, "protocol upgrades are not supported, and this request has a body")
 
     def on_chunk_header(self) -> None:
         self._chunks += 1
@@ -551,7 +579,7 @@ class HttpServerProtocol(asyncio.Protocol):
         if self._state.draining and not self._state.busy_connections():
             self._state.idle_event.set()
 
-    def _reply_and_close(self, status: int, body: bytes, linger: bool = True) -> None:
+    def _reply_and_close(self, status: int, body: bytes, linger: bool = True, headers: bytes = b"") -> None:
         """Refuse: answer `status` and close, after the answers still owed to earlier pipelined requests.
 
         With `linger` (a client that may still be sending) the close is a lingering one, as nginx's: our
@@ -566,7 +594,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._held -= unfinished
             self._state.buffered -= unfinished
         self._refusal = (
-            _STATUS_LINES[status] + b"content-type: application/json\r\nconnection: close\r\n"
+            _STATUS_LINES[status] + headers + b"content-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n" % len(body) + body
         )
         if self.busy or self._pending:

@@ -125,7 +125,9 @@ def _cases() -> list[Case]:
         cases.append(Case(f"smuggling then a second request: {name}", raw + _post(INFER, b"", JSON), REFUSED))
     for upgrade in UPGRADES:
         raw = b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n" + upgrade + b"\r\n"
-        cases.append(Case(f"upgrade {upgrade[30:45]!r}", raw, REFUSED))
+        cases.append(Case(f"upgrade {upgrade[30:45]!r} (ignored)", raw, OK))
+        with_body = b"POST " + INFER + b" HTTP/1.1\r\nhost: gw\r\n" + upgrade + b"content-length: 4\r\n\r\nGET "
+        cases.append(Case(f"upgrade {upgrade[30:45]!r} with a body", with_body, REFUSED))
     for size in (33 * 1024, 100 * 1024, 1024 * 1024):
         raw = b"GET /v2/health/live HTTP/1.1\r\nx-big: " + b"a" * size + b"\r\n\r\n"
         cases.append(Case(f"{size} byte header", raw, frozenset({431})))

@@ -203,16 +203,25 @@ async def test_trailer_fields_are_not_forwarded_and_cannot_grow_unbounded() -> N
     assert status_of(transport.out) == 400 and error_of(transport.out) == "chunk extensions or trailer fields too large"
 
 
-async def test_a_websocket_handshake_is_refused_before_the_handler_sees_it() -> None:
-    """It used to reach the handler (a health check answered 200) and then get a 400 as well."""
+async def test_an_upgrade_request_is_answered_once_over_http_1_1_and_what_follows_is_parsed() -> None:
+    """It used to reach the handler (a health check answered 200) and then get a 400 as well. An upgrade
+    is now ignored, as RFC 9110 lets a server do; the bytes after it are the next request."""
     server = Server()
-    transport = server.feed(
-        b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
-    )
-    assert not server.requests
-    assert bytes(transport.out).count(b"HTTP/1.1") == 1 and status_of(transport.out) == 400
+    ws = b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
+    transport = server.feed(ws + b"GET /v2/health/ready HTTP/1.1\r\nhost: gw\r\n\r\n")
+    assert [r.target for r in server.requests] == [b"/v2/health/live", b"/v2/health/ready"]
+    assert bytes(transport.out).count(b"HTTP/1.1 200") == 2 and not transport.refused
+
+
+async def test_connect_and_upgrades_with_a_body_are_refused_before_the_handler_sees_them() -> None:
+    server = Server()
     transport = server.feed(b"CONNECT example.org:443 HTTP/1.1\r\nhost: example.org\r\n\r\n")
-    assert status_of(transport.out) == 400 and not server.requests
+    assert status_of(transport.out) == 405 and b"allow: GET, HEAD, POST\r\n" in transport.out
+    assert error_of(transport.out) == "CONNECT is not allowed: this is not a proxy"
+    body = b"POST /v2/x HTTP/1.1\r\nconnection: upgrade\r\nupgrade: h2c\r\ncontent-length: 4\r\n\r\nGET "
+    transport = server.feed(body)
+    assert status_of(transport.out) == 400 and "this request has a body" in error_of(transport.out)
+    assert not server.requests
 
 
 @pytest.mark.parametrize(
