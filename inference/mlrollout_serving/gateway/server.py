@@ -414,51 +414,24 @@ class HttpServerProtocol(asyncio.Protocol):
         else:
             self._reply_and_close(400, _error(f"bad HTTP request: {exc}"))
 
-    # -- httptools callbacks --
-    def on_message_begin(self) -> None:
-        self.phase = _HEAD
-        self.messages += 1
-        self._target = b""
-        self._headers = []
-        self._body = []
-        self._size = 0
-        self._head_fed = 0
-        self._chunks = 0
-        self._overhead = 0
-
+    # -- httptools callbacks (the common request costs on_url, on_header each, on_body, on_message_complete) --
     def on_url(self, url: bytes) -> None:
         target = self._target + url  # a request line split over two reads arrives in pieces
         if len(target) > self._limits.max_url:
             raise _Refuse(414, f"request target longer than {self._limits.max_url} bytes")
         self._target = target
+        self.phase = _HEAD
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
-    def on_headers_complete(self) -> None:
-        self.phase = _BODY
-        headers = self._headers
-        self._n_headers = len(headers)
-        if self._careful:  # the head came in several reads or in a large one: measure it exactly
-            size = len(self._target) + sum(len(k) + len(v) + 4 for k, v in headers) + 16
-            if size > self._limits.max_head:
-                raise _Refuse(431, f"request line and headers larger than {self._limits.max_head} bytes")
-        if self._parser.should_upgrade():  # CONNECT, or Connection: upgrade with Upgrade
-            self._upgrade_requested(headers)
-
-    def _upgrade_requested(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """CONNECT is refused; another upgrade is ignored (see `_upgrade_ignored`) unless the request has a
-        body, which llhttp would hand over as the new protocol's bytes."""
-        if self._parser.get_method() == b"CONNECT":
-            raise _Refuse(405, "CONNECT is not allowed: this is not a proxy", b"allow: GET, HEAD, POST\r\n")
-        for name, value in headers:
-            if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-                raise _Refuse(400, "protocol upgrades are not supported, and this request has a body")
-
     def on_chunk_header(self) -> None:
+        if not self._chunks:
+            self._n_headers = len(self._headers)  # what follows the last chunk are trailer fields
         self._chunks += 1
 
     def on_body(self, body: bytes) -> None:
+        self.phase = _BODY
         self._body.append(body)
         n = len(body)
         self._size += n  # the unfinished request's body; counted in _held and state.buffered
@@ -471,25 +444,51 @@ class HttpServerProtocol(asyncio.Protocol):
             raise _Refuse(503, "the gateway holds too many request bodies at once; retry")
 
     def on_message_complete(self) -> None:
+        parser = self._parser
+        headers = self._headers
+        if parser.should_upgrade():  # CONNECT, or Connection: upgrade with Upgrade
+            self._upgrade_requested(headers)
+        if self._careful:  # the head came in several reads or in a large one: measure it exactly
+            self._check_head(headers)
+        if self._chunks:  # trailer fields are not forwarded (as nginx does)
+            del headers[self._n_headers :]
+            self._chunks = self._overhead = 0
+        queue = self.busy or self._pending or self.write_paused or self._burst >= BURST
+        if queue and len(self._pending) >= MAX_PIPELINED:
+            raise _Refuse(429, f"more than {MAX_PIPELINED} pipelined requests wait for their answers")
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        request = Request(parser.get_method(), self._target, headers, body, parser.should_keep_alive(), self._client)
+        # ready for the next request (this one's body bytes now belong to the request)
         self.phase = _IDLE
-        if self.busy or self._pending or self.write_paused or self._burst >= BURST:
-            if len(self._pending) >= MAX_PIPELINED:
-                raise _Refuse(429, f"more than {MAX_PIPELINED} pipelined requests wait for their answers")
-            self._pending.append(self._request())  # answered in order; nothing more is read until it is
+        self.messages += 1
+        self._target = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+        if self._head_fed:
+            self._head_fed = 0
+        if queue:
+            self._pending.append(request)  # answered in order; nothing more is read until it is
             self._sync_reading()
             if not self.busy and len(self._pending) == 1:
                 asyncio.get_running_loop().call_soon(self._next)
             return
         self._burst += 1
-        self._dispatch(self._request())
+        self._dispatch(request)
 
-    def _request(self) -> Request:
-        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
-        self._size = 0  # its bytes now belong to the request (released when it is answered)
-        if self._chunks:  # trailer fields are not forwarded (as nginx does)
-            del self._headers[self._n_headers :]
-        parser = self._parser
-        return Request(parser.get_method(), self._target, self._headers, body, parser.should_keep_alive(), self._client)
+    def _check_head(self, headers: list[tuple[bytes, bytes]]) -> None:
+        size = len(self._target) + sum(len(k) + len(v) + 4 for k, v in headers) + 16
+        if size > self._limits.max_head:
+            raise _Refuse(431, f"request line and headers larger than {self._limits.max_head} bytes")
+
+    def _upgrade_requested(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """CONNECT is refused; another upgrade is ignored (see `_upgrade_ignored`) unless the request has a
+        body, which llhttp would hand over as the new protocol's bytes."""
+        if self._parser.get_method() == b"CONNECT":
+            raise _Refuse(405, "CONNECT is not allowed: this is not a proxy", b"allow: GET, HEAD, POST\r\n")
+        for name, value in headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+                raise _Refuse(400, "protocol upgrades are not supported, and this request has a body")
 
     # -- serving --
     def _dispatch(self, request: Request) -> None:

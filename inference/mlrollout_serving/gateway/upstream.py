@@ -196,8 +196,24 @@ class _Connection(asyncio.Protocol):
             self._broken(exc)
             return
         response = self._response
-        if response is not None:
-            self._deliver(response)
+        if response is None:
+            return
+        # The read is parsed to its end with no second response in it: hand the answer over, and reuse the
+        # connection only now (a release inside the parser callback let the rest of the read reach whoever
+        # got the connection next).
+        callback = self._callback
+        self._callback = None
+        self._response = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._data = b""
+        if self._keep_alive and not self.closed:
+            self._pool._release(self)
+        else:
+            self.close()
+        if callback is not None:
+            callback(response)
 
     def _oversized(self, before: int) -> bool:
         """Fail a response that outgrows what the gateway holds (checked from 64 KiB on, so never for the
@@ -240,22 +256,6 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive()
         self._headers = []  # reset here rather than in on_message_begin: one Python callback less
         self._body = []
-
-    def _deliver(self, response: UpstreamResponse) -> None:
-        """Hand a complete response to its callback; the connection is reused only if its framing held."""
-        callback = self._callback
-        self._callback = None
-        self._response = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._data = b""
-        if self._keep_alive and not self.closed:
-            self._pool._release(self)
-        else:
-            self.close()
-        if callback is not None:
-            callback(response)
 
     def _broken(self, exc: Exception) -> None:
         name = self._pool.name
