@@ -55,7 +55,7 @@ flood of cheap-to-send, costly-to-answer requests (/metrics) cannot hold the loo
 NOTE_INTERVAL: Final = 10.0
 """Seconds between two summary lines of what the limits closed."""
 
-_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in reading its current request
+_IDLE, _HEAD, _BODY, _REFUSED = 0, 1, 2, 3  # where a connection is in reading its current request
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +271,9 @@ class HttpServerProtocol(asyncio.Protocol):
         "_limits",
         "_lingering",
         "_looping",
+        "_max_body",
+        "_max_head",
+        "_max_url",
         "_n_headers",
         "_omit_body",
         "_overhead",
@@ -294,7 +297,8 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
-        self._limits = state.limits
+        self._limits = limits = state.limits
+        self._max_head, self._max_url, self._max_body = limits.max_head, limits.max_url, limits.max_body
         self._parser = httptools.HttpRequestParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -356,10 +360,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._next()
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:  # refused: what follows is not read (see _reply_and_close)
-            return
         self._burst = 0
-        if self.phase or len(data) > self._limits.max_head:  # a request spans reads, or a read may hold a big head
+        if self.phase or len(data) > self._max_head:  # a request spans reads, a read may hold a big head, refused
             self._receive_carefully(data)
             return
         try:
@@ -385,6 +387,8 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _receive_carefully(self, data: bytes) -> None:
         """Feed a read that continues a request (or is large), keeping what httptools buffers bounded."""
+        if self._refusal is not None:  # refused: what follows is not parsed (see _reply_and_close)
+            return
         phase, size, limits = self.phase, self._size, self._limits
         self._careful = True
         try:
@@ -417,7 +421,7 @@ class HttpServerProtocol(asyncio.Protocol):
     # -- httptools callbacks (the common request costs on_url, on_header each, on_body, on_message_complete) --
     def on_url(self, url: bytes) -> None:
         target = self._target + url  # a request line split over two reads arrives in pieces
-        if len(target) > self._limits.max_url:
+        if len(target) > self._max_url:
             raise _Refuse(414, f"request target longer than {self._limits.max_url} bytes")
         self._target = target
         self.phase = _HEAD
@@ -438,7 +442,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._held += n
         state = self._state
         state.buffered += n
-        if self._size > self._limits.max_body:
+        if self._size > self._max_body:
             raise _Refuse(413, f"request body larger than {self._limits.max_body} bytes")
         if state.buffered > self._limits.max_buffered:
             raise _Refuse(503, "the gateway holds too many request bodies at once; retry")
@@ -586,6 +590,7 @@ class HttpServerProtocol(asyncio.Protocol):
         closes (at most the body timeout), because closing a socket with unread input resets the
         connection, and the reset can destroy the answer before the client has read it."""
         self._lingering = linger
+        self.phase = _REFUSED
         unfinished = self._size  # the refused request's body so far: dropped
         if unfinished:
             self._size = 0
@@ -610,7 +615,6 @@ class HttpServerProtocol(asyncio.Protocol):
             self.close()
             return
         self._refusal = b""  # written: from now on, reads are dropped
-        self.phase = _IDLE
         transport.write_eof()
         self._sync_reading()
 
@@ -673,7 +677,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._reply_and_close(408, _error(f"request not received in time ({why}, {seconds:g} s)"), False)
 
     def evict(self) -> None:
-        if self.phase == _IDLE:
+        if self.phase == _IDLE or self.lingering:
             self.close()
         else:
             self._reply_and_close(503, _error("connection closed at the gateway's connection limit; retry"), False)
