@@ -15,9 +15,10 @@ from prometheus_client import disable_created_metrics
 from ..contract.process import GATEWAY_COMMAND, GATEWAY_PORT, GatewayEnv
 from ..contract.routes import CONFIGMAP_KEY
 from ..signals import drain_on_signal
+from .limits import Limits
 from .metrics import GatewayMetrics
 from .proxy import Gateway
-from .server import HttpServerProtocol, Limits, ServerState
+from .server import HttpServerProtocol, ServerState
 from .sources import ConfigMapSource, FileSource
 from .upstream import MAX_RESPONSE
 

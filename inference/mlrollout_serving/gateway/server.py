@@ -1,15 +1,17 @@
 """Minimal HTTP/1.1 server side: asyncio Protocol + httptools, keep-alive, pipelining-safe, drainable, bounded.
 
 It parses a request, hands it to one async handler and writes the response; the gateway's logic lives in
-proxy.py. Requests on one connection are answered strictly in order.
+proxy.py. Requests on one connection are answered strictly in order, at most `BURST` per event-loop turn
+and with at most `MAX_PIPELINED` waiting.
 
-Every client is held to `Limits` (nginx's defaults or stricter): the request line and headers are
-bounded (414, 431) before httptools buffers them, bodies are bounded per request (413) and in total
-across connections (503), a request must arrive within the header and body timeouts and an idle
-keep-alive connection is closed after the idle timeout (a once-a-tick sweep compares progress counters,
-so the hot path reads no clock), and at the connection cap the connection that has waited longest
-without a request in service is closed to admit the new one. What the limits closed is logged as one
-summary line at most every `NOTE_INTERVAL` seconds.
+Every client is held to `limits.Limits` (nginx's defaults or stricter): the request line and headers are
+bounded (414, 431) before httptools buffers more than one read beyond them, bodies are bounded per
+request (413) and in total across connections (503), a request must arrive within the header and body
+timeouts and an idle keep-alive connection is closed after the idle timeout (a once-a-tick sweep
+compares progress counters, so the hot path reads no clock), and at the connection cap the connection
+that has waited longest without a request in service is closed to admit the new one. A refusal is
+written after the answers owed and closes as a lingering close. What the limits closed is logged as
+one summary line at most every `NOTE_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -20,22 +22,17 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, cast
 
 import httptools
 
-__all__ = [
-    "MAX_BODY",
-    "Handler",
-    "HttpServerProtocol",
-    "Limits",
-    "Reply",
-    "Request",
-    "Response",
-    "ServerState",
-    "stall_limit",
-]
+from .limits import BODY as _BODY
+from .limits import HEAD as _HEAD
+from .limits import IDLE as _IDLE
+from .limits import REFUSED as _REFUSED
+from .limits import Limits, stall_limit
+
+__all__ = ["BURST", "MAX_PIPELINED", "Handler", "HttpServerProtocol", "Reply", "Request", "Response", "ServerState"]
 
 log = logging.getLogger("mlrollout.gateway")
 
@@ -44,7 +41,6 @@ _REASONS: Final = {
     413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
 }  # fmt: skip
-MAX_BODY: Final = 64 * 1024 * 1024  # bytes; larger request bodies get 413
 CHUNK_OVERHEAD: Final = 16
 """Bytes of chunk framing (size line, CRLFs) allowed per chunk of a chunked body, beyond `max_head`."""
 MAX_PIPELINED: Final = 128
@@ -54,60 +50,6 @@ BURST: Final = 16
 flood of cheap-to-send, costly-to-answer requests (/metrics) cannot hold the loop for everyone else."""
 NOTE_INTERVAL: Final = 10.0
 """Seconds between two summary lines of what the limits closed."""
-
-_IDLE, _HEAD, _BODY, _REFUSED = 0, 1, 2, 3  # where a connection is in reading its current request
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one client may make the gateway hold, and for how long. Sizes in bytes, times in seconds."""
-
-    max_body: int = MAX_BODY
-    """One request body (413)."""
-    max_head: int = 32 * 1024
-    """Request line plus header fields (431), as nginx's `large_client_header_buffers 4 8k`."""
-    max_url: int = 8 * 1024
-    """The request target (414), as nginx's 8k buffer for the request line."""
-    max_buffered: int = 256 * 1024 * 1024
-    """Request bodies held at once over all connections (received, pending or in service): beyond it the
-    request whose bytes cross it gets 503, so many large bodies cannot exhaust memory."""
-    header_timeout: float = 10.0
-    """A request's line and headers must arrive within this (a new connection must send them within it too).
-    nginx: `client_header_timeout 60s`."""
-    body_timeout: float = 10.0
-    """Longest wait for the next bytes of a request body, and for a client to take the next bytes of a
-    response it is not reading. nginx: `client_body_timeout` and `send_timeout`, 60s."""
-    idle_timeout: float = 75.0
-    """An idle keep-alive connection is closed after this. nginx: `keepalive_timeout 75s`."""
-    max_connections: int = 1024
-    """Open client connections. At the cap the longest-waiting connection without a request in service is
-    closed for the new one; with every connection in service the new one gets 503."""
-
-    def tick(self) -> float:
-        """Seconds between two sweeps: a quarter of the shortest timeout, between 50 ms and 1 s."""
-        return min(max(min(self.header_timeout, self.body_timeout, self.idle_timeout) / 4, 0.05), 1.0)
-
-
-def stall_limit(
-    limits: Limits, serving: bool, write_paused: bool, phase: int, messages: int, lingering: bool = False
-) -> tuple[float, str] | None:
-    """How long a connection may stay as it is (no progress) and what that wait is called; None: no limit.
-
-    Pure. A connection with a request in service waits for the upstream (the route table's request timeout
-    bounds that) unless its client stopped reading our answers. A lingering close (after a refusal) lasts
-    at most the body timeout.
-    """
-    if lingering:
-        return limits.body_timeout, "lingering close"
-    if write_paused:
-        return limits.body_timeout, "send timeout"
-    if serving:
-        return None
-    if phase == _BODY:
-        return limits.body_timeout, "body timeout"
-    if phase == _HEAD or messages == 0:
-        return limits.header_timeout, "header timeout"
-    return limits.idle_timeout, "idle timeout"
 
 
 class Request:

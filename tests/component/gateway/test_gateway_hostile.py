@@ -225,7 +225,7 @@ def _good(gw: Proc, n: int) -> float:
 
 
 def test_the_gateway_survives_hostile_clients_and_upstreams(routes: RouteFile, up_a: Proc) -> None:
-    routes.write(table(1, up_a.url, **fallback(timeout=1.0)))
+    routes.write(table(1, up_a.url, **fallback(timeout=2.0)))  # the silent upstreams cost 2 s each
     cases = _cases()
     with gateway(routes, *LIMITS) as gw:
         _good(gw, -1)  # warm-up: one idle upstream connection in the pool

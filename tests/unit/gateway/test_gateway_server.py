@@ -11,16 +11,15 @@ from typing import Any
 
 import pytest
 
+from mlrollout_serving.gateway.limits import Limits, stall_limit
 from mlrollout_serving.gateway.server import (
     BURST,
     MAX_PIPELINED,
     HttpServerProtocol,
-    Limits,
     Reply,
     Request,
     Response,
     ServerState,
-    stall_limit,
 )
 
 INFER = b"POST /v2/models/wine/infer HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\n\r\n{}"
