@@ -1,5 +1,5 @@
 """Hostile input, in bulk: one gateway process takes hundreds of malformed or abusive requests and broken
-upstream answers, then must answer a good request within 100 ms, with its peak memory bounded, no
+upstream answers, then must answer good requests within 100 ms (median of five), with its peak memory bounded, no
 descriptor leaked, every refusal a short 4xx (502/504 when the upstream is at fault), never a hang and
 never another exchange's bytes. A good request after each case checks the gateway is still well.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -264,9 +265,13 @@ def test_the_gateway_survives_hostile_clients_and_upstreams(routes: RouteFile, u
                     sent += 100
             wait_for(lambda: open_fds(gw) <= idle_fds, timeout=10, what="the gateway to drop a client that never reads")
         assert sent >= 200
-        elapsed = _good(gw, 10_000)
-        assert elapsed < 0.1, f"a good request took {elapsed * 1000:.0f} ms after the hostile ones"
-        assert memory_kib(gw, "VmHWM") - rss_before < RSS_GROWTH_KIB
+        # good requests right after: the median of five within 100 ms (one sample alone is at the mercy of
+        # the scheduler on a loaded 2-core machine), none slower than a second
+        times = [_good(gw, 10_000 + i) for i in range(5)]
+        shown = ", ".join(f"{t * 1000:.1f}" for t in times)
+        assert statistics.median(times) < 0.1 and max(times) < 1.0, f"good requests took {shown} ms"
+        growth = memory_kib(gw, "VmHWM") - rss_before
+        assert growth < RSS_GROWTH_KIB
         wait_for(lambda: open_fds(gw) <= fds_before, timeout=15, what=f"the gateway back to {fds_before} descriptors")
-        print(f"hostile requests: {sent}; peak RSS growth {(memory_kib(gw, 'VmHWM') - rss_before) // 1024} MiB; "
+        print(f"good requests after: {shown} ms; hostile requests: {sent}; peak RSS growth {growth // 1024} MiB; "
               f"descriptors {fds_before} before, {open_fds(gw)} after")  # fmt: skip
