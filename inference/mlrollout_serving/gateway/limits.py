@@ -32,8 +32,9 @@ class Limits:
     max_url: int = 8 * 1024
     """The request target (414), as nginx's 8k buffer for the request line."""
     max_buffered: int = 256 * 1024 * 1024
-    """Request bodies held at once over all connections (received, pending or in service): beyond it the
-    request whose bytes cross it gets 503, so many large bodies cannot exhaust memory."""
+    """Request bodies still arriving (over several reads) at once over all connections: beyond it the
+    request whose bytes cross it gets 503, so slow clients with large bodies cannot exhaust memory. (A
+    request in service is bounded by the route table's request timeout instead.)"""
     header_timeout: float = 10.0
     """A request's line and headers must arrive within this (a new connection must send them within it too).
     nginx: `client_header_timeout 60s`."""

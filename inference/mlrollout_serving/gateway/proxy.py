@@ -193,21 +193,25 @@ class Gateway:
 
     # -- requests --
     def handle(self, request: Request, reply: Reply) -> None:
-        """Answer one request; the common case runs in callbacks only (no task, no future)."""
+        """Answer one request; the common case runs in callbacks only (no task, no future).
+
+        What is answered here without an upstream (health, metrics, 405, 503) is answered on the next
+        event-loop turn: the server side then answers one pipelined request per turn, so a flood of them
+        in one read (a thousand /metrics) cannot hold the loop for everybody else."""
         started = time.perf_counter()
         target = request.target
         if not target.startswith(b"/v2"):
-            reply(self._local(request.method, target))
+            _soon(reply, self._local(request.method, target))
             return
         if target.startswith(b"/v2/health/"):
-            reply(self._health(request.method, target))
+            _soon(reply, self._health(request.method, target))
             return
-        if request.method not in _FORWARDED_METHODS:
-            reply(_not_allowed(request.method, _FORWARDED_METHODS))
+        if request.method != b"POST" and not self._get_or_head(request):
+            _soon(reply, _not_allowed(request.method, _FORWARDED_METHODS))
             return
         active = self.active
         if active is None:
-            reply(Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
+            _soon(reply, Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
             return
         track = active.single or self._choose(active, request)
         exchange = _Exchange(self, active, track, request, reply, started)
@@ -216,6 +220,15 @@ class Gateway:
             self._loop().create_task(exchange.run_slow(None))
             return
         pool.send(b"".join((exchange.line, pool.host_header, exchange.rest)), active.timeout, exchange.on_primary)
+
+    @staticmethod
+    def _get_or_head(request: Request) -> bool:
+        """GET is forwarded as is; HEAD goes upstream as GET (the response parser cannot know that a reply
+        has no body), the server side drops the body when it answers."""
+        if request.method == b"HEAD":
+            request.method = b"GET"
+            return True
+        return request.method == b"GET"
 
     @staticmethod
     def _loop() -> asyncio.AbstractEventLoop:
@@ -439,6 +452,10 @@ class Gateway:
         return Response(404, _JSON, b'{"error": "not found"}')
 
 
+def _soon(reply: Reply, response: Response) -> None:
+    asyncio.get_running_loop().call_soon(reply, response)
+
+
 def _not_allowed(method: bytes, allowed: frozenset[bytes]) -> Response:
     """405 naming the allowed methods (httptools accepts only known method names, so echoing it is safe)."""
     names = ", ".join(sorted(m.decode() for m in allowed))
@@ -491,10 +508,7 @@ class _Exchange:
         self.request = request
         self.reply = reply
         self.started = started
-        method = request.method
-        # HEAD goes upstream as GET (the response parser cannot know a reply has no body); the server
-        # side drops the body when it answers.
-        self.line = b"%s %s HTTP/1.1\r\n" % (b"GET" if method == b"HEAD" else method, request.target)
+        self.line = b"%s %s HTTP/1.1\r\n" % (request.method, request.target)
         self.rest = _forward_rest(request)
 
     def on_primary(self, result: UpstreamResponse | UpstreamFailure) -> None:

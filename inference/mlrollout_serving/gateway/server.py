@@ -1,17 +1,19 @@
 """Minimal HTTP/1.1 server side: asyncio Protocol + httptools, keep-alive, pipelining-safe, drainable, bounded.
 
 It parses a request, hands it to one async handler and writes the response; the gateway's logic lives in
-proxy.py. Requests on one connection are answered strictly in order, at most `BURST` per event-loop turn
-and with at most `MAX_PIPELINED` waiting.
+proxy.py. Requests on one connection are answered strictly in order, with at most `MAX_PIPELINED`
+waiting; a handler that answers at once is answered inline, and pending requests at most `BURST` per
+event-loop turn (the proxy answers what needs no upstream on the next turn, so a pipelined flood of
+those is served one per turn).
 
-Every client is held to `limits.Limits` (nginx's defaults or stricter): the request line and headers are
-bounded (414, 431) before httptools buffers more than one read beyond them, bodies are bounded per
-request (413) and in total across connections (503), a request must arrive within the header and body
-timeouts and an idle keep-alive connection is closed after the idle timeout (a once-a-tick sweep
-compares progress counters, so the hot path reads no clock), and at the connection cap the connection
-that has waited longest without a request in service is closed to admit the new one. A refusal is
-written after the answers owed and closes as a lingering close. What the limits closed is logged as
-one summary line at most every `NOTE_INTERVAL` seconds.
+Every client is held to `limits.Limits` (nginx's defaults or stricter): the request line and headers
+are bounded (414, 431) before httptools buffers more than one read beyond them, bodies are bounded per
+request (413) and, while still arriving, in total across connections (503), a request must arrive
+within the header and body timeouts and an idle keep-alive connection is closed after the idle timeout
+(a once-a-tick sweep compares progress counters, so the hot path reads no clock), and at the connection
+cap the connection that has waited longest without a request in service is closed to admit the new
+one. A refusal is written after the answers owed and closes as a lingering close. What the limits
+closed is logged as one summary line at most every `NOTE_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class ServerState:
         for conn in list(self.connections):
             if conn.observe(now):
                 continue
-            limit = stall_limit(limits, conn.busy, conn.write_paused, conn.phase, conn.messages, conn.lingering)
+            limit = stall_limit(limits, conn.busy, conn.write_paused, conn.reading(), conn.messages, conn.lingering)
             if limit is not None and now - conn.since >= limit[0]:
                 conn.expire(limit[1], limit[0])
         self.flush_notes(now)
@@ -200,21 +202,22 @@ def _error(message: str) -> bytes:
 
 
 class HttpServerProtocol(asyncio.Protocol):
+    """One client connection. The common request (head and body in one read of at most `max_url` bytes)
+    costs the callbacks httptools makes anyway and a few attribute updates; everything the limits need
+    beyond that happens in `_receive_carefully`, for reads that continue a request or are large."""
+
     __slots__ = (
         "_body",
-        "_burst",
         "_careful",
         "_chunks",
         "_client",
         "_head_fed",
         "_headers",
-        "_held",
         "_keep_alive",
         "_limits",
         "_lingering",
         "_looping",
         "_max_body",
-        "_max_head",
         "_max_url",
         "_n_headers",
         "_omit_body",
@@ -222,12 +225,13 @@ class HttpServerProtocol(asyncio.Protocol):
         "_parser",
         "_pending",
         "_reading_paused",
+        "_receiving",
         "_refusal",
-        "_serving_size",
         "_size",
         "_state",
         "_swept",
         "_target",
+        "_unusual",
         "busy",
         "messages",
         "phase",
@@ -240,32 +244,31 @@ class HttpServerProtocol(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self._state = state
         self._limits = limits = state.limits
-        self._max_head, self._max_url, self._max_body = limits.max_head, limits.max_url, limits.max_body
+        self._max_url, self._max_body = limits.max_url, limits.max_body
         self._parser = httptools.HttpRequestParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
-        self._size = 0
+        self._size = 0  # body bytes of the request being read
         self._target = b""
         self._pending: deque[Request] = deque()
         self._keep_alive = True
         self._omit_body = False
         self._client = ""
-        self._careful = False
+        self._careful = False  # inside _receive_carefully's feed
+        self._unusual = False  # the request being read needs the checks of _unusual_request
         self._head_fed = 0
         self._chunks = 0
         self._overhead = 0
         self._n_headers = 0
-        self._held = 0  # body bytes of this connection's unanswered requests (counted in state.buffered)
-        self._serving_size = 0
+        self._receiving = 0  # body bytes of the request being read, as counted in state.buffered
         self._looping = False
-        self._burst = 0  # requests answered in this read (see BURST)
-        self._reading_paused = False
+        self._reading_paused = False  # also True while requests are pending, our answers wait, or a refusal
         self._refusal: bytes | None = None  # a refusal waiting for the answers before it; b"" once written
         self._lingering = False
         self._swept: tuple[bool, bool, int, int, int, int] | None = None
         self.busy = False
         self.write_paused = False
-        self.phase = _IDLE
+        self.phase = _IDLE  # IDLE, HEAD (a request is being read; its body too once _size > 0), REFUSED
         self.messages = 0
         self.since = self.started = asyncio.get_running_loop().time()
         """`since`: last progress seen by a sweep (the stall clock); `started`: when the current request (or
@@ -285,10 +288,8 @@ class HttpServerProtocol(asyncio.Protocol):
         state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        state = self._state
-        state.connections.discard(self)
-        state.buffered -= self._held
-        self._held = 0
+        self._state.connections.discard(self)
+        self._count_receiving(0)
         self.transport = None
         self._pending.clear()
 
@@ -302,8 +303,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._next()
 
     def data_received(self, data: bytes) -> None:
-        self._burst = 0
-        if self.phase or len(data) > self._max_head:  # a request spans reads, a read may hold a big head, refused
+        if self.phase or len(data) > self._max_url:  # a request spans reads, a large read, or refused
             self._receive_carefully(data)
             return
         try:
@@ -328,11 +328,13 @@ class HttpServerProtocol(asyncio.Protocol):
             return
 
     def _receive_carefully(self, data: bytes) -> None:
-        """Feed a read that continues a request (or is large), keeping what httptools buffers bounded."""
+        """Feed a read that continues a request (or is large), keeping what httptools and we hold bounded:
+        a head still unfinished after `max_head` bytes (plus one read) is refused, so is chunk framing
+        beyond its allowance, and the bodies being received count against `max_buffered`."""
         if self._refusal is not None:  # refused: what follows is not parsed (see _reply_and_close)
             return
-        phase, size, limits = self.phase, self._size, self._limits
-        self._careful = True
+        continuing, size, limits = self.phase == _HEAD, self._size, self._limits
+        self._careful = self._unusual = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -344,14 +346,36 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         finally:
             self._careful = False
-        if self.phase == _HEAD and phase == _HEAD:  # the whole read belongs to a head still not complete
+        if self.phase != _HEAD:
+            self._count_receiving(0)
+            return
+        if continuing and not self._size:  # the whole read belongs to a head still not complete
             self._head_fed += len(data)
             if self._head_fed > limits.max_head:
-                self._reply_and_close(431, _error(f"request line and headers larger than {limits.max_head} bytes"))
-        elif self.phase == _BODY and phase == _BODY and self._chunks:  # chunk framing and trailers are buffered
+                self._refuse_head()
+                return
+        elif continuing and self._chunks:  # chunk framing and trailers are buffered (by httptools)
             self._overhead += len(data) - (self._size - size)
             if self._overhead > limits.max_head + CHUNK_OVERHEAD * self._chunks:
                 self._reply_and_close(400, _error("chunk extensions or trailer fields too large"))
+                return
+        if self._count_receiving(self._size) and self._state.buffered > limits.max_buffered:
+            self._reply_and_close(503, _error("the gateway holds too many request bodies at once; retry"))
+
+    def _count_receiving(self, size: int) -> bool:
+        """Make the request being read count `size` body bytes in state.buffered; True if that grew."""
+        delta = size - self._receiving
+        if delta:
+            self._receiving = size
+            self._state.buffered += delta
+        return delta > 0
+
+    def _refuse_head(self) -> None:
+        limits = self._limits
+        if len(self._target) > limits.max_url:
+            self._reply_and_close(414, _error(f"request target longer than {limits.max_url} bytes"))
+        else:
+            self._reply_and_close(431, _error(f"request line and headers larger than {limits.max_head} bytes"))
 
     def _refuse(self, exc: Exception) -> None:
         cause = exc.__context__
@@ -360,12 +384,9 @@ class HttpServerProtocol(asyncio.Protocol):
         else:
             self._reply_and_close(400, _error(f"bad HTTP request: {exc}"))
 
-    # -- httptools callbacks (the common request costs on_url, on_header each, on_body, on_message_complete) --
+    # -- httptools callbacks (a request costs on_url, on_header each, on_body, on_message_complete) --
     def on_url(self, url: bytes) -> None:
-        target = self._target + url  # a request line split over two reads arrives in pieces
-        if len(target) > self._max_url:
-            raise _Refuse(414, f"request target longer than {self._limits.max_url} bytes")
-        self._target = target
+        self._target += url  # a request line split over two reads arrives in pieces
         self.phase = _HEAD
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -374,58 +395,54 @@ class HttpServerProtocol(asyncio.Protocol):
     def on_chunk_header(self) -> None:
         if not self._chunks:
             self._n_headers = len(self._headers)  # what follows the last chunk are trailer fields
+            self._unusual = True
         self._chunks += 1
 
     def on_body(self, body: bytes) -> None:
-        self.phase = _BODY
         self._body.append(body)
-        n = len(body)
-        self._size += n  # the unfinished request's body; counted in _held and state.buffered
-        self._held += n
-        state = self._state
-        state.buffered += n
+        self._size += len(body)
         if self._size > self._max_body:
-            raise _Refuse(413, f"request body larger than {self._limits.max_body} bytes")
-        if state.buffered > self._limits.max_buffered:
-            raise _Refuse(503, "the gateway holds too many request bodies at once; retry")
+            raise _Refuse(413, f"request body larger than {self._max_body} bytes")
 
     def on_message_complete(self) -> None:
         parser = self._parser
         headers = self._headers
         if parser.should_upgrade():  # CONNECT, or Connection: upgrade with Upgrade
             self._upgrade_requested(headers)
-        if self._careful:  # the head came in several reads or in a large one: measure it exactly
-            self._check_head(headers)
-        if self._chunks:  # trailer fields are not forwarded (as nginx does)
-            del headers[self._n_headers :]
-            self._chunks = self._overhead = 0
-        queue = self.busy or self._pending or self.write_paused or self._burst >= BURST
-        if queue and len(self._pending) >= MAX_PIPELINED:
-            raise _Refuse(429, f"more than {MAX_PIPELINED} pipelined requests wait for their answers")
+        if self._unusual:
+            self._unusual_request(headers)
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         request = Request(parser.get_method(), self._target, headers, body, parser.should_keep_alive(), self._client)
-        # ready for the next request (this one's body bytes now belong to the request)
         self.phase = _IDLE
         self.messages += 1
         self._target = b""
         self._headers = []
         self._body = []
         self._size = 0
-        if self._head_fed:
-            self._head_fed = 0
-        if queue:
+        if self.busy or self._reading_paused:
+            if len(self._pending) >= MAX_PIPELINED:
+                raise _Refuse(429, f"more than {MAX_PIPELINED} pipelined requests wait for their answers")
             self._pending.append(request)  # answered in order; nothing more is read until it is
             self._sync_reading()
             if not self.busy and len(self._pending) == 1:
                 asyncio.get_running_loop().call_soon(self._next)
             return
-        self._burst += 1
         self._dispatch(request)
 
-    def _check_head(self, headers: list[tuple[bytes, bytes]]) -> None:
-        size = len(self._target) + sum(len(k) + len(v) + 4 for k, v in headers) + 16
-        if size > self._limits.max_head:
-            raise _Refuse(431, f"request line and headers larger than {self._limits.max_head} bytes")
+    def _unusual_request(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A request that came in several or large reads is measured exactly; a chunked one loses its
+        trailer fields (as nginx does)."""
+        if self._careful:
+            limits = self._limits
+            if len(self._target) > limits.max_url:
+                raise _Refuse(414, f"request target longer than {limits.max_url} bytes")
+            if len(self._target) + sum(len(k) + len(v) + 4 for k, v in headers) + 16 > limits.max_head:
+                raise _Refuse(431, f"request line and headers larger than {limits.max_head} bytes")
+        if self._chunks:
+            del headers[self._n_headers :]
+            self._chunks = self._overhead = 0
+        self._head_fed = 0
+        self._unusual = self._careful  # the next request in this read is read carefully too
 
     def _upgrade_requested(self, headers: list[tuple[bytes, bytes]]) -> None:
         """CONNECT is refused; another upgrade is ignored (see `_upgrade_ignored`) unless the request has a
@@ -441,7 +458,6 @@ class HttpServerProtocol(asyncio.Protocol):
         self.busy = True
         self._keep_alive = request.keep_alive
         self._omit_body = request.method == b"HEAD"
-        self._serving_size = len(request.body)
         try:
             self._state.handler(request, self.respond)
         except Exception:
@@ -454,9 +470,6 @@ class HttpServerProtocol(asyncio.Protocol):
         if not self.busy:
             return
         self.busy = False
-        freed = self._serving_size
-        self._held -= freed
-        self._state.buffered -= freed
         if transport is None:
             self._check_drained()
             return
@@ -476,7 +489,7 @@ class HttpServerProtocol(asyncio.Protocol):
         )
         if close:
             self.close()
-        elif self._pending or self._reading_paused or self._refusal is not None:
+        elif self._reading_paused:  # requests pending, our answers waiting, or a refusal owed
             self._next()
             return
         self._check_drained()
@@ -533,12 +546,9 @@ class HttpServerProtocol(asyncio.Protocol):
         connection, and the reset can destroy the answer before the client has read it."""
         self._lingering = linger
         self.phase = _REFUSED
-        unfinished = self._size  # the refused request's body so far: dropped
-        if unfinished:
-            self._size = 0
-            self._body = []
-            self._held -= unfinished
-            self._state.buffered -= unfinished
+        self._count_receiving(0)  # the refused request's body so far is dropped
+        self._body = []
+        self._size = 0
         self._refusal = (
             _STATUS_LINES[status] + headers + b"content-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n" % len(body) + body
@@ -565,11 +575,15 @@ class HttpServerProtocol(asyncio.Protocol):
             self.transport.close()
 
     # -- limits (called by ServerState) --
+    def reading(self) -> int:
+        """Where the connection is in reading a request, for the timeouts: IDLE, HEAD, BODY or REFUSED."""
+        return _BODY if self.phase == _HEAD and self._size else self.phase
+
     def observe(self, now: float) -> bool:
         """Record progress since the last sweep; True when there was some (the stall clock restarts)."""
         transport = self.transport
         backlog = transport.get_write_buffer_size() if self.write_paused and transport is not None else 0
-        seen = (self.busy, self.write_paused, self.phase, self.messages, self._size, backlog)
+        seen = (self.busy, self.write_paused, self.reading(), self.messages, self._size, backlog)
         last = self._swept
         if seen == last:
             return False

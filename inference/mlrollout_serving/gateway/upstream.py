@@ -186,10 +186,6 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        got = self._got + len(data)
-        self._got = got
-        if got > MAX_RESPONSE_HEAD and self._oversized(got - len(data)):
-            return
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -197,6 +193,10 @@ class _Connection(asyncio.Protocol):
             return
         response = self._response
         if response is None:
+            if self._callback is not None:  # a response still unfinished after this read: is it too big?
+                self._got += len(data)
+                if self._got > MAX_RESPONSE_HEAD:
+                    self._oversized()
             return
         # The read is parsed to its end with no second response in it: hand the answer over, and reuse the
         # connection only now (a release inside the parser callback let the rest of the read reach whoever
@@ -215,17 +215,15 @@ class _Connection(asyncio.Protocol):
         if callback is not None:
             callback(response)
 
-    def _oversized(self, before: int) -> bool:
-        """Fail a response that outgrows what the gateway holds (checked from 64 KiB on, so never for the
-        usual small answer): the whole response, or a head still unfinished after `MAX_RESPONSE_HEAD` bytes."""
+    def _oversized(self) -> None:
+        """Fail a response that outgrows what the gateway holds (counted for reads that leave it unfinished,
+        so never for the usual answer in one read): the whole response beyond `max_response`, or a head
+        still unfinished after `MAX_RESPONSE_HEAD` bytes (either plus at most one read)."""
         name, limit = self._pool.name, self._pool.max_response
         if self._got > limit:
             self._fail(UpstreamTooLarge(f"upstream {name} answered more than {limit} bytes"))
-            return True
-        if before > MAX_RESPONSE_HEAD and not self._body and self._response is None:
+        elif not self._body:
             self._fail(UpstreamBroken(f"upstream {name} sent a response head larger than {MAX_RESPONSE_HEAD} bytes"))
-            return True
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -274,22 +272,23 @@ class _Connection(asyncio.Protocol):
         self._fail(UpstreamBroken(message))
 
     # -- used by the pool --
-    def send(self, data: bytes, timeout: float, callback: Callback, budget: float | None = None) -> None:
+    def send(self, data: bytes, timeout: float, callback: Callback, budget: float = 0.0) -> None:
         """Write one request; `callback` gets the response or an UpstreamFailure, exactly once. `timeout` is
-        what is left of the request's `budget` (the timeout its error message names; default: all of it)."""
+        what is left of the request's `budget` (the timeout its error message names; 0: all of it)."""
         assert self.transport is not None
         self._callback = callback
         self._data = data
         self._timeout = timeout
         self._received = False
         self._got = 0
-        self._budget = timeout if budget is None else budget
+        self._budget = budget
         self._timer = self._pool.loop.call_later(timeout, self._on_timeout)
         self.transport.write(data)
 
     def _on_timeout(self) -> None:
         self._timer = None
-        self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {self._budget:g}s"))
+        budget = self._budget or self._timeout
+        self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {budget:g}s"))
 
     def _fail(self, exc: UpstreamFailure) -> None:
         callback = self._callback
@@ -308,7 +307,8 @@ class _Connection(asyncio.Protocol):
                 # connection (never reused, so this happens at most once), within what is left of its budget.
                 log.debug("upstream %s closed an idle keep-alive connection under a request; resending it on "
                           "a new connection", self._pool.name)  # fmt: skip
-                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback, self._budget))
+                budget = self._budget or self._timeout
+                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback, budget))
                 return
             callback(exc)
 

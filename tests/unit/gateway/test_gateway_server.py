@@ -13,7 +13,6 @@ import pytest
 
 from mlrollout_serving.gateway.limits import Limits, stall_limit
 from mlrollout_serving.gateway.server import (
-    BURST,
     MAX_PIPELINED,
     HttpServerProtocol,
     Reply,
@@ -82,18 +81,22 @@ class Transport:
 
 
 class Server:
-    """A ServerState whose handler records requests; `answer_now` answers them at once (like /v2/health)."""
+    """A ServerState whose handler records requests and answers them `now`, on the next event-loop turn
+    (`soon`, as the proxy answers health and metrics), or when a test calls `replies[i]` (`later`)."""
 
-    def __init__(self, limits: Limits | None = None, answer_now: bool = True) -> None:
+    def __init__(self, limits: Limits | None = None, answer: str = "now") -> None:
         self.requests: list[Request] = []
         self.replies: list[Reply] = []
-        self.answer_now = answer_now
+        self.answer = answer
         self.state = ServerState(self.handle, limits or Limits())
 
     def handle(self, request: Request, reply: Reply) -> None:
         self.requests.append(request)
-        if self.answer_now:
-            reply(Response(200, b"", b'{"n": %d}' % len(self.requests)))
+        response = Response(200, b"", b'{"n": %d}' % len(self.requests))
+        if self.answer == "now":
+            reply(response)
+        elif self.answer == "soon":
+            asyncio.get_running_loop().call_soon(reply, response)
         else:
             self.replies.append(reply)
 
@@ -181,15 +184,19 @@ async def test_a_body_over_the_limit_is_413() -> None:
     assert status_of(transport.out) == 413 and error_of(transport.out) == "request body larger than 1000 bytes"
 
 
-async def test_bodies_held_over_all_connections_are_bounded_and_released() -> None:
-    server = Server(Limits(max_buffered=10_000), answer_now=False)
-    head = b"POST /v2/x HTTP/1.1\r\ncontent-length: 6000\r\n\r\n"
-    server.feed(head + b"x" * 6000)  # complete and in service: still held
+async def test_bodies_still_arriving_are_bounded_over_all_connections_and_released() -> None:
+    """What slow clients can make the gateway hold: bodies that keep arriving over several reads."""
+    server = Server(Limits(max_buffered=10_000), answer="later")
+    head = b"POST /v2/x HTTP/1.1\r\ncontent-length: 9000\r\n\r\n"
+    first = server.feed(head + b"x" * 3000, b"x" * 3000)  # 6000 of 9000 so far
     assert server.state.buffered == 6000
-    transport = server.feed(head + b"y" * 5000)
-    assert status_of(transport.out) == 503 and "too many request bodies" in error_of(transport.out)
-    assert server.state.buffered == 6000  # the refused one's bytes were released when it closed
-    server.replies[0](Response(200, b"", b"{}"))  # the answer frees the first body
+    second = server.feed(head + b"y" * 3000, b"y" * 2000)
+    assert server.state.buffered == 6000 + 5000 - 5000  # over the limit: refused, its bytes released
+    assert status_of(second.out) == 503 and "too many request bodies" in error_of(second.out)
+    first.protocol.data_received(b"x" * 3000)  # complete: the request holds its body, the budget does not
+    assert server.state.buffered == 0 and len(server.requests) == 1
+    third = server.feed(head + b"z" * 3000, b"z" * 3000)
+    third.protocol.connection_lost(None)  # a client that goes away releases what it sent
     assert server.state.buffered == 0
 
 
@@ -250,7 +257,7 @@ async def test_head_answers_carry_the_length_but_no_body() -> None:
 
 
 async def test_a_refusal_waits_for_the_answer_owed_to_the_request_before_it() -> None:
-    server = Server(Limits(max_body=10), answer_now=False)
+    server = Server(Limits(max_body=10), answer="later")
     transport = server.feed(INFER + b"POST /v2/x HTTP/1.1\r\ncontent-length: 50\r\n\r\n" + b"z" * 50)
     assert transport.out == b"" and not transport.closed  # the first request is still in service
     server.replies[0](Response(200, b"", b'{"first": true}'))
@@ -263,23 +270,32 @@ async def _turns(n: int = 50) -> None:
         await asyncio.sleep(0)
 
 
-async def test_pipelined_requests_are_answered_a_burst_per_loop_turn_in_order() -> None:
-    """Answered at once (like /metrics), a flood in one read must neither recurse nor hold the event loop."""
+async def test_pipelined_requests_answered_at_once_are_answered_in_order_without_recursion() -> None:
     server = Server()
-    health = b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n"
-    transport = server.feed(health * 100)
-    assert len(server.requests) == BURST and not transport.reading  # the rest waits for the next turns
-    await _turns()
+    transport = server.feed(b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n" * 5000)
+    assert len(server.requests) == 5000 and bytes(transport.out).count(b"HTTP/1.1 200") == 5000
+    assert transport.reading
+
+
+async def test_a_pipelined_flood_is_answered_one_request_per_loop_turn_in_order() -> None:
+    """The proxy answers what needs no upstream on the next turn: one request of a flood per turn, so a
+    flood of /metrics in one read cannot hold the loop for everybody else."""
+    server = Server(answer="soon")
+    transport = server.feed(b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n" * 100)
+    assert len(server.requests) == 1 and not transport.reading
+    await _turns(3)
+    assert 1 < len(server.requests) <= 6  # a request or so per turn, not the whole flood at once
+    await _turns(300)
     assert len(server.requests) == 100 and transport.reading
     assert [int(b) for b in re.findall(rb'"n": (\d+)', bytes(transport.out))] == list(range(1, 101))
 
 
 async def test_more_pipelined_requests_than_the_limit_get_429_after_the_answers_owed() -> None:
-    server = Server()
+    server = Server(answer="soon")
     transport = server.feed(b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n" * 5000)
-    await _turns()
+    await _turns(600)
     out = bytes(transport.out)
-    assert len(server.requests) == out.count(b"HTTP/1.1 200") == BURST + MAX_PIPELINED
+    assert len(server.requests) == out.count(b"HTTP/1.1 200") == 1 + MAX_PIPELINED
     assert out.count(b"HTTP/1.1 429") == 1 and out.index(b"HTTP/1.1 429") > out.rindex(b"HTTP/1.1 200")
     assert b"more than 128 pipelined requests wait for their answers" in out and transport.refused
 
@@ -306,7 +322,7 @@ def test_stall_limits_by_phase() -> None:
 
 
 async def test_the_sweep_closes_stalled_connections_and_spares_busy_and_progressing_ones() -> None:
-    server = Server(Limits(header_timeout=1.0, body_timeout=2.0, idle_timeout=3.0), answer_now=False)
+    server = Server(Limits(header_timeout=1.0, body_timeout=2.0, idle_timeout=3.0), answer="later")
     t0 = 1000.0
     head_t = server.feed(b"POST /v2/x HTTP/1.1\r\nhost")
     body_t = server.feed(b"POST /v2/x HTTP/1.1\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
@@ -327,7 +343,7 @@ async def test_the_sweep_closes_stalled_connections_and_spares_busy_and_progress
 
 
 async def test_at_the_connection_cap_the_longest_waiting_idle_or_partial_connection_makes_room() -> None:
-    server = Server(Limits(max_connections=3), answer_now=False)
+    server = Server(Limits(max_connections=3), answer="later")
     slow_t = server.feed(b"GET /v2/x HTTP/1.1\r\nx-slow")  # a slowloris
     busy_t = server.feed(INFER)  # in service: never closed for room
     server.state.sweep(10.0)
