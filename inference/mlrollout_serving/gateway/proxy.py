@@ -7,6 +7,7 @@ changes the rules under an in-flight request. Decisions come from decide.py; thi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -18,19 +19,22 @@ from typing import Final
 from ..contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
 from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable
 from .decide import (
+    CLOSED,
     BreakerState,
+    Failure,
     admit,
     fallback_plan,
     low_confidence,
     on_failure,
     pick_track,
+    status_blame,
     sticky_bucket,
     sticky_key,
 )
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
 from .server import Reply, Request, Response
-from .upstream import UpstreamFailure, UpstreamPool, UpstreamResponse
+from .upstream import MAX_RESPONSE, UpstreamFailure, UpstreamPool, UpstreamResponse
 
 __all__ = ["ActiveTable", "Gateway"]
 
@@ -45,6 +49,8 @@ _DROP: Final = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"te", b"upgrade",
      b"proxy-connection", b"expect"}
 )  # fmt: skip
+_LOCAL_METHODS: Final = frozenset({b"GET", b"HEAD"})
+_FORWARDED_METHODS: Final = frozenset({b"GET", b"HEAD", b"POST"})  # all the Open Inference Protocol uses
 _MODEL_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?")
 _MAX_BUCKET_KEY: Final = 1024
 
@@ -80,14 +86,15 @@ def _error_body(message: str, reason: str, **extra: object) -> bytes:
 class Gateway:
     """Holds the active table, the upstream pools and breakers; `handle` answers one request."""
 
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, max_response: int = MAX_RESPONSE) -> None:
         self.metrics = metrics
+        self.max_response = max_response
         metrics.upstream_retries = self.upstream_retries
         self.active: ActiveTable | None = None
         self.draining = False
         self.mirror = Mirror(metrics)
         self._pools: dict[str, UpstreamPool] = {}
-        self._breakers: dict[str, BreakerState] = {}
+        self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
 
     # -- route tables --
@@ -134,7 +141,7 @@ class Gateway:
         pool = self._pools.get(url)
         if pool is None:
             host, _, port = url.removeprefix("http://").rpartition(":")
-            pool = self._pools[url] = UpstreamPool(host, int(port))
+            pool = self._pools[url] = UpstreamPool(host, int(port), max_response=self.max_response)
         return pool
 
     def _compile(self, table: RouteTable) -> ActiveTable:
@@ -186,18 +193,25 @@ class Gateway:
 
     # -- requests --
     def handle(self, request: Request, reply: Reply) -> None:
-        """Answer one request; the common case runs in callbacks only (no task, no future)."""
+        """Answer one request; the common case runs in callbacks only (no task, no future).
+
+        What is answered here without an upstream (health, metrics, 405, 503) is answered on the next
+        event-loop turn: the server side then answers one pipelined request per turn, so a flood of them
+        in one read (a thousand /metrics) cannot hold the loop for everybody else."""
         started = time.perf_counter()
         target = request.target
         if not target.startswith(b"/v2"):
-            reply(self._local(target))
+            _soon(reply, self._local(request.method, target))
             return
         if target.startswith(b"/v2/health/"):
-            reply(self._health(target))
+            _soon(reply, self._health(request.method, target))
+            return
+        if request.method != b"POST" and not self._get_or_head(request):
+            _soon(reply, _not_allowed(request.method, _FORWARDED_METHODS))
             return
         active = self.active
         if active is None:
-            reply(Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
+            _soon(reply, Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
             return
         track = active.single or self._choose(active, request)
         exchange = _Exchange(self, active, track, request, reply, started)
@@ -206,6 +220,15 @@ class Gateway:
             self._loop().create_task(exchange.run_slow(None))
             return
         pool.send(b"".join((exchange.line, pool.host_header, exchange.rest)), active.timeout, exchange.on_primary)
+
+    @staticmethod
+    def _get_or_head(request: Request) -> bool:
+        """GET is forwarded as is; HEAD goes upstream as GET (the response parser cannot know that a reply
+        has no body), the server side drops the body when it answers."""
+        if request.method == b"HEAD":
+            request.method = b"GET"
+            return True
+        return request.method == b"GET"
 
     @staticmethod
     def _loop() -> asyncio.AbstractEventLoop:
@@ -224,7 +247,11 @@ class Gateway:
         return active.tracks[pick_track(active.weights, draw)]
 
     def _account(
-        self, pool: UpstreamPool, result: UpstreamResponse | UpstreamFailure, breaker_config: CircuitBreaker
+        self,
+        pool: UpstreamPool,
+        result: UpstreamResponse | UpstreamFailure,
+        breaker_config: CircuitBreaker,
+        request: Request,
     ) -> UpstreamResponse | tuple[str, str]:
         """Feed an upstream outcome to its breaker; a 5xx or a failure becomes (reason, message)."""
         name = pool.name
@@ -232,7 +259,9 @@ class Gateway:
             if name in self._breakers:
                 del self._breakers[name]  # closed and no failures: the fast path has no entry at all
             return result
-        state = on_failure(self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic())
+        blame = result.blame if isinstance(result, UpstreamFailure) else status_blame(result.status)
+        failure = Failure(blame, request.client, b"" if blame == "upstream" else _fingerprint(request))
+        state = on_failure(self._breakers.get(name) or CLOSED, breaker_config, time.monotonic(), failure)
         self._breakers[name] = state
         if isinstance(result, UpstreamFailure):
             return result.reason, str(result)
@@ -250,7 +279,7 @@ class Gateway:
         """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain."""
         fallback = active.table.fallback
         if outcome is None:
-            outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker)
+            outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker, request)
         if isinstance(outcome, UpstreamResponse):
             if self._low_confidence(active, track, request, outcome):
                 step = fallback.low_confidence_action
@@ -332,7 +361,7 @@ class Gateway:
                 self.metrics.fallback(failed.name, failed.revision, reason, step.action)
             if step.action == "stable":
                 stable = active.tracks["stable"]
-                result = await self._attempt(stable.pool, line, rest, active.timeout, breaker)
+                result = await self._attempt(stable.pool, line, rest, active.timeout, breaker, request)
                 if isinstance(result, UpstreamResponse):
                     return self._forwarded(active, stable, result), "stable", stable
                 reason, message = result
@@ -340,7 +369,7 @@ class Gateway:
                 assert step.backup is not None
                 pool = active.backups[step.backup.name]
                 backup_line = _rewrite_model(line, step.backup.served_name.encode())
-                result = await self._attempt(pool, backup_line, rest, active.timeout, breaker)
+                result = await self._attempt(pool, backup_line, rest, active.timeout, breaker, request)
                 if isinstance(result, UpstreamResponse):
                     return (
                         Response(result.status, result.headers + active.version_header
@@ -364,7 +393,13 @@ class Gateway:
         return None
 
     async def _attempt(
-        self, pool: UpstreamPool, line: bytes, rest: bytes, timeout: float, breaker_config: CircuitBreaker
+        self,
+        pool: UpstreamPool,
+        line: bytes,
+        rest: bytes,
+        timeout: float,
+        breaker_config: CircuitBreaker,
+        request: Request,
     ) -> UpstreamResponse | tuple[str, str]:
         """One upstream call under its circuit breaker: a response, or (reason, message)."""
         name = pool.name
@@ -380,7 +415,7 @@ class Gateway:
             )
         except UpstreamFailure as exc:
             result = exc
-        return self._account(pool, result, breaker_config)
+        return self._account(pool, result, breaker_config, request)
 
     @staticmethod
     def _forwarded(active: ActiveTable, track: _Track, result: UpstreamResponse) -> Response:
@@ -395,20 +430,44 @@ class Gateway:
         request = b"".join((line, pool.host_header, rest))
         self.mirror.offer(MirrorJob(pool, mirror.revision, mirror.timeout_seconds, request, primary))
 
-    # -- local endpoints --
-    def _health(self, target: bytes) -> Response:
+    # -- local endpoints (GET and HEAD only) --
+    def _health(self, method: bytes, target: bytes) -> Response:
         if target.startswith(_LIVE):
+            if method not in _LOCAL_METHODS:
+                return _not_allowed(method, _LOCAL_METHODS)
             return Response(200, _JSON, b'{"live": true}')
         if target.startswith(_READY):
+            if method not in _LOCAL_METHODS:
+                return _not_allowed(method, _LOCAL_METHODS)
             ready = self.active is not None and not self.draining
             return Response(200 if ready else 503, _JSON, b'{"ready": %s}' % (b"true" if ready else b"false"))
         return Response(404, _JSON, b'{"error": "not found"}')
 
-    def _local(self, target: bytes) -> Response:
+    def _local(self, method: bytes, target: bytes) -> Response:
         if target == _METRICS or target.startswith(_METRICS + b"?"):
+            if method not in _LOCAL_METHODS:
+                return _not_allowed(method, _LOCAL_METHODS)
             return Response(200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n",
                             self.metrics.exposition())  # fmt: skip
         return Response(404, _JSON, b'{"error": "not found"}')
+
+
+def _soon(reply: Reply, response: Response) -> None:
+    asyncio.get_running_loop().call_soon(reply, response)
+
+
+def _not_allowed(method: bytes, allowed: frozenset[bytes]) -> Response:
+    """405 naming the allowed methods (httptools accepts only known method names, so echoing it is safe)."""
+    names = ", ".join(sorted(m.decode() for m in allowed))
+    body = _error_body(f"method {method.decode()} is not allowed here (allowed: {names})", "method_not_allowed")
+    return Response(405, _JSON + b"allow: %s\r\n" % names.encode(), body)
+
+
+def _fingerprint(request: Request) -> bytes:
+    """What makes two requests the same for the circuit breaker: method, target and body."""
+    digest = hashlib.blake2b(b"%s %s\n" % (request.method, request.target), digest_size=16)
+    digest.update(request.body)
+    return digest.digest()
 
 
 def _forward_rest(request: Request) -> bytes:
@@ -456,7 +515,7 @@ class _Exchange:
         """The upstream callback: answer at once, or hand over to the fallback path in a task."""
         gw, active, track = self.gateway, self.active, self.track
         try:
-            outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker)
+            outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker, self.request)
             if isinstance(outcome, UpstreamResponse) and not gw._low_confidence(active, track, self.request, outcome):
                 answer = (Gateway._forwarded(active, track, outcome), track.name, track)
                 gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)
