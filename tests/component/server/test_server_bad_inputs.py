@@ -80,7 +80,7 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
         doc(entry(shape=[2, 13], data=[[0.5] * 13, [0.5] * 12])),
         {},
         400,
-        "needs 26 elements, got 25",
+        "ragged: lists at depth 1 hold 12 and 13 values",
     ),
     ("string values", "POST", INFER, doc(entry(data=["0.5"] * 13)), {}, 400, "FP32 data must be numbers, got str"),
     ("NaN value", "POST", INFER, doc(entry()).replace(b"0.5", b"NaN", 1), {}, 400, "non-finite value NaN"),
@@ -106,7 +106,7 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
         doc(entry()),
         {"Inference-Header-Content-Length": "ten"},
         400,
-        "is not a number",
+        "must be a byte count",
     ),
     (
         "unsupported encoding",
