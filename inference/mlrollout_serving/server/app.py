@@ -21,6 +21,7 @@ from mlrollout_serving.server.batching import Array, Batcher, BatchSettings, Cal
 from mlrollout_serving.server.config import Settings
 from mlrollout_serving.server.cpus import usable_cpus
 from mlrollout_serving.server.http import Deferred, Reply, Request
+from mlrollout_serving.server.http import error_reply as error
 from mlrollout_serving.server.loading import LoadedModel
 from mlrollout_serving.server.metrics import ServerMetrics
 from mlrollout_serving.server.signature import output_roles
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 def _unquote(segment: str) -> str:
     return urllib.parse.unquote(segment) if "%" in segment else segment
-
-
-def error(status: int, message: str) -> Reply:
-    return Reply(status, json.dumps({"error": message}).encode())
 
 
 def _json(doc: Any, status: int = 200) -> Reply:
