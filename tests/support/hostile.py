@@ -2,7 +2,8 @@
 
 Stable API (the server and gateway suites and ``bench/hostile_load.py`` use it):
 
-- ``Reply`` and ``read_reply(sock)``: one HTTP/1.1 response parsed off a socket (None at EOF or reset).
+- ``Reply``, ``read_reply(sock)`` and ``read_replies(sock, n)``: HTTP/1.1 responses parsed off a socket,
+  pipelined ones in order (None where the connection ended first).
 - ``exchange(port, data)``: send raw bytes on a fresh connection, return the first reply.
 - ``flood(port, head, filler, total)``: send ``head`` then up to ``total`` filler bytes, stopping as soon
   as the server answers; returns the reply and the bytes sent (a 100 MB header or URL without holding
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import select
 import socket
 import time
@@ -39,20 +41,43 @@ class Reply:
         return self.headers.get("connection", "").lower() == "close"
 
 
+class _KeepOpen(io.BufferedReader):
+    def close(self) -> None:  # each HTTPResponse closes its file, but the next pipelined reply is in it
+        pass
+
+
+class _Replies:
+    """A socket as http.client sees it, handing every response the same read buffer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.file = _KeepOpen(socket.SocketIO(sock, "rb"))
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return self.file
+
+
+def read_replies(sock: socket.socket, count: int, timeout: float = 10.0) -> list[Reply | None]:
+    """``count`` responses read off ``sock`` in order (pipelined); None for each one the server closed or
+    reset the connection before."""
+    sock.settimeout(timeout)
+    source = _Replies(sock)
+    replies: list[Reply | None] = []
+    while len(replies) < count:
+        resp = http.client.HTTPResponse(source)  # type: ignore[arg-type]
+        try:
+            resp.begin()
+            body = resp.read()
+        except (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead):
+            break
+        except http.client.BadStatusLine:
+            break
+        replies.append(Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body))
+    return replies + [None] * (count - len(replies))
+
+
 def read_reply(sock: socket.socket, timeout: float = 10.0) -> Reply | None:
     """One response read off ``sock`` (None when the server closed or reset the connection first)."""
-    sock.settimeout(timeout)
-    resp = http.client.HTTPResponse(sock)
-    try:
-        resp.begin()
-        body = resp.read()
-    except (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead):
-        return None
-    except http.client.BadStatusLine:
-        return None
-    finally:
-        resp.close()
-    return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
+    return read_replies(sock, 1, timeout)[0]
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:

@@ -303,6 +303,10 @@ def parse_json(data: bytes | memoryview, allow_non_finite: bool) -> Any:
         text = data.decode("utf-8") if type(data) is bytes else bytes(data).decode("utf-8")
         doc = (_LAX_DECODER if allow_non_finite else _STRICT_DECODER).decode(text)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        if "integer string conversion" in str(e):  # Python's own limit, not the client's business
+            raise RequestError(
+                f"malformed JSON: an integer of more than {sys.get_int_max_str_digits()} digits"
+            ) from None
         raise RequestError(f"malformed JSON: {clip(str(e), 200)}") from None
     except RecursionError:
         raise RequestError("malformed JSON: nested too deeply") from None

@@ -227,13 +227,27 @@ class HttpConnection(asyncio.Protocol):
         self.last_read = self._loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade_ignored(memoryview(data)[e.args[0] :])
         except httptools.HttpParserError as e:
             self._parser_failed(e)
         else:
             if self.in_message and not self.headers_done:
                 self._head_unfinished(len(data))
+
+    def _upgrade_ignored(self, rest: memoryview) -> None:
+        """llhttp stops after a request asking to switch protocols (``Connection: upgrade``, e.g. h2c or
+        WebSocket); it was answered over HTTP/1.1, which RFC 9110 lets a server do, and the bytes after it
+        are parsed as the next requests. (A CONNECT, or an upgrade request with a body, was refused.)"""
+        while rest and not self.refused and not self.closed:
+            try:
+                self.parser.feed_data(rest)
+            except httptools.HttpParserUpgrade as e:
+                rest = rest[e.args[0] :]
+                continue
+            except httptools.HttpParserError as e:
+                self._parser_failed(e)
+            return
 
     def _parser_failed(self, e: httptools.HttpParserError) -> None:
         if self.refused or self.closed:  # a callback refused the request and stopped the parser
@@ -291,11 +305,23 @@ class HttpConnection(asyncio.Protocol):
         if self._head_size + len(self._url) + len(method) + 14 > server.max_header_bytes:
             self._refuse(431, self._head_message())
             raise _Refused
-        length = self._headers.get("content-length")
+        headers = self._headers
+        length = headers.get("content-length")
         if length is not None and _length_over(length, server.max_body):
             self._refuse_with(server.too_large(self._request()))
             raise _Refused
-        if self._headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+        if method == b"CONNECT":
+            self._refuse(405, "CONNECT is not allowed: this is not a proxy")
+            raise _Refused
+        if (
+            "upgrade" in headers
+            and self.parser.should_upgrade()
+            and (length not in (None, "0") or "transfer-encoding" in headers)
+        ):
+            # llhttp would take the body for the new protocol's bytes; without a body the upgrade is ignored
+            self._refuse(400, "protocol upgrades are not supported, and this request has a body")
+            raise _Refused
+        if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -362,6 +388,8 @@ class HttpConnection(asyncio.Protocol):
             log.exception("handler failed for %s %s", req.method, req.path[:200])
             result = error_reply(500, "internal server error")
         if type(result) is Reply:
+            if req.method == "HEAD":  # a body after it would be read as the next reply
+                result = Reply(result.status, b"", result.content_type, result.headers)
             self._write(result, keep)
         else:
             self.busy = True
