@@ -175,7 +175,7 @@ def cases() -> list[Case]:
         ("tab in string", b'{"id": "a\tb"}'),
     ]:
         add(f"JSON {name}", infer(body), 400, "malformed JSON")
-    for name, doc, message in [
+    documents: list[tuple[str, Any, str]] = [
         ("null", None, "must be a JSON object"),
         ("list", [], "must be a JSON object"),
         ("number", 7, "must be a JSON object"),
@@ -205,11 +205,12 @@ def cases() -> list[Case]:
             "true or false",
         ),
         ("both data and binary", inputs(entry(parameters={"binary_data_size": 0})), "has both 'data' and"),
-    ]:
+    ]
+    for name, doc, message in documents:
         add(f"doc {name}", infer(json.dumps(doc).encode()), 400, message)
 
     # --- shapes ---
-    for shape in (
+    shapes: list[Any] = [
         [],
         [13],
         [0, 13],
@@ -232,11 +233,13 @@ def cases() -> list[Case]:
         "1,13",
         [[1, 13]],
         list(range(1, 5000)),
-    ):
+    ]
+    for shape in shapes:
         add(f"shape {str(shape)[:30]}", infer(inputs(entry(shape=shape))), 400, "shape")
 
     # --- datatypes ---
-    for datatype in ("fp32", "FLOAT32", "BF16", "", "FP32\x00", None, 32, [], {}, [[[["FP32"]]]], "x" * 10000):
+    unknown: list[Any] = ["fp32", "FLOAT32", "BF16", "", "FP32\x00", None, 32, [], {}, [[[["FP32"]]]], "x" * 10000]
+    for datatype in unknown:
         add(f"datatype {str(datatype)[:20]!r}", infer(inputs(entry(datatype=datatype))), 400, "unknown datatype")
     for datatype in ("FP64", "FP16", "INT64", "INT32", "INT8", "UINT8", "UINT64", "BOOL", "BYTES", "UINT16"):
         add(f"datatype {datatype}", infer(inputs(entry(datatype=datatype))), 400, "does not match the model's FP32")
