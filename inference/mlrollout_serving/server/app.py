@@ -38,6 +38,13 @@ def _unquote(segment: str) -> str:
     return urllib.parse.unquote(segment) if "%" in segment else segment
 
 
+def not_allowed(req: Request, allowed: str) -> Reply:
+    """405, with the ``Allow`` header RFC 9110 requires of it."""
+    reply = error(405, f"{req.method} is not allowed on {codec.clip(req.path)}")
+    reply.headers = (("allow", allowed),)
+    return reply
+
+
 def _json(doc: Any, status: int = 200) -> Reply:
     return Reply(status, json.dumps(doc, separators=(",", ":")).encode())
 
@@ -137,7 +144,7 @@ class App:
 
     def _get(self, req: Request, make: Any) -> Reply:
         if req.method != "GET":
-            return error(405, f"{req.method} is not allowed on {codec.clip(req.path)}")
+            return not_allowed(req, "GET")
         reply: Reply = make()
         return reply
 
@@ -153,12 +160,12 @@ class App:
             version, tail = _unquote(tail[1]), tail[2:]
         if tail == ["infer"]:
             if req.method != "POST":
-                return error(405, f"{req.method} is not allowed on {codec.clip(req.path)}")
+                return not_allowed(req, "POST")
             return self._infer(req, name, version)
         if tail not in ([], ["ready"]):
             return error(404, f"no such path: {codec.clip(req.path)}")
         if req.method != "GET":
-            return error(405, f"{req.method} is not allowed on {codec.clip(req.path)}")
+            return not_allowed(req, "GET")
         problem = self._unknown(name, version)
         if problem is not None:
             return problem
