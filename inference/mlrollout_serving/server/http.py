@@ -430,7 +430,9 @@ class HttpConnection(asyncio.Protocol):
         self.refused = True
         self.in_message = False
         self.parser = httptools.HttpRequestParser(self)  # drops what the old one buffered of a huge header
-        self._discard_budget = 8 * self.server.max_body + (1 << 20)
+        # A client told 413 may still be sending the body it meant to (it reads the reply afterwards); any
+        # other refused client has nothing legitimate left to send, so its input costs at most 1 MiB.
+        self._discard_budget = 8 * self.server.max_body + (1 << 20) if reply.status == 413 else 1 << 20
         self.server.note(f"{reply.status} {REASONS.get(reply.status, '')}".lower())
         if self.busy or self.queue:
             self.queue.append((reply, False))

@@ -57,7 +57,7 @@ def test_routes_and_methods(app: App, wine_model: BuiltModel) -> None:
     assert call(app, "GET", "/v2/").status == 200
     assert call(app, "POST", "/v2/health/ready").status == 405
     assert call(app, "GET", "/v2/models/wine/infer").status == 405
-    assert dict(call(app, "DELETE", "/v2/models/wine").headers) == {"allow": "GET"}  # RFC 9110: 405 says what is
+    assert dict(call(app, "DELETE", "/v2/models/wine").headers) == {"allow": "GET"}  # RFC 9110 wants it
     assert dict(call(app, "GET", "/v2/models/wine/versions/4/infer").headers) == {"allow": "POST"}
     assert call(app, "GET", "/v2/models/wine/explain").status == 404
     assert call(app, "GET", "/v2/models/red/ready").status == 400

@@ -213,14 +213,22 @@ def test_a_refusal_waits_for_the_replies_owed_before_it() -> None:
 
 
 def test_a_refused_connection_drops_input_and_aborts_past_its_budget() -> None:
+    """1 MiB after any refusal; after a 413, eight times the body limit more (the body the client meant)."""
+
     def test() -> None:
-        client = Client()
+        client, too_large = Client(), Client()
         client.send(b"GET /" + b"u" * 300)
         assert client.replies()[0][0] == 414 and client.transport.eof and not client.transport.closed
-        client.send(b"x" * (8 * MAX_BODY))
+        client.send(b"x" * (1 << 20))
         assert not client.transport.aborted
-        client.send(b"x" * (2 << 20))
+        client.send(b"x")
         assert client.transport.aborted
+        too_large.send(request(body=b"b" * (MAX_BODY + 1)))
+        assert too_large.replies()[0][0] == 413
+        too_large.send(b"x" * (8 * MAX_BODY))
+        assert not too_large.transport.aborted
+        too_large.send(b"x" * (2 << 20))
+        assert too_large.transport.aborted
 
     in_loop(test)
 
