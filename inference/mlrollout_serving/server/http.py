@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import json
 import logging
 import time
@@ -37,10 +36,10 @@ from mlrollout_serving.server.limits import (
     LINGER_SECONDS,
     Limits,
     Phase,
-    eviction_batch,
     eviction_rank,
     sweep_interval,
     timeout,
+    victims,
 )
 
 log = logging.getLogger(__name__)
@@ -624,19 +623,21 @@ class HttpServer:
                 "to make room (--max-connections, bounded by the open-files limit)",
                 cap,
             )
-        candidates: list[tuple[int, float, HttpConnection]] = []
+        conns: list[HttpConnection] = []
+        keys: list[tuple[int, float]] = []
         for conn in self.connections:
             if conn.closed:
                 continue
             phase = conn.phase()
             rank = eviction_rank(phase, conn.proven)
             if rank is not None:
-                candidates.append((rank, -conn.age(phase, now, perf), conn))
-        victims = heapq.nsmallest(eviction_batch(cap), candidates, key=lambda c: (c[0], c[1]))
-        for _, _, conn in victims:
-            conn.evict(cap)
-        if victims:
-            self._notes["evicted at the connection limit"] += len(victims)
+                conns.append(conn)
+                keys.append((rank, conn.age(phase, now, perf)))
+        chosen = victims(keys, cap)
+        for i in chosen:
+            conns[i].evict(cap)
+        if chosen:
+            self._notes["evicted at the connection limit"] += len(chosen)
         else:  # every connection is being answered: turn the new one away
             self._notes["turned away at the connection limit"] += 1
             new.turn_away(cap)

@@ -9,6 +9,8 @@ connections to close first when the cap is reached.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -103,6 +105,20 @@ def eviction_batch(cap: int) -> int:
     """How many connections one pass at the cap closes: a sixty-fourth of the cap, so a flood of new
     connections costs one scan per batch rather than one per connection."""
     return max(1, cap // 64)
+
+
+def victims(candidates: Sequence[tuple[int, float]], cap: int) -> list[int]:
+    """Which connections to close at the cap, given each candidate's ``(eviction_rank, age)``: indices.
+
+    Refused and never-proven connections go in batches (:func:`eviction_batch`), the longest-waiting
+    first; a connection whose client completed requests before goes only when nothing else makes room,
+    and then one at a time, so a batch never sweeps away a pool's idle connections beside a few slow ones.
+    """
+    order = heapq.nsmallest(
+        eviction_batch(cap), range(len(candidates)), key=lambda i: (candidates[i][0], -candidates[i][1])
+    )
+    bulk = [i for i in order if candidates[i][0] <= 1]
+    return bulk or order[:1]
 
 
 def connection_cap(requested: int, soft: int, hard: int, in_use: int) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from mlrollout_serving.server.limits import (
     eviction_rank,
     sweep_interval,
     timeout,
+    victims,
 )
 
 
@@ -56,3 +57,17 @@ def test_the_connection_cap_fits_the_open_files_limit(
     requested: int, soft: int, hard: int, in_use: int, expected: tuple[int, int]
 ) -> None:
     assert connection_cap(requested, soft, hard, in_use) == expected
+
+
+def test_victims_are_the_longest_waiting_never_proven_ones_in_a_batch() -> None:
+    cap = 128  # batches of two
+    # (rank, age): idle proven connections, two slow clients, one refused connection
+    candidates = [(2, 50.0), (2, 40.0), (1, 3.0), (1, 9.0), (0, 0.1), (1, 5.0)]
+    assert victims(candidates, cap) == [4, 3]
+
+
+def test_a_proven_clients_connection_goes_alone_and_only_when_nothing_else_makes_room() -> None:
+    cap = 128
+    assert victims([(2, 5.0), (3, 60.0), (2, 30.0)], cap) == [2]
+    assert victims([(1, 1.0), (2, 30.0), (2, 40.0)], cap) == [0]  # not the idle ones beside it
+    assert victims([], cap) == []
