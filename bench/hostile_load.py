@@ -54,7 +54,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import models  # noqa: E402
-from tests.support.hostile import SLOW_PARTS, fd_count, rss_mib  # noqa: E402
+from tests.support.hostile import SLOW_PARTS, SlowKind, fd_count, rss_mib  # noqa: E402
 from tests.support.procs import ServerProcess, start_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "hostile-serve.json"
@@ -185,19 +185,33 @@ class Crowd:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
-    async def idle(self) -> None:
-        """A pooled keep-alive client: a light request at once, then one every 2-8 s on the same connection.
-        Like any pool it reopens a connection the server closed while idle (counted, not a failure)."""
+    async def _repeat(self, session: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                      pause: float) -> None:  # fmt: skip
+        """Connect, run ``session`` on the connection, close it, wait ``pause`` seconds; again."""
         while not self.stopping:
             pair = await self._connect()
             if pair is None:
                 continue
-            reader, writer = pair
+            try:
+                await session(*pair)
+            finally:
+                await self._closed(pair[1])
+            await asyncio.sleep(pause)
+
+    def _answered(self, who: str, reply: bytes) -> None:
+        status_line = reply.split(b"\r\n", 1)[0].decode(errors="replace")
+        self.counts[f"{who}: {status_line or 'closed'}"] += 1
+
+    async def idle(self) -> None:
+        """A pooled keep-alive client: a light request at once, then one every 2-8 s on the same connection.
+        Like any pool it reopens a connection the server closed while idle (counted, not a failure)."""
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while not self.stopping:
                     if reader.at_eof():
                         self.counts["idle connection closed by the server between requests"] += 1
-                        break
+                        return
                     writer.write(LIVE)
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
                     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
@@ -207,25 +221,21 @@ class Crowd:
             except (OSError, asyncio.IncompleteReadError, TimeoutError, IndexError, ValueError) as e:
                 if not self.stopping:
                     self.counts[f"idle request failed: {type(e).__name__}"] += 1
-            finally:
-                await self._closed(writer)
 
-    async def slow(self, kind: str) -> None:
+        await self._repeat(session, 0.0)
+
+    async def slow(self, kind: SlowKind) -> None:
         """Slowloris: the start of a request, then one more byte a second, until the server hangs up."""
-        while not self.stopping:
-            pair = await self._connect()
-            if pair is None:
-                continue
-            reader, writer = pair
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             answer = asyncio.ensure_future(reader.read(65536))
             try:
-                writer.write(SLOW_PARTS[kind])  # type: ignore[index]
+                writer.write(SLOW_PARTS[kind])
                 while not self.stopping:
                     done, _ = await asyncio.wait([answer], timeout=1.0)
                     if done:
-                        first = answer.result().split(b"\r\n", 1)[0].decode(errors="replace")
-                        self.counts[f"{kind}: {first or 'closed'}"] += 1
-                        break
+                        self._answered(kind, answer.result())
+                        return
                     if kind != "silent":
                         writer.write(b"a")
                         await writer.drain()
@@ -233,17 +243,14 @@ class Crowd:
                 self.counts[f"{kind}: reset"] += 1
             finally:
                 answer.cancel()
-                await self._closed(writer)
-            await asyncio.sleep(self.plan.reconnect_pause)
+
+        await self._repeat(session, self.plan.reconnect_pause)
 
     async def flood(self) -> None:
         """A request head that never ends: ``flood_bytes`` of one header line, then reconnect."""
         chunk = b"a" * 65536
-        while not self.stopping:
-            pair = await self._connect()
-            if pair is None:
-                continue
-            reader, writer = pair
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Flood: ")
                 sent = 0
@@ -252,18 +259,17 @@ class Crowd:
                     await writer.drain()
                     sent += len(chunk)
                 self.counts["flood bytes sent"] += sent
-                reply = await asyncio.wait_for(reader.read(65536), 10)
-                self.counts["flood: " + (reply.split(b"\r\n", 1)[0].decode(errors="replace") or "closed")] += 1
+                self._answered("flood", await asyncio.wait_for(reader.read(65536), 10))
             except (OSError, TimeoutError):
                 self.counts["flood: reset"] += 1
-            finally:
-                await self._closed(writer)
-            await asyncio.sleep(self.plan.flood_pause)
+
+        await self._repeat(session, self.plan.flood_pause)
 
     async def run(self, ready: Any, stop: Any) -> dict[str, Any]:
         p = self.plan
         tasks = [asyncio.ensure_future(self.idle()) for _ in range(p.idle)]
-        for kind, count in (("head", p.slow_heads), ("body", p.slow_bodies), ("silent", p.silent)):
+        slow: list[tuple[SlowKind, int]] = [("head", p.slow_heads), ("body", p.slow_bodies), ("silent", p.silent)]
+        for kind, count in slow:
             tasks += [asyncio.ensure_future(self.slow(kind)) for _ in range(count)]
         tasks += [asyncio.ensure_future(self.flood()) for _ in range(p.flooders)]
         started = time.monotonic()
