@@ -62,6 +62,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.serve_bench import cpu_seconds  # noqa: E402
 from tests.support import models  # noqa: E402
 from tests.support.hostile import SLOW_PARTS, SlowKind, fd_count, rss_mib  # noqa: E402
 from tests.support.procs import ServerProcess, start_server  # noqa: E402
@@ -313,12 +314,6 @@ def crowd_process(
 
 
 # --- watching the target process ----------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Watcher(threading.Thread):
