@@ -251,7 +251,8 @@ class HttpConnection(asyncio.Protocol):
     def _parser_failed(self, e: httptools.HttpParserError) -> None:
         if self.refused or self.closed:  # a callback refused the request and stopped the parser
             return
-        cause = e.__context__
+        # Only a callback's exception is the cause; anything else may carry an unrelated __context__.
+        cause = e.__context__ if isinstance(e, httptools.HttpParserCallbackError) else None
         if cause is not None and not isinstance(cause, _Refused):
             log.error("HTTP callback failed", exc_info=cause)
             self._refuse(500, "internal server error")
