@@ -588,12 +588,16 @@ class HttpServer:
     def _sweep(self) -> None:
         """Apply every connection's timeouts; sum up what was refused in one log line now and then."""
         loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(sweep_interval(self.limits), self._sweep)  # first: a bug must not end it
         now, perf = loop.time(), time.perf_counter()
         for conn in list(self.connections):
-            conn.expire(now, perf, self.limits)
+            try:
+                conn.expire(now, perf, self.limits)
+            except Exception:
+                log.exception("applying the timeouts to a connection failed")
+                conn._close(abort=True)
         if self._notes and now - self._reported >= REPORT_INTERVAL:
             self._report(now)
-        self._timer = loop.call_later(sweep_interval(self.limits), self._sweep)
 
     def note(self, what: str) -> None:
         """Count a refused or closed connection for the next summary line."""
