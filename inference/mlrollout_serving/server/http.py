@@ -149,13 +149,6 @@ def _head_prefix(status: int, content_type: str, headers: tuple[tuple[str, str],
 _HEADS: dict[tuple[int, str, bool], bytes] = {}
 
 
-def _length_over(value: str, limit: int) -> bool:
-    """Whether a Content-Length value (already checked by llhttp: digits, no overflow) exceeds ``limit``."""
-    if len(value) > 18:
-        return True
-    return value.isascii() and value.isdigit() and int(value) > limit
-
-
 class _Refused(Exception):
     """Raised from a parser callback once the request is refused: httptools stops parsing at once."""
 
@@ -306,23 +299,24 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(431, self._head_message())
             raise _Refused
         headers = self._headers
-        length = headers.get("content-length")
-        if length is not None and _length_over(length, server.max_body):
+        length = headers.get("content-length")  # llhttp checked it: ASCII digits, no overflow
+        if length is not None and (len(length) > 18 or int(length) > server.max_body):
             self._refuse_with(server.too_large(self._request()))
             raise _Refused
+        if method == b"CONNECT" or "upgrade" in headers:
+            self._upgrade_requested(method, headers, length)
+        if "expect" in headers and headers["expect"].lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _upgrade_requested(self, method: bytes, headers: dict[str, str], length: str | None) -> None:
+        """A CONNECT is refused. Any other request to switch protocols is answered over HTTP/1.1 (see
+        ``_upgrade_ignored``) unless it has a body: llhttp would take the body for the new protocol's bytes."""
         if method == b"CONNECT":
             self._refuse(405, "CONNECT is not allowed: this is not a proxy")
             raise _Refused
-        if (
-            "upgrade" in headers
-            and self.parser.should_upgrade()
-            and (length not in (None, "0") or "transfer-encoding" in headers)
-        ):
-            # llhttp would take the body for the new protocol's bytes; without a body the upgrade is ignored
+        if self.parser.should_upgrade() and (length not in (None, "0") or "transfer-encoding" in headers):
             self._refuse(400, "protocol upgrades are not supported, and this request has a body")
             raise _Refused
-        if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
