@@ -127,6 +127,12 @@ class App:
     def handle(self, req: Request) -> Reply | Deferred:
         if req.path in self._infer_paths and req.method == "POST":  # the hot path, without the routing below
             return self._infer_known(req)
+        if req.method == "HEAD":  # a 405 (or 404), without a body: a client reads none after a HEAD's reply
+            reply = self._route(req)
+            return Reply(reply.status, b"", reply.content_type, reply.headers) if type(reply) is Reply else reply
+        return self._route(req)
+
+    def _route(self, req: Request) -> Reply | Deferred:
         if req.path == HEALTH_LIVE:
             return self._get(req, lambda: self._live)
         if req.path == HEALTH_READY:

@@ -166,7 +166,8 @@ class HttpConnection(asyncio.Protocol):
         self.paused = False
         """Reading paused: too many pipelined requests wait."""
         self.in_message = False
-        self.headers_done = False
+        self.reading_head = False
+        """Between a request's first byte and the end of its head."""
         self.proven = False
         """A request completed on this connection (so it is not a client that never sends one)."""
         self.refused = False
@@ -178,11 +179,13 @@ class HttpConnection(asyncio.Protocol):
         self._reading = True
         self._queued_bytes = 0
         self._discard_budget = 0
-        self._head_size = 0
+        self._read_len = 0
         self._head_seen = 0
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._body: list[bytes] | bytearray = []
+        self._body: list[bytes] = []
+        self._big: bytearray | None = None
+        """The body so far, once it came in more than 64 pieces."""
         self._size = 0
         self._started = 0.0
         self._method = b"GET"
@@ -217,6 +220,7 @@ class HttpConnection(asyncio.Protocol):
         if self.closed:
             return
         self.last_read = self._loop.time()
+        self._read_len = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -224,7 +228,7 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._parser_failed(e)
         else:
-            if self.in_message and not self.headers_done:
+            if self.reading_head:
                 self._head_unfinished(len(data))
 
     def _upgrade_ignored(self, rest: memoryview) -> None:
@@ -253,9 +257,12 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request: {e}")
 
     def _head_unfinished(self, size: int) -> None:
-        """A read ended inside a request head. The URL is measured as it arrives and each header once it is
-        complete, but httptools buffers a header until its end: reads that lie wholly inside one head are
-        counted here, so a header that never ends is cut off after at most one read more than the limit."""
+        """A read ended inside a request head. The URL is measured as it arrives and the head once complete
+        (``on_headers_complete``), but httptools buffers a header until its end: reads that lie wholly inside
+        one head are counted here, so a header that never ends is cut off at most one read past the limit."""
+        if len(self._url) > self.server.max_url_bytes:
+            self._refuse(414, self._target_message())
+            return
         if self._head_seen < 0:  # the head began inside this read: count from the next one
             self._head_seen = 0
             return
@@ -270,34 +277,38 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_message = True
-        self.headers_done = False
+        self.reading_head = True
         self._url = b""
         self._headers = {}
         self._body = []
+        self._big = None
         self._size = 0
-        self._head_size = 0
         self._head_seen = -1
         self._started = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        if not self._url:  # all of it, or its first piece (measured with the head in on_headers_complete)
+            self._url = url
+            return
+        self._url += url  # the target arrives over several reads: measured as it grows
         if len(self._url) > self.server.max_url_bytes:
-            self._refuse(414, f"request target is longer than the limit of {self.server.max_url_bytes} bytes")
+            self._refuse(414, self._target_message())
             raise _Refused
 
+    def _target_message(self) -> str:
+        return f"request target is longer than the limit of {self.server.max_url_bytes} bytes"
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        self.reading_head = False
         server = self.server
         self._method = method = self.parser.get_method()
-        # The head as sent (its request line, "Name: value" lines and the blank line), to the byte unless
-        # the client spaced its headers unusually.
-        if self._head_size + len(self._url) + len(method) + 14 > server.max_header_bytes:
-            self._refuse(431, self._head_message())
-            raise _Refused
+        # A head that began in this read is no larger than the read: only a large read, or a head spread over
+        # several, is measured.
+        if self._head_seen >= 0 or self._read_len > server.small_read:
+            self._measure_head(method)
         headers = self._headers
         length = headers.get("content-length")  # llhttp checked it: ASCII digits, no overflow
         if length is not None and (len(length) > 18 or int(length) > server.max_body):
@@ -307,6 +318,19 @@ class HttpConnection(asyncio.Protocol):
             self._upgrade_requested(method, headers, length)
         if "expect" in headers and headers["expect"].lower() == "100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _measure_head(self, method: bytes) -> None:
+        """Refuse a target over ``max_url_bytes`` (414) or a head over ``max_header_bytes`` (431). The head is
+        counted as sent: request line, "Name: value" lines, blank line (to the byte unless the client spaced
+        its headers unusually; a repeated header counts once, as only its last value is kept)."""
+        server = self.server
+        if len(self._url) > server.max_url_bytes:
+            self._refuse(414, self._target_message())
+            raise _Refused
+        headers = sum(len(name) + len(value) + 4 for name, value in self._headers.items())
+        if len(method) + len(self._url) + 14 + headers > server.max_header_bytes:
+            self._refuse(431, self._head_message())
+            raise _Refused
 
     def _upgrade_requested(self, method: bytes, headers: dict[str, str], length: str | None) -> None:
         """A CONNECT is refused. Any other request to switch protocols is answered over HTTP/1.1 (see
@@ -324,12 +348,16 @@ class HttpConnection(asyncio.Protocol):
             self._refuse_with(self.server.too_large(self._request()))
             raise _Refused
         pieces = self._body
-        if isinstance(pieces, bytearray):
-            pieces += body
-        else:
-            pieces.append(body)
-            if len(pieces) > 64:  # tiny chunks (chunked encoding) would cost ~40 bytes of overhead each
-                self._body = bytearray(b"".join(pieces))
+        pieces.append(body)
+        if len(pieces) > 64:  # tiny chunks (chunked encoding) would cost ~40 bytes of overhead each
+            self._gather()
+
+    def _gather(self) -> None:
+        """Move the body's pieces into one growing buffer."""
+        if self._big is None:
+            self._big = bytearray()
+        self._big += b"".join(self._body)
+        self._body = []
 
     def on_message_complete(self) -> None:
         self.in_message = False
@@ -354,8 +382,8 @@ class HttpConnection(asyncio.Protocol):
         url = self._url.decode("latin-1")
         path, _, query = url.partition("?")
         pieces = self._body
-        if isinstance(pieces, bytearray):
-            body = bytes(pieces)
+        if self._big is not None:
+            body = bytes(self._big) + b"".join(pieces)
         elif len(pieces) == 1:
             body = pieces[0]
         else:
@@ -382,8 +410,6 @@ class HttpConnection(asyncio.Protocol):
             log.exception("handler failed for %s %s", req.method, req.path[:200])
             result = error_reply(500, "internal server error")
         if type(result) is Reply:
-            if req.method == "HEAD":  # a body after it would be read as the next reply
-                result = Reply(result.status, b"", result.content_type, result.headers)
             self._write(result, keep)
         else:
             self.busy = True
@@ -422,7 +448,7 @@ class HttpConnection(asyncio.Protocol):
         if self.refused or self.closed:
             return
         self.refused = True
-        self.in_message = False
+        self.in_message = self.reading_head = False
         self.parser = httptools.HttpRequestParser(self)  # drops what the old one buffered of a huge header
         # A client told 413 may still be sending the body it meant to (it reads the reply afterwards); any
         # other refused client has nothing legitimate left to send, so its input costs at most 1 MiB.
@@ -483,7 +509,7 @@ class HttpConnection(asyncio.Protocol):
         if self.refused:
             return Phase.LINGER
         if self.in_message:
-            return Phase.BODY if self.headers_done else Phase.HEAD
+            return Phase.HEAD if self.reading_head else Phase.BODY
         return Phase.IDLE if self.proven else Phase.NEW
 
     def age(self, phase: Phase, now: float, perf: float) -> float:
@@ -559,6 +585,8 @@ class HttpServer:
         self.limits = limits = limits or Limits()
         self.max_url_bytes = limits.max_url_bytes  # read on every request: plain attributes
         self.max_header_bytes = limits.max_header_bytes
+        self.small_read = min(limits.max_url_bytes, limits.max_header_bytes)
+        """A head that began in a read no longer than this is within both limits."""
         self.connections: set[HttpConnection] = set()
         self.closing_count = 0
         """Connections we closed whose transports have not reported the close yet (they still hold fds)."""

@@ -361,7 +361,12 @@ def cases() -> list[Case]:
     ]:
         add(f"http {name}", raw, 400, "protocol upgrades" if "upgrade" in name else "malformed HTTP request: ")
     add("head over 32 KiB", b"GET / HTTP/1.1\r\n" + b"X-A: " + b"a" * 40000 + b"\r\n\r\n", 431, "larger than")
-    add("8000 small headers", b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 8000 + b"\r\n", 431, "larger than the limit")
+    add(
+        "5000 small headers",
+        b"GET / HTTP/1.1\r\n" + b"".join(b"A%d: b\r\n" % i for i in range(5000)) + b"\r\n",
+        431,
+        "larger than the limit",
+    )
     add("target over 8 KiB", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414, "longer than the limit")
     add("query over 8 KiB", b"GET /v2?" + b"q" * 9000 + b" HTTP/1.1\r\n\r\n", 414, "longer than the limit")
     add("body over the limit", infer(b"[" + b"0," * MAX_BODY + b"0]"), 413, "larger than the limit")
