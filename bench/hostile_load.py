@@ -16,9 +16,10 @@ The crowd, by default 2,000 connections:
   then reconnect ``--flood-pause`` seconds after the server cut them off.
 
 Hostile connections the server closes are reopened (after ``--reconnect-pause``), so their number stays
-bounded. On one machine the crowd shares the cores with the steady client; without the pause, slow
-clients evicted at a connection cap reconnect thousands of times a second and the kernel's loopback work
-for them (which ``nice`` does not lower) delays the steady client more than the server does.
+bounded. On one machine the crowd runs on ``--client-core`` at ``nice 10``, and the steady client beside
+the server it measures (``--server-core``): the kernel's loopback work for 2,000 connections, which
+``nice`` does not lower, runs on the crowd's core, and on a shared core it kept the steady client from
+being scheduled for seconds (it then measures the load generator, not the server).
 
 Usage (from the repository root):
 
@@ -361,8 +362,11 @@ def measure(
         ready.wait(120)
         time.sleep(args.settle)
     steady_out, steady_in = ctx.Pipe(duplex=False)
+    steady_core = args.steady_core
+    if steady_core is None:  # beside the server it measures, away from the crowd's kernel work
+        steady_core = args.server_core if args.pid is None else args.client_core
     client = ctx.Process(
-        target=steady_client, args=(args.url, body, headers, args.rate, args.duration, args.client_core, steady_in)
+        target=steady_client, args=(args.url, body, headers, args.rate, args.duration, steady_core, steady_in)
     )
     client.start()
     steady = Steady(**steady_out.recv())
@@ -456,7 +460,10 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--p99-ratio", type=float, default=2.0)
     p.add_argument("--server-core", type=int, default=1, help="core the started server is pinned to")
-    p.add_argument("--client-core", type=int, default=0, help="core of the steady client and the crowd")
+    p.add_argument("--client-core", type=int, default=0, help="core of the crowd")
+    p.add_argument(
+        "--steady-core", type=int, help="core of the steady client (default: the server's, when started here)"
+    )
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args()
     if bool(args.url) != bool(args.pid):
