@@ -22,7 +22,7 @@ it cannot be used as written). What runs, and why:
   ready (what Kubernetes probes need); not ``positive_data_acceptance``: a schema-valid request is still
   refused when it does not fit the served model (a random input name), as it must be.
 - **Determinism and budget**: a fixed seed, deterministic generation (Hypothesis' derandomize) and no
-  example database, so CI sends the same requests every run; ``MAX_EXAMPLES`` per operation and phase keeps
+  example database, so CI sends the same requests every run; 100 examples per operation and phase keep
   the run around 15 s on a loaded 2-core machine, and the test's timeout caps it at 3 minutes.
 """
 
