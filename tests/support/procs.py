@@ -105,10 +105,11 @@ class ManagedProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    host: str = "127.0.0.1"  # another loopback address lets two processes share a port (two replicas)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
@@ -181,11 +182,12 @@ def running(
     prefix: str = "mlrollout-test-",
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_READY_TIMEOUT,
+    host: str = "127.0.0.1",
 ) -> Iterator[ManagedProcess]:
-    """Run ``cmd`` (listening on ``port``) for the ``with`` block once ``ready_path`` answers 200; always
-    stopped afterwards, its log removed."""
+    """Run ``cmd`` (listening on ``host:port``) for the ``with`` block once ``ready_path`` answers 200;
+    always stopped afterwards, its log removed."""
     proc, log = spawn(cmd, prefix=prefix, env=env)
-    process = ManagedProcess(proc, port, log)
+    process = ManagedProcess(proc, port, log, host)
     try:
         wait_ready(process, ready_path, timeout)
         yield process

@@ -8,12 +8,14 @@ a label against the prediction in it; nothing else has to be remembered to count
 Layout (little-endian), then base64url without padding::
 
     version u8 | key id u8 | flags u8 | track u8 | issued u32 (unix s) | nonce u64 | replica u32 (IPv4)
-    | revision (u8 length, ASCII) | rows u16 | predictions | mac (16 bytes: HMAC-SHA256 truncated)
+    | revision (u8 length, ASCII) | rows u16 | classes u8 | predictions | mac (16 bytes: HMAC-SHA256 truncated)
 
 Predictions are either class labels (``flags & CLASSES``; each a u8 length and UTF-8) or float32 values
-(regressors). ``flags & TRUNCATED``: the answer had more rows than a token carries; only the first ``rows``
-rows can be labelled. The keys live in a Secret the operator creates (docs/gateway.md, "Feedback");
-never in status, never in a log line.
+(regressors); ``classes`` is the number of classes when the answer showed it (its probabilities' width;
+0 when unknown), so a label outside them is refused. ``flags & TRUNCATED``: the answer had more rows than
+a token carries; only the first ``rows`` rows can be labelled. ``flags & MIRRORED``: a copy of the request
+went to the shadow, whose answer the minting replica keeps for pairing. The keys live in a Secret the
+operator creates (docs/gateway.md, "Feedback"); never in status, never in a log line.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ MAX_ROWS: Final = 256
 
 TRUNCATED: Final = 1
 CLASSES: Final = 2
+MIRRORED: Final = 4
 TRACKS: Final[tuple[str, ...]] = ("stable", "candidate")
 _HEAD = struct.Struct("<BBBBIQI")
-_ROWS = struct.Struct("<H")
+_ROWS = struct.Struct("<HB")
 
 Track = Literal["stable", "candidate"]
 
@@ -71,6 +74,8 @@ class Token:
     predictions: tuple[str, ...] | tuple[float, ...]
     classes: bool  # predictions are class labels (else regressor values)
     truncated: bool = False
+    mirrored: bool = False
+    class_count: int = 0  # how many classes the model has, when its answer showed it (else 0)
     key_id: int = 0
 
 
@@ -90,12 +95,13 @@ def mint(keys: FeedbackKeys, token: Token) -> str:
     """The signed, encoded token (``token.key_id`` is ignored: the current key signs)."""
     key_id = keys.current
     flags = (TRUNCATED if token.truncated else 0) | (CLASSES if token.classes else 0)
+    flags |= MIRRORED if token.mirrored else 0
     revision = token.revision.encode("ascii")
     parts = [
         _HEAD.pack(VERSION, key_id, flags, TRACKS.index(token.track), token.issued, token.nonce, token.replica),
         bytes((len(revision),)),
         revision,
-        _ROWS.pack(len(token.predictions)),
+        _ROWS.pack(len(token.predictions), min(max(token.class_count, 0), 255)),
     ]
     if token.classes:
         for label in token.predictions:
@@ -142,7 +148,7 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
     length = payload[at]
     revision = payload[at + 1 : at + 1 + length].decode("ascii")
     at += 1 + length
-    (rows,) = _ROWS.unpack_from(payload, at)
+    rows, class_count = _ROWS.unpack_from(payload, at)
     at += _ROWS.size
     predictions: tuple[str, ...] | tuple[float, ...]
     if flags & CLASSES:
@@ -166,6 +172,8 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
         predictions=predictions,
         classes=bool(flags & CLASSES),
         truncated=bool(flags & TRUNCATED),
+        mirrored=bool(flags & MIRRORED),
+        class_count=class_count,
         key_id=key_id,
     )
 
@@ -179,4 +187,6 @@ def labels_problem(token: Token, labels: Sequence[object]) -> str | None:
             return "class labels must be strings or integers"
         if not token.classes and (isinstance(label, bool) or not isinstance(label, int | float)):
             return "regression labels must be numbers"
+        if token.classes and token.class_count and str(label) not in {str(c) for c in range(token.class_count)}:
+            return f"unknown class {str(label)[:40]!r}; the model predicts classes 0 to {token.class_count - 1}"
     return None

@@ -12,6 +12,8 @@ from enum import IntEnum, StrEnum
 from typing import Final
 
 __all__ = [
+    "FEEDBACK_KEYS_DIR",
+    "FEEDBACK_KEYS_FILE",
     "GATEWAY_COMMAND",
     "GATEWAY_PORT",
     "HEALTH_LIVE",
@@ -41,6 +43,9 @@ draining."""
 METRICS_PATH: Final = "/metrics"
 
 TERMINATION_LOG: Final = "/dev/termination-log"
+FEEDBACK_KEYS_DIR: Final = "/var/run/mlrollout/feedback"
+FEEDBACK_KEYS_FILE: Final = "keys"
+"""Where the gateway finds the feedback keys: the Secret ``<md>-feedback`` mounted read-only, key ``keys``."""
 """Kubernetes' default terminationMessagePath: the model server writes why it exits there, one line."""
 
 
@@ -102,4 +107,6 @@ class GatewayEnv(StrEnum):
     NAMESPACE = "MLROLLOUT_NAMESPACE"
     MODEL_DEPLOYMENT = "MLROLLOUT_MODEL_DEPLOYMENT"
     ROUTES_CONFIGMAP = "MLROLLOUT_ROUTES_CONFIGMAP"
+    FEEDBACK_KEYS = "MLROLLOUT_FEEDBACK_KEYS"
+    POD_IP = "MLROLLOUT_POD_IP"
     LOG_LEVEL = "MLROLLOUT_LOG_LEVEL"

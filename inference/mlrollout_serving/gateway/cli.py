@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import resource
@@ -12,9 +13,11 @@ from collections.abc import Sequence
 
 from prometheus_client import disable_created_metrics
 
+from ..contract.feedback import MAX_ROWS
 from ..contract.process import GATEWAY_COMMAND, GATEWAY_PORT, GatewayEnv
 from ..contract.routes import CONFIGMAP_KEY
 from ..signals import drain_on_signal
+from .feedback import Feedback, FeedbackConfig
 from .limits import Limits
 from .metrics import GatewayMetrics
 from .proxy import Gateway
@@ -91,6 +94,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="Open client connections (0: from the open-file limit, see docs/gateway.md).",
     )
+    p.add_argument(
+        "--feedback-keys",
+        default=env(GatewayEnv.FEEDBACK_KEYS) or None,
+        help=f"JSON file of feedback keys (the mounted Secret); without it answers carry no feedback id. "
+        f"[${GatewayEnv.FEEDBACK_KEYS}]",
+    )
+    p.add_argument(
+        "--pod-ip",
+        default=env(GatewayEnv.POD_IP, ""),
+        help=f"This replica's IPv4 address, put in feedback ids so labels reach it. [${GatewayEnv.POD_IP}]",
+    )
+    feedback = FeedbackConfig("")
+    p.add_argument("--feedback-max-rows", type=int, default=feedback.max_rows, help="Rows one feedback id carries.")
+    p.add_argument(
+        "--feedback-max-age", type=float, default=feedback.max_age, help="Seconds a feedback id is accepted."
+    )
+    p.add_argument(
+        "--feedback-pending-seconds",
+        type=float,
+        default=feedback.pending_ttl,
+        help="Seconds a shadow's answer waits for its label.",
+    )
+    p.add_argument(
+        "--feedback-pending-bytes",
+        type=int,
+        default=feedback.pending_bytes,
+        help="Memory for shadow answers waiting for labels; the oldest go first.",
+    )
     p.add_argument("--drain-seconds", type=float, default=30.0, help="Longest wait for in-flight requests.")
     p.add_argument("--log-level", default=env(GatewayEnv.LOG_LEVEL, "INFO"), help=f"[${GatewayEnv.LOG_LEVEL}]")
     args = p.parse_args(argv)
@@ -102,19 +133,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--{flag.replace('_', '-')} must be above 0")
     if args.max_connections < 0:
         p.error("--max-connections must be 0 (automatic) or more")
+    if args.pod_ip:
+        try:
+            args.replica = int(ipaddress.IPv4Address(args.pod_ip))
+        except ValueError:
+            p.error(f"--pod-ip must be an IPv4 address, got {args.pod_ip!r}")
+    else:
+        args.replica = 0
+    if not 1 <= args.feedback_max_rows <= MAX_ROWS or not args.feedback_max_age > 0:
+        p.error(f"--feedback-max-rows must be 1 to {MAX_ROWS} and --feedback-max-age above 0")
     if not args.routes_file and not args.routes_configmap:
         p.error(f"one of --routes-file or --routes-configmap (or ${GatewayEnv.ROUTES_CONFIGMAP}) is required")
     return args
+
+
+async def _reload_keys(feedback: Feedback, every: float = 10.0) -> None:
+    """A rotated (or newly created) Secret reaches the mounted file within a minute; notice it."""
+    while True:
+        await asyncio.sleep(every)
+        feedback.reload_keys()
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish and return."""
     loop = asyncio.get_running_loop()
     metrics = GatewayMetrics(args.namespace, args.model_deployment)
-    gateway = Gateway(metrics, args.max_response_bytes)
+    feedback = None
+    if args.feedback_keys:
+        feedback = Feedback(
+            FeedbackConfig(
+                args.feedback_keys, args.replica, args.port, args.feedback_max_rows, args.feedback_max_age,
+                pending_ttl=args.feedback_pending_seconds, pending_bytes=args.feedback_pending_bytes,
+            )
+        )  # fmt: skip
+    gateway = Gateway(metrics, args.max_response_bytes, feedback)
     state = ServerState(gateway.handle, limits_from(args))
     state.start()
     background: list[asyncio.Task[None]] = []
+    if feedback is not None:
+        background.append(loop.create_task(_reload_keys(feedback)))
     configmap: ConfigMapSource | None = None
     if args.routes_file:
         source = FileSource(args.routes_file, gateway.apply, gateway.reject, args.poll_interval)

@@ -29,6 +29,7 @@ __all__ = [
     "Minted",
     "Minter",
     "PendingAnswers",
+    "Predicted",
     "ReplayCache",
     "Scores",
     "check",
@@ -57,12 +58,22 @@ def load_keys(path: str) -> FeedbackKeys | None:
     return FeedbackKeys(keys) if keys else None
 
 
-def predictions_of(body: bytes) -> tuple[bool, list[Any]] | None:
-    """What an OIP answer predicted per row: ``(True, class labels)`` or ``(False, values)``; None when the
-    body is not an answer we can read (it then carries no feedback id).
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """What an answer predicted per row, and how many classes its probabilities showed (0: unknown)."""
+
+    classes: bool
+    values: list[Any]
+    class_count: int = 0
+
+
+def predictions_of(body: bytes) -> Predicted | None:
+    """What an OIP answer predicted per row; None when the body is not an answer we can read (it then
+    carries no feedback id).
 
     The classifier's label output is preferred (non-float data, e.g. ``label``); else probabilities (a float
-    ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values.
+    ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values. The
+    probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
     """
     try:
         parsed = orjson.loads(body)
@@ -71,25 +82,38 @@ def predictions_of(body: bytes) -> tuple[bool, list[Any]] | None:
     outputs = parsed.get("outputs") if isinstance(parsed, dict) else None
     if not isinstance(outputs, list):
         return None
-    floats: dict[str, Mapping[str, Any]] = {}
+    labels: list[Any] | None = None
+    floats: list[Mapping[str, Any]] = []
     for out in outputs:
         if not isinstance(out, dict) or not isinstance(out.get("data"), list):
             continue
         if out.get("datatype") not in _FLOAT_TYPES:
-            return True, [str(x) for x in _flat(out["data"])]
-        floats[str(out.get("name", ""))] = out
-    for out in floats.values():
-        shape, data = out.get("shape") or [], _flat(out["data"])
-        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1 and len(data) % shape[1] == 0:
-            width = shape[1]
-            return True, [
-                str(max(range(width), key=data[i : i + width].__getitem__)) for i in range(0, len(data), width)
-            ]
-    for out in floats.values():
+            labels = labels if labels is not None else _flat(out["data"])
+        else:
+            floats.append(out)
+    width, argmax = _probabilities(floats)
+    if labels is not None:
+        integer_labels = all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < width for x in labels)
+        return Predicted(True, [str(x) for x in labels], width if integer_labels else 0)
+    if argmax is not None:
+        return Predicted(True, argmax, width)
+    for out in floats:
         data = _flat(out["data"])
-        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in data):
-            return False, [float(x) for x in data]
+        if data and all(isinstance(x, int | float) and not isinstance(x, bool) for x in data):
+            return Predicted(False, [float(x) for x in data])
     return None
+
+
+def _probabilities(floats: list[Mapping[str, Any]]) -> tuple[int, list[str] | None]:
+    """The width of a float ``[rows, classes]`` output and its arg-max class per row, if there is one."""
+    for out in floats:
+        shape, data = out.get("shape") or [], _flat(out["data"])
+        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1 and data and len(data) % shape[1] == 0:
+            width = shape[1]
+            if all(isinstance(x, int | float) for x in data):
+                rows = [data[i : i + width] for i in range(0, len(data), width)]
+                return width, [str(max(range(width), key=row.__getitem__)) for row in rows]
+    return 0, None
 
 
 def _flat(data: list[Any]) -> list[Any]:
@@ -120,8 +144,8 @@ class Minter:
         self.max_rows = max(1, min(max_rows, MAX_ROWS))
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
 
-    def mint(self, track: str, revision: str, classes: bool, values: Sequence[Any], now: int) -> Minted:
-        carried = tuple(values[: self.max_rows])
+    def mint(self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False) -> Minted:
+        carried = tuple(predicted.values[: self.max_rows])
         token = Token(
             track=track,  # type: ignore[arg-type]
             revision=revision,
@@ -129,8 +153,10 @@ class Minter:
             nonce=next(self._nonces),
             replica=self.replica,
             predictions=carried,
-            classes=classes,
-            truncated=len(values) > len(carried),
+            classes=predicted.classes,
+            truncated=len(predicted.values) > len(carried),
+            mirrored=mirrored,
+            class_count=predicted.class_count,
         )
         return Minted(mint(self.keys, token), token.nonce, len(carried), token.truncated)
 
@@ -272,12 +298,10 @@ class Scores:
         counter[key] = counter.get(key, 0) + amount
 
 
-def check(
-    keys: FeedbackKeys | None, body: object, now: int, max_age: float, classes: frozenset[str] | None = None
-) -> tuple[Token, list[Any]]:
+def check(keys: FeedbackKeys | None, body: object, now: int, max_age: float) -> tuple[Token, list[Any]]:
     """Verify a feedback body ``{"feedback_id", "labels": [...] | "label": x}``; raises TokenError with the
     reason for the refusal counter (``disabled``, ``malformed``, ``forged``, ``unknown_key``, ``expired``,
-    ``labels``). ``classes``, when known, are the only class labels accepted."""
+    ``labels``: wrong count or type, or a class the model does not have)."""
     if keys is None:
         raise TokenError("disabled", "feedback is not enabled for this model")
     if not isinstance(body, dict):
@@ -290,10 +314,124 @@ def check(
     if not isinstance(labels, list):
         raise TokenError("labels", "labels (a list, one per row) or label (one row) is required")
     problem = labels_problem(token, labels)
-    if problem is None and token.classes and classes is not None:
-        unknown = sorted({str(x) for x in labels} - classes)
-        if unknown:
-            problem = f"unknown class {unknown[0][:40]!r}; the model predicts {', '.join(sorted(classes)[:10])}"
     if problem is not None:
         raise TokenError("labels", problem)
     return token, labels
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    """The gateway's feedback settings (flags of ``mlrollout-gateway``; docs/gateway.md, "Feedback")."""
+
+    keys_path: str
+    replica: int = 0  # this replica's IPv4 address as an integer (0: unknown, labels are never forwarded)
+    port: int = 8080  # where every replica listens (labels are forwarded to the minting replica's address)
+    max_rows: int = 64
+    max_age: float = 7 * 86400.0
+    max_body: int = 64 << 10
+    pending_ttl: float = 900.0
+    pending_bytes: int = 64 << 20
+    replay_capacity: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to answer a feedback request: the status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A label for a mirrored request minted by another replica, which holds the shadow's answer."""
+
+    replica: int
+    token: Token
+    labels: list[Any]
+
+
+_STATUS: Final = {"disabled": 404, "malformed": 400, "labels": 400, "forged": 403, "unknown_key": 403,
+                  "expired": 410, "replayed": 409, "too_large": 413}  # fmt: skip
+
+
+class Feedback:
+    """One replica's feedback state: keys, the minter, replay cache, pending shadow answers, scores."""
+
+    def __init__(self, config: FeedbackConfig) -> None:
+        self.config = config
+        self.keys: FeedbackKeys | None = None
+        self.minter: Minter | None = None
+        self.replay = ReplayCache(config.replay_capacity)
+        self.pending = PendingAnswers(config.pending_ttl, config.pending_bytes)
+        self.scores = Scores()
+        self._keys_stamp: float | None = None
+        self.reload_keys()
+
+    def reload_keys(self) -> None:
+        """Read the keys again when their file changed (a rotation, or the Secret appearing)."""
+        try:
+            stamp = os.stat(self.config.keys_path).st_mtime
+        except OSError:
+            stamp = None
+        if stamp == self._keys_stamp and self._keys_stamp is not None:
+            return
+        self._keys_stamp = stamp
+        self.keys = load_keys(self.config.keys_path) if stamp is not None else None
+        self.minter = Minter(self.keys, self.config.replica, self.config.max_rows) if self.keys else None
+        if self.keys is not None:
+            log.info("feedback ids on: %d key(s), signing with key %d", len(self.keys.keys), self.keys.current)
+
+    def stamp(self, track: str, revision: str, body: bytes, mirrored: bool, now: int) -> tuple[bytes, Minted] | None:
+        """The answer with its feedback id, and the id; None when the answer cannot carry one."""
+        if self.minter is None:
+            return None
+        predicted = predictions_of(body)
+        if predicted is None or not predicted.values:
+            return None
+        minted = self.minter.mint(track, revision, predicted, now, mirrored)
+        return inject(body, minted), minted
+
+    def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
+        """Keep the shadow's prediction for the request whose client answer had ``nonce``."""
+        predicted = predictions_of(body)
+        if predicted is not None:
+            self.pending.put(nonce, revision, predicted.values, now)
+
+    def refuse(self, reason: str, message: str) -> Answer:
+        self.scores.refused[reason] = self.scores.refused.get(reason, 0) + 1
+        return Answer(_STATUS.get(reason, 400), {"error": message, "reason": reason})
+
+    def receive(self, body: bytes, now: float, forwarded: bool) -> Answer | Forward:
+        """Check a feedback request and count it here, or say which replica should (the pairing one)."""
+        if self.keys is None:
+            return self.refuse("disabled", "feedback is not enabled for this model")
+        if len(body) > self.config.max_body:
+            return self.refuse("too_large", f"feedback bodies are limited to {self.config.max_body} bytes")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self.refuse("malformed", 'feedback must be JSON: {"feedback_id": "...", "labels": [...]}')
+        try:
+            token, labels = check(self.keys, parsed, int(now), self.config.max_age)
+        except TokenError as exc:
+            return self.refuse(exc.reason, str(exc))
+        if not self.replay.first_time(token.nonce):
+            return self.refuse("replayed", "this feedback_id was already counted")
+        if token.mirrored and not forwarded and token.replica and token.replica != self.config.replica:
+            return Forward(token.replica, token, labels)
+        return self.count(token, labels, now)
+
+    def count(self, token: Token, labels: list[Any], now: float, unpaired: str | None = None) -> Answer:
+        """Score the labels against the client's answer, and against the shadow's when this replica has it."""
+        self.scores.score(token, labels)
+        paired = False
+        if token.mirrored:
+            shadow = self.pending.take(token.nonce, now) if unpaired is None else None
+            if shadow is not None:
+                self.scores.pair(token, shadow.revision, shadow.values, labels)
+                paired = True
+            else:
+                reason = unpaired or "no_shadow_answer"
+                self.scores.unpaired[reason] = self.scores.unpaired.get(reason, 0) + 1
+        return Answer(202, {"counted": len(labels), "paired": paired})

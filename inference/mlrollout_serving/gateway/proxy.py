@@ -31,6 +31,7 @@ from .decide import (
     sticky_bucket,
     sticky_key,
 )
+from .feedback import Answer, Feedback, Forward
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
 from .server import Reply, Request, Response
@@ -52,6 +53,9 @@ _DROP: Final = frozenset(
 _LOCAL_METHODS: Final = frozenset({b"GET", b"HEAD"})
 _FORWARDED_METHODS: Final = frozenset({b"GET", b"HEAD", b"POST"})  # all the Open Inference Protocol uses
 _MODEL_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?")
+_FEEDBACK_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/feedback$")
+_FORWARDED_FEEDBACK: Final = b"x-mlrollout-feedback-forwarded"
+_FEEDBACK_FORWARD_TIMEOUT: Final = 2.0
 _MAX_BUCKET_KEY: Final = 1024
 
 
@@ -86,13 +90,18 @@ def _error_body(message: str, reason: str, **extra: object) -> bytes:
 class Gateway:
     """Holds the active table, the upstream pools and breakers; `handle` answers one request."""
 
-    def __init__(self, metrics: GatewayMetrics, max_response: int = MAX_RESPONSE) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, max_response: int = MAX_RESPONSE, feedback: Feedback | None = None
+    ) -> None:
         self.metrics = metrics
         self.max_response = max_response
         metrics.upstream_retries = self.upstream_retries
         self.active: ActiveTable | None = None
         self.draining = False
-        self.mirror = Mirror(metrics)
+        self.feedback = feedback
+        if feedback is not None:
+            metrics.feedback = feedback
+        self.mirror = Mirror(metrics, feedback)
         self._pools: dict[str, UpstreamPool] = {}
         self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
@@ -208,6 +217,9 @@ class Gateway:
             return
         if request.method != b"POST" and not self._get_or_head(request):
             _soon(reply, _not_allowed(request.method, _FORWARDED_METHODS))
+            return
+        if request.method == b"POST" and target.endswith(b"/feedback") and _FEEDBACK_PATH.match(target):
+            self._feedback(request, reply)
             return
         active = self.active
         if active is None:
@@ -329,16 +341,21 @@ class Gateway:
         started: float,
         reply: Reply,
     ) -> None:
-        """Reply, then (off the client's path) mirror and count."""
+        """Reply (with a feedback id on a model's answer), then (off the client's path) mirror and count."""
         response, served, label = answer
+        nonce: int | None = None
+        mirrored = False
+        if response.status == 200 and served in ("stable", "candidate") and request.target.endswith(b"/infer"):
+            mirrored = active.mirror_pool is not None and self._mirror_draw(active)
+            if self.feedback is not None:
+                stamped = self.feedback.stamp(served, label.revision, response.body, mirrored, int(time.time()))
+                if stamped is not None:
+                    response.body, minted = stamped
+                    response.headers += b"x-mlrollout-feedback-id: %s\r\n" % minted.token.encode()
+                    nonce = minted.nonce
         reply(response)
-        if (
-            active.mirror_pool is not None
-            and response.status == 200
-            and served in ("stable", "candidate")
-            and request.target.endswith(b"/infer")
-        ):
-            self._maybe_mirror(active, line, rest, response.body)
+        if mirrored:
+            self._mirror(active, line, rest, response.body, nonce)
         self.metrics.observe_request(label.name, label.revision, response.status, time.perf_counter() - started)
 
     async def _run_steps(
@@ -421,14 +438,52 @@ class Gateway:
     def _forwarded(active: ActiveTable, track: _Track, result: UpstreamResponse) -> Response:
         return Response(result.status, result.headers + track.tail, result.body)
 
-    def _maybe_mirror(self, active: ActiveTable, line: bytes, rest: bytes, primary: bytes) -> None:
+    def _mirror_draw(self, active: ActiveTable) -> bool:
+        """Whether this request is copied to the shadow (the table's mirror percent)."""
+        mirror = active.table.mirror
+        return mirror is not None and mirror.percent > 0.0 and self._random() * 100.0 < mirror.percent
+
+    def _mirror(self, active: ActiveTable, line: bytes, rest: bytes, primary: bytes, nonce: int | None) -> None:
         mirror = active.table.mirror
         assert mirror is not None and active.mirror_pool is not None
-        if mirror.percent <= 0.0 or self._random() * 100.0 >= mirror.percent:
-            return
         pool = active.mirror_pool
         request = b"".join((line, pool.host_header, rest))
-        self.mirror.offer(MirrorJob(pool, mirror.revision, mirror.timeout_seconds, request, primary))
+        self.mirror.offer(MirrorJob(pool, mirror.revision, mirror.timeout_seconds, request, primary, nonce))
+
+    # -- feedback (docs/gateway.md, "Feedback") --
+    def _feedback(self, request: Request, reply: Reply) -> None:
+        """Count a label here, or forward it to the replica that holds the shadow's answer (then count it
+        here as unpaired if that replica cannot be reached)."""
+        feedback = self.feedback
+        if feedback is None:
+            _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
+            return
+        forwarded = any(name == _FORWARDED_FEEDBACK for name, _ in request.headers)
+        outcome = feedback.receive(request.body, time.time(), forwarded)
+        if isinstance(outcome, Answer):
+            _soon(reply, _json_answer(outcome.status, outcome.body))
+            return
+        self._loop().create_task(self._forward_feedback(outcome, request, reply))
+
+    async def _forward_feedback(self, forward: Forward, request: Request, reply: Reply) -> None:
+        feedback = self.feedback
+        assert feedback is not None
+        address = ".".join(str(b) for b in forward.replica.to_bytes(4, "big"))
+        pool = self._pool(f"http://{address}:{feedback.config.port}")
+        head = b"POST %s HTTP/1.1\r\n" % request.target
+        rest = b"%s: 1\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            _FORWARDED_FEEDBACK, len(request.body), request.body,
+        )  # fmt: skip
+        try:
+            result = await pool.request(b"".join((head, pool.host_header, rest)), _FEEDBACK_FORWARD_TIMEOUT)
+        except UpstreamFailure as exc:
+            log.debug("feedback for replica %s not delivered (%s); counted here unpaired", address, exc)
+            result = None
+        if result is not None and result.status < 500:
+            reply(Response(result.status, _JSON, result.body))
+            return
+        answer = feedback.count(forward.token, forward.labels, time.time(), unpaired="replica_gone")
+        reply(_json_answer(answer.status, answer.body))
 
     # -- local endpoints (GET and HEAD only) --
     def _health(self, method: bytes, target: bytes) -> Response:
@@ -450,6 +505,10 @@ class Gateway:
             return Response(200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n",
                             self.metrics.exposition())  # fmt: skip
         return Response(404, _JSON, b'{"error": "not found"}')
+
+
+def _json_answer(status: int, body: dict[str, object]) -> Response:
+    return Response(status, _JSON, json.dumps(body).encode())
 
 
 def _soon(reply: Reply, response: Response) -> None:

@@ -73,22 +73,24 @@ _LIMITED = (
 
 @contextlib.contextmanager
 def gateway(
-    routes: RouteFile, *extra: str, file_source: bool = True, namespace: str = "test-ns", nofile: int | None = None
-) -> Iterator[Proc]:
+    routes: RouteFile, *extra: str, file_source: bool = True, namespace: str = "test-ns", nofile: int | None = None,
+    host: str = "127.0.0.1", port: int | None = None, model_deployment: str = "iris",
+) -> Iterator[Proc]:  # fmt: skip
     """A `mlrollout-gateway` process reading `routes`, ready (a table loaded) when yielded.
 
     With `file_source=False` the route source comes from `extra` (e.g. `--routes-configmap NAME`);
-    `nofile` runs it under that open-file limit.
+    `nofile` runs it under that open-file limit. Two replicas can share a `port` on different loopback
+    `host`s (127.0.0.2, 127.0.0.3), as two pods share a container port.
     """
-    port = free_port()
+    port = port or free_port()
     start = [sys.executable, "-m", "mlrollout_serving.gateway"]
     if nofile is not None:
         start = [sys.executable, "-c", _LIMITED, str(nofile)]
-    cmd = [*start, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*start, "--host", host, "--port", str(port)]
     if file_source:
         cmd += ["--routes-file", str(routes.path)]
-    cmd += ["--namespace", namespace, "--model-deployment", "iris", *extra]
-    with running(cmd, port, "/v2/health/ready", prefix="mlrollout-gateway-", timeout=READY_TIMEOUT) as proc:
+    cmd += ["--namespace", namespace, "--model-deployment", model_deployment, *extra]
+    with running(cmd, port, "/v2/health/ready", prefix="mlrollout-gateway-", timeout=READY_TIMEOUT, host=host) as proc:
         yield proc
 
 

@@ -11,8 +11,13 @@ import pytest
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, TokenError, verify
 from mlrollout_serving.gateway.feedback import (
+    Answer,
+    Feedback,
+    FeedbackConfig,
+    Forward,
     Minter,
     PendingAnswers,
+    Predicted,
     ReplayCache,
     Scores,
     check,
@@ -30,20 +35,22 @@ WINE = (
 
 
 def test_classifier_labels_are_read_from_the_label_output_or_the_arg_max() -> None:
-    assert predictions_of(WINE) == (True, ["1", "2"])
+    assert predictions_of(WINE) == Predicted(True, ["1", "2"], class_count=3)
     probabilities_only = orjson.dumps(
         {"outputs": [{"name": "p", "datatype": "FP32", "shape": [2, 3], "data": [[0.7, 0.2, 0.1], [0, 0, 1]]}]}
     )
-    assert predictions_of(probabilities_only) == (True, ["0", "2"])
+    assert predictions_of(probabilities_only) == Predicted(True, ["0", "2"], class_count=3)
+    strings = orjson.dumps({"outputs": [{"name": "label", "datatype": "BYTES", "shape": [1], "data": ["cat"]}]})
+    assert predictions_of(strings) == Predicted(True, ["cat"])  # classes unknown: any label is scored
     regressor = orjson.dumps({"outputs": [{"name": "variable", "datatype": "FP32", "shape": [2, 1], "data": [3.5, 4]}]})
-    assert predictions_of(regressor) == (False, [3.5, 4.0])
+    assert predictions_of(regressor) == Predicted(False, [3.5, 4.0])
     for unreadable in (b"", b"[]", b'{"outputs": 3}', b'{"error": "bad"}', b"\xff"):
         assert predictions_of(unreadable) is None
 
 
 def test_ids_are_spliced_into_the_answer_and_verify() -> None:
     minter = Minter(KEYS, replica=0x0A000107, max_rows=1)
-    minted = minter.mint("stable", "abc123", True, ["1", "2"], NOW)
+    minted = minter.mint("stable", "abc123", Predicted(True, ["1", "2"], 3), NOW)
     answer = orjson.loads(inject(WINE, minted))
     assert answer["parameters"] == {"feedback_id": minted.token, "feedback_rows": 1}  # one row labelled of two
     assert answer["outputs"] == orjson.loads(WINE)["outputs"]
@@ -51,7 +58,7 @@ def test_ids_are_spliced_into_the_answer_and_verify() -> None:
     assert (token.track, token.revision, token.predictions, token.truncated) == ("stable", "abc123", ("1",), True)
     with_parameters = orjson.dumps({"outputs": [], "parameters": {"request_id": "r"}})
     assert orjson.loads(inject(with_parameters, minted))["parameters"]["request_id"] == "r"
-    assert minter.mint("stable", "abc123", True, ["1"], NOW).nonce != minted.nonce
+    assert minter.mint("stable", "abc123", Predicted(True, ["1"]), NOW).nonce != minted.nonce
 
 
 def test_keys_come_from_the_mounted_secret_file(tmp_path: Path) -> None:
@@ -66,10 +73,10 @@ def test_keys_come_from_the_mounted_secret_file(tmp_path: Path) -> None:
 
 
 def test_feedback_bodies_are_checked_with_a_reason() -> None:
-    minted = Minter(KEYS, 0).mint("candidate", "r2", True, ["0", "2"], NOW)
+    minted = Minter(KEYS, 0).mint("candidate", "r2", Predicted(True, ["0", "2"], 3), NOW)
     token, labels = check(KEYS, {"feedback_id": minted.token, "labels": [0, "2"]}, NOW + 5, 60)
     assert token.track == "candidate" and labels == [0, "2"]
-    single = Minter(KEYS, 0).mint("stable", "r1", True, ["1"], NOW)
+    single = Minter(KEYS, 0).mint("stable", "r1", Predicted(True, ["1"]), NOW)
     assert check(KEYS, {"feedback_id": single.token, "label": 1}, NOW, 60)[1] == [1]
     cases = [
         (None, {"feedback_id": minted.token, "labels": [0, 2]}, "disabled"),
@@ -82,7 +89,7 @@ def test_feedback_bodies_are_checked_with_a_reason() -> None:
     ]
     for keys, body, reason in cases:
         with pytest.raises(TokenError) as refused:
-            check(keys, body, NOW, 60, classes=frozenset({"0", "1", "2"}))
+            check(keys, body, NOW, 60)
         assert refused.value.reason == reason, body
     with pytest.raises(TokenError, match="older than"):
         check(KEYS, {"feedback_id": minted.token, "labels": [0, 2]}, NOW + 61, 60)
@@ -109,15 +116,62 @@ def test_pending_answers_are_bounded_by_age_and_bytes() -> None:
 
 def test_scores_count_labels_per_track_and_pairs_by_who_was_right() -> None:
     scores = Scores()
-    minted = Minter(KEYS, 0).mint("stable", "r1", True, ["0", "1", "2"], NOW)
+    minted = Minter(KEYS, 0).mint("stable", "r1", Predicted(True, ["0", "1", "2"]), NOW)
     token = verify(KEYS, minted.token, NOW, 60)
     scores.score(token, ["0", 1, "0"])
     assert scores.labels == {("stable", "r1", "correct"): 2, ("stable", "r1", "incorrect"): 1}
     scores.pair(token, "r2", ["0", "0", "0"], ["0", 1, "0"])  # both right, stable only, candidate only
     assert scores.pairs == {("r2", "both_right"): 1, ("r2", "stable_only"): 1, ("r2", "candidate_only"): 1}
-    values = verify(KEYS, Minter(KEYS, 0).mint("candidate", "r2", False, [1.0, 3.0], NOW).token, NOW, 60)
+    values = verify(KEYS, Minter(KEYS, 0).mint("candidate", "r2", Predicted(False, [1.0, 3.0]), NOW).token, NOW, 60)
     scores.score(values, [2.0, 3.0])
     assert scores.abs_error[("candidate", "r2")] == 1.0 and scores.squared_error[("candidate", "r2")] == 1.0
     scores.pair(values, "r3", [2.5, 3.0], [2.0, 3.0])  # stable |1-2|=1 vs shadow 0.5: candidate closer; a tie
     assert scores.pairs[("r3", "candidate_only")] == 1 and scores.pairs[("r3", "both_right")] == 1
     assert scores.pair_abs_error == {("r3", "stable"): 1.0, ("r3", "candidate"): 0.5}
+
+
+def _feedback(tmp_path: Path, replica: int) -> Feedback:
+    path = tmp_path / "keys"
+    path.write_text(json.dumps({"3": base64.b64encode(b"s" * 32).decode()}))
+    return Feedback(FeedbackConfig(str(path), replica=replica, port=8080, max_body=1000))
+
+
+def test_a_replica_counts_labels_pairs_them_when_it_holds_the_shadow_and_refuses_replays(tmp_path: Path) -> None:
+    mine = _feedback(tmp_path, replica=1)
+    body, minted = mine.stamp("stable", "r1", WINE, mirrored=True, now=NOW) or (b"", None)
+    assert minted is not None and orjson.loads(body)["parameters"]["feedback_id"] == minted.token
+    mine.shadow_answered(minted.nonce, "r2", WINE.replace(b"[1,2]", b"[0,2]"), now=NOW)
+    label = orjson.dumps({"feedback_id": minted.token, "labels": [1, 2]})
+    assert mine.receive(label, NOW, forwarded=False) == Answer(202, {"counted": 2, "paired": True})
+    assert mine.scores.pairs == {("r2", "stable_only"): 1, ("r2", "both_right"): 1}
+    assert mine.scores.labels == {("stable", "r1", "correct"): 2}
+    again = mine.receive(label, NOW, forwarded=False)
+    assert again == Answer(409, {"error": "this feedback_id was already counted", "reason": "replayed"})
+
+
+def test_a_label_for_another_replicas_mirrored_request_goes_to_that_replica(tmp_path: Path) -> None:
+    minter, other = _feedback(tmp_path, replica=1), _feedback(tmp_path, replica=2)
+    _, minted = minter.stamp("stable", "r1", WINE, mirrored=True, now=NOW) or (b"", None)
+    assert minted is not None
+    outcome = other.receive(orjson.dumps({"feedback_id": minted.token, "labels": [1, 0]}), NOW, forwarded=False)
+    assert isinstance(outcome, Forward) and outcome.replica == 1
+    # the minting replica is gone: the label is still counted, for stable alone, and says why
+    counted = other.count(outcome.token, outcome.labels, NOW, unpaired="replica_gone")
+    assert counted.body == {"counted": 2, "paired": False} and other.scores.unpaired == {"replica_gone": 1}
+    _, plain = minter.stamp("candidate", "r2", WINE, mirrored=False, now=NOW) or (b"", None)
+    assert plain is not None  # not mirrored: any replica counts it at once
+    answer = other.receive(orjson.dumps({"feedback_id": plain.token, "label": 0}), NOW, forwarded=False)
+    assert isinstance(answer, Answer) and answer.status == 400 and "1 labels for 2" in answer.body["error"]
+
+
+def test_refusals_have_a_status_and_a_counted_reason(tmp_path: Path) -> None:
+    off = Feedback(FeedbackConfig(str(tmp_path / "no-keys")))
+    assert off.stamp("stable", "r1", WINE, False, NOW) is None  # no keys: answers carry no id
+    assert off.receive(b"{}", NOW, False) == Answer(404, {"error": "feedback is not enabled for this model",
+                                                          "reason": "disabled"})  # fmt: skip
+    on = _feedback(tmp_path, replica=1)
+    assert on.receive(b"x" * 1001, NOW, False).status == 413  # type: ignore[union-attr]
+    assert on.receive(b"{not json", NOW, False).status == 400  # type: ignore[union-attr]
+    expired = Minter(FeedbackKeys({3: b"s" * 32}), 1).mint("stable", "r1", Predicted(True, ["0"]), NOW - 8 * 86400)
+    assert on.receive(orjson.dumps({"feedback_id": expired.token, "label": 0}), NOW, False).status == 410  # type: ignore[union-attr]
+    assert on.scores.refused == {"too_large": 1, "malformed": 1, "expired": 1}
