@@ -48,6 +48,7 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset({"list"}),
     ("", "namespaces"): frozenset({"get"}),
     ("", "events"): frozenset({"create"}),
+    ("", "secrets"): frozenset({"create"}),
 }
 # kopf peering (collision protection, on by default): the ClusterKopfPeering when watching every namespace,
 # else the KopfPeering in each watched namespace.
@@ -68,6 +69,9 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     ("get", "secrets", ""),
     ("list", "secrets", ""),
     ("watch", "secrets", ""),
+    ("update", "secrets", ""),
+    ("patch", "secrets", ""),
+    ("delete", "secrets", ""),
     ("delete", "modeldeployments.mlrollout.io", ""),
     ("update", "modeldeployments.mlrollout.io", ""),
     ("create", "modeldeployments.mlrollout.io", ""),

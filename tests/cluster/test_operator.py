@@ -7,6 +7,7 @@ tables, status, conditions and Events follow. Verdicts come from recorded files 
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -507,3 +508,30 @@ def test_network_policies_follow_spec_network_policy_under_the_charts_rbac(env: 
                 '{"spec": {"networkPolicy": {"enabled": false}}}')  # fmt: skip
     wait_for(lambda: not policies(), 60, "the NetworkPolicies deleted once switched off")
     assert env.status("wine")["phase"] == "Healthy"
+
+
+# -- feedback keys ----------------------------------------------------------------------------------------------
+
+
+def test_quality_gets_the_gateway_a_feedback_key_under_the_charts_rbac(env: Env) -> None:
+    """Given a policy with quality on, When a ModelDeployment uses it, Then the operator (with nothing but
+    the chart's `create secrets`) creates `<md>-feedback` once, owned by the ModelDeployment, holding one
+    32-byte key, and the gateway's pods mount it where the gateway reads its keys."""
+    manifest = steps_policy(unique("quality"), CANARY_STEPS)
+    manifest["spec"]["analysis"]["metrics"] = {"quality": {"enabled": True}}
+    env.healthy_v1("wine", env.policy(manifest))
+    secret = wait_for(
+        lambda: env.kubectl.json("get", "secrets", "-n", env.namespace, "-l", "mlrollout.io/model-deployment=wine")[
+            "items"
+        ],
+        60,
+        "the feedback Secret",
+    )
+    [secret] = secret
+    assert secret["metadata"]["name"] == "wine-feedback"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == env.md("wine")["metadata"]["uid"]
+    keys = json.loads(base64.b64decode(secret["data"]["keys"]))
+    assert list(keys) == ["1"] and len(base64.b64decode(keys["1"])) == 32
+    gateway = env.kubectl.json("get", "deployment", "wine", "-n", env.namespace)["spec"]["template"]["spec"]
+    assert gateway["volumes"][0]["secret"] == {"secretName": "wine-feedback", "optional": True, "defaultMode": 420}
+    assert gateway["containers"][0]["volumeMounts"][0]["mountPath"] == "/var/run/mlrollout/feedback"

@@ -25,6 +25,7 @@ __all__ = [
     "ExitCode",
     "GatewayEnv",
     "ServerEnv",
+    "feedback_secret_name",
 ]
 
 SERVER_COMMAND: Final = "mlrollout-serve"
@@ -43,10 +44,17 @@ draining."""
 METRICS_PATH: Final = "/metrics"
 
 TERMINATION_LOG: Final = "/dev/termination-log"
+"""Kubernetes' default terminationMessagePath: the model server writes why it exits there, one line."""
+
 FEEDBACK_KEYS_DIR: Final = "/var/run/mlrollout/feedback"
 FEEDBACK_KEYS_FILE: Final = "keys"
 """Where the gateway finds the feedback keys: the Secret ``<md>-feedback`` mounted read-only, key ``keys``."""
-"""Kubernetes' default terminationMessagePath: the model server writes why it exits there, one line."""
+
+
+def feedback_secret_name(model_deployment: str) -> str:
+    """The Secret holding a ModelDeployment's feedback keys; the operator creates it once and never rewrites
+    it (rotation is adding a key, see docs/gateway.md)."""
+    return f"{model_deployment}-feedback"
 
 
 class ExitCode(IntEnum):

@@ -6,6 +6,8 @@ ModelDeployment garbage-collects everything) and the labels from `naming`. Nothi
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,8 @@ from mlrollout.revision import RevisionTemplate
 from mlrollout.rollout.actions import Role
 from mlrollout.traffic.base import Manifest
 from mlrollout_serving.contract.process import (
+    FEEDBACK_KEYS_DIR,
+    FEEDBACK_KEYS_FILE,
     GATEWAY_COMMAND,
     GATEWAY_PORT,
     HEALTH_LIVE,
@@ -26,10 +30,12 @@ from mlrollout_serving.contract.process import (
     TERMINATION_LOG,
     GatewayEnv,
     ServerEnv,
+    feedback_secret_name,
 )
 from mlrollout_serving.contract.routes import configmap_name
 
 PVC_MOUNT_ROOT = "/mnt/models"
+FEEDBACK_VOLUME = "feedback-keys"
 
 
 def owner_reference(md: Manifest) -> Manifest:
@@ -221,12 +227,17 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
         GatewayEnv.PORT: str(GATEWAY_PORT),
         GatewayEnv.NAMESPACE: namespace,
         GatewayEnv.MODEL_DEPLOYMENT: md_name,
+        GatewayEnv.FEEDBACK_KEYS: f"{FEEDBACK_KEYS_DIR}/{FEEDBACK_KEYS_FILE}",
     }
+    # the replica's own address goes into the feedback ids it mints, so a label reaches the replica that
+    # holds the answer's shadow twin
+    pod_ip = {"name": str(GatewayEnv.POD_IP), "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     container: Manifest = {
         "name": "gateway",
         "image": settings.gateway_image,
         "command": [GATEWAY_COMMAND],
-        "env": [{"name": str(k), "value": v} for k, v in env.items()],
+        "env": [*({"name": str(k), "value": v} for k, v in env.items()), pod_ip],
+        "volumeMounts": [{"name": FEEDBACK_VOLUME, "mountPath": FEEDBACK_KEYS_DIR, "readOnly": True}],
         "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "readinessProbe": health,
         "livenessProbe": {"httpGet": {"path": HEALTH_LIVE, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
@@ -272,6 +283,14 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
                         "serviceAccountName": ident,
                         "securityContext": RESTRICTED_POD,
                         "containers": [container],
+                        # optional: until the operator creates the Secret (quality enabled), the gateway
+                        # mints no ids and refuses labels as `disabled`; it notices the Secret within seconds
+                        "volumes": [
+                            {
+                                "name": FEEDBACK_VOLUME,
+                                "secret": {"secretName": feedback_secret_name(md_name), "optional": True},
+                            }
+                        ],
                         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     },
                 },
@@ -287,6 +306,20 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
             },
         },
     ]
+
+
+def feedback_secret(md: Manifest, key: bytes, key_id: int = 1) -> Manifest:
+    """The Secret of the keys that sign and check feedback ids (created once, never applied again: a new
+    key on every pass would void every id in flight). `key` comes from the caller so this stays pure."""
+    md_name = md["metadata"]["name"]
+    keys = {str(key_id): base64.b64encode(key).decode("ascii")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(md, feedback_secret_name(md_name), naming.base_labels(md_name, naming.GATEWAY_COMPONENT)),
+        "type": "Opaque",
+        "stringData": {FEEDBACK_KEYS_FILE: json.dumps(keys)},
+    }
 
 
 def mesh_entry_service(md: Manifest, port: int) -> Manifest:

@@ -36,6 +36,7 @@ class KubeApi(Protocol):
     def list_policies(self, plural: str) -> list[Manifest]: ...
     def list_children(self, namespace: str, md: str) -> tuple[list[Manifest], list[Manifest]]: ...
     def apply(self, manifest: Manifest) -> None: ...
+    def create(self, manifest: Manifest) -> bool: ...
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
     def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None: ...
     def has_crd(self, name: str) -> bool: ...
@@ -125,6 +126,16 @@ class Kube:
         path = _path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
         query = [("fieldManager", naming.FIELD_MANAGER), ("force", "true")]
         self._call("PATCH", path, body=manifest, query=query, content_type="application/apply-patch+yaml")
+
+    def create(self, manifest: Manifest) -> bool:
+        """Create the object unless one of its name exists (then False, and the existing one is untouched)."""
+        meta = manifest["metadata"]
+        path = _path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        try:
+            self._call("POST", path, body=manifest, query=[("fieldManager", naming.FIELD_MANAGER)])
+        except Conflict:
+            return False
+        return True
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

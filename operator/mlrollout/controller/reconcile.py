@@ -11,6 +11,7 @@ it from the newer status, so no step is repeated or skipped). The spec is never 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from mlrollout.rollout.looks import evidence_source
 from mlrollout.rollout.timefmt import parse
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent
 from mlrollout.traffic.registry import router_for
+from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
@@ -112,6 +114,8 @@ class Reconciler:
         self.settings = settings
         self.profiles = ProfileCache()
         self._np_forbidden: set[tuple[str, str]] = set()  # only so that the warning is logged once
+        self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
+        self._feedback_forbidden: set[str] = set()
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -160,6 +164,8 @@ class Reconciler:
         )
         decision = decide(status, facts, policy, now)
         self._act(obj, md, decision.actions, fallback.spec, log)
+        if policy.analysis.metrics.quality.enabled and self._provider(md) == "builtin":
+            self._ensure_feedback_keys(obj, log)
         return self._commit(obj, status, decision.status, decision.actions, log)
 
     def _commit(
@@ -241,6 +247,26 @@ class Reconciler:
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _ensure_feedback_keys(self, obj: Manifest, log: Log) -> None:
+        """Create the ModelDeployment's feedback Secret once (a random key; never logged, never rewritten).
+        RBAC without `create secrets` leaves feedback off: said once, the rollout goes on without labels."""
+        meta = obj["metadata"]
+        if meta["uid"] in self._feedback_keys:
+            return
+        try:
+            created = self.kube.create(children.feedback_secret(obj, secrets.token_bytes(32)))
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if meta["uid"] not in self._feedback_forbidden:
+                self._feedback_forbidden.add(meta["uid"])
+                log.warning("feedback keys not created, the RBAC lacks `create secrets` (docs/operator.md, RBAC): "
+                            "%s", api_error_message(exc))  # fmt: skip
+            return
+        self._feedback_keys.add(meta["uid"])
+        if created:
+            log.info("feedback keys created (Secret %s)", feedback_secret_name(meta["name"]))
 
     def _remove_network_policies(self, namespace: str, name: str, log: Log) -> None:
         """Delete the ModelDeployment's NetworkPolicies. RBAC without `deletecollection networkpolicies` (a

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import ipaddress
+import json
 import os
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -21,8 +25,10 @@ from mlrollout.revision import revision_of, template_of
 from mlrollout.traffic.base import Backend, NullRouter, RouteIntent
 from mlrollout.traffic.builtin import BuiltinRouter
 from mlrollout.traffic.registry import UnknownProvider, router_for
+from mlrollout_serving.contract.process import FEEDBACK_KEYS_DIR, FEEDBACK_KEYS_FILE
 from mlrollout_serving.contract.routes import BackupModel, Sticky
 from mlrollout_serving.gateway import cli as gateway_cli
+from mlrollout_serving.gateway.feedback import load_keys
 from mlrollout_serving.gateway.routes import route_table_from_configmap
 from mlrollout_serving.server import config as server_config
 
@@ -114,14 +120,44 @@ def test_gateway_children_are_named_after_the_model_deployment_with_least_privil
     gw = objs[("Deployment", "wine")]["spec"]["template"]["spec"]
     assert gw["serviceAccountName"] == "wine-gateway"
     # the gateway reads what the operator sets: its own parser, given the container's environment
-    env = {e["name"]: e["value"] for e in gw["containers"][0]["env"]}
-    with mock.patch.dict(os.environ, env, clear=True):
+    env = {e["name"]: e["value"] for e in gw["containers"][0]["env"] if "value" in e}
+    with mock.patch.dict(os.environ, {**env, "MLROLLOUT_POD_IP": "10.244.0.7"}, clear=True):
         args = gateway_cli.parse_args([])
     assert (args.routes_configmap, args.namespace, args.model_deployment) == ("wine-routes", "ml", "wine")
+    assert args.replica == int(ipaddress.IPv4Address("10.244.0.7"))
     assert args.port == gw["containers"][0]["ports"][0]["containerPort"]
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"][0]["name"] == "wine"
         assert obj["metadata"]["labels"][naming.MANAGED_BY] == "mlrollout"
+
+
+def test_gateway_pods_mount_the_feedback_keys_and_know_their_own_address(tmp_path: Path) -> None:
+    gw = next(o for o in children.gateway_children(MD, OperatorSettings()) if o["kind"] == "Deployment")
+    pod = gw["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "MLROLLOUT_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    [mount] = container["volumeMounts"]
+    [volume] = pod["volumes"]
+    assert mount == {"name": volume["name"], "mountPath": FEEDBACK_KEYS_DIR, "readOnly": True}
+    # optional: the pods start before the Secret exists, and without it when quality is off
+    assert volume["secret"] == {"secretName": "wine-feedback", "optional": True}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    with mock.patch.dict(os.environ, env, clear=True):
+        args = gateway_cli.parse_args([])
+    assert args.feedback_keys == f"{FEEDBACK_KEYS_DIR}/{FEEDBACK_KEYS_FILE}"
+
+
+def test_the_feedback_secret_holds_one_key_the_gateway_reads(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    secret = children.feedback_secret(MD, key)
+    assert secret["metadata"]["name"] == "wine-feedback" and secret["type"] == "Opaque"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"  # deleted with the ModelDeployment
+    # what the kubelet projects into the mounted volume, read by the gateway's own loader
+    path = tmp_path / FEEDBACK_KEYS_FILE
+    path.write_text(secret["stringData"][FEEDBACK_KEYS_FILE])
+    keys = load_keys(str(path))
+    assert keys is not None and keys.current == 1 and keys.keys == {1: key}
+    assert base64.b64decode(json.loads(path.read_text())["1"]) == key
 
 
 def test_static_children_include_a_pdb_and_a_service_monitor_only_when_asked() -> None:

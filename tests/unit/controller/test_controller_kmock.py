@@ -8,6 +8,7 @@ readiness is written into the Deployment status by the test (the cluster tier do
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import logging
@@ -258,3 +259,64 @@ async def test_rbac_without_network_policies_warns_once_and_rolls_out(
         assert out is not None and out.phase == "Pending"
     warnings = [r.getMessage() for r in caplog.records if "NetworkPolicies not cleaned up" in r.getMessage()]
     assert len(warnings) == 1 and "cannot deletecollection" in warnings[0]
+
+
+SECRETS = "v1/secrets"
+QUALITY_POLICY = {
+    **FAST_POLICY,
+    "spec": {**FAST_POLICY["spec"], "analysis": {"interval": "1s", "metrics": {"quality": {"enabled": True}}}},
+}
+
+
+def feedback_secret(cluster: Any) -> dict[str, Any] | None:
+    try:
+        obj = cluster.objects[SECRETS, "ml", "wine-feedback"]
+    except KeyError:
+        return None
+    return None if obj.deleted else dict(obj.raw)
+
+
+async def test_quality_creates_the_feedback_keys_once_and_never_rewrites_them(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    assert feedback_secret(cluster) is None  # quality off (the default): no keys, the gateway mints no ids
+
+    cluster.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = QUALITY_POLICY
+    caplog.set_level(logging.INFO)
+    await run(rec, t0 + timedelta(seconds=1))
+    secret = feedback_secret(cluster)
+    assert secret is not None and secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    keys = json.loads(secret["stringData"]["keys"])
+    assert list(keys) == ["1"] and len(base64.b64decode(keys["1"])) == 32
+    assert keys["1"] not in caplog.text  # the key is never logged
+
+    # someone rotates (adds key 2); a new operator process must not replace the Secret with a fresh key
+    rotated = {**secret, "stringData": {"keys": json.dumps({**keys, "2": base64.b64encode(b"k" * 32).decode()})}}
+    cluster.objects[SECRETS, "ml", "wine-feedback"] = rotated
+    fresh = reconciler(cluster, tmp_path)
+    await run(fresh, t0 + timedelta(seconds=2))
+    assert json.loads(feedback_secret(cluster)["stringData"]["keys"]) == json.loads(rotated["stringData"]["keys"])  # type: ignore[index]
+
+
+class NoSecretRights(Kube):
+    """A Role from before feedback existed: creating the Secret is refused."""
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot create secrets"}')
+
+
+async def test_rbac_without_secrets_warns_once_and_rolls_out_without_labels(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = QUALITY_POLICY
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoSecretRights(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "feedback keys not created" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot create secrets" in warnings[0]
