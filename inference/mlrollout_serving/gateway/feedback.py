@@ -12,6 +12,8 @@ Pure pieces here; the proxy calls them on its request path and on ``POST /v2/mod
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -344,11 +346,16 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """A label for a mirrored request minted by another replica, which holds the shadow's answer."""
+    """A label for an answer minted by another replica, which counts it (and holds the shadow's answer)."""
 
     replica: int
     token: Token
     labels: list[Any]
+    feedback_id: str
+
+
+def _proof(key: bytes, feedback_id: str) -> str:
+    return hmac.new(key, b"forwarded:" + feedback_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 _STATUS: Final = {"disabled": 404, "malformed": 400, "labels": 400, "forged": 403, "unknown_key": 403,
@@ -402,8 +409,23 @@ class Feedback:
         self.scores.refused[reason] = self.scores.refused.get(reason, 0) + 1
         return Answer(_STATUS.get(reason, 400), {"error": message, "reason": reason})
 
-    def receive(self, body: bytes, now: float, forwarded: bool) -> Answer | Forward:
-        """Check a feedback request and count it here, or say which replica should (the pairing one)."""
+    def forward_proof(self, feedback_id: str) -> bytes:
+        """The header value that tells the minting replica a label was forwarded by a replica (one holding the
+        key), not sent by a client that wants it counted by every replica in turn."""
+        assert self.keys is not None
+        key = self.keys.keys[self.keys.current]
+        return b"%d:%s" % (self.keys.current, _proof(key, feedback_id).encode())
+
+    def _forwarded(self, proof: bytes | None, feedback_id: str) -> bool:
+        if not proof or self.keys is None:
+            return False
+        key_id, _, mac = proof.partition(b":")
+        key = self.keys.keys.get(int(key_id)) if key_id.isdigit() and len(key_id) <= 3 else None
+        return key is not None and hmac.compare_digest(mac, _proof(key, feedback_id).encode())
+
+    def receive(self, body: bytes, now: float, forwarded: bytes | None = None) -> Answer | Forward:
+        """Check a feedback request and count it here, or say which replica should (the minting one).
+        ``forwarded``: the forwarding header's value, if any (see :meth:`forward_proof`)."""
         if self.keys is None:
             return self.refuse("disabled", "feedback is not enabled for this model")
         if len(body) > self.config.max_body:
@@ -416,14 +438,21 @@ class Feedback:
             token, labels = check(self.keys, parsed, int(now), self.config.max_age)
         except TokenError as exc:
             return self.refuse(exc.reason, str(exc))
-        if not self.replay.first_time(token.nonce):
-            return self.refuse("replayed", "this feedback_id was already counted")
-        if token.mirrored and not forwarded and token.replica and token.replica != self.config.replica:
-            return Forward(token.replica, token, labels)
+        # the minting replica counts: its replay cache is the one every copy of this id meets, and it holds
+        # the shadow's answer; labels are forwarded there once (never further)
+        if (
+            token.replica
+            and token.replica != self.config.replica
+            and not self._forwarded(forwarded, parsed["feedback_id"])
+        ):
+            return Forward(token.replica, token, labels, parsed["feedback_id"])
         return self.count(token, labels, now)
 
     def count(self, token: Token, labels: list[Any], now: float, unpaired: str | None = None) -> Answer:
-        """Score the labels against the client's answer, and against the shadow's when this replica has it."""
+        """Score the labels against the client's answer, and against the shadow's when this replica has it
+        (``unpaired``: why it cannot, e.g. ``replica_gone``); once per feedback id in this replica's memory."""
+        if not self.replay.first_time(token.nonce):
+            return self.refuse("replayed", "this feedback_id was already counted")
         self.scores.score(token, labels)
         paired = False
         if token.mirrored:

@@ -56,6 +56,7 @@ _MODEL_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?")
 _FEEDBACK_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/feedback$")
 _FORWARDED_FEEDBACK: Final = b"x-mlrollout-feedback-forwarded"
 _FEEDBACK_FORWARD_TIMEOUT: Final = 2.0
+_MINTER_ANSWERS: Final = frozenset({202, 409})
 _MAX_BUCKET_KEY: Final = 1024
 
 
@@ -458,7 +459,7 @@ class Gateway:
         if feedback is None:
             _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
             return
-        forwarded = any(name == _FORWARDED_FEEDBACK for name, _ in request.headers)
+        forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
         outcome = feedback.receive(request.body, time.time(), forwarded)
         if isinstance(outcome, Answer):
             _soon(reply, _json_answer(outcome.status, outcome.body))
@@ -471,15 +472,19 @@ class Gateway:
         address = ".".join(str(b) for b in forward.replica.to_bytes(4, "big"))
         pool = self._pool(f"http://{address}:{feedback.config.port}")
         head = b"POST %s HTTP/1.1\r\n" % request.target
-        rest = b"%s: 1\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-            _FORWARDED_FEEDBACK, len(request.body), request.body,
+        proof = feedback.forward_proof(forward.feedback_id)
+        rest = b"%s: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            _FORWARDED_FEEDBACK, proof, len(request.body), request.body,
         )  # fmt: skip
         try:
             result = await pool.request(b"".join((head, pool.host_header, rest)), _FEEDBACK_FORWARD_TIMEOUT)
         except UpstreamFailure as exc:
             log.debug("feedback for replica %s not delivered (%s); counted here unpaired", address, exc)
             result = None
-        if result is not None and result.status < 500:
+        # the token was verified here, so the minting replica can only count it (202) or have counted it
+        # already (409); anything else came from something else at that address now (a restarted pod's IP
+        # taken by another ModelDeployment's gateway, say): the minting replica is gone
+        if result is not None and result.status in _MINTER_ANSWERS:
             reply(Response(result.status, _JSON, result.body))
             return
         answer = feedback.count(forward.token, forward.labels, time.time(), unpaired="replica_gone")

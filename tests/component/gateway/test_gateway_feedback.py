@@ -138,6 +138,12 @@ def test_bad_feedback_is_refused_with_a_counted_reason(world: World) -> None:
     for body, status, reason in cases:
         got = feedback(mine, body)
         assert (got.status, got.body.get("reason")) == (status, reason), (body, got.body)
+    # a copy sent to the other replica meets the minting replica's memory, even with a forwarding header
+    # the client made up (only a replica can prove it forwarded)
+    other = world.replicas[1 - replica]
+    for headers in ({}, {"x-mlrollout-feedback-forwarded": "1"}):
+        got = request(other.url + "/v2/models/wine/feedback", {"feedback_id": token, "label": truth}, headers)
+        assert (got.status, got.body.get("reason")) == (409, "replayed"), (headers, got.body)
     too_large = request(mine.url + "/v2/models/wine/feedback", {"feedback_id": token, "label": "x" * 70_000})
     assert too_large.status == 413
     for reason in ("replayed", "forged", "malformed", "labels", "too_large"):

@@ -142,26 +142,44 @@ def test_a_replica_counts_labels_pairs_them_when_it_holds_the_shadow_and_refuses
     assert minted is not None and orjson.loads(body)["parameters"]["feedback_id"] == minted.token
     mine.shadow_answered(minted.nonce, "r2", WINE.replace(b"[1,2]", b"[0,2]"), now=NOW)
     label = orjson.dumps({"feedback_id": minted.token, "labels": [1, 2]})
-    assert mine.receive(label, NOW, forwarded=False) == Answer(202, {"counted": 2, "paired": True})
+    assert mine.receive(label, NOW) == Answer(202, {"counted": 2, "paired": True})
     assert mine.scores.pairs == {("r2", "stable_only"): 1, ("r2", "both_right"): 1}
     assert mine.scores.labels == {("stable", "r1", "correct"): 2}
-    again = mine.receive(label, NOW, forwarded=False)
+    again = mine.receive(label, NOW)
     assert again == Answer(409, {"error": "this feedback_id was already counted", "reason": "replayed"})
 
 
-def test_a_label_for_another_replicas_mirrored_request_goes_to_that_replica(tmp_path: Path) -> None:
+def test_a_label_for_another_replicas_answer_goes_to_that_replica(tmp_path: Path) -> None:
     minter, other = _feedback(tmp_path, replica=1), _feedback(tmp_path, replica=2)
     _, minted = minter.stamp("stable", "r1", WINE, mirrored=True, now=NOW) or (b"", None)
     assert minted is not None
-    outcome = other.receive(orjson.dumps({"feedback_id": minted.token, "labels": [1, 0]}), NOW, forwarded=False)
-    assert isinstance(outcome, Forward) and outcome.replica == 1
+    outcome = other.receive(orjson.dumps({"feedback_id": minted.token, "labels": [1, 0]}), NOW)
+    assert isinstance(outcome, Forward) and outcome.replica == 1 and outcome.feedback_id == minted.token
     # the minting replica is gone: the label is still counted, for stable alone, and says why
     counted = other.count(outcome.token, outcome.labels, NOW, unpaired="replica_gone")
     assert counted.body == {"counted": 2, "paired": False} and other.scores.unpaired == {"replica_gone": 1}
     _, plain = minter.stamp("candidate", "r2", WINE, mirrored=False, now=NOW) or (b"", None)
-    assert plain is not None  # not mirrored: any replica counts it at once
-    answer = other.receive(orjson.dumps({"feedback_id": plain.token, "label": 0}), NOW, forwarded=False)
+    assert plain is not None  # not mirrored: still counted where it was minted, whose replay cache it meets
+    plain_label = orjson.dumps({"feedback_id": plain.token, "labels": [0, 1]})
+    assert isinstance(other.receive(plain_label, NOW), Forward)
+    answer = other.receive(orjson.dumps({"feedback_id": plain.token, "label": 0}), NOW)
     assert isinstance(answer, Answer) and answer.status == 400 and "1 labels for 2" in answer.body["error"]
+
+
+def test_only_a_replica_can_say_a_label_was_forwarded(tmp_path: Path) -> None:
+    """A client that sets the forwarding header itself (to have every replica count its label in turn)
+    is forwarded like anyone else; the proof a replica attaches is accepted by the minting one."""
+    minter, other = _feedback(tmp_path, replica=1), _feedback(tmp_path, replica=2)
+    _, minted = other.stamp("candidate", "r2", WINE, mirrored=False, now=NOW) or (b"", None)
+    assert minted is not None
+    label = orjson.dumps({"feedback_id": minted.token, "labels": [1, 2]})
+    for forged in (b"1", b"3:" + b"0" * 32, b"99999999:x", b":"):
+        assert isinstance(minter.receive(label, NOW, forwarded=forged), Forward)
+    proof = minter.forward_proof(minted.token)
+    assert other.receive(label, NOW, forwarded=proof) == Answer(202, {"counted": 2, "paired": False})
+    again = minter.receive(label, NOW)  # any copy later meets the minting replica's replay cache
+    assert isinstance(again, Forward)
+    assert other.receive(label, NOW, forwarded=proof).status == 409  # type: ignore[union-attr]
 
 
 def test_refusals_have_a_status_and_a_counted_reason(tmp_path: Path) -> None:
