@@ -94,13 +94,20 @@ def test_one_sided_mixture_never_counts_a_better_candidate_as_evidence() -> None
 @given(seed=st.integers(0, 2**31 - 1), discordant=st.sampled_from([0.02, 0.06, 0.15]))
 def test_identical_accuracy_rarely_rolls_back_over_many_looks(seed: int, discordant: float) -> None:
     """Equal accuracies, models that disagree on a share of rows, labels for 30% of 100 requests/s over 30
-    looks of a minute: the paired harm test (the e-process quality.harm reports) crosses 1/alpha in at most
-    about alpha of 300 rollouts."""
+    looks of a minute, each look's labels arriving 0 to 5 looks late (at random): the paired harm test (the
+    e-process quality.harm reports) crosses 1/alpha in at most about alpha of 300 rollouts."""
     rng = np.random.default_rng(seed)
     runs, looks, per_look = 300, 30, 1800
     half = discordant / 2
     probs = [0.9 - half, 0.1 - half, half, half]  # both right, both wrong, stable only, candidate only
-    counts = rng.multinomial(per_look, probs, size=(runs, looks)).cumsum(axis=1)
+    batches = rng.multinomial(per_look, probs, size=(runs, looks))
+    arrival = np.arange(looks)[None, :] + rng.integers(0, 6, size=(runs, looks))  # the look that sees them
+    arrived = np.zeros_like(batches)
+    for run in range(runs):
+        for sent in range(looks):
+            if arrival[run, sent] < looks:
+                arrived[run, arrival[run, sent]] += batches[run, sent]
+    counts = arrived.cumsum(axis=1)
     bar = np.log(1 / ACCURACY.alpha_harm)
     crossed = sum(
         any(harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5) >= bar for t in range(looks)) for c in counts
