@@ -198,7 +198,9 @@ def collect_snapshot(
             provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings, quality
         )
         pairs = None
-        if quality:  # labelled shadow answers: the gateway labels them with the shadow's track and revision
+        # labelled mirrored answers (the gateway labels them with the shadow's track and revision): only in
+        # the steps that mirror; in a canary, labels of the shadow step that arrive late are not its evidence
+        if quality and target.source == "model":
             fq = feedback_queries(
                 target.namespace, target.model_deployment, "shadow", target.candidate_revision, window_seconds
             )

@@ -156,3 +156,8 @@ def test_feedback_series_become_labels_and_pairs() -> None:
     assert snap.stable.labels == Labels(labelled=100, incorrect=10)
     assert snap.pairs == Pairs(both_right=80, stable_only=3)
     assert collect_snapshot(StaticProvider(answers), target, 60).pairs is None  # quality off: not even asked
+    # a canary step: the shadow step's labels that arrive late are not its evidence (they froze the paired
+    # test at the shadow's last count, and no-worse could never be shown)
+    canary = AnalysisTarget("ns", "wine", "s1", "c1", "gateway")
+    snap = collect_snapshot(StaticProvider(answers), canary, 60, quality=True)
+    assert snap.pairs is None and snap.candidate.labels == Labels(labelled=100, incorrect=10)
