@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from mlrollout.api import API_VERSION, GROUP, KINDS, ModelDeployment, RolloutPolicy
 from mlrollout.api.common import DNS_LABEL_PATTERN, DURATION_PATTERN
 from mlrollout.api.modeldeployment import QUANTITY_PATTERN, SHA256_PATTERN
-from mlrollout.api.rolloutpolicy import NOT_BLANK_PATTERN
+from mlrollout.api.rolloutpolicy import MIN_MARGIN, NOT_BLANK_PATTERN
 from mlrollout.api.uris import URI_MESSAGE, URI_PATTERN
 from mlrollout.policy import PolicyError, resolve_rollout_policy
 
@@ -74,6 +74,12 @@ def _message(error: Any) -> str:
     ctx = error.get("ctx") or {}
     if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MESSAGES:
         return f"{_PATTERN_MESSAGES[ctx['pattern']]} (got {error['input']!r})"
+    loc = [str(part) for part in error.get("loc", ())]
+    if error["type"] == "greater_than_equal" and "margins" in loc and loc[-1] in ("absolute", "floor"):
+        return (
+            f"must be at least {MIN_MARGIN:g} (got {error['input']!r}): no rollout collects enough requests to "
+            "show a smaller margin, so promotion would be impossible"
+        )
     if error["type"] == "value_error":
         return str(ctx.get("error", error["msg"]))
     if error["type"] == "extra_forbidden":

@@ -121,8 +121,8 @@ class Family:
 def _error_rate(look: _Look) -> list[MetricResult]:
     m, margins = look.metrics.error_rate, look.spec.significance.margins.error_rate
     settings = ErrorRateSettings(
-        look.alpha("errorRate.harm"), look.alpha("errorRate.slo"), look.spec.significance.alpha,
-        margins.absolute, margins.relative, m.max_rate, MIN_SAMPLES, look.carries["errorRate.harm"],
+        look.alpha("errorRate.harm"), look.alpha("errorRate.slo"), look.spec.significance.alpha, margins,
+        m.max_rate, MIN_SAMPLES, look.carries["errorRate.harm"],
     )  # fmt: skip
     return error_rate_results(look.snap.stable, look.snap.candidate, settings)
 
@@ -131,9 +131,8 @@ def _latency(look: _Look) -> list[MetricResult]:
     assert look.latency is not None
     m, margins = look.metrics.latency, look.spec.significance.margins.latency
     settings = LatencySettings(
-        m.quantile, m.max_seconds, m.compare_with_stable, margins.absolute, margins.relative,
-        look.alpha("latency.harm"), look.alpha("latency.slo"), look.spec.significance.alpha, MIN_SAMPLES,
-        look.carries["latency.harm"],
+        m.quantile, m.max_seconds, m.compare_with_stable, margins, look.alpha("latency.harm"),
+        look.alpha("latency.slo"), look.spec.significance.alpha, MIN_SAMPLES, look.carries["latency.harm"],
     )  # fmt: skip
     return latency_results(*look.latency, settings)
 
