@@ -24,6 +24,7 @@ from mlrollout.analysis.errors import ErrorRateSettings, error_rate_results
 from mlrollout.analysis.histogram import Histogram, align
 from mlrollout.analysis.latency import LatencySettings, latency_results
 from mlrollout.analysis.snapshot import Snapshot
+from mlrollout.analysis.split import split_result
 from mlrollout.api.analysis import Judgement, MetricResult, Samples, Verdict
 from mlrollout.api.rolloutpolicy import Metrics, RolloutPolicySpec
 
@@ -106,7 +107,9 @@ class Family:
     """One evidence family: when it applies, which of its tests share the alpha budget, how to run it.
 
     ``available`` false with ``enabled`` true means the family's data is missing: ``blocking`` families
-    (latency) then keep the verdict inconclusive, the others (drift) are listed as skipped.
+    (latency) then keep the verdict inconclusive, the others (drift) are listed as skipped. A ``guards``
+    family checks the evidence itself (the traffic split): a result of it that is not ``pass`` makes the
+    verdict inconclusive whatever the others say, unless one of them rolls back.
     """
 
     name: str
@@ -116,6 +119,7 @@ class Family:
     available: Callable[[_Look], bool] = lambda look: True
     missing: str = ""
     blocking: bool = False
+    guards: bool = False
 
 
 def _error_rate(look: _Look) -> list[MetricResult]:
@@ -157,6 +161,11 @@ def _input_drift(look: _Look) -> list[MetricResult]:
     binned = [sum(bins) for bins in (snap.candidate.features or {}).values()]
     per_request = (max(binned) if binned else 0) / max(snap.candidate.requests, 1)
     return [input_drift_result(snap.candidate.features, snap.reference, settings, per_request)]
+
+
+def _split(look: _Look) -> list[MetricResult]:
+    assert look.snap.split is not None
+    return [split_result(look.snap.split, look.metrics.split.tolerance)]
 
 
 def _custom(look: _Look) -> list[MetricResult]:
@@ -203,6 +212,16 @@ FAMILIES: tuple[Family, ...] = (
     ),
     # thresholds, not statistical tests: outside the alpha budget (docs/analysis.md)
     Family("custom", enabled=lambda m: bool(m.custom), tests=lambda look: [], run=_custom),
+    # the evidence itself: a mismatch never rolls back, so it has its own alpha (split.SPLIT_ALPHA)
+    Family(
+        "split",
+        enabled=lambda m: m.split.enabled,
+        available=lambda look: look.snap.split is not None and look.snap.split.observed is not None,
+        missing="split: no routed counts in the snapshot",
+        tests=lambda look: [],
+        run=_split,
+        guards=True,
+    ),
 )
 
 
@@ -229,7 +248,8 @@ def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
             (missing if family.blocking else skipped).append(family.missing)
     # The alpha budget is shared by every test that can roll back at this look, and only by those.
     look.shares = split_alpha(alpha, [test for family in active for test in family.tests(look)])
-    results = [result for family in active for result in family.run(look)]
+    ran = [(family, family.run(look)) for family in active]
+    results = [result for _, found in ran for result in found]
     # What the next analysed step would start from if this step ended now, for each e-value test that ran.
     evidence = {name: c.out for name, c in look.carries.items() if c.out is not None}
 
@@ -241,6 +261,9 @@ def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
     failed = [r for r in results if r.decision == "fail"]
     if failed:
         return verdict("rollback", "rollback: " + "; ".join(f"{r.name}: {r.reason}" for r in failed[:3]))
+    suspect = [r for family, found in ran if family.guards for r in found if r.decision != "pass"]
+    if suspect:  # a broken split makes every comparison suspect: never promote on it
+        return verdict("inconclusive", "; ".join(r.reason or r.name for r in suspect))
     for track, counts in (("stable", snap.stable), ("candidate", snap.candidate)):
         if counts.requests < MIN_SAMPLES:
             missing.append(f"{track} has {counts.requests} requests (need {MIN_SAMPLES})")

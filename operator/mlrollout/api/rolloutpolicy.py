@@ -221,6 +221,23 @@ class DriftMetric(ApiModel):
     max_psi: float = Field(default=0.2, gt=0, le=10, description="Largest population stability index tolerated.")
 
 
+class SplitMetric(ApiModel):
+    """The realised traffic split against the configured one (sample-ratio mismatch, docs/analysis.md)."""
+
+    enabled: bool = Field(
+        default=True, description="Whether a mismatch makes the verdict inconclusive (it never rolls back)."
+    )
+    tolerance: float = Field(
+        default=0.1,
+        gt=0,
+        le=0.5,
+        description=(
+            "Relative deviation of the realised share from the configured one that is not a mismatch: 0.1 lets "
+            "a 10% weight be realised as 9% to 11% (in-flight copies and similar counting artefacts stay below)."
+        ),
+    )
+
+
 class CustomMetric(ApiModel):
     """A PromQL query of your own, evaluated for the candidate and held to thresholds."""
 
@@ -268,6 +285,10 @@ class Metrics(ApiModel):
     input_drift: DriftMetric = Field(
         default_factory=lambda: DriftMetric(max_psi=0.25),
         description="Live inputs against the model's reference profile (needs model.referenceProfile).",
+    )
+    split: SplitMetric = Field(
+        default_factory=SplitMetric,
+        description="The realised traffic split must match the configured weight and mirror share.",
     )
     custom: list[CustomMetric] | None = Field(
         default=None,
