@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from mlrollout.analysis import forecast
 from mlrollout.analysis.carry import CARRIED_TESTS
 from mlrollout.analysis.custom import custom_result
 from mlrollout.analysis.drift import DriftSettings, input_drift_result, prediction_drift_result
@@ -28,9 +29,9 @@ from mlrollout.analysis.split import split_result
 from mlrollout.api.analysis import Judgement, MetricResult, Samples, Verdict
 from mlrollout.api.rolloutpolicy import Metrics, RolloutPolicySpec
 
-__all__ = ["FAMILIES", "HARM_WEIGHT", "MIN_SAMPLES", "Family", "judge", "split_alpha"]
+__all__ = ["FAMILIES", "HARM_WEIGHT", "MIN_SAMPLES", "Family", "alpha_shares", "judge", "split_alpha"]
 
-MIN_SAMPLES = 100
+MIN_SAMPLES = forecast.MIN_SAMPLES
 """Requests per track (and latency observations, predictions) below which nothing is promoted."""
 
 HARM_WEIGHT = 2.0
@@ -225,6 +226,29 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
+def _active(look: _Look) -> tuple[list[Family], list[str], list[str]]:
+    """The families that run at this look, and what is missing: blocking (inconclusive) or skipped."""
+    missing: list[str] = []
+    skipped: list[str] = []
+    active: list[Family] = []
+    for family in FAMILIES:
+        if not family.enabled(look.metrics):
+            continue
+        if family.available(look):
+            active.append(family)
+        else:
+            (missing if family.blocking else skipped).append(family.missing)
+    return active, missing, skipped
+
+
+def alpha_shares(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> dict[str, float]:
+    """Each rollback test's share of alpha at a look at ``snap``: the budget ``judge`` spends (plans use it)."""
+    spec = spec or RolloutPolicySpec()
+    look = _Look(snap, spec, [])
+    active, _, _ = _active(look)
+    return split_alpha(spec.significance.alpha, [test for family in active for test in family.tests(look)])
+
+
 def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
     """Judge one look at the evidence with the policy's spec (the built-in default when None).
 
@@ -236,16 +260,7 @@ def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
     if snap.error is not None:
         return Judgement(verdict="inconclusive", reason=f"no evidence: {snap.error}", alpha=alpha, warnings=warnings)
     look = _Look(snap, spec, warnings)
-    missing: list[str] = []
-    skipped: list[str] = []
-    active: list[Family] = []
-    for family in FAMILIES:
-        if not family.enabled(look.metrics):
-            continue
-        if family.available(look):
-            active.append(family)
-        else:
-            (missing if family.blocking else skipped).append(family.missing)
+    active, missing, skipped = _active(look)
     # The alpha budget is shared by every test that can roll back at this look, and only by those.
     look.shares = split_alpha(alpha, [test for family in active for test in family.tests(look)])
     ran = [(family, family.run(look)) for family in active]
@@ -256,7 +271,8 @@ def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
     def verdict(name: Verdict, reason: str) -> Judgement:
         samples = Samples(stable=snap.stable.requests, candidate=snap.candidate.requests)
         return Judgement(verdict=name, reason=reason, metrics=results, alpha=alpha, samples=samples,
-                         warnings=warnings, skipped=skipped, evidence=evidence)  # fmt: skip
+                         warnings=warnings, skipped=skipped, evidence=evidence,
+                         forecast=forecast.forecast_look(snap, spec, look.shares))  # fmt: skip
 
     failed = [r for r in results if r.decision == "fail"]
     if failed:
