@@ -113,6 +113,28 @@ def test_evidence_carried_from_earlier_steps_is_shown_under_the_steps() -> None:
     assert "  evidence carried from earlier steps: errorRate.harm 3.25, latency.harm 0.412" in text
 
 
+def test_the_forecast_is_shown_under_the_steps_against_max_duration() -> None:
+    md = fixture("04-canary-20")
+    assert "forecast" not in status_view(md, DEFAULT_STEPS, NOW)  # an older status has none
+    md["status"]["lastAnalysis"]["forecast"] = {"seconds": 1020, "candidateRequests": 10153, "candidateRate": 10.0,
+                                                "slowest": "errorRate.nonInferiority"}  # fmt: skip
+    lines = status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    assert (
+        "  forecast: a candidate like stable passes after 17m (10,153 candidate requests at 10 candidate requests/s,"
+        " slowest errorRate.nonInferiority)"
+    ) in lines
+    md["status"]["lastAnalysis"]["forecast"]["seconds"] = 2700
+    assert (
+        "  forecast: a candidate like stable passes after 45m (10,153 candidate requests at 10 candidate requests/s,"
+        " slowest errorRate.nonInferiority); beyond maxDuration 30m"
+    ) in status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    md["status"]["lastAnalysis"]["forecast"] = {"seconds": None, "candidateRate": 0.5}
+    assert (
+        "  forecast: a candidate like stable would not pass this step at 0.5 candidate requests/s"
+        in status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    )
+
+
 def test_requests_are_counted_per_step() -> None:
     md = fixture("04-canary-20")
     md["status"]["currentStep"]["requestsAtStart"] = 400
