@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 NEVER = math.inf
+YEAR = 365 * 24 * 3600.0  # a forecast beyond this says "never"
 _MAX_REQUESTS = 1e13  # beyond this a check is "never" (years of traffic)
 MIN_SAMPLES = 100  # judge.MIN_SAMPLES (judge imports this module, so it cannot be imported from there)
 
@@ -400,7 +401,7 @@ def forecast_step(spec: RolloutPolicySpec, t: StepTraffic, shares: Mapping[str, 
     needed, slowest = requests_to_promote(checks)
     if t.candidate_rps > 0 and min_requests / t.candidate_rps * t.rps > needed:
         needed, slowest = min_requests / t.candidate_rps * t.rps, "minRequests"
-    seconds = _at_look(needed / t.rps, interval) if t.rps > 0 and math.isfinite(needed) else NEVER
+    seconds = _at_look(needed / t.rps, interval) if t.rps > 0 and needed / t.rps < YEAR else NEVER
     last_look = math.floor(horizon / interval) * interval
     n = last_look * t.rps
     enough = t.candidate_rps * last_look >= min_requests
@@ -438,14 +439,11 @@ def forecast_look(snap: Snapshot, spec: RolloutPolicySpec, shares: Mapping[str, 
     if t is None:
         return None
     needed, slowest = requests_to_promote(promotion_checks(spec, t, shares, snap.evidence))
-    seconds = _at_look(needed / t.rps, max(parse_duration(spec.analysis.interval), 1.0))
-    finite = math.isfinite(needed) and seconds < YEAR
+    finite = math.isfinite(needed) and needed / t.rps < YEAR
+    seconds = _at_look(needed / t.rps, max(parse_duration(spec.analysis.interval), 1.0)) if finite else NEVER
     return Forecast(
         seconds=round(seconds) if finite else None,
         candidate_requests=round(needed * t.share) if finite else None,
         candidate_rate=round(t.candidate_rps, 4),
         slowest=slowest or None,
     )
-
-
-YEAR = 365 * 24 * 3600.0

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
@@ -180,6 +181,7 @@ class Reconciler:
             return None
         step, cand, stable = status.current_step, status.candidate, status.stable
         assert cand is not None and step is not None and stable is not None
+        traffic = status.traffic
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
@@ -187,6 +189,14 @@ class Reconciler:
             candidate_revision=cand.revision,
             source=evidence_source(step.kind),
             reference=self.profiles.get(_candidate_profile(status)),
+            # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
+            split=(
+                Split.from_percent(
+                    traffic.stable, traffic.candidate, traffic.mirror, md.spec.traffic.sticky is not None
+                )
+                if traffic is not None
+                else None
+            ),
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts
