@@ -471,13 +471,19 @@ class RolloutPolicySpec(ApiModel):
 
 
 def default_strategy() -> Strategy:
-    """The built-in safe default: shadow, then 5 / 25 / 50 percent canaries."""
+    """The built-in safe default: shadow, then 5 / 25 / 50 percent canaries.
+
+    The canaries may run an hour: with error margins relative to stable's rate, a 5% canary of a service at
+    100 requests/s and 1% errors needs about half an hour to show a candidate like stable non-inferior
+    (`mlrollout plan --rps 100`; docs/analysis.md, "Time to decision"), so 30 minutes would end most such
+    steps by the inconclusive rule.
+    """
     return Strategy(
         steps=[
             Step(shadow=ShadowStep(mirror_percent=100, min_requests=200)),
-            Step(canary=CanaryStep(weight=5, min_requests=200)),
-            Step(canary=CanaryStep(weight=25, min_requests=500)),
-            Step(canary=CanaryStep(weight=50, min_requests=500)),
+            Step(canary=CanaryStep(weight=5, min_requests=200, max_duration="1h")),
+            Step(canary=CanaryStep(weight=25, min_requests=500, max_duration="1h")),
+            Step(canary=CanaryStep(weight=50, min_requests=500, max_duration="1h")),
         ]
     )
 
