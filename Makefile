@@ -4,8 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help deps venv test test-unit test-component test-cluster test-e2e lint typecheck crds demo bench clean \
-	cluster-build cluster-up cluster-down
+.PHONY: help deps venv test test-unit test-component test-cluster test-e2e lint typecheck crds argocd demo bench clean \
+	cluster-build argocd-build cluster-up cluster-down
 
 help:
 	@echo "make test       system packages + virtualenv + lint + every test tier (unit, component, cluster, e2e)"
@@ -13,6 +13,7 @@ help:
 	@echo "make e2e        end-to-end scenarios with real pods (docs/e2e.md); make images builds the images"
 	@echo "make lint       ruff + mypy --strict"
 	@echo "make crds       regenerate crds/ and the chart's CRDs from the pydantic models"
+	@echo "make argocd     regenerate the Argo CD health check and actions from argocd/src (docs/argocd.md)"
 	@echo "make bench      benchmarks (results in bench/results/)"
 	@echo "make cluster-up / cluster-down   local control plane from the pinned Kubernetes (e2e/cluster/)"
 
@@ -28,17 +29,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The e2e tier runs last, on a fresh local cluster with a node that is purged afterwards (docs/testing.md).
-test: deps venv lint cluster-build
+test: deps venv lint cluster-build argocd-build
 	$(BIN)/pytest tests/unit tests/component tests/cluster
 	@MLROLLOUT_STATE=$(E2E_TEST_STATE) bash e2e/tests/run --local --fresh
 
-test-unit: venv
+test-unit: venv argocd-build
 	$(BIN)/pytest tests/unit
 
 test-component: deps venv
 	$(BIN)/pytest tests/component
 
-test-cluster: deps venv cluster-build
+test-cluster: deps venv cluster-build argocd-build
 	$(BIN)/pytest tests/cluster
 
 test-e2e: deps venv cluster-build
@@ -54,6 +55,9 @@ lint: venv
 crds: venv
 	$(BIN)/python -m mlrollout.api.crdgen
 
+argocd: venv
+	$(BIN)/python -m mlrollout.argocdgen
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
@@ -61,6 +65,11 @@ clean:
 # the repository, so only the first run compiles.
 cluster-build:
 	@bash e2e/cluster/build
+
+# Argo CD's own Lua evaluator for the Argo CD tests (e2e/argocd, docs/argocd.md), cached the same way.
+# The tests build it themselves when it is missing; this step only does it up front.
+argocd-build:
+	@bash e2e/argocd/build >/dev/null
 
 cluster-up: cluster-build
 	@bash e2e/cluster/up

@@ -27,6 +27,11 @@ def wine_worse_model() -> models.BuiltModel:
 
 
 @pytest.fixture(scope="session")
+def wine_plausible_model() -> models.BuiltModel:
+    return models.wine_plausible()
+
+
+@pytest.fixture(scope="session")
 def diabetes_model() -> models.BuiltModel:
     return models.diabetes()
 

@@ -26,6 +26,17 @@ MANIFESTS = Path(__file__).resolve().parent / "manifests"
 SYSTEM_NS = "mlrollout-system"
 MODELS_NS = "mlrollout-models"
 RELEASE = "mlrollout"
+# Namespace labels under which the PodSecurity admission plugin refuses pods that break "restricted".
+POD_SECURITY_RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+# How the operator's NetworkPolicies select the Prometheus of install_prometheus (its namespace, its pods).
+PROMETHEUS_PEER_VALUES = [
+    f"modelNetworkPolicies.prometheus.namespaceLabels.kubernetes\\.io/metadata\\.name={SYSTEM_NS}",
+    "modelNetworkPolicies.prometheus.podLabels.app\\.kubernetes\\.io/name=null",
+    "modelNetworkPolicies.prometheus.podLabels.app=prometheus",
+]
 
 
 def cache_dir() -> Path:
@@ -83,13 +94,14 @@ class Cluster:
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 180) -> str:
         return self.run("kubectl", *args, stdin=stdin, check=check, timeout=timeout)
 
-    def kubectl_text(self, *args: str, timeout: float = 60) -> str:
-        """stdout and stderr of a kubectl call that may fail (diagnostics: an error is also an answer)."""
+    def kubectl_text(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        """stdout and stderr of a kubectl call that may fail (diagnostics, refusals: an error is also an answer)."""
         env = {**os.environ, "KUBECONFIG": self.kubeconfig}
         try:
             proc = subprocess.run(
-                [_tool("kubectl"), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
-            )
+                [_tool("kubectl"), *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout,
+                check=False,
+            )  # fmt: skip
         except subprocess.TimeoutExpired:
             return f"(kubectl timed out after {timeout:.0f}s)"
         return proc.stdout + proc.stderr
@@ -229,6 +241,7 @@ def install_operator(
         f"gatewayImage={refs['SERVING']}",
         "--set",
         "reconcileInterval=2",
+        *(arg for value in PROMETHEUS_PEER_VALUES for arg in ("--set", value)),
         "--wait",
         "--timeout",
         "5m",
@@ -261,11 +274,20 @@ def start_loadgen(
     rate: float = 20,
     workers: int = 4,
     name: str = "loadgen",
+    labels: Sequence[int] | None = None,
+    label_delay: float = 2.0,
+    label_share: float = 1.0,
 ) -> str:
-    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name."""
+    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name. With
+    `labels` (each row's true class) it also sends them back as feedback, `label_delay` seconds after the
+    answer, for a `label_share` of the answers."""
     cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "rows.json").write_text(json.dumps([list(r) for r in rows]))
+        files = [f"--from-file=rows.json={Path(tmp) / 'rows.json'}"]
+        if labels is not None:
+            (Path(tmp) / "labels.json").write_text(json.dumps(list(labels)))
+            files.append(f"--from-file=labels.json={Path(tmp) / 'labels.json'}")
         cm = cluster.kubectl(
             "create",
             "configmap",
@@ -273,7 +295,7 @@ def start_loadgen(
             "-n",
             namespace,
             f"--from-file=loadgen.py={Path(__file__).resolve().parent / 'loadgen.py'}",
-            f"--from-file=rows.json={Path(tmp) / 'rows.json'}",
+            *files,
             "--dry-run=client",
             "-o",
             "json",
@@ -286,10 +308,12 @@ def start_loadgen(
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
-            "securityContext": {"runAsUser": 65532, "runAsNonRoot": True},
+            # Pod Security "restricted", so the load also runs in namespaces that enforce it
+            "securityContext": {"runAsUser": 65532, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [
                 {
                     "name": "loadgen",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                     "image": refs["SERVING"],
                     "command": ["python3", "/config/loadgen.py"],
                     "env": [
@@ -298,6 +322,15 @@ def start_loadgen(
                         {"name": "RATE", "value": str(rate)},
                         {"name": "WORKERS", "value": str(workers)},
                         {"name": "ROWS", "value": "/config/rows.json"},
+                        *(
+                            [
+                                {"name": "LABELS", "value": "/config/labels.json"},
+                                {"name": "LABEL_DELAY", "value": str(label_delay)},
+                                {"name": "LABEL_SHARE", "value": str(label_share)},
+                            ]
+                            if labels is not None
+                            else []
+                        ),
                     ],
                     "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                     "volumeMounts": [{"name": "config", "mountPath": "/config"}],

@@ -57,6 +57,7 @@ class Platform:
     prometheus: str
     files: dict[str, str]
     rows: list[list[float]]
+    labels: list[int]  # each row's true class: what the load generator sends back as feedback
     timings: dict[str, float] = field(default_factory=dict)
 
     def uri(self, name: str) -> str:
@@ -79,7 +80,7 @@ def platform(cluster: stack.Cluster) -> Platform:
     prom = stack.install_prometheus(cluster, refs)
     store = stack.install_model_store(cluster, refs, models_dir)
     stack.install_operator(cluster, refs, prom)
-    return Platform(cluster, refs, store, prom, manifest["files"], manifest["rows"])
+    return Platform(cluster, refs, store, prom, manifest["files"], manifest["rows"], manifest["labels"])
 
 
 # --- what a failed scenario leaves behind for whoever reads the CI log ----------------------------------

@@ -1,10 +1,12 @@
-"""End-to-end rollouts with real pods: first deployment, a good canary, a slow model, a corrupt file.
+"""End-to-end rollouts with real pods: first deployment, a good canary, a slow model, a corrupt file, and a
+whole rollout in a namespace that enforces Pod Security "restricted".
 
 Given/When/Then in each docstring. Traffic comes from the load generator pod through the gateway Service.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -157,3 +159,60 @@ def test_wrong_sha256_never_receives_traffic(platform: Platform, namespace: str,
     assert "v4" not in load["versions"], load
     assert load["failed"] == 0, load
     assert md_status(platform.cluster, namespace)["stable"]["modelVersion"] == "v1"
+
+
+def _refused_by_pod_security(platform: Platform, namespace: str) -> str:
+    """A root pod without a seccomp profile, created as a server-side dry run: the API server's answer."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "breaks-restricted", "namespace": namespace},
+           "spec": {"containers": [{"name": "c", "image": platform.refs["SERVING"], "command": ["true"]}]}}  # fmt: skip
+    return platform.cluster.kubectl_text("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(pod))
+
+
+def test_rollout_in_a_pod_security_restricted_namespace(
+    platform: Platform, namespace: str, cluster_objects: list[str]
+) -> None:
+    """Given a namespace enforcing Pod Security "restricted" (the API server refuses a pod that breaks it),
+    When v1 is deployed there with the operator's NetworkPolicies on, and v2 rolled out under client load,
+    Then every pod of the model servers, the gateway and the load generator is admitted (no FailedCreate),
+    v2 is promoted, and no client request fails. The node's CNI (bridge) does not enforce NetworkPolicies:
+    this shows they are created and change nothing for the rollout, not that they isolate anything."""
+    cluster = platform.cluster
+    cluster.kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in stack.POD_SECURITY_RESTRICTED.items()))
+    refusal = _refused_by_pod_security(platform, namespace)
+    assert 'violates PodSecurity "restricted:latest"' in refusal, refusal
+    name = _policy(platform, cluster_objects, f"{namespace}-p")
+    isolated = {"enabled": True, "clients": [{"podSelector": {"matchLabels": {"app": "mlrollout-loadgen"}}}]}
+    v1 = model_deployment(platform, namespace, "v1", "wine-v1.onnx", name)
+    apply(cluster, {**v1, "spec": {**v1["spec"], "networkPolicy": isolated}})
+    wait_healthy(cluster, namespace, "v1")
+    stack.start_loadgen(cluster, namespace, platform.refs, "wine", "wine", platform.rows, rate=20)
+    started = time.monotonic()
+    v2 = model_deployment(platform, namespace, "v2", "wine-v2.onnx", name)
+    apply(cluster, {**v2, "spec": {**v2["spec"], "networkPolicy": isolated}})
+    pods_seen: dict[str, str] = {}
+
+    def done() -> dict[str, Any] | None:
+        for pod in json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json"))["items"]:
+            sc = pod["spec"].get("securityContext") or {}
+            pods_seen[pod["metadata"]["name"]] = (sc.get("seccompProfile") or {}).get("type", "none")
+        return history_entry(cluster, namespace, "v2")
+
+    entry = stack.wait_until("v2's rollout to end", done, 600, 2)
+    stack.wait_until("the old stable's scale-down", lambda: not md_status(cluster, namespace).get("scaleDowns"), 120)
+    time.sleep(5)  # requests in flight when the old pods went away are counted in the next report line
+    load = stack.stop_loadgen(cluster, namespace)
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
+    failed_creates = [e["message"] for e in events if e.get("reason") == "FailedCreate"]
+    policies = cluster.kubectl("get", "networkpolicies", "-n", namespace, "-o", "name").split()
+    report(
+        "restricted namespace",
+        f"v2 {entry['outcome']} in {time.monotonic() - started:.0f}s; {len(pods_seen)} pods seen, seccomp "
+        f"{sorted(set(pods_seen.values()))}; FailedCreate {len(failed_creates)}; {policies}; load {load}",
+    )
+    assert failed_creates == [], failed_creates
+    assert entry["outcome"] == "promoted", entry
+    assert set(pods_seen.values()) == {"RuntimeDefault"}, pods_seen
+    assert sorted(policies) == ["networkpolicy.networking.k8s.io/wine-gateway",
+                                "networkpolicy.networking.k8s.io/wine-model-server"]  # fmt: skip
+    assert load["failed"] == 0, load
+    assert load["ok"] > 0 and "v2" in load["versions"], load

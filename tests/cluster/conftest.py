@@ -7,6 +7,7 @@
 - ``crds`` (session): our CRDs from ``crds/`` installed with ``kubectl apply`` and Established.
 - ``kubectl`` (session): a :class:`Kubectl` bound to the admin kubeconfig and the pinned binary.
 - ``namespace``: a fresh namespace per test, deleted afterwards (without waiting).
+- ``helm`` (session): a :class:`Helm`, the pinned helm with its own config and cache directories.
 
 A missing prerequisite (go, openssl, ...) makes the scripts fail loudly, and with them every test of
 the tier: never a skip.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.cluster.kube import CLUSTER_DIR, CRD_DIR, UP_TIMEOUT, ControlPlane, Kubectl
+from tests.cluster.kube import CLUSTER_DIR, CRD_DIR, UP_TIMEOUT, ControlPlane, Helm, Kubectl
 
 
 def _script_env() -> dict[str, str]:
@@ -115,3 +116,15 @@ def dry_run_namespace(kubectl: Kubectl, crds: list[str]) -> Iterator[str]:
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="session")
+def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    home = tmp_path_factory.mktemp("helm")
+    env = {
+        **control_plane.env,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    return Helm(control_plane.binary("helm"), env)

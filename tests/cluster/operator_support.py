@@ -78,27 +78,29 @@ def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: 
     cluster_objects = [(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"].startswith("Cluster")]
     sa = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
     peering = next(d["metadata"]["name"] for d in docs if d["kind"] == "KopfPeering")
-    token = kubectl("create", "token", sa, "-n", namespace, "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(cp.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    kubeconfig = workdir / "operator.kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": cluster}],
-                "users": [{"name": sa, "user": {"token": token}}],
-                "contexts": [{"name": "op", "context": {"cluster": "test", "user": sa, "namespace": namespace}}],
-                "current-context": "op",
-            }
-        )
-    )
+    kubeconfig = token_kubeconfig(cp, kubectl, namespace, sa, workdir / "operator.kubeconfig")
     try:
         yield ChartIdentity(kubeconfig, release, cluster_objects, peering)
     finally:
         for kind, name in cluster_objects:
             kubectl("delete", kind, name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def token_kubeconfig(cp: ControlPlane, kubectl: Kubectl, namespace: str, sa: str, path: Path) -> Path:
+    """A kubeconfig that acts as ServiceAccount `sa` of `namespace` (a fresh token, the cluster's real CA)."""
+    token = kubectl("create", "token", sa, "-n", namespace, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(cp.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": sa, "context": {"cluster": "test", "user": sa, "namespace": namespace}}],
+        "current-context": sa,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 # -- the operator process ----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,75 +16,103 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.cluster.kube import REPO, ControlPlane, Kubectl
+from tests.cluster.kube import CHART, Helm, Kubectl
+
+from mlrollout.controller.settings import OperatorSettings
 
 pytestmark = pytest.mark.cluster
 
-CHART = REPO / "charts" / "mlrollout"
-CRUD = frozenset({"create", "get", "list", "watch", "patch", "update", "delete"})
+CREATE_PATCH = frozenset({"create", "patch"})
 READ = frozenset({"get", "list", "watch"})
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 
-# Cluster-wide, whatever the watched namespaces.
+# Cluster-wide, whatever the watched namespaces: listing the cluster-scoped policies.
 CLUSTER_PERMS: dict[tuple[str, str], frozenset[str]] = {
-    ("mlrollout.io", "rolloutpolicies"): READ,
-    ("mlrollout.io", "fallbackpolicies"): READ,
-    ("", "namespaces"): READ,
-    ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
+    ("mlrollout.io", "rolloutpolicies"): frozenset({"list"}),
+    ("mlrollout.io", "fallbackpolicies"): frozenset({"list"}),
 }
-# In each watched namespace (cluster-wide when watchNamespaces is empty).
+# In each watched namespace (every namespace when watchNamespaces is empty). docs/operator.md says why each.
 NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("mlrollout.io", "modeldeployments"): frozenset({"get", "list", "watch", "patch"}),
-    ("mlrollout.io", "modeldeployments/status"): frozenset({"update", "patch"}),
-    ("apps", "deployments"): CRUD,
-    ("", "services"): CRUD,
-    ("", "configmaps"): CRUD,
-    ("", "serviceaccounts"): CRUD,
-    ("rbac.authorization.k8s.io", "roles"): CRUD,
-    ("rbac.authorization.k8s.io", "rolebindings"): CRUD,
-    ("policy", "poddisruptionbudgets"): CRUD,
-    ("", "pods"): READ,
-    ("apps", "replicasets"): READ,
-    ("", "events"): frozenset({"create", "patch"}),
-    ("events.k8s.io", "events"): frozenset({"create", "patch"}),
+    ("mlrollout.io", "modeldeployments/status"): frozenset({"update"}),
+    ("mlrollout.io", "modeldeployments/finalizers"): frozenset({"update"}),
+    ("apps", "deployments"): CREATE_PATCH | {"delete", "list"},
+    ("", "services"): CREATE_PATCH | {"delete"},
+    ("", "configmaps"): CREATE_PATCH | READ,
+    ("", "serviceaccounts"): CREATE_PATCH,
+    ("rbac.authorization.k8s.io", "roles"): CREATE_PATCH,
+    ("rbac.authorization.k8s.io", "rolebindings"): CREATE_PATCH,
+    ("policy", "poddisruptionbudgets"): CREATE_PATCH,
+    ("networking.k8s.io", "networkpolicies"): CREATE_PATCH | {"deletecollection"},
+    ("", "pods"): frozenset({"list"}),
+    ("", "namespaces"): frozenset({"get"}),
+    ("", "events"): frozenset({"create"}),
+    ("", "secrets"): frozenset({"create"}),
 }
 # kopf peering (collision protection, on by default): the ClusterKopfPeering when watching every namespace,
 # else the KopfPeering in each watched namespace.
 PEER = frozenset({"get", "list", "watch", "patch"})
 CLUSTER_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "clusterkopfpeerings"): PEER}
 NAMESPACED_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "kopfpeerings"): PEER}
-# Only in the operator's own namespace.
-OWN_NAMESPACE_PERMS: dict[tuple[str, str], frozenset[str]] = {
-    ("coordination.k8s.io", "leases"): frozenset({"create", "get", "list", "watch", "update", "patch"}),
-}
 OPTIONAL_PERMS: dict[str, dict[tuple[str, str], frozenset[str]]] = {
-    "rbac.gatewayAPI": {("gateway.networking.k8s.io", "httproutes"): CRUD},
-    "rbac.istio": {("networking.istio.io", "virtualservices"): CRUD},
-    "rbac.serviceMonitors": {("monitoring.coreos.com", "servicemonitors"): CRUD},
+    "rbac.gatewayAPI": {("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH},
+    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH},
+    "rbac.serviceMonitors": {("monitoring.coreos.com", "servicemonitors"): CREATE_PATCH},
+}
+# rbac.serviceMonitors: whether the ServiceMonitor CRD exists (that one CRD only, by resourceNames).
+CRD_CHECK: dict[tuple[str, str], frozenset[str]] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get"})
 }
 # A sample of what the operator must NOT be able to do: (verb, resource[.group], subresource).
 FORBIDDEN: list[tuple[str, str, str]] = [
     ("get", "secrets", ""),
     ("list", "secrets", ""),
     ("watch", "secrets", ""),
+    ("update", "secrets", ""),
+    ("patch", "secrets", ""),
+    ("delete", "secrets", ""),
     ("delete", "modeldeployments.mlrollout.io", ""),
     ("update", "modeldeployments.mlrollout.io", ""),
     ("create", "modeldeployments.mlrollout.io", ""),
+    ("patch", "modeldeployments.mlrollout.io", "status"),
     ("delete", "modeldeployments.mlrollout.io", "status"),
+    ("get", "rolloutpolicies.mlrollout.io", ""),
+    ("watch", "rolloutpolicies.mlrollout.io", ""),
     ("patch", "rolloutpolicies.mlrollout.io", ""),
     ("delete", "rolloutpolicies.mlrollout.io", ""),
     ("create", "fallbackpolicies.mlrollout.io", ""),
     ("update", "fallbackpolicies.mlrollout.io", ""),
     ("create", "pods", ""),
     ("delete", "pods", ""),
+    ("get", "pods", ""),
     ("create", "pods", "exec"),
+    ("get", "pods", "log"),
+    ("update", "deployments.apps", ""),
+    ("get", "deployments.apps", ""),
+    ("get", "services", ""),
+    ("delete", "configmaps", ""),
+    ("update", "configmaps", ""),
+    ("delete", "serviceaccounts", ""),
+    ("get", "serviceaccounts", ""),
+    ("delete", "roles.rbac.authorization.k8s.io", ""),
+    ("delete", "rolebindings.rbac.authorization.k8s.io", ""),
+    ("delete", "poddisruptionbudgets.policy", ""),
+    ("delete", "networkpolicies.networking.k8s.io", ""),
+    ("get", "networkpolicies.networking.k8s.io", ""),
+    ("list", "replicasets.apps", ""),
     ("delete", "replicasets.apps", ""),
     ("create", "statefulsets.apps", ""),
+    ("patch", "events", ""),
     ("delete", "events", ""),
+    ("create", "events.events.k8s.io", ""),
+    ("list", "namespaces", ""),
     ("delete", "namespaces", ""),
     ("create", "namespaces", ""),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ("update", "leases.coordination.k8s.io", ""),
     ("create", "clusterroles.rbac.authorization.k8s.io", ""),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
     ("escalate", "roles.rbac.authorization.k8s.io", ""),
@@ -98,40 +125,6 @@ FORBIDDEN: list[tuple[str, str, str]] = [
 
 def expand(perms: Mapping[tuple[str, str], Iterable[str]]) -> set[Rule]:
     return {(group, resource, verb) for (group, resource), verbs in perms.items() for verb in verbs}
-
-
-@dataclass(frozen=True)
-class Helm:
-    """The pinned helm binary with its own config/cache dirs and the test kubeconfig."""
-
-    binary: str
-    env: Mapping[str, str]
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [self.binary, *args], capture_output=True, text=True, env=dict(self.env), timeout=180, check=False
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def template(self, *sets: str, namespace: str = "mlrollout-system", release: str = "mlr") -> list[Any]:
-        args = ["template", release, str(CHART), "--namespace", namespace]
-        for s in sets:
-            args += ["--set", s]
-        return [d for d in yaml.safe_load_all(self(*args).stdout) if d]
-
-
-@pytest.fixture(scope="session")
-def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    home = tmp_path_factory.mktemp("helm")
-    env = {
-        **control_plane.env,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    return Helm(control_plane.binary("helm"), env)
 
 
 def rules_of(docs: Iterable[Mapping[str, Any]], kind: str, name_suffix: str) -> set[Rule]:
@@ -194,6 +187,7 @@ def test_operator_deployment_is_hardened(helm: Helm) -> None:
     assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     [container] = pod["containers"]
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
@@ -269,23 +263,63 @@ def test_rbac_is_exactly_the_least_privilege_tables(helm: Helm, variant: str) ->
     for flag, perms in OPTIONAL_PERMS.items():
         if f"{flag}=true" in sets:
             namespaced |= expand(perms)
+    if "rbac.serviceMonitors=true" in sets:
+        cluster |= expand(CRD_CHECK)
+        [crd_rule] = [r for d in docs for r in d.get("rules", []) if "customresourcedefinitions" in r["resources"]]
+        assert crd_rule["resourceNames"] == ["servicemonitors.monitoring.coreos.com"]
+    watched = "watchNamespaces={team-a,team-b}" in sets
     if "peering.enabled=false" not in sets:
-        if "watchNamespaces={team-a,team-b}" in sets:
+        if watched:
             namespaced |= expand(NAMESPACED_PEERING_PERMS)
         else:
             cluster |= expand(CLUSTER_PEERING_PERMS)
     assert rules_of(docs, "ClusterRole", "-cluster") == cluster
-    assert rules_of(docs, "ClusterRole", "-namespaced") == namespaced
-    assert rules_of(docs, "Role", "-leases") == expand(OWN_NAMESPACE_PERMS)
+    assert not by_kind(docs, "Role") or watched  # kopf uses no leases: no Role in the release namespace
     bindings = by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding")
-    namespaced_bindings = [b for b in bindings if b["roleRef"]["name"].endswith("-namespaced")]
-    if "watchNamespaces={team-a,team-b}" in sets:
-        assert {(b["kind"], b["metadata"]["namespace"]) for b in namespaced_bindings} == {
-            ("RoleBinding", "team-a"),
-            ("RoleBinding", "team-b"),
-        }
+    if watched:
+        # the production mode: a Role per watched namespace, and no grant of these rights anywhere else
+        assert rules_of(docs, "ClusterRole", "-namespaced") == set()
+        roles = {d["metadata"]["namespace"]: d for d in by_kind(docs, "Role")}
+        assert set(roles) == {"team-a", "team-b"}
+        for role in roles.values():
+            assert rules_of([role], "Role", "mlr-mlrollout") == namespaced
+        assert {(b["metadata"]["namespace"], b["roleRef"]["kind"], b["roleRef"]["name"])
+                for b in by_kind(docs, "RoleBinding")} == {("team-a", "Role", "mlr-mlrollout"),
+                                                             ("team-b", "Role", "mlr-mlrollout")}  # fmt: skip
+        assert [b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == ["mlr-mlrollout-cluster"]
     else:
+        assert rules_of(docs, "ClusterRole", "-namespaced") == namespaced
+        namespaced_bindings = [b for b in bindings if b["roleRef"]["name"].endswith("-namespaced")]
         assert [b["kind"] for b in namespaced_bindings] == ["ClusterRoleBinding"]
+
+
+def test_notes_point_cluster_wide_installs_to_the_namespaced_mode(helm: Helm) -> None:
+    cluster_wide = helm("install", "x", str(CHART), "--dry-run=client").stdout
+    assert "watchNamespaces is empty" in cluster_wide and "watchNamespaces={team-a,team-b}" in cluster_wide
+    namespaced = helm("install", "x", str(CHART), "--dry-run=client", "--set", "watchNamespaces={ml}").stdout
+    assert "watchNamespaces is empty" not in namespaced
+
+
+def test_operator_settings_for_network_policies(helm: Helm) -> None:
+    """The chart's values reach the operator in the syntax its settings parse."""
+    docs = helm.template(
+        "modelNetworkPolicies.enabled=true",
+        "modelNetworkPolicies.prometheus.namespaceLabels.team=obs",
+        "modelNetworkPolicies.prometheus.podLabels=null",
+    )
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    settings = OperatorSettings.from_env({k: v for k, v in env.items() if v is not None})
+    assert settings.network_policies is True
+    assert settings.prometheus_namespace_labels == {"kubernetes.io/metadata.name": "monitoring", "team": "obs"}
+    assert settings.prometheus_pod_labels == {}
+    default = by_kind(helm.template(), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    defaults = OperatorSettings.from_env({e["name"]: e["value"] for e in default if "value" in e})
+    assert defaults.network_policies is False
+    assert defaults.prometheus_namespace_labels == OperatorSettings().prometheus_namespace_labels
+    assert defaults.prometheus_pod_labels == OperatorSettings().prometheus_pod_labels
+    bad = helm("template", "x", str(CHART), "--set", "modelNetworkPolicies.prometheus.podLabels.app=a\\,b", check=False)
+    assert bad.returncode != 0 and "podLabels" in bad.stderr
 
 
 def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> None:
@@ -361,7 +395,6 @@ def test_helm_install_creates_the_operator_objects(kubectl: Kubectl, installed: 
     kubectl("-n", ns, "get", "serviceaccount", f"{release}-mlrollout")
     kubectl("get", "clusterrole", f"{release}-mlrollout-cluster", f"{release}-mlrollout-namespaced")
     kubectl("get", "clusterrolebinding", f"{release}-mlrollout-cluster", f"{release}-mlrollout-namespaced")
-    kubectl("-n", ns, "get", "role,rolebinding", f"{release}-mlrollout-leases")
     # The chart's CRDs are the generated ones, which the session already installed.
     for crd in ("modeldeployments", "rolloutpolicies", "fallbackpolicies"):
         kubectl("get", "crd", f"{crd}.mlrollout.io")
@@ -373,7 +406,6 @@ def test_helm_install_creates_the_operator_objects(kubectl: Kubectl, installed: 
 def test_installed_rbac_is_sufficient(kubectl: Kubectl, installed: Installed, namespace: str) -> None:
     elsewhere = "default"
     checks = [(r, elsewhere) for r in expand(CLUSTER_PERMS) | expand(NAMESPACED_PERMS) | expand(CLUSTER_PEERING_PERMS)]
-    checks += [(r, namespace) for r in expand(OWN_NAMESPACE_PERMS)]
     answers = check_all(kubectl, installed.service_account, checks)
     assert [k for k, ok in answers.items() if not ok] == []
 
@@ -387,10 +419,6 @@ def test_installed_rbac_is_minimal(kubectl: Kubectl, installed: Installed, names
         if can_i(kubectl, sa, verb, res, ns, sub)
     ]
     assert allowed == []
-    # Leases only in the operator's own namespace.
-    leases = ("coordination.k8s.io", "leases", "update")
-    assert can_i_rule(kubectl, sa, leases, namespace)
-    assert not can_i_rule(kubectl, sa, leases, "default")
 
 
 def test_rendered_chart_applies_with_watched_namespaces(
@@ -412,13 +440,16 @@ def test_rendered_chart_applies_with_watched_namespaces(
         kubectl("apply", "-f", str(manifest))
         sa = f"system:serviceaccount:{namespace}:{release}-mlrollout"
         kubectl("-n", namespace, "get", "networkpolicy", f"{release}-mlrollout")
-        deploy = ("apps", "deployments", "create")
-        status = ("mlrollout.io", "modeldeployments/status", "patch")
+        kubectl("-n", watched, "get", "role,rolebinding", f"{release}-mlrollout")
+        answers = check_all(kubectl, sa, [(r, watched) for r in expand(NAMESPACED_PERMS)])
+        assert [k for k, ok in answers.items() if not ok] == []
+        answers = check_all(kubectl, sa, [(r, ns) for r in expand(NAMESPACED_PERMS) for ns in ("default", namespace)])
+        assert [k for k, ok in answers.items() if ok] == []  # not elsewhere, not even in its own namespace
         policies = ("mlrollout.io", "rolloutpolicies", "list")
-        assert can_i_rule(kubectl, sa, deploy, watched) and can_i_rule(kubectl, sa, status, watched)
-        assert not can_i_rule(kubectl, sa, deploy, "default")
-        assert not can_i_rule(kubectl, sa, status, "default")
         assert can_i_rule(kubectl, sa, policies, "default")  # cluster-scoped: readable everywhere
+        # the namespace's own labels (policy selection): that namespace only
+        assert can_i(kubectl, sa, "get", f"namespaces/{watched}", watched)
+        assert not can_i(kubectl, sa, "get", "namespaces/default", "default")
         # Peering: a KopfPeering in the watched namespace, keep-alives allowed there only.
         kubectl("-n", watched, "get", "kopfpeering", "mlrollout")
         peering = ("kopf.dev", "kopfpeerings", "patch")

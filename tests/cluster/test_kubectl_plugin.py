@@ -26,15 +26,16 @@ from typing import Any
 import pytest
 import yaml
 from tests.cluster.kube import Kubectl
+from tests.cluster.operator_support import token_kubeconfig
 
 # `env` (the operator under the chart's ServiceAccount) is the operator tests' fixture, imported to be used here
 from tests.cluster.test_operator import CANARY_STEPS, Env, env, md_manifest, steps_policy, unique  # noqa: F401
-from tests.unit.argocd.test_health_lua import health
+from tests.support import argocd
 
 pytestmark = pytest.mark.cluster
 
 VENV_BIN = Path(sys.executable).parent
-FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "argocd" / "fixtures"
+FIXTURES = argocd.CUSTOMIZATION / "testdata"
 MD = """
 apiVersion: mlrollout.io/v1alpha1
 kind: ModelDeployment
@@ -209,18 +210,8 @@ def _viewer_kubeconfig(kubectl: Kubectl, ns: str, path: Path) -> Path:
         "create", "role", "md-viewer", "-n", ns, "--verb=get,list,watch", "--resource=modeldeployments.mlrollout.io"
     )
     kubectl("create", "rolebinding", "md-viewer", "-n", ns, "--role=md-viewer", f"--serviceaccount={ns}:viewer")
-    token = kubectl("create", "token", "viewer", "-n", ns, "--duration=10m").stdout.strip()
-    admin = yaml.safe_load(kubectl.control_plane.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "viewer", "user": {"token": token}}],
-        "contexts": [{"name": "viewer", "context": {"cluster": "c", "user": "viewer", "namespace": ns}}],
-        "current-context": "viewer",
-    }
-    path.write_text(yaml.safe_dump(config))
+    token_kubeconfig(kubectl.control_plane, kubectl, ns, "viewer", path)
+    cluster = yaml.safe_load(path.read_text())["clusters"][0]["cluster"]
     assert base64.b64decode(cluster["certificate-authority-data"])  # the real CA, not insecure mode
     return path
 
@@ -258,8 +249,8 @@ def policy(kubectl: Kubectl) -> Iterator[str]:
 
 def canary_status() -> dict[str, Any]:
     """The status of a rollout at its 20% canary step, shaped like the operator writes it."""
-    fixture = json.loads((FIXTURES / "04-canary-20.json").read_text())
-    status: dict[str, Any] = copy.deepcopy(fixture["object"]["status"])
+    fixture = yaml.safe_load((FIXTURES / "04-canary-20.yaml").read_text())
+    status: dict[str, Any] = copy.deepcopy(fixture["status"])
     status["observedGeneration"] = 1
     for condition in status["conditions"]:
         condition["observedGeneration"] = 1
@@ -297,8 +288,8 @@ def test_status_of_a_real_object_with_its_policy_steps(
 
 
 def test_history_of_a_real_object(kubectl: Kubectl, plugin: Plugin, wine: str) -> None:
-    fixture = json.loads((FIXTURES / "06-rolled-back.json").read_text())
-    status = fixture["object"]["status"] | {"observedGeneration": 1}
+    fixture = yaml.safe_load((FIXTURES / "06-rolled-back.yaml").read_text())
+    status = fixture["status"] | {"observedGeneration": 1}
     set_status(kubectl, wine, status)
     proc = plugin("history", "wine", "-n", wine)
     assert proc.returncode == 0, proc.stderr
@@ -346,18 +337,13 @@ def test_status_watch_redraws_on_change(
 # The operator runs as `kopf run` under the chart's ServiceAccount (tests/cluster/test_operator.py's `env`).
 # At every moment the real object also goes through the Argo CD health check: statuses from a real run.
 
-CAPTURE = os.environ.get("MLROLLOUT_CAPTURE_ARGOCD_FIXTURES")  # a directory: save the real objects there
-
 
 def argo_health(e: Env, moment: str, expected: str) -> None:
+    """Argo CD's health of the live object (the chart's argocd-cm, Argo CD's evaluator); saved as a fixture
+    when MLROLLOUT_CAPTURE_ARGOCD_FIXTURES is set."""
     obj = e.md("wine")
-    if CAPTURE:
-        for key in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "annotations"):
-            obj["metadata"].pop(key, None)
-        obj["metadata"]["namespace"] = "ml"
-        body = {"expect": {"status": expected, "messageContains": ""}, "object": obj}
-        (Path(CAPTURE) / f"real-{moment}.json").write_text(json.dumps(body, indent=1) + "\n")
-    status, message = health(obj)
+    argocd.capture(obj, moment)
+    [(status, message)] = argocd.health([obj])
     assert status == expected, (moment, message, obj.get("status"))
 
 

@@ -7,6 +7,7 @@ tables, status, conditions and Events follow. Verdicts come from recorded files 
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.cluster.kube import ControlPlane, Kubectl
+from tests.cluster.kube import RESTRICTED, ControlPlane, Kubectl
 from tests.cluster.operator_support import (
     ChartIdentity,
     OperatorProcess,
@@ -134,6 +135,11 @@ class Env:
         )["items"]  # fmt: skip
         return sorted(items, key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["creationTimestamp"]))
 
+    def failed_creates(self) -> list[str]:
+        """Messages of FailedCreate events (a ReplicaSet whose pod the API server refused)."""
+        items = self.kubectl.json("get", "events", "-n", self.namespace, "--field-selector", "reason=FailedCreate")
+        return [e.get("message", "") for e in items["items"]]
+
     def healthy_v1(self, name: str, policy: str | None) -> dict[str, Any]:
         self.apply(md_manifest(name, "1", policy))
         return self.wait_status(name, "Healthy v1", lambda s: s.get("phase") == "Healthy")
@@ -148,6 +154,9 @@ class Env:
 def env(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Env]:
     verdicts = tmp_path / "verdicts"
     verdicts.mkdir()
+    # every pod the operator creates in this tier must pass Pod Security "restricted" (else the ReplicaSets
+    # cannot create them and nothing becomes Ready)
+    kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items()))
     with chart_identity(control_plane, kubectl, namespace, tmp_path) as identity:
         operator = OperatorProcess(
             identity.kubeconfig, namespace, verdicts, tmp_path / "operator.log", peering=identity.peering
@@ -162,6 +171,9 @@ def env(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path:
             operator.stop()
             for policy in world.policies if world else []:
                 kubectl("delete", "rolloutpolicy", policy, "--ignore-not-found", "--wait=false", check=False)
+    # the chart's trimmed RBAC sufficed: neither kopf nor the reconciler was refused anything
+    refused = [ln for ln in operator.log_path.read_text(errors="replace").splitlines() if "forbidden" in ln.lower()]
+    assert refused == [], refused[:5]
 
 
 def unique(prefix: str) -> str:
@@ -195,6 +207,10 @@ def test_apply_creates_owned_children_and_delete_collects_them(env: Env) -> None
                                            "revision": rev, "weight": 100.0}}  # fmt: skip
     table = env.kubectl("get", "md", "-n", env.namespace).stdout
     assert "PHASE" in table and "SPLIT" in table and "Healthy" in table and "100/0" in table
+    # in a namespace enforcing Pod Security "restricted": both pods admitted, no ReplicaSet failed to create one
+    pods = env.kubectl.json("get", "pods", "-n", env.namespace, "-l", "mlrollout.io/model-deployment=wine")["items"]
+    assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods} == {"model-server", "gateway"}
+    assert not env.failed_creates()
 
     # scaling is not a new revision: replicas change in place, no rollout starts
     env.kubectl("patch", "md", "wine", "-n", env.namespace, "--type=merge", "-p", '{"spec": {"replicas": 2}}')
@@ -463,3 +479,59 @@ def test_policy_selected_by_namespace_label_applies_without_a_reference(env: Env
     env.verdict("wine", "promote", 20)
     st = env.wait_status("wine", "switched", lambda s: (s.get("stable") or {}).get("modelVersion") == "2")
     assert env.routes("wine")["tracks"]["stable"]["revision"] == st["stable"]["revision"]
+
+
+# -- network policies ------------------------------------------------------------------------------------------
+
+
+def test_network_policies_follow_spec_network_policy_under_the_charts_rbac(env: Env) -> None:
+    """Given a Healthy ModelDeployment, When spec.networkPolicy is switched on with named clients, Then the
+    two ingress policies exist, owned by it; When it is switched off, Then the operator deletes them (with
+    nothing but the chart's Role: create, patch, deletecollection)."""
+    env.healthy_v1("wine", None)
+    selector = ["-l", "mlrollout.io/model-deployment=wine"]
+    assert env.kubectl.json("get", "networkpolicies", "-n", env.namespace, *selector)["items"] == []
+    clients = [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}]
+    env.kubectl("patch", "md", "wine", "-n", env.namespace, "--type=merge", "-p",
+                json.dumps({"spec": {"networkPolicy": {"enabled": True, "clients": clients}}}))  # fmt: skip
+
+    def policies() -> dict[str, Any]:
+        items = env.kubectl.json("get", "networkpolicies", "-n", env.namespace, *selector)["items"]
+        return {p["metadata"]["name"]: p for p in items}
+
+    found = wait_for(lambda: p if len(p := policies()) == 2 else None, 60, "the two NetworkPolicies")
+    uid = env.md("wine")["metadata"]["uid"]
+    assert set(found) == {"wine-gateway", "wine-model-server"}
+    assert all(p["metadata"]["ownerReferences"][0]["uid"] == uid for p in found.values())
+    assert clients[0] in found["wine-gateway"]["spec"]["ingress"][0]["from"]
+    env.kubectl("patch", "md", "wine", "-n", env.namespace, "--type=merge", "-p",
+                '{"spec": {"networkPolicy": {"enabled": false}}}')  # fmt: skip
+    wait_for(lambda: not policies(), 60, "the NetworkPolicies deleted once switched off")
+    assert env.status("wine")["phase"] == "Healthy"
+
+
+# -- feedback keys ----------------------------------------------------------------------------------------------
+
+
+def test_quality_gets_the_gateway_a_feedback_key_under_the_charts_rbac(env: Env) -> None:
+    """Given a policy with quality on, When a ModelDeployment uses it, Then the operator (with nothing but
+    the chart's `create secrets`) creates `<md>-feedback` once, owned by the ModelDeployment, holding one
+    32-byte key, and the gateway's pods mount it where the gateway reads its keys."""
+    manifest = steps_policy(unique("quality"), CANARY_STEPS)
+    manifest["spec"]["analysis"]["metrics"] = {"quality": {"enabled": True}}
+    env.healthy_v1("wine", env.policy(manifest))
+    secret = wait_for(
+        lambda: env.kubectl.json("get", "secrets", "-n", env.namespace, "-l", "mlrollout.io/model-deployment=wine")[
+            "items"
+        ],
+        60,
+        "the feedback Secret",
+    )
+    [secret] = secret
+    assert secret["metadata"]["name"] == "wine-feedback"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == env.md("wine")["metadata"]["uid"]
+    keys = json.loads(base64.b64decode(secret["data"]["keys"]))
+    assert list(keys) == ["1"] and len(base64.b64decode(keys["1"])) == 32
+    gateway = env.kubectl.json("get", "deployment", "wine", "-n", env.namespace)["spec"]["template"]["spec"]
+    assert gateway["volumes"][0]["secret"] == {"secretName": "wine-feedback", "optional": True, "defaultMode": 420}
+    assert gateway["containers"][0]["volumeMounts"][0]["mountPath"] == "/var/run/mlrollout/feedback"

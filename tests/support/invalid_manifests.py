@@ -146,6 +146,12 @@ CASES: list[Case] = [
         "spec.traffic.sticky",
         "exactly one of header, jsonField",
     ),
+    Case(
+        "network-client-selects-nothing",
+        model_deployment(networkPolicy={"enabled": True, "clients": [{}]}),
+        "spec.networkPolicy.clients[0]",
+        "namespaceSelector or podSelector",
+    ),
     Case("unknown-field", model_deployment(modelUri="http://x/m.onnx"), "spec.modelUri", "unknown field"),
     Case(
         "memory-not-quantity",

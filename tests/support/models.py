@@ -53,6 +53,8 @@ class BuiltModel:
     output_names: tuple[str, ...]
     classes: tuple[int, ...]
     """Class labels for classifiers (empty for regressors)."""
+    sample_targets: npt.NDArray[Any]
+    """The true target of each of ``samples`` (class labels, or values for regressors): labels to send back."""
 
     @property
     def uri(self) -> str:
@@ -85,11 +87,11 @@ def _cache_key() -> str:
 
 def _split(
     x: npt.NDArray[Any], y: npt.NDArray[Any]
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32]]:
-    """Deterministic split: every 5th row is held out as a request sample."""
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[Any]]:
+    """Deterministic split: every 5th row is held out as a request sample (with its true target)."""
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     held = np.arange(len(x32)) % 5 == 0
-    return x32[~held], y[~held], x32[held][:SAMPLE_ROWS]
+    return x32[~held], y[~held], x32[held][:SAMPLE_ROWS], y[held][:SAMPLE_ROWS]
 
 
 def _to_onnx(estimator: Any, n_features: int, classifier: bool) -> bytes:
@@ -118,7 +120,7 @@ def _build(
     shuffle_labels: bool = False,
 ) -> BuiltModel:
     x, y = load()
-    train_x, train_y, samples = _split(x, y)
+    train_x, train_y, samples, sample_targets = _split(x, y)
     if shuffle_labels:
         train_y = np.random.RandomState(7).permutation(train_y)
     path = cache_dir() / f"{name}-{_cache_key()}.onnx"
@@ -149,6 +151,7 @@ def _build(
         input_name=INPUT_NAME,
         output_names=outputs,
         classes=classes,
+        sample_targets=sample_targets,
     )
 
 
@@ -188,6 +191,23 @@ def wine_worse() -> BuiltModel:
         _dataset("load_wine"),
         lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)),
         shuffle_labels=True,
+    )
+
+
+def wine_plausible() -> BuiltModel:
+    """Same signature as :func:`wine`, trained on its two most telling features only: about 90 % accurate
+    where :func:`wine` is right on every held-out row, with the same class mix. A candidate that answers
+    fast, never errs and predicts the usual classes while being wrong more often: only labels catch it."""
+    from sklearn.feature_selection import SelectKBest, f_classif
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build(
+        "wine-logreg-two-features",
+        "classifier",
+        _dataset("load_wine"),
+        lambda: make_pipeline(StandardScaler(), SelectKBest(f_classif, k=2), LogisticRegression(max_iter=1000)),
     )
 
 

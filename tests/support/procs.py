@@ -105,10 +105,11 @@ class ManagedProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    host: str = "127.0.0.1"  # another loopback address lets two processes share a port (two replicas)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
@@ -181,11 +182,12 @@ def running(
     prefix: str = "mlrollout-test-",
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_READY_TIMEOUT,
+    host: str = "127.0.0.1",
 ) -> Iterator[ManagedProcess]:
-    """Run ``cmd`` (listening on ``port``) for the ``with`` block once ``ready_path`` answers 200; always
-    stopped afterwards, its log removed."""
+    """Run ``cmd`` (listening on ``host:port``) for the ``with`` block once ``ready_path`` answers 200;
+    always stopped afterwards, its log removed."""
     proc, log = spawn(cmd, prefix=prefix, env=env)
-    process = ManagedProcess(proc, port, log)
+    process = ManagedProcess(proc, port, log, host)
     try:
         wait_ready(process, ready_path, timeout)
         yield process
@@ -203,9 +205,10 @@ def server_command(
     version: str = "1",
     labels: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
+    wrapper: Sequence[str] = (),
 ) -> list[str]:
-    """The argument vector of a server process."""
-    cmd = [sys.executable, "-m", "mlrollout_serving.server", "--model-uri", model_uri, "--port", str(port)]
+    """The argument vector of a server process (``wrapper`` goes first, e.g. ``prlimit --nofile=256``)."""
+    cmd = [*wrapper, sys.executable, "-m", "mlrollout_serving.server", "--model-uri", model_uri, "--port", str(port)]
     cmd += ["--host", "127.0.0.1", "--model-name", name, "--model-version", version]
     if sha256 is not None:
         cmd += ["--sha256", sha256]
@@ -232,6 +235,7 @@ def start_server(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_READY_TIMEOUT,
     attempts: int = 3,
+    wrapper: Sequence[str] = (),
 ) -> ServerProcess:
     """Start a server and wait until it is ready; the caller must ``stop()`` it.
 
@@ -242,7 +246,9 @@ def start_server(
     digest = sha256 if sha256 is not None else digest
     for attempt in range(attempts):
         port = free_port()
-        cmd = server_command(uri, digest, port, name=name, version=version, labels=labels, extra_args=extra_args)
+        cmd = server_command(
+            uri, digest, port, name=name, version=version, labels=labels, extra_args=extra_args, wrapper=wrapper
+        )
         proc, log = spawn(cmd, prefix="mlrollout-serve-", env=env)
         server = ServerProcess(proc=proc, port=port, log_path=log, args=cmd)
         if poll_ready(server, "/v2/health/ready", timeout):
@@ -268,6 +274,7 @@ def serve_model(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_READY_TIMEOUT,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """Run a ready server for the ``with`` block; always stopped afterwards."""
     server = start_server(
@@ -279,6 +286,7 @@ def serve_model(
         extra_args=extra_args,
         env=env,
         timeout=timeout,
+        wrapper=wrapper,
     )
     try:
         yield server

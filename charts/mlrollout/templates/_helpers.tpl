@@ -39,3 +39,12 @@ app.kubernetes.io/component: operator
 {{- else -}}{{ fail (printf "logLevel must be debug, info, warning or error, not %q" .Values.logLevel) }}
 {{- end -}}
 {{- end -}}
+
+{{/* A label map as the operator's `key=value,key2=value2` setting (keys sorted). */}}
+{{- define "mlrollout.labelPairs" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

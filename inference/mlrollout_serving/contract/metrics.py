@@ -14,6 +14,15 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "GATEWAY_DURATION",
     "GATEWAY_FALLBACKS",
+    "GATEWAY_FEEDBACK_ABS_ERROR",
+    "GATEWAY_FEEDBACK_LABELS",
+    "GATEWAY_FEEDBACK_PAIRS",
+    "GATEWAY_FEEDBACK_PAIR_ABS_ERROR",
+    "GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES",
+    "GATEWAY_FEEDBACK_PENDING_DROPPED",
+    "GATEWAY_FEEDBACK_REFUSED",
+    "GATEWAY_FEEDBACK_SQUARED_ERROR",
+    "GATEWAY_FEEDBACK_UNPAIRED",
     "GATEWAY_MIRRORED",
     "GATEWAY_MIRROR_DROPPED",
     "GATEWAY_REQUESTS",
@@ -104,6 +113,45 @@ GATEWAY_UPSTREAM_CONNECT_RETRIES: Final = Series(
     ("upstream",),
 )
 
+GATEWAY_FEEDBACK_LABELS: Final = Series(
+    "mlrollout_gateway_feedback_labels_total",
+    "Labelled rows scored against what the track served: correct or incorrect (classifiers), scored (regressors).",
+    ("outcome",),
+)
+GATEWAY_FEEDBACK_ABS_ERROR: Final = Series(
+    "mlrollout_gateway_feedback_abs_error_total", "Sum of the absolute errors of labelled rows (regressors)."
+)
+GATEWAY_FEEDBACK_SQUARED_ERROR: Final = Series(
+    "mlrollout_gateway_feedback_squared_error_total", "Sum of the squared errors of labelled rows (regressors)."
+)
+GATEWAY_FEEDBACK_PAIRS: Final = Series(
+    "mlrollout_gateway_feedback_pairs_total",
+    "Labelled requests both models answered (shadow), by which was right or closer; labelled with the shadow.",
+    ("result",),
+)
+GATEWAY_FEEDBACK_PAIR_ABS_ERROR: Final = Series(
+    "mlrollout_gateway_feedback_pair_abs_error_total",
+    "Sum of the absolute errors of paired rows per side, stable or candidate (regressors).",
+    ("side",),
+)
+GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES: Final = Series(
+    "mlrollout_gateway_feedback_pair_difference_squares_total",
+    "Sum of the squared differences between the two models' absolute errors on paired rows (regressors).",
+)
+GATEWAY_FEEDBACK_REFUSED: Final = Series(
+    "mlrollout_gateway_feedback_refused_total", "Feedback refused, by reason.", ("reason",)
+)
+GATEWAY_FEEDBACK_UNPAIRED: Final = Series(
+    "mlrollout_gateway_feedback_unpaired_total",
+    "Labels of mirrored requests scored without the shadow's answer, by reason.",
+    ("reason",),
+)
+GATEWAY_FEEDBACK_PENDING_DROPPED: Final = Series(
+    "mlrollout_gateway_feedback_pending_dropped_total",
+    "Shadow answers dropped from the pairing store before their label came, by reason.",
+    ("reason",),
+)
+
 MODEL_REQUESTS: Final = Series(
     "mlrollout_model_inference_requests_total", "Inference requests by HTTP status code.", ("code",)
 )
@@ -132,6 +180,15 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_SHADOW_ABS_DIFF,
     GATEWAY_ROUTE_VERSION,
     GATEWAY_UPSTREAM_CONNECT_RETRIES,
+    GATEWAY_FEEDBACK_LABELS,
+    GATEWAY_FEEDBACK_ABS_ERROR,
+    GATEWAY_FEEDBACK_SQUARED_ERROR,
+    GATEWAY_FEEDBACK_PAIRS,
+    GATEWAY_FEEDBACK_PAIR_ABS_ERROR,
+    GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES,
+    GATEWAY_FEEDBACK_REFUSED,
+    GATEWAY_FEEDBACK_UNPAIRED,
+    GATEWAY_FEEDBACK_PENDING_DROPPED,
     MODEL_REQUESTS,
     MODEL_DURATION,
     MODEL_BATCH_SIZE,

@@ -12,6 +12,8 @@ from enum import IntEnum, StrEnum
 from typing import Final
 
 __all__ = [
+    "FEEDBACK_KEYS_DIR",
+    "FEEDBACK_KEYS_FILE",
     "GATEWAY_COMMAND",
     "GATEWAY_PORT",
     "HEALTH_LIVE",
@@ -23,6 +25,7 @@ __all__ = [
     "ExitCode",
     "GatewayEnv",
     "ServerEnv",
+    "feedback_secret_name",
 ]
 
 SERVER_COMMAND: Final = "mlrollout-serve"
@@ -42,6 +45,16 @@ METRICS_PATH: Final = "/metrics"
 
 TERMINATION_LOG: Final = "/dev/termination-log"
 """Kubernetes' default terminationMessagePath: the model server writes why it exits there, one line."""
+
+FEEDBACK_KEYS_DIR: Final = "/var/run/mlrollout/feedback"
+FEEDBACK_KEYS_FILE: Final = "keys"
+"""Where the gateway finds the feedback keys: the Secret ``<md>-feedback`` mounted read-only, key ``keys``."""
+
+
+def feedback_secret_name(model_deployment: str) -> str:
+    """The Secret holding a ModelDeployment's feedback keys; the operator creates it once and never rewrites
+    it (rotation is adding a key, see docs/gateway.md)."""
+    return f"{model_deployment}-feedback"
 
 
 class ExitCode(IntEnum):
@@ -77,6 +90,12 @@ class ServerEnv(StrEnum):
     MAX_BODY_BYTES = "MLROLLOUT_MAX_BODY_BYTES"
     MAX_INFLIGHT = "MLROLLOUT_MAX_INFLIGHT"
     KEEPALIVE_TIMEOUT = "MLROLLOUT_KEEPALIVE_TIMEOUT"
+    MAX_URL_BYTES = "MLROLLOUT_MAX_URL_BYTES"
+    MAX_HEADER_BYTES = "MLROLLOUT_MAX_HEADER_BYTES"
+    HEADER_TIMEOUT = "MLROLLOUT_HEADER_TIMEOUT"
+    BODY_TIMEOUT = "MLROLLOUT_BODY_TIMEOUT"
+    SEND_TIMEOUT = "MLROLLOUT_SEND_TIMEOUT"
+    MAX_CONNECTIONS = "MLROLLOUT_MAX_CONNECTIONS"
     DOWNLOAD_TIMEOUT = "MLROLLOUT_DOWNLOAD_TIMEOUT"
     DOWNLOAD_MAX_BYTES = "MLROLLOUT_DOWNLOAD_MAX_BYTES"
     DOWNLOAD_RETRIES = "MLROLLOUT_DOWNLOAD_RETRIES"
@@ -96,4 +115,6 @@ class GatewayEnv(StrEnum):
     NAMESPACE = "MLROLLOUT_NAMESPACE"
     MODEL_DEPLOYMENT = "MLROLLOUT_MODEL_DEPLOYMENT"
     ROUTES_CONFIGMAP = "MLROLLOUT_ROUTES_CONFIGMAP"
+    FEEDBACK_KEYS = "MLROLLOUT_FEEDBACK_KEYS"
+    POD_IP = "MLROLLOUT_POD_IP"
     LOG_LEVEL = "MLROLLOUT_LOG_LEVEL"

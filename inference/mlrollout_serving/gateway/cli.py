@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
+import resource
 import sys
 from collections.abc import Sequence
 
 from prometheus_client import disable_created_metrics
 
+from ..contract.feedback import MAX_ROWS
 from ..contract.process import GATEWAY_COMMAND, GATEWAY_PORT, GatewayEnv
 from ..contract.routes import CONFIGMAP_KEY
 from ..signals import drain_on_signal
+from .feedback import Feedback, FeedbackConfig
+from .limits import Limits
 from .metrics import GatewayMetrics
 from .proxy import Gateway
-from .server import MAX_BODY, HttpServerProtocol, ServerState
+from .server import HttpServerProtocol, ServerState
 from .sources import ConfigMapSource, FileSource
+from .upstream import MAX_RESPONSE
 
 __all__ = ["main", "parse_args", "serve"]
 
@@ -54,22 +60,118 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=env(GatewayEnv.MODEL_DEPLOYMENT, ""),
         help=f"Metrics label. [${GatewayEnv.MODEL_DEPLOYMENT}]",
     )
-    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY, help="Larger request bodies get 413.")
+    limits = Limits()
+    p.add_argument("--max-body-bytes", type=int, default=limits.max_body, help="Larger request bodies get 413.")
+    p.add_argument(
+        "--max-header-bytes", type=int, default=limits.max_head, help="Request line plus headers; beyond: 431."
+    )
+    p.add_argument("--max-url-bytes", type=int, default=limits.max_url, help="Request target; beyond: 414.")
+    p.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=limits.max_buffered,
+        help="Request bodies held at once over all connections; the request crossing it gets 503.",
+    )
+    p.add_argument("--max-response-bytes", type=int, default=MAX_RESPONSE, help="One upstream response; beyond: 502.")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=limits.header_timeout,
+        help="Seconds for a request's line and headers to arrive (408).",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=limits.body_timeout,
+        help="Seconds without the next bytes of a request body (408), or without the client taking our answer.",
+    )
+    p.add_argument(
+        "--idle-timeout", type=float, default=limits.idle_timeout, help="Idle keep-alive connections close after it."
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="Open client connections (0: from the open-file limit, see docs/gateway.md).",
+    )
+    p.add_argument(
+        "--feedback-keys",
+        default=env(GatewayEnv.FEEDBACK_KEYS) or None,
+        help=f"JSON file of feedback keys (the mounted Secret); without it answers carry no feedback id. "
+        f"[${GatewayEnv.FEEDBACK_KEYS}]",
+    )
+    p.add_argument(
+        "--pod-ip",
+        default=env(GatewayEnv.POD_IP, ""),
+        help=f"This replica's IPv4 address, put in feedback ids so labels reach it. [${GatewayEnv.POD_IP}]",
+    )
+    feedback = FeedbackConfig("")
+    p.add_argument("--feedback-max-rows", type=int, default=feedback.max_rows, help="Rows one feedback id carries.")
+    p.add_argument(
+        "--feedback-max-age", type=float, default=feedback.max_age, help="Seconds a feedback id is accepted."
+    )
+    p.add_argument(
+        "--feedback-pending-seconds",
+        type=float,
+        default=feedback.pending_ttl,
+        help="Seconds a shadow's answer waits for its label.",
+    )
+    p.add_argument(
+        "--feedback-pending-bytes",
+        type=int,
+        default=feedback.pending_bytes,
+        help="Memory for shadow answers waiting for labels; the oldest go first.",
+    )
     p.add_argument("--drain-seconds", type=float, default=30.0, help="Longest wait for in-flight requests.")
     p.add_argument("--log-level", default=env(GatewayEnv.LOG_LEVEL, "INFO"), help=f"[${GatewayEnv.LOG_LEVEL}]")
     args = p.parse_args(argv)
+    for flag in ("max_body_bytes", "max_header_bytes", "max_url_bytes", "max_buffered_bytes", "max_response_bytes"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    for flag in ("header_timeout", "body_timeout", "idle_timeout"):
+        if not getattr(args, flag) > 0:
+            p.error(f"--{flag.replace('_', '-')} must be above 0")
+    if args.max_connections < 0:
+        p.error("--max-connections must be 0 (automatic) or more")
+    if args.pod_ip:
+        try:
+            args.replica = int(ipaddress.IPv4Address(args.pod_ip))
+        except ValueError:
+            p.error(f"--pod-ip must be an IPv4 address, got {args.pod_ip!r}")
+    else:
+        args.replica = 0
+    if not 1 <= args.feedback_max_rows <= MAX_ROWS or not args.feedback_max_age > 0:
+        p.error(f"--feedback-max-rows must be 1 to {MAX_ROWS} and --feedback-max-age above 0")
     if not args.routes_file and not args.routes_configmap:
         p.error(f"one of --routes-file or --routes-configmap (or ${GatewayEnv.ROUTES_CONFIGMAP}) is required")
     return args
+
+
+async def _reload_keys(feedback: Feedback, every: float = 10.0) -> None:
+    """A rotated (or newly created) Secret reaches the mounted file within a minute; notice it."""
+    while True:
+        await asyncio.sleep(every)
+        feedback.reload_keys()
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish and return."""
     loop = asyncio.get_running_loop()
     metrics = GatewayMetrics(args.namespace, args.model_deployment)
-    gateway = Gateway(metrics)
-    state = ServerState(gateway.handle, args.max_body_bytes)
+    feedback = None
+    if args.feedback_keys:
+        feedback = Feedback(
+            FeedbackConfig(
+                args.feedback_keys, args.replica, args.port, args.feedback_max_rows, args.feedback_max_age,
+                pending_ttl=args.feedback_pending_seconds, pending_bytes=args.feedback_pending_bytes,
+            )
+        )  # fmt: skip
+    gateway = Gateway(metrics, args.max_response_bytes, feedback)
+    state = ServerState(gateway.handle, limits_from(args))
+    state.start()
     background: list[asyncio.Task[None]] = []
+    if feedback is not None:
+        background.append(loop.create_task(_reload_keys(feedback)))
     configmap: ConfigMapSource | None = None
     if args.routes_file:
         source = FileSource(args.routes_file, gateway.apply, gateway.reject, args.poll_interval)
@@ -108,9 +210,52 @@ async def serve(args: argparse.Namespace) -> None:
             task.cancel()
         if configmap is not None:
             configmap.stop()
+        state.stop()
         await gateway.mirror.close()
         gateway.close()
     log.info("stopped")
+
+
+MAX_AUTO_CONNECTIONS = 4096
+FD_RESERVE = 64
+"""Descriptors kept for everything but client and upstream connections (listening socket, logs, kube client)."""
+
+
+def raise_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (as Go programs and nginx's worker_rlimit_nofile do);
+    return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def auto_connections(file_limit: int) -> int:
+    """The client-connection cap that keeps descriptors for the upstream side: every client connection with
+    a request in service holds an upstream connection, and the idle pools of two tracks can hold as many
+    again, so a third of what the file limit leaves (at least 16, at most `MAX_AUTO_CONNECTIONS`)."""
+    return max(16, min(MAX_AUTO_CONNECTIONS, (file_limit - FD_RESERVE) // 3))
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    file_limit = raise_file_limit()
+    connections = args.max_connections or auto_connections(file_limit)
+    log.info("at most %d client connections (open-file limit %d)", connections, file_limit)
+    return Limits(
+        max_body=args.max_body_bytes,
+        max_head=args.max_header_bytes,
+        max_url=args.max_url_bytes,
+        max_buffered=args.max_buffered_bytes,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=connections,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

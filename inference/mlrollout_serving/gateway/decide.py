@@ -10,23 +10,29 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..contract.routes import CircuitBreaker, FallbackStep, Sticky
 
 __all__ = [
+    "MAX_REMEMBERED",
+    "Blame",
     "BreakerState",
+    "Failure",
     "admit",
+    "counts",
     "fallback_plan",
     "low_confidence",
     "on_failure",
     "on_success",
     "pick_track",
+    "status_blame",
     "sticky_bucket",
     "sticky_key",
     "top_probability",
 ]
 
+_T = TypeVar("_T")
 _TWO_64 = float(1 << 64)
 _MISSING = object()
 
@@ -81,13 +87,53 @@ def sticky_key(sticky: Sticky, headers: Mapping[str, str], body: bytes) -> bytes
     return str(node).encode()
 
 
+Blame = Literal["upstream", "request", "answer"]
+"""Whom a failed exchange may be blamed on; it decides how the circuit breaker counts the failure.
+
+- ``upstream``: nothing of the request reached a working upstream (connect refused, reset, unreachable or
+  timed out), or the upstream said it cannot serve (502, 503, 504). No request can cause that, so it
+  always counts.
+- ``request``: the request was sent and then lost: no answer within the timeout, the connection closed
+  or broke HTTP before the answer. A request that is slow or crashes the upstream's handler can do that,
+  so it counts once per distinct request (method, target, body) in a streak of failures.
+- ``answer``: the upstream answered another 5xx, or more than the gateway holds. An upstream bug that
+  some content triggers looks exactly like that, and one client can send that content again and again
+  (or vary it), so it counts once per distinct client address *and* distinct request in a streak: one
+  client, or one poison request from many clients, can never open the breaker for everybody.
+"""
+
+MAX_REMEMBERED = 1024
+"""Clients and requests a breaker remembers per streak (beyond, new ones count without being remembered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What the breaker learns of one failed exchange: whom to blame, the client's address, the request."""
+
+    blame: Blame
+    client: str
+    request: bytes  # a digest of method, target and body
+
+
+def status_blame(status: int) -> Blame:
+    """Blame for an upstream's 5xx answer: 502/503/504 say the upstream cannot serve; others may be the
+    request's doing."""
+    return "upstream" if status in (502, 503, 504) else "answer"
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerState:
-    """Circuit breaker of one upstream: `closed` (normal), `open` (refusing), `half_open` (one probe out)."""
+    """Circuit breaker of one upstream: `closed` (normal), `open` (refusing), `half_open` (one probe out).
+
+    A streak of failures (no success in between) remembers the clients and requests whose failures it
+    counted, so a repeated one is not counted twice (`counts`).
+    """
 
     state: Literal["closed", "open", "half_open"] = "closed"
     failures: int = 0
     opened_at: float = 0.0
+    clients: frozenset[str] = frozenset()
+    requests: frozenset[bytes] = frozenset()
 
 
 CLOSED = BreakerState()
@@ -107,16 +153,36 @@ def on_success(state: BreakerState) -> BreakerState:
     return CLOSED if state is not CLOSED else state
 
 
-def on_failure(state: BreakerState, config: CircuitBreaker, now: float) -> BreakerState:
-    """Count a failure; open after `consecutiveFailures` in a row, and at once when the probe fails."""
-    if state.state == "half_open":
-        return BreakerState("open", state.failures + 1, now)
+def counts(state: BreakerState, failure: Failure) -> bool:
+    """Does this failure add to the streak? See `Blame`."""
+    if failure.blame == "upstream":
+        return True
+    if failure.request in state.requests:
+        return False
+    return failure.blame == "request" or failure.client not in state.clients
+
+
+def _remember(known: frozenset[_T], item: _T) -> frozenset[_T]:
+    return known if item in known or len(known) >= MAX_REMEMBERED else known | {item}
+
+
+def on_failure(state: BreakerState, config: CircuitBreaker, now: float, failure: Failure) -> BreakerState:
+    """Count a failure (if it `counts`); open after `consecutiveFailures` counted in a row, and at once when
+    the half-open probe fails in a way that counts. A probe failure that does not count (the same client's
+    or request's again) says nothing new: the next request probes."""
     if state.state == "open":
         return state
-    failures = state.failures + 1
-    if failures >= config.consecutive_failures:
-        return BreakerState("open", failures, now)
-    return BreakerState("closed", failures, 0.0)
+    if not counts(state, failure):
+        return replace(state, state="open") if state.state == "half_open" else state  # opened_at is long past
+    counted = replace(
+        state,
+        failures=state.failures + 1,
+        clients=_remember(state.clients, failure.client),
+        requests=_remember(state.requests, failure.request),
+    )
+    if state.state == "half_open" or counted.failures >= config.consecutive_failures:
+        return replace(counted, state="open", opened_at=now)
+    return counted
 
 
 def fallback_plan(chain: Sequence[FallbackStep], failed_track: str) -> tuple[FallbackStep, ...]:

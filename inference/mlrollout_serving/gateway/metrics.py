@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..contract import metrics as contract
 from ..contract.metrics import LATENCY_BUCKETS
+from .feedback import Feedback
 
 __all__ = ["ABS_DIFF_BUCKETS", "GatewayMetrics"]
 
@@ -64,6 +65,9 @@ class GatewayMetrics:
         self.upstream_retries: Callable[[], list[tuple[str, str, str, int]]] = list
         """(track, revision, upstream, count) rows, set by the gateway that owns the upstream pools."""
         r.register(_UpstreamRetries(self))
+        self.feedback: Feedback | None = None
+        """The feedback state whose counters the feedback series show (set by the gateway that has one)."""
+        r.register(_FeedbackSeries(self))
 
     def fallback(self, track: str, revision: str, reason: str, action: str) -> None:
         self.fallbacks.labels(self._ns, self._md, track, revision, reason, action).inc()
@@ -160,3 +164,51 @@ class _UpstreamRetries(Collector):
         for track, revision, upstream, count in m.upstream_retries():
             family.add_metric([m._ns, m._md, track, revision, upstream], count)
         yield family
+
+
+class _FeedbackSeries(Collector):
+    """The feedback series (docs/metrics.md), read from the gateway's feedback counters at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        feedback = m.feedback
+        if feedback is None:
+            return
+        ident = [m._ns, m._md]
+        scores = feedback.scores
+        labels = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_LABELS)
+        for (track, revision, outcome), n in sorted(scores.labels.items()):
+            labels.add_metric([*ident, track, revision, outcome], n)
+        yield labels
+        for series, values in (
+            (contract.GATEWAY_FEEDBACK_ABS_ERROR, scores.abs_error),
+            (contract.GATEWAY_FEEDBACK_SQUARED_ERROR, scores.squared_error),
+        ):
+            family = _family(CounterMetricFamily, series)
+            for (track, revision), total in sorted(values.items()):
+                family.add_metric([*ident, track, revision], total)
+            yield family
+        pairs = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIRS)
+        for (revision, result), n in sorted(scores.pairs.items()):
+            pairs.add_metric([*ident, "shadow", revision, result], n)
+        yield pairs
+        pair_error = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_ABS_ERROR)
+        for (revision, side), total in sorted(scores.pair_abs_error.items()):
+            pair_error.add_metric([*ident, "shadow", revision, side], total)
+        yield pair_error
+        squares = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES)
+        for revision, total in sorted(scores.pair_diff_squares.items()):
+            squares.add_metric([*ident, "shadow", revision], total)
+        yield squares
+        for series, counts in (
+            (contract.GATEWAY_FEEDBACK_REFUSED, scores.refused),
+            (contract.GATEWAY_FEEDBACK_UNPAIRED, scores.unpaired),
+            (contract.GATEWAY_FEEDBACK_PENDING_DROPPED, feedback.pending.dropped),
+        ):
+            family = _family(CounterMetricFamily, series)
+            for reason, n in sorted(counts.items()):
+                family.add_metric([*ident, "gateway", "", reason], n)
+            yield family

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from .compare import compare_responses
+from .feedback import Feedback
 from .metrics import GatewayMetrics
 from .upstream import UpstreamFailure, UpstreamPool, UpstreamTimeout
 
@@ -24,21 +26,26 @@ log = logging.getLogger("mlrollout.gateway.mirror")
 class MirrorJob:
     """Everything one copy needs; built by the proxy from the table the request started with."""
 
-    __slots__ = ("pool", "primary_body", "request", "revision", "timeout")
+    __slots__ = ("nonce", "pool", "primary_body", "request", "revision", "timeout")
 
-    def __init__(self, pool: UpstreamPool, revision: str, timeout: float, request: bytes, primary_body: bytes) -> None:
+    def __init__(
+        self, pool: UpstreamPool, revision: str, timeout: float, request: bytes, primary_body: bytes,
+        nonce: int | None = None,
+    ) -> None:  # fmt: skip
         self.pool = pool
         self.revision = revision
         self.timeout = timeout
         self.request = request
         self.primary_body = primary_body
+        self.nonce = nonce  # the client answer's feedback id: the shadow's answer is kept for its label
 
 
 class Mirror:
     """Worker pool draining a bounded queue of MirrorJobs. Resized when a route table says so."""
 
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, feedback: Feedback | None = None) -> None:
         self._metrics = metrics
+        self._feedback = feedback
         self._queue: asyncio.Queue[MirrorJob] = asyncio.Queue(maxsize=1024)
         self._workers: list[asyncio.Task[None]] = []
 
@@ -82,6 +89,8 @@ class Mirror:
                 continue
             try:
                 self._record(job, response.body)
+                if job.nonce is not None and self._feedback is not None:
+                    self._feedback.shadow_answered(job.nonce, job.revision, response.body, time.time())
             except Exception:  # a comparison bug must never kill the worker
                 log.exception("comparing a shadow answer failed")
 

@@ -7,6 +7,7 @@ changes the rules under an in-flight request. Decisions come from decide.py; thi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -18,19 +19,23 @@ from typing import Final
 from ..contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
 from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable
 from .decide import (
+    CLOSED,
     BreakerState,
+    Failure,
     admit,
     fallback_plan,
     low_confidence,
     on_failure,
     pick_track,
+    status_blame,
     sticky_bucket,
     sticky_key,
 )
+from .feedback import Answer, Feedback, Forward
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
 from .server import Reply, Request, Response
-from .upstream import UpstreamFailure, UpstreamPool, UpstreamResponse
+from .upstream import MAX_RESPONSE, UpstreamFailure, UpstreamPool, UpstreamResponse
 
 __all__ = ["ActiveTable", "Gateway"]
 
@@ -45,7 +50,13 @@ _DROP: Final = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"te", b"upgrade",
      b"proxy-connection", b"expect"}
 )  # fmt: skip
+_LOCAL_METHODS: Final = frozenset({b"GET", b"HEAD"})
+_FORWARDED_METHODS: Final = frozenset({b"GET", b"HEAD", b"POST"})  # all the Open Inference Protocol uses
 _MODEL_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?")
+_FEEDBACK_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/feedback$")
+_FORWARDED_FEEDBACK: Final = b"x-mlrollout-feedback-forwarded"
+_FEEDBACK_FORWARD_TIMEOUT: Final = 2.0
+_MINTER_ANSWERS: Final = frozenset({202, 409})
 _MAX_BUCKET_KEY: Final = 1024
 
 
@@ -80,14 +91,20 @@ def _error_body(message: str, reason: str, **extra: object) -> bytes:
 class Gateway:
     """Holds the active table, the upstream pools and breakers; `handle` answers one request."""
 
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, max_response: int = MAX_RESPONSE, feedback: Feedback | None = None
+    ) -> None:
         self.metrics = metrics
+        self.max_response = max_response
         metrics.upstream_retries = self.upstream_retries
         self.active: ActiveTable | None = None
         self.draining = False
-        self.mirror = Mirror(metrics)
+        self.feedback = feedback
+        if feedback is not None:
+            metrics.feedback = feedback
+        self.mirror = Mirror(metrics, feedback)
         self._pools: dict[str, UpstreamPool] = {}
-        self._breakers: dict[str, BreakerState] = {}
+        self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
 
     # -- route tables --
@@ -134,7 +151,7 @@ class Gateway:
         pool = self._pools.get(url)
         if pool is None:
             host, _, port = url.removeprefix("http://").rpartition(":")
-            pool = self._pools[url] = UpstreamPool(host, int(port))
+            pool = self._pools[url] = UpstreamPool(host, int(port), max_response=self.max_response)
         return pool
 
     def _compile(self, table: RouteTable) -> ActiveTable:
@@ -186,18 +203,28 @@ class Gateway:
 
     # -- requests --
     def handle(self, request: Request, reply: Reply) -> None:
-        """Answer one request; the common case runs in callbacks only (no task, no future)."""
+        """Answer one request; the common case runs in callbacks only (no task, no future).
+
+        What is answered here without an upstream (health, metrics, 405, 503) is answered on the next
+        event-loop turn: the server side then answers one pipelined request per turn, so a flood of them
+        in one read (a thousand /metrics) cannot hold the loop for everybody else."""
         started = time.perf_counter()
         target = request.target
         if not target.startswith(b"/v2"):
-            reply(self._local(target))
+            _soon(reply, self._local(request.method, target))
             return
         if target.startswith(b"/v2/health/"):
-            reply(self._health(target))
+            _soon(reply, self._health(request.method, target))
+            return
+        if request.method != b"POST" and not self._get_or_head(request):
+            _soon(reply, _not_allowed(request.method, _FORWARDED_METHODS))
+            return
+        if request.method == b"POST" and target.endswith(b"/feedback") and _FEEDBACK_PATH.match(target):
+            self._feedback(request, reply)
             return
         active = self.active
         if active is None:
-            reply(Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
+            _soon(reply, Response(503, _JSON, _error_body("no route table loaded yet", "unavailable")))
             return
         track = active.single or self._choose(active, request)
         exchange = _Exchange(self, active, track, request, reply, started)
@@ -206,6 +233,15 @@ class Gateway:
             self._loop().create_task(exchange.run_slow(None))
             return
         pool.send(b"".join((exchange.line, pool.host_header, exchange.rest)), active.timeout, exchange.on_primary)
+
+    @staticmethod
+    def _get_or_head(request: Request) -> bool:
+        """GET is forwarded as is; HEAD goes upstream as GET (the response parser cannot know that a reply
+        has no body), the server side drops the body when it answers."""
+        if request.method == b"HEAD":
+            request.method = b"GET"
+            return True
+        return request.method == b"GET"
 
     @staticmethod
     def _loop() -> asyncio.AbstractEventLoop:
@@ -224,7 +260,11 @@ class Gateway:
         return active.tracks[pick_track(active.weights, draw)]
 
     def _account(
-        self, pool: UpstreamPool, result: UpstreamResponse | UpstreamFailure, breaker_config: CircuitBreaker
+        self,
+        pool: UpstreamPool,
+        result: UpstreamResponse | UpstreamFailure,
+        breaker_config: CircuitBreaker,
+        request: Request,
     ) -> UpstreamResponse | tuple[str, str]:
         """Feed an upstream outcome to its breaker; a 5xx or a failure becomes (reason, message)."""
         name = pool.name
@@ -232,7 +272,9 @@ class Gateway:
             if name in self._breakers:
                 del self._breakers[name]  # closed and no failures: the fast path has no entry at all
             return result
-        state = on_failure(self._breakers.get(name) or BreakerState(), breaker_config, time.monotonic())
+        blame = result.blame if isinstance(result, UpstreamFailure) else status_blame(result.status)
+        failure = Failure(blame, request.client, b"" if blame == "upstream" else _fingerprint(request))
+        state = on_failure(self._breakers.get(name) or CLOSED, breaker_config, time.monotonic(), failure)
         self._breakers[name] = state
         if isinstance(result, UpstreamFailure):
             return result.reason, str(result)
@@ -250,7 +292,7 @@ class Gateway:
         """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain."""
         fallback = active.table.fallback
         if outcome is None:
-            outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker)
+            outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker, request)
         if isinstance(outcome, UpstreamResponse):
             if self._low_confidence(active, track, request, outcome):
                 step = fallback.low_confidence_action
@@ -300,16 +342,21 @@ class Gateway:
         started: float,
         reply: Reply,
     ) -> None:
-        """Reply, then (off the client's path) mirror and count."""
+        """Reply (with a feedback id on a model's answer), then (off the client's path) mirror and count."""
         response, served, label = answer
+        nonce: int | None = None
+        mirrored = False
+        if response.status == 200 and served in ("stable", "candidate") and request.target.endswith(b"/infer"):
+            mirrored = active.mirror_pool is not None and self._mirror_draw(active)
+            if self.feedback is not None:
+                stamped = self.feedback.stamp(served, label.revision, response.body, mirrored, int(time.time()))
+                if stamped is not None:
+                    response.body, minted = stamped
+                    response.headers += b"x-mlrollout-feedback-id: %s\r\n" % minted.token.encode()
+                    nonce = minted.nonce
         reply(response)
-        if (
-            active.mirror_pool is not None
-            and response.status == 200
-            and served in ("stable", "candidate")
-            and request.target.endswith(b"/infer")
-        ):
-            self._maybe_mirror(active, line, rest, response.body)
+        if mirrored:
+            self._mirror(active, line, rest, response.body, nonce)
         self.metrics.observe_request(label.name, label.revision, response.status, time.perf_counter() - started)
 
     async def _run_steps(
@@ -332,7 +379,7 @@ class Gateway:
                 self.metrics.fallback(failed.name, failed.revision, reason, step.action)
             if step.action == "stable":
                 stable = active.tracks["stable"]
-                result = await self._attempt(stable.pool, line, rest, active.timeout, breaker)
+                result = await self._attempt(stable.pool, line, rest, active.timeout, breaker, request)
                 if isinstance(result, UpstreamResponse):
                     return self._forwarded(active, stable, result), "stable", stable
                 reason, message = result
@@ -340,7 +387,7 @@ class Gateway:
                 assert step.backup is not None
                 pool = active.backups[step.backup.name]
                 backup_line = _rewrite_model(line, step.backup.served_name.encode())
-                result = await self._attempt(pool, backup_line, rest, active.timeout, breaker)
+                result = await self._attempt(pool, backup_line, rest, active.timeout, breaker, request)
                 if isinstance(result, UpstreamResponse):
                     return (
                         Response(result.status, result.headers + active.version_header
@@ -364,7 +411,13 @@ class Gateway:
         return None
 
     async def _attempt(
-        self, pool: UpstreamPool, line: bytes, rest: bytes, timeout: float, breaker_config: CircuitBreaker
+        self,
+        pool: UpstreamPool,
+        line: bytes,
+        rest: bytes,
+        timeout: float,
+        breaker_config: CircuitBreaker,
+        request: Request,
     ) -> UpstreamResponse | tuple[str, str]:
         """One upstream call under its circuit breaker: a response, or (reason, message)."""
         name = pool.name
@@ -380,35 +433,105 @@ class Gateway:
             )
         except UpstreamFailure as exc:
             result = exc
-        return self._account(pool, result, breaker_config)
+        return self._account(pool, result, breaker_config, request)
 
     @staticmethod
     def _forwarded(active: ActiveTable, track: _Track, result: UpstreamResponse) -> Response:
         return Response(result.status, result.headers + track.tail, result.body)
 
-    def _maybe_mirror(self, active: ActiveTable, line: bytes, rest: bytes, primary: bytes) -> None:
+    def _mirror_draw(self, active: ActiveTable) -> bool:
+        """Whether this request is copied to the shadow (the table's mirror percent)."""
+        mirror = active.table.mirror
+        return mirror is not None and mirror.percent > 0.0 and self._random() * 100.0 < mirror.percent
+
+    def _mirror(self, active: ActiveTable, line: bytes, rest: bytes, primary: bytes, nonce: int | None) -> None:
         mirror = active.table.mirror
         assert mirror is not None and active.mirror_pool is not None
-        if mirror.percent <= 0.0 or self._random() * 100.0 >= mirror.percent:
-            return
         pool = active.mirror_pool
         request = b"".join((line, pool.host_header, rest))
-        self.mirror.offer(MirrorJob(pool, mirror.revision, mirror.timeout_seconds, request, primary))
+        self.mirror.offer(MirrorJob(pool, mirror.revision, mirror.timeout_seconds, request, primary, nonce))
 
-    # -- local endpoints --
-    def _health(self, target: bytes) -> Response:
+    # -- feedback (docs/gateway.md, "Feedback") --
+    def _feedback(self, request: Request, reply: Reply) -> None:
+        """Count a label here, or forward it to the replica that holds the shadow's answer (then count it
+        here as unpaired if that replica cannot be reached)."""
+        feedback = self.feedback
+        if feedback is None:
+            _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
+            return
+        forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
+        outcome = feedback.receive(request.body, time.time(), forwarded)
+        if isinstance(outcome, Answer):
+            _soon(reply, _json_answer(outcome.status, outcome.body))
+            return
+        self._loop().create_task(self._forward_feedback(outcome, request, reply))
+
+    async def _forward_feedback(self, forward: Forward, request: Request, reply: Reply) -> None:
+        feedback = self.feedback
+        assert feedback is not None
+        address = ".".join(str(b) for b in forward.replica.to_bytes(4, "big"))
+        pool = self._pool(f"http://{address}:{feedback.config.port}")
+        head = b"POST %s HTTP/1.1\r\n" % request.target
+        proof = feedback.forward_proof(forward.feedback_id)
+        rest = b"%s: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            _FORWARDED_FEEDBACK, proof, len(request.body), request.body,
+        )  # fmt: skip
+        try:
+            result = await pool.request(b"".join((head, pool.host_header, rest)), _FEEDBACK_FORWARD_TIMEOUT)
+        except UpstreamFailure as exc:
+            log.debug("feedback for replica %s not delivered (%s); counted here unpaired", address, exc)
+            result = None
+        # the token was verified here, so the minting replica can only count it (202) or have counted it
+        # already (409); anything else came from something else at that address now (a restarted pod's IP
+        # taken by another ModelDeployment's gateway, say): the minting replica is gone
+        if result is not None and result.status in _MINTER_ANSWERS:
+            reply(Response(result.status, _JSON, result.body))
+            return
+        answer = feedback.count(forward.token, forward.labels, time.time(), unpaired="replica_gone")
+        reply(_json_answer(answer.status, answer.body))
+
+    # -- local endpoints (GET and HEAD only) --
+    def _health(self, method: bytes, target: bytes) -> Response:
         if target.startswith(_LIVE):
+            if method not in _LOCAL_METHODS:
+                return _not_allowed(method, _LOCAL_METHODS)
             return Response(200, _JSON, b'{"live": true}')
         if target.startswith(_READY):
+            if method not in _LOCAL_METHODS:
+                return _not_allowed(method, _LOCAL_METHODS)
             ready = self.active is not None and not self.draining
             return Response(200 if ready else 503, _JSON, b'{"ready": %s}' % (b"true" if ready else b"false"))
         return Response(404, _JSON, b'{"error": "not found"}')
 
-    def _local(self, target: bytes) -> Response:
+    def _local(self, method: bytes, target: bytes) -> Response:
         if target == _METRICS or target.startswith(_METRICS + b"?"):
+            if method not in _LOCAL_METHODS:
+                return _not_allowed(method, _LOCAL_METHODS)
             return Response(200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n",
                             self.metrics.exposition())  # fmt: skip
         return Response(404, _JSON, b'{"error": "not found"}')
+
+
+def _json_answer(status: int, body: dict[str, object]) -> Response:
+    return Response(status, _JSON, json.dumps(body).encode())
+
+
+def _soon(reply: Reply, response: Response) -> None:
+    asyncio.get_running_loop().call_soon(reply, response)
+
+
+def _not_allowed(method: bytes, allowed: frozenset[bytes]) -> Response:
+    """405 naming the allowed methods (httptools accepts only known method names, so echoing it is safe)."""
+    names = ", ".join(sorted(m.decode() for m in allowed))
+    body = _error_body(f"method {method.decode()} is not allowed here (allowed: {names})", "method_not_allowed")
+    return Response(405, _JSON + b"allow: %s\r\n" % names.encode(), body)
+
+
+def _fingerprint(request: Request) -> bytes:
+    """What makes two requests the same for the circuit breaker: method, target and body."""
+    digest = hashlib.blake2b(b"%s %s\n" % (request.method, request.target), digest_size=16)
+    digest.update(request.body)
+    return digest.digest()
 
 
 def _forward_rest(request: Request) -> bytes:
@@ -456,7 +579,7 @@ class _Exchange:
         """The upstream callback: answer at once, or hand over to the fallback path in a task."""
         gw, active, track = self.gateway, self.active, self.track
         try:
-            outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker)
+            outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker, self.request)
             if isinstance(outcome, UpstreamResponse) and not gw._low_confidence(active, track, self.request, outcome):
                 answer = (Gateway._forwarded(active, track, outcome), track.name, track)
                 gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)

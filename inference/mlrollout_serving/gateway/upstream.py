@@ -10,6 +10,16 @@ and resending is safe: a connect refused, reset or aborted (nothing was sent yet
 response arrived (it closed it while idle; or read the request and died, which is harmless for inference
 requests, having no side effects) is replaced by a new connection once. Both stay inside the request's
 timeout; nothing is retried after a timeout or after a response byte. The success path does no extra work.
+
+An upstream that breaks HTTP's framing never gets a second chance on that connection: a response that
+starts while none is expected (an extra response, bytes beyond a wrong content-length, anything on an
+idle connection) closes the connection, failing the request it came with, and a connection is released
+for reuse only after the read that completed its response was parsed to the end. Interim 1xx responses
+are skipped, a response larger than `max_response` fails (502) instead of filling memory, and the
+upstream's own `x-mlrollout-*` headers are dropped (the gateway sets them).
+
+Each failure says whom it may be blamed on (`Blame`, for the circuit breaker): nothing of the request had
+reached the upstream (`upstream`), or the request was sent and then lost (`request`).
 """
 
 from __future__ import annotations
@@ -22,20 +32,31 @@ from typing import Final, cast
 
 import httptools
 
+from .decide import Blame
+
 __all__ = [
     "CONNECT_RETRY_DELAYS",
+    "MAX_RESPONSE",
     "UpstreamBroken",
     "UpstreamFailure",
     "UpstreamPool",
     "UpstreamResponse",
     "UpstreamTimeout",
+    "UpstreamTooLarge",
     "UpstreamUnavailable",
     "connect_retry_delay",
 ]
 
 log = logging.getLogger("mlrollout.gateway")
 
-_SKIP_HEADERS: Final = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date"})
+_SKIP_HEADERS: Final = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"x-mlrollout-track",
+     b"x-mlrollout-route-version"}
+)  # fmt: skip
+MAX_RESPONSE: Final = 64 * 1024 * 1024
+"""Bytes of one upstream response (status line, headers, body) the gateway holds; beyond: 502."""
+MAX_RESPONSE_HEAD: Final = 64 * 1024
+"""Bytes of an upstream response's status line and headers (nginx: "upstream sent too big header")."""
 
 # Waits before the 2nd, 3rd and 4th connection attempt: a replaced pod's successor (or kube-proxy's
 # updated endpoints) is usually there within a few tens of milliseconds; longer outages are the fallback
@@ -62,15 +83,18 @@ def connect_retry_delay(
 
 
 class UpstreamFailure(Exception):
-    """Base of the failures that trigger the fallback chain; `reason` is the metrics label."""
+    """Base of the failures that trigger the fallback chain; `reason` is the metrics label, `blame` whom the
+    circuit breaker may blame (decide.py)."""
 
     reason = "error"
+    blame: Blame = "request"
 
 
 class UpstreamUnavailable(UpstreamFailure):
-    """Could not connect (refused, unreachable)."""
+    """Could not connect (refused, unreachable): nothing of the request reached the upstream."""
 
     reason = "unavailable"
+    blame: Blame = "upstream"
 
 
 class UpstreamBroken(UpstreamFailure):
@@ -79,10 +103,29 @@ class UpstreamBroken(UpstreamFailure):
     reason = "error"
 
 
+class UpstreamTooLarge(UpstreamFailure):
+    """The upstream answered more than `max_response` bytes; like a 5xx answer, it may be the request's doing."""
+
+    reason = "error"
+    blame: Blame = "answer"
+
+
 class UpstreamTimeout(UpstreamFailure):
-    """No complete response within the request timeout."""
+    """No complete response within the request timeout (`connecting`: not even a connection)."""
 
     reason = "timeout"
+
+    def __init__(self, message: str, connecting: bool = False) -> None:
+        super().__init__(message)
+        self.blame = "upstream" if connecting else "request"
+
+
+class _Unsolicited(Exception):
+    """A response began while none was expected."""
+
+
+class _Switched(Exception):
+    """The upstream answered 101 Switching Protocols, which the gateway never asks for."""
 
 
 class UpstreamResponse:
@@ -102,12 +145,16 @@ Callback = Callable[["UpstreamResponse | UpstreamFailure"], None]
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_budget",
         "_callback",
         "_data",
+        "_got",
         "_headers",
+        "_keep_alive",
         "_parser",
         "_pool",
         "_received",
+        "_response",
         "_timeout",
         "_timer",
         "closed",
@@ -121,9 +168,13 @@ class _Connection(asyncio.Protocol):
         self._callback: Callback | None = None
         self._data = b""
         self._timeout = 0.0
+        self._budget = 0.0
         self.reused = False
         self._headers: list[bytes] = []
         self._body: list[bytes] = []
+        self._got = 0  # bytes of the current exchange's response so far
+        self._response: UpstreamResponse | None = None  # complete, delivered once the read is parsed to its end
+        self._keep_alive = False  # of that response (llhttp forgets it once the message is complete)
         self._received = False
         self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
@@ -137,14 +188,52 @@ class _Connection(asyncio.Protocol):
         self._received = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamBroken(f"bad HTTP from upstream {self._pool.name}: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._broken(exc)
+            return
+        response = self._response
+        if response is None:
+            if self._callback is not None:  # a response still unfinished after this read: is it too big?
+                self._got += len(data)
+                if self._got > MAX_RESPONSE_HEAD:
+                    self._oversized()
+            return
+        # The read is parsed to its end with no second response in it: hand the answer over, and reuse the
+        # connection only now (a release inside the parser callback let the rest of the read reach whoever
+        # got the connection next).
+        callback = self._callback
+        self._callback = None
+        self._response = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._data = b""
+        if self._keep_alive and not self.closed:
+            self._pool._release(self)
+        else:
+            self.close()
+        if callback is not None:
+            callback(response)
+
+    def _oversized(self) -> None:
+        """Fail a response that outgrows what the gateway holds (counted for reads that leave it unfinished,
+        so never for the usual answer in one read): the whole response beyond `max_response`, or a head
+        still unfinished after `MAX_RESPONSE_HEAD` bytes (either plus at most one read)."""
+        name, limit = self._pool.name, self._pool.max_response
+        if self._got > limit:
+            self._fail(UpstreamTooLarge(f"upstream {name} answered more than {limit} bytes"))
+        elif not self._body:
+            self._fail(UpstreamBroken(f"upstream {name} sent a response head larger than {MAX_RESPONSE_HEAD} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(UpstreamBroken(f"upstream {self._pool.name} closed the connection"))
 
     # -- httptools callbacks --
+    def on_message_begin(self) -> None:
+        if self._callback is None or self._response is not None:
+            raise _Unsolicited
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() not in _SKIP_HEADERS:
             self._headers.append(b"%s: %s\r\n" % (name, value))
@@ -153,38 +242,53 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        callback = self._callback
-        if callback is None:
+        status = self._parser.get_status_code()
+        if status < 200:  # interim (100 Continue, 103 Early Hints): the final response follows
+            if status == 101:
+                raise _Switched
+            self._headers = []
+            self._body = []
             return
-        self._callback = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._data = b""
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        response = UpstreamResponse(self._parser.get_status_code(), b"".join(self._headers), body)
+        self._response = UpstreamResponse(status, b"".join(self._headers), body)
+        self._keep_alive = self._parser.should_keep_alive()
         self._headers = []  # reset here rather than in on_message_begin: one Python callback less
         self._body = []
-        if self._parser.should_keep_alive():
-            self._pool._release(self)
+
+    def _broken(self, exc: Exception) -> None:
+        name = self._pool.name
+        cause = exc.__context__
+        if isinstance(cause, _Unsolicited):
+            if self._callback is None:
+                log.warning("upstream %s sent data on an idle connection; closed it", name)
+                self.close()
+                return
+            message = f"upstream {name} sent more than one response (or a wrong content-length); connection closed"
+        elif isinstance(cause, _Switched) or isinstance(exc, httptools.HttpParserUpgrade):
+            message = f"upstream {name} answered 101 Switching Protocols, which the gateway never asks for"
         else:
-            self.close()
-        callback(response)
+            message = f"bad HTTP from upstream {name}: {exc}"
+        self._response = None
+        self._fail(UpstreamBroken(message))
 
     # -- used by the pool --
-    def send(self, data: bytes, timeout: float, callback: Callback) -> None:
-        """Write one request; `callback` gets the response or an UpstreamFailure, exactly once."""
+    def send(self, data: bytes, timeout: float, callback: Callback, budget: float = 0.0) -> None:
+        """Write one request; `callback` gets the response or an UpstreamFailure, exactly once. `timeout` is
+        what is left of the request's `budget` (the timeout its error message names; 0: all of it)."""
         assert self.transport is not None
         self._callback = callback
         self._data = data
         self._timeout = timeout
         self._received = False
-        self._timer = self._pool.loop.call_later(timeout, self._on_timeout, timeout)
+        self._got = 0
+        self._budget = budget
+        self._timer = self._pool.loop.call_later(timeout, self._on_timeout)
         self.transport.write(data)
 
-    def _on_timeout(self, timeout: float) -> None:
+    def _on_timeout(self) -> None:
         self._timer = None
-        self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {timeout:g}s"))
+        budget = self._budget or self._timeout
+        self._fail(UpstreamTimeout(f"upstream {self._pool.name} did not answer within {budget:g}s"))
 
     def _fail(self, exc: UpstreamFailure) -> None:
         callback = self._callback
@@ -203,7 +307,8 @@ class _Connection(asyncio.Protocol):
                 # connection (never reused, so this happens at most once), within what is left of its budget.
                 log.debug("upstream %s closed an idle keep-alive connection under a request; resending it on "
                           "a new connection", self._pool.name)  # fmt: skip
-                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback))
+                budget = self._budget or self._timeout
+                loop.create_task(self._pool._connect_and_send(self._data, deadline, callback, budget))
                 return
             callback(exc)
 
@@ -216,7 +321,7 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to one upstream `host:port`, shared by every route table that names it."""
 
-    def __init__(self, host: str, port: int, max_idle: int = 512) -> None:
+    def __init__(self, host: str, port: int, max_idle: int = 512, max_response: int = MAX_RESPONSE) -> None:
         self.host = host
         self.port = port
         self.name = f"{host}:{port}"
@@ -224,6 +329,7 @@ class UpstreamPool:
         self.loop = asyncio.get_running_loop()
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
+        self.max_response = max_response
         self.closed_pool = False  # set when no route table names this upstream any more
         self.connect_retries = 0
         """Refused or reset connects retried so far (exported as a counter at scrape time)."""
@@ -240,7 +346,7 @@ class UpstreamPool:
                 conn.reused = True
                 conn.send(data, timeout, callback)
                 return
-        self.loop.create_task(self._connect_and_send(data, self.loop.time() + timeout, callback))
+        self.loop.create_task(self._connect_and_send(data, self.loop.time() + timeout, callback, timeout))
 
     async def request(self, data: bytes, timeout: float) -> UpstreamResponse:
         """Awaitable form of `send` for the slow paths; raises an UpstreamFailure subclass."""
@@ -257,8 +363,9 @@ class UpstreamPool:
         self.send(data, timeout, done)
         return await future
 
-    async def _connect_and_send(self, data: bytes, deadline: float, callback: Callback) -> None:
-        """Connect (retrying as `connect_retry_delay` allows) and send; everything ends by `deadline`."""
+    async def _connect_and_send(self, data: bytes, deadline: float, callback: Callback, budget: float) -> None:
+        """Connect (retrying as `connect_retry_delay` allows) and send; everything ends by `deadline`, the end
+        of the request's `budget` seconds."""
         loop = self.loop
         retries = 0
         while True:
@@ -267,7 +374,7 @@ class UpstreamPool:
                     _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
                 break
             except TimeoutError:  # also an OS-level ETIMEDOUT: never retried
-                callback(UpstreamTimeout(f"connecting to upstream {self.name} timed out"))
+                callback(UpstreamTimeout(f"connecting to upstream {self.name} timed out", connecting=True))
                 return
             except OSError as exc:
                 delay = connect_retry_delay(exc, retries, deadline - loop.time())
@@ -282,7 +389,7 @@ class UpstreamPool:
                 log.debug("connecting to upstream %s failed (%s); retry %d in %g ms", self.name,
                           exc.strerror or exc, retries, delay * 1000)  # fmt: skip
                 await asyncio.sleep(delay)
-        conn.send(data, max(deadline - loop.time(), 0.001), callback)
+        conn.send(data, max(deadline - loop.time(), 0.001), callback, budget)
 
     def _release(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle and not self.closed_pool:

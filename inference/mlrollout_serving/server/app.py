@@ -21,6 +21,7 @@ from mlrollout_serving.server.batching import Array, Batcher, BatchSettings, Cal
 from mlrollout_serving.server.config import Settings
 from mlrollout_serving.server.cpus import usable_cpus
 from mlrollout_serving.server.http import Deferred, Reply, Request
+from mlrollout_serving.server.http import error_reply as error
 from mlrollout_serving.server.loading import LoadedModel
 from mlrollout_serving.server.metrics import ServerMetrics
 from mlrollout_serving.server.signature import output_roles
@@ -37,8 +38,11 @@ def _unquote(segment: str) -> str:
     return urllib.parse.unquote(segment) if "%" in segment else segment
 
 
-def error(status: int, message: str) -> Reply:
-    return Reply(status, json.dumps({"error": message}).encode())
+def not_allowed(req: Request, allowed: str) -> Reply:
+    """405, with the ``Allow`` header RFC 9110 requires of it."""
+    reply = error(405, f"{req.method} is not allowed on {codec.clip(req.path)}")
+    reply.headers = (("allow", allowed),)
+    return reply
 
 
 def _json(doc: Any, status: int = 200) -> Reply:
@@ -123,6 +127,12 @@ class App:
     def handle(self, req: Request) -> Reply | Deferred:
         if req.path in self._infer_paths and req.method == "POST":  # the hot path, without the routing below
             return self._infer_known(req)
+        if req.method == "HEAD":  # a 405 (or 404), without a body: a client reads none after a HEAD's reply
+            reply = self._route(req)
+            return Reply(reply.status, b"", reply.content_type, reply.headers) if type(reply) is Reply else reply
+        return self._route(req)
+
+    def _route(self, req: Request) -> Reply | Deferred:
         if req.path == HEALTH_LIVE:
             return self._get(req, lambda: self._live)
         if req.path == HEALTH_READY:
@@ -131,16 +141,16 @@ class App:
         if len(parts) < 2 or parts[0] or parts[1] != "v2":
             if req.path == METRICS_PATH:
                 return self._get(req, lambda: Reply(200, self.metrics.render(), METRICS_TYPE))
-            return error(404, f"no such path: {req.path}")
+            return error(404, f"no such path: {codec.clip(req.path)}")
         if len(parts) == 2 or (len(parts) == 3 and parts[2] == ""):
             return self._get(req, lambda: self._server_meta)
         if parts[2] == "models" and len(parts) >= 4:
             return self._model_route(req, parts[3:])
-        return error(404, f"no such path: {req.path}")
+        return error(404, f"no such path: {codec.clip(req.path)}")
 
     def _get(self, req: Request, make: Any) -> Reply:
         if req.method != "GET":
-            return error(405, f"{req.method} is not allowed on {req.path}")
+            return not_allowed(req, "GET")
         reply: Reply = make()
         return reply
 
@@ -156,12 +166,12 @@ class App:
             version, tail = _unquote(tail[1]), tail[2:]
         if tail == ["infer"]:
             if req.method != "POST":
-                return error(405, f"{req.method} is not allowed on {req.path}")
+                return not_allowed(req, "POST")
             return self._infer(req, name, version)
         if tail not in ([], ["ready"]):
-            return error(404, f"no such path: {req.path}")
+            return error(404, f"no such path: {codec.clip(req.path)}")
         if req.method != "GET":
-            return error(405, f"{req.method} is not allowed on {req.path}")
+            return not_allowed(req, "GET")
         problem = self._unknown(name, version)
         if problem is not None:
             return problem
@@ -175,10 +185,11 @@ class App:
 
     def _unknown(self, name: str, version: str | None) -> Reply | None:
         if name != self.settings.model_name:
-            return error(400, f"unknown model '{name}' (this server serves '{self.settings.model_name}')")
+            return error(400, f"unknown model '{codec.clip(name)}' (this server serves '{self.settings.model_name}')")
         if version is not None and version != self.settings.model_version:
             return error(
-                400, f"unknown version '{version}' of model '{name}' (served: '{self.settings.model_version}')"
+                400,
+                f"unknown version '{codec.clip(version)}' of model '{name}' (served: '{self.settings.model_version}')",
             )
         return None
 
@@ -199,7 +210,7 @@ class App:
         if encoding == "identity":
             return req.body
         if encoding not in ("gzip", "deflate"):
-            raise codec.RequestError(f"unsupported Content-Encoding {encoding!r}")
+            raise codec.RequestError(f"unsupported Content-Encoding {codec.shown(encoding)}")
         d = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
         try:
             body = d.decompress(req.body, self.settings.max_body_bytes + 1)
@@ -222,14 +233,10 @@ class App:
             return self._answer(req, error(503, "the model is not ready"))
         if batcher.queued >= self.settings.max_inflight:
             return self._answer(req, error(503, "too many requests in flight; retry later"))
-        header_length: int | None = None
         headers = req.headers
         raw_length = headers.get("inference-header-content-length")
         try:
-            if raw_length is not None:
-                if not raw_length.strip().isdigit():
-                    raise codec.RequestError(f"Inference-Header-Content-Length {raw_length!r} is not a number")
-                header_length = int(raw_length)
+            header_length = None if raw_length is None else codec.header_length(raw_length)
             body = req.body if "content-encoding" not in headers else self._body(req)
             decoded = codec.decode_infer(body, self.model.signature, header_length, self.settings.allow_non_finite)
         except codec.RequestError as e:

@@ -22,7 +22,7 @@ from typing import Any
 from mlrollout_serving import profile as profiles
 from mlrollout_serving.contract.process import ExitCode
 from mlrollout_serving.contract.profile import Profile, ProfileError
-from mlrollout_serving.server import config, loading, memory
+from mlrollout_serving.server import config, fds, loading, memory
 from mlrollout_serving.server.app import App
 from mlrollout_serving.server.http import HttpServer
 from mlrollout_serving.server.metrics import ServerMetrics
@@ -65,7 +65,7 @@ async def serve(s: config.Settings) -> int:
     metrics = ServerMetrics(s.identity, s.model_name, s.model_version)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx") as executor:
         app = App(s, metrics, executor)
-        http = HttpServer(app.handle, app.too_large, s.max_body_bytes, s.keepalive_timeout)
+        http = HttpServer(app.handle, app.too_large, s.max_body_bytes, fds.fit_connections(s.limits))
 
         def start_draining() -> None:  # readiness fails and every further reply says connection: close
             http.closing = True

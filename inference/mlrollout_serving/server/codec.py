@@ -36,6 +36,37 @@ _FLOAT_MAX = {2: float(np.finfo(np.float16).max), 4: float(np.finfo(np.float32).
 _KIND_WORDS = {"f": "numbers", "i": "integers", "u": "non-negative integers", "b": "booleans", "O": "strings"}
 
 
+_SHOWN = 48
+"""Characters of a client's value an error message quotes at most (a message never echoes megabytes)."""
+_MAX_DIM = 2**31 - 1
+"""Largest tensor dimension accepted; any larger one needs more values than a request body can hold."""
+_MAX_LENGTH_DIGITS = 18
+"""Digits of a byte count in a header: more would be an exabyte (and ``int()`` refuses 4300 and beyond)."""
+
+
+def clip(text: str, limit: int = _SHOWN) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis), to quote a client's string in a message."""
+    return text if len(text) <= limit else text[:limit] + "\u2026"
+
+
+def shown(value: Any, limit: int = _SHOWN) -> str:
+    """A client's JSON value for an error message: short, without recursion into nested values, and
+    without converting a huge integer to text."""
+    if isinstance(value, str):
+        return json.dumps(clip(value, limit))
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 3 * limit else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        head = ", ".join(shown(v, 12) if not isinstance(v, list | dict) else "[\u2026]" for v in value[:6])
+        more = ", \u2026" if len(value) > 6 else ""
+        return f"[{head}{more}]"
+    return "a JSON object" if isinstance(value, dict) else type(value).__name__
+
+
 class RequestError(Exception):
     """A request the server refuses; ``status`` is the HTTP status, ``str(self)`` the message."""
 
@@ -69,13 +100,23 @@ def _params(entry: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 def _flatten(data: list[Any], depth: int, name: str) -> list[Any]:
-    """Flatten nested lists (up to the tensor's rank) into one row-major list."""
+    """Flatten nested lists (up to the tensor's rank) into one row-major list.
+
+    The lists at each level must all be as long as each other (as numpy requires of a nested array): rows
+    of 12 and 14 values hold as many values as two rows of 13, but they are not a ``[2, 13]`` tensor.
+    """
     flat = data
-    for _ in range(depth):
+    for level in range(1, depth + 1):
         if not flat or type(flat[0]) is not list:
             break
         if any(type(x) is not list for x in flat):
             raise RequestError(f"input '{name}': nested 'data' mixes lists and scalars")
+        widths = set(map(len, flat))
+        if len(widths) > 1:
+            a, b = sorted(widths)[:2]
+            raise RequestError(
+                f"input '{name}': nested 'data' is ragged: lists at depth {level} hold {a} and {b} values"
+            )
         flat = list(chain.from_iterable(flat))
     return flat
 
@@ -86,6 +127,8 @@ def _shape(value: Any, spec: TensorSpec) -> tuple[int, ...]:
     for d in value:  # a plain loop: a generator in any() costs a Python call per element
         if type(d) is not int:
             raise RequestError(f"input '{spec.name}': 'shape' must be a list of integers")
+        if d > _MAX_DIM:  # an absurd size: refused before a product of such numbers is ever formatted
+            raise RequestError(f"input '{spec.name}': shape dimension {shown(d)} is larger than {_MAX_DIM}")
     ok = len(value) == len(spec.shape)
     if ok:
         for d, want in zip(value, spec.shape, strict=True):
@@ -94,7 +137,8 @@ def _shape(value: Any, spec: TensorSpec) -> tuple[int, ...]:
                 break
     if not ok:
         raise RequestError(
-            f"input '{spec.name}': shape {value} does not match the model's {spec.oip_shape} (-1 = any size >= 1)"
+            f"input '{spec.name}': shape {shown(value)} does not match the model's {spec.oip_shape} "
+            "(-1 = any size >= 1)"
         )
     return tuple(value)
 
@@ -171,11 +215,11 @@ def _decode_input(
     spec = spec_of.input(name)
     if spec is None:
         known = ", ".join(repr(t.name) for t in spec_of.inputs)
-        raise RequestError(f"unknown input '{name}' (the model's inputs: {known})")
+        raise RequestError(f"unknown input '{clip(name)}' (the model's inputs: {known})")
     datatype = entry.get("datatype")
     if datatype != spec.datatype:
         if not isinstance(datatype, str) or datatype not in DATATYPE_DTYPES:
-            raise RequestError(f"input '{name}': unknown datatype {json.dumps(datatype)}")
+            raise RequestError(f"input '{name}': unknown datatype {shown(datatype)}")
         raise RequestError(f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}")
     shape = _shape(entry.get("shape"), spec)
     count = math.prod(shape)
@@ -184,7 +228,7 @@ def _decode_input(
     finite = False
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise RequestError(f"input '{name}': 'binary_data_size' {size} exceeds the binary data sent")
+            raise RequestError(f"input '{name}': 'binary_data_size' {shown(size)} exceeds the binary data sent")
         if "data" in entry:
             raise RequestError(f"input '{name}': has both 'data' and 'binary_data_size'")
         arr = _from_binary(binary[offset : offset + size], spec, shape, count)
@@ -220,7 +264,7 @@ def _decode_outputs(value: Any, sig: Signature, default_binary: bool) -> tuple[R
             raise RequestError("each requested output needs a string 'name'")
         if sig.output(name) is None:
             known = ", ".join(repr(t.name) for t in sig.outputs)
-            raise RequestError(f"unknown output '{name}' (the model's outputs: {known})")
+            raise RequestError(f"unknown output '{clip(name)}' (the model's outputs: {known})")
         binary = _params(entry, f"output '{name}'").get("binary_data", default_binary)
         if not isinstance(binary, bool):
             raise RequestError(f"output '{name}': 'binary_data' must be true or false")
@@ -242,7 +286,14 @@ _ORJSON_NATIVE_DTYPES = frozenset(np.dtype(t) for t in _ORJSON_NATIVE)
 
 
 def parse_json(data: bytes | memoryview, allow_non_finite: bool) -> Any:
-    """Parse JSON, reporting malformed JSON as a RequestError and, unless allowed, refusing NaN."""
+    """Parse JSON, reporting malformed JSON as a RequestError and, unless allowed, refusing NaN.
+
+    orjson parses first: strict JSON, several times faster. What it refuses goes to the standard library,
+    which names the problem better (``non-finite value NaN``) and holds what orjson cannot (1e400 is
+    infinity, refused later with the range checks) - but it also nests only as deep as Python's recursion
+    limit, and it accepts a lone UTF-16 surrogate escape (``"\\ud800"``), a string no UTF-8 encoder can
+    write back: both are refused here.
+    """
     if not allow_non_finite:
         try:
             return orjson.loads(data)  # strict JSON: no NaN, no Infinity; several times faster
@@ -250,9 +301,49 @@ def parse_json(data: bytes | memoryview, allow_non_finite: bool) -> Any:
             pass  # the standard library below names the problem (or accepts what orjson cannot hold)
     try:
         text = data.decode("utf-8") if type(data) is bytes else bytes(data).decode("utf-8")
-        return (_LAX_DECODER if allow_non_finite else _STRICT_DECODER).decode(text)
+        doc = (_LAX_DECODER if allow_non_finite else _STRICT_DECODER).decode(text)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise RequestError(f"malformed JSON: {e}") from None
+        if "integer string conversion" in str(e):  # Python's own limit, not the client's business
+            raise RequestError(
+                f"malformed JSON: an integer of more than {sys.get_int_max_str_digits()} digits"
+            ) from None
+        raise RequestError(f"malformed JSON: {clip(str(e), 200)}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+    if "\\u" in text and _has_lone_surrogate(doc):  # only an escape can make one: UTF-8 decoding refuses them
+        raise RequestError("malformed JSON: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    return doc
+
+
+def _has_lone_surrogate(doc: Any) -> bool:
+    """Whether any string (or key) in a parsed document holds a lone surrogate (no recursion)."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if type(value) is str:
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif type(value) is list:
+            stack.extend(value)
+        elif type(value) is dict:
+            stack.extend(value)
+            stack.extend(value.values())
+    return False
+
+
+def header_length(raw: str) -> int:
+    """The ``Inference-Header-Content-Length`` header's value: ASCII digits only (``str.isdigit()`` also
+    takes ``"²"``, which ``int()`` then refuses) and not absurdly many of them."""
+    text = raw.strip(" \t")
+    if not (0 < len(text) <= _MAX_LENGTH_DIGITS and text.isascii() and text.isdigit()):
+        raise RequestError(
+            f"Inference-Header-Content-Length must be a byte count of at most {_MAX_LENGTH_DIGITS} digits, "
+            f"got {shown(raw)}"
+        )
+    return int(text)
 
 
 def decode_infer(

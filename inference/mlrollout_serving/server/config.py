@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlrollout_serving.contract.process import SERVER_PORT, ServerEnv
+from mlrollout_serving.server.limits import Limits
 from mlrollout_serving.server.signature import PredictionKind
 
 
@@ -38,6 +39,12 @@ class Settings:
     max_body_bytes: int
     max_inflight: int
     keepalive_timeout: float
+    max_url_bytes: int
+    max_header_bytes: int
+    header_timeout: float
+    body_timeout: float
+    send_timeout: float
+    max_connections: int
     download_timeout: float
     download_max_bytes: int
     download_retries: int
@@ -47,6 +54,19 @@ class Settings:
     prediction_buckets: tuple[float, ...]
     termination_log: str | None
     log_level: str
+
+    @property
+    def limits(self) -> Limits:
+        """What one client may hold of the server (the HTTP layer's limits)."""
+        return Limits(
+            max_url_bytes=self.max_url_bytes,
+            max_header_bytes=self.max_header_bytes,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+            send_timeout=self.send_timeout,
+            max_connections=self.max_connections,
+        )
 
     @property
     def identity(self) -> dict[str, str]:
@@ -74,6 +94,7 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
+_L = Limits()  # the HTTP limits' defaults (0 s = no timeout)
 # (flag, environment variable, type, default, help)
 _OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
     ("--model-uri", ServerEnv.MODEL_URI, str, None, "model location: file://, http:// or https:// (or a path)"),
@@ -96,7 +117,13 @@ _OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
     ("--inline-max-ms", ServerEnv.INLINE_MAX_MS, float, 1.0, "larger lone requests too, if their runs take this long"),
     ("--max-body-bytes", ServerEnv.MAX_BODY_BYTES, int, 16 << 20, "larger request bodies get 413"),
     ("--max-inflight", ServerEnv.MAX_INFLIGHT, int, 4096, "more queued inference requests get 503"),
-    ("--keepalive-timeout", ServerEnv.KEEPALIVE_TIMEOUT, float, 75.0, "close connections idle this long (0 = never)"),
+    ("--keepalive-timeout", ServerEnv.KEEPALIVE_TIMEOUT, float, _L.keepalive_timeout, "idle seconds before closing"),
+    ("--max-url-bytes", ServerEnv.MAX_URL_BYTES, int, _L.max_url_bytes, "longer request targets get 414"),
+    ("--max-header-bytes", ServerEnv.MAX_HEADER_BYTES, int, _L.max_header_bytes, "larger request heads get 431"),
+    ("--header-timeout", ServerEnv.HEADER_TIMEOUT, float, _L.header_timeout, "seconds for a request head (408)"),
+    ("--body-timeout", ServerEnv.BODY_TIMEOUT, float, _L.body_timeout, "seconds a body may stall (408)"),
+    ("--send-timeout", ServerEnv.SEND_TIMEOUT, float, _L.send_timeout, "seconds replies may stay unread"),
+    ("--max-connections", ServerEnv.MAX_CONNECTIONS, int, _L.max_connections, "open connections at most"),
     ("--download-timeout", ServerEnv.DOWNLOAD_TIMEOUT, float, 60.0, "seconds per download attempt (http)"),
     ("--download-max-bytes", ServerEnv.DOWNLOAD_MAX_BYTES, int, 2 << 30, "largest model file accepted"),
     ("--download-retries", ServerEnv.DOWNLOAD_RETRIES, int, 3, "download attempts before giving up"),
@@ -140,6 +167,10 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         p.error("invalid --batching or --prediction-kind")
     if ns.sha256 is not None:
         ns.sha256 = ns.sha256.strip().lower().removeprefix("sha256:") or None
-    if ns.max_batch_size < 1 or ns.max_body_bytes < 1 or ns.download_retries < 1:
-        p.error("--max-batch-size, --max-body-bytes and --download-retries must be >= 1")
+    if min(ns.max_batch_size, ns.max_body_bytes, ns.download_retries, ns.max_connections) < 1:
+        p.error("--max-batch-size, --max-body-bytes, --download-retries and --max-connections must be >= 1")
+    if min(ns.max_url_bytes, ns.max_header_bytes) < 64:
+        p.error("--max-url-bytes and --max-header-bytes must be >= 64")
+    if min(ns.keepalive_timeout, ns.header_timeout, ns.body_timeout, ns.send_timeout) < 0:
+        p.error("timeouts must be >= 0 (0 = never)")
     return Settings(**vars(ns))

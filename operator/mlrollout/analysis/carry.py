@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["CARRIED_TESTS", "StepEvidence", "restart_weights"]
 
-CARRIED_TESTS = frozenset({"errorRate.harm", "latency.harm", "predictionDrift", "inputDrift"})
+CARRIED_TESTS = frozenset({"errorRate.harm", "latency.harm", "predictionDrift", "inputDrift", "quality.harm"})
 """Tests whose verdict is an e-value against 1/alpha, so their evidence can be combined across steps."""
 
 FIRST_STEP_WEIGHT = 0.5

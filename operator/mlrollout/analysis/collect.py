@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
-from mlrollout.analysis.queries import QueryError, render_custom, split_queries, track_queries
-from mlrollout.analysis.snapshot import CustomValue, RoutedCounts, Snapshot, Split, TrackCounts, forced_monotone
+from mlrollout.analysis.queries import QueryError, feedback_queries, render_custom, split_queries, track_queries
+from mlrollout.analysis.snapshot import (
+    CustomValue,
+    Labels,
+    Pairs,
+    RoutedCounts,
+    Snapshot,
+    Split,
+    TrackCounts,
+    forced_monotone,
+)
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import Profile
 
@@ -127,8 +136,44 @@ def _features(m: Measurement) -> dict[str, list[int]] | None:
     return out
 
 
+def _by(m: Measurement, label: str) -> dict[str, float]:
+    """Sample values by one label's value."""
+    out: dict[str, float] = {}
+    for s in m.samples:
+        key = s.labels.get(label, "")
+        out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def _labels(provider: MetricsProvider, q: Mapping[str, str], at: float | None) -> Labels:
+    outcomes = _by(_ask(provider, q["labels"], at), "outcome")
+    labelled = sum(_count(v) for v in outcomes.values())
+    return Labels(
+        labelled=labelled,
+        incorrect=min(_count(outcomes.get("incorrect", 0.0)), labelled),
+        abs_error_sum=max(_ask(provider, q["abs_error"], at).scalar(), 0.0),
+        abs_error_sumsq=max(_ask(provider, q["squared_error"], at).scalar(), 0.0),
+    )
+
+
+def _pairs(provider: MetricsProvider, q: Mapping[str, str], at: float | None) -> Pairs | None:
+    results = _by(_ask(provider, q["pairs"], at), "result")
+    if not results:
+        return None
+    sides = _by(_ask(provider, q["pair_abs_error"], at), "side")
+    return Pairs(
+        both_right=_count(results.get("both_right", 0.0)),
+        both_wrong=_count(results.get("both_wrong", 0.0)),
+        stable_only=_count(results.get("stable_only", 0.0)),
+        candidate_only=_count(results.get("candidate_only", 0.0)),
+        stable_error_sum=max(sides.get("stable", 0.0), 0.0),
+        candidate_error_sum=max(sides.get("candidate", 0.0), 0.0),
+        diff_sumsq=max(_ask(provider, q["pair_diff_squares"], at).scalar(), 0.0),
+    )
+
+
 def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revision: str, window: float,
-           at: float | None, warnings: list[str]) -> TrackCounts:  # fmt: skip
+           at: float | None, warnings: list[str], quality: bool) -> TrackCounts:  # fmt: skip
     q = track_queries(target.source, target.namespace, target.model_deployment, track, revision, window)
     requests = _count(_ask(provider, q["requests"], at).scalar())
     errors = min(_count(_ask(provider, q["errors"], at).scalar()), requests)
@@ -143,7 +188,11 @@ def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revisi
             warnings.append(forced_monotone(track))
     predictions = _predictions(_ask(provider, q["predictions"], at), _ask(provider, q["prediction_buckets"], at))
     features = _features(_ask(provider, q["features"], at))
-    return TrackCounts(requests, errors, latency, predictions, features)
+    labels = None
+    if quality:
+        fq = feedback_queries(target.namespace, target.model_deployment, track, revision, window)
+        labels = _labels(provider, fq, at)
+    return TrackCounts(requests, errors, latency, predictions, features, labels)
 
 
 def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at: float | None) -> RoutedCounts | None:
@@ -168,6 +217,7 @@ def collect_snapshot(
     window_seconds: float,
     *,
     custom: Sequence[CustomMetric] = (),
+    quality: bool = False,
     at: float | None = None,
 ) -> Snapshot:
     """Cumulative counts per track over the last ``window_seconds`` (evaluated at ``at``, default now).
@@ -177,8 +227,16 @@ def collect_snapshot(
     """
     warnings: list[str] = []
     try:
-        stable = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings)
-        candidate = _track(provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings)
+        stable = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
+        candidate = _track(
+            provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings, quality
+        )
+        pairs = None
+        if quality:  # labelled shadow answers: the gateway labels them with the shadow's track and revision
+            fq = feedback_queries(
+                target.namespace, target.model_deployment, "shadow", target.candidate_revision, window_seconds
+            )
+            pairs = _pairs(provider, fq, at)
         values: dict[str, CustomValue] = {}
         for metric in custom:
             by_track: dict[str, float | None] = {}
@@ -206,5 +264,6 @@ def collect_snapshot(
         reference=target.reference,
         custom=values,
         warnings=tuple(warnings),
+        pairs=pairs,
         split=split,
     )

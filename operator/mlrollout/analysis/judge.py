@@ -24,7 +24,8 @@ from mlrollout.analysis.drift import DriftSettings, input_drift_result, predicti
 from mlrollout.analysis.errors import ErrorRateSettings, error_rate_results
 from mlrollout.analysis.histogram import Histogram, align
 from mlrollout.analysis.latency import LatencySettings, latency_results
-from mlrollout.analysis.snapshot import Snapshot
+from mlrollout.analysis.quality import QualitySettings, quality_results
+from mlrollout.analysis.snapshot import Labels, Snapshot
 from mlrollout.analysis.split import split_result
 from mlrollout.api.analysis import Judgement, MetricResult, Samples, Verdict
 from mlrollout.api.rolloutpolicy import Metrics, RolloutPolicySpec
@@ -164,6 +165,15 @@ def _input_drift(look: _Look) -> list[MetricResult]:
     return [input_drift_result(snap.candidate.features, snap.reference, settings, per_request)]
 
 
+def _quality(look: _Look) -> list[MetricResult]:
+    q, snap = look.metrics.quality, look.snap
+    settings = QualitySettings(
+        q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin.absolute, q.margin.relative,
+        q.min_labels, look.carries["quality.harm"],
+    )  # fmt: skip
+    return quality_results(snap.stable.labels or Labels(), snap.candidate.labels or Labels(), snap.pairs, settings)
+
+
 def _split(look: _Look) -> list[MetricResult]:
     assert look.snap.split is not None
     return [split_result(look.snap.split, look.metrics.split.tolerance)]
@@ -210,6 +220,12 @@ FAMILIES: tuple[Family, ...] = (
         missing="inputDrift: no reference profile",
         tests=lambda look: [("inputDrift", False)],
         run=_input_drift,
+    ),
+    Family(
+        "quality",  # labels joined to predictions; inconclusive (so never a promotion) until labels come
+        enabled=lambda m: m.quality.enabled,
+        tests=lambda look: [("quality.harm", True)],
+        run=_quality,
     ),
     # thresholds, not statistical tests: outside the alpha budget (docs/analysis.md)
     Family("custom", enabled=lambda m: bool(m.custom), tests=lambda look: [], run=_custom),

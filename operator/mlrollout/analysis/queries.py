@@ -18,6 +18,12 @@ from mlrollout.api.placeholders import PLACEHOLDERS, fill
 from mlrollout_serving.contract.metrics import (
     GATEWAY_DURATION,
     GATEWAY_FALLBACKS,
+    GATEWAY_FEEDBACK_ABS_ERROR,
+    GATEWAY_FEEDBACK_LABELS,
+    GATEWAY_FEEDBACK_PAIR_ABS_ERROR,
+    GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES,
+    GATEWAY_FEEDBACK_PAIRS,
+    GATEWAY_FEEDBACK_SQUARED_ERROR,
     GATEWAY_MIRROR_DROPPED,
     GATEWAY_MIRRORED,
     GATEWAY_REQUESTS,
@@ -132,6 +138,28 @@ def track_queries(
             f"{MODEL_PREDICTION_VALUE.name}_bucket{sel}", w, ", ".join((*MODEL_PREDICTION_VALUE.labels, "le"))
         ),
         features=counter_delta(f"{MODEL_INPUT_BINS.name}{sel}", w, ", ".join(MODEL_INPUT_BINS.labels)),
+    )
+
+
+def feedback_queries(
+    namespace: str, model_deployment: str, track: str, revision: str | None, window_seconds: float
+) -> dict[str, str]:
+    """The gateway's feedback series for one track over ``window_seconds`` (docs/metrics.md).
+
+    Keys: labels (by outcome), abs_error, squared_error; and, for the shadow's track and revision, pairs (by
+    result), pair_abs_error (by side), pair_diff_squares.
+    """
+    w = promql_duration(window_seconds)
+    sel = selector(namespace, model_deployment, track, revision)
+    return dict(
+        labels=counter_delta(f"{GATEWAY_FEEDBACK_LABELS.name}{sel}", w, ", ".join(GATEWAY_FEEDBACK_LABELS.labels)),
+        abs_error=counter_delta(f"{GATEWAY_FEEDBACK_ABS_ERROR.name}{sel}", w),
+        squared_error=counter_delta(f"{GATEWAY_FEEDBACK_SQUARED_ERROR.name}{sel}", w),
+        pairs=counter_delta(f"{GATEWAY_FEEDBACK_PAIRS.name}{sel}", w, ", ".join(GATEWAY_FEEDBACK_PAIRS.labels)),
+        pair_abs_error=counter_delta(
+            f"{GATEWAY_FEEDBACK_PAIR_ABS_ERROR.name}{sel}", w, ", ".join(GATEWAY_FEEDBACK_PAIR_ABS_ERROR.labels)
+        ),
+        pair_diff_squares=counter_delta(f"{GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES.name}{sel}", w),
     )
 
 

@@ -10,6 +10,7 @@ candidate with a margin of stable's *estimated* level and stays valid (docs/anal
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from mlrollout.api.analysis import MetricDecision, MetricResult, TrackPair
 from mlrollout.api.rolloutpolicy import Margin
@@ -65,7 +66,7 @@ def metric_result(
     )
 
 
-def harm_decision(e_value: float, alpha: float) -> tuple[MetricDecision, float]:
+def harm_decision(e_value: float, alpha: float) -> tuple[Literal["pass", "fail"], float]:
     """A harm test fails once its e-value reaches ``1/alpha`` (Ville: at most alpha under no harm), else
     passes; returns the decision and the threshold."""
     threshold = 1.0 / alpha

@@ -25,6 +25,7 @@ __all__ = [
     "harm_prior",
     "homogeneity_log_e",
     "log_to_e",
+    "one_sided_normal_mixture_log_e",
 ]
 
 _LOG_MAX = 700.0  # exp(700) is still a finite float; larger e-values are reported as this
@@ -136,6 +137,28 @@ def gaussian_mixture_cs(estimate: float, variance: float, alpha: float, tau2: fl
         * (math.log(1.0 / alpha) + 0.5 * math.log((variance + tau2) / variance))
     )
     return Interval(estimate - radius, estimate + radius)
+
+
+def one_sided_normal_mixture_log_e(estimate: float, variance: float, tau2: float) -> float:
+    """Log e-value against "the mean effect is <= 0" from an asymptotically normal estimate.
+
+    The Gaussian likelihood ratio ``exp(theta x / V - theta^2 / (2V))`` mixed over a half-normal prior on
+    ``theta > 0`` with variance ``tau2``:
+    ``2 sqrt(V/(V+tau2)) exp(tau2 x^2 / (2V(V+tau2))) Phi(x sqrt(tau2 / (V(V+tau2))))``. Against any
+    ``theta <= 0`` it is a supermartingale in the limit (the time-uniform central limit theory of
+    Waudby-Smith et al. 2021), so large positive ``x`` is evidence of harm and negative ``x`` never is.
+    """
+    if variance <= 0.0 or not math.isfinite(variance) or not math.isfinite(estimate):
+        return 0.0
+    total = variance + tau2
+    z = estimate * math.sqrt(tau2 / (variance * total))
+    log_phi = float(special.log_ndtr(z))
+    return (
+        math.log(2.0)
+        + 0.5 * math.log(variance / total)
+        + tau2 * estimate * estimate / (2.0 * variance * total)
+        + log_phi
+    )
 
 
 def beta_mixture_proportion_cs(k: int, n: int, alpha: float, a: float = 0.5, b: float = 0.5) -> Interval:

@@ -17,13 +17,56 @@ from mlrollout.analysis.histogram import Histogram, parse_buckets
 from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.contract.profile import from_dict as profile_from_dict
 
-__all__ = ["CustomValue", "RoutedCounts", "Snapshot", "SnapshotError", "Split", "TrackCounts", "parse_snapshot"]
+__all__ = [
+    "CustomValue",
+    "Labels",
+    "Pairs",
+    "RoutedCounts",
+    "Snapshot",
+    "SnapshotError",
+    "Split",
+    "TrackCounts",
+    "parse_snapshot",
+]
 
 TRACKS = ("stable", "candidate")
 
 
 class SnapshotError(ValueError):
     """The snapshot is not in the documented format; the message says where."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """One track's labelled rows: how many, how many it got wrong (classifiers), and its absolute errors'
+    sum and sum of squares (regressors)."""
+
+    labelled: int = 0
+    incorrect: int = 0
+    abs_error_sum: float = 0.0
+    abs_error_sumsq: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Labelled requests that both models answered (shadow steps).
+
+    Classifiers: rows by which model was right. Regressors: ``stable_only`` / ``candidate_only`` count the
+    rows where that model was strictly closer (the others are ``both_right``, ties); the absolute errors'
+    sums per model and the sum of squares of ``|error candidate| - |error stable|``.
+    """
+
+    both_right: int = 0
+    both_wrong: int = 0
+    stable_only: int = 0
+    candidate_only: int = 0
+    stable_error_sum: float = 0.0
+    candidate_error_sum: float = 0.0
+    diff_sumsq: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return self.both_right + self.both_wrong + self.stable_only + self.candidate_only
 
 
 @dataclass(frozen=True)
@@ -35,6 +78,7 @@ class TrackCounts:
     latency: Histogram | None
     predictions: dict[str, int] | None
     features: dict[str, list[int]] | None
+    labels: Labels | None = None  # labelled rows scored against what this track served (feedback)
 
 
 @dataclass(frozen=True)
@@ -91,6 +135,7 @@ class Snapshot:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     evidence: StepEvidence = field(default_factory=StepEvidence)
+    pairs: Pairs | None = None  # labelled requests both models answered (shadow steps)
     split: Split | None = None
 
     @classmethod
@@ -144,7 +189,53 @@ def _track(raw: Any, name: str, warnings: list[str]) -> TrackCounts:
             if not isinstance(bins, list):
                 raise SnapshotError(f"{name}.features[{feat!r}] must be a list of bin counts")
             features[str(feat)] = [_count(b, f"{name}.features[{feat!r}]") for b in bins]
-    return TrackCounts(requests, errors, latency, predictions, features)
+    labels = _labels(raw["labels"], f"{name}.labels") if raw.get("labels") is not None else None
+    return TrackCounts(requests, errors, latency, predictions, features, labels)
+
+
+def _amount(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise SnapshotError(f"{where} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _labels(raw: Any, where: str) -> Labels:
+    """``{"labelled", "incorrect", "abs_error_sum", "abs_error_sumsq"}``: labelled rows of one track."""
+    if not isinstance(raw, Mapping):
+        raise SnapshotError(f"{where} must be an object with labelled and incorrect (or abs_error_sum)")
+    labels = Labels(
+        labelled=_count(raw.get("labelled", 0), f"{where}.labelled"),
+        incorrect=_count(raw.get("incorrect", 0), f"{where}.incorrect"),
+        abs_error_sum=_amount(raw.get("abs_error_sum", 0), f"{where}.abs_error_sum"),
+        abs_error_sumsq=_amount(raw.get("abs_error_sumsq", 0), f"{where}.abs_error_sumsq"),
+    )
+    if labels.incorrect > labels.labelled:
+        raise SnapshotError(f"{where}.incorrect ({labels.incorrect}) exceeds {where}.labelled ({labels.labelled})")
+    return labels
+
+
+def _pairs(raw: Any) -> Pairs | None:
+    """``{"both_right", "both_wrong", "stable_only", "candidate_only"[, "stable_error_sum", ...]}``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SnapshotError("pairs must be an object of pair counts")
+
+    def count(key: str) -> int:
+        return _count(raw.get(key, 0), f"pairs.{key}")
+
+    def amount(key: str) -> float:
+        return _amount(raw.get(key, 0), f"pairs.{key}")
+
+    return Pairs(
+        both_right=count("both_right"),
+        both_wrong=count("both_wrong"),
+        stable_only=count("stable_only"),
+        candidate_only=count("candidate_only"),
+        stable_error_sum=amount("stable_error_sum"),
+        candidate_error_sum=amount("candidate_error_sum"),
+        diff_sumsq=amount("diff_sumsq"),
+    )
 
 
 def _custom(raw: Any) -> dict[str, CustomValue]:
@@ -260,5 +351,6 @@ def parse_snapshot(raw: Any) -> Snapshot:
         custom=_custom(raw.get("custom")),
         warnings=tuple(warnings),
         evidence=_evidence(raw.get("evidence")),
+        pairs=_pairs(raw.get("pairs")),
         split=_split(raw.get("split")),
     )

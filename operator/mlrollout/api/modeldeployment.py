@@ -13,6 +13,7 @@ from mlrollout.api.common import (
     Condition,
     Duration,
     Label,
+    LabelSelector,
     Line,
     Message,
     Name,
@@ -121,6 +122,47 @@ class Traffic(ApiModel):
     sticky: StickyKey | None = Field(default=None, description="Route each key to one track consistently.")
 
 
+class NetworkPeer(ApiModel):
+    """Client pods admitted to the gateway, as a NetworkPolicy peer selects them."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "has(self.namespaceSelector) || has(self.podSelector)", "a client sets namespaceSelector or podSelector"
+            )
+        )
+    }
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces of the clients; {} is every namespace; absent: the ModelDeployment's own.",
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Client pods within those namespaces; absent: every pod there."
+    )
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> NetworkPeer:
+        if self.namespace_selector is None and self.pod_selector is None:
+            raise ValueError("a client sets namespaceSelector or podSelector")
+        return self
+
+
+class NetworkIsolation(ApiModel):
+    """Ingress NetworkPolicies for the ModelDeployment's pods (docs/operator.md, "Network policies")."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Create the NetworkPolicies; absent: the operator's default (off unless the chart turns it on).",
+    )
+    clients: list[NetworkPeer] | None = Field(
+        default=None,
+        max_length=16,
+        description="Who may call the gateway (with gatewayAPI or istio: the model servers); absent: any source. "
+        "Prometheus and this namespace's gateways (fallback backups) are always admitted.",
+    )
+
+
 class SloOverrides(ApiModel):
     """Tighter SLOs than the policy's (never looser)."""
 
@@ -178,6 +220,10 @@ class ModelDeploymentSpec(ApiModel):
     )
     paused: bool = Field(default=False, description="Freeze the rollout where it is.")
     traffic: Traffic = Field(default_factory=Traffic, description="How traffic reaches the tracks.")
+    network_policy: NetworkIsolation = Field(
+        default_factory=NetworkIsolation,
+        description="Ingress NetworkPolicies: gateway from clients, model servers from the gateway and Prometheus.",
+    )
 
 
 class RevisionStatus(ApiModel):

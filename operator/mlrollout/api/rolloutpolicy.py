@@ -238,84 +238,6 @@ class SplitMetric(ApiModel):
     )
 
 
-class CustomMetric(ApiModel):
-    """A PromQL query of your own, evaluated for the candidate and held to thresholds."""
-
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": cel_rules(
-            cel("has(self.min) || has(self.max)", "a custom metric needs min or max"),
-            cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max"),
-        )
-    }
-
-    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=63)] = Field(
-        description="Name shown in verdicts; unique among the custom metrics."
-    )
-    query: CustomQuery = Field(
-        description=(
-            "PromQL returning one number; may use the placeholders {{namespace}}, {{modelDeployment}}, "
-            "{{track}}, {{revision}} and {{window}}, and {{ or }} nowhere else."
-        ),
-    )
-    min: float | None = Field(default=None, description="The result must be at least this.")
-    max: float | None = Field(default=None, description="The result must be at most this.")
-
-    @model_validator(mode="after")
-    def _has_threshold(self) -> CustomMetric:
-        if self.min is None and self.max is None:
-            raise ValueError("a custom metric needs min or max")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min must not be above max ({self.min:g} > {self.max:g})")
-        return self
-
-
-class Metrics(ApiModel):
-    """The evidence that decides every step."""
-
-    error_rate: ErrorRateMetric = Field(
-        default_factory=ErrorRateMetric, description="Error rate: harm, non-inferiority and SLO."
-    )
-    latency: LatencyMetric = Field(
-        default_factory=LatencyMetric, description="Latency: quantile SLO and comparison with stable."
-    )
-    prediction_drift: DriftMetric = Field(
-        default_factory=DriftMetric,
-        description="Candidate's prediction distribution against stable's on the same traffic.",
-    )
-    input_drift: DriftMetric = Field(
-        default_factory=lambda: DriftMetric(max_psi=0.25),
-        description="Live inputs against the model's reference profile (needs model.referenceProfile).",
-    )
-    split: SplitMetric = Field(
-        default_factory=SplitMetric,
-        description="The realised traffic split must match the configured weight and mirror share.",
-    )
-    custom: list[CustomMetric] | None = Field(
-        default=None,
-        max_length=10,
-        description="Your own PromQL checks, each with its own name.",
-        json_schema_extra=cel_rules(
-            cel("self.all(c, self.exists_one(d, d.name == c.name))", "custom metric names must be unique")
-        ),
-    )
-
-    @field_validator("custom")
-    @classmethod
-    def _unique_names(cls, custom: list[CustomMetric] | None) -> list[CustomMetric] | None:
-        names = [c.name for c in custom or []]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"custom metric names must be unique (repeated: {', '.join(repeated)})")
-        return custom
-
-
-class Analysis(ApiModel):
-    """How often to look and at what."""
-
-    interval: Duration = Field(default="30s", description="Time between two looks at the evidence.")
-    metrics: Metrics = Field(default_factory=Metrics, description="What is measured.")
-
-
 MIN_MARGIN = 1e-4
 """The smallest absolute margin or floor: 0.01 percentage points of error rate, 0.1 ms of latency (the first
 latency bucket bound). Below it no rollout collects enough requests to show non-inferiority."""
@@ -399,6 +321,117 @@ class Margin(ApiModel):
 
 RATE_MARGIN_DEFAULT = Margin(relative=0.3, floor=0.0025)
 LATENCY_MARGIN_DEFAULT = Margin(relative=0.1, floor=0.001)
+
+
+class QualityMetric(ApiModel):
+    """Model quality from ground truth: labels clients send back with the feedback id of each answer."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Whether quality takes part in the verdict (needs clients that send labels: docs/gateway.md).",
+    )
+    metric: Literal["accuracy", "mae"] = Field(
+        default="accuracy", description="accuracy for classifiers, mae (mean absolute error) for regressors."
+    )
+    margin: Margin = Field(
+        default_factory=lambda: Margin(relative=0.01),
+        description=(
+            "How much worse the candidate may be and still count as no worse: relative to stable's accuracy or "
+            "MAE, or absolute (accuracy points as a fraction, e.g. 0.005)."
+        ),
+    )
+    min_labels: int = Field(
+        default=200, ge=1, le=10_000_000, description="Labelled rows per track before quality can pass."
+    )
+    max_label_wait: Duration = Field(
+        default="30m",
+        description=(
+            "A step whose candidate has no labelled rows this long after it started ends by onInconclusive, "
+            "visibly, instead of waiting for maxDuration."
+        ),
+    )
+
+
+class CustomMetric(ApiModel):
+    """A PromQL query of your own, evaluated for the candidate and held to thresholds."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("has(self.min) || has(self.max)", "a custom metric needs min or max"),
+            cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max"),
+        )
+    }
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=63)] = Field(
+        description="Name shown in verdicts; unique among the custom metrics."
+    )
+    query: CustomQuery = Field(
+        description=(
+            "PromQL returning one number; may use the placeholders {{namespace}}, {{modelDeployment}}, "
+            "{{track}}, {{revision}} and {{window}}, and {{ or }} nowhere else."
+        ),
+    )
+    min: float | None = Field(default=None, description="The result must be at least this.")
+    max: float | None = Field(default=None, description="The result must be at most this.")
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> CustomMetric:
+        if self.min is None and self.max is None:
+            raise ValueError("a custom metric needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min must not be above max ({self.min:g} > {self.max:g})")
+        return self
+
+
+class Metrics(ApiModel):
+    """The evidence that decides every step."""
+
+    error_rate: ErrorRateMetric = Field(
+        default_factory=ErrorRateMetric, description="Error rate: harm, non-inferiority and SLO."
+    )
+    latency: LatencyMetric = Field(
+        default_factory=LatencyMetric, description="Latency: quantile SLO and comparison with stable."
+    )
+    prediction_drift: DriftMetric = Field(
+        default_factory=DriftMetric,
+        description="Candidate's prediction distribution against stable's on the same traffic.",
+    )
+    input_drift: DriftMetric = Field(
+        default_factory=lambda: DriftMetric(max_psi=0.25),
+        description="Live inputs against the model's reference profile (needs model.referenceProfile).",
+    )
+    quality: QualityMetric = Field(
+        default_factory=QualityMetric,
+        description="Candidate's quality against stable's from labels joined to predictions (off by default).",
+    )
+    split: SplitMetric = Field(
+        default_factory=SplitMetric,
+        description="The realised traffic split must match the configured weight and mirror share.",
+    )
+    custom: list[CustomMetric] | None = Field(
+        default=None,
+        max_length=10,
+        description="Your own PromQL checks, each with its own name.",
+        json_schema_extra=cel_rules(
+            cel("self.all(c, self.exists_one(d, d.name == c.name))", "custom metric names must be unique")
+        ),
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _unique_names(cls, custom: list[CustomMetric] | None) -> list[CustomMetric] | None:
+        names = [c.name for c in custom or []]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"custom metric names must be unique (repeated: {', '.join(repeated)})")
+        return custom
+
+
+class Analysis(ApiModel):
+    """How often to look and at what."""
+
+    interval: Duration = Field(default="30s", description="Time between two looks at the evidence.")
+    metrics: Metrics = Field(default_factory=Metrics, description="What is measured.")
 
 
 class Margins(ApiModel):

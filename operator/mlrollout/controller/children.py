@@ -6,17 +6,21 @@ ModelDeployment garbage-collects everything) and the labels from `naming`. Nothi
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
 from mlrollout.api.common import parse_duration
-from mlrollout.api.modeldeployment import RevisionStatus
+from mlrollout.api.modeldeployment import NetworkIsolation, RevisionStatus
 from mlrollout.controller import naming
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.revision import RevisionTemplate
 from mlrollout.rollout.actions import Role
 from mlrollout.traffic.base import Manifest
 from mlrollout_serving.contract.process import (
+    FEEDBACK_KEYS_DIR,
+    FEEDBACK_KEYS_FILE,
     GATEWAY_COMMAND,
     GATEWAY_PORT,
     HEALTH_LIVE,
@@ -26,10 +30,12 @@ from mlrollout_serving.contract.process import (
     TERMINATION_LOG,
     GatewayEnv,
     ServerEnv,
+    feedback_secret_name,
 )
 from mlrollout_serving.contract.routes import configmap_name
 
 PVC_MOUNT_ROOT = "/mnt/models"
+FEEDBACK_VOLUME = "feedback-keys"
 
 
 def owner_reference(md: Manifest) -> Manifest:
@@ -115,12 +121,18 @@ def track_labels(md_name: str, revision: str, role: Role) -> dict[str, str]:
     }
 
 
-# Both data-plane containers run as the images' non-root user on a read-only root filesystem.
+# Both data-plane pods meet the Pod Security Standard "restricted" (a namespace labelled
+# pod-security.kubernetes.io/enforce=restricted admits them): the images' non-root user, the runtime's
+# default seccomp profile, no privilege escalation, no capabilities, a read-only root filesystem.
+RESTRICTED_POD: Manifest = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 HARDENED_CONTAINER: Manifest = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
     "capabilities": {"drop": ["ALL"]},
 }
 # A terminating pod keeps serving while kube-proxy and the gateways stop sending to it: without this
@@ -167,6 +179,7 @@ def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: in
     container["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
     volumes = [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
     pod_spec: Manifest = {
+        "securityContext": RESTRICTED_POD,
         "containers": [container],
         "automountServiceAccountToken": False,
         "volumes": volumes,
@@ -214,12 +227,17 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
         GatewayEnv.PORT: str(GATEWAY_PORT),
         GatewayEnv.NAMESPACE: namespace,
         GatewayEnv.MODEL_DEPLOYMENT: md_name,
+        GatewayEnv.FEEDBACK_KEYS: f"{FEEDBACK_KEYS_DIR}/{FEEDBACK_KEYS_FILE}",
     }
+    # the replica's own address goes into the feedback ids it mints, so a label reaches the replica that
+    # holds the answer's shadow twin
+    pod_ip = {"name": str(GatewayEnv.POD_IP), "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     container: Manifest = {
         "name": "gateway",
         "image": settings.gateway_image,
         "command": [GATEWAY_COMMAND],
-        "env": [{"name": str(k), "value": v} for k, v in env.items()],
+        "env": [*({"name": str(k), "value": v} for k, v in env.items()), pod_ip],
+        "volumeMounts": [{"name": FEEDBACK_VOLUME, "mountPath": FEEDBACK_KEYS_DIR, "readOnly": True}],
         "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "readinessProbe": health,
         "livenessProbe": {"httpGet": {"path": HEALTH_LIVE, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
@@ -263,7 +281,16 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": ident,
+                        "securityContext": RESTRICTED_POD,
                         "containers": [container],
+                        # optional: until the operator creates the Secret (quality enabled), the gateway
+                        # mints no ids and refuses labels as `disabled`; it notices the Secret within seconds
+                        "volumes": [
+                            {
+                                "name": FEEDBACK_VOLUME,
+                                "secret": {"secretName": feedback_secret_name(md_name), "optional": True},
+                            }
+                        ],
                         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     },
                 },
@@ -279,6 +306,20 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
             },
         },
     ]
+
+
+def feedback_secret(md: Manifest, key: bytes, key_id: int = 1) -> Manifest:
+    """The Secret of the keys that sign and check feedback ids (created once, never applied again: a new
+    key on every pass would void every id in flight). `key` comes from the caller so this stays pure."""
+    md_name = md["metadata"]["name"]
+    keys = {str(key_id): base64.b64encode(key).decode("ascii")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(md, feedback_secret_name(md_name), naming.base_labels(md_name, naming.GATEWAY_COMPONENT)),
+        "type": "Opaque",
+        "stringData": {FEEDBACK_KEYS_FILE: json.dumps(keys)},
+    }
 
 
 def mesh_entry_service(md: Manifest, port: int) -> Manifest:
@@ -324,6 +365,64 @@ def service_monitor(md: Manifest, interval: str = "15s") -> Manifest:
             ],
         },
     }
+
+
+def _labels_selector(labels: dict[str, str]) -> Manifest:
+    return {"matchLabels": dict(labels)} if labels else {}
+
+
+def prometheus_peer(settings: OperatorSettings) -> Manifest:
+    """The Prometheus pods that scrape /metrics (empty labels select every namespace or every pod)."""
+    peer: Manifest = {"namespaceSelector": _labels_selector(settings.prometheus_namespace_labels)}
+    if settings.prometheus_pod_labels:
+        peer["podSelector"] = _labels_selector(settings.prometheus_pod_labels)
+    return peer
+
+
+def _ingress_policy(md: Manifest, component: str, sources: list[Manifest] | None) -> Manifest:
+    """Ingress to one component's pods on their `http` port (both the API and /metrics), from `sources`
+    (None: from anywhere). Egress is not restricted: see docs/operator.md, "Network policies"."""
+    md_name = md["metadata"]["name"]
+    rule: Manifest = {"ports": [{"protocol": "TCP", "port": naming.HTTP_PORT_NAME}]}
+    if sources is not None:
+        rule["from"] = sources
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(md, naming.network_policy_name(md_name, component), naming.base_labels(md_name, component)),
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector(md_name, **{naming.COMPONENT: component})},
+            "policyTypes": ["Ingress"],
+            "ingress": [rule],
+        },
+    }
+
+
+def network_policies(
+    md: Manifest, isolation: NetworkIsolation, provider: str, settings: OperatorSettings
+) -> list[Manifest]:
+    """Ingress NetworkPolicies of one ModelDeployment.
+
+    builtin: the gateway admits the clients (any source when `clients` is absent), Prometheus and the
+    namespace's gateways (a fallback chain's backup is called by another ModelDeployment's gateway); the
+    model servers admit only this gateway and Prometheus. gatewayAPI/istio: the mesh or the Gateway's
+    proxies call the model servers directly, so they admit the clients and Prometheus.
+    """
+    md_name = md["metadata"]["name"]
+    prometheus = prometheus_peer(settings)
+    clients = None if isolation.clients is None else [c.to_dict() for c in isolation.clients]
+    if provider != "builtin":
+        servers_from = None if clients is None else [*clients, prometheus]
+        return [_ingress_policy(md, naming.SERVER_COMPONENT, servers_from)]
+    gateways = {naming.MANAGED_BY: "mlrollout", naming.COMPONENT: naming.GATEWAY_COMPONENT}
+    gateway_from = None if clients is None else [*clients, prometheus, {"podSelector": {"matchLabels": gateways}}]
+    own_gateway = {
+        "podSelector": {"matchLabels": naming.selector(md_name, **{naming.COMPONENT: naming.GATEWAY_COMPONENT})}
+    }
+    return [
+        _ingress_policy(md, naming.GATEWAY_COMPONENT, gateway_from),
+        _ingress_policy(md, naming.SERVER_COMPONENT, [own_gateway, prometheus]),
+    ]
 
 
 def static_children(md: Manifest, settings: OperatorSettings, with_service_monitor: bool) -> list[Manifest]:

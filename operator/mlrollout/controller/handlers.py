@@ -52,6 +52,10 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # the reconciler posts its own Events, one per transition
+    # No runtime observation of namespaces and CRDs: the operator serves the namespaces it is given (names,
+    # never patterns) and its own CRD, installed before it starts. So its RBAC needs no list/watch on
+    # namespaces or customresourcedefinitions (the chart grants none; kopf would log a warning without it).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.execution.max_workers = int(os.environ.get("MLROLLOUT_WORKERS", "8"))

@@ -1,8 +1,8 @@
 """The only module that talks to the Kubernetes API (through the official client's ApiClient).
 
 Generic on purpose: server-side apply and delete work for any namespaced kind from its apiVersion and kind
-(plural = lower-case kind + "s", true for every kind the operator writes), so routers may return HTTPRoutes
-or VirtualServices without this module knowing them.
+(the plural by the English rule every kind the operator writes follows: `plural`), so routers may return
+HTTPRoutes or VirtualServices without this module knowing them.
 """
 
 from __future__ import annotations
@@ -36,15 +36,25 @@ class KubeApi(Protocol):
     def list_policies(self, plural: str) -> list[Manifest]: ...
     def list_children(self, namespace: str, md: str) -> tuple[list[Manifest], list[Manifest]]: ...
     def apply(self, manifest: Manifest) -> None: ...
+    def create(self, manifest: Manifest) -> bool: ...
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
+    def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None: ...
     def has_crd(self, name: str) -> bool: ...
     def post_event(self, obj: Manifest, type_: str, reason: str, message: str) -> None: ...
 
 
+def plural(kind: str) -> str:
+    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies)."""
+    lower = kind.lower()
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
 def _path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    plural = kind.lower() + "s"
-    path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+    resource = plural(kind)
+    path = f"{base}/namespaces/{namespace}/{resource}" if namespace else f"{base}/{resource}"
     return f"{path}/{name}" if name else path
 
 
@@ -117,6 +127,16 @@ class Kube:
         query = [("fieldManager", naming.FIELD_MANAGER), ("force", "true")]
         self._call("PATCH", path, body=manifest, query=query, content_type="application/apply-patch+yaml")
 
+    def create(self, manifest: Manifest) -> bool:
+        """Create the object unless one of its name exists (then False, and the existing one is untouched)."""
+        meta = manifest["metadata"]
+        path = _path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        try:
+            self._call("POST", path, body=manifest, query=[("fieldManager", naming.FIELD_MANAGER)])
+        except Conflict:
+            return False
+        return True
+
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             body = {"propagationPolicy": "Background"}
@@ -124,6 +144,12 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
+        """Every object of a kind in a namespace that the label selector matches, in one call (none: a no-op)."""
+        body = {"propagationPolicy": "Background"}
+        query = [("labelSelector", selector)]
+        self._call("DELETE", _path(api_version, kind, namespace), body=body, query=query)
 
     def has_crd(self, name: str) -> bool:
         cached = self._crd_cache.get(name)
@@ -169,7 +195,7 @@ class Kube:
 
 def crd_name(api_version: str, kind: str) -> str:
     """`<plural>.<group>` of a kind, as its CRD is named."""
-    return f"{kind.lower()}s.{api_version.split('/')[0]}"
+    return f"{plural(kind)}.{api_version.split('/')[0]}"
 
 
 def api_error_message(exc: BaseException) -> str:

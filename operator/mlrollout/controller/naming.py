@@ -4,7 +4,8 @@ Per revision: Deployment and Service `<md>-<revision>` (the revision hash is con
 promotion never renames anything: the route table switches atomically from one Service to another).
 Per ModelDeployment: the gateway Deployment and Service named `<md>` (the address clients call), the route
 ConfigMap `<md>-routes` (named by `contract.routes.configmap_name`), the gateway's ServiceAccount, Role and
-RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`.
+RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`, and (when enabled) the
+NetworkPolicies `<md>-gateway` and `<md>-model-server`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def gateway_url(namespace: str, md: str) -> str:
 def gateway_identity(md: str) -> str:
     """ServiceAccount, Role and RoleBinding of the gateway."""
     return f"{md[:55]}-gateway"
+
+
+def network_policy_name(md: str, component: str) -> str:
+    """The ingress NetworkPolicy of one component's pods (`<md>-gateway`, `<md>-model-server`)."""
+    return f"{md[: 63 - len(component) - 1]}-{component}"
 
 
 def label_value(md: str) -> str:

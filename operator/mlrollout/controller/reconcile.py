@@ -11,12 +11,14 @@ it from the newer status, so no step is repeated or skipped). The spec is never 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
@@ -59,10 +61,12 @@ from mlrollout.rollout.looks import evidence_source
 from mlrollout.rollout.timefmt import parse
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent
 from mlrollout.traffic.registry import router_for
+from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -118,6 +122,9 @@ class Reconciler:
         self.verdicts = verdicts
         self.settings = settings
         self.profiles = ProfileCache()
+        self._np_forbidden: set[tuple[str, str]] = set()  # only so that the warning is logged once
+        self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
+        self._feedback_forbidden: set[str] = set()
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -166,6 +173,8 @@ class Reconciler:
         )
         decision = decide(status, facts, policy, now)
         self._act(obj, md, decision.actions, fallback.spec, log)
+        if policy.analysis.metrics.quality.enabled and self._provider(md) == "builtin":
+            self._ensure_feedback_keys(obj, log)
         return self._commit(obj, status, decision.status, decision.actions, log)
 
     def _commit(
@@ -233,6 +242,11 @@ class Reconciler:
             if isinstance(action, EnsureTrack):
                 manifests.append(children.track_deployment(obj, action.revision, action.role, md.spec.replicas))
                 manifests.append(children.track_service(obj, action.revision, action.role))
+        isolation = md.spec.network_policy
+        if self.settings.network_policies if isolation.enabled is None else isolation.enabled:
+            manifests += children.network_policies(obj, isolation, provider, self.settings)
+        else:  # switched off (or never on): nothing of ours may keep isolating the pods
+            self._remove_network_policies(namespace, name, log)
         for manifest in manifests:
             self.kube.apply(children.strip_none(manifest))
         for action in actions:
@@ -245,6 +259,39 @@ class Reconciler:
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _ensure_feedback_keys(self, obj: Manifest, log: Log) -> None:
+        """Create the ModelDeployment's feedback Secret once (a random key; never logged, never rewritten).
+        RBAC without `create secrets` leaves feedback off: said once, the rollout goes on without labels."""
+        meta = obj["metadata"]
+        if meta["uid"] in self._feedback_keys:
+            return
+        try:
+            created = self.kube.create(children.feedback_secret(obj, secrets.token_bytes(32)))
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if meta["uid"] not in self._feedback_forbidden:
+                self._feedback_forbidden.add(meta["uid"])
+                log.warning("feedback keys not created, the RBAC lacks `create secrets` (docs/operator.md, RBAC): "
+                            "%s", api_error_message(exc))  # fmt: skip
+            return
+        self._feedback_keys.add(meta["uid"])
+        if created:
+            log.info("feedback keys created (Secret %s)", feedback_secret_name(meta["name"]))
+
+    def _remove_network_policies(self, namespace: str, name: str, log: Log) -> None:
+        """Delete the ModelDeployment's NetworkPolicies. RBAC without `deletecollection networkpolicies` (a
+        hand-made Role from before they existed) cannot have created any: say so once, never fail the pass."""
+        try:
+            self.kube.delete_labelled(*NETWORK_POLICY, namespace, naming.child_selector(name))
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if (namespace, name) not in self._np_forbidden:
+                self._np_forbidden.add((namespace, name))
+                log.warning("NetworkPolicies not cleaned up, the RBAC lacks them (docs/operator.md, RBAC): %s",
+                            api_error_message(exc))  # fmt: skip
 
     def _announce(self, obj: Manifest, actions: Sequence[Action], log: Log) -> None:
         """Events and metrics: edge-triggered, so they follow the status write that made them true."""

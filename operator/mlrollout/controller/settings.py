@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlrollout import __version__
 
@@ -21,6 +21,14 @@ class OperatorSettings:
     verdicts_dir: str = ""  # tests: recorded verdicts/snapshots instead of Prometheus
     reconcile_interval: float = 10.0
     metrics_port: int = 9102  # the operator's own /metrics; 0 disables
+    # NetworkPolicies for ModelDeployments that do not set spec.networkPolicy.enabled
+    network_policies: bool = False
+    # the Prometheus pods the NetworkPolicies admit to /metrics (the chart's default: prometheus-operator's
+    # pods in the namespace `monitoring`, where the chart's default prometheusUrl points)
+    prometheus_namespace_labels: dict[str, str] = field(
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
+    )
+    prometheus_pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -35,4 +43,34 @@ class OperatorSettings:
             verdicts_dir=e.get("MLROLLOUT_VERDICTS_DIR", d.verdicts_dir),
             reconcile_interval=float(e.get("MLROLLOUT_RECONCILE_INTERVAL", d.reconcile_interval)),
             metrics_port=int(e.get("MLROLLOUT_METRICS_PORT", d.metrics_port)),
-        )
+            network_policies=parse_bool("MLROLLOUT_NETWORK_POLICIES", e.get("MLROLLOUT_NETWORK_POLICIES"), False),
+            prometheus_namespace_labels=parse_labels(
+                "MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS", e.get("MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS"),
+                d.prometheus_namespace_labels,
+            ),
+            prometheus_pod_labels=parse_labels(
+                "MLROLLOUT_PROMETHEUS_POD_LABELS", e.get("MLROLLOUT_PROMETHEUS_POD_LABELS"), d.prometheus_pod_labels
+            ),
+        )  # fmt: skip
+
+
+def parse_bool(name: str, text: str | None, default: bool) -> bool:
+    """`true` or `false` (any case); absent or empty: the default. Anything else is an error naming the variable."""
+    if not text:
+        return default
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise ValueError(f"{name} must be true or false, not {text!r}")
+
+
+def parse_labels(name: str, text: str | None, default: dict[str, str]) -> dict[str, str]:
+    """`key=value,key2=value2` (a kubectl equality selector); absent: the default; empty: no labels (matches all)."""
+    if text is None:
+        return dict(default)
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or "=" in value:
+            raise ValueError(f"{name} must look like key=value,key2=value2, not {text!r}")
+        labels[key.strip()] = value.strip()
+    return labels

@@ -50,8 +50,10 @@ class PrometheusVerdicts:
         if self._provider is None:
             snapshot = Snapshot.failed("MLROLLOUT_PROMETHEUS_URL is not set", 0)
         else:
-            custom = policy.analysis.metrics.custom or []
-            snapshot = collect_snapshot(self._provider, target, window_seconds, custom=custom)
+            metrics = policy.analysis.metrics
+            snapshot = collect_snapshot(
+                self._provider, target, window_seconds, custom=metrics.custom or [], quality=metrics.quality.enabled
+            )
         return judge(dataclasses.replace(snapshot, evidence=evidence), policy)
 
 

@@ -81,16 +81,31 @@ def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
         if answered >= min_requests:
             moves.advance(w, f"promote verdict with {answered} requests: {look.judgement.reason}")
             return True
-    if elapsed > max_duration:
+    overdue = labels_overdue(w, elapsed, look)
+    if elapsed > max_duration or overdue:
         last = w.s.last_analysis
         detail = f"last verdict {last.verdict}: {last.reason}" if last else "no verdict yet"
         message = f"step {step.index} ({step.kind}) ran past maxDuration without a promote verdict ({detail})"
+        if overdue and elapsed <= max_duration:
+            wait = w.policy.analysis.metrics.quality.max_label_wait
+            message = f"step {step.index} ({step.kind}) got no labels for the candidate within maxLabelWait {wait}"
         if w.policy.on_inconclusive.action == "rollback":
             moves.rollback(w, "Inconclusive", message)
         else:
             moves.hold(w, "Inconclusive", f"{message}; holding for a human (promote or abort)", zero=False)
         return True
     return False
+
+
+def labels_overdue(w: Work, elapsed: float, look: Look | None) -> bool:
+    """Quality is on, the step has waited maxLabelWait, and its latest look scored no candidate row."""
+    quality = w.policy.analysis.metrics.quality
+    if not quality.enabled or elapsed <= parse_duration(quality.max_label_wait):
+        return False
+    if look is None:
+        return True
+    scored = [m for m in look.judgement.metrics if m.name.startswith("quality.")]
+    return not any(m.samples is not None and m.samples.candidate for m in scored)
 
 
 def _limits(step: Step) -> tuple[int, float]:

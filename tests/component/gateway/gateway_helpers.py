@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
+import socket
 import sys
 import threading
-import urllib.error
+import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,18 +64,33 @@ class RouteFile:
         os.replace(tmp, self.path)
 
 
+# Runs the gateway under an open-file limit (soft and hard), as `ulimit -n` would.
+_LIMITED = (
+    "import resource, runpy, sys; n = int(sys.argv.pop(1)); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+    "runpy.run_module('mlrollout_serving.gateway', run_name='__main__', alter_sys=True)"
+)
+
+
 @contextlib.contextmanager
-def gateway(routes: RouteFile, *extra: str, file_source: bool = True, namespace: str = "test-ns") -> Iterator[Proc]:
+def gateway(
+    routes: RouteFile, *extra: str, file_source: bool = True, namespace: str = "test-ns", nofile: int | None = None,
+    host: str = "127.0.0.1", port: int | None = None, model_deployment: str = "iris",
+) -> Iterator[Proc]:  # fmt: skip
     """A `mlrollout-gateway` process reading `routes`, ready (a table loaded) when yielded.
 
-    With `file_source=False` the route source comes from `extra` (e.g. `--routes-configmap NAME`).
+    With `file_source=False` the route source comes from `extra` (e.g. `--routes-configmap NAME`);
+    `nofile` runs it under that open-file limit. Two replicas can share a `port` on different loopback
+    `host`s (127.0.0.2, 127.0.0.3), as two pods share a container port.
     """
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port)]
+    port = port or free_port()
+    start = [sys.executable, "-m", "mlrollout_serving.gateway"]
+    if nofile is not None:
+        start = [sys.executable, "-c", _LIMITED, str(nofile)]
+    cmd = [*start, "--host", host, "--port", str(port)]
     if file_source:
         cmd += ["--routes-file", str(routes.path)]
-    cmd += ["--namespace", namespace, "--model-deployment", "iris", *extra]
-    with running(cmd, port, "/v2/health/ready", prefix="mlrollout-gateway-", timeout=READY_TIMEOUT) as proc:
+    cmd += ["--namespace", namespace, "--model-deployment", model_deployment, *extra]
+    with running(cmd, port, "/v2/health/ready", prefix="mlrollout-gateway-", timeout=READY_TIMEOUT, host=host) as proc:
         yield proc
 
 
@@ -88,6 +106,12 @@ def table(
     if candidate is not None:
         tracks["candidate"] = {"upstream": candidate, "revision": "rev-candidate", "weight": weight}
     return {"version": version, "mode": "canary", "tracks": tracks, **extra}
+
+
+def fallback(*steps: Mapping[str, object], timeout: float = 5.0, **extra: object) -> dict[str, Any]:
+    """The `fallback` part of a route table: a chain of steps, the request timeout, anything else (a
+    `circuitBreaker`)."""
+    return {"fallback": {"requestTimeoutSeconds": timeout, "chain": list(steps), **extra}}
 
 
 # -- HTTP --
@@ -107,14 +131,22 @@ class Answer:
 
 
 def request(url: str, body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
-            timeout: float = 30.0) -> Answer:  # fmt: skip
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **(headers or {})})
+            timeout: float = 30.0, client: str | None = None) -> Answer:  # fmt: skip
+    """POST `body` (GET without one) on a new connection; `client` is the loopback address to send from
+    (127.0.0.2, 127.0.0.3, ...: another client, as far as the gateway can tell)."""
+    parts = urllib.parse.urlsplit(url)
+    source = None if client is None else (client, 0)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout, source_address=source)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read()))
-    except urllib.error.HTTPError as err:
-        return Answer(err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read() or b"{}"))
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        data = None if body is None else json.dumps(body).encode()
+        conn.request("GET" if data is None else "POST", target, data, {"content-type": "application/json",
+                                                                         **(headers or {})})  # fmt: skip
+        resp = conn.getresponse()
+        raw = resp.read()
+        return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(raw or b"{}"))
+    finally:
+        conn.close()
 
 
 def post_json(url: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,6 +155,55 @@ def post_json(url: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def get_json(url: str) -> dict[str, Any]:
     return request(url).body
+
+
+def read_until(sock: socket.socket, predicate: Callable[[bytes], bool], timeout: float = 20.0) -> bytes:
+    """Read until `predicate(everything read)` holds, the peer closes, or `timeout` passes."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate(data):
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def one_response(data: bytes) -> bool:
+    """`read_until` predicate: a whole response with a content-length has arrived."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def exchange(port: int, data: bytes, *, until: Callable[[bytes], bool] = one_response, timeout: float = 20.0,
+             client: str = "127.0.0.1") -> bytes:  # fmt: skip
+    """Send raw bytes on a new connection and read the answer (`until` it is complete, or the close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(client, 0)) as sock:
+        sock.sendall(data)
+        return read_until(sock, until, timeout)
+
+
+def memory_kib(proc: Proc, field: str = "VmHWM") -> int:
+    """A process's memory from /proc/<pid>/status in KiB: `VmHWM` its peak resident size, `VmRSS` now."""
+    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{proc.proc.pid}/status")
+
+
+def open_fds(proc: Proc) -> int:
+    """How many file descriptors the process has open now."""
+    return len(os.listdir(f"/proc/{proc.proc.pid}/fd"))
 
 
 def infer_body(rows: Any, input_name: str = "input") -> dict[str, Any]:

@@ -1,10 +1,6 @@
-"""Fallback chain and circuit breaker against upstreams that fail, slow down or disappear."""
+"""Fallback chain against upstreams that fail, slow down or disappear (the breaker: test_gateway_breaker.py)."""
 
 from __future__ import annotations
-
-import time
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
 from gateway_helpers import (
@@ -13,11 +9,11 @@ from gateway_helpers import (
     Proc,
     RouteFile,
     control,
+    fallback,
     gateway,
     metric_sum,
     request,
     table,
-    upstream_count,
 )
 
 from mlrollout_serving.contract import metrics as contract
@@ -27,12 +23,8 @@ pytestmark = pytest.mark.component
 FALLBACKS = contract.GATEWAY_FALLBACKS.name
 
 
-def _chain(*steps: Mapping[str, object], timeout: float = 5.0, **extra: object) -> dict[str, Any]:
-    return {"fallback": {"requestTimeoutSeconds": timeout, "chain": list(steps), **extra}}
-
-
 def test_error_on_candidate_retries_on_stable(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
-    routes.write(table(1, up_a.url, up_b.url, 100, **_chain({"action": "stable"}, {"action": "refuse"})))
+    routes.write(table(1, up_a.url, up_b.url, 100, **fallback({"action": "stable"}, {"action": "refuse"})))
     control(up_b, status=500)
     with gateway(routes) as gw:
         answers = [request(gw.url + INFER, BODY) for _ in range(5)]
@@ -43,7 +35,7 @@ def test_error_on_candidate_retries_on_stable(routes: RouteFile, up_a: Proc, up_
 
 def test_timeout_goes_to_the_backup_model_with_its_name(routes: RouteFile, up_a: Proc, up_b: Proc, up_c: Proc) -> None:
     backup = {"action": "backup", "backup": {"name": "tiny", "upstream": up_c.url}}
-    routes.write(table(1, up_a.url, up_b.url, 100, **_chain(backup, timeout=0.3)))
+    routes.write(table(1, up_a.url, up_b.url, 100, **fallback(backup, timeout=0.3)))
     control(up_b, delay=3.0)
     with gateway(routes) as gw:
         answer = request(gw.url + "/v2/models/iris/versions/3/infer", BODY)
@@ -54,7 +46,8 @@ def test_timeout_goes_to_the_backup_model_with_its_name(routes: RouteFile, up_a:
 
 def test_default_response_when_stable_itself_fails(routes: RouteFile, up_a: Proc) -> None:
     default = {"model_name": "iris", "outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [0]}]}
-    routes.write(table(1, up_a.url, **_chain({"action": "stable"}, {"action": "default", "defaultResponse": default})))
+    steps = ({"action": "stable"}, {"action": "default", "defaultResponse": default})
+    routes.write(table(1, up_a.url, **fallback(*steps)))
     control(up_a, status=503)
     with gateway(routes) as gw:
         answer = request(gw.url + INFER, BODY)
@@ -66,7 +59,7 @@ def test_default_response_when_stable_itself_fails(routes: RouteFile, up_a: Proc
 
 def test_refuse_says_why(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
     refuse = {"action": "refuse", "message": "model temporarily unavailable"}
-    routes.write(table(1, up_a.url, up_b.url, 100, **_chain({"action": "stable"}, refuse)))
+    routes.write(table(1, up_a.url, up_b.url, 100, **fallback({"action": "stable"}, refuse)))
     control(up_a, status=500)
     control(up_b, status=500)
     with gateway(routes) as gw:
@@ -81,47 +74,15 @@ def test_refuse_says_why(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
 
 
 def test_no_chain_means_the_failure_reaches_the_client(routes: RouteFile, up_a: Proc) -> None:
-    routes.write(table(1, up_a.url, **_chain(timeout=0.2)))
+    routes.write(table(1, up_a.url, **fallback(timeout=0.2)))
     control(up_a, delay=2.0)
     with gateway(routes) as gw:
         answer = request(gw.url + INFER, BODY)
         assert answer.status == 504 and answer.body["reason"] == "timeout"
 
 
-def test_circuit_breaker_opens_probes_and_closes(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
-    chain = _chain({"action": "stable"}, circuitBreaker={"consecutiveFailures": 3, "openSeconds": 1.0})
-    routes.write(table(1, up_a.url, up_b.url, 100, **chain))
-    control(up_b, status=500)
-    with gateway(routes) as gw:
-        for _ in range(10):
-            answer = request(gw.url + INFER, BODY)
-            assert (answer.status, answer.track) == (200, "stable")
-        assert upstream_count(up_b) == 3  # open after 3 failures: the other 7 never reached it
-        assert metric_sum(gw.url, FALLBACKS, track="candidate", reason="error", action="stable") == 3
-        assert metric_sum(gw.url, FALLBACKS, track="candidate", reason="circuit_open", action="stable") == 7
-        control(up_b, status=200)  # healed; after openSeconds one probe goes through and closes it
-        time.sleep(1.1)  # the breaker's own delay: nothing to poll for
-        answers = [request(gw.url + INFER, BODY) for _ in range(3)]
-        assert [a.track for a in answers] == ["candidate"] * 3
-        assert upstream_count(up_b) == 6
-
-
-def test_failed_probe_reopens_the_breaker(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
-    chain = _chain({"action": "stable"}, circuitBreaker={"consecutiveFailures": 2, "openSeconds": 0.5})
-    routes.write(table(1, up_a.url, up_b.url, 100, **chain))
-    control(up_b, status=500)
-    with gateway(routes) as gw:
-        for _ in range(4):
-            request(gw.url + INFER, BODY)
-        assert upstream_count(up_b) == 2
-        time.sleep(0.6)
-        request(gw.url + INFER, BODY)  # the probe fails: open again at once
-        request(gw.url + INFER, BODY)
-        assert upstream_count(up_b) == 3
-
-
 def test_killed_upstream_is_unavailable_and_falls_back(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
-    routes.write(table(1, up_a.url, up_b.url, 100, **_chain({"action": "stable"})))
+    routes.write(table(1, up_a.url, up_b.url, 100, **fallback({"action": "stable"})))
     with gateway(routes) as gw:
         assert request(gw.url + INFER, BODY).track == "candidate"
         up_b.kill()

@@ -25,7 +25,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from gateway_helpers import (
@@ -35,6 +34,7 @@ from gateway_helpers import (
     READY_TIMEOUT,
     Proc,
     RouteFile,
+    fallback,
     gateway,
     metric_sum,
     request,
@@ -69,10 +69,6 @@ print("waiting", flush=True)
 sys.stdin.readline()
 asyncio.run(serve(sock, sys.argv[3]))
 """
-
-
-def _chain(*steps: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
-    return {"fallback": {"requestTimeoutSeconds": timeout, "chain": list(steps)}}
 
 
 @contextlib.contextmanager
@@ -152,7 +148,7 @@ def test_upstream_that_starts_listening_late_gets_the_request(routes: RouteFile,
     with gateway(routes, *DEBUG) as gw:
         for version in (2, 3, 4):
             with _not_listening() as sock, _late_upstream(sock, "late") as upstream:
-                routes.write(table(version, up_a.url, _url(sock), 100, **_chain({"action": "stable"})))
+                routes.write(table(version, up_a.url, _url(sock), 100, **fallback({"action": "stable"}, timeout=20.0)))
                 _table_active(gw, version)
                 with _listen_on_first_retry(gw, sock, upstream):
                     answer = request(gw.url + INFER, BODY, timeout=60)
@@ -173,7 +169,7 @@ def test_upstream_that_starts_listening_late_gets_the_request(routes: RouteFile,
 
 def test_upstream_that_never_listens_falls_back_after_the_retries(routes: RouteFile, up_a: Proc) -> None:
     with _not_listening() as dead:
-        routes.write(table(1, up_a.url, _url(dead), 100, **_chain({"action": "stable"})))
+        routes.write(table(1, up_a.url, _url(dead), 100, **fallback({"action": "stable"}, timeout=20.0)))
         with gateway(routes, *DEBUG) as gw:
             answer = request(gw.url + INFER, BODY)
             assert (answer.status, answer.track, answer.body["model_name"]) == (200, "stable", "up-a")
@@ -187,7 +183,7 @@ def test_upstream_that_never_listens_falls_back_after_the_retries(routes: RouteF
 
 def test_upstream_that_never_listens_without_a_chain_is_a_502(routes: RouteFile) -> None:
     with _not_listening() as dead:
-        routes.write(table(1, _url(dead), **_chain()))
+        routes.write(table(1, _url(dead), **fallback(timeout=20.0)))
         with gateway(routes, *DEBUG) as gw:
             answer = request(gw.url + INFER, BODY)
             assert (answer.status, answer.track, answer.body["reason"]) == (502, "stable", "unavailable")
@@ -198,7 +194,7 @@ def test_upstream_that_never_listens_without_a_chain_is_a_502(routes: RouteFile)
 def test_retries_never_outlast_the_request_timeout(routes: RouteFile) -> None:
     """With a 10 ms budget not even the first 20 ms wait fits: one attempt, no retry."""
     with _not_listening() as dead:
-        routes.write(table(1, _url(dead), **_chain(timeout=0.01)))
+        routes.write(table(1, _url(dead), **fallback(timeout=0.01)))
         with gateway(routes, *DEBUG) as gw:
             answer = request(gw.url + INFER, BODY)
             # refused (502), or on a loaded machine the connect itself may outlast 10 ms (504)
@@ -227,7 +223,7 @@ def _answer(conn: http.client.HTTPConnection) -> tuple[int, str, str]:
 def test_idle_connection_closed_by_the_upstream_between_requests(routes: RouteFile) -> None:
     """The upstream is replaced on the same address between two requests: the second one succeeds."""
     port = free_port()
-    routes.write(table(1, f"http://127.0.0.1:{port}", **_chain()))
+    routes.write(table(1, f"http://127.0.0.1:{port}", **fallback(timeout=20.0)))
     with _upstream_on(port, "old") as old, gateway(routes, *DEBUG) as gw:
         assert request(gw.url + INFER, BODY).body["model_name"] == "old"  # a kept-alive upstream connection
         old.kill()  # closes that connection (FIN) while it is idle in the gateway's pool
@@ -261,7 +257,7 @@ def test_idle_connection_closed_as_the_request_is_written_is_resent(routes: Rout
     and sends it again on a new connection, which the new upstream answers.
     """
     port = free_port()
-    routes.write(table(1, f"http://127.0.0.1:{port}", **_chain()))
+    routes.write(table(1, f"http://127.0.0.1:{port}", **fallback(timeout=20.0)))
     with _upstream_on(port, "old") as old, gateway(routes, *DEBUG) as gw, contextlib.ExitStack() as stack:
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
         stack.callback(conn.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from typing import Any
 
 import numpy as np
@@ -66,3 +67,42 @@ def outputs_of(body: bytes) -> dict[str, npt.NDArray[Any]]:
     dtypes = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
     doc = json.loads(body)
     return {o["name"]: np.array(o["data"], dtype=dtypes[o["datatype"]]).reshape(o["shape"]) for o in doc["outputs"]}
+
+
+class GoodStream(threading.Thread):
+    """Sends valid requests over one keep-alive connection and checks every answer."""
+
+    def __init__(self, port: int, model: BuiltModel, path: str = "/v2/models/wine/infer") -> None:
+        super().__init__(daemon=True)
+        self.port, self.model, self.path = port, model, path
+        self.want = reference(model, model.samples)
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        i = 0
+        while not self.stop.is_set():
+            row = i % len(self.model.samples)
+            try:
+                conn.request("POST", self.path, body=infer_body(self.model, self.model.samples[row : row + 1]))
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self.failures.append(f"request {i}: {e!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                continue
+            if resp.status != 200:
+                self.failures.append(f"request {i}: {resp.status} {body[:200]!r}")
+            else:
+                got = outputs_of(body)
+                if not (
+                    np.array_equal(got["label"], self.want[0][row : row + 1])
+                    and np.array_equal(got["probabilities"], self.want[1][row : row + 1])
+                ):
+                    self.failures.append(f"request {i}: wrong result")
+                self.ok += 1
+            i += 1
+        conn.close()

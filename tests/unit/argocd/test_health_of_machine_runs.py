@@ -1,9 +1,10 @@
 """The health check and the status view on statuses the operator's own state machine writes.
 
-The hand-written fixtures pin the contract; these runs keep it honest: a simulated world drives the real
+The fixtures pin the contract; these runs keep it honest: a simulated world drives the real
 `mlrollout.rollout.decide` through a whole life (first deployment, shadow, canary, a human pause, a
-rollback, a retry, a promotion, spec.paused), and at every stage the Argo CD status must be the one a
-person would expect, whatever words the machine chose for its messages.
+rollback, a retry, a promotion, spec.paused), and at every stage the Argo CD status (from Argo CD's own
+evaluator, with the chart's argocd-cm installed) must be the one a person would expect, whatever words the
+machine chose for its messages.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from tests.unit.argocd.test_health_lua import health
+from tests.support import argocd
 from tests.unit.rollout.world import World, policy, spec
 
 from mlrollout.api.modeldeployment import ModelDeployment
@@ -77,9 +78,17 @@ def a_life() -> list[tuple[str, dict[str, Any], str]]:
 LIFE = a_life()
 
 
+@pytest.fixture(scope="module")
+def argo_health() -> dict[str, tuple[str, str]]:
+    """Argo CD's health at every moment, in one run of the harness."""
+    return dict(zip([m for m, _, _ in LIFE], argocd.health([obj for _, obj, _ in LIFE]), strict=True))
+
+
 @pytest.mark.parametrize(("moment", "obj", "expected"), LIFE, ids=[m for m, _, _ in LIFE])
-def test_argo_status_along_a_rollout(moment: str, obj: dict[str, Any], expected: str) -> None:
-    status, message = health(obj)
+def test_argo_status_along_a_rollout(
+    argo_health: dict[str, tuple[str, str]], moment: str, obj: dict[str, Any], expected: str
+) -> None:
+    status, message = argo_health[moment]
     assert status == expected, (moment, message, obj.get("status", {}).get("phase"))
     assert message
 

@@ -9,8 +9,9 @@ import kmock
 
 
 class ApplyingEmulator(kmock.KubernetesEmulator):
-    """KMock's emulator plus two rules of the real API server it lacks: applying a missing object creates
-    it (server-side apply), and a PUT to `/status` replaces only the status."""
+    """KMock's emulator plus three rules of the real API server it lacks: applying a missing object creates
+    it (server-side apply), a PUT to `/status` replaces only the status, and a DELETE of a collection with
+    a label selector (equality terms) deletes the matching objects."""
 
     posted_events: list[dict[str, Any]]
 
@@ -22,6 +23,18 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
             async with self._lock:
                 self._objects[key] = {**self._objects[key].raw, "status": request.data["status"]}
                 return aiohttp.web.json_response(self._objects[key].raw)
+        if request.method == kmock.method.DELETE and request.resource is not None and not request.name:
+            wanted = dict(term.split("=", 1) for term in request.params.get("labelSelector", "").split(",") if term)
+            deleted = []
+            async with self._lock:
+                for key in list(self._objects):
+                    obj = self._objects[key]
+                    labels = obj.get("metadata", {}).get("labels") or {}
+                    same_place = key[:2] == (request.resource, request.namespace)
+                    if same_place and not obj.deleted and all(labels.get(k) == v for k, v in wanted.items()):
+                        deleted.append(obj.raw)
+                        obj.delete()
+            return aiohttp.web.json_response({"kind": "List", "apiVersion": "v1", "items": deleted})
         if request.action == kmock.action.UPDATE and request.resource is not None and request.name:
             key = (request.resource, request.namespace, request.name)
             if request.method == kmock.method.PATCH and (key not in self._objects or self._objects[key].deleted):

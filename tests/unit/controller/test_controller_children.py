@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import ipaddress
+import json
 import os
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -12,15 +16,19 @@ import yaml
 from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.api.fallbackpolicy import FallbackPolicySpec
+from mlrollout.api.modeldeployment import NetworkIsolation
 from mlrollout.controller import children, naming
+from mlrollout.controller.kube import crd_name, plural
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.policy import fallback_settings
 from mlrollout.revision import revision_of, template_of
 from mlrollout.traffic.base import Backend, NullRouter, RouteIntent
 from mlrollout.traffic.builtin import BuiltinRouter
 from mlrollout.traffic.registry import UnknownProvider, router_for
+from mlrollout_serving.contract.process import FEEDBACK_KEYS_DIR, FEEDBACK_KEYS_FILE
 from mlrollout_serving.contract.routes import BackupModel, Sticky
 from mlrollout_serving.gateway import cli as gateway_cli
+from mlrollout_serving.gateway.feedback import load_keys
 from mlrollout_serving.gateway.routes import route_table_from_configmap
 from mlrollout_serving.server import config as server_config
 
@@ -112,14 +120,44 @@ def test_gateway_children_are_named_after_the_model_deployment_with_least_privil
     gw = objs[("Deployment", "wine")]["spec"]["template"]["spec"]
     assert gw["serviceAccountName"] == "wine-gateway"
     # the gateway reads what the operator sets: its own parser, given the container's environment
-    env = {e["name"]: e["value"] for e in gw["containers"][0]["env"]}
-    with mock.patch.dict(os.environ, env, clear=True):
+    env = {e["name"]: e["value"] for e in gw["containers"][0]["env"] if "value" in e}
+    with mock.patch.dict(os.environ, {**env, "MLROLLOUT_POD_IP": "10.244.0.7"}, clear=True):
         args = gateway_cli.parse_args([])
     assert (args.routes_configmap, args.namespace, args.model_deployment) == ("wine-routes", "ml", "wine")
+    assert args.replica == int(ipaddress.IPv4Address("10.244.0.7"))
     assert args.port == gw["containers"][0]["ports"][0]["containerPort"]
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"][0]["name"] == "wine"
         assert obj["metadata"]["labels"][naming.MANAGED_BY] == "mlrollout"
+
+
+def test_gateway_pods_mount_the_feedback_keys_and_know_their_own_address(tmp_path: Path) -> None:
+    gw = next(o for o in children.gateway_children(MD, OperatorSettings()) if o["kind"] == "Deployment")
+    pod = gw["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "MLROLLOUT_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    [mount] = container["volumeMounts"]
+    [volume] = pod["volumes"]
+    assert mount == {"name": volume["name"], "mountPath": FEEDBACK_KEYS_DIR, "readOnly": True}
+    # optional: the pods start before the Secret exists, and without it when quality is off
+    assert volume["secret"] == {"secretName": "wine-feedback", "optional": True}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    with mock.patch.dict(os.environ, env, clear=True):
+        args = gateway_cli.parse_args([])
+    assert args.feedback_keys == f"{FEEDBACK_KEYS_DIR}/{FEEDBACK_KEYS_FILE}"
+
+
+def test_the_feedback_secret_holds_one_key_the_gateway_reads(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    secret = children.feedback_secret(MD, key)
+    assert secret["metadata"]["name"] == "wine-feedback" and secret["type"] == "Opaque"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"  # deleted with the ModelDeployment
+    # what the kubelet projects into the mounted volume, read by the gateway's own loader
+    path = tmp_path / FEEDBACK_KEYS_FILE
+    path.write_text(secret["stringData"][FEEDBACK_KEYS_FILE])
+    keys = load_keys(str(path))
+    assert keys is not None and keys.current == 1 and keys.keys == {1: key}
+    assert base64.b64decode(json.loads(path.read_text())["1"]) == key
 
 
 def test_static_children_include_a_pdb_and_a_service_monitor_only_when_asked() -> None:
@@ -261,3 +299,170 @@ def test_serving_and_gateway_pods_keep_serving_while_endpoints_drop_them() -> No
         pod = dep["spec"]["template"]["spec"]
         assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
         assert pod["terminationGracePeriodSeconds"] >= 5 + 20
+
+
+# -- Pod Security "restricted" and NetworkPolicies ---------------------------------------------------------
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}  # fmt: skip
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The checks of the Pod Security Standard "restricted" (Kubernetes v1.34) that a pod spec can fail.
+    The cluster tier has the real admission plugin judge the same pods (tests/cluster/test_pod_security.py)."""
+    found: list[str] = []
+    psc = pod.get("securityContext") or {}
+    if any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")):
+        found.append("host namespaces")
+    found += [f"volume {v['name']}" for v in pod.get("volumes", []) if not set(v) - {"name"} <= RESTRICTED_VOLUMES]
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            found.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{c['name']}: allowPrivilegeEscalation != false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{c['name']}: capabilities")
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+            found.append(f"{c['name']}: runAsNonRoot != true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            found.append(f"{c['name']}: runAsUser=0")
+        if (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") not in (
+            "RuntimeDefault",
+            "Localhost",
+        ):
+            found.append(f"{c['name']}: seccompProfile")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            found.append(f"{c['name']}: hostPort")
+    return found
+
+
+def test_model_server_and_gateway_pods_meet_pod_security_restricted() -> None:
+    """A namespace enforcing `restricted` must admit every pod the operator creates (the seccomp profile was
+    missing); the root filesystem stays read-only."""
+    s = spec("2", "b")
+    s.model.uri = "pvc://models/wine/v2.onnx"
+    gateway = next(o for o in children.gateway_children(MD, OperatorSettings()) if o["kind"] == "Deployment")
+    for dep in (children.track_deployment(MD, revision_of(s, IMAGE), "stable", 1), gateway):
+        pod = dep["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == [], dep["metadata"]["name"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_restricted_check_finds_what_the_old_pods_lacked() -> None:
+    """The check above fails the pod spec as it was before the fix (no seccomp profile)."""
+    pod = children.track_deployment(MD, revision_of(spec("1", "a"), IMAGE), "stable", 1)["spec"]["template"]["spec"]
+    old = {**pod, "securityContext": {k: v for k, v in pod["securityContext"].items() if k != "seccompProfile"}}
+    assert restricted_violations(old) == ["server: seccompProfile"]
+
+
+def policies_by_name(isolation: dict[str, Any] | None = None, provider: str = "builtin",
+                     settings: OperatorSettings | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    iso = NetworkIsolation.model_validate({"enabled": True, **(isolation or {})})
+    out = children.network_policies(MD, iso, provider, settings or OperatorSettings())
+    return {p["metadata"]["name"]: p for p in out}
+
+
+PROMETHEUS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+OWN_GATEWAY = {"podSelector": {"matchLabels": {naming.MODEL_DEPLOYMENT: "wine", naming.COMPONENT: "gateway"}}}
+HTTP_ONLY = [{"protocol": "TCP", "port": "http"}]
+
+
+def test_network_policies_admit_clients_to_the_gateway_and_only_gateway_and_prometheus_to_the_servers() -> None:
+    pols = policies_by_name()
+    assert set(pols) == {"wine-gateway", "wine-model-server"}
+    for pol in pols.values():
+        assert pol["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
+        assert pol["metadata"]["labels"][naming.MANAGED_BY] == "mlrollout"
+        assert pol["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: model downloads, the API server
+    gateway, servers = pols["wine-gateway"]["spec"], pols["wine-model-server"]["spec"]
+    assert gateway["podSelector"] == OWN_GATEWAY["podSelector"]
+    assert gateway["ingress"] == [{"ports": HTTP_ONLY}]  # no clients given: any source, on the one port
+    assert servers["podSelector"] == {
+        "matchLabels": {naming.MODEL_DEPLOYMENT: "wine", naming.COMPONENT: "model-server"}
+    }
+    assert servers["ingress"] == [{"ports": HTTP_ONLY, "from": [OWN_GATEWAY, PROMETHEUS]}]
+    # the selectors select what the builders label: the gateway's pods and every revision's model servers
+    gw_pods = next(o for o in children.gateway_children(MD, OperatorSettings()) if o["kind"] == "Deployment")
+    track = children.track_deployment(MD, revision_of(spec("1", "a"), IMAGE), "candidate", 1)
+    for selector, dep in ((gateway["podSelector"], gw_pods), (servers["podSelector"], track)):
+        assert selector["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        assert {"name": "http"}.items() <= dep["spec"]["template"]["spec"]["containers"][0]["ports"][0].items()
+
+
+def test_named_clients_and_the_namespaces_gateways_reach_the_gateway() -> None:
+    clients = [
+        {"namespaceSelector": {"matchLabels": {"team": "shop"}}},
+        {"podSelector": {"matchLabels": {"app": "web"}}},
+    ]
+    gateway = policies_by_name({"clients": clients})["wine-gateway"]["spec"]
+    backups = {"podSelector": {"matchLabels": {naming.MANAGED_BY: "mlrollout", naming.COMPONENT: "gateway"}}}
+    assert gateway["ingress"] == [{"ports": HTTP_ONLY, "from": [*clients, PROMETHEUS, backups]}]
+
+
+def test_prometheus_is_selected_by_the_operator_settings() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS": "team=obs, tier=system",
+            "MLROLLOUT_PROMETHEUS_POD_LABELS": "app=prom",
+        }
+    )
+    servers = policies_by_name(settings=settings)["wine-model-server"]["spec"]
+    assert servers["ingress"][0]["from"][1] == {
+        "namespaceSelector": {"matchLabels": {"team": "obs", "tier": "system"}},
+        "podSelector": {"matchLabels": {"app": "prom"}},
+    }
+    # empty: every namespace, every pod there
+    anywhere = OperatorSettings.from_env(
+        {"MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS": "", "MLROLLOUT_PROMETHEUS_POD_LABELS": ""}
+    )
+    assert children.prometheus_peer(anywhere) == {"namespaceSelector": {}}
+
+
+def test_with_a_mesh_or_gateway_api_the_servers_admit_the_clients() -> None:
+    """gatewayAPI/istio: no mlrollout gateway; the mesh or the Gateway's proxies call the servers."""
+    for provider in ("gatewayAPI", "istio"):
+        open_ = policies_by_name(provider=provider)
+        assert list(open_) == ["wine-model-server"]
+        assert open_["wine-model-server"]["spec"]["ingress"] == [{"ports": HTTP_ONLY}]
+        clients = [{"namespaceSelector": {"matchLabels": {"gateway": "yes"}}}]
+        closed = policies_by_name({"clients": clients}, provider)["wine-model-server"]["spec"]
+        assert closed["ingress"] == [{"ports": HTTP_ONLY, "from": [*clients, PROMETHEUS]}]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MLROLLOUT_NETWORK_POLICIES": "yes"}, "MLROLLOUT_NETWORK_POLICIES must be true or false"),
+        ({"MLROLLOUT_PROMETHEUS_POD_LABELS": "app"}, "MLROLLOUT_PROMETHEUS_POD_LABELS must look like key=value"),
+        ({"MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS": "=x"}, "MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS must look like"),
+    ],
+)
+def test_network_policy_settings_refuse_what_they_cannot_mean(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OperatorSettings.from_env(env)
+
+
+def test_network_policies_are_off_unless_the_operator_or_the_model_deployment_turns_them_on() -> None:
+    assert OperatorSettings().network_policies is False
+    assert OperatorSettings.from_env({"MLROLLOUT_NETWORK_POLICIES": "True"}).network_policies is True
+    assert NetworkIsolation().enabled is None  # absent: the operator's default
+
+
+def test_a_client_must_select_something() -> None:
+    with pytest.raises(ValueError, match="a client sets namespaceSelector or podSelector"):
+        NetworkIsolation.model_validate({"clients": [{}]})
+
+
+def test_resource_names_of_the_kinds_the_operator_writes() -> None:
+    """The API paths are built from the kind; `networkpolicys` answered 404."""
+    assert [plural(k) for k in ("Deployment", "NetworkPolicy", "PodDisruptionBudget", "HTTPRoute", "Gateway")] == [
+        "deployments", "networkpolicies", "poddisruptionbudgets", "httproutes", "gateways"
+    ]  # fmt: skip
+    assert crd_name("networking.istio.io/v1", "VirtualService") == "virtualservices.networking.istio.io"

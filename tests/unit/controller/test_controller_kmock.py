@@ -8,6 +8,8 @@ readiness is written into the Deployment status by the test (the cluster tier do
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
@@ -198,6 +201,130 @@ async def test_a_spec_that_does_not_validate_degrades_instead_of_crash_looping(c
     status = cluster.objects[MD, "ml", "wine"]["status"]
     assert "sha256" in status["message"]
     assert (DEPLOYMENTS, "ml", "wine") not in cluster.objects  # nothing deployed from an invalid spec
+
+
+NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
+
+
+def network_policies(cluster: Any) -> set[str]:
+    """Names of the NetworkPolicies the emulator holds (not deleted)."""
+    return {
+        key[2]
+        for key in cluster.objects
+        if (key[0].group, key[0].plural) == ("networking.k8s.io", "networkpolicies")
+        and not cluster.objects[key].deleted
+    }
+
+
+async def test_network_policies_follow_the_spec_and_go_when_switched_off(cluster: Any, tmp_path: Path) -> None:
+    """Given the operator's default (off), When a ModelDeployment turns spec.networkPolicy on, Then both
+    policies are applied with it as owner; When it turns them off again, Then they are deleted (a policy
+    left behind would keep isolating pods the user opened up)."""
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    unrelated = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                 "metadata": {"name": "users-own", "namespace": "ml", "labels": {"team": "a"}}, "spec": {}}  # fmt: skip
+    cluster.objects[NETWORK_POLICIES, "ml", "users-own"] = unrelated
+    await run(rec, t0)
+    assert network_policies(cluster) == {"users-own"}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": True}}})
+    await run(rec, t0 + timedelta(seconds=1))
+    assert network_policies(cluster) == {"users-own", "wine-gateway", "wine-model-server"}
+    for name in ("wine-gateway", "wine-model-server"):
+        pol = cluster.objects[NETWORK_POLICIES, "ml", name]
+        assert pol["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        assert pol["spec"]["policyTypes"] == ["Ingress"]
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": False}}})
+    await run(rec, t0 + timedelta(seconds=2))
+    assert network_policies(cluster) == {"users-own"}
+
+
+async def test_the_operator_default_turns_network_policies_on(cluster: Any, tmp_path: Path) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.settings = dataclasses.replace(rec.settings, network_policies=True)
+    await run(rec, datetime(2026, 11, 26, 6, 0, tzinfo=UTC))
+    assert network_policies(cluster) == {"wine-gateway", "wine-model-server"}
+
+
+class NoNetworkPolicyRights(Kube):
+    """A hand-made Role from before NetworkPolicies existed: the cleanup's deletecollection is refused."""
+
+    def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
+        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot deletecollection"}')
+
+
+async def test_rbac_without_network_policies_warns_once_and_rolls_out(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoNetworkPolicyRights(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "NetworkPolicies not cleaned up" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot deletecollection" in warnings[0]
+
+
+SECRETS = "v1/secrets"
+QUALITY_POLICY = {
+    **FAST_POLICY,
+    "spec": {**FAST_POLICY["spec"], "analysis": {"interval": "1s", "metrics": {"quality": {"enabled": True}}}},
+}
+
+
+def feedback_secret(cluster: Any) -> dict[str, Any] | None:
+    try:
+        obj = cluster.objects[SECRETS, "ml", "wine-feedback"]
+    except KeyError:
+        return None
+    return None if obj.deleted else dict(obj.raw)
+
+
+async def test_quality_creates_the_feedback_keys_once_and_never_rewrites_them(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    assert feedback_secret(cluster) is None  # quality off (the default): no keys, the gateway mints no ids
+
+    cluster.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = QUALITY_POLICY
+    caplog.set_level(logging.INFO)
+    await run(rec, t0 + timedelta(seconds=1))
+    secret = feedback_secret(cluster)
+    assert secret is not None and secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    keys = json.loads(secret["stringData"]["keys"])
+    assert list(keys) == ["1"] and len(base64.b64decode(keys["1"])) == 32
+    assert keys["1"] not in caplog.text  # the key is never logged
+
+    # someone rotates (adds key 2); a new operator process must not replace the Secret with a fresh key
+    rotated = {**secret, "stringData": {"keys": json.dumps({**keys, "2": base64.b64encode(b"k" * 32).decode()})}}
+    cluster.objects[SECRETS, "ml", "wine-feedback"] = rotated
+    fresh = reconciler(cluster, tmp_path)
+    await run(fresh, t0 + timedelta(seconds=2))
+    assert json.loads(feedback_secret(cluster)["stringData"]["keys"]) == json.loads(rotated["stringData"]["keys"])  # type: ignore[index]
+
+
+class NoSecretRights(Kube):
+    """A Role from before feedback existed: creating the Secret is refused."""
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot create secrets"}')
+
+
+async def test_rbac_without_secrets_warns_once_and_rolls_out_without_labels(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = QUALITY_POLICY
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoSecretRights(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "feedback keys not created" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot create secrets" in warnings[0]
 
 
 class RecordingVerdicts:

@@ -13,13 +13,17 @@ from hypothesis import strategies as st
 from mlrollout_serving.contract.routes import CircuitBreaker, FallbackStep, Sticky
 from mlrollout_serving.gateway.decide import (
     CLOSED,
+    MAX_REMEMBERED,
     BreakerState,
+    Failure,
     admit,
+    counts,
     fallback_plan,
     low_confidence,
     on_failure,
     on_success,
     pick_track,
+    status_blame,
     sticky_bucket,
     sticky_key,
     top_probability,
@@ -80,16 +84,31 @@ def test_sticky_key_from_header_and_json() -> None:
 
 
 CB = CircuitBreaker(consecutive_failures=3, open_seconds=10.0)
+DOWN = Failure("upstream", "10.0.0.1", b"")
+
+
+def _fail(state: BreakerState, *failures: Failure, now: float = 1.0) -> BreakerState:
+    for failure in failures:
+        state = on_failure(state, CB, now, failure)
+    return state
+
+
+def answer(client: str, request: bytes) -> Failure:
+    return Failure("answer", client, request)
+
+
+def lost(client: str, request: bytes) -> Failure:
+    return Failure("request", client, request)
 
 
 def test_breaker_opens_after_consecutive_failures_only() -> None:
     state = CLOSED
-    state = on_failure(state, CB, 1.0)
-    state = on_failure(state, CB, 2.0)
+    state = on_failure(state, CB, 1.0, DOWN)
+    state = on_failure(state, CB, 2.0, DOWN)
     assert state.state == "closed" and state.failures == 2
     assert on_success(state) == CLOSED  # a success in between resets the count
-    state = on_failure(state, CB, 3.0)
-    assert state == BreakerState("open", 3, 3.0)
+    state = on_failure(state, CB, 3.0, DOWN)
+    assert (state.state, state.failures, state.opened_at) == ("open", 3, 3.0)
     assert admit(state, CB, 12.9) == (False, state)
 
 
@@ -99,7 +118,7 @@ def test_breaker_half_open_lets_one_probe_through() -> None:
     assert allowed and probing.state == "half_open"
     assert admit(probing, CB, 10.1) == (False, probing)  # only one probe at a time
     assert on_success(probing) == CLOSED
-    reopened = on_failure(probing, CB, 11.0)
+    reopened = on_failure(probing, CB, 11.0, DOWN)
     assert reopened.state == "open" and reopened.opened_at == 11.0
     assert admit(reopened, CB, 20.9)[0] is False
     assert admit(reopened, CB, 21.0)[0] is True
@@ -107,7 +126,87 @@ def test_breaker_half_open_lets_one_probe_through() -> None:
 
 def test_failures_while_open_do_not_extend_the_open_period() -> None:
     opened = BreakerState("open", 3, 5.0)
-    assert on_failure(opened, CB, 9.0) == opened
+    assert on_failure(opened, CB, 9.0, DOWN) == opened
+
+
+def test_status_blame_separates_cannot_serve_from_failed_on_this_request() -> None:
+    assert [status_blame(s) for s in (502, 503, 504)] == ["upstream"] * 3
+    assert [status_blame(s) for s in (500, 501, 505, 507, 599)] == ["answer"] * 5
+
+
+def test_one_client_repeating_a_poison_request_never_opens_the_breaker() -> None:
+    """The issue's attack: five 500s for the same request from one client opened the breaker for all."""
+    state = _fail(CLOSED, *[answer("10.0.0.9", b"poison")] * 50)
+    assert state.state == "closed" and state.failures == 1
+
+
+def test_one_client_varying_its_poison_never_opens_the_breaker() -> None:
+    state = _fail(CLOSED, *[answer("10.0.0.9", b"poison-%d" % i) for i in range(50)])
+    assert state.state == "closed" and state.failures == 1
+
+
+def test_one_poison_request_from_many_clients_never_opens_the_breaker() -> None:
+    state = _fail(CLOSED, *[answer(f"10.0.1.{i}", b"poison") for i in range(50)])
+    assert state.state == "closed" and state.failures == 1
+
+
+def test_5xx_answers_to_different_requests_from_different_clients_open_it() -> None:
+    state = _fail(CLOSED, *[answer(f"10.0.1.{i}", b"request-%d" % i) for i in range(3)])
+    assert state.state == "open" and state.failures == 3
+
+
+def test_lost_requests_count_once_per_distinct_request_even_from_one_client() -> None:
+    """A timeout or a dropped connection: a hung upstream opens it even when one client calls it, but one
+    request that is slow (or crashes a handler) sent again and again does not."""
+    assert _fail(CLOSED, *[lost("10.0.0.9", b"slow")] * 20).state == "closed"
+    assert _fail(CLOSED, *[lost("10.0.0.9", b"r%d" % i) for i in range(3)]).state == "open"
+
+
+def test_unreachable_upstream_opens_it_whoever_asks() -> None:
+    assert _fail(CLOSED, *[Failure("upstream", "10.0.0.9", b"")] * 3).state == "open"
+
+
+def test_failures_that_do_not_count_do_not_break_a_streak_either() -> None:
+    state = _fail(CLOSED, DOWN, answer("10.0.0.9", b"p"), answer("10.0.0.9", b"p"), DOWN)
+    assert state.state == "open" and state.failures == 3
+
+
+def test_a_probe_failing_again_for_a_known_client_and_request_lets_the_next_request_probe() -> None:
+    """After a real outage, a poison request must not keep the breaker open by being the probe."""
+    opened = _fail(CLOSED, answer("a", b"1"), answer("b", b"2"), answer("poisoner", b"poison"), now=0.0)
+    assert opened.state == "open"
+    allowed, probing = admit(opened, CB, 10.0)
+    assert allowed
+    after = on_failure(probing, CB, 10.5, answer("poisoner", b"poison"))
+    assert after.state == "open" and admit(after, CB, 10.6)[0] is True  # the next request probes at once
+    assert on_failure(probing, CB, 10.5, answer("c", b"3")).state == "open"  # new evidence: open again
+    assert admit(on_failure(probing, CB, 10.5, answer("c", b"3")), CB, 10.6)[0] is False
+
+
+@given(st.lists(st.tuples(st.sampled_from(["answer", "request"]), st.binary(max_size=3)), max_size=60))
+def test_one_client_with_one_request_never_opens_it(kinds: list[tuple[str, bytes]]) -> None:
+    """Whatever mix of 5xx answers and lost requests one client gets for one request, it never opens."""
+    state = CLOSED
+    for blame, _ in kinds:
+        state = on_failure(state, CB, 1.0, Failure("answer" if blame == "answer" else "request", "c", b"same"))
+    assert state.state == "closed"
+
+
+@given(st.lists(st.binary(min_size=1, max_size=8), max_size=80))
+def test_answers_to_one_client_never_open_it_whatever_it_sends(requests: list[bytes]) -> None:
+    state = CLOSED
+    for request in requests:
+        state = on_failure(state, CB, 1.0, answer("10.0.0.9", request))
+    assert state.state == "closed"
+
+
+def test_what_a_streak_remembers_is_bounded() -> None:
+    big = CircuitBreaker(consecutive_failures=10_000, open_seconds=1.0)
+    state = CLOSED
+    for i in range(MAX_REMEMBERED + 50):
+        state = on_failure(state, big, 1.0, answer(f"c{i}", b"%d" % i))
+    assert len(state.clients) == len(state.requests) == MAX_REMEMBERED
+    assert counts(state, answer("new", b"new"))
 
 
 def test_fallback_plan_skips_retrying_stable_on_stable() -> None:

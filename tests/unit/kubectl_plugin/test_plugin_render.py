@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from tests.support.argocd import CUSTOMIZATION
 
 from mlrollout.api import RolloutPolicySpec
 from mlrollout.api.modeldeployment import AnalysisStatus, ModelDeployment
 from mlrollout.api.rolloutpolicy import Step
 from mlrollout.kubectl_plugin import render
 
-FIXTURES = Path(__file__).resolve().parents[1] / "argocd" / "fixtures"
+FIXTURES = CUSTOMIZATION / "testdata"  # ModelDeployments at every stage, shared with the Argo CD tests
 NOW = datetime(2026, 11, 26, 6, 24, 0, tzinfo=UTC)
 DEFAULT_STEPS = [s.to_dict() for s in RolloutPolicySpec().strategy.steps]
 
@@ -27,7 +27,7 @@ def status_view(md: dict[str, Any], steps: list[dict[str, Any]] | None, now: dat
 
 
 def fixture(name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())["object"]
+    obj: dict[str, Any] = yaml.safe_load((FIXTURES / f"{name}.yaml").read_text())
     return obj
 
 
@@ -235,7 +235,7 @@ def test_history_empty() -> None:
 
 
 def test_real_run_route_version_and_scale_downs() -> None:
-    """An object the operator wrote in a cluster test (tests/unit/argocd/fixtures/real-aborted.json)."""
+    """An object the operator wrote in a cluster test (Argo CD testdata real-aborted.yaml)."""
     md = fixture("real-aborted")
     text = status_view(md, None, NOW)
     assert "Traffic:    stable 100%  candidate 0%  mirror 0%  (route table v7)" in text

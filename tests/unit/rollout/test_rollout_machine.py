@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.unit.rollout.world import World, events, policy, removed, routes, spec
 
-from mlrollout.api.analysis import Judgement
+from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
 from mlrollout.api.commands import ANNOTATION, from_annotations
 from mlrollout.rollout import (
     DRAIN_SECONDS,
@@ -312,6 +312,32 @@ def test_step_past_max_duration_rolls_back_by_default_with_the_reason_visible() 
     assert "Inconclusive" in events(actions)
     assert w.s.history is not None and "maxDuration" in w.s.history[-1].reason
     assert "inconclusive" in w.s.history[-1].reason
+
+
+def test_no_labels_within_max_label_wait_ends_the_step_by_the_inconclusive_rule() -> None:
+    quality = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
+    w = World(pol=policy(**quality))
+    w.start_rollout()
+    w.give_verdict("continue", requests=500)  # the test world's looks carry no quality metrics: no labels
+    w.tick(100)
+    assert w.s.candidate is not None  # 101 s: still waiting
+    actions = w.tick(30)
+    assert "Inconclusive" in events(actions) and w.s.candidate is None
+    assert w.s.history is not None and "no labels for the candidate within maxLabelWait 2m" in w.s.history[-1].reason
+
+
+def test_labels_keep_the_step_going_past_max_label_wait() -> None:
+    quality = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
+    w = World(pol=policy(**quality))
+    w.start_rollout()
+    w.give_verdict("continue", requests=500)
+    assert w.look is not None
+    labelled = MetricResult(
+        name="quality.nonInferiority", decision="inconclusive", samples=TrackPair(stable=90, candidate=12)
+    )
+    w.look = Look(w.look.judgement.model_copy(update={"metrics": [labelled]}), w.look.time, w.look.candidate_revision)
+    w.tick(150)
+    assert w.s.candidate is not None and w.s.current_step is not None and w.s.current_step.index == 0
 
 
 def test_step_past_max_duration_holds_when_the_policy_says_hold() -> None:

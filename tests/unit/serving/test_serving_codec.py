@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlrollout_serving.server.codec import RequestError, decode_infer, encode_infer
+from mlrollout_serving.server.codec import RequestError, decode_infer, encode_infer, header_length
 from mlrollout_serving.server.signature import DATATYPE_DTYPES, Signature, TensorSpec, output_roles
 
 
@@ -103,7 +103,26 @@ BAD: list[tuple[str, bytes, str]] = [
     ("zero rows", body(good([], [0, 3])), "shape [0, 3] does not match"),
     ("shape not ints", body(good([1, 2, 3], [1.0, 3])), "'shape' must be a list of integers"),
     ("count mismatch", body(good([1, 2], [1, 3])), "needs 3 elements, got 2"),
-    ("ragged nested", body(good([[1, 2, 3], [4, 5]], [2, 3])), "needs 6 elements, got 5"),
+    ("ragged nested", body(good([[1, 2, 3], [4, 5]], [2, 3])), "ragged: lists at depth 1 hold 2 and 3 values"),
+    # Rows of 2 and 4 values: the count is right (6), the shape is not [2, 3].
+    ("ragged with the right count", body(good([[1, 2], [3, 4, 5, 6]], [2, 3])), "is ragged"),
+    ("nested 2000 deep", b"[" * 2000 + b"]" * 2000, "malformed JSON: nested too deeply"),
+    ("nested 2000 deep, unclosed", b'{"inputs": ' + b"[" * 2000, "malformed JSON"),
+    (
+        "lone surrogate in the id",
+        b'{"id": "\\ud800", ' + body(good())[1:],
+        "lone UTF-16 surrogate",
+    ),
+    (
+        "lone low surrogate in an input name",
+        b'{"inputs": [{"name": "\\udc00x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}',
+        "lone UTF-16 surrogate",
+    ),
+    (
+        "datatype nested 900 deep",
+        b'{"inputs": [{"name": "input", "datatype": ' + b"[" * 900 + b"]" * 900 + b', "shape": [1, 3]}]}',
+        "unknown datatype [[",
+    ),
     ("strings as numbers", body(good(["1", 2, 3])), "FP32 data must be numbers, got str"),
     ("booleans as numbers", body(good([True, 2, 3])), "got bool"),
     ("null element", body(good([None, 2, 3])), "got NoneType"),
@@ -133,6 +152,68 @@ def test_bad_requests_name_the_problem(case: str, raw: bytes, message: str) -> N
         decode_infer(raw, SIG)
     assert info.value.status == 400
     assert message in str(info.value)
+
+
+def test_a_pair_of_surrogate_escapes_is_one_character_and_accepted() -> None:
+    raw = b'{"id": "\\ud83d\\ude00", ' + body(good())[1:]
+    assert decode_infer(raw, SIG).id == "\U0001f600"
+
+
+@pytest.mark.parametrize("allow_non_finite", [False, True])
+def test_lone_surrogates_are_refused_on_both_parsers(allow_non_finite: bool) -> None:
+    """With --allow-non-finite the standard library parses everything; without it, what orjson refuses."""
+    raw = b'{"id": "a\\ud800b", ' + body(good())[1:]
+    with pytest.raises(RequestError, match="lone UTF-16 surrogate"):
+        decode_infer(raw, SIG, allow_non_finite=allow_non_finite)
+    with pytest.raises(RequestError, match="nested too deeply"):
+        decode_infer(b"[" * 5000 + b"]" * 5000, SIG, allow_non_finite=allow_non_finite)
+
+
+def test_messages_quote_client_values_briefly() -> None:
+    long_name = "x" * 100_000
+    cases = [
+        body({"inputs": [{"name": long_name, "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}),
+        body(good(outputs=[{"name": long_name}])),
+        body({"inputs": [{"name": "input", "datatype": long_name, "shape": [1, 3], "data": [1, 2, 3]}]}),
+        body(good([1, 2, 3], list(range(1, 100_000)))),
+        body(
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 2**99}}
+                ]
+            }
+        ),
+    ]
+    for raw in cases:
+        with pytest.raises(RequestError) as info:
+            decode_infer(raw, SIG)
+        assert len(str(info.value)) < 250, str(info.value)[:300]
+
+
+def test_absurd_dimensions_are_refused_before_any_arithmetic_on_them() -> None:
+    """The standard library (--allow-non-finite) keeps integers of thousands of digits; their product would
+    be too long for ``str()`` (Python refuses 4300 digits and more)."""
+    huge = b"1" + b"0" * 4000
+    raw = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[%s,%s],"data":[1]}]}' % (huge, huge)
+    with pytest.raises(RequestError, match="shape dimension an integer of 13288 bits is larger than 2147483647"):
+        decode_infer(raw, SIG, allow_non_finite=True)
+    with pytest.raises(RequestError, match="shape dimension 2147483648 is larger than 2147483647"):
+        decode_infer(body(good([1], [2**31, 3])), SIG)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("12", 12), (" 7 ", 7), ("0", 0), ("000000000000000042", 42)],
+)
+def test_header_length_accepts_ascii_digits(raw: str, expected: int) -> None:
+    assert header_length(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "\u0663", "1" * 5000, "1" * 19, "-1", "+1", "", " ", "1e3", "ten", "0x10"])
+def test_header_length_refuses_anything_else_with_a_short_message(raw: str) -> None:
+    with pytest.raises(RequestError, match="Inference-Header-Content-Length must be a byte count") as info:
+        header_length(raw)
+    assert info.value.status == 400 and len(str(info.value)) < 160
 
 
 def test_missing_input_and_unclaimed_binary() -> None:
@@ -247,9 +328,9 @@ FIELDS = st.fixed_dictionaries(
 def test_arbitrary_documents_either_decode_or_fail_with_a_request_error(doc: dict[str, Any], tail: bytes) -> None:
     """Whatever arrives, the codec answers with a valid request or a RequestError, never anything else."""
     header = json.dumps(doc).encode()
-    for raw, header_length in ((header, None), (header + tail, len(header))):
+    for raw, length in ((header, None), (header + tail, len(header))):
         try:
-            req = decode_infer(raw, SIG, header_length)
+            req = decode_infer(raw, SIG, length)
         except RequestError as e:
             assert e.status == 400 and str(e)
         else:

@@ -1,0 +1,192 @@
+"""Feedback ids: the signed token a gateway hands out with every answer, and takes back with a label.
+
+Stateless across gateway replicas and restarts: the token itself says which track and revision answered,
+when, which request it was (a nonce), which replica minted it, and what was predicted for each row, under
+an HMAC-SHA256 signature with a per-ModelDeployment key. Any replica holding the key verifies it and scores
+a label against the prediction in it; nothing else has to be remembered to count a label.
+
+Layout (little-endian), then base64url without padding::
+
+    version u8 | key id u8 | flags u8 | track u8 | issued u32 (unix s) | nonce u64 | replica u32 (IPv4)
+    | revision (u8 length, ASCII) | rows u16 | classes u8 | predictions | mac (16 bytes: HMAC-SHA256 truncated)
+
+Predictions are either class labels (``flags & CLASSES``; each a u8 length and UTF-8) or float32 values
+(regressors); ``classes`` is the number of classes when the answer showed it (its probabilities' width;
+0 when unknown), so a label outside them is refused. ``flags & TRUNCATED``: the answer had more rows than
+a token carries; only the first ``rows`` rows can be labelled. ``flags & MIRRORED``: a copy of the request
+went to the shadow, whose answer the minting replica keeps for pairing. The keys live in a Secret the
+operator creates (docs/gateway.md, "Feedback"); never in status, never in a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = [
+    "MAC_BYTES",
+    "MAX_ROWS",
+    "FeedbackKeys",
+    "Token",
+    "TokenError",
+    "labels_problem",
+    "mint",
+    "verify",
+]
+
+VERSION: Final = 1
+MAC_BYTES: Final = 16
+MAX_ROWS: Final = 256
+"""The most rows one token may carry (a gateway's own bound may be lower)."""
+
+TRUNCATED: Final = 1
+CLASSES: Final = 2
+MIRRORED: Final = 4
+TRACKS: Final[tuple[str, ...]] = ("stable", "candidate")
+_HEAD = struct.Struct("<BBBBIQI")
+_ROWS = struct.Struct("<HB")
+
+Track = Literal["stable", "candidate"]
+
+
+class TokenError(ValueError):
+    """A token that cannot be trusted; ``reason`` is the label of the refusal counter."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Token:
+    """What a feedback id says, once verified."""
+
+    track: Track
+    revision: str
+    issued: int
+    nonce: int
+    replica: int
+    predictions: tuple[str, ...] | tuple[float, ...]
+    classes: bool  # predictions are class labels (else regressor values)
+    truncated: bool = False
+    mirrored: bool = False
+    class_count: int = 0  # how many classes the model has, when its answer showed it (else 0)
+    key_id: int = 0
+
+
+@dataclass(frozen=True)
+class FeedbackKeys:
+    """The signing keys by id; tokens are minted with the highest id and verified with any of them, so a
+    rotation (add a key with a higher id, later drop the old one) never refuses a token in flight."""
+
+    keys: Mapping[int, bytes]
+
+    @property
+    def current(self) -> int:
+        return max(self.keys)
+
+
+def mint(keys: FeedbackKeys, token: Token) -> str:
+    """The signed, encoded token (``token.key_id`` is ignored: the current key signs)."""
+    key_id = keys.current
+    flags = (TRUNCATED if token.truncated else 0) | (CLASSES if token.classes else 0)
+    flags |= MIRRORED if token.mirrored else 0
+    revision = token.revision.encode("ascii")
+    parts = [
+        _HEAD.pack(VERSION, key_id, flags, TRACKS.index(token.track), token.issued, token.nonce, token.replica),
+        bytes((len(revision),)),
+        revision,
+        _ROWS.pack(len(token.predictions), min(max(token.class_count, 0), 255)),
+    ]
+    if token.classes:
+        for label in token.predictions:
+            raw = str(label).encode()[:255]
+            parts += (bytes((len(raw),)), raw)
+    else:
+        parts.append(struct.pack(f"<{len(token.predictions)}f", *token.predictions))
+    payload = b"".join(parts)
+    mac = hmac.digest(keys.keys[key_id], payload, "sha256")[:MAC_BYTES]
+    return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode("ascii")
+
+
+def verify(keys: FeedbackKeys, text: str, now: int, max_age: float) -> Token:
+    """The token's claims; raises :class:`TokenError` (reasons ``malformed``, ``unknown_key``, ``forged``,
+    ``expired``) for anything that is not a token this ModelDeployment's gateway minted within
+    ``max_age`` seconds."""
+    if not isinstance(text, str) or not 24 <= len(text) <= 8192:
+        raise TokenError("malformed", "feedback_id is not a feedback id")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenError("malformed", "feedback_id is not base64url") from None
+    if len(raw) < _HEAD.size + 1 + _ROWS.size + MAC_BYTES:
+        raise TokenError("malformed", "feedback_id is truncated")
+    payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+    version, key_id, flags, track, issued, nonce, replica = _HEAD.unpack_from(payload)
+    if version != VERSION:
+        raise TokenError("malformed", f"feedback_id version {version} is not supported")
+    key = keys.keys.get(key_id)
+    if key is None:
+        raise TokenError("unknown_key", "feedback_id was signed with a key this gateway does not hold")
+    if not hmac.compare_digest(hmac.digest(key, payload, "sha256")[:MAC_BYTES], mac):
+        raise TokenError("forged", "feedback_id signature does not match")
+    if now - issued > max_age or issued - now > 300:
+        raise TokenError("expired", f"feedback_id is older than {max_age:g}s")
+    try:
+        return _claims(payload, key_id, flags, track, issued, nonce, replica)
+    except (struct.error, IndexError, UnicodeDecodeError):  # signed by us, so only a bug gets here
+        raise TokenError("malformed", "feedback_id payload is inconsistent") from None
+
+
+def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, nonce: int, replica: int) -> Token:
+    at = _HEAD.size
+    length = payload[at]
+    revision = payload[at + 1 : at + 1 + length].decode("ascii")
+    at += 1 + length
+    rows, class_count = _ROWS.unpack_from(payload, at)
+    at += _ROWS.size
+    predictions: tuple[str, ...] | tuple[float, ...]
+    if flags & CLASSES:
+        labels: list[str] = []
+        for _ in range(rows):
+            size = payload[at]
+            labels.append(payload[at + 1 : at + 1 + size].decode())
+            at += 1 + size
+        predictions = tuple(labels)
+    else:
+        predictions = struct.unpack_from(f"<{rows}f", payload, at)
+        at += 4 * rows
+    if at != len(payload):
+        raise IndexError("trailing bytes")
+    return Token(
+        track=TRACKS[track],  # type: ignore[arg-type]
+        revision=revision,
+        issued=issued,
+        nonce=nonce,
+        replica=replica,
+        predictions=predictions,
+        classes=bool(flags & CLASSES),
+        truncated=bool(flags & TRUNCATED),
+        mirrored=bool(flags & MIRRORED),
+        class_count=class_count,
+        key_id=key_id,
+    )
+
+
+def labels_problem(token: Token, labels: Sequence[object]) -> str | None:
+    """Why ``labels`` cannot be scored against the token's predictions, or None."""
+    if len(labels) != len(token.predictions):
+        return f"{len(labels)} labels for {len(token.predictions)} labelled rows"
+    for label in labels:
+        if token.classes and (isinstance(label, bool) or not isinstance(label, str | int)):
+            return "class labels must be strings or integers"
+        if not token.classes and (isinstance(label, bool) or not isinstance(label, int | float)):
+            return "regression labels must be numbers"
+        if token.classes and token.class_count and str(label) not in {str(c) for c in range(token.class_count)}:
+            return f"unknown class {str(label)[:40]!r}; the model predicts classes 0 to {token.class_count - 1}"
+    return None

@@ -1,0 +1,466 @@
+"""Feedback ids on answers, and labels scored against them (docs/gateway.md, "Feedback").
+
+Every answer a track gives gets a signed token (``contract.feedback``) carrying what was predicted per row;
+a label that comes back with it is scored against that prediction by whichever replica receives it, so no
+replica has to remember an answer. The one thing a token cannot carry is the shadow's answer to a mirrored
+request, which arrives after the client's: the replica that minted the token keeps it briefly
+(:class:`PendingAnswers`, bounded by age and bytes) so that a label scores both models on the same request.
+
+Pure pieces here; the proxy calls them on its request path and on ``POST /v2/models/<m>/feedback``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any, Final
+
+import orjson
+
+from ..contract.feedback import MAX_ROWS, FeedbackKeys, Token, TokenError, labels_problem, mint, verify
+
+__all__ = [
+    "Minted",
+    "Minter",
+    "PendingAnswers",
+    "Predicted",
+    "ReplayCache",
+    "Scores",
+    "check",
+    "inject",
+    "load_keys",
+    "predictions_of",
+]
+
+log = logging.getLogger("mlrollout.gateway.feedback")
+
+_FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
+_TRAILER: Final = b"}"
+
+
+def load_keys(path: str) -> FeedbackKeys | None:
+    """The keys in the mounted Secret file (``{"<id>": "<base64 of 32 bytes>", ...}``), or None when there is
+    no usable file (feedback is then off: no ids, and feedback is refused as ``disabled``)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+        keys = {int(k): base64.b64decode(v, validate=True) for k, v in raw.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        log.warning("feedback keys at %s not usable (%s): feedback ids are off", path, type(exc).__name__)
+        return None
+    keys = {k: v for k, v in keys.items() if 0 <= k <= 255 and len(v) >= 16}
+    return FeedbackKeys(keys) if keys else None
+
+
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """What an answer predicted per row, and how many classes its probabilities showed (0: unknown)."""
+
+    classes: bool
+    values: list[Any]
+    class_count: int = 0
+
+
+def predictions_of(body: bytes) -> Predicted | None:
+    """What an OIP answer predicted per row; None when the body is not an answer we can read (it then
+    carries no feedback id).
+
+    The classifier's label output is preferred (non-float data, e.g. ``label``); else probabilities (a float
+    ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values. The
+    probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    outputs = parsed.get("outputs") if isinstance(parsed, dict) else None
+    if not isinstance(outputs, list):
+        return None
+    labels: list[Any] | None = None
+    floats: list[Mapping[str, Any]] = []
+    for out in outputs:
+        if not isinstance(out, dict) or not isinstance(out.get("data"), list):
+            continue
+        if out.get("datatype") not in _FLOAT_TYPES:
+            labels = labels if labels is not None else _flat(out["data"])
+        else:
+            floats.append(out)
+    width, argmax = _probabilities(floats)
+    if labels is not None:
+        integer_labels = all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < width for x in labels)
+        return Predicted(True, [str(x) for x in labels], width if integer_labels else 0)
+    if argmax is not None:
+        return Predicted(True, argmax, width)
+    for out in floats:
+        data = _flat(out["data"])
+        if data and all(isinstance(x, int | float) and not isinstance(x, bool) for x in data):
+            return Predicted(False, [float(x) for x in data])
+    return None
+
+
+def _probabilities(floats: list[Mapping[str, Any]]) -> tuple[int, list[str] | None]:
+    """The width of a float ``[rows, classes]`` output and its arg-max class per row, if there is one."""
+    for out in floats:
+        shape, data = out.get("shape") or [], _flat(out["data"])
+        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1 and data and len(data) % shape[1] == 0:
+            width = shape[1]
+            if all(isinstance(x, int | float) for x in data):
+                rows = [data[i : i + width] for i in range(0, len(data), width)]
+                return width, [str(max(range(width), key=row.__getitem__)) for row in rows]
+    return 0, None
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in data:
+        if isinstance(item, list):
+            out.extend(_flat(item))
+        else:
+            out.append(item)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Minted:
+    token: str
+    nonce: int
+    rows: int  # rows the token carries (a label for each is expected)
+    truncated: bool
+
+
+class Minter:
+    """Mints the ids of one gateway replica: its nonces count up from a random start, its address is in the
+    token so that a label for a mirrored request can be sent to the replica holding the shadow's answer."""
+
+    def __init__(self, keys: FeedbackKeys, replica: int, max_rows: int = 64) -> None:
+        self.keys = keys
+        self.replica = replica
+        self.max_rows = max(1, min(max_rows, MAX_ROWS))
+        self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
+
+    def mint(self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False) -> Minted:
+        carried = tuple(predicted.values[: self.max_rows])
+        token = Token(
+            track=track,  # type: ignore[arg-type]
+            revision=revision,
+            issued=now,
+            nonce=next(self._nonces),
+            replica=self.replica,
+            predictions=carried,
+            classes=predicted.classes,
+            truncated=len(predicted.values) > len(carried),
+            mirrored=mirrored,
+            class_count=predicted.class_count,
+        )
+        return Minted(mint(self.keys, token), token.nonce, len(carried), token.truncated)
+
+
+def inject(body: bytes, minted: Minted) -> bytes:
+    """The answer with ``parameters.feedback_id`` (and ``feedback_rows`` when not every row can be labelled),
+    spliced in without re-encoding the common answer that has no top-level ``parameters``."""
+    extra: dict[str, object] = {"feedback_id": minted.token}
+    if minted.truncated:
+        extra["feedback_rows"] = minted.rows
+    stripped = body.rstrip()
+    if stripped.endswith(_TRAILER) and b'"parameters"' not in body:
+        return stripped[:-1] + b',"parameters":' + orjson.dumps(extra) + _TRAILER
+    parsed = orjson.loads(body)
+    params = parsed.get("parameters") if isinstance(parsed.get("parameters"), dict) else {}
+    parsed["parameters"] = {**params, **extra}
+    return orjson.dumps(parsed)
+
+
+class ReplayCache:
+    """Nonces already counted by this replica, the newest ``capacity`` of them. A replayed label is refused
+    by the replica that counted it while the nonce is remembered; another replica cannot know (docs)."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[int, None] = OrderedDict()
+
+    def first_time(self, nonce: int) -> bool:
+        if nonce in self._seen:
+            return False
+        self._seen[nonce] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return True
+
+
+@dataclass(slots=True)
+class _Pending:
+    revision: str
+    values: tuple[Any, ...]
+    expires: float
+    size: int
+
+
+class PendingAnswers:
+    """Shadow answers waiting for a label, by the nonce of the client's answer; bounded by age and bytes."""
+
+    def __init__(self, ttl: float = 900.0, max_bytes: int = 64 << 20) -> None:
+        self.ttl, self.max_bytes = ttl, max_bytes
+        self._items: OrderedDict[int, _Pending] = OrderedDict()
+        self.bytes = 0
+        self.dropped: dict[str, int] = {"expired": 0, "full": 0}
+
+    def put(self, nonce: int, revision: str, values: Sequence[Any], now: float) -> None:
+        size = 64 + 16 * len(values)
+        self._expire(now)
+        while self._items and self.bytes + size > self.max_bytes:
+            self._drop_oldest("full")
+        if size > self.max_bytes:
+            self.dropped["full"] += 1
+            return
+        self._items[nonce] = _Pending(revision, tuple(values), now + self.ttl, size)
+        self.bytes += size
+
+    def take(self, nonce: int, now: float) -> _Pending | None:
+        self._expire(now)
+        item = self._items.pop(nonce, None)
+        if item is not None:
+            self.bytes -= item.size
+        return item
+
+    def _expire(self, now: float) -> None:
+        while self._items:
+            oldest = next(iter(self._items.values()))
+            if oldest.expires > now:
+                return
+            self._drop_oldest("expired")
+
+    def _drop_oldest(self, reason: str) -> None:
+        _, item = self._items.popitem(last=False)
+        self.bytes -= item.size
+        self.dropped[reason] += 1
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Scores:
+    """Counters the feedback series export (docs/metrics.md): per (track, revision, outcome), the regressor
+    sums, the pairs per (shadow revision, result), refusals and unpaired labels per reason."""
+
+    labels: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    abs_error: dict[tuple[str, str], float] = field(default_factory=dict)
+    squared_error: dict[tuple[str, str], float] = field(default_factory=dict)
+    pairs: dict[tuple[str, str], int] = field(default_factory=dict)
+    pair_abs_error: dict[tuple[str, str], float] = field(default_factory=dict)
+    pair_diff_squares: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    unpaired: dict[str, int] = field(default_factory=dict)
+
+    def score(self, token: Token, labels: Sequence[Any]) -> None:
+        """Each label against what the token's track served."""
+        key = (token.track, token.revision)
+        served: Sequence[Any] = token.predictions
+        for label, predicted in zip(labels, served, strict=True):
+            if token.classes:
+                outcome = "correct" if str(label) == predicted else "incorrect"
+                self._add(self.labels, (*key, outcome), 1)
+            else:
+                error = abs(float(label) - float(predicted))
+                self._add(self.labels, (*key, "scored"), 1)
+                self._add(self.abs_error, key, error)
+                self._add(self.squared_error, key, error * error)
+
+    def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any], labels: Sequence[Any]) -> None:
+        """Each label against both answers to the same request (``token`` is stable's, ``shadow`` the
+        candidate's), by which one was right (or closer)."""
+        served: Sequence[Any] = token.predictions
+        for label, mine, theirs in zip(labels, served, shadow, strict=False):
+            if token.classes:
+                stable_right, shadow_right = str(label) == mine, str(label) == str(theirs)
+                result = {
+                    (True, True): "both_right",
+                    (False, False): "both_wrong",
+                    (True, False): "stable_only",
+                    (False, True): "candidate_only",
+                }[(stable_right, shadow_right)]
+            else:
+                e_s, e_c = abs(float(label) - float(mine)), abs(float(label) - float(theirs))
+                result = "both_right" if e_s == e_c else ("stable_only" if e_s < e_c else "candidate_only")
+                self._add(self.pair_abs_error, (shadow_revision, "stable"), e_s)
+                self._add(self.pair_abs_error, (shadow_revision, "candidate"), e_c)
+                self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
+            self._add(self.pairs, (shadow_revision, result), 1)
+
+    @staticmethod
+    def _add(counter: dict[Any, Any], key: Any, amount: float) -> None:
+        counter[key] = counter.get(key, 0) + amount
+
+
+def check(keys: FeedbackKeys | None, body: object, now: int, max_age: float) -> tuple[Token, list[Any]]:
+    """Verify a feedback body ``{"feedback_id", "labels": [...] | "label": x}``; raises TokenError with the
+    reason for the refusal counter (``disabled``, ``malformed``, ``forged``, ``unknown_key``, ``expired``,
+    ``labels``: wrong count or type, or a class the model does not have)."""
+    if keys is None:
+        raise TokenError("disabled", "feedback is not enabled for this model")
+    if not isinstance(body, dict):
+        raise TokenError("malformed", 'feedback must be a JSON object {"feedback_id": ..., "labels": [...]}')
+    feedback_id = body.get("feedback_id")
+    if not isinstance(feedback_id, str):
+        raise TokenError("malformed", "feedback_id (a string) is required")
+    token = verify(keys, feedback_id, now, max_age)
+    labels = body["labels"] if "labels" in body else [body["label"]] if "label" in body else None
+    if not isinstance(labels, list):
+        raise TokenError("labels", "labels (a list, one per row) or label (one row) is required")
+    problem = labels_problem(token, labels)
+    if problem is not None:
+        raise TokenError("labels", problem)
+    return token, labels
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    """The gateway's feedback settings (flags of ``mlrollout-gateway``; docs/gateway.md, "Feedback")."""
+
+    keys_path: str
+    replica: int = 0  # this replica's IPv4 address as an integer (0: unknown, labels are never forwarded)
+    port: int = 8080  # where every replica listens (labels are forwarded to the minting replica's address)
+    max_rows: int = 64
+    max_age: float = 7 * 86400.0
+    max_body: int = 64 << 10
+    pending_ttl: float = 900.0
+    pending_bytes: int = 64 << 20
+    replay_capacity: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to answer a feedback request: the status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A label for an answer minted by another replica, which counts it (and holds the shadow's answer)."""
+
+    replica: int
+    token: Token
+    labels: list[Any]
+    feedback_id: str
+
+
+def _proof(key: bytes, feedback_id: str) -> str:
+    return hmac.new(key, b"forwarded:" + feedback_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+_STATUS: Final = {"disabled": 404, "malformed": 400, "labels": 400, "forged": 403, "unknown_key": 403,
+                  "expired": 410, "replayed": 409, "too_large": 413}  # fmt: skip
+
+
+class Feedback:
+    """One replica's feedback state: keys, the minter, replay cache, pending shadow answers, scores."""
+
+    def __init__(self, config: FeedbackConfig) -> None:
+        self.config = config
+        self.keys: FeedbackKeys | None = None
+        self.minter: Minter | None = None
+        self.replay = ReplayCache(config.replay_capacity)
+        self.pending = PendingAnswers(config.pending_ttl, config.pending_bytes)
+        self.scores = Scores()
+        self._keys_stamp: float | None = None
+        self.reload_keys()
+
+    def reload_keys(self) -> None:
+        """Read the keys again when their file changed (a rotation, or the Secret appearing)."""
+        try:
+            stamp = os.stat(self.config.keys_path).st_mtime
+        except OSError:
+            stamp = None
+        if stamp == self._keys_stamp and self._keys_stamp is not None:
+            return
+        self._keys_stamp = stamp
+        self.keys = load_keys(self.config.keys_path) if stamp is not None else None
+        self.minter = Minter(self.keys, self.config.replica, self.config.max_rows) if self.keys else None
+        if self.keys is not None:
+            log.info("feedback ids on: %d key(s), signing with key %d", len(self.keys.keys), self.keys.current)
+
+    def stamp(self, track: str, revision: str, body: bytes, mirrored: bool, now: int) -> tuple[bytes, Minted] | None:
+        """The answer with its feedback id, and the id; None when the answer cannot carry one."""
+        if self.minter is None:
+            return None
+        predicted = predictions_of(body)
+        if predicted is None or not predicted.values:
+            return None
+        minted = self.minter.mint(track, revision, predicted, now, mirrored)
+        return inject(body, minted), minted
+
+    def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
+        """Keep the shadow's prediction for the request whose client answer had ``nonce``."""
+        predicted = predictions_of(body)
+        if predicted is not None:
+            self.pending.put(nonce, revision, predicted.values, now)
+
+    def refuse(self, reason: str, message: str) -> Answer:
+        self.scores.refused[reason] = self.scores.refused.get(reason, 0) + 1
+        return Answer(_STATUS.get(reason, 400), {"error": message, "reason": reason})
+
+    def forward_proof(self, feedback_id: str) -> bytes:
+        """The header value that tells the minting replica a label was forwarded by a replica (one holding the
+        key), not sent by a client that wants it counted by every replica in turn."""
+        assert self.keys is not None
+        key = self.keys.keys[self.keys.current]
+        return b"%d:%s" % (self.keys.current, _proof(key, feedback_id).encode())
+
+    def _forwarded(self, proof: bytes | None, feedback_id: str) -> bool:
+        if not proof or self.keys is None:
+            return False
+        key_id, _, mac = proof.partition(b":")
+        key = self.keys.keys.get(int(key_id)) if key_id.isdigit() and len(key_id) <= 3 else None
+        return key is not None and hmac.compare_digest(mac, _proof(key, feedback_id).encode())
+
+    def receive(self, body: bytes, now: float, forwarded: bytes | None = None) -> Answer | Forward:
+        """Check a feedback request and count it here, or say which replica should (the minting one).
+        ``forwarded``: the forwarding header's value, if any (see :meth:`forward_proof`)."""
+        if self.keys is None:
+            return self.refuse("disabled", "feedback is not enabled for this model")
+        if len(body) > self.config.max_body:
+            return self.refuse("too_large", f"feedback bodies are limited to {self.config.max_body} bytes")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self.refuse("malformed", 'feedback must be JSON: {"feedback_id": "...", "labels": [...]}')
+        try:
+            token, labels = check(self.keys, parsed, int(now), self.config.max_age)
+        except TokenError as exc:
+            return self.refuse(exc.reason, str(exc))
+        # the minting replica counts: its replay cache is the one every copy of this id meets, and it holds
+        # the shadow's answer; labels are forwarded there once (never further)
+        if (
+            token.replica
+            and token.replica != self.config.replica
+            and not self._forwarded(forwarded, parsed["feedback_id"])
+        ):
+            return Forward(token.replica, token, labels, parsed["feedback_id"])
+        return self.count(token, labels, now)
+
+    def count(self, token: Token, labels: list[Any], now: float, unpaired: str | None = None) -> Answer:
+        """Score the labels against the client's answer, and against the shadow's when this replica has it
+        (``unpaired``: why it cannot, e.g. ``replica_gone``); once per feedback id in this replica's memory."""
+        if not self.replay.first_time(token.nonce):
+            return self.refuse("replayed", "this feedback_id was already counted")
+        self.scores.score(token, labels)
+        paired = False
+        if token.mirrored:
+            shadow = self.pending.take(token.nonce, now) if unpaired is None else None
+            if shadow is not None:
+                self.scores.pair(token, shadow.revision, shadow.values, labels)
+                paired = True
+            else:
+                reason = unpaired or "no_shadow_answer"
+                self.scores.unpaired[reason] = self.scores.unpaired.get(reason, 0) + 1
+        return Answer(202, {"counted": len(labels), "paired": paired})

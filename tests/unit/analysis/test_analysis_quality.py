@@ -1,0 +1,158 @@
+"""Quality from labels: paired (McNemar) and unpaired accuracy, MAE; the words the verdict uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from tests.unit.analysis.snapshots import healthy, judged
+
+from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvider, collect_snapshot
+from mlrollout.analysis.quality import QualitySettings, quality_results
+from mlrollout.analysis.sequential import harm_log_e, one_sided_normal_mixture_log_e
+from mlrollout.analysis.snapshot import Labels, Pairs
+
+ACCURACY = QualitySettings("accuracy", alpha_harm=0.0125, alpha_promote=0.05, margin_absolute=0.01,
+                           margin_relative=None, min_labels=100)  # fmt: skip
+MAE = QualitySettings("mae", 0.0125, 0.05, None, 0.05, 100)
+
+
+def by_name(results: list) -> dict:  # type: ignore[type-arg]
+    return {r.name: r for r in results}
+
+
+def test_paired_worse_candidate_fails_harm_and_says_worse() -> None:
+    # 5000 labelled requests, 2 pp worse: 175 pairs stable right only, 75 candidate right only
+    pairs = Pairs(both_right=4300, both_wrong=450, stable_only=175, candidate_only=75)
+    results = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))
+    harm = results["quality.harm"]
+    assert harm.decision == "fail" and harm.reason.startswith("worse: accuracy 87.50% vs stable 89.50%")
+    assert harm.effect == pytest.approx(-0.02) and harm.test.startswith("sequential McNemar")
+    assert results["quality.nonInferiority"].decision == "inconclusive"
+
+
+def test_paired_better_candidate_is_better_by_an_interval() -> None:
+    pairs = Pairs(both_right=4300, both_wrong=450, stable_only=60, candidate_only=190)
+    results = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))
+    ni = results["quality.nonInferiority"]
+    assert results["quality.harm"].decision == "pass"
+    assert ni.decision == "pass" and "better by +2.60 pp [" in ni.reason
+    assert ni.interval is not None and 0 < ni.interval[0] < 0.026 < ni.interval[1]
+
+
+def test_equal_models_are_no_worse_than_the_margin() -> None:
+    pairs = Pairs(both_right=8600, both_wrong=900, stable_only=250, candidate_only=250)
+    ni = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))["quality.nonInferiority"]
+    assert ni.decision == "pass" and "no worse than -1.00 pp" in ni.reason
+
+
+def test_unpaired_accuracy_is_the_error_rate_harm_test_on_labelled_rows() -> None:
+    stable, candidate = Labels(labelled=9000, incorrect=900), Labels(labelled=1000, incorrect=160)
+    results = by_name(quality_results(stable, candidate, None, ACCURACY))
+    assert results["quality.harm"].decision == "fail" and results["quality.harm"].test.startswith("conditional")
+    assert results["quality.harm"].estimate is not None
+    assert results["quality.harm"].estimate.candidate == pytest.approx(0.84)
+
+
+def test_no_labels_yet_is_inconclusive() -> None:
+    results = quality_results(Labels(labelled=10), Labels(), None, ACCURACY)
+    assert [r.decision for r in results] == ["inconclusive", "inconclusive"]
+    assert "no labelled rows for the candidate" in str(results[0].reason)
+
+
+def test_few_labels_never_pass_non_inferiority() -> None:
+    pairs = Pairs(both_right=40, both_wrong=5)
+    ni = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))["quality.nonInferiority"]
+    assert ni.decision == "inconclusive" and "fewer than 100 labelled rows" in str(ni.reason)
+
+
+def test_regressor_mae_unpaired_and_paired() -> None:
+    rng = np.random.default_rng(3)
+    errs_s, errs_c = np.abs(rng.normal(0, 1.0, 4000)), np.abs(rng.normal(0, 1.4, 4000))
+    stable = Labels(labelled=4000, abs_error_sum=float(errs_s.sum()), abs_error_sumsq=float((errs_s**2).sum()))
+    candidate = Labels(labelled=4000, abs_error_sum=float(errs_c.sum()), abs_error_sumsq=float((errs_c**2).sum()))
+    results = by_name(quality_results(stable, candidate, None, MAE))
+    assert results["quality.harm"].decision == "fail" and "MAE higher" in str(results["quality.harm"].reason)
+    diff = errs_c - errs_s
+    ties, worse, better = int((diff == 0).sum()), int((diff > 0).sum()), int((diff < 0).sum())
+    pairs = Pairs(both_right=ties, stable_only=worse, candidate_only=better, stable_error_sum=float(errs_s.sum()),
+                  candidate_error_sum=float(errs_c.sum()), diff_sumsq=float((diff**2).sum()))  # fmt: skip
+    paired = by_name(quality_results(Labels(), Labels(), pairs, MAE))
+    assert paired["quality.harm"].decision == "fail" and paired["quality.harm"].test.startswith("sequential sign")
+    assert paired["quality.nonInferiority"].effect == pytest.approx(diff.mean(), rel=1e-5)
+
+
+def test_one_sided_mixture_never_counts_a_better_candidate_as_evidence() -> None:
+    assert one_sided_normal_mixture_log_e(-5.0, 1.0, 1.0) < 0
+    assert one_sided_normal_mixture_log_e(5.0, 1.0, 1.0) > np.log(20)
+    assert one_sided_normal_mixture_log_e(1.0, 0.0, 1.0) == 0.0
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), discordant=st.sampled_from([0.02, 0.06, 0.15]))
+def test_identical_accuracy_rarely_rolls_back_over_many_looks(seed: int, discordant: float) -> None:
+    """Equal accuracies, models that disagree on a share of rows, labels for 30% of 100 requests/s over 30
+    looks of a minute, each look's labels arriving 0 to 5 looks late (at random): the paired harm test (the
+    e-process quality.harm reports) crosses 1/alpha in at most about alpha of 300 rollouts."""
+    rng = np.random.default_rng(seed)
+    runs, looks, per_look = 300, 30, 1800
+    half = discordant / 2
+    probs = [0.9 - half, 0.1 - half, half, half]  # both right, both wrong, stable only, candidate only
+    batches = rng.multinomial(per_look, probs, size=(runs, looks))
+    arrival = np.arange(looks)[None, :] + rng.integers(0, 6, size=(runs, looks))  # the look that sees them
+    arrived = np.zeros_like(batches)
+    for run in range(runs):
+        for sent in range(looks):
+            if arrival[run, sent] < looks:
+                arrived[run, arrival[run, sent]] += batches[run, sent]
+    counts = arrived.cumsum(axis=1)
+    bar = np.log(1 / ACCURACY.alpha_harm)
+    crossed = sum(
+        any(harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5) >= bar for t in range(looks)) for c in counts
+    )
+    assert stats.binom.sf(crossed - 1, runs, ACCURACY.alpha_harm) > 1e-3, crossed  # not more than alpha allows
+
+
+QUALITY_ON = {"analysis": {"metrics": {"quality": {"enabled": True, "minLabels": 100}}}}
+
+
+def test_judge_needs_quality_evidence_to_promote_once_quality_is_on() -> None:
+    snap = healthy()
+    assert judged(snap).verdict == "promote"
+    no_labels = judged(snap, QUALITY_ON)
+    assert no_labels.verdict == "continue" and "quality.nonInferiority" in no_labels.reason
+    # unpaired (a canary step) and a 0.9-point margin: tens of thousands of labels before "no worse" shows
+    snap["stable"]["labels"] = {"labelled": 400_000, "incorrect": 40_000}
+    snap["candidate"]["labels"] = {"labelled": 45_000, "incorrect": 4_480}
+    assert judged(snap, QUALITY_ON).verdict == "promote"
+    snap["stable"]["labels"] = {"labelled": 30_000, "incorrect": 3_000}
+    snap["candidate"]["labels"] = {"labelled": 3_400, "incorrect": 500}  # 85 % against 90 %
+    worse = judged(snap, QUALITY_ON)
+    assert worse.verdict == "rollback" and "quality.harm: worse" in worse.reason
+    assert "quality.harm" in worse.evidence  # carried across steps like the other e-value tests
+
+
+def test_judge_prefers_pairs_in_a_shadow_step() -> None:
+    snap = healthy()
+    snap["stable"]["labels"] = {"labelled": 5_000, "incorrect": 500}
+    snap["pairs"] = {"both_right": 4_300, "both_wrong": 450, "stable_only": 175, "candidate_only": 75}
+    result = judged(snap, QUALITY_ON)
+    harm = next(m for m in result.metrics if m.name == "quality.harm")
+    assert result.verdict == "rollback" and harm.test is not None and harm.test.startswith("sequential McNemar")
+
+
+def test_feedback_series_become_labels_and_pairs() -> None:
+    def answers(promql: str) -> Measurement:
+        if "feedback_labels_total" in promql:
+            return Measurement((Sample({"outcome": "correct"}, 90.0), Sample({"outcome": "incorrect"}, 10.0)))
+        if "feedback_pairs_total" in promql and 'track="shadow"' in promql:
+            return Measurement(tuple(Sample({"result": r}, v) for r, v in (("both_right", 80.0), ("stable_only", 3.0))))
+        return Measurement()
+
+    target = AnalysisTarget("ns", "wine", "s1", "c1", "model")
+    snap = collect_snapshot(StaticProvider(answers), target, 60, quality=True)
+    assert snap.stable.labels == Labels(labelled=100, incorrect=10)
+    assert snap.pairs == Pairs(both_right=80, stable_only=3)
+    assert collect_snapshot(StaticProvider(answers), target, 60).pairs is None  # quality off: not even asked
