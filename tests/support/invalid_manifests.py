@@ -249,6 +249,30 @@ CASES: list[Case] = [
         "exactly one of absolute, relative",
     ),
     Case(
+        "margin-relative-zero",
+        rollout_policy(significance={"margins": {"errorRate": {"relative": 0}}}),
+        "spec.significance.margins.errorRate",
+        "makes promotion impossible",
+    ),
+    Case(
+        "margin-absolute-below-minimum",
+        rollout_policy(significance={"margins": {"errorRate": {"absolute": 0.00001}}}),
+        "spec.significance.margins.errorRate.absolute",
+        "promotion would be impossible",
+    ),
+    Case(
+        "margin-floor-below-minimum",
+        rollout_policy(significance={"margins": {"latency": {"relative": 0.1, "floor": 0.00001}}}),
+        "spec.significance.margins.latency.floor",
+        "promotion would be impossible",
+    ),
+    Case(
+        "margin-floor-without-relative",
+        rollout_policy(significance={"margins": {"errorRate": {"absolute": 0.01, "floor": 0.001}}}),
+        "spec.significance.margins.errorRate",
+        "floor goes with a relative margin",
+    ),
+    Case(
         "blue-green-with-canary",
         rollout_policy(strategy=steps({"blueGreen": {}}, CANARY_5)),
         "spec.strategy",

@@ -7,6 +7,7 @@ query makes the whole snapshot a failed one (judged ``inconclusive``): half a sn
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,12 +15,27 @@ from typing import Literal
 
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
-from mlrollout.analysis.queries import QueryError, feedback_queries, render_custom, track_queries
-from mlrollout.analysis.snapshot import CustomValue, Labels, Pairs, Snapshot, TrackCounts, forced_monotone
+from mlrollout.analysis.queries import QueryError, feedback_queries, render_custom, split_queries, track_queries
+from mlrollout.analysis.snapshot import (
+    CustomValue,
+    Labels,
+    Pairs,
+    RoutedCounts,
+    Snapshot,
+    Split,
+    TrackCounts,
+    forced_monotone,
+)
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import Profile
 
-__all__ = ["AnalysisTarget", "collect_snapshot"]
+__all__ = ["SPLIT_SETTLE_SECONDS", "AnalysisTarget", "collect_snapshot"]
+
+SPLIT_SETTLE_SECONDS = 30.0
+"""The traffic split is counted from this long after the step started. A window's first sample is the last
+scrape before its start, up to one scrape interval earlier, so without it the counts would include the
+previous step's split; the route table itself reaches the gateways within about a second (docs/gateway.md).
+Two scrape intervals of the chart's ServiceMonitor (15 s)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,7 @@ class AnalysisTarget:
     ``source="model"``: the model servers' own series (shadow steps: the candidate only answers mirrored
     traffic; its pods carry ``track="candidate"`` and their revision). Predictions and input features
     always come from the model servers. ``reference`` is the candidate's reference profile, if any.
+    ``split`` is the step's configured traffic split; with it the gateway's routed counts are gathered too.
     """
 
     namespace: str
@@ -38,6 +55,7 @@ class AnalysisTarget:
     candidate_revision: str
     source: Literal["gateway", "model"] = "gateway"
     reference: Profile | None = None
+    split: Split | None = None  # the step's configured split; its realised counts are gathered with it
 
 
 class _Failed(Exception):
@@ -177,6 +195,22 @@ def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revisi
     return TrackCounts(requests, errors, latency, predictions, features, labels)
 
 
+def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at: float | None) -> RoutedCounts | None:
+    """The gateway's routed counts since the split settled; None before that, or without gateway series (a
+    mesh provider routes instead of our gateway)."""
+    if window - SPLIT_SETTLE_SECONDS < 1.0:
+        return None
+    q = split_queries(target.namespace, target.model_deployment, target.stable_revision, target.candidate_revision,
+                      window - SPLIT_SETTLE_SECONDS)  # fmt: skip
+    answers = {key: _ask(provider, promql, at) for key, promql in q.items()}
+    if not answers["stable"].samples and not answers["candidate"].samples:
+        return None
+    n = {key: _count(m.scalar()) if m.samples else 0 for key, m in answers.items()}
+    rescued = min(n["rescued"], n["stable"])  # routed to the candidate, answered by stable
+    offered = n["mirrored"] + n["dropped"]
+    return RoutedCounts(n["stable"] - rescued, n["candidate"] + rescued, offered, max(n["eligible"], offered))
+
+
 def collect_snapshot(
     provider: MetricsProvider,
     target: AnalysisTarget,
@@ -220,6 +254,9 @@ def collect_snapshot(
                 m = _ask(provider, promql, at)
                 by_track[track] = m.scalar() if m.samples else None
             values[metric.name] = CustomValue(by_track["stable"], by_track["candidate"])
+        split = None
+        if target.split is not None:
+            split = dataclasses.replace(target.split, observed=_routed(provider, target, window_seconds, at))
     except (_Failed, QueryError) as exc:
         return Snapshot.failed(str(exc), window_seconds, warnings)
     return Snapshot(
@@ -230,4 +267,5 @@ def collect_snapshot(
         custom=values,
         warnings=tuple(warnings),
         pairs=pairs,
+        split=split,
     )

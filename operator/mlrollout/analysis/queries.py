@@ -17,12 +17,15 @@ from typing import Literal
 from mlrollout.api.placeholders import PLACEHOLDERS, fill
 from mlrollout_serving.contract.metrics import (
     GATEWAY_DURATION,
+    GATEWAY_FALLBACKS,
     GATEWAY_FEEDBACK_ABS_ERROR,
     GATEWAY_FEEDBACK_LABELS,
     GATEWAY_FEEDBACK_PAIR_ABS_ERROR,
     GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES,
     GATEWAY_FEEDBACK_PAIRS,
     GATEWAY_FEEDBACK_SQUARED_ERROR,
+    GATEWAY_MIRROR_DROPPED,
+    GATEWAY_MIRRORED,
     GATEWAY_REQUESTS,
     MODEL_DURATION,
     MODEL_INPUT_BINS,
@@ -40,6 +43,7 @@ __all__ = [
     "promql_duration",
     "render_custom",
     "selector",
+    "split_queries",
     "track_queries",
 ]
 
@@ -156,6 +160,33 @@ def feedback_queries(
             f"{GATEWAY_FEEDBACK_PAIR_ABS_ERROR.name}{sel}", w, ", ".join(GATEWAY_FEEDBACK_PAIR_ABS_ERROR.labels)
         ),
         pair_diff_squares=counter_delta(f"{GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES.name}{sel}", w),
+    )
+
+
+def split_queries(
+    namespace: str, model_deployment: str, stable_revision: str, candidate_revision: str, window_seconds: float
+) -> dict[str, str]:
+    """The router's own counts over ``window_seconds``, for the traffic-split check (analysis/split.py).
+
+    All from the gateway's series, so both tracks' counts come from the same scrapes of the same processes
+    (the model servers are scraped at different instants, which would skew a split by a scrape interval of
+    traffic). Keys: ``stable`` and ``candidate`` (requests answered per track), ``rescued`` (candidate
+    requests answered by stable through the ``stable`` fallback: routed to the candidate, counted under
+    stable), ``eligible`` (stable's 200 answers, the requests a mirror copies), ``mirrored`` (copies sent to
+    the candidate) and ``dropped`` (copies dropped before sending because the queue was full).
+    """
+    w = promql_duration(window_seconds)
+
+    def count(series: str, track: str, revision: str, extra: str = "") -> str:
+        return counter_delta(series + selector(namespace, model_deployment, track, revision, extra), w)
+
+    return dict(
+        stable=count(GATEWAY_REQUESTS.name, "stable", stable_revision),
+        candidate=count(GATEWAY_REQUESTS.name, "candidate", candidate_revision),
+        rescued=count(GATEWAY_FALLBACKS.name, "candidate", candidate_revision, 'action="stable"'),
+        eligible=count(GATEWAY_REQUESTS.name, "stable", stable_revision, 'code="200"'),
+        mirrored=count(GATEWAY_MIRRORED.name, "shadow", candidate_revision),
+        dropped=count(GATEWAY_MIRROR_DROPPED.name, "shadow", candidate_revision, 'reason="queue_full"'),
     )
 
 

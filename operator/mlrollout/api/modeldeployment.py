@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
-from mlrollout.api.analysis import MetricResult, Verdict
+from mlrollout.api.analysis import Forecast, MetricResult, Verdict
 from mlrollout.api.common import (
     ApiModel,
     Condition,
@@ -306,6 +306,10 @@ class AnalysisStatus(ApiModel):
     )
     metrics: Annotated[list[MetricResult] | None, BeforeValidator(_first(32))] = Field(
         default=None, max_length=32, description="Per-metric evidence (the first 32)."
+    )
+    forecast: Forecast | None = Field(
+        default=None,
+        description="When a candidate like stable would pass this step's checks, at the traffic seen so far.",
     )
 
 

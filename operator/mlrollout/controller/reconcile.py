@@ -23,9 +23,10 @@ from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
-from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
+from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus, TrafficStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
@@ -95,6 +96,14 @@ def _candidate_profile(status: ModelDeploymentStatus) -> str | None:
     if cand is None or not cand.template:
         return None
     return RevisionTemplate.from_json(cand.template).model.reference_profile
+
+
+def _split(traffic: TrafficStatus | None, sticky: bool) -> Split | None:
+    """The split the route table asks for: live requests by weight (assigned by key when a sticky key is set
+    and the candidate has live traffic) and the mirror share."""
+    if traffic is None:
+        return None
+    return Split.from_percent(traffic.stable, traffic.candidate, traffic.mirror, sticky and traffic.candidate > 0)
 
 
 def _lenient_status(raw: Any) -> ModelDeploymentStatus:
@@ -189,6 +198,7 @@ class Reconciler:
             return None
         step, cand, stable = status.current_step, status.candidate, status.stable
         assert cand is not None and step is not None and stable is not None
+        traffic = status.traffic
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
@@ -196,6 +206,8 @@ class Reconciler:
             candidate_revision=cand.revision,
             source=evidence_source(step.kind),
             reference=self.profiles.get(_candidate_profile(status)),
+            # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
+            split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts

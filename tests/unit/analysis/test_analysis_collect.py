@@ -18,9 +18,10 @@ from mlrollout.analysis import (
     collect_snapshot,
     judge,
 )
+from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
 from mlrollout.analysis.histogram import Histogram
 from mlrollout.analysis.prometheus import _to_measurement
-from mlrollout.analysis.snapshot import CustomValue, TrackCounts
+from mlrollout.analysis.snapshot import CustomValue, RoutedCounts, Split, TrackCounts
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import from_dict
 
@@ -132,3 +133,53 @@ def test_sources_query_different_series(source: str) -> None:
     collect_snapshot(provider, AnalysisTarget("a", "b", "c", "d", source), 60)  # type: ignore[arg-type]
     expected = "mlrollout_gateway_requests_total" if source == "gateway" else "mlrollout_model_inference_requests_total"
     assert any(expected in q for q in provider.queries)
+
+
+SPLIT_TARGET = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "gateway", split=Split(0.9, 0.1))
+
+
+def gateway_counts(promql: str) -> Measurement:
+    """The gateway's routed counts: 5400 stable answers, 500 candidate ones and 100 candidate requests that
+    failed and were answered by stable (counted under stable, rescued by the `stable` fallback)."""
+    if promql.startswith("sum (((mlrollout_gateway_fallbacks_total") and 'action="stable"' in promql:
+        return Measurement((Sample({}, 100.0),))
+    if promql.startswith("sum (((mlrollout_gateway_requests_total"):
+        if 'code="200"' in promql:
+            return Measurement((Sample({}, 5350.0),))
+        return Measurement((Sample({}, 5500.0 if 'track="stable"' in promql else 500.0),))
+    return fake_prometheus(promql)
+
+
+def test_routed_counts_are_the_gateways_since_the_split_settled() -> None:
+    provider = StaticProvider(gateway_counts)
+    snap = collect_snapshot(provider, SPLIT_TARGET, 300.0)
+    assert snap.split is not None and snap.split.observed == RoutedCounts(5400, 600, 0, 5350)
+    split_queries = [q for q in provider.queries if "fallbacks_total" in q or "mirrored_requests" in q]
+    assert split_queries and all(f"[{300 - SPLIT_SETTLE_SECONDS:.0f}s]" in q for q in split_queries)
+    assert next(m for m in judge(snap).metrics if m.name == "split").decision == "pass"
+
+
+def test_no_split_counts_before_the_split_settles_or_without_a_gateway() -> None:
+    early = collect_snapshot(StaticProvider(gateway_counts), SPLIT_TARGET, SPLIT_SETTLE_SECONDS)
+    assert early.split == Split(0.9, 0.1) and early.split.observed is None
+    mesh = collect_snapshot(NullProvider(), SPLIT_TARGET, 300.0)  # Gateway API or Istio: no gateway series
+    assert mesh.split is not None and mesh.split.observed is None
+    assert "split: no routed counts in the snapshot" in judge(mesh).skipped
+    assert collect_snapshot(StaticProvider(gateway_counts), TARGET, 300.0).split is None
+
+
+def test_mirror_copies_count_queue_drops_as_not_delivered() -> None:
+    def mirrored(promql: str) -> Measurement:
+        if "mirrored_requests_total" in promql:
+            return Measurement((Sample({}, 3000.0),))
+        if "mirror_dropped_total" in promql and 'reason="queue_full"' in promql:
+            return Measurement((Sample({}, 500.0),))
+        if promql.startswith("sum (((mlrollout_gateway_requests_total"):
+            return Measurement((Sample({}, 5000.0 if 'track="stable"' in promql else 0.0),))
+        return Measurement()
+
+    target = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "model", split=Split(1.0, 0.0, mirror=1.0))
+    snap = collect_snapshot(StaticProvider(mirrored), target, 300.0)
+    assert snap.split is not None and snap.split.observed == RoutedCounts(5000, 0, 3500, 5000)
+    result = judge(snap)
+    assert result.verdict == "inconclusive" and "mirror share 70% observed vs 100% configured" in result.reason

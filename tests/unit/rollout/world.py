@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlrollout.api.analysis import Judgement, MetricResult, Samples, TrackPair
+from mlrollout.api.analysis import Forecast, Judgement, MetricResult, Samples, TrackPair
 from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, RevisionStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Strategy
@@ -113,8 +113,9 @@ class World:
         self.ready[rev] = TrackFacts(exists=True, detail="server: CrashLoopBackOff", **flags)
 
     def give_verdict(
-        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None
-    ) -> list[Action]:
+        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None,
+        forecast: Forecast | None = None,
+    ) -> list[Action]:  # fmt: skip
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
         assert self.status is not None and self.status.candidate is not None
@@ -127,6 +128,7 @@ class World:
                 MetricResult(name="errorRate", decision="pass", samples=TrackPair(stable=100, candidate=requests))
             ],
             evidence=evidence or {},
+            forecast=forecast,
         )
         self.look = Look(judgement, self.now, self.status.candidate.revision)
         return self.tick()
