@@ -168,8 +168,8 @@ def _input_drift(look: _Look) -> list[MetricResult]:
 def _quality(look: _Look) -> list[MetricResult]:
     q, snap = look.metrics.quality, look.snap
     settings = QualitySettings(
-        q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin.absolute, q.margin.relative,
-        q.min_labels, look.carries["quality.harm"],
+        q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin, q.min_labels,
+        look.carries["quality.harm"],
     )  # fmt: skip
     return quality_results(snap.stable.labels or Labels(), snap.candidate.labels or Labels(), snap.pairs, settings)
 
