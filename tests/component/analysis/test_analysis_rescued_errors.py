@@ -28,6 +28,7 @@ from tests.component.gateway.gateway_helpers import (
     gateway,
     infer_body,
     load,
+    metric_sum,
     table,
     upstream_count,
 )
@@ -38,6 +39,7 @@ from tests.support.prometheus import PrometheusProcess, run_prometheus
 from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, collect_snapshot, judge
 from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
 from mlrollout.analysis.snapshot import Split
+from mlrollout_serving.contract.metrics import GATEWAY_FALLBACK_REQUESTS
 
 pytestmark = pytest.mark.component
 
@@ -52,6 +54,7 @@ INFER = f"/v2/models/{NAME}/infer"
 @dataclass
 class World:
     prometheus: PrometheusProcess
+    gateway: Proc
     candidate: Proc
     sent: LoadResult
     started: float
@@ -89,12 +92,16 @@ def world(wine_model: BuiltModel) -> Iterator[World]:
             timeout=60,
         )
         time.sleep(2.0)  # one more scrape, so every series of the gateway has its final count
-        yield World(prometheus, candidate, sent, started)
+        yield World(prometheus, gw, candidate, sent, started)
 
 
-def test_every_client_got_a_200(world: World) -> None:
+def test_every_client_got_a_200_and_the_gateway_counted_each_rescue_once(world: World) -> None:
     assert world.sent.statuses == {200: REQUESTS} and not world.sent.errors
-    assert upstream_count(world.candidate) // FAIL_EVERY > 0  # ... though the candidate failed some
+    failures = upstream_count(world.candidate) // FAIL_EVERY
+    assert failures > 0  # ... though the candidate failed some
+    rescued = metric_sum(world.gateway.url, GATEWAY_FALLBACK_REQUESTS.name, track="candidate", reason="error",
+                         answered="stable")  # fmt: skip
+    assert rescued == metric_sum(world.gateway.url, GATEWAY_FALLBACK_REQUESTS.name) == failures
 
 
 def test_rescued_failures_are_the_candidates_errors_and_roll_it_back(world: World) -> None:
