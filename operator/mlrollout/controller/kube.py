@@ -84,7 +84,7 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         resp = self.api.call_api(method_, url, header_params=headers, body=payload, _request_timeout=self.timeout)
-        data = resp.read()  # type: ignore[no-untyped-call]
+        data = resp.read()
         if not 200 <= resp.status < 300:
             text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
             if resp.status == 409:

@@ -42,13 +42,13 @@ class Cluster:
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
         try:
-            self.api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            self.api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
         except (config.ConfigException, OSError) as exc:
             raise KubeError(f"cannot load kubeconfig: {exc}") from exc
         chosen = active
         if context is not None:
-            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
             chosen = next((c for c in contexts if c.get("name") == context), active)
         self.default_namespace: str = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
         self.custom = client.CustomObjectsApi(self.api_client)
@@ -118,9 +118,9 @@ class Cluster:
         yield current
         version = str((current.get("metadata") or {}).get("resourceVersion", ""))
         while (remaining := deadline - time.monotonic()) > 0:
-            stream = watch.Watch()  # type: ignore[no-untyped-call]
+            stream = watch.Watch()
             try:
-                for event in stream.stream(  # type: ignore[no-untyped-call]
+                for event in stream.stream(
                     self.custom.list_namespaced_custom_object,
                     GROUP,
                     VERSION,
@@ -149,7 +149,7 @@ class Cluster:
             except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
                 pass  # the connection ended before the server closed the watch: re-open it
             finally:
-                stream.stop()  # type: ignore[no-untyped-call]
+                stream.stop()
 
     def wait_for(self, namespace: str, name: str, timeout: float, done: Callable[[Obj], bool]) -> Obj | None:
         """The first state of the ModelDeployment for which `done` holds, or None after `timeout`."""
