@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, Final, cast
 
@@ -15,6 +16,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from mlrollout import kubehttp
 from mlrollout.api.common import GROUP, VERSION
 
 PLURAL: Final = "modeldeployments"
@@ -90,20 +92,11 @@ class Cluster:
 
         A plain GET rather than CoreV1Api, whose generated models take seconds to load.
         """
-        api = self.api_client
-        request = api.param_serialize(
-            method="GET",
-            resource_path="/api/v1/namespaces/{name}",
-            path_params={"name": namespace},
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        try:
-            response = api.call_api(*request)
-            response.read()
-            ns = cast(Obj, api.response_deserialize(response, {"200": "object"}).data)
-        except ApiException as exc:
+        response = kubehttp.request(self.api_client, "GET", f"/api/v1/namespaces/{urllib.parse.quote(namespace)}")
+        if not response.ok:
+            exc = response.error()
             raise _explain(exc, f"get namespace {namespace}") from exc
+        ns = cast(Obj, json.loads(response.data))
         labels = (ns.get("metadata") or {}).get("labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
