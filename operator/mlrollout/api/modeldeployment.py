@@ -34,6 +34,7 @@ HttpUri = Annotated[str, StringConstraints(pattern=REGISTRY_URL_PATTERN, max_len
 VersionLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)]
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 SHA256_RULE = "sha256 is required unless the uri is a registered model (models:/...)"
+CREDENTIALS_RULE = "credentials set secretRef, serviceAccountName or both"
 REGISTRY_RULE = "a models:/ uri needs registry.uri, and registry is only for models:/ uris"
 
 
@@ -44,15 +45,33 @@ class SecretRef(ApiModel):
 
 
 class Credentials(ApiModel):
-    """Credentials for the model store, from a Secret in the ModelDeployment's namespace."""
+    """How the model-server pods authenticate to the model store (docs/sources.md)."""
 
-    secret_ref: SecretRef = Field(
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(cel("has(self.secretRef) || has(self.serviceAccountName)", CREDENTIALS_RULE))
+    }
+
+    secret_ref: SecretRef | None = Field(
+        default=None,
         description=(
-            "The Secret whose keys are the store's standard environment variables (AWS_ACCESS_KEY_ID, "
+            "A Secret whose keys are the store's standard environment variables (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3, ...), given to this "
-            "ModelDeployment's model-server pods only (docs/sources.md)."
-        )
+            "ModelDeployment's model-server pods only."
+        ),
     )
+    service_account_name: Name | None = Field(
+        default=None,
+        description=(
+            "The ServiceAccount the model-server pods run as, for web identity (EKS IRSA injects "
+            "AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE into pods of an annotated ServiceAccount)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Credentials:
+        if self.secret_ref is None and self.service_account_name is None:
+            raise ValueError(CREDENTIALS_RULE)
+        return self
 
 
 class Registry(ApiModel):
