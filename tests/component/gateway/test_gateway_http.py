@@ -222,9 +222,10 @@ def test_expect_100_continue_is_answered_before_the_body(routes: RouteFile, up_a
 
         # a real client: curl waits for the interim answer (up to its 1 s default) before sending the body
         started = time.monotonic()
+        curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--expect100-timeout", "30"]
+        headers = ["-H", "content-type: application/json", "-H", "expect: 100-continue"]
         out = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "content-type: application/json", "-H", "expect: 100-continue",
-             "--data-binary", "@-", "--expect100-timeout", "30", gw.url + INFER_PATH],
+            [*curl, *headers, "--data-binary", "@-", gw.url + INFER_PATH],
             input=body, capture_output=True, timeout=60, check=True,
         )  # fmt: skip
         assert out.stdout == b"200" and time.monotonic() - started < 20
