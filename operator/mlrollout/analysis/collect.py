@@ -26,10 +26,11 @@ __all__ = ["AnalysisTarget", "collect_snapshot"]
 class AnalysisTarget:
     """What to measure.
 
-    ``source="gateway"``: the gateway's series per track (canary and blue-green steps: what clients see).
-    ``source="model"``: the model servers' own series (shadow steps: the candidate only answers mirrored
-    traffic; its pods carry ``track="candidate"`` and their revision). Predictions and input features
-    always come from the model servers. ``reference`` is the candidate's reference profile, if any.
+    ``source="gateway"``: the built-in gateway's series per track (canary steps: what clients see).
+    ``source="model"``: the model servers' own series (shadow and blue-green preview steps: the candidate
+    only answers mirrored traffic; and every step when Gateway API or Istio routes, without our gateway).
+    The pods carry ``track`` and ``revision`` labels set by the servers themselves. Predictions and input
+    features always come from the model servers. ``reference`` is the candidate's reference profile, if any.
     """
 
     namespace: str

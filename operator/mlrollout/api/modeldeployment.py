@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
@@ -112,14 +112,42 @@ class StickyKey(ApiModel):
         return self
 
 
+STICKY_NEEDS_BUILTIN: Final = (
+    "sticky needs traffic.provider builtin: only mlrollout's gateway pins a client's key to a track "
+    "(Gateway API and Istio split by weight per request; docs/traffic.md)"
+)
+FALLBACK_NEEDS_BUILTIN: Final = (
+    "fallbackPolicyRef needs traffic.provider builtin: only mlrollout's gateway applies a FallbackPolicy "
+    "(docs/traffic.md); configure timeouts and retries in the Gateway or the mesh instead"
+)
+
+
 class Traffic(ApiModel):
     """How traffic reaches the tracks."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.sticky) || !has(self.provider) || self.provider == 'builtin'",
+                STICKY_NEEDS_BUILTIN,
+                ".sticky",
+            )
+        )
+    }
 
     provider: Literal["builtin", "gatewayAPI", "istio"] = Field(
         default="builtin",
         description="builtin: mlrollout's gateway; gatewayAPI: an HTTPRoute; istio: a VirtualService.",
     )
-    sticky: StickyKey | None = Field(default=None, description="Route each key to one track consistently.")
+    sticky: StickyKey | None = Field(
+        default=None, description="Route each key to one track consistently (provider builtin only)."
+    )
+
+    @model_validator(mode="after")
+    def _sticky_needs_builtin(self) -> Traffic:
+        if self.sticky is not None and self.provider != "builtin":
+            raise ValueError(STICKY_NEEDS_BUILTIN)
+        return self
 
 
 class NetworkPeer(ApiModel):
@@ -201,6 +229,17 @@ class StrategyOverride(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """What to serve. Changing model, image, resources or serving starts a new rollout."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.fallbackPolicyRef) || !has(self.traffic) || !has(self.traffic.provider) "
+                "|| self.traffic.provider == 'builtin'",
+                FALLBACK_NEEDS_BUILTIN,
+                ".fallbackPolicyRef",
+            )
+        )
+    }
+
     model: ModelSource = Field(description="The model to serve.")
     image: str | None = Field(
         default=None, max_length=512, description="Serving image; absent means the operator's default."
@@ -213,7 +252,7 @@ class ModelDeploymentSpec(ApiModel):
     )
     fallback_policy_ref: PolicyRef | None = Field(
         default=None,
-        description="The FallbackPolicy to use; absent means chosen by selector, or the default.",
+        description="The FallbackPolicy (provider builtin only); absent means chosen by selector, or the default.",
     )
     strategy: StrategyOverride | None = Field(
         default=None, description="Stricter-only overrides of the rollout policy."
@@ -224,6 +263,12 @@ class ModelDeploymentSpec(ApiModel):
         default_factory=NetworkIsolation,
         description="Ingress NetworkPolicies: gateway from clients, model servers from the gateway and Prometheus.",
     )
+
+    @model_validator(mode="after")
+    def _fallback_needs_builtin(self) -> ModelDeploymentSpec:
+        if self.fallback_policy_ref is not None and self.traffic.provider != "builtin":
+            raise ValueError(FALLBACK_NEEDS_BUILTIN)
+        return self
 
 
 class RevisionStatus(ApiModel):
@@ -306,6 +351,14 @@ class AnalysisStatus(ApiModel):
     )
     metrics: Annotated[list[MetricResult] | None, BeforeValidator(_first(32))] = Field(
         default=None, max_length=32, description="Per-metric evidence (the first 32)."
+    )
+    source: Literal["gateway", "model"] | None = Field(
+        default=None,
+        description=(
+            "Whose series the look read: gateway = the built-in gateway's (what clients see); model = the model "
+            "servers' own (shadow and blue-green preview steps, and every step with traffic.provider gatewayAPI "
+            "or istio, where the built-in gateway is not in the path)."
+        ),
     )
 
 

@@ -189,12 +189,15 @@ class Reconciler:
             return None
         step, cand, stable = status.current_step, status.candidate, status.stable
         assert cand is not None and step is not None and stable is not None
+        # without the built-in gateway in the path (Gateway API, Istio) its series do not exist: the model
+        # servers' own series, labelled with track and revision by the servers, are the evidence
+        gateway_in_path = router_for(self._provider(md)).capabilities.gateway_series
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
             stable_revision=stable.revision,
             candidate_revision=cand.revision,
-            source=evidence_source(step.kind),
+            source=evidence_source(step.kind, gateway_in_path),
             reference=self.profiles.get(_candidate_profile(status)),
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
@@ -207,8 +210,8 @@ class Reconciler:
         started = time.monotonic()
         judgement = self.verdicts.look(target, policy, window, evidence)
         metrics.ANALYSIS_DURATION.labels(judgement.verdict).observe(time.monotonic() - started)
-        log.info("analysis: %s (%s)", judgement.verdict, judgement.reason)
-        return Look(judgement, now, cand.revision)
+        log.info("analysis from %s series: %s (%s)", target.source, judgement.verdict, judgement.reason)
+        return Look(judgement, now, cand.revision, target.source)
 
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from mlrollout.api.analysis import Judgement
 from mlrollout.api.commands import Command
@@ -33,6 +34,7 @@ class Look:
     judgement: Judgement
     time: datetime
     candidate_revision: str
+    source: Literal["gateway", "model"] | None = None  # whose series it read (None: a recorded judgement)
 
 
 @dataclass(frozen=True)

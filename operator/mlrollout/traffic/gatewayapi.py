@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from mlrollout.traffic.base import Backend, Manifest, RouteIntent
+from mlrollout.traffic.base import NO_GATEWAY, Backend, Manifest, RouteIntent
 
 API_VERSION: Final = "gateway.networking.k8s.io/v1"
 CRD_NAME: Final = "httproutes.gateway.networking.k8s.io"
@@ -53,6 +53,7 @@ class GatewayApiRouter:
     """Writes an HTTPRoute attached to one Gateway (optionally one of its listeners)."""
 
     name = "gatewayAPI"
+    capabilities = NO_GATEWAY
 
     def __init__(
         self,

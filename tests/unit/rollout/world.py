@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from mlrollout.api.analysis import Judgement, MetricResult, Samples, TrackPair
 from mlrollout.api.commands import Command
@@ -113,8 +113,9 @@ class World:
         self.ready[rev] = TrackFacts(exists=True, detail="server: CrashLoopBackOff", **flags)
 
     def give_verdict(
-        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None
-    ) -> list[Action]:
+        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None,
+        source: Literal["gateway", "model"] | None = None,
+    ) -> list[Action]:  # fmt: skip
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
         assert self.status is not None and self.status.candidate is not None
@@ -128,7 +129,7 @@ class World:
             ],
             evidence=evidence or {},
         )
-        self.look = Look(judgement, self.now, self.status.candidate.revision)
+        self.look = Look(judgement, self.now, self.status.candidate.revision, source)
         return self.tick()
 
     def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:
