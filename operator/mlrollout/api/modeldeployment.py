@@ -321,6 +321,25 @@ class TrafficStatus(ApiModel):
     version: int = Field(default=0, ge=0, description="Route table version; increases with every change.")
 
 
+class RoutingStatus(ApiModel):
+    """The traffic provider, and what its implementation says about the route (docs/traffic.md)."""
+
+    provider: Word = Field(description="builtin, gatewayAPI or istio: who routes the requests.")
+    accepted: Literal["True", "False", "Unknown"] | None = Field(
+        default=None,
+        description="Gateway API: whether the Gateway's implementation accepted the HTTPRoute (status.parents); "
+        "absent where the provider does not report it. No step passes unless True.",
+    )
+    message: Message | None = Field(default=None, description="The implementation's conditions, in one line.")
+    mirror: Literal["percent", "full", "none"] | None = Field(
+        default=None,
+        description="What the implementation can mirror (from its GatewayClass' supportedFeatures); absent: not said.",
+    )
+    not_applied: list[Line] | None = Field(
+        default=None, max_length=8, description="What this ModelDeployment asks that the provider cannot do."
+    )
+
+
 def _first(limit: int) -> Callable[[Any], Any]:
     """Keep the first ``limit`` items of a list the operator writes (the CRD allows no more)."""
 
@@ -417,6 +436,9 @@ class ModelDeploymentStatus(ApiModel):
     candidate_version: str | None = Field(default=None, max_length=63, description="Candidate model version.")
     traffic_split: Word | None = Field(default=None, description="stable/candidate percents.")
     traffic: TrafficStatus | None = Field(default=None, description="The split in force.")
+    routing: RoutingStatus | None = Field(
+        default=None, description="Who routes, and what the routing implementation says."
+    )
     current_step: StepStatus | None = Field(default=None, description="The step in progress.")
     last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")

@@ -31,6 +31,7 @@ from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
 from mlrollout.controller.profiles import ProfileCache
+from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
 from mlrollout.policy import (
@@ -50,6 +51,7 @@ from mlrollout.rollout import (
     RecordEvent,
     RemoveTrack,
     RolloutFinished,
+    Routing,
     SetRoutes,
     StepFinished,
     analysis_due,
@@ -58,7 +60,7 @@ from mlrollout.rollout import (
 )
 from mlrollout.rollout.looks import evidence_source
 from mlrollout.rollout.timefmt import parse
-from mlrollout.traffic.base import Backend, Manifest, RouteIntent
+from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
@@ -116,6 +118,7 @@ class Reconciler:
         self._np_forbidden: set[tuple[str, str]] = set()  # only so that the warning is logged once
         self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
         self._feedback_forbidden: set[str] = set()
+        self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -151,11 +154,17 @@ class Reconciler:
         policy = resolved.spec
 
         deployments, pods = self.kube.list_children(namespace, name)
+        provider = self._provider(md)
+        chosen_fallback = f"{fallback.name} ({fallback.source})" if fallback.name else None
+        routing = self._routing(
+            namespace, name, provider, chosen_fallback, policy.analysis.metrics.quality.enabled, log
+        )
         facts = Facts(
             spec_revision=revision_of(md.spec, self.settings.serving_image),
             generation=generation,
             tracks=facts_by_revision(deployments, pods),
-            gateway=gateway_facts(deployments, pods) if self._provider(md) == "builtin" else None,
+            gateway=gateway_facts(deployments, pods) if provider == "builtin" else None,
+            routing=routing,
             look=self._look(md, status, policy, now, log),
             command=commands.from_annotations(obj["metadata"].get("annotations")),
             paused=md.spec.paused,
@@ -163,8 +172,9 @@ class Reconciler:
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
         )
         decision = decide(status, facts, policy, now)
-        self._act(obj, md, decision.actions, fallback.spec, log)
-        if policy.analysis.metrics.quality.enabled and self._provider(md) == "builtin":
+        # never a mirror the implementation cannot apply: the machine holds such a step instead
+        self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
+        if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
         return self._commit(obj, status, decision.status, decision.actions, log)
 
@@ -213,13 +223,55 @@ class Reconciler:
         log.info("analysis from %s series: %s (%s)", target.source, judgement.verdict, judgement.reason)
         return Look(judgement, now, cand.revision, target.source)
 
+    def _routing(
+        self, namespace: str, name: str, provider: str, fallback: str | None, quality: bool, log: Log
+    ) -> Routing:
+        """What the provider's implementation says about our route (Gateway API), and what it cannot do.
+        RBAC without `get` on Gateway API objects (a hand-made Role from an older chart) leaves acceptance
+        unchecked, said once: the rollout goes on as before."""
+        router = router_for(provider)
+        notes = not_applied(router.capabilities, provider, fallback, quality)
+        from mlrollout.traffic.gatewayapi import API_VERSION as GATEWAY_API  # lazy, as in the registry
+        from mlrollout.traffic.gatewayapi import GatewayApiRouter
+
+        if not isinstance(router, GatewayApiRouter):
+            return Routing(provider, not_applied=notes)
+        parent = ParentRef(router.gateway_name, router.gateway_namespace or namespace, router.section_name)
+        route, forbidden = self._get_allowed(GATEWAY_API, "HTTPRoute", namespace, name, log)
+        if forbidden:
+            return Routing(provider, None, "acceptance not checked: the RBAC lacks get httproutes", None, notes)
+        # a Gateway in a namespace the operator does not watch may be out of its reach: then only the route's
+        # status speaks (it is what the implementation wrote for that Gateway anyway)
+        gateway, forbidden = self._get_allowed(GATEWAY_API, "Gateway", parent.namespace, parent.name, log)
+        if forbidden:
+            gateway = {}
+        class_name = ((gateway or {}).get("spec") or {}).get("gatewayClassName")
+        gateway_class = None
+        if class_name:
+            gateway_class, _ = self._get_allowed(GATEWAY_API, "GatewayClass", None, class_name, log)
+        return gateway_api_routing(route, gateway, gateway_class, parent, notes)
+
+    def _get_allowed(
+        self, api_version: str, kind: str, namespace: str | None, name: str, log: Log
+    ) -> tuple[Manifest | None, bool]:
+        """The object (None if missing) and whether the RBAC forbade reading it (said once per kind)."""
+        try:
+            return self.kube.get(api_version, kind, namespace, name), False
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if kind not in self._routing_forbidden:
+                self._routing_forbidden.add(kind)
+                log.warning("cannot read %s objects, the RBAC lacks get (docs/operator.md, RBAC); the route's "
+                            "acceptance is checked without them: %s", kind, api_error_message(exc))  # fmt: skip
+            return None, True
+
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,
-        log: Log,
+        router: TrafficRouter, log: Log,
     ) -> None:  # fmt: skip
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        provider = self._provider(md)
-        router = router_for(provider)
+        provider = router.name
         owner = children.owner_reference(obj)
         manifests: list[Manifest] = []
         if provider == "builtin":

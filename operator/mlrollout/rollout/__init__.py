@@ -17,7 +17,7 @@ from mlrollout.rollout.actions import (
     SetRoutes,
     StepFinished,
 )
-from mlrollout.rollout.facts import Facts, Look, TrackFacts
+from mlrollout.rollout.facts import Facts, Look, Routing, TrackFacts
 from mlrollout.rollout.looks import analysis_due
 from mlrollout.rollout.machine import Decision, decide
 from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
@@ -36,6 +36,7 @@ __all__ = [
     "Role",
     "RolloutFinished",
     "RouteMode",
+    "Routing",
     "SetRoutes",
     "StepFinished",
     "TrackFacts",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from tests.unit.rollout.world import World, routes
+from tests.unit.rollout.world import World, events, policy, routes
 
 from mlrollout.api.modeldeployment import ModelDeploymentSpec
+from mlrollout.rollout import Routing
 from mlrollout.rollout.looks import evidence_source
 from mlrollout.traffic.registry import PROVIDERS, router_for
 
@@ -77,3 +78,59 @@ def test_the_api_refuses_what_the_provider_cannot_do(provider: str) -> None:
         else:
             with pytest.raises(ValidationError, match=says):
                 ModelDeploymentSpec.model_validate(doc)
+
+
+def test_no_step_passes_while_the_implementation_does_not_serve_the_route() -> None:
+    """A Gateway that is missing or refuses the route: hold (visibly), never promote on a route no one serves."""
+    w = World(gateway=None)
+    w.start_rollout()
+    w.routing = Routing("gatewayAPI", "False", "Gateway gateways/edge does not exist")  # deleted mid-rollout
+    w.give_verdict("promote", requests=500, source="model")
+    assert w.s.current_step is not None and w.s.current_step.index == 0
+    assert "not advancing: the route is not served (gatewayAPI): Gateway gateways/edge does not exist" in (
+        w.s.message or ""
+    )
+    assert w.s.routing is not None and w.s.routing.accepted == "False"
+    w.routing = Routing("gatewayAPI", "True", "Accepted=True (Accepted)")
+    w.give_verdict("promote", requests=500, source="model")
+    assert w.s.current_step is not None and w.s.current_step.index == 1
+
+
+def test_a_stable_behind_an_unaccepted_route_is_pending_then_degraded() -> None:
+    w = World(gateway=None)
+    w.routing = Routing("gatewayAPI", "Unknown", "no implementation has reported on the HTTPRoute yet")
+    w.tick()
+    w.make_ready()
+    w.tick()
+    assert w.s.phase == "Pending" and "waiting: the route is not yet accepted" in (w.s.message or "")
+    available = next(c for c in w.s.conditions or [] if c.type == "Available")
+    assert (available.status, available.reason) == ("False", "RouteNotServed")
+    w.tick(3600)
+    assert w.s.phase == "Degraded"
+    w.routing = Routing("gatewayAPI", "True", "")
+    w.tick()
+    assert w.s.phase == "Healthy"
+
+
+@pytest.mark.parametrize(("mirror", "held"), [("none", True), ("full", False), ("percent", False), (None, False)])
+def test_a_shadow_step_the_implementation_cannot_mirror_holds_for_a_human(mirror: str | None, held: bool) -> None:
+    w = World(gateway=None)  # the default policy's shadow step mirrors 100%
+    w.routing = Routing("gatewayAPI", "True", "", mirror)  # type: ignore[arg-type]
+    w.start_rollout()
+    assert (w.s.hold is not None) == held
+    if held:
+        assert w.last is not None and "RolloutHeld" in events(list(w.last.actions))
+        assert w.s.phase == "Paused" and "does not support RequestMirror" in (w.s.hold or "")
+        assert w.s.traffic is not None and w.s.traffic.mirror == 0 and routes(w.tick()).mirror_percent == 0
+        w.send("promote")  # a human skips the step: the canary needs no mirror
+        assert w.s.hold is None and w.s.current_step is not None and w.s.current_step.kind == "canary"
+
+
+def test_a_share_cannot_be_mirrored_where_only_every_request_can() -> None:
+    w = World(gateway=None, pol=policy([
+        {"shadow": {"mirrorPercent": 20, "minRequests": 10, "maxDuration": "5m"}},
+        {"canary": {"weight": 10, "minRequests": 10, "maxDuration": "5m"}},
+    ]))  # fmt: skip
+    w.routing = Routing("gatewayAPI", "True", "", "full")
+    w.start_rollout()
+    assert w.s.hold is not None and "mirroring a share (20%; only 100% here)" in w.s.hold

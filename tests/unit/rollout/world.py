@@ -22,6 +22,7 @@ from mlrollout.rollout import (
     Look,
     RecordEvent,
     RemoveTrack,
+    Routing,
     SetRoutes,
     TrackFacts,
     decide,
@@ -66,6 +67,7 @@ class World:
     status: ModelDeploymentStatus | None = None
     ready: dict[str, TrackFacts] = field(default_factory=dict)
     gateway: TrackFacts | None = None  # None: a traffic provider without our gateway
+    routing: Routing = field(default_factory=Routing)  # what the provider's implementation says
     look: Look | None = None
     command: Command | None = None
     paused: bool = False
@@ -89,6 +91,7 @@ class World:
             generation=self.generation,
             tracks=dict(self.ready),
             gateway=self.gateway,
+            routing=self.routing,
             look=self.look,
             command=self.command,
             paused=self.paused,
