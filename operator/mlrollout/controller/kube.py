@@ -45,10 +45,13 @@ class KubeApi(Protocol):
 
 
 def plural(kind: str) -> str:
-    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies)."""
+    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies),
+    `gatewayclasses` (after s, x, z, ch, sh: -es)."""
     lower = kind.lower()
     if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
         return lower[:-1] + "ies"
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        return lower + "es"
     return lower + "s"
 
 
