@@ -57,10 +57,10 @@ CLUSTER_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "cl
 NAMESPACED_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "kopfpeerings"): PEER}
 OPTIONAL_PERMS: dict[str, dict[tuple[str, str], frozenset[str]]] = {
     "rbac.gatewayAPI": {
-        ("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH | {"get"},
+        ("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH | {"get", "delete"},
         ("gateway.networking.k8s.io", "gateways"): frozenset({"get"}),
     },
-    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH},
+    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH | {"delete"}},
     "rbac.serviceMonitors": {("monitoring.coreos.com", "servicemonitors"): CREATE_PATCH},
 }
 # rbac.gatewayAPI: what the Gateway's implementation supports (its GatewayClass, cluster-scoped).

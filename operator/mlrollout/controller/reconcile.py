@@ -49,6 +49,7 @@ from mlrollout.rollout import (
     Facts,
     Look,
     RecordEvent,
+    RemoveRoutes,
     RemoveTrack,
     RolloutFinished,
     Routing,
@@ -297,11 +298,30 @@ class Reconciler:
                 intent = self._intent(namespace, name, md, action, fallback, owner)
                 for manifest in router.manifests(intent):
                     self.kube.apply(children.strip_none(manifest))
+            elif isinstance(action, RemoveRoutes):
+                self._remove_routes(namespace, name, action.provider, log)
             elif isinstance(action, RemoveTrack):
                 track = naming.track_name(name, action.revision)
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _remove_routes(self, namespace: str, name: str, provider: str, log: Log) -> None:
+        """The route object of a provider no longer in use (HTTPRoute, VirtualService). The built-in gateway
+        is left running: clients may still call it while they move (docs/traffic.md, switching providers)."""
+        kinds = {"gatewayAPI": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+                 "istio": ("networking.istio.io/v1", "VirtualService")}  # fmt: skip
+        if provider not in kinds:
+            return
+        try:
+            self.kube.delete(*kinds[provider], namespace, name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            log.warning("the %s route of the previous provider is left behind, the RBAC lacks delete: %s",
+                        provider, api_error_message(exc))  # fmt: skip
+            return
+        log.info("removed the %s route (traffic provider changed)", provider)
 
     def _ensure_feedback_keys(self, obj: Manifest, log: Log) -> None:
         """Create the ModelDeployment's feedback Secret once (a random key; never logged, never rewritten).

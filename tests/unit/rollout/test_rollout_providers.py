@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from tests.unit.rollout.world import World, events, policy, routes
 
 from mlrollout.api.modeldeployment import ModelDeploymentSpec
-from mlrollout.rollout import Routing
+from mlrollout.rollout import RemoveRoutes, Routing
 from mlrollout.rollout.looks import evidence_source
 from mlrollout.traffic.registry import PROVIDERS, router_for
 
@@ -134,3 +134,32 @@ def test_a_share_cannot_be_mirrored_where_only_every_request_can() -> None:
     w.routing = Routing("gatewayAPI", "True", "", "full")
     w.start_rollout()
     assert w.s.hold is not None and "mirroring a share (20%; only 100% here)" in w.s.hold
+
+
+def test_a_provider_switched_mid_rollout_removes_the_old_route_and_restarts_the_step_window() -> None:
+    w = World(gateway=None)
+    w.routing = Routing("istio")
+    w.start_rollout()
+    w.give_verdict("continue", requests=5, source="model", evidence={"errorRate.harm": 2.0})
+    step = w.s.current_step
+    assert step is not None and step.carried_out == {"errorRate.harm": 2.0}
+    w.routing = Routing("gatewayAPI", "True", "")
+    actions = w.tick(10)
+    assert [a.provider for a in actions if isinstance(a, RemoveRoutes)] == ["istio"]
+    assert "ProviderChanged" in events(actions)
+    moved = w.s.current_step
+    assert moved is not None and moved.index == step.index and moved.started_at > step.started_at
+    assert moved.carried_out is None and moved.carried_in == step.carried_in
+    assert w.s.routing is not None and w.s.routing.provider == "gatewayAPI"
+    again = w.tick(1)  # a fixed point: the switch is acted on once
+    assert not [a for a in again if isinstance(a, RemoveRoutes)] and "ProviderChanged" not in events(again)
+
+
+def test_a_provider_switched_between_rollouts_only_removes_the_old_route() -> None:
+    w = World(gateway=None)
+    w.routing = Routing("gatewayAPI", "True", "")
+    w.deploy_healthy()
+    w.routing = Routing("istio")
+    actions = w.tick(1)
+    assert [a.provider for a in actions if isinstance(a, RemoveRoutes)] == ["gatewayAPI"]
+    assert w.s.phase == "Healthy" and w.s.current_step is None
