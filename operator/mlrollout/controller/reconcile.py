@@ -23,14 +23,21 @@ from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
-from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
+from mlrollout.api.modeldeployment import (
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RevisionStatus,
+    TrafficStatus,
+)
 from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
 from mlrollout.controller.profiles import ProfileCache
+from mlrollout.controller.registry import CachingResolver, ModelResolver
 from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
@@ -42,7 +49,7 @@ from mlrollout.policy import (
     resolve_fallback_policy,
     resolve_rollout_policy,
 )
-from mlrollout.revision import RevisionTemplate, revision_of
+from mlrollout.revision import Resolved, RevisionTemplate, needs_resolution, revision_of, spec_hash
 from mlrollout.rollout import (
     Action,
     EnsureTrack,
@@ -55,6 +62,7 @@ from mlrollout.rollout import (
     Routing,
     SetRoutes,
     StepFinished,
+    Unresolved,
     analysis_due,
     decide,
     not_governable,
@@ -100,6 +108,14 @@ def _candidate_profile(status: ModelDeploymentStatus) -> str | None:
     return RevisionTemplate.from_json(cand.template).model.reference_profile
 
 
+def _split(traffic: TrafficStatus | None, sticky: bool) -> Split | None:
+    """The split the route table asks for: live requests by weight (assigned by key when a sticky key is set
+    and the candidate has live traffic) and the mirror share."""
+    if traffic is None:
+        return None
+    return Split.from_percent(traffic.stable, traffic.candidate, traffic.mirror, sticky and traffic.candidate > 0)
+
+
 def _lenient_status(raw: Any) -> ModelDeploymentStatus:
     """The stored status if it still parses, else an empty one (the next good pass rewrites it)."""
     try:
@@ -111,8 +127,11 @@ def _lenient_status(raw: Any) -> ModelDeploymentStatus:
 class Reconciler:
     """Observe, decide, act for one ModelDeployment at a time; all I/O through `kube` and `verdicts`."""
 
-    def __init__(self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings) -> None:
+    def __init__(
+        self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None
+    ) -> None:
         self.kube = kube
+        self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
         self.profiles = ProfileCache()
@@ -158,10 +177,13 @@ class Reconciler:
         provider = self._provider(md)
         chosen_fallback = f"{fallback.name} ({fallback.source})" if fallback.name else None
         routing = self._routing(
-            namespace, name, provider, chosen_fallback, policy.analysis.metrics.quality.enabled, log
-        )
+            namespace, name, provider, chosen_fallback, policy.analysis.metrics.quality.enabled,
+            policy.analysis.metrics.split.enabled, log,
+        )  # fmt: skip
+        spec_revision, unresolved = self._spec_revision(md, status)
         facts = Facts(
-            spec_revision=revision_of(md.spec, self.settings.serving_image),
+            spec_revision=spec_revision,
+            unresolved=unresolved,
             generation=generation,
             tracks=facts_by_revision(deployments, pods),
             gateway=gateway_facts(deployments, pods) if provider == "builtin" else None,
@@ -178,6 +200,29 @@ class Reconciler:
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
         return self._commit(obj, status, decision.status, decision.actions, log)
+
+    def _spec_revision(
+        self, md: ModelDeployment, status: ModelDeploymentStatus
+    ) -> tuple[RevisionStatus, Unresolved | None]:
+        """The spec's revision; for a models:/ URI with the registry's answer, asked only for a revision
+        status does not know yet (a known one keeps what was pinned when its rollout started)."""
+        image = self.settings.serving_image
+        if not needs_resolution(md.spec):
+            return revision_of(md.spec, image), None
+        wanted = spec_hash(md.spec, image)
+        known = (r for r in (status.stable, status.candidate, *(status.revisions or [])) if r is not None)
+        pinned = next((r for r in known if r.revision == wanted and r.sha256 and r.resolved_uri), None)
+        if pinned is not None:
+            assert pinned.resolved_uri is not None
+            answer = Resolved(pinned.resolved_uri, pinned.sha256, pinned.model_version, pinned.run_id)
+            return revision_of(md.spec, image, answer), None
+        if status.held_back is not None and status.held_back.revision == wanted:
+            # held back (refused or rolled back): not rolled out, so not asked, until `retry` or a new spec
+            return revision_of(md.spec, image), Unresolved("held back: not asked again until retry", final=False)
+        answer_or_error = self.resolver.resolve(md.spec.model)
+        if isinstance(answer_or_error, Unresolved):
+            return revision_of(md.spec, image), answer_or_error
+        return revision_of(md.spec, image, answer_or_error), None
 
     def _commit(
         self, obj: Manifest, before: ModelDeploymentStatus, after: ModelDeploymentStatus, actions: Sequence[Action],
@@ -203,6 +248,7 @@ class Reconciler:
         # without the built-in gateway in the path (Gateway API, Istio) its series do not exist: the model
         # servers' own series, labelled with track and revision by the servers, are the evidence
         gateway_in_path = router_for(self._provider(md)).capabilities.gateway_series
+        traffic = status.traffic
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
@@ -210,6 +256,9 @@ class Reconciler:
             candidate_revision=cand.revision,
             source=evidence_source(step.kind, gateway_in_path),
             reference=self.profiles.get(_candidate_profile(status)),
+            # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
+            split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
+            gateway_in_path=gateway_in_path,
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts
@@ -225,13 +274,13 @@ class Reconciler:
         return Look(judgement, now, cand.revision, target.source)
 
     def _routing(
-        self, namespace: str, name: str, provider: str, fallback: str | None, quality: bool, log: Log
+        self, namespace: str, name: str, provider: str, fallback: str | None, quality: bool, split: bool, log: Log
     ) -> Routing:
         """What the provider's implementation says about our route (Gateway API), and what it cannot do.
         RBAC without `get` on Gateway API objects (a hand-made Role from an older chart) leaves acceptance
         unchecked, said once: the rollout goes on as before."""
         router = router_for(provider)
-        notes = not_applied(router.capabilities, provider, fallback, quality)
+        notes = not_applied(router.capabilities, provider, fallback, quality, split)
         from mlrollout.traffic.gatewayapi import API_VERSION as GATEWAY_API  # lazy, as in the registry
         from mlrollout.traffic.gatewayapi import GatewayApiRouter
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mlrollout.analysis.collect import SPLIT_UNCOUNTED
 from mlrollout.controller.observe import one_line
 from mlrollout.rollout.facts import Acceptance, MirrorSupport, Routing
 from mlrollout.traffic.base import Capabilities
@@ -103,11 +104,12 @@ def mirror_support(gateway_class: Mapping[str, Any] | None) -> MirrorSupport | N
     return "percent" if PERCENTAGE_MIRROR in names else "full"
 
 
-def not_applied(caps: Capabilities, provider: str, fallback: str | None, quality: bool) -> tuple[str, ...]:
+def not_applied(caps: Capabilities, provider: str, fallback: str | None, quality: bool, split: bool) -> tuple[str, ...]:
     """What this ModelDeployment gets from its policies that the provider cannot do.
 
     ``fallback`` names the FallbackPolicy chosen by labels (a referenced one is refused by the API); the
-    built-in default has no chain and needs no note. ``quality`` is the rollout policy's quality check.
+    built-in default has no chain and needs no note. ``quality`` and ``split`` are the rollout policy's
+    quality and traffic-split checks.
     """
     notes: list[str] = []
     if fallback and not caps.fallback:
@@ -117,6 +119,8 @@ def not_applied(caps: Capabilities, provider: str, fallback: str | None, quality
             "quality: labels reach the analysis only through the built-in gateway's feedback ids; with "
             f"{provider} the quality check gets none and stays inconclusive (no promotion)"
         )
+    if split and not caps.gateway_series:
+        notes.append(f"traffic-split check ({provider} routes): {SPLIT_UNCOUNTED}")
     return tuple(notes)
 
 

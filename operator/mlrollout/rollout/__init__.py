@@ -18,7 +18,7 @@ from mlrollout.rollout.actions import (
     SetRoutes,
     StepFinished,
 )
-from mlrollout.rollout.facts import Facts, Look, Routing, TrackFacts
+from mlrollout.rollout.facts import Facts, Look, Routing, TrackFacts, Unresolved
 from mlrollout.rollout.looks import analysis_due
 from mlrollout.rollout.machine import Decision, decide
 from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
@@ -42,6 +42,7 @@ __all__ = [
     "SetRoutes",
     "StepFinished",
     "TrackFacts",
+    "Unresolved",
     "analysis_due",
     "decide",
     "not_governable",

@@ -42,7 +42,7 @@ def record_look(w: Work) -> None:
     j = look.judgement
     w.s.last_analysis = AnalysisStatus(
         time=fmt(look.time), verdict=j.verdict, reason=j.reason, alpha=j.alpha, metrics=j.metrics or None,
-        source=look.source,
+        source=look.source, forecast=j.forecast,
     )  # fmt: skip
     step = w.s.current_step
     if j.evidence and step is not None and relevant_look(w) is not None:

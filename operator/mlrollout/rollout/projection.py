@@ -79,6 +79,12 @@ def _phase(w: Work) -> tuple[Phase, str]:
         if door and step is not None:  # no step passes while no one serves the route
             return "Progressing", f"{what}; not advancing: {door}"
         return "Progressing", what
+    if s.resolving is not None:
+        since = s.resolving.since
+        return (
+            "Progressing",
+            f"resolving {w.facts.spec_revision.model_uri} (registry not answering since {since}): {s.resolving.reason}",
+        )
     if s.held_back is not None and s.held_back.outcome != "undone":
         return "Degraded", f"revision {s.held_back.number} {s.held_back.outcome}: {s.held_back.reason}"
     if s.stable is None:
@@ -86,7 +92,7 @@ def _phase(w: Work) -> tuple[Phase, str]:
     if w.serving():
         note = f"; spec revision held back: {s.held_back.reason}" if s.held_back is not None else ""
         return "Healthy", f"revision {s.stable.number} ({s.stable.model_version}) serving{note}"
-    if stable_tf.digest_mismatch or stable_tf.crash_looping:
+    if stable_tf.digest_mismatch or stable_tf.crash_looping or stable_tf.config_error:
         return "Degraded", f"stable revision {s.stable.number} cannot start: {stable_tf.detail}"
     gateway, door = w.facts.gateway, w.facts.front_door_problem()
     if stable_tf.available and door:  # the model answers, the address clients call does not

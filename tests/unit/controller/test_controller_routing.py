@@ -118,9 +118,10 @@ def test_routing_says_what_the_class_cannot_mirror() -> None:
 
 
 def test_what_only_the_builtin_gateway_does_is_listed() -> None:
-    notes = not_applied(NO_GATEWAY, "gatewayAPI", "platform-default (selector)", quality=True)
-    assert len(notes) == 2
+    notes = not_applied(NO_GATEWAY, "gatewayAPI", "platform-default (selector)", quality=True, split=True)
+    assert len(notes) == 3
     assert notes[0].startswith("FallbackPolicy platform-default (selector): only the built-in gateway")
     assert "quality" in notes[1] and "inconclusive" in notes[1]
-    assert not_applied(NO_GATEWAY, "istio", None, quality=False) == ()
-    assert not_applied(BUILTIN_GATEWAY, "builtin", "platform-default (selector)", quality=True) == ()
+    assert notes[2].startswith("traffic-split check (gatewayAPI routes): not checked")
+    assert not_applied(NO_GATEWAY, "istio", None, quality=False, split=False) == ()
+    assert not_applied(BUILTIN_GATEWAY, "builtin", "platform-default (selector)", quality=True, split=True) == ()
