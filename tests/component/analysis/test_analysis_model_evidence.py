@@ -11,7 +11,8 @@ only the model servers, and ``collect_snapshot(source="model")`` + ``judge`` dec
 - ``worse`` (70/30): the candidate was trained on shuffled labels; must be rolled back (prediction drift).
 
 The split the model servers counted is checked against the proxy's weights within a 99.9% binomial
-interval, so the evidence really is the traffic the proxy routed.
+interval, so the evidence really is the traffic the proxy routed; the judge itself does not check the split
+there (the router's counts are not ours) and lists it as skipped with its reason.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from tests.support.procs import free_port, serve_model, terminate, wait_http_ok
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
 from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, collect_snapshot, judge
+from mlrollout.analysis.collect import SPLIT_UNCOUNTED
+from mlrollout.analysis.snapshot import Split
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 
 pytestmark = pytest.mark.component
@@ -56,7 +59,12 @@ class Rollout:
     failed: int = 0
 
     def target(self) -> AnalysisTarget:
-        return AnalysisTarget(NAMESPACE, self.name, "r-stable", "r-candidate", "model", None)
+        """What the operator builds for a gatewayAPI or istio canary step (reconcile.Reconciler._look)."""
+        w = CANDIDATE_WEIGHT[self.name]
+        split = Split.from_percent(100 - w, w, 0)
+        return AnalysisTarget(
+            NAMESPACE, self.name, "r-stable", "r-candidate", "model", None, split, gateway_in_path=False
+        )
 
 
 NGINX_CONF = """
@@ -191,6 +199,8 @@ def test_a_good_candidate_is_not_rolled_back_on_model_server_evidence(world: Wor
     assert result.verdict in ("continue", "promote"), result.reason
     assert all(m.decision != "fail" for m in result.metrics), result.metrics
     assert next(m for m in result.metrics if m.name == "predictionDrift").decision == "pass"
+    # the judge checks no split it cannot count, and says so (docs/traffic.md, "The split")
+    assert f"split: {SPLIT_UNCOUNTED}" in result.skipped and all(m.name != "split" for m in result.metrics)
 
 
 def test_a_worse_candidate_is_rolled_back_on_model_server_evidence(world: World) -> None:
