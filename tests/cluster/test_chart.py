@@ -56,9 +56,16 @@ PEER = frozenset({"get", "list", "watch", "patch"})
 CLUSTER_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "clusterkopfpeerings"): PEER}
 NAMESPACED_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "kopfpeerings"): PEER}
 OPTIONAL_PERMS: dict[str, dict[tuple[str, str], frozenset[str]]] = {
-    "rbac.gatewayAPI": {("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH},
-    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH},
+    "rbac.gatewayAPI": {
+        ("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH | {"get", "delete"},
+        ("gateway.networking.k8s.io", "gateways"): frozenset({"get"}),
+    },
+    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH | {"delete"}},
     "rbac.serviceMonitors": {("monitoring.coreos.com", "servicemonitors"): CREATE_PATCH},
+}
+# rbac.gatewayAPI: what the Gateway's implementation supports (its GatewayClass, cluster-scoped).
+GATEWAY_CLASS_CHECK: dict[tuple[str, str], frozenset[str]] = {
+    ("gateway.networking.k8s.io", "gatewayclasses"): frozenset({"get"})
 }
 # rbac.serviceMonitors: whether the ServiceMonitor CRD exists (that one CRD only, by resourceNames).
 CRD_CHECK: dict[tuple[str, str], frozenset[str]] = {
@@ -263,6 +270,8 @@ def test_rbac_is_exactly_the_least_privilege_tables(helm: Helm, variant: str) ->
     for flag, perms in OPTIONAL_PERMS.items():
         if f"{flag}=true" in sets:
             namespaced |= expand(perms)
+    if "rbac.gatewayAPI=true" in sets:
+        cluster |= expand(GATEWAY_CLASS_CHECK)
     if "rbac.serviceMonitors=true" in sets:
         cluster |= expand(CRD_CHECK)
         [crd_rule] = [r for d in docs for r in d.get("rules", []) if "customresourcedefinitions" in r["resources"]]

@@ -167,6 +167,18 @@ CASES: list[Case] = [
         "exactly one of header, jsonField",
     ),
     Case(
+        "sticky-without-builtin-gateway",
+        model_deployment(traffic={"provider": "gatewayAPI", "sticky": {"header": "x-user"}}),
+        "spec.traffic",
+        "sticky needs traffic.provider builtin",
+    ),
+    Case(
+        "fallback-without-builtin-gateway",
+        model_deployment(traffic={"provider": "istio"}, fallbackPolicyRef={"name": "safe"}),
+        "spec",
+        "fallbackPolicyRef needs traffic.provider builtin",
+    ),
+    Case(
         "network-client-selects-nothing",
         model_deployment(networkPolicy={"enabled": True, "clients": [{}]}),
         "spec.networkPolicy.clients[0]",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
@@ -195,14 +195,42 @@ class StickyKey(ApiModel):
         return self
 
 
+STICKY_NEEDS_BUILTIN: Final = (
+    "sticky needs traffic.provider builtin: only mlrollout's gateway pins a client's key to a track "
+    "(Gateway API and Istio split by weight per request; docs/traffic.md)"
+)
+FALLBACK_NEEDS_BUILTIN: Final = (
+    "fallbackPolicyRef needs traffic.provider builtin: only mlrollout's gateway applies a FallbackPolicy "
+    "(docs/traffic.md); configure timeouts and retries in the Gateway or the mesh instead"
+)
+
+
 class Traffic(ApiModel):
     """How traffic reaches the tracks."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.sticky) || !has(self.provider) || self.provider == 'builtin'",
+                STICKY_NEEDS_BUILTIN,
+                ".sticky",
+            )
+        )
+    }
 
     provider: Literal["builtin", "gatewayAPI", "istio"] = Field(
         default="builtin",
         description="builtin: mlrollout's gateway; gatewayAPI: an HTTPRoute; istio: a VirtualService.",
     )
-    sticky: StickyKey | None = Field(default=None, description="Route each key to one track consistently.")
+    sticky: StickyKey | None = Field(
+        default=None, description="Route each key to one track consistently (provider builtin only)."
+    )
+
+    @model_validator(mode="after")
+    def _sticky_needs_builtin(self) -> Traffic:
+        if self.sticky is not None and self.provider != "builtin":
+            raise ValueError(STICKY_NEEDS_BUILTIN)
+        return self
 
 
 class NetworkPeer(ApiModel):
@@ -284,6 +312,17 @@ class StrategyOverride(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """What to serve. Changing model, image, resources or serving starts a new rollout."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.fallbackPolicyRef) || !has(self.traffic) || !has(self.traffic.provider) "
+                "|| self.traffic.provider == 'builtin'",
+                FALLBACK_NEEDS_BUILTIN,
+                ".fallbackPolicyRef",
+            )
+        )
+    }
+
     model: ModelSource = Field(description="The model to serve.")
     image: str | None = Field(
         default=None, max_length=512, description="Serving image; absent means the operator's default."
@@ -296,7 +335,7 @@ class ModelDeploymentSpec(ApiModel):
     )
     fallback_policy_ref: PolicyRef | None = Field(
         default=None,
-        description="The FallbackPolicy to use; absent means chosen by selector, or the default.",
+        description="The FallbackPolicy (provider builtin only); absent means chosen by selector, or the default.",
     )
     strategy: StrategyOverride | None = Field(
         default=None, description="Stricter-only overrides of the rollout policy."
@@ -307,6 +346,12 @@ class ModelDeploymentSpec(ApiModel):
         default_factory=NetworkIsolation,
         description="Ingress NetworkPolicies: gateway from clients, model servers from the gateway and Prometheus.",
     )
+
+    @model_validator(mode="after")
+    def _fallback_needs_builtin(self) -> ModelDeploymentSpec:
+        if self.fallback_policy_ref is not None and self.traffic.provider != "builtin":
+            raise ValueError(FALLBACK_NEEDS_BUILTIN)
+        return self
 
 
 class RevisionStatus(ApiModel):
@@ -365,6 +410,25 @@ class TrafficStatus(ApiModel):
     version: int = Field(default=0, ge=0, description="Route table version; increases with every change.")
 
 
+class RoutingStatus(ApiModel):
+    """The traffic provider, and what its implementation says about the route (docs/traffic.md)."""
+
+    provider: Word = Field(description="builtin, gatewayAPI or istio: who routes the requests.")
+    accepted: Literal["True", "False", "Unknown"] | None = Field(
+        default=None,
+        description="Gateway API: whether the Gateway's implementation accepted the HTTPRoute (status.parents); "
+        "absent where the provider does not report it. No step passes unless True.",
+    )
+    message: Message | None = Field(default=None, description="The implementation's conditions, in one line.")
+    mirror: Literal["percent", "full", "none"] | None = Field(
+        default=None,
+        description="What the implementation can mirror (from its GatewayClass' supportedFeatures); absent: not said.",
+    )
+    not_applied: list[Line] | None = Field(
+        default=None, max_length=8, description="What this ModelDeployment asks that the provider cannot do."
+    )
+
+
 def _first(limit: int) -> Callable[[Any], Any]:
     """Keep the first ``limit`` items of a list the operator writes (the CRD allows no more)."""
 
@@ -395,6 +459,14 @@ class AnalysisStatus(ApiModel):
     )
     metrics: Annotated[list[MetricResult] | None, BeforeValidator(_first(32))] = Field(
         default=None, max_length=32, description="Per-metric evidence (the first 32)."
+    )
+    source: Literal["gateway", "model"] | None = Field(
+        default=None,
+        description=(
+            "Whose series the look read: gateway = the built-in gateway's (what clients see); model = the model "
+            "servers' own (shadow and blue-green preview steps, and every step with traffic.provider gatewayAPI "
+            "or istio, where the built-in gateway is not in the path)."
+        ),
     )
     forecast: Forecast | None = Field(
         default=None,
@@ -471,6 +543,9 @@ class ModelDeploymentStatus(ApiModel):
     candidate_version: str | None = Field(default=None, max_length=63, description="Candidate model version.")
     traffic_split: Word | None = Field(default=None, description="stable/candidate percents.")
     traffic: TrafficStatus | None = Field(default=None, description="The split in force.")
+    routing: RoutingStatus | None = Field(
+        default=None, description="Who routes, and what the routing implementation says."
+    )
     current_step: StepStatus | None = Field(default=None, description="The step in progress.")
     last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")

@@ -32,6 +32,7 @@ class KubeApi(Protocol):
     """What the reconciler needs from the cluster; `Kube` is the real one."""
 
     def get_model_deployment(self, namespace: str, name: str) -> Manifest | None: ...
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Manifest | None: ...
     def replace_status(self, obj: Manifest) -> Manifest: ...
     def namespace_labels(self, namespace: str) -> dict[str, str]: ...
     def list_policies(self, plural: str) -> list[Manifest]: ...
@@ -45,10 +46,13 @@ class KubeApi(Protocol):
 
 
 def plural(kind: str) -> str:
-    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies)."""
+    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies),
+    `gatewayclasses` (after s, x, z, ch, sh: -es)."""
     lower = kind.lower()
     if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
         return lower[:-1] + "ies"
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        return lower + "es"
     return lower + "s"
 
 
@@ -88,6 +92,16 @@ class Kube:
     def get_model_deployment(self, namespace: str, name: str) -> Manifest | None:
         try:
             obj: Manifest = self._call("GET", _path(f"{GROUP}/{VERSION}", "ModelDeployment", namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Manifest | None:
+        """Any object by apiVersion, kind and name (None when it does not exist; 403 raises)."""
+        try:
+            obj: Manifest = self._call("GET", _path(api_version, kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None

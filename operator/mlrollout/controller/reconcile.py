@@ -38,6 +38,7 @@ from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
 from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.registry import CachingResolver, ModelResolver
+from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
 from mlrollout.policy import (
@@ -55,8 +56,10 @@ from mlrollout.rollout import (
     Facts,
     Look,
     RecordEvent,
+    RemoveRoutes,
     RemoveTrack,
     RolloutFinished,
+    Routing,
     SetRoutes,
     StepFinished,
     Unresolved,
@@ -66,7 +69,7 @@ from mlrollout.rollout import (
 )
 from mlrollout.rollout.looks import evidence_source
 from mlrollout.rollout.timefmt import parse
-from mlrollout.traffic.base import Backend, Manifest, RouteIntent
+from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
@@ -135,6 +138,7 @@ class Reconciler:
         self._np_forbidden: set[tuple[str, str]] = set()  # only so that the warning is logged once
         self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
         self._feedback_forbidden: set[str] = set()
+        self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -170,13 +174,20 @@ class Reconciler:
         policy = resolved.spec
 
         deployments, pods = self.kube.list_children(namespace, name)
+        provider = self._provider(md)
+        chosen_fallback = f"{fallback.name} ({fallback.source})" if fallback.name else None
+        routing = self._routing(
+            namespace, name, provider, chosen_fallback, policy.analysis.metrics.quality.enabled,
+            policy.analysis.metrics.split.enabled, log,
+        )  # fmt: skip
         spec_revision, unresolved = self._spec_revision(md, status)
         facts = Facts(
             spec_revision=spec_revision,
             unresolved=unresolved,
             generation=generation,
             tracks=facts_by_revision(deployments, pods),
-            gateway=gateway_facts(deployments, pods) if self._provider(md) == "builtin" else None,
+            gateway=gateway_facts(deployments, pods) if provider == "builtin" else None,
+            routing=routing,
             look=self._look(md, status, policy, now, log),
             command=commands.from_annotations(obj["metadata"].get("annotations")),
             paused=md.spec.paused,
@@ -184,8 +195,9 @@ class Reconciler:
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
         )
         decision = decide(status, facts, policy, now)
-        self._act(obj, md, decision.actions, fallback.spec, log)
-        if policy.analysis.metrics.quality.enabled and self._provider(md) == "builtin":
+        # never a mirror the implementation cannot apply: the machine holds such a step instead
+        self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
+        if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
         return self._commit(obj, status, decision.status, decision.actions, log)
 
@@ -233,16 +245,20 @@ class Reconciler:
             return None
         step, cand, stable = status.current_step, status.candidate, status.stable
         assert cand is not None and step is not None and stable is not None
+        # without the built-in gateway in the path (Gateway API, Istio) its series do not exist: the model
+        # servers' own series, labelled with track and revision by the servers, are the evidence
+        gateway_in_path = router_for(self._provider(md)).capabilities.gateway_series
         traffic = status.traffic
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
             stable_revision=stable.revision,
             candidate_revision=cand.revision,
-            source=evidence_source(step.kind),
+            source=evidence_source(step.kind, gateway_in_path),
             reference=self.profiles.get(_candidate_profile(status)),
             # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
             split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
+            gateway_in_path=gateway_in_path,
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts
@@ -254,16 +270,58 @@ class Reconciler:
         started = time.monotonic()
         judgement = self.verdicts.look(target, policy, window, evidence)
         metrics.ANALYSIS_DURATION.labels(judgement.verdict).observe(time.monotonic() - started)
-        log.info("analysis: %s (%s)", judgement.verdict, judgement.reason)
-        return Look(judgement, now, cand.revision)
+        log.info("analysis from %s series: %s (%s)", target.source, judgement.verdict, judgement.reason)
+        return Look(judgement, now, cand.revision, target.source)
+
+    def _routing(
+        self, namespace: str, name: str, provider: str, fallback: str | None, quality: bool, split: bool, log: Log
+    ) -> Routing:
+        """What the provider's implementation says about our route (Gateway API), and what it cannot do.
+        RBAC without `get` on Gateway API objects (a hand-made Role from an older chart) leaves acceptance
+        unchecked, said once: the rollout goes on as before."""
+        router = router_for(provider)
+        notes = not_applied(router.capabilities, provider, fallback, quality, split)
+        from mlrollout.traffic.gatewayapi import API_VERSION as GATEWAY_API  # lazy, as in the registry
+        from mlrollout.traffic.gatewayapi import GatewayApiRouter
+
+        if not isinstance(router, GatewayApiRouter):
+            return Routing(provider, not_applied=notes)
+        parent = ParentRef(router.gateway_name, router.gateway_namespace or namespace, router.section_name)
+        route, forbidden = self._get_allowed(GATEWAY_API, "HTTPRoute", namespace, name, log)
+        if forbidden:
+            return Routing(provider, None, "acceptance not checked: the RBAC lacks get httproutes", None, notes)
+        # a Gateway in a namespace the operator does not watch may be out of its reach: then only the route's
+        # status speaks (it is what the implementation wrote for that Gateway anyway)
+        gateway, forbidden = self._get_allowed(GATEWAY_API, "Gateway", parent.namespace, parent.name, log)
+        if forbidden:
+            gateway = {}
+        class_name = ((gateway or {}).get("spec") or {}).get("gatewayClassName")
+        gateway_class = None
+        if class_name:
+            gateway_class, _ = self._get_allowed(GATEWAY_API, "GatewayClass", None, class_name, log)
+        return gateway_api_routing(route, gateway, gateway_class, parent, notes)
+
+    def _get_allowed(
+        self, api_version: str, kind: str, namespace: str | None, name: str, log: Log
+    ) -> tuple[Manifest | None, bool]:
+        """The object (None if missing) and whether the RBAC forbade reading it (said once per kind)."""
+        try:
+            return self.kube.get(api_version, kind, namespace, name), False
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if kind not in self._routing_forbidden:
+                self._routing_forbidden.add(kind)
+                log.warning("cannot read %s objects, the RBAC lacks get (docs/operator.md, RBAC); the route's "
+                            "acceptance is checked without them: %s", kind, api_error_message(exc))  # fmt: skip
+            return None, True
 
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,
-        log: Log,
+        router: TrafficRouter, log: Log,
     ) -> None:  # fmt: skip
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        provider = self._provider(md)
-        router = router_for(provider)
+        provider = router.name
         owner = children.owner_reference(obj)
         manifests: list[Manifest] = []
         if provider == "builtin":
@@ -289,11 +347,30 @@ class Reconciler:
                 intent = self._intent(namespace, name, md, action, fallback, owner)
                 for manifest in router.manifests(intent):
                     self.kube.apply(children.strip_none(manifest))
+            elif isinstance(action, RemoveRoutes):
+                self._remove_routes(namespace, name, action.provider, log)
             elif isinstance(action, RemoveTrack):
                 track = naming.track_name(name, action.revision)
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _remove_routes(self, namespace: str, name: str, provider: str, log: Log) -> None:
+        """The route object of a provider no longer in use (HTTPRoute, VirtualService). The built-in gateway
+        is left running: clients may still call it while they move (docs/traffic.md, switching providers)."""
+        kinds = {"gatewayAPI": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+                 "istio": ("networking.istio.io/v1", "VirtualService")}  # fmt: skip
+        if provider not in kinds:
+            return
+        try:
+            self.kube.delete(*kinds[provider], namespace, name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            log.warning("the %s route of the previous provider is left behind, the RBAC lacks delete: %s",
+                        provider, api_error_message(exc))  # fmt: skip
+            return
+        log.info("removed the %s route (traffic provider changed)", provider)
 
     def _ensure_feedback_keys(self, obj: Manifest, log: Log) -> None:
         """Create the ModelDeployment's feedback Secret once (a random key; never logged, never rewritten).

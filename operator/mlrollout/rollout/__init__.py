@@ -10,6 +10,7 @@ from mlrollout.rollout.actions import (
     Action,
     EnsureTrack,
     RecordEvent,
+    RemoveRoutes,
     RemoveTrack,
     Role,
     RolloutFinished,
@@ -17,7 +18,7 @@ from mlrollout.rollout.actions import (
     SetRoutes,
     StepFinished,
 )
-from mlrollout.rollout.facts import Facts, Look, TrackFacts, Unresolved
+from mlrollout.rollout.facts import Facts, Look, Routing, TrackFacts, Unresolved
 from mlrollout.rollout.looks import analysis_due
 from mlrollout.rollout.machine import Decision, decide
 from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
@@ -32,10 +33,12 @@ __all__ = [
     "Facts",
     "Look",
     "RecordEvent",
+    "RemoveRoutes",
     "RemoveTrack",
     "Role",
     "RolloutFinished",
     "RouteMode",
+    "Routing",
     "SetRoutes",
     "StepFinished",
     "TrackFacts",

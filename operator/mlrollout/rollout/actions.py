@@ -43,6 +43,14 @@ class SetRoutes:
 
 
 @dataclass(frozen=True)
+class RemoveRoutes:
+    """Delete the route object of a provider the ModelDeployment no longer uses: a stale HTTPRoute or
+    VirtualService would keep routing clients by weights no one updates, to Services about to go."""
+
+    provider: str
+
+
+@dataclass(frozen=True)
 class RecordEvent:
     """A Kubernetes Event on the ModelDeployment: every transition has one, with its reason."""
 
@@ -67,4 +75,4 @@ class StepFinished:
     seconds: float
 
 
-Action = EnsureTrack | RemoveTrack | SetRoutes | RecordEvent | RolloutFinished | StepFinished
+Action = EnsureTrack | RemoveTrack | SetRoutes | RemoveRoutes | RecordEvent | RolloutFinished | StepFinished

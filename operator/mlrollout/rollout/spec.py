@@ -6,9 +6,27 @@ from __future__ import annotations
 from mlrollout.api.common import parse_duration
 from mlrollout.api.modeldeployment import HeldBackStatus, ResolvingStatus
 from mlrollout.rollout import moves
+from mlrollout.rollout.actions import RemoveRoutes
 from mlrollout.rollout.facts import Unresolved
 from mlrollout.rollout.timefmt import fmt
 from mlrollout.rollout.work import Work
+
+
+def follow_provider(w: Work) -> None:
+    """spec.traffic.provider changed: the old provider's route object goes (it would keep routing by stale
+    weights), and a step in progress starts its window again, so no look mixes evidence gathered behind two
+    data planes (the carried evidence of passed steps stays: each step's test is valid on its own)."""
+    before = w.before.routing.provider if w.before.routing is not None else None
+    now = w.facts.routing.provider
+    if before is None or before == now:
+        return
+    w.actions.append(RemoveRoutes(before))
+    step = w.s.current_step
+    detail = ""
+    if step is not None and w.s.candidate is not None:
+        w.s.current_step = step.model_copy(update={"started_at": fmt(w.now), "carried_out": None})
+        detail = f"; step {step.index} ({step.kind}) starts its analysis window again"
+    w.event("ProviderChanged", f"traffic provider {before} -> {now}: the {before} route is removed{detail}")
 
 
 def follow_spec(w: Work) -> bool:

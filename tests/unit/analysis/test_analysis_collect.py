@@ -18,7 +18,7 @@ from mlrollout.analysis import (
     collect_snapshot,
     judge,
 )
-from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
+from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS, SPLIT_UNCOUNTED
 from mlrollout.analysis.histogram import Histogram
 from mlrollout.analysis.prometheus import _to_measurement
 from mlrollout.analysis.queries import answered_by_stable
@@ -166,10 +166,24 @@ def test_routed_counts_are_the_gateways_since_the_split_settled() -> None:
 def test_no_split_counts_before_the_split_settles_or_without_a_gateway() -> None:
     early = collect_snapshot(StaticProvider(gateway_counts), SPLIT_TARGET, SPLIT_SETTLE_SECONDS)
     assert early.split == Split(0.9, 0.1) and early.split.observed is None
-    mesh = collect_snapshot(NullProvider(), SPLIT_TARGET, 300.0)  # Gateway API or Istio: no gateway series
-    assert mesh.split is not None and mesh.split.observed is None
-    assert "split: no routed counts in the snapshot" in judge(mesh).skipped
+    silent = collect_snapshot(NullProvider(), SPLIT_TARGET, 300.0)  # the gateway exported nothing yet
+    assert silent.split is not None and silent.split.observed is None
+    assert "split: no routed counts in the snapshot" in judge(silent).skipped
     assert collect_snapshot(StaticProvider(gateway_counts), TARGET, 300.0).split is None
+
+
+def test_without_the_builtin_gateway_the_split_is_said_to_be_unchecked() -> None:
+    """Gateway API or Istio: the model servers' counts are not the router's (scraped at different instants,
+    blind to what the proxy never delivered), so they are never held to the configured split: the split is
+    marked uncounted, no routed count is asked for, and the judgement says why it skipped the check."""
+    provider = StaticProvider(fake_prometheus)
+    mesh = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "model", split=Split(0.9, 0.1), gateway_in_path=False)
+    snap = collect_snapshot(provider, mesh, 300.0)
+    assert snap.split is not None and snap.split.observed is None and snap.split.uncounted == SPLIT_UNCOUNTED
+    assert not any("mlrollout_gateway" in q for q in provider.queries)
+    result = judge(snap)
+    assert f"split: {SPLIT_UNCOUNTED}" in result.skipped
+    assert all(m.name != "split" for m in result.metrics)
 
 
 def test_mirror_copies_count_queue_drops_as_not_delivered() -> None:

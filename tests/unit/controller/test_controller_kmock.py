@@ -362,3 +362,30 @@ async def test_each_look_asks_about_the_split_the_route_table_states(
     await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
     await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
     assert verdicts.targets and verdicts.targets[-1].split == Split(0.8, 0.2, 0.0, sticky)
+
+
+async def test_a_mesh_provider_look_reads_model_servers_and_leaves_the_split_uncounted(cluster: Any) -> None:
+    """istio: the look reads the model servers' series, says the split cannot be counted (no routed counts of
+    ours to read) and status.routing lists the split check as not applied."""
+    cluster.resources["networking.istio.io/v1/virtualservices"].kind = "VirtualService"
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    verdicts = RecordingVerdicts()
+    rec = Reconciler(Kube(api), verdicts, OperatorSettings(serving_image=IMAGE, gateway_image="gw:test"))
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    mesh = {"traffic": {"provider": "istio"}}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body(**mesh)["spec"]})
+    await run(rec, t0)
+    make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=1))
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b", **mesh)["spec"], "metadata": {"generation": 2}})
+    await run(rec, t0 + timedelta(seconds=2))
+    make_ready(cluster, f"wine-{revision_of(spec('2', 'b'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
+    out = await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
+    assert verdicts.targets, out
+    target = verdicts.targets[-1]
+    assert (target.source, target.gateway_in_path, target.paired) == ("model", False, False)
+    assert target.split == Split(0.8, 0.2)  # configured; collect marks it uncounted (test_analysis_collect)
+    routing = cluster.objects[MD, "ml", "wine"]["status"]["routing"]
+    assert routing["provider"] == "istio"
+    assert any(line.startswith("traffic-split check (istio routes): not checked") for line in routing["notApplied"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from mlrollout.api.analysis import Forecast, Judgement, MetricResult, Samples, TrackPair
 from mlrollout.api.commands import Command
@@ -22,6 +22,7 @@ from mlrollout.rollout import (
     Look,
     RecordEvent,
     RemoveTrack,
+    Routing,
     SetRoutes,
     TrackFacts,
     Unresolved,
@@ -67,6 +68,7 @@ class World:
     status: ModelDeploymentStatus | None = None
     ready: dict[str, TrackFacts] = field(default_factory=dict)
     gateway: TrackFacts | None = None  # None: a traffic provider without our gateway
+    routing: Routing = field(default_factory=Routing)  # what the provider's implementation says
     look: Look | None = None
     command: Command | None = None
     paused: bool = False
@@ -93,6 +95,7 @@ class World:
             generation=self.generation,
             tracks=dict(self.ready),
             gateway=self.gateway,
+            routing=self.routing,
             look=self.look,
             command=self.command,
             paused=self.paused,
@@ -118,7 +121,7 @@ class World:
 
     def give_verdict(
         self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None,
-        forecast: Forecast | None = None,
+        source: Literal["gateway", "model"] | None = None, forecast: Forecast | None = None,
     ) -> list[Action]:  # fmt: skip
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
@@ -134,7 +137,7 @@ class World:
             evidence=evidence or {},
             forecast=forecast,
         )
-        self.look = Look(judgement, self.now, self.status.candidate.revision)
+        self.look = Look(judgement, self.now, self.status.candidate.revision, source)
         return self.tick()
 
     def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:
