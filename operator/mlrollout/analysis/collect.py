@@ -173,10 +173,17 @@ def _pairs(provider: MetricsProvider, q: Mapping[str, str], at: float | None) ->
 
 
 def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revision: str, window: float,
-           at: float | None, warnings: list[str], quality: bool) -> TrackCounts:  # fmt: skip
+           at: float | None, warnings: list[str], quality: bool) -> tuple[TrackCounts, int]:  # fmt: skip
+    """The track's counts as its answers were labelled, and how many requests routed to it stable answered
+    (:func:`_rerouted` moves them; gateway evidence only). A failure the fallback chain answered without a
+    5xx (stable, a backup, a default response) is the track's error all the same: the model failed it."""
     q = track_queries(target.source, target.namespace, target.model_deployment, track, revision, window)
     requests = _count(_ask(provider, q["requests"], at).scalar())
-    errors = min(_count(_ask(provider, q["errors"], at).scalar()), requests)
+    errors = _count(_ask(provider, q["errors"], at).scalar())
+    moved = 0
+    if "rescued_failures" in q:
+        errors += _count(_ask(provider, q["rescued_failures"], at).scalar())
+        moved = _count(_ask(provider, q["answered_by_stable"], at).scalar())
     latency = None
     buckets = _buckets(_ask(provider, q["latency"], at))
     if buckets:
@@ -192,7 +199,25 @@ def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revisi
     if quality:
         fq = feedback_queries(target.namespace, target.model_deployment, track, revision, window)
         labels = _labels(provider, fq, at)
-    return TrackCounts(requests, errors, latency, predictions, features, labels)
+    return TrackCounts(requests, errors, latency, predictions, features, labels), moved
+
+
+def _rerouted(stable: int, candidate: int, moved: int) -> tuple[int, int]:
+    """Requests routed to stable and to the candidate, from the requests answered under each: ``moved``
+    candidate requests were answered by stable through the ``stable`` fallback (counted under stable).
+
+    The one rule for the error analysis' request counts and the traffic-split check's routed counts."""
+    moved = min(moved, stable)
+    return stable - moved, candidate + moved
+
+
+def _routed_tracks(stable: TrackCounts, candidate: TrackCounts, moved: int) -> tuple[TrackCounts, TrackCounts]:
+    """Both tracks' counts with the requests routed to each (:func:`_rerouted`); errors at most those."""
+    s, c = _rerouted(stable.requests, candidate.requests, moved)
+    return (
+        dataclasses.replace(stable, requests=s, errors=min(stable.errors, s)),
+        dataclasses.replace(candidate, requests=c, errors=min(candidate.errors, c)),
+    )
 
 
 def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at: float | None) -> RoutedCounts | None:
@@ -206,9 +231,9 @@ def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at
     if not answers["stable"].samples and not answers["candidate"].samples:
         return None
     n = {key: _count(m.scalar()) if m.samples else 0 for key, m in answers.items()}
-    rescued = min(n["rescued"], n["stable"])  # routed to the candidate, answered by stable
+    stable, candidate = _rerouted(n["stable"], n["candidate"], n["answered_by_stable"])
     offered = n["mirrored"] + n["dropped"]
-    return RoutedCounts(n["stable"] - rescued, n["candidate"] + rescued, offered, max(n["eligible"], offered))
+    return RoutedCounts(stable, candidate, offered, max(n["eligible"], offered))
 
 
 def collect_snapshot(
@@ -227,10 +252,11 @@ def collect_snapshot(
     """
     warnings: list[str] = []
     try:
-        stable = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
-        candidate = _track(
+        stable, _ = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
+        candidate, moved = _track(
             provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings, quality
         )
+        stable, candidate = _routed_tracks(stable, candidate, moved)
         pairs = None
         # labelled mirrored answers (the gateway labels them with the shadow's track and revision): only in
         # the steps that mirror; in a canary, labels of the shadow step that arrive late are not its evidence

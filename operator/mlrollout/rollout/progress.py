@@ -21,6 +21,9 @@ def progress_candidate(w: Work) -> bool:
     if tf.digest_mismatch:
         moves.rollback(w, "CandidateDigestMismatch", f"the model file's sha256 is not {cand.sha256}: {tf.detail}")
         return True
+    if tf.config_error:
+        moves.rollback(w, "CandidateConfigError", f"the candidate's pods cannot start: {tf.detail}")
+        return True
     if tf.crash_looping:
         moves.rollback(w, "CandidateCrashLoop", f"the candidate's pods are crash-looping: {tf.detail}")
         return True

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
@@ -32,6 +31,7 @@ from mlrollout.controller.kube import Conflict, Kube
 from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
+from mlrollout.kubehttp import api_exception
 from mlrollout.revision import revision_of
 
 MD = "mlrollout.io/v1alpha1/modeldeployments"
@@ -250,7 +250,7 @@ class NoNetworkPolicyRights(Kube):
     """A hand-made Role from before NetworkPolicies existed: the cleanup's deletecollection is refused."""
 
     def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
-        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot deletecollection"}')
+        raise api_exception(403, "Forbidden", '{"message": "cannot deletecollection"}')
 
 
 async def test_rbac_without_network_policies_warns_once_and_rolls_out(
@@ -310,7 +310,7 @@ class NoSecretRights(Kube):
     """A Role from before feedback existed: creating the Secret is refused."""
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot create secrets"}')
+        raise api_exception(403, "Forbidden", '{"message": "cannot create secrets"}')
 
 
 async def test_rbac_without_secrets_warns_once_and_rolls_out_without_labels(

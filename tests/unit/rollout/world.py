@@ -14,7 +14,7 @@ from mlrollout.api.analysis import Forecast, Judgement, MetricResult, Samples, T
 from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, RevisionStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Strategy
-from mlrollout.revision import revision_of
+from mlrollout.revision import Resolved, revision_of
 from mlrollout.rollout import (
     Action,
     Decision,
@@ -24,6 +24,7 @@ from mlrollout.rollout import (
     RemoveTrack,
     SetRoutes,
     TrackFacts,
+    Unresolved,
     decide,
 )
 
@@ -73,10 +74,12 @@ class World:
     generation: int = 1
     last: Decision | None = None
     sent: int = 0
+    registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
 
     @property
     def want(self) -> RevisionStatus:
-        return revision_of(self.md_spec, IMAGE)
+        resolved = self.registry if isinstance(self.registry, Resolved) else None
+        return revision_of(self.md_spec, IMAGE, resolved)
 
     @property
     def s(self) -> ModelDeploymentStatus:
@@ -86,6 +89,7 @@ class World:
     def facts(self) -> Facts:
         return Facts(
             spec_revision=self.want,
+            unresolved=self.registry if isinstance(self.registry, Unresolved) else None,
             generation=self.generation,
             tracks=dict(self.ready),
             gateway=self.gateway,
