@@ -14,6 +14,9 @@ commands:
   plan --rps R [--policy F.yaml] [--base-error-rate P] [--latency-p99 S]
                                         per step: requests and time to a decision, its power
   profile --output F.json DATA          build a reference profile from training data (CSV or .npy)
+  evaluate --stable A.onnx --candidate B.onnx --data HOLDOUT.csv --label COL [--metric M] [--margin R]
+           [--baseline majority|mean|none] [--slice COL] [--json]
+                                        compare two models on a labelled holdout (exit 0 pass, 1 fail, 2 bad input)
   crds                                  regenerate crds/ and the chart's CRDs from the models
 """
 
@@ -42,6 +45,12 @@ def _profile(argv: Sequence[str]) -> int:
     return cli_main(list(argv))
 
 
+def _evaluate(argv: Sequence[str]) -> int:
+    from mlrollout_serving.evaluation.cli import main
+
+    return main(argv)
+
+
 def _crds(argv: Sequence[str]) -> int:
     from mlrollout.api.crdgen import main
 
@@ -53,6 +62,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "analyze": _analyze,
     "plan": _plan,
     "profile": _profile,
+    "evaluate": _evaluate,
     "crds": _crds,
 }
 

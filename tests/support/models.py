@@ -55,6 +55,9 @@ class BuiltModel:
     """Class labels for classifiers (empty for regressors)."""
     sample_targets: npt.NDArray[Any]
     """The true target of each of ``samples`` (class labels, or values for regressors): labels to send back."""
+    holdout: npt.NDArray[np.float32]
+    """Every held-out row (``samples`` are the first of them): a labelled holdout for offline evaluation."""
+    holdout_targets: npt.NDArray[Any]
 
     @property
     def uri(self) -> str:
@@ -88,10 +91,10 @@ def _cache_key() -> str:
 def _split(
     x: npt.NDArray[Any], y: npt.NDArray[Any]
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[Any]]:
-    """Deterministic split: every 5th row is held out as a request sample (with its true target)."""
+    """Deterministic split: every 5th row is held out (request samples, the evaluation holdout)."""
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     held = np.arange(len(x32)) % 5 == 0
-    return x32[~held], y[~held], x32[held][:SAMPLE_ROWS], y[held][:SAMPLE_ROWS]
+    return x32[~held], y[~held], x32[held], y[held]
 
 
 def _to_onnx(estimator: Any, n_features: int, classifier: bool) -> bytes:
@@ -120,7 +123,7 @@ def _build(
     shuffle_labels: bool = False,
 ) -> BuiltModel:
     x, y = load()
-    train_x, train_y, samples, sample_targets = _split(x, y)
+    train_x, train_y, held_x, held_y = _split(x, y)
     if shuffle_labels:
         train_y = np.random.RandomState(7).permutation(train_y)
     path = cache_dir() / f"{name}-{_cache_key()}.onnx"
@@ -146,12 +149,14 @@ def _build(
         sha256=sha256_file(path),
         kind=kind,
         n_features=int(train_x.shape[1]),
-        samples=samples,
+        samples=held_x[:SAMPLE_ROWS],
         train=train_x,
         input_name=INPUT_NAME,
         output_names=outputs,
         classes=classes,
-        sample_targets=sample_targets,
+        sample_targets=held_y[:SAMPLE_ROWS],
+        holdout=held_x,
+        holdout_targets=held_y,
     )
 
 
@@ -247,6 +252,58 @@ def digits() -> BuiltModel:
         _dataset("load_digits"),
         lambda: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0)),
     )
+
+
+def _synthetic() -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """10 000 generated rows (no download), two classes 69/31: holdouts of 2 000 rows decide offline comparisons."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=10_000, n_features=10, n_informative=5, n_redundant=2, weights=[0.7], flip_y=0.03,
+        class_sep=0.8, random_state=3,
+    )  # fmt: skip
+    return np.asarray(x), np.asarray(y)
+
+
+def synthetic_linear() -> BuiltModel:
+    """Logistic regression on the synthetic task: about 78 % accurate on its 2 000 held-out rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build("synthetic-logreg", "classifier", _synthetic,
+                  lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0)))  # fmt: skip
+
+
+def synthetic_linear_twin() -> BuiltModel:
+    """The same model with stronger regularisation: it disagrees with :func:`synthetic_linear` on about 11
+    held-out rows of 2 000, an equivalent candidate."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build("synthetic-logreg-c005", "classifier", _synthetic,
+                  lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.05)))  # fmt: skip
+
+
+def synthetic_forest() -> BuiltModel:
+    """A random forest on the synthetic task: about 90 % accurate, clearly better than the linear model."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return _build("synthetic-forest", "classifier", _synthetic,
+                  lambda: RandomForestClassifier(n_estimators=40, max_depth=10, random_state=0))  # fmt: skip
+
+
+def synthetic_shuffled() -> BuiltModel:
+    """Trained on shuffled labels with balanced class weights: it guesses, about 63 % accurate where always
+    predicting the majority class is 69 %: a model that loses to the trivial baseline."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return _build("synthetic-shuffled", "classifier", _synthetic,
+                  lambda: make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced")),
+                  shuffle_labels=True)  # fmt: skip
 
 
 ALL: dict[str, Callable[[], BuiltModel]] = {

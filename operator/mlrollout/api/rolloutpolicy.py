@@ -18,6 +18,7 @@ from mlrollout.api.common import (
     parse_duration,
 )
 from mlrollout.api.placeholders import QUERY_RULES, check_query
+from mlrollout_serving.contract.evaluation import margin_allowed
 
 NOT_BLANK_PATTERN = r"[^ \t\r\n]"
 RELATIVE_ZERO = (
@@ -298,8 +299,9 @@ class Margin(ApiModel):
         return self.absolute if self.absolute is not None else (self.floor or 0.0)
 
     def allowed(self, level: float) -> float:
-        """The margin at stable's level: ``max(relative * level, floor)``, or the absolute margin."""
-        return max(self.scale * max(level, 0.0), self.least)
+        """The margin at stable's level: ``max(relative * level, floor)``, or the absolute margin (the rule is
+        the contract's, so the offline evaluation Job applies the very same one)."""
+        return margin_allowed(level, self.relative, self.floor, self.absolute)
 
     def limit(self, level: float) -> float:
         """The worst level still no worse than ``level``: ``level + allowed(level)``; increasing in ``level``."""

@@ -1,0 +1,208 @@
+"""The labelled holdout, streamed in chunks: a CSV never needs its size in memory.
+
+A CSV has a header row; the label column and the slice columns are named there, and every other column is a
+feature, in file order. Chunks of :data:`CHUNK_ROWS` lines are parsed by numpy's C reader; a value that is
+not a number is reported with its row and column name. An ``.npz`` holds the features as the 2-D array
+``X`` and the label (and any slice) as 1-D arrays of the given names; numpy loads each array whole, so use
+CSV for holdouts larger than memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from mlrollout_serving.evaluation.errors import BadInput
+
+CHUNK_ROWS: Final = 8192
+NPZ_FEATURES: Final = ("X", "x", "features")
+MISSING_LABELS: Final = frozenset({"", "nan"})  # compared lower-cased
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive rows of the holdout: features (float64, rows x columns), labels and slice values as text."""
+
+    first_row: int  # 1-based data row (the header is row 0)
+    features: npt.NDArray[np.float64]
+    labels: npt.NDArray[np.str_]
+    slices: dict[str, npt.NDArray[np.str_]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the label, the slices and the features are."""
+
+    columns: tuple[str, ...]
+    label: int
+    slices: dict[str, int]
+    features: tuple[int, ...]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.columns[i] for i in self.features)
+
+
+def layout(columns: Sequence[str], label: str, slices: Sequence[str]) -> Layout:
+    """The columns' roles from the header; a missing label or slice column names the ones there are."""
+    names = tuple(c.strip() for c in columns)
+    seen = [n for n in names if names.count(n) > 1]
+    if seen:
+        raise BadInput(f"the dataset's header repeats column {seen[0]!r}")
+    index = {n: i for i, n in enumerate(names)}
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    if label not in index:
+        raise BadInput(f"label column {label!r} is not in the dataset (columns: {shown})")
+    for name in slices:
+        if name not in index:
+            raise BadInput(f"slice column {name!r} is not in the dataset (columns: {shown})")
+    special = {index[label], *(index[s] for s in slices)}
+    features = tuple(i for i in range(len(names)) if i not in special)
+    if not features:
+        raise BadInput("the dataset has no feature columns besides the label and slices")
+    return Layout(names, index[label], {s: index[s] for s in slices}, features)
+
+
+class Holdout:
+    """An opened holdout: its feature columns' names, and its rows in chunks (read once, in order)."""
+
+    def __init__(self, feature_names: tuple[str, ...], chunks: Iterator[Chunk]) -> None:
+        self.feature_names = feature_names
+        self._chunks = chunks
+
+    def chunks(self) -> Iterator[Chunk]:
+        return self._chunks
+
+
+def open_holdout(path: Path, fmt: str, label: str, slices: Sequence[str], chunk_rows: int = CHUNK_ROWS) -> Holdout:
+    """The holdout at ``path``; BadInput names the first problem (an empty file is one)."""
+    if fmt == "npz":
+        return _open_npz(path, label, slices, chunk_rows)
+    return _open_csv(path, label, slices, chunk_rows)
+
+
+def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int) -> Holdout:
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as e:
+        raise BadInput(f"cannot read the dataset: {e.strerror or e}") from None
+    try:
+        header = next(csv.reader([handle.readline()]), [])
+    except UnicodeDecodeError:
+        handle.close()
+        raise BadInput("the dataset is not UTF-8 text (is it a CSV? format: npz for numpy archives)") from None
+    if not header or header == [""]:
+        handle.close()
+        raise BadInput("the dataset is empty (no header row)")
+    try:
+        lay = layout(header, label, slices)
+    except BadInput:
+        handle.close()
+        raise
+    return Holdout(lay.feature_names, _csv_chunks(handle, lay, chunk_rows))
+
+
+def _csv_chunks(handle: TextIO, lay: Layout, chunk_rows: int) -> Iterator[Chunk]:
+    with handle:
+        first = 1
+        while True:
+            try:
+                lines = [line for line in itertools.islice(handle, chunk_rows) if line.strip()]
+            except UnicodeDecodeError:
+                raise BadInput(f"the dataset is not UTF-8 text after row {first - 1}") from None
+            if not lines:
+                break
+            yield _parse_lines(lines, lay, first)
+            first += len(lines)
+        if first == 1:
+            raise BadInput("the dataset has a header but no rows")
+
+
+def _parse_lines(lines: list[str], lay: Layout, first: int) -> Chunk:
+    try:
+        features = np.loadtxt(
+            lines, delimiter=",", quotechar='"', comments=None, dtype=np.float64, usecols=lay.features, ndmin=2
+        )
+        texts = np.loadtxt(
+            lines, delimiter=",", quotechar='"', comments=None, dtype=str,
+            usecols=(lay.label, *lay.slices.values()), ndmin=2,
+        )  # fmt: skip
+    except ValueError:
+        raise BadInput(_locate(lines, lay, first)) from None
+    labels = np.char.strip(texts[:, 0])
+    slices = {name: np.char.strip(texts[:, 1 + i]) for i, name in enumerate(lay.slices)}
+    return Chunk(first, features, labels, slices)
+
+
+def _locate(lines: list[str], lay: Layout, first: int) -> str:
+    """The first row and column numpy could not read, in words (the fast reader says less)."""
+    width = len(lay.columns)
+    for offset, row in enumerate(csv.reader(io.StringIO("".join(lines)))):
+        number = first + offset
+        if len(row) != width:
+            return f"row {number} has {len(row)} fields, the header has {width}"
+        for i in lay.features:
+            try:
+                float(row[i])
+            except ValueError:
+                return f"row {number}, column {lay.columns[i]!r}: {row[i]!r} is not a number"
+    return f"rows {first}..{first + len(lines) - 1} cannot be read as CSV"
+
+
+def _open_npz(path: Path, label: str, slices: Sequence[str], chunk_rows: int) -> Holdout:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise BadInput(f"cannot read the dataset as .npz: {e}") from None
+    with archive:
+        names = list(archive.files)
+        key = next((k for k in NPZ_FEATURES if k in names), None)
+        if key is None:
+            raise BadInput(f"the .npz has no feature array X (arrays: {', '.join(names)})")
+        for name in (label, *slices):
+            if name not in names:
+                raise BadInput(f"array {name!r} is not in the .npz (arrays: {', '.join(names)})")
+        x = _as_float(archive[key], key)
+        if x.ndim != 2:
+            raise BadInput(f"the .npz's feature array {key} must be 2-D (rows x features), not {list(x.shape)}")
+        columns = {name: _text(archive[name], name, len(x)) for name in (label, *slices)}
+    if len(x) == 0:
+        raise BadInput("the dataset has no rows")
+
+    def chunks() -> Iterator[Chunk]:
+        for start in range(0, len(x), chunk_rows):
+            end = start + chunk_rows
+            parts = {s: columns[s][start:end] for s in slices}
+            yield Chunk(start + 1, x[start:end], columns[label][start:end], parts)
+
+    return Holdout(tuple(f"{key}[:, {i}]" for i in range(x.shape[1])), chunks())
+
+
+def _as_float(values: npt.NDArray[Any], name: str) -> npt.NDArray[np.float64]:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadInput(f"the .npz's array {name} is not numeric ({values.dtype})") from None
+
+
+def _text(values: npt.NDArray[Any], name: str, rows: int) -> npt.NDArray[np.str_]:
+    if values.shape != (rows,):
+        raise BadInput(f"the .npz's array {name} has shape {list(values.shape)}, the features have {rows} rows")
+    if values.dtype.kind == "f":  # keep integral floats as "3", not "3.0", so they meet integer class labels
+        integral = np.isfinite(values) & (values == np.round(values))
+        out = np.where(integral, np.char.mod("%d", np.where(integral, values, 0).astype(np.int64)), values.astype(str))
+        return np.char.strip(out.astype(str))
+    return np.char.strip(values.astype(str))

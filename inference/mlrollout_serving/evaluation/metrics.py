@@ -1,0 +1,318 @@
+"""The six metrics: what each keeps per row while the holdout streams past, and its paired comparisons.
+
+Per row a metric keeps the truth and one small number per model: whether each model was right (accuracy,
+balanced accuracy), each model's log loss on the row, each model's score (ROC AUC), or each model's error
+(MAE, RMSE), 6 to 16 bytes a row instead of the row itself. At the end it compares the candidate with stable
+and with the trivial baseline on the same rows, with the test that fits (:mod:`.stats`):
+
+| metric | better | with stable, with the baseline |
+| --- | --- | --- |
+| accuracy | higher | exact McNemar, Bonett-Price interval; the baseline always predicts the holdout's majority class |
+| balancedAccuracy | higher | paired bootstrap; the baseline (any constant class) scores 1 / classes |
+| logLoss | lower | paired bootstrap; the baseline predicts the holdout's class shares |
+| rocAuc | higher | DeLong; the baseline (a constant score) has AUC 0.5; two classes, positive = class 1 |
+| mae, rmse | lower | paired bootstrap; the baseline predicts the holdout's mean label |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from mlrollout_serving.evaluation import stats
+from mlrollout_serving.evaluation.errors import BadInput
+from mlrollout_serving.evaluation.scoring import Output
+
+LOG_LOSS_EPS: Final = 1e-15  # probabilities are clipped to [eps, 1] (scikit-learn's log_loss does the same)
+AnyArray = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The whole holdout as a metric keeps it: the truth and each model's per-row number."""
+
+    truth: AnyArray
+    stable: AnyArray
+    candidate: AnyArray
+
+    def take(self, index: npt.NDArray[np.intp]) -> Rows:
+        return Rows(self.truth[index], self.stable[index], self.candidate[index])
+
+    def __len__(self) -> int:
+        return len(self.truth)
+
+
+@dataclass(frozen=True)
+class Settings:
+    alpha: float
+    resamples: int
+    seed: int
+
+
+class Metric:
+    """One metric: per-row values from a chunk, the comparison with stable, and with the trivial baseline."""
+
+    name: str = ""
+    baseline_words: str = ""
+
+    def __init__(self, label_kind: str) -> None:
+        self.label_kind = label_kind  # "i": integer classes, "U": text classes (what the label column is read as)
+
+    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+        """The label column as the models' classes: integers, or text."""
+        if self.label_kind == "U":
+            return texts.astype(object)
+        values = _numbers(texts, first_row, label, "the models predict integer classes")
+        whole = values == np.round(values)
+        if not whole.all():
+            row = int(np.flatnonzero(~whole)[0])
+            raise BadInput(f"row {first_row + row}, label {label!r}: {str(texts[row])!r} is not an integer class")
+        return values.astype(np.int64)
+
+    def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
+        raise NotImplementedError
+
+    def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
+        raise NotImplementedError
+
+    def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
+        raise NotImplementedError
+
+    def describe_baseline(self, rows: Rows) -> str:
+        return self.baseline_words
+
+
+def _numbers(texts: npt.NDArray[np.str_], first_row: int, label: str, why: str) -> npt.NDArray[np.float64]:
+    try:
+        return texts.astype(np.float64)
+    except ValueError:
+        for i, text in enumerate(texts):
+            try:
+                float(text)
+            except ValueError:
+                raise BadInput(f"row {first_row + i}, label {label!r}: {str(text)!r} is not a number ({why})") from None
+        raise
+
+
+def _outcome(truth: AnyArray, out: Output) -> npt.NDArray[np.bool_]:
+    assert out.labels is not None
+    predicted = out.labels.astype(object) if truth.dtype == object else out.labels
+    return np.asarray(predicted == truth, dtype=np.bool_)
+
+
+def _codes(truth: AnyArray) -> tuple[npt.NDArray[np.int32], list[Any]]:
+    classes, codes = np.unique(truth, return_inverse=True)
+    return codes.astype(np.int32), list(classes)
+
+
+class Accuracy(Metric):
+    name = "accuracy"
+
+    def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
+        return truth, _outcome(truth, stable), _outcome(truth, candidate)
+
+    def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
+        return _proportions(rows.stable, rows.candidate, s.alpha)
+
+    def _majority(self, rows: Rows) -> Any:
+        codes, classes = _codes(rows.truth)
+        return classes[int(np.argmax(np.bincount(codes)))]  # ties: the smallest class
+
+    def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
+        return _proportions(np.asarray(rows.truth == self._majority(rows)), rows.candidate, s.alpha)
+
+    def describe_baseline(self, rows: Rows) -> str:
+        return f"always class {self._majority(rows)}"
+
+
+def _proportions(reference: npt.NDArray[np.bool_], candidate: npt.NDArray[np.bool_], alpha: float) -> stats.Paired:
+    return stats.paired_proportions(
+        len(reference), int(reference.sum()), int(candidate.sum()), int((reference & ~candidate).sum()),
+        int((~reference & candidate).sum()), alpha,
+    )  # fmt: skip
+
+
+class BalancedAccuracy(Metric):
+    name = "balancedAccuracy"
+    baseline_words = "any constant class: 1 / classes"
+
+    def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
+        return truth, _outcome(truth, stable), _outcome(truth, candidate)
+
+    @staticmethod
+    def _statistic(codes: npt.NDArray[np.int32], classes: int, ref: AnyArray | None, cand: AnyArray) -> stats.Statistic:
+        def statistic(idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+            k = idx.shape[0]
+            flat = (codes[idx] + classes * np.arange(k)[:, None]).ravel()
+            counts = np.bincount(flat, minlength=k * classes).reshape(k, classes).astype(np.float64)
+            present = counts > 0
+            out = np.empty((k, 2))
+            for col, right in enumerate((ref, cand)):
+                if right is None:  # the constant baseline: recall 1 on one class, 0 on the others
+                    out[:, col] = 1.0 / present.sum(axis=1)
+                    continue
+                hits = np.bincount(flat, weights=right[idx].ravel(), minlength=k * classes).reshape(k, classes)
+                recall = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
+                out[:, col] = recall.sum(axis=1) / present.sum(axis=1)
+            return out
+
+        return statistic
+
+    def _paired(self, rows: Rows, s: Settings, ref: AnyArray | None) -> stats.Paired:
+        codes, classes = _codes(rows.truth)
+        stat = self._statistic(codes, len(classes), ref, rows.candidate)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "balanced accuracy")
+
+    def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
+        return self._paired(rows, s, rows.stable)
+
+    def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
+        return self._paired(rows, s, None)
+
+
+def _mean_statistic(ref: AnyArray, cand: AnyArray, root: bool = False) -> stats.Statistic:
+    def statistic(idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        out = np.stack([ref[idx].mean(axis=1, dtype=np.float64), cand[idx].mean(axis=1, dtype=np.float64)], axis=1)
+        return np.sqrt(out) if root else out
+
+    return statistic
+
+
+def _column_of(truth: AnyArray, probabilities: npt.NDArray[np.float32], first_row: int) -> npt.NDArray[np.intp]:
+    columns = probabilities.shape[1]
+    bad = (truth < 0) | (truth >= columns)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise BadInput(
+            f"row {first_row + row}: class {truth[row]} has no probability column (the model gives {columns} "
+            f"columns, for classes 0..{columns - 1})"
+        )
+    return np.asarray(truth, dtype=np.intp)
+
+
+class LogLoss(Metric):
+    name = "logLoss"
+    baseline_words = "the holdout's class shares"
+
+    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+        if self.label_kind == "U":
+            raise BadInput("logLoss needs integer class labels 0..C-1 (the columns of the probabilities)")
+        return super().truth(texts, first_row, label)
+
+    def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
+        losses = []
+        for out in (stable, candidate):
+            assert out.probabilities is not None
+            cols = _column_of(truth, out.probabilities, first_row)
+            p = out.probabilities[np.arange(len(truth)), cols]
+            losses.append(-np.log(np.clip(p, LOG_LOSS_EPS, 1.0)).astype(np.float32))
+        return truth.astype(np.int32), losses[0], losses[1]
+
+    def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
+        stat = _mean_statistic(rows.stable, rows.candidate)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "log loss")
+
+    def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
+        shares = np.bincount(rows.truth) / len(rows)
+        baseline = -np.log(shares[rows.truth]).astype(np.float32)
+        stat = _mean_statistic(baseline, rows.candidate)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "log loss")
+
+
+class RocAuc(Metric):
+    name = "rocAuc"
+    baseline_words = "a constant score: 0.5"
+
+    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+        if self.label_kind == "U":
+            raise BadInput("rocAuc needs integer class labels 0 and 1 (the columns of the probabilities)")
+        values = super().truth(texts, first_row, label)
+        bad = (values != 0) & (values != 1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BadInput(f"row {first_row + row}: rocAuc needs two classes, 0 and 1, not {values[row]}")
+        return values
+
+    def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
+        scores = []
+        for out in (stable, candidate):
+            assert out.probabilities is not None
+            if out.probabilities.shape[1] != 2:
+                raise BadInput(f"rocAuc needs a binary classifier; a model gives {out.probabilities.shape[1]} classes")
+            scores.append(out.probabilities[:, 1].astype(np.float32))
+        return truth.astype(np.bool_), scores[0], scores[1]
+
+    def _both_classes(self, rows: Rows) -> None:
+        if rows.truth.all() or not rows.truth.any():
+            raise BadInput("rocAuc needs rows of both classes in the holdout")
+
+    def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
+        self._both_classes(rows)
+        return stats.delong(rows.truth, rows.stable.astype(np.float64), rows.candidate.astype(np.float64), s.alpha)
+
+    def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
+        self._both_classes(rows)
+        return stats.delong_against(rows.truth, rows.candidate.astype(np.float64), 0.5, s.alpha)
+
+
+class _Regression(Metric):
+    root = False
+    test = ""
+
+    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+        return _numbers(texts, first_row, label, "a regression label")
+
+    def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
+        assert stable.values is not None and candidate.values is not None
+        return truth, self._loss(stable.values - truth), self._loss(candidate.values - truth)
+
+    def _loss(self, error: AnyArray) -> AnyArray:
+        return np.asarray(np.square(error) if self.root else np.abs(error), dtype=np.float32)
+
+    def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
+        stat = _mean_statistic(rows.stable, rows.candidate, self.root)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, self.test)
+
+    def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
+        baseline = self._loss(float(np.mean(rows.truth)) - rows.truth)
+        stat = _mean_statistic(baseline, rows.candidate, self.root)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, self.test)
+
+    def describe_baseline(self, rows: Rows) -> str:
+        return f"always the mean label {float(np.mean(rows.truth)):.4g}"
+
+
+class Mae(_Regression):
+    name = "mae"
+    test = "MAE"
+
+
+class Rmse(_Regression):
+    name = "rmse"
+    root = True
+    test = "RMSE"
+
+
+METRICS: dict[str, Callable[[str], Metric]] = {
+    "accuracy": Accuracy,
+    "balancedAccuracy": BalancedAccuracy,
+    "logLoss": LogLoss,
+    "rocAuc": RocAuc,
+    "mae": Mae,
+    "rmse": Rmse,
+}
+
+
+def check_labels(texts: npt.NDArray[np.str_], first_row: int, label: str) -> None:
+    """NaN or empty labels are refused: a row without truth cannot score either model."""
+    missing = np.isin(np.char.lower(texts), ["", "nan"])
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise BadInput(
+            f"label column {label!r} is empty or NaN on {len(rows)} row(s) of rows {first_row}.."
+            f"{first_row + len(texts) - 1} (first: row {first_row + int(rows[0])}); every row needs its label"
+        )

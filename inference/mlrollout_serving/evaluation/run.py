@@ -1,0 +1,147 @@
+"""One evaluation, from a request to a report: fetch and verify, stream the holdout through both models,
+compare, decide. The same function runs in the Job and behind ``mlrollout evaluate``."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from mlrollout_serving.contract.evaluation import Check, EvaluationReport, EvaluationRequest
+from mlrollout_serving.evaluation import compare, dataset, fetching
+from mlrollout_serving.evaluation.errors import BadInput
+from mlrollout_serving.evaluation.metrics import METRICS, Metric, Rows, Settings, check_labels
+from mlrollout_serving.evaluation.scoring import Scorer, check_features
+from mlrollout_serving.evaluation.stats import bonferroni
+
+log = logging.getLogger(__name__)
+
+MIN_SLICE_ROWS: Final = 20
+MAX_SLICE_VALUES: Final = 50
+
+
+def evaluate(
+    request: EvaluationRequest,
+    work_dir: Path | None = None,
+    chunk_rows: int = dataset.CHUNK_ROWS,
+    clock: Callable[[], float] = time.monotonic,
+) -> EvaluationReport:
+    """The report for ``request``; unusable inputs give an inconclusive report whose reason names them."""
+    started = clock()
+    try:
+        if work_dir is None:
+            with tempfile.TemporaryDirectory(prefix="mlrollout-evaluate-") as tmp:
+                report = _evaluate(request, Path(tmp), chunk_rows)
+        else:
+            report = _evaluate(request, work_dir, chunk_rows)
+    except BadInput as e:
+        log.error("bad input: %s", e)
+        report = EvaluationReport(verdict="inconclusive", reason=f"bad input: {e}", problem="badInput",
+                                  metric=request.metric)  # fmt: skip
+    return report.model_copy(update={"seconds": round(clock() - started, 3)})
+
+
+class _Columns:
+    """The per-row values of the holdout, gathered chunk by chunk."""
+
+    def __init__(self, slices: tuple[str, ...]) -> None:
+        self.parts: list[tuple[Any, ...]] = []
+        self.slice_codes: dict[str, list[npt.NDArray[np.int16]]] = {s: [] for s in slices}
+        self.slice_values: dict[str, dict[str, int]] = {s: {} for s in slices}
+
+    def add(self, values: tuple[Any, ...], slices: dict[str, npt.NDArray[np.str_]]) -> None:
+        self.parts.append(values)
+        for name, texts in slices.items():
+            known = self.slice_values[name]
+            for value in np.unique(texts):
+                if str(value) not in known:
+                    if len(known) >= MAX_SLICE_VALUES:
+                        raise BadInput(
+                            f"slice column {name!r} has more than {MAX_SLICE_VALUES} values: slice by a "
+                            "categorical column (a segment, a region, a device), not an identifier"
+                        )
+                    known[str(value)] = len(known)
+            lookup = np.vectorize(known.__getitem__, otypes=[np.int16])
+            self.slice_codes[name].append(lookup(texts) if len(texts) else np.zeros(0, np.int16))
+
+    def rows(self) -> Rows:
+        return Rows(*(np.concatenate(column) for column in zip(*self.parts, strict=True)))
+
+    def slice_index(self) -> list[tuple[str, npt.NDArray[np.intp]]]:
+        """Each slice value's rows, in the order the values first appeared."""
+        out = []
+        for name, parts in self.slice_codes.items():
+            codes = np.concatenate(parts)
+            for value, code in self.slice_values[name].items():
+                out.append((f"{name}={value}", np.flatnonzero(codes == code)))
+        return out
+
+
+def _evaluate(request: EvaluationRequest, work_dir: Path, chunk_rows: int) -> EvaluationReport:
+    stable_model = fetching.load_model("stable", request.stable.uri, request.stable.sha256, work_dir)
+    candidate_model = fetching.load_model("candidate", request.candidate.uri, request.candidate.sha256, work_dir)
+    ds = request.dataset
+    path, digest = fetching.fetch_dataset(ds.uri, ds.sha256, work_dir, ds.format)
+    log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,
+             request.candidate.uri)  # fmt: skip
+    columns = _Columns(request.slices)
+    metric: Metric | None = None
+    scorers: tuple[Scorer, Scorer] | None = None
+    holdout = dataset.open_holdout(path, ds.format, ds.label, request.slices, chunk_rows)
+    for chunk in holdout.chunks():
+        if scorers is None:
+            width = chunk.features.shape[1]
+            scorers = (Scorer("stable", stable_model, request.metric, width),
+                       Scorer("candidate", candidate_model, request.metric, width))  # fmt: skip
+            kinds = {s.label_kind for s in scorers}
+            if len(kinds) > 1:
+                raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
+            metric = METRICS[request.metric](kinds.pop())
+        assert metric is not None
+        check_labels(chunk.labels, chunk.first_row, ds.label)
+        truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
+        check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
+        outputs = [scorer.run(chunk.features) for scorer in scorers]
+        columns.add(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row), chunk.slices)
+    assert metric is not None  # an empty holdout raised BadInput
+    rows = columns.rows()
+    log.info("scored %d rows; comparing", len(rows))
+    checks = _checks(request, metric, rows, columns)
+    verdict, reason = compare.verdict(checks)
+    return EvaluationReport(
+        verdict=verdict, reason=reason, metric=request.metric, rows=len(rows), dataset_sha256=digest,
+        stable_sha256=stable_model.sha256, candidate_sha256=candidate_model.sha256, checks=tuple(checks),
+    )  # fmt: skip
+
+
+def _checks(request: EvaluationRequest, metric: Metric, rows: Rows, columns: _Columns) -> list[Check]:
+    settings = Settings(request.alpha, request.resamples, request.seed)
+    checks = [
+        compare.versus_stable(request.metric, metric.versus_stable(rows, settings), request.margin, request.alpha)
+    ]
+    baseline = request.effective_baseline
+    if baseline != "none":
+        paired = metric.versus_baseline(rows, settings)
+        checks.append(compare.versus_baseline(request.metric, paired, request.alpha, baseline,
+                                              metric.describe_baseline(rows)))  # fmt: skip
+    slices = columns.slice_index()
+    tested = [(name, index) for name, index in slices if len(index) >= MIN_SLICE_ROWS]
+    alpha = bonferroni(request.alpha, len(tested))
+    part = Settings(alpha, request.resamples, request.seed)
+    for name, index in slices:
+        if len(index) < MIN_SLICE_ROWS:
+            checks.append(compare.too_small(name, len(index), f"{len(index)} rows, fewer than {MIN_SLICE_ROWS}"))
+            continue
+        try:
+            paired = metric.versus_stable(rows.take(index), part)
+        except BadInput as e:  # e.g. one class only in this slice (ROC AUC)
+            checks.append(compare.too_small(name, len(index), str(e)))
+            continue
+        checks.append(compare.versus_stable(request.metric, paired, request.margin, alpha, kind="slice", name=name))
+    return checks

@@ -1,0 +1,311 @@
+"""`mlrollout evaluate` as a data scientist runs it: real scikit-learn ONNX models, real holdouts, the table,
+the JSON report and the exit codes (0 pass, 1 fail, 2 bad input); and `mlrollout-evaluate` as the Job runs it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, mean_absolute_error
+from tests.support import holdouts, models
+from tests.support.httpd import QuietHandler, serving
+from tests.support.models import BuiltModel
+from tests.support.procs import free_port
+from tests.support.s3 import run_s3
+
+from mlrollout_serving.contract.evaluation import (
+    MESSAGE_LIMIT,
+    EvaluateEnv,
+    EvaluationReport,
+    EvaluationRequest,
+    parse_report,
+)
+
+pytestmark = pytest.mark.component
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def linear() -> BuiltModel:
+    return models.synthetic_linear()
+
+
+@pytest.fixture(scope="module")
+def twin() -> BuiltModel:
+    return models.synthetic_linear_twin()
+
+
+@pytest.fixture(scope="module")
+def forest() -> BuiltModel:
+    return models.synthetic_forest()
+
+
+@pytest.fixture(scope="module")
+def shuffled() -> BuiltModel:
+    return models.synthetic_shuffled()
+
+
+@pytest.fixture(scope="module")
+def holdout(tmp_path_factory: pytest.TempPathFactory, linear: BuiltModel) -> Path:
+    return holdouts.holdout_csv(tmp_path_factory.mktemp("holdout") / "synthetic.csv", linear)
+
+
+def evaluate(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mlrollout"), "evaluate", *map(str, args)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def report_of(proc: subprocess.CompletedProcess[str]) -> EvaluationReport:
+    return parse_report(proc.stdout)
+
+
+def predictions(model: BuiltModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {model.input_name: x}), strict=True))
+
+
+def test_a_better_candidate_passes_and_is_called_better(holdout: Path, linear: BuiltModel, forest: BuiltModel) -> None:
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label", "label")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("accuracy of candidate and stable on 2000 holdout rows")
+    assert lines[1].split()[:3] == ["check", "rows", "reference"]
+    assert lines[2].startswith("vs stable") and lines[2].endswith("pass")
+    assert lines[3].startswith("vs baseline majority") and lines[3].endswith("pass")
+    assert "test: exact McNemar (discordant pairs), Bonett-Price interval" in lines
+    assert lines[-1].startswith("verdict: PASS: better: accuracy")
+
+
+def test_the_report_holds_scikit_learns_numbers(holdout: Path, linear: BuiltModel, forest: BuiltModel) -> None:
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label", "label",
+                    "--json")  # fmt: skip
+    report = report_of(proc)
+    truth = linear.holdout_targets
+    stable_acc = accuracy_score(truth, predictions(linear, linear.holdout)["label"])
+    candidate_acc = accuracy_score(truth, predictions(forest, linear.holdout)["label"])
+    majority = max(np.mean(truth), 1 - np.mean(truth))
+    vs_stable, vs_baseline = report.checks
+    assert (report.verdict, report.rows, report.metric) == ("pass", 2000, "accuracy")
+    assert vs_stable.reference == pytest.approx(stable_acc, abs=1e-6)
+    assert vs_stable.candidate == pytest.approx(candidate_acc, abs=1e-6)
+    assert vs_stable.effect == pytest.approx(candidate_acc - stable_acc, abs=1e-6)
+    assert vs_stable.interval is not None and 0 < vs_stable.interval[0] < vs_stable.effect < vs_stable.interval[1]
+    assert vs_stable.p_value is not None and vs_stable.p_value < 1e-10
+    assert vs_baseline.kind == "baseline" and vs_baseline.reference == pytest.approx(majority, abs=1e-6)
+    assert report.dataset_sha256 == holdouts.sha256(holdout)
+    assert (report.stable_sha256, report.candidate_sha256) == (linear.sha256, forest.sha256)
+
+
+def test_an_equivalent_candidate_passes_within_the_margin(holdout: Path, linear: BuiltModel, twin: BuiltModel) -> None:
+    proc = evaluate("--stable", linear.path, "--candidate", twin.path, "--data", holdout, "--label", "label",
+                    "--margin", "0.01")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "verdict: PASS: no worse than the margin: accuracy" in proc.stdout
+
+
+def test_a_worse_candidate_fails(holdout: Path, linear: BuiltModel, forest: BuiltModel) -> None:
+    proc = evaluate("--stable", forest.path, "--candidate", linear.path, "--data", holdout, "--label", "label")
+    assert proc.returncode == 1, proc.stdout
+    assert "verdict: FAIL: worse beyond the margin" in proc.stdout
+
+
+def test_a_candidate_that_loses_to_the_majority_class_fails(holdout: Path, shuffled: BuiltModel) -> None:
+    """Compared with itself it is no worse than stable; it still fails: always answering the majority class
+    would be right more often."""
+    proc = evaluate("--stable", shuffled.path, "--candidate", shuffled.path, "--data", holdout, "--label", "label",
+                    "--json")  # fmt: skip
+    assert proc.returncode == 1
+    report = report_of(proc)
+    vs_stable, vs_baseline = report.checks
+    assert (vs_stable.decision, vs_baseline.decision, report.verdict) == ("pass", "fail", "fail")
+    assert report.reason.startswith("does not beat the majority baseline: accuracy 0.63")
+    assert "always class 0" in report.reason
+    table = evaluate("--stable", shuffled.path, "--candidate", shuffled.path, "--data", holdout, "--label", "label")
+    assert (
+        "vs baseline majority" in table.stdout and "verdict: FAIL: does not beat the majority baseline" in table.stdout
+    )
+    assert evaluate("--stable", shuffled.path, "--candidate", shuffled.path, "--data", holdout, "--label", "label",
+                    "--baseline", "none").returncode == 0  # fmt: skip
+
+
+def test_better_on_average_but_worse_on_one_segment_fails_by_its_slice(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+) -> None:
+    x, truth = linear.holdout, linear.holdout_targets
+    forest_right = predictions(forest, x)["label"] == truth
+    linear_right = predictions(linear, x)["label"] == truth
+    # the segment where the forest goes wrong (and the linear model mostly does not), plus some ordinary rows
+    segment = np.where((~forest_right & linear_right) | (np.arange(len(x)) % 20 == 0), "night", "day")
+    data = holdouts.holdout_csv(tmp_path / "segments.csv", linear, extra={"shift": list(segment)})
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", data, "--label", "label",
+                    "--slice", "shift", "--json")  # fmt: skip
+    assert proc.returncode == 1, proc.stdout
+    report = report_of(proc)
+    by_name = {c.name: c for c in report.checks}
+    assert by_name["stable"].decision == "pass" and by_name["stable"].effect > 0.05  # better on average
+    night = by_name["shift=night"]
+    assert night.kind == "slice" and night.decision == "fail" and night.alpha == pytest.approx(0.025)  # Bonferroni
+    assert report.verdict == "fail" and "on shift=night" in report.reason
+
+
+def test_regression_and_probability_metrics(tmp_path: Path, linear: BuiltModel, forest: BuiltModel) -> None:
+    diabetes = models.diabetes()
+    data = holdouts.holdout_csv(tmp_path / "diabetes.csv", diabetes)
+    mae = report_of(evaluate("--stable", diabetes.path, "--candidate", diabetes.path, "--data", data, "--label",
+                             "label", "--metric", "mae", "--json"))  # fmt: skip
+    predicted = predictions(diabetes, diabetes.holdout)["variable"].reshape(-1)
+    assert mae.verdict == "pass" and mae.checks[0].reference == pytest.approx(
+        mean_absolute_error(diabetes.holdout_targets, predicted), rel=1e-5
+    )
+    assert mae.checks[1].name == "mean" and mae.checks[1].decision == "pass"  # beats always-the-mean
+    holdout = holdouts.holdout_csv(tmp_path / "synthetic.csv", linear)
+    loss = report_of(evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label",
+                              "label", "--metric", "logLoss", "--json"))  # fmt: skip
+    probs = predictions(forest, linear.holdout)["probabilities"]
+    assert loss.checks[0].candidate == pytest.approx(log_loss(linear.holdout_targets, probs), rel=1e-4)
+    assert loss.verdict == "pass" and loss.checks[0].effect < 0  # lower is better
+    balanced = report_of(evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label",
+                                  "label", "--metric", "balancedAccuracy", "--json"))  # fmt: skip
+    labels = predictions(forest, linear.holdout)["label"]
+    assert balanced.checks[0].candidate == pytest.approx(balanced_accuracy_score(linear.holdout_targets, labels))
+    assert balanced.checks[1].reference == 0.5 and balanced.verdict == "pass"
+    auc = report_of(evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label",
+                             "label", "--metric", "rocAuc", "--json"))  # fmt: skip
+    assert auc.verdict == "pass" and "DeLong" in (auc.checks[0].test or "")
+
+
+def test_npz_and_http_holdouts_and_their_digests(tmp_path: Path, linear: BuiltModel, forest: BuiltModel) -> None:
+    npz = holdouts.holdout_npz(tmp_path / "synthetic.npz", linear)
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", npz, "--label", "label")
+    assert proc.returncode == 0, proc.stdout
+    csv_file = holdouts.holdout_csv(tmp_path / "synthetic.csv", linear)
+    digest = holdouts.sha256(csv_file)
+    with serving(functools.partial(QuietHandler, directory=str(tmp_path))) as base:
+        common = ("--stable", linear.path, "--candidate", forest.path, "--label", "label")
+        ok = evaluate(*common, "--data", f"{base}/synthetic.csv", "--data-sha256", digest, "--json")
+        assert ok.returncode == 0 and report_of(ok).dataset_sha256 == digest
+        wrong = evaluate(*common, "--data", f"{base}/synthetic.csv", "--data-sha256", "0" * 64)
+        assert wrong.returncode == 2
+        assert (
+            f"verdict: INCONCLUSIVE: bad input: dataset integrity check failed for {base}/synthetic.csv" in wrong.stdout
+        )
+        missing = evaluate(*common, "--data", f"{base}/nothing.csv")
+        assert missing.returncode == 2 and "dataset unreachable" in missing.stdout and "404" in missing.stdout
+    closed = evaluate(*common, "--data", f"http://127.0.0.1:{free_port()}/holdout.csv")
+    assert closed.returncode == 2 and "dataset unreachable" in closed.stdout
+
+
+def test_models_and_holdout_from_s3_through_the_servers_download(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+) -> None:
+    """Every source the model server reads works here: both models and the holdout from a real S3 API (moto),
+    verified; downloaded models are removed once loaded, the holdout is kept in the work directory."""
+    csv_file = holdouts.holdout_csv(tmp_path / "synthetic.csv", linear)
+    work = tmp_path / "work"
+    with run_s3() as s3:
+        stable, candidate = s3.put("models", "v1.onnx", linear.path), s3.put("models", "v2.onnx", forest.path)
+        data = s3.put("holdouts", "synthetic.csv", csv_file)
+        common = ("--stable", stable, "--stable-sha256", linear.sha256, "--candidate", candidate,
+                  "--candidate-sha256", forest.sha256, "--label", "label", "--work-dir", work)  # fmt: skip
+        ok = evaluate(*common, "--data", data, "--data-sha256", holdouts.sha256(csv_file), "--json", env=s3.env())
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        report = report_of(ok)
+        assert (report.stable_sha256, report.candidate_sha256) == (linear.sha256, forest.sha256)
+        assert report.dataset_sha256 == holdouts.sha256(csv_file)
+        assert sorted(p.name for p in work.iterdir()) == ["holdout.csv"]
+        missing = evaluate(*common, "--data", "s3://holdouts/nothing.csv", env=s3.env())
+        assert missing.returncode == 2 and "dataset unreachable" in missing.stdout, missing.stdout
+        assert "nothing.csv" in missing.stdout
+
+
+H = ",".join(f"f{i}" for i in range(10))  # the synthetic models take 10 features
+X = ",".join(["0.5"] * 10)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "the dataset is empty (no header row)"),
+        (f"{H},label\n", "the dataset has a header but no rows"),
+        (f"{H},quality\n{X},0\n", "label column 'label' is not in the dataset (columns: f0, f1, f2, f3"),
+        (f"{H},label\n{X},0\n{X},nan\n{X},\n",
+         "label column 'label' is empty or NaN on 2 row(s) of rows 1..3 (first: row 2)"),
+        (f"{H},label\n{X},0\n{X[:-3]}x,1\n", "row 2, column 'f9': 'x' is not a number"),
+        (f"{H},label\n{X},0\n{X}\n", "row 2 has 10 fields, the header has 11"),
+        (f"{H},label\n{X},0\n{X},one\n",
+         "row 2, label 'label': 'one' is not a number (the models predict integer classes)"),
+        (f"{H},label\n{X},0\n{X},0.5\n", "row 2, label 'label': '0.5' is not an integer class"),
+        ("f0,f1,label\n1,2,0\n", "stable model's input 'input' takes 10 features, the dataset has 2 feature columns"),
+        (f"{H},label\n{X[:-3]}inf,0\n", "row 1, column 'f9': inf is not a finite number"),
+    ],
+)  # fmt: skip
+def test_bad_holdouts_exit_2_naming_the_problem(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel, content: str, expected: str
+) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", data, "--label", "label")
+    assert proc.returncode == 2, proc.stdout
+    assert expected in proc.stdout, proc.stdout
+
+
+def test_bad_models_and_flags_exit_2(holdout: Path, linear: BuiltModel, forest: BuiltModel, tmp_path: Path) -> None:
+    wrong = evaluate("--stable", linear.path, "--stable-sha256", "f" * 64, "--candidate", forest.path,
+                     "--data", holdout, "--label", "label")  # fmt: skip
+    assert wrong.returncode == 2 and "bad input: stable model: model integrity check failed" in wrong.stdout
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    broken = evaluate("--stable", linear.path, "--candidate", garbage, "--data", holdout, "--label", "label")
+    assert broken.returncode == 2 and "candidate model: onnxruntime cannot load the model" in broken.stdout
+    regression = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label", "label",
+                          "--metric", "mae")  # fmt: skip
+    assert regression.returncode == 2 and "no regression output" in regression.stdout
+    mixed = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label", "label",
+                     "--baseline", "mean")  # fmt: skip
+    assert mixed.returncode == 2 and "baseline mean is for regression metrics" in mixed.stdout
+    assert evaluate("--stable", linear.path).returncode == 2  # missing flags
+    assert evaluate("--metric", "f1").returncode == 2  # argparse's own refusal
+
+
+def test_the_job_entry_point_reads_its_request_and_writes_a_compact_report(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+) -> None:
+    """What the operator's Job runs: the request in the environment, the report in the termination log,
+    within the kubelet's 4096 bytes even with 40 slices."""
+    segment = [f"s{i % 40:02d}" for i in range(2000)]
+    data = holdouts.holdout_csv(tmp_path / "sliced.csv", linear, extra={"segment": segment})
+    request = EvaluationRequest.model_validate({
+        "stable": {"uri": linear.path.as_uri(), "sha256": linear.sha256},
+        "candidate": {"uri": forest.path.as_uri(), "sha256": forest.sha256},
+        "dataset": {"uri": data.as_uri(), "sha256": holdouts.sha256(data), "label": "label"},
+        "slices": ["segment"],
+    })  # fmt: skip
+    log = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [str(BIN / "mlrollout-evaluate")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, EvaluateEnv.REQUEST: request.model_dump_json(), EvaluateEnv.TERMINATION_LOG: str(log)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    message = log.read_text()
+    assert len(message.encode()) <= MESSAGE_LIMIT
+    report = parse_report(message)
+    assert report.verdict == "pass" and report.rows == 2000
+    shown = [c for c in report.checks if c.kind == "slice"]
+    assert len(shown) + report.omitted == 40 and report.omitted > 0
+    assert "segment=s00" in proc.stdout  # the log keeps every slice
+    bad = subprocess.run(
+        [str(BIN / "mlrollout-evaluate")], capture_output=True, text=True, timeout=60,
+        env={**os.environ, EvaluateEnv.REQUEST: '{"stable": {}}', EvaluateEnv.TERMINATION_LOG: str(log)},
+    )  # fmt: skip
+    assert bad.returncode == 2
+    refused = parse_report(log.read_text())
+    assert refused.problem == "badInput" and refused.verdict == "inconclusive" and "candidate" in refused.reason
