@@ -7,6 +7,7 @@ must grant exactly these (nothing more), and the API server must agree (``kubect
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.cluster.kube import CHART, Helm, Kubectl
+from tests.support import dashboard
 
 from mlrollout.controller.settings import OperatorSettings
 
@@ -161,6 +163,7 @@ VARIANTS = {
         "rbac.serviceMonitors=true",
         "logLevel=debug",
         "defaultTrafficProvider=istio",
+        "grafanaDashboard.enabled=true",
     ],
 }
 
@@ -346,6 +349,31 @@ def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> Non
     assert {"name": port["targetPort"], "containerPort": 9200, "protocol": "TCP"} in container["ports"]
     assert {"name": "MLROLLOUT_METRICS_PORT", "value": "9200"} in container["env"]
     assert svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_grafana_dashboard_is_off_by_default_and_carries_the_sidecar_label(helm: Helm) -> None:
+    assert not by_kind(helm.template(), "ConfigMap")
+    [cm] = by_kind(helm.template("grafanaDashboard.enabled=true"), "ConfigMap")
+    assert cm["metadata"]["namespace"] == "mlrollout-system"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert list(cm["data"]) == ["mlrollout.json"]
+    assert json.loads(cm["data"]["mlrollout.json"]) == dashboard.load()  # the file, byte for byte in meaning
+    custom = helm.template(
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.label=dashboards.example.com/grafana",
+        "grafanaDashboard.labelValue=mlrollout",
+        "grafanaDashboard.namespace=monitoring",
+        "grafanaDashboard.annotations.grafana_folder=ML",
+        "grafanaDashboard.labels.team=ml",
+    )
+    [cm] = by_kind(custom, "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    labels = cm["metadata"]["labels"]
+    assert labels["dashboards.example.com/grafana"] == "mlrollout" and labels["team"] == "ml"
+    assert "grafana_dashboard" not in labels
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "ML"}
+    bad = helm("template", "x", str(CHART), "--set", "grafanaDashboard.label=not a label", check=False)
+    assert bad.returncode != 0 and "grafanaDashboard" in bad.stderr
 
 
 # --- on the real API server --------------------------------------------------------------------
