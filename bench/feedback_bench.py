@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hmac
 import json
 import multiprocessing
 import os
@@ -41,7 +42,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,14 @@ from bench.gateway_bench import (  # noqa: E402
     wrk_script,
 )
 from bench.hostile_load import Steady, steady_client  # noqa: E402
+from bench.serve_ab import export  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
 
 from mlrollout_serving.contract import metrics as series  # noqa: E402
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, mint, verify  # noqa: E402
 from mlrollout_serving.gateway.feedback import (  # noqa: E402
+    Answer,
     Feedback,
     FeedbackConfig,
     check,
@@ -216,57 +219,67 @@ def _wrk_summary(runs: list[Run]) -> dict[str, Any]:
 # -- 2. ingestion --------------------------------------------------------------------------------------
 
 
-def measure_ingestion(
-    base: str, proc: Proc, ids: Ids, tmp: Path, args: argparse.Namespace
-) -> tuple[dict[str, Any], dict[int, float]]:
-    """Fresh labels at each concurrency, then (at the highest) the same ids again right after each run."""
-    url = base + FEEDBACK
-    out: dict[str, Any] = {}
-    rates: dict[int, float] = {}
+@dataclass(frozen=True)
+class Target:
+    """A gateway with feedback keys that labels are sent to."""
+
+    name: str
+    base: str
+    proc: Proc
+
+
+def measure_ingestion(targets: list[Target], ids: Ids, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Fresh labels at each concurrency, then (at the highest) the same ids again right after each run; the
+    targets interleaved (their order alternates per repeat)."""
+    out: dict[str, Any] = {t.name: {} for t in targets}
     top = max(args.ingest_concurrency)
-    replays: list[dict[str, Any]] = []
+    replays: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     for conc in args.ingest_concurrency:
-        warm, _ = ids.script(tmp, "labels-warm", int(args.ids_per_second))
-        wrk(url, conc, 1, warm, args.other_core, None)
-        runs: list[dict[str, Any]] = []
+        for target in targets:
+            warm, _ = ids.script(tmp, "labels-warm", int(args.ids_per_second))
+            wrk(target.base + FEEDBACK, conc, 1, warm, args.other_core, None)
+        runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
         for repeat in range(args.repeats):
-            script, bodies = ids.script(tmp, "labels", int(args.ids_per_second * args.duration))
-            fresh = _counted_run(base, url, conc, script, proc, args)
-            runs.append(fresh)
-            if conc == top:  # the ids just counted, sent again: every one is a replay (409)
-                sent = bodies[: fresh["requests"] - conc]  # surely sent and answered before wrk stopped
-                replays.append(_counted_run(base, url, conc, replay_script(tmp, f"replay-{repeat}", sent), proc, args))
-        out[f"c{conc}"] = _ingest_summary(runs, "counted")
-        rates[conc] = out[f"c{conc}"]["per_second"]
-        s = out[f"c{conc}"]
+            for target in targets if repeat % 2 == 0 else targets[::-1]:
+                script, bodies = ids.script(tmp, "labels", int(args.ids_per_second * args.duration))
+                fresh = _counted_run(target, conc, script, args)
+                runs[target.name].append(fresh)
+                if conc == top:  # the ids just counted, sent again: every one is a replay (409)
+                    sent = bodies[: fresh["requests"] - conc]  # surely sent and answered before wrk stopped
+                    again = replay_script(tmp, "replay", sent)
+                    replays[target.name].append(_counted_run(target, conc, again, args))
+        for target in targets:
+            s = out[target.name][f"c{conc}"] = _ingest_summary(runs[target.name], "counted")
+            print(
+                f"[ingestion {target.name} c={conc}] {s['per_second']:.0f} labels/s counted (gateway CPU share "
+                f"{s['gateway_cpu_share']:.2f}), {s['cpu_us_per_item']:.1f} CPU µs/label, other {s['refused']}",
+                flush=True,
+            )
+    for target in targets:
+        s = out[target.name][f"replay_c{top}"] = _ingest_summary(replays[target.name], "refused_replayed")
         print(
-            f"[ingestion c={conc}] {s['per_second']:.0f} labels/s counted (gateway CPU share "
-            f"{s['gateway_cpu_share']:.2f}), {s['cpu_us_per_item']:.1f} CPU µs/label, refused {s['refused']}",
+            f"[replays {target.name} c={top}] {s['per_second']:.0f} refusals/s (409), {s['cpu_us_per_item']:.1f} "
+            "CPU µs each",
             flush=True,
         )
-    out[f"replay_c{top}"] = _ingest_summary(replays, "refused_replayed")
-    s = out[f"replay_c{top}"]
-    print(
-        f"[replays c={top}] {s['per_second']:.0f} refusals/s (409), {s['cpu_us_per_item']:.1f} CPU µs each", flush=True
-    )
-    return out, rates
+    return out
 
 
-def _counted_run(base: str, url: str, conc: int, script: Path, proc: Proc, args: argparse.Namespace) -> dict[str, Any]:
-    before = feedback_counts(base)
-    run = wrk(url, conc, args.duration, script, args.other_core, proc)
-    delta = _delta(feedback_counts(base), before)
+def _counted_run(target: Target, conc: int, script: Path, args: argparse.Namespace) -> dict[str, Any]:
+    before = feedback_counts(target.base)
+    run = wrk(target.base + FEEDBACK, conc, args.duration, script, args.other_core, target.proc)
+    delta = _delta(feedback_counts(target.base), before)
     return {**asdict(run), "gateway_counts": delta}
 
 
 def _ingest_summary(runs: list[dict[str, Any]], outcome: str) -> dict[str, Any]:
     """Per second and CPU per item of ``outcome`` (wrk's rate times the share of requests with that outcome)."""
     per_second = [r["rps"] * r["gateway_counts"].get(outcome, 0) / r["requests"] for r in runs]
-    refused = {}
+    other: dict[str, int] = {}
     for r in runs:
         for k, v in r["gateway_counts"].items():
             if k != outcome:
-                refused[k] = refused.get(k, 0) + v
+                other[k] = other.get(k, 0) + v
     cpu = median([r["cpu_us_per_request"] for r in runs])
     return {
         "per_second": statistics.median(per_second),
@@ -278,7 +291,7 @@ def _ingest_summary(runs: list[dict[str, Any]], outcome: str) -> dict[str, Any]:
         "gateway_cpu_share": statistics.median(r["rps"] * r["cpu_us_per_request"] / 1e6 for r in runs),
         "p50_ms": median([r["p50"] * 1e3 for r in runs]),
         "p99_ms": median([r["p99"] * 1e3 for r in runs]),
-        "refused": refused,  # anything else than the measured outcome (must be empty)
+        "refused": other,  # any outcome but the measured one (expected: none, or a few in-flight at the end)
         "runs": runs,
     }
 
@@ -313,27 +326,31 @@ def flood(url: str, conc: int, duration: float, script: Path, core: int | None, 
 
 
 def measure_interference(
-    gateway: str, direct: str, proc: Proc, body: bytes, ids: Ids, rates: dict[int, float], tmp: Path,
-    args: argparse.Namespace,
-) -> dict[str, Any]:  # fmt: skip
+    targets: list[Target], direct: str, body: bytes, ids: Ids, rate: float, tmp: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The steady client's latency through each target, quiet and beside a label flood on that target; and
+    directly at the model server, quiet and beside a flood on the first target (the control)."""
     floods = args.flood_concurrency
-    conditions = [("gateway", None), *(("gateway", c) for c in floods), ("direct", None), ("direct", max(floods))]
-    results: dict[str, list[dict[str, Any]]] = {_name(t, c): [] for t, c in conditions}
+    first = targets[0]
+    conditions: list[tuple[str, str, Target | None, int | None]] = []  # (name, url, flooded target, wrk -c)
+    for t in targets:
+        conditions.append((_name(t.name, None), t.base + INFER, None, None))
+        conditions += [(_name(t.name, c), t.base + INFER, t, c) for c in floods]
+    conditions.append((_name("direct", None), direct + INFER, None, None))
+    conditions.append((_name("direct", max(floods)), direct + INFER, first, max(floods)))
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in conditions}
     flood_seconds = args.duration + 2.0
     for repeat in range(args.repeats):
         shift = repeat % len(conditions)
-        for target, conc in conditions[shift:] + conditions[:shift]:
-            url = (gateway if target == "gateway" else direct) + INFER
-            if conc is None:
-                results[_name(target, conc)].append(
-                    {**steady(url, body, args.steady_rate, args.duration, args.other_core), "load": os.getloadavg()[0]}
-                )
-                continue
-            n = int(rates.get(conc, args.ids_per_second) * 1.5 * flood_seconds) + 1000
-            script, _ = ids.script(tmp, "flood", n)
-            with flood(gateway + FEEDBACK, conc, flood_seconds, script, args.other_core, proc) as labels:
+        for name, url, flooded, conc in conditions[shift:] + conditions[:shift]:
+            if flooded is None or conc is None:
                 latency = steady(url, body, args.steady_rate, args.duration, args.other_core)
-            results[_name(target, conc)].append({**latency, "flood": labels, "load": os.getloadavg()[0]})
+                results[name].append({**latency, "load": os.getloadavg()[0]})
+                continue
+            script, _ = ids.script(tmp, "flood", int(rate * 1.5 * flood_seconds) + 1000)
+            with flood(flooded.base + FEEDBACK, conc, flood_seconds, script, args.other_core, flooded.proc) as labels:
+                latency = steady(url, body, args.steady_rate, args.duration, args.other_core)
+            results[name].append({**latency, "flood": labels, "load": os.getloadavg()[0]})
     out: dict[str, Any] = {}
     for name, runs in results.items():
         out[name] = {
@@ -345,19 +362,16 @@ def measure_interference(
         if "flood" in runs[0]:
             out[name]["flood_labels_per_second"] = statistics.median(r["flood"]["rps"] for r in runs)
             out[name]["flood_gateway_cpu_share"] = statistics.median(r["flood"]["cpu_share"] for r in runs)
-    for target, conc in conditions:
-        if conc is None:
-            continue
-        quiet, busy = results[_name(target, None)], results[_name(target, conc)]
-        out[_name(target, conc)]["paired_difference"] = {
-            key: _spread([b[key] - q[key] for q, b in zip(quiet, busy, strict=True)]) for key in ("p50_ms", "p99_ms")
-        }
+            quiet = results[name.split("_label_flood_")[0] + "_quiet"]
+            out[name]["paired_difference"] = {
+                key: _spread([b[key] - q[key] for q, b in zip(quiet, runs, strict=True)])
+                for key in ("p50_ms", "p99_ms")
+            }
     for name, s in out.items():
         extra = ""
         if "paired_difference" in s:
             d = s["paired_difference"]
             extra = f" (vs quiet p50 {d['p50_ms']['median']:+.3f}, p99 {d['p99_ms']['median']:+.3f})"
-        if "flood_labels_per_second" in s:
             extra += f"; flood {s['flood_labels_per_second']:.0f} labels/s"
         print(f"[inference {name}] p50 {s['p50_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms{extra}", flush=True)
     return out
@@ -393,8 +407,24 @@ def _timed_each(fn: Callable[[bytes], object], make: Callable[[], list[bytes]], 
     return {"min_us": min(per_call), "median_us": statistics.median(per_call)}
 
 
+_EVICT = bytearray(16 << 20)  # four times this machine's L2: writing it leaves the caches cold
+
+
+def _cold(fn: Callable[[bytes], object], inputs: list[bytes]) -> dict[str, float]:
+    """µs per call with the CPU caches emptied before each (as in a gateway that was idle or ran something
+    else since its last request: the case at c=1); the median of the calls."""
+    per_call = []
+    for item in inputs:
+        _EVICT[::64] = bytes(len(_EVICT) // 64)  # one write per cache line
+        started = time.perf_counter()
+        fn(item)
+        per_call.append((time.perf_counter() - started) * 1e6)
+    return {"median_us": statistics.median(per_call)}
+
+
 def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[str, Any]:
-    """The pure functions on this process's core, the gateway's (nothing else of the bench runs meanwhile)."""
+    """The pure functions on the gateway's core (nothing else of the bench runs meanwhile), in a loop (hot:
+    what the code costs) and with the caches emptied before each call (cold)."""
     affinity = os.sched_getaffinity(0)
     if core is not None:
         os.sched_setaffinity(0, {core})
@@ -402,29 +432,37 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
         feedback = Feedback(FeedbackConfig(str(keys_path)))
         assert feedback.minter is not None and feedback.keys is not None
         now = int(time.time())
-        stamped = feedback.stamp("stable", "", answer, False, now)
-        assert stamped is not None, "the model server's answer carries no feedback id"
+        assert feedback.stamp("stable", "", answer, False, now) is not None, "the answer would carry no id"
         predicted = predictions_of(answer)
         assert predicted is not None
         minter, keys = feedback.minter, feedback.keys
         minted = minter.mint("stable", "", predicted, now)
-        label = ids.bodies(1)[0]
-        token_text = json.loads(label)["feedback_id"]
-        assert feedback.receive(ids.bodies(1)[0], now).status == 202  # type: ignore[union-attr]
+        token_text = json.loads(ids.bodies(1)[0])["feedback_id"]
+        first = feedback.receive(ids.bodies(1)[0], now)
+        assert isinstance(first, Answer) and first.status == 202, first
         n = 20000
         fresh = _timed_each(lambda b: feedback.receive(b, now), lambda: ids.bodies(n))
         seen = ids.bodies(n)
         for b in seen:
             feedback.receive(b, now)
+        key = keys.keys[keys.current]
+        payload = base64.urlsafe_b64decode(token_text + "=" * (-len(token_text) % 4))[:-16]
         return {
             "answer": answer.decode(),
             "stamp": _timed(lambda: feedback.stamp("stable", "", answer, False, now), n),
+            "stamp_cold": _cold(lambda a: feedback.stamp("stable", "", a, False, now), [answer] * 300),
             "stamp_parts": {
                 "predictions_of": _timed(lambda: predictions_of(answer), n),
                 "Minter.mint": _timed(lambda: minter.mint("stable", "", predicted, now), n),
                 "inject": _timed(lambda: inject(answer, minted), n),
+                "hmac.digest (in mint and verify)": _timed(lambda: hmac.digest(key, payload, "sha256"), n),
+            },
+            "stamp_parts_cold": {
+                "predictions_of": _cold(predictions_of, [answer] * 300),
+                "hmac.digest (in mint and verify)": _cold(lambda m: hmac.digest(key, m, "sha256"), [payload] * 300),
             },
             "receive_valid": fresh,
+            "receive_valid_cold": _cold(lambda b: feedback.receive(b, now), ids.bodies(300)),
             "receive_replay": _timed_each(lambda b: feedback.receive(b, now), lambda: seen),
             "receive_parts": {
                 "verify": _timed(lambda: verify(keys, token_text, now, 86400.0), n),
@@ -439,7 +477,7 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
 
 
 def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: int | None) -> None:
-    """Start the model server and both gateways, measure the four parts, write the JSON."""
+    """Start the model server and the gateways, measure the parts asked for, write the JSON."""
     load_at_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="feedback-bench-"))
     keys_path = tmp / "keys.json"
@@ -448,53 +486,72 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
     assert keys is not None
     ids = Ids(keys)
     infer_script = wrk_script(tmp, body)
-    ports = {k: free_port() for k in ("model", "without_ids", "with_ids")}
     routes = tmp / "routes.json"
-    routes.write_text(route_table(ports["model"], ports["model"]))
+    model_port = free_port()
+    routes.write_text(route_table(model_port, model_port))
     other = args.other_core
+    with_keys = ("--feedback-keys", str(keys_path))
+    gateways: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
+        "without_ids": ((), None),
+        "with_ids": (with_keys, None),
+    }
+    base_commit = None
+    if args.feedback_base:
+        base_commit = subprocess.run(["git", "rev-parse", args.feedback_base], cwd=ROOT, capture_output=True,
+                                     text=True, check=True).stdout.strip()  # fmt: skip
+        source = export(base_commit, tmp)  # the child imports mlrollout_serving from there (PYTHONPATH first)
+        gateways["with_ids_base"] = (with_keys, {**os.environ, "PYTHONPATH": str(source)})
+    ports = {name: free_port() for name in gateways}
 
-    def gateway_cmd(name: str, *flags: str) -> list[str]:
+    def gateway_cmd(name: str, flags: tuple[str, ...]) -> list[str]:
         return [*pin(proxy_core), sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1",
                 "--port", str(ports[name]), "--routes-file", str(routes), "--log-level", "WARNING", *flags]  # fmt: skip
 
     server_cmd = [*pin(other), sys.executable, "-m", "mlrollout_serving.server", "--model-uri", model.uri,
                   "--sha256", model.sha256, "--model-name", "wine", "--host", "127.0.0.1", "--port",
-                  str(ports["model"]), "--log-level", "WARNING"]  # fmt: skip
+                  str(model_port), "--log-level", "WARNING"]  # fmt: skip
+    model_base = f"http://127.0.0.1:{model_port}"
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(running("model-server", server_cmd, tmp / "server.log"))
         procs: dict[str, Proc] = {}
-        for name, flags in (("without_ids", ()), ("with_ids", ("--feedback-keys", str(keys_path)))):
-            started = stack.enter_context(running("gateway", gateway_cmd(name, *flags), tmp / f"{name}.log"))
+        for name, (flags, env) in gateways.items():
+            started = stack.enter_context(running("gateway", gateway_cmd(name, flags), tmp / f"{name}.log", env))
             procs[name] = ExactProc(started.name, started.proc)
-        for url in base.values():
+        for url in (model_base, *base.values()):
             wait_ok(url + "/v2/health/ready")
         payload = json.dumps(body).encode()
-        _, answer = post(base["model"] + INFER, payload)
-        _, plain = post(base["without_ids"] + INFER, payload)
-        _, stamped = post(base["with_ids"] + INFER, payload)
-        if b"feedback_id" in plain or b"feedback_id" not in stamped:
-            sys.exit(f"expected an id only from the gateway with keys: {plain!r} / {stamped!r}")
-        urls = {name: base[name] + INFER for name in ("without_ids", "with_ids")}
-        results["minting"] = measure_minting(urls, procs, infer_script, args.feedback_concurrency, args)
-        results["ingestion"], rates = measure_ingestion(base["with_ids"], procs["with_ids"], ids, tmp, args)
-        results["inference_beside_label_flood"] = measure_interference(
-            base["with_ids"], base["model"], procs["with_ids"], payload, ids, rates, tmp, args
-        )
-        results["micro"] = micro(answer, keys_path, ids, proxy_core)
-        print(f"[micro] {json.dumps({k: v for k, v in results['micro'].items() if k != 'answer'})}", flush=True)
+        _, answer = post(model_base + INFER, payload)
+        stamped = {name: b"feedback_id" in post(url + INFER, payload)[1] for name, url in base.items()}
+        if stamped != {name: bool(flags) for name, (flags, _) in gateways.items()}:
+            sys.exit(f"expected an id from the gateways with keys only: {stamped}")
+        targets = [Target(name, base[name], procs[name]) for name in gateways if name != "without_ids"]
+        rate = args.ids_per_second
+        if "minting" in args.feedback_parts:
+            urls = {name: base[name] + INFER for name in ("without_ids", "with_ids")}
+            results["minting"] = measure_minting(urls, procs, infer_script, args.feedback_concurrency, args)
+        if "ingestion" in args.feedback_parts:
+            results["ingestion"] = measure_ingestion(targets, ids, tmp, args)
+            rate = max(s["per_second"] for t in results["ingestion"].values() for s in t.values())
+        if "inference" in args.feedback_parts:
+            results["inference_beside_label_flood"] = measure_interference(
+                targets, model_base, payload, ids, rate, tmp, args
+            )
+        if "micro" in args.feedback_parts:
+            results["micro"] = micro(answer, keys_path, ids, proxy_core)
+            print(f"[micro] {json.dumps({k: v for k, v in results['micro'].items() if k != 'answer'})}", flush=True)
         if args.profile:
-            flags = ("--feedback-keys", str(keys_path))
             labels, _ = ids.script(tmp, "profile", int(args.ids_per_second * args.duration))
             text = "## labels at c=16 (fresh ids)\n" + profile_gateway(
-                tmp, routes, labels, proxy_core, other, args.duration, flags, FEEDBACK
+                tmp, routes, labels, proxy_core, other, args.duration, with_keys, FEEDBACK
             )
             text += "\n## inference with ids at c=16 (model server upstream)\n" + profile_gateway(
-                tmp, routes, infer_script, proxy_core, other, args.duration, flags, INFER
+                tmp, routes, infer_script, proxy_core, other, args.duration, with_keys, INFER
             )
             PROFILE_OUT.write_text(text)
             results["profile_file"] = str(PROFILE_OUT.relative_to(ROOT))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -504,9 +561,11 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
             "load_average_at_start": load_at_start,
             "load_average_at_end": os.getloadavg(),
         },
+        "code": {"with_ids": f"worktree at {head}", "with_ids_base": base_commit},
         "settings": {
             "duration_s": args.duration,
             "repeats": args.repeats,
+            "parts": args.feedback_parts,
             "minting_concurrency": args.feedback_concurrency,
             "ingest_concurrency": args.ingest_concurrency,
             "flood_concurrency": args.flood_concurrency,
@@ -525,30 +584,35 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print("\n| minting | CPU µs/req without ids | with ids | paired difference (median, runs) | rps ratio |")
-    print("|---|---|---|---|---|")
-    for key, s in results["minting"].items():
-        d = s["paired_difference"]
-        print(
-            f"| {key} | {s['without_ids']['cpu_us_per_request']:.1f} | {s['with_ids']['cpu_us_per_request']:.1f} | "
-            f"{d['cpu_us_per_request']['median']:+.1f} ({d['cpu_us_per_request']['min']:+.1f} to "
-            f"{d['cpu_us_per_request']['max']:+.1f}) | {d['throughput_ratio']['median']:.3f} |"
-        )
-    print("\n| ingestion | per second | gateway CPU share | CPU µs each | per dedicated core | p50 | p99 | other |")
-    print("|---|---|---|---|---|---|---|---|")
-    for key, s in results["ingestion"].items():
-        print(
-            f"| {key} | {s['per_second']:.0f} | {s['gateway_cpu_share']:.2f} | {s['cpu_us_per_item']:.1f} | "
-            f"{s['per_second_per_dedicated_core']:.0f} | {s['p50_ms']:.3f} ms | {s['p99_ms']:.3f} ms | "
-            f"{s['refused'] or '-'} |"
-        )
-    print("\n| inference at a fixed rate | p50 | p99 | paired p50 diff | paired p99 diff | labels/s | failed |")
-    print("|---|---|---|---|---|---|---|")
-    for key, s in results["inference_beside_label_flood"].items():
-        d = s.get("paired_difference")
-        print(
-            f"| {key} | {s['p50_ms']:.3f} ms | {s['p99_ms']:.3f} ms | "
-            f"{'-' if d is None else format(d['p50_ms']['median'], '+.3f')} | "
-            f"{'-' if d is None else format(d['p99_ms']['median'], '+.3f')} | "
-            f"{s.get('flood_labels_per_second', 0):.0f} | {s['failed']} |"
-        )
+    if "minting" in results:
+        print("\n| minting | CPU µs/req without ids | with ids | paired difference (median, runs) | rps ratio |")
+        print("|---|---|---|---|---|")
+        for key, s in results["minting"].items():
+            d = s["paired_difference"]
+            print(
+                f"| {key} | {s['without_ids']['cpu_us_per_request']:.1f} | "
+                f"{s['with_ids']['cpu_us_per_request']:.1f} | {d['cpu_us_per_request']['median']:+.1f} "
+                f"({d['cpu_us_per_request']['min']:+.1f} to {d['cpu_us_per_request']['max']:+.1f}) | "
+                f"{d['throughput_ratio']['median']:.3f} |"
+            )
+    if "ingestion" in results:
+        print("\n| ingestion | per second | gateway CPU share | CPU µs each | per dedicated core | p50 | p99 | other |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, by_key in results["ingestion"].items():
+            for key, s in by_key.items():
+                print(
+                    f"| {name} {key} | {s['per_second']:.0f} | {s['gateway_cpu_share']:.2f} | "
+                    f"{s['cpu_us_per_item']:.1f} | {s['per_second_per_dedicated_core']:.0f} | {s['p50_ms']:.3f} ms | "
+                    f"{s['p99_ms']:.3f} ms | {s['refused'] or '-'} |"
+                )
+    if "inference_beside_label_flood" in results:
+        print("\n| inference at a fixed rate | p50 | p99 | paired p50 diff | paired p99 diff | labels/s | failed |")
+        print("|---|---|---|---|---|---|---|")
+        for key, s in results["inference_beside_label_flood"].items():
+            d = s.get("paired_difference")
+            print(
+                f"| {key} | {s['p50_ms']:.3f} ms | {s['p99_ms']:.3f} ms | "
+                f"{'-' if d is None else format(d['p50_ms']['median'], '+.3f')} | "
+                f"{'-' if d is None else format(d['p99_ms']['median'], '+.3f')} | "
+                f"{s.get('flood_labels_per_second', 0):.0f} | {s['failed']} |"
+            )

@@ -77,9 +77,9 @@ class Proc:
 
 
 @contextlib.contextmanager
-def running(name: str, cmd: list[str], log: Path) -> Iterator[Proc]:
+def running(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[Proc]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         yield Proc(name, proc)
     finally:
@@ -282,7 +282,16 @@ def main() -> None:
     group.add_argument("--flood-concurrency", type=int, nargs="+", default=[16], help="label flood: wrk -c")
     group.add_argument("--steady-rate", type=float, default=200.0, help="inference requests/s beside the flood")
     group.add_argument(
-        "--ids-per-second", type=float, default=25000.0, help="fresh ids minted per second of a label run"
+        "--ids-per-second", type=float, default=40000.0, help="fresh ids minted per second of a label run"
+    )
+    group.add_argument(
+        "--feedback-parts", nargs="+", default=["minting", "ingestion", "inference", "micro"],
+        choices=["minting", "ingestion", "inference", "micro"], help="which measurements to run",
+    )  # fmt: skip
+    group.add_argument(
+        "--feedback-base",
+        metavar="REV",
+        help="also run the gateway of git revision REV (labels, inference), interleaved",
     )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
