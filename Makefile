@@ -90,6 +90,9 @@ bench: bench-decisions
 bench-decisions: venv
 	$(BIN)/python bench/decision_quality.py $(BENCH_DECISIONS_ARGS)
 	$(BIN)/python bench/rollout_power.py
+	$(BIN)/python bench/margin_power.py
+	$(BIN)/python bench/split_power.py
+	$(BIN)/python bench/forecast_check.py
 
 # Model server vs KServe's Python ModelServer vs raw onnxruntime (docs/serving.md). KServe goes into its
 # own .venv-bench: it pins older protobuf, kubernetes and python-dateutil than the dev environment.

@@ -11,6 +11,9 @@ asks three judges for a verdict at every look, stopping each run at its first pr
   the binned latencies, chi-square on predictions, each at 0.05) on the cumulative data at every look;
   any significant difference rolls back, surviving all looks promotes.
 
+Every snapshot also carries the configured split and the routed counts, so ``ours`` checks for a sample-ratio
+mismatch at every look (a mismatch keeps it inconclusive); the other two do not check the split.
+
 Usage: ``python bench/decision_quality.py [--seeds N] [--looks N] [--only NAME ...]``. Writes
 ``bench/results/decisions.json`` and prints the table that docs/analysis.md shows.
 """
@@ -33,6 +36,7 @@ import numpy.typing as npt
 from scipy import special, stats
 
 from mlrollout.analysis import judge, parse_snapshot
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout_serving.contract.metrics import LATENCY_BUCKETS
 
 RESULTS = Path(__file__).parent / "results" / "decisions.json"
@@ -60,30 +64,54 @@ class Scenario:
     latency_factor: float = 1.0
     class_shift: float = 0.0
     rps: float = 100.0
-    share: float = 0.10
+    share: float = 0.10  # the configured weight
+    realised: float | None = None  # the share the router actually delivers (None: the configured one)
     interval: float = 60.0
+    slo: bool = True  # the default error SLO (maxRate 5%); off: maxRate null
     targets: dict[str, float] = field(default_factory=dict)
+
+    def policy(self) -> RolloutPolicySpec:
+        """The default policy, with the error SLO set aside where the scenario says so."""
+        return RolloutPolicySpec() if self.slo else NO_ERROR_SLO
+
+
+NO_ERROR_SLO = RolloutPolicySpec.model_validate({"analysis": {"metrics": {"errorRate": {"maxRate": None}}}})
+NO_SLO = " (no SLO)"
+SPLIT_FALSE_FLAGS = 0.01  # a correct split is flagged in at most 1% of healthy runs
 
 
 def scenarios() -> list[Scenario]:
     healthy = {"false_rollback_max": 0.05, "promote_min": 0.80}
+    not_promoted = {"promote_max": 0.05}
+    ratios = [
+        Scenario(f"errors x{ratio:g} ({base * 100:g}->{base * ratio * 100:.3g}%){NO_SLO}", "regression",
+                 base_error=base, candidate_error=base * ratio, slo=False, targets=not_promoted)
+        for base in (0.001, 0.01, 0.03, 0.2) for ratio in (1.3, 1.5)
+    ]  # fmt: skip
     return [
         *(Scenario(f"A/A err {r:.1%}", "aa", base_error=r, targets=healthy) for r in (0.005, 0.01, 0.014, 0.02, 0.03)),
         # the default error SLO (maxRate) is 5%: a candidate exactly at it is held, never promoted
         Scenario("A/A err 5.0% (= SLO)", "aa", base_error=0.05, targets={"false_rollback_max": 0.05}),
+        *(
+            Scenario(f"A/A err {r:.1%}{NO_SLO}", "aa", base_error=r, slo=False, targets=healthy)
+            for r in (0.001, 0.01, 0.03, 0.2)
+        ),
         Scenario("A/A low traffic (10 rps)", "aa", rps=10.0, targets={"false_rollback_max": 0.05}),
-        Scenario("errors +0.5pp (1.0->1.5%)", "regression", candidate_error=0.015),
-        Scenario("errors x2 (1->2%)", "regression", candidate_error=0.02, targets={"rollback_by_3": 0.90}),
+        Scenario("errors +0.5pp (1.0->1.5%)", "regression", candidate_error=0.015, targets=not_promoted),
+        *ratios,
+        Scenario("errors x2 (1->2%)", "regression", candidate_error=0.02, targets={"rollback_by_5": 0.90}),
         Scenario(
             "errors x2 (2->4%)", "regression", base_error=0.02, candidate_error=0.04, targets={"rollback_by_3": 0.90}
         ),
         Scenario("errors x3 (1->3%)", "regression", candidate_error=0.03),
-        Scenario("latency +10%", "regression", latency_factor=1.1),
+        Scenario("latency +10%", "regression", latency_factor=1.1, targets=not_promoted),
         Scenario("latency +30%", "regression", latency_factor=1.3, targets={"rollback_by_5": 0.90}),
         Scenario("latency +100%", "regression", latency_factor=2.0),
         Scenario("latency +30%, low traffic", "regression", latency_factor=1.3, rps=10.0),
         Scenario("predictions shift (PSI~0.05)", "aa", class_shift=0.1, targets={"false_rollback_max": 0.05}),
         Scenario("predictions shift (PSI~0.9)", "regression", class_shift=0.45),
+        # a broken split, otherwise identical tracks: every comparison is suspect, nothing may be promoted
+        Scenario("split 7% of 10% (SRM)", "split", realised=0.07, targets={"flag_by_5": 0.90, "promote_max": 0.0}),
     ]
 
 
@@ -103,9 +131,10 @@ def simulate(
     """Per-look increments for both tracks, shape ``(seeds, looks[, bins])``."""
     out = {}
     candidate_error = sc.candidate_error if sc.candidate_error is not None else sc.base_error
+    share = sc.realised if sc.realised is not None else sc.share
     tracks = (
-        ("stable", 1 - sc.share, sc.base_error, 1.0, STABLE_CLASSES),
-        ("candidate", sc.share, candidate_error, sc.latency_factor, _candidate_classes(sc.class_shift)),
+        ("stable", 1 - share, sc.base_error, 1.0, STABLE_CLASSES),
+        ("candidate", share, candidate_error, sc.latency_factor, _candidate_classes(sc.class_shift)),
     )
     for track, share, err, lat, cls in tracks:
         n = rng.poisson(sc.rps * share * sc.interval, size=(seeds, looks))
@@ -116,7 +145,9 @@ def simulate(
     return out
 
 
-def _snapshot(cum: dict[str, dict[str, npt.NDArray[np.int64]]], seed: int, look: int) -> dict[str, Any]:
+def _snapshot(
+    cum: dict[str, dict[str, npt.NDArray[np.int64]]], seed: int, look: int, share: float = 0.1
+) -> dict[str, Any]:
     snap: dict[str, Any] = {"elapsed_seconds": 60.0 * (look + 1)}
     for track, data in cum.items():
         buckets = np.cumsum(data["latency"][seed, look])
@@ -126,6 +157,8 @@ def _snapshot(cum: dict[str, dict[str, npt.NDArray[np.int64]]], seed: int, look:
             "latency_buckets": dict(zip(LABELS, (int(x) for x in buckets), strict=True)),
             "predictions": {str(i): int(x) for i, x in enumerate(data["predictions"][seed, look])},
         }
+    routed = {track: snap[track]["requests"] for track in ("stable", "candidate")}
+    snap["split"] = {"configured": {"stable": 1 - share, "candidate": share}, "observed": routed}
     return snap
 
 
@@ -155,9 +188,14 @@ def _mann_whitney_p(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> float
     return float(special.ndtr(-(u - n1 * n2 / 2.0) / math.sqrt(var))) if var > 0 else 1.0
 
 
-def judge_ours(cum: Any, inc: Any, seed: int, look: int, looks: int) -> str:
-    verdict: str = judge(parse_snapshot(_snapshot(cum, seed, look))).verdict
-    return verdict
+SPLIT_FLAG = "split-flag"  # ours: inconclusive because of a sample-ratio mismatch (the run goes on)
+
+
+def judge_ours(cum: Any, sc: Scenario, seed: int, look: int) -> str:
+    result = judge(parse_snapshot(_snapshot(cum, seed, look, sc.share)), sc.policy())
+    if result.verdict == "inconclusive" and any(m.name == "split" and m.decision != "pass" for m in result.metrics):
+        return SPLIT_FLAG
+    return str(result.verdict)
 
 
 def judge_flagger(cum: Any, inc: Any, seed: int, look: int, looks: int, state: dict[str, int]) -> str:
@@ -186,15 +224,21 @@ def judge_kayenta(cum: Any, inc: Any, seed: int, look: int, looks: int) -> str:
     return "promote" if look + 1 >= looks else "continue"
 
 
-def run_judge(name: str, cum: Any, inc: Any, seeds: int, looks: int) -> list[tuple[str, int]]:
-    """(final verdict, 1-based look of the decision or ``looks`` when undecided) per seed."""
+Outcome = tuple[str, int, int | None]
+
+
+def run_judge(name: str, sc: Scenario, cum: Any, inc: Any, seeds: int, looks: int) -> list[Outcome]:
+    """(final verdict, 1-based look of the decision or ``looks`` when undecided, first look a split
+    mismatch was flagged or None) per seed."""
     outcomes = []
     for seed in range(seeds):
         state: dict[str, int] = {}
-        verdict, look = "continue", looks
+        verdict, look, flagged = "continue", looks, None
         for t in range(looks):
             if name == "ours":
-                v = judge_ours(cum, inc, seed, t, looks)
+                v = judge_ours(cum, sc, seed, t)
+                if v == SPLIT_FLAG and flagged is None:
+                    flagged = t + 1
             elif name == "flagger":
                 v = judge_flagger(cum, inc, seed, t, looks, state)
             else:
@@ -202,14 +246,15 @@ def run_judge(name: str, cum: Any, inc: Any, seeds: int, looks: int) -> list[tup
             if v in ("promote", "rollback"):
                 verdict, look = v, t + 1
                 break
-        outcomes.append((verdict, look))
+        outcomes.append((verdict, look, flagged))
     return outcomes
 
 
-def summarise(sc: Scenario, outcomes: list[tuple[str, int]]) -> dict[str, Any]:
+def summarise(name: str, outcomes: list[Outcome]) -> dict[str, Any]:
     n = len(outcomes)
-    rollbacks = [t for v, t in outcomes if v == "rollback"]
-    promotes = [t for v, t in outcomes if v == "promote"]
+    rollbacks = [t for v, t, _ in outcomes if v == "rollback"]
+    promotes = [t for v, t, _ in outcomes if v == "promote"]
+    flags = [f for _, _, f in outcomes if f is not None]
     decided = sorted(rollbacks + promotes)
     return {
         "rollback_rate": len(rollbacks) / n,
@@ -218,6 +263,9 @@ def summarise(sc: Scenario, outcomes: list[tuple[str, int]]) -> dict[str, Any]:
         "median_looks_to_decision": float(np.median(decided)) if decided else None,
         "rollback_by_3": sum(t <= 3 for t in rollbacks) / n,
         "rollback_by_5": sum(t <= 5 for t in rollbacks) / n,
+        # only ours checks the split; a run stops at its first promote or rollback, so this is "flagged first"
+        "flag_rate": len(flags) / n if name == "ours" else None,
+        "flag_by_5": sum(f <= 5 for f in flags) / n if name == "ours" else None,
     }
 
 
@@ -229,9 +277,13 @@ def check_targets(sc: Scenario, row: dict[str, Any]) -> list[str]:
         missed.append(f"false rollback {row['rollback_rate']:.1%} > {t['false_rollback_max']:.0%}")
     if "promote_min" in t and row["promote_rate"] < t["promote_min"]:
         missed.append(f"promoted {row['promote_rate']:.1%} < {t['promote_min']:.0%}")
-    for key in ("rollback_by_3", "rollback_by_5"):
+    if "promote_max" in t and row["promote_rate"] > t["promote_max"]:
+        missed.append(f"promoted {row['promote_rate']:.1%} > {t['promote_max']:.0%}")
+    for key in ("rollback_by_3", "rollback_by_5", "flag_by_5"):
         if key in t and row[key] < t[key]:
             missed.append(f"{key} {row[key]:.1%} < {t[key]:.0%}")
+    if sc.group == "aa" and row["flag_rate"] > SPLIT_FALSE_FLAGS:
+        missed.append(f"correct split flagged in {row['flag_rate']:.1%} > {SPLIT_FALSE_FLAGS:.0%}")
     return missed
 
 
@@ -244,8 +296,9 @@ def _fmt(x: float | None, pct: bool = True) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: per scenario and judge, the error that matters and the speed."""
     lines = [
-        "| scenario | judge | rollback | promote | undecided | median looks | rolled back by look 3 / 5 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| scenario | judge | rollback | promote | undecided | median looks | rolled back by look 3 / 5 "
+        "| split flagged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         for j in ("ours", "flagger", "kayenta"):
@@ -255,7 +308,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"| {row['scenario'] if j == 'ours' else ''} | {j}{mark} | {_fmt(r['rollback_rate'])} | "
                 f"{_fmt(r['promote_rate'])} | {_fmt(r['undecided_rate'])} | "
                 f"{_fmt(r['median_looks_to_decision'], pct=False)} | "
-                f"{_fmt(r['rollback_by_3'])} / {_fmt(r['rollback_by_5'])} |"
+                f"{_fmt(r['rollback_by_3'])} / {_fmt(r['rollback_by_5'])} | {_fmt(r.get('flag_rate'))} |"
             )
     return "\n".join(lines)
 
@@ -278,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         inc = simulate(sc, args.seeds, args.looks, rng)
         cum = {t: {k: np.cumsum(v, axis=1) for k, v in d.items()} for t, d in inc.items()}
         judges = {
-            j: summarise(sc, run_judge(j, cum, inc, args.seeds, args.looks)) for j in ("ours", "flagger", "kayenta")
+            j: summarise(j, run_judge(j, sc, cum, inc, args.seeds, args.looks)) for j in ("ours", "flagger", "kayenta")
         }
         row = {"scenario": sc.name, "config": asdict(sc), "judges": judges, "missed": check_targets(sc, judges["ours"])}
         rows.append(row)

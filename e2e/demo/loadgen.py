@@ -10,13 +10,20 @@ Environment: TARGET (http://host:port), MODEL (OIP model name), RATE (requests/s
 DURATION (seconds, 0 = until stopped), ROWS (path to a JSON list of rows), WARMUP (seconds: before
 counting, wait at most this long for the first successful answer, so the counts start once the Service
 routes; a target that never answers fails the run).
+
+Ground truth (optional): LABELS (path to a JSON list of each row's true class), LABEL_DELAY (seconds
+between an answer and its label, as when the truth is learnt later), LABEL_SHARE (the share of answers
+labelled, 0-1). A labelled answer's feedback id goes back to the gateway with the true class
+(POST /v2/models/<model>/feedback); the log line counts labels sent and the gateway's statuses.
 """
 
 from __future__ import annotations
 
+import heapq
 import http.client
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -37,6 +44,7 @@ class Stats:
         self.versions: Counter[str] = Counter()
         self.window: list[float] = []
         self.first_failures: list[tuple[float, str]] = []  # when the first failures happened, and why
+        self.labels: Counter[str] = Counter()  # feedback statuses from the gateway ("202", "409", "error:...")
 
     def record(self, code: str, version: str | None, seconds: float) -> None:
         with self.lock:
@@ -70,12 +78,68 @@ class Stats:
                 "codes": dict(self.codes),
                 "versions": dict(self.versions),
                 **({"first_failures": list(self.first_failures)} if self.first_failures else {}),
+                **({"labels": dict(self.labels)} if self.labels else {}),
                 **q,
             }
 
 
+class Labeller:
+    """Sends each labelled answer's true class back after LABEL_DELAY seconds, from one thread with one
+    keep-alive connection; labels still due when the run stops are dropped (counted as "unsent")."""
+
+    def __init__(self, target: str, model: str, delay: float, share: float, stats: Stats) -> None:
+        self.url = urllib.parse.urlsplit(target)
+        self.path = f"/v2/models/{model}/feedback"
+        self.delay, self.share, self.stats = delay, share, stats
+        self.due: list[tuple[float, int, str, int]] = []
+        self.cond = threading.Condition()
+        self.seq = 0
+
+    def answered(self, feedback_id: str | None, label: int | None) -> None:
+        if feedback_id is None or label is None or random.random() >= self.share:
+            return
+        with self.cond:
+            self.seq += 1
+            heapq.heappush(self.due, (time.monotonic() + self.delay, self.seq, feedback_id, label))
+            self.cond.notify()
+
+    def run(self, stop: threading.Event) -> None:
+        conn: http.client.HTTPConnection | None = None
+        while not stop.is_set():
+            with self.cond:
+                wait = self.due[0][0] - time.monotonic() if self.due else 0.5
+                if wait > 0:
+                    self.cond.wait(min(wait, 0.5))
+                    continue
+                _, _, feedback_id, label = heapq.heappop(self.due)
+            body = json.dumps({"feedback_id": feedback_id, "label": label}).encode()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.url.hostname or "", self.url.port or 80, timeout=10)
+                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                code = str(resp.status)
+            except (OSError, http.client.HTTPException) as exc:
+                code = f"error:{type(exc).__name__}"
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with self.stats.lock:
+                self.stats.labels[code] += 1
+        with self.cond, self.stats.lock:
+            if self.due:
+                self.stats.labels["unsent"] += len(self.due)
+
+
 def worker(
-    target: str, model: str, rows: list[list[float]], period: float, stop: threading.Event, stats: Stats
+    target: str,
+    model: str,
+    rows: list[tuple[list[float], int | None]],
+    period: float,
+    stop: threading.Event,
+    stats: Stats,
+    labeller: Labeller | None,
 ) -> None:
     url = urllib.parse.urlsplit(target)
     path = f"/v2/models/{model}/infer"
@@ -83,7 +147,7 @@ def worker(
     i = 0
     next_at = time.monotonic()
     while not stop.is_set():
-        row = rows[i % len(rows)]
+        row, label = rows[i % len(rows)]
         i += 1
         body = json.dumps(
             {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
@@ -98,7 +162,10 @@ def worker(
             data = resp.read()
             code = str(resp.status)
             if resp.status == 200:
-                version = json.loads(data).get("model_version")
+                answer = json.loads(data)
+                version = answer.get("model_version")
+                if labeller is not None:
+                    labeller.answered((answer.get("parameters") or {}).get("feedback_id"), label)
             if resp.getheader("connection", "").lower() == "close":
                 conn.close()
                 conn = None
@@ -143,18 +210,31 @@ def main() -> int:
     duration = float(os.environ.get("DURATION", "0"))
     with open(os.environ.get("ROWS", "/config/rows.json")) as fh:
         rows = json.load(fh)
+    labels: list[int | None] = [None] * len(rows)
+    if os.environ.get("LABELS"):
+        with open(os.environ["LABELS"]) as fh:
+            labels = json.load(fh)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if not warm_up(target, model, rows[0], float(os.environ.get("WARMUP", "180"))):
         print(json.dumps({"error": f"{target} did not answer during the warm-up"}), flush=True)
         return 1
     stats = Stats()
+    labeller = None
+    if os.environ.get("LABELS"):
+        delay, share = float(os.environ.get("LABEL_DELAY", "2")), float(os.environ.get("LABEL_SHARE", "1"))
+        labeller = Labeller(target, model, delay, share, stats)
+    pairs = list(zip(rows, labels, strict=True))
     threads = [
         threading.Thread(
-            target=worker, args=(target, model, rows[k::workers] or rows, workers / rate, stop, stats), daemon=True
+            target=worker,
+            args=(target, model, pairs[k::workers] or pairs, workers / rate, stop, stats, labeller),
+            daemon=True,
         )
         for k in range(workers)
     ]
+    if labeller is not None:
+        threads.append(threading.Thread(target=labeller.run, args=(stop,), daemon=True))
     for t in threads:
         t.start()
     started = time.monotonic()

@@ -4,10 +4,14 @@
 - ``v2``: a slightly different regularisation: as accurate as v1, a good candidate.
 - ``v3``: v2 plus a deliberately slow side branch in the ONNX graph (repeated matrix products whose
   result is multiplied by zero): same predictions, much higher latency, a bad candidate.
+- ``v4``: plausible but wrong: the same inputs, trained on the two most telling features only. It answers
+  as fast, never errs and predicts the usual class mix, but is wrong on about 11 % of the held-out rows
+  where v1 is right on all: only labels (ground truth) catch it.
 - ``profile.json``: the reference profile of the training data (input bins and predictions).
 
 Every file goes into one directory with a ``manifest.json`` holding each file's sha256, the held-out
-request rows and the class labels; the model store serves that directory over HTTP.
+request rows, their true classes (``labels``, what the load generator sends back as feedback) and the
+class labels; the model store serves that directory over HTTP.
 """
 
 from __future__ import annotations
@@ -27,23 +31,27 @@ SLOW_SIZE = 320  # side length of the matrices of v3's slow branch
 SLOW_ROUNDS = 3  # matrix products per request in v3 (about 20 ms on one core)
 
 
-def _wine() -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32]]:
+def _wine() -> tuple[npt.NDArray[np.float32], npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[Any]]:
     from sklearn.datasets import load_wine
 
     x, y = load_wine(return_X_y=True)
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     held = np.arange(len(x32)) % 5 == 0
-    return x32[~held], np.asarray(y)[~held], x32[held]
+    return x32[~held], np.asarray(y)[~held], x32[held], np.asarray(y)[held]
 
 
-def _logreg_onnx(train_x: npt.NDArray[np.float32], train_y: npt.NDArray[Any], c: float) -> Any:
+def _logreg_onnx(train_x: npt.NDArray[np.float32], train_y: npt.NDArray[Any], c: float, features: int = 0) -> Any:
+    """Standardised logistic regression; ``features`` > 0 keeps only that many of the most telling inputs
+    (the ONNX model still takes all of them)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.feature_selection import SelectKBest, f_classif
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=0))
+    select = [SelectKBest(f_classif, k=features)] if features else []
+    model = make_pipeline(StandardScaler(), *select, LogisticRegression(C=c, max_iter=1000, random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(train_x, train_y)
@@ -112,14 +120,16 @@ def build(out: Path) -> dict[str, Any]:
     from mlrollout_serving import profile as prof
 
     out.mkdir(parents=True, exist_ok=True)
-    train_x, train_y, held = _wine()
+    train_x, train_y, held, held_y = _wine()
     v1 = _logreg_onnx(train_x, train_y, c=1.0)
     v2 = _logreg_onnx(train_x, train_y, c=0.5)
     v3 = slow_variant(_logreg_onnx(train_x, train_y, c=0.5))
+    v4 = _logreg_onnx(train_x, train_y, c=1.0, features=2)
     files = {
         "wine-v1.onnx": v1.SerializeToString(),
         "wine-v2.onnx": v2.SerializeToString(),
         "wine-v3-slow.onnx": v3.SerializeToString(),
+        "wine-v4-plausible.onnx": v4.SerializeToString(),
     }
     digests = {name: _write(out / name, data) for name, data in files.items()}
     x64 = train_x.astype(np.float64)
@@ -129,6 +139,7 @@ def build(out: Path) -> dict[str, Any]:
     manifest = {
         "files": digests,
         "rows": held.astype(float).tolist(),
+        "labels": [int(c) for c in held_y.tolist()],
         "features": int(train_x.shape[1]),
         "classes": sorted(int(c) for c in set(train_y.tolist())),
     }

@@ -1,8 +1,9 @@
 """The demo: a model rolled out safely on a real cluster, told step by step for someone new to mlrollout.
 
 Run by `make demo` (through e2e/demo/demo, which brings the cluster up and builds the images first).
-It installs the stack, deploys v1 of a wine classifier, sends steady traffic, rolls out a good v2 and a
-slow v3 while `kubectl mlrollout status --watch` shows each rollout live, and ends with a summary table.
+It installs the stack, deploys v1 of a wine classifier, sends steady traffic (and each answer's true
+class a few seconds later, as ground truth), rolls out a good v2, a slow v3 and a plausible-but-wrong v4
+while `kubectl mlrollout status --watch` shows each rollout live, and ends with a summary table.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ def summary(cluster: stack.Cluster, load: dict[str, Any]) -> None:
         f"    Client traffic during the demo: {load.get('sent', 0)} requests, {load.get('ok', 0)} answered, "
         f"{load.get('failed', 0)} failed; answers by model version: {load.get('versions', {})}"
     )
+    if load.get("labels"):
+        print(f"    Labels sent back as feedback, by the gateway's answer: {load['labels']}")
     if load.get("failed"):
         when = ", ".join(
             f"{datetime.fromtimestamp(t, tz=UTC):%H:%M:%S} {code}" for t, code in load.get("first_failures", [])
@@ -158,9 +161,11 @@ def main() -> int:
 
     say(
         "1. Sample models",
-        """Three versions of a wine classifier (scikit-learn's bundled wine dataset, exported to ONNX):
+        """Four versions of a wine classifier (scikit-learn's bundled wine dataset, exported to ONNX):
         v1 and v2 are good logistic regressions; v3 gives the same answers but is slow (about 20 ms per
-        request instead of well under 1 ms). Each file is identified by its sha256.""",
+        request instead of well under 1 ms); v4 is fast, never fails and predicts the usual mix of
+        classes, but it looks at two of the 13 measurements only and is wrong on about one answer in
+        nine. Each file is identified by its sha256.""",
     )
     models_dir, manifest = build_models()
     for name, digest in manifest["files"].items():
@@ -181,8 +186,8 @@ def main() -> int:
     say(
         "3. Deploy v1",
         f"""A RolloutPolicy ({POLICY}) says how new versions roll out: 100% shadow traffic first, then
-        canaries at 25% and 50%, each gated on the error rate and on latency (p90, compared with
-        the stable version). Then the ModelDeployment
+        canaries at 25% and 50%, each gated on the error rate, on latency (p90, compared with the
+        stable version) and on accuracy measured from labels. Then the ModelDeployment
         '{MD}' in namespace {NS} is applied with model v1.""",
     )
     if cluster.get("namespace", NS):
@@ -198,9 +203,13 @@ def main() -> int:
     say(
         "4. Client traffic",
         f"""A load generator pod sends {args.rate:g} requests per second to the gateway Service '{MD}' and
-        counts every answer. It runs through both rollouts.""",
+        counts every answer. Each answer carries a feedback id; 3 seconds later the load generator sends
+        the row's true class back with it, as a client does once it learns the truth. It runs through
+        every rollout.""",
     )
-    stack.start_loadgen(cluster, NS, refs, MD, MD, manifest["rows"], rate=args.rate)
+    stack.start_loadgen(
+        cluster, NS, refs, MD, MD, manifest["rows"], rate=args.rate, labels=manifest["labels"], label_delay=3.0
+    )
 
     say(
         "5. Roll out v2 (a good model)",
@@ -216,13 +225,23 @@ def main() -> int:
     v3 = rollout(cluster, "v3", "wine-v3-slow.onnx", files["wine-v3-slow.onnx"], store, args.rollout_timeout)
     note(f"v3: {v3.get('outcome')} - {v3.get('reason', '')}")
 
+    say(
+        "7. Roll out v4 (plausible but wrong)",
+        """Errors, latency and the class mix cannot tell v4 from v2. During the shadow step both models
+        answer every request; each label scores both answers to the same request, and the paired test
+        (McNemar) sees v4 wrong where v2 is right. The quality rows show the accuracy effect with its
+        interval.""",
+    )
+    v4 = rollout(cluster, "v4", "wine-v4-plausible.onnx", files["wine-v4-plausible.onnx"], store, args.rollout_timeout)
+    note(f"v4: {v4.get('outcome')} - {v4.get('reason', '')}")
+
     load = stack.stop_loadgen(cluster, NS)
     summary(cluster, load)
     print(f"\n    Demo finished in {time.monotonic() - t0:.0f}s.")
     print('    Look around:  eval "$(e2e/cluster/env)" && kubectl -n ml-demo get md,pods,svc')
     print("                  kubectl mlrollout history wine -n ml-demo")
     print("    Tear down:    make demo-down")
-    ok = v2.get("outcome") == "promoted" and v3.get("outcome") == "rolledBack"
+    ok = v2.get("outcome") == "promoted" and v3.get("outcome") == "rolledBack" and v4.get("outcome") == "rolledBack"
     return 0 if ok else 1
 
 

@@ -274,11 +274,20 @@ def start_loadgen(
     rate: float = 20,
     workers: int = 4,
     name: str = "loadgen",
+    labels: Sequence[int] | None = None,
+    label_delay: float = 2.0,
+    label_share: float = 1.0,
 ) -> str:
-    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name."""
+    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name. With
+    `labels` (each row's true class) it also sends them back as feedback, `label_delay` seconds after the
+    answer, for a `label_share` of the answers."""
     cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "rows.json").write_text(json.dumps([list(r) for r in rows]))
+        files = [f"--from-file=rows.json={Path(tmp) / 'rows.json'}"]
+        if labels is not None:
+            (Path(tmp) / "labels.json").write_text(json.dumps(list(labels)))
+            files.append(f"--from-file=labels.json={Path(tmp) / 'labels.json'}")
         cm = cluster.kubectl(
             "create",
             "configmap",
@@ -286,7 +295,7 @@ def start_loadgen(
             "-n",
             namespace,
             f"--from-file=loadgen.py={Path(__file__).resolve().parent / 'loadgen.py'}",
-            f"--from-file=rows.json={Path(tmp) / 'rows.json'}",
+            *files,
             "--dry-run=client",
             "-o",
             "json",
@@ -313,6 +322,15 @@ def start_loadgen(
                         {"name": "RATE", "value": str(rate)},
                         {"name": "WORKERS", "value": str(workers)},
                         {"name": "ROWS", "value": "/config/rows.json"},
+                        *(
+                            [
+                                {"name": "LABELS", "value": "/config/labels.json"},
+                                {"name": "LABEL_DELAY", "value": str(label_delay)},
+                                {"name": "LABEL_SHARE", "value": str(label_share)},
+                            ]
+                            if labels is not None
+                            else []
+                        ),
                     ],
                     "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
                     "volumeMounts": [{"name": "config", "mountPath": "/config"}],

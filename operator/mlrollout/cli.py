@@ -11,6 +11,8 @@ commands:
   validate FILE...                      check manifests offline (all three kinds, multi-document YAML)
   analyze --snapshot F.json [--policy F.yaml]
                                         judge a snapshot of counts, print the verdict as JSON
+  plan --rps R [--policy F.yaml] [--base-error-rate P] [--latency-p99 S]
+                                        per step: requests and time to a decision, its power
   profile --output F.json DATA          build a reference profile from training data (CSV or .npy)
   crds                                  regenerate crds/ and the chart's CRDs from the models
 """
@@ -28,6 +30,12 @@ def _analyze(argv: Sequence[str]) -> int:
     return cli_main(list(argv))
 
 
+def _plan(argv: Sequence[str]) -> int:
+    from mlrollout.plan import main
+
+    return main(argv)
+
+
 def _profile(argv: Sequence[str]) -> int:
     from mlrollout_serving.profile import cli_main
 
@@ -43,6 +51,7 @@ def _crds(argv: Sequence[str]) -> int:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "validate": _validate,
     "analyze": _analyze,
+    "plan": _plan,
     "profile": _profile,
     "crds": _crds,
 }

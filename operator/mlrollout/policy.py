@@ -115,11 +115,10 @@ def _looser(field: str, policy_name: str, detail: str) -> PolicyError:
     return PolicyError(f"spec.strategy.{field}: looser than RolloutPolicy {policy_name!r}: {detail}")
 
 
-def _margin_value(margin: Margin) -> tuple[str, float]:
-    if margin.absolute is not None:
-        return "absolute", margin.absolute
-    assert margin.relative is not None
-    return "relative", margin.relative
+def _margin_text(margin: Margin) -> str:
+    parts = [f"{name} {value:g}" for name, value in (("absolute", margin.absolute), ("relative", margin.relative),
+                                                     ("floor", margin.floor)) if value is not None]  # fmt: skip
+    return ", ".join(parts)
 
 
 def _check_steps(steps: list[Step], policy: Strategy, policy_name: str) -> None:
@@ -170,11 +169,10 @@ def apply_overrides(spec: RolloutPolicySpec, override: StrategyOverride, policy_
             ("errorRate", override.margins.error_rate, spec.significance.margins.error_rate),
             ("latency", override.margins.latency, spec.significance.margins.latency),
         ):
-            (my_kind, my_value), (their_kind, their_value) = _margin_value(mine), _margin_value(theirs)
-            if my_kind != their_kind:
-                raise _looser(f"margins.{field}", policy_name, f"must stay {their_kind} like the policy's")
-            if my_value > their_value:
-                raise _looser(f"margins.{field}.{my_kind}", policy_name, f"{my_value} > {their_value}")
+            # stricter at every level of stable: no larger relative part and no larger absolute part
+            if not mine.at_most(theirs):
+                detail = f"{_margin_text(mine)} allows more than the policy's {_margin_text(theirs)} at some level"
+                raise _looser(f"margins.{field}", policy_name, detail)
         data.significance.margins = override.margins
     if override.slos is not None:
         _apply_slos(data, override, policy_name)

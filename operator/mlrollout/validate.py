@@ -1,4 +1,5 @@
-"""Offline validation of manifests (`mlrollout validate`, `kubectl mlrollout lint`).
+"""Offline validation of manifests (`mlrollout validate`, `kubectl mlrollout lint`), and with a stated traffic
+level, warnings for policy steps that cannot decide within their maxDuration (`--rps`).
 
 Uses the same pydantic models as the operator, so a manifest that passes here is one the operator
 understands; the CRDs generated from those models make the API server refuse the same manifests.
@@ -21,14 +22,16 @@ from pydantic import ValidationError
 from mlrollout.api import API_VERSION, GROUP, KINDS, ModelDeployment, RolloutPolicy
 from mlrollout.api.common import DNS_LABEL_PATTERN, DURATION_PATTERN
 from mlrollout.api.modeldeployment import QUANTITY_PATTERN, SHA256_PATTERN
-from mlrollout.api.rolloutpolicy import NOT_BLANK_PATTERN
-from mlrollout.api.uris import URI_MESSAGE, URI_PATTERN
+from mlrollout.api.rolloutpolicy import MIN_MARGIN, NOT_BLANK_PATTERN
+from mlrollout.api.uris import MODEL_URI_MESSAGE, MODEL_URI_PATTERN, URI_MESSAGE, URI_PATTERN
+from mlrollout.plan import Assumptions, PlanError, plan, warnings
 from mlrollout.policy import PolicyError, resolve_rollout_policy
 
 _PATTERN_MESSAGES = {
     SHA256_PATTERN: "must be 64 lowercase hex characters (a sha256 digest)",
     DURATION_PATTERN: "must be a duration such as 30s, 5m, 1h30m or 250ms (no sign)",
     URI_PATTERN: URI_MESSAGE,
+    MODEL_URI_PATTERN: MODEL_URI_MESSAGE,
     DNS_LABEL_PATTERN: "must be a DNS label (lowercase letters, digits and '-')",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 512Mi",
     NOT_BLANK_PATTERN: "must not be blank",
@@ -74,6 +77,12 @@ def _message(error: Any) -> str:
     ctx = error.get("ctx") or {}
     if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MESSAGES:
         return f"{_PATTERN_MESSAGES[ctx['pattern']]} (got {error['input']!r})"
+    loc = [str(part) for part in error.get("loc", ())]
+    if error["type"] == "greater_than_equal" and "margins" in loc and loc[-1] in ("absolute", "floor"):
+        return (
+            f"must be at least {MIN_MARGIN:g} (got {error['input']!r}): no rollout collects enough requests to "
+            "show a smaller margin, so promotion would be impossible"
+        )
     if error["type"] == "value_error":
         return str(ctx.get("error", error["msg"]))
     if error["type"] == "extra_forbidden":
@@ -151,10 +160,36 @@ def load_documents(path: Path) -> tuple[list[tuple[str, int, Any]], list[Problem
     return [(str(path), i, d) for i, d in enumerate(docs, start=1)], []
 
 
+def traffic_options(parser: argparse.ArgumentParser) -> None:
+    """The options that make validation also check each policy's steps can decide at a stated traffic."""
+    group = parser.add_argument_group("time to decision (warnings only)")
+    group.add_argument("--rps", type=float, help="warn when a policy's steps cannot decide at this traffic")
+    group.add_argument("--base-error-rate", type=float, default=0.01, help="stable's error rate (with --rps)")
+    group.add_argument("--latency-p99", type=float, default=0.05, help="stable's p99 latency, seconds (with --rps)")
+
+
+def planning_warnings(documents: Sequence[tuple[str, int, Any]], assumptions: Assumptions) -> list[Problem]:
+    """For each valid RolloutPolicy, the steps that cannot decide within maxDuration at the stated traffic."""
+    out = []
+    for source, index, doc in documents:
+        found, obj = validate_document(doc, source, index)
+        if found or not isinstance(obj, RolloutPolicy):
+            continue
+        name = str(obj.metadata.get("name", ""))
+        for path, message in warnings(plan(obj.spec, assumptions), assumptions):
+            out.append(Problem(source, index, "RolloutPolicy", name, path, message))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`mlrollout validate FILE...`: print every problem with its field path; exit 1 if any."""
+    """`mlrollout validate FILE... [--rps R]`: print every problem with its field path; exit 1 if any.
+
+    With ``--rps``, also warn (exit status unchanged) for every policy step that cannot decide within its
+    ``maxDuration`` at that traffic (``mlrollout plan`` shows the whole forecast).
+    """
     parser = argparse.ArgumentParser(prog="mlrollout validate", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="YAML files (multi-document allowed)")
+    traffic_options(parser)
     args = parser.parse_args(argv)
     documents: list[tuple[str, int, Any]] = []
     problems: list[Problem] = []
@@ -165,6 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems += validate_documents(documents)
     for p in problems:
         print(p, file=sys.stderr)
+    if args.rps is not None:
+        try:
+            assumptions = Assumptions(args.rps, args.base_error_rate, args.latency_p99)
+        except PlanError as exc:
+            print(f"mlrollout validate: {exc}", file=sys.stderr)
+            return 2
+        for warning in planning_warnings(documents, assumptions):
+            print(f"warning: {warning}", file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) in {len(documents)} document(s)", file=sys.stderr)
         return 1

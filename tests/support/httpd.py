@@ -28,3 +28,15 @@ def serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Itera
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[str]:
+    """A loopback port that takes connections (the kernel completes the handshake) and never says a word:
+    an endpoint that hangs. Yields its base URL."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from ..contract.metrics import LOW_CONFIDENCE, NOT_ANSWERED
 from ..contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
 from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable
 from .decide import (
@@ -296,7 +297,11 @@ class Gateway:
         rest: bytes,
         outcome: UpstreamResponse | tuple[str, str] | None,
     ) -> tuple[Response, str, _Track]:
-        """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain."""
+        """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain.
+
+        A request whose track's answer is not served is counted once in `fallback_requests_total` under the
+        track it was routed to, with what answered it: `requests_total` counts a `stable` step's answer under
+        stable, and a rescued failure nowhere as an error (docs/gateway.md, "Metrics")."""
         fallback = active.table.fallback
         if outcome is None:
             outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker, request)
@@ -304,8 +309,9 @@ class Gateway:
             if self._low_confidence(active, track, request, outcome):
                 step = fallback.low_confidence_action
                 assert step is not None
-                self.metrics.fallback(track.name, track.revision, "low_confidence", step.action)
-                answer = await self._run_steps(active, (step,), track, request, line, rest, "low_confidence")
+                self.metrics.fallback(track.name, track.revision, LOW_CONFIDENCE, step.action)
+                answer = await self._run_steps(active, (step,), track, request, line, rest, LOW_CONFIDENCE)
+                self.metrics.fallback_request(track.name, track.revision, LOW_CONFIDENCE, _answered(answer))
                 if answer is not None:
                     return answer
             return self._forwarded(active, track, outcome), track.name, track
@@ -314,6 +320,7 @@ class Gateway:
             active, fallback_plan(fallback.chain, track.name), track, request, line, rest, reason, message,
             count_first=True,
         )  # fmt: skip
+        self.metrics.fallback_request(track.name, track.revision, reason, _answered(answer))
         if answer is not None:
             return answer
         status = 504 if reason == "timeout" else 502
@@ -550,6 +557,11 @@ def _not_allowed(method: bytes, allowed: frozenset[bytes]) -> Response:
     names = ", ".join(sorted(m.decode() for m in allowed))
     body = _error_body(f"method {method.decode()} is not allowed here (allowed: {names})", "method_not_allowed")
     return Response(405, _JSON + b"allow: %s\r\n" % names.encode(), body)
+
+
+def _answered(answer: tuple[Response, str, _Track] | None) -> str:
+    """What answered a request after its track's answer was not used: the fallback action, or none."""
+    return NOT_ANSWERED if answer is None else answer[1]
 
 
 def _fingerprint(request: Request) -> bytes:

@@ -7,6 +7,7 @@ query makes the whole snapshot a failed one (judged ``inconclusive``): half a sn
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,12 +15,27 @@ from typing import Literal
 
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
-from mlrollout.analysis.queries import QueryError, feedback_queries, render_custom, track_queries
-from mlrollout.analysis.snapshot import CustomValue, Labels, Pairs, Snapshot, TrackCounts, forced_monotone
+from mlrollout.analysis.queries import QueryError, feedback_queries, render_custom, split_queries, track_queries
+from mlrollout.analysis.snapshot import (
+    CustomValue,
+    Labels,
+    Pairs,
+    RoutedCounts,
+    Snapshot,
+    Split,
+    TrackCounts,
+    forced_monotone,
+)
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import Profile
 
-__all__ = ["AnalysisTarget", "collect_snapshot"]
+__all__ = ["SPLIT_SETTLE_SECONDS", "AnalysisTarget", "collect_snapshot"]
+
+SPLIT_SETTLE_SECONDS = 30.0
+"""The traffic split is counted from this long after the step started. A window's first sample is the last
+scrape before its start, up to one scrape interval earlier, so without it the counts would include the
+previous step's split; the route table itself reaches the gateways within about a second (docs/gateway.md).
+Two scrape intervals of the chart's ServiceMonitor (15 s)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,7 @@ class AnalysisTarget:
     ``source="model"``: the model servers' own series (shadow steps: the candidate only answers mirrored
     traffic; its pods carry ``track="candidate"`` and their revision). Predictions and input features
     always come from the model servers. ``reference`` is the candidate's reference profile, if any.
+    ``split`` is the step's configured traffic split; with it the gateway's routed counts are gathered too.
     """
 
     namespace: str
@@ -38,6 +55,7 @@ class AnalysisTarget:
     candidate_revision: str
     source: Literal["gateway", "model"] = "gateway"
     reference: Profile | None = None
+    split: Split | None = None  # the step's configured split; its realised counts are gathered with it
 
 
 class _Failed(Exception):
@@ -155,10 +173,17 @@ def _pairs(provider: MetricsProvider, q: Mapping[str, str], at: float | None) ->
 
 
 def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revision: str, window: float,
-           at: float | None, warnings: list[str], quality: bool) -> TrackCounts:  # fmt: skip
+           at: float | None, warnings: list[str], quality: bool) -> tuple[TrackCounts, int]:  # fmt: skip
+    """The track's counts as its answers were labelled, and how many requests routed to it stable answered
+    (:func:`_rerouted` moves them; gateway evidence only). A failure the fallback chain answered without a
+    5xx (stable, a backup, a default response) is the track's error all the same: the model failed it."""
     q = track_queries(target.source, target.namespace, target.model_deployment, track, revision, window)
     requests = _count(_ask(provider, q["requests"], at).scalar())
-    errors = min(_count(_ask(provider, q["errors"], at).scalar()), requests)
+    errors = _count(_ask(provider, q["errors"], at).scalar())
+    moved = 0
+    if "rescued_failures" in q:
+        errors += _count(_ask(provider, q["rescued_failures"], at).scalar())
+        moved = _count(_ask(provider, q["answered_by_stable"], at).scalar())
     latency = None
     buckets = _buckets(_ask(provider, q["latency"], at))
     if buckets:
@@ -174,7 +199,41 @@ def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revisi
     if quality:
         fq = feedback_queries(target.namespace, target.model_deployment, track, revision, window)
         labels = _labels(provider, fq, at)
-    return TrackCounts(requests, errors, latency, predictions, features, labels)
+    return TrackCounts(requests, errors, latency, predictions, features, labels), moved
+
+
+def _rerouted(stable: int, candidate: int, moved: int) -> tuple[int, int]:
+    """Requests routed to stable and to the candidate, from the requests answered under each: ``moved``
+    candidate requests were answered by stable through the ``stable`` fallback (counted under stable).
+
+    The one rule for the error analysis' request counts and the traffic-split check's routed counts."""
+    moved = min(moved, stable)
+    return stable - moved, candidate + moved
+
+
+def _routed_tracks(stable: TrackCounts, candidate: TrackCounts, moved: int) -> tuple[TrackCounts, TrackCounts]:
+    """Both tracks' counts with the requests routed to each (:func:`_rerouted`); errors at most those."""
+    s, c = _rerouted(stable.requests, candidate.requests, moved)
+    return (
+        dataclasses.replace(stable, requests=s, errors=min(stable.errors, s)),
+        dataclasses.replace(candidate, requests=c, errors=min(candidate.errors, c)),
+    )
+
+
+def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at: float | None) -> RoutedCounts | None:
+    """The gateway's routed counts since the split settled; None before that, or without gateway series (a
+    mesh provider routes instead of our gateway)."""
+    if window - SPLIT_SETTLE_SECONDS < 1.0:
+        return None
+    q = split_queries(target.namespace, target.model_deployment, target.stable_revision, target.candidate_revision,
+                      window - SPLIT_SETTLE_SECONDS)  # fmt: skip
+    answers = {key: _ask(provider, promql, at) for key, promql in q.items()}
+    if not answers["stable"].samples and not answers["candidate"].samples:
+        return None
+    n = {key: _count(m.scalar()) if m.samples else 0 for key, m in answers.items()}
+    stable, candidate = _rerouted(n["stable"], n["candidate"], n["answered_by_stable"])
+    offered = n["mirrored"] + n["dropped"]
+    return RoutedCounts(stable, candidate, offered, max(n["eligible"], offered))
 
 
 def collect_snapshot(
@@ -193,12 +252,15 @@ def collect_snapshot(
     """
     warnings: list[str] = []
     try:
-        stable = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
-        candidate = _track(
+        stable, _ = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
+        candidate, moved = _track(
             provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings, quality
         )
+        stable, candidate = _routed_tracks(stable, candidate, moved)
         pairs = None
-        if quality:  # labelled shadow answers: the gateway labels them with the shadow's track and revision
+        # labelled mirrored answers (the gateway labels them with the shadow's track and revision): only in
+        # the steps that mirror; in a canary, labels of the shadow step that arrive late are not its evidence
+        if quality and target.source == "model":
             fq = feedback_queries(
                 target.namespace, target.model_deployment, "shadow", target.candidate_revision, window_seconds
             )
@@ -218,6 +280,9 @@ def collect_snapshot(
                 m = _ask(provider, promql, at)
                 by_track[track] = m.scalar() if m.samples else None
             values[metric.name] = CustomValue(by_track["stable"], by_track["candidate"])
+        split = None
+        if target.split is not None:
+            split = dataclasses.replace(target.split, observed=_routed(provider, target, window_seconds, at))
     except (_Failed, QueryError) as exc:
         return Snapshot.failed(str(exc), window_seconds, warnings)
     return Snapshot(
@@ -228,4 +293,5 @@ def collect_snapshot(
         custom=values,
         warnings=tuple(warnings),
         pairs=pairs,
+        split=split,
     )

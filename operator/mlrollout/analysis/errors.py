@@ -6,21 +6,45 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision, slo_decision
+from mlrollout.analysis.result import (
+    harm_decision,
+    metric_result,
+    slo_decision,
+    within_margin,
+)
 from mlrollout.analysis.sequential import (
+    Interval,
     beta_mixture_proportion_cs,
     gaussian_mixture_cs,
     harm_log_e,
+    harm_prior,
     log_to_e,
 )
 from mlrollout.analysis.snapshot import TrackCounts
-from mlrollout.api.analysis import MetricResult
+from mlrollout.api.analysis import MetricDecision, MetricResult
+from mlrollout.api.rolloutpolicy import Margin
 
-__all__ = ["ErrorRateSettings", "error_rate_results"]
+__all__ = ["BOUND_SHARE", "NI_LOG_RATIO_SD", "ErrorRateSettings", "error_rate_results", "ratio_interval"]
 
 HARM_TEST = "conditional binomial mixture SPRT (one-sided)"
-NI_TEST = "normal-mixture confidence sequence on the rate difference"
+NI_TEST = "rate-ratio confidence sequence (conditional binomial); floor: beta-binomial confidence sequences"
 SLO_TEST = "beta-binomial confidence sequence"
+
+NI_LOG_RATIO_SD = 0.05
+"""Spread of the non-inferiority mixture on the log rate ratio, centred on equal rates (ratio 1).
+
+The promotion side is won by a candidate *like* stable, so the mixture sits there: a point mass would be
+Wald's SPRT against "equal rates", the most direct route to the margin for an identical candidate; a spread
+of 5% keeps it robust for candidates a little better or worse (at a 1% error rate and the benchmark's
+traffic, 72% of identical candidates are promoted within 20 looks with it, 68% with a 10% spread, against
+the 78% no mixture can exceed: bench/margin_power.py). Fixed in advance, so any value keeps the confidence
+sequence valid; it only moves power (docs/analysis.md, "Margins").
+"""
+
+BOUND_SHARE = 0.05
+"""Share of the promotion alpha for each per-track confidence sequence when the margin has an absolute part
+(stable's rate bound turns the floor into a ratio; the candidate's own bound shows a rate below the floor
+when there are too few errors to compare). The rate-ratio sequence keeps the rest (90%)."""
 
 
 @dataclass(frozen=True)
@@ -28,8 +52,7 @@ class ErrorRateSettings:
     alpha_harm: float
     alpha_slo: float
     alpha_promote: float
-    margin_absolute: float | None
-    margin_relative: float | None
+    margin: Margin
     max_rate: float | None
     min_samples: int
     carry: Callable[[float], float] = float  # the step's e-value -> the rollout's (carry.py); alone: itself
@@ -40,12 +63,88 @@ def _smoothed(errors: int, requests: int) -> float:
 
 
 def difference_interval(stable: TrackCounts, candidate: TrackCounts, alpha: float, tau: float) -> tuple[float, float]:
-    """Anytime-valid interval for ``p_candidate - p_stable`` (asymptotic; Jeffreys-smoothed variance)."""
+    """Anytime-valid interval for ``p_candidate - p_stable`` (asymptotic; Jeffreys-smoothed variance); shown
+    with the harm test so a human sees the difference in rate units."""
     ps, pc = _smoothed(stable.errors, stable.requests), _smoothed(candidate.errors, candidate.requests)
     variance = ps * (1 - ps) / max(stable.requests, 1) + pc * (1 - pc) / max(candidate.requests, 1)
     estimate = candidate.errors / max(candidate.requests, 1) - stable.errors / max(stable.requests, 1)
     cs = gaussian_mixture_cs(estimate, variance, alpha, tau * tau)
     return max(cs.lo, -1.0), min(cs.hi, 1.0)
+
+
+def ratio_interval(candidate_events: int, total_events: int, share: float, alpha: float) -> Interval:
+    """Anytime-valid interval for the rate ratio ``r = p_candidate / p_stable`` (exact, non-asymptotic).
+
+    Given the events seen so far, each is the candidate's with probability ``theta = r*share / (r*share +
+    1 - share)`` whatever the common base rate (the conditioning of the harm test), so a confidence sequence
+    for ``theta`` (a Beta mixture centred on ``r = 1``) maps to one for ``r`` through ``odds(theta) = r *
+    odds(share)``. No estimate of stable's rate enters, which is what makes a relative margin safe here.
+    """
+    if total_events <= 0 or not 0.0 < share < 1.0:
+        return Interval(0.0, math.inf)
+    a, b = harm_prior(share, 1.0, NI_LOG_RATIO_SD)
+    cs = beta_mixture_proportion_cs(candidate_events, total_events, alpha, a, b)
+    odds = share / (1.0 - share)
+
+    def ratio(theta: float) -> float:
+        return math.inf if theta >= 1.0 else theta / (1.0 - theta) / odds
+
+    return Interval(ratio(cs.lo), ratio(cs.hi))
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.0%}" if math.isfinite(x) else "unbounded"
+
+
+def _pp(x: float) -> str:
+    return f"{x * 100:.3g} pp"
+
+
+@dataclass(frozen=True)
+class _NonInferiority:
+    decision: MetricDecision
+    ratio: Interval
+    allowed: float  # the relative excess allowed at this look
+    reason: str
+
+
+def _non_inferiority(stable: TrackCounts, candidate: TrackCounts, s: ErrorRateSettings) -> _NonInferiority:
+    """Show ``p_c - p_s <= max(relative * p_s, floor)``: by the rate ratio (``r <= 1 + relative``, or ``1 +
+    floor / U_s`` where the floor is larger, ``U_s`` bounding stable's rate from above) or, with an absolute
+    part, by the candidate's own rate (``U_c <= limit(L_s)``, which needs no errors at all to pass).
+
+    Either route shows the candidate within the margin only if its confidence sequences cover; the alpha is
+    split between them (90% the ratio, 5% each per-track bound), so a candidate beyond the margin is promoted
+    with probability at most ``alpha_promote``.
+    """
+    margin, alpha = s.margin, s.alpha_promote
+    events = candidate.errors + stable.errors
+    share = candidate.requests / (candidate.requests + stable.requests)
+    has_floor = margin.least > 0
+    ratio = ratio_interval(candidate.errors, events, share, alpha * (1 - 2 * BOUND_SHARE) if has_floor else alpha)
+    allowed, own = margin.scale, False
+    if has_floor:
+        stable_cs = beta_mixture_proportion_cs(stable.errors, stable.requests, alpha * BOUND_SHARE)
+        candidate_upper = beta_mixture_proportion_cs(candidate.errors, candidate.requests, alpha * BOUND_SHARE).hi
+        allowed = max(allowed, margin.least / stable_cs.hi if stable_cs.hi > 0 else math.inf)
+        own = within_margin(candidate_upper, stable_cs.lo, margin)
+    by_ratio = ratio.hi <= 1.0 + allowed
+    enough = min(stable.requests, candidate.requests) >= s.min_samples
+    decision: MetricDecision = "pass" if enough and (by_ratio or own) else "inconclusive"
+    words = margin.describe(_pp)
+    if decision == "pass" and by_ratio:
+        reason = f"error rate at most {_pct(ratio.hi - 1)} relative to stable's: within {words}"
+    elif decision == "pass":
+        reason = (
+            f"candidate error rate at most {candidate_upper:.3%}, stable's at least {stable_cs.lo:.3%}: within {words}"
+        )
+    else:
+        reason = f"error rate up to {_pct(ratio.hi - 1)} relative to stable's, not yet within {words}"
+        if allowed != margin.scale:
+            reason += f" (here {_pct(allowed)})"
+        if not enough:
+            reason += f" (fewer than {s.min_samples} requests)"
+    return _NonInferiority(decision, ratio, allowed, reason)
 
 
 def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRateSettings) -> list[MetricResult]:
@@ -57,9 +156,6 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
         return [metric_result(n, "inconclusive", reason, samples=samples) for n in names]
     ps, pc = stable.errors / stable.requests, candidate.errors / candidate.requests
     estimate = (ps, pc)
-    margin = s.margin_absolute if s.margin_absolute is not None else (s.margin_relative or 0.0) * ps
-    tau = max(margin, 1e-4) / 2.0
-    interval = difference_interval(stable, candidate, s.alpha_promote, tau)
     enough = min(stable.requests, candidate.requests) >= s.min_samples
     out: list[MetricResult] = []
 
@@ -67,6 +163,7 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
     e_value = s.carry(log_to_e(harm_log_e(candidate.errors, candidate.errors + stable.errors, share)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     ratio = pc / ps if ps > 0 else (math.inf if pc > 0 else 1.0)
+    tau = max(s.margin.allowed(ps), 1e-4) / 2.0
     out.append(
         metric_result(
             "errorRate.harm",
@@ -80,30 +177,26 @@ def error_rate_results(stable: TrackCounts, candidate: TrackCounts, s: ErrorRate
             samples=samples,
             estimate=estimate,
             effect=pc - ps,
-            interval=interval,
+            interval=difference_interval(stable, candidate, s.alpha_promote, tau),
             statistic=ratio,
             e_value=e_value,
             threshold=threshold,
         )
     )
 
-    non_inferiority = non_inferiority_decision(interval[1], margin, enough)
+    ni = _non_inferiority(stable, candidate, s)
     out.append(
         metric_result(
             "errorRate.nonInferiority",
-            non_inferiority,
-            (
-                f"difference at most {interval[1]:+.3%}, within the margin {margin:.3%}"
-                if non_inferiority == "pass"
-                else f"difference up to {interval[1]:+.3%} not yet shown within the margin {margin:.3%}"
-                + ("" if enough else f" (fewer than {s.min_samples} requests)")
-            ),
+            ni.decision,
+            ni.reason,
             test=NI_TEST,
             samples=samples,
             estimate=estimate,
-            effect=pc - ps,
-            interval=interval,
-            threshold=margin,
+            effect=ratio - 1.0,
+            interval=(ni.ratio.lo - 1.0, ni.ratio.hi - 1.0),
+            statistic=ratio,
+            threshold=ni.allowed,
         )
     )
 

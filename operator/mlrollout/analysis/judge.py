@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from mlrollout.analysis import forecast
 from mlrollout.analysis.carry import CARRIED_TESTS
 from mlrollout.analysis.custom import custom_result
 from mlrollout.analysis.drift import DriftSettings, input_drift_result, prediction_drift_result
@@ -25,12 +26,13 @@ from mlrollout.analysis.histogram import Histogram, align
 from mlrollout.analysis.latency import LatencySettings, latency_results
 from mlrollout.analysis.quality import QualitySettings, quality_results
 from mlrollout.analysis.snapshot import Labels, Snapshot
+from mlrollout.analysis.split import split_result
 from mlrollout.api.analysis import Judgement, MetricResult, Samples, Verdict
 from mlrollout.api.rolloutpolicy import Metrics, RolloutPolicySpec
 
-__all__ = ["FAMILIES", "HARM_WEIGHT", "MIN_SAMPLES", "Family", "judge", "split_alpha"]
+__all__ = ["FAMILIES", "HARM_WEIGHT", "MIN_SAMPLES", "Family", "alpha_shares", "judge", "split_alpha"]
 
-MIN_SAMPLES = 100
+MIN_SAMPLES = forecast.MIN_SAMPLES
 """Requests per track (and latency observations, predictions) below which nothing is promoted."""
 
 HARM_WEIGHT = 2.0
@@ -107,7 +109,9 @@ class Family:
     """One evidence family: when it applies, which of its tests share the alpha budget, how to run it.
 
     ``available`` false with ``enabled`` true means the family's data is missing: ``blocking`` families
-    (latency) then keep the verdict inconclusive, the others (drift) are listed as skipped.
+    (latency) then keep the verdict inconclusive, the others (drift) are listed as skipped. A ``guards``
+    family checks the evidence itself (the traffic split): a result of it that is not ``pass`` makes the
+    verdict inconclusive whatever the others say, unless one of them rolls back.
     """
 
     name: str
@@ -117,13 +121,14 @@ class Family:
     available: Callable[[_Look], bool] = lambda look: True
     missing: str = ""
     blocking: bool = False
+    guards: bool = False
 
 
 def _error_rate(look: _Look) -> list[MetricResult]:
     m, margins = look.metrics.error_rate, look.spec.significance.margins.error_rate
     settings = ErrorRateSettings(
-        look.alpha("errorRate.harm"), look.alpha("errorRate.slo"), look.spec.significance.alpha,
-        margins.absolute, margins.relative, m.max_rate, MIN_SAMPLES, look.carries["errorRate.harm"],
+        look.alpha("errorRate.harm"), look.alpha("errorRate.slo"), look.spec.significance.alpha, margins,
+        m.max_rate, MIN_SAMPLES, look.carries["errorRate.harm"],
     )  # fmt: skip
     return error_rate_results(look.snap.stable, look.snap.candidate, settings)
 
@@ -132,9 +137,8 @@ def _latency(look: _Look) -> list[MetricResult]:
     assert look.latency is not None
     m, margins = look.metrics.latency, look.spec.significance.margins.latency
     settings = LatencySettings(
-        m.quantile, m.max_seconds, m.compare_with_stable, margins.absolute, margins.relative,
-        look.alpha("latency.harm"), look.alpha("latency.slo"), look.spec.significance.alpha, MIN_SAMPLES,
-        look.carries["latency.harm"],
+        m.quantile, m.max_seconds, m.compare_with_stable, margins, look.alpha("latency.harm"),
+        look.alpha("latency.slo"), look.spec.significance.alpha, MIN_SAMPLES, look.carries["latency.harm"],
     )  # fmt: skip
     return latency_results(*look.latency, settings)
 
@@ -164,10 +168,15 @@ def _input_drift(look: _Look) -> list[MetricResult]:
 def _quality(look: _Look) -> list[MetricResult]:
     q, snap = look.metrics.quality, look.snap
     settings = QualitySettings(
-        q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin.absolute, q.margin.relative,
-        q.min_labels, look.carries["quality.harm"],
+        q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin, q.min_labels,
+        look.carries["quality.harm"],
     )  # fmt: skip
     return quality_results(snap.stable.labels or Labels(), snap.candidate.labels or Labels(), snap.pairs, settings)
+
+
+def _split(look: _Look) -> list[MetricResult]:
+    assert look.snap.split is not None
+    return [split_result(look.snap.split, look.metrics.split.tolerance)]
 
 
 def _custom(look: _Look) -> list[MetricResult]:
@@ -220,7 +229,40 @@ FAMILIES: tuple[Family, ...] = (
     ),
     # thresholds, not statistical tests: outside the alpha budget (docs/analysis.md)
     Family("custom", enabled=lambda m: bool(m.custom), tests=lambda look: [], run=_custom),
+    # the evidence itself: a mismatch never rolls back, so it has its own alpha (split.SPLIT_ALPHA)
+    Family(
+        "split",
+        enabled=lambda m: m.split.enabled,
+        available=lambda look: look.snap.split is not None and look.snap.split.observed is not None,
+        missing="split: no routed counts in the snapshot",
+        tests=lambda look: [],
+        run=_split,
+        guards=True,
+    ),
 )
+
+
+def _active(look: _Look) -> tuple[list[Family], list[str], list[str]]:
+    """The families that run at this look, and what is missing: blocking (inconclusive) or skipped."""
+    missing: list[str] = []
+    skipped: list[str] = []
+    active: list[Family] = []
+    for family in FAMILIES:
+        if not family.enabled(look.metrics):
+            continue
+        if family.available(look):
+            active.append(family)
+        else:
+            (missing if family.blocking else skipped).append(family.missing)
+    return active, missing, skipped
+
+
+def alpha_shares(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> dict[str, float]:
+    """Each rollback test's share of alpha at a look at ``snap``: the budget ``judge`` spends (plans use it)."""
+    spec = spec or RolloutPolicySpec()
+    look = _Look(snap, spec, [])
+    active, _, _ = _active(look)
+    return split_alpha(spec.significance.alpha, [test for family in active for test in family.tests(look)])
 
 
 def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
@@ -234,30 +276,26 @@ def judge(snap: Snapshot, spec: RolloutPolicySpec | None = None) -> Judgement:
     if snap.error is not None:
         return Judgement(verdict="inconclusive", reason=f"no evidence: {snap.error}", alpha=alpha, warnings=warnings)
     look = _Look(snap, spec, warnings)
-    missing: list[str] = []
-    skipped: list[str] = []
-    active: list[Family] = []
-    for family in FAMILIES:
-        if not family.enabled(look.metrics):
-            continue
-        if family.available(look):
-            active.append(family)
-        else:
-            (missing if family.blocking else skipped).append(family.missing)
+    active, missing, skipped = _active(look)
     # The alpha budget is shared by every test that can roll back at this look, and only by those.
     look.shares = split_alpha(alpha, [test for family in active for test in family.tests(look)])
-    results = [result for family in active for result in family.run(look)]
+    ran = [(family, family.run(look)) for family in active]
+    results = [result for _, found in ran for result in found]
     # What the next analysed step would start from if this step ended now, for each e-value test that ran.
     evidence = {name: c.out for name, c in look.carries.items() if c.out is not None}
 
     def verdict(name: Verdict, reason: str) -> Judgement:
         samples = Samples(stable=snap.stable.requests, candidate=snap.candidate.requests)
         return Judgement(verdict=name, reason=reason, metrics=results, alpha=alpha, samples=samples,
-                         warnings=warnings, skipped=skipped, evidence=evidence)  # fmt: skip
+                         warnings=warnings, skipped=skipped, evidence=evidence,
+                         forecast=forecast.forecast_look(snap, spec, look.shares))  # fmt: skip
 
     failed = [r for r in results if r.decision == "fail"]
     if failed:
         return verdict("rollback", "rollback: " + "; ".join(f"{r.name}: {r.reason}" for r in failed[:3]))
+    suspect = [r for family, found in ran if family.guards for r in found if r.decision != "pass"]
+    if suspect:  # a broken split makes every comparison suspect: never promote on it
+        return verdict("inconclusive", "; ".join(r.reason or r.name for r in suspect))
     for track, counts in (("stable", snap.stable), ("candidate", snap.candidate)):
         if counts.requests < MIN_SAMPLES:
             missing.append(f"{track} has {counts.requests} requests (need {MIN_SAMPLES})")

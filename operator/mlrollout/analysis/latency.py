@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlrollout.analysis.histogram import Histogram, interpolate_quantile
-from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision, slo_decision
+from mlrollout.analysis.result import harm_decision, metric_result, slo_decision, within_margin
 from mlrollout.analysis.sequential import beta_mixture_proportion_cs, harm_log_e, log_to_e
-from mlrollout.api.analysis import MetricResult
+from mlrollout.api.analysis import MetricDecision, MetricResult
+from mlrollout.api.rolloutpolicy import Margin
 
 __all__ = ["HarmPair", "LatencySettings", "harm_pairs", "latency_results", "quantile_bounds"]
 
@@ -28,8 +29,7 @@ class LatencySettings:
     quantile: float
     max_seconds: float | None
     compare_with_stable: bool
-    margin_absolute: float | None
-    margin_relative: float | None
+    margin: Margin
     alpha_harm: float
     alpha_slo: float
     alpha_promote: float
@@ -138,19 +138,14 @@ def harm_pairs(bounds: tuple[float, ...], stable_cdf: list[float], levels: tuple
 def _harm(stable: Histogram, candidate: Histogram, q: float, s: LatencySettings) -> tuple[float, list[HarmPair]]:
     """Mean e-value against "the candidate is no slower than stable plus the margin, in distribution".
 
-    The null is ``P(candidate > (1+m)·t) <= P(stable > t)`` for every ``t`` (or ``t + m`` for an absolute
-    margin): slower by more than the margin is harm, slower by less is not (two processes sharing a core
-    differ by a few percent; effect size before any claim). Under it the candidate's rate above
-    ``candidate_bound`` is at most stable's above ``stable_bound``, so each slow request comes from the
-    candidate with probability at most its share of requests: the conditional binomial e-process applies
-    unchanged, at stable's median and at the SLO quantile.
+    The null is ``P(candidate > limit(t)) <= P(stable > t)`` for every ``t``, with the margin's ``limit(t)
+    = t + max(relative * t, floor)`` (or ``t + absolute``): slower by more than the margin is harm, slower by
+    less is not (two processes sharing a core differ by a few percent; effect size before any claim). Under
+    it the candidate's rate above ``candidate_bound`` is at most stable's above ``stable_bound``, so each
+    slow request comes from the candidate with probability at most its share of requests: the conditional
+    binomial e-process applies unchanged, at stable's median and at the SLO quantile.
     """
-    if s.margin_absolute is not None:
-        absolute = s.margin_absolute
-        pairs = harm_pairs(stable.bounds, _cdf(stable), (0.5, q), lambda t: t + absolute)
-    else:
-        ratio = 1.0 + (s.margin_relative or 0.0)
-        pairs = harm_pairs(stable.bounds, _cdf(stable), (0.5, q), lambda t: t * ratio)
+    pairs = harm_pairs(stable.bounds, _cdf(stable), (0.5, q), s.margin.limit)
     if not pairs:
         return 0.0, []
     share = candidate.total / (candidate.total + stable.total)
@@ -174,8 +169,10 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
         return [metric_result(n, "inconclusive", reason, samples=samples) for n in names]
     q = s.quantile
     enough = min(stable.total, candidate.total) >= s.min_samples
-    s_lo, s_point, s_hi = quantile_bounds(stable, q, s.alpha_promote)
-    c_lo, c_point, c_hi = quantile_bounds(candidate, q, s.alpha_promote)
+    # Promotion holds the candidate's upper bound against stable's lower one (`within_margin`): each
+    # sequence at half the promotion alpha, so both cover at once with probability 1 - alpha.
+    s_lo, s_point, s_hi = quantile_bounds(stable, q, s.alpha_promote / 2)
+    c_lo, c_point, c_hi = quantile_bounds(candidate, q, s.alpha_promote / 2)
     estimate = (s_point, c_point)
     label = f"p{q * 100:g}"
     out: list[MetricResult] = []
@@ -209,12 +206,10 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
                 threshold=threshold,
             )
         )
-        if s.margin_absolute is not None:
-            allowed, worst, margin_text = s.margin_absolute, c_hi - s_lo, f"{s.margin_absolute:g}s"
-        else:
-            allowed, worst = s.margin_relative or 0.0, interval[1]
-            margin_text = f"{allowed:.0%}"
-        non_inferiority = non_inferiority_decision(worst, allowed, enough)
+        margin_text = s.margin.describe(lambda x: f"{x:g}s")
+        within = enough and math.isfinite(c_hi) and within_margin(c_hi, s_lo, s.margin)
+        non_inferiority: MetricDecision = "pass" if within else "inconclusive"
+        relative = s.margin.absolute is None
         out.append(
             metric_result(
                 "latency.nonInferiority",
@@ -228,9 +223,9 @@ def latency_results(stable: Histogram, candidate: Histogram, s: LatencySettings)
                 test=NI_TEST,
                 samples=samples,
                 estimate=estimate,
-                effect=ratio - 1.0 if s.margin_absolute is None else c_point - s_point,
-                interval=interval if s.margin_absolute is None else (c_lo - s_hi, c_hi - s_lo),
-                threshold=allowed,
+                effect=ratio - 1.0 if relative else c_point - s_point,
+                interval=interval if relative else (c_lo - s_hi, c_hi - s_lo),
+                threshold=(s.margin.allowed(s_lo) / s_lo if s_lo > 0 else None) if relative else s.margin.least,
             )
         )
 

@@ -33,9 +33,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision
-from mlrollout.analysis.sequential import gaussian_mixture_cs, harm_log_e, log_to_e, one_sided_normal_mixture_log_e
+from mlrollout.analysis.sequential import (
+    beta_mixture_proportion_cs,
+    gaussian_mixture_cs,
+    harm_log_e,
+    log_to_e,
+    one_sided_normal_mixture_log_e,
+)
 from mlrollout.analysis.snapshot import Labels, Pairs
 from mlrollout.api.analysis import MetricResult
+from mlrollout.api.rolloutpolicy import Margin
 
 __all__ = ["Labels", "Pairs", "QualitySettings", "quality_results"]
 
@@ -52,14 +59,41 @@ class QualitySettings:
     metric: Literal["accuracy", "mae"]
     alpha_harm: float
     alpha_promote: float
-    margin_absolute: float | None
-    margin_relative: float | None
+    margin: Margin
     min_labels: int
     carry: Callable[[float], float] = float  # the step's e-value -> the rollout's (carry.py); alone: itself
 
+    @property
+    def alpha_difference(self) -> float:
+        """The level of the difference's confidence sequence: all of the promotion alpha for an absolute
+        margin; half when the margin scales with stable's level, whose bound takes the other half."""
+        return self.alpha_promote if self.margin.scale == 0 else self.alpha_promote / 2
 
-def _margin(s: QualitySettings, stable_level: float) -> float:
-    return s.margin_absolute if s.margin_absolute is not None else (s.margin_relative or 0.0) * stable_level
+    @property
+    def alpha_level(self) -> float:
+        return self.alpha_promote - self.alpha_difference
+
+
+def _margin(s: QualitySettings, stable_bound: Callable[[float], float]) -> float:
+    """The margin at stable's level bounded from the side that makes it smaller (``stable_bound(alpha)``:
+    a lower bound of stable's accuracy or MAE at that level). The margin grows with the level, so when the
+    bound holds the margin used is at most the one at stable's true level: non-inferiority stays valid,
+    which plugging in stable's estimate would not be (docs/analysis.md, "Margins")."""
+    if s.margin.scale == 0:
+        return s.margin.least
+    return s.margin.allowed(max(stable_bound(s.alpha_level), 0.0))
+
+
+def _accuracy_lower(correct: int, n: int) -> Callable[[float], float]:
+    return lambda alpha: beta_mixture_proportion_cs(correct, n, alpha).lo if n else 0.0
+
+
+def _mae_lower(labels: Labels) -> Callable[[float], float]:
+    """A lower bound of stable's MAE from its labelled rows (none: 0, so the margin is the floor)."""
+    if not labels.labelled:
+        return lambda alpha: 0.0
+    mean, variance = _mean_and_variance(labels.abs_error_sum, labels.abs_error_sumsq, labels.labelled)
+    return lambda alpha: gaussian_mixture_cs(mean, variance, alpha, _tau2(variance, labels.labelled)).lo
 
 
 def _pp(x: float) -> str:
@@ -73,7 +107,7 @@ def quality_results(stable: Labels, candidate: Labels, pairs: Pairs | None, s: Q
             return _accuracy_paired(pairs, s)
         return _accuracy_unpaired(stable, candidate, s)
     if pairs is not None and pairs.rows:
-        return _mae_paired(pairs, s)
+        return _mae_paired(pairs, stable, s)
     return _mae_unpaired(stable, candidate, s)
 
 
@@ -93,8 +127,8 @@ def _accuracy_paired(p: Pairs, s: QualitySettings) -> list[MetricResult]:
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     effect = acc_c - acc_s
     variance = max(discordant / n - effect * effect, 1.0 / (n + 1)) / n
-    margin = _margin(s, acc_s)
-    cs = gaussian_mixture_cs(effect, variance, s.alpha_promote, (max(margin, 1e-3) / 2.0) ** 2)
+    margin = _margin(s, _accuracy_lower(p.both_right + p.stable_only, n))
+    cs = gaussian_mixture_cs(effect, variance, s.alpha_difference, (max(margin, 1e-3) / 2.0) ** 2)
     interval = (max(cs.lo, -1.0), min(cs.hi, 1.0))
     return _accuracy_pair_of_results(harm, threshold, e_value, effect, interval, margin, (acc_s, acc_c), samples,
                                      n >= s.min_labels, s, paired=True)  # fmt: skip
@@ -117,8 +151,8 @@ def _accuracy_unpaired(stable: Labels, candidate: Labels, s: QualitySettings) ->
 
     ws, wc = smoothed(stable.incorrect, stable.labelled), smoothed(candidate.incorrect, candidate.labelled)
     variance = ws * (1 - ws) / stable.labelled + wc * (1 - wc) / candidate.labelled
-    margin = _margin(s, acc_s)
-    cs = gaussian_mixture_cs(effect, variance, s.alpha_promote, (max(margin, 1e-3) / 2.0) ** 2)
+    margin = _margin(s, _accuracy_lower(stable.labelled - stable.incorrect, stable.labelled))
+    cs = gaussian_mixture_cs(effect, variance, s.alpha_difference, (max(margin, 1e-3) / 2.0) ** 2)
     interval = (max(cs.lo, -1.0), min(cs.hi, 1.0))
     enough = min(stable.labelled, candidate.labelled) >= s.min_labels
     return _accuracy_pair_of_results(harm, threshold, e_value, effect, interval, margin, (acc_s, acc_c), samples,
@@ -184,15 +218,15 @@ def _mean_and_variance(total: float, total_sq: float, n: int) -> tuple[float, fl
     return mean, max(spread, 1e-12) / n
 
 
-def _mae_paired(p: Pairs, s: QualitySettings) -> list[MetricResult]:
+def _mae_paired(p: Pairs, stable: Labels, s: QualitySettings) -> list[MetricResult]:
     n = p.rows
     samples = (float(n), float(n))
     e_value = s.carry(log_to_e(harm_log_e(p.stable_only, p.stable_only + p.candidate_only, 0.5)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     mae_s, mae_c = p.stable_error_sum / n, p.candidate_error_sum / n
     diff, variance = _mean_and_variance(p.candidate_error_sum - p.stable_error_sum, p.diff_sumsq, n)
-    margin = _margin(s, mae_s)
-    cs = gaussian_mixture_cs(diff, variance, s.alpha_promote, _tau2(variance, n))
+    margin = _margin(s, _mae_lower(stable))  # stable answered every client request of the step, paired or not
+    cs = gaussian_mixture_cs(diff, variance, s.alpha_difference, _tau2(variance, n))
     return _mae_pair_of_results(harm, threshold, e_value, diff, (cs.lo, cs.hi), margin, (mae_s, mae_c), samples,
                                 n >= s.min_labels, s, HARM_SIGN, NI_PAIRED)  # fmt: skip
 
@@ -205,10 +239,10 @@ def _mae_unpaired(stable: Labels, candidate: Labels, s: QualitySettings) -> list
     mae_s, var_s = _mean_and_variance(stable.abs_error_sum, stable.abs_error_sumsq, stable.labelled)
     mae_c, var_c = _mean_and_variance(candidate.abs_error_sum, candidate.abs_error_sumsq, candidate.labelled)
     diff, variance = mae_c - mae_s, var_s + var_c
-    margin = _margin(s, mae_s)
+    margin = _margin(s, _mae_lower(stable))
     n = min(stable.labelled, candidate.labelled)
     tau2 = _tau2(variance, n)
-    cs = gaussian_mixture_cs(diff, variance, s.alpha_promote, tau2)
+    cs = gaussian_mixture_cs(diff, variance, s.alpha_difference, tau2)
     e_value = s.carry(log_to_e(one_sided_normal_mixture_log_e(diff, variance, tau2)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     return _mae_pair_of_results(harm, threshold, e_value, diff, (cs.lo, cs.hi), margin, (mae_s, mae_c), samples,

@@ -1,7 +1,10 @@
 """Per-metric results: the status model's ``MetricResult``, built once here with numbers fit for JSON.
 
 The three kinds of check every family (errors, latency, drift) runs share their decision rules here, so
-a harm test, a non-inferiority check and an SLO mean the same thing whichever metric they look at.
+a harm test, a non-inferiority check and an SLO mean the same thing whichever metric they look at. The
+margin of a non-inferiority check is the policy's :class:`~mlrollout.api.rolloutpolicy.Margin` (relative
+to stable's level, with an absolute floor); :func:`within_margin` is the one rule that compares a
+candidate with a margin of stable's *estimated* level and stays valid (docs/analysis.md, "Margins").
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import math
 from typing import Literal
 
 from mlrollout.api.analysis import MetricDecision, MetricResult, TrackPair
+from mlrollout.api.rolloutpolicy import Margin
 
-__all__ = ["harm_decision", "metric_result", "non_inferiority_decision", "slo_decision"]
+__all__ = ["harm_decision", "metric_result", "non_inferiority_decision", "slo_decision", "within_margin"]
 
 _BIG = 1e300  # status is JSON: infinities are clipped to a large finite number
 
@@ -73,6 +77,21 @@ def non_inferiority_decision(worst: float, allowed: float, enough: bool) -> Metr
     """Non-inferiority passes once the worst plausible effect is within the margin on enough samples; it
     never fails (harm tests roll back), it keeps collecting."""
     return "pass" if enough and worst <= allowed else "inconclusive"
+
+
+def within_margin(candidate_upper: float, stable_lower: float, margin: Margin) -> bool:
+    """Non-inferiority of a lower-is-better metric (error rate, latency, misclassification): the candidate's
+    worst plausible level is within the margin of stable's best plausible one, ``U_c <= limit(L_s)``.
+
+    Valid whatever the margin's relative part and however stable's level is estimated: ``limit(x) = x +
+    max(relative * x, floor)`` is increasing, so when ``U_c`` bounds the candidate's level ``c`` from above
+    and ``L_s`` bounds stable's ``s`` from below, ``c <= U_c <= limit(L_s) <= limit(s)``: the candidate is
+    within the margin of stable's *true* level. A candidate beyond it (``c > limit(s)``) passes only when a
+    bound misses, so with anytime-valid bounds at levels ``a_c`` and ``a_s`` it is promoted with probability
+    at most ``a_c + a_s`` however often it is looked at. (Plugging stable's point estimate into the margin
+    instead would not be: noise that raises stable's estimate widens the margin.)
+    """
+    return candidate_upper <= margin.limit(stable_lower)
 
 
 def slo_decision(lower: float, upper: float, limit: float, enough: bool) -> MetricDecision:

@@ -17,7 +17,17 @@ from mlrollout.analysis.histogram import Histogram, parse_buckets
 from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.contract.profile import from_dict as profile_from_dict
 
-__all__ = ["CustomValue", "Labels", "Pairs", "Snapshot", "SnapshotError", "TrackCounts", "parse_snapshot"]
+__all__ = [
+    "CustomValue",
+    "Labels",
+    "Pairs",
+    "RoutedCounts",
+    "Snapshot",
+    "SnapshotError",
+    "Split",
+    "TrackCounts",
+    "parse_snapshot",
+]
 
 TRACKS = ("stable", "candidate")
 
@@ -80,6 +90,35 @@ class CustomValue:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class RoutedCounts:
+    """How the router actually split live requests, counted where it decides (the gateway), in one process
+    so both tracks' counts come from the same scrape: requests routed to each track, and in mirroring steps
+    the copies offered to the candidate out of the requests eligible for a copy."""
+
+    stable: int
+    candidate: int
+    mirrored: int = 0
+    mirror_eligible: int = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """The traffic split the step configured (shares of live requests, 0..1) and, when counted, how it was
+    realised; the sample-ratio mismatch check holds the second to the first (split.py)."""
+
+    stable: float
+    candidate: float
+    mirror: float = 0.0
+    sticky: bool = False  # sticky A/B: keys are assigned, not requests, so request counts need not follow
+    observed: RoutedCounts | None = None
+
+    @classmethod
+    def from_percent(cls, stable: int, candidate: int, mirror: int, sticky: bool = False) -> Split:
+        """The split as the route table states it (status.traffic's integer percents)."""
+        return cls(stable / 100.0, candidate / 100.0, mirror / 100.0, sticky)
+
+
 NO_COUNTS: Final = TrackCounts(0, 0, None, None, None)
 
 
@@ -97,6 +136,7 @@ class Snapshot:
     warnings: tuple[str, ...] = ()
     evidence: StepEvidence = field(default_factory=StepEvidence)
     pairs: Pairs | None = None  # labelled requests both models answered (shadow steps)
+    split: Split | None = None
 
     @classmethod
     def failed(cls, error: str, elapsed_seconds: float | None = None, warnings: Sequence[str] = ()) -> Snapshot:
@@ -242,6 +282,45 @@ def _evidence(raw: Any) -> StepEvidence:
     return StepEvidence(step=step, steps=steps, carried=values)
 
 
+def _share(raw: Mapping[str, Any], key: str, default: float | None = None) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise SnapshotError(f"split.configured.{key} must be a share between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _split(raw: Any) -> Split | None:
+    """``{"configured": {stable, candidate, mirror, sticky}, "observed": {stable, candidate, mirrored,
+    mirror_eligible}}``: the step's configured shares and, optionally, the routed counts."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("configured"), Mapping):
+        raise SnapshotError("split must be an object with configured shares (and optionally observed counts)")
+    conf = raw["configured"]
+    stable, candidate = _share(conf, "stable"), _share(conf, "candidate")
+    if abs(stable + candidate - 1.0) > 1e-6:
+        raise SnapshotError(
+            f"split.configured: stable {stable:g} + candidate {candidate:g} must add up to 1 (shares of live requests)"
+        )
+    sticky = conf.get("sticky", False)
+    if not isinstance(sticky, bool):
+        raise SnapshotError(f"split.configured.sticky must be true or false, got {sticky!r}")
+    observed = None
+    if raw.get("observed") is not None:
+        obs = raw["observed"]
+        if not isinstance(obs, Mapping):
+            raise SnapshotError("split.observed must be an object of routed counts")
+        counts = {k: _count(obs.get(k, 0), f"split.observed.{k}") for k in ("stable", "candidate", "mirrored",
+                                                                             "mirror_eligible")}  # fmt: skip
+        if counts["mirrored"] > counts["mirror_eligible"]:
+            raise SnapshotError(
+                f"split.observed.mirrored ({counts['mirrored']}) exceeds split.observed.mirror_eligible "
+                f"({counts['mirror_eligible']})"
+            )
+        observed = RoutedCounts(**counts)
+    return Split(stable, candidate, _share(conf, "mirror", 0.0), sticky, observed)
+
+
 def parse_snapshot(raw: Any) -> Snapshot:
     """Check and convert a snapshot dict; raises :class:`SnapshotError` naming the first problem."""
     if not isinstance(raw, Mapping):
@@ -273,4 +352,5 @@ def parse_snapshot(raw: Any) -> Snapshot:
         warnings=tuple(warnings),
         evidence=_evidence(raw.get("evidence")),
         pairs=_pairs(raw.get("pairs")),
+        split=_split(raw.get("split")),
     )

@@ -64,6 +64,20 @@ class Samples(ApiModel):
     candidate: int = Field(ge=0)
 
 
+class Forecast(ApiModel):
+    """When a candidate like stable would pass every check of the current step, at the traffic seen so far
+    (docs/analysis.md, "Time to decision"); a worse candidate is rolled back sooner, or never passes."""
+
+    seconds: float | None = Field(
+        default=None, ge=0, description="Seconds from the step's start; null: not within a year at this traffic."
+    )
+    candidate_requests: float | None = Field(
+        default=None, ge=0, description="Candidate requests the step's checks need by then."
+    )
+    candidate_rate: float = Field(default=0.0, ge=0, description="Candidate requests per second seen in the step.")
+    slowest: Label | None = Field(default=None, description="The check that takes longest (or minRequests).")
+
+
 class Judgement(ApiModel):
     """The judge's answer to one look (docs/analysis.md, "The verdict")."""
 
@@ -78,6 +92,7 @@ class Judgement(ApiModel):
         default_factory=dict,
         description="Per e-value test, what the next analysed step starts from if the step ends at this look.",
     )
+    forecast: Forecast | None = Field(default=None, description="Time to a decision at the traffic seen.")
 
     @property
     def candidate_requests(self) -> int:

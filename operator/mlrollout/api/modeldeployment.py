@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
-from mlrollout.api.analysis import MetricResult, Verdict
+from mlrollout.api.analysis import Forecast, MetricResult, Verdict
 from mlrollout.api.common import (
     ApiModel,
     Condition,
@@ -23,36 +23,119 @@ from mlrollout.api.common import (
     cel_rules,
 )
 from mlrollout.api.rolloutpolicy import STEPS_RULES, Margins, Step, check_steps
-from mlrollout.api.uris import URI_PATTERN
+from mlrollout.api.uris import MODEL_URI_PATTERN, REGISTRY_URL_PATTERN, URI_PATTERN, is_registry
 
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
-ModelUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
+ModelUri = Annotated[str, StringConstraints(pattern=MODEL_URI_PATTERN, max_length=2048)]
+ProfileUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
+HttpUri = Annotated[str, StringConstraints(pattern=REGISTRY_URL_PATTERN, max_length=2048)]
+VersionLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)]
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+SHA256_RULE = "sha256 is required unless the uri is a registered model (models:/...)"
+CREDENTIALS_RULE = "credentials set secretRef, serviceAccountName or both"
+REGISTRY_RULE = "a models:/ uri needs registry.uri, and registry is only for models:/ uris"
+
+
+class SecretRef(ApiModel):
+    """A Secret in the ModelDeployment's namespace."""
+
+    name: Name = Field(description="Name of the Secret.")
+
+
+class Credentials(ApiModel):
+    """How the model-server pods authenticate to the model store (docs/sources.md)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(cel("has(self.secretRef) || has(self.serviceAccountName)", CREDENTIALS_RULE))
+    }
+
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "A Secret whose keys are the store's standard environment variables (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3, ...), given to this "
+            "ModelDeployment's model-server pods only."
+        ),
+    )
+    service_account_name: Name | None = Field(
+        default=None,
+        description=(
+            "The ServiceAccount the model-server pods run as, for web identity (EKS IRSA injects "
+            "AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE into pods of an annotated ServiceAccount)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Credentials:
+        if self.secret_ref is None and self.service_account_name is None:
+            raise ValueError(CREDENTIALS_RULE)
+        return self
+
+
+class Registry(ApiModel):
+    """The MLflow tracking server whose Model Registry holds a models:/ model."""
+
+    uri: HttpUri = Field(
+        description="Base URL of the MLflow tracking server, e.g. http://mlflow.mlops.svc:5000 (no user:password@)."
+    )
+
+
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
 
 
 class ModelSource(ApiModel):
     """Which model to serve, and how to prove it is the right bytes."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("has(self.sha256) || self.uri.startsWith('models:/')", SHA256_RULE, ".sha256"),
+            cel("has(self.registry) == self.uri.startsWith('models:/')", REGISTRY_RULE, ".registry"),
+        )
+    }
+
     name: Name = Field(description="Model name, as served on /v2/models/{name}.")
-    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)] = Field(
-        description="Model version label (shown in status and metrics)."
+    version: VersionLabel | None = Field(
+        default=None,
+        description=(
+            "Model version label (shown in status and metrics); absent: the registry's version for models:/ "
+            "URIs, else the first 12 hex characters of sha256."
+        ),
     )
     uri: ModelUri = Field(
         description=(
-            "Where the model file is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image) or "
-            "pvc://CLAIM/PATH (PATH relative to the claim, no '.' or '..' segments, no %-escapes)."
+            "Where the model file is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
+            "pvc://CLAIM/PATH (PATH relative to the claim, no '.' or '..' segments, no %-escapes), "
+            "s3://BUCKET/KEY, or a registered model models:/NAME/VERSION or models:/NAME@ALIAS (resolved "
+            "once, when the rollout starts)."
         )
     )
-    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(
-        description="Expected sha256 of the model file (64 lowercase hex characters); checked before loading."
+    sha256: Sha256 | None = Field(
+        default=None,
+        description=(
+            "Expected sha256 of the model file (64 lowercase hex characters); checked before loading. "
+            "Required except for models:/ URIs, whose digest is taken and pinned when they are resolved."
+        ),
     )
     format: Literal["onnx"] = Field(default="onnx", description="Model format; only onnx today.")
-    reference_profile: ModelUri | None = Field(
+    reference_profile: ProfileUri | None = Field(
         default=None,
         description="URI of the training-data profile (mlrollout profile) used to measure input drift.",
     )
+    credentials: Credentials | None = Field(
+        default=None, description="Credentials for the model store (s3://); absent: the pods' own (e.g. web identity)."
+    )
+    registry: Registry | None = Field(default=None, description="The model registry of a models:/ URI.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSource:
+        registered = is_registry(self.uri)
+        if self.sha256 is None and not registered:
+            raise ValueError(SHA256_RULE)
+        if (self.registry is not None) != registered:
+            raise ValueError(REGISTRY_RULE)
+        return self
 
 
 class ResourceList(ApiModel):
@@ -232,8 +315,14 @@ class RevisionStatus(ApiModel):
     revision: str = Field(max_length=64, description="Hash of the pod-affecting spec.")
     number: int = Field(ge=1, description="Sequence number, for `kubectl mlrollout undo --to-revision`.")
     model_version: str = Field(max_length=63, description="The model's version label.")
-    model_uri: str = Field(max_length=2048, description="Where the model came from.")
-    sha256: str = Field(max_length=64, description="The model file's digest.")
+    model_uri: str = Field(max_length=2048, description="Where the model came from (the spec's URI).")
+    sha256: str = Field(max_length=64, description="The model file's digest (for models:/ URIs: pinned at resolution).")
+    resolved_uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="For models:/ URIs: the file the registry version resolved to, which the pods read.",
+    )
+    run_id: str | None = Field(default=None, max_length=64, description="For models:/ URIs: the MLflow run.")
     started_at: str | None = Field(default=None, description="When this revision was deployed (RFC 3339).")
     origin: Literal["spec", "undo"] | None = Field(
         default=None, description="spec: the spec asked for it; undo: `kubectl mlrollout undo` brought it back."
@@ -307,6 +396,10 @@ class AnalysisStatus(ApiModel):
     metrics: Annotated[list[MetricResult] | None, BeforeValidator(_first(32))] = Field(
         default=None, max_length=32, description="Per-metric evidence (the first 32)."
     )
+    forecast: Forecast | None = Field(
+        default=None,
+        description="When a candidate like stable would pass this step's checks, at the traffic seen so far.",
+    )
 
 
 class HistoryEntry(ApiModel):
@@ -316,6 +409,10 @@ class HistoryEntry(ApiModel):
     number: int = Field(ge=1, description="Revision sequence number.")
     model_version: str = Field(max_length=63, description="Model version label.")
     sha256: str = Field(max_length=64, description="Model digest.")
+    resolved_uri: str | None = Field(
+        default=None, max_length=2048, description="For models:/ URIs: the file the registry version resolved to."
+    )
+    run_id: str | None = Field(default=None, max_length=64, description="For models:/ URIs: the MLflow run.")
     started_at: str | None = Field(default=None, description="When the rollout started (RFC 3339).")
     finished_at: str | None = Field(default=None, description="When it ended (RFC 3339).")
     outcome: Outcome = Field(description="How it ended.")
@@ -345,9 +442,19 @@ class HeldBackStatus(ApiModel):
 
     revision: str = Field(max_length=64, description="Revision hash.")
     number: int = Field(ge=1, description="Revision sequence number.")
-    outcome: Literal["rolledBack", "aborted", "undone"] = Field(description="Why it is held back.")
+    outcome: Literal["rolledBack", "aborted", "undone", "refused"] = Field(
+        description="Why it is held back (refused: its models:/ URI could not be resolved)."
+    )
     reason: Message = Field(default="", description="The reason, for humans.")
     time: str = Field(description="When (RFC 3339).")
+
+
+class ResolvingStatus(ApiModel):
+    """A spec revision whose models:/ URI the registry has not resolved yet (down, slow, still registering)."""
+
+    revision: str = Field(max_length=64, description="Revision hash of the spec.")
+    since: str = Field(description="When the first attempt failed (RFC 3339); progressDeadline counts from here.")
+    reason: Message = Field(default="", description="The last attempt's error.")
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -379,6 +486,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     held_back: HeldBackStatus | None = Field(
         default=None, description="The spec revision not rolled out (after a rollback, abort or undo)."
+    )
+    resolving: ResolvingStatus | None = Field(
+        default=None, description="The spec's models:/ URI is being resolved (the registry did not answer yet)."
     )
     paused_by_command: bool | None = Field(default=None, description="Paused by `kubectl mlrollout pause`.")
     hold: Message | None = Field(

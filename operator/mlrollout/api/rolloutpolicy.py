@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
@@ -19,6 +20,10 @@ from mlrollout.api.common import (
 from mlrollout.api.placeholders import QUERY_RULES, check_query
 
 NOT_BLANK_PATTERN = r"[^ \t\r\n]"
+RELATIVE_ZERO = (
+    "a relative margin of 0 makes promotion impossible (the candidate would have to be shown strictly "
+    "better than stable): use a positive relative margin, add a floor, or use an absolute margin"
+)
 CustomQuery = Annotated[
     str,
     StringConstraints(pattern=NOT_BLANK_PATTERN, max_length=2048),
@@ -216,27 +221,106 @@ class DriftMetric(ApiModel):
     max_psi: float = Field(default=0.2, gt=0, le=10, description="Largest population stability index tolerated.")
 
 
+class SplitMetric(ApiModel):
+    """The realised traffic split against the configured one (sample-ratio mismatch, docs/analysis.md)."""
+
+    enabled: bool = Field(
+        default=True, description="Whether a mismatch makes the verdict inconclusive (it never rolls back)."
+    )
+    tolerance: float = Field(
+        default=0.1,
+        gt=0,
+        le=0.5,
+        description=(
+            "Relative deviation of the realised share from the configured one that is not a mismatch: 0.1 lets "
+            "a 10% weight be realised as 9% to 11% (in-flight copies and similar counting artefacts stay below)."
+        ),
+    )
+
+
+MIN_MARGIN = 1e-4
+"""The smallest absolute margin or floor: 0.01 percentage points of error rate, 0.1 ms of latency (the first
+latency bucket bound). Below it no rollout collects enough requests to show non-inferiority."""
+
+
 class Margin(ApiModel):
-    """A non-inferiority margin: how much worse the candidate may be and still count as no worse."""
+    """A non-inferiority margin: how much worse than stable the candidate may be and still count as no worse.
+
+    ``relative`` scales with stable's level (the same meaning at a 0.1% and a 10% error rate); ``floor`` is
+    the smallest margin it may become, in the metric's unit, so a near-zero level is not held to a margin
+    no rollout can show. The margin at stable's level ``x`` is ``max(relative * x, floor)``; with
+    ``absolute`` it is that fixed amount. docs/analysis.md, "Margins", says why this stays valid when
+    ``x`` is estimated from stable's own data.
+    """
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel_rules(
-            cel("has(self.absolute) != has(self.relative)", "a margin sets exactly one of absolute, relative")
+            cel("has(self.absolute) != has(self.relative)", "a margin sets exactly one of absolute, relative"),
+            cel("!has(self.floor) || has(self.relative)", "floor goes with a relative margin", ".floor"),
+            cel("!has(self.relative) || self.relative > 0.0 || has(self.floor)", RELATIVE_ZERO, ".relative"),
         )
     }
 
     absolute: float | None = Field(
-        default=None, ge=0, le=1, description="In the metric's unit (a rate for errors, e.g. 0.005)."
+        default=None,
+        ge=MIN_MARGIN,
+        le=1,
+        description="A fixed margin in the metric's unit (a rate for errors, e.g. 0.005; seconds for latency).",
     )
     relative: float | None = Field(
-        default=None, ge=0, le=10, description="As a fraction of stable's value (0.1 means 10% worse)."
+        default=None, ge=0, le=10, description="As a fraction of stable's value (0.3 means 30% worse)."
+    )
+    floor: float | None = Field(
+        default=None,
+        ge=MIN_MARGIN,
+        le=1,
+        description="With relative: the smallest margin, in the metric's unit (e.g. 0.0025 for errors, 0.001 s).",
     )
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Margin:
+    def _coherent(self) -> Margin:
         if (self.absolute is None) == (self.relative is None):
             raise ValueError("a margin sets exactly one of absolute, relative")
+        if self.floor is not None and self.relative is None:
+            raise ValueError("floor goes with a relative margin")
+        if self.relative == 0 and self.floor is None:
+            raise ValueError(RELATIVE_ZERO)
         return self
+
+    @property
+    def scale(self) -> float:
+        """The relative part (0 for an absolute margin)."""
+        return self.relative or 0.0
+
+    @property
+    def least(self) -> float:
+        """The absolute part: the floor of a relative margin, or the absolute margin (0 when neither)."""
+        return self.absolute if self.absolute is not None else (self.floor or 0.0)
+
+    def allowed(self, level: float) -> float:
+        """The margin at stable's level: ``max(relative * level, floor)``, or the absolute margin."""
+        return max(self.scale * max(level, 0.0), self.least)
+
+    def limit(self, level: float) -> float:
+        """The worst level still no worse than ``level``: ``level + allowed(level)``; increasing in ``level``."""
+        return level + self.allowed(level)
+
+    def at_most(self, other: Margin) -> bool:
+        """Whether this margin allows no more than ``other`` at every level (a stricter override)."""
+        return self.scale <= other.scale and self.least <= other.least
+
+    def describe(self, unit: Callable[[float], str]) -> str:
+        """Words for reasons and plans: "30% of stable's, at least 0.25 pp"; ``unit`` formats absolutes."""
+        if self.relative is None:
+            return unit(self.least)
+        relative = (
+            f"{self.relative:.0%}" if self.relative * 100 == round(self.relative * 100) else f"{self.relative:g}x"
+        )
+        return f"{relative} of stable's" + (f", at least {unit(self.least)}" if self.floor is not None else "")
+
+
+RATE_MARGIN_DEFAULT = Margin(relative=0.3, floor=0.0025)
+LATENCY_MARGIN_DEFAULT = Margin(relative=0.1, floor=0.001)
 
 
 class QualityMetric(ApiModel):
@@ -320,6 +404,10 @@ class Metrics(ApiModel):
         default_factory=QualityMetric,
         description="Candidate's quality against stable's from labels joined to predictions (off by default).",
     )
+    split: SplitMetric = Field(
+        default_factory=SplitMetric,
+        description="The realised traffic split must match the configured weight and mirror share.",
+    )
     custom: list[CustomMetric] | None = Field(
         default=None,
         max_length=10,
@@ -347,11 +435,15 @@ class Analysis(ApiModel):
 
 
 class Margins(ApiModel):
-    """Non-inferiority margins per compared metric."""
+    """Non-inferiority margins per compared metric (docs/analysis.md, "Margins")."""
 
-    error_rate: Margin = Field(default_factory=lambda: Margin(absolute=0.01), description="Margin for the error rate.")
+    error_rate: Margin = Field(
+        default_factory=lambda: RATE_MARGIN_DEFAULT.model_copy(),
+        description="Margin for the error rate (default: 30% of stable's rate, at least 0.25 percentage points).",
+    )
     latency: Margin = Field(
-        default_factory=lambda: Margin(relative=0.1), description="Margin for the latency quantile."
+        default_factory=lambda: LATENCY_MARGIN_DEFAULT.model_copy(),
+        description="Margin for the latency quantile (default: 10% of stable's, at least 1 ms).",
     )
 
 
@@ -412,13 +504,19 @@ class RolloutPolicySpec(ApiModel):
 
 
 def default_strategy() -> Strategy:
-    """The built-in safe default: shadow, then 5 / 25 / 50 percent canaries."""
+    """The built-in safe default: shadow, then 5 / 25 / 50 percent canaries.
+
+    The canaries may run an hour: with error margins relative to stable's rate, a 5% canary of a service at
+    100 requests/s and 1% errors needs about half an hour to show a candidate like stable non-inferior
+    (`mlrollout plan --rps 100`; docs/analysis.md, "Time to decision"), so 30 minutes would end most such
+    steps by the inconclusive rule.
+    """
     return Strategy(
         steps=[
             Step(shadow=ShadowStep(mirror_percent=100, min_requests=200)),
-            Step(canary=CanaryStep(weight=5, min_requests=200)),
-            Step(canary=CanaryStep(weight=25, min_requests=500)),
-            Step(canary=CanaryStep(weight=50, min_requests=500)),
+            Step(canary=CanaryStep(weight=5, min_requests=200, max_duration="1h")),
+            Step(canary=CanaryStep(weight=25, min_requests=500, max_duration="1h")),
+            Step(canary=CanaryStep(weight=50, min_requests=500, max_duration="1h")),
         ]
     )
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from mlrollout import kubehttp
 from mlrollout.api.common import GROUP, VERSION
 from mlrollout.controller import naming
 from mlrollout.traffic.base import Manifest
@@ -75,22 +76,14 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        method_, url, headers, payload, _ = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
+        resp = kubehttp.request(
+            self.api, method, path, body=body, query=query, content_type=content_type, timeout=self.timeout
         )
-        resp = self.api.call_api(method_, url, header_params=headers, body=payload, _request_timeout=self.timeout)
-        data = resp.read()  # type: ignore[no-untyped-call]
-        if not 200 <= resp.status < 300:
-            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        if not resp.ok:
             if resp.status == 409:
-                raise Conflict(text[:300])
-            raise ApiException(status=resp.status, reason=resp.reason, body=text)
-        return json.loads(data) if data else None
+                raise Conflict(resp.text()[:300])
+            raise resp.error()
+        return json.loads(resp.data) if resp.data else None
 
     def get_model_deployment(self, namespace: str, name: str) -> Manifest | None:
         try:

@@ -23,14 +23,21 @@ from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
-from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
+from mlrollout.api.modeldeployment import (
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RevisionStatus,
+    TrafficStatus,
+)
 from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
 from mlrollout.controller.profiles import ProfileCache
+from mlrollout.controller.registry import CachingResolver, ModelResolver
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
 from mlrollout.policy import (
@@ -41,7 +48,7 @@ from mlrollout.policy import (
     resolve_fallback_policy,
     resolve_rollout_policy,
 )
-from mlrollout.revision import RevisionTemplate, revision_of
+from mlrollout.revision import Resolved, RevisionTemplate, needs_resolution, revision_of, spec_hash
 from mlrollout.rollout import (
     Action,
     EnsureTrack,
@@ -52,6 +59,7 @@ from mlrollout.rollout import (
     RolloutFinished,
     SetRoutes,
     StepFinished,
+    Unresolved,
     analysis_due,
     decide,
     not_governable,
@@ -97,6 +105,14 @@ def _candidate_profile(status: ModelDeploymentStatus) -> str | None:
     return RevisionTemplate.from_json(cand.template).model.reference_profile
 
 
+def _split(traffic: TrafficStatus | None, sticky: bool) -> Split | None:
+    """The split the route table asks for: live requests by weight (assigned by key when a sticky key is set
+    and the candidate has live traffic) and the mirror share."""
+    if traffic is None:
+        return None
+    return Split.from_percent(traffic.stable, traffic.candidate, traffic.mirror, sticky and traffic.candidate > 0)
+
+
 def _lenient_status(raw: Any) -> ModelDeploymentStatus:
     """The stored status if it still parses, else an empty one (the next good pass rewrites it)."""
     try:
@@ -108,8 +124,11 @@ def _lenient_status(raw: Any) -> ModelDeploymentStatus:
 class Reconciler:
     """Observe, decide, act for one ModelDeployment at a time; all I/O through `kube` and `verdicts`."""
 
-    def __init__(self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings) -> None:
+    def __init__(
+        self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None
+    ) -> None:
         self.kube = kube
+        self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
         self.profiles = ProfileCache()
@@ -151,8 +170,10 @@ class Reconciler:
         policy = resolved.spec
 
         deployments, pods = self.kube.list_children(namespace, name)
+        spec_revision, unresolved = self._spec_revision(md, status)
         facts = Facts(
-            spec_revision=revision_of(md.spec, self.settings.serving_image),
+            spec_revision=spec_revision,
+            unresolved=unresolved,
             generation=generation,
             tracks=facts_by_revision(deployments, pods),
             gateway=gateway_facts(deployments, pods) if self._provider(md) == "builtin" else None,
@@ -167,6 +188,29 @@ class Reconciler:
         if policy.analysis.metrics.quality.enabled and self._provider(md) == "builtin":
             self._ensure_feedback_keys(obj, log)
         return self._commit(obj, status, decision.status, decision.actions, log)
+
+    def _spec_revision(
+        self, md: ModelDeployment, status: ModelDeploymentStatus
+    ) -> tuple[RevisionStatus, Unresolved | None]:
+        """The spec's revision; for a models:/ URI with the registry's answer, asked only for a revision
+        status does not know yet (a known one keeps what was pinned when its rollout started)."""
+        image = self.settings.serving_image
+        if not needs_resolution(md.spec):
+            return revision_of(md.spec, image), None
+        wanted = spec_hash(md.spec, image)
+        known = (r for r in (status.stable, status.candidate, *(status.revisions or [])) if r is not None)
+        pinned = next((r for r in known if r.revision == wanted and r.sha256 and r.resolved_uri), None)
+        if pinned is not None:
+            assert pinned.resolved_uri is not None
+            answer = Resolved(pinned.resolved_uri, pinned.sha256, pinned.model_version, pinned.run_id)
+            return revision_of(md.spec, image, answer), None
+        if status.held_back is not None and status.held_back.revision == wanted:
+            # held back (refused or rolled back): not rolled out, so not asked, until `retry` or a new spec
+            return revision_of(md.spec, image), Unresolved("held back: not asked again until retry", final=False)
+        answer_or_error = self.resolver.resolve(md.spec.model)
+        if isinstance(answer_or_error, Unresolved):
+            return revision_of(md.spec, image), answer_or_error
+        return revision_of(md.spec, image, answer_or_error), None
 
     def _commit(
         self, obj: Manifest, before: ModelDeploymentStatus, after: ModelDeploymentStatus, actions: Sequence[Action],
@@ -189,6 +233,7 @@ class Reconciler:
             return None
         step, cand, stable = status.current_step, status.candidate, status.stable
         assert cand is not None and step is not None and stable is not None
+        traffic = status.traffic
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
@@ -196,6 +241,8 @@ class Reconciler:
             candidate_revision=cand.revision,
             source=evidence_source(step.kind),
             reference=self.profiles.get(_candidate_profile(status)),
+            # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
+            split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts

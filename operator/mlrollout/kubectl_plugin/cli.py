@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     history.add_argument("name")
     lint = sub.add_parser("lint", help="validate manifests offline (all mlrollout kinds)")
     lint.add_argument("files", nargs="+", metavar="FILE")
+    from mlrollout.validate import traffic_options  # the same options as `mlrollout validate`
+
+    traffic_options(lint)
     return top
 
 
@@ -86,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "lint":
         from mlrollout.validate import main as validate  # lazy: only lint needs the validator
 
-        return validate(list(args.files))
+        traffic = ["--rps", str(args.rps), "--base-error-rate", str(args.base_error_rate),
+                   "--latency-p99", str(args.latency_p99)] if args.rps is not None else []  # fmt: skip
+        return validate([*args.files, *traffic])
     try:
         cluster = Cluster(args.kubeconfig, args.context)
     except KubeError as exc:

@@ -149,10 +149,31 @@ def render_steps(steps: Sequence[Step] | None, status: ModelDeploymentStatus, no
     lines += table(["  #", "KIND", "WHAT", "STATE"], rows, indent="  ")
     if status.hold:
         lines.append(f"  holding: {status.hold}")
+    forecast = render_forecast(steps[index] if index < len(steps) else None, status)
+    if forecast:
+        lines.append(forecast)
     if current.carried_in:  # evidence against the candidate from earlier steps (docs/analysis.md)
         shown = ", ".join(f"{test} {number(value)}" for test, value in sorted(current.carried_in.items()))
         lines.append(f"  evidence carried from earlier steps: {shown}")
     return lines
+
+
+def render_forecast(step: Step | None, status: ModelDeploymentStatus) -> str:
+    """The last look's time-to-decision forecast for the current step, against its maxDuration."""
+    forecast = status.last_analysis.forecast if status.last_analysis else None
+    if forecast is None:
+        return ""
+    rate = f"{forecast.candidate_rate:.3g} candidate requests/s"
+    analysed = step.shadow or step.canary or step.blue_green if step is not None else None
+    limit = parse_duration(analysed.max_duration) if analysed is not None else None
+    if forecast.seconds is None:
+        return f"  forecast: a candidate like stable would not pass this step at {rate}"
+    slowest = f", slowest {forecast.slowest}" if forecast.slowest else ""
+    requests = f"{forecast.candidate_requests:,.0f} candidate requests at " if forecast.candidate_requests else ""
+    text = f"  forecast: a candidate like stable passes after {duration(forecast.seconds)} ({requests}{rate}{slowest})"
+    if analysed is not None and limit is not None and forecast.seconds > limit:
+        text += f"; beyond maxDuration {analysed.max_duration}"
+    return text
 
 
 # --- the status view ----------------------------------------------------------------------------------

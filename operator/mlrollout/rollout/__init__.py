@@ -17,7 +17,7 @@ from mlrollout.rollout.actions import (
     SetRoutes,
     StepFinished,
 )
-from mlrollout.rollout.facts import Facts, Look, TrackFacts
+from mlrollout.rollout.facts import Facts, Look, TrackFacts, Unresolved
 from mlrollout.rollout.looks import analysis_due
 from mlrollout.rollout.machine import Decision, decide
 from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
@@ -39,6 +39,7 @@ __all__ = [
     "SetRoutes",
     "StepFinished",
     "TrackFacts",
+    "Unresolved",
     "analysis_due",
     "decide",
     "not_governable",

@@ -20,6 +20,7 @@ class TrackFacts:
     available: bool = False  # at least one ready replica: it can answer
     crash_looping: bool = False
     digest_mismatch: bool = False  # the model server refused the file: sha256 differs
+    config_error: bool = False  # the pods cannot be started as specified (e.g. the credentials Secret is missing)
     detail: str = ""  # what the pods say, for the message (e.g. "server: CrashLoopBackOff, 5 restarts")
 
 
@@ -36,10 +37,21 @@ class Look:
 
 
 @dataclass(frozen=True)
+class Unresolved:
+    """The registry could not say what the spec's models:/ URI is; ``final`` when asking again cannot help
+    (no such version, not an ONNX model, digest mismatch), else it was down, slow or still registering."""
+
+    reason: str
+    final: bool
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything the machine may look at besides status, policy and the clock."""
 
     spec_revision: RevisionStatus  # what the spec asks for (number not yet assigned)
+    # the spec's models:/ URI could not be resolved this pass: nothing is deployed from spec_revision
+    unresolved: Unresolved | None = None
     generation: int = 1
     tracks: Mapping[str, TrackFacts] = field(default_factory=dict)  # by revision hash
     # The built-in gateway's Deployment and pods (the address clients call); None when the traffic

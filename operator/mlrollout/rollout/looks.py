@@ -41,8 +41,9 @@ def record_look(w: Work) -> None:
         return
     j = look.judgement
     w.s.last_analysis = AnalysisStatus(
-        time=fmt(look.time), verdict=j.verdict, reason=j.reason, alpha=j.alpha, metrics=j.metrics or None
-    )
+        time=fmt(look.time), verdict=j.verdict, reason=j.reason, alpha=j.alpha, metrics=j.metrics or None,
+        forecast=j.forecast,
+    )  # fmt: skip
     step = w.s.current_step
     if j.evidence and step is not None and relevant_look(w) is not None:
         # per test, the latest look that measured it: a look without data (Prometheus down) keeps the last

@@ -8,6 +8,7 @@ from mlrollout.api.rolloutpolicy import Step
 from mlrollout.rollout import moves
 from mlrollout.rollout.facts import Look
 from mlrollout.rollout.looks import relevant_look
+from mlrollout.rollout.timefmt import parse
 from mlrollout.rollout.work import Work
 
 
@@ -19,6 +20,9 @@ def progress_candidate(w: Work) -> bool:
     tf = w.facts.track(cand.revision)
     if tf.digest_mismatch:
         moves.rollback(w, "CandidateDigestMismatch", f"the model file's sha256 is not {cand.sha256}: {tf.detail}")
+        return True
+    if tf.config_error:
+        moves.rollback(w, "CandidateConfigError", f"the candidate's pods cannot start: {tf.detail}")
         return True
     if tf.crash_looping:
         moves.rollback(w, "CandidateCrashLoop", f"the candidate's pods are crash-looping: {tf.detail}")
@@ -81,7 +85,7 @@ def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
         if answered >= min_requests:
             moves.advance(w, f"promote verdict with {answered} requests: {look.judgement.reason}")
             return True
-    overdue = labels_overdue(w, elapsed, look)
+    overdue = labels_overdue(w, step, elapsed, look)
     if elapsed > max_duration or overdue:
         last = w.s.last_analysis
         detail = f"last verdict {last.verdict}: {last.reason}" if last else "no verdict yet"
@@ -97,14 +101,23 @@ def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
     return False
 
 
-def labels_overdue(w: Work, elapsed: float, look: Look | None) -> bool:
-    """Quality is on, the step has waited maxLabelWait, and its latest look scored no candidate row."""
+def labels_overdue(w: Work, step: StepStatus, elapsed: float, look: Look | None) -> bool:
+    """Quality is on, the step has waited maxLabelWait, and its latest look scored no candidate row.
+
+    The latest look is this pass's, else the last one recorded in this step (most passes take no look:
+    no look this pass says nothing about labels)."""
     quality = w.policy.analysis.metrics.quality
     if not quality.enabled or elapsed <= parse_duration(quality.max_label_wait):
         return False
-    if look is None:
-        return True
-    scored = [m for m in look.judgement.metrics if m.name.startswith("quality.")]
+    if look is not None:
+        metrics = look.judgement.metrics
+    else:
+        last = w.s.last_analysis
+        in_step = last is not None and parse(last.time) > parse(
+            step.started_at
+        )  # not the look that ended the last step
+        metrics = (last.metrics or []) if last is not None and in_step else []
+    scored = [m for m in metrics if m.name.startswith("quality.")]
     return not any(m.samples is not None and m.samples.candidate for m in scored)
 
 

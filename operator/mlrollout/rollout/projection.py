@@ -66,6 +66,12 @@ def _phase(w: Work) -> tuple[Phase, str]:
             why = "spec.paused" if w.facts.paused else "paused by command"
             return "Paused", f"{what}; {why}"
         return "Progressing", what
+    if s.resolving is not None:
+        since = s.resolving.since
+        return (
+            "Progressing",
+            f"resolving {w.facts.spec_revision.model_uri} (registry not answering since {since}): {s.resolving.reason}",
+        )
     if s.held_back is not None and s.held_back.outcome != "undone":
         return "Degraded", f"revision {s.held_back.number} {s.held_back.outcome}: {s.held_back.reason}"
     if s.stable is None:
@@ -73,7 +79,7 @@ def _phase(w: Work) -> tuple[Phase, str]:
     if w.serving():
         note = f"; spec revision held back: {s.held_back.reason}" if s.held_back is not None else ""
         return "Healthy", f"revision {s.stable.number} ({s.stable.model_version}) serving{note}"
-    if stable_tf.digest_mismatch or stable_tf.crash_looping:
+    if stable_tf.digest_mismatch or stable_tf.crash_looping or stable_tf.config_error:
         return "Degraded", f"stable revision {s.stable.number} cannot start: {stable_tf.detail}"
     gateway = w.facts.gateway
     if stable_tf.available and gateway is not None:  # the model answers, the address clients call does not

@@ -94,6 +94,8 @@ class Work:
             number=rev.number,
             model_version=rev.model_version,
             sha256=rev.sha256,
+            resolved_uri=rev.resolved_uri,
+            run_id=rev.run_id,
             started_at=rev.started_at,
             finished_at=fmt(self.now),
             outcome=outcome,

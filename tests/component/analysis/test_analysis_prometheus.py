@@ -9,6 +9,9 @@ processes with real ONNX models (scikit-learn's wine data):
 - ``worse`` (70/30): the candidate was trained on shuffled labels (its predictions drift), which must be rolled back;
 - ``slow`` (70/30): the same model, but 40 ms of latency injected in front of the candidate, which must be rolled back.
 
+A fourth gateway, ``shadow``, sends every request to stable and a copy of each to the candidate, for the
+traffic-split check's mirror counts; the split check of ``aa`` holds its 50/50 against the gateway's counts.
+
 Prometheus (the Debian binary) scrapes every process each second; ``collect_snapshot`` queries it with the
 PromQL the operator uses and ``judge`` decides. A Prometheus that goes away gives ``inconclusive``.
 """
@@ -16,6 +19,7 @@ PromQL the operator uses and ``judge`` decides. A Prometheus that goes away give
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import sys
@@ -35,15 +39,17 @@ from tests.support.procs import free_port, running, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
 from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, collect_snapshot, judge
+from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
+from mlrollout.analysis.snapshot import Split
 from mlrollout.api.analysis import Judgement, MetricResult
 
 pytestmark = pytest.mark.component
 
 NAMESPACE = "analysis-test"
-CANDIDATE_WEIGHT = {"aa": 50, "worse": 30, "slow": 30}
+CANDIDATE_WEIGHT = {"aa": 50, "worse": 30, "slow": 30, "shadow": 0}
 # Requests per rollout. Prediction evidence counts requests, not rows (a request's rows share a route),
 # so the worse model needs more requests than the latency regression for the same certainty.
-REQUESTS = {"aa": 600, "worse": 1500, "slow": 600}
+REQUESTS = {"aa": 600, "worse": 1500, "slow": 600, "shadow": 300}
 ROWS_PER_REQUEST = 4
 INJECTED_DELAY = 0.040
 
@@ -61,20 +67,14 @@ class Rollout:
 def gateway(name: str, stable_port: int, candidate_port: int, workdir: Path) -> Iterator[int]:
     """A real ``mlrollout-gateway`` splitting ``CANDIDATE_WEIGHT[name]`` between two upstreams; yields its port."""
     routes = workdir / f"routes-{name}.json"
-    routes.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "mode": "canary",
-                "tracks": {
-                    "stable": {"upstream": f"http://127.0.0.1:{stable_port}", "revision": "r-stable",
-                               "weight": 100 - CANDIDATE_WEIGHT[name]},
-                    "candidate": {"upstream": f"http://127.0.0.1:{candidate_port}", "revision": "r-candidate",
-                                  "weight": CANDIDATE_WEIGHT[name]},
-                },
-            }
-        )
-    )  # fmt: skip
+    stable = {"upstream": f"http://127.0.0.1:{stable_port}", "revision": "r-stable"}
+    candidate = {"upstream": f"http://127.0.0.1:{candidate_port}", "revision": "r-candidate"}
+    if CANDIDATE_WEIGHT[name]:
+        table = {"tracks": {"stable": {**stable, "weight": 100 - CANDIDATE_WEIGHT[name]},
+                            "candidate": {**candidate, "weight": CANDIDATE_WEIGHT[name]}}}  # fmt: skip
+    else:  # shadow: every request to stable, a copy of each to the candidate
+        table = {"tracks": {"stable": {**stable, "weight": 100}}, "mirror": {**candidate, "percent": 100}}
+    routes.write_text(json.dumps({"version": 1, "mode": "canary", **table}))
     port = free_port()
     cmd = [sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port", str(port),
            "--routes-file", str(routes), "--namespace", NAMESPACE, "--model-deployment", name]  # fmt: skip
@@ -118,12 +118,12 @@ class World:
     def window(self) -> float:
         return time.time() - self.started + 5.0
 
-    def snapshot(self, name: str, source: str = "gateway") -> Snapshot:
-        target = self.rollouts[name].target
-        if source != target.source:
-            target = AnalysisTarget(target.namespace, target.model_deployment, target.stable_revision,
-                                    target.candidate_revision, "model", None)  # fmt: skip
-        return collect_snapshot(PrometheusProvider(self.prometheus.url, timeout=10), target, self.window())
+    def snapshot(self, name: str, source: str = "gateway", split: Split | None = None) -> Snapshot:
+        """The rollout's snapshot; with a configured ``split`` over a window long enough that the split's
+        counts (which start ``SPLIT_SETTLE_SECONDS`` into it) cover all the load."""
+        target = dataclasses.replace(self.rollouts[name].target, source=source, split=split)
+        window = self.window() + (SPLIT_SETTLE_SECONDS if split is not None else 0.0)
+        return collect_snapshot(PrometheusProvider(self.prometheus.url, timeout=10), target, window)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,8 @@ def world(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[Worl
         scrape: list[str] = []
         gateways: list[str] = []
         for name, candidate_model, delay in (("aa", wine_model, 0.0), ("worse", wine_worse_model, 0.0),
-                                             ("slow", wine_model, INJECTED_DELAY)):  # fmt: skip
+                                             ("slow", wine_model, INJECTED_DELAY),
+                                             ("shadow", wine_model, 0.0)):  # fmt: skip
             stable = stack.enter_context(serve_model(wine_model, name="wine", labels=labels(name, "stable")))
             candidate = stack.enter_context(serve_model(candidate_model, name="wine", labels=labels(name, "candidate")))
             upstream = stack.enter_context(slow_proxy(candidate.port, delay)) if delay else candidate.port
@@ -163,6 +164,9 @@ def world(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[Worl
                 at_least(sent),
                 timeout=60,
             )
+        # and the copies the shadow gateway sends after answering
+        prometheus.wait_for('sum(mlrollout_gateway_mirrored_requests_total{model_deployment="shadow"})',
+                            at_least(REQUESTS["shadow"]), timeout=60)  # fmt: skip
         time.sleep(2.0)  # one more scrape of the model servers, which count a moment after the gateway
         yield World(prometheus, rollouts, started, gateways)
 
@@ -214,6 +218,33 @@ def test_injected_latency_is_rolled_back(world: World) -> None:
     assert harm.estimate is not None and harm.estimate.candidate is not None and harm.estimate.stable is not None
     assert harm.estimate.candidate > harm.estimate.stable + INJECTED_DELAY / 2
     assert metric(result, "predictionDrift").decision != "fail"
+
+
+def test_the_gateways_routed_counts_hold_the_configured_split(world: World) -> None:
+    snap = world.snapshot("aa", split=Split(0.5, 0.5))
+    assert snap.split is not None and snap.split.observed is not None
+    observed = snap.split.observed
+    assert (observed.stable, observed.candidate) == (snap.stable.requests, snap.candidate.requests)
+    assert observed.stable + observed.candidate == REQUESTS["aa"]
+    split = metric(judge(snap), "split")
+    assert split.decision == "pass", split.reason
+
+
+def test_a_split_other_than_the_configured_one_makes_the_look_inconclusive(world: World) -> None:
+    result = judge(world.snapshot("aa", split=Split(0.8, 0.2)))  # the route table says 20%, the gateway did 50%
+    assert result.verdict == "inconclusive"
+    assert result.reason.startswith("traffic split ") and "observed vs 20% configured (SRM, e=" in result.reason
+
+
+def test_mirror_copies_are_counted_against_the_requests_that_could_be_copied(world: World) -> None:
+    snap = world.snapshot("shadow", split=Split(1.0, 0.0, mirror=1.0))
+    assert snap.split is not None and snap.split.observed is not None
+    observed = snap.split.observed
+    assert (observed.stable, observed.candidate) == (REQUESTS["shadow"], 0)
+    assert observed.mirrored == observed.mirror_eligible == REQUESTS["shadow"]
+    assert metric(judge(snap), "split").decision == "pass"
+    half = judge(world.snapshot("shadow", split=Split(1.0, 0.0, mirror=0.5)))
+    assert "mirror share 100% observed vs 50% configured (SRM, e=" in half.reason
 
 
 def test_stopped_prometheus_gives_inconclusive(world: World) -> None:

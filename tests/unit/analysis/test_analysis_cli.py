@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.unit.analysis.snapshots import healthy
+from tests.unit.analysis.snapshots import PROMOTABLE, healthy
 
 from mlrollout.analysis import cli_main
 
 
 def test_prints_the_verdict_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     snap = tmp_path / "snap.json"
-    snap.write_text(json.dumps(healthy()))
+    snap.write_text(json.dumps(healthy(**PROMOTABLE)))
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump({"kind": "RolloutPolicy", "spec": {"significance": {"alpha": 0.02}}}))
     assert cli_main(["--snapshot", str(snap), "--policy", str(policy)]) == 0

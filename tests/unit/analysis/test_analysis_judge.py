@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.unit.analysis.snapshots import healthy, judged, track
+from tests.unit.analysis.snapshots import PROMOTABLE, healthy, judged, track
 
 from mlrollout.analysis import MIN_SAMPLES, SnapshotError, parse_snapshot
 from mlrollout.analysis.judge import HARM_WEIGHT, split_alpha
@@ -25,7 +25,7 @@ def names(result: Judgement) -> dict[str, str]:
 
 
 def test_healthy_candidate_is_promoted_with_every_default_check() -> None:
-    result = judged(healthy())
+    result = judged(healthy(**PROMOTABLE))
     assert result.verdict == "promote", result.reason
     assert names(result) == {
         "errorRate.harm": "pass",
@@ -35,8 +35,8 @@ def test_healthy_candidate_is_promoted_with_every_default_check() -> None:
         "latency.nonInferiority": "pass",
         "predictionDrift": "pass",
     }
-    assert result.skipped == ["inputDrift: no reference profile"]
-    assert result.samples == Samples(stable=108_000, candidate=12_000)
+    assert result.skipped == ["inputDrift: no reference profile", "split: no routed counts in the snapshot"]
+    assert result.samples == Samples(stable=216_000, candidate=24_000)
 
 
 def test_a_judgement_goes_into_status_as_it_is() -> None:

@@ -11,12 +11,16 @@ from tests.unit.analysis.snapshots import BOUNDS, buckets, sampled_buckets
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.latency import HarmPair, LatencySettings, harm_pairs, latency_results
 from mlrollout.api.analysis import MetricResult
+from mlrollout.api.rolloutpolicy import Margin
 
 INF = float("inf")
 
 
-def settings(relative: float | None = 0.1, absolute: float | None = None) -> LatencySettings:
-    return LatencySettings(0.99, None, True, absolute, relative, 0.0125, 0.0125, 0.05, 100)
+def settings(
+    relative: float | None = 0.1, absolute: float | None = None, floor: float | None = None
+) -> LatencySettings:
+    margin = Margin(absolute=absolute) if absolute is not None else Margin(relative=relative, floor=floor)
+    return LatencySettings(0.99, None, True, margin, 0.0125, 0.0125, 0.05, 100)
 
 
 def harm(stable: dict[str, int], candidate: dict[str, int], s: LatencySettings) -> MetricResult:
@@ -46,6 +50,16 @@ def test_absolute_margin_pairs_add_seconds() -> None:
 def test_no_margin_compares_the_same_bound() -> None:
     bounds = (0.01, 0.02, INF)
     assert harm_pairs(bounds, [0.3, 0.9, 1.0], (0.5,), lambda t: t) == [HarmPair(0.01, 0.01)]  # nearer 50%
+
+
+def test_a_floor_holds_fast_models_to_an_absolute_slowdown() -> None:
+    """A 1 ms median (p99 3.2 ms) 20% slower is 0.64 ms slower at the p99: beyond 10%, within a 1 ms floor.
+    Twice as slow is beyond both."""
+    floor = settings(0.1, floor=0.001)
+    within = harm(buckets(2_000_000, median=0.001), buckets(400_000, median=0.0012), floor)
+    beyond = harm(buckets(108_000, median=0.001), buckets(12_000, median=0.002), floor)
+    assert (within.decision, beyond.decision) == ("pass", "fail")
+    assert harm(buckets(2_000_000, median=0.001), buckets(400_000, median=0.0012), settings(0.1)).decision == "fail"
 
 
 def test_a_slowdown_within_the_margin_is_not_harm_however_much_data() -> None:

@@ -15,10 +15,10 @@ from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.latency import LatencySettings, latency_results, quantile_bounds
 from mlrollout.analysis.snapshot import CustomValue, TrackCounts
 from mlrollout.api.analysis import TrackPair
-from mlrollout.api.rolloutpolicy import CustomMetric
+from mlrollout.api.rolloutpolicy import CustomMetric, Margin
 from mlrollout_serving.contract.profile import from_dict
 
-ERR = ErrorRateSettings(0.0125, 0.0125, 0.05, 0.01, None, 0.05, 100)
+ERR = ErrorRateSettings(0.0125, 0.0125, 0.05, Margin(relative=0.3, floor=0.0025), 0.05, 100)  # the default
 
 
 def counts(requests: int, errors: int) -> TrackCounts:
@@ -30,12 +30,39 @@ def by_name(results: list) -> dict:  # type: ignore[type-arg]
 
 
 def test_error_rate_equal_tracks_pass_everything() -> None:
-    r = by_name(error_rate_results(counts(54_000, 540), counts(6_000, 60), ERR))
+    r = by_name(error_rate_results(counts(216_000, 2_160), counts(24_000, 240), ERR))
     assert r["errorRate.harm"].decision == "pass"
     assert r["errorRate.nonInferiority"].decision == "pass"
     assert r["errorRate.slo"].decision == "pass"
-    lo, hi = r["errorRate.nonInferiority"].interval
-    assert lo < 0 < hi < 0.01
+    ni = r["errorRate.nonInferiority"]
+    lo, hi = ni.interval
+    assert lo < 0 < hi < 0.3 == ni.threshold
+    assert ni.effect == pytest.approx(0.0) and "relative to stable's: within 30% of stable's" in ni.reason
+
+
+def test_error_rate_relative_margin_is_too_tight_to_show_on_few_errors() -> None:
+    """60 candidate errors cannot show a rate within 30% of stable's: collecting evidence, not a pass."""
+    r = by_name(error_rate_results(counts(54_000, 540), counts(6_000, 60), ERR))
+    assert r["errorRate.nonInferiority"].decision == "inconclusive"
+    assert r["errorRate.nonInferiority"].interval[1] > 0.3
+
+
+def test_error_rate_floor_is_a_ratio_at_low_rates_and_a_bound_without_errors() -> None:
+    """At 0.1% the 0.25 pp floor is worth more than 30%: the ratio is held to 1 + floor / stable's upper
+    bound. Without any error the candidate's own bound shows it below the floor."""
+    low = by_name(error_rate_results(counts(540_000, 540), counts(60_000, 60), ERR))["errorRate.nonInferiority"]
+    assert low.decision == "pass" and low.threshold > 1.0
+    none = by_name(error_rate_results(counts(108_000, 0), counts(12_000, 0), ERR))["errorRate.nonInferiority"]
+    assert none.decision == "pass" and "candidate error rate at most" in none.reason
+    relative_only = ErrorRateSettings(0.0125, 0.0125, 0.05, Margin(relative=0.3), None, 100)
+    bare = by_name(error_rate_results(counts(108_000, 0), counts(12_000, 0), relative_only))
+    assert bare["errorRate.nonInferiority"].decision == "inconclusive"  # nothing to compare a ratio on
+
+
+def test_error_rate_absolute_margin() -> None:
+    absolute = ErrorRateSettings(0.0125, 0.0125, 0.05, Margin(absolute=0.01), None, 100)
+    ni = by_name(error_rate_results(counts(54_000, 540), counts(6_000, 60), absolute))["errorRate.nonInferiority"]
+    assert ni.decision == "pass" and ni.threshold > 0.8  # 1 pp at a ~1% rate: almost x2
 
 
 def test_error_rate_doubling_fails_harm_with_e_value_above_threshold() -> None:
@@ -60,9 +87,9 @@ def test_error_rate_non_inferiority_needs_samples() -> None:
 
 
 def test_error_rate_relative_margin() -> None:
-    relative = ErrorRateSettings(0.0125, 0.0125, 0.05, None, 0.5, None, 100)
+    relative = ErrorRateSettings(0.0125, 0.0125, 0.05, Margin(relative=0.1), None, 100)
     r = by_name(error_rate_results(counts(500_000, 10_000), counts(100_000, 2_000), relative))
-    assert r["errorRate.nonInferiority"].threshold == pytest.approx(0.01)
+    assert r["errorRate.nonInferiority"].threshold == pytest.approx(0.1)
     assert r["errorRate.nonInferiority"].decision == "pass"
     assert "errorRate.slo" not in r
 
@@ -80,8 +107,8 @@ def test_error_rate_without_requests_is_inconclusive() -> None:
 
 
 def lat(relative: float | None = 0.1, max_seconds: float | None = None) -> LatencySettings:
-    absolute = None if relative is not None else 0.01
-    return LatencySettings(0.99, max_seconds, True, absolute, relative, 0.0125, 0.0125, 0.05, 100)
+    margin = Margin(relative=relative) if relative is not None else Margin(absolute=0.01)
+    return LatencySettings(0.99, max_seconds, True, margin, 0.0125, 0.0125, 0.05, 100)
 
 
 def hist(n: int, median: float = 0.02):  # type: ignore[no-untyped-def]

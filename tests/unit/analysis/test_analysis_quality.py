@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,10 +15,11 @@ from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvid
 from mlrollout.analysis.quality import QualitySettings, quality_results
 from mlrollout.analysis.sequential import harm_log_e, one_sided_normal_mixture_log_e
 from mlrollout.analysis.snapshot import Labels, Pairs
+from mlrollout.api.rolloutpolicy import Margin
 
-ACCURACY = QualitySettings("accuracy", alpha_harm=0.0125, alpha_promote=0.05, margin_absolute=0.01,
-                           margin_relative=None, min_labels=100)  # fmt: skip
-MAE = QualitySettings("mae", 0.0125, 0.05, None, 0.05, 100)
+ACCURACY = QualitySettings("accuracy", alpha_harm=0.0125, alpha_promote=0.05, margin=Margin(absolute=0.01),
+                           min_labels=100)  # fmt: skip
+MAE = QualitySettings("mae", 0.0125, 0.05, Margin(relative=0.05), 100)
 
 
 def by_name(results: list) -> dict:  # type: ignore[type-arg]
@@ -54,6 +57,24 @@ def test_unpaired_accuracy_is_the_error_rate_harm_test_on_labelled_rows() -> Non
     assert results["quality.harm"].decision == "fail" and results["quality.harm"].test.startswith("conditional")
     assert results["quality.harm"].estimate is not None
     assert results["quality.harm"].estimate.candidate == pytest.approx(0.84)
+
+
+def test_a_relative_margin_is_taken_at_stables_lower_bound_and_never_below_its_floor() -> None:
+    """Stable's estimated accuracy would widen the margin when noise raises it; its lower confidence bound
+    cannot (docs/analysis.md, "Margins"). With few labels the margin is smaller than relative x estimate,
+    and approaches it as labels come; a floor is the least it may be."""
+    relative = dataclasses.replace(ACCURACY, margin=Margin(relative=0.02))
+
+    def margin(pairs: Pairs, settings: QualitySettings = relative) -> float:
+        ni = by_name(quality_results(Labels(), Labels(), pairs, settings))["quality.nonInferiority"]
+        assert ni.threshold is not None
+        return -ni.threshold
+
+    few, many = margin(Pairs(both_right=360, both_wrong=40)), margin(Pairs(both_right=36_000, both_wrong=4_000))
+    assert few < many < 0.02 * 0.9 and many == pytest.approx(0.018, rel=0.03)
+    floored = dataclasses.replace(ACCURACY, margin=Margin(relative=0.001, floor=0.02))
+    assert margin(Pairs(both_right=360, both_wrong=40), floored) == pytest.approx(0.02)
+    assert ACCURACY.alpha_difference == 0.05 and relative.alpha_difference == relative.alpha_level == 0.025
 
 
 def test_no_labels_yet_is_inconclusive() -> None:
@@ -156,3 +177,8 @@ def test_feedback_series_become_labels_and_pairs() -> None:
     assert snap.stable.labels == Labels(labelled=100, incorrect=10)
     assert snap.pairs == Pairs(both_right=80, stable_only=3)
     assert collect_snapshot(StaticProvider(answers), target, 60).pairs is None  # quality off: not even asked
+    # a canary step: the shadow step's labels that arrive late are not its evidence (they froze the paired
+    # test at the shadow's last count, and no-worse could never be shown)
+    canary = AnalysisTarget("ns", "wine", "s1", "c1", "gateway")
+    snap = collect_snapshot(StaticProvider(answers), canary, 60, quality=True)
+    assert snap.pairs is None and snap.candidate.labels == Labels(labelled=100, incorrect=10)

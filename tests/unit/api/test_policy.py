@@ -110,8 +110,9 @@ def test_stricter_overrides_apply() -> None:
     ("override", "field"),
     [
         ({"alpha": 0.1}, "spec.strategy.alpha"),
-        ({"margins": {"errorRate": {"absolute": 0.05}, "latency": {"relative": 0.1}}}, "margins.errorRate.absolute"),
-        ({"margins": {"errorRate": {"relative": 0.001}, "latency": {"relative": 0.1}}}, "margins.errorRate"),
+        ({"margins": {"errorRate": {"absolute": 0.05}, "latency": {"relative": 0.1}}}, "margins.errorRate"),
+        ({"margins": {"errorRate": {"relative": 0.5}, "latency": {"relative": 0.1}}}, "allows more than"),
+        ({"margins": {"errorRate": {"relative": 0.2, "floor": 0.005}}}, "floor 0.005 allows more"),
         ({"slos": {"errorRateMax": 0.5}}, "slos.errorRateMax"),
         ({"slos": {"predictionDriftMaxPsi": 1.0}}, "slos.predictionDriftMaxPsi"),
         ({"steps": [{"canary": {"weight": 5}}, {"canary": {"weight": 25}}]}, "shadow step cannot be removed"),

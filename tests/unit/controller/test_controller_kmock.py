@@ -18,15 +18,20 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
+from mlrollout.analysis import AnalysisTarget
+from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.snapshot import Split
+from mlrollout.api.analysis import Judgement
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.controller import naming
 from mlrollout.controller.kube import Conflict, Kube
 from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
+from mlrollout.kubehttp import api_exception
 from mlrollout.revision import revision_of
 
 MD = "mlrollout.io/v1alpha1/modeldeployments"
@@ -245,7 +250,7 @@ class NoNetworkPolicyRights(Kube):
     """A hand-made Role from before NetworkPolicies existed: the cleanup's deletecollection is refused."""
 
     def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
-        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot deletecollection"}')
+        raise api_exception(403, "Forbidden", '{"message": "cannot deletecollection"}')
 
 
 async def test_rbac_without_network_policies_warns_once_and_rolls_out(
@@ -305,7 +310,7 @@ class NoSecretRights(Kube):
     """A Role from before feedback existed: creating the Secret is refused."""
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot create secrets"}')
+        raise api_exception(403, "Forbidden", '{"message": "cannot create secrets"}')
 
 
 async def test_rbac_without_secrets_warns_once_and_rolls_out_without_labels(
@@ -320,3 +325,40 @@ async def test_rbac_without_secrets_warns_once_and_rolls_out_without_labels(
         assert out is not None and out.phase == "Pending"
     warnings = [r.getMessage() for r in caplog.records if "feedback keys not created" in r.getMessage()]
     assert len(warnings) == 1 and "cannot create secrets" in warnings[0]
+
+
+class RecordingVerdicts:
+    """A verdict source that keeps what each look was asked about."""
+
+    def __init__(self) -> None:
+        self.targets: list[AnalysisTarget] = []
+
+    def look(
+        self, target: AnalysisTarget, policy: RolloutPolicySpec, window_seconds: float, evidence: StepEvidence
+    ) -> Judgement:
+        self.targets.append(target)
+        return Judgement(verdict="continue", reason="recorded")
+
+
+@pytest.mark.parametrize(("traffic", "sticky"), [({}, False), ({"traffic": {"sticky": {"header": "x-user"}}}, True)])
+async def test_each_look_asks_about_the_split_the_route_table_states(
+    cluster: Any, traffic: dict[str, Any], sticky: bool
+) -> None:
+    """The configured split reaches the snapshot from status.traffic (a sticky key makes it an A/B split)."""
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    verdicts = RecordingVerdicts()
+    rec = Reconciler(Kube(api), verdicts, OperatorSettings(serving_image=IMAGE, gateway_image="gw:test"))
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body(**traffic)["spec"]})
+    await run(rec, t0)
+    make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")
+    make_ready(cluster, "wine")
+    await run(rec, t0 + timedelta(seconds=1))
+    cluster.objects[MD, "ml", "wine"].patch(
+        {"spec": md_body("2", "b", **traffic)["spec"], "metadata": {"generation": 2}}
+    )
+    await run(rec, t0 + timedelta(seconds=2))
+    make_ready(cluster, f"wine-{revision_of(spec('2', 'b'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
+    await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
+    assert verdicts.targets and verdicts.targets[-1].split == Split(0.8, 0.2, 0.0, sticky)

@@ -69,7 +69,7 @@ def test_canary_view_marks_the_current_step_with_progress() -> None:
     assert lines[start + 1 : start + 6] == [
         "    #  KIND    WHAT                           STATE",
         "    1  shadow  mirror 100%, min 200 requests  done",
-        "  > 2  canary  weight 5%, min 200 requests    running (requests 452/200, 2m20s of max 30m)",
+        "  > 2  canary  weight 5%, min 200 requests    running (requests 452/200, 2m20s of max 1h)",
         "    3  canary  weight 25%, min 500 requests",
         "    4  canary  weight 50%, min 500 requests",
     ]
@@ -113,13 +113,35 @@ def test_evidence_carried_from_earlier_steps_is_shown_under_the_steps() -> None:
     assert "  evidence carried from earlier steps: errorRate.harm 3.25, latency.harm 0.412" in text
 
 
+def test_the_forecast_is_shown_under_the_steps_against_max_duration() -> None:
+    md = fixture("04-canary-20")
+    assert "forecast" not in status_view(md, DEFAULT_STEPS, NOW)  # an older status has none
+    md["status"]["lastAnalysis"]["forecast"] = {"seconds": 1020, "candidateRequests": 10153, "candidateRate": 10.0,
+                                                "slowest": "errorRate.nonInferiority"}  # fmt: skip
+    lines = status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    assert (
+        "  forecast: a candidate like stable passes after 17m (10,153 candidate requests at 10 candidate requests/s,"
+        " slowest errorRate.nonInferiority)"
+    ) in lines
+    md["status"]["lastAnalysis"]["forecast"]["seconds"] = 4500
+    assert (
+        "  forecast: a candidate like stable passes after 1h15m (10,153 candidate requests at 10 candidate"
+        " requests/s, slowest errorRate.nonInferiority); beyond maxDuration 1h"
+    ) in status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    md["status"]["lastAnalysis"]["forecast"] = {"seconds": None, "candidateRate": 0.5}
+    assert (
+        "  forecast: a candidate like stable would not pass this step at 0.5 candidate requests/s"
+        in status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    )
+
+
 def test_requests_are_counted_per_step() -> None:
     md = fixture("04-canary-20")
     md["status"]["currentStep"]["requestsAtStart"] = 400
     steps = copy.deepcopy(DEFAULT_STEPS)
     steps[1]["canary"]["minRequests"] = 100
     text = status_view(md, steps, NOW)
-    assert "running (requests 52/100, 2m20s of max 30m)" in text
+    assert "running (requests 52/100, 2m20s of max 1h)" in text
     assert "Steps:      [#########...............]  38%  step 2 of 4" in text
 
 

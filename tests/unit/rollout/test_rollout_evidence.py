@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from tests.unit.rollout.world import World, policy
 
+from mlrollout.api.analysis import Forecast
+
 
 def test_each_look_updates_what_the_step_would_carry_and_the_next_step_starts_from_it() -> None:
     w = World()
@@ -65,3 +67,13 @@ def test_a_verdict_from_before_the_step_is_not_counted_in_it() -> None:
     w.tick(5)  # the same verdict is still the latest fact: it belongs to step 0, not to step 1
     assert w.s.current_step is not None and w.s.current_step.index == 1
     assert w.s.current_step.carried_out is None
+
+
+def test_a_looks_forecast_goes_into_status_and_the_next_look_replaces_it() -> None:
+    w = World()
+    w.start_rollout()
+    soon = Forecast(seconds=600, candidate_requests=6000, candidate_rate=10.0, slowest="errorRate.nonInferiority")
+    w.give_verdict("continue", requests=5, forecast=soon)
+    assert w.s.last_analysis is not None and w.s.last_analysis.forecast == soon
+    w.give_verdict("inconclusive", requests=5)  # no evidence, no forecast
+    assert w.s.last_analysis is not None and w.s.last_analysis.forecast is None

@@ -340,6 +340,33 @@ def test_labels_keep_the_step_going_past_max_label_wait() -> None:
     assert w.s.candidate is not None and w.s.current_step is not None and w.s.current_step.index == 0
 
 
+def _labelled(w: World, verdict: str = "continue") -> None:
+    """One look at the candidate whose quality rows scored labelled candidate rows."""
+    w.give_verdict(verdict, requests=500)
+    assert w.look is not None
+    labelled = MetricResult(name="quality.harm", decision="pass", samples=TrackPair(stable=90, candidate=12))
+    w.look = Look(w.look.judgement.model_copy(update={"metrics": [labelled]}), w.look.time, w.look.candidate_revision)
+    w.tick()
+
+
+def test_a_pass_without_a_look_reads_the_steps_last_look_for_labels() -> None:
+    """Most passes take no look: the last look recorded in the step says whether labels came (a look-less
+    pass once counted as "no labels" and rolled a good candidate back in the demo)."""
+    quality = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
+    w = World(pol=policy(**quality))
+    w.start_rollout()
+    _labelled(w)
+    w.look = None  # the passes that follow take no look
+    w.tick(150)
+    assert w.s.candidate is not None and w.s.current_step is not None and w.s.current_step.index == 0
+    # the look that ends a step is not the next step's: without a look of its own, its labels are overdue
+    _labelled(w, "promote")
+    assert w.s.current_step is not None and w.s.current_step.index == 1
+    w.look = None
+    actions = w.tick(150)
+    assert "Inconclusive" in events(actions) and w.s.candidate is None
+
+
 def test_step_past_max_duration_holds_when_the_policy_says_hold() -> None:
     w = World(pol=policy(onInconclusive={"action": "hold"}))
     w.start_rollout()

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlrollout.api.analysis import Judgement, MetricResult, Samples, TrackPair
+from mlrollout.api.analysis import Forecast, Judgement, MetricResult, Samples, TrackPair
 from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, RevisionStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Strategy
-from mlrollout.revision import revision_of
+from mlrollout.revision import Resolved, revision_of
 from mlrollout.rollout import (
     Action,
     Decision,
@@ -24,6 +24,7 @@ from mlrollout.rollout import (
     RemoveTrack,
     SetRoutes,
     TrackFacts,
+    Unresolved,
     decide,
 )
 
@@ -73,10 +74,12 @@ class World:
     generation: int = 1
     last: Decision | None = None
     sent: int = 0
+    registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
 
     @property
     def want(self) -> RevisionStatus:
-        return revision_of(self.md_spec, IMAGE)
+        resolved = self.registry if isinstance(self.registry, Resolved) else None
+        return revision_of(self.md_spec, IMAGE, resolved)
 
     @property
     def s(self) -> ModelDeploymentStatus:
@@ -86,6 +89,7 @@ class World:
     def facts(self) -> Facts:
         return Facts(
             spec_revision=self.want,
+            unresolved=self.registry if isinstance(self.registry, Unresolved) else None,
             generation=self.generation,
             tracks=dict(self.ready),
             gateway=self.gateway,
@@ -113,8 +117,9 @@ class World:
         self.ready[rev] = TrackFacts(exists=True, detail="server: CrashLoopBackOff", **flags)
 
     def give_verdict(
-        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None
-    ) -> list[Action]:
+        self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None,
+        forecast: Forecast | None = None,
+    ) -> list[Action]:  # fmt: skip
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
         assert self.status is not None and self.status.candidate is not None
@@ -127,6 +132,7 @@ class World:
                 MetricResult(name="errorRate", decision="pass", samples=TrackPair(stable=100, candidate=requests))
             ],
             evidence=evidence or {},
+            forecast=forecast,
         )
         self.look = Look(judgement, self.now, self.status.candidate.revision)
         return self.tick()
