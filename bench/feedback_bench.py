@@ -9,7 +9,9 @@ other core. CPU time of a gateway comes from the scheduler (`/proc/<pid>/task/*/
 not from clock ticks: a 10 ms tick is ~3 µs per request in a 5 s run at c=1, the size of what is measured.
 
 1. Minting: wrk against each gateway, interleaved (the order alternates per repeat), at each concurrency;
-   CPU µs per request for both and the paired difference (with - without) per repeat, median over repeats.
+   CPU µs per request for each and the paired difference (with - without) per repeat, median over repeats.
+   `--feedback-floors` adds two gateways cut down to what minting cannot go below (bench/feedback_floor.py):
+   a constant id (carrying it, no work) and the HMAC alone; `--feedback-base REV` the gateway of REV.
 2. Ingestion: wrk POSTs labels to `/feedback` on the gateway with keys, every request with an id never sent
    before (minted here with the same key, the Lua script walks a file of them; the gateway's counters
    confirm each was counted, not refused as a replay). Labels/s and CPU µs per label. Then the same ids
@@ -49,6 +51,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import orjson  # noqa: E402
 from bench.gateway_bench import (  # noqa: E402
     Proc,
     Run,
@@ -177,8 +180,9 @@ def post(url: str, body: bytes) -> tuple[int, bytes]:
 def measure_minting(
     urls: dict[str, str], procs: dict[str, Proc], script: Path, concurrency: list[int], args: argparse.Namespace
 ) -> dict[str, Any]:
+    """Each gateway in ``urls`` (``without_ids`` first: the others are paired against it), interleaved."""
     out: dict[str, Any] = {}
-    names = ("without_ids", "with_ids")
+    names = list(urls)
     for conc in concurrency:
         for name in names:  # warm up connections and caches
             wrk(urls[name], conc, 1, script, args.other_core, None)
@@ -187,21 +191,23 @@ def measure_minting(
             for name in names if repeat % 2 == 0 else names[::-1]:
                 runs[name].append(wrk(urls[name], conc, args.duration, script, args.other_core, procs[name]))
         summary: dict[str, Any] = {name: _wrk_summary(rs) for name, rs in runs.items()}
-        pairs = list(zip(runs["without_ids"], runs["with_ids"], strict=True))
-        cpu = [w.cpu_us_per_request - o.cpu_us_per_request for o, w in pairs]  # type: ignore[operator]
-        summary["paired_difference"] = {
-            "cpu_us_per_request": _spread(cpu),
-            "p50_ms": _spread([(w.p50 - o.p50) * 1e3 for o, w in pairs]),
-            "throughput_ratio": _spread([w.rps / o.rps for o, w in pairs]),
-        }
+        summary["paired_difference"] = {}
+        for name in names[1:]:
+            pairs = list(zip(runs["without_ids"], runs[name], strict=True))
+            cpu = [w.cpu_us_per_request - o.cpu_us_per_request for o, w in pairs]  # type: ignore[operator]
+            summary["paired_difference"][name] = {
+                "cpu_us_per_request": _spread(cpu),
+                "p50_ms": _spread([(w.p50 - o.p50) * 1e3 for o, w in pairs]),
+                "throughput_ratio": _spread([w.rps / o.rps for o, w in pairs]),
+            }
+            d = summary["paired_difference"][name]["cpu_us_per_request"]
+            print(
+                f"[minting c={conc}] CPU µs/req without ids {summary['without_ids']['cpu_us_per_request']:.1f}, "
+                f"{name} {summary[name]['cpu_us_per_request']:.1f}; paired difference {d['median']:+.1f} "
+                f"(runs {d['min']:+.1f} to {d['max']:+.1f})",
+                flush=True,
+            )
         out[f"c{conc}"] = summary
-        d = summary["paired_difference"]["cpu_us_per_request"]
-        print(
-            f"[minting c={conc}] CPU µs/req without {summary['without_ids']['cpu_us_per_request']:.1f}, "
-            f"with {summary['with_ids']['cpu_us_per_request']:.1f}; paired difference {d['median']:+.1f} "
-            f"(runs {d['min']:+.1f} to {d['max']:+.1f})",
-            flush=True,
-        )
     return out
 
 
@@ -440,6 +446,7 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
         assert predicted is not None
         minter, keys = feedback.minter, feedback.keys
         minted = minter.mint("stable", "", predicted, now)
+        parsed = orjson.loads(answer)
         token_text = json.loads(ids.bodies(1)[0])["feedback_id"]
         first = feedback.receive(ids.bodies(1)[0], now)
         assert isinstance(first, Answer) and first.status == 202, first
@@ -455,14 +462,18 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
             "stamp": _timed(lambda: feedback.stamp("stable", "", answer, False, now), n),
             "stamp_cold": _cold(lambda a: feedback.stamp("stable", "", a, False, now), [answer] * 300),
             "stamp_parts": {
-                "predictions_of": _timed(lambda: predictions_of(answer), n),
+                "orjson.loads": _timed(lambda: orjson.loads(answer), n),
+                "predictions_of (orjson.loads and reading it)": _timed(lambda: predictions_of(answer), n),
                 "Minter.mint": _timed(lambda: minter.mint("stable", "", predicted, now), n),
-                "inject": _timed(lambda: inject(answer, minted), n),
-                "hmac.digest (in mint and verify)": _timed(lambda: hmac.digest(key, payload, "sha256"), n),
+                "inject (the parsed answer given)": _timed(lambda: inject(answer, minted, parsed), n),
+                "FeedbackKeys.mac (in mint and verify)": _timed(lambda: keys.mac(keys.current, payload), n),
+                "hmac.digest (what FeedbackKeys.mac replaces)": _timed(lambda: hmac.digest(key, payload, "sha256"), n),
             },
             "stamp_parts_cold": {
                 "predictions_of": _cold(predictions_of, [answer] * 300),
-                "hmac.digest (in mint and verify)": _cold(lambda m: hmac.digest(key, m, "sha256"), [payload] * 300),
+                "Minter.mint": _cold(lambda _: minter.mint("stable", "", predicted, now), [answer] * 300),
+                "FeedbackKeys.mac": _cold(lambda m: keys.mac(keys.current, m), [payload] * 300),
+                "hmac.digest": _cold(lambda m: hmac.digest(key, m, "sha256"), [payload] * 300),
             },
             "receive_valid": fresh,
             "receive_valid_cold": _cold(lambda b: feedback.receive(b, now), ids.bodies(300)),
@@ -498,6 +509,9 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         "without_ids": ((), None),
         "with_ids": (with_keys, None),
     }
+    # the floors of minting (bench/feedback_floor.py): minting only, never labelled
+    floors = {f"floor_{mode}": mode for mode in ("constant_id", "hmac_only")} if args.feedback_floors else {}
+    gateways.update({name: (with_keys, None) for name in floors})
     base_commit = None
     if args.feedback_base:
         base_commit = subprocess.run(["git", "rev-parse", args.feedback_base], cwd=ROOT, capture_output=True,
@@ -507,7 +521,10 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
     ports = {name: free_port() for name in gateways}
 
     def gateway_cmd(name: str, flags: tuple[str, ...]) -> list[str]:
-        return [*pin(proxy_core), sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1",
+        entry = ["-m", "mlrollout_serving.gateway"]
+        if name in floors:
+            entry = [str(ROOT / "bench" / "feedback_floor.py"), floors[name].split("_")[0]]
+        return [*pin(proxy_core), sys.executable, *entry, "--host", "127.0.0.1",
                 "--port", str(ports[name]), "--routes-file", str(routes), "--log-level", "WARNING", *flags]  # fmt: skip
 
     server_cmd = [*pin(other), sys.executable, "-m", "mlrollout_serving.server", "--model-uri", model.uri,
@@ -529,10 +546,10 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         stamped = {name: b"feedback_id" in post(url + INFER, payload)[1] for name, url in base.items()}
         if stamped != {name: bool(flags) for name, (flags, _) in gateways.items()}:
             sys.exit(f"expected an id from the gateways with keys only: {stamped}")
-        targets = [Target(name, base[name], procs[name]) for name in gateways if name != "without_ids"]
+        targets = [Target(name, base[name], procs[name]) for name in gateways if name not in ("without_ids", *floors)]
         rate = args.ids_per_second
         if "minting" in args.feedback_parts:
-            urls = {name: base[name] + INFER for name in ("without_ids", "with_ids")}
+            urls = {name: base[name] + INFER for name in gateways}  # without_ids first: the others paired with it
             results["minting"] = measure_minting(urls, procs, infer_script, args.feedback_concurrency, args)
         if "ingestion" in args.feedback_parts:
             results["ingestion"] = measure_ingestion(targets, ids, tmp, args)
@@ -588,16 +605,16 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
 
 def print_table(results: dict[str, Any]) -> None:
     if "minting" in results:
-        print("\n| minting | CPU µs/req without ids | with ids | paired difference (median, runs) | rps ratio |")
-        print("|---|---|---|---|---|")
+        print("\n| minting | gateway | CPU µs/req | without ids | paired difference (median, runs) | rps ratio |")
+        print("|---|---|---|---|---|---|")
         for key, s in results["minting"].items():
-            d = s["paired_difference"]
-            print(
-                f"| {key} | {s['without_ids']['cpu_us_per_request']:.1f} | "
-                f"{s['with_ids']['cpu_us_per_request']:.1f} | {d['cpu_us_per_request']['median']:+.1f} "
-                f"({d['cpu_us_per_request']['min']:+.1f} to {d['cpu_us_per_request']['max']:+.1f}) | "
-                f"{d['throughput_ratio']['median']:.3f} |"
-            )
+            for name, d in s["paired_difference"].items():
+                cpu = d["cpu_us_per_request"]
+                print(
+                    f"| {key} | {name} | {s[name]['cpu_us_per_request']:.1f} | "
+                    f"{s['without_ids']['cpu_us_per_request']:.1f} | {cpu['median']:+.1f} "
+                    f"({cpu['min']:+.1f} to {cpu['max']:+.1f}) | {d['throughput_ratio']['median']:.3f} |"
+                )
     if "ingestion" in results:
         print("\n| ingestion | per second | gateway CPU share | CPU µs each | per dedicated core | p50 | p99 | other |")
         print("|---|---|---|---|---|---|---|---|")

@@ -291,7 +291,12 @@ def main() -> None:
     group.add_argument(
         "--feedback-base",
         metavar="REV",
-        help="also run the gateway of git revision REV (labels, inference), interleaved",
+        help="also run the gateway of git revision REV (minting, labels, inference), interleaved",
+    )
+    group.add_argument(
+        "--feedback-floors",
+        action="store_true",
+        help="minting: also gateways cut down to a constant id and to the HMAC alone (bench/feedback_floor.py)",
     )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
