@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,6 +59,10 @@ _FEEDBACK_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/fe
 _FORWARDED_FEEDBACK: Final = b"x-mlrollout-feedback-forwarded"
 _FEEDBACK_FORWARD_TIMEOUT: Final = 2.0
 _MINTER_ANSWERS: Final = frozenset({202, 409})
+FEEDBACK_PER_TURN: Final = 4
+"""Labels checked and answered per event-loop turn. Labels wait in a queue (each connection has one in it
+at most, as it is not read further until answered), so a flood of them adds at most this many to what an
+inference request read in the same turn waits for (docs/gateway.md, "What feedback costs")."""
 _MAX_BUCKET_KEY: Final = 1024
 
 
@@ -104,6 +109,8 @@ class Gateway:
         if feedback is not None:
             metrics.feedback = feedback
         self.mirror = Mirror(metrics, feedback)
+        self._labels: deque[tuple[Request, Reply]] = deque()
+        self._labels_scheduled = False
         self._pools: dict[str, UpstreamPool] = {}
         self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
@@ -460,18 +467,36 @@ class Gateway:
 
     # -- feedback (docs/gateway.md, "Feedback") --
     def _feedback(self, request: Request, reply: Reply) -> None:
-        """Count a label here, or forward it to the replica that holds the shadow's answer (then count it
-        here as unpaired if that replica cannot be reached)."""
-        feedback = self.feedback
-        if feedback is None:
+        """Queue a label: it is taken on a later turn, at most `FEEDBACK_PER_TURN` per turn."""
+        if self.feedback is None:
             _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
             return
-        forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
-        outcome = feedback.receive(request.body, time.time(), forwarded)
-        if isinstance(outcome, Answer):
-            _soon(reply, _json_answer(outcome.status, outcome.body))
-            return
-        self._loop().create_task(self._forward_feedback(outcome, request, reply))
+        self._labels.append((request, reply))
+        if not self._labels_scheduled:
+            self._labels_scheduled = True
+            self._loop().call_soon(self._take_labels)
+
+    def _take_labels(self) -> None:
+        """Count queued labels here, or forward each to the replica that holds the shadow's answer (then count
+        it here as unpaired if that replica cannot be reached); the rest wait for the next turn."""
+        feedback, labels = self.feedback, self._labels
+        assert feedback is not None
+        for _ in range(min(FEEDBACK_PER_TURN, len(labels))):
+            request, reply = labels.popleft()
+            try:
+                forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
+                outcome = feedback.receive(request.body, time.time(), forwarded)
+                if isinstance(outcome, Answer):
+                    reply(_json_answer(outcome.status, outcome.body))
+                else:
+                    self._loop().create_task(self._forward_feedback(outcome, request, reply))
+            except Exception:
+                log.exception("unhandled error taking a label")
+                reply(Response(500, _JSON, b'{"error": "internal gateway error"}'))
+        if labels:
+            self._loop().call_soon(self._take_labels)
+        else:
+            self._labels_scheduled = False
 
     async def _forward_feedback(self, forward: Forward, request: Request, reply: Reply) -> None:
         feedback = self.feedback
