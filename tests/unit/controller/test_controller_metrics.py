@@ -19,6 +19,18 @@ def test_docs_list_every_operator_series_with_its_type() -> None:
     assert documented == operator_series()
 
 
+def test_forget_knows_every_per_model_deployment_series_and_its_other_label() -> None:
+    """A new per-ModelDeployment series missing from PER_MODEL_DEPLOYMENT would outlive its ModelDeployment."""
+    rows = documented_series(METRICS_DOC.read_text())
+    per_md = {name: row.labels for name, row in rows.items() if "model_deployment" in row.labels}
+    known = {
+        family.name + ("_total" if family.type == "counter" else ""): ("namespace", "model_deployment", other)
+        for metric, other in metrics.PER_MODEL_DEPLOYMENT
+        for family in metric.collect()
+    }
+    assert known == {name: labels for name, labels in per_md.items() if name.startswith(OPERATOR_PREFIX)}
+
+
 def _row(name: str) -> str:
     found = re.search(rf"^\| `{name}` \|.*$", METRICS_DOC.read_text(), re.MULTILINE)
     assert found, name
