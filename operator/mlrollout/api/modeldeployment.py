@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
@@ -529,13 +529,16 @@ class ResolvingStatus(ApiModel):
     reason: Message = Field(default="", description="The last attempt's error.")
 
 
+Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
+"""Where a ModelDeployment is, in one word (status.phase)."""
+PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
+
+
 class ModelDeploymentStatus(ApiModel):
     """Written by the operator: everything needed to resume after a restart, and to explain."""
 
     observed_generation: int | None = Field(default=None, description="The generation last acted upon.")
-    phase: Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"] | None = Field(
-        default=None, description="Where the ModelDeployment is, in one word."
-    )
+    phase: Phase | None = Field(default=None, description="Where the ModelDeployment is, in one word.")
     message: Message | None = Field(default=None, description="One line for humans.")
     stable: RevisionStatus | None = Field(default=None, description="The revision serving live traffic.")
     candidate: RevisionStatus | None = Field(default=None, description="The revision being rolled out.")

@@ -116,6 +116,10 @@ def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None
 
 @kopf.on.delete(*RESOURCE, optional=True)
 def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
-    """Nothing to clean up by hand: every child has an ownerReference. Forget the lock."""
+    """Every child has an ownerReference, so only our own memory goes: its metric series and its lock
+    (taken first, so a pass in flight cannot set a series again after they are dropped)."""
+    assert namespace is not None, "ModelDeployment is namespaced"
+    with _lock(namespace, name):
+        metrics.forget(namespace, name)
     with _LOCKS_GUARD:
-        _LOCKS.pop((namespace or "", name), None)
+        _LOCKS.pop((namespace, name), None)

@@ -153,6 +153,7 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         obj = self.kube.get_model_deployment(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
+            metrics.forget(namespace, name)  # its series end with it (the delete handler may not run)
             return None  # gone: the garbage collector removes the children
         generation = int(obj["metadata"].get("generation") or 1)
         try:
@@ -233,7 +234,7 @@ class Reconciler:
         changed = after != before
         if changed:
             self.kube.replace_status({**obj, "status": after.to_dict()})
-        self._announce(obj, actions, log)
+        self._announce(obj, after, actions, log)
         events = tuple(a.reason for a in actions if isinstance(a, RecordEvent))
         return Reconciled(after.phase, changed, events)
 
@@ -269,7 +270,7 @@ class Reconciler:
         )
         started = time.monotonic()
         judgement = self.verdicts.look(target, policy, window, evidence)
-        metrics.ANALYSIS_DURATION.labels(judgement.verdict).observe(time.monotonic() - started)
+        metrics.observe_look(target.namespace, target.model_deployment, judgement.verdict, time.monotonic() - started)
         log.info("analysis from %s series: %s (%s)", target.source, judgement.verdict, judgement.reason)
         return Look(judgement, now, cand.revision, target.source)
 
@@ -405,9 +406,11 @@ class Reconciler:
                 log.warning("NetworkPolicies not cleaned up, the RBAC lacks them (docs/operator.md, RBAC): %s",
                             api_error_message(exc))  # fmt: skip
 
-    def _announce(self, obj: Manifest, actions: Sequence[Action], log: Log) -> None:
-        """Events and metrics: edge-triggered, so they follow the status write that made them true."""
+    def _announce(self, obj: Manifest, status: ModelDeploymentStatus, actions: Sequence[Action], log: Log) -> None:
+        """Events and metrics: they follow the status write that made them true (Events and counters are
+        edge-triggered; the phase gauge is set every pass, so a restarted operator shows it at once)."""
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        metrics.set_phase(namespace, name, status.phase)
         for action in actions:
             if isinstance(action, RecordEvent):
                 try:

@@ -7,12 +7,10 @@ from datetime import datetime
 from typing import Literal
 
 from mlrollout.api.common import Condition, parse_duration
-from mlrollout.api.modeldeployment import ModelDeploymentStatus, RoutingStatus, TrafficStatus
+from mlrollout.api.modeldeployment import ModelDeploymentStatus, Phase, RoutingStatus, TrafficStatus
 from mlrollout.rollout.actions import EnsureTrack, RecordEvent, RouteMode, SetRoutes
 from mlrollout.rollout.timefmt import fmt
 from mlrollout.rollout.work import Work
-
-Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
 
 
 def finish(w: Work) -> None:

@@ -56,8 +56,10 @@ NO_DATA_HERE = {
     ("Feedback refused and unpaired/s", "B"),
     ("Rollouts ended by outcome", None),
     ("Operator reconcile errors/s", None),
-    ("Analysis looks/s by verdict (all ModelDeployments)", None),
-    ("Step duration p50 / p90 by kind (all ModelDeployments)", None),
+    ("Current phase", None),
+    ("Phase over time", None),
+    ("Analysis looks by verdict", None),
+    ("Step duration p50 / p90 by kind", None),
 }
 
 
