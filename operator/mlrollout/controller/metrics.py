@@ -47,6 +47,12 @@ ANALYSIS_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "mlrollout_operator_notifications_total",
+    "Notifications that ended, by sink kind, event and result (delivered, dropped, or why they failed).",
+    ["sink_kind", "event", "result"],
+    registry=REGISTRY,
+)
 
 
 def observe_action(namespace: str, name: str, action: RolloutFinished | StepFinished) -> None:
