@@ -4,7 +4,9 @@ sink matching, the backoff and the Event gate (docs/notifications.md)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -201,3 +203,16 @@ def test_sink_urls_are_http_or_https_and_never_echoed(url: str, why: str | None)
     assert (said is None) == (why is None)
     if why is not None:
         assert said is not None and why in said and "hooks.example" not in said
+
+
+def test_the_documented_example_body_is_the_schema_with_every_field() -> None:
+    page = (Path(__file__).resolve().parents[3] / "docs" / "notifications.md").read_text()
+    [example] = re.findall(r"```json\n(.*?)```", page, re.DOTALL)
+    wire = json.loads(example)
+    body = NotificationBody.model_validate(wire)
+    assert set(wire) == {f.alias or name for name, f in NotificationBody.model_fields.items()}
+    assert json.loads(body.model_dump_json(by_alias=True)) == wire
+    table = page.split("## The webhook body")[1].split("```json")[0]
+    first_cells = re.findall(r"^\| ([^|]+) \|", table, re.MULTILINE)
+    documented = {name for cell in first_cells for name in re.findall(r"`(\w+)`", cell)}
+    assert documented == set(wire)
