@@ -122,7 +122,10 @@ class Notifier:
             message = f"notification {delivery.event} to sink {delivery.sink} ({delivery.kind}) failed{tries}: " \
                       f"{outcome.result}: {outcome.detail}"  # fmt: skip
             LOG.warning("%s/%s: %s", delivery.namespace, delivery.model_deployment, message)
-            await asyncio.to_thread(self._warn, delivery, message)
+            # the gate is asked here, on the loop's one thread; only the Event's POST goes to a worker thread
+            held = self.gate.allow((delivery.namespace, delivery.model_deployment, delivery.sink), time.monotonic())
+            if held is not None:
+                await asyncio.to_thread(self._warn, delivery, message, held)
         return outcome
 
     def _url(self, delivery: Delivery) -> tuple[str | None, str]:
@@ -150,12 +153,8 @@ class Notifier:
             return None, f"{where}: key {ref.key!r} is empty"
         return url, ""
 
-    def _warn(self, delivery: Delivery, message: str) -> None:
-        """The failure as a Warning Event, unless this sink had one in the last `event_interval` seconds."""
-        key = (delivery.namespace, delivery.model_deployment, delivery.sink)
-        held = self.gate.allow(key, time.monotonic())
-        if held is None:
-            return
+    def _warn(self, delivery: Delivery, message: str, held: int) -> None:
+        """The failure as a Warning Event, with the failures the gate held back since the last one."""
         if held:
             message += f" ({held} more failure{'s' if held != 1 else ''} of this sink since the last such Event)"
         try:
