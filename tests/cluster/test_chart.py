@@ -50,7 +50,7 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset({"list"}),
     ("", "namespaces"): frozenset({"get"}),
     ("", "events"): frozenset({"create"}),
-    ("", "secrets"): frozenset({"create"}),
+    ("", "secrets"): frozenset({"create", "get"}),
 }
 # kopf peering (collision protection, on by default): the ClusterKopfPeering when watching every namespace,
 # else the KopfPeering in each watched namespace.
@@ -75,7 +75,6 @@ CRD_CHECK: dict[tuple[str, str], frozenset[str]] = {
 }
 # A sample of what the operator must NOT be able to do: (verb, resource[.group], subresource).
 FORBIDDEN: list[tuple[str, str, str]] = [
-    ("get", "secrets", ""),
     ("list", "secrets", ""),
     ("watch", "secrets", ""),
     ("update", "secrets", ""),

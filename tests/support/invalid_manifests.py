@@ -58,6 +58,22 @@ def custom(*metrics: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": {"custom": list(metrics)}}
 
 
+def sink(**fields: Any) -> dict[str, Any]:
+    """A valid notification sink with these fields replaced (None deletes)."""
+    base: dict[str, Any] = {
+        "name": "team",
+        "kind": "webhook",
+        "secretRef": {"name": "hooks", "key": "url"},
+        "events": ["Promoted", "RolledBack"],
+    }
+    for key, value in fields.items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return base
+
+
 def fallback_policy(**spec: Any) -> dict[str, Any]:
     """A FallbackPolicy with this spec."""
     return {"apiVersion": "mlrollout.io/v1alpha1", "kind": "FallbackPolicy", "metadata": {"name": "bad"}, "spec": spec}
@@ -359,6 +375,63 @@ CASES: list[Case] = [
         rollout_policy(strategy=steps({"shadow": {"mirrorPercent": 101}})),
         "spec.strategy.steps[0].shadow.mirrorPercent",
         "less than or equal to 100",
+    ),
+    # RolloutPolicy notifications (docs/notifications.md)
+    Case(
+        "notify-no-events",
+        rollout_policy(notifications={"sinks": [sink(events=[])]}),
+        "spec.notifications.sinks[0].events",
+        "at least 1 item",
+    ),
+    Case(
+        "notify-unknown-kind",
+        rollout_policy(notifications={"sinks": [sink(kind="teams")]}),
+        "spec.notifications.sinks[0].kind",
+        "'webhook' or 'slack'",
+    ),
+    Case(
+        "notify-unknown-event",
+        rollout_policy(notifications={"sinks": [sink(events=["Exploded"])]}),
+        "spec.notifications.sinks[0].events[0]",
+        "'RolloutStarted'",
+    ),
+    Case(
+        "notify-no-secret-ref",
+        rollout_policy(notifications={"sinks": [sink(secretRef=None)]}),
+        "spec.notifications.sinks[0].secretRef",
+        "required field is missing",
+    ),
+    Case(
+        "notify-plain-url",
+        rollout_policy(notifications={"sinks": [sink(url="https://hooks.example/x")]}),
+        "spec.notifications.sinks[0].url",
+        "unknown field",
+    ),
+    Case(
+        "notify-secret-ref-no-key",
+        rollout_policy(notifications={"sinks": [sink(secretRef={"name": "hooks"})]}),
+        "spec.notifications.sinks[0].secretRef.key",
+        "required field is missing",
+    ),
+    Case(
+        "notify-repeated-event",
+        rollout_policy(notifications={"sinks": [sink(events=["Promoted", "Promoted"])]}),
+        "spec.notifications.sinks[0].events",
+        "events must be unique",
+    ),
+    Case(
+        "notify-repeated-sink",
+        rollout_policy(notifications={"sinks": [sink(), sink()]}),
+        "spec.notifications.sinks",
+        "notification sink names must be unique",
+    ),
+    Case("notify-no-sinks", rollout_policy(notifications={"sinks": []}), "spec.notifications.sinks", "at least 1 item"),
+    Case(
+        "notify-timeout-too-long",
+        rollout_policy(notifications={"sinks": [sink(timeout="5m")]}),
+        "spec.notifications.sinks[0]",
+        "timeout must be between 100ms and 60s",
+        server=False,
     ),
     # FallbackPolicy
     Case("backup-without-name", fallback_policy(chain=[{"action": "backup"}]), "spec.chain[0]", "needs backup"),

@@ -74,6 +74,12 @@ PER_MODEL_DEPLOYMENT: tuple[tuple[Counter | Gauge | Histogram, str], ...] = (
     (LOOKS, "verdict"),
     (PHASE, "phase"),
 )
+NOTIFICATIONS = Counter(
+    "mlrollout_operator_notifications_total",
+    "Notifications that ended, by sink kind, event and result (delivered, dropped, or why they failed).",
+    ["sink_kind", "event", "result"],
+    registry=REGISTRY,
+)
 
 
 def observe_action(namespace: str, name: str, action: RolloutFinished | StepFinished) -> None:

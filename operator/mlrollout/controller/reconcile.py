@@ -32,15 +32,17 @@ from mlrollout.api.modeldeployment import (
     RevisionStatus,
     TrafficStatus,
 )
-from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
+from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
+from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
 from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.registry import CachingResolver, ModelResolver
 from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
+from mlrollout.notify.messages import deliveries
 from mlrollout.policy import (
     PolicyError,
     analysed_index,
@@ -128,9 +130,11 @@ class Reconciler:
     """Observe, decide, act for one ModelDeployment at a time; all I/O through `kube` and `verdicts`."""
 
     def __init__(
-        self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None
-    ) -> None:
+        self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:  # fmt: skip
         self.kube = kube
+        self.notifier = notifier
         self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
@@ -200,7 +204,7 @@ class Reconciler:
         self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, decision.status, decision.actions, log)
+        return self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
 
     def _spec_revision(
         self, md: ModelDeployment, status: ModelDeploymentStatus
@@ -227,14 +231,17 @@ class Reconciler:
 
     def _commit(
         self, obj: Manifest, before: ModelDeploymentStatus, after: ModelDeploymentStatus, actions: Sequence[Action],
-        log: Log,
+        log: Log, notifications: Notifications | None = None, now: datetime | None = None,
     ) -> Reconciled:  # fmt: skip
         """Write the new status when it changed (the commit point: a conflict here redoes the whole pass
-        from the newer status), then announce, so a retried pass never repeats an Event."""
+        from the newer status), then announce, so a retried pass never repeats an Event or a notification.
+        A pass whose policy cannot be resolved has no notifications (its Event says why)."""
         changed = after != before
         if changed:
             self.kube.replace_status({**obj, "status": after.to_dict()})
         self._announce(obj, after, actions, log)
+        if notifications is not None and now is not None:
+            self._notify(obj, after, actions, notifications, now, log)
         events = tuple(a.reason for a in actions if isinstance(a, RecordEvent))
         return Reconciled(after.phase, changed, events)
 
@@ -405,6 +412,19 @@ class Reconciler:
                 self._np_forbidden.add((namespace, name))
                 log.warning("NetworkPolicies not cleaned up, the RBAC lacks them (docs/operator.md, RBAC): %s",
                             api_error_message(exc))  # fmt: skip
+
+    def _notify(
+        self, obj: Manifest, status: ModelDeploymentStatus, actions: Sequence[Action], notifications: Notifications,
+        now: datetime, log: Log,
+    ) -> None:  # fmt: skip
+        """Queue the pass's notifications: queued, never sent here, so no sink can slow or fail the pass."""
+        if self.notifier is None:
+            return
+        try:
+            for delivery in deliveries(notifications, actions, obj, status, now):
+                self.notifier.submit(delivery)
+        except Exception as exc:  # notifications are best effort: the status is already written
+            log.warning("notifications not queued: %s: %s", type(exc).__name__, exc)
 
     def _announce(self, obj: Manifest, status: ModelDeploymentStatus, actions: Sequence[Action], log: Log) -> None:
         """Events and metrics: they follow the status write that made them true (Events and counters are

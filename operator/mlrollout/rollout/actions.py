@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlrollout.api.modeldeployment import Outcome, RevisionStatus
+from mlrollout.api.rolloutpolicy import NotificationEvent
 
 Role = Literal["stable", "candidate"]
 """The part a revision plays in a rollout (its pods' `track` label)."""
@@ -52,11 +53,14 @@ class RemoveRoutes:
 
 @dataclass(frozen=True)
 class RecordEvent:
-    """A Kubernetes Event on the ModelDeployment: every transition has one, with its reason."""
+    """A Kubernetes Event on the ModelDeployment: every transition has one, with its reason. ``notify`` names
+    the notifications the transition is (docs/notifications.md): set by the move that knows, never guessed
+    from the reason."""
 
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    notify: tuple[NotificationEvent, ...] = ()
 
 
 @dataclass(frozen=True)

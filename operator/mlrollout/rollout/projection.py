@@ -34,7 +34,8 @@ def finish(w: Work) -> None:
     s.phase, s.message = _phase(w)
     _conditions(w)
     if s.phase != before.phase:
-        w.event(f"Phase{s.phase}", s.message or "", warning=s.phase == "Degraded")
+        degraded = s.phase == "Degraded"
+        w.event(f"Phase{s.phase}", s.message or "", warning=degraded, notify=("Degraded",) if degraded else ())
     if s.stable is not None:
         w.actions.append(EnsureTrack(s.stable, "stable"))
     if s.candidate is not None:

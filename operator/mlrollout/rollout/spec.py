@@ -75,6 +75,7 @@ def follow_spec(w: Work) -> bool:
     w.event(
         "RolloutStarted",
         f"revision {s.candidate.number} ({want.model_version}) deployed as candidate; {len(w.steps)} steps once ready",
+        notify=("RolloutStarted",),
     )
     return True
 
