@@ -409,7 +409,8 @@ class HttpServerProtocol(asyncio.Protocol):
         own timer. Not to HTTP/1.0 clients (RFC 9110 15.2.1), nor while answers to earlier pipelined requests
         are due (they come first; the client's timer then sends the body). Other expectations are ignored."""
         headers = self._headers
-        expectation = next(value for name, value in reversed(headers) if name == b"expect")
+        # (a trailer field named Expect sets the flag after this request's head: the next head finds none)
+        expectation = next((value for name, value in reversed(headers) if name == b"expect"), b"")
         if expectation.strip().lower() != b"100-continue" or self._parser.get_http_version() != "1.1":
             return
         length = next((value for name, value in headers if name == b"content-length"), None)

@@ -229,3 +229,18 @@ def test_expect_100_continue_is_answered_before_the_body(routes: RouteFile, up_a
             input=body, capture_output=True, timeout=60, check=True,
         )  # fmt: skip
         assert out.stdout == b"200" and time.monotonic() - started < 20
+
+
+def test_an_expect_trailer_field_changes_nothing_for_the_next_request(routes: RouteFile, up_a: Proc) -> None:
+    """A chunked request whose trailer carries `Expect` must not leave the next request on the connection
+    a 400 (the flag is set by the field, after the head it would belong to)."""
+    routes.write(table(1, up_a.url))
+    chunked = INFER + b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nexpect: 100-continue\r\n\r\n"
+    plain = INFER + b"content-length: 2\r\n\r\n{}"
+    with gateway(routes) as gw, socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(chunked)
+        first = read_until(sock, one_response)
+        sock.sendall(plain)
+        second = read_until(sock, one_response)
+    assert first.startswith(b"HTTP/1.1 200 OK"), first[:120]
+    assert second.startswith(b"HTTP/1.1 200 OK"), second[:120]
