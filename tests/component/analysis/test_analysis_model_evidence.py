@@ -18,8 +18,6 @@ there (the router's counts are not ours) and lists it as skipped with its reason
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import math
 import shutil
 import subprocess
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.support.models import BuiltModel
-from tests.support.procs import free_port, serve_model, terminate, wait_http_ok
+from tests.support.procs import free_port, send_inferences, serve_model, terminate, wait_http_ok
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
 from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, collect_snapshot, judge
@@ -113,19 +111,9 @@ def weighted_proxy(routes: dict[str, tuple[int, int, int]], workdir: Path) -> It
 
 def send_load(rollout: Rollout, rows: np.ndarray[Any, Any], count: int) -> None:
     """``count`` sequential inference requests of ``ROWS_PER_REQUEST`` rows through the proxy."""
-    conn = http.client.HTTPConnection("127.0.0.1", rollout.proxy_port, timeout=60)
-    try:
-        for i in range(count):
-            batch = rows[[(i * ROWS_PER_REQUEST + k) % len(rows) for k in range(ROWS_PER_REQUEST)]]
-            body = json.dumps({"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
-                                           "data": batch.ravel().tolist()}]})  # fmt: skip
-            conn.request("POST", "/v2/models/wine/infer", body, {"content-type": "application/json"})
-            resp = conn.getresponse()
-            resp.read()
-            rollout.sent += 1
-            rollout.failed += resp.status >= 400
-    finally:
-        conn.close()
+    for status in send_inferences(rollout.proxy_port, rows, count, ROWS_PER_REQUEST):
+        rollout.sent += 1
+        rollout.failed += status >= 400
 
 
 @dataclass
