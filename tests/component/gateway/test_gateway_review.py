@@ -7,11 +7,14 @@ the queue: clients are answered without waiting for it, and what happened to eac
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -57,10 +60,10 @@ def _reviews(received: Received) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _reviewing(routes: RouteFile, stable: ServerProcess, hook: str, **review: Any) -> Iterator[Proc]:
+def _reviewing(routes: RouteFile, stable: ServerProcess, hook: str, *flags: str, **review: Any) -> Iterator[Proc]:
     """A gateway in front of `stable` whose review webhook is `hook` (with these review settings)."""
     routes.write(table(1, stable.url, fallback={"review": {"url": hook + HOOK, **review}}))
-    with gateway(routes) as gw:
+    with gateway(routes, *flags) as gw:
         yield gw
 
 
@@ -234,3 +237,26 @@ def test_a_slow_webhook_fills_the_queue_and_the_rest_are_dropped_and_counted(
     assert dropped > 0 and sent >= 1 and sent + dropped == len(bodies)
     assert len(received.to(HOOK)) == sent  # nothing sent twice
     assert sum(_pending(a) for a in answers) == sent  # exactly the queued ones are marked
+
+
+def test_a_reviewed_answer_keeps_its_feedback_id_so_the_reviewers_verdict_can_come_back_as_a_label(
+    routes: RouteFile, wine_model: BuiltModel, wine_stable: ServerProcess, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(json.dumps({"1": base64.b64encode(os.urandom(32)).decode()}))
+    received = Received()
+    body = _bodies(wine_model)[0]
+    with (
+        serving(_accepting(received)) as hook,
+        _reviewing(routes, wine_stable, hook, "--feedback-keys", str(keys), highStakes={"header": MARK}) as gw,
+    ):
+        answer = request(gw.url + WINE, body, headers={MARK: "true"})
+        _settled(gw.url, 1)
+        (review,) = _reviews(received)
+        verdict = request(gw.url + "/v2/models/wine/feedback",
+                          {"feedback_id": answer.body["parameters"]["feedback_id"], "label": 0})  # fmt: skip
+        counted = metric_sum(gw.url, "mlrollout_gateway_feedback_labels_total", track="stable")
+    assert answer.status == 200 and _pending(answer)
+    assert answer.body["parameters"]["feedback_id"] == answer.headers["x-mlrollout-feedback-id"]
+    assert review["review_id"] == answer.body["parameters"]["review_id"]
+    assert verdict.status == 202 and counted == 1
