@@ -496,6 +496,14 @@ CASES: list[Case] = [
         "review.respond default needs review.defaultResponse",
     ),
     Case(
+        "review-message-without-respond",  # respond unset: its default (model) takes no message
+        fallback_policy(
+            review={"url": "http://reviews.ops.svc:8080/in", "message": "later", "highStakes": {"header": "x-risk"}}
+        ),
+        "spec.review",
+        "review.message is only for respond refuse",
+    ),
+    Case(
         "review-url-https",
         fallback_policy(review={"url": "https://reviews.ops.svc:8443/in", "highStakes": {"header": "x-risk"}}),
         "spec.review.url",

@@ -121,11 +121,13 @@ class Review(ApiModel):
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel_rules(
-            cel("self.respond != 'default' || has(self.response)", REVIEW_DEFAULT_NEEDS_RESPONSE, ".response"),
-            cel("self.respond == 'default' || !has(self.response)", "review.response is only for respond default",
-                ".response"),
-            cel("self.respond == 'refuse' || !has(self.message)", "review.message is only for respond refuse",
-                ".message"),
+            # respond has a default in the model only (the CRD carries none), so it may be absent here
+            cel("!has(self.respond) || self.respond != 'default' || has(self.response)",
+                REVIEW_DEFAULT_NEEDS_RESPONSE, ".response"),
+            cel("(has(self.respond) && self.respond == 'default') || !has(self.response)",
+                "review.response is only for respond default", ".response"),
+            cel("(has(self.respond) && self.respond == 'refuse') || !has(self.message)",
+                "review.message is only for respond refuse", ".message"),
         )
     }  # fmt: skip
 
