@@ -470,6 +470,46 @@ CASES: list[Case] = [
         "lowConfidenceAction needs a confidenceThreshold",
     ),
     Case(
+        "review-in-chain",
+        fallback_policy(chain=[{"action": "stable"}, {"action": "review"}]),
+        "spec.chain",
+        "fallback action review needs the model's answer",
+    ),
+    Case(
+        "review-without-settings",
+        fallback_policy(confidenceThreshold=0.6, lowConfidenceAction={"action": "review"}),
+        "spec",
+        "lowConfidenceAction review needs review settings",
+    ),
+    Case(
+        "review-without-trigger",
+        fallback_policy(review={"url": "http://reviews.ops.svc:8080/in"}),
+        "spec",
+        "review is set but nothing sends to it",
+    ),
+    Case(
+        "review-default-without-response",
+        fallback_policy(
+            review={"url": "http://reviews.ops.svc:8080/in", "respond": "default", "highStakes": {"header": "x-risk"}}
+        ),
+        "spec.review",
+        "review.respond default needs review.defaultResponse",
+    ),
+    Case(
+        "review-message-without-respond",  # respond unset: its default (model) takes no message
+        fallback_policy(
+            review={"url": "http://reviews.ops.svc:8080/in", "message": "later", "highStakes": {"header": "x-risk"}}
+        ),
+        "spec.review",
+        "review.message is only for respond refuse",
+    ),
+    Case(
+        "review-url-https",
+        fallback_policy(review={"url": "https://reviews.ops.svc:8443/in", "highStakes": {"header": "x-risk"}}),
+        "spec.review.url",
+        "should match pattern",
+    ),
+    Case(
         "breaker-zero",
         fallback_policy(circuitBreaker={"consecutiveFailures": 0}),
         "spec.circuitBreaker.consecutiveFailures",
@@ -509,6 +549,7 @@ FALLBACK_LINKS: dict[str, dict[str, Any]] = {
     "backup-lite": {"action": "backup", "backup": "lite"},
     "backup-other": {"action": "backup", "backup": "other"},
     "backup-stable": {"action": "backup", "backup": "stable"},  # a backup ModelDeployment named "stable"
+    "review": {"action": "review"},  # needs the model's answer: never in a chain
 }
 
 
