@@ -226,7 +226,10 @@ class Handler(BaseHTTPRequestHandler):
         d = self.server.dashboard
         self._start_events()
         try:
-            _, version = d.cluster.list(d.namespace)
+            items, version = d.cluster.list(d.namespace)
+            # what changed between the page and this stream (rows added, changed or gone) is not missed
+            mds = [m for m in map(self._typed_or_none, items) if m is not None]
+            self._event("rows", {"html": web.list_rows(mds)})
             while True:
                 for kind, obj in d.cluster.events(d.namespace, version, WATCH_SECONDS):
                     if kind == "RELISTED":
@@ -250,6 +253,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             current = d.cluster.get(namespace, name)
             version = str(current["metadata"].get("resourceVersion", ""))
+            self._event("body", {"html": d.detail(current)})  # a change since the page was rendered
             while True:
                 for kind, obj in d.cluster.events(namespace, version, WATCH_SECONDS, name=name):
                     if kind == "DELETED":

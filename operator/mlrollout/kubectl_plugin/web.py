@@ -105,9 +105,14 @@ def list_row(md: ModelDeployment, steps: Sequence[Step] | None = None) -> str:
     return f'<tr id="{row_id}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
+def list_rows(mds: Sequence[ModelDeployment]) -> str:
+    """The rows of the table, sorted by namespace and name."""
+    return "".join(list_row(md) for md in sorted(mds, key=ref))
+
+
 def list_body(mds: Sequence[ModelDeployment], scope: str) -> str:
-    """The table of ModelDeployments, sorted by namespace and name."""
-    rows = "".join(list_row(md) for md in sorted(mds, key=ref))
+    """The table of ModelDeployments."""
+    rows = list_rows(mds)
     head = "".join(
         f"<th>{h}</th>"
         for h in ("Name", "Namespace", "Phase", "Stable", "Candidate", "Split S/C", "Step", "Last verdict")

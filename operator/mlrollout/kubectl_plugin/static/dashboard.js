@@ -30,6 +30,9 @@
       const fresh = holder.firstElementChild;
       if (old) old.replaceWith(fresh); else document.getElementById("rows").appendChild(fresh);
     });
+    events.addEventListener("rows", (e) => {
+      document.getElementById("rows").innerHTML = JSON.parse(e.data).html;
+    });
     events.addEventListener("refused", (e) => {
       main.innerHTML = JSON.parse(e.data).html;
       events.close();
