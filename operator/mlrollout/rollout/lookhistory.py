@@ -112,17 +112,20 @@ def append(history: LookHistory | None, candidate: str, point: LookPoint) -> Loo
 
 
 def encode(history: LookHistory) -> str:
-    """Compact JSON of at most ``LOOKS_LIMIT`` looks and ``BYTES_LIMIT`` bytes: the oldest looks go first."""
-    looks = history.looks[-LOOKS_LIMIT:]
-    while True:
-        text = json.dumps(
-            LookHistory(candidate=history.candidate, looks=looks).model_dump(exclude_none=True),
-            separators=(",", ":"),
-            allow_nan=False,
-        )
-        if len(text.encode()) <= BYTES_LIMIT or not looks:
-            return text
-        looks = looks[max(1, len(looks) // 10) :]
+    """Compact JSON of at most ``LOOKS_LIMIT`` looks and ``BYTES_LIMIT`` bytes: the oldest looks go first.
+    Each look is serialised once, and the newest that fit are kept (one pass, whatever the size)."""
+    head = json.dumps({"candidate": history.candidate, "looks": []}, separators=(",", ":"))[:-2]  # up to "looks":[
+    parts = [
+        json.dumps(p.model_dump(exclude_none=True), separators=(",", ":"), allow_nan=False)
+        for p in history.looks[-LOOKS_LIMIT:]
+    ]
+    room, kept = BYTES_LIMIT - len(head.encode()) - 2, 0
+    for part in reversed(parts):
+        size = len(part.encode()) + (1 if kept else 0)  # the comma between looks
+        if size > room:
+            break
+        room, kept = room - size, kept + 1
+    return head + ",".join(parts[len(parts) - kept :]) + "]}"
 
 
 def decode(text: str | None) -> LookHistory | None:
