@@ -7,11 +7,14 @@ under the test's artefacts directory (MLROLLOUT_DASHBOARD_SCREENSHOTS=DIR also c
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import queue
 import shutil
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,18 @@ def click(browser: WebDriver, css: str) -> None:
     raise AssertionError(f"{css!r} kept being replaced")
 
 
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """A raw request, as another program (or another site's page) could send it."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=WAIT)
+    try:
+        conn.request("POST", "/command", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
 def judgement(look: int) -> dict[str, Any]:
     """A recorded judgement whose evidence grows look by look (the operator's looks read it)."""
     return {
@@ -191,6 +206,23 @@ def test_dashboard_in_a_real_browser(
     wait_text(browser, f"tr[id='{ns}/wine']", "Paused")
     world.command("wine", "resume")  # a change made elsewhere appears without a reload
     wait_text(browser, f"tr[id='{ns}/wine']", "Progressing")
+
+    # requests that did not come from the dashboard's own pages change nothing
+    token = browser.find_element(By.CSS_SELECTOR, "meta[name='mlrollout-token']").get_attribute("content") or ""
+    abort = json.dumps({"namespace": ns, "name": "wine", "verb": "abort"}).encode()
+    host = urllib.parse.urlsplit(admin.url).netloc
+    cases = [
+        ({"Host": host}, abort, 403, "X-Mlrollout-Token"),  # a cross-site form or script has no token
+        ({"Host": "evil.example:80", "X-Mlrollout-Token": token}, abort, 421, "unknown Host"),  # DNS rebinding
+        ({"Host": host, "X-Mlrollout-Token": token}, b"{not json", 400, "not JSON"),
+        ({"Host": host, "X-Mlrollout-Token": token}, b" " * 5000, 413, "over 4096 bytes"),
+        ({"Host": host, "X-Mlrollout-Token": token}, b'{"namespace": "x", "name": "y", "verb": "rm"}', 400, "verb"),
+    ]
+    before = command_annotation(world.kubectl, ns)
+    for headers, body, status, said in cases:
+        got, text = post(admin.url, body, headers)
+        assert (got, said in text) == (status, True), (headers, got, text)
+    assert command_annotation(world.kubectl, ns) == before
 
     # a user who may read this namespace only: refused elsewhere, and refused to command
     viewer = Dashboard(Plugin(world.kubectl, _viewer_kubeconfig(world.kubectl, ns, tmp_path / "viewer.kubeconfig")))
