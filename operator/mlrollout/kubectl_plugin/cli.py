@@ -76,7 +76,11 @@ def parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", parents=[common], help="past rollouts and revisions")
     history.add_argument("name")
     dashboard = sub.add_parser(
-        "dashboard", parents=[common], help="a local web UI: every rollout live, plots of the evidence, commands"
+        "dashboard",
+        parents=[common],
+        help="a local web UI: every rollout live, plots of the evidence, commands",
+        description="A local web UI on your kubeconfig and RBAC (docs/kubectl-plugin.md, Dashboard). Lists the "
+        "ModelDeployments of all namespaces unless -n names one.",
     )
     dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=3100, help="port (default 3100; 0: any free port)")
