@@ -243,6 +243,12 @@ def test_dashboard_in_a_real_browser(
     assert command_annotation(world.kubectl, ns) == before
     err = viewer.stop()
     assert "Traceback" not in err, err
+    # with -n the same user gets the list of the namespace it may read
+    scoped = Dashboard(Plugin(world.kubectl, tmp_path / "viewer.kubeconfig"), "-n", ns)
+    dashboards.append(scoped)
+    browser.get(scoped.url + "/")
+    wait_text(browser, f"tr[id='{ns}/wine']", "wine")
+    assert f"namespace {ns}" in browser.find_element(By.TAG_NAME, "h1").text
 
     copy_to = os.environ.get("MLROLLOUT_DASHBOARD_SCREENSHOTS")
     if copy_to:
