@@ -67,10 +67,11 @@ from mlrollout.rollout import (
     Unresolved,
     analysis_due,
     decide,
+    lookhistory,
     not_governable,
 )
 from mlrollout.rollout.looks import evidence_source
-from mlrollout.rollout.timefmt import parse
+from mlrollout.rollout.timefmt import fmt, parse
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
@@ -204,7 +205,25 @@ class Reconciler:
         self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        done = self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        if facts.look is not None:
+            self._record_look(obj, facts.look, decision.status, log)
+        return done
+
+    def _record_look(self, obj: Manifest, look: Look, status: ModelDeploymentStatus, log: Log) -> None:
+        """Append the look just written to status to the `<md>-looks` ConfigMap (after the status write, so a
+        retried pass records nothing twice). Best effort: without it only the dashboard's plots are shorter."""
+        point = lookhistory.point_of(status)
+        if point is None or point.time != fmt(look.time):  # a look about another candidate is not recorded
+            return
+        meta = obj["metadata"]
+        try:
+            stored = self.kube.get("v1", "ConfigMap", meta["namespace"], lookhistory.configmap_name(meta["name"]))
+            before = lookhistory.decode(((stored or {}).get("data") or {}).get(lookhistory.DATA_KEY))
+            after = lookhistory.append(before, look.candidate_revision, point)
+            self.kube.apply(children.looks_configmap(obj, lookhistory.encode(after)))
+        except Exception as exc:
+            log.warning("look history not written: %s: %s", type(exc).__name__, api_error_message(exc))
 
     def _spec_revision(
         self, md: ModelDeployment, status: ModelDeploymentStatus
