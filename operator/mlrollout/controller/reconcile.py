@@ -34,6 +34,7 @@ from mlrollout.api.modeldeployment import (
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
+from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
@@ -131,10 +132,11 @@ class Reconciler:
 
     def __init__(
         self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, hooks: HookCaller | None = None,
     ) -> None:  # fmt: skip
         self.kube = kube
         self.notifier = notifier
+        self.hooks = hooks
         self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
@@ -198,13 +200,17 @@ class Reconciler:
             paused=md.spec.paused,
             sticky=md.spec.traffic.sticky is not None,
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
+            hooks=self.hooks.answers(namespace, name, status) if self.hooks is not None else {},
         )
         decision = decide(status, facts, policy, now)
         # never a mirror the implementation cannot apply: the machine holds such a step instead
         self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        done = self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        if self.hooks is not None and decision.status.approvals:  # asked after the status write, never waited for
+            self.hooks.ask(obj, decision.status, policy)
+        return done
 
     def _spec_revision(
         self, md: ModelDeployment, status: ModelDeploymentStatus
