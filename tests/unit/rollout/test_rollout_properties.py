@@ -161,3 +161,17 @@ def test_never_advances_without_a_promote_verdict(ops: list[Op]) -> None:
         advanced = (new_cand == cand and cand is not None and index >= 0 and new_index > index) or candidate_promoted
         if advanced:
             assert op[0] == "verdict" and op[1] == "promote", (op, w.s.history)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.one_of(_ops, _human), min_size=1, max_size=40))
+def test_hooks_gate_traffic_and_keep_the_fixed_point(ops: list[Op]) -> None:
+    """The policy with every kind of approval hook, under random answers, time, verdicts and commands."""
+    w = World(pol=POLICIES[-1])
+    requests = [0]
+    w.tick()
+    w.make_ready()  # a serving stable, so that spec edits start rollouts
+    w.tick()
+    for op in ops:
+        apply(w, op, requests)
+        check_invariants(w)
