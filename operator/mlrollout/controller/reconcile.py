@@ -34,6 +34,7 @@ from mlrollout.api.modeldeployment import (
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
+from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
@@ -132,10 +133,11 @@ class Reconciler:
 
     def __init__(
         self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, hooks: HookCaller | None = None,
     ) -> None:  # fmt: skip
         self.kube = kube
         self.notifier = notifier
+        self.hooks = hooks
         self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
@@ -199,6 +201,7 @@ class Reconciler:
             paused=md.spec.paused,
             sticky=md.spec.traffic.sticky is not None,
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
+            hooks=self.hooks.answers(namespace, name, status) if self.hooks is not None else {},
         )
         decision = decide(status, facts, policy, now)
         # never a mirror the implementation cannot apply: the machine holds such a step instead
@@ -208,6 +211,8 @@ class Reconciler:
         done = self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
         if facts.look is not None:
             self._record_look(obj, facts.look, decision.status, log)
+        if self.hooks is not None and decision.status.approvals:  # asked after the status write, never waited for
+            self.hooks.ask(obj, decision.status, policy)
         return done
 
     def _record_look(self, obj: Manifest, look: Look, status: ModelDeploymentStatus, log: Log) -> None:
