@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tests.support.waiting import wait_for
+
 HOST = "127.0.0.1"
 INFER_HEAD = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
@@ -182,3 +184,14 @@ def peak_rss_mib(pid: int) -> float:
 def fd_count(pid: int) -> int:
     """Open file descriptors (``/proc/<pid>/fd``)."""
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def settled_fd_count(pid: int) -> int:
+    """The descriptor count once it holds still for 0.2 s (a connection a test just closed is gone)."""
+
+    def still() -> int | None:
+        before = fd_count(pid)
+        time.sleep(0.2)
+        return before if fd_count(pid) == before else None
+
+    return wait_for(still, timeout=10, what="the descriptor count to settle")

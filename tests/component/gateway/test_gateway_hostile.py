@@ -33,6 +33,7 @@ from gateway_helpers import (
     request,
     table,
 )
+from tests.support.hostile import settled_fd_count
 from tests.support.waiting import wait_for
 
 from mlrollout_serving.gateway.server import BURST
@@ -277,13 +278,6 @@ def test_the_gateway_survives_hostile_clients_and_upstreams(routes: RouteFile, u
               f"descriptors {fds_before} before, {open_fds(gw)} after")  # fmt: skip
 
 
-def _settled_fds(gw: Proc) -> int | None:
-    """The gateway's descriptor count once it holds still for 0.2 s."""
-    before = open_fds(gw)
-    time.sleep(0.2)
-    return before if open_fds(gw) == before else None
-
-
 def test_answers_left_unread_in_the_kernels_buffers_do_not_keep_a_connection_open(
     routes: RouteFile, up_a: Proc
 ) -> None:
@@ -294,7 +288,7 @@ def test_answers_left_unread_in_the_kernels_buffers_do_not_keep_a_connection_ope
     health = b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n"
     metrics = b"GET /metrics HTTP/1.1\r\nhost: gw\r\n\r\n"
     with gateway(routes, "--body-timeout", "1", "--idle-timeout", "60") as gw:
-        idle_fds = wait_for(lambda: _settled_fds(gw), timeout=5, what="the readiness probe's connection closed")
+        idle_fds = settled_fd_count(gw.proc.pid)
         with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.sendall(health)  # one answer read: the connection is accepted and counted

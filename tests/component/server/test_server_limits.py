@@ -22,6 +22,7 @@ from tests.support.hostile import (
     flood,
     peak_rss_mib,
     read_reply,
+    settled_fd_count,
     slowloris,
 )
 from tests.support.models import BuiltModel
@@ -132,11 +133,13 @@ def test_unread_replies_that_fit_in_the_kernels_buffers_do_not_keep_a_connection
     """3,000 pipelined requests, never a reply read, then silence: the replies fit in the kernel's send buffer,
     so the transport never pauses and the connection looked idle until the keep-alive timeout (75 s); the
     kernel's TCP_USER_TIMEOUT (the send timeout, 2 s) now drops it. This is why the test above was flaky."""
-    fds = fd_count(server.proc.pid)
+    fds = settled_fd_count(server.proc.pid)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(LIVE)  # one reply read: the connection is accepted and counted
+        assert read_reply(sock, timeout=5) is not None
+        assert fd_count(server.proc.pid) > fds
         sock.sendall(LIVE * 3000)
-        wait_for(lambda: fd_count(server.proc.pid) > fds, timeout=5, what="the connection accepted")
         wait_for(lambda: fd_count(server.proc.pid) <= fds, timeout=15, what="the connection dropped")
     reply = exchange(server.port, LIVE)
     assert reply is not None and reply.status == 200

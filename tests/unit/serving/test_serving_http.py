@@ -38,6 +38,9 @@ class MemoryTransport:
     def write_eof(self) -> None:
         self.eof = True
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no socket: nothing for the kernel to time out
+
     def close(self) -> None:
         self.closed = True
 
