@@ -18,18 +18,18 @@ from mlrollout.api.common import (
     Message,
     Name,
     PolicyRef,
+    Quantity,
     Word,
     cel,
     cel_rules,
 )
+from mlrollout.api.common import QUANTITY_PATTERN as QUANTITY_PATTERN  # re-exported: validate.py names its words
+from mlrollout.api.common import SHA256_PATTERN as SHA256_PATTERN
+from mlrollout.api.evaluation import EvaluationStatus
 from mlrollout.api.rolloutpolicy import STEPS_RULES, Margins, Step, check_steps
 from mlrollout.api.uris import URI_PATTERN
 
-SHA256_PATTERN = r"^[a-f0-9]{64}$"
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
-
 ModelUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
 
 
 class ModelSource(ApiModel):
@@ -249,7 +249,7 @@ class StepStatus(ApiModel):
     """Where the rollout is."""
 
     index: int = Field(ge=0, description="Index into the effective strategy's steps.")
-    kind: str = Field(max_length=16, description="shadow, canary, pause or blueGreen.")
+    kind: str = Field(max_length=16, description="shadow, canary, pause, blueGreen or evaluate.")
     started_at: str = Field(description="When the step started (RFC 3339).")
     requests_at_start: int = Field(
         default=0, ge=0, description="Candidate requests counted when the step started (minRequests is per step)."
@@ -324,6 +324,7 @@ class HistoryEntry(ApiModel):
     finished_at: str | None = Field(default=None, description="When it ended (RFC 3339).")
     outcome: Outcome = Field(description="How it ended.")
     reason: Message = Field(default="", description="Why.")
+    evaluation: Message | None = Field(default=None, description="The offline evaluation's verdict, if it had one.")
 
 
 class CommandStatus(ApiModel):
@@ -370,6 +371,9 @@ class ModelDeploymentStatus(ApiModel):
     traffic: TrafficStatus | None = Field(default=None, description="The split in force.")
     current_step: StepStatus | None = Field(default=None, description="The step in progress.")
     last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
+    last_evaluation: EvaluationStatus | None = Field(
+        default=None, description="The last offline evaluation (an evaluate step's Job and its verdict)."
+    )
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")
     conditions: list[Condition] | None = Field(
         default=None, max_length=8, description="Available, Progressing, Degraded."
