@@ -1,6 +1,7 @@
 """Gateway benchmark: direct call vs nginx vs mlrollout-gateway, side by side in one run.
 
     .venv/bin/python bench/gateway_bench.py [--duration 5] [--repeats 3] [--profile]
+    .venv/bin/python bench/gateway_bench.py --feedback [--repeats 7]   # what feedback costs: bench/feedback_bench.py
 
 Two upstreams: an *instant* one (a separate nginx answering a fixed OIP body, so the proxy's own cost is
 what is measured) and the *real model server* (`mlrollout-serve` with the wine logistic regression).
@@ -76,9 +77,9 @@ class Proc:
 
 
 @contextlib.contextmanager
-def running(name: str, cmd: list[str], log: Path) -> Iterator[Proc]:
+def running(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[Proc]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         yield Proc(name, proc)
     finally:
@@ -176,11 +177,20 @@ class Run:
     """1-minute load average right after the run: how busy the rest of the machine was."""
 
 
+def wrk_command(url: str, concurrency: int, duration: float, script: Path, core: int | None) -> list[str]:
+    return [*pin(core), "wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url]
+
+
 def wrk(url: str, concurrency: int, duration: float, script: Path, core: int | None, proc: Proc | None) -> Run:
-    cmd = [*pin(core), "wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url]
     cpu0 = proc.cpu_seconds() if proc else 0.0
+    cmd = wrk_command(url, concurrency, duration, script, core)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     cpu1 = proc.cpu_seconds() if proc else 0.0
+    return parse_wrk(out, cpu1 - cpu0 if proc else None)
+
+
+def parse_wrk(out: str, cpu_seconds: float | None) -> Run:
+    """wrk's report as a Run; ``cpu_seconds``: what the watched process spent meanwhile (None: not watched)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _seconds(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -193,7 +203,7 @@ def wrk(url: str, concurrency: int, duration: float, script: Path, core: int | N
         match = re.search(pattern, out)
         if match:
             errors += sum(int(g) for g in match.groups())
-    cpu = (cpu1 - cpu0) / requests * 1e6 if proc and requests else None
+    cpu = cpu_seconds / requests * 1e6 if cpu_seconds is not None and requests else None
     return Run(rps, p50, p99, requests, errors, cpu, os.getloadavg()[0])
 
 
@@ -210,9 +220,17 @@ def median(values: list[float | None]) -> float | None:
 
 
 def profile_gateway(
-    tmp: Path, routes: Path, script: Path, proxy_core: int | None, other: int | None, duration: float
+    tmp: Path,
+    routes: Path,
+    script: Path,
+    proxy_core: int | None,
+    other: int | None,
+    duration: float,
+    flags: tuple[str, ...] = (),
+    path: str = "/v2/models/wine/infer",
 ) -> str:
-    """Run the gateway under cProfile at concurrency 16 against the instant upstream; top functions."""
+    """Run the gateway (with ``flags``) under cProfile at concurrency 16, wrk POSTing ``script``'s requests to
+    ``path``; the top functions by own time."""
     import pstats
 
     port = free_port()
@@ -234,10 +252,11 @@ def profile_gateway(
         str(routes),
         "--log-level",
         "WARNING",
+        *flags,
     ]
     with running("gateway-profiled", cmd, tmp / "gateway-profiled.log"):
         wait_ok(f"http://127.0.0.1:{port}/v2/health/ready")
-        wrk(f"http://127.0.0.1:{port}/v2/models/wine/infer", 16, duration, script, other, None)
+        wrk(f"http://127.0.0.1:{port}{path}", 16, duration, script, other, None)
     stats = pstats.Stats(str(prof))
     stats.sort_stats("tottime")
     import io
@@ -255,15 +274,39 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--upstreams", nargs="+", default=["instant", "model"], choices=["instant", "model"])
     parser.add_argument("--profile", action="store_true", help="also profile the gateway (cProfile)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON results (default {RESULTS.name})")
+    group = parser.add_argument_group("feedback (issue #14; bench/feedback_bench.py, results in feedback.json)")
+    group.add_argument("--feedback", action="store_true", help="measure what feedback ids and labels cost instead")
+    group.add_argument("--feedback-concurrency", type=int, nargs="+", default=[1, 16], help="minting: wrk -c")
+    group.add_argument("--ingest-concurrency", type=int, nargs="+", default=[1, 16], help="labels: wrk -c")
+    group.add_argument("--flood-concurrency", type=int, nargs="+", default=[16], help="label flood: wrk -c")
+    group.add_argument("--steady-rate", type=float, default=200.0, help="inference requests/s beside the flood")
+    group.add_argument(
+        "--ids-per-second", type=float, default=40000.0, help="fresh ids minted per second of a label run"
+    )
+    group.add_argument(
+        "--feedback-parts", nargs="+", default=["minting", "ingestion", "inference", "micro"],
+        choices=["minting", "ingestion", "inference", "micro"], help="which measurements to run",
+    )  # fmt: skip
+    group.add_argument(
+        "--feedback-base",
+        metavar="REV",
+        help="also run the gateway of git revision REV (minting, labels, inference), interleaved",
+    )
+    group.add_argument(
+        "--feedback-floors",
+        action="store_true",
+        help="minting: also gateways cut down to a constant id and to the HMAC alone (bench/feedback_floor.py)",
+    )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
-    for tool in ("nginx", "wrk"):
+    for tool in ("wrk",) if args.feedback else ("nginx", "wrk"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is needed (Debian package {tool}; see scripts/system-deps)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     cores = os.cpu_count() or 1
     proxy_core, other_core = (0, 1) if cores >= 2 else (None, None)
+    args.other_core = other_core
 
     from tests.support.models import wine
 
@@ -278,6 +321,12 @@ def main() -> None:
             }
         ]
     }
+    if args.feedback:
+        from bench.feedback_bench import run
+
+        run(args, model, body, proxy_core)
+        return
+    args.out = args.out or RESULTS
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     script = wrk_script(tmp, body)
     ports = {k: free_port() for k in ("i1", "i2", "model", "nginx_instant", "nginx_model", "gw_instant", "gw_model")}

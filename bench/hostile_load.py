@@ -25,6 +25,8 @@ Usage (from the repository root):
 
     .venv/bin/python bench/hostile_load.py                     # starts a wine model server itself
     .venv/bin/python bench/hostile_load.py --server-arg=--max-connections=1000 --label capped
+    .venv/bin/python bench/hostile_load.py --through-gateway --label gateway   # the gateway is the target
+    .venv/bin/python bench/hostile_load.py --anchor-nginx --label nginx        # the anchor: one nginx worker
     .venv/bin/python bench/hostile_load.py --url http://127.0.0.1:8080/v2/models/wine/infer --pid 1234
 
 With ``--url`` and ``--pid`` the target is any server (a gateway in front of a model server, say); the
@@ -51,6 +53,7 @@ import random
 import resource
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -63,10 +66,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gateway_bench import instant_conf  # noqa: E402
 from bench.serve_bench import cpu_seconds  # noqa: E402
 from tests.support import models  # noqa: E402
 from tests.support.hostile import SLOW_PARTS, SlowKind, fd_count, rss_mib  # noqa: E402
-from tests.support.procs import ServerProcess, start_server  # noqa: E402
+from tests.support.procs import (  # noqa: E402
+    ManagedProcess,
+    ServerProcess,
+    free_port,
+    running,
+    spawn,
+    start_server,
+    wait_ready,
+)
 
 RESULTS = ROOT / "bench" / "results" / "hostile-serve.json"
 LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -403,18 +415,69 @@ def target(args: argparse.Namespace) -> Iterator[tuple[str, int, bytes, dict[str
         body = Path(args.body).read_bytes() if args.body else wine_body()
         yield args.url, args.pid, body, headers
         return
-    wine = models.wine()
     wrapper = ["taskset", "-c", str(args.server_core)] if args.server_core is not None else []
+    if args.anchor_nginx:
+        with nginx_instant(wrapper) as (url, pid):
+            args.url = url
+            yield url, pid, wine_body(), headers
+        return
+    wine = models.wine()
+    # Through the gateway, the gateway is the target on the server's core and the model server behind it
+    # runs on the crowd's core (it sees only the steady client's requests).
+    server_wrapper = ["taskset", "-c", str(args.client_core)] if args.through_gateway else wrapper
     server: ServerProcess = start_server(
-        wine, name="wine", wrapper=wrapper, extra_args=["--log-level", "WARNING", *args.server_arg]
+        wine, name="wine", wrapper=server_wrapper, extra_args=["--log-level", "WARNING", *args.server_arg]
     )
     try:
-        args.url = f"{server.url}/v2/models/wine/infer"
-        yield args.url, server.proc.pid, wine_body(), headers
+        with contextlib.ExitStack() as stack:
+            pid, base = server.proc.pid, server.url
+            if args.through_gateway:
+                gateway = stack.enter_context(gateway_in_front(server.url, wrapper, args.gateway_arg))
+                pid, base = gateway.proc.pid, gateway.url
+            args.url = f"{base}/v2/models/wine/infer"
+            yield args.url, pid, wine_body(), headers
     finally:
         server.stop()
         args.server_log_tail = server.tail(200)
         server.log_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def nginx_instant(wrapper: list[str]) -> Iterator[tuple[str, int]]:
+    """The anchor: one nginx worker answering every request with a fixed inference answer (no upstream),
+    the same server gateway_bench.py measures; yields its infer URL and the worker's pid."""
+    with tempfile.TemporaryDirectory(prefix="hostile-nginx-") as tmp:
+        port = free_port()
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(instant_conf(Path(tmp), (port, free_port())))
+        proc, log = spawn([*wrapper, "nginx", "-c", str(conf), "-p", tmp], prefix="hostile-nginx-")
+        master = ManagedProcess(proc, port, log)
+        try:
+            wait_ready(master, "/v2/health/ready")
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            yield f"{master.url}/v2/models/wine/infer", int(children[0])
+        finally:
+            master.stop()
+            log.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def gateway_in_front(upstream: str, wrapper: list[str], extra: list[str]) -> Iterator[ManagedProcess]:
+    """A `mlrollout-gateway` sending every request to ``upstream`` (one stable track), ready when yielded."""
+    table = {
+        "version": 1,
+        "mode": "canary",
+        "tracks": {"stable": {"upstream": upstream, "weight": 100}},
+        "fallback": {"requestTimeoutSeconds": 5, "chain": []},
+    }
+    with tempfile.TemporaryDirectory(prefix="hostile-gateway-") as tmp:
+        routes = Path(tmp) / "routes.json"
+        routes.write_text(json.dumps(table))
+        port = free_port()
+        cmd = [*wrapper, sys.executable, "-m", "mlrollout_serving.gateway", "--host", "127.0.0.1", "--port",
+               str(port), "--routes-file", str(routes), "--log-level", "WARNING", *extra]  # fmt: skip
+        with running(cmd, port, "/v2/health/ready", prefix="hostile-gateway-") as gateway:
+            yield gateway
 
 
 def wine_body() -> bytes:
@@ -445,6 +508,17 @@ def main() -> int:
     p.add_argument("--pid", type=int, help="process to watch (with --url)")
     p.add_argument("--body", help="request body file for --url (default: one wine row, JSON)")
     p.add_argument("--server-arg", action="append", default=[], help="extra flag for the server started here")
+    p.add_argument(
+        "--through-gateway",
+        action="store_true",
+        help="put a mlrollout-gateway (the target, on --server-core) in front of the model server started here",
+    )
+    p.add_argument("--gateway-arg", action="append", default=[], help="extra flag for that gateway")
+    p.add_argument(
+        "--anchor-nginx",
+        action="store_true",
+        help="the target is one nginx worker answering a fixed inference answer (the anchor), on --server-core",
+    )
     p.add_argument("--label", default="default", help="name of this scenario in the JSON")
     p.add_argument("--idle", type=int, default=1600)
     p.add_argument("--slow-heads", type=int, default=100)
@@ -507,7 +581,14 @@ def main() -> int:
             "python": platform.python_version(),
             "nofile_soft_hard": resource.getrlimit(resource.RLIMIT_NOFILE),
         },
-        "target": {"url": url, "server_args": args.server_arg, "started_here": not args.pid},
+        "target": {
+            "url": url,
+            "server_args": args.server_arg,
+            "started_here": not args.pid,
+            "through_gateway": args.through_gateway,
+            "anchor_nginx": args.anchor_nginx,
+            "gateway_args": args.gateway_arg,
+        },
         "crowd_plan": {**asdict(plan), "total": plan.total, "hostile": plan.hostile},
         "steady": {"rate_per_s": args.rate, "duration_s": args.duration},
         "summary": summary,

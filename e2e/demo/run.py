@@ -162,7 +162,7 @@ def main() -> int:
     say(
         "1. Sample models",
         """Four versions of a wine classifier (scikit-learn's bundled wine dataset, exported to ONNX):
-        v1 and v2 are good logistic regressions; v3 gives the same answers but is slow (about 20 ms per
+        v1 and v2 are good logistic regressions; v3 gives the same answers but is slow (about 10 ms per
         request instead of well under 1 ms); v4 is fast, never fails and predicts the usual mix of
         classes, but it looks at two of the 13 measurements only and is wrong on about one answer in
         nine. Each file is identified by its sha256.""",

@@ -105,7 +105,7 @@ def test_good_candidate_promoted_with_zero_failed_requests(
 def test_slow_candidate_rolled_back_automatically(
     platform: Platform, namespace: str, cluster_objects: list[str]
 ) -> None:
-    """Given v1 Healthy under load, When v3 (same answers, about 20 ms slower per request) is applied,
+    """Given v1 Healthy under load, When v3 (same answers, about 10 ms slower per request) is applied,
     Then the latency analysis fails it and it is rolled back on its own; the time from the first
     request it answered to candidate weight 0 is measured and reported."""
     name = _policy(platform, cluster_objects, f"{namespace}-p")

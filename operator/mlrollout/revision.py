@@ -8,20 +8,38 @@ the policy references and overrides, `paused`, `traffic` (routing, not pods) and
 
 The hash is sha256 over canonical JSON (sorted keys, no whitespace, defaults filled in by the models), so
 it does not depend on how the user spelled the YAML, and it is the same in every operator process.
+
+A ``models:/`` URI is hashed as the spec writes it: the registry's answer (`Resolved`: the file, its
+digest, the version and run) is recorded in the revision once, when the rollout starts, and never looked up
+again for that revision, so an alias that moves later or a registry that changes cannot redeploy anything
+behind the user's back, and `undo` brings back the very bytes that ran.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Final
 
 from pydantic import Field
 
 from mlrollout.api.common import ApiModel
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelSource, Resources, RevisionStatus, Serving
+from mlrollout.api.uris import is_registry
 
 HASH_LENGTH: Final = 16
+DIGEST_VERSION_LENGTH: Final = 12
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a registry said a models:/ URI is, pinned in the revision."""
+
+    uri: str  # the model file the pods read
+    sha256: str  # its digest, taken at resolution (or checked against spec.model.sha256)
+    version: str  # the registry version (an alias resolved to its number)
+    run_id: str | None = None
 
 
 class RevisionTemplate(ApiModel):
@@ -57,15 +75,33 @@ def revision_hash(template: RevisionTemplate) -> str:
     return hashlib.sha256(template.to_json().encode()).hexdigest()[:HASH_LENGTH]
 
 
-def revision_of(spec: ModelDeploymentSpec, default_image: str) -> RevisionStatus:
-    """The revision the spec asks for; `number` is 1 until the state machine assigns the real one."""
+def needs_resolution(spec: ModelDeploymentSpec) -> bool:
+    """The spec's model is a registered model: the operator must ask the registry before deploying it."""
+    return is_registry(spec.model.uri)
+
+
+def spec_hash(spec: ModelDeploymentSpec, default_image: str) -> str:
+    """The revision hash of the spec (no registry look-up needed)."""
+    return revision_hash(template_of(spec, default_image))
+
+
+def revision_of(spec: ModelDeploymentSpec, default_image: str, resolved: Resolved | None = None) -> RevisionStatus:
+    """The revision the spec asks for; `number` is 1 until the state machine assigns the real one.
+
+    A models:/ spec needs ``resolved``; without it (not resolved yet) the revision has an empty digest and
+    the state machine deploys nothing from it (`Facts.unresolved` says why)."""
     template = template_of(spec, default_image)
+    model = spec.model
+    sha256 = resolved.sha256 if resolved is not None else (model.sha256 or "")
+    version = model.version or (resolved.version if resolved is not None else None) or sha256[:DIGEST_VERSION_LENGTH]
     return RevisionStatus(
         revision=revision_hash(template),
         number=1,
-        model_version=spec.model.version,
-        model_uri=spec.model.uri,
-        sha256=spec.model.sha256,
+        model_version=version or "unresolved",
+        model_uri=model.uri,
+        sha256=sha256,
+        resolved_uri=resolved.uri if resolved is not None else None,
+        run_id=resolved.run_id if resolved is not None else None,
         origin="spec",
         template=template.to_json(),
     )

@@ -23,7 +23,7 @@ from mlrollout.api import API_VERSION, GROUP, KINDS, ModelDeployment, RolloutPol
 from mlrollout.api.common import DNS_LABEL_PATTERN, DURATION_PATTERN
 from mlrollout.api.modeldeployment import QUANTITY_PATTERN, SHA256_PATTERN
 from mlrollout.api.rolloutpolicy import MIN_MARGIN, NOT_BLANK_PATTERN
-from mlrollout.api.uris import URI_MESSAGE, URI_PATTERN
+from mlrollout.api.uris import MODEL_URI_MESSAGE, MODEL_URI_PATTERN, URI_MESSAGE, URI_PATTERN
 from mlrollout.plan import Assumptions, PlanError, plan, warnings
 from mlrollout.policy import PolicyError, resolve_rollout_policy
 
@@ -31,6 +31,7 @@ _PATTERN_MESSAGES = {
     SHA256_PATTERN: "must be 64 lowercase hex characters (a sha256 digest)",
     DURATION_PATTERN: "must be a duration such as 30s, 5m, 1h30m or 250ms (no sign)",
     URI_PATTERN: URI_MESSAGE,
+    MODEL_URI_PATTERN: MODEL_URI_MESSAGE,
     DNS_LABEL_PATTERN: "must be a DNS label (lowercase letters, digits and '-')",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 512Mi",
     NOT_BLANK_PATTERN: "must not be blank",

@@ -128,3 +128,21 @@ def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
         "HELM_DATA_HOME": str(home / "data"),
     }
     return Helm(control_plane.binary("helm"), env)
+
+
+TRAFFIC_CRDS = ("httproutes.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io",
+                "gatewayclasses.gateway.networking.k8s.io", "virtualservices.networking.istio.io")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def traffic_crds(kubectl: Kubectl) -> list[str]:
+    """The official Gateway API and Istio CRD files, downloaded (cached) and installed; returns their paths."""
+    out = subprocess.run(
+        [str(CLUSTER_DIR / "fetch-traffic-crds")], capture_output=True, text=True, timeout=600, check=True
+    ).stdout
+    files = out.split()
+    assert any("gateway-api@" in f for f in files) and any("istio.io/api@" in f for f in files), files
+    for f in files:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", f, timeout=300)
+    kubectl("wait", "--for=condition=Established", "--timeout=120s", *(f"crd/{n}" for n in TRAFFIC_CRDS))
+    return files

@@ -55,7 +55,9 @@ class ChartIdentity:
 
 
 @contextlib.contextmanager
-def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: Path) -> Iterator[ChartIdentity]:
+def chart_identity(
+    cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: Path, sets: tuple[str, ...] = ()
+) -> Iterator[ChartIdentity]:
     """`helm template` the chart's RBAC, ServiceAccount and peering object for an operator watching `namespace`
     (`watchNamespaces={namespace}`, as the operator then runs with `--namespace`), apply them after kopf's
     peering CRDs from the chart's crds/, and mint a token for the ServiceAccount: the operator then runs
@@ -67,7 +69,8 @@ def chart_identity(cp: ControlPlane, kubectl: Kubectl, namespace: str, workdir: 
     proc = subprocess.run(
         [cp.binary("helm"), "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
          "--set", f"watchNamespaces={{{namespace}}}", "--show-only", "templates/rbac.yaml",
-         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/peering.yaml"],
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/peering.yaml",
+         *(arg for value in sets for arg in ("--set", value))],
         capture_output=True, text=True, check=False,
         env={**cp.env, "HELM_CACHE_HOME": helm_home, "HELM_CONFIG_HOME": helm_home, "HELM_DATA_HOME": helm_home},
     )  # fmt: skip
@@ -124,6 +127,7 @@ class OperatorProcess:
     health_port: int = 0
     metrics_port: int = 0
     starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a real Prometheus instead of recorded verdicts
 
     def start(self, timeout: float = 90.0) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
@@ -141,6 +145,9 @@ class OperatorProcess:
             "POD_ID": self.identity,
         }
         env.pop("MLROLLOUT_PROMETHEUS_URL", None)
+        env.update(self.extra_env)
+        if "MLROLLOUT_PROMETHEUS_URL" in self.extra_env:
+            env.pop("MLROLLOUT_VERDICTS_DIR")
         log = self.log_path.open("ab")
         log.write(f"\n==== start {self.starts} ====\n".encode())
         log.flush()

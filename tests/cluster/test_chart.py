@@ -7,6 +7,7 @@ must grant exactly these (nothing more), and the API server must agree (``kubect
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.cluster.kube import CHART, Helm, Kubectl
+from tests.support import dashboard
 
 from mlrollout.controller.settings import OperatorSettings
 
@@ -48,7 +50,7 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset({"list"}),
     ("", "namespaces"): frozenset({"get"}),
     ("", "events"): frozenset({"create"}),
-    ("", "secrets"): frozenset({"create"}),
+    ("", "secrets"): frozenset({"create", "get"}),
 }
 # kopf peering (collision protection, on by default): the ClusterKopfPeering when watching every namespace,
 # else the KopfPeering in each watched namespace.
@@ -56,9 +58,16 @@ PEER = frozenset({"get", "list", "watch", "patch"})
 CLUSTER_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "clusterkopfpeerings"): PEER}
 NAMESPACED_PEERING_PERMS: dict[tuple[str, str], frozenset[str]] = {("kopf.dev", "kopfpeerings"): PEER}
 OPTIONAL_PERMS: dict[str, dict[tuple[str, str], frozenset[str]]] = {
-    "rbac.gatewayAPI": {("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH},
-    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH},
+    "rbac.gatewayAPI": {
+        ("gateway.networking.k8s.io", "httproutes"): CREATE_PATCH | {"get", "delete"},
+        ("gateway.networking.k8s.io", "gateways"): frozenset({"get"}),
+    },
+    "rbac.istio": {("networking.istio.io", "virtualservices"): CREATE_PATCH | {"delete"}},
     "rbac.serviceMonitors": {("monitoring.coreos.com", "servicemonitors"): CREATE_PATCH},
+}
+# rbac.gatewayAPI: what the Gateway's implementation supports (its GatewayClass, cluster-scoped).
+GATEWAY_CLASS_CHECK: dict[tuple[str, str], frozenset[str]] = {
+    ("gateway.networking.k8s.io", "gatewayclasses"): frozenset({"get"})
 }
 # rbac.serviceMonitors: whether the ServiceMonitor CRD exists (that one CRD only, by resourceNames).
 CRD_CHECK: dict[tuple[str, str], frozenset[str]] = {
@@ -66,7 +75,6 @@ CRD_CHECK: dict[tuple[str, str], frozenset[str]] = {
 }
 # A sample of what the operator must NOT be able to do: (verb, resource[.group], subresource).
 FORBIDDEN: list[tuple[str, str, str]] = [
-    ("get", "secrets", ""),
     ("list", "secrets", ""),
     ("watch", "secrets", ""),
     ("update", "secrets", ""),
@@ -154,6 +162,7 @@ VARIANTS = {
         "rbac.serviceMonitors=true",
         "logLevel=debug",
         "defaultTrafficProvider=istio",
+        "grafanaDashboard.enabled=true",
     ],
 }
 
@@ -263,6 +272,8 @@ def test_rbac_is_exactly_the_least_privilege_tables(helm: Helm, variant: str) ->
     for flag, perms in OPTIONAL_PERMS.items():
         if f"{flag}=true" in sets:
             namespaced |= expand(perms)
+    if "rbac.gatewayAPI=true" in sets:
+        cluster |= expand(GATEWAY_CLASS_CHECK)
     if "rbac.serviceMonitors=true" in sets:
         cluster |= expand(CRD_CHECK)
         [crd_rule] = [r for d in docs for r in d.get("rules", []) if "customresourcedefinitions" in r["resources"]]
@@ -337,6 +348,31 @@ def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> Non
     assert {"name": port["targetPort"], "containerPort": 9200, "protocol": "TCP"} in container["ports"]
     assert {"name": "MLROLLOUT_METRICS_PORT", "value": "9200"} in container["env"]
     assert svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_grafana_dashboard_is_off_by_default_and_carries_the_sidecar_label(helm: Helm) -> None:
+    assert not by_kind(helm.template(), "ConfigMap")
+    [cm] = by_kind(helm.template("grafanaDashboard.enabled=true"), "ConfigMap")
+    assert cm["metadata"]["namespace"] == "mlrollout-system"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert list(cm["data"]) == ["mlrollout.json"]
+    assert json.loads(cm["data"]["mlrollout.json"]) == dashboard.load()  # the file, byte for byte in meaning
+    custom = helm.template(
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.label=dashboards.example.com/grafana",
+        "grafanaDashboard.labelValue=mlrollout",
+        "grafanaDashboard.namespace=monitoring",
+        "grafanaDashboard.annotations.grafana_folder=ML",
+        "grafanaDashboard.labels.team=ml",
+    )
+    [cm] = by_kind(custom, "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    labels = cm["metadata"]["labels"]
+    assert labels["dashboards.example.com/grafana"] == "mlrollout" and labels["team"] == "ml"
+    assert "grafana_dashboard" not in labels
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "ML"}
+    bad = helm("template", "x", str(CHART), "--set", "grafanaDashboard.label=not a label", check=False)
+    assert bad.returncode != 0 and "grafanaDashboard" in bad.stderr
 
 
 # --- on the real API server --------------------------------------------------------------------

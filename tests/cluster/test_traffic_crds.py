@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.cluster.kube import CLUSTER_DIR, Kubectl
+from tests.cluster.kube import Kubectl
 
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent
 from mlrollout.traffic.gatewayapi import CRD_NAME, GatewayApiRouter, mirror_style_of
@@ -25,8 +25,6 @@ from mlrollout.traffic.istio import IstioRouter
 
 pytestmark = pytest.mark.cluster
 
-TRAFFIC_CRDS = ("httproutes.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io",
-                "virtualservices.networking.istio.io")  # fmt: skip
 MD = """
 apiVersion: mlrollout.io/v1alpha1
 kind: ModelDeployment
@@ -38,20 +36,6 @@ spec:
     uri: file:///models/wine-v1.onnx
     sha256: 3b0d2c71a5b8a3f6e19a7c0b52f3ad0e4c11a9f2b6d7e8c9a0b1c2d3e4f5a6b7
 """
-
-
-@pytest.fixture(scope="session")
-def traffic_crds(kubectl: Kubectl) -> list[str]:
-    """The official CRD files, downloaded (cached) and installed; returns their paths."""
-    out = subprocess.run(
-        [str(CLUSTER_DIR / "fetch-traffic-crds")], capture_output=True, text=True, timeout=600, check=True
-    ).stdout
-    files = out.split()
-    assert any("gateway-api@" in f for f in files) and any("istio.io/api@" in f for f in files), files
-    for f in files:
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", f, timeout=300)
-    kubectl("wait", "--for=condition=Established", "--timeout=120s", *(f"crd/{n}" for n in TRAFFIC_CRDS))
-    return files
 
 
 def intent(namespace: str, **changes: Any) -> RouteIntent:

@@ -28,3 +28,58 @@ def serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Itera
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[str]:
+    """A loopback port that takes connections (the kernel completes the handshake) and never says a word:
+    an endpoint that hangs. Yields its base URL."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class Received:
+    """The requests a `recorder` handler was sent: (method, path, headers, body), in arrival order."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+
+    def to(self, path: str) -> list[bytes]:
+        """The bodies sent to ``path``."""
+        with self.lock:
+            return [body for _, p, _, body in self.requests if p == path]
+
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+def recorder(received: Received, routes: dict[str, Callable[[str], Reply]]) -> type[http.server.BaseHTTPRequestHandler]:
+    """A handler that records every request into ``received`` and answers from ``routes`` (path -> a function
+    of the server's base URL giving status, headers and body; unknown paths: 404). A webhook receiver."""
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            with received.lock:
+                received.requests.append((self.command, self.path, dict(self.headers.items()), body))
+            base = f"http://{self.headers.get('Host', '')}"
+            route = routes.get(self.path)
+            status, headers, payload = route(base) if route else (404, {}, b"no such path")
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(payload))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _answer
+
+    return Recorder

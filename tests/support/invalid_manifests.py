@@ -58,6 +58,22 @@ def custom(*metrics: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": {"custom": list(metrics)}}
 
 
+def sink(**fields: Any) -> dict[str, Any]:
+    """A valid notification sink with these fields replaced (None deletes)."""
+    base: dict[str, Any] = {
+        "name": "team",
+        "kind": "webhook",
+        "secretRef": {"name": "hooks", "key": "url"},
+        "events": ["Promoted", "RolledBack"],
+    }
+    for key, value in fields.items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return base
+
+
 def fallback_policy(**spec: Any) -> dict[str, Any]:
     """A FallbackPolicy with this spec."""
     return {"apiVersion": "mlrollout.io/v1alpha1", "kind": "FallbackPolicy", "metadata": {"name": "bad"}, "spec": spec}
@@ -94,7 +110,27 @@ CASES: list[Case] = [
     # ModelDeployment
     Case("sha256-short", with_model(sha256="abc123"), "spec.model.sha256", "64 lowercase hex"),
     Case("sha256-uppercase", with_model(sha256=SHA.upper()), "spec.model.sha256", "64 lowercase hex"),
-    Case("uri-unknown-scheme", with_model(uri="s3://bucket/m.onnx"), "spec.model.uri", "http(s)://HOST[:PORT]/PATH"),
+    Case("uri-unknown-scheme", with_model(uri="ftp://store/m.onnx"), "spec.model.uri", "http(s)://HOST[:PORT]/PATH"),
+    Case("uri-s3-short-bucket", with_model(uri="s3://b/m.onnx"), "spec.model.uri", "s3://BUCKET/KEY"),
+    Case("uri-models-no-version", with_model(uri="models:/wine"), "spec.model.uri", "models:/NAME/VERSION"),
+    Case(
+        "registry-without-models-uri",
+        with_model(registry={"uri": "http://mlflow:5000"}),
+        "spec.model",
+        "registry is only for models:/ uris",
+    ),
+    Case(
+        "models-uri-without-registry",
+        with_model(uri="models:/wine/2", sha256=None),
+        "spec.model",
+        "a models:/ uri needs registry.uri",
+    ),
+    Case(
+        "registry-with-credentials-in-url",
+        with_model(uri="models:/wine/2", sha256=None, registry={"uri": "http://u:p@mlflow:5000"}),
+        "spec.model.registry.uri",
+        "should match pattern",
+    ),
     Case("uri-no-scheme", with_model(uri="/models/m.onnx"), "spec.model.uri", "http(s)://HOST[:PORT]/PATH"),
     Case("uri-newline-injection", with_model(uri="http://store/x.onnx\n--sha256=0"), "spec.model.uri", "no spaces"),
     Case("uri-spaces", with_model(uri="http://a b c"), "spec.model.uri", "no spaces"),
@@ -122,7 +158,7 @@ CASES: list[Case] = [
         server_says='namespaces "Bad_NS" not found',
     ),
     Case("model-missing", model_deployment(model=None), "spec.model", "required field is missing"),
-    Case("sha256-missing", with_model(sha256=None), "spec.model.sha256", "required field is missing"),
+    Case("sha256-missing", with_model(sha256=None), "spec.model", "sha256 is required unless"),
     Case("format-unknown", with_model(format="tensorflow"), "spec.model.format", "'onnx'"),
     Case("model-name-uppercase", with_model(name="Wine"), "spec.model.name", "DNS label"),
     Case("replicas-zero", model_deployment(replicas=0), "spec.replicas", "greater than or equal to 1"),
@@ -145,6 +181,18 @@ CASES: list[Case] = [
         model_deployment(traffic={"sticky": {"header": "x-user", "jsonField": "user"}}),
         "spec.traffic.sticky",
         "exactly one of header, jsonField",
+    ),
+    Case(
+        "sticky-without-builtin-gateway",
+        model_deployment(traffic={"provider": "gatewayAPI", "sticky": {"header": "x-user"}}),
+        "spec.traffic",
+        "sticky needs traffic.provider builtin",
+    ),
+    Case(
+        "fallback-without-builtin-gateway",
+        model_deployment(traffic={"provider": "istio"}, fallbackPolicyRef={"name": "safe"}),
+        "spec",
+        "fallbackPolicyRef needs traffic.provider builtin",
     ),
     Case(
         "network-client-selects-nothing",
@@ -328,6 +376,63 @@ CASES: list[Case] = [
         "spec.strategy.steps[0].shadow.mirrorPercent",
         "less than or equal to 100",
     ),
+    # RolloutPolicy notifications (docs/notifications.md)
+    Case(
+        "notify-no-events",
+        rollout_policy(notifications={"sinks": [sink(events=[])]}),
+        "spec.notifications.sinks[0].events",
+        "at least 1 item",
+    ),
+    Case(
+        "notify-unknown-kind",
+        rollout_policy(notifications={"sinks": [sink(kind="teams")]}),
+        "spec.notifications.sinks[0].kind",
+        "'webhook' or 'slack'",
+    ),
+    Case(
+        "notify-unknown-event",
+        rollout_policy(notifications={"sinks": [sink(events=["Exploded"])]}),
+        "spec.notifications.sinks[0].events[0]",
+        "'RolloutStarted'",
+    ),
+    Case(
+        "notify-no-secret-ref",
+        rollout_policy(notifications={"sinks": [sink(secretRef=None)]}),
+        "spec.notifications.sinks[0].secretRef",
+        "required field is missing",
+    ),
+    Case(
+        "notify-plain-url",
+        rollout_policy(notifications={"sinks": [sink(url="https://hooks.example/x")]}),
+        "spec.notifications.sinks[0].url",
+        "unknown field",
+    ),
+    Case(
+        "notify-secret-ref-no-key",
+        rollout_policy(notifications={"sinks": [sink(secretRef={"name": "hooks"})]}),
+        "spec.notifications.sinks[0].secretRef.key",
+        "required field is missing",
+    ),
+    Case(
+        "notify-repeated-event",
+        rollout_policy(notifications={"sinks": [sink(events=["Promoted", "Promoted"])]}),
+        "spec.notifications.sinks[0].events",
+        "events must be unique",
+    ),
+    Case(
+        "notify-repeated-sink",
+        rollout_policy(notifications={"sinks": [sink(), sink()]}),
+        "spec.notifications.sinks",
+        "notification sink names must be unique",
+    ),
+    Case("notify-no-sinks", rollout_policy(notifications={"sinks": []}), "spec.notifications.sinks", "at least 1 item"),
+    Case(
+        "notify-timeout-too-long",
+        rollout_policy(notifications={"sinks": [sink(timeout="5m")]}),
+        "spec.notifications.sinks[0]",
+        "timeout must be between 100ms and 60s",
+        server=False,
+    ),
     # FallbackPolicy
     Case("backup-without-name", fallback_policy(chain=[{"action": "backup"}]), "spec.chain[0]", "needs backup"),
     Case("default-without-response", fallback_policy(chain=[{"action": "default"}]), "spec.chain[0]", "needs response"),
@@ -422,6 +527,8 @@ ACCEPTED_URIS: list[str] = [
     "file:///models/with%20space.onnx",
     "pvc://models/wine/v2.onnx",
     "pvc://team-a.models/.hidden/wine..v2.onnx",
+    "s3://models/wine/v2.onnx",
+    "s3://team-a.models/wine%20v2/model.onnx",
 ]
 REFUSED_URIS: list[str] = [
     "pvc://models/...",
@@ -434,7 +541,17 @@ REFUSED_URIS: list[str] = [
     "http://store/x.onnx#frag",
     "http://store/caf\u00e9.onnx",
     "http://store/100%.onnx",
-    "s3://bucket/m.onnx",
+    "s3://b/m.onnx",
+    "s3://Bucket/m.onnx",
+    "s3://bucket/",
+    "s3://bucket",
+    "s3://user:pw@bucket/m.onnx",
+    "models:/wine",
+    "models:/wine/",
+    "models:/wine/v2",
+    "models:/wine@",
+    "models:/wine/2/extra",
+    "gs://bucket/m.onnx",
     "/models/m.onnx",
     "file://models/x.onnx",
     "file:///",

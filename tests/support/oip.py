@@ -218,3 +218,17 @@ def _exchange(interaction: Any) -> str:
     body = (request.body or b"")[:300]
     answer = "no response" if response is None else f"{response.status_code} {(response.content or b'')[:300]!r}"
     return f"{request.method} {request.uri} {body!r} -> {answer}"
+
+
+def assert_wine_protocol_holds(base_url: str) -> None:
+    """Fuzz the nine operations with the wine examples at ``base_url`` and hold the findings to the suite's
+    bar: no errors or failed checks, 500+ cases, every operation served, the examples answered, no 5xx."""
+    found = fuzz(description(WINE_EXAMPLES), wine_config(base_url), SERVER_OPERATIONS)
+    assert found.errors == []
+    assert found.failures == [], "\n".join(found.failures)
+    assert found.cases >= 500
+    served_ops = {operation for operation, _ in found.statuses}
+    assert len(served_ops) == len(SERVER_OPERATIONS), sorted(served_ops)
+    infer_ok = sum(n for (operation, status), n in found.statuses.items() if "infer" in operation and status == 200)
+    assert infer_ok >= len(WINE_EXAMPLES) * 2, json.dumps(sorted(map(str, found.statuses.items())))
+    assert not any(status >= 500 for _, status in found.statuses)

@@ -21,6 +21,8 @@ to a log file rather than a pipe, so a chatty server can never block on a full p
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
@@ -33,7 +35,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 DEFAULT_READY_TIMEOUT = 90.0
 LABEL_FLAGS = {
@@ -323,3 +325,20 @@ def run_server_until_exit(
         return code, server.output(), ready
     finally:
         log.unlink(missing_ok=True)
+
+
+def send_inferences(port: int, rows: Any, count: int, rows_per_request: int) -> Iterator[int]:
+    """``count`` sequential wine inferences of ``rows_per_request`` rows (cycling through ``rows``) to
+    ``127.0.0.1:port`` on one keep-alive connection; yields each answer's status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for i in range(count):
+            batch = rows[[(i * rows_per_request + k) % len(rows) for k in range(rows_per_request)]]
+            body = json.dumps({"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
+                                           "data": batch.ravel().tolist()}]})  # fmt: skip
+            conn.request("POST", "/v2/models/wine/infer", body, {"content-type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            yield resp.status
+    finally:
+        conn.close()

@@ -10,6 +10,8 @@ Stable API (the operator's tests may reuse it):
   discovery; Prometheus notices the rewrite within a second or two).
 - ``PrometheusProcess.query(promql)`` and ``wait_for(promql, predicate, timeout)``: instant queries over
   HTTP with the standard library, for readiness checks in tests.
+- ``PrometheusProcess.api(path, params)``: any GET of the HTTP API as ``(status, parsed body)``, a 4xx
+  included (a query that does not parse is a 400 whose body says why).
 """
 
 from __future__ import annotations
@@ -94,13 +96,25 @@ class PrometheusProcess:
 
     def query(self, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Result of an instant query (raises on HTTP or API errors: this is test plumbing)."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            body = json.loads(resp.read())
-        if body.get("status") != "success":
+        status, body = self.api("query", [("query", promql)], timeout)
+        if status != 200 or body.get("status") != "success":
             raise RuntimeError(f"query {promql!r} failed: {body}")
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
+
+    def api(self, path: str, params: Sequence[tuple[str, str]], timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+        """``GET /api/v1/<path>`` with ``params``: the HTTP status and the JSON body, errors included."""
+        url = f"{self.url}/api/v1/{path}?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            with err:
+                text = err.read().decode(errors="replace")
+            try:
+                return err.code, json.loads(text)
+            except ValueError:
+                return err.code, {"status": "error", "error": text}
 
     def value(self, promql: str) -> float | None:
         """Sum of an instant vector's values, or None when it is empty."""

@@ -7,7 +7,7 @@ revisions' models) into the Job's environment as JSON (:attr:`EvaluateEnv.REQUES
 :data:`MESSAGE_LIMIT` bytes, the kubelet's limit); the operator reads it back from the pod's status with
 :func:`parse_report`. ``mlrollout evaluate --json`` prints the same report.
 
-Why the termination message (docs/analysis.md, "Offline evaluation"): the Job needs no Kubernetes identity
+Why the termination message (docs/evaluation.md): the Job needs no Kubernetes identity
 at all (no token, no Role), the operator already lists pods, and the message outlives the container for as
 long as the pod exists; the price is its size, so the report is compact by construction and shrinks its
 least important parts (the passing slices) first.

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "ANSWERED_WITHOUT_ERROR",
     "BATCH_SIZE_BUCKETS",
     "GATEWAY_DURATION",
     "GATEWAY_FALLBACKS",
+    "GATEWAY_FALLBACK_REQUESTS",
     "GATEWAY_FEEDBACK_ABS_ERROR",
     "GATEWAY_FEEDBACK_LABELS",
     "GATEWAY_FEEDBACK_PAIRS",
@@ -33,6 +35,7 @@ __all__ = [
     "IDENTITY_LABELS",
     "LATENCY_BUCKETS",
     "LATENCY_MANTISSAS",
+    "LOW_CONFIDENCE",
     "MODEL_BATCH_SIZE",
     "MODEL_DURATION",
     "MODEL_INFO",
@@ -40,6 +43,7 @@ __all__ = [
     "MODEL_PREDICTIONS",
     "MODEL_PREDICTION_VALUE",
     "MODEL_REQUESTS",
+    "NOT_ANSWERED",
     "SERIES",
     "TRACKS",
     "Series",
@@ -90,8 +94,22 @@ GATEWAY_DURATION: Final = Series(
     "mlrollout_gateway_request_duration_seconds", "Time from request received to response sent, by track."
 )
 GATEWAY_FALLBACKS: Final = Series(
-    "mlrollout_gateway_fallbacks_total", "Fallbacks taken; track is the track that failed.", ("reason", "action")
+    "mlrollout_gateway_fallbacks_total", "Fallback steps taken; track is the track that failed.", ("reason", "action")
 )
+GATEWAY_FALLBACK_REQUESTS: Final = Series(
+    "mlrollout_gateway_fallback_requests_total",
+    "Requests whose routed track's answer was not served, once each: track is the routed track, reason why, "
+    "answered the fallback action that answered (none: no step could).",
+    ("reason", "answered"),
+)
+LOW_CONFIDENCE: Final = "low_confidence"
+"""The fallbacks' ``reason`` for an answer below the confidence threshold: the track answered, it did not fail."""
+NOT_ANSWERED: Final = "none"
+"""``answered`` of GATEWAY_FALLBACK_REQUESTS when no fallback step answered: after a failure the client gets the
+gateway's 502/504, after low confidence the track's own answer."""
+ANSWERED_WITHOUT_ERROR: Final = ("stable", "backup", "default")
+"""``answered`` values whose answer is not a 5xx, so ``requests_total`` alone does not show the routed track's
+failure (``refuse`` answers 503, ``none`` 502 or 504)."""
 GATEWAY_MIRRORED: Final = Series("mlrollout_gateway_mirrored_requests_total", "Copies sent to the shadow track.")
 GATEWAY_MIRROR_DROPPED: Final = Series(
     "mlrollout_gateway_mirror_dropped_total", "Copies not sent or not answered.", ("reason",)
@@ -174,6 +192,7 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_REQUESTS,
     GATEWAY_DURATION,
     GATEWAY_FALLBACKS,
+    GATEWAY_FALLBACK_REQUESTS,
     GATEWAY_MIRRORED,
     GATEWAY_MIRROR_DROPPED,
     GATEWAY_SHADOW_AGREEMENT,

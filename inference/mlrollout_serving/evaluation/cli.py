@@ -37,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
         description="Score stable and candidate ONNX models on a labelled holdout and compare them with paired "
         "tests: is the candidate no worse than stable (within the margin) and better than a trivial baseline?",
     )
-    p.add_argument("--stable", help="the stable model: a path, file://, http(s):// (any URI the model server reads)")
+    p.add_argument(
+        "--stable", help="the stable model: a path, file://, http(s)://, s3:// (any URI the model server reads)"
+    )
     p.add_argument("--candidate", help="the candidate model, the same way")
     p.add_argument("--data", help="the labelled holdout (CSV with a header row, or .npz)")
     p.add_argument("--label", help="the label column (CSV) or array (.npz)")
@@ -60,7 +62,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--termination-log", type=Path, help=f"also write the compact report here [${EvaluateEnv.TERMINATION_LOG}]"
     )
-    p.add_argument("--work-dir", type=Path, help=f"where a downloaded holdout is kept [${EvaluateEnv.WORK_DIR}]")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        help=f"where downloads go (models until loaded; a remote holdout is kept) [${EvaluateEnv.WORK_DIR}]",
+    )
     return p
 
 

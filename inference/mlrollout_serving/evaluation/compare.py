@@ -1,4 +1,4 @@
-"""The gate's rules, pure: each comparison's decision, and the verdict of them all (docs/analysis.md).
+"""The gate's rules, pure: each comparison's decision, and the verdict of them all (docs/evaluation.md).
 
 Work in *improvement* (the effect in the direction that is better for the metric: +accuracy, -log loss) and
 let ``m`` be the margin at the reference's level:

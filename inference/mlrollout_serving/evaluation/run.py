@@ -84,8 +84,8 @@ class _Columns:
 
 
 def _evaluate(request: EvaluationRequest, work_dir: Path, chunk_rows: int) -> EvaluationReport:
-    stable_model = fetching.load_model("stable", request.stable.uri, request.stable.sha256)
-    candidate_model = fetching.load_model("candidate", request.candidate.uri, request.candidate.sha256)
+    stable_model = fetching.load_model("stable", request.stable.uri, request.stable.sha256, work_dir)
+    candidate_model = fetching.load_model("candidate", request.candidate.uri, request.candidate.sha256, work_dir)
     ds = request.dataset
     path, digest = fetching.fetch_dataset(ds.uri, ds.sha256, work_dir, ds.format)
     log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,

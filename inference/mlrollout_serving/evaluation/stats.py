@@ -3,7 +3,7 @@
 Why here and not in the operator's ``analysis`` package: the evaluation runs as a Job from the serving
 image, which has numpy and onnxruntime but neither scipy nor the operator; ``mlrollout evaluate`` runs the
 same code on a laptop (the umbrella command line dispatches to this package). One implementation, where
-both can import it (docs/analysis.md, "Offline evaluation").
+both can import it (docs/evaluation.md).
 
 - :func:`paired_proportions`: accuracy-like outcomes (each row right or wrong for each model). The test is
   the **exact McNemar** test (a two-sided binomial test of the discordant pairs at 1/2); the effect is the
@@ -179,7 +179,7 @@ def bootstrap_scores(statistic: Statistic, rows: int, resamples: int, seed: int)
 
 
 def paired_bootstrap(statistic: Statistic, rows: int, alpha: float, resamples: int, seed: int, test: str) -> Paired:
-    """The percentile bootstrap of ``candidate - reference``, paired by resampling rows (docs/analysis.md)."""
+    """The percentile bootstrap of ``candidate - reference``, paired by resampling rows (docs/evaluation.md)."""
     if rows <= 0:
         raise ValueError("a paired comparison needs at least one row")
     point = statistic(np.arange(rows, dtype=np.intp)[None, :])[0]

@@ -18,14 +18,26 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any, Final
 
 import orjson
 
-from ..contract.feedback import MAX_ROWS, FeedbackKeys, Token, TokenError, labels_problem, mint, verify
+from ..contract.feedback import (
+    CLASSES,
+    MAX_ROWS,
+    MIRRORED,
+    TRACKS,
+    TRUNCATED,
+    FeedbackKeys,
+    Token,
+    TokenError,
+    labels_problem,
+    sign,
+    verify,
+)
 
 __all__ = [
     "Minted",
@@ -43,7 +55,6 @@ __all__ = [
 log = logging.getLogger("mlrollout.gateway.feedback")
 
 _FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
-_TRAILER: Final = b"}"
 
 
 def load_keys(path: str) -> FeedbackKeys | None:
@@ -71,60 +82,85 @@ class Predicted:
 
 def predictions_of(body: bytes) -> Predicted | None:
     """What an OIP answer predicted per row; None when the body is not an answer we can read (it then
-    carries no feedback id).
-
-    The classifier's label output is preferred (non-float data, e.g. ``label``); else probabilities (a float
-    ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values. The
-    probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
-    """
+    carries no feedback id). See :func:`_predicted`."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    outputs = parsed.get("outputs") if isinstance(parsed, dict) else None
-    if not isinstance(outputs, list):
+    return _predicted(parsed) if type(parsed) is dict else None
+
+
+def _predicted(answer: dict[str, Any]) -> Predicted | None:
+    """What a parsed OIP answer predicted per row.
+
+    The classifier's label output is preferred (non-float data, e.g. ``label``); else probabilities (a float
+    ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values. The
+    probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
+    Any other shape of JSON gives None, never an exception (the answer then passes without an id).
+    """
+    outputs = answer.get("outputs")
+    if type(outputs) is not list:
         return None
     labels: list[Any] | None = None
-    floats: list[Mapping[str, Any]] = []
+    floats: list[dict[str, Any]] = []
     for out in outputs:
-        if not isinstance(out, dict) or not isinstance(out.get("data"), list):
+        if type(out) is not dict or type(out.get("data")) is not list:
             continue
-        if out.get("datatype") not in _FLOAT_TYPES:
-            labels = labels if labels is not None else _flat(out["data"])
-        else:
+        if out.get("datatype") in _FLOAT_TYPES:
             floats.append(out)
-    width, argmax = _probabilities(floats)
+        elif labels is None:
+            labels = _flat(out["data"])
     if labels is not None:
-        integer_labels = all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < width for x in labels)
-        return Predicted(True, [str(x) for x in labels], width if integer_labels else 0)
+        width = _probabilities(floats, argmax=False)[0] if floats else 0
+        for x in labels:  # orjson makes exactly int for integers (bool is not `type(x) is int`)
+            if type(x) is not int or not 0 <= x < width:
+                width = 0
+                break
+        return Predicted(True, [str(x) for x in labels], width)
+    width, argmax = _probabilities(floats)
     if argmax is not None:
         return Predicted(True, argmax, width)
     for out in floats:
         data = _flat(out["data"])
-        if data and all(isinstance(x, int | float) and not isinstance(x, bool) for x in data):
+        if data and all(type(x) is int or type(x) is float for x in data):
             return Predicted(False, [float(x) for x in data])
     return None
 
 
-def _probabilities(floats: list[Mapping[str, Any]]) -> tuple[int, list[str] | None]:
-    """The width of a float ``[rows, classes]`` output and its arg-max class per row, if there is one."""
+def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str] | None]:
+    """The width of a float ``[rows, classes]`` output and (``argmax``) its arg-max class per row, if there
+    is one."""
     for out in floats:
-        shape, data = out.get("shape") or [], _flat(out["data"])
-        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1 and data and len(data) % shape[1] == 0:
-            width = shape[1]
-            if all(isinstance(x, int | float) for x in data):
-                rows = [data[i : i + width] for i in range(0, len(data), width)]
-                return width, [str(max(range(width), key=row.__getitem__)) for row in rows]
+        shape = out.get("shape")
+        if type(shape) is not list or len(shape) != 2 or type(shape[1]) is not int or shape[1] < 2:
+            continue
+        width, data = shape[1], _flat(out["data"])
+        if data and len(data) % width == 0 and all(type(x) is int or type(x) is float for x in data):
+            if not argmax:
+                return width, None
+            rows = [data[i : i + width] for i in range(0, len(data), width)]
+            return width, [str(max(range(width), key=row.__getitem__)) for row in rows]
     return 0, None
 
 
 def _flat(data: list[Any]) -> list[Any]:
-    out: list[Any] = []
+    """The items of nested lists in order; a loop, not recursion (orjson nests up to 1024 deep, deeper than
+    Python's recursion limit)."""
     for item in data:
-        if isinstance(item, list):
-            out.extend(_flat(item))
-        else:
+        if type(item) is list:
+            break
+    else:
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                stack.append(iter(item))
+                break
             out.append(item)
+        else:
+            stack.pop()
     return out
 
 
@@ -145,37 +181,56 @@ class Minter:
         self.replica = replica
         self.max_rows = max(1, min(max_rows, MAX_ROWS))
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
+        self._revisions: dict[str, bytes] = {}  # a revision's encoded token field, made once
 
     def mint(self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False) -> Minted:
-        carried = tuple(predicted.values[: self.max_rows])
-        token = Token(
-            track=track,  # type: ignore[arg-type]
-            revision=revision,
-            issued=now,
-            nonce=next(self._nonces),
-            replica=self.replica,
-            predictions=carried,
-            classes=predicted.classes,
-            truncated=len(predicted.values) > len(carried),
-            mirrored=mirrored,
-            class_count=predicted.class_count,
-        )
-        return Minted(mint(self.keys, token), token.nonce, len(carried), token.truncated)
+        values = predicted.values
+        carried = values[: self.max_rows] if len(values) > self.max_rows else values
+        truncated = len(values) > len(carried)
+        encoded = self._revisions.get(revision)
+        if encoded is None:
+            raw = revision.encode("ascii")
+            encoded = bytes((len(raw),)) + raw
+            if len(self._revisions) < 64:  # a gateway serves two or three revisions at a time
+                self._revisions[revision] = encoded
+        flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
+        nonce = next(self._nonces)
+        token = sign(self.keys, flags, TRACKS.index(track), now, nonce, self.replica, encoded, carried,
+                     predicted.class_count)  # fmt: skip
+        return Minted(token, nonce, len(carried), truncated)
 
 
-def inject(body: bytes, minted: Minted) -> bytes:
-    """The answer with ``parameters.feedback_id`` (and ``feedback_rows`` when not every row can be labelled),
-    spliced in without re-encoding the common answer that has no top-level ``parameters``."""
-    extra: dict[str, object] = {"feedback_id": minted.token}
+def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
+    """The answer with ``parameters.feedback_id`` (and ``feedback_rows`` when not every row can be labelled);
+    None when ``body`` is not a JSON object (it then carries no id). ``answer``: ``body`` parsed, if the caller
+    has it.
+
+    The common answer, a non-empty object without a top-level ``parameters``, gets the member spliced in
+    before its closing brace: a JSON object's text ends with ``}`` and then only JSON whitespace (orjson
+    parsed it, and takes no other), so the result is that object with one more member, every other byte the
+    upstream's (and the answer to this request only). An answer with ``parameters`` is parsed and encoded
+    again (the ids merged into them; a ``parameters`` that is not an object is replaced)."""
+    if answer is None:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+    if type(answer) is not dict:
+        return None
+    if answer and "parameters" not in answer:
+        token = minted.token.encode()  # base64url: nothing in it needs escaping in a JSON string
+        end = body.rindex(b"}")
+        if minted.truncated:
+            return b'%s,"parameters":{"feedback_id":"%s","feedback_rows":%d}}' % (body[:end], token, minted.rows)
+        return b"".join((body[:end], b',"parameters":{"feedback_id":"', token, b'"}}'))
+    params = answer.get("parameters")
+    ids: dict[str, object] = {"feedback_id": minted.token}
     if minted.truncated:
-        extra["feedback_rows"] = minted.rows
-    stripped = body.rstrip()
-    if stripped.endswith(_TRAILER) and b'"parameters"' not in body:
-        return stripped[:-1] + b',"parameters":' + orjson.dumps(extra) + _TRAILER
-    parsed = orjson.loads(body)
-    params = parsed.get("parameters") if isinstance(parsed.get("parameters"), dict) else {}
-    parsed["parameters"] = {**params, **extra}
-    return orjson.dumps(parsed)
+        ids["feedback_rows"] = minted.rows
+    try:
+        return orjson.dumps({**answer, "parameters": {**(params if type(params) is dict else {}), **ids}})
+    except orjson.JSONEncodeError:  # nothing orjson parsed fails to encode; if it ever did: no id, not a 500
+        return None
 
 
 class ReplayCache:
@@ -393,11 +448,16 @@ class Feedback:
         """The answer with its feedback id, and the id; None when the answer cannot carry one."""
         if self.minter is None:
             return None
-        predicted = predictions_of(body)
+        try:
+            answer = orjson.loads(body)  # once: for the predictions, and for where the id goes
+        except orjson.JSONDecodeError:
+            return None
+        predicted = _predicted(answer) if type(answer) is dict else None
         if predicted is None or not predicted.values:
             return None
         minted = self.minter.mint(track, revision, predicted, now, mirrored)
-        return inject(body, minted), minted
+        stamped = inject(body, minted, answer)
+        return None if stamped is None else (stamped, minted)
 
     def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
         """Keep the shadow's prediction for the request whose client answer had ``nonce``."""

@@ -52,6 +52,7 @@ class GatewayMetrics:
         self._hot = _HotRequests(namespace, model_deployment)
         r.register(self._hot)
         self.fallbacks = _counter(contract.GATEWAY_FALLBACKS, r)
+        self.fallback_requests = _counter(contract.GATEWAY_FALLBACK_REQUESTS, r)
         self.mirrored = _counter(contract.GATEWAY_MIRRORED, r)
         self.mirror_dropped = _counter(contract.GATEWAY_MIRROR_DROPPED, r)
         self.agreement = _counter(contract.GATEWAY_SHADOW_AGREEMENT, r)
@@ -71,6 +72,10 @@ class GatewayMetrics:
 
     def fallback(self, track: str, revision: str, reason: str, action: str) -> None:
         self.fallbacks.labels(self._ns, self._md, track, revision, reason, action).inc()
+
+    def fallback_request(self, track: str, revision: str, reason: str, answered: str) -> None:
+        """One request whose routed track's answer was not served (the fallback path only, never the hot one)."""
+        self.fallback_requests.labels(self._ns, self._md, track, revision, reason, answered).inc()
 
     def mirror_sent(self, revision: str) -> None:
         self.mirrored.labels(self._ns, self._md, "shadow", revision).inc()

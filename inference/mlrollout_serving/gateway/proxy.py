@@ -13,9 +13,11 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from ..contract.metrics import LOW_CONFIDENCE, NOT_ANSWERED
 from ..contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
 from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable
 from .decide import (
@@ -57,6 +59,10 @@ _FEEDBACK_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/fe
 _FORWARDED_FEEDBACK: Final = b"x-mlrollout-feedback-forwarded"
 _FEEDBACK_FORWARD_TIMEOUT: Final = 2.0
 _MINTER_ANSWERS: Final = frozenset({202, 409})
+FEEDBACK_PER_TURN: Final = 4
+"""Labels checked and answered per event-loop turn. Labels wait in a queue (each connection has one in it
+at most, as it is not read further until answered), so a flood of them adds at most this many to what an
+inference request read in the same turn waits for (docs/gateway.md, "What feedback costs")."""
 _MAX_BUCKET_KEY: Final = 1024
 
 
@@ -103,6 +109,8 @@ class Gateway:
         if feedback is not None:
             metrics.feedback = feedback
         self.mirror = Mirror(metrics, feedback)
+        self._labels: deque[tuple[Request, Reply]] = deque()
+        self._labels_scheduled = False
         self._pools: dict[str, UpstreamPool] = {}
         self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
@@ -289,7 +297,11 @@ class Gateway:
         rest: bytes,
         outcome: UpstreamResponse | tuple[str, str] | None,
     ) -> tuple[Response, str, _Track]:
-        """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain."""
+        """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain.
+
+        A request whose track's answer is not served is counted once in `fallback_requests_total` under the
+        track it was routed to, with what answered it: `requests_total` counts a `stable` step's answer under
+        stable, and a rescued failure nowhere as an error (docs/gateway.md, "Metrics")."""
         fallback = active.table.fallback
         if outcome is None:
             outcome = await self._attempt(track.pool, line, rest, active.timeout, fallback.circuit_breaker, request)
@@ -297,8 +309,9 @@ class Gateway:
             if self._low_confidence(active, track, request, outcome):
                 step = fallback.low_confidence_action
                 assert step is not None
-                self.metrics.fallback(track.name, track.revision, "low_confidence", step.action)
-                answer = await self._run_steps(active, (step,), track, request, line, rest, "low_confidence")
+                self.metrics.fallback(track.name, track.revision, LOW_CONFIDENCE, step.action)
+                answer = await self._run_steps(active, (step,), track, request, line, rest, LOW_CONFIDENCE)
+                self.metrics.fallback_request(track.name, track.revision, LOW_CONFIDENCE, _answered(answer))
                 if answer is not None:
                     return answer
             return self._forwarded(active, track, outcome), track.name, track
@@ -307,6 +320,7 @@ class Gateway:
             active, fallback_plan(fallback.chain, track.name), track, request, line, rest, reason, message,
             count_first=True,
         )  # fmt: skip
+        self.metrics.fallback_request(track.name, track.revision, reason, _answered(answer))
         if answer is not None:
             return answer
         status = 504 if reason == "timeout" else 502
@@ -453,18 +467,36 @@ class Gateway:
 
     # -- feedback (docs/gateway.md, "Feedback") --
     def _feedback(self, request: Request, reply: Reply) -> None:
-        """Count a label here, or forward it to the replica that holds the shadow's answer (then count it
-        here as unpaired if that replica cannot be reached)."""
-        feedback = self.feedback
-        if feedback is None:
+        """Queue a label: it is taken on a later turn, at most `FEEDBACK_PER_TURN` per turn."""
+        if self.feedback is None:
             _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
             return
-        forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
-        outcome = feedback.receive(request.body, time.time(), forwarded)
-        if isinstance(outcome, Answer):
-            _soon(reply, _json_answer(outcome.status, outcome.body))
-            return
-        self._loop().create_task(self._forward_feedback(outcome, request, reply))
+        self._labels.append((request, reply))
+        if not self._labels_scheduled:
+            self._labels_scheduled = True
+            self._loop().call_soon(self._take_labels)
+
+    def _take_labels(self) -> None:
+        """Count queued labels here, or forward each to the replica that holds the shadow's answer (then count
+        it here as unpaired if that replica cannot be reached); the rest wait for the next turn."""
+        feedback, labels = self.feedback, self._labels
+        assert feedback is not None
+        for _ in range(min(FEEDBACK_PER_TURN, len(labels))):
+            request, reply = labels.popleft()
+            try:
+                forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
+                outcome = feedback.receive(request.body, time.time(), forwarded)
+                if isinstance(outcome, Answer):
+                    reply(_json_answer(outcome.status, outcome.body))
+                else:
+                    self._loop().create_task(self._forward_feedback(outcome, request, reply))
+            except Exception:
+                log.exception("unhandled error taking a label")
+                reply(Response(500, _JSON, b'{"error": "internal gateway error"}'))
+        if labels:
+            self._loop().call_soon(self._take_labels)
+        else:
+            self._labels_scheduled = False
 
     async def _forward_feedback(self, forward: Forward, request: Request, reply: Reply) -> None:
         feedback = self.feedback
@@ -525,6 +557,11 @@ def _not_allowed(method: bytes, allowed: frozenset[bytes]) -> Response:
     names = ", ".join(sorted(m.decode() for m in allowed))
     body = _error_body(f"method {method.decode()} is not allowed here (allowed: {names})", "method_not_allowed")
     return Response(405, _JSON + b"allow: %s\r\n" % names.encode(), body)
+
+
+def _answered(answer: tuple[Response, str, _Track] | None) -> str:
+    """What answered a request after its track's answer was not used: the fallback action, or none."""
+    return NOT_ANSWERED if answer is None else answer[1]
 
 
 def _fingerprint(request: Request) -> bytes:

@@ -211,6 +211,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_careful",
         "_chunks",
         "_client",
+        "_expect",
         "_head_fed",
         "_headers",
         "_keep_alive",
@@ -255,6 +256,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._omit_body = False
         self._client = ""
         self._careful = False  # inside _receive_carefully's feed
+        self._expect = False  # the request being read has an Expect header
         self._unusual = False  # the request being read needs the checks of _unusual_request
         self._head_fed = 0
         self._chunks = 0
@@ -384,13 +386,38 @@ class HttpServerProtocol(asyncio.Protocol):
         else:
             self._reply_and_close(400, _error(f"bad HTTP request: {exc}"))
 
-    # -- httptools callbacks (a request costs on_url, on_header each, on_body, on_message_complete) --
+    # -- httptools callbacks (a request costs on_url, on_header each, on_headers_complete, on_body and
+    # on_message_complete) --
     def on_url(self, url: bytes) -> None:
         self._target += url  # a request line split over two reads arrives in pieces
         self.phase = _HEAD
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"expect":
+            self._expect = True
+
+    def on_headers_complete(self) -> None:
+        if self._expect:
+            self._expect = False
+            self._answer_expectation()
+
+    def _answer_expectation(self) -> None:
+        """``Expect: 100-continue`` (curl sends it before large bodies): refuse a declared body over the limit
+        now (413, before it is sent), else say ``100 Continue`` so the client sends it without waiting out its
+        own timer. Not to HTTP/1.0 clients (RFC 9110 15.2.1), nor while answers to earlier pipelined requests
+        are due (they come first; the client's timer then sends the body). Other expectations are ignored."""
+        headers = self._headers
+        # (a trailer field named Expect sets the flag after this request's head: the next head finds none)
+        expectation = next((value for name, value in reversed(headers) if name == b"expect"), b"")
+        if expectation.strip().lower() != b"100-continue" or self._parser.get_http_version() != "1.1":
+            return
+        length = next((value for name, value in headers if name == b"content-length"), None)
+        if length is not None and (len(length) > 18 or int(length) > self._max_body):  # llhttp checked: digits
+            raise _Refuse(413, f"request body larger than {self._max_body} bytes")
+        if not self.busy and not self._pending and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_chunk_header(self) -> None:
         if not self._chunks:

@@ -129,12 +129,12 @@ class ConfigMapSource:
         from kubernetes import client, config, watch
 
         if self._kubeconfig:
-            config.load_kube_config(config_file=self._kubeconfig)  # type: ignore[no-untyped-call]
+            config.load_kube_config(config_file=self._kubeconfig)
         else:
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
+                config.load_kube_config()
         api = client.CoreV1Api()
         selector = f"metadata.name={self.name}"
 
@@ -150,7 +150,7 @@ class ConfigMapSource:
                 if not listing.items:
                     log.warning("ConfigMap %s/%s not found yet; waiting for it", self.namespace, self.name)
                 version = listing.metadata.resource_version if listing.metadata else None
-                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                stream = watch.Watch().stream(
                     api.list_namespaced_config_map, self.namespace, field_selector=selector,
                     resource_version=version, timeout_seconds=60,
                 )  # fmt: skip

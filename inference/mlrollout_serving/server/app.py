@@ -58,6 +58,8 @@ class App:
         self.batcher: Batcher | None = None
         self.ready = False
         """The model is loaded and warmed up: inference requests are served."""
+        self.loading = "starting"
+        """Why the server is not ready yet (downloading, with progress; loading): the reason in /ready's 503."""
         self.draining = False
         """SIGTERM arrived (set by the signal handler itself): readiness fails so no new traffic is routed
         here, requests are still served."""
@@ -156,7 +158,9 @@ class App:
 
     def _ready_reply(self) -> Reply:
         ready = self.ready and not self.draining
-        return _json({"ready": ready}, 200 if ready else 503)
+        if ready:
+            return _json({"ready": True})
+        return _json({"ready": False, "reason": "draining" if self.draining else self.loading}, 503)
 
     def _model_route(self, req: Request, rest: list[str]) -> Reply | Deferred:
         name = _unquote(rest[0])

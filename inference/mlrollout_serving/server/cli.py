@@ -17,12 +17,13 @@ import concurrent.futures
 import gc
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mlrollout_serving import profile as profiles
 from mlrollout_serving.contract.process import ExitCode
 from mlrollout_serving.contract.profile import Profile, ProfileError
-from mlrollout_serving.server import config, fds, loading, memory
+from mlrollout_serving.server import config, download, fds, loading, memory
 from mlrollout_serving.server.app import App
 from mlrollout_serving.server.http import HttpServer
 from mlrollout_serving.server.metrics import ServerMetrics
@@ -43,13 +44,32 @@ def _failed(s: config.Settings, code: ExitCode, reason: str) -> int:
     return int(code)
 
 
-def _load(s: config.Settings) -> tuple[loading.LoadedModel, Profile | None]:
-    """Blocking: fetch, verify, load, warm up; then read the reference profile."""
-    data = loading.fetch(s.model_uri, s.download_timeout, s.download_max_bytes, s.download_retries)
-    digest = loading.verify(data, s.sha256, s.model_uri)
-    if s.sha256 is None:
-        log.warning("no --sha256 given: serving %s unverified (sha256 %s)", s.model_uri, digest)
-    model = loading.load(data, digest, s.intra_op_threads, s.inter_op_threads, s.max_batch_size)
+def _load(s: config.Settings, app: App) -> tuple[loading.LoadedModel, Profile | None]:
+    """Blocking: fetch (streamed to disk), verify, load, warm up; then read the reference profile."""
+
+    def progress(text: str) -> None:
+        app.loading = text
+
+    progress(f"downloading {s.model_uri}")
+    try:
+        fetched = download.fetch(
+            s.model_uri,
+            timeout=s.download_timeout,
+            max_bytes=s.download_max_bytes,
+            attempts=s.download_retries,
+            directory=Path(s.download_dir),
+            on_progress=progress,
+        )
+    except download.DownloadError as e:
+        raise loading.LoadError(str(e)) from None
+    try:
+        digest = loading.verify(fetched.sha256, s.sha256, s.model_uri)
+        if s.sha256 is None:
+            log.warning("no --sha256 given: serving %s unverified (sha256 %s)", s.model_uri, digest)
+        progress(f"loading {s.model_uri} (sha256 {digest})")
+        model = loading.load(fetched.path, digest, s.intra_op_threads, s.inter_op_threads, s.max_batch_size)
+    finally:
+        fetched.discard()  # onnxruntime holds the model in memory now; the disk copy is not needed
     profile = None
     if s.reference_profile:
         try:
@@ -77,7 +97,7 @@ async def serve(s: config.Settings) -> int:
             except OSError as e:
                 return _failed(s, ExitCode.LOAD_FAILED, f"cannot listen on {s.host}:{s.port}: {e.strerror or e}")
             log.info("listening on %s:%d; loading %s", s.host, http.port, s.model_uri)
-            load_task = asyncio.ensure_future(loop.run_in_executor(None, _load, s))
+            load_task = asyncio.ensure_future(loop.run_in_executor(None, _load, s, app))
             stop_task: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
             await asyncio.wait([load_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
             if not load_task.done():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ class Settings:
     download_timeout: float
     download_max_bytes: int
     download_retries: int
+    download_dir: str
     shutdown_grace: float
     allow_non_finite: bool
     prediction_kind: PredictionKind
@@ -97,7 +99,7 @@ def _floats(text: str) -> tuple[float, ...]:
 _L = Limits()  # the HTTP limits' defaults (0 s = no timeout)
 # (flag, environment variable, type, default, help)
 _OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
-    ("--model-uri", ServerEnv.MODEL_URI, str, None, "model location: file://, http:// or https:// (or a path)"),
+    ("--model-uri", ServerEnv.MODEL_URI, str, None, "model location: file://, http(s)://, s3:// or gs:// (or a path)"),
     ("--sha256", ServerEnv.MODEL_SHA256, str, None, "expected sha256 of the model file; checked before loading"),
     ("--model-name", ServerEnv.MODEL_NAME, str, "model", "name in the Open Inference Protocol paths"),
     ("--model-version", ServerEnv.MODEL_VERSION, str, "1", "version reported and accepted in paths"),
@@ -124,9 +126,10 @@ _OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
     ("--body-timeout", ServerEnv.BODY_TIMEOUT, float, _L.body_timeout, "seconds a body may stall (408)"),
     ("--send-timeout", ServerEnv.SEND_TIMEOUT, float, _L.send_timeout, "seconds replies may stay unread"),
     ("--max-connections", ServerEnv.MAX_CONNECTIONS, int, _L.max_connections, "open connections at most"),
-    ("--download-timeout", ServerEnv.DOWNLOAD_TIMEOUT, float, 60.0, "seconds per download attempt (http)"),
+    ("--download-timeout", ServerEnv.DOWNLOAD_TIMEOUT, float, 60.0, "seconds to connect and per read, per attempt"),
     ("--download-max-bytes", ServerEnv.DOWNLOAD_MAX_BYTES, int, 2 << 30, "largest model file accepted"),
     ("--download-retries", ServerEnv.DOWNLOAD_RETRIES, int, 3, "download attempts before giving up"),
+    ("--download-dir", ServerEnv.DOWNLOAD_DIR, str, tempfile.gettempdir(), "where downloads are streamed to"),
     ("--shutdown-grace", ServerEnv.SHUTDOWN_GRACE, float, 20.0, "seconds to finish in-flight requests on SIGTERM"),
     ("--allow-non-finite", ServerEnv.ALLOW_NON_FINITE, _bool, False, "accept NaN/Infinity in float inputs"),
     ("--prediction-kind", ServerEnv.PREDICTION_KIND, str, "auto", "auto, classification or regression (metrics)"),

@@ -29,7 +29,7 @@ from mlrollout.analysis.snapshot import (
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import Profile
 
-__all__ = ["SPLIT_SETTLE_SECONDS", "AnalysisTarget", "collect_snapshot"]
+__all__ = ["SPLIT_SETTLE_SECONDS", "SPLIT_UNCOUNTED", "AnalysisTarget", "collect_snapshot"]
 
 SPLIT_SETTLE_SECONDS = 30.0
 """The traffic split is counted from this long after the step started. A window's first sample is the last
@@ -37,16 +37,27 @@ scrape before its start, up to one scrape interval earlier, so without it the co
 previous step's split; the route table itself reaches the gateways within about a second (docs/gateway.md).
 Two scrape intervals of the chart's ServiceMonitor (15 s)."""
 
+SPLIT_UNCOUNTED = (
+    "not checked: the built-in gateway does not route (traffic.provider), and only its counts come from one "
+    "process that splits, in one scrape; the model servers' counts are scraped at different instants and miss "
+    "what the proxy never delivered"
+)
+"""Why the traffic split is not counted without the built-in gateway (docs/traffic.md, "The split")."""
+
 
 @dataclass(frozen=True)
 class AnalysisTarget:
     """What to measure.
 
-    ``source="gateway"``: the gateway's series per track (canary and blue-green steps: what clients see).
-    ``source="model"``: the model servers' own series (shadow steps: the candidate only answers mirrored
-    traffic; its pods carry ``track="candidate"`` and their revision). Predictions and input features
-    always come from the model servers. ``reference`` is the candidate's reference profile, if any.
+    ``source="gateway"``: the built-in gateway's series per track (canary steps: what clients see).
+    ``source="model"``: the model servers' own series (shadow and blue-green preview steps: the candidate
+    only answers mirrored traffic; and every step when Gateway API or Istio routes, without our gateway).
+    The pods carry ``track`` and ``revision`` labels set by the servers themselves. Predictions and input
+    features always come from the model servers. ``reference`` is the candidate's reference profile, if any.
     ``split`` is the step's configured traffic split; with it the gateway's routed counts are gathered too.
+    ``gateway_in_path`` false (Gateway API, Istio): no series of the built-in gateway exist, so neither the
+    routed counts (the split is marked :data:`SPLIT_UNCOUNTED`, never counted from other series) nor the
+    labelled pairs of mirrored answers (:attr:`paired`) are asked for.
     """
 
     namespace: str
@@ -56,6 +67,15 @@ class AnalysisTarget:
     source: Literal["gateway", "model"] = "gateway"
     reference: Profile | None = None
     split: Split | None = None  # the step's configured split; its realised counts are gathered with it
+    gateway_in_path: bool = True
+
+    @property
+    def paired(self) -> bool:
+        """Whether labelled pairs are evidence: only in the steps that mirror (in a canary, labels of the
+        shadow step that arrive late are not its evidence), and only where the built-in gateway mirrors, for
+        it is what pairs a mirrored answer with stable's. With the gateway in the path the model servers'
+        series are read exactly in the mirroring steps; without it they are read in every step."""
+        return self.gateway_in_path and self.source == "model"
 
 
 class _Failed(Exception):
@@ -173,10 +193,17 @@ def _pairs(provider: MetricsProvider, q: Mapping[str, str], at: float | None) ->
 
 
 def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revision: str, window: float,
-           at: float | None, warnings: list[str], quality: bool) -> TrackCounts:  # fmt: skip
+           at: float | None, warnings: list[str], quality: bool) -> tuple[TrackCounts, int]:  # fmt: skip
+    """The track's counts as its answers were labelled, and how many requests routed to it stable answered
+    (:func:`_rerouted` moves them; gateway evidence only). A failure the fallback chain answered without a
+    5xx (stable, a backup, a default response) is the track's error all the same: the model failed it."""
     q = track_queries(target.source, target.namespace, target.model_deployment, track, revision, window)
     requests = _count(_ask(provider, q["requests"], at).scalar())
-    errors = min(_count(_ask(provider, q["errors"], at).scalar()), requests)
+    errors = _count(_ask(provider, q["errors"], at).scalar())
+    moved = 0
+    if "rescued_failures" in q:
+        errors += _count(_ask(provider, q["rescued_failures"], at).scalar())
+        moved = _count(_ask(provider, q["answered_by_stable"], at).scalar())
     latency = None
     buckets = _buckets(_ask(provider, q["latency"], at))
     if buckets:
@@ -192,7 +219,25 @@ def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revisi
     if quality:
         fq = feedback_queries(target.namespace, target.model_deployment, track, revision, window)
         labels = _labels(provider, fq, at)
-    return TrackCounts(requests, errors, latency, predictions, features, labels)
+    return TrackCounts(requests, errors, latency, predictions, features, labels), moved
+
+
+def _rerouted(stable: int, candidate: int, moved: int) -> tuple[int, int]:
+    """Requests routed to stable and to the candidate, from the requests answered under each: ``moved``
+    candidate requests were answered by stable through the ``stable`` fallback (counted under stable).
+
+    The one rule for the error analysis' request counts and the traffic-split check's routed counts."""
+    moved = min(moved, stable)
+    return stable - moved, candidate + moved
+
+
+def _routed_tracks(stable: TrackCounts, candidate: TrackCounts, moved: int) -> tuple[TrackCounts, TrackCounts]:
+    """Both tracks' counts with the requests routed to each (:func:`_rerouted`); errors at most those."""
+    s, c = _rerouted(stable.requests, candidate.requests, moved)
+    return (
+        dataclasses.replace(stable, requests=s, errors=min(stable.errors, s)),
+        dataclasses.replace(candidate, requests=c, errors=min(candidate.errors, c)),
+    )
 
 
 def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at: float | None) -> RoutedCounts | None:
@@ -206,9 +251,9 @@ def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at
     if not answers["stable"].samples and not answers["candidate"].samples:
         return None
     n = {key: _count(m.scalar()) if m.samples else 0 for key, m in answers.items()}
-    rescued = min(n["rescued"], n["stable"])  # routed to the candidate, answered by stable
+    stable, candidate = _rerouted(n["stable"], n["candidate"], n["answered_by_stable"])
     offered = n["mirrored"] + n["dropped"]
-    return RoutedCounts(n["stable"] - rescued, n["candidate"] + rescued, offered, max(n["eligible"], offered))
+    return RoutedCounts(stable, candidate, offered, max(n["eligible"], offered))
 
 
 def collect_snapshot(
@@ -227,14 +272,14 @@ def collect_snapshot(
     """
     warnings: list[str] = []
     try:
-        stable = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
-        candidate = _track(
+        stable, _ = _track(provider, target, "stable", target.stable_revision, window_seconds, at, warnings, quality)
+        candidate, moved = _track(
             provider, target, "candidate", target.candidate_revision, window_seconds, at, warnings, quality
         )
+        stable, candidate = _routed_tracks(stable, candidate, moved)
         pairs = None
-        # labelled mirrored answers (the gateway labels them with the shadow's track and revision): only in
-        # the steps that mirror; in a canary, labels of the shadow step that arrive late are not its evidence
-        if quality and target.source == "model":
+        # labelled mirrored answers (the gateway labels them with the shadow's track and revision)
+        if quality and target.paired:
             fq = feedback_queries(
                 target.namespace, target.model_deployment, "shadow", target.candidate_revision, window_seconds
             )
@@ -254,9 +299,11 @@ def collect_snapshot(
                 m = _ask(provider, promql, at)
                 by_track[track] = m.scalar() if m.samples else None
             values[metric.name] = CustomValue(by_track["stable"], by_track["candidate"])
-        split = None
-        if target.split is not None:
-            split = dataclasses.replace(target.split, observed=_routed(provider, target, window_seconds, at))
+        split = target.split
+        if split is not None and not target.gateway_in_path:
+            split = dataclasses.replace(split, uncounted=SPLIT_UNCOUNTED)
+        elif split is not None:
+            split = dataclasses.replace(split, observed=_routed(provider, target, window_seconds, at))
     except (_Failed, QueryError) as exc:
         return Snapshot.failed(str(exc), window_seconds, warnings)
     return Snapshot(

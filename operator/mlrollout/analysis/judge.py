@@ -119,7 +119,7 @@ class Family:
     tests: Callable[[_Look], list[Test]]
     run: Callable[[_Look], list[MetricResult]]
     available: Callable[[_Look], bool] = lambda look: True
-    missing: str = ""
+    missing: str | Callable[[_Look], str] = ""
     blocking: bool = False
     guards: bool = False
 
@@ -234,7 +234,11 @@ FAMILIES: tuple[Family, ...] = (
         "split",
         enabled=lambda m: m.split.enabled,
         available=lambda look: look.snap.split is not None and look.snap.split.observed is not None,
-        missing="split: no routed counts in the snapshot",
+        missing=lambda look: (
+            f"split: {look.snap.split.uncounted}"
+            if look.snap.split is not None and look.snap.split.uncounted
+            else "split: no routed counts in the snapshot"
+        ),
         tests=lambda look: [],
         run=_split,
         guards=True,
@@ -253,7 +257,8 @@ def _active(look: _Look) -> tuple[list[Family], list[str], list[str]]:
         if family.available(look):
             active.append(family)
         else:
-            (missing if family.blocking else skipped).append(family.missing)
+            why = family.missing if isinstance(family.missing, str) else family.missing(look)
+            (missing if family.blocking else skipped).append(why)
     return active, missing, skipped
 
 

@@ -16,8 +16,9 @@ from typing import Literal
 
 from mlrollout.api.placeholders import PLACEHOLDERS, fill
 from mlrollout_serving.contract.metrics import (
+    ANSWERED_WITHOUT_ERROR,
     GATEWAY_DURATION,
-    GATEWAY_FALLBACKS,
+    GATEWAY_FALLBACK_REQUESTS,
     GATEWAY_FEEDBACK_ABS_ERROR,
     GATEWAY_FEEDBACK_LABELS,
     GATEWAY_FEEDBACK_PAIR_ABS_ERROR,
@@ -27,6 +28,7 @@ from mlrollout_serving.contract.metrics import (
     GATEWAY_MIRROR_DROPPED,
     GATEWAY_MIRRORED,
     GATEWAY_REQUESTS,
+    LOW_CONFIDENCE,
     MODEL_DURATION,
     MODEL_INPUT_BINS,
     MODEL_PREDICTION_VALUE,
@@ -38,6 +40,7 @@ from mlrollout_serving.contract.metrics import (
 __all__ = [
     "PLACEHOLDERS",
     "QueryError",
+    "answered_by_stable",
     "counter_delta",
     "escape_label_value",
     "promql_duration",
@@ -119,7 +122,10 @@ def track_queries(
 ) -> dict[str, str]:
     """Named queries for one track over ``window_seconds``; counter resets are handled.
 
-    Keys: requests, errors, latency, predictions, prediction_buckets, features.
+    Keys: requests, errors, latency, predictions, prediction_buckets, features; for the gateway also
+    ``rescued_failures`` (failures of the track answered without a 5xx: they count as its errors) and
+    ``answered_by_stable`` (requests routed to the track that stable answered: counted under stable by
+    ``requests``, they are the track's), which collect.py adds to its counts.
     """
     w = promql_duration(window_seconds)
     sel = selector(namespace, model_deployment, track, revision)
@@ -129,7 +135,7 @@ def track_queries(
         if source == "gateway"
         else (MODEL_REQUESTS.name, MODEL_DURATION.name)
     )
-    return dict(
+    queries = dict(
         requests=counter_delta(f"{requests}{sel}", w),
         errors=counter_delta(f"{requests}{errors_sel}", w),
         latency=counter_delta(f"{duration}_bucket{sel}", w, "le"),
@@ -138,6 +144,26 @@ def track_queries(
             f"{MODEL_PREDICTION_VALUE.name}_bucket{sel}", w, ", ".join((*MODEL_PREDICTION_VALUE.labels, "le"))
         ),
         features=counter_delta(f"{MODEL_INPUT_BINS.name}{sel}", w, ", ".join(MODEL_INPUT_BINS.labels)),
+    )
+    if source == "gateway":
+        rescued = f'reason!="{LOW_CONFIDENCE}",answered=~"{"|".join(ANSWERED_WITHOUT_ERROR)}"'
+        queries["rescued_failures"] = counter_delta(
+            GATEWAY_FALLBACK_REQUESTS.name + selector(namespace, model_deployment, track, revision, rescued), w
+        )
+        queries["answered_by_stable"] = answered_by_stable(namespace, model_deployment, track, revision, w)
+    return queries
+
+
+def answered_by_stable(namespace: str, model_deployment: str, track: str, revision: str | None, window: str) -> str:
+    """Requests the gateway routed to ``track`` and answered with stable's answer through the ``stable``
+    fallback (after a failure or a low-confidence answer), over the PromQL duration ``window``.
+
+    ``requests_total`` counts them under stable; the requests routed to each track are that count moved
+    back (the error analysis and the traffic-split check alike). Counted once per request by the gateway.
+    """
+    answered = 'answered="stable"'
+    return counter_delta(
+        GATEWAY_FALLBACK_REQUESTS.name + selector(namespace, model_deployment, track, revision, answered), window
     )
 
 
@@ -170,10 +196,10 @@ def split_queries(
 
     All from the gateway's series, so both tracks' counts come from the same scrapes of the same processes
     (the model servers are scraped at different instants, which would skew a split by a scrape interval of
-    traffic). Keys: ``stable`` and ``candidate`` (requests answered per track), ``rescued`` (candidate
-    requests answered by stable through the ``stable`` fallback: routed to the candidate, counted under
-    stable), ``eligible`` (stable's 200 answers, the requests a mirror copies), ``mirrored`` (copies sent to
-    the candidate) and ``dropped`` (copies dropped before sending because the queue was full).
+    traffic). Keys: ``stable`` and ``candidate`` (requests answered per track), ``answered_by_stable``
+    (:func:`answered_by_stable`: routed to the candidate, counted under stable), ``eligible`` (stable's 200
+    answers, the requests a mirror copies), ``mirrored`` (copies sent to the candidate) and ``dropped``
+    (copies dropped before sending because the queue was full).
     """
     w = promql_duration(window_seconds)
 
@@ -183,7 +209,7 @@ def split_queries(
     return dict(
         stable=count(GATEWAY_REQUESTS.name, "stable", stable_revision),
         candidate=count(GATEWAY_REQUESTS.name, "candidate", candidate_revision),
-        rescued=count(GATEWAY_FALLBACKS.name, "candidate", candidate_revision, 'action="stable"'),
+        answered_by_stable=answered_by_stable(namespace, model_deployment, "candidate", candidate_revision, w),
         eligible=count(GATEWAY_REQUESTS.name, "stable", stable_revision, 'code="200"'),
         mirrored=count(GATEWAY_MIRRORED.name, "shadow", candidate_revision),
         dropped=count(GATEWAY_MIRROR_DROPPED.name, "shadow", candidate_revision, 'reason="queue_full"'),

@@ -112,6 +112,7 @@ class Split:
     mirror: float = 0.0
     sticky: bool = False  # sticky A/B: keys are assigned, not requests, so request counts need not follow
     observed: RoutedCounts | None = None
+    uncounted: str | None = None  # why the realised split cannot be counted (another router routes)
 
     @classmethod
     def from_percent(cls, stable: int, candidate: int, mirror: int, sticky: bool = False) -> Split:

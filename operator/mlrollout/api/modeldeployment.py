@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
 from mlrollout.api.analysis import Forecast, MetricResult, Verdict
+from mlrollout.api.common import QUANTITY_PATTERN as QUANTITY_PATTERN  # re-exported: validate.py names its words
+from mlrollout.api.common import SHA256_PATTERN as SHA256_PATTERN
 from mlrollout.api.common import (
     ApiModel,
     Condition,
@@ -23,36 +25,115 @@ from mlrollout.api.common import (
     cel,
     cel_rules,
 )
-from mlrollout.api.common import QUANTITY_PATTERN as QUANTITY_PATTERN  # re-exported: validate.py names its words
-from mlrollout.api.common import SHA256_PATTERN as SHA256_PATTERN
 from mlrollout.api.evaluation import EvaluationStatus
 from mlrollout.api.rolloutpolicy import STEPS_RULES, Margins, Step, check_steps
-from mlrollout.api.uris import URI_PATTERN
+from mlrollout.api.uris import MODEL_URI_PATTERN, REGISTRY_URL_PATTERN, URI_PATTERN, is_registry
 
-ModelUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
+ModelUri = Annotated[str, StringConstraints(pattern=MODEL_URI_PATTERN, max_length=2048)]
+ProfileUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
+HttpUri = Annotated[str, StringConstraints(pattern=REGISTRY_URL_PATTERN, max_length=2048)]
+VersionLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)]
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+SHA256_RULE = "sha256 is required unless the uri is a registered model (models:/...)"
+CREDENTIALS_RULE = "credentials set secretRef, serviceAccountName or both"
+REGISTRY_RULE = "a models:/ uri needs registry.uri, and registry is only for models:/ uris"
+
+
+class SecretRef(ApiModel):
+    """A Secret in the ModelDeployment's namespace."""
+
+    name: Name = Field(description="Name of the Secret.")
+
+
+class Credentials(ApiModel):
+    """How the model-server pods authenticate to the model store (docs/sources.md)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(cel("has(self.secretRef) || has(self.serviceAccountName)", CREDENTIALS_RULE))
+    }
+
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "A Secret whose keys are the store's standard environment variables (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3, ...), given to this "
+            "ModelDeployment's model-server pods only."
+        ),
+    )
+    service_account_name: Name | None = Field(
+        default=None,
+        description=(
+            "The ServiceAccount the model-server pods run as, for web identity (EKS IRSA injects "
+            "AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE into pods of an annotated ServiceAccount)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Credentials:
+        if self.secret_ref is None and self.service_account_name is None:
+            raise ValueError(CREDENTIALS_RULE)
+        return self
+
+
+class Registry(ApiModel):
+    """The MLflow tracking server whose Model Registry holds a models:/ model."""
+
+    uri: HttpUri = Field(
+        description="Base URL of the MLflow tracking server, e.g. http://mlflow.mlops.svc:5000 (no user:password@)."
+    )
 
 
 class ModelSource(ApiModel):
     """Which model to serve, and how to prove it is the right bytes."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("has(self.sha256) || self.uri.startsWith('models:/')", SHA256_RULE, ".sha256"),
+            cel("has(self.registry) == self.uri.startsWith('models:/')", REGISTRY_RULE, ".registry"),
+        )
+    }
+
     name: Name = Field(description="Model name, as served on /v2/models/{name}.")
-    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)] = Field(
-        description="Model version label (shown in status and metrics)."
+    version: VersionLabel | None = Field(
+        default=None,
+        description=(
+            "Model version label (shown in status and metrics); absent: the registry's version for models:/ "
+            "URIs, else the first 12 hex characters of sha256."
+        ),
     )
     uri: ModelUri = Field(
         description=(
-            "Where the model file is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image) or "
-            "pvc://CLAIM/PATH (PATH relative to the claim, no '.' or '..' segments, no %-escapes)."
+            "Where the model file is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
+            "pvc://CLAIM/PATH (PATH relative to the claim, no '.' or '..' segments, no %-escapes), "
+            "s3://BUCKET/KEY, or a registered model models:/NAME/VERSION or models:/NAME@ALIAS (resolved "
+            "once, when the rollout starts)."
         )
     )
-    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(
-        description="Expected sha256 of the model file (64 lowercase hex characters); checked before loading."
+    sha256: Sha256 | None = Field(
+        default=None,
+        description=(
+            "Expected sha256 of the model file (64 lowercase hex characters); checked before loading. "
+            "Required except for models:/ URIs, whose digest is taken and pinned when they are resolved."
+        ),
     )
     format: Literal["onnx"] = Field(default="onnx", description="Model format; only onnx today.")
-    reference_profile: ModelUri | None = Field(
+    reference_profile: ProfileUri | None = Field(
         default=None,
         description="URI of the training-data profile (mlrollout profile) used to measure input drift.",
     )
+    credentials: Credentials | None = Field(
+        default=None, description="Credentials for the model store (s3://); absent: the pods' own (e.g. web identity)."
+    )
+    registry: Registry | None = Field(default=None, description="The model registry of a models:/ URI.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSource:
+        registered = is_registry(self.uri)
+        if self.sha256 is None and not registered:
+            raise ValueError(SHA256_RULE)
+        if (self.registry is not None) != registered:
+            raise ValueError(REGISTRY_RULE)
+        return self
 
 
 class ResourceList(ApiModel):
@@ -112,14 +193,42 @@ class StickyKey(ApiModel):
         return self
 
 
+STICKY_NEEDS_BUILTIN: Final = (
+    "sticky needs traffic.provider builtin: only mlrollout's gateway pins a client's key to a track "
+    "(Gateway API and Istio split by weight per request; docs/traffic.md)"
+)
+FALLBACK_NEEDS_BUILTIN: Final = (
+    "fallbackPolicyRef needs traffic.provider builtin: only mlrollout's gateway applies a FallbackPolicy "
+    "(docs/traffic.md); configure timeouts and retries in the Gateway or the mesh instead"
+)
+
+
 class Traffic(ApiModel):
     """How traffic reaches the tracks."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.sticky) || !has(self.provider) || self.provider == 'builtin'",
+                STICKY_NEEDS_BUILTIN,
+                ".sticky",
+            )
+        )
+    }
 
     provider: Literal["builtin", "gatewayAPI", "istio"] = Field(
         default="builtin",
         description="builtin: mlrollout's gateway; gatewayAPI: an HTTPRoute; istio: a VirtualService.",
     )
-    sticky: StickyKey | None = Field(default=None, description="Route each key to one track consistently.")
+    sticky: StickyKey | None = Field(
+        default=None, description="Route each key to one track consistently (provider builtin only)."
+    )
+
+    @model_validator(mode="after")
+    def _sticky_needs_builtin(self) -> Traffic:
+        if self.sticky is not None and self.provider != "builtin":
+            raise ValueError(STICKY_NEEDS_BUILTIN)
+        return self
 
 
 class NetworkPeer(ApiModel):
@@ -201,6 +310,17 @@ class StrategyOverride(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """What to serve. Changing model, image, resources or serving starts a new rollout."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.fallbackPolicyRef) || !has(self.traffic) || !has(self.traffic.provider) "
+                "|| self.traffic.provider == 'builtin'",
+                FALLBACK_NEEDS_BUILTIN,
+                ".fallbackPolicyRef",
+            )
+        )
+    }
+
     model: ModelSource = Field(description="The model to serve.")
     image: str | None = Field(
         default=None, max_length=512, description="Serving image; absent means the operator's default."
@@ -213,7 +333,7 @@ class ModelDeploymentSpec(ApiModel):
     )
     fallback_policy_ref: PolicyRef | None = Field(
         default=None,
-        description="The FallbackPolicy to use; absent means chosen by selector, or the default.",
+        description="The FallbackPolicy (provider builtin only); absent means chosen by selector, or the default.",
     )
     strategy: StrategyOverride | None = Field(
         default=None, description="Stricter-only overrides of the rollout policy."
@@ -225,6 +345,12 @@ class ModelDeploymentSpec(ApiModel):
         description="Ingress NetworkPolicies: gateway from clients, model servers from the gateway and Prometheus.",
     )
 
+    @model_validator(mode="after")
+    def _fallback_needs_builtin(self) -> ModelDeploymentSpec:
+        if self.fallback_policy_ref is not None and self.traffic.provider != "builtin":
+            raise ValueError(FALLBACK_NEEDS_BUILTIN)
+        return self
+
 
 class RevisionStatus(ApiModel):
     """One deployed revision: the content-addressed identity of what runs."""
@@ -232,8 +358,14 @@ class RevisionStatus(ApiModel):
     revision: str = Field(max_length=64, description="Hash of the pod-affecting spec.")
     number: int = Field(ge=1, description="Sequence number, for `kubectl mlrollout undo --to-revision`.")
     model_version: str = Field(max_length=63, description="The model's version label.")
-    model_uri: str = Field(max_length=2048, description="Where the model came from.")
-    sha256: str = Field(max_length=64, description="The model file's digest.")
+    model_uri: str = Field(max_length=2048, description="Where the model came from (the spec's URI).")
+    sha256: str = Field(max_length=64, description="The model file's digest (for models:/ URIs: pinned at resolution).")
+    resolved_uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="For models:/ URIs: the file the registry version resolved to, which the pods read.",
+    )
+    run_id: str | None = Field(default=None, max_length=64, description="For models:/ URIs: the MLflow run.")
     started_at: str | None = Field(default=None, description="When this revision was deployed (RFC 3339).")
     origin: Literal["spec", "undo"] | None = Field(
         default=None, description="spec: the spec asked for it; undo: `kubectl mlrollout undo` brought it back."
@@ -276,6 +408,25 @@ class TrafficStatus(ApiModel):
     version: int = Field(default=0, ge=0, description="Route table version; increases with every change.")
 
 
+class RoutingStatus(ApiModel):
+    """The traffic provider, and what its implementation says about the route (docs/traffic.md)."""
+
+    provider: Word = Field(description="builtin, gatewayAPI or istio: who routes the requests.")
+    accepted: Literal["True", "False", "Unknown"] | None = Field(
+        default=None,
+        description="Gateway API: whether the Gateway's implementation accepted the HTTPRoute (status.parents); "
+        "absent where the provider does not report it. No step passes unless True.",
+    )
+    message: Message | None = Field(default=None, description="The implementation's conditions, in one line.")
+    mirror: Literal["percent", "full", "none"] | None = Field(
+        default=None,
+        description="What the implementation can mirror (from its GatewayClass' supportedFeatures); absent: not said.",
+    )
+    not_applied: list[Line] | None = Field(
+        default=None, max_length=8, description="What this ModelDeployment asks that the provider cannot do."
+    )
+
+
 def _first(limit: int) -> Callable[[Any], Any]:
     """Keep the first ``limit`` items of a list the operator writes (the CRD allows no more)."""
 
@@ -307,6 +458,14 @@ class AnalysisStatus(ApiModel):
     metrics: Annotated[list[MetricResult] | None, BeforeValidator(_first(32))] = Field(
         default=None, max_length=32, description="Per-metric evidence (the first 32)."
     )
+    source: Literal["gateway", "model"] | None = Field(
+        default=None,
+        description=(
+            "Whose series the look read: gateway = the built-in gateway's (what clients see); model = the model "
+            "servers' own (shadow and blue-green preview steps, and every step with traffic.provider gatewayAPI "
+            "or istio, where the built-in gateway is not in the path)."
+        ),
+    )
     forecast: Forecast | None = Field(
         default=None,
         description="When a candidate like stable would pass this step's checks, at the traffic seen so far.",
@@ -320,6 +479,10 @@ class HistoryEntry(ApiModel):
     number: int = Field(ge=1, description="Revision sequence number.")
     model_version: str = Field(max_length=63, description="Model version label.")
     sha256: str = Field(max_length=64, description="Model digest.")
+    resolved_uri: str | None = Field(
+        default=None, max_length=2048, description="For models:/ URIs: the file the registry version resolved to."
+    )
+    run_id: str | None = Field(default=None, max_length=64, description="For models:/ URIs: the MLflow run.")
     started_at: str | None = Field(default=None, description="When the rollout started (RFC 3339).")
     finished_at: str | None = Field(default=None, description="When it ended (RFC 3339).")
     outcome: Outcome = Field(description="How it ended.")
@@ -350,18 +513,31 @@ class HeldBackStatus(ApiModel):
 
     revision: str = Field(max_length=64, description="Revision hash.")
     number: int = Field(ge=1, description="Revision sequence number.")
-    outcome: Literal["rolledBack", "aborted", "undone"] = Field(description="Why it is held back.")
+    outcome: Literal["rolledBack", "aborted", "undone", "refused"] = Field(
+        description="Why it is held back (refused: its models:/ URI could not be resolved)."
+    )
     reason: Message = Field(default="", description="The reason, for humans.")
     time: str = Field(description="When (RFC 3339).")
+
+
+class ResolvingStatus(ApiModel):
+    """A spec revision whose models:/ URI the registry has not resolved yet (down, slow, still registering)."""
+
+    revision: str = Field(max_length=64, description="Revision hash of the spec.")
+    since: str = Field(description="When the first attempt failed (RFC 3339); progressDeadline counts from here.")
+    reason: Message = Field(default="", description="The last attempt's error.")
+
+
+Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
+"""Where a ModelDeployment is, in one word (status.phase)."""
+PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
 
 
 class ModelDeploymentStatus(ApiModel):
     """Written by the operator: everything needed to resume after a restart, and to explain."""
 
     observed_generation: int | None = Field(default=None, description="The generation last acted upon.")
-    phase: Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"] | None = Field(
-        default=None, description="Where the ModelDeployment is, in one word."
-    )
+    phase: Phase | None = Field(default=None, description="Where the ModelDeployment is, in one word.")
     message: Message | None = Field(default=None, description="One line for humans.")
     stable: RevisionStatus | None = Field(default=None, description="The revision serving live traffic.")
     candidate: RevisionStatus | None = Field(default=None, description="The revision being rolled out.")
@@ -369,6 +545,9 @@ class ModelDeploymentStatus(ApiModel):
     candidate_version: str | None = Field(default=None, max_length=63, description="Candidate model version.")
     traffic_split: Word | None = Field(default=None, description="stable/candidate percents.")
     traffic: TrafficStatus | None = Field(default=None, description="The split in force.")
+    routing: RoutingStatus | None = Field(
+        default=None, description="Who routes, and what the routing implementation says."
+    )
     current_step: StepStatus | None = Field(default=None, description="The step in progress.")
     last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
     last_evaluation: EvaluationStatus | None = Field(
@@ -387,6 +566,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     held_back: HeldBackStatus | None = Field(
         default=None, description="The spec revision not rolled out (after a rollback, abort or undo)."
+    )
+    resolving: ResolvingStatus | None = Field(
+        default=None, description="The spec's models:/ URI is being resolved (the registry did not answer yet)."
     )
     paused_by_command: bool | None = Field(default=None, description="Paused by `kubectl mlrollout pause`.")
     hold: Message | None = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal, get_args
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
@@ -12,6 +12,7 @@ from mlrollout.api.common import (
     SHA256_PATTERN,
     ApiModel,
     Duration,
+    Name,
     PolicySelector,
     PolicyStatus,
     Quantity,
@@ -171,7 +172,9 @@ class EvaluateStep(ApiModel):
         default="10m", description="The Job's deadline; past it the evaluation is inconclusive (onInconclusive)."
     )
     resamples: int = Field(default=2000, ge=100, le=100_000, description="Bootstrap resamples (seeded).")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="The bootstrap's seed: the same data, the same result.")
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="The bootstrap's seed: the same data, the same result."
+    )
     resources: EvaluationResources = Field(
         default_factory=EvaluationResources, description="CPU and memory limits of the evaluation Job."
     )
@@ -599,6 +602,87 @@ class InconclusiveRule(ApiModel):
     )
 
 
+NotificationEvent = Literal[
+    "RolloutStarted", "StepPassed", "Promoted", "RolledBack", "Inconclusive", "Held", "Degraded"
+]
+"""What a notification sink can ask to hear about; docs/notifications.md maps each to the Events it follows."""
+NOTIFICATION_EVENTS: Final[tuple[NotificationEvent, ...]] = get_args(NotificationEvent)
+SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the namespace of each ModelDeployment the policy governs."""
+
+    name: Name = Field(description="Name of the Secret (in the ModelDeployment's namespace).")
+    key: Annotated[str, StringConstraints(pattern=SECRET_KEY_PATTERN, min_length=1, max_length=253)] = Field(
+        description="The key whose value is the sink's URL (http:// or https://)."
+    )
+
+
+class NotificationSink(ApiModel):
+    """Where to send notifications and which ones; the URL comes from a Secret, never from the spec."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("self.events.all(e, self.events.exists_one(f, f == e))", "events must be unique", ".events")
+        )
+    }
+
+    name: Name = Field(description="Name of the sink, shown in Events and metrics; unique in the policy.")
+    kind: Literal["webhook", "slack"] = Field(
+        description=(
+            "webhook: the generic JSON body (docs/notifications.md); slack: a Slack incoming-webhook body "
+            "({text, blocks})."
+        )
+    )
+    secret_ref: SecretKeyRef = Field(
+        description="The Secret key holding the URL, read from the ModelDeployment's namespace at each delivery."
+    )
+    events: list[NotificationEvent] = Field(
+        min_length=1, max_length=7, description="The notifications to send (at least one)."
+    )
+    timeout: Duration = Field(default="5s", description="Time limit of one delivery attempt.")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="Attempts after the first when the sink times out or answers 5xx/429."
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, events: list[NotificationEvent]) -> list[NotificationEvent]:
+        if len(set(events)) != len(events):
+            raise ValueError("events must be unique")
+        return events
+
+    @model_validator(mode="after")
+    def _timeout_sane(self) -> NotificationSink:
+        if not 0.1 <= parse_duration(self.timeout) <= 60:
+            raise ValueError("timeout must be between 100ms and 60s")
+        return self
+
+
+class Notifications(ApiModel):
+    """Messages to people and systems when a rollout moves (docs/notifications.md). Set by the platform team
+    in the policy; a ModelDeployment cannot change them (its overrides only make the rollout stricter)."""
+
+    sinks: list[NotificationSink] = Field(
+        min_length=1,
+        max_length=10,
+        description="The sinks, each with its own events.",
+        json_schema_extra=cel_rules(
+            cel("self.all(s, self.exists_one(t, t.name == s.name))", "notification sink names must be unique")
+        ),
+    )
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_names(cls, sinks: list[NotificationSink]) -> list[NotificationSink]:
+        names = [s.name for s in sinks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"notification sink names must be unique (repeated: {', '.join(repeated)})")
+        return sinks
+
+
 class RolloutPolicySpec(ApiModel):
     """A rollout policy: steps, evidence, statistics and what to do when things go wrong."""
 
@@ -621,6 +705,10 @@ class RolloutPolicySpec(ApiModel):
     )
     progress_deadline: Duration = Field(
         default="10m", description="How long a candidate may take to become ready before it is rolled back."
+    )
+    notifications: Notifications | None = Field(
+        default=None,
+        description="Webhook and Slack messages when rollouts start, pass steps, promote, roll back or hold.",
     )
 
     @model_validator(mode="after")

@@ -8,7 +8,10 @@ path under the claim's mount, so the pattern admits only what those can take saf
 - ``file:///PATH``: an absolute path in the server's image (no host: ``file://models/x`` would read ``/x``);
 - ``pvc://CLAIM/PATH``: ``CLAIM`` a DNS-1123 subdomain (a PersistentVolumeClaim's name), ``PATH`` relative to
   the claim's mount, with no empty segment, none made only of dots (``.``, ``..``) and no ``%``-escape (the
-  server unescapes file paths, so ``%2e%2e`` would be ``..``), so it cannot leave the claim.
+  server unescapes file paths, so ``%2e%2e`` would be ``..``), so it cannot leave the claim;
+- model files only (``MODEL_URI_PATTERN``): ``s3://BUCKET/KEY`` (a bucket name as S3 allows it, a key of
+  RFC 3986 characters and slashes) and ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (an MLflow
+  registered model, resolved by the operator at the start of a rollout; docs/sources.md).
 
 Only RFC 3986 characters: no whitespace, control characters or non-ASCII (``%``-escape them, outside pvc).
 The pattern has no look-around, so pydantic's regex engine and the API server's (RE2) read it alike.
@@ -28,10 +31,28 @@ _PVC_SEGMENT: Final = rf"\.*{_PVC_CHAR}(?:{_PVC_CHAR}|\.)*"  # not empty, not on
 HTTP_URI: Final = rf"https?://{_HOST}/{_PCHAR}(?:{_PCHAR}|[/?])*"
 FILE_URI: Final = rf"file:///{_PCHAR}(?:{_PCHAR}|/)*"
 PVC_URI: Final = rf"pvc://{_LABEL}(?:\.{_LABEL})*/{_PVC_SEGMENT}(?:/{_PVC_SEGMENT})*"
+S3_URI: Final = rf"s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]/{_PCHAR}(?:{_PCHAR}|/)*"
+REGISTRY_PREFIX: Final = "models:/"
+REGISTRY_URI: Final = r"models:/[A-Za-z0-9][-A-Za-z0-9._]{0,255}(?:/[0-9]{1,10}|@[A-Za-z0-9][-A-Za-z0-9_]{0,254})"
 URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI})$"
+REGISTRY_URL_PATTERN: Final = rf"^https?://{_HOST}(?:/(?:{_PCHAR}|/)*)?$"
+"""A model registry's base URL (an MLflow tracking server): no user:password@, no query."""
+"""Files the model server or the operator reads as they are: reference profiles."""
+MODEL_URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI}|{S3_URI}|{REGISTRY_URI})$"
+"""Model files: the above, object storage and the model registry."""
 
+MODEL_URI_MESSAGE: Final = (
+    "must be http(s)://HOST[:PORT]/PATH, file:///PATH, pvc://CLAIM/PATH (CLAIM a DNS-1123 name, PATH relative, "
+    "without empty or dots-only segments such as '..', without %-escapes), s3://BUCKET/KEY, "
+    "models:/NAME/VERSION or models:/NAME@ALIAS; no spaces, control characters or user:password@"
+)
 URI_MESSAGE: Final = (
     "must be http(s)://HOST[:PORT]/PATH, file:///PATH or pvc://CLAIM/PATH (CLAIM a DNS-1123 name, PATH "
     "relative, without empty or dots-only segments such as '..', without %-escapes); no spaces, control "
     "characters or user:password@"
 )
+
+
+def is_registry(uri: str) -> bool:
+    """A registered model (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``), resolved by the operator."""
+    return uri.startswith(REGISTRY_PREFIX)

@@ -89,12 +89,13 @@ def _volumes(tpl: RevisionTemplate) -> tuple[list[Manifest], list[Manifest]]:
 
 def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: RevisionTemplate, role: Role) -> list[Manifest]:
     model, serving = tpl.model, tpl.serving
-    uri, _, _ = _model_location(model.uri, "model")
+    # a models:/ revision carries what the registry resolved it to (pinned when the rollout started)
+    uri, _, _ = _model_location(rev.resolved_uri or model.uri, "model")
     env = {
         ServerEnv.MODEL_URI: uri,
-        ServerEnv.MODEL_SHA256: model.sha256,
+        ServerEnv.MODEL_SHA256: rev.sha256,
         ServerEnv.MODEL_NAME: model.name,
-        ServerEnv.MODEL_VERSION: model.version,
+        ServerEnv.MODEL_VERSION: rev.model_version,
         ServerEnv.PORT: str(serving.port),
         ServerEnv.NAMESPACE: namespace,
         ServerEnv.MODEL_DEPLOYMENT: md_name,
@@ -175,6 +176,11 @@ def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: in
     }
     if tpl.resources is not None:
         container["resources"] = tpl.resources.to_dict()
+    credentials = tpl.model.credentials
+    if credentials is not None and credentials.secret_ref is not None:
+        # the Secret's keys are the store's standard variables (AWS_ACCESS_KEY_ID, ...); `env` above wins
+        # over them, so a Secret cannot change what the server serves or how it reports
+        container["envFrom"] = [{"secretRef": {"name": credentials.secret_ref.name}}]
     # the root filesystem is read-only; downloads (http:// models, profiles) go to an emptyDir /tmp
     container["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
     volumes = [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
@@ -183,6 +189,9 @@ def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: in
         "containers": [container],
         "automountServiceAccountToken": False,
         "volumes": volumes,
+        # web identity: the ServiceAccount's role (its token is projected by the cloud's webhook, not
+        # the Kubernetes API token, which stays unmounted)
+        "serviceAccountName": credentials.service_account_name if credentials is not None else None,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
     return {

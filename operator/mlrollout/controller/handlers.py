@@ -24,6 +24,7 @@ from kubernetes import client, config
 from mlrollout.api.common import GROUP, VERSION
 from mlrollout.controller import metrics
 from mlrollout.controller.kube import Conflict, Kube, api_error_message
+from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.reconcile import Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import source_from
@@ -31,16 +32,16 @@ from mlrollout.controller.verdicts import source_from
 SETTINGS = OperatorSettings.from_env()
 RESOURCE = (GROUP, VERSION, "modeldeployments")
 Log = logging.Logger | logging.LoggerAdapter[Any]
-_STATE: dict[str, Reconciler] = {}
+_STATE: dict[str, Any] = {}
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
 def _api_client() -> client.ApiClient:
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.ApiClient()
 
 
@@ -67,13 +68,23 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
                        quiet=level in ("warning", "error"))  # fmt: skip
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_api_client())
-    _STATE["reconciler"] = Reconciler(kube, source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir), SETTINGS)
+    verdicts = source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir)
+    notifier = _STATE["notifier"] = Notifier(kube).start()
+    _STATE["reconciler"] = Reconciler(kube, verdicts, SETTINGS, notifier=notifier)
     logger.info(
         "mlrollout operator ready: provider=%s verdicts=%s interval=%ss",
         SETTINGS.default_traffic_provider,
         f"recorded:{SETTINGS.verdicts_dir}" if SETTINGS.verdicts_dir else (SETTINGS.prometheus_url or "none"),
         SETTINGS.reconcile_interval,
     )
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    """Stop the notification loop (queued notifications are best effort: docs/notifications.md)."""
+    notifier = _STATE.pop("notifier", None)
+    if notifier is not None:
+        notifier.close()
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -83,7 +94,7 @@ def _lock(namespace: str, name: str) -> threading.Lock:
 
 def reconcile(namespace: str, name: str, logger: Log) -> None:
     """One observe-decide-act pass under the object's lock; a conflict is retried soon."""
-    reconciler = _STATE["reconciler"]
+    reconciler: Reconciler = _STATE["reconciler"]
     with _lock(namespace, name):
         try:
             done = reconciler.reconcile(namespace, name, logger, datetime.now(UTC))
@@ -116,6 +127,10 @@ def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None
 
 @kopf.on.delete(*RESOURCE, optional=True)
 def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
-    """Nothing to clean up by hand: every child has an ownerReference. Forget the lock."""
+    """Every child has an ownerReference, so only our own memory goes: its metric series and its lock
+    (taken first, so a pass in flight cannot set a series again after they are dropped)."""
+    assert namespace is not None, "ModelDeployment is namespaced"
+    with _lock(namespace, name):
+        metrics.forget(namespace, name)
     with _LOCKS_GUARD:
-        _LOCKS.pop((namespace or "", name), None)
+        _LOCKS.pop((namespace, name), None)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from mlrollout import kubehttp
 from mlrollout.api.common import GROUP, VERSION
 from mlrollout.controller import naming
 from mlrollout.traffic.base import Manifest
@@ -31,6 +32,7 @@ class KubeApi(Protocol):
     """What the reconciler needs from the cluster; `Kube` is the real one."""
 
     def get_model_deployment(self, namespace: str, name: str) -> Manifest | None: ...
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Manifest | None: ...
     def replace_status(self, obj: Manifest) -> Manifest: ...
     def namespace_labels(self, namespace: str) -> dict[str, str]: ...
     def list_policies(self, plural: str) -> list[Manifest]: ...
@@ -44,10 +46,13 @@ class KubeApi(Protocol):
 
 
 def plural(kind: str) -> str:
-    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies)."""
+    """The resource name of a kind: `deployments`, `networkpolicies` (a consonant before y: -ies),
+    `gatewayclasses` (after s, x, z, ch, sh: -es)."""
     lower = kind.lower()
     if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
         return lower[:-1] + "ies"
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        return lower + "es"
     return lower + "s"
 
 
@@ -75,26 +80,28 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        method_, url, headers, payload, _ = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
+        resp = kubehttp.request(
+            self.api, method, path, body=body, query=query, content_type=content_type, timeout=self.timeout
         )
-        resp = self.api.call_api(method_, url, header_params=headers, body=payload, _request_timeout=self.timeout)
-        data = resp.read()  # type: ignore[no-untyped-call]
-        if not 200 <= resp.status < 300:
-            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        if not resp.ok:
             if resp.status == 409:
-                raise Conflict(text[:300])
-            raise ApiException(status=resp.status, reason=resp.reason, body=text)
-        return json.loads(data) if data else None
+                raise Conflict(resp.text()[:300])
+            raise resp.error()
+        return json.loads(resp.data) if resp.data else None
 
     def get_model_deployment(self, namespace: str, name: str) -> Manifest | None:
         try:
             obj: Manifest = self._call("GET", _path(f"{GROUP}/{VERSION}", "ModelDeployment", namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Manifest | None:
+        """Any object by apiVersion, kind and name (None when it does not exist; 403 raises)."""
+        try:
+            obj: Manifest = self._call("GET", _path(api_version, kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -16,6 +16,8 @@ from mlrollout.rollout.facts import TrackFacts
 from mlrollout_serving.contract.process import ExitCode
 
 CRASH_LOOP_RESTARTS: Final = 3
+CONFIG_ERRORS: Final = frozenset({"CreateContainerConfigError", "InvalidImageName"})
+"""Waiting reasons that no amount of waiting fixes (a missing Secret, an unusable image name)."""
 MESSAGE_CHARS: Final = 300
 # the data plane's log lines: "2026-12-04 03:52:41,123 ERROR mlrollout_serving.server: <message>"
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+[A-Z]+\s+[\w.]+:\s*")
@@ -57,26 +59,33 @@ def track_facts(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str
     updated = int(status.get("updatedReplicas") or 0)
     current_gen = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
     ready = current_gen and ready_replicas >= desired and updated >= desired
-    crash, digest, details = False, False, []
+    crash, digest, config, details = False, False, False, []
     for pod in pods:
         for cs in _container_states(pod):
             name = cs.get("name", "?")
             waiting = (cs.get("state") or {}).get("waiting") or {}
             restarts = int(cs.get("restartCount") or 0)
+            why = ""  # the last exit's own words (the server writes its reason to the termination log)
             for term in _terminated(cs):
                 message = str(term.get("message") or "")
+                why = why or one_line(message)
                 if term.get("exitCode") == ExitCode.INTEGRITY or ("sha256" in message and "integrity" in message):
                     digest = True
                     details.append(f"{name}: exit {term.get('exitCode')}: {one_line(message)}")
+            if waiting.get("reason") in CONFIG_ERRORS:
+                config = True  # e.g. the credentials Secret does not exist: the container is never started
+                details.append(f"{name}: {waiting['reason']}: {one_line(str(waiting.get('message') or ''))}")
             if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_LOOP_RESTARTS:
                 crash = True
-                details.append(f"{name}: {waiting.get('reason') or 'restarting'}, {restarts} restarts")
+                details.append(f"{name}: {waiting.get('reason') or 'restarting'}, {restarts} restarts"
+                               + (f": {why}" if why and not digest else ""))  # fmt: skip
     return TrackFacts(
         exists=True,
         ready=ready,
         available=ready_replicas >= 1,
         crash_looping=crash,
         digest_mismatch=digest,
+        config_error=config,
         detail="; ".join(dict.fromkeys(details))[:500],
     )
 

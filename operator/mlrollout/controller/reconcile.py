@@ -26,14 +26,23 @@ from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
-from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus, TrafficStatus
-from mlrollout.api.rolloutpolicy import RolloutPolicy, RolloutPolicySpec
+from mlrollout.api.modeldeployment import (
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RevisionStatus,
+    TrafficStatus,
+)
+from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming
 from mlrollout.controller.kube import KubeApi, api_error_message
+from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
 from mlrollout.controller.profiles import ProfileCache
+from mlrollout.controller.registry import CachingResolver, ModelResolver
+from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
+from mlrollout.notify.messages import deliveries
 from mlrollout.policy import (
     PolicyError,
     analysed_index,
@@ -42,24 +51,27 @@ from mlrollout.policy import (
     resolve_fallback_policy,
     resolve_rollout_policy,
 )
-from mlrollout.revision import RevisionTemplate, revision_of
+from mlrollout.revision import Resolved, RevisionTemplate, needs_resolution, revision_of, spec_hash
 from mlrollout.rollout import (
     Action,
     EnsureTrack,
     Facts,
     Look,
     RecordEvent,
+    RemoveRoutes,
     RemoveTrack,
     RolloutFinished,
+    Routing,
     SetRoutes,
     StepFinished,
+    Unresolved,
     analysis_due,
     decide,
     not_governable,
 )
 from mlrollout.rollout.looks import evidence_source
 from mlrollout.rollout.timefmt import parse
-from mlrollout.traffic.base import Backend, Manifest, RouteIntent
+from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
@@ -117,14 +129,20 @@ def _lenient_status(raw: Any) -> ModelDeploymentStatus:
 class Reconciler:
     """Observe, decide, act for one ModelDeployment at a time; all I/O through `kube` and `verdicts`."""
 
-    def __init__(self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings) -> None:
+    def __init__(
+        self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:  # fmt: skip
         self.kube = kube
+        self.notifier = notifier
+        self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
         self.profiles = ProfileCache()
         self._np_forbidden: set[tuple[str, str]] = set()  # only so that the warning is logged once
         self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
         self._feedback_forbidden: set[str] = set()
+        self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -139,6 +157,7 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         obj = self.kube.get_model_deployment(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
+            metrics.forget(namespace, name)  # its series end with it (the delete handler may not run)
             return None  # gone: the garbage collector removes the children
         generation = int(obj["metadata"].get("generation") or 1)
         try:
@@ -160,11 +179,20 @@ class Reconciler:
         policy = resolved.spec
 
         deployments, pods = self.kube.list_children(namespace, name)
+        provider = self._provider(md)
+        chosen_fallback = f"{fallback.name} ({fallback.source})" if fallback.name else None
+        routing = self._routing(
+            namespace, name, provider, chosen_fallback, policy.analysis.metrics.quality.enabled,
+            policy.analysis.metrics.split.enabled, log,
+        )  # fmt: skip
+        spec_revision, unresolved = self._spec_revision(md, status)
         facts = Facts(
-            spec_revision=revision_of(md.spec, self.settings.serving_image),
+            spec_revision=spec_revision,
+            unresolved=unresolved,
             generation=generation,
             tracks=facts_by_revision(deployments, pods),
-            gateway=gateway_facts(deployments, pods) if self._provider(md) == "builtin" else None,
+            gateway=gateway_facts(deployments, pods) if provider == "builtin" else None,
+            routing=routing,
             look=self._look(md, status, policy, now, log),
             command=commands.from_annotations(obj["metadata"].get("annotations")),
             paused=md.spec.paused,
@@ -172,21 +200,48 @@ class Reconciler:
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
         )
         decision = decide(status, facts, policy, now)
-        self._act(obj, md, decision.actions, fallback.spec, log)
-        if policy.analysis.metrics.quality.enabled and self._provider(md) == "builtin":
+        # never a mirror the implementation cannot apply: the machine holds such a step instead
+        self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
+        if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, decision.status, decision.actions, log)
+        return self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+
+    def _spec_revision(
+        self, md: ModelDeployment, status: ModelDeploymentStatus
+    ) -> tuple[RevisionStatus, Unresolved | None]:
+        """The spec's revision; for a models:/ URI with the registry's answer, asked only for a revision
+        status does not know yet (a known one keeps what was pinned when its rollout started)."""
+        image = self.settings.serving_image
+        if not needs_resolution(md.spec):
+            return revision_of(md.spec, image), None
+        wanted = spec_hash(md.spec, image)
+        known = (r for r in (status.stable, status.candidate, *(status.revisions or [])) if r is not None)
+        pinned = next((r for r in known if r.revision == wanted and r.sha256 and r.resolved_uri), None)
+        if pinned is not None:
+            assert pinned.resolved_uri is not None
+            answer = Resolved(pinned.resolved_uri, pinned.sha256, pinned.model_version, pinned.run_id)
+            return revision_of(md.spec, image, answer), None
+        if status.held_back is not None and status.held_back.revision == wanted:
+            # held back (refused or rolled back): not rolled out, so not asked, until `retry` or a new spec
+            return revision_of(md.spec, image), Unresolved("held back: not asked again until retry", final=False)
+        answer_or_error = self.resolver.resolve(md.spec.model)
+        if isinstance(answer_or_error, Unresolved):
+            return revision_of(md.spec, image), answer_or_error
+        return revision_of(md.spec, image, answer_or_error), None
 
     def _commit(
         self, obj: Manifest, before: ModelDeploymentStatus, after: ModelDeploymentStatus, actions: Sequence[Action],
-        log: Log,
+        log: Log, notifications: Notifications | None = None, now: datetime | None = None,
     ) -> Reconciled:  # fmt: skip
         """Write the new status when it changed (the commit point: a conflict here redoes the whole pass
-        from the newer status), then announce, so a retried pass never repeats an Event."""
+        from the newer status), then announce, so a retried pass never repeats an Event or a notification.
+        A pass whose policy cannot be resolved has no notifications (its Event says why)."""
         changed = after != before
         if changed:
             self.kube.replace_status({**obj, "status": after.to_dict()})
-        self._announce(obj, actions, log)
+        self._announce(obj, after, actions, log)
+        if notifications is not None and now is not None:
+            self._notify(obj, after, actions, notifications, now, log)
         events = tuple(a.reason for a in actions if isinstance(a, RecordEvent))
         return Reconciled(after.phase, changed, events)
 
@@ -198,16 +253,20 @@ class Reconciler:
             return None
         step, cand, stable = status.current_step, status.candidate, status.stable
         assert cand is not None and step is not None and stable is not None
+        # without the built-in gateway in the path (Gateway API, Istio) its series do not exist: the model
+        # servers' own series, labelled with track and revision by the servers, are the evidence
+        gateway_in_path = router_for(self._provider(md)).capabilities.gateway_series
         traffic = status.traffic
         target = AnalysisTarget(
             namespace=str(md.metadata["namespace"]),
             model_deployment=str(md.metadata["name"]),
             stable_revision=stable.revision,
             candidate_revision=cand.revision,
-            source=evidence_source(step.kind),
+            source=evidence_source(step.kind, gateway_in_path),
             reference=self.profiles.get(_candidate_profile(status)),
             # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
             split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
+            gateway_in_path=gateway_in_path,
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts
@@ -218,17 +277,59 @@ class Reconciler:
         )
         started = time.monotonic()
         judgement = self.verdicts.look(target, policy, window, evidence)
-        metrics.ANALYSIS_DURATION.labels(judgement.verdict).observe(time.monotonic() - started)
-        log.info("analysis: %s (%s)", judgement.verdict, judgement.reason)
-        return Look(judgement, now, cand.revision)
+        metrics.observe_look(target.namespace, target.model_deployment, judgement.verdict, time.monotonic() - started)
+        log.info("analysis from %s series: %s (%s)", target.source, judgement.verdict, judgement.reason)
+        return Look(judgement, now, cand.revision, target.source)
+
+    def _routing(
+        self, namespace: str, name: str, provider: str, fallback: str | None, quality: bool, split: bool, log: Log
+    ) -> Routing:
+        """What the provider's implementation says about our route (Gateway API), and what it cannot do.
+        RBAC without `get` on Gateway API objects (a hand-made Role from an older chart) leaves acceptance
+        unchecked, said once: the rollout goes on as before."""
+        router = router_for(provider)
+        notes = not_applied(router.capabilities, provider, fallback, quality, split)
+        from mlrollout.traffic.gatewayapi import API_VERSION as GATEWAY_API  # lazy, as in the registry
+        from mlrollout.traffic.gatewayapi import GatewayApiRouter
+
+        if not isinstance(router, GatewayApiRouter):
+            return Routing(provider, not_applied=notes)
+        parent = ParentRef(router.gateway_name, router.gateway_namespace or namespace, router.section_name)
+        route, forbidden = self._get_allowed(GATEWAY_API, "HTTPRoute", namespace, name, log)
+        if forbidden:
+            return Routing(provider, None, "acceptance not checked: the RBAC lacks get httproutes", None, notes)
+        # a Gateway in a namespace the operator does not watch may be out of its reach: then only the route's
+        # status speaks (it is what the implementation wrote for that Gateway anyway)
+        gateway, forbidden = self._get_allowed(GATEWAY_API, "Gateway", parent.namespace, parent.name, log)
+        if forbidden:
+            gateway = {}
+        class_name = ((gateway or {}).get("spec") or {}).get("gatewayClassName")
+        gateway_class = None
+        if class_name:
+            gateway_class, _ = self._get_allowed(GATEWAY_API, "GatewayClass", None, class_name, log)
+        return gateway_api_routing(route, gateway, gateway_class, parent, notes)
+
+    def _get_allowed(
+        self, api_version: str, kind: str, namespace: str | None, name: str, log: Log
+    ) -> tuple[Manifest | None, bool]:
+        """The object (None if missing) and whether the RBAC forbade reading it (said once per kind)."""
+        try:
+            return self.kube.get(api_version, kind, namespace, name), False
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            if kind not in self._routing_forbidden:
+                self._routing_forbidden.add(kind)
+                log.warning("cannot read %s objects, the RBAC lacks get (docs/operator.md, RBAC); the route's "
+                            "acceptance is checked without them: %s", kind, api_error_message(exc))  # fmt: skip
+            return None, True
 
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,
-        log: Log,
+        router: TrafficRouter, log: Log,
     ) -> None:  # fmt: skip
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        provider = self._provider(md)
-        router = router_for(provider)
+        provider = router.name
         owner = children.owner_reference(obj)
         manifests: list[Manifest] = []
         if provider == "builtin":
@@ -254,11 +355,30 @@ class Reconciler:
                 intent = self._intent(namespace, name, md, action, fallback, owner)
                 for manifest in router.manifests(intent):
                     self.kube.apply(children.strip_none(manifest))
+            elif isinstance(action, RemoveRoutes):
+                self._remove_routes(namespace, name, action.provider, log)
             elif isinstance(action, RemoveTrack):
                 track = naming.track_name(name, action.revision)
                 self.kube.delete("apps/v1", "Deployment", namespace, track)
                 self.kube.delete("v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _remove_routes(self, namespace: str, name: str, provider: str, log: Log) -> None:
+        """The route object of a provider no longer in use (HTTPRoute, VirtualService). The built-in gateway
+        is left running: clients may still call it while they move (docs/traffic.md, switching providers)."""
+        kinds = {"gatewayAPI": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+                 "istio": ("networking.istio.io/v1", "VirtualService")}  # fmt: skip
+        if provider not in kinds:
+            return
+        try:
+            self.kube.delete(*kinds[provider], namespace, name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            log.warning("the %s route of the previous provider is left behind, the RBAC lacks delete: %s",
+                        provider, api_error_message(exc))  # fmt: skip
+            return
+        log.info("removed the %s route (traffic provider changed)", provider)
 
     def _ensure_feedback_keys(self, obj: Manifest, log: Log) -> None:
         """Create the ModelDeployment's feedback Secret once (a random key; never logged, never rewritten).
@@ -293,9 +413,24 @@ class Reconciler:
                 log.warning("NetworkPolicies not cleaned up, the RBAC lacks them (docs/operator.md, RBAC): %s",
                             api_error_message(exc))  # fmt: skip
 
-    def _announce(self, obj: Manifest, actions: Sequence[Action], log: Log) -> None:
-        """Events and metrics: edge-triggered, so they follow the status write that made them true."""
+    def _notify(
+        self, obj: Manifest, status: ModelDeploymentStatus, actions: Sequence[Action], notifications: Notifications,
+        now: datetime, log: Log,
+    ) -> None:  # fmt: skip
+        """Queue the pass's notifications: queued, never sent here, so no sink can slow or fail the pass."""
+        if self.notifier is None:
+            return
+        try:
+            for delivery in deliveries(notifications, actions, obj, status, now):
+                self.notifier.submit(delivery)
+        except Exception as exc:  # notifications are best effort: the status is already written
+            log.warning("notifications not queued: %s: %s", type(exc).__name__, exc)
+
+    def _announce(self, obj: Manifest, status: ModelDeploymentStatus, actions: Sequence[Action], log: Log) -> None:
+        """Events and metrics: they follow the status write that made them true (Events and counters are
+        edge-triggered; the phase gauge is set every pass, so a restarted operator shows it at once)."""
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        metrics.set_phase(namespace, name, status.phase)
         for action in actions:
             if isinstance(action, RecordEvent):
                 try:

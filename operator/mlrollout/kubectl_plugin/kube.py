@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, Final, cast
 
@@ -15,6 +16,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from mlrollout import kubehttp
 from mlrollout.api.common import GROUP, VERSION
 
 PLURAL: Final = "modeldeployments"
@@ -42,13 +44,13 @@ class Cluster:
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
         try:
-            self.api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            self.api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
         except (config.ConfigException, OSError) as exc:
             raise KubeError(f"cannot load kubeconfig: {exc}") from exc
         chosen = active
         if context is not None:
-            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
             chosen = next((c for c in contexts if c.get("name") == context), active)
         self.default_namespace: str = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
         self.custom = client.CustomObjectsApi(self.api_client)
@@ -90,20 +92,11 @@ class Cluster:
 
         A plain GET rather than CoreV1Api, whose generated models take seconds to load.
         """
-        api = self.api_client
-        request = api.param_serialize(
-            method="GET",
-            resource_path="/api/v1/namespaces/{name}",
-            path_params={"name": namespace},
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        try:
-            response = api.call_api(*request)
-            response.read()
-            ns = cast(Obj, api.response_deserialize(response, {"200": "object"}).data)
-        except ApiException as exc:
+        response = kubehttp.request(self.api_client, "GET", f"/api/v1/namespaces/{urllib.parse.quote(namespace)}")
+        if not response.ok:
+            exc = response.error()
             raise _explain(exc, f"get namespace {namespace}") from exc
+        ns = cast(Obj, json.loads(response.data))
         labels = (ns.get("metadata") or {}).get("labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
@@ -118,9 +111,9 @@ class Cluster:
         yield current
         version = str((current.get("metadata") or {}).get("resourceVersion", ""))
         while (remaining := deadline - time.monotonic()) > 0:
-            stream = watch.Watch()  # type: ignore[no-untyped-call]
+            stream = watch.Watch()
             try:
-                for event in stream.stream(  # type: ignore[no-untyped-call]
+                for event in stream.stream(
                     self.custom.list_namespaced_custom_object,
                     GROUP,
                     VERSION,
@@ -149,7 +142,7 @@ class Cluster:
             except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
                 pass  # the connection ended before the server closed the watch: re-open it
             finally:
-                stream.stop()  # type: ignore[no-untyped-call]
+                stream.stop()
 
     def wait_for(self, namespace: str, name: str, timeout: float, done: Callable[[Obj], bool]) -> Obj | None:
         """The first state of the ModelDeployment for which `done` holds, or None after `timeout`."""

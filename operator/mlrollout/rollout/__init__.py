@@ -10,6 +10,7 @@ from mlrollout.rollout.actions import (
     Action,
     EnsureTrack,
     RecordEvent,
+    RemoveRoutes,
     RemoveTrack,
     Role,
     RolloutFinished,
@@ -17,7 +18,7 @@ from mlrollout.rollout.actions import (
     SetRoutes,
     StepFinished,
 )
-from mlrollout.rollout.facts import Facts, Look, TrackFacts
+from mlrollout.rollout.facts import Facts, Look, Routing, TrackFacts, Unresolved
 from mlrollout.rollout.looks import analysis_due
 from mlrollout.rollout.machine import Decision, decide
 from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
@@ -32,13 +33,16 @@ __all__ = [
     "Facts",
     "Look",
     "RecordEvent",
+    "RemoveRoutes",
     "RemoveTrack",
     "Role",
     "RolloutFinished",
     "RouteMode",
+    "Routing",
     "SetRoutes",
     "StepFinished",
     "TrackFacts",
+    "Unresolved",
     "analysis_due",
     "decide",
     "not_governable",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlrollout.api.modeldeployment import Outcome, RevisionStatus
-from mlrollout.api.rolloutpolicy import EvaluateStep
+from mlrollout.api.rolloutpolicy import EvaluateStep, NotificationEvent
 
 Role = Literal["stable", "candidate"]
 """The part a revision plays in a rollout (its pods' `track` label)."""
@@ -44,12 +44,23 @@ class SetRoutes:
 
 
 @dataclass(frozen=True)
+class RemoveRoutes:
+    """Delete the route object of a provider the ModelDeployment no longer uses: a stale HTTPRoute or
+    VirtualService would keep routing clients by weights no one updates, to Services about to go."""
+
+    provider: str
+
+
+@dataclass(frozen=True)
 class RecordEvent:
-    """A Kubernetes Event on the ModelDeployment: every transition has one, with its reason."""
+    """A Kubernetes Event on the ModelDeployment: every transition has one, with its reason. ``notify`` names
+    the notifications the transition is (docs/notifications.md): set by the move that knows, never guessed
+    from the reason."""
 
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    notify: tuple[NotificationEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,5 +98,13 @@ class StopEvaluation:
 
 
 Action = (
-    EnsureTrack | RemoveTrack | SetRoutes | RecordEvent | RolloutFinished | StepFinished | RunEvaluation | StopEvaluation
+    EnsureTrack
+    | RemoveTrack
+    | SetRoutes
+    | RemoveRoutes
+    | RecordEvent
+    | RolloutFinished
+    | StepFinished
+    | RunEvaluation
+    | StopEvaluation
 )

@@ -130,9 +130,9 @@ def stop_abandoned(w: Work) -> None:
     if ev is None or ev.phase != "Running":
         return
     cand, step = w.s.candidate, w.s.current_step
-    if cand is not None and cand.revision == ev.revision and step is not None and step.index == ev.step:
-        if step.kind == "evaluate":
-            return
+    same = cand is not None and cand.revision == ev.revision
+    if same and step is not None and step.index == ev.step and step.kind == "evaluate":
+        return
     w.s.last_evaluation = ev.without_answer("stopped before it answered: the rollout left the step", fmt(w.now))
     w.actions.append(StopEvaluation(ev.job))
 
@@ -140,7 +140,10 @@ def stop_abandoned(w: Work) -> None:
 def summary(w: Work, rev: RevisionStatus) -> str | None:
     """The evaluation's verdict for a history entry of this rollout, if it had one."""
     ev = w.s.last_evaluation
-    if ev is None or ev.revision != rev.revision or not _belongs(ev, rev, StepStatus(index=ev.step, kind="evaluate",
-                                                                                      started_at=ev.started_at)):
+    if (
+        ev is None
+        or ev.revision != rev.revision
+        or not _belongs(ev, rev, StepStatus(index=ev.step, kind="evaluate", started_at=ev.started_at))
+    ):
         return None
     return f"{ev.phase}: {ev.reason}" if ev.phase != "Running" else "stopped before it answered"

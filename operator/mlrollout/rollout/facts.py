@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-
 from typing import Literal
 
 from mlrollout.api.analysis import Judgement
@@ -23,10 +22,44 @@ class TrackFacts:
     available: bool = False  # at least one ready replica: it can answer
     crash_looping: bool = False
     digest_mismatch: bool = False  # the model server refused the file: sha256 differs
+    config_error: bool = False  # the pods cannot be started as specified (e.g. the credentials Secret is missing)
     detail: str = ""  # what the pods say, for the message (e.g. "server: CrashLoopBackOff, 5 restarts")
 
 
 MISSING = TrackFacts()
+
+
+Acceptance = Literal["True", "False", "Unknown"]
+"""Whether the implementation serves the route object: its own word (Gateway API: the HTTPRoute's
+``status.parents`` conditions for our Gateway); Unknown until it says."""
+
+MirrorSupport = Literal["percent", "full", "none"]
+"""What the implementation can mirror: any share, only every request, or nothing."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The traffic provider and what its implementation reports; the built-in gateway reports through
+    ``Facts.gateway`` instead, Istio reports nothing (``accepted`` None: not checked)."""
+
+    provider: str = "builtin"
+    accepted: Acceptance | None = None
+    detail: str = ""  # the implementation's conditions, or why nothing is known (the Gateway is missing)
+    mirror: MirrorSupport | None = None  # None: the implementation does not say (assumed able)
+    not_applied: tuple[str, ...] = ()  # what this ModelDeployment asks of a provider that cannot do it
+
+    def served(self) -> bool:
+        """No implementation has refused the route, and one has accepted it where acceptance is reported."""
+        return self.accepted is None or self.accepted == "True"
+
+    def cannot_mirror(self, percent: int) -> str | None:
+        """Why mirroring ``percent`` of requests cannot happen here, or None when it can."""
+        if percent <= 0 or self.mirror is None or self.mirror == "percent":
+            return None
+        if self.mirror == "full" and percent >= 100:
+            return None
+        what = "RequestMirror" if self.mirror == "none" else f"mirroring a share ({percent}%; only 100% here)"
+        return f"the {self.provider} implementation does not support {what} (its GatewayClass says so)"
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,16 @@ class Look:
     judgement: Judgement
     time: datetime
     candidate_revision: str
+    source: Literal["gateway", "model"] | None = None  # whose series it read (None: a recorded judgement)
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """The registry could not say what the spec's models:/ URI is; ``final`` when asking again cannot help
+    (no such version, not an ONNX model, digest mismatch), else it was down, slow or still registering."""
+
+    reason: str
+    final: bool
 
 
 @dataclass(frozen=True)
@@ -54,11 +97,14 @@ class Facts:
     """Everything the machine may look at besides status, policy and the clock."""
 
     spec_revision: RevisionStatus  # what the spec asks for (number not yet assigned)
+    # the spec's models:/ URI could not be resolved this pass: nothing is deployed from spec_revision
+    unresolved: Unresolved | None = None
     generation: int = 1
     tracks: Mapping[str, TrackFacts] = field(default_factory=dict)  # by revision hash
     # The built-in gateway's Deployment and pods (the address clients call); None when the traffic
     # provider has no gateway of ours (Gateway API, Istio). Healthy needs it to answer.
     gateway: TrackFacts | None = None
+    routing: Routing = field(default_factory=Routing)  # the provider's own word on the route (not ours)
     look: Look | None = None
     command: Command | None = None
     paused: bool = False  # spec.paused
@@ -68,8 +114,19 @@ class Facts:
     evaluation: EvaluationFact | None = None  # the Job of status.lastEvaluation while it runs
 
     def gateway_serves(self) -> bool:
-        """Clients can reach the model: our gateway has a ready pod, or routing is not ours."""
-        return self.gateway is None or self.gateway.available
+        """Clients can reach the model: our gateway has a ready pod, or routing is not ours and the
+        implementation has not refused (or not yet accepted) the route."""
+        return (self.gateway is None or self.gateway.available) and self.routing.served()
+
+    def front_door_problem(self) -> str:
+        """Why clients cannot reach the model through the routing (empty when they can)."""
+        if self.gateway is not None and not self.gateway.available:
+            detail = f" ({self.gateway.detail})" if self.gateway.detail else ""
+            return f"the gateway has no ready pods{detail}"
+        if not self.routing.served():
+            state = "not served" if self.routing.accepted == "False" else "not yet accepted"
+            return f"the route is {state} ({self.routing.provider}): {self.routing.detail}"
+        return ""
 
     def track(self, revision: str) -> TrackFacts:
         """Facts about one revision; a revision without a Deployment has no facts."""

@@ -42,7 +42,7 @@ def record_look(w: Work) -> None:
     j = look.judgement
     w.s.last_analysis = AnalysisStatus(
         time=fmt(look.time), verdict=j.verdict, reason=j.reason, alpha=j.alpha, metrics=j.metrics or None,
-        forecast=j.forecast,
+        source=look.source, forecast=j.forecast,
     )  # fmt: skip
     step = w.s.current_step
     if j.evidence and step is not None and relevant_look(w) is not None:
@@ -50,7 +50,16 @@ def record_look(w: Work) -> None:
         step.carried_out = {**(step.carried_out or {}), **j.evidence}
 
 
-def evidence_source(step_kind: str) -> Literal["gateway", "model"]:
-    """Which series judge a step: the gateway's (what clients see) for canaries; the model servers' own
-    for shadow and blue-green preview steps, where the candidate answers only mirrored traffic."""
-    return "model" if step_kind in ("shadow", "blueGreen") else "gateway"
+EvidenceSource = Literal["gateway", "model"]
+"""Whose series a look reads: the built-in gateway's (``mlrollout_gateway_*``) or the model servers' own."""
+
+
+def evidence_source(step_kind: str, gateway_in_path: bool = True) -> EvidenceSource:
+    """Which series judge a step: the built-in gateway's (what clients see) for canaries when it routes;
+    the model servers' own for shadow and blue-green preview steps, where the candidate answers only
+    mirrored traffic, and for every step when another provider routes (Gateway API, Istio): there the
+    gateway's series do not exist, and the model servers' series, labelled with track and revision by
+    the servers themselves, are the evidence every provider has."""
+    if not gateway_in_path or step_kind in ("shadow", "blueGreen"):
+        return "model"
+    return "gateway"

@@ -33,7 +33,7 @@ from mlrollout.rollout.housekeeping import scale_downs
 from mlrollout.rollout.looks import record_look
 from mlrollout.rollout.progress import progress_candidate
 from mlrollout.rollout.projection import finish
-from mlrollout.rollout.spec import first_available, follow_spec
+from mlrollout.rollout.spec import first_available, follow_provider, follow_spec
 from mlrollout.rollout.work import Work
 
 MAX_TRANSITIONS: Final = 16
@@ -55,6 +55,7 @@ def decide(status: ModelDeploymentStatus | None, facts: Facts, policy: RolloutPo
     """The next status and actions for one ModelDeployment; pure and deterministic."""
     w = Work(status, facts, policy, now)
     record_look(w)
+    follow_provider(w)
     handle_command(w)
     for _ in range(MAX_TRANSITIONS):  # each call fires at most one transition
         if not (follow_spec(w) or first_available(w) or progress_candidate(w)):

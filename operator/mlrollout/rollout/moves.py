@@ -9,7 +9,7 @@ from typing import Final
 
 from mlrollout.api.common import parse_duration
 from mlrollout.api.modeldeployment import HeldBackStatus, Outcome, StepStatus
-from mlrollout.api.rolloutpolicy import Step
+from mlrollout.api.rolloutpolicy import NotificationEvent, Step
 from mlrollout.rollout.actions import StepFinished
 from mlrollout.rollout.timefmt import fmt
 from mlrollout.rollout.work import Work
@@ -41,7 +41,7 @@ def advance(w: Work, reason: str) -> None:
     step = w.s.current_step
     assert step is not None
     w.actions.append(StepFinished(step.kind, w.elapsed(step.started_at)))
-    w.event("StepPassed", f"step {step.index} ({step.kind}) passed: {reason}")
+    w.event("StepPassed", f"step {step.index} ({step.kind}) passed: {reason}", notify=("StepPassed",))
     spec = w.step_spec(step)
     if spec is None or spec.blue_green is not None or step.index + 1 >= len(w.steps):
         promote(w, reason)
@@ -67,7 +67,7 @@ def promote(w: Work, reason: str) -> None:
     w.s.current_step = None
     w.s.hold = None
     w.set_traffic(0, 0)
-    w.event("Promoted", f"revision {cand.number} ({cand.model_version}) is stable: {reason}")
+    w.event("Promoted", f"revision {cand.number} ({cand.model_version}) is stable: {reason}", notify=("Promoted",))
 
 
 def rollback(w: Work, code: str, reason: str, outcome: Outcome = "rolledBack") -> None:
@@ -89,7 +89,8 @@ def rollback(w: Work, code: str, reason: str, outcome: Outcome = "rolledBack") -
     w.s.current_step = None
     w.s.hold = None
     verb = "aborted" if outcome == "aborted" else "rolled back"
-    w.event(code, f"revision {cand.number} {verb}; candidate weight set to 0: {reason}", warning=True)
+    notify = _notify("RolledBack", code)
+    w.event(code, f"revision {cand.number} {verb}; candidate weight set to 0: {reason}", warning=True, notify=notify)
 
 
 def hold(w: Work, code: str, reason: str, zero: bool) -> None:
@@ -97,7 +98,7 @@ def hold(w: Work, code: str, reason: str, zero: bool) -> None:
     w.s.hold = reason
     if zero:
         w.set_traffic(0, 0)
-    w.event("RolloutHeld", f"{code}: {reason}", warning=True)
+    w.event("RolloutHeld", f"{code}: {reason}", warning=True, notify=_notify("Held", code))
 
 
 def supersede(w: Work, reason: str) -> None:
@@ -110,3 +111,8 @@ def supersede(w: Work, reason: str) -> None:
     w.s.hold = None
     w.set_traffic(0, 0)
     w.event("Superseded", f"rollout of revision {cand.number} stopped: {reason}", warning=True)
+
+
+def _notify(move: NotificationEvent, code: str) -> tuple[NotificationEvent, ...]:
+    """A rollback or hold, and Inconclusive too when a step ran out of time without a verdict (the code)."""
+    return (move, "Inconclusive") if code == "Inconclusive" else (move,)

@@ -21,6 +21,9 @@ def progress_candidate(w: Work) -> bool:
     if tf.digest_mismatch:
         moves.rollback(w, "CandidateDigestMismatch", f"the model file's sha256 is not {cand.sha256}: {tf.detail}")
         return True
+    if tf.config_error:
+        moves.rollback(w, "CandidateConfigError", f"the candidate's pods cannot start: {tf.detail}")
+        return True
     if tf.crash_looping:
         moves.rollback(w, "CandidateCrashLoop", f"the candidate's pods are crash-looping: {tf.detail}")
         return True
@@ -76,8 +79,17 @@ def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
     if spec.blue_green is not None and not spec.blue_green.preview_analysis:
         moves.advance(w, "blue-green switch without preview analysis")
         return True
+    unmirrorable = w.facts.routing.cannot_mirror(_mirror_percent(spec))
+    if unmirrorable is not None:  # the step would send the candidate nothing: a human decides
+        moves.hold(
+            w, "MirrorUnsupported",
+            f"step {step.index} ({step.kind}) mirrors traffic, but {unmirrorable}; promote skips the step, abort ends",
+            zero=True,
+        )  # fmt: skip
+        return True
     min_requests, max_duration = _limits(spec)
-    if look is not None and look.judgement.verdict == "promote":
+    served = w.facts.gateway_serves()  # never promote on a route no one serves
+    if served and look is not None and look.judgement.verdict == "promote":
         answered = look.judgement.candidate_requests
         if answered >= min_requests:
             moves.advance(w, f"promote verdict with {answered} requests: {look.judgement.reason}")
@@ -116,6 +128,15 @@ def labels_overdue(w: Work, step: StepStatus, elapsed: float, look: Look | None)
         metrics = (last.metrics or []) if last is not None and in_step else []
     scored = [m for m in metrics if m.name.startswith("quality.")]
     return not any(m.samples is not None and m.samples.candidate for m in scored)
+
+
+def _mirror_percent(step: Step) -> int:
+    """The share of requests the step copies to the candidate."""
+    if step.shadow is not None:
+        return step.shadow.mirror_percent
+    if step.blue_green is not None and step.blue_green.preview_analysis:
+        return step.blue_green.preview_mirror_percent
+    return 0
 
 
 def _limits(step: Step) -> tuple[int, float]:

@@ -7,12 +7,10 @@ from datetime import datetime
 from typing import Literal
 
 from mlrollout.api.common import Condition, parse_duration
-from mlrollout.api.modeldeployment import ModelDeploymentStatus, TrafficStatus
+from mlrollout.api.modeldeployment import ModelDeploymentStatus, Phase, RoutingStatus, TrafficStatus
 from mlrollout.rollout.actions import EnsureTrack, RecordEvent, RouteMode, SetRoutes
 from mlrollout.rollout.timefmt import fmt
 from mlrollout.rollout.work import Work
-
-Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
 
 
 def finish(w: Work) -> None:
@@ -32,10 +30,12 @@ def finish(w: Work) -> None:
     s.candidate_version = s.candidate.model_version if s.candidate else None
     split = f"{s.traffic.stable}/{s.traffic.candidate}"
     s.traffic_split = f"{split} mirror {s.traffic.mirror}%" if s.traffic.mirror else split
+    s.routing = _routing(w)
     s.phase, s.message = _phase(w)
     _conditions(w)
     if s.phase != before.phase:
-        w.event(f"Phase{s.phase}", s.message or "", warning=s.phase == "Degraded")
+        degraded = s.phase == "Degraded"
+        w.event(f"Phase{s.phase}", s.message or "", warning=degraded, notify=("Degraded",) if degraded else ())
     if s.stable is not None:
         w.actions.append(EnsureTrack(s.stable, "stable"))
     if s.candidate is not None:
@@ -44,6 +44,15 @@ def finish(w: Work) -> None:
         w.actions.append(
             SetRoutes(s.stable.revision, routed_candidate, traffic.candidate, traffic.mirror, _mode(w), version)
         )
+
+
+def _routing(w: Work) -> RoutingStatus:
+    """The provider's own word, as observed (nothing of it is memory: the next pass observes again)."""
+    r = w.facts.routing
+    return RoutingStatus(
+        provider=r.provider, accepted=r.accepted, message=r.detail or None, mirror=r.mirror,
+        not_applied=list(r.not_applied) or None,
+    )  # fmt: skip
 
 
 def _mode(w: Work) -> RouteMode:
@@ -65,7 +74,16 @@ def _phase(w: Work) -> tuple[Phase, str]:
         if w.paused():
             why = "spec.paused" if w.facts.paused else "paused by command"
             return "Paused", f"{what}; {why}"
+        door = w.facts.front_door_problem()
+        if door and step is not None:  # no step passes while no one serves the route
+            return "Progressing", f"{what}; not advancing: {door}"
         return "Progressing", what
+    if s.resolving is not None:
+        since = s.resolving.since
+        return (
+            "Progressing",
+            f"resolving {w.facts.spec_revision.model_uri} (registry not answering since {since}): {s.resolving.reason}",
+        )
     if s.held_back is not None and s.held_back.outcome != "undone":
         return "Degraded", f"revision {s.held_back.number} {s.held_back.outcome}: {s.held_back.reason}"
     if s.stable is None:
@@ -73,13 +91,17 @@ def _phase(w: Work) -> tuple[Phase, str]:
     if w.serving():
         note = f"; spec revision held back: {s.held_back.reason}" if s.held_back is not None else ""
         return "Healthy", f"revision {s.stable.number} ({s.stable.model_version}) serving{note}"
-    if stable_tf.digest_mismatch or stable_tf.crash_looping:
+    if stable_tf.digest_mismatch or stable_tf.crash_looping or stable_tf.config_error:
         return "Degraded", f"stable revision {s.stable.number} cannot start: {stable_tf.detail}"
-    gateway = w.facts.gateway
-    if stable_tf.available and gateway is not None:  # the model answers, the address clients call does not
-        detail = f" ({gateway.detail})" if gateway.detail else ""
-        waiting = f"revision {s.stable.number} ({s.stable.model_version}) ready; waiting for the gateway{detail}"
-        problem = f"the gateway has no ready pods{detail}"
+    gateway, door = w.facts.gateway, w.facts.front_door_problem()
+    if stable_tf.available and door:  # the model answers, the address clients call does not
+        ready = f"revision {s.stable.number} ({s.stable.model_version}) ready"
+        if gateway is not None and not gateway.available:
+            detail = f" ({gateway.detail})" if gateway.detail else ""
+            waiting = f"{ready}; waiting for the gateway{detail}"
+        else:
+            waiting = f"{ready}; waiting: {door}"
+        problem = door
     else:
         waiting = f"revision {s.stable.number} ({s.stable.model_version}) starting"
         problem = f"stable revision {s.stable.number} has no ready pods"
@@ -95,7 +117,8 @@ def _conditions(w: Work) -> None:
     if available:
         available_reason = "StableAvailable"
     elif w.facts.track(w.stable_revision()).available:
-        available_reason = "GatewayUnavailable"
+        gateway = w.facts.gateway
+        available_reason = "GatewayUnavailable" if gateway is not None and not gateway.available else "RouteNotServed"
     else:
         available_reason = "StableUnavailable"
     progressing = s.candidate is not None and s.phase == "Progressing"

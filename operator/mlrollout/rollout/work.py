@@ -15,7 +15,7 @@ from mlrollout.api.modeldeployment import (
     StepStatus,
     TrafficStatus,
 )
-from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Step
+from mlrollout.api.rolloutpolicy import NotificationEvent, RolloutPolicySpec, Step
 from mlrollout.rollout.actions import Action, RecordEvent, RolloutFinished
 from mlrollout.rollout.facts import Facts
 from mlrollout.rollout.timefmt import fmt, parse
@@ -38,8 +38,10 @@ class Work:
         self.now = now
         self.actions: list[Action] = []
 
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.actions.append(RecordEvent("Warning" if warning else "Normal", reason, message))
+    def event(
+        self, reason: str, message: str, warning: bool = False, notify: tuple[NotificationEvent, ...] = ()
+    ) -> None:
+        self.actions.append(RecordEvent("Warning" if warning else "Normal", reason, message, notify))
 
     def elapsed(self, since: str | None) -> float:
         return (self.now - parse(since)).total_seconds() if since else 0.0
@@ -94,6 +96,8 @@ class Work:
             number=rev.number,
             model_version=rev.model_version,
             sha256=rev.sha256,
+            resolved_uri=rev.resolved_uri,
+            run_id=rev.run_id,
             started_at=rev.started_at,
             finished_at=fmt(self.now),
             outcome=outcome,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mlrollout_serving.contract.routes import FallbackSettings, Mode, Sticky
 
@@ -65,10 +65,31 @@ class RouteIntent:
         return meta
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What only mlrollout's own gateway does, per provider (docs/traffic.md has the table and why).
+
+    Weights, and mirroring where the implementation supports it, every provider expresses; these need the
+    built-in gateway in the request path.
+    """
+
+    gateway_series: bool  # the gateway's mlrollout_gateway_* series (what clients see) exist
+    fallback: bool  # a FallbackPolicy is applied (timeouts, circuit breaker, stable/backup/default/refuse)
+    sticky: bool  # spec.traffic.sticky keys pin a client to a track (A/B)
+    feedback: bool  # feedback ids and the feedback endpoint: the labels quality evidence needs
+
+
+BUILTIN_GATEWAY: Final = Capabilities(gateway_series=True, fallback=True, sticky=True, feedback=True)
+"""mlrollout's gateway does all of it."""
+NO_GATEWAY: Final = Capabilities(gateway_series=False, fallback=False, sticky=False, feedback=False)
+"""A Gateway API implementation or a mesh routes; the model servers' own series are the evidence."""
+
+
 class TrafficRouter(Protocol):
     """A traffic provider: builtin gateway, Gateway API, Istio, or the null router."""
 
     name: str
+    capabilities: Capabilities
 
     def manifests(self, intent: RouteIntent) -> list[Manifest]:
         """The objects that route traffic as `intent` says; applying them twice changes nothing."""
@@ -79,6 +100,7 @@ class NullRouter:
     """Routes nothing: for tests of the core, and for clusters where routing is managed elsewhere."""
 
     name = "null"
+    capabilities = NO_GATEWAY
 
     def manifests(self, intent: RouteIntent) -> list[Manifest]:
         """Nothing to apply."""

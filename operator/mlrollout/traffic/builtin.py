@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import yaml
 
-from mlrollout.traffic.base import Manifest, RouteIntent
+from mlrollout.traffic.base import BUILTIN_GATEWAY, Manifest, RouteIntent
 from mlrollout_serving.contract.routes import (
     CONFIGMAP_KEY,
     Mirror,
@@ -23,6 +23,7 @@ class BuiltinRouter:
     """Renders the RouteTable for mlrollout's gateway into its ConfigMap."""
 
     name = "builtin"
+    capabilities = BUILTIN_GATEWAY
 
     def route_table(self, intent: RouteIntent) -> RouteTable:
         """The table for `intent` (requires a stable backend)."""

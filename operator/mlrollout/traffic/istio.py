@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from mlrollout.traffic.base import Backend, Manifest, RouteIntent
+from mlrollout.traffic.base import NO_GATEWAY, Backend, Manifest, RouteIntent
 
 API_VERSION: Final = "networking.istio.io/v1"
 
@@ -22,6 +22,7 @@ class IstioRouter:
     """Writes a VirtualService for the mesh (or for the given Istio gateways)."""
 
     name = "istio"
+    capabilities = NO_GATEWAY
 
     def __init__(self, gateways: tuple[str, ...] = (), cluster_domain: str = "cluster.local") -> None:
         self.gateways = gateways

@@ -21,8 +21,9 @@ class UnknownProvider(ValueError):
     """A provider name no router answers to."""
 
 
-def router_for(name: str, env: Mapping[str, str] | None = None) -> TrafficRouter:
-    """The router for a provider name; raises UnknownProvider for anything else."""
+def router_for(name: str, env: Mapping[str, str] | None = None, mirror: str | None = None) -> TrafficRouter:
+    """The router for a provider name; raises UnknownProvider for anything else. ``mirror`` is what the
+    Gateway API implementation can mirror (``percent``, ``full``, ``none``; None: not said, a share assumed)."""
     e = os.environ if env is None else env
     if name == "builtin":
         return BuiltinRouter()
@@ -35,6 +36,7 @@ def router_for(name: str, env: Mapping[str, str] | None = None) -> TrafficRouter
             gateway_name=e.get("MLROLLOUT_GATEWAYAPI_GATEWAY", "mlrollout"),
             gateway_namespace=e.get("MLROLLOUT_GATEWAYAPI_NAMESPACE") or None,
             section_name=e.get("MLROLLOUT_GATEWAYAPI_SECTION") or None,
+            mirror_style="none" if mirror == "none" else "full" if mirror == "full" else "percent",
         )
     if name == "istio":
         from mlrollout.traffic.istio import IstioRouter

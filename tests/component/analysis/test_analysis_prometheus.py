@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
 import json
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 import pytest
 from tests.component.analysis.slow_proxy import slow_proxy
 from tests.support.models import BuiltModel
-from tests.support.procs import free_port, running, serve_model
+from tests.support.procs import free_port, running, send_inferences, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
 from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, collect_snapshot, judge
@@ -89,19 +88,9 @@ def labels(name: str, track: str) -> dict[str, str]:
 
 def send_load(rollout: Rollout, rows: np.ndarray[Any, Any], count: int) -> None:
     """``count`` sequential inference requests of ``ROWS_PER_REQUEST`` rows through the gateway."""
-    conn = http.client.HTTPConnection("127.0.0.1", rollout.gateway_port, timeout=60)
-    try:
-        for i in range(count):
-            batch = rows[[(i * ROWS_PER_REQUEST + k) % len(rows) for k in range(ROWS_PER_REQUEST)]]
-            body = json.dumps({"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
-                                           "data": batch.ravel().tolist()}]})  # fmt: skip
-            conn.request("POST", "/v2/models/wine/infer", body, {"content-type": "application/json"})
-            resp = conn.getresponse()
-            resp.read()
-            rollout.sent += 1
-            rollout.failed += resp.status >= 500
-    finally:
-        conn.close()
+    for status in send_inferences(rollout.gateway_port, rows, count, ROWS_PER_REQUEST):
+        rollout.sent += 1
+        rollout.failed += status >= 500
 
 
 def at_least(n: float) -> Callable[[float | None], bool]:

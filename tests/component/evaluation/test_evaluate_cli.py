@@ -17,6 +17,7 @@ from tests.support import holdouts, models
 from tests.support.httpd import QuietHandler, serving
 from tests.support.models import BuiltModel
 from tests.support.procs import free_port
+from tests.support.s3 import run_s3
 
 from mlrollout_serving.contract.evaluation import (
     MESSAGE_LIMIT,
@@ -201,6 +202,29 @@ def test_npz_and_http_holdouts_and_their_digests(tmp_path: Path, linear: BuiltMo
         assert missing.returncode == 2 and "dataset unreachable" in missing.stdout and "404" in missing.stdout
     closed = evaluate(*common, "--data", f"http://127.0.0.1:{free_port()}/holdout.csv")
     assert closed.returncode == 2 and "dataset unreachable" in closed.stdout
+
+
+def test_models_and_holdout_from_s3_through_the_servers_download(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+) -> None:
+    """Every source the model server reads works here: both models and the holdout from a real S3 API (moto),
+    verified; downloaded models are removed once loaded, the holdout is kept in the work directory."""
+    csv_file = holdouts.holdout_csv(tmp_path / "synthetic.csv", linear)
+    work = tmp_path / "work"
+    with run_s3() as s3:
+        stable, candidate = s3.put("models", "v1.onnx", linear.path), s3.put("models", "v2.onnx", forest.path)
+        data = s3.put("holdouts", "synthetic.csv", csv_file)
+        common = ("--stable", stable, "--stable-sha256", linear.sha256, "--candidate", candidate,
+                  "--candidate-sha256", forest.sha256, "--label", "label", "--work-dir", work)  # fmt: skip
+        ok = evaluate(*common, "--data", data, "--data-sha256", holdouts.sha256(csv_file), "--json", env=s3.env())
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        report = report_of(ok)
+        assert (report.stable_sha256, report.candidate_sha256) == (linear.sha256, forest.sha256)
+        assert report.dataset_sha256 == holdouts.sha256(csv_file)
+        assert sorted(p.name for p in work.iterdir()) == ["holdout.csv"]
+        missing = evaluate(*common, "--data", "s3://holdouts/nothing.csv", env=s3.env())
+        assert missing.returncode == 2 and "dataset unreachable" in missing.stdout, missing.stdout
+        assert "nothing.csv" in missing.stdout
 
 
 H = ",".join(f"f{i}" for i in range(10))  # the synthetic models take 10 features

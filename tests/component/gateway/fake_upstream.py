@@ -2,7 +2,9 @@
 
 Run as a script: `python fake_upstream.py PORT NAME`. It answers every /v2/... request with a fixed OIP
 response naming itself (`model_name` = NAME), so a test sees which upstream answered. `POST /control`
-with `{"delay": seconds, "status": code}` changes its behaviour at run time (a slow or failing upstream).
+with `{"delay": seconds, "status": code, "fail_every": n}` changes its behaviour at run time (a slow or failing
+upstream; with `fail_every` n > 0, every n-th model request is answered 500 and the others with `status`: a
+model that fails a share of its requests).
 
 Hostile-upstream cases, per request:
 - a body containing `"poison"` is answered 500 (a bug some content triggers);
@@ -41,6 +43,7 @@ HUGE = 300 * 1024 * 1024
 class _State:
     delay = 0.0
     status = 200
+    fail_every = 0
     count = 0
 
 
@@ -93,13 +96,16 @@ class _Proto(asyncio.Protocol):
             conf = json.loads(body)
             _State.delay = float(conf.get("delay", _State.delay))
             _State.status = int(conf.get("status", _State.status))
+            _State.fail_every = int(conf.get("fail_every", _State.fail_every))
             self.reply(200, b'{"ok": true}', keep)
             return
         if url == b"/count":
             self.reply(200, json.dumps({"count": _State.count}).encode(), keep)
             return
         _State.count += 1
-        status = 500 if b'"poison"' in body else _State.status
+        every = _State.fail_every
+        failing = b'"poison"' in body or (every > 0 and _State.count % every == 0)
+        status = 500 if failing else _State.status
         payload = {
             "model_name": self.name,
             "path": url.decode(),

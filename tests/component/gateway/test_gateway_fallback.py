@@ -21,6 +21,7 @@ from mlrollout_serving.contract import metrics as contract
 pytestmark = pytest.mark.component
 
 FALLBACKS = contract.GATEWAY_FALLBACKS.name
+ANSWERED = contract.GATEWAY_FALLBACK_REQUESTS.name  # once per request, by routed track and what answered
 
 
 def test_error_on_candidate_retries_on_stable(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
@@ -31,6 +32,9 @@ def test_error_on_candidate_retries_on_stable(routes: RouteFile, up_a: Proc, up_
         assert {(a.status, a.track, a.body["model_name"]) for a in answers} == {(200, "stable", "up-a")}
         assert metric_sum(gw.url, FALLBACKS, track="candidate", reason="error", action="stable") == 5
         assert metric_sum(gw.url, "mlrollout_gateway_requests_total", track="stable", code="200") == 5
+        # the failures stay the candidate's, though every client got stable's 200
+        assert metric_sum(gw.url, ANSWERED, track="candidate", revision="rev-candidate", reason="error",
+                          answered="stable") == metric_sum(gw.url, ANSWERED) == 5  # fmt: skip
 
 
 def test_timeout_goes_to_the_backup_model_with_its_name(routes: RouteFile, up_a: Proc, up_b: Proc, up_c: Proc) -> None:
@@ -42,6 +46,7 @@ def test_timeout_goes_to_the_backup_model_with_its_name(routes: RouteFile, up_a:
         assert (answer.status, answer.track, answer.body["model_name"]) == (200, "backup", "up-c")
         assert answer.body["path"] == "/v2/models/tiny/infer"  # model name rewritten, version dropped
         assert metric_sum(gw.url, FALLBACKS, track="candidate", reason="timeout", action="backup") == 1
+        assert metric_sum(gw.url, ANSWERED, track="candidate", reason="timeout", answered="backup") == 1
 
 
 def test_default_response_when_stable_itself_fails(routes: RouteFile, up_a: Proc) -> None:
@@ -55,6 +60,7 @@ def test_default_response_when_stable_itself_fails(routes: RouteFile, up_a: Proc
         # retrying stable on stable is skipped: the only fallback counted is the default
         assert metric_sum(gw.url, FALLBACKS, track="stable", reason="error", action="default") == 1
         assert metric_sum(gw.url, FALLBACKS, action="stable") == 0
+        assert metric_sum(gw.url, ANSWERED, track="stable", reason="error", answered="default") == 1
 
 
 def test_refuse_says_why(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
@@ -71,6 +77,9 @@ def test_refuse_says_why(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
         # the stable retry failed too: its failure is the reason for the refusal
         assert metric_sum(gw.url, FALLBACKS, track="candidate", reason="error", action="refuse") == 1
         assert metric_sum(gw.url, "mlrollout_gateway_requests_total", track="candidate", code="503") == 1
+        # two steps taken, one request: counted once, with the candidate's own failure
+        assert metric_sum(gw.url, ANSWERED, track="candidate", reason="error", answered="refuse") == 1
+        assert metric_sum(gw.url, ANSWERED) == 1
 
 
 def test_no_chain_means_the_failure_reaches_the_client(routes: RouteFile, up_a: Proc) -> None:
@@ -79,6 +88,7 @@ def test_no_chain_means_the_failure_reaches_the_client(routes: RouteFile, up_a: 
     with gateway(routes) as gw:
         answer = request(gw.url + INFER, BODY)
         assert answer.status == 504 and answer.body["reason"] == "timeout"
+        assert metric_sum(gw.url, ANSWERED, track="stable", reason="timeout", answered="none") == 1
 
 
 def test_killed_upstream_is_unavailable_and_falls_back(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from gateway_helpers import (
     exchange,
     gateway,
     memory_kib,
+    one_response,
     read_until,
     request,
     table,
@@ -188,3 +190,57 @@ def test_hostile_connections_at_a_256_file_limit_do_not_lock_good_clients_out(ro
             assert "connection limit 64 reached" in gw.output()
             closed = [s for s in socks[:200] if read_until(s, lambda d: False, timeout=0.5)]
             assert len(closed) >= 200 - 64  # the early ones were closed for newcomers, with a 503 each
+
+
+def test_expect_100_continue_is_answered_before_the_body(routes: RouteFile, up_a: Proc) -> None:
+    """The issue's open item: a client that sends `Expect: 100-continue` (curl does for bodies over 1 KiB)
+    waited for a `100 Continue` the gateway never sent (curl gives up after 1 s and sends the body anyway).
+    Now: `100 Continue` right after the head, then the answer; a declared body over the limit is refused
+    at once (413) instead; HTTP/1.0 clients get no interim answer (RFC 9110 15.2.1)."""
+    routes.write(table(1, up_a.url))
+    body = json.dumps({"x": "a" * 2000}).encode()
+    with gateway(routes, "--max-body-bytes", "10000") as gw:
+        with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+            sock.sendall(INFER + b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body))
+            interim = read_until(sock, lambda d: d.endswith(b"\r\n\r\n"), timeout=0.9)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            data = read_until(sock, one_response)
+            assert data.startswith(b"HTTP/1.1 200 OK") and b"x-mlrollout-track: stable" in data
+
+        with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+            sock.sendall(INFER + b"Expect: 100-continue\r\ncontent-length: 20000\r\n\r\n")
+            data = read_until(sock, lambda d: False, timeout=5)  # refused and closed, no body sent
+            assert data.startswith(b"HTTP/1.1 413") and b"larger than 10000 bytes" in data
+
+        with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+            sock.sendall(
+                INFER.replace(b"HTTP/1.1", b"HTTP/1.0") + b"expect: 100-continue\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            data = read_until(sock, lambda d: False)
+            assert data.startswith(b"HTTP/1.1 200 OK"), data[:80]
+
+        # a real client: curl waits for the interim answer (up to its 1 s default) before sending the body
+        started = time.monotonic()
+        curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--expect100-timeout", "30"]
+        headers = ["-H", "content-type: application/json", "-H", "expect: 100-continue"]
+        out = subprocess.run(
+            [*curl, *headers, "--data-binary", "@-", gw.url + INFER_PATH],
+            input=body, capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert out.stdout == b"200" and time.monotonic() - started < 20
+
+
+def test_an_expect_trailer_field_changes_nothing_for_the_next_request(routes: RouteFile, up_a: Proc) -> None:
+    """A chunked request whose trailer carries `Expect` must not leave the next request on the connection
+    a 400 (the flag is set by the field, after the head it would belong to)."""
+    routes.write(table(1, up_a.url))
+    chunked = INFER + b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nexpect: 100-continue\r\n\r\n"
+    plain = INFER + b"content-length: 2\r\n\r\n{}"
+    with gateway(routes) as gw, socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(chunked)
+        first = read_until(sock, one_response)
+        sock.sendall(plain)
+        second = read_until(sock, one_response)
+    assert first.startswith(b"HTTP/1.1 200 OK"), first[:120]
+    assert second.startswith(b"HTTP/1.1 200 OK"), second[:120]

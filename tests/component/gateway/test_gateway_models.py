@@ -202,6 +202,9 @@ def test_low_confidence_answers_take_the_configured_action(
         assert all(a.status == 200 for a in answers)
         assert metric_sum(gw.url, "mlrollout_gateway_fallbacks_total", track="candidate",
                           reason="low_confidence", action="stable") == expected_low  # fmt: skip
+        # routed to the candidate, answered by stable: once each, so the analysis can move them back
+        assert metric_sum(gw.url, "mlrollout_gateway_fallback_requests_total", track="candidate",
+                          reason="low_confidence", answered="stable") == expected_low  # fmt: skip
 
 
 def test_killed_model_server_falls_back_to_stable(

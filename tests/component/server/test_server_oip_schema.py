@@ -28,12 +28,11 @@ it cannot be used as written). What runs, and why:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 from tests.support.models import BuiltModel
-from tests.support.oip import SERVER_OPERATIONS, WINE_EXAMPLES, description, fuzz, wine_config
+from tests.support.oip import assert_wine_protocol_holds
 from tests.support.procs import ServerProcess, serve_model
 
 pytestmark = pytest.mark.component
@@ -47,12 +46,4 @@ def served(wine_model: BuiltModel) -> Iterator[ServerProcess]:
 
 @pytest.mark.timeout(180)
 def test_the_protocol_description_holds_for_the_model_server(served: ServerProcess) -> None:
-    found = fuzz(description(WINE_EXAMPLES), wine_config(served.url), SERVER_OPERATIONS)
-    assert found.errors == []
-    assert found.failures == [], "\n".join(found.failures)
-    assert found.cases >= 500
-    served_ops = {operation for operation, _ in found.statuses}
-    assert len(served_ops) == len(SERVER_OPERATIONS), sorted(served_ops)
-    infer_ok = sum(n for (operation, status), n in found.statuses.items() if "infer" in operation and status == 200)
-    assert infer_ok >= len(WINE_EXAMPLES) * 2, json.dumps(sorted(map(str, found.statuses.items())))
-    assert not any(status >= 500 for _, status in found.statuses)
+    assert_wine_protocol_holds(served.url)

@@ -129,7 +129,10 @@ def test_not_ready_while_draining(wine_model: BuiltModel) -> None:
             resp = c.getresponse()
             assert resp.read() == b'{"ready":true}' and not resp.will_close
         server.proc.send_signal(signal.SIGTERM)
-        assert _send_after_term(probe, "GET", "/v2/health/ready") in ((503, b'{"ready":false}'), None)
+        assert _send_after_term(probe, "GET", "/v2/health/ready") in (
+            (503, b'{"ready":false,"reason":"draining"}'),
+            None,
+        )
         body = infer_body(wine_model, wine_model.samples[:1])
         answer = _send_after_term(conn, "POST", "/v2/models/wine/infer", body)
         assert answer is None or answer[0] == 200, answer

@@ -18,9 +18,10 @@ from mlrollout.analysis import (
     collect_snapshot,
     judge,
 )
-from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
+from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS, SPLIT_UNCOUNTED
 from mlrollout.analysis.histogram import Histogram
 from mlrollout.analysis.prometheus import _to_measurement
+from mlrollout.analysis.queries import answered_by_stable
 from mlrollout.analysis.snapshot import CustomValue, RoutedCounts, Split, TrackCounts
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import from_dict
@@ -141,7 +142,7 @@ SPLIT_TARGET = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "gateway", spl
 def gateway_counts(promql: str) -> Measurement:
     """The gateway's routed counts: 5400 stable answers, 500 candidate ones and 100 candidate requests that
     failed and were answered by stable (counted under stable, rescued by the `stable` fallback)."""
-    if promql.startswith("sum (((mlrollout_gateway_fallbacks_total") and 'action="stable"' in promql:
+    if promql.startswith("sum (((mlrollout_gateway_fallback_requests_total") and 'answered="stable"' in promql:
         return Measurement((Sample({}, 100.0),))
     if promql.startswith("sum (((mlrollout_gateway_requests_total"):
         if 'code="200"' in promql:
@@ -154,18 +155,35 @@ def test_routed_counts_are_the_gateways_since_the_split_settled() -> None:
     provider = StaticProvider(gateway_counts)
     snap = collect_snapshot(provider, SPLIT_TARGET, 300.0)
     assert snap.split is not None and snap.split.observed == RoutedCounts(5400, 600, 0, 5350)
-    split_queries = [q for q in provider.queries if "fallbacks_total" in q or "mirrored_requests" in q]
-    assert split_queries and all(f"[{300 - SPLIT_SETTLE_SECONDS:.0f}s]" in q for q in split_queries)
+    settled = f"{300 - SPLIT_SETTLE_SECONDS:.0f}s"
+    assert answered_by_stable("team-a", "wine", "candidate", "rev-2", settled) in provider.queries
+    assert all(f"[{settled}]" in q for q in provider.queries if "mirrored_requests" in q)
+    # the error analysis' request counts move the same requests back (over its whole window)
+    assert (snap.stable.requests, snap.candidate.requests) == (5400, 600)
     assert next(m for m in judge(snap).metrics if m.name == "split").decision == "pass"
 
 
 def test_no_split_counts_before_the_split_settles_or_without_a_gateway() -> None:
     early = collect_snapshot(StaticProvider(gateway_counts), SPLIT_TARGET, SPLIT_SETTLE_SECONDS)
     assert early.split == Split(0.9, 0.1) and early.split.observed is None
-    mesh = collect_snapshot(NullProvider(), SPLIT_TARGET, 300.0)  # Gateway API or Istio: no gateway series
-    assert mesh.split is not None and mesh.split.observed is None
-    assert "split: no routed counts in the snapshot" in judge(mesh).skipped
+    silent = collect_snapshot(NullProvider(), SPLIT_TARGET, 300.0)  # the gateway exported nothing yet
+    assert silent.split is not None and silent.split.observed is None
+    assert "split: no routed counts in the snapshot" in judge(silent).skipped
     assert collect_snapshot(StaticProvider(gateway_counts), TARGET, 300.0).split is None
+
+
+def test_without_the_builtin_gateway_the_split_is_said_to_be_unchecked() -> None:
+    """Gateway API or Istio: the model servers' counts are not the router's (scraped at different instants,
+    blind to what the proxy never delivered), so they are never held to the configured split: the split is
+    marked uncounted, no routed count is asked for, and the judgement says why it skipped the check."""
+    provider = StaticProvider(fake_prometheus)
+    mesh = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "model", split=Split(0.9, 0.1), gateway_in_path=False)
+    snap = collect_snapshot(provider, mesh, 300.0)
+    assert snap.split is not None and snap.split.observed is None and snap.split.uncounted == SPLIT_UNCOUNTED
+    assert not any("mlrollout_gateway" in q for q in provider.queries)
+    result = judge(snap)
+    assert f"split: {SPLIT_UNCOUNTED}" in result.skipped
+    assert all(m.name != "split" for m in result.metrics)
 
 
 def test_mirror_copies_count_queue_drops_as_not_delivered() -> None:
@@ -183,3 +201,81 @@ def test_mirror_copies_count_queue_drops_as_not_delivered() -> None:
     assert snap.split is not None and snap.split.observed == RoutedCounts(5000, 0, 3500, 5000)
     result = judge(snap)
     assert result.verdict == "inconclusive" and "mirror share 70% observed vs 100% configured" in result.reason
+
+
+Series = tuple[str, dict[str, str], float]
+_SELECTED = re.compile(r"^sum (?:by \([^)]*\) )?\(\(\((\w+)\{([^}]*)\}")
+_MATCHER = re.compile(r'(\w+)(=~|!=|=)"([^"]*)"')
+
+
+def exported(series: list[Series]) -> StaticProvider:
+    """A provider holding exported counter deltas: a ``counter_delta`` query sums the samples its selector
+    matches (``=``, ``!=``, ``=~``), as Prometheus would over the window."""
+
+    def matches(op: str, actual: str, wanted: str) -> bool:
+        return {"=": actual == wanted, "!=": actual != wanted, "=~": re.fullmatch(wanted, actual) is not None}[op]
+
+    def answer(promql: str) -> Measurement:
+        selected = _SELECTED.match(promql)
+        if selected is None:
+            return Measurement()
+        name, matchers = selected.group(1), _MATCHER.findall(selected.group(2))
+        values = [v for n, labels, v in series
+                  if n == name and all(matches(op, labels.get(k, ""), want) for k, op, want in matchers)]  # fmt: skip
+        return Measurement((Sample({}, sum(values)),)) if values else Measurement()
+
+    return StaticProvider(answer)
+
+
+def canary(answered: str) -> list[Series]:
+    """A canary step as the gateway exports it: stable routed 9000 requests and refused its 90 failures
+    (503s); the candidate was routed 1000, failed 100 (10 %), each answered by ``answered`` without an error;
+    50 more candidate answers were below the confidence threshold and replaced by stable's."""
+    ident = {"namespace": "team-a", "model_deployment": "wine"}
+    stable = {**ident, "track": "stable", "revision": "rev-1"}
+    candidate = {**ident, "track": "candidate", "revision": "rev-2"}
+    by_stable = 50 + (100 if answered == "stable" else 0)  # counted under stable
+    requests, fallbacks = "mlrollout_gateway_requests_total", "mlrollout_gateway_fallback_requests_total"
+    return [
+        (requests, {**stable, "code": "200"}, 8910.0 + by_stable),
+        (requests, {**stable, "code": "503"}, 90.0),
+        (requests, {**candidate, "code": "200"}, 1000.0 - by_stable),
+        (fallbacks, {**stable, "reason": "error", "answered": "refuse"}, 90.0),
+        (fallbacks, {**candidate, "reason": "error", "answered": answered}, 100.0),
+        (fallbacks, {**candidate, "reason": "low_confidence", "answered": "stable"}, 50.0),
+    ]
+
+
+@pytest.mark.parametrize("answered", ["stable", "default", "backup"])
+def test_failures_the_fallback_chain_answered_are_the_candidates_errors(answered: str) -> None:
+    target = AnalysisTarget("team-a", "wine", "rev-1", "rev-2", "gateway", split=Split(0.9, 0.1))
+    series = canary(answered)
+    snap = collect_snapshot(exported(series), target, 300.0)
+    assert (snap.candidate.requests, snap.candidate.errors) == (1000, 100)  # routed to it; failed by it
+    assert (snap.stable.requests, snap.stable.errors) == (9000, 90)
+    stable_200 = round(series[0][2])  # the requests a mirror would copy
+    assert snap.split is not None and snap.split.observed == RoutedCounts(9000, 1000, 0, stable_200)
+    result = judge(snap)
+    assert result.verdict == "rollback", result.reason
+    assert next(m for m in result.metrics if m.name == "errorRate.harm").decision == "fail"
+
+
+def test_refused_and_unanswered_failures_are_not_counted_twice() -> None:
+    ident = {"namespace": "team-a", "model_deployment": "wine", "track": "candidate", "revision": "rev-2"}
+    requests, fallbacks = "mlrollout_gateway_requests_total", "mlrollout_gateway_fallback_requests_total"
+    provider = exported([
+        (requests, {**ident, "code": "200"}, 900.0),
+        (requests, {**ident, "code": "503"}, 60.0),  # refused by the chain
+        (requests, {**ident, "code": "504"}, 40.0),  # no step left
+        (fallbacks, {**ident, "reason": "error", "answered": "refuse"}, 60.0),
+        (fallbacks, {**ident, "reason": "timeout", "answered": "none"}, 40.0),
+        (fallbacks, {**ident, "reason": "low_confidence", "answered": "default"}, 30.0),  # answered, not failed
+    ])  # fmt: skip
+    snap = collect_snapshot(provider, TARGET, 300.0)
+    assert (snap.candidate.requests, snap.candidate.errors) == (1000, 100)
+
+
+def test_model_server_evidence_has_no_fallbacks() -> None:
+    provider = StaticProvider()
+    collect_snapshot(provider, AnalysisTarget("a", "b", "c", "d", "model"), 60)
+    assert not any("fallback_requests" in q for q in provider.queries)

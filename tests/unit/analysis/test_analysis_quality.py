@@ -182,3 +182,10 @@ def test_feedback_series_become_labels_and_pairs() -> None:
     canary = AnalysisTarget("ns", "wine", "s1", "c1", "gateway")
     snap = collect_snapshot(StaticProvider(answers), canary, 60, quality=True)
     assert snap.pairs is None and snap.candidate.labels == Labels(labelled=100, incorrect=10)
+    # Gateway API or Istio: every step reads the model servers, but only the built-in gateway pairs mirrored
+    # answers, so a canary there is no mirroring step either and the shadow's pairs are not asked for
+    provider = StaticProvider(answers)
+    mesh = AnalysisTarget("ns", "wine", "s1", "c1", "model", gateway_in_path=False)
+    assert mesh.paired is False and target.paired is True and canary.paired is False
+    assert collect_snapshot(provider, mesh, 60, quality=True).pairs is None
+    assert not any("feedback_pair" in q for q in provider.queries)

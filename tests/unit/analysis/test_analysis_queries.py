@@ -10,6 +10,7 @@ from mlrollout.analysis.queries import (
     escape_label_value,
     promql_duration,
     render_custom,
+    split_queries,
     track_queries,
 )
 
@@ -24,10 +25,23 @@ def test_gateway_queries_select_track_and_revision() -> None:
     assert "mlrollout_model_input_feature_bin_total" in q["features"]
 
 
+def test_gateway_errors_include_failures_answered_without_a_5xx() -> None:
+    q = track_queries("gateway", "team-a", "wine", "candidate", "rev-2", 60)
+    sel = 'namespace="team-a",model_deployment="wine",track="candidate",revision="rev-2"'
+    rescued = f'{sel},reason!="low_confidence",answered=~"stable|backup|default"'
+    assert q["rescued_failures"] == counter_delta(f"mlrollout_gateway_fallback_requests_total{{{rescued}}}", "60s")
+    # the requests stable answered for the candidate: the same query the traffic-split check moves back
+    assert q["answered_by_stable"] == counter_delta(
+        f'mlrollout_gateway_fallback_requests_total{{{sel},answered="stable"}}', "60s"
+    )
+    assert q["answered_by_stable"] == split_queries("team-a", "wine", "rev-1", "rev-2", 60)["answered_by_stable"]
+
+
 def test_model_source_uses_the_servers_series() -> None:
     q = track_queries("model", "ns", "md", "candidate", "abc", 60)
     assert "mlrollout_model_inference_requests_total" in q["requests"]
     assert "mlrollout_model_inference_duration_seconds_bucket" in q["latency"]
+    assert "rescued_failures" not in q and "answered_by_stable" not in q  # model servers see no fallbacks
 
 
 @pytest.mark.parametrize(

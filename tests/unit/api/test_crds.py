@@ -9,7 +9,7 @@ import yaml
 
 from mlrollout.api import crdgen
 from mlrollout.api.modeldeployment import SHA256_PATTERN
-from mlrollout.api.uris import URI_PATTERN
+from mlrollout.api.uris import MODEL_URI_PATTERN, URI_PATTERN
 
 
 @pytest.mark.parametrize("kind", list(crdgen.KIND_INFO))
@@ -71,4 +71,5 @@ def test_cel_rules_are_present_where_pydantic_has_cross_field_checks() -> None:
     model = crdgen.crd("ModelDeployment")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     props = model["properties"]["model"]["properties"]
     assert props["sha256"]["pattern"] == SHA256_PATTERN
-    assert props["uri"]["pattern"] == props["referenceProfile"]["pattern"] == URI_PATTERN
+    assert props["uri"]["pattern"] == MODEL_URI_PATTERN
+    assert props["referenceProfile"]["pattern"] == URI_PATTERN

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from tests.support.metrics_doc import METRICS_DOC, OPERATOR_PREFIX, documented_series
 
 from mlrollout_serving.contract.metrics import IDENTITY_LABELS, SERIES
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
-ROW = re.compile(r"^\| `(mlrollout_\w+)` \| (\w+) \|([^|]*)\|", re.MULTILINE)
-
 
 def test_docs_list_every_series_with_its_extra_labels() -> None:
-    documented = {name: re.findall(r"`(\w+)`", labels) for name, _, labels in ROW.findall(DOC.read_text())}
+    rows = documented_series(METRICS_DOC.read_text())
+    documented = {name: row.labels for name, row in rows.items() if not name.startswith(OPERATOR_PREFIX)}
     assert set(documented) == {s.name for s in SERIES}
     for series in SERIES:
-        assert documented[series.name] == list(series.labels), series.name
+        assert documented[series.name] == series.labels, series.name
 
 
 def test_identity_labels_come_first_and_are_never_repeated() -> None:

@@ -465,4 +465,5 @@ def test_resource_names_of_the_kinds_the_operator_writes() -> None:
     assert [plural(k) for k in ("Deployment", "NetworkPolicy", "PodDisruptionBudget", "HTTPRoute", "Gateway")] == [
         "deployments", "networkpolicies", "poddisruptionbudgets", "httproutes", "gateways"
     ]  # fmt: skip
+    assert plural("GatewayClass") == "gatewayclasses"  # `gatewayclasss` was refused (403) by the real API server
     assert crd_name("networking.istio.io/v1", "VirtualService") == "virtualservices.networking.istio.io"

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.rollout.world import IMAGE, spec
 
@@ -26,12 +25,14 @@ from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api.analysis import Judgement
+from mlrollout.api.modeldeployment import PHASES
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
-from mlrollout.controller import naming
+from mlrollout.controller import metrics, naming
 from mlrollout.controller.kube import Conflict, Kube
 from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
+from mlrollout.kubehttp import api_exception
 from mlrollout.revision import revision_of
 
 MD = "mlrollout.io/v1alpha1/modeldeployments"
@@ -250,7 +251,7 @@ class NoNetworkPolicyRights(Kube):
     """A hand-made Role from before NetworkPolicies existed: the cleanup's deletecollection is refused."""
 
     def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
-        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot deletecollection"}')
+        raise api_exception(403, "Forbidden", '{"message": "cannot deletecollection"}')
 
 
 async def test_rbac_without_network_policies_warns_once_and_rolls_out(
@@ -310,7 +311,7 @@ class NoSecretRights(Kube):
     """A Role from before feedback existed: creating the Secret is refused."""
 
     def create(self, manifest: dict[str, Any]) -> bool:
-        raise ApiException(status=403, reason="Forbidden", body='{"message": "cannot create secrets"}')
+        raise api_exception(403, "Forbidden", '{"message": "cannot create secrets"}')
 
 
 async def test_rbac_without_secrets_warns_once_and_rolls_out_without_labels(
@@ -362,3 +363,92 @@ async def test_each_look_asks_about_the_split_the_route_table_states(
     await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
     await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
     assert verdicts.targets and verdicts.targets[-1].split == Split(0.8, 0.2, 0.0, sticky)
+
+
+async def test_a_mesh_provider_look_reads_model_servers_and_leaves_the_split_uncounted(cluster: Any) -> None:
+    """istio: the look reads the model servers' series, says the split cannot be counted (no routed counts of
+    ours to read) and status.routing lists the split check as not applied."""
+    cluster.resources["networking.istio.io/v1/virtualservices"].kind = "VirtualService"
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    verdicts = RecordingVerdicts()
+    rec = Reconciler(Kube(api), verdicts, OperatorSettings(serving_image=IMAGE, gateway_image="gw:test"))
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    mesh = {"traffic": {"provider": "istio"}}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body(**mesh)["spec"]})
+    await run(rec, t0)
+    make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=1))
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b", **mesh)["spec"], "metadata": {"generation": 2}})
+    await run(rec, t0 + timedelta(seconds=2))
+    make_ready(cluster, f"wine-{revision_of(spec('2', 'b'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
+    out = await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
+    assert verdicts.targets, out
+    target = verdicts.targets[-1]
+    assert (target.source, target.gateway_in_path, target.paired) == ("model", False, False)
+    assert target.split == Split(0.8, 0.2)  # configured; collect marks it uncounted (test_analysis_collect)
+    routing = cluster.objects[MD, "ml", "wine"]["status"]["routing"]
+    assert routing["provider"] == "istio"
+    assert any(line.startswith("traffic-split check (istio routes): not checked") for line in routing["notApplied"])
+
+
+def operator_sample(name: str, **labels: str) -> float | None:
+    """A sample of the operator's registry for the ModelDeployment ml/wine (None: no such label set)."""
+    return metrics.REGISTRY.get_sample_value(name, {"namespace": "ml", "model_deployment": "wine", **labels})
+
+
+def current_phase() -> dict[str, float | None]:
+    return {phase: operator_sample("mlrollout_operator_phase", phase=phase) for phase in PHASES}
+
+
+async def test_operator_series_follow_the_phase_count_looks_and_end_with_the_model_deployment(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Through the reconcile the handlers call: the phase gauge is 1 for status.phase and 0 for every other
+    phase, a look counts its verdict (and is timed under the same labels), a passed step is timed per
+    ModelDeployment, and a deleted ModelDeployment's series are gone from the exposition."""
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    looks_before = operator_sample("mlrollout_operator_looks_total", verdict="promote") or 0.0
+    timed_before = operator_sample("mlrollout_operator_analysis_duration_seconds_count", verdict="promote") or 0.0
+    steps_before = operator_sample("mlrollout_operator_step_duration_seconds_count", kind="canary") or 0.0
+
+    await run(rec, t0)
+    assert current_phase() == {p: 1.0 if p == "Pending" else 0.0 for p in PHASES}
+    make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")
+    make_ready(cluster, "wine")
+    await run(rec, t0 + timedelta(seconds=1))
+    assert current_phase() == {p: 1.0 if p == "Healthy" else 0.0 for p in PHASES}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b")["spec"], "metadata": {"generation": 2}})
+    await run(rec, t0 + timedelta(seconds=2))
+    assert current_phase() == {p: 1.0 if p == "Progressing" else 0.0 for p in PHASES}
+    make_ready(cluster, f"wine-{revision_of(spec('2', 'b'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
+    assert operator_sample("mlrollout_operator_looks_total", verdict="promote") == looks_before  # no look due yet
+    recorded = {"verdict": "promote", "reason": "recorded", "samples": {"stable": 500, "candidate": 50}}
+    (tmp_path / "ml.wine.json").write_text(json.dumps(recorded))
+    out = await run(rec, t0 + timedelta(seconds=5))  # a look one interval later: promoted
+    assert out is not None and "Promoted" in out.events
+    assert current_phase() == {p: 1.0 if p == "Healthy" else 0.0 for p in PHASES}
+    assert operator_sample("mlrollout_operator_looks_total", verdict="promote") == looks_before + 1
+    assert operator_sample("mlrollout_operator_analysis_duration_seconds_count", verdict="promote") == timed_before + 1
+    assert operator_sample("mlrollout_operator_step_duration_seconds_count", kind="canary") == steps_before + 1
+
+    # another ModelDeployment's series stay; ml/wine's go once it is gone (the handler may never be told)
+    metrics.set_phase("ml", "other", "Healthy")
+    cluster.objects[MD, "ml", "wine"].delete()
+    assert await run(rec, t0 + timedelta(seconds=6)) is None
+    exposed = [
+        sample.labels
+        for family in metrics.REGISTRY.collect()
+        for sample in family.samples
+        if sample.labels.get("model_deployment") == "wine"
+    ]
+    assert exposed == []
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "mlrollout_operator_phase", {"namespace": "ml", "model_deployment": "other", "phase": "Healthy"}
+        )
+        == 1.0
+    )
+    metrics.forget("ml", "other")

@@ -99,7 +99,7 @@ def test_identical_models_on_a_small_holdout_are_not_declared_equal_with_certain
 
 
 def test_paired_interval_covers_in_simulation() -> None:
-    """A quick check (bench/evaluation_coverage.py runs the full simulation): 400 holdouts of 300 rows."""
+    """A quick check (bench/evaluation_power.py runs the full simulation): 400 holdouts of 300 rows."""
     rng = np.random.default_rng(7)
     p = np.array([0.70, 0.08, 0.14, 0.08])  # both right, stable only, candidate only, both wrong
     true_effect = p[2] - p[1]
@@ -127,6 +127,21 @@ def test_bootstrap_of_a_mean_difference_agrees_with_the_paired_t_interval() -> N
     assert res.effect == pytest.approx(float(np.mean(candidate - stable)))
     assert res.low == pytest.approx(t.low, abs=0.004) and res.high == pytest.approx(t.high, abs=0.004)
     assert res.p_value < 0.01 and "2000 resamples, seed 0" in res.test
+
+
+def test_bootstrap_interval_covers_in_simulation() -> None:
+    """The issue's bar, >= 93% for a nominal 95%, on skewed paired losses (bench/evaluation_power.py measures
+    93.3-95.3% over 600-1000 holdouts); here a quick check: 400 holdouts of 300 rows, 1000 resamples."""
+    rng = np.random.default_rng(17)
+    population = rng.exponential(1.0, 200_000)
+    candidate = population * 1.02 + rng.exponential(0.1, 200_000) - 0.1
+    true_effect = float(candidate.mean() - population.mean())
+    covered = 0
+    for _ in range(400):
+        idx = rng.integers(0, 200_000, 300)
+        res = paired_bootstrap(_mean_statistic(population[idx], candidate[idx]), 300, 0.05, 1000, seed=0, test="MAE")
+        covered += res.low <= true_effect <= res.high
+    assert covered / 400 >= 0.93
 
 
 def test_bootstrap_is_seeded_and_identical_models_have_no_effect() -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mlrollout_serving.contract.feedback import FeedbackKeys, TokenError, verify
+from mlrollout_serving.contract.feedback import FeedbackKeys, Token, TokenError, mint, verify
 from mlrollout_serving.gateway.feedback import (
     Answer,
     Feedback,
@@ -59,6 +61,27 @@ def test_ids_are_spliced_into_the_answer_and_verify() -> None:
     with_parameters = orjson.dumps({"outputs": [], "parameters": {"request_id": "r"}})
     assert orjson.loads(inject(with_parameters, minted))["parameters"]["request_id"] == "r"
     assert minter.mint("stable", "abc123", Predicted(True, ["1"]), NOW).nonce != minted.nonce
+
+
+@given(
+    labels=st.lists(st.text(max_size=300) | st.integers(-5, 300), min_size=1, max_size=70),
+    classes=st.booleans(),
+    mirrored=st.booleans(),
+    class_count=st.integers(0, 300),
+    revision=st.text(alphabet="0123456789abcdef-", max_size=40),
+)
+def test_a_minter_encodes_what_the_contract_does(
+    labels: list[str | int], classes: bool, mirrored: bool, class_count: int, revision: str
+) -> None:
+    """The gateway's minter (no Token on its path) and the contract's ``mint`` give the same bytes."""
+    values = [str(x) for x in labels] if classes else [float(x) for x in labels if isinstance(x, int)] or [1.5]
+    minter = Minter(KEYS, replica=0x0A000107)
+    minted = minter.mint("candidate", revision, Predicted(classes, values, class_count), NOW, mirrored)
+    carried = tuple(values[:64])
+    token = Token("candidate", revision, NOW, minted.nonce, 0x0A000107, carried, classes,  # type: ignore[arg-type]
+                  truncated=len(values) > 64, mirrored=mirrored, class_count=class_count)  # fmt: skip
+    assert minted.token == mint(KEYS, token)
+    assert (minted.rows, minted.truncated) == (len(carried), len(values) > 64)
 
 
 def test_keys_come_from_the_mounted_secret_file(tmp_path: Path) -> None:

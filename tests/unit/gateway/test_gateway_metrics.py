@@ -53,6 +53,7 @@ def test_request_counter_and_histogram() -> None:
 def test_other_series_names_and_labels() -> None:
     m = GatewayMetrics("prod", "iris")
     m.fallback("candidate", "r2", "timeout", "stable")
+    m.fallback_request("candidate", "r2", "timeout", "stable")
     m.mirror_sent("r3")
     m.mirror_drop("r3", "queue_full")
     m.shadow_agreement("r3", "label", 3, 1)
@@ -61,6 +62,8 @@ def test_other_series_names_and_labels() -> None:
     s = _samples(m)
     assert s[(contract.GATEWAY_FALLBACKS.name, _labels(track="candidate", revision="r2", reason="timeout",
                                                   action="stable"))] == 1  # fmt: skip
+    assert s[(contract.GATEWAY_FALLBACK_REQUESTS.name, _labels(track="candidate", revision="r2", reason="timeout",
+                                                          answered="stable"))] == 1  # fmt: skip
     assert s[(contract.GATEWAY_MIRRORED.name, _labels(track="shadow", revision="r3"))] == 1
     assert s[(contract.GATEWAY_MIRROR_DROPPED.name, _labels(track="shadow", revision="r3", reason="queue_full"))] == 1
     agreement = contract.GATEWAY_SHADOW_AGREEMENT.name

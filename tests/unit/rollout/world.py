@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from mlrollout.api.analysis import Forecast, Judgement, MetricResult, Samples, TrackPair
 from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, RevisionStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec, Strategy
-from mlrollout.revision import revision_of
+from mlrollout.revision import Resolved, revision_of
 from mlrollout.rollout import (
     Action,
     Decision,
@@ -22,8 +22,10 @@ from mlrollout.rollout import (
     Look,
     RecordEvent,
     RemoveTrack,
+    Routing,
     SetRoutes,
     TrackFacts,
+    Unresolved,
     decide,
 )
 
@@ -66,6 +68,7 @@ class World:
     status: ModelDeploymentStatus | None = None
     ready: dict[str, TrackFacts] = field(default_factory=dict)
     gateway: TrackFacts | None = None  # None: a traffic provider without our gateway
+    routing: Routing = field(default_factory=Routing)  # what the provider's implementation says
     look: Look | None = None
     command: Command | None = None
     paused: bool = False
@@ -73,10 +76,12 @@ class World:
     generation: int = 1
     last: Decision | None = None
     sent: int = 0
+    registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
 
     @property
     def want(self) -> RevisionStatus:
-        return revision_of(self.md_spec, IMAGE)
+        resolved = self.registry if isinstance(self.registry, Resolved) else None
+        return revision_of(self.md_spec, IMAGE, resolved)
 
     @property
     def s(self) -> ModelDeploymentStatus:
@@ -86,9 +91,11 @@ class World:
     def facts(self) -> Facts:
         return Facts(
             spec_revision=self.want,
+            unresolved=self.registry if isinstance(self.registry, Unresolved) else None,
             generation=self.generation,
             tracks=dict(self.ready),
             gateway=self.gateway,
+            routing=self.routing,
             look=self.look,
             command=self.command,
             paused=self.paused,
@@ -114,7 +121,7 @@ class World:
 
     def give_verdict(
         self, verdict: str, requests: int, seconds: float = 1.0, evidence: dict[str, float] | None = None,
-        forecast: Forecast | None = None,
+        source: Literal["gateway", "model"] | None = None, forecast: Forecast | None = None,
     ) -> list[Action]:  # fmt: skip
         """Advance the clock, take one look at the current candidate, decide."""
         self.now += timedelta(seconds=seconds)
@@ -130,7 +137,7 @@ class World:
             evidence=evidence or {},
             forecast=forecast,
         )
-        self.look = Look(judgement, self.now, self.status.candidate.revision)
+        self.look = Look(judgement, self.now, self.status.candidate.revision, source)
         return self.tick()
 
     def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:

@@ -87,9 +87,23 @@ def test_httproute_mirror_filter(style: object, percent: int, expected: dict[str
     assert [b["weight"] for b in rule["backendRefs"]] == [100, 0]
 
 
-def test_httproute_partial_mirror_without_support_is_refused_with_a_reason() -> None:
-    with pytest.raises(ValueError, match=r"Gateway API v1\.3"):
-        GatewayApiRouter("edge", mirror_style=None).manifests(intent(mirror_percent=25))
+@pytest.mark.parametrize(("style", "percent"), [(None, 25), ("full", 25), ("none", 25), ("none", 100)])
+def test_httproute_never_carries_a_mirror_the_implementation_cannot_apply(style: object, percent: int) -> None:
+    """An implementation without (percentage) mirroring may answer every request of a rule with such a filter
+    with a 500 (Traefik 3.6): the route goes without it, and the machine holds the step instead."""
+    router = GatewayApiRouter("edge", mirror_style=style)  # type: ignore[arg-type]
+    [route] = router.manifests(intent(candidate_weight=0, mirror_percent=percent))
+    [rule] = route["spec"]["rules"]
+    assert "filters" not in rule
+    assert [b["weight"] for b in rule["backendRefs"]] == [100, 0]
+
+
+def test_httproute_full_mirror_where_only_full_mirroring_exists() -> None:
+    [route] = GatewayApiRouter("edge", mirror_style="full").manifests(intent(mirror_percent=100))
+    [rule] = route["spec"]["rules"]
+    assert rule["filters"] == [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "wine-candidate", "port": 8080}}}
+    ]
 
 
 def test_httproute_without_candidate_sends_everything_to_stable() -> None:

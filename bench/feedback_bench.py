@@ -1,0 +1,638 @@
+"""What feedback costs the gateway (issue #14): minting ids, taking labels, inference beside a label flood.
+
+    .venv/bin/python bench/gateway_bench.py --feedback [--duration 5] [--repeats 7] [--profile]
+
+One real model server (the wine classifier, `mlrollout-serve`) behind two `mlrollout-gateway` processes with
+the same 90/10 table, both pinned to one core: one without `--feedback-keys` (answers carry no id) and one
+with (every answer is read and gets a signed id). The model server, wrk and the other clients share the
+other core. CPU time of a gateway comes from the scheduler (`/proc/<pid>/task/*/schedstat`, nanoseconds),
+not from clock ticks: a 10 ms tick is ~3 µs per request in a 5 s run at c=1, the size of what is measured.
+
+1. Minting: wrk against each gateway, interleaved (the order alternates per repeat), at each concurrency;
+   CPU µs per request for each and the paired difference (with - without) per repeat, median over repeats.
+   `--feedback-floors` adds two gateways cut down to what minting cannot go below (bench/feedback_floor.py):
+   a constant id (carrying it, no work) and the HMAC alone; `--feedback-base REV` the gateway of REV.
+2. Ingestion: wrk POSTs labels to `/feedback` on the gateway with keys, every request with an id never sent
+   before (minted here with the same key, the Lua script walks a file of them; the gateway's counters
+   confirm each was counted, not refused as a replay). Labels/s and CPU µs per label. Then the same ids
+   again: the replay refusal (409), measured separately.
+3. Inference beside a label flood: a steady client (a fixed rate on one keep-alive connection) measures
+   inference latency through the gateway with and without a wrk label flood on the same gateway, and as a
+   control directly at the model server with and without that flood (the flood's client shares the model
+   server's core: that part of any delay is not the gateway's event loop). Conditions interleaved.
+4. Micro-benchmarks (timeit, in this process, on the gateway's core): `Feedback.stamp` on a real answer of
+   the model server and its parts, `Feedback.receive` of a valid label and of a replay.
+
+Results: a table on stdout and bench/results/feedback.json (`--profile`: bench/results/feedback-profile.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hmac
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import orjson  # noqa: E402
+from bench.gateway_bench import (  # noqa: E402
+    Proc,
+    Run,
+    median,
+    parse_wrk,
+    pin,
+    profile_gateway,
+    route_table,
+    running,
+    wait_ok,
+    wrk,
+    wrk_command,
+    wrk_script,
+)
+from bench.hostile_load import Steady, steady_client  # noqa: E402
+from bench.serve_ab import export  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
+
+from mlrollout_serving.contract import metrics as series  # noqa: E402
+from mlrollout_serving.contract.feedback import FeedbackKeys, Token, mint, verify  # noqa: E402
+from mlrollout_serving.gateway.feedback import (  # noqa: E402
+    Answer,
+    Feedback,
+    FeedbackConfig,
+    check,
+    inject,
+    load_keys,
+    predictions_of,
+)
+
+RESULTS = ROOT / "bench" / "results" / "feedback.json"
+PROFILE_OUT = ROOT / "bench" / "results" / "feedback-profile.txt"
+INFER = "/v2/models/wine/infer"
+FEEDBACK = "/v2/models/wine/feedback"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class ExactProc(Proc):
+    """A Python process whose CPU time is the scheduler's sum over its threads, in nanoseconds."""
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+
+
+class Ids:
+    """Label bodies for `/feedback`, each with an id minted here with the gateway's key and never used twice
+    (a fresh nonce each), for one-row answers of the wine classifier (3 classes) served by stable."""
+
+    def __init__(self, keys: FeedbackKeys, revision: str = "") -> None:
+        self.keys = keys
+        self.revision = revision
+        self._nonces = count(int.from_bytes(os.urandom(6), "little") << 16)
+
+    def bodies(self, n: int) -> list[bytes]:
+        now = int(time.time())
+        out = []
+        for _ in range(n):
+            nonce = next(self._nonces)
+            token = Token(track="stable", revision=self.revision, issued=now, nonce=nonce, replica=0,
+                          predictions=("0",), classes=True, class_count=3)  # fmt: skip
+            out.append(b'{"feedback_id":"%s","labels":[%d]}' % (mint(self.keys, token).encode(), nonce % 3))
+        return out
+
+    def script(self, tmp: Path, name: str, n: int) -> tuple[Path, list[bytes]]:
+        """A wrk script POSTing ``n`` fresh label bodies in order (then again from the first: replays)."""
+        bodies = self.bodies(n)
+        return replay_script(tmp, name, bodies), bodies
+
+
+def replay_script(tmp: Path, name: str, bodies: list[bytes]) -> Path:
+    data = tmp / f"{name}.bodies"
+    data.write_bytes(b"\n".join(bodies) + b"\n")
+    script = tmp / f"{name}.lua"
+    script.write_text(
+        f"""local bodies = {{}}
+for line in io.lines("{data}") do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+    )
+    return script
+
+
+def feedback_counts(base: str) -> dict[str, float]:
+    """Labels counted and feedback refused (by reason) so far, from the gateway's own series."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    counts: dict[str, float] = {"counted": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == series.GATEWAY_FEEDBACK_LABELS.name:
+                counts["counted"] += sample.value
+            elif sample.name == series.GATEWAY_FEEDBACK_REFUSED.name:
+                reason = "refused_" + sample.labels["reason"]
+                counts[reason] = counts.get(reason, 0.0) + sample.value
+    return counts
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    return {k: int(v - before.get(k, 0.0)) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, body, JSON_HEADERS)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.status, resp.read()
+
+
+# -- 1. minting ----------------------------------------------------------------------------------------
+
+
+def measure_minting(
+    urls: dict[str, str], procs: dict[str, Proc], script: Path, concurrency: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Each gateway in ``urls`` (``without_ids`` first: the others are paired against it), interleaved."""
+    out: dict[str, Any] = {}
+    names = list(urls)
+    for conc in concurrency:
+        for name in names:  # warm up connections and caches
+            wrk(urls[name], conc, 1, script, args.other_core, None)
+        runs: dict[str, list[Run]] = {name: [] for name in names}
+        for repeat in range(args.repeats):
+            for name in names if repeat % 2 == 0 else names[::-1]:
+                runs[name].append(wrk(urls[name], conc, args.duration, script, args.other_core, procs[name]))
+        summary: dict[str, Any] = {name: _wrk_summary(rs) for name, rs in runs.items()}
+        summary["paired_difference"] = {}
+        for name in names[1:]:
+            pairs = list(zip(runs["without_ids"], runs[name], strict=True))
+            cpu = [w.cpu_us_per_request - o.cpu_us_per_request for o, w in pairs]  # type: ignore[operator]
+            summary["paired_difference"][name] = {
+                "cpu_us_per_request": _spread(cpu),
+                "p50_ms": _spread([(w.p50 - o.p50) * 1e3 for o, w in pairs]),
+                "throughput_ratio": _spread([w.rps / o.rps for o, w in pairs]),
+            }
+            d = summary["paired_difference"][name]["cpu_us_per_request"]
+            print(
+                f"[minting c={conc}] CPU µs/req without ids {summary['without_ids']['cpu_us_per_request']:.1f}, "
+                f"{name} {summary[name]['cpu_us_per_request']:.1f}; paired difference {d['median']:+.1f} "
+                f"(runs {d['min']:+.1f} to {d['max']:+.1f})",
+                flush=True,
+            )
+        out[f"c{conc}"] = summary
+    return out
+
+
+def _wrk_summary(runs: list[Run]) -> dict[str, Any]:
+    return {
+        "rps": median([r.rps for r in runs]),
+        "p50_ms": median([r.p50 * 1e3 for r in runs]),
+        "p99_ms": median([r.p99 * 1e3 for r in runs]),
+        "cpu_us_per_request": median([r.cpu_us_per_request for r in runs]),
+        "errors": sum(r.errors for r in runs),
+        "runs": [asdict(r) for r in runs],
+    }
+
+
+# -- 2. ingestion --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A gateway with feedback keys that labels are sent to."""
+
+    name: str
+    base: str
+    proc: Proc
+
+
+def measure_ingestion(targets: list[Target], ids: Ids, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Fresh labels at each concurrency, then (at the highest) the same ids again right after each run; the
+    targets interleaved (their order alternates per repeat)."""
+    out: dict[str, Any] = {t.name: {} for t in targets}
+    top = max(args.ingest_concurrency)
+    replays: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for conc in args.ingest_concurrency:
+        for target in targets:
+            warm, _ = ids.script(tmp, "labels-warm", int(args.ids_per_second))
+            wrk(target.base + FEEDBACK, conc, 1, warm, args.other_core, None)
+        runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        fastest = 0.0  # requests/s of the fastest run so far: the next runs get 2.5 times as many ids
+        for repeat in range(args.repeats):
+            for target in targets if repeat % 2 == 0 else targets[::-1]:
+                pace = 2.5 * fastest if fastest else args.ids_per_second
+                script, bodies = ids.script(tmp, "labels", int(pace * args.duration) + 1000)
+                fresh = _counted_run(target, conc, script, args)
+                fastest = max(fastest, fresh["rps"])
+                runs[target.name].append(fresh)
+                if conc == top:  # the ids just counted, sent again: every one is a replay (409)
+                    sent = bodies[: fresh["requests"] - conc]  # surely sent and answered before wrk stopped
+                    again = replay_script(tmp, "replay", sent)
+                    replays[target.name].append(_counted_run(target, conc, again, args))
+        for target in targets:
+            s = out[target.name][f"c{conc}"] = _ingest_summary(runs[target.name], "counted")
+            print(
+                f"[ingestion {target.name} c={conc}] {s['per_second']:.0f} labels/s counted (gateway CPU share "
+                f"{s['gateway_cpu_share']:.2f}), {s['cpu_us_per_item']:.1f} CPU µs/label, other {s['refused']}",
+                flush=True,
+            )
+    for target in targets:
+        s = out[target.name][f"replay_c{top}"] = _ingest_summary(replays[target.name], "refused_replayed")
+        print(
+            f"[replays {target.name} c={top}] {s['per_second']:.0f} refusals/s (409), {s['cpu_us_per_item']:.1f} "
+            "CPU µs each",
+            flush=True,
+        )
+    return out
+
+
+def _counted_run(target: Target, conc: int, script: Path, args: argparse.Namespace) -> dict[str, Any]:
+    before = feedback_counts(target.base)
+    run = wrk(target.base + FEEDBACK, conc, args.duration, script, args.other_core, target.proc)
+    delta = _delta(feedback_counts(target.base), before)
+    return {**asdict(run), "gateway_counts": delta}
+
+
+def _ingest_summary(runs: list[dict[str, Any]], outcome: str) -> dict[str, Any]:
+    """Per second and CPU per item of ``outcome`` (wrk's rate times the share of requests with that outcome)."""
+    per_second = [r["rps"] * r["gateway_counts"].get(outcome, 0) / r["requests"] for r in runs]
+    other: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["gateway_counts"].items():
+            if k != outcome:
+                other[k] = other.get(k, 0) + v
+    cpu = median([r["cpu_us_per_request"] for r in runs])
+    return {
+        "per_second": statistics.median(per_second),
+        "per_second_runs": per_second,
+        "cpu_us_per_item": cpu,
+        # what a core of its own would take, from the CPU time each costs (the gateway's share of its pinned
+        # core is below 1 while other processes run there: per_second is then bounded by the scheduler)
+        "per_second_per_dedicated_core": 1e6 / cpu if cpu else None,
+        "gateway_cpu_share": statistics.median(r["rps"] * r["cpu_us_per_request"] / 1e6 for r in runs),
+        "p50_ms": median([r["p50"] * 1e3 for r in runs]),
+        "p99_ms": median([r["p99"] * 1e3 for r in runs]),
+        "refused": other,  # any outcome but the measured one (expected: none, or a few in-flight at the end)
+        "runs": runs,
+    }
+
+
+# -- 3. inference beside a flood -----------------------------------------------------------------------
+
+
+def steady(url: str, body: bytes, rate: float, duration: float, core: int | None) -> dict[str, Any]:
+    """The steady client of bench/hostile_load.py, in its own process: latency at a fixed request rate."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    client = ctx.Process(target=steady_client, args=(url, body, JSON_HEADERS, rate, duration, core, send))
+    client.start()
+    result = Steady(**receive.recv())
+    client.join()
+    return result.summary()
+
+
+@contextlib.contextmanager
+def flood(url: str, conc: int, duration: float, script: Path, core: int | None, proc: Proc) -> Iterator[dict[str, Any]]:
+    """wrk POSTing labels for ``duration`` seconds from one second before the body of the block."""
+    report: dict[str, Any] = {}
+    cpu0 = proc.cpu_seconds()
+    wrk_proc = subprocess.Popen(wrk_command(url, conc, duration, script, core), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    try:
+        yield report
+    finally:
+        out, _ = wrk_proc.communicate(timeout=duration + 30)
+        run = parse_wrk(out, proc.cpu_seconds() - cpu0)
+        report.update(rps=run.rps, errors=run.errors, cpu_share=run.rps * (run.cpu_us_per_request or 0.0) / 1e6)
+
+
+def measure_interference(
+    targets: list[Target], direct: str, body: bytes, ids: Ids, rate: float, tmp: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The steady client's latency through each target, quiet and beside a label flood on that target; and
+    directly at the model server, quiet and beside a flood on the first target (the control)."""
+    floods = args.flood_concurrency
+    first = targets[0]
+    conditions: list[tuple[str, str, Target | None, int | None]] = []  # (name, url, flooded target, wrk -c)
+    for t in targets:
+        conditions.append((_name(t.name, None), t.base + INFER, None, None))
+        conditions += [(_name(t.name, c), t.base + INFER, t, c) for c in floods]
+    conditions.append((_name("direct", None), direct + INFER, None, None))
+    conditions.append((_name("direct", max(floods)), direct + INFER, first, max(floods)))
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in conditions}
+    flood_seconds = args.duration + 2.0
+    for repeat in range(args.repeats):
+        shift = repeat % len(conditions)
+        for name, url, flooded, conc in conditions[shift:] + conditions[:shift]:
+            if flooded is None or conc is None:
+                latency = steady(url, body, args.steady_rate, args.duration, args.other_core)
+                results[name].append({**latency, "load": os.getloadavg()[0]})
+                continue
+            script, _ = ids.script(tmp, "flood", int(rate * 1.5 * flood_seconds) + 1000)
+            with flood(flooded.base + FEEDBACK, conc, flood_seconds, script, args.other_core, flooded.proc) as labels:
+                latency = steady(url, body, args.steady_rate, args.duration, args.other_core)
+            results[name].append({**latency, "flood": labels, "load": os.getloadavg()[0]})
+    out: dict[str, Any] = {}
+    for name, runs in results.items():
+        out[name] = {
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "failed": sum(r["failed"] for r in runs),
+            "runs": runs,
+        }
+        if "flood" in runs[0]:
+            out[name]["flood_labels_per_second"] = statistics.median(r["flood"]["rps"] for r in runs)
+            out[name]["flood_gateway_cpu_share"] = statistics.median(r["flood"]["cpu_share"] for r in runs)
+            quiet = results[name.split("_label_flood_")[0] + "_quiet"]
+            out[name]["paired_difference"] = {
+                key: _spread([b[key] - q[key] for q, b in zip(quiet, runs, strict=True)])
+                for key in ("p50_ms", "p99_ms")
+            }
+    for name, s in out.items():
+        extra = ""
+        if "paired_difference" in s:
+            d = s["paired_difference"]
+            extra = f" (vs quiet p50 {d['p50_ms']['median']:+.3f}, p99 {d['p99_ms']['median']:+.3f})"
+            extra += f"; flood {s['flood_labels_per_second']:.0f} labels/s"
+        print(f"[inference {name}] p50 {s['p50_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms{extra}", flush=True)
+    return out
+
+
+def _name(target: str, conc: int | None) -> str:
+    return f"{target}_quiet" if conc is None else f"{target}_label_flood_c{conc}"
+
+
+# -- 4. micro-benchmarks -------------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], object], number: int, repeats: int = 7) -> dict[str, float]:
+    """µs per call: the minimum over repeats (the least disturbed) and the median."""
+    per_call = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(number):
+            fn()
+        per_call.append((time.perf_counter() - started) / number * 1e6)
+    return {"min_us": min(per_call), "median_us": statistics.median(per_call)}
+
+
+def _timed_each(fn: Callable[[bytes], object], make: Callable[[], list[bytes]], repeats: int = 7) -> dict[str, float]:
+    """µs per call of ``fn`` over fresh inputs (one list per repeat, made outside the timing)."""
+    per_call = []
+    for _ in range(repeats):
+        inputs = make()
+        started = time.perf_counter()
+        for item in inputs:
+            fn(item)
+        per_call.append((time.perf_counter() - started) / len(inputs) * 1e6)
+    return {"min_us": min(per_call), "median_us": statistics.median(per_call)}
+
+
+_EVICT = bytearray(16 << 20)  # four times this machine's L2: writing it leaves the caches cold
+
+
+def _cold(fn: Callable[[bytes], object], inputs: list[bytes]) -> dict[str, float]:
+    """µs per call with the CPU caches emptied before each (as in a gateway that was idle or ran something
+    else since its last request: the case at c=1); the median of the calls."""
+    per_call = []
+    for item in inputs:
+        _EVICT[::64] = bytes(len(_EVICT) // 64)  # one write per cache line
+        started = time.perf_counter()
+        fn(item)
+        per_call.append((time.perf_counter() - started) * 1e6)
+    return {"median_us": statistics.median(per_call)}
+
+
+def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[str, Any]:
+    """The pure functions on the gateway's core (nothing else of the bench runs meanwhile), in a loop (hot:
+    what the code costs) and with the caches emptied before each call (cold)."""
+    affinity = os.sched_getaffinity(0)
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        feedback = Feedback(FeedbackConfig(str(keys_path)))
+        assert feedback.minter is not None and feedback.keys is not None
+        now = int(time.time())
+        assert feedback.stamp("stable", "", answer, False, now) is not None, "the answer would carry no id"
+        predicted = predictions_of(answer)
+        assert predicted is not None
+        minter, keys = feedback.minter, feedback.keys
+        minted = minter.mint("stable", "", predicted, now)
+        parsed = orjson.loads(answer)
+        token_text = json.loads(ids.bodies(1)[0])["feedback_id"]
+        first = feedback.receive(ids.bodies(1)[0], now)
+        assert isinstance(first, Answer) and first.status == 202, first
+        n = 20000
+        fresh = _timed_each(lambda b: feedback.receive(b, now), lambda: ids.bodies(n))
+        seen = ids.bodies(n)
+        for b in seen:
+            feedback.receive(b, now)
+        key = keys.keys[keys.current]
+        payload = base64.urlsafe_b64decode(token_text + "=" * (-len(token_text) % 4))[:-16]
+        return {
+            "answer": answer.decode(),
+            "stamp": _timed(lambda: feedback.stamp("stable", "", answer, False, now), n),
+            "stamp_cold": _cold(lambda a: feedback.stamp("stable", "", a, False, now), [answer] * 300),
+            "stamp_parts": {
+                "orjson.loads": _timed(lambda: orjson.loads(answer), n),
+                "predictions_of (orjson.loads and reading it)": _timed(lambda: predictions_of(answer), n),
+                "Minter.mint": _timed(lambda: minter.mint("stable", "", predicted, now), n),
+                "inject (the parsed answer given)": _timed(lambda: inject(answer, minted, parsed), n),
+                "FeedbackKeys.mac (in mint and verify)": _timed(lambda: keys.mac(keys.current, payload), n),
+                "hmac.digest (what FeedbackKeys.mac replaces)": _timed(lambda: hmac.digest(key, payload, "sha256"), n),
+            },
+            "stamp_parts_cold": {
+                "predictions_of": _cold(predictions_of, [answer] * 300),
+                "Minter.mint": _cold(lambda _: minter.mint("stable", "", predicted, now), [answer] * 300),
+                "FeedbackKeys.mac": _cold(lambda m: keys.mac(keys.current, m), [payload] * 300),
+                "hmac.digest": _cold(lambda m: hmac.digest(key, m, "sha256"), [payload] * 300),
+            },
+            "receive_valid": fresh,
+            "receive_valid_cold": _cold(lambda b: feedback.receive(b, now), ids.bodies(300)),
+            "receive_replay": _timed_each(lambda b: feedback.receive(b, now), lambda: seen),
+            "receive_parts": {
+                "verify": _timed(lambda: verify(keys, token_text, now, 86400.0), n),
+                "check": _timed(lambda: check(keys, {"feedback_id": token_text, "labels": [1]}, now, 86400.0), n),
+            },
+        }
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: int | None) -> None:
+    """Start the model server and the gateways, measure the parts asked for, write the JSON."""
+    load_at_start = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="feedback-bench-"))
+    keys_path = tmp / "keys.json"
+    keys_path.write_text(json.dumps({"1": base64.b64encode(os.urandom(32)).decode()}))
+    keys = load_keys(str(keys_path))
+    assert keys is not None
+    ids = Ids(keys)
+    infer_script = wrk_script(tmp, body)
+    routes = tmp / "routes.json"
+    model_port = free_port()
+    routes.write_text(route_table(model_port, model_port))
+    other = args.other_core
+    with_keys = ("--feedback-keys", str(keys_path))
+    gateways: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
+        "without_ids": ((), None),
+        "with_ids": (with_keys, None),
+    }
+    # the floors of minting (bench/feedback_floor.py): minting only, never labelled
+    floors = {f"floor_{mode}": mode for mode in ("constant_id", "hmac_only")} if args.feedback_floors else {}
+    gateways.update({name: (with_keys, None) for name in floors})
+    base_commit = None
+    if args.feedback_base:
+        base_commit = subprocess.run(["git", "rev-parse", args.feedback_base], cwd=ROOT, capture_output=True,
+                                     text=True, check=True).stdout.strip()  # fmt: skip
+        source = export(base_commit, tmp)  # the child imports mlrollout_serving from there (PYTHONPATH first)
+        gateways["with_ids_base"] = (with_keys, {**os.environ, "PYTHONPATH": str(source)})
+    ports = {name: free_port() for name in gateways}
+
+    def gateway_cmd(name: str, flags: tuple[str, ...]) -> list[str]:
+        entry = ["-m", "mlrollout_serving.gateway"]
+        if name in floors:
+            entry = [str(ROOT / "bench" / "feedback_floor.py"), floors[name].split("_")[0]]
+        return [*pin(proxy_core), sys.executable, *entry, "--host", "127.0.0.1",
+                "--port", str(ports[name]), "--routes-file", str(routes), "--log-level", "WARNING", *flags]  # fmt: skip
+
+    server_cmd = [*pin(other), sys.executable, "-m", "mlrollout_serving.server", "--model-uri", model.uri,
+                  "--sha256", model.sha256, "--model-name", "wine", "--host", "127.0.0.1", "--port",
+                  str(model_port), "--log-level", "WARNING"]  # fmt: skip
+    model_base = f"http://127.0.0.1:{model_port}"
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(running("model-server", server_cmd, tmp / "server.log"))
+        procs: dict[str, Proc] = {}
+        for name, (flags, env) in gateways.items():
+            started = stack.enter_context(running("gateway", gateway_cmd(name, flags), tmp / f"{name}.log", env))
+            procs[name] = ExactProc(started.name, started.proc)
+        for url in (model_base, *base.values()):
+            wait_ok(url + "/v2/health/ready")
+        payload = json.dumps(body).encode()
+        _, answer = post(model_base + INFER, payload)
+        stamped = {name: b"feedback_id" in post(url + INFER, payload)[1] for name, url in base.items()}
+        if stamped != {name: bool(flags) for name, (flags, _) in gateways.items()}:
+            sys.exit(f"expected an id from the gateways with keys only: {stamped}")
+        targets = [Target(name, base[name], procs[name]) for name in gateways if name not in ("without_ids", *floors)]
+        rate = args.ids_per_second
+        if "minting" in args.feedback_parts:
+            urls = {name: base[name] + INFER for name in gateways}  # without_ids first: the others paired with it
+            results["minting"] = measure_minting(urls, procs, infer_script, args.feedback_concurrency, args)
+        if "ingestion" in args.feedback_parts:
+            results["ingestion"] = measure_ingestion(targets, ids, tmp, args)
+            rate = max(s["per_second"] for t in results["ingestion"].values() for s in t.values())
+        if "inference" in args.feedback_parts:
+            results["inference_beside_label_flood"] = measure_interference(
+                targets, model_base, payload, ids, rate, tmp, args
+            )
+        if "micro" in args.feedback_parts:
+            results["micro"] = micro(answer, keys_path, ids, proxy_core)
+            print(f"[micro] {json.dumps({k: v for k, v in results['micro'].items() if k != 'answer'})}", flush=True)
+        if args.profile:
+            labels, _ = ids.script(tmp, "profile", int(args.ids_per_second * args.duration))
+            text = "## labels at c=16 (fresh ids)\n" + profile_gateway(
+                tmp, routes, labels, proxy_core, other, args.duration, with_keys, FEEDBACK
+            )
+            text += "\n## inference with ids at c=16 (model server upstream)\n" + profile_gateway(
+                tmp, routes, infer_script, proxy_core, other, args.duration, with_keys, INFER
+            )
+            PROFILE_OUT.write_text(text)
+            results["profile_file"] = str(PROFILE_OUT.relative_to(ROOT))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    meta: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
+        },
+        "code": {"with_ids": f"worktree at {head}", "with_ids_base": base_commit},
+        "settings": {
+            "duration_s": args.duration,
+            "repeats": args.repeats,
+            "parts": args.feedback_parts,
+            "minting_concurrency": args.feedback_concurrency,
+            "ingest_concurrency": args.ingest_concurrency,
+            "flood_concurrency": args.flood_concurrency,
+            "steady_rate": args.steady_rate,
+            "gateway_core": proxy_core,
+            "model_server_and_clients_core": other,
+            "cpu_time": "schedstat (ns), summed over the gateway's threads",
+        },
+    }
+    out = args.out or RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print_table(results)
+    print(f"\nload average at the end: {meta['machine']['load_average_at_end']}; JSON: {out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    if "minting" in results:
+        print("\n| minting | gateway | CPU µs/req | without ids | paired difference (median, runs) | rps ratio |")
+        print("|---|---|---|---|---|---|")
+        for key, s in results["minting"].items():
+            for name, d in s["paired_difference"].items():
+                cpu = d["cpu_us_per_request"]
+                print(
+                    f"| {key} | {name} | {s[name]['cpu_us_per_request']:.1f} | "
+                    f"{s['without_ids']['cpu_us_per_request']:.1f} | {cpu['median']:+.1f} "
+                    f"({cpu['min']:+.1f} to {cpu['max']:+.1f}) | {d['throughput_ratio']['median']:.3f} |"
+                )
+    if "ingestion" in results:
+        print("\n| ingestion | per second | gateway CPU share | CPU µs each | per dedicated core | p50 | p99 | other |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, by_key in results["ingestion"].items():
+            for key, s in by_key.items():
+                print(
+                    f"| {name} {key} | {s['per_second']:.0f} | {s['gateway_cpu_share']:.2f} | "
+                    f"{s['cpu_us_per_item']:.1f} | {s['per_second_per_dedicated_core']:.0f} | {s['p50_ms']:.3f} ms | "
+                    f"{s['p99_ms']:.3f} ms | {s['refused'] or '-'} |"
+                )
+    if "inference_beside_label_flood" in results:
+        print("\n| inference at a fixed rate | p50 | p99 | paired p50 diff | paired p99 diff | labels/s | failed |")
+        print("|---|---|---|---|---|---|---|")
+        for key, s in results["inference_beside_label_flood"].items():
+            d = s.get("paired_difference")
+            print(
+                f"| {key} | {s['p50_ms']:.3f} ms | {s['p99_ms']:.3f} ms | "
+                f"{'-' if d is None else format(d['p50_ms']['median'], '+.3f')} | "
+                f"{'-' if d is None else format(d['p99_ms']['median'], '+.3f')} | "
+                f"{s.get('flood_labels_per_second', 0):.0f} | {s['failed']} |"
+            )

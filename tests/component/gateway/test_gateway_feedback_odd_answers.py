@@ -1,0 +1,136 @@
+"""Feedback ids on whatever an upstream answers, through a real gateway process: concurrent clients, each
+request with its own marker, an upstream that answers each in one of many odd shapes (parameters of every
+kind, whitespace, unicode, a huge answer, binary, not an object, a shape that is not a list). Every client
+gets exactly its own answer: with the id (header and body agreeing, the rest as the upstream sent it) or
+byte for byte untouched without one.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import http.server
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from gateway_helpers import INFER, RouteFile, gateway, table
+from tests.support.httpd import serving
+from tests.support.strict_json import strict_loads
+
+from mlrollout_serving.contract.feedback import FeedbackKeys, verify
+
+pytestmark = pytest.mark.component
+
+LABEL = {"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}
+CLIENTS, EACH = 8, 45
+
+
+def _odd_answers(marker: str) -> list[tuple[bytes, bool]]:
+    """The upstream's answers for a request with ``marker``, and whether the gateway can put an id on each."""
+    m = json.dumps(marker)
+    return [
+        (b'{"model_name":"iris","model_version":%s,"outputs":[%s]}' % (m.encode(), orjson.dumps(LABEL)), True),
+        (orjson.dumps({"outputs": [LABEL], "parameters": {"marker": marker, "feedback_id": "theirs"}}), True),
+        (orjson.dumps({"outputs": [LABEL], "parameters": marker}), True),
+        (json.dumps({"m": marker, "outputs": [LABEL]}, indent="\t", ensure_ascii=False).encode() + b" \r\n", True),
+        (b'{"m":%s,"outputs":[{"datatype":"INT64","data":%s}]}' % (m.encode(), orjson.dumps([1] * 30_000)), True),
+        (b'{"m":%s,"outputs":[{"datatype":"FP32","shape":5,"data":[0.5]}]}' % m.encode(), True),
+        (b'{"m":%s,"outputs":[%s],"param\\u0065ters":{"a":1}}' % (m.encode(), orjson.dumps(LABEL)), True),
+        (b"\x00\xff binary " + marker.encode() + b"}", False),
+        (b'[{"m":%s,"outputs":[%s]}]' % (m.encode(), orjson.dumps(LABEL)), False),
+        (b'{"m":%s,"outputs":[%s]}}' % (m.encode(), orjson.dumps(LABEL)), False),
+        (b'{"m":%s,"outputs":[{"datatype":"INT64","data":[]}]}' % m.encode(), False),
+    ]
+
+
+CASES = len(_odd_answers(""))
+
+
+class OddUpstream(http.server.BaseHTTPRequestHandler):
+    """Answers each request with the odd answer its ``parameters`` ask for (case, marker)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        body, _ = _odd_answers(request["parameters"]["marker"])[request["parameters"]["case"]]
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _send(port: int, case: int, marker: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        body = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}],
+                "parameters": {"case": case, "marker": marker}}  # fmt: skip
+        conn.request("POST", INFER, json.dumps(body), {"content-type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _check(keys: FeedbackKeys, case: int, marker: str, got: tuple[int, dict[str, str], bytes]) -> None:
+    status, headers, body = got
+    sent, stampable = _odd_answers(marker)[case]
+    assert status == 200, (case, body[:200])
+    if not stampable:
+        assert body == sent and "x-mlrollout-feedback-id" not in headers, case
+        return
+    answer = strict_loads(body)
+    feedback_id = answer["parameters"].pop("feedback_id")
+    assert feedback_id == headers["x-mlrollout-feedback-id"], case
+    rows = answer["parameters"].pop("feedback_rows", None)
+    token = verify(keys, feedback_id, int(time.time()), 60)
+    assert (token.track, token.revision, rows is not None) == ("stable", "rev-stable", token.truncated), case
+    expected = orjson.loads(sent)
+    params = expected.get("parameters")
+    expected["parameters"] = {k: v for k, v in params.items() if k != "feedback_id"} if type(params) is dict else {}
+    assert answer == expected, case
+    if "parameters" not in orjson.loads(sent):
+        end = sent.rindex(b"}")
+        assert body[:end] == sent[:end], case  # the upstream's bytes, in place
+
+
+def test_every_client_gets_its_own_answer_stamped_exactly_or_untouched(routes: RouteFile, tmp_path: Path) -> None:
+    key = os.urandom(32)
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(json.dumps({"1": base64.b64encode(key).decode()}))
+    keys = FeedbackKeys({1: key})
+    with serving(OddUpstream) as upstream:
+        routes.write(table(1, upstream))
+        with gateway(routes, "--feedback-keys", str(keys_file)) as gw:
+            port = gw.port
+            errors: list[BaseException] = []
+            lock = threading.Lock()
+
+            def client(n: int) -> Callable[[], None]:
+                def run() -> None:
+                    for i in range(EACH):
+                        case, marker = (n + i) % CASES, f"client {n} request {i} \u00e9\U0001f377"
+                        try:
+                            _check(keys, case, marker, _send(port, case, marker))
+                        except BaseException as exc:
+                            with lock:
+                                errors.append(exc)
+
+                return run
+
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                for done in [pool.submit(client(n)) for n in range(CLIENTS)]:
+                    done.result()
+            assert not errors, errors[:3]

@@ -1,0 +1,204 @@
+"""models:/ with a real MLflow tracking server and registry: the operator resolves a registered version
+(REST, standard library) and pins the file, its digest and run in the revision; the pods' model server
+downloads exactly that file and checks that digest; v1 -> v2 by editing the URI; history keeps both.
+
+The Kubernetes API is KMock's emulator (as in tests/unit/controller), the registry and the model server
+are real processes on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from tests.component.server.conftest import infer_body, post
+from tests.support.mlflow import MlflowServer, run_mlflow
+from tests.support.models import BuiltModel
+from tests.support.procs import free_port, serve_model
+from tests.unit.controller.kmock_support import ApplyingEmulator
+
+from mlrollout.controller.kube import Kube
+from mlrollout.controller.reconcile import Reconciled, Reconciler
+from mlrollout.controller.registry import CachingResolver
+from mlrollout.controller.settings import OperatorSettings
+from mlrollout.controller.verdicts import RecordedVerdicts
+from mlrollout_serving.contract.process import ServerEnv
+
+pytestmark = [pytest.mark.component, pytest.mark.kmock(cls=ApplyingEmulator)]
+
+MD = "mlrollout.io/v1alpha1/modeldeployments"
+DEPLOYMENTS = "apps/v1/deployments"
+LOG = logging.getLogger("test.registry")
+T0 = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
+POLICY = {
+    "apiVersion": "mlrollout.io/v1alpha1",
+    "kind": "RolloutPolicy",
+    "metadata": {"name": "fast"},
+    "spec": {"strategy": {"steps": [{"canary": {"weight": 20, "minRequests": 10}}]}, "analysis": {"interval": "1s"}},
+}
+
+
+@pytest.fixture(scope="module")
+def registry(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[MlflowServer]:
+    """wine v1 and v2 (ONNX), v3 a scikit-learn pickle; alias champion -> 1."""
+    with run_mlflow() as mlflow:
+        assert mlflow.register_onnx("wine", wine_model.path)[0] == "1"
+        assert mlflow.register_onnx("wine", wine_worse_model.path)[0] == "2"
+        assert mlflow.register_sklearn("wine")[0] == "3"
+        mlflow.set_alias("wine", "champion", "1")
+        yield mlflow
+
+
+def md_body(uri: str, registry_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "mlrollout.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "wine", "namespace": "ml", "uid": "uid-1", "generation": 1},
+        "spec": {
+            "model": {"name": "wine", "uri": uri, "registry": {"uri": registry_url}},
+            "rolloutPolicyRef": {"name": "fast"},
+        },
+    }
+
+
+@pytest.fixture
+def cluster(kmock: Any) -> Any:
+    kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
+    kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
+    kmock.resources["v1/pods"].kind = "Pod"
+    kmock.resources[DEPLOYMENTS].kind = "Deployment"
+    kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {}}}
+    kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = POLICY
+    return kmock
+
+
+def reconciler(server: Any, verdicts: Path) -> Reconciler:
+    api = client.ApiClient(client.Configuration(host=str(server.url).rstrip("/")))
+    settings = OperatorSettings(serving_image="mlrollout/serving:test", gateway_image="gw:test")
+    return Reconciler(Kube(api), RecordedVerdicts(str(verdicts)), settings, CachingResolver())
+
+
+async def run(rec: Reconciler, now: datetime) -> Reconciled | None:
+    return await asyncio.to_thread(rec.reconcile, "ml", "wine", LOG, now)
+
+
+def ready(server: Any, name: str) -> None:
+    dep = server.objects[DEPLOYMENTS, "ml", name]
+    n = dep["spec"]["replicas"]
+    dep.patch(
+        {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "readyReplicas": n, "updatedReplicas": n}}
+    )
+
+
+def server_env(server: Any, revision: str) -> dict[str, str]:
+    container = server.objects[DEPLOYMENTS, "ml", f"wine-{revision}"]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def sha256_of(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return hashlib.sha256(resp.read()).hexdigest()
+
+
+async def test_v1_to_v2_pins_the_resolved_file_digest_and_run(
+    cluster: Any, registry: MlflowServer, wine_model: BuiltModel, tmp_path: Path
+) -> None:
+    cluster.objects[MD, "ml", "wine"] = md_body("models:/wine/1", registry.url)
+    rec = reconciler(cluster, tmp_path)
+    out = await run(rec, T0)
+    assert out is not None and "Deploying" in out.events
+    stable = cluster.objects[MD, "ml", "wine"]["status"]["stable"]
+    assert stable["modelUri"] == "models:/wine/1" and stable["modelVersion"] == "1"
+    assert stable["resolvedUri"].startswith(f"{registry.url}/api/2.0/mlflow-artifacts/artifacts/")
+    assert stable["resolvedUri"].endswith("/model.onnx") and stable["runId"]
+    assert stable["sha256"] == sha256_of(stable["resolvedUri"])
+
+    # the pods read the pinned file with the pinned digest: the real model server's download path
+    env = server_env(cluster, stable["revision"])
+    assert env[ServerEnv.MODEL_URI] == stable["resolvedUri"] and env[ServerEnv.MODEL_SHA256] == stable["sha256"]
+    with serve_model(env[ServerEnv.MODEL_URI], sha256=env[ServerEnv.MODEL_SHA256], name="wine") as server:
+        status, _, _ = post(server.port, "/v2/models/wine/infer", infer_body(wine_model, wine_model.samples[:4]))
+        assert status == 200
+
+    ready(cluster, f"wine-{stable['revision']}")
+    ready(cluster, "wine")
+    assert (await run(rec, T0 + timedelta(seconds=5))) is not None
+
+    # v2: edit the URI; the candidate pins v2's file
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("models:/wine/2", registry.url)["spec"],
+                                             "metadata": {"generation": 2}})  # fmt: skip
+    out = await run(rec, T0 + timedelta(seconds=10))
+    assert out is not None and "RolloutStarted" in out.events
+    cand = cluster.objects[MD, "ml", "wine"]["status"]["candidate"]
+    assert cand["modelVersion"] == "2" and cand["resolvedUri"] != stable["resolvedUri"]
+    assert cand["sha256"] == sha256_of(cand["resolvedUri"]) != stable["sha256"]
+    ready(cluster, f"wine-{cand['revision']}")
+    await run(rec, T0 + timedelta(seconds=11))
+    (tmp_path / "ml.wine.json").write_text(
+        json.dumps({"verdict": "promote", "reason": "recorded", "samples": {"stable": 500, "candidate": 50}})
+    )
+    out = await run(rec, T0 + timedelta(seconds=13))
+    assert out is not None and "Promoted" in out.events
+    history = cluster.objects[MD, "ml", "wine"]["status"]["history"]
+    assert [(h["modelVersion"], h["resolvedUri"], h["sha256"], h["runId"]) for h in history] == [
+        ("1", stable["resolvedUri"], stable["sha256"], stable["runId"]),
+        ("2", cand["resolvedUri"], cand["sha256"], cand["runId"]),
+    ]
+
+
+async def test_an_alias_is_resolved_once_and_recorded(cluster: Any, registry: MlflowServer, tmp_path: Path) -> None:
+    cluster.objects[MD, "ml", "wine"] = md_body("models:/wine@champion", registry.url)
+    rec = reconciler(cluster, tmp_path)
+    await run(rec, T0)
+    stable = cluster.objects[MD, "ml", "wine"]["status"]["stable"]
+    assert stable["modelUri"] == "models:/wine@champion" and stable["modelVersion"] == "1"
+    registry.set_alias("wine", "champion", "2")  # the alias moves: nothing follows it silently
+    await run(rec, T0 + timedelta(seconds=60))
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert status["stable"]["resolvedUri"] == stable["resolvedUri"] and "candidate" not in status
+    registry.set_alias("wine", "champion", "1")
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("models:/wine/9", "Model Version (name=wine, version=9) not found"),
+        ("models:/nope/1", "not found"),
+        ("models:/wine/3", "not an ONNX model (its flavours: python_function, sklearn)"),
+        ("models:/wine@nobody", "alias nobody not found"),
+    ],
+)
+async def test_what_cannot_be_resolved_is_refused_with_the_registrys_words(
+    cluster: Any, registry: MlflowServer, tmp_path: Path, uri: str, words: str
+) -> None:
+    cluster.objects[MD, "ml", "wine"] = md_body(uri, registry.url)
+    out = await run(reconciler(cluster, tmp_path), T0)
+    assert out is not None and out.phase == "Degraded" and "ResolutionFailed" in out.events
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert status["heldBack"]["outcome"] == "refused" and words in status["heldBack"]["reason"]
+    assert words in status["message"] and "stable" not in status
+    assert not [k for k in cluster.objects if k[0] == DEPLOYMENTS and k[2].startswith("wine-")]  # nothing deployed
+    posted = [e for e in cluster.posted_events if e["reason"] == "ResolutionFailed"]
+    assert posted and words in posted[0]["message"]
+
+
+async def test_a_registry_that_is_down_is_waited_for_without_a_loop(cluster: Any, tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    cluster.objects[MD, "ml", "wine"] = md_body("models:/wine/1", down)
+    rec = reconciler(cluster, tmp_path)
+    out = await run(rec, T0)
+    assert out is not None and out.phase == "Progressing" and "RegistryUnavailable" in out.events
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert status["resolving"]["revision"] and "unreachable" in status["resolving"]["reason"]
+    assert "resolving models:/wine/1" in status["message"]
+    out = await run(rec, T0 + timedelta(seconds=10))
+    assert out is not None and out.events == ()  # quietly waiting (the resolver backs off)
