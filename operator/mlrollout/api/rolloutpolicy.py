@@ -21,7 +21,7 @@ from mlrollout.api.common import (
     parse_duration,
 )
 from mlrollout.api.placeholders import QUERY_RULES, check_query
-from mlrollout.api.uris import URI_PATTERN
+from mlrollout.api.uris import DATASET_URI_PATTERN
 from mlrollout_serving.contract.evaluation import REGRESSION_METRICS, margin_allowed
 
 NOT_BLANK_PATTERN = r"[^ \t\r\n]"
@@ -96,10 +96,10 @@ class BlueGreenStep(ApiModel):
 class EvaluationDataset(ApiModel):
     """The labelled holdout both models are scored on."""
 
-    uri: Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)] = Field(
+    uri: Annotated[str, StringConstraints(pattern=DATASET_URI_PATTERN, max_length=2048)] = Field(
         description=(
-            "Where the holdout is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image) or "
-            "pvc://CLAIM/PATH; fetched and verified by the model server's own loader."
+            "Where the holdout is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
+            "pvc://CLAIM/PATH or s3://BUCKET/KEY; fetched and verified by the model server's own download."
         )
     )
     sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(

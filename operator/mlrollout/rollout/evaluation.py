@@ -42,7 +42,7 @@ def progress(w: Work, step: StepStatus, spec: EvaluateStep) -> bool:
         return True
     assert ev is not None
     if ev.phase != "Running":
-        if parse(step.started_at) > parse(ev.finished_at or ev.started_at):  # resumed after it ended: again
+        if parse(step.started_at) > parse(ev.started_at):  # only `resume` restarts the step's clock: run again
             _begin(w, cand, step, spec, attempt=ev.attempt + 1)
             return True
         return False
@@ -135,15 +135,3 @@ def stop_abandoned(w: Work) -> None:
         return
     w.s.last_evaluation = ev.without_answer("stopped before it answered: the rollout left the step", fmt(w.now))
     w.actions.append(StopEvaluation(ev.job))
-
-
-def summary(w: Work, rev: RevisionStatus) -> str | None:
-    """The evaluation's verdict for a history entry of this rollout, if it had one."""
-    ev = w.s.last_evaluation
-    if (
-        ev is None
-        or ev.revision != rev.revision
-        or not _belongs(ev, rev, StepStatus(index=ev.step, kind="evaluate", started_at=ev.started_at))
-    ):
-        return None
-    return f"{ev.phase}: {ev.reason}" if ev.phase != "Running" else "stopped before it answered"

@@ -18,6 +18,7 @@ from mlrollout.revision import Resolved, revision_of
 from mlrollout.rollout import (
     Action,
     Decision,
+    EvaluationFact,
     Facts,
     Look,
     RecordEvent,
@@ -77,6 +78,7 @@ class World:
     last: Decision | None = None
     sent: int = 0
     registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
+    evaluation: EvaluationFact | None = None  # what the cluster says about the evaluate step's Job
 
     @property
     def want(self) -> RevisionStatus:
@@ -101,6 +103,8 @@ class World:
             paused=self.paused,
             sticky=self.sticky,
             policy="test",
+            name="wine",
+            evaluation=self.evaluation,
         )
 
     def tick(self, seconds: float = 0.0) -> list[Action]:
