@@ -27,9 +27,9 @@ def job_name(model_deployment: str, revision: str, rollout_started: str, step: i
     """The evaluation Job of one attempt at one evaluate step of one rollout: the same inputs, the same name
     (an operator restarted mid-evaluation, or a pass redone after a conflict, finds the Job it asked for);
     a new rollout of the same revision (``retry``) or a rerun after ``resume`` gets a new one. At most 56
-    characters, so its pods' ``job-name`` label fits."""
-    digest = hashlib.sha256(f"{revision}/{rollout_started}/{step}/{attempt}".encode()).hexdigest()[:10]
-    return f"{model_deployment[:40]}-eval-{digest}"
+    characters, so its pods' ``job-name`` label fits; ``kubectl get jobs`` shows the revision it scores."""
+    digest = hashlib.sha256(f"{revision}/{rollout_started}/{step}/{attempt}".encode()).hexdigest()[:8]
+    return f"{model_deployment[:29]}-eval-{revision[:12]}-{digest}"
 
 
 def _first(value: object) -> object:

@@ -80,7 +80,7 @@ def test_the_step_asks_for_one_job_and_sends_the_candidate_nothing_while_it_runs
     assert w.s.current_step is not None and w.s.current_step.kind == "evaluate"
     ev = w.s.last_evaluation
     assert ev is not None and ev.phase == "Running" and ev.job == run.job and ev.attempt == 1
-    assert run.job.startswith("wine-eval-") and len(run.job) <= 56
+    assert run.job.startswith(f"wine-eval-{run.candidate.revision[:12]}-") and len(run.job) <= 56
     assert run.stable.number == 1 and run.candidate.number == 2 and run.alpha == w.pol.significance.alpha
     assert w.s.traffic is not None and (w.s.traffic.candidate, w.s.traffic.mirror) == (0, 0)
     # running, and an operator restarted mid-evaluation (the same status, the same facts): no second Job
