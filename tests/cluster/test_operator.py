@@ -550,6 +550,24 @@ EVALUATE_STEP = {
 }
 
 
+def end_evaluation_pod(env: Env, job: str, report: dict[str, Any], exit_code: int) -> None:
+    """Play the kubelet for the Job controller's pod: `mlrollout-evaluate` exited with `exit_code` and left
+    `report` in its termination message (the Job controller then marks the Job Complete or Failed)."""
+    pod = wait_for(
+        lambda: env.kubectl.json("get", "pods", "-n", env.namespace, "-l", f"job-name={job}")["items"],
+        60, "the Job controller's pod",
+    )[0]  # fmt: skip
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                  "message": json.dumps(report), "startedAt": now, "finishedAt": now}  # fmt: skip
+    image = pod["spec"]["containers"][0]["image"]
+    body = {"status": {"phase": "Succeeded" if exit_code == 0 else "Failed", "startTime": now, "containerStatuses": [
+        {"name": "evaluate", "image": image, "imageID": f"fake://{image}", "ready": False, "started": False,
+         "restartCount": 0, "state": {"terminated": terminated}}]}}  # fmt: skip
+    env.kubectl("patch", "pod", pod["metadata"]["name"], "-n", env.namespace, "--subresource=status",
+                "--type=merge", "-p", json.dumps(body))  # fmt: skip
+
+
 def test_evaluate_step_runs_a_job_and_a_worse_candidate_is_rolled_back_before_any_traffic(env: Env) -> None:
     """Given a policy whose first step is `evaluate`, When a new revision rolls out, Then the operator (with
     nothing but the chart's RBAC) creates one Job, owned by the ModelDeployment, under a token-less
@@ -582,10 +600,6 @@ def test_evaluate_step_runs_a_job_and_a_worse_candidate_is_rolled_back_before_an
     assert pod_spec["containers"][0]["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
     sa = env.kubectl.json("get", "serviceaccount", "wine-evaluation", "-n", env.namespace)
     assert sa["automountServiceAccountToken"] is False
-    pod = wait_for(
-        lambda: env.kubectl.json("get", "pods", "-n", env.namespace, "-l", f"job-name={name}")["items"],
-        60, "the Job controller's pod",
-    )[0]  # fmt: skip
 
     report = {
         "kind": "mlrollout.io/evaluation", "version": 1, "verdict": "fail", "metric": "accuracy", "rows": 2000,
@@ -599,14 +613,7 @@ def test_evaluate_step_runs_a_job_and_a_worse_candidate_is_rolled_back_before_an
              "candidate": 0.75, "effect": 0.0625, "interval": [0.04, 0.08], "alpha": 0.05, "pValue": 1e-9},
         ],
     }  # fmt: skip
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    terminated = {"exitCode": 1, "reason": "Error", "message": json.dumps(report), "startedAt": now, "finishedAt": now}
-    image = pod["spec"]["containers"][0]["image"]
-    body = {"status": {"phase": "Failed", "startTime": now, "containerStatuses": [
-        {"name": "evaluate", "image": image, "imageID": f"fake://{image}", "ready": False, "started": False,
-         "restartCount": 0, "state": {"terminated": terminated}}]}}  # fmt: skip
-    env.kubectl("patch", "pod", pod["metadata"]["name"], "-n", env.namespace, "--subresource=status",
-                "--type=merge", "-p", json.dumps(body))  # fmt: skip
+    end_evaluation_pod(env, name, report, exit_code=1)
 
     st = env.wait_status("wine", "rolled back by the evaluation", lambda s: s.get("phase") == "Degraded")
     assert not st.get("candidate") and st["traffic"]["candidate"] == st["traffic"]["mirror"] == 0
@@ -621,3 +628,29 @@ def test_evaluate_step_runs_a_job_and_a_worse_candidate_is_rolled_back_before_an
     assert set(routes["tracks"]) == {"stable"} and "mirror" not in routes
     described = env.kubectl("describe", "md", "wine", "-n", env.namespace).stdout
     assert "EvaluationStarted" in described and "EvaluationFailed" in described
+
+
+def test_a_candidate_the_evaluation_passes_goes_on_to_shadow(env: Env) -> None:
+    """Given the same gated policy, When the Job's pod ends with a passing report (the kubelet's part
+    played by the test, as above), Then the Job controller marks the Job Complete, the operator passes the
+    evaluate step and the shadow step starts mirroring to the candidate, with the evaluation kept in status."""
+    env.pods.withheld.add("evaluation")
+    policy = env.policy(steps_policy(unique("eval"), [EVALUATE_STEP, *CANARY_STEPS]))
+    env.healthy_v1("wine", policy)
+    env.verdict("wine", "continue", 0)
+    env.apply(md_manifest("wine", "2", policy))
+    st = env.wait_status("wine", "the evaluation running", lambda s: (s.get("lastEvaluation") or {}).get("job"))
+    report = {
+        "kind": "mlrollout.io/evaluation", "version": 1, "verdict": "pass", "metric": "accuracy", "rows": 2000,
+        "reason": "PASS: equivalent: accuracy 0.801 vs stable 0.8", "datasetSha256": "d" * 64,
+        "checks": [{"kind": "stable", "name": "stable", "decision": "pass", "rows": 2000, "reference": 0.8,
+                    "candidate": 0.801, "effect": 0.001, "interval": [-0.004, 0.006], "alpha": 0.05,
+                    "test": "exact McNemar", "pValue": 0.7, "margin": 0.008}],
+    }  # fmt: skip
+    end_evaluation_pod(env, st["lastEvaluation"]["job"], report, exit_code=0)
+    st = env.wait_status("wine", "the shadow step", lambda s: (s.get("currentStep") or {}).get("kind") == "shadow")
+    assert st["lastEvaluation"]["phase"] == "Passed" and st["lastEvaluation"]["checks"][0]["pValue"] == 0.7
+    job = env.kubectl.json("get", "job", st["lastEvaluation"]["job"], "-n", env.namespace)
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"]), job["status"]
+    routes = env.routes("wine")
+    assert routes["mirror"]["revision"] == st["candidate"]["revision"] and routes["mirror"]["percent"] == 100
