@@ -34,6 +34,7 @@ from mlrollout.api.modeldeployment import (
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, evaluation, metrics, naming
+from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
@@ -70,10 +71,11 @@ from mlrollout.rollout import (
     Unresolved,
     analysis_due,
     decide,
+    lookhistory,
     not_governable,
 )
 from mlrollout.rollout.looks import evidence_source
-from mlrollout.rollout.timefmt import parse
+from mlrollout.rollout.timefmt import fmt, parse
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
@@ -134,10 +136,11 @@ class Reconciler:
 
     def __init__(
         self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, hooks: HookCaller | None = None,
     ) -> None:  # fmt: skip
         self.kube = kube
         self.notifier = notifier
+        self.hooks = hooks
         self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
@@ -203,13 +206,34 @@ class Reconciler:
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
             name=name,
             evaluation=self._evaluation(namespace, status, pods),
+            hooks=self.hooks.answers(namespace, name, status) if self.hooks is not None else {},
         )
         decision = decide(status, facts, policy, now)
         # never a mirror the implementation cannot apply: the machine holds such a step instead
         self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        done = self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        if facts.look is not None:
+            self._record_look(obj, facts.look, decision.status, log)
+        if self.hooks is not None and decision.status.approvals:  # asked after the status write, never waited for
+            self.hooks.ask(obj, decision.status, policy)
+        return done
+
+    def _record_look(self, obj: Manifest, look: Look, status: ModelDeploymentStatus, log: Log) -> None:
+        """Append the look just written to status to the `<md>-looks` ConfigMap (after the status write, so a
+        retried pass records nothing twice). Best effort: without it only the dashboard's plots are shorter."""
+        point = lookhistory.point_of(status)
+        if point is None or point.time != fmt(look.time):  # a look about another candidate is not recorded
+            return
+        meta = obj["metadata"]
+        try:
+            stored = self.kube.get("v1", "ConfigMap", meta["namespace"], lookhistory.configmap_name(meta["name"]))
+            before = lookhistory.decode(((stored or {}).get("data") or {}).get(lookhistory.DATA_KEY))
+            after = lookhistory.append(before, look.candidate_revision, point)
+            self.kube.apply(children.looks_configmap(obj, lookhistory.encode(after)))
+        except Exception as exc:
+            log.warning("look history not written: %s: %s", type(exc).__name__, api_error_message(exc))
 
     def _evaluation(self, namespace: str, status: ModelDeploymentStatus, pods: list[Manifest]) -> EvaluationFact | None:
         """The running evaluation's Job and its pod (read only while status waits for its answer)."""

@@ -81,6 +81,23 @@ class Unresolved:
     final: bool
 
 
+HookResult = Literal["approved", "refused", "no_answer"]
+"""An approval hook's answer: HTTP 200, another HTTP status (a redirect too: never followed), or none (timeout,
+unreachable, the Secret or its URL missing)."""
+
+
+@dataclass(frozen=True)
+class HookAnswer:
+    """The latest answer of one approval hook about one candidate revision (the controller calls it off the
+    reconcile pass; the machine only reads the answer)."""
+
+    hook: str
+    revision: str
+    result: HookResult
+    detail: str  # in words for status and Events; never the URL
+    time: datetime
+
+
 @dataclass(frozen=True)
 class EvaluationFact:
     """The evaluation Job status names, as seen now: missing, running, or finished with its report (or why
@@ -112,6 +129,7 @@ class Facts:
     policy: str = "default"  # which policy governs, for status
     name: str = ""  # the ModelDeployment's name (it names the evaluation Job)
     evaluation: EvaluationFact | None = None  # the Job of status.lastEvaluation while it runs
+    hooks: Mapping[str, HookAnswer] = field(default_factory=dict)  # latest answer by hook name, this candidate
 
     def gateway_serves(self) -> bool:
         """Clients can reach the model: our gateway has a ready pod, or routing is not ours and the

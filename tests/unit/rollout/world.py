@@ -29,6 +29,7 @@ from mlrollout.rollout import (
     Unresolved,
     decide,
 )
+from mlrollout.rollout.facts import HookAnswer, HookResult
 
 T0 = datetime(2026, 11, 26, 6, 0, 0, tzinfo=UTC)
 IMAGE = "mlrollout/serving:test"
@@ -79,6 +80,7 @@ class World:
     sent: int = 0
     registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
     evaluation: EvaluationFact | None = None  # what the cluster says about the evaluate step's Job
+    hooks: dict[str, HookAnswer] = field(default_factory=dict)  # approval hooks' latest answers
 
     @property
     def want(self) -> RevisionStatus:
@@ -105,6 +107,7 @@ class World:
             policy="test",
             name="wine",
             evaluation=self.evaluation,
+            hooks=dict(self.hooks),
         )
 
     def tick(self, seconds: float = 0.0) -> list[Action]:
@@ -143,6 +146,11 @@ class World:
         )
         self.look = Look(judgement, self.now, self.status.candidate.revision, source)
         return self.tick()
+
+    def answer(self, hook: str, result: HookResult, detail: str = "") -> None:
+        """The hook ``hook`` answers about the current candidate now (the controller's fact for the next tick)."""
+        assert self.status is not None and self.status.candidate is not None
+        self.hooks[hook] = HookAnswer(hook, self.status.candidate.revision, result, detail or result, self.now)
 
     def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:
         self.sent += 1
