@@ -110,6 +110,10 @@ def slow_variant(onx: Any) -> Any:
     return onx
 
 
+HOLDOUT = "wine-holdout.csv"
+HOLDOUT_LABEL = "quality"
+
+
 def _write(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
@@ -136,6 +140,10 @@ def build(out: Path) -> dict[str, Any]:
     profile = prof.build(x64, predictions=prof.predictions_for(out / "wine-v1.onnx", x64))
     prof.write(profile, out / "wine-profile.json")
     digests["wine-profile.json"] = hashlib.sha256((out / "wine-profile.json").read_bytes()).hexdigest()
+    # the labelled holdout an evaluate step scores both models on (features f0.., then the true class)
+    lines = [",".join([*(f"f{i}" for i in range(held.shape[1])), HOLDOUT_LABEL])]
+    lines += [",".join([*(repr(float(v)) for v in row), str(int(c))]) for row, c in zip(held, held_y, strict=True)]
+    digests[HOLDOUT] = _write(out / HOLDOUT, ("\n".join(lines) + "\n").encode())
     manifest = {
         "files": digests,
         "rows": held.astype(float).tolist(),

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import models
 import stack
 
 from conftest import Platform, apply, history_entry, md_status, model_deployment, policy, report, wait_healthy
@@ -86,3 +87,49 @@ def test_plausible_but_wrong_candidate_rolled_back_by_labels_in_shadow(
         assert not failing, failing
     assert "quality.harm" in shown and "worse: accuracy" in shown, shown
     assert st["stable"]["modelVersion"] == "v1"
+
+
+def test_worse_candidate_rolled_back_by_the_offline_evaluation_before_any_traffic(
+    platform: Platform, namespace: str, cluster_objects: list[str]
+) -> None:
+    """Given v1 Healthy and a policy whose first step is `evaluate` on the labelled holdout the model store
+    serves over HTTP, When v4 (plausible but wrong on held-out rows) is applied, Then the operator's Job runs
+    `mlrollout-evaluate` from the serving image on the real node, scores v1 and v4 on every row, and the
+    rollout ends `rolledBack` in the evaluate step: no traffic step ever starts, and status carries both
+    scores, the paired effect with its interval, the test and p-value, the baseline and n."""
+    cluster = platform.cluster
+    steps = [
+        {"evaluate": {"dataset": {"uri": platform.uri(models.HOLDOUT), "sha256": platform.files[models.HOLDOUT],
+                                  "label": models.HOLDOUT_LABEL},
+                      "metric": "accuracy", "margin": {"relative": 0.01}, "maxDuration": "5m",
+                      "resources": {"cpu": "500m", "memory": "512Mi"}}},
+        *QUALITY_STEPS,
+    ]  # fmt: skip
+    manifest = policy(f"{namespace}-eval", steps)
+    apply(cluster, manifest)
+    cluster_objects.append(f"rolloutpolicy/{manifest['metadata']['name']}")
+    apply(cluster, model_deployment(platform, namespace, "v1", "wine-v1.onnx", manifest["metadata"]["name"]))
+    wait_healthy(cluster, namespace, "v1")
+    started = time.monotonic()
+    apply(cluster, model_deployment(platform, namespace, "v4", "wine-v4-plausible.onnx", manifest["metadata"]["name"]))
+    steps_seen: set[str] = set()
+
+    def done() -> dict[str, Any] | None:
+        step = md_status(cluster, namespace).get("currentStep") or {}
+        if step:
+            steps_seen.add(str(step.get("kind")))
+        return history_entry(cluster, namespace, "v4")
+
+    entry = stack.wait_until("v4's rollout to end", done, 600, 2)
+    shown = cluster.kubectl("mlrollout", "status", "wine", "-n", namespace)
+    st = md_status(cluster, namespace)
+    ev = st.get("lastEvaluation") or {}
+    report("offline evaluation", f"v4 {entry['outcome']} in {time.monotonic() - started:.0f}s: {entry.get('reason')}")
+    assert entry["outcome"] == "rolledBack", entry
+    assert steps_seen == {"evaluate"}, steps_seen  # no shadow, no canary: no traffic reached v4
+    assert ev.get("rows") == len(platform.labels) and ev.get("datasetSha256") == platform.files[models.HOLDOUT], ev
+    stable_check = next(c for c in ev["checks"] if c["kind"] == "stable")
+    assert stable_check["effect"] < 0 and stable_check["test"].startswith("exact McNemar"), stable_check
+    assert ev["phase"] in ("Failed", "Inconclusive") and "Evaluation" in entry["reason"], (ev, entry)
+    assert "Evaluation: " in shown and "vs stable" in shown, shown
+    assert st["stable"]["modelVersion"] == "v1" and st["traffic"]["candidate"] == st["traffic"]["mirror"] == 0

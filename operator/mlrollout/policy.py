@@ -135,6 +135,10 @@ def _check_steps(steps: list[Step], policy: Strategy, policy_name: str) -> None:
         raise _looser("steps", policy_name, "cannot change between blue-green and progressive steps")
     if any(s.shadow for s in policy.steps) and not any(s.shadow for s in steps):
         raise _looser("steps", policy_name, "the policy's shadow step cannot be removed")
+    for gate in (s.evaluate for s in policy.steps if s.evaluate is not None):
+        if gate not in [s.evaluate for s in steps]:
+            detail = f"the policy's evaluate step ({gate.summary()}) cannot be removed or changed"
+            raise _looser("steps", policy_name, detail)
     mine, theirs = override.canary_weights(), policy.canary_weights()
     if mine and theirs and mine[0] > theirs[0]:
         raise _looser("steps", policy_name, f"first canary weight {mine[0]} exceeds the policy's {theirs[0]}")
@@ -213,7 +217,7 @@ def step_seconds(step: Step) -> float | None:
     """A step's time limit in seconds (pause: its duration), or None when it waits for a human."""
     if step.pause is not None:
         return parse_duration(step.pause.duration) if step.pause.duration else None
-    for sub in (step.shadow, step.canary, step.blue_green):
+    for sub in (step.shadow, step.canary, step.blue_green, step.evaluate):
         if sub is not None:
             return parse_duration(sub.max_duration)
     return None

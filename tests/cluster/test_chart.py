@@ -48,6 +48,7 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("policy", "poddisruptionbudgets"): CREATE_PATCH,
     ("networking.k8s.io", "networkpolicies"): CREATE_PATCH | {"deletecollection"},
     ("", "pods"): frozenset({"list"}),
+    ("batch", "jobs"): frozenset({"create", "get", "delete"}),
     ("", "namespaces"): frozenset({"get"}),
     ("", "events"): frozenset({"create"}),
     ("", "secrets"): frozenset({"create", "get"}),

@@ -535,3 +535,122 @@ def test_quality_gets_the_gateway_a_feedback_key_under_the_charts_rbac(env: Env)
     gateway = env.kubectl.json("get", "deployment", "wine", "-n", env.namespace)["spec"]["template"]["spec"]
     assert gateway["volumes"][0]["secret"] == {"secretName": "wine-feedback", "optional": True, "defaultMode": 420}
     assert gateway["containers"][0]["volumeMounts"][0]["mountPath"] == "/var/run/mlrollout/feedback"
+
+
+# -- the offline evaluation gate ---------------------------------------------------------------------------------
+
+EVALUATE_STEP = {
+    "evaluate": {
+        "dataset": {"uri": "http://holdouts.example/wine.csv", "sha256": "d" * 64, "label": "quality"},
+        "metric": "accuracy",
+        "margin": {"relative": 0.01},
+        "maxDuration": "10m",
+        "resources": {"cpu": "500m", "memory": "256Mi"},
+    }
+}
+
+
+def end_evaluation_pod(env: Env, job: str, report: dict[str, Any], exit_code: int) -> None:
+    """Play the kubelet for the Job controller's pod: `mlrollout-evaluate` exited with `exit_code` and left
+    `report` in its termination message (the Job controller then marks the Job Complete or Failed)."""
+    pod = wait_for(
+        lambda: env.kubectl.json("get", "pods", "-n", env.namespace, "-l", f"job-name={job}")["items"],
+        60, "the Job controller's pod",
+    )[0]  # fmt: skip
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                  "message": json.dumps(report), "startedAt": now, "finishedAt": now}  # fmt: skip
+    image = pod["spec"]["containers"][0]["image"]
+    body = {"status": {"phase": "Succeeded" if exit_code == 0 else "Failed", "startTime": now, "containerStatuses": [
+        {"name": "evaluate", "image": image, "imageID": f"fake://{image}", "ready": False, "started": False,
+         "restartCount": 0, "state": {"terminated": terminated}}]}}  # fmt: skip
+    env.kubectl("patch", "pod", pod["metadata"]["name"], "-n", env.namespace, "--subresource=status",
+                "--type=merge", "-p", json.dumps(body))  # fmt: skip
+
+
+def test_evaluate_step_runs_a_job_and_a_worse_candidate_is_rolled_back_before_any_traffic(env: Env) -> None:
+    """Given a policy whose first step is `evaluate`, When a new revision rolls out, Then the operator (with
+    nothing but the chart's RBAC) creates one Job, owned by the ModelDeployment, under a token-less
+    ServiceAccount, while the route table sends the candidate nothing; and when the Job's pod ends with a
+    failing report, the rollout is rolled back with the report's numbers in status.
+
+    This tier has no kubelet: the real Job controller creates the pod, and the test plays the kubelet's
+    part, writing the pod status a kubelet writes when `mlrollout-evaluate` exits 1 with its report in the
+    termination message (the report's numbers are the contract's, not computed here: the component tier
+    runs the real program on real models); the Job controller then marks the Job failed, as it would."""
+    env.pods.withheld.add("evaluation")  # no container runs in this tier: the test ends it below
+    policy = env.policy(steps_policy(unique("eval"), [EVALUATE_STEP, *CANARY_STEPS]))
+    env.healthy_v1("wine", policy)
+    env.verdict("wine", "continue", 0)
+    env.apply(md_manifest("wine", "2", policy))
+
+    def running(s: dict[str, Any]) -> bool:
+        return (s.get("lastEvaluation") or {}).get("phase") == "Running"
+
+    st = env.wait_status("wine", "the evaluation running", running)
+    name = st["lastEvaluation"]["job"]
+    assert st["currentStep"]["kind"] == "evaluate" and st["traffic"]["candidate"] == st["traffic"]["mirror"] == 0
+    routes = env.routes("wine")
+    assert set(routes["tracks"]) == {"stable"} and "mirror" not in routes
+    job = env.kubectl.json("get", "job", name, "-n", env.namespace)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == env.md("wine")["metadata"]["uid"]
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 600
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == "wine-evaluation" and pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["containers"][0]["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    sa = env.kubectl.json("get", "serviceaccount", "wine-evaluation", "-n", env.namespace)
+    assert sa["automountServiceAccountToken"] is False
+
+    report = {
+        "kind": "mlrollout.io/evaluation", "version": 1, "verdict": "fail", "metric": "accuracy", "rows": 2000,
+        "reason": "FAIL: worse beyond the margin 0.008: accuracy 0.75 vs stable 0.8: -0.05 [-0.07, -0.03], p=2.1e-06",
+        "datasetSha256": "d" * 64,
+        "checks": [
+            {"kind": "stable", "name": "stable", "decision": "fail", "rows": 2000, "reference": 0.8, "candidate": 0.75,
+             "effect": -0.05, "interval": [-0.07, -0.03], "alpha": 0.05, "test": "exact McNemar", "pValue": 2.1e-6,
+             "margin": 0.008},
+            {"kind": "baseline", "name": "majority", "decision": "pass", "rows": 2000, "reference": 0.6875,
+             "candidate": 0.75, "effect": 0.0625, "interval": [0.04, 0.08], "alpha": 0.05, "pValue": 1e-9},
+        ],
+    }  # fmt: skip
+    end_evaluation_pod(env, name, report, exit_code=1)
+
+    st = env.wait_status("wine", "rolled back by the evaluation", lambda s: s.get("phase") == "Degraded")
+    assert not st.get("candidate") and st["traffic"]["candidate"] == st["traffic"]["mirror"] == 0
+    last = st["history"][-1]
+    assert last["outcome"] == "rolledBack" and "EvaluationFailed" in last["reason"] and "p=2.1e-06" in last["reason"]
+    assert last["evaluation"].startswith("Failed: FAIL")
+    ev = st["lastEvaluation"]
+    assert ev["phase"] == "Failed" and ev["rows"] == 2000 and ev["datasetSha256"] == "d" * 64
+    assert ev["checks"][0]["effect"] == -0.05 and ev["checks"][0]["interval"] == [-0.07, -0.03]
+    assert ev["checks"][1]["reference"] == 0.6875
+    routes = env.routes("wine")
+    assert set(routes["tracks"]) == {"stable"} and "mirror" not in routes
+    described = env.kubectl("describe", "md", "wine", "-n", env.namespace).stdout
+    assert "EvaluationStarted" in described and "EvaluationFailed" in described
+
+
+def test_a_candidate_the_evaluation_passes_goes_on_to_shadow(env: Env) -> None:
+    """Given the same gated policy, When the Job's pod ends with a passing report (the kubelet's part
+    played by the test, as above), Then the Job controller marks the Job Complete, the operator passes the
+    evaluate step and the shadow step starts mirroring to the candidate, with the evaluation kept in status."""
+    env.pods.withheld.add("evaluation")
+    policy = env.policy(steps_policy(unique("eval"), [EVALUATE_STEP, *CANARY_STEPS]))
+    env.healthy_v1("wine", policy)
+    env.verdict("wine", "continue", 0)
+    env.apply(md_manifest("wine", "2", policy))
+    st = env.wait_status("wine", "the evaluation running", lambda s: (s.get("lastEvaluation") or {}).get("job"))
+    report = {
+        "kind": "mlrollout.io/evaluation", "version": 1, "verdict": "pass", "metric": "accuracy", "rows": 2000,
+        "reason": "PASS: equivalent: accuracy 0.801 vs stable 0.8", "datasetSha256": "d" * 64,
+        "checks": [{"kind": "stable", "name": "stable", "decision": "pass", "rows": 2000, "reference": 0.8,
+                    "candidate": 0.801, "effect": 0.001, "interval": [-0.004, 0.006], "alpha": 0.05,
+                    "test": "exact McNemar", "pValue": 0.7, "margin": 0.008}],
+    }  # fmt: skip
+    end_evaluation_pod(env, st["lastEvaluation"]["job"], report, exit_code=0)
+    st = env.wait_status("wine", "the shadow step", lambda s: (s.get("currentStep") or {}).get("kind") == "shadow")
+    assert st["lastEvaluation"]["phase"] == "Passed" and st["lastEvaluation"]["checks"][0]["pValue"] == 0.7
+    job = env.kubectl.json("get", "job", st["lastEvaluation"]["job"], "-n", env.namespace)
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"]), job["status"]
+    routes = env.routes("wine")
+    assert routes["mirror"]["revision"] == st["candidate"]["revision"] and routes["mirror"]["percent"] == 100

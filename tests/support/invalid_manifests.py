@@ -109,6 +109,11 @@ class Case:
 
 
 CANARY_5 = {"canary": {"weight": 5}}
+EVALUATE: dict[str, Any] = {
+    "dataset": {"uri": "http://store/holdout.csv", "sha256": SHA, "label": "quality"},
+    "metric": "accuracy",
+    "maxDuration": "10m",
+}
 STRICT_POLICY = rollout_policy(
     strategy=steps({"shadow": {}}, {"canary": {"weight": 5}}, {"canary": {"weight": 25}}, {"canary": {"weight": 50}}),
     significance={"alpha": 0.01},
@@ -281,6 +286,32 @@ CASES: list[Case] = [
         rollout_policy(strategy=steps({"canary": {"weight": 5}, "pause": {}})),
         "spec.strategy.steps[0]",
         "exactly one of shadow, canary, pause, blueGreen",
+    ),
+    Case(
+        "evaluate-after-traffic",
+        rollout_policy(strategy=steps({"shadow": {}}, {"evaluate": EVALUATE})),
+        "spec.strategy",
+        "evaluate steps must come before every traffic step",
+    ),
+    Case(
+        "evaluate-mean-baseline-for-accuracy",
+        rollout_policy(strategy=steps({"evaluate": {**EVALUATE, "baseline": "mean"}})),
+        "spec.strategy.steps[0].evaluate",
+        "baseline mean is for mae and rmse",
+    ),
+    Case(
+        "evaluate-dataset-bad-sha256",
+        rollout_policy(strategy=steps({"evaluate": {**EVALUATE, "dataset": {**EVALUATE["dataset"], "sha256": "x"}}})),
+        "spec.strategy.steps[0].evaluate.dataset.sha256",
+        "must be 64 lowercase hex characters",
+    ),
+    Case(
+        "evaluate-dataset-registry-uri",
+        rollout_policy(
+            strategy=steps({"evaluate": {**EVALUATE, "dataset": {**EVALUATE["dataset"], "uri": "models:/wine/1"}}})
+        ),
+        "spec.strategy.steps[0].evaluate.dataset.uri",
+        "String should match pattern",
     ),
     Case(
         "strategy-unknown",

@@ -31,6 +31,9 @@ Duration = Annotated[
     Field(description="A duration such as 30s, 5m, 1h30m or 250ms (Go duration syntax, no sign)."),
 ]
 DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SHA256_PATTERN: Final = r"^[a-f0-9]{64}$"
+QUANTITY_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
 
 

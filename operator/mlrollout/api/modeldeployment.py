@@ -8,6 +8,8 @@ from typing import Annotated, Any, Final, Literal, get_args
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
 from mlrollout.api.analysis import Forecast, MetricResult, Verdict
+from mlrollout.api.common import QUANTITY_PATTERN as QUANTITY_PATTERN  # re-exported: validate.py names its words
+from mlrollout.api.common import SHA256_PATTERN as SHA256_PATTERN
 from mlrollout.api.common import (
     ApiModel,
     Condition,
@@ -18,15 +20,14 @@ from mlrollout.api.common import (
     Message,
     Name,
     PolicyRef,
+    Quantity,
     Word,
     cel,
     cel_rules,
 )
+from mlrollout.api.evaluation import EvaluationStatus
 from mlrollout.api.rolloutpolicy import STEPS_RULES, Margins, Step, check_steps
 from mlrollout.api.uris import MODEL_URI_PATTERN, REGISTRY_URL_PATTERN, URI_PATTERN, is_registry
-
-SHA256_PATTERN = r"^[a-f0-9]{64}$"
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
 ModelUri = Annotated[str, StringConstraints(pattern=MODEL_URI_PATTERN, max_length=2048)]
 ProfileUri = Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)]
@@ -80,9 +81,6 @@ class Registry(ApiModel):
     uri: HttpUri = Field(
         description="Base URL of the MLflow tracking server, e.g. http://mlflow.mlops.svc:5000 (no user:password@)."
     )
-
-
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=32)]
 
 
 class ModelSource(ApiModel):
@@ -383,7 +381,7 @@ class StepStatus(ApiModel):
     """Where the rollout is."""
 
     index: int = Field(ge=0, description="Index into the effective strategy's steps.")
-    kind: str = Field(max_length=16, description="shadow, canary, pause or blueGreen.")
+    kind: str = Field(max_length=16, description="shadow, canary, pause, blueGreen or evaluate.")
     started_at: str = Field(description="When the step started (RFC 3339).")
     requests_at_start: int = Field(
         default=0, ge=0, description="Candidate requests counted when the step started (minRequests is per step)."
@@ -493,6 +491,7 @@ class HistoryEntry(ApiModel):
     finished_at: str | None = Field(default=None, description="When it ended (RFC 3339).")
     outcome: Outcome = Field(description="How it ended.")
     reason: Message = Field(default="", description="Why.")
+    evaluation: Message | None = Field(default=None, description="The offline evaluation's verdict, if it had one.")
 
 
 class CommandStatus(ApiModel):
@@ -567,6 +566,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     current_step: StepStatus | None = Field(default=None, description="The step in progress.")
     last_analysis: AnalysisStatus | None = Field(default=None, description="The last verdict.")
+    last_evaluation: EvaluationStatus | None = Field(
+        default=None, description="The last offline evaluation (an evaluate step's Job and its verdict)."
+    )
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")
     conditions: list[Condition] | None = Field(
         default=None, max_length=8, description="Available, Progressing, Degraded."

@@ -9,17 +9,20 @@ from typing import Annotated, Final, Literal, get_args
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from mlrollout.api.common import (
+    SHA256_PATTERN,
     ApiModel,
     Duration,
     Name,
     PolicySelector,
     PolicyStatus,
+    Quantity,
     cel,
     cel_rules,
     parse_duration,
 )
 from mlrollout.api.placeholders import QUERY_RULES, check_query
-from mlrollout_serving.contract.evaluation import margin_allowed
+from mlrollout.api.uris import DATASET_URI_PATTERN
+from mlrollout_serving.contract.evaluation import REGRESSION_METRICS, margin_allowed
 
 NOT_BLANK_PATTERN = r"[^ \t\r\n]"
 RELATIVE_ZERO = (
@@ -90,7 +93,112 @@ class BlueGreenStep(ApiModel):
     )
 
 
-STEP_KINDS = ("shadow", "canary", "pause", "blueGreen")
+class EvaluationDataset(ApiModel):
+    """The labelled holdout both models are scored on."""
+
+    uri: Annotated[str, StringConstraints(pattern=DATASET_URI_PATTERN, max_length=2048)] = Field(
+        description=(
+            "Where the holdout is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
+            "pvc://CLAIM/PATH or s3://BUCKET/KEY; fetched and verified by the model server's own download."
+        )
+    )
+    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(
+        description="Expected sha256 of the holdout file (64 lowercase hex characters); checked before scoring."
+    )
+    label: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="The label column (CSV header) or array (.npz); every other column but the slices is a feature."
+    )
+    format: Literal["csv", "npz"] = Field(
+        default="csv", description="csv (a header row; streamed) or npz (features in X, the label by name)."
+    )
+
+
+class EvaluationResources(ApiModel):
+    """Limits of the evaluation Job's one container (it requests 100m CPU and its memory limit)."""
+
+    cpu: Quantity = Field(default="1", description="CPU limit, e.g. 500m or 2.")
+    memory: Quantity = Field(default="1Gi", description="Memory limit, e.g. 512Mi (a CSV is streamed; see docs).")
+
+
+EVALUATION_METRICS = ("accuracy", "balancedAccuracy", "logLoss", "rocAuc", "mae", "rmse")
+BASELINE_RULE = "baseline mean is for mae and rmse, majority for the classification metrics"
+
+
+class EvaluateStep(ApiModel):
+    """Score stable and candidate on a labelled holdout (a Job from the serving image) before any traffic.
+
+    Paired tests per metric, the effect with its interval, a trivial baseline to beat (docs/analysis.md,
+    "Offline evaluation"). Worse than the margin, or not beating the baseline: onFailure, before any pod
+    receives traffic; a holdout that cannot tell, or one that cannot be evaluated: onInconclusive."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.baseline) || self.baseline == 'none' || "
+                "((self.baseline == 'mean') == (has(self.metric) && self.metric in ['mae', 'rmse']))",
+                BASELINE_RULE,
+                ".baseline",
+            ),
+            cel(
+                "!has(self.slices) || !(self.dataset.label in self.slices)",
+                "the label column cannot also be a slice",
+                ".slices",
+            ),
+        )
+    }
+
+    dataset: EvaluationDataset = Field(description="The labelled holdout.")
+    metric: Literal["accuracy", "balancedAccuracy", "logLoss", "rocAuc", "mae", "rmse"] = Field(
+        default="accuracy",
+        description="accuracy, balancedAccuracy, logLoss, rocAuc (binary) for classifiers; mae, rmse for regressors.",
+    )
+    margin: Margin = Field(
+        default_factory=lambda: Margin(relative=0.01),
+        description="How much worse than stable the candidate may be: relative to stable's score, or absolute.",
+    )
+    baseline: Literal["majority", "mean", "none"] | None = Field(
+        default=None,
+        description=(
+            "The trivial model the candidate must beat: majority (classification metrics), mean (mae, rmse) or "
+            "none; absent: the metric's own."
+        ),
+    )
+    slices: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Columns to compare per value as well (Bonferroni-corrected); worse on one segment fails.",
+    )
+    max_duration: Duration = Field(
+        default="10m", description="The Job's deadline; past it the evaluation is inconclusive (onInconclusive)."
+    )
+    resamples: int = Field(default=2000, ge=100, le=100_000, description="Bootstrap resamples (seeded).")
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="The bootstrap's seed: the same data, the same result."
+    )
+    resources: EvaluationResources = Field(
+        default_factory=EvaluationResources, description="CPU and memory limits of the evaluation Job."
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EvaluateStep:
+        regression = self.metric in REGRESSION_METRICS
+        if self.baseline not in (None, "none") and (self.baseline == "mean") != regression:
+            raise ValueError(BASELINE_RULE)
+        if self.slices and self.dataset.label in self.slices:
+            raise ValueError("the label column cannot also be a slice")
+        return self
+
+    def summary(self) -> str:
+        baseline = self.baseline or ("mean" if self.metric in REGRESSION_METRICS else "majority")
+        name = self.dataset.uri.rsplit("/", 1)[-1]
+        return f"offline evaluation: {self.metric} on {name}, baseline {baseline}, deadline {self.max_duration}"
+
+
+STEP_KINDS = ("shadow", "canary", "pause", "blueGreen", "evaluate")
+TRAFFIC_KINDS = ("shadow", "canary", "blueGreen")
+
+
+ONE_KIND = "each step must set exactly one of shadow, canary, pause, blueGreen, evaluate"
 
 
 class Step(ApiModel):
@@ -99,8 +207,9 @@ class Step(ApiModel):
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel_rules(
             cel(
-                "[has(self.shadow), has(self.canary), has(self.pause), has(self.blueGreen)].filter(x, x).size() == 1",
-                "each step must set exactly one of shadow, canary, pause, blueGreen",
+                "[has(self.shadow), has(self.canary), has(self.pause), has(self.blueGreen), has(self.evaluate)]"
+                ".filter(x, x).size() == 1",
+                ONE_KIND,
             )
         )
     }
@@ -109,11 +218,14 @@ class Step(ApiModel):
     canary: CanaryStep | None = Field(default=None, description="A canary (weighted traffic) step.")
     pause: PauseStep | None = Field(default=None, description="A pause step.")
     blue_green: BlueGreenStep | None = Field(default=None, description="A blue-green preview and switch.")
+    evaluate: EvaluateStep | None = Field(
+        default=None, description="An offline evaluation on a labelled holdout; only before any traffic step."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
-        if sum(x is not None for x in (self.shadow, self.canary, self.pause, self.blue_green)) != 1:
-            raise ValueError("each step must set exactly one of shadow, canary, pause, blueGreen")
+        if sum(x is not None for x in (self.shadow, self.canary, self.pause, self.blue_green, self.evaluate)) != 1:
+            raise ValueError(ONE_KIND)
         return self
 
     @property
@@ -134,11 +246,15 @@ class Step(ApiModel):
             bg = self.blue_green
             preview = f"preview mirror {bg.preview_mirror_percent}%" if bg.preview_analysis else ""
             return ", ".join(p for p in (preview, "switch all", f"keep old {bg.scale_down_delay}") if p)
+        if self.evaluate is not None:
+            return self.evaluate.summary()
         assert self.pause is not None
         return f"hold {self.pause.duration}" if self.pause.duration else "hold until resumed"
 
 
 _CANARY_WEIGHTS = "self.steps.filter(s, has(s.canary)).map(s, s.canary.weight)"
+_TRAFFIC = "has(s.shadow) || has(s.canary) || has(s.blueGreen)"
+EVALUATE_FIRST = "evaluate steps must come before every traffic step (shadow, canary, blueGreen)"
 STEPS_RULES = (
     cel(
         f"{_CANARY_WEIGHTS}.isSorted() && {_CANARY_WEIGHTS}.all(w, {_CANARY_WEIGHTS}.filter(x, x == w).size() == 1)",
@@ -149,6 +265,12 @@ STEPS_RULES = (
         "!self.steps.exists(s, has(s.blueGreen)) || (self.steps.filter(s, has(s.blueGreen)).size() == 1"
         " && !self.steps.exists(s, has(s.canary)))",
         "a blueGreen strategy has exactly one blueGreen step and no canary steps",
+        ".steps",
+    ),
+    cel(
+        f"!self.steps.exists(s, has(s.evaluate)) || !self.steps.exists(s, {_TRAFFIC}) || "
+        f"self.steps.map(s, has(s.evaluate)).lastIndexOf(true) < self.steps.map(s, {_TRAFFIC}).indexOf(true)",
+        EVALUATE_FIRST,
         ".steps",
     ),
 )
@@ -162,6 +284,11 @@ def check_steps(steps: list[Step]) -> None:
     blue_green = [s for s in steps if s.blue_green is not None]
     if blue_green and (len(blue_green) > 1 or weights):
         raise ValueError("a blueGreen strategy has exactly one blueGreen step and no canary steps")
+    kinds = [s.kind for s in steps]
+    traffic = [i for i, k in enumerate(kinds) if k in TRAFFIC_KINDS]
+    evaluate = [i for i, k in enumerate(kinds) if k == "evaluate"]
+    if traffic and evaluate and evaluate[-1] > traffic[0]:
+        raise ValueError(EVALUATE_FIRST)
 
 
 class Strategy(ApiModel):

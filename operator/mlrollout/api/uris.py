@@ -40,6 +40,8 @@ REGISTRY_URL_PATTERN: Final = rf"^https?://{_HOST}(?:/(?:{_PCHAR}|/)*)?$"
 """Files the model server or the operator reads as they are: reference profiles."""
 MODEL_URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI}|{S3_URI}|{REGISTRY_URI})$"
 """Model files: the above, object storage and the model registry."""
+DATASET_URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI}|{S3_URI})$"
+"""Evaluation holdouts: what the model server's download reads (no registry: a holdout is not a model)."""
 
 MODEL_URI_MESSAGE: Final = (
     "must be http(s)://HOST[:PORT]/PATH, file:///PATH, pvc://CLAIM/PATH (CLAIM a DNS-1123 name, PATH relative, "

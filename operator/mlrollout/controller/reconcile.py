@@ -33,7 +33,7 @@ from mlrollout.api.modeldeployment import (
     TrafficStatus,
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
-from mlrollout.controller import children, metrics, naming
+from mlrollout.controller import children, evaluation, metrics, naming
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
@@ -56,6 +56,7 @@ from mlrollout.revision import Resolved, RevisionTemplate, needs_resolution, rev
 from mlrollout.rollout import (
     Action,
     EnsureTrack,
+    EvaluationFact,
     Facts,
     Look,
     RecordEvent,
@@ -63,8 +64,10 @@ from mlrollout.rollout import (
     RemoveTrack,
     RolloutFinished,
     Routing,
+    RunEvaluation,
     SetRoutes,
     StepFinished,
+    StopEvaluation,
     Unresolved,
     analysis_due,
     decide,
@@ -201,6 +204,8 @@ class Reconciler:
             paused=md.spec.paused,
             sticky=md.spec.traffic.sticky is not None,
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
+            name=name,
+            evaluation=self._evaluation(namespace, status, pods),
             hooks=self.hooks.answers(namespace, name, status) if self.hooks is not None else {},
         )
         decision = decide(status, facts, policy, now)
@@ -229,6 +234,13 @@ class Reconciler:
             self.kube.apply(children.looks_configmap(obj, lookhistory.encode(after)))
         except Exception as exc:
             log.warning("look history not written: %s: %s", type(exc).__name__, api_error_message(exc))
+
+    def _evaluation(self, namespace: str, status: ModelDeploymentStatus, pods: list[Manifest]) -> EvaluationFact | None:
+        """The running evaluation's Job and its pod (read only while status waits for its answer)."""
+        ev = status.last_evaluation
+        if ev is None or ev.phase != "Running":
+            return None
+        return evaluation.evaluation_fact(ev.job, self.kube.get("batch/v1", "Job", namespace, ev.job), pods)
 
     def _spec_revision(
         self, md: ModelDeployment, status: ModelDeploymentStatus
@@ -381,6 +393,13 @@ class Reconciler:
                     self.kube.apply(children.strip_none(manifest))
             elif isinstance(action, RemoveRoutes):
                 self._remove_routes(namespace, name, action.provider, log)
+            elif isinstance(action, RunEvaluation):
+                self.kube.apply(children.strip_none(evaluation.service_account(obj)))
+                created = self.kube.create(children.strip_none(evaluation.evaluation_job(obj, action)))
+                log.info("evaluation Job %s %s", action.job, "created" if created else "exists already")
+            elif isinstance(action, StopEvaluation):
+                self.kube.delete("batch/v1", "Job", namespace, action.job)
+                log.info("evaluation Job %s deleted: its rollout left the step", action.job)
             elif isinstance(action, RemoveTrack):
                 track = naming.track_name(name, action.revision)
                 self.kube.delete("apps/v1", "Deployment", namespace, track)

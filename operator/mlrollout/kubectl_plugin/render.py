@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from mlrollout.api.analysis import MetricResult
 from mlrollout.api.common import parse_duration
+from mlrollout.api.evaluation import EvaluationCheck, EvaluationStatus
 from mlrollout.api.modeldeployment import (
     AnalysisStatus,
     HistoryEntry,
@@ -112,6 +113,10 @@ def step_progress(step: Step, status: ModelDeploymentStatus, now: datetime) -> t
             fraction = 1.0 if analysed.min_requests == 0 else min(1.0, in_step / analysed.min_requests)
         if elapsed is not None:
             notes.append(f"{duration(elapsed)} of max {analysed.max_duration}")
+    elif step.evaluate is not None:
+        if elapsed is not None:
+            job = status.last_evaluation.job if status.last_evaluation else "its Job"
+            notes.append(f"{job}: {duration(elapsed)} of max {step.evaluate.max_duration}")
     elif step.pause is not None:
         hold = parse_duration(step.pause.duration) if step.pause.duration else None
         if elapsed is not None and hold:
@@ -225,6 +230,46 @@ def render_analysis(analysis: AnalysisStatus | None, now: datetime) -> list[str]
     return lines
 
 
+def _check_row(c: EvaluationCheck) -> list[str]:
+    return [
+        c.name if c.kind != "stable" else "vs stable",
+        c.decision,
+        str(c.rows),
+        number(c.reference),
+        number(c.candidate),
+        signed(c.effect),
+        f"[{signed(c.interval[0])}, {signed(c.interval[1])}]" if c.interval else "-",
+        f"{round((1 - c.alpha) * 100, 2):g}%" if c.alpha is not None else "-",
+        number(c.p_value),
+        number(c.margin),
+    ]
+
+
+def render_evaluation(ev: EvaluationStatus | None, now: datetime) -> list[str]:
+    """The offline evaluation (an evaluate step's Job): the verdict and, per comparison, both scores, the
+    paired effect with its interval, the test and p-value (the baseline's row has the baseline's score)."""
+    if ev is None:
+        return []
+    when = ev.finished_at or ev.started_at
+    lines = [f"Evaluation: {ev.phase.upper()} (Job {ev.job}, attempt {ev.attempt}) at {clock(when)} "
+             f"({ago(when, now)}): {ev.reason}"]  # fmt: skip
+    if ev.rows is not None or ev.dataset_sha256:
+        digest = f", dataset sha256 {ev.dataset_sha256[:12]}..." if ev.dataset_sha256 else ""
+        lines.append(f"  {ev.metric or '-'} on n={ev.rows if ev.rows is not None else '-'} holdout rows{digest}")
+    checks = ev.checks or []
+    if checks:
+        headers = ["CHECK", "DECISION", "N", "REFERENCE", "CANDIDATE", "EFFECT", "INTERVAL", "LEVEL", "P", "MARGIN"]
+        table_lines = table(headers, [_check_row(c) for c in checks])
+        lines.append(table_lines[0])
+        for c, line in zip(checks, table_lines[1:], strict=True):
+            lines.append(line)
+            if c.test:
+                lines.append(f"      {c.test}")
+    if ev.omitted:
+        lines.append(f"  ({ev.omitted} passing slice comparisons not shown; see the Job's log)")
+    return lines
+
+
 def render_history(md: ModelDeployment, now: datetime) -> str:
     """Past rollouts, newest first, then the revisions `undo --to-revision` can bring back."""
     status = md.status or ModelDeploymentStatus()
@@ -307,6 +352,9 @@ def render_status(md: ModelDeployment, steps: Sequence[Step] | None, now: dateti
     for gone in status.scale_downs or []:
         reason = f" ({gone.reason})" if gone.reason else ""
         lines.append(f"Scale-down: revision {gone.revision[:12]} at {clock(gone.at)}{reason}")
+    evaluation = render_evaluation(status.last_evaluation, now)
+    if evaluation:
+        lines += ["", *evaluation]
     lines += ["", *render_analysis(status.last_analysis, now)]
     if status.history:
         lines += ["", "Recent rollouts:"]

@@ -15,10 +15,12 @@ from mlrollout.rollout.actions import (
     Role,
     RolloutFinished,
     RouteMode,
+    RunEvaluation,
     SetRoutes,
     StepFinished,
+    StopEvaluation,
 )
-from mlrollout.rollout.facts import Facts, Look, Routing, TrackFacts, Unresolved
+from mlrollout.rollout.facts import EvaluationFact, Facts, Look, Routing, TrackFacts, Unresolved
 from mlrollout.rollout.looks import analysis_due
 from mlrollout.rollout.machine import Decision, decide
 from mlrollout.rollout.moves import DRAIN_SECONDS, PROMOTE_SCALE_DOWN_SECONDS
@@ -30,6 +32,7 @@ __all__ = [
     "Action",
     "Decision",
     "EnsureTrack",
+    "EvaluationFact",
     "Facts",
     "Look",
     "RecordEvent",
@@ -39,8 +42,10 @@ __all__ = [
     "RolloutFinished",
     "RouteMode",
     "Routing",
+    "RunEvaluation",
     "SetRoutes",
     "StepFinished",
+    "StopEvaluation",
     "TrackFacts",
     "Unresolved",
     "analysis_due",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlrollout.api.modeldeployment import Outcome, RevisionStatus
-from mlrollout.api.rolloutpolicy import NotificationEvent
+from mlrollout.api.rolloutpolicy import EvaluateStep, NotificationEvent
 
 Role = Literal["stable", "candidate"]
 """The part a revision plays in a rollout (its pods' `track` label)."""
@@ -79,4 +79,32 @@ class StepFinished:
     seconds: float
 
 
-Action = EnsureTrack | RemoveTrack | SetRoutes | RemoveRoutes | RecordEvent | RolloutFinished | StepFinished
+@dataclass(frozen=True)
+class RunEvaluation:
+    """Create the evaluation Job (once: a Job of this name that exists already is the one)."""
+
+    job: str
+    step: EvaluateStep
+    stable: RevisionStatus
+    candidate: RevisionStatus
+    alpha: float
+
+
+@dataclass(frozen=True)
+class StopEvaluation:
+    """Delete an evaluation Job nobody waits for any more (its rollout moved on before it answered)."""
+
+    job: str
+
+
+Action = (
+    EnsureTrack
+    | RemoveTrack
+    | SetRoutes
+    | RemoveRoutes
+    | RecordEvent
+    | RolloutFinished
+    | StepFinished
+    | RunEvaluation
+    | StopEvaluation
+)

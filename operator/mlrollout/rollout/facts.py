@@ -10,6 +10,7 @@ from typing import Literal
 from mlrollout.api.analysis import Judgement
 from mlrollout.api.commands import Command
 from mlrollout.api.modeldeployment import RevisionStatus
+from mlrollout_serving.contract.evaluation import EvaluationReport
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,17 @@ class HookAnswer:
 
 
 @dataclass(frozen=True)
+class EvaluationFact:
+    """The evaluation Job status names, as seen now: missing, running, or finished with its report (or why
+    it has none: ``detail`` says what the Job and its pod said)."""
+
+    job: str
+    state: Literal["missing", "running", "succeeded", "failed"]
+    report: EvaluationReport | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything the machine may look at besides status, policy and the clock."""
 
@@ -115,6 +127,8 @@ class Facts:
     paused: bool = False  # spec.paused
     sticky: bool = False  # spec.traffic.sticky: clients keep their track (A/B) instead of a weighted split
     policy: str = "default"  # which policy governs, for status
+    name: str = ""  # the ModelDeployment's name (it names the evaluation Job)
+    evaluation: EvaluationFact | None = None  # the Job of status.lastEvaluation while it runs
     hooks: Mapping[str, HookAnswer] = field(default_factory=dict)  # latest answer by hook name, this candidate
 
     def gateway_serves(self) -> bool:

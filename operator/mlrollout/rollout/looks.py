@@ -17,7 +17,7 @@ def analysis_due(status: ModelDeploymentStatus, policy: RolloutPolicySpec, now: 
     """A look is due one interval after the step started and one interval after the last look; pause steps
     and a candidate not yet in a step are not analysed."""
     step, cand = status.current_step, status.candidate
-    if step is None or cand is None or step.kind == "pause":
+    if step is None or cand is None or step.kind in ("pause", "evaluate"):
         return False
     since = parse(step.started_at)
     last = status.last_analysis

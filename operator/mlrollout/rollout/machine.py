@@ -29,6 +29,7 @@ from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.rollout import approval
 from mlrollout.rollout.actions import Action, RecordEvent
 from mlrollout.rollout.commands import handle_command
+from mlrollout.rollout.evaluation import stop_abandoned
 from mlrollout.rollout.facts import Facts
 from mlrollout.rollout.housekeeping import scale_downs
 from mlrollout.rollout.looks import record_look
@@ -61,6 +62,7 @@ def decide(status: ModelDeploymentStatus | None, facts: Facts, policy: RolloutPo
     for _ in range(MAX_TRANSITIONS):  # each call fires at most one transition
         if not (follow_spec(w) or first_available(w) or progress_candidate(w)):
             break
+    stop_abandoned(w)
     scale_downs(w)
     approval.prune(w)
     finish(w)

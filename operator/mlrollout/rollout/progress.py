@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlrollout.api.common import parse_duration
 from mlrollout.api.modeldeployment import RevisionStatus, StepStatus
 from mlrollout.api.rolloutpolicy import Step
-from mlrollout.rollout import approval, moves
+from mlrollout.rollout import approval, evaluation, moves
 from mlrollout.rollout.facts import Look
 from mlrollout.rollout.looks import relevant_look
 from mlrollout.rollout.timefmt import parse
@@ -30,6 +30,9 @@ def progress_candidate(w: Work) -> bool:
     step = w.s.current_step
     if step is None:
         return _await_ready(w, cand, tf.ready)
+    evaluate = w.step_spec(step)
+    if evaluate is not None and evaluate.evaluate is not None:  # no traffic, no analysis: the Job's report decides
+        return False if w.paused() else evaluation.progress(w, step, evaluate.evaluate)
     look = relevant_look(w)
     if look is not None and look.judgement.verdict == "rollback":
         if w.policy.on_failure == "rollback":

@@ -102,9 +102,17 @@ class Work:
             finished_at=fmt(self.now),
             outcome=outcome,
             reason=reason,
+            evaluation=self._evaluation_summary(rev),
         )
         self.s.history = [*(self.s.history or []), entry][-MAX_HISTORY:]
         self.actions.append(RolloutFinished(outcome, self.elapsed(rev.started_at)))
+
+    def _evaluation_summary(self, rev: RevisionStatus) -> str | None:
+        """This rollout's offline evaluation in one line, kept in its history entry."""
+        ev = self.s.last_evaluation
+        if ev is None or ev.revision != rev.revision or parse(ev.started_at) < parse(rev.started_at or ev.started_at):
+            return None
+        return f"{ev.phase}: {ev.reason}" if ev.phase != "Running" else "stopped before it answered"
 
     def set_traffic(self, candidate: int, mirror: int) -> None:
         version = self.s.traffic.version if self.s.traffic else 0

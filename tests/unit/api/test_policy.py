@@ -131,6 +131,21 @@ def test_looser_overrides_are_refused_naming_field_and_policy(override: dict[str
     assert "looser than RolloutPolicy 'the built-in default policy'" in str(error.value)
 
 
+def test_an_override_keeps_the_policys_evaluate_step_and_its_time_limit_is_max_duration() -> None:
+    gate = {"evaluate": {"dataset": {"uri": "http://store/holdout.csv", "sha256": SHA, "label": "quality"},
+                         "maxDuration": "7m"}}  # fmt: skip
+    shadow = {"shadow": {"mirrorPercent": 100}}
+    policy = rp("gated", 0, None, strategy={"steps": [gate, shadow]})
+    kept = md(rolloutPolicyRef={"name": "gated"}, strategy={"steps": [gate, {"pause": {}}, shadow]})
+    steps = resolve_rollout_policy(kept, {}, [policy]).spec.strategy.steps
+    assert [s.kind for s in steps] == ["evaluate", "pause", "shadow"] and step_seconds(steps[0]) == 420
+    for steps_without in ([shadow], [{"evaluate": {**gate["evaluate"], "metric": "logLoss"}}, shadow]):
+        with pytest.raises(PolicyError, match=r"evaluate step .* cannot be removed or changed"):
+            resolve_rollout_policy(
+                md(rolloutPolicyRef={"name": "gated"}, strategy={"steps": steps_without}), {}, [policy]
+            )
+
+
 def test_blue_green_policy_accepts_longer_minimums_only() -> None:
     policy = rp("bg", 0, None, strategy={"steps": [{"blueGreen": {"minRequests": 500}}]})
     ok = md(rolloutPolicyRef={"name": "bg"}, strategy={"steps": [{"blueGreen": {"minRequests": 900}}]})

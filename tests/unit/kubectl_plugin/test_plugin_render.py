@@ -260,3 +260,30 @@ def test_real_run_route_version_and_scale_downs() -> None:
     assert "Traffic:    stable 100%  candidate 0%  mirror 0%  (route table v7)" in text
     assert "Scale-down: revision a61c9e00d639 at 07:00:15 (aborted: Aborted)" in text
     assert "      recorded\n" in text  # test and reason are the same words: said once
+
+
+def test_an_offline_evaluation_shows_both_scores_the_paired_effect_and_the_baseline() -> None:
+    md = fixture("06-rolled-back")
+    md["status"]["lastEvaluation"] = {
+        "revision": "c81f03aa92de", "step": 0, "attempt": 1, "job": "wine-eval-0123456789", "phase": "Failed",
+        "startedAt": "2026-11-26T06:20:00Z", "finishedAt": "2026-11-26T06:22:00Z",
+        "reason": "FAIL: worse beyond the margin 0.008", "metric": "accuracy", "rows": 2000,
+        "datasetSha256": "6614a8a9761a" + "0" * 52,
+        "checks": [
+            {"kind": "stable", "name": "stable", "decision": "fail", "rows": 2000, "reference": 0.8,
+             "candidate": 0.75, "effect": -0.05, "interval": [-0.07, -0.03], "alpha": 0.05,
+             "test": "exact McNemar (discordant pairs), Bonett-Price interval", "pValue": 2.1e-6, "margin": 0.008},
+            {"kind": "baseline", "name": "majority", "decision": "pass", "rows": 2000, "reference": 0.6875,
+             "candidate": 0.75, "effect": 0.0625, "interval": [0.04, 0.08], "alpha": 0.05, "pValue": 1e-9},
+        ],
+    }  # fmt: skip
+    text = status_view(md, DEFAULT_STEPS, NOW)
+    assert "Evaluation: FAILED (Job wine-eval-0123456789, attempt 1) at 06:22:00 (2m ago): FAIL: worse" in text
+    assert "accuracy on n=2000 holdout rows, dataset sha256 6614a8a9761a..." in text
+    rows = text.split("Evaluation: ")[1].splitlines()
+    assert rows[2].split() == ["CHECK", "DECISION", "N", "REFERENCE", "CANDIDATE", "EFFECT", "INTERVAL", "LEVEL", "P",
+                               "MARGIN"]  # fmt: skip
+    assert rows[3].split() == ["vs", "stable", "fail", "2000", "0.8", "0.75", "-0.05", "[-0.07,", "-0.03]", "95%",
+                               "2.1e-06", "0.008"]  # fmt: skip
+    assert "exact McNemar" in rows[4]
+    assert rows[5].split()[:5] == ["majority", "pass", "2000", "0.6875", "0.75"]

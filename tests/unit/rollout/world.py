@@ -18,6 +18,7 @@ from mlrollout.revision import Resolved, revision_of
 from mlrollout.rollout import (
     Action,
     Decision,
+    EvaluationFact,
     Facts,
     Look,
     RecordEvent,
@@ -78,6 +79,7 @@ class World:
     last: Decision | None = None
     sent: int = 0
     registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
+    evaluation: EvaluationFact | None = None  # what the cluster says about the evaluate step's Job
     hooks: dict[str, HookAnswer] = field(default_factory=dict)  # approval hooks' latest answers
 
     @property
@@ -103,6 +105,8 @@ class World:
             paused=self.paused,
             sticky=self.sticky,
             policy="test",
+            name="wine",
+            evaluation=self.evaluation,
             hooks=dict(self.hooks),
         )
 

@@ -1,0 +1,109 @@
+"""The evaluate step's Job manifest and what the operator reads back from the Job and its pod (both pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.unit.rollout.world import IMAGE, spec
+
+from mlrollout.api.rolloutpolicy import EvaluateStep
+from mlrollout.controller import evaluation, naming
+from mlrollout.revision import revision_of
+from mlrollout.rollout import RunEvaluation
+from mlrollout_serving.contract.evaluation import EvaluationReport
+from mlrollout_serving.evaluation import cli as evaluate_cli
+
+MD: dict[str, Any] = {
+    "apiVersion": "mlrollout.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "wine", "namespace": "ml", "uid": "1234-uid"},
+}
+SHA = "c" * 64
+
+
+def run(**step: Any) -> RunEvaluation:
+    stable, cand = revision_of(spec("1", "a"), IMAGE), revision_of(spec("2", "b"), IMAGE)
+    body = {"dataset": {"uri": "pvc://holdouts/wine/holdout.csv", "sha256": SHA, "label": "quality"},
+            "maxDuration": "7m", "margin": {"absolute": 0.02}, "slices": ["region"], **step}  # fmt: skip
+    return RunEvaluation("wine-eval-0123456789", EvaluateStep.model_validate(body), stable, cand, 0.01)
+
+
+def test_the_job_runs_the_evaluate_command_from_the_serving_image_with_least_privilege() -> None:
+    job = evaluation.evaluation_job(MD, run())
+    assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == ("batch/v1", "Job", "wine-eval-0123456789")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 420
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "wine-evaluation" and pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE and container["command"] == ["mlrollout-evaluate"]
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # its pods are children the operator lists (for the termination message), but never a revision's pods
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels[naming.MODEL_DEPLOYMENT] == "wine" and naming.REVISION not in labels
+    # the holdout on a claim is mounted read-only, as the model servers mount theirs
+    assert pod["volumes"][0] == {
+        "name": "claim-0",
+        "persistentVolumeClaim": {"claimName": "holdouts", "readOnly": True},
+    }
+    assert {"name": "claim-0", "mountPath": "/mnt/models/holdouts", "readOnly": True} in container["volumeMounts"]
+
+
+def test_the_request_is_what_mlrollout_evaluate_reads_from_its_environment() -> None:
+    job = evaluation.evaluation_job(MD, run())
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    request = evaluate_cli.request_from(evaluate_cli.parser().parse_args([]), env)
+    assert request.stable.uri == "file:///models/wine-1.onnx" and request.stable.sha256 == "a" * 64
+    assert request.candidate.uri == "file:///models/wine-2.onnx" and request.candidate.sha256 == "b" * 64
+    assert request.dataset.uri == "file:///mnt/models/holdouts/wine/holdout.csv" and request.dataset.sha256 == SHA
+    assert (request.metric, request.alpha, request.slices) == ("accuracy", 0.01, ("region",))
+    assert request.margin.absolute == 0.02 and request.effective_baseline == "majority"
+    assert env["MLROLLOUT_TERMINATION_LOG"] == "/dev/termination-log"
+    assert len(env["MLROLLOUT_EVALUATION_REQUEST"]) < 1024 and json.loads(env["MLROLLOUT_EVALUATION_REQUEST"])
+
+
+def test_the_service_account_has_no_token_and_resources_follow_the_step() -> None:
+    sa = evaluation.service_account(MD)
+    assert (sa["kind"], sa["metadata"]["name"], sa["automountServiceAccountToken"]) == (
+        "ServiceAccount", "wine-evaluation", False,
+    )  # fmt: skip
+    job = evaluation.evaluation_job(MD, run(resources={"cpu": "500m", "memory": "256Mi"}))
+    res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res == {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "256Mi"}}
+
+
+def _job(*conditions: tuple[str, str, str]) -> dict[str, Any]:
+    return {"status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m}
+                                      for t, r, m in conditions]}}  # fmt: skip
+
+
+def _pod(job: str, message: str, exit_code: int = 0) -> dict[str, Any]:
+    terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error", "message": message}
+    return {"metadata": {"labels": {"job-name": job}},
+            "status": {"containerStatuses": [{"name": "evaluate", "state": {"terminated": terminated}}]}}  # fmt: skip
+
+
+def test_the_fact_reads_the_report_from_the_pods_termination_message() -> None:
+    report = EvaluationReport(verdict="fail", reason="FAIL: worse", metric="accuracy", rows=10)
+    text = json.dumps(report.to_wire())
+    assert evaluation.evaluation_fact("j", None, []).state == "missing"
+    assert evaluation.evaluation_fact("j", {"status": {}}, [_pod("j", text)]).state == "running"
+    backoff = _job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+    fact = evaluation.evaluation_fact("j", backoff, [_pod("other", "{}"), _pod("j", text, 1)])
+    assert fact.state == "failed" and fact.report == report and fact.detail.startswith("BackoffLimitExceeded")
+    done = evaluation.evaluation_fact("j", _job(("Complete", "", "")), [_pod("j", text)])
+    assert done.state == "succeeded" and done.report == report
+
+
+def test_without_a_report_the_fact_says_what_the_job_and_pod_said() -> None:
+    deadline = _job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline"))
+    fact = evaluation.evaluation_fact("j", deadline, [])
+    assert fact.report is None and fact.detail == "DeadlineExceeded: Job was active longer than specified deadline"
+    crashed = evaluation.evaluation_fact("j", _job(("Failed", "BackoffLimitExceeded", "")),
+                                         [_pod("j", "Traceback ...\nMemoryError", 137)])  # fmt: skip
+    assert crashed.report is None and "not JSON" in crashed.detail and "exit code 137" in crashed.detail
+    assert "MemoryError" in crashed.detail
