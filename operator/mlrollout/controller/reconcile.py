@@ -25,6 +25,7 @@ from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
+from mlrollout.api.common import Condition
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import (
     ModelDeployment,
@@ -33,7 +34,7 @@ from mlrollout.api.modeldeployment import (
     TrafficStatus,
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
-from mlrollout.controller import children, metrics, naming
+from mlrollout.controller import children, metrics, naming, scaling
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
@@ -70,7 +71,7 @@ from mlrollout.rollout import (
     not_governable,
 )
 from mlrollout.rollout.looks import evidence_source
-from mlrollout.rollout.timefmt import parse
+from mlrollout.rollout.timefmt import fmt, parse
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
@@ -78,6 +79,8 @@ from mlrollout_serving.contract.routes import BackupModel, Sticky
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
+SCALING_ACTIVE = "ScalingActive"
 NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 M = TypeVar("M", bound=BaseModel)
 
@@ -200,11 +203,72 @@ class Reconciler:
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
         )
         decision = decide(status, facts, policy, now)
+        after = decision.status
+        step = after.current_step
+        sizing = scaling.Sizing(
+            spec_replicas=md.spec.replicas,
+            autoscaling=md.spec.autoscaling,
+            current=scaling.current_replicas(deployments),
+            stable_before=status.stable.revision if status.stable else None,
+            stable_after=after.stable.revision if after.stable else None,
+            share=scaling.share_percent(step.kind if step else None, after.traffic),
+        )
+        uids = {d["metadata"]["name"]: d["metadata"].get("uid", "") for d in deployments}
         # never a mirror the implementation cannot apply: the machine holds such a step instead
-        self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
+        router = router_for(provider, mirror=routing.mirror)
+        self._act(obj, md, decision.actions, fallback.spec, router, sizing, uids, log)
+        actions = [*decision.actions, *self._autoscale(obj, md, status, after, now)]
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        return self._commit(obj, status, after, actions, log, policy.notifications, now)
+
+    def _autoscale(
+        self, obj: Manifest, md: ModelDeployment, before: ModelDeploymentStatus, after: ModelDeploymentStatus,
+        now: datetime,
+    ) -> list[Action]:  # fmt: skip
+        """The stable track's HPA: applied (retargeted after a promotion), its status copied into ours with a
+        ScalingActive condition, an Event when it stops or starts scaling; deleted when autoscaling is
+        switched off. An HPA that cannot scale holds the replicas where they are: the rollout goes on."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        spec = md.spec.autoscaling
+        if spec is None or after.stable is None:
+            if before.autoscaling is not None:
+                self.kube.delete(*HPA, namespace, name)
+            after.autoscaling = None
+            after.conditions = [c for c in after.conditions or [] if c.type != SCALING_ACTIVE] or None
+            return []
+        self.kube.apply(children.strip_none(children.autoscaler(obj, after.stable.revision, spec)))
+        found = self.kube.get(*HPA, namespace, name)
+        after.autoscaling = scaling.hpa_status(found, naming.track_name(name, after.stable.revision))
+        return self._scaling_condition(before, after, now)
+
+    def _scaling_condition(
+        self, before: ModelDeploymentStatus, after: ModelDeploymentStatus, now: datetime
+    ) -> list[Action]:
+        assert after.autoscaling is not None
+        hpa = after.autoscaling
+        old = next((c for c in before.conditions or [] if c.type == SCALING_ACTIVE), None)
+        reason = {"True": "HPAScaling", "False": "MetricUnavailable", "Unknown": "HPAPending"}[hpa.scaling_active]
+        message = {
+            "True": f"the HPA scales {hpa.target}",
+            "False": f"the HPA cannot scale {hpa.target}, its replicas stay where they are: {hpa.message}",
+            "Unknown": f"the HPA has not reported on {hpa.target} yet",
+        }[hpa.scaling_active]
+        changed = old is None or old.status != hpa.scaling_active
+        condition = Condition(
+            type=SCALING_ACTIVE,
+            status=hpa.scaling_active,
+            reason=reason,
+            message=message,
+            last_transition_time=fmt(now) if changed else old.last_transition_time,  # type: ignore[union-attr]
+            observed_generation=after.observed_generation,
+        )
+        after.conditions = [*(c for c in after.conditions or [] if c.type != SCALING_ACTIVE), condition]
+        if not changed or (old is None and hpa.scaling_active != "False"):
+            return []
+        if hpa.scaling_active == "False":
+            return [RecordEvent("Warning", "AutoscalingInactive", message)]
+        return [RecordEvent("Normal", "AutoscalingActive", message)] if hpa.scaling_active == "True" else []
 
     def _spec_revision(
         self, md: ModelDeployment, status: ModelDeploymentStatus
@@ -326,7 +390,7 @@ class Reconciler:
 
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,
-        router: TrafficRouter, log: Log,
+        router: TrafficRouter, sizing: scaling.Sizing, uids: dict[str, str], log: Log,
     ) -> None:  # fmt: skip
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         provider = router.name
@@ -341,8 +405,14 @@ class Reconciler:
                 manifests.append(children.mesh_entry_service(obj, md.spec.serving.port))
         for action in actions:
             if isinstance(action, EnsureTrack):
-                manifests.append(children.track_deployment(obj, action.revision, action.role, md.spec.replicas))
-                manifests.append(children.track_service(obj, action.revision, action.role))
+                rev, role = action.revision, action.role
+                replicas = sizing.replicas(rev.revision, role)
+                wide = sizing.may_scale_out()
+                manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide))
+                manifests.append(children.track_service(obj, rev, role))
+                uid = uids.get(naming.track_name(name, rev.revision))
+                if uid and wide:  # owned by the Deployment: from the pass after it exists
+                    manifests.append(children.track_budget(obj, rev.revision, role, uid))
         isolation = md.spec.network_policy
         if self.settings.network_policies if isolation.enabled is None else isolation.enabled:
             manifests += children.network_policies(obj, isolation, provider, self.settings)
