@@ -157,12 +157,13 @@ def spread(selector: dict[str, str]) -> list[Manifest]:
 
 
 def track_deployment(
-    md: Manifest, rev: RevisionStatus, role: Role, replicas: int, spread_out: bool = False
+    md: Manifest, rev: RevisionStatus, role: Role, replicas: int | None, spread_out: bool = False
 ) -> Manifest:
     """The model servers of one revision: `mlrollout-serve` with the model, its digest and identity labels.
 
     The selector names the revision only, so relabelling a promoted candidate as stable rolls its pods
     (their metrics then say track="stable") without ever changing which pods the Service reaches.
+    `replicas` None leaves the count to its HPA (the field is left out of the apply).
     """
     assert rev.template is not None, "a deployed revision always carries its template"
     tpl = RevisionTemplate.from_json(rev.template)
@@ -220,6 +221,19 @@ def track_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
+    }
+
+
+def replicas_only(md: Manifest, revision: str, replicas: int) -> Manifest:
+    """An apply of one revision Deployment's spec.replicas alone (the hand-over to its HPA, `scaling`)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": naming.track_name(md["metadata"]["name"], revision),
+            "namespace": md["metadata"]["namespace"],
+        },
+        "spec": {"replicas": replicas},
     }
 
 

@@ -213,10 +213,10 @@ class Reconciler:
             stable_after=after.stable.revision if after.stable else None,
             share=scaling.share_percent(step.kind if step else None, after.traffic),
         )
-        uids = {d["metadata"]["name"]: d["metadata"].get("uid", "") for d in deployments}
+        by_name = {d["metadata"]["name"]: d for d in deployments}
         # never a mirror the implementation cannot apply: the machine holds such a step instead
         router = router_for(provider, mirror=routing.mirror)
-        self._act(obj, md, decision.actions, fallback.spec, router, sizing, uids, log)
+        self._act(obj, md, decision.actions, fallback.spec, router, sizing, by_name, log)
         actions = [*decision.actions, *self._autoscale(obj, md, status, after, now)]
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
@@ -390,7 +390,7 @@ class Reconciler:
 
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,
-        router: TrafficRouter, sizing: scaling.Sizing, uids: dict[str, str], log: Log,
+        router: TrafficRouter, sizing: scaling.Sizing, existing: dict[str, Manifest], log: Log,
     ) -> None:  # fmt: skip
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         provider = router.name
@@ -406,12 +406,20 @@ class Reconciler:
         for action in actions:
             if isinstance(action, EnsureTrack):
                 rev, role = action.revision, action.role
-                replicas = sizing.replicas(rev.revision, role)
+                replicas: int | None = sizing.replicas(rev.revision, role)
+                found = existing.get(naming.track_name(name, rev.revision))
+                if role == "stable" and sizing.autoscaling is not None and found is not None:
+                    assert replicas is not None
+                    handover = scaling.replicas_handover(found, replicas)
+                    if handover is not None:  # before the apply below leaves the field out
+                        replicas_only = children.replicas_only(obj, rev.revision, handover)
+                        self.kube.apply(replicas_only, naming.REPLICAS_FIELD_MANAGER)
+                    replicas = None  # the HPA's from now on
                 wide = sizing.may_scale_out()
                 manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide))
                 manifests.append(children.track_service(obj, rev, role))
-                uid = uids.get(naming.track_name(name, rev.revision))
-                if uid and wide:  # owned by the Deployment: from the pass after it exists
+                if found is not None and wide:  # owned by the Deployment: from the pass after it exists
+                    uid = found["metadata"]["uid"]
                     manifests.append(children.track_budget(obj, rev.revision, role, uid))
         isolation = md.spec.network_policy
         if self.settings.network_policies if isolation.enabled is None else isolation.enabled:

@@ -20,7 +20,7 @@ from mlrollout_serving.contract.metrics import MODEL_DURATION, MODEL_REQUESTS
 
 REQUESTS_PER_SECOND_METRIC: Final = MODEL_REQUESTS.name.removesuffix("_total") + "_per_second"
 """The Pods metric prometheus-adapter serves from the model servers' request counter (its rate per pod)."""
-CONCURRENCY_METRIC: Final = MODEL_DURATION.name.removesuffix("_seconds") + "_concurrency"
+CONCURRENCY_METRIC: Final = MODEL_DURATION.name.removesuffix("_duration_seconds") + "_concurrency"
 """The Pods metric served from rate(duration_sum): seconds spent answering per second = requests in flight
 (Little's law), so no new series is needed in the model server."""
 
@@ -75,6 +75,34 @@ class Sizing:
         """Whether a track can have more than one pod (spread and the budget matter). Taken from the spec, not
         from the pods running now, so a candidate growing with its share never changes its pod template."""
         return (self.autoscaling.max_replicas if self.autoscaling is not None else self.spec_replicas) > 1
+
+
+def owns_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
+    """Whether `manager` applied spec.replicas of this Deployment (its managedFields say so)."""
+    for entry in (deployment.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            return True
+    return False
+
+
+def replicas_handover(deployment: Mapping[str, Any] | None, wanted: int) -> int | None:
+    """For an autoscaled stable: the replicas to set through `naming.REPLICAS_FIELD_MANAGER` before the
+    operator's own apply leaves the field out, or None when the HPA should keep it untouched.
+
+    The operator's apply must not carry spec.replicas of a Deployment the HPA scales (it would undo the HPA,
+    and a pass racing an HPA write would scale it back). Leaving the field out of an apply whose manager
+    alone owns it would *remove* it (back to 1 pod), so a second manager sets it first: then the field is
+    co-owned, survives, and the HPA's next write takes it. That second apply is sent only when the field is
+    still the operator's (a promoted candidate, the first pass after autoscaling was switched on) or the count
+    must change (the promotion hand-over, clamping into the HPA's range); never in a steady state."""
+    if deployment is None:
+        return None
+    current = int((deployment.get("spec") or {}).get("replicas", 1))
+    if wanted != current or owns_replicas(deployment, naming.FIELD_MANAGER):
+        return wanted
+    return None
 
 
 def current_replicas(deployments: Iterable[Mapping[str, Any]]) -> dict[str, int]:

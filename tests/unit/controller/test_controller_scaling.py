@@ -211,3 +211,29 @@ def test_tracks_spread_over_nodes_softly_when_they_may_have_more_than_one_pod() 
     assert constraint["labelSelector"]["matchLabels"] == wide["spec"]["selector"]["matchLabels"]
     narrow = children.strip_none(children.track_deployment(MD, rev, "candidate", 1))
     assert "topologySpreadConstraints" not in narrow["spec"]["template"]["spec"]
+
+
+def deployment(replicas: int, *managers: tuple[str, str, bool]) -> dict[str, Any]:
+    """A Deployment whose managedFields list (manager, operation, owns spec.replicas)."""
+    fields = [
+        {"manager": m, "operation": op, "fieldsV1": {"f:spec": {"f:replicas": {}} if owns else {"f:template": {}}}}
+        for m, op, owns in managers
+    ]
+    return {"metadata": {"managedFields": fields}, "spec": {"replicas": replicas}}
+
+
+def test_the_hpa_is_handed_the_replicas_without_a_dip_and_then_left_alone() -> None:
+    ours, handover = naming.FIELD_MANAGER, naming.REPLICAS_FIELD_MANAGER
+    # still the operator's own field (a promoted candidate): set it through the second manager first, so that
+    # leaving it out of the operator's apply cannot reset it to one pod
+    assert scaling.replicas_handover(deployment(5, (ours, "Apply", True)), 5) == 5
+    # the promotion hand-over raises it to the old stable's count
+    assert scaling.replicas_handover(deployment(3, (ours, "Apply", True)), 12) == 12
+    # the HPA (or kubectl scale) took the field: the operator sends nothing, so it never races the HPA
+    hpa_owned = deployment(7, (ours, "Apply", False), ("kube-controller-manager", "Update", True))
+    assert scaling.replicas_handover(hpa_owned, 7) is None
+    # ... unless the count must change (clamped into a narrowed range)
+    assert scaling.replicas_handover(hpa_owned, 4) == 4
+    # the second manager's own ownership does not count as the operator's
+    assert scaling.replicas_handover(deployment(2, (handover, "Apply", True)), 2) is None
+    assert scaling.replicas_handover(None, 2) is None  # not created yet: the first apply carries replicas
