@@ -260,7 +260,7 @@ class Reconciler:
             status=hpa.scaling_active,
             reason=reason,
             message=message,
-            last_transition_time=fmt(now) if changed else old.last_transition_time,  # type: ignore[union-attr]
+            last_transition_time=old.last_transition_time if old is not None and not changed else fmt(now),
             observed_generation=after.observed_generation,
         )
         after.conditions = [*(c for c in after.conditions or [] if c.type != SCALING_ACTIVE), condition]
