@@ -19,7 +19,14 @@ from mlrollout.api.common import PolicySelector, parse_duration
 from mlrollout.api.fallbackpolicy import FallbackAction, FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import ModelDeployment, StrategyOverride
 from mlrollout.api.rolloutpolicy import Margin, RolloutPolicy, RolloutPolicySpec, Step, Strategy
-from mlrollout_serving.contract.routes import BackupModel, CircuitBreaker, FallbackSettings, FallbackStep
+from mlrollout_serving.contract.routes import (
+    BackupModel,
+    CircuitBreaker,
+    FallbackSettings,
+    FallbackStep,
+    Review,
+    Sticky,
+)
 
 Source = Literal["reference", "selector", "default"]
 
@@ -252,6 +259,7 @@ def fallback_settings(spec: FallbackPolicySpec, backups: Mapping[str, BackupMode
         return FallbackStep(action=link.action)
 
     low = spec.low_confidence_action
+    review = spec.review
     return FallbackSettings(
         request_timeout_seconds=parse_duration(spec.request_timeout),
         circuit_breaker=CircuitBreaker(
@@ -261,4 +269,21 @@ def fallback_settings(spec: FallbackPolicySpec, backups: Mapping[str, BackupMode
         confidence_threshold=spec.confidence_threshold,
         chain=tuple(step(link) for link in spec.chain),
         low_confidence_action=step(low) if low is not None else None,
+        review=None
+        if review is None
+        else Review(
+            url=review.url,
+            respond=review.respond,
+            default_response=review.response.to_dict() if review.response is not None else None,
+            message=review.message,
+            high_stakes=None
+            if review.high_stakes is None
+            else Sticky(header=review.high_stakes.header, json_field=review.high_stakes.json_field),
+            queue_size=review.queue_size,
+            concurrency=review.concurrency,
+            timeout_seconds=parse_duration(review.timeout),
+            retries=review.retries,
+            backoff_seconds=parse_duration(review.backoff),
+            max_body_bytes=review.max_body_bytes,
+        ),
     )

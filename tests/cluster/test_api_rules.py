@@ -9,6 +9,7 @@ family goes to the server as one List in a server-side dry run, so nothing is st
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -86,6 +87,25 @@ def test_fallback_chains(kubectl: Kubectl, dry_run_namespace: str) -> None:
         return fallback_policy(chain=[FALLBACK_LINKS[link] for link in chain])
 
     assert_agree(kubectl, dry_run_namespace, "chain", family(fallback_chains(), policy, "-".join))
+
+
+def test_review_settings(kubectl: Kubectl, dry_run_namespace: str) -> None:
+    """Every combination of respond (or none), its answer, a high-stakes marker and the low-confidence action."""
+    lows = (None, {"action": "review"}, {"action": "stable"})
+    responds = (None, "model", "default", "refuse")  # None: unset (the CRD has no default for it)
+    combos = list(itertools.product(responds, (False, True), (False, True), (False, True), lows))
+
+    def policy(combo: tuple[Any, ...]) -> dict[str, Any]:
+        respond, response, message, high, low = combo
+        review: dict[str, Any] = {"url": "http://reviews.ops.svc:8080/in"}
+        review |= {"respond": respond} if respond else {}
+        review |= {"response": FALLBACK_LINKS["default"]["response"]} if response else {}
+        review |= {"message": "a person decides"} if message else {}
+        review |= {"highStakes": {"header": "x-high-stakes"}} if high else {}
+        spec: dict[str, Any] = {"review": review, "confidenceThreshold": 0.6}
+        return fallback_policy(**spec, **({"lowConfidenceAction": low} if low else {}))
+
+    assert_agree(kubectl, dry_run_namespace, "review", family(combos, policy))
 
 
 def test_model_uris(kubectl: Kubectl, dry_run_namespace: str) -> None:

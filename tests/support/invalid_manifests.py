@@ -48,6 +48,11 @@ def rollout_policy(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "mlrollout.io/v1alpha1", "kind": "RolloutPolicy", "metadata": {"name": "bad"}, "spec": spec}
 
 
+def hook(**fields: Any) -> dict[str, Any]:
+    """A valid approval hook with these fields replaced (None deletes)."""
+    return replaced({"name": "ops", "type": "confirmPromotion", "secretRef": {"name": "hooks", "key": "url"}}, fields)
+
+
 def steps(*items: dict[str, Any]) -> dict[str, Any]:
     """A strategy made of these steps."""
     return {"steps": list(items)}
@@ -58,20 +63,26 @@ def custom(*metrics: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": {"custom": list(metrics)}}
 
 
+def replaced(base: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``fields`` replaced (None deletes)."""
+    out = dict(base)
+    for key, value in fields.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
 def sink(**fields: Any) -> dict[str, Any]:
     """A valid notification sink with these fields replaced (None deletes)."""
-    base: dict[str, Any] = {
+    base = {
         "name": "team",
         "kind": "webhook",
         "secretRef": {"name": "hooks", "key": "url"},
         "events": ["Promoted", "RolledBack"],
     }
-    for key, value in fields.items():
-        if value is None:
-            base.pop(key, None)
-        else:
-            base[key] = value
-    return base
+    return replaced(base, fields)
 
 
 def fallback_policy(**spec: Any) -> dict[str, Any]:
@@ -470,6 +481,35 @@ CASES: list[Case] = [
         "timeout must be between 100ms and 60s",
         server=False,
     ),
+    # RolloutPolicy approval hooks (docs/notifications.md, "Approval hooks")
+    Case(
+        "hook-unknown-type",
+        rollout_policy(hooks=[hook(type="confirmEverything")]),
+        "spec.hooks[0].type",
+        "'confirmRollout'",
+    ),
+    Case(
+        "hook-plain-url",
+        rollout_policy(hooks=[hook(url="https://approve.example/x")]),
+        "spec.hooks[0].url",
+        "unknown field",
+    ),
+    Case("hook-no-secret-ref", rollout_policy(hooks=[hook(secretRef=None)]), "spec.hooks[0].secretRef", "required"),
+    Case("hook-repeated-name", rollout_policy(hooks=[hook(), hook()]), "spec.hooks", "hook names must be unique"),
+    Case(
+        "hook-timeout-too-long",
+        rollout_policy(hooks=[hook(timeout="2m")]),
+        "spec.hooks[0]",
+        "timeout must be between 100ms and 60s",
+        server=False,
+    ),
+    Case(
+        "hook-max-wait-too-short",
+        rollout_policy(hooks=[hook(maxWait="1s")]),
+        "spec.hooks[0]",
+        "maxWait must be between 10s and 7d",
+        server=False,
+    ),
     # FallbackPolicy
     Case("backup-without-name", fallback_policy(chain=[{"action": "backup"}]), "spec.chain[0]", "needs backup"),
     Case("default-without-response", fallback_policy(chain=[{"action": "default"}]), "spec.chain[0]", "needs response"),
@@ -505,6 +545,46 @@ CASES: list[Case] = [
         fallback_policy(lowConfidenceAction={"action": "refuse"}),
         "spec.lowConfidenceAction",
         "lowConfidenceAction needs a confidenceThreshold",
+    ),
+    Case(
+        "review-in-chain",
+        fallback_policy(chain=[{"action": "stable"}, {"action": "review"}]),
+        "spec.chain",
+        "fallback action review needs the model's answer",
+    ),
+    Case(
+        "review-without-settings",
+        fallback_policy(confidenceThreshold=0.6, lowConfidenceAction={"action": "review"}),
+        "spec",
+        "lowConfidenceAction review needs review settings",
+    ),
+    Case(
+        "review-without-trigger",
+        fallback_policy(review={"url": "http://reviews.ops.svc:8080/in"}),
+        "spec",
+        "review is set but nothing sends to it",
+    ),
+    Case(
+        "review-default-without-response",
+        fallback_policy(
+            review={"url": "http://reviews.ops.svc:8080/in", "respond": "default", "highStakes": {"header": "x-risk"}}
+        ),
+        "spec.review",
+        "review.respond default needs review.defaultResponse",
+    ),
+    Case(
+        "review-message-without-respond",  # respond unset: its default (model) takes no message
+        fallback_policy(
+            review={"url": "http://reviews.ops.svc:8080/in", "message": "later", "highStakes": {"header": "x-risk"}}
+        ),
+        "spec.review",
+        "review.message is only for respond refuse",
+    ),
+    Case(
+        "review-url-https",
+        fallback_policy(review={"url": "https://reviews.ops.svc:8443/in", "highStakes": {"header": "x-risk"}}),
+        "spec.review.url",
+        "should match pattern",
     ),
     Case(
         "breaker-zero",
@@ -546,6 +626,7 @@ FALLBACK_LINKS: dict[str, dict[str, Any]] = {
     "backup-lite": {"action": "backup", "backup": "lite"},
     "backup-other": {"action": "backup", "backup": "other"},
     "backup-stable": {"action": "backup", "backup": "stable"},  # a backup ModelDeployment named "stable"
+    "review": {"action": "review"},  # needs the model's answer: never in a chain
 }
 
 

@@ -28,10 +28,14 @@ __all__ = [
     "GATEWAY_MIRRORED",
     "GATEWAY_MIRROR_DROPPED",
     "GATEWAY_REQUESTS",
+    "GATEWAY_REVIEWS_DROPPED",
+    "GATEWAY_REVIEWS_FAILED",
+    "GATEWAY_REVIEWS_SENT",
     "GATEWAY_ROUTE_VERSION",
     "GATEWAY_SHADOW_ABS_DIFF",
     "GATEWAY_SHADOW_AGREEMENT",
     "GATEWAY_UPSTREAM_CONNECT_RETRIES",
+    "HIGH_STAKES",
     "IDENTITY_LABELS",
     "LATENCY_BUCKETS",
     "LATENCY_MANTISSAS",
@@ -110,6 +114,19 @@ gateway's 502/504, after low confidence the track's own answer."""
 ANSWERED_WITHOUT_ERROR: Final = ("stable", "backup", "default")
 """``answered`` values whose answer is not a 5xx, so ``requests_total`` alone does not show the routed track's
 failure (``refuse`` answers 503, ``none`` 502 or 504)."""
+HIGH_STAKES: Final = "high_stakes"
+"""The fallbacks' ``reason`` for a request marked high-stakes and sent to human review (the track answered)."""
+GATEWAY_REVIEWS_SENT: Final = Series(
+    "mlrollout_gateway_reviews_sent_total", "Reviews the review webhook accepted (2xx); track is the reviewed answer's."
+)
+GATEWAY_REVIEWS_FAILED: Final = Series(
+    "mlrollout_gateway_reviews_failed_total",
+    "Reviews sent but not accepted after the retries, by reason (timeout, error, refused).",
+    ("reason",),
+)
+GATEWAY_REVIEWS_DROPPED: Final = Series(
+    "mlrollout_gateway_reviews_dropped_total", "Reviews never sent, by reason (queue_full, too_large).", ("reason",)
+)
 GATEWAY_MIRRORED: Final = Series("mlrollout_gateway_mirrored_requests_total", "Copies sent to the shadow track.")
 GATEWAY_MIRROR_DROPPED: Final = Series(
     "mlrollout_gateway_mirror_dropped_total", "Copies not sent or not answered.", ("reason",)
@@ -193,6 +210,9 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_DURATION,
     GATEWAY_FALLBACKS,
     GATEWAY_FALLBACK_REQUESTS,
+    GATEWAY_REVIEWS_SENT,
+    GATEWAY_REVIEWS_FAILED,
+    GATEWAY_REVIEWS_DROPPED,
     GATEWAY_MIRRORED,
     GATEWAY_MIRROR_DROPPED,
     GATEWAY_SHADOW_AGREEMENT,

@@ -25,6 +25,8 @@ __all__ = [
     "FallbackStep",
     "Mirror",
     "Mode",
+    "Review",
+    "ReviewRespond",
     "RouteTable",
     "RouteTableError",
     "Sticky",
@@ -32,6 +34,7 @@ __all__ = [
     "TrackName",
     "chain_problem",
     "configmap_name",
+    "review_problem",
 ]
 
 CONFIGMAP_KEY = "routes.yaml"
@@ -45,7 +48,8 @@ def configmap_name(model_deployment: str) -> str:
 
 Mode = Literal["canary", "ab", "blueGreen"]
 TrackName = Literal["stable", "candidate"]
-FallbackAction = Literal["stable", "backup", "default", "refuse"]
+FallbackAction = Literal["stable", "backup", "default", "refuse", "review"]
+ReviewRespond = Literal["default", "refuse", "model"]
 
 _WEIGHT_TOLERANCE = 1e-6
 
@@ -174,6 +178,58 @@ class FallbackStep(_Model):
 
 
 LOW_CONFIDENCE_NEEDS_THRESHOLD = "lowConfidenceAction needs a confidenceThreshold"
+REVIEW_NOT_IN_CHAIN = "fallback action review needs the model's answer, so it is only a lowConfidenceAction"
+REVIEW_NEEDS_SETTINGS = "lowConfidenceAction review needs review settings (review.url)"
+REVIEW_NEEDS_A_TRIGGER = "review is set but nothing sends to it: add review.highStakes or lowConfidenceAction review"
+REVIEW_DEFAULT_NEEDS_RESPONSE = "review.respond default needs review.defaultResponse"
+
+
+def _check_webhook(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+        raise ValueError(f"review url must be an http://host:port/path URL with an explicit port, got {url!r}")
+    if parts.fragment:
+        raise ValueError(f"review url must not carry a fragment, got {url!r}")
+    return url
+
+
+class Review(_Model):
+    """Human review: answers that are unsure or high-stakes go to a webhook; the client is answered at once.
+
+    The gateway queues the review body (docs/gateway.md, "Human review") and answers the client per
+    ``respond`` without waiting for the webhook: ``default`` (``defaultResponse``, 200), ``refuse`` (503 with
+    ``message``) or ``model`` (the model's answer with ``parameters.pending_review: true``).
+    """
+
+    url: str = Field(description="http://host:port/path of the review webhook; it gets one POST per review.")
+    respond: ReviewRespond = Field(default="model", description="What the client gets while its answer is reviewed.")
+    default_response: dict[str, Any] | None = Field(default=None, description="For respond default: the OIP body.")
+    message: str | None = Field(default=None, max_length=1024, description="For respond refuse: the error message.")
+    high_stakes: Sticky | None = Field(
+        default=None,
+        description="A request header or JSON field that marks a request high-stakes (value true or 1): its "
+        "answer is reviewed whatever its confidence.",
+    )
+    queue_size: int = Field(default=256, ge=1, le=65536, description="Reviews waiting beyond this are dropped.")
+    concurrency: int = Field(default=2, ge=1, le=64, description="Reviews being delivered at once.")
+    timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="One delivery attempt's timeout.")
+    retries: int = Field(default=2, ge=0, le=10, description="Attempts after the first, for timeouts and 5xx.")
+    backoff_seconds: float = Field(default=0.2, gt=0, le=60, description="Wait before the first retry; doubles.")
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, le=16 << 20, description="A review body larger than this is dropped (too_large)."
+    )
+
+    _v_url = field_validator("url")(_check_webhook)
+
+    @model_validator(mode="after")
+    def _payload_matches_respond(self) -> Review:
+        if self.respond == "default" and self.default_response is None:
+            raise ValueError(REVIEW_DEFAULT_NEEDS_RESPONSE)
+        if self.respond != "default" and self.default_response is not None:
+            raise ValueError(f"review.respond {self.respond} must not carry a defaultResponse")
+        if self.respond != "refuse" and self.message is not None:
+            raise ValueError(f"review.respond {self.respond} must not carry a message")
+        return self
 
 
 def chain_problem(links: Sequence[tuple[FallbackAction, str | None]]) -> str | None:
@@ -184,11 +240,22 @@ def chain_problem(links: Sequence[tuple[FallbackAction, str | None]]) -> str | N
     """
     actions = [action for action, _ in links]
     keys = [backup if action == "backup" and backup else action for action, backup in links]
+    if "review" in actions:
+        return REVIEW_NOT_IN_CHAIN
     if len(set(keys)) != len(keys):
         return f"fallback chain repeats an action: {actions}"
     for terminal in ("default", "refuse"):
         if terminal in actions and actions.index(terminal) != len(actions) - 1:
             return f"fallback action {terminal} always answers, so it must be last: {actions}"
+    return None
+
+
+def review_problem(low_confidence_action: str | None, has_review: bool, has_high_stakes: bool) -> str | None:
+    """Why the gateway refuses a policy's review settings, or None (the API refuses the same)."""
+    if low_confidence_action == "review" and not has_review:
+        return REVIEW_NEEDS_SETTINGS
+    if has_review and low_confidence_action != "review" and not has_high_stakes:
+        return REVIEW_NEEDS_A_TRIGGER
     return None
 
 
@@ -202,6 +269,7 @@ class FallbackSettings(_Model):
     low_confidence_action: FallbackStep | None = Field(
         default=None, description="Applied when the top class probability is below confidenceThreshold."
     )
+    review: Review | None = Field(default=None, description="Human review (lowConfidenceAction review, highStakes).")
 
     @model_validator(mode="after")
     def _chain_is_sane(self) -> FallbackSettings:
@@ -210,6 +278,13 @@ class FallbackSettings(_Model):
             raise ValueError(problem)
         if self.low_confidence_action is not None and self.confidence_threshold is None:
             raise ValueError(LOW_CONFIDENCE_NEEDS_THRESHOLD)
+        problem = review_problem(
+            self.low_confidence_action.action if self.low_confidence_action else None,
+            self.review is not None,
+            self.review is not None and self.review.high_stakes is not None,
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -212,6 +212,7 @@ async def serve(args: argparse.Namespace) -> None:
             configmap.stop()
         state.stop()
         await gateway.mirror.close()
+        await gateway.reviews.close()
         gateway.close()
     log.info("stopped")
 

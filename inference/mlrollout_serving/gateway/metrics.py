@@ -48,11 +48,16 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._ns = namespace
         self._md = model_deployment
+        self.namespace = namespace
+        self.model_deployment = model_deployment
         r = self.registry
         self._hot = _HotRequests(namespace, model_deployment)
         r.register(self._hot)
         self.fallbacks = _counter(contract.GATEWAY_FALLBACKS, r)
         self.fallback_requests = _counter(contract.GATEWAY_FALLBACK_REQUESTS, r)
+        self.reviews_sent = _counter(contract.GATEWAY_REVIEWS_SENT, r)
+        self.reviews_failed = _counter(contract.GATEWAY_REVIEWS_FAILED, r)
+        self.reviews_dropped = _counter(contract.GATEWAY_REVIEWS_DROPPED, r)
         self.mirrored = _counter(contract.GATEWAY_MIRRORED, r)
         self.mirror_dropped = _counter(contract.GATEWAY_MIRROR_DROPPED, r)
         self.agreement = _counter(contract.GATEWAY_SHADOW_AGREEMENT, r)
@@ -76,6 +81,15 @@ class GatewayMetrics:
     def fallback_request(self, track: str, revision: str, reason: str, answered: str) -> None:
         """One request whose routed track's answer was not served (the fallback path only, never the hot one)."""
         self.fallback_requests.labels(self._ns, self._md, track, revision, reason, answered).inc()
+
+    def review_sent(self, track: str, revision: str) -> None:
+        self.reviews_sent.labels(self._ns, self._md, track, revision).inc()
+
+    def review_failed(self, track: str, revision: str, reason: str) -> None:
+        self.reviews_failed.labels(self._ns, self._md, track, revision, reason).inc()
+
+    def review_dropped(self, track: str, revision: str, reason: str) -> None:
+        self.reviews_dropped.labels(self._ns, self._md, track, revision, reason).inc()
 
     def mirror_sent(self, revision: str) -> None:
         self.mirrored.labels(self._ns, self._md, "shadow", revision).inc()

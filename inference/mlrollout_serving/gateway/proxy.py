@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -17,9 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from ..contract.metrics import LOW_CONFIDENCE, NOT_ANSWERED
+from ..contract.metrics import HIGH_STAKES, LOW_CONFIDENCE, NOT_ANSWERED
 from ..contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
-from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable
+from ..contract.routes import CircuitBreaker, FallbackStep, RouteTable, Sticky
 from .decide import (
     CLOSED,
     BreakerState,
@@ -36,6 +37,8 @@ from .decide import (
 from .feedback import Answer, Feedback, Forward
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
+from .review import ReviewJob, Reviews, Webhook
+from .review_body import high_stakes, mark_pending, review_body
 from .server import Reply, Request, Response
 from .upstream import MAX_RESPONSE, UpstreamFailure, UpstreamPool, UpstreamResponse
 
@@ -88,6 +91,8 @@ class ActiveTable:
     mirror_pool: UpstreamPool | None
     backups: dict[str, UpstreamPool]
     check_confidence: bool  # a confidence threshold and a low-confidence action are configured
+    webhook: Webhook | None  # human review configured (docs/gateway.md, "Human review")
+    high_stakes: Sticky | None  # the marker of requests whose answers are always reviewed
 
 
 def _error_body(message: str, reason: str, **extra: object) -> bytes:
@@ -109,6 +114,7 @@ class Gateway:
         if feedback is not None:
             metrics.feedback = feedback
         self.mirror = Mirror(metrics, feedback)
+        self.reviews = Reviews(metrics)
         self._labels: deque[tuple[Request, Reply]] = deque()
         self._labels_scheduled = False
         self._pools: dict[str, UpstreamPool] = {}
@@ -176,6 +182,7 @@ class Gateway:
             for s in (*table.fallback.chain, table.fallback.low_confidence_action)
             if s is not None and s.backup is not None
         }
+        review = table.fallback.review
         return ActiveTable(
             table=table,
             weights=weights,
@@ -188,6 +195,8 @@ class Gateway:
             check_confidence=(
                 table.fallback.confidence_threshold is not None and table.fallback.low_confidence_action is not None
             ),
+            webhook=self.reviews.webhook(review),
+            high_stakes=review.high_stakes if review is not None else None,
         )
 
     def close(self) -> None:
@@ -309,11 +318,15 @@ class Gateway:
             if self._low_confidence(active, track, request, outcome):
                 step = fallback.low_confidence_action
                 assert step is not None
+                if step.action == "review":
+                    return self._review(active, track, request, outcome, LOW_CONFIDENCE)
                 self.metrics.fallback(track.name, track.revision, LOW_CONFIDENCE, step.action)
                 answer = await self._run_steps(active, (step,), track, request, line, rest, LOW_CONFIDENCE)
                 self.metrics.fallback_request(track.name, track.revision, LOW_CONFIDENCE, _answered(answer))
                 if answer is not None:
                     return answer
+            if self._high_stakes(active, request, outcome):
+                return self._review(active, track, request, outcome, HIGH_STAKES)
             return self._forwarded(active, track, outcome), track.name, track
         reason, message = outcome
         answer = await self._run_steps(
@@ -329,6 +342,56 @@ class Gateway:
             track.name,
             track,
         )
+
+    @staticmethod
+    def _high_stakes(active: ActiveTable, request: Request, result: UpstreamResponse) -> bool:
+        """An inference answered 200 whose request carries the policy's high-stakes marker."""
+        marker = active.high_stakes
+        if marker is None or result.status != 200 or not request.target.endswith(b"/infer"):
+            return False
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+        return high_stakes(marker, headers, request.body)
+
+    def _review(
+        self, active: ActiveTable, track: _Track, request: Request, result: UpstreamResponse, reason: str
+    ) -> tuple[Response, str, _Track]:
+        """Queue this answer for human review (never waiting for the webhook) and answer as the policy says.
+
+        The review body holds this request and this answer only; the client learns the review's id in
+        `x-mlrollout-review-id` when it was queued (a dropped review is counted, and not claimed)."""
+        review, webhook = active.table.fallback.review, active.webhook
+        assert review is not None and webhook is not None
+        review_id = os.urandom(16).hex()
+        body = review_body(
+            review_id=review_id, namespace=self.metrics.namespace, model_deployment=self.metrics.model_deployment,
+            target=request.target, track=track.name, revision=track.revision, reason=reason, request=request.body,
+            answer=result.body, now=time.time(), max_bytes=review.max_body_bytes,
+        )  # fmt: skip
+        if isinstance(body, str):
+            self.reviews.dropped(track.name, track.revision, body)
+            queued = False
+        else:
+            queued = self.reviews.offer(ReviewJob(webhook, body, track.name, track.revision))
+        self.metrics.fallback(track.name, track.revision, reason, "review")
+        review_header = b"x-mlrollout-review-id: %s\r\n" % review_id.encode() if queued else b""
+        if review.respond == "model":
+            response = self._forwarded(active, track, result)
+            response.headers += review_header
+            if queued:
+                response.body = mark_pending(response.body, review_id)
+            return response, track.name, track
+        self.metrics.fallback_request(track.name, track.revision, reason, "review")
+        headers = _JSON + active.version_header + review_header
+        if review.respond == "default":
+            body_out = json.dumps(review.default_response).encode()
+            return Response(200, headers + b"x-mlrollout-track: default\r\n", body_out), "default", track
+        why = f"answer held for human review ({reason.replace('_', ' ')})"
+        text = f"{review.message} ({why})" if review.message else why
+        extra: dict[str, object] = {"track": track.name}
+        if queued:
+            extra["review_id"] = review_id
+        refusal = _error_body(text, reason, **extra)
+        return Response(503, headers + b"x-mlrollout-track: refuse\r\n", refusal), "refuse", track
 
     @staticmethod
     def _low_confidence(active: ActiveTable, track: _Track, request: Request, result: UpstreamResponse) -> bool:
@@ -617,7 +680,11 @@ class _Exchange:
         gw, active, track = self.gateway, self.active, self.track
         try:
             outcome = gw._account(track.pool, result, active.table.fallback.circuit_breaker, self.request)
-            if isinstance(outcome, UpstreamResponse) and not gw._low_confidence(active, track, self.request, outcome):
+            if (
+                isinstance(outcome, UpstreamResponse)
+                and not gw._low_confidence(active, track, self.request, outcome)
+                and not (active.high_stakes is not None and gw._high_stakes(active, self.request, outcome))
+            ):
                 answer = (Gateway._forwarded(active, track, outcome), track.name, track)
                 gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)
                 return

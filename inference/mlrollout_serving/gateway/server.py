@@ -28,6 +28,8 @@ from typing import Final, cast
 
 import httptools
 
+from mlrollout_serving.sockets import bound_unread_replies
+
 from .limits import BODY as _BODY
 from .limits import HEAD as _HEAD
 from .limits import IDLE as _IDLE
@@ -282,6 +284,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         self._client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        bound_unread_replies(transport, self._limits.body_timeout)  # the gateway's send timeout
         state = self._state
         if len(state.connections) >= self._limits.max_connections and not state.make_room(self):
             limit = self._limits.max_connections
@@ -290,6 +293,8 @@ class HttpServerProtocol(asyncio.Protocol):
         state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, TimeoutError):  # the kernel's send timeout (see bound_unread_replies)
+            self._state.note("send timeout")
         self._state.connections.discard(self)
         self._count_receiving(0)
         self.transport = None

@@ -41,6 +41,7 @@ from mlrollout_serving.server.limits import (
     timeout,
     victims,
 )
+from mlrollout_serving.sockets import bound_unread_replies
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +197,12 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self._loop = asyncio.get_running_loop()
         self.opened = self.last_read = self.last_reply = self._loop.time()
+        bound_unread_replies(self.transport, self.server.limits.send_timeout)
         self.server.accept(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, TimeoutError):  # the kernel's send timeout (see bound_unread_replies)
+            self.server.note("send timeout")
         if self.closed:
             self.server.closing_count -= 1
         self.closed = True

@@ -21,7 +21,16 @@ from mlrollout.api.common import (
     cel,
     cel_rules,
 )
-from mlrollout_serving.contract.routes import LOW_CONFIDENCE_NEEDS_THRESHOLD, chain_problem
+from mlrollout.api.modeldeployment import StickyKey
+from mlrollout_serving.contract.routes import (
+    LOW_CONFIDENCE_NEEDS_THRESHOLD,
+    REVIEW_DEFAULT_NEEDS_RESPONSE,
+    REVIEW_NEEDS_A_TRIGGER,
+    REVIEW_NEEDS_SETTINGS,
+    REVIEW_NOT_IN_CHAIN,
+    chain_problem,
+    review_problem,
+)
 
 TensorDatatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"
@@ -62,10 +71,11 @@ class FallbackAction(ApiModel):
         )
     }
 
-    action: Literal["stable", "backup", "default", "refuse"] = Field(
+    action: Literal["stable", "backup", "default", "refuse", "review"] = Field(
         description=(
             "stable: retry on the stable model; backup: send to another ModelDeployment; default: answer with "
-            "`response`; refuse: answer 503 with a JSON error saying why."
+            "`response`; refuse: answer 503 with a JSON error saying why; review (lowConfidenceAction only): "
+            "send the answer to the `review` webhook and answer as `review.respond` says."
         )
     )
     backup: Name | None = Field(
@@ -88,6 +98,7 @@ class FallbackAction(ApiModel):
 
 _KEY = "(x.action == 'backup' && has(x.backup) ? x.backup : x.action)"
 CHAIN_RULES: Final = (
+    cel("self.all(x, x.action != 'review')", REVIEW_NOT_IN_CHAIN),
     cel(
         f"self.all(a, self.filter(x, {_KEY} == {_KEY.replace('x.', 'a.')}).size() == 1)",
         "fallback chain repeats an action",
@@ -105,6 +116,60 @@ CHAIN_RULES: Final = (
 """The gateway's chain rule for the API server: a link is keyed by its backup's name or else its action."""
 
 
+class Review(ApiModel):
+    """Human review: unsure or high-stakes answers go to a webhook, the client is answered without waiting."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            # respond has a default in the model only (the CRD carries none), so it may be absent here
+            cel("!has(self.respond) || self.respond != 'default' || has(self.response)",
+                REVIEW_DEFAULT_NEEDS_RESPONSE, ".response"),
+            cel("(has(self.respond) && self.respond == 'default') || !has(self.response)",
+                "review.response is only for respond default", ".response"),
+            cel("(has(self.respond) && self.respond == 'refuse') || !has(self.message)",
+                "review.message is only for respond refuse", ".message"),
+        )
+    }  # fmt: skip
+
+    url: str = Field(
+        max_length=2048,
+        pattern=r"^http://[^/:?#]+:[0-9]+(/[^#]*)?$",
+        description="http://host:port/path of the review webhook (one POST per review; body: docs/gateway.md).",
+    )
+    respond: Literal["default", "refuse", "model"] = Field(
+        default="model",
+        description=(
+            "What the client gets while its answer is reviewed: default (`response`, 200), refuse (503 with "
+            "`message`), model (the model's answer with parameters.pending_review true)."
+        ),
+    )
+    response: DefaultResponse | None = Field(default=None, description="For respond default: the answer to give.")
+    message: str | None = Field(default=None, max_length=1024, description="For respond refuse: the error message.")
+    high_stakes: StickyKey | None = Field(
+        default=None,
+        description="A request header or JSON field whose value true (or 1) marks a request high-stakes: its answer "
+        "is reviewed whatever its confidence.",
+    )
+    queue_size: int = Field(default=256, ge=1, le=65536, description="Reviews waiting beyond this are dropped.")
+    concurrency: int = Field(default=2, ge=1, le=64, description="Reviews being delivered at once.")
+    timeout: Duration = Field(default="2s", description="One delivery attempt's timeout.")
+    retries: int = Field(default=2, ge=0, le=10, description="Attempts after the first, after a timeout or 5xx.")
+    backoff: Duration = Field(default="200ms", description="Wait before the first retry; doubles each retry.")
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, le=16 << 20, description="A review body larger than this is dropped, not sent."
+    )
+
+    @model_validator(mode="after")
+    def _payload_matches_respond(self) -> Review:
+        if self.respond == "default" and self.response is None:
+            raise ValueError(REVIEW_DEFAULT_NEEDS_RESPONSE)
+        if self.respond != "default" and self.response is not None:
+            raise ValueError("review.response is only for respond default")
+        if self.respond != "refuse" and self.message is not None:
+            raise ValueError("review.message is only for respond refuse")
+        return self
+
+
 def _default_chain() -> list[FallbackAction]:
     return [FallbackAction(action="stable"), FallbackAction(action="refuse")]
 
@@ -118,7 +183,18 @@ class FallbackPolicySpec(ApiModel):
                 "!has(self.lowConfidenceAction) || has(self.confidenceThreshold)",
                 LOW_CONFIDENCE_NEEDS_THRESHOLD,
                 ".lowConfidenceAction",
-            )
+            ),
+            cel(
+                "!has(self.lowConfidenceAction) || self.lowConfidenceAction.action != 'review' || has(self.review)",
+                REVIEW_NEEDS_SETTINGS,
+                ".review",
+            ),
+            cel(
+                "!has(self.review) || has(self.review.highStakes) || "
+                "(has(self.lowConfidenceAction) && self.lowConfidenceAction.action == 'review')",
+                REVIEW_NEEDS_A_TRIGGER,
+                ".review",
+            ),
         )
     }
 
@@ -149,6 +225,10 @@ class FallbackPolicySpec(ApiModel):
     low_confidence_action: FallbackAction | None = Field(
         default=None, description="What to do with a low-confidence answer (needs confidenceThreshold)."
     )
+    review: Review | None = Field(
+        default=None,
+        description="Human review webhook, for lowConfidenceAction review and high-stakes requests.",
+    )
 
     @field_validator("chain")
     @classmethod
@@ -166,6 +246,18 @@ class FallbackPolicySpec(ApiModel):
         if low is not None and "confidence_threshold" in info.data and info.data["confidence_threshold"] is None:
             raise ValueError(LOW_CONFIDENCE_NEEDS_THRESHOLD)
         return low
+
+    @model_validator(mode="after")
+    def _review_as_the_gateway_takes_it(self) -> FallbackPolicySpec:
+        low = self.low_confidence_action
+        problem = review_problem(
+            low.action if low else None,
+            self.review is not None,
+            self.review is not None and self.review.high_stakes is not None,
+        )
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class FallbackPolicy(ApiModel):

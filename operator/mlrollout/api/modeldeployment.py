@@ -462,6 +462,10 @@ class StepStatus(ApiModel):
         default=None,
         description="What the next analysed step starts from, per e-value test, as of this step's latest look.",
     )
+    passed: Message | None = Field(
+        default=None,
+        description="The last step passed (why) and the promotion waits for its confirmPromotion hooks.",
+    )
 
 
 class TrafficStatus(ApiModel):
@@ -610,6 +614,18 @@ Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
 PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
 
 
+class ApprovalStatus(ApiModel):
+    """One approval hook's word on the candidate: asked until it approves; remembered for this revision."""
+
+    hook: Name = Field(description="The policy's hook.")
+    type: Word = Field(description="confirmRollout, preRollout or confirmPromotion.")
+    revision: str = Field(max_length=64, description="The candidate revision it is about.")
+    state: Literal["waiting", "approved"] = Field(description="waiting (asked again) or approved (not asked again).")
+    since: str = Field(description="When the wait began (RFC 3339); maxWait counts from here.")
+    time: str | None = Field(default=None, description="When the last answer came (RFC 3339).")
+    message: Message | None = Field(default=None, description="The last answer, in words (never the URL).")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Written by the operator: everything needed to resume after a restart, and to explain."""
 
@@ -651,6 +667,9 @@ class ModelDeploymentStatus(ApiModel):
     policy: Line | None = Field(default=None, description="The rollout policy in force and its source.")
     autoscaling: AutoscalingStatus | None = Field(
         default=None, description="The stable track's HPA, when spec.autoscaling is set."
+    )
+    approvals: list[ApprovalStatus] | None = Field(
+        default=None, max_length=10, description="Approval hooks asked about the candidate, and their answers."
     )
 
 

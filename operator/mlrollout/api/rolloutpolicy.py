@@ -556,6 +556,61 @@ class Notifications(ApiModel):
         return sinks
 
 
+HookType = Literal["confirmRollout", "preRollout", "confirmPromotion"]
+"""When a hook is asked (docs/notifications.md, "Approval hooks"): before any traffic (confirmRollout, then
+preRollout) or before the final promotion (confirmPromotion)."""
+HOOK_TYPES: Final[tuple[HookType, ...]] = get_args(HookType)
+
+
+class Hook(ApiModel):
+    """An approval hook: the operator POSTs the rollout's state to a URL and waits for HTTP 200 (approve).
+
+    Any other status is a refusal: a refused confirm hook keeps the rollout waiting (asked again), a refused
+    preRollout hook rolls the candidate back. No answer (timeout, unreachable, Secret missing) is asked again
+    until maxWait, then the policy's onInconclusive applies. The URL comes from a Secret, never the spec.
+    """
+
+    name: Name = Field(description="Name of the hook, shown in status, Events and metrics; unique in the policy.")
+    type: HookType = Field(
+        description=(
+            "confirmRollout: gates the first step (asked once the candidate is ready, before any traffic); "
+            "preRollout: an acceptance check after confirmRollout, before any traffic, whose refusal rolls back; "
+            "confirmPromotion: gates the promotion after the last step passed."
+        )
+    )
+    secret_ref: SecretKeyRef = Field(
+        description="The Secret key holding the hook's URL, read from the ModelDeployment's namespace at each call."
+    )
+    timeout: Duration = Field(default="10s", description="Time limit of one call (100ms to 60s).")
+    max_wait: Duration = Field(
+        default="1h",
+        description=(
+            "How long the hook may keep the rollout waiting without approving (a confirm hook's refusals "
+            "included) before the policy's onInconclusive applies (10s to 7d)."
+        ),
+    )
+
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+    @model_validator(mode="after")
+    def _durations_sane(self) -> Hook:
+        if not 0.1 <= parse_duration(self.timeout) <= 60:
+            raise ValueError("timeout must be between 100ms and 60s")
+        if not 10 <= parse_duration(self.max_wait) <= 7 * 86400:
+            raise ValueError("maxWait must be between 10s and 7d")
+        return self
+
+
+def check_hooks(hooks: list[Hook] | None) -> list[Hook] | None:
+    """Hook names are unique (they key the approvals in status)."""
+    names = [h.name for h in hooks or []]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"hook names must be unique (repeated: {', '.join(repeated)})")
+    return hooks
+
+
 class RolloutPolicySpec(ApiModel):
     """A rollout policy: steps, evidence, statistics and what to do when things go wrong."""
 
@@ -583,6 +638,23 @@ class RolloutPolicySpec(ApiModel):
         default=None,
         description="Webhook and Slack messages when rollouts start, pass steps, promote, roll back or hold.",
     )
+    hooks: list[Hook] | None = Field(
+        default=None,
+        max_length=10,
+        description="Approval hooks: URLs that must answer HTTP 200 before the first step or the promotion.",
+        json_schema_extra=cel_rules(
+            cel("self.all(h, self.exists_one(g, g.name == h.name))", "hook names must be unique")
+        ),
+    )
+
+    @field_validator("hooks")
+    @classmethod
+    def _unique_hooks(cls, hooks: list[Hook] | None) -> list[Hook] | None:
+        return check_hooks(hooks)
+
+    def hooks_of(self, kind: HookType) -> list[Hook]:
+        """The hooks asked at one gate, in the policy's order."""
+        return [h for h in self.hooks or [] if h.type == kind]
 
     @model_validator(mode="after")
     def _durations_sane(self) -> RolloutPolicySpec:

@@ -17,6 +17,7 @@ from mlrollout.controller import naming
 from mlrollout.controller.scaling import CONCURRENCY_METRIC, REQUESTS_PER_SECOND_METRIC
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.revision import RevisionTemplate
+from mlrollout.rollout import lookhistory
 from mlrollout.rollout.actions import Role
 from mlrollout.traffic.base import Manifest
 from mlrollout_serving.contract.process import (
@@ -58,6 +59,19 @@ def _meta(md: Manifest, name: str, labels: dict[str, str]) -> Manifest:
         "namespace": md["metadata"]["namespace"],
         "labels": labels,
         "ownerReferences": [owner_reference(md)],
+    }
+
+
+def looks_configmap(md: Manifest, data: str) -> Manifest:
+    """The ConfigMap `<md>-looks` with the current rollout's per-look history (`rollout.lookhistory`)."""
+    name = md["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            md, lookhistory.configmap_name(name), {**naming.routing_labels(name), naming.COMPONENT: "looks"}
+        ),
+        "data": {lookhistory.DATA_KEY: data},
     }
 
 

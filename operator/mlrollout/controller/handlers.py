@@ -23,6 +23,7 @@ from kubernetes import client, config
 
 from mlrollout.api.common import GROUP, VERSION
 from mlrollout.controller import metrics
+from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import Conflict, Kube, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.reconcile import Reconciler
@@ -70,7 +71,8 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
     kube = Kube(_api_client())
     verdicts = source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir)
     notifier = _STATE["notifier"] = Notifier(kube).start()
-    _STATE["reconciler"] = Reconciler(kube, verdicts, SETTINGS, notifier=notifier)
+    hooks = HookCaller(kube, notifier.loop)  # approval hook calls share the notifier's loop and thread
+    _STATE["reconciler"] = Reconciler(kube, verdicts, SETTINGS, notifier=notifier, hooks=hooks)
     logger.info(
         "mlrollout operator ready: provider=%s verdicts=%s interval=%ss",
         SETTINGS.default_traffic_provider,

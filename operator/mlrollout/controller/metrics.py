@@ -80,6 +80,12 @@ NOTIFICATIONS = Counter(
     ["sink_kind", "event", "result"],
     registry=REGISTRY,
 )
+HOOK_CALLS = Counter(
+    "mlrollout_operator_hook_calls_total",
+    "Approval hook calls that ended, by hook type and result (approved, refused, or why there was no answer).",
+    ["hook_type", "result"],
+    registry=REGISTRY,
+)
 
 
 def observe_action(namespace: str, name: str, action: RolloutFinished | StepFinished) -> None:

@@ -4,8 +4,9 @@ Per revision: Deployment and Service `<md>-<revision>` (the revision hash is con
 promotion never renames anything: the route table switches atomically from one Service to another).
 Per ModelDeployment: the gateway Deployment and Service named `<md>` (the address clients call), the route
 ConfigMap `<md>-routes` (named by `contract.routes.configmap_name`), the gateway's ServiceAccount, Role and
-RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`, and (when enabled) the
-NetworkPolicies `<md>-gateway` and `<md>-model-server`.
+RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`, the look history ConfigMap
+`<md>-looks` (named by `rollout.lookhistory.configmap_name`), and (when enabled) the NetworkPolicies `<md>-gateway` and
+`<md>-model-server`.
 """
 
 from __future__ import annotations

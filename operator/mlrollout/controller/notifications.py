@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from kubernetes.client.exceptions import ApiException
 
+from mlrollout.api.rolloutpolicy import SecretKeyRef
 from mlrollout.controller import metrics
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.notify.http import Attempt, Poster, UrllibPoster
@@ -129,29 +130,7 @@ class Notifier:
         return outcome
 
     def _url(self, delivery: Delivery) -> tuple[str | None, str]:
-        """The sink's URL from its Secret, or None and why not (never the URL itself in a message)."""
-        ref = delivery.secret
-        where = f"Secret {ref.name!r} in namespace {delivery.namespace!r}"
-        try:
-            secret = self.kube.get("v1", "Secret", delivery.namespace, ref.name)
-        except ApiException as exc:
-            if exc.status == 403:
-                return None, f"cannot read {where}: the RBAC lacks get secrets (docs/operator.md, RBAC)"
-            return None, f"cannot read {where}: {api_error_message(exc)}"
-        except Exception as exc:
-            return None, f"cannot read {where}: {type(exc).__name__}: {exc}"
-        if secret is None:
-            return None, f"{where} does not exist"
-        data: dict[str, Any] = secret.get("data") or {}
-        if ref.key not in data:
-            return None, f"{where} has no key {ref.key!r}"
-        try:
-            url = base64.b64decode(str(data[ref.key]), validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            return None, f"{where}: key {ref.key!r} is not a UTF-8 URL"
-        if not url:
-            return None, f"{where}: key {ref.key!r} is empty"
-        return url, ""
+        return secret_url(self.kube, delivery.namespace, delivery.secret)
 
     def _warn(self, delivery: Delivery, message: str, held: int) -> None:
         """The failure as a Warning Event, with the failures the gate held back since the last one."""
@@ -173,3 +152,29 @@ class Notifier:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=5)
+
+
+def secret_url(kube: KubeApi, namespace: str, ref: SecretKeyRef) -> tuple[str | None, str]:
+    """A URL from a key of a Secret in ``namespace`` (sinks and approval hooks), or None and why not (never the
+    URL itself in a message: it may carry a token)."""
+    where = f"Secret {ref.name!r} in namespace {namespace!r}"
+    try:
+        secret = kube.get("v1", "Secret", namespace, ref.name)
+    except ApiException as exc:
+        if exc.status == 403:
+            return None, f"cannot read {where}: the RBAC lacks get secrets (docs/operator.md, RBAC)"
+        return None, f"cannot read {where}: {api_error_message(exc)}"
+    except Exception as exc:
+        return None, f"cannot read {where}: {type(exc).__name__}: {exc}"
+    if secret is None:
+        return None, f"{where} does not exist"
+    data: dict[str, Any] = secret.get("data") or {}
+    if ref.key not in data:
+        return None, f"{where} has no key {ref.key!r}"
+    try:
+        url = base64.b64decode(str(data[ref.key]), validate=True).decode().strip()
+    except (binascii.Error, UnicodeDecodeError):
+        return None, f"{where}: key {ref.key!r} is not a UTF-8 URL"
+    if not url:
+        return None, f"{where}: key {ref.key!r} is empty"
+    return url, ""

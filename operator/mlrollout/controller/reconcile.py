@@ -35,6 +35,7 @@ from mlrollout.api.modeldeployment import (
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
 from mlrollout.controller import children, metrics, naming, scaling
+from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts
@@ -68,6 +69,7 @@ from mlrollout.rollout import (
     Unresolved,
     analysis_due,
     decide,
+    lookhistory,
     not_governable,
 )
 from mlrollout.rollout.looks import evidence_source
@@ -134,10 +136,11 @@ class Reconciler:
 
     def __init__(
         self, kube: KubeApi, verdicts: VerdictSource, settings: OperatorSettings, resolver: ModelResolver | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, hooks: HookCaller | None = None,
     ) -> None:  # fmt: skip
         self.kube = kube
         self.notifier = notifier
+        self.hooks = hooks
         self.resolver: ModelResolver = resolver or CachingResolver()
         self.verdicts = verdicts
         self.settings = settings
@@ -201,6 +204,7 @@ class Reconciler:
             paused=md.spec.paused,
             sticky=md.spec.traffic.sticky is not None,
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
+            hooks=self.hooks.answers(namespace, name, status) if self.hooks is not None else {},
         )
         decision = decide(status, facts, policy, now)
         after = decision.status
@@ -220,7 +224,12 @@ class Reconciler:
         actions = [*decision.actions, *self._autoscale(obj, md, status, after, now)]
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        return self._commit(obj, status, after, actions, log, policy.notifications, now)
+        done = self._commit(obj, status, after, actions, log, policy.notifications, now)
+        if facts.look is not None:
+            self._record_look(obj, facts.look, after, log)
+        if self.hooks is not None and after.approvals:  # asked after the status write, never waited for
+            self.hooks.ask(obj, after, policy)
+        return done
 
     def _autoscale(
         self, obj: Manifest, md: ModelDeployment, before: ModelDeploymentStatus, after: ModelDeploymentStatus,
@@ -269,6 +278,21 @@ class Reconciler:
         if hpa.scaling_active == "False":
             return [RecordEvent("Warning", "AutoscalingInactive", message)]
         return [RecordEvent("Normal", "AutoscalingActive", message)] if hpa.scaling_active == "True" else []
+
+    def _record_look(self, obj: Manifest, look: Look, status: ModelDeploymentStatus, log: Log) -> None:
+        """Append the look just written to status to the `<md>-looks` ConfigMap (after the status write, so a
+        retried pass records nothing twice). Best effort: without it only the dashboard's plots are shorter."""
+        point = lookhistory.point_of(status)
+        if point is None or point.time != fmt(look.time):  # a look about another candidate is not recorded
+            return
+        meta = obj["metadata"]
+        try:
+            stored = self.kube.get("v1", "ConfigMap", meta["namespace"], lookhistory.configmap_name(meta["name"]))
+            before = lookhistory.decode(((stored or {}).get("data") or {}).get(lookhistory.DATA_KEY))
+            after = lookhistory.append(before, look.candidate_revision, point)
+            self.kube.apply(children.looks_configmap(obj, lookhistory.encode(after)))
+        except Exception as exc:
+            log.warning("look history not written: %s: %s", type(exc).__name__, api_error_message(exc))
 
     def _spec_revision(
         self, md: ModelDeployment, status: ModelDeploymentStatus

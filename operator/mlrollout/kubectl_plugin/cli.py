@@ -75,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
     _waiting(undo)
     history = sub.add_parser("history", parents=[common], help="past rollouts and revisions")
     history.add_argument("name")
+    dashboard = sub.add_parser(
+        "dashboard",
+        parents=[common],
+        help="a local web UI: every rollout live, plots of the evidence, commands",
+        description="A local web UI on your kubeconfig and RBAC (docs/kubectl-plugin.md, Dashboard). Lists the "
+        "ModelDeployments of all namespaces unless -n names one.",
+    )
+    dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=3100, help="port (default 3100; 0: any free port)")
     lint = sub.add_parser("lint", help="validate manifests offline (all mlrollout kinds)")
     lint.add_argument("files", nargs="+", metavar="FILE")
     from mlrollout.validate import traffic_options  # the same options as `mlrollout validate`
@@ -98,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
+        if args.command == "dashboard":  # all namespaces unless -n names one
+            from mlrollout.kubectl_plugin.dashboard import serve
+
+            return serve(cluster, args.namespace, args.address, args.port)
         namespace = args.namespace or cluster.default_namespace
         if args.command == "status":
             return show_status(cluster, namespace, args.name, args.watch, args.timeout, sys.stdout)

@@ -106,43 +106,86 @@ class Cluster:
         A watch may end early (the server closes it); it is re-opened from the last resourceVersion
         seen, so no change is missed and none is reported twice.
         """
-        deadline = time.monotonic() + timeout
         current = self.get(namespace, name)
         yield current
         version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+        for kind, obj in self.events(namespace, version, timeout, name=name):
+            if kind == "DELETED":
+                raise KubeError(f"modeldeployment {namespace}/{name} was deleted")
+            yield obj if kind != "RELISTED" else self.get(namespace, name)
+
+    def list(self, namespace: str | None) -> tuple[list[Obj], str]:
+        """Every ModelDeployment of one namespace (None: of all namespaces), and the list's resourceVersion."""
+        where = f"in namespace {namespace}" if namespace else "in all namespaces"
+        try:
+            if namespace:
+                listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            else:
+                listed = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        except ApiException as exc:
+            raise _explain(exc, f"list modeldeployments {where}") from exc
+        listed = cast(Obj, listed)
+        return list(listed.get("items") or []), str((listed.get("metadata") or {}).get("resourceVersion", ""))
+
+    def events(
+        self, namespace: str | None, version: str, timeout: float, name: str | None = None
+    ) -> Iterator[tuple[str, Obj]]:
+        """(type, object) of every change to ModelDeployments after `version`, until `timeout` seconds have
+        passed: one namespace or all (None), one object (`name`) or all. A watch the server ends is re-opened
+        from the last resourceVersion seen; when that is too old (410 Gone) a ("RELISTED", {}) event says the
+        caller must read again, and the watch goes on from now."""
+        deadline = time.monotonic() + timeout
+        where = f"{namespace}/{name or '*'}" if namespace else "in all namespaces"
         while (remaining := deadline - time.monotonic()) > 0:
             stream = watch.Watch()
+            scope: list[Any] = [namespace] if namespace else []
+            call = self.custom.list_namespaced_custom_object if namespace else self.custom.list_cluster_custom_object
+            selector = {"field_selector": f"metadata.name={name}"} if name else {}
             try:
                 for event in stream.stream(
-                    self.custom.list_namespaced_custom_object,
+                    call,
                     GROUP,
                     VERSION,
-                    namespace,
+                    *scope,
                     PLURAL,
-                    field_selector=f"metadata.name={name}",
                     resource_version=version,
                     timeout_seconds=max(1, int(remaining)),
                     _request_timeout=remaining + 5,
+                    **selector,
                 ):
                     obj: Obj = event["object"]
                     version = str((obj.get("metadata") or {}).get("resourceVersion", version))
-                    if event["type"] == "DELETED":
-                        raise KubeError(f"modeldeployment {namespace}/{name} was deleted")
                     if event["type"] != "BOOKMARK":
-                        yield obj
+                        yield str(event["type"]), obj
                     if time.monotonic() >= deadline:
                         return
             except ApiException as exc:
                 if exc.status != 410:
-                    raise _explain(exc, f"watch modeldeployment {namespace}/{name}") from exc
-                # 410 Gone: our resourceVersion is too old; start again from a fresh read.
-                current = self.get(namespace, name)
-                version = str(current["metadata"]["resourceVersion"])
-                yield current
+                    raise _explain(exc, f"watch modeldeployments {where}") from exc
+                # 410 Gone: our resourceVersion is too old; the caller reads again, we go on from now.
+                version = ""
+                yield "RELISTED", {}
             except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
                 pass  # the connection ended before the server closed the watch: re-open it
             finally:
                 stream.stop()
+
+    def looks(self, namespace: str, name: str) -> str | None:
+        """The operator's per-look history of the current rollout (ConfigMap `<md>-looks`, key `looks.json`);
+        None when there is none yet; KubeError when the user may not read it."""
+        from mlrollout.rollout import lookhistory
+
+        configmap = lookhistory.configmap_name(name)
+        path = f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/configmaps/{urllib.parse.quote(configmap)}"
+        response = kubehttp.request(self.api_client, "GET", path)
+        if response.status == 404:
+            return None
+        if not response.ok:
+            exc = response.error()
+            raise _explain(exc, f"get configmap {namespace}/{configmap}") from exc
+        data = (cast(Obj, json.loads(response.data)).get("data")) or {}
+        text = data.get(lookhistory.DATA_KEY)
+        return str(text) if text is not None else None
 
     def wait_for(self, namespace: str, name: str, timeout: float, done: Callable[[Obj], bool]) -> Obj | None:
         """The first state of the ModelDeployment for which `done` holds, or None after `timeout`."""

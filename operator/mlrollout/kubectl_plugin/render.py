@@ -284,6 +284,17 @@ def render_status(md: ModelDeployment, steps: Sequence[Step] | None, now: dateti
         lines.append(
             f"Traffic:    stable {traffic.stable}%  candidate {traffic.candidate}%  mirror {traffic.mirror}%{route}"
         )
+    for approval in status.approvals or []:
+        if status.candidate is None or approval.revision != status.candidate.revision:
+            continue
+        if approval.state == "waiting":
+            answer = f"; last answer {ago(approval.time, now)}: {approval.message}" if approval.message else ""
+            lines.append(
+                f"Approval:   waiting for approval from {approval.type} hook {approval.hook} "
+                f"(since {ago(approval.since, now)}){answer}"
+            )
+        else:
+            lines.append(f"Approval:   {approval.type} hook {approval.hook} approved {ago(approval.time, now)}")
     step_lines = render_steps(steps, status, now)
     if step_lines:
         lines += ["", *step_lines]

@@ -62,15 +62,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def _post_once(url: str, body: bytes, timeout: float) -> tuple[int, str | None]:
+def post_once(url: str, body: bytes, timeout: float) -> tuple[int, str | None]:
     """The status and Location of one POST (urllib raises HTTPError for >= 300, caught by the caller)."""
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": USER_AGENT}
     )
-    with _OPENER.open(request, timeout=timeout) as response:
+    with OPENER.open(request, timeout=timeout) as response:
         response.read(65536)
         return int(response.status), None
 
@@ -83,7 +83,7 @@ def post_sync(url: str, body: bytes, timeout: float) -> Attempt:
     target = url.strip()
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            status, _location = _post_once(target, body, timeout)
+            status, _location = post_once(target, body, timeout)
             return Attempt("delivered", f"HTTP {status}", retry=False)
         except urllib.error.HTTPError as exc:
             code = exc.code

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlrollout.api.commands import VERBS, Command
 from mlrollout.api.modeldeployment import CommandStatus, HeldBackStatus, RevisionStatus
-from mlrollout.rollout import moves
+from mlrollout.rollout import approval, moves
 from mlrollout.rollout.timefmt import fmt
 from mlrollout.rollout.work import Work
 
@@ -52,7 +52,7 @@ def _carry_out(w: Work, cmd: Command) -> tuple[bool, str]:
     if cmd.verb == "promoteFull":
         moves.promote(w, f"promoted fully by command {cmd.id}")
         return True, f"revision {cand.number} promoted to stable"
-    moves.advance(w, f"promoted by command {cmd.id}")
+    moves.advance(w, f"promoted by command {cmd.id}", human=True)
     return True, f"step {step.index} ({step.kind}) passed by command"
 
 
@@ -60,6 +60,7 @@ def _resume(w: Work) -> str:
     was = [x for x, on in (("command pause", w.s.paused_by_command), ("hold", w.s.hold)) if on]
     w.s.paused_by_command = None
     w.s.hold = None
+    approval.restart_waits(w)
     step = w.s.current_step
     spec = w.step_spec(step)
     if spec is not None and spec.pause is not None and spec.pause.duration is None:

@@ -80,6 +80,23 @@ class Unresolved:
     final: bool
 
 
+HookResult = Literal["approved", "refused", "no_answer"]
+"""An approval hook's answer: HTTP 200, another HTTP status (a redirect too: never followed), or none (timeout,
+unreachable, the Secret or its URL missing)."""
+
+
+@dataclass(frozen=True)
+class HookAnswer:
+    """The latest answer of one approval hook about one candidate revision (the controller calls it off the
+    reconcile pass; the machine only reads the answer)."""
+
+    hook: str
+    revision: str
+    result: HookResult
+    detail: str  # in words for status and Events; never the URL
+    time: datetime
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything the machine may look at besides status, policy and the clock."""
@@ -98,6 +115,7 @@ class Facts:
     paused: bool = False  # spec.paused
     sticky: bool = False  # spec.traffic.sticky: clients keep their track (A/B) instead of a weighted split
     policy: str = "default"  # which policy governs, for status
+    hooks: Mapping[str, HookAnswer] = field(default_factory=dict)  # latest answer by hook name, this candidate
 
     def gateway_serves(self) -> bool:
         """Clients can reach the model: our gateway has a ready pod, or routing is not ours and the

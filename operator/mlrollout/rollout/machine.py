@@ -26,6 +26,7 @@ from typing import Final
 
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
+from mlrollout.rollout import approval
 from mlrollout.rollout.actions import Action, RecordEvent
 from mlrollout.rollout.commands import handle_command
 from mlrollout.rollout.facts import Facts
@@ -61,5 +62,6 @@ def decide(status: ModelDeploymentStatus | None, facts: Facts, policy: RolloutPo
         if not (follow_spec(w) or first_available(w) or progress_candidate(w)):
             break
     scale_downs(w)
+    approval.prune(w)
     finish(w)
     return Decision(w.s, w.actions)

@@ -36,14 +36,21 @@ def step_traffic(w: Work, spec: Step) -> None:
         w.set_traffic(0, bg.preview_mirror_percent if bg.preview_analysis else 0)
 
 
-def advance(w: Work, reason: str) -> None:
-    """The current step passed: start the next one, or promote after the last (or the blue-green switch)."""
+def advance(w: Work, reason: str, human: bool = False) -> None:
+    """The current step passed: start the next one, or promote after the last (or the blue-green switch).
+
+    Before the promotion, the policy's confirmPromotion hooks are asked (the step is marked passed and
+    `progress` waits at their gate); a human's `promote` is itself the confirmation."""
     step = w.s.current_step
     assert step is not None
-    w.actions.append(StepFinished(step.kind, w.elapsed(step.started_at)))
-    w.event("StepPassed", f"step {step.index} ({step.kind}) passed: {reason}", notify=("StepPassed",))
+    if step.passed is None:
+        w.actions.append(StepFinished(step.kind, w.elapsed(step.started_at)))
+        w.event("StepPassed", f"step {step.index} ({step.kind}) passed: {reason}", notify=("StepPassed",))
     spec = w.step_spec(step)
     if spec is None or spec.blue_green is not None or step.index + 1 >= len(w.steps):
+        if w.policy.hooks_of("confirmPromotion") and not human:
+            step.passed = reason
+            return
         promote(w, reason)
         return
     # The rollout's evidence passes to the next step (through pauses unchanged). A test this step never

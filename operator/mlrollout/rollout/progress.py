@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlrollout.api.common import parse_duration
 from mlrollout.api.modeldeployment import RevisionStatus, StepStatus
 from mlrollout.api.rolloutpolicy import Step
-from mlrollout.rollout import moves
+from mlrollout.rollout import approval, moves
 from mlrollout.rollout.facts import Look
 from mlrollout.rollout.looks import relevant_look
 from mlrollout.rollout.timefmt import parse
@@ -61,6 +61,10 @@ def _await_ready(w: Work, cand: RevisionStatus, ready: bool) -> bool:
         return True
     if w.paused():
         return False
+    for kind in ("confirmRollout", "preRollout"):  # before any traffic; confirmation first
+        shut = approval.gate(w, kind)
+        if shut != "open":
+            return shut == "moved"
     moves.start_step(w, 0)
     return True
 
@@ -70,6 +74,12 @@ def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
     if spec is None:  # the policy lost steps mid-rollout: the candidate has passed all that remain
         moves.promote(w, "the policy has no further steps")
         return True
+    if step.passed is not None:  # the last step passed: the promotion waits for its confirmPromotion hooks
+        shut = approval.gate(w, "confirmPromotion")
+        if shut == "open":
+            moves.promote(w, f"{step.passed}; confirmed by the confirmPromotion hooks")
+            return True
+        return shut == "moved"
     elapsed = w.elapsed(step.started_at)
     if spec.pause is not None:
         if spec.pause.duration is not None and elapsed >= parse_duration(spec.pause.duration):

@@ -8,6 +8,7 @@ from typing import Literal
 
 from mlrollout.api.common import Condition, parse_duration
 from mlrollout.api.modeldeployment import ModelDeploymentStatus, Phase, RoutingStatus, TrafficStatus
+from mlrollout.rollout import approval
 from mlrollout.rollout.actions import EnsureTrack, RecordEvent, RouteMode, SetRoutes
 from mlrollout.rollout.timefmt import fmt
 from mlrollout.rollout.work import Work
@@ -68,12 +69,20 @@ def _phase(w: Work) -> tuple[Phase, str]:
     if s.candidate is not None:
         step = s.current_step
         where = f"step {step.index + 1}/{len(w.steps)} ({step.kind})" if step else "waiting for readiness"
+        if step is None and approval.waiting(w) is not None:
+            where = "ready, before the first step"
+        elif step is not None and step.passed is not None:
+            where += ", passed"
         what = f"revision {s.candidate.number} ({s.candidate.model_version}): {where}"
         if s.hold:
             return "Paused", f"{what}; held: {s.hold}"
         if w.paused():
             why = "spec.paused" if w.facts.paused else "paused by command"
             return "Paused", f"{what}; {why}"
+        asked = approval.waiting(w)
+        if asked is not None:
+            last = f" (last answer: {asked.message})" if asked.message else ""
+            return "Progressing", f"{what}; waiting for approval from {asked.type} hook {asked.hook}{last}"
         door = w.facts.front_door_problem()
         if door and step is not None:  # no step passes while no one serves the route
             return "Progressing", f"{what}; not advancing: {door}"
@@ -125,7 +134,7 @@ def _conditions(w: Work) -> None:
     degraded = s.phase == "Degraded"
     wanted = [
         ("Available", available, available_reason),
-        ("Progressing", progressing, "RolloutInProgress" if progressing else (s.phase or "Idle")),
+        ("Progressing", progressing, _progress_reason(w) if progressing else (s.phase or "Idle")),
         ("Degraded", degraded, "RolloutFailed" if degraded else "AsExpected"),
     ]
     old = {c.type: c for c in s.conditions or []}
@@ -133,6 +142,10 @@ def _conditions(w: Work) -> None:
         _condition(old.get(ctype), ctype, value, reason, s.message or "", w.facts.generation, w.now)
         for ctype, value, reason in wanted
     ]
+
+
+def _progress_reason(w: Work) -> str:
+    return "WaitingForApproval" if approval.waiting(w) is not None else "RolloutInProgress"
 
 
 def _condition(

@@ -275,3 +275,31 @@ def test_the_gateway_survives_hostile_clients_and_upstreams(routes: RouteFile, u
         wait_for(lambda: open_fds(gw) <= fds_before, timeout=15, what=f"the gateway back to {fds_before} descriptors")
         print(f"good requests after: {shown} ms; hostile requests: {sent}; peak RSS growth {growth // 1024} MiB; "
               f"descriptors {fds_before} before, {open_fds(gw)} after")  # fmt: skip
+
+
+def _settled_fds(gw: Proc) -> int | None:
+    """The gateway's descriptor count once it holds still for 0.2 s."""
+    before = open_fds(gw)
+    time.sleep(0.2)
+    return before if open_fds(gw) == before else None
+
+
+def test_answers_left_unread_in_the_kernels_buffers_do_not_keep_a_connection_open(
+    routes: RouteFile, up_a: Proc
+) -> None:
+    """120 pipelined /metrics requests, never an answer read, then silence: the answers owed (~230 KB) sit in
+    the kernel's send buffer, so the transport never pauses and the connection looked idle until the idle
+    timeout (60 s here); the kernel's TCP_USER_TIMEOUT (the body timeout, 1 s) now drops it."""
+    routes.write(table(1, up_a.url))
+    health = b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n"
+    metrics = b"GET /metrics HTTP/1.1\r\nhost: gw\r\n\r\n"
+    with gateway(routes, "--body-timeout", "1", "--idle-timeout", "60") as gw:
+        idle_fds = wait_for(lambda: _settled_fds(gw), timeout=5, what="the readiness probe's connection closed")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(health)  # one answer read: the connection is accepted and counted
+            assert read_until(sock, lambda d: b"\r\n\r\n" in d, timeout=5).startswith(b"HTTP/1.1 200")
+            assert open_fds(gw) > idle_fds
+            sock.sendall(metrics * 120)
+            wait_for(lambda: open_fds(gw) <= idle_fds, timeout=15, what="the gateway to drop a client that never reads")
+        assert exchange(gw.port, health, until=lambda d: b"\r\n\r\n" in d, timeout=5).startswith(b"HTTP/1.1 200")

@@ -128,6 +128,20 @@ def test_a_client_that_never_reads_its_replies_is_dropped_after_the_send_timeout
     assert reply is not None and reply.status == 200
 
 
+def test_unread_replies_that_fit_in_the_kernels_buffers_do_not_keep_a_connection_open(server: ServerProcess) -> None:
+    """3,000 pipelined requests, never a reply read, then silence: the replies fit in the kernel's send buffer,
+    so the transport never pauses and the connection looked idle until the keep-alive timeout (75 s); the
+    kernel's TCP_USER_TIMEOUT (the send timeout, 2 s) now drops it. This is why the test above was flaky."""
+    fds = fd_count(server.proc.pid)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(LIVE * 3000)
+        wait_for(lambda: fd_count(server.proc.pid) > fds, timeout=5, what="the connection accepted")
+        wait_for(lambda: fd_count(server.proc.pid) <= fds, timeout=15, what="the connection dropped")
+    reply = exchange(server.port, LIVE)
+    assert reply is not None and reply.status == 200
+
+
 def test_at_the_open_files_limit_new_clients_still_get_in(wine_model: BuiltModel) -> None:
     """256 descriptors and 300 slow clients: the longest-waiting ones are closed to make room, with a log line."""
     with serve_model(

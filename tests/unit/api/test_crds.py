@@ -66,6 +66,10 @@ def test_cel_rules_are_present_where_pydantic_has_cross_field_checks() -> None:
         "fallback chain repeats an action",
         "fallback action refuse always answers, so it must be last",
         "lowConfidenceAction needs a confidenceThreshold",
+        "lowConfidenceAction review needs review settings",
+        "review is set but nothing sends to it",
+        "review.respond default needs review.defaultResponse",
+        "fallback action review needs the model's answer",
     ):
         assert message in text
     model = crdgen.crd("ModelDeployment")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

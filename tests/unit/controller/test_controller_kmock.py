@@ -24,7 +24,7 @@ from tests.unit.rollout.world import IMAGE, spec
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import Split
-from mlrollout.api.analysis import Judgement
+from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
 from mlrollout.api.modeldeployment import PHASES
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.controller import metrics, naming
@@ -34,6 +34,7 @@ from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
 from mlrollout.kubehttp import api_exception
 from mlrollout.revision import revision_of
+from mlrollout.rollout import lookhistory
 
 MD = "mlrollout.io/v1alpha1/modeldeployments"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -452,3 +453,50 @@ async def test_operator_series_follow_the_phase_count_looks_and_end_with_the_mod
         == 1.0
     )
     metrics.forget("ml", "other")
+
+
+class EvidenceVerdicts:
+    """A verdict source whose n-th look reports growing evidence on one metric."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def look(
+        self, target: AnalysisTarget, policy: RolloutPolicySpec, window_seconds: float, evidence: StepEvidence
+    ) -> Judgement:
+        self.count += 1
+        metric = MetricResult(
+            name="errorRate", decision="inconclusive", estimate=TrackPair(stable=0.01, candidate=0.01 * self.count),
+            effect=0.01 * (self.count - 1), interval=[-0.02, 0.01 * self.count], e_value=float(self.count),
+            threshold=0.02,
+        )  # fmt: skip
+        return Judgement(verdict="continue", reason=f"look {self.count}", metrics=[metric], alpha=0.05)
+
+
+async def test_each_look_of_the_rollout_is_kept_in_the_looks_configmap(cluster: Any) -> None:
+    """Every look of the current candidate is appended to `<md>-looks` (owned by the ModelDeployment), with
+    the split and step it was taken in; a pass without a look adds nothing."""
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    rec = Reconciler(Kube(api), EvidenceVerdicts(), OperatorSettings(serving_image=IMAGE, gateway_image="gw:test"))
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")
+    make_ready(cluster, "wine")
+    await run(rec, t0 + timedelta(seconds=1))
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b")["spec"], "metadata": {"generation": 2}})
+    await run(rec, t0 + timedelta(seconds=2))
+    candidate = revision_of(spec("2", "b"), IMAGE).revision
+    make_ready(cluster, f"wine-{candidate}")
+    await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
+    for seconds in (5, 6, 7, 7):  # a look is due every second: the second pass at 7 s takes none
+        await run(rec, t0 + timedelta(seconds=seconds))
+    stored = cluster.objects["v1/configmaps", "ml", "wine-looks"]
+    assert stored["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    history = lookhistory.decode(stored["data"]["looks.json"])
+    assert history is not None and history.candidate == candidate
+    assert [p.reason for p in history.looks] == ["look 1", "look 2", "look 3"]
+    first = history.looks[0]
+    assert (first.step_kind, first.stable_percent, first.candidate_percent, first.alpha) == ("canary", 80, 20, 0.05)
+    assert [(m.name, m.candidate, m.e_value, m.interval) for m in history.looks[1].metrics] == [
+        ("errorRate", 0.02, 2.0, (-0.02, 0.02))
+    ]

@@ -156,6 +156,25 @@ def test_paused_and_holding_states() -> None:
     assert "  holding: inconclusive for 30m: waiting for a human (onInconclusive: hold)" in held
 
 
+def test_waiting_for_approval_is_shown_with_the_last_answer() -> None:
+    md = fixture("04-canary-20")
+    revision = md["status"]["candidate"]["revision"]
+    md["status"]["approvals"] = [
+        {"hook": "ops", "type": "confirmRollout", "revision": revision, "state": "approved",
+         "since": "2026-11-26T06:00:00Z", "time": "2026-11-26T06:01:00Z", "message": "approved: HTTP 200"},
+        {"hook": "release-board", "type": "confirmPromotion", "revision": revision, "state": "waiting",
+         "since": "2026-11-26T06:20:00Z", "time": "2026-11-26T06:21:00Z",
+         "message": "refused: HTTP 403 Forbidden: change freeze"},
+        {"hook": "old", "type": "confirmPromotion", "revision": "another", "state": "waiting",
+         "since": "2026-11-26T06:20:00Z"},
+    ]  # fmt: skip
+    text = status_view(md, DEFAULT_STEPS, NOW)
+    assert "Approval:   confirmRollout hook ops approved " in text
+    assert "Approval:   waiting for approval from confirmPromotion hook release-board (since " in text
+    assert "refused: HTTP 403 Forbidden: change freeze" in text
+    assert "hook old" not in text
+
+
 def test_rolled_back_view_shows_verdict_history_and_held_back() -> None:
     md = fixture("06-rolled-back")
     md["status"]["heldBack"] = {"revision": "c81f03aa92de", "number": 2, "outcome": "rolledBack",

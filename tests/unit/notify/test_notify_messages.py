@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from tests.unit.rollout.world import World, policy, spec
 
 from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from mlrollout.api.rolloutpolicy import NOTIFICATION_EVENTS, Notifications, RolloutPolicy
+from mlrollout.notify.hooks import HookBody
 from mlrollout.notify.http import check_url
 from mlrollout.notify.messages import (
     SLACK_TEXT_LIMIT,
@@ -205,14 +207,18 @@ def test_sink_urls_are_http_or_https_and_never_echoed(url: str, why: str | None)
         assert said is not None and why in said and "hooks.example" not in said
 
 
-def test_the_documented_example_body_is_the_schema_with_every_field() -> None:
+@pytest.mark.parametrize(
+    ("section", "model"), [("## The webhook body", NotificationBody), ("### The hook body", HookBody)]
+)
+def test_the_documented_example_body_is_the_schema_with_every_field(section: str, model: type[BaseModel]) -> None:
     page = (Path(__file__).resolve().parents[3] / "docs" / "notifications.md").read_text()
-    [example] = re.findall(r"```json\n(.*?)```", page, re.DOTALL)
+    part = page.split(section)[1]
+    [example] = re.findall(r"```json\n(.*?)```", part, re.DOTALL)[:1]
     wire = json.loads(example)
-    body = NotificationBody.model_validate(wire)
-    assert set(wire) == {f.alias or name for name, f in NotificationBody.model_fields.items()}
+    body = model.model_validate(wire)
+    assert set(wire) == {f.alias or name for name, f in model.model_fields.items()}
     assert json.loads(body.model_dump_json(by_alias=True)) == wire
-    table = page.split("## The webhook body")[1].split("```json")[0]
+    table = part.split("```json")[0]
     first_cells = re.findall(r"^\| ([^|]+) \|", table, re.MULTILINE)
     documented = {name for cell in first_cells for name in re.findall(r"`(\w+)`", cell)}
     assert documented == set(wire)

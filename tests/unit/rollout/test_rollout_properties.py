@@ -4,7 +4,8 @@
 - after a rollback or abort the candidate has weight 0 and no mirror, and nothing is routed to it;
 - it is a fixed point: called again with the same facts and clock it changes nothing and says nothing;
 - live weight goes to the candidate only in a canary step;
-- Healthy (and Available) only while the stable revision and the gateway clients call both answer.
+- Healthy (and Available) only while the stable revision and the gateway clients call both answer;
+- no traffic reaches a candidate before its confirmRollout and preRollout hooks approved it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _ops = st.one_of(
     st.tuples(st.just("spec"), st.sampled_from(VERSIONS)),
     st.tuples(st.just("paused"), st.booleans()),
     st.tuples(st.just("gateway"), st.sampled_from(["ready", "down", "none"])),
+    st.tuples(
+        st.just("hook"),
+        st.tuples(st.sampled_from(["start", "accept", "board"]), st.sampled_from(["approved", "refused", "no_answer"])),
+    ),
 )
 _human = st.tuples(
     st.just("command"), st.sampled_from(["promote", "promoteFull", "abort", "pause", "resume", "retry", "undo"])
@@ -40,6 +45,13 @@ POLICIES = [
     policy(onInconclusive={"action": "hold"}, onFailure="pause"),
     policy([{"blueGreen": {"minRequests": 5, "maxDuration": "5m", "scaleDownDelay": "1m"}}]),
     policy([{"canary": {"weight": 20, "minRequests": 5}}, {"pause": {"duration": "1m"}}, {"canary": {"weight": 70}}]),
+    policy(
+        hooks=[
+            {"name": name, "type": kind, "secretRef": {"name": "hooks", "key": name}, "maxWait": "20m"}
+            for name, kind in (("start", "confirmRollout"), ("accept", "preRollout"), ("board", "confirmPromotion"))
+        ],
+        onInconclusive={"action": "hold"},
+    ),
 ]
 
 
@@ -75,6 +87,10 @@ def apply(w: World, op: Op, requests: list[int]) -> None:
         w.tick(1)
     elif kind == "command":
         w.send(arg)
+    elif kind == "hook":
+        if w.status is not None and w.status.candidate is not None:
+            w.answer(*arg)
+        w.tick(1)
 
 
 def check_invariants(w: World) -> None:
@@ -85,6 +101,9 @@ def check_invariants(w: World) -> None:
     if s.traffic.candidate > 0:
         assert s.current_step is not None and s.current_step.kind in ("canary", "pause")
     assert s.traffic.stable + s.traffic.candidate == 100
+    if s.candidate is not None and (s.traffic.candidate or s.traffic.mirror):  # traffic only past the first gates
+        approved = {a.hook for a in s.approvals or [] if a.revision == s.candidate.revision and a.state == "approved"}
+        assert {h.name for h in w.pol.hooks or [] if h.type != "confirmPromotion"} <= approved
     serving = w.facts().track(s.stable.revision if s.stable else "").available and w.facts().gateway_serves()
     available = next(c.status for c in s.conditions or [] if c.type == "Available")
     assert (available == "True") == serving
@@ -142,3 +161,17 @@ def test_never_advances_without_a_promote_verdict(ops: list[Op]) -> None:
         advanced = (new_cand == cand and cand is not None and index >= 0 and new_index > index) or candidate_promoted
         if advanced:
             assert op[0] == "verdict" and op[1] == "promote", (op, w.s.history)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.one_of(_ops, _human), min_size=1, max_size=40))
+def test_hooks_gate_traffic_and_keep_the_fixed_point(ops: list[Op]) -> None:
+    """The policy with every kind of approval hook, under random answers, time, verdicts and commands."""
+    w = World(pol=POLICIES[-1])
+    requests = [0]
+    w.tick()
+    w.make_ready()  # a serving stable, so that spec edits start rollouts
+    w.tick()
+    for op in ops:
+        apply(w, op, requests)
+        check_invariants(w)

@@ -28,6 +28,7 @@ from mlrollout.rollout import (
     Unresolved,
     decide,
 )
+from mlrollout.rollout.facts import HookAnswer, HookResult
 
 T0 = datetime(2026, 11, 26, 6, 0, 0, tzinfo=UTC)
 IMAGE = "mlrollout/serving:test"
@@ -77,6 +78,7 @@ class World:
     last: Decision | None = None
     sent: int = 0
     registry: Resolved | Unresolved | None = None  # what the registry answers for a models:/ spec
+    hooks: dict[str, HookAnswer] = field(default_factory=dict)  # approval hooks' latest answers
 
     @property
     def want(self) -> RevisionStatus:
@@ -101,6 +103,7 @@ class World:
             paused=self.paused,
             sticky=self.sticky,
             policy="test",
+            hooks=dict(self.hooks),
         )
 
     def tick(self, seconds: float = 0.0) -> list[Action]:
@@ -139,6 +142,11 @@ class World:
         )
         self.look = Look(judgement, self.now, self.status.candidate.revision, source)
         return self.tick()
+
+    def answer(self, hook: str, result: HookResult, detail: str = "") -> None:
+        """The hook ``hook`` answers about the current candidate now (the controller's fact for the next tick)."""
+        assert self.status is not None and self.status.candidate is not None
+        self.hooks[hook] = HookAnswer(hook, self.status.candidate.revision, result, detail or result, self.now)
 
     def send(self, verb: str, to_revision: int | None = None, cmd_id: str | None = None) -> list[Action]:
         self.sent += 1

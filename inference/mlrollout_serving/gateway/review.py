@@ -1,0 +1,160 @@
+"""Human review off the client's path: a bounded queue, a few senders, a timeout, retries, drops counted.
+
+The proxy only calls `offer()` (a non-blocking put) before it answers the client, so a webhook that
+hangs or fails never delays an answer: its reviews wait in the queue, are retried with backoff, and are
+counted as failed; when the queue is full a new review is dropped and counted (docs/gateway.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..contract.routes import Review
+from .metrics import GatewayMetrics
+from .review_body import retry_delay
+from .upstream import UpstreamFailure, UpstreamPool, UpstreamTimeout
+
+__all__ = ["ReviewJob", "Reviews", "Webhook"]
+
+log = logging.getLogger("mlrollout.gateway.review")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where and how reviews are delivered (from the table the request started with)."""
+
+    pool: UpstreamPool
+    head: bytes  # request line, host and content-type header lines
+    timeout: float
+    retries: int
+    backoff: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewJob:
+    """One review: its body and the answer's track and revision (metrics labels)."""
+
+    webhook: Webhook
+    body: bytes
+    track: str
+    revision: str
+
+
+class Reviews:
+    """Senders draining a bounded queue of ReviewJobs; reconfigured when a route table changes it."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._queue: asyncio.Queue[ReviewJob] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._pools: dict[str, UpstreamPool] = {}
+
+    def webhook(self, review: Review | None) -> Webhook | None:
+        """Apply a table's review settings (queue size, senders) and return its webhook (None: no review)."""
+        if review is None:
+            self._resize(None, 0)
+            for pool in self._pools.values():
+                pool.close()
+            self._pools = {}
+            return None
+        parts = urlsplit(review.url)
+        assert parts.hostname is not None and parts.port is not None  # the contract checked it
+        name = f"{parts.hostname}:{parts.port}"
+        for stale in [n for n in self._pools if n != name]:
+            self._pools.pop(stale).close()
+        if name not in self._pools:
+            self._pools[name] = UpstreamPool(parts.hostname, parts.port)
+        pool = self._pools[name]
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = b"POST %s HTTP/1.1\r\n%scontent-type: application/json\r\n" % (path.encode(), pool.host_header)
+        self._resize(review.queue_size, review.concurrency)
+        return Webhook(pool, head, review.timeout_seconds, review.retries, review.backoff_seconds)
+
+    def _resize(self, size: int | None, senders: int) -> None:
+        queue = self._queue
+        if size is not None and (queue is None or queue.maxsize != size):
+            self._queue = asyncio.Queue(maxsize=size)
+            while queue is not None and not queue.empty():
+                self.offer(queue.get_nowait())
+            self._stop_workers()
+        elif size is None:
+            self._queue = None
+            self._stop_workers()
+        while len(self._workers) < senders:
+            self._workers.append(asyncio.get_running_loop().create_task(self._work()))
+        while len(self._workers) > senders:
+            self._workers.pop().cancel()
+
+    def _stop_workers(self) -> None:
+        for task in self._workers:  # workers bind the queue at start: restart them
+            task.cancel()
+        self._workers = []
+
+    def offer(self, job: ReviewJob) -> bool:
+        """Queue a review without waiting; False (counted as dropped, queue_full) when the queue is full."""
+        queue = self._queue
+        try:
+            if queue is None:
+                raise asyncio.QueueFull
+            queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._metrics.review_dropped(job.track, job.revision, "queue_full")
+            return False
+        return True
+
+    def dropped(self, track: str, revision: str, reason: str) -> None:
+        """Count a review that could not be built (too_large, unencodable)."""
+        self._metrics.review_dropped(track, revision, reason)
+
+    async def _work(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            job = await queue.get()
+            try:
+                await self._deliver(job)
+            except Exception:  # a bug here must never kill the sender
+                log.exception("delivering a review failed")
+                self._metrics.review_failed(job.track, job.revision, "error")
+
+    async def _deliver(self, job: ReviewJob) -> None:
+        hook = job.webhook
+        data = b"%scontent-length: %d\r\n\r\n%s" % (hook.head, len(job.body), job.body)
+        reason = "error"
+        for attempt in range(hook.retries + 1):
+            if attempt:
+                await asyncio.sleep(retry_delay(attempt, hook.backoff))
+            try:
+                response = await hook.pool.request(data, hook.timeout)
+            except UpstreamTimeout:
+                reason = "timeout"
+                continue
+            except UpstreamFailure as exc:
+                log.debug("review webhook %s: %s", hook.pool.name, exc)
+                reason = "error"
+                continue
+            if 200 <= response.status < 300:
+                self._metrics.review_sent(job.track, job.revision)
+                return
+            if 400 <= response.status < 500 and response.status not in (408, 429):
+                log.warning("review webhook %s refused a review: %d", hook.pool.name, response.status)
+                self._metrics.review_failed(job.track, job.revision, "refused")
+                return
+            reason = "error"
+        log.warning("review webhook %s: review not delivered after %d attempts (%s)", hook.pool.name,
+                    hook.retries + 1, reason)  # fmt: skip
+        self._metrics.review_failed(job.track, job.revision, reason)
+
+    async def close(self) -> None:
+        workers, self._workers = self._workers, []
+        for task in workers:
+            task.cancel()
+        for task in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for pool in self._pools.values():
+            pool.close()
