@@ -211,6 +211,43 @@ CASES: list[Case] = [
         "fallbackPolicyRef needs traffic.provider builtin",
     ),
     Case(
+        "autoscaling-min-above-max",
+        model_deployment(autoscaling={"minReplicas": 5, "maxReplicas": 2, "metric": "requestsPerSecond", "target": 50}),
+        "spec.autoscaling",
+        "minReplicas must not exceed autoscaling.maxReplicas",
+    ),
+    Case(
+        "autoscaling-target-zero",
+        model_deployment(autoscaling={"maxReplicas": 4, "metric": "concurrency", "target": 0}),
+        "spec.autoscaling.target",
+        "greater than 0",
+    ),
+    Case(
+        "autoscaling-target-negative",
+        model_deployment(autoscaling={"maxReplicas": 4, "metric": "requestsPerSecond", "target": -3}),
+        "spec.autoscaling.target",
+        "greater than 0",
+    ),
+    Case(
+        "autoscaling-max-zero",
+        model_deployment(autoscaling={"maxReplicas": 0, "metric": "concurrency", "target": 2}),
+        "spec.autoscaling.maxReplicas",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "autoscaling-unknown-metric",
+        model_deployment(autoscaling={"maxReplicas": 4, "metric": "gpu", "target": 2}),
+        "spec.autoscaling.metric",
+        "'cpu'",
+    ),
+    Case(
+        "autoscaling-cpu-without-request",
+        model_deployment(autoscaling={"maxReplicas": 4, "metric": "cpu", "target": 70}),
+        "spec",
+        "needs resources.requests.cpu",
+    ),
+    Case("gateway-replicas-zero", model_deployment(gateway={"replicas": 0}), "spec.gateway.replicas", "greater than"),
+    Case(
         "network-client-selects-nothing",
         model_deployment(networkPolicy={"enabled": True, "clients": [{}]}),
         "spec.networkPolicy.clients[0]",

@@ -272,6 +272,53 @@ class NetworkIsolation(ApiModel):
     )
 
 
+AUTOSCALING_RANGE_RULE: Final = "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"
+CPU_NEEDS_REQUEST: Final = (
+    "autoscaling on metric cpu needs resources.requests.cpu: the HPA measures utilization as a share of the "
+    "request, and without one it cannot scale (docs/operator.md, Autoscaling)"
+)
+AutoscalingMetric = Literal["cpu", "requestsPerSecond", "concurrency"]
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler for the stable track; the candidate follows its traffic share of it."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("self.minReplicas <= self.maxReplicas", AUTOSCALING_RANGE_RULE, ".minReplicas")
+        )
+    }
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest stable pods the HPA keeps.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most stable pods the HPA may run.")
+    metric: AutoscalingMetric = Field(
+        description=(
+            "cpu: average CPU utilization in percent of the pods' request (metrics-server); requestsPerSecond: "
+            "inference requests per second per pod; concurrency: requests in flight per pod (both from the model "
+            "servers' own series, served by prometheus-adapter; docs/operator.md, Autoscaling)."
+        )
+    )
+    target: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="The per-pod value the HPA holds the metric at (cpu: percent of the request, 1 to 1000).",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(AUTOSCALING_RANGE_RULE)
+        return self
+
+
+class GatewaySettings(ApiModel):
+    """The built-in gateway of this ModelDeployment."""
+
+    replicas: int | None = Field(
+        default=None, ge=1, le=100, description="Gateway pods; absent: the operator's default (chart gatewayReplicas)."
+    )
+
+
 class SloOverrides(ApiModel):
     """Tighter SLOs than the policy's (never looser)."""
 
@@ -317,7 +364,13 @@ class ModelDeploymentSpec(ApiModel):
                 "|| self.traffic.provider == 'builtin'",
                 FALLBACK_NEEDS_BUILTIN,
                 ".fallbackPolicyRef",
-            )
+            ),
+            cel(
+                "!has(self.autoscaling) || self.autoscaling.metric != 'cpu' || (has(self.resources) "
+                "&& has(self.resources.requests) && has(self.resources.requests.cpu))",
+                CPU_NEEDS_REQUEST,
+                ".autoscaling",
+            ),
         )
     }
 
@@ -325,7 +378,14 @@ class ModelDeploymentSpec(ApiModel):
     image: str | None = Field(
         default=None, max_length=512, description="Serving image; absent means the operator's default."
     )
-    replicas: int = Field(default=1, ge=1, le=100, description="Model-server pods per track.")
+    replicas: int = Field(
+        default=1, ge=1, le=100, description="Model-server pods per track (ignored with autoscaling)."
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale the stable track with an HPA instead of fixed replicas; the candidate follows its share.",
+    )
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="The built-in gateway.")
     resources: Resources | None = Field(default=None, description="Resources of each model-server pod.")
     serving: Serving = Field(default_factory=Serving, description="Model-server settings.")
     rollout_policy_ref: PolicyRef | None = Field(
@@ -349,6 +409,9 @@ class ModelDeploymentSpec(ApiModel):
     def _fallback_needs_builtin(self) -> ModelDeploymentSpec:
         if self.fallback_policy_ref is not None and self.traffic.provider != "builtin":
             raise ValueError(FALLBACK_NEEDS_BUILTIN)
+        scaling, requests = self.autoscaling, self.resources.requests if self.resources else None
+        if scaling is not None and scaling.metric == "cpu" and (requests is None or requests.cpu is None):
+            raise ValueError(CPU_NEEDS_REQUEST)
         return self
 
 
@@ -532,6 +595,19 @@ class ResolvingStatus(ApiModel):
     reason: Message = Field(default="", description="The last attempt's error.")
 
 
+class AutoscalingStatus(ApiModel):
+    """What the stable track's HPA says (copied each pass, so `kubectl get md -o yaml` shows it)."""
+
+    target: str = Field(max_length=253, description="The Deployment the HPA scales (the stable revision's).")
+    current_replicas: int | None = Field(default=None, ge=0, description="Pods the HPA last saw.")
+    desired_replicas: int | None = Field(default=None, ge=0, description="Pods the HPA asks for.")
+    scaling_active: Literal["True", "False", "Unknown"] = Field(
+        default="Unknown",
+        description="The HPA's ScalingActive condition: False when it cannot read its metric (replicas stay fixed).",
+    )
+    message: Message = Field(default="", description="The HPA's own words when it is not scaling.")
+
+
 Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "Degraded"]
 """Where a ModelDeployment is, in one word (status.phase)."""
 PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
@@ -571,7 +647,7 @@ class ModelDeploymentStatus(ApiModel):
     )
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")
     conditions: list[Condition] | None = Field(
-        default=None, max_length=8, description="Available, Progressing, Degraded."
+        default=None, max_length=8, description="Available, Progressing, Degraded, and ScalingActive with autoscaling."
     )
     last_command: CommandStatus | None = Field(default=None, description="The last kubectl mlrollout command.")
     revisions: list[RevisionStatus] | None = Field(
@@ -591,6 +667,9 @@ class ModelDeploymentStatus(ApiModel):
         default=None, description="Why the rollout holds for a human (policy onInconclusive/onFailure)."
     )
     policy: Line | None = Field(default=None, description="The rollout policy in force and its source.")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The stable track's HPA, when spec.autoscaling is set."
+    )
     approvals: list[ApprovalStatus] | None = Field(
         default=None, max_length=10, description="Approval hooks asked about the candidate, and their answers."
     )

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlrollout.api.common import parse_duration
-from mlrollout.api.modeldeployment import NetworkIsolation, RevisionStatus
+from mlrollout.api.modeldeployment import Autoscaling, NetworkIsolation, RevisionStatus
 from mlrollout.controller import naming
+from mlrollout.controller.scaling import CONCURRENCY_METRIC, REQUESTS_PER_SECOND_METRIC
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.revision import RevisionTemplate
 from mlrollout.rollout import lookhistory
@@ -157,11 +158,26 @@ DRAIN_BEFORE_SIGTERM: Manifest = {"preStop": {"sleep": {"seconds": 5}}}
 TERMINATION_GRACE_SECONDS = 35
 
 
-def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: int) -> Manifest:
+def spread(selector: dict[str, str]) -> list[Manifest]:
+    """Prefer one pod per node; a soft rule (ScheduleAnyway), so a small cluster still schedules every pod."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(selector)},
+        }
+    ]
+
+
+def track_deployment(
+    md: Manifest, rev: RevisionStatus, role: Role, replicas: int | None, spread_out: bool = False
+) -> Manifest:
     """The model servers of one revision: `mlrollout-serve` with the model, its digest and identity labels.
 
     The selector names the revision only, so relabelling a promoted candidate as stable rolls its pods
     (their metrics then say track="stable") without ever changing which pods the Service reaches.
+    `replicas` None leaves the count to its HPA (the field is left out of the apply).
     """
     assert rev.template is not None, "a deployed revision always carries its template"
     tpl = RevisionTemplate.from_json(rev.template)
@@ -207,6 +223,7 @@ def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: in
         # the Kubernetes API token, which stays unmounted)
         "serviceAccountName": credentials.service_account_name if credentials is not None else None,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "topologySpreadConstraints": spread(selector) if spread_out else None,
     }
     return {
         "apiVersion": "apps/v1",
@@ -218,6 +235,19 @@ def track_deployment(md: Manifest, rev: RevisionStatus, role: Role, replicas: in
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
+    }
+
+
+def replicas_only(md: Manifest, revision: str, replicas: int) -> Manifest:
+    """An apply of one revision Deployment's spec.replicas alone (the hand-over to its HPA, `scaling`)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": naming.track_name(md["metadata"]["name"], revision),
+            "namespace": md["metadata"]["namespace"],
+        },
+        "spec": {"replicas": replicas},
     }
 
 
@@ -237,9 +267,16 @@ def track_service(md: Manifest, rev: RevisionStatus, role: Role) -> Manifest:
     }
 
 
+def gateway_replicas(md: Manifest, settings: OperatorSettings) -> int:
+    """spec.gateway.replicas, else the operator's default (chart gatewayReplicas)."""
+    replicas = ((md.get("spec") or {}).get("gateway") or {}).get("replicas")
+    return int(replicas) if replicas is not None else settings.gateway_replicas
+
+
 def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]:
     """The gateway (Deployment + Service named after the ModelDeployment) and its least-privilege identity."""
     md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
+    replicas = gateway_replicas(md, settings)
     labels = naming.base_labels(md_name, naming.GATEWAY_COMPONENT)
     ident = naming.gateway_identity(md_name)
     configmap = configmap_name(md_name)
@@ -298,7 +335,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
             "kind": "Deployment",
             "metadata": _meta(md, naming.gateway_name(md_name), labels),
             "spec": {
-                "replicas": settings.gateway_replicas,
+                "replicas": replicas,
                 "selector": {"matchLabels": selector},
                 "template": {
                     "metadata": {"labels": labels},
@@ -315,6 +352,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
                             }
                         ],
                         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                        "topologySpreadConstraints": spread(selector) if replicas > 1 else None,
                     },
                 },
             },
@@ -360,16 +398,77 @@ def mesh_entry_service(md: Manifest, port: int) -> Manifest:
     }
 
 
-def disruption_budget(md: Manifest) -> Manifest:
-    """At most one of the ModelDeployment's pods may be evicted at a time (drains keep serving)."""
-    md_name = md["metadata"]["name"]
+def _budget(meta: Manifest, selector: dict[str, str]) -> Manifest:
+    """At most one pod of the selection evicted at a time. maxUnavailable (never minAvailable) so that a drain
+    can always go on: with one pod the budget allows its eviction, with n pods one at a time; and pods that are
+    not ready may always be evicted (unhealthyPodEvictionPolicy), so a crash-looping pod never blocks a drain."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
+        "metadata": meta,
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": naming.selector(md_name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            "selector": {"matchLabels": selector},
+        },
+    }
+
+
+def disruption_budget(md: Manifest) -> Manifest:
+    """The gateway's budget, named after the ModelDeployment (`<md>`). Its selector is the gateway's pods only:
+    every track has its own budget, and a pod under two budgets cannot be evicted at all (the eviction API
+    refuses it), so this one, which once covered every pod of the ModelDeployment, was narrowed in place."""
+    md_name = md["metadata"]["name"]
+    labels = naming.base_labels(md_name, naming.GATEWAY_COMPONENT)
+    return _budget(_meta(md, md_name, labels), naming.selector(md_name, **{naming.COMPONENT: naming.GATEWAY_COMPONENT}))
+
+
+def track_budget(md: Manifest, revision: str, role: Role, deployment_uid: str) -> Manifest:
+    """One revision's budget, `<md>-<revision>`, owned by that revision's Deployment so that it goes with it
+    (no delete needed; blockOwnerDeletion off, so no rights on deployments/finalizers are needed either)."""
+    md_name = md["metadata"]["name"]
+    name = naming.track_name(md_name, revision)
+    meta = {
+        "name": name,
+        "namespace": md["metadata"]["namespace"],
+        "labels": track_labels(md_name, revision, role),
+        "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment_uid,
+             "controller": True, "blockOwnerDeletion": False}
+        ],
+    }  # fmt: skip
+    return _budget(meta, naming.selector(md_name, **{naming.REVISION: revision}))
+
+
+def _hpa_metric(scaling: Autoscaling) -> Manifest:
+    if scaling.metric == "cpu":
+        utilization = max(1, round(scaling.target))
+        cpu = {"type": "Utilization", "averageUtilization": utilization}
+        return {"type": "Resource", "resource": {"name": "cpu", "target": cpu}}
+    name = REQUESTS_PER_SECOND_METRIC if scaling.metric == "requestsPerSecond" else CONCURRENCY_METRIC
+    # a Kubernetes quantity in thousandths: 0.5 requests in flight per pod is "500m"
+    value = f"{max(1, round(scaling.target * 1000))}m"
+    target = {"type": "AverageValue", "averageValue": value}
+    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": target}}
+
+
+def autoscaler(md: Manifest, stable_revision: str, scaling: Autoscaling) -> Manifest:
+    """The stable track's HorizontalPodAutoscaler, `<md>`: one per ModelDeployment, retargeted at promotion
+    (same object, new scaleTargetRef), owned by the ModelDeployment."""
+    md_name = md["metadata"]["name"]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": naming.track_name(md_name, stable_revision),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [_hpa_metric(scaling)],
         },
     }
 

@@ -25,6 +25,7 @@ from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
+from mlrollout.api.common import Condition
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import (
     ModelDeployment,
@@ -33,7 +34,7 @@ from mlrollout.api.modeldeployment import (
     TrafficStatus,
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
-from mlrollout.controller import children, evaluation, metrics, naming
+from mlrollout.controller import children, evaluation, metrics, naming, scaling
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
@@ -83,6 +84,8 @@ from mlrollout_serving.contract.routes import BackupModel, Sticky
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
+SCALING_ACTIVE = "ScalingActive"
 NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 M = TypeVar("M", bound=BaseModel)
 
@@ -209,16 +212,77 @@ class Reconciler:
             hooks=self.hooks.answers(namespace, name, status) if self.hooks is not None else {},
         )
         decision = decide(status, facts, policy, now)
+        after = decision.status
+        step = after.current_step
+        sizing = scaling.Sizing(
+            spec_replicas=md.spec.replicas,
+            autoscaling=md.spec.autoscaling,
+            current=scaling.current_replicas(deployments),
+            stable_before=status.stable.revision if status.stable else None,
+            stable_after=after.stable.revision if after.stable else None,
+            share=scaling.share_percent(step.kind if step else None, after.traffic),
+        )
+        by_name = {d["metadata"]["name"]: d for d in deployments}
         # never a mirror the implementation cannot apply: the machine holds such a step instead
-        self._act(obj, md, decision.actions, fallback.spec, router_for(provider, mirror=routing.mirror), log)
+        router = router_for(provider, mirror=routing.mirror)
+        self._act(obj, md, decision.actions, fallback.spec, router, sizing, by_name, log)
+        actions = [*decision.actions, *self._autoscale(obj, md, status, after, now)]
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
-        done = self._commit(obj, status, decision.status, decision.actions, log, policy.notifications, now)
+        done = self._commit(obj, status, after, actions, log, policy.notifications, now)
         if facts.look is not None:
-            self._record_look(obj, facts.look, decision.status, log)
-        if self.hooks is not None and decision.status.approvals:  # asked after the status write, never waited for
-            self.hooks.ask(obj, decision.status, policy)
+            self._record_look(obj, facts.look, after, log)
+        if self.hooks is not None and after.approvals:  # asked after the status write, never waited for
+            self.hooks.ask(obj, after, policy)
         return done
+
+    def _autoscale(
+        self, obj: Manifest, md: ModelDeployment, before: ModelDeploymentStatus, after: ModelDeploymentStatus,
+        now: datetime,
+    ) -> list[Action]:  # fmt: skip
+        """The stable track's HPA: applied (retargeted after a promotion), its status copied into ours with a
+        ScalingActive condition, an Event when it stops or starts scaling; deleted when autoscaling is
+        switched off. An HPA that cannot scale holds the replicas where they are: the rollout goes on."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        spec = md.spec.autoscaling
+        if spec is None or after.stable is None:
+            if before.autoscaling is not None:
+                self.kube.delete(*HPA, namespace, name)
+            after.autoscaling = None
+            after.conditions = [c for c in after.conditions or [] if c.type != SCALING_ACTIVE] or None
+            return []
+        self.kube.apply(children.strip_none(children.autoscaler(obj, after.stable.revision, spec)))
+        found = self.kube.get(*HPA, namespace, name)
+        after.autoscaling = scaling.hpa_status(found, naming.track_name(name, after.stable.revision))
+        return self._scaling_condition(before, after, now)
+
+    def _scaling_condition(
+        self, before: ModelDeploymentStatus, after: ModelDeploymentStatus, now: datetime
+    ) -> list[Action]:
+        assert after.autoscaling is not None
+        hpa = after.autoscaling
+        old = next((c for c in before.conditions or [] if c.type == SCALING_ACTIVE), None)
+        reason = {"True": "HPAScaling", "False": "MetricUnavailable", "Unknown": "HPAPending"}[hpa.scaling_active]
+        message = {
+            "True": f"the HPA scales {hpa.target}",
+            "False": f"the HPA cannot scale {hpa.target}, its replicas stay where they are: {hpa.message}",
+            "Unknown": f"the HPA has not reported on {hpa.target} yet",
+        }[hpa.scaling_active]
+        changed = old is None or old.status != hpa.scaling_active
+        condition = Condition(
+            type=SCALING_ACTIVE,
+            status=hpa.scaling_active,
+            reason=reason,
+            message=message,
+            last_transition_time=old.last_transition_time if old is not None and not changed else fmt(now),
+            observed_generation=after.observed_generation,
+        )
+        after.conditions = [*(c for c in after.conditions or [] if c.type != SCALING_ACTIVE), condition]
+        if not changed or (old is None and hpa.scaling_active != "False"):
+            return []
+        if hpa.scaling_active == "False":
+            return [RecordEvent("Warning", "AutoscalingInactive", message)]
+        return [RecordEvent("Normal", "AutoscalingActive", message)] if hpa.scaling_active == "True" else []
 
     def _record_look(self, obj: Manifest, look: Look, status: ModelDeploymentStatus, log: Log) -> None:
         """Append the look just written to status to the `<md>-looks` ConfigMap (after the status write, so a
@@ -362,7 +426,7 @@ class Reconciler:
 
     def _act(
         self, obj: Manifest, md: ModelDeployment, actions: Sequence[Action], fallback: FallbackPolicySpec,
-        router: TrafficRouter, log: Log,
+        router: TrafficRouter, sizing: scaling.Sizing, existing: dict[str, Manifest], log: Log,
     ) -> None:  # fmt: skip
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         provider = router.name
@@ -377,8 +441,22 @@ class Reconciler:
                 manifests.append(children.mesh_entry_service(obj, md.spec.serving.port))
         for action in actions:
             if isinstance(action, EnsureTrack):
-                manifests.append(children.track_deployment(obj, action.revision, action.role, md.spec.replicas))
-                manifests.append(children.track_service(obj, action.revision, action.role))
+                rev, role = action.revision, action.role
+                replicas: int | None = sizing.replicas(rev.revision, role)
+                found = existing.get(naming.track_name(name, rev.revision))
+                if role == "stable" and sizing.autoscaling is not None and found is not None:
+                    assert replicas is not None
+                    handover = scaling.replicas_handover(found, replicas)
+                    if handover is not None:  # before the apply below leaves the field out
+                        replicas_only = children.replicas_only(obj, rev.revision, handover)
+                        self.kube.apply(replicas_only, naming.REPLICAS_FIELD_MANAGER)
+                    replicas = None  # the HPA's from now on
+                wide = sizing.may_scale_out()
+                manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide))
+                manifests.append(children.track_service(obj, rev, role))
+                if found is not None and wide:  # owned by the Deployment: from the pass after it exists
+                    uid = found["metadata"]["uid"]
+                    manifests.append(children.track_budget(obj, rev.revision, role, uid))
         isolation = md.spec.network_policy
         if self.settings.network_policies if isolation.enabled is None else isolation.enabled:
             manifests += children.network_policies(obj, isolation, provider, self.settings)
