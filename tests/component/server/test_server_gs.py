@@ -99,7 +99,11 @@ def test_no_credentials_is_final_and_says_what_to_set(wine_model: BuiltModel) ->
     code, output, ready = run_server_until_exit(URI, sha256=wine_model.sha256, env=NO_AMBIENT_CREDENTIALS)
     assert code == 1 and not ready, output
     errors = _error_lines(output)
-    assert len(errors) == 1 and "no usable Google credentials" in errors[0] and "GOOGLE_APPLICATION_CREDENTIALS" in errors[0]
+    assert (
+        len(errors) == 1
+        and "no usable Google credentials" in errors[0]
+        and "GOOGLE_APPLICATION_CREDENTIALS" in errors[0]
+    )
     assert "retry" not in output
 
 

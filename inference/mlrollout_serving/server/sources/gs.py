@@ -89,12 +89,14 @@ def _error_message(body: bytes) -> str:
         return body.decode("utf-8", "replace").strip().splitlines()[0][:300] if body.strip() else ""
 
 
-def _authorization(pool: Any, timeout: float) -> dict[str, str]:
+def _authorization(pool: Any) -> dict[str, str]:
     import google.auth
-    from google.auth.transport.urllib3 import Request
+    from google.auth.transport import urllib3 as transport
 
+    credentials: Any
     credentials, _ = google.auth.default(scopes=[SCOPE])
-    credentials.refresh(Request(pool))
+    request: Any = transport.Request  # google-auth leaves these two untyped
+    credentials.refresh(request(pool))
     return {"Authorization": f"Bearer {credentials.token}"}
 
 
@@ -115,13 +117,11 @@ class GcsSource:
         headers = {"User-Agent": "mlrollout-serve", "Accept-Encoding": "identity"}
         if not emulator:
             try:
-                headers.update(_authorization(pool, timeout))
+                headers.update(_authorization(pool))
             except Exception as exc:  # google-auth wraps transport errors in its own hierarchy
                 raise explain_auth(exc, self.uri) from None
         try:
-            resp = pool.request(
-                "GET", media_url(base, self.bucket, self.name), headers=headers, preload_content=False
-            )
+            resp = pool.request("GET", media_url(base, self.bucket, self.name), headers=headers, preload_content=False)
         except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out: may be back in a moment
             raise SourceError(f"cannot read {self.uri}: {type(exc).__name__}: {exc}", transient=True) from None
         if resp.status != 200:
