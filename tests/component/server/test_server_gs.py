@@ -107,6 +107,18 @@ def test_no_credentials_is_final_and_says_what_to_set(wine_model: BuiltModel) ->
     assert "retry" not in output
 
 
+def test_a_secret_without_its_key_file_names_the_missing_file(wine_model: BuiltModel, tmp_path: Path) -> None:
+    """What a credentials Secret without key.json gives: the mounted directory lacks the file that
+    GOOGLE_APPLICATION_CREDENTIALS names (docs/sources.md)."""
+    missing = tmp_path / "model-store" / "key.json"
+    env = {**NO_AMBIENT_CREDENTIALS, "GOOGLE_APPLICATION_CREDENTIALS": str(missing)}
+    code, output, ready = run_server_until_exit(URI, sha256=wine_model.sha256, env=env)
+    assert code == 1 and not ready, output
+    errors = _error_lines(output)
+    assert len(errors) == 1 and "no usable Google credentials" in errors[0] and str(missing) in errors[0], output
+    assert "retry" not in output
+
+
 class _RefusingTokenEndpoint(http.server.BaseHTTPRequestHandler):
     """Google's OAuth token endpoint refusing a service-account key (as it does for a deleted key)."""
 
