@@ -128,6 +128,7 @@ CASES: list[Case] = [
     Case("sha256-uppercase", with_model(sha256=SHA.upper()), "spec.model.sha256", "64 lowercase hex"),
     Case("uri-unknown-scheme", with_model(uri="ftp://store/m.onnx"), "spec.model.uri", "http(s)://HOST[:PORT]/PATH"),
     Case("uri-s3-short-bucket", with_model(uri="s3://b/m.onnx"), "spec.model.uri", "s3://BUCKET/KEY"),
+    Case("uri-gs-no-object", with_model(uri="gs://models/"), "spec.model.uri", "gs://BUCKET/OBJECT"),
     Case("uri-models-no-version", with_model(uri="models:/wine"), "spec.model.uri", "models:/NAME/VERSION"),
     Case(
         "registry-without-models-uri",
@@ -678,6 +679,8 @@ ACCEPTED_URIS: list[str] = [
     "pvc://team-a.models/.hidden/wine..v2.onnx",
     "s3://models/wine/v2.onnx",
     "s3://team-a.models/wine%20v2/model.onnx",
+    "gs://models/wine/v2.onnx",
+    "gs://team_a-models/wine%20v2/model.onnx",
 ]
 REFUSED_URIS: list[str] = [
     "pvc://models/...",
@@ -700,7 +703,12 @@ REFUSED_URIS: list[str] = [
     "models:/wine/v2",
     "models:/wine@",
     "models:/wine/2/extra",
-    "gs://bucket/m.onnx",
+    "gs://b/m.onnx",
+    "gs://Bucket/m.onnx",
+    "gs://bucket/",
+    "gs://bucket",
+    "gs://user:pw@bucket/m.onnx",
+    "gs://_bucket/m.onnx",
     "/models/m.onnx",
     "file://models/x.onnx",
     "file:///",

@@ -313,3 +313,21 @@ ALL: dict[str, Callable[[], BuiltModel]] = {
     "breast_cancer": breast_cancer,
     "digits": digits,
 }
+
+
+def padded(model: BuiltModel, extra_bytes: int) -> Path:
+    """``model`` with an unused float32 initializer of about ``extra_bytes``: a real ONNX file as large as
+    a test needs (downloads slow enough to report progress), answering exactly as ``model`` does
+    (onnxruntime drops the unused initializer). Cached beside the model."""
+    import onnx
+
+    path = model.path.with_name(f"{model.path.stem}-padded-{extra_bytes}.onnx")
+    if not path.exists():
+        proto = onnx.load(str(model.path))
+        pad = np.random.default_rng(0).standard_normal(extra_bytes // 4).astype(np.float32)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(pad, name="mlrollout_test_padding"))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+        os.close(fd)
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    return path

@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         "tests: is the candidate no worse than stable (within the margin) and better than a trivial baseline?",
     )
     p.add_argument(
-        "--stable", help="the stable model: a path, file://, http(s)://, s3:// (any URI the model server reads)"
+        "--stable", help="the stable model: a path, file://, http(s)://, s3://, gs:// (any URI the model server reads)"
     )
     p.add_argument("--candidate", help="the candidate model, the same way")
     p.add_argument("--data", help="the labelled holdout (CSV with a header row, or .npz)")

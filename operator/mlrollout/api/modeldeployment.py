@@ -57,7 +57,8 @@ class Credentials(ApiModel):
         description=(
             "A Secret whose keys are the store's standard environment variables (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3, ...), given to this "
-            "ModelDeployment's model-server pods only."
+            "ModelDeployment's model-server pods only; for gs:// its key key.json, a service-account key file, is "
+            "also mounted and named by GOOGLE_APPLICATION_CREDENTIALS."
         ),
     )
     service_account_name: Name | None = Field(
@@ -105,8 +106,8 @@ class ModelSource(ApiModel):
         description=(
             "Where the model file is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
             "pvc://CLAIM/PATH (PATH relative to the claim, no '.' or '..' segments, no %-escapes), "
-            "s3://BUCKET/KEY, or a registered model models:/NAME/VERSION or models:/NAME@ALIAS (resolved "
-            "once, when the rollout starts)."
+            "s3://BUCKET/KEY, gs://BUCKET/OBJECT, or a registered model models:/NAME/VERSION or "
+            "models:/NAME@ALIAS (resolved once, when the rollout starts)."
         )
     )
     sha256: Sha256 | None = Field(
@@ -122,7 +123,8 @@ class ModelSource(ApiModel):
         description="URI of the training-data profile (mlrollout profile) used to measure input drift.",
     )
     credentials: Credentials | None = Field(
-        default=None, description="Credentials for the model store (s3://); absent: the pods' own (e.g. web identity)."
+        default=None,
+        description="Credentials for the model store (s3://, gs://); absent: the pods' own (e.g. web identity).",
     )
     registry: Registry | None = Field(default=None, description="The model registry of a models:/ URI.")
 

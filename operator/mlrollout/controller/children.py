@@ -102,6 +102,22 @@ def _volumes(tpl: RevisionTemplate) -> tuple[list[Manifest], list[Manifest]]:
     return list(volumes.values()), list(mounts.values())
 
 
+GCS_KEY_DIR = "/var/run/secrets/mlrollout/model-store"
+GCS_KEY = "key.json"
+
+
+def gcs_key(secret: str) -> tuple[Manifest, Manifest, Manifest]:
+    """The volume, mount and variable that give a gs:// model server the service-account key in the
+    credentials Secret (its key ``key.json``) the way Google's libraries look for it:
+    ``GOOGLE_APPLICATION_CREDENTIALS``. The volume is optional so that a missing Secret is reported by
+    ``envFrom`` (CreateContainerConfigError, at once) rather than a mount that waits forever; a Secret
+    without ``key.json`` makes the server exit naming the missing file."""
+    volume = {"name": "model-store-key", "secret": {"secretName": secret, "optional": True}}
+    mount = {"name": "model-store-key", "mountPath": GCS_KEY_DIR, "readOnly": True}
+    env = {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"}
+    return volume, mount, env
+
+
 def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: RevisionTemplate, role: Role) -> list[Manifest]:
     model, serving = tpl.model, tpl.serving
     # a models:/ revision carries what the registry resolved it to (pinned when the rollout started)
@@ -211,6 +227,10 @@ def track_deployment(
         # the Secret's keys are the store's standard variables (AWS_ACCESS_KEY_ID, ...); `env` above wins
         # over them, so a Secret cannot change what the server serves or how it reports
         container["envFrom"] = [{"secretRef": {"name": credentials.secret_ref.name}}]
+        if (rev.resolved_uri or tpl.model.uri).startswith("gs://"):
+            key_volume, key_mount, key_env = gcs_key(credentials.secret_ref.name)
+            volumes, mounts = [*volumes, key_volume], [*mounts, key_mount]
+            container["env"] = [*container["env"], key_env]
     # the root filesystem is read-only; downloads (http:// models, profiles) go to an emptyDir /tmp
     container["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
     volumes = [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]

@@ -102,6 +102,23 @@ def test_credentials_go_to_the_pods_as_envfrom_and_a_service_account() -> None:
     assert "envFrom" not in plain["containers"][0] and plain.get("serviceAccountName") is None
 
 
+def test_a_gs_credentials_secret_is_also_a_key_file_named_by_google_application_credentials() -> None:
+    creds = {"secretRef": {"name": "gcs-reader"}}
+    spec = {"model": {"name": "wine", "uri": "gs://models/wine.onnx", "sha256": "c" * 64, "credentials": creds}}
+    pod = _pod(spec)
+    server = pod["containers"][0]
+    # envFrom stays: a missing Secret is then CreateContainerConfigError, reported at once
+    assert server["envFrom"] == [{"secretRef": {"name": "gcs-reader"}}]
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{children.GCS_KEY_DIR}/key.json"
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-store-key")
+    assert volume["secret"] == {"secretName": "gcs-reader", "optional": True}
+    assert {"name": "model-store-key", "mountPath": children.GCS_KEY_DIR, "readOnly": True} in server["volumeMounts"]
+    s3 = _pod({"model": {**spec["model"], "uri": "s3://models/wine.onnx"}})
+    assert all(v["name"] != "model-store-key" for v in s3["volumes"])
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in {e["name"] for e in s3["containers"][0]["env"]}
+
+
 def test_a_missing_credentials_secret_is_a_config_error_with_the_kubelets_words() -> None:
     waiting = {"reason": "CreateContainerConfigError", "message": 'secret "s3-reader" not found'}
     pod = {"status": {"containerStatuses": [{"name": "server", "state": {"waiting": waiting}, "restartCount": 0}]}}

@@ -21,7 +21,7 @@ from typing import Protocol
 
 __all__ = ["SCHEMES", "Opened", "Source", "SourceError", "Stream", "source_for"]
 
-SCHEMES = ("file", "http", "https", "s3")
+SCHEMES = ("file", "http", "https", "s3", "gs")
 
 
 class SourceError(Exception):
@@ -76,5 +76,9 @@ def source_for(uri: str) -> Source:
         from mlrollout_serving.server.sources.s3 import S3Source
 
         return S3Source(uri)
+    if scheme == "gs":
+        from mlrollout_serving.server.sources.gs import GcsSource
+
+        return GcsSource(uri)
     known = ", ".join(f"{s}://" for s in SCHEMES)
     raise SourceError(f"unsupported model URI scheme {scheme!r} in {uri} (use {known})", transient=False)
