@@ -20,8 +20,8 @@ Tests, each at the alpha share ``judge()`` gives ``quality.harm`` under the defa
 Regressors (``metric: mae``, rows with ``"metric": "mae"``; labels at once): each row's error is normal,
 stable's ``N(0, 1)`` and the candidate's ``(1 + d)`` times a copy correlated 0.9 with stable's (two similar
 models), so the candidate's MAE is ``d`` (relative: 0, 2, 5, 10 %) higher. ``ours`` is the ``quality.harm``
-e-value ``quality_results`` reports from the running sums the gateway exports (paired: the sign test on
-which model was closer; canary: the one-sided normal-mixture e-process on the MAE difference); ``naive`` the
+e-value ``quality_results`` reports from the running sums the gateway exports (the one-sided normal-mixture
+e-process on the paired, or in a canary the unpaired, MAE difference); ``naive`` the
 one-sided z-test of the (paired) MAE difference repeated at every look; ``oracle`` that z-test run once, at
 the first look where its simulated power reaches 90 %.
 
