@@ -24,6 +24,8 @@ e-value ``quality_results`` reports from the running sums the gateway exports (t
 e-process on the paired, or in a canary the unpaired, MAE difference); ``naive`` the
 one-sided z-test of the (paired) MAE difference repeated at every look; ``oracle`` that z-test run once, at
 the first look where its simulated power reaches 90 %.
+Rows ``"metric": "mae-null-shape"``: equal MAEs with paired error differences far from normal (skewed,
+heavy-tailed, rare huge wins): the share of runs the paired MAE harm test rolls back within 20 looks.
 
 Usage: ``python bench/quality_power.py [--runs N]``; writes ``bench/results/quality-power.json`` and prints
 the tables docs/analysis.md ("Quality") shows.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +222,41 @@ def run_mae(runs: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+# Paired per-row differences of absolute errors with mean 0 (equal MAEs) but far from normal: how often the
+# asymptotic paired MAE harm test rolls back a candidate that is no worse.
+NULL_SHAPES: dict[str, Callable[[np.random.Generator, int], Array]] = {
+    "skewed: +0.1 (90 %) or -0.9": lambda g, n: np.where(g.random(n) < 0.9, 0.1, -0.9),
+    "heavy tails: t(2.5) x lognormal": lambda g, n: g.standard_t(2.5, n) * g.lognormal(0, 1, n),
+    "rare huge wins: +0.01 (99.9 %) or -9.99": lambda g, n: np.where(g.random(n) < 0.999, 0.01, -9.99),
+}
+
+
+def run_mae_null_shapes(runs: int, seed: int) -> list[dict[str, Any]]:
+    alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
+    settings = QualitySettings("mae", alpha, ALPHA, Margin(relative=0.05), 100)
+    per_look = int(RPS * LOOK_SECONDS * LABELLED)
+    rows = []
+    for i, (shape, draw) in enumerate(NULL_SHAPES.items()):
+        rng = np.random.default_rng([seed, 11, i])
+        fired = np.zeros(runs, dtype=bool)
+        for r in range(runs):
+            n, diff_sum, diff_sq = 0, 0.0, 0.0
+            for _ in range(LOOKS):
+                d = draw(rng, per_look)
+                n, diff_sum, diff_sq = n + per_look, diff_sum + float(d.sum()), diff_sq + float((d * d).sum())
+                pairs = Pairs(both_right=n, stable_error_sum=5.0 * n, candidate_error_sum=5.0 * n + diff_sum,
+                              diff_sumsq=diff_sq)  # fmt: skip
+                results = quality_results(Labels(), Labels(), pairs, settings)
+                if next(m for m in results if m.name == "quality.harm").decision == "fail":
+                    fired[r] = True
+                    break
+        rows.append({"metric": "mae-null-shape", "design": "shadow", "shape": shape, "alpha": alpha,
+                     "ours_by_20": float(fired.mean())})  # fmt: skip
+    return rows
+
+
 def run_all(runs: int, seed: int) -> list[dict[str, Any]]:
-    return run(runs, seed) + run_mae(runs, seed)
+    return run(runs, seed) + run_mae(runs, seed) + run_mae_null_shapes(runs, seed)
 
 
 def _effect(row: dict[str, Any]) -> str:
@@ -236,6 +272,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        if r.get("metric") == "mae-null-shape":
+            lines.append(f"| mae, equal MAEs | shadow | 0 | {r['shape']} | - / {r['ours_by_20']:.1%} | - | - | - |")
+            continue
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         real = r["effect_mae_relative"] if r.get("metric") == "mae" else r["effect_pp"]
         looks = f"{r['ours_look_90'] or '>20'} / {r['oracle_look_90'] or '>20'}" if real else "-"
