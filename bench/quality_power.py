@@ -17,14 +17,25 @@ Tests, each at the alpha share ``judge()`` gives ``quality.harm`` under the defa
   first reaches 90 % power: the fewest labelled rows any valid test needs. ``ratio`` is the labelled rows
   ours needs for 90 % power over the oracle's.
 
+Regressors (``metric: mae``, rows with ``"metric": "mae"``; labels at once): each row's error is normal,
+stable's ``N(0, 1)`` and the candidate's ``(1 + d)`` times a copy correlated 0.9 with stable's (two similar
+models), so the candidate's MAE is ``d`` (relative: 0, 2, 5, 10 %) higher. ``ours`` is the ``quality.harm``
+e-value ``quality_results`` reports from the running sums the gateway exports (the one-sided normal-mixture
+e-process on the paired, or in a canary the unpaired, MAE difference); ``naive`` the
+one-sided z-test of the (paired) MAE difference repeated at every look; ``oracle`` that z-test run once, at
+the first look where its simulated power reaches 90 %.
+Rows ``"metric": "mae-null-shape"``: equal MAEs with paired error differences far from normal (skewed,
+heavy-tailed, rare huge wins): the share of runs the paired MAE harm test rolls back within 20 looks.
+
 Usage: ``python bench/quality_power.py [--runs N]``; writes ``bench/results/quality-power.json`` and prints
-the table docs/analysis.md ("Quality") shows.
+the tables docs/analysis.md ("Quality") shows.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +44,9 @@ import numpy.typing as npt
 from scipy import stats
 
 from mlrollout.analysis.judge import split_alpha
+from mlrollout.analysis.quality import Labels, Pairs, QualitySettings, quality_results
 from mlrollout.analysis.sequential import harm_log_e
+from mlrollout.api.rolloutpolicy import Margin
 from sim_cli import simulation_main
 
 RESULTS = Path(__file__).parent / "results" / "quality-power.json"
@@ -49,6 +62,8 @@ DELAYS = (0, 5)
 DESIGNS = ("shadow", "canary")
 
 Array = npt.NDArray[np.float64]
+MAE_EFFECTS = (0.0, 0.02, 0.05, 0.10)
+MAE_CORRELATION = 0.9
 
 
 def simulate(design: str, effect: float, delay: int, runs: int, rng: np.random.Generator) -> tuple[Array, Array, Array]:
@@ -126,24 +141,152 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _look_sums(errors: Array) -> tuple[Array, Array]:
+    return errors.sum(axis=1), (errors * errors).sum(axis=1)
+
+
+def simulate_mae(design: str, effect: float, runs: int, rng: np.random.Generator) -> list[list[Any]]:
+    """Per run and look, the cumulative ``(Labels stable, Labels candidate, Pairs | None)`` the analysis
+    reads from the gateway's counters (fixed labelled rows per look: the Poisson mean)."""
+    per_look = int(RPS * LOOK_SECONDS * LABELLED)
+    n_c = per_look if design == "shadow" else per_look // 10
+    n_s = per_look if design == "shadow" else per_look - n_c
+    totals = np.zeros((runs, 7))  # stable sum, sumsq; candidate sum, sumsq; stable closer, candidate closer, d^2
+    out: list[list[Any]] = [[] for _ in range(runs)]
+    for look in range(1, LOOKS + 1):
+        stable = rng.standard_normal((runs, n_s))
+        other = stable[:, :n_c] if design == "shadow" else rng.standard_normal((runs, n_c))
+        rho = MAE_CORRELATION if design == "shadow" else 0.0
+        noise = rng.standard_normal((runs, n_c))
+        e_s, e_c = np.abs(stable), np.abs((1 + effect) * (rho * other + math.sqrt(1 - rho * rho) * noise))
+        (s1, s2), (c1, c2) = _look_sums(e_s), _look_sums(e_c)
+        paired = design == "shadow"
+        closer_s = (e_s < e_c).sum(axis=1) if paired else np.zeros(runs)
+        closer_c = (e_c < e_s).sum(axis=1) if paired else np.zeros(runs)
+        d2 = ((e_c - e_s) ** 2).sum(axis=1) if paired else np.zeros(runs)
+        totals += np.stack([s1, s2, c1, c2, closer_s, closer_c, d2], axis=1)
+        for r in range(runs):
+            t = totals[r]
+            pairs = None
+            if paired:
+                ties = look * n_s - int(t[4]) - int(t[5])
+                pairs = Pairs(both_right=ties, stable_only=int(t[4]), candidate_only=int(t[5]),
+                              stable_error_sum=t[0], candidate_error_sum=t[2], diff_sumsq=t[6])  # fmt: skip
+            out[r].append((Labels(look * n_s, 0, t[0], t[1]), Labels(look * n_c, 0, t[2], t[3]), pairs))
+    return out
+
+
+def _z_fires(stable: Labels, candidate: Labels, pairs: Pairs | None, alpha: float) -> bool:
+    """The one-sided fixed-sample z-test of "the candidate's MAE is higher" (paired when there are pairs)."""
+    if pairs is not None:
+        n = pairs.rows
+        diff = (pairs.candidate_error_sum - pairs.stable_error_sum) / n
+        variance = max(pairs.diff_sumsq / n - diff * diff, 1e-12) / n
+    else:
+        m_s, m_c = stable.abs_error_sum / stable.labelled, candidate.abs_error_sum / candidate.labelled
+        diff = m_c - m_s
+        spread_s = max(stable.abs_error_sumsq / stable.labelled - m_s * m_s, 1e-12)
+        spread_c = max(candidate.abs_error_sumsq / candidate.labelled - m_c * m_c, 1e-12)
+        variance = spread_s / stable.labelled + spread_c / candidate.labelled
+    return bool(diff / math.sqrt(variance) > stats.norm.isf(alpha))
+
+
+def run_mae(runs: int, seed: int) -> list[dict[str, Any]]:
+    alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
+    settings = QualitySettings("mae", alpha, ALPHA, Margin(relative=0.05), 100)
+    rows = []
+    for design in DESIGNS:
+        for effect in MAE_EFFECTS:
+            rng = np.random.default_rng([seed, 7, DESIGNS.index(design), int(effect * 1e4)])
+            looks = simulate_mae(design, effect, runs, rng)
+            ours = np.zeros((runs, LOOKS), dtype=bool)
+            naive = np.zeros((runs, LOOKS), dtype=bool)
+            for r, run_looks in enumerate(looks):
+                for t, (stable, candidate, pairs) in enumerate(run_looks):
+                    harm = next(
+                        m for m in quality_results(stable, candidate, pairs, settings) if m.name == "quality.harm"
+                    )
+                    ours[r, t] = harm.decision == "fail"
+                    naive[r, t] = _z_fires(stable, candidate, pairs, alpha)
+            power = naive.mean(axis=0)  # the z-test run once at look t: its power there
+            oracle_look = next((t + 1 for t in range(LOOKS) if power[t] >= 0.9), None)
+            ours_look = first_look(ours)
+            rows.append({
+                "metric": "mae", "design": design, "delay_looks": 0, "effect_mae_relative": effect, "alpha": alpha,
+                "ours_by_5": float(ours[:, :5].any(axis=1).mean()),
+                "ours_by_20": float(ours.any(axis=1).mean()),
+                "naive_by_20": float(naive.any(axis=1).mean()),
+                "ours_look_90": ours_look, "oracle_look_90": oracle_look,
+                "ratio": ours_look / oracle_look if effect and ours_look and oracle_look else None,
+            })  # fmt: skip
+    return rows
+
+
+# Paired per-row differences of absolute errors with mean 0 (equal MAEs) but far from normal: how often the
+# asymptotic paired MAE harm test rolls back a candidate that is no worse.
+NULL_SHAPES: dict[str, Callable[[np.random.Generator, int], Array]] = {
+    "skewed: +0.1 (90 %) or -0.9": lambda g, n: np.where(g.random(n) < 0.9, 0.1, -0.9),
+    "heavy tails: t(2.5) x lognormal": lambda g, n: g.standard_t(2.5, n) * g.lognormal(0, 1, n),
+    "rare huge wins: +0.01 (99.9 %) or -9.99": lambda g, n: np.where(g.random(n) < 0.999, 0.01, -9.99),
+}
+
+
+def run_mae_null_shapes(runs: int, seed: int) -> list[dict[str, Any]]:
+    alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
+    settings = QualitySettings("mae", alpha, ALPHA, Margin(relative=0.05), 100)
+    per_look = int(RPS * LOOK_SECONDS * LABELLED)
+    rows = []
+    for i, (shape, draw) in enumerate(NULL_SHAPES.items()):
+        rng = np.random.default_rng([seed, 11, i])
+        fired = np.zeros(runs, dtype=bool)
+        for r in range(runs):
+            n, diff_sum, diff_sq = 0, 0.0, 0.0
+            for _ in range(LOOKS):
+                d = draw(rng, per_look)
+                n, diff_sum, diff_sq = n + per_look, diff_sum + float(d.sum()), diff_sq + float((d * d).sum())
+                pairs = Pairs(both_right=n, stable_error_sum=5.0 * n, candidate_error_sum=5.0 * n + diff_sum,
+                              diff_sumsq=diff_sq)  # fmt: skip
+                results = quality_results(Labels(), Labels(), pairs, settings)
+                if next(m for m in results if m.name == "quality.harm").decision == "fail":
+                    fired[r] = True
+                    break
+        rows.append({"metric": "mae-null-shape", "design": "shadow", "shape": shape, "alpha": alpha,
+                     "ours_by_20": float(fired.mean())})  # fmt: skip
+    return rows
+
+
+def run_all(runs: int, seed: int) -> list[dict[str, Any]]:
+    return run(runs, seed) + run_mae(runs, seed) + run_mae_null_shapes(runs, seed)
+
+
+def _effect(row: dict[str, Any]) -> str:
+    if row.get("metric") == "mae":
+        return f"MAE {row['effect_mae_relative']:+.0%}"
+    return f"{row['effect_pp']:+.0f} pp"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| design | label delay | effect | ours: rolled back by look 5 / 20 | naive (repeated test) by 20 | "
+        "| metric | design | label delay | effect | ours: rolled back by look 5 / 20 | naive (repeated test) by 20 | "
         "90 % power at look: ours / oracle | labelled rows vs oracle |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        if r.get("metric") == "mae-null-shape":
+            lines.append(f"| mae, equal MAEs | shadow | 0 | {r['shape']} | - / {r['ours_by_20']:.1%} | - | - | - |")
+            continue
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
-        looks = f"{r['ours_look_90'] or '>20'} / {r['oracle_look_90'] or '>20'}" if r["effect_pp"] else "-"
+        real = r["effect_mae_relative"] if r.get("metric") == "mae" else r["effect_pp"]
+        looks = f"{r['ours_look_90'] or '>20'} / {r['oracle_look_90'] or '>20'}" if real else "-"
         lines.append(
-            f"| {r['design']} | {r['delay_looks']} | {r['effect_pp']:+.0f} pp | {r['ours_by_5']:.1%} / "
-            f"{r['ours_by_20']:.1%} | {r['naive_by_20']:.1%} | {looks} | {ratio} |"
+            f"| {r.get('metric', 'accuracy')} | {r['design']} | {r['delay_looks']} | {_effect(r)} | "
+            f"{r['ours_by_5']:.1%} / {r['ours_by_20']:.1%} | {r['naive_by_20']:.1%} | {looks} | {ratio} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return simulation_main(__doc__, run, table, RESULTS, 2000, argv)
+    return simulation_main(__doc__, run_all, table, RESULTS, 2000, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ def diabetes_model() -> models.BuiltModel:
 
 
 @pytest.fixture(scope="session")
+def diabetes_worse_model() -> models.BuiltModel:
+    return models.diabetes_worse()
+
+
+@pytest.fixture(scope="session")
 def breast_cancer_model() -> models.BuiltModel:
     return models.breast_cancer()
 

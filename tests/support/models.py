@@ -228,6 +228,16 @@ def diabetes() -> BuiltModel:
     )
 
 
+def diabetes_worse() -> BuiltModel:
+    """Same signature as :func:`diabetes`, a linear fit trained on shuffled targets: predictions near the
+    mean target (the usual range), never an error, and a clearly higher MAE. Only labels catch it."""
+    from sklearn.linear_model import LinearRegression
+
+    return _build(
+        "diabetes-linear-worse", "regressor", _dataset("load_diabetes"), LinearRegression, shuffle_labels=True
+    )
+
+
 def breast_cancer() -> BuiltModel:
     """Random forest on breast cancer: 30 features, 2 classes."""
     from sklearn.ensemble import RandomForestClassifier

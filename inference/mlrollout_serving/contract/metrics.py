@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "ABS_ERROR_BUCKETS",
     "ANSWERED_WITHOUT_ERROR",
     "BATCH_SIZE_BUCKETS",
     "GATEWAY_DURATION",
     "GATEWAY_FALLBACKS",
     "GATEWAY_FALLBACK_REQUESTS",
     "GATEWAY_FEEDBACK_ABS_ERROR",
+    "GATEWAY_FEEDBACK_ABS_ERROR_ROWS",
     "GATEWAY_FEEDBACK_LABELS",
     "GATEWAY_FEEDBACK_PAIRS",
     "GATEWAY_FEEDBACK_PAIR_ABS_ERROR",
@@ -70,6 +72,14 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 )
 
 BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf"))
+
+# Absolute differences in a regressor's own unit (shadow vs primary, label vs served prediction): from
+# rounding noise to errors of thousands, 1-2.5-5 steps above 0.01, so one set serves targets of any scale
+# (a diabetes progression score of 25-346, a price, a probability) with buckets at most 2.5x apart.
+ABS_ERROR_BUCKETS: Final[tuple[float, ...]] = (
+    1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0,
+    500.0, 1000.0, 2500.0, 5000.0, 10000.0, float("inf"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,10 @@ GATEWAY_FEEDBACK_LABELS: Final = Series(
 GATEWAY_FEEDBACK_ABS_ERROR: Final = Series(
     "mlrollout_gateway_feedback_abs_error_total", "Sum of the absolute errors of labelled rows (regressors)."
 )
+GATEWAY_FEEDBACK_ABS_ERROR_ROWS: Final = Series(
+    "mlrollout_gateway_feedback_row_abs_error",
+    "Absolute error of each labelled row against the prediction the track served (regressors).",
+)
 GATEWAY_FEEDBACK_SQUARED_ERROR: Final = Series(
     "mlrollout_gateway_feedback_squared_error_total", "Sum of the squared errors of labelled rows (regressors)."
 )
@@ -221,6 +235,7 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_UPSTREAM_CONNECT_RETRIES,
     GATEWAY_FEEDBACK_LABELS,
     GATEWAY_FEEDBACK_ABS_ERROR,
+    GATEWAY_FEEDBACK_ABS_ERROR_ROWS,
     GATEWAY_FEEDBACK_SQUARED_ERROR,
     GATEWAY_FEEDBACK_PAIRS,
     GATEWAY_FEEDBACK_PAIR_ABS_ERROR,

@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from ..contract.feedback import (
     sign,
     verify,
 )
+from ..contract.metrics import ABS_ERROR_BUCKETS
 
 __all__ = [
     "Minted",
@@ -54,6 +57,8 @@ __all__ = [
 
 log = logging.getLogger("mlrollout.gateway.feedback")
 
+# The regressor error histogram's bounds, always ending in +Inf whatever the contract's tuple ends with.
+_ABS_ERROR_BOUNDS: Final = (*(b for b in ABS_ERROR_BUCKETS if b != math.inf), math.inf)
 _FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 
@@ -308,6 +313,8 @@ class Scores:
 
     labels: dict[tuple[str, str, str], int] = field(default_factory=dict)
     abs_error: dict[tuple[str, str], float] = field(default_factory=dict)
+    abs_error_rows: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """Per (track, revision): labelled rows per bucket of ``abs_error_bounds`` (not cumulative)."""
     squared_error: dict[tuple[str, str], float] = field(default_factory=dict)
     pairs: dict[tuple[str, str], int] = field(default_factory=dict)
     pair_abs_error: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -327,6 +334,7 @@ class Scores:
                 error = abs(float(label) - float(predicted))
                 self._add(self.labels, (*key, "scored"), 1)
                 self._add(self.abs_error, key, error)
+                self._bucket(key, error)
                 self._add(self.squared_error, key, error * error)
 
     def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any], labels: Sequence[Any]) -> None:
@@ -349,6 +357,17 @@ class Scores:
                 self._add(self.pair_abs_error, (shadow_revision, "candidate"), e_c)
                 self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
             self._add(self.pairs, (shadow_revision, result), 1)
+
+    @property
+    def abs_error_bounds(self) -> tuple[float, ...]:
+        """The histogram's upper bounds: the contract's buckets, always ending in +Inf."""
+        return _ABS_ERROR_BOUNDS
+
+    def _bucket(self, key: tuple[str, str], error: float) -> None:
+        counts = self.abs_error_rows.get(key)
+        if counts is None:
+            counts = self.abs_error_rows[key] = [0] * len(_ABS_ERROR_BOUNDS)
+        counts[bisect_left(_ABS_ERROR_BOUNDS, error)] += 1
 
     @staticmethod
     def _add(counter: dict[Any, Any], key: Any, amount: float) -> None:

@@ -23,10 +23,8 @@ from .feedback import Feedback
 
 __all__ = ["ABS_DIFF_BUCKETS", "GatewayMetrics"]
 
-# Absolute differences between shadow and primary regressor outputs: spans rounding noise to large errors.
-ABS_DIFF_BUCKETS: tuple[float, ...] = (
-    1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, float("inf"),
-)  # fmt: skip
+# Absolute differences between shadow and primary regressor outputs: the same buckets as the feedback errors.
+ABS_DIFF_BUCKETS: tuple[float, ...] = contract.ABS_ERROR_BUCKETS
 
 _F = TypeVar("_F", bound=Metric)
 
@@ -210,6 +208,15 @@ class _FeedbackSeries(Collector):
             for (track, revision), total in sorted(values.items()):
                 family.add_metric([*ident, track, revision], total)
             yield family
+        rows = _family(HistogramMetricFamily, contract.GATEWAY_FEEDBACK_ABS_ERROR_ROWS)
+        for (track, revision), per_bucket in sorted(scores.abs_error_rows.items()):
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, in_bucket in zip(scores.abs_error_bounds, per_bucket, strict=True):
+                cumulative += in_bucket
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            rows.add_metric([*ident, track, revision], buckets, sum_value=scores.abs_error.get((track, revision), 0.0))
+        yield rows
         pairs = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIRS)
         for (revision, result), n in sorted(scores.pairs.items()):
             pairs.add_metric([*ident, "shadow", revision, result], n)

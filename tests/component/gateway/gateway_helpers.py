@@ -6,6 +6,7 @@ Real processes on loopback only; every process started here is stopped by its co
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import http.client
 import json
@@ -106,6 +107,23 @@ def table(
     if candidate is not None:
         tracks["candidate"] = {"upstream": candidate, "revision": "rev-candidate", "weight": weight}
     return {"version": version, "mode": "canary", "tracks": tracks, **extra}
+
+
+def shadow_table(stable: str, shadow: str) -> dict[str, Any]:
+    """A route table of a shadow step: every request to stable (``r-stable``), a copy of each to the shadow
+    (``r-candidate``)."""
+    return {
+        "version": 1, "mode": "canary",
+        "tracks": {"stable": {"upstream": stable, "revision": "r-stable", "weight": 100}},
+        "mirror": {"upstream": shadow, "revision": "r-candidate", "percent": 100},
+    }  # fmt: skip
+
+
+def feedback_keys(directory: Path) -> Path:
+    """A feedback key file with one fresh key (id 1), as the operator's Secret is mounted."""
+    keys = directory / "keys"
+    keys.write_text(json.dumps({"1": base64.b64encode(os.urandom(32)).decode()}))
+    return keys
 
 
 def fallback(*steps: Mapping[str, object], timeout: float = 5.0, **extra: object) -> dict[str, Any]:

@@ -6,10 +6,7 @@ latency and drift pass.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_helpers import Answer, RouteFile, gateway, metric_sum, request
+from gateway_helpers import Answer, RouteFile, feedback_keys, gateway, metric_sum, request, shadow_table
 from tests.support.models import BuiltModel
 from tests.support.procs import ManagedProcess, free_port, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus
@@ -48,17 +45,12 @@ def _labels(track: str, revision: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _world(good: BuiltModel, plausible: BuiltModel, workdir: Path) -> Iterator[World]:
-    keys = workdir / "keys"
-    keys.write_text(json.dumps({"1": base64.b64encode(os.urandom(32)).decode()}))
+    keys = feedback_keys(workdir)
     with contextlib.ExitStack() as stack:
         stable = stack.enter_context(serve_model(good, name="wine", labels=_labels("stable", "r-stable")))
         shadow = stack.enter_context(serve_model(plausible, name="wine", labels=_labels("candidate", "r-candidate")))
         routes = RouteFile(workdir)
-        routes.write({
-            "version": 1, "mode": "canary",
-            "tracks": {"stable": {"upstream": stable.url, "revision": "r-stable", "weight": 100}},
-            "mirror": {"upstream": shadow.url, "revision": "r-candidate", "percent": 100},
-        })  # fmt: skip
+        routes.write(shadow_table(stable.url, shadow.url))
         port = free_port()
         flags = ("--feedback-keys", str(keys))
         replicas = [

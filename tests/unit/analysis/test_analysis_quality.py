@@ -101,8 +101,22 @@ def test_regressor_mae_unpaired_and_paired() -> None:
     pairs = Pairs(both_right=ties, stable_only=worse, candidate_only=better, stable_error_sum=float(errs_s.sum()),
                   candidate_error_sum=float(errs_c.sum()), diff_sumsq=float((diff**2).sum()))  # fmt: skip
     paired = by_name(quality_results(Labels(), Labels(), pairs, MAE))
-    assert paired["quality.harm"].decision == "fail" and paired["quality.harm"].test.startswith("sequential sign")
+    assert paired["quality.harm"].decision == "fail" and "paired MAE difference" in paired["quality.harm"].test
     assert paired["quality.nonInferiority"].effect == pytest.approx(diff.mean(), rel=1e-5)
+
+
+def test_paired_mae_harm_judges_the_mae_not_which_model_was_closer_more_often() -> None:
+    # The candidate is a little worse on 60 % of rows and far better on the rest: closer less often, yet its
+    # MAE is 0.83 against stable's 1.4. "Is its MAE worse?" must answer no (a sign test says yes).
+    e_s = np.array([1.0] * 1800 + [2.0] * 1200)
+    e_c = np.array([1.05] * 1800 + [0.5] * 1200)
+    diff = e_c - e_s
+    pairs = Pairs(stable_only=1800, candidate_only=1200, stable_error_sum=float(e_s.sum()),
+                  candidate_error_sum=float(e_c.sum()), diff_sumsq=float((diff**2).sum()))  # fmt: skip
+    results = by_name(quality_results(Labels(), Labels(), pairs, MAE))
+    assert results["quality.harm"].decision == "pass", results["quality.harm"].reason
+    assert results["quality.nonInferiority"].decision == "pass"
+    assert str(results["quality.nonInferiority"].reason).startswith("better")
 
 
 def test_one_sided_mixture_never_counts_a_better_candidate_as_evidence() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, TokenError, mint, verify
+from mlrollout_serving.contract.metrics import ABS_ERROR_BUCKETS
 from mlrollout_serving.gateway.feedback import (
     Answer,
     Feedback,
@@ -151,6 +153,22 @@ def test_scores_count_labels_per_track_and_pairs_by_who_was_right() -> None:
     scores.pair(values, "r3", [2.5, 3.0], [2.0, 3.0])  # stable |1-2|=1 vs shadow 0.5: candidate closer; a tie
     assert scores.pairs[("r3", "candidate_only")] == 1 and scores.pairs[("r3", "both_right")] == 1
     assert scores.pair_abs_error == {("r3", "stable"): 1.0, ("r3", "candidate"): 0.5}
+
+
+def test_regressor_errors_fill_the_histogram_on_the_contract_buckets() -> None:
+    scores = Scores()
+    minted = Minter(KEYS, 0).mint("candidate", "r2", Predicted(False, [10.0, 10.0, 10.0, 10.0]), NOW)
+    token = verify(KEYS, minted.token, NOW, 60)
+    scores.score(token, [10.0, 12.5, -30.0, 1e6])  # errors 0, 2.5 (on a bound: in that bucket), 40, 999990
+    bounds = scores.abs_error_bounds
+    assert bounds[:-1] == ABS_ERROR_BUCKETS[:-1] and bounds[-1] == math.inf
+    counts = scores.abs_error_rows[("candidate", "r2")]
+    assert sum(counts) == 4 and counts[-1] == 1  # beyond the last finite bound: +Inf
+    assert counts[0] == 1 and counts[bounds.index(2.5)] == 1 and counts[bounds.index(50.0)] == 1
+    assert scores.abs_error[("candidate", "r2")] == 0 + 2.5 + 40 + 999990
+    classifier = verify(KEYS, Minter(KEYS, 0).mint("stable", "r1", Predicted(True, ["0"]), NOW).token, NOW, 60)
+    scores.score(classifier, ["1"])
+    assert ("stable", "r1") not in scores.abs_error_rows  # classifiers have no errors to bucket
 
 
 def _feedback(tmp_path: Path, replica: int) -> Feedback:

@@ -1,0 +1,155 @@
+"""Regressor feedback through a real gateway and real model servers of the diabetes regressor; the client
+sends back the true targets of the rows it was answered.
+
+- The gateway's /metrics shows, per track, each labelled row's absolute error on the contract's buckets
+  (docs/metrics.md), agreeing with the errors the client computes and with the error sum counters.
+- A worse regressor (a linear fit on shuffled targets: predictions near the mean, never an error, a
+  higher MAE) as a 100 % shadow, a real Prometheus scraping everything: the operator's collection reads the
+  paired error sums and the verdict rolls it back on quality.harm, the paired MAE test (docs/analysis.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gateway_helpers import (
+    RouteFile,
+    feedback_keys,
+    gateway,
+    infer_body,
+    metric_samples,
+    metric_sum,
+    request,
+    shadow_table,
+    table,
+)
+from tests.support.models import BuiltModel
+from tests.support.procs import ServerProcess, serve_model
+from tests.support.prometheus import run_prometheus
+from tests.support.waiting import wait_for
+
+from mlrollout.analysis import AnalysisTarget, PrometheusProvider, collect_snapshot, judge
+from mlrollout.api.rolloutpolicy import RolloutPolicySpec
+from mlrollout_serving.contract import metrics as contract
+
+pytestmark = pytest.mark.component
+
+NAMESPACE, MD = "quality-test", "diabetes"
+ROWS_PER_REQUEST = 3
+REQUESTS = 60
+SHADOW_ROWS_PER_REQUEST, SHADOW_REQUESTS = 8, 256  # 2048 labelled rows: 32 passes over the 64 held-out rows
+
+
+def _labels(track: str, revision: str) -> dict[str, str]:
+    return {"namespace": NAMESPACE, "model_deployment": MD, "track": track, "revision": revision}
+
+
+@contextlib.contextmanager
+def _servers(
+    stable: BuiltModel, candidate: BuiltModel, prefix: str, workdir: Path
+) -> Iterator[tuple[ServerProcess, ServerProcess, RouteFile, tuple[str, ...]]]:
+    """Model servers of the stable and candidate tracks (revisions ``{prefix}stable``, ``{prefix}candidate``),
+    a route file to fill, and the gateway flags of a feedback key."""
+    with (
+        serve_model(stable, name=MD, labels=_labels("stable", f"{prefix}stable")) as a,
+        serve_model(candidate, name=MD, labels=_labels("candidate", f"{prefix}candidate")) as b,
+    ):
+        yield a, b, RouteFile(workdir), ("--feedback-keys", str(feedback_keys(workdir)))
+
+
+def test_labelled_regressor_rows_fill_the_abs_error_histogram_per_track(
+    diabetes_model: BuiltModel, tmp_path: Path
+) -> None:
+    with _servers(diabetes_model, diabetes_model, "rev-", tmp_path) as (stable, candidate, routes, flags):
+        routes.write(table(1, stable.url, candidate.url, weight=50))
+        with gateway(routes, *flags, namespace=NAMESPACE, model_deployment=MD) as gw:
+            errors: dict[str, list[float]] = {"stable": [], "candidate": []}
+            samples, targets = diabetes_model.samples, diabetes_model.sample_targets
+            for i in range(REQUESTS):
+                rows = [(i * ROWS_PER_REQUEST + k) % len(samples) for k in range(ROWS_PER_REQUEST)]
+                answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
+                assert answer.status == 200, answer.body
+                served = [float(v) for v in answer.body["outputs"][0]["data"]]
+                truth = [float(targets[r]) for r in rows]
+                body = {"feedback_id": answer.headers["x-mlrollout-feedback-id"], "labels": truth}
+                counted = request(f"{gw.url}/v2/models/{MD}/feedback", body)
+                assert (counted.status, counted.body["counted"]) == (202, ROWS_PER_REQUEST), counted.body
+                errors[answer.track] += [abs(t - p) for t, p in zip(truth, served, strict=True)]
+            assert errors["stable"] and errors["candidate"]  # 50 % each: both tracks were labelled
+
+            samples_by_name = metric_samples(gw.url)
+            name = contract.GATEWAY_FEEDBACK_ABS_ERROR_ROWS.name
+            bounds = [b for b in contract.ABS_ERROR_BUCKETS if b != float("inf")]
+            for track, mine in errors.items():
+
+                def of(series: str, track: str = track) -> list[tuple[dict[str, str], float]]:
+                    return [(lab, v) for n, lab, v in samples_by_name if n == series and lab.get("track") == track]
+
+                buckets = {lab["le"]: v for lab, v in of(f"{name}_bucket")}
+                assert len(buckets) == len(bounds) + 1  # every documented bucket and +Inf
+                in_bucket = Counter(bisect_left(bounds, e) for e in mine)
+                for i, bound in enumerate(bounds):
+                    cumulative = sum(n for b, n in in_bucket.items() if b <= i)
+                    assert buckets[str(bound)] == cumulative, (track, bound)
+                assert buckets["+Inf"] == len(mine)
+                [(count_labels, count)] = of(f"{name}_count")
+                assert count == len(mine) and count_labels["revision"] == f"rev-{track}"
+                [(_, total)] = of(f"{name}_sum")
+                assert total == pytest.approx(sum(mine), rel=1e-6)  # float32 answers, as the token carries them
+                [(_, counter)] = of(contract.GATEWAY_FEEDBACK_ABS_ERROR.name)
+                assert counter == total  # the histogram's sum is the counter the MAE is computed from
+
+
+def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
+    diabetes_model: BuiltModel, diabetes_worse_model: BuiltModel, tmp_path: Path
+) -> None:
+    with _servers(diabetes_model, diabetes_worse_model, "r-", tmp_path) as (stable, shadow, routes, flags):
+        routes.write(shadow_table(stable.url, shadow.url))
+        with gateway(routes, *flags, namespace=NAMESPACE, model_deployment=MD) as gw:
+            gw_target = gw.url.removeprefix("http://")
+            scrape = [stable.host_port, shadow.host_port, gw_target]
+            with run_prometheus(scrape, scrape_interval="1s") as prometheus:
+                prometheus.wait_scraped(scrape, timeout=120)
+                started = time.time()
+                samples, targets = diabetes_model.samples, diabetes_model.sample_targets
+                answers = []
+                for i in range(SHADOW_REQUESTS):
+                    rows = [(i * SHADOW_ROWS_PER_REQUEST + k) % len(samples) for k in range(SHADOW_ROWS_PER_REQUEST)]
+                    answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
+                    assert answer.status == 200, answer.body
+                    answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
+
+                wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= SHADOW_REQUESTS,
+                         what="every mirrored copy sent")  # fmt: skip
+                time.sleep(1.0)  # the shadow's last answers held for pairing
+                for feedback_id, truth in answers:
+                    got = request(f"{gw.url}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
+                    assert got.status == 202 and got.body == {"counted": SHADOW_ROWS_PER_REQUEST, "paired": True}, (
+                        got.body
+                    )
+                rows = SHADOW_REQUESTS * SHADOW_ROWS_PER_REQUEST
+                pairs = contract.GATEWAY_FEEDBACK_PAIRS.name
+                prometheus.wait_for(f"sum({pairs})", lambda v: v is not None and v >= rows, timeout=60)
+                target = AnalysisTarget(NAMESPACE, MD, "r-stable", "r-candidate", "model", None)
+                window = time.time() - started + 30.0
+                provider = PrometheusProvider(prometheus.url, timeout=10)
+                snap = collect_snapshot(provider, target, window, quality=True)
+    assert snap.pairs is not None and snap.pairs.rows == rows
+    mae_stable, mae_candidate = snap.pairs.stable_error_sum / rows, snap.pairs.candidate_error_sum / rows
+    truth_all = np.asarray(diabetes_model.sample_targets, dtype=float)
+    assert mae_candidate > mae_stable > 0 and mae_stable < float(np.abs(truth_all - truth_all.mean()).mean())
+    policy = RolloutPolicySpec.model_validate(
+        {"analysis": {"metrics": {"quality": {"enabled": True, "metric": "mae"}}}}
+    )
+    result = judge(snap, policy)
+    harm = next(m for m in result.metrics if m.name == "quality.harm")
+    assert result.verdict == "rollback" and harm.decision == "fail", result.reason
+    assert "paired MAE difference" in harm.test and str(harm.reason).startswith("worse: MAE higher by")
+    assert harm.effect == pytest.approx(mae_candidate - mae_stable, rel=1e-6)
