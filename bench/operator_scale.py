@@ -20,9 +20,12 @@ chart's RBAC, the operator's default 10 s timer) in a fresh namespace per N, and
   operator builds (a shadow step, a canary step): the round-trips one ModelDeployment costs per analysis
   interval; the operator asks them per ModelDeployment, so N in analysis cost N times that.
 
-NO NODES: pods do not run here. Hollow nodes (kubemark) were not wired in (see docs/operator.md "Scale");
-as in the cluster tier, pod readiness is reported through ``pods/status`` by ``PodFaker`` (with the admin
-identity, so its requests are not counted as the operator's). Not part of ``make test``.
+Nodes: ``--nodes hollow`` (the default) starts kubemark hollow kubelets (``e2e/cluster/build-kubemark``, the
+same pinned Kubernetes release): the scheduler places the pods, the hollow kubelets "run" them without
+containers and report them Running and Ready, so Deployments, Services and the operator see what a real
+node would report. ``--nodes none`` has no nodes: pod readiness is reported through ``pods/status`` by the
+cluster tier's ``PodFaker``. Both act with the admin identity, so their requests are not counted as the
+operator's. Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ GROUP, VERSION, PLURAL = "mlrollout.io", "v1alpha1", "modeldeployments"
 SHA = {"1": "a" * 64, "2": "b" * 64}
 FLOW_SCHEMA = "mlrollout-operator-bench"
 ROUTES = "app.kubernetes.io/component=routes"  # the route ConfigMaps' label
+PODS_PER_NODE = 250  # per hollow node (a real kubelet's default is 110; hollow pods cost little)
 # the issue's goals, printed beside the numbers
 GOALS = {"cores": 1.0, "rss_mib": 500.0, "reconcile_p99_s": 2.0, "rollback_s": 1.0}
 CANARY_STEPS = [{"canary": {"weight": 10, "minRequests": 100, "maxDuration": "30m"}},
@@ -244,11 +248,11 @@ def wait_step(custom: client.CustomObjectsApi, namespace: str, names: list[str],
         at_step = 0
         for name in names:
             st = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
-            at_step += int((st.get("currentStep") or {}).get("index") == 0 and bool(st.get("candidate")))
+            at_step += int((st.get("currentStep") or {}).get("index") == 1 and bool(st.get("candidate")))
         if at_step == len(names):
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{at_step}/{len(names)} rollouts at the 10% canary after {timeout}s")
+            raise TimeoutError(f"{at_step}/{len(names)} rollouts at the 50% canary after {timeout}s")
         time.sleep(1.0)
 
 
@@ -272,7 +276,45 @@ def flow_schema(namespace: str, sa: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_size(cp: ControlPlane, kubectl: Kubectl, n: int, samples: int, idle_s: float, workdir: Path) -> SizeResult:
+@contextlib.contextmanager
+def hollow_nodes(cp: ControlPlane, kubectl: Kubectl, count: int, workdir: Path) -> Iterator[list[str]]:
+    """`count` kubemark hollow kubelets registered with the control plane, Ready; stopped and deleted after."""
+    binary = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "build-kubemark")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    names = [f"hollow-{i}" for i in range(count)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in names:
+            with (workdir / f"{name}.log").open("ab") as log:
+                procs.append(subprocess.Popen(
+                    [binary, "--morph=kubelet", f"--name={name}", f"--kubeconfig={cp.kubeconfig}",
+                     "--kubelet-port=0", "--kubelet-read-only-port=0", f"--max-pods={PODS_PER_NODE}",
+                     "--use-host-image-service=false"],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                ))  # fmt: skip
+        deadline = time.monotonic() + 120
+        while kubectl("get", "node", *names, check=False).returncode != 0:  # not registered yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"hollow nodes did not register; logs in {workdir}")
+            time.sleep(1.0)
+        kubectl("wait", "--for=condition=Ready", "--timeout=120s", *(f"node/{name}" for name in names))
+        yield names
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        kubectl("delete", "node", *names, "--ignore-not-found", check=False)
+
+
+def run_size(
+    cp: ControlPlane, kubectl: Kubectl, n: int, samples: int, idle_s: float, workdir: Path, nodes: str
+) -> SizeResult:
     namespace = f"scale-{n}-{int(time.time()) % 100000}"
     kubectl("create", "namespace", namespace)
     kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items()))
@@ -295,46 +337,59 @@ def run_size(cp: ControlPlane, kubectl: Kubectl, n: int, samples: int, idle_s: f
         kubectl("apply", "-f", "-", input=yaml.safe_dump(flow_schema(namespace, sa)))
         operator = OperatorProcess(identity.kubeconfig, namespace, verdicts, workdir / f"operator-{n}.log",
                                    peering=identity.peering, reconcile_interval=10.0)  # fmt: skip
-        with PodFaker(cp.kubeconfig, namespace), RouteWatch(cp.kubeconfig, namespace) as routes:
-            operator.start()
-            assert operator.proc is not None
-            pid = operator.proc.pid
-            cpu0, req0, t0 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
+        # pods: a stable and a gateway per ModelDeployment, and the candidates of the rollback sample
+        readiness: contextlib.AbstractContextManager[Any] = (
+            hollow_nodes(cp, kubectl, -(-(2 * n + 2 * samples) // PODS_PER_NODE), workdir)
+            if nodes == "hollow"
+            else PodFaker(cp.kubeconfig, namespace)
+        )
+        with readiness, RouteWatch(cp.kubeconfig, namespace) as routes:
             names = [f"md-{i:04d}" for i in range(n)]
-            for name in names:
-                custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, md_manifest(name, "1", policy)
-                )
-            wait_healthy(custom, namespace, n, timeout=120 + 3.0 * n)
-            to_healthy = time.monotonic() - t0
-            # idle: nothing changes; the timers still run every 10 s per ModelDeployment
-            time.sleep(5.0)
-            cpu1, req1, t1 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
-            time.sleep(idle_s)
-            cpu2, req2, t2 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
-            # reconcile latency: spec change -> route write, one at a time, spread over the ModelDeployments
-            chosen = names[:: max(1, n // samples)][:samples]
-            reconcile: list[float] = []
-            for i, name in enumerate(chosen):
-                header = f"x-user-{i}"
-                start = time.monotonic()
-                patch(name, {"spec": {"traffic": {"sticky": {"header": header}}}})
-                reconcile.append(routes.wait(f"{name}-routes", start, sticky_is(header), 60.0))
-            # rollback: canaries at 10 %, then a rollback judgement and an immediate look
-            rolled = chosen[: max(1, min(len(chosen), 10))]
-            for name in rolled:
-                write_verdict(verdicts, namespace, name, "promote", 150)
-                patch(name, {"spec": {"model": md_manifest(name, "2", policy)["spec"]["model"]}})
-            wait_step(custom, namespace, rolled, timeout=300)
-            rollback: list[float] = []
-            for i, name in enumerate(rolled):
-                write_verdict(verdicts, namespace, name, "rollback", 160, reason="bench: harm proven")
-                start = time.monotonic()
-                patch(name, {"metadata": {"annotations": {"bench.mlrollout.io/poke": str(i)}}})
-                rollback.append(routes.wait(f"{name}-routes", start, stable_only, 60.0))
-            cpu3, req3, t3 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
-            rss = proc_status_kib(pid, "VmHWM") / 1024
-            operator.stop()
+            operator.start()
+            try:
+                assert operator.proc is not None
+                pid = operator.proc.pid
+                cpu0, req0, t0 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
+                for name in names:
+                    custom.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, md_manifest(name, "1", policy)
+                    )
+                wait_healthy(custom, namespace, n, timeout=120 + 3.0 * n)
+                to_healthy = time.monotonic() - t0
+                # idle: nothing changes; the timers still run every 10 s per ModelDeployment
+                time.sleep(5.0)
+                cpu1, req1, t1 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
+                time.sleep(idle_s)
+                cpu2, req2, t2 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
+                # reconcile latency: spec change -> route write, one at a time, spread over the ModelDeployments
+                chosen = names[:: max(1, n // samples)][:samples]
+                reconcile: list[float] = []
+                for i, name in enumerate(chosen):
+                    header = f"x-user-{i}"
+                    start = time.monotonic()
+                    patch(name, {"spec": {"traffic": {"sticky": {"header": header}}}})
+                    reconcile.append(routes.wait(f"{name}-routes", start, sticky_is(header), 60.0))
+                # rollback: canaries at 50 % (one promote look passes the 10 % step; the 50 % step's minRequests
+                # keep them there), then a rollback judgement and an immediate look
+                rolled = chosen[: max(1, min(len(chosen), 10))]
+                for name in rolled:
+                    write_verdict(verdicts, namespace, name, "promote", 150)
+                    patch(name, {"spec": {"model": md_manifest(name, "2", policy)["spec"]["model"]}})
+                wait_step(custom, namespace, rolled, timeout=300)
+                rollback: list[float] = []
+                for i, name in enumerate(rolled):
+                    write_verdict(verdicts, namespace, name, "rollback", 160, reason="bench: harm proven")
+                    start = time.monotonic()
+                    patch(name, {"metadata": {"annotations": {"bench.mlrollout.io/poke": str(i)}}})
+                    rollback.append(routes.wait(f"{name}-routes", start, stable_only, 60.0))
+                cpu3, req3, t3 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
+                rss = proc_status_kib(pid, "VmHWM") / 1024
+            finally:
+                operator.stop()
+                # kopf's finalizers would hold the namespace's deletion now that the operator is gone
+                for name in names:
+                    with contextlib.suppress(client.ApiException):
+                        patch(name, {"metadata": {"finalizers": None}})
         kubectl("delete", "flowschema", FLOW_SCHEMA, "--ignore-not-found")
         refused = [ln for ln in operator.log_path.read_text(errors="replace").splitlines() if "forbidden" in ln.lower()]
         if refused:
@@ -379,6 +434,12 @@ def control_plane(state: str, keep: bool) -> Iterator[ControlPlane]:
             subprocess.run(["bash", str(CLUSTER_DIR / "down"), "--purge"], env=env, check=False, timeout=120)
 
 
+NODES = {
+    "hollow": "kubemark hollow kubelets (pinned release): pods scheduled and reported Ready without containers",
+    "none": "no nodes: pod readiness reported through pods/status (PodFaker)",
+}
+
+
 def print_table(rows: list[SizeResult], queries: dict[str, int]) -> None:
     head = ("N", "to Healthy s", "CPU s", "idle cores", "active cores", "peak RSS MiB", "API rps idle",
             "API rps active", "reconcile p50/p99 s", "rollback p50/max s")  # fmt: skip
@@ -401,6 +462,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement per size")
     parser.add_argument("--state", default="/tmp/mlrollout-scalebench")
     parser.add_argument("--keep-cluster", action="store_true")
+    parser.add_argument("--nodes", choices=("hollow", "none"), default="hollow", help="kubemark nodes or none")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     queries = prometheus_queries_per_look()
@@ -411,14 +473,14 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             work = Path(tmp) / f"n{n}"
             work.mkdir()
-            rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work))
+            rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes))
             print(json.dumps(asdict(rows[-1])), flush=True)
     print_table(rows, queries)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "bench": "operator_scale",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
-        "nodes": "none: pod readiness reported through pods/status (PodFaker); no kubemark",
+        "nodes": NODES[args.nodes],
         "reconcile_interval_s": 10.0,
         "goals": GOALS,
         "prometheus_queries_per_md_per_look": queries,
