@@ -313,7 +313,14 @@ def hollow_nodes(cp: ControlPlane, kubectl: Kubectl, count: int, workdir: Path) 
 
 
 def run_size(
-    cp: ControlPlane, kubectl: Kubectl, n: int, samples: int, idle_s: float, workdir: Path, nodes: str
+    cp: ControlPlane,
+    kubectl: Kubectl,
+    n: int,
+    samples: int,
+    idle_s: float,
+    workdir: Path,
+    nodes: str,
+    workers: int | None = None,
 ) -> SizeResult:
     namespace = f"scale-{n}-{int(time.time()) % 100000}"
     kubectl("create", "namespace", namespace)
@@ -337,6 +344,8 @@ def run_size(
         kubectl("apply", "-f", "-", input=yaml.safe_dump(flow_schema(namespace, sa)))
         operator = OperatorProcess(identity.kubeconfig, namespace, verdicts, workdir / f"operator-{n}.log",
                                    peering=identity.peering, reconcile_interval=10.0)  # fmt: skip
+        if workers is not None:  # kopf's thread pool for the sync handlers (the operator's default: 8)
+            operator.extra_env["MLROLLOUT_WORKERS"] = str(workers)
         # pods: a stable and a gateway per ModelDeployment, and the candidates of the rollback sample
         readiness: contextlib.AbstractContextManager[Any] = (
             hollow_nodes(cp, kubectl, -(-(2 * n + 2 * samples) // PODS_PER_NODE), workdir)
@@ -464,6 +473,7 @@ def main() -> None:
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument("--nodes", choices=("hollow", "none"), default="hollow", help="kubemark nodes or none")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--workers", type=int, help="MLROLLOUT_WORKERS for the operator (default: its own, 8)")
     args = parser.parse_args()
     queries = prometheus_queries_per_look()
     rows: list[SizeResult] = []
@@ -473,7 +483,7 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             work = Path(tmp) / f"n{n}"
             work.mkdir()
-            rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes))
+            rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes, args.workers))
             print(json.dumps(asdict(rows[-1])), flush=True)
     print_table(rows, queries)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -482,6 +492,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
         "nodes": NODES[args.nodes],
         "reconcile_interval_s": 10.0,
+        "workers": args.workers or 8,
         "goals": GOALS,
         "prometheus_queries_per_md_per_look": queries,
         "sizes": [asdict(r) for r in rows],
