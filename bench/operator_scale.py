@@ -429,7 +429,8 @@ def run_size(
 @contextlib.contextmanager
 def control_plane(state: str, keep: bool) -> Iterator[ControlPlane]:
     """Our own control plane (`e2e/cluster/up` in `state`): not the shared one, so no lock is needed."""
-    env = {**os.environ, "MLROLLOUT_STATE": state}
+    # the default /24 holds 254 Services: too few for two per ModelDeployment beyond ~120
+    env = {**os.environ, "MLROLLOUT_STATE": state, "MLROLLOUT_SERVICE_CIDR": "10.0.0.0/20"}
     subprocess.run(["bash", str(CLUSTER_DIR / "up")], env=env, check=True, stdout=subprocess.DEVNULL)
     exports = subprocess.run(["bash", str(CLUSTER_DIR / "env")], env=env, check=True, capture_output=True, text=True)
     paths = dict(line.removeprefix("export ").split("=", 1) for line in exports.stdout.splitlines())
@@ -473,6 +474,7 @@ def main() -> None:
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument("--nodes", choices=("hollow", "none"), default="hollow", help="kubemark nodes or none")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true", help="keep the other sizes already in --out")
     parser.add_argument("--workers", type=int, help="MLROLLOUT_WORKERS for the operator (default: its own, 8)")
     args = parser.parse_args()
     queries = prometheus_queries_per_look()
@@ -485,7 +487,17 @@ def main() -> None:
             work.mkdir()
             rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes, args.workers))
             print(json.dumps(asdict(rows[-1])), flush=True)
+            write_results(args, rows, queries)  # after each size: a long run interrupted keeps what it has
     print_table(rows, queries)
+    print(f"wrote {args.out}")
+
+
+def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dict[str, int]) -> None:
+    sizes = [asdict(r) for r in rows]
+    if args.merge and args.out.exists():
+        done = {r.n for r in rows}
+        kept = [r for r in json.loads(args.out.read_text())["sizes"] if r["n"] not in done]
+        sizes = sorted(kept + sizes, key=lambda r: int(r["n"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "bench": "operator_scale",
@@ -495,9 +507,8 @@ def main() -> None:
         "workers": args.workers or 8,
         "goals": GOALS,
         "prometheus_queries_per_md_per_look": queries,
-        "sizes": [asdict(r) for r in rows],
+        "sizes": sizes,
     }, indent=2) + "\n")  # fmt: skip
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
