@@ -28,6 +28,14 @@ def _review(url: str, **settings: object) -> Review:
     return Review.model_validate({"url": url, "highStakes": {"header": "x-stakes"}, **settings})
 
 
+async def _eventually(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    assert check()
+
+
 async def test_the_queue_is_bounded_by_bytes_not_only_by_count() -> None:
     """65536 reviews of 16 MiB would be 1 TiB; the byte cap drops what would pass MAX_QUEUED_BYTES."""
     m = GatewayMetrics("prod", "iris")
@@ -40,7 +48,7 @@ async def test_the_queue_is_bounded_by_bytes_not_only_by_count() -> None:
         taken = [reviews.offer(ReviewJob(hook, body, "stable", "r1")) for _ in range(fits + 3)]
         assert taken == [True] * fits + [False] * 3
         assert reviews.queued_bytes == fits * len(body) <= MAX_QUEUED_BYTES
-        assert _count(m, contract.GATEWAY_REVIEWS_DROPPED.name + "_total", reason="queue_full") == 3
+        assert _count(m, contract.GATEWAY_REVIEWS_DROPPED.name, reason="queue_full") == 3
         await reviews.close()
 
 
@@ -53,25 +61,17 @@ async def test_bytes_are_released_when_a_review_is_delivered() -> None:
         assert hook is not None
         for _ in range(5):
             assert reviews.offer(ReviewJob(hook, b"{}" * 1000, "stable", "r1"))
-        sent = contract.GATEWAY_REVIEWS_SENT.name + "_total"
+        sent = contract.GATEWAY_REVIEWS_SENT.name
         await _eventually(lambda: _count(m, sent) == 5)
         assert reviews.queued_bytes == 0
         await reviews.close()
-
-
-async def _eventually(check: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    assert check()
 
 
 async def test_a_sender_cancelled_mid_delivery_counts_its_review_as_failed_cancelled() -> None:
     """Lowering concurrency cancels a sender; the review it was sending is counted, not lost silently."""
     m = GatewayMetrics("prod", "iris")
     reviews = Reviews(m)
-    failed = contract.GATEWAY_REVIEWS_FAILED.name + "_total"
+    failed = contract.GATEWAY_REVIEWS_FAILED.name
     with silent_listener() as url:
         hook = reviews.webhook(_review(url + "/r", concurrency=2, timeoutSeconds=60))
         assert hook is not None
@@ -90,7 +90,7 @@ async def test_queued_reviews_go_to_the_current_webhook_after_a_url_change() -> 
     m = GatewayMetrics("prod", "iris")
     reviews = Reviews(m)
     received = Received()
-    sent = contract.GATEWAY_REVIEWS_SENT.name + "_total"
+    sent = contract.GATEWAY_REVIEWS_SENT.name
     with silent_listener() as old, serving(recorder(received, {"/new": lambda _: (200, {}, b"{}")})) as new:
         hook = reviews.webhook(_review(old + "/old", concurrency=1, timeoutSeconds=60))
         assert hook is not None
@@ -100,7 +100,7 @@ async def test_queued_reviews_go_to_the_current_webhook_after_a_url_change() -> 
         reviews.webhook(_review(new + "/new", concurrency=1))
         await _eventually(lambda: _count(m, sent) == 3)
         assert sorted(received.to("/new")) == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
-        failed = contract.GATEWAY_REVIEWS_FAILED.name + "_total"
+        failed = contract.GATEWAY_REVIEWS_FAILED.name
         assert _count(m, failed, reason="cancelled") == 1  # the one the restarted sender was sending
         assert _count(m, failed, reason="error") == 0
         await reviews.close()
@@ -116,8 +116,8 @@ async def test_reviews_still_queued_when_review_is_turned_off_are_counted_as_dro
             reviews.offer(ReviewJob(hook, b"{}", "stable", "r1"))
         await _eventually(lambda: reviews.in_flight == 1)
         reviews.webhook(None)
-        dropped = contract.GATEWAY_REVIEWS_DROPPED.name + "_total"
-        failed = contract.GATEWAY_REVIEWS_FAILED.name + "_total"
+        dropped = contract.GATEWAY_REVIEWS_DROPPED.name
+        failed = contract.GATEWAY_REVIEWS_FAILED.name
         await _eventually(lambda: _count(m, failed, reason="cancelled") == 1)
         assert _count(m, dropped, reason="cancelled") == 2
         assert reviews.queued_bytes == 0
