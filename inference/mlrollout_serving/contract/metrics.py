@@ -131,11 +131,13 @@ GATEWAY_REVIEWS_SENT: Final = Series(
 )
 GATEWAY_REVIEWS_FAILED: Final = Series(
     "mlrollout_gateway_reviews_failed_total",
-    "Reviews sent but not accepted after the retries, by reason (timeout, error, refused).",
+    "Reviews sent but not accepted, by reason (timeout, error, refused, cancelled).",
     ("reason",),
 )
 GATEWAY_REVIEWS_DROPPED: Final = Series(
-    "mlrollout_gateway_reviews_dropped_total", "Reviews never sent, by reason (queue_full, too_large).", ("reason",)
+    "mlrollout_gateway_reviews_dropped_total",
+    "Reviews never sent, by reason (queue_full, too_large, unencodable, cancelled).",
+    ("reason",),
 )
 GATEWAY_MIRRORED: Final = Series("mlrollout_gateway_mirrored_requests_total", "Copies sent to the shadow track.")
 GATEWAY_MIRROR_DROPPED: Final = Series(

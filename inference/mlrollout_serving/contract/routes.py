@@ -210,7 +210,9 @@ class Review(_Model):
         description="A request header or JSON field that marks a request high-stakes (value true or 1): its "
         "answer is reviewed whatever its confidence.",
     )
-    queue_size: int = Field(default=256, ge=1, le=65536, description="Reviews waiting beyond this are dropped.")
+    queue_size: int = Field(
+        default=256, ge=1, le=65536, description="Reviews waiting beyond this (or 64 MiB of queued bodies) are dropped."
+    )
     concurrency: int = Field(default=2, ge=1, le=64, description="Reviews being delivered at once.")
     timeout_seconds: float = Field(default=2.0, gt=0, le=60, description="One delivery attempt's timeout.")
     retries: int = Field(default=2, ge=0, le=10, description="Attempts after the first, for timeouts and 5xx.")

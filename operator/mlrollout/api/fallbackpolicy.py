@@ -150,7 +150,9 @@ class Review(ApiModel):
         description="A request header or JSON field whose value true (or 1) marks a request high-stakes: its answer "
         "is reviewed whatever its confidence.",
     )
-    queue_size: int = Field(default=256, ge=1, le=65536, description="Reviews waiting beyond this are dropped.")
+    queue_size: int = Field(
+        default=256, ge=1, le=65536, description="Reviews waiting beyond this (or 64 MiB of queued bodies) are dropped."
+    )
     concurrency: int = Field(default=2, ge=1, le=64, description="Reviews being delivered at once.")
     timeout: Duration = Field(default="2s", description="One delivery attempt's timeout.")
     retries: int = Field(default=2, ge=0, le=10, description="Attempts after the first, after a timeout or 5xx.")

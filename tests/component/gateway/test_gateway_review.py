@@ -260,3 +260,21 @@ def test_a_reviewed_answer_keeps_its_feedback_id_so_the_reviewers_verdict_can_co
     assert answer.body["parameters"]["feedback_id"] == answer.headers["x-mlrollout-feedback-id"]
     assert review["review_id"] == answer.body["parameters"]["review_id"]
     assert verdict.status == 202 and counted == 1
+
+
+def test_reviews_queued_before_a_url_change_go_to_the_new_webhook_and_the_cancelled_one_is_counted(
+    routes: RouteFile, wine_model: BuiltModel, wine_stable: ServerProcess
+) -> None:
+    bodies = _bodies(wine_model)[:4]
+    received = Received()
+    settings = {"highStakes": {"header": MARK}, "timeoutSeconds": 30.0, "concurrency": 1}
+    with silent_listener() as old, serving(_accepting(received)) as new:
+        with _reviewing(routes, wine_stable, old, **settings) as gw:
+            answers = [request(gw.url + WINE, b, headers={MARK: "1"}) for b in bodies]  # one hangs, three wait
+            routes.write(table(2, wine_stable.url, fallback={"review": {"url": new + HOOK, **settings}}))
+            counts = _settled(gw.url, len(bodies))
+            cancelled = metric_sum(gw.url, FAILED, reason="cancelled")
+        posts = _reviews(received)
+    assert all(a.status == 200 and _pending(a) for a in answers)
+    assert counts["sent"] == 3 and cancelled == 1  # the one mid-delivery to the old host is counted, not lost
+    assert sorted(p["request_id"] for p in posts) == sorted(b["id"] for b in bodies[1:])
