@@ -1,0 +1,181 @@
+"""How fast `mlrollout evaluate` scores a holdout, and how much memory a large one costs (issue #16).
+
+Goals from the issue: rows scored per second on a 100k-row holdout at least 80 % of a plain onnxruntime
+loop's, and a 1 GB CSV that does not need 1 GB of memory.
+
+Both sides score the same two real models (scikit-learn's wine data: the logistic regression and the
+worse one the tests use) on the same CSV, in fresh processes, and are timed from start to exit:
+
+- anchor: the plain loop a person would write: ``numpy.loadtxt`` reads the whole CSV, both sessions run
+  over it in 8,192-row batches, and the accuracies are counted (no test, no interval, no streaming);
+- ours: ``mlrollout-evaluate`` as the Job runs it (digests checked, the CSV streamed in chunks, both models
+  scored, the paired exact McNemar test, the interval, the majority baseline, the JSON report).
+
+The holdout is the wine features with Gaussian noise (5 % of each column's spread) and the label of the
+row it came from, so both models have something to get wrong. Peak memory is the process's ``ru_maxrss``.
+Medians over ``--repeats``, the two sides taking turns within each repeat.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--big-mib 1024] [--repeats 3]
+
+Results: a table on stdout and bench/results/evaluation-throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import models  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "evaluation-throughput.json"
+MIB = 1 << 20
+BIN = Path(sys.executable).parent
+BYTES_PER_ROW = 100  # about what a noisy wine row takes in the CSV (13 numbers of 6 significant digits and a label)
+
+ANCHOR = """
+import sys, numpy as np, onnxruntime as ort
+stable, candidate, data = sys.argv[1:4]
+table = np.loadtxt(data, delimiter=",", skiprows=1, dtype=np.float32)
+x, y = table[:, :-1], table[:, -1].astype(np.int64)
+right = []
+for path in (stable, candidate):
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    labels = np.concatenate([session.run(None, {name: x[i : i + 8192]})[0] for i in range(0, len(x), 8192)])
+    right.append(int((labels == y).sum()))
+print(right)
+"""
+
+MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+seconds = time.perf_counter() - start
+if done.returncode not in (0, 1):
+    sys.exit("failed: " + done.stderr[-2000:])
+print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def holdout(path: Path, rows: int, seed: int = 1) -> str:
+    """Write a CSV of ``rows`` noisy wine rows (13 features, then ``quality``); its sha256."""
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    spread = x.std(axis=0) * 0.05
+    with path.open("w") as out:
+        out.write(",".join(f"f{i}" for i in range(x.shape[1])) + ",quality\n")
+        for start in range(0, rows, 100_000):
+            n = min(100_000, rows - start)
+            pick = rng.integers(0, len(x), n)
+            noisy = x[pick] + rng.normal(0.0, 1.0, (n, x.shape[1])) * spread
+            block = np.column_stack([noisy, y[pick]])
+            np.savetxt(out, block, delimiter=",", fmt=["%.6g"] * x.shape[1] + ["%d"])
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for piece in iter(lambda: f.read(MIB), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def measure(argv: list[str]) -> tuple[float, int]:
+    """Seconds from start to exit and peak RSS (bytes) of ``argv`` in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, *argv], check=True, capture_output=True, text=True)
+    seconds, rss = out.stdout.split()
+    return float(seconds), int(rss)
+
+
+def ours(stable: Path, candidate: Path, data: Path, sha: str) -> list[str]:
+    return [str(BIN / "mlrollout-evaluate"), "--stable", str(stable), "--candidate", str(candidate),
+            "--data", str(data), "--data-sha256", sha, "--label", "quality", "--json"]  # fmt: skip
+
+
+def anchor(stable: Path, candidate: Path, data: Path) -> list[str]:
+    return [sys.executable, "-c", ANCHOR, str(stable), str(candidate), str(data)]
+
+
+def summary(name: str, samples: list[tuple[float, int]], rows: int) -> dict[str, Any]:
+    seconds = statistics.median(s for s, _ in samples)
+    rss = statistics.median(r for _, r in samples)
+    print(f"  {name:<8} {rows:>10,} rows  {seconds:7.2f} s  {rows / seconds:>11,.0f} rows/s  peak {rss / MIB:7.1f} MiB",
+          flush=True)  # fmt: skip
+    return {"seconds": seconds, "rows_per_second": rows / seconds, "peak_rss_mib": rss / MIB,
+            "samples": [{"seconds": s, "peak_rss_mib": r / MIB} for s, r in samples]}  # fmt: skip
+
+
+def side_by_side(argvs: dict[str, list[str]], repeats: int, rows: int) -> dict[str, dict[str, Any]]:
+    """Each repeat runs every side once, in turn, so a noisy machine slows them alike; medians per side."""
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in argvs}
+    for _ in range(repeats):
+        for name, argv in argvs.items():
+            samples[name].append(measure(argv))
+    return {name: summary(name, runs, rows) for name, runs in samples.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100_000, help="rows of the throughput holdout")
+    ap.add_argument("--big-mib", type=int, default=1024, help="size of the large CSV (0: skip it)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    stable, candidate = models.wine(), models.wine_worse()
+    result: dict[str, Any] = {"rows": args.rows, "repeats": args.repeats, "models": [stable.name, candidate.name]}
+    with tempfile.TemporaryDirectory(prefix="mlrollout-bench-eval-") as tmp:
+        for rows in (args.rows, 2 * args.rows):
+            data = Path(tmp) / f"holdout-{rows}.csv"
+            sha = holdout(data, rows)
+            print(f"{rows:,} rows, {data.stat().st_size / MIB:.1f} MiB CSV, medians of {args.repeats}:")
+            sides = {
+                "anchor": anchor(stable.path, candidate.path, data),
+                "ours": ours(stable.path, candidate.path, data, sha),
+            }
+            for name, measured in side_by_side(sides, args.repeats, rows).items():
+                result[f"{name}_{rows}"] = measured
+            data.unlink()
+        small, large = args.rows, 2 * args.rows
+        for side in ("anchor", "ours"):  # the per-row rate without the process's start-up (imports, model loads)
+            extra = result[f"{side}_{large}"]["seconds"] - result[f"{side}_{small}"]["seconds"]
+            result[f"{side}_marginal_rows_per_second"] = (large - small) / extra if extra > 0 else None
+        end_to_end = result[f"ours_{small}"]["rows_per_second"] / result[f"anchor_{small}"]["rows_per_second"]
+        result["throughput_ratio"] = end_to_end
+        a, o = result["anchor_marginal_rows_per_second"], result["ours_marginal_rows_per_second"]
+        result["marginal_ratio"] = o / a if a and o else None  # None: start-up noise swamped the extra rows
+        shown = f"{result['marginal_ratio']:.2f}" if result["marginal_ratio"] else "n/a (start-up noise)"
+        print(
+            f"ours / anchor at {small:,} rows, start to exit: {end_to_end:.2f}; per extra row: {shown} (goal >= 0.80)"
+        )
+        if args.big_mib:
+            big = Path(tmp) / "big.csv"
+            rows = args.big_mib * MIB // BYTES_PER_ROW
+            started = time.perf_counter()
+            sha = holdout(big, rows)
+            size = big.stat().st_size
+            took = time.perf_counter() - started
+            print(f"large CSV: {size / MIB:,.0f} MiB, {rows:,} rows (written in {took:.0f} s), one run")
+            result["large"] = {"csv_mib": size / MIB, "rows": rows}
+            large = side_by_side({"ours": ours(stable.path, candidate.path, big, sha)}, 1, rows)
+            result["large"]["ours"] = large["ours"]
+            result["large"]["peak_over_csv"] = result["large"]["ours"]["peak_rss_mib"] / (size / MIB)
+            print(f"  ours' peak memory over the CSV's size: {result['large']['peak_over_csv']:.2f}")
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
