@@ -246,8 +246,9 @@ class Reconciler:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         spec = md.spec.autoscaling
         if spec is None or after.stable is None:
-            if before.autoscaling is not None:
-                self.kube.delete(*HPA, namespace, name)
+            # also after a spec change: an HPA applied in a pass whose status write was lost is not in status
+            if before.autoscaling is not None or before.observed_generation != after.observed_generation:
+                self.kube.delete(*HPA, namespace, name)  # absent: a no-op
             after.autoscaling = None
             after.conditions = [c for c in after.conditions or [] if c.type != SCALING_ACTIVE] or None
             return []

@@ -500,3 +500,44 @@ async def test_each_look_of_the_rollout_is_kept_in_the_looks_configmap(cluster: 
     assert [(m.name, m.candidate, m.e_value, m.interval) for m in history.looks[1].metrics] == [
         ("errorRate", 0.02, 2.0, (-0.02, 0.02))
     ]
+
+
+HPAS = "autoscaling/v2/horizontalpodautoscalers"
+
+
+def hpas(cluster: Any) -> set[str]:
+    """Names of the HPAs the emulator holds (not deleted)."""
+    return {
+        key[2]
+        for key in cluster.objects
+        if (key[0].group, key[0].plural) == ("autoscaling", "horizontalpodautoscalers")
+        and not cluster.objects[key].deleted
+    }
+
+
+async def test_an_hpa_whose_status_write_was_lost_is_deleted_when_autoscaling_is_switched_off(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """The HPA is applied, then the pass's status write loses a race (status never says autoscaling), then
+    the user removes spec.autoscaling: the HPA must still go, or it keeps scaling the stable against the
+    operator's spec.replicas."""
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    for name in [n for (res, ns, n) in list(cluster.objects.keys()) if res == DEPLOYMENTS]:
+        make_ready(cluster, name)
+        cluster.objects[DEPLOYMENTS, "ml", name].patch({"metadata": {"uid": f"uid-{name}"}})  # as an API server would
+    out = await run(rec, t0 + timedelta(seconds=1))
+    assert out is not None and out.phase == "Healthy"
+    autoscaling = {"minReplicas": 1, "maxReplicas": 3, "metric": "requestsPerSecond", "target": 50}
+    cluster.objects[MD, "ml", "wine"].patch({"metadata": {"generation": 2}, "spec": {"autoscaling": autoscaling}})
+    kube = rec.kube
+    rec.kube = ConflictOnce(kube.api)  # type: ignore[attr-defined]
+    with pytest.raises(Conflict):
+        await run(rec, t0 + timedelta(seconds=2))
+    assert hpas(cluster) == {"wine"}
+    assert "autoscaling" not in cluster.objects[MD, "ml", "wine"].get("status", {})
+    cluster.objects[MD, "ml", "wine"].patch({"metadata": {"generation": 3}, "spec": {"autoscaling": None}})
+    await run(rec, t0 + timedelta(seconds=3))
+    assert hpas(cluster) == set()
