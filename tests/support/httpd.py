@@ -104,6 +104,7 @@ def trickler(every: float = 0.2) -> Iterator[tuple[str, Trickled]]:
     """A loopback endpoint that reads the request, sends a status line, then one header line every ``every``
     seconds for ever (each read of the client's is answered in time, the answer never completes). Yields its
     base URL and the record of its connections (a connection ends when the client shuts it)."""
+    import select
     import socket
     import time
 
@@ -116,7 +117,8 @@ def trickler(every: float = 0.2) -> Iterator[tuple[str, Trickled]]:
                 conn.sendall(b"HTTP/1.1 200 OK\r\n")
                 while not stop.is_set():
                     conn.sendall(b"X-Trickle: 1\r\n")
-                    stop.wait(every)
+                    if select.select([conn], [], [], every)[0] and not conn.recv(1):
+                        break  # the client shut the connection: noticed at once, not at the next line
             except OSError:
                 pass
         with seen.lock:
