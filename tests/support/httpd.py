@@ -83,3 +83,63 @@ def recorder(received: Received, routes: dict[str, Callable[[str], Reply]]) -> t
         do_GET = do_POST = _answer
 
     return Recorder
+
+
+class Trickled:
+    """The connections a `trickler` took: (opened, closed) monotonic times; closed is None while open."""
+
+    def __init__(self) -> None:
+        self.connections: list[list[float | None]] = []
+        self.lock = threading.Lock()
+
+    def most_open_at_once(self) -> int:
+        """The largest number of connections open at the same moment."""
+        with self.lock:
+            spans = [(float(o or 0.0), float("inf") if c is None else float(c)) for o, c in self.connections]
+        return max((sum(1 for o, c in spans if o <= at < c) for at, _ in spans), default=0)
+
+
+@contextlib.contextmanager
+def trickler(every: float = 0.2) -> Iterator[tuple[str, Trickled]]:
+    """A loopback endpoint that reads the request, sends a status line, then one header line every ``every``
+    seconds for ever (each read of the client's is answered in time, the answer never completes). Yields its
+    base URL and the record of its connections (a connection ends when the client shuts it)."""
+    import select
+    import socket
+    import time
+
+    seen, stop = Trickled(), threading.Event()
+
+    def talk(conn: socket.socket, row: list[float | None]) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.is_set():
+                    conn.sendall(b"X-Trickle: 1\r\n")
+                    if select.select([conn], [], [], every)[0] and not conn.recv(1):
+                        break  # the client shut the connection: noticed at once, not at the next line
+            except OSError:
+                pass
+        with seen.lock:
+            row[1] = time.monotonic()
+
+    def accept(sock: socket.socket) -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            row: list[float | None] = [time.monotonic(), None]
+            with seen.lock:
+                seen.connections.append(row)
+            threading.Thread(target=talk, args=(conn, row), daemon=True).start()
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        threading.Thread(target=accept, args=(sock,), daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}", seen
+        finally:
+            stop.set()

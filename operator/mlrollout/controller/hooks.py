@@ -1,9 +1,12 @@
 """Calling approval hooks off the reconcile pass: the pass asks (`ask`, returns at once) and, on a later pass,
 reads the latest answer (`answers`) as a fact for the state machine.
 
-Calls run as tasks on an asyncio loop of the operator's own (the notifier's thread): a hook that hangs holds
-a task, never a reconciliation. One call per hook and candidate at a time, at most one every `retry_after`
-seconds; an approval is final (the machine remembers it in status). Every call ends in one count of
+Calls run as tasks on an asyncio loop of the operator's own (the notifier's thread), each in a thread of a
+small pool of the hooks' own (`THREADS`; notifications and Secret reads use the loop's default executor, so
+hooks that trickle cannot starve them): a hook that hangs holds a task, never a reconciliation. A call ends
+within its hook's timeout (`call_sync`'s deadline), and stays "in flight" until its thread has returned: one
+call (one thread) per hook and candidate at a time, at most one every `retry_after` seconds; an approval is
+final (the machine remembers it in status). Every call ends in one count of
 `mlrollout_operator_hook_calls_total{hook_type, result}`; what it answered reaches Events through the
 machine (`HookNotApproved`, `HookApproved`), with the reason in words (never the URL).
 """
@@ -15,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -23,11 +27,13 @@ from mlrollout.api.rolloutpolicy import RolloutPolicySpec, SecretKeyRef
 from mlrollout.controller import metrics
 from mlrollout.controller.kube import KubeApi
 from mlrollout.controller.notifications import secret_url
-from mlrollout.notify.hooks import Answer, call, hook_body
+from mlrollout.notify.hooks import Answer, call_sync, hook_body
+from mlrollout.notify.http import error_detail
 from mlrollout.rollout.facts import HookAnswer
 
 LOG = logging.getLogger("mlrollout.hooks")
 RETRY_AFTER: Final = 10.0
+THREADS: Final = 4
 Key = tuple[str, str, str, str, str]  # namespace, ModelDeployment, hook, revision, the candidate's startedAt
 
 
@@ -35,8 +41,11 @@ class HookCaller:
     """Asks hooks on ``loop`` (a running loop in another thread) and keeps their latest answers in memory
     (lost on restart: a hook not yet approved in status is simply asked again)."""
 
-    def __init__(self, kube: KubeApi, loop: asyncio.AbstractEventLoop, retry_after: float = RETRY_AFTER) -> None:
+    def __init__(
+        self, kube: KubeApi, loop: asyncio.AbstractEventLoop, retry_after: float = RETRY_AFTER, threads: int = THREADS
+    ) -> None:
         self.kube, self.loop, self.retry_after = kube, loop, retry_after
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlrollout-hooks")
         self._lock = threading.Lock()
         self._answers: dict[Key, HookAnswer] = {}
         self._asked: dict[Key, float] = {}  # monotonic time of the last call started
@@ -90,10 +99,13 @@ class HookCaller:
         namespace, name, hook, revision, _ = key
         try:
             url, why = await asyncio.to_thread(secret_url, self.kube, namespace, ref)
-            answer = Answer("no_answer", "secret_error", why) if url is None else await call(url, payload, timeout)
+            if url is None:
+                answer = Answer("no_answer", "secret_error", why)
+            else:  # awaited to the end, no outer time limit: the key stays in flight while the thread runs
+                answer = await self.loop.run_in_executor(self._pool, call_sync, url, payload, timeout)
         except Exception as exc:  # a bug here must not leave the hook "in flight" for ever
-            LOG.exception("approval hook %s of %s/%s failed unexpectedly", hook, namespace, name)
-            answer = Answer("no_answer", "unreachable", f"{type(exc).__name__}: {exc}")
+            LOG.error("approval hook %s of %s/%s failed unexpectedly: %s", hook, namespace, name, error_detail(exc))
+            answer = Answer("no_answer", "unreachable", error_detail(exc))
         metrics.HOOK_CALLS.labels(kind, answer.call).inc()
         log = LOG.info if answer.result == "approved" else LOG.warning
         log("%s/%s: %s hook %s: %s (%s)", namespace, name, kind, hook, answer.result, answer.detail)

@@ -1,12 +1,14 @@
 """Approval hooks on the wire: the JSON body the operator POSTs (`HookBody`, versioned like the notification
 body) and one call, whose answer is a value. HTTP 200 approves; any other status refuses; a redirect is a
 refusal and never followed (it would hand the rollout's state to a host the Secret never named); no answer
-(timeout, refused connection, a bad URL) is no answer, asked again later.
+(timeout, refused connection, a bad URL) is no answer, asked again later. The whole call, connection to last
+byte, ends within the hook's timeout (a `Deadline` inside the calling thread: a thread cannot be stopped from
+outside, so a hook that trickles bytes must not be able to hold one).
 """
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +21,7 @@ from pydantic import Field
 
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
 from mlrollout.api.rolloutpolicy import Hook, HookType
-from mlrollout.notify.http import OPENER, check_url
+from mlrollout.notify.http import OPENER, Deadline, DeadlineRequest, check_url, error_detail
 from mlrollout.notify.messages import NotificationRevision, _Body, _revision
 from mlrollout.rollout.facts import HookResult
 from mlrollout.rollout.timefmt import fmt
@@ -103,15 +105,20 @@ class Answer:
 
 
 def call_sync(url: str, body: bytes, timeout: float) -> Answer:
-    """One POST; no redirect is followed. Never raises."""
+    """One POST, all of it within ``timeout``; no redirect is followed. Never raises."""
     bad = check_url(url)
     if bad is not None:
         return Answer("no_answer", "bad_url", bad)
-    request = urllib.request.Request(
-        url.strip(), data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    )
+    with Deadline(timeout) as deadline:
+        answer = _exchange(url.strip(), body, timeout, deadline)
+    if deadline.expired:  # whatever the cut read raised, or an answer cut short: not an answer
+        return Answer("no_answer", "timeout", f"no answer within {timeout:g}s")
+    return answer
+
+
+def _exchange(url: str, body: bytes, timeout: float, deadline: Deadline) -> Answer:
     try:
-        with OPENER.open(request, timeout=timeout) as response:
+        with OPENER.open(DeadlineRequest(url, body, USER_AGENT, deadline), timeout=timeout) as response:
             text = response.read(512).decode(errors="replace").strip()
             code = int(response.status)
     except urllib.error.HTTPError as exc:
@@ -129,8 +136,8 @@ def call_sync(url: str, body: bytes, timeout: float) -> Answer:
         if isinstance(exc.reason, TimeoutError):
             return Answer("no_answer", "timeout", f"no answer within {timeout:g}s")
         return Answer("no_answer", "unreachable", f"cannot connect: {exc.reason}")
-    except (OSError, ValueError) as exc:  # connection reset, malformed answer, invalid URL parts
-        return Answer("no_answer", "unreachable", f"{type(exc).__name__}: {exc}")
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, malformed answer, invalid URL
+        return Answer("no_answer", "unreachable", error_detail(exc))
     if code != 200:
         return Answer("refused", "refused", f"HTTP {code}, not 200{_said(text)}")
     return Answer("approved", "approved", f"HTTP 200{_said(text)}")
@@ -140,11 +147,3 @@ def _said(text: str) -> str:
     """The first line of what the hook answered (its reason for a refusal), short."""
     line = text.splitlines()[0][:200] if text else ""
     return f": {line}" if line else ""
-
-
-async def call(url: str, body: bytes, timeout: float) -> Answer:
-    """`call_sync` in a thread, bounded from outside too (a hook that trickles bytes)."""
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(call_sync, url, body, timeout), timeout * 2 + 1)
-    except TimeoutError:
-        return Answer("no_answer", "timeout", f"no complete answer within {timeout * 2 + 1:g}s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from tests.support.httpd import Received, Reply, recorder, serving, silent_listener
+from tests.support.httpd import Received, Reply, recorder, serving, silent_listener, trickler
 from tests.support.waiting import wait_for
 from tests.unit.controller.kmock_support import ApplyingEmulator
 from tests.unit.controller.test_controller_kmock import DEPLOYMENTS, FAST_POLICY, MD, make_ready, md_body, run
@@ -154,6 +155,42 @@ async def test_a_hook_that_hangs_times_out_without_holding_ask(kmock: Any, calle
         answer = await ask_and_wait(caller, policy(hook("confirmRollout", timeout="500ms")), waiting_status())
     assert answer.result == "no_answer" and "no answer within 0.5s" in answer.detail
     assert count("confirmRollout", "timeout") == before + 1
+
+
+async def test_a_trickling_hook_is_cut_at_its_timeout_and_never_called_twice_at_once(kmock: Any) -> None:
+    """A hook that answers one header line at a time (each read in time, the answer never complete) is cut at
+    its timeout, whole call; asked again and again meanwhile, it never has two calls (threads) at once."""
+    api = client.ApiClient(client.Configuration(host=str(kmock.url).rstrip("/")))
+    notifier = Notifier(Kube(api)).start()
+    caller = HookCaller(Kube(api), notifier.loop, retry_after=0.0)
+    status = waiting_status()
+    try:
+        with trickler(every=0.2) as (url, seen):
+            secret(kmock, "hooks", url=url)
+            until = time.monotonic() + 4.5
+            while time.monotonic() < until:
+                caller.ask(OBJ, status, policy(hook("confirmRollout")))
+                await asyncio.sleep(0.1)
+            most = seen.most_open_at_once()
+            with seen.lock:
+                spans = [c - o for o, c in seen.connections if o is not None and c is not None]
+            answer = caller.answers("ml", "wine", status)["ops"]
+    finally:
+        notifier.close()
+    assert most == 1, f"{most} calls to one hook at once"
+    assert len(spans) >= 2 and max(spans) < 1.0 + 0.6, spans  # 1s, plus the trickler's noticing it
+    assert answer.result == "no_answer" and answer.detail == "no answer within 1s"
+
+
+async def test_a_malformed_url_is_reported_without_quoting_it(
+    kmock: Any, caller: HookCaller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """urllib's InvalidURL quotes the path (and the token in it): only the error's kind is reported."""
+    secret(kmock, "hooks", url="http://127.0.0.1:9/T0KEN/a b")
+    with caplog.at_level(logging.DEBUG, logger="mlrollout"):
+        answer = await ask_and_wait(caller, policy(hook()), waiting_status())
+    assert answer.result == "no_answer" and answer.detail.startswith("InvalidURL")
+    assert "T0KEN" not in answer.detail and "T0KEN" not in caplog.text
 
 
 async def test_a_redirect_to_another_host_is_a_refusal_and_not_followed(kmock: Any, caller: HookCaller) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from tests.support.httpd import Received, Reply, recorder, serving, silent_listener
+from tests.support.httpd import Received, Reply, recorder, serving, silent_listener, trickler
 from tests.unit.controller.kmock_support import ApplyingEmulator
 
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
@@ -26,6 +26,7 @@ from mlrollout.api.rolloutpolicy import Notifications
 from mlrollout.controller import metrics
 from mlrollout.controller.kube import Kube
 from mlrollout.controller.notifications import FAILED_REASON, Notifier
+from mlrollout.notify.http import UrllibPoster, post_sync
 from mlrollout.notify.messages import Delivery, NotificationBody, deliveries
 from mlrollout.rollout import RecordEvent
 
@@ -216,3 +217,25 @@ async def test_a_full_queue_drops_and_counts(kmock: Any) -> None:
             n.close()
     dropped = count("webhook", "Promoted", "dropped") - before
     assert 4 <= dropped <= 5  # one in the queue (and at most one already taken by the worker), the rest dropped
+
+
+async def test_a_trickling_sink_is_cut_at_the_attempt_s_timeout() -> None:
+    """A sink that sends one header line at a time (each read in time, never a whole answer): the attempt ends
+    at its timeout, whole attempt, and its connection with it (no thread left reading)."""
+    with trickler(every=0.1) as (url, seen):
+        started = time.monotonic()
+        attempt = await UrllibPoster().post(url, b"{}", 0.5)
+        took = time.monotonic() - started
+        await asyncio.sleep(0.4)  # the trickler notices the shut connection at its next line
+        with seen.lock:
+            closed = [c for _, c in seen.connections]
+    assert (attempt.result, attempt.detail, attempt.retry) == ("timeout", "no answer within 0.5s", True)
+    assert took < 0.5 + 0.3, took
+    assert len(closed) == 1 and closed[0] is not None
+
+
+def test_a_malformed_url_is_reported_without_quoting_it() -> None:
+    """urllib's InvalidURL quotes the path, and the token it may carry: only the error's kind is reported."""
+    attempt = post_sync("http://127.0.0.1:9/T0KEN/a\x01b", b"{}", 1.0)
+    assert attempt.result == "unreachable" and attempt.detail.startswith("InvalidURL")
+    assert "T0KEN" not in attempt.detail
