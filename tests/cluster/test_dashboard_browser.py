@@ -216,6 +216,7 @@ def test_dashboard_in_a_real_browser(
         ({"Host": "evil.example:80", "X-Mlrollout-Token": token}, abort, 421, "unknown Host"),  # DNS rebinding
         ({"Host": host, "X-Mlrollout-Token": token}, b"{not json", 400, "not JSON"),
         ({"Host": host, "X-Mlrollout-Token": token}, b" " * 5000, 413, "over 4096 bytes"),
+        ({"Host": host, "X-Mlrollout-Token": token, "Content-Length": "-1"}, abort, 400, "Content-Length"),
         ({"Host": host, "X-Mlrollout-Token": token}, b'{"namespace": "x", "name": "y", "verb": "rm"}', 400, "verb"),
     ]
     before = command_annotation(world.kubectl, ns)

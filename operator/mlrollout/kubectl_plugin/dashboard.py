@@ -181,7 +181,11 @@ class Handler(BaseHTTPRequestHandler):
                 HTTPStatus.FORBIDDEN, "missing or wrong X-Mlrollout-Token: commands come from the dashboard's pages"
             )
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        if not (declared.isascii() and declared.isdigit()):  # -1 would read to the end of the stream
+            self._json(HTTPStatus.BAD_REQUEST, f"Content-Length must be a number of bytes, not {declared[:20]!r}")
+            return
+        length = int(declared)
         if length > MAX_BODY:
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
             return

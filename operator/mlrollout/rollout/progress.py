@@ -32,7 +32,11 @@ def progress_candidate(w: Work) -> bool:
         return _await_ready(w, cand, tf.ready)
     evaluate = w.step_spec(step)
     if evaluate is not None and evaluate.evaluate is not None:  # no traffic, no analysis: the Job's report decides
-        return False if w.paused() else evaluation.progress(w, step, evaluate.evaluate)
+        if w.paused():
+            return False
+        if step.passed is not None:  # an evaluate step was the last: its pass waits at the same gate
+            return _confirm_promotion(w, step)
+        return evaluation.progress(w, step, evaluate.evaluate)
     look = relevant_look(w)
     if look is not None and look.judgement.verdict == "rollback":
         if w.policy.on_failure == "rollback":
@@ -72,17 +76,23 @@ def _await_ready(w: Work, cand: RevisionStatus, ready: bool) -> bool:
     return True
 
 
+def _confirm_promotion(w: Work, step: StepStatus) -> bool:
+    """The last step passed: the promotion waits for the confirmPromotion hooks."""
+    assert step.passed is not None
+    shut = approval.gate(w, "confirmPromotion")
+    if shut == "open":
+        moves.promote(w, f"{step.passed}; confirmed by the confirmPromotion hooks")
+        return True
+    return shut == "moved"
+
+
 def _step_progress(w: Work, step: StepStatus, look: Look | None) -> bool:
     spec = w.step_spec(step)
     if spec is None:  # the policy lost steps mid-rollout: the candidate has passed all that remain
         moves.promote(w, "the policy has no further steps")
         return True
-    if step.passed is not None:  # the last step passed: the promotion waits for its confirmPromotion hooks
-        shut = approval.gate(w, "confirmPromotion")
-        if shut == "open":
-            moves.promote(w, f"{step.passed}; confirmed by the confirmPromotion hooks")
-            return True
-        return shut == "moved"
+    if step.passed is not None:
+        return _confirm_promotion(w, step)
     elapsed = w.elapsed(step.started_at)
     if spec.pause is not None:
         if spec.pause.duration is not None and elapsed >= parse_duration(spec.pause.duration):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.unit.rollout.test_rollout_approval import hooks
 from tests.unit.rollout.world import World, events, policy, spec
 
 from mlrollout.rollout import EvaluationFact, RunEvaluation, SetRoutes, StopEvaluation
@@ -186,6 +187,21 @@ def test_a_new_revision_during_the_evaluation_stops_its_job() -> None:
     assert [a.job for a in actions if isinstance(a, StopEvaluation)] == [run.job]
     assert w.s.last_evaluation is not None and w.s.last_evaluation.phase == "Inconclusive"
     assert "superseded" in [h.outcome for h in w.s.history or []]
+
+
+def test_an_evaluate_step_as_the_last_step_waits_for_confirm_promotion_then_promotes() -> None:
+    """An evaluate-only policy with a confirmPromotion hook: the pass waits at the hook's gate (it used to
+    sit at 'step 1/1 passed' forever, the hook never asked), and the hook's approval promotes."""
+    w = World(pol=policy([EVALUATE], hooks=hooks("confirmPromotion")))
+    run = start(w)
+    actions = answer(w, run, "succeeded", report("pass"))
+    assert "StepPassed" in events(actions) and "Promoted" not in events(actions)
+    w.tick(5)
+    assert [a.hook for a in w.s.approvals or [] if a.state == "waiting"] == ["h-confirmpromotion"]
+    w.answer("h-confirmpromotion", "approved")
+    actions = w.tick(1)
+    assert "Promoted" in events(actions)
+    assert w.s.stable is not None and w.s.stable.model_version == "2" and w.s.candidate is None
 
 
 def with_credentials(version: str, sha: str, **credentials: Any) -> Any:
