@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from pydantic import Field
 
 from mlrollout.api.common import ApiModel
-from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelSource, Resources, RevisionStatus, Serving
+from mlrollout.api.modeldeployment import (
+    Credentials,
+    ModelDeploymentSpec,
+    ModelSource,
+    Resources,
+    RevisionStatus,
+    Serving,
+    shared_credentials,
+)
 from mlrollout.api.uris import is_registry
 
 HASH_LENGTH: Final = 16
@@ -58,6 +67,16 @@ class RevisionTemplate(ApiModel):
     def from_json(cls, text: str) -> RevisionTemplate:
         """Parse the stored form back."""
         return cls.model_validate_json(text)
+
+
+def reading_credentials(revisions: Iterable[RevisionStatus]) -> Credentials | None:
+    """The credentials one pod reads these revisions' models with (the evaluation Job: stable and
+    candidate, and its holdout): theirs, as their model servers use them. ValueError, naming the
+    revisions, when they name different ones (:func:`~mlrollout.api.modeldeployment.shared_credentials`)."""
+    return shared_credentials(
+        (f"revision {rev.number}", RevisionTemplate.from_json(rev.template).model.credentials if rev.template else None)
+        for rev in revisions
+    )
 
 
 def template_of(spec: ModelDeploymentSpec, default_image: str) -> RevisionTemplate:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
@@ -57,14 +57,15 @@ class Credentials(ApiModel):
         description=(
             "A Secret whose keys are the store's standard environment variables (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3, ...), given to this "
-            "ModelDeployment's model-server pods only; for gs:// its key key.json, a service-account key file, is "
+            "ModelDeployment's model-server pods and evaluation Jobs only; for gs:// its key key.json, a "
+            "service-account key file, is "
             "also mounted and named by GOOGLE_APPLICATION_CREDENTIALS."
         ),
     )
     service_account_name: Name | None = Field(
         default=None,
         description=(
-            "The ServiceAccount the model-server pods run as, for web identity (EKS IRSA injects "
+            "The ServiceAccount the model-server pods and evaluation Jobs run as, for web identity (EKS IRSA injects "
             "AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE into pods of an annotated ServiceAccount)."
         ),
     )
@@ -74,6 +75,28 @@ class Credentials(ApiModel):
         if self.secret_ref is None and self.service_account_name is None:
             raise ValueError(CREDENTIALS_RULE)
         return self
+
+
+def shared_credentials(named: Iterable[tuple[str, Credentials | None]]) -> Credentials | None:
+    """The one credentials set of a pod that reads the models of several revisions (the evaluation Job):
+    theirs when they agree or only one names any, None when none does. Two different sets raise
+    ValueError naming them: a pod has one ServiceAccount, and two Secrets' keys (both AWS_ACCESS_KEY_ID,
+    both key.json) would silently shadow each other, so one model would be read with the other's."""
+    found = [(who, c) for who, c in named if c is not None]
+    for who, c in found[1:]:
+        if c != found[0][1]:
+            first, theirs = found[0]
+            raise ValueError(
+                f"{first} and {who} read the model store with different credentials ({_said(theirs)} vs "
+                f"{_said(c)}); one pod can hold only one set: give both revisions the same credentials"
+            )
+    return found[0][1] if found else None
+
+
+def _said(c: Credentials) -> str:
+    secret = [f"secretRef {c.secret_ref.name}"] if c.secret_ref else []
+    account = [f"serviceAccountName {c.service_account_name}"] if c.service_account_name else []
+    return ", ".join(secret + account)
 
 
 class Registry(ApiModel):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from mlrollout.api.common import parse_duration
 from mlrollout.api.modeldeployment import Autoscaling, NetworkIsolation, RevisionStatus
 from mlrollout.controller import naming
 from mlrollout.controller.scaling import CONCURRENCY_METRIC, REQUESTS_PER_SECOND_METRIC
 from mlrollout.controller.settings import OperatorSettings
+from mlrollout.controller.store import StoreAccess, locate, store_access
 from mlrollout.revision import RevisionTemplate
 from mlrollout.rollout import lookhistory
 from mlrollout.rollout.actions import Role
@@ -36,7 +36,6 @@ from mlrollout_serving.contract.process import (
 )
 from mlrollout_serving.contract.routes import configmap_name
 
-PVC_MOUNT_ROOT = "/mnt/models"
 FEEDBACK_VOLUME = "feedback-keys"
 
 
@@ -75,55 +74,11 @@ def looks_configmap(md: Manifest, data: str) -> Manifest:
     }
 
 
-def _model_location(uri: str, volume: str) -> tuple[str, list[Manifest], list[Manifest]]:
-    """The URI the server reads, plus volumes and mounts (a pvc:// URI becomes a read-only claim mount)."""
-    if not uri.startswith("pvc://"):
-        return uri, [], []
-    parts = urlsplit(uri)
-    claim, path = parts.netloc, parts.path.lstrip("/")
-    mount = f"{PVC_MOUNT_ROOT}/{claim}"
-    volumes = [{"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
-    mounts = [{"name": volume, "mountPath": mount, "readOnly": True}]
-    return f"file://{mount}/{path}", volumes, mounts
-
-
-def _volumes(tpl: RevisionTemplate) -> tuple[list[Manifest], list[Manifest]]:
-    """One read-only mount per claim named by the model or reference-profile URI."""
-    volumes: dict[str, Manifest] = {}
-    mounts: dict[str, Manifest] = {}
-    for uri in (tpl.model.uri, tpl.model.reference_profile):
-        if not uri:
-            continue
-        _, vols, mnts = _model_location(uri, f"claim-{len(volumes)}")
-        for vol, mnt in zip(vols, mnts, strict=True):
-            claim = vol["persistentVolumeClaim"]["claimName"]
-            if claim not in volumes:
-                volumes[claim], mounts[claim] = vol, mnt
-    return list(volumes.values()), list(mounts.values())
-
-
-GCS_KEY_DIR = "/var/run/secrets/mlrollout/model-store"
-GCS_KEY = "key.json"
-
-
-def gcs_key(secret: str) -> tuple[Manifest, Manifest, Manifest]:
-    """The volume, mount and variable that give a gs:// model server the service-account key in the
-    credentials Secret (its key ``key.json``) the way Google's libraries look for it:
-    ``GOOGLE_APPLICATION_CREDENTIALS``. The volume is optional so that a missing Secret is reported by
-    ``envFrom`` (CreateContainerConfigError, at once) rather than a mount that waits forever; a Secret
-    without ``key.json`` makes the server exit naming the missing file."""
-    volume = {"name": "model-store-key", "secret": {"secretName": secret, "optional": True}}
-    mount = {"name": "model-store-key", "mountPath": GCS_KEY_DIR, "readOnly": True}
-    env = {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"}
-    return volume, mount, env
-
-
 def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: RevisionTemplate, role: Role) -> list[Manifest]:
     model, serving = tpl.model, tpl.serving
     # a models:/ revision carries what the registry resolved it to (pinned when the rollout started)
-    uri, _, _ = _model_location(rev.resolved_uri or model.uri, "model")
     env = {
-        ServerEnv.MODEL_URI: uri,
+        ServerEnv.MODEL_URI: locate(rev.resolved_uri or model.uri),
         ServerEnv.MODEL_SHA256: rev.sha256,
         ServerEnv.MODEL_NAME: model.name,
         ServerEnv.MODEL_VERSION: rev.model_version,
@@ -139,10 +94,15 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
         ServerEnv.TERMINATION_LOG: TERMINATION_LOG,
     }
     if model.reference_profile:
-        env[ServerEnv.REFERENCE_PROFILE] = _model_location(model.reference_profile, "profile")[0]
+        env[ServerEnv.REFERENCE_PROFILE] = locate(model.reference_profile)
     if serving.threads is not None:
         env[ServerEnv.INTRA_OP_THREADS] = str(serving.threads)
     return [{"name": str(k), "value": v} for k, v in env.items()]
+
+
+def server_store_access(rev: RevisionStatus, tpl: RevisionTemplate) -> StoreAccess:
+    """What a revision's model servers read (its model, as resolved, and its reference profile), and how."""
+    return store_access((rev.resolved_uri or tpl.model.uri, tpl.model.reference_profile), tpl.model.credentials)
 
 
 def track_labels(md_name: str, revision: str, role: Role) -> dict[str, str]:
@@ -200,13 +160,13 @@ def track_deployment(
     md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
     labels = track_labels(md_name, rev.revision, role)
     selector = naming.selector(md_name, **{naming.REVISION: rev.revision})
-    volumes, mounts = _volumes(tpl)
+    access = server_store_access(rev, tpl)
     probe = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
     container: Manifest = {
         "name": "server",
         "image": tpl.image,
         "command": [SERVER_COMMAND],
-        "env": _server_env(md_name, namespace, rev, tpl, role),
+        "env": [*_server_env(md_name, namespace, rev, tpl, role), *access.env],
         "ports": [{"name": naming.HTTP_PORT_NAME, "containerPort": tpl.serving.port, "protocol": "TCP"}],
         "readinessProbe": probe,
         "livenessProbe": {
@@ -222,26 +182,15 @@ def track_deployment(
     }
     if tpl.resources is not None:
         container["resources"] = tpl.resources.to_dict()
-    credentials = tpl.model.credentials
-    if credentials is not None and credentials.secret_ref is not None:
-        # the Secret's keys are the store's standard variables (AWS_ACCESS_KEY_ID, ...); `env` above wins
-        # over them, so a Secret cannot change what the server serves or how it reports
-        container["envFrom"] = [{"secretRef": {"name": credentials.secret_ref.name}}]
-        if (rev.resolved_uri or tpl.model.uri).startswith("gs://"):
-            key_volume, key_mount, key_env = gcs_key(credentials.secret_ref.name)
-            volumes, mounts = [*volumes, key_volume], [*mounts, key_mount]
-            container["env"] = [*container["env"], key_env]
-    # the root filesystem is read-only; downloads (http:// models, profiles) go to an emptyDir /tmp
-    container["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
-    volumes = [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
+    access.give(container)
     pod_spec: Manifest = {
         "securityContext": RESTRICTED_POD,
         "containers": [container],
         "automountServiceAccountToken": False,
-        "volumes": volumes,
+        "volumes": access.pod_volumes(),
         # web identity: the ServiceAccount's role (its token is projected by the cloud's webhook, not
         # the Kubernetes API token, which stays unmounted)
-        "serviceAccountName": credentials.service_account_name if credentials is not None else None,
+        "serviceAccountName": access.service_account_name,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "topologySpreadConstraints": spread(selector) if spread_out else None,
     }

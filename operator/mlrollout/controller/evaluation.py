@@ -17,13 +17,9 @@ from typing import Any, Final, Literal
 
 from mlrollout.api.common import parse_duration
 from mlrollout.controller import naming
-from mlrollout.controller.children import (
-    HARDENED_CONTAINER,
-    RESTRICTED_POD,
-    _meta,
-    _model_location,
-)
-from mlrollout.revision import RevisionTemplate
+from mlrollout.controller.children import HARDENED_CONTAINER, RESTRICTED_POD, _meta
+from mlrollout.controller.store import locate, store_access
+from mlrollout.revision import RevisionTemplate, reading_credentials
 from mlrollout.rollout.actions import RunEvaluation
 from mlrollout.rollout.facts import EvaluationFact
 from mlrollout.traffic.base import Manifest
@@ -68,25 +64,15 @@ def evaluation_job(md: Manifest, run: RunEvaluation) -> Manifest:
     stable_tpl = RevisionTemplate.from_json(run.stable.template)
     tpl = RevisionTemplate.from_json(run.candidate.template)
     md_name = md["metadata"]["name"]
-    volumes: dict[str, Manifest] = {}
-    mounts: dict[str, Manifest] = {}
-
-    def locate(uri: str) -> str:
-        where, vols, mnts = _model_location(uri, f"claim-{len(volumes)}")
-        for vol, mnt in zip(vols, mnts, strict=True):
-            claim = vol["persistentVolumeClaim"]["claimName"]
-            if claim not in volumes:
-                volumes[claim], mounts[claim] = vol, mnt
-            else:  # the claim is mounted already, under its first volume's name: the same path
-                where = where.replace(mnt["mountPath"], mounts[claim]["mountPath"])
-        return where
-
     step, stable, cand = run.step, run.stable, run.candidate
+    uris = (stable.resolved_uri or stable_tpl.model.uri, cand.resolved_uri or tpl.model.uri, step.dataset.uri)
+    # the machine never asks for a Job whose revisions' credentials differ (`reading_credentials` raises)
+    access = store_access(uris, reading_credentials((stable, cand)))
     request = EvaluationRequest(
-        stable=ModelRef(uri=locate(stable.resolved_uri or stable_tpl.model.uri), sha256=stable.sha256 or None),
-        candidate=ModelRef(uri=locate(cand.resolved_uri or tpl.model.uri), sha256=cand.sha256 or None),
+        stable=ModelRef(uri=locate(uris[0]), sha256=stable.sha256 or None),
+        candidate=ModelRef(uri=locate(uris[1]), sha256=cand.sha256 or None),
         dataset=DatasetRef(
-            uri=locate(step.dataset.uri), sha256=step.dataset.sha256, label=step.dataset.label,
+            uri=locate(uris[2]), sha256=step.dataset.sha256, label=step.dataset.label,
             format=step.dataset.format,
         ),
         metric=step.metric,
@@ -107,18 +93,14 @@ def evaluation_job(md: Manifest, run: RunEvaluation) -> Manifest:
         "name": CONTAINER,
         "image": tpl.image,
         "command": [EVALUATE_COMMAND],
-        "env": [{"name": str(k), "value": v} for k, v in env.items()],
+        "env": [*({"name": str(k), "value": v} for k, v in env.items()), *access.env],
         "resources": {"limits": limits, "requests": {"cpu": CPU_REQUEST, "memory": step.resources.memory}},
         # the report (at most 4096 bytes) is the termination message; a crash leaves its log's tail there
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": HARDENED_CONTAINER,
-        "volumeMounts": [*mounts.values(), {"name": "tmp", "mountPath": "/tmp"}],
     }
-    credentials = tpl.model.credentials
-    if credentials is not None and credentials.secret_ref is not None:
-        container["envFrom"] = [{"secretRef": {"name": credentials.secret_ref.name}}]
-    web_identity = credentials.service_account_name if credentials is not None else None
+    access.give(container)
     labels = naming.base_labels(md_name, EVALUATION_COMPONENT)
     return {
         "apiVersion": "batch/v1",
@@ -133,10 +115,10 @@ def evaluation_job(md: Manifest, run: RunEvaluation) -> Manifest:
                 "spec": {
                     "restartPolicy": "Never",
                     "securityContext": RESTRICTED_POD,
-                    "serviceAccountName": web_identity or service_account_name(md_name),
+                    "serviceAccountName": access.service_account_name or service_account_name(md_name),
                     "automountServiceAccountToken": False,
                     "containers": [container],
-                    "volumes": [*volumes.values(), {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}],
+                    "volumes": access.pod_volumes(),
                 },
             },
         },

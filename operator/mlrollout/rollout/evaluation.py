@@ -8,7 +8,9 @@
 - The report decides: ``pass`` passes the step; ``fail`` is the policy's onFailure (rollback, or a hold);
   ``inconclusive`` (the holdout cannot tell, bad input) is onInconclusive. A Job that failed without a
   report (out of memory, past its deadline, crashed), vanished, or outlived maxDuration is inconclusive
-  with what the cluster said. Nothing but a ``pass`` report of this candidate passes the step.
+  with what the cluster said; so is a step whose stable and candidate name different model-store
+  credentials (one pod holds one set, ``revision.reading_credentials``): no Job is made. Nothing but a
+  ``pass`` report of this candidate passes the step.
 - A Job whose rollout moved on before it answered (superseded, aborted, promoted by a human) is stopped.
 """
 
@@ -20,6 +22,7 @@ from mlrollout.api.common import parse_duration
 from mlrollout.api.evaluation import EvaluationStatus, job_name
 from mlrollout.api.modeldeployment import RevisionStatus, StepStatus
 from mlrollout.api.rolloutpolicy import EvaluateStep
+from mlrollout.revision import reading_credentials
 from mlrollout.rollout import moves
 from mlrollout.rollout.actions import RunEvaluation, StopEvaluation
 from mlrollout.rollout.facts import EvaluationFact
@@ -72,10 +75,17 @@ def _begin(w: Work, cand: RevisionStatus, step: StepStatus, spec: EvaluateStep, 
     stable = w.s.stable
     assert stable is not None
     job = job_name(w.facts.name, cand.revision, cand.started_at or "", step.index, attempt)
-    w.s.last_evaluation = EvaluationStatus(
+    w.s.last_evaluation = status = EvaluationStatus(
         revision=cand.revision, step=step.index, attempt=attempt, job=job, phase="Running", started_at=fmt(w.now),
         metric=spec.metric, reason=f"scoring stable and candidate on {spec.dataset.uri}",
     )  # fmt: skip
+    try:
+        reading_credentials((stable, cand))
+    except ValueError as exc:  # no Job could read both models: say so now, not after a failed download
+        reason = f"no evaluation Job can read both models: {exc}"
+        w.s.last_evaluation = status.without_answer(reason, fmt(w.now))
+        _inconclusive(w, reason)
+        return
     w.actions.append(RunEvaluation(job, spec, stable, cand, w.policy.significance.alpha))
     again = f" (attempt {attempt})" if attempt > 1 else ""
     w.event("EvaluationStarted", f"Job {job} scores revisions {stable.number} and {cand.number} on "

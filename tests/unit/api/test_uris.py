@@ -10,7 +10,7 @@ import urllib.parse
 from tests.support.invalid_manifests import ACCEPTED_URIS, REFUSED_URIS, with_model
 
 from mlrollout.api.uris import URI_PATTERN
-from mlrollout.controller.children import PVC_MOUNT_ROOT, _model_location
+from mlrollout.controller.store import PVC_MOUNT_ROOT, locate, store_access
 from mlrollout.validate import validate_documents
 
 
@@ -44,7 +44,7 @@ def test_no_admitted_pvc_uri_leaves_its_claim() -> None:
                 if re.search(URI_PATTERN, uri) is None:
                     continue
                 admitted += 1
-                server_uri, volumes, _ = _model_location(uri, "model")
+                server_uri, volumes = locate(uri), store_access([uri], None).volumes
                 assert volumes[0]["persistentVolumeClaim"]["claimName"] == claim
                 # the model server reads urllib.parse.unquote(urlparse(uri).path)
                 read = posixpath.normpath(urllib.parse.unquote(urllib.parse.urlparse(server_uri).path))

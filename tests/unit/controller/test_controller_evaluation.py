@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from tests.unit.rollout.world import IMAGE, spec
 
+from mlrollout.api.modeldeployment import ModelDeploymentSpec, RevisionStatus
 from mlrollout.api.rolloutpolicy import EvaluateStep
-from mlrollout.controller import evaluation, naming
+from mlrollout.controller import children, evaluation, naming, store
 from mlrollout.revision import revision_of
 from mlrollout.rollout import RunEvaluation
 from mlrollout_serving.contract.evaluation import EvaluationReport
@@ -74,6 +76,88 @@ def test_the_service_account_has_no_token_and_resources_follow_the_step() -> Non
     job = evaluation.evaluation_job(MD, run(resources={"cpu": "500m", "memory": "256Mi"}))
     res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res == {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "256Mi"}}
+
+
+def revision(number: int, uri: str, **credentials: Any) -> RevisionStatus:
+    model = {"name": "wine", "version": str(number), "uri": uri, "sha256": f"{number}" * 64}
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": {**model, **({"credentials": credentials} if credentials else {})}}
+    )
+    return revision_of(spec, IMAGE).model_copy(update={"number": number})
+
+
+def store_run(stable: RevisionStatus, cand: RevisionStatus, dataset: str) -> RunEvaluation:
+    step = EvaluateStep.model_validate({"dataset": {"uri": dataset, "sha256": SHA, "label": "quality"},
+                                        "maxDuration": "7m", "margin": {"absolute": 0.02}})  # fmt: skip
+    return RunEvaluation("wine-eval-0123456789", step, stable, cand, 0.01)
+
+
+def store_side(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pod is its store access: env not the program's own, envFrom, volumes, mounts (identity is
+    the Job's own ServiceAccount when the models name none, so it is compared apart)."""
+    (container,) = pod["containers"]
+    env = [e for e in container["env"] if not e["name"].startswith("MLROLLOUT_")]
+    return env, container.get("envFrom"), pod["volumes"], container["volumeMounts"]
+
+
+@pytest.mark.parametrize(
+    ("where", "credentials", "dataset"),
+    [  # holdouts are not admitted on gs:// (the dataset URI pattern); the models are what the servers read
+        ("gs://models/wine", {"secretRef": {"name": "gcs-reader"}}, "http://store/holdout.csv"),
+        ("s3://models/wine", {"secretRef": {"name": "s3-reader"}, "serviceAccountName": "models"}, None),
+        ("pvc://models/wine", {"secretRef": {"name": "reader"}}, None),
+    ],
+)
+def test_the_job_reads_the_store_exactly_as_the_model_servers_of_the_same_models(
+    where: str, credentials: dict[str, Any], dataset: str | None
+) -> None:
+    """The reviewer's reproduction: a gs:// Job had envFrom only (no key file, no
+    GOOGLE_APPLICATION_CREDENTIALS), so its download failed and every such rollout rolled back."""
+    stable, cand = revision(1, f"{where}-1.onnx", **credentials), revision(2, f"{where}-2.onnx", **credentials)
+    job = evaluation.evaluation_job(MD, store_run(stable, cand, dataset or f"{where}/holdout.csv"))
+    pod = job["spec"]["template"]["spec"]
+    servers = [children.track_deployment(MD, rev, role, 1)["spec"]["template"]["spec"]
+               for rev, role in ((stable, "stable"), (cand, "candidate"))]  # fmt: skip
+    assert store_side(pod) == store_side(servers[0]) == store_side(servers[1])
+    (container,) = pod["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": credentials["secretRef"]["name"]}}]
+    assert pod["serviceAccountName"] == credentials.get("serviceAccountName", "wine-evaluation")
+    assert servers[1].get("serviceAccountName") == credentials.get("serviceAccountName")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    request = json.loads(env["MLROLLOUT_EVALUATION_REQUEST"])
+    if where.startswith("gs://"):
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{store.GCS_KEY_DIR}/key.json"
+        key = {"name": "model-store-key", "secret": {"secretName": "gcs-reader", "optional": True}}
+        assert key in pod["volumes"]
+        assert {"name": "model-store-key", "mountPath": store.GCS_KEY_DIR, "readOnly": True} in container[
+            "volumeMounts"
+        ]
+    else:
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in env
+    if where.startswith("pvc://"):  # one claim, mounted once, for both models and the holdout
+        assert [v["name"] for v in pod["volumes"]] == ["claim-0", "tmp"]
+        assert request["candidate"]["uri"] == "file:///mnt/models/models/wine-2.onnx"
+        assert request["dataset"]["uri"] == "file:///mnt/models/models/wine/holdout.csv"
+    else:
+        assert request["stable"]["uri"] == f"{where}-1.onnx" and request["candidate"]["uri"] == f"{where}-2.onnx"
+
+
+def test_the_job_reads_with_the_one_revision_that_names_credentials() -> None:
+    """A stable served from plain http next to a gs:// candidate (or the other way round): the one set."""
+    plain, gs = revision(1, "http://store/wine-1.onnx"), revision(2, "gs://models/wine-2.onnx", secretRef={"name": "k"})
+    for stable, cand in ((plain, gs), (gs, plain)):
+        pod = evaluation.evaluation_job(MD, store_run(stable, cand, "http://store/holdout.csv"))["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert container["envFrom"] == [{"secretRef": {"name": "k"}}]
+        assert "GOOGLE_APPLICATION_CREDENTIALS" in {e["name"] for e in container["env"]}
+
+
+def test_revisions_with_different_credentials_get_no_job_and_the_error_names_both() -> None:
+    stable = revision(1, "gs://models/wine-1.onnx", secretRef={"name": "old-key"})
+    cand = revision(2, "gs://models/wine-2.onnx", secretRef={"name": "new-key"}, serviceAccountName="models")
+    with pytest.raises(ValueError, match="revision 1 and revision 2") as err:
+        evaluation.evaluation_job(MD, store_run(stable, cand, "s3://models/holdout.csv"))
+    assert "secretRef old-key" in str(err.value) and "secretRef new-key, serviceAccountName models" in str(err.value)
 
 
 def _job(*conditions: tuple[str, str, str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 from tests.unit.rollout.world import IMAGE
 
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelSource
-from mlrollout.controller import children, registry
+from mlrollout.controller import children, registry, store
 from mlrollout.controller.observe import track_facts
 from mlrollout.controller.registry import CachingResolver, RegistryRef, ResolutionError
 from mlrollout.revision import Resolved, revision_of
@@ -110,10 +110,10 @@ def test_a_gs_credentials_secret_is_also_a_key_file_named_by_google_application_
     # envFrom stays: a missing Secret is then CreateContainerConfigError, reported at once
     assert server["envFrom"] == [{"secretRef": {"name": "gcs-reader"}}]
     env = {e["name"]: e["value"] for e in server["env"]}
-    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{children.GCS_KEY_DIR}/key.json"
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{store.GCS_KEY_DIR}/key.json"
     volume = next(v for v in pod["volumes"] if v["name"] == "model-store-key")
     assert volume["secret"] == {"secretName": "gcs-reader", "optional": True}
-    assert {"name": "model-store-key", "mountPath": children.GCS_KEY_DIR, "readOnly": True} in server["volumeMounts"]
+    assert {"name": "model-store-key", "mountPath": store.GCS_KEY_DIR, "readOnly": True} in server["volumeMounts"]
     s3 = _pod({"model": {**spec["model"], "uri": "s3://models/wine.onnx"}})
     assert all(v["name"] != "model-store-key" for v in s3["volumes"])
     assert "GOOGLE_APPLICATION_CREDENTIALS" not in {e["name"] for e in s3["containers"][0]["env"]}

@@ -202,3 +202,38 @@ def test_an_evaluate_step_as_the_last_step_waits_for_confirm_promotion_then_prom
     actions = w.tick(1)
     assert "Promoted" in events(actions)
     assert w.s.stable is not None and w.s.stable.model_version == "2" and w.s.candidate is None
+
+
+def with_credentials(version: str, sha: str, **credentials: Any) -> Any:
+    s = spec(version, sha)
+    return s.model_copy(update={"model": s.model.model_validate({**s.model.to_dict(), "credentials": credentials})})
+
+
+def test_revisions_with_different_store_credentials_are_inconclusive_without_a_job() -> None:
+    """One pod holds one credentials set: a Job for both models would read one with the other's, fail the
+    download and say nothing useful maxDuration later; the step says why at once instead."""
+    w = gated(onInconclusive={"action": "hold"})
+    w.md_spec = with_credentials("1", "a", secretRef={"name": "old-reader"})
+    w.deploy_healthy()
+    w.md_spec = with_credentials("2", "b", secretRef={"name": "new-reader"})
+    w.tick(1)
+    w.make_ready()
+    actions = w.tick(1)
+    assert not [a for a in actions if isinstance(a, RunEvaluation)] and "RolloutHeld" in events(actions)
+    ev = w.s.last_evaluation
+    assert ev is not None and ev.phase == "Inconclusive" and w.s.hold is not None
+    assert "offline evaluation inconclusive: no evaluation Job can read both models" in w.s.hold
+    for said in (ev.reason, w.s.hold):
+        assert "revision 1 and revision 2" in said and "old-reader" in said and "new-reader" in said, said
+    no_traffic_ever(actions)
+
+
+def test_revisions_with_the_same_credentials_or_only_one_set_get_their_job() -> None:
+    for stable, cand in (({"secretRef": {"name": "reader"}},) * 2, ({}, {"serviceAccountName": "models"})):
+        w = gated()
+        w.md_spec = with_credentials("1", "a", **stable) if stable else spec("1", "a")
+        w.deploy_healthy()
+        w.md_spec = with_credentials("2", "b", **cand)
+        w.tick(1)
+        w.make_ready()
+        assert [a for a in w.tick(1) if isinstance(a, RunEvaluation)], (stable, cand)
