@@ -22,6 +22,19 @@ QUALITY_STEPS: list[dict[str, Any]] = [
 ]
 
 
+def rollout_of_v4(cluster: stack.Cluster, namespace: str) -> tuple[dict[str, Any], set[str]]:
+    """Wait (up to 10 min) for v4's rollout to end: its history entry and the kinds of step it went through."""
+    steps_seen: set[str] = set()
+
+    def done() -> dict[str, Any] | None:
+        step = md_status(cluster, namespace).get("currentStep") or {}
+        if step:
+            steps_seen.add(str(step.get("kind")))
+        return history_entry(cluster, namespace, "v4")
+
+    return stack.wait_until("v4's rollout to end", done, 600, 2), steps_seen
+
+
 def test_plausible_but_wrong_candidate_rolled_back_by_labels_in_shadow(
     platform: Platform, namespace: str, cluster_objects: list[str]
 ) -> None:
@@ -54,15 +67,7 @@ def test_plausible_but_wrong_candidate_rolled_back_by_labels_in_shadow(
     )
     started = time.monotonic()
     apply(cluster, model_deployment(platform, namespace, "v4", "wine-v4-plausible.onnx", manifest["metadata"]["name"]))
-    steps_seen: set[str] = set()
-
-    def done() -> dict[str, Any] | None:
-        step = md_status(cluster, namespace).get("currentStep") or {}
-        if step:
-            steps_seen.add(str(step.get("kind")))
-        return history_entry(cluster, namespace, "v4")
-
-    entry = stack.wait_until("v4's rollout to end", done, 600, 2)
+    entry, steps_seen = rollout_of_v4(cluster, namespace)
     shown = cluster.kubectl("mlrollout", "status", "wine", "-n", namespace)
     time.sleep(3)
     load = stack.stop_loadgen(cluster, namespace)
@@ -112,15 +117,7 @@ def test_worse_candidate_rolled_back_by_the_offline_evaluation_before_any_traffi
     wait_healthy(cluster, namespace, "v1")
     started = time.monotonic()
     apply(cluster, model_deployment(platform, namespace, "v4", "wine-v4-plausible.onnx", manifest["metadata"]["name"]))
-    steps_seen: set[str] = set()
-
-    def done() -> dict[str, Any] | None:
-        step = md_status(cluster, namespace).get("currentStep") or {}
-        if step:
-            steps_seen.add(str(step.get("kind")))
-        return history_entry(cluster, namespace, "v4")
-
-    entry = stack.wait_until("v4's rollout to end", done, 600, 2)
+    entry, steps_seen = rollout_of_v4(cluster, namespace)
     shown = cluster.kubectl("mlrollout", "status", "wine", "-n", namespace)
     st = md_status(cluster, namespace)
     ev = st.get("lastEvaluation") or {}
