@@ -6,18 +6,22 @@ from collections import Counter
 
 import pytest
 from gateway_helpers import (
+    BODY,
+    INFER,
     Proc,
     RouteFile,
     control,
     gateway,
     infer_body,
     load,
+    memory_kib,
     metric_samples,
     metric_sum,
     request,
     table,
 )
 from scipy.stats import chisquare
+from tests.support.httpd import silent_listener
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess
 from tests.support.waiting import wait_for
@@ -184,6 +188,29 @@ def test_slow_shadow_is_dropped_and_never_slows_clients(
         full = metric_sum(gw.url, dropped, reason="queue_full")
         print(f"mirror: sent {metric_sum(gw.url, sent):.0f}, queue_full {full:.0f}")
         assert full > 0
+
+
+def test_a_hanging_shadow_and_large_bodies_cannot_grow_the_gateway_past_the_byte_cap(
+    routes: RouteFile, up_a: Proc
+) -> None:
+    """48 copies of 4 MiB bodies would hold 192 MiB while the shadow hangs (1024 x 64 MiB with the
+    defaults): the mirror queue's 64 MiB byte cap drops the excess as queue_full and the peak RSS stays
+    bounded; every client is answered."""
+    with silent_listener() as shadow:
+        mirror = {"upstream": shadow, "percent": 100, "queueSize": 1024, "timeoutSeconds": 60, "concurrency": 1}
+        routes.write(table(1, up_a.url, mirror=mirror))
+        with gateway(routes) as gw:
+            assert request(gw.url + INFER, BODY).status == 200
+            before = memory_kib(gw)
+            big = {**BODY, "pad": "x" * (4 << 20)}
+            statuses = Counter(request(gw.url + INFER, big).status for _ in range(48))
+            assert statuses == {200: 48}
+            dropped = "mlrollout_gateway_mirror_dropped_total"
+            wait_for(lambda: metric_sum(gw.url, dropped, reason="queue_full") >= 48 - 64 // 4,
+                     what="copies over the 64 MiB cap dropped")  # fmt: skip
+            grown = (memory_kib(gw) - before) >> 10
+            print(f"mirror: queue_full {metric_sum(gw.url, dropped, reason='queue_full'):.0f}, peak RSS +{grown} MiB")
+            assert grown < 128
 
 
 def test_low_confidence_answers_take_the_configured_action(

@@ -1,4 +1,5 @@
-"""The review queue's bounds and its bookkeeping on reconfiguration (gateway/review.py), on loopback."""
+"""The off-path queues' bounds (count and bytes) and their bookkeeping on reconfiguration, on loopback: human
+review (gateway/review.py) and shadow mirroring (gateway/mirror.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlrollout_serving.contract import metrics as contract
 from mlrollout_serving.contract.routes import Review
 from mlrollout_serving.gateway.metrics import GatewayMetrics
+from mlrollout_serving.gateway.mirror import Mirror, MirrorJob
 from mlrollout_serving.gateway.review import MAX_QUEUED_BYTES, ReviewJob, Reviews
+from mlrollout_serving.gateway.upstream import UpstreamPool
 from support.httpd import Received, recorder, serving, silent_listener
 
 
@@ -122,3 +125,73 @@ async def test_reviews_still_queued_when_review_is_turned_off_are_counted_as_dro
         assert _count(m, dropped, reason="cancelled") == 2
         assert reviews.queued_bytes == 0
         await reviews.close()
+
+
+def _copy(pool: UpstreamPool, body: bytes) -> MirrorJob:
+    """A mirrored inference request as the proxy builds it (host header of the shadow's pool)."""
+    head = b"POST /v2/models/iris/infer HTTP/1.1\r\n%scontent-length: %d\r\n\r\n" % (pool.host_header, len(body))
+    return MirrorJob(pool, "r1", 60.0, head + body, b'{"outputs": []}')
+
+
+def _pool(url: str) -> UpstreamPool:
+    host, port = url.removeprefix("http://").split(":")
+    return UpstreamPool(host, int(port))
+
+
+async def test_the_mirror_queue_is_bounded_by_bytes_not_only_by_count() -> None:
+    """1024 copies of 64 MiB bodies would be 64 GiB while the shadow hangs; the byte cap drops the excess
+    (queue_full) and counts the copy a worker is sending too."""
+    m = GatewayMetrics("prod", "iris")
+    mirror = Mirror(m)
+    with silent_listener() as url:  # the shadow hangs: the worker keeps its copy, nothing else leaves
+        pool = _pool(url)
+        mirror.configure(queue_size=65536, concurrency=1)
+        body = b"x" * (16 << 20)
+        copy = _copy(pool, body)
+        size = len(copy.request) + len(copy.primary_body)  # what a copy holds until a worker is done
+        fits = MAX_QUEUED_BYTES // size
+        for _ in range(fits + 3):
+            mirror.offer(_copy(pool, body))
+        dropped = contract.GATEWAY_MIRROR_DROPPED.name
+        assert _count(m, dropped, track="shadow", reason="queue_full") == 3
+        assert mirror.queued_bytes == fits * size <= MAX_QUEUED_BYTES
+        await mirror.close()
+        pool.close()
+
+
+async def test_mirror_bytes_are_released_when_a_copy_is_answered() -> None:
+    m = GatewayMetrics("prod", "iris")
+    mirror = Mirror(m)
+    received = Received()
+    with serving(recorder(received, {"/v2/models/iris/infer": lambda _: (200, {}, b'{"outputs": []}')})) as url:
+        pool = _pool(url)
+        mirror.configure(queue_size=16, concurrency=2)
+        for _ in range(5):
+            mirror.offer(_copy(pool, b"{}" * 1000))
+        await _eventually(lambda: len(received.requests) == 5 and mirror.queued_bytes == 0)
+        assert _count(m, contract.GATEWAY_MIRROR_DROPPED.name, track="shadow", reason="queue_full") == 0
+        await mirror.close()
+        pool.close()
+
+
+async def test_mirror_bytes_stay_counted_across_a_queue_resize() -> None:
+    """A smaller queueSize re-offers the queued copies (the excess dropped) and restarts the workers: the
+    copy a cancelled worker was sending gives its bytes back, the re-queued ones are counted once."""
+    m = GatewayMetrics("prod", "iris")
+    mirror = Mirror(m)
+    with silent_listener() as url:
+        pool = _pool(url)
+        mirror.configure(queue_size=8, concurrency=1)
+        body = b"x" * (1 << 20)
+        copy = _copy(pool, body)
+        size = len(copy.request) + len(copy.primary_body)
+        for _ in range(4):
+            mirror.offer(_copy(pool, body))
+        sent = contract.GATEWAY_MIRRORED.name
+        await _eventually(lambda: _count(m, sent, track="shadow") == 1)  # one in the worker's hands
+        mirror.configure(queue_size=2, concurrency=1)  # three queued: two fit, one dropped
+        assert _count(m, contract.GATEWAY_MIRROR_DROPPED.name, track="shadow", reason="queue_full") == 1
+        await _eventually(lambda: _count(m, sent, track="shadow") == 2)  # the new worker took one
+        assert mirror.queued_bytes == 2 * size
+        await mirror.close()
+        pool.close()
