@@ -95,7 +95,9 @@ class Mirror(_Model):
     upstream: str = Field(description="http://host:port of the shadow model server(s).")
     revision: str = Field(default="", description="Revision hash of the shadow track (metrics label).")
     percent: float = Field(ge=0, le=100, description="Percent of inference requests copied to the shadow.")
-    queue_size: int = Field(default=1024, ge=1, description="Copies waiting beyond this are dropped.")
+    queue_size: int = Field(
+        default=1024, ge=1, description="Copies waiting beyond this (or 64 MiB of queued bodies) are dropped."
+    )
     timeout_seconds: float = Field(default=2.0, gt=0, description="A copy not answered in time is dropped.")
     concurrency: int = Field(default=8, ge=1, le=256, description="Copies in flight at once.")
 

@@ -1,7 +1,9 @@
 """Shadow mirroring off the primary path: a bounded queue, a few workers, a timeout, drops counted.
 
 The proxy only calls `offer()` after the client's response is written; it never waits. A full queue
-drops the copy (counted as `queue_full`); a slow or failing shadow is counted as `timeout` or `error`.
+(``queueSize`` copies, or `MAX_QUEUED_BYTES` of request and primary bodies: each copy may hold a body of
+``--max-body-bytes``) drops the copy (counted as `queue_full`); a slow or failing shadow is counted as
+`timeout` or `error`.
 Answers are compared with the primary's (compare.py) and recorded as agreement metrics.
 """
 
@@ -13,6 +15,7 @@ import json
 import logging
 import time
 
+from .budget import ByteBudget
 from .compare import compare_responses
 from .feedback import Feedback
 from .metrics import GatewayMetrics
@@ -39,6 +42,11 @@ class MirrorJob:
         self.primary_body = primary_body
         self.nonce = nonce  # the client answer's feedback id: the shadow's answer is kept for its label
 
+    @property
+    def size(self) -> int:
+        """Bytes this copy holds until a worker is done with it (the byte budget's unit)."""
+        return len(self.request) + len(self.primary_body)
+
 
 class Mirror:
     """Worker pool draining a bounded queue of MirrorJobs. Resized when a route table says so."""
@@ -48,6 +56,12 @@ class Mirror:
         self._feedback = feedback
         self._queue: asyncio.Queue[MirrorJob] = asyncio.Queue(maxsize=1024)
         self._workers: list[asyncio.Task[None]] = []
+        self._bytes = ByteBudget()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the copies queued or being sent (released when a worker finishes with one)."""
+        return self._bytes.used
 
     def configure(self, queue_size: int, concurrency: int) -> None:
         """Apply a table's mirror settings; queued copies move to the new queue (excess dropped)."""
@@ -55,6 +69,7 @@ class Mirror:
             old, self._queue = self._queue, asyncio.Queue(maxsize=queue_size)
             while not old.empty():
                 job = old.get_nowait()
+                self._bytes.release(job.size)
                 self.offer(job)
             for task in self._workers:  # workers bind the queue at start: restart them
                 task.cancel()
@@ -65,34 +80,44 @@ class Mirror:
             self._workers.pop().cancel()
 
     def offer(self, job: MirrorJob) -> None:
-        """Queue a copy without waiting; count it as dropped if the queue is full."""
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self._metrics.mirror_drop(job.revision, "queue_full")
+        """Queue a copy without waiting; count it as dropped (queue_full) if the queue is full, by count or
+        by bytes (`MAX_QUEUED_BYTES`)."""
+        if self._bytes.take(job.size):
+            try:
+                self._queue.put_nowait(job)
+                return
+            except asyncio.QueueFull:
+                self._bytes.release(job.size)
+        self._metrics.mirror_drop(job.revision, "queue_full")
 
     async def _work(self) -> None:
         queue = self._queue
         while True:
             job = await queue.get()
-            self._metrics.mirror_sent(job.revision)
             try:
-                response = await job.pool.request(job.request, job.timeout)
-            except UpstreamTimeout:
-                self._metrics.mirror_drop(job.revision, "timeout")
-                continue
-            except UpstreamFailure:
-                self._metrics.mirror_drop(job.revision, "error")
-                continue
-            if response.status != 200:
-                self._metrics.mirror_drop(job.revision, "error")
-                continue
-            try:
-                self._record(job, response.body)
-                if job.nonce is not None and self._feedback is not None:
-                    self._feedback.shadow_answered(job.nonce, job.revision, response.body, time.time())
-            except Exception:  # a comparison bug must never kill the worker
-                log.exception("comparing a shadow answer failed")
+                await self._send(job)
+            finally:  # sent, failed or cancelled: the copy's bytes are free again
+                self._bytes.release(job.size)
+
+    async def _send(self, job: MirrorJob) -> None:
+        self._metrics.mirror_sent(job.revision)
+        try:
+            response = await job.pool.request(job.request, job.timeout)
+        except UpstreamTimeout:
+            self._metrics.mirror_drop(job.revision, "timeout")
+            return
+        except UpstreamFailure:
+            self._metrics.mirror_drop(job.revision, "error")
+            return
+        if response.status != 200:
+            self._metrics.mirror_drop(job.revision, "error")
+            return
+        try:
+            self._record(job, response.body)
+            if job.nonce is not None and self._feedback is not None:
+                self._feedback.shadow_answered(job.nonce, job.revision, response.body, time.time())
+        except Exception:  # a comparison bug must never kill the worker
+            log.exception("comparing a shadow answer failed")
 
     def _record(self, job: MirrorJob, shadow_body: bytes) -> None:
         try:

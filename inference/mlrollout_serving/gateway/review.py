@@ -13,19 +13,15 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Final
 from urllib.parse import urlsplit
 
 from ..contract.routes import Review
+from .budget import MAX_QUEUED_BYTES, ByteBudget
 from .metrics import GatewayMetrics
 from .review_body import retry_delay
 from .upstream import UpstreamFailure, UpstreamPool, UpstreamTimeout
 
 __all__ = ["MAX_QUEUED_BYTES", "ReviewJob", "Reviews", "Webhook"]
-
-MAX_QUEUED_BYTES: Final = 64 << 20
-"""Review bodies queued or being sent, at most: ``queueSize`` x ``maxBodyBytes`` could reach 1 TiB while the
-webhook is down, so the bytes are capped too (a review over the cap is dropped, ``queue_full``)."""
 
 log = logging.getLogger("mlrollout.gateway.review")
 
@@ -60,9 +56,13 @@ class Reviews:
         self._workers: list[asyncio.Task[None]] = []
         self._pools: dict[str, UpstreamPool] = {}
         self._current: Webhook | None = None
-        self.queued_bytes = 0
-        """Bytes of the bodies queued or being sent (released when a sender finishes with one)."""
+        self._bytes = ByteBudget()  # ``queueSize`` x ``maxBodyBytes`` could reach 1 TiB while the webhook is down
         self.in_flight = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the bodies queued or being sent (released when a sender finishes with one)."""
+        return self._bytes.used
 
     def webhook(self, review: Review | None) -> Webhook | None:
         """Apply a table's review settings (queue size, senders) and return its webhook (None: no review)."""
@@ -96,7 +96,7 @@ class Reviews:
             self._queue = asyncio.Queue(maxsize=size)
             while queue is not None and not queue.empty():
                 job = queue.get_nowait()
-                self.queued_bytes -= len(job.body)
+                self._bytes.release(len(job.body))
                 self.offer(job)
             self._stop_workers()
         elif size is None:
@@ -118,22 +118,21 @@ class Reviews:
         """Count the reviews left in a queue nobody will drain as dropped (``cancelled``)."""
         while queue is not None and not queue.empty():
             job = queue.get_nowait()
-            self.queued_bytes -= len(job.body)
+            self._bytes.release(len(job.body))
             self._metrics.review_dropped(job.track, job.revision, "cancelled")
 
     def offer(self, job: ReviewJob) -> bool:
         """Queue a review without waiting; False (counted as dropped, queue_full) when the queue is full, by
         count or by bytes (`MAX_QUEUED_BYTES`)."""
         queue = self._queue
-        try:
-            if queue is None or self.queued_bytes + len(job.body) > MAX_QUEUED_BYTES:
-                raise asyncio.QueueFull
-            queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self._metrics.review_dropped(job.track, job.revision, "queue_full")
-            return False
-        self.queued_bytes += len(job.body)
-        return True
+        if queue is not None and self._bytes.take(len(job.body)):
+            try:
+                queue.put_nowait(job)
+                return True
+            except asyncio.QueueFull:
+                self._bytes.release(len(job.body))
+        self._metrics.review_dropped(job.track, job.revision, "queue_full")
+        return False
 
     def dropped(self, track: str, revision: str, reason: str) -> None:
         """Count a review that could not be built (too_large, unencodable)."""
@@ -155,7 +154,7 @@ class Reviews:
                 self._metrics.review_failed(job.track, job.revision, "error")
             finally:
                 self.in_flight -= 1
-                self.queued_bytes -= len(job.body)
+                self._bytes.release(len(job.body))
 
     async def _deliver(self, job: ReviewJob) -> None:
         hook = self._current or job.webhook  # queued before a URL change: the old pool is closed
