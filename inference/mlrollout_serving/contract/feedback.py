@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from _hashlib import HASH
 
 __all__ = [
+    "FLOAT32_MAX",
     "MAC_BYTES",
     "MAX_ROWS",
     "FeedbackKeys",
@@ -232,15 +233,26 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
     )
 
 
+FLOAT32_MAX: Final = 3.4028234663852886e38
+"""The largest finite float32: regression predictions are carried as float32, and a label within this range
+keeps every absolute and squared error finite, so one label can never turn the running sums into Inf."""
+
+
 def labels_problem(token: Token, labels: Sequence[object]) -> str | None:
     """Why ``labels`` cannot be scored against the token's predictions, or None."""
     if len(labels) != len(token.predictions):
         return f"{len(labels)} labels for {len(token.predictions)} labelled rows"
-    for label in labels:
-        if token.classes and (isinstance(label, bool) or not isinstance(label, str | int)):
-            return "class labels must be strings or integers"
-        if not token.classes and (isinstance(label, bool) or not isinstance(label, int | float)):
+    for row, label in enumerate(labels):
+        if token.classes:
+            if isinstance(label, bool) or not isinstance(label, str | int):
+                return "class labels must be strings or integers"
+            if token.class_count and str(label) not in {str(c) for c in range(token.class_count)}:
+                return f"unknown class {str(label)[:40]!r}; the model predicts classes 0 to {token.class_count - 1}"
+        elif isinstance(label, bool) or not isinstance(label, int | float):
             return "regression labels must be numbers"
-        if token.classes and token.class_count and str(label) not in {str(c) for c in range(token.class_count)}:
-            return f"unknown class {str(label)[:40]!r}; the model predicts classes 0 to {token.class_count - 1}"
+        elif not -FLOAT32_MAX <= label <= FLOAT32_MAX:  # NaN fails both comparisons
+            return (
+                f"regression label of row {row} ({str(label)[:40]}) is not a finite number within float32 range "
+                f"(|label| <= {FLOAT32_MAX:.7g}, the range predictions are carried in)"
+            )
     return None

@@ -197,6 +197,11 @@ GATEWAY_FEEDBACK_UNPAIRED: Final = Series(
     "Labels of mirrored requests scored without the shadow's answer, by reason.",
     ("reason",),
 )
+GATEWAY_FEEDBACK_UNSCORED: Final = Series(
+    "mlrollout_gateway_feedback_rows_unscored_total",
+    "Labelled regressor rows left out of the error sums, histogram and pairs, by reason (non_finite_prediction).",
+    ("reason",),
+)
 GATEWAY_FEEDBACK_PENDING_DROPPED: Final = Series(
     "mlrollout_gateway_feedback_pending_dropped_total",
     "Shadow answers dropped from the pairing store before their label came, by reason.",
@@ -244,6 +249,7 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES,
     GATEWAY_FEEDBACK_REFUSED,
     GATEWAY_FEEDBACK_UNPAIRED,
+    GATEWAY_FEEDBACK_UNSCORED,
     GATEWAY_FEEDBACK_PENDING_DROPPED,
     MODEL_REQUESTS,
     MODEL_DURATION,

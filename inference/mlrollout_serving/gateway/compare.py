@@ -1,16 +1,19 @@
 """Model-aware comparison of a primary and a shadow answer to the same OIP request (pure).
 
 Classifier-like outputs (integer, boolean or string labels; or probability matrices, compared by arg-max)
-give per-row agreement; regressor-like outputs (float vectors or [rows, 1]) give absolute differences.
+give per-row agreement; regressor-like outputs (float vectors or [rows, 1]) give absolute differences, over
+the elements both answered with a finite number: a NaN or ±Inf (``null`` in the model server's JSON) would
+make the histogram's sum NaN for the rest of the gateway's life, and ``null`` is no number at all.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Comparison", "compare_responses"]
+__all__ = ["Comparison", "compare_responses", "finite_number"]
 
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
@@ -21,6 +24,7 @@ class Comparison:
 
     agreement: dict[str, tuple[int, int]] = field(default_factory=dict)  # output -> (agree, disagree)
     abs_differences: dict[str, list[float]] = field(default_factory=dict)
+    non_finite: dict[str, int] = field(default_factory=dict)  # output -> elements left out of the differences
 
 
 def _flat(data: Any) -> list[Any]:
@@ -38,6 +42,11 @@ def _outputs(response: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
         for o in response.get("outputs") or ()
         if isinstance(o, Mapping) and "name" in o and "data" in o
     }
+
+
+def finite_number(value: Any) -> bool:
+    """Whether a JSON value is a finite number (not ``null``, not a bool, not NaN or ±Inf)."""
+    return (type(value) is float or type(value) is int) and math.isfinite(value)
 
 
 def _argmax_rows(values: list[Any], width: int) -> list[int]:
@@ -65,7 +74,10 @@ def compare_responses(primary: Mapping[str, Any], shadow: Mapping[str, Any]) -> 
                 agree = sum(1 for x, y in zip(la, lb, strict=True) if x == y)
                 result.agreement[name] = (agree, len(la) - agree)
             else:
-                result.abs_differences[name] = [abs(float(x) - float(y)) for x, y in zip(a, b, strict=True)]
+                finite = [(x, y) for x, y in zip(a, b, strict=True) if finite_number(x) and finite_number(y)]
+                result.abs_differences[name] = [abs(float(x) - float(y)) for x, y in finite]
+                if len(finite) < len(a):
+                    result.non_finite[name] = len(a) - len(finite)
         else:
             agree = sum(1 for x, y in zip(a, b, strict=True) if x == y)
             result.agreement[name] = (agree, len(a) - agree)

@@ -29,6 +29,7 @@ import orjson
 
 from ..contract.feedback import (
     CLASSES,
+    FLOAT32_MAX,
     MAX_ROWS,
     MIRRORED,
     TRACKS,
@@ -41,6 +42,7 @@ from ..contract.feedback import (
     verify,
 )
 from ..contract.metrics import ABS_ERROR_BUCKETS
+from .compare import finite_number
 
 __all__ = [
     "Minted",
@@ -60,6 +62,8 @@ log = logging.getLogger("mlrollout.gateway.feedback")
 # The regressor error histogram's bounds, always ending in +Inf whatever the contract's tuple ends with.
 _ABS_ERROR_BOUNDS: Final = (*(b for b in ABS_ERROR_BUCKETS if b != math.inf), math.inf)
 _FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
+NON_FINITE: Final = "non_finite_prediction"
+"""The reason a labelled regressor row is not scored: the model answered NaN or ±Inf for it."""
 
 
 def load_keys(path: str) -> FeedbackKeys | None:
@@ -101,7 +105,9 @@ def _predicted(answer: dict[str, Any]) -> Predicted | None:
     The classifier's label output is preferred (non-float data, e.g. ``label``); else probabilities (a float
     ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values. The
     probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
-    Any other shape of JSON gives None, never an exception (the answer then passes without an id).
+    Any other shape of JSON gives None, never an exception (the answer then passes without an id). A
+    regressor's ``null`` (how the model server writes NaN and ±Inf) is carried as NaN and a value beyond
+    float32 as ±Inf, so the other rows can still be labelled and that row is counted as unscored.
     """
     outputs = answer.get("outputs")
     if type(outputs) is not list:
@@ -127,9 +133,17 @@ def _predicted(answer: dict[str, Any]) -> Predicted | None:
         return Predicted(True, argmax, width)
     for out in floats:
         data = _flat(out["data"])
-        if data and all(type(x) is int or type(x) is float for x in data):
-            return Predicted(False, [float(x) for x in data])
+        if data and all(type(x) is int or type(x) is float or x is None for x in data):
+            return Predicted(False, [_carried(x) for x in data])
     return None
+
+
+def _carried(value: float | None) -> float:
+    """A regressor's value as a float32 token holds it: ``null`` as NaN, beyond float32 as ±Inf (packing
+    such a value would raise)."""
+    if value is None:
+        return math.nan
+    return float(value) if -FLOAT32_MAX <= value <= FLOAT32_MAX else math.copysign(math.inf, value)
 
 
 def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str] | None]:
@@ -321,15 +335,21 @@ class Scores:
     pair_diff_squares: dict[str, float] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     unpaired: dict[str, int] = field(default_factory=dict)
+    unscored: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Per (track, revision, reason): labelled rows left out of the error sums, histogram and pairs."""
 
     def score(self, token: Token, labels: Sequence[Any]) -> None:
-        """Each label against what the token's track served."""
+        """Each label against what the token's track served. A regressor row whose prediction was NaN or
+        ±Inf has no error to add: one such row would make the running sums NaN or Inf for the rest of the
+        process's life (and the analysis blind), so it is counted as unscored instead."""
         key = (token.track, token.revision)
         served: Sequence[Any] = token.predictions
         for label, predicted in zip(labels, served, strict=True):
             if token.classes:
                 outcome = "correct" if str(label) == predicted else "incorrect"
                 self._add(self.labels, (*key, outcome), 1)
+            elif not math.isfinite(predicted):
+                self._add(self.unscored, (*key, NON_FINITE), 1)
             else:
                 error = abs(float(label) - float(predicted))
                 self._add(self.labels, (*key, "scored"), 1)
@@ -350,6 +370,10 @@ class Scores:
                     (True, False): "stable_only",
                     (False, True): "candidate_only",
                 }[(stable_right, shadow_right)]
+            elif not (math.isfinite(mine) and finite_number(theirs)):  # stable's own row is unscored in score()
+                if not finite_number(theirs):
+                    self._add(self.unscored, ("shadow", shadow_revision, NON_FINITE), 1)
+                continue
             else:
                 e_s, e_c = abs(float(label) - float(mine)), abs(float(label) - float(theirs))
                 result = "both_right" if e_s == e_c else ("stable_only" if e_s < e_c else "candidate_only")

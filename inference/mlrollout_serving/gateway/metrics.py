@@ -225,6 +225,10 @@ class _FeedbackSeries(Collector):
         for (revision, side), total in sorted(scores.pair_abs_error.items()):
             pair_error.add_metric([*ident, "shadow", revision, side], total)
         yield pair_error
+        unscored = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_UNSCORED)
+        for (track, revision, reason), n in sorted(scores.unscored.items()):
+            unscored.add_metric([*ident, track, revision, reason], n)
+        yield unscored
         squares = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES)
         for revision, total in sorted(scores.pair_diff_squares.items()):
             squares.add_metric([*ident, "shadow", revision], total)

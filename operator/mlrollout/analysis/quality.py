@@ -30,6 +30,7 @@ both tracks in a paired design; docs/analysis.md says what remains.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -108,6 +109,15 @@ def quality_results(stable: Labels, candidate: Labels, pairs: Pairs | None, s: Q
         if pairs is not None and pairs.rows:
             return _accuracy_paired(pairs, s)
         return _accuracy_unpaired(stable, candidate, s)
+    sums = [stable.abs_error_sum, stable.abs_error_sumsq]
+    if pairs is not None and pairs.rows:
+        sums += [pairs.stable_error_sum, pairs.candidate_error_sum, pairs.diff_sumsq]
+    else:
+        sums += [candidate.abs_error_sum, candidate.abs_error_sumsq]
+    if not all(math.isfinite(x) for x in sums):
+        # NaN compares false with every threshold: the harm test would pass and the interval say nothing; a
+        # gateway's sums turn NaN or Inf only by a bug or a series from elsewhere, so no evidence either way
+        return _waiting("the absolute-error sums are not finite (NaN or Inf): no evidence either way", (0.0, 0.0))
     if pairs is not None and pairs.rows:
         return _mae_paired(pairs, stable, s)
     return _mae_unpaired(stable, candidate, s)

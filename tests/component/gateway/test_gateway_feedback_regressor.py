@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gateway_helpers import (
+    Proc,
     RouteFile,
     feedback_keys,
     gateway,
@@ -62,6 +63,17 @@ def _servers(
         serve_model(candidate, name=MD, labels=_labels("candidate", f"{prefix}candidate")) as b,
     ):
         yield a, b, RouteFile(workdir), ("--feedback-keys", str(feedback_keys(workdir)))
+
+
+@contextlib.contextmanager
+def _shadowed(
+    stable: BuiltModel, shadow: BuiltModel, workdir: Path
+) -> Iterator[tuple[ServerProcess, ServerProcess, Proc]]:
+    """A gateway with feedback ids mirroring every request of ``stable`` to ``shadow`` (revisions ``r-*``)."""
+    with _servers(stable, shadow, "r-", workdir) as (a, b, routes, flags):
+        routes.write(shadow_table(a.url, b.url))
+        with gateway(routes, *flags, namespace=NAMESPACE, model_deployment=MD) as gw:
+            yield a, b, gw
 
 
 def test_labelled_regressor_rows_fill_the_abs_error_histogram_per_track(
@@ -110,37 +122,33 @@ def test_labelled_regressor_rows_fill_the_abs_error_histogram_per_track(
 def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
     diabetes_model: BuiltModel, diabetes_worse_model: BuiltModel, tmp_path: Path
 ) -> None:
-    with _servers(diabetes_model, diabetes_worse_model, "r-", tmp_path) as (stable, shadow, routes, flags):
-        routes.write(shadow_table(stable.url, shadow.url))
-        with gateway(routes, *flags, namespace=NAMESPACE, model_deployment=MD) as gw:
-            gw_target = gw.url.removeprefix("http://")
-            scrape = [stable.host_port, shadow.host_port, gw_target]
-            with run_prometheus(scrape, scrape_interval="1s") as prometheus:
-                prometheus.wait_scraped(scrape, timeout=120)
-                started = time.time()
-                samples, targets = diabetes_model.samples, diabetes_model.sample_targets
-                answers = []
-                for i in range(SHADOW_REQUESTS):
-                    rows = [(i * SHADOW_ROWS_PER_REQUEST + k) % len(samples) for k in range(SHADOW_ROWS_PER_REQUEST)]
-                    answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
-                    assert answer.status == 200, answer.body
-                    answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
+    with _shadowed(diabetes_model, diabetes_worse_model, tmp_path) as (stable, shadow, gw):
+        gw_target = gw.url.removeprefix("http://")
+        scrape = [stable.host_port, shadow.host_port, gw_target]
+        with run_prometheus(scrape, scrape_interval="1s") as prometheus:
+            prometheus.wait_scraped(scrape, timeout=120)
+            started = time.time()
+            samples, targets = diabetes_model.samples, diabetes_model.sample_targets
+            answers = []
+            for i in range(SHADOW_REQUESTS):
+                rows = [(i * SHADOW_ROWS_PER_REQUEST + k) % len(samples) for k in range(SHADOW_ROWS_PER_REQUEST)]
+                answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
+                assert answer.status == 200, answer.body
+                answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
 
-                wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= SHADOW_REQUESTS,
-                         what="every mirrored copy sent")  # fmt: skip
-                time.sleep(1.0)  # the shadow's last answers held for pairing
-                for feedback_id, truth in answers:
-                    got = request(f"{gw.url}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
-                    assert got.status == 202 and got.body == {"counted": SHADOW_ROWS_PER_REQUEST, "paired": True}, (
-                        got.body
-                    )
-                rows = SHADOW_REQUESTS * SHADOW_ROWS_PER_REQUEST
-                pairs = contract.GATEWAY_FEEDBACK_PAIRS.name
-                prometheus.wait_for(f"sum({pairs})", lambda v: v is not None and v >= rows, timeout=60)
-                target = AnalysisTarget(NAMESPACE, MD, "r-stable", "r-candidate", "model", None)
-                window = time.time() - started + 30.0
-                provider = PrometheusProvider(prometheus.url, timeout=10)
-                snap = collect_snapshot(provider, target, window, quality=True)
+            wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= SHADOW_REQUESTS,
+                     what="every mirrored copy sent")  # fmt: skip
+            time.sleep(1.0)  # the shadow's last answers held for pairing
+            for feedback_id, truth in answers:
+                got = request(f"{gw.url}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
+                assert got.status == 202 and got.body == {"counted": SHADOW_ROWS_PER_REQUEST, "paired": True}, got.body
+            rows = SHADOW_REQUESTS * SHADOW_ROWS_PER_REQUEST
+            pairs = contract.GATEWAY_FEEDBACK_PAIRS.name
+            prometheus.wait_for(f"sum({pairs})", lambda v: v is not None and v >= rows, timeout=60)
+            target = AnalysisTarget(NAMESPACE, MD, "r-stable", "r-candidate", "model", None)
+            window = time.time() - started + 30.0
+            provider = PrometheusProvider(prometheus.url, timeout=10)
+            snap = collect_snapshot(provider, target, window, quality=True)
     assert snap.pairs is not None and snap.pairs.rows == rows
     mae_stable, mae_candidate = snap.pairs.stable_error_sum / rows, snap.pairs.candidate_error_sum / rows
     truth_all = np.asarray(diabetes_model.sample_targets, dtype=float)
@@ -153,3 +161,37 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
     assert result.verdict == "rollback" and harm.decision == "fail", result.reason
     assert "paired MAE difference" in harm.test and str(harm.reason).startswith("worse: MAE higher by")
     assert harm.effect == pytest.approx(mae_candidate - mae_stable, rel=1e-6)
+
+
+def test_a_regressor_row_answered_with_inf_or_nan_is_counted_unscored_and_the_sums_stay_finite(
+    diabetes_model: BuiltModel, diabetes_worse_model: BuiltModel, tmp_path: Path
+) -> None:
+    # the linear fit overflows float32 on a row of huge (in range) features: its answer has null there
+    # (how the model server writes NaN and +-Inf); the tree-based shadow answers a finite value
+    with _shadowed(diabetes_worse_model, diabetes_model, tmp_path) as (_, _, gw):
+        sample, truth = diabetes_model.samples[0], float(diabetes_model.sample_targets[0])
+        huge = np.full_like(sample, 3.0e38)
+        answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body([sample, huge]))
+        assert answer.status == 200, answer.body
+        served = answer.body["outputs"][0]["data"]
+        assert served[0] is not None and served[1] is None, served
+        wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= 1, what="the mirrored copy sent")
+        time.sleep(1.0)  # the shadow's answer held for pairing
+        body = {"feedback_id": answer.headers["x-mlrollout-feedback-id"], "labels": [truth, truth]}
+        got = request(f"{gw.url}/v2/models/{MD}/feedback", body)
+        assert got.status == 202 and got.body == {"counted": 2, "paired": True}, got.body
+
+        def value(series: str, **labels: str) -> float:
+            return metric_sum(gw.url, series, **labels)
+
+        stable_row = {"track": "stable", "revision": "r-stable"}  # shadow_table names the revisions
+        assert value(contract.GATEWAY_FEEDBACK_UNSCORED.name, reason="non_finite_prediction", **stable_row) == 1
+        assert value(contract.GATEWAY_FEEDBACK_LABELS.name, outcome="scored", **stable_row) == 1
+        error = value(contract.GATEWAY_FEEDBACK_ABS_ERROR.name, **stable_row)
+        assert error == pytest.approx(abs(truth - float(served[0])), rel=1e-6)
+        squares = value(contract.GATEWAY_FEEDBACK_SQUARED_ERROR.name, **stable_row)
+        assert squares == pytest.approx(error**2, rel=1e-6)
+        assert value(contract.GATEWAY_FEEDBACK_PAIRS.name) == 1  # the finite row only
+        differences = contract.GATEWAY_SHADOW_ABS_DIFF.name
+        wait_for(lambda: value(f"{differences}_count") == 1, what="the finite row's shadow difference")
+        assert np.isfinite(value(f"{differences}_sum"))

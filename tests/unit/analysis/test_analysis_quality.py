@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -203,3 +204,18 @@ def test_feedback_series_become_labels_and_pairs() -> None:
     assert mesh.paired is False and target.paired is True and canary.paired is False
     assert collect_snapshot(provider, mesh, 60, quality=True).pairs is None
     assert not any("feedback_pair" in q for q in provider.queries)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_mae_sums_that_are_not_finite_are_no_evidence_never_a_pass(bad: float) -> None:
+    good = Labels(labelled=4000, abs_error_sum=4000.0, abs_error_sumsq=6000.0)
+    broken = [
+        (good, Labels(labelled=4000, abs_error_sum=bad, abs_error_sumsq=bad), None),
+        (Labels(labelled=4000, abs_error_sum=4000.0, abs_error_sumsq=bad), good, None),
+        (good, good, Pairs(3980, 0, 10, 10, stable_error_sum=4000.0, candidate_error_sum=bad, diff_sumsq=bad)),
+        (good, good, Pairs(both_right=4000, stable_error_sum=4000.0, candidate_error_sum=4000.0, diff_sumsq=bad)),
+    ]
+    for stable, candidate, pairs in broken:
+        results = by_name(quality_results(stable, candidate, pairs, MAE))
+        assert {r.decision for r in results.values()} == {"inconclusive"}, (stable, candidate, pairs)
+        assert "not finite" in str(results["quality.harm"].reason)

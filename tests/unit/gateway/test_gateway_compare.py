@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mlrollout_serving.gateway.compare import compare_responses
@@ -39,3 +41,10 @@ def test_mismatched_outputs_are_skipped() -> None:
     b = _resp({"name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 1]})
     assert compare_responses(a, b).agreement == {}
     assert compare_responses({}, {}).agreement == {}
+
+
+def test_non_finite_regressor_elements_are_left_out_of_the_differences_and_counted() -> None:
+    primary = {"outputs": [{"name": "y", "datatype": "FP32", "shape": [4], "data": [1.0, None, 3.0, 4.0]}]}
+    shadow = {"outputs": [{"name": "y", "datatype": "FP32", "shape": [4], "data": [1.5, 2.0, math.nan, 4.0]}]}
+    result = compare_responses(primary, shadow)  # null: the model server's NaN; NaN: another server's literal
+    assert result.abs_differences == {"y": [0.5, 0.0]} and result.non_finite == {"y": 2}
