@@ -251,7 +251,13 @@ def md_status(cluster: stack.Cluster, namespace: str, name: str = "wine") -> dic
 
 
 def history_entry(cluster: stack.Cluster, namespace: str, version: str, name: str = "wine") -> dict[str, Any] | None:
-    for entry in md_status(cluster, namespace, name).get("history") or []:
+    return entry_in(md_status(cluster, namespace, name), version)
+
+
+def entry_in(status: dict[str, Any], version: str) -> dict[str, Any] | None:
+    """The history entry of ``version`` in a status already read (read it once when other fields of the same
+    moment matter: two reads can straddle the status write that ends the rollout)."""
+    for entry in status.get("history") or []:
         if entry.get("modelVersion") == version:
             found: dict[str, Any] = entry
             return found

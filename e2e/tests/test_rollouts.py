@@ -15,6 +15,7 @@ import stack
 from conftest import (
     Platform,
     apply,
+    entry_in,
     history_entry,
     md_status,
     model_deployment,
@@ -124,7 +125,7 @@ def test_slow_candidate_rolled_back_automatically(
             first_traffic = time.time()
         if first_traffic is not None and not receiving and weight_zero is None:
             weight_zero = time.time()
-        return history_entry(platform.cluster, namespace, "v3")
+        return entry_in(st, "v3")  # the same read: the rollback's status write shows weight 0 with the entry
 
     entry = stack.wait_until("v3's rollout to end", done, 600, 1)
     load = stack.stop_loadgen(platform.cluster, namespace)
