@@ -37,6 +37,13 @@ CustomQuery = Annotated[
 ]
 
 
+def unique_names(names: list[str], what: str) -> None:
+    """The pydantic side of the CRD's `exists_one` rules: the same message, with the repeated names."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} names must be unique (repeated: {', '.join(repeated)})")
+
+
 class ShadowStep(ApiModel):
     """Mirror live requests to the candidate; clients only ever see stable's answers."""
 
@@ -550,10 +557,7 @@ class Metrics(ApiModel):
     @field_validator("custom")
     @classmethod
     def _unique_names(cls, custom: list[CustomMetric] | None) -> list[CustomMetric] | None:
-        names = [c.name for c in custom or []]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"custom metric names must be unique (repeated: {', '.join(repeated)})")
+        unique_names([c.name for c in custom or []], "custom metric")
         return custom
 
 
@@ -676,10 +680,7 @@ class Notifications(ApiModel):
     @field_validator("sinks")
     @classmethod
     def _unique_names(cls, sinks: list[NotificationSink]) -> list[NotificationSink]:
-        names = [s.name for s in sinks]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"notification sink names must be unique (repeated: {', '.join(repeated)})")
+        unique_names([s.name for s in sinks], "notification sink")
         return sinks
 
 
@@ -729,15 +730,6 @@ class Hook(ApiModel):
         return self
 
 
-def check_hooks(hooks: list[Hook] | None) -> list[Hook] | None:
-    """Hook names are unique (they key the approvals in status)."""
-    names = [h.name for h in hooks or []]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"hook names must be unique (repeated: {', '.join(repeated)})")
-    return hooks
-
-
 class RolloutPolicySpec(ApiModel):
     """A rollout policy: steps, evidence, statistics and what to do when things go wrong."""
 
@@ -777,7 +769,8 @@ class RolloutPolicySpec(ApiModel):
     @field_validator("hooks")
     @classmethod
     def _unique_hooks(cls, hooks: list[Hook] | None) -> list[Hook] | None:
-        return check_hooks(hooks)
+        unique_names([h.name for h in hooks or []], "hook")  # they key the approvals in status
+        return hooks
 
     def hooks_of(self, kind: HookType) -> list[Hook]:
         """The hooks asked at one gate, in the policy's order."""
