@@ -11,7 +11,7 @@ help:
 	@echo "make test       system packages + virtualenv + lint + every test tier (unit, component, cluster, e2e)"
 	@echo "make demo       the demo rollout on a local cluster with real pods (make demo-down removes it)"
 	@echo "make e2e        end-to-end scenarios with real pods (docs/e2e.md); make images builds the images"
-	@echo "make lint       ruff + mypy --strict"
+	@echo "make lint       ruff + mypy --strict (product code, tests, benchmarks, e2e) + import contracts"
 	@echo "make crds       regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make argocd     regenerate the Argo CD health check and actions from argocd/src (docs/argocd.md)"
 	@echo "make bench      benchmarks (results in bench/results/)"
@@ -49,6 +49,8 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy operator/mlrollout inference/mlrollout_serving
+	$(BIN)/mypy tests
+	MYPYPATH=bench $(BIN)/mypy bench
 	MYPYPATH=e2e/demo:e2e/tests $(BIN)/mypy --strict --explicit-package-bases e2e/tests e2e/demo e2e/node
 	$(BIN)/lint-imports
 

@@ -98,7 +98,8 @@ def test_the_report_holds_scikit_learns_numbers(holdout: Path, linear: BuiltMode
     assert vs_stable.reference == pytest.approx(stable_acc, abs=1e-6)
     assert vs_stable.candidate == pytest.approx(candidate_acc, abs=1e-6)
     assert vs_stable.effect == pytest.approx(candidate_acc - stable_acc, abs=1e-6)
-    assert vs_stable.interval is not None and 0 < vs_stable.interval[0] < vs_stable.effect < vs_stable.interval[1]
+    assert vs_stable.interval is not None and vs_stable.effect is not None
+    assert 0 < vs_stable.interval[0] < vs_stable.effect < vs_stable.interval[1]
     assert vs_stable.p_value is not None and vs_stable.p_value < 1e-10
     assert vs_baseline.kind == "baseline" and vs_baseline.reference == pytest.approx(majority, abs=1e-6)
     assert report.dataset_sha256 == holdouts.sha256(holdout)
@@ -151,7 +152,7 @@ def test_better_on_average_but_worse_on_one_segment_fails_by_its_slice(
     assert proc.returncode == 1, proc.stdout
     report = report_of(proc)
     by_name = {c.name: c for c in report.checks}
-    assert by_name["stable"].decision == "pass" and by_name["stable"].effect > 0.05  # better on average
+    assert by_name["stable"].decision == "pass" and (by_name["stable"].effect or 0) > 0.05  # better on average
     night = by_name["shift=night"]
     assert night.kind == "slice" and night.decision == "fail" and night.alpha == pytest.approx(0.025)  # Bonferroni
     assert report.verdict == "fail" and "on shift=night" in report.reason
@@ -172,7 +173,7 @@ def test_regression_and_probability_metrics(tmp_path: Path, linear: BuiltModel, 
                               "label", "--metric", "logLoss", "--json"))  # fmt: skip
     probs = predictions(forest, linear.holdout)["probabilities"]
     assert loss.checks[0].candidate == pytest.approx(log_loss(linear.holdout_targets, probs), rel=1e-4)
-    assert loss.verdict == "pass" and loss.checks[0].effect < 0  # lower is better
+    assert loss.verdict == "pass" and (loss.checks[0].effect or 0) < 0  # lower is better
     balanced = report_of(evaluate("--stable", linear.path, "--candidate", forest.path, "--data", holdout, "--label",
                                   "label", "--metric", "balancedAccuracy", "--json"))  # fmt: skip
     labels = predictions(forest, linear.holdout)["label"]

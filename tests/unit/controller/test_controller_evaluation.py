@@ -116,8 +116,8 @@ def test_the_job_reads_the_store_exactly_as_the_model_servers_of_the_same_models
     stable, cand = revision(1, f"{where}-1.onnx", **credentials), revision(2, f"{where}-2.onnx", **credentials)
     job = evaluation.evaluation_job(MD, store_run(stable, cand, dataset or f"{where}/holdout.csv"))
     pod = job["spec"]["template"]["spec"]
-    servers = [children.track_deployment(MD, rev, role, 1)["spec"]["template"]["spec"]
-               for rev, role in ((stable, "stable"), (cand, "candidate"))]  # fmt: skip
+    servers = [children.track_deployment(MD, stable, "stable", 1)["spec"]["template"]["spec"],
+               children.track_deployment(MD, cand, "candidate", 1)["spec"]["template"]["spec"]]  # fmt: skip
     assert store_side(pod) == store_side(servers[0]) == store_side(servers[1])
     (container,) = pod["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": credentials["secretRef"]["name"]}}]
