@@ -97,7 +97,7 @@ def _traefik(cluster: stack.Cluster, namespace: str, cluster_objects: list[str])
     name = f"traefik-{namespace}"
     args = [
         f"--entryPoints.{LISTENER}.address=:{WEB_PORT}", f"--entryPoints.traefik.address=:{ADMIN_PORT}",
-        "--ping=true", "--api=true", "--api.insecure=true", "--metrics.prometheus=true",
+        "--ping=true", "--api=true", "--api.insecure=true", "--api.dashboard=false", "--metrics.prometheus=true",
         "--providers.kubernetesgateway=true", f"--providers.kubernetesgateway.namespaces={namespace}",
         "--log.level=INFO",
     ]  # fmt: skip
@@ -291,6 +291,8 @@ def _scenario(platform: Platform, namespace: str, cluster_objects: list[str], st
     load = stack.stop_loadgen(cluster, namespace)
     st = md_status(cluster, namespace)
     route = cluster.get("httproute", "wine", namespace) or {}
+    refused = [ln for ln in cluster.kubectl("logs", "-n", namespace, "deployment/traefik").splitlines()
+               if "forbidden" in ln]  # fmt: skip
     report(
         "gateway API (Traefik)",
         f"Traefik, Gateway and v1 ready in {ready:.0f}s; v2 {good['outcome']} in {good_took:.0f}s, Traefik's "
@@ -299,6 +301,7 @@ def _scenario(platform: Platform, namespace: str, cluster_objects: list[str], st
         f"load after v2 {after_good}; load at the end {load}; "
         f"scenario {time.monotonic() - started:.0f}s",
     )
+    assert refused == [], refused  # the least-privilege RBAC covers everything Traefik watches and writes
     assert good["outcome"] == "promoted", good
     assert sources == {"model"}, sources
     assert set(shares) == {25, 50}, (shares, split.runs)
