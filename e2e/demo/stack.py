@@ -209,7 +209,11 @@ def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: P
 
 
 def install_operator(
-    cluster: Cluster, refs: Mapping[str, str], prometheus_url: str, extra_env: Mapping[str, str] | None = None
+    cluster: Cluster,
+    refs: Mapping[str, str],
+    prometheus_url: str,
+    extra_env: Mapping[str, str] | None = None,
+    extra_sets: Sequence[str] = (),
 ) -> None:
     """The chart, installed (or upgraded) with the real helm, pointing at the local images.
 
@@ -241,7 +245,7 @@ def install_operator(
         f"gatewayImage={refs['SERVING']}",
         "--set",
         "reconcileInterval=2",
-        *(arg for value in PROMETHEUS_PEER_VALUES for arg in ("--set", value)),
+        *(arg for value in (*PROMETHEUS_PEER_VALUES, *extra_sets) for arg in ("--set", value)),
         "--wait",
         "--timeout",
         "5m",
@@ -277,11 +281,13 @@ def start_loadgen(
     labels: Sequence[int] | None = None,
     label_delay: float = 2.0,
     label_share: float = 1.0,
+    target: str | None = None,
 ) -> str:
-    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name. With
-    `labels` (each row's true class) it also sends them back as feedback, `label_delay` seconds after the
-    answer, for a `label_share` of the answers."""
-    cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
+    """A load generator pod calling the ModelDeployment's gateway Service (or `target`, e.g. a Gateway API
+    implementation's Service); returns the pod name. With `labels` (each row's true class) it also sends
+    them back as feedback, `label_delay` seconds after the answer, for a `label_share` of the answers."""
+    if target is None:
+        cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "rows.json").write_text(json.dumps([list(r) for r in rows]))
         files = [f"--from-file=rows.json={Path(tmp) / 'rows.json'}"]
@@ -317,7 +323,7 @@ def start_loadgen(
                     "image": refs["SERVING"],
                     "command": ["python3", "/config/loadgen.py"],
                     "env": [
-                        {"name": "TARGET", "value": f"http://{md_name}.{namespace}.svc:8080"},
+                        {"name": "TARGET", "value": target or f"http://{md_name}.{namespace}.svc:8080"},
                         {"name": "MODEL", "value": model_name},
                         {"name": "RATE", "value": str(rate)},
                         {"name": "WORKERS", "value": str(workers)},
