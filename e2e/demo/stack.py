@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,17 @@ def install_prometheus(cluster: Cluster, refs: Mapping[str, str], scrape_interva
     cluster.apply(render("prometheus.yaml", values))
     cluster.rollout_wait(SYSTEM_NS, "prometheus")
     return f"http://prometheus.{SYSTEM_NS}.svc:9090"
+
+
+def prometheus_query(cluster: Cluster, query: str) -> list[dict[str, Any]]:
+    """An instant PromQL query to install_prometheus's server, through the API server's service proxy (no
+    port-forward); the result vector."""
+    path = f"/api/v1/namespaces/{SYSTEM_NS}/services/prometheus:9090/proxy/api/v1/query"
+    body = json.loads(cluster.kubectl("get", "--raw", f"{path}?{urllib.parse.urlencode({'query': query})}"))
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus refused {query!r}: {body}")
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
 
 
 def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: Path) -> str:

@@ -106,7 +106,8 @@ class EvaluationDataset(ApiModel):
     uri: Annotated[str, StringConstraints(pattern=DATASET_URI_PATTERN, max_length=2048)] = Field(
         description=(
             "Where the holdout is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
-            "pvc://CLAIM/PATH or s3://BUCKET/KEY; fetched and verified by the model server's own download."
+            "pvc://CLAIM/PATH, s3://BUCKET/KEY or gs://BUCKET/OBJECT; fetched and verified by the model "
+            "server's own download, with the models' credentials."
         )
     )
     sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, mean_absolute_error
 from tests.support import holdouts, models
+from tests.support.gcs import run_gcs
 from tests.support.httpd import QuietHandler, serving
 from tests.support.models import BuiltModel
 from tests.support.procs import free_port
@@ -205,25 +206,30 @@ def test_npz_and_http_holdouts_and_their_digests(tmp_path: Path, linear: BuiltMo
     assert closed.returncode == 2 and "dataset unreachable" in closed.stdout
 
 
-def test_models_and_holdout_from_s3_through_the_servers_download(
-    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_models_and_holdout_from_object_stores_through_the_servers_download(
+    scheme: str, tmp_path: Path, linear: BuiltModel, forest: BuiltModel
 ) -> None:
-    """Every source the model server reads works here: both models and the holdout from a real S3 API (moto),
-    verified; downloaded models are removed once loaded, the holdout is kept in the work directory."""
+    """Every source the model server reads works here: both models and the holdout from a real S3 API (moto)
+    and a real Cloud Storage JSON API (gcp-storage-emulator; issue #16: a gs:// holdout was refused), verified;
+    downloaded models are removed once loaded, the holdout is kept in the work directory."""
     csv_file = holdouts.holdout_csv(tmp_path / "synthetic.csv", linear)
     work = tmp_path / "work"
-    with run_s3() as s3:
-        stable, candidate = s3.put("models", "v1.onnx", linear.path), s3.put("models", "v2.onnx", forest.path)
-        data = s3.put("holdouts", "synthetic.csv", csv_file)
+    with run_s3() if scheme == "s3" else run_gcs() as store:
+        stable, candidate = store.put("models", "v1.onnx", linear.path), store.put("models", "v2.onnx", forest.path)
+        data = store.put("holdouts", "synthetic.csv", csv_file)
+        assert data == f"{scheme}://holdouts/synthetic.csv"
         common = ("--stable", stable, "--stable-sha256", linear.sha256, "--candidate", candidate,
                   "--candidate-sha256", forest.sha256, "--label", "label", "--work-dir", work)  # fmt: skip
-        ok = evaluate(*common, "--data", data, "--data-sha256", holdouts.sha256(csv_file), "--json", env=s3.env())
+        ok = evaluate(*common, "--data", data, "--data-sha256", holdouts.sha256(csv_file), "--json", env=store.env())
         assert ok.returncode == 0, ok.stdout + ok.stderr
         report = report_of(ok)
         assert (report.stable_sha256, report.candidate_sha256) == (linear.sha256, forest.sha256)
         assert report.dataset_sha256 == holdouts.sha256(csv_file)
         assert sorted(p.name for p in work.iterdir()) == ["holdout.csv"]
-        missing = evaluate(*common, "--data", "s3://holdouts/nothing.csv", env=s3.env())
+        wrong = evaluate(*common, "--data", data, "--data-sha256", "0" * 64, env=store.env())
+        assert wrong.returncode == 2 and "dataset integrity check failed" in wrong.stdout, wrong.stdout
+        missing = evaluate(*common, "--data", f"{scheme}://holdouts/nothing.csv", env=store.env())
         assert missing.returncode == 2 and "dataset unreachable" in missing.stdout, missing.stdout
         assert "nothing.csv" in missing.stdout
 
