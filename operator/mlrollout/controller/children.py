@@ -163,7 +163,7 @@ def track_deployment(
     access = server_store_access(rev, tpl)
     probe = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
     container: Manifest = {
-        "name": "server",
+        "name": naming.SERVER_CONTAINER,
         "image": tpl.image,
         "command": [SERVER_COMMAND],
         "env": [*_server_env(md_name, namespace, rev, tpl, role), *access.env],

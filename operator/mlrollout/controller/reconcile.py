@@ -10,6 +10,7 @@ it from the newer status, so no step is repeated or skipped). The spec is never 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -38,7 +39,7 @@ from mlrollout.controller import children, evaluation, metrics, naming, scaling
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
-from mlrollout.controller.observe import facts_by_revision, gateway_facts
+from mlrollout.controller.observe import facts_by_revision, gateway_facts, starting_pods
 from mlrollout.controller.profiles import ProfileCache
 from mlrollout.controller.registry import CachingResolver, ModelResolver
 from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
@@ -69,6 +70,7 @@ from mlrollout.rollout import (
     SetRoutes,
     StepFinished,
     StopEvaluation,
+    TrackFacts,
     Unresolved,
     analysis_due,
     decide,
@@ -81,6 +83,7 @@ from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
+from mlrollout_serving.contract.startup import last_startup
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
@@ -152,6 +155,7 @@ class Reconciler:
         self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
         self._feedback_forbidden: set[str] = set()
         self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
+        self._logs_forbidden: set[str] = set()  # namespaces where the RBAC lacks get pods/log (said once)
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -199,7 +203,7 @@ class Reconciler:
             spec_revision=spec_revision,
             unresolved=unresolved,
             generation=generation,
-            tracks=facts_by_revision(deployments, pods),
+            tracks=self._with_startup(namespace, facts_by_revision(deployments, pods), pods, status, log),
             gateway=gateway_facts(deployments, pods) if provider == "builtin" else None,
             routing=routing,
             look=self._look(md, status, policy, now, log),
@@ -235,6 +239,37 @@ class Reconciler:
         if self.hooks is not None and after.approvals:  # asked after the status write, never waited for
             self.hooks.ask(obj, after, policy)
         return done
+
+    def _with_startup(
+        self, namespace: str, tracks: dict[str, TrackFacts], pods: list[Manifest], status: ModelDeploymentStatus,
+        log: Log,
+    ) -> dict[str, TrackFacts]:  # fmt: skip
+        """The stable and candidate tracks that are not ready, with how far one starting pod of each is (the
+        tail of its log: contract.startup). At most two log reads per pass, none once every track is ready.
+        Best effort: a log that cannot be read (no such pod any more, no kubelet, RBAC) leaves it empty."""
+        revisions = (status.stable.revision if status.stable else None,
+                     status.candidate.revision if status.candidate else None)  # fmt: skip
+        if namespace in self._logs_forbidden:
+            return tracks
+        out = dict(tracks)
+        for rev, pod in starting_pods(tracks, pods, revisions).items():
+            try:
+                tail = self.kube.pod_log_tail(namespace, pod, naming.SERVER_CONTAINER)
+            except ApiException as exc:
+                if exc.status == 403:
+                    self._logs_forbidden.add(namespace)
+                    log.warning("start-up progress not shown, the RBAC lacks get pods/log (docs/operator.md, RBAC; "
+                                "not asked again until the operator restarts): %s", api_error_message(exc))  # fmt: skip
+                    return out
+                log.debug("log of pod %s not read: %s", pod, api_error_message(exc))
+                continue
+            except Exception as exc:  # timeouts, a reset: the progress is an explanation, never worth a failure
+                log.debug("log of pod %s not read: %s: %s", pod, type(exc).__name__, exc)
+                continue
+            found = last_startup(tail.splitlines())
+            if found is not None:
+                out[rev] = dataclasses.replace(out[rev], startup=found.summary())
+        return out
 
     def _autoscale(
         self, obj: Manifest, md: ModelDeployment, before: ModelDeploymentStatus, after: ModelDeploymentStatus,

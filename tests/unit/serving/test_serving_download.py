@@ -111,11 +111,6 @@ def test_local_files_are_hashed_in_place(tmp_path: Path) -> None:
     assert path.exists()
 
 
-def test_progress_text() -> None:
-    assert download.progress_text("s3://b/k", 12 << 20, 40 << 20) == "downloading s3://b/k: 12.0 MiB of 40.0 MiB (30%)"
-    assert download.progress_text("s3://b/k", 3 << 20, None) == "downloading s3://b/k: 3.0 MiB"
-
-
 def test_unknown_scheme_names_the_known_ones() -> None:
     with pytest.raises(SourceError, match=r"unsupported model URI scheme 'ftp'.*s3://") as info:
         source_for("ftp://host/m.onnx")
