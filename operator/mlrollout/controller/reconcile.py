@@ -41,7 +41,13 @@ from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.observe import facts_by_revision, gateway_facts, starting_pods
 from mlrollout.controller.profiles import ProfileCache
-from mlrollout.controller.registry import CachingResolver, ModelResolver
+from mlrollout.controller.registry import (
+    CachingResolver,
+    ModelResolver,
+    RegistryAuth,
+    ResolutionError,
+    auth_from_secret,
+)
 from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
@@ -360,10 +366,33 @@ class Reconciler:
         if status.held_back is not None and status.held_back.revision == wanted:
             # held back (refused or rolled back): not rolled out, so not asked, until `retry` or a new spec
             return revision_of(md.spec, image), Unresolved("held back: not asked again until retry", final=False)
-        answer_or_error = self.resolver.resolve(md.spec.model)
+        try:
+            auth = self._registry_auth(md)
+        except ResolutionError as e:
+            return revision_of(md.spec, image), Unresolved(str(e), final=e.final)
+        answer_or_error = self.resolver.resolve(md.spec.model, auth)
         if isinstance(answer_or_error, Unresolved):
             return revision_of(md.spec, image), answer_or_error
         return revision_of(md.spec, image, answer_or_error), None
+
+    def _registry_auth(self, md: ModelDeployment) -> RegistryAuth | None:
+        """The registry credentials the spec names, from their Secret (read when a revision is resolved, never
+        kept): ResolutionError when the Secret is missing or holds no usable set (final: fix it, then
+        `retry`), or cannot be read now (not final: asked again next pass)."""
+        registry = md.spec.model.registry
+        if registry is None or registry.credentials is None:
+            return None
+        name, namespace = registry.credentials.secret_ref.name, str(md.metadata["namespace"])
+        try:
+            secret = self.kube.get("v1", "Secret", namespace, name)
+        except ApiException as exc:
+            why = "the RBAC lacks get secrets" if exc.status == 403 else api_error_message(exc)
+            message = f'registry credentials: Secret "{name}" cannot be read: {why}'
+            raise ResolutionError(message, final=False) from None
+        if secret is None:
+            message = f'registry credentials: Secret "{name}" not found in namespace {namespace}'
+            raise ResolutionError(message, final=True)
+        return auth_from_secret(name, secret.get("data"))
 
     def _commit(
         self, obj: Manifest, before: ModelDeploymentStatus, after: ModelDeploymentStatus, actions: Sequence[Action],
