@@ -16,13 +16,14 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mlrollout_serving import profile as profiles
 from mlrollout_serving.contract import startup
-from mlrollout_serving.contract.process import ExitCode
+from mlrollout_serving.contract.process import ExitCode, registry_authorization, under
 from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.server import config, download, fds, loading, memory
 from mlrollout_serving.server.app import App
@@ -60,6 +61,8 @@ def _load(s: config.Settings, app: App) -> tuple[loading.LoadedModel, Profile | 
             attempts=s.download_retries,
             directory=Path(s.download_dir),
             on_progress=progress,
+            # a file the registry resolved to, on that tracking server: its MLflow credentials, if any
+            authorization=registry_authorization(os.environ) if under(s.model_uri, s.registry_uri) else None,
         )
     except download.DownloadError as e:
         raise loading.LoadError(str(e)) from None

@@ -69,10 +69,13 @@ def fetch(
     directory: Path,
     on_progress: Callable[[str], None] = lambda _: None,
     sleep: Callable[[float], None] = time.sleep,
+    authorization: str | None = None,
 ) -> Fetched:
-    """The model at ``uri`` on local disk with its digest, or DownloadError with the reason."""
+    """The model at ``uri`` on local disk with its digest, or DownloadError with the reason.
+    ``authorization``: the header an http(s) source sends (a registry's credentials; the caller decides
+    that ``uri`` is on that registry)."""
     try:
-        source = source_for(uri)
+        source = source_for(uri, authorization)
     except SourceError as e:
         raise DownloadError(str(e)) from None
     last = ""

@@ -45,6 +45,7 @@ import yaml
 from mlrollout.api.modeldeployment import ModelSource
 from mlrollout.revision import Resolved
 from mlrollout.rollout import Unresolved
+from mlrollout_serving.contract.process import RegistryEnv, registry_authorization, under
 
 API: Final = "/api/2.0/mlflow"
 ARTIFACTS: Final = "/api/2.0/mlflow-artifacts/artifacts"
@@ -54,10 +55,6 @@ MAX_MLMODEL_BYTES: Final = 1 << 20
 FIRST_BACKOFF: Final = 10.0
 MAX_BACKOFF: Final = 300.0
 USER_AGENT: Final = "mlrollout-operator"
-TOKEN_KEY: Final = "MLFLOW_TRACKING_TOKEN"
-USERNAME_KEY: Final = "MLFLOW_TRACKING_USERNAME"
-PASSWORD_KEY: Final = "MLFLOW_TRACKING_PASSWORD"
-"""The MLflow client's own environment variables, the keys of a registry credentials Secret."""
 
 
 @dataclass(frozen=True)
@@ -87,30 +84,28 @@ class ResolutionError(Exception):
 
 def auth_from_secret(name: str, data: Mapping[str, str] | None) -> RegistryAuth:
     """The credentials in a Secret's ``data`` (base64 values, as the API returns them): MLFLOW_TRACKING_TOKEN,
-    else MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. A Secret without a usable set is a final
-    ResolutionError naming the keys it has (never their values) (pure)."""
+    else MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (``contract.process.RegistryEnv``). A Secret
+    without a usable set is a final ResolutionError naming the keys it has, never their values (pure)."""
     values: dict[str, str] = {}
-    for key in (TOKEN_KEY, USERNAME_KEY, PASSWORD_KEY):
+    for key in RegistryEnv:
         raw = (data or {}).get(key)
         if raw is None:
             continue
         try:
-            values[key] = base64.b64decode(raw, validate=True).decode("utf-8").strip()
+            values[key] = base64.b64decode(raw, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             message = f'registry credentials: Secret "{name}" key {key} is not UTF-8 text'
             raise ResolutionError(message, final=True) from None
-    if values.get(TOKEN_KEY):
-        return RegistryAuth(f"Bearer {values[TOKEN_KEY]}", f'Secret "{name}" (token)')
-    user, password = values.get(USERNAME_KEY), values.get(PASSWORD_KEY)
-    if user and password is not None:
-        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return RegistryAuth(f"Basic {pair}", f'Secret "{name}" (user {user})')
-    keys = ", ".join(sorted(data or {})) or "none"
-    raise ResolutionError(
-        f'registry credentials: Secret "{name}" has neither {TOKEN_KEY} nor {USERNAME_KEY} and {PASSWORD_KEY} '
-        f"(its keys: {keys})",
-        final=True,
-    )
+    header = registry_authorization(values)
+    if header is None:
+        keys = ", ".join(sorted(data or {})) or "none"
+        raise ResolutionError(
+            f'registry credentials: Secret "{name}" has neither {RegistryEnv.TOKEN} nor {RegistryEnv.USERNAME} and '
+            f"{RegistryEnv.PASSWORD} (its keys: {keys})",
+            final=True,
+        )
+    who = "token" if header.startswith("Bearer ") else f"user {values[RegistryEnv.USERNAME].strip()}"
+    return RegistryAuth(header, f'Secret "{name}" ({who})')
 
 
 @dataclass(frozen=True)
@@ -200,13 +195,9 @@ class MlflowClient:
         self.timeout = timeout
         self.auth = auth
 
-    def _ours(self, url: str) -> bool:
-        """``url`` is on the tracking server itself (the only place its credentials may go)."""
-        return url.startswith(f"{self.base}/")
-
     def _open(self, url: str, what: str) -> Any:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        auth = self.auth if self._ours(url) else None
+        auth = self.auth if under(url, self.base) else None
         if auth is not None:
             headers["Authorization"] = auth.header
         request = urllib.request.Request(url, headers=headers)

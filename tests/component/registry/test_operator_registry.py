@@ -25,7 +25,7 @@ from kubernetes import client
 from tests.component.server.conftest import infer_body, post
 from tests.support.mlflow import BasicAuth, MlflowServer, run_mlflow
 from tests.support.models import BuiltModel
-from tests.support.procs import free_port, serve_model
+from tests.support.procs import free_port, run_server_until_exit, serve_model
 from tests.unit.controller.kmock_support import ApplyingEmulator
 
 from mlrollout.controller.kube import Kube
@@ -33,7 +33,7 @@ from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.registry import CachingResolver
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
-from mlrollout_serving.contract.process import ServerEnv
+from mlrollout_serving.contract.process import ExitCode, ServerEnv
 
 pytestmark = [pytest.mark.component, pytest.mark.kmock(cls=ApplyingEmulator)]
 
@@ -231,7 +231,7 @@ def secret(cluster: Any, name: str, **data: str) -> None:
 
 
 async def test_registry_credentials_from_the_secret_resolve_a_version_behind_authentication(
-    cluster: Any, locked_registry: MlflowServer, tmp_path: Path
+    cluster: Any, locked_registry: MlflowServer, wine_model: BuiltModel, tmp_path: Path
 ) -> None:
     """MLflow's basic-auth app in front of everything: with the Secret's user and password the version is
     resolved and the file hashed through the authenticated artifact endpoint."""
@@ -246,6 +246,23 @@ async def test_registry_credentials_from_the_secret_resolve_a_version_behind_aut
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert stable["sha256"] == hashlib.sha256(resp.read()).hexdigest()
     assert ADMIN.password not in str(cluster.objects[MD, "ml", "wine"].raw)
+
+    # the pods: the same Secret as envFrom, the registry's address, and the real model server downloading the
+    # pinned file through the authenticated artifact endpoint with MLflow's variables
+    dep = cluster.objects[DEPLOYMENTS, "ml", f"wine-{stable['revision']}"]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+    env = server_env(cluster, stable["revision"])
+    assert env[ServerEnv.REGISTRY_URI] == locked_registry.url
+    pinned = {str(ServerEnv.REGISTRY_URI): env[ServerEnv.REGISTRY_URI]}
+    creds = {"MLFLOW_TRACKING_USERNAME": ADMIN.username, "MLFLOW_TRACKING_PASSWORD": ADMIN.password}
+    with serve_model(env[ServerEnv.MODEL_URI], sha256=stable["sha256"], name="wine", env=pinned | creds) as server:
+        status, _, _ = post(server.port, "/v2/models/wine/infer", infer_body(wine_model, wine_model.samples[:4]))
+        assert status == 200
+    # without them, or for a model elsewhere, the server sends nothing and the tracking server refuses
+    code, output, ready = run_server_until_exit(env[ServerEnv.MODEL_URI], sha256=stable["sha256"], env=pinned)
+    assert code == ExitCode.LOAD_FAILED and not ready and "HTTP 401" in output
+    code, output, ready = run_server_until_exit(env[ServerEnv.MODEL_URI], sha256=stable["sha256"], env=creds)
+    assert code == ExitCode.LOAD_FAILED and not ready and "HTTP 401" in output
 
 
 @pytest.mark.parametrize(

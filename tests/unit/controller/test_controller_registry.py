@@ -91,6 +91,19 @@ def test_pods_get_the_resolved_file_and_its_digest() -> None:
     env = {e["name"]: e["value"] for e in _pod(spec, resolved)["containers"][0]["env"]}
     assert env[ServerEnv.MODEL_URI] == resolved.uri
     assert env[ServerEnv.MODEL_SHA256] == "d" * 64 and env[ServerEnv.MODEL_VERSION] == "7"
+    assert env[ServerEnv.REGISTRY_URI] == "http://r:5000"  # where MLflow credentials may go, if any
+    assert "envFrom" not in _pod(spec, resolved)["containers"][0]
+
+
+def test_registry_credentials_go_to_the_pods_beside_the_store_credentials() -> None:
+    resolved = Resolved("http://r:5000/api/2.0/mlflow-artifacts/artifacts/1/m/model.onnx", "d" * 64, "7", "run")
+    registry = {"uri": "http://r:5000", "credentials": {"secretRef": {"name": "mlflow-reader"}}}
+    spec = {"model": {"name": "wine", "uri": "models:/wine/7", "registry": registry}}
+    assert _pod(spec, resolved)["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-reader"}}]
+    both = {**spec["model"], "credentials": {"secretRef": {"name": "s3-reader"}}}
+    assert _pod({"model": both}, resolved)["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "s3-reader"}}, {"secretRef": {"name": "mlflow-reader"}}
+    ]  # fmt: skip
 
 
 def test_credentials_go_to_the_pods_as_envfrom_and_a_service_account() -> None:

@@ -37,7 +37,7 @@ class FakeSource:
 
 
 def fetch(source: FakeSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> download.Fetched:
-    monkeypatch.setattr(download, "source_for", lambda uri: source)
+    monkeypatch.setattr(download, "source_for", lambda uri, authorization=None: source)
     sleeps: list[float] = []
     args: dict[str, object] = {"timeout": 1.0, "max_bytes": 1 << 20, "attempts": 3, "directory": tmp_path}
     args.update(kw)
