@@ -89,7 +89,7 @@ def fetch(
         if attempt < attempts:
             delay = backoff(attempt)
             text = startup.retrying(uri, delay, last)
-            log.warning("%s (retry %d of %d)", text, attempt, attempts - 1)
+            log.warning("%s (retry %d/%d)", text, attempt, attempts - 1)
             on_progress(text)
             sleep(delay)
     raise DownloadError(f"cannot download model from {uri} after {attempts} attempts: {last}")
