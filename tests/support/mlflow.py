@@ -10,17 +10,23 @@ Stable API:
   ``name``; returns (version, run id). The client runs in a child process, so mlflow's import-time
   warnings and global tracking state stay out of the test process.
 - ``MlflowServer.set_alias(name, alias, version)``.
+- ``run_mlflow(auth=BasicAuth(...))``: the same server with MLflow's own authentication on (``mlflow server
+  --app-name basic-auth``, PyPI ``mlflow[auth]``): that user is its admin, every call (REST and artifacts)
+  needs HTTP basic credentials, and the test's own client calls send them (``MLFLOW_TRACKING_USERNAME`` /
+  ``MLFLOW_TRACKING_PASSWORD``, as any MLflow client does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import secrets
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.procs import ManagedProcess, free_port, running
@@ -50,18 +56,29 @@ print(json.dumps({"version": str(info.registered_model_version), "run_id": run.i
 """
 
 
+@dataclass(frozen=True)
+class BasicAuth:
+    username: str
+    password: str = field(repr=False)
+
+
 @dataclass
 class MlflowServer:
     process: ManagedProcess
+    auth: BasicAuth | None = None
 
     @property
     def url(self) -> str:
         return self.process.url
 
     def _client(self, *args: str) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.auth is not None:
+            env |= {"MLFLOW_TRACKING_USERNAME": self.auth.username, "MLFLOW_TRACKING_PASSWORD": self.auth.password}
         done = subprocess.run(
-            [sys.executable, "-c", _CLIENT, self.url, *args], capture_output=True, text=True, timeout=300, check=False
-        )
+            [sys.executable, "-c", _CLIENT, self.url, *args], capture_output=True, text=True, timeout=300, check=False,
+            env=env,
+        )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"mlflow client failed ({done.returncode}):\n{done.stderr[-3000:]}")
         result: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -79,8 +96,17 @@ class MlflowServer:
         self._client("alias", name, alias, version)
 
 
+_AUTH_INI = """[mlflow]
+default_permission = READ
+database_uri = sqlite:///{root}/auth.db
+admin_username = {username}
+admin_password = {password}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
 @contextlib.contextmanager
-def run_mlflow() -> Iterator[MlflowServer]:
+def run_mlflow(auth: BasicAuth | None = None) -> Iterator[MlflowServer]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="mlrollout-mlflow-") as root:
         cmd = [
@@ -89,5 +115,12 @@ def run_mlflow() -> Iterator[MlflowServer]:
             "--artifacts-destination", f"{root}/artifacts",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ]  # fmt: skip
-        with running(cmd, port, "/health", prefix="mlrollout-mlflow-", timeout=180) as process:
-            yield MlflowServer(process)
+        env: dict[str, str] = {}
+        if auth is not None:
+            ini = Path(root) / "auth.ini"
+            ini.write_text(_AUTH_INI.format(root=root, username=auth.username, password=auth.password))
+            cmd += ["--app-name", "basic-auth"]
+            # the auth app's config, and the static key its CSRF protection insists on
+            env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+        with running(cmd, port, "/health", prefix="mlrollout-mlflow-", env=env, timeout=180) as process:
+            yield MlflowServer(process, auth)

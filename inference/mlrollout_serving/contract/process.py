@@ -8,6 +8,8 @@ sets or reads.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Final
 
@@ -24,8 +26,11 @@ __all__ = [
     "TERMINATION_LOG",
     "ExitCode",
     "GatewayEnv",
+    "RegistryEnv",
     "ServerEnv",
     "feedback_secret_name",
+    "registry_authorization",
+    "under",
 ]
 
 SERVER_COMMAND: Final = "mlrollout-serve"
@@ -100,6 +105,7 @@ class ServerEnv(StrEnum):
     DOWNLOAD_MAX_BYTES = "MLROLLOUT_DOWNLOAD_MAX_BYTES"
     DOWNLOAD_RETRIES = "MLROLLOUT_DOWNLOAD_RETRIES"
     DOWNLOAD_DIR = "MLROLLOUT_DOWNLOAD_DIR"
+    REGISTRY_URI = "MLROLLOUT_REGISTRY_URI"
     SHUTDOWN_GRACE = "MLROLLOUT_SHUTDOWN_GRACE"
     ALLOW_NON_FINITE = "MLROLLOUT_ALLOW_NON_FINITE"
     PREDICTION_KIND = "MLROLLOUT_PREDICTION_KIND"
@@ -119,3 +125,34 @@ class GatewayEnv(StrEnum):
     FEEDBACK_KEYS = "MLROLLOUT_FEEDBACK_KEYS"
     POD_IP = "MLROLLOUT_POD_IP"
     LOG_LEVEL = "MLROLLOUT_LOG_LEVEL"
+
+
+class RegistryEnv(StrEnum):
+    """The MLflow client's own variables: the keys of a registry credentials Secret. The operator reads them
+    from the Secret when it resolves a models:/ URI; the model server from its environment (the same
+    Secret as envFrom) when it downloads the resolved file from that tracking server."""
+
+    TOKEN = "MLFLOW_TRACKING_TOKEN"
+    USERNAME = "MLFLOW_TRACKING_USERNAME"
+    PASSWORD = "MLFLOW_TRACKING_PASSWORD"
+
+
+_NEWLINES: Final = "\r\n"
+
+
+def registry_authorization(values: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header MLflow's client sends for these variables: the token as a bearer token,
+    else user and password as HTTP basic; None without a usable set."""
+    token = (values.get(RegistryEnv.TOKEN) or "").strip()
+    if token:
+        return f"Bearer {token}"
+    user, password = (values.get(RegistryEnv.USERNAME) or "").strip(), values.get(RegistryEnv.PASSWORD)
+    if user and password is not None:
+        pair = f"{user}:{password.rstrip(_NEWLINES)}"  # a Secret made from a file often ends in a newline
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+    return None
+
+
+def under(url: str, base: str | None) -> bool:
+    """``url`` is on the server at ``base`` (the only place its credentials may go)."""
+    return base is not None and url.startswith(f"{base.rstrip('/')}/")

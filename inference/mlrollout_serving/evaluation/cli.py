@@ -25,6 +25,7 @@ from mlrollout_serving.contract.evaluation import (
     EvaluationReport,
     EvaluationRequest,
 )
+from mlrollout_serving.contract.startup import LOG_FORMAT
 from mlrollout_serving.evaluation.run import evaluate
 from mlrollout_serving.evaluation.table import render
 
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     logging.basicConfig(
         level=env.get(EvaluateEnv.LOG_LEVEL, "INFO").upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )  # fmt: skip
     ns = parser().parse_args(argv)
     termination = ns.termination_log or (

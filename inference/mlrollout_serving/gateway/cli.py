@@ -16,6 +16,7 @@ from prometheus_client import disable_created_metrics
 from ..contract.feedback import MAX_ROWS
 from ..contract.process import GATEWAY_COMMAND, GATEWAY_PORT, GatewayEnv
 from ..contract.routes import CONFIGMAP_KEY
+from ..contract.startup import LOG_FORMAT
 from ..signals import drain_on_signal
 from .feedback import Feedback, FeedbackConfig
 from .limits import Limits
@@ -262,9 +263,7 @@ def limits_from(args: argparse.Namespace) -> Limits:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the exposition and nobody queries them
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     try:
         import uvloop
 

@@ -16,12 +16,14 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mlrollout_serving import profile as profiles
-from mlrollout_serving.contract.process import ExitCode
+from mlrollout_serving.contract import startup
+from mlrollout_serving.contract.process import ExitCode, registry_authorization, under
 from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.server import config, download, fds, loading, memory
 from mlrollout_serving.server.app import App
@@ -59,6 +61,8 @@ def _load(s: config.Settings, app: App) -> tuple[loading.LoadedModel, Profile | 
             attempts=s.download_retries,
             directory=Path(s.download_dir),
             on_progress=progress,
+            # a file the registry resolved to, on that tracking server: its MLflow credentials, if any
+            authorization=registry_authorization(os.environ) if under(s.model_uri, s.registry_uri) else None,
         )
     except download.DownloadError as e:
         raise loading.LoadError(str(e)) from None
@@ -66,7 +70,8 @@ def _load(s: config.Settings, app: App) -> tuple[loading.LoadedModel, Profile | 
         digest = loading.verify(fetched.sha256, s.sha256, s.model_uri)
         if s.sha256 is None:
             log.warning("no --sha256 given: serving %s unverified (sha256 %s)", s.model_uri, digest)
-        progress(f"loading {s.model_uri} (sha256 {digest})")
+        progress(text := startup.loading(s.model_uri, digest))
+        log.info("%s", text)
         model = loading.load(fetched.path, digest, s.intra_op_threads, s.inter_op_threads, s.max_batch_size)
     finally:
         fetched.discard()  # onnxruntime holds the model in memory now; the disk copy is not needed
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = config.parse(argv)
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=startup.LOG_FORMAT,
     )
     import uvloop
 

@@ -50,6 +50,7 @@ class Settings:
     download_max_bytes: int
     download_retries: int
     download_dir: str
+    registry_uri: str | None
     shutdown_grace: float
     allow_non_finite: bool
     prediction_kind: PredictionKind
@@ -130,6 +131,7 @@ _OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
     ("--download-max-bytes", ServerEnv.DOWNLOAD_MAX_BYTES, int, 2 << 30, "largest model file accepted"),
     ("--download-retries", ServerEnv.DOWNLOAD_RETRIES, int, 3, "download attempts before giving up"),
     ("--download-dir", ServerEnv.DOWNLOAD_DIR, str, tempfile.gettempdir(), "where downloads are streamed to"),
+    ("--registry-uri", ServerEnv.REGISTRY_URI, str, None, "MLflow server that gets $MLFLOW_TRACKING_* credentials"),
     ("--shutdown-grace", ServerEnv.SHUTDOWN_GRACE, float, 20.0, "seconds to finish in-flight requests on SIGTERM"),
     ("--allow-non-finite", ServerEnv.ALLOW_NON_FINITE, _bool, False, "accept NaN/Infinity in float inputs"),
     ("--prediction-kind", ServerEnv.PREDICTION_KIND, str, "auto", "auto, classification or regression (metrics)"),

@@ -10,7 +10,8 @@
   exponential back-off up to ``--download-retries`` attempts; a final one (missing object, denied,
   refused credentials) is not. Each attempt has ``--download-timeout`` per connection and per read.
 - **Reported**: a progress line in the log at most every ``PROGRESS_SECONDS`` and the same words through
-  ``on_progress``, which the server shows as the reason of its 503 on ``/v2/health/ready``.
+  ``on_progress``, which the server shows as the reason of its 503 on ``/v2/health/ready``. The lines are
+  a wire format (``contract.startup``): the operator reads them back from the pod's log.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mlrollout_serving.contract import startup
 from mlrollout_serving.server.sources import Opened, Source, SourceError, source_for
 
 log = logging.getLogger(__name__)
@@ -53,17 +55,6 @@ class Fetched:
             self.path.unlink(missing_ok=True)
 
 
-def mib(n: float) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
-
-
-def progress_text(uri: str, done: int, total: int | None) -> str:
-    """``downloading s3://b/k: 12.0 MiB of 40.0 MiB (30%)`` (pure: the ready reason and the log line)."""
-    if total:
-        return f"downloading {uri}: {mib(done)} of {mib(total)} ({100 * done // total}%)"
-    return f"downloading {uri}: {mib(done)}"
-
-
 def backoff(attempt: int) -> float:
     """Seconds before attempt ``attempt + 1``: 0.5, 1, 2, 4, ... at most MAX_BACKOFF."""
     return float(min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF))
@@ -78,10 +69,13 @@ def fetch(
     directory: Path,
     on_progress: Callable[[str], None] = lambda _: None,
     sleep: Callable[[float], None] = time.sleep,
+    authorization: str | None = None,
 ) -> Fetched:
-    """The model at ``uri`` on local disk with its digest, or DownloadError with the reason."""
+    """The model at ``uri`` on local disk with its digest, or DownloadError with the reason.
+    ``authorization``: the header an http(s) source sends (a registry's credentials; the caller decides
+    that ``uri`` is on that registry)."""
     try:
-        source = source_for(uri)
+        source = source_for(uri, authorization)
     except SourceError as e:
         raise DownloadError(str(e)) from None
     last = ""
@@ -94,8 +88,9 @@ def fetch(
                 raise DownloadError(last if uri in last else f"cannot download model from {uri}: {last}") from None
         if attempt < attempts:
             delay = backoff(attempt)
-            log.warning("download of %s failed (%s); retry %d/%d in %.1fs", uri, last, attempt, attempts - 1, delay)
-            on_progress(f"retrying {uri} in {delay:.1f}s after: {last}")
+            text = startup.retrying(uri, delay, last)
+            log.warning("%s (retry %d/%d)", text, attempt, attempts - 1)
+            on_progress(text)
             sleep(delay)
     raise DownloadError(f"cannot download model from {uri} after {attempts} attempts: {last}")
 
@@ -179,12 +174,11 @@ def _copy(
         now = time.monotonic()
         if now - last_report >= PROGRESS_SECONDS:
             last_report = now
-            text = progress_text(uri, total, opened.size)
-            log.info("%s, %s/s", text, mib(total / max(now - started, 1e-9)))
-            on_progress(text)
+            log.info("%s", startup.downloading(uri, total, opened.size, rate=total / max(now - started, 1e-9)))
+            on_progress(startup.downloading(uri, total, opened.size))
     if opened.size is not None and total != opened.size:
         raise SourceError(f"model at {uri}: got {total} of {opened.size} bytes (connection cut)", transient=True)
     elapsed = time.monotonic() - started
     if write is not None:
-        log.info("downloaded %s (%s) in %.1fs", uri, mib(total), elapsed)
+        log.info("%s", startup.downloaded(uri, total, elapsed))
     return digest.hexdigest(), total

@@ -99,11 +99,28 @@ def _said(c: Credentials) -> str:
     return ", ".join(secret + account)
 
 
+class RegistryCredentials(ApiModel):
+    """How the operator authenticates to the MLflow tracking server (docs/sources.md, "Registry credentials")."""
+
+    secret_ref: SecretRef = Field(
+        description=(
+            "A Secret in the ModelDeployment's namespace with the MLflow client's standard variables as keys: "
+            "MLFLOW_TRACKING_TOKEN (sent as a bearer token) or MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (HTTP basic). Read by the operator when it resolves the models:/ URI and "
+            "sent only to the tracking server's own address."
+        )
+    )
+
+
 class Registry(ApiModel):
     """The MLflow tracking server whose Model Registry holds a models:/ model."""
 
     uri: HttpUri = Field(
         description="Base URL of the MLflow tracking server, e.g. http://mlflow.mlops.svc:5000 (no user:password@)."
+    )
+    credentials: RegistryCredentials | None = Field(
+        default=None,
+        description="Credentials for a tracking server with authentication on; absent: it is called without.",
     )
 
 

@@ -93,6 +93,8 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
         ServerEnv.BATCHING: {None: "auto", True: "on", False: "off"}[serving.batching.enabled],
         ServerEnv.TERMINATION_LOG: TERMINATION_LOG,
     }
+    if rev.resolved_uri and model.registry is not None:  # its credentials (if any) go to that server only
+        env[ServerEnv.REGISTRY_URI] = str(model.registry.uri)
     if model.reference_profile:
         env[ServerEnv.REFERENCE_PROFILE] = locate(model.reference_profile)
     if serving.threads is not None:
@@ -102,7 +104,9 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
 
 def server_store_access(rev: RevisionStatus, tpl: RevisionTemplate) -> StoreAccess:
     """What a revision's model servers read (its model, as resolved, and its reference profile), and how."""
-    return store_access((rev.resolved_uri or tpl.model.uri, tpl.model.reference_profile), tpl.model.credentials)
+    registry = tpl.model.registry
+    secret = registry.credentials.secret_ref.name if rev.resolved_uri and registry and registry.credentials else None
+    return store_access((rev.resolved_uri or tpl.model.uri, tpl.model.reference_profile), tpl.model.credentials, secret)
 
 
 def track_labels(md_name: str, revision: str, role: Role) -> dict[str, str]:
@@ -163,7 +167,7 @@ def track_deployment(
     access = server_store_access(rev, tpl)
     probe = {"httpGet": {"path": HEALTH_READY, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 5}
     container: Manifest = {
-        "name": "server",
+        "name": naming.SERVER_CONTAINER,
         "image": tpl.image,
         "command": [SERVER_COMMAND],
         "env": [*_server_env(md_name, namespace, rev, tpl, role), *access.env],

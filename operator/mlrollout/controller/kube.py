@@ -22,6 +22,9 @@ from mlrollout.controller import naming
 from mlrollout.traffic.base import Manifest
 
 MD_PLURAL = "modeldeployments"
+LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 8192
+LOG_TIMEOUT = 5.0
 
 
 class Conflict(Exception):
@@ -37,6 +40,7 @@ class KubeApi(Protocol):
     def namespace_labels(self, namespace: str) -> dict[str, str]: ...
     def list_policies(self, plural: str) -> list[Manifest]: ...
     def list_children(self, namespace: str, md: str) -> tuple[list[Manifest], list[Manifest]]: ...
+    def pod_log_tail(self, namespace: str, pod: str, container: str) -> str: ...
     def apply(self, manifest: Manifest, field_manager: str = naming.FIELD_MANAGER) -> None: ...
     def create(self, manifest: Manifest) -> bool: ...
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
@@ -127,6 +131,17 @@ class Kube:
         deps = self._call("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments", query=query)
         pods = self._call("GET", f"/api/v1/namespaces/{namespace}/pods", query=query)
         return list(deps.get("items") or []), list(pods.get("items") or [])
+
+    def pod_log_tail(self, namespace: str, pod: str, container: str) -> str:
+        """The last LOG_TAIL_LINES lines of a container's log, at most LOG_TAIL_BYTES (both bounded by the
+        API server, so a chatty pod costs the same as a quiet one), with a short timeout: the log is only
+        the start-up progress for status, never worth holding a pass up."""
+        query = [("container", container), ("tailLines", str(LOG_TAIL_LINES)), ("limitBytes", str(LOG_TAIL_BYTES))]
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        resp = kubehttp.request(self.api, "GET", path, query=query, timeout=LOG_TIMEOUT)
+        if not resp.ok:
+            raise resp.error()
+        return resp.text()
 
     def apply(self, manifest: Manifest, field_manager: str = naming.FIELD_MANAGER) -> None:
         meta = manifest["metadata"]

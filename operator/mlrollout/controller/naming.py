@@ -30,6 +30,8 @@ REPLICAS_FIELD_MANAGER: Final = "mlrollout-operator-replicas"
 SERVER_COMPONENT: Final = "model-server"
 GATEWAY_COMPONENT: Final = "gateway"
 HTTP_PORT_NAME: Final = "http"
+SERVER_CONTAINER: Final = "server"
+"""The model server's container in a revision's pods (the operator reads its start-up log lines)."""
 
 
 def track_name(md: str, revision: str) -> str:

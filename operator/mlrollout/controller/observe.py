@@ -7,26 +7,24 @@ expected one and writes why, one line, to its termination message (the tail of i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from mlrollout.controller import naming
 from mlrollout.rollout.facts import TrackFacts
 from mlrollout_serving.contract.process import ExitCode
+from mlrollout_serving.contract.startup import LOG_PREFIX
 
 CRASH_LOOP_RESTARTS: Final = 3
 CONFIG_ERRORS: Final = frozenset({"CreateContainerConfigError", "InvalidImageName"})
 """Waiting reasons that no amount of waiting fixes (a missing Secret, an unusable image name)."""
 MESSAGE_CHARS: Final = 300
-# the data plane's log lines: "2026-12-04 03:52:41,123 ERROR mlrollout_serving.server: <message>"
-_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+[A-Z]+\s+[\w.]+:\s*")
 
 
 def one_line(message: str, limit: int = MESSAGE_CHARS) -> str:
     """A termination message for people: its last line, without a log prefix, cut at a word."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    text = _LOG_PREFIX.sub("", lines[-1]) if lines else ""
+    text = LOG_PREFIX.sub("", lines[-1]) if lines else ""
     if len(text) <= limit:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0]
@@ -117,3 +115,33 @@ def gateway_facts(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mappi
 
     deployment = next((d for d in deployments if is_gateway(d)), None)
     return track_facts(deployment, [p for p in pods if is_gateway(p)])
+
+
+def _starting(pod: Mapping[str, Any]) -> bool:
+    """The pod's model server runs but is not ready yet: its log says how far it is."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if meta.get("deletionTimestamp") or not (pod.get("spec") or {}).get("nodeName"):
+        return False
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("name") == naming.SERVER_CONTAINER:
+            return not cs.get("ready") and bool((cs.get("state") or {}).get("running"))
+    return False
+
+
+def starting_pods(
+    tracks: Mapping[str, TrackFacts], pods: Iterable[Mapping[str, Any]], revisions: Iterable[str | None]
+) -> dict[str, str]:
+    """For each of ``revisions`` (the stable and candidate ones) whose track is not ready, one of its pods
+    that is starting (the oldest: the furthest along), by revision. At most one log read per revision and
+    pass: one pod's progress stands for its siblings, which fetch the same file."""
+    wanted = {r for r in revisions if r and tracks.get(r, TrackFacts()).exists and not tracks[r].ready}
+    found: dict[str, tuple[str, str]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        rev = (meta.get("labels") or {}).get(naming.REVISION)
+        if rev not in wanted or not _starting(pod):
+            continue
+        key = (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
+        if rev not in found or key < found[rev]:
+            found[rev] = key
+    return {rev: name for rev, (_, name) in found.items()}

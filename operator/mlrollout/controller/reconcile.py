@@ -10,6 +10,7 @@ it from the newer status, so no step is repeated or skipped). The spec is never 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -38,9 +39,15 @@ from mlrollout.controller import children, evaluation, metrics, naming, scaling
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
-from mlrollout.controller.observe import facts_by_revision, gateway_facts
+from mlrollout.controller.observe import facts_by_revision, gateway_facts, starting_pods
 from mlrollout.controller.profiles import ProfileCache
-from mlrollout.controller.registry import CachingResolver, ModelResolver
+from mlrollout.controller.registry import (
+    CachingResolver,
+    ModelResolver,
+    RegistryAuth,
+    ResolutionError,
+    auth_from_secret,
+)
 from mlrollout.controller.routing import ParentRef, gateway_api_routing, not_applied
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import VerdictSource
@@ -69,6 +76,7 @@ from mlrollout.rollout import (
     SetRoutes,
     StepFinished,
     StopEvaluation,
+    TrackFacts,
     Unresolved,
     analysis_due,
     decide,
@@ -81,6 +89,7 @@ from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
 from mlrollout_serving.contract.process import feedback_secret_name
 from mlrollout_serving.contract.routes import BackupModel, Sticky
+from mlrollout_serving.contract.startup import last_startup
 
 Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
@@ -152,6 +161,7 @@ class Reconciler:
         self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
         self._feedback_forbidden: set[str] = set()
         self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
+        self._logs_forbidden: set[str] = set()  # namespaces where the RBAC lacks get pods/log (said once)
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -199,7 +209,7 @@ class Reconciler:
             spec_revision=spec_revision,
             unresolved=unresolved,
             generation=generation,
-            tracks=facts_by_revision(deployments, pods),
+            tracks=self._with_startup(namespace, facts_by_revision(deployments, pods), pods, status, log),
             gateway=gateway_facts(deployments, pods) if provider == "builtin" else None,
             routing=routing,
             look=self._look(md, status, policy, now, log),
@@ -235,6 +245,37 @@ class Reconciler:
         if self.hooks is not None and after.approvals:  # asked after the status write, never waited for
             self.hooks.ask(obj, after, policy)
         return done
+
+    def _with_startup(
+        self, namespace: str, tracks: dict[str, TrackFacts], pods: list[Manifest], status: ModelDeploymentStatus,
+        log: Log,
+    ) -> dict[str, TrackFacts]:  # fmt: skip
+        """The stable and candidate tracks that are not ready, with how far one starting pod of each is (the
+        tail of its log: contract.startup). At most two log reads per pass, none once every track is ready.
+        Best effort: a log that cannot be read (no such pod any more, no kubelet, RBAC) leaves it empty."""
+        revisions = (status.stable.revision if status.stable else None,
+                     status.candidate.revision if status.candidate else None)  # fmt: skip
+        if namespace in self._logs_forbidden:
+            return tracks
+        out = dict(tracks)
+        for rev, pod in starting_pods(tracks, pods, revisions).items():
+            try:
+                tail = self.kube.pod_log_tail(namespace, pod, naming.SERVER_CONTAINER)
+            except ApiException as exc:
+                if exc.status == 403:
+                    self._logs_forbidden.add(namespace)
+                    log.warning("start-up progress not shown, the RBAC lacks get pods/log (docs/operator.md, RBAC; "
+                                "not asked again until the operator restarts): %s", api_error_message(exc))  # fmt: skip
+                    return out
+                log.debug("log of pod %s not read: %s", pod, api_error_message(exc))
+                continue
+            except Exception as exc:  # timeouts, a reset: the progress is an explanation, never worth a failure
+                log.debug("log of pod %s not read: %s: %s", pod, type(exc).__name__, exc)
+                continue
+            found = last_startup(tail.splitlines())
+            if found is not None:
+                out[rev] = dataclasses.replace(out[rev], startup=found.summary())
+        return out
 
     def _autoscale(
         self, obj: Manifest, md: ModelDeployment, before: ModelDeploymentStatus, after: ModelDeploymentStatus,
@@ -325,10 +366,33 @@ class Reconciler:
         if status.held_back is not None and status.held_back.revision == wanted:
             # held back (refused or rolled back): not rolled out, so not asked, until `retry` or a new spec
             return revision_of(md.spec, image), Unresolved("held back: not asked again until retry", final=False)
-        answer_or_error = self.resolver.resolve(md.spec.model)
+        try:
+            auth = self._registry_auth(md)
+        except ResolutionError as e:
+            return revision_of(md.spec, image), Unresolved(str(e), final=e.final)
+        answer_or_error = self.resolver.resolve(md.spec.model, auth)
         if isinstance(answer_or_error, Unresolved):
             return revision_of(md.spec, image), answer_or_error
         return revision_of(md.spec, image, answer_or_error), None
+
+    def _registry_auth(self, md: ModelDeployment) -> RegistryAuth | None:
+        """The registry credentials the spec names, from their Secret (read when a revision is resolved, never
+        kept): ResolutionError when the Secret is missing or holds no usable set (final: fix it, then
+        `retry`), or cannot be read now (not final: asked again next pass)."""
+        registry = md.spec.model.registry
+        if registry is None or registry.credentials is None:
+            return None
+        name, namespace = registry.credentials.secret_ref.name, str(md.metadata["namespace"])
+        try:
+            secret = self.kube.get("v1", "Secret", namespace, name)
+        except ApiException as exc:
+            why = "the RBAC lacks get secrets" if exc.status == 403 else api_error_message(exc)
+            message = f'registry credentials: Secret "{name}" cannot be read: {why}'
+            raise ResolutionError(message, final=False) from None
+        if secret is None:
+            message = f'registry credentials: Secret "{name}" not found in namespace {namespace}'
+            raise ResolutionError(message, final=True)
+        return auth_from_secret(name, secret.get("data"))
 
     def _commit(
         self, obj: Manifest, before: ModelDeploymentStatus, after: ModelDeploymentStatus, actions: Sequence[Action],

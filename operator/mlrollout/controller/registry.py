@@ -15,13 +15,20 @@ revision (`Resolved`) or why it cannot (`Unresolved`, final or not):
 5. The file itself, streamed through sha256 (bounded, never held in memory): the digest is pinned, or
    checked against ``spec.model.sha256`` when the spec gives one.
 
-Answers are cached per (registry, URI, expected digest): a success for the process's life (the revision in
+With ``spec.model.registry.credentials`` the reconciler reads the named Secret (`auth_from_secret`) and every
+call to the tracking server carries its ``Authorization`` header (a bearer token, or HTTP basic), as MLflow's
+own client does with the same variables; never to another host (an ``http(s)://`` artifact location
+elsewhere gets no credentials). A refusal (401, 403) is final and says whether credentials were sent.
+
+Answers are cached per (registry, credentials, URI, expected digest): a success for the process's life (the revision in
 status keeps it for good), a failure for a back-off that doubles from 10 s to 5 min, so a registry that is
 down or a typo in the version is asked at that pace, never in a loop.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import threading
@@ -29,8 +36,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import yaml
@@ -38,6 +45,7 @@ import yaml
 from mlrollout.api.modeldeployment import ModelSource
 from mlrollout.revision import Resolved
 from mlrollout.rollout import Unresolved
+from mlrollout_serving.contract.process import RegistryEnv, registry_authorization, under
 
 API: Final = "/api/2.0/mlflow"
 ARTIFACTS: Final = "/api/2.0/mlflow-artifacts/artifacts"
@@ -49,16 +57,55 @@ MAX_BACKOFF: Final = 300.0
 USER_AGENT: Final = "mlrollout-operator"
 
 
+@dataclass(frozen=True)
+class RegistryAuth:
+    """The ``Authorization`` header for the tracking server (never in a repr, a log or status)."""
+
+    header: str = field(repr=False)
+    source: str  # for messages: which Secret and which kind, e.g. 'Secret "mlflow" (basic, user alice)'
+
+    @property
+    def fingerprint(self) -> str:
+        """Tells credentials apart in a cache key without keeping them there."""
+        return hashlib.sha256(self.header.encode()).hexdigest()[:16]
+
+
 class ModelResolver(Protocol):
     """What the reconciler needs: the registry's answer for a models:/ spec (never raises)."""
 
-    def resolve(self, model: ModelSource) -> Resolved | Unresolved: ...
+    def resolve(self, model: ModelSource, auth: RegistryAuth | None = None) -> Resolved | Unresolved: ...
 
 
 class ResolutionError(Exception):
     def __init__(self, message: str, *, final: bool) -> None:
         super().__init__(message)
         self.final = final
+
+
+def auth_from_secret(name: str, data: Mapping[str, str] | None) -> RegistryAuth:
+    """The credentials in a Secret's ``data`` (base64 values, as the API returns them): MLFLOW_TRACKING_TOKEN,
+    else MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (``contract.process.RegistryEnv``). A Secret
+    without a usable set is a final ResolutionError naming the keys it has, never their values (pure)."""
+    values: dict[str, str] = {}
+    for key in RegistryEnv:
+        raw = (data or {}).get(key)
+        if raw is None:
+            continue
+        try:
+            values[key] = base64.b64decode(raw, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            message = f'registry credentials: Secret "{name}" key {key} is not UTF-8 text'
+            raise ResolutionError(message, final=True) from None
+    header = registry_authorization(values)
+    if header is None:
+        keys = ", ".join(sorted(data or {})) or "none"
+        raise ResolutionError(
+            f'registry credentials: Secret "{name}" has neither {RegistryEnv.TOKEN} nor {RegistryEnv.USERNAME} and '
+            f"{RegistryEnv.PASSWORD} (its keys: {keys})",
+            final=True,
+        )
+    who = "token" if header.startswith("Bearer ") else f"user {values[RegistryEnv.USERNAME].strip()}"
+    return RegistryAuth(header, f'Secret "{name}" ({who})')
 
 
 @dataclass(frozen=True)
@@ -108,7 +155,7 @@ def onnx_file(mlmodel: Any, location: str) -> str:
     return data
 
 
-def classify(status: int, body: bytes, what: str) -> ResolutionError:
+def classify(status: int, body: bytes, what: str, auth: RegistryAuth | None = None) -> ResolutionError:
     """An HTTP error of the registry as a ResolutionError: a missing thing or a refusal is final (pure)."""
     message = ""
     try:
@@ -117,27 +164,51 @@ def classify(status: int, body: bytes, what: str) -> ResolutionError:
     except (ValueError, AttributeError):
         message = body[:200].decode("utf-8", "replace").strip()
     text = f"{what}: HTTP {status}{': ' + message if message else ''}"
-    if status in (401, 403):
-        return ResolutionError(f"{text} (the registry refused us)", final=True)
+    if status == 401:
+        if auth is None:
+            return ResolutionError(
+                f"{text} (the registry wants credentials: set spec.model.registry.credentials)", final=True
+            )
+        return ResolutionError(f"{text} (the registry refused the credentials of {auth.source})", final=True)
+    if status == 403:
+        who = f"the credentials of {auth.source}" if auth is not None else "anonymous calls"
+        return ResolutionError(f"{text} (the registry does not allow this to {who})", final=True)
     final = 400 <= status < 500 and status not in (408, 429)
     return ResolutionError(text, final=final)
+
+
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    """With credentials, a redirect is an answer (a 3xx error), never a place to send them to."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
 
 
 class MlflowClient:
     """The few REST calls of the resolution; every failure is a ResolutionError."""
 
-    def __init__(self, base: str, timeout: float = TIMEOUT_SECONDS) -> None:
+    def __init__(self, base: str, timeout: float = TIMEOUT_SECONDS, auth: RegistryAuth | None = None) -> None:
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self.auth = auth
 
     def _open(self, url: str, what: str) -> Any:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        auth = self.auth if under(url, self.base) else None
+        if auth is not None:
+            headers["Authorization"] = auth.header
+        request = urllib.request.Request(url, headers=headers)
         try:
+            if auth is not None:  # urllib would re-send the header to wherever a redirect points
+                return _NO_REDIRECTS.open(request, timeout=self.timeout)
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as e:
             body = e.read(64 << 10)
             e.close()
-            raise classify(e.code, body, what) from None
+            raise classify(e.code, body, what, auth) from None
         except (OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise ResolutionError(f"{what}: registry {self.base} unreachable: {reason}", final=False) from None
@@ -226,19 +297,19 @@ class CachingResolver:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 512) -> None:
         self._clock = clock
-        self._cache: dict[tuple[str, str, str | None], _Entry] = {}
+        self._cache: dict[tuple[str, str, str, str | None], _Entry] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
-    def resolve(self, model: ModelSource) -> Resolved | Unresolved:
+    def resolve(self, model: ModelSource, auth: RegistryAuth | None = None) -> Resolved | Unresolved:
         assert model.registry is not None, "a models:/ URI always names its registry (CRD rule)"
-        key = (model.registry.uri, model.uri, model.sha256)
+        key = (model.registry.uri, auth.fingerprint if auth else "", model.uri, model.sha256)
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None and (isinstance(entry.answer, Resolved) or self._clock() < entry.retry_at):
                 return entry.answer
         try:
-            answer: Resolved | Unresolved = resolve(model, MlflowClient(model.registry.uri))
+            answer: Resolved | Unresolved = resolve(model, MlflowClient(model.registry.uri, auth=auth))
         except ResolutionError as e:
             answer = Unresolved(str(e), final=e.final)
         backoff = FIRST_BACKOFF if entry is None or isinstance(entry.answer, Resolved) else entry.backoff * 2

@@ -59,7 +59,9 @@ class StoreAccess:
         return [*self.volumes, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE}}]
 
 
-def store_access(uris: Iterable[str | None], credentials: Credentials | None) -> StoreAccess:
+def store_access(
+    uris: Iterable[str | None], credentials: Credentials | None, registry_secret: str | None = None
+) -> StoreAccess:
     """The store access of a container reading `uris` (None entries skipped) with `credentials`.
 
     - each claim a pvc:// URI names: one read-only volume and mount (``claim-<n>``), however many URIs;
@@ -69,7 +71,9 @@ def store_access(uris: Iterable[str | None], credentials: Credentials | None) ->
       ``GOOGLE_APPLICATION_CREDENTIALS``, where google-auth looks. That volume is optional so that a
       missing Secret is reported by ``envFrom`` (CreateContainerConfigError, at once) rather than a mount
       that waits forever; a Secret without ``key.json`` makes the reader exit naming the missing file;
-    - ``credentials.serviceAccountName``: the pod's ServiceAccount (web identity).
+    - ``credentials.serviceAccountName``: the pod's ServiceAccount (web identity);
+    - ``registry_secret``: ``envFrom`` of a models:/ revision's registry credentials (MLflow's
+      ``MLFLOW_TRACKING_*``), which the reader sends only to the tracking server (``ServerEnv.REGISTRY_URI``).
     """
     listed = [u for u in uris if u]
     claims = dict.fromkeys(urlsplit(u).netloc for u in listed if u.startswith("pvc://"))
@@ -87,6 +91,8 @@ def store_access(uris: Iterable[str | None], credentials: Credentials | None) ->
             volumes.append({"name": GCS_KEY_VOLUME, "secret": {"secretName": secret, "optional": True}})
             mounts.append({"name": GCS_KEY_VOLUME, "mountPath": GCS_KEY_DIR, "readOnly": True})
             env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"})
+    if registry_secret is not None and registry_secret != secret:
+        env_from.append({"secretRef": {"name": registry_secret}})
     return StoreAccess(
         env=tuple(env),
         env_from=tuple(env_from),

@@ -24,6 +24,9 @@ class TrackFacts:
     digest_mismatch: bool = False  # the model server refused the file: sha256 differs
     config_error: bool = False  # the pods cannot be started as specified (e.g. the credentials Secret is missing)
     detail: str = ""  # what the pods say, for the message (e.g. "server: CrashLoopBackOff, 5 restarts")
+    # how far a starting pod is with its model, from its log (e.g. "downloading the model: 412.0 of 900.0 MiB
+    # (45%)"); empty when no pod is starting or its log says nothing (contract.startup)
+    startup: str = ""
 
 
 MISSING = TrackFacts()

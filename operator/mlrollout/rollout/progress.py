@@ -29,7 +29,7 @@ def progress_candidate(w: Work) -> bool:
         return True
     step = w.s.current_step
     if step is None:
-        return _await_ready(w, cand, tf.ready)
+        return _await_ready(w, cand, tf.ready, tf.startup)
     evaluate = w.step_spec(step)
     if evaluate is not None and evaluate.evaluate is not None:  # no traffic, no analysis: the Job's report decides
         if w.paused():
@@ -52,14 +52,15 @@ def progress_candidate(w: Work) -> bool:
     return _step_progress(w, step, look)
 
 
-def _await_ready(w: Work, cand: RevisionStatus, ready: bool) -> bool:
+def _await_ready(w: Work, cand: RevisionStatus, ready: bool, startup: str = "") -> bool:
     if not ready:
         deadline = parse_duration(w.policy.progress_deadline)
         if w.elapsed(cand.started_at) > deadline:
             moves.rollback(
                 w,
                 "ProgressDeadlineExceeded",
-                f"candidate not ready within progressDeadline {w.policy.progress_deadline}",
+                f"candidate not ready within progressDeadline {w.policy.progress_deadline}"
+                + (f" ({startup})" if startup else ""),
             )
             return True
         return False

@@ -69,6 +69,9 @@ def _phase(w: Work) -> tuple[Phase, str]:
     if s.candidate is not None:
         step = s.current_step
         where = f"step {step.index + 1}/{len(w.steps)} ({step.kind})" if step else "waiting for readiness"
+        starting = w.facts.track(s.candidate.revision).startup
+        if step is None and starting:
+            where += f"; {starting}"
         if step is None and approval.waiting(w) is not None:
             where = "ready, before the first step"
         elif step is not None and step.passed is not None:
@@ -113,7 +116,11 @@ def _phase(w: Work) -> tuple[Phase, str]:
         problem = door
     else:
         waiting = f"revision {s.stable.number} ({s.stable.model_version}) starting"
+        if stable_tf.startup:
+            waiting += f"; {stable_tf.startup}"
         problem = f"stable revision {s.stable.number} has no ready pods"
+        if stable_tf.startup:
+            problem += f" ({stable_tf.startup})"
     deadline = parse_duration(w.policy.progress_deadline)
     if not s.history and w.elapsed(s.stable.started_at) <= deadline:
         return "Pending", waiting

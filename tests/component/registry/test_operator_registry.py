@@ -9,9 +9,11 @@ are real processes on loopback.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
+import secrets
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,9 +23,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.component.server.conftest import infer_body, post
-from tests.support.mlflow import MlflowServer, run_mlflow
+from tests.support.mlflow import BasicAuth, MlflowServer, run_mlflow
 from tests.support.models import BuiltModel
-from tests.support.procs import free_port, serve_model
+from tests.support.procs import free_port, run_server_until_exit, serve_model
 from tests.unit.controller.kmock_support import ApplyingEmulator
 
 from mlrollout.controller.kube import Kube
@@ -31,13 +33,14 @@ from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.registry import CachingResolver
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
-from mlrollout_serving.contract.process import ServerEnv
+from mlrollout_serving.contract.process import ExitCode, ServerEnv
 
 pytestmark = [pytest.mark.component, pytest.mark.kmock(cls=ApplyingEmulator)]
 
 MD = "mlrollout.io/v1alpha1/modeldeployments"
 DEPLOYMENTS = "apps/v1/deployments"
 LOG = logging.getLogger("test.registry")
+ADMIN = BasicAuth("admin", secrets.token_urlsafe(12))
 T0 = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
 POLICY = {
     "apiVersion": "mlrollout.io/v1alpha1",
@@ -58,16 +61,27 @@ def registry(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[M
         yield mlflow
 
 
-def md_body(uri: str, registry_url: str) -> dict[str, Any]:
+def md_body(uri: str, registry_url: str, secret: str | None = None) -> dict[str, Any]:
+    registry: dict[str, Any] = {"uri": registry_url}
+    if secret is not None:
+        registry["credentials"] = {"secretRef": {"name": secret}}
     return {
         "apiVersion": "mlrollout.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": "wine", "namespace": "ml", "uid": "uid-1", "generation": 1},
         "spec": {
-            "model": {"name": "wine", "uri": uri, "registry": {"uri": registry_url}},
+            "model": {"name": "wine", "uri": uri, "registry": registry},
             "rolloutPolicyRef": {"name": "fast"},
         },
     }
+
+
+@pytest.fixture(scope="module")
+def locked_registry(wine_model: BuiltModel) -> Iterator[MlflowServer]:
+    """A tracking server with MLflow's authentication on (basic-auth app): wine v1 (ONNX)."""
+    with run_mlflow(auth=ADMIN) as mlflow:
+        assert mlflow.register_onnx("wine", wine_model.path)[0] == "1"
+        yield mlflow
 
 
 @pytest.fixture
@@ -75,6 +89,7 @@ def cluster(kmock: Any) -> Any:
     kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
     kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
     kmock.resources["v1/pods"].kind = "Pod"
+    kmock.resources["v1/secrets"].kind = "Secret"
     kmock.resources[DEPLOYMENTS].kind = "Deployment"
     kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {}}}
     kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = POLICY
@@ -202,3 +217,77 @@ async def test_a_registry_that_is_down_is_waited_for_without_a_loop(cluster: Any
     assert "resolving models:/wine/1" in status["message"]
     out = await run(rec, T0 + timedelta(seconds=10))
     assert out is not None and out.events == ()  # quietly waiting (the resolver backs off)
+
+
+def secret(cluster: Any, name: str, **data: str) -> None:
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    meta = {"name": name, "namespace": "ml"}
+    cluster.objects["v1/secrets", "ml", name] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "data": encoded,
+    }
+
+
+async def test_registry_credentials_from_the_secret_resolve_a_version_behind_authentication(
+    cluster: Any, locked_registry: MlflowServer, wine_model: BuiltModel, tmp_path: Path
+) -> None:
+    """MLflow's basic-auth app in front of everything: with the Secret's user and password the version is
+    resolved and the file hashed through the authenticated artifact endpoint."""
+    secret(cluster, "mlflow-creds", MLFLOW_TRACKING_USERNAME=ADMIN.username, MLFLOW_TRACKING_PASSWORD=ADMIN.password)
+    cluster.objects[MD, "ml", "wine"] = md_body("models:/wine/1", locked_registry.url, secret="mlflow-creds")
+    out = await run(reconciler(cluster, tmp_path), T0)
+    assert out is not None and "Deploying" in out.events
+    stable = cluster.objects[MD, "ml", "wine"]["status"]["stable"]
+    assert stable["modelVersion"] == "1" and stable["resolvedUri"].endswith("/model.onnx")
+    request = urllib.request.Request(stable["resolvedUri"], headers={"Authorization": "Basic " + base64.b64encode(
+        f"{ADMIN.username}:{ADMIN.password}".encode()).decode()})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert stable["sha256"] == hashlib.sha256(resp.read()).hexdigest()
+    assert ADMIN.password not in str(cluster.objects[MD, "ml", "wine"].raw)
+
+    # the pods: the same Secret as envFrom, the registry's address, and the real model server downloading the
+    # pinned file through the authenticated artifact endpoint with MLflow's variables
+    dep = cluster.objects[DEPLOYMENTS, "ml", f"wine-{stable['revision']}"]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+    env = server_env(cluster, stable["revision"])
+    assert env[ServerEnv.REGISTRY_URI] == locked_registry.url
+    pinned = {str(ServerEnv.REGISTRY_URI): env[ServerEnv.REGISTRY_URI]}
+    creds = {"MLFLOW_TRACKING_USERNAME": ADMIN.username, "MLFLOW_TRACKING_PASSWORD": ADMIN.password}
+    with serve_model(env[ServerEnv.MODEL_URI], sha256=stable["sha256"], name="wine", env=pinned | creds) as server:
+        status, _, _ = post(server.port, "/v2/models/wine/infer", infer_body(wine_model, wine_model.samples[:4]))
+        assert status == 200
+    # without them, or for a model elsewhere, the server sends nothing and the tracking server refuses
+    code, output, ready = run_server_until_exit(env[ServerEnv.MODEL_URI], sha256=stable["sha256"], env=pinned)
+    assert code == ExitCode.LOAD_FAILED and not ready and "HTTP 401" in output
+    code, output, ready = run_server_until_exit(env[ServerEnv.MODEL_URI], sha256=stable["sha256"], env=creds)
+    assert code == ExitCode.LOAD_FAILED and not ready and "HTTP 401" in output
+
+
+@pytest.mark.parametrize(
+    ("secret_data", "words"),
+    [
+        (None, "HTTP 401: You are not authenticated"),  # no credentials in the spec
+        ({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "wrong"},
+         'the registry refused the credentials of Secret "mlflow-creds" (user admin)'),
+        ({"MLFLOW_TRACKING_TOKEN": "not-a-token-it-knows"},
+         'the registry refused the credentials of Secret "mlflow-creds" (token)'),
+        ({"username": "admin"}, 'Secret "mlflow-creds" has neither MLFLOW_TRACKING_TOKEN nor'),
+        ("missing", 'Secret "mlflow-creds" not found in namespace ml'),
+    ],
+)  # fmt: skip
+async def test_wrong_or_missing_registry_credentials_are_refused_with_a_clear_reason(
+    cluster: Any, locked_registry: MlflowServer, tmp_path: Path, secret_data: Any, words: str
+) -> None:
+    if isinstance(secret_data, dict):
+        secret(cluster, "mlflow-creds", **secret_data)
+    named = None if secret_data is None else "mlflow-creds"
+    cluster.objects[MD, "ml", "wine"] = md_body("models:/wine/1", locked_registry.url, secret=named)
+    out = await run(reconciler(cluster, tmp_path), T0)
+    assert out is not None and out.phase == "Degraded" and "ResolutionFailed" in out.events
+    status = cluster.objects[MD, "ml", "wine"]["status"]
+    assert status["heldBack"]["outcome"] == "refused" and words in status["heldBack"]["reason"], status["heldBack"]
+    if secret_data is None:
+        assert "set spec.model.registry.credentials" in status["heldBack"]["reason"]
+    assert not [k for k in cluster.objects if k[0] == DEPLOYMENTS and k[2].startswith("wine-")]  # nothing deployed

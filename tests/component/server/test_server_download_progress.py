@@ -1,4 +1,5 @@
-"""Download progress from a slow HTTP source: bounded log lines and the readiness reason while downloading.
+"""Download progress from a slow HTTP source: bounded log lines and the readiness reason while downloading,
+both in the format the operator parses (contract.startup).
 
 A real ONNX model of 4 MiB is served by a loopback HTTP server that trickles it over about 8 s; the model
 server reports at most one progress line per PROGRESS_SECONDS and answers /v2/health/ready with a 503
@@ -20,6 +21,8 @@ from tests.support.models import BuiltModel, padded, sha256_file
 from tests.support.procs import ServerProcess, free_port, server_command, spawn
 from tests.support.waiting import wait_for
 
+from mlrollout_serving.contract import startup
+from mlrollout_serving.contract.startup import Stage
 from mlrollout_serving.server.download import PROGRESS_SECONDS
 
 pytestmark = pytest.mark.component
@@ -80,6 +83,15 @@ def test_a_slow_download_reports_bounded_progress_and_a_readiness_reason(
             assert lines and all(re.search(r"MiB of .* \(\d+%\), [\d.]+ MiB/s$", line) for line in lines), lines
             assert len(lines) <= elapsed / PROGRESS_SECONDS + 1, lines  # bounded, not one per chunk
             assert f"downloaded {uri} ({total_mib})" in server.output()
+            # the operator reads these lines back from the pod's log: every one parses with its parser
+            parsed = [found for line in server.output().splitlines() if (found := startup.parse(line))]
+            stages = [p.stage for p in parsed]
+            assert stages == [Stage.DOWNLOADING] * len(lines) + [Stage.DOWNLOADED, Stage.LOADING], stages
+            assert all(p.uri == uri for p in parsed)
+            percents = [p.percent for p in parsed if p.stage is Stage.DOWNLOADING]
+            assert percents == sorted(percents) and all(p.total_mib == float(total_mib.split()[0]) for p in parsed[:-2])
+            from_probe = startup.parse(reason)  # the 503's reason is the same message without the rate
+            assert from_probe is not None and from_probe.uri == uri and from_probe.percent is not None
         finally:
             server.stop()
             log.unlink(missing_ok=True)

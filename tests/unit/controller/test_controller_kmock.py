@@ -35,6 +35,7 @@ from mlrollout.controller.verdicts import RecordedVerdicts
 from mlrollout.kubehttp import api_exception
 from mlrollout.revision import revision_of
 from mlrollout.rollout import lookhistory
+from mlrollout_serving.contract import startup
 
 MD = "mlrollout.io/v1alpha1/modeldeployments"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -541,3 +542,64 @@ async def test_an_hpa_whose_status_write_was_lost_is_deleted_when_autoscaling_is
     cluster.objects[MD, "ml", "wine"].patch({"metadata": {"generation": 3}, "spec": {"autoscaling": None}})
     await run(rec, t0 + timedelta(seconds=3))
     assert hpas(cluster) == set()
+
+
+def downloading_pod(cluster: Any, revision: str, name: str) -> None:
+    """A scheduled pod of ``revision`` whose model server runs and is not ready (what the kubelet reports
+    while the model downloads)."""
+    cluster.objects["v1/pods", "ml", name] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml", "creationTimestamp": "2026-11-26T06:00:00Z",
+                     "labels": {**naming.base_labels("wine", naming.SERVER_COMPONENT), naming.REVISION: revision}},
+        "spec": {"nodeName": "node-1"},
+        "status": {"containerStatuses": [{"name": naming.SERVER_CONTAINER, "ready": False, "restartCount": 0,
+                                          "state": {"running": {"startedAt": "2026-11-26T06:00:01Z"}}}]},
+    }  # fmt: skip
+
+
+async def test_a_downloading_pods_log_tail_is_the_progress_in_status(cluster: Any, tmp_path: Path) -> None:
+    """The log is asked for bounded (tailLines, limitBytes, one container) and its last progress line, written
+    by the server's own formatter, is in the message while the revision is not ready; not asked once ready."""
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    rev1 = revision_of(spec("1", "a"), IMAGE).revision
+    await run(rec, t0)
+    downloading_pod(cluster, rev1, "wine-1-abc")
+    line = startup.downloading("s3://m/wine.onnx", 412 << 20, 900 << 20, rate=8 << 20)
+    record = logging.LogRecord("mlrollout_serving.server.download", logging.INFO, __file__, 1, "%s", (line,), None)
+    tail = f"{logging.Formatter(startup.LOG_FORMAT).format(record)}\n".encode()
+    log_path = "get /api/v1/namespaces/ml/pods/wine-1-abc/log"
+    cluster[log_path] << tail
+    out = await run(rec, t0 + timedelta(seconds=5))
+    assert out is not None and out.phase == "Pending"
+    message = cluster.objects[MD, "ml", "wine"]["status"]["message"]
+    assert message == "revision 1 (1) starting; downloading the model: 412.0 of 900.0 MiB (45%)"
+    [asked] = list(cluster[log_path])
+    assert dict(asked.params) == {"container": "server", "tailLines": "20", "limitBytes": "8192"}
+    make_ready(cluster, f"wine-{rev1}")
+    await run(rec, t0 + timedelta(seconds=6))
+    assert len(list(cluster[log_path])) == 1  # a ready track's pods are not asked
+
+
+class NoPodLogRights(Kube):
+    """A hand-made Role from before the operator read logs: pods/log is refused."""
+
+    def pod_log_tail(self, namespace: str, pod: str, container: str) -> str:
+        raise api_exception(403, "Forbidden", '{"message": "cannot get resource pods/log"}')
+
+
+async def test_rbac_without_pod_logs_warns_once_and_shows_no_progress(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoPodLogRights(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    downloading_pod(cluster, revision_of(spec("1", "a"), IMAGE).revision, "wine-1-abc")
+    for seconds in (1, 2):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    assert cluster.objects[MD, "ml", "wine"]["status"]["message"] == "revision 1 (1) starting"
+    warnings = [r.getMessage() for r in caplog.records if "start-up progress not shown" in r.getMessage()]
+    assert len(warnings) == 1 and "pods/log" in warnings[0]

@@ -16,7 +16,7 @@ from mlrollout.analysis.carry import StepEvidence
 from mlrollout.api.analysis import Judgement
 from mlrollout.api.modeldeployment import ModelDeploymentStatus
 from mlrollout.controller import naming
-from mlrollout.controller.observe import facts_by_revision, gateway_facts, one_line, track_facts
+from mlrollout.controller.observe import facts_by_revision, gateway_facts, one_line, starting_pods, track_facts
 from mlrollout.controller.verdicts import PrometheusVerdicts, RecordedVerdicts
 from mlrollout.rollout import analysis_due
 from mlrollout.rollout.timefmt import fmt
@@ -177,3 +177,31 @@ def test_analysis_is_due_one_interval_after_the_step_started_and_after_each_look
     assert not analysis_due(w.s, w.pol, w.now + timedelta(seconds=10))
     assert analysis_due(w.s, w.pol, w.now + timedelta(seconds=30))
     assert fmt(w.now).endswith("Z")
+
+
+def starting_pod(rev: str, name: str, created: str = "2026-12-05T03:00:00Z", **container: Any) -> Any:
+    """A scheduled pod whose model server runs and is not ready (unless ``container`` says otherwise)."""
+    state = {"name": naming.SERVER_CONTAINER, "ready": False, "state": {"running": {"startedAt": created}}}
+    return {
+        "metadata": {"name": name, "creationTimestamp": created, "labels": {naming.REVISION: rev}},
+        "spec": {"nodeName": "node-1"},
+        "status": {"containerStatuses": [{**state, **container}]},
+    }
+
+
+def test_one_starting_pod_is_read_per_revision_that_is_not_ready() -> None:
+    tracks = facts_by_revision([deployment("a", ready=0), deployment("b", ready=0), deployment("c")], [])
+    pods = [
+        starting_pod("a", "a-young", "2026-12-05T03:05:00Z"),
+        starting_pod("a", "a-old", "2026-12-05T03:01:00Z"),
+        starting_pod("b", "b-ready", ready=True),
+        starting_pod("b", "b-waiting", state={"waiting": {"reason": "ContainerCreating"}}),
+        {**starting_pod("b", "b-unscheduled"), "spec": {}},
+        starting_pod("c", "c-starting"),  # its track is ready: nothing to explain
+        starting_pod("d", "d-starting"),  # not a revision we were asked about
+    ]
+    assert starting_pods(tracks, pods, ["a", "b", "c", "d", None]) == {"a": "a-old"}
+    assert starting_pods(tracks, pods, [None, None]) == {}
+    terminating = starting_pod("a", "a-going")
+    terminating["metadata"]["deletionTimestamp"] = "2026-12-05T03:06:00Z"
+    assert starting_pods(tracks, [terminating], ["a"]) == {}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Any
 
 import pytest
+from tests.support.httpd import QuietHandler, serving
 from tests.unit.rollout.world import IMAGE
 
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, ModelSource
@@ -88,6 +91,19 @@ def test_pods_get_the_resolved_file_and_its_digest() -> None:
     env = {e["name"]: e["value"] for e in _pod(spec, resolved)["containers"][0]["env"]}
     assert env[ServerEnv.MODEL_URI] == resolved.uri
     assert env[ServerEnv.MODEL_SHA256] == "d" * 64 and env[ServerEnv.MODEL_VERSION] == "7"
+    assert env[ServerEnv.REGISTRY_URI] == "http://r:5000"  # where MLflow credentials may go, if any
+    assert "envFrom" not in _pod(spec, resolved)["containers"][0]
+
+
+def test_registry_credentials_go_to_the_pods_beside_the_store_credentials() -> None:
+    resolved = Resolved("http://r:5000/api/2.0/mlflow-artifacts/artifacts/1/m/model.onnx", "d" * 64, "7", "run")
+    registry = {"uri": "http://r:5000", "credentials": {"secretRef": {"name": "mlflow-reader"}}}
+    spec = {"model": {"name": "wine", "uri": "models:/wine/7", "registry": registry}}
+    assert _pod(spec, resolved)["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-reader"}}]
+    both = {**spec["model"], "credentials": {"secretRef": {"name": "s3-reader"}}}
+    assert _pod({"model": both}, resolved)["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "s3-reader"}}, {"secretRef": {"name": "mlflow-reader"}}
+    ]  # fmt: skip
 
 
 def test_credentials_go_to_the_pods_as_envfrom_and_a_service_account() -> None:
@@ -134,3 +150,72 @@ def test_a_crash_loop_says_why_the_server_exited() -> None:
         {"spec": {"replicas": 1}, "status": {}, "metadata": {}}, [{"status": {"containerStatuses": [cs]}}]
     )
     assert facts.crash_looping and "access denied" in facts.detail
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_registry_credentials_from_a_secrets_data() -> None:
+    token = registry.auth_from_secret("mlflow", {"MLFLOW_TRACKING_TOKEN": b64("t0k\n")})
+    assert token.header == "Bearer t0k" and token.source == 'Secret "mlflow" (token)'
+    basic = registry.auth_from_secret(
+        "mlflow", {"MLFLOW_TRACKING_USERNAME": b64("alice"), "MLFLOW_TRACKING_PASSWORD": b64("p:w")}
+    )
+    assert basic.header == f"Basic {b64('alice:p:w')}" and basic.source == 'Secret "mlflow" (user alice)'
+    assert "p:w" not in repr(basic) and basic.fingerprint != token.fingerprint
+    both = registry.auth_from_secret("m", {"MLFLOW_TRACKING_TOKEN": b64("t"), "MLFLOW_TRACKING_USERNAME": b64("a")})
+    assert both.header == "Bearer t"  # the token wins, as in MLflow's client
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (None, "(its keys: none)"),
+        ({"username": b64("a"), "password": b64("b")}, "(its keys: password, username)"),
+        ({"MLFLOW_TRACKING_USERNAME": b64("alice")}, "neither MLFLOW_TRACKING_TOKEN nor"),
+        ({"MLFLOW_TRACKING_TOKEN": "%%%"}, "key MLFLOW_TRACKING_TOKEN is not UTF-8 text"),
+        ({"MLFLOW_TRACKING_TOKEN": b64("")}, "neither"),
+    ],
+)
+def test_a_secret_without_usable_credentials_is_refused_naming_its_keys(data: Any, words: str) -> None:
+    with pytest.raises(ResolutionError, match=re.escape(words)) as info:
+        registry.auth_from_secret("mlflow", data)
+    assert info.value.final and "b64" not in str(info.value)
+
+
+def test_refusals_say_whether_credentials_were_sent() -> None:
+    alice = registry.RegistryAuth("Basic x", 'Secret "m" (user alice)')
+    assert "set spec.model.registry.credentials" in str(registry.classify(401, b"no", "v"))
+    assert 'refused the credentials of Secret "m" (user alice)' in str(registry.classify(401, b"no", "v", alice))
+    forbidden = registry.classify(403, b'{"message": "Permission denied"}', "v", alice)
+    assert forbidden.final and "Permission denied" in str(forbidden) and "(user alice)" in str(forbidden)
+    assert "anonymous calls" in str(registry.classify(403, b"", "v"))
+
+
+def test_credentials_go_only_to_the_tracking_server_and_never_through_a_redirect() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/moved"):
+                self.send_response(302)
+                self.send_header("Location", "/api/2.0/mlflow/x")
+                self.end_headers()
+                return
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serving(Handler) as ours, serving(Handler) as elsewhere:
+        client = registry.MlflowClient(ours, auth=registry.RegistryAuth("Bearer t", "test"))
+        client.get("x", "ours")
+        client.read(f"{elsewhere}/artifact", "elsewhere", 100)
+        with pytest.raises(ResolutionError, match="HTTP 302"):
+            client.read(f"{ours}/moved", "moved", 100)
+        registry.MlflowClient(ours).get("x", "anonymous")
+    assert seen == [("/api/2.0/mlflow/x?", "Bearer t"), ("/artifact", None), ("/moved", "Bearer t"),
+                    ("/api/2.0/mlflow/x?", None)]  # fmt: skip

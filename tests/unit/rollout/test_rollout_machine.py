@@ -286,6 +286,34 @@ def test_candidate_not_ready_within_progress_deadline_is_rolled_back() -> None:
     assert "ProgressDeadlineExceeded" in events(actions) and w.s.candidate is None
 
 
+DOWNLOADING = "downloading the model: 412.0 of 900.0 MiB (45%)"
+
+
+def test_a_starting_candidates_progress_is_in_the_message_and_the_progressing_condition() -> None:
+    w = World(pol=policy(progressDeadline="2m"))
+    w.deploy_healthy()
+    w.md_spec = spec("2", "b")
+    w.tick(1)
+    w.ready[w.want.revision] = TrackFacts(exists=True, startup=DOWNLOADING)
+    w.tick(5)
+    assert w.s.message == f"revision 2 (2): waiting for readiness; {DOWNLOADING}"
+    progressing = next(c for c in w.s.conditions or [] if c.type == "Progressing")
+    assert progressing.status == "True" and progressing.message == w.s.message
+    actions = w.tick(120)  # still downloading at the deadline: the rollback says how far it got
+    assert "ProgressDeadlineExceeded" in events(actions)
+    assert w.s.held_back is not None and w.s.held_back.reason.endswith(f"({DOWNLOADING})")
+
+
+def test_a_starting_first_revisions_progress_is_in_the_message() -> None:
+    w = World(pol=policy(progressDeadline="1m"))
+    w.tick()
+    w.ready[w.want.revision] = TrackFacts(exists=True, startup=DOWNLOADING)
+    w.tick(5)
+    assert phase(w) == "Pending" and w.s.message == f"revision 1 (1) starting; {DOWNLOADING}"
+    w.tick(60)
+    assert phase(w) == "Degraded" and w.s.message == f"stable revision 1 has no ready pods ({DOWNLOADING})"
+
+
 def test_on_failure_pause_holds_with_weight_zero_and_resume_restores_the_step() -> None:
     w = World(pol=policy(onFailure="pause"))
     w.start_rollout()

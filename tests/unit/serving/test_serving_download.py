@@ -37,7 +37,7 @@ class FakeSource:
 
 
 def fetch(source: FakeSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> download.Fetched:
-    monkeypatch.setattr(download, "source_for", lambda uri: source)
+    monkeypatch.setattr(download, "source_for", lambda uri, authorization=None: source)
     sleeps: list[float] = []
     args: dict[str, object] = {"timeout": 1.0, "max_bytes": 1 << 20, "attempts": 3, "directory": tmp_path}
     args.update(kw)
@@ -109,11 +109,6 @@ def test_local_files_are_hashed_in_place(tmp_path: Path) -> None:
     assert fetched.path == path and not fetched.temporary and fetched.sha256 == hashlib.sha256(DATA).hexdigest()
     fetched.discard()
     assert path.exists()
-
-
-def test_progress_text() -> None:
-    assert download.progress_text("s3://b/k", 12 << 20, 40 << 20) == "downloading s3://b/k: 12.0 MiB of 40.0 MiB (30%)"
-    assert download.progress_text("s3://b/k", 3 << 20, None) == "downloading s3://b/k: 3.0 MiB"
 
 
 def test_unknown_scheme_names_the_known_ones() -> None:

@@ -61,8 +61,9 @@ class Source(Protocol):
         ...
 
 
-def source_for(uri: str) -> Source:
-    """The source of ``uri``; an unknown scheme is a (permanent) SourceError naming the ones known."""
+def source_for(uri: str, authorization: str | None = None) -> Source:
+    """The source of ``uri``; an unknown scheme is a (permanent) SourceError naming the ones known.
+    ``authorization``: an ``Authorization`` header for an http(s) URI (a registry's credentials)."""
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme in ("", "file"):
         from mlrollout_serving.server.sources.local import LocalSource
@@ -71,7 +72,7 @@ def source_for(uri: str) -> Source:
     if scheme in ("http", "https"):
         from mlrollout_serving.server.sources.web import HttpSource
 
-        return HttpSource(uri)
+        return HttpSource(uri, authorization)
     if scheme == "s3":
         from mlrollout_serving.server.sources.s3 import S3Source
 

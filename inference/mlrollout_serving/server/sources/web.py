@@ -6,28 +6,47 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from mlrollout_serving.server.sources import Opened, SourceError
 
 USER_AGENT = "mlrollout-serve"
 
 
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    """With credentials a redirect is an answer (a final error), never a place to send them to."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
+
+
 class HttpSource:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, authorization: str | None = None) -> None:
         self.uri = uri
+        self._authorization = authorization
 
     @property
     def local(self) -> Path | None:
         return None
 
     def open(self, timeout: float) -> Opened:
-        request = urllib.request.Request(self.uri, headers={"User-Agent": USER_AGENT})
+        headers = {"User-Agent": USER_AGENT}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        request = urllib.request.Request(self.uri, headers=headers)
         try:
-            resp = urllib.request.urlopen(request, timeout=timeout)
+            if self._authorization is not None:  # urllib would re-send the header wherever a redirect points
+                resp = _NO_REDIRECTS.open(request, timeout=timeout)
+            else:
+                resp = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as e:
-            final = 400 <= e.code < 500 and e.code not in (408, 429)
+            final = 300 <= e.code < 500 and e.code not in (408, 429)
             e.close()
-            raise SourceError(f"HTTP {e.code} {e.reason}", transient=not final) from None
+            note = " (a redirect: not followed with registry credentials)" if e.code < 400 else ""
+            raise SourceError(f"HTTP {e.code} {e.reason}{note}", transient=not final) from None
         except (OSError, ValueError) as e:
             raise SourceError(str(getattr(e, "reason", None) or e), transient=True) from None
         declared = resp.headers.get("Content-Length")
