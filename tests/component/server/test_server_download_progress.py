@@ -88,7 +88,8 @@ def test_a_slow_download_reports_bounded_progress_and_a_readiness_reason(
             stages = [p.stage for p in parsed]
             assert stages == [Stage.DOWNLOADING] * len(lines) + [Stage.DOWNLOADED, Stage.LOADING], stages
             assert all(p.uri == uri for p in parsed)
-            percents = [p.percent for p in parsed if p.stage is Stage.DOWNLOADING]
+            percents = [p.percent or 0 for p in parsed if p.stage is Stage.DOWNLOADING]
+            assert all(p.percent is not None for p in parsed if p.stage is Stage.DOWNLOADING)
             assert percents == sorted(percents) and all(p.total_mib == float(total_mib.split()[0]) for p in parsed[:-2])
             from_probe = startup.parse(reason)  # the 503's reason is the same message without the rate
             assert from_probe is not None and from_probe.uri == uri and from_probe.percent is not None

@@ -47,7 +47,7 @@ def test_the_http_source_sends_the_header_and_refuses_redirects_with_it() -> Non
 
     with serving(Handler) as url:
         opened = source_for(f"{url}/m.onnx", "Bearer t").open(5.0)
-        assert opened.stream.read() == b"ok"
+        assert opened.stream.read(64) == b"ok"
         opened.stream.close()
         with pytest.raises(SourceError, match="HTTP 302") as info:
             source_for(f"{url}/moved", "Bearer t").open(5.0)
