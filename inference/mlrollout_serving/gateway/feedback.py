@@ -537,6 +537,13 @@ class Feedback:
         key = self.keys.keys[self.keys.current]
         return b"%d:%s" % (self.keys.current, _proof(key, feedback_id).encode())
 
+    def oversized(self, body: bytes) -> Answer | None:
+        """The refusal of a body over ``max_body`` (checked before a label is queued, so the queue holds at most
+        ``capacity`` times ``max_body`` bytes), or None."""
+        if len(body) > self.config.max_body:
+            return self.refuse("too_large", f"feedback bodies are limited to {self.config.max_body} bytes")
+        return None
+
     def _forwarded(self, proof: bytes | None, feedback_id: str) -> bool:
         if not proof or self.keys is None:
             return False
@@ -549,8 +556,9 @@ class Feedback:
         ``forwarded``: the forwarding header's value, if any (see :meth:`forward_proof`)."""
         if self.keys is None:
             return self.refuse("disabled", "feedback is not enabled for this model")
-        if len(body) > self.config.max_body:
-            return self.refuse("too_large", f"feedback bodies are limited to {self.config.max_body} bytes")
+        oversized = self.oversized(body)
+        if oversized is not None:
+            return oversized
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:

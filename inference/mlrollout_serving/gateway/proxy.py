@@ -539,6 +539,10 @@ class Gateway:
         if feedback is None or labels is None:
             _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
             return
+        oversized = feedback.oversized(request.body)
+        if oversized is not None:
+            _soon(reply, _json_answer(oversized.status, oversized.body))
+            return
         forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
 
         def done(outcome: Outcome) -> None:
@@ -574,6 +578,9 @@ class Gateway:
         if result is not None and result.status in _MINTER_ANSWERS:
             reply(Response(result.status, _JSON, result.body))
             return
+        if result is not None and _busy(result):  # the minting replica lives; its queue is full: the client retries
+            reply(Response(503, _JSON + _RETRY_LATER, result.body))
+            return
         answer = feedback.count(forward.token, forward.labels, time.time(), unpaired="replica_gone")
         reply(_json_answer(answer.status, answer.body))
 
@@ -597,6 +604,17 @@ class Gateway:
             return Response(200, b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n",
                             self.metrics.exposition())  # fmt: skip
         return Response(404, _JSON, b'{"error": "not found"}')
+
+
+def _busy(result: UpstreamResponse) -> bool:
+    """Whether a replica answered a forwarded label "busy" (its label queue was full)."""
+    if result.status != 503:
+        return False
+    try:
+        answer = json.loads(result.body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("reason") == "busy"
 
 
 def _json_answer(status: int, body: dict[str, object], headers: bytes = b"") -> Response:

@@ -2,7 +2,9 @@
 real gateway with a queue of one label and a real wine model server, a flood of labels from 32 keep-alive
 connections beside steady inference. Labels beyond the queue are refused at once with 503 ``busy`` and
 ``retry-after``, counted; a retry counts them, so every label is counted exactly once and nothing is lost
-silently; inference beside the flood is answered throughout.
+silently; inference beside the flood is answered throughout. With two replicas, a label forwarded to the
+minting replica whose queue is full is relayed as 503 ``busy`` (not counted by the forwarder as if that
+replica were gone: a retry would then have counted it twice).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import aiohttp
 import pytest
 from gateway_helpers import RouteFile, feedback_keys, gateway, metric_sum, table
 from tests.support.models import BuiltModel
-from tests.support.procs import serve_model
+from tests.support.procs import free_port, serve_model
 
 from mlrollout_serving.contract import metrics as contract
 
@@ -104,3 +106,26 @@ def test_a_full_label_queue_answers_busy_at_once_and_loses_nothing(wine_model: B
     assert busy > 0, "32 connections never found the one-label queue full"
     assert (counted, refused, others) == (IDS, busy, 0)  # every label once, every refusal counted
     assert inference and set(inference) == {200}, inference
+
+
+def test_a_busy_minting_replica_is_relayed_to_the_client_and_nothing_counts_twice(
+    wine_model: BuiltModel, tmp_path: Path
+) -> None:
+    keys = str(feedback_keys(tmp_path))
+    with serve_model(wine_model, name="wine") as stable:
+        routes = RouteFile(tmp_path)
+        routes.write(table(1, stable.url))
+        port = free_port()
+        replicas = []
+        for host, queue in (("127.0.0.2", "1"), ("127.0.0.3", "256")):
+            flags = ("--feedback-keys", keys, "--pod-ip", host, "--feedback-queue", queue)
+            replicas.append(gateway(routes, *flags, model_deployment="wine", host=host, port=port))
+        with replicas[0] as minter, replicas[1] as other:
+            ids = asyncio.run(_ids(minter.url, wine_model))
+            statuses, busy, _ = asyncio.run(_flood(other.url, wine_model, ids))  # forwarded to the minter
+            counted = [metric_sum(r.url, contract.GATEWAY_FEEDBACK_LABELS.name) for r in (minter, other)]
+            unpaired = [metric_sum(r.url, contract.GATEWAY_FEEDBACK_UNPAIRED.name) for r in (minter, other)]
+            refused = metric_sum(minter.url, contract.GATEWAY_FEEDBACK_REFUSED.name, reason="busy")
+    assert statuses.get(202) == IDS and set(statuses) <= {202, 503}, statuses
+    assert (counted, unpaired, refused) == ([IDS, 0], [0, 0], busy)  # before: counted by the forwarder, unpaired
+    assert busy > 0, "the forwarded flood never found the minting replica's one-label queue full"
