@@ -5,13 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help deps venv test test-unit test-component test-cluster test-e2e lint typecheck crds argocd demo bench clean \
-	cluster-build argocd-build cluster-up cluster-down
+	cluster-build argocd-build traefik-build cluster-up cluster-down
 
 help:
 	@echo "make test       system packages + virtualenv + lint + every test tier (unit, component, cluster, e2e)"
 	@echo "make demo       the demo rollout on a local cluster with real pods (make demo-down removes it)"
 	@echo "make e2e        end-to-end scenarios with real pods (docs/e2e.md); make images builds the images"
-	@echo "make lint       ruff + mypy --strict"
+	@echo "make lint       ruff + mypy --strict (product code, tests, benchmarks, e2e) + import contracts"
 	@echo "make crds       regenerate crds/ and the chart's CRDs from the pydantic models"
 	@echo "make argocd     regenerate the Argo CD health check and actions from argocd/src (docs/argocd.md)"
 	@echo "make bench      benchmarks (results in bench/results/)"
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The e2e tier runs last, on a fresh local cluster with a node that is purged afterwards (docs/testing.md).
-test: deps venv lint cluster-build argocd-build
+test: deps venv lint cluster-build argocd-build traefik-build
 	$(BIN)/pytest tests/unit tests/component tests/cluster
 	@MLROLLOUT_STATE=$(E2E_TEST_STATE) bash e2e/tests/run --local --fresh
 
@@ -42,13 +42,15 @@ test-component: deps venv
 test-cluster: deps venv cluster-build argocd-build
 	$(BIN)/pytest tests/cluster
 
-test-e2e: deps venv cluster-build
+test-e2e: deps venv cluster-build traefik-build
 	@MLROLLOUT_STATE=$(E2E_TEST_STATE) bash e2e/tests/run --local --fresh
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy operator/mlrollout inference/mlrollout_serving
+	$(BIN)/mypy tests
+	MYPYPATH=bench $(BIN)/mypy bench
 	MYPYPATH=e2e/demo:e2e/tests $(BIN)/mypy --strict --explicit-package-bases e2e/tests e2e/demo e2e/node
 	$(BIN)/lint-imports
 
@@ -70,6 +72,12 @@ cluster-build:
 # The tests build it themselves when it is missing; this step only does it up front.
 argocd-build:
 	@bash e2e/argocd/build >/dev/null
+
+# Traefik, the Gateway API implementation of the e2e Gateway API scenario (e2e/traefik, docs/traffic.md),
+# built from its pinned Go module into the cache once (about 18 min cold on 2 cores), then reused.
+# The scenario builds it itself when it is missing; this step only does it up front.
+traefik-build:
+	@bash e2e/traefik/build >/dev/null
 
 cluster-up: cluster-build
 	@bash e2e/cluster/up
@@ -119,7 +127,7 @@ images: venv
 	@bash e2e/node/deps
 	@MLROLLOUT_STATE=$(E2E_STATE) bash images/build
 
-e2e: deps venv cluster-build
+e2e: deps venv cluster-build traefik-build
 	@MLROLLOUT_STATE=$(E2E_STATE) bash e2e/tests/run
 
 demo: deps venv

@@ -54,7 +54,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
-from bench.gateway_bench import (  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
+
+from gateway_bench import (  # noqa: E402
     Proc,
     Run,
     median,
@@ -68,11 +71,7 @@ from bench.gateway_bench import (  # noqa: E402
     wrk_command,
     wrk_script,
 )
-from bench.hostile_load import Steady, steady_client  # noqa: E402
-from bench.serve_ab import export  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from tests.support.procs import free_port  # noqa: E402
-
+from hostile_load import Steady, steady_client  # noqa: E402
 from mlrollout_serving.contract import metrics as series  # noqa: E402
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, mint, verify  # noqa: E402
 from mlrollout_serving.gateway.feedback import (  # noqa: E402
@@ -84,6 +83,7 @@ from mlrollout_serving.gateway.feedback import (  # noqa: E402
     load_keys,
     predictions_of,
 )
+from serve_ab import export  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "feedback.json"
 PROFILE_OUT = ROOT / "bench" / "results" / "feedback-profile.txt"

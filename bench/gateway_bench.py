@@ -325,7 +325,7 @@ def main() -> None:
         ]
     }
     if args.feedback:
-        from bench.feedback_bench import run
+        from feedback_bench import run
 
         run(args, model, body, proxy_core)
         return

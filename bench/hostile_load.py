@@ -66,8 +66,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway_bench import instant_conf  # noqa: E402
-from bench.serve_bench import cpu_seconds  # noqa: E402
 from tests.support import models  # noqa: E402
 from tests.support.hostile import SLOW_PARTS, SlowKind, fd_count, rss_mib  # noqa: E402
 from tests.support.procs import (  # noqa: E402
@@ -79,6 +77,9 @@ from tests.support.procs import (  # noqa: E402
     start_server,
     wait_ready,
 )
+
+from gateway_bench import instant_conf  # noqa: E402
+from serve_bench import cpu_seconds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "hostile-serve.json"
 LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -44,13 +44,13 @@ RATIOS = (1.0, 1.3, 1.5)
 Array = npt.NDArray[np.float64]
 
 
-def simulate(base: float, ratio: float, runs: int, rng: np.random.Generator) -> tuple[Array, ...]:
+def simulate(base: float, ratio: float, runs: int, rng: np.random.Generator) -> tuple[Array, Array, Array, Array]:
     """Cumulative requests and errors per run and look: candidate, stable."""
     n_c = rng.poisson(100 * 0.1 * 60, (runs, LOOKS))
     n_s = rng.poisson(100 * 0.9 * 60, (runs, LOOKS))
     k_c = np.cumsum(rng.binomial(n_c, base * ratio), axis=1)
     k_s = np.cumsum(rng.binomial(n_s, base), axis=1)
-    return np.cumsum(n_c, axis=1), np.cumsum(n_s, axis=1), k_c, k_s
+    return np.cumsum(n_c, axis=1), np.cumsum(n_s, axis=1), k_c.astype(float), k_s.astype(float)
 
 
 def ours(n_c: Array, n_s: Array, k_c: Array, k_s: Array) -> float:
@@ -67,7 +67,7 @@ def ours(n_c: Array, n_s: Array, k_c: Array, k_s: Array) -> float:
             if ni.decision == "pass":
                 promoted += 1
                 break
-    return promoted / n_c.shape[0]
+    return float(promoted / n_c.shape[0])
 
 
 def bounds(n_c: Array, n_s: Array, k_c: Array, k_s: Array, margin: float) -> tuple[float, float]:
@@ -77,7 +77,7 @@ def bounds(n_c: Array, n_s: Array, k_c: Array, k_s: Array, margin: float) -> tup
     n, below = k_c + k_s, (k_s).astype(float)  # promotion is the lower tail of k_c: the upper tail of k_s
     mixture = (glr(below, n, 1 - theta) >= np.log(1 / ALPHA)).any(axis=1).mean()
     test = umpu_power(below[:, -1], n[:, -1], 1 - theta[:, -1], ALPHA)
-    return float(mixture), test
+    return float(mixture), float(test)
 
 
 def run(runs: int, seed: int) -> list[dict[str, Any]]:

@@ -153,7 +153,7 @@ class RouteWatch:
     """Every write of the route ConfigMaps of one namespace, with the time this process saw it."""
 
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
-        self.api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
+        self.api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
         self.namespace = namespace
         self.seen: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.cond = threading.Condition()
@@ -169,7 +169,7 @@ class RouteWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            w = watch.Watch()  # type: ignore[no-untyped-call]
+            w = watch.Watch()
             with contextlib.suppress(Exception):
                 stream = w.stream(
                     self.api.list_namespaced_config_map, self.namespace, label_selector=ROUTES, timeout_seconds=60
@@ -332,7 +332,7 @@ def run_size(
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutPolicy", "metadata": {"name": policy},
         "spec": {"strategy": {"steps": CANARY_STEPS}, "analysis": {"interval": "1s"}, "progressDeadline": "30m"},
     }))  # fmt: skip
-    api = config.new_client_from_config(config_file=str(cp.kubeconfig))  # type: ignore[no-untyped-call]
+    api = config.new_client_from_config(config_file=str(cp.kubeconfig))
     custom = client.CustomObjectsApi(api)
 
     def patch(name: str, body: dict[str, Any]) -> None:

@@ -29,9 +29,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serve_bench import WrkResult, json_body, lua_script, mlrollout_cmd, run_wrk, server_process  # noqa: E402
 from tests.support import models  # noqa: E402
 from tests.support.procs import free_port  # noqa: E402
+
+from serve_bench import WrkResult, json_body, lua_script, mlrollout_cmd, run_wrk, server_process  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve-ab.json"
 CONCURRENCY = (1, 16)

@@ -116,7 +116,7 @@ def main() -> int:
     p.add_argument("--app", action="store_true", help="the whole request path, not only the HTTP layer")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from bench.serve_ab import export
+    from serve_ab import export
 
     with tempfile.TemporaryDirectory(prefix="serve-opcodes-") as tmp:
         base = measure(export(args.base, Path(tmp)), args.app)

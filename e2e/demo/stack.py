@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,17 @@ def install_prometheus(cluster: Cluster, refs: Mapping[str, str], scrape_interva
     return f"http://prometheus.{SYSTEM_NS}.svc:9090"
 
 
+def prometheus_query(cluster: Cluster, query: str) -> list[dict[str, Any]]:
+    """An instant PromQL query to install_prometheus's server, through the API server's service proxy (no
+    port-forward); the result vector."""
+    path = f"/api/v1/namespaces/{SYSTEM_NS}/services/prometheus:9090/proxy/api/v1/query"
+    body = json.loads(cluster.kubectl("get", "--raw", f"{path}?{urllib.parse.urlencode({'query': query})}"))
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus refused {query!r}: {body}")
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
 def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: Path) -> str:
     """The model store serving every file of MODELS_DIR; returns its base URL."""
     cluster.ensure_namespace(MODELS_NS)
@@ -209,7 +221,11 @@ def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: P
 
 
 def install_operator(
-    cluster: Cluster, refs: Mapping[str, str], prometheus_url: str, extra_env: Mapping[str, str] | None = None
+    cluster: Cluster,
+    refs: Mapping[str, str],
+    prometheus_url: str,
+    extra_env: Mapping[str, str] | None = None,
+    extra_sets: Sequence[str] = (),
 ) -> None:
     """The chart, installed (or upgraded) with the real helm, pointing at the local images.
 
@@ -241,7 +257,7 @@ def install_operator(
         f"gatewayImage={refs['SERVING']}",
         "--set",
         "reconcileInterval=2",
-        *(arg for value in PROMETHEUS_PEER_VALUES for arg in ("--set", value)),
+        *(arg for value in (*PROMETHEUS_PEER_VALUES, *extra_sets) for arg in ("--set", value)),
         "--wait",
         "--timeout",
         "5m",
@@ -277,11 +293,13 @@ def start_loadgen(
     labels: Sequence[int] | None = None,
     label_delay: float = 2.0,
     label_share: float = 1.0,
+    target: str | None = None,
 ) -> str:
-    """A load generator pod calling the ModelDeployment's gateway Service; returns the pod name. With
-    `labels` (each row's true class) it also sends them back as feedback, `label_delay` seconds after the
-    answer, for a `label_share` of the answers."""
-    cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
+    """A load generator pod calling the ModelDeployment's gateway Service (or `target`, e.g. a Gateway API
+    implementation's Service); returns the pod name. With `labels` (each row's true class) it also sends
+    them back as feedback, `label_delay` seconds after the answer, for a `label_share` of the answers."""
+    if target is None:
+        cluster.rollout_wait(namespace, md_name)  # the gateway Deployment is named after the ModelDeployment
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "rows.json").write_text(json.dumps([list(r) for r in rows]))
         files = [f"--from-file=rows.json={Path(tmp) / 'rows.json'}"]
@@ -317,7 +335,7 @@ def start_loadgen(
                     "image": refs["SERVING"],
                     "command": ["python3", "/config/loadgen.py"],
                     "env": [
-                        {"name": "TARGET", "value": f"http://{md_name}.{namespace}.svc:8080"},
+                        {"name": "TARGET", "value": target or f"http://{md_name}.{namespace}.svc:8080"},
                         {"name": "MODEL", "value": model_name},
                         {"name": "RATE", "value": str(rate)},
                         {"name": "WORKERS", "value": str(workers)},

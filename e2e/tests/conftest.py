@@ -264,13 +264,15 @@ def entry_in(status: dict[str, Any], version: str) -> dict[str, Any] | None:
     return None
 
 
-def wait_healthy(cluster: stack.Cluster, namespace: str, version: str, timeout: float = 300) -> dict[str, Any]:
+def wait_healthy(
+    cluster: stack.Cluster, namespace: str, version: str, timeout: float = 300, name: str = "wine"
+) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
-        st = md_status(cluster, namespace)
+        st = md_status(cluster, namespace, name)
         stable = (st.get("stable") or {}).get("modelVersion")
         return st if st.get("phase") == "Healthy" and stable == version else None
 
-    result: dict[str, Any] = stack.wait_until(f"{namespace}/wine Healthy on {version}", ready, timeout, 2)
+    result: dict[str, Any] = stack.wait_until(f"{namespace}/{name} Healthy on {version}", ready, timeout, 2)
     return result
 
 

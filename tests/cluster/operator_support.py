@@ -258,7 +258,7 @@ class PodFaker:
     errors: list[str] = field(default_factory=list)
 
     def __enter__(self) -> PodFaker:
-        api_client = config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
         self._core = client.CoreV1Api(api_client)
         self._thread = threading.Thread(target=self._run, name="pod-faker", daemon=True)
         self._thread.start()

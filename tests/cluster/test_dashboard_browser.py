@@ -69,7 +69,13 @@ class Dashboard:
         self.proc = plugin.start("dashboard", "--port", "0", *args)
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
-        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout or []], daemon=True).start()
+        stdout = self.proc.stdout
+
+        def pump() -> None:
+            for x in stdout:
+                lines.put(x)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             first = lines.get(timeout=WAIT)
         except queue.Empty:

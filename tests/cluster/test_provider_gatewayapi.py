@@ -240,7 +240,13 @@ def test_a_gateway_api_rollout_steps_and_promotes_on_model_server_evidence(
         threads = [threading.Thread(target=target, daemon=True) for target in (plane.refresh, plane.run)]
         for t in threads:
             t.start()
-        stack.callback(lambda: [plane.stopping.set(), *(t.join(timeout=60) for t in threads)])
+
+        def stop() -> None:
+            plane.stopping.set()
+            for t in threads:
+                t.join(timeout=60)
+
+        stack.callback(stop)
         env.apply(gateway_md("wine", "2", policy))
         candidate = env.wait_status("wine", "candidate", lambda s: s.get("candidate"))["candidate"]["revision"]
         serve(candidate, "candidate")

@@ -38,7 +38,8 @@ def holdout_csv(path: Path, model: BuiltModel, extra: dict[str, Sequence[str]] |
 
 
 def holdout_npz(path: Path, model: BuiltModel) -> Path:
-    np.savez(path, X=model.holdout, **{LABEL: np.asarray(model.holdout_targets)})
+    arrays: dict[str, Any] = {"X": model.holdout, LABEL: np.asarray(model.holdout_targets)}
+    np.savez(path, **arrays)
     return path
 
 

@@ -51,6 +51,7 @@ class Settings:
     alpha: float
     resamples: int
     seed: int
+    interval: str = "bca"  # the bootstrap's: "bca", or "percentile" (bench/evaluation_power.py compares them)
 
 
 class Metric:
@@ -165,7 +166,7 @@ class BalancedAccuracy(Metric):
     def _paired(self, rows: Rows, s: Settings, ref: AnyArray | None) -> stats.Paired:
         codes, classes = _codes(rows.truth)
         stat = self._statistic(codes, len(classes), ref, rows.candidate)
-        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "balanced accuracy")
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "balanced accuracy", s.interval)
 
     def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
         return self._paired(rows, s, rows.stable)
@@ -214,13 +215,13 @@ class LogLoss(Metric):
 
     def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
         stat = _mean_statistic(rows.stable, rows.candidate)
-        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "log loss")
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "log loss", s.interval)
 
     def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
         shares = np.bincount(rows.truth) / len(rows)
         baseline = -np.log(shares[rows.truth]).astype(np.float32)
         stat = _mean_statistic(baseline, rows.candidate)
-        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "log loss")
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "log loss", s.interval)
 
 
 class RocAuc(Metric):
@@ -275,12 +276,12 @@ class _Regression(Metric):
 
     def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
         stat = _mean_statistic(rows.stable, rows.candidate, self.root)
-        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, self.test)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, self.test, s.interval)
 
     def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
         baseline = self._loss(float(np.mean(rows.truth)) - rows.truth)
         stat = _mean_statistic(baseline, rows.candidate, self.root)
-        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, self.test)
+        return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, self.test, s.interval)
 
     def describe_baseline(self, rows: Rows) -> str:
         return f"always the mean label {float(np.mean(rows.truth)):.4g}"

@@ -106,7 +106,8 @@ class EvaluationDataset(ApiModel):
     uri: Annotated[str, StringConstraints(pattern=DATASET_URI_PATTERN, max_length=2048)] = Field(
         description=(
             "Where the holdout is: http(s)://HOST[:PORT]/PATH, file:///PATH (in the serving image), "
-            "pvc://CLAIM/PATH or s3://BUCKET/KEY; fetched and verified by the model server's own download."
+            "pvc://CLAIM/PATH, s3://BUCKET/KEY or gs://BUCKET/OBJECT; fetched and verified by the model "
+            "server's own download, with the models' credentials."
         )
     )
     sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] = Field(
@@ -607,7 +608,7 @@ class InconclusiveRule(ApiModel):
 
 
 NotificationEvent = Literal[
-    "RolloutStarted", "StepPassed", "Promoted", "RolledBack", "Inconclusive", "Held", "Degraded"
+    "RolloutStarted", "AwaitingApproval", "StepPassed", "Promoted", "RolledBack", "Inconclusive", "Held", "Degraded"
 ]
 """What a notification sink can ask to hear about; docs/notifications.md maps each to the Events it follows."""
 NOTIFICATION_EVENTS: Final[tuple[NotificationEvent, ...]] = get_args(NotificationEvent)
@@ -643,7 +644,7 @@ class NotificationSink(ApiModel):
         description="The Secret key holding the URL, read from the ModelDeployment's namespace at each delivery."
     )
     events: list[NotificationEvent] = Field(
-        min_length=1, max_length=7, description="The notifications to send (at least one)."
+        min_length=1, max_length=8, description="The notifications to send (at least one)."
     )
     timeout: Duration = Field(default="5s", description="Time limit of one delivery attempt.")
     retries: int = Field(

@@ -9,11 +9,11 @@ path under the claim's mount, so the pattern admits only what those can take saf
 - ``pvc://CLAIM/PATH``: ``CLAIM`` a DNS-1123 subdomain (a PersistentVolumeClaim's name), ``PATH`` relative to
   the claim's mount, with no empty segment, none made only of dots (``.``, ``..``) and no ``%``-escape (the
   server unescapes file paths, so ``%2e%2e`` would be ``..``), so it cannot leave the claim;
-- model files only (``MODEL_URI_PATTERN``): ``s3://BUCKET/KEY`` (a bucket name as S3 allows it, a key of
-  RFC 3986 characters and slashes), ``gs://BUCKET/OBJECT`` (a Cloud Storage bucket name of 3-63
-  characters, which may hold ``_``; an object name as an S3 key) and ``models:/NAME/VERSION`` or
-  ``models:/NAME@ALIAS`` (an MLflow registered model, resolved by the operator at the start of a rollout;
-  docs/sources.md).
+- model files and evaluation holdouts only (``MODEL_URI_PATTERN``, ``DATASET_URI_PATTERN``):
+  ``s3://BUCKET/KEY`` (a bucket name as S3 allows it, a key of RFC 3986 characters and slashes),
+  ``gs://BUCKET/OBJECT`` (a Cloud Storage bucket name of 3-63 characters, which may hold ``_``; an object
+  name as an S3 key) and, for models only, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (an MLflow
+  registered model, resolved by the operator at the start of a rollout; docs/sources.md).
 
 Only RFC 3986 characters: no whitespace, control characters or non-ASCII (``%``-escape them, outside pvc).
 The pattern has no look-around, so pydantic's regex engine and the API server's (RE2) read it alike.
@@ -43,7 +43,7 @@ REGISTRY_URL_PATTERN: Final = rf"^https?://{_HOST}(?:/(?:{_PCHAR}|/)*)?$"
 """Files the model server or the operator reads as they are: reference profiles."""
 MODEL_URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI}|{S3_URI}|{GS_URI}|{REGISTRY_URI})$"
 """Model files: the above, object storage and the model registry."""
-DATASET_URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI}|{S3_URI})$"
+DATASET_URI_PATTERN: Final = rf"^(?:{HTTP_URI}|{FILE_URI}|{PVC_URI}|{S3_URI}|{GS_URI})$"
 """Evaluation holdouts: what the model server's download reads (no registry: a holdout is not a model)."""
 
 MODEL_URI_MESSAGE: Final = (

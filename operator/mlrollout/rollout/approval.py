@@ -68,7 +68,11 @@ def _entry(w: Work, hook: Hook, revision: str, number: int) -> ApprovalStatus:
             return entry
     entry = ApprovalStatus(hook=hook.name, type=hook.type, revision=revision, state="waiting", since=fmt(w.now))
     w.s.approvals = [*(w.s.approvals or []), entry]
-    w.event("AwaitingApproval", f"waiting for approval from {hook.type} hook {hook.name} for revision {number}")
+    w.event(
+        "AwaitingApproval",
+        f"waiting for approval from {hook.type} hook {hook.name} for revision {number}",
+        notify=("AwaitingApproval",),
+    )
     return entry
 
 

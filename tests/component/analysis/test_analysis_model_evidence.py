@@ -154,10 +154,12 @@ def world(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[Worl
             t.join(timeout=600)
         for r in rollouts.values():
             assert (r.sent, r.failed) == (REQUESTS[r.name], 0), r
+
+            def served(v: float | None, n: int = REQUESTS[r.name]) -> bool:
+                return v is not None and v >= n
+
             prometheus.wait_for(
-                f'sum(mlrollout_model_inference_requests_total{{model_deployment="{r.name}"}})',
-                lambda v, n=REQUESTS[r.name]: v is not None and v >= n,
-                timeout=60,
+                f'sum(mlrollout_model_inference_requests_total{{model_deployment="{r.name}"}})', served, timeout=60
             )
         yield World(prometheus, rollouts, started)
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -68,6 +68,7 @@ def gateway(name: str, stable_port: int, candidate_port: int, workdir: Path) -> 
     routes = workdir / f"routes-{name}.json"
     stable = {"upstream": f"http://127.0.0.1:{stable_port}", "revision": "r-stable"}
     candidate = {"upstream": f"http://127.0.0.1:{candidate_port}", "revision": "r-candidate"}
+    table: dict[str, Any]
     if CANDIDATE_WEIGHT[name]:
         table = {"tracks": {"stable": {**stable, "weight": 100 - CANDIDATE_WEIGHT[name]},
                             "candidate": {**candidate, "weight": CANDIDATE_WEIGHT[name]}}}  # fmt: skip
@@ -107,7 +108,9 @@ class World:
     def window(self) -> float:
         return time.time() - self.started + 5.0
 
-    def snapshot(self, name: str, source: str = "gateway", split: Split | None = None) -> Snapshot:
+    def snapshot(
+        self, name: str, source: Literal["gateway", "model"] = "gateway", split: Split | None = None
+    ) -> Snapshot:
         """The rollout's snapshot; with a configured ``split`` over a window long enough that the split's
         counts (which start ``SPLIT_SETTLE_SECONDS`` into it) cover all the load."""
         target = dataclasses.replace(self.rollouts[name].target, source=source, split=split)

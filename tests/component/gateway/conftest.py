@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_helpers import Proc, RouteFile, fake_upstream
+from tests.component.gateway.gateway_helpers import Proc, RouteFile, fake_upstream
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess, serve_model
 

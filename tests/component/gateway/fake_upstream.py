@@ -139,7 +139,9 @@ class _Proto(asyncio.Protocol):
             transport.write(self.response(200, out) + stale)
         elif mode == "extra-later":
             transport.write(self.response(200, out))
-            asyncio.get_running_loop().call_later(0.05, lambda: transport.is_closing() or transport.write(stale))
+            asyncio.get_running_loop().call_later(
+                0.05, lambda: None if transport.is_closing() else transport.write(stale)
+            )
         elif mode == "continue":
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n" + self.response(200, out))
         elif mode == "early-hints":

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.procs import ManagedProcess as Proc
-from tests.support.procs import free_port, running
+from tests.support.procs import ManagedProcess, free_port, running
 
+Proc = ManagedProcess  # the gateway tests' name for a process they start
 FAKE_UPSTREAM = Path(__file__).with_name("fake_upstream.py")
 READY_TIMEOUT = 90.0
 INFER = "/v2/models/iris/infer"

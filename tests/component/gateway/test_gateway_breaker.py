@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from gateway_helpers import (
+from tests.component.gateway.gateway_helpers import (
     BODY,
     INFER,
     Proc,

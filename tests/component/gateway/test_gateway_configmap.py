@@ -16,8 +16,8 @@ from typing import Any
 
 import kmock
 import pytest
-from gateway_helpers import BODY, INFER, Proc, RouteFile, gateway, request, table
 from kubernetes import client
+from tests.component.gateway.gateway_helpers import BODY, INFER, Proc, RouteFile, gateway, request, table
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.component

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gateway_helpers import RouteFile, gateway, request
+from tests.component.gateway.gateway_helpers import RouteFile, gateway, request
 from tests.support import dashboard
 from tests.support.models import BuiltModel
 from tests.support.procs import serve_model

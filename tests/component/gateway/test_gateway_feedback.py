@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_helpers import Answer, RouteFile, feedback_keys, gateway, metric_sum, request, shadow_table
+from tests.component.gateway.gateway_helpers import (
+    Answer,
+    RouteFile,
+    feedback_keys,
+    gateway,
+    metric_sum,
+    request,
+    shadow_table,
+)
 from tests.support.models import BuiltModel
 from tests.support.procs import ManagedProcess, free_port, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from gateway_helpers import INFER, RouteFile, gateway, table
+from tests.component.gateway.gateway_helpers import INFER, RouteFile, gateway, table
 from tests.support.httpd import serving
 from tests.support.strict_json import strict_loads
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from gateway_helpers import (
+from tests.component.gateway.gateway_helpers import (
     BODY,
     Proc,
     RouteFile,

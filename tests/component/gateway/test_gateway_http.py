@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from gateway_helpers import (
+from tests.component.gateway.gateway_helpers import (
     BODY,
     Proc,
     RouteFile,
@@ -23,7 +23,7 @@ from gateway_helpers import (
     request,
     table,
 )
-from gateway_helpers import INFER as INFER_PATH
+from tests.component.gateway.gateway_helpers import INFER as INFER_PATH
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.component

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from gateway_helpers import (
+from scipy.stats import chisquare
+from tests.component.gateway.gateway_helpers import (
     BODY,
     INFER,
     Proc,
@@ -20,7 +21,6 @@ from gateway_helpers import (
     request,
     table,
 )
-from scipy.stats import chisquare
 from tests.support.httpd import silent_listener
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess

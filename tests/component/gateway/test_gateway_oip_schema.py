@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_helpers import Proc, RouteFile, gateway, table
+from tests.component.gateway.gateway_helpers import Proc, RouteFile, gateway, table
 from tests.support.oip import assert_wine_protocol_holds
 from tests.support.procs import ServerProcess
 

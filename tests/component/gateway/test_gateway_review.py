@@ -19,7 +19,16 @@ from typing import Any
 
 import jsonschema
 import pytest
-from gateway_helpers import Answer, Proc, RouteFile, gateway, infer_body, metric_sum, request, table
+from tests.component.gateway.gateway_helpers import (
+    Answer,
+    Proc,
+    RouteFile,
+    gateway,
+    infer_body,
+    metric_sum,
+    request,
+    table,
+)
 from tests.support.httpd import Received, Reply, recorder, serving, silent_listener
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess
@@ -148,9 +157,9 @@ def test_high_stakes_requests_are_reviewed_and_answered_as_the_policy_says(
 
     received = Received()
     with serving(_accepting(received)) as hook:
-        answer = {"defaultResponse": DEFAULT} if respond == "default" else {"message": "a person will decide"}
+        payload = {"defaultResponse": DEFAULT} if respond == "default" else {"message": "a person will decide"}
         with _reviewing(routes, wine_stable, hook, respond=respond, highStakes=marker, maxBodyBytes=2048,
-                        **answer) as gw:  # fmt: skip
+                        **payload) as gw:  # fmt: skip
             answers = [send(gw.url + WINE, b, high) for b, high in zip(bodies, marked, strict=True)]
             # a high-stakes request whose review body is over maxBodyBytes: answered the same, review dropped
             big = {**infer_body(wine_model.samples[:40]), "id": "big"}

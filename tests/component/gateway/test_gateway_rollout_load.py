@@ -7,8 +7,16 @@ import threading
 import time
 
 import pytest
-from gateway_helpers import LoadResult, RouteFile, gateway, infer_body, load_until, metric_samples, table
-from gateway_helpers import request as http_request
+from tests.component.gateway.gateway_helpers import (
+    LoadResult,
+    RouteFile,
+    gateway,
+    infer_body,
+    load_until,
+    metric_samples,
+    table,
+)
+from tests.component.gateway.gateway_helpers import request as http_request
 from tests.support.models import BuiltModel
 from tests.support.procs import ServerProcess, start_server
 from tests.support.waiting import wait_for
@@ -37,8 +45,11 @@ def test_rollout_walk_with_candidate_killed_midway_loses_no_request(
                 for version, weight in enumerate(STEPS, start=1):
                     if version > 1:
                         routes.write(table(version, wine_stable.url, candidate.url, weight, fallback=fallback))
-                        wait_for(lambda v=version: http_request(gw.url + WINE, bodies[0]).version == v,
-                                 what=f"route table v{version}")  # fmt: skip
+
+                        def routed(v: int = version) -> bool:
+                            return http_request(gw.url + WINE, bodies[0]).version == v
+
+                        wait_for(routed, what=f"route table v{version}")
                     if weight == 50.0:  # mid-way: the candidate dies with requests in flight
                         time.sleep(HOLD_SECONDS / 2)
                         candidate.proc.kill()

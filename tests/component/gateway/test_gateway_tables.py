@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from gateway_helpers import (
+from tests.component.gateway.gateway_helpers import (
     BODY,
     INFER,
     Answer,

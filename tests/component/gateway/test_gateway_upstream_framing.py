@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from gateway_helpers import (
+from tests.component.gateway.gateway_helpers import (
     BODY,
     INFER,
     Proc,

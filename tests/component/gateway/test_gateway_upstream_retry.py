@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_helpers import (
+from tests.component.gateway.gateway_helpers import (
     BODY,
     FAKE_UPSTREAM,
     INFER,
@@ -57,7 +57,7 @@ RETRIES = len((0.02, 0.05, 0.1))  # upstream.CONNECT_RETRY_DELAYS, as the docs p
 _LATE_UPSTREAM = """
 import asyncio, socket, sys
 sys.path.insert(0, sys.argv[1])
-from fake_upstream import _Proto
+from tests.component.gateway.fake_upstream import _Proto
 
 async def serve(sock, name):
     server = await asyncio.get_running_loop().create_server(lambda: _Proto(name), sock=sock)

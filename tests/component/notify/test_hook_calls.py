@@ -231,7 +231,9 @@ async def test_the_reconciler_waits_for_confirm_rollout_and_confirm_promotion(km
     kmock.objects[MD, "ml", "wine"] = md_body()
     received = Received()
     answers = {"/start": 403, "/promote": 403}
-    replies = {path: (lambda p: lambda _: (answers[p], {}, b"not yet"))(path) for path in answers}
+    replies: dict[str, Callable[[str], Reply]] = {
+        path: (lambda p: lambda _: (answers[p], {}, b"not yet"))(path) for path in answers
+    }
     with serving(recorder(received, replies)) as url:
         secret(kmock, "hooks", start=f"{url}/start", promote=f"{url}/promote")
         api = client.ApiClient(client.Configuration(host=str(kmock.url).rstrip("/")))

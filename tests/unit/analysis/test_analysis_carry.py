@@ -155,6 +155,7 @@ def test_judge_combines_carried_evidence_and_reports_what_to_carry_next() -> Non
     later = judged(_snapshot(0.0125, {"step": 2, "steps": 4, "carried": {"errorRate.harm": big}}))
     later_harm = next(m for m in later.metrics if m.name == "errorRate.harm")
     assert later.verdict == "rollback" and later_harm.decision == "fail"
+    assert later_harm.e_value is not None and later_harm.threshold is not None
     assert later_harm.e_value >= later_harm.threshold
 
 

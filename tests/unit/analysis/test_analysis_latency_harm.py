@@ -72,7 +72,7 @@ def test_a_slowdown_within_the_margin_is_not_harm_however_much_data() -> None:
 def test_a_slowdown_beyond_the_margin_is_harm() -> None:
     r = harm(buckets(108_000), buckets(12_000, median=0.026), settings())
     assert r.decision == "fail"
-    assert "beyond the margin" in r.reason and "stable:" in r.reason
+    assert r.reason is not None and "beyond the margin" in r.reason and "stable:" in r.reason
 
 
 def test_absolute_margin_in_seconds_for_harm() -> None:

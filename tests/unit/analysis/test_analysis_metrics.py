@@ -103,7 +103,7 @@ def test_error_rate_slo_breach_fails_even_when_equal_to_stable() -> None:
 def test_error_rate_without_requests_is_inconclusive() -> None:
     r = error_rate_results(counts(1000, 10), counts(0, 0), ERR)
     assert {x.decision for x in r} == {"inconclusive"}
-    assert all("candidate" in x.reason for x in r)
+    assert all("candidate" in (x.reason or "") for x in r)
 
 
 def lat(relative: float | None = 0.1, max_seconds: float | None = None) -> LatencySettings:
@@ -221,12 +221,12 @@ def test_input_drift_matching_traffic_passes() -> None:
 
 def test_input_drift_shifted_feature_fails_and_is_named() -> None:
     r = input_drift_result({"f0": [50, 150, 800], "f1": [500, 500]}, REFERENCE, DRIFT)
-    assert r.decision == "fail" and "f0" in r.reason
+    assert r.decision == "fail" and "f0" in (r.reason or "")
 
 
 def test_input_drift_mismatched_bins_and_missing_counts() -> None:
     r = input_drift_result({"f0": [1, 2]}, REFERENCE, DRIFT)
-    assert r.decision == "inconclusive" and "bin count differs" in r.reason
+    assert r.decision == "inconclusive" and "bin count differs" in (r.reason or "")
     assert input_drift_result(None, REFERENCE, DRIFT).decision == "inconclusive"
     assert input_drift_result({"f1": [0, 0]}, REFERENCE, DRIFT).decision == "inconclusive"
 

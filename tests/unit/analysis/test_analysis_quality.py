@@ -69,7 +69,7 @@ def test_a_relative_margin_is_taken_at_stables_lower_bound_and_never_below_its_f
     def margin(pairs: Pairs, settings: QualitySettings = relative) -> float:
         ni = by_name(quality_results(Labels(), Labels(), pairs, settings))["quality.nonInferiority"]
         assert ni.threshold is not None
-        return -ni.threshold
+        return float(-ni.threshold)
 
     few, many = margin(Pairs(both_right=360, both_wrong=40)), margin(Pairs(both_right=36_000, both_wrong=4_000))
     assert few < many < 0.02 * 0.9 and many == pytest.approx(0.018, rel=0.03)

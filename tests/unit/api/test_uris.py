@@ -7,7 +7,7 @@ import posixpath
 import re
 import urllib.parse
 
-from tests.support.invalid_manifests import ACCEPTED_URIS, REFUSED_URIS, with_model
+from tests.support.invalid_manifests import ACCEPTED_URIS, EVALUATE, REFUSED_URIS, rollout_policy, steps, with_model
 
 from mlrollout.api.uris import URI_PATTERN
 from mlrollout.controller.store import PVC_MOUNT_ROOT, locate, store_access
@@ -29,6 +29,20 @@ def test_the_pattern_matches_the_whole_uri() -> None:
     for uri in ACCEPTED_URIS:
         assert not accepted_offline(uri + "\n"), uri
         assert not accepted_offline(" " + uri), uri
+
+
+def test_a_holdout_may_be_on_every_store_the_model_server_reads_but_not_the_registry() -> None:
+    """Issue #16: a gs:// holdout was refused by the step though the Job reads gs:// as the servers do."""
+
+    def errors(uri: str) -> list[str]:
+        step = {"evaluate": {**EVALUATE, "dataset": {**EVALUATE["dataset"], "uri": uri}}}
+        return [str(e) for e in validate_documents([("t", 1, rollout_policy(strategy=steps(step)))])]
+
+    for uri in ("gs://holdouts/wine.csv", "gs://my_bucket/a/b/holdout.npz", "s3://holdouts/wine.csv",
+                "http://store/holdout.csv", "file:///data/holdout.csv", "pvc://claim/holdout.csv"):  # fmt: skip
+        assert errors(uri) == [], uri
+    for uri in ("models:/wine/1", "gs://holdouts", "gs://A/holdout.csv", "ftp://store/holdout.csv"):
+        assert any("dataset.uri" in e for e in errors(uri)), uri
 
 
 TOKENS = ["a", ".", "/", "%2e", "%2F", "%00", "%", "?", "~"]

@@ -4,6 +4,7 @@ message, and the reader that tells a report from a crash's log tail."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -49,14 +50,15 @@ def test_request_defaults_and_rules() -> None:
     )
     assert request.margin.allowed(0.9) == pytest.approx(0.009)
     assert EvaluationRequest.model_validate({**REQUEST, "metric": "rmse"}).effective_baseline == "mean"
-    for bad, words in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"metric": "accuracy", "baseline": "mean"}, "baseline mean is for regression metrics"),
         ({"metric": "mae", "baseline": "majority"}, "baseline majority is for classification metrics"),
         ({"slices": ["quality"]}, "cannot also be a slice"),
         ({"margin": {"relative": 0.1, "absolute": 0.1}}, "exactly one of relative, absolute"),
         ({"metric": "f1"}, "Input should be"),
         ({"alpha": 0}, "greater than 0"),
-    ]:
+    ]
+    for bad, words in cases:
         with pytest.raises(ValidationError, match=words):
             EvaluationRequest.model_validate({**REQUEST, **bad})
     wire = EvaluationRequest.model_validate(REQUEST).model_dump_json(by_alias=True)
@@ -99,8 +101,9 @@ def test_even_absurd_reports_fit() -> None:
 
 
 def test_exit_codes() -> None:
-    assert EvaluationReport(verdict="pass", reason="").exit_code == EvaluateExit.PASS == 0
-    assert EvaluationReport(verdict="fail", reason="").exit_code == EvaluateExit.FAIL == 1
+    assert EvaluationReport(verdict="pass", reason="").exit_code == EvaluateExit.PASS
+    assert EvaluationReport(verdict="fail", reason="").exit_code == EvaluateExit.FAIL
+    assert (int(EvaluateExit.PASS), int(EvaluateExit.FAIL)) == (0, 1)  # what the CLI's callers read
     assert EvaluationReport(verdict="inconclusive", reason="").exit_code == EvaluateExit.FAIL
     assert EvaluationReport(verdict="inconclusive", reason="", problem="badInput").exit_code == 2
     assert EvaluationReport(verdict="inconclusive", reason="", problem="error").exit_code == 3

@@ -102,8 +102,8 @@ def store_side(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(
     ("where", "credentials", "dataset"),
-    [  # holdouts are not admitted on gs:// (the dataset URI pattern); the models are what the servers read
-        ("gs://models/wine", {"secretRef": {"name": "gcs-reader"}}, "http://store/holdout.csv"),
+    [
+        ("gs://models/wine", {"secretRef": {"name": "gcs-reader"}}, None),
         ("s3://models/wine", {"secretRef": {"name": "s3-reader"}, "serviceAccountName": "models"}, None),
         ("pvc://models/wine", {"secretRef": {"name": "reader"}}, None),
     ],
@@ -116,8 +116,8 @@ def test_the_job_reads_the_store_exactly_as_the_model_servers_of_the_same_models
     stable, cand = revision(1, f"{where}-1.onnx", **credentials), revision(2, f"{where}-2.onnx", **credentials)
     job = evaluation.evaluation_job(MD, store_run(stable, cand, dataset or f"{where}/holdout.csv"))
     pod = job["spec"]["template"]["spec"]
-    servers = [children.track_deployment(MD, rev, role, 1)["spec"]["template"]["spec"]
-               for rev, role in ((stable, "stable"), (cand, "candidate"))]  # fmt: skip
+    servers = [children.track_deployment(MD, stable, "stable", 1)["spec"]["template"]["spec"],
+               children.track_deployment(MD, cand, "candidate", 1)["spec"]["template"]["spec"]]  # fmt: skip
     assert store_side(pod) == store_side(servers[0]) == store_side(servers[1])
     (container,) = pod["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": credentials["secretRef"]["name"]}}]
@@ -150,6 +150,21 @@ def test_the_job_reads_with_the_one_revision_that_names_credentials() -> None:
         (container,) = pod["spec"]["containers"]
         assert container["envFrom"] == [{"secretRef": {"name": "k"}}]
         assert "GOOGLE_APPLICATION_CREDENTIALS" in {e["name"] for e in container["env"]}
+
+
+def test_a_gs_holdout_next_to_s3_models_gets_the_key_file_too() -> None:
+    """Issue #16: a gs:// holdout is read with the models' one set of credentials, so the Job mounts its
+    key.json even when no model is on gs:// (the servers of those models do not need it)."""
+    stable, cand = (
+        revision(1, "s3://models/wine-1.onnx", secretRef={"name": "k"}),
+        revision(2, "s3://models/wine-2.onnx", secretRef={"name": "k"}),
+    )
+    pod = evaluation.evaluation_job(MD, store_run(stable, cand, "gs://holdouts/wine.csv"))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{store.GCS_KEY_DIR}/key.json"
+    assert container["envFrom"] == [{"secretRef": {"name": "k"}}]
+    assert json.loads(env["MLROLLOUT_EVALUATION_REQUEST"])["dataset"]["uri"] == "gs://holdouts/wine.csv"
 
 
 def test_revisions_with_different_credentials_get_no_job_and_the_error_names_both() -> None:

@@ -54,7 +54,7 @@ def md_body(version: str = "1", sha: str = "a", **spec_extra: Any) -> dict[str, 
     }
 
 
-FAST_POLICY = {
+FAST_POLICY: dict[str, Any] = {
     "apiVersion": "mlrollout.io/v1alpha1",
     "kind": "RolloutPolicy",
     "metadata": {"name": "fast"},
@@ -374,7 +374,7 @@ async def test_a_mesh_provider_look_reads_model_servers_and_leaves_the_split_unc
     verdicts = RecordingVerdicts()
     rec = Reconciler(Kube(api), verdicts, OperatorSettings(serving_image=IMAGE, gateway_image="gw:test"))
     t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
-    mesh = {"traffic": {"provider": "istio"}}
+    mesh: dict[str, Any] = {"traffic": {"provider": "istio"}}
     cluster.objects[MD, "ml", "wine"].patch({"spec": md_body(**mesh)["spec"]})
     await run(rec, t0)
     make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")

@@ -4,6 +4,8 @@ the per-ModelDeployment series speak the API's vocabularies and end with their M
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import cast
 
 from tests.support import dashboard
 from tests.support.metrics_doc import METRICS_DOC, OPERATOR_PREFIX, documented_series, operator_series
@@ -11,6 +13,8 @@ from tests.support.metrics_doc import METRICS_DOC, OPERATOR_PREFIX, documented_s
 from mlrollout.api.analysis import VERDICTS
 from mlrollout.api.modeldeployment import PHASES
 from mlrollout.controller import handlers, metrics
+
+on_delete = cast(Callable[..., None], handlers.on_delete)  # kopf types its handlers as its own callback protocol
 
 
 def test_docs_list_every_operator_series_with_its_type() -> None:
@@ -75,9 +79,9 @@ def test_the_delete_handler_drops_every_series_of_that_model_deployment_only() -
         metrics.set_phase("unit", name, "Progressing")
         metrics.observe_look("unit", name, "rollback", 0.2)
         metrics.RECONCILE_ERRORS.labels("unit", name, "ApiException").inc()
-    handlers.on_delete(namespace="unit", name="gone")
+    on_delete(namespace="unit", name="gone")
     assert _labels_of("unit", "gone") == []
     kept = {(lb.get("phase"), lb.get("verdict"), lb.get("error")) for lb in _labels_of("unit", "kept")}
     assert {("Progressing", None, None), (None, "rollback", None), (None, None, "ApiException")} <= kept
-    handlers.on_delete(namespace="unit", name="kept")
+    on_delete(namespace="unit", name="kept")
     assert _labels_of("unit", "kept") == []

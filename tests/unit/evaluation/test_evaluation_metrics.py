@@ -26,7 +26,8 @@ TEXT = TRUTH.astype(str)
 def _probs(strength: float) -> np.ndarray:
     logits = RNG.normal(size=(600, 3)) + strength * np.eye(3)[TRUTH]
     p = np.exp(logits)
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    probs: np.ndarray = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probs
 
 
 P_STABLE, P_CAND = _probs(1.0), _probs(2.0)

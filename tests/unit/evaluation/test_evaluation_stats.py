@@ -10,7 +10,9 @@ from scipy import special, stats
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from mlrollout_serving.evaluation.stats import (
+    JACKKNIFE_GROUPS,
     MIN_TAIL_RESAMPLES,
+    acceleration,
     betainc,
     binomial_cdf,
     bonferroni,
@@ -18,6 +20,7 @@ from mlrollout_serving.evaluation.stats import (
     delong,
     delong_against,
     delong_auc,
+    jackknife_effects,
     mcnemar_exact,
     midranks,
     paired_bootstrap,
@@ -111,9 +114,10 @@ def test_paired_interval_covers_in_simulation() -> None:
     assert covered / 400 >= 0.92
 
 
-def _mean_statistic(stable: np.ndarray, candidate: np.ndarray):  # type: ignore[no-untyped-def]
+def _mean_statistic(stable: np.ndarray, candidate: np.ndarray, root: bool = False):  # type: ignore[no-untyped-def]
     def statistic(idx: np.ndarray) -> np.ndarray:
-        return np.stack([stable[idx].mean(axis=1), candidate[idx].mean(axis=1)], axis=1)
+        out = np.stack([stable[idx].mean(axis=1), candidate[idx].mean(axis=1)], axis=1)
+        return np.sqrt(out) if root else out
 
     return statistic
 
@@ -152,6 +156,71 @@ def test_bootstrap_is_seeded_and_identical_models_have_no_effect() -> None:
     assert not np.array_equal(one, bootstrap_scores(stat, 300, 50, seed=12))
     res = paired_bootstrap(stat, 300, 0.05, 200, seed=0, test="MAE")
     assert (res.effect, res.low, res.high, res.p_value) == (0.0, 0.0, 0.0, 1.0)
+
+
+def _skewed_pair(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row losses of two correlated models, skewed as absolute errors and log losses are."""
+    rng = np.random.default_rng(seed)
+    stable = rng.exponential(1.0, rows)
+    return stable, stable * 1.05 + rng.exponential(0.3, rows) - 0.3
+
+
+@pytest.mark.parametrize("root", [False, True], ids=["mae", "rmse"])
+def test_bca_interval_matches_scipys_on_the_same_rows(root: bool) -> None:
+    """Our BCa against ``scipy.stats.bootstrap(method='BCa', paired=True)`` on the same 200 rows. With other
+    seeds each draws 20,000 resamples of its own, so the ends agree within Monte Carlo error (2% of the width
+    here); with the same seed scipy draws the same resamples (``integers(0, n, (B, n))``) and the interval is
+    the same to rounding. The percentile interval of the same resamples is off by more on these skewed losses."""
+    stable, candidate = _skewed_pair(200, 7)
+    if root:
+        stable, candidate = stable**2, candidate**2
+
+    def effect(s: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        level = np.mean(c, axis=axis), np.mean(s, axis=axis)
+        out: np.ndarray = (np.sqrt(level[0]) - np.sqrt(level[1])) if root else (level[0] - level[1])
+        return out
+
+    ref = stats.bootstrap((stable, candidate), effect, paired=True, vectorized=True, n_resamples=20_000,
+                          method="BCa", random_state=np.random.default_rng(1)).confidence_interval  # fmt: skip
+    ours = paired_bootstrap(_mean_statistic(stable, candidate, root), 200, 0.05, 20_000, seed=0, test="MAE")
+    width = ref.high - ref.low
+    assert ours.low == pytest.approx(ref.low, abs=0.02 * width)
+    assert ours.high == pytest.approx(ref.high, abs=0.02 * width)
+    assert "paired BCa bootstrap (20000 resamples, seed 0)" in ours.test
+    same = stats.bootstrap((stable, candidate), effect, paired=True, vectorized=True, n_resamples=20_000,
+                           method="BCa", random_state=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    assert (ours.low, ours.high) == pytest.approx((same.low, same.high), rel=1e-9)
+    plain = paired_bootstrap(_mean_statistic(stable, candidate, root), 200, 0.05, 20_000, 0, "MAE", "percentile")
+    assert max(abs(plain.low - ref.low), abs(plain.high - ref.high)) > 0.02 * width
+
+
+def test_the_jackknife_leaves_out_each_row_up_to_its_group_limit_then_groups() -> None:
+    stable, candidate = _skewed_pair(300, 3)
+    loo = [np.mean(np.delete(candidate - stable, i)) for i in range(300)]
+    assert np.allclose(jackknife_effects(_mean_statistic(stable, candidate), 300, seed=0), loo)
+    rows = 3 * JACKKNIFE_GROUPS + 7  # 7 groups of 4 rows, the rest of 3: every row left out exactly once
+    stable, candidate = _skewed_pair(rows, 4)
+    diff = candidate - stable
+    grouped = jackknife_effects(_mean_statistic(stable, candidate), rows, seed=0)
+    assert len(grouped) == JACKKNIFE_GROUPS
+    left_out = diff.sum() - grouped * np.r_[np.full(7, rows - 4), np.full(JACKKNIFE_GROUPS - 7, rows - 3)]
+    assert left_out.sum() == pytest.approx(diff.sum())
+    exact = acceleration(np.array([(diff.sum() - d) / (rows - 1) for d in diff]))
+    assert acceleration(grouped) == pytest.approx(exact, rel=0.25)
+
+
+def test_bca_p_value_agrees_with_its_interval() -> None:
+    """The p-value inverts the interval: below alpha exactly when the interval leaves out 0."""
+    for shift in (0.0, 0.06, 0.1, 0.15, 0.3):
+        stable, candidate = _skewed_pair(400, 11)
+        res = paired_bootstrap(_mean_statistic(stable, candidate + shift - 0.05), 400, 0.05, 4000, 0, "MAE")
+        excludes_zero = res.low > 0 or res.high < 0
+        assert (res.p_value < 0.05) == excludes_zero, (shift, res)
+
+
+def test_an_unknown_bootstrap_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown bootstrap interval 'studentized'"):
+        paired_bootstrap(_mean_statistic(np.ones(5), np.ones(5)), 5, 0.05, 100, 0, "MAE", "studentized")
 
 
 def test_small_alphas_draw_enough_resamples_for_their_tails() -> None:

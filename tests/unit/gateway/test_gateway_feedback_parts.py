@@ -55,13 +55,16 @@ def test_classifier_labels_are_read_from_the_label_output_or_the_arg_max() -> No
 def test_ids_are_spliced_into_the_answer_and_verify() -> None:
     minter = Minter(KEYS, replica=0x0A000107, max_rows=1)
     minted = minter.mint("stable", "abc123", Predicted(True, ["1", "2"], 3), NOW)
-    answer = orjson.loads(inject(WINE, minted))
+    spliced = inject(WINE, minted)
+    assert spliced is not None
+    answer = orjson.loads(spliced)
     assert answer["parameters"] == {"feedback_id": minted.token, "feedback_rows": 1}  # one row labelled of two
     assert answer["outputs"] == orjson.loads(WINE)["outputs"]
     token = verify(KEYS, answer["parameters"]["feedback_id"], NOW, 60)
     assert (token.track, token.revision, token.predictions, token.truncated) == ("stable", "abc123", ("1",), True)
     with_parameters = orjson.dumps({"outputs": [], "parameters": {"request_id": "r"}})
-    assert orjson.loads(inject(with_parameters, minted))["parameters"]["request_id"] == "r"
+    respliced = inject(with_parameters, minted)
+    assert respliced is not None and orjson.loads(respliced)["parameters"]["request_id"] == "r"
     assert minter.mint("stable", "abc123", Predicted(True, ["1"]), NOW).nonce != minted.nonce
 
 
@@ -226,13 +229,13 @@ def test_only_a_replica_can_say_a_label_was_forwarded(tmp_path: Path) -> None:
 def test_refusals_have_a_status_and_a_counted_reason(tmp_path: Path) -> None:
     off = Feedback(FeedbackConfig(str(tmp_path / "no-keys")))
     assert off.stamp("stable", "r1", WINE, False, NOW) is None  # no keys: answers carry no id
-    assert off.receive(b"{}", NOW, False) == Answer(404, {"error": "feedback is not enabled for this model",
+    assert off.receive(b"{}", NOW, None) == Answer(404, {"error": "feedback is not enabled for this model",
                                                           "reason": "disabled"})  # fmt: skip
     on = _feedback(tmp_path, replica=1)
-    assert on.receive(b"x" * 1001, NOW, False).status == 413  # type: ignore[union-attr]
-    assert on.receive(b"{not json", NOW, False).status == 400  # type: ignore[union-attr]
+    assert on.receive(b"x" * 1001, NOW, None).status == 413  # type: ignore[union-attr]
+    assert on.receive(b"{not json", NOW, None).status == 400  # type: ignore[union-attr]
     expired = Minter(FeedbackKeys({3: b"s" * 32}), 1).mint("stable", "r1", Predicted(True, ["0"]), NOW - 8 * 86400)
-    assert on.receive(orjson.dumps({"feedback_id": expired.token, "label": 0}), NOW, False).status == 410  # type: ignore[union-attr]
+    assert on.receive(orjson.dumps({"feedback_id": expired.token, "label": 0}), NOW, None).status == 410  # type: ignore[union-attr]
     assert on.scores.refused == {"too_large": 1, "malformed": 1, "expired": 1}
 
 

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.httpd import Received, recorder, serving, silent_listener
 
 from mlrollout_serving.contract import metrics as contract
 from mlrollout_serving.contract.routes import Review
@@ -14,7 +15,6 @@ from mlrollout_serving.gateway.metrics import GatewayMetrics
 from mlrollout_serving.gateway.mirror import Mirror, MirrorJob
 from mlrollout_serving.gateway.review import MAX_QUEUED_BYTES, ReviewJob, Reviews
 from mlrollout_serving.gateway.upstream import UpstreamPool
-from support.httpd import Received, recorder, serving, silent_listener
 
 
 def _count(m: GatewayMetrics, series: str, **labels: str) -> float:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from tests.unit.rollout.test_rollout_approval import rollout_waiting
 from tests.unit.rollout.world import World, policy, spec
 
 from mlrollout.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
@@ -59,6 +60,12 @@ def test_a_rollout_that_promotes_is_started_step_passed_and_promoted() -> None:
     assert tagged(w.give_verdict("promote", requests=50)) == {"StepPassed": ("StepPassed",)}
     w.give_verdict("promote", requests=50)
     assert tagged(w.give_verdict("promote", requests=50)) == {"StepPassed": ("StepPassed",), "Promoted": ("Promoted",)}
+
+
+def test_a_rollout_waiting_for_an_approval_hook_says_so_once() -> None:
+    w = rollout_waiting("confirmRollout")
+    assert tagged(w.tick(1)) == {"AwaitingApproval": ("AwaitingApproval",)}
+    assert tagged(w.tick(1)) == {}  # still waiting: not said again
 
 
 def test_a_rollback_is_rolled_back_and_the_phase_it_leaves_degraded() -> None:

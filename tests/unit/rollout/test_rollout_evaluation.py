@@ -32,16 +32,16 @@ def report(
     verdict: str, effect: float = 0.02, problem: str | None = None, cand_sha: str | None = None
 ) -> EvaluationReport:
     checks = (
-        Check(kind="stable", name="stable", decision=verdict, rows=2000, reference=0.80, candidate=0.80 + effect,  # type: ignore[arg-type]
+        Check(kind="stable", name="stable", decision=verdict, rows=2000, reference=0.80, candidate=0.80 + effect,
               effect=effect, interval=(effect - 0.01, effect + 0.01), alpha=0.05, test="exact McNemar", p_value=0.003,
               margin=0.008, reason=f"{verdict} vs stable"),
         Check(kind="baseline", name="majority", decision="pass", rows=2000, reference=0.6, candidate=0.80 + effect,
               effect=0.2 + effect, interval=(0.18, 0.22), alpha=0.05, test="exact McNemar", p_value=1e-30),
     ) if problem is None else ()  # fmt: skip
     return EvaluationReport(
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict,
         reason=f"{verdict.upper()}: accuracy {0.80 + effect:.4g} vs stable 0.8" if problem is None else "bad input: x",
-        problem=problem,  # type: ignore[arg-type]
+        problem=problem,
         metric="accuracy",
         rows=2000 if problem is None else 0,
         dataset_sha256=SHA if problem is None else None,

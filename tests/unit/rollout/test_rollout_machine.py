@@ -315,7 +315,7 @@ def test_step_past_max_duration_rolls_back_by_default_with_the_reason_visible() 
 
 
 def test_no_labels_within_max_label_wait_ends_the_step_by_the_inconclusive_rule() -> None:
-    quality = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
+    quality: dict[str, Any] = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
     w = World(pol=policy(**quality))
     w.start_rollout()
     w.give_verdict("continue", requests=500)  # the test world's looks carry no quality metrics: no labels
@@ -327,7 +327,7 @@ def test_no_labels_within_max_label_wait_ends_the_step_by_the_inconclusive_rule(
 
 
 def test_labels_keep_the_step_going_past_max_label_wait() -> None:
-    quality = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
+    quality: dict[str, Any] = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
     w = World(pol=policy(**quality))
     w.start_rollout()
     w.give_verdict("continue", requests=500)
@@ -352,7 +352,7 @@ def _labelled(w: World, verdict: str = "continue") -> None:
 def test_a_pass_without_a_look_reads_the_steps_last_look_for_labels() -> None:
     """Most passes take no look: the last look recorded in the step says whether labels came (a look-less
     pass once counted as "no labels" and rolled a good candidate back in the demo)."""
-    quality = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
+    quality: dict[str, Any] = {"analysis": {"metrics": {"quality": {"enabled": True, "maxLabelWait": "2m"}}}}
     w = World(pol=policy(**quality))
     w.start_rollout()
     _labelled(w)

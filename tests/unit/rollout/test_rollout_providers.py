@@ -61,7 +61,7 @@ def test_the_status_says_whose_series_each_look_read() -> None:
     assert w.s.last_analysis is not None and w.s.last_analysis.source == "model"
     w.give_verdict("promote", requests=50, source="model")  # shadow passed; the canary reads the gateway
     w.give_verdict("continue", requests=5, source="gateway")
-    assert w.s.last_analysis is not None and w.s.last_analysis.source == "gateway"
+    assert w.s.last_analysis is not None and str(w.s.last_analysis.source) == "gateway"
     w.give_verdict("continue", requests=5)  # a recorded judgement says nothing about its source
     assert w.s.last_analysis is not None and w.s.last_analysis.source is None
 
@@ -106,10 +106,10 @@ def test_a_stable_behind_an_unaccepted_route_is_pending_then_degraded() -> None:
     available = next(c for c in w.s.conditions or [] if c.type == "Available")
     assert (available.status, available.reason) == ("False", "RouteNotServed")
     w.tick(3600)
-    assert w.s.phase == "Degraded"
+    assert str(w.s.phase) == "Degraded"
     w.routing = Routing("gatewayAPI", "True", "")
     w.tick()
-    assert w.s.phase == "Healthy"
+    assert str(w.s.phase) == "Healthy"
 
 
 @pytest.mark.parametrize(("mirror", "held"), [("none", True), ("full", False), ("percent", False), (None, False)])

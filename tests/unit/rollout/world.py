@@ -134,7 +134,7 @@ class World:
         self.now += timedelta(seconds=seconds)
         assert self.status is not None and self.status.candidate is not None
         judgement = Judgement(
-            verdict=verdict,  # type: ignore[arg-type]
+            verdict=verdict,
             reason=f"test says {verdict}",
             alpha=self.pol.significance.alpha,
             samples=Samples(stable=100, candidate=requests),

@@ -287,7 +287,7 @@ def test_an_upgrade_request_is_answered_over_http_1_1_and_the_connection_goes_on
         client.send(upgrade + upgrade + request("/b") + b"BREW /pot HTCPCP/1.0\r\n\r\n")
         statuses = [s for s, _ in client.replies()]
         assert statuses == [200, 200, 200, 400]
-        assert client.replies()[3][1]["error"].startswith("malformed HTTP request")
+        assert str(client.replies()[3][1]["error"]).startswith("malformed HTTP request")
         with_body = Client()
         with_body.send(b"POST /a HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n{}")
         assert with_body.replies()[0][0] == 400

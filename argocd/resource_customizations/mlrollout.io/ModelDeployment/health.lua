@@ -71,7 +71,9 @@ end
 --      operator has not acted on the latest spec, so nothing it reports is about that spec yet);
 --   2. the Degraded condition is True, or phase Degraded: Degraded (a rollback: the new model stays in the
 --      spec until it changes, or a human retries or undoes);
---   3. phase Paused: Suspended (spec.paused, `pause`, or a hold for a human);
+--   3. phase Paused: Suspended (spec.paused, `pause`, or a hold for a human), and a rollout waiting for an
+--      approval hook (the Progressing condition's reason WaitingForApproval): Suspended, as Argo Rollouts
+--      shows a rollout that waits at a pause step for someone else to let it go on;
 --   4. phase Healthy with the Available condition not False: Healthy;
 --   5. anything else (Pending, Progressing, a phase this script does not know): Progressing.
 -- A status of the wrong shape gives Unknown with a message naming the field.
@@ -141,6 +143,10 @@ local function health(obj)
   end
   if phase == "Paused" then
     return "Suspended", explain(status, "Rollout paused")
+  end
+  local progressing = condition(status, "Progressing")
+  if get(progressing, "status") == "True" and get(progressing, "reason") == "WaitingForApproval" then
+    return "Suspended", explain(status, "Waiting for an approval hook")
   end
   local available = condition(status, "Available")
   if phase == "Healthy" then
