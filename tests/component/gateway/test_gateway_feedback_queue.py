@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_helpers import RouteFile, feedback_keys, gateway, metric_sum, table
+from tests.component.gateway.gateway_helpers import RouteFile, feedback_keys, gateway, metric_sum, table
 from tests.support.models import BuiltModel
 from tests.support.procs import free_port, serve_model
 

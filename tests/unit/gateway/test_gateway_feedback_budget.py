@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, mint
-from mlrollout_serving.gateway.feedback import Feedback, FeedbackConfig
+from mlrollout_serving.gateway.feedback import Answer, Feedback, FeedbackConfig, Forward
 from mlrollout_serving.gateway.metrics import GatewayMetrics
 from mlrollout_serving.gateway.proxy import Gateway
 from mlrollout_serving.gateway.server import Request, Response
@@ -49,9 +49,9 @@ def test_labels_are_counted_off_the_event_loop_and_each_gets_its_answer(tmp_path
     counted_on: set[str] = set()
     receive = feedback.receive
 
-    def spy(*args: object) -> object:
+    def spy(body: bytes, now: float, forwarded: bytes | None = None) -> Answer | Forward:
         counted_on.add(threading.current_thread().name)
-        return receive(*args)  # type: ignore[arg-type]
+        return receive(body, now, forwarded)
 
     feedback.receive = spy  # type: ignore[method-assign]
 
