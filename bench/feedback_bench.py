@@ -20,6 +20,8 @@ not from clock ticks: a 10 ms tick is ~3 µs per request in a 5 s run at c=1, th
    inference latency through the gateway with and without a wrk label flood on the same gateway, and as a
    control directly at the model server with and without that flood (the flood's client shares the model
    server's core: that part of any delay is not the gateway's event loop). Conditions interleaved.
+   `--flood-pause-ms N` paces each flood connection (N ms after each answer): wrk is closed-loop, so without
+   it a faster label path draws a heavier flood, and two versions would not face the same one.
 4. Micro-benchmarks (timeit, in this process, on the gateway's core): `Feedback.stamp` on a real answer of
    the model server and its parts, `Feedback.receive` of a valid label and of a replay.
 
@@ -120,13 +122,15 @@ class Ids:
             out.append(b'{"feedback_id":"%s","labels":[%d]}' % (mint(self.keys, token).encode(), nonce % 3))
         return out
 
-    def script(self, tmp: Path, name: str, n: int) -> tuple[Path, list[bytes]]:
+    def script(self, tmp: Path, name: str, n: int, pause_ms: int = 0) -> tuple[Path, list[bytes]]:
         """A wrk script POSTing ``n`` fresh label bodies in order (then again from the first: replays)."""
         bodies = self.bodies(n)
-        return replay_script(tmp, name, bodies), bodies
+        return replay_script(tmp, name, bodies, pause_ms), bodies
 
 
-def replay_script(tmp: Path, name: str, bodies: list[bytes]) -> Path:
+def replay_script(tmp: Path, name: str, bodies: list[bytes], pause_ms: int = 0) -> Path:
+    """``pause_ms``: each connection waits that long after an answer before its next request, so that a flood
+    has about the same rate whatever the gateway's speed (wrk is closed-loop: a faster gateway gets more)."""
     data = tmp / f"{name}.bodies"
     data.write_bytes(b"\n".join(bodies) + b"\n")
     script = tmp / f"{name}.lua"
@@ -141,6 +145,7 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 """
+        + (f"delay = function() return {pause_ms} end\n" if pause_ms else "")
     )
     return script
 
@@ -356,7 +361,7 @@ def measure_interference(
                 latency = steady(url, body, args.steady_rate, args.duration, args.other_core)
                 results[name].append({**latency, "load": os.getloadavg()[0]})
                 continue
-            script, _ = ids.script(tmp, "flood", int(rate * 1.5 * flood_seconds) + 1000)
+            script, _ = ids.script(tmp, "flood", int(rate * 1.5 * flood_seconds) + 1000, args.flood_pause_ms)
             with flood(flooded.base + FEEDBACK, conc, flood_seconds, script, args.other_core, flooded.proc) as labels:
                 latency = steady(url, body, args.steady_rate, args.duration, args.other_core)
             results[name].append({**latency, "flood": labels, "load": os.getloadavg()[0]})
@@ -590,6 +595,7 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
             "ingest_concurrency": args.ingest_concurrency,
             "flood_concurrency": args.flood_concurrency,
             "steady_rate": args.steady_rate,
+            "flood_pause_ms": args.flood_pause_ms,
             "gateway_core": proxy_core,
             "model_server_and_clients_core": other,
             "cpu_time": "schedstat (ns), summed over the gateway's threads",

@@ -280,6 +280,9 @@ def main() -> None:
     group.add_argument("--feedback-concurrency", type=int, nargs="+", default=[1, 16], help="minting: wrk -c")
     group.add_argument("--ingest-concurrency", type=int, nargs="+", default=[1, 16], help="labels: wrk -c")
     group.add_argument("--flood-concurrency", type=int, nargs="+", default=[16], help="label flood: wrk -c")
+    group.add_argument(
+        "--flood-pause-ms", type=int, default=0, help="label flood: each connection's pause between labels (0: none)"
+    )
     group.add_argument("--steady-rate", type=float, default=200.0, help="inference requests/s beside the flood")
     group.add_argument(
         "--ids-per-second", type=float, default=40000.0, help="fresh ids minted per second of a label run"

@@ -17,11 +17,11 @@ Tests, each at the alpha share ``judge()`` gives ``quality.harm`` under the defa
   first reaches 90 % power: the fewest labelled rows any valid test needs. ``ratio`` is the labelled rows
   ours needs for 90 % power over the oracle's.
 
-Regressors (``metric: mae``, rows with ``"metric": "mae"``; labels at once): each row's error is normal,
-stable's ``N(0, 1)`` and the candidate's ``(1 + d)`` times a copy correlated 0.9 with stable's (two similar
-models), so the candidate's MAE is ``d`` (relative: 0, 2, 5, 10 %) higher. ``ours`` is the ``quality.harm``
-e-value ``quality_results`` reports from the running sums the gateway exports (the one-sided normal-mixture
-e-process on the paired, or in a canary the unpaired, MAE difference); ``naive`` the
+Regressors (``metric: mae``, rows with ``"metric": "mae"``; labels at once, 1 or 5 looks late): each row's
+error is normal, stable's ``N(0, 1)`` and the candidate's ``(1 + d)`` times a copy correlated 0.9 with
+stable's (two similar models), so the candidate's MAE is ``d`` (relative: 0, 2, 5, 10 %) higher. ``ours`` is
+the ``quality.harm`` e-value ``quality_results`` reports from the running sums the gateway exports (the
+one-sided normal-mixture e-process on the paired, or in a canary the unpaired, MAE difference); ``naive`` the
 one-sided z-test of the (paired) MAE difference repeated at every look; ``oracle`` that z-test run once, at
 the first look where its simulated power reaches 90 %.
 Rows ``"metric": "mae-null-shape"``: equal MAEs with paired error differences far from normal (skewed,
@@ -33,6 +33,7 @@ the tables docs/analysis.md ("Quality") shows.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from collections.abc import Callable
@@ -64,6 +65,7 @@ DESIGNS = ("shadow", "canary")
 Array = npt.NDArray[np.float64]
 MAE_EFFECTS = (0.0, 0.02, 0.05, 0.10)
 MAE_CORRELATION = 0.9
+MAE_DELAYS = (0, 1, 5)
 
 
 def simulate(design: str, effect: float, delay: int, runs: int, rng: np.random.Generator) -> tuple[Array, Array, Array]:
@@ -145,13 +147,16 @@ def _look_sums(errors: Array) -> tuple[Array, Array]:
     return errors.sum(axis=1), (errors * errors).sum(axis=1)
 
 
-def simulate_mae(design: str, effect: float, runs: int, rng: np.random.Generator) -> list[list[Any]]:
+def simulate_mae(design: str, effect: float, delay: int, runs: int, rng: np.random.Generator) -> list[list[Any]]:
     """Per run and look, the cumulative ``(Labels stable, Labels candidate, Pairs | None)`` the analysis
-    reads from the gateway's counters (fixed labelled rows per look: the Poisson mean)."""
+    reads from the gateway's counters (fixed labelled rows per look: the Poisson mean). The labels of the
+    requests of look t arrive at look t + ``delay``: before look ``delay + 1`` the counters are empty."""
     per_look = int(RPS * LOOK_SECONDS * LABELLED)
     n_c = per_look if design == "shadow" else per_look // 10
     n_s = per_look if design == "shadow" else per_look - n_c
     totals = np.zeros((runs, 7))  # stable sum, sumsq; candidate sum, sumsq; stable closer, candidate closer, d^2
+    seen: list[Array] = []  # the totals after each look's requests
+    paired = design == "shadow"
     out: list[list[Any]] = [[] for _ in range(runs)]
     for look in range(1, LOOKS + 1):
         stable = rng.standard_normal((runs, n_s))
@@ -160,24 +165,29 @@ def simulate_mae(design: str, effect: float, runs: int, rng: np.random.Generator
         noise = rng.standard_normal((runs, n_c))
         e_s, e_c = np.abs(stable), np.abs((1 + effect) * (rho * other + math.sqrt(1 - rho * rho) * noise))
         (s1, s2), (c1, c2) = _look_sums(e_s), _look_sums(e_c)
-        paired = design == "shadow"
         closer_s = (e_s < e_c).sum(axis=1) if paired else np.zeros(runs)
         closer_c = (e_c < e_s).sum(axis=1) if paired else np.zeros(runs)
         d2 = ((e_c - e_s) ** 2).sum(axis=1) if paired else np.zeros(runs)
-        totals += np.stack([s1, s2, c1, c2, closer_s, closer_c, d2], axis=1)
+        totals = totals + np.stack([s1, s2, c1, c2, closer_s, closer_c, d2], axis=1)
+        seen.append(totals)
+        arrived = look - delay  # the looks whose labels are in by now
         for r in range(runs):
-            t = totals[r]
+            t = seen[arrived - 1][r] if arrived > 0 else np.zeros(7)
+            rows_s, rows_c = max(arrived, 0) * n_s, max(arrived, 0) * n_c
             pairs = None
             if paired:
-                ties = look * n_s - int(t[4]) - int(t[5])
+                ties = rows_s - int(t[4]) - int(t[5])
                 pairs = Pairs(both_right=ties, stable_only=int(t[4]), candidate_only=int(t[5]),
                               stable_error_sum=t[0], candidate_error_sum=t[2], diff_sumsq=t[6])  # fmt: skip
-            out[r].append((Labels(look * n_s, 0, t[0], t[1]), Labels(look * n_c, 0, t[2], t[3]), pairs))
+            out[r].append((Labels(rows_s, 0, t[0], t[1]), Labels(rows_c, 0, t[2], t[3]), pairs))
     return out
 
 
 def _z_fires(stable: Labels, candidate: Labels, pairs: Pairs | None, alpha: float) -> bool:
-    """The one-sided fixed-sample z-test of "the candidate's MAE is higher" (paired when there are pairs)."""
+    """The one-sided fixed-sample z-test of "the candidate's MAE is higher" (paired when there are pairs);
+    never before the first labels."""
+    if not stable.labelled or not candidate.labelled:
+        return False
     if pairs is not None:
         n = pairs.rows
         diff = (pairs.candidate_error_sum - pairs.stable_error_sum) / n
@@ -195,30 +205,32 @@ def run_mae(runs: int, seed: int) -> list[dict[str, Any]]:
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
     settings = QualitySettings("mae", alpha, ALPHA, Margin(relative=0.05), 100)
     rows = []
-    for design in DESIGNS:
-        for effect in MAE_EFFECTS:
-            rng = np.random.default_rng([seed, 7, DESIGNS.index(design), int(effect * 1e4)])
-            looks = simulate_mae(design, effect, runs, rng)
-            ours = np.zeros((runs, LOOKS), dtype=bool)
-            naive = np.zeros((runs, LOOKS), dtype=bool)
-            for r, run_looks in enumerate(looks):
-                for t, (stable, candidate, pairs) in enumerate(run_looks):
-                    harm = next(
-                        m for m in quality_results(stable, candidate, pairs, settings) if m.name == "quality.harm"
-                    )
-                    ours[r, t] = harm.decision == "fail"
-                    naive[r, t] = _z_fires(stable, candidate, pairs, alpha)
-            power = naive.mean(axis=0)  # the z-test run once at look t: its power there
-            oracle_look = next((t + 1 for t in range(LOOKS) if power[t] >= 0.9), None)
-            ours_look = first_look(ours)
-            rows.append({
-                "metric": "mae", "design": design, "delay_looks": 0, "effect_mae_relative": effect, "alpha": alpha,
-                "ours_by_5": float(ours[:, :5].any(axis=1).mean()),
-                "ours_by_20": float(ours.any(axis=1).mean()),
-                "naive_by_20": float(naive.any(axis=1).mean()),
-                "ours_look_90": ours_look, "oracle_look_90": oracle_look,
-                "ratio": ours_look / oracle_look if effect and ours_look and oracle_look else None,
-            })  # fmt: skip
+    for design, delay, effect in itertools.product(DESIGNS, MAE_DELAYS, MAE_EFFECTS):
+        # delay 0 keeps the seeds of the rows before delays were simulated (the same draws)
+        seeds = [seed, 7, DESIGNS.index(design), int(effect * 1e4)] + ([delay] if delay else [])
+        rng = np.random.default_rng(seeds)
+        looks = simulate_mae(design, effect, delay, runs, rng)
+        ours = np.zeros((runs, LOOKS), dtype=bool)
+        naive = np.zeros((runs, LOOKS), dtype=bool)
+        for r, run_looks in enumerate(looks):
+            for t, (stable, candidate, pairs) in enumerate(run_looks):
+                harm = next(m for m in quality_results(stable, candidate, pairs, settings) if m.name == "quality.harm")
+                ours[r, t] = harm.decision == "fail"
+                naive[r, t] = _z_fires(stable, candidate, pairs, alpha)
+        power = naive.mean(axis=0)  # the z-test run once at look t: its power there
+        oracle_look = next((t + 1 for t in range(LOOKS) if power[t] >= 0.9), None)
+        ours_look = first_look(ours)
+        ratio = None
+        if effect and ours_look and oracle_look:  # labelled looks, as for accuracy
+            ratio = max(ours_look - delay, 1) / max(oracle_look - delay, 1)
+        rows.append({
+            "metric": "mae", "design": design, "delay_looks": delay, "effect_mae_relative": effect, "alpha": alpha,
+            "ours_by_5": float(ours[:, :5].any(axis=1).mean()),
+            "ours_by_20": float(ours.any(axis=1).mean()),
+            "naive_by_20": float(naive.any(axis=1).mean()),
+            "ours_look_90": ours_look, "oracle_look_90": oracle_look,
+            "ratio": ratio,
+        })  # fmt: skip
     return rows
 
 

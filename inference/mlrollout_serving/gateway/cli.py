@@ -19,6 +19,7 @@ from ..contract.routes import CONFIGMAP_KEY
 from ..contract.startup import LOG_FORMAT
 from ..signals import drain_on_signal
 from .feedback import Feedback, FeedbackConfig
+from .feedback_queue import DEFAULT_CAPACITY
 from .limits import Limits
 from .metrics import GatewayMetrics
 from .proxy import Gateway
@@ -123,6 +124,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=feedback.pending_bytes,
         help="Memory for shadow answers waiting for labels; the oldest go first.",
     )
+    p.add_argument(
+        "--feedback-queue",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        help="Labels waiting to be checked and counted at most; beyond, 503 with retry-after (reason busy).",
+    )
     p.add_argument("--drain-seconds", type=float, default=30.0, help="Longest wait for in-flight requests.")
     p.add_argument("--log-level", default=env(GatewayEnv.LOG_LEVEL, "INFO"), help=f"[${GatewayEnv.LOG_LEVEL}]")
     args = p.parse_args(argv)
@@ -143,6 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.replica = 0
     if not 1 <= args.feedback_max_rows <= MAX_ROWS or not args.feedback_max_age > 0:
         p.error(f"--feedback-max-rows must be 1 to {MAX_ROWS} and --feedback-max-age above 0")
+    if args.feedback_queue < 1:
+        p.error("--feedback-queue must be at least 1")
     if not args.routes_file and not args.routes_configmap:
         p.error(f"one of --routes-file or --routes-configmap (or ${GatewayEnv.ROUTES_CONFIGMAP}) is required")
     return args
@@ -167,7 +176,7 @@ async def serve(args: argparse.Namespace) -> None:
                 pending_ttl=args.feedback_pending_seconds, pending_bytes=args.feedback_pending_bytes,
             )
         )  # fmt: skip
-    gateway = Gateway(metrics, args.max_response_bytes, feedback)
+    gateway = Gateway(metrics, args.max_response_bytes, feedback, args.feedback_queue)
     state = ServerState(gateway.handle, limits_from(args))
     state.start()
     background: list[asyncio.Task[None]] = []

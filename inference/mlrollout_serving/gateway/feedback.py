@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -382,6 +383,12 @@ class Scores:
                 self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
             self._add(self.pairs, (shadow_revision, result), 1)
 
+    def copy(self) -> Scores:
+        """A copy to read while labels are counted on another thread."""
+        fields = {name: dict(getattr(self, name)) for name in self.__dataclass_fields__}
+        fields["abs_error_rows"] = {key: list(rows) for key, rows in self.abs_error_rows.items()}
+        return Scores(**fields)
+
     @property
     def abs_error_bounds(self) -> tuple[float, ...]:
         """The histogram's upper bounds: the contract's buckets, always ending in +Inf."""
@@ -457,14 +464,18 @@ def _proof(key: bytes, feedback_id: str) -> str:
 
 
 _STATUS: Final = {"disabled": 404, "malformed": 400, "labels": 400, "forged": 403, "unknown_key": 403,
-                  "expired": 410, "replayed": 409, "too_large": 413}  # fmt: skip
+                  "expired": 410, "replayed": 409, "too_large": 413, "busy": 503}  # fmt: skip
 
 
 class Feedback:
-    """One replica's feedback state: keys, the minter, replay cache, pending shadow answers, scores."""
+    """One replica's feedback state: keys, the minter, replay cache, pending shadow answers, scores.
+
+    Labels are checked and counted on the label worker's thread (feedback_queue.py), shadow answers kept and
+    the counters read on the event loop: ``lock`` guards the replay cache, the pending answers and the scores."""
 
     def __init__(self, config: FeedbackConfig) -> None:
         self.config = config
+        self.lock = threading.Lock()
         self.keys: FeedbackKeys | None = None
         self.minter: Minter | None = None
         self.replay = ReplayCache(config.replay_capacity)
@@ -506,10 +517,17 @@ class Feedback:
         """Keep the shadow's prediction for the request whose client answer had ``nonce``."""
         predicted = predictions_of(body)
         if predicted is not None:
-            self.pending.put(nonce, revision, predicted.values, now)
+            with self.lock:
+                self.pending.put(nonce, revision, predicted.values, now)
+
+    def snapshot(self) -> tuple[Scores, dict[str, int]]:
+        """The scores and the pending answers' drops as of now (for /metrics, read on the event loop)."""
+        with self.lock:
+            return self.scores.copy(), dict(self.pending.dropped)
 
     def refuse(self, reason: str, message: str) -> Answer:
-        self.scores.refused[reason] = self.scores.refused.get(reason, 0) + 1
+        with self.lock:
+            self.scores.refused[reason] = self.scores.refused.get(reason, 0) + 1
         return Answer(_STATUS.get(reason, 400), {"error": message, "reason": reason})
 
     def forward_proof(self, feedback_id: str) -> bytes:
@@ -518,6 +536,13 @@ class Feedback:
         assert self.keys is not None
         key = self.keys.keys[self.keys.current]
         return b"%d:%s" % (self.keys.current, _proof(key, feedback_id).encode())
+
+    def oversized(self, body: bytes) -> Answer | None:
+        """The refusal of a body over ``max_body`` (checked before a label is queued, so the queue holds at most
+        ``capacity`` times ``max_body`` bytes), or None."""
+        if len(body) > self.config.max_body:
+            return self.refuse("too_large", f"feedback bodies are limited to {self.config.max_body} bytes")
+        return None
 
     def _forwarded(self, proof: bytes | None, feedback_id: str) -> bool:
         if not proof or self.keys is None:
@@ -531,8 +556,9 @@ class Feedback:
         ``forwarded``: the forwarding header's value, if any (see :meth:`forward_proof`)."""
         if self.keys is None:
             return self.refuse("disabled", "feedback is not enabled for this model")
-        if len(body) > self.config.max_body:
-            return self.refuse("too_large", f"feedback bodies are limited to {self.config.max_body} bytes")
+        oversized = self.oversized(body)
+        if oversized is not None:
+            return oversized
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -554,16 +580,19 @@ class Feedback:
     def count(self, token: Token, labels: list[Any], now: float, unpaired: str | None = None) -> Answer:
         """Score the labels against the client's answer, and against the shadow's when this replica has it
         (``unpaired``: why it cannot, e.g. ``replica_gone``); once per feedback id in this replica's memory."""
-        if not self.replay.first_time(token.nonce):
+        with self.lock:
+            first = self.replay.first_time(token.nonce)
+            paired = False
+            if first:
+                self.scores.score(token, labels)
+                if token.mirrored:
+                    shadow = self.pending.take(token.nonce, now) if unpaired is None else None
+                    if shadow is not None:
+                        self.scores.pair(token, shadow.revision, shadow.values, labels)
+                        paired = True
+                    else:
+                        reason = unpaired or "no_shadow_answer"
+                        self.scores.unpaired[reason] = self.scores.unpaired.get(reason, 0) + 1
+        if not first:
             return self.refuse("replayed", "this feedback_id was already counted")
-        self.scores.score(token, labels)
-        paired = False
-        if token.mirrored:
-            shadow = self.pending.take(token.nonce, now) if unpaired is None else None
-            if shadow is not None:
-                self.scores.pair(token, shadow.revision, shadow.values, labels)
-                paired = True
-            else:
-                reason = unpaired or "no_shadow_answer"
-                self.scores.unpaired[reason] = self.scores.unpaired.get(reason, 0) + 1
         return Answer(202, {"counted": len(labels), "paired": paired})

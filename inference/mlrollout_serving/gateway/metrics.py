@@ -195,7 +195,7 @@ class _FeedbackSeries(Collector):
         if feedback is None:
             return
         ident = [m._ns, m._md]
-        scores = feedback.scores
+        scores, dropped = feedback.snapshot()
         labels = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_LABELS)
         for (track, revision, outcome), n in sorted(scores.labels.items()):
             labels.add_metric([*ident, track, revision, outcome], n)
@@ -236,7 +236,7 @@ class _FeedbackSeries(Collector):
         for series, counts in (
             (contract.GATEWAY_FEEDBACK_REFUSED, scores.refused),
             (contract.GATEWAY_FEEDBACK_UNPAIRED, scores.unpaired),
-            (contract.GATEWAY_FEEDBACK_PENDING_DROPPED, feedback.pending.dropped),
+            (contract.GATEWAY_FEEDBACK_PENDING_DROPPED, dropped),
         ):
             family = _family(CounterMetricFamily, series)
             for reason, n in sorted(counts.items()):

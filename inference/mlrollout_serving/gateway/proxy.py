@@ -14,7 +14,6 @@ import os
 import random
 import re
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,6 +34,7 @@ from .decide import (
     sticky_key,
 )
 from .feedback import Answer, Feedback, Forward
+from .feedback_queue import DEFAULT_CAPACITY, LabelQueue, Outcome
 from .metrics import GatewayMetrics
 from .mirror import Mirror, MirrorJob
 from .review import ReviewJob, Reviews, Webhook
@@ -62,10 +62,7 @@ _FEEDBACK_PATH: Final = re.compile(rb"^/v2/models/[^/?]+(?:/versions/[^/?]+)?/fe
 _FORWARDED_FEEDBACK: Final = b"x-mlrollout-feedback-forwarded"
 _FEEDBACK_FORWARD_TIMEOUT: Final = 2.0
 _MINTER_ANSWERS: Final = frozenset({202, 409})
-FEEDBACK_PER_TURN: Final = 4
-"""Labels checked and answered per event-loop turn. Labels wait in a queue (each connection has one in it
-at most, as it is not read further until answered), so a flood of them adds at most this many to what an
-inference request read in the same turn waits for (docs/gateway.md, "What feedback costs")."""
+_RETRY_LATER: Final = b"retry-after: 1\r\n"
 _MAX_BUCKET_KEY: Final = 1024
 
 
@@ -103,7 +100,11 @@ class Gateway:
     """Holds the active table, the upstream pools and breakers; `handle` answers one request."""
 
     def __init__(
-        self, metrics: GatewayMetrics, max_response: int = MAX_RESPONSE, feedback: Feedback | None = None
+        self,
+        metrics: GatewayMetrics,
+        max_response: int = MAX_RESPONSE,
+        feedback: Feedback | None = None,
+        feedback_queue: int = DEFAULT_CAPACITY,
     ) -> None:
         self.metrics = metrics
         self.max_response = max_response
@@ -115,8 +116,7 @@ class Gateway:
             metrics.feedback = feedback
         self.mirror = Mirror(metrics, feedback)
         self.reviews = Reviews(metrics)
-        self._labels: deque[tuple[Request, Reply]] = deque()
-        self._labels_scheduled = False
+        self.labels = LabelQueue(feedback, feedback_queue) if feedback is not None else None
         self._pools: dict[str, UpstreamPool] = {}
         self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
@@ -202,6 +202,8 @@ class Gateway:
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+        if self.labels is not None:
+            self.labels.stop()
 
     def upstream_retries(self) -> list[tuple[str, str, str, int]]:
         """(track, revision, upstream, connect retries) of every upstream the active table names; a backup's
@@ -530,36 +532,30 @@ class Gateway:
 
     # -- feedback (docs/gateway.md, "Feedback") --
     def _feedback(self, request: Request, reply: Reply) -> None:
-        """Queue a label: it is taken on a later turn, at most `FEEDBACK_PER_TURN` per turn."""
-        if self.feedback is None:
+        """Hand a label to the label worker (feedback_queue.py); its outcome is answered, or forwarded to the
+        replica that holds the shadow's answer (and counted here unpaired if that replica cannot be reached).
+        With the worker's queue full: 503 now, counted, the id not consumed (a retry counts it)."""
+        feedback, labels = self.feedback, self.labels
+        if feedback is None or labels is None:
             _soon(reply, _json_answer(404, {"error": "feedback is not enabled for this model", "reason": "disabled"}))
             return
-        self._labels.append((request, reply))
-        if not self._labels_scheduled:
-            self._labels_scheduled = True
-            self._loop().call_soon(self._take_labels)
+        oversized = feedback.oversized(request.body)
+        if oversized is not None:
+            _soon(reply, _json_answer(oversized.status, oversized.body))
+            return
+        forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
 
-    def _take_labels(self) -> None:
-        """Count queued labels here, or forward each to the replica that holds the shadow's answer (then count
-        it here as unpaired if that replica cannot be reached); the rest wait for the next turn."""
-        feedback, labels = self.feedback, self._labels
-        assert feedback is not None
-        for _ in range(min(FEEDBACK_PER_TURN, len(labels))):
-            request, reply = labels.popleft()
-            try:
-                forwarded = next((value for name, value in request.headers if name == _FORWARDED_FEEDBACK), None)
-                outcome = feedback.receive(request.body, time.time(), forwarded)
-                if isinstance(outcome, Answer):
-                    reply(_json_answer(outcome.status, outcome.body))
-                else:
-                    self._loop().create_task(self._forward_feedback(outcome, request, reply))
-            except Exception:
-                log.exception("unhandled error taking a label")
+        def done(outcome: Outcome) -> None:
+            if isinstance(outcome, Answer):
+                reply(_json_answer(outcome.status, outcome.body))
+            elif isinstance(outcome, Forward):
+                self._loop().create_task(self._forward_feedback(outcome, request, reply))
+            else:
                 reply(Response(500, _JSON, b'{"error": "internal gateway error"}'))
-        if labels:
-            self._loop().call_soon(self._take_labels)
-        else:
-            self._labels_scheduled = False
+
+        if not labels.offer(request.body, forwarded, done):
+            busy = feedback.refuse("busy", f"{labels.capacity} labels are waiting to be counted; retry later")
+            _soon(reply, _json_answer(busy.status, busy.body, _RETRY_LATER))
 
     async def _forward_feedback(self, forward: Forward, request: Request, reply: Reply) -> None:
         feedback = self.feedback
@@ -581,6 +577,9 @@ class Gateway:
         # taken by another ModelDeployment's gateway, say): the minting replica is gone
         if result is not None and result.status in _MINTER_ANSWERS:
             reply(Response(result.status, _JSON, result.body))
+            return
+        if result is not None and _busy(result):  # the minting replica lives; its queue is full: the client retries
+            reply(Response(503, _JSON + _RETRY_LATER, result.body))
             return
         answer = feedback.count(forward.token, forward.labels, time.time(), unpaired="replica_gone")
         reply(_json_answer(answer.status, answer.body))
@@ -607,8 +606,19 @@ class Gateway:
         return Response(404, _JSON, b'{"error": "not found"}')
 
 
-def _json_answer(status: int, body: dict[str, object]) -> Response:
-    return Response(status, _JSON, json.dumps(body).encode())
+def _busy(result: UpstreamResponse) -> bool:
+    """Whether a replica answered a forwarded label "busy" (its label queue was full)."""
+    if result.status != 503:
+        return False
+    try:
+        answer = json.loads(result.body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("reason") == "busy"
+
+
+def _json_answer(status: int, body: dict[str, object], headers: bytes = b"") -> Response:
+    return Response(status, _JSON + headers, json.dumps(body).encode())
 
 
 def _soon(reply: Reply, response: Response) -> None:
