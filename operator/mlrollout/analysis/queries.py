@@ -247,10 +247,12 @@ BACKEND_SPLIT_PLACEHOLDERS: Final = ("namespace", "service", "port")
 backendRef's Service name and port (the revision's Service, ``<modelDeployment>-<revision>``)."""
 
 BACKEND_SPLIT_PRESETS: Final = {
-    "traefik": 'traefik_service_requests_total{service="{{namespace}}-{{service}}-{{port}}@kubernetesgateway"}',
+    "traefik": 'traefik_service_requests_total{service="{{namespace}}-{{service}}-http-{{port}}@kubernetesgateway"}',
 }
-"""Ready templates by implementation. Traefik's Kubernetes Gateway provider names the service of a
-backendRef ``<namespace>-<name>-<port>@kubernetesgateway`` and counts every request it sends there."""
+"""Ready templates by implementation. Traefik's Kubernetes Gateway provider (v3.6, ``loadService`` of
+``httproute.go``) names the service of an HTTPRoute's backendRef ``<namespace>-<name>-http-<port>`` (its
+``Normalize`` keeps such names as they are, but for a run of dashes, which it makes one) with the suffix
+``@kubernetesgateway``, and counts every request it sends there."""
 
 _SERIES_SELECTOR = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)?\s*(\{[^{}]*\})?\s*$")
 

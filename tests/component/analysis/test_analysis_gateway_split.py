@@ -1,7 +1,7 @@
 """The traffic split of a Gateway API implementation, counted from its own per-backend request counter.
 
 Traefik's Kubernetes Gateway provider counts every request it sends to a backendRef in
-``traefik_service_requests_total{service="<namespace>-<service>-<port>@kubernetesgateway"}``, in one process,
+``traefik_service_requests_total{service="<namespace>-<service>-http-<port>@kubernetesgateway"}``, in one process,
 in one scrape: the routed counts our own gateway's series would be. Here a loopback HTTP server exports that
 counter in Traefik's format for two canary steps at 10%: ``right``, whose requests went the candidate's way
 at random with the configured weight, and ``wrong``, an implementation that ignores weights and sends every
@@ -61,7 +61,7 @@ class TraefikCounters:
 
 
 def traefik_service(md: str, revision: str) -> str:
-    return f"{NAMESPACE}-{md}-{revision}-{PORT}@kubernetesgateway"
+    return f"{NAMESPACE}-{md}-{revision}-http-{PORT}@kubernetesgateway"
 
 
 def route(counters: TraefikCounters, md: str, ignore_weights: bool, rng: random.Random) -> None:
@@ -85,7 +85,7 @@ def target(md: str) -> AnalysisTarget:
 
 def test_traefik_counters_pass_a_right_split_and_flag_one_that_ignores_weights() -> None:
     services = [traefik_service(md, rev) for md in ("right", "wrong") for rev in ("r1", "r2")]
-    services.append("other-team-api-80@kubernetesgateway")  # another route's backend: never counted
+    services.append("other-team-api-http-80@kubernetesgateway")  # another route's backend: never counted
     counters = TraefikCounters(services)
     metrics = {"/metrics": lambda _: (200, {"Content-Type": "text/plain; version=0.0.4"}, counters.exposition())}
     with serving(recorder(Received(), metrics)) as url, run_prometheus([url.removeprefix("http://")]) as prom:
@@ -93,7 +93,7 @@ def test_traefik_counters_pass_a_right_split_and_flag_one_that_ignores_weights()
         started = time.time()
         rng = random.Random(20261205)
         for _ in range(500):
-            counters.add("other-team-api-80@kubernetesgateway", "200")
+            counters.add("other-team-api-http-80@kubernetesgateway", "200")
         route(counters, "right", ignore_weights=False, rng=rng)
         route(counters, "wrong", ignore_weights=True, rng=rng)
         total = f'sum(traefik_service_requests_total{{service=~"{NAMESPACE}-.*"}})'

@@ -32,8 +32,8 @@ def target(split: Split, counter: BackendCounter | None = COUNTER) -> AnalysisTa
 def test_the_traefik_preset_names_the_backendrefs_as_traefik_does() -> None:
     assert backend_split_template("traefik") == TRAEFIK
     promql = backend_split_query(TRAEFIK, "team-a", ("wine-rev-1", 8080), ("wine-rev-2", 8080), 300.0)
-    stable = 'traefik_service_requests_total{service="team-a-wine-rev-1-8080@kubernetesgateway"}'
-    candidate = 'traefik_service_requests_total{service="team-a-wine-rev-2-8080@kubernetesgateway"}'
+    stable = 'traefik_service_requests_total{service="team-a-wine-rev-1-http-8080@kubernetesgateway"}'
+    candidate = 'traefik_service_requests_total{service="team-a-wine-rev-2-http-8080@kubernetesgateway"}'
     # one query: both tracks from the same evaluation, each answer labelled with its track
     assert promql == (
         f'label_replace({counter_delta(stable, "300s")}, "track", "stable", "", "") or '
