@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvider, collect_snapshot, judge
-from mlrollout.analysis.collect import SPLIT_MIRROR_UNCOUNTED, SPLIT_SETTLE_SECONDS, BackendCounter
+from mlrollout.analysis.collect import SPLIT_MIRROR_UNCOUNTED, SPLIT_SETTLE_SECONDS, SPLIT_UNCOUNTED, BackendCounter
 from mlrollout.analysis.queries import (
     BACKEND_SPLIT_PRESETS,
     QueryError,
@@ -118,6 +118,10 @@ def test_no_counts_before_the_split_settles_in_mirroring_steps_or_without_the_se
     mirrored = collect_snapshot(counts(10.0, 10.0), target(Split(1.0, 0.0, mirror=0.5)), 300.0)
     assert mirrored.split is not None and mirrored.split.uncounted == SPLIT_MIRROR_UNCOUNTED
     assert f"split: {SPLIT_MIRROR_UNCOUNTED}" in judge(mirrored).skipped
+    provider = counts(10.0, 10.0)
+    unset = collect_snapshot(provider, target(Split(0.9, 0.1), counter=None), 300.0)
+    assert unset.split is not None and unset.split.uncounted == SPLIT_UNCOUNTED
+    assert not any(q.startswith("label_replace(") for q in provider.queries)
 
 
 def test_a_query_the_backend_refuses_makes_the_snapshot_a_failed_one() -> None:
