@@ -37,8 +37,10 @@ MODEL_PORT = 8080  # the revision Services' port (the HTTPRoute's backendRefs)
 RATE = 40  # requests/s: enough for each 25 % step's candidate share to pass in well under a minute
 Z_999 = 3.29  # two-sided 99.9 % normal quantile
 STEPS: list[dict[str, Any]] = [  # no shadow step: Traefik 3.6 has no RequestMirror (the step would hold)
-    {"canary": {"weight": 25, "minRequests": 150, "maxDuration": "3m"}},
-    {"canary": {"weight": 50, "minRequests": 150, "maxDuration": "3m"}},
+    # minRequests long enough (about 40 s at 40 requests/s) for looks past SPLIT_SETTLE_SECONDS (30 s), where
+    # the operator counts the split from Traefik's own counters
+    {"canary": {"weight": 25, "minRequests": 400, "maxDuration": "3m"}},
+    {"canary": {"weight": 50, "minRequests": 800, "maxDuration": "3m"}},
 ]
 NAMESPACED_RULES = [  # what Traefik's Gateway provider watches in its namespaces and the status it writes
     {"apiGroups": [""], "resources": ["services", "configmaps", "secrets"], "verbs": ["list", "watch"]},
@@ -107,14 +109,16 @@ def _traefik(cluster: stack.Cluster, namespace: str, cluster_objects: list[str])
          "spec": {"controllerName": TRAEFIK_CONTROLLER}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "traefik", "namespace": namespace},
          "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "traefik"}},
-                  "template": {"metadata": {"labels": {"app": "traefik"}}, "spec": {
+                  # e2e-scrape: Prometheus scrapes its port "metrics", the operator's split evidence
+                  "template": {"metadata": {"labels": {"app": "traefik", "mlrollout.io/e2e-scrape": "true"}},
+                               "spec": {
                       "serviceAccountName": "traefik",
                       "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
                                           "seccompProfile": {"type": "RuntimeDefault"}},
                       "containers": [{
                           "name": "traefik", "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
                           "ports": [{"name": "web", "containerPort": WEB_PORT},
-                                    {"name": "admin", "containerPort": ADMIN_PORT}],
+                                    {"name": "metrics", "containerPort": ADMIN_PORT}],
                           "readinessProbe": {"httpGet": {"path": "/ping", "port": ADMIN_PORT}, "periodSeconds": 2},
                           "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                           "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
@@ -202,13 +206,14 @@ def _within_binomial(weight: int, stable: int, candidate: int) -> bool:
 
 def _roll_out(
     cluster: stack.Cluster, namespace: str, md: dict[str, Any], split: Split
-) -> tuple[dict[str, Any], str | None, set[str]]:
+) -> tuple[dict[str, Any], str | None, set[str], set[str]]:
     """Applies `md` and samples Traefik until its rollout ends; returns the history entry, the candidate's
-    backend and the looks' evidence sources."""
+    backend, the looks' evidence sources and the operator's split checks (decision and reason)."""
     version = md["spec"]["model"]["version"]
     apply(cluster, md)
     candidate: str | None = None
     sources: set[str] = set()
+    checks: set[str] = set()  # the operator's own split check at the canary looks: "<decision>: <reason>"
 
     def done() -> dict[str, Any] | None:
         nonlocal candidate
@@ -218,10 +223,11 @@ def _roll_out(
         look = st.get("lastAnalysis") or {}
         if (st.get("currentStep") or {}).get("kind") == "canary" and look.get("metrics"):
             sources.add(look.get("source") or "?")
+            checks.update(f"{m['decision']}: {m.get('reason')}" for m in look["metrics"] if m["name"] == "split")
         return entry_in(st, version)
 
     entry: dict[str, Any] = stack.wait_until(f"{version}'s rollout through Traefik to end", done, 420, 1)
-    return entry, candidate, sources
+    return entry, candidate, sources, checks
 
 
 def test_gateway_api_through_traefik_promotes_good_and_rolls_back_slow(
@@ -241,7 +247,8 @@ def test_gateway_api_through_traefik_promotes_good_and_rolls_back_slow(
         "MLROLLOUT_GATEWAYAPI_NAMESPACE": namespace,
         "MLROLLOUT_GATEWAYAPI_SECTION": LISTENER,
     }
-    stack.install_operator(cluster, platform.refs, platform.prometheus, settings, ["rbac.gatewayAPI=true"])
+    sets = ["rbac.gatewayAPI=true", "gatewayAPI.splitQuery=traefik"]  # the split from Traefik's own counters
+    stack.install_operator(cluster, platform.refs, platform.prometheus, settings, sets)
     try:
         _scenario(platform, namespace, cluster_objects, started)
     finally:  # the other scenarios' operator: the chart's defaults (no Gateway API RBAC)
@@ -270,7 +277,7 @@ def _scenario(platform: Platform, namespace: str, cluster_objects: list[str], st
 
     split = Split(admin)
     good_started = time.monotonic()
-    good, candidate, sources = _roll_out(cluster, namespace, md("v2", "wine-v2.onnx"), split)
+    good, candidate, sources, checks = _roll_out(cluster, namespace, md("v2", "wine-v2.onnx"), split)
     stack.wait_until(
         "the old stable's scale-down after the promotion",
         lambda: not md_status(cluster, namespace).get("scaleDowns"),
@@ -285,7 +292,7 @@ def _scenario(platform: Platform, namespace: str, cluster_objects: list[str], st
 
     slow_started = time.monotonic()
     slow_split = Split(admin)
-    slow, slow_candidate, _ = _roll_out(cluster, namespace, md("v3", "wine-v3-slow.onnx"), slow_split)
+    slow, slow_candidate, _, _ = _roll_out(cluster, namespace, md("v3", "wine-v3-slow.onnx"), slow_split)
     slow_took = time.monotonic() - slow_started
     time.sleep(3)
     load = stack.stop_loadgen(cluster, namespace)
@@ -296,7 +303,8 @@ def _scenario(platform: Platform, namespace: str, cluster_objects: list[str], st
     report(
         "gateway API (Traefik)",
         f"Traefik, Gateway and v1 ready in {ready:.0f}s; v2 {good['outcome']} in {good_took:.0f}s, Traefik's "
-        f"routed counts per candidate weight (stable, candidate) {shares}; v3 {slow['outcome']} in "
+        f"routed counts per candidate weight (stable, candidate) {shares}, the operator's split checks "
+        f"{sorted(checks)}; v3 {slow['outcome']} in "
         f"{slow_took:.0f}s (Traefik's counts {slow_split.shares(slow_candidate or '?')}): {slow.get('reason')}; "
         f"load after v2 {after_good}; load at the end {load}; "
         f"scenario {time.monotonic() - started:.0f}s",
@@ -304,6 +312,10 @@ def _scenario(platform: Platform, namespace: str, cluster_objects: list[str], st
     assert refused == [], refused  # the least-privilege RBAC covers everything Traefik watches and writes
     assert good["outcome"] == "promoted", good
     assert sources == {"model"}, sources
+    # the operator counted the split from Traefik's counters (gatewayAPI.splitQuery: traefik) and it held
+    assert all(c.startswith("pass: traffic split") for c in checks), checks
+    assert any("observed vs 25% configured" in c for c in checks), checks  # counted, not just "not tested"
+    assert not any(n.startswith("traffic-split check") for n in healthy["routing"].get("notApplied") or [])
     assert set(shares) == {25, 50}, (shares, split.runs)
     for weight, (stable, cand) in shares.items():
         assert stable + cand >= 100, (weight, stable, cand)

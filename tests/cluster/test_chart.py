@@ -20,6 +20,7 @@ import yaml
 from tests.cluster.kube import CHART, Helm, Kubectl
 from tests.support import dashboard
 
+from mlrollout.analysis.queries import BACKEND_SPLIT_PRESETS
 from mlrollout.controller.settings import OperatorSettings
 
 pytestmark = pytest.mark.cluster
@@ -336,6 +337,24 @@ def test_operator_settings_for_network_policies(helm: Helm) -> None:
     assert defaults.prometheus_pod_labels == OperatorSettings().prometheus_pod_labels
     bad = helm("template", "x", str(CHART), "--set", "modelNetworkPolicies.prometheus.podLabels.app=a\\,b", check=False)
     assert bad.returncode != 0 and "podLabels" in bad.stderr
+
+
+def test_operator_settings_for_the_gateway_api_split(helm: Helm) -> None:
+    """gatewayAPI.splitQuery reaches the operator as the template its settings check (a preset or one of its
+    own); unset, the variable is absent and the split of gatewayAPI rollouts is not checked."""
+
+    def settings(*args: str) -> OperatorSettings:
+        out = helm("template", "x", str(CHART), *args).stdout
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        return OperatorSettings.from_env({e["name"]: e["value"] for e in env if "value" in e})
+
+    traefik = settings("--set", "gatewayAPI.splitQuery=traefik")
+    assert traefik.gatewayapi_split_query == BACKEND_SPLIT_PRESETS["traefik"]
+    cluster = "outbound|{{port}}||{{service}}.{{namespace}}.svc.cluster.local"
+    own = f'envoy_cluster_upstream_rq_total{{cluster_name="{cluster}"}}'
+    assert settings("--set-string", f"gatewayAPI.splitQuery={own}").gatewayapi_split_query == own
+    assert settings().gatewayapi_split_query == ""
 
 
 def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> None:

@@ -15,7 +15,14 @@ from typing import Literal
 
 from mlrollout.analysis.histogram import parse_buckets
 from mlrollout.analysis.provider import Measurement, MetricsProvider, Sample
-from mlrollout.analysis.queries import QueryError, feedback_queries, render_custom, split_queries, track_queries
+from mlrollout.analysis.queries import (
+    QueryError,
+    backend_split_query,
+    feedback_queries,
+    render_custom,
+    split_queries,
+    track_queries,
+)
 from mlrollout.analysis.snapshot import (
     CustomValue,
     Labels,
@@ -29,7 +36,14 @@ from mlrollout.analysis.snapshot import (
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.profile import Profile
 
-__all__ = ["SPLIT_SETTLE_SECONDS", "SPLIT_UNCOUNTED", "AnalysisTarget", "collect_snapshot"]
+__all__ = [
+    "SPLIT_MIRROR_UNCOUNTED",
+    "SPLIT_SETTLE_SECONDS",
+    "SPLIT_UNCOUNTED",
+    "AnalysisTarget",
+    "BackendCounter",
+    "collect_snapshot",
+]
 
 SPLIT_SETTLE_SECONDS = 30.0
 """The traffic split is counted from this long after the step started. A window's first sample is the last
@@ -40,9 +54,28 @@ Two scrape intervals of the chart's ServiceMonitor (15 s)."""
 SPLIT_UNCOUNTED = (
     "not checked: the built-in gateway does not route (traffic.provider), and only its counts come from one "
     "process that splits, in one scrape; the model servers' counts are scraped at different instants and miss "
-    "what the proxy never delivered"
+    "what the proxy never delivered (with gatewayAPI, set the implementation's per-backend counter: "
+    "gatewayAPI.splitQuery)"
 )
 """Why the traffic split is not counted without the built-in gateway (docs/traffic.md, "The split")."""
+
+SPLIT_MIRROR_UNCOUNTED = (
+    "not checked in a mirroring step: the implementation's per-backend counter counts the mirrored copies "
+    "with the candidate's routed requests"
+)
+"""Why a mirroring step's split is not counted from a Gateway API implementation's per-backend counter."""
+
+
+@dataclass(frozen=True)
+class BackendCounter:
+    """The per-backend request counter of the Gateway API implementation that routes (a checked template,
+    ``mlrollout.analysis.queries.backend_split_template``) and each revision's backend: Service and port.
+    Counted by the process that splits, in one scrape, it is the routed counts the built-in gateway's
+    series would be."""
+
+    template: str
+    stable: tuple[str, int]
+    candidate: tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -57,7 +90,8 @@ class AnalysisTarget:
     ``split`` is the step's configured traffic split; with it the gateway's routed counts are gathered too.
     ``gateway_in_path`` false (Gateway API, Istio): no series of the built-in gateway exist, so neither the
     routed counts (the split is marked :data:`SPLIT_UNCOUNTED`, never counted from other series) nor the
-    labelled pairs of mirrored answers (:attr:`paired`) are asked for.
+    labelled pairs of mirrored answers (:attr:`paired`) are asked for; ``backend_counter`` (Gateway API with
+    the implementation's per-backend counter set) counts the split instead, in steps that mirror nothing.
     """
 
     namespace: str
@@ -68,6 +102,7 @@ class AnalysisTarget:
     reference: Profile | None = None
     split: Split | None = None  # the step's configured split; its realised counts are gathered with it
     gateway_in_path: bool = True
+    backend_counter: BackendCounter | None = None
 
     @property
     def paired(self) -> bool:
@@ -256,6 +291,35 @@ def _routed(provider: MetricsProvider, target: AnalysisTarget, window: float, at
     return RoutedCounts(stable, candidate, offered, max(n["eligible"], offered))
 
 
+def _backend_routed(
+    provider: MetricsProvider, target: AnalysisTarget, counter: BackendCounter, window: float, at: float | None
+) -> RoutedCounts | None:
+    """Requests the implementation sent to each revision's backend since the split settled (the rule of
+    :func:`_routed`); None before that or while neither backend has a series."""
+    if window - SPLIT_SETTLE_SECONDS < 1.0:
+        return None
+    promql = backend_split_query(
+        counter.template, target.namespace, counter.stable, counter.candidate, window - SPLIT_SETTLE_SECONDS
+    )
+    n = {track: _count(v) for track, v in _by(_ask(provider, promql, at), "track").items()}
+    if not n:
+        return None
+    return RoutedCounts(n.get("stable", 0), n.get("candidate", 0))
+
+
+def _realised(
+    provider: MetricsProvider, target: AnalysisTarget, split: Split, window: float, at: float | None
+) -> Split:
+    """The step's split with its realised counts, or with why they are not counted."""
+    if target.gateway_in_path:
+        return dataclasses.replace(split, observed=_routed(provider, target, window, at))
+    if target.backend_counter is None:
+        return dataclasses.replace(split, uncounted=SPLIT_UNCOUNTED)
+    if split.mirror > 0:
+        return dataclasses.replace(split, uncounted=SPLIT_MIRROR_UNCOUNTED)
+    return dataclasses.replace(split, observed=_backend_routed(provider, target, target.backend_counter, window, at))
+
+
 def collect_snapshot(
     provider: MetricsProvider,
     target: AnalysisTarget,
@@ -300,10 +364,8 @@ def collect_snapshot(
                 by_track[track] = m.scalar() if m.samples else None
             values[metric.name] = CustomValue(by_track["stable"], by_track["candidate"])
         split = target.split
-        if split is not None and not target.gateway_in_path:
-            split = dataclasses.replace(split, uncounted=SPLIT_UNCOUNTED)
-        elif split is not None:
-            split = dataclasses.replace(split, observed=_routed(provider, target, window_seconds, at))
+        if split is not None:
+            split = _realised(provider, target, split, window_seconds, at)
     except (_Failed, QueryError) as exc:
         return Snapshot.failed(str(exc), window_seconds, warnings)
     return Snapshot(

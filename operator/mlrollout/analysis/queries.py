@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Final, Literal
 
-from mlrollout.api.placeholders import PLACEHOLDERS, fill
+from mlrollout.api.placeholders import PLACEHOLDERS, fill, query_problem
 from mlrollout_serving.contract.metrics import (
     ANSWERED_WITHOUT_ERROR,
     GATEWAY_DURATION,
@@ -38,9 +38,13 @@ from mlrollout_serving.contract.metrics import (
 )
 
 __all__ = [
+    "BACKEND_SPLIT_PLACEHOLDERS",
+    "BACKEND_SPLIT_PRESETS",
     "PLACEHOLDERS",
     "QueryError",
     "answered_by_stable",
+    "backend_split_query",
+    "backend_split_template",
     "counter_delta",
     "escape_label_value",
     "promql_duration",
@@ -69,6 +73,7 @@ def _check(kind: str, value: str) -> str:
         "namespace": lambda v: len(v) <= 63 and _DNS_LABEL.fullmatch(v) is not None,
         "model_deployment": lambda v: len(v) <= 253 and _DNS_SUBDOMAIN.fullmatch(v) is not None,
         "revision": lambda v: _REVISION.fullmatch(v) is not None,
+        "service": lambda v: len(v) <= 63 and _DNS_LABEL.fullmatch(v) is not None,
         "track": lambda v: v in TRACKS,
     }[kind](value)
     if not ok:
@@ -235,3 +240,68 @@ def render_custom(
         return fill(template, values)
     except ValueError as exc:
         raise QueryError(str(exc)) from None
+
+
+BACKEND_SPLIT_PLACEHOLDERS: Final = ("namespace", "service", "port")
+"""The placeholders of a Gateway API implementation's per-backend counter: the HTTPRoute's namespace and one
+backendRef's Service name and port (the revision's Service, ``<modelDeployment>-<revision>``)."""
+
+BACKEND_SPLIT_PRESETS: Final = {
+    "traefik": 'traefik_service_requests_total{service="{{namespace}}-{{service}}-http-{{port}}@kubernetesgateway"}',
+}
+"""Ready templates by implementation. Traefik's Kubernetes Gateway provider (v3.6, ``loadService`` of
+``httproute.go``) names the service of an HTTPRoute's backendRef ``<namespace>-<name>-http-<port>`` (its
+``Normalize`` keeps such names as they are, but for a run of dashes, which it makes one) with the suffix
+``@kubernetesgateway``, and counts every request it sends there."""
+
+_SERIES_SELECTOR = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)?\s*(\{[^{}]*\})?\s*$")
+
+
+def backend_split_template(text: str) -> str:
+    """The template a setting names: a preset's name, or a template that selects the implementation's
+    cumulative request counter of one backend. Raises QueryError naming the problem.
+
+    One series selector (``metric{labels}``), because the operator takes its exact increase over the
+    window itself (:func:`counter_delta`, the rule of every other count); ``{{service}}`` is required, or
+    both tracks would read the same series.
+    """
+    template = BACKEND_SPLIT_PRESETS.get(text.strip(), text)
+    presets = ", ".join(BACKEND_SPLIT_PRESETS)
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", text.strip()) and template is text:
+        raise QueryError(f"{text.strip()!r} is no preset ({presets}) and no template with {{{{service}}}}")
+    problem = query_problem(template, BACKEND_SPLIT_PLACEHOLDERS)
+    if problem is not None:
+        raise QueryError(problem)
+    if "service" not in re.findall(r"\{\{ *([A-Za-z]+) *\}\}", template):
+        raise QueryError("the per-backend counter must use {{service}}, or both tracks read the same series")
+    rendered = fill(template, {"namespace": "ns", "service": "svc", "port": "8080"}, BACKEND_SPLIT_PLACEHOLDERS)
+    if not rendered.strip() or _SERIES_SELECTOR.fullmatch(rendered) is None:
+        raise QueryError(
+            f'the per-backend counter must be one series selector like metric{{label="..."}} (the operator '
+            f"takes its increase over the window), or a preset ({presets}); got {text!r}"
+        )
+    return template
+
+
+def backend_split_query(
+    template: str, namespace: str, stable: tuple[str, int], candidate: tuple[str, int], window_seconds: float
+) -> str:
+    """One query for both tracks' requests over ``window_seconds``, from the per-backend counter of the
+    implementation that routes (``stable``/``candidate``: each revision's Service name and port). One query,
+    so both counts come from the same evaluation of the same scrapes; each answer carries ``track``."""
+    w = promql_duration(window_seconds)
+    parts = []
+    for track, (service, port) in (("stable", stable), ("candidate", candidate)):
+        if not 0 < port < 65536:
+            raise QueryError(f"port {port!r} is not a valid Service port for a query")
+        values = {
+            "namespace": escape_label_value(_check("namespace", namespace)),
+            "service": escape_label_value(_check("service", service)),
+            "port": str(port),
+        }
+        try:
+            series = fill(template, values, BACKEND_SPLIT_PLACEHOLDERS)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        parts.append(f'label_replace({counter_delta(series, w)}, "track", "{track}", "", "")')
+    return " or ".join(parts)

@@ -24,14 +24,25 @@ PLACEHOLDERS: Final = ("namespace", "modelDeployment", "track", "revision", "win
 
 ANY_PLACEHOLDER: Final = r"\{\{[^{}]*\}\}"
 """Anything written like a placeholder, known or not."""
-PLACEHOLDER: Final = r"\{\{ *(" + "|".join(PLACEHOLDERS) + r") *\}\}"
+
+
+def placeholder_pattern(names: tuple[str, ...]) -> str:
+    """A placeholder of one of ``names``; group 1 is its name."""
+    return r"\{\{ *(" + "|".join(names) + r") *\}\}"
+
+
+PLACEHOLDER: Final = placeholder_pattern(PLACEHOLDERS)
 """A known placeholder; group 1 is its name."""
 _OPEN: Final = r"\{\{"
 _CLOSE: Final = r"\}\}"
 
-UNKNOWN_PLACEHOLDER: Final = "query uses an unknown placeholder; allowed: " + ", ".join(
-    "{{" + name + "}}" for name in PLACEHOLDERS
-)
+
+def unknown_placeholder(names: tuple[str, ...]) -> str:
+    """The message for a placeholder not among ``names``."""
+    return "query uses an unknown placeholder; allowed: " + ", ".join("{{" + name + "}}" for name in names)
+
+
+UNKNOWN_PLACEHOLDER: Final = unknown_placeholder(PLACEHOLDERS)
 UNBALANCED_BRACES: Final = "query has a {{ or }} that is not part of a placeholder"
 
 
@@ -49,25 +60,26 @@ QUERY_RULES: Final = (
 """The rules for the API server, on the query string itself (``self`` is the query)."""
 
 
-def query_problem(query: str) -> str | None:
-    """What is wrong with the placeholders of ``query``, or None; the same counts as `QUERY_RULES`."""
+def query_problem(query: str, names: tuple[str, ...] = PLACEHOLDERS) -> str | None:
+    """What is wrong with the placeholders of ``query``, or None; the same counts as `QUERY_RULES`.
+    ``names``: the placeholders allowed (another template, the Gateway API split query, has its own)."""
     written = re.findall(ANY_PLACEHOLDER, query)
-    unknown = [p for p in written if re.fullmatch(PLACEHOLDER, p) is None]
+    unknown = [p for p in written if re.fullmatch(placeholder_pattern(names), p) is None]
     if unknown:
-        return f"{UNKNOWN_PLACEHOLDER} (got {', '.join(unknown)})"
+        return f"{unknown_placeholder(names)} (got {', '.join(unknown)})"
     if len(re.findall(_OPEN, query)) != len(written) or len(re.findall(_CLOSE, query)) != len(written):
         return UNBALANCED_BRACES
     return None
 
 
-def check_query(query: str) -> str:
+def check_query(query: str, names: tuple[str, ...] = PLACEHOLDERS) -> str:
     """``query`` if its placeholders are sound; a pydantic validator (raises ValueError)."""
-    problem = query_problem(query)
+    problem = query_problem(query, names)
     if problem is not None:
         raise ValueError(problem)
     return query
 
 
-def fill(query: str, values: Mapping[str, str]) -> str:
+def fill(query: str, values: Mapping[str, str], names: tuple[str, ...] = PLACEHOLDERS) -> str:
     """``query`` with every placeholder replaced by ``values[name]``; raises ValueError like `check_query`."""
-    return re.sub(PLACEHOLDER, lambda m: values[m.group(1)], check_query(query))
+    return re.sub(placeholder_pattern(names), lambda m: values[m.group(1)], check_query(query, names))

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.collect import BackendCounter
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api import commands
 from mlrollout.api.common import Condition
@@ -127,6 +128,11 @@ def _candidate_profile(status: ModelDeploymentStatus) -> str | None:
     return RevisionTemplate.from_json(cand.template).model.reference_profile
 
 
+def _backend(name: str, md: ModelDeployment, revision: str) -> Backend:
+    """A revision's Service, as the routes name it."""
+    return Backend(service=naming.track_name(name, revision), port=md.spec.serving.port, revision=revision)
+
+
 def _split(traffic: TrafficStatus | None, sticky: bool) -> Split | None:
     """The split the route table asks for: live requests by weight (assigned by key when a sticky key is set
     and the candidate has live traffic) and the mirror share."""
@@ -202,7 +208,7 @@ class Reconciler:
         chosen_fallback = f"{fallback.name} ({fallback.source})" if fallback.name else None
         routing = self._routing(
             namespace, name, provider, chosen_fallback, policy.analysis.metrics.quality.enabled,
-            policy.analysis.metrics.split.enabled, log,
+            policy.analysis.metrics.split.enabled and not self._split_counter(provider), log,
         )  # fmt: skip
         spec_revision, unresolved = self._spec_revision(md, status)
         facts = Facts(
@@ -432,6 +438,7 @@ class Reconciler:
             # the split the route table asks for, held against what the gateway routed (sample-ratio mismatch)
             split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
             gateway_in_path=gateway_in_path,
+            backend_counter=self._backend_counter(md, stable.revision, cand.revision),
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts
@@ -630,16 +637,27 @@ class Reconciler:
     def _provider(self, md: ModelDeployment) -> str:
         return md.spec.traffic.provider or self.settings.default_traffic_provider
 
+    def _split_counter(self, provider: str) -> str:
+        """The template of the per-backend counter that counts this provider's split ("" when none does):
+        the Gateway API implementation's, when the operator is given it."""
+        return self.settings.gatewayapi_split_query if provider == "gatewayAPI" else ""
+
+    def _backend_counter(self, md: ModelDeployment, stable: str, candidate: str) -> BackendCounter | None:
+        """Where the implementation counts each revision's requests: the backendRefs of our HTTPRoute
+        (`_intent`'s Services)."""
+        template = self._split_counter(self._provider(md))
+        if not template:
+            return None
+        name = str(md.metadata["name"])
+        s, c = _backend(name, md, stable), _backend(name, md, candidate)
+        return BackendCounter(template, (s.service, s.port), (c.service, c.port))
+
     def _intent(
         self, namespace: str, name: str, md: ModelDeployment, action: SetRoutes, fallback: FallbackPolicySpec,
         owner: Manifest,
     ) -> RouteIntent:  # fmt: skip
-        port = md.spec.serving.port
-
         def backend(revision: str | None) -> Backend | None:
-            if revision is None:
-                return None
-            return Backend(service=naming.track_name(name, revision), port=port, revision=revision)
+            return None if revision is None else _backend(name, md, revision)
 
         sticky = md.spec.traffic.sticky
         return RouteIntent(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mlrollout import __version__
+from mlrollout.analysis.queries import QueryError, backend_split_template
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class OperatorSettings:
         default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
     )
     prometheus_pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+    # the Gateway API implementation's per-backend request counter (a checked template; empty: the traffic
+    # split of gatewayAPI ModelDeployments is not checked). docs/traffic.md, "The split"
+    gatewayapi_split_query: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -51,6 +55,9 @@ class OperatorSettings:
             prometheus_pod_labels=parse_labels(
                 "MLROLLOUT_PROMETHEUS_POD_LABELS", e.get("MLROLLOUT_PROMETHEUS_POD_LABELS"), d.prometheus_pod_labels
             ),
+            gatewayapi_split_query=parse_split_query(
+                "MLROLLOUT_GATEWAYAPI_SPLIT_QUERY", e.get("MLROLLOUT_GATEWAYAPI_SPLIT_QUERY")
+            ),
         )  # fmt: skip
 
 
@@ -61,6 +68,17 @@ def parse_bool(name: str, text: str | None, default: bool) -> bool:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     raise ValueError(f"{name} must be true or false, not {text!r}")
+
+
+def parse_split_query(name: str, text: str | None) -> str:
+    """A preset's name or a per-backend counter template, checked; absent or empty: "" (not set). A bad one is
+    an error naming the variable, at start-up, rather than an inconclusive verdict at every look."""
+    if not text or not text.strip():
+        return ""
+    try:
+        return backend_split_template(text)
+    except QueryError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def parse_labels(name: str, text: str | None, default: dict[str, str]) -> dict[str, str]:

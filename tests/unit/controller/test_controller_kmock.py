@@ -23,6 +23,8 @@ from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.analysis import AnalysisTarget
 from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.collect import BackendCounter
+from mlrollout.analysis.queries import BACKEND_SPLIT_PRESETS
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
 from mlrollout.api.modeldeployment import PHASES
@@ -392,6 +394,43 @@ async def test_a_mesh_provider_look_reads_model_servers_and_leaves_the_split_unc
     routing = cluster.objects[MD, "ml", "wine"]["status"]["routing"]
     assert routing["provider"] == "istio"
     assert any(line.startswith("traffic-split check (istio routes): not checked") for line in routing["notApplied"])
+
+
+async def test_a_gateway_api_look_counts_the_split_from_the_implementations_counter_when_given(cluster: Any) -> None:
+    """gatewayAPI with the operator's per-backend counter (gatewayAPI.splitQuery: traefik): the look names the
+    HTTPRoute's backendRefs (each revision's Service and port) for collect to count the split, and
+    status.routing no longer lists the split check as not applied."""
+    for kind in ("HTTPRoute", "Gateway"):
+        cluster.resources[f"gateway.networking.k8s.io/v1/{kind.lower()}s"].kind = kind
+    cluster.resources["gateway.networking.k8s.io/v1/gatewayclasses"].kind = "GatewayClass"
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    verdicts = RecordingVerdicts()
+    settings = OperatorSettings.from_env({"MLROLLOUT_GATEWAYAPI_SPLIT_QUERY": "traefik"})
+    rec = Reconciler(Kube(api), verdicts, dataclasses.replace(settings, serving_image=IMAGE, gateway_image="gw:t"))
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    provider: dict[str, Any] = {"traffic": {"provider": "gatewayAPI"}}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body(**provider)["spec"]})
+    await run(rec, t0)
+    stable = revision_of(spec("1", "a"), IMAGE).revision
+    make_ready(cluster, f"wine-{stable}")
+    await run(rec, t0 + timedelta(seconds=1))
+    body = md_body("2", "b", **provider)
+    cluster.objects[MD, "ml", "wine"].patch({"spec": body["spec"], "metadata": {"generation": 2}})
+    await run(rec, t0 + timedelta(seconds=2))
+    candidate = revision_of(spec("2", "b"), IMAGE).revision
+    make_ready(cluster, f"wine-{candidate}")
+    await run(rec, t0 + timedelta(seconds=3))  # the 20% canary starts
+    out = await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
+    assert verdicts.targets, out
+    target = verdicts.targets[-1]
+    assert (target.source, target.gateway_in_path, target.split) == ("model", False, Split(0.8, 0.2))
+    port = body["spec"].get("serving", {}).get("port", 8080)
+    assert target.backend_counter == BackendCounter(
+        BACKEND_SPLIT_PRESETS["traefik"], (f"wine-{stable}", port), (f"wine-{candidate}", port)
+    )
+    routing = cluster.objects[MD, "ml", "wine"]["status"]["routing"]
+    assert routing["provider"] == "gatewayAPI"
+    assert not any(line.startswith("traffic-split check") for line in routing.get("notApplied") or []), routing
 
 
 def operator_sample(name: str, **labels: str) -> float | None:
