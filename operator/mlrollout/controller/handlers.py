@@ -6,7 +6,9 @@ and idempotent, so it does not matter which trigger fires or how often:
 - a timer every MLROLLOUT_RECONCILE_INTERVAL seconds: the clock, child readiness and the analysis loop
   (a look is taken when the policy's analysis interval has passed; see `reconcile.analysis_due`); for an
   idle ModelDeployment (nothing rolling out) a tick passes only every MLROLLOUT_IDLE_INTERVAL seconds
-  (`pacing.timer_due`; an in-memory mark, so a restarted operator reconciles everything at once).
+  (`pacing.timer_due`; an in-memory mark, so a restarted operator reconciles everything at once). Any
+  watched change of one of its Deployments (readiness, deletion, an edit) clears the mark, so the next tick
+  reconciles it: children changes are seen as soon as before.
 A per-object lock keeps the timer and a change handler of the same object from deciding concurrently.
 kopf's progress and diff-base go to annotations (status belongs to the state machine). Liveness: kopf's
 `--liveness` endpoint. Collisions between two operator processes: kopf peering (`--peering`).
@@ -25,7 +27,7 @@ import kopf
 from kubernetes import client, config
 
 from mlrollout.api.common import GROUP, VERSION
-from mlrollout.controller import metrics, pacing
+from mlrollout.controller import metrics, naming, pacing
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import Conflict, Kube, api_error_message
 from mlrollout.controller.notifications import Notifier
@@ -135,6 +137,17 @@ def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None
         reconcile(namespace, name, logger)
     except kopf.TemporaryError as exc:
         logger.warning("%s", exc)  # the next tick tries again
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={naming.MANAGED_BY: "mlrollout"})
+async def on_child_deployment(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """A revision's or the gateway's Deployment changed: its ModelDeployment leaves the idle timer, so the
+    next tick reconciles it (no pass here: in the event loop, and never more passes than ticks)."""
+    owner = labels.get(naming.MODEL_DEPLOYMENT)
+    if namespace is None or not owner:
+        return
+    for key in [k for k in _IDLE_SINCE if k[0] == namespace and naming.label_value(k[1]) == owner]:
+        _IDLE_SINCE.pop(key, None)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)
