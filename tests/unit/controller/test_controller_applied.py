@@ -32,6 +32,12 @@ def test_never_applied_changed_or_expired_is_applied() -> None:
     assert applied.must_apply(done, wanted, 100.0 + RESYNC, RESYNC, applied.UNOBSERVED)  # the drift bound
 
 
+def test_a_resync_interval_of_zero_applies_every_pass_as_before() -> None:
+    wanted = applied.digest(service())
+    assert applied.must_apply(applied.Applied(wanted, 5.0, None), wanted, 5.0, 0.0, applied.UNOBSERVED)
+    assert not applied.cleaned_recently(5.0, 5.0, 0.0)
+
+
 def test_an_observed_child_that_is_gone_or_edited_is_applied_at_once() -> None:
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "wine", "generation": 3}}
     wanted = applied.digest({"kind": "Deployment", "spec": {}})

@@ -46,3 +46,4 @@ def test_the_timer_skips_an_idle_model_deployment_until_the_idle_interval_passed
     assert pacing.timer_due(None, now=1000.0, idle_interval=60.0)  # never idle (or restarted): every tick
     assert not pacing.timer_due(990.0, now=1000.0, idle_interval=60.0)
     assert pacing.timer_due(940.0, now=1000.0, idle_interval=60.0)
+    assert pacing.timer_due(1000.0, now=1000.0, idle_interval=0.0)  # 0: every tick, as before
