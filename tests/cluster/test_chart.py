@@ -40,7 +40,7 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("mlrollout.io", "modeldeployments"): frozenset({"get", "list", "watch", "patch"}),
     ("mlrollout.io", "modeldeployments/status"): frozenset({"update"}),
     ("mlrollout.io", "modeldeployments/finalizers"): frozenset({"update"}),
-    ("apps", "deployments"): CREATE_PATCH | {"delete", "list"},
+    ("apps", "deployments"): CREATE_PATCH | {"delete", "list", "watch"},
     ("", "services"): CREATE_PATCH | {"delete"},
     ("", "configmaps"): CREATE_PATCH | READ,
     ("", "serviceaccounts"): CREATE_PATCH,

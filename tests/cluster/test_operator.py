@@ -230,6 +230,37 @@ def test_apply_creates_owned_children_and_delete_collects_them(env: Env) -> None
     wait_for(gone, 120, "garbage collection of the children")
 
 
+def test_children_drifted_by_someone_else_are_repaired_within_their_bounds(env: Env) -> None:
+    """Given an idle Healthy ModelDeployment (its timer passes only every MLROLLOUT_IDLE_INTERVAL, here 40 s,
+    and unchanged children are not applied again), When someone scales its gateway Deployment, Then the
+    watch of its Deployments takes it off the idle timer and the next tick (1 s here) applies it back, long
+    before the idle timer would; When someone deletes a revision Service and the route ConfigMap (children no
+    pass reads), Then they are applied again by the first pass after MLROLLOUT_RESYNC_INTERVAL (here 10 s):
+    within resync + idle interval. The operator restarted first: it converges."""
+    env.operator.stop()
+    env.operator.extra_env.update({"MLROLLOUT_IDLE_INTERVAL": "40", "MLROLLOUT_RESYNC_INTERVAL": "10"})
+    env.operator.start()
+    rev = env.healthy_v1("wine", None)["stable"]["revision"]
+    time.sleep(3)  # a few ticks: the passes find it idle
+
+    def gateway_replicas() -> int:
+        return int(env.kubectl.json("get", "deployment", "wine", "-n", env.namespace)["spec"]["replicas"])
+
+    env.kubectl("scale", "deployment", "wine", "-n", env.namespace, "--replicas=3")
+    wait_for(lambda: gateway_replicas() == 1, 25, "the gateway Deployment applied back (watched, not the idle timer)")
+
+    env.kubectl("delete", "service", f"wine-{rev}", "-n", env.namespace)
+    env.kubectl("delete", "configmap", "wine-routes", "-n", env.namespace)
+
+    def back() -> bool:
+        found = env.kubectl("get", f"service/wine-{rev}", "configmap/wine-routes", "-n", env.namespace, check=False)
+        return found.returncode == 0
+
+    wait_for(back, 70, "the Service and the route table applied again within resync + idle interval")
+    assert env.routes("wine")["tracks"]["stable"]["revision"] == rev
+    assert env.status("wine")["phase"] == "Healthy"
+
+
 # -- a rollout stepped by verdicts ---------------------------------------------------------------------------
 
 

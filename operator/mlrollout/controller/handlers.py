@@ -4,7 +4,11 @@ Thin on purpose: every handler calls `Reconciler.reconcile` (observe, decide, ac
 and idempotent, so it does not matter which trigger fires or how often:
 - create / update (spec, labels or annotations such as `mlrollout.io/command`) / resume: react at once;
 - a timer every MLROLLOUT_RECONCILE_INTERVAL seconds: the clock, child readiness and the analysis loop
-  (a look is taken when the policy's analysis interval has passed; see `reconcile.analysis_due`).
+  (a look is taken when the policy's analysis interval has passed; see `reconcile.analysis_due`); for an
+  idle ModelDeployment (nothing rolling out) a tick passes only every MLROLLOUT_IDLE_INTERVAL seconds
+  (`pacing.timer_due`; an in-memory mark, so a restarted operator reconciles everything at once). Any
+  watched change of one of its Deployments (readiness, deletion, an edit) clears the mark, so the next tick
+  reconciles it: children changes are seen as soon as before.
 A per-object lock keeps the timer and a change handler of the same object from deciding concurrently.
 kopf's progress and diff-base go to annotations (status belongs to the state machine). Liveness: kopf's
 `--liveness` endpoint. Collisions between two operator processes: kopf peering (`--peering`).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +27,7 @@ import kopf
 from kubernetes import client, config
 
 from mlrollout.api.common import GROUP, VERSION
-from mlrollout.controller import metrics
+from mlrollout.controller import metrics, naming, pacing
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import Conflict, Kube, api_error_message
 from mlrollout.controller.notifications import Notifier
@@ -36,6 +41,7 @@ Log = logging.Logger | logging.LoggerAdapter[Any]
 _STATE: dict[str, Any] = {}
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_IDLE_SINCE: dict[tuple[str, str], float] = {}  # monotonic time of the last pass that found it idle
 
 
 def _api_client() -> client.ApiClient:
@@ -104,6 +110,10 @@ def reconcile(namespace: str, name: str, logger: Log) -> None:
             raise kopf.TemporaryError(f"status changed meanwhile, deciding again: {exc}", delay=1) from exc
         except client.exceptions.ApiException as exc:
             raise kopf.TemporaryError(f"API error: {api_error_message(exc)}", delay=5) from exc
+        finally:
+            _IDLE_SINCE.pop((namespace, name), None)  # until a pass says it is idle: the short timer
+        if done is not None and done.idle:
+            _IDLE_SINCE[(namespace, name)] = time.monotonic()
     if done is not None and (done.changed or done.events):
         logger.info("phase=%s events=%s", done.phase, ",".join(done.events) or "-")
 
@@ -121,10 +131,23 @@ def on_change(*, namespace: str | None, name: str, logger: Log, **_: Any) -> Non
 def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None:
     """The clock moved: readiness, deadlines, scale-downs, analysis looks."""
     assert namespace is not None, "ModelDeployment is namespaced"
+    if not pacing.timer_due(_IDLE_SINCE.get((namespace, name)), time.monotonic(), SETTINGS.idle_interval):
+        return  # idle: nothing for the clock to move; changes reconcile at once through on_change
     try:
         reconcile(namespace, name, logger)
     except kopf.TemporaryError as exc:
         logger.warning("%s", exc)  # the next tick tries again
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={naming.MANAGED_BY: "mlrollout"})
+async def on_child_deployment(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """A revision's or the gateway's Deployment changed: its ModelDeployment leaves the idle timer, so the
+    next tick reconciles it (no pass here: in the event loop, and never more passes than ticks)."""
+    owner = labels.get(naming.MODEL_DEPLOYMENT)
+    if namespace is None or not owner:
+        return
+    for key in [k for k in _IDLE_SINCE if k[0] == namespace and naming.label_value(k[1]) == owner]:
+        _IDLE_SINCE.pop(key, None)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)
@@ -134,5 +157,6 @@ def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
     assert namespace is not None, "ModelDeployment is namespaced"
     with _lock(namespace, name):
         metrics.forget(namespace, name)
+        _IDLE_SINCE.pop((namespace, name), None)
     with _LOCKS_GUARD:
         _LOCKS.pop((namespace, name), None)

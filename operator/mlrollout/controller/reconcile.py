@@ -36,7 +36,7 @@ from mlrollout.api.modeldeployment import (
     TrafficStatus,
 )
 from mlrollout.api.rolloutpolicy import Notifications, RolloutPolicy, RolloutPolicySpec
-from mlrollout.controller import children, evaluation, metrics, naming, scaling
+from mlrollout.controller import applied, children, evaluation, metrics, naming, pacing, scaling
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import KubeApi, api_error_message
 from mlrollout.controller.notifications import Notifier
@@ -107,6 +107,7 @@ class Reconciled:
     phase: str | None
     changed: bool
     events: tuple[str, ...]
+    idle: bool = False  # nothing waits for the clock: the timer may pass less often (controller/pacing.py)
 
 
 def _parse_list(items: list[Manifest], model: type[M], log: Log) -> list[M]:
@@ -168,6 +169,8 @@ class Reconciler:
         self._feedback_forbidden: set[str] = set()
         self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
         self._logs_forbidden: set[str] = set()  # namespaces where the RBAC lacks get pods/log (said once)
+        self.applied = applied.AppliedMemo()  # what this process applied: unchanged children are skipped
+        self.clock = time.monotonic
 
     def reconcile(self, namespace: str, name: str, log: Log, now: datetime) -> Reconciled | None:
         started = time.monotonic()
@@ -183,6 +186,7 @@ class Reconciler:
         obj = self.kube.get_model_deployment(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             metrics.forget(namespace, name)  # its series end with it (the delete handler may not run)
+            self.applied.forget(namespace, name)
             return None  # gone: the garbage collector removes the children
         generation = int(obj["metadata"].get("generation") or 1)
         try:
@@ -295,11 +299,11 @@ class Reconciler:
         if spec is None or after.stable is None:
             # also after a spec change: an HPA applied in a pass whose status write was lost is not in status
             if before.autoscaling is not None or before.observed_generation != after.observed_generation:
-                self.kube.delete(*HPA, namespace, name)  # absent: a no-op
+                self._delete(name, *HPA, namespace, name)  # absent: a no-op
             after.autoscaling = None
             after.conditions = [c for c in after.conditions or [] if c.type != SCALING_ACTIVE] or None
             return []
-        self.kube.apply(children.strip_none(children.autoscaler(obj, after.stable.revision, spec)))
+        self._apply(obj, children.strip_none(children.autoscaler(obj, after.stable.revision, spec)))
         found = self.kube.get(*HPA, namespace, name)
         after.autoscaling = scaling.hpa_status(found, naming.track_name(name, after.stable.revision))
         return self._scaling_condition(before, after, now)
@@ -414,7 +418,8 @@ class Reconciler:
         if notifications is not None and now is not None:
             self._notify(obj, after, actions, notifications, now, log)
         events = tuple(a.reason for a in actions if isinstance(a, RecordEvent))
-        return Reconciled(after.phase, changed, events)
+        generation = int(obj["metadata"].get("generation") or 1)
+        return Reconciled(after.phase, changed, events, pacing.idle(after, generation))
 
     def _look(
         self, md: ModelDeployment, status: ModelDeploymentStatus, policy: RolloutPolicySpec, now: datetime,
@@ -530,17 +535,23 @@ class Reconciler:
                     uid = found["metadata"]["uid"]
                     manifests.append(children.track_budget(obj, rev.revision, role, uid))
         isolation = md.spec.network_policy
+        uid = obj["metadata"].get("uid") or ""
         if self.settings.network_policies if isolation.enabled is None else isolation.enabled:
             manifests += children.network_policies(obj, isolation, provider, self.settings)
+            self.applied.record_cleaned(namespace, name, uid, NETWORK_POLICY[1], None)  # switched off: clean
         else:  # switched off (or never on): nothing of ours may keep isolating the pods
-            self._remove_network_policies(namespace, name, log)
+            self._remove_network_policies(namespace, name, uid, log)
         for manifest in manifests:
-            self.kube.apply(children.strip_none(manifest))
+            # Deployments are listed by every pass: one deleted or edited by someone else is applied again now
+            seen = (
+                existing.get(manifest["metadata"]["name"]) if manifest["kind"] == "Deployment" else applied.UNOBSERVED
+            )
+            self._apply(obj, children.strip_none(manifest), seen)
         for action in actions:
             if isinstance(action, SetRoutes):
                 intent = self._intent(namespace, name, md, action, fallback, owner)
                 for manifest in router.manifests(intent):
-                    self.kube.apply(children.strip_none(manifest))
+                    self._apply(obj, children.strip_none(manifest))
             elif isinstance(action, RemoveRoutes):
                 self._remove_routes(namespace, name, action.provider, log)
             elif isinstance(action, RunEvaluation):
@@ -548,13 +559,33 @@ class Reconciler:
                 created = self.kube.create(children.strip_none(evaluation.evaluation_job(obj, action)))
                 log.info("evaluation Job %s %s", action.job, "created" if created else "exists already")
             elif isinstance(action, StopEvaluation):
-                self.kube.delete("batch/v1", "Job", namespace, action.job)
+                self._delete(name, "batch/v1", "Job", namespace, action.job)
                 log.info("evaluation Job %s deleted: its rollout left the step", action.job)
             elif isinstance(action, RemoveTrack):
                 track = naming.track_name(name, action.revision)
-                self.kube.delete("apps/v1", "Deployment", namespace, track)
-                self.kube.delete("v1", "Service", namespace, track)
+                self._delete(name, "apps/v1", "Deployment", namespace, track)
+                self._delete(name, "v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _apply(
+        self, obj: Manifest, manifest: Manifest, observed: Manifest | applied.Unobserved | None = applied.UNOBSERVED
+    ) -> None:
+        """Server-side apply of a child unless this process applied the same intent recently and the child is
+        as it left it (`applied.must_apply`): an idle pass sends no apply at all."""
+        meta = obj["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid") or ""
+        child, wanted, now = applied.key(manifest), applied.digest(manifest), self.clock()
+        previous = self.applied.applied(namespace, name, uid, child)
+        if not applied.must_apply(previous, wanted, now, self.settings.resync_interval, observed):
+            return
+        stored = self.kube.apply(manifest)
+        self.applied.record(namespace, name, uid, child, applied.Applied(wanted, now, applied.generation(stored)))
+
+    def _delete(self, md: str, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """A delete of ours; the ModelDeployment's memory of applies goes with it (a name deleted now may be
+        wanted again, and owned children may go with it), so the next pass applies everything again."""
+        self.kube.delete(api_version, kind, namespace, name)
+        self.applied.forget(namespace, md)
 
     def _remove_routes(self, namespace: str, name: str, provider: str, log: Log) -> None:
         """The route object of a provider no longer in use (HTTPRoute, VirtualService). The built-in gateway
@@ -564,7 +595,7 @@ class Reconciler:
         if provider not in kinds:
             return
         try:
-            self.kube.delete(*kinds[provider], namespace, name)
+            self._delete(name, *kinds[provider], namespace, name)
         except ApiException as exc:
             if exc.status != 403:
                 raise
@@ -593,11 +624,19 @@ class Reconciler:
         if created:
             log.info("feedback keys created (Secret %s)", feedback_secret_name(meta["name"]))
 
-    def _remove_network_policies(self, namespace: str, name: str, log: Log) -> None:
-        """Delete the ModelDeployment's NetworkPolicies. RBAC without `deletecollection networkpolicies` (a
-        hand-made Role from before they existed) cannot have created any: say so once, never fail the pass."""
+    def _remove_network_policies(self, namespace: str, name: str, uid: str, log: Log) -> None:
+        """Delete the ModelDeployment's NetworkPolicies: once per process (and again every resync interval),
+        not every pass, since nothing of ours creates one while they are off. RBAC without `deletecollection
+        networkpolicies` (a hand-made Role from before they existed) cannot have created any: say so once,
+        never fail the pass."""
+        now = self.clock()
+        if applied.cleaned_recently(self.applied.cleaned_at(namespace, name, uid, NETWORK_POLICY[1]), now,
+                                    self.settings.resync_interval):  # fmt: skip
+            return
         try:
             self.kube.delete_labelled(*NETWORK_POLICY, namespace, naming.child_selector(name))
+            self.applied.forget(namespace, name)  # what was deleted may be wanted again: apply it then
+            self.applied.record_cleaned(namespace, name, uid, NETWORK_POLICY[1], now)
         except ApiException as exc:
             if exc.status != 403:
                 raise

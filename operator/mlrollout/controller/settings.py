@@ -21,6 +21,10 @@ class OperatorSettings:
     prometheus_url: str = ""
     verdicts_dir: str = ""  # tests: recorded verdicts/snapshots instead of Prometheus
     reconcile_interval: float = 10.0
+    # timer passes of an idle ModelDeployment (Healthy, nothing rolling out): controller/pacing.py
+    idle_interval: float = 60.0
+    # the longest an unchanged child goes without an apply (drift repair bound): controller/applied.py
+    resync_interval: float = 300.0
     metrics_port: int = 9102  # the operator's own /metrics; 0 disables
     # NetworkPolicies for ModelDeployments that do not set spec.networkPolicy.enabled
     network_policies: bool = False
@@ -46,6 +50,8 @@ class OperatorSettings:
             prometheus_url=e.get("MLROLLOUT_PROMETHEUS_URL", d.prometheus_url),
             verdicts_dir=e.get("MLROLLOUT_VERDICTS_DIR", d.verdicts_dir),
             reconcile_interval=float(e.get("MLROLLOUT_RECONCILE_INTERVAL", d.reconcile_interval)),
+            idle_interval=float(e.get("MLROLLOUT_IDLE_INTERVAL", d.idle_interval)),
+            resync_interval=float(e.get("MLROLLOUT_RESYNC_INTERVAL", d.resync_interval)),
             metrics_port=int(e.get("MLROLLOUT_METRICS_PORT", d.metrics_port)),
             network_policies=parse_bool("MLROLLOUT_NETWORK_POLICIES", e.get("MLROLLOUT_NETWORK_POLICIES"), False),
             prometheus_namespace_labels=parse_labels(

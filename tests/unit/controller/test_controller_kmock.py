@@ -642,3 +642,101 @@ async def test_rbac_without_pod_logs_warns_once_and_shows_no_progress(
     assert cluster.objects[MD, "ml", "wine"]["status"]["message"] == "revision 1 (1) starting"
     warnings = [r.getMessage() for r in caplog.records if "start-up progress not shown" in r.getMessage()]
     assert len(warnings) == 1 and "pods/log" in warnings[0]
+
+
+class CountingKube(Kube):
+    """The real adapter, counting the writes a pass sends."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__(api)
+        self.applied: list[tuple[str, str]] = []
+        self.cleanups = 0
+
+    def apply(self, manifest: dict[str, Any], field_manager: str = naming.FIELD_MANAGER) -> dict[str, Any] | None:
+        self.applied.append((manifest["kind"], manifest["metadata"]["name"]))
+        return super().apply(manifest, field_manager)
+
+    def delete_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> None:
+        self.cleanups += 1
+        super().delete_labelled(api_version, kind, namespace, selector)
+
+    def taken(self) -> tuple[list[tuple[str, str]], int]:
+        out = (self.applied, self.cleanups)
+        self.applied, self.cleanups = [], 0
+        return out
+
+
+async def test_an_unchanged_pass_sends_no_apply_and_drift_is_repaired_within_the_resync_interval(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Given a ModelDeployment whose children were applied, When nothing changed, Then the next pass sends
+    no apply and no NetworkPolicy cleanup; When someone deletes a Deployment, Then the next pass applies it
+    (Deployments are listed by every pass); When someone deletes a Service, Then it is applied again once
+    the resync interval has passed, with every other child; a new operator process applies everything."""
+    rec = reconciler(cluster, tmp_path)
+    kube = rec.kube = CountingKube(rec.kube.api)  # type: ignore[attr-defined]
+    clock = [1000.0]
+    rec.clock = lambda: clock[0]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    rev1 = revision_of(spec("1", "a"), IMAGE).revision
+    await run(rec, t0)
+    first, cleanups = kube.taken()
+    assert ("Deployment", f"wine-{rev1}") in first and ("ConfigMap", "wine-routes") in first and cleanups == 1
+    make_ready(cluster, f"wine-{rev1}")
+    make_ready(cluster, "wine")
+    out = await run(rec, t0 + timedelta(seconds=5))  # the generations the emulator now reports differ
+    assert out is not None and out.phase == "Healthy" and out.idle
+    kube.taken()
+
+    clock[0] += 10
+    out = await run(rec, t0 + timedelta(seconds=15))
+    assert out is not None and out.phase == "Healthy"
+    assert kube.taken() == ([], 0)  # nothing changed: nothing sent
+
+    cluster.objects[DEPLOYMENTS, "ml", "wine"].delete()
+    cluster.objects["v1/services", "ml", "wine"].delete()
+    clock[0] += 10
+    await run(rec, t0 + timedelta(seconds=25))
+    assert kube.taken() == ([("Deployment", "wine")], 0)  # the Deployment at once; the Service not yet
+    assert cluster.objects["v1/services", "ml", "wine"].deleted  # not observed by a pass: waits for the resync
+    make_ready(cluster, "wine")
+
+    clock[0] += rec.settings.resync_interval
+    await run(rec, t0 + timedelta(seconds=30 + rec.settings.resync_interval))
+    applied_again, cleanups = kube.taken()
+    assert ("Service", "wine") in applied_again and ("ConfigMap", "wine-routes") in applied_again and cleanups == 1
+    assert not cluster.objects["v1/services", "ml", "wine"].deleted
+
+    restarted = reconciler(cluster, tmp_path)  # a restart forgets: the first pass applies everything
+    kube2 = restarted.kube = CountingKube(restarted.kube.api)  # type: ignore[attr-defined]
+    await run(restarted, t0 + timedelta(seconds=40 + rec.settings.resync_interval))
+    assert set(first) <= set(kube2.taken()[0])
+
+
+async def test_a_route_change_is_applied_at_once_and_switching_policies_off_deletes_them_once(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """A spec change that changes the route table is applied in the pass that sees it; NetworkPolicies
+    switched on and off again are deleted once, and applied again when switched back on."""
+    rec = reconciler(cluster, tmp_path)
+    kube = rec.kube = CountingKube(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    kube.taken()
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"traffic": {"sticky": {"header": "x-user"}}}})
+    await run(rec, t0 + timedelta(seconds=1))
+    sent, _ = kube.taken()
+    assert ("ConfigMap", "wine-routes") in sent
+    assert "x-user" in cluster.objects["v1/configmaps", "ml", "wine-routes"]["data"]["routes.yaml"]
+
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": True}}})
+    await run(rec, t0 + timedelta(seconds=2))
+    assert network_policies(cluster) == {"wine-gateway", "wine-model-server"}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": False}}})
+    for seconds in (3, 4):
+        await run(rec, t0 + timedelta(seconds=seconds))
+    assert network_policies(cluster) == set()
+    assert kube.taken()[1] == 1  # one deletecollection, not one per pass
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": True}}})
+    await run(rec, t0 + timedelta(seconds=5))
+    assert network_policies(cluster) == {"wine-gateway", "wine-model-server"}  # the memo forgot the deleted
