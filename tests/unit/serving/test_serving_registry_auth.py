@@ -60,7 +60,7 @@ def test_the_http_source_sends_the_header_and_refuses_redirects_with_it() -> Non
 def test_the_one_rule_of_both_downloaders() -> None:
     """The model server and mlrollout-evaluate both ask `registry_header`: the variables' header, only under
     the registry's address."""
-    env = {RegistryEnv.USERNAME: "alice", RegistryEnv.PASSWORD: "pw"}
+    env: dict[str, str] = {RegistryEnv.USERNAME: "alice", RegistryEnv.PASSWORD: "pw"}
     assert registry_header("http://mlflow:5000/api/2.0/x", "http://mlflow:5000", env) == registry_authorization(env)
     assert registry_header("http://store/m.onnx", "http://mlflow:5000", env) is None
     assert registry_header("http://mlflow:5000/api/2.0/x", None, env) is None
