@@ -30,6 +30,7 @@ from mlrollout.api.modeldeployment import (
     Credentials,
     ModelDeploymentSpec,
     ModelSource,
+    Registry,
     Resources,
     RevisionStatus,
     Serving,
@@ -77,6 +78,38 @@ def reading_credentials(revisions: Iterable[RevisionStatus]) -> Credentials | No
         (f"revision {rev.number}", RevisionTemplate.from_json(rev.template).model.credentials if rev.template else None)
         for rev in revisions
     )
+
+
+def registry_of(rev: RevisionStatus) -> Registry | None:
+    """The MLflow tracking server a revision's model file is read from, with its credentials: a models:/
+    revision's (resolved), else None."""
+    if not rev.resolved_uri or not rev.template:
+        return None
+    return RevisionTemplate.from_json(rev.template).model.registry
+
+
+def reading_registry(revisions: Iterable[RevisionStatus]) -> Registry | None:
+    """The tracking server (and credentials) one pod reads these revisions' models:/ files from (the
+    evaluation Job), as their model servers do: the one that names credentials, else the first. ValueError,
+    naming the revisions, when two name different credentials or addresses with credentials: a pod has one
+    ``--registry-uri`` and one set of ``MLFLOW_TRACKING_*``, so one file would be read with the other's."""
+    found = [(f"revision {rev.number}", r) for rev in revisions if (r := registry_of(rev)) is not None]
+    with_credentials = [(who, r) for who, r in found if r.credentials is not None]
+    for who, r in with_credentials[1:]:
+        first, theirs = with_credentials[0]
+        if r != theirs:
+            raise ValueError(
+                f"{first} and {who} read MLflow registries with different credentials ({_registry_said(theirs)} vs "
+                f"{_registry_said(r)}); one pod can hold only one set: give both revisions the same registry "
+                "and credentials"
+            )
+    chosen = with_credentials or found
+    return chosen[0][1] if chosen else None
+
+
+def _registry_said(r: Registry) -> str:
+    secret = f", secretRef {r.credentials.secret_ref.name}" if r.credentials is not None else ""
+    return f"{r.uri}{secret}"
 
 
 def template_of(spec: ModelDeploymentSpec, default_image: str) -> RevisionTemplate:

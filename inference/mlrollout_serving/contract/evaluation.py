@@ -26,6 +26,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from mlrollout_serving.contract.process import ServerEnv
+
 __all__ = [
     "CLASSIFICATION_METRICS",
     "EVALUATE_COMMAND",
@@ -84,6 +86,8 @@ class EvaluateEnv(StrEnum):
     TERMINATION_LOG = "MLROLLOUT_TERMINATION_LOG"
     WORK_DIR = "MLROLLOUT_EVALUATION_DIR"
     LOG_LEVEL = "MLROLLOUT_LOG_LEVEL"
+    # the model server's own variable (the store access of both pods sets it): one name, one meaning
+    REGISTRY_URI = ServerEnv.REGISTRY_URI.value
 
 
 class EvaluateExit(IntEnum):

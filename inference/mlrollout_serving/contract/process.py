@@ -21,6 +21,8 @@ __all__ = [
     "HEALTH_LIVE",
     "HEALTH_READY",
     "METRICS_PATH",
+    "REGISTRY_URI_FLAG",
+    "REGISTRY_URI_HELP",
     "SERVER_COMMAND",
     "SERVER_PORT",
     "TERMINATION_LOG",
@@ -30,6 +32,7 @@ __all__ = [
     "ServerEnv",
     "feedback_secret_name",
     "registry_authorization",
+    "registry_header",
     "under",
 ]
 
@@ -137,6 +140,11 @@ class RegistryEnv(StrEnum):
     PASSWORD = "MLFLOW_TRACKING_PASSWORD"
 
 
+REGISTRY_URI_FLAG: Final = "--registry-uri"
+"""The flag of ``ServerEnv.REGISTRY_URI``, in every program that downloads a registry's files (the model
+server and ``mlrollout-evaluate``): one spelling, one rule (:func:`registry_header`)."""
+REGISTRY_URI_HELP: Final = "MLflow server that gets $MLFLOW_TRACKING_* credentials"
+
 _NEWLINES: Final = "\r\n"
 
 
@@ -156,3 +164,9 @@ def registry_authorization(values: Mapping[str, str]) -> str | None:
 def under(url: str, base: str | None) -> bool:
     """``url`` is on the server at ``base`` (the only place its credentials may go)."""
     return base is not None and url.startswith(f"{base.rstrip('/')}/")
+
+
+def registry_header(url: str, registry_uri: str | None, values: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header a download of ``url`` sends: the registry's credentials in ``values``
+    (the process's environment, MLflow's variables) when ``url`` is under ``registry_uri``, else none."""
+    return registry_authorization(values) if under(url, registry_uri) else None

@@ -25,6 +25,7 @@ from mlrollout_serving.contract.evaluation import (
     EvaluationReport,
     EvaluationRequest,
 )
+from mlrollout_serving.contract.process import REGISTRY_URI_FLAG, REGISTRY_URI_HELP, registry_header
 from mlrollout_serving.contract.startup import LOG_FORMAT
 from mlrollout_serving.evaluation.run import evaluate
 from mlrollout_serving.evaluation.table import render
@@ -63,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--termination-log", type=Path, help=f"also write the compact report here [${EvaluateEnv.TERMINATION_LOG}]"
     )
+    p.add_argument(
+        REGISTRY_URI_FLAG, dest="registry_uri",
+        help=f"{REGISTRY_URI_HELP}: only URLs under it (a models:/ version's resolved file) get them, as in the "
+        f"model server [${EvaluateEnv.REGISTRY_URI}]",
+    )  # fmt: skip
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -119,13 +125,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         Path(env[EvaluateEnv.TERMINATION_LOG]) if env.get(EvaluateEnv.TERMINATION_LOG) else None
     )
     work_dir = ns.work_dir or (Path(env[EvaluateEnv.WORK_DIR]) if env.get(EvaluateEnv.WORK_DIR) else None)
+    registry_uri = ns.registry_uri or env.get(EvaluateEnv.REGISTRY_URI) or None
     try:
         request = request_from(ns, env)
     except (ValueError, ValidationError) as e:
         report = EvaluationReport(verdict="inconclusive", problem="badInput", reason=f"bad input: {_problem(e)}")
     else:
         try:
-            report = evaluate(request, work_dir)
+            report = evaluate(request, work_dir, authorize=lambda url: registry_header(url, registry_uri, env))
         except Exception as e:  # a bug: say where, and never let the operator read a promotion into it
             log.exception("the evaluation broke")
             report = EvaluationReport(verdict="inconclusive", problem="error", metric=request.metric,

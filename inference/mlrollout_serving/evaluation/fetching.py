@@ -24,12 +24,16 @@ MODEL_MAX_BYTES: Final = 2 << 30  # the model server's default limit
 DATASET_MAX_BYTES: Final = 64 << 30
 
 
-def load_model(role: str, uri: str, sha256: str | None, work_dir: Path) -> loading.LoadedModel:
-    """Fetch, verify and load one model; BadInput says which model and why not."""
+def load_model(
+    role: str, uri: str, sha256: str | None, work_dir: Path, authorization: str | None = None
+) -> loading.LoadedModel:
+    """Fetch, verify and load one model; BadInput says which model and why not. ``authorization``: the
+    header its download sends (a registry's credentials, for a file on that tracking server)."""
     try:
         fetched = download.fetch(
-            uri, timeout=DOWNLOAD_TIMEOUT, max_bytes=MODEL_MAX_BYTES, attempts=DOWNLOAD_ATTEMPTS, directory=work_dir
-        )
+            uri, timeout=DOWNLOAD_TIMEOUT, max_bytes=MODEL_MAX_BYTES, attempts=DOWNLOAD_ATTEMPTS, directory=work_dir,
+            authorization=authorization,
+        )  # fmt: skip
     except download.DownloadError as e:
         raise BadInput(f"{role} model: {e}") from None
     try:
@@ -41,12 +45,15 @@ def load_model(role: str, uri: str, sha256: str | None, work_dir: Path) -> loadi
         fetched.discard()  # onnxruntime holds the model now
 
 
-def fetch_dataset(uri: str, sha256: str | None, work_dir: Path, suffix: str) -> tuple[Path, str]:
+def fetch_dataset(
+    uri: str, sha256: str | None, work_dir: Path, suffix: str, authorization: str | None = None
+) -> tuple[Path, str]:
     """The holdout as a local file and its sha256, verified against ``sha256`` when given."""
     try:
         fetched = download.fetch(
-            uri, timeout=DOWNLOAD_TIMEOUT, max_bytes=DATASET_MAX_BYTES, attempts=DOWNLOAD_ATTEMPTS, directory=work_dir
-        )
+            uri, timeout=DOWNLOAD_TIMEOUT, max_bytes=DATASET_MAX_BYTES, attempts=DOWNLOAD_ATTEMPTS, directory=work_dir,
+            authorization=authorization,
+        )  # fmt: skip
     except download.DownloadError as e:
         # the download loop speaks of models; this file is the holdout
         raise BadInput(f"dataset unreachable: {str(e).replace('model', 'dataset')}") from None

@@ -31,15 +31,18 @@ def evaluate(
     work_dir: Path | None = None,
     chunk_rows: int = dataset.CHUNK_ROWS,
     clock: Callable[[], float] = time.monotonic,
+    authorize: Callable[[str], str | None] = lambda _: None,
 ) -> EvaluationReport:
-    """The report for ``request``; unusable inputs give an inconclusive report whose reason names them."""
+    """The report for ``request``; unusable inputs give an inconclusive report whose reason names them.
+    ``authorize``: the ``Authorization`` header a download of a URL sends (a registry's credentials, by the
+    model server's rule ``contract.process.registry_header``), None for none."""
     started = clock()
     try:
         if work_dir is None:
             with tempfile.TemporaryDirectory(prefix="mlrollout-evaluate-") as tmp:
-                report = _evaluate(request, Path(tmp), chunk_rows)
+                report = _evaluate(request, Path(tmp), chunk_rows, authorize)
         else:
-            report = _evaluate(request, work_dir, chunk_rows)
+            report = _evaluate(request, work_dir, chunk_rows, authorize)
     except BadInput as e:
         log.error("bad input: %s", e)
         report = EvaluationReport(verdict="inconclusive", reason=f"bad input: {e}", problem="badInput",
@@ -83,11 +86,16 @@ class _Columns:
         return out
 
 
-def _evaluate(request: EvaluationRequest, work_dir: Path, chunk_rows: int) -> EvaluationReport:
-    stable_model = fetching.load_model("stable", request.stable.uri, request.stable.sha256, work_dir)
-    candidate_model = fetching.load_model("candidate", request.candidate.uri, request.candidate.sha256, work_dir)
+def _evaluate(
+    request: EvaluationRequest, work_dir: Path, chunk_rows: int, authorize: Callable[[str], str | None]
+) -> EvaluationReport:
+    stable, candidate = request.stable, request.candidate
+    stable_model = fetching.load_model("stable", stable.uri, stable.sha256, work_dir, authorize(stable.uri))
+    candidate_model = fetching.load_model(
+        "candidate", candidate.uri, candidate.sha256, work_dir, authorize(candidate.uri)
+    )
     ds = request.dataset
-    path, digest = fetching.fetch_dataset(ds.uri, ds.sha256, work_dir, ds.format)
+    path, digest = fetching.fetch_dataset(ds.uri, ds.sha256, work_dir, ds.format, authorize(ds.uri))
     log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,
              request.candidate.uri)  # fmt: skip
     columns = _Columns(request.slices)

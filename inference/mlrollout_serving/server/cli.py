@@ -23,7 +23,7 @@ from typing import Any
 
 from mlrollout_serving import profile as profiles
 from mlrollout_serving.contract import startup
-from mlrollout_serving.contract.process import ExitCode, registry_authorization, under
+from mlrollout_serving.contract.process import ExitCode, registry_header
 from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.server import config, download, fds, loading, memory
 from mlrollout_serving.server.app import App
@@ -62,7 +62,7 @@ def _load(s: config.Settings, app: App) -> tuple[loading.LoadedModel, Profile | 
             directory=Path(s.download_dir),
             on_progress=progress,
             # a file the registry resolved to, on that tracking server: its MLflow credentials, if any
-            authorization=registry_authorization(os.environ) if under(s.model_uri, s.registry_uri) else None,
+            authorization=registry_header(s.model_uri, s.registry_uri, os.environ),
         )
     except download.DownloadError as e:
         raise loading.LoadError(str(e)) from None

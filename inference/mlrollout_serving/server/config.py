@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlrollout_serving.contract.process import SERVER_PORT, ServerEnv
+from mlrollout_serving.contract.process import REGISTRY_URI_FLAG, REGISTRY_URI_HELP, SERVER_PORT, ServerEnv
 from mlrollout_serving.server.limits import Limits
 from mlrollout_serving.server.signature import PredictionKind
 
@@ -131,7 +131,7 @@ _OPTIONS: list[tuple[str, ServerEnv, Callable[[str], Any], Any, str]] = [
     ("--download-max-bytes", ServerEnv.DOWNLOAD_MAX_BYTES, int, 2 << 30, "largest model file accepted"),
     ("--download-retries", ServerEnv.DOWNLOAD_RETRIES, int, 3, "download attempts before giving up"),
     ("--download-dir", ServerEnv.DOWNLOAD_DIR, str, tempfile.gettempdir(), "where downloads are streamed to"),
-    ("--registry-uri", ServerEnv.REGISTRY_URI, str, None, "MLflow server that gets $MLFLOW_TRACKING_* credentials"),
+    (REGISTRY_URI_FLAG, ServerEnv.REGISTRY_URI, str, None, REGISTRY_URI_HELP),
     ("--shutdown-grace", ServerEnv.SHUTDOWN_GRACE, float, 20.0, "seconds to finish in-flight requests on SIGTERM"),
     ("--allow-non-finite", ServerEnv.ALLOW_NON_FINITE, _bool, False, "accept NaN/Infinity in float inputs"),
     ("--prediction-kind", ServerEnv.PREDICTION_KIND, str, "auto", "auto, classification or regression (metrics)"),

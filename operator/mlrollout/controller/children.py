@@ -16,7 +16,7 @@ from mlrollout.controller import naming
 from mlrollout.controller.scaling import CONCURRENCY_METRIC, REQUESTS_PER_SECOND_METRIC
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.store import StoreAccess, locate, store_access
-from mlrollout.revision import RevisionTemplate
+from mlrollout.revision import RevisionTemplate, registry_of
 from mlrollout.rollout import lookhistory
 from mlrollout.rollout.actions import Role
 from mlrollout.traffic.base import Manifest
@@ -93,8 +93,6 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
         ServerEnv.BATCHING: {None: "auto", True: "on", False: "off"}[serving.batching.enabled],
         ServerEnv.TERMINATION_LOG: TERMINATION_LOG,
     }
-    if rev.resolved_uri and model.registry is not None:  # its credentials (if any) go to that server only
-        env[ServerEnv.REGISTRY_URI] = str(model.registry.uri)
     if model.reference_profile:
         env[ServerEnv.REFERENCE_PROFILE] = locate(model.reference_profile)
     if serving.threads is not None:
@@ -103,10 +101,11 @@ def _server_env(md_name: str, namespace: str, rev: RevisionStatus, tpl: Revision
 
 
 def server_store_access(rev: RevisionStatus, tpl: RevisionTemplate) -> StoreAccess:
-    """What a revision's model servers read (its model, as resolved, and its reference profile), and how."""
-    registry = tpl.model.registry
-    secret = registry.credentials.secret_ref.name if rev.resolved_uri and registry and registry.credentials else None
-    return store_access((rev.resolved_uri or tpl.model.uri, tpl.model.reference_profile), tpl.model.credentials, secret)
+    """What a revision's model servers read (its model, as resolved, and its reference profile), and how
+    (a models:/ revision: also the tracking server it was resolved on, `revision.registry_of`)."""
+    return store_access(
+        (rev.resolved_uri or tpl.model.uri, tpl.model.reference_profile), tpl.model.credentials, registry_of(rev)
+    )
 
 
 def track_labels(md_name: str, revision: str, role: Role) -> dict[str, str]:

@@ -19,7 +19,7 @@ from mlrollout.api.common import parse_duration
 from mlrollout.controller import naming
 from mlrollout.controller.children import HARDENED_CONTAINER, RESTRICTED_POD, _meta
 from mlrollout.controller.store import locate, store_access
-from mlrollout.revision import RevisionTemplate, reading_credentials
+from mlrollout.revision import RevisionTemplate, reading_credentials, reading_registry
 from mlrollout.rollout.actions import RunEvaluation
 from mlrollout.rollout.facts import EvaluationFact
 from mlrollout.traffic.base import Manifest
@@ -66,8 +66,9 @@ def evaluation_job(md: Manifest, run: RunEvaluation) -> Manifest:
     md_name = md["metadata"]["name"]
     step, stable, cand = run.step, run.stable, run.candidate
     uris = (stable.resolved_uri or stable_tpl.model.uri, cand.resolved_uri or tpl.model.uri, step.dataset.uri)
-    # the machine never asks for a Job whose revisions' credentials differ (`reading_credentials` raises)
-    access = store_access(uris, reading_credentials((stable, cand)))
+    # the machine never asks for a Job whose revisions' credentials differ (`reading_credentials` and
+    # `reading_registry` raise); a models:/ revision's tracking server and its Secret as its servers get them
+    access = store_access(uris, reading_credentials((stable, cand)), reading_registry((stable, cand)))
     request = EvaluationRequest(
         stable=ModelRef(uri=locate(uris[0]), sha256=stable.sha256 or None),
         candidate=ModelRef(uri=locate(uris[1]), sha256=cand.sha256 or None),

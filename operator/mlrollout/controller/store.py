@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from mlrollout.api.modeldeployment import Credentials
+from mlrollout.api.modeldeployment import Credentials, Registry
 from mlrollout.traffic.base import Manifest
+from mlrollout_serving.contract.process import ServerEnv
 
 PVC_MOUNT_ROOT: Final = "/mnt/models"
 GCS_KEY_DIR: Final = "/var/run/secrets/mlrollout/model-store"
@@ -60,7 +61,7 @@ class StoreAccess:
 
 
 def store_access(
-    uris: Iterable[str | None], credentials: Credentials | None, registry_secret: str | None = None
+    uris: Iterable[str | None], credentials: Credentials | None, registry: Registry | None = None
 ) -> StoreAccess:
     """The store access of a container reading `uris` (None entries skipped) with `credentials`.
 
@@ -72,8 +73,10 @@ def store_access(
       missing Secret is reported by ``envFrom`` (CreateContainerConfigError, at once) rather than a mount
       that waits forever; a Secret without ``key.json`` makes the reader exit naming the missing file;
     - ``credentials.serviceAccountName``: the pod's ServiceAccount (web identity);
-    - ``registry_secret``: ``envFrom`` of a models:/ revision's registry credentials (MLflow's
-      ``MLFLOW_TRACKING_*``), which the reader sends only to the tracking server (``ServerEnv.REGISTRY_URI``).
+    - ``registry``: the tracking server a models:/ revision's file was resolved on: its address as
+      ``ServerEnv.REGISTRY_URI`` (``env``, so a Secret cannot move it) and its credentials Secret (MLflow's
+      ``MLFLOW_TRACKING_*``) as ``envFrom``; the reader (model server, ``mlrollout-evaluate``) sends them only
+      to URLs under that address (``contract.process.registry_header``).
     """
     listed = [u for u in uris if u]
     claims = dict.fromkeys(urlsplit(u).netloc for u in listed if u.startswith("pvc://"))
@@ -91,8 +94,11 @@ def store_access(
             volumes.append({"name": GCS_KEY_VOLUME, "secret": {"secretName": secret, "optional": True}})
             mounts.append({"name": GCS_KEY_VOLUME, "mountPath": GCS_KEY_DIR, "readOnly": True})
             env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIR}/{GCS_KEY}"})
-    if registry_secret is not None and registry_secret != secret:
-        env_from.append({"secretRef": {"name": registry_secret}})
+    if registry is not None:
+        env.append({"name": str(ServerEnv.REGISTRY_URI), "value": str(registry.uri)})
+        registry_secret = registry.credentials.secret_ref.name if registry.credentials is not None else None
+        if registry_secret is not None and registry_secret != secret:
+            env_from.append({"secretRef": {"name": registry_secret}})
     return StoreAccess(
         env=tuple(env),
         env_from=tuple(env_from),

@@ -9,7 +9,8 @@
   ``inconclusive`` (the holdout cannot tell, bad input) is onInconclusive. A Job that failed without a
   report (out of memory, past its deadline, crashed), vanished, or outlived maxDuration is inconclusive
   with what the cluster said; so is a step whose stable and candidate name different model-store
-  credentials (one pod holds one set, ``revision.reading_credentials``): no Job is made. Nothing but a
+  credentials or registry credentials (one pod holds one set, ``revision.reading_credentials`` and
+  ``reading_registry``): no Job is made. Nothing but a
   ``pass`` report of this candidate passes the step.
 - A Job whose rollout moved on before it answered (superseded, aborted, promoted by a human) is stopped.
 """
@@ -22,7 +23,7 @@ from mlrollout.api.common import parse_duration
 from mlrollout.api.evaluation import EvaluationStatus, job_name
 from mlrollout.api.modeldeployment import RevisionStatus, StepStatus
 from mlrollout.api.rolloutpolicy import EvaluateStep
-from mlrollout.revision import reading_credentials
+from mlrollout.revision import reading_credentials, reading_registry
 from mlrollout.rollout import moves
 from mlrollout.rollout.actions import RunEvaluation, StopEvaluation
 from mlrollout.rollout.facts import EvaluationFact
@@ -81,6 +82,7 @@ def _begin(w: Work, cand: RevisionStatus, step: StepStatus, spec: EvaluateStep, 
     )  # fmt: skip
     try:
         reading_credentials((stable, cand))
+        reading_registry((stable, cand))
     except ValueError as exc:  # no Job could read both models: say so now, not after a failed download
         reason = f"no evaluation Job can read both models: {exc}"
         w.s.last_evaluation = status.without_answer(reason, fmt(w.now))

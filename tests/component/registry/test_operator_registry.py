@@ -13,7 +13,10 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,17 +26,24 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.component.server.conftest import infer_body, post
+from tests.support import holdouts
 from tests.support.mlflow import BasicAuth, MlflowServer, run_mlflow
 from tests.support.models import BuiltModel
 from tests.support.procs import free_port, run_server_until_exit, serve_model
 from tests.unit.controller.kmock_support import ApplyingEmulator
 
+from mlrollout.api.modeldeployment import ModelDeploymentSpec
+from mlrollout.api.rolloutpolicy import EvaluateStep
+from mlrollout.controller.evaluation import evaluation_job
 from mlrollout.controller.kube import Kube
 from mlrollout.controller.reconcile import Reconciled, Reconciler
-from mlrollout.controller.registry import CachingResolver
+from mlrollout.controller.registry import CachingResolver, auth_from_secret
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
-from mlrollout_serving.contract.process import ExitCode, ServerEnv
+from mlrollout.revision import Resolved, revision_of
+from mlrollout.rollout import RunEvaluation
+from mlrollout_serving.contract.evaluation import EvaluateEnv, EvaluateExit, parse_report
+from mlrollout_serving.contract.process import ExitCode, RegistryEnv, ServerEnv
 
 pytestmark = [pytest.mark.component, pytest.mark.kmock(cls=ApplyingEmulator)]
 
@@ -77,10 +87,11 @@ def md_body(uri: str, registry_url: str, secret: str | None = None) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def locked_registry(wine_model: BuiltModel) -> Iterator[MlflowServer]:
-    """A tracking server with MLflow's authentication on (basic-auth app): wine v1 (ONNX)."""
+def locked_registry(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Iterator[MlflowServer]:
+    """A tracking server with MLflow's authentication on (basic-auth app): wine v1 and v2 (ONNX)."""
     with run_mlflow(auth=ADMIN) as mlflow:
         assert mlflow.register_onnx("wine", wine_model.path)[0] == "1"
+        assert mlflow.register_onnx("wine", wine_worse_model.path)[0] == "2"
         yield mlflow
 
 
@@ -291,3 +302,70 @@ async def test_wrong_or_missing_registry_credentials_are_refused_with_a_clear_re
     if secret_data is None:
         assert "set spec.model.registry.credentials" in status["heldBack"]["reason"]
     assert not [k for k in cluster.objects if k[0] == DEPLOYMENTS and k[2].startswith("wine-")]  # nothing deployed
+
+
+def test_the_evaluation_job_downloads_both_versions_through_the_authenticated_registry(
+    locked_registry: MlflowServer, wine_model: BuiltModel, tmp_path: Path
+) -> None:
+    """The evaluate step of two models:/ revisions behind MLflow's basic-auth app: the real resolver pins
+    both, the operator renders the Job, and the real ``mlrollout-evaluate`` runs with that Job's container
+    environment and the Secret's keys (what envFrom gives it). It once had neither, and answered 401."""
+    creds = {str(RegistryEnv.USERNAME): ADMIN.username, str(RegistryEnv.PASSWORD): ADMIN.password}
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in creds.items()}
+    resolver, revisions = CachingResolver(), []
+    for n in (1, 2):
+        spec = ModelDeploymentSpec.model_validate(
+            md_body(f"models:/wine/{n}", locked_registry.url, "mlflow-creds")["spec"]
+        )
+        resolved = resolver.resolve(spec.model, auth_from_secret("mlflow-creds", data))
+        assert isinstance(resolved, Resolved), resolved
+        revisions.append(revision_of(spec, "mlrollout/serving:test", resolved).model_copy(update={"number": n}))
+    stable, cand = revisions
+    holdout = holdouts.holdout_csv(tmp_path / "wine.csv", wine_model)
+    digest = hashlib.sha256(holdout.read_bytes()).hexdigest()
+    dataset = {"uri": f"file://{holdout}", "sha256": digest, "label": "label"}
+    step = EvaluateStep.model_validate(
+        {"dataset": dataset, "maxDuration": "5m", "margin": {"absolute": 0.5}, "baseline": "none"}
+    )
+    md = md_body("models:/wine/2", locked_registry.url, "mlflow-creds")
+    job = evaluation_job(md, RunEvaluation("wine-eval-0123456789", step, stable, cand, 0.05))
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[EvaluateEnv.REGISTRY_URI] == locked_registry.url
+    env |= {EvaluateEnv.TERMINATION_LOG: str(tmp_path / "termination"), EvaluateEnv.WORK_DIR: str(tmp_path / "work")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+    def job_run(*extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).parent / "mlrollout-evaluate"), "--json"]
+        merged = {k: v for part in (clean, env, *extra) for k, v in part.items()}
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=merged, check=False)
+
+    # with the Secret's keys: both files fetched through the artifact endpoint, verified, scored
+    proc = job_run(creds)
+    report = parse_report(proc.stdout)
+    assert report.problem is None, proc.stdout + proc.stderr
+    assert (report.stable_sha256, report.candidate_sha256) == (stable.sha256, cand.sha256)
+    assert proc.returncode in (EvaluateExit.PASS, EvaluateExit.FAIL)
+    assert parse_report((tmp_path / "termination").read_text()).candidate_sha256 == cand.sha256
+    assert ADMIN.password not in proc.stdout + proc.stderr
+
+    # without them (a ModelDeployment without registry.credentials): bad input, and the reason says why
+    proc = job_run()
+    report = parse_report(proc.stdout)
+    assert proc.returncode == EvaluateExit.BAD_INPUT and report.problem == "badInput", proc.stdout
+    assert "stable model" in report.reason and "HTTP 401" in report.reason
+    assert "sent without credentials" in report.reason and "registry.credentials" in report.reason
+
+    # a data scientist's run: the same flag and variables as the model server's
+    flags = ["evaluate", "--stable", stable.resolved_uri or "", "--candidate", cand.resolved_uri or "",
+             "--data", str(holdout), "--label", "label", "--absolute-margin", "0.5", "--baseline", "none",
+             "--json"]  # fmt: skip
+    by_hand = [str(Path(sys.executable).parent / "mlrollout"), *flags]
+    run = subprocess.run([*by_hand, "--registry-uri", locked_registry.url], capture_output=True, text=True,
+                         timeout=300, env=clean | creds, check=False)  # fmt: skip
+    assert parse_report(run.stdout).problem is None and run.returncode in (0, 1), run.stdout + run.stderr
+    # the credentials without the registry's address are sent nowhere
+    run = subprocess.run(by_hand, capture_output=True, text=True, timeout=300, env=clean | creds, check=False)
+    assert run.returncode == EvaluateExit.BAD_INPUT and "HTTP 401" in parse_report(run.stdout).reason
+    assert "--registry-uri" in parse_report(run.stdout).reason

@@ -11,9 +11,10 @@ from tests.unit.rollout.world import IMAGE, spec
 from mlrollout.api.modeldeployment import ModelDeploymentSpec, RevisionStatus
 from mlrollout.api.rolloutpolicy import EvaluateStep
 from mlrollout.controller import children, evaluation, naming, store
-from mlrollout.revision import revision_of
+from mlrollout.revision import Resolved, revision_of
 from mlrollout.rollout import RunEvaluation
-from mlrollout_serving.contract.evaluation import EvaluationReport
+from mlrollout_serving.contract.evaluation import EvaluateEnv, EvaluationReport
+from mlrollout_serving.contract.process import ServerEnv
 from mlrollout_serving.evaluation import cli as evaluate_cli
 
 MD: dict[str, Any] = {
@@ -86,6 +87,24 @@ def revision(number: int, uri: str, **credentials: Any) -> RevisionStatus:
     return revision_of(spec, IMAGE).model_copy(update={"number": number})
 
 
+REGISTRY = "http://mlflow.mlops:5000"
+
+
+def registered(number: int, secret: str | None = "mlflow-reader", registry: str = REGISTRY,
+               **credentials: Any) -> RevisionStatus:  # fmt: skip
+    """A models:/ revision as the resolver leaves it: its file on the tracking server, pinned."""
+    reg: dict[str, Any] = {"uri": registry}
+    if secret is not None:
+        reg["credentials"] = {"secretRef": {"name": secret}}
+    model = {"name": "wine", "uri": f"models:/wine/{number}", "registry": reg,
+             **({"credentials": credentials} if credentials else {})}  # fmt: skip
+    file = f"{registry}/api/2.0/mlflow-artifacts/artifacts/1/r{number}/artifacts/model/model.onnx"
+    resolved = Resolved(file, f"{number}" * 64, str(number), f"r{number}")
+    return revision_of(ModelDeploymentSpec.model_validate({"model": model}), IMAGE, resolved).model_copy(
+        update={"number": number}
+    )
+
+
 def store_run(stable: RevisionStatus, cand: RevisionStatus, dataset: str) -> RunEvaluation:
     step = EvaluateStep.model_validate({"dataset": {"uri": dataset, "sha256": SHA, "label": "quality"},
                                         "maxDuration": "7m", "margin": {"absolute": 0.02}})  # fmt: skip
@@ -96,8 +115,8 @@ def store_side(pod: dict[str, Any]) -> tuple[Any, ...]:
     """What of a pod is its store access: env not the program's own, envFrom, volumes, mounts (identity is
     the Job's own ServiceAccount when the models name none, so it is compared apart)."""
     (container,) = pod["containers"]
-    env = [e for e in container["env"] if not e["name"].startswith("MLROLLOUT_")]
-    return env, container.get("envFrom"), pod["volumes"], container["volumeMounts"]
+    own = [e for e in container["env"] if e["name"] == ServerEnv.REGISTRY_URI or not e["name"].startswith("MLROLLOUT_")]
+    return own, container.get("envFrom"), pod["volumes"], container["volumeMounts"]
 
 
 @pytest.mark.parametrize(
@@ -140,6 +159,74 @@ def test_the_job_reads_the_store_exactly_as_the_model_servers_of_the_same_models
         assert request["dataset"]["uri"] == "file:///mnt/models/models/wine/holdout.csv"
     else:
         assert request["stable"]["uri"] == f"{where}-1.onnx" and request["candidate"]["uri"] == f"{where}-2.onnx"
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{}, {"secretRef": {"name": "s3-reader"}}, {"secretRef": {"name": "mlflow-reader"}}],
+    ids=["registry-only", "beside-store-credentials", "one-secret-for-both"],
+)
+def test_the_job_reads_a_registrys_files_exactly_as_the_model_servers_of_the_same_revisions(
+    credentials: dict[str, Any],
+) -> None:
+    """models:/ revisions behind a tracking server with authentication on: the Job once had neither the
+    registry's Secret nor its address, so its download answered 401 where the servers' succeeded."""
+    stable, cand = registered(1, **credentials), registered(2, **credentials)
+    job = evaluation.evaluation_job(MD, store_run(stable, cand, "http://store/holdout.csv"))
+    pod = job["spec"]["template"]["spec"]
+    servers = [children.track_deployment(MD, stable, "stable", 1)["spec"]["template"]["spec"],
+               children.track_deployment(MD, cand, "candidate", 1)["spec"]["template"]["spec"]]  # fmt: skip
+    assert store_side(pod) == store_side(servers[0]) == store_side(servers[1])
+    (container,) = pod["containers"]
+    store_secret = [{"secretRef": credentials["secretRef"]}] if credentials else []
+    shared = credentials.get("secretRef") == {"name": "mlflow-reader"}  # one Secret with both sets: once
+    mlflow = [] if shared else [{"secretRef": {"name": "mlflow-reader"}}]
+    assert container["envFrom"] == [*store_secret, *mlflow]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[ServerEnv.REGISTRY_URI] == REGISTRY == env[EvaluateEnv.REGISTRY_URI]
+    # mlrollout-evaluate reads that address from the same variable, and the pinned files from the request
+    request = evaluate_cli.request_from(evaluate_cli.parser().parse_args([]), env)
+    assert (request.stable.uri, request.candidate.uri) == (stable.resolved_uri, cand.resolved_uri)
+    assert request.candidate.sha256 == cand.sha256
+
+
+def test_a_registry_without_credentials_gives_the_address_and_no_secret() -> None:
+    stable, cand = registered(1, secret=None), registered(2, secret=None)
+    pod = evaluation.evaluation_job(MD, store_run(stable, cand, "http://store/holdout.csv"))["spec"]["template"]["spec"]
+    server = children.track_deployment(MD, cand, "candidate", 1)["spec"]["template"]["spec"]
+    assert store_side(pod) == store_side(server)
+    assert "envFrom" not in pod["containers"][0]
+    assert {"name": ServerEnv.REGISTRY_URI, "value": REGISTRY} in pod["containers"][0]["env"]
+
+
+def test_a_registry_revision_next_to_a_plain_one_gives_the_job_its_registry() -> None:
+    """An http:// stable and a models:/ candidate (either way round): the one registry and its Secret."""
+    plain, reg = revision(1, "http://store/wine-1.onnx"), registered(2)
+    for stable, cand in ((plain, reg), (reg, plain)):
+        (container,) = evaluation.evaluation_job(MD, store_run(stable, cand, "http://store/holdout.csv"))[
+            "spec"]["template"]["spec"]["containers"]  # fmt: skip
+        assert container["envFrom"] == [{"secretRef": {"name": "mlflow-reader"}}]
+        assert {"name": ServerEnv.REGISTRY_URI, "value": REGISTRY} in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("second", "words"),
+    [
+        ({"secret": "other-reader"}, "secretRef mlflow-reader vs http://mlflow.mlops:5000, secretRef other-reader"),
+        ({"registry": "http://mlflow2:5000"}, "vs http://mlflow2:5000, secretRef mlflow-reader"),
+    ],
+)
+def test_revisions_with_different_registry_credentials_get_no_job(second: dict[str, Any], words: str) -> None:
+    """One pod has one --registry-uri and one set of MLFLOW_TRACKING_*: refused, naming both, as the
+    model-store credentials are (the machine turns it into an inconclusive step without a Job)."""
+    with pytest.raises(ValueError, match="revision 1 and revision 2 read MLflow registries") as err:
+        evaluation.evaluation_job(MD, store_run(registered(1), registered(2, **second), "http://store/h.csv"))
+    assert words in str(err.value)
+    # a tracking server without credentials next to one with them is no conflict: nothing of it is sent
+    stable, cand = registered(1), registered(2, secret=None, registry="http://mlflow2:5000")
+    (container,) = evaluation.evaluation_job(MD, store_run(stable, cand, "http://store/h.csv"))["spec"]["template"][
+        "spec"]["containers"]  # fmt: skip
+    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-reader"}}]
 
 
 def test_the_job_reads_with_the_one_revision_that_names_credentials() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from tests.unit.rollout.test_rollout_approval import hooks
 from tests.unit.rollout.world import World, events, policy, spec
 
+from mlrollout.revision import Resolved
 from mlrollout.rollout import EvaluationFact, RunEvaluation, SetRoutes, StopEvaluation
 from mlrollout_serving.contract.evaluation import Check, EvaluationReport
 
@@ -237,3 +238,37 @@ def test_revisions_with_the_same_credentials_or_only_one_set_get_their_job() -> 
         w.tick(1)
         w.make_ready()
         assert [a for a in w.tick(1) if isinstance(a, RunEvaluation)], (stable, cand)
+
+
+def registered(version: str, secret: str) -> Any:
+    """A models:/ spec on a tracking server whose credentials are the Secret ``secret``."""
+    s = spec(version, "a")
+    registry = {"uri": "http://mlflow:5000", "credentials": {"secretRef": {"name": secret}}}
+    model = {**s.model.to_dict(), "uri": f"models:/wine/{version}", "registry": registry}
+    model.pop("sha256", None)
+    return s.model_copy(update={"model": s.model.model_validate(model)})
+
+
+def test_revisions_with_different_registry_credentials_are_inconclusive_without_a_job() -> None:
+    """The same for MLflow's credentials: one pod has one --registry-uri and one MLFLOW_TRACKING_* set."""
+    w = gated(onInconclusive={"action": "hold"})
+    w.md_spec, w.registry = registered("1", "old-reader"), Resolved("http://mlflow:5000/a/1.onnx", "a" * 64, "1")
+    w.deploy_healthy()
+    w.md_spec, w.registry = registered("2", "new-reader"), Resolved("http://mlflow:5000/a/2.onnx", "b" * 64, "2")
+    w.tick(1)
+    w.make_ready()
+    actions = w.tick(1)
+    assert not [a for a in actions if isinstance(a, RunEvaluation)] and "RolloutHeld" in events(actions)
+    ev = w.s.last_evaluation
+    assert ev is not None and ev.phase == "Inconclusive"
+    assert "no evaluation Job can read both models: revision 1 and revision 2 read MLflow registries" in ev.reason
+    assert "old-reader" in ev.reason and "new-reader" in ev.reason
+    no_traffic_ever(actions)
+    # the same Secret on both: the Job is asked for
+    w = gated()
+    w.md_spec, w.registry = registered("1", "reader"), Resolved("http://mlflow:5000/a/1.onnx", "a" * 64, "1")
+    w.deploy_healthy()
+    w.md_spec, w.registry = registered("2", "reader"), Resolved("http://mlflow:5000/a/2.onnx", "b" * 64, "2")
+    w.tick(1)
+    w.make_ready()
+    assert [a for a in w.tick(1) if isinstance(a, RunEvaluation)]

@@ -8,7 +8,7 @@ import base64
 import pytest
 from tests.support.httpd import QuietHandler, serving
 
-from mlrollout_serving.contract.process import RegistryEnv, registry_authorization, under
+from mlrollout_serving.contract.process import RegistryEnv, registry_authorization, registry_header, under
 from mlrollout_serving.server.sources import SourceError, source_for
 
 
@@ -55,3 +55,31 @@ def test_the_http_source_sends_the_header_and_refuses_redirects_with_it() -> Non
         anonymous = source_for(f"{url}/moved").open(5.0)  # without credentials a redirect is followed
         anonymous.stream.close()
     assert seen == [("/m.onnx", "Bearer t"), ("/moved", "Bearer t"), ("/moved", None), ("/m.onnx", None)]
+
+
+def test_the_one_rule_of_both_downloaders() -> None:
+    """The model server and mlrollout-evaluate both ask `registry_header`: the variables' header, only under
+    the registry's address."""
+    env: dict[str, str] = {RegistryEnv.USERNAME: "alice", RegistryEnv.PASSWORD: "pw"}
+    assert registry_header("http://mlflow:5000/api/2.0/x", "http://mlflow:5000", env) == registry_authorization(env)
+    assert registry_header("http://store/m.onnx", "http://mlflow:5000", env) is None
+    assert registry_header("http://mlflow:5000/api/2.0/x", None, env) is None
+    assert registry_header("http://mlflow:5000/api/2.0/x", "http://mlflow:5000", {}) is None
+
+
+def test_a_refusal_says_whether_credentials_were_sent() -> None:
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_response(401 if self.path == "/locked" else 403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Handler) as url:
+        with pytest.raises(SourceError, match="HTTP 401") as info:
+            source_for(f"{url}/locked").open(5.0)
+        assert "sent without credentials" in str(info.value) and "--registry-uri" in str(info.value)
+        assert not info.value.transient
+        with pytest.raises(SourceError, match=r"HTTP 401 .*\(the registry refused the credentials\)"):
+            source_for(f"{url}/locked", "Bearer t").open(5.0)
+        with pytest.raises(SourceError, match=r"HTTP 403 .*does not allow this to the credentials"):
+            source_for(f"{url}/denied", "Bearer t").open(5.0)

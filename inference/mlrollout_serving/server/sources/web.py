@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mlrollout_serving.contract.process import REGISTRY_URI_FLAG, RegistryEnv, ServerEnv
 from mlrollout_serving.server.sources import Opened, SourceError
 
 USER_AGENT = "mlrollout-serve"
@@ -21,6 +22,23 @@ class _Refuse(urllib.request.HTTPRedirectHandler):
 
 
 _NO_REDIRECTS = urllib.request.build_opener(_Refuse)
+
+
+def _note(code: int, authorization: str | None) -> str:
+    """What a refusal says about the credentials: the only ones an http(s) download sends are a registry's."""
+    if code < 400:
+        return " (a redirect: not followed with registry credentials)"
+    if code == 401 and authorization is None:
+        return (
+            f" (sent without credentials: MLflow's {RegistryEnv.TOKEN}, or {RegistryEnv.USERNAME} and "
+            f"{RegistryEnv.PASSWORD}, go only to URLs under {REGISTRY_URI_FLAG} / {ServerEnv.REGISTRY_URI}; "
+            "in a cluster, the ModelDeployment's registry.credentials)"
+        )
+    if code == 401:
+        return " (the registry refused the credentials)"
+    if code == 403 and authorization is not None:
+        return " (the registry does not allow this to the credentials)"
+    return ""
 
 
 class HttpSource:
@@ -45,7 +63,7 @@ class HttpSource:
         except urllib.error.HTTPError as e:
             final = 300 <= e.code < 500 and e.code not in (408, 429)
             e.close()
-            note = " (a redirect: not followed with registry credentials)" if e.code < 400 else ""
+            note = _note(e.code, self._authorization)
             raise SourceError(f"HTTP {e.code} {e.reason}{note}", transient=not final) from None
         except (OSError, ValueError) as e:
             raise SourceError(str(getattr(e, "reason", None) or e), transient=True) from None
