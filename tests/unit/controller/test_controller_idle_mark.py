@@ -39,8 +39,10 @@ def reconciler(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Reconciler]:
     fake = _Reconciler()
     monkeypatch.setitem(handlers._STATE, "reconciler", fake)
     handlers._IDLE_SINCE.clear()
+    handlers._TOUCHED.clear()
     yield fake
     handlers._IDLE_SINCE.clear()
+    handlers._TOUCHED.clear()
 
 
 def _deployment_changed(namespace: str, md: str) -> None:
@@ -70,6 +72,22 @@ def test_a_deployment_change_during_a_pass_brings_the_next_tick(reconciler: _Rec
     reconciler.during = lambda: None
     on_timer(namespace="ml", name="wine", logger=LOG)
     assert reconciler.passes == 2, "the Deployment's change during the pass was forgotten by its idle mark"
+
+
+def test_a_pass_after_the_change_puts_it_back_on_the_long_timer(reconciler: _Reconciler) -> None:
+    handlers.reconcile("ml", "wine", LOG)
+    _deployment_changed("ml", "wine")
+    on_timer(namespace="ml", name="wine", logger=LOG)  # sees the change
+    on_timer(namespace="ml", name="wine", logger=LOG)  # nothing changed since: idle again
+    assert reconciler.passes == 2
+
+
+def test_another_model_deployments_change_leaves_it_idle(reconciler: _Reconciler) -> None:
+    handlers.reconcile("ml", "wine", LOG)
+    _deployment_changed("ml", "beer")
+    _deployment_changed("other", "wine")
+    on_timer(namespace="ml", name="wine", logger=LOG)
+    assert reconciler.passes == 1
 
 
 def _in_another_thread(fn: Callable[[], None]) -> None:
