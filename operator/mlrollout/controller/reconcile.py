@@ -578,7 +578,11 @@ class Reconciler:
         previous = self.applied.applied(namespace, name, uid, child)
         if not applied.must_apply(previous, wanted, now, self.settings.resync_interval, observed):
             return
-        stored = self.kube.apply(manifest)
+        try:
+            stored = self.kube.apply(manifest)
+        except BaseException:
+            self.applied.unknown(namespace, name, uid, child)  # taken or not: the next apply is sent
+            raise
         self.applied.record(namespace, name, uid, child, applied.Applied(wanted, now, applied.generation(stored)))
 
     def _delete(self, md: str, api_version: str, kind: str, namespace: str, name: str) -> None:
