@@ -261,7 +261,7 @@ class Reconciler:
         log: Log,
     ) -> dict[str, TrackFacts]:  # fmt: skip
         """The stable and candidate tracks that are not ready, with how far one starting pod of each is (the
-        tail of its log: contract.startup). At most two log reads per pass, none once every track is ready.
+        tail of its log: contract.startup). At most two pods' logs per pass, none once every track is ready.
         Best effort: a log that cannot be read (no such pod any more, no kubelet, RBAC) leaves it empty."""
         revisions = (status.stable.revision if status.stable else None,
                      status.candidate.revision if status.candidate else None)  # fmt: skip

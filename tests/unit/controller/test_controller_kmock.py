@@ -30,7 +30,7 @@ from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
 from mlrollout.api.modeldeployment import PHASES
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.controller import metrics, naming
-from mlrollout.controller.kube import Conflict, Kube
+from mlrollout.controller.kube import Conflict, Kube, cut_short
 from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
@@ -648,10 +648,19 @@ async def test_a_log_tail_over_the_byte_limit_still_shows_the_newest_progress(cl
         line = startup.downloading(uri, mib << 20, 100 << 20, rate=8 << 20)
         record = logging.LogRecord("mlrollout_serving.server.download", logging.INFO, __file__, 1, "%s", (line,), None)
         lines.append(formatter.format(record))
-    cluster["get /api/v1/namespaces/ml/pods/wine-1-abc/log"] << kubelet_log(lines)
+    log_path = "get /api/v1/namespaces/ml/pods/wine-1-abc/log"
+    cluster[log_path] << kubelet_log(lines)
     await run(rec, t0 + timedelta(seconds=5))
     message = cluster.objects[MD, "ml", "wine"]["status"]["message"]
     assert message.endswith("downloading the model: 30.0 of 100.0 MiB (30%)"), message
+    assert [dict(r.params)["tailLines"] for r in cluster[log_path]] == ["20", "5"]  # still bounded: 2 reads
+
+
+def test_a_log_read_was_cut_when_it_reached_the_limit_or_ends_inside_a_line() -> None:
+    assert not cut_short("", 8192)
+    assert not cut_short("a line\nanother\n", 8192)
+    assert cut_short("a line\nano", 8192)
+    assert cut_short("x" * 8191 + "\n", 8192)
 
 
 class NoPodLogRights(Kube):
