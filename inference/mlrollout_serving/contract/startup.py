@@ -130,7 +130,7 @@ def parse(line: str) -> Startup | None:
 
 
 def last_startup(lines: Iterable[str]) -> Startup | None:
-    """The latest progress line of a log's tail (the first line of a tail cut by ``limitBytes`` may be
+    """The latest progress line of a log's tail (the last line of a tail cut by ``limitBytes`` may be
     partial: it simply does not parse)."""
     found = None
     for line in lines:

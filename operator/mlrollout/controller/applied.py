@@ -10,7 +10,8 @@ Drift by someone else is repaired within a bound: a Deployment (listed by every 
 it is gone or its `metadata.generation` differs from the one our apply returned (a spec edit, an HPA's
 scale); every other child (Services, ConfigMaps, identity, budgets, policies) when its entry expires, at
 most `resync` seconds after our last apply of it. A delete by this operator forgets the ModelDeployment's
-whole memory, so whatever the next pass wants is applied again.
+whole memory, so whatever the next pass wants is applied again. A failed apply forgets its child (the server
+may have taken it and lost only the answer), so the previous intent is not skipped when it is wanted again.
 
 `must_apply` is the decision (pure); `AppliedMemo` only holds the entries (no I/O).
 """
@@ -108,6 +109,13 @@ class AppliedMemo:
 
     def record(self, namespace: str, name: str, uid: str, child: Key, done: Applied) -> None:
         self._entry(namespace, name, uid).applied[child] = done
+
+    def unknown(self, namespace: str, name: str, uid: str, child: Key) -> None:
+        """An apply of ``child`` failed: the server may have taken it all the same (a lost answer), so what
+        it holds is not known and the next apply of it is sent whatever it is."""
+        entry = self._found(namespace, name, uid)
+        if entry is not None:
+            entry.applied.pop(child, None)
 
     def cleaned_at(self, namespace: str, name: str, uid: str, what: str) -> float | None:
         entry = self._found(namespace, name, uid)

@@ -7,8 +7,9 @@ and idempotent, so it does not matter which trigger fires or how often:
   (a look is taken when the policy's analysis interval has passed; see `reconcile.analysis_due`); for an
   idle ModelDeployment (nothing rolling out) a tick passes only every MLROLLOUT_IDLE_INTERVAL seconds
   (`pacing.timer_due`; an in-memory mark, so a restarted operator reconciles everything at once). Any
-  watched change of one of its Deployments (readiness, deletion, an edit) clears the mark, so the next tick
-  reconciles it: children changes are seen as soon as before.
+  watched change of one of its Deployments (readiness, deletion, an edit) newer than the start of the pass
+  that set the mark makes the next tick reconcile it, a change during that pass too: children changes are
+  seen as soon as before.
 A per-object lock keeps the timer and a change handler of the same object from deciding concurrently.
 kopf's progress and diff-base go to annotations (status belongs to the state machine). Liveness: kopf's
 `--liveness` endpoint. Collisions between two operator processes: kopf peering (`--peering`).
@@ -41,7 +42,11 @@ Log = logging.Logger | logging.LoggerAdapter[Any]
 _STATE: dict[str, Any] = {}
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-_IDLE_SINCE: dict[tuple[str, str], float] = {}  # monotonic time of the last pass that found it idle
+_IDLE_SINCE: dict[tuple[str, str], float] = {}  # monotonic start of the last pass that found it idle
+# (namespace, model-deployment label value): monotonic time of the last watched change of one of its
+# Deployments. A time, not a removal of the idle mark: a change while a pass runs (after its list) is newer
+# than that pass's start, so the idle mark the pass then sets does not hide it (`pacing.timer_due`).
+_TOUCHED: dict[tuple[str, str], float] = {}
 
 
 def _api_client() -> client.ApiClient:
@@ -104,6 +109,7 @@ def reconcile(namespace: str, name: str, logger: Log) -> None:
     """One observe-decide-act pass under the object's lock; a conflict is retried soon."""
     reconciler: Reconciler = _STATE["reconciler"]
     with _lock(namespace, name):
+        started = time.monotonic()
         try:
             done = reconciler.reconcile(namespace, name, logger, datetime.now(UTC))
         except Conflict as exc:
@@ -113,7 +119,7 @@ def reconcile(namespace: str, name: str, logger: Log) -> None:
         finally:
             _IDLE_SINCE.pop((namespace, name), None)  # until a pass says it is idle: the short timer
         if done is not None and done.idle:
-            _IDLE_SINCE[(namespace, name)] = time.monotonic()
+            _IDLE_SINCE[(namespace, name)] = started
     if done is not None and (done.changed or done.events):
         logger.info("phase=%s events=%s", done.phase, ",".join(done.events) or "-")
 
@@ -131,7 +137,8 @@ def on_change(*, namespace: str | None, name: str, logger: Log, **_: Any) -> Non
 def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None:
     """The clock moved: readiness, deadlines, scale-downs, analysis looks."""
     assert namespace is not None, "ModelDeployment is namespaced"
-    if not pacing.timer_due(_IDLE_SINCE.get((namespace, name)), time.monotonic(), SETTINGS.idle_interval):
+    idle_since, touched = _IDLE_SINCE.get((namespace, name)), _TOUCHED.get((namespace, naming.label_value(name)))
+    if not pacing.timer_due(idle_since, time.monotonic(), SETTINGS.idle_interval, touched):
         return  # idle: nothing for the clock to move; changes reconcile at once through on_change
     try:
         reconcile(namespace, name, logger)
@@ -142,12 +149,13 @@ def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None
 @kopf.on.event("apps", "v1", "deployments", labels={naming.MANAGED_BY: "mlrollout"})
 async def on_child_deployment(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     """A revision's or the gateway's Deployment changed: its ModelDeployment leaves the idle timer, so the
-    next tick reconciles it (no pass here: in the event loop, and never more passes than ticks)."""
+    next tick reconciles it (no pass here: in the event loop, and never more passes than ticks). Recorded
+    as a time rather than by removing the idle mark: a pass running now set the mark after this."""
     owner = labels.get(naming.MODEL_DEPLOYMENT)
     if namespace is None or not owner:
         return
-    for key in [k for k in _IDLE_SINCE if k[0] == namespace and naming.label_value(k[1]) == owner]:
-        _IDLE_SINCE.pop(key, None)
+    # one assignment on the event loop: no iteration over a dict the handlers' threads change meanwhile
+    _TOUCHED[(namespace, owner)] = time.monotonic()
 
 
 @kopf.on.delete(*RESOURCE, optional=True)
@@ -158,5 +166,6 @@ def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
     with _lock(namespace, name):
         metrics.forget(namespace, name)
         _IDLE_SINCE.pop((namespace, name), None)
+        _TOUCHED.pop((namespace, naming.label_value(name)), None)
     with _LOCKS_GUARD:
         _LOCKS.pop((namespace, name), None)

@@ -27,6 +27,11 @@ LOG_TAIL_BYTES = 8192
 LOG_TIMEOUT = 5.0
 
 
+def cut_short(text: str, limit: int) -> bool:
+    """Whether a log read with `limitBytes=limit` was cut: it reached the limit or ends inside a line (pure)."""
+    return len(text.encode()) >= limit or (text != "" and not text.endswith("\n"))
+
+
 class Conflict(Exception):
     """The object changed since it was read (HTTP 409): read again and decide again."""
 
@@ -135,8 +140,19 @@ class Kube:
     def pod_log_tail(self, namespace: str, pod: str, container: str) -> str:
         """The last LOG_TAIL_LINES lines of a container's log, at most LOG_TAIL_BYTES (both bounded by the
         API server, so a chatty pod costs the same as a quiet one), with a short timeout: the log is only
-        the start-up progress for status, never worth holding a pass up."""
-        query = [("container", container), ("tailLines", str(LOG_TAIL_LINES)), ("limitBytes", str(LOG_TAIL_BYTES))]
+        the start-up progress for status, never worth holding a pass up. `limitBytes` keeps the *start* of
+        the tail (the API reference: it "may not display a complete final line"), so a tail it cut has lost
+        its newest lines: it is asked again with a quarter of the lines, down to the newest one (at most
+        three reads, only for long lines)."""
+        lines = LOG_TAIL_LINES
+        while True:
+            text = self._log_tail(namespace, pod, container, lines)
+            if lines == 1 or not cut_short(text, LOG_TAIL_BYTES):
+                return text
+            lines = max(1, lines // 4)
+
+    def _log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        query = [("container", container), ("tailLines", str(lines)), ("limitBytes", str(LOG_TAIL_BYTES))]
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
         resp = kubehttp.request(self.api, "GET", path, query=query, timeout=LOG_TIMEOUT)
         if not resp.ok:

@@ -29,7 +29,10 @@ def idle(status: ModelDeploymentStatus, generation: int) -> bool:
     )
 
 
-def timer_due(idle_since: float | None, now: float, idle_interval: float) -> bool:
-    """Whether a timer tick reconciles: always, unless the last pass (at monotonic `idle_since`) found the
-    ModelDeployment idle less than `idle_interval` seconds ago."""
-    return idle_since is None or now - idle_since >= idle_interval
+def timer_due(idle_since: float | None, now: float, idle_interval: float, touched: float | None = None) -> bool:
+    """Whether a timer tick reconciles: always, unless the last pass (started at monotonic `idle_since`)
+    found the ModelDeployment idle less than `idle_interval` seconds ago and none of its Deployments changed
+    since that pass started (`touched`: the last watched change, which that pass may not have seen)."""
+    if idle_since is None or (touched is not None and touched >= idle_since):
+        return True
+    return now - idle_since >= idle_interval

@@ -261,7 +261,7 @@ class Reconciler:
         log: Log,
     ) -> dict[str, TrackFacts]:  # fmt: skip
         """The stable and candidate tracks that are not ready, with how far one starting pod of each is (the
-        tail of its log: contract.startup). At most two log reads per pass, none once every track is ready.
+        tail of its log: contract.startup). At most two pods' logs per pass, none once every track is ready.
         Best effort: a log that cannot be read (no such pod any more, no kubelet, RBAC) leaves it empty."""
         revisions = (status.stable.revision if status.stable else None,
                      status.candidate.revision if status.candidate else None)  # fmt: skip
@@ -578,7 +578,11 @@ class Reconciler:
         previous = self.applied.applied(namespace, name, uid, child)
         if not applied.must_apply(previous, wanted, now, self.settings.resync_interval, observed):
             return
-        stored = self.kube.apply(manifest)
+        try:
+            stored = self.kube.apply(manifest)
+        except BaseException:
+            self.applied.unknown(namespace, name, uid, child)  # taken or not: the next apply is sent
+            raise
         self.applied.record(namespace, name, uid, child, applied.Applied(wanted, now, applied.generation(stored)))
 
     def _delete(self, md: str, api_version: str, kind: str, namespace: str, name: str) -> None:

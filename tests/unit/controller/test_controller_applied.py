@@ -70,3 +70,15 @@ def test_the_memo_is_per_model_deployment_and_starts_afresh_for_a_new_uid() -> N
     memo.forget("ml", "wine")
     assert memo.applied("ml", "wine", "uid-3", child) is None
     assert len(memo) == 0  # lookups keep nothing: only applies made are remembered
+
+
+def test_a_failed_apply_forgets_only_its_child() -> None:
+    memo = applied.AppliedMemo()
+    routes, other = applied.key(service()), ("v1", "ConfigMap", "ml", "wine-routes")
+    memo.record("ml", "wine", "uid-1", routes, applied.Applied("d", 1.0, None))
+    memo.record("ml", "wine", "uid-1", other, applied.Applied("e", 1.0, None))
+    memo.unknown("ml", "wine", "uid-1", routes)
+    assert memo.applied("ml", "wine", "uid-1", routes) is None
+    assert memo.applied("ml", "wine", "uid-1", other) is not None
+    memo.unknown("ml", "beer", "uid-2", routes)  # nothing known of it: nothing to forget, nothing kept
+    assert len(memo) == 1

@@ -30,7 +30,7 @@ from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
 from mlrollout.api.modeldeployment import PHASES
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.controller import metrics, naming
-from mlrollout.controller.kube import Conflict, Kube
+from mlrollout.controller.kube import Conflict, Kube, cut_short
 from mlrollout.controller.reconcile import Reconciled, Reconciler
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import RecordedVerdicts
@@ -619,6 +619,48 @@ async def test_a_downloading_pods_log_tail_is_the_progress_in_status(cluster: An
     make_ready(cluster, f"wine-{rev1}")
     await run(rec, t0 + timedelta(seconds=6))
     assert len(list(cluster[log_path])) == 1  # a ready track's pods are not asked
+
+
+def kubelet_log(lines: list[str]) -> Any:
+    """The kubelet's answer to a log read: the last `tailLines` lines, then at most `limitBytes` bytes of
+    them from their start (the API reference: limitBytes "may not display a complete final line")."""
+
+    def answer(request: Any) -> bytes:
+        tail = lines[-int(request.params.get("tailLines", len(lines))) :]
+        body = "".join(f"{line}\n" for line in tail).encode()
+        return body[: int(request.params["limitBytes"])] if "limitBytes" in request.params else body
+
+    return answer
+
+
+async def test_a_log_tail_over_the_byte_limit_still_shows_the_newest_progress(cluster: Any, tmp_path: Path) -> None:
+    """Long lines (a presigned https:// URI is often 1,000 characters): 20 of them pass limitBytes, which
+    cuts the newest lines off the end of the tail, not the oldest off its start."""
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    rev1 = revision_of(spec("1", "a"), IMAGE).revision
+    await run(rec, t0)
+    downloading_pod(cluster, rev1, "wine-1-abc")
+    uri = "https://models.example.com/wine.onnx?X-Amz-Signature=" + "a" * 900
+    formatter = logging.Formatter(startup.LOG_FORMAT)
+    lines = []
+    for mib in range(10, 31):
+        line = startup.downloading(uri, mib << 20, 100 << 20, rate=8 << 20)
+        record = logging.LogRecord("mlrollout_serving.server.download", logging.INFO, __file__, 1, "%s", (line,), None)
+        lines.append(formatter.format(record))
+    log_path = "get /api/v1/namespaces/ml/pods/wine-1-abc/log"
+    cluster[log_path] << kubelet_log(lines)
+    await run(rec, t0 + timedelta(seconds=5))
+    message = cluster.objects[MD, "ml", "wine"]["status"]["message"]
+    assert message.endswith("downloading the model: 30.0 of 100.0 MiB (30%)"), message
+    assert [dict(r.params)["tailLines"] for r in cluster[log_path]] == ["20", "5"]  # still bounded: 2 reads
+
+
+def test_a_log_read_was_cut_when_it_reached_the_limit_or_ends_inside_a_line() -> None:
+    assert not cut_short("", 8192)
+    assert not cut_short("a line\nanother\n", 8192)
+    assert cut_short("a line\nano", 8192)
+    assert cut_short("x" * 8191 + "\n", 8192)
 
 
 class NoPodLogRights(Kube):

@@ -47,3 +47,10 @@ def test_the_timer_skips_an_idle_model_deployment_until_the_idle_interval_passed
     assert not pacing.timer_due(990.0, now=1000.0, idle_interval=60.0)
     assert pacing.timer_due(940.0, now=1000.0, idle_interval=60.0)
     assert pacing.timer_due(1000.0, now=1000.0, idle_interval=0.0)  # 0: every tick, as before
+
+
+def test_a_deployment_change_since_the_idle_pass_started_makes_the_tick_due() -> None:
+    # the pass that found it idle started at 990; a change at 995 happened during it (after its list)
+    assert pacing.timer_due(990.0, now=1000.0, idle_interval=60.0, touched=995.0)
+    assert pacing.timer_due(990.0, now=1000.0, idle_interval=60.0, touched=990.0)
+    assert not pacing.timer_due(990.0, now=1000.0, idle_interval=60.0, touched=980.0)  # seen by that pass
