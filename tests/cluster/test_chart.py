@@ -41,7 +41,7 @@ NAMESPACED_PERMS: dict[tuple[str, str], frozenset[str]] = {
     ("mlrollout.io", "modeldeployments/status"): frozenset({"update"}),
     ("mlrollout.io", "modeldeployments/finalizers"): frozenset({"update"}),
     ("apps", "deployments"): CREATE_PATCH | {"delete", "list", "watch"},
-    ("", "services"): CREATE_PATCH | {"delete"},
+    ("", "services"): CREATE_PATCH | {"delete", "list", "watch"},
     ("", "configmaps"): CREATE_PATCH | READ,
     ("", "serviceaccounts"): CREATE_PATCH,
     ("rbac.authorization.k8s.io", "roles"): CREATE_PATCH,

@@ -234,8 +234,9 @@ def test_children_drifted_by_someone_else_are_repaired_within_their_bounds(env: 
     """Given an idle Healthy ModelDeployment (its timer passes only every MLROLLOUT_IDLE_INTERVAL, here 40 s,
     and unchanged children are not applied again), When someone scales its gateway Deployment, Then the
     watch of its Deployments takes it off the idle timer and the next tick (1 s here) applies it back, long
-    before the idle timer would; When someone deletes a revision Service and the route ConfigMap (children no
-    pass reads), Then they are applied again by the first pass after MLROLLOUT_RESYNC_INTERVAL (here 10 s):
+    before the idle timer would; When someone deletes a revision Service, Then it is back as soon (Services
+    are watched and listed too: one gone is an outage); When someone deletes the route ConfigMap (a child no
+    pass reads), Then it is applied again by the first pass after MLROLLOUT_RESYNC_INTERVAL (here 10 s):
     within resync + idle interval. The operator restarted first: it converges."""
     env.operator.stop()
     env.operator.extra_env.update({"MLROLLOUT_IDLE_INTERVAL": "40", "MLROLLOUT_RESYNC_INTERVAL": "10"})
@@ -250,6 +251,11 @@ def test_children_drifted_by_someone_else_are_repaired_within_their_bounds(env: 
     wait_for(lambda: gateway_replicas() == 1, 25, "the gateway Deployment applied back (watched, not the idle timer)")
 
     env.kubectl("delete", "service", f"wine-{rev}", "-n", env.namespace)
+
+    def service_back() -> bool:
+        return env.kubectl("get", f"service/wine-{rev}", "-n", env.namespace, check=False).returncode == 0
+
+    wait_for(service_back, 25, "the revision Service applied back (watched, not the idle timer or the resync)")
     env.kubectl("delete", "configmap", "wine-routes", "-n", env.namespace)
 
     def back() -> bool:

@@ -8,7 +8,8 @@ forgets it, so the first pass after one applies everything again and converges a
 
 Drift by someone else is repaired within a bound: a Deployment (listed by every pass) at the next pass when
 it is gone or its `metadata.generation` differs from the one our apply returned (a spec edit, an HPA's
-scale); every other child (Services, ConfigMaps, identity, budgets, policies) when its entry expires, at
+scale), and a Service when it is gone (a pass lists them too: a Service gone is an outage); every other
+child (a Service edited in place, ConfigMaps, identity, budgets, policies) when its entry expires, at
 most `resync` seconds after our last apply of it. A delete by this operator forgets the ModelDeployment's
 whole memory, so whatever the next pass wants is applied again. A failed apply forgets its child (the server
 may have taken it and lost only the answer), so the previous intent is not skipped when it is wanted again.

@@ -147,10 +147,12 @@ def on_timer(*, namespace: str | None, name: str, logger: Log, **_: Any) -> None
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={naming.MANAGED_BY: "mlrollout"})
-async def on_child_deployment(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """A revision's or the gateway's Deployment changed: its ModelDeployment leaves the idle timer, so the
-    next tick reconciles it (no pass here: in the event loop, and never more passes than ticks). Recorded
-    as a time rather than by removing the idle mark: a pass running now set the mark after this."""
+@kopf.on.event("", "v1", "services", labels={naming.MANAGED_BY: "mlrollout"})
+async def on_child(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """A revision's or the gateway's Deployment or Service changed (a Service deleted by someone else is
+    an outage): its ModelDeployment leaves the idle timer, so the next tick reconciles it (no pass here: in
+    the event loop, and never more passes than ticks). Recorded as a time rather than by removing the idle
+    mark: a pass running now set the mark after this."""
     owner = labels.get(naming.MODEL_DEPLOYMENT)
     if namespace is None or not owner:
         return

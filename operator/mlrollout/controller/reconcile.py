@@ -541,17 +541,16 @@ class Reconciler:
             self.applied.record_cleaned(namespace, name, uid, NETWORK_POLICY[1], None)  # switched off: clean
         else:  # switched off (or never on): nothing of ours may keep isolating the pods
             self._remove_network_policies(namespace, name, uid, log)
+        services = {s["metadata"]["name"]: s for s in self.kube.list_services(namespace, name)}
         for manifest in manifests:
-            # Deployments are listed by every pass: one deleted or edited by someone else is applied again now
-            seen = (
-                existing.get(manifest["metadata"]["name"]) if manifest["kind"] == "Deployment" else applied.UNOBSERVED
-            )
-            self._apply(obj, children.strip_none(manifest), seen)
+            # Deployments and Services are listed by every pass: one deleted by someone else (or a Deployment
+            # edited) is applied again now, not at the memo's resync: a Service gone is an outage
+            self._apply(obj, children.strip_none(manifest), _observed(manifest, existing, services))
         for action in actions:
             if isinstance(action, SetRoutes):
                 intent = self._intent(namespace, name, md, action, fallback, owner)
                 for manifest in router.manifests(intent):
-                    self._apply(obj, children.strip_none(manifest))
+                    self._apply(obj, children.strip_none(manifest), _observed(manifest, existing, services))
             elif isinstance(action, RemoveRoutes):
                 self._remove_routes(namespace, name, action.provider, log)
             elif isinstance(action, RunEvaluation):
@@ -733,3 +732,11 @@ class Reconciler:
                 name=link.backup, upstream=naming.gateway_url(namespace, link.backup), model_name=served
             )
         return backups
+
+
+def _observed(
+    manifest: Manifest, deployments: dict[str, Manifest], services: dict[str, Manifest]
+) -> Manifest | applied.Unobserved | None:
+    """What the pass read of this child: the object, None when it is gone, or unobserved (other kinds)."""
+    listed = {"Deployment": deployments, "Service": services}.get(manifest["kind"])
+    return applied.UNOBSERVED if listed is None else listed.get(manifest["metadata"]["name"])

@@ -22,8 +22,8 @@ import pytest
 from kubernetes import client
 from tests.support.httpd import Received, Reply, recorder, serving, silent_listener, trickler
 from tests.support.waiting import wait_for
-from tests.unit.controller.kmock_support import ApplyingEmulator
-from tests.unit.controller.test_controller_kmock import DEPLOYMENTS, FAST_POLICY, MD, make_ready, md_body, run
+from tests.unit.controller.kmock_support import ApplyingEmulator, declare_operator_resources
+from tests.unit.controller.test_controller_kmock import FAST_POLICY, MD, make_ready, md_body, run
 from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.api.modeldeployment import ApprovalStatus, ModelDeploymentStatus, RevisionStatus
@@ -220,10 +220,7 @@ async def test_a_missing_secret_or_a_bad_url_is_no_answer_with_the_reason(kmock:
 
 async def test_the_reconciler_waits_for_confirm_rollout_and_confirm_promotion(kmock: Any, tmp_path: Path) -> None:
     """A rollout walks past both gates on approvals; refusals and no answer keep it waiting, visibly."""
-    kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
-    kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
-    kmock.resources["v1/pods"].kind = "Pod"
-    kmock.resources[DEPLOYMENTS].kind = "Deployment"
+    declare_operator_resources(kmock)
     kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {}}}
     gates = [hook("confirmRollout", key="start") | {"name": "start"}, hook(key="promote") | {"name": "promote"}]
     kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = {

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.support.httpd import Received, recorder, serving
-from tests.unit.controller.kmock_support import ApplyingEmulator
-from tests.unit.controller.test_controller_kmock import DEPLOYMENTS, FAST_POLICY, MD, make_ready, md_body, run
+from tests.unit.controller.kmock_support import ApplyingEmulator, declare_operator_resources
+from tests.unit.controller.test_controller_kmock import FAST_POLICY, MD, make_ready, md_body, run
 from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.controller.kube import Kube
@@ -41,10 +41,7 @@ def policy_with_notifications() -> dict[str, Any]:
 async def test_a_promotion_is_delivered_to_the_webhook_and_a_dead_sink_changes_nothing(
     kmock: Any, tmp_path: Path
 ) -> None:
-    kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
-    kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
-    kmock.resources["v1/pods"].kind = "Pod"
-    kmock.resources[DEPLOYMENTS].kind = "Deployment"
+    declare_operator_resources(kmock)
     kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {}}}
     kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = policy_with_notifications()
     kmock.objects[MD, "ml", "wine"] = md_body()

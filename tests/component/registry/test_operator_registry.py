@@ -30,7 +30,7 @@ from tests.support import holdouts
 from tests.support.mlflow import BasicAuth, MlflowServer, run_mlflow
 from tests.support.models import BuiltModel
 from tests.support.procs import free_port, run_server_until_exit, serve_model
-from tests.unit.controller.kmock_support import ApplyingEmulator
+from tests.unit.controller.kmock_support import ApplyingEmulator, declare_operator_resources
 
 from mlrollout.api.modeldeployment import ModelDeploymentSpec
 from mlrollout.api.rolloutpolicy import EvaluateStep
@@ -97,11 +97,8 @@ def locked_registry(wine_model: BuiltModel, wine_worse_model: BuiltModel) -> Ite
 
 @pytest.fixture
 def cluster(kmock: Any) -> Any:
-    kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
-    kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
-    kmock.resources["v1/pods"].kind = "Pod"
+    declare_operator_resources(kmock)
     kmock.resources["v1/secrets"].kind = "Secret"
-    kmock.resources[DEPLOYMENTS].kind = "Deployment"
     kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {}}}
     kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = POLICY
     return kmock

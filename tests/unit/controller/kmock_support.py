@@ -40,3 +40,12 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
             if request.method == kmock.method.PATCH and (key not in self._objects or self._objects[key].deleted):
                 self._objects[key] = request.data
         return await super()._handle(request)
+
+
+def declare_operator_resources(emulator: Any) -> None:
+    """The resources the operator lists, declared to the emulator (it answers a listing only of those)."""
+    emulator.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
+    emulator.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
+    emulator.resources["v1/pods"].kind = "Pod"
+    emulator.resources["v1/services"].kind = "Service"
+    emulator.resources["apps/v1/deployments"].kind = "Deployment"

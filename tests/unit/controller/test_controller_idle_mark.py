@@ -17,7 +17,7 @@ from mlrollout.controller import handlers, naming
 from mlrollout.controller.reconcile import Reconciled
 
 on_timer = cast(Callable[..., None], handlers.on_timer)  # kopf types its handlers as its own callback protocol
-on_child_deployment = cast(Callable[..., Any], handlers.on_child_deployment)
+on_child = cast(Callable[..., Any], handlers.on_child)
 LOG = logging.getLogger("test")
 
 
@@ -48,7 +48,7 @@ def reconciler(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Reconciler]:
 def _deployment_changed(namespace: str, md: str) -> None:
     """What kopf calls on a watch event of one of `md`'s Deployments (on its event loop)."""
     labels = {naming.MANAGED_BY: "mlrollout", naming.MODEL_DEPLOYMENT: naming.label_value(md)}
-    asyncio.run(on_child_deployment(namespace=namespace, labels=labels, logger=LOG))
+    asyncio.run(on_child(namespace=namespace, labels=labels, logger=LOG))
 
 
 def test_an_idle_model_deployment_waits_for_the_long_timer(reconciler: _Reconciler) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from tests.unit.controller.kmock_support import ApplyingEmulator
+from tests.unit.controller.kmock_support import ApplyingEmulator, declare_operator_resources
 from tests.unit.rollout.world import IMAGE, spec
 
 from mlrollout.analysis import AnalysisTarget
@@ -70,10 +70,7 @@ FAST_POLICY: dict[str, Any] = {
 
 @pytest.fixture
 def cluster(kmock: Any) -> Any:
-    kmock.resources["mlrollout.io/v1alpha1/rolloutpolicies"].kind = "RolloutPolicy"
-    kmock.resources["mlrollout.io/v1alpha1/fallbackpolicies"].kind = "FallbackPolicy"
-    kmock.resources["v1/pods"].kind = "Pod"
-    kmock.resources[DEPLOYMENTS].kind = "Deployment"
+    declare_operator_resources(kmock)
     # a namespace fetch looks like a namespaced listing to the emulator's URL parser: answer it directly
     kmock["get /api/v1/namespaces/ml"] << {"metadata": {"name": "ml", "labels": {"team": "a"}}}
     kmock.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"] = FAST_POLICY
@@ -712,9 +709,10 @@ async def test_an_unchanged_pass_sends_no_apply_and_drift_is_repaired_within_the
     cluster: Any, tmp_path: Path
 ) -> None:
     """Given a ModelDeployment whose children were applied, When nothing changed, Then the next pass sends
-    no apply and no NetworkPolicy cleanup; When someone deletes a Deployment, Then the next pass applies it
-    (Deployments are listed by every pass); When someone deletes a Service, Then it is applied again once
-    the resync interval has passed, with every other child; a new operator process applies everything."""
+    no apply and no NetworkPolicy cleanup; When someone deletes a Deployment and a Service, Then the next
+    pass applies them (both are listed by every pass: a Service gone is an outage); When someone deletes the
+    route ConfigMap, Then it is applied again once the resync interval has passed, with every other child;
+    a new operator process applies everything."""
     rec = reconciler(cluster, tmp_path)
     kube = rec.kube = CountingKube(rec.kube.api)  # type: ignore[attr-defined]
     clock = [1000.0]
@@ -737,17 +735,19 @@ async def test_an_unchanged_pass_sends_no_apply_and_drift_is_repaired_within_the
 
     cluster.objects[DEPLOYMENTS, "ml", "wine"].delete()
     cluster.objects["v1/services", "ml", "wine"].delete()
+    cluster.objects["v1/configmaps", "ml", "wine-routes"].delete()
     clock[0] += 10
     await run(rec, t0 + timedelta(seconds=25))
-    assert kube.taken() == ([("Deployment", "wine")], 0)  # the Deployment at once; the Service not yet
-    assert cluster.objects["v1/services", "ml", "wine"].deleted  # not observed by a pass: waits for the resync
+    assert sorted(kube.taken()[0]) == [("Deployment", "wine"), ("Service", "wine")]  # at once; the routes not yet
+    assert not cluster.objects["v1/services", "ml", "wine"].deleted
+    assert cluster.objects["v1/configmaps", "ml", "wine-routes"].deleted  # not observed by a pass: the resync
     make_ready(cluster, "wine")
 
     clock[0] += rec.settings.resync_interval
     await run(rec, t0 + timedelta(seconds=30 + rec.settings.resync_interval))
     applied_again, cleanups = kube.taken()
-    assert ("Service", "wine") in applied_again and ("ConfigMap", "wine-routes") in applied_again and cleanups == 1
-    assert not cluster.objects["v1/services", "ml", "wine"].deleted
+    assert ("ConfigMap", "wine-routes") in applied_again and ("Service", "wine") in applied_again and cleanups == 1
+    assert not cluster.objects["v1/configmaps", "ml", "wine-routes"].deleted
 
     restarted = reconciler(cluster, tmp_path)  # a restart forgets: the first pass applies everything
     kube2 = restarted.kube = CountingKube(restarted.kube.api)  # type: ignore[attr-defined]
