@@ -1,10 +1,12 @@
 """The labelled holdout, streamed in chunks: a CSV never needs its size in memory.
 
 A CSV has a header row; the label column and the slice columns are named there, and every other column is a
-feature, in file order. Chunks of :data:`CHUNK_ROWS` lines are parsed by numpy's C reader; a value that is
-not a number is reported with its row and column name. An ``.npz`` holds the features as the 2-D array
-``X`` and the label (and any slice) as 1-D arrays of the given names; numpy loads each array whole, so use
-CSV for holdouts larger than memory.
+feature, in file order. Chunks of :data:`CHUNK_ROWS` lines are parsed by numpy's C reader, in one pass when
+the label is a number (features and label together) and the chunk is plain; a chunk the fast pass refuses
+(a value that is not a number, a line of spaces, an empty or NaN label) is read again the careful way, which
+either reads it (the same values) or names the row and column at fault. An ``.npz`` holds the features as
+the 2-D array ``X`` and the label (and any slice) as 1-D arrays of the given names; numpy loads each array
+whole, so use CSV for holdouts larger than memory.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -26,15 +29,17 @@ from mlrollout_serving.evaluation.errors import BadInput
 CHUNK_ROWS: Final = 8192
 NPZ_FEATURES: Final = ("X", "x", "features")
 MISSING_LABELS: Final = frozenset({"", "nan"})  # compared lower-cased
+Labels = npt.NDArray[np.str_] | npt.NDArray[np.float64]  # the label column as text, or as the numbers it holds
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Consecutive rows of the holdout: features (float64, rows x columns), labels and slice values as text."""
+    """Consecutive rows of the holdout: features (float64, rows x columns), labels (text, or numbers when they
+    were asked for as numbers and read as such) and slice values as text."""
 
     first_row: int  # 1-based data row (the header is row 0)
     features: npt.NDArray[np.float64]
-    labels: npt.NDArray[np.str_]
+    labels: Labels
     slices: dict[str, npt.NDArray[np.str_]] = field(default_factory=dict)
 
     @property
@@ -79,12 +84,14 @@ def layout(columns: Sequence[str], label: str, slices: Sequence[str]) -> Layout:
 class Holdout:
     """An opened holdout: its feature columns' names, and its rows in chunks (read once, in order)."""
 
-    def __init__(self, feature_names: tuple[str, ...], chunks: Iterator[Chunk]) -> None:
+    def __init__(self, feature_names: tuple[str, ...], chunks: Callable[[bool], Iterator[Chunk]]) -> None:
         self.feature_names = feature_names
         self._chunks = chunks
 
-    def chunks(self) -> Iterator[Chunk]:
-        return self._chunks
+    def chunks(self, numeric_labels: bool = False) -> Iterator[Chunk]:
+        """The rows in chunks; ``numeric_labels``: labels as float64 where they read as numbers (the models
+        predict integer classes or values), which spares the text and its conversion."""
+        return self._chunks(numeric_labels)
 
 
 def open_holdout(path: Path, fmt: str, label: str, slices: Sequence[str], chunk_rows: int = CHUNK_ROWS) -> Holdout:
@@ -112,23 +119,64 @@ def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int) ->
     except BadInput:
         handle.close()
         raise
-    return Holdout(lay.feature_names, _csv_chunks(handle, lay, chunk_rows))
+    return Holdout(lay.feature_names, lambda numeric: _csv_chunks(handle, lay, chunk_rows, numeric))
 
 
-def _csv_chunks(handle: TextIO, lay: Layout, chunk_rows: int) -> Iterator[Chunk]:
+def _csv_chunks(handle: TextIO, lay: Layout, chunk_rows: int, numeric_labels: bool) -> Iterator[Chunk]:
+    """Chunks of ``chunk_rows`` lines (blank lines are no rows; the row numbers count data rows only)."""
     with handle:
         first = 1
         while True:
             try:
-                lines = [line for line in itertools.islice(handle, chunk_rows) if line.strip()]
+                lines = list(itertools.islice(handle, chunk_rows))
             except UnicodeDecodeError:
                 raise BadInput(f"the dataset is not UTF-8 text after row {first - 1}") from None
             if not lines:
                 break
-            yield _parse_lines(lines, lay, first)
-            first += len(lines)
+            chunk = _parse_fast(lines, lay, first, numeric_labels)
+            if chunk is None:
+                kept = [line for line in lines if line.strip()]
+                if not kept:
+                    continue
+                chunk = _parse_lines(kept, lay, first)
+            if chunk.rows:
+                yield chunk
+                first += chunk.rows
         if first == 1:
             raise BadInput("the dataset has a header but no rows")
+
+
+def _parse_fast(lines: list[str], lay: Layout, first: int, numeric_labels: bool) -> Chunk | None:
+    """The chunk in one pass of numpy's reader when it is plain (None: let :func:`_parse_lines` read it).
+
+    numpy skips empty lines as the careful pass does; a line of spaces, a value that is not a number, or a
+    NaN label (which the careful pass tells from an empty one) sends the chunk to the careful pass."""
+    labels: Labels
+    text_columns = (*(() if numeric_labels else (lay.label,)), *lay.slices.values())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "no data" for a chunk of blank lines
+            if numeric_labels:
+                wanted = (*lay.features, lay.label)  # all columns in order (label last): numpy picks none, faster
+                table = _read(lines, np.float64, None if wanted == tuple(range(len(lay.columns))) else wanted)
+                features, labels = table[:, :-1], table[:, -1].copy()  # kept per row: not a view of the table
+            else:
+                features = _read(lines, np.float64, lay.features)
+            texts = _read(lines, str, text_columns) if text_columns else np.empty((len(features), 0), dtype=str)
+    except ValueError:
+        return None
+    if len(features) == 0 or len(texts) != len(features):
+        return None
+    if numeric_labels:
+        if np.isnan(labels).any():
+            return None
+    else:
+        labels, texts = np.char.strip(texts[:, 0]), texts[:, 1:]
+    return Chunk(first, features, labels, {name: np.char.strip(texts[:, i]) for i, name in enumerate(lay.slices)})
+
+
+def _read(lines: list[str], dtype: Any, usecols: Sequence[int] | None) -> npt.NDArray[Any]:
+    return np.loadtxt(lines, delimiter=",", quotechar='"', comments=None, dtype=dtype, usecols=usecols, ndmin=2)
 
 
 def _parse_lines(lines: list[str], lay: Layout, first: int) -> Chunk:
@@ -178,17 +226,24 @@ def _open_npz(path: Path, label: str, slices: Sequence[str], chunk_rows: int) ->
         x = _as_float(archive[key], key)
         if x.ndim != 2:
             raise BadInput(f"the .npz's feature array {key} must be 2-D (rows x features), not {list(x.shape)}")
-        columns = {name: _text(archive[name], name, len(x)) for name in (label, *slices)}
+        columns = {name: _shaped(archive[name], name, len(x)) for name in (label, *slices)}
     if len(x) == 0:
         raise BadInput("the dataset has no rows")
 
-    def chunks() -> Iterator[Chunk]:
+    def chunks(numeric_labels: bool) -> Iterator[Chunk]:
+        # integers and float64 read the same as their text would (float32's text is a different float64)
+        kind = columns[label].dtype
+        as_numbers = numeric_labels and (kind.kind in "iu" or kind == np.float64)
         for start in range(0, len(x), chunk_rows):
             end = start + chunk_rows
-            parts = {s: columns[s][start:end] for s in slices}
-            yield Chunk(start + 1, x[start:end], columns[label][start:end], parts)
+            parts = {s: _text(columns[s][start:end]) for s in slices}
+            values = columns[label][start:end]
+            labels = values.astype(np.float64) if as_numbers else _text(values)
+            if as_numbers and np.isnan(labels).any():
+                labels = _text(values)  # the label check names NaN labels, as it does for text
+            yield Chunk(start + 1, x[start:end], labels, parts)
 
-    return Holdout(tuple(f"{key}[:, {i}]" for i in range(x.shape[1])), chunks())
+    return Holdout(tuple(f"{key}[:, {i}]" for i in range(x.shape[1])), chunks)
 
 
 def _as_float(values: npt.NDArray[Any], name: str) -> npt.NDArray[np.float64]:
@@ -198,9 +253,14 @@ def _as_float(values: npt.NDArray[Any], name: str) -> npt.NDArray[np.float64]:
         raise BadInput(f"the .npz's array {name} is not numeric ({values.dtype})") from None
 
 
-def _text(values: npt.NDArray[Any], name: str, rows: int) -> npt.NDArray[np.str_]:
+def _shaped(values: npt.NDArray[Any], name: str, rows: int) -> npt.NDArray[Any]:
     if values.shape != (rows,):
         raise BadInput(f"the .npz's array {name} has shape {list(values.shape)}, the features have {rows} rows")
+    return values
+
+
+def _text(values: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
+    """An array's values as the text a CSV would hold (converted a chunk at a time)."""
     if values.dtype.kind == "f":  # keep integral floats as "3", not "3.0", so they meet integer class labels
         integral = np.isfinite(values) & (values == np.round(values))
         out = np.where(integral, np.char.mod("%d", np.where(integral, values, 0).astype(np.int64)), values.astype(str))

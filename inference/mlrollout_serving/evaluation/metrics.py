@@ -2,8 +2,10 @@
 
 Per row a metric keeps the truth and one small number per model: whether each model was right (accuracy,
 balanced accuracy), each model's log loss on the row, each model's score (ROC AUC), or each model's error
-(MAE, RMSE), 6 to 16 bytes a row instead of the row itself. At the end it compares the candidate with stable
-and with the trivial baseline on the same rows, with the test that fits (:mod:`.stats`):
+(MAE, RMSE), 3 to 16 bytes a row instead of the row itself (:meth:`Metric.keep`: a classifier's truth is
+kept as a one-byte index into the classes seen while fewer than 256, text labels included). At the end it
+compares the candidate with stable and with the trivial baseline on the same rows, with the test that fits
+(:mod:`.stats`):
 
 | metric | better | with stable, with the baseline |
 | --- | --- | --- |
@@ -24,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlrollout_serving.evaluation import stats
+from mlrollout_serving.evaluation.dataset import Labels
 from mlrollout_serving.evaluation.errors import BadInput
 from mlrollout_serving.evaluation.scoring import Output
 
@@ -38,9 +41,11 @@ class Rows:
     truth: AnyArray
     stable: AnyArray
     candidate: AnyArray
+    classes: tuple[Any, ...] | None = None
+    """When given (sorted), ``truth`` holds each row's index into these classes instead of the class."""
 
     def take(self, index: npt.NDArray[np.intp]) -> Rows:
-        return Rows(self.truth[index], self.stable[index], self.candidate[index])
+        return Rows(self.truth[index], self.stable[index], self.candidate[index], self.classes)
 
     def __len__(self) -> int:
         return len(self.truth)
@@ -63,19 +68,28 @@ class Metric:
     def __init__(self, label_kind: str) -> None:
         self.label_kind = label_kind  # "i": integer classes, "U": text classes (what the label column is read as)
 
-    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
-        """The label column as the models' classes: integers, or text."""
+    def truth(self, texts: Labels, first_row: int, label: str) -> AnyArray:
+        """The label column (text, or numbers the reader already read) as the models' classes: integers, or text."""
         if self.label_kind == "U":
             return texts.astype(object)
         values = _numbers(texts, first_row, label, "the models predict integer classes")
         whole = values == np.round(values)
         if not whole.all():
             row = int(np.flatnonzero(~whole)[0])
-            raise BadInput(f"row {first_row + row}, label {label!r}: {str(texts[row])!r} is not an integer class")
+            raise BadInput(f"row {first_row + row}, label {label!r}: {_shown(texts[row])!r} is not an integer class")
         return values.astype(np.int64)
 
     def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
         raise NotImplementedError
+
+    def keep(self, columns: tuple[AnyArray, ...]) -> tuple[AnyArray, ...]:
+        """What is kept of one chunk's :meth:`per_row` columns until the end (its compact form)."""
+        return columns
+
+    def rows(self, columns: tuple[AnyArray, ...]) -> Rows:
+        """The whole holdout from the kept columns, concatenated (the same as ``Rows(*per_row(...))``)."""
+        truth, stable, candidate = columns
+        return Rows(truth, stable, candidate)
 
     def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
         raise NotImplementedError
@@ -87,7 +101,9 @@ class Metric:
         return self.baseline_words
 
 
-def _numbers(texts: npt.NDArray[np.str_], first_row: int, label: str, why: str) -> npt.NDArray[np.float64]:
+def _numbers(texts: Labels, first_row: int, label: str, why: str) -> npt.NDArray[np.float64]:
+    if texts.dtype.kind == "f":  # read as numbers already
+        return texts.astype(np.float64, copy=False)
     try:
         return texts.astype(np.float64)
     except ValueError:
@@ -99,18 +115,56 @@ def _numbers(texts: npt.NDArray[np.str_], first_row: int, label: str, why: str) 
         raise
 
 
+def _shown(value: Any) -> str:
+    """A label as the file spelled it (text), or as Python writes the number it was read as."""
+    return repr(float(value)) if isinstance(value, np.floating) else str(value)
+
+
 def _outcome(truth: AnyArray, out: Output) -> npt.NDArray[np.bool_]:
     assert out.labels is not None
     predicted = out.labels.astype(object) if truth.dtype == object else out.labels
     return np.asarray(predicted == truth, dtype=np.bool_)
 
 
-def _codes(truth: AnyArray) -> tuple[npt.NDArray[np.int32], list[Any]]:
-    classes, codes = np.unique(truth, return_inverse=True)
-    return codes.astype(np.int32), list(classes)
+def _codes(rows: Rows) -> tuple[npt.NDArray[np.integer[Any]], list[Any]]:
+    """Each row's class as an index into the sorted classes present: ``np.unique(truth, return_inverse=True)``,
+    without its sort and its 16 bytes a row when the truth is kept as indices already."""
+    if rows.classes is None:
+        classes, codes = np.unique(rows.truth, return_inverse=True)
+        return codes.astype(np.int32), list(classes)
+    present = np.bincount(rows.truth, minlength=len(rows.classes)) > 0
+    if present.all():
+        return rows.truth, list(rows.classes)
+    rank = np.cumsum(present, dtype=np.int32) - 1  # a class's index among the present ones
+    return rank[rows.truth], [c for c, here in zip(rows.classes, present, strict=True) if here]
 
 
-class Accuracy(Metric):
+class _Classes(Metric):
+    """Keeps the truth as an index into the classes seen (sorted at the end), in a byte while 256 or fewer."""
+
+    def __init__(self, label_kind: str) -> None:
+        super().__init__(label_kind)
+        self._seen: dict[Any, int] = {}  # class -> index, in the order the classes first appeared
+
+    def keep(self, columns: tuple[AnyArray, ...]) -> tuple[AnyArray, ...]:
+        truth, *rest = columns
+        values, inverse = np.unique(truth, return_inverse=True)
+        index = np.array([self._seen.setdefault(v, len(self._seen)) for v in values.tolist()], dtype=np.int64)
+        return (index[inverse].astype(_index_dtype(len(self._seen))), *rest)
+
+    def rows(self, columns: tuple[AnyArray, ...]) -> Rows:
+        truth, stable, candidate = columns
+        classes = sorted(self._seen)
+        order = np.zeros(max(len(classes), 1), dtype=_index_dtype(len(classes)))
+        order[[self._seen[c] for c in classes]] = np.arange(len(classes))
+        return Rows(order[truth], stable, candidate, tuple(classes))
+
+
+def _index_dtype(classes: int) -> type[np.unsignedinteger[Any]]:
+    return np.uint8 if classes <= 256 else np.uint32
+
+
+class Accuracy(_Classes):
     name = "accuracy"
 
     def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
@@ -119,15 +173,18 @@ class Accuracy(Metric):
     def versus_stable(self, rows: Rows, s: Settings) -> stats.Paired:
         return _proportions(rows.stable, rows.candidate, s.alpha)
 
-    def _majority(self, rows: Rows) -> Any:
-        codes, classes = _codes(rows.truth)
-        return classes[int(np.argmax(np.bincount(codes)))]  # ties: the smallest class
+    def _majority(self, rows: Rows) -> tuple[npt.NDArray[np.integer[Any]], int, Any]:
+        """The rows' class indices, the majority's index and the majority class (ties: the smallest class)."""
+        codes, classes = _codes(rows)
+        majority = int(np.argmax(np.bincount(codes)))
+        return codes, majority, classes[majority]
 
     def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
-        return _proportions(np.asarray(rows.truth == self._majority(rows)), rows.candidate, s.alpha)
+        codes, majority, _ = self._majority(rows)
+        return _proportions(np.asarray(codes == majority), rows.candidate, s.alpha)
 
     def describe_baseline(self, rows: Rows) -> str:
-        return f"always class {self._majority(rows)}"
+        return f"always class {self._majority(rows)[2]}"
 
 
 def _proportions(reference: npt.NDArray[np.bool_], candidate: npt.NDArray[np.bool_], alpha: float) -> stats.Paired:
@@ -137,7 +194,7 @@ def _proportions(reference: npt.NDArray[np.bool_], candidate: npt.NDArray[np.boo
     )  # fmt: skip
 
 
-class BalancedAccuracy(Metric):
+class BalancedAccuracy(_Classes):
     name = "balancedAccuracy"
     baseline_words = "any constant class: 1 / classes"
 
@@ -145,7 +202,9 @@ class BalancedAccuracy(Metric):
         return truth, _outcome(truth, stable), _outcome(truth, candidate)
 
     @staticmethod
-    def _statistic(codes: npt.NDArray[np.int32], classes: int, ref: AnyArray | None, cand: AnyArray) -> stats.Statistic:
+    def _statistic(
+        codes: npt.NDArray[np.integer[Any]], classes: int, ref: AnyArray | None, cand: AnyArray
+    ) -> stats.Statistic:
         def statistic(idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
             k = idx.shape[0]
             flat = (codes[idx] + classes * np.arange(k)[:, None]).ravel()
@@ -164,7 +223,7 @@ class BalancedAccuracy(Metric):
         return statistic
 
     def _paired(self, rows: Rows, s: Settings, ref: AnyArray | None) -> stats.Paired:
-        codes, classes = _codes(rows.truth)
+        codes, classes = _codes(rows)
         stat = self._statistic(codes, len(classes), ref, rows.candidate)
         return stats.paired_bootstrap(stat, len(rows), s.alpha, s.resamples, s.seed, "balanced accuracy", s.interval)
 
@@ -199,7 +258,7 @@ class LogLoss(Metric):
     name = "logLoss"
     baseline_words = "the holdout's class shares"
 
-    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+    def truth(self, texts: Labels, first_row: int, label: str) -> AnyArray:
         if self.label_kind == "U":
             raise BadInput("logLoss needs integer class labels 0..C-1 (the columns of the probabilities)")
         return super().truth(texts, first_row, label)
@@ -228,7 +287,7 @@ class RocAuc(Metric):
     name = "rocAuc"
     baseline_words = "a constant score: 0.5"
 
-    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+    def truth(self, texts: Labels, first_row: int, label: str) -> AnyArray:
         if self.label_kind == "U":
             raise BadInput("rocAuc needs integer class labels 0 and 1 (the columns of the probabilities)")
         values = super().truth(texts, first_row, label)
@@ -264,7 +323,7 @@ class _Regression(Metric):
     root = False
     test = ""
 
-    def truth(self, texts: npt.NDArray[np.str_], first_row: int, label: str) -> AnyArray:
+    def truth(self, texts: Labels, first_row: int, label: str) -> AnyArray:
         return _numbers(texts, first_row, label, "a regression label")
 
     def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
@@ -308,9 +367,12 @@ METRICS: dict[str, Callable[[str], Metric]] = {
 }
 
 
-def check_labels(texts: npt.NDArray[np.str_], first_row: int, label: str) -> None:
+def check_labels(texts: Labels, first_row: int, label: str) -> None:
     """NaN or empty labels are refused: a row without truth cannot score either model."""
-    missing = np.isin(np.char.lower(texts), ["", "nan"])
+    if texts.dtype.kind == "f":
+        missing = np.isnan(texts)
+    else:
+        missing = np.isin(np.char.lower(texts.astype(str, copy=False)), ["", "nan"])
     if missing.any():
         rows = np.flatnonzero(missing)
         raise BadInput(

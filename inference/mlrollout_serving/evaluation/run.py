@@ -51,30 +51,40 @@ def evaluate(
 
 
 class _Columns:
-    """The per-row values of the holdout, gathered chunk by chunk."""
+    """The per-row values of the holdout, gathered chunk by chunk in the metric's compact form (a few bytes a
+    row: :meth:`Metric.keep`), and each slice column as one-byte codes."""
 
     def __init__(self, slices: tuple[str, ...]) -> None:
-        self.parts: list[tuple[Any, ...]] = []
-        self.slice_codes: dict[str, list[npt.NDArray[np.int16]]] = {s: [] for s in slices}
+        self.parts: list[list[Any]] = []  # one list of chunks per column
+        self.slice_codes: dict[str, list[npt.NDArray[np.int8]]] = {s: [] for s in slices}
         self.slice_values: dict[str, dict[str, int]] = {s: {} for s in slices}
 
     def add(self, values: tuple[Any, ...], slices: dict[str, npt.NDArray[np.str_]]) -> None:
-        self.parts.append(values)
+        if not self.parts:
+            self.parts = [[] for _ in values]
+        for column, part in zip(self.parts, values, strict=True):
+            column.append(part)
         for name, texts in slices.items():
             known = self.slice_values[name]
-            for value in np.unique(texts):
-                if str(value) not in known:
+            values_here, inverse = np.unique(texts, return_inverse=True)
+            for value in values_here.tolist():
+                if value not in known:
                     if len(known) >= MAX_SLICE_VALUES:
                         raise BadInput(
                             f"slice column {name!r} has more than {MAX_SLICE_VALUES} values: slice by a "
                             "categorical column (a segment, a region, a device), not an identifier"
                         )
-                    known[str(value)] = len(known)
-            lookup = np.vectorize(known.__getitem__, otypes=[np.int16])
-            self.slice_codes[name].append(lookup(texts) if len(texts) else np.zeros(0, np.int16))
+                    known[value] = len(known)
+            lookup = np.array([known[v] for v in values_here.tolist()], dtype=np.int8)
+            self.slice_codes[name].append(lookup[inverse.reshape(-1)])
 
-    def rows(self) -> Rows:
-        return Rows(*(np.concatenate(column) for column in zip(*self.parts, strict=True)))
+    def rows(self, metric: Metric) -> Rows:
+        """The whole holdout, each column concatenated and its chunks let go before the next (the peak is the
+        columns plus one column, not twice the columns)."""
+        whole = []
+        while self.parts:
+            whole.append(np.concatenate(self.parts.pop(0)))
+        return metric.rows(tuple(whole))
 
     def slice_index(self) -> list[tuple[str, npt.NDArray[np.intp]]]:
         """Each slice value's rows, in the order the values first appeared."""
@@ -99,26 +109,21 @@ def _evaluate(
     log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,
              request.candidate.uri)  # fmt: skip
     columns = _Columns(request.slices)
-    metric: Metric | None = None
-    scorers: tuple[Scorer, Scorer] | None = None
     holdout = dataset.open_holdout(path, ds.format, ds.label, request.slices, chunk_rows)
-    for chunk in holdout.chunks():
-        if scorers is None:
-            width = chunk.features.shape[1]
-            scorers = (Scorer("stable", stable_model, request.metric, width),
-                       Scorer("candidate", candidate_model, request.metric, width))  # fmt: skip
-            kinds = {s.label_kind for s in scorers}
-            if len(kinds) > 1:
-                raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
-            metric = METRICS[request.metric](kinds.pop())
-        assert metric is not None
+    width = len(holdout.feature_names)
+    scorers = (Scorer("stable", stable_model, request.metric, width),
+               Scorer("candidate", candidate_model, request.metric, width))  # fmt: skip
+    kinds = {s.label_kind for s in scorers}
+    if len(kinds) > 1:
+        raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
+    metric = METRICS[request.metric](kinds.pop())
+    for chunk in holdout.chunks(numeric_labels=metric.label_kind == "i"):
         check_labels(chunk.labels, chunk.first_row, ds.label)
         truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
         check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
         outputs = [scorer.run(chunk.features) for scorer in scorers]
-        columns.add(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row), chunk.slices)
-    assert metric is not None  # an empty holdout raised BadInput
-    rows = columns.rows()
+        columns.add(metric.keep(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row)), chunk.slices)
+    rows = columns.rows(metric)  # an empty holdout raised BadInput
     log.info("scored %d rows; comparing", len(rows))
     checks = _checks(request, metric, rows, columns)
     verdict, reason = compare.verdict(checks)
