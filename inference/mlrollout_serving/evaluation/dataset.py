@@ -82,11 +82,21 @@ def layout(columns: Sequence[str], label: str, slices: Sequence[str]) -> Layout:
 
 
 class Holdout:
-    """An opened holdout: its feature columns' names, and its rows in chunks (read once, in order)."""
+    """An opened holdout: its feature columns' names, and its rows in chunks (read once, in order). As a
+    context manager it closes the file however the reading ends (or if it never starts)."""
 
-    def __init__(self, feature_names: tuple[str, ...], chunks: Callable[[bool], Iterator[Chunk]]) -> None:
+    def __init__(
+        self, feature_names: tuple[str, ...], chunks: Callable[[bool], Iterator[Chunk]], close: Callable[[], None]
+    ) -> None:
         self.feature_names = feature_names
         self._chunks = chunks
+        self.close = close
+
+    def __enter__(self) -> Holdout:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def chunks(self, numeric_labels: bool = False) -> Iterator[Chunk]:
         """The rows in chunks; ``numeric_labels``: labels as float64 where they read as numbers (the models
@@ -119,7 +129,7 @@ def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int) ->
     except BadInput:
         handle.close()
         raise
-    return Holdout(lay.feature_names, lambda numeric: _csv_chunks(handle, lay, chunk_rows, numeric))
+    return Holdout(lay.feature_names, lambda numeric: _csv_chunks(handle, lay, chunk_rows, numeric), handle.close)
 
 
 def _csv_chunks(handle: TextIO, lay: Layout, chunk_rows: int, numeric_labels: bool) -> Iterator[Chunk]:
@@ -243,7 +253,7 @@ def _open_npz(path: Path, label: str, slices: Sequence[str], chunk_rows: int) ->
                 labels = _text(values)  # the label check names NaN labels, as it does for text
             yield Chunk(start + 1, x[start:end], labels, parts)
 
-    return Holdout(tuple(f"{key}[:, {i}]" for i in range(x.shape[1])), chunks)
+    return Holdout(tuple(f"{key}[:, {i}]" for i in range(x.shape[1])), chunks, lambda: None)
 
 
 def _as_float(values: npt.NDArray[Any], name: str) -> npt.NDArray[np.float64]:

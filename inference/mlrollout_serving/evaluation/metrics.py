@@ -19,7 +19,7 @@ compares the candidate with stable and with the trivial baseline on the same row
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -41,11 +41,11 @@ class Rows:
     truth: AnyArray
     stable: AnyArray
     candidate: AnyArray
-    classes: tuple[Any, ...] | None = None
+    classes: tuple[Any, ...] | None = field(default=None, kw_only=True)
     """When given (sorted), ``truth`` holds each row's index into these classes instead of the class."""
 
     def take(self, index: npt.NDArray[np.intp]) -> Rows:
-        return Rows(self.truth[index], self.stable[index], self.candidate[index], self.classes)
+        return Rows(self.truth[index], self.stable[index], self.candidate[index], classes=self.classes)
 
     def __len__(self) -> int:
         return len(self.truth)
@@ -157,7 +157,7 @@ class _Classes(Metric):
         classes = sorted(self._seen)
         order = np.zeros(max(len(classes), 1), dtype=_index_dtype(len(classes)))
         order[[self._seen[c] for c in classes]] = np.arange(len(classes))
-        return Rows(order[truth], stable, candidate, tuple(classes))
+        return Rows(order[truth], stable, candidate, classes=tuple(classes))
 
 
 def _index_dtype(classes: int) -> type[np.unsignedinteger[Any]]:

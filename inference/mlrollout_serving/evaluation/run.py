@@ -109,20 +109,20 @@ def _evaluate(
     log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,
              request.candidate.uri)  # fmt: skip
     columns = _Columns(request.slices)
-    holdout = dataset.open_holdout(path, ds.format, ds.label, request.slices, chunk_rows)
-    width = len(holdout.feature_names)
-    scorers = (Scorer("stable", stable_model, request.metric, width),
-               Scorer("candidate", candidate_model, request.metric, width))  # fmt: skip
-    kinds = {s.label_kind for s in scorers}
-    if len(kinds) > 1:
-        raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
-    metric = METRICS[request.metric](kinds.pop())
-    for chunk in holdout.chunks(numeric_labels=metric.label_kind == "i"):
-        check_labels(chunk.labels, chunk.first_row, ds.label)
-        truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
-        check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
-        outputs = [scorer.run(chunk.features) for scorer in scorers]
-        columns.add(metric.keep(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row)), chunk.slices)
+    with dataset.open_holdout(path, ds.format, ds.label, request.slices, chunk_rows) as holdout:
+        width = len(holdout.feature_names)
+        scorers = (Scorer("stable", stable_model, request.metric, width),
+                   Scorer("candidate", candidate_model, request.metric, width))  # fmt: skip
+        kinds = {s.label_kind for s in scorers}
+        if len(kinds) > 1:
+            raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
+        metric = METRICS[request.metric](kinds.pop())
+        for chunk in holdout.chunks(numeric_labels=metric.label_kind == "i"):
+            check_labels(chunk.labels, chunk.first_row, ds.label)
+            truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
+            check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
+            outputs = [scorer.run(chunk.features) for scorer in scorers]
+            columns.add(metric.keep(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row)), chunk.slices)
     rows = columns.rows(metric)  # an empty holdout raised BadInput
     log.info("scored %d rows; comparing", len(rows))
     checks = _checks(request, metric, rows, columns)

@@ -88,3 +88,104 @@ def test_layout_errors() -> None:
         layout(["a", "y"], "y", ["g"])
     with pytest.raises(BadInput, match="no feature columns"):
         layout(["y", "g"], "y", ["g"])
+
+
+def _write(path: Path, x: np.ndarray, labels: list[str], segments: list[str], blank_at: tuple[int, ...] = ()) -> Path:
+    with path.open("w") as f:
+        f.write("a,b,quality,segment\n")
+        for i, (row, label, segment) in enumerate(zip(x, labels, segments, strict=True)):
+            f.write(f'{float(row[0])!r},"{float(row[1])!r}",{label},"{segment}"\n')
+            if i in blank_at:
+                f.write("\n" if i % 2 else "   \n")  # an empty line, and a line of spaces (the careful pass)
+    return path
+
+
+@pytest.mark.parametrize("numeric", [True, False])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 97, 1000, 5000])
+def test_a_chunked_read_is_the_whole_file_read(tmp_path: Path, chunk_rows: int, numeric: bool) -> None:
+    """1001 rows in chunks that divide it (7, 1) and that do not (97, 1000), quoted fields (a comma inside
+    one), blank lines: the same features, labels and slices as one chunk of the whole file."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1001, 2))
+    labels = [str(v) for v in rng.integers(0, 4, 1001)]
+    segments = [f"s{v}, north" for v in rng.integers(0, 3, 1001)]
+    path = _write(tmp_path / "h.csv", x, labels, segments, blank_at=(0, 96, 97, 500, 999))
+    whole = list(open_holdout(path, "csv", "quality", ["segment"], chunk_rows=10_000).chunks(numeric))
+    parts = list(open_holdout(path, "csv", "quality", ["segment"], chunk_rows=chunk_rows).chunks(numeric))
+    assert len(whole) == 1 and whole[0].rows == 1001
+    assert [c.first_row for c in parts] == list(np.cumsum([1] + [c.rows for c in parts[:-1]]))
+    features, _, slices = _all(parts)
+    assert np.array_equal(features, whole[0].features) and np.array_equal(features, x)
+    assert slices["segment"].tolist() == segments
+    # a chunk with a line of spaces went through the careful pass (text); its labels are the same numbers
+    got = [v for c in parts for v in (c.labels.astype(np.float64) if numeric else c.labels).tolist()]
+    assert got == ([float(v) for v in labels] if numeric else labels)
+    if chunk_rows <= 97:  # chunks without a line of spaces: the fast pass read them
+        assert any(c.labels.dtype == np.float64 for c in parts) == numeric
+
+
+def test_numeric_labels_read_as_their_text_would(tmp_path: Path) -> None:
+    """Labels read as numbers in the fast pass are the numbers their text gives (what the metrics did with
+    the text); spellings the fast pass refuses (3_0, a NaN) go through the careful pass as text."""
+    path = tmp_path / "h.csv"
+    path.write_text('a,y\n1,3\n2,"4"\n3, 5.0 \n4,1e1\n5,0.1\n6,+7\n')
+    (chunk,) = open_holdout(path, "csv", "y", []).chunks(numeric_labels=True)
+    assert chunk.labels.dtype == np.float64
+    assert chunk.labels.tolist() == [3.0, 4.0, 5.0, 10.0, 0.1, 7.0]
+    path.write_text("a,y\n1,3\n2,3_0\n")
+    (chunk,) = open_holdout(path, "csv", "y", []).chunks(numeric_labels=True)
+    assert chunk.labels.tolist() == ["3", "3_0"]  # the careful pass: text, which the metric reads as 3 and 30
+
+
+def test_many_blank_lines_do_not_end_the_holdout(tmp_path: Path) -> None:
+    """A chunk of nothing but blank lines is skipped, not taken for the end of the file."""
+    path = tmp_path / "h.csv"
+    path.write_text("a,y\n1,0\n" + "\n" * 25 + "2,1\n")
+    chunks = list(open_holdout(path, "csv", "y", [], chunk_rows=10).chunks(numeric_labels=True))
+    assert [c.first_row for c in chunks] == [1, 2] and _all(chunks)[1].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("numeric", [True, False])
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ("0.5,x,1,s", "row 738, column 'b': 'x' is not a number"),
+        ("0.5,1,s", "row 738 has 3 fields, the header has 4"),
+        ('0.5,"",1,s', "row 738, column 'b': '' is not a number"),
+    ],
+)
+def test_a_bad_row_in_a_later_chunk_is_named(tmp_path: Path, numeric: bool, bad: str, words: str) -> None:
+    """The bad row is the 738th data row (blank lines before it do not count), in the 8th chunk of 97."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(900, 2))
+    path = _write(tmp_path / "h.csv", x, ["1"] * 900, ["s"] * 900, blank_at=(10, 11, 400))
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1 + 737 + 3] = bad + "\n"  # after the header and three blank lines
+    path.write_text("".join(lines))
+    chunks = open_holdout(path, "csv", "quality", ["segment"], chunk_rows=97).chunks(numeric)
+    with pytest.raises(BadInput, match=words):
+        list(chunks)
+
+
+def test_a_nan_label_in_a_later_chunk_reaches_the_label_check_as_text(tmp_path: Path) -> None:
+    """The fast pass reads "nan" as a number; it hands the chunk to the careful pass, whose text the label
+    check names (an empty label and a NaN one alike)."""
+    path = tmp_path / "h.csv"
+    path.write_text("a,y\n" + "1,0\n" * 150 + "1,NaN\n" + "1,1\n" * 10)
+    chunks = list(open_holdout(path, "csv", "y", [], chunk_rows=100).chunks(numeric_labels=True))
+    assert chunks[0].labels.dtype == np.float64 and chunks[1].labels.dtype.kind == "U"
+    assert chunks[1].labels[50] == "NaN" and chunks[1].first_row == 101
+
+
+def test_npz_numeric_labels_are_the_numbers_their_text_gives(tmp_path: Path) -> None:
+    path = tmp_path / "h.npz"
+    y64 = np.array([0.0, 1.0, 2.5, 1e-7, 3.0, -1.25])
+    np.savez(path, X=np.zeros((6, 1)), y=y64, i=np.arange(6), f32=y64.astype(np.float32))
+    for name in ("y", "i", "f32"):
+        text = np.concatenate([c.labels for c in open_holdout(path, "npz", name, [], chunk_rows=4).chunks()])
+        numbers = np.concatenate(
+            [c.labels for c in open_holdout(path, "npz", name, [], chunk_rows=4).chunks(numeric_labels=True)]
+        )
+        assert np.array_equal(text.astype(np.float64), numbers.astype(np.float64)), name
+    f32 = next(open_holdout(path, "npz", "f32", []).chunks(numeric_labels=True)).labels
+    assert f32.dtype.kind == "U"  # float32's text is not float32's float64: kept as text, as before

@@ -116,3 +116,70 @@ def test_labels_that_cannot_be_read() -> None:
         METRICS["accuracy"]("i").truth(np.array(["1", "1.5"]), 10, "y")
     with pytest.raises(BadInput, match="'abc' is not a number"):
         METRICS["mae"]("i").truth(np.array(["1", "abc"]), 10, "y")
+
+
+def _kept(name: str, stable: Output, candidate: Output, text: np.ndarray, kind: str, chunk: int) -> tuple:  # type: ignore[type-arg]
+    """Rows as the evaluation keeps them: per chunk in the metric's compact form, then put together."""
+    metric = METRICS[name](kind)
+    parts = []
+    for start in range(0, len(text), chunk):
+        part = slice(start, start + chunk)
+        truth = metric.truth(text[part], start + 1, "label")
+        s, c = (Output(**{k: v[part] for k, v in vars(o).items() if v is not None}) for o in (stable, candidate))
+        parts.append(metric.keep(metric.per_row(truth, s, c, start + 1)))
+    return metric, metric.rows(tuple(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        *((name, labels) for name in ("accuracy", "balancedAccuracy") for labels in ("integers", "text", "sparse")),
+        ("logLoss", "integers"),  # logLoss needs the class indices themselves (tested above)
+    ],
+)
+def test_the_compact_rows_give_the_same_comparisons(name: str, labels: str) -> None:
+    """A classifier's truth kept as one-byte class indices (chunk by chunk, classes first seen in any order)
+    gives exactly the numbers the plain labels give, overall and on slices that lack a class."""
+    kind = "U" if labels == "text" else "i"
+    classes = {"integers": np.arange(3), "text": np.array(["red", "white", "rose"]), "sparse": np.array([7, -2, 40])}[
+        labels
+    ]
+    predicted_s, predicted_c = classes[P_STABLE.argmax(1)], classes[P_CAND.argmax(1)]
+    if kind == "U":
+        predicted_s, predicted_c = predicted_s.astype(object), predicted_c.astype(object)
+    text = classes[TRUTH].astype(str)
+    stable = Output(labels=predicted_s, probabilities=P_STABLE)
+    candidate = Output(labels=predicted_c, probabilities=P_CAND)
+    metric, plain = _rows(name, stable, candidate, text=text, kind=kind)
+    kept_metric, kept = _kept(name, stable, candidate, text, kind, chunk=97)
+    assert kept_metric.versus_stable(kept, S) == metric.versus_stable(plain, S)
+    assert kept_metric.versus_baseline(kept, S) == metric.versus_baseline(plain, S)
+    assert kept_metric.describe_baseline(kept) == metric.describe_baseline(plain)
+    if name != "logLoss":
+        assert kept.truth.dtype == np.uint8 and kept.truth.nbytes == len(TRUTH)
+    no_first_class = np.flatnonzero(TRUTH != 0)  # a slice where the smallest class never occurs
+    assert kept_metric.versus_stable(kept.take(no_first_class), S) == metric.versus_stable(
+        plain.take(no_first_class), S
+    )
+
+
+def test_more_than_256_classes_are_kept_in_four_bytes() -> None:
+    truth = np.arange(600) % 300
+    text = truth.astype(str)
+    right = Output(labels=truth)
+    metric, plain = _rows("accuracy", right, Output(labels=(truth + (truth % 7 == 0)) % 300), text=text)
+    kept_metric, kept = _kept("accuracy", right, Output(labels=(truth + (truth % 7 == 0)) % 300), text, "i", 50)
+    assert kept.truth.dtype == np.uint32 and kept.classes == tuple(range(300))
+    assert kept_metric.versus_baseline(kept, S) == metric.versus_baseline(plain, S)
+    assert kept_metric.describe_baseline(kept) == metric.describe_baseline(plain) == "always class 0"
+
+
+def test_numeric_labels_from_the_reader() -> None:
+    """Labels the reader read as numbers: the same truth as their text, and the same refusals."""
+    metric = METRICS["accuracy"]("i")
+    assert np.array_equal(metric.truth(np.array([1.0, 2.0]), 1, "y"), metric.truth(np.array(["1", "2"]), 1, "y"))
+    with pytest.raises(BadInput, match=r"row 11, label 'y': '1.5' is not an integer class"):
+        metric.truth(np.array([1.0, 1.5]), 10, "y")
+    with pytest.raises(BadInput, match=r"empty or NaN on 1 row\(s\) of rows 10..12 \(first: row 11\)"):
+        check_labels(np.array([1.0, np.nan, 2.0]), 10, "y")
+    assert np.array_equal(METRICS["mae"]("i").truth(np.array([0.1, 2.0]), 1, "y"), np.array([0.1, 2.0]))

@@ -1,0 +1,73 @@
+"""The whole evaluation in-process on real ONNX models: the report does not depend on the chunk size, and a
+bad row far into the holdout is a bad input that names it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.support import holdouts, models
+
+from mlrollout_serving.contract.evaluation import EvaluateExit, EvaluationReport, EvaluationRequest
+from mlrollout_serving.evaluation.run import evaluate
+
+
+def _request(data: Path, metric: str, slices: tuple[str, ...] = ()) -> EvaluationRequest:
+    stable, candidate = models.wine(), models.wine_worse()
+    return EvaluationRequest.model_validate({
+        "stable": {"uri": str(stable.path)},
+        "candidate": {"uri": str(candidate.path)},
+        "dataset": {"uri": str(data), "label": "label"},
+        "metric": metric, "slices": slices, "resamples": 300,
+    })  # fmt: skip
+
+
+def _report(request: EvaluationRequest, tmp_path: Path, chunk_rows: int) -> EvaluationReport:
+    return evaluate(request, tmp_path, chunk_rows=chunk_rows, clock=lambda: 0.0)
+
+
+@pytest.fixture(scope="module")
+def wine_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,500 noisy wine rows with a segment column, and a few blank lines."""
+    model = models.wine()
+    rng = np.random.default_rng(8)
+    pick = rng.integers(0, len(model.holdout), 1500)
+    x = model.holdout[pick] + rng.normal(0, 0.05, (1500, model.n_features)) * model.holdout.std(axis=0)
+    segment = [f"s{v}, a" for v in rng.integers(0, 3, 1500)]
+    path = holdouts.write_csv(tmp_path_factory.mktemp("run") / "wine.csv", x, np.asarray(model.holdout_targets)[pick],
+                              extra={"segment": segment})  # fmt: skip
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines[:300], "\n", *lines[300:900], "  \n", *lines[900:]]))
+    return path
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balancedAccuracy", "logLoss"])
+def test_the_report_does_not_depend_on_the_chunk_size(wine_csv: Path, tmp_path: Path, metric: str) -> None:
+    request = _request(wine_csv, metric, slices=("segment",))
+    whole = _report(request, tmp_path, 100_000)
+    assert whole.problem is None and whole.rows == 1500 and len(whole.checks) == 5
+    for chunk_rows in (1, 97, 1000):
+        assert _report(request, tmp_path, chunk_rows) == whole
+
+
+def test_a_bad_row_in_a_later_chunk_is_bad_input_naming_it(wine_csv: Path, tmp_path: Path) -> None:
+    lines = wine_csv.read_text().splitlines(keepends=True)
+    fields = lines[1200].split(",")
+    fields[4] = "n/a"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join([*lines[:1200], ",".join(fields), *lines[1201:]]))
+    report = _report(_request(bad, "accuracy", slices=("segment",)), tmp_path, 97)
+    # line 1200 is data row 1198: the header and two blank lines before it are no rows
+    assert report.problem == "badInput" and report.exit_code == EvaluateExit.BAD_INPUT
+    assert report.reason == "bad input: row 1198, column 'f4': 'n/a' is not a number"
+
+
+def test_a_holdout_the_models_do_not_fit_is_closed(wine_csv: Path, tmp_path: Path) -> None:
+    """The models are checked against the header before any row is read; the file is closed all the same
+    (pytest turns an unclosed file's ResourceWarning into an error)."""
+    report = _report(_request(wine_csv, "accuracy"), tmp_path, 97)  # "segment" is no slice: a 14th feature
+    assert report.exit_code == EvaluateExit.BAD_INPUT
+    assert (
+        report.reason == "bad input: stable model's input 'input' takes 13 features, the dataset has 14 feature columns"
+    )
