@@ -132,11 +132,24 @@ def _codes(rows: Rows) -> tuple[npt.NDArray[np.integer[Any]], list[Any]]:
     if rows.classes is None:
         classes, codes = np.unique(rows.truth, return_inverse=True)
         return codes.astype(np.int32), list(classes)
-    present = np.bincount(rows.truth, minlength=len(rows.classes)) > 0
+    present = _count(rows.truth, len(rows.classes)) > 0
     if present.all():
         return rows.truth, list(rows.classes)
     rank = np.cumsum(present, dtype=np.int32) - 1  # a class's index among the present ones
     return rank[rows.truth], [c for c, here in zip(rows.classes, present, strict=True) if here]
+
+
+_COUNT_BLOCK: Final = 1 << 16  # 512 KiB of 8-byte integers at a time
+
+
+def _count(codes: npt.NDArray[np.integer[Any]], minlength: int = 0) -> npt.NDArray[np.intp]:
+    """``np.bincount(codes)`` a block at a time: bincount turns its whole input into 8-byte integers first,
+    8 bytes a row for one-byte class indices."""
+    counts = np.zeros(max(minlength, int(codes.max()) + 1 if len(codes) else 0), dtype=np.intp)
+    for start in range(0, len(codes), _COUNT_BLOCK):
+        block = np.bincount(codes[start : start + _COUNT_BLOCK])
+        counts[: len(block)] += block
+    return counts
 
 
 class _Classes(Metric):
@@ -176,7 +189,7 @@ class Accuracy(_Classes):
     def _majority(self, rows: Rows) -> tuple[npt.NDArray[np.integer[Any]], int, Any]:
         """The rows' class indices, the majority's index and the majority class (ties: the smallest class)."""
         codes, classes = _codes(rows)
-        majority = int(np.argmax(np.bincount(codes)))
+        majority = int(np.argmax(_count(codes)))
         return codes, majority, classes[majority]
 
     def versus_baseline(self, rows: Rows, s: Settings) -> stats.Paired:
