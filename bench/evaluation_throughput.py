@@ -12,12 +12,14 @@ worse one the tests use) on the same CSV, in fresh processes, and are timed from
   scored, the paired exact McNemar test, the interval, the majority baseline, the JSON report).
 
 The holdout is the wine features with Gaussian noise (5 % of each column's spread) and the label of the
-row it came from, so both models have something to get wrong. Peak memory is the process's ``ru_maxrss``.
-Medians over ``--repeats``, the two sides taking turns within each repeat.
+row it came from, so both models have something to get wrong. Peak memory is the process's ``ru_maxrss``;
+bytes per row is what the peak grows by per extra row, from ``--rows`` to the large CSV (the fixed cost of
+the interpreter, the libraries and the two sessions left out). Medians over ``--repeats``, the two sides
+taking turns within each repeat, at ``--rows``, twice that, and ``--million`` rows.
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--big-mib 1024] [--repeats 3]
+    .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--million 1000000] [--big-mib 1024] [--repeats 3]
 
 Results: a table on stdout and bench/results/evaluation-throughput.json.
 """
@@ -131,13 +133,15 @@ def side_by_side(argvs: dict[str, list[str]], repeats: int, rows: int) -> dict[s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000, help="rows of the throughput holdout")
+    ap.add_argument("--million", type=int, default=1_000_000, help="rows of the third side-by-side size (0: skip)")
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the large CSV (0: skip it)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     stable, candidate = models.wine(), models.wine_worse()
     result: dict[str, Any] = {"rows": args.rows, "repeats": args.repeats, "models": [stable.name, candidate.name]}
     with tempfile.TemporaryDirectory(prefix="mlrollout-bench-eval-") as tmp:
-        for rows in (args.rows, 2 * args.rows):
+        sizes = [args.rows, 2 * args.rows, *([args.million] if args.million > 2 * args.rows else [])]
+        for rows in sizes:
             data = Path(tmp) / f"holdout-{rows}.csv"
             sha = holdout(data, rows)
             print(f"{rows:,} rows, {data.stat().st_size / MIB:.1f} MiB CSV, medians of {args.repeats}:")
@@ -160,6 +164,15 @@ def main() -> None:
         print(
             f"ours / anchor at {small:,} rows, start to exit: {end_to_end:.2f}; per extra row: {shown} (goal >= 0.80)"
         )
+        result["ratios"] = {
+            str(rows): result[f"ours_{rows}"]["rows_per_second"] / result[f"anchor_{rows}"]["rows_per_second"]
+            for rows in sizes
+        }
+        print("rows        anchor s   ours s   ours/anchor (rows per second)   peak MiB anchor / ours")
+        for rows in sizes:
+            a_, o_ = result[f"anchor_{rows}"], result[f"ours_{rows}"]
+            print(f"{rows:>10,}  {a_['seconds']:8.2f} {o_['seconds']:8.2f}   {result['ratios'][str(rows)]:5.2f}"
+                  f"                         {a_['peak_rss_mib']:6.1f} / {o_['peak_rss_mib']:6.1f}")  # fmt: skip
         if args.big_mib:
             big = Path(tmp) / "big.csv"
             rows = args.big_mib * MIB // BYTES_PER_ROW
@@ -172,7 +185,10 @@ def main() -> None:
             large = side_by_side({"ours": ours(stable.path, candidate.path, big, sha)}, 1, rows)
             result["large"]["ours"] = large["ours"]
             result["large"]["peak_over_csv"] = result["large"]["ours"]["peak_rss_mib"] / (size / MIB)
-            print(f"  ours' peak memory over the CSV's size: {result['large']['peak_over_csv']:.2f}")
+            grown = (result["large"]["ours"]["peak_rss_mib"] - result[f"ours_{small}"]["peak_rss_mib"]) * MIB
+            result["large"]["bytes_per_row"] = grown / (rows - small)
+            print(f"  ours' peak memory over the CSV's size: {result['large']['peak_over_csv']:.2f}; "
+                  f"{result['large']['bytes_per_row']:.1f} bytes per extra row")  # fmt: skip
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 

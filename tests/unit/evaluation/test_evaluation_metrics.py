@@ -183,3 +183,12 @@ def test_numeric_labels_from_the_reader() -> None:
     with pytest.raises(BadInput, match=r"empty or NaN on 1 row\(s\) of rows 10..12 \(first: row 11\)"):
         check_labels(np.array([1.0, np.nan, 2.0]), 10, "y")
     assert np.array_equal(METRICS["mae"]("i").truth(np.array([0.1, 2.0]), 1, "y"), np.array([0.1, 2.0]))
+
+
+def test_class_counts_a_block_at_a_time_are_bincounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlrollout_serving.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "_COUNT_BLOCK", 7)
+    for codes in (np.zeros(0, np.uint8), np.array([3], np.uint8), RNG.integers(0, 9, 100).astype(np.uint8)):
+        assert np.array_equal(metrics._count(codes), np.bincount(codes))
+        assert np.array_equal(metrics._count(codes, 12), np.bincount(codes, minlength=12))
