@@ -192,3 +192,42 @@ def test_class_counts_a_block_at_a_time_are_bincounts(monkeypatch: pytest.Monkey
     for codes in (np.zeros(0, np.uint8), np.array([3], np.uint8), RNG.integers(0, 9, 100).astype(np.uint8)):
         assert np.array_equal(metrics._count(codes), np.bincount(codes))
         assert np.array_equal(metrics._count(codes, 12), np.bincount(codes, minlength=12))
+
+
+def _balanced_accuracy_by_weights(codes: np.ndarray, classes: int, ref: np.ndarray | None, cand: np.ndarray):  # type: ignore[no-untyped-def]
+    """The statistic as it was: each model's hits counted apart, as bincount weights."""
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        k = idx.shape[0]
+        flat = (codes[idx] + classes * np.arange(k)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=k * classes).reshape(k, classes).astype(np.float64)
+        present = counts > 0
+        out = np.empty((k, 2))
+        for col, right in enumerate((ref, cand)):
+            if right is None:
+                out[:, col] = 1.0 / present.sum(axis=1)
+                continue
+            hits = np.bincount(flat, weights=right[idx].ravel(), minlength=k * classes).reshape(k, classes)
+            recall = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
+            out[:, col] = recall.sum(axis=1) / present.sum(axis=1)
+        return out
+
+    return statistic
+
+
+@pytest.mark.parametrize("classes", [2, 3, 9, 70])
+def test_balanced_accuracy_from_one_key_is_the_per_model_count(classes: int) -> None:
+    """The one-count statistic gives bit for bit the floats of counting each model's hits apart, on
+    resamples where some classes are missing, for the stable model and for the constant baseline."""
+    from mlrollout_serving.evaluation.metrics import BalancedAccuracy
+
+    rng = np.random.default_rng(classes)
+    n = 500
+    codes = rng.integers(0, classes, n).astype(np.uint8)
+    ref, cand = rng.random(n) < 0.6, rng.random(n) < 0.7
+    idx = rng.integers(0, n, size=(40, n))
+    idx[:5] = np.where(codes[idx[:5]] == 0, 1, idx[:5])  # resamples without (most of) class 0
+    for reference in (ref, None):
+        new = BalancedAccuracy._statistic(codes, classes, reference, cand)(idx)
+        old = _balanced_accuracy_by_weights(codes, classes, reference, cand)(idx)
+        assert np.array_equal(new, old)
