@@ -204,10 +204,12 @@ def jackknife_effects(statistic: Statistic, rows: int, seed: int) -> FloatArray:
         block = max(1, min(count, _BOOTSTRAP_BLOCK_ELEMENTS // max(kept, 1)))
         for b in range(0, count, block):
             k = min(block, count - b)
-            starts = start + (b + np.arange(k)) * width  # where each left-out group begins in ``order``
-            pos = np.arange(kept)[None, :]
-            pos = pos + width * (pos >= starts[:, None])  # positions from the group's start on skip it
-            scores = statistic(order[pos])
+            idx = np.empty((k, kept), dtype=np.intp)
+            for j in range(k):  # ``order`` without the group that begins at ``left``: two copies, no arithmetic
+                left = start + (b + j) * width
+                idx[j, :left] = order[:left]
+                idx[j, left:] = order[left + width :]
+            scores = statistic(idx)
             out[first + b : first + b + k] = scores[:, 1] - scores[:, 0]
     return out
 

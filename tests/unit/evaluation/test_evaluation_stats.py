@@ -273,3 +273,30 @@ def test_delong_against_a_constant_score() -> None:
 def test_z_and_bonferroni() -> None:
     assert z_value(0.05) == pytest.approx(float(stats.norm.ppf(0.975)))
     assert bonferroni(0.05, 5) == pytest.approx(0.01) and bonferroni(0.05, 0) == 0.05
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 300, 3 * JACKKNIFE_GROUPS + 7, 50_000])
+def test_the_jackknife_leaves_out_the_same_rows_as_the_position_arithmetic(rows: int) -> None:
+    """The left-out groups are built by copying the two sides of each group; the rows each jackknife
+    resample holds are exactly those of the former position arithmetic (so BCa intervals are unchanged)."""
+    seen: list[np.ndarray] = []
+
+    def record(idx: np.ndarray) -> np.ndarray:
+        seen.append(idx.copy())
+        return np.zeros((idx.shape[0], 2))
+
+    jackknife_effects(record, rows, seed=3)
+    if rows <= 1:
+        assert seen == []
+        return
+    groups = min(rows, JACKKNIFE_GROUPS)
+    order = np.arange(rows) if groups == rows else np.random.default_rng(3).permutation(rows)
+    size, extra = divmod(rows, groups)
+    expected = []
+    for first, count, width in ((0, extra, size + 1), (extra, groups - extra, size)):
+        if count:
+            starts = first * (size + 1) + np.arange(count) * width
+            pos = np.arange(rows - width)[None, :]
+            expected.extend(order[pos + width * (pos >= starts[:, None])])
+    got = [row for block in seen for row in block]
+    assert len(got) == groups and all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
