@@ -292,7 +292,7 @@ def test_the_jackknife_leaves_out_the_same_rows_as_the_position_arithmetic(rows:
     groups = min(rows, JACKKNIFE_GROUPS)
     order = np.arange(rows) if groups == rows else np.random.default_rng(3).permutation(rows)
     size, extra = divmod(rows, groups)
-    expected = []
+    expected: list[np.ndarray] = []
     for first, count, width in ((0, extra, size + 1), (extra, groups - extra, size)):
         if count:
             starts = first * (size + 1) + np.arange(count) * width
