@@ -73,7 +73,8 @@ class Metric:
         if self.label_kind == "U":
             return texts.astype(object)
         values = _numbers(texts, first_row, label, "the models predict integer classes")
-        whole = values == np.round(values)
+        # inf passes ``== round`` and 1e30 is whole, yet neither is a class int64 can hold
+        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**53)
         if not whole.all():
             row = int(np.flatnonzero(~whole)[0])
             raise BadInput(f"row {first_row + row}, label {label!r}: {_shown(texts[row])!r} is not an integer class")

@@ -114,6 +114,9 @@ def test_labels_that_cannot_be_read() -> None:
         check_labels(np.array(["1", "", "NaN", "2"]), 10, "y")
     with pytest.raises(BadInput, match=r"row 11, label 'y': '1.5' is not an integer class"):
         METRICS["accuracy"]("i").truth(np.array(["1", "1.5"]), 10, "y")
+    for huge in ("inf", "-inf", "1e30"):  # whole-looking, but no class an int64 holds
+        with pytest.raises(BadInput, match=rf"row 11, label 'y': '{huge}' is not an integer class"):
+            METRICS["accuracy"]("i").truth(np.array(["1", huge]), 10, "y")
     with pytest.raises(BadInput, match="'abc' is not a number"):
         METRICS["mae"]("i").truth(np.array(["1", "abc"]), 10, "y")
 
