@@ -42,7 +42,7 @@ from ..contract.feedback import (
     sign,
     verify,
 )
-from ..contract.metrics import ABS_ERROR_BUCKETS
+from ..contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
 from .compare import finite_number
 
 __all__ = [
@@ -338,6 +338,13 @@ class Scores:
     unpaired: dict[str, int] = field(default_factory=dict)
     unscored: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """Per (track, revision, reason): labelled rows left out of the error sums, histogram and pairs."""
+    clipped_abs_error: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """Per (track, revision): sums of ``min(error, bound)`` for each bound of ``CLIP_BOUNDS``."""
+    clipped_squared_error: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    pair_clipped_abs_error: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """Per (shadow revision, side): sums of ``min(error, bound)`` on paired rows for each bound."""
+    pair_clipped_diff_squares: dict[str, list[float]] = field(default_factory=dict)
+    """Per shadow revision: sums of ``(min(e_c, bound) - min(e_s, bound))^2`` for each bound."""
 
     def score(self, token: Token, labels: Sequence[Any]) -> None:
         """Each label against what the token's track served. A regressor row whose prediction was NaN or
@@ -357,6 +364,9 @@ class Scores:
                 self._add(self.abs_error, key, error)
                 self._bucket(key, error)
                 self._add(self.squared_error, key, error * error)
+                clipped = _clipped(error)
+                _add_each(self.clipped_abs_error, key, clipped)
+                _add_each(self.clipped_squared_error, key, [c * c for c in clipped])
 
     def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any], labels: Sequence[Any]) -> None:
         """Each label against both answers to the same request (``token`` is stable's, ``shadow`` the
@@ -381,12 +391,19 @@ class Scores:
                 self._add(self.pair_abs_error, (shadow_revision, "stable"), e_s)
                 self._add(self.pair_abs_error, (shadow_revision, "candidate"), e_c)
                 self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
+                clipped_s, clipped_c = _clipped(e_s), _clipped(e_c)
+                _add_each(self.pair_clipped_abs_error, (shadow_revision, "stable"), clipped_s)
+                _add_each(self.pair_clipped_abs_error, (shadow_revision, "candidate"), clipped_c)
+                squares = [(c - s) ** 2 for s, c in zip(clipped_s, clipped_c, strict=True)]
+                _add_each(self.pair_clipped_diff_squares, shadow_revision, squares)
             self._add(self.pairs, (shadow_revision, result), 1)
 
     def copy(self) -> Scores:
         """A copy to read while labels are counted on another thread."""
         fields = {name: dict(getattr(self, name)) for name in self.__dataclass_fields__}
-        fields["abs_error_rows"] = {key: list(rows) for key, rows in self.abs_error_rows.items()}
+        for name in ("abs_error_rows", "clipped_abs_error", "clipped_squared_error", "pair_clipped_abs_error",
+                     "pair_clipped_diff_squares"):  # fmt: skip
+            fields[name] = {key: list(values) for key, values in getattr(self, name).items()}
         return Scores(**fields)
 
     @property
@@ -403,6 +420,21 @@ class Scores:
     @staticmethod
     def _add(counter: dict[Any, Any], key: Any, amount: float) -> None:
         counter[key] = counter.get(key, 0) + amount
+
+
+def _clipped(error: float) -> list[float]:
+    """``min(error, bound)`` for each bound of the contract's ``CLIP_BOUNDS``."""
+    return [error if error < bound else bound for bound in CLIP_BOUNDS]
+
+
+def _add_each(sums: dict[Any, list[float]], key: Any, amounts: list[float]) -> None:
+    """Add ``amounts`` to the per-bound sums under ``key`` (zeros the first time)."""
+    totals = sums.get(key)
+    if totals is None:
+        sums[key] = list(amounts)
+    else:
+        for i, amount in enumerate(amounts):
+            totals[i] += amount
 
 
 def check(keys: FeedbackKeys | None, body: object, now: int, max_age: float) -> tuple[Token, list[Any]]:
