@@ -167,12 +167,9 @@ def _input_drift(look: _Look) -> list[MetricResult]:
 
 def _quality(look: _Look) -> list[MetricResult]:
     q, snap = look.metrics.quality, look.snap
-    split = snap.split
-    # the unpaired MAE harm test weighs rows by the share each request was routed with (sticky: keys are)
-    share = split.candidate if split is not None and not split.sticky else None
     settings = QualitySettings(
         q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin, q.min_labels,
-        look.carries["quality.harm"], q.error_bound, share,
+        look.carries["quality.harm"], q.error_bound,
     )  # fmt: skip
     return quality_results(snap.stable.labels or Labels(), snap.candidate.labels or Labels(), snap.pairs, settings)
 

@@ -22,10 +22,10 @@ rows (``bounded_mean_log_e``; Fan et al. 2015, Howard et al. 2021, Waudby-Smith 
 every sample size whatever the shape within the bound, from running sums only:
 
 - paired (shadow): each row's ``min(|e_c|, B) - min(|e_s|, B)`` in ``[-B, B]``;
-- unpaired (canary): each labelled row weighted by the inverse of its track's configured share ``pi``,
-  ``min(|e|, B) * (1[candidate] / pi - 1[stable] / (1 - pi))``, whose mean is the clipped MAE difference
-  because routing is random with known ``pi`` (the split check guards that); without a known share (sticky
-  A/B, no split) harm waits.
+- unpaired (canary): each track's clipped errors in ``[0, B]``; for a common level ``m`` the candidate's
+  e-process against "MAE_c <= m" times stable's against "MAE_s >= m" is a test supermartingale, and under
+  the null some ``m`` lies between the two MAEs, so the infimum over ``m`` is an e-process
+  (``bounded_two_sample_log_e``). It needs no traffic share and pays each track's own spread.
 
 Non-inferiority bounds the clipped difference with the matching confidence sequences (``bounded_mean_cs``):
 paired, on the per-row difference; unpaired, the candidate's upper bound minus stable's lower bound, each at
@@ -53,6 +53,7 @@ from mlrollout.analysis.sequential import (
     beta_mixture_proportion_cs,
     bounded_mean_cs,
     bounded_mean_log_e,
+    bounded_two_sample_log_e,
     gaussian_mixture_cs,
     harm_log_e,
     log_to_e,
@@ -69,7 +70,7 @@ HARM_UNPAIRED = "conditional binomial mixture SPRT on incorrect labelled rows (o
 HARM_MAE_PAIRED = "betting e-process on the paired clipped-error difference (finite-sample)"
 NI_PAIRED = "normal-mixture confidence sequence on the paired difference"
 NI_UNPAIRED = "normal-mixture confidence sequence on the difference"
-HARM_MAE_UNPAIRED = "betting e-process on inverse-share-weighted clipped errors (finite-sample)"
+HARM_MAE_UNPAIRED = "two-sample betting e-process on the clipped errors (finite-sample)"
 NI_MAE_PAIRED = "empirical-Bernstein confidence sequence on the paired clipped-error difference"
 NI_MAE_UNPAIRED = "empirical-Bernstein confidence sequences on each clipped MAE"
 
@@ -83,7 +84,6 @@ class QualitySettings:
     min_labels: int
     carry: Callable[[float], float] = float  # the step's e-value -> the rollout's (carry.py); alone: itself
     error_bound: float = DEFAULT_ERROR_BOUND  # mae: each row's absolute error is clipped here
-    share: float | None = None  # mae, unpaired: the candidate's configured share of requests (None: unknown)
 
     @property
     def alpha_difference(self) -> float:
@@ -255,15 +255,14 @@ def paired_mae_log_e(p: Pairs, bound: float) -> float:
     return bounded_mean_log_e(p.rows, total, p.clipped_diff_sumsq or 0.0, 0.0, -bound)
 
 
-def unpaired_mae_log_e(stable: Labels, candidate: Labels, share: float, bound: float) -> float:
-    """The unpaired harm e-process: every labelled row weighted by the inverse of the share its track was
-    routed with, ``min(|e|, B) * (1[candidate] / pi - 1[stable] / (1 - pi))``, whose mean is the clipped
-    MAE difference when each row's track was drawn with probability ``pi``; each row is at least
-    ``-B / (1 - pi)``. The tracks' rows are disjoint, so the sum of squares has no cross term."""
-    pi = share
-    total = (candidate.clipped_sum or 0.0) / pi - (stable.clipped_sum or 0.0) / (1.0 - pi)
-    total_sq = (candidate.clipped_sumsq or 0.0) / (pi * pi) + (stable.clipped_sumsq or 0.0) / (1.0 - pi) ** 2
-    return bounded_mean_log_e(stable.labelled + candidate.labelled, total, total_sq, 0.0, -bound / (1.0 - pi))
+def unpaired_mae_log_e(stable: Labels, candidate: Labels, bound: float) -> float:
+    """The unpaired harm e-process: each track's clipped errors in ``[0, B]``, against "the candidate's clipped
+    MAE is at most stable's" (:func:`bounded_two_sample_log_e`: the infimum over a common level of the two
+    one-sample e-processes' product)."""
+    return bounded_two_sample_log_e(
+        candidate.labelled, candidate.clipped_sum or 0.0, candidate.clipped_sumsq or 0.0,
+        stable.labelled, stable.clipped_sum or 0.0, stable.clipped_sumsq or 0.0, bound,
+    )  # fmt: skip
 
 
 def _mae_paired(p: Pairs, stable: Labels, s: QualitySettings) -> list[MetricResult]:
@@ -296,18 +295,14 @@ def _mae_unpaired(stable: Labels, candidate: Labels, s: QualitySettings) -> list
     interval = (cs_c.lo - cs_s.hi, cs_c.hi - cs_s.lo)
     margin = _margin(s, _mae_lower(stable, bound))
     enough = min(n_s, n_c) >= s.min_labels
-    pi = s.share
-    if pi is None or not 0.0 < pi < 1.0:
-        return _mae_pair_of_results("inconclusive", 0.0, None, diff, interval, margin, (mae_s, mae_c), samples,
-                                    enough, s, HARM_MAE_UNPAIRED, NI_MAE_UNPAIRED)  # fmt: skip
-    e_value = s.carry(log_to_e(unpaired_mae_log_e(stable, candidate, pi, bound)))
+    e_value = s.carry(log_to_e(unpaired_mae_log_e(stable, candidate, bound)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     return _mae_pair_of_results(harm, threshold, e_value, diff, interval, margin, (mae_s, mae_c), samples,
                                 enough, s, HARM_MAE_UNPAIRED, NI_MAE_UNPAIRED)  # fmt: skip
 
 
 def _mae_pair_of_results(
-    harm: Literal["pass", "fail", "inconclusive"], threshold: float, e_value: float | None, diff: float, interval: tuple[float, float],
+    harm: Literal["pass", "fail"], threshold: float, e_value: float | None, diff: float, interval: tuple[float, float],
     margin: float, estimate: tuple[float, float] | None, samples: tuple[float, float], enough: bool,
     s: QualitySettings, harm_test: str, ni_test: str,
 ) -> list[MetricResult]:  # fmt: skip
@@ -328,7 +323,6 @@ def _mae_pair_of_results(
             {
                 "fail": f"worse: MAE (errors clipped at {s.error_bound:g}) higher by {diff:.4g}",
                 "pass": f"no evidence it is worse (MAE {diff:+.4g}, errors clipped at {s.error_bound:g})",
-                "inconclusive": "no traffic share known for the candidate (sticky or unknown split): harm waits",
             }[harm],
             test=harm_test,
             samples=samples,

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import optimize, special
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "beta_mixture_proportion_cs",
     "bounded_mean_cs",
     "bounded_mean_log_e",
+    "bounded_two_sample_log_e",
     "gaussian_mixture_cs",
     "goodness_of_fit_log_e",
     "harm_log_e",
@@ -315,3 +317,43 @@ def _edge(rejects: Callable[[float], bool], outer: float, inner: float) -> float
         if abs(inner - outer) <= 1e-9 * max(1.0, abs(outer)):
             break
     return inner
+
+
+def _bets_log_e_at(n: float, total: float, total_sq: float, nulls: np.ndarray, scale: float) -> np.ndarray:
+    """:func:`bounded_mean_log_e` against "mean <= m" for every ``m`` of ``nulls`` at once (bets
+    ``BETS_CS``, a fixed ``scale``): one row of the grid per null."""
+    if n <= 0:
+        return np.zeros_like(nulls)
+    sum_y = (total - n * nulls) / scale
+    sum_y2 = np.maximum((total_sq - 2.0 * nulls * total + n * nulls * nulls) / (scale * scale), sum_y * sum_y / n)
+    bets = np.asarray(BETS_CS)
+    terms = bets[None, :] * sum_y[:, None] + (np.log1p(-bets) + bets)[None, :] * sum_y2[:, None]
+    top = terms.max(axis=1)
+    return top + np.log(np.exp(terms - top[:, None]).mean(axis=1))
+
+
+def bounded_two_sample_log_e(
+    n_c: float, total_c: float, total_sq_c: float, n_s: float, total_s: float, total_sq_s: float, bound: float,
+) -> float:  # fmt: skip
+    """Log e-value against "the candidate's mean is at most stable's", each track's rows in ``[0, bound]``.
+
+    For a fixed ``m``, ``E_c(m)`` (:func:`bounded_mean_log_e` on the candidate's rows against "mean <= m")
+    and ``E_s(m)`` (on stable's rows against "mean >= m") are test supermartingales when the candidate's
+    mean is at most ``m`` and stable's at least ``m``; their product too (each row belongs to one track).
+    Under the null some ``m*`` (any value between the two means) makes both hold, so
+    ``inf_m E_c(m) E_s(m) <= E_c(m*) E_s(m*)``: an e-process that needs no share of traffic and uses each
+    track's own spread (the two-sample comparison, without the inverse-share weighting's mean-squared term).
+    With bets at most 1/2 and the scale ``bound`` for every ``m``, ``E_c`` decreases and ``E_s`` increases
+    in ``m``, so on each cell ``[m_k, m_k+1]`` of a grid the product is at least ``E_c(m_k+1) E_s(m_k)``: the
+    minimum of those over a grid covering ``[0, bound]`` is a lower bound of the infimum, whatever the grid
+    (dense between the two observed means, where the infimum lies). No rows on a side, or non-finite sums: 0.
+    """
+    values = (n_c, total_c, total_sq_c, n_s, total_s, total_sq_s, bound)
+    if n_c <= 0 or n_s <= 0 or bound <= 0 or not all(math.isfinite(v) for v in values):
+        return 0.0
+    mean_c, mean_s = total_c / n_c, total_s / n_s
+    lo, hi = sorted((min(max(mean_c, 0.0), bound), min(max(mean_s, 0.0), bound)))
+    grid = np.unique(np.concatenate([np.linspace(0.0, bound, 65), np.linspace(lo, hi, 257)]))
+    log_c = _bets_log_e_at(n_c, total_c, total_sq_c, grid, bound)  # evidence the candidate's mean is above m
+    log_s = _bets_log_e_at(n_s, -total_s, total_sq_s, -grid, bound)  # evidence stable's mean is below m
+    return float(np.min(log_c[1:] + log_s[:-1]))
