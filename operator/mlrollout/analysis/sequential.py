@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import optimize, special
 
 __all__ = [
@@ -319,7 +320,10 @@ def _edge(rejects: Callable[[float], bool], outer: float, inner: float) -> float
     return inner
 
 
-def _bets_log_e_at(n: float, total: float, total_sq: float, nulls: np.ndarray, scale: float) -> np.ndarray:
+Floats = npt.NDArray[np.float64]
+
+
+def _bets_log_e_at(n: float, total: float, total_sq: float, nulls: Floats, scale: float) -> Floats:
     """:func:`bounded_mean_log_e` against "mean <= m" for every ``m`` of ``nulls`` at once (bets
     ``BETS_CS``, a fixed ``scale``): one row of the grid per null."""
     if n <= 0:
@@ -329,7 +333,8 @@ def _bets_log_e_at(n: float, total: float, total_sq: float, nulls: np.ndarray, s
     bets = np.asarray(BETS_CS)
     terms = bets[None, :] * sum_y[:, None] + (np.log1p(-bets) + bets)[None, :] * sum_y2[:, None]
     top = terms.max(axis=1)
-    return top + np.log(np.exp(terms - top[:, None]).mean(axis=1))
+    result: Floats = top + np.log(np.exp(terms - top[:, None]).mean(axis=1))
+    return result
 
 
 def bounded_two_sample_log_e(

@@ -33,11 +33,12 @@ def labels_of(errors: Array, bound: float = BOUND) -> Labels:
 
 
 def pairs_of(e_s: Array, e_c: Array, bound: float = BOUND) -> Pairs:
-    diff, clipped = e_c - e_s, np.minimum(e_c, bound) - np.minimum(e_s, bound)
+    clip_s, clip_c = np.minimum(e_s, bound), np.minimum(e_c, bound)
+    diff, clipped = e_c - e_s, clip_c - clip_s
     return Pairs(
         both_right=int((diff == 0).sum()), stable_only=int((diff > 0).sum()), candidate_only=int((diff < 0).sum()),
         stable_error_sum=float(e_s.sum()), candidate_error_sum=float(e_c.sum()), diff_sumsq=float((diff**2).sum()),
-        stable_clipped_sum=float(np.minimum(e_s, bound).sum()), candidate_clipped_sum=float(np.minimum(e_c, bound).sum()),
+        stable_clipped_sum=float(clip_s.sum()), candidate_clipped_sum=float(clip_c.sum()),
         clipped_diff_sumsq=float((clipped**2).sum()),
     )  # fmt: skip
 
