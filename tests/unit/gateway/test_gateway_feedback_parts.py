@@ -193,8 +193,33 @@ def test_regressor_errors_are_also_summed_clipped_at_every_contract_bound() -> N
     assert scores.pair_clipped_diff_squares["r2"][at] == 1.5**2 + 2.5**2
     assert scores.pair_diff_squares["r2"] == 2**2 + 20**2  # the raw sums are unchanged
     copy = scores.copy()
-    copy.clipped_abs_error[key][0] += 1  # a copy to read on another thread shares no list
-    assert copy.clipped_abs_error[key][0] != scores.clipped_abs_error[key][0]
+    copy.clipped_parts[key][0] += 1  # a copy to read on another thread shares no list
+    assert copy.clipped_parts[key][0] != scores.clipped_parts[key][0]
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 2e4, allow_nan=False), st.floats(0, 2e4, allow_nan=False)), min_size=1, max_size=30
+    ),
+    st.sampled_from(CLIP_BOUNDS),
+)
+def test_clipped_sums_equal_the_direct_sums_at_every_bound(pairs: list[tuple[float, float]], bound: float) -> None:
+    """The sums kept per interval and summed at scrape time are the sums of the clipped errors, including
+    errors exactly on a bound and beyond the last."""
+    scores = Scores()
+    stable = verify(KEYS, Minter(KEYS, 0).mint("stable", "r1", Predicted(False, [0.0] * len(pairs)), NOW).token,
+                    NOW, 60)  # fmt: skip
+    labels = [e_s for e_s, _ in pairs]
+    scores.score(stable, labels)
+    scores.pair(stable, "r2", [e_s - e_c for e_s, e_c in pairs], labels)  # the shadow's error is e_c
+    j = CLIP_BOUNDS.index(bound)
+    clip_s = [min(abs(e_s), bound) for e_s, _ in pairs]
+    clip_c = [min(abs(e_c), bound) for _, e_c in pairs]
+    assert scores.clipped_abs_error[("stable", "r1")][j] == pytest.approx(sum(clip_s), rel=1e-9, abs=1e-9)
+    assert scores.clipped_squared_error[("stable", "r1")][j] == pytest.approx(sum(c * c for c in clip_s), rel=1e-9)
+    assert scores.pair_clipped_abs_error[("r2", "candidate")][j] == pytest.approx(sum(clip_c), rel=1e-9, abs=1e-6)
+    direct = sum((c - s) ** 2 for s, c in zip(clip_s, clip_c, strict=True))
+    assert scores.pair_clipped_diff_squares["r2"][j] == pytest.approx(direct, rel=1e-6, abs=1e-6)
 
 
 def _feedback(tmp_path: Path, replica: int) -> Feedback:
