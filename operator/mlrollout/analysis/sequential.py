@@ -22,6 +22,7 @@ __all__ = [
     "BETS_HARM",
     "HARM_LOG_RATIO_SD",
     "HARM_RATIO",
+    "TWO_SAMPLE_LEVELS",
     "Interval",
     "beta_mixture_proportion_cs",
     "bounded_mean_cs",
@@ -323,17 +324,35 @@ def _edge(rejects: Callable[[float], bool], outer: float, inner: float) -> float
 Floats = npt.NDArray[np.float64]
 
 
-def _bets_log_e_at(n: float, total: float, total_sq: float, nulls: Floats, scale: float) -> Floats:
-    """:func:`bounded_mean_log_e` against "mean <= m" for every ``m`` of ``nulls`` at once (bets
-    ``BETS_CS``, a fixed ``scale``): one row of the grid per null."""
-    if n <= 0:
-        return np.zeros_like(nulls)
-    sum_y = (total - n * nulls) / scale
-    sum_y2 = np.maximum((total_sq - 2.0 * nulls * total + n * nulls * nulls) / (scale * scale), sum_y * sum_y / n)
-    bets = np.asarray(BETS_CS)
-    terms = bets[None, :] * sum_y[:, None] + (np.log1p(-bets) + bets)[None, :] * sum_y2[:, None]
-    top = terms.max(axis=1)
-    result: Floats = top + np.log(np.exp(terms - top[:, None]).mean(axis=1))
+TWO_SAMPLE_LEVELS: Floats = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 927)])
+"""The common levels ``m`` of :func:`bounded_two_sample_log_e`, as fractions of the bound, fixed in advance:
+0, then 1e-4 to 1 a factor 1.01 apart (a cell is 1 % of its level, a tenth of a 10 % effect). Starting at
+1e-4 keeps a candidate row's term ``(x - m) / m`` below 1e4, where the smallest bets still read it; errors
+far below 1e-4 of the bound are beyond any test anyway (stable's side needs the bound's scale)."""
+
+
+def _cell_lower_log_e(
+    n: float, total: float, total_sq: float, ends: tuple[Floats, Floats], scales: tuple[Floats, ...]
+) -> Floats:
+    """A lower bound, per cell ``[a_k, b_k]``, of the e-process against "mean <= m" for every ``m`` of the
+    cell: the equal mixture, over the harm bets and the cell's ``scales`` (each fixed per cell and valid for
+    every level of it), of :func:`bounded_mean_log_e`'s terms. For one bet and scale the exponent
+    ``l sum y + (log(1 - l) + l) sum y^2`` is concave in ``m`` (its ``m^2`` coefficient is negative), so on
+    the cell it is least at an end: the mixture of each term's smaller end is at most the mixture anywhere
+    in the cell."""
+    bets = np.asarray(BETS_HARM)
+    psi = np.log1p(-bets) + bets
+    terms = []
+    for scale in scales:
+        per_end = []
+        for nulls in ends:
+            sum_y = (total - n * nulls) / scale
+            sum_y2 = np.maximum((total_sq - 2.0 * nulls * total + n * nulls * nulls) / (scale * scale), sum_y**2 / n)
+            per_end.append(bets[None, :] * sum_y[:, None] + psi[None, :] * sum_y2[:, None])
+        terms.append(np.minimum(per_end[0], per_end[1]))
+    every = np.concatenate(terms, axis=1)
+    top = every.max(axis=1)
+    result: Floats = top + np.log(np.exp(every - top[:, None]).mean(axis=1))
     return result
 
 
@@ -342,23 +361,23 @@ def bounded_two_sample_log_e(
 ) -> float:  # fmt: skip
     """Log e-value against "the candidate's mean is at most stable's", each track's rows in ``[0, bound]``.
 
-    For a fixed ``m``, ``E_c(m)`` (:func:`bounded_mean_log_e` on the candidate's rows against "mean <= m")
-    and ``E_s(m)`` (on stable's rows against "mean >= m") are test supermartingales when the candidate's
-    mean is at most ``m`` and stable's at least ``m``; their product too (each row belongs to one track).
-    Under the null some ``m*`` (any value between the two means) makes both hold, so
-    ``inf_m E_c(m) E_s(m) <= E_c(m*) E_s(m*)``: an e-process that needs no share of traffic and uses each
-    track's own spread (the two-sample comparison, without the inverse-share weighting's mean-squared term).
-    With bets at most 1/2 and the scale ``bound`` for every ``m``, ``E_c`` decreases and ``E_s`` increases
-    in ``m``, so on each cell ``[m_k, m_k+1]`` of a grid the product is at least ``E_c(m_k+1) E_s(m_k)``: the
-    minimum of those over a grid covering ``[0, bound]`` is a lower bound of the infimum, whatever the grid
-    (dense between the two observed means, where the infimum lies). No rows on a side, or non-finite sums: 0.
+    For a fixed level ``m``, the candidate's :func:`bounded_mean_log_e` against "mean <= m" and stable's
+    against "mean >= m" are test supermartingales when the candidate's mean is at most ``m`` and stable's at
+    least ``m``; so is their product (each row belongs to one track). Under the null some ``m*`` (any value
+    between the two means) makes both hold, so ``inf_m E_c(m) E_s(m) <= E_c(m*) E_s(m*)``: an e-process that
+    needs no share of traffic and pays each track's own spread (an inverse-share-weighted sum would pay the
+    errors' second moment). The infimum runs over the cells of a grid fixed in advance
+    (``TWO_SAMPLE_LEVELS`` times the bound); in a cell each factor uses the smallest scale valid for every
+    level of it (the candidate's rows are at least 0: the cell's top ``m``, which bets on the spread of the
+    errors rather than the width of the bound; stable's at most the bound: ``bound - m``), and is bounded
+    below by :func:`_cell_lower_log_e`. A loose bound still costs on stable's side: with rows up to the
+    bound, a few unseen huge errors could hide a higher stable MAE. No rows on a side, or non-finite sums: 0.
     """
     values = (n_c, total_c, total_sq_c, n_s, total_s, total_sq_s, bound)
     if n_c <= 0 or n_s <= 0 or bound <= 0 or not all(math.isfinite(v) for v in values):
         return 0.0
-    mean_c, mean_s = total_c / n_c, total_s / n_s
-    lo, hi = sorted((min(max(mean_c, 0.0), bound), min(max(mean_s, 0.0), bound)))
-    grid = np.unique(np.concatenate([np.linspace(0.0, bound, 65), np.linspace(lo, hi, 257)]))
-    log_c = _bets_log_e_at(n_c, total_c, total_sq_c, grid, bound)  # evidence the candidate's mean is above m
-    log_s = _bets_log_e_at(n_s, -total_s, total_sq_s, -grid, bound)  # evidence stable's mean is below m
-    return float(np.min(log_c[1:] + log_s[:-1]))
+    levels = bound * TWO_SAMPLE_LEVELS
+    lo, hi = levels[:-1], levels[1:]
+    candidate = _cell_lower_log_e(n_c, total_c, total_sq_c, (lo, hi), (hi,))  # evidence its mean is above m
+    stable = _cell_lower_log_e(n_s, -total_s, total_sq_s, (-lo, -hi), (bound - lo,))  # its mean below m
+    return float(np.min(candidate + stable))

@@ -13,7 +13,13 @@ from scipy import stats
 
 from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvider, collect_snapshot
 from mlrollout.analysis.quality import NO_CLIPPED_SUMS, QualitySettings, quality_results, unpaired_mae_log_e
-from mlrollout.analysis.sequential import BETS_CS, bounded_mean_cs, bounded_mean_log_e, bounded_two_sample_log_e
+from mlrollout.analysis.sequential import (
+    BETS_CS,
+    TWO_SAMPLE_LEVELS,
+    bounded_mean_cs,
+    bounded_mean_log_e,
+    bounded_two_sample_log_e,
+)
 from mlrollout.analysis.snapshot import Labels, Pairs
 from mlrollout.api.rolloutpolicy import Margin, QualityMetric
 
@@ -143,9 +149,9 @@ def test_unpaired_harm_stays_within_alpha_when_the_shapes_differ(seed: int, shar
     errors at B, the rest 0). Every labelled row is the candidate's with probability ``share`` (the test
     does not need to know it)."""
     rng = np.random.default_rng(seed)
-    alpha, per_look = 0.05, 200
+    alpha, per_look, runs = 0.05, 200, 200  # the two-sample e-value takes a millisecond: fewer runs
     mae = rng.uniform(0.01, 0.5) * BOUND
-    size = (RUNS, LOOKS, per_look)
+    size = (runs, LOOKS, per_look)
     candidate = rng.random(size) < share
     e_s = rng.uniform(0, 2 * mae, size) if shape == "stable spread" else np.full(size, mae)
     if shape == "rare errors at the bound":
@@ -159,14 +165,14 @@ def test_unpaired_harm_stays_within_alpha_when_the_shapes_differ(seed: int, shar
 
     (n_c, c1, c2), (n_s, s1, s2) = sums(e_c, candidate), sums(e_s, ~candidate)
     crossed = 0
-    for r in range(RUNS):
+    for r in range(runs):
         for t in range(LOOKS):
             stable = Labels(int(n_s[r, t]), 0, 0.0, 0.0, float(s1[r, t]), float(s2[r, t]))
             cand = Labels(int(n_c[r, t]), 0, 0.0, 0.0, float(c1[r, t]), float(c2[r, t]))
             if unpaired_mae_log_e(stable, cand, BOUND) >= math.log(1 / alpha):
                 crossed += 1
                 break
-    assert stats.binom.sf(crossed - 1, RUNS, alpha) > 1e-3, (shape, share, crossed)
+    assert stats.binom.sf(crossed - 1, runs, alpha) > 1e-3, (shape, share, crossed)
 
 
 @settings(max_examples=3, deadline=None)
@@ -217,16 +223,20 @@ def test_the_reported_e_value_is_the_pure_e_process() -> None:
 
 
 def test_the_two_sample_e_value_is_at_most_the_product_at_any_common_level() -> None:
-    """The infimum over m is what makes it valid: at any m (m* among them) the product bounds it."""
+    """The infimum over m is what makes it valid: at any level m (m* among them) the product of the two
+    one-sample e-processes, with the scales of m's cell, bounds it."""
     rng = np.random.default_rng(4)
     c, s = np.minimum(np.abs(rng.normal(0, 1.2, 2000)), BOUND), np.minimum(np.abs(rng.normal(0, 1, 4000)), BOUND)
     log_e = bounded_two_sample_log_e(len(c), c.sum(), (c * c).sum(), len(s), s.sum(), (s * s).sum(), BOUND)
     assert log_e > math.log(80)  # a 20 % worse candidate on 2000 rows: caught
-    for m in np.linspace(0, BOUND, 501):
-        product = bounded_mean_log_e(len(c), c.sum(), (c * c).sum(), m, 0.0, BOUND, BETS_CS) + bounded_mean_log_e(
-            len(s), -s.sum(), (s * s).sum(), -m, -BOUND, BOUND, BETS_CS
+    levels = BOUND * TWO_SAMPLE_LEVELS
+    for m in [*rng.uniform(0, BOUND, 300), *rng.uniform(s.mean(), c.mean(), 300), 0.0, BOUND]:
+        k = min(int(np.searchsorted(levels, m, side="right")) - 1, len(levels) - 2)  # m's cell
+        lo, hi = levels[k], levels[k + 1]
+        product = bounded_mean_log_e(len(c), c.sum(), (c * c).sum(), m, 0.0, hi) + bounded_mean_log_e(
+            len(s), -s.sum(), (s * s).sum(), -m, -BOUND, BOUND - lo
         )
-        assert log_e <= product + 1e-9
+        assert log_e <= product + 1e-9, m
     assert bounded_two_sample_log_e(0, 0.0, 0.0, 10, 5.0, 5.0, BOUND) == 0.0
     assert bounded_two_sample_log_e(10, math.nan, 0.0, 10, 5.0, 5.0, BOUND) == 0.0
     same = bounded_two_sample_log_e(1000, 800.0, 1000.0, 1000, 800.0, 1000.0, BOUND)
