@@ -14,14 +14,20 @@ __all__ = [
     "ABS_ERROR_BUCKETS",
     "ANSWERED_WITHOUT_ERROR",
     "BATCH_SIZE_BUCKETS",
+    "CLIP_BOUNDS",
+    "DEFAULT_ERROR_BOUND",
     "GATEWAY_DURATION",
     "GATEWAY_FALLBACKS",
     "GATEWAY_FALLBACK_REQUESTS",
     "GATEWAY_FEEDBACK_ABS_ERROR",
     "GATEWAY_FEEDBACK_ABS_ERROR_ROWS",
+    "GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR",
+    "GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR",
     "GATEWAY_FEEDBACK_LABELS",
     "GATEWAY_FEEDBACK_PAIRS",
     "GATEWAY_FEEDBACK_PAIR_ABS_ERROR",
+    "GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR",
+    "GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES",
     "GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES",
     "GATEWAY_FEEDBACK_PENDING_DROPPED",
     "GATEWAY_FEEDBACK_REFUSED",
@@ -53,6 +59,7 @@ __all__ = [
     "SERIES",
     "TRACKS",
     "Series",
+    "clip_label",
 ]
 
 IDENTITY_LABELS: Final = ("namespace", "model_deployment", "track", "revision")
@@ -80,6 +87,20 @@ ABS_ERROR_BUCKETS: Final[tuple[float, ...]] = (
     1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0,
     500.0, 1000.0, 2500.0, 5000.0, 10000.0, float("inf"),
 )  # fmt: skip
+
+# The bounds each labelled row's absolute error is also clipped at (``min(|error|, bound)``), one series per
+# bound: the finite-sample MAE tests need the sums of clipped errors (docs/analysis.md, "Quality"), and the
+# policy picks the bound (``errorBound``) at analysis time, so the gateway needs no setting and a changed
+# bound never mixes rows clipped differently. The histogram's finite edges from 0.01 up.
+CLIP_BOUNDS: Final[tuple[float, ...]] = tuple(b for b in ABS_ERROR_BUCKETS if 0.01 <= b < float("inf"))
+DEFAULT_ERROR_BOUND: Final = CLIP_BOUNDS[-1]
+"""The clip bound when a policy sets none: the top finite edge (only rows beyond it change; a bound near
+the errors' real scale tests far faster, docs/analysis.md)."""
+
+
+def clip_label(bound: float) -> str:
+    """The ``bound`` label value of a clip bound (``repr`` of the float, like Prometheus' ``le``)."""
+    return repr(float(bound))
 
 
 @dataclass(frozen=True)
@@ -175,6 +196,16 @@ GATEWAY_FEEDBACK_ABS_ERROR_ROWS: Final = Series(
 GATEWAY_FEEDBACK_SQUARED_ERROR: Final = Series(
     "mlrollout_gateway_feedback_squared_error_total", "Sum of the squared errors of labelled rows (regressors)."
 )
+GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR: Final = Series(
+    "mlrollout_gateway_feedback_clipped_abs_error_total",
+    "Sum of min(absolute error, bound) of labelled rows, for each bound of CLIP_BOUNDS (regressors).",
+    ("bound",),
+)
+GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR: Final = Series(
+    "mlrollout_gateway_feedback_clipped_squared_error_total",
+    "Sum of min(absolute error, bound)^2 of labelled rows, for each bound of CLIP_BOUNDS (regressors).",
+    ("bound",),
+)
 GATEWAY_FEEDBACK_PAIRS: Final = Series(
     "mlrollout_gateway_feedback_pairs_total",
     "Labelled requests both models answered (shadow), by which was right or closer; labelled with the shadow.",
@@ -188,6 +219,16 @@ GATEWAY_FEEDBACK_PAIR_ABS_ERROR: Final = Series(
 GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES: Final = Series(
     "mlrollout_gateway_feedback_pair_difference_squares_total",
     "Sum of the squared differences between the two models' absolute errors on paired rows (regressors).",
+)
+GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR: Final = Series(
+    "mlrollout_gateway_feedback_pair_clipped_abs_error_total",
+    "Sum of min(absolute error, bound) of paired rows per side, for each bound of CLIP_BOUNDS (regressors).",
+    ("side", "bound"),
+)
+GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES: Final = Series(
+    "mlrollout_gateway_feedback_pair_clipped_difference_squares_total",
+    "Sum of (min(|e_candidate|, bound) - min(|e_stable|, bound))^2 on paired rows, per bound (regressors).",
+    ("bound",),
 )
 GATEWAY_FEEDBACK_REFUSED: Final = Series(
     "mlrollout_gateway_feedback_refused_total", "Feedback refused, by reason.", ("reason",)
@@ -244,9 +285,13 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_FEEDBACK_ABS_ERROR,
     GATEWAY_FEEDBACK_ABS_ERROR_ROWS,
     GATEWAY_FEEDBACK_SQUARED_ERROR,
+    GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR,
+    GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR,
     GATEWAY_FEEDBACK_PAIRS,
     GATEWAY_FEEDBACK_PAIR_ABS_ERROR,
     GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES,
+    GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR,
+    GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES,
     GATEWAY_FEEDBACK_REFUSED,
     GATEWAY_FEEDBACK_UNPAIRED,
     GATEWAY_FEEDBACK_UNSCORED,

@@ -42,7 +42,7 @@ from ..contract.feedback import (
     sign,
     verify,
 )
-from ..contract.metrics import ABS_ERROR_BUCKETS
+from ..contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
 from .compare import finite_number
 
 __all__ = [
@@ -338,6 +338,14 @@ class Scores:
     unpaired: dict[str, int] = field(default_factory=dict)
     unscored: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """Per (track, revision, reason): labelled rows left out of the error sums, histogram and pairs."""
+    clipped_parts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """Per (track, revision): rows, sum and sum of squares of the errors per interval of ``CLIP_BOUNDS``
+    (:func:`_add_clipped`); the sums clipped at each bound follow at scrape time (``clipped_abs_error``)."""
+    pair_clipped_parts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """The same per (shadow revision, side) on paired rows."""
+    pair_clipped_diff_parts: dict[str, list[float]] = field(default_factory=dict)
+    """Per shadow revision: the parts of ``(min(e_c, bound) - min(e_s, bound))^2`` per bound
+    (:func:`_add_clipped_difference`)."""
 
     def score(self, token: Token, labels: Sequence[Any]) -> None:
         """Each label against what the token's track served. A regressor row whose prediction was NaN or
@@ -357,6 +365,7 @@ class Scores:
                 self._add(self.abs_error, key, error)
                 self._bucket(key, error)
                 self._add(self.squared_error, key, error * error)
+                _add_clipped(self.clipped_parts, key, error)
 
     def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any], labels: Sequence[Any]) -> None:
         """Each label against both answers to the same request (``token`` is stable's, ``shadow`` the
@@ -381,13 +390,37 @@ class Scores:
                 self._add(self.pair_abs_error, (shadow_revision, "stable"), e_s)
                 self._add(self.pair_abs_error, (shadow_revision, "candidate"), e_c)
                 self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
+                _add_clipped(self.pair_clipped_parts, (shadow_revision, "stable"), e_s)
+                _add_clipped(self.pair_clipped_parts, (shadow_revision, "candidate"), e_c)
+                _add_clipped_difference(self.pair_clipped_diff_parts, shadow_revision, e_s, e_c)
             self._add(self.pairs, (shadow_revision, result), 1)
 
     def copy(self) -> Scores:
         """A copy to read while labels are counted on another thread."""
         fields = {name: dict(getattr(self, name)) for name in self.__dataclass_fields__}
-        fields["abs_error_rows"] = {key: list(rows) for key, rows in self.abs_error_rows.items()}
+        for name in ("abs_error_rows", "clipped_parts", "pair_clipped_parts", "pair_clipped_diff_parts"):
+            fields[name] = {key: list(values) for key, values in getattr(self, name).items()}
         return Scores(**fields)
+
+    @property
+    def clipped_abs_error(self) -> dict[tuple[str, str], list[float]]:
+        """Per (track, revision): the sums of ``min(error, bound)``, one per bound of ``CLIP_BOUNDS``."""
+        return {key: _clipped_totals(parts)[0] for key, parts in self.clipped_parts.items()}
+
+    @property
+    def clipped_squared_error(self) -> dict[tuple[str, str], list[float]]:
+        """Per (track, revision): the sums of ``min(error, bound)^2``, one per bound."""
+        return {key: _clipped_totals(parts)[1] for key, parts in self.clipped_parts.items()}
+
+    @property
+    def pair_clipped_abs_error(self) -> dict[tuple[str, str], list[float]]:
+        """Per (shadow revision, side): the sums of ``min(error, bound)`` on paired rows, one per bound."""
+        return {key: _clipped_totals(parts)[0] for key, parts in self.pair_clipped_parts.items()}
+
+    @property
+    def pair_clipped_diff_squares(self) -> dict[str, list[float]]:
+        """Per shadow revision: the sums of ``(min(e_c, bound) - min(e_s, bound))^2``, one per bound."""
+        return {key: _clipped_difference_totals(parts) for key, parts in self.pair_clipped_diff_parts.items()}
 
     @property
     def abs_error_bounds(self) -> tuple[float, ...]:
@@ -403,6 +436,61 @@ class Scores:
     @staticmethod
     def _add(counter: dict[Any, Any], key: Any, amount: float) -> None:
         counter[key] = counter.get(key, 0) + amount
+
+
+_CLIPS: Final = len(CLIP_BOUNDS)
+
+
+def _add_clipped(parts: dict[Any, list[float]], key: Any, error: float) -> None:
+    """Count ``error`` in the interval of ``CLIP_BOUNDS`` it falls in (``k`` bounds below it): its row, the
+    error and its square. Clipped at bound ``j`` a row is itself when ``k <= j``, else the bound, so the
+    clipped sums are cumulative sums of these (:func:`_clipped_totals`): three additions a row, not two
+    per bound, and only additions of non-negative numbers (no cancellation)."""
+    row = parts.get(key)
+    if row is None:
+        row = parts[key] = [0.0] * (3 * (_CLIPS + 1))
+    k = bisect_left(CLIP_BOUNDS, error)
+    row[k] += 1.0
+    row[_CLIPS + 1 + k] += error
+    row[2 * (_CLIPS + 1) + k] += error * error
+
+
+def _clipped_totals(row: list[float]) -> tuple[list[float], list[float]]:
+    """The sums of ``min(error, bound)`` and of its square at each bound, from :func:`_add_clipped`'s parts."""
+    rows = sum(row[: _CLIPS + 1])
+    below = total = squares = 0.0
+    sums, sums_sq = [], []
+    for j, bound in enumerate(CLIP_BOUNDS):
+        below += row[j]
+        total += row[_CLIPS + 1 + j]
+        squares += row[2 * (_CLIPS + 1) + j]
+        beyond = rows - below
+        sums.append(total + bound * beyond)
+        sums_sq.append(squares + bound * bound * beyond)
+    return sums, sums_sq
+
+
+def _add_clipped_difference(parts: dict[str, list[float]], key: str, e_s: float, e_c: float) -> None:
+    """One pair's ``(min(e_c, b) - min(e_s, b))^2`` at every bound ``b``: ``(e_c - e_s)^2`` once both errors
+    are within ``b`` (counted at the interval of the larger, summed cumulatively), ``(b - smaller)^2`` for the
+    few bounds between the two errors (added at each), 0 below both."""
+    row = parts.get(key)
+    if row is None:
+        row = parts[key] = [0.0] * (2 * _CLIPS + 1)
+    k_s, k_c = bisect_left(CLIP_BOUNDS, e_s), bisect_left(CLIP_BOUNDS, e_c)
+    row[max(k_s, k_c)] += (e_c - e_s) ** 2
+    smaller = min(e_s, e_c)
+    for j in range(min(k_s, k_c), max(k_s, k_c)):
+        row[_CLIPS + 1 + j] += (CLIP_BOUNDS[j] - smaller) ** 2
+
+
+def _clipped_difference_totals(row: list[float]) -> list[float]:
+    """The sums of the squared clipped differences at each bound, from :func:`_add_clipped_difference`."""
+    within, out = 0.0, []
+    for j in range(_CLIPS):
+        within += row[j]
+        out.append(within + row[_CLIPS + 1 + j])
+    return out
 
 
 def check(keys: FeedbackKeys | None, body: object, now: int, max_age: float) -> tuple[Token, list[Any]]:

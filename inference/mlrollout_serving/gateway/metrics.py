@@ -225,6 +225,26 @@ class _FeedbackSeries(Collector):
         for (revision, side), total in sorted(scores.pair_abs_error.items()):
             pair_error.add_metric([*ident, "shadow", revision, side], total)
         yield pair_error
+        bounds = [contract.clip_label(b) for b in contract.CLIP_BOUNDS]
+        for series, per_bound in (
+            (contract.GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR, scores.clipped_abs_error),
+            (contract.GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR, scores.clipped_squared_error),
+        ):
+            family = _family(CounterMetricFamily, series)
+            for (track, revision), totals in sorted(per_bound.items()):
+                for label, total in zip(bounds, totals, strict=True):
+                    family.add_metric([*ident, track, revision, label], total)
+            yield family
+        clipped_pairs = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR)
+        for (revision, side), totals in sorted(scores.pair_clipped_abs_error.items()):
+            for label, total in zip(bounds, totals, strict=True):
+                clipped_pairs.add_metric([*ident, "shadow", revision, side, label], total)
+        yield clipped_pairs
+        clipped_squares = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES)
+        for revision, totals in sorted(scores.pair_clipped_diff_squares.items()):
+            for label, total in zip(bounds, totals, strict=True):
+                clipped_squares.add_metric([*ident, "shadow", revision, label], total)
+        yield clipped_squares
         unscored = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_UNSCORED)
         for (track, revision, reason), n in sorted(scores.unscored.items()):
             unscored.add_metric([*ident, track, revision, reason], n)

@@ -34,6 +34,7 @@ from mlrollout.analysis.snapshot import (
     forced_monotone,
 )
 from mlrollout.api.rolloutpolicy import CustomMetric
+from mlrollout_serving.contract.metrics import DEFAULT_ERROR_BOUND
 from mlrollout_serving.contract.profile import Profile
 
 __all__ = [
@@ -103,6 +104,7 @@ class AnalysisTarget:
     split: Split | None = None  # the step's configured split; its realised counts are gathered with it
     gateway_in_path: bool = True
     backend_counter: BackendCounter | None = None
+    error_bound: float = DEFAULT_ERROR_BOUND  # quality, mae: the clip bound whose clipped-error sums are read
 
     @property
     def paired(self) -> bool:
@@ -200,6 +202,12 @@ def _by(m: Measurement, label: str) -> dict[str, float]:
     return out
 
 
+def _clipped(provider: MetricsProvider, promql: str, at: float | None) -> float | None:
+    """A clipped-error sum; None when the gateway exports no such series (one older than the clip bounds)."""
+    m = _ask(provider, promql, at)
+    return max(m.scalar(), 0.0) if m.samples else None
+
+
 def _labels(provider: MetricsProvider, q: Mapping[str, str], at: float | None) -> Labels:
     outcomes = _by(_ask(provider, q["labels"], at), "outcome")
     labelled = sum(_count(v) for v in outcomes.values())
@@ -208,6 +216,8 @@ def _labels(provider: MetricsProvider, q: Mapping[str, str], at: float | None) -
         incorrect=min(_count(outcomes.get("incorrect", 0.0)), labelled),
         abs_error_sum=max(_ask(provider, q["abs_error"], at).scalar(), 0.0),
         abs_error_sumsq=max(_ask(provider, q["squared_error"], at).scalar(), 0.0),
+        clipped_sum=_clipped(provider, q["clipped_abs_error"], at),
+        clipped_sumsq=_clipped(provider, q["clipped_squared_error"], at),
     )
 
 
@@ -216,6 +226,7 @@ def _pairs(provider: MetricsProvider, q: Mapping[str, str], at: float | None) ->
     if not results:
         return None
     sides = _by(_ask(provider, q["pair_abs_error"], at), "side")
+    clipped = _by(_ask(provider, q["pair_clipped_abs_error"], at), "side")
     return Pairs(
         both_right=_count(results.get("both_right", 0.0)),
         both_wrong=_count(results.get("both_wrong", 0.0)),
@@ -224,6 +235,9 @@ def _pairs(provider: MetricsProvider, q: Mapping[str, str], at: float | None) ->
         stable_error_sum=max(sides.get("stable", 0.0), 0.0),
         candidate_error_sum=max(sides.get("candidate", 0.0), 0.0),
         diff_sumsq=max(_ask(provider, q["pair_diff_squares"], at).scalar(), 0.0),
+        stable_clipped_sum=max(clipped["stable"], 0.0) if "stable" in clipped else None,
+        candidate_clipped_sum=max(clipped["candidate"], 0.0) if "candidate" in clipped else None,
+        clipped_diff_sumsq=_clipped(provider, q["pair_clipped_diff_squares"], at),
     )
 
 
@@ -252,7 +266,7 @@ def _track(provider: MetricsProvider, target: AnalysisTarget, track: str, revisi
     features = _features(_ask(provider, q["features"], at))
     labels = None
     if quality:
-        fq = feedback_queries(target.namespace, target.model_deployment, track, revision, window)
+        fq = feedback_queries(target.namespace, target.model_deployment, track, revision, window, target.error_bound)
         labels = _labels(provider, fq, at)
     return TrackCounts(requests, errors, latency, predictions, features, labels), moved
 
@@ -345,8 +359,9 @@ def collect_snapshot(
         # labelled mirrored answers (the gateway labels them with the shadow's track and revision)
         if quality and target.paired:
             fq = feedback_queries(
-                target.namespace, target.model_deployment, "shadow", target.candidate_revision, window_seconds
-            )
+                target.namespace, target.model_deployment, "shadow", target.candidate_revision, window_seconds,
+                target.error_bound,
+            )  # fmt: skip
             pairs = _pairs(provider, fq, at)
         values: dict[str, CustomValue] = {}
         for metric in custom:

@@ -17,11 +17,16 @@ from typing import Final, Literal
 from mlrollout.api.placeholders import PLACEHOLDERS, fill, query_problem
 from mlrollout_serving.contract.metrics import (
     ANSWERED_WITHOUT_ERROR,
+    DEFAULT_ERROR_BOUND,
     GATEWAY_DURATION,
     GATEWAY_FALLBACK_REQUESTS,
     GATEWAY_FEEDBACK_ABS_ERROR,
+    GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR,
+    GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR,
     GATEWAY_FEEDBACK_LABELS,
     GATEWAY_FEEDBACK_PAIR_ABS_ERROR,
+    GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR,
+    GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES,
     GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES,
     GATEWAY_FEEDBACK_PAIRS,
     GATEWAY_FEEDBACK_SQUARED_ERROR,
@@ -35,6 +40,7 @@ from mlrollout_serving.contract.metrics import (
     MODEL_PREDICTIONS,
     MODEL_REQUESTS,
     TRACKS,
+    clip_label,
 )
 
 __all__ = [
@@ -173,15 +179,18 @@ def answered_by_stable(namespace: str, model_deployment: str, track: str, revisi
 
 
 def feedback_queries(
-    namespace: str, model_deployment: str, track: str, revision: str | None, window_seconds: float
-) -> dict[str, str]:
+    namespace: str, model_deployment: str, track: str, revision: str | None, window_seconds: float,
+    error_bound: float = DEFAULT_ERROR_BOUND,
+) -> dict[str, str]:  # fmt: skip
     """The gateway's feedback series for one track over ``window_seconds`` (docs/metrics.md).
 
-    Keys: labels (by outcome), abs_error, squared_error; and, for the shadow's track and revision, pairs (by
-    result), pair_abs_error (by side), pair_diff_squares.
+    Keys: labels (by outcome), abs_error, squared_error, clipped_abs_error, clipped_squared_error (at
+    ``error_bound``); and, for the shadow's track and revision, pairs (by result), pair_abs_error (by side),
+    pair_diff_squares, pair_clipped_abs_error (by side), pair_clipped_diff_squares.
     """
     w = promql_duration(window_seconds)
     sel = selector(namespace, model_deployment, track, revision)
+    clipped = selector(namespace, model_deployment, track, revision, f'bound="{clip_label(error_bound)}"')
     return dict(
         labels=counter_delta(f"{GATEWAY_FEEDBACK_LABELS.name}{sel}", w, ", ".join(GATEWAY_FEEDBACK_LABELS.labels)),
         abs_error=counter_delta(f"{GATEWAY_FEEDBACK_ABS_ERROR.name}{sel}", w),
@@ -191,6 +200,10 @@ def feedback_queries(
             f"{GATEWAY_FEEDBACK_PAIR_ABS_ERROR.name}{sel}", w, ", ".join(GATEWAY_FEEDBACK_PAIR_ABS_ERROR.labels)
         ),
         pair_diff_squares=counter_delta(f"{GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES.name}{sel}", w),
+        clipped_abs_error=counter_delta(f"{GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR.name}{clipped}", w),
+        clipped_squared_error=counter_delta(f"{GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR.name}{clipped}", w),
+        pair_clipped_abs_error=counter_delta(f"{GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR.name}{clipped}", w, "side"),
+        pair_clipped_diff_squares=counter_delta(f"{GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES.name}{clipped}", w),
     )
 
 

@@ -10,15 +10,24 @@ counts, which the mixtures below are. See docs/analysis.md for the assumptions a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 from scipy import optimize, special
 
 __all__ = [
+    "BETS_CS",
+    "BETS_HARM",
     "HARM_LOG_RATIO_SD",
     "HARM_RATIO",
+    "TWO_SAMPLE_LEVELS",
     "Interval",
     "beta_mixture_proportion_cs",
+    "bounded_mean_cs",
+    "bounded_mean_log_e",
+    "bounded_two_sample_log_e",
     "gaussian_mixture_cs",
     "goodness_of_fit_log_e",
     "harm_log_e",
@@ -224,3 +233,151 @@ def goodness_of_fit_log_e(counts: list[float], proportions: list[float], concent
     log_mix += sum(special.gammaln(float(c) + concentration) - special.gammaln(concentration) for c in counts)
     log_null = sum(float(c) * math.log(max(p, 1e-9)) for c, p in zip(counts, proportions, strict=True) if c > 0)
     return float(log_mix - log_null)
+
+
+BETS_HARM: tuple[float, ...] = tuple(0.9 * 0.5**j for j in range(24))
+"""The bets ``lambda`` the bounded-mean harm e-process mixes, with equal weights: 0.9 down to 1e-7, a factor
+2 apart, so the bet that grows fastest for any effect-to-spread ratio is within sqrt(2) of one of them."""
+
+BETS_CS: tuple[float, ...] = tuple(0.5 * 0.5**j for j in range(24))
+"""The bets of the bounded-mean confidence sequences: at most 1/2, which makes each bet's e-value monotone in
+the hypothesised mean, so the set of means not rejected is an interval found by bisection (bounded_mean_cs)."""
+
+
+def _bets_log_e(sum_y: float, sum_y2: float, bets: tuple[float, ...]) -> float:
+    """``log(mean_k exp(l_k * sum_y + (log(1 - l_k) + l_k) * sum_y2))`` over the fixed bets ``l_k``."""
+    terms = [lam * sum_y + (math.log1p(-lam) + lam) * sum_y2 for lam in bets]
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms) / len(terms))
+
+
+def bounded_mean_log_e(
+    n: float, total: float, total_sq: float, null: float, floor: float, scale: float | None = None,
+    bets: tuple[float, ...] = BETS_HARM,
+) -> float:  # fmt: skip
+    """Log e-value against "the mean of x is <= ``null``" for observations ``x >= floor``, finite-sample.
+
+    From the running sums only: ``n`` rows, ``total = sum x``, ``total_sq = sum x^2``. With
+    ``y = (x - null) / scale >= -1`` (``scale >= null - floor``, by default equal) and a bet ``l`` in [0, 1),
+    ``log(1 + l y) >= l y + (log(1 - l) + l) y^2`` (Fan, Grama & Liu 2015, Lemma 4.1; the empirical-Bernstein
+    supermartingale of Howard et al. 2021 and Waudby-Smith & Ramdas 2023), so
+    ``exp(l sum y + (log(1 - l) + l) sum y^2)`` is at most the wealth of betting ``l`` on every row, a
+    nonnegative supermartingale when each row's conditional mean is at most ``null``. A fixed average over
+    ``bets`` is one too: an e-process valid at every ``n`` (no central limit), for any bounded distribution,
+    heavy-tailed within its bound included. Non-finite sums or no rows: 0 (no evidence).
+    """
+    c = (null - floor) if scale is None else scale
+    if n <= 0 or c <= 0 or not all(math.isfinite(v) for v in (n, total, total_sq, null, c)):
+        return 0.0
+    sum_y = (total - n * null) / c
+    # sum (x - null)^2, never below what the mean alone implies (the sums' rounding must not shrink it)
+    sum_y2 = max((total_sq - 2.0 * null * total + n * null * null) / (c * c), sum_y * sum_y / n, 0.0)
+    return _bets_log_e(sum_y, sum_y2, bets)
+
+
+def bounded_mean_cs(
+    n: float, total: float, total_sq: float, lo: float, hi: float, alpha: float,
+    means: tuple[float, float] | None = None,
+) -> Interval:  # fmt: skip
+    """Finite-sample confidence sequence for the mean of observations in ``[lo, hi]``, from running sums.
+
+    Each end is a one-sided bound at level ``alpha``, valid at every ``n`` at once: the lower end is the
+    smallest mean ``m`` not rejected by :func:`bounded_mean_log_e` against "mean <= m" (rows above ``lo``),
+    the upper end the largest not rejected against "mean >= m". ``means`` is the range the true mean lies
+    in (default ``[lo, hi]``): the scale of each test is the largest ``m - lo`` (``hi - m``) over it, so a
+    narrower range gives tighter ends. With bets at most 1/2 (``BETS_CS``) each test's e-value is monotone
+    in ``m`` over that range (``3 l + 2 log(1 - l) > 0``), so the not-rejected means form an interval and
+    bisection finds its ends exactly. No rows or non-finite sums: the whole range.
+    """
+    m_lo, m_hi = (lo, hi) if means is None else means
+    if n <= 0 or not all(math.isfinite(v) for v in (n, total, total_sq)):
+        return Interval(m_lo, m_hi)
+    bar = math.log(1.0 / alpha)
+    centre = min(max(total / n, m_lo), m_hi)
+    below_scale, above_scale = m_hi - lo, hi - m_lo
+
+    def rejects_below(m: float) -> bool:  # evidence the mean is above m
+        return bounded_mean_log_e(n, total, total_sq, m, lo, below_scale, BETS_CS) >= bar
+
+    def rejects_above(m: float) -> bool:  # evidence the mean is below m (the mirror image: x -> -x)
+        return bounded_mean_log_e(n, -total, total_sq, -m, -hi, above_scale, BETS_CS) >= bar
+
+    return Interval(_edge(rejects_below, m_lo, centre), _edge(rejects_above, m_hi, centre))
+
+
+def _edge(rejects: Callable[[float], bool], outer: float, inner: float) -> float:
+    """The point between ``outer`` (rejected, unless nothing is) and ``inner`` (not rejected) where
+    rejection stops (to 1e-9), on its not-rejected side; the end of the confidence set on the ``outer`` side."""
+    if not rejects(outer):
+        return outer
+    for _ in range(60):
+        mid = (outer + inner) / 2.0
+        if rejects(mid):
+            outer = mid
+        else:
+            inner = mid
+        if abs(inner - outer) <= 1e-9 * max(1.0, abs(outer)):
+            break
+    return inner
+
+
+Floats = npt.NDArray[np.float64]
+
+
+TWO_SAMPLE_LEVELS: Floats = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 927)])
+"""The common levels ``m`` of :func:`bounded_two_sample_log_e`, as fractions of the bound, fixed in advance:
+0, then 1e-4 to 1 a factor 1.01 apart (a cell is 1 % of its level, a tenth of a 10 % effect). Starting at
+1e-4 keeps a candidate row's term ``(x - m) / m`` below 1e4, where the smallest bets still read it; errors
+far below 1e-4 of the bound are beyond any test anyway (stable's side needs the bound's scale)."""
+
+
+def _cell_lower_log_e(
+    n: float, total: float, total_sq: float, ends: tuple[Floats, Floats], scales: tuple[Floats, ...]
+) -> Floats:
+    """A lower bound, per cell ``[a_k, b_k]``, of the e-process against "mean <= m" for every ``m`` of the
+    cell: the equal mixture, over the harm bets and the cell's ``scales`` (each fixed per cell and valid for
+    every level of it), of :func:`bounded_mean_log_e`'s terms. For one bet and scale the exponent
+    ``l sum y + (log(1 - l) + l) sum y^2`` is concave in ``m`` (its ``m^2`` coefficient is negative), so on
+    the cell it is least at an end: the mixture of each term's smaller end is at most the mixture anywhere
+    in the cell."""
+    bets = np.asarray(BETS_HARM)
+    psi = np.log1p(-bets) + bets
+    terms = []
+    for scale in scales:
+        per_end = []
+        for nulls in ends:
+            sum_y = (total - n * nulls) / scale
+            sum_y2 = np.maximum((total_sq - 2.0 * nulls * total + n * nulls * nulls) / (scale * scale), sum_y**2 / n)
+            per_end.append(bets[None, :] * sum_y[:, None] + psi[None, :] * sum_y2[:, None])
+        terms.append(np.minimum(per_end[0], per_end[1]))
+    every = np.concatenate(terms, axis=1)
+    top = every.max(axis=1)
+    result: Floats = top + np.log(np.exp(every - top[:, None]).mean(axis=1))
+    return result
+
+
+def bounded_two_sample_log_e(
+    n_c: float, total_c: float, total_sq_c: float, n_s: float, total_s: float, total_sq_s: float, bound: float,
+) -> float:  # fmt: skip
+    """Log e-value against "the candidate's mean is at most stable's", each track's rows in ``[0, bound]``.
+
+    For a fixed level ``m``, the candidate's :func:`bounded_mean_log_e` against "mean <= m" and stable's
+    against "mean >= m" are test supermartingales when the candidate's mean is at most ``m`` and stable's at
+    least ``m``; so is their product (each row belongs to one track). Under the null some ``m*`` (any value
+    between the two means) makes both hold, so ``inf_m E_c(m) E_s(m) <= E_c(m*) E_s(m*)``: an e-process that
+    needs no share of traffic and pays each track's own spread (an inverse-share-weighted sum would pay the
+    errors' second moment). The infimum runs over the cells of a grid fixed in advance
+    (``TWO_SAMPLE_LEVELS`` times the bound); in a cell each factor uses the smallest scale valid for every
+    level of it (the candidate's rows are at least 0: the cell's top ``m``, which bets on the spread of the
+    errors rather than the width of the bound; stable's at most the bound: ``bound - m``), and is bounded
+    below by :func:`_cell_lower_log_e`. A loose bound still costs on stable's side: with rows up to the
+    bound, a few unseen huge errors could hide a higher stable MAE. No rows on a side, or non-finite sums: 0.
+    """
+    values = (n_c, total_c, total_sq_c, n_s, total_s, total_sq_s, bound)
+    if n_c <= 0 or n_s <= 0 or bound <= 0 or not all(math.isfinite(v) for v in values):
+        return 0.0
+    levels = bound * TWO_SAMPLE_LEVELS
+    lo, hi = levels[:-1], levels[1:]
+    candidate = _cell_lower_log_e(n_c, total_c, total_sq_c, (lo, hi), (hi,))  # evidence its mean is above m
+    stable = _cell_lower_log_e(n_s, -total_s, total_sq_s, (-lo, -hi), (bound - lo,))  # its mean below m
+    return float(np.min(candidate + stable))

@@ -39,12 +39,14 @@ class SnapshotError(ValueError):
 @dataclass(frozen=True)
 class Labels:
     """One track's labelled rows: how many, how many it got wrong (classifiers), and its absolute errors'
-    sum and sum of squares (regressors)."""
+    sum and sum of squares (regressors), raw and clipped at the policy's error bound (None: not exported)."""
 
     labelled: int = 0
     incorrect: int = 0
     abs_error_sum: float = 0.0
     abs_error_sumsq: float = 0.0
+    clipped_sum: float | None = None
+    clipped_sumsq: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Pairs:
 
     Classifiers: rows by which model was right. Regressors: ``stable_only`` / ``candidate_only`` count the
     rows where that model was strictly closer (the others are ``both_right``, ties); the absolute errors'
-    sums per model and the sum of squares of ``|error candidate| - |error stable|``.
+    sums per model and the sum of squares of ``|error candidate| - |error stable|``; the same with each
+    absolute error clipped at the policy's error bound (None: not exported).
     """
 
     both_right: int = 0
@@ -63,6 +66,9 @@ class Pairs:
     stable_error_sum: float = 0.0
     candidate_error_sum: float = 0.0
     diff_sumsq: float = 0.0
+    stable_clipped_sum: float | None = None
+    candidate_clipped_sum: float | None = None
+    clipped_diff_sumsq: float | None = None
 
     @property
     def rows(self) -> int:
@@ -200,8 +206,13 @@ def _amount(value: Any, where: str) -> float:
     return float(value)
 
 
+def _optional_amount(raw: Mapping[str, Any], key: str, where: str) -> float | None:
+    return None if raw.get(key) is None else _amount(raw[key], f"{where}.{key}")
+
+
 def _labels(raw: Any, where: str) -> Labels:
-    """``{"labelled", "incorrect", "abs_error_sum", "abs_error_sumsq"}``: labelled rows of one track."""
+    """``{"labelled", "incorrect", "abs_error_sum", "abs_error_sumsq"[, "clipped_sum", "clipped_sumsq"]}``:
+    labelled rows of one track (the clipped sums at the policy's error bound)."""
     if not isinstance(raw, Mapping):
         raise SnapshotError(f"{where} must be an object with labelled and incorrect (or abs_error_sum)")
     labels = Labels(
@@ -209,6 +220,8 @@ def _labels(raw: Any, where: str) -> Labels:
         incorrect=_count(raw.get("incorrect", 0), f"{where}.incorrect"),
         abs_error_sum=_amount(raw.get("abs_error_sum", 0), f"{where}.abs_error_sum"),
         abs_error_sumsq=_amount(raw.get("abs_error_sumsq", 0), f"{where}.abs_error_sumsq"),
+        clipped_sum=_optional_amount(raw, "clipped_sum", where),
+        clipped_sumsq=_optional_amount(raw, "clipped_sumsq", where),
     )
     if labels.incorrect > labels.labelled:
         raise SnapshotError(f"{where}.incorrect ({labels.incorrect}) exceeds {where}.labelled ({labels.labelled})")
@@ -236,6 +249,9 @@ def _pairs(raw: Any) -> Pairs | None:
         stable_error_sum=amount("stable_error_sum"),
         candidate_error_sum=amount("candidate_error_sum"),
         diff_sumsq=amount("diff_sumsq"),
+        stable_clipped_sum=_optional_amount(raw, "stable_clipped_sum", "pairs"),
+        candidate_clipped_sum=_optional_amount(raw, "candidate_clipped_sum", "pairs"),
+        clipped_diff_sumsq=_optional_amount(raw, "clipped_diff_sumsq", "pairs"),
     )
 
 

@@ -23,6 +23,7 @@ from mlrollout.api.common import (
 from mlrollout.api.placeholders import QUERY_RULES, check_query
 from mlrollout.api.uris import DATASET_URI_PATTERN
 from mlrollout_serving.contract.evaluation import REGRESSION_METRICS, margin_allowed
+from mlrollout_serving.contract.metrics import CLIP_BOUNDS, DEFAULT_ERROR_BOUND
 
 NOT_BLANK_PATTERN = r"[^ \t\r\n]"
 RELATIVE_ZERO = (
@@ -488,6 +489,24 @@ class QualityMetric(ApiModel):
             "visibly, instead of waiting for maxDuration."
         ),
     )
+    error_bound: float = Field(
+        default=DEFAULT_ERROR_BOUND,
+        description=(
+            "mae: each labelled row's absolute error is clipped at this bound (in the target's unit) and the "
+            "tests compare the clipped MAEs, which is what makes them valid at every sample size. Pick the "
+            "smallest listed bound above the errors you care to tell apart: a bound near the errors' scale "
+            "tests many times faster than one far above it. One of the gateway's clip bounds: "
+            + ", ".join(f"{b:g}" for b in CLIP_BOUNDS)
+            + "."
+        ),
+    )
+
+    @field_validator("error_bound")
+    @classmethod
+    def _a_clip_bound(cls, value: float) -> float:
+        if value not in CLIP_BOUNDS:
+            raise ValueError(f"errorBound must be one of the gateway's clip bounds {list(CLIP_BOUNDS)}, got {value:g}")
+        return value
 
 
 class CustomMetric(ApiModel):

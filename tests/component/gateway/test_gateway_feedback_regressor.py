@@ -2,10 +2,12 @@
 sends back the true targets of the rows it was answered.
 
 - The gateway's /metrics shows, per track, each labelled row's absolute error on the contract's buckets
-  (docs/metrics.md), agreeing with the errors the client computes and with the error sum counters.
+  (docs/metrics.md), agreeing with the errors the client computes and with the error sum counters, and
+  the sums of the errors clipped at every clip bound.
 - A worse regressor (a linear fit on shuffled targets: predictions near the mean, never an error, a
   higher MAE) as a 100 % shadow, a real Prometheus scraping everything: the operator's collection reads the
-  paired error sums and the verdict rolls it back on quality.harm, the paired MAE test (docs/analysis.md).
+  paired clipped error sums at the policy's errorBound and the verdict rolls it back on quality.harm, the
+  finite-sample paired MAE test (docs/analysis.md).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ NAMESPACE, MD = "quality-test", "diabetes"
 ROWS_PER_REQUEST = 3
 REQUESTS = 60
 SHADOW_ROWS_PER_REQUEST, SHADOW_REQUESTS = 8, 256  # 2048 labelled rows: 32 passes over the 64 held-out rows
+BOUND = 500.0  # the policy's errorBound: a clip bound above every error of the diabetes target (25-346)
 
 
 def _labels(track: str, revision: str) -> dict[str, str]:
@@ -117,6 +120,13 @@ def test_labelled_regressor_rows_fill_the_abs_error_histogram_per_track(
                 assert total == pytest.approx(sum(mine), rel=1e-6)  # float32 answers, as the token carries them
                 [(_, counter)] = of(contract.GATEWAY_FEEDBACK_ABS_ERROR.name)
                 assert counter == total  # the histogram's sum is the counter the MAE is computed from
+                clipped = {lab["bound"]: v for lab, v in of(contract.GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR.name)}
+                squares = {lab["bound"]: v for lab, v in of(contract.GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR.name)}
+                assert set(clipped) == set(squares) == {contract.clip_label(b) for b in contract.CLIP_BOUNDS}
+                for bound in contract.CLIP_BOUNDS:
+                    at = contract.clip_label(bound)
+                    assert clipped[at] == pytest.approx(sum(min(e, bound) for e in mine), rel=1e-6), (track, bound)
+                    assert squares[at] == pytest.approx(sum(min(e, bound) ** 2 for e in mine), rel=1e-6)
 
 
 def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
@@ -145,7 +155,8 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
             labelled = SHADOW_REQUESTS * SHADOW_ROWS_PER_REQUEST
             pairs = contract.GATEWAY_FEEDBACK_PAIRS.name
             prometheus.wait_for(f"sum({pairs})", lambda v: v is not None and v >= labelled, timeout=60)
-            target = AnalysisTarget(NAMESPACE, MD, "r-stable", "r-candidate", "model", None)
+            # the diabetes target is 25-346: no error reaches 500, so clipping there changes no row
+            target = AnalysisTarget(NAMESPACE, MD, "r-stable", "r-candidate", "model", None, error_bound=BOUND)
             window = time.time() - started + 30.0
             provider = PrometheusProvider(prometheus.url, timeout=10)
             snap = collect_snapshot(provider, target, window, quality=True)
@@ -153,13 +164,21 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
     mae_stable, mae_candidate = snap.pairs.stable_error_sum / labelled, snap.pairs.candidate_error_sum / labelled
     truth_all = np.asarray(diabetes_model.sample_targets, dtype=float)
     assert mae_candidate > mae_stable > 0 and mae_stable < float(np.abs(truth_all - truth_all.mean()).mean())
+    # the clipped sums at the policy's bound, from the gateway's own series: no row beyond it
+    assert snap.pairs.stable_clipped_sum == pytest.approx(snap.pairs.stable_error_sum, rel=1e-9)
+    assert snap.pairs.candidate_clipped_sum == pytest.approx(snap.pairs.candidate_error_sum, rel=1e-9)
+    assert snap.pairs.clipped_diff_sumsq == pytest.approx(snap.pairs.diff_sumsq, rel=1e-9)
+    assert snap.stable.labels is not None and snap.stable.labels.clipped_sum == pytest.approx(
+        snap.stable.labels.abs_error_sum, rel=1e-9
+    )
     policy = RolloutPolicySpec.model_validate(
-        {"analysis": {"metrics": {"quality": {"enabled": True, "metric": "mae"}}}}
+        {"analysis": {"metrics": {"quality": {"enabled": True, "metric": "mae", "errorBound": BOUND}}}}
     )
     result = judge(snap, policy)
     harm = next(m for m in result.metrics if m.name == "quality.harm")
     assert result.verdict == "rollback" and harm.decision == "fail", result.reason
-    assert "paired MAE difference" in (harm.test or "") and str(harm.reason).startswith("worse: MAE higher by")
+    assert "paired clipped-error difference (finite-sample)" in (harm.test or "")
+    assert str(harm.reason).startswith("worse: MAE (errors clipped at 500) higher by")
     assert harm.effect == pytest.approx(mae_candidate - mae_stable, rel=1e-6)
 
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, TokenError, mint, verify
-from mlrollout_serving.contract.metrics import ABS_ERROR_BUCKETS
+from mlrollout_serving.contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
 from mlrollout_serving.gateway.feedback import (
     Answer,
     Feedback,
@@ -174,6 +174,54 @@ def test_regressor_errors_fill_the_histogram_on_the_contract_buckets() -> None:
     assert ("stable", "r1") not in scores.abs_error_rows  # classifiers have no errors to bucket
 
 
+def test_regressor_errors_are_also_summed_clipped_at_every_contract_bound() -> None:
+    scores = Scores()
+    minted = Minter(KEYS, 0).mint("stable", "r1", Predicted(False, [10.0, 10.0, 10.0]), NOW)
+    token = verify(KEYS, minted.token, NOW, 60)
+    scores.score(token, [10.0, 12.5, 1e6])  # errors 0, 2.5, 999990
+    one = CLIP_BOUNDS.index(1.0)
+    key = ("stable", "r1")
+    assert scores.clipped_abs_error[key][one] == 0 + 1 + 1 and scores.clipped_squared_error[key][one] == 2
+    top = len(CLIP_BOUNDS) - 1
+    assert scores.clipped_abs_error[key][top] == 2.5 + 10000 and scores.clipped_squared_error[key][top] == 2.5**2 + 1e8
+    # paired: stable's errors 1 and 20, the shadow's 3 and 0: clipped at 2.5 the differences are +1.5 and -2.5
+    scores.pair(verify(KEYS, Minter(KEYS, 0).mint("stable", "r1", Predicted(False, [1.0, 20.0]), NOW).token, NOW,
+                       60), "r2", [3.0, 0.0], [0.0, 0.0])  # fmt: skip
+    at = CLIP_BOUNDS.index(2.5)
+    assert scores.pair_clipped_abs_error[("r2", "stable")][at] == 1 + 2.5
+    assert scores.pair_clipped_abs_error[("r2", "candidate")][at] == 2.5 + 0
+    assert scores.pair_clipped_diff_squares["r2"][at] == 1.5**2 + 2.5**2
+    assert scores.pair_diff_squares["r2"] == 2**2 + 20**2  # the raw sums are unchanged
+    copy = scores.copy()
+    copy.clipped_parts[key][0] += 1  # a copy to read on another thread shares no list
+    assert copy.clipped_parts[key][0] != scores.clipped_parts[key][0]
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 2e4, allow_nan=False), st.floats(0, 2e4, allow_nan=False)), min_size=1, max_size=30
+    ),
+    st.sampled_from(CLIP_BOUNDS),
+)
+def test_clipped_sums_equal_the_direct_sums_at_every_bound(pairs: list[tuple[float, float]], bound: float) -> None:
+    """The sums kept per interval and summed at scrape time are the sums of the clipped errors, including
+    errors exactly on a bound and beyond the last."""
+    scores = Scores()
+    stable = verify(KEYS, Minter(KEYS, 0).mint("stable", "r1", Predicted(False, [0.0] * len(pairs)), NOW).token,
+                    NOW, 60)  # fmt: skip
+    labels = [e_s for e_s, _ in pairs]
+    scores.score(stable, labels)
+    scores.pair(stable, "r2", [e_s - e_c for e_s, e_c in pairs], labels)  # the shadow's error is e_c
+    j = CLIP_BOUNDS.index(bound)
+    clip_s = [min(abs(e_s), bound) for e_s, _ in pairs]
+    clip_c = [min(abs(e_c), bound) for _, e_c in pairs]
+    assert scores.clipped_abs_error[("stable", "r1")][j] == pytest.approx(sum(clip_s), rel=1e-9, abs=1e-9)
+    assert scores.clipped_squared_error[("stable", "r1")][j] == pytest.approx(sum(c * c for c in clip_s), rel=1e-9)
+    assert scores.pair_clipped_abs_error[("r2", "candidate")][j] == pytest.approx(sum(clip_c), rel=1e-9, abs=1e-6)
+    direct = sum((c - s) ** 2 for s, c in zip(clip_s, clip_c, strict=True))
+    assert scores.pair_clipped_diff_squares["r2"][j] == pytest.approx(direct, rel=1e-6, abs=1e-6)
+
+
 def _feedback(tmp_path: Path, replica: int) -> Feedback:
     path = tmp_path / "keys"
     path.write_text(json.dumps({"3": base64.b64encode(b"s" * 32).decode()}))
@@ -254,6 +302,8 @@ def test_a_non_finite_regressor_prediction_is_counted_unscored_and_never_enters_
     assert scores.unscored == {(*key, "non_finite_prediction"): 3}
     scores.pair(token, "r3", [1.5, math.nan, 0.0, 0.0], [1.0, 3.0, 1.0, 1.0])  # no row has two finite answers
     assert scores.pairs == {} and scores.pair_abs_error == {} and scores.pair_diff_squares == {}
+    assert scores.pair_clipped_abs_error == {} and scores.pair_clipped_diff_squares == {}
+    assert scores.clipped_abs_error[key][-1] == 1.0  # only the scored row
     assert scores.unscored[("shadow", "r3", "non_finite_prediction")] == 1  # the shadow's own NaN row
 
 
