@@ -169,7 +169,7 @@ def _quality(look: _Look) -> list[MetricResult]:
     q, snap = look.metrics.quality, look.snap
     settings = QualitySettings(
         q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin, q.min_labels,
-        look.carries["quality.harm"], q.error_bound,
+        look.carries["quality.harm"], q.clip_bound,
     )  # fmt: skip
     return quality_results(snap.stable.labels or Labels(), snap.candidate.labels or Labels(), snap.pairs, settings)
 

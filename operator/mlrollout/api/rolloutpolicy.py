@@ -462,8 +462,19 @@ RATE_MARGIN_DEFAULT = Margin(relative=0.3, floor=0.0025)
 LATENCY_MARGIN_DEFAULT = Margin(relative=0.1, floor=0.001)
 
 
+MAE_NEEDS_BOUND = (
+    "errorBound is required with metric mae: the tests compare MAEs of errors clipped at it, and a bound far "
+    "above the errors' scale has almost no power (no default means the same for every target's unit); pick "
+    "the smallest of the gateway's clip bounds above the errors you care to tell apart"
+)
+
+
 class QualityMetric(ApiModel):
     """Model quality from ground truth: labels clients send back with the feedback id of each answer."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(cel("self.metric != 'mae' || has(self.errorBound)", MAE_NEEDS_BOUND))
+    }
 
     enabled: bool = Field(
         default=False,
@@ -489,11 +500,12 @@ class QualityMetric(ApiModel):
             "visibly, instead of waiting for maxDuration."
         ),
     )
-    error_bound: float = Field(
-        default=DEFAULT_ERROR_BOUND,
+    error_bound: float | None = Field(
+        default=None,
         description=(
-            "mae: each labelled row's absolute error is clipped at this bound (in the target's unit) and the "
-            "tests compare the clipped MAEs, which is what makes them valid at every sample size. Pick the "
+            "mae (required there): each labelled row's absolute error is clipped at this bound (in the target's "
+            "unit) and the tests compare the clipped MAEs, which is what makes them valid at every sample size. "
+            "Pick the "
             "smallest listed bound above the errors you care to tell apart: a bound near the errors' scale "
             "tests many times faster than one far above it. One of the gateway's clip bounds: "
             + ", ".join(f"{b:g}" for b in CLIP_BOUNDS)
@@ -503,10 +515,21 @@ class QualityMetric(ApiModel):
 
     @field_validator("error_bound")
     @classmethod
-    def _a_clip_bound(cls, value: float) -> float:
-        if value not in CLIP_BOUNDS:
+    def _a_clip_bound(cls, value: float | None) -> float | None:
+        if value is not None and value not in CLIP_BOUNDS:
             raise ValueError(f"errorBound must be one of the gateway's clip bounds {list(CLIP_BOUNDS)}, got {value:g}")
         return value
+
+    @model_validator(mode="after")
+    def _mae_has_a_bound(self) -> QualityMetric:
+        if self.metric == "mae" and self.error_bound is None:
+            raise ValueError(MAE_NEEDS_BOUND)
+        return self
+
+    @property
+    def clip_bound(self) -> float:
+        """The bound whose clipped-error series the analysis reads (accuracy reads none: any bound will do)."""
+        return DEFAULT_ERROR_BOUND if self.error_bound is None else self.error_bound
 
 
 class CustomMetric(ApiModel):

@@ -444,7 +444,7 @@ class Reconciler:
             split=_split(traffic, sticky=md.spec.traffic.sticky is not None),
             gateway_in_path=gateway_in_path,
             backend_counter=self._backend_counter(md, stable.revision, cand.revision),
-            error_bound=policy.analysis.metrics.quality.error_bound,
+            error_bound=policy.analysis.metrics.quality.clip_bound,
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts

@@ -307,10 +307,18 @@ def test_mae_sums_that_are_not_finite_are_no_evidence_never_a_pass(bad: float) -
 
 
 def test_the_policy_bound_is_one_of_the_gateways_clip_bounds() -> None:
-    assert QualityMetric().error_bound == 10000.0
     assert QualityMetric.model_validate({"errorBound": 2.5}).error_bound == 2.5
     with pytest.raises(ValueError, match="clip bounds"):
         QualityMetric.model_validate({"errorBound": 3.0})
+
+
+def test_mae_needs_a_bound_of_its_own_accuracy_none() -> None:
+    """No default bound means the same for every target's unit: 10,000 on errors near 1 has no power."""
+    with pytest.raises(ValueError, match="errorBound is required with metric mae"):
+        QualityMetric.model_validate({"metric": "mae"})
+    assert QualityMetric.model_validate({"metric": "mae", "errorBound": 2.5}).clip_bound == 2.5
+    accuracy = QualityMetric()
+    assert accuracy.error_bound is None and accuracy.clip_bound == 10000.0
 
 
 def test_clipped_series_at_the_policys_bound_become_the_snapshots_sums() -> None:
