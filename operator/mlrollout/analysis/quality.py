@@ -19,7 +19,8 @@ Regressors (``mae``): per-row absolute errors, each clipped at the policy's ``er
 in finite samples for unbounded data (one unseen huge error can move the mean anywhere; Bahadur & Savage
 1956). Below ``B`` nothing changes; a row beyond it counts as ``B``. Harm is a betting e-process on bounded
 rows (``bounded_mean_log_e``; Fan et al. 2015, Howard et al. 2021, Waudby-Smith & Ramdas 2023), valid at
-every sample size whatever the shape within the bound, from running sums only:
+every sample size whatever the shape within the bound (for independent rows: docs/analysis.md, "Assumptions"),
+from running sums only:
 
 - paired (shadow): each row's ``min(|e_c|, B) - min(|e_s|, B)`` in ``[-B, B]``;
 - unpaired (canary): each track's clipped errors in ``[0, B]``; for a common level ``m`` the candidate's
