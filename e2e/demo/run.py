@@ -43,7 +43,7 @@ def policy_manifest() -> str:
     return (Path(__file__).resolve().parent / "manifests" / "policy-demo.yaml").read_text()
 
 
-def md_manifest(version: str, filename: str, sha256: str, store: str) -> dict[str, Any]:
+def md_manifest(version: str, filename: str, sha256: str, store: stack.ModelSource) -> dict[str, Any]:
     return {
         "apiVersion": "mlrollout.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -52,9 +52,10 @@ def md_manifest(version: str, filename: str, sha256: str, store: str) -> dict[st
             "model": {
                 "name": MD,
                 "version": version,
-                "uri": f"{store}/{filename}",
+                **store.model(filename),
                 "sha256": sha256,
-                "referenceProfile": f"{store}/wine-profile.json",
+                # profiles are read from http(s)://, file:// and pvc:// only (docs/sources.md): always the HTTP store
+                "referenceProfile": f"{store.http}/wine-profile.json",
             },
             "replicas": 1,
             "rolloutPolicyRef": {"name": POLICY},
@@ -84,7 +85,7 @@ def build_models() -> tuple[Path, dict[str, Any]]:
 
 
 def rollout(
-    cluster: stack.Cluster, version: str, filename: str, sha: str, store: str, timeout: float
+    cluster: stack.Cluster, version: str, filename: str, sha: str, store: stack.ModelSource, timeout: float
 ) -> dict[str, Any]:
     """Applies VERSION and shows `kubectl mlrollout status --watch` until its rollout ends."""
     cluster.apply(json.dumps(md_manifest(version, filename, sha, store)))
@@ -150,6 +151,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rollout-timeout", type=float, default=600)
     parser.add_argument("--rate", type=float, default=20, help="client requests per second")
+    parser.add_argument(
+        "--model-store",
+        choices=("http", "s3"),
+        default=os.environ.get("MLROLLOUT_DEMO_MODEL_STORE", "http"),
+        help="where the model servers read the models: the HTTP model store, or s3:// from moto's S3 server in "
+        "a pod with credentials in a Secret (default: $MLROLLOUT_DEMO_MODEL_STORE, else http)",
+    )
     args = parser.parse_args()
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
@@ -178,8 +186,15 @@ def main() -> int:
     )
     prom = stack.install_prometheus(cluster, refs)
     note(f"Prometheus at {prom}")
-    store = stack.install_model_store(cluster, refs, models_dir)
-    note(f"model store at {store}")
+    http_store = stack.install_model_store(cluster, refs, models_dir)
+    note(f"model store at {http_store}")
+    s3 = None
+    if args.model_store == "s3":
+        s3 = stack.install_s3_store(cluster, refs, models_dir)
+        note(
+            f"S3 store (moto's server, credentials enforced) at {s3.endpoint}, bucket {s3.bucket}: the model "
+            "servers read s3:// with a read-only user's keys from a Secret (spec.model.credentials.secretRef)"
+        )
     stack.install_operator(cluster, refs, prom)
     note(f"operator installed: helm release '{stack.RELEASE}' in namespace {stack.SYSTEM_NS}")
 
@@ -194,6 +209,7 @@ def main() -> int:
         note(f"removing the previous demo's namespace {NS} first")
         cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=300s", timeout=330)
     cluster.ensure_namespace(NS)
+    store = stack.ModelSource(http_store, s3, s3.credentials(cluster, NS) if s3 else None)
     cluster.apply(policy_manifest())
     files = manifest["files"]
     cluster.apply(json.dumps(md_manifest("v1", "wine-v1.onnx", files["wine-v1.onnx"], store)))

@@ -27,6 +27,8 @@ MANIFESTS = Path(__file__).resolve().parent / "manifests"
 SYSTEM_NS = "mlrollout-system"
 MODELS_NS = "mlrollout-models"
 RELEASE = "mlrollout"
+S3_BUCKET = "mlrollout-demo-models"  # install_s3_store's bucket
+S3_SECRET = "model-store-s3"  # the credentials Secret S3Store.credentials writes into a ModelDeployment's namespace
 # Namespace labels under which the PodSecurity admission plugin refuses pods that break "restricted".
 POD_SECURITY_RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -193,8 +195,8 @@ def prometheus_query(cluster: Cluster, query: str) -> list[dict[str, Any]]:
     return result
 
 
-def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: Path) -> str:
-    """The model store serving every file of MODELS_DIR; returns its base URL."""
+def _models_configmap(cluster: Cluster, models_dir: Path) -> str:
+    """The ConfigMap `models` in MODELS_NS with every file of MODELS_DIR; returns a digest of its content."""
     cluster.ensure_namespace(MODELS_NS)
     files = sorted(p for p in models_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
@@ -210,6 +212,12 @@ def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: P
         "json",
     )
     cluster.apply(cm)
+    return digest
+
+
+def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: Path) -> str:
+    """The model store serving every file of MODELS_DIR; returns its base URL."""
+    digest = _models_configmap(cluster, models_dir)
     cluster.apply(
         render(
             "model-store.yaml",
@@ -218,6 +226,109 @@ def install_model_store(cluster: Cluster, refs: Mapping[str, str], models_dir: P
     )
     cluster.rollout_wait(MODELS_NS, "model-store")
     return f"http://model-store.{MODELS_NS}.svc"
+
+
+class S3StoreError(Exception):
+    """The S3 store's pod reported that it cannot serve as expected (its own check failed)."""
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """install_s3_store's store: where the models are and what a model server needs to read them."""
+
+    bucket: str
+    endpoint: str  # in-cluster, for AWS_ENDPOINT_URL_S3
+    region: str
+    reader: dict[str, str]  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY of the read-only IAM user
+    objects: dict[str, str]  # key -> sha256 of what the store holds
+    checks: dict[str, str]  # the store's own check that it enforces credentials (s3_store.self_check)
+
+    def uri(self, filename: str) -> str:
+        return f"s3://{self.bucket}/{filename}"
+
+    def credentials(self, cluster: Cluster, namespace: str, name: str = S3_SECRET) -> dict[str, Any]:
+        """Writes the Secret the docs describe (the standard AWS variables: keys, region, endpoint) into
+        NAMESPACE; returns the `spec.model.credentials` that names it."""
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": {**self.reader, "AWS_REGION": self.region, "AWS_ENDPOINT_URL_S3": self.endpoint},
+        }
+        cluster.apply(json.dumps(secret))
+        return {"secretRef": {"name": name}}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model servers of the demo and the scenarios read a model: the HTTP model store, or the S3 store
+    with the credentials S3Store.credentials wrote (the demo's MLROLLOUT_DEMO_MODEL_STORE=s3)."""
+
+    http: str
+    s3: S3Store | None = None
+    credentials: dict[str, Any] | None = None
+
+    def model(self, filename: str) -> dict[str, Any]:
+        """The `spec.model` fields that say where FILENAME is and how to read it."""
+        if self.s3 is None:
+            return {"uri": f"{self.http}/{filename}"}
+        return {"uri": self.s3.uri(filename), **({"credentials": self.credentials} if self.credentials else {})}
+
+
+def s3_store_image(timeout: float = 1800) -> str:
+    """The S3 store's image (e2e/s3/image: built and imported into the local node unless there already)."""
+    proc = subprocess.run(
+        ["bash", str(REPO / "e2e" / "s3" / "image")], stdout=subprocess.PIPE, text=True, check=True, timeout=timeout
+    )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def install_s3_store(cluster: Cluster, refs: Mapping[str, str], models_dir: Path) -> S3Store:
+    """moto's S3 server as a pod in MODELS_NS with every file of MODELS_DIR in bucket S3_BUCKET, auth enforced;
+    its reader's keys come from the pod's log (moto generates them; e2e/demo/s3_store.py says why)."""
+    models_digest = _models_configmap(cluster, models_dir)
+    program = Path(__file__).resolve().parent / "s3_store.py"
+    cm = cluster.kubectl(
+        "create", "configmap", "s3-store-program", "-n", MODELS_NS, f"--from-file=s3_store.py={program}",
+        "--dry-run=client", "-o", "json",
+    )  # fmt: skip
+    cluster.apply(cm)
+    values = {
+        "NAMESPACE": MODELS_NS,
+        "S3_IMAGE": refs.get("S3STORE") or s3_store_image(),
+        "BUCKET": S3_BUCKET,
+        "MODELS_DIGEST": models_digest,
+        "PROGRAM_DIGEST": hashlib.sha256(program.read_bytes()).hexdigest()[:16],
+    }
+    cluster.apply(render("s3-store.yaml", values))
+    line = wait_until("the S3 store's ready line", lambda: _s3_ready_line(cluster), 300, 2)
+    cluster.rollout_wait(MODELS_NS, "s3-store")
+    return S3Store(
+        bucket=line["bucket"],
+        endpoint=f"http://s3-store.{MODELS_NS}.svc:5000",
+        region=line["region"],
+        reader=dict(line["reader"]),
+        objects=dict(line["objects"]),
+        checks=dict(line["checks"]),
+    )
+
+
+def _s3_ready_line(cluster: Cluster) -> dict[str, Any] | None:
+    """The ready line of the S3 store's current pod (Recreate: one pod; a terminating one is skipped)."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", MODELS_NS, "-l", "app=s3-store", "-o", "json"))["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    if len(live) != 1 or live[0]["status"].get("phase") != "Running":
+        return None
+    log = cluster.kubectl("logs", "-n", MODELS_NS, live[0]["metadata"]["name"], timeout=60)
+    for text in log.splitlines():
+        if text.startswith("{"):
+            line: dict[str, Any] = json.loads(text)
+            if "error" in line:  # not a RuntimeError: wait_until would retry it
+                raise S3StoreError(f"the S3 store failed: {line['error']}")
+            if line.get("s3_store") == "ready":
+                return line
+    return None
 
 
 def install_operator(

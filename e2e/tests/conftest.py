@@ -219,12 +219,14 @@ def model_deployment(
     policy_name: str | None,
     sha256: str | None = None,
     name: str = "wine",
+    source: stack.ModelSource | None = None,
 ) -> dict[str, Any]:
+    """FILENAME from the HTTP model store, or from SOURCE (e.g. the S3 store with its credentials)."""
     spec: dict[str, Any] = {
         "model": {
             "name": name,
             "version": version,
-            "uri": platform.uri(filename),
+            **(source.model(filename) if source else {"uri": platform.uri(filename)}),
             "sha256": sha256 or platform.files[filename],
         },
         "replicas": 1,
