@@ -68,7 +68,8 @@ def test_hpa_follows_the_stable_and_the_candidate_its_share_through_promotion(en
     assert pdb["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
     pod_spec = get(env, "deployment", f"wine-{v1}")["spec"]["template"]["spec"]
     assert [(c["topologyKey"], c["whenUnsatisfiable"]) for c in pod_spec["topologySpreadConstraints"]] == [
-        ("kubernetes.io/hostname", "ScheduleAnyway"), ("topology.kubernetes.io/zone", "ScheduleAnyway")
+        ("kubernetes.io/hostname", "ScheduleAnyway"),
+        ("topology.kubernetes.io/zone", "ScheduleAnyway"),
     ]
     gateway_pdb = get(env, "pdb", "wine")
     assert gateway_pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
