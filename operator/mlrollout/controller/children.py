@@ -148,12 +148,15 @@ DRAIN_BEFORE_SIGTERM: Manifest = {"preStop": {"sleep": {"seconds": 5}}}
 TERMINATION_GRACE_SECONDS = 35
 
 
-SPREAD_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+NODE_KEY = "kubernetes.io/hostname"
+ZONE_KEY = "topology.kubernetes.io/zone"
 
 
-def spread(selector: dict[str, str]) -> list[Manifest]:
-    """Prefer one pod per node and an even share per zone; soft rules (ScheduleAnyway), so a small cluster,
-    or one whose nodes carry no zone label, still schedules every pod."""
+def spread(selector: dict[str, str], zones: bool = True) -> list[Manifest]:
+    """Prefer one pod per node and (`zones`) an even share per zone; soft rules (ScheduleAnyway), so a small
+    cluster still schedules every pod. The scheduler scores a pod's soft spread only on nodes that carry every
+    key the pod names, so on nodes without a zone label the zone rule would void the node rule too: the
+    operator setting `zone_spread` (chart topologySpread.zones) leaves it out for such clusters."""
     return [
         {
             "maxSkew": 1,
@@ -161,12 +164,12 @@ def spread(selector: dict[str, str]) -> list[Manifest]:
             "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": {"matchLabels": dict(selector)},
         }
-        for key in SPREAD_KEYS
+        for key in ((NODE_KEY, ZONE_KEY) if zones else (NODE_KEY,))
     ]
 
 
 def track_deployment(
-    md: Manifest, rev: RevisionStatus, role: Role, replicas: int | None, spread_out: bool = False
+    md: Manifest, rev: RevisionStatus, role: Role, replicas: int | None, spread_out: bool = False, zones: bool = True
 ) -> Manifest:
     """The model servers of one revision: `mlrollout-serve` with the model, its digest and identity labels.
 
@@ -211,7 +214,7 @@ def track_deployment(
         # the Kubernetes API token, which stays unmounted)
         "serviceAccountName": access.service_account_name,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "topologySpreadConstraints": spread(selector) if spread_out else None,
+        "topologySpreadConstraints": spread(selector, zones) if spread_out else None,
     }
     return {
         "apiVersion": "apps/v1",
@@ -361,7 +364,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings, hpa_owned: bool =
                             }
                         ],
                         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-                        "topologySpreadConstraints": spread(selector) if wide else None,
+                        "topologySpreadConstraints": spread(selector, settings.zone_spread) if wide else None,
                     },
                 },
             },

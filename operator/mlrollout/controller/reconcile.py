@@ -536,7 +536,8 @@ class Reconciler:
                         self.kube.apply(replicas_only, naming.REPLICAS_FIELD_MANAGER)
                     replicas = None  # the HPA's from now on
                 wide = sizing.may_scale_out()
-                manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide))
+                zones = self.settings.zone_spread
+                manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide, zones=zones))
                 manifests.append(children.track_service(obj, rev, role))
                 if found is not None and wide:  # owned by the Deployment: from the pass after it exists
                     uid = found["metadata"]["uid"]

@@ -24,6 +24,9 @@ class OperatorSettings:
     # an HPA for the gateway of every ModelDeployment that sets neither gateway.autoscaling nor gateway.replicas
     # (chart gatewayAutoscaling); None: gateway_replicas
     gateway_autoscaling: GatewayAutoscaling | None = None
+    # the soft topology.kubernetes.io/zone spread beside the node one (chart topologySpread.zones); off for
+    # clusters whose nodes carry no zone label, where it would void the node spread (children.spread)
+    zone_spread: bool = True
     default_traffic_provider: str = "builtin"
     prometheus_url: str = ""
     verdicts_dir: str = ""  # tests: recorded verdicts/snapshots instead of Prometheus
@@ -64,6 +67,7 @@ class OperatorSettings:
             resync_interval=float(e.get("MLROLLOUT_RESYNC_INTERVAL", d.resync_interval)),
             metrics_port=int(e.get("MLROLLOUT_METRICS_PORT", d.metrics_port)),
             network_policies=parse_bool("MLROLLOUT_NETWORK_POLICIES", e.get("MLROLLOUT_NETWORK_POLICIES"), False),
+            zone_spread=parse_bool("MLROLLOUT_ZONE_SPREAD", e.get("MLROLLOUT_ZONE_SPREAD"), d.zone_spread),
             prometheus_namespace_labels=parse_labels(
                 "MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS", e.get("MLROLLOUT_PROMETHEUS_NAMESPACE_LABELS"),
                 d.prometheus_namespace_labels,

@@ -373,3 +373,16 @@ def test_a_bad_gateway_autoscaling_default_stops_the_operator_naming_the_variabl
     with pytest.raises(ValueError, match=message) as err:
         OperatorSettings.from_env({"MLROLLOUT_GATEWAY_AUTOSCALING": value})
     assert str(err.value).startswith("MLROLLOUT_GATEWAY_AUTOSCALING")
+
+
+def test_zone_spread_can_be_left_out_for_clusters_without_zone_labels() -> None:
+    # there the scheduler would ignore every node for the pod's soft spread, the node rule included
+    rev = revision_of(spec("2", "b"), IMAGE)
+    track = children.track_deployment(MD, rev, "stable", 3, spread_out=True, zones=False)
+    [node] = track["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert (node["topologyKey"], node["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "ScheduleAnyway")
+    settings = OperatorSettings.from_env({"MLROLLOUT_ZONE_SPREAD": "false"})
+    assert settings.zone_spread is False and OperatorSettings.from_env({}).zone_spread is True
+    gateway = gateway_deployment(with_gateway(replicas=2), settings)
+    keys = [c["topologyKey"] for c in gateway["spec"]["template"]["spec"]["topologySpreadConstraints"]]
+    assert keys == ["kubernetes.io/hostname"]
