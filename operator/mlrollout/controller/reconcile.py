@@ -514,7 +514,7 @@ class Reconciler:
         owner = children.owner_reference(obj)
         manifests: list[Manifest] = []
         gateway_scaling = children.gateway_autoscaling(obj, self.settings) if provider == "builtin" else None
-        self._gateway_autoscaler(obj, gateway_scaling)
+        self._gateway_autoscaler(obj, gateway_scaling, log)
         if provider == "builtin":
             with_sm = self.kube.has_crd(SERVICE_MONITOR_CRD)
             hpa_owned = self._hand_over(obj, existing.get(naming.gateway_name(name)), gateway_scaling)
@@ -574,7 +574,7 @@ class Reconciler:
                 self._delete(name, "v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
 
-    def _gateway_autoscaler(self, obj: Manifest, scaling: GatewayAutoscaling | None) -> None:
+    def _gateway_autoscaler(self, obj: Manifest, scaling: GatewayAutoscaling | None, log: Log) -> None:
         """The gateway's HPA: applied while wanted; otherwise deleted (absent: a no-op) once per generation
         of the ModelDeployment and per process, not every pass: only a spec edit or an operator restart with
         another default can make one that exists unwanted. Before the gateway's apply, so an HPA switched off
@@ -590,7 +590,15 @@ class Reconciler:
         if self._gateway_hpa_cleaned.get((namespace, name)) == cleaned:
             return
         hpa_name = naming.gateway_autoscaler_name(name)
-        self.kube.delete(*HPA, namespace, hpa_name)
+        try:
+            self.kube.delete(*HPA, namespace, hpa_name)
+        except ApiException as exc:
+            # a hand-made Role without `delete horizontalpodautoscalers` cannot have created one either:
+            # said once per generation, never a failed pass for a ModelDeployment that does not autoscale
+            if exc.status != 403:
+                raise
+            log.warning("the gateway's HPA %s not cleaned up, the RBAC lacks delete (docs/operator.md, RBAC): %s",
+                        hpa_name, api_error_message(exc))  # fmt: skip
         self.applied.unknown(namespace, name, uid, (*HPA, namespace, hpa_name))  # wanted again: applied again
         self._gateway_hpa_cleaned[(namespace, name)] = cleaned
 

@@ -896,3 +896,26 @@ async def test_the_operators_gateway_autoscaling_default_applies_unless_replicas
     cluster.objects[MD, "ml", "wine"].patch({"metadata": {"generation": 2}, "spec": {"gateway": {"replicas": 1}}})
     await run(rec, t0 + timedelta(seconds=1))
     assert hpas(cluster) == set()
+
+
+class NoGatewayHpaDelete(Kube):
+    """A hand-made Role that may not delete the gateway's HPA."""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        if (kind, name) == ("HorizontalPodAutoscaler", "wine-gateway"):
+            raise api_exception(403, "Forbidden", '{"message": "cannot delete horizontalpodautoscalers"}')
+        super().delete(api_version, kind, namespace, name)
+
+
+async def test_rbac_without_the_gateway_hpa_delete_warns_once_per_generation_and_rolls_out(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoGatewayHpaDelete(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1, 2):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "gateway's HPA wine-gateway not cleaned up" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot delete" in warnings[0]
