@@ -919,3 +919,27 @@ async def test_rbac_without_the_gateway_hpa_delete_warns_once_per_generation_and
         assert out is not None and out.phase == "Pending"
     warnings = [r.getMessage() for r in caplog.records if "gateway's HPA wine-gateway not cleaned up" in r.getMessage()]
     assert len(warnings) == 1 and "cannot delete" in warnings[0]
+
+
+async def test_the_stable_and_the_gateway_each_get_their_own_hpa(cluster: Any, tmp_path: Path) -> None:
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    track = {"minReplicas": 3, "maxReplicas": 8, "metric": "requestsPerSecond", "target": 20}
+    gateway = {"minReplicas": 2, "maxReplicas": 4, "metric": "requestsPerSecond", "target": 300}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"autoscaling": track, "gateway": {"autoscaling": gateway}}})
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    for name in [n for (res, ns, n) in list(cluster.objects.keys()) if res == DEPLOYMENTS]:
+        make_ready(cluster, name)
+        cluster.objects[DEPLOYMENTS, "ml", name].patch({"metadata": {"uid": f"uid-{name}"}})  # as an API server would
+    await run(rec, t0 + timedelta(seconds=1))
+    rev = revision_of(spec("1", "a"), IMAGE).revision
+    assert hpas(cluster) == {"wine", "wine-gateway"}
+    stable, gw = cluster.objects[HPAS, "ml", "wine"], cluster.objects[HPAS, "ml", "wine-gateway"]
+    assert stable["spec"]["scaleTargetRef"]["name"] == f"wine-{rev}"
+    assert stable["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mlrollout_model_inference_requests_per_second"
+    assert gw["spec"]["scaleTargetRef"]["name"] == "wine"
+    assert gw["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mlrollout_gateway_requests_per_second"
+    # each Deployment starts at its own HPA's minReplicas
+    assert cluster.objects[DEPLOYMENTS, "ml", f"wine-{rev}"]["spec"]["replicas"] == 3
+    assert cluster.objects[DEPLOYMENTS, "ml", "wine"]["spec"]["replicas"] == 2
