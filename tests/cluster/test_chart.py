@@ -379,6 +379,8 @@ def test_operator_settings_for_the_gateways_autoscaling(helm: Helm) -> None:
     assert OperatorSettings.from_env(default).gateway_autoscaling is None
     cpu = helm("template", "x", str(CHART), "--set", f"{sets},gatewayAutoscaling.metric=cpu", check=False)
     assert cpu.returncode != 0 and "gatewayAutoscaling" in cpu.stderr
+    partial = helm("template", "x", str(CHART), "--set", "gatewayAutoscaling.metric=concurrency", check=False)
+    assert partial.returncode != 0 and "gatewayAutoscaling" in partial.stderr  # maxReplicas and target missing
     # zone spread: on by default, off for clusters without zone labels
     assert OperatorSettings.from_env(default).zone_spread is True
     assert OperatorSettings.from_env(env_of("--set", "topologySpread.zones=false")).zone_spread is False
