@@ -593,8 +593,8 @@ class Reconciler:
         try:
             self.kube.delete(*HPA, namespace, hpa_name)
         except ApiException as exc:
-            # a hand-made Role without `delete horizontalpodautoscalers` cannot have created one either:
-            # said once per generation, never a failed pass for a ModelDeployment that does not autoscale
+            # a hand-made Role from before the gateway's HPA (no `delete horizontalpodautoscalers`): said
+            # once per generation, never a failed pass for a ModelDeployment whose gateway does not autoscale
             if exc.status != 403:
                 raise
             log.warning("the gateway's HPA %s not cleaned up, the RBAC lacks delete (docs/operator.md, RBAC): %s",
