@@ -67,7 +67,10 @@ def test_hpa_follows_the_stable_and_the_candidate_its_share_through_promotion(en
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
     pod_spec = get(env, "deployment", f"wine-{v1}")["spec"]["template"]["spec"]
-    assert pod_spec["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert [(c["topologyKey"], c["whenUnsatisfiable"]) for c in pod_spec["topologySpreadConstraints"]] == [
+        ("kubernetes.io/hostname", "ScheduleAnyway"),
+        ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+    ]
     gateway_pdb = get(env, "pdb", "wine")
     assert gateway_pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
 
@@ -112,12 +115,57 @@ def test_gateway_replicas_per_model_deployment_with_spread(env: Env) -> None:
     st = env.wait_status("wine", "Healthy", lambda s: s.get("phase") == "Healthy")
     gateway = get(env, "deployment", "wine")
     assert gateway["spec"]["replicas"] == 3
-    assert gateway["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"] == (
-        "kubernetes.io/hostname"
-    )
+    keys = [c["topologyKey"] for c in gateway["spec"]["template"]["spec"]["topologySpreadConstraints"]]
+    assert keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
     # one model server (spec.replicas 1): no spread, no track budget; the gateway's budget exists
     rev = st["stable"]["revision"]
     track = get(env, "deployment", f"wine-{rev}")["spec"]["template"]["spec"]
     assert "topologySpreadConstraints" not in track
     assert env.kubectl("get", "pdb", f"wine-{rev}", "-n", env.namespace, check=False).returncode != 0
     assert get(env, "pdb", "wine")["spec"]["maxUnavailable"] == 1
+
+
+GATEWAY_AUTOSCALING = {"minReplicas": 2, "maxReplicas": 6, "metric": "requestsPerSecond", "target": 100}
+
+
+def test_gateway_hpa_is_created_kept_and_removed_under_the_charts_rbac(env: Env) -> None:
+    env.apply(md_manifest("wine", "1", gateway={"autoscaling": GATEWAY_AUTOSCALING}))
+    env.wait_status("wine", "Healthy", lambda s: s.get("phase") == "Healthy")
+    uid = env.md("wine")["metadata"]["uid"]
+
+    hpa = get(env, "hpa", "wine-gateway")
+    [owner] = hpa["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ModelDeployment", uid, True)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "wine"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "mlrollout_gateway_requests_per_second"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "100"}
+    # the track has no HPA: spec.autoscaling is not set
+    assert env.kubectl("get", "hpa", "wine", "-n", env.namespace, check=False).returncode != 0
+
+    # the gateway starts at minReplicas, spread over nodes and zones (it may run up to 6 pods)
+    env.wait_status("wine", "gateway at 2", lambda _: get(env, "deployment", "wine")["spec"]["replicas"] == 2)
+    keys = [c["topologyKey"] for c in get(env, "deployment", "wine")["spec"]["template"]["spec"][
+        "topologySpreadConstraints"]]  # fmt: skip
+    assert keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+
+    # what the HPA does when it scales; an edit makes the operator apply the gateway again: it keeps the count
+    env.kubectl("scale", "deployment", "wine", "-n", env.namespace, "--replicas=5")
+    env.apply(md_manifest("wine", "1", gateway={"autoscaling": {**GATEWAY_AUTOSCALING, "target": 80}}))
+    env.wait_status(
+        "wine", "HPA target 80",
+        lambda _: get(env, "hpa", "wine-gateway")["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "80",
+    )  # fmt: skip
+    env.wait_status("wine", "generation 2 observed", lambda s: s.get("observedGeneration") == 2)
+    assert get(env, "deployment", "wine")["spec"]["replicas"] == 5
+
+    # switched off: the HPA goes and gateway.replicas rules again
+    env.apply(md_manifest("wine", "1", gateway={"replicas": 3}))
+    env.wait_status(
+        "wine", "gateway HPA gone",
+        lambda _: env.kubectl("get", "hpa", "wine-gateway", "-n", env.namespace, check=False).returncode != 0,
+    )  # fmt: skip
+    env.wait_status("wine", "gateway at 3", lambda _: get(env, "deployment", "wine")["spec"]["replicas"] == 3)
+    proc = env.kubectl("get", "hpa", "wine-gateway", "-n", env.namespace, check=False)
+    assert "NotFound" in proc.stderr

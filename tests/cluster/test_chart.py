@@ -357,6 +357,35 @@ def test_operator_settings_for_the_gateway_api_split(helm: Helm) -> None:
     assert settings().gatewayapi_split_query == ""
 
 
+def test_operator_settings_for_the_gateways_autoscaling(helm: Helm) -> None:
+    """gatewayAutoscaling reaches the operator as the JSON its settings check; empty, the variable is absent
+    (gatewayReplicas rules); cpu is refused by the schema (no gateway cpu request to measure against)."""
+
+    def env_of(*args: str) -> dict[str, str]:
+        out = helm("template", "x", str(CHART), *args).stdout
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        return {e["name"]: e["value"] for e in env if "value" in e}
+
+    sets = "gatewayAutoscaling.minReplicas=2,gatewayAutoscaling.maxReplicas=10,gatewayAutoscaling.target=200"
+    env = env_of("--set", f"{sets},gatewayAutoscaling.metric=requestsPerSecond")
+    scaling = OperatorSettings.from_env(env).gateway_autoscaling
+    assert scaling is not None
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.metric, scaling.target) == (
+        2, 10, "requestsPerSecond", 200
+    )  # fmt: skip
+    default = env_of()
+    assert "MLROLLOUT_GATEWAY_AUTOSCALING" not in default
+    assert OperatorSettings.from_env(default).gateway_autoscaling is None
+    cpu = helm("template", "x", str(CHART), "--set", f"{sets},gatewayAutoscaling.metric=cpu", check=False)
+    assert cpu.returncode != 0 and "gatewayAutoscaling" in cpu.stderr
+    partial = helm("template", "x", str(CHART), "--set", "gatewayAutoscaling.metric=concurrency", check=False)
+    assert partial.returncode != 0 and "gatewayAutoscaling" in partial.stderr  # maxReplicas and target missing
+    # zone spread: on by default, off for clusters without zone labels
+    assert OperatorSettings.from_env(default).zone_spread is True
+    assert OperatorSettings.from_env(env_of("--set", "topologySpread.zones=false")).zone_spread is False
+
+
 def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> None:
     docs = helm.template("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom", "metrics.port=9200")
     [sm] = by_kind(docs, "ServiceMonitor")

@@ -249,6 +249,42 @@ CASES: list[Case] = [
     ),
     Case("gateway-replicas-zero", model_deployment(gateway={"replicas": 0}), "spec.gateway.replicas", "greater than"),
     Case(
+        "gateway-autoscaling-min-above-max",
+        model_deployment(
+            gateway={"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "metric": "concurrency", "target": 4}}
+        ),
+        "spec.gateway.autoscaling",
+        "minReplicas must not exceed autoscaling.maxReplicas",
+    ),
+    Case(
+        "gateway-autoscaling-target-zero",
+        model_deployment(gateway={"autoscaling": {"maxReplicas": 4, "metric": "requestsPerSecond", "target": 0}}),
+        "spec.gateway.autoscaling.target",
+        "greater than 0",
+    ),
+    Case(
+        "gateway-autoscaling-max-above-limit",
+        model_deployment(gateway={"autoscaling": {"maxReplicas": 101, "metric": "requestsPerSecond", "target": 5}}),
+        "spec.gateway.autoscaling.maxReplicas",
+        "less than or equal to 100",
+    ),
+    Case(
+        "gateway-autoscaling-unknown-metric",
+        model_deployment(gateway={"autoscaling": {"maxReplicas": 4, "metric": "latency", "target": 2}}),
+        "spec.gateway.autoscaling.metric",
+        "'cpu'",
+    ),
+    Case(
+        "gateway-autoscaling-cpu-without-request",
+        # the model servers' cpu request is not the gateway's
+        model_deployment(
+            resources={"requests": {"cpu": "1"}},
+            gateway={"autoscaling": {"maxReplicas": 4, "metric": "cpu", "target": 70}},
+        ),
+        "spec.gateway",
+        "needs gateway.resources.requests.cpu",
+    ),
+    Case(
         "network-client-selects-nothing",
         model_deployment(networkPolicy={"enabled": True, "clients": [{}]}),
         "spec.networkPolicy.clients[0]",

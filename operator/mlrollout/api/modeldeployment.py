@@ -186,7 +186,7 @@ class ResourceList(ApiModel):
 
 
 class Resources(ApiModel):
-    """Resources of each model-server pod."""
+    """Resources of each pod of one kind (model server or gateway)."""
 
     requests: ResourceList | None = Field(default=None, description="Guaranteed resources.")
     limits: ResourceList | None = Field(default=None, description="Upper limits.")
@@ -353,12 +353,74 @@ class Autoscaling(ApiModel):
         return self
 
 
+GATEWAY_CPU_NEEDS_REQUEST: Final = (
+    "gateway.autoscaling on metric cpu needs gateway.resources.requests.cpu: the HPA measures utilization as a "
+    "share of the request, and without one it cannot scale (docs/operator.md, Autoscaling)"
+)
+
+
+class GatewayAutoscaling(Autoscaling):
+    """A HorizontalPodAutoscaler for the gateway's Deployment (same rules as the stable track's)."""
+
+    min_replicas: int = Field(default=1, ge=1, le=100, description="Fewest gateway pods the HPA keeps.")
+    max_replicas: int = Field(ge=1, le=100, description="Most gateway pods the HPA may run.")
+    metric: AutoscalingMetric = Field(
+        description=(
+            "cpu: average CPU utilization in percent of the gateway pods' request (gateway.resources.requests.cpu); "
+            "requestsPerSecond: requests the gateway answers per second per pod; concurrency: requests in flight "
+            "per gateway pod (both from the gateway's own series, served by prometheus-adapter; docs/operator.md, "
+            "Autoscaling)."
+        )
+    )
+    target: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="The per-pod value the HPA holds the metric at (cpu: percent of the request, 1 to 1000).",
+    )
+
+
 class GatewaySettings(ApiModel):
     """The built-in gateway of this ModelDeployment."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.autoscaling) || self.autoscaling.metric != 'cpu' || (has(self.resources) "
+                "&& has(self.resources.requests) && has(self.resources.requests.cpu))",
+                GATEWAY_CPU_NEEDS_REQUEST,
+                ".autoscaling",
+            )
+        )
+    }
+
     replicas: int | None = Field(
-        default=None, ge=1, le=100, description="Gateway pods; absent: the operator's default (chart gatewayReplicas)."
+        default=None,
+        ge=1,
+        le=100,
+        description=(
+            "Gateway pods (ignored with autoscaling); absent: the operator's default (chart gatewayAutoscaling "
+            "when set, else gatewayReplicas)."
+        ),
     )
+    autoscaling: GatewayAutoscaling | None = Field(
+        default=None,
+        description=(
+            "Scale the gateway with an HPA instead of fixed replicas; absent: the operator's default (chart "
+            "gatewayAutoscaling) unless replicas is set."
+        ),
+    )
+    resources: Resources | None = Field(default=None, description="Resources of each gateway pod.")
+
+    @model_validator(mode="after")
+    def _cpu_needs_request(self) -> GatewaySettings:
+        requests = self.resources.requests if self.resources else None
+        if (
+            self.autoscaling is not None
+            and self.autoscaling.metric == "cpu"
+            and (requests is None or requests.cpu is None)
+        ):
+            raise ValueError(GATEWAY_CPU_NEEDS_REQUEST)
+        return self
 
 
 class SloOverrides(ApiModel):

@@ -11,9 +11,20 @@ import json
 from typing import Any
 
 from mlrollout.api.common import parse_duration
-from mlrollout.api.modeldeployment import Autoscaling, NetworkIsolation, RevisionStatus
+from mlrollout.api.modeldeployment import (
+    Autoscaling,
+    GatewayAutoscaling,
+    GatewaySettings,
+    NetworkIsolation,
+    RevisionStatus,
+)
 from mlrollout.controller import naming
-from mlrollout.controller.scaling import CONCURRENCY_METRIC, REQUESTS_PER_SECOND_METRIC
+from mlrollout.controller.scaling import (
+    CONCURRENCY_METRIC,
+    GATEWAY_CONCURRENCY_METRIC,
+    GATEWAY_REQUESTS_PER_SECOND_METRIC,
+    REQUESTS_PER_SECOND_METRIC,
+)
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.store import StoreAccess, locate, store_access
 from mlrollout.revision import RevisionTemplate, registry_of
@@ -137,20 +148,28 @@ DRAIN_BEFORE_SIGTERM: Manifest = {"preStop": {"sleep": {"seconds": 5}}}
 TERMINATION_GRACE_SECONDS = 35
 
 
-def spread(selector: dict[str, str]) -> list[Manifest]:
-    """Prefer one pod per node; a soft rule (ScheduleAnyway), so a small cluster still schedules every pod."""
+NODE_KEY = "kubernetes.io/hostname"
+ZONE_KEY = "topology.kubernetes.io/zone"
+
+
+def spread(selector: dict[str, str], zones: bool = True) -> list[Manifest]:
+    """Prefer one pod per node and (`zones`) an even share per zone; soft rules (ScheduleAnyway), so a small
+    cluster still schedules every pod. The scheduler scores a pod's soft spread only on nodes that carry every
+    key the pod names, so on nodes without a zone label the zone rule would void the node rule too: the
+    operator setting `zone_spread` (chart topologySpread.zones) leaves it out for such clusters."""
     return [
         {
             "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
+            "topologyKey": key,
             "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": {"matchLabels": dict(selector)},
         }
+        for key in ((NODE_KEY, ZONE_KEY) if zones else (NODE_KEY,))
     ]
 
 
 def track_deployment(
-    md: Manifest, rev: RevisionStatus, role: Role, replicas: int | None, spread_out: bool = False
+    md: Manifest, rev: RevisionStatus, role: Role, replicas: int | None, spread_out: bool = False, zones: bool = True
 ) -> Manifest:
     """The model servers of one revision: `mlrollout-serve` with the model, its digest and identity labels.
 
@@ -195,7 +214,7 @@ def track_deployment(
         # the Kubernetes API token, which stays unmounted)
         "serviceAccountName": access.service_account_name,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "topologySpreadConstraints": spread(selector) if spread_out else None,
+        "topologySpreadConstraints": spread(selector, zones) if spread_out else None,
     }
     return {
         "apiVersion": "apps/v1",
@@ -210,15 +229,13 @@ def track_deployment(
     }
 
 
-def replicas_only(md: Manifest, revision: str, replicas: int) -> Manifest:
-    """An apply of one revision Deployment's spec.replicas alone (the hand-over to its HPA, `scaling`)."""
+def replicas_only(md: Manifest, deployment: str, replicas: int) -> Manifest:
+    """An apply of one Deployment's spec.replicas alone (a revision's or the gateway's): the hand-over to its
+    HPA (`scaling.replicas_handover`)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": naming.track_name(md["metadata"]["name"], revision),
-            "namespace": md["metadata"]["namespace"],
-        },
+        "metadata": {"name": deployment, "namespace": md["metadata"]["namespace"]},
         "spec": {"replicas": replicas},
     }
 
@@ -239,16 +256,38 @@ def track_service(md: Manifest, rev: RevisionStatus, role: Role) -> Manifest:
     }
 
 
+def _gateway_settings(md: Manifest) -> GatewaySettings:
+    return GatewaySettings.model_validate(((md.get("spec") or {}).get("gateway")) or {})
+
+
+def gateway_autoscaling(md: Manifest, settings: OperatorSettings) -> GatewayAutoscaling | None:
+    """spec.gateway.autoscaling; else, unless spec.gateway.replicas is set, the operator's default (chart
+    gatewayAutoscaling; None when not set): a ModelDeployment opts out of the default with fixed replicas."""
+    own = _gateway_settings(md)
+    if own.autoscaling is not None:
+        return own.autoscaling
+    return settings.gateway_autoscaling if own.replicas is None else None
+
+
 def gateway_replicas(md: Manifest, settings: OperatorSettings) -> int:
-    """spec.gateway.replicas, else the operator's default (chart gatewayReplicas)."""
-    replicas = ((md.get("spec") or {}).get("gateway") or {}).get("replicas")
-    return int(replicas) if replicas is not None else settings.gateway_replicas
+    """The gateway's replicas when the operator sets them: spec.gateway.replicas, else the operator's default
+    (chart gatewayReplicas); with autoscaling, minReplicas (a new Deployment's, before its HPA takes over)."""
+    scaling = gateway_autoscaling(md, settings)
+    if scaling is not None:
+        return scaling.min_replicas
+    replicas = _gateway_settings(md).replicas
+    return replicas if replicas is not None else settings.gateway_replicas
 
 
-def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]:
-    """The gateway (Deployment + Service named after the ModelDeployment) and its least-privilege identity."""
+def gateway_children(md: Manifest, settings: OperatorSettings, hpa_owned: bool = False) -> list[Manifest]:
+    """The gateway (Deployment + Service named after the ModelDeployment) and its least-privilege identity.
+    `hpa_owned`: the gateway's HPA holds spec.replicas, so the field is left out of the apply."""
     md_name, namespace = md["metadata"]["name"], md["metadata"]["namespace"]
+    scaling = gateway_autoscaling(md, settings)
     replicas = gateway_replicas(md, settings)
+    # from the spec, not the pods running now, so the HPA's choices never change the pod template
+    wide = (scaling.max_replicas if scaling is not None else replicas) > 1
+    resources = _gateway_settings(md).resources
     labels = naming.base_labels(md_name, naming.GATEWAY_COMPONENT)
     ident = naming.gateway_identity(md_name)
     configmap = configmap_name(md_name)
@@ -275,6 +314,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
         "livenessProbe": {"httpGet": {"path": HEALTH_LIVE, "port": naming.HTTP_PORT_NAME}, "periodSeconds": 10},
         "lifecycle": DRAIN_BEFORE_SIGTERM,
         "securityContext": HARDENED_CONTAINER,
+        "resources": resources.to_dict() if resources is not None else None,
     }
     return [
         {
@@ -307,7 +347,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
             "kind": "Deployment",
             "metadata": _meta(md, naming.gateway_name(md_name), labels),
             "spec": {
-                "replicas": replicas,
+                "replicas": None if hpa_owned else replicas,
                 "selector": {"matchLabels": selector},
                 "template": {
                     "metadata": {"labels": labels},
@@ -324,7 +364,7 @@ def gateway_children(md: Manifest, settings: OperatorSettings) -> list[Manifest]
                             }
                         ],
                         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-                        "topologySpreadConstraints": spread(selector) if replicas > 1 else None,
+                        "topologySpreadConstraints": spread(selector, settings.zone_spread) if wide else None,
                     },
                 },
             },
@@ -412,37 +452,49 @@ def track_budget(md: Manifest, revision: str, role: Role, deployment_uid: str) -
     return _budget(meta, naming.selector(md_name, **{naming.REVISION: revision}))
 
 
-def _hpa_metric(scaling: Autoscaling) -> Manifest:
+def _hpa_metric(scaling: Autoscaling, pods_metrics: tuple[str, str]) -> Manifest:
+    """The HPA's one metric; `pods_metrics`: the Pods metric names of requestsPerSecond and concurrency."""
     if scaling.metric == "cpu":
         utilization = max(1, round(scaling.target))
         cpu = {"type": "Utilization", "averageUtilization": utilization}
         return {"type": "Resource", "resource": {"name": "cpu", "target": cpu}}
-    name = REQUESTS_PER_SECOND_METRIC if scaling.metric == "requestsPerSecond" else CONCURRENCY_METRIC
+    name = pods_metrics[0] if scaling.metric == "requestsPerSecond" else pods_metrics[1]
     # a Kubernetes quantity in thousandths: 0.5 requests in flight per pod is "500m"
     value = f"{max(1, round(scaling.target * 1000))}m"
     target = {"type": "AverageValue", "averageValue": value}
     return {"type": "Pods", "pods": {"metric": {"name": name}, "target": target}}
 
 
+def _hpa(meta: Manifest, deployment: str, scaling: Autoscaling, pods_metrics: tuple[str, str]) -> Manifest:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [_hpa_metric(scaling, pods_metrics)],
+        },
+    }
+
+
 def autoscaler(md: Manifest, stable_revision: str, scaling: Autoscaling) -> Manifest:
     """The stable track's HorizontalPodAutoscaler, `<md>`: one per ModelDeployment, retargeted at promotion
     (same object, new scaleTargetRef), owned by the ModelDeployment."""
     md_name = md["metadata"]["name"]
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT)),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": naming.track_name(md_name, stable_revision),
-            },
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
-            "metrics": [_hpa_metric(scaling)],
-        },
-    }
+    meta = _meta(md, md_name, naming.base_labels(md_name, naming.SERVER_COMPONENT))
+    target = naming.track_name(md_name, stable_revision)
+    return _hpa(meta, target, scaling, (REQUESTS_PER_SECOND_METRIC, CONCURRENCY_METRIC))
+
+
+def gateway_autoscaler(md: Manifest, scaling: Autoscaling) -> Manifest:
+    """The gateway's HorizontalPodAutoscaler, `<md>-gateway`, owned by the ModelDeployment; requestsPerSecond
+    and concurrency are the gateway's own series (every request it answers, whichever track served it)."""
+    md_name = md["metadata"]["name"]
+    meta = _meta(md, naming.gateway_autoscaler_name(md_name), naming.base_labels(md_name, naming.GATEWAY_COMPONENT))
+    pods_metrics = (GATEWAY_REQUESTS_PER_SECOND_METRIC, GATEWAY_CONCURRENCY_METRIC)
+    return _hpa(meta, naming.gateway_name(md_name), scaling, pods_metrics)
 
 
 def service_monitor(md: Manifest, interval: str = "15s") -> Manifest:
@@ -519,9 +571,11 @@ def network_policies(
     ]
 
 
-def static_children(md: Manifest, settings: OperatorSettings, with_service_monitor: bool) -> list[Manifest]:
+def static_children(
+    md: Manifest, settings: OperatorSettings, with_service_monitor: bool, gateway_hpa_owned: bool = False
+) -> list[Manifest]:
     """Children that do not depend on the rollout's state."""
-    out = [*gateway_children(md, settings), disruption_budget(md)]
+    out = [*gateway_children(md, settings, gateway_hpa_owned), disruption_budget(md)]
     if with_service_monitor:
         out.append(service_monitor(md))
     return out

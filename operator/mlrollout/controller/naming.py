@@ -4,7 +4,8 @@ Per revision: Deployment and Service `<md>-<revision>` (the revision hash is con
 promotion never renames anything: the route table switches atomically from one Service to another).
 Per ModelDeployment: the gateway Deployment and Service named `<md>` (the address clients call), the route
 ConfigMap `<md>-routes` (named by `contract.routes.configmap_name`), the gateway's ServiceAccount, Role and
-RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`, the look history ConfigMap
+RoleBinding `<md>-gateway`, the PodDisruptionBudget and ServiceMonitor `<md>`, the HorizontalPodAutoscalers
+`<md>` (stable track) and `<md>-gateway` (when autoscaled), the look history ConfigMap
 `<md>-looks` (named by `rollout.lookhistory.configmap_name`), and (when enabled) the NetworkPolicies `<md>-gateway` and
 `<md>-model-server`.
 """
@@ -52,6 +53,11 @@ def gateway_url(namespace: str, md: str) -> str:
 def gateway_identity(md: str) -> str:
     """ServiceAccount, Role and RoleBinding of the gateway."""
     return f"{md[:55]}-gateway"
+
+
+def gateway_autoscaler_name(md: str) -> str:
+    """The gateway's HorizontalPodAutoscaler (the stable track's is `<md>`)."""
+    return gateway_identity(md)
 
 
 def network_policy_name(md: str, component: str) -> str:

@@ -30,6 +30,7 @@ from mlrollout.api import commands
 from mlrollout.api.common import Condition
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import (
+    GatewayAutoscaling,
     ModelDeployment,
     ModelDeploymentStatus,
     RevisionStatus,
@@ -168,6 +169,8 @@ class Reconciler:
         self._feedback_keys: set[str] = set()  # uids whose feedback Secret exists (one POST per process)
         self._feedback_forbidden: set[str] = set()
         self._routing_forbidden: set[str] = set()  # kinds the RBAC does not let us read
+        # (namespace, name) -> (uid, generation) at which this process last deleted the gateway's HPA
+        self._gateway_hpa_cleaned: dict[tuple[str, str], tuple[str, int]] = {}
         self._logs_forbidden: set[str] = set()  # namespaces where the RBAC lacks get pods/log (said once)
         self.applied = applied.AppliedMemo()  # what this process applied: unchanged children are skipped
         self.clock = time.monotonic
@@ -187,6 +190,7 @@ class Reconciler:
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             metrics.forget(namespace, name)  # its series end with it (the delete handler may not run)
             self.applied.forget(namespace, name)
+            self._gateway_hpa_cleaned.pop((namespace, name), None)
             return None  # gone: the garbage collector removes the children
         generation = int(obj["metadata"].get("generation") or 1)
         try:
@@ -510,9 +514,12 @@ class Reconciler:
         provider = router.name
         owner = children.owner_reference(obj)
         manifests: list[Manifest] = []
+        gateway_scaling = children.gateway_autoscaling(obj, self.settings) if provider == "builtin" else None
+        self._gateway_autoscaler(obj, gateway_scaling, log)
         if provider == "builtin":
             with_sm = self.kube.has_crd(SERVICE_MONITOR_CRD)
-            manifests += children.static_children(obj, self.settings, with_sm)
+            hpa_owned = self._hand_over(obj, existing.get(naming.gateway_name(name)), gateway_scaling)
+            manifests += children.static_children(obj, self.settings, with_sm, gateway_hpa_owned=hpa_owned)
         else:
             manifests.append(children.disruption_budget(obj))
             if provider == "istio":
@@ -526,11 +533,12 @@ class Reconciler:
                     assert replicas is not None
                     handover = scaling.replicas_handover(found, replicas)
                     if handover is not None:  # before the apply below leaves the field out
-                        replicas_only = children.replicas_only(obj, rev.revision, handover)
+                        replicas_only = children.replicas_only(obj, naming.track_name(name, rev.revision), handover)
                         self.kube.apply(replicas_only, naming.REPLICAS_FIELD_MANAGER)
                     replicas = None  # the HPA's from now on
                 wide = sizing.may_scale_out()
-                manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide))
+                zones = self.settings.zone_spread
+                manifests.append(children.track_deployment(obj, rev, role, replicas, spread_out=wide, zones=zones))
                 manifests.append(children.track_service(obj, rev, role))
                 if found is not None and wide:  # owned by the Deployment: from the pass after it exists
                     uid = found["metadata"]["uid"]
@@ -566,6 +574,47 @@ class Reconciler:
                 self._delete(name, "apps/v1", "Deployment", namespace, track)
                 self._delete(name, "v1", "Service", namespace, track)
                 log.info("removed revision %s (%s)", action.revision, action.reason)
+
+    def _gateway_autoscaler(self, obj: Manifest, scaling: GatewayAutoscaling | None, log: Log) -> None:
+        """The gateway's HPA: applied while wanted; otherwise deleted (absent: a no-op) once per generation
+        of the ModelDeployment and per process, not every pass: only a spec edit or an operator restart with
+        another default can make one that exists unwanted. Before the gateway's apply, so an HPA switched off
+        cannot scale the gateway once more after the operator set its fixed replicas back."""
+        meta = obj["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid") or ""
+        hpa = children.gateway_autoscaler(obj, scaling) if scaling is not None else None
+        if hpa is not None:
+            self._gateway_hpa_cleaned.pop((namespace, name), None)
+            self._apply(obj, children.strip_none(hpa))
+            return
+        cleaned = (uid, int(meta.get("generation") or 1))
+        if self._gateway_hpa_cleaned.get((namespace, name)) == cleaned:
+            return
+        hpa_name = naming.gateway_autoscaler_name(name)
+        try:
+            self.kube.delete(*HPA, namespace, hpa_name)
+        except ApiException as exc:
+            # a hand-made Role from before the gateway's HPA (no `delete horizontalpodautoscalers`): said
+            # once per generation, never a failed pass for a ModelDeployment whose gateway does not autoscale
+            if exc.status != 403:
+                raise
+            log.warning("the gateway's HPA %s not cleaned up, the RBAC lacks delete (docs/operator.md, RBAC): %s",
+                        hpa_name, api_error_message(exc))  # fmt: skip
+        self.applied.unknown(namespace, name, uid, (*HPA, namespace, hpa_name))  # wanted again: applied again
+        self._gateway_hpa_cleaned[(namespace, name)] = cleaned
+
+    def _hand_over(self, obj: Manifest, gateway: Manifest | None, wanted: GatewayAutoscaling | None) -> bool:
+        """Whether the gateway's HPA holds its Deployment's replicas (then the operator's apply leaves them
+        out). A Deployment that does not exist yet is created at minReplicas by the operator; from the next
+        pass the field is handed over as for the stable track (`scaling.replicas_handover`)."""
+        if wanted is None or gateway is None:
+            return False
+        own = (gateway.get("spec") or {}).get("replicas")
+        handover = scaling.replicas_handover(gateway, scaling.held_replicas(own, wanted))
+        if handover is not None:
+            name = naming.gateway_name(obj["metadata"]["name"])
+            self.kube.apply(children.replicas_only(obj, name, handover), naming.REPLICAS_FIELD_MANAGER)
+        return True
 
     def _apply(
         self, obj: Manifest, manifest: Manifest, observed: Manifest | applied.Unobserved | None = applied.UNOBSERVED

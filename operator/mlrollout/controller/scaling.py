@@ -4,7 +4,8 @@ With `spec.autoscaling` the stable track belongs to a HorizontalPodAutoscaler. T
 it: it applies the stable Deployment with the replica count the HPA last chose (read from the Deployment),
 sizes the candidate from that count and the candidate's traffic share, and at promotion starts the new
 stable at the old stable's count before the HPA is retargeted to it, so ready capacity never shrinks.
-Without autoscaling every track runs `spec.replicas`, as before.
+Without autoscaling every track runs `spec.replicas`, as before. The gateway's own HPA
+(`spec.gateway.autoscaling`, or the operator's default) is handed its Deployment's replicas the same way.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from typing import Any, Final, Literal
 from mlrollout.api.modeldeployment import Autoscaling, AutoscalingStatus, TrafficStatus
 from mlrollout.controller import naming
 from mlrollout.rollout.actions import Role
-from mlrollout_serving.contract.metrics import MODEL_DURATION, MODEL_REQUESTS
+from mlrollout_serving.contract.metrics import GATEWAY_DURATION, GATEWAY_REQUESTS, MODEL_DURATION, MODEL_REQUESTS
 
 REQUESTS_PER_SECOND_METRIC: Final = MODEL_REQUESTS.name.removesuffix("_total") + "_per_second"
 """The Pods metric prometheus-adapter serves from the model servers' request counter (its rate per pod)."""
 CONCURRENCY_METRIC: Final = MODEL_DURATION.name.removesuffix("_duration_seconds") + "_concurrency"
 """The Pods metric served from rate(duration_sum): seconds spent answering per second = requests in flight
 (Little's law), so no new series is needed in the model server."""
+GATEWAY_REQUESTS_PER_SECOND_METRIC: Final = GATEWAY_REQUESTS.name.removesuffix("_total") + "_per_second"
+"""The gateway's Pods metric: the rate of its own request counter per pod (every track it answered for)."""
+GATEWAY_CONCURRENCY_METRIC: Final = GATEWAY_DURATION.name.removesuffix("_request_duration_seconds") + "_concurrency"
+"""The gateway's requests in flight per pod, from rate(its request duration's _sum), as for the model servers."""
 
 
 def share_percent(step_kind: str | None, traffic: TrafficStatus | None) -> int:
@@ -47,6 +52,12 @@ def stable_replicas(own: int | None, previous_stable: int | None, scaling: Autos
     counts = [n for n in (own, previous_stable) if n is not None]
     wanted = max(counts) if counts else scaling.min_replicas
     return min(max(wanted, scaling.min_replicas), scaling.max_replicas)
+
+
+def held_replicas(own: int | None, scaling: Autoscaling) -> int:
+    """The replicas of a Deployment an HPA scales outside any promotion (the gateway's): what the HPA last
+    chose, clamped into its range; minReplicas for one that does not exist yet."""
+    return stable_replicas(own, None, scaling)
 
 
 @dataclass(frozen=True)

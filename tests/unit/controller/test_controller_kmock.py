@@ -27,7 +27,7 @@ from mlrollout.analysis.collect import BackendCounter
 from mlrollout.analysis.queries import BACKEND_SPLIT_PRESETS
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
-from mlrollout.api.modeldeployment import PHASES
+from mlrollout.api.modeldeployment import PHASES, GatewayAutoscaling
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.controller import metrics, naming
 from mlrollout.controller.kube import Conflict, Kube, cut_short
@@ -782,3 +782,164 @@ async def test_a_route_change_is_applied_at_once_and_switching_policies_off_dele
     cluster.objects[MD, "ml", "wine"].patch({"spec": {"networkPolicy": {"enabled": True}}})
     await run(rec, t0 + timedelta(seconds=5))
     assert network_policies(cluster) == {"wine-gateway", "wine-model-server"}  # the memo forgot the deleted
+
+
+class RecordingKube(Kube):
+    """The real adapter, recording each apply (kind, name, field manager, body) and each delete."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__(api)
+        self.applies: list[tuple[str, str, str, dict[str, Any]]] = []
+        self.deletes: list[tuple[str, str]] = []
+
+    def apply(self, manifest: dict[str, Any], field_manager: str = naming.FIELD_MANAGER) -> dict[str, Any] | None:
+        self.applies.append((manifest["kind"], manifest["metadata"]["name"], field_manager, manifest))
+        return super().apply(manifest, field_manager)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.deletes.append((kind, name))
+        super().delete(api_version, kind, namespace, name)
+
+    def taken(self) -> tuple[list[tuple[str, str, str, dict[str, Any]]], list[tuple[str, str]]]:
+        out = (self.applies, self.deletes)
+        self.applies, self.deletes = [], []
+        return out
+
+
+def gateway_applies(applies: list[tuple[str, str, str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """field manager -> the body it applied to the gateway Deployment `wine`."""
+    return {manager: body for kind, name, manager, body in applies if (kind, name) == ("Deployment", "wine")}
+
+
+def owned_by(manager: str) -> list[dict[str, Any]]:
+    """managedFields as the API server writes them: `manager` owns spec.replicas."""
+    return [{"manager": manager, "operation": "Update" if "controller" in manager else "Apply",
+             "fieldsV1": {"f:spec": {"f:replicas": {}}}}]  # fmt: skip
+
+
+async def test_the_gateway_hpa_is_applied_owned_handed_the_replicas_and_deleted_once_when_switched_off(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Given spec.gateway.autoscaling, Then the HPA `<md>-gateway` targets the gateway Deployment, owned by
+    the ModelDeployment, and the new gateway starts at minReplicas; When the operator still owns the field,
+    Then a second manager sets it and the operator's apply leaves it out; When the HPA scaled, Then nothing
+    about replicas is sent; When autoscaling is switched off, Then the HPA is deleted once (not every pass)
+    and gateway.replicas is applied again."""
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    gateway_hpa = {"minReplicas": 2, "maxReplicas": 5, "metric": "concurrency", "target": 8}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"gateway": {"autoscaling": gateway_hpa}}})
+    rec = reconciler(cluster, tmp_path)
+    kube = rec.kube = RecordingKube(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    applies, deletes = kube.taken()
+    assert ("HorizontalPodAutoscaler", "wine-gateway") not in deletes
+    assert hpas(cluster) == {"wine-gateway"}  # the track has no HPA: spec.autoscaling is not set
+    hpa = cluster.objects[HPAS, "ml", "wine-gateway"]
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "wine"}
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mlrollout_gateway_concurrency"
+    assert gateway_applies(applies)[naming.FIELD_MANAGER]["spec"]["replicas"] == 2  # created at minReplicas
+
+    # the server says the operator's apply owns spec.replicas: hand it over, without a dip
+    cluster.objects[DEPLOYMENTS, "ml", "wine"].patch({"metadata": {"managedFields": owned_by(naming.FIELD_MANAGER)}})
+    await run(rec, t0 + timedelta(seconds=1))
+    sent = gateway_applies(kube.taken()[0])
+    assert sent[naming.REPLICAS_FIELD_MANAGER]["spec"] == {"replicas": 2}
+    assert "replicas" not in sent[naming.FIELD_MANAGER]["spec"]
+    assert set(sent[naming.FIELD_MANAGER]["spec"]) == {"selector", "template"}
+
+    # the HPA scaled it to 4 (its field now): the operator sends nothing about replicas and keeps the 4
+    cluster.objects[DEPLOYMENTS, "ml", "wine"].patch(
+        {"metadata": {"generation": 7, "managedFields": owned_by("kube-controller-manager")}, "spec": {"replicas": 4}}
+    )
+    await run(rec, t0 + timedelta(seconds=2))
+    sent = gateway_applies(kube.taken()[0])
+    assert naming.REPLICAS_FIELD_MANAGER not in sent
+    assert all("replicas" not in body["spec"] for body in sent.values())
+    assert cluster.objects[DEPLOYMENTS, "ml", "wine"]["spec"]["replicas"] == 4
+
+    # switched off: the HPA goes (once per generation, not every pass) and gateway.replicas rules again
+    cluster.objects[MD, "ml", "wine"].patch(
+        {"metadata": {"generation": 2}, "spec": {"gateway": {"autoscaling": None, "replicas": 3}}}
+    )
+    await run(rec, t0 + timedelta(seconds=3))
+    applies, deletes = kube.taken()
+    assert deletes.count(("HorizontalPodAutoscaler", "wine-gateway")) == 1
+    assert hpas(cluster) == set()
+    assert gateway_applies(applies)[naming.FIELD_MANAGER]["spec"]["replicas"] == 3
+    await run(rec, t0 + timedelta(seconds=4))
+    assert ("HorizontalPodAutoscaler", "wine-gateway") not in kube.taken()[1]
+
+    # switched on again: applied again (the memo forgot the deleted HPA)
+    cluster.objects[MD, "ml", "wine"].patch(
+        {"metadata": {"generation": 3}, "spec": {"gateway": {"autoscaling": gateway_hpa, "replicas": None}}}
+    )
+    await run(rec, t0 + timedelta(seconds=5))
+    assert hpas(cluster) == {"wine-gateway"}
+
+
+async def test_the_operators_gateway_autoscaling_default_applies_unless_replicas_are_fixed(
+    cluster: Any, tmp_path: Path
+) -> None:
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    default = GatewayAutoscaling(min_replicas=3, max_replicas=9, metric="requestsPerSecond", target=150)
+    settings = OperatorSettings(serving_image=IMAGE, gateway_image="gw:test", gateway_autoscaling=default)
+    rec = Reconciler(Kube(api), RecordedVerdicts(str(tmp_path)), settings)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    hpa = cluster.objects[HPAS, "ml", "wine-gateway"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mlrollout_gateway_requests_per_second"
+    assert cluster.objects[DEPLOYMENTS, "ml", "wine"]["spec"]["replicas"] == 3
+    cluster.objects[MD, "ml", "wine"].patch({"metadata": {"generation": 2}, "spec": {"gateway": {"replicas": 1}}})
+    await run(rec, t0 + timedelta(seconds=1))
+    assert hpas(cluster) == set()
+
+
+class NoGatewayHpaDelete(Kube):
+    """A hand-made Role that may not delete the gateway's HPA."""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        if (kind, name) == ("HorizontalPodAutoscaler", "wine-gateway"):
+            raise api_exception(403, "Forbidden", '{"message": "cannot delete horizontalpodautoscalers"}')
+        super().delete(api_version, kind, namespace, name)
+
+
+async def test_rbac_without_the_gateway_hpa_delete_warns_once_per_generation_and_rolls_out(
+    cluster: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    rec = reconciler(cluster, tmp_path)
+    rec.kube = NoGatewayHpaDelete(rec.kube.api)  # type: ignore[attr-defined]
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    for seconds in (0, 1, 2):
+        out = await run(rec, t0 + timedelta(seconds=seconds))
+        assert out is not None and out.phase == "Pending"
+    warnings = [r.getMessage() for r in caplog.records if "gateway's HPA wine-gateway not cleaned up" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot delete" in warnings[0]
+
+
+async def test_the_stable_and_the_gateway_each_get_their_own_hpa(cluster: Any, tmp_path: Path) -> None:
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    track = {"minReplicas": 3, "maxReplicas": 8, "metric": "requestsPerSecond", "target": 20}
+    gateway = {"minReplicas": 2, "maxReplicas": 4, "metric": "requestsPerSecond", "target": 300}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"autoscaling": track, "gateway": {"autoscaling": gateway}}})
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    for name in [n for (res, ns, n) in list(cluster.objects.keys()) if res == DEPLOYMENTS]:
+        make_ready(cluster, name)
+        cluster.objects[DEPLOYMENTS, "ml", name].patch({"metadata": {"uid": f"uid-{name}"}})  # as an API server would
+    await run(rec, t0 + timedelta(seconds=1))
+    rev = revision_of(spec("1", "a"), IMAGE).revision
+    assert hpas(cluster) == {"wine", "wine-gateway"}
+    stable, gw = cluster.objects[HPAS, "ml", "wine"], cluster.objects[HPAS, "ml", "wine-gateway"]
+    assert stable["spec"]["scaleTargetRef"]["name"] == f"wine-{rev}"
+    assert stable["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mlrollout_model_inference_requests_per_second"
+    assert gw["spec"]["scaleTargetRef"]["name"] == "wine"
+    assert gw["spec"]["metrics"][0]["pods"]["metric"]["name"] == "mlrollout_gateway_requests_per_second"
+    # each Deployment starts at its own HPA's minReplicas
+    assert cluster.objects[DEPLOYMENTS, "ml", f"wine-{rev}"]["spec"]["replicas"] == 3
+    assert cluster.objects[DEPLOYMENTS, "ml", "wine"]["spec"]["replicas"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from hypothesis import strategies as st
 from tests.unit.controller.test_controller_children import MD
 from tests.unit.rollout.world import IMAGE, spec
 
-from mlrollout.api.modeldeployment import Autoscaling, TrafficStatus
+from mlrollout.api.modeldeployment import Autoscaling, GatewayAutoscaling, TrafficStatus
 from mlrollout.controller import children, naming, scaling
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.revision import revision_of
+from mlrollout_serving.contract.metrics import GATEWAY_DURATION, GATEWAY_REQUESTS, MODEL_DURATION, MODEL_REQUESTS
 
 ROOT = Path(__file__).resolve().parents[3]
 HPA_RANGE = Autoscaling(min_replicas=2, max_replicas=20, metric="requestsPerSecond", target=50)
@@ -164,10 +166,24 @@ def test_the_hpa_targets_the_stable_deployment_with_its_metric(metric: str, targ
 
 def test_the_chart_adapter_rules_serve_the_metrics_the_hpas_ask_for() -> None:
     values = yaml.safe_load((ROOT / "charts/mlrollout/values.yaml").read_text())
-    served = {rule["name"]["as"] for rule in values["prometheusAdapter"]["rules"]}
-    assert served == {scaling.REQUESTS_PER_SECOND_METRIC, scaling.CONCURRENCY_METRIC}
-    for rule in values["prometheusAdapter"]["rules"]:
-        assert rule["seriesQuery"].split("{")[0].startswith("mlrollout_model_inference_")
+    rules = {rule["name"]["as"]: rule for rule in values["prometheusAdapter"]["rules"]}
+    assert set(rules) == {
+        scaling.REQUESTS_PER_SECOND_METRIC,
+        scaling.CONCURRENCY_METRIC,
+        scaling.GATEWAY_REQUESTS_PER_SECOND_METRIC,
+        scaling.GATEWAY_CONCURRENCY_METRIC,
+    }
+    # each Pods metric is computed from the series its exporter writes (the contract's names)
+    sources = {
+        scaling.REQUESTS_PER_SECOND_METRIC: MODEL_REQUESTS.name,
+        scaling.CONCURRENCY_METRIC: MODEL_DURATION.name + "_sum",
+        scaling.GATEWAY_REQUESTS_PER_SECOND_METRIC: GATEWAY_REQUESTS.name,
+        scaling.GATEWAY_CONCURRENCY_METRIC: GATEWAY_DURATION.name + "_sum",
+    }
+    for name, rule in rules.items():
+        assert rule["seriesQuery"].split("{")[0] == sources[name]
+        assert rule["name"]["matches"] == f"^{sources[name]}$"
+        assert 'pod!=""' in rule["seriesQuery"] and rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
         assert "rate(<<.Series>>" in rule["metricsQuery"]  # counters: per-second, per pod
 
 
@@ -196,7 +212,13 @@ def test_gateway_replicas_come_from_the_spec_else_the_operator_and_spread_above_
 
     default = gateway(MD, OperatorSettings(gateway_replicas=2))
     assert default["spec"]["replicas"] == 2
-    assert default["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
+    constraints = default["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [(c["topologyKey"], c["whenUnsatisfiable"]) for c in constraints] == [
+        ("kubernetes.io/hostname", "ScheduleAnyway"),
+        ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+    ]
+    selector = default["spec"]["selector"]["matchLabels"]
+    assert all(c["labelSelector"]["matchLabels"] == selector for c in constraints)
     own = gateway({**MD, "spec": {"gateway": {"replicas": 1}}}, OperatorSettings(gateway_replicas=2))
     assert own["spec"]["replicas"] == 1
     assert children.strip_none(own)["spec"]["template"]["spec"].get("topologySpreadConstraints") is None
@@ -205,10 +227,12 @@ def test_gateway_replicas_come_from_the_spec_else_the_operator_and_spread_above_
 def test_tracks_spread_over_nodes_softly_when_they_may_have_more_than_one_pod() -> None:
     rev = revision_of(spec("2", "b"), IMAGE)
     wide = children.track_deployment(MD, rev, "candidate", 1, spread_out=True)
-    (constraint,) = wide["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    assert constraint["topologyKey"] == "kubernetes.io/hostname"
-    assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # never leaves a pod unscheduled
-    assert constraint["labelSelector"]["matchLabels"] == wide["spec"]["selector"]["matchLabels"]
+    node, zone = wide["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert (node["topologyKey"], zone["topologyKey"]) == ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    for constraint in (node, zone):
+        assert constraint["maxSkew"] == 1
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # never leaves a pod unscheduled
+        assert constraint["labelSelector"]["matchLabels"] == wide["spec"]["selector"]["matchLabels"]
     narrow = children.strip_none(children.track_deployment(MD, rev, "candidate", 1))
     assert "topologySpreadConstraints" not in narrow["spec"]["template"]["spec"]
 
@@ -237,3 +261,128 @@ def test_the_hpa_is_handed_the_replicas_without_a_dip_and_then_left_alone() -> N
     # the second manager's own ownership does not count as the operator's
     assert scaling.replicas_handover(deployment(2, (handover, "Apply", True)), 2) is None
     assert scaling.replicas_handover(None, 2) is None  # not created yet: the first apply carries replicas
+
+
+GATEWAY_HPA = {"minReplicas": 2, "maxReplicas": 6, "metric": "requestsPerSecond", "target": 100}
+
+
+def gateway_deployment(md: dict[str, Any], settings: OperatorSettings, hpa_owned: bool = False) -> dict[str, Any]:
+    objs = children.gateway_children(md, settings, hpa_owned)
+    return dict(children.strip_none(next(o for o in objs if o["kind"] == "Deployment")))
+
+
+def with_gateway(**gateway: Any) -> dict[str, Any]:
+    return {**MD, "spec": {**MD.get("spec", {}), "gateway": gateway}}
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "expected"),
+    [
+        ("requestsPerSecond", 100, {"type": "Pods", "pods": {
+            "metric": {"name": "mlrollout_gateway_requests_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "100000m"}}}),
+        ("concurrency", 2.5, {"type": "Pods", "pods": {
+            "metric": {"name": "mlrollout_gateway_concurrency"},
+            "target": {"type": "AverageValue", "averageValue": "2500m"}}}),
+        ("cpu", 70, {"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}),
+    ],
+)  # fmt: skip
+def test_the_gateway_hpa_targets_the_gateway_deployment_with_the_gateways_own_series(
+    metric: str, target: float, expected: Any
+) -> None:
+    spec_ = GatewayAutoscaling.model_validate({**GATEWAY_HPA, "metric": metric, "target": target})
+    hpa = children.gateway_autoscaler(MD, spec_)
+    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["metadata"]["name"] == "wine-gateway"  # the stable track's is `wine`
+    [owner] = hpa["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ModelDeployment", "1234-uid", True)
+    assert hpa["metadata"]["labels"][naming.COMPONENT] == naming.GATEWAY_COMPONENT
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "wine"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [expected]
+
+
+def test_gateway_autoscaling_comes_from_the_spec_else_the_operator_unless_replicas_are_fixed() -> None:
+    chart = GatewayAutoscaling.model_validate({**GATEWAY_HPA, "maxReplicas": 4})
+    own = with_gateway(autoscaling={**GATEWAY_HPA, "maxReplicas": 9})
+    assert children.gateway_autoscaling(MD, OperatorSettings()) is None
+    assert children.gateway_autoscaling(MD, OperatorSettings(gateway_autoscaling=chart)) == chart
+    found = children.gateway_autoscaling(own, OperatorSettings(gateway_autoscaling=chart))
+    assert found is not None and found.max_replicas == 9  # the spec wins over the chart
+    fixed = with_gateway(replicas=3)
+    assert children.gateway_autoscaling(fixed, OperatorSettings(gateway_autoscaling=chart)) is None  # opted out
+    assert gateway_deployment(fixed, OperatorSettings(gateway_autoscaling=chart))["spec"]["replicas"] == 3
+
+
+def test_an_autoscaled_gateway_starts_at_min_replicas_then_leaves_them_to_its_hpa_and_spreads() -> None:
+    md = with_gateway(autoscaling={**GATEWAY_HPA, "minReplicas": 1})
+    created = gateway_deployment(md, OperatorSettings())
+    assert created["spec"]["replicas"] == 1  # a new Deployment: the operator sets minReplicas
+    # one pod now, up to 6 under the HPA: spread from the start, so the HPA's choices never roll the pods
+    keys = [c["topologyKey"] for c in created["spec"]["template"]["spec"]["topologySpreadConstraints"]]
+    assert keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    held = gateway_deployment(md, OperatorSettings(), hpa_owned=True)
+    assert "replicas" not in held["spec"]  # the apply leaves the field to the HPA
+    assert held["spec"]["template"] == created["spec"]["template"]
+    # a gateway that can never have more than one pod is not spread
+    single = gateway_deployment(with_gateway(autoscaling={**GATEWAY_HPA, "minReplicas": 1, "maxReplicas": 1}),
+                                OperatorSettings())  # fmt: skip
+    assert "topologySpreadConstraints" not in single["spec"]["template"]["spec"]
+
+
+def test_gateway_resources_reach_its_container() -> None:
+    md = with_gateway(resources={"requests": {"cpu": "250m"}, "limits": {"memory": "256Mi"}})
+    [container] = gateway_deployment(md, OperatorSettings())["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"requests": {"cpu": "250m"}, "limits": {"memory": "256Mi"}}
+    [plain] = gateway_deployment(MD, OperatorSettings())["spec"]["template"]["spec"]["containers"]
+    assert "resources" not in plain
+
+
+def test_the_gateways_held_replicas_are_the_hpas_choice_clamped_into_its_range() -> None:
+    scaling_ = GatewayAutoscaling.model_validate(GATEWAY_HPA)  # 2..6
+    assert scaling.held_replicas(None, scaling_) == 2
+    assert scaling.held_replicas(1, scaling_) == 2
+    assert scaling.held_replicas(5, scaling_) == 5
+    assert scaling.held_replicas(9, scaling_) == 6
+    ours = naming.FIELD_MANAGER
+    # autoscaling switched on over a fixed gateway of 4 (the operator's field): handed over at 4, no dip
+    assert scaling.replicas_handover(deployment(4, (ours, "Apply", True)), scaling.held_replicas(4, scaling_)) == 4
+    # the HPA holds it at 5: nothing is sent
+    hpa_owned = deployment(5, (ours, "Apply", False), ("kube-controller-manager", "Update", True))
+    assert scaling.replicas_handover(hpa_owned, scaling.held_replicas(5, scaling_)) is None
+
+
+def test_the_operators_gateway_autoscaling_default_is_checked_json() -> None:
+    env = {"MLROLLOUT_GATEWAY_AUTOSCALING": json.dumps(GATEWAY_HPA)}
+    assert OperatorSettings.from_env(env).gateway_autoscaling == GatewayAutoscaling.model_validate(GATEWAY_HPA)
+    for absent in ({}, {"MLROLLOUT_GATEWAY_AUTOSCALING": ""}, {"MLROLLOUT_GATEWAY_AUTOSCALING": "{}"}):
+        assert OperatorSettings.from_env(absent).gateway_autoscaling is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("min: 2", "MLROLLOUT_GATEWAY_AUTOSCALING must be a JSON object"),
+        (json.dumps({**GATEWAY_HPA, "minReplicas": 9}), "minReplicas must not exceed autoscaling.maxReplicas"),
+        (json.dumps({**GATEWAY_HPA, "target": 0}), "target: Input should be greater than 0"),
+        (json.dumps({**GATEWAY_HPA, "metric": "cpu"}), "metric cpu cannot be the operator's default"),
+    ],
+)
+def test_a_bad_gateway_autoscaling_default_stops_the_operator_naming_the_variable(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        OperatorSettings.from_env({"MLROLLOUT_GATEWAY_AUTOSCALING": value})
+    assert str(err.value).startswith("MLROLLOUT_GATEWAY_AUTOSCALING")
+
+
+def test_zone_spread_can_be_left_out_for_clusters_without_zone_labels() -> None:
+    # there the scheduler would ignore every node for the pod's soft spread, the node rule included
+    rev = revision_of(spec("2", "b"), IMAGE)
+    track = children.track_deployment(MD, rev, "stable", 3, spread_out=True, zones=False)
+    [node] = track["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert (node["topologyKey"], node["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "ScheduleAnyway")
+    settings = OperatorSettings.from_env({"MLROLLOUT_ZONE_SPREAD": "false"})
+    assert settings.zone_spread is False and OperatorSettings.from_env({}).zone_spread is True
+    gateway = gateway_deployment(with_gateway(replicas=2), settings)
+    keys = [c["topologyKey"] for c in gateway["spec"]["template"]["spec"]["topologySpreadConstraints"]]
+    assert keys == ["kubernetes.io/hostname"]
