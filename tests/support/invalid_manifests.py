@@ -332,6 +332,12 @@ CASES: list[Case] = [
     ),
     # RolloutPolicy
     Case(
+        "quality-mae-without-error-bound",
+        rollout_policy(analysis={"metrics": {"quality": {"enabled": True, "metric": "mae"}}}),
+        "spec.analysis.metrics.quality",
+        "errorBound is required with metric mae",
+    ),
+    Case(
         "weights-decreasing",
         rollout_policy(strategy=steps({"canary": {"weight": 25}}, CANARY_5)),
         "spec.strategy",
