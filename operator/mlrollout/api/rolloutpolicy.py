@@ -473,7 +473,9 @@ class QualityMetric(ApiModel):
     """Model quality from ground truth: labels clients send back with the feedback id of each answer."""
 
     model_config = ApiModel.model_config | {
-        "json_schema_extra": cel_rules(cel("!has(self.metric) || self.metric != 'mae' || has(self.errorBound)", MAE_NEEDS_BOUND))
+        "json_schema_extra": cel_rules(
+            cel("!has(self.metric) || self.metric != 'mae' || has(self.errorBound)", MAE_NEEDS_BOUND)
+        )
     }
 
     enabled: bool = Field(
