@@ -115,10 +115,16 @@ def trickler(every: float = 0.2) -> Iterator[tuple[str, Trickled]]:
             try:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\n")
-                while not stop.is_set():
+                shut, due = False, time.monotonic()
+                while not (stop.is_set() or shut):
                     conn.sendall(b"X-Trickle: 1\r\n")
-                    if select.select([conn], [], [], every)[0] and not conn.recv(1):
-                        break  # the client shut the connection: noticed at once, not at the next line
+                    due += every
+                    # One line per ``every`` whatever the client sends meanwhile (a request body arriving after
+                    # the headers once made this send a line per body byte: 100 lines, http.client's limit, in
+                    # well under a second); the client shutting the connection is noticed at once.
+                    while not shut and (left := due - time.monotonic()) > 0:
+                        if select.select([conn], [], [], left)[0]:
+                            shut = not conn.recv(65536)
             except OSError:
                 pass
         with seen.lock:
