@@ -395,24 +395,18 @@ class Scores:
                 self._add(self.squared_error, key, error * error)
                 _add_clipped(self.clipped_parts, key, error)
 
-    def pair(
-        self, token: Token, shadow_revision: str, shadow: Sequence[Any] | None, labels: Sequence[Any]
-    ) -> None:
+    def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any] | None, labels: Sequence[Any]) -> None:
         """Each label against both answers to the same request (``token`` is stable's, ``shadow`` the
         candidate's; None: the shadow failed the request), by which one was right (or closer). A side
         without a prediction for a row is wrong on it (regressors: its error is beyond every clip bound), so
         every labelled row of the token is a pair; the unclipped sums take the pairs both sides answered."""
         served: Sequence[Any] = token.predictions
-        failed = shadow is None
-        theirs_all: list[Any] = [None if token.classes else math.nan] * len(served) if shadow is None else [
-            *shadow[: len(served)], *[None if token.classes else math.nan] * (len(served) - len(shadow))
-        ]  # fmt: skip
-        for label, mine, theirs in zip(labels, served, theirs_all, strict=True):
-            if not answered(theirs):
-                self._add(self.failed, ("shadow", shadow_revision, _why(token, failed)), 1)
+        for label, mine, theirs in zip(labels, served, _shadow_rows(token, shadow), strict=True):
+            if theirs is None:
+                self._add(self.failed, ("shadow", shadow_revision, _why(token, shadow is None)), 1)
             if token.classes:
                 stable_right = mine is not None and str(label) == mine
-                shadow_right = answered(theirs) and str(label) == str(theirs)
+                shadow_right = theirs is not None and str(label) == theirs
                 result = {
                     (True, True): "both_right",
                     (False, False): "both_wrong",
@@ -421,7 +415,7 @@ class Scores:
                 }[(stable_right, shadow_right)]
             else:
                 e_s = abs(float(label) - float(mine)) if answered(mine) else math.inf
-                e_c = abs(float(label) - float(theirs)) if answered(theirs) else math.inf
+                e_c = math.inf if theirs is None else abs(float(label) - theirs)
                 if e_s == e_c:
                     result = "both_wrong" if math.isinf(e_s) else "both_right"
                 else:
@@ -479,6 +473,18 @@ class Scores:
 
 
 _CLIPS: Final = len(CLIP_BOUNDS)
+
+
+def _shadow_rows(token: Token, shadow: Sequence[Any] | None) -> list[Any]:
+    """The shadow's prediction for each row of the token: a class (str) or a finite number, None where it
+    has none (it failed the request, its answer had fewer rows, NaN or ±Inf, a value of the other kind)."""
+    rows = len(token.predictions)
+    if shadow is None:
+        return [None] * rows
+    values = [*shadow[:rows], *[None] * (rows - len(shadow))]
+    if token.classes:
+        return [None if x is None else str(x) for x in values]
+    return [float(x) if (type(x) is float or type(x) is int) and math.isfinite(x) else None for x in values]
 
 
 def _why(token: Token, failed: bool) -> str:

@@ -68,7 +68,7 @@ def test_rows_without_a_prediction_survive_the_token_for_both_kinds_of_model() -
     one = verify(KEYS, mint(KEYS, Token("stable", "r1", NOW, 8, 0, (None,), classes=True, failed=True)), NOW, 60)
     assert one.predictions == (None,) and one.failed
     values = verify(KEYS, mint(KEYS, Token("stable", "r1", NOW, 9, 0, (1.5, math.nan), classes=False)), NOW, 60)
-    assert values.predictions[0] == 1.5 and math.isnan(values.predictions[1])  # type: ignore[arg-type]
+    assert values.predictions[0] == 1.5 and math.isnan(values.predictions[1])
     assert [answered(p) for p in ("0", None, 1.0, math.nan, math.inf, -math.inf)] == [True, False, True] + [False] * 3
 
 
@@ -235,3 +235,11 @@ def test_every_labelled_row_is_in_the_clipped_sums_and_counts_once(rows: list[tu
         assert scores.pair_clipped_diff_squares["r2"][j] == pytest.approx(direct, rel=1e-6, abs=1e-6)
     for values in (scores.clipped_abs_error, scores.clipped_squared_error, scores.pair_clipped_diff_squares):
         assert all(math.isfinite(x) for row in values.values() for x in row)
+
+
+def test_a_shadow_answer_of_the_other_kind_is_no_prediction_not_a_crash() -> None:
+    scores = Scores()
+    stable = _token("stable", "r1", Predicted(False, [1.0, 2.0]), mirrored=True)
+    scores.pair(stable, "r2", ["cat", 2.0], [1.0, 2.0])  # a class where a number belongs: no prediction
+    assert scores.pairs == {("r2", "stable_only"): 1, ("r2", "both_right"): 1}
+    assert scores.failed == {("shadow", "r2", "non_finite_prediction"): 1}
