@@ -213,3 +213,42 @@ def test_a_shadow_failing_its_copies_is_paired_and_wrong_on_every_row(
             side = contract.GATEWAY_FEEDBACK_PAIR_CLIPPED_ABS_ERROR.name
             assert metric_sum(gw.url, side, side="candidate", bound=at) == 30 * BOUND
             assert metric_sum(gw.url, contract.GATEWAY_FEEDBACK_UNPAIRED.name) == 0
+
+
+def test_a_low_confidence_answer_replaced_by_stable_is_scored_as_the_candidate_answered_it(
+    wine_model: BuiltModel, wine_worse_model: BuiltModel, tmp_path: Path
+) -> None:
+    """Not a failure: the candidate answered, below the confidence threshold, and stable's answer was
+    served. The id names the candidate and carries the candidate's own classes, so it is scored on them."""
+    samples, targets = wine_model.samples, wine_model.sample_targets
+    wine = "/v2/models/wine/infer"
+    with (
+        serve_model(wine_model, name="wine", labels=_labels("stable", "rev-stable")) as good,
+        serve_model(wine_worse_model, name="wine", labels=_labels("candidate", "rev-candidate")) as worse,
+    ):
+        own = [request(worse.url + wine, infer_body(samples[i : i + 1])).body["outputs"] for i in range(len(samples))]
+        tops = [max(outputs[1]["data"]) for outputs in own]
+        threshold = sorted(tops)[len(tops) // 2]  # about half the candidate's answers are "low confidence"
+        routes = RouteFile(tmp_path)
+        low = {"confidenceThreshold": threshold, "lowConfidenceAction": {"action": "stable"}}
+        routes.write(table(1, good.url, worse.url, weight=100, fallback=low))
+        keys = ("--feedback-keys", str(feedback_keys(tmp_path)))
+        with gateway(routes, *keys, namespace=NAMESPACE, model_deployment="wine") as gw:
+            served_by_stable = 0
+            for i in range(len(samples)):
+                answer = request(gw.url + wine, infer_body(samples[i : i + 1]))
+                assert answer.status == 200, answer.body
+                served_by_stable += answer.track == "stable"
+                body = {"feedback_id": answer.headers["x-mlrollout-feedback-id"], "label": int(targets[i])}
+                assert request(f"{gw.url}/v2/models/wine/feedback", body).status == 202
+            assert 0 < served_by_stable < len(samples)
+            right = sum(1 for i, outputs in enumerate(own) if outputs[0]["data"][0] == int(targets[i]))
+
+            def value(series: str, track: str, **labels: str) -> float:
+                return metric_sum(gw.url, series, track=track, revision=f"rev-{track}", **labels)
+
+            labels = contract.GATEWAY_FEEDBACK_LABELS.name
+            assert value(labels, "candidate", outcome="correct") == right
+            assert value(labels, "candidate", outcome="incorrect") == len(samples) - right
+            assert value(labels, "stable", outcome="correct") + value(labels, "stable", outcome="incorrect") == 0
+            assert metric_sum(gw.url, contract.GATEWAY_FEEDBACK_FAILED.name) == 0  # it answered every row
