@@ -10,12 +10,21 @@ Layout (little-endian), then base64url without padding::
     version u8 | key id u8 | flags u8 | track u8 | issued u32 (unix s) | nonce u64 | replica u32 (IPv4)
     | revision (u8 length, ASCII) | rows u16 | classes u8 | predictions | mac (16 bytes: HMAC-SHA256 truncated)
 
-Predictions are either class labels (``flags & CLASSES``; each a u8 length and UTF-8) or float32 values
-(regressors); ``classes`` is the number of classes when the answer showed it (its probabilities' width;
-0 when unknown), so a label outside them is refused. ``flags & TRUNCATED``: the answer had more rows than
-a token carries; only the first ``rows`` rows can be labelled. ``flags & MIRRORED``: a copy of the request
-went to the shadow, whose answer the minting replica keeps for pairing. The keys live in a Secret the
-operator creates (docs/gateway.md, "Feedback"); never in status, never in a log line.
+Predictions are either class labels (``flags & CLASSES``; each a u8 length and UTF-8, at most
+MAX_LABEL_BYTES) or float32 values (regressors); ``classes`` is the number of classes when the answer showed
+it (its probabilities' width; 0 when unknown), so a label outside them is refused. ``flags & TRUNCATED``: the
+answer had more rows than a token carries; only the first ``rows`` rows can be labelled. ``flags &
+MIRRORED``: a copy of the request went to the shadow, whose answer the minting replica keeps for pairing.
+``flags & FAILED``: the track named failed the request (a fallback answered the client) and every row is
+without a prediction.
+
+**A row without a prediction** (the one definition; docs/gateway.md, "Feedback"): the track named answered
+that row with nothing usable, so a label for it counts *against* that track — a wrong answer (classifiers),
+an error of the clip bound at every bound (regressors) — never leaving it out, which would score a model
+that fails on hard rows only on the rows it answered. On the wire it is the length byte NO_PREDICTION
+(classifiers) or a NaN or ±Inf float32 (regressors: the model answered NaN or ±Inf, or nothing); verified,
+``None`` or that float (:func:`answered` tells). The keys live in a Secret the operator creates
+(docs/gateway.md, "Feedback"); never in status, never in a log line.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "FLOAT32_MAX",
     "MAC_BYTES",
+    "MAX_LABEL_BYTES",
     "MAX_ROWS",
+    "NO_PREDICTION",
     "FeedbackKeys",
     "Token",
     "TokenError",
+    "answered",
     "labels_problem",
     "mint",
     "sign",
@@ -53,11 +66,17 @@ MAX_ROWS: Final = 256
 TRUNCATED: Final = 1
 CLASSES: Final = 2
 MIRRORED: Final = 4
+FAILED: Final = 8
+NO_PREDICTION: Final = 255
+"""The length byte of a class-label row without a prediction (no label bytes follow)."""
+MAX_LABEL_BYTES: Final = NO_PREDICTION - 1
+"""A longer class label is carried cut to this many bytes (NO_PREDICTION is not a length)."""
 TRACKS: Final[tuple[str, ...]] = ("stable", "candidate")
 _HEAD = struct.Struct("<BBBBIQI")
 _ROWS = struct.Struct("<HB")
 _ONE_LABEL = struct.Struct("<HBB")  # rows (1), class count, the one label's length: the common one-row answer
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_NONE: Final = bytes((NO_PREDICTION,))
 _BLOCK: Final = 64  # SHA-256's block size (RFC 2104's B)
 
 Track = Literal["stable", "candidate"]
@@ -80,10 +99,12 @@ class Token:
     issued: int
     nonce: int
     replica: int
-    predictions: tuple[str, ...] | tuple[float, ...]
+    predictions: tuple[str | None, ...] | tuple[float, ...]
+    """Per row; a row without a prediction is None (classes) or NaN or ±Inf (regressors): :func:`answered`."""
     classes: bool  # predictions are class labels (else regressor values)
     truncated: bool = False
     mirrored: bool = False
+    failed: bool = False  # the track failed the request: no row has a prediction
     class_count: int = 0  # how many classes the model has, when its answer showed it (else 0)
     key_id: int = 0
 
@@ -130,7 +151,7 @@ def _hmac_states(key: bytes) -> tuple[HASH, HASH]:
 def mint(keys: FeedbackKeys, token: Token) -> str:
     """The signed, encoded token (``token.key_id`` is ignored: the current key signs)."""
     flags = (TRUNCATED if token.truncated else 0) | (CLASSES if token.classes else 0)
-    flags |= MIRRORED if token.mirrored else 0
+    flags |= (MIRRORED if token.mirrored else 0) | (FAILED if token.failed else 0)
     revision = token.revision.encode("ascii")
     return sign(keys, flags, TRACKS.index(token.track), token.issued, token.nonce, token.replica,
                 bytes((len(revision),)) + revision, token.predictions, token.class_count)  # fmt: skip
@@ -144,7 +165,7 @@ def sign(
     nonce: int,
     replica: int,
     revision: bytes,
-    predictions: Sequence[str] | Sequence[float],
+    predictions: Sequence[str | None] | Sequence[float],
     class_count: int,
 ) -> str:
     """:func:`mint` without a :class:`Token`: what a gateway calls once per answer. ``revision`` is its
@@ -155,13 +176,16 @@ def sign(
     class_count = min(max(class_count, 0), 255)
     if not flags & CLASSES:
         body = _ROWS.pack(len(predictions), class_count) + struct.pack(f"<{len(predictions)}f", *predictions)
-    elif len(predictions) == 1:
-        raw = str(predictions[0]).encode()[:255]
+    elif len(predictions) == 1 and predictions[0] is not None:
+        raw = str(predictions[0]).encode()[:MAX_LABEL_BYTES]
         body = _ONE_LABEL.pack(1, class_count, len(raw)) + raw
     else:
         parts = [_ROWS.pack(len(predictions), class_count)]
         for label in predictions:
-            raw = str(label).encode()[:255]
+            if label is None:
+                parts.append(_NONE)
+                continue
+            raw = str(label).encode()[:MAX_LABEL_BYTES]
             parts += (bytes((len(raw),)), raw)
         body = b"".join(parts)
     payload = head + revision + body
@@ -205,11 +229,15 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
     at += 1 + length
     rows, class_count = _ROWS.unpack_from(payload, at)
     at += _ROWS.size
-    predictions: tuple[str, ...] | tuple[float, ...]
+    predictions: tuple[str | None, ...] | tuple[float, ...]
     if flags & CLASSES:
-        labels: list[str] = []
+        labels: list[str | None] = []
         for _ in range(rows):
             size = payload[at]
+            if size == NO_PREDICTION:
+                labels.append(None)
+                at += 1
+                continue
             labels.append(payload[at + 1 : at + 1 + size].decode())
             at += 1 + size
         predictions = tuple(labels)
@@ -228,6 +256,7 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
         classes=bool(flags & CLASSES),
         truncated=bool(flags & TRUNCATED),
         mirrored=bool(flags & MIRRORED),
+        failed=bool(flags & FAILED),
         class_count=class_count,
         key_id=key_id,
     )
@@ -236,6 +265,11 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
 FLOAT32_MAX: Final = 3.4028234663852886e38
 """The largest finite float32: regression predictions are carried as float32, and a label within this range
 keeps every absolute and squared error finite, so one label can never turn the running sums into Inf."""
+
+
+def answered(prediction: str | float | None) -> bool:
+    """Whether a token's row has a prediction of the track's (see "A row without a prediction" above)."""
+    return prediction is not None and (isinstance(prediction, str) or math.isfinite(prediction))
 
 
 def labels_problem(token: Token, labels: Sequence[object]) -> str | None:

@@ -23,6 +23,7 @@ __all__ = [
     "GATEWAY_FEEDBACK_ABS_ERROR_ROWS",
     "GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR",
     "GATEWAY_FEEDBACK_CLIPPED_SQUARED_ERROR",
+    "GATEWAY_FEEDBACK_FAILED",
     "GATEWAY_FEEDBACK_LABELS",
     "GATEWAY_FEEDBACK_PAIRS",
     "GATEWAY_FEEDBACK_PAIR_ABS_ERROR",
@@ -183,7 +184,8 @@ GATEWAY_UPSTREAM_CONNECT_RETRIES: Final = Series(
 
 GATEWAY_FEEDBACK_LABELS: Final = Series(
     "mlrollout_gateway_feedback_labels_total",
-    "Labelled rows scored against what the track served: correct or incorrect (classifiers), scored (regressors).",
+    "Labelled rows scored against what the track served: correct or incorrect (classifiers), scored or failed "
+    "(regressors; failed: no prediction, an error of the bound in the clipped sums).",
     ("outcome",),
 )
 GATEWAY_FEEDBACK_ABS_ERROR: Final = Series(
@@ -238,9 +240,10 @@ GATEWAY_FEEDBACK_UNPAIRED: Final = Series(
     "Labels of mirrored requests scored without the shadow's answer, by reason.",
     ("reason",),
 )
-GATEWAY_FEEDBACK_UNSCORED: Final = Series(
-    "mlrollout_gateway_feedback_rows_unscored_total",
-    "Labelled regressor rows left out of the error sums, histogram and pairs, by reason (non_finite_prediction).",
+GATEWAY_FEEDBACK_FAILED: Final = Series(
+    "mlrollout_gateway_feedback_rows_failed_total",
+    "Labelled rows the track had no prediction for, counted against it (wrong; an error of the clip bound), "
+    "by reason (non_finite_prediction, no_prediction, request_failed).",
     ("reason",),
 )
 GATEWAY_FEEDBACK_PENDING_DROPPED: Final = Series(
@@ -294,7 +297,7 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_FEEDBACK_PAIR_CLIPPED_DIFF_SQUARES,
     GATEWAY_FEEDBACK_REFUSED,
     GATEWAY_FEEDBACK_UNPAIRED,
-    GATEWAY_FEEDBACK_UNSCORED,
+    GATEWAY_FEEDBACK_FAILED,
     GATEWAY_FEEDBACK_PENDING_DROPPED,
     MODEL_REQUESTS,
     MODEL_DURATION,

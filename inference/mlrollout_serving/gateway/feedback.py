@@ -30,6 +30,7 @@ import orjson
 
 from ..contract.feedback import (
     CLASSES,
+    FAILED,
     FLOAT32_MAX,
     MAX_ROWS,
     MIRRORED,
@@ -38,12 +39,12 @@ from ..contract.feedback import (
     FeedbackKeys,
     Token,
     TokenError,
+    answered,
     labels_problem,
     sign,
     verify,
 )
 from ..contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
-from .compare import finite_number
 
 __all__ = [
     "Minted",
@@ -64,7 +65,12 @@ log = logging.getLogger("mlrollout.gateway.feedback")
 _ABS_ERROR_BOUNDS: Final = (*(b for b in ABS_ERROR_BUCKETS if b != math.inf), math.inf)
 _FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
 NON_FINITE: Final = "non_finite_prediction"
-"""The reason a labelled regressor row is not scored: the model answered NaN or ±Inf for it."""
+"""Why a labelled regressor row has no prediction: the model answered NaN or ±Inf for it."""
+NO_PREDICTION: Final = "no_prediction"
+"""Why a labelled classifier row has no prediction: the model's answer had no usable class for it."""
+REQUEST_FAILED: Final = "request_failed"
+"""Why no row of a request has a prediction: the track failed it (an error or a timeout; a fallback answered
+the client, or the shadow's copy was not answered with a readable 200)."""
 
 
 def load_keys(path: str) -> FeedbackKeys | None:
@@ -108,7 +114,8 @@ def _predicted(answer: dict[str, Any]) -> Predicted | None:
     probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
     Any other shape of JSON gives None, never an exception (the answer then passes without an id). A
     regressor's ``null`` (how the model server writes NaN and ±Inf) is carried as NaN and a value beyond
-    float32 as ±Inf, so the other rows can still be labelled and that row is counted as unscored.
+    float32 as ±Inf, a probability row with a ``null`` as no class: the other rows can still be labelled,
+    and that row counts against the model (contract.feedback, "A row without a prediction").
     """
     outputs = answer.get("outputs")
     if type(outputs) is not list:
@@ -147,19 +154,19 @@ def _carried(value: float | None) -> float:
     return float(value) if -FLOAT32_MAX <= value <= FLOAT32_MAX else math.copysign(math.inf, value)
 
 
-def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str] | None]:
+def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str | None] | None]:
     """The width of a float ``[rows, classes]`` output and (``argmax``) its arg-max class per row, if there
-    is one."""
+    is one; a row with a ``null`` (NaN or ±Inf) has no class (None)."""
     for out in floats:
         shape = out.get("shape")
         if type(shape) is not list or len(shape) != 2 or type(shape[1]) is not int or shape[1] < 2:
             continue
         width, data = shape[1], _flat(out["data"])
-        if data and len(data) % width == 0 and all(type(x) is int or type(x) is float for x in data):
+        if data and len(data) % width == 0 and all(type(x) is int or type(x) is float or x is None for x in data):
             if not argmax:
                 return width, None
             rows = [data[i : i + width] for i in range(0, len(data), width)]
-            return width, [str(max(range(width), key=row.__getitem__)) for row in rows]
+            return width, [None if None in row else str(max(range(width), key=row.__getitem__)) for row in rows]
     return 0, None
 
 
@@ -184,6 +191,12 @@ def _flat(data: list[Any]) -> list[Any]:
     return out
 
 
+def without_predictions(predicted: Predicted) -> Predicted:
+    """The same rows with no prediction in any: what a track that failed the request is scored on."""
+    return Predicted(predicted.classes, [None if predicted.classes else math.nan] * len(predicted.values),
+                     predicted.class_count)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Minted:
     token: str
@@ -203,7 +216,9 @@ class Minter:
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
         self._revisions: dict[str, bytes] = {}  # a revision's encoded token field, made once
 
-    def mint(self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False) -> Minted:
+    def mint(
+        self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False, failed: bool = False
+    ) -> Minted:
         values = predicted.values
         carried = values[: self.max_rows] if len(values) > self.max_rows else values
         truncated = len(values) > len(carried)
@@ -214,6 +229,7 @@ class Minter:
             if len(self._revisions) < 64:  # a gateway serves two or three revisions at a time
                 self._revisions[revision] = encoded
         flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
+        flags |= FAILED if failed else 0
         nonce = next(self._nonces)
         token = sign(self.keys, flags, TRACKS.index(track), now, nonce, self.replica, encoded, carried,
                      predicted.class_count)  # fmt: skip
@@ -273,13 +289,18 @@ class ReplayCache:
 @dataclass(slots=True)
 class _Pending:
     revision: str
-    values: tuple[Any, ...]
+    values: tuple[Any, ...] | None  # None: the shadow failed the request (no row has a prediction)
     expires: float
     size: int
 
 
 class PendingAnswers:
-    """Shadow answers waiting for a label, by the nonce of the client's answer; bounded by age and bytes."""
+    """Shadow answers waiting for a label, by the nonce of the client's answer; bounded by age and bytes.
+
+    A shadow that failed the copy (an error, a timeout, no readable answer) is kept too, as ``values`` None:
+    its label scores it as having no prediction for any row. A copy this gateway never sent (its mirror
+    queue was full) or an answer dropped here (``expired``, ``full``) leaves nothing, and its label counts
+    unpaired: the gateway's own limits are never the shadow's fault."""
 
     def __init__(self, ttl: float = 900.0, max_bytes: int = 64 << 20) -> None:
         self.ttl, self.max_bytes = ttl, max_bytes
@@ -287,15 +308,15 @@ class PendingAnswers:
         self.bytes = 0
         self.dropped: dict[str, int] = {"expired": 0, "full": 0}
 
-    def put(self, nonce: int, revision: str, values: Sequence[Any], now: float) -> None:
-        size = 64 + 16 * len(values)
+    def put(self, nonce: int, revision: str, values: Sequence[Any] | None, now: float) -> None:
+        size = 64 + 16 * len(values or ())
         self._expire(now)
         while self._items and self.bytes + size > self.max_bytes:
             self._drop_oldest("full")
         if size > self.max_bytes:
             self.dropped["full"] += 1
             return
-        self._items[nonce] = _Pending(revision, tuple(values), now + self.ttl, size)
+        self._items[nonce] = _Pending(revision, None if values is None else tuple(values), now + self.ttl, size)
         self.bytes += size
 
     def take(self, nonce: int, now: float) -> _Pending | None:
@@ -324,7 +345,12 @@ class PendingAnswers:
 @dataclass
 class Scores:
     """Counters the feedback series export (docs/metrics.md): per (track, revision, outcome), the regressor
-    sums, the pairs per (shadow revision, result), refusals and unpaired labels per reason."""
+    sums, the pairs per (shadow revision, result), refusals and unpaired labels per reason.
+
+    A labelled row the track has no prediction for (contract.feedback, "A row without a prediction") counts
+    against it: ``incorrect`` (classifiers), or ``failed`` with an error of each clip bound in the clipped
+    sums (regressors: beyond every bound); it has no finite error for the unclipped sums and the histogram.
+    So the rows every test divides by (the outcomes' total, the pairs) are the rows in the clipped sums."""
 
     labels: dict[tuple[str, str, str], int] = field(default_factory=dict)
     abs_error: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -336,8 +362,8 @@ class Scores:
     pair_diff_squares: dict[str, float] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     unpaired: dict[str, int] = field(default_factory=dict)
-    unscored: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """Per (track, revision, reason): labelled rows left out of the error sums, histogram and pairs."""
+    failed: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Per (track, revision, reason): labelled rows the track had no prediction for, counted against it."""
     clipped_parts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     """Per (track, revision): rows, sum and sum of squares of the errors per interval of ``CLIP_BOUNDS``
     (:func:`_add_clipped`); the sums clipped at each bound follow at scrape time (``clipped_abs_error``)."""
@@ -348,17 +374,19 @@ class Scores:
     (:func:`_add_clipped_difference`)."""
 
     def score(self, token: Token, labels: Sequence[Any]) -> None:
-        """Each label against what the token's track served. A regressor row whose prediction was NaN or
-        ±Inf has no error to add: one such row would make the running sums NaN or Inf for the rest of the
-        process's life (and the analysis blind), so it is counted as unscored instead."""
+        """Each label against what the token's track served; a row it has no prediction for counts against
+        it (never NaN or Inf in a sum: one such value would blind the analysis for the process's life)."""
         key = (token.track, token.revision)
         served: Sequence[Any] = token.predictions
         for label, predicted in zip(labels, served, strict=True):
-            if token.classes:
+            if not answered(predicted):
+                self._add(self.labels, (*key, "incorrect" if token.classes else "failed"), 1)
+                self._add(self.failed, (*key, _why(token, token.failed)), 1)
+                if not token.classes:
+                    _add_clipped(self.clipped_parts, key, math.inf)
+            elif token.classes:
                 outcome = "correct" if str(label) == predicted else "incorrect"
                 self._add(self.labels, (*key, outcome), 1)
-            elif not math.isfinite(predicted):
-                self._add(self.unscored, (*key, NON_FINITE), 1)
             else:
                 error = abs(float(label) - float(predicted))
                 self._add(self.labels, (*key, "scored"), 1)
@@ -367,29 +395,35 @@ class Scores:
                 self._add(self.squared_error, key, error * error)
                 _add_clipped(self.clipped_parts, key, error)
 
-    def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any], labels: Sequence[Any]) -> None:
+    def pair(self, token: Token, shadow_revision: str, shadow: Sequence[Any] | None, labels: Sequence[Any]) -> None:
         """Each label against both answers to the same request (``token`` is stable's, ``shadow`` the
-        candidate's), by which one was right (or closer)."""
+        candidate's; None: the shadow failed the request), by which one was right (or closer). A side
+        without a prediction for a row is wrong on it (regressors: its error is beyond every clip bound), so
+        every labelled row of the token is a pair; the unclipped sums take the pairs both sides answered."""
         served: Sequence[Any] = token.predictions
-        for label, mine, theirs in zip(labels, served, shadow, strict=False):
+        for label, mine, theirs in zip(labels, served, _shadow_rows(token, shadow), strict=True):
+            if theirs is None:
+                self._add(self.failed, ("shadow", shadow_revision, _why(token, shadow is None)), 1)
             if token.classes:
-                stable_right, shadow_right = str(label) == mine, str(label) == str(theirs)
+                stable_right = mine is not None and str(label) == mine
+                shadow_right = theirs is not None and str(label) == theirs
                 result = {
                     (True, True): "both_right",
                     (False, False): "both_wrong",
                     (True, False): "stable_only",
                     (False, True): "candidate_only",
                 }[(stable_right, shadow_right)]
-            elif not (math.isfinite(mine) and finite_number(theirs)):  # stable's own row is unscored in score()
-                if not finite_number(theirs):
-                    self._add(self.unscored, ("shadow", shadow_revision, NON_FINITE), 1)
-                continue
             else:
-                e_s, e_c = abs(float(label) - float(mine)), abs(float(label) - float(theirs))
-                result = "both_right" if e_s == e_c else ("stable_only" if e_s < e_c else "candidate_only")
-                self._add(self.pair_abs_error, (shadow_revision, "stable"), e_s)
-                self._add(self.pair_abs_error, (shadow_revision, "candidate"), e_c)
-                self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
+                e_s = abs(float(label) - float(mine)) if answered(mine) else math.inf
+                e_c = math.inf if theirs is None else abs(float(label) - theirs)
+                if e_s == e_c:
+                    result = "both_wrong" if math.isinf(e_s) else "both_right"
+                else:
+                    result = "stable_only" if e_s < e_c else "candidate_only"
+                if math.isfinite(e_s) and math.isfinite(e_c):
+                    self._add(self.pair_abs_error, (shadow_revision, "stable"), e_s)
+                    self._add(self.pair_abs_error, (shadow_revision, "candidate"), e_c)
+                    self._add(self.pair_diff_squares, shadow_revision, (e_c - e_s) ** 2)
                 _add_clipped(self.pair_clipped_parts, (shadow_revision, "stable"), e_s)
                 _add_clipped(self.pair_clipped_parts, (shadow_revision, "candidate"), e_c)
                 _add_clipped_difference(self.pair_clipped_diff_parts, shadow_revision, e_s, e_c)
@@ -441,18 +475,37 @@ class Scores:
 _CLIPS: Final = len(CLIP_BOUNDS)
 
 
+def _shadow_rows(token: Token, shadow: Sequence[Any] | None) -> list[Any]:
+    """The shadow's prediction for each row of the token: a class (str) or a finite number, None where it
+    has none (it failed the request, its answer had fewer rows, NaN or ±Inf, a value of the other kind)."""
+    rows = len(token.predictions)
+    if shadow is None:
+        return [None] * rows
+    values = [*shadow[:rows], *[None] * (rows - len(shadow))]
+    if token.classes:
+        return [None if x is None else str(x) for x in values]
+    return [float(x) if (type(x) is float or type(x) is int) and math.isfinite(x) else None for x in values]
+
+
+def _why(token: Token, failed: bool) -> str:
+    """The reason a row without a prediction is counted under (``failed``: the track failed the request)."""
+    return REQUEST_FAILED if failed else NO_PREDICTION if token.classes else NON_FINITE
+
+
 def _add_clipped(parts: dict[Any, list[float]], key: Any, error: float) -> None:
     """Count ``error`` in the interval of ``CLIP_BOUNDS`` it falls in (``k`` bounds below it): its row, the
     error and its square. Clipped at bound ``j`` a row is itself when ``k <= j``, else the bound, so the
     clipped sums are cumulative sums of these (:func:`_clipped_totals`): three additions a row, not two
-    per bound, and only additions of non-negative numbers (no cancellation)."""
+    per bound, and only additions of non-negative numbers (no cancellation). A row without a prediction
+    (``error`` Inf) is beyond every bound: the bound at each, and nothing else is added."""
     row = parts.get(key)
     if row is None:
         row = parts[key] = [0.0] * (3 * (_CLIPS + 1))
     k = bisect_left(CLIP_BOUNDS, error)
     row[k] += 1.0
-    row[_CLIPS + 1 + k] += error
-    row[2 * (_CLIPS + 1) + k] += error * error
+    if k < _CLIPS:  # beyond the top bound a row is that bound wherever it is: its error is never summed
+        row[_CLIPS + 1 + k] += error
+        row[2 * (_CLIPS + 1) + k] += error * error
 
 
 def _clipped_totals(row: list[float]) -> tuple[list[float], list[float]]:
@@ -473,12 +526,14 @@ def _clipped_totals(row: list[float]) -> tuple[list[float], list[float]]:
 def _add_clipped_difference(parts: dict[str, list[float]], key: str, e_s: float, e_c: float) -> None:
     """One pair's ``(min(e_c, b) - min(e_s, b))^2`` at every bound ``b``: ``(e_c - e_s)^2`` once both errors
     are within ``b`` (counted at the interval of the larger, summed cumulatively), ``(b - smaller)^2`` for the
-    few bounds between the two errors (added at each), 0 below both."""
+    few bounds between the two errors (added at each), 0 below both. Either error may be Inf (no prediction:
+    beyond every bound)."""
     row = parts.get(key)
     if row is None:
         row = parts[key] = [0.0] * (2 * _CLIPS + 1)
     k_s, k_c = bisect_left(CLIP_BOUNDS, e_s), bisect_left(CLIP_BOUNDS, e_c)
-    row[max(k_s, k_c)] += (e_c - e_s) ** 2
+    if max(k_s, k_c) < _CLIPS:  # the slot past the top bound is never summed
+        row[max(k_s, k_c)] += (e_c - e_s) ** 2
     smaller = min(e_s, e_c)
     for j in range(min(k_s, k_c), max(k_s, k_c)):
         row[_CLIPS + 1 + j] += (CLIP_BOUNDS[j] - smaller) ** 2
@@ -601,12 +656,46 @@ class Feedback:
         stamped = inject(body, minted, answer)
         return None if stamped is None else (stamped, minted)
 
+    def stamp_rescued(
+        self, track: str, revision: str, body: bytes, own: bytes | None, now: int
+    ) -> tuple[bytes, Minted] | None:
+        """A fallback's answer (``body``) to a request routed to ``track``, with an id that scores ``track``,
+        never what answered: on its own answer ``own`` when it gave one that was not served (low confidence,
+        held for review), else as having failed the request (no row has a prediction; the rows are the
+        served answer's). Labels for the answer thus count against the model that was asked, whatever
+        rescued the client (docs/gateway.md, "Feedback"). None when neither answer shows the rows."""
+        if self.minter is None:
+            return None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if type(answer) is not dict:
+            return None
+        predicted = predictions_of(own) if own is not None else None
+        failed = predicted is None or not predicted.values
+        if failed:
+            served = _predicted(answer)
+            if served is None or not served.values:
+                return None
+            predicted = without_predictions(served)
+        assert predicted is not None
+        minted = self.minter.mint(track, revision, predicted, now, failed=failed)
+        stamped = inject(body, minted, answer)
+        return None if stamped is None else (stamped, minted)
+
     def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
-        """Keep the shadow's prediction for the request whose client answer had ``nonce``."""
+        """Keep the shadow's prediction for the request whose client answer had ``nonce``; an answer that
+        shows none is kept as the shadow having failed the request."""
         predicted = predictions_of(body)
-        if predicted is not None:
-            with self.lock:
-                self.pending.put(nonce, revision, predicted.values, now)
+        with self.lock:
+            self.pending.put(nonce, revision, None if predicted is None else predicted.values, now)
+
+    def shadow_failed(self, nonce: int, revision: str, now: float) -> None:
+        """The shadow failed the copy of the request whose client answer had ``nonce`` (an error, a timeout,
+        not a 200): its label will score the shadow as having no prediction for any row."""
+        with self.lock:
+            self.pending.put(nonce, revision, None, now)
 
     def snapshot(self) -> tuple[Scores, dict[str, int]]:
         """The scores and the pending answers' drops as of now (for /metrics, read on the event loop)."""

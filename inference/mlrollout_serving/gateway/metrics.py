@@ -245,10 +245,10 @@ class _FeedbackSeries(Collector):
             for label, total in zip(bounds, totals, strict=True):
                 clipped_squares.add_metric([*ident, "shadow", revision, label], total)
         yield clipped_squares
-        unscored = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_UNSCORED)
-        for (track, revision, reason), n in sorted(scores.unscored.items()):
-            unscored.add_metric([*ident, track, revision, reason], n)
-        yield unscored
+        failed = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_FAILED)
+        for (track, revision, reason), n in sorted(scores.failed.items()):
+            failed.add_metric([*ident, track, revision, reason], n)
+        yield failed
         squares = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES)
         for revision, total in sorted(scores.pair_diff_squares.items()):
             squares.add_metric([*ident, "shadow", revision], total)

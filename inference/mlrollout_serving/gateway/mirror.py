@@ -105,12 +105,15 @@ class Mirror:
             response = await job.pool.request(job.request, job.timeout)
         except UpstreamTimeout:
             self._metrics.mirror_drop(job.revision, "timeout")
+            self._shadow_failed(job)
             return
         except UpstreamFailure:
             self._metrics.mirror_drop(job.revision, "error")
+            self._shadow_failed(job)
             return
         if response.status != 200:
             self._metrics.mirror_drop(job.revision, "error")
+            self._shadow_failed(job)
             return
         try:
             self._record(job, response.body)
@@ -118,6 +121,12 @@ class Mirror:
                 self._feedback.shadow_answered(job.nonce, job.revision, response.body, time.time())
         except Exception:  # a comparison bug must never kill the worker
             log.exception("comparing a shadow answer failed")
+
+    def _shadow_failed(self, job: MirrorJob) -> None:
+        """The shadow failed a copy it was sent: its label scores the shadow as wrong on every row (a copy
+        never sent, dropped as ``queue_full`` by this gateway, leaves its label unpaired instead)."""
+        if job.nonce is not None and self._feedback is not None:
+            self._feedback.shadow_failed(job.nonce, job.revision, time.time())
 
     def _record(self, job: MirrorJob, shadow_body: bytes) -> None:
         try:

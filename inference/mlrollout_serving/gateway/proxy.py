@@ -307,8 +307,10 @@ class Gateway:
         line: bytes,
         rest: bytes,
         outcome: UpstreamResponse | tuple[str, str] | None,
-    ) -> tuple[Response, str, _Track]:
+    ) -> tuple[tuple[Response, str, _Track], bytes | None]:
         """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain.
+        Returns the answer, and the routed track's own answer when it gave one that is not the one served
+        (low confidence, held for review): its feedback id scores the track on that.
 
         A request whose track's answer is not served is counted once in `fallback_requests_total` under the
         track it was routed to, with what answered it: `requests_total` counts a `stable` step's answer under
@@ -321,15 +323,15 @@ class Gateway:
                 step = fallback.low_confidence_action
                 assert step is not None
                 if step.action == "review":
-                    return self._review(active, track, request, outcome, LOW_CONFIDENCE)
+                    return self._review(active, track, request, outcome, LOW_CONFIDENCE), outcome.body
                 self.metrics.fallback(track.name, track.revision, LOW_CONFIDENCE, step.action)
                 answer = await self._run_steps(active, (step,), track, request, line, rest, LOW_CONFIDENCE)
                 self.metrics.fallback_request(track.name, track.revision, LOW_CONFIDENCE, _answered(answer))
                 if answer is not None:
-                    return answer
+                    return answer, outcome.body
             if self._high_stakes(active, request, outcome):
-                return self._review(active, track, request, outcome, HIGH_STAKES)
-            return self._forwarded(active, track, outcome), track.name, track
+                return self._review(active, track, request, outcome, HIGH_STAKES), outcome.body
+            return (self._forwarded(active, track, outcome), track.name, track), None
         reason, message = outcome
         answer = await self._run_steps(
             active, fallback_plan(fallback.chain, track.name), track, request, line, rest, reason, message,
@@ -337,13 +339,13 @@ class Gateway:
         )  # fmt: skip
         self.metrics.fallback_request(track.name, track.revision, reason, _answered(answer))
         if answer is not None:
-            return answer
+            return answer, None
         status = 504 if reason == "timeout" else 502
         return (
             Response(status, _JSON + active.version_header + track.header, _error_body(message, reason)),
             track.name,
             track,
-        )
+        ), None
 
     @staticmethod
     def _high_stakes(active: ActiveTable, request: Request, result: UpstreamResponse) -> bool:
@@ -420,19 +422,31 @@ class Gateway:
         answer: tuple[Response, str, _Track],
         started: float,
         reply: Reply,
+        routed: _Track,
+        own: bytes | None = None,
     ) -> None:
-        """Reply (with a feedback id on a model's answer), then (off the client's path) mirror and count."""
+        """Reply (with a feedback id on a model's answer), then (off the client's path) mirror and count.
+
+        The id always names the track the request was routed to (``routed``): on a fallback's answer it
+        scores that track on ``own`` (its answer that was not served) or as having failed the request."""
         response, served, label = answer
         nonce: int | None = None
         mirrored = False
-        if response.status == 200 and served in ("stable", "candidate") and request.target.endswith(b"/infer"):
-            mirrored = active.mirror_pool is not None and self._mirror_draw(active)
-            if self.feedback is not None:
+        if response.status == 200 and request.target.endswith(b"/infer"):
+            if served in ("stable", "candidate"):
+                mirrored = active.mirror_pool is not None and self._mirror_draw(active)
+            stamped = None
+            if self.feedback is None:
+                pass
+            elif served == routed.name:
                 stamped = self.feedback.stamp(served, label.revision, response.body, mirrored, int(time.time()))
-                if stamped is not None:
-                    response.body, minted = stamped
-                    response.headers += b"x-mlrollout-feedback-id: %s\r\n" % minted.token.encode()
-                    nonce = minted.nonce
+            elif routed.name in ("stable", "candidate"):  # a fallback's answer: the id scores the routed track
+                stamped = self.feedback.stamp_rescued(routed.name, routed.revision, response.body, own,
+                                                      int(time.time()))  # fmt: skip
+            if stamped is not None:
+                response.body, minted = stamped
+                response.headers += b"x-mlrollout-feedback-id: %s\r\n" % minted.token.encode()
+                nonce = minted.nonce if served == routed.name else None  # only the routed track's answer pairs
         reply(response)
         if mirrored:
             self._mirror(active, line, rest, response.body, nonce)
@@ -696,7 +710,7 @@ class _Exchange:
                 and not (active.high_stakes is not None and gw._high_stakes(active, self.request, outcome))
             ):
                 answer = (Gateway._forwarded(active, track, outcome), track.name, track)
-                gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply)
+                gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply, track)
                 return
             asyncio.get_running_loop().create_task(self.run_slow(outcome))
         except Exception:  # never leave a client without an answer (reply() ignores a second call)
@@ -705,10 +719,12 @@ class _Exchange:
 
     async def run_slow(self, outcome: UpstreamResponse | tuple[str, str] | None) -> None:
         gw = self.gateway
+        own: bytes | None = None
         try:
-            answer = await gw._route(self.active, self.track, self.request, self.line, self.rest, outcome)
+            answer, own = await gw._route(self.active, self.track, self.request, self.line, self.rest, outcome)
         except Exception:
             log.exception("fallback path failed")
             answer = (Response(500, _JSON, _error_body("internal gateway error", "error")), self.track.name,
                       self.track)  # fmt: skip
-        gw._finish(self.active, self.request, self.line, self.rest, answer, self.started, self.reply)
+        gw._finish(self.active, self.request, self.line, self.rest, answer, self.started, self.reply, self.track,
+                   own)  # fmt: skip

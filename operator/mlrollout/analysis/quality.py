@@ -36,6 +36,10 @@ half the level. The asymptotic normal-mixture tests these replace rolled back 19
 on which model was closer: that asks a different question (a candidate a little worse on most rows and far
 better on the rest has the lower MAE and is closer less often), so it would roll back a better model.
 
+A row a model gave no prediction for (NaN, no class, a request it failed that a fallback answered, a
+failed shadow copy) is in these counts as a wrong answer, or an error of ``B``: the gateway counts it
+against the model that was asked, so a model failing on hard rows is not judged on the rest only.
+
 Labels arrive late and for some requests only; both tracks face the same label process because routing
 is random, so the comparison stays fair. When the delay or the chance of a label depends on the outcome
 (wrong answers get reported more often, say) the accuracy *levels* are biased, though still equally for

@@ -39,7 +39,11 @@ class SnapshotError(ValueError):
 @dataclass(frozen=True)
 class Labels:
     """One track's labelled rows: how many, how many it got wrong (classifiers), and its absolute errors'
-    sum and sum of squares (regressors), raw and clipped at the policy's error bound (None: not exported)."""
+    sum and sum of squares (regressors), raw and clipped at the policy's error bound (None: not exported).
+
+    Rows the track had no prediction for (NaN, no class, a request it failed that a fallback answered) are
+    among ``labelled``: wrong, and in the clipped sums as the bound; the raw sums hold finite errors only,
+    so only the clipped ones go with ``labelled`` (docs/analysis.md, "What is counted")."""
 
     labelled: int = 0
     incorrect: int = 0
@@ -51,12 +55,13 @@ class Labels:
 
 @dataclass(frozen=True)
 class Pairs:
-    """Labelled requests that both models answered (shadow steps).
+    """Labelled requests that both models were asked (shadow steps).
 
     Classifiers: rows by which model was right. Regressors: ``stable_only`` / ``candidate_only`` count the
-    rows where that model was strictly closer (the others are ``both_right``, ties); the absolute errors'
-    sums per model and the sum of squares of ``|error candidate| - |error stable|``; the same with each
-    absolute error clipped at the policy's error bound (None: not exported).
+    rows where that model was strictly closer (the others are ``both_right``, ties, or ``both_wrong``, both
+    without a prediction); the absolute errors' sums per model and the sum of squares of ``|error
+    candidate| - |error stable|`` over the rows both answered; the same with each absolute error clipped at
+    the policy's error bound (None: not exported) over every row, a side without a prediction at the bound.
     """
 
     both_right: int = 0

@@ -182,7 +182,7 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
     assert harm.effect == pytest.approx(mae_candidate - mae_stable, rel=1e-6)
 
 
-def test_a_regressor_row_answered_with_inf_or_nan_is_counted_unscored_and_the_sums_stay_finite(
+def test_a_regressor_row_answered_with_inf_or_nan_counts_against_its_model_and_the_sums_stay_finite(
     diabetes_model: BuiltModel, diabetes_worse_model: BuiltModel, tmp_path: Path
 ) -> None:
     # the linear fit overflows float32 on a row of huge (in range) features: its answer has null there
@@ -204,13 +204,19 @@ def test_a_regressor_row_answered_with_inf_or_nan_is_counted_unscored_and_the_su
             return metric_sum(gw.url, series, **labels)
 
         stable_row = {"track": "stable", "revision": "r-stable"}  # shadow_table names the revisions
-        assert value(contract.GATEWAY_FEEDBACK_UNSCORED.name, reason="non_finite_prediction", **stable_row) == 1
+        assert value(contract.GATEWAY_FEEDBACK_FAILED.name, reason="non_finite_prediction", **stable_row) == 1
         assert value(contract.GATEWAY_FEEDBACK_LABELS.name, outcome="scored", **stable_row) == 1
-        error = value(contract.GATEWAY_FEEDBACK_ABS_ERROR.name, **stable_row)
+        assert value(contract.GATEWAY_FEEDBACK_LABELS.name, outcome="failed", **stable_row) == 1
+        error = value(contract.GATEWAY_FEEDBACK_ABS_ERROR.name, **stable_row)  # the finite row's alone
         assert error == pytest.approx(abs(truth - float(served[0])), rel=1e-6)
         squares = value(contract.GATEWAY_FEEDBACK_SQUARED_ERROR.name, **stable_row)
         assert squares == pytest.approx(error**2, rel=1e-6)
-        assert value(contract.GATEWAY_FEEDBACK_PAIRS.name) == 1  # the finite row only
+        top = contract.clip_label(contract.CLIP_BOUNDS[-1])  # the NaN row is the bound there, as at every bound
+        clipped = value(contract.GATEWAY_FEEDBACK_CLIPPED_ABS_ERROR.name, bound=top, **stable_row)
+        assert clipped == pytest.approx(error + contract.CLIP_BOUNDS[-1], rel=1e-6)
+        # both rows pair: on the NaN row stable is wrong and the shadow closer
+        assert value(contract.GATEWAY_FEEDBACK_PAIRS.name) == 2
+        assert value(contract.GATEWAY_FEEDBACK_PAIRS.name, result="candidate_only") >= 1
         differences = contract.GATEWAY_SHADOW_ABS_DIFF.name
         wait_for(lambda: value(f"{differences}_count") == 1, what="the finite row's shadow difference")
         assert np.isfinite(value(f"{differences}_sum"))

@@ -287,26 +287,6 @@ def test_refusals_have_a_status_and_a_counted_reason(tmp_path: Path) -> None:
     assert on.scores.refused == {"too_large": 1, "malformed": 1, "expired": 1}
 
 
-def test_a_non_finite_regressor_prediction_is_counted_unscored_and_never_enters_the_sums() -> None:
-    # the model server writes NaN and +-Inf as null; an FP64 value beyond float32 cannot be carried as is
-    answer = b'{"outputs":[{"name":"variable","datatype":"FP64","shape":[4],"data":[null,2.0,1e39,-1e39]}]}'
-    predicted = predictions_of(answer)
-    assert predicted is not None and not predicted.classes
-    assert math.isnan(predicted.values[0]) and predicted.values[1:] == [2.0, math.inf, -math.inf]
-    token = verify(KEYS, Minter(KEYS, 0).mint("candidate", "r2", predicted, NOW, mirrored=True).token, NOW, 60)
-    scores = Scores()
-    scores.score(token, [1.0, 3.0, 1.0, 1.0])
-    key = ("candidate", "r2")
-    assert scores.abs_error[key] == 1.0 and scores.squared_error[key] == 1.0
-    assert scores.labels == {(*key, "scored"): 1} and sum(scores.abs_error_rows[key]) == 1
-    assert scores.unscored == {(*key, "non_finite_prediction"): 3}
-    scores.pair(token, "r3", [1.5, math.nan, 0.0, 0.0], [1.0, 3.0, 1.0, 1.0])  # no row has two finite answers
-    assert scores.pairs == {} and scores.pair_abs_error == {} and scores.pair_diff_squares == {}
-    assert scores.pair_clipped_abs_error == {} and scores.pair_clipped_diff_squares == {}
-    assert scores.clipped_abs_error[key][-1] == 1.0  # only the scored row
-    assert scores.unscored[("shadow", "r3", "non_finite_prediction")] == 1  # the shadow's own NaN row
-
-
 def test_a_regression_label_that_is_not_finite_within_float32_is_refused_naming_its_row() -> None:
     minted = Minter(KEYS, 0).mint("stable", "r1", Predicted(False, [1.0, 2.0]), NOW)
     for bad in (math.nan, math.inf, -math.inf, 1e300):
