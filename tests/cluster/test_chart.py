@@ -22,6 +22,9 @@ from tests.support import dashboard
 
 from mlrollout.analysis.queries import BACKEND_SPLIT_PRESETS
 from mlrollout.controller.settings import OperatorSettings
+from mlrollout.traffic.gatewayapi import GatewayApiRouter
+from mlrollout.traffic.istio import IstioRouter
+from mlrollout.traffic.registry import router_for
 
 pytestmark = pytest.mark.cluster
 
@@ -384,6 +387,42 @@ def test_operator_settings_for_the_gateways_autoscaling(helm: Helm) -> None:
     # zone spread: on by default, off for clusters without zone labels
     assert OperatorSettings.from_env(default).zone_spread is True
     assert OperatorSettings.from_env(env_of("--set", "topologySpread.zones=false")).zone_spread is False
+
+
+def test_operator_settings_for_intervals_and_traffic_providers(helm: Helm) -> None:
+    """The idle and resync intervals, the Gateway the HTTPRoutes attach to and the Istio gateways are chart
+    values (before they could only be set through extraEnv); each reaches the setting that reads it."""
+
+    def env_of(*args: str) -> dict[str, str]:
+        out = helm("template", "x", str(CHART), *args).stdout
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        return {e["name"]: e["value"] for e in env if "value" in e}
+
+    default = env_of()
+    settings = OperatorSettings.from_env(default)
+    assert (settings.idle_interval, settings.resync_interval) == (60.0, 300.0)
+    route = router_for("gatewayAPI", default)
+    assert isinstance(route, GatewayApiRouter)
+    assert (route.gateway_name, route.gateway_namespace, route.section_name) == ("mlrollout", None, None)
+    mesh = router_for("istio", default)
+    assert isinstance(mesh, IstioRouter) and mesh.gateways == ()
+
+    env = env_of(
+        "--set", "idleInterval=30,resyncInterval=600",
+        "--set", "gatewayAPI.gateway=public,gatewayAPI.gatewayNamespace=edge,gatewayAPI.sectionName=https",
+        "--set", "istio.gateways={edge/public,edge/internal}",
+    )  # fmt: skip
+    settings = OperatorSettings.from_env(env)
+    assert (settings.idle_interval, settings.resync_interval) == (30.0, 600.0)
+    route = router_for("gatewayAPI", env)
+    assert isinstance(route, GatewayApiRouter)
+    assert (route.gateway_name, route.gateway_namespace, route.section_name) == ("public", "edge", "https")
+    mesh = router_for("istio", env)
+    assert isinstance(mesh, IstioRouter) and mesh.gateways == ("edge/public", "edge/internal")
+    for bad in ("idleInterval=-1", "resyncInterval=-1", "gatewayAPI.gateway="):
+        refused = helm("template", "x", str(CHART), "--set", bad, check=False)
+        assert refused.returncode != 0 and bad.split("=")[0].split(".")[0] in refused.stderr, bad
 
 
 def test_service_monitor_scrapes_the_operator_metrics_service(helm: Helm) -> None:
