@@ -324,7 +324,8 @@ def main() -> int:
         `kubectl mlrollout retry` rolls v4 out again. During the shadow step both models answer every
         request, clients get v2's answers; each label scores both answers to the same request, and the
         paired test (McNemar) sees v4 wrong where v2 is right. The quality rows show the accuracy effect
-        with its interval.""",
+        with its interval. (The Evaluation block still shows v4's evaluation above: status.lastEvaluation
+        keeps the last one of this revision.)""",
     )
     v4 = rollout(
         cluster,
