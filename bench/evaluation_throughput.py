@@ -17,6 +17,12 @@ bytes per row is what the peak grows by per extra row, from ``--rows`` to the la
 the interpreter, the libraries and the two sessions left out). Medians over ``--repeats``, the two sides
 taking turns within each repeat, at ``--rows``, twice that, and ``--million`` rows.
 
+Where the difference comes from: each side's start-up alone (a fresh process importing what it imports
+before it reads a byte: numpy and onnxruntime for the loop; for ours the evaluation's modules too, and
+the wire contract with pydantic measured apart), medians over ``--repeats`` x 4 taking turns; and a line
+``seconds = fixed + rows / rate`` fitted per side to the three sizes, which says from how many rows on
+ours reaches 80 % of the loop's rows per second.
+
 Usage (from the repository root):
 
     .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--million 1000000] [--big-mib 1024] [--repeats 3]
@@ -112,6 +118,40 @@ def anchor(stable: Path, candidate: Path, data: Path) -> list[str]:
     return [sys.executable, "-c", ANCHOR, str(stable), str(candidate), str(data)]
 
 
+STARTUP = {  # what each side imports before it reads a byte (ours loads onnxruntime with the first model)
+    "interpreter": "pass",
+    "anchor": "import numpy, onnxruntime",
+    "contract": "import numpy, onnxruntime, mlrollout_serving.contract.evaluation",
+    "ours": "import onnxruntime, mlrollout_serving.evaluation.cli",
+}
+
+
+def startup(repeats: int) -> dict[str, float]:
+    """Median seconds from start to exit of a process that only imports (``STARTUP``), the sides in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in STARTUP}
+    for _ in range(repeats):
+        for name, code in STARTUP.items():
+            samples[name].append(measure([sys.executable, "-c", code])[0])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def fit(points: dict[int, float]) -> tuple[float, float]:
+    """Least-squares ``seconds = fixed + rows * per_row`` over (rows, seconds); (fixed, per_row)."""
+    rows = np.array(list(points), dtype=float)
+    seconds = np.array(list(points.values()))
+    per_row, fixed = np.polyfit(rows, seconds, 1)
+    return float(fixed), float(per_row)
+
+
+def crossover(anchor: tuple[float, float], ours: tuple[float, float], goal: float = 0.8) -> float | None:
+    """Rows from which ours scores at least ``goal`` x the anchor's rows per second, by the fitted lines:
+    anchor(n) >= goal * ours(n); None when ours' per-row cost keeps it below the goal at any size."""
+    (fa, pa), (fo, po) = anchor, ours
+    if pa - goal * po <= 0:
+        return None
+    return max(0.0, (goal * fo - fa) / (pa - goal * po))
+
+
 def summary(name: str, samples: list[tuple[float, int]], rows: int) -> dict[str, Any]:
     seconds = statistics.median(s for s, _ in samples)
     rss = statistics.median(r for _, r in samples)
@@ -164,6 +204,17 @@ def main() -> None:
         print(
             f"ours / anchor at {small:,} rows, start to exit: {end_to_end:.2f}; per extra row: {shown} (goal >= 0.80)"
         )
+        lines = {side: fit({n: result[f"{side}_{n}"]["seconds"] for n in sizes}) for side in ("anchor", "ours")}
+        cross = crossover(lines["anchor"], lines["ours"])
+        result["fit"] = {side: {"fixed_seconds": f, "rows_per_second": 1 / p if p > 0 else None}
+                         for side, (f, p) in lines.items()}  # fmt: skip
+        result["rows_for_0_8"] = cross
+        starts = startup(4 * args.repeats)
+        result["startup_seconds"] = starts
+        print("start-up alone (medians): " + ", ".join(f"{k} {v:.3f} s" for k, v in starts.items()))
+        print(f"fitted fixed cost: anchor {lines['anchor'][0]:.3f} s, ours {lines['ours'][0]:.3f} s; per row: ours / "
+              f"anchor {lines['ours'][1] / lines['anchor'][1]:.2f}; ours reaches 0.80 from "
+              f"{'never' if cross is None else f'{cross:,.0f}'} rows")  # fmt: skip
         result["ratios"] = {
             str(rows): result[f"ours_{rows}"]["rows_per_second"] / result[f"anchor_{rows}"]["rows_per_second"]
             for rows in sizes

@@ -3,7 +3,10 @@
 Run by `make demo` (through e2e/demo/demo, which brings the cluster up and builds the images first).
 It installs the stack, deploys v1 of a wine classifier, sends steady traffic (and each answer's true
 class a few seconds later, as ground truth), rolls out a good v2, a slow v3 and a plausible-but-wrong v4
-while `kubectl mlrollout status --watch` shows each rollout live, and ends with a summary table.
+while `kubectl mlrollout status --watch` shows each rollout live, and ends with a summary table. Each
+rollout starts with an offline evaluation on the wine holdout (a Job, before any traffic); v4, which
+those 36 rows cannot clear, is then retried under the same policy without that step, so the online
+quality gate shows what live labels prove.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models
 import stack
+import yaml
 
 NS = "ml-demo"
 MD = "wine"
 POLICY = "demo-fast"
+ONLINE_POLICY = "demo-online"  # POLICY without its evaluate step
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -39,11 +44,23 @@ def note(text: str) -> None:
     print(f"    {DIM}{text}{RESET}", flush=True)
 
 
-def policy_manifest() -> str:
-    return (Path(__file__).resolve().parent / "manifests" / "policy-demo.yaml").read_text()
+def policy_manifests(store: stack.ModelSource, holdout_sha256: str) -> list[dict[str, Any]]:
+    """POLICY (its evaluate step reading the wine holdout from STORE, where the models are) and
+    ONLINE_POLICY, the same without the evaluate step."""
+    text = stack.render(
+        "policy-demo.yaml",
+        {"HOLDOUT_URI": store.model(models.HOLDOUT)["uri"], "HOLDOUT_SHA256": holdout_sha256},
+    )
+    gated: dict[str, Any] = yaml.safe_load(text)
+    online = json.loads(json.dumps(gated))
+    online["metadata"]["name"] = ONLINE_POLICY
+    online["spec"]["strategy"]["steps"] = [s for s in gated["spec"]["strategy"]["steps"] if "evaluate" not in s]
+    return [gated, online]
 
 
-def md_manifest(version: str, filename: str, sha256: str, store: stack.ModelSource) -> dict[str, Any]:
+def md_manifest(
+    version: str, filename: str, sha256: str, store: stack.ModelSource, policy: str = POLICY
+) -> dict[str, Any]:
     return {
         "apiVersion": "mlrollout.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -58,7 +75,7 @@ def md_manifest(version: str, filename: str, sha256: str, store: stack.ModelSour
                 "referenceProfile": f"{store.http}/wine-profile.json",
             },
             "replicas": 1,
-            "rolloutPolicyRef": {"name": POLICY},
+            "rolloutPolicyRef": {"name": policy},
             "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}},
         },
     }
@@ -70,13 +87,34 @@ def status(cluster: stack.Cluster) -> dict[str, Any]:
     return st
 
 
-def finished(cluster: stack.Cluster, version: str) -> dict[str, Any] | None:
-    """The history entry of VERSION's rollout once it has ended, else None."""
-    for entry in status(cluster).get("history") or []:
-        if entry.get("modelVersion") == version:
-            result: dict[str, Any] = entry
-            return result
-    return None
+def finished(cluster: stack.Cluster, version: str, earlier: int = 0) -> dict[str, Any] | None:
+    """The history entry of VERSION's rollout once it has ended (after EARLIER ended ones of it), else None."""
+    entries = [e for e in status(cluster).get("history") or [] if e.get("modelVersion") == version]
+    if len(entries) <= earlier:
+        return None
+    result: dict[str, Any] = max(entries, key=lambda e: str(e.get("finishedAt") or ""))
+    return result
+
+
+def ended_rollouts(cluster: stack.Cluster, version: str) -> int:
+    return sum(1 for e in status(cluster).get("history") or [] if e.get("modelVersion") == version)
+
+
+def evaluation_note(cluster: stack.Cluster) -> None:
+    """The last offline evaluation as `kubectl mlrollout status` keeps it (status.lastEvaluation), in brief."""
+    ev = status(cluster).get("lastEvaluation") or {}
+    if not ev:
+        note("offline evaluation: none")
+        return
+    note(f"offline evaluation ({ev.get('metric')}, {ev.get('rows')} holdout rows): {ev.get('phase')}")
+    for c in ev.get("checks") or []:
+        lo, hi = (c.get("interval") or [None, None])[:2]
+        interval = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+        p = f", p={c['pValue']:.2g}" if c.get("pValue") is not None else ""
+        note(
+            f"  vs {c.get('name')}: {c.get('candidate', float('nan')):.3f} vs {c.get('reference', float('nan')):.3f},"
+            f" effect {c.get('effect', float('nan')):+.3f}{interval}{p}: {c.get('decision')}"
+        )
 
 
 def build_models() -> tuple[Path, dict[str, Any]]:
@@ -85,16 +123,28 @@ def build_models() -> tuple[Path, dict[str, Any]]:
 
 
 def rollout(
-    cluster: stack.Cluster, version: str, filename: str, sha: str, store: stack.ModelSource, timeout: float
+    cluster: stack.Cluster,
+    version: str,
+    filename: str,
+    sha: str,
+    store: stack.ModelSource,
+    timeout: float,
+    policy: str = POLICY,
 ) -> dict[str, Any]:
-    """Applies VERSION and shows `kubectl mlrollout status --watch` until its rollout ends."""
-    cluster.apply(json.dumps(md_manifest(version, filename, sha, store)))
+    """Applies VERSION under POLICY and shows `kubectl mlrollout status --watch` until its rollout ends; when
+    VERSION is already the spec's (held back after a rollback), `kubectl mlrollout retry` rolls it out again."""
+    earlier = ended_rollouts(cluster, version)
+    cluster.apply(json.dumps(md_manifest(version, filename, sha, store, policy)))
     env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+    if earlier:
+        subprocess.run(["kubectl", "mlrollout", "retry", MD, "-n", NS], env=env, check=False, timeout=60)
     watch = subprocess.Popen(
         ["kubectl", "mlrollout", "status", MD, "-n", NS, "--watch", "--timeout", str(int(timeout))], env=env
     )
     try:
-        entry = stack.wait_until(f"the rollout of {version} to end", lambda: finished(cluster, version), timeout, 2)
+        entry = stack.wait_until(
+            f"the rollout of {version} to end", lambda: finished(cluster, version, earlier), timeout, 2
+        )
     finally:
         time.sleep(2)  # let the watch draw the final state
         watch.terminate()
@@ -117,6 +167,7 @@ def seconds_between(start: str | None, end: str | None) -> str:
 def summary(cluster: stack.Cluster, load: dict[str, Any]) -> None:
     st = status(cluster)
     rows = [("revision", "model", "outcome", "time to decision", "reason")]
+    evaluations: list[str] = [""]
     for e in st.get("history") or []:
         rows.append(
             (
@@ -127,11 +178,14 @@ def summary(cluster: stack.Cluster, load: dict[str, Any]) -> None:
                 str(e.get("reason", ""))[:90],
             )
         )
+        evaluations.append(str(e.get("evaluation") or "no offline evaluation"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     say("Summary")
     for i, r in enumerate(rows):
         line = "  ".join(r[j].ljust(widths[j]) for j in range(4)) + "  " + r[4]
         print(f"    {BOLD if i == 0 else ''}{line}{RESET if i == 0 else ''}")
+        if evaluations[i]:
+            print(f"    {' ' * (widths[0] + 2)}{DIM}evaluation: {evaluations[i][:120]}{RESET}")
     stable = (st.get("stable") or {}).get("modelVersion", "?")
     print(f"\n    Serving now: {stable} (phase {st.get('phase')}).")
     print(
@@ -200,9 +254,11 @@ def main() -> int:
 
     say(
         "3. Deploy v1",
-        f"""A RolloutPolicy ({POLICY}) says how new versions roll out: 100% shadow traffic first, then
-        canaries at 25% and 50%, each gated on the error rate, on latency (p90, compared with the
-        stable version) and on accuracy measured from labels. Then the ModelDeployment
+        f"""A RolloutPolicy ({POLICY}) says how new versions roll out: first an offline evaluation, a
+        Job that scores stable and the candidate on 36 held-out wine rows (accuracy, from the
+        {args.model_store} store with its sha256) before the candidate gets any traffic; then 100% shadow
+        traffic, then canaries at 25% and 50%, each gated on the error rate, on latency (p90, compared
+        with the stable version) and on accuracy measured from labels. Then the ModelDeployment
         '{MD}' in namespace {NS} is applied with model v1.""",
     )
     if cluster.get("namespace", NS):
@@ -210,8 +266,9 @@ def main() -> int:
         cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=300s", timeout=330)
     cluster.ensure_namespace(NS)
     store = stack.ModelSource(http_store, s3, s3.credentials(cluster, NS) if s3 else None)
-    cluster.apply(policy_manifest())
     files = manifest["files"]
+    for policy in policy_manifests(store, files[models.HOLDOUT]):
+        cluster.apply(json.dumps(policy))
     cluster.apply(json.dumps(md_manifest("v1", "wine-v1.onnx", files["wine-v1.onnx"], store)))
     stack.wait_until("v1 to be Healthy", lambda: status(cluster).get("phase") == "Healthy", 300, 2)
     note("v1 is Healthy and serves all traffic.")
@@ -229,26 +286,56 @@ def main() -> int:
 
     say(
         "5. Roll out v2 (a good model)",
-        """kubectl mlrollout status --watch shows the steps, the traffic split and each analysis verdict.""",
+        """kubectl mlrollout status --watch shows the steps, the traffic split and each verdict. The
+        evaluate step comes first: v2 agrees with v1 on all 36 holdout rows, which is +0 [-0.073, +0.073],
+        within the 10-point margin, and far above always answering the majority class.""",
     )
     v2 = rollout(cluster, "v2", "wine-v2.onnx", files["wine-v2.onnx"], store, args.rollout_timeout)
     note(f"v2: {v2.get('outcome')} - {v2.get('reason', '')}")
+    evaluation_note(cluster)
 
     say(
         "6. Roll out v3 (slow: higher latency)",
-        """The analysis compares v3's latency with the SLO and with v2; the policy rolls back on failure.""",
+        """v3 gives v2's answers, so it passes the offline evaluation: a holdout says nothing about
+        latency. Under traffic the analysis compares v3's latency with the SLO and with v2; the policy
+        rolls back on failure.""",
     )
     v3 = rollout(cluster, "v3", "wine-v3-slow.onnx", files["wine-v3-slow.onnx"], store, args.rollout_timeout)
     note(f"v3: {v3.get('outcome')} - {v3.get('reason', '')}")
+    evaluation_note(cluster)
 
     say(
         "7. Roll out v4 (plausible but wrong)",
-        """Errors, latency and the class mix cannot tell v4 from v2. During the shadow step both models
-        answer every request; each label scores both answers to the same request, and the paired test
-        (McNemar) sees v4 wrong where v2 is right. The quality rows show the accuracy effect with its
-        interval.""",
+        """Errors, latency and the class mix cannot tell v4 from v2. The offline evaluation sees v4 wrong
+        on 4 of the 36 holdout rows where v2 is right: -0.11, but 36 rows leave that between about
+        -0.23 and +0.02, so they can neither clear v4 (within 10 points) nor prove it worse. The verdict
+        is inconclusive and the policy rolls v4 back before it answers a single request.""",
     )
-    v4 = rollout(cluster, "v4", "wine-v4-plausible.onnx", files["wine-v4-plausible.onnx"], store, args.rollout_timeout)
+    v4_offline = rollout(
+        cluster, "v4", "wine-v4-plausible.onnx", files["wine-v4-plausible.onnx"], store, args.rollout_timeout
+    )
+    note(f"v4: {v4_offline.get('outcome')} - {v4_offline.get('reason', '')}")
+    evaluation_note(cluster)
+
+    say(
+        "8. v4 again, judged by live labels (policy without the evaluate step)",
+        f"""A holdout is small and may be missing or stale; labels from clients keep coming. The
+        deployment now names policy {ONLINE_POLICY} (the same steps without the evaluation) and
+        `kubectl mlrollout retry` rolls v4 out again. During the shadow step both models answer every
+        request, clients get v2's answers; each label scores both answers to the same request, and the
+        paired test (McNemar) sees v4 wrong where v2 is right. The quality rows show the accuracy effect
+        with its interval. (The Evaluation block still shows v4's evaluation above: status.lastEvaluation
+        keeps the last one of this revision.)""",
+    )
+    v4 = rollout(
+        cluster,
+        "v4",
+        "wine-v4-plausible.onnx",
+        files["wine-v4-plausible.onnx"],
+        store,
+        args.rollout_timeout,
+        policy=ONLINE_POLICY,
+    )
     note(f"v4: {v4.get('outcome')} - {v4.get('reason', '')}")
 
     load = stack.stop_loadgen(cluster, NS)
@@ -257,7 +344,8 @@ def main() -> int:
     print('    Look around:  eval "$(e2e/cluster/env)" && kubectl -n ml-demo get md,pods,svc')
     print("                  kubectl mlrollout history wine -n ml-demo")
     print("    Tear down:    make demo-down")
-    ok = v2.get("outcome") == "promoted" and v3.get("outcome") == "rolledBack" and v4.get("outcome") == "rolledBack"
+    outcomes = [e.get("outcome") for e in (v2, v3, v4_offline, v4)]
+    ok = outcomes == ["promoted", "rolledBack", "rolledBack", "rolledBack"]
     return 0 if ok else 1
 
 
