@@ -116,9 +116,17 @@ def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: s
             "drain", node, f"--pod-selector={SELECTOR}", "--delete-emptydir-data", "--ignore-daemonsets",
             "--timeout=45s", timeout=120,
         )  # fmt: skip
-        after = {g: {p["metadata"]["name"] for p in _pods(platform.cluster, namespace, s)} for g, s in groups.items()}
-        evicted = {g: sorted(before[g] - after[g]) for g in groups}
-        kept = {g: sorted(before[g] & after[g]) for g in groups}
+        # a pod of `before` that is gone or terminating was evicted; the rest were kept
+        staying = {
+            g: {
+                p["metadata"]["name"]
+                for p in _pods(platform.cluster, namespace, s)
+                if not p["metadata"].get("deletionTimestamp")
+            }
+            for g, s in groups.items()
+        }
+        evicted = {g: sorted(before[g] - staying[g]) for g in groups}
+        kept = {g: sorted(before[g] & staying[g]) for g in groups}
         # the pod left of each group is its last ready one: a direct eviction is refused with 429
         refusals = {g: _evict(platform.cluster, namespace, kept[g][0]) for g in groups if len(kept[g]) == 1}
         pending = [
@@ -188,6 +196,15 @@ def _operator_pods(cluster: stack.Cluster) -> list[dict[str, Any]]:
     return _pods(cluster, stack.SYSTEM_NS, f"app.kubernetes.io/instance={stack.RELEASE}")
 
 
+def _peers(cluster: stack.Cluster) -> list[str]:
+    """The operator processes in the chart's ClusterKopfPeering (kopf's keep-alive entries), for the report."""
+    out = cluster.kubectl("get", "clusterkopfpeering", "mlrollout", "-o", "json", "--ignore-not-found", check=False)
+    try:
+        return sorted((json.loads(out).get("status") or {}).keys()) if out.strip() else []
+    except ValueError:
+        return []
+
+
 def _step_events(cluster: stack.Cluster, namespace: str) -> dict[str, int]:
     """'step N' -> how many StepStarted Events the operator posted for it (counting aggregated repeats)."""
     out = cluster.kubectl("get", "events", "-n", namespace, "--field-selector=reason=StepStarted", "-o", "json")
@@ -220,13 +237,13 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
     (old,) = [p for p in _operator_pods(platform.cluster) if not p["metadata"].get("deletionTimestamp")]
     old_name = old["metadata"]["name"]
     container = old["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
-    frozen_look = (md_status(platform.cluster, namespace).get("lastAnalysis") or {}).get("time")
     _ctr(sock, "task", "kill", "--signal", "SIGSTOP", container)
     frozen = time.monotonic()
     try:
+        # read after the freeze: a look written later than this can only come from the new operator
+        frozen_look = (md_status(platform.cluster, namespace).get("lastAnalysis") or {}).get("time")
         before = _step_index(platform, namespace)
-        peering = platform.cluster.get("clusterkopfpeering", "mlrollout") or {}
-        peers_at_freeze = sorted((peering.get("status") or {}).keys())
+        peers_at_freeze = _peers(platform.cluster)
     finally:  # the frozen process goes with its pod (the kubelet kills it), whatever happened above
         platform.cluster.kubectl("-n", stack.SYSTEM_NS, "delete", "pod", old_name, "--force", "--grace-period=0")
 
@@ -237,7 +254,7 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
     new_name = stack.wait_until("a new operator pod", new_ready, 300, 0.5)
     ready_after = time.monotonic() - frozen
 
-    def acting() -> bool:  # a look written after the freeze can only come from the new operator
+    def acting() -> bool:
         st = md_status(platform.cluster, namespace)
         return (st.get("lastAnalysis") or {}).get("time") != frozen_look or history_entry(
             platform.cluster, namespace, "v2"
@@ -256,9 +273,12 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
     entry = stack.wait_until("v2's rollout to end after the operator's node died", done, 600, 1)
     load = stack.stop_loadgen(platform.cluster, namespace)
     started = _step_events(platform.cluster, namespace)
-    old_alive = container in _ctr(sock, "task", "ls", "-q").split()
+    # the frozen process went with its pod: its task is gone or stopped (the kubelet killed it)
+    old_alive = any(
+        line.split()[0] == container and "STOPPED" not in line for line in _ctr(sock, "task", "ls").splitlines()[1:]
+    )
     new_log = platform.cluster.kubectl_text("logs", "-n", stack.SYSTEM_NS, new_name, "--tail=400")
-    paused = [ln for ln in new_log.splitlines() if "conflicting operators" in ln or "Freezing" in ln]
+    paused = [ln for ln in new_log.splitlines() if "conflicting operators" in ln or "Pausing all operators" in ln]
     report(
         "operator node death",
         f"peers at the freeze {peers_at_freeze}; new pod ready {ready_after:.1f}s and acting {acting_after:.1f}s "
