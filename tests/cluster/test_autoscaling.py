@@ -144,6 +144,20 @@ def test_gateway_hpa_is_created_kept_and_removed_under_the_charts_rbac(env: Env)
     # the track has no HPA: spec.autoscaling is not set
     assert env.kubectl("get", "hpa", "wine", "-n", env.namespace, check=False).returncode != 0
 
+    # no adapter serves the gateway's metric here: its HPA says so, the ModelDeployment shows it beside the
+    # counts (its own condition, not the stable's) and stays Healthy
+    st = env.wait_status(
+        "wine",
+        "GatewayScalingActive False",
+        lambda s: (s.get("gatewayAutoscaling") or {}).get("scalingActive") == "False",
+    )
+    assert st["gatewayAutoscaling"]["target"] == "wine" and st["phase"] == "Healthy"
+    assert "mlrollout_gateway_requests_per_second" in st["gatewayAutoscaling"]["message"]
+    gateway_scaling = next(c for c in st["conditions"] if c["type"] == "GatewayScalingActive")
+    assert (gateway_scaling["status"], gateway_scaling["reason"]) == ("False", "MetricUnavailable")
+    assert all(c["type"] != "ScalingActive" for c in st["conditions"]) and "autoscaling" not in st
+    assert any(e["reason"] == "GatewayAutoscalingInactive" and e["type"] == "Warning" for e in env.events("wine"))
+
     # the gateway starts at minReplicas, spread over nodes and zones (it may run up to 6 pods)
     env.wait_status("wine", "gateway at 2", lambda _: get(env, "deployment", "wine")["spec"]["replicas"] == 2)
     keys = [c["topologyKey"] for c in get(env, "deployment", "wine")["spec"]["template"]["spec"][
@@ -169,3 +183,5 @@ def test_gateway_hpa_is_created_kept_and_removed_under_the_charts_rbac(env: Env)
     env.wait_status("wine", "gateway at 3", lambda _: get(env, "deployment", "wine")["spec"]["replicas"] == 3)
     proc = env.kubectl("get", "hpa", "wine-gateway", "-n", env.namespace, check=False)
     assert "NotFound" in proc.stderr
+    st = env.wait_status("wine", "gateway HPA status gone", lambda s: "gatewayAutoscaling" not in s)
+    assert all(c["type"] != "GatewayScalingActive" for c in st["conditions"])

@@ -131,6 +131,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Labels waiting to be checked and counted at most; beyond, 503 with retry-after (reason busy).",
     )
     p.add_argument("--drain-seconds", type=float, default=30.0, help="Longest wait for in-flight requests.")
+    p.add_argument(
+        "--drain-idle-seconds",
+        type=float,
+        default=3.0,
+        help="After SIGTERM, how long idle keep-alive connections stay open for one more request (answered "
+        "with connection: close) before they are closed.",
+    )
     p.add_argument("--log-level", default=env(GatewayEnv.LOG_LEVEL, "INFO"), help=f"[${GatewayEnv.LOG_LEVEL}]")
     args = p.parse_args(argv)
     for flag in ("max_body_bytes", "max_header_bytes", "max_url_bytes", "max_buffered_bytes", "max_response_bytes"):
@@ -214,6 +221,7 @@ async def serve(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(state.idle_event.wait(), args.drain_seconds)
             except TimeoutError:
                 log.warning("drain timeout: %d connections still busy", state.busy_connections())
+        await state.settle(args.drain_idle_seconds)  # idle keep-alive clients come back once and are told
         for conn in list(state.connections):
             conn.close()
         for task in background:

@@ -700,7 +700,8 @@ class ResolvingStatus(ApiModel):
 
 
 class AutoscalingStatus(ApiModel):
-    """What the stable track's HPA says (copied each pass, so `kubectl get md -o yaml` shows it)."""
+    """What an HPA says, the stable track's or the gateway's (copied each pass, so `kubectl get md -o yaml` and
+    `kubectl mlrollout status` show it)."""
 
     target: str = Field(max_length=253, description="The Deployment the HPA scales (the stable revision's).")
     current_replicas: int | None = Field(default=None, ge=0, description="Pods the HPA last saw.")
@@ -751,7 +752,12 @@ class ModelDeploymentStatus(ApiModel):
     )
     history: list[HistoryEntry] | None = Field(default=None, max_length=50, description="Past rollouts.")
     conditions: list[Condition] | None = Field(
-        default=None, max_length=8, description="Available, Progressing, Degraded, and ScalingActive with autoscaling."
+        default=None,
+        max_length=8,
+        description=(
+            "Available, Progressing, Degraded; ScalingActive with autoscaling, GatewayScalingActive with the "
+            "gateway's HPA."
+        ),
     )
     last_command: CommandStatus | None = Field(default=None, description="The last kubectl mlrollout command.")
     revisions: list[RevisionStatus] | None = Field(
@@ -773,6 +779,10 @@ class ModelDeploymentStatus(ApiModel):
     policy: Line | None = Field(default=None, description="The rollout policy in force and its source.")
     autoscaling: AutoscalingStatus | None = Field(
         default=None, description="The stable track's HPA, when spec.autoscaling is set."
+    )
+    gateway_autoscaling: AutoscalingStatus | None = Field(
+        default=None,
+        description="The gateway's HPA (`<md>-gateway`), when the gateway autoscales (spec or operator default).",
     )
     approvals: list[ApprovalStatus] | None = Field(
         default=None, max_length=10, description="Approval hooks asked about the candidate, and their answers."

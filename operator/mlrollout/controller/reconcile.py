@@ -30,6 +30,7 @@ from mlrollout.api import commands
 from mlrollout.api.common import Condition
 from mlrollout.api.fallbackpolicy import FallbackPolicy, FallbackPolicySpec
 from mlrollout.api.modeldeployment import (
+    AutoscalingStatus,
     GatewayAutoscaling,
     ModelDeployment,
     ModelDeploymentStatus,
@@ -97,6 +98,7 @@ Log = logging.Logger | logging.LoggerAdapter[Any]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 SCALING_ACTIVE = "ScalingActive"
+GATEWAY_SCALING_ACTIVE = "GatewayScalingActive"
 NETWORK_POLICY = ("networking.k8s.io/v1", "NetworkPolicy")
 M = TypeVar("M", bound=BaseModel)
 
@@ -250,7 +252,11 @@ class Reconciler:
         # never a mirror the implementation cannot apply: the machine holds such a step instead
         router = router_for(provider, mirror=routing.mirror)
         self._act(obj, md, decision.actions, fallback.spec, router, sizing, by_name, log)
-        actions = [*decision.actions, *self._autoscale(obj, md, status, after, now)]
+        actions = [
+            *decision.actions,
+            *self._autoscale(obj, md, status, after, now),
+            *self._gateway_autoscale_status(obj, provider, status, after, now),
+        ]
         if policy.analysis.metrics.quality.enabled and provider == "builtin":
             self._ensure_feedback_keys(obj, log)
         done = self._commit(obj, status, after, actions, log, policy.notifications, now)
@@ -310,35 +316,55 @@ class Reconciler:
         self._apply(obj, children.strip_none(children.autoscaler(obj, after.stable.revision, spec)))
         found = self.kube.get(*HPA, namespace, name)
         after.autoscaling = scaling.hpa_status(found, naming.track_name(name, after.stable.revision))
-        return self._scaling_condition(before, after, now)
+        return self._scaling_condition(before, after, after.autoscaling, SCALING_ACTIVE, now)
+
+    def _gateway_autoscale_status(
+        self, obj: Manifest, provider: str, before: ModelDeploymentStatus, after: ModelDeploymentStatus,
+        now: datetime,
+    ) -> list[Action]:  # fmt: skip
+        """The gateway's HPA (applied by `_act`) copied into status with its own condition, GatewayScalingActive,
+        as the stable's: an HPA that cannot read its metric holds the gateway's replicas, said, never fatal."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        wanted = children.gateway_autoscaling(obj, self.settings) if provider == "builtin" else None
+        if wanted is None:
+            after.gateway_autoscaling = None
+            after.conditions = [c for c in after.conditions or [] if c.type != GATEWAY_SCALING_ACTIVE] or None
+            return []
+        found = self.kube.get(*HPA, namespace, naming.gateway_autoscaler_name(name))
+        after.gateway_autoscaling = scaling.hpa_status(found, naming.gateway_name(name))
+        return self._scaling_condition(before, after, after.gateway_autoscaling, GATEWAY_SCALING_ACTIVE, now)
 
     def _scaling_condition(
-        self, before: ModelDeploymentStatus, after: ModelDeploymentStatus, now: datetime
-    ) -> list[Action]:
-        assert after.autoscaling is not None
-        hpa = after.autoscaling
-        old = next((c for c in before.conditions or [] if c.type == SCALING_ACTIVE), None)
+        self, before: ModelDeploymentStatus, after: ModelDeploymentStatus, hpa: AutoscalingStatus, kind: str,
+        now: datetime,
+    ) -> list[Action]:  # fmt: skip
+        """The condition `kind` (ScalingActive: the stable's HPA, GatewayScalingActive: the gateway's) from what
+        the HPA says, and an Event when it stops (Warning) or starts scaling."""
+        gateway = kind == GATEWAY_SCALING_ACTIVE
+        who = "the gateway's HPA" if gateway else "the HPA"
+        old = next((c for c in before.conditions or [] if c.type == kind), None)
         reason = {"True": "HPAScaling", "False": "MetricUnavailable", "Unknown": "HPAPending"}[hpa.scaling_active]
         message = {
-            "True": f"the HPA scales {hpa.target}",
-            "False": f"the HPA cannot scale {hpa.target}, its replicas stay where they are: {hpa.message}",
-            "Unknown": f"the HPA has not reported on {hpa.target} yet",
+            "True": f"{who} scales {hpa.target}",
+            "False": f"{who} cannot scale {hpa.target}, its replicas stay where they are: {hpa.message}",
+            "Unknown": f"{who} has not reported on {hpa.target} yet",
         }[hpa.scaling_active]
         changed = old is None or old.status != hpa.scaling_active
         condition = Condition(
-            type=SCALING_ACTIVE,
+            type=kind,
             status=hpa.scaling_active,
             reason=reason,
             message=message,
             last_transition_time=old.last_transition_time if old is not None and not changed else fmt(now),
             observed_generation=after.observed_generation,
         )
-        after.conditions = [*(c for c in after.conditions or [] if c.type != SCALING_ACTIVE), condition]
+        after.conditions = [*(c for c in after.conditions or [] if c.type != kind), condition]
         if not changed or (old is None and hpa.scaling_active != "False"):
             return []
+        prefix = "Gateway" if gateway else ""
         if hpa.scaling_active == "False":
-            return [RecordEvent("Warning", "AutoscalingInactive", message)]
-        return [RecordEvent("Normal", "AutoscalingActive", message)] if hpa.scaling_active == "True" else []
+            return [RecordEvent("Warning", f"{prefix}AutoscalingInactive", message)]
+        return [RecordEvent("Normal", f"{prefix}AutoscalingActive", message)] if hpa.scaling_active == "True" else []
 
     def _record_look(self, obj: Manifest, look: Look, status: ModelDeploymentStatus, log: Log) -> None:
         """Append the look just written to status to the `<md>-looks` ConfigMap (after the status write, so a

@@ -14,6 +14,7 @@ from mlrollout.api.common import parse_duration
 from mlrollout.api.evaluation import EvaluationCheck, EvaluationStatus
 from mlrollout.api.modeldeployment import (
     AnalysisStatus,
+    AutoscalingStatus,
     HistoryEntry,
     ModelDeployment,
     ModelDeploymentStatus,
@@ -296,6 +297,18 @@ def render_history(md: ModelDeployment, now: datetime) -> str:
     return "\n".join(lines)
 
 
+def render_hpa(label: str, hpa: AutoscalingStatus) -> str:
+    """One HPA in a line: whose, its target, the pods it saw and wants, and why it does not scale when it cannot."""
+
+    def count(n: int | None) -> str:
+        return "?" if n is None else str(n)
+
+    line = f"{label} HPA on {hpa.target}: {count(hpa.current_replicas)} pods, wants {count(hpa.desired_replicas)}"
+    if hpa.scaling_active == "False":
+        return f"{line}; NOT scaling, replicas held: {hpa.message}"
+    return line if hpa.scaling_active == "True" else f"{line} (the HPA has not reported yet)"
+
+
 def _span(entry: HistoryEntry) -> str:
     start, end = parse_time(entry.started_at), parse_time(entry.finished_at)
     return duration((end - start).total_seconds()) if start and end else "-"
@@ -363,6 +376,13 @@ def render_status(md: ModelDeployment, steps: Sequence[Step] | None, now: dateti
             for h in reversed(status.history[-5:])
         ]
         lines += table(["REV", "VERSION", "OUTCOME", "WHEN", "REASON"], rows)
+    scaled = [(label, hpa) for label, hpa in (("stable", status.autoscaling), ("gateway", status.gateway_autoscaling))
+              if hpa is not None]  # fmt: skip
+    if scaled:
+        lines += [""]
+        lines += [
+            f"{'Scaling:' if i == 0 else '':<12}{render_hpa(label, hpa)}" for i, (label, hpa) in enumerate(scaled)
+        ]
     if status.conditions:
         shown = "  ".join(f"{c.type}={c.status}" + (f" ({c.reason})" if c.reason else "") for c in status.conditions)
         lines += ["", f"Conditions: {shown}"]

@@ -157,3 +157,34 @@ def test_sigterm_fails_readiness_and_closes_open_connections(routes: RouteFile, 
         finally:
             for c in conns:
                 c.close()
+
+
+def test_sigterm_leaves_idle_keep_alive_connections_open_for_one_more_request(routes: RouteFile, up_a: Proc) -> None:
+    """Given clients holding idle keep-alive connections (an evicted pod's clients keep theirs: kube-proxy only
+    sends new ones elsewhere), When SIGTERM arrives, Then the gateway does not close them under a client that
+    may be writing its next request (a broken pipe, never retried for a POST: two failed requests per gateway
+    pod in the node-drain e2e), but answers that request with `connection: close`; the connections nobody
+    uses again are closed after `--drain-idle-seconds` (3 s) and the gateway exits 0."""
+    routes.write(table(1, up_a.url))
+    body = json.dumps(BODY).encode()
+    with gateway(routes) as gw:
+        conns = [http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30) for _ in range(3)]
+        try:
+            for c in conns:
+                c.request("POST", INFER, body=body, headers={"content-type": "application/json"})
+                resp = c.getresponse()
+                resp.read()
+                assert resp.status == 200 and not resp.will_close
+            started = time.monotonic()
+            gw.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # the client's next request comes while the gateway drains
+            for c in conns[:2]:
+                c.request("POST", INFER, body=body, headers={"content-type": "application/json"})
+                resp = c.getresponse()
+                resp.read()
+                assert resp.status == 200 and resp.will_close
+            assert gw.proc.wait(timeout=30) == 0, gw.output()
+            assert 2.5 < time.monotonic() - started < 15  # the unused third was given the idle grace, then closed
+        finally:
+            for c in conns:
+                c.close()

@@ -943,3 +943,74 @@ async def test_the_stable_and_the_gateway_each_get_their_own_hpa(cluster: Any, t
     # each Deployment starts at its own HPA's minReplicas
     assert cluster.objects[DEPLOYMENTS, "ml", f"wine-{rev}"]["spec"]["replicas"] == 3
     assert cluster.objects[DEPLOYMENTS, "ml", "wine"]["spec"]["replicas"] == 2
+
+
+def _hpa_says(cluster: Any, active: str, current: int, desired: int, message: str = "") -> None:
+    """What kube-controller-manager's HPA controller writes into the gateway HPA's status."""
+    condition = {"type": "ScalingActive", "status": active, "reason": "FailedGetPodsMetric", "message": message}
+    cluster.objects[HPAS, "ml", "wine-gateway"].patch(
+        {"status": {"currentReplicas": current, "desiredReplicas": desired, "conditions": [condition]}}
+    )
+
+
+async def test_the_gateway_hpas_counts_and_a_metric_it_cannot_read_are_in_status(cluster: Any, tmp_path: Path) -> None:
+    """Given spec.gateway.autoscaling, Then status.gatewayAutoscaling copies the gateway HPA's counts and its
+    ScalingActive, the condition GatewayScalingActive says it (Unknown before the HPA reports, False with
+    MetricUnavailable and a Warning Event when it cannot read its metric, True with a Normal Event when it
+    can again), beside the stable's ScalingActive, which is absent without spec.autoscaling; When the gateway's
+    autoscaling is switched off, Then both the status field and the condition go."""
+    cluster.resources[HPAS].kind = "HorizontalPodAutoscaler"
+    gateway_hpa = {"minReplicas": 2, "maxReplicas": 5, "metric": "requestsPerSecond", "target": 100}
+    cluster.objects[MD, "ml", "wine"].patch({"spec": {"gateway": {"autoscaling": gateway_hpa}}})
+    rec = reconciler(cluster, tmp_path)
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+
+    def status() -> dict[str, Any]:
+        st: dict[str, Any] = cluster.objects[MD, "ml", "wine"]["status"]
+        return st
+
+    def condition(kind: str) -> dict[str, Any] | None:
+        return next((c for c in status().get("conditions") or [] if c["type"] == kind), None)
+
+    def events(reason: str) -> list[dict[str, Any]]:
+        return [e for e in getattr(cluster, "posted_events", []) if e["reason"] == reason]
+
+    await run(rec, t0)
+    assert status()["gatewayAutoscaling"] == {"target": "wine", "scalingActive": "Unknown", "message": ""}
+    pending = condition("GatewayScalingActive")
+    assert pending is not None and (pending["status"], pending["reason"]) == ("Unknown", "HPAPending")
+    assert condition("ScalingActive") is None and "autoscaling" not in status()
+
+    words = (
+        "the HPA was unable to compute the replica count: unable to get metric mlrollout_gateway_requests_per_second"
+    )
+    _hpa_says(cluster, "False", 2, 2, words)
+    await run(rec, t0 + timedelta(seconds=1))
+    assert status()["gatewayAutoscaling"] == {
+        "target": "wine", "currentReplicas": 2, "desiredReplicas": 2, "scalingActive": "False",
+        "message": f"FailedGetPodsMetric: {words}",
+    }  # fmt: skip
+    inactive = condition("GatewayScalingActive")
+    assert inactive is not None and (inactive["status"], inactive["reason"]) == ("False", "MetricUnavailable")
+    assert inactive["message"].startswith("the gateway's HPA cannot scale wine, its replicas stay where they are")
+    [warning] = events("GatewayAutoscalingInactive")
+    assert warning["type"] == "Warning"
+    await run(rec, t0 + timedelta(seconds=2))
+    assert len(events("GatewayAutoscalingInactive")) == 1  # said once, not every pass
+
+    _hpa_says(cluster, "True", 3, 4)
+    await run(rec, t0 + timedelta(seconds=3))
+    assert (status()["gatewayAutoscaling"]["currentReplicas"], status()["gatewayAutoscaling"]["desiredReplicas"]) == (
+        3,
+        4,
+    )
+    active = condition("GatewayScalingActive")
+    assert active is not None and (active["status"], active["reason"]) == ("True", "HPAScaling")
+    assert [e["type"] for e in events("GatewayAutoscalingActive")] == ["Normal"]
+
+    cluster.objects[MD, "ml", "wine"].patch(
+        {"metadata": {"generation": 2}, "spec": {"gateway": {"autoscaling": None, "replicas": 2}}}
+    )
+    await run(rec, t0 + timedelta(seconds=4))
+    assert "gatewayAutoscaling" not in status()
+    assert condition("GatewayScalingActive") is None

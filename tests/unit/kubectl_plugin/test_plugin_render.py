@@ -287,3 +287,32 @@ def test_an_offline_evaluation_shows_both_scores_the_paired_effect_and_the_basel
                                "2.1e-06", "0.008"]  # fmt: skip
     assert "exact McNemar" in rows[4]
     assert rows[5].split()[:5] == ["majority", "pass", "2000", "0.6875", "0.75"]
+
+
+def test_both_hpas_are_shown_with_their_counts_and_why_one_does_not_scale() -> None:
+    """The stable's HPA and the gateway's, each on one line: the pods it saw, the pods it wants, and the HPA's own
+    words when it cannot read its metric (then its replicas are held)."""
+    md = copy.deepcopy(fixture("03-healthy-stable"))
+    md["status"]["autoscaling"] = {
+        "target": "wine-5d2c9a41e0b7", "currentReplicas": 3, "desiredReplicas": 4, "scalingActive": "True",
+    }  # fmt: skip
+    md["status"]["gatewayAutoscaling"] = {
+        "target": "wine", "currentReplicas": 2, "desiredReplicas": 2, "scalingActive": "False",
+        "message": "FailedGetPodsMetric: unable to get metric mlrollout_gateway_requests_per_second",
+    }  # fmt: skip
+    lines = status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    assert "Scaling:    stable HPA on wine-5d2c9a41e0b7: 3 pods, wants 4" in lines
+    assert (
+        "            gateway HPA on wine: 2 pods, wants 2; NOT scaling, replicas held: "
+        "FailedGetPodsMetric: unable to get metric mlrollout_gateway_requests_per_second"
+    ) in lines
+
+
+def test_an_hpa_that_has_not_reported_says_so_and_none_shows_no_autoscaling_section() -> None:
+    md = copy.deepcopy(fixture("03-healthy-stable"))
+    assert "Scaling:" not in status_view(md, DEFAULT_STEPS, NOW)
+    md["status"]["gatewayAutoscaling"] = {"target": "wine"}
+    assert (
+        "Scaling:    gateway HPA on wine: ? pods, wants ? (the HPA has not reported yet)"
+        in status_view(md, DEFAULT_STEPS, NOW).splitlines()
+    )
