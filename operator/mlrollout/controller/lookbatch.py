@@ -1,0 +1,132 @@
+"""Looks due about the same time share Prometheus requests (issue 19: no O(N) round-trips per interval).
+
+Each ModelDeployment's timer passes on its own, so its looks are spread over the reconcile interval and
+never meet by themselves. The first look after a quiet spell takes a batch: its own snapshot and those of
+every ModelDeployment whose next look is due within ``ttl`` (known from its previous look: target, step
+start, analysis interval), all evaluated at the same instant by :func:`mlrollout.analysis.batch.collect_snapshots`
+(built-in queries share unions). A later look reads its snapshot from the batch when it was taken at most
+``ttl`` ago for the same target and step; otherwise it takes a batch itself. So a look judges evidence
+at most ``ttl`` (the reconcile interval: less than one scrape interval more) older than its own pass, and
+Prometheus sees about ``interval / ttl`` batches per analysis interval whatever N is, each a few requests
+per 350 queries. The snapshot is the one the look would have taken alone at the batch's instant.
+
+Bookkeeping only here (a clock is passed in); the I/O is the provider's, behind the analysis' seam.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mlrollout.analysis.batch import MAX_UNION_CHARS, LookRequest, collect_snapshots
+from mlrollout.analysis.collect import AnalysisTarget
+from mlrollout.analysis.provider import MetricsProvider
+from mlrollout.analysis.snapshot import Snapshot
+from mlrollout.api.rolloutpolicy import CustomMetric
+
+__all__ = ["LookBatcher"]
+
+STEP_START_TOLERANCE = 1.0
+"""Seconds two looks' step starts may differ and still be the same step (each is its pass's clock minus
+the window it computed, so they differ by the passes' clock readings)."""
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What one ModelDeployment's last look asked: enough to take its next look in someone else's batch."""
+
+    what: tuple[AnalysisTarget, tuple[CustomMetric, ...], bool]
+    step_start: float
+    interval: float
+    last_look: float
+
+
+@dataclass(frozen=True)
+class _Taken:
+    what: tuple[AnalysisTarget, tuple[CustomMetric, ...], bool]
+    step_start: float
+    at: float
+    snapshot: Snapshot
+
+
+class LookBatcher:
+    """Snapshots for looks, shared between the looks due within ``ttl`` of each other. Thread-safe: a
+    batch runs under a lock, so a look arriving meanwhile waits and then reads its snapshot from it."""
+
+    def __init__(
+        self,
+        provider: MetricsProvider,
+        ttl: float,
+        clock: Callable[[], float],
+        max_chars: int = MAX_UNION_CHARS,
+        collect: Callable[[MetricsProvider, Sequence[LookRequest], float, int], list[Snapshot]] = collect_snapshots,
+    ) -> None:
+        self.provider = provider
+        self.ttl = ttl
+        self.clock = clock
+        self.max_chars = max_chars
+        self._collect = collect
+        self._known: dict[tuple[str, str], _Known] = {}
+        self._taken: dict[tuple[str, str], _Taken] = {}
+        self._lock = threading.Lock()
+        self.batches = 0  # batches taken, for the bench and the tests
+
+    def snapshot(
+        self,
+        target: AnalysisTarget,
+        window_seconds: float,
+        interval: float,
+        custom: Sequence[CustomMetric] = (),
+        quality: bool = False,
+    ) -> Snapshot:
+        """The snapshot of this look: from a batch taken at most ``ttl`` ago, or from a new batch."""
+        key = (target.namespace, target.model_deployment)
+        what = (target, tuple(custom), quality)
+        with self._lock:
+            now = self.clock()
+            step_start = now - window_seconds
+            self._known[key] = _Known(what, step_start, interval, now)
+            taken = self._taken.pop(key, None)
+            if (
+                taken is not None
+                and taken.what == what
+                and abs(taken.step_start - step_start) <= STEP_START_TOLERANCE
+                and 0 <= now - taken.at <= self.ttl
+            ):
+                return taken.snapshot
+            members = [key, *self._due(key, now)]
+            looks = [self._request(self._known[k], now) for k in members]
+            snapshots = self._collect(self.provider, looks, now, self.max_chars)
+            self.batches += 1
+            for k, snap in zip(members[1:], snapshots[1:], strict=True):
+                known = self._known[k]
+                self._taken[k] = _Taken(known.what, known.step_start, now, snap)
+            return snapshots[0]
+
+    def _due(self, key: tuple[str, str], now: float) -> list[tuple[str, str]]:
+        """The others whose next look falls within ``ttl``; forgets those that stopped looking (their
+        rollout ended: no look for two intervals and a ttl)."""
+        due = []
+        for k, known in list(self._known.items()):
+            taken = self._taken.get(k)
+            if k == key or (taken is not None and now - taken.at < self.ttl / 2):
+                continue  # this look, or one a batch served a moment ago
+            next_look = known.last_look + known.interval
+            if now - known.last_look > 2 * known.interval + self.ttl:
+                del self._known[k]
+                self._taken.pop(k, None)
+            elif next_look <= now + self.ttl and known.step_start < now:
+                due.append(k)
+        return due
+
+    @staticmethod
+    def _request(known: _Known, now: float) -> LookRequest:
+        target, custom, quality = known.what
+        return LookRequest(target, max(now - known.step_start, 1.0), custom, quality)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted ModelDeployment takes no more looks."""
+        with self._lock:
+            self._known.pop((namespace, name), None)
+            self._taken.pop((namespace, name), None)

@@ -1,0 +1,125 @@
+"""The look batcher's bookkeeping (controller/lookbatch.py) on a scripted clock: who joins a batch, when a
+look reads its snapshot from one, and when it takes its own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tests.unit.rollout.world import policy
+
+from mlrollout.analysis import AnalysisTarget, MetricsProvider, NullProvider
+from mlrollout.analysis.batch import LookRequest
+from mlrollout.analysis.carry import StepEvidence
+from mlrollout.analysis.snapshot import NO_COUNTS, Snapshot
+from mlrollout.controller.lookbatch import LookBatcher
+from mlrollout.controller.settings import OperatorSettings
+from mlrollout.controller.verdicts import PrometheusVerdicts, source_from
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Recorder:
+    """Stands in for collect_snapshots: records each batch, answers snapshots naming the look and time."""
+
+    batches: list[tuple[float, list[LookRequest]]] = field(default_factory=list)
+
+    def __call__(self, provider: MetricsProvider, looks: Sequence[LookRequest], at: float, _: int) -> list[Snapshot]:
+        self.batches.append((at, list(looks)))
+        return [
+            Snapshot(NO_COUNTS, NO_COUNTS, x.window_seconds, warnings=(f"{x.target.model_deployment}@{at:g}",))
+            for x in looks
+        ]
+
+
+def md(i: int, revision: str = "r2") -> AnalysisTarget:
+    return AnalysisTarget("ns", f"md-{i}", "r1", revision)
+
+
+def batcher() -> tuple[LookBatcher, Clock, Recorder]:
+    clock, recorder = Clock(), Recorder()
+    return LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=recorder), clock, recorder
+
+
+def names(looks: list[LookRequest]) -> list[str]:
+    return [x.target.model_deployment for x in looks]
+
+
+def test_looks_due_within_the_window_share_one_batch_at_its_instant() -> None:
+    b, clock, rec = batcher()
+    for i in range(3):  # first looks, spread over the reconcile interval: each alone (nothing known yet)
+        b.snapshot(md(i), 30.0 + i, interval=30.0)
+        clock.now += 3.0
+    assert len(rec.batches) == 3
+    clock.now = 1000.0 + 30.0  # md-0 due again; md-1 and md-2 are due within 10 s
+    first = b.snapshot(md(0), 60.0, interval=30.0)
+    assert names(rec.batches[-1][1]) == ["md-0", "md-1", "md-2"]
+    # each member's window runs from its own step start to the batch's instant
+    assert [x.window_seconds for x in rec.batches[-1][1]] == [60.0, 58.0, 56.0]
+    clock.now += 3.0
+    second = b.snapshot(md(1), 61.0, interval=30.0)
+    clock.now += 3.0
+    third = b.snapshot(md(2), 61.0, interval=30.0)
+    assert len(rec.batches) == 4  # md-1 and md-2 read theirs from md-0's batch
+    assert first.warnings == ("md-0@1030",) and second.warnings == ("md-1@1030",) and third.warnings == ("md-2@1030",)
+    assert second.elapsed_seconds == 58.0
+
+
+def test_a_look_after_the_window_or_of_another_step_takes_its_own_batch() -> None:
+    b, clock, rec = batcher()
+    b.snapshot(md(0), 30.0, interval=30.0)
+    b.snapshot(md(1), 30.0, interval=30.0)
+    clock.now += 30.0
+    b.snapshot(md(0), 60.0, interval=30.0)  # md-1 joins
+    assert len(rec.batches) == 3
+    clock.now += 10.5  # older than the window: not served
+    b.snapshot(md(1), 70.5, interval=30.0)
+    assert len(rec.batches) == 4 and rec.batches[-1][0] == clock.now
+    b2, clock2, rec2 = batcher()
+    b2.snapshot(md(0), 30.0, interval=30.0)
+    b2.snapshot(md(1), 30.0, interval=30.0)
+    clock2.now += 30.0
+    b2.snapshot(md(0), 60.0, interval=30.0)
+    clock2.now += 2.0
+    b2.snapshot(md(1, revision="r3"), 2.0, interval=30.0)  # a new candidate meanwhile: a batch of its own
+    assert len(rec2.batches) == 4 and names(rec2.batches[-1][1])[0] == "md-1"
+
+
+def test_a_look_not_due_soon_stays_out_and_one_that_stopped_is_forgotten() -> None:
+    b, clock, rec = batcher()
+    b.snapshot(md(0), 30.0, interval=30.0)
+    b.snapshot(md(1), 30.0, interval=300.0)  # due in five minutes
+    clock.now += 30.0
+    b.snapshot(md(0), 60.0, interval=30.0)
+    assert names(rec.batches[-1][1]) == ["md-0"]
+    b.snapshot(md(2), 5.0, interval=30.0)
+    clock.now += 30.0 * 2 + 11.0  # md-2 took no look for two intervals and a window: its rollout ended
+    b.snapshot(md(0), 131.0, interval=30.0)
+    assert "md-2" not in names(rec.batches[-1][1])
+    b.forget("ns", "md-1")
+    clock.now += 300.0
+    b.snapshot(md(0), 431.0, interval=30.0)
+    assert names(rec.batches[-1][1]) == ["md-0"]
+
+
+def test_the_operator_batches_within_its_reconcile_interval_unless_told_otherwise() -> None:
+    assert OperatorSettings.from_env({"MLROLLOUT_RECONCILE_INTERVAL": "5"}).batch_window == 5.0
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "0"}).batch_window == 0.0
+    batched = source_from("http://127.0.0.1:9", "", 10.0)
+    assert isinstance(batched, PrometheusVerdicts) and batched.batcher is not None
+    alone = source_from("http://127.0.0.1:9", "", 0.0)
+    assert isinstance(alone, PrometheusVerdicts) and alone.batcher is None
+
+
+def test_a_batched_look_at_an_unreachable_prometheus_is_inconclusive_saying_why() -> None:
+    verdicts = PrometheusVerdicts("http://127.0.0.1:9", batch_ttl=10.0)
+    result = verdicts.look(md(0), policy(), 60, StepEvidence())
+    assert result.verdict == "inconclusive"
+    assert result.reason == "no evidence: Prometheus at http://127.0.0.1:9 is unreachable: Connection refused"
