@@ -192,12 +192,17 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
             heapq.heappush(ticks, (at + tick, i))
         marks["end"] = (time.time(), served_queries(prometheus), cpu_seconds(os.getpid()),
                         cpu_seconds(prometheus.proc.pid))  # fmt: skip
+        batches_at_end = verdicts.batcher.batches if verdicts.batcher else 0
+        # looks still queued or running are not waited for in the figures (a backlog is the finding)
+        for future in running.values():
+            future.cancel()
     (tw, qw, cw, pw), (te, qe, ce, pe) = marks["warm"], marks["end"]
     spans = (te - tw) / interval
-    measured = [d for when, d in durations if tw <= when <= te]
+    with lock:  # looks that started and finished inside the measured span
+        measured = [d for when, d in durations if tw <= when and when + d <= te]
     looks = len(measured)
     q = (qe - qw) / spans
-    batches = None if verdicts.batcher is None else (verdicts.batcher.batches - batches_at_warm) / spans
+    batches = None if verdicts.batcher is None else (batches_at_end - batches_at_warm) / spans
     ordered = sorted(measured)
     return Row(
         mode=mode,
@@ -235,6 +240,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--intervals", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true", help="keep the rows of other (mode, N) already in --out")
     parser.add_argument("--serve-exporter", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_exporter:
@@ -259,6 +265,10 @@ def main() -> None:
     finally:
         exporter.terminate()
         exporter.wait(timeout=10)
+    if args.merge and args.out.exists():
+        done = {(r.mode, r.n) for r in rows}
+        kept = [Row(**r) for r in json.loads(args.out.read_text())["rows"] if (r["mode"], r["n"]) not in done]
+        rows = sorted(kept + rows, key=lambda r: (r.mode, r.n))
     args.out.write_text(json.dumps({
         "bench": "analysis_batching",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},

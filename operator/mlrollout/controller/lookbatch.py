@@ -1,14 +1,17 @@
-"""Looks due about the same time share Prometheus requests (issue 19: no O(N) round-trips per interval).
+"""Looks due about the same time share Prometheus requests (issue 19: fewer round-trips per interval).
 
 Each ModelDeployment's timer passes on its own, so its looks are spread over the reconcile interval and
 never meet by themselves. The first look after a quiet spell takes a batch: its own snapshot and those of
 every ModelDeployment whose next look is due within ``ttl`` (known from its previous look: target, step
-start, analysis interval), all evaluated at the same instant by :func:`mlrollout.analysis.batch.collect_snapshots`
-(built-in queries share unions). A later look reads its snapshot from the batch when it was taken at most
-``ttl`` ago for the same target and step; otherwise it takes a batch itself. So a look judges evidence
-at most ``ttl`` (the reconcile interval: less than one scrape interval more) older than its own pass, and
-Prometheus sees about ``interval / ttl`` batches per analysis interval whatever N is, each a few requests
-per 350 queries. The snapshot is the one the look would have taken alone at the batch's instant.
+start, analysis interval), all at one instant by
+:func:`mlrollout.analysis.batch.collect_snapshots` (built-in queries share unions). A later look reads
+its snapshot from the batch when the batch's instant is at most ``ttl`` before the look's arrival, or
+the look is a member of the batch running when it arrived (it waits for it: a batch that took longer
+than ``ttl`` must not make each of its members take another), and it is for the same target and step;
+otherwise it takes a batch itself. So a look judges evidence about ``ttl`` (the reconcile interval:
+less than one scrape interval) older than its pass, and Prometheus sees about ``interval / ttl``
+batches per analysis interval, each a request per about 40 queries (analysis/batch.py says why not
+more). Each snapshot is the one its look would have taken alone at the batch's instant.
 
 Bookkeeping only here (a clock is passed in); the I/O is the provider's, behind the analysis' seam.
 """
@@ -69,6 +72,7 @@ class LookBatcher:
         self._collect = collect
         self._known: dict[tuple[str, str], _Known] = {}
         self._taken: dict[tuple[str, str], _Taken] = {}
+        self._running: dict[tuple[str, str], float] = {}  # the running batch's other members, at its instant
         self._lock = threading.Lock()
         self.batches = 0  # batches taken, for the bench and the tests
 
@@ -83,21 +87,29 @@ class LookBatcher:
         """The snapshot of this look: from a batch taken at most ``ttl`` ago, or from a new batch."""
         key = (target.namespace, target.model_deployment)
         what = (target, tuple(custom), quality)
+        # the look's own instant is its arrival: a batch that ran while it waited for the lock is fresh enough
+        # when it is at most ttl older than the look (or newer), however long the wait
+        arrived = self.clock()
+        step_start = arrived - window_seconds
+        running = self._running.get(key)  # a batch with this look in it, running now (one atomic read)
         with self._lock:
-            now = self.clock()
-            step_start = now - window_seconds
-            self._known[key] = _Known(what, step_start, interval, now)
+            self._known[key] = _Known(what, step_start, interval, arrived)
             taken = self._taken.pop(key, None)
             if (
                 taken is not None
                 and taken.what == what
                 and abs(taken.step_start - step_start) <= STEP_START_TOLERANCE
-                and 0 <= now - taken.at <= self.ttl
+                and (taken.at >= arrived - self.ttl or (running is not None and taken.at >= running))
             ):
                 return taken.snapshot
+            now = self.clock()
             members = [key, *self._due(key, now)]
             looks = [self._request(self._known[k], now) for k in members]
-            snapshots = self._collect(self.provider, looks, now, self.max_chars)
+            self._running = dict.fromkeys(members[1:], now)
+            try:
+                snapshots = self._collect(self.provider, looks, now, self.max_chars)
+            finally:
+                self._running = {}
             self.batches += 1
             for k, snap in zip(members[1:], snapshots[1:], strict=True):
                 known = self._known[k]

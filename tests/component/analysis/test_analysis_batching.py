@@ -27,7 +27,7 @@ from tests.support.procs import free_port, running, send_inferences, serve_model
 from tests.support.prometheus import PrometheusProcess, run_prometheus
 
 from mlrollout.analysis import AnalysisTarget, Measurement, PrometheusProvider, collect_snapshot
-from mlrollout.analysis.batch import LookRequest, collect_snapshots
+from mlrollout.analysis.batch import PARALLEL, LookRequest, collect_snapshots
 from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api.rolloutpolicy import CustomMetric
@@ -156,16 +156,17 @@ def test_batched_snapshots_equal_looks_taken_alone_from_fewer_requests(world: Wo
     # Prometheus served exactly the requests each way sent
     assert between - before == len(alone_provider.requests)
     assert after - between == len(batched_provider.requests)
-    # one look alone: a request per query; together: a union per round, and the custom query per track
+    # one look alone: a request per query; together: unions of about 40 queries (25,000 characters), and
+    # the custom query per track
     assert len(alone_provider.requests) >= 4 * 12
-    assert len(batched_provider.requests) <= 2 + 3
+    assert len(batched_provider.requests) <= 2 + 6 < len(alone_provider.requests) / 10
     print(f"requests alone {len(alone_provider.requests)}, batched {len(batched_provider.requests)}")
 
 
-def test_an_unreachable_prometheus_fails_every_look_of_the_batch_after_one_attempt(world: World) -> None:
+def test_an_unreachable_prometheus_fails_every_look_of_the_batch_after_few_attempts(world: World) -> None:
     provider = Counting(PrometheusProvider(f"http://127.0.0.1:{free_port()}", timeout=2))
     snapshots = collect_snapshots(provider, looks(world, time.time()), time.time())
-    assert len(provider.requests) == 1
+    assert 1 <= len(provider.requests) <= PARALLEL  # those in flight when the first failed; no more
     errors = {s.error for s in snapshots}
     assert len(errors) == 1
     (error,) = errors

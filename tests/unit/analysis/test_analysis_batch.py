@@ -94,7 +94,7 @@ def test_split_of_a_failed_or_foreign_answer_fails_every_member() -> None:
 def test_ask_all_unions_built_in_queries_asks_others_alone_and_once() -> None:
     provider = UnionAwareProvider()
     built = [BuiltIn(f'sum(mlrollout_gateway_requests_total{{model_deployment="md-{i}"}})') for i in range(6)]
-    answers = ask_all(provider, [*built, "custom_metric", built[0]], None, max_chars=3 * len(built[0]) + 150)
+    answers = ask_all(provider, [*built, "custom_metric", built[0]], None, 3 * len(built[0]) + 150, parallel=1)
     assert len(provider.requests) == 3  # two unions of three built-in queries, the custom query alone
     assert provider.requests[0] == "custom_metric"
     for i, q in enumerate(built):
@@ -104,7 +104,7 @@ def test_ask_all_unions_built_in_queries_asks_others_alone_and_once() -> None:
 def test_after_a_failed_request_the_rest_are_not_sent() -> None:
     provider = UnionAwareProvider(fail="Prometheus at http://x is unreachable: Connection refused")
     built = [BuiltIn(f"sum(x{i})") for i in range(4)]
-    answers = ask_all(provider, built, None, max_chars=40)
+    answers = ask_all(provider, built, None, max_chars=40, parallel=1)
     assert len(provider.requests) == 1
     assert {m.error for m in answers.values()} == {provider.fail}
 
@@ -112,7 +112,7 @@ def test_after_a_failed_request_the_rest_are_not_sent() -> None:
 def test_batched_snapshots_equal_snapshots_taken_alone() -> None:
     batch = looks()
     provider = UnionAwareProvider()
-    batched = collect_snapshots(provider, batch, at=1000.0)
+    batched = collect_snapshots(provider, batch, at=1000.0, max_chars=1_000_000)
     alone = [
         collect_snapshot(StaticProvider(series_answer), x.target, x.window_seconds, custom=x.custom,
                          quality=x.quality, at=1000.0)
@@ -127,12 +127,16 @@ def test_batched_snapshots_equal_snapshots_taken_alone() -> None:
         counting = StaticProvider(series_answer)
         collect_snapshot(counting, x.target, x.window_seconds, custom=x.custom, quality=x.quality)
         asked_alone += len(counting.queries)
-    # three rounds at most, each one union plus the custom queries (two tracks)
+    # two rounds, each one union (no size limit here), and the custom query per track
     assert len(provider.requests) <= 3 + 2 < asked_alone
 
 
 def test_a_failed_batch_makes_every_look_inconclusive_with_the_error() -> None:
     provider = UnionAwareProvider(fail="Prometheus at http://x did not answer within 5s")
-    snapshots = collect_snapshots(provider, looks(), at=1000.0)
+    snapshots = collect_snapshots(provider, looks(), at=1000.0, parallel=1)
     assert [s.error for s in snapshots] == [provider.fail] * 4
     assert len(provider.requests) == 1  # the first request failed; nothing else was sent
+    parallel = UnionAwareProvider(fail=provider.fail)
+    snapshots = collect_snapshots(parallel, looks(), at=1000.0, max_chars=2000)
+    assert [s.error for s in snapshots] == [provider.fail] * 4
+    assert len(parallel.requests) <= 4  # at most the requests in flight when the first failed

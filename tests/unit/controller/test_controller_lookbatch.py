@@ -3,6 +3,8 @@ look reads its snapshot from one, and when it takes its own."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -123,3 +125,36 @@ def test_a_batched_look_at_an_unreachable_prometheus_is_inconclusive_saying_why(
     result = verdicts.look(md(0), policy(), 60, StepEvidence())
     assert result.verdict == "inconclusive"
     assert result.reason == "no evidence: Prometheus at http://127.0.0.1:9 is unreachable: Connection refused"
+
+
+def test_a_member_of_a_long_batch_reads_its_snapshot_from_it() -> None:
+    """A look arriving while a batch with it runs waits for that batch, however long it takes: otherwise
+    each member queued behind a slow batch would take a batch of its own, and those would queue the next
+    looks (a cascade, seen at N = 1,000 before this rule)."""
+    clock, release, entered = Clock(), threading.Event(), threading.Event()
+    recorder = Recorder()
+
+    def slow(provider: MetricsProvider, looks: Sequence[LookRequest], at: float, limit: int) -> list[Snapshot]:
+        if len(recorder.batches) == 2:  # the third batch: md-0's, which md-1 waits for
+            entered.set()
+            release.wait(10)
+        return recorder(provider, looks, at, limit)
+
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=slow)
+    b.snapshot(md(0), 30.0, interval=30.0)
+    b.snapshot(md(1), 30.0, interval=30.0)
+    clock.now += 30.0
+    first = threading.Thread(target=b.snapshot, args=(md(0), 60.0, 30.0))
+    first.start()
+    assert entered.wait(10)
+    clock.now += 12.0  # md-1 arrives more than a window after the batch's instant, while it runs
+    got: list[Snapshot] = []
+    second = threading.Thread(target=lambda: got.append(b.snapshot(md(1), 72.0, 30.0)))
+    second.start()
+    time.sleep(0.2)  # md-1 waits for the lock
+    clock.now += 15.0  # the batch took 15 s
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(recorder.batches) == 3
+    assert got[0].warnings == ("md-1@1030",)
