@@ -198,8 +198,8 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
             future.cancel()
     (tw, qw, cw, pw), (te, qe, ce, pe) = marks["warm"], marks["end"]
     spans = (te - tw) / interval
-    with lock:  # looks that started and finished inside the measured span
-        measured = [d for when, d in durations if tw <= when and when + d <= te]
+    with lock:  # looks that finished inside the measured span (a look waiting for its batch counts then)
+        measured = [d for when, d in durations if tw <= when + d <= te]
     looks = len(measured)
     q = (qe - qw) / spans
     batches = None if verdicts.batcher is None else (batches_at_end - batches_at_warm) / spans

@@ -4,7 +4,8 @@
 
 Reads ``bench/results/operator-scale.json`` (bench/operator_scale.py: CPU, RSS, reconcile and rollback
 latency on hollow nodes) and ``bench/results/analysis-batching.json`` (bench/analysis_batching.py:
-Prometheus requests per analysis interval, looks alone and batched) and writes
+Prometheus requests per analysis interval, looks alone and batched; and, when present,
+``operator-scale-analysis.json`` from ``operator_scale.py --analysis``, the same from the operator) and writes
 ``docs/images/operator-scale.png``, each panel with the issue's goal where it sets one.
 """
 
@@ -23,6 +24,7 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = ROOT / "bench" / "results" / "operator-scale.json"
 BATCHING = ROOT / "bench" / "results" / "analysis-batching.json"
+CLUSTER = ROOT / "bench" / "results" / "operator-scale-analysis.json"  # operator_scale.py --analysis
 OUT = ROOT / "docs" / "images" / "operator-scale.png"
 
 
@@ -31,7 +33,7 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]
     return [int(r["n"]) for r in ordered], [float(r[key]) for r in ordered]
 
 
-def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path) -> None:
+def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path, cluster: dict[str, Any] | None = None) -> None:
     sizes, goals = scale["sizes"], scale["goals"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     (cpu, rss), (latency, queries) = axes
@@ -53,11 +55,14 @@ def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path) -> None:
     latency.axhline(goals["rollback_s"], color="grey", ls=":")
     latency.set(title="Latency (20 spec changes, 10 rollbacks per N)", ylabel="seconds", yscale="log")
 
-    rows = batching["rows"]
-    for mode, label in (("alone", "each look alone"), ("batched", "looks batched")):
-        picked = [r for r in rows if r["mode"] == mode]
+    for mode, label, color in (("alone", "each look alone", "C0"), ("batched", "looks batched", "C1")):
+        picked = [r for r in batching["rows"] if r["mode"] == mode]
         if picked:
-            queries.plot(*series(picked, "queries_per_interval"), "o-", label=label)
+            queries.plot(*series(picked, "queries_per_interval"), "o-", color=color, label=label)
+        picked = [r for r in (cluster or {}).get("rows", []) if r["mode"] == mode]
+        if picked:
+            queries.plot(*series(picked, "queries_per_interval"), "s--", color=color, mfc="none",
+                         label=f"{label}: the operator on hollow nodes")  # fmt: skip
     queries.set(title=f"Prometheus requests per {batching['analysis_interval_s']:g} s analysis interval",
                 ylabel="requests", yscale="log")  # fmt: skip
 
@@ -74,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    plot(json.loads(SCALE.read_text()), json.loads(BATCHING.read_text()), args.out)
+    cluster = json.loads(CLUSTER.read_text()) if CLUSTER.exists() else None
+    plot(json.loads(SCALE.read_text()), json.loads(BATCHING.read_text()), args.out, cluster)
     print(f"wrote {args.out}")
 
 

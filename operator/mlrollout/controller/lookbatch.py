@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlrollout.analysis.batch import MAX_UNION_CHARS, LookRequest, collect_snapshots
 from mlrollout.analysis.collect import AnalysisTarget
@@ -33,6 +33,11 @@ __all__ = ["LookBatcher"]
 STEP_START_TOLERANCE = 1.0
 """Seconds two looks' step starts may differ and still be the same step (each is its pass's clock minus
 the window it computed, so they differ by the passes' clock readings)."""
+
+
+MAX_MEMBERS = 100
+"""Looks in one batch at most (about 2,200 queries, 55 requests): a batch's first look waits for all of
+it, so it stays seconds long however many are due."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,18 @@ class _Taken:
     snapshot: Snapshot
 
 
+@dataclass
+class _Running:
+    """A batch in flight: its instant, and the event its members wait on."""
+
+    at: float
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class LookBatcher:
-    """Snapshots for looks, shared between the looks due within ``ttl`` of each other. Thread-safe: a
-    batch runs under a lock, so a look arriving meanwhile waits and then reads its snapshot from it."""
+    """Snapshots for looks, shared between the looks due within ``ttl`` of each other. Thread-safe.
+    Batches run outside the lock, several at once with disjoint members (as looks alone run on all of
+    kopf's threads), each of at most ``max_members`` looks, so none blocks the looks that are not in it."""
 
     def __init__(
         self,
@@ -64,15 +78,17 @@ class LookBatcher:
         clock: Callable[[], float],
         max_chars: int = MAX_UNION_CHARS,
         collect: Callable[[MetricsProvider, Sequence[LookRequest], float, int], list[Snapshot]] = collect_snapshots,
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         self.provider = provider
         self.ttl = ttl
         self.clock = clock
         self.max_chars = max_chars
+        self.max_members = max_members
         self._collect = collect
         self._known: dict[tuple[str, str], _Known] = {}
         self._taken: dict[tuple[str, str], _Taken] = {}
-        self._running: dict[tuple[str, str], float] = {}  # the running batch's other members, at its instant
+        self._running: dict[tuple[str, str], _Running] = {}  # members of the batches in flight
         self._lock = threading.Lock()
         self.batches = 0  # batches taken, for the bench and the tests
 
@@ -84,37 +100,47 @@ class LookBatcher:
         custom: Sequence[CustomMetric] = (),
         quality: bool = False,
     ) -> Snapshot:
-        """The snapshot of this look: from a batch taken at most ``ttl`` ago, or from a new batch."""
+        """The snapshot of this look: from a batch taken at most ``ttl`` before it arrived, or from the
+        batch with it in flight when it arrived (waited for), or from a new batch."""
         key = (target.namespace, target.model_deployment)
         what = (target, tuple(custom), quality)
-        # the look's own instant is its arrival: a batch that ran while it waited for the lock is fresh enough
-        # when it is at most ttl older than the look (or newer), however long the wait
         arrived = self.clock()
         step_start = arrived - window_seconds
-        running = self._running.get(key)  # a batch with this look in it, running now (one atomic read)
         with self._lock:
             self._known[key] = _Known(what, step_start, interval, arrived)
+            running = self._running.get(key)
+        if running is not None:
+            running.done.wait()
+        with self._lock:
             taken = self._taken.pop(key, None)
             if (
                 taken is not None
                 and taken.what == what
                 and abs(taken.step_start - step_start) <= STEP_START_TOLERANCE
-                and (taken.at >= arrived - self.ttl or (running is not None and taken.at >= running))
+                and (taken.at >= arrived - self.ttl or (running is not None and taken.at >= running.at))
             ):
                 return taken.snapshot
             now = self.clock()
-            members = [key, *self._due(key, now)]
+            members = [key, *self._due(key, now)[: self.max_members - 1]]
             looks = [self._request(self._known[k], now) for k in members]
-            self._running = dict.fromkeys(members[1:], now)
-            try:
-                snapshots = self._collect(self.provider, looks, now, self.max_chars)
-            finally:
-                self._running = {}
+            batch = _Running(now)
+            for k in members:
+                self._running[k] = batch
             self.batches += 1
-            for k, snap in zip(members[1:], snapshots[1:], strict=True):
-                known = self._known[k]
-                self._taken[k] = _Taken(known.what, known.step_start, now, snap)
-            return snapshots[0]
+        snapshots: list[Snapshot] = []
+        try:
+            snapshots = self._collect(self.provider, looks, now, self.max_chars)
+        finally:
+            with self._lock:
+                for k, snap in zip(members[1:], snapshots[1:], strict=False):
+                    known = self._known.get(k)
+                    if known is not None:
+                        self._taken[k] = _Taken(known.what, known.step_start, now, snap)
+                for k in members:
+                    if self._running.get(k) is batch:
+                        del self._running[k]
+                batch.done.set()
+        return snapshots[0]
 
     def _due(self, key: tuple[str, str], now: float) -> list[tuple[str, str]]:
         """The others whose next look falls within ``ttl``; forgets those that stopped looking (their
@@ -122,8 +148,8 @@ class LookBatcher:
         due = []
         for k, known in list(self._known.items()):
             taken = self._taken.get(k)
-            if k == key or (taken is not None and now - taken.at < self.ttl / 2):
-                continue  # this look, or one a batch served a moment ago
+            if k == key or k in self._running or (taken is not None and now - taken.at < self.ttl / 2):
+                continue  # this look, one in a batch in flight, or one a batch served a moment ago
             next_look = known.last_look + known.interval
             if now - known.last_look > 2 * known.interval + self.ttl:
                 del self._known[k]

@@ -158,3 +158,18 @@ def test_a_member_of_a_long_batch_reads_its_snapshot_from_it() -> None:
     second.join(10)
     assert len(recorder.batches) == 3
     assert got[0].warnings == ("md-1@1030",)
+
+
+def test_a_batch_holds_at_most_max_members_looks() -> None:
+    clock, recorder = Clock(), Recorder()
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=recorder, max_members=3)
+    for i in range(5):
+        b.snapshot(md(i), 30.0, interval=30.0)
+    clock.now += 30.0
+    b.snapshot(md(0), 60.0, interval=30.0)
+    assert names(recorder.batches[-1][1]) == ["md-0", "md-1", "md-2"]
+    b.snapshot(md(3), 60.0, interval=30.0)  # not in it: a batch of its own, with the one left
+    assert names(recorder.batches[-1][1]) == ["md-3", "md-4"]
+    b.snapshot(md(4), 60.0, interval=30.0)
+    b.snapshot(md(1), 60.0, interval=30.0)
+    assert len(recorder.batches) == 5 + 2
