@@ -8,10 +8,14 @@ start, analysis interval), all at one instant by
 its snapshot from the batch when the batch's instant is at most ``ttl`` before the look's arrival, or
 the look is a member of the batch running when it arrived (it waits for it: a batch that took longer
 than ``ttl`` must not make each of its members take another), and it is for the same target and step;
-otherwise it takes a batch itself. So a look judges evidence about ``ttl`` (the reconcile interval:
-less than one scrape interval) older than its pass, and Prometheus sees about ``interval / ttl``
-batches per analysis interval, each a request per about 40 queries (analysis/batch.py says why not
-more). Each snapshot is the one its look would have taken alone at the batch's instant.
+otherwise it takes a batch itself. A look that arrives more than ``ttl`` after it was due, having
+queued for one of kopf's threads in an overloaded operator, reads the batch taken for it when it was
+due, unless that is more than an analysis interval old: without this, at N = 1,000 on a saturated
+machine every batch's members arrived too late for it and took batches of their own. So a look judges
+evidence about ``ttl`` (the reconcile interval: less than one scrape interval) older than its pass when
+the operator keeps up, and Prometheus sees about ``interval / ttl`` batches per analysis interval, each
+a request per about 40 queries (analysis/batch.py says why not more). Each snapshot is the one its look
+would have taken alone at the batch's instant.
 
 Bookkeeping only here (a clock is passed in); the I/O is the provider's, behind the analysis' seam.
 """
@@ -107,8 +111,13 @@ class LookBatcher:
         arrived = self.clock()
         step_start = arrived - window_seconds
         with self._lock:
+            previous = self._known.get(key)
             self._known[key] = _Known(what, step_start, interval, arrived)
             running = self._running.get(key)
+        # when the look was due: a look that queued for a worker thread (an overloaded operator) may read
+        # the batch taken for it then, if that is less than one analysis interval old
+        due = previous.last_look + previous.interval if previous is not None else arrived
+        since = due if arrived - due > self.ttl else arrived  # late by more than a tick: overloaded
         if running is not None:
             running.done.wait()
         with self._lock:
@@ -117,7 +126,8 @@ class LookBatcher:
                 taken is not None
                 and taken.what == what
                 and abs(taken.step_start - step_start) <= STEP_START_TOLERANCE
-                and (taken.at >= arrived - self.ttl or (running is not None and taken.at >= running.at))
+                and arrived - taken.at <= max(interval, self.ttl)
+                and (taken.at >= since - self.ttl or (running is not None and taken.at >= running.at))
             ):
                 return taken.snapshot
             now = self.clock()

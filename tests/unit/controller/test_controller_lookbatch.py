@@ -77,12 +77,13 @@ def test_looks_due_within_the_window_share_one_batch_at_its_instant() -> None:
 def test_a_look_after_the_window_or_of_another_step_takes_its_own_batch() -> None:
     b, clock, rec = batcher()
     b.snapshot(md(0), 30.0, interval=30.0)
-    b.snapshot(md(1), 30.0, interval=30.0)
-    clock.now += 30.0
+    clock.now += 5.0
+    b.snapshot(md(1), 30.0, interval=30.0)  # due again at 1035
+    clock.now = 1030.0
     b.snapshot(md(0), 60.0, interval=30.0)  # md-1 joins
     assert len(rec.batches) == 3
-    clock.now += 10.5  # older than the window: not served
-    b.snapshot(md(1), 70.5, interval=30.0)
+    clock.now += 10.5  # older than the window, and md-1 is on time: not served
+    b.snapshot(md(1), 65.5, interval=30.0)
     assert len(rec.batches) == 4 and rec.batches[-1][0] == clock.now
     b2, clock2, rec2 = batcher()
     b2.snapshot(md(0), 30.0, interval=30.0)
@@ -173,3 +174,20 @@ def test_a_batch_holds_at_most_max_members_looks() -> None:
     b.snapshot(md(4), 60.0, interval=30.0)
     b.snapshot(md(1), 60.0, interval=30.0)
     assert len(recorder.batches) == 5 + 2
+
+
+def test_a_look_late_by_more_than_a_tick_reads_the_batch_taken_when_it_was_due() -> None:
+    """An overloaded operator: the look queued for a worker thread; the batch taken for it is used."""
+    b, clock, rec = batcher()
+    b.snapshot(md(0), 30.0, interval=30.0)
+    clock.now += 5.0
+    b.snapshot(md(1), 30.0, interval=30.0)  # due again at 1035
+    clock.now = 1030.0
+    b.snapshot(md(0), 60.0, interval=30.0)  # md-1 joins
+    clock.now = 1046.0  # 11 s after it was due
+    late = b.snapshot(md(1), 71.0, interval=30.0)
+    assert len(rec.batches) == 3 and late.warnings == ("md-1@1030",)
+    b.snapshot(md(0), 76.0, interval=30.0)
+    clock.now = 1030.0 + 30.0 + 15.0  # later still, but the snapshot would be more than an interval old
+    b.snapshot(md(1), 75.0 + 25.0, interval=30.0)
+    assert rec.batches[-1][0] == clock.now
