@@ -59,6 +59,11 @@ def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path, cluster: di
         picked = [r for r in batching["rows"] if r["mode"] == mode]
         if picked:
             queries.plot(*series(picked, "queries_per_interval"), "o-", color=color, label=label)
+        for r in picked:  # a size where the looks did not keep up: the count is of the looks taken
+            if r["looks_per_interval"] < 0.9 * r["n"]:
+                text = f"{r['looks_per_interval']:.0f} of {r['n']} looks"
+                where = (r["n"], r["queries_per_interval"])
+                queries.annotate(text, where, textcoords="offset points", xytext=(-110, 4), fontsize=7, color=color)
         picked = [r for r in (cluster or {}).get("rows", []) if r["mode"] == mode]
         if picked:
             queries.plot(*series(picked, "queries_per_interval"), "s--", color=color, mfc="none",
