@@ -636,7 +636,11 @@ def analysis_main(args: argparse.Namespace) -> None:
     rows: list[AnalysisResult] = []
     if ANALYSIS_RESULTS.exists():  # other sizes measured before stay
         done = {int(s) for s in args.sizes.split(",")}
-        rows = [AnalysisResult(**r) for r in json.loads(ANALYSIS_RESULTS.read_text())["rows"] if r["n"] not in done]
+        rows = [
+            AnalysisResult(**{k: v for k, v in r.items() if k != "batcher"})
+            for r in json.loads(ANALYSIS_RESULTS.read_text())["rows"]
+            if r["n"] not in done
+        ]
     with control_plane(args.state, args.keep_cluster) as cp, tempfile.TemporaryDirectory() as tmp:
         kubectl = Kubectl(cp)
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
