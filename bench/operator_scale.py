@@ -19,7 +19,15 @@ chart's RBAC, the operator's default timers: 10 s, 60 s for an idle ModelDeploym
   every request (a watch counts once, when it starts);
 * **Prometheus queries per look**: ``collect_snapshot`` run against a counting provider for the targets the
   operator builds (a shadow step, a canary step): the round-trips one ModelDeployment costs per analysis
-  interval; the operator asks them per ModelDeployment, so N in analysis cost N times that.
+  interval alone.
+* ``--analysis``: **Prometheus requests per analysis interval with N rollouts in analysis**, from the
+  operator itself against a real Prometheus (the Debian binary, started as the component tests do): N
+  ModelDeployments in a canary step (``analysis.interval`` 30 s, the default), the operator's looks taken
+  alone (``MLROLLOUT_ANALYSIS_BATCH_WINDOW=0``, the default) and then batched (a 10 s window), each over
+  ``--analysis-intervals`` intervals after one of warm-up, counted by Prometheus itself
+  (``prometheus_http_requests_total`` of ``/api/v1/query``). The hollow pods export no series, so every
+  look finds no data (inconclusive) and asks what a look with data asks. JSON:
+  ``bench/results/operator-scale-analysis.json``.
 
 Nodes: ``--nodes hollow`` (the default) starts kubemark hollow kubelets (``e2e/cluster/build-kubemark``, the
 same pinned Kubernetes release): the scheduler places the pods, the hollow kubelets "run" them without
@@ -42,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -255,6 +264,123 @@ def wait_step(custom: client.CustomObjectsApi, namespace: str, names: list[str],
         if time.monotonic() > deadline:
             raise TimeoutError(f"{at_step}/{len(names)} rollouts at the 50% canary after {timeout}s")
         time.sleep(1.0)
+
+
+def wait_canary(custom: client.CustomObjectsApi, namespace: str, n: int, timeout: float) -> None:
+    """Every ModelDeployment in its first canary step with a candidate (where the analysis looks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        ready = sum(
+            1 for md in items
+            if ((md.get("status") or {}).get("currentStep") or {}).get("index") == 0
+            and (md.get("status") or {}).get("candidate")
+        )  # fmt: skip
+        if ready >= n:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{ready}/{n} ModelDeployments in the canary step after {timeout}s")
+        time.sleep(2.0)
+
+
+def served_queries(url: str) -> float:
+    """Instant queries a Prometheus has answered (its own counter, read from its /metrics)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
+    )
+
+
+@dataclass
+class AnalysisResult:
+    n: int
+    mode: str  # alone | batched
+    analysis_interval_s: float
+    queries_per_interval: float
+    looks_per_interval: float
+    operator_cores: float
+    prometheus_cores: float
+
+
+def run_analysis(
+    cp: ControlPlane, kubectl: Kubectl, n: int, intervals: int, workdir: Path, nodes: str
+) -> list[AnalysisResult]:
+    """N rollouts in analysis against a real Prometheus: requests per interval, looks alone then batched."""
+    from tests.support.prometheus import run_prometheus
+
+    interval = 30.0
+    namespace = f"analysis-{n}-{int(time.time()) % 100000}"
+    kubectl("create", "namespace", namespace)
+    kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items()))
+    policy = "scale-analysis"
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutPolicy", "metadata": {"name": policy},
+        "spec": {"strategy": {"steps": CANARY_STEPS}, "analysis": {"interval": f"{interval:g}s"},
+                 "progressDeadline": "30m"},
+    }))  # fmt: skip
+    custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(cp.kubeconfig)))
+    names = [f"md-{i:04d}" for i in range(n)]
+    out: list[AnalysisResult] = []
+    readiness: contextlib.AbstractContextManager[Any] = (
+        hollow_nodes(cp, kubectl, -(-(3 * n) // PODS_PER_NODE), workdir)
+        if nodes == "hollow"
+        else PodFaker(cp.kubeconfig, namespace)
+    )
+    with chart_identity(cp, kubectl, namespace, workdir) as identity, run_prometheus() as prometheus, readiness:
+        operator = OperatorProcess(identity.kubeconfig, namespace, workdir / "unused", workdir / f"analysis-{n}.log",
+                                   peering=identity.peering, reconcile_interval=10.0)  # fmt: skip
+        try:
+            for mode in ("alone", "batched"):
+                operator.extra_env = {
+                    "MLROLLOUT_PROMETHEUS_URL": prometheus.url,
+                    "MLROLLOUT_ANALYSIS_BATCH_WINDOW": "0" if mode == "alone" else "10",
+                }
+                operator.start()
+                assert operator.proc is not None
+                if mode == "alone":
+                    for name in names:
+                        custom.create_namespaced_custom_object(
+                            GROUP, VERSION, namespace, PLURAL, md_manifest(name, "1", policy)
+                        )
+                    wait_healthy(custom, namespace, n, timeout=120 + 3.0 * n)
+                    for name in names:
+                        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                            {"spec": {"model": md_manifest(name, "2", policy)["spec"]["model"]}})  # fmt: skip
+                    wait_canary(custom, namespace, n, timeout=120 + 3.0 * n)
+                time.sleep(interval)  # warm-up: every look once (a batch knows no one before)
+                pid, prom_pid = operator.proc.pid, prometheus.proc.pid
+                q0, c0, p0, t0 = (
+                    served_queries(prometheus.url),
+                    proc_cpu_seconds(pid),
+                    proc_cpu_seconds(prom_pid),
+                    time.monotonic(),
+                )
+                looks0 = operator.log_path.read_text(errors="replace").count("analysis from ")
+                time.sleep(interval * intervals)
+                q1, c1, p1, t1 = (
+                    served_queries(prometheus.url),
+                    proc_cpu_seconds(pid),
+                    proc_cpu_seconds(prom_pid),
+                    time.monotonic(),
+                )
+                looks1 = operator.log_path.read_text(errors="replace").count("analysis from ")
+                spans = (t1 - t0) / interval
+                out.append(AnalysisResult(n, mode, interval, round((q1 - q0) / spans, 1),
+                                          round((looks1 - looks0) / spans, 1), round((c1 - c0) / (t1 - t0), 4),
+                                          round((p1 - p0) / (t1 - t0), 4)))  # fmt: skip
+                print(json.dumps(asdict(out[-1])), flush=True)
+                operator.stop()
+        finally:
+            operator.stop()
+            for name in names:
+                with contextlib.suppress(client.ApiException):
+                    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                          {"metadata": {"finalizers": None}})  # fmt: skip
+    kubectl("delete", "namespace", namespace, "--wait=false")
+    return out
 
 
 def flow_schema(namespace: str, sa: str) -> dict[str, Any]:
@@ -479,7 +605,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="keep the other sizes already in --out")
     parser.add_argument("--workers", type=int, help="MLROLLOUT_WORKERS for the operator (default: its own, 8)")
+    parser.add_argument(
+        "--analysis",
+        action="store_true",
+        help="only Prometheus requests per analysis interval, looks alone and batched (a real Prometheus)",
+    )
+    parser.add_argument("--analysis-intervals", type=int, default=2)
     args = parser.parse_args()
+    if args.analysis:
+        analysis_main(args)
+        return
     queries = prometheus_queries_per_look()
     rows: list[SizeResult] = []
     with control_plane(args.state, args.keep_cluster) as cp, tempfile.TemporaryDirectory() as tmp:
@@ -493,6 +628,40 @@ def main() -> None:
             write_results(args, rows, queries)  # after each size: a long run interrupted keeps what it has
     print_table(rows, queries)
     print(f"wrote {args.out}")
+
+
+ANALYSIS_RESULTS = ROOT / "bench" / "results" / "operator-scale-analysis.json"
+
+
+def analysis_main(args: argparse.Namespace) -> None:
+    rows: list[AnalysisResult] = []
+    if ANALYSIS_RESULTS.exists():  # other sizes measured before stay
+        done = {int(s) for s in args.sizes.split(",")}
+        rows = [
+            AnalysisResult(**{k: v for k, v in r.items() if k != "batcher"})
+            for r in json.loads(ANALYSIS_RESULTS.read_text())["rows"]
+            if r["n"] not in done
+        ]
+    with control_plane(args.state, args.keep_cluster) as cp, tempfile.TemporaryDirectory() as tmp:
+        kubectl = Kubectl(cp)
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
+        for n in (int(s) for s in args.sizes.split(",")):
+            work = Path(tmp) / f"a{n}"
+            work.mkdir()
+            rows += run_analysis(cp, kubectl, n, args.analysis_intervals, work, args.nodes)
+            rows.sort(key=lambda r: (r.n, r.mode))
+            ANALYSIS_RESULTS.write_text(json.dumps({
+                "bench": "operator_scale --analysis",
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
+                "nodes": NODES[args.nodes], "reconcile_interval_s": 10.0, "measured_intervals": args.analysis_intervals,
+                "look": "canary step at 10 % with its split checked; no series (hollow pods): every query asked",
+                "rows": [asdict(r) for r in rows],
+            }, indent=2) + "\n")  # fmt: skip
+    for r in rows:
+        print(
+            f"N={r.n} {r.mode}: {r.queries_per_interval} Prometheus requests per {r.analysis_interval_s:g} s interval, "
+            f"{r.looks_per_interval} looks, operator {r.operator_cores} cores, Prometheus {r.prometheus_cores} cores"
+        )
 
 
 def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dict[str, int]) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "BACKEND_SPLIT_PLACEHOLDERS",
     "BACKEND_SPLIT_PRESETS",
     "PLACEHOLDERS",
+    "BuiltIn",
     "QueryError",
     "answered_by_stable",
     "backend_split_query",
@@ -63,6 +64,14 @@ __all__ = [
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _REVISION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+
+
+class BuiltIn(str):
+    """A query built here from the metrics contract (never a user's template): always an instant vector of
+    checked selectors, so it may share one request with other looks' queries (analysis/batch.py). A plain
+    ``str`` everywhere else; custom queries stay plain strings and are asked on their own."""
+
+    __slots__ = ()
 
 
 class QueryError(ValueError):
@@ -108,7 +117,7 @@ def promql_duration(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds))}s"
 
 
-def counter_delta(series: str, window: str, by: str = "") -> str:
+def counter_delta(series: str, window: str, by: str = "") -> BuiltIn:
     """Counts added to the counter ``series`` over ``window``, summed (optionally ``by`` labels).
 
     ``increase()`` alone extrapolates, and for series born inside the window (every candidate series is)
@@ -120,7 +129,7 @@ def counter_delta(series: str, window: str, by: str = "") -> str:
     born = f"({series} unless {series} offset {window}) and (resets({series}[{window}]) == 0)"
     reset = f"increase({series}[{window}]) and (resets({series}[{window}]) > 0)"
     grouping = f"sum by ({by}) " if by else "sum "
-    return f"{grouping}(({exact}) or ({born}) or ({reset}))"
+    return BuiltIn(f"{grouping}(({exact}) or ({born}) or ({reset}))")
 
 
 def track_queries(
@@ -146,7 +155,7 @@ def track_queries(
         if source == "gateway"
         else (MODEL_REQUESTS.name, MODEL_DURATION.name)
     )
-    queries = dict(
+    queries: dict[str, str] = dict(
         requests=counter_delta(f"{requests}{sel}", w),
         errors=counter_delta(f"{requests}{errors_sel}", w),
         latency=counter_delta(f"{duration}_bucket{sel}", w, "le"),
@@ -298,7 +307,7 @@ def backend_split_template(text: str) -> str:
 
 def backend_split_query(
     template: str, namespace: str, stable: tuple[str, int], candidate: tuple[str, int], window_seconds: float
-) -> str:
+) -> BuiltIn:
     """One query for both tracks' requests over ``window_seconds``, from the per-backend counter of the
     implementation that routes (``stable``/``candidate``: each revision's Service name and port). One query,
     so both counts come from the same evaluation of the same scrapes; each answer carries ``track``."""
@@ -317,4 +326,4 @@ def backend_split_query(
         except ValueError as exc:
             raise QueryError(str(exc)) from None
         parts.append(f'label_replace({counter_delta(series, w)}, "track", "{track}", "", "")')
-    return " or ".join(parts)
+    return BuiltIn(" or ".join(parts))

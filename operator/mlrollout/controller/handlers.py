@@ -34,7 +34,7 @@ from mlrollout.controller.kube import Conflict, Kube, api_error_message
 from mlrollout.controller.notifications import Notifier
 from mlrollout.controller.reconcile import Reconciler
 from mlrollout.controller.settings import OperatorSettings
-from mlrollout.controller.verdicts import source_from
+from mlrollout.controller.verdicts import PrometheusVerdicts, source_from
 
 SETTINGS = OperatorSettings.from_env()
 RESOURCE = (GROUP, VERSION, "modeldeployments")
@@ -80,7 +80,7 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
                        quiet=level in ("warning", "error"))  # fmt: skip
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_api_client())
-    verdicts = source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir)
+    verdicts = source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir, SETTINGS.batch_window)
     notifier = _STATE["notifier"] = Notifier(kube).start()
     hooks = HookCaller(kube, notifier.loop)  # approval hook calls share the notifier's loop and thread
     _STATE["reconciler"] = Reconciler(kube, verdicts, SETTINGS, notifier=notifier, hooks=hooks)
@@ -168,6 +168,9 @@ def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
     with _lock(namespace, name):
         metrics.forget(namespace, name)
         _IDLE_SINCE.pop((namespace, name), None)
+        verdicts = getattr(_STATE.get("reconciler"), "verdicts", None)
+        if isinstance(verdicts, PrometheusVerdicts) and verdicts.batcher is not None:
+            verdicts.batcher.forget(namespace, name)  # no more looks in others' batches
         _TOUCHED.pop((namespace, naming.label_value(name)), None)
     with _LOCKS_GUARD:
         _LOCKS.pop((namespace, name), None)

@@ -2,7 +2,9 @@
 
 Prometheus: `collect_snapshot` over the window since the current step started, then `judge`. No URL, an
 unreachable server, a failed query: the snapshot carries the error and the verdict is `inconclusive`
-(no evidence, no promotion). The step's `evidence` (which analysed step this is, and what earlier steps
+(no evidence, no promotion). With a batch window (`ttl`, the reconcile interval by default) the looks
+due within it share requests (controller/lookbatch.py): the same snapshots, from a few requests per
+interval. The step's `evidence` (which analysed step this is, and what earlier steps
 carried) goes into the snapshot, so the judge holds the whole rollout to the policy's alpha.
 
 Recorded (`MLROLLOUT_VERDICTS_DIR`, for the cluster tier): the file `<namespace>.<name>.json` holds either
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -24,7 +27,9 @@ from mlrollout.analysis import AnalysisTarget, PrometheusProvider, Snapshot, col
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import SnapshotError, parse_snapshot
 from mlrollout.api.analysis import Judgement
+from mlrollout.api.common import parse_duration
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
+from mlrollout.controller.lookbatch import LookBatcher
 
 
 class VerdictSource(Protocol):
@@ -40,17 +45,25 @@ class VerdictSource(Protocol):
 class PrometheusVerdicts:
     """Snapshots from Prometheus, judged by the analysis engine."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, batch_ttl: float = 0.0) -> None:
         self.url = url
         self._provider = PrometheusProvider(url) if url else None
+        self.batcher = (
+            LookBatcher(self._provider, batch_ttl, time.time) if self._provider is not None and batch_ttl > 0 else None
+        )
 
     def look(
         self, target: AnalysisTarget, policy: RolloutPolicySpec, window_seconds: float, evidence: StepEvidence
     ) -> Judgement:
+        metrics = policy.analysis.metrics
         if self._provider is None:
             snapshot = Snapshot.failed("MLROLLOUT_PROMETHEUS_URL is not set", 0)
+        elif self.batcher is not None:
+            interval = parse_duration(policy.analysis.interval)
+            snapshot = self.batcher.snapshot(
+                target, window_seconds, interval, custom=metrics.custom or [], quality=metrics.quality.enabled
+            )
         else:
-            metrics = policy.analysis.metrics
             snapshot = collect_snapshot(
                 self._provider, target, window_seconds, custom=metrics.custom or [], quality=metrics.quality.enabled
             )
@@ -84,6 +97,7 @@ class RecordedVerdicts:
         return recorded
 
 
-def source_from(prometheus_url: str, verdicts_dir: str) -> VerdictSource:
-    """Recorded judgements when a directory is configured, else Prometheus."""
-    return RecordedVerdicts(verdicts_dir) if verdicts_dir else PrometheusVerdicts(prometheus_url)
+def source_from(prometheus_url: str, verdicts_dir: str, batch_ttl: float = 0.0) -> VerdictSource:
+    """Recorded judgements when a directory is configured, else Prometheus (looks batched within
+    ``batch_ttl`` seconds; 0: each look alone)."""
+    return RecordedVerdicts(verdicts_dir) if verdicts_dir else PrometheusVerdicts(prometheus_url, batch_ttl)
