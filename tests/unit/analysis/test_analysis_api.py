@@ -7,7 +7,7 @@ import mlrollout.analysis as analysis
 
 def test_all_is_complete() -> None:
     public = {n for n in dir(analysis) if not n.startswith("_")} - {
-        "carry", "cli", "collect", "custom", "drift", "errors", "histogram", "judge", "latency", "prometheus",
+        "batch", "carry", "cli", "collect", "custom", "drift", "errors", "histogram", "judge", "latency", "prometheus",
         "provider", "quality", "queries", "result", "sequential", "snapshot", "split", "forecast",
     }  # fmt: skip
     assert set(analysis.__all__) == public | {"judge"}
