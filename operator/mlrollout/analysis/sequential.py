@@ -22,6 +22,8 @@ __all__ = [
     "BETS_HARM",
     "HARM_LOG_RATIO_SD",
     "HARM_RATIO",
+    "QUALITY_LOG_ODDS_RATIOS",
+    "QUALITY_WEIGHTS",
     "TWO_SAMPLE_LEVELS",
     "Interval",
     "beta_mixture_proportion_cs",
@@ -30,6 +32,7 @@ __all__ = [
     "bounded_two_sample_log_e",
     "gaussian_mixture_cs",
     "goodness_of_fit_log_e",
+    "grid_harm_log_e",
     "harm_log_e",
     "harm_prior",
     "homogeneity_log_e",
@@ -126,6 +129,48 @@ def harm_log_e(candidate_events: int, total_events: int, share: float) -> float:
     log_marginal = special.betaln(a + k, b + n - k) - special.betaln(a, b) + math.log(tail_post / tail_prior)
     log_null = k * math.log(share) + (n - k) * math.log1p(-share)
     return float(log_marginal - log_null)
+
+
+QUALITY_LOG_ODDS_RATIOS: tuple[float, ...] = (0.3, 0.6, 1.2, 2.4)
+"""The log odds ratios ``l`` the accuracy harm test mixes: the candidate's share of events (discordant pairs
+favouring stable; incorrect labelled rows) at odds ``exp(l)`` times the null's, odds ratios 1.35, 1.8, 3.3
+and 11, a factor 2 apart in log odds. Accuracy effects span a wide range of odds ratios (a 1 pp drop where
+the models disagree on 6 % of rows is x1.4, a 5 pp drop x11), which one Beta prior covers only by spreading
+thin (docs/analysis.md, "Quality": rows needed for 90 % power, beside the oracle's)."""
+
+QUALITY_WEIGHTS: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
+"""The fixed weights of ``QUALITY_LOG_ODDS_RATIOS``: more on the small effects, which need the evidence
+longest (a large effect crosses early even at a tenth of the weight)."""
+
+
+def grid_harm_log_e(
+    candidate_events: int, total_events: int, share: float,
+    log_ratios: tuple[float, ...] = QUALITY_LOG_ODDS_RATIOS, weights: tuple[float, ...] = QUALITY_WEIGHTS,
+) -> float:  # fmt: skip
+    """Log e-value against "each event is the candidate's with probability at most ``share``" (conditional
+    binomial, as :func:`harm_log_e`), a fixed discrete mixture of likelihood ratios.
+
+    Each component is the likelihood ratio of ``theta_j`` (odds ``exp(l_j)`` times ``share``'s) against
+    ``share``. For ``theta_j > share`` and any true ``p <= share`` one event's factor has expectation
+    ``p theta_j / share + (1 - p)(1 - theta_j) / (1 - share) <= 1`` (linear in ``p``, 1 at ``share``), so each
+    ratio is a test supermartingale for the whole one-sided null, and so is a fixed average of them (the
+    weights are normalised to sum to 1; each ``l_j`` must be > 0): an e-process by construction, from the
+    cumulative counts alone.
+    """
+    k, n = int(candidate_events), int(total_events)
+    if n <= 0 or not 0.0 < share < 1.0:
+        return 0.0
+    log_odds, total_weight = math.log(share / (1.0 - share)), sum(weights)
+    terms = []
+    for l_j, w_j in zip(log_ratios, weights, strict=True):
+        theta = float(special.expit(log_odds + l_j))
+        terms.append(
+            math.log(w_j / total_weight)
+            + k * math.log(theta / share)
+            + (n - k) * math.log((1.0 - theta) / (1.0 - share))
+        )
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms))
 
 
 def gaussian_mixture_cs(estimate: float, variance: float, alpha: float, tau2: float) -> Interval:
