@@ -7,8 +7,8 @@ Two designs, chosen by what the step produced (docs/analysis.md, "Quality"):
   information about which model is better: ``stable_only`` (stable right, candidate wrong) and
   ``candidate_only``. Under "the candidate is no worse" a discordant pair favours stable with probability at
   most 1/2, so a conditional binomial mixture e-process applies with share 1/2: a sequential McNemar test.
-  The mixture is a fixed discrete one over odds ratios 1.35 to 11 (``grid_harm_log_e``), not the error-rate
-  test's Beta prior centred on x1.5: accuracy effects span that whole range. The paired difference of
+  The mixture is a fixed one over likelihood ratios at odds ratios 1.16 to 11, with a tenth on the error-rate
+  test's Beta prior (``grid_harm_log_e``): accuracy effects span that whole range. The paired difference of
   accuracies has per-row values in {-1, 0, 1}, whose mean and variance come from the pair counts; a
   normal-mixture confidence sequence bounds it.
 - **Unpaired (canary steps).** Each track answered its own requests. An incorrect labelled row comes from
