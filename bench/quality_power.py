@@ -11,7 +11,7 @@ Traffic as in ``decision_quality.py``: Poisson requests at 100/s, one look a min
 Tests, each at the alpha share ``judge()`` gives ``quality.harm`` under the default policy with quality on:
 
 - ``ours``: ``grid_harm_log_e``, the e-process ``quality.harm`` reports (McNemar's shape when paired): a fixed
-  mixture of four likelihood ratios at odds ratios 1.35 to 11;
+  mixture of five likelihood ratios at odds ratios 1.16 to 11 (0.9) and the Beta mixture below (0.1);
 - ``before``: ``harm_log_e``, the Beta mixture centred on x1.5 (the error-rate harm test's) it used until
   5 Dec;
 - ``naive``: the same comparison as a fixed-sample one-sided binomial test, repeated at every look (what a
@@ -67,6 +67,7 @@ from scipy import special, stats
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.quality import Labels, Pairs, paired_mae_log_e, unpaired_mae_log_e
 from mlrollout.analysis.sequential import (
+    QUALITY_BETA_WEIGHT,
     QUALITY_LOG_ODDS_RATIOS,
     QUALITY_WEIGHTS,
     grid_harm_log_e,
@@ -97,13 +98,15 @@ MAE_BOUNDS = (5.0, 10000.0)  # errorBound: near the errors' scale, and the defau
 CANARY_SHARE = 0.1
 
 
-def simulate(design: str, effect: float, delay: int, runs: int, rng: np.random.Generator) -> tuple[Array, Array, Array]:
+def simulate(
+    design: str, effect: float, delay: int, runs: int, rng: np.random.Generator, looks: int = LOOKS
+) -> tuple[Array, Array, Array]:
     """Per run and sub-look (``SUB`` a look), cumulative (events against the candidate, all events, the
     candidate's share): paired: discordant pairs favouring stable, all discordant pairs, 1/2; unpaired: the
     candidate's wrong labelled rows, all wrong labelled rows, the candidate's share of labelled rows. The
     labels of the requests of sub-look t arrive at sub-look t + ``delay`` looks: the first ``delay * SUB``
-    sub-looks see none."""
-    horizon, lag = LOOKS * SUB, delay * SUB
+    sub-looks see none; ``looks`` looks in all."""
+    horizon, lag = looks * SUB, delay * SUB
     per_sub = RPS * LOOK_SECONDS * LABELLED / SUB
     if design == "shadow":
         n = rng.poisson(per_sub, (runs, horizon))
@@ -171,11 +174,14 @@ def _binomial_log_lr(k: Array, n: Array, share: Array, theta: Array) -> Array:
     return np.where(n > 0, np.nan_to_num(out, posinf=0.0, neginf=0.0), 0.0)
 
 
-def grid_log_e(k: Array, n: Array, share: Array) -> Array:
-    """``grid_harm_log_e`` (what ``quality.harm`` reports) on arrays; ``check`` compares the two."""
-    terms = [math.log(w) + _binomial_log_lr(k, n, share, _odds_shift(share, lr))
+def grid_log_e(k: Array, n: Array, share: Array, before: Array) -> Array:
+    """``grid_harm_log_e`` (what ``quality.harm`` reports) on arrays, given ``before`` (``beta_log_e``, its
+    Beta share); ``check`` compares the two."""
+    scale = (1 - QUALITY_BETA_WEIGHT) / sum(QUALITY_WEIGHTS)
+    terms = [math.log(w * scale) + _binomial_log_lr(k, n, share, _odds_shift(share, lr))
              for lr, w in zip(QUALITY_LOG_ODDS_RATIOS, QUALITY_WEIGHTS, strict=True)]  # fmt: skip
-    out: Array = special.logsumexp(np.stack(terms), axis=0)
+    terms.append(math.log(QUALITY_BETA_WEIGHT) + before)
+    out: Array = np.where(n > 0, special.logsumexp(np.stack(terms), axis=0), 0.0)
     return out
 
 
@@ -215,7 +221,8 @@ def check(rng: np.random.Generator) -> None:
     n = rng.integers(1, 3000, 300).astype(float)
     k = np.floor(n * rng.uniform(0, 0.5, 300))
     share = rng.choice([0.5, 0.1, 0.0937], 300)
-    ours, before = grid_log_e(k, n, share), beta_log_e(k, n, share)
+    before = beta_log_e(k, n, share)
+    ours = grid_log_e(k, n, share, before)
     for i in range(300):
         assert math.isclose(ours[i], grid_harm_log_e(int(k[i]), int(n[i]), share[i]), rel_tol=1e-7, abs_tol=1e-7)
         assert math.isclose(before[i], harm_log_e(int(k[i]), int(n[i]), share[i]), rel_tol=1e-6, abs_tol=1e-6)
@@ -237,7 +244,8 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
                 k, n, share = simulate(design, effect, delay, runs, rng)
                 lag = delay * SUB
                 looks = slice(SUB - 1, None, SUB)  # the sub-looks the operator looks at: once a minute
-                ours, before = grid_log_e(k, n, share), beta_log_e(k, n, share)
+                before = beta_log_e(k, n, share)
+                ours = grid_log_e(k, n, share, before)
                 fired, fired_before = ours[:, looks] >= bar, before[:, looks] >= bar
                 with np.errstate(divide="ignore", invalid="ignore"):
                     naive = stats.binom.sf(k[:, looks] - 1, n[:, looks], share[:, looks]) <= alpha
