@@ -6,13 +6,15 @@ Two designs, chosen by what the step produced (docs/analysis.md, "Quality"):
   stable, the mirrored copy by the candidate), so one label scores both. Only discordant pairs carry
   information about which model is better: ``stable_only`` (stable right, candidate wrong) and
   ``candidate_only``. Under "the candidate is no worse" a discordant pair favours stable with probability at
-  most 1/2, so the conditional binomial mixture e-process of the harm tests applies with share 1/2: a
-  sequential McNemar test. The paired difference of accuracies has per-row values in {-1, 0, 1}, whose mean
-  and variance come from the pair counts; a normal-mixture confidence sequence bounds it.
+  most 1/2, so a conditional binomial mixture e-process applies with share 1/2: a sequential McNemar test.
+  The mixture is a fixed one over likelihood ratios at odds ratios 1.16 to 11, with a tenth on the error-rate
+  test's Beta prior (``grid_harm_log_e``): accuracy effects span that whole range. The paired difference of
+  accuracies has per-row values in {-1, 0, 1}, whose mean and variance come from the pair counts; a
+  normal-mixture confidence sequence bounds it.
 - **Unpaired (canary steps).** Each track answered its own requests. An incorrect labelled row comes from
   the candidate with probability at most the candidate's share of labelled rows when it is no worse: the
-  error-rate harm test, on labelled rows. The difference of accuracies is bounded like the error-rate
-  difference.
+  error-rate harm test's conditioning, on labelled rows, with the same discrete mixture as the paired
+  test. The difference of accuracies is bounded like the error-rate difference.
 
 Regressors (``mae``): per-row absolute errors, each clipped at the policy's ``errorBound`` ``B``
 (``min(|error|, B)``, in ``[0, B]``): the tests are about the *clipped* MAE, because no test of a mean is valid
@@ -60,7 +62,7 @@ from mlrollout.analysis.sequential import (
     bounded_mean_log_e,
     bounded_two_sample_log_e,
     gaussian_mixture_cs,
-    harm_log_e,
+    grid_harm_log_e,
     log_to_e,
 )
 from mlrollout.analysis.snapshot import Labels, Pairs
@@ -170,7 +172,7 @@ def _accuracy_paired(p: Pairs, s: QualitySettings) -> list[MetricResult]:
     acc_s, acc_c = (p.both_right + p.stable_only) / n, (p.both_right + p.candidate_only) / n
     discordant = p.stable_only + p.candidate_only
     # harm: a discordant pair favours stable (the candidate is worse on it) with probability <= 1/2 under H0
-    e_value = s.carry(log_to_e(harm_log_e(p.stable_only, discordant, 0.5)))
+    e_value = s.carry(log_to_e(grid_harm_log_e(p.stable_only, discordant, 0.5)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     effect = acc_c - acc_s
     variance = max(discordant / n - effect * effect, 1.0 / (n + 1)) / n
@@ -189,7 +191,7 @@ def _accuracy_unpaired(stable: Labels, candidate: Labels, s: QualitySettings) ->
     acc_s = 1.0 - stable.incorrect / stable.labelled
     acc_c = 1.0 - candidate.incorrect / candidate.labelled
     share = candidate.labelled / (candidate.labelled + stable.labelled)
-    e_value = s.carry(log_to_e(harm_log_e(candidate.incorrect, candidate.incorrect + stable.incorrect, share)))
+    e_value = s.carry(log_to_e(grid_harm_log_e(candidate.incorrect, candidate.incorrect + stable.incorrect, share)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     effect = acc_c - acc_s
 

@@ -22,6 +22,9 @@ __all__ = [
     "BETS_HARM",
     "HARM_LOG_RATIO_SD",
     "HARM_RATIO",
+    "QUALITY_BETA_WEIGHT",
+    "QUALITY_LOG_ODDS_RATIOS",
+    "QUALITY_WEIGHTS",
     "TWO_SAMPLE_LEVELS",
     "Interval",
     "beta_mixture_proportion_cs",
@@ -30,6 +33,7 @@ __all__ = [
     "bounded_two_sample_log_e",
     "gaussian_mixture_cs",
     "goodness_of_fit_log_e",
+    "grid_harm_log_e",
     "harm_log_e",
     "harm_prior",
     "homogeneity_log_e",
@@ -126,6 +130,62 @@ def harm_log_e(candidate_events: int, total_events: int, share: float) -> float:
     log_marginal = special.betaln(a + k, b + n - k) - special.betaln(a, b) + math.log(tail_post / tail_prior)
     log_null = k * math.log(share) + (n - k) * math.log1p(-share)
     return float(log_marginal - log_null)
+
+
+QUALITY_LOG_ODDS_RATIOS: tuple[float, ...] = (0.15, 0.3, 0.6, 1.2, 2.4)
+"""The log odds ratios ``l`` the accuracy harm test mixes: the candidate's share of events (discordant pairs
+favouring stable; incorrect labelled rows) at odds ``exp(l)`` times the null's, odds ratios 1.16, 1.35, 1.8,
+3.3 and 11, a factor 2 apart in log odds. Accuracy effects span a wide range of odds ratios (a 1 pp drop
+where the models disagree on 6 % of rows is x1.4, a 5 pp drop x11; 2 pp in a canary at 90 % accuracy x1.2),
+which one Beta prior covers only by spreading thin (docs/analysis.md, "Quality": rows needed for 90 % power,
+beside the oracle's)."""
+
+QUALITY_WEIGHTS: tuple[float, ...] = (0.225, 0.27, 0.18, 0.135, 0.09)
+"""The fixed weights of ``QUALITY_LOG_ODDS_RATIOS`` (0.9 in all): least on the largest effects, which cross
+early even at a tenth of the weight."""
+
+QUALITY_BETA_WEIGHT = 0.1
+"""The rest of the weight: :func:`harm_log_e`'s Beta mixture, whose prior reaches every odds ratio above 1. A
+likelihood ratio at ``l`` gains evidence only from effects above ``l / 2`` in log odds, so the grid alone
+would never catch a regression below odds x1.08; with this share the test catches every regression
+eventually (power one), at a cost of log(1/0.9) nats on the grid's effects."""
+
+
+def grid_harm_log_e(
+    candidate_events: int, total_events: int, share: float,
+    log_ratios: tuple[float, ...] = QUALITY_LOG_ODDS_RATIOS, weights: tuple[float, ...] = QUALITY_WEIGHTS,
+    beta_weight: float = QUALITY_BETA_WEIGHT,
+) -> float:  # fmt: skip
+    """Log e-value against "each event is the candidate's with probability at most ``share``" (conditional
+    binomial, as :func:`harm_log_e`): a fixed mixture of likelihood ratios and, at ``beta_weight``, of
+    :func:`harm_log_e`'s Beta mixture.
+
+    Each ratio is that of ``theta_j`` (odds ``exp(l_j)`` times ``share``'s, ``l_j > 0``) against ``share``. For
+    ``theta_j > share`` and any true ``p <= share`` one event's factor has expectation
+    ``p theta_j / share + (1 - p)(1 - theta_j) / (1 - share) <= 1`` (linear in ``p``, 1 at ``share``), so each
+    ratio is a test supermartingale for the whole one-sided null; so is the Beta mixture, and so is a fixed
+    average of them (``weights`` are scaled to sum to ``1 - beta_weight``): an e-process by construction, from
+    the cumulative counts alone.
+    """
+    k, n = int(candidate_events), int(total_events)
+    if n <= 0 or not 0.0 < share < 1.0:
+        return 0.0
+    log_odds, scale = math.log(share / (1.0 - share)), (1.0 - beta_weight) / sum(weights)
+    terms = []
+    for l_j, w_j in zip(log_ratios, weights, strict=True):
+        theta = float(special.expit(log_odds + l_j))
+        terms.append(
+            math.log(w_j * scale)
+            + k * math.log(theta / share)
+            + (n - k) * math.log1p(-theta)
+            - (n - k) * math.log1p(-share)
+        )
+    if beta_weight > 0.0:
+        terms.append(math.log(beta_weight) + harm_log_e(k, n, share))
+    top = max(terms)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(t - top) for t in terms))
 
 
 def gaussian_mixture_cs(estimate: float, variance: float, alpha: float, tau2: float) -> Interval:

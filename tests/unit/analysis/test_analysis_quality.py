@@ -13,7 +13,7 @@ from tests.unit.analysis.snapshots import healthy, judged
 
 from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvider, collect_snapshot
 from mlrollout.analysis.quality import QualitySettings, quality_results
-from mlrollout.analysis.sequential import harm_log_e, one_sided_normal_mixture_log_e
+from mlrollout.analysis.sequential import grid_harm_log_e, one_sided_normal_mixture_log_e
 from mlrollout.analysis.snapshot import Labels, Pairs
 from mlrollout.api.rolloutpolicy import Margin
 
@@ -114,7 +114,7 @@ def test_identical_accuracy_rarely_rolls_back_over_many_looks(seed: int, discord
     counts = arrived.cumsum(axis=1)
     bar = np.log(1 / ACCURACY.alpha_harm)
     crossed = sum(
-        any(harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5) >= bar for t in range(looks)) for c in counts
+        any(grid_harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5) >= bar for t in range(looks)) for c in counts
     )
     assert stats.binom.sf(crossed - 1, runs, ACCURACY.alpha_harm) > 1e-3, crossed  # not more than alpha allows
 
