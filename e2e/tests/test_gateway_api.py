@@ -242,13 +242,14 @@ def test_gateway_api_through_traefik_promotes_good_and_rolls_back_slow(
     cluster = platform.cluster
     started = time.monotonic()
     _gateway_api_crds(cluster)
-    settings = {
-        "MLROLLOUT_GATEWAYAPI_GATEWAY": GATEWAY,
-        "MLROLLOUT_GATEWAYAPI_NAMESPACE": namespace,
-        "MLROLLOUT_GATEWAYAPI_SECTION": LISTENER,
-    }
-    sets = ["rbac.gatewayAPI=true", "gatewayAPI.splitQuery=traefik"]  # the split from Traefik's own counters
-    stack.install_operator(cluster, platform.refs, platform.prometheus, settings, sets)
+    sets = [
+        "rbac.gatewayAPI=true",
+        "gatewayAPI.splitQuery=traefik",  # the split from Traefik's own counters
+        f"gatewayAPI.gateway={GATEWAY}",
+        f"gatewayAPI.gatewayNamespace={namespace}",
+        f"gatewayAPI.sectionName={LISTENER}",
+    ]
+    stack.install_operator(cluster, platform.refs, platform.prometheus, extra_sets=sets)
     try:
         _scenario(platform, namespace, cluster_objects, started)
     finally:  # the other scenarios' operator: the chart's defaults (no Gateway API RBAC)

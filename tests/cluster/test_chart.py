@@ -420,6 +420,15 @@ def test_operator_settings_for_intervals_and_traffic_providers(helm: Helm) -> No
     assert (route.gateway_name, route.gateway_namespace, route.section_name) == ("public", "edge", "https")
     mesh = router_for("istio", env)
     assert isinstance(mesh, IstioRouter) and mesh.gateways == ("edge/public", "edge/internal")
+    # set through extraEnv before these values existed: that entry wins, and the name is not rendered twice
+    # (two entries of one name break the upgrade's patch of the Deployment)
+    legacy = helm("template", "x", str(CHART), "--set", "extraEnv[0].name=MLROLLOUT_GATEWAYAPI_GATEWAY",
+                  "--set", "extraEnv[0].value=edge", "--set", "gatewayAPI.gateway=public").stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(legacy) if d]
+    env_list = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env_list]
+    assert len(names) == len(set(names))
+    assert {e["name"]: e.get("value") for e in env_list}["MLROLLOUT_GATEWAYAPI_GATEWAY"] == "edge"
     for bad in ("idleInterval=-1", "resyncInterval=-1", "gatewayAPI.gateway="):
         refused = helm("template", "x", str(CHART), "--set", bad, check=False)
         assert refused.returncode != 0 and bad.split("=")[0].split(".")[0] in refused.stderr, bad
