@@ -181,7 +181,8 @@ def _containerd_socket() -> Path:
     state = os.environ.get("MLROLLOUT_STATE")
     sock = Path(state or "/nonexistent") / "node" / "containerd" / "containerd.sock"
     if not sock.exists():
-        pytest.skip("freezing a pod's process needs the local node's containerd (e2e/node); not on kind")
+        pytest.fail(f"freezing a pod's process needs the local node's containerd (e2e/node), none at {sock}: "
+                    "run the e2e tier with --local")  # fmt: skip
     return sock
 
 
