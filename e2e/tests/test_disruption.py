@@ -68,6 +68,21 @@ def _step_index(platform: Platform, namespace: str) -> int:
     return int(step.get("index", -1))
 
 
+def _v2_ended(platform: Platform, namespace: str, after: str, interval: float) -> tuple[dict[str, Any], list[int]]:
+    """Waits for v2's history entry and returns it with the step indices seen on the way (never one earlier
+    than the step the disruption found)."""
+    indices: list[int] = []
+
+    def done() -> dict[str, Any] | None:
+        idx = _step_index(platform, namespace)
+        if idx >= 0:
+            indices.append(idx)
+        return history_entry(platform.cluster, namespace, "v2")
+
+    entry: dict[str, Any] = stack.wait_until(f"v2's rollout to end {after}", done, 600, interval)
+    return entry, indices
+
+
 def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: str, cluster_objects: list[str]) -> None:
     """Given v1 (two model-server pods, two gateway pods) under load and v2 in a 50 % canary with two pods,
     When the node is drained of the ModelDeployment's pods (`kubectl drain --pod-selector`: cordon, then the
@@ -142,15 +157,7 @@ def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: s
     for deployment in (MD, *(f"{MD}-{rev}" for rev in revisions.values())):
         platform.cluster.rollout_wait(namespace, deployment, timeout=300)
     back = time.monotonic() - uncordoned
-    indices: list[int] = []
-
-    def done() -> dict[str, Any] | None:
-        idx = _step_index(platform, namespace)
-        if idx >= 0:
-            indices.append(idx)
-        return history_entry(platform.cluster, namespace, "v2")
-
-    entry = stack.wait_until("v2's rollout to end after the drain", done, 600, 2)
+    entry, indices = _v2_ended(platform, namespace, "after the drain", interval=2)
     load = stack.stop_loadgen(platform.cluster, namespace)
     report(
         "node drain",
@@ -164,6 +171,7 @@ def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: s
         assert PDB_REFUSAL in answer and ("TooManyRequests" in answer or "429" in answer), (group, answer)
     assert len(pending) >= 3, pending  # a replacement per group, unschedulable while cordoned
     assert entry["outcome"] == "promoted", entry
+    assert all(i >= step_at_drain for i in indices), (step_at_drain, indices)  # the drain sent no step back
     assert load["failed"] == 0, load
 
 
@@ -263,15 +271,7 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
 
     stack.wait_until("the new operator to act", acting, 300, 0.5)
     acting_after = time.monotonic() - frozen
-    indices: list[int] = []
-
-    def done() -> dict[str, Any] | None:
-        idx = _step_index(platform, namespace)
-        if idx >= 0:
-            indices.append(idx)
-        return history_entry(platform.cluster, namespace, "v2")
-
-    entry = stack.wait_until("v2's rollout to end after the operator's node died", done, 600, 1)
+    entry, indices = _v2_ended(platform, namespace, "after the operator's node died", interval=1)
     load = stack.stop_loadgen(platform.cluster, namespace)
     started = _step_events(platform.cluster, namespace)
     # the frozen process went with its pod: its task is gone or stopped (the kubelet killed it)
