@@ -11,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.feedback_samples import KEYS, NOW, WINE
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, TokenError, mint, verify
 from mlrollout_serving.contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
@@ -28,13 +29,6 @@ from mlrollout_serving.gateway.feedback import (
     inject,
     load_keys,
     predictions_of,
-)
-
-KEYS = FeedbackKeys({3: b"s" * 32})
-NOW = 1_796_400_000
-WINE = (
-    b'{"model_name":"wine","model_version":"2","outputs":[{"name":"label","datatype":"INT64","shape":[2],'
-    b'"data":[1,2]},{"name":"probabilities","datatype":"FP32","shape":[2,3],"data":[0.1,0.8,0.1,0,0.2,0.8]}]}'
 )
 
 

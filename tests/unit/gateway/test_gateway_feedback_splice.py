@@ -12,13 +12,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.feedback_samples import KEY, NOW
 from tests.support.strict_json import strict_loads
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, verify
 from mlrollout_serving.gateway.feedback import Feedback, FeedbackConfig, Minted, inject
 
-NOW = 1_796_400_000
-KEY = b"s" * 32
 LABEL = {"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}
 PROBS = {"name": "probabilities", "datatype": "FP32", "shape": [1, 3], "data": [0.1, 0.2, 0.7]}
 
