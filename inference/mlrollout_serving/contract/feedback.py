@@ -25,6 +25,11 @@ that fails on hard rows only on the rows it answered. On the wire it is the leng
 (classifiers) or a NaN or ±Inf float32 (regressors: the model answered NaN or ±Inf, or nothing); verified,
 ``None`` or that float (:func:`answered` tells). The keys live in a Secret the operator creates
 (docs/gateway.md, "Feedback"); never in status, never in a log line.
+
+**A label counts in the step that served its answer** (:func:`counts_in_step`; docs/analysis.md, "Labels
+and step boundaries"): each step's analysis reads the label counters from the step's start, so a label for
+an answer served before it (under the previous step's traffic split, arriving late) is accepted and not
+scored, counted under :data:`SERVED_BEFORE_STEP` instead.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ __all__ = [
     "MAX_LABEL_BYTES",
     "MAX_ROWS",
     "NO_PREDICTION",
+    "SERVED_BEFORE_STEP",
     "FeedbackKeys",
     "Token",
     "TokenError",
     "answered",
+    "counts_in_step",
     "labels_problem",
     "mint",
     "sign",
@@ -260,6 +267,22 @@ def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, no
         class_count=class_count,
         key_id=key_id,
     )
+
+
+SERVED_BEFORE_STEP: Final = "served_before_step"
+"""Why a labelled row was accepted and not scored: its answer was served before the current step started."""
+
+
+def counts_in_step(issued: int, step_started_at: float | None) -> bool:
+    """Whether a label for an answer whose token was issued at ``issued`` is scored in the step that started at
+    ``step_started_at`` (unix seconds; None: no step runs, every label counts, as before steps were known).
+
+    A token's issue time is whole seconds, truncated: its answer was served within ``[issued, issued + 1)``.
+    It counts when that whole second is at or after the step start (``issued >= step_started_at``), so no
+    answer served before the step is ever scored in it. A token of the same second as the start falls on the
+    *previous* step's side unless the step started exactly on the second: at most one second of the step's
+    own answers is given up, never one of the previous step's taken."""
+    return step_started_at is None or issued >= step_started_at
 
 
 FLOAT32_MAX: Final = 3.4028234663852886e38

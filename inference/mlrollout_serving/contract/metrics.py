@@ -33,6 +33,7 @@ __all__ = [
     "GATEWAY_FEEDBACK_PENDING_DROPPED",
     "GATEWAY_FEEDBACK_REFUSED",
     "GATEWAY_FEEDBACK_SQUARED_ERROR",
+    "GATEWAY_FEEDBACK_UNCOUNTED",
     "GATEWAY_FEEDBACK_UNPAIRED",
     "GATEWAY_MIRRORED",
     "GATEWAY_MIRROR_DROPPED",
@@ -246,6 +247,12 @@ GATEWAY_FEEDBACK_FAILED: Final = Series(
     "by reason (non_finite_prediction, no_prediction, request_failed).",
     ("reason",),
 )
+GATEWAY_FEEDBACK_UNCOUNTED: Final = Series(
+    "mlrollout_gateway_feedback_rows_uncounted_total",
+    "Labelled rows accepted (202) and not scored, by reason: served_before_step (the answer was served before "
+    "the current rollout step started; its label belongs to a step already judged).",
+    ("reason",),
+)
 GATEWAY_FEEDBACK_PENDING_DROPPED: Final = Series(
     "mlrollout_gateway_feedback_pending_dropped_total",
     "Shadow answers dropped from the pairing store before their label came, by reason.",
@@ -298,6 +305,7 @@ SERIES: Final[tuple[Series, ...]] = (
     GATEWAY_FEEDBACK_REFUSED,
     GATEWAY_FEEDBACK_UNPAIRED,
     GATEWAY_FEEDBACK_FAILED,
+    GATEWAY_FEEDBACK_UNCOUNTED,
     GATEWAY_FEEDBACK_PENDING_DROPPED,
     MODEL_REQUESTS,
     MODEL_DURATION,

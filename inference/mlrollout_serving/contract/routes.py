@@ -301,6 +301,14 @@ class RouteTable(_Model):
     mirror: Mirror | None = None
     sticky: Sticky | None = None
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
+    step_started_at: float | None = Field(
+        default=None,
+        ge=0,
+        description="Unix seconds (UTC, may carry a fraction) when the current rollout step started: a label "
+        "counts only for an answer served at or after it (contract.feedback.counts_in_step), so a step's "
+        "analysis never scores answers served under the step before it. Absent when no rollout step runs, "
+        "and in tables of an operator before this field: every label then counts.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteTable:

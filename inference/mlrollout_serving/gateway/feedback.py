@@ -34,12 +34,14 @@ from ..contract.feedback import (
     FLOAT32_MAX,
     MAX_ROWS,
     MIRRORED,
+    SERVED_BEFORE_STEP,
     TRACKS,
     TRUNCATED,
     FeedbackKeys,
     Token,
     TokenError,
     answered,
+    counts_in_step,
     labels_problem,
     sign,
     verify,
@@ -364,6 +366,8 @@ class Scores:
     unpaired: dict[str, int] = field(default_factory=dict)
     failed: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """Per (track, revision, reason): labelled rows the track had no prediction for, counted against it."""
+    uncounted: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Per (track, revision, reason): labelled rows accepted and not scored (``served_before_step``)."""
     clipped_parts: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     """Per (track, revision): rows, sum and sum of squares of the errors per interval of ``CLIP_BOUNDS``
     (:func:`_add_clipped`); the sums clipped at each bound follow at scrape time (``clipped_abs_error``)."""
@@ -614,7 +618,9 @@ class Feedback:
     """One replica's feedback state: keys, the minter, replay cache, pending shadow answers, scores.
 
     Labels are checked and counted on the label worker's thread (feedback_queue.py), shadow answers kept and
-    the counters read on the event loop: ``lock`` guards the replay cache, the pending answers and the scores."""
+    the counters read on the event loop: ``lock`` guards the replay cache, the pending answers and the scores.
+    ``step_started_at`` is the active route table's (set by the gateway as it applies one; read once per
+    label): labels for answers served before it are not scored (contract.feedback.counts_in_step)."""
 
     def __init__(self, config: FeedbackConfig) -> None:
         self.config = config
@@ -624,6 +630,7 @@ class Feedback:
         self.replay = ReplayCache(config.replay_capacity)
         self.pending = PendingAnswers(config.pending_ttl, config.pending_bytes)
         self.scores = Scores()
+        self.step_started_at: float | None = None
         self._keys_stamp: float | None = None
         self.reload_keys()
 
@@ -756,11 +763,21 @@ class Feedback:
 
     def count(self, token: Token, labels: list[Any], now: float, unpaired: str | None = None) -> Answer:
         """Score the labels against the client's answer, and against the shadow's when this replica has it
-        (``unpaired``: why it cannot, e.g. ``replica_gone``); once per feedback id in this replica's memory."""
+        (``unpaired``: why it cannot, e.g. ``replica_gone``); once per feedback id in this replica's memory.
+
+        A label for an answer served before the current step started is accepted (202: the client did nothing
+        wrong) and not scored: counted as ``served_before_step`` per row, its shadow answer released, its id
+        consumed like any other (contract.feedback.counts_in_step)."""
+        in_step = counts_in_step(token.issued, self.step_started_at)  # one table's start for the whole label
         with self.lock:
             first = self.replay.first_time(token.nonce)
             paired = False
-            if first:
+            if first and not in_step:
+                key = (token.track, token.revision, SERVED_BEFORE_STEP)
+                self.scores.uncounted[key] = self.scores.uncounted.get(key, 0) + len(labels)
+                if token.mirrored:
+                    self.pending.take(token.nonce, now)
+            elif first:
                 self.scores.score(token, labels)
                 if token.mirrored:
                     shadow = self.pending.take(token.nonce, now) if unpaired is None else None
@@ -772,4 +789,6 @@ class Feedback:
                         self.scores.unpaired[reason] = self.scores.unpaired.get(reason, 0) + 1
         if not first:
             return self.refuse("replayed", "this feedback_id was already counted")
+        if not in_step:
+            return Answer(202, {"counted": 0, "paired": False, "uncounted": len(labels), "reason": SERVED_BEFORE_STEP})
         return Answer(202, {"counted": len(labels), "paired": paired})

@@ -249,6 +249,10 @@ class _FeedbackSeries(Collector):
         for (track, revision, reason), n in sorted(scores.failed.items()):
             failed.add_metric([*ident, track, revision, reason], n)
         yield failed
+        uncounted = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_UNCOUNTED)
+        for (track, revision, reason), n in sorted(scores.uncounted.items()):
+            uncounted.add_metric([*ident, track, revision, reason], n)
+        yield uncounted
         squares = _family(CounterMetricFamily, contract.GATEWAY_FEEDBACK_PAIR_DIFF_SQUARES)
         for revision, total in sorted(scores.pair_diff_squares.items()):
             squares.add_metric([*ident, "shadow", revision], total)

@@ -133,14 +133,17 @@ class Gateway:
                 origin, table.version, current.table.version,
             )  # fmt: skip
         self.active = self._compile(table)
+        if self.feedback is not None:  # labels for answers served before this step are not scored
+            self.feedback.step_started_at = table.step_started_at
         self._prune(table)
         if table.mirror is not None:
             self.mirror.configure(table.mirror.queue_size, table.mirror.concurrency)
         self.metrics.set_route_version(table.version)
         weights = ", ".join(f"{n}={w:g}%" for n, w in table.weights())
         mirror = f", mirror {table.mirror.percent:g}%" if table.mirror else ""
-        log.info("route table version %d active (from %s): %s %s%s", table.version, origin, table.mode,
-                 weights, mirror)  # fmt: skip
+        step = "" if table.step_started_at is None else f", step started at {table.step_started_at:.3f}"
+        log.info("route table version %d active (from %s): %s %s%s%s", table.version, origin, table.mode,
+                 weights, mirror, step)  # fmt: skip
         return True
 
     def reject(self, origin: str, reason: str) -> None:

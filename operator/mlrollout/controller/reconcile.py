@@ -789,6 +789,7 @@ class Reconciler:
             sticky=Sticky(header=sticky.header, json_field=sticky.json_field) if sticky is not None else None,
             fallback=fallback_settings(fallback, self._backups(namespace, fallback)),
             version=action.version,
+            step_started_at=action.step_started_at,
             owner=owner,
             labels=naming.routing_labels(name),
         )

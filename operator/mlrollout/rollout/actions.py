@@ -41,6 +41,9 @@ class SetRoutes:
     mirror_percent: int
     mode: RouteMode
     version: int
+    step_started_at: float | None = None
+    """Unix seconds the current rollout step started (None: no step runs): the gateway scores a label only
+    for an answer served since (contract.feedback.counts_in_step), as the step's analysis window starts there."""
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Literal
 
 from mlrollout.api.common import Condition, parse_duration
-from mlrollout.api.modeldeployment import ModelDeploymentStatus, Phase, RoutingStatus, TrafficStatus
+from mlrollout.api.modeldeployment import ModelDeploymentStatus, Phase, RoutingStatus, StepStatus, TrafficStatus
 from mlrollout.rollout import approval
 from mlrollout.rollout.actions import EnsureTrack, RecordEvent, RouteMode, SetRoutes
-from mlrollout.rollout.timefmt import fmt
+from mlrollout.rollout.timefmt import fmt, parse
 from mlrollout.rollout.work import Work
 
 
@@ -20,11 +20,13 @@ def finish(w: Work) -> None:
     s.policy = facts.policy
     traffic = s.traffic or TrafficStatus(stable=100, candidate=0)
     routed_candidate = s.candidate.revision if s.candidate and (traffic.candidate or traffic.mirror) else None
-    key = (w.stable_revision(), routed_candidate, traffic.candidate, traffic.mirror)
+    step_start = _step_start(s.current_step if s.candidate else None)
+    key = (w.stable_revision(), routed_candidate, traffic.candidate, traffic.mirror, step_start)
     before = w.before
     old_t = before.traffic or TrafficStatus(stable=100, candidate=0)
     old_cand = before.candidate.revision if before.candidate and (old_t.candidate or old_t.mirror) else None
-    old_key = (before.stable.revision if before.stable else "", old_cand, old_t.candidate, old_t.mirror)
+    old_step = _step_start(before.current_step if before.candidate else None)
+    old_key = (before.stable.revision if before.stable else "", old_cand, old_t.candidate, old_t.mirror, old_step)
     version = old_t.version + 1 if key != old_key or before.traffic is None else old_t.version
     s.traffic = traffic.model_copy(update={"version": version})
     s.stable_version = s.stable.model_version if s.stable else None
@@ -43,8 +45,16 @@ def finish(w: Work) -> None:
         w.actions.append(EnsureTrack(s.candidate, "candidate"))
     if s.stable is not None:
         w.actions.append(
-            SetRoutes(s.stable.revision, routed_candidate, traffic.candidate, traffic.mirror, _mode(w), version)
+            SetRoutes(
+                s.stable.revision, routed_candidate, traffic.candidate, traffic.mirror, _mode(w), version, step_start
+            )
         )
+
+
+def _step_start(step: StepStatus | None) -> float | None:
+    """The route table's ``stepStartedAt``: when the current step started, in unix seconds (None: no step). A
+    new start is a new table (its version increases), so the gateway learns every step's start."""
+    return None if step is None else parse(step.started_at).timestamp()
 
 
 def _routing(w: Work) -> RoutingStatus:

@@ -49,6 +49,7 @@ class RouteIntent:
     sticky: Sticky | None = None
     fallback: FallbackSettings = field(default_factory=FallbackSettings)
     version: int = 1  # monotonically increasing; the gateway reports the version it applied
+    step_started_at: float | None = None  # unix seconds the current rollout step started (None: no step)
     owner: Manifest | None = None  # ownerReference of the ModelDeployment, set on every object
     labels: Mapping[str, str] = field(default_factory=dict)  # the operator's labels for routing objects
 

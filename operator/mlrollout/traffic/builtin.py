@@ -51,6 +51,7 @@ class BuiltinRouter:
             mirror=mirror,
             sticky=intent.sticky,
             fallback=intent.fallback,
+            step_started_at=intent.step_started_at,
         )
 
     def manifests(self, intent: RouteIntent) -> list[Manifest]:

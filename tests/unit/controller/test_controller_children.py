@@ -218,6 +218,9 @@ def test_builtin_router_writes_a_table_the_gateway_accepts_for_each_phase() -> N
     assert t.mode == "blueGreen" and t.tracks["stable"].weight == 100
     t = table(intent(mode="ab", sticky=Sticky(header="X-User"), candidate_weight=50))
     assert t.sticky is not None and t.sticky.header == "x-user"
+    assert t.step_started_at is None  # no step: the gateway counts every label
+    t = table(intent(candidate_weight=50, step_started_at=1_796_400_000.5))
+    assert t.step_started_at == 1_796_400_000.5  # the gateway scores labels of answers served since
 
 
 def test_builtin_router_carries_the_fallback_policy() -> None:

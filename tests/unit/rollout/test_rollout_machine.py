@@ -18,6 +18,7 @@ from mlrollout.rollout import (
     StepFinished,
     TrackFacts,
 )
+from mlrollout.rollout.timefmt import parse
 
 
 def phase(world: World) -> str:
@@ -219,6 +220,25 @@ def test_traffic_version_changes_only_when_routes_change() -> None:
     assert v2 > v1
     w.give_verdict("promote", requests=50)
     assert w.s.traffic.version == v2 + 1
+
+
+def test_the_route_table_carries_each_steps_start_so_labels_count_in_the_step_that_served_them() -> None:
+    w = World()
+    w.deploy_healthy()
+    assert routes(w.tick()).step_started_at is None  # no rollout: every label counts
+    w.start_rollout()
+    r = routes(w.tick(3))
+    assert w.s.current_step is not None and w.s.traffic is not None
+    first_start, version = parse(w.s.current_step.started_at).timestamp(), w.s.traffic.version
+    assert r.step_started_at == first_start == (w.now - timedelta(seconds=3)).timestamp()
+    assert routes(w.tick(5)).step_started_at == first_start and w.s.traffic.version == version  # same step
+    actions = w.give_verdict("promote", requests=50)  # the next step: a new start, a new table version
+    assert w.s.current_step is not None and w.s.current_step.index == 1
+    assert routes(actions).step_started_at == w.now.timestamp() > first_start
+    assert w.s.traffic.version == version + 1
+    w.give_verdict("promote", requests=50)
+    actions = w.give_verdict("promote", requests=50)
+    assert w.s.candidate is None and routes(actions).step_started_at is None  # promoted: no step runs
 
 
 # -- rollback --------------------------------------------------------------------------------------------
