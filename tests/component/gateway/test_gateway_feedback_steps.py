@@ -56,11 +56,11 @@ def _replicas(routes: RouteFile, workdir: Path) -> Iterator[list[ManagedProcess]
 
 def _apply(routes: RouteFile, replicas: list[ManagedProcess], body: dict[str, Any], version: int) -> None:
     routes.write(body)
-    for replica in replicas:
-        wait_for(
-            lambda r=replica: metric_sum(r.url, contract.GATEWAY_ROUTE_VERSION.name) == version,
-            what=f"route table {version} applied by {replica.url}",
-        )
+
+    def applied() -> bool:
+        return all(metric_sum(r.url, contract.GATEWAY_ROUTE_VERSION.name) == version for r in replicas)
+
+    wait_for(applied, what=f"route table {version} applied by every replica")
 
 
 def _serve(replicas: list[ManagedProcess], model: BuiltModel, count: int) -> list[tuple[Answer, int, int]]:
