@@ -2,29 +2,39 @@
 
 The operator renders an :class:`EvaluationRequest` (a RolloutPolicy's ``evaluate`` step plus the two
 revisions' models) into the Job's environment as JSON (:attr:`EvaluateEnv.REQUEST`); ``mlrollout-evaluate``
-(:mod:`mlrollout_serving.evaluation`) scores both models on the holdout and writes an
-:class:`EvaluationReport` to its termination message (:meth:`EvaluationReport.to_message`, at most
-:data:`MESSAGE_LIMIT` bytes, the kubelet's limit); the operator reads it back from the pod's status with
-:func:`parse_report`. ``mlrollout evaluate --json`` prints the same report.
+(:mod:`mlrollout_serving.evaluation`) reads it with :meth:`EvaluationRequest.from_json`, scores both models on
+the holdout and writes an :class:`EvaluationReport` to its termination message
+(:meth:`EvaluationReport.to_message`, at most :data:`MESSAGE_LIMIT` bytes, the kubelet's limit); the operator
+reads it back from the pod's status with :func:`parse_report`. ``mlrollout evaluate --json`` prints the same
+report.
 
 Why the termination message (docs/evaluation.md): the Job needs no Kubernetes identity
 at all (no token, no Role), the operator already lists pods, and the message outlives the container for as
 long as the pod exists; the price is its size, so the report is compact by construction and shrinks its
 least important parts (the passing slices) first.
 
+Standard library only, no pydantic (docs/evaluation.md, "Throughput"): the Job is a short process whose
+start-up counts against its rows per second, and importing pydantic and building these models cost it about
+0.15 s, half of a plain onnxruntime loop's whole run on 100k rows. So the types are frozen dataclasses that
+check their own rules when built (:class:`EvaluationFormatError`, naming the field), and ``from_wire`` reads
+them from JSON data with the same checks: one definition, which the operator uses too (an import-linter
+contract and a unit test keep pydantic off the Job's import path).
+
 Field names are camelCase on the wire and snake_case in Python, like every other contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Final, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from typing import Any, Final, Literal, TypeVar, Union
 
 from mlrollout_serving.contract.process import ServerEnv
 
@@ -72,6 +82,7 @@ HIGHER_IS_BETTER: Final[dict[str, bool]] = {
 }  # fmt: skip
 CLASSIFICATION_METRICS: Final = ("accuracy", "balancedAccuracy", "logLoss", "rocAuc")
 REGRESSION_METRICS: Final = ("mae", "rmse")
+SHA256: Final = re.compile(r"[a-f0-9]{64}")
 
 
 def default_baseline(metric: str) -> Baseline:
@@ -99,14 +110,180 @@ class EvaluateExit(IntEnum):
     ERROR = 3  # the evaluation itself broke (a bug); the report's reason says where
 
 
-class WireModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
-    )
+class EvaluationFormatError(ValueError):
+    """Data that is not a valid request or report: the message names the field (``dataset.label: ...``).
+    :func:`parse_report` raises it too for a termination message that holds something else (a crash's log
+    tail, or nothing)."""
+
+    def __init__(self, message: str, *loc: str) -> None:
+        self.message, self.loc = message, loc
+        super().__init__(f"{'.'.join(loc)}: {message}" if loc else message)
+
+    def within(self, *outer: str) -> EvaluationFormatError:
+        """The same error, located inside ``outer`` (a nested object's field, a list's item)."""
+        return EvaluationFormatError(self.message, *outer, *self.loc)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _describe(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+_WireT = TypeVar("_WireT", bound="_Wire")
+
+
+class _Wire:
+    """What every wire type here shares: camelCase JSON out (:meth:`to_wire`), JSON data in with every rule
+    checked (:meth:`from_wire`), and the rules checked whenever one is built (``__post_init__``: the
+    annotated literals, then the class' :meth:`_check`)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            allowed = _literals(_hints(type(self))[f.name])
+            value = getattr(self, f.name)
+            if allowed and value is not None and value not in allowed:
+                raise EvaluationFormatError(f"expected one of {', '.join(map(str, allowed))}, got {value!r}", f.name)
+        self._check()
+
+    def _check(self) -> None:
+        """The class' own rules (ranges, lengths, fields that go together); EvaluationFormatError names the field."""
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase JSON form (unset optional fields left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return {
+            _camel(f.name): _to_wire(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if getattr(self, f.name) is not None
+        }
+
+    @classmethod
+    def from_wire(cls: type[_WireT], data: object, *loc: str) -> _WireT:
+        """The object in JSON data (camelCase names; snake_case ones are accepted too); EvaluationFormatError
+        names the first field that is missing, unknown, of the wrong type or breaks a rule."""
+        if not isinstance(data, Mapping):
+            raise EvaluationFormatError(f"expected an object, got {_describe(data)}", *loc)
+        fields = {_camel(f.name): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        by_name = {f.name: f for f in fields.values()}
+        unknown = [str(key) for key in data if key not in fields and key not in by_name]
+        if unknown:
+            raise EvaluationFormatError("unknown field", *loc, unknown[0])
+        missing = [
+            camel for camel, f in fields.items()
+            if camel not in data and f.name not in data
+            and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]  # fmt: skip
+        if missing:
+            more = f" (so are {', '.join(missing[1:])})" if missing[1:] else ""
+            raise EvaluationFormatError(f"required{more}", *loc, missing[0])
+        hints = _hints(cls)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            f = fields.get(key) or by_name[key]
+            values[f.name] = _from_wire(hints[f.name], value, (*loc, _camel(f.name)))
+        try:
+            return cls(**values)
+        except EvaluationFormatError as e:
+            raise e.within(*loc) from None
+
+    @classmethod
+    def from_json(cls: type[_WireT], text: str | bytes) -> _WireT:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise EvaluationFormatError(f"not JSON: {e}") from None
+        return cls.from_wire(data)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The class' field types, resolved once (the annotations are strings: ``from __future__``)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _literals(tp: Any) -> tuple[Any, ...]:
+    """The values a ``Literal`` (or an optional one) allows; () for any other type."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return tuple(v for arg in typing.get_args(tp) for v in _literals(arg))
+    return ()
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, _Wire):
+        return value.to_wire()
+    if isinstance(value, tuple):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+def _from_wire(tp: Any, value: object, loc: tuple[str, ...]) -> Any:
+    """``value`` (parsed JSON) as type ``tp`` of the fields here; EvaluationFormatError at ``loc`` otherwise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]  # the unions here are only ever optional ones
+        return _from_wire(inner, value, loc)
+    if origin is Literal:
+        if isinstance(value, str | int) and not isinstance(value, bool) and value in args:
+            return value
+        raise EvaluationFormatError(f"expected one of {', '.join(map(str, args))}, got {value!r}", *loc)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise EvaluationFormatError(f"expected a list, got {_describe(value)}", *loc)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_wire(args[0], v, (*loc, str(i))) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise EvaluationFormatError(f"expected {len(args)} items, got {len(value)}", *loc)
+        return tuple(_from_wire(a, v, (*loc, str(i))) for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if isinstance(tp, type) and issubclass(tp, _Wire):
+        return tp.from_wire(value, *loc)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise EvaluationFormatError(f"expected a finite number, got {value!r}", *loc)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise EvaluationFormatError(f"expected an integer, got {value!r}", *loc)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise EvaluationFormatError(f"expected a string, got {_describe(value)}", *loc)
+    raise TypeError(f"no wire form for {tp!r}")  # a field type this module does not read: a bug here
+
+
+def _within(value: float | None, name: str, ge: float | None = None, gt: float | None = None,
+            le: float | None = None) -> None:  # fmt: skip
+    """``value`` (when set) is >= ge, > gt and <= le."""
+    if value is None:
+        return
+    if ge is not None and value < ge:
+        raise EvaluationFormatError(f"must be at least {ge}, got {value}", name)
+    if gt is not None and value <= gt:
+        raise EvaluationFormatError(f"must be greater than {gt}, got {value}", name)
+    if le is not None and value > le:
+        raise EvaluationFormatError(f"must be at most {le}, got {value}", name)
+
+
+def _length(value: str | None, name: str, most: int, least: int = 0) -> None:
+    if value is not None and not least <= len(value) <= most:
+        raise EvaluationFormatError(f"must be {least} to {most} characters long, got {len(value)}", name)
+
+
+def _digest(value: str | None, name: str) -> None:
+    if value is not None and not SHA256.fullmatch(value):
+        raise EvaluationFormatError("must be 64 lowercase hex digits (a sha256)", name)
 
 
 def margin_allowed(level: float, relative: float | None, floor: float | None, absolute: float | None) -> float:
@@ -117,71 +294,94 @@ def margin_allowed(level: float, relative: float | None, floor: float | None, ab
     return max((relative or 0.0) * max(level, 0.0), floor or 0.0)
 
 
-class MarginSpec(WireModel):
+@dataclass(frozen=True, kw_only=True)
+class MarginSpec(_Wire):
     """The non-inferiority margin (the RolloutPolicy's ``Margin``, as numbers)."""
 
-    relative: float | None = Field(default=None, ge=0, le=10)
-    floor: float | None = Field(default=None, ge=0)
-    absolute: float | None = Field(default=None, ge=0)
+    relative: float | None = None
+    floor: float | None = None
+    absolute: float | None = None
 
-    @model_validator(mode="after")
-    def _one(self) -> MarginSpec:
+    def _check(self) -> None:
+        _within(self.relative, "relative", ge=0, le=10)
+        _within(self.floor, "floor", ge=0)
+        _within(self.absolute, "absolute", ge=0)
         if (self.relative is None) == (self.absolute is None):
-            raise ValueError("a margin sets exactly one of relative, absolute")
+            raise EvaluationFormatError("a margin sets exactly one of relative, absolute")
         if self.floor is not None and self.relative is None:
-            raise ValueError("floor goes with a relative margin")
-        return self
+            raise EvaluationFormatError("floor goes with a relative margin")
 
     def allowed(self, level: float) -> float:
         return margin_allowed(level, self.relative, self.floor, self.absolute)
 
 
-class ModelRef(WireModel):
+@dataclass(frozen=True, kw_only=True)
+class ModelRef(_Wire):
     """A model file and the digest it must have."""
 
-    uri: str = Field(min_length=1, max_length=2048)
-    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
+    uri: str
+    sha256: str | None = None
+
+    def _check(self) -> None:
+        _length(self.uri, "uri", 2048, least=1)
+        _digest(self.sha256, "sha256")
 
 
-class DatasetRef(WireModel):
+@dataclass(frozen=True, kw_only=True)
+class DatasetRef(_Wire):
     """The labelled holdout: where, its digest, the label column and the format."""
 
-    uri: str = Field(min_length=1, max_length=2048)
-    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
-    label: str = Field(min_length=1, max_length=256)
+    uri: str
+    sha256: str | None = None
+    label: str
     format: Literal["csv", "npz"] = "csv"
 
+    def _check(self) -> None:
+        _length(self.uri, "uri", 2048, least=1)
+        _digest(self.sha256, "sha256")
+        _length(self.label, "label", 256, least=1)
 
-class EvaluationRequest(WireModel):
+
+MAX_SLICES: Final = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationRequest(_Wire):
     """What to evaluate and how strictly: the operator's ask, and what ``mlrollout evaluate``'s flags build."""
 
     stable: ModelRef
     candidate: ModelRef
     dataset: DatasetRef
     metric: Metric = "accuracy"
-    margin: MarginSpec = Field(default_factory=lambda: MarginSpec(relative=0.01))
+    margin: MarginSpec = field(default_factory=lambda: MarginSpec(relative=0.01))
     baseline: Baseline | None = None  # None: the metric's default_baseline
-    alpha: float = Field(default=0.05, gt=0, le=0.5)
-    slices: tuple[Annotated[str, Field(min_length=1, max_length=256)], ...] = Field(default=(), max_length=8)
-    resamples: int = Field(default=2000, ge=100, le=100_000)
-    seed: int = Field(default=0, ge=0)
+    alpha: float = 0.05
+    slices: tuple[str, ...] = ()
+    resamples: int = 2000
+    seed: int = 0
 
-    @model_validator(mode="after")
-    def _coherent(self) -> EvaluationRequest:
+    def _check(self) -> None:
+        _within(self.alpha, "alpha", gt=0, le=0.5)
+        if len(self.slices) > MAX_SLICES:
+            raise EvaluationFormatError(f"at most {MAX_SLICES} slices, got {len(self.slices)}", "slices")
+        for i, column in enumerate(self.slices):
+            _length(column, f"slices.{i}", 256, least=1)
+        _within(self.resamples, "resamples", ge=100, le=100_000)
+        _within(self.seed, "seed", ge=0)
         if self.baseline == "mean" and self.metric not in REGRESSION_METRICS:
-            raise ValueError(f"baseline mean is for regression metrics (mae, rmse), not {self.metric}")
+            raise EvaluationFormatError(f"baseline mean is for regression metrics (mae, rmse), not {self.metric}")
         if self.baseline == "majority" and self.metric in REGRESSION_METRICS:
-            raise ValueError(f"baseline majority is for classification metrics, not {self.metric}")
+            raise EvaluationFormatError(f"baseline majority is for classification metrics, not {self.metric}")
         if self.dataset.label in self.slices:
-            raise ValueError(f"the label column {self.dataset.label!r} cannot also be a slice")
-        return self
+            raise EvaluationFormatError(f"the label column {self.dataset.label!r} cannot also be a slice")
 
     @property
     def effective_baseline(self) -> Baseline:
         return self.baseline if self.baseline is not None else default_baseline(self.metric)
 
 
-class Check(WireModel):
+@dataclass(frozen=True, kw_only=True)
+class Check(_Wire):
     """One comparison of the candidate: with stable (overall or on a slice) or with the trivial baseline.
 
     ``effect`` is candidate minus reference in the metric's unit with its ``interval`` at level 1 - ``alpha``
@@ -189,38 +389,51 @@ class Check(WireModel):
     candidate may be on this comparison (absent for the baseline, which must be beaten)."""
 
     kind: CheckKind
-    name: str = Field(max_length=300)
+    name: str
     decision: Verdict
-    rows: int = Field(ge=0)
+    rows: int
     reference: float | None = None
     candidate: float | None = None
     effect: float | None = None
     interval: tuple[float, float] | None = None
     alpha: float | None = None
-    test: str | None = Field(default=None, max_length=300)
+    test: str | None = None
     p_value: float | None = None
     margin: float | None = None
-    reason: str | None = Field(default=None, max_length=1024)
+    reason: str | None = None
+
+    def _check(self) -> None:
+        _length(self.name, "name", 300)
+        _within(self.rows, "rows", ge=0)
+        _length(self.test, "test", 300)
+        _length(self.reason, "reason", 1024)
 
 
-class EvaluationReport(WireModel):
+@dataclass(frozen=True, kw_only=True)
+class EvaluationReport(_Wire):
     """The Job's answer. ``verdict`` decides the step: ``pass`` (the next step starts), ``fail`` (rolled back
     before any traffic), ``inconclusive`` (the policy's onInconclusive). ``problem`` says why a report has no
-    comparison (bad input or an error), and ``reason`` names it."""
+    comparison (bad input or an error), and ``reason`` names it. ``omitted``: slice checks left out of this
+    report to keep it short."""
 
     kind: Literal["mlrollout.io/evaluation"] = REPORT_KIND
     version: Literal[1] = 1
     verdict: Verdict
-    reason: str = Field(max_length=2048)
+    reason: str
     problem: Problem | None = None
     metric: Metric | None = None
-    rows: int = Field(default=0, ge=0)
+    rows: int = 0
     dataset_sha256: str | None = None
     stable_sha256: str | None = None
     candidate_sha256: str | None = None
     checks: tuple[Check, ...] = ()
-    omitted: int = Field(default=0, ge=0, description="slice checks left out of this report to keep it short")
+    omitted: int = 0
     seconds: float | None = None
+
+    def _check(self) -> None:
+        _length(self.reason, "reason", 2048)
+        _within(self.rows, "rows", ge=0)
+        _within(self.omitted, "omitted", ge=0)
 
     @property
     def exit_code(self) -> EvaluateExit:
@@ -248,19 +461,17 @@ class EvaluationReport(WireModel):
 
 def _without_details(report: EvaluationReport, passing: bool) -> EvaluationReport:
     checks = tuple(
-        c.model_copy(update={"test": None, "reason": None})
-        if c.kind == "slice" and (c.decision != "fail") == passing
-        else c
+        dataclasses.replace(c, test=None, reason=None) if c.kind == "slice" and (c.decision != "fail") == passing else c
         for c in report.checks
     )
-    return report.model_copy(update={"checks": checks})
+    return dataclasses.replace(report, checks=checks)
 
 
 def _drop_slices(report: EvaluationReport, passing: bool, limit: int) -> EvaluationReport:
     """Drop slice checks (the passing or the failing ones), last first, until the report fits."""
     checks = list(report.checks)
     omitted = report.omitted
-    while len(report.model_copy(update={"checks": tuple(checks), "omitted": omitted}).to_json().encode()) > limit:
+    while len(dataclasses.replace(report, checks=tuple(checks), omitted=omitted).to_json().encode()) > limit:
         drop = next(
             (i for i in range(len(checks) - 1, -1, -1)
              if checks[i].kind == "slice" and (checks[i].decision != "fail") == passing),
@@ -270,12 +481,12 @@ def _drop_slices(report: EvaluationReport, passing: bool, limit: int) -> Evaluat
             break
         del checks[drop]
         omitted += 1
-    return report.model_copy(update={"checks": tuple(checks), "omitted": omitted})
+    return dataclasses.replace(report, checks=tuple(checks), omitted=omitted)
 
 
 def _shorten_reasons(report: EvaluationReport, limit: int) -> EvaluationReport:
-    checks = tuple(c.model_copy(update={"reason": (c.reason or "")[:120] or None}) for c in report.checks)
-    return report.model_copy(update={"checks": checks, "reason": report.reason[:400]})
+    checks = tuple(dataclasses.replace(c, reason=(c.reason or "")[:120] or None) for c in report.checks)
+    return dataclasses.replace(report, checks=checks, reason=report.reason[:400])
 
 
 def _shrinks() -> tuple[Callable[[EvaluationReport, int], EvaluationReport], ...]:
@@ -288,10 +499,6 @@ def _shrinks() -> tuple[Callable[[EvaluationReport, int], EvaluationReport], ...
     )
 
 
-class EvaluationFormatError(ValueError):
-    """A termination message that is not an evaluation report (a crash's log tail, or nothing)."""
-
-
 def parse_report(text: str) -> EvaluationReport:
     """The report in a termination message; EvaluationFormatError when it holds something else."""
     try:
@@ -301,10 +508,9 @@ def parse_report(text: str) -> EvaluationReport:
     if not isinstance(data, dict) or data.get("kind") != REPORT_KIND:
         raise EvaluationFormatError(f"not an evaluation report (kind is not {REPORT_KIND})")
     try:
-        return EvaluationReport.model_validate(data)
-    except ValidationError as exc:
-        first = str(exc).splitlines()
-        raise EvaluationFormatError(f"invalid evaluation report: {'; '.join(first[:3])}") from None
+        return EvaluationReport.from_wire(data)
+    except EvaluationFormatError as exc:
+        raise EvaluationFormatError(f"invalid evaluation report: {exc}") from None
 
 
 def finite(value: float) -> float:

@@ -16,8 +16,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from mlrollout_serving.contract.evaluation import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -78,10 +76,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def request_from(ns: argparse.Namespace, env: Mapping[str, str]) -> EvaluationRequest:
-    """The request from the environment (the Job), else from the flags; ValueError says what is wrong."""
+    """The request from the environment (the Job), else from the flags; ValueError says what is wrong (an
+    ``EvaluationFormatError`` names the field)."""
     text = env.get(EvaluateEnv.REQUEST)
     if text and ns.stable is None:
-        return EvaluationRequest.model_validate_json(text)
+        return EvaluationRequest.from_json(text)
     missing = [flag for flag, value in (("--stable", ns.stable), ("--candidate", ns.candidate),
                                         ("--data", ns.data), ("--label", ns.label)) if not value]  # fmt: skip
     if missing:
@@ -96,7 +95,7 @@ def request_from(ns: argparse.Namespace, env: Mapping[str, str]) -> EvaluationRe
     if ns.margin_floor is not None:
         margin["floor"] = ns.margin_floor
     fmt = ns.format or ("npz" if str(ns.data).endswith(".npz") else "csv")
-    return EvaluationRequest.model_validate({
+    return EvaluationRequest.from_wire({
         "stable": {"uri": ns.stable, "sha256": ns.stable_sha256},
         "candidate": {"uri": ns.candidate, "sha256": ns.candidate_sha256},
         "dataset": {"uri": ns.data, "sha256": ns.data_sha256, "label": ns.label, "format": fmt},
@@ -106,10 +105,7 @@ def request_from(ns: argparse.Namespace, env: Mapping[str, str]) -> EvaluationRe
 
 
 def _problem(error: Exception) -> str:
-    """One line: pydantic's errors as ``field: message``, anything else its first lines."""
-    if isinstance(error, ValidationError):
-        parts = [f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in error.errors()[:4]]
-        return "; ".join(parts)
+    """One line: the first lines of the error's message (a bad request's names the field)."""
     first = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(first[:4])
 
@@ -128,7 +124,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     registry_uri = ns.registry_uri or env.get(EvaluateEnv.REGISTRY_URI) or None
     try:
         request = request_from(ns, env)
-    except (ValueError, ValidationError) as e:
+    except ValueError as e:
         report = EvaluationReport(verdict="inconclusive", problem="badInput", reason=f"bad input: {_problem(e)}")
     else:
         try:

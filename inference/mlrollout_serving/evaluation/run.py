@@ -3,6 +3,7 @@ compare, decide. The same function runs in the Job and behind ``mlrollout evalua
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -47,7 +48,7 @@ def evaluate(
         log.error("bad input: %s", e)
         report = EvaluationReport(verdict="inconclusive", reason=f"bad input: {e}", problem="badInput",
                                   metric=request.metric)  # fmt: skip
-    return report.model_copy(update={"seconds": round(clock() - started, 3)})
+    return dataclasses.replace(report, seconds=round(clock() - started, 3))
 
 
 class _Columns:

@@ -57,10 +57,7 @@ class EvaluationCheck(ApiModel):
 
     @classmethod
     def of(cls, check: Check) -> EvaluationCheck:
-        data = check.model_dump(exclude_none=True)
-        if check.interval is not None:
-            data["interval"] = list(check.interval)
-        return cls.model_validate(data)
+        return cls.model_validate(check.to_wire())  # camelCase, the interval as a list: the CRD's own form
 
 
 class EvaluationStatus(ApiModel):

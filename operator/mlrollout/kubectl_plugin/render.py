@@ -21,6 +21,7 @@ from mlrollout.api.modeldeployment import (
     RevisionStatus,
 )
 from mlrollout.api.rolloutpolicy import Step
+from mlrollout.rollout import evaluated
 from mlrollout.rollout.timefmt import parse
 
 BAR_WIDTH = 24
@@ -116,7 +117,8 @@ def step_progress(step: Step, status: ModelDeploymentStatus, now: datetime) -> t
             notes.append(f"{duration(elapsed)} of max {analysed.max_duration}")
     elif step.evaluate is not None:
         if elapsed is not None:
-            job = status.last_evaluation.job if status.last_evaluation else "its Job"
+            ev = evaluated.current(status)
+            job = ev.job if ev is not None else "its Job"
             notes.append(f"{job}: {duration(elapsed)} of max {step.evaluate.max_duration}")
     elif step.pause is not None:
         hold = parse_duration(step.pause.duration) if step.pause.duration else None
@@ -365,7 +367,9 @@ def render_status(md: ModelDeployment, steps: Sequence[Step] | None, now: dateti
     for gone in status.scale_downs or []:
         reason = f" ({gone.reason})" if gone.reason else ""
         lines.append(f"Scale-down: revision {gone.revision[:12]} at {clock(gone.at)}{reason}")
-    evaluation = render_evaluation(status.last_evaluation, now)
+    evaluation = render_evaluation(evaluated.current(status), now)  # never an earlier rollout's (a retry's)
+    if not evaluation and status.current_step is not None and status.current_step.kind == "evaluate":
+        evaluation = ["Evaluation: not yet evaluated in this rollout (its Job is being asked for)"]
     if evaluation:
         lines += ["", *evaluation]
     lines += ["", *render_analysis(status.last_analysis, now)]

@@ -24,7 +24,7 @@ from mlrollout.api.evaluation import EvaluationStatus, job_name
 from mlrollout.api.modeldeployment import RevisionStatus, StepStatus
 from mlrollout.api.rolloutpolicy import EvaluateStep
 from mlrollout.revision import reading_credentials, reading_registry
-from mlrollout.rollout import moves
+from mlrollout.rollout import evaluated, moves
 from mlrollout.rollout.actions import RunEvaluation, StopEvaluation
 from mlrollout.rollout.facts import EvaluationFact
 from mlrollout.rollout.timefmt import fmt, parse
@@ -64,12 +64,7 @@ def progress(w: Work, step: StepStatus, spec: EvaluateStep) -> bool:
 
 def _belongs(ev: EvaluationStatus | None, cand: RevisionStatus, step: StepStatus) -> bool:
     """``ev`` is this rollout's evaluation at this step (not an earlier rollout's, not another step's)."""
-    return (
-        ev is not None
-        and ev.revision == cand.revision
-        and ev.step == step.index
-        and parse(ev.started_at) >= parse(cand.started_at or ev.started_at)
-    )
+    return ev is not None and ev.step == step.index and evaluated.belongs(ev, cand.revision, cand.started_at)
 
 
 def _begin(w: Work, cand: RevisionStatus, step: StepStatus, spec: EvaluateStep, attempt: int) -> None:

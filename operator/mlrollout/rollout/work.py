@@ -16,6 +16,7 @@ from mlrollout.api.modeldeployment import (
     TrafficStatus,
 )
 from mlrollout.api.rolloutpolicy import NotificationEvent, RolloutPolicySpec, Step
+from mlrollout.rollout import evaluated
 from mlrollout.rollout.actions import Action, RecordEvent, RolloutFinished
 from mlrollout.rollout.facts import Facts
 from mlrollout.rollout.timefmt import fmt, parse
@@ -110,7 +111,7 @@ class Work:
     def _evaluation_summary(self, rev: RevisionStatus) -> str | None:
         """This rollout's offline evaluation in one line, kept in its history entry."""
         ev = self.s.last_evaluation
-        if ev is None or ev.revision != rev.revision or parse(ev.started_at) < parse(rev.started_at or ev.started_at):
+        if ev is None or not evaluated.belongs(ev, rev.revision, rev.started_at):
             return None
         return f"{ev.phase}: {ev.reason}" if ev.phase != "Running" else "stopped before it answered"
 

@@ -4,7 +4,9 @@ the JSON report and the exit codes (0 pass, 1 fail, 2 bad input); and `mlrollout
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -290,7 +292,7 @@ def test_the_job_entry_point_reads_its_request_and_writes_a_compact_report(
     within the kubelet's 4096 bytes even with 40 slices."""
     segment = [f"s{i % 40:02d}" for i in range(2000)]
     data = holdouts.holdout_csv(tmp_path / "sliced.csv", linear, extra={"segment": segment})
-    request = EvaluationRequest.model_validate({
+    request = EvaluationRequest.from_wire({
         "stable": {"uri": linear.path.as_uri(), "sha256": linear.sha256},
         "candidate": {"uri": forest.path.as_uri(), "sha256": forest.sha256},
         "dataset": {"uri": data.as_uri(), "sha256": holdouts.sha256(data), "label": "label"},
@@ -299,7 +301,7 @@ def test_the_job_entry_point_reads_its_request_and_writes_a_compact_report(
     log = tmp_path / "termination-log"
     proc = subprocess.run(
         [str(BIN / "mlrollout-evaluate")], capture_output=True, text=True, timeout=300,
-        env={**os.environ, EvaluateEnv.REQUEST: request.model_dump_json(), EvaluateEnv.TERMINATION_LOG: str(log)},
+        env={**os.environ, EvaluateEnv.REQUEST: json.dumps(request.to_wire()), EvaluateEnv.TERMINATION_LOG: str(log)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     message = log.read_text()
@@ -316,3 +318,22 @@ def test_the_job_entry_point_reads_its_request_and_writes_a_compact_report(
     assert bad.returncode == 2
     refused = parse_report(log.read_text())
     assert refused.problem == "badInput" and refused.verdict == "inconclusive" and "candidate" in refused.reason
+
+
+def test_the_job_never_imports_pydantic(tmp_path: Path, linear: BuiltModel, forest: BuiltModel) -> None:
+    """The Job's whole run, as the operator starts it, imports no pydantic (docs/evaluation.md, "Throughput":
+    its import and model building were half a plain onnxruntime loop's time on 100k rows). Python's own
+    import log (PYTHONPROFILEIMPORTTIME) lists every module the process imported, lazily or not."""
+    data = holdouts.holdout_csv(tmp_path / "holdout.csv", linear)
+    request = EvaluationRequest.from_wire({
+        "stable": {"uri": linear.path.as_uri()}, "candidate": {"uri": forest.path.as_uri()},
+        "dataset": {"uri": data.as_uri(), "label": "label"},
+    })  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "mlrollout-evaluate")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, EvaluateEnv.REQUEST: json.dumps(request.to_wire()), "PYTHONPROFILEIMPORTTIME": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", proc.stderr, flags=re.MULTILINE)
+    assert "mlrollout_serving.evaluation.run" in imported and "onnxruntime" in imported  # the log is read
+    assert [m for m in imported if m.split(".")[0] in ("pydantic", "pydantic_core")] == []

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from mlrollout.api.rolloutpolicy import Margin
 from mlrollout_serving.contract.evaluation import (
@@ -18,6 +17,7 @@ from mlrollout_serving.contract.evaluation import (
     EvaluationReport,
     EvaluationRequest,
     MarginSpec,
+    Verdict,
     margin_allowed,
     parse_report,
 )
@@ -41,7 +41,7 @@ def test_the_policy_margin_and_the_wire_margin_are_one_rule(margin: Margin) -> N
 
 
 def test_request_defaults_and_rules() -> None:
-    request = EvaluationRequest.model_validate(REQUEST)
+    request = EvaluationRequest.from_wire(REQUEST)
     assert (request.metric, request.effective_baseline, request.alpha, request.resamples) == (
         "accuracy",
         "majority",
@@ -49,23 +49,66 @@ def test_request_defaults_and_rules() -> None:
         2000,
     )
     assert request.margin.allowed(0.9) == pytest.approx(0.009)
-    assert EvaluationRequest.model_validate({**REQUEST, "metric": "rmse"}).effective_baseline == "mean"
+    assert EvaluationRequest.from_wire({**REQUEST, "metric": "rmse"}).effective_baseline == "mean"
     cases: list[tuple[dict[str, Any], str]] = [
         ({"metric": "accuracy", "baseline": "mean"}, "baseline mean is for regression metrics"),
         ({"metric": "mae", "baseline": "majority"}, "baseline majority is for classification metrics"),
         ({"slices": ["quality"]}, "cannot also be a slice"),
         ({"margin": {"relative": 0.1, "absolute": 0.1}}, "exactly one of relative, absolute"),
-        ({"metric": "f1"}, "Input should be"),
+        ({"metric": "f1"}, "metric: expected one of accuracy, balancedAccuracy"),
         ({"alpha": 0}, "greater than 0"),
     ]
     for bad, words in cases:
-        with pytest.raises(ValidationError, match=words):
-            EvaluationRequest.model_validate({**REQUEST, **bad})
-    wire = EvaluationRequest.model_validate(REQUEST).model_dump_json(by_alias=True)
-    assert EvaluationRequest.model_validate_json(wire) == request
+        with pytest.raises(EvaluationFormatError, match=words):
+            EvaluationRequest.from_wire({**REQUEST, **bad})
+    wire = json.dumps(EvaluationRequest.from_wire(REQUEST).to_wire())
+    assert EvaluationRequest.from_json(wire) == request
 
 
-def _slice(i: int, decision: str = "pass") -> Check:
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({**REQUEST, "stable": {"uri": "http://store/a.onnx", "sha256": "A" * 64}}, r"^stable\.sha256: must be 64 "),
+        ({**REQUEST, "dataset": {"uri": "x", "label": ""}}, r"^dataset\.label: must be 1 to 256 characters"),
+        ({**REQUEST, "dataset": {"uri": "x"}}, r"^dataset\.label: required$"),
+        ({"stable": {"uri": "x"}}, r"^candidate: required \(so are dataset\)$"),
+        ({**REQUEST, "resamples": "2000"}, r"^resamples: expected an integer, got '2000'$"),
+        ({**REQUEST, "resamples": True}, r"^resamples: expected an integer"),
+        ({**REQUEST, "alpha": float("nan")}, r"^alpha: expected a finite number"),
+        ({**REQUEST, "slices": "segment"}, r"^slices: expected a list, got str$"),
+        ({**REQUEST, "slices": ["a", 3]}, r"^slices\.1: expected a string, got int$"),
+        ({**REQUEST, "slices": [f"c{i}" for i in range(9)]}, r"^slices: at most 8 slices"),
+        ({**REQUEST, "baseline": None, "margin": None}, r"^margin: expected an object, got null$"),
+        ({**REQUEST, "margin": {"floor": 0.1, "absolute": 0.1}}, r"^margin: floor goes with a relative margin$"),
+        ({**REQUEST, "margins": {"relative": 0.1}}, r"^margins: unknown field$"),
+        ([REQUEST], r"^expected an object, got list$"),
+    ],
+)  # fmt: skip
+def test_a_bad_request_is_refused_naming_the_field(bad: Any, words: str) -> None:
+    with pytest.raises(EvaluationFormatError, match=words):
+        EvaluationRequest.from_wire(bad)
+
+
+def test_the_wire_is_camel_case_both_ways_and_snake_case_is_read_too() -> None:
+    report = EvaluationReport(verdict="pass", reason="better", metric="rocAuc", dataset_sha256="d" * 64,
+                              checks=(_slice(1),))  # fmt: skip
+    wire = report.to_wire()
+    assert wire["datasetSha256"] == "d" * 64 and wire["checks"][0]["pValue"] == 0.000123456
+    assert wire["checks"][0]["interval"] == [0.00512345, 0.0171234] and "problem" not in wire
+    assert EvaluationReport.from_wire(wire) == report
+    assert EvaluationReport.from_wire({"verdict": "fail", "reason": "", "dataset_sha256": "x"}).dataset_sha256 == "x"
+
+
+def test_building_one_checks_the_same_rules_as_reading_one() -> None:
+    with pytest.raises(EvaluationFormatError, match=r"^rows: must be at least 0"):
+        Check(kind="stable", name="stable", decision="pass", rows=-1)
+    with pytest.raises(EvaluationFormatError, match=r"^verdict: expected one of pass, fail, inconclusive"):
+        EvaluationReport(verdict="promote", reason="")  # type: ignore[arg-type]
+    with pytest.raises(EvaluationFormatError, match="exactly one of relative, absolute"):
+        MarginSpec()
+
+
+def _slice(i: int, decision: Verdict = "pass") -> Check:
     return Check(
         kind="slice", name=f"region=r{i:03d}", decision=decision, rows=1000 + i, reference=0.912345, candidate=0.923456,
         effect=0.011111, interval=(0.00512345, 0.0171234), alpha=0.000416667,

@@ -15,7 +15,7 @@ from mlrollout_serving.evaluation.run import evaluate
 
 def _request(data: Path, metric: str, slices: tuple[str, ...] = ()) -> EvaluationRequest:
     stable, candidate = models.wine(), models.wine_worse()
-    return EvaluationRequest.model_validate({
+    return EvaluationRequest.from_wire({
         "stable": {"uri": str(stable.path)},
         "candidate": {"uri": str(candidate.path)},
         "dataset": {"uri": str(data), "label": "label"},

@@ -289,6 +289,50 @@ def test_an_offline_evaluation_shows_both_scores_the_paired_effect_and_the_basel
     assert rows[5].split()[:5] == ["majority", "pass", "2000", "0.6875", "0.75"]
 
 
+EVALUATE_FIRST = [
+    {
+        "evaluate": {
+            "dataset": {"uri": "s3://data/holdout.csv", "sha256": "c" * 64, "label": "quality"},
+            "maxDuration": "10m",
+        }
+    },
+    *DEFAULT_STEPS,
+]
+
+
+def _evaluation(started: str, phase: str, job: str) -> dict[str, Any]:
+    return {"revision": "c81f03aa92de", "step": 0, "attempt": 1, "job": job, "phase": phase, "startedAt": started,
+            "reason": f"{phase}: the verdict"}  # fmt: skip
+
+
+def test_a_retried_rollout_never_shows_the_earlier_attempts_evaluation() -> None:
+    """`retry` starts a new rollout of the same revision; until its evaluate step asks for its own Job, status
+    still holds the last attempt's evaluation: the view says this rollout has none yet (the history's rule)."""
+    md = fixture("05-shadow")
+    md["status"]["candidate"]["startedAt"] = "2026-11-26T06:20:00Z"  # the retry
+    md["status"]["currentStep"] = {"index": 0, "kind": "evaluate", "startedAt": "2026-11-26T06:20:00Z"}
+    md["status"]["lastEvaluation"] = _evaluation("2026-11-26T05:40:00Z", "Failed", "wine-eval-c81f03aa92de-old")
+    text = status_view(md, EVALUATE_FIRST, NOW)
+    assert "Evaluation: not yet evaluated in this rollout" in text
+    assert "FAILED" not in text and "wine-eval-c81f03aa92de-old" not in text
+    assert "its Job: 4m of max 10m" in text  # the step's progress names no Job either
+    md["status"]["lastEvaluation"] = _evaluation("2026-11-26T06:20:01Z", "Running", "wine-eval-c81f03aa92de-new")
+    text = status_view(md, EVALUATE_FIRST, NOW)
+    assert "Evaluation: RUNNING (Job wine-eval-c81f03aa92de-new, attempt 1)" in text
+    assert "wine-eval-c81f03aa92de-new: 4m of max 10m" in text and "not yet evaluated" not in text
+
+
+def test_after_a_rollout_only_its_own_evaluation_is_shown() -> None:
+    """No rollout runs: the evaluation shown is the last rollout's (the newest history entry's), not an older
+    rollout's of the same revision whose policy had no evaluate step this time."""
+    md = fixture("06-rolled-back")  # the last rollout, of c81f03aa92de, started at 06:15
+    md["status"]["lastEvaluation"] = _evaluation("2026-11-26T06:15:01Z", "Failed", "wine-eval-c81f03aa92de-new")
+    assert "Evaluation: FAILED (Job wine-eval-c81f03aa92de-new" in status_view(md, DEFAULT_STEPS, NOW)
+    md["status"]["lastEvaluation"] = _evaluation("2026-11-26T05:40:00Z", "Failed", "wine-eval-c81f03aa92de-old")
+    text = status_view(md, DEFAULT_STEPS, NOW)
+    assert "Evaluation:" not in text and "wine-eval-c81f03aa92de-old" not in text
+
+
 def test_both_hpas_are_shown_with_their_counts_and_why_one_does_not_scale() -> None:
     """The stable's HPA and the gateway's, each on one line: the pods it saw, the pods it wants, and the HPA's own
     words when it cannot read its metric (then its replicas are held)."""

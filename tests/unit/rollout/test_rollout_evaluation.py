@@ -10,7 +10,7 @@ from tests.unit.rollout.world import World, events, policy, spec
 
 from mlrollout.revision import Resolved
 from mlrollout.rollout import EvaluationFact, RunEvaluation, SetRoutes, StopEvaluation
-from mlrollout_serving.contract.evaluation import Check, EvaluationReport
+from mlrollout_serving.contract.evaluation import Check, EvaluationReport, Problem, Verdict
 
 SHA = "c" * 64
 EVALUATE: dict[str, Any] = {
@@ -30,7 +30,7 @@ def gated(**extra: Any) -> World:
 
 
 def report(
-    verdict: str, effect: float = 0.02, problem: str | None = None, cand_sha: str | None = None
+    verdict: Verdict, effect: float = 0.02, problem: Problem | None = None, cand_sha: str | None = None
 ) -> EvaluationReport:
     checks = (
         Check(kind="stable", name="stable", decision=verdict, rows=2000, reference=0.80, candidate=0.80 + effect,
