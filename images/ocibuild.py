@@ -3,6 +3,9 @@
 Used where neither Docker nor a registry exists: the archive is imported with
 `ctr -n k8s.io images import`. Layers are uncompressed, deterministic tars (sorted entries, fixed
 mtime), so the same input tree always yields the same digest and warm runs can skip work by content.
+A fixed mtime would make every timestamp-checked ``.pyc`` stale (it records its source's mtime), and the
+images run with PYTHONDONTWRITEBYTECODE, so each process would compile every module it imports, the
+standard library included, on every start: the layer writes those ``.pyc`` with the fixed mtime too.
 
     python3 ocibuild.py layer TREE OUT.tar            # one layer from a directory tree
     python3 ocibuild.py image --name REF --layer A.tar --layer B.tar [--entrypoint JSON] \
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -51,6 +55,16 @@ def excluded(rel: str) -> bool:
     return any(rel.startswith(p) for p in EXCLUDED_PREFIXES)
 
 
+def pyc_for_fixed_mtime(rel: str, data: bytes) -> bytes:
+    """A ``__pycache__`` file checked by its source's timestamp (PEP 552 flags 0), recording FIXED_MTIME:
+    the mtime its source has in the layer, so the interpreter keeps using it. Anything else unchanged."""
+    if not rel.endswith(".pyc") or "/__pycache__/" not in f"/{rel}" or len(data) < 16:
+        return data
+    if int.from_bytes(data[4:8], "little") != 0:  # hash-based: valid whatever the mtime
+        return data
+    return data[:8] + FIXED_MTIME.to_bytes(4, "little") + data[12:]
+
+
 def walk(tree: Path) -> Iterator[Path]:
     """Every path under TREE in a stable order, directories before their contents."""
     for dirpath, dirnames, filenames in os.walk(tree):
@@ -71,7 +85,9 @@ def write_layer(tree: Path, out: Path) -> str:
             info = tar.gettarinfo(str(path), arcname=rel)
             info.mtime = FIXED_MTIME
             info.uname = info.gname = ""
-            if info.isreg():
+            if info.isreg() and rel.endswith(".pyc"):
+                tar.addfile(info, io.BytesIO(pyc_for_fixed_mtime(rel, path.read_bytes())))
+            elif info.isreg():
                 with path.open("rb") as fh:
                     tar.addfile(info, fh)
             elif stat.S_ISSOCK(path.lstat().st_mode):
