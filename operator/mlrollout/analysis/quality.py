@@ -7,7 +7,7 @@ Two designs, chosen by what the step produced (docs/analysis.md, "Quality"):
   information about which model is better: ``stable_only`` (stable right, candidate wrong) and
   ``candidate_only``. Under "the candidate is no worse" a discordant pair favours stable with probability at
   most 1/2, so a conditional binomial mixture e-process applies with share 1/2: a sequential McNemar test.
-  The mixture is a fixed one over likelihood ratios at odds ratios x1.4, x1.8 and x6.7, with a twentieth on
+  The mixture is a fixed one over likelihood ratios at odds ratios x1.36, x1.8 and x6.7, with a twentieth on
   the error-rate test's Beta prior (``grid_harm_log_e``, ``QUALITY_PAIRED``). The paired difference of
   accuracies has per-row values in {-1, 0, 1}, whose mean and variance come from the pair counts; a
   normal-mixture confidence sequence bounds it.
