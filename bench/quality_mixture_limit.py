@@ -25,6 +25,10 @@ each test at the alpha share ``quality.harm`` gets (1.25 %):
   Beta share of 0.05;
 - ``one mixture``: the single mixture both designs used before (``quality_power.ONE_MIXTURE``).
 
+Rows ``"between": true``: effects between and beside the issue's (shadow -0.5, -1.5 and -3 pp; canary -3
+and -4 pp), which the mixtures were not fitted to: ``ours``, ``one mixture`` and the GLR bound, a check
+that fitting to the issue's rows did not buy them with the effects around them.
+
 Usage: ``python bench/quality_mixture_limit.py [--runs N]``; writes
 ``bench/results/quality-mixture-limit.json`` and prints the table docs/analysis.md ("Quality") shows.
 """
@@ -72,6 +76,7 @@ LOOKS_NEEDED = {
     ("canary", 0.05): 10,
 }
 GRID = np.geomspace(0.04, 3.6, 24)
+BETWEEN = {("shadow", 0.005): 30, ("shadow", 0.015): 6, ("shadow", 0.03): 2, ("canary", 0.03): 20, ("canary", 0.04): 12}
 POINTS = {"shadow": 3, "canary": 2}  # likelihood ratios in each design's fitted mixture
 BETA_CENTRES = (1.2, 1.35, 1.5, 1.7, 2.0, 2.5, 3.0, 4.0)
 BETA_SPREADS = (0.2, 0.35, 0.5, 0.7, 1.0, 1.4)
@@ -172,6 +177,29 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
     for row, beta_ratio in zip(rows, best_beta[3], strict=True):
         row["best_beta"] = beta_ratio
         row["best_beta_prior"] = {"centre": best_beta[1], "spread": best_beta[2]}
+    return rows + between(runs, seed, alpha)
+
+
+def between(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
+    """``ours``, ``one mixture`` and the GLR bound on the effects of ``BETWEEN`` (not fitted to)."""
+    bar = math.log(1 / alpha)
+    rows = []
+    for (design, effect), looks in BETWEEN.items():
+        rng = np.random.default_rng([seed, 33, len(design), int(effect * 1e4)])
+        k, n, share = simulate(design, effect, 0, runs, rng, looks)
+        o = rows_at_power(umpu_power(k, n, share, alpha), 0)
+        beta = beta_log_e(k, n, share)
+        row: dict[str, Any] = {"design": design, "effect_pp": -effect * 100, "runs": runs, "between": True,
+                               "looks_simulated": looks, "oracle_rows_90": o}  # fmt: skip
+        tests = {
+            "ours": grid_log_e(k, n, share, beta, mixture_of(design)),
+            "one_mixture": grid_log_e(k, n, share, beta, ONE_MIXTURE),
+            "any_mixture": glr_log(k, n, share),
+        }
+        for name, log_e in tests.items():
+            rows_90 = rows_at_power(by_sub_look(log_e, bar), 0)
+            row[name] = rows_90 / o if rows_90 is not None and o else None  # None: not within the looks simulated
+        rows.append(row)
     return rows
 
 
@@ -181,19 +209,31 @@ def table(rows: list[dict[str, Any]]) -> str:
         "best discrete prior per design (fitted) | ours (per design) | one mixture (before) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
+    fitted_rows = [r for r in rows if not r.get("between")]
+    for r in fitted_rows:
         lines.append(
             f"| {r['design']} {r['effect_pp']:+.0f} pp | {r['oracle_rows_90']:.0f} | {r['any_mixture']:.2f}x | "
             f"{r['tuned_lr']:.2f}x | {r['best_beta']:.2f}x | {r['best_discrete']:.2f}x | {r['ours']:.2f}x | "
             f"{r['one_mixture']:.2f}x |"
         )
     fields = ("any_mixture", "tuned_lr", "best_beta", "best_discrete", "ours", "one_mixture")
-    worst = {f: max(r[f] for r in rows) for f in fields}
+    worst = {f: max(r[f] for r in fitted_rows) for f in fields}
     lines.append("| worst row | | " + " | ".join(f"{v:.2f}x" for v in worst.values()) + " |")
-    prior = rows[0]["best_beta_prior"]
-    fitted = {r["design"]: r["best_discrete_mixture"] for r in rows}
+    prior = fitted_rows[0]["best_beta_prior"]
+    fitted = {r["design"]: r["best_discrete_mixture"] for r in fitted_rows}
     lines.append(f"\nbest Beta prior: centre x{prior['centre']}, spread {prior['spread']}; "
                  f"best discrete mixtures (log odds ratio: weight): {fitted}")  # fmt: skip
+    lines += ["", "| between the fitted rows | oracle's labelled rows | any mixture (GLR bound) | ours | one mixture |",
+              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def x(v: float | None, looks: int) -> str:
+        return f"{v:.2f}x" if v is not None else f"beyond {looks} looks"
+
+    for r in rows:
+        if r.get("between"):
+            o, looks = r["oracle_rows_90"], r["looks_simulated"]
+            lines.append(f"| {r['design']} {r['effect_pp']:+.1f} pp | {o:.0f} | {x(r['any_mixture'], looks)} | "
+                         f"{x(r['ours'], looks)} | {x(r['one_mixture'], looks)} |")  # fmt: skip
     return "\n".join(lines)
 
 
