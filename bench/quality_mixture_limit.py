@@ -15,10 +15,19 @@ each test at the alpha share ``quality.harm`` gets (1.25 %):
 - ``best Beta``: the one Beta prior (``harm_prior``'s family: centre x1.2 to x4, spread 0.2 to 1.4 on the
   log odds ratio) with the smallest worst row, the same prior for every row (a test does not know the
   effect);
-- ``best discrete``: weights on 12 likelihood ratios at log odds ratios 0.1 to 3.2 (a factor 1.37 apart),
-  fitted to these draws for the smallest worst row (in sample, so optimistic on fresh draws), by a local
-  search from a few starts (ours moved to the grid among them): the best found, not a proven optimum;
-- ``ours``: ``grid_harm_log_e``, the mixture ``quality.harm`` reports (five ratios and a Beta share).
+- ``best discrete``: the best mixture of ``m`` likelihood ratios (``m`` = 3 in shadow, 2 in the canary) with
+  one mixture per design, fitted to these draws for the smallest worst row of its design (in sample, so
+  optimistic on fresh draws): every ``m`` points of every other point of ``GRID`` (log odds ratios 0.04 to
+  3.6, a factor 1.22 apart) with weights 1 to 4 each, then steps to neighbouring points and weights x1.25
+  while the worst row improves. How ``QUALITY_PAIRED`` and ``QUALITY_UNPAIRED`` were chosen (on other
+  draws: seed 1, 1 000 runs; rounded), so ``ours`` here is out of sample;
+- ``ours``: ``grid_harm_log_e`` with the mixture of the row's design, what ``quality.harm`` reports, with its
+  Beta share of 0.05;
+- ``one mixture``: the single mixture both designs used before (``quality_power.ONE_MIXTURE``).
+
+Rows ``"between": true``: effects between and beside the issue's (shadow -0.5, -1.5 and -3 pp; canary -3
+and -4 pp), which the mixtures were not fitted to: ``ours``, ``one mixture`` and the GLR bound, a check
+that fitting to the issue's rows did not buy them with the effects around them.
 
 Usage: ``python bench/quality_mixture_limit.py [--runs N]``; writes
 ``bench/results/quality-mixture-limit.json`` and prints the table docs/analysis.md ("Quality") shows.
@@ -37,16 +46,18 @@ import numpy.typing as npt
 from scipy import special
 
 from mlrollout.analysis.judge import split_alpha
-from mlrollout.analysis.sequential import QUALITY_BETA_WEIGHT, QUALITY_LOG_ODDS_RATIOS, QUALITY_WEIGHTS, harm_prior
+from mlrollout.analysis.sequential import harm_prior
 from quality_power import (
     ALPHA,
     DEFAULT_TESTS,
+    ONE_MIXTURE,
     _binomial_log_lr,
     _odds_shift,
     beta_log_e,
     by_sub_look,
     glr_log,
     grid_log_e,
+    mixture_of,
     rows_at_power,
     simulate,
     true_share,
@@ -64,7 +75,9 @@ LOOKS_NEEDED = {
     ("canary", 0.02): 40,
     ("canary", 0.05): 10,
 }
-GRID = np.geomspace(0.1, 3.2, 12)
+GRID = np.geomspace(0.04, 3.6, 24)
+BETWEEN = {("shadow", 0.005): 30, ("shadow", 0.015): 6, ("shadow", 0.03): 2, ("canary", 0.03): 20, ("canary", 0.04): 12}
+POINTS = {"shadow": 3, "canary": 2}  # likelihood ratios in each design's fitted mixture
 BETA_CENTRES = (1.2, 1.35, 1.5, 1.7, 2.0, 2.5, 3.0, 4.0)
 BETA_SPREADS = (0.2, 0.35, 0.5, 0.7, 1.0, 1.4)
 CAP = 50.0  # log e-values are capped here before averaging: far past the bar, so crossings do not change
@@ -83,41 +96,39 @@ def _beta_log_e(k: Array, n: Array, share: Array, prior_share: float, centre: fl
     return result
 
 
-def _fit_weights(lrs: list[Array], oracle: list[float], bar: float, rng: np.random.Generator) -> tuple[Array, float]:
-    """Weights on ``GRID`` minimising the worst row's ratio: random restarts, then multiplicative coordinate
-    steps (the objective is a step function of the weights: no gradient)."""
+def _worst(lrs: list[Array], oracle: list[float], bar: float, points: tuple[int, ...], w: Array) -> float:
+    """The worst row's ratio to the oracle for the mixture ``w`` (summing to 1) on ``GRID[points]``."""
+    ratios = []
+    for x, o in zip(lrs, oracle, strict=True):
+        log_e = np.log(np.maximum(np.tensordot(w / w.sum(), x[list(points)], axes=1), 1e-300))
+        rows = rows_at_power(by_sub_look(log_e, bar), 0)
+        ratios.append(rows / o if rows is not None else math.inf)
+    return max(ratios)
 
-    def worst(w: Array) -> float:
-        ratios = []
-        for x, o in zip(lrs, oracle, strict=True):
-            log_e = np.log(np.maximum(np.tensordot(w / w.sum(), x, axes=1), 1e-300))
-            rows = rows_at_power(by_sub_look(log_e, bar), 0)
-            ratios.append(rows / o if rows is not None else math.inf)
-        return max(ratios)
 
-    near_ours = np.full(GRID.size, 1e-3)  # ours' ratios at the nearest grid points (its Beta share spread evenly)
-    for lr, weight in zip(QUALITY_LOG_ODDS_RATIOS, QUALITY_WEIGHTS, strict=True):
-        near_ours[np.argmin(np.abs(np.log(GRID / lr)))] += weight
-    near_ours += QUALITY_BETA_WEIGHT / GRID.size
-    starts = [near_ours, np.ones(GRID.size), 1 / np.arange(1, GRID.size + 1)]
-    starts += [rng.dirichlet(np.ones(GRID.size)) for _ in range(4)]
-    best_w, best = starts[0], worst(starts[0])
-    for w in starts[1:]:
-        v = worst(w)
-        if v < best:
-            best_w, best = w, v
-    step = 2.0
-    while step > 1.05:
+def _fit(lrs: list[Array], oracle: list[float], bar: float, m: int) -> tuple[tuple[int, ...], Array]:
+    """The ``m``-point mixture on ``GRID`` with the smallest worst row: exhaustive on every other point with
+    weights 1 to 4, then steps to neighbouring points and weights x1.25 while it improves (the objective is
+    a step function of the mixture: no gradient)."""
+    best = (math.inf, (0,) * m, np.ones(m))
+    for points in itertools.combinations(range(0, GRID.size, 2), m):
+        for weights in itertools.product((1.0, 2.0, 3.0, 4.0), repeat=m):
+            w = np.array(weights)
+            v = _worst(lrs, oracle, bar, points, w)
+            if v < best[0]:
+                best = (v, points, w)
+    improved = True
+    while improved:
         improved = False
-        for j, factor in itertools.product(range(GRID.size), (step, 1 / step)):
-            w = best_w.copy()
-            w[j] *= factor
-            v = worst(w)
-            if v < best - 1e-9:
-                best_w, best, improved = w, v, True
-        if not improved:
-            step = math.sqrt(step)
-    return best_w / best_w.sum(), best
+        v, points, w = best
+        moves = [((*points[:j], points[j] + d, *points[j + 1 :]), w) for j in range(m) for d in (-1, 1)]
+        moves += [(points, w * np.where(np.arange(m) == j, f, 1.0)) for j in range(m) for f in (1.25, 0.8)]
+        for p, w2 in moves:
+            if len(set(p)) == m and all(0 <= i < GRID.size for i in p):
+                v2 = _worst(lrs, oracle, bar, p, w2)
+                if v2 < best[0] - 1e-9:
+                    best, improved = (v2, p, w2), True
+    return best[1], best[2] / best[2].sum()
 
 
 def run(runs: int, seed: int) -> list[dict[str, Any]]:
@@ -137,12 +148,15 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
         lrs.append(np.stack([np.exp(np.minimum(_binomial_log_lr(k, n, share, _odds_shift(share, lr)), CAP))
                              for lr in GRID]))  # fmt: skip
         tuned = rows_at_power(by_sub_look(_binomial_log_lr(k, n, share, true_share(design, effect, share)), bar), 0)
-        ours = grid_log_e(k, n, share, beta_log_e(k, n, share))
+        beta = beta_log_e(k, n, share)
+        ours = grid_log_e(k, n, share, beta, mixture_of(design))
+        one = grid_log_e(k, n, share, beta, ONE_MIXTURE)
         rows.append({
             "design": design, "effect_pp": -effect * 100, "alpha": alpha, "runs": runs, "oracle_rows_90": o,
             "any_mixture": (rows_at_power(by_sub_look(glr_log(k, n, share), bar), 0) or math.inf) / o,
             "tuned_lr": (tuned or math.inf) / o,
             "ours": (rows_at_power(by_sub_look(ours, bar), 0) or math.inf) / o,
+            "one_mixture": (rows_at_power(by_sub_look(one, bar), 0) or math.inf) / o,
         })  # fmt: skip
     best_beta: tuple[float, float, float, list[float]] = (math.inf, 0.0, 0.0, [])
     for centre, spread in itertools.product(BETA_CENTRES, BETA_SPREADS):
@@ -152,32 +166,74 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
             ratios.append((rows_at_power(by_sub_look(log_e, bar), 0) or math.inf) / o)
         if max(ratios) < best_beta[0] or not best_beta[3]:
             best_beta = (max(ratios), centre, spread, ratios)
-    weights, _ = _fit_weights(lrs, oracle, bar, np.random.default_rng([seed, 32]))
-    for row, x, o, beta in zip(rows, lrs, oracle, best_beta[3], strict=True):
-        log_e = np.log(np.maximum(np.tensordot(weights, x, axes=1), 1e-300))
-        row["best_beta"] = beta
+    for design, m in POINTS.items():
+        at = [i for i, row in enumerate(rows) if row["design"] == design]
+        points, weights = _fit([lrs[i] for i in at], [oracle[i] for i in at], bar, m)
+        for i in at:
+            log_e = np.log(np.maximum(np.tensordot(weights, lrs[i][list(points)], axes=1), 1e-300))
+            rows[i]["best_discrete"] = (rows_at_power(by_sub_look(log_e, bar), 0) or math.inf) / oracle[i]
+            fitted = zip(points, weights, strict=True)
+            rows[i]["best_discrete_mixture"] = {f"{GRID[p]:.3g}": round(float(w), 3) for p, w in fitted}
+    for row, beta_ratio in zip(rows, best_beta[3], strict=True):
+        row["best_beta"] = beta_ratio
         row["best_beta_prior"] = {"centre": best_beta[1], "spread": best_beta[2]}
-        row["best_discrete"] = (rows_at_power(by_sub_look(log_e, bar), 0) or math.inf) / o
-        row["best_discrete_weights"] = dict(zip((f"{g:.3g}" for g in GRID), weights.round(4).tolist(), strict=True))
+    return rows + between(runs, seed, alpha)
+
+
+def between(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
+    """``ours``, ``one mixture`` and the GLR bound on the effects of ``BETWEEN`` (not fitted to)."""
+    bar = math.log(1 / alpha)
+    rows = []
+    for (design, effect), looks in BETWEEN.items():
+        rng = np.random.default_rng([seed, 33, len(design), int(effect * 1e4)])
+        k, n, share = simulate(design, effect, 0, runs, rng, looks)
+        o = rows_at_power(umpu_power(k, n, share, alpha), 0)
+        beta = beta_log_e(k, n, share)
+        row: dict[str, Any] = {"design": design, "effect_pp": -effect * 100, "runs": runs, "between": True,
+                               "looks_simulated": looks, "oracle_rows_90": o}  # fmt: skip
+        tests = {
+            "ours": grid_log_e(k, n, share, beta, mixture_of(design)),
+            "one_mixture": grid_log_e(k, n, share, beta, ONE_MIXTURE),
+            "any_mixture": glr_log(k, n, share),
+        }
+        for name, log_e in tests.items():
+            rows_90 = rows_at_power(by_sub_look(log_e, bar), 0)
+            row[name] = rows_90 / o if rows_90 is not None and o else None  # None: not within the looks simulated
+        rows.append(row)
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| row | oracle's labelled rows | any mixture (GLR bound) | tuned LR (knows the effect) | best Beta prior | "
-        "best discrete prior (fitted) | ours |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "best discrete prior per design (fitted) | ours (per design) | one mixture (before) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
+    fitted_rows = [r for r in rows if not r.get("between")]
+    for r in fitted_rows:
         lines.append(
             f"| {r['design']} {r['effect_pp']:+.0f} pp | {r['oracle_rows_90']:.0f} | {r['any_mixture']:.2f}x | "
-            f"{r['tuned_lr']:.2f}x | {r['best_beta']:.2f}x | {r['best_discrete']:.2f}x | {r['ours']:.2f}x |"
+            f"{r['tuned_lr']:.2f}x | {r['best_beta']:.2f}x | {r['best_discrete']:.2f}x | {r['ours']:.2f}x | "
+            f"{r['one_mixture']:.2f}x |"
         )
-    worst = {f: max(r[f] for r in rows) for f in ("any_mixture", "tuned_lr", "best_beta", "best_discrete", "ours")}
+    fields = ("any_mixture", "tuned_lr", "best_beta", "best_discrete", "ours", "one_mixture")
+    worst = {f: max(r[f] for r in fitted_rows) for f in fields}
     lines.append("| worst row | | " + " | ".join(f"{v:.2f}x" for v in worst.values()) + " |")
-    prior = rows[0]["best_beta_prior"]
+    prior = fitted_rows[0]["best_beta_prior"]
+    fitted = {r["design"]: r["best_discrete_mixture"] for r in fitted_rows}
     lines.append(f"\nbest Beta prior: centre x{prior['centre']}, spread {prior['spread']}; "
-                 f"best discrete weights: {rows[0]['best_discrete_weights']}")  # fmt: skip
+                 f"best discrete mixtures (log odds ratio: weight): {fitted}")  # fmt: skip
+    lines += ["", "| between the fitted rows | oracle's labelled rows | any mixture (GLR bound) | ours | one mixture |",
+              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def x(v: float | None, looks: int) -> str:
+        return f"{v:.2f}x" if v is not None else f"beyond {looks} looks"
+
+    for r in rows:
+        if r.get("between"):
+            o, looks = r["oracle_rows_90"], r["looks_simulated"]
+            lines.append(f"| {r['design']} {r['effect_pp']:+.1f} pp | {o:.0f} | {x(r['any_mixture'], looks)} | "
+                         f"{x(r['ours'], looks)} | {x(r['one_mixture'], looks)} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -11,9 +11,10 @@ Traffic as in ``decision_quality.py``: Poisson requests at 100/s, one look a min
 Tests, each at the alpha share ``judge()`` gives ``quality.harm`` under the default policy with quality on:
 
 - ``ours``: ``grid_harm_log_e``, the e-process ``quality.harm`` reports (McNemar's shape when paired): a fixed
-  mixture of five likelihood ratios at odds ratios 1.16 to 11 (0.9) and the Beta mixture below (0.1);
-- ``before``: ``harm_log_e``, the Beta mixture centred on x1.5 (the error-rate harm test's) it used until
-  5 Dec;
+  mixture of likelihood ratios, one per design (``QUALITY_PAIRED``: odds ratios x1.36, x1.8 and x6.7;
+  ``QUALITY_UNPAIRED``: x1.17 and x1.36), and at 0.05 the Beta mixture of ``harm_log_e``;
+- ``one mixture`` (``one_mixture_*``): the single mixture both designs used before (``ONE_MIXTURE``: odds
+  ratios 1.16 to 11, and the Beta mixture at 0.1);
 - ``naive``: the same comparison as a fixed-sample one-sided binomial test, repeated at every look (what a
   dashboard that checks "is it significant yet?" does: its false alarms grow with the looks);
 - ``oracle``: the uniformly most powerful unbiased one-sided binomial test run once, at the sample where it
@@ -67,9 +68,9 @@ from scipy import special, stats
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.quality import Labels, Pairs, paired_mae_log_e, unpaired_mae_log_e
 from mlrollout.analysis.sequential import (
-    QUALITY_BETA_WEIGHT,
-    QUALITY_LOG_ODDS_RATIOS,
-    QUALITY_WEIGHTS,
+    QUALITY_PAIRED,
+    QUALITY_UNPAIRED,
+    OddsMixture,
     grid_harm_log_e,
     harm_log_e,
     harm_prior,
@@ -96,6 +97,13 @@ MAE_CORRELATION = 0.9
 MAE_DELAYS = (0, 1, 5)
 MAE_BOUNDS = (5.0, 10000.0)  # errorBound: near the errors' scale, and the default (the top clip bound)
 CANARY_SHARE = 0.1
+ONE_MIXTURE = OddsMixture((0.15, 0.3, 0.6, 1.2, 2.4), (0.225, 0.27, 0.18, 0.135, 0.09), 0.1)
+"""The one accuracy harm mixture both designs used before each got its own (odds ratios 1.16, 1.35, 1.8, 3.3, 11)."""
+
+
+def mixture_of(design: str) -> OddsMixture:
+    """The mixture ``quality.harm`` uses in a step of this design."""
+    return QUALITY_PAIRED if design == "shadow" else QUALITY_UNPAIRED
 
 
 def simulate(
@@ -174,13 +182,14 @@ def _binomial_log_lr(k: Array, n: Array, share: Array, theta: Array) -> Array:
     return np.where(n > 0, np.nan_to_num(out, posinf=0.0, neginf=0.0), 0.0)
 
 
-def grid_log_e(k: Array, n: Array, share: Array, before: Array) -> Array:
+def grid_log_e(k: Array, n: Array, share: Array, before: Array, mixture: OddsMixture) -> Array:
     """``grid_harm_log_e`` (what ``quality.harm`` reports) on arrays, given ``before`` (``beta_log_e``, its
     Beta share); ``check`` compares the two."""
-    scale = (1 - QUALITY_BETA_WEIGHT) / sum(QUALITY_WEIGHTS)
+    scale = (1 - mixture.beta_weight) / sum(mixture.weights)
     terms = [math.log(w * scale) + _binomial_log_lr(k, n, share, _odds_shift(share, lr))
-             for lr, w in zip(QUALITY_LOG_ODDS_RATIOS, QUALITY_WEIGHTS, strict=True)]  # fmt: skip
-    terms.append(math.log(QUALITY_BETA_WEIGHT) + before)
+             for lr, w in zip(mixture.log_ratios, mixture.weights, strict=True)]  # fmt: skip
+    if mixture.beta_weight > 0:
+        terms.append(math.log(mixture.beta_weight) + before)
     out: Array = np.where(n > 0, special.logsumexp(np.stack(terms), axis=0), 0.0)
     return out
 
@@ -222,9 +231,11 @@ def check(rng: np.random.Generator) -> None:
     k = np.floor(n * rng.uniform(0, 0.5, 300))
     share = rng.choice([0.5, 0.1, 0.0937], 300)
     before = beta_log_e(k, n, share)
-    ours = grid_log_e(k, n, share, before)
-    for i in range(300):
-        assert math.isclose(ours[i], grid_harm_log_e(int(k[i]), int(n[i]), share[i]), rel_tol=1e-7, abs_tol=1e-7)
+    for mixture in (QUALITY_PAIRED, QUALITY_UNPAIRED, ONE_MIXTURE):
+        ours = grid_log_e(k, n, share, before, mixture)
+        for i in range(300):
+            product = grid_harm_log_e(int(k[i]), int(n[i]), share[i], mixture)
+            assert math.isclose(ours[i], product, rel_tol=1e-7, abs_tol=1e-7)
         assert math.isclose(before[i], harm_log_e(int(k[i]), int(n[i]), share[i]), rel_tol=1e-6, abs_tol=1e-6)
 
 
@@ -244,8 +255,9 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
                 k, n, share = simulate(design, effect, delay, runs, rng)
                 lag = delay * SUB
                 looks = slice(SUB - 1, None, SUB)  # the sub-looks the operator looks at: once a minute
-                before = beta_log_e(k, n, share)
-                ours = grid_log_e(k, n, share, before)
+                beta = beta_log_e(k, n, share)
+                ours = grid_log_e(k, n, share, beta, mixture_of(design))
+                before = grid_log_e(k, n, share, beta, ONE_MIXTURE)
                 fired, fired_before = ours[:, looks] >= bar, before[:, looks] >= bar
                 with np.errstate(divide="ignore", invalid="ignore"):
                     naive = stats.binom.sf(k[:, looks] - 1, n[:, looks], share[:, looks]) <= alpha
@@ -268,19 +280,19 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
                     "ours_by_5": float(fired[:, :5].any(axis=1).mean()),
                     "ours_by_20": float(fired.any(axis=1).mean()),
                     "ours_every_sub_look_by_20": float((ours >= bar).any(axis=1).mean()),
-                    "before_by_5": float(fired_before[:, :5].any(axis=1).mean()),
-                    "before_by_20": float(fired_before.any(axis=1).mean()),
+                    "one_mixture_by_5": float(fired_before[:, :5].any(axis=1).mean()),
+                    "one_mixture_by_20": float(fired_before.any(axis=1).mean()),
                     "naive_by_20": float(naive.any(axis=1).mean()),
-                    "ours_look_90": ours_look, "before_look_90": first_look(fired_before),
+                    "ours_look_90": ours_look, "one_mixture_look_90": first_look(fired_before),
                     "oracle_look_90": oracle_look, "ratio_looks": ratio_looks,
                     "labelled_rows_per_look": RPS * LOOK_SECONDS * LABELLED,
                     "oracle_rows_90": oracle_rows if effect else None,
                     "ours_rows_90": ours_rows if effect else None,
-                    "before_rows_90": before_rows if effect else None,
+                    "one_mixture_rows_90": before_rows if effect else None,
                     "glr_rows_90": glr_rows if effect else None,
                     "tuned_rows_90": tuned_rows,
                     "ratio": _ratio(ours_rows, oracle_rows) if effect else None,
-                    "before_ratio": _ratio(before_rows, oracle_rows) if effect else None,
+                    "one_mixture_ratio": _ratio(before_rows, oracle_rows) if effect else None,
                     "glr_ratio": _ratio(glr_rows, oracle_rows) if effect else None,
                     "tuned_ratio": _ratio(tuned_rows, oracle_rows) if effect else None,
                 })  # fmt: skip
@@ -506,9 +518,9 @@ def _effect(row: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| metric | design | label delay | effect | ours: rolled back by look 5 / 20 | before (Beta on x1.5) by 20 | "
-        "naive (repeated test) by 20 | 90 % power at look: ours / before / oracle | labelled rows at 90 % power: "
-        "oracle | rows vs oracle: ours / before / tuned LR / any mixture (GLR) |",
+        "| metric | design | label delay | effect | ours: rolled back by look 5 / 20 | one mixture (before) by 20 | "
+        "naive (repeated test) by 20 | 90 % power at look: ours / one mixture / oracle | labelled rows at 90 % power: "
+        "oracle | rows vs oracle: ours / one mixture / tuned LR / any mixture (GLR) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     mae = []
@@ -522,12 +534,12 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         looks = "-"
         if r["effect_pp"]:
-            looks = " / ".join(str(r[f] or ">20") for f in ("ours_look_90", "before_look_90", "oracle_look_90"))
-        ratios = " / ".join(x(r[f]) for f in ("ratio", "before_ratio", "tuned_ratio", "glr_ratio"))
+            looks = " / ".join(str(r[f] or ">20") for f in ("ours_look_90", "one_mixture_look_90", "oracle_look_90"))
+        ratios = " / ".join(x(r[f]) for f in ("ratio", "one_mixture_ratio", "tuned_ratio", "glr_ratio"))
         oracle = f"{r['oracle_rows_90']:.0f}" if r["oracle_rows_90"] else ("-" if not r["effect_pp"] else ">20 looks")
         lines.append(
             f"| accuracy | {r['design']} | {r['delay_looks']} | {_effect(r)} | "
-            f"{r['ours_by_5']:.1%} / {r['ours_by_20']:.1%} | {r['before_by_20']:.1%} | {r['naive_by_20']:.1%} | "
+            f"{r['ours_by_5']:.1%} / {r['ours_by_20']:.1%} | {r['one_mixture_by_20']:.1%} | {r['naive_by_20']:.1%} | "
             f"{looks} | {oracle} | {ratios if r['effect_pp'] else '-'} |"
         )
     lines += [

@@ -7,14 +7,15 @@ Two designs, chosen by what the step produced (docs/analysis.md, "Quality"):
   information about which model is better: ``stable_only`` (stable right, candidate wrong) and
   ``candidate_only``. Under "the candidate is no worse" a discordant pair favours stable with probability at
   most 1/2, so a conditional binomial mixture e-process applies with share 1/2: a sequential McNemar test.
-  The mixture is a fixed one over likelihood ratios at odds ratios 1.16 to 11, with a tenth on the error-rate
-  test's Beta prior (``grid_harm_log_e``): accuracy effects span that whole range. The paired difference of
+  The mixture is a fixed one over likelihood ratios at odds ratios x1.36, x1.8 and x6.7, with a twentieth on
+  the error-rate test's Beta prior (``grid_harm_log_e``, ``QUALITY_PAIRED``). The paired difference of
   accuracies has per-row values in {-1, 0, 1}, whose mean and variance come from the pair counts; a
   normal-mixture confidence sequence bounds it.
 - **Unpaired (canary steps).** Each track answered its own requests. An incorrect labelled row comes from
   the candidate with probability at most the candidate's share of labelled rows when it is no worse: the
-  error-rate harm test's conditioning, on labelled rows, with the same discrete mixture as the paired
-  test. The difference of accuracies is bounded like the error-rate difference.
+  error-rate harm test's conditioning, on labelled rows, with a mixture of its own (``QUALITY_UNPAIRED``:
+  the same accuracy drop is a smaller odds ratio here). The difference of accuracies is bounded like the
+  error-rate difference.
 
 Regressors (``mae``): per-row absolute errors, each clipped at the policy's ``errorBound`` ``B``
 (``min(|error|, B)``, in ``[0, B]``): the tests are about the *clipped* MAE, because no test of a mean is valid
@@ -57,6 +58,8 @@ from typing import Literal
 
 from mlrollout.analysis.result import harm_decision, metric_result, non_inferiority_decision
 from mlrollout.analysis.sequential import (
+    QUALITY_PAIRED,
+    QUALITY_UNPAIRED,
     beta_mixture_proportion_cs,
     bounded_mean_cs,
     bounded_mean_log_e,
@@ -172,7 +175,7 @@ def _accuracy_paired(p: Pairs, s: QualitySettings) -> list[MetricResult]:
     acc_s, acc_c = (p.both_right + p.stable_only) / n, (p.both_right + p.candidate_only) / n
     discordant = p.stable_only + p.candidate_only
     # harm: a discordant pair favours stable (the candidate is worse on it) with probability <= 1/2 under H0
-    e_value = s.carry(log_to_e(grid_harm_log_e(p.stable_only, discordant, 0.5)))
+    e_value = s.carry(log_to_e(grid_harm_log_e(p.stable_only, discordant, 0.5, QUALITY_PAIRED)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     effect = acc_c - acc_s
     variance = max(discordant / n - effect * effect, 1.0 / (n + 1)) / n
@@ -191,7 +194,8 @@ def _accuracy_unpaired(stable: Labels, candidate: Labels, s: QualitySettings) ->
     acc_s = 1.0 - stable.incorrect / stable.labelled
     acc_c = 1.0 - candidate.incorrect / candidate.labelled
     share = candidate.labelled / (candidate.labelled + stable.labelled)
-    e_value = s.carry(log_to_e(grid_harm_log_e(candidate.incorrect, candidate.incorrect + stable.incorrect, share)))
+    wrong = candidate.incorrect + stable.incorrect
+    e_value = s.carry(log_to_e(grid_harm_log_e(candidate.incorrect, wrong, share, QUALITY_UNPAIRED)))
     harm, threshold = harm_decision(e_value, s.alpha_harm)
     effect = acc_c - acc_s
 

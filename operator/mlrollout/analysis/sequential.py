@@ -22,11 +22,11 @@ __all__ = [
     "BETS_HARM",
     "HARM_LOG_RATIO_SD",
     "HARM_RATIO",
-    "QUALITY_BETA_WEIGHT",
-    "QUALITY_LOG_ODDS_RATIOS",
-    "QUALITY_WEIGHTS",
+    "QUALITY_PAIRED",
+    "QUALITY_UNPAIRED",
     "TWO_SAMPLE_LEVELS",
     "Interval",
+    "OddsMixture",
     "beta_mixture_proportion_cs",
     "bounded_mean_cs",
     "bounded_mean_log_e",
@@ -132,47 +132,52 @@ def harm_log_e(candidate_events: int, total_events: int, share: float) -> float:
     return float(log_marginal - log_null)
 
 
-QUALITY_LOG_ODDS_RATIOS: tuple[float, ...] = (0.15, 0.3, 0.6, 1.2, 2.4)
-"""The log odds ratios ``l`` the accuracy harm test mixes: the candidate's share of events (discordant pairs
-favouring stable; incorrect labelled rows) at odds ``exp(l)`` times the null's, odds ratios 1.16, 1.35, 1.8,
-3.3 and 11, a factor 2 apart in log odds. Accuracy effects span a wide range of odds ratios (a 1 pp drop
-where the models disagree on 6 % of rows is x1.4, a 5 pp drop x11; 2 pp in a canary at 90 % accuracy x1.2),
-which one Beta prior covers only by spreading thin (docs/analysis.md, "Quality": rows needed for 90 % power,
-beside the oracle's)."""
+@dataclass(frozen=True)
+class OddsMixture:
+    """A fixed mixture for :func:`grid_harm_log_e`: likelihood ratios at log odds ratios ``log_ratios`` (the
+    candidate's share of events at odds ``exp(l)`` times the null's) with ``weights``, scaled to sum to
+    ``1 - beta_weight``, and :func:`harm_log_e`'s Beta mixture at ``beta_weight``. Fixed before any data, so
+    any choice is valid; the choice only decides which regressions are caught fastest."""
 
-QUALITY_WEIGHTS: tuple[float, ...] = (0.225, 0.27, 0.18, 0.135, 0.09)
-"""The fixed weights of ``QUALITY_LOG_ODDS_RATIOS`` (0.9 in all): least on the largest effects, which cross
-early even at a tenth of the weight."""
-
-QUALITY_BETA_WEIGHT = 0.1
-"""The rest of the weight: :func:`harm_log_e`'s Beta mixture, whose prior reaches every odds ratio above 1. A
-likelihood ratio at ``l`` gains evidence only from effects above ``l / 2`` in log odds, so the grid alone
-would never catch a regression below odds x1.08; with this share the test catches every regression
-eventually (power one), at a cost of log(1/0.9) nats on the grid's effects."""
+    log_ratios: tuple[float, ...]
+    weights: tuple[float, ...]
+    beta_weight: float
 
 
-def grid_harm_log_e(
-    candidate_events: int, total_events: int, share: float,
-    log_ratios: tuple[float, ...] = QUALITY_LOG_ODDS_RATIOS, weights: tuple[float, ...] = QUALITY_WEIGHTS,
-    beta_weight: float = QUALITY_BETA_WEIGHT,
-) -> float:  # fmt: skip
+QUALITY_PAIRED = OddsMixture(log_ratios=(0.31, 0.59, 1.9), weights=(0.39, 0.29, 0.27), beta_weight=0.05)
+"""The accuracy harm mixture of a shadow step (sequential McNemar: a discordant pair favours stable at odds
+``exp(l)``). Chosen in ``bench/quality_mixture_limit.py`` for the smallest worst ratio of labelled rows to
+the oracle's on the issue's rows (1, 2 and 5 pp below 90 % accuracy, models disagreeing on 6 % of rows: odds
+x1.4, x2 and x11, where the single ratio that needs fewest rows sits at about x1.3, x1.7 and x5.4). A
+discordant pair is evidence about the effect in odds, so the paired and unpaired designs, whose odds for the
+same accuracy drop differ, get a mixture each."""
+
+QUALITY_UNPAIRED = OddsMixture(log_ratios=(0.16, 0.31), weights=(0.38, 0.57), beta_weight=0.05)
+"""The accuracy harm mixture of a canary step (an incorrect labelled row is the candidate's at odds ``exp(l)``
+times its share's): 2 and 5 pp below 90 % accuracy are error-rate ratios x1.2 and x1.5, where the single
+ratio that needs fewest rows sits at about x1.15 and x1.34. Chosen as :data:`QUALITY_PAIRED`."""
+
+
+def grid_harm_log_e(candidate_events: int, total_events: int, share: float, mixture: OddsMixture) -> float:
     """Log e-value against "each event is the candidate's with probability at most ``share``" (conditional
-    binomial, as :func:`harm_log_e`): a fixed mixture of likelihood ratios and, at ``beta_weight``, of
-    :func:`harm_log_e`'s Beta mixture.
+    binomial, as :func:`harm_log_e`): the fixed ``mixture`` of likelihood ratios and, at its ``beta_weight``,
+    of :func:`harm_log_e`'s Beta mixture, whose prior reaches every odds ratio above 1 (a ratio at ``l`` gains
+    evidence only from effects above about ``l / 2`` in log odds: the Beta share catches every regression
+    eventually, power one).
 
     Each ratio is that of ``theta_j`` (odds ``exp(l_j)`` times ``share``'s, ``l_j > 0``) against ``share``. For
     ``theta_j > share`` and any true ``p <= share`` one event's factor has expectation
     ``p theta_j / share + (1 - p)(1 - theta_j) / (1 - share) <= 1`` (linear in ``p``, 1 at ``share``), so each
     ratio is a test supermartingale for the whole one-sided null; so is the Beta mixture, and so is a fixed
-    average of them (``weights`` are scaled to sum to ``1 - beta_weight``): an e-process by construction, from
-    the cumulative counts alone.
+    average of them: an e-process by construction, from the cumulative counts alone.
     """
     k, n = int(candidate_events), int(total_events)
     if n <= 0 or not 0.0 < share < 1.0:
         return 0.0
-    log_odds, scale = math.log(share / (1.0 - share)), (1.0 - beta_weight) / sum(weights)
+    beta_weight = mixture.beta_weight
+    log_odds, scale = math.log(share / (1.0 - share)), (1.0 - beta_weight) / sum(mixture.weights)
     terms = []
-    for l_j, w_j in zip(log_ratios, weights, strict=True):
+    for l_j, w_j in zip(mixture.log_ratios, mixture.weights, strict=True):
         theta = float(special.expit(log_odds + l_j))
         terms.append(
             math.log(w_j * scale)

@@ -13,7 +13,12 @@ from tests.unit.analysis.snapshots import healthy, judged
 
 from mlrollout.analysis import AnalysisTarget, Measurement, Sample, StaticProvider, collect_snapshot
 from mlrollout.analysis.quality import QualitySettings, quality_results
-from mlrollout.analysis.sequential import grid_harm_log_e, one_sided_normal_mixture_log_e
+from mlrollout.analysis.sequential import (
+    QUALITY_PAIRED,
+    QUALITY_UNPAIRED,
+    grid_harm_log_e,
+    one_sided_normal_mixture_log_e,
+)
 from mlrollout.analysis.snapshot import Labels, Pairs
 from mlrollout.api.rolloutpolicy import Margin
 
@@ -114,9 +119,38 @@ def test_identical_accuracy_rarely_rolls_back_over_many_looks(seed: int, discord
     counts = arrived.cumsum(axis=1)
     bar = np.log(1 / ACCURACY.alpha_harm)
     crossed = sum(
-        any(grid_harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5) >= bar for t in range(looks)) for c in counts
+        any(grid_harm_log_e(int(c[t, 2]), int(c[t, 2] + c[t, 3]), 0.5, QUALITY_PAIRED) >= bar for t in range(looks))
+        for c in counts
     )
     assert stats.binom.sf(crossed - 1, runs, ACCURACY.alpha_harm) > 1e-3, crossed  # not more than alpha allows
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), accuracy=st.sampled_from([0.7, 0.9, 0.98]))
+def test_identical_accuracy_in_a_canary_rarely_rolls_back_over_many_looks(seed: int, accuracy: float) -> None:
+    """The unpaired design (10 % canary, its own mixture): equal accuracies, 1800 labelled rows a look over 30
+    looks, each look's labels 0 to 5 looks late at random; quality.harm's e-process, with the candidate's share of
+    labelled rows as quality_results computes it, crosses 1/alpha in at most about alpha of 300 rollouts."""
+    rng = np.random.default_rng(seed)
+    runs, looks, per_look = 300, 30, 1800
+    rows_c = rng.binomial(per_look, 0.1, size=(runs, looks))
+    batches = np.stack([rows_c, per_look - rows_c, rng.binomial(rows_c, 1 - accuracy),
+                        rng.binomial(per_look - rows_c, 1 - accuracy)], axis=-1)  # fmt: skip
+    arrival = np.arange(looks)[None, :] + rng.integers(0, 6, size=(runs, looks))
+    arrived = np.zeros_like(batches)
+    for run in range(runs):
+        for sent in range(looks):
+            if arrival[run, sent] < looks:
+                arrived[run, arrival[run, sent]] += batches[run, sent]
+    counts = arrived.cumsum(axis=1)  # labelled candidate, labelled stable, wrong candidate, wrong stable
+    bar = np.log(1 / ACCURACY.alpha_harm)
+
+    def fires(c: np.ndarray) -> bool:
+        share = float(c[0]) / max(float(c[0] + c[1]), 1.0)
+        return bool(grid_harm_log_e(int(c[2]), int(c[2] + c[3]), share, QUALITY_UNPAIRED) >= bar)
+
+    crossed = sum(any(fires(c[t]) for t in range(looks) if c[t, 0] and c[t, 1]) for c in counts)
+    assert stats.binom.sf(crossed - 1, runs, ACCURACY.alpha_harm) > 1e-3, crossed
 
 
 QUALITY_ON = {"analysis": {"metrics": {"quality": {"enabled": True, "minLabels": 100}}}}

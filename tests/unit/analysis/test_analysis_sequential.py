@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -200,41 +201,52 @@ def test_log_to_e_is_finite() -> None:
     assert sq.log_to_e(0.0) == 1.0
 
 
-def test_grid_harm_e_value_is_the_weighted_average_of_its_likelihood_ratios_and_the_beta_mixture() -> None:
-    k, n, share = 30, 200, 0.1
-    expected = sq.QUALITY_BETA_WEIGHT * math.exp(sq.harm_log_e(k, n, share))
-    for l_j, w_j in zip(sq.QUALITY_LOG_ODDS_RATIOS, sq.QUALITY_WEIGHTS, strict=True):
+@pytest.mark.parametrize(("mixture", "share"), [(sq.QUALITY_UNPAIRED, 0.1), (sq.QUALITY_PAIRED, 0.5)])
+def test_grid_harm_e_value_is_the_weighted_average_of_its_likelihood_ratios_and_the_beta_mixture(
+    mixture: sq.OddsMixture, share: float
+) -> None:
+    k, n = 30, 200
+    expected = mixture.beta_weight * math.exp(sq.harm_log_e(k, n, share))
+    for l_j, w_j in zip(mixture.log_ratios, mixture.weights, strict=True):
         theta = share * math.exp(l_j) / (share * math.exp(l_j) + 1 - share)
         expected += w_j * (theta / share) ** k * ((1 - theta) / (1 - share)) ** (n - k)
-    assert sum(sq.QUALITY_WEIGHTS) + sq.QUALITY_BETA_WEIGHT == pytest.approx(1.0)
-    assert math.exp(sq.grid_harm_log_e(k, n, share)) == pytest.approx(expected, rel=1e-9)
-    assert sq.grid_harm_log_e(0, 0, 0.5) == 0.0 and sq.grid_harm_log_e(3, 5, 1.0) == 0.0
+    assert sum(mixture.weights) + mixture.beta_weight == pytest.approx(1.0)
+    assert math.exp(sq.grid_harm_log_e(k, n, share, mixture)) == pytest.approx(expected, rel=1e-9)
+    assert sq.grid_harm_log_e(0, 0, 0.5, mixture) == 0.0 and sq.grid_harm_log_e(3, 5, 1.0, mixture) == 0.0
 
 
 def test_grid_harm_e_value_direction() -> None:
     """At the null's share of events the evidence is below 1 (each ratio's log is -n KL); far above it, large."""
-    assert sq.grid_harm_log_e(50, 500, 0.1) < 0.0 < sq.grid_harm_log_e(80, 500, 0.1)
-    assert sq.grid_harm_log_e(250, 500, 0.5) < 0.0
-    assert sq.grid_harm_log_e(330, 500, 0.5) > math.log(1000)
+    unpaired = sq.QUALITY_UNPAIRED
+    assert sq.grid_harm_log_e(50, 500, 0.1, unpaired) < 0.0 < sq.grid_harm_log_e(80, 500, 0.1, unpaired)
+    assert sq.grid_harm_log_e(250, 500, 0.5, sq.QUALITY_PAIRED) < 0.0
+    assert sq.grid_harm_log_e(330, 500, 0.5, sq.QUALITY_PAIRED) > math.log(1000)
 
 
-@pytest.mark.parametrize(("share", "truth"), [(0.5, 0.5), (0.1, 0.1), (0.5, 0.45)])
-def test_grid_harm_e_process_is_time_uniformly_valid_under_the_null(share: float, truth: float) -> None:
+@pytest.mark.parametrize(
+    ("share", "truth", "mixture"),
+    [(0.5, 0.5, sq.QUALITY_PAIRED), (0.1, 0.1, sq.QUALITY_UNPAIRED), (0.5, 0.45, sq.QUALITY_PAIRED),
+     (0.1, 0.1, sq.QUALITY_PAIRED), (0.5, 0.5, sq.QUALITY_UNPAIRED)],
+)  # fmt: skip
+def test_grid_harm_e_process_is_time_uniformly_valid_under_the_null(
+    share: float, truth: float, mixture: sq.OddsMixture
+) -> None:
     """Events the candidate's with probability ``truth <= share``, checked after every 5th event: crossings
     of 1/alpha stay below alpha (Ville), at the boundary of the null and inside it."""
     rng = np.random.default_rng(3)
     alpha, runs, events = 0.05, 400, 600
     cum = np.cumsum(rng.random((runs, events)) < truth, axis=1)
+    bar = math.log(1 / alpha)
     crossed = sum(
-        any(sq.grid_harm_log_e(int(cum[r, t]), t + 1, share) >= math.log(1 / alpha) for t in range(0, events, 5))
+        any(sq.grid_harm_log_e(int(cum[r, t]), t + 1, share, mixture) >= bar for t in range(0, events, 5))
         for r in range(runs)
     )
     assert stats.binom.sf(crossed - 1, runs, alpha) > 1e-3, crossed
 
 
 def test_grid_harm_e_process_catches_a_regression_below_its_smallest_ratio() -> None:
-    """Power one: at odds x1.05 (below every ratio's reach, l / 2 = 0.075) the Beta share still grows."""
+    """Power one: at odds x1.05 (below every ratio's reach, l / 2 >= 0.155) the Beta share still grows."""
     share, n = 0.5, 200_000
     k = round(n * 1.05 / 2.05)
-    assert sq.grid_harm_log_e(k, n, share) > math.log(1000)
-    assert sq.grid_harm_log_e(k, n, share, beta_weight=0.0) < 0.0
+    assert sq.grid_harm_log_e(k, n, share, sq.QUALITY_PAIRED) > math.log(1000)
+    assert sq.grid_harm_log_e(k, n, share, dataclasses.replace(sq.QUALITY_PAIRED, beta_weight=0.0)) < 0.0
