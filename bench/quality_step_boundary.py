@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.quality import Labels
+from mlrollout.analysis.sequential import QUALITY_UNPAIRED
 from quality_power import (
     ALPHA,
     BASE,
@@ -126,7 +127,7 @@ def fired(metric: str, window: Array, bar: float) -> npt.NDArray[np.bool_]:
         k, n = wrong[..., 1], wrong.sum(axis=-1)
         share = rows[..., 1] / np.maximum(rows.sum(axis=-1), 1)
         share = np.where((rows[..., 0] > 0) & (rows[..., 1] > 0), share, 0.5)
-        out: npt.NDArray[np.bool_] = grid_log_e(k, n, share, beta_log_e(k, n, share)) >= bar
+        out: npt.NDArray[np.bool_] = grid_log_e(k, n, share, beta_log_e(k, n, share), QUALITY_UNPAIRED) >= bar
         return out & (rows[..., 0] > 0) & (rows[..., 1] > 0)
     runs = window.shape[0]
     result = np.zeros((runs, LOOKS), dtype=bool)
