@@ -306,6 +306,7 @@ class AnalysisResult:
     batcher: str = ""  # which look batcher (earlier rows: its commit)
     load: list[float] | None = None  # load average at the end of the row's measurement
     date: str | None = None
+    batcher_log: str | None = None  # batched: the batcher's last count of looks read from batches and alone
 
 
 def run_analysis(
@@ -375,7 +376,8 @@ def run_analysis(
                                           round((looks1 - looks0) / spans, 1), round((c1 - c0) / (t1 - t0), 4),
                                           round((p1 - p0) / (t1 - t0), 4), BATCHER,
                                           [round(x, 2) for x in os.getloadavg()],
-                                          time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))  # fmt: skip
+                                          time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                          batcher_counts(operator.log_path)))  # fmt: skip
                 print(json.dumps(asdict(out[-1])), flush=True)
                 operator.stop()
         finally:
@@ -386,6 +388,19 @@ def run_analysis(
                                                           {"metadata": {"finalizers": None}})  # fmt: skip
     kubectl("delete", "namespace", namespace, "--wait=false")
     return out
+
+
+def batcher_counts(log_path: Path) -> str | None:
+    """The batcher's last log line of how looks were served, since the operator started (None: none)."""
+    lines = [x for x in log_path.read_text(errors="replace").splitlines() if "looks so far:" in x]
+    if not lines:
+        return None
+    text = lines[-1]
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    return str(record.get("message", text)) if isinstance(record, dict) else text
 
 
 def flow_schema(namespace: str, sa: str) -> dict[str, Any]:

@@ -52,6 +52,9 @@ each other on the batcher's thread, so a batch stays seconds long however many a
 IDLE_POLL = 1.0
 """Seconds the batcher's thread sleeps at most between two checks for looks coming due."""
 
+REPORT_EVERY = 60.0
+"""Seconds at least between two log lines of how looks were served (read from a batch, or alone)."""
+
 Collect = Callable[[MetricsProvider, Sequence[LookRequest], float, int], list[Snapshot]]
 
 
@@ -198,7 +201,13 @@ class LookBatcher:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        reported, last = self.clock(), Counts()
         while not self._stopped.is_set():
+            if self.clock() - reported >= REPORT_EVERY and self.counts != last:
+                reported, c = self.clock(), self.counts
+                last = Counts(**vars(c))
+                log.info("looks so far: %d read from %d batches taken ahead (%d waited for theirs), %d taken alone",
+                         c.served, c.batches, c.waited, c.alone)  # fmt: skip
             try:
                 pause = self.prefetch()
             except Exception:  # never lose the thread: looks fall back to alone meanwhile
