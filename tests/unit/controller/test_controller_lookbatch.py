@@ -205,10 +205,12 @@ def test_the_batcher_thread_takes_batches_ahead_of_looks_on_the_real_clock() -> 
     assert again.warnings[0].startswith("md-0@") and len(recorder.batches) == 2
 
 
-def test_the_operator_batches_only_when_told_to() -> None:
-    assert OperatorSettings.from_env({"MLROLLOUT_RECONCILE_INTERVAL": "5"}).batch_window == 0.0
-    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "10"}).batch_window == 10.0
-    assert OperatorSettings(analysis_batch_window=None, reconcile_interval=5.0).batch_window == 5.0
+def test_the_operator_batches_within_the_reconcile_interval_unless_told_otherwise() -> None:
+    assert OperatorSettings.from_env({}).batch_window == 10.0
+    assert OperatorSettings.from_env({"MLROLLOUT_RECONCILE_INTERVAL": "5"}).batch_window == 5.0
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": ""}).batch_window == 10.0  # the chart's null
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "20"}).batch_window == 20.0
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "0"}).batch_window == 0.0
     batched = source_from("http://127.0.0.1:9", "", 10.0)
     assert isinstance(batched, PrometheusVerdicts) and batched.batcher is not None
     alone = source_from("http://127.0.0.1:9", "", 0.0)
