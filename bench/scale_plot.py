@@ -74,7 +74,7 @@ def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path, cluster: di
     for ax in (cpu, rss, latency, queries):
         ax.set(xlabel="ModelDeployments (N)", xscale="log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left" if ax is queries else "best")  # clear of the look counts
     fig.suptitle("One mlrollout operator at N ModelDeployments (kubemark hollow nodes; real Prometheus)")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
