@@ -34,7 +34,7 @@ class OperatorSettings:
     # looks due within this many seconds share Prometheus requests, taken ahead of time on the batcher's own
     # thread (controller/lookbatch.py); None (the default): the reconcile interval; 0: every look queries
     # alone. On by default since batches left kopf's worker threads: at N = 300 and 1,000 it took at least as
-    # many looks per interval as alone, from 8-10 times fewer requests (docs/operator.md, "Scale")
+    # many looks per interval as alone, from 6-10 times fewer requests (docs/operator.md, "Scale")
     analysis_batch_window: float | None = None
     # timer passes of an idle ModelDeployment (Healthy, nothing rolling out): controller/pacing.py
     idle_interval: float = 60.0
