@@ -2,22 +2,26 @@
 
 Each ModelDeployment's timer passes on its own, so its looks are spread over the reconcile interval and
 never meet by themselves. Each look tells the batcher what it asked (target, step start, analysis
-interval), so the next one is known: due one interval after it. A thread of the batcher's own (not one of
-kopf's workers) takes those next looks ahead of time, in batches: every ``lead`` seconds before they are
-due, the known looks not yet served go into one :func:`mlrollout.analysis.batch.collect_snapshots` at
-one instant (built-in queries share unions), at most ``max_members`` a batch, earliest due first. A look
-then only reads: its snapshot from the batch taken for it, when that batch's instant is at most ``ttl``
-before the look's arrival (an analysis interval, if the look came more than ``ttl`` late, queued in an
-overloaded operator), and it is for the same target and step. A look whose batch is still running waits
-for it at most ``max_wait`` seconds; a look with no batch (the first of a rollout or step, a new
-candidate, a batch that failed, was late or took too long) is taken alone, as one batch of one, on its
-own worker thread. So no worker thread waits for queries other looks need beyond ``max_wait``, and the
-timers of the others never queue behind a batch (the reason the earlier batcher, run by the first look
-of a batch on its worker thread, took fewer looks an interval than looks alone in the operator at N = 300).
+interval), so the next one is known: expected at the first timer tick (``tick``, the reconcile interval)
+one analysis interval after it. A thread of the batcher's own (not one of kopf's workers) takes those
+next looks ahead of time, in batches: from ``lead`` seconds before they are expected, the known looks not
+yet served go into one :func:`mlrollout.analysis.batch.collect_snapshots` at one instant (built-in
+queries share unions), at most ``max_members`` a batch, earliest due first. A look then only reads: its
+snapshot from the batch taken for it, when that batch's instant is at most ``ttl`` before the look was
+expected (or arrived, if earlier: a look that queued for a worker thread in an overloaded operator reads
+the batch taken for it) and at most an analysis interval before it arrived, and it is for the same target
+and step. A look whose batch is still running waits for it at most ``max_wait`` seconds; a look with no
+batch (the first of a rollout or step, a new candidate, a batch that failed, was late or took too long)
+is taken alone, as one batch of one, on its own worker thread. So no worker thread waits for queries
+other looks need beyond ``max_wait``, and the timers of the others never queue behind a batch (the
+suspected reason the earlier batcher, run by the first look of a batch on its worker thread, took fewer
+looks an interval than alone in the operator at N = 300; this one took at least as many:
+docs/operator.md, "Scale").
 
-A look judges evidence at most ``ttl`` older than its pass (about ``lead`` when the operator keeps up:
-less than one scrape interval), and each snapshot is the one its look would have taken alone at the
-batch's instant (the window from its own step start to that instant).
+A look judges evidence at most ``ttl`` older than the time it was expected (about ``lead`` older than its
+pass when the operator keeps up: less than one scrape interval; a late look's, at most an interval), and
+each snapshot is the one its look would have taken alone at the batch's instant (the window from its own
+step start to that instant).
 
 Bookkeeping here (a clock is passed in; :meth:`LookBatcher.prefetch` is one step of the thread, which
 tests drive by hand); the I/O is the provider's, behind the analysis' seam.
