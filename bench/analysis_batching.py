@@ -145,6 +145,9 @@ class Row:
     analysis_cpu_s_per_interval: float
     prometheus_cpu_s_per_interval: float
     inconclusive_reasons: list[str]
+    # batched, in the measured span: looks that read a batch taken ahead of time, looks taken alone
+    looks_served_from_batches: int | None = None
+    looks_taken_alone: int | None = None
 
 
 def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval: float, intervals: int) -> Row:
@@ -183,6 +186,9 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
                 marks["warm"] = (time.time(), served_queries(prometheus), cpu_seconds(os.getpid()),
                                  cpu_seconds(prometheus.proc.pid))  # fmt: skip
                 batches_at_warm = verdicts.batcher.batches if verdicts.batcher else 0
+                counted_at_warm = (
+                    (verdicts.batcher.counts.served, verdicts.batcher.counts.alone) if verdicts.batcher else (0, 0)
+                )
             if at >= end:
                 break
             time.sleep(max(0.0, at - time.time()))
@@ -193,6 +199,10 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
         marks["end"] = (time.time(), served_queries(prometheus), cpu_seconds(os.getpid()),
                         cpu_seconds(prometheus.proc.pid))  # fmt: skip
         batches_at_end = verdicts.batcher.batches if verdicts.batcher else 0
+        counts = verdicts.batcher.counts if verdicts.batcher else None
+        served, alone = (counts.served - counted_at_warm[0], counts.alone - counted_at_warm[1]) if counts else (0, 0)
+        if verdicts.batcher is not None:
+            verdicts.batcher.stop()
         # looks still queued or running are not waited for in the figures (a backlog is the finding)
         for future in running.values():
             future.cancel()
@@ -216,6 +226,8 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
         analysis_cpu_s_per_interval=round((ce - cw) / spans, 2),
         prometheus_cpu_s_per_interval=round((pe - pw) / spans, 2),
         inconclusive_reasons=sorted(reasons),
+        looks_served_from_batches=None if counts is None else served,
+        looks_taken_alone=None if counts is None else alone,
     )
 
 

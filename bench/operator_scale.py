@@ -303,6 +303,10 @@ class AnalysisResult:
     looks_per_interval: float
     operator_cores: float
     prometheus_cores: float
+    batcher: str = ""  # which look batcher (earlier rows: its commit)
+    load: list[float] | None = None  # load average at the end of the row's measurement
+    date: str | None = None
+    batcher_log: str | None = None  # batched: the batcher's last count of looks read from batches and alone
 
 
 def run_analysis(
@@ -370,7 +374,10 @@ def run_analysis(
                 spans = (t1 - t0) / interval
                 out.append(AnalysisResult(n, mode, interval, round((q1 - q0) / spans, 1),
                                           round((looks1 - looks0) / spans, 1), round((c1 - c0) / (t1 - t0), 4),
-                                          round((p1 - p0) / (t1 - t0), 4)))  # fmt: skip
+                                          round((p1 - p0) / (t1 - t0), 4), BATCHER,
+                                          [round(x, 2) for x in os.getloadavg()],
+                                          time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                          batcher_counts(operator.log_path)))  # fmt: skip
                 print(json.dumps(asdict(out[-1])), flush=True)
                 operator.stop()
         finally:
@@ -381,6 +388,19 @@ def run_analysis(
                                                           {"metadata": {"finalizers": None}})  # fmt: skip
     kubectl("delete", "namespace", namespace, "--wait=false")
     return out
+
+
+def batcher_counts(log_path: Path) -> str | None:
+    """The batcher's last log line of how looks were served, since the operator started (None: none)."""
+    lines = [x for x in log_path.read_text(errors="replace").splitlines() if "looks so far:" in x]
+    if not lines:
+        return None
+    text = lines[-1]
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    return str(record.get("message", text)) if isinstance(record, dict) else text
 
 
 def flow_schema(namespace: str, sa: str) -> dict[str, Any]:
@@ -631,17 +651,19 @@ def main() -> None:
 
 
 ANALYSIS_RESULTS = ROOT / "bench" / "results" / "operator-scale-analysis.json"
+BATCHER = "prefetch thread (looks only read; alone when no batch in time)"
+"""Which look batcher a row measured (controller/lookbatch.py; earlier rows name their commit)."""
 
 
 def analysis_main(args: argparse.Namespace) -> None:
     rows: list[AnalysisResult] = []
-    if ANALYSIS_RESULTS.exists():  # other sizes measured before stay
+    earlier: list[dict[str, Any]] = []
+    if ANALYSIS_RESULTS.exists():  # other sizes measured before stay; the sizes measured again go to earlier
         done = {int(s) for s in args.sizes.split(",")}
-        rows = [
-            AnalysisResult(**{k: v for k, v in r.items() if k != "batcher"})
-            for r in json.loads(ANALYSIS_RESULTS.read_text())["rows"]
-            if r["n"] not in done
-        ]
+        before = json.loads(ANALYSIS_RESULTS.read_text())
+        earlier = before.get("earlier_runs", [])
+        rows = [AnalysisResult(**r) for r in before["rows"] if r["n"] not in done]
+        earlier += [r for r in before["rows"] if r["n"] in done]
     with control_plane(args.state, args.keep_cluster) as cp, tempfile.TemporaryDirectory() as tmp:
         kubectl = Kubectl(cp)
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
@@ -656,6 +678,7 @@ def analysis_main(args: argparse.Namespace) -> None:
                 "nodes": NODES[args.nodes], "reconcile_interval_s": 10.0, "measured_intervals": args.analysis_intervals,
                 "look": "canary step at 10 % with its split checked; no series (hollow pods): every query asked",
                 "rows": [asdict(r) for r in rows],
+                "earlier_runs": earlier,
             }, indent=2) + "\n")  # fmt: skip
     for r in rows:
         print(

@@ -402,6 +402,7 @@ def test_operator_settings_for_intervals_and_traffic_providers(helm: Helm) -> No
     default = env_of()
     settings = OperatorSettings.from_env(default)
     assert (settings.idle_interval, settings.resync_interval) == (60.0, 300.0)
+    assert settings.batch_window == settings.reconcile_interval == 10.0  # analysisBatchWindow null
     route = router_for("gatewayAPI", default)
     assert isinstance(route, GatewayApiRouter)
     assert (route.gateway_name, route.gateway_namespace, route.section_name) == ("mlrollout", None, None)
@@ -409,12 +410,13 @@ def test_operator_settings_for_intervals_and_traffic_providers(helm: Helm) -> No
     assert isinstance(mesh, IstioRouter) and mesh.gateways == ()
 
     env = env_of(
-        "--set", "idleInterval=30,resyncInterval=600",
+        "--set", "idleInterval=30,resyncInterval=600,analysisBatchWindow=0",
         "--set", "gatewayAPI.gateway=public,gatewayAPI.gatewayNamespace=edge,gatewayAPI.sectionName=https",
         "--set", "istio.gateways={edge/public,edge/internal}",
     )  # fmt: skip
     settings = OperatorSettings.from_env(env)
-    assert (settings.idle_interval, settings.resync_interval) == (30.0, 600.0)
+    assert (settings.idle_interval, settings.resync_interval, settings.batch_window) == (30.0, 600.0, 0.0)
+    assert OperatorSettings.from_env(env_of("--set", "analysisBatchWindow=15")).batch_window == 15.0
     route = router_for("gatewayAPI", env)
     assert isinstance(route, GatewayApiRouter)
     assert (route.gateway_name, route.gateway_namespace, route.section_name) == ("public", "edge", "https")
@@ -429,7 +431,7 @@ def test_operator_settings_for_intervals_and_traffic_providers(helm: Helm) -> No
     names = [e["name"] for e in env_list]
     assert len(names) == len(set(names))
     assert {e["name"]: e.get("value") for e in env_list}["MLROLLOUT_GATEWAYAPI_GATEWAY"] == "edge"
-    for bad in ("idleInterval=-1", "resyncInterval=-1", "gatewayAPI.gateway="):
+    for bad in ("idleInterval=-1", "resyncInterval=-1", "analysisBatchWindow=-1", "gatewayAPI.gateway="):
         refused = helm("template", "x", str(CHART), "--set", bad, check=False)
         assert refused.returncode != 0 and bad.split("=")[0].split(".")[0] in refused.stderr, bad
 

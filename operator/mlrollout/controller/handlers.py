@@ -80,7 +80,9 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
                        quiet=level in ("warning", "error"))  # fmt: skip
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_api_client())
-    verdicts = source_from(SETTINGS.prometheus_url, SETTINGS.verdicts_dir, SETTINGS.batch_window)
+    verdicts = source_from(
+        SETTINGS.prometheus_url, SETTINGS.verdicts_dir, SETTINGS.batch_window, SETTINGS.reconcile_interval
+    )
     notifier = _STATE["notifier"] = Notifier(kube).start()
     hooks = HookCaller(kube, notifier.loop)  # approval hook calls share the notifier's loop and thread
     _STATE["reconciler"] = Reconciler(kube, verdicts, SETTINGS, notifier=notifier, hooks=hooks)

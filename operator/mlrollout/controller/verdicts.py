@@ -3,9 +3,10 @@
 Prometheus: `collect_snapshot` over the window since the current step started, then `judge`. No URL, an
 unreachable server, a failed query: the snapshot carries the error and the verdict is `inconclusive`
 (no evidence, no promotion). With a batch window (`ttl`, the reconcile interval by default) the looks
-due within it share requests (controller/lookbatch.py): the same snapshots, from a few requests per
-interval. The step's `evidence` (which analysed step this is, and what earlier steps
-carried) goes into the snapshot, so the judge holds the whole rollout to the policy's alpha.
+due within it share requests (controller/lookbatch.py), taken ahead of time on a thread of the batcher's
+own: the same snapshots, from a few requests per interval. The step's `evidence` (which analysed step
+this is, and what earlier steps carried) goes into the snapshot, so the judge holds the whole rollout to
+the policy's alpha.
 
 Recorded (`MLROLLOUT_VERDICTS_DIR`, for the cluster tier): the file `<namespace>.<name>.json` holds either
 `{"snapshot": {...}}` (judged by the real `judge` with the policy in force; a recorded `evidence` wins) or a
@@ -45,12 +46,16 @@ class VerdictSource(Protocol):
 class PrometheusVerdicts:
     """Snapshots from Prometheus, judged by the analysis engine."""
 
-    def __init__(self, url: str, batch_ttl: float = 0.0) -> None:
+    def __init__(self, url: str, batch_ttl: float = 0.0, tick: float | None = None) -> None:
         self.url = url
         self._provider = PrometheusProvider(url) if url else None
         self.batcher = (
-            LookBatcher(self._provider, batch_ttl, time.time) if self._provider is not None and batch_ttl > 0 else None
+            LookBatcher(self._provider, batch_ttl, time.time, tick=tick)
+            if self._provider is not None and batch_ttl > 0
+            else None
         )
+        if self.batcher is not None:
+            self.batcher.start()  # batches are taken on its own thread, ahead of the looks
 
     def look(
         self, target: AnalysisTarget, policy: RolloutPolicySpec, window_seconds: float, evidence: StepEvidence
@@ -97,7 +102,9 @@ class RecordedVerdicts:
         return recorded
 
 
-def source_from(prometheus_url: str, verdicts_dir: str, batch_ttl: float = 0.0) -> VerdictSource:
+def source_from(
+    prometheus_url: str, verdicts_dir: str, batch_ttl: float = 0.0, tick: float | None = None
+) -> VerdictSource:
     """Recorded judgements when a directory is configured, else Prometheus (looks batched within
-    ``batch_ttl`` seconds; 0: each look alone)."""
-    return RecordedVerdicts(verdicts_dir) if verdicts_dir else PrometheusVerdicts(prometheus_url, batch_ttl)
+    ``batch_ttl`` seconds, taken at the timer's ``tick``; 0: each look alone)."""
+    return RecordedVerdicts(verdicts_dir) if verdicts_dir else PrometheusVerdicts(prometheus_url, batch_ttl, tick)

@@ -31,6 +31,7 @@ from mlrollout.analysis.batch import PARALLEL, LookRequest, collect_snapshots
 from mlrollout.analysis.collect import SPLIT_SETTLE_SECONDS
 from mlrollout.analysis.snapshot import Split
 from mlrollout.api.rolloutpolicy import CustomMetric
+from mlrollout.controller.lookbatch import LookBatcher
 
 pytestmark = pytest.mark.component
 
@@ -171,3 +172,37 @@ def test_an_unreachable_prometheus_fails_every_look_of_the_batch_after_few_attem
     assert len(errors) == 1
     (error,) = errors
     assert error is not None and "is unreachable" in error
+
+
+def test_looks_read_from_a_batch_taken_ahead_the_snapshots_they_would_have_taken_alone_then(world: World) -> None:
+    """The operator's batcher (controller/lookbatch.py) against the real Prometheus: the first looks are taken
+    alone; the batch taken ahead of the next ones (its own step, on a scripted clock in the past, so every
+    instant has been scraped) serves them without a request, and each snapshot equals the look taken alone
+    at the batch's instant with its own window."""
+    now = time.time()
+    clock = [now - 3.0]
+    provider = Counting(PrometheusProvider(world.prometheus.url, timeout=10))
+    batcher = LookBatcher(provider, ttl=2.0, clock=lambda: clock[0], tick=1.0)
+    first = looks(world, now - 3.0)[1:]  # one look per ModelDeployment (b-0's gateway look left out)
+    for x in first:  # due again 2 s later (interval 2 s, tick 1 s), so batched from 1 s later on (lead 1 s)
+        batcher.snapshot(x.target, x.window_seconds, interval=2.0, custom=x.custom, quality=x.quality)
+    assert batcher.counts.alone == len(first) and batcher.counts.batches == 0
+    clock[0] = at = now - 1.5
+    batcher.prefetch()
+    assert batcher.counts.batches == 1 and batcher.counts.batched_looks == len(first)
+    sent = len(provider.requests)
+    clock[0] = now - 1.0
+    got = [
+        batcher.snapshot(x.target, x.window_seconds + 2.0, interval=2.0, custom=x.custom, quality=x.quality)
+        for x in first
+    ]
+    assert len(provider.requests) == sent and batcher.counts.served == len(first)  # the looks only read
+    alone_provider = PrometheusProvider(world.prometheus.url, timeout=10)
+    alone = [
+        collect_snapshot(
+            alone_provider, x.target, at - ((now - 3.0) - x.window_seconds), custom=x.custom, quality=x.quality, at=at
+        )
+        for x in first
+    ]
+    assert got == alone
+    assert all(s.error is None and s.stable.requests > 0 and s.candidate.requests > 0 for s in got)

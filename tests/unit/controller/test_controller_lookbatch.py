@@ -1,5 +1,5 @@
-"""The look batcher's bookkeeping (controller/lookbatch.py) on a scripted clock: who joins a batch, when a
-look reads its snapshot from one, and when it takes its own."""
+"""The look batcher's bookkeeping (controller/lookbatch.py) on a scripted clock: which looks a batch taken
+ahead of time holds, when a look reads its snapshot from one, and when it is taken alone; and its thread."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mlrollout.analysis import AnalysisTarget, MetricsProvider, NullProvider
 from mlrollout.analysis.batch import LookRequest
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import NO_COUNTS, Snapshot
-from mlrollout.controller.lookbatch import LookBatcher
+from mlrollout.controller.lookbatch import IDLE_POLL, LookBatcher
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import PrometheusVerdicts, source_from
 
@@ -45,77 +45,172 @@ def md(i: int, revision: str = "r2") -> AnalysisTarget:
     return AnalysisTarget("ns", f"md-{i}", "r1", revision)
 
 
-def batcher() -> tuple[LookBatcher, Clock, Recorder]:
+def batcher(**kw: float) -> tuple[LookBatcher, Clock, Recorder]:
     clock, recorder = Clock(), Recorder()
-    return LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=recorder), clock, recorder
+    return LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=recorder, **kw), clock, recorder  # type: ignore[arg-type]
 
 
 def names(looks: list[LookRequest]) -> list[str]:
     return [x.target.model_deployment for x in looks]
 
 
-def test_looks_due_within_the_window_share_one_batch_at_its_instant() -> None:
+def first_looks(b: LookBatcher, clock: Clock, count: int, spacing: float = 3.0, interval: float = 30.0) -> None:
+    """Each ModelDeployment's first look (alone: nothing is known yet), ``spacing`` seconds apart."""
+    for i in range(count):
+        b.snapshot(md(i), 30.0 + i, interval=interval)
+        clock.now += spacing
+
+
+def test_looks_coming_due_are_taken_ahead_in_one_batch_that_their_looks_only_read() -> None:
     b, clock, rec = batcher()
-    for i in range(3):  # first looks, spread over the reconcile interval: each alone (nothing known yet)
-        b.snapshot(md(i), 30.0 + i, interval=30.0)
-        clock.now += 3.0
-    assert len(rec.batches) == 3
-    clock.now = 1000.0 + 30.0  # md-0 due again; md-1 and md-2 are due within 10 s
-    first = b.snapshot(md(0), 60.0, interval=30.0)
-    assert names(rec.batches[-1][1]) == ["md-0", "md-1", "md-2"]
+    first_looks(b, clock, 3)  # at 1000, 1003, 1006: due again at 1030, 1033, 1036 (interval 30, tick 10)
+    assert len(rec.batches) == 3 and b.counts.alone == 3
+    clock.now = 1024.0
+    assert b.prefetch() > 0 and len(rec.batches) == 3  # none due within the lead (5 s) yet
+    clock.now = 1031.0
+    assert b.prefetch() == IDLE_POLL
+    assert names(rec.batches[-1][1]) == ["md-0", "md-1", "md-2"] and rec.batches[-1][0] == 1031.0
     # each member's window runs from its own step start to the batch's instant
-    assert [x.window_seconds for x in rec.batches[-1][1]] == [60.0, 58.0, 56.0]
-    clock.now += 3.0
-    second = b.snapshot(md(1), 61.0, interval=30.0)
-    clock.now += 3.0
-    third = b.snapshot(md(2), 61.0, interval=30.0)
-    assert len(rec.batches) == 4  # md-1 and md-2 read theirs from md-0's batch
-    assert first.warnings == ("md-0@1030",) and second.warnings == ("md-1@1030",) and third.warnings == ("md-2@1030",)
-    assert second.elapsed_seconds == 58.0
+    assert [x.window_seconds for x in rec.batches[-1][1]] == [61.0, 59.0, 57.0]
+    assert b.prefetch() == IDLE_POLL and len(rec.batches) == 4  # served already: not taken twice
+    got = []
+    for i, at in enumerate((1031.0, 1033.0, 1036.0)):
+        clock.now = at
+        got.append(b.snapshot(md(i), at - (970.0 + 2 * i), interval=30.0))
+    assert len(rec.batches) == 4  # the looks only read
+    assert [s.warnings for s in got] == [("md-0@1031",), ("md-1@1031",), ("md-2@1031",)]
+    assert got[1].elapsed_seconds == 59.0
+    assert (b.counts.served, b.counts.alone, b.counts.batches, b.counts.batched_looks) == (3, 3, 1, 3)
 
 
-def test_a_look_after_the_window_or_of_another_step_takes_its_own_batch() -> None:
+def test_the_next_look_is_expected_at_the_first_tick_one_interval_later() -> None:
+    b, clock, rec = batcher(tick=10.0)
+    b.snapshot(md(0), 30.0, interval=25.0)  # due at 1025, but the timer ticks at 1010, 1020, 1030
+    clock.now = 1024.0
+    b.prefetch()
+    assert len(rec.batches) == 1
+    clock.now = 1025.0
+    b.prefetch()
+    assert names(rec.batches[-1][1]) == ["md-0"]
+
+
+def test_a_look_late_for_its_batch_reads_it_within_an_interval_and_else_is_taken_alone() -> None:
+    """An overloaded operator: the look queued for a worker thread; the batch taken for it serves it, if it
+    is less than an analysis interval old."""
     b, clock, rec = batcher()
-    b.snapshot(md(0), 30.0, interval=30.0)
-    clock.now += 5.0
-    b.snapshot(md(1), 30.0, interval=30.0)  # due again at 1035
+    first_looks(b, clock, 2, spacing=5.0)  # due at 1030, 1035
     clock.now = 1030.0
-    b.snapshot(md(0), 60.0, interval=30.0)  # md-1 joins
-    assert len(rec.batches) == 3
-    clock.now += 10.5  # older than the window, and md-1 is on time: not served
-    b.snapshot(md(1), 65.5, interval=30.0)
-    assert len(rec.batches) == 4 and rec.batches[-1][0] == clock.now
-    b2, clock2, rec2 = batcher()
-    b2.snapshot(md(0), 30.0, interval=30.0)
-    b2.snapshot(md(1), 30.0, interval=30.0)
-    clock2.now += 30.0
-    b2.snapshot(md(0), 60.0, interval=30.0)
-    clock2.now += 2.0
-    b2.snapshot(md(1, revision="r3"), 2.0, interval=30.0)  # a new candidate meanwhile: a batch of its own
-    assert len(rec2.batches) == 4 and names(rec2.batches[-1][1])[0] == "md-1"
+    b.prefetch()
+    assert names(rec.batches[-1][1]) == ["md-0", "md-1"]
+    clock.now = 1046.0  # md-1 11 s after it was due: 16 s after the batch's instant
+    assert b.snapshot(md(1), 72.0, interval=30.0).warnings == ("md-1@1030",)
+    clock.now = 1061.0  # md-0 31 s after the batch: more than an interval old
+    late = b.snapshot(md(0), 91.0, interval=30.0)
+    assert late.warnings == ("md-0@1061",) and rec.batches[-1][0] == 1061.0 and names(rec.batches[-1][1]) == ["md-0"]
+    assert (b.counts.served, b.counts.alone) == (1, 3)
+
+
+def test_a_look_of_another_candidate_or_step_is_taken_alone() -> None:
+    b, clock, rec = batcher()
+    first_looks(b, clock, 2, spacing=0.0)
+    clock.now = 1026.0
+    b.prefetch()
+    assert names(rec.batches[-1][1]) == ["md-0", "md-1"]
+    clock.now = 1030.0
+    b.snapshot(md(0, revision="r3"), 2.0, interval=30.0)  # a new candidate meanwhile
+    b.snapshot(md(1), 5.0, interval=30.0)  # a new step (its start moved)
+    assert [names(x[1]) for x in rec.batches[-2:]] == [["md-0"], ["md-1"]]
+    assert b.counts.served == 0 and b.counts.alone == 4
 
 
 def test_a_look_not_due_soon_stays_out_and_one_that_stopped_is_forgotten() -> None:
     b, clock, rec = batcher()
     b.snapshot(md(0), 30.0, interval=30.0)
     b.snapshot(md(1), 30.0, interval=300.0)  # due in five minutes
+    b.snapshot(md(2), 30.0, interval=30.0)
     clock.now += 30.0
+    b.prefetch()
+    assert names(rec.batches[-1][1]) == ["md-0", "md-2"]
     b.snapshot(md(0), 60.0, interval=30.0)
+    clock.now += 30.0 * 2 + 5.0  # md-2 took no look for two intervals and a window: its rollout ended
+    b.prefetch()
     assert names(rec.batches[-1][1]) == ["md-0"]
-    b.snapshot(md(2), 5.0, interval=30.0)
-    clock.now += 30.0 * 2 + 11.0  # md-2 took no look for two intervals and a window: its rollout ended
-    b.snapshot(md(0), 131.0, interval=30.0)
-    assert "md-2" not in names(rec.batches[-1][1])
     b.forget("ns", "md-1")
     clock.now += 300.0
     b.snapshot(md(0), 431.0, interval=30.0)
+    clock.now += 30.0
+    b.prefetch()
     assert names(rec.batches[-1][1]) == ["md-0"]
 
 
-def test_the_operator_batches_only_when_told_to() -> None:
-    assert OperatorSettings.from_env({"MLROLLOUT_RECONCILE_INTERVAL": "5"}).batch_window == 0.0
-    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "10"}).batch_window == 10.0
-    assert OperatorSettings(analysis_batch_window=None, reconcile_interval=5.0).batch_window == 5.0
+def test_a_batch_holds_at_most_max_members_looks_earliest_due_first() -> None:
+    b, clock, rec = batcher(max_members=3)
+    first_looks(b, clock, 5, spacing=1.0)  # due at 1030 ... 1034
+    clock.now = 1030.0
+    assert b.prefetch() == 0.0  # more are due: the next batch at once
+    assert names(rec.batches[-1][1]) == ["md-0", "md-1", "md-2"]
+    b.prefetch()
+    assert names(rec.batches[-1][1]) == ["md-3", "md-4"]
+    for i in range(5):
+        b.snapshot(md(i), 60.0, interval=30.0)
+    assert len(rec.batches) == 5 + 2 and b.counts.served == 5
+
+
+def test_a_look_waits_for_its_running_batch_at_most_max_wait() -> None:
+    """A look whose batch is in flight waits for it, but no longer than ``max_wait``: then it is taken
+    alone, so no worker thread is held for long by queries other looks need."""
+    clock, recorder, release, entered = Clock(), Recorder(), threading.Event(), threading.Event()
+
+    def slow(provider: MetricsProvider, looks: Sequence[LookRequest], at: float, limit: int) -> list[Snapshot]:
+        if len(looks) > 1:  # the batch, not a look alone
+            entered.set()
+            release.wait(10)
+        return recorder(provider, looks, at, limit)
+
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=slow, max_wait=0.3)
+    first_looks(b, clock, 3, spacing=0.0)
+    clock.now = 1026.0
+    prefetching = threading.Thread(target=b.prefetch)
+    prefetching.start()
+    assert entered.wait(10)
+    clock.now = 1030.0
+    started = time.monotonic()
+    alone = b.snapshot(md(0), 60.0, interval=30.0)  # the batch hangs: md-0 is taken alone after 0.3 s
+    assert 0.3 <= time.monotonic() - started < 5.0 and alone.warnings == ("md-0@1030",)
+    got: list[Snapshot] = []
+    waiting = threading.Thread(target=lambda: got.append(b.snapshot(md(1), 61.0, interval=30.0)))
+    waiting.start()
+    time.sleep(0.1)
+    release.set()  # the batch ends within md-1's wait: md-1 reads it
+    prefetching.join(10)
+    waiting.join(10)
+    assert got[0].warnings == ("md-1@1026",)
+    assert (b.counts.served, b.counts.waited) == (1, 1)
+    assert b.snapshot(md(2), 62.0, interval=30.0).warnings == ("md-2@1026",)  # ended: read at once
+
+
+def test_the_batcher_thread_takes_batches_ahead_of_looks_on_the_real_clock() -> None:
+    recorder = Recorder()
+    b = LookBatcher(NullProvider(), ttl=2.0, clock=time.time, collect=recorder, tick=1.0)
+    b.start()
+    try:
+        started = time.time()
+        b.snapshot(md(0), 30.0, interval=3.0)  # alone; due again in 3 s, so batched from 2 s on
+        while b.counts.batches == 0 and time.time() - started < 10.0:
+            time.sleep(0.05)
+        again = b.snapshot(md(0), 30.0 + time.time() - started, interval=3.0)
+    finally:
+        b.stop()
+    assert b.counts.batches >= 1 and b.counts.served == 1 and b.counts.alone == 1
+    assert again.warnings[0].startswith("md-0@") and len(recorder.batches) == 2
+
+
+def test_the_operator_batches_within_the_reconcile_interval_unless_told_otherwise() -> None:
+    assert OperatorSettings.from_env({}).batch_window == 10.0
+    assert OperatorSettings.from_env({"MLROLLOUT_RECONCILE_INTERVAL": "5"}).batch_window == 5.0
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": ""}).batch_window == 10.0  # the chart's null
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "20"}).batch_window == 20.0
+    assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "0"}).batch_window == 0.0
     batched = source_from("http://127.0.0.1:9", "", 10.0)
     assert isinstance(batched, PrometheusVerdicts) and batched.batcher is not None
     alone = source_from("http://127.0.0.1:9", "", 0.0)
@@ -127,68 +222,3 @@ def test_a_batched_look_at_an_unreachable_prometheus_is_inconclusive_saying_why(
     result = verdicts.look(md(0), policy(), 60, StepEvidence())
     assert result.verdict == "inconclusive"
     assert result.reason == "no evidence: Prometheus at http://127.0.0.1:9 is unreachable: Connection refused"
-
-
-def test_a_member_of_a_long_batch_reads_its_snapshot_from_it() -> None:
-    """A look arriving while a batch with it runs waits for that batch, however long it takes: otherwise
-    each member queued behind a slow batch would take a batch of its own, and those would queue the next
-    looks (a cascade, seen at N = 1,000 before this rule)."""
-    clock, release, entered = Clock(), threading.Event(), threading.Event()
-    recorder = Recorder()
-
-    def slow(provider: MetricsProvider, looks: Sequence[LookRequest], at: float, limit: int) -> list[Snapshot]:
-        if len(recorder.batches) == 2:  # the third batch: md-0's, which md-1 waits for
-            entered.set()
-            release.wait(10)
-        return recorder(provider, looks, at, limit)
-
-    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=slow)
-    b.snapshot(md(0), 30.0, interval=30.0)
-    b.snapshot(md(1), 30.0, interval=30.0)
-    clock.now += 30.0
-    first = threading.Thread(target=b.snapshot, args=(md(0), 60.0, 30.0))
-    first.start()
-    assert entered.wait(10)
-    clock.now += 12.0  # md-1 arrives more than a window after the batch's instant, while it runs
-    got: list[Snapshot] = []
-    second = threading.Thread(target=lambda: got.append(b.snapshot(md(1), 72.0, 30.0)))
-    second.start()
-    time.sleep(0.2)  # md-1 waits for the lock
-    clock.now += 15.0  # the batch took 15 s
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert len(recorder.batches) == 3
-    assert got[0].warnings == ("md-1@1030",)
-
-
-def test_a_batch_holds_at_most_max_members_looks() -> None:
-    clock, recorder = Clock(), Recorder()
-    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=recorder, max_members=3)
-    for i in range(5):
-        b.snapshot(md(i), 30.0, interval=30.0)
-    clock.now += 30.0
-    b.snapshot(md(0), 60.0, interval=30.0)
-    assert names(recorder.batches[-1][1]) == ["md-0", "md-1", "md-2"]
-    b.snapshot(md(3), 60.0, interval=30.0)  # not in it: a batch of its own, with the one left
-    assert names(recorder.batches[-1][1]) == ["md-3", "md-4"]
-    b.snapshot(md(4), 60.0, interval=30.0)
-    b.snapshot(md(1), 60.0, interval=30.0)
-    assert len(recorder.batches) == 5 + 2
-
-
-def test_a_look_late_by_more_than_a_tick_reads_the_batch_taken_when_it_was_due() -> None:
-    """An overloaded operator: the look queued for a worker thread; the batch taken for it is used."""
-    b, clock, rec = batcher()
-    b.snapshot(md(0), 30.0, interval=30.0)
-    clock.now += 5.0
-    b.snapshot(md(1), 30.0, interval=30.0)  # due again at 1035
-    clock.now = 1030.0
-    b.snapshot(md(0), 60.0, interval=30.0)  # md-1 joins
-    clock.now = 1046.0  # 11 s after it was due
-    late = b.snapshot(md(1), 71.0, interval=30.0)
-    assert len(rec.batches) == 3 and late.warnings == ("md-1@1030",)
-    b.snapshot(md(0), 76.0, interval=30.0)
-    clock.now = 1030.0 + 30.0 + 15.0  # later still, but the snapshot would be more than an interval old
-    b.snapshot(md(1), 75.0 + 25.0, interval=30.0)
-    assert rec.batches[-1][0] == clock.now
