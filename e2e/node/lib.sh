@@ -20,7 +20,7 @@ CONTAINERD_SOCK="$NODE_STATE/containerd/containerd.sock"
 NODE_BIN="$MLROLLOUT_CACHE/node/bin"
 COREDNS_VERSION="$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' "$NODE_DIR/gosrc/go.mod")"
 # Processes of the node, in start order (`down` stops them in reverse).
-NODE_COMPONENTS=(containerd apiproxy kubelet kube-proxy)
+NODE_COMPONENTS=(containerd apiproxy kubelet kube-proxy metrics-server)
 
 nlog() { printf '[node %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 

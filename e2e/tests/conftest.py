@@ -95,7 +95,10 @@ def diagnostics(cluster: stack.Cluster, namespace: str | None) -> str:
     if namespace:
         sections += [
             ("ModelDeployment", ["get", "modeldeployments", *ns, "-o", "yaml"]),
-            ("objects", ["get", "deployments,replicasets,pods,services,endpointslices,configmaps", *ns, "-o", "wide"]),
+            (
+                "objects",
+                ["get", "deployments,replicasets,pods,services,endpointslices,configmaps,hpa", *ns, "-o", "wide"],
+            ),
             ("events", ["get", "events", *ns, "--sort-by=.lastTimestamp"]),
             ("load generator (last lines)", ["logs", *ns, "loadgen", "--tail=15"]),
             (

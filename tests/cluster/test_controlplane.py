@@ -206,6 +206,20 @@ def test_controller_manager_runs_the_core_controllers(kubectl: Kubectl, namespac
     kubectl("-n", namespace, "wait", "--for=delete", "--timeout=90s", f"replicaset/{rs['metadata']['name']}")
 
 
+def test_the_aggregation_layer_is_configured(kubectl: Kubectl, control_plane: ControlPlane) -> None:
+    """The front proxy of e2e/cluster/up, which an APIService (metrics.k8s.io in the e2e tier) needs: the API
+    server publishes its request-header CA (a CA of its own, not the client CA) and header names to extension
+    API servers, as kube-system/extension-apiserver-authentication."""
+    data = kubectl.json("-n", "kube-system", "get", "configmap", "extension-apiserver-authentication")["data"]
+    assert json.loads(data["requestheader-allowed-names"]) == ["front-proxy-client"]
+    assert json.loads(data["requestheader-username-headers"]) == ["X-Remote-User"]
+    assert json.loads(data["requestheader-group-headers"]) == ["X-Remote-Group"]
+    assert json.loads(data["requestheader-extra-headers-prefix"]) == ["X-Remote-Extra-"]
+    front_proxy_ca = (control_plane.state_dir / "pki" / "front-proxy-ca.crt").read_text()
+    assert data["requestheader-client-ca-file"].strip() == front_proxy_ca.strip()
+    assert data["client-ca-file"].strip() != front_proxy_ca.strip()
+
+
 # --- the scripts themselves ---------------------------------------------------------------------
 
 

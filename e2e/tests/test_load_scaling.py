@@ -1,0 +1,178 @@
+"""End-to-end: load rises during a canary, the HPA scales the stable track and the candidate follows its share.
+
+The HPA is kube-controller-manager's own (syncing every 5 s, e2e/cluster/up); its metric is the model servers'
+CPU from metrics.k8s.io, served by metrics-server (e2e/metrics-server, 10 s resolution) scraping the kubelet's
+/metrics/resource on the real node. Nothing here is faked: the pods burn real CPU answering real requests.
+
+Given/When/Then in the docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import stack
+
+from conftest import Platform, apply, history_entry, md_status, model_deployment, policy, report
+
+MD = "wine"
+WEIGHT = 50
+# cpu: percent of the model servers' request (50m, conftest.model_deployment). The stable serves the CPU-heavy
+# wine-v3-slow.onnx (about 10 ms of matrix products per request; v1 and v2 cost well under 1 ms, so v1 at 34
+# requests/s used 8m, 16 % of the request: no load this machine can send would scale it). An idle server uses
+# about 3m and the light load's share (1 request/s) about 10m more: well under the target. The surge's share
+# (about 15 requests/s) is over 150m, three times the request, so the HPA wants its maximum and, at four
+# pods, still about 80 %.
+AUTOSCALING = {"minReplicas": 1, "maxReplicas": 4, "metric": "cpu", "target": 60}
+# One canary step that holds for the whole scenario: far more requests than the scenario sends, so it cannot
+# pass, and long enough that it does not run out. The verdict is not this scenario's subject: latency is left
+# out of it, since one candidate pod against a growing stable may well be slower while the HPA catches up, and
+# a rollback would end the canary this scenario is about.
+STEPS: list[dict[str, Any]] = [{"canary": {"weight": WEIGHT, "minRequests": 100000, "maxDuration": "10m"}}]
+STEADY_RATE = 2
+SURGE_RATE = 30
+
+
+def _body(platform: Platform, namespace: str, version: str, filename: str, policy_name: str) -> dict[str, Any]:
+    body = model_deployment(platform, namespace, version, filename, policy_name)
+    body["spec"]["autoscaling"] = AUTOSCALING
+    return body
+
+
+def _get(platform: Platform, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    found = platform.cluster.get(kind, name, namespace)
+    assert found is not None, f"{kind}/{name} in {namespace} is missing"
+    return found
+
+
+def _replicas(platform: Platform, namespace: str, deployment: str) -> tuple[int, int]:
+    """(spec.replicas, status.readyReplicas) of a Deployment."""
+    d = _get(platform, "deployment", deployment, namespace)
+    return int(d["spec"].get("replicas") or 0), int((d.get("status") or {}).get("readyReplicas") or 0)
+
+
+def _utilization(hpa: dict[str, Any]) -> int | None:
+    for metric in (hpa.get("status") or {}).get("currentMetrics") or []:
+        current = (metric.get("resource") or {}).get("current") or {}
+        if "averageUtilization" in current:
+            return int(current["averageUtilization"])
+    return None
+
+
+def _pods_cpu(platform: Platform, namespace: str) -> str:
+    """`kubectl top pods` of the scenario: metrics.k8s.io as users see it (for the report)."""
+    return " ".join(platform.cluster.kubectl_text("top", "pods", "-n", namespace, "--no-headers").split())
+
+
+def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
+    platform: Platform, namespace: str, cluster_objects: list[str]
+) -> None:
+    """Given v3 (the CPU-heavy model) stable with `spec.autoscaling` (cpu, 1 to 4 pods) and v2 in a 50 %
+    canary that holds, under a light load, When the load rises fifteenfold, Then the HPA reads the stable pods'
+    CPU from metrics.k8s.io and scales the stable Deployment up, the operator sizes the candidate at its share
+    of the stable's current count (ceil(stable x 50 %), so more than one pod), every pod of both tracks becomes
+    ready and serves, status.autoscaling shows what the HPA did, the canary is still running (the scaling
+    neither ended nor reset it), and no client request fails, in the light load or in the surge."""
+    cluster = platform.cluster
+    served = cluster.kubectl_text("get", "--raw", "/apis/metrics.k8s.io/v1beta1")
+    assert '"PodMetrics"' in served, (
+        f"no metrics.k8s.io here (e2e/metrics-server serves it on the local node): {served}"
+    )
+    name = f"{namespace}-p"
+    body = policy(name, STEPS)
+    body["spec"]["analysis"]["metrics"]["latency"] = {"enabled": False}
+    apply(cluster, body)
+    cluster_objects.append(f"rolloutpolicy/{name}")
+    apply(cluster, _body(platform, namespace, "v3", "wine-v3-slow.onnx", name))
+
+    def v3_autoscaled() -> dict[str, Any] | None:
+        st = md_status(cluster, namespace)
+        healthy = st.get("phase") == "Healthy" and (st.get("stable") or {}).get("modelVersion") == "v3"
+        return st if healthy and (st.get("autoscaling") or {}).get("target") else None
+
+    st = stack.wait_until(f"{namespace}/{MD} Healthy on v3 under its HPA", v3_autoscaled, 300, 2)
+    stable = f"{MD}-{st['stable']['revision']}"
+    apply(cluster, _body(platform, namespace, "v2", "wine-v2.onnx", name))
+
+    def canary() -> dict[str, Any] | None:
+        s = md_status(cluster, namespace)
+        traffic = s.get("traffic") or {}
+        return s if (s.get("currentStep") or {}).get("index") == 0 and traffic.get("candidate") == WEIGHT else None
+
+    st = stack.wait_until("v2's 50 % canary", canary, 300, 1)
+    candidate = f"{MD}-{st['candidate']['revision']}"
+    cluster.rollout_wait(namespace, candidate, timeout=300)
+    stack.start_loadgen(cluster, namespace, platform.refs, MD, MD, platform.rows, rate=STEADY_RATE, name="steady")
+
+    # the HPA reads the stable's CPU (so metrics.k8s.io answers for these pods) before the load rises
+    def hpa_reading() -> dict[str, Any] | None:
+        hpa = _get(platform, "hpa", MD, namespace)
+        return hpa if _utilization(hpa) is not None else None
+
+    hpa = stack.wait_until("the HPA's first CPU reading of the stable pods", hpa_reading, 180, 2)
+    before = {
+        "stable": _replicas(platform, namespace, stable)[0],
+        "candidate": _replicas(platform, namespace, candidate)[0],
+        "utilization": _utilization(hpa) or 0,
+    }
+    top_before = _pods_cpu(platform, namespace)
+
+    stack.start_loadgen(cluster, namespace, platform.refs, MD, MD, platform.rows, rate=SURGE_RATE, name="surge")
+    surge_at = time.monotonic()  # its first answers are in
+    timeline: dict[str, float] = {}
+
+    def scaled() -> dict[str, Any] | None:
+        """Both tracks at their new size and ready: the stable at what the HPA wants (more than it had), the
+        candidate at ceil(stable x weight) of the stable's current count, status.autoscaling saying so."""
+        hpa = _get(platform, "hpa", MD, namespace)
+        hs = hpa.get("status") or {}
+        desired = int(hs.get("desiredReplicas") or 0)
+        if desired > before["stable"]:
+            timeline.setdefault("hpa_wants_more", time.monotonic() - surge_at)
+        s_spec, s_ready = _replicas(platform, namespace, stable)
+        c_spec, c_ready = _replicas(platform, namespace, candidate)
+        share = -(-s_spec * WEIGHT // 100)
+        if c_spec == share and c_spec > before["candidate"]:
+            timeline.setdefault("candidate_follows", time.monotonic() - surge_at)
+        auto = md_status(cluster, namespace).get("autoscaling") or {}
+        done = (
+            desired >= 3
+            and s_spec == desired == s_ready
+            and int(hs.get("currentReplicas") or 0) == desired
+            and c_spec == c_ready == share
+            and auto.get("currentReplicas") == desired
+            and auto.get("scalingActive") == "True"
+        )
+        return {"hpa": hpa, "stable": s_spec, "candidate": c_spec, "status": auto} if done else None
+
+    after = stack.wait_until("the HPA to scale the stable and the candidate to follow", scaled, 300, 2)
+    timeline["all_ready"] = time.monotonic() - surge_at
+    top_after = _pods_cpu(platform, namespace)
+    # both tracks answer on their new pods for a while before the load stops
+    time.sleep(10)
+    st = md_status(cluster, namespace)
+    ended = history_entry(cluster, namespace, "v2")
+    surge = stack.stop_loadgen(cluster, namespace, name="surge")
+    steady = stack.stop_loadgen(cluster, namespace, name="steady")
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
+    rescales = [e["message"] for e in events if e.get("reason") == "SuccessfulRescale"]
+    report(
+        "hpa during a canary",
+        f"before the surge: stable {before['stable']}, candidate {before['candidate']}, cpu {before['utilization']}% "
+        f"of the request; after: HPA {after['hpa']['status'].get('currentReplicas')} -> "
+        f"{after['hpa']['status'].get('desiredReplicas')} at {_utilization(after['hpa'])}%, stable {after['stable']}, "
+        f"candidate {after['candidate']}; HPA wanted more {timeline.get('hpa_wants_more', -1):.0f}s, candidate "
+        f"followed {timeline.get('candidate_follows', -1):.0f}s, all ready {timeline['all_ready']:.0f}s after the "
+        f"surge began; HPA events {rescales}; top before [{top_before}] after [{top_after}]; "
+        f"steady load {steady}; surge load {surge}",
+    )
+    assert before["stable"] == 1 and before["candidate"] == 1, before
+    assert after["stable"] >= 3 and after["candidate"] == -(-after["stable"] * WEIGHT // 100) >= 2, after
+    assert after["status"]["target"] == stable, after["status"]
+    assert rescales, events  # the HPA controller itself scaled (its Event), not anything else
+    assert ended is None and (st.get("currentStep") or {}).get("index") == 0, st  # still the same canary
+    for load in (steady, surge):
+        assert load["failed"] == 0, load
+        assert set(load["versions"]) == {"v3", "v2"}, load  # both tracks answered
