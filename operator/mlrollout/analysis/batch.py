@@ -117,11 +117,13 @@ def ask_all(
     parallel: int = PARALLEL,
 ) -> dict[str, Measurement]:
     """Every query's answer at ``at``: built-in ones in unions, others one by one, each distinct query once,
-    ``parallel`` requests at a time. After a failed request the requests not yet sent are not sent: they
-    fail with the same error (so a Prometheus that is down sees at most ``parallel`` attempts)."""
+    ``parallel`` requests at a time. After a failed request of built-in queries the requests not yet sent
+    are not sent: they fail with the same error (so a Prometheus that is down sees at most ``parallel``
+    attempts). Built-in ones go first, and a custom query's failure is its own (Prometheus may refuse that
+    one query: a parse error, many-to-many matching): it never fails the other queries of the batch."""
     distinct = list(dict.fromkeys(queries))
-    batches: list[list[str]] = [[q] for q in distinct if not isinstance(q, BuiltIn)]
-    batches += _chunks([q for q in distinct if isinstance(q, BuiltIn)], max_chars)
+    batches = _chunks([q for q in distinct if isinstance(q, BuiltIn)], max_chars)
+    batches += [[q] for q in distinct if not isinstance(q, BuiltIn)]
     failed: list[str] = []
     guard = threading.Lock()
 
@@ -134,7 +136,7 @@ def ask_all(
         else:
             results = split(provider.query(union(batch), at), len(batch))
         error = next((m.error for m in results if m.error is not None), None)
-        if error is not None:
+        if error is not None and isinstance(batch[0], BuiltIn):
             with guard:
                 failed.append(error)
         return results

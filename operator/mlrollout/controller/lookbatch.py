@@ -173,6 +173,9 @@ class LookBatcher:
                 and (previous is None or taken.at > previous.last_look)
                 and taken.at >= since - self.ttl
                 and arrived - taken.at <= max(interval, self.ttl)
+                # a batch's error may be another look's (its union failed, its request was refused after
+                # another failed): never read, the look asks alone and gets its own answer or error
+                and taken.snapshot.error is None
             ):
                 self.counts.served += 1
                 self.counts.waited += waited
@@ -240,10 +243,14 @@ class LookBatcher:
         snapshots: list[Snapshot] = []
         try:
             snapshots = self._collect(self.provider, looks, now, self.max_chars)
+        except Exception:  # these looks are served (so not batched again every second) and taken alone
+            log.exception("a batch of %d looks failed", len(members))
+            snapshots = [Snapshot.failed("the batch taken for this look failed")] * len(members)
         finally:
             with self._lock:
                 for k, known, snap in zip(members, knowns, snapshots, strict=False):
-                    self._taken[k] = _Taken(known.what, known.step_start, now, snap)
+                    if k in self._known:  # not forgotten (deleted) while the batch ran
+                        self._taken[k] = _Taken(known.what, known.step_start, now, snap)
                 for k in members:
                     if self._running.get(k) is batch:
                         del self._running[k]

@@ -96,7 +96,7 @@ def test_ask_all_unions_built_in_queries_asks_others_alone_and_once() -> None:
     built = [BuiltIn(f'sum(mlrollout_gateway_requests_total{{model_deployment="md-{i}"}})') for i in range(6)]
     answers = ask_all(provider, [*built, "custom_metric", built[0]], None, 3 * len(built[0]) + 150, parallel=1)
     assert len(provider.requests) == 3  # two unions of three built-in queries, the custom query alone
-    assert provider.requests[0] == "custom_metric"
+    assert provider.requests[-1] == "custom_metric"  # after the built-in ones
     for i, q in enumerate(built):
         assert answers[q] == series_answer(q) and answers[q].scalar() == i + 1
 
@@ -140,3 +140,30 @@ def test_a_failed_batch_makes_every_look_inconclusive_with_the_error() -> None:
     snapshots = collect_snapshots(parallel, looks(), at=1000.0, max_chars=2000)
     assert [s.error for s in snapshots] == [provider.fail] * 4
     assert len(parallel.requests) <= 4  # at most the requests in flight when the first failed
+
+
+@dataclass
+class RefusingProvider(UnionAwareProvider):
+    """Prometheus refusing one query (a custom metric's PromQL it cannot run) and answering the rest."""
+
+    refused: str = "custom_metric"
+
+    def query(self, promql: str, at: float | None = None) -> Measurement:
+        if promql.startswith(self.refused):
+            self.requests.append(promql)
+            return Measurement(error="Prometheus at http://x refused the query: bad_data: many-to-many matching")
+        return super().query(promql, at)
+
+
+def test_one_looks_refused_custom_query_fails_that_look_only() -> None:
+    """Another tenant's query Prometheus refuses must not make this look inconclusive, nor carry its error."""
+    batch = looks()
+    snapshots = collect_snapshots(RefusingProvider(), batch, at=1000.0, parallel=1)
+    alone = [
+        collect_snapshot(StaticProvider(series_answer), x.target, x.window_seconds, custom=x.custom,
+                         quality=x.quality, at=1000.0)
+        for x in batch
+    ]  # fmt: skip
+    for i in (0, 1, 3):
+        assert snapshots[i] == alone[i] and snapshots[i].error is None
+    assert snapshots[2].error is not None and "refused the query" in snapshots[2].error

@@ -222,3 +222,61 @@ def test_a_batched_look_at_an_unreachable_prometheus_is_inconclusive_saying_why(
     result = verdicts.look(md(0), policy(), 60, StepEvidence())
     assert result.verdict == "inconclusive"
     assert result.reason == "no evidence: Prometheus at http://127.0.0.1:9 is unreachable: Connection refused"
+
+
+@dataclass
+class FailingFor:
+    """collect_snapshots answering every look of a batch with an error (as when its union failed), or raising."""
+
+    error: str | None = "Prometheus at http://x refused the query: another look's"
+    raises: bool = False
+    calls: list[list[str]] = field(default_factory=list)
+
+    def __call__(self, provider: MetricsProvider, looks: Sequence[LookRequest], at: float, _: int) -> list[Snapshot]:
+        self.calls.append(names(list(looks)))
+        if len(looks) == 1:  # taken alone: its own answer
+            return [Snapshot(NO_COUNTS, NO_COUNTS, looks[0].window_seconds)]
+        if self.raises:
+            raise RuntimeError("a bug in one look's snapshot")
+        return [Snapshot.failed(self.error or "") for _ in looks]
+
+
+def test_a_batched_snapshot_with_an_error_is_never_read_the_look_asks_alone() -> None:
+    clock, failing = Clock(), FailingFor()
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=failing)
+    first_looks(b, clock, 2)
+    clock.now = 1031.0
+    b.prefetch()
+    assert failing.calls[-1] == ["md-0", "md-1"]
+    got = b.snapshot(md(0), 61.0, interval=30.0)
+    assert got.error is None  # its own answer, not the batch's (another look's) error
+    assert failing.calls[-1] == ["md-0"] and b.counts.served == 0 and b.counts.alone == 3
+
+
+def test_a_batch_that_raises_is_not_taken_again_every_second_and_its_looks_go_alone() -> None:
+    clock, failing = Clock(), FailingFor(raises=True)
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=failing)
+    first_looks(b, clock, 2)
+    clock.now = 1031.0
+    b.prefetch()
+    calls = len(failing.calls)
+    clock.now = 1032.0
+    b.prefetch()
+    assert len(failing.calls) == calls  # its members count as served: no batch again before their looks
+    assert b.snapshot(md(0), 62.0, interval=30.0).error is None and failing.calls[-1] == ["md-0"]
+
+
+def test_a_model_deployment_deleted_while_its_batch_runs_leaves_nothing_behind() -> None:
+    clock = Clock()
+    b: LookBatcher
+
+    def collect(provider: MetricsProvider, looks: Sequence[LookRequest], at: float, n: int) -> list[Snapshot]:
+        if len(looks) > 1:
+            b.forget("ns", "md-0")  # deleted while the batch is in flight
+        return [Snapshot(NO_COUNTS, NO_COUNTS, x.window_seconds) for x in looks]
+
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=clock, collect=collect)
+    first_looks(b, clock, 2)
+    clock.now = 1031.0
+    b.prefetch()
+    assert ("ns", "md-0") not in b._taken and ("ns", "md-1") in b._taken
