@@ -55,14 +55,28 @@ def excluded(rel: str) -> bool:
     return any(rel.startswith(p) for p in EXCLUDED_PREFIXES)
 
 
-def pyc_for_fixed_mtime(rel: str, data: bytes) -> bytes:
+def pyc_for_fixed_mtime(rel: str, data: bytes, source: os.stat_result | None) -> bytes:
     """A ``__pycache__`` file checked by its source's timestamp (PEP 552 flags 0), recording FIXED_MTIME:
-    the mtime its source has in the layer, so the interpreter keeps using it. Anything else unchanged."""
-    if not rel.endswith(".pyc") or "/__pycache__/" not in f"/{rel}" or len(data) < 16:
+    the mtime its source has in the layer, so the interpreter keeps using it. Only when it is the bytecode
+    of its source as it is in the tree (``source``: its stat; the mtime and size it records match); anything
+    else is written unchanged (a stale file stays stale, and the interpreter compiles that module)."""
+    if not rel.endswith(".pyc") or "/__pycache__/" not in f"/{rel}" or len(data) < 16 or source is None:
         return data
     if int.from_bytes(data[4:8], "little") != 0:  # hash-based: valid whatever the mtime
         return data
+    recorded_mtime, recorded_size = int.from_bytes(data[8:12], "little"), int.from_bytes(data[12:16], "little")
+    if recorded_mtime != int(source.st_mtime) & 0xFFFFFFFF or recorded_size != source.st_size & 0xFFFFFFFF:
+        return data
     return data[:8] + FIXED_MTIME.to_bytes(4, "little") + data[12:]
+
+
+def _source_of(pyc: Path) -> os.stat_result | None:
+    """The stat of the ``.py`` a ``__pycache__/<name>.<tag>.pyc`` was compiled from, if it is there."""
+    source = pyc.parent.parent / (pyc.name.split(".", 1)[0] + ".py")
+    try:
+        return source.stat()
+    except OSError:
+        return None
 
 
 def walk(tree: Path) -> Iterator[Path]:
@@ -86,7 +100,7 @@ def write_layer(tree: Path, out: Path) -> str:
             info.mtime = FIXED_MTIME
             info.uname = info.gname = ""
             if info.isreg() and rel.endswith(".pyc"):
-                tar.addfile(info, io.BytesIO(pyc_for_fixed_mtime(rel, path.read_bytes())))
+                tar.addfile(info, io.BytesIO(pyc_for_fixed_mtime(rel, path.read_bytes(), _source_of(path))))
             elif info.isreg():
                 with path.open("rb") as fh:
                     tar.addfile(info, fh)

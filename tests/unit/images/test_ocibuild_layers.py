@@ -80,11 +80,18 @@ def test_hash_checked_bytecode_and_other_files_are_written_as_they_are(tmp_path:
     assert ocibuild.write_layer(tree, tmp_path / "again.tar") == first  # deterministic
 
 
-def test_the_rewrite_touches_only_the_recorded_mtime() -> None:
+def test_the_rewrite_touches_only_the_recorded_mtime_of_bytecode_that_matches_its_source(tmp_path: Path) -> None:
     ocibuild = _ocibuild()
+    source = tmp_path / "os.py"
+    source.write_text("x = 1\n" + "#" * 5)  # 11 bytes
+    os.utime(source, (1_778_563_047, 1_778_563_047))
     header = (3495).to_bytes(2, "little") + b"\r\n" + bytes(4) + (1_778_563_047).to_bytes(4, "little")
     pyc = header + (11).to_bytes(4, "little") + b"code"
-    fixed = ocibuild.pyc_for_fixed_mtime("usr/lib/python3.11/__pycache__/os.cpython-311.pyc", pyc)
+    rel, st = "usr/lib/python3.11/__pycache__/os.cpython-311.pyc", source.stat()
+    fixed = ocibuild.pyc_for_fixed_mtime(rel, pyc, st)
     assert fixed == header[:8] + ocibuild.FIXED_MTIME.to_bytes(4, "little") + pyc[12:]
-    assert ocibuild.pyc_for_fixed_mtime("usr/lib/python3.11/os.py", pyc) == pyc
-    assert ocibuild.pyc_for_fixed_mtime("__pycache__/short.pyc", b"tiny") == b"tiny"
+    assert ocibuild.pyc_for_fixed_mtime("usr/lib/python3.11/os.py", pyc, st) == pyc
+    assert ocibuild.pyc_for_fixed_mtime("__pycache__/short.pyc", b"tiny", st) == b"tiny"
+    assert ocibuild.pyc_for_fixed_mtime(rel, pyc, None) == pyc  # no source beside it
+    source.write_text("x = 2\n" + "#" * 5)  # edited after compiling, same size: stays stale
+    assert ocibuild.pyc_for_fixed_mtime(rel, pyc, source.stat()) == pyc
