@@ -259,6 +259,29 @@ def history_entry(cluster: stack.Cluster, namespace: str, version: str, name: st
     return entry_in(md_status(cluster, namespace, name), version)
 
 
+def step_index(cluster: stack.Cluster, namespace: str) -> int:
+    """The index of the rollout step in status, -1 when no rollout is under way."""
+    step = md_status(cluster, namespace).get("currentStep") or {}
+    return int(step.get("index", -1))
+
+
+def wait_rollout_end(
+    cluster: stack.Cluster, namespace: str, version: str, after: str, interval: float
+) -> tuple[dict[str, Any], list[int]]:
+    """Waits for ``version``'s history entry and returns it with the step indices seen on the way, so a test
+    can check the rollout never went back to a step earlier than the one a disruption found."""
+    indices: list[int] = []
+
+    def done() -> dict[str, Any] | None:
+        idx = step_index(cluster, namespace)
+        if idx >= 0:
+            indices.append(idx)
+        return history_entry(cluster, namespace, version)
+
+    entry: dict[str, Any] = stack.wait_until(f"{version}'s rollout to end {after}", done, 600, interval)
+    return entry, indices
+
+
 def entry_in(status: dict[str, Any], version: str) -> dict[str, Any] | None:
     """The history entry of ``version`` in a status already read (read it once when other fields of the same
     moment matter: two reads can straddle the status write that ends the rollout)."""

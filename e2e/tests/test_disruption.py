@@ -19,7 +19,18 @@ from typing import Any
 import pytest
 import stack
 
-from conftest import Platform, apply, history_entry, md_status, model_deployment, policy, report, wait_healthy
+from conftest import (
+    Platform,
+    apply,
+    history_entry,
+    md_status,
+    model_deployment,
+    policy,
+    report,
+    step_index,
+    wait_healthy,
+    wait_rollout_end,
+)
 
 MD = "wine"
 SELECTOR = f"app.kubernetes.io/managed-by=mlrollout,mlrollout.io/model-deployment={MD}"
@@ -63,26 +74,6 @@ def _budgets(cluster: stack.Cluster, namespace: str) -> dict[str, int]:
     }
 
 
-def _step_index(platform: Platform, namespace: str) -> int:
-    step = md_status(platform.cluster, namespace).get("currentStep") or {}
-    return int(step.get("index", -1))
-
-
-def _v2_ended(platform: Platform, namespace: str, after: str, interval: float) -> tuple[dict[str, Any], list[int]]:
-    """Waits for v2's history entry and returns it with the step indices seen on the way (never one earlier
-    than the step the disruption found)."""
-    indices: list[int] = []
-
-    def done() -> dict[str, Any] | None:
-        idx = _step_index(platform, namespace)
-        if idx >= 0:
-            indices.append(idx)
-        return history_entry(platform.cluster, namespace, "v2")
-
-    entry: dict[str, Any] = stack.wait_until(f"v2's rollout to end {after}", done, 600, interval)
-    return entry, indices
-
-
 def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: str, cluster_objects: list[str]) -> None:
     """Given v1 (two model-server pods, two gateway pods) under load and v2 in a 50 % canary with two pods,
     When the node is drained of the ModelDeployment's pods (`kubectl drain --pod-selector`: cordon, then the
@@ -104,7 +95,7 @@ def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: s
     wait_healthy(platform.cluster, namespace, "v1")
     stack.start_loadgen(platform.cluster, namespace, platform.refs, MD, MD, platform.rows, rate=20)
     _two_of_everything(platform, namespace, "v2", "wine-v2.onnx", name)
-    stack.wait_until("the canary step", lambda: _step_index(platform, namespace) >= 0, 300, 1)
+    stack.wait_until("the canary step", lambda: step_index(platform.cluster, namespace) >= 0, 300, 1)
     st = md_status(platform.cluster, namespace)
     revisions = {"stable": st["stable"]["revision"], "candidate": st["candidate"]["revision"]}
     groups = {
@@ -124,7 +115,7 @@ def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: s
     }
     assert all(len(names) == 2 for names in before.values()), before
     node = platform.cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").strip()
-    step_at_drain = _step_index(platform, namespace)
+    step_at_drain = step_index(platform.cluster, namespace)
     started = time.monotonic()
     try:
         drain = platform.cluster.kubectl_text(
@@ -157,7 +148,7 @@ def test_node_drain_mid_canary_loses_no_request(platform: Platform, namespace: s
     for deployment in (MD, *(f"{MD}-{rev}" for rev in revisions.values())):
         platform.cluster.rollout_wait(namespace, deployment, timeout=300)
     back = time.monotonic() - uncordoned
-    entry, indices = _v2_ended(platform, namespace, "after the drain", interval=2)
+    entry, indices = wait_rollout_end(platform.cluster, namespace, "v2", "after the drain", interval=2)
     load = stack.stop_loadgen(platform.cluster, namespace)
     report(
         "node drain",
@@ -242,7 +233,7 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
     wait_healthy(platform.cluster, namespace, "v1")
     stack.start_loadgen(platform.cluster, namespace, platform.refs, MD, MD, platform.rows, rate=20)
     apply(platform.cluster, model_deployment(platform, namespace, "v2", "wine-v2.onnx", name))
-    stack.wait_until("the second step", lambda: _step_index(platform, namespace) >= 1, 300, 1)
+    stack.wait_until("the second step", lambda: step_index(platform.cluster, namespace) >= 1, 300, 1)
     (old,) = [p for p in _operator_pods(platform.cluster) if not p["metadata"].get("deletionTimestamp")]
     old_name = old["metadata"]["name"]
     container = old["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
@@ -251,7 +242,7 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
     try:
         # read after the freeze: a look written later than this can only come from the new operator
         frozen_look = (md_status(platform.cluster, namespace).get("lastAnalysis") or {}).get("time")
-        before = _step_index(platform, namespace)
+        before = step_index(platform.cluster, namespace)
         peers_at_freeze = _peers(platform.cluster)
     finally:  # the frozen process goes with its pod (the kubelet kills it), whatever happened above
         platform.cluster.kubectl("-n", stack.SYSTEM_NS, "delete", "pod", old_name, "--force", "--grace-period=0")
@@ -271,7 +262,7 @@ def test_operator_node_death_mid_rollout_resumes_from_status(
 
     stack.wait_until("the new operator to act", acting, 300, 0.5)
     acting_after = time.monotonic() - frozen
-    entry, indices = _v2_ended(platform, namespace, "after the operator's node died", interval=1)
+    entry, indices = wait_rollout_end(platform.cluster, namespace, "v2", "after the operator's node died", interval=1)
     load = stack.stop_loadgen(platform.cluster, namespace)
     started = _step_events(platform.cluster, namespace)
     # the frozen process went with its pod: its task is gone or stopped (the kubelet killed it)

@@ -22,7 +22,9 @@ from conftest import (
     model_deployment,
     policy,
     report,
+    step_index,
     wait_healthy,
+    wait_rollout_end,
 )
 
 SLOW_STEPS: list[dict[str, Any]] = [
@@ -44,11 +46,6 @@ def _setup(
     return name
 
 
-def _step_index(platform: Platform, namespace: str) -> int:
-    step = md_status(platform.cluster, namespace).get("currentStep") or {}
-    return int(step.get("index", -1))
-
-
 def test_operator_restart_mid_rollout_continues_from_status(
     platform: Platform, namespace: str, cluster_objects: list[str]
 ) -> None:
@@ -56,23 +53,15 @@ def test_operator_restart_mid_rollout_continues_from_status(
     Then the new operator pod continues from the step in status (never back to step 0) and promotes v2."""
     name = _setup(platform, namespace, cluster_objects, SLOW_STEPS)
     apply(platform.cluster, model_deployment(platform, namespace, "v2", "wine-v2.onnx", name))
-    stack.wait_until("the canary steps", lambda: _step_index(platform, namespace) >= 1, 300, 1)
-    before = _step_index(platform, namespace)
+    stack.wait_until("the canary steps", lambda: step_index(platform.cluster, namespace) >= 1, 300, 1)
+    before = step_index(platform.cluster, namespace)
     deployment = stack.operator_deployment(platform.cluster)
     old = platform.cluster.kubectl(
         "-n", stack.SYSTEM_NS, "get", "pods", "-l", f"app.kubernetes.io/instance={stack.RELEASE}", "-o", "name"
     ).split()
     platform.cluster.kubectl("-n", stack.SYSTEM_NS, "delete", *old, "--wait=false")
     platform.cluster.rollout_wait(stack.SYSTEM_NS, deployment)
-    indices: list[int] = []
-
-    def done() -> dict[str, Any] | None:
-        idx = _step_index(platform, namespace)
-        if idx >= 0:
-            indices.append(idx)
-        return history_entry(platform.cluster, namespace, "v2")
-
-    entry = stack.wait_until("v2's rollout to end after the restart", done, 600, 1)
+    entry, indices = wait_rollout_end(platform.cluster, namespace, "v2", "after the restart", interval=1)
     load = stack.stop_loadgen(platform.cluster, namespace)
     report(
         "operator restart", f"step {before} at restart, then {sorted(set(indices))}; v2 {entry['outcome']}; load {load}"
@@ -94,7 +83,7 @@ def test_prometheus_gone_mid_rollout_never_promotes(
     ]
     name = _setup(platform, namespace, cluster_objects, steps, onInconclusive={"action": "rollback"})
     apply(platform.cluster, model_deployment(platform, namespace, "v2", "wine-v2.onnx", name))
-    stack.wait_until("the shadow step", lambda: _step_index(platform, namespace) >= 0, 300, 1)
+    stack.wait_until("the shadow step", lambda: step_index(platform.cluster, namespace) >= 0, 300, 1)
     platform.cluster.kubectl("-n", stack.SYSTEM_NS, "scale", "deployment/prometheus", "--replicas=0")
     try:
         entry = stack.wait_until(
