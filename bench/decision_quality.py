@@ -14,8 +14,26 @@ asks three judges for a verdict at every look, stopping each run at its first pr
 Every snapshot also carries the configured split and the routed counts, so ``ours`` checks for a sample-ratio
 mismatch at every look (a mismatch keeps it inconclusive); the other two do not check the split.
 
+Quality scenarios (issue #14; neither Flagger nor Kayenta reads labels): accuracy 90 % for stable, the
+candidate 0, 1, 2 or 5 points lower, 30 % of requests labelled, each label 0 or 5 looks late, in a shadow step
+(100 % mirror: one label scores both models, ``quality.harm`` paired) and a 10 % canary step (unpaired). The
+draws are ``quality_power.py``'s (``accuracy_row``: the same streams, so the same numbers there and here):
+
+- ``ours``: ``judge()`` with quality on, on snapshots that carry the labelled rows the gateway would have
+  counted by each look (pairs in shadow, each track's rows in a canary) beside an A/A canary's requests,
+  latencies and classes, on ``--seeds`` runs, stopping at the first promote or rollback;
+- the harm test alone (``quality.harm``'s e-process), a fixed-sample test repeated at every look (naive) and
+  the oracle (the most powerful fixed-sample test, run once at the sample where it first reaches 90 %
+  power: the fewest labelled rows a valid test needs), on ``ACCURACY_RUNS_PER_RUN`` times as many runs of the
+  same draws, evaluated in tenths of a look for the labelled rows at 90 % power (quality_power.py).
+
+Issue #14's goals are checked per row: false rollbacks of an A/A at most 5 % (the verdict, and the harm test
+over every look simulated), -2 pp caught within 5 shadow looks of labels in at least 90 % of runs, the
+labelled rows for 90 % power within 1.5x the oracle's (a row where ours or the oracle needs more looks
+than simulated is reported as a miss, never dropped).
+
 Usage: ``python bench/decision_quality.py [--seeds N] [--looks N] [--only NAME ...]``. Writes
-``bench/results/decisions.json`` and prints the table that docs/analysis.md shows.
+``bench/results/decisions.json`` and prints the tables that docs/analysis.md shows.
 """
 
 from __future__ import annotations
@@ -36,8 +54,10 @@ import numpy.typing as npt
 from scipy import special, stats
 
 from mlrollout.analysis import judge, parse_snapshot
+from mlrollout.analysis.judge import alpha_shares
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout_serving.contract.metrics import LATENCY_BUCKETS
+from quality_power import ACCURACY_RUNS_PER_RUN, BASE, DELAYS, DESIGNS, EFFECTS, LABELLED, SUB, accuracy_row
 
 RESULTS = Path(__file__).parent / "results" / "decisions.json"
 FINITE = np.array([b for b in LATENCY_BUCKETS if math.isfinite(b)])
@@ -313,6 +333,173 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# Quality from labels (issue #14): accuracy scenarios, the draws of quality_power.py
+
+
+QUALITY_POLICY = RolloutPolicySpec.model_validate({"analysis": {"metrics": {"quality": {"enabled": True}}}})
+"""The default policy with quality on (accuracy, margin 1 % of stable's accuracy)."""
+ORACLE_TIMES = 1.5  # issue #14: labelled rows for 90 % power within 1.5x the oracle's
+CAUGHT_WITHIN = 5  # issue #14: -2 pp caught within 5 shadow looks (of labels: a delay postpones every test alike)
+
+
+@dataclass(frozen=True)
+class QualityScenario:
+    design: str  # "shadow" (100 % mirror, paired) or "canary" (10 %, unpaired)
+    delay: int  # looks between a request and its label
+    effect: float  # accuracy points the candidate loses (0: A/A)
+
+    @property
+    def name(self) -> str:
+        step = "shadow 100% mirror" if self.design == "shadow" else "canary 10%"
+        what = "A/A" if not self.effect else f"-{self.effect * 100:g}pp"
+        return f"quality {what} ({step}, labels {self.delay} looks late)"
+
+    @property
+    def targets(self) -> dict[str, float]:
+        if not self.effect:
+            return {"false_rollback_max": 0.05, "harm_by_last_max": 0.05}
+        out = {"promote_max": 0.05, "oracle_ratio_max": ORACLE_TIMES}
+        if self.design == "shadow" and self.effect == 0.02:
+            out["caught_min"] = 0.90
+        return out
+
+
+def quality_scenarios() -> list[QualityScenario]:
+    return [QualityScenario(d, delay, e) for d in DESIGNS for delay in DELAYS for e in EFFECTS]
+
+
+def _with_labels(snap: dict[str, Any], counts: dict[str, npt.NDArray[np.float64]], run: int, sub: int,
+                 design: str) -> dict[str, Any]:  # fmt: skip
+    """The snapshot with the labelled rows the gateway counted by then: shadow, the pairs (and stable's own
+    labelled rows; the candidate answered no client); canary, each track's labelled and wrong rows."""
+
+    def at(key: str) -> int:
+        return int(counts[key][run, sub])
+
+    if design == "shadow":
+        pairs = {key: at(key) for key in ("both_right", "both_wrong", "stable_only", "candidate_only")}
+        snap["pairs"] = pairs
+        snap["stable"]["labels"] = {"labelled": sum(pairs.values()),
+                                    "incorrect": pairs["both_wrong"] + pairs["candidate_only"]}  # fmt: skip
+        snap["candidate"]["labels"] = {"labelled": 0, "incorrect": 0}
+    else:
+        for track in ("stable", "candidate"):
+            snap[track]["labels"] = {"labelled": at(f"{track}_labelled"), "incorrect": at(f"{track}_incorrect")}
+    return snap
+
+
+def run_quality_judge(sc: QualityScenario, counts: dict[str, npt.NDArray[np.float64]], seeds: int, looks: int,
+                      seed: int) -> list[Outcome]:  # fmt: skip
+    """``judge()`` with quality on, at every look of the first ``seeds`` runs, stopping at the first promote or
+    rollback. The other families see an A/A canary (1 % errors, equal latencies and classes): the alpha
+    split is the default one, and their own false alarms count as the operator's."""
+    backdrop = Scenario(sc.name, "aa")
+    inc = simulate(backdrop, seeds, looks, np.random.default_rng([seed, zlib.crc32(sc.name.encode())]))
+    cum = {t: {k: np.cumsum(v, axis=1) for k, v in d.items()} for t, d in inc.items()}
+    outcomes: list[Outcome] = []
+    for run in range(seeds):
+        verdict, look = "continue", looks
+        for t in range(looks):
+            snap = _with_labels(_snapshot(cum, run, t, backdrop.share), counts, run, (t + 1) * SUB - 1, sc.design)
+            v = str(judge(parse_snapshot(snap), QUALITY_POLICY).verdict)
+            if v in ("promote", "rollback"):
+                verdict, look = v, t + 1
+                break
+        outcomes.append((verdict, look, None))
+    return outcomes
+
+
+def check_quality_alpha(harm_alpha: float) -> None:
+    """quality_power.py's alpha share (its DEFAULT_TESTS) is the one ``judge`` gives quality.harm here."""
+    backdrop = Scenario("alpha", "aa")
+    inc = simulate(backdrop, 1, 1, np.random.default_rng(0))
+    counts = {"stable_labelled": np.ones((1, 1)), "stable_incorrect": np.zeros((1, 1)),
+              "candidate_labelled": np.ones((1, 1)), "candidate_incorrect": np.zeros((1, 1))}  # fmt: skip
+    snap = parse_snapshot(_with_labels(_snapshot(inc, 0, 0), counts, 0, 0, "canary"))
+    share = alpha_shares(snap, QUALITY_POLICY)["quality.harm"]
+    assert math.isclose(share, harm_alpha), (share, harm_alpha)
+
+
+def quality_row(sc: QualityScenario, seeds: int, looks: int, seed: int) -> dict[str, Any]:
+    """One quality scenario: the operator's verdicts on ``seeds`` runs, and quality_power.py's row (the harm
+    e-process, the repeated fixed-sample test, the oracle) on ``ACCURACY_RUNS_PER_RUN`` times as many runs of
+    the same draws (the first ``seeds`` are the judged ones)."""
+    power, counts = accuracy_row(sc.design, sc.delay, sc.effect, ACCURACY_RUNS_PER_RUN * seeds, seed, looks)
+    check_quality_alpha(power["alpha"])
+    outcomes = run_quality_judge(sc, counts, seeds, looks, seed)
+    ours = summarise("ours", outcomes)
+    caught_by = sc.delay + CAUGHT_WITHIN
+    ours["rollback_within_5_labelled_looks"] = sum(v == "rollback" and t <= caught_by for v, t, _ in outcomes) / seeds
+    row = {"scenario": sc.name, "config": asdict(sc) | {"base_accuracy": BASE, "labelled": LABELLED},
+           "judges": {"ours": ours}, "harm_test": power}  # fmt: skip
+    row["missed"] = check_quality_targets(sc, row, looks)
+    return row
+
+
+def check_quality_targets(sc: QualityScenario, row: dict[str, Any], looks: int) -> list[str]:
+    """Which of issue #14's goals the row missed: false rollbacks (the verdict, and the harm test alone over
+    ``ACCURACY_RUNS_PER_RUN`` times the runs), promotions of a worse model, -2 pp caught within 5 shadow
+    looks of labels, the labelled rows for 90 % power within 1.5x the oracle's (unmeasured when the oracle
+    or ours needs more than the looks simulated: a miss too)."""
+    t, ours, power = sc.targets, row["judges"]["ours"], row["harm_test"]
+    missed = []
+    if "false_rollback_max" in t and ours["rollback_rate"] > t["false_rollback_max"]:
+        missed.append(f"false rollback {ours['rollback_rate']:.1%} > {t['false_rollback_max']:.0%}")
+    harm = power[f"ours_by_{looks}"]
+    if "harm_by_last_max" in t and harm > t["harm_by_last_max"]:
+        missed.append(f"harm test fired by look {looks} in {harm:.1%} > {t['harm_by_last_max']:.0%}")
+    if "promote_max" in t and ours["promote_rate"] > t["promote_max"]:
+        missed.append(f"promoted {ours['promote_rate']:.1%} > {t['promote_max']:.0%}")
+    if "caught_min" in t:
+        for what, rate in (("verdict", ours["rollback_within_5_labelled_looks"]),
+                           ("harm test", _within(power, sc.delay + CAUGHT_WITHIN))):  # fmt: skip
+            if rate is None or rate < t["caught_min"]:
+                missed.append(f"{what}: caught within {CAUGHT_WITHIN} looks of labels in {_fmt(rate)} < 90%")
+    if "oracle_ratio_max" in t:
+        ratio = power["ratio"]
+        if ratio is None:
+            reached = "ours" if power["oracle_rows_90"] else "the oracle"
+            missed.append(f"labelled rows vs oracle unmeasured: {reached} not at 90 % power within {looks} looks")
+        elif ratio > t["oracle_ratio_max"]:
+            missed.append(f"labelled rows {ratio:.2f}x the oracle's > {t['oracle_ratio_max']:g}x")
+    return missed
+
+
+def _within(power: dict[str, Any], look: int) -> float | None:
+    """The harm test's share of runs fired by ``look`` (None beyond the looks simulated)."""
+    by_look: list[float] = power["ours_by_look"]
+    return by_look[look - 1] if look <= len(by_look) else None
+
+
+def quality_table(rows: list[dict[str, Any]], looks: int) -> str:
+    """Markdown table: per quality scenario, the operator's verdicts and the harm test against the oracle."""
+    lines = [
+        "| scenario | ours (judge): rollback / promote / undecided | median looks | rolled back within 5 looks of "
+        f"labels: judge / harm test | harm test / naive (repeated test) fired by look {looks} | 90 % power at look: "
+        "ours / oracle | labelled rows at 90 % power: oracle | ours / oracle (goal <= 1.5x) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        r, h = row["judges"]["ours"], row["harm_test"]
+        mark = " ✅" if not row["missed"] else " ❌"
+        effect = bool(h["effect_pp"])
+        within = (
+            "-"
+            if not effect
+            else f"{_fmt(r['rollback_within_5_labelled_looks'])} / "
+            + _fmt(_within(h, row["config"]["delay"] + CAUGHT_WITHIN))
+        )
+        power_at = "-" if not effect else f"{h['ours_look_90'] or f'>{looks}'} / {h['oracle_look_90'] or f'>{looks}'}"
+        oracle = "-" if not effect else (f"{h['oracle_rows_90']:.0f}" if h["oracle_rows_90"] else f">{looks} looks")
+        ratio = "-" if not effect else (f"{h['ratio']:.2f}x" if h["ratio"] else "unmeasured")
+        lines.append(
+            f"| {row['scenario']}{mark} | {_fmt(r['rollback_rate'])} / {_fmt(r['promote_rate'])} / "
+            f"{_fmt(r['undecided_rate'])} | {_fmt(r['median_looks_to_decision'], pct=False)} | {within} | "
+            f"{_fmt(h[f'ours_by_{looks}'])} / {_fmt(h[f'naive_by_{looks}'])} | {power_at} | {oracle} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seeds", type=int, default=200, help="simulated rollouts per scenario (default 200)")
@@ -336,6 +523,13 @@ def main(argv: list[str] | None = None) -> int:
         row = {"scenario": sc.name, "config": asdict(sc), "judges": judges, "missed": check_targets(sc, judges["ours"])}
         rows.append(row)
         print(f"{sc.name}: ours {judges['ours']}  missed={row['missed']}", file=sys.stderr, flush=True)
+    quality_rows = []
+    for qs in quality_scenarios():
+        if args.only and not any(o.lower() in qs.name.lower() for o in args.only):
+            continue
+        quality_rows.append(quality_row(qs, args.seeds, args.looks, args.seed))
+        print(f"{qs.name}: {quality_rows[-1]['judges']['ours']}  missed={quality_rows[-1]['missed']}", file=sys.stderr,
+              flush=True)  # fmt: skip
     doc = {
         "seeds": args.seeds,
         "looks": args.looks,
@@ -343,11 +537,13 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "python": platform.python_version(),
         "rows": rows,
+        "quality": quality_rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(table(rows))
-    missed = [f"{r['scenario']}: {m}" for r in rows for m in r["missed"]]
+    print("\n" + quality_table(quality_rows, args.looks))
+    missed = [f"{r['scenario']}: {m}" for r in rows + quality_rows for m in r["missed"]]
     print("\nall targets met" if not missed else "\ntargets missed:\n" + "\n".join(missed))
     return 0
 

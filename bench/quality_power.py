@@ -114,25 +114,54 @@ def simulate(
     candidate's wrong labelled rows, all wrong labelled rows, the candidate's share of labelled rows. The
     labels of the requests of sub-look t arrive at sub-look t + ``delay`` looks: the first ``delay * SUB``
     sub-looks see none; ``looks`` looks in all."""
+    counts = simulate_counts(design, effect, delay, runs, rng, looks)
+    return counts["against"], counts["events"], counts["share"]
+
+
+def _arrived(cumulative: npt.NDArray[Any], lag: int, before: float = 0.0) -> Array:
+    """Cumulative counts as the labels arrive ``lag`` sub-looks late (``before`` until the first do)."""
+    runs, horizon = cumulative.shape
+    out: Array = np.concatenate([np.full((runs, lag), before), cumulative[:, : horizon - lag]], axis=1)
+    return out.astype(float)
+
+
+def simulate_counts(
+    design: str, effect: float, delay: int, runs: int, rng: np.random.Generator, looks: int = LOOKS
+) -> dict[str, Array]:
+    """:func:`simulate`'s draws with every count the gateway's counters hold, per run and sub-look, cumulative
+    and as the labels arrive: ``against``, ``events``, ``share`` (:func:`simulate`); shadow: the pairs by
+    result (``both_right``, ``both_wrong``, ``stable_only``, ``candidate_only``; the concordant rows split by
+    a draw made after the others, so :func:`simulate`'s stream is unchanged); canary: each track's
+    ``labelled`` and ``incorrect`` rows (``stable_labelled``, ...)."""
     horizon, lag = looks * SUB, delay * SUB
     per_sub = RPS * LOOK_SECONDS * LABELLED / SUB
+    raw: dict[str, npt.NDArray[Any]] = {}
     if design == "shadow":
         n = rng.poisson(per_sub, (runs, horizon))
         stable_only = rng.binomial(n, (DISAGREE + effect) / 2)
         candidate_only = rng.binomial(n - stable_only, (DISAGREE - effect) / 2 / (1 - (DISAGREE + effect) / 2))
-        against, events, share = stable_only, stable_only + candidate_only, np.full((runs, horizon), 0.5)
+        # stable's accuracy is BASE: both right on BASE - (DISAGREE + effect) / 2 of the rows
+        both_wrong = rng.binomial(
+            n - stable_only - candidate_only, (1 - BASE - (DISAGREE - effect) / 2) / (1 - DISAGREE)
+        )
+        raw |= {"stable_only": stable_only, "candidate_only": candidate_only, "both_wrong": both_wrong,
+                "both_right": n - stable_only - candidate_only - both_wrong}  # fmt: skip
+        against, events = stable_only, stable_only + candidate_only
     else:
         n_c = rng.poisson(per_sub * CANARY_SHARE, (runs, horizon))
         n_s = rng.poisson(per_sub * (1 - CANARY_SHARE), (runs, horizon))
         wrong_c, wrong_s = rng.binomial(n_c, 1 - BASE + effect), rng.binomial(n_s, 1 - BASE)
+        raw |= {"stable_labelled": n_s, "stable_incorrect": wrong_s,
+                "candidate_labelled": n_c, "candidate_incorrect": wrong_c}  # fmt: skip
         against, events = wrong_c, wrong_c + wrong_s
+    out = {key: _arrived(np.cumsum(x, axis=1), lag) for key, x in raw.items()}
+    out["against"], out["events"] = _arrived(np.cumsum(against, axis=1), lag), _arrived(np.cumsum(events, axis=1), lag)
+    if design == "shadow":
+        out["share"] = np.full((runs, horizon), 0.5)
+    else:
         share = np.cumsum(n_c, axis=1) / np.maximum(np.cumsum(n_c + n_s, axis=1), 1)
-    k, m = np.cumsum(against, axis=1), np.cumsum(events, axis=1)
-    if lag:
-        k = np.concatenate([np.zeros((runs, lag)), k[:, : horizon - lag]], axis=1)
-        m = np.concatenate([np.zeros((runs, lag)), m[:, : horizon - lag]], axis=1)
-        share = np.concatenate([np.full((runs, lag), 0.5), share[:, : horizon - lag]], axis=1)
-    return k.astype(float), m.astype(float), share.astype(float)
+        out["share"] = _arrived(share, lag, 0.5)
+    return out
 
 
 def umpu_power(k: Array, n: Array, share: Array, alpha: float) -> Array:
@@ -243,60 +272,72 @@ def _ratio(rows: float | None, oracle: float | None) -> float | None:
     return rows / oracle if rows is not None and oracle else None
 
 
-def run(runs: int, seed: int) -> list[dict[str, Any]]:
+def accuracy_rng(seed: int, design: str, delay: int, effect: float) -> np.random.Generator:
+    """The stream of one accuracy row: the same draws wherever the row is simulated (here, decision_quality.py)."""
+    return np.random.default_rng([seed, DESIGNS.index(design), delay, int(effect * 1e4)])
+
+
+def accuracy_row(
+    design: str, delay: int, effect: float, runs: int, seed: int, looks: int = LOOKS
+) -> tuple[dict[str, Any], dict[str, Array]]:
+    """One accuracy row (``runs`` rollouts of ``looks`` looks; ``_by_{looks}`` fields: by the last look) and
+    the counts it was computed from (:func:`simulate_counts`)."""
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
     bar = math.log(1 / alpha)
+    counts = simulate_counts(design, effect, delay, runs, accuracy_rng(seed, design, delay, effect), looks)
+    k, n, share = counts["against"], counts["events"], counts["share"]
+    lag = delay * SUB
+    at_looks = slice(SUB - 1, None, SUB)  # the sub-looks the operator looks at: once a minute
+    beta = beta_log_e(k, n, share)
+    ours = grid_log_e(k, n, share, beta, mixture_of(design))
+    before = grid_log_e(k, n, share, beta, ONE_MIXTURE)
+    fired, fired_before = ours[:, at_looks] >= bar, before[:, at_looks] >= bar
+    with np.errstate(divide="ignore", invalid="ignore"):
+        naive = stats.binom.sf(k[:, at_looks] - 1, n[:, at_looks], share[:, at_looks]) <= alpha
+    naive &= n[:, at_looks] > 0
+    oracle_power = umpu_power(k, n, share, alpha)
+    oracle_look = next((t + 1 for t, p in enumerate(oracle_power[at_looks]) if p >= 0.9), None)
+    ours_look = first_look(fired)
+    oracle_rows = rows_at_power(oracle_power, lag)
+    ours_rows = rows_at_power(by_sub_look(ours, bar), lag)
+    before_rows = rows_at_power(by_sub_look(before, bar), lag)
+    glr_rows = rows_at_power(by_sub_look(glr_log(k, n, share), bar), lag)
+    tuned = _binomial_log_lr(k, n, share, true_share(design, effect, share))
+    tuned_rows = rows_at_power(by_sub_look(tuned, bar), lag) if effect else None
+    ratio_looks = None
+    if effect and ours_look and oracle_look:  # the metric before 5 Dec: whole looks
+        ratio_looks = max(ours_look - delay, 1) / max(oracle_look - delay, 1)
+    row = {
+        "design": design, "delay_looks": delay, "effect_pp": -effect * 100, "alpha": alpha,
+        "runs": runs,
+        "ours_by_5": float(fired[:, :5].any(axis=1).mean()),
+        f"ours_by_{looks}": float(fired.any(axis=1).mean()),
+        "ours_by_look": [float(x) for x in np.maximum.accumulate(fired, axis=1).mean(axis=0)],
+        f"ours_every_sub_look_by_{looks}": float((ours >= bar).any(axis=1).mean()),
+        "one_mixture_by_5": float(fired_before[:, :5].any(axis=1).mean()),
+        f"one_mixture_by_{looks}": float(fired_before.any(axis=1).mean()),
+        f"naive_by_{looks}": float(naive.any(axis=1).mean()),
+        f"oracle_power_at_{looks}": float(oracle_power[at_looks][-1]),
+        "ours_look_90": ours_look, "one_mixture_look_90": first_look(fired_before),
+        "oracle_look_90": oracle_look, "ratio_looks": ratio_looks,
+        "labelled_rows_per_look": RPS * LOOK_SECONDS * LABELLED,
+        "oracle_rows_90": oracle_rows if effect else None,
+        "ours_rows_90": ours_rows if effect else None,
+        "one_mixture_rows_90": before_rows if effect else None,
+        "glr_rows_90": glr_rows if effect else None,
+        "tuned_rows_90": tuned_rows,
+        "ratio": _ratio(ours_rows, oracle_rows) if effect else None,
+        "one_mixture_ratio": _ratio(before_rows, oracle_rows) if effect else None,
+        "glr_ratio": _ratio(glr_rows, oracle_rows) if effect else None,
+        "tuned_ratio": _ratio(tuned_rows, oracle_rows) if effect else None,
+    }  # fmt: skip
+    return row, counts
+
+
+def run(runs: int, seed: int) -> list[dict[str, Any]]:
     check(np.random.default_rng([seed, 99]))
-    rows = []
-    for design in DESIGNS:
-        for delay in DELAYS:
-            for effect in EFFECTS:
-                rng = np.random.default_rng([seed, DESIGNS.index(design), delay, int(effect * 1e4)])
-                k, n, share = simulate(design, effect, delay, runs, rng)
-                lag = delay * SUB
-                looks = slice(SUB - 1, None, SUB)  # the sub-looks the operator looks at: once a minute
-                beta = beta_log_e(k, n, share)
-                ours = grid_log_e(k, n, share, beta, mixture_of(design))
-                before = grid_log_e(k, n, share, beta, ONE_MIXTURE)
-                fired, fired_before = ours[:, looks] >= bar, before[:, looks] >= bar
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    naive = stats.binom.sf(k[:, looks] - 1, n[:, looks], share[:, looks]) <= alpha
-                naive &= n[:, looks] > 0
-                oracle_power = umpu_power(k, n, share, alpha)
-                oracle_look = next((t + 1 for t, p in enumerate(oracle_power[looks]) if p >= 0.9), None)
-                ours_look = first_look(fired)
-                oracle_rows = rows_at_power(oracle_power, lag)
-                ours_rows = rows_at_power(by_sub_look(ours, bar), lag)
-                before_rows = rows_at_power(by_sub_look(before, bar), lag)
-                glr_rows = rows_at_power(by_sub_look(glr_log(k, n, share), bar), lag)
-                tuned = _binomial_log_lr(k, n, share, true_share(design, effect, share))
-                tuned_rows = rows_at_power(by_sub_look(tuned, bar), lag) if effect else None
-                ratio_looks = None
-                if effect and ours_look and oracle_look:  # the metric before 5 Dec: whole looks
-                    ratio_looks = max(ours_look - delay, 1) / max(oracle_look - delay, 1)
-                rows.append({
-                    "design": design, "delay_looks": delay, "effect_pp": -effect * 100, "alpha": alpha,
-                    "runs": runs,
-                    "ours_by_5": float(fired[:, :5].any(axis=1).mean()),
-                    "ours_by_20": float(fired.any(axis=1).mean()),
-                    "ours_every_sub_look_by_20": float((ours >= bar).any(axis=1).mean()),
-                    "one_mixture_by_5": float(fired_before[:, :5].any(axis=1).mean()),
-                    "one_mixture_by_20": float(fired_before.any(axis=1).mean()),
-                    "naive_by_20": float(naive.any(axis=1).mean()),
-                    "ours_look_90": ours_look, "one_mixture_look_90": first_look(fired_before),
-                    "oracle_look_90": oracle_look, "ratio_looks": ratio_looks,
-                    "labelled_rows_per_look": RPS * LOOK_SECONDS * LABELLED,
-                    "oracle_rows_90": oracle_rows if effect else None,
-                    "ours_rows_90": ours_rows if effect else None,
-                    "one_mixture_rows_90": before_rows if effect else None,
-                    "glr_rows_90": glr_rows if effect else None,
-                    "tuned_rows_90": tuned_rows,
-                    "ratio": _ratio(ours_rows, oracle_rows) if effect else None,
-                    "one_mixture_ratio": _ratio(before_rows, oracle_rows) if effect else None,
-                    "glr_ratio": _ratio(glr_rows, oracle_rows) if effect else None,
-                    "tuned_ratio": _ratio(tuned_rows, oracle_rows) if effect else None,
-                })  # fmt: skip
-    return rows
+    grid = itertools.product(DESIGNS, DELAYS, EFFECTS)
+    return [accuracy_row(design, delay, effect, runs, seed)[0] for design, delay, effect in grid]
 
 
 def _look_sums(errors: Array, bound: float) -> list[Array]:
