@@ -44,6 +44,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -238,6 +239,11 @@ class SizeResult:
     rollback_max_s: float
     rollback_samples: int
     notes: list[str] = field(default_factory=list)
+    reconcile_s: list[float] = field(default_factory=list)  # every sample, in the order taken
+    rollback_s: list[float] = field(default_factory=list)
+    date: str | None = None
+    commit: str | None = None  # the operator's code measured (git HEAD of this tree)
+    load: list[float] | None = None  # load average at the end of the size
 
 
 def wait_healthy(custom: client.CustomObjectsApi, namespace: str, n: int, timeout: float) -> None:
@@ -469,6 +475,7 @@ def run_size(
     nodes: str,
     workers: int | None = None,
 ) -> SizeResult:
+    commit = head_commit()  # before the operator starts: the code it imports
     namespace = f"scale-{n}-{int(time.time()) % 100000}"
     kubectl("create", "namespace", namespace)
     kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items()))
@@ -567,7 +574,22 @@ def run_size(
         rollback_max_s=round(max(rollback), 3),
         rollback_samples=len(rollback),
         notes=[*notes, f"requests over the run: {req3 - req0:.0f} in {t3 - t0:.0f} s"],
+        reconcile_s=[round(x, 3) for x in reconcile],
+        rollback_s=[round(x, 3) for x in rollback],
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        commit=commit,
+        load=[round(x, 2) for x in os.getloadavg()],
     )
+
+
+def head_commit() -> str | None:
+    """The commit the measured operator ran from (a tree with changes beyond it: marked dirty)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    if head.returncode != 0:
+        return None
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "operator"], check=False).returncode != 0
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 # -- the control plane -------------------------------------------------------------------------------------
@@ -632,6 +654,9 @@ def main() -> None:
     )
     parser.add_argument("--analysis-intervals", type=int, default=2)
     args = parser.parse_args()
+    # timeout(1) and the like send SIGTERM: unwind, so the operator, the hollow nodes and the control
+    # plane are stopped by their `finally`s
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     if args.analysis:
         analysis_main(args)
         return
@@ -689,9 +714,14 @@ def analysis_main(args: argparse.Namespace) -> None:
 
 def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dict[str, int]) -> None:
     sizes = [asdict(r) for r in rows]
-    if args.merge and args.out.exists():
+    earlier: list[dict[str, Any]] = []
+    if args.merge and args.out.exists():  # sizes measured again: their rows before go to earlier_runs
         done = {r.n for r in rows}
-        kept = [r for r in json.loads(args.out.read_text())["sizes"] if r["n"] not in done]
+        before = json.loads(args.out.read_text())
+        kept = [r for r in before["sizes"] if r["n"] not in done]
+        earlier = before.get("earlier_runs", []) + [
+            {**r, "idle_window_s": before.get("idle_window_s")} for r in before["sizes"] if r["n"] in done
+        ]
         sizes = sorted(kept + sizes, key=lambda r: int(r["n"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -706,6 +736,7 @@ def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dic
         "goals": GOALS,
         "prometheus_queries_per_md_per_look": queries,
         "sizes": sizes,
+        "earlier_runs": earlier,
     }, indent=2) + "\n")  # fmt: skip
 
 
