@@ -136,10 +136,14 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
-    """Stop the notification loop (queued notifications are best effort: docs/notifications.md)."""
+    """Stop the notification loop (queued notifications are best effort: docs/notifications.md), the look
+    batcher's thread and the passes' pools."""
     notifier = _STATE.pop("notifier", None)
     if notifier is not None:
         notifier.close()
+    verdicts = getattr(_STATE.get("reconciler"), "verdicts", None)
+    if isinstance(verdicts, PrometheusVerdicts):
+        verdicts.close()
     with _LOCKS_GUARD:
         pools = list(_POOLS.values())
         _POOLS.clear()
