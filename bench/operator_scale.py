@@ -44,6 +44,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -647,6 +648,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="keep the other sizes already in --out")
     parser.add_argument("--workers", type=int, help="MLROLLOUT_WORKERS for the operator (default: its own, 8)")
+    parser.add_argument("--logs", type=Path, help="keep the operator's log of each size here (default: dropped)")
     parser.add_argument(
         "--analysis",
         action="store_true",
@@ -668,7 +670,12 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             work = Path(tmp) / f"n{n}"
             work.mkdir()
-            rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes, args.workers))
+            try:
+                rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes, args.workers))
+            finally:
+                if args.logs is not None and (work / f"operator-{n}.log").exists():
+                    args.logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(work / f"operator-{n}.log", args.logs / f"operator-{n}.log")
             print(json.dumps(asdict(rows[-1])), flush=True)
             write_results(args, rows, queries)  # after each size: a long run interrupted keeps what it has
     print_table(rows, queries)
