@@ -41,6 +41,7 @@ def reconciler(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Reconciler]:
     handlers._IDLE_SINCE.clear()
     handlers._TOUCHED.clear()
     yield fake
+    cast(Callable[..., None], handlers.cleanup)()  # the passes' thread pools the ticks made
     handlers._IDLE_SINCE.clear()
     handlers._TOUCHED.clear()
 
