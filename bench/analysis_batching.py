@@ -22,6 +22,7 @@ alone for a sample of them: equal. Writes ``bench/results/analysis-batching.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import http.server
 import json
@@ -179,7 +180,7 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
     warm, end = t0 + interval, t0 + interval * (1 + intervals)
     marks: dict[str, tuple[float, float, float, float]] = {}
     batches_at_warm = 0
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with contextlib.closing(verdicts), ThreadPoolExecutor(WORKERS) as pool:  # closing: the batcher's thread
         while True:
             at, i = heapq.heappop(ticks)
             if "warm" not in marks and at >= warm:
@@ -201,8 +202,7 @@ def run(prometheus: PrometheusProcess, mode: str, n: int, tick: float, interval:
         batches_at_end = verdicts.batcher.batches if verdicts.batcher else 0
         counts = verdicts.batcher.counts if verdicts.batcher else None
         served, alone = (counts.served - counted_at_warm[0], counts.alone - counted_at_warm[1]) if counts else (0, 0)
-        if verdicts.batcher is not None:
-            verdicts.batcher.stop()
+        verdicts.close()  # no batches after the end mark
         # looks still queued or running are not waited for in the figures (a backlog is the finding)
         for future in running.values():
             future.cancel()

@@ -44,6 +44,8 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -160,12 +162,17 @@ def prometheus_queries_per_look() -> dict[str, int]:
 
 
 class RouteWatch:
-    """Every write of the route ConfigMaps of one namespace, with the time this process saw it."""
+    """Every write of the route ConfigMaps of one namespace, with the time this process saw it.
+
+    A watch ends every 60 s and resumes from the last resourceVersion it saw, so it does not list the N
+    ConfigMaps again (at N = 1,000 a re-list and parse of every table held the thread for seconds: a write
+    then was seen late, a latency of the bench's own); tables are parsed only when waited for."""
 
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
         self.api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
         self.namespace = namespace
-        self.seen: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        self.seen: dict[str, list[tuple[float, str]]] = {}  # name -> (time seen, routes.yaml as written)
+        self.relists = 0  # watches started without a resourceVersion (the first, and after an error)
         self.cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="route-watch", daemon=True)
@@ -178,29 +185,37 @@ class RouteWatch:
         self._stop.set()
 
     def _run(self) -> None:
+        version: str | None = None
         while not self._stop.is_set():
             w = watch.Watch()
-            with contextlib.suppress(Exception):
-                stream = w.stream(
-                    self.api.list_namespaced_config_map, self.namespace, label_selector=ROUTES, timeout_seconds=60
-                )
+            if version is None:
+                self.relists += 1
+            resume = {"resource_version": version} if version else {}
+            try:
+                stream = w.stream(self.api.list_namespaced_config_map, self.namespace, label_selector=ROUTES,
+                                  timeout_seconds=60, **resume)  # fmt: skip
                 for event in stream:
                     now = time.monotonic()
                     cm = event["object"]
-                    table = yaml.safe_load((cm.data or {}).get("routes.yaml", "{}")) or {}
+                    version = cm.metadata.resource_version
                     with self.cond:
-                        self.seen.setdefault(cm.metadata.name, []).append((now, table))
+                        self.seen.setdefault(cm.metadata.name, []).append(
+                            (now, (cm.data or {}).get("routes.yaml", "{}"))
+                        )
                         self.cond.notify_all()
                     if self._stop.is_set():
                         return
+            except Exception:  # an expired resourceVersion (410) or a broken stream: list again
+                version = None
+                time.sleep(0.5)
 
     def wait(self, name: str, after: float, check: Any, timeout: float) -> float:
         """Seconds from `after` to the first write of `name` seen after it whose table passes `check`."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                for t, table in self.seen.get(name, []):
-                    if t >= after and check(table):
+                for t, raw in self.seen.get(name, []):
+                    if t >= after and check(yaml.safe_load(raw) or {}):
                         return t - after
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -238,6 +253,11 @@ class SizeResult:
     rollback_max_s: float
     rollback_samples: int
     notes: list[str] = field(default_factory=list)
+    reconcile_s: list[float] = field(default_factory=list)  # every sample, in the order taken
+    rollback_s: list[float] = field(default_factory=list)
+    date: str | None = None
+    commit: str | None = None  # the operator's code measured (git HEAD of this tree)
+    load: list[float] | None = None  # load average at the end of the size
 
 
 def wait_healthy(custom: client.CustomObjectsApi, namespace: str, n: int, timeout: float) -> None:
@@ -469,6 +489,7 @@ def run_size(
     nodes: str,
     workers: int | None = None,
 ) -> SizeResult:
+    commit = head_commit()  # before the operator starts: the code it imports
     namespace = f"scale-{n}-{int(time.time()) % 100000}"
     kubectl("create", "namespace", namespace)
     kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items()))
@@ -540,6 +561,7 @@ def run_size(
                     rollback.append(routes.wait(f"{name}-routes", start, stable_only, 60.0))
                 cpu3, req3, t3 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
                 rss = proc_status_kib(pid, "VmHWM") / 1024
+                relists = routes.relists
             finally:
                 operator.stop()
                 # kopf's finalizers would hold the namespace's deletion now that the operator is gone
@@ -566,8 +588,27 @@ def run_size(
         rollback_p50_s=round(statistics.median(rollback), 3),
         rollback_max_s=round(max(rollback), 3),
         rollback_samples=len(rollback),
-        notes=[*notes, f"requests over the run: {req3 - req0:.0f} in {t3 - t0:.0f} s"],
+        notes=[
+            *notes,
+            f"requests over the run: {req3 - req0:.0f} in {t3 - t0:.0f} s",
+            f"route watch: {relists} list(s) of the route ConfigMaps (1: resumed by resourceVersion throughout)",
+        ],
+        reconcile_s=[round(x, 3) for x in reconcile],
+        rollback_s=[round(x, 3) for x in rollback],
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        commit=commit,
+        load=[round(x, 2) for x in os.getloadavg()],
     )
+
+
+def head_commit() -> str | None:
+    """The commit the measured operator ran from (a tree with changes beyond it: marked dirty)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    if head.returncode != 0:
+        return None
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "operator"], check=False).returncode != 0
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 # -- the control plane -------------------------------------------------------------------------------------
@@ -625,6 +666,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="keep the other sizes already in --out")
     parser.add_argument("--workers", type=int, help="MLROLLOUT_WORKERS for the operator (default: its own, 8)")
+    parser.add_argument("--logs", type=Path, help="keep the operator's log of each size here (default: dropped)")
     parser.add_argument(
         "--analysis",
         action="store_true",
@@ -632,6 +674,9 @@ def main() -> None:
     )
     parser.add_argument("--analysis-intervals", type=int, default=2)
     args = parser.parse_args()
+    # timeout(1) and the like send SIGTERM: unwind, so the operator, the hollow nodes and the control
+    # plane are stopped by their `finally`s
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     if args.analysis:
         analysis_main(args)
         return
@@ -643,7 +688,12 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             work = Path(tmp) / f"n{n}"
             work.mkdir()
-            rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes, args.workers))
+            try:
+                rows.append(run_size(cp, kubectl, n, min(args.samples, n), args.idle, work, args.nodes, args.workers))
+            finally:
+                if args.logs is not None and (work / f"operator-{n}.log").exists():
+                    args.logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(work / f"operator-{n}.log", args.logs / f"operator-{n}.log")
             print(json.dumps(asdict(rows[-1])), flush=True)
             write_results(args, rows, queries)  # after each size: a long run interrupted keeps what it has
     print_table(rows, queries)
@@ -689,9 +739,14 @@ def analysis_main(args: argparse.Namespace) -> None:
 
 def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dict[str, int]) -> None:
     sizes = [asdict(r) for r in rows]
-    if args.merge and args.out.exists():
+    earlier: list[dict[str, Any]] = []
+    if args.merge and args.out.exists():  # sizes measured again: their rows before go to earlier_runs
         done = {r.n for r in rows}
-        kept = [r for r in json.loads(args.out.read_text())["sizes"] if r["n"] not in done]
+        before = json.loads(args.out.read_text())
+        kept = [r for r in before["sizes"] if r["n"] not in done]
+        earlier = before.get("earlier_runs", []) + [
+            {**r, "idle_window_s": before.get("idle_window_s")} for r in before["sizes"] if r["n"] in done
+        ]
         sizes = sorted(kept + sizes, key=lambda r: int(r["n"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -706,6 +761,7 @@ def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dic
         "goals": GOALS,
         "prometheus_queries_per_md_per_look": queries,
         "sizes": sizes,
+        "earlier_runs": earlier,
     }, indent=2) + "\n")  # fmt: skip
 
 

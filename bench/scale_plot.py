@@ -53,7 +53,9 @@ def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path, cluster: di
         latency.plot(*series(sizes, key), "o-", label=label)
     latency.axhline(goals["reconcile_p99_s"], color="grey", ls="--", label="goals: p99 2 s, rollback 1 s")
     latency.axhline(goals["rollback_s"], color="grey", ls=":")
-    latency.set(title="Latency (20 spec changes, 10 rollbacks per N)", ylabel="seconds", yscale="log")
+    changes = "/".join(str(r["reconcile_samples"]) for r in sorted(sizes, key=lambda r: int(r["n"])))
+    rollbacks = "/".join(str(r["rollback_samples"]) for r in sorted(sizes, key=lambda r: int(r["n"])))
+    latency.set(title=f"Latency ({changes} spec changes, {rollbacks} rollbacks per N)", ylabel="seconds", yscale="log")
 
     for mode, label, color in (("alone", "each look alone", "C0"), ("batched", "looks batched", "C1")):
         picked = [r for r in batching["rows"] if r["mode"] == mode]

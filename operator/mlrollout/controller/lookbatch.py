@@ -23,8 +23,14 @@ pass when the operator keeps up: less than one scrape interval; a late look's, a
 each snapshot is the one its look would have taken alone at the batch's instant (the window from its own
 step start to that instant).
 
-Bookkeeping here (a clock is passed in; :meth:`LookBatcher.prefetch` is one step of the thread, which
-tests drive by hand); the I/O is the provider's, behind the analysis' seam.
+The window is at most the tick: a larger one would start batches more than a tick ahead and let a look
+read a snapshot older than a tick, or wait for its batch past its tick (``lead``, ``max_wait`` and ``ttl``
+follow the clamped window).
+
+Bookkeeping here (clocks are passed in: ``clock``, monotonic, for every duration and freshness check, so a
+wall-clock step cannot make a batch look fresh or stale; ``wall`` only for the instant the queries are
+asked at; :meth:`LookBatcher.prefetch` is one step of the thread, which tests drive by hand); the I/O is
+the provider's, behind the analysis' seam.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from mlrollout.analysis.provider import MetricsProvider
 from mlrollout.analysis.snapshot import Snapshot
 from mlrollout.api.rolloutpolicy import CustomMetric
 
-__all__ = ["LookBatcher"]
+__all__ = ["LookBatcher", "clamp_window"]
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +120,18 @@ class LookBatcher:
         lead: float | None = None,
         max_wait: float | None = None,
         tick: float | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.provider = provider
-        self.ttl = ttl
-        self.clock = clock
+        self.tick = ttl if tick is None else tick  # the reconcile interval: looks come at its ticks
+        self.ttl = clamp_window(ttl, self.tick)
+        self.clock = clock  # monotonic: durations and freshness
+        self.wall = clock if wall is None else wall  # the instant queries are asked at (Prometheus' time)
         self.max_chars = max_chars
         self.max_members = max_members
         # a batch starts this long before its looks are due, so it is read, not waited for, by looks on time
-        self.lead = ttl / 2 if lead is None else lead
-        self.max_wait = ttl / 2 if max_wait is None else max_wait
-        self.tick = ttl if tick is None else tick  # the reconcile interval: looks come at its ticks
+        self.lead = self.ttl / 2 if lead is None else min(lead, self.ttl)
+        self.max_wait = self.ttl / 2 if max_wait is None else min(max_wait, self.ttl)
         self._collect = collect
         self._known: dict[tuple[str, str], _Known] = {}
         self._taken: dict[tuple[str, str], _Taken] = {}
@@ -181,8 +189,8 @@ class LookBatcher:
                 self.counts.waited += waited
                 return taken.snapshot
             self.counts.alone += 1
-            now = self.clock()
-        return self._collect(self.provider, [LookRequest(target, max(now - step_start, 1.0), what[1], quality)], now,
+            now, at = self.clock(), self.wall()
+        return self._collect(self.provider, [LookRequest(target, max(now - step_start, 1.0), what[1], quality)], at,
                              self.max_chars)[0]  # fmt: skip
 
     def forget(self, namespace: str, name: str) -> None:
@@ -194,18 +202,33 @@ class LookBatcher:
     # -- the batches (the batcher's thread) ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the thread that takes batches (once; a daemon: it dies with the operator)."""
+        """Starts the thread that takes batches (once until :meth:`stop`; a daemon, so a process that never
+        stops it still exits)."""
         with self._lock:
             if self._thread is not None:
                 return
+            self._stopped.clear()
             self._thread = threading.Thread(target=self._run, name="mlrollout-lookbatch", daemon=True)
-        self._thread.start()
+            thread = self._thread
+        thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stops the thread after the batch in flight (its looks still read it); looks go on, alone.
+        Idempotent. False if the thread did not end within `timeout` (a batch stuck on Prometheus)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
         self._stopped.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        """The batcher's thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def _run(self) -> None:
         reported, last = self.clock(), Counts()
@@ -240,9 +263,10 @@ class LookBatcher:
                 self._running[k] = batch
             self.counts.batches += 1
             self.counts.batched_looks += len(members)
+            at = self.wall()
         snapshots: list[Snapshot] = []
         try:
-            snapshots = self._collect(self.provider, looks, now, self.max_chars)
+            snapshots = self._collect(self.provider, looks, at, self.max_chars)
         except Exception:  # these looks are served (so not batched again every second) and taken alone
             log.exception("a batch of %d looks failed", len(members))
             snapshots = [Snapshot.failed("the batch taken for this look failed")] * len(members)
@@ -287,3 +311,9 @@ class LookBatcher:
     def _request(known: _Known, now: float) -> LookRequest:
         target, custom, quality = known.what
         return LookRequest(target, max(now - known.step_start, 1.0), custom, quality)
+
+
+def clamp_window(window: float, tick: float) -> float:
+    """The batch window in force: at most one tick (a look comes every tick at most; a larger window would
+    batch looks more than a tick ahead and read snapshots older than a tick). No tick (0): as given."""
+    return min(window, tick) if tick > 0 else window

@@ -50,12 +50,17 @@ class PrometheusVerdicts:
         self.url = url
         self._provider = PrometheusProvider(url) if url else None
         self.batcher = (
-            LookBatcher(self._provider, batch_ttl, time.time, tick=tick)
+            LookBatcher(self._provider, batch_ttl, time.monotonic, tick=tick, wall=time.time)
             if self._provider is not None and batch_ttl > 0
             else None
         )
         if self.batcher is not None:
             self.batcher.start()  # batches are taken on its own thread, ahead of the looks
+
+    def close(self) -> None:
+        """Stops the batcher's thread (the operator's cleanup, tests, benches); looks after it go alone."""
+        if self.batcher is not None:
+            self.batcher.stop()
 
     def look(
         self, target: AnalysisTarget, policy: RolloutPolicySpec, window_seconds: float, evidence: StepEvidence

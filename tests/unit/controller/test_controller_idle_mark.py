@@ -16,7 +16,7 @@ import pytest
 from mlrollout.controller import handlers, naming
 from mlrollout.controller.reconcile import Reconciled
 
-on_timer = cast(Callable[..., None], handlers.on_timer)  # kopf types its handlers as its own callback protocol
+on_tick = cast(Callable[..., Any], handlers.on_timer)  # kopf types its handlers as its own callback protocol
 on_child = cast(Callable[..., Any], handlers.on_child)
 LOG = logging.getLogger("test")
 
@@ -41,6 +41,7 @@ def reconciler(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Reconciler]:
     handlers._IDLE_SINCE.clear()
     handlers._TOUCHED.clear()
     yield fake
+    cast(Callable[..., None], handlers.cleanup)()  # the passes' thread pools the ticks made
     handlers._IDLE_SINCE.clear()
     handlers._TOUCHED.clear()
 
@@ -88,6 +89,11 @@ def test_another_model_deployments_change_leaves_it_idle(reconciler: _Reconciler
     _deployment_changed("other", "wine")
     on_timer(namespace="ml", name="wine", logger=LOG)
     assert reconciler.passes == 1
+
+
+def on_timer(**kwargs: Any) -> None:
+    """One tick, as kopf runs the async handler: on an event loop."""
+    asyncio.run(on_tick(**kwargs))
 
 
 def _in_another_thread(fn: Callable[[], None]) -> None:

@@ -3,18 +3,23 @@ ahead of time holds, when a look reads its snapshot from one, and when it is tak
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import cast
 
+import pytest
 from tests.unit.rollout.world import policy
 
 from mlrollout.analysis import AnalysisTarget, MetricsProvider, NullProvider
 from mlrollout.analysis.batch import LookRequest
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.snapshot import NO_COUNTS, Snapshot
-from mlrollout.controller.lookbatch import IDLE_POLL, LookBatcher
+from mlrollout.controller import handlers
+from mlrollout.controller.lookbatch import IDLE_POLL, LookBatcher, clamp_window
 from mlrollout.controller.settings import OperatorSettings
 from mlrollout.controller.verdicts import PrometheusVerdicts, source_from
 
@@ -191,16 +196,16 @@ def test_a_look_waits_for_its_running_batch_at_most_max_wait() -> None:
 
 def test_the_batcher_thread_takes_batches_ahead_of_looks_on_the_real_clock() -> None:
     recorder = Recorder()
-    b = LookBatcher(NullProvider(), ttl=2.0, clock=time.time, collect=recorder, tick=1.0)
+    b = LookBatcher(NullProvider(), ttl=2.0, clock=time.monotonic, collect=recorder, tick=1.0, wall=time.time)
     b.start()
     try:
-        started = time.time()
+        started = time.monotonic()
         b.snapshot(md(0), 30.0, interval=3.0)  # alone; due again in 3 s, so batched from 2 s on
-        while b.counts.batches == 0 and time.time() - started < 10.0:
+        while b.counts.batches == 0 and time.monotonic() - started < 10.0:
             time.sleep(0.05)
-        again = b.snapshot(md(0), 30.0 + time.time() - started, interval=3.0)
+        again = b.snapshot(md(0), 30.0 + time.monotonic() - started, interval=3.0)
     finally:
-        b.stop()
+        assert b.stop(timeout=10)
     assert b.counts.batches >= 1 and b.counts.served == 1 and b.counts.alone == 1
     assert again.warnings[0].startswith("md-0@") and len(recorder.batches) == 2
 
@@ -213,13 +218,16 @@ def test_the_operator_batches_within_the_reconcile_interval_unless_told_otherwis
     assert OperatorSettings.from_env({"MLROLLOUT_ANALYSIS_BATCH_WINDOW": "0"}).batch_window == 0.0
     batched = source_from("http://127.0.0.1:9", "", 10.0)
     assert isinstance(batched, PrometheusVerdicts) and batched.batcher is not None
+    batched.close()
     alone = source_from("http://127.0.0.1:9", "", 0.0)
     assert isinstance(alone, PrometheusVerdicts) and alone.batcher is None
+    alone.close()  # nothing to stop
 
 
 def test_a_batched_look_at_an_unreachable_prometheus_is_inconclusive_saying_why() -> None:
     verdicts = PrometheusVerdicts("http://127.0.0.1:9", batch_ttl=10.0)
-    result = verdicts.look(md(0), policy(), 60, StepEvidence())
+    with contextlib.closing(verdicts):
+        result = verdicts.look(md(0), policy(), 60, StepEvidence())
     assert result.verdict == "inconclusive"
     assert result.reason == "no evidence: Prometheus at http://127.0.0.1:9 is unreachable: Connection refused"
 
@@ -280,3 +288,63 @@ def test_a_model_deployment_deleted_while_its_batch_runs_leaves_nothing_behind()
     clock.now = 1031.0
     b.prefetch()
     assert ("ns", "md-0") not in b._taken and ("ns", "md-1") in b._taken
+
+
+def test_a_window_larger_than_the_tick_is_clamped_to_the_tick() -> None:
+    """A 30 s window with a 10 s tick would start batches 15 s ahead (a look would read a snapshot older than
+    a tick) and let a look wait 15 s for its batch, past its next tick: the window in force is the tick."""
+    clock, rec = Clock(), Recorder()
+    b = LookBatcher(NullProvider(), ttl=30.0, clock=clock, collect=rec, tick=10.0)
+    assert (b.ttl, b.lead, b.max_wait) == (10.0, 5.0, 5.0)
+    first_looks(b, clock, 1)  # at 1000: due again at 1030
+    clock.now = 1016.0  # 14 s ahead: more than a tick before the look
+    b.prefetch()
+    assert [at for at, _ in rec.batches] == [1000.0]  # the first look, alone; no batch yet
+    clock.now = 1025.0
+    b.prefetch()
+    assert [at for at, _ in rec.batches] == [1000.0, 1025.0]
+    clock.now = 1030.0
+    assert b.snapshot(md(0), 60.0, interval=30.0).warnings == ("md-0@1025",) and b.counts.served == 1
+    assert clamp_window(30.0, 10.0) == 10.0 and clamp_window(5.0, 10.0) == 5.0 and clamp_window(30.0, 0.0) == 30.0
+    explicit = LookBatcher(NullProvider(), ttl=30.0, clock=clock, collect=rec, tick=10.0, lead=20.0, max_wait=20.0)
+    assert (explicit.lead, explicit.max_wait) == (10.0, 10.0)
+
+
+def test_freshness_is_judged_on_the_monotonic_clock_and_queries_asked_at_the_wall_clock() -> None:
+    """The wall clock steps back an hour (NTP) between a look and its batch: the batch is still taken a lead
+    ahead and read as fresh, and its queries are asked at the wall clock's instant (Prometheus' time)."""
+    mono, wall, rec = Clock(1000.0), Clock(1_700_000_000.0), Recorder()
+    b = LookBatcher(NullProvider(), ttl=10.0, clock=mono, collect=rec, tick=10.0, wall=wall)
+    b.snapshot(md(0), 30.0, interval=30.0)  # alone, at the wall's instant
+    assert rec.batches[-1][0] == 1_700_000_000.0
+    mono.now, wall.now = 1026.0, 1_700_000_026.0 - 3600.0
+    b.prefetch()
+    assert rec.batches[-1][0] == 1_699_996_426.0 and b.counts.batches == 1
+    mono.now, wall.now = 1030.0, 1_699_996_430.0
+    got = b.snapshot(md(0), 60.0, interval=30.0)
+    assert got.error is None and (b.counts.served, b.counts.alone) == (1, 1) and len(rec.batches) == 2  # the batch's
+    assert rec.batches[-1][1][0].window_seconds == 56.0  # monotonic: from the step start (970) to the batch (1026)
+    verdicts = PrometheusVerdicts("http://127.0.0.1:9", batch_ttl=10.0)
+    with contextlib.closing(verdicts):
+        assert verdicts.batcher is not None
+        assert verdicts.batcher.clock is time.monotonic and verdicts.batcher.wall is time.time
+
+
+def test_the_batcher_thread_stops_cleanly_and_may_start_again() -> None:
+    b = LookBatcher(NullProvider(), ttl=2.0, clock=time.monotonic, collect=Recorder(), tick=1.0)
+    b.start()
+    assert b.running
+    assert b.stop(timeout=10) and not b.running
+    assert b.stop(timeout=10)  # idempotent
+    b.start()
+    assert b.running and b.stop(timeout=10) and not b.running
+    assert not [t for t in threading.enumerate() if t.name == "mlrollout-lookbatch"]
+
+
+def test_the_operator_cleanup_stops_the_batcher_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's cleanup (the operator shutting down) stops the look batcher's thread."""
+    verdicts = PrometheusVerdicts("http://127.0.0.1:9", batch_ttl=10.0)
+    assert verdicts.batcher is not None and verdicts.batcher.running
+    monkeypatch.setitem(handlers._STATE, "reconciler", SimpleNamespace(verdicts=verdicts))
+    cast(Callable[..., None], handlers.cleanup)()
+    assert not verdicts.batcher.running
