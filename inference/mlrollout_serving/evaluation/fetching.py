@@ -20,7 +20,7 @@ from typing import Final
 from mlrollout_serving.evaluation.errors import BadInput
 from mlrollout_serving.server import download, loading
 from mlrollout_serving.server.cpus import usable_cpus
-from mlrollout_serving.server.sources import SourceError
+from mlrollout_serving.server.sources import SourceError, source_for
 
 DOWNLOAD_TIMEOUT: Final = 60.0
 DOWNLOAD_ATTEMPTS: Final = 3
@@ -90,7 +90,7 @@ def fetch_dataset_early(
     If a model fails, the thread (reading, never writing) is left to end with the file; nobody waits for it.
     """
     try:
-        local = download.source_for(uri, authorization).local is not None
+        local = source_for(uri, authorization).local is not None
     except SourceError:
         local = False  # fetch_dataset names the problem when called
     if not local:
