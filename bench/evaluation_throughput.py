@@ -30,6 +30,10 @@ from how many rows on ours reaches 80 % of the loop's rows per second.
 Usage (from the repository root):
 
     .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--million 1000000] [--big-mib 1024] [--repeats 3]
+        [--one-cpu 1]
+
+``--one-cpu``: the two sides again at ``--rows``, each pinned to one core (``taskset -c 0``), as in the Job
+with its default ``limits.cpu: 1``: ours then reads its chunks in turn (no reader thread).
 
 Results: a table on stdout and bench/results/evaluation-throughput.json.
 """
@@ -185,6 +189,7 @@ def main() -> None:
     ap.add_argument("--million", type=int, default=1_000_000, help="rows of the third side-by-side size (0: skip)")
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the large CSV (0: skip it)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--one-cpu", type=int, default=1, help="also both sides at --rows pinned to one CPU (0: skip)")
     args = ap.parse_args()
     # The Job runs from an image whose modules carry valid bytecode (images/ocibuild.py), and pip compiled
     # numpy's and onnxruntime's here; an editable checkout on a machine with PYTHONDONTWRITEBYTECODE has
@@ -239,6 +244,17 @@ def main() -> None:
             a_, o_ = result[f"anchor_{rows}"], result[f"ours_{rows}"]
             print(f"{rows:>10,}  {a_['seconds']:8.2f} {o_['seconds']:8.2f}   {result['ratios'][str(rows)]:5.2f}"
                   f"                         {a_['peak_rss_mib']:6.1f} / {o_['peak_rss_mib']:6.1f}")  # fmt: skip
+        if args.one_cpu:  # the Job's default limits.cpu: 1, as an affinity mask: no second core for either side
+            data = Path(tmp) / "holdout-one-cpu.csv"
+            sha = holdout(data, small)
+            print(f"{small:,} rows on one CPU (taskset -c 0), medians of {args.repeats}:")
+            pinned = {"anchor": ["taskset", "-c", "0", *anchor(stable.path, candidate.path, data)],
+                      "ours": ["taskset", "-c", "0", *ours(stable.path, candidate.path, data, sha)]}  # fmt: skip
+            one = side_by_side(pinned, args.repeats, small)
+            result[f"one_cpu_{small}"] = {**one, "ratio": one["ours"]["rows_per_second"] /
+                                          one["anchor"]["rows_per_second"]}  # fmt: skip
+            print(f"  ours / anchor on one CPU: {result[f'one_cpu_{small}']['ratio']:.2f}")
+            data.unlink()
         if args.big_mib:
             big = Path(tmp) / "big.csv"
             rows = args.big_mib * MIB // BYTES_PER_ROW

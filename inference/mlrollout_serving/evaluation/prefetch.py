@@ -3,7 +3,9 @@
 numpy's reader holds the GIL while it parses; onnxruntime lets it go while it runs. Pulling chunks in a
 thread of their own lets the two overlap on a machine with a second core (and costs nothing without one):
 the chunks, their order and their errors are the reader's, each raised where the reader raised it. At
-most ``depth`` chunks wait ready, so memory stays bounded by the chunk size, as without the thread.
+most ``depth`` chunks wait ready, so memory stays bounded by the chunk size, as without the thread. On one
+CPU (the Job's default ``limits.cpu: 1``; :func:`~mlrollout_serving.server.cpus.usable_cpus`) the thread
+would only add GIL hand-overs, so the caller passes ``threaded=False`` there and the chunks are read in turn.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ _END: Final = object()
 
 
 @contextmanager
-def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[Iterator[T]]:
-    """``items``, produced in a thread up to ``depth`` ahead; leaving the block stops the thread, then closes
-    ``items`` (after the thread has ended: a generator never runs in two threads at once)."""
+def prefetched(items: Iterator[T], depth: int = 1, threaded: bool = True) -> Iterator[Iterator[T]]:
+    """``items``, produced in a thread up to ``depth`` ahead (``threaded``); leaving the block stops the
+    thread, then closes ``items`` (after the thread has ended: a generator never runs in two threads)."""
+    if not threaded:
+        try:
+            yield items
+        finally:
+            _close(items)
+        return
     ready: queue.Queue[tuple[object, BaseException | None]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -61,6 +69,10 @@ def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[Iterator[T]]:
     finally:
         stop.set()
         thread.join()
-        close = getattr(items, "close", None)  # a generator's: its ``finally`` (the file's ``with``) runs now
-        if close is not None:
-            close()
+        _close(items)
+
+
+def _close(items: Iterator[object]) -> None:
+    close = getattr(items, "close", None)  # a generator's: its ``finally`` (the file's ``with``) runs now
+    if close is not None:
+        close()

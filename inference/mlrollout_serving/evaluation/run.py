@@ -21,6 +21,7 @@ from mlrollout_serving.evaluation.metrics import METRICS, Metric, Rows, Settings
 from mlrollout_serving.evaluation.prefetch import prefetched
 from mlrollout_serving.evaluation.scoring import Scorer, check_features
 from mlrollout_serving.evaluation.stats import bonferroni
+from mlrollout_serving.server.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ def _evaluate(
             raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
         metric = METRICS[request.metric](kinds.pop())
         input_dtypes = {scorer.input.dtype for scorer in scorers}
-        with prefetched(holdout.chunks(numeric_labels=metric.label_kind == "i")) as chunks:
+        reading = holdout.chunks(numeric_labels=metric.label_kind == "i")
+        with prefetched(reading, threaded=usable_cpus() > 1) as chunks:
             for chunk in chunks:
                 check_labels(chunk.labels, chunk.first_row, ds.label)
                 truth = metric.truth(chunk.labels, chunk.first_row, ds.label)

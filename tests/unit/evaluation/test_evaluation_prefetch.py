@@ -16,8 +16,9 @@ def _threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name == "holdout-reader"}
 
 
-def test_the_items_in_order_and_the_thread_ends() -> None:
-    with prefetched(iter(range(1000))) as items:
+@pytest.mark.parametrize("threaded", [True, False])
+def test_the_items_in_order_and_the_thread_ends(threaded: bool) -> None:
+    with prefetched(iter(range(1000)), threaded=threaded) as items:
         assert list(items) == list(range(1000))
     assert not _threads()
 
@@ -50,7 +51,8 @@ def test_the_reader_runs_at_most_depth_ahead() -> None:
     assert first == 0 and ahead <= 4
 
 
-def test_leaving_early_stops_the_thread_and_closes_the_reader() -> None:
+@pytest.mark.parametrize("threaded", [True, False])
+def test_leaving_early_stops_the_thread_and_closes_the_reader(threaded: bool) -> None:
     closed = threading.Event()
 
     def reader() -> Iterator[int]:
@@ -59,7 +61,7 @@ def test_leaving_early_stops_the_thread_and_closes_the_reader() -> None:
         finally:
             closed.set()
 
-    with prefetched(reader()) as items:
+    with prefetched(reader(), threaded=threaded) as items:
         assert next(items) == 0
     assert closed.is_set() and not _threads()
 
