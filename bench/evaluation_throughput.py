@@ -9,8 +9,8 @@ worse one the tests use) on the same CSV, in fresh processes, and are timed from
 - anchor: the plain loop a person would write: ``numpy.loadtxt`` reads the whole CSV, both sessions run
   over it in 8,192-row batches, and the accuracies are counted (no test, no interval, no streaming);
 - ours: ``mlrollout-evaluate`` as the Job runs it (digests checked, the CSV streamed in chunks of 8,192
-  lines, the next parsed in a thread while onnxruntime scores this one, both models scored, the paired
-  exact McNemar test, the interval, the majority baseline, the JSON report).
+  lines, both models scored, the paired exact McNemar test, the interval, the majority baseline, the JSON
+  report).
 
 Same models, same CSV, same batch (8,192 rows) on both sides; the loop's sessions take onnxruntime's default
 threads, ours the CPUs it may use (2 here) without spinning.
@@ -33,7 +33,7 @@ Usage (from the repository root):
         [--one-cpu 1]
 
 ``--one-cpu``: the two sides again at ``--rows``, each pinned to one core (``taskset -c 0``), as in the Job
-with its default ``limits.cpu: 1``: ours then reads its chunks in turn (no reader thread).
+with its default ``limits.cpu: 1``.
 
 Results: a table on stdout and bench/results/evaluation-throughput.json.
 """

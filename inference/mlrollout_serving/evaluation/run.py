@@ -18,10 +18,8 @@ from mlrollout_serving.contract.evaluation import Check, EvaluationReport, Evalu
 from mlrollout_serving.evaluation import compare, dataset, fetching
 from mlrollout_serving.evaluation.errors import BadInput
 from mlrollout_serving.evaluation.metrics import METRICS, Metric, Rows, Settings, check_labels
-from mlrollout_serving.evaluation.prefetch import prefetched
 from mlrollout_serving.evaluation.scoring import Scorer, check_features
 from mlrollout_serving.evaluation.stats import bonferroni
-from mlrollout_serving.server.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +119,14 @@ def _evaluate(
             raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
         metric = METRICS[request.metric](kinds.pop())
         input_dtypes = {scorer.input.dtype for scorer in scorers}
-        reading = holdout.chunks(numeric_labels=metric.label_kind == "i")
-        with prefetched(reading, threaded=usable_cpus() > 1) as chunks:
-            for chunk in chunks:
-                check_labels(chunk.labels, chunk.first_row, ds.label)
-                truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
-                check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
-                # the features in each model's input dtype, converted once (both models usually take float32)
-                inputs = {dt: chunk.features.astype(dt, copy=False) for dt in input_dtypes}
-                outputs = [scorer.run(inputs[scorer.input.dtype]) for scorer in scorers]
-                columns.add(metric.keep(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row)), chunk.slices)
+        for chunk in holdout.chunks(numeric_labels=metric.label_kind == "i"):
+            check_labels(chunk.labels, chunk.first_row, ds.label)
+            truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
+            check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
+            # the features in each model's input dtype, converted once (both models usually take float32)
+            inputs = {dt: chunk.features.astype(dt, copy=False) for dt in input_dtypes}
+            outputs = [scorer.run(inputs[scorer.input.dtype]) for scorer in scorers]
+            columns.add(metric.keep(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row)), chunk.slices)
     rows = columns.rows(metric)  # an empty holdout raised BadInput
     log.info("scored %d rows; comparing", len(rows))
     checks = _checks(request, metric, rows, columns)
