@@ -8,8 +8,12 @@ worse one the tests use) on the same CSV, in fresh processes, and are timed from
 
 - anchor: the plain loop a person would write: ``numpy.loadtxt`` reads the whole CSV, both sessions run
   over it in 8,192-row batches, and the accuracies are counted (no test, no interval, no streaming);
-- ours: ``mlrollout-evaluate`` as the Job runs it (digests checked, the CSV streamed in chunks, both models
-  scored, the paired exact McNemar test, the interval, the majority baseline, the JSON report).
+- ours: ``mlrollout-evaluate`` as the Job runs it (digests checked, the CSV streamed in chunks of 8,192
+  lines, both models scored, the paired exact McNemar test, the interval, the majority baseline, the JSON
+  report).
+
+Same models, same CSV, same batch (8,192 rows) on both sides; the loop's sessions take onnxruntime's default
+threads, ours the CPUs it may use (2 here) without spinning.
 
 The holdout is the wine features with Gaussian noise (5 % of each column's spread) and the label of the
 row it came from, so both models have something to get wrong. Peak memory is the process's ``ru_maxrss``;
@@ -26,6 +30,10 @@ from how many rows on ours reaches 80 % of the loop's rows per second.
 Usage (from the repository root):
 
     .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--million 1000000] [--big-mib 1024] [--repeats 3]
+        [--one-cpu 1]
+
+``--one-cpu``: the two sides again at ``--rows``, each pinned to one core (``taskset -c 0``), as in the Job
+with its default ``limits.cpu: 1``.
 
 Results: a table on stdout and bench/results/evaluation-throughput.json.
 """
@@ -35,6 +43,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -77,7 +86,8 @@ done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess
 seconds = time.perf_counter() - start
 if done.returncode not in (0, 1):
     sys.exit("failed: " + done.stderr[-2000:])
-print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(seconds, used.ru_maxrss * 1024, used.ru_utime + used.ru_stime)
 """
 
 
@@ -103,11 +113,12 @@ def holdout(path: Path, rows: int, seed: int = 1) -> str:
     return digest.hexdigest()
 
 
-def measure(argv: list[str]) -> tuple[float, int]:
-    """Seconds from start to exit and peak RSS (bytes) of ``argv`` in a fresh process."""
+def measure(argv: list[str]) -> tuple[float, int, float]:
+    """Seconds from start to exit, peak RSS (bytes) and CPU seconds (user + system, all threads) of ``argv``
+    in a fresh process."""
     out = subprocess.run([sys.executable, "-c", MEASURE, *argv], check=True, capture_output=True, text=True)
-    seconds, rss = out.stdout.split()
-    return float(seconds), int(rss)
+    seconds, rss, cpu = out.stdout.split()
+    return float(seconds), int(rss), float(cpu)
 
 
 def ours(stable: Path, candidate: Path, data: Path, sha: str) -> list[str]:
@@ -153,18 +164,19 @@ def crossover(anchor: tuple[float, float], ours: tuple[float, float], goal: floa
     return max(0.0, (goal * fo - fa) / (pa - goal * po))
 
 
-def summary(name: str, samples: list[tuple[float, int]], rows: int) -> dict[str, Any]:
-    seconds = statistics.median(s for s, _ in samples)
-    rss = statistics.median(r for _, r in samples)
-    print(f"  {name:<8} {rows:>10,} rows  {seconds:7.2f} s  {rows / seconds:>11,.0f} rows/s  peak {rss / MIB:7.1f} MiB",
-          flush=True)  # fmt: skip
-    return {"seconds": seconds, "rows_per_second": rows / seconds, "peak_rss_mib": rss / MIB,
-            "samples": [{"seconds": s, "peak_rss_mib": r / MIB} for s, r in samples]}  # fmt: skip
+def summary(name: str, samples: list[tuple[float, int, float]], rows: int) -> dict[str, Any]:
+    seconds = statistics.median(s for s, _, _ in samples)
+    rss = statistics.median(r for _, r, _ in samples)
+    cpu = statistics.median(c for _, _, c in samples)
+    print(f"  {name:<8} {rows:>10,} rows  {seconds:7.2f} s  {rows / seconds:>11,.0f} rows/s  peak {rss / MIB:7.1f} MiB"
+          f"  cpu {cpu:6.2f} s", flush=True)  # fmt: skip
+    return {"seconds": seconds, "rows_per_second": rows / seconds, "peak_rss_mib": rss / MIB, "cpu_seconds": cpu,
+            "samples": [{"seconds": s, "peak_rss_mib": r / MIB, "cpu_seconds": c} for s, r, c in samples]}  # fmt: skip
 
 
 def side_by_side(argvs: dict[str, list[str]], repeats: int, rows: int) -> dict[str, dict[str, Any]]:
     """Each repeat runs every side once, in turn, so a noisy machine slows them alike; medians per side."""
-    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in argvs}
+    samples: dict[str, list[tuple[float, int, float]]] = {name: [] for name in argvs}
     for _ in range(repeats):
         for name, argv in argvs.items():
             samples[name].append(measure(argv))
@@ -177,6 +189,7 @@ def main() -> None:
     ap.add_argument("--million", type=int, default=1_000_000, help="rows of the third side-by-side size (0: skip)")
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the large CSV (0: skip it)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--one-cpu", type=int, default=1, help="also both sides at --rows pinned to one CPU (0: skip)")
     args = ap.parse_args()
     # The Job runs from an image whose modules carry valid bytecode (images/ocibuild.py), and pip compiled
     # numpy's and onnxruntime's here; an editable checkout on a machine with PYTHONDONTWRITEBYTECODE has
@@ -184,7 +197,8 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, PACKAGES)], check=True)
     stable, candidate = models.wine(), models.wine_worse()
     result: dict[str, Any] = {"rows": args.rows, "repeats": args.repeats, "models": [stable.name, candidate.name],
-                              "bytecode": "compiled before measuring, as in the image"}  # fmt: skip
+                              "bytecode": "compiled before measuring, as in the image",
+                              "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mlrollout-bench-eval-") as tmp:
         sizes = [args.rows, 2 * args.rows, *([args.million] if args.million > 2 * args.rows else [])]
         for rows in sizes:
@@ -230,6 +244,17 @@ def main() -> None:
             a_, o_ = result[f"anchor_{rows}"], result[f"ours_{rows}"]
             print(f"{rows:>10,}  {a_['seconds']:8.2f} {o_['seconds']:8.2f}   {result['ratios'][str(rows)]:5.2f}"
                   f"                         {a_['peak_rss_mib']:6.1f} / {o_['peak_rss_mib']:6.1f}")  # fmt: skip
+        if args.one_cpu:  # the Job's default limits.cpu: 1, as an affinity mask: no second core for either side
+            data = Path(tmp) / "holdout-one-cpu.csv"
+            sha = holdout(data, small)
+            print(f"{small:,} rows on one CPU (taskset -c 0), medians of {args.repeats}:")
+            pinned = {"anchor": ["taskset", "-c", "0", *anchor(stable.path, candidate.path, data)],
+                      "ours": ["taskset", "-c", "0", *ours(stable.path, candidate.path, data, sha)]}  # fmt: skip
+            one = side_by_side(pinned, args.repeats, small)
+            result[f"one_cpu_{small}"] = {**one, "ratio": one["ours"]["rows_per_second"] /
+                                          one["anchor"]["rows_per_second"]}  # fmt: skip
+            print(f"  ours / anchor on one CPU: {result[f'one_cpu_{small}']['ratio']:.2f}")
+            data.unlink()
         if args.big_mib:
             big = Path(tmp) / "big.csv"
             rows = args.big_mib * MIB // BYTES_PER_ROW
@@ -246,6 +271,7 @@ def main() -> None:
             result["large"]["bytes_per_row"] = grown / (rows - small)
             print(f"  ours' peak memory over the CSV's size: {result['large']['peak_over_csv']:.2f}; "
                   f"{result['large']['bytes_per_row']:.1f} bytes per extra row")  # fmt: skip
+    result["load_average_at_end"] = os.getloadavg()  # other work on the machine slows both sides, not alike
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 

@@ -4,19 +4,23 @@ Every URI scheme the model server reads works here too, because this calls its d
 (:mod:`mlrollout_serving.server.download`: streamed to disk, bounded, retried, hashed) and its loader
 (:mod:`mlrollout_serving.server.loading`) instead of a copy of them: a new source added there reaches the
 evaluation without a change here. A model is verified before onnxruntime parses a byte of it, as in the
-server. The holdout is verified before it is scored; a local file (``file://``, a path, or a claim mounted
+server. The holdout is verified before it is scored (a local one is hashed while the models load:
+:func:`fetch_dataset_early`); a local file (``file://``, a path, or a claim mounted
 from ``pvc://``) is hashed and read where it lies; a remote one is streamed to the work directory, so a
 holdout larger than memory never has to fit in it (docs/evaluation.md).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from mlrollout_serving.evaluation.errors import BadInput
 from mlrollout_serving.server import download, loading
 from mlrollout_serving.server.cpus import usable_cpus
+from mlrollout_serving.server.sources import SourceError, source_for
 
 DOWNLOAD_TIMEOUT: Final = 60.0
 DOWNLOAD_ATTEMPTS: Final = 3
@@ -71,3 +75,44 @@ def fetch_dataset(
         fetched.discard()
         raise BadInput(f"cannot store the dataset in {work_dir}: {e.strerror or e}") from None
     return path, fetched.sha256
+
+
+def fetch_dataset_early(
+    uri: str, sha256: str | None, work_dir: Path, suffix: str, authorization: str | None = None
+) -> Callable[[], tuple[Path, str]]:
+    """:func:`fetch_dataset` as a call to make later; a local holdout's hashing starts now, in a thread.
+
+    Hashing a local file is a pass over it that nothing else needs; started before the models load (their
+    reading, onnxruntime's import, the sessions' set-up) it costs the evaluation nothing up to that
+    long. The call returns or raises what :func:`fetch_dataset` would, so the holdout is still verified
+    before it is scored and a model's problem is still reported before the holdout's. A remote holdout is
+    downloaded by the call, as before (a download in flight would outlive a model's error in ``work_dir``).
+    If a model fails, the thread (reading, never writing) is left to end with the file; nobody waits for it.
+    """
+    try:
+        local = source_for(uri, authorization).local is not None
+    except SourceError:
+        local = False  # fetch_dataset names the problem when called
+    if not local:
+        return lambda: fetch_dataset(uri, sha256, work_dir, suffix, authorization)
+    outcome: list[tuple[Path, str] | BadInput] = []
+
+    def digest() -> None:
+        try:
+            outcome.append(fetch_dataset(uri, sha256, work_dir, suffix, authorization))
+        except BadInput as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=digest, name="holdout-digest", daemon=True)
+    thread.start()
+
+    def result() -> tuple[Path, str]:
+        thread.join()
+        if not outcome:  # the thread died of something other than bad input: say so here, as a bug
+            raise RuntimeError(f"hashing the dataset {uri} failed (see the log)")
+        done = outcome[0]
+        if isinstance(done, BadInput):
+            raise done
+        return done
+
+    return result

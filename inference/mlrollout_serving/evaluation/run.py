@@ -100,13 +100,13 @@ class _Columns:
 def _evaluate(
     request: EvaluationRequest, work_dir: Path, chunk_rows: int, authorize: Callable[[str], str | None]
 ) -> EvaluationReport:
-    stable, candidate = request.stable, request.candidate
+    stable, candidate, ds = request.stable, request.candidate, request.dataset
+    holdout_fetched = fetching.fetch_dataset_early(ds.uri, ds.sha256, work_dir, ds.format, authorize(ds.uri))
     stable_model = fetching.load_model("stable", stable.uri, stable.sha256, work_dir, authorize(stable.uri))
     candidate_model = fetching.load_model(
         "candidate", candidate.uri, candidate.sha256, work_dir, authorize(candidate.uri)
     )
-    ds = request.dataset
-    path, digest = fetching.fetch_dataset(ds.uri, ds.sha256, work_dir, ds.format, authorize(ds.uri))
+    path, digest = holdout_fetched()
     log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,
              request.candidate.uri)  # fmt: skip
     columns = _Columns(request.slices)
@@ -118,11 +118,14 @@ def _evaluate(
         if len(kinds) > 1:
             raise BadInput("stable predicts integer classes and the candidate text classes, or the other way")
         metric = METRICS[request.metric](kinds.pop())
+        input_dtypes = {scorer.input.dtype for scorer in scorers}
         for chunk in holdout.chunks(numeric_labels=metric.label_kind == "i"):
             check_labels(chunk.labels, chunk.first_row, ds.label)
             truth = metric.truth(chunk.labels, chunk.first_row, ds.label)
             check_features(chunk.features, holdout.feature_names, scorers, chunk.first_row)
-            outputs = [scorer.run(chunk.features) for scorer in scorers]
+            # the features in each model's input dtype, converted once (both models usually take float32)
+            inputs = {dt: chunk.features.astype(dt, copy=False) for dt in input_dtypes}
+            outputs = [scorer.run(inputs[scorer.input.dtype]) for scorer in scorers]
             columns.add(metric.keep(metric.per_row(truth, outputs[0], outputs[1], chunk.first_row)), chunk.slices)
     rows = columns.rows(metric)  # an empty holdout raised BadInput
     log.info("scored %d rows; comparing", len(rows))

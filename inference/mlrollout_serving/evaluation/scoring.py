@@ -77,7 +77,8 @@ class Scorer:
         spec = self.signature.output(self.label_output) if self.label_output else None
         return "U" if spec is not None and spec.dtype.kind == "O" else "i"
 
-    def run(self, features: npt.NDArray[np.float64]) -> Output:
+    def run(self, features: npt.NDArray[Any]) -> Output:
+        """The model's outputs for ``features`` (float64 from the holdout, or already in the input's dtype)."""
         x = features.astype(self.input.dtype, copy=False)
         try:
             results = self.session.run(self.wanted, {self.input.name: x})

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlrollout_serving.evaluation import dataset
 from mlrollout_serving.evaluation.dataset import Chunk, layout, open_holdout
 from mlrollout_serving.evaluation.errors import BadInput
 
@@ -189,3 +190,54 @@ def test_npz_numeric_labels_are_the_numbers_their_text_gives(tmp_path: Path) -> 
         assert np.array_equal(text.astype(np.float64), numbers.astype(np.float64)), name
     f32 = next(open_holdout(path, "npz", "f32", []).chunks(numeric_labels=True)).labels
     assert f32.dtype.kind == "U"  # float32's text is not float32's float64: kept as text, as before
+
+
+TRICKY = {
+    "quoted fields": 'a,b,y,g\n"1.5",2,0,"n, e"\n3,"-4e-3",1,"s"\n',
+    "blank lines": "a,b,y,g\n\n1.5,2,0,n\n\n\n3,4,1,s\n\n",
+    "no final newline": "a,b,y,g\n1.5,2,0,n\n3,4,1,s",
+    "CRLF": "a,b,y,g\r\n1.5,2,0,n\r\n\r\n3,4,1,s\r\n",
+    "CRLF, no final newline": "a,b,y,g\r\n1.5,2,0,n\r\n3,4,1,s",
+    "CR only": "a,b,y,g\r1.5,2,0,n\r3,4,1,s\r",
+    "label in the middle": "a,y,b,g\n1.5,0,2,n\n3,1,4,s\n",
+    "label first, spaces": "y,a,b,g\n 0 , 1.5,2, n \n1,3 ,4,s\n",
+    "text classes": "a,b,y,g\n1.5,2,cat,n\n3,4,dog,s\n0.1,0.2, cat ,s\n",
+    "numbers every way": "a,b,y,g\n1e300,-0.0,2,n\n.5,5.,+3,s\n1E2,1e-5,1,s\n4.9e-324,1.7976931348623157e308,0,n\n",
+}
+
+
+@pytest.mark.parametrize("numeric", [True, False])
+@pytest.mark.parametrize("content", TRICKY.values(), ids=TRICKY.keys())
+def test_the_fast_pass_reads_what_the_careful_pass_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, numeric: bool
+) -> None:
+    """Every chunk the fast pass reads, the careful pass reads the same: features bit for bit, labels (the
+    fast pass's numbers are what the careful pass's text gives), slices, row numbers; in chunks of 1 and 2
+    lines too (a chunk of blank lines only, a last line without its newline)."""
+    path = tmp_path / "h.csv"
+    path.write_bytes(content.encode())
+    fast_reads = 0
+    real_fast = dataset._parse_fast
+
+    def counting(*args: object) -> Chunk | None:
+        nonlocal fast_reads
+        chunk = real_fast(*args)  # type: ignore[arg-type]
+        fast_reads += chunk is not None
+        return chunk
+
+    for chunk_rows in (1, 2, 8192):
+        monkeypatch.setattr(dataset, "_parse_fast", counting)
+        fast = list(open_holdout(path, "csv", "y", ["g"], chunk_rows=chunk_rows).chunks(numeric))
+        monkeypatch.setattr(dataset, "_parse_fast", lambda *_: None)
+        careful = list(open_holdout(path, "csv", "y", ["g"], chunk_rows=chunk_rows).chunks(numeric))
+        assert [(c.first_row, c.rows) for c in fast] == [(c.first_row, c.rows) for c in careful]
+        for f, c in zip(fast, careful, strict=True):
+            assert f.features.dtype == c.features.dtype == np.float64
+            assert f.features.tobytes() == c.features.tobytes()  # -0.0 and the last bit included
+            if f.labels.dtype == np.float64:
+                assert f.labels.tolist() == [float(t) for t in c.labels.tolist()]
+            else:
+                assert f.labels.tolist() == c.labels.tolist()
+            assert {k: v.tolist() for k, v in f.slices.items()} == {k: v.tolist() for k, v in c.slices.items()}
+    # the fast pass read these (else the comparison says nothing), but for text asked for as numbers
+    assert (fast_reads == 0) == (numeric and "cat" in content)

@@ -63,6 +63,19 @@ def test_a_bad_row_in_a_later_chunk_is_bad_input_naming_it(wine_csv: Path, tmp_p
     assert report.reason == "bad input: row 1198, column 'f4': 'n/a' is not a number"
 
 
+def test_a_models_problem_is_reported_before_the_holdouts_digest(wine_csv: Path, tmp_path: Path) -> None:
+    """The holdout is hashed while the models load, yet its wrong digest is reported only when the models
+    are fine, as when it was hashed after them."""
+    request = _request(wine_csv, "accuracy", slices=("segment",))
+    wire = request.to_wire()
+    wire["dataset"]["sha256"] = "0" * 64
+    wrong_data = EvaluationRequest.from_wire(wire)
+    assert _report(wrong_data, tmp_path, 97).reason.startswith("bad input: dataset integrity check failed")
+    wire["stable"]["sha256"] = "f" * 64
+    both = _report(EvaluationRequest.from_wire(wire), tmp_path, 97)
+    assert both.reason.startswith("bad input: stable model: model integrity check failed"), both.reason
+
+
 def test_a_holdout_the_models_do_not_fit_is_closed(wine_csv: Path, tmp_path: Path) -> None:
     """The models are checked against the header before any row is read; the file is closed all the same
     (pytest turns an unclosed file's ResourceWarning into an error)."""
