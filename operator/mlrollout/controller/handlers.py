@@ -37,7 +37,7 @@ import kopf
 from kubernetes import client, config
 
 from mlrollout.api.common import GROUP, VERSION
-from mlrollout.controller import metrics, naming, pacing
+from mlrollout.controller import metrics, naming, pacing, quietlog
 from mlrollout.controller.hooks import HookCaller
 from mlrollout.controller.kube import Conflict, Kube, api_error_message
 from mlrollout.controller.notifications import Notifier
@@ -118,6 +118,7 @@ def startup(*, settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
         level = os.environ.get("MLROLLOUT_LOG_LEVEL", "info").lower()
         kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", debug=level == "debug",
                        quiet=level in ("warning", "error"))  # fmt: skip
+    quietlog.quiet_timer_success(("on_timer",), os.environ.get("MLROLLOUT_LOG_LEVEL", "info"))
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_api_client())
     verdicts = source_from(
