@@ -42,7 +42,7 @@ def kopf_objects() -> Iterator[tuple[logging.Logger, _Records]]:
 
 
 def test_the_operators_timer_is_the_one_quieted() -> None:
-    assert handlers.on_timer.__name__ == "on_timer"
+    assert callable(handlers.on_timer)  # the module's kopf decorators fill the registry read here
     assert _registered("timer") == ["Timer 'on_timer'"]
 
 
