@@ -61,6 +61,7 @@ __all__ = [
     "counts_in_step",
     "labels_problem",
     "mint",
+    "seal",
     "sign",
     "verify",
 ]
@@ -123,13 +124,19 @@ class FeedbackKeys:
 
     keys: Mapping[int, bytes]
     _states: dict[int, tuple[HASH, HASH]] = field(init=False, repr=False, compare=False)
+    _current: int = field(init=False, repr=False, compare=False)
+    _signing: tuple[int, HASH, HASH] = field(init=False, repr=False, compare=False)
+    """The current key's id and states: what :func:`seal` reads once per token."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_states", {key_id: _hmac_states(key) for key_id, key in self.keys.items()})
+        object.__setattr__(self, "_current", max(self.keys))
+        object.__setattr__(self, "_signing", (self._current, *self._states[self._current]))
 
     @property
     def current(self) -> int:
-        return max(self.keys)
+        """The id of the key that signs (the highest); fixed when the keys are read, not looked for per token."""
+        return self._current
 
     def mac(self, key_id: int, payload: bytes) -> bytes:
         """HMAC-SHA256 of ``payload`` with key ``key_id``, truncated to MAC_BYTES: the same bytes as
@@ -175,16 +182,34 @@ def sign(
     predictions: Sequence[str | None] | Sequence[float],
     class_count: int,
 ) -> str:
-    """:func:`mint` without a :class:`Token`: what a gateway calls once per answer. ``revision`` is its
-    encoded field (a length byte, then ASCII), which a caller keeps per revision; ``flags`` and ``track`` as
-    in the layout above."""
-    key_id = keys.current
-    head = _HEAD.pack(VERSION, key_id, flags, track, issued, nonce, replica)
-    class_count = min(max(class_count, 0), 255)
+    """:func:`mint` without a :class:`Token`; ``revision`` is its encoded field (a length byte, then ASCII);
+    ``flags`` and ``track`` as in the layout above. :func:`seal` gives the same token as ASCII bytes."""
+    return seal(keys, flags, track, issued, nonce, replica, revision, predictions, class_count).decode("ascii")
+
+
+def seal(
+    keys: FeedbackKeys,
+    flags: int,
+    track: int,
+    issued: int,
+    nonce: int,
+    replica: int,
+    revision: bytes,
+    predictions: Sequence[str | None] | Sequence[float],
+    class_count: int,
+) -> bytes:
+    """:func:`sign`'s token as ASCII bytes: what a gateway calls once per answer (the header and the body take
+    bytes; a caller keeps ``revision``'s field per revision). The common answer, one class label, is packed
+    with one ``struct`` call."""
+    if class_count > 255 or class_count < 0:
+        class_count = min(max(class_count, 0), 255)
     if not flags & CLASSES:
-        body = _ROWS.pack(len(predictions), class_count) + struct.pack(f"<{len(predictions)}f", *predictions)
-    elif len(predictions) == 1 and predictions[0] is not None:
-        raw = str(predictions[0]).encode()[:MAX_LABEL_BYTES]
+        rows = len(predictions)
+        body = _ROWS.pack(rows, class_count) + struct.pack(f"<{rows}f", *predictions)
+    elif len(predictions) == 1 and (label := predictions[0]) is not None:
+        raw = (label if type(label) is str else str(label)).encode()
+        if len(raw) > MAX_LABEL_BYTES:
+            raw = raw[:MAX_LABEL_BYTES]
         body = _ONE_LABEL.pack(1, class_count, len(raw)) + raw
     else:
         parts = [_ROWS.pack(len(predictions), class_count)]
@@ -195,9 +220,14 @@ def sign(
             raw = str(label).encode()[:MAX_LABEL_BYTES]
             parts += (bytes((len(raw),)), raw)
         body = b"".join(parts)
-    payload = head + revision + body
-    signed = binascii.b2a_base64(payload + keys.mac(key_id, payload), newline=False)
-    return signed.translate(_URLSAFE).rstrip(b"=").decode("ascii")  # base64url, as urlsafe_b64encode
+    key_id, inner, outer = keys._signing
+    payload = _HEAD.pack(VERSION, key_id, flags, track, issued, nonce, replica) + revision + body
+    digest = inner.copy()  # FeedbackKeys.mac inlined: this runs once per answer
+    digest.update(payload)
+    mac = outer.copy()
+    mac.update(digest.digest())
+    signed = binascii.b2a_base64(payload + mac.digest()[:MAC_BYTES], newline=False)
+    return signed.translate(_URLSAFE).rstrip(b"=")  # base64url, as urlsafe_b64encode
 
 
 def verify(keys: FeedbackKeys, text: str, now: int, max_age: float) -> Token:

@@ -43,7 +43,7 @@ from ..contract.feedback import (
     answered,
     counts_in_step,
     labels_problem,
-    sign,
+    seal,
     verify,
 )
 from ..contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
@@ -89,9 +89,11 @@ def load_keys(path: str) -> FeedbackKeys | None:
     return FeedbackKeys(keys) if keys else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Predicted:
-    """What an answer predicted per row, and how many classes its probabilities showed (0: unknown)."""
+    """What an answer predicted per row, and how many classes its probabilities showed (0: unknown). Not
+    frozen: made once per answer, and a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__`` (docs/gateway.md, "What feedback costs")."""
 
     classes: bool
     values: list[Any]
@@ -125,14 +127,14 @@ def _predicted(answer: dict[str, Any]) -> Predicted | None:
     labels: list[Any] | None = None
     floats: list[dict[str, Any]] = []
     for out in outputs:
-        if type(out) is not dict or type(out.get("data")) is not list:
+        if type(out) is not dict or type(data := out.get("data")) is not list:
             continue
         if out.get("datatype") in _FLOAT_TYPES:
             floats.append(out)
         elif labels is None:
-            labels = _flat(out["data"])
+            labels = _flat(data)
     if labels is not None:
-        width = _probabilities(floats, argmax=False)[0] if floats else 0
+        width = _width(floats) if floats else 0
         for x in labels:  # orjson makes exactly int for integers (bool is not `type(x) is int`)
             if type(x) is not int or not 0 <= x < width:
                 width = 0
@@ -143,9 +145,18 @@ def _predicted(answer: dict[str, Any]) -> Predicted | None:
         return Predicted(True, argmax, width)
     for out in floats:
         data = _flat(out["data"])
-        if data and all(type(x) is int or type(x) is float or x is None for x in data):
+        if data and _numbers(data):
             return Predicted(False, [_carried(x) for x in data])
     return None
+
+
+def _numbers(data: list[Any]) -> bool:
+    """Whether every item is exactly an int, a float or None (JSON null; a bool is not a number here). A plain
+    loop: a third of ``all()`` over a generator for an answer's few values."""
+    for x in data:  # noqa: SIM110 (all() over a generator is what this replaces)
+        if type(x) is not float and type(x) is not int and x is not None:
+            return False
+    return True
 
 
 def _carried(value: float | None) -> float:
@@ -156,6 +167,18 @@ def _carried(value: float | None) -> float:
     return float(value) if -FLOAT32_MAX <= value <= FLOAT32_MAX else math.copysign(math.inf, value)
 
 
+def _width(floats: list[dict[str, Any]]) -> int:
+    """The width of the first float ``[rows, classes]`` output (``classes`` >= 2, numbers or nulls), else 0:
+    :func:`_probabilities` without the arg-max, for an answer that has its labels."""
+    for out in floats:
+        shape = out.get("shape")
+        if type(shape) is list and len(shape) == 2 and type(width := shape[1]) is int and width >= 2:
+            data = _flat(out["data"])
+            if data and not len(data) % width and _numbers(data):
+                return width
+    return 0
+
+
 def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str | None] | None]:
     """The width of a float ``[rows, classes]`` output and (``argmax``) its arg-max class per row, if there
     is one; a row with a ``null`` (NaN or ±Inf) has no class (None)."""
@@ -164,7 +187,7 @@ def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[i
         if type(shape) is not list or len(shape) != 2 or type(shape[1]) is not int or shape[1] < 2:
             continue
         width, data = shape[1], _flat(out["data"])
-        if data and len(data) % width == 0 and all(type(x) is int or type(x) is float or x is None for x in data):
+        if data and len(data) % width == 0 and _numbers(data):
             if not argmax:
                 return width, None
             rows = [data[i : i + width] for i in range(0, len(data), width)]
@@ -199,12 +222,21 @@ def without_predictions(predicted: Predicted) -> Predicted:
                      predicted.class_count)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Minted:
-    token: str
+    """A minted id: ``id`` is the token as ASCII bytes (the header and the body take bytes), ``token`` as text."""
+
+    id: bytes
     nonce: int
     rows: int  # rows the token carries (a label for each is expected)
     truncated: bool
+
+    @property
+    def token(self) -> str:
+        return self.id.decode("ascii")
+
+
+_TRACK_IDS: Final = {name: i for i, name in enumerate(TRACKS)}
 
 
 class Minter:
@@ -215,6 +247,7 @@ class Minter:
         self.keys = keys
         self.replica = replica
         self.max_rows = max(1, min(max_rows, MAX_ROWS))
+        # unique, not secret: a forged token fails its MAC whatever nonce it names (docs/gateway.md, "Nonces")
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
         self._revisions: dict[str, bytes] = {}  # a revision's encoded token field, made once
 
@@ -233,7 +266,7 @@ class Minter:
         flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
         flags |= FAILED if failed else 0
         nonce = next(self._nonces)
-        token = sign(self.keys, flags, TRACKS.index(track), now, nonce, self.replica, encoded, carried,
+        token = seal(self.keys, flags, _TRACK_IDS[track], now, nonce, self.replica, encoded, carried,
                      predicted.class_count)  # fmt: skip
         return Minted(token, nonce, len(carried), truncated)
 
@@ -256,7 +289,7 @@ def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
     if type(answer) is not dict:
         return None
     if answer and "parameters" not in answer:
-        token = minted.token.encode()  # base64url: nothing in it needs escaping in a JSON string
+        token = minted.id  # base64url: nothing in it needs escaping in a JSON string
         end = body.rindex(b"}")
         if minted.truncated:
             return b'%s,"parameters":{"feedback_id":"%s","feedback_rows":%d}}' % (body[:end], token, minted.rows)
@@ -660,6 +693,9 @@ class Feedback:
         if predicted is None or not predicted.values:
             return None
         minted = self.minter.mint(track, revision, predicted, now, mirrored)
+        if not minted.truncated and "parameters" not in answer:  # inject's common case, without its call
+            end = body.rindex(b"}")
+            return b"".join((body[:end], b',"parameters":{"feedback_id":"', minted.id, b'"}}')), minted
         stamped = inject(body, minted, answer)
         return None if stamped is None else (stamped, minted)
 

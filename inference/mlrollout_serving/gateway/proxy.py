@@ -448,7 +448,7 @@ class Gateway:
                                                       int(time.time()))  # fmt: skip
             if stamped is not None:
                 response.body, minted = stamped
-                response.headers += b"x-mlrollout-feedback-id: %s\r\n" % minted.token.encode()
+                response.headers += b"x-mlrollout-feedback-id: " + minted.id + b"\r\n"
                 nonce = minted.nonce if served == routed.name else None  # only the routed track's answer pairs
         reply(response)
         if mirrored:

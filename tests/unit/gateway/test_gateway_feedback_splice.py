@@ -152,7 +152,7 @@ def test_nesting_deeper_than_pythons_recursion_limit_is_read_without_recursion(f
 
 
 def test_inject_alone_parses_what_it_is_not_given() -> None:
-    minted = Minted("AQID", 1, 1, False)
+    minted = Minted(b"AQID", 1, 1, False)
     assert inject(b'{"a":1}', minted) == b'{"a":1,"parameters":{"feedback_id":"AQID"}}'
     assert inject(b"{}", minted) == b'{"parameters":{"feedback_id":"AQID"}}'  # no member to follow: encoded
     assert inject(b"[1]", minted) is None and inject(b"\xff", minted) is None
