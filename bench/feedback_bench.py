@@ -22,8 +22,11 @@ not from clock ticks: a 10 ms tick is ~3 µs per request in a 5 s run at c=1, th
    server's core: that part of any delay is not the gateway's event loop). Conditions interleaved.
    `--flood-pause-ms N` paces each flood connection (N ms after each answer): wrk is closed-loop, so without
    it a faster label path draws a heavier flood, and two versions would not face the same one.
-4. Micro-benchmarks (timeit, in this process, on the gateway's core): `Feedback.stamp` on a real answer of
-   the model server and its parts, `Feedback.receive` of a valid label and of a replay.
+4. Micro-benchmarks (in this process, on the gateway's core; thread CPU time, `time.thread_time`, so that
+   other processes holding the core are not counted): `Feedback.stamp` on a real answer of the model
+   server and its parts, `Feedback.receive` of a valid label and of a replay. With `--feedback-base REV`,
+   also `Feedback.stamp` and the header line of this worktree against REV's, a fresh process per version
+   and round, alternating (bench/stamp_cpu.py; `--repeats` rounds): the paired micro-benchmark.
 
 Results: a table on stdout and bench/results/feedback.json (`--profile`: bench/results/feedback-profile.txt).
 """
@@ -399,25 +402,25 @@ def _name(target: str, conc: int | None) -> str:
 
 
 def _timed(fn: Callable[[], object], number: int, repeats: int = 7) -> dict[str, float]:
-    """µs per call: the minimum over repeats (the least disturbed) and the median."""
+    """µs of thread CPU time per call: the minimum over repeats (the least disturbed) and the median."""
     per_call = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.thread_time()
         for _ in range(number):
             fn()
-        per_call.append((time.perf_counter() - started) / number * 1e6)
+        per_call.append((time.thread_time() - started) / number * 1e6)
     return {"min_us": min(per_call), "median_us": statistics.median(per_call)}
 
 
 def _timed_each(fn: Callable[[bytes], object], make: Callable[[], list[bytes]], repeats: int = 7) -> dict[str, float]:
-    """µs per call of ``fn`` over fresh inputs (one list per repeat, made outside the timing)."""
+    """µs of thread CPU time per call of ``fn`` over fresh inputs (one list per repeat, made outside the timing)."""
     per_call = []
     for _ in range(repeats):
         inputs = make()
-        started = time.perf_counter()
+        started = time.thread_time()
         for item in inputs:
             fn(item)
-        per_call.append((time.perf_counter() - started) / len(inputs) * 1e6)
+        per_call.append((time.thread_time() - started) / len(inputs) * 1e6)
     return {"min_us": min(per_call), "median_us": statistics.median(per_call)}
 
 
@@ -430,9 +433,9 @@ def _cold(fn: Callable[[bytes], object], inputs: list[bytes]) -> dict[str, float
     per_call = []
     for item in inputs:
         _EVICT[::64] = bytes(len(_EVICT) // 64)  # one write per cache line
-        started = time.perf_counter()
+        started = time.thread_time()
         fn(item)
-        per_call.append((time.perf_counter() - started) * 1e6)
+        per_call.append((time.thread_time() - started) * 1e6)
     return {"median_us": statistics.median(per_call)}
 
 
@@ -492,6 +495,45 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
         os.sched_setaffinity(0, affinity)
 
 
+def micro_paired(
+    answer: bytes, keys_path: Path, source: Path, tmp: Path, core: int | None, rounds: int
+) -> dict[str, Any]:
+    """``Feedback.stamp`` and the header line, this worktree's against the base's (``source``: its ``inference/``
+    tree), each round in a fresh process per version (bench/stamp_cpu.py), the order alternating per round:
+    thread CPU time per call, hot and cold; the medians over rounds and the paired differences."""
+    answer_file = tmp / "answer.json"
+    answer_file.write_bytes(answer)
+    command = [sys.executable, str(ROOT / "bench" / "stamp_cpu.py"), str(keys_path), str(answer_file)]
+    command += [str(core)] if core is not None else []
+    envs = {"with_ids": None, "with_ids_base": {**os.environ, "PYTHONPATH": str(source)}}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
+    for repeat in range(rounds):
+        for name in list(envs) if repeat % 2 == 0 else list(envs)[::-1]:
+            done = subprocess.run(command, env=envs[name], capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(done.stdout))
+    out: dict[str, Any] = {}
+    for name, rs in runs.items():
+        out[name] = {
+            "hot_us": _spread([r["stamp_and_header"]["min_us"] for r in rs]),
+            "cold_us": _spread([r["stamp_and_header_cold"]["median_us"] for r in rs]),
+            "runs": rs,
+        }
+    pairs = list(zip(runs["with_ids_base"], runs["with_ids"], strict=True))
+    out["paired_difference"] = {
+        "hot_us": _spread([n["stamp_and_header"]["min_us"] - b["stamp_and_header"]["min_us"] for b, n in pairs]),
+        "cold_us": _spread(
+            [n["stamp_and_header_cold"]["median_us"] - b["stamp_and_header_cold"]["median_us"] for b, n in pairs]
+        ),
+    }
+    for name in envs:
+        print(
+            f"[micro paired] {name}: stamp and header {out[name]['hot_us']['median']:.2f} µs CPU hot, "
+            f"{out[name]['cold_us']['median']:.1f} cold (medians over {rounds} rounds)",
+            flush=True,
+        )
+    return out
+
+
 # -- the run -------------------------------------------------------------------------------------------
 
 
@@ -518,6 +560,7 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
     floors = {f"floor_{mode}": mode for mode in ("constant_id", "hmac_only")} if args.feedback_floors else {}
     gateways.update({name: (with_keys, None) for name in floors})
     base_commit = None
+    source: Path | None = None
     if args.feedback_base:
         base_commit = subprocess.run(["git", "rev-parse", args.feedback_base], cwd=ROOT, capture_output=True,
                                      text=True, check=True).stdout.strip()  # fmt: skip
@@ -564,6 +607,8 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
                 targets, model_base, payload, ids, rate, tmp, args
             )
         if "micro" in args.feedback_parts:
+            if source is not None:
+                results["micro_paired"] = micro_paired(answer, keys_path, source, tmp, proxy_core, args.repeats)
             results["micro"] = micro(answer, keys_path, ids, proxy_core)
             print(f"[micro] {json.dumps({k: v for k, v in results['micro'].items() if k != 'answer'})}", flush=True)
         if args.profile:

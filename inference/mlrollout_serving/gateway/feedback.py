@@ -247,7 +247,7 @@ class Minter:
         self.keys = keys
         self.replica = replica
         self.max_rows = max(1, min(max_rows, MAX_ROWS))
-        # unique, not secret: a forged token fails its MAC whatever nonce it names (docs/gateway.md, "Nonces")
+        # unique, not secret: an id fails its MAC whatever nonce it names (docs/gateway.md, "What the id is")
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
         self._revisions: dict[str, bytes] = {}  # a revision's encoded token field, made once
 
