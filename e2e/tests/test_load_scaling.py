@@ -74,7 +74,10 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     CPU from metrics.k8s.io and scales the stable Deployment up, the operator sizes the candidate at its share
     of the stable's current count (ceil(stable x 50 %), so more than one pod), every pod of both tracks becomes
     ready and serves, status.autoscaling shows what the HPA did, the canary is still running (the scaling
-    neither ended nor reset it), and no client request fails, in the light load or in the surge."""
+    neither ended nor reset it); When `kubectl mlrollout promote --full` asks for the promotion under both
+    loads, Then the candidate first grows to the stable's HPA-chosen count (status.promoting), the route switches
+    once that many of its pods are ready, so ready capacity never dips, and the HPA moves to the new stable; and
+    no client request fails, in the light load, the surge or the hand-over."""
     cluster = platform.cluster
     served = cluster.kubectl_text("get", "--raw", "/apis/metrics.k8s.io/v1beta1")
     assert '"PodMetrics"' in served, (
@@ -150,10 +153,36 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     after = stack.wait_until("the HPA to scale the stable and the candidate to follow", scaled, 300, 2)
     timeline["all_ready"] = time.monotonic() - surge_at
     top_after = _pods_cpu(platform, namespace)
-    # both tracks answer on their new pods for a while before the load stops
+    # both tracks answer on their new pods for a while before the promotion
     time.sleep(10)
     st = md_status(cluster, namespace)
     ended = history_entry(cluster, namespace, "v2")
+
+    # the promotion hand-over under the real HPA, both loads running: the candidate first grows to the stable's
+    # HPA-chosen count, the route switches once that many of its pods are ready, and the HPA moves to it
+    cluster.kubectl("mlrollout", "promote", MD, "--full", "-n", namespace)
+    promote_at = time.monotonic()
+    seen: dict[str, Any] = {"stable_before": after["stable"], "waiting": False}
+
+    def promoted() -> dict[str, Any] | None:
+        s = md_status(cluster, namespace)
+        c_spec, c_ready = _replicas(platform, namespace, candidate)
+        if (s.get("stable") or {}).get("modelVersion") != "v2":
+            seen["stable_before"] = _replicas(platform, namespace, stable)[0]  # the HPA may still move it
+            seen["waiting"] = seen["waiting"] or s.get("promoting") is not None
+            return None
+        return {"status": s, "ready": c_ready, "spec": c_spec, "seconds": time.monotonic() - promote_at}
+
+    switched = stack.wait_until("v2 promoted once it runs the stable's pods", promoted, 300, 1)
+    retarget = stack.wait_until(
+        "the HPA retargeted to the new stable",
+        lambda: _get(platform, "hpa", MD, namespace) if _get(platform, "hpa", MD, namespace)["spec"]
+        ["scaleTargetRef"]["name"] == candidate else None, 60, 1,
+    )  # fmt: skip
+    time.sleep(5)  # answers from the new stable alone before the load stops
+    waited = [e["message"] for e in json.loads(
+        cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
+        if e.get("reason") == "PromotionScalingUp"]  # fmt: skip
     surge = stack.stop_loadgen(cluster, namespace, name="surge")
     steady = stack.stop_loadgen(cluster, namespace, name="steady")
     events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
@@ -173,6 +202,15 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     assert after["status"]["target"] == stable, after["status"]
     assert rescales, events  # the HPA controller itself scaled (its Event), not anything else
     assert ended is None and (st.get("currentStep") or {}).get("index") == 0, st  # still the same canary
+    report(
+        "promotion hand-over under the hpa",
+        f"promote --full {after['candidate']} candidate pods of {seen['stable_before']} stable; switched after "
+        f"{switched['seconds']:.0f}s with {switched['ready']} of its pods ready; waited: {waited}; "
+        f"HPA now targets {retarget['spec']['scaleTargetRef']['name']}",
+    )
+    assert waited and seen["waiting"], (waited, seen)  # it did wait: the candidate ran fewer pods at the decision
+    assert switched["ready"] >= seen["stable_before"], (switched, seen)  # no dip in ready capacity at the switch
+    assert "PromotedBelowCapacity" not in json.dumps(events)
     for load in (steady, surge):
         assert load["failed"] == 0, load
         assert set(load["versions"]) == {"v3", "v2"}, load  # both tracks answered

@@ -92,8 +92,14 @@ def test_hpa_follows_the_stable_and_the_candidate_its_share_through_promotion(en
 
     env.verdict("wine", "promote", 350)
     st = env.wait_status("wine", "v2 stable", lambda s: (s.get("stable") or {}).get("revision") == v2)
-    # the hand-over: the new stable starts at the old stable's count, the HPA moves to it, the old one keeps
-    # its pods for the scale-down delay
+    # the hand-over: the decided promotion first scales the candidate to the old stable's count and switches
+    # once that many of its pods are ready (PodFaker readies them), the HPA moves to it, the old one keeps its
+    # pods for the scale-down delay
+    reasons = [(e["reason"], e["message"]) for e in env.events("wine")]
+    assert any(r == "PromotionScalingUp" and "3 of 5 pods ready" in m for r, m in reasons), reasons
+    assert any(r == "Promoted" and "revision 2" in m and "promote verdict" in m for r, m in reasons), reasons
+    assert "PromotedBelowCapacity" not in dict(reasons)
+    assert "promoting" not in st
     wait_replicas(env, v2, 5)
     env.wait_status(
         "wine", "HPA retargeted", lambda _: get(env, "hpa", "wine")["spec"]["scaleTargetRef"]["name"] == f"wine-{v2}"

@@ -699,6 +699,16 @@ class ResolvingStatus(ApiModel):
     reason: Message = Field(default="", description="The last attempt's error.")
 
 
+class PromotingStatus(ApiModel):
+    """A promotion that is decided and waits for the candidate's pods: with `spec.autoscaling` the candidate
+    runs its traffic share of the stable's pods, so it is first scaled to the stable's count and promoted once
+    that many are ready (or progressDeadline after `since`), so ready capacity never dips at the switch."""
+
+    revision: str = Field(max_length=64, description="The candidate revision being promoted.")
+    reason: Message = Field(default="", description="Why it is promoted (it goes into the history).")
+    since: str = Field(description="When the promotion was decided (RFC 3339); progressDeadline counts from here.")
+
+
 class AutoscalingStatus(ApiModel):
     """What an HPA says, the stable track's or the gateway's (copied each pass, so `kubectl get md -o yaml` and
     `kubectl mlrollout status` show it)."""
@@ -771,6 +781,10 @@ class ModelDeploymentStatus(ApiModel):
     )
     resolving: ResolvingStatus | None = Field(
         default=None, description="The spec's models:/ URI is being resolved (the registry did not answer yet)."
+    )
+    promoting: PromotingStatus | None = Field(
+        default=None,
+        description="A decided promotion waiting for the candidate's pods at the stable's count (spec.autoscaling).",
     )
     paused_by_command: bool | None = Field(default=None, description="Paused by `kubectl mlrollout pause`.")
     hold: Message | None = Field(

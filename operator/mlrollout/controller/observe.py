@@ -81,6 +81,8 @@ def track_facts(deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str
         exists=True,
         ready=ready,
         available=ready_replicas >= 1,
+        replicas=desired,
+        ready_replicas=ready_replicas,
         crash_looping=crash,
         digest_mismatch=digest,
         config_error=config,

@@ -232,6 +232,7 @@ class Reconciler:
             command=commands.from_annotations(obj["metadata"].get("annotations")),
             paused=md.spec.paused,
             sticky=md.spec.traffic.sticky is not None,
+            autoscaled=md.spec.autoscaling is not None,
             policy=f"{resolved.name or 'built-in default'} ({resolved.source})",
             name=name,
             evaluation=self._evaluation(namespace, status, pods),
@@ -246,7 +247,7 @@ class Reconciler:
             current=scaling.current_replicas(deployments),
             stable_before=status.stable.revision if status.stable else None,
             stable_after=after.stable.revision if after.stable else None,
-            share=scaling.share_percent(step.kind if step else None, after.traffic),
+            share=scaling.share_percent(step.kind if step else None, after.traffic, after.promoting is not None),
         )
         by_name = {d["metadata"]["name"]: d for d in deployments}
         # never a mirror the implementation cannot apply: the machine holds such a step instead

@@ -30,10 +30,11 @@ GATEWAY_CONCURRENCY_METRIC: Final = GATEWAY_DURATION.name.removesuffix("_request
 """The gateway's requests in flight per pod, from rate(its request duration's _sum), as for the model servers."""
 
 
-def share_percent(step_kind: str | None, traffic: TrafficStatus | None) -> int:
+def share_percent(step_kind: str | None, traffic: TrafficStatus | None, promoting: bool = False) -> int:
     """The share of the stable's load the candidate must carry: its live weight or its mirror, whichever is
-    larger; a blue-green candidate takes all traffic at once when it switches, so it gets a full fleet."""
-    if step_kind == "blueGreen":
+    larger; a blue-green candidate takes all traffic at once when it switches, and so does a candidate whose
+    promotion is decided (status.promoting), so both get a full fleet before the route switches."""
+    if promoting or step_kind == "blueGreen":
         return 100
     if traffic is None:
         return 0

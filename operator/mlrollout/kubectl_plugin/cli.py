@@ -58,7 +58,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=600.0, help="stop watching after this many seconds")
     promote = sub.add_parser("promote", parents=[common], help="pass the current step now (--full: all steps)")
     promote.add_argument("name")
-    promote.add_argument("--full", action="store_true", help="skip the remaining steps: switch all traffic now")
+    promote.add_argument(
+        "--full",
+        action="store_true",
+        help="skip the remaining steps and promote (with spec.autoscaling, once the candidate runs the stable's pods)",
+    )
     _waiting(promote)
     for verb, text in (
         ("abort", "roll the candidate back now; the spec's revision is held back"),

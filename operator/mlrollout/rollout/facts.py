@@ -20,6 +20,8 @@ class TrackFacts:
     exists: bool = False
     ready: bool = False  # fully rolled out: every desired replica updated and ready
     available: bool = False  # at least one ready replica: it can answer
+    replicas: int = 0  # spec.replicas: what the Deployment asks for now (the HPA's choice for an autoscaled stable)
+    ready_replicas: int = 0
     crash_looping: bool = False
     digest_mismatch: bool = False  # the model server refused the file: sha256 differs
     config_error: bool = False  # the pods cannot be started as specified (e.g. the credentials Secret is missing)
@@ -129,6 +131,7 @@ class Facts:
     command: Command | None = None
     paused: bool = False  # spec.paused
     sticky: bool = False  # spec.traffic.sticky: clients keep their track (A/B) instead of a weighted split
+    autoscaled: bool = False  # spec.autoscaling: the candidate runs a share of the stable's pods until promoted
     policy: str = "default"  # which policy governs, for status
     name: str = ""  # the ModelDeployment's name (it names the evaluation Job)
     evaluation: EvaluationFact | None = None  # the Job of status.lastEvaluation while it runs

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 from mlrollout.api.common import parse_duration
-from mlrollout.api.modeldeployment import HeldBackStatus, Outcome, StepStatus
+from mlrollout.api.modeldeployment import HeldBackStatus, Outcome, PromotingStatus, StepStatus
 from mlrollout.api.rolloutpolicy import NotificationEvent, Step
 from mlrollout.rollout.actions import StepFinished
 from mlrollout.rollout.timefmt import fmt
@@ -60,8 +60,64 @@ def advance(w: Work, reason: str, human: bool = False) -> None:
 
 
 def promote(w: Work, reason: str) -> None:
+    """Promote the candidate; with spec.autoscaling and fewer of its pods ready than the stable runs, first
+    scale it to the stable's count (status.promoting: the reconciler sizes it at 100 %) and switch once they
+    are ready (`finish_promotion`), so ready capacity never dips at the switch."""
+    cand = w.s.candidate
+    assert cand is not None
+    short = capacity_short(w)
+    if short:
+        if w.s.promoting is not None and w.s.promoting.revision == cand.revision:
+            return  # already waiting (a command asking again): progressDeadline still counts from the decision
+        w.s.promoting = PromotingStatus(revision=cand.revision, reason=reason, since=fmt(w.now))
+        w.event(
+            "PromotionScalingUp",
+            f"revision {cand.number} ({cand.model_version}) is promoted once it runs the stable's pods ({short}): "
+            f"{reason}",
+        )
+        return
+    switch(w, reason)
+
+
+def capacity_short(w: Work) -> str:
+    """Why the candidate cannot take all traffic without a dip in ready pods, or "" when it can: with
+    spec.autoscaling it runs a share of the stable's count (the HPA's choice) until its promotion. Without
+    autoscaling both tracks run spec.replicas."""
+    cand, old = w.s.candidate, w.s.stable
+    if not w.facts.autoscaled or cand is None or old is None or old.revision == cand.revision:
+        return ""
+    need = w.facts.track(old.revision).replicas
+    have = w.facts.track(cand.revision).ready_replicas
+    return f"{have} of {need} pods ready" if have < need else ""
+
+
+def finish_promotion(w: Work) -> bool:
+    """A promotion waiting for the candidate's pods (status.promoting): switch once they are ready, or once
+    progressDeadline has passed (a cluster without room for a second fleet must not hold the rollout
+    forever: the HPA scales the new stable from there, and the Warning says so). True if it switched."""
+    pending, cand = w.s.promoting, w.s.candidate
+    assert pending is not None and cand is not None
+    if w.paused():  # a pause holds the switch too (the candidate keeps its step's traffic meanwhile)
+        return False
+    short = capacity_short(w)
+    if short:
+        if w.elapsed(pending.since) <= parse_duration(w.policy.progress_deadline):
+            return False
+        w.event(
+            "PromotedBelowCapacity",
+            f"revision {cand.number} ({cand.model_version}) had {short} after progressDeadline "
+            f"{w.policy.progress_deadline}; promoted anyway, its HPA scales it from here",
+            warning=True,
+        )
+    switch(w, pending.reason)
+    return True
+
+
+def switch(w: Work, reason: str) -> None:
+    """The promotion itself: the candidate becomes stable and takes all traffic."""
     cand, old = w.s.candidate, w.s.stable
     assert cand is not None
+    w.s.promoting = None
     if old is not None and old.revision != cand.revision:
         delay = PROMOTE_SCALE_DOWN_SECONDS
         bg = next((s.blue_green for s in w.steps if s.blue_green is not None), None)
@@ -73,6 +129,7 @@ def promote(w: Work, reason: str) -> None:
     w.s.candidate = None
     w.s.current_step = None
     w.s.hold = None
+    w.s.promoting = None
     w.set_traffic(0, 0)
     w.event("Promoted", f"revision {cand.number} ({cand.model_version}) is stable: {reason}", notify=("Promoted",))
 
@@ -95,6 +152,7 @@ def rollback(w: Work, code: str, reason: str, outcome: Outcome = "rolledBack") -
     w.s.candidate = None
     w.s.current_step = None
     w.s.hold = None
+    w.s.promoting = None
     verb = "aborted" if outcome == "aborted" else "rolled back"
     notify = _notify("RolledBack", code)
     w.event(code, f"revision {cand.number} {verb}; candidate weight set to 0: {reason}", warning=True, notify=notify)
@@ -116,6 +174,7 @@ def supersede(w: Work, reason: str) -> None:
     w.s.candidate = None
     w.s.current_step = None
     w.s.hold = None
+    w.s.promoting = None
     w.set_traffic(0, 0)
     w.event("Superseded", f"rollout of revision {cand.number} stopped: {reason}", warning=True)
 

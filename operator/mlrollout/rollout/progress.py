@@ -27,6 +27,10 @@ def progress_candidate(w: Work) -> bool:
     if tf.crash_looping:
         moves.rollback(w, "CandidateCrashLoop", f"the candidate's pods are crash-looping: {tf.detail}")
         return True
+    if w.s.promoting is not None:  # decided: later looks and steps no longer matter, only the pods
+        if w.s.promoting.revision == cand.revision:
+            return moves.finish_promotion(w)
+        w.s.promoting = None  # another candidate's (each move that replaces one clears it: never expected)
     step = w.s.current_step
     if step is None:
         return _await_ready(w, cand, tf.ready, tf.startup)

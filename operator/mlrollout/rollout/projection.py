@@ -8,7 +8,7 @@ from typing import Literal
 
 from mlrollout.api.common import Condition, parse_duration
 from mlrollout.api.modeldeployment import ModelDeploymentStatus, Phase, RoutingStatus, StepStatus, TrafficStatus
-from mlrollout.rollout import approval
+from mlrollout.rollout import approval, moves
 from mlrollout.rollout.actions import EnsureTrack, RecordEvent, RouteMode, SetRoutes
 from mlrollout.rollout.timefmt import fmt, parse
 from mlrollout.rollout.work import Work
@@ -86,6 +86,8 @@ def _phase(w: Work) -> tuple[Phase, str]:
             where = "ready, before the first step"
         elif step is not None and step.passed is not None:
             where += ", passed"
+        if s.promoting is not None:
+            where += f"; promoted once it runs the stable's pods ({moves.capacity_short(w) or 'ready'})"
         what = f"revision {s.candidate.number} ({s.candidate.model_version}): {where}"
         if s.hold:
             return "Paused", f"{what}; held: {s.hold}"

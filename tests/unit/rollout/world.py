@@ -75,6 +75,7 @@ class World:
     command: Command | None = None
     paused: bool = False
     sticky: bool = False
+    autoscaled: bool = False  # spec.autoscaling: the candidate runs a share of the stable's pods
     generation: int = 1
     last: Decision | None = None
     sent: int = 0
@@ -104,6 +105,7 @@ class World:
             command=self.command,
             paused=self.paused,
             sticky=self.sticky,
+            autoscaled=self.autoscaled,
             policy="test",
             name="wine",
             evaluation=self.evaluation,
