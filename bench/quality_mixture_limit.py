@@ -45,6 +45,9 @@ Rows ``"null": true``: equal models in shadow for 60 looks, labels at once and 5
 runs each of these, ``ours``, the fixed-sample binomial test repeated at every look (``naive``) and the GLR
 roll back by look 20 and 60, at the operator's looks and looking ten times as often.
 
+Rows ``"power_draws": true``: the shadow rows again on ``quality_power.py``'s draws (``2 N`` rollouts: at
+``--runs 500`` the draws of its 1 000-rollout table), ours and the candidates updated once a look.
+
 Usage: ``python bench/quality_mixture_limit.py [--runs N]``; writes
 ``bench/results/quality-mixture-limit.json`` and prints the table docs/analysis.md ("Quality") shows.
 """
@@ -71,6 +74,7 @@ from quality_power import (
     SUB,
     _binomial_log_lr,
     _odds_shift,
+    accuracy_rng,
     beta_log_e,
     by_sub_look,
     glr_log,
@@ -78,6 +82,7 @@ from quality_power import (
     mixture_of,
     rows_at_power,
     simulate,
+    simulate_counts,
     true_share,
     umpu_power,
 )
@@ -209,7 +214,7 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
     for row, beta_ratio in zip(rows, best_beta[3], strict=True):
         row["best_beta"] = beta_ratio
         row["best_beta_prior"] = {"centre": best_beta[1], "spread": best_beta[2]}
-    return rows + between(runs, seed, alpha) + null_rows(runs, seed, alpha)
+    return rows + between(runs, seed, alpha) + null_rows(runs, seed, alpha) + power_draw_rows(runs, seed, alpha)
 
 
 STATEFUL = ("plugin_look", "plugin_sub_look", "ours_and_plugin", "small_effects_mixture", "group_sequential_look",
@@ -237,6 +242,42 @@ def stateful_tests(k: Array, n: Array, share: Array, ours: Array, beta: Array, a
         "group_sequential_sub_look": _group_sequential(alpha).log_e(k, n, 1),
         "ours_and_group_sequential": np.logaddexp(ours, half.log_e(k, n, SUB)) - math.log(2),
     }
+
+
+POWER_DRAWS = ("ours", "plugin_look", "ours_and_plugin", "small_effects_mixture", "group_sequential_look",
+               "ours_and_group_sequential")  # fmt: skip
+
+
+def power_draw_rows(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
+    """The shadow rows again on other draws, ``quality_power.py``'s (its streams, ``2 * runs`` rollouts of 20
+    looks: at ``--runs 500`` the draws of its 1 000-rollout table, where ours needed 1.58x and 1.54x): the
+    candidates measured once a look, as the operator would run them."""
+    bar = math.log(1 / alpha)
+    rows = []
+    for effect in (0.01, 0.02, 0.05):
+        counts = simulate_counts("shadow", effect, 0, 2 * runs, accuracy_rng(seed, "shadow", 0, effect))
+        k, n, share = counts["against"], counts["events"], counts["share"]
+        o = rows_at_power(umpu_power(k, n, share, alpha), 0)
+        assert o is not None, effect
+        beta = beta_log_e(k, n, share)
+        ours = grid_log_e(k, n, share, beta, mixture_of("shadow"))
+        plugin_look = plugin_log_e(k, n, SUB, **PLUGIN)
+        tests = {
+            "ours": ours,
+            "plugin_look": plugin_look,
+            "ours_and_plugin": np.logaddexp(ours, plugin_look) - math.log(2),
+            "small_effects_mixture": grid_log_e(k, n, share, beta, SMALL_EFFECTS),
+            "group_sequential_look": _group_sequential(alpha).log_e(k, n, SUB),
+            "ours_and_group_sequential": np.logaddexp(ours, _group_sequential(alpha / 2).log_e(k, n, SUB))
+            - math.log(2),
+            "any_mixture": glr_log(k, n, share),
+        }
+        row: dict[str, Any] = {"design": "shadow", "effect_pp": -effect * 100, "runs": 2 * runs, "alpha": alpha,
+                               "power_draws": True, "oracle_rows_90": o}  # fmt: skip
+        for name, log_e in tests.items():
+            row[name] = (rows_at_power(by_sub_look(log_e, bar), 0) or math.inf) / o
+        rows.append(row)
+    return rows
 
 
 def null_rows(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
@@ -295,7 +336,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "best discrete prior per design (fitted) | ours (per design) | one mixture (before) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    fitted_rows = [r for r in rows if not r.get("between") and not r.get("null")]
+    fitted_rows = [r for r in rows if not any(r.get(f) for f in ("between", "null", "power_draws"))]
     for r in fitted_rows:
         lines.append(
             f"| {r['design']} {r['effect_pp']:+.0f} pp | {r['oracle_rows_90']:.0f} | {r['any_mixture']:.2f}x | "
@@ -325,6 +366,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in fitted_rows:
         if r["design"] == "shadow":
             lines.append(f"| {r['effect_pp']:+.0f} pp | " + " | ".join(f"{r[f]:.2f}x" for f in STATEFUL) + " |")
+    lines += ["", "| on quality_power.py's draws (shadow) | " + " | ".join((*POWER_DRAWS, "any_mixture")) + " |",
+              "| --- |" + " --- |" * (len(POWER_DRAWS) + 1)]  # fmt: skip
+    for r in rows:
+        if r.get("power_draws"):
+            cells = [f"{r[f]:.2f}x" for f in (*POWER_DRAWS, "any_mixture")]
+            lines.append(f"| {r['effect_pp']:+.0f} pp ({r['runs']} rollouts) | " + " | ".join(cells) + " |")
     names = ("ours", "naive", "any_mixture", *STATEFUL)
     lines += ["", "| A/A shadow, rolled back by look 20 / 60 (every tenth of a look: 20 / 60) | "
               + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]  # fmt: skip
