@@ -280,16 +280,40 @@ def power_draw_rows(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
     return rows
 
 
+def _random_delays(runs: int, rng: np.random.Generator, looks: int) -> tuple[Array, Array, Array]:
+    """Equal models in shadow with each label's delay drawn at random, uniform over 0 to 5 looks (in tenths of
+    a look): the discordant pairs of ``simulate``'s sub-looks, each arriving at its own time, each favouring
+    stable with probability 1/2. Cumulative ``(k, n, share)`` as they arrive."""
+    _, n, _ = simulate("shadow", 0.0, 0, runs, rng, looks)
+    pairs = np.diff(n, axis=1, prepend=0.0).astype(int)
+    lags = 5 * SUB + 1
+    horizon = n.shape[1]
+    by_lag = np.stack([rng.multinomial(m, np.full(lags, 1 / lags)) for m in pairs.ravel()])
+    by_lag = by_lag.reshape(runs, horizon, lags)
+    wins = rng.binomial(by_lag, 0.5)
+    k_in, n_in = np.zeros((runs, horizon + lags)), np.zeros((runs, horizon + lags))
+    for lag in range(lags):
+        k_in[:, lag : lag + horizon] += wins[:, :, lag]
+        n_in[:, lag : lag + horizon] += by_lag[:, :, lag]
+    k_out, n_out = np.cumsum(k_in[:, :horizon], axis=1), np.cumsum(n_in[:, :horizon], axis=1)
+    return k_out, n_out, np.full((runs, horizon), 0.5)
+
+
 def null_rows(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
-    """Equal models in shadow (A/A), labels at once and 5 looks late, for 60 looks: the share of runs each
+    """Equal models in shadow (A/A), labels at once, 5 looks late and each label 0 to 5 looks late at random
+    (``"delay_looks": "0-5"``), for 60 looks: the share of runs each
     test rolls back by look 20 and 60, at the operator's looks and looking every tenth of a look; beside them
     the fixed-sample binomial test repeated at every look (naive) and the GLR (not a test)."""
     bar = math.log(1 / alpha)
     check_martingale(_group_sequential(alpha), np.random.default_rng([seed, 36]))
     rows = []
-    for delay in (0, 5):
-        rng = np.random.default_rng([seed, 35, delay])
-        k, n, share = simulate("shadow", 0.0, delay, runs, rng, max(NULL_LOOKS))
+    for delay in (0, 5, "0-5"):
+        if isinstance(delay, int):
+            k, n, share = simulate(
+                "shadow", 0.0, delay, runs, np.random.default_rng([seed, 35, delay]), max(NULL_LOOKS)
+            )
+        else:
+            k, n, share = _random_delays(runs, np.random.default_rng([seed, 37]), max(NULL_LOOKS))
         beta = beta_log_e(k, n, share)
         ours = grid_log_e(k, n, share, beta, mixture_of("shadow"))
         with np.errstate(divide="ignore", invalid="ignore"):
