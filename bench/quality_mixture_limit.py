@@ -29,6 +29,25 @@ Rows ``"between": true``: effects between and beside the issue's (shadow -0.5, -
 and -4 pp), which the mixtures were not fitted to: ``ours``, ``one mixture`` and the GLR bound, a check
 that fitting to the issue's rows did not buy them with the effects around them.
 
+Columns beside the shadow rows: tests that are not mixtures of likelihood ratios of the counts (so the GLR
+bound need not bind them), from ``quality_stateful.py``, each at the same alpha share:
+
+- ``plugin_look`` / ``plugin_sub_look``: the predictable plug-in likelihood ratio (betting on each discordant
+  pair with a clipped bet from the pairs before; Waudby-Smith & Ramdas 2023), its bet updated once a look
+  (as the operator would run it) or every tenth of a look;
+- ``group_sequential_look`` / ``_sub_look``: the conditional rejection probability of a group-sequential
+  binomial test with 30 horizons from 12 to 1 000 discordant pairs (``HORIZONS``), a test martingale that
+  reaches 1/alpha exactly when the design rejects;
+- ``ours_and_plugin``, ``ours_and_group_sequential``: the average of ``ours`` and the candidate (per look);
+- ``small_effects_mixture``: a six-point mixture with most of its mass at odds x1.2 to x1.8 (``SMALL_EFFECTS``).
+
+Rows ``"null": true``: equal models in shadow for 60 looks, labels at once and 5 looks late: the share of
+runs each of these, ``ours``, the fixed-sample binomial test repeated at every look (``naive``) and the GLR
+roll back by look 20 and 60, at the operator's looks and looking ten times as often.
+
+Rows ``"power_draws": true``: the shadow rows again on ``quality_power.py``'s draws (``2 N`` rollouts: at
+``--runs 500`` the draws of its 1 000-rollout table), ours and the candidates updated once a look.
+
 Usage: ``python bench/quality_mixture_limit.py [--runs N]``; writes
 ``bench/results/quality-mixture-limit.json`` and prints the table docs/analysis.md ("Quality") shows.
 """
@@ -38,21 +57,24 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+from scipy import special, stats
 
 from mlrollout.analysis.judge import split_alpha
-from mlrollout.analysis.sequential import harm_prior
+from mlrollout.analysis.sequential import OddsMixture, harm_prior
 from quality_power import (
     ALPHA,
     DEFAULT_TESTS,
     ONE_MIXTURE,
+    SUB,
     _binomial_log_lr,
     _odds_shift,
+    accuracy_rng,
     beta_log_e,
     by_sub_look,
     glr_log,
@@ -60,9 +82,11 @@ from quality_power import (
     mixture_of,
     rows_at_power,
     simulate,
+    simulate_counts,
     true_share,
     umpu_power,
 )
+from quality_stateful import GroupSequential, check_martingale, plugin_log_e
 from sim_cli import simulation_main
 
 RESULTS = Path(__file__).parent / "results" / "quality-mixture-limit.json"
@@ -81,6 +105,15 @@ POINTS = {"shadow": 3, "canary": 2}  # likelihood ratios in each design's fitted
 BETA_CENTRES = (1.2, 1.35, 1.5, 1.7, 2.0, 2.5, 3.0, 4.0)
 BETA_SPREADS = (0.2, 0.35, 0.5, 0.7, 1.0, 1.4)
 CAP = 50.0  # log e-values are capped here before averaging: far past the bar, so crossings do not change
+PLUGIN = {"theta0": 0.6, "prior": 60.0, "cap": 0.85}
+"""The plug-in's start (odds x1.5), shrinkage (60 pseudo-pairs) and clip (a bet of at most 1.4): the best of
+four tried on other draws (seed 3, 500 runs: odds x1.5 to x2, 5 to 60 pseudo-pairs)."""
+SMALL_EFFECTS = OddsMixture((0.2, 0.31, 0.45, 0.59, 1.0, 1.9), (0.15, 0.3, 0.2, 0.15, 0.08, 0.07), 0.05)
+"""A discrete mixture with most of its mass near -1 and -2 pp in shadow (odds x1.2 to x1.8)."""
+HORIZONS = [int(h) for h in np.unique(np.round(np.geomspace(12, 1000, 30)))]
+"""The group-sequential test's horizons in discordant pairs: -5 pp (about 18 pairs at the oracle's sample) to
+-0.5 pp (about 1 600), 30 a factor 1.16 apart."""
+NULL_LOOKS = (20, 60)
 
 Array = npt.NDArray[np.float64]
 
@@ -151,13 +184,17 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
         beta = beta_log_e(k, n, share)
         ours = grid_log_e(k, n, share, beta, mixture_of(design))
         one = grid_log_e(k, n, share, beta, ONE_MIXTURE)
-        rows.append({
+        row: dict[str, Any] = {
             "design": design, "effect_pp": -effect * 100, "alpha": alpha, "runs": runs, "oracle_rows_90": o,
             "any_mixture": (rows_at_power(by_sub_look(glr_log(k, n, share), bar), 0) or math.inf) / o,
             "tuned_lr": (tuned or math.inf) / o,
             "ours": (rows_at_power(by_sub_look(ours, bar), 0) or math.inf) / o,
             "one_mixture": (rows_at_power(by_sub_look(one, bar), 0) or math.inf) / o,
-        })  # fmt: skip
+        }  # fmt: skip
+        if design == "shadow":
+            for name, log_e in stateful_tests(k, n, share, ours, beta, alpha).items():
+                row[name] = (rows_at_power(by_sub_look(log_e, bar), 0) or math.inf) / o
+        rows.append(row)
     best_beta: tuple[float, float, float, list[float]] = (math.inf, 0.0, 0.0, [])
     for centre, spread in itertools.product(BETA_CENTRES, BETA_SPREADS):
         ratios = []
@@ -177,7 +214,121 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
     for row, beta_ratio in zip(rows, best_beta[3], strict=True):
         row["best_beta"] = beta_ratio
         row["best_beta_prior"] = {"centre": best_beta[1], "spread": best_beta[2]}
-    return rows + between(runs, seed, alpha)
+    return rows + between(runs, seed, alpha) + null_rows(runs, seed, alpha) + power_draw_rows(runs, seed, alpha)
+
+
+STATEFUL = ("plugin_look", "plugin_sub_look", "ours_and_plugin", "small_effects_mixture", "group_sequential_look",
+            "group_sequential_sub_look", "ours_and_group_sequential")  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def _group_sequential(alpha: float) -> GroupSequential:
+    return GroupSequential(HORIZONS, alpha)
+
+
+def stateful_tests(k: Array, n: Array, share: Array, ours: Array, beta: Array, alpha: float) -> dict[str, Array]:
+    """The paired candidates of ``quality_stateful.py`` (and one more mixture) as log e-processes per sub-look:
+    ``_look`` with the state updated once a look (as the operator would run them), ``_sub_look`` every tenth
+    of a look (looking ten times as often: what the finer data could give them); the averages of ``ours``
+    and a candidate, half each (an average of e-processes is one), with the candidate updated once a look."""
+    plugin_look = plugin_log_e(k, n, SUB, **PLUGIN)
+    half = _group_sequential(alpha / 2)  # reaches 2 / alpha when its design rejects: half of it reaches 1 / alpha
+    return {
+        "plugin_look": plugin_look,
+        "plugin_sub_look": plugin_log_e(k, n, 1, **PLUGIN),
+        "ours_and_plugin": np.logaddexp(ours, plugin_look) - math.log(2),
+        "small_effects_mixture": grid_log_e(k, n, share, beta, SMALL_EFFECTS),
+        "group_sequential_look": _group_sequential(alpha).log_e(k, n, SUB),
+        "group_sequential_sub_look": _group_sequential(alpha).log_e(k, n, 1),
+        "ours_and_group_sequential": np.logaddexp(ours, half.log_e(k, n, SUB)) - math.log(2),
+    }
+
+
+POWER_DRAWS = ("ours", "plugin_look", "ours_and_plugin", "small_effects_mixture", "group_sequential_look",
+               "ours_and_group_sequential")  # fmt: skip
+
+
+def power_draw_rows(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
+    """The shadow rows again on other draws, ``quality_power.py``'s (its streams, ``2 * runs`` rollouts of 20
+    looks: at ``--runs 500`` the draws of its 1 000-rollout table, where ours needed 1.58x and 1.54x): the
+    candidates measured once a look, as the operator would run them."""
+    bar = math.log(1 / alpha)
+    rows = []
+    for effect in (0.01, 0.02, 0.05):
+        counts = simulate_counts("shadow", effect, 0, 2 * runs, accuracy_rng(seed, "shadow", 0, effect))
+        k, n, share = counts["against"], counts["events"], counts["share"]
+        o = rows_at_power(umpu_power(k, n, share, alpha), 0)
+        assert o is not None, effect
+        beta = beta_log_e(k, n, share)
+        ours = grid_log_e(k, n, share, beta, mixture_of("shadow"))
+        plugin_look = plugin_log_e(k, n, SUB, **PLUGIN)
+        tests = {
+            "ours": ours,
+            "plugin_look": plugin_look,
+            "ours_and_plugin": np.logaddexp(ours, plugin_look) - math.log(2),
+            "small_effects_mixture": grid_log_e(k, n, share, beta, SMALL_EFFECTS),
+            "group_sequential_look": _group_sequential(alpha).log_e(k, n, SUB),
+            "ours_and_group_sequential": np.logaddexp(ours, _group_sequential(alpha / 2).log_e(k, n, SUB))
+            - math.log(2),
+            "any_mixture": glr_log(k, n, share),
+        }
+        row: dict[str, Any] = {"design": "shadow", "effect_pp": -effect * 100, "runs": 2 * runs, "alpha": alpha,
+                               "power_draws": True, "oracle_rows_90": o}  # fmt: skip
+        for name, log_e in tests.items():
+            row[name] = (rows_at_power(by_sub_look(log_e, bar), 0) or math.inf) / o
+        rows.append(row)
+    return rows
+
+
+def _random_delays(runs: int, rng: np.random.Generator, looks: int) -> tuple[Array, Array, Array]:
+    """Equal models in shadow with each label's delay drawn at random, uniform over 0 to 5 looks (in tenths of
+    a look): the discordant pairs of ``simulate``'s sub-looks, each arriving at its own time, each favouring
+    stable with probability 1/2. Cumulative ``(k, n, share)`` as they arrive."""
+    _, n, _ = simulate("shadow", 0.0, 0, runs, rng, looks)
+    pairs = np.diff(n, axis=1, prepend=0.0).astype(int)
+    lags = 5 * SUB + 1
+    horizon = n.shape[1]
+    by_lag = np.stack([rng.multinomial(m, np.full(lags, 1 / lags)) for m in pairs.ravel()])
+    by_lag = by_lag.reshape(runs, horizon, lags)
+    wins = rng.binomial(by_lag, 0.5)
+    k_in, n_in = np.zeros((runs, horizon + lags)), np.zeros((runs, horizon + lags))
+    for lag in range(lags):
+        k_in[:, lag : lag + horizon] += wins[:, :, lag]
+        n_in[:, lag : lag + horizon] += by_lag[:, :, lag]
+    k_out, n_out = np.cumsum(k_in[:, :horizon], axis=1), np.cumsum(n_in[:, :horizon], axis=1)
+    return k_out, n_out, np.full((runs, horizon), 0.5)
+
+
+def null_rows(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
+    """Equal models in shadow (A/A), labels at once, 5 looks late and each label 0 to 5 looks late at random
+    (``"delay_looks": "0-5"``), for 60 looks: the share of runs each
+    test rolls back by look 20 and 60, at the operator's looks and looking every tenth of a look; beside them
+    the fixed-sample binomial test repeated at every look (naive) and the GLR (not a test)."""
+    bar = math.log(1 / alpha)
+    check_martingale(_group_sequential(alpha), np.random.default_rng([seed, 36]))
+    rows = []
+    for delay in (0, 5, "0-5"):
+        if isinstance(delay, int):
+            k, n, share = simulate(
+                "shadow", 0.0, delay, runs, np.random.default_rng([seed, 35, delay]), max(NULL_LOOKS)
+            )
+        else:
+            k, n, share = _random_delays(runs, np.random.default_rng([seed, 37]), max(NULL_LOOKS))
+        beta = beta_log_e(k, n, share)
+        ours = grid_log_e(k, n, share, beta, mixture_of("shadow"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            naive = np.where(n > 0, -np.log(stats.binom.sf(k - 1, n, share)), -np.inf)  # fires when p <= alpha
+        tests = {"ours": ours, "naive": naive, "any_mixture": glr_log(k, n, share),
+                 **stateful_tests(k, n, share, ours, beta, alpha)}  # fmt: skip
+        row: dict[str, Any] = {"design": "shadow", "effect_pp": 0.0, "delay_looks": delay, "runs": runs,
+                               "alpha": alpha, "null": True}  # fmt: skip
+        for name, log_e in tests.items():
+            fired = log_e >= bar
+            for looks in NULL_LOOKS:
+                row[f"{name}_by_{looks}"] = float(fired[:, SUB - 1 : looks * SUB : SUB].any(axis=1).mean())
+                row[f"{name}_every_sub_look_by_{looks}"] = float(fired[:, : looks * SUB].any(axis=1).mean())
+        rows.append(row)
+    return rows
 
 
 def between(runs: int, seed: int, alpha: float) -> list[dict[str, Any]]:
@@ -209,7 +360,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "best discrete prior per design (fitted) | ours (per design) | one mixture (before) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    fitted_rows = [r for r in rows if not r.get("between")]
+    fitted_rows = [r for r in rows if not any(r.get(f) for f in ("between", "null", "power_draws"))]
     for r in fitted_rows:
         lines.append(
             f"| {r['design']} {r['effect_pp']:+.0f} pp | {r['oracle_rows_90']:.0f} | {r['any_mixture']:.2f}x | "
@@ -234,6 +385,25 @@ def table(rows: list[dict[str, Any]]) -> str:
             o, looks = r["oracle_rows_90"], r["looks_simulated"]
             lines.append(f"| {r['design']} {r['effect_pp']:+.1f} pp | {o:.0f} | {x(r['any_mixture'], looks)} | "
                          f"{x(r['ours'], looks)} | {x(r['one_mixture'], looks)} |")  # fmt: skip
+    lines += ["", "| stateful and other candidates (shadow) | " + " | ".join(STATEFUL) + " |",
+              "| --- |" + " --- |" * len(STATEFUL)]  # fmt: skip
+    for r in fitted_rows:
+        if r["design"] == "shadow":
+            lines.append(f"| {r['effect_pp']:+.0f} pp | " + " | ".join(f"{r[f]:.2f}x" for f in STATEFUL) + " |")
+    lines += ["", "| on quality_power.py's draws (shadow) | " + " | ".join((*POWER_DRAWS, "any_mixture")) + " |",
+              "| --- |" + " --- |" * (len(POWER_DRAWS) + 1)]  # fmt: skip
+    for r in rows:
+        if r.get("power_draws"):
+            cells = [f"{r[f]:.2f}x" for f in (*POWER_DRAWS, "any_mixture")]
+            lines.append(f"| {r['effect_pp']:+.0f} pp ({r['runs']} rollouts) | " + " | ".join(cells) + " |")
+    names = ("ours", "naive", "any_mixture", *STATEFUL)
+    lines += ["", "| A/A shadow, rolled back by look 20 / 60 (every tenth of a look: 20 / 60) | "
+              + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]  # fmt: skip
+    for r in rows:
+        if r.get("null"):
+            cells = [f"{r[f'{t}_by_20']:.2%} / {r[f'{t}_by_60']:.2%} ({r[f'{t}_every_sub_look_by_20']:.2%} / "
+                     f"{r[f'{t}_every_sub_look_by_60']:.2%})" for t in names]  # fmt: skip
+            lines.append(f"| labels {r['delay_looks']} looks late | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
