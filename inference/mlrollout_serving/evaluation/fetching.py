@@ -12,7 +12,6 @@ holdout larger than memory never has to fit in it (docs/evaluation.md).
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,6 @@ DOWNLOAD_TIMEOUT: Final = 60.0
 DOWNLOAD_ATTEMPTS: Final = 3
 MODEL_MAX_BYTES: Final = 2 << 30  # the model server's default limit
 DATASET_MAX_BYTES: Final = 64 << 30
-DIGEST_SWITCH_INTERVAL: Final = 0.0005
-"""Seconds the main thread may hold the GIL while the digest thread waits for it (Python's default: 0.005)."""
 
 
 def load_model(
@@ -99,20 +96,12 @@ def fetch_dataset_early(
     if not local:
         return lambda: fetch_dataset(uri, sha256, work_dir, suffix, authorization)
     outcome: list[tuple[Path, str] | BadInput] = []
-    # The thread needs the GIL back after every 1 MiB it reads and hashes; while the main thread imports
-    # onnxruntime and loads the models it holds the GIL for up to the switch interval each time, so a 10 MiB
-    # holdout's 7 ms of hashing took up to 20 x 5 ms. A shorter interval while the thread runs lets it finish
-    # beside the model loading (the interval is the process's own; restored when the digest is done).
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, DIGEST_SWITCH_INTERVAL))
 
     def digest() -> None:
         try:
             outcome.append(fetch_dataset(uri, sha256, work_dir, suffix, authorization))
         except BadInput as e:
             outcome.append(e)
-        finally:
-            sys.setswitchinterval(previous)
 
     thread = threading.Thread(target=digest, name="holdout-digest", daemon=True)
     thread.start()

@@ -4,13 +4,12 @@ them, given when asked for (never before a model's problem)."""
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlrollout_serving.evaluation.errors import BadInput
-from mlrollout_serving.evaluation.fetching import DIGEST_SWITCH_INTERVAL, fetch_dataset, fetch_dataset_early
+from mlrollout_serving.evaluation.fetching import fetch_dataset, fetch_dataset_early
 
 
 def _csv(tmp_path: Path) -> tuple[Path, str]:
@@ -44,25 +43,3 @@ def test_the_errors_are_fetch_datasets_raised_when_asked(tmp_path: Path, uri: st
     with pytest.raises(BadInput) as direct:
         fetch_dataset(uri, sha, tmp_path, "csv")
     assert str(early.value) == str(direct.value)
-
-
-@pytest.mark.parametrize("sha", ["good", "0" * 64])
-def test_the_switch_interval_is_short_while_the_digest_runs_and_restored_after(tmp_path: Path, sha: str) -> None:
-    """The digest thread gets the GIL back within DIGEST_SWITCH_INTERVAL (not Python's 5 ms) while the models
-    load, and the process's interval is what it was once the digest is done, whether it matched or not."""
-    path, good = _csv(tmp_path)
-    before = sys.getswitchinterval()
-    try:
-        sys.setswitchinterval(0.004)
-        late = fetch_dataset_early(str(path), good if sha == "good" else sha, tmp_path, "csv")
-        assert round(sys.getswitchinterval(), 6) in (DIGEST_SWITCH_INTERVAL, 0.004)  # 0.004 once the thread is done
-        if sha == "good":
-            assert late() == (path, good)
-        else:
-            with pytest.raises(BadInput, match="integrity"):
-                late()
-        assert sys.getswitchinterval() == pytest.approx(0.004)
-        fetch_dataset_early("ftp://host/h.csv", None, tmp_path, "csv")  # remote: no thread, interval untouched
-        assert sys.getswitchinterval() == pytest.approx(0.004)
-    finally:
-        sys.setswitchinterval(before)
