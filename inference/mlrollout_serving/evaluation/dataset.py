@@ -15,7 +15,6 @@ import csv
 import io
 import itertools
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +220,8 @@ def _locate(lines: list[str], lay: Layout, first: int) -> str:
 
 
 def _open_npz(path: Path, label: str, slices: Sequence[str], chunk_rows: int) -> Holdout:
+    import zipfile  # only an .npz needs it: a CSV's Job is a short process that does not import it
+
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as e:

@@ -14,7 +14,7 @@ from sklearn.metrics import (
 )
 
 from mlrollout_serving.evaluation.errors import BadInput
-from mlrollout_serving.evaluation.metrics import METRICS, Rows, Settings, check_labels
+from mlrollout_serving.evaluation.metrics import METRICS, Rows, Settings, check_labels, distinct
 from mlrollout_serving.evaluation.scoring import Output
 
 S = Settings(alpha=0.05, resamples=500, seed=0)
@@ -234,3 +234,27 @@ def test_balanced_accuracy_from_one_key_is_the_per_model_count(classes: int) -> 
         new = BalancedAccuracy._statistic(codes, classes, reference, cand)(idx)
         old = _balanced_accuracy_by_weights(codes, classes, reference, cand)(idx)
         assert np.array_equal(new, old)
+
+
+@pytest.mark.parametrize(
+    "truth",
+    [
+        RNG.integers(0, 3, 8192),  # the usual: a few small classes, counted
+        np.array([7]),  # one row
+        np.array([5, 5, 5], dtype=np.uint8),
+        np.array([0, 65535, 3]),  # the largest counted class
+        np.array([0, 65536, 3]),  # past it: sorted
+        np.array([-1, 2, -1, 0]),  # negative classes: sorted
+        np.array([2**40, 1, 2**40]),
+        np.array([], dtype=np.int64),
+        TEXT[:50].astype(object),  # text classes: sorted
+    ],
+    ids=["small", "one", "uint8", "edge", "past-edge", "negative", "huge", "empty", "text"],
+)
+def test_distinct_is_numpys_unique(truth: np.ndarray) -> None:
+    """The classes a chunk holds and each row's index into them, by counting or by sorting: what
+    ``np.unique(..., return_inverse=True)`` gives, values as the same Python objects."""
+    values, inverse = distinct(truth)
+    expected, expected_inverse = np.unique(truth, return_inverse=True)
+    assert values == expected.tolist() and [type(v) for v in values] == [type(v) for v in expected.tolist()]
+    assert inverse.tolist() == expected_inverse.reshape(-1).tolist()
