@@ -824,8 +824,11 @@ def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dic
         done = {r.n for r in rows}
         before = json.loads(args.out.read_text())
         kept = [r for r in before["sizes"] if r["n"] not in done]
+        # written after each size: this run's own rows, already in the file, are not earlier runs
         earlier = before.get("earlier_runs", []) + [
-            {"idle_window_s": before.get("idle_window_s"), **r} for r in before["sizes"] if r["n"] in done
+            {"idle_window_s": before.get("idle_window_s"), **r}
+            for r in before["sizes"]
+            if r["n"] in done and r not in sizes
         ]
         sizes = sorted(kept + sizes, key=lambda r: int(r["n"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
