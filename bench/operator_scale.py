@@ -11,9 +11,21 @@ chart's RBAC, the operator's default timers: 10 s, 60 s for an idle ModelDeploym
   run and as cores while idle (every ModelDeployment Healthy, nothing changing);
 * **reconcile latency**: from a spec change (``spec.traffic.sticky``, which changes the route table at
   once) to the route ConfigMap's write, seen by a watch;
-* **rollback verdict→route**: a canary at 10 % gets a ``rollback`` judgement; the look is triggered at
-  once (an annotation, as any metadata change does), and the time runs to the route write that drops the
-  candidate. Judgements are recorded files (``MLROLLOUT_VERDICTS_DIR``), as in the cluster tier;
+* **rollback**, on canaries held at 50 %: the bench writes a ``rollback`` judgement (a recorded file,
+  ``MLROLLOUT_VERDICTS_DIR``, as in the cluster tier) and pokes the ModelDeployment (an annotation, which
+  reconciles it at once, as any metadata change does). Three times per sample, all on the host's wall
+  clock (the operator runs on the same host):
+
+  - **verdict→route** (the issue's goal, <= 1 s): from the look that judged ``rollback``, as the operator
+    records it (``status.lastAnalysis.time``: the start of the pass that took the look, so the pass's reads
+    before the look are in it), to the route write that leaves stable alone, seen by a watch;
+  - **injection→route**: from the judgement's file being written to that route write. It includes the
+    **look wait**, the next two's difference: a pass takes a look only once ``analysis.interval`` (1 s here)
+    has passed since the last one (``analysis_due``), so a poke within 1 s of a timer's look takes none
+    and the judgement waits for the next due look, at the next timer tick (10 s) at worst: bounded by the
+    analysis interval rounded up to a tick. Without the poke (as in production, where nothing pokes) every
+    judgement waits for the next due look;
+  - **look wait**: from the file's write to the look that read it.
 * **API requests per second the operator sends**: a FlowSchema of its own matches only the operator's
   ServiceAccount, and the API server's ``apiserver_flowcontrol_dispatched_requests_total`` for it counts
   every request (a watch counts once, when it starts);
@@ -55,6 +67,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +95,18 @@ FLOW_SCHEMA = "mlrollout-operator-bench"
 ROUTES = "app.kubernetes.io/component=routes"  # the route ConfigMaps' label
 PODS_PER_NODE = 250  # per hollow node (a real kubelet's default is 110; hollow pods cost little)
 # the issue's goals, printed beside the numbers
-GOALS = {"cores": 1.0, "rss_mib": 500.0, "reconcile_p99_s": 2.0, "rollback_s": 1.0}
+GOALS = {"cores": 1.0, "rss_mib": 500.0, "reconcile_p99_s": 2.0, "verdict_route_s": 1.0}
+DEFINITIONS = {
+    "reconcile_s": "spec.traffic.sticky patched -> the route ConfigMap's write with it, seen by a watch",
+    "verdict_route_s": "status.lastAnalysis.time of the look that judged rollback (its pass's start) -> the route "
+    "write leaving stable alone, seen by a watch (the issue's 'rollback verdict->route')",
+    "injection_route_s": "the rollback judgement's file written (then a poke) -> the same route write: "
+    "look_wait_s + verdict_route_s",
+    "look_wait_s": "the judgement's file written -> the look that read it (a poke within analysis.interval of "
+    "the last look takes none: the next due look, at worst the next 10 s timer tick)",
+    "earlier_runs": "rows without verdict_route_s timed rollback_s from the poke (after the file) to the route "
+    "write, the look wait included",
+}
 CANARY_STEPS = [{"canary": {"weight": 10, "minRequests": 100, "maxDuration": "30m"}},
                 {"canary": {"weight": 50, "minRequests": 100000, "maxDuration": "30m"}}]  # fmt: skip
 
@@ -171,7 +195,8 @@ class RouteWatch:
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
         self.api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
         self.namespace = namespace
-        self.seen: dict[str, list[tuple[float, str]]] = {}  # name -> (time seen, routes.yaml as written)
+        # name -> (monotonic and wall-clock time seen, routes.yaml as written)
+        self.seen: dict[str, list[tuple[float, float, str]]] = {}
         self.relists = 0  # watches started without a resourceVersion (the first, and after an error)
         self.cond = threading.Condition()
         self._stop = threading.Event()
@@ -195,12 +220,12 @@ class RouteWatch:
                 stream = w.stream(self.api.list_namespaced_config_map, self.namespace, label_selector=ROUTES,
                                   timeout_seconds=60, **resume)  # fmt: skip
                 for event in stream:
-                    now = time.monotonic()
+                    now, wall = time.monotonic(), time.time()
                     cm = event["object"]
                     version = cm.metadata.resource_version
                     with self.cond:
                         self.seen.setdefault(cm.metadata.name, []).append(
-                            (now, (cm.data or {}).get("routes.yaml", "{}"))
+                            (now, wall, (cm.data or {}).get("routes.yaml", "{}"))
                         )
                         self.cond.notify_all()
                     if self._stop.is_set():
@@ -210,13 +235,19 @@ class RouteWatch:
                 time.sleep(0.5)
 
     def wait(self, name: str, after: float, check: Any, timeout: float) -> float:
-        """Seconds from `after` to the first write of `name` seen after it whose table passes `check`."""
+        """Seconds from `after` (monotonic) to the first write of `name` seen after it whose table passes
+        `check`."""
+        return self.first_write(name, after, check, timeout)[0] - after
+
+    def first_write(self, name: str, after: float, check: Any, timeout: float) -> tuple[float, float]:
+        """When (monotonic, wall clock) this process saw the first write of `name` after `after` (monotonic)
+        whose table passes `check`."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                for t, raw in self.seen.get(name, []):
+                for t, wall, raw in self.seen.get(name, []):
                     if t >= after and check(yaml.safe_load(raw) or {}):
-                        return t - after
+                        return t, wall
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no route write of {name} within {timeout}s")
@@ -231,6 +262,39 @@ def sticky_is(header: str) -> Callable[[dict[str, Any]], bool]:
 def stable_only(table: dict[str, Any]) -> bool:
     """The route table after a rollback: stable alone, no mirror."""
     return set(table.get("tracks", {})) == {"stable"} and "mirror" not in table
+
+
+@dataclass(frozen=True)
+class RollbackTiming:
+    """One rollback sample's three times (seconds; the module's docstring defines them)."""
+
+    verdict_to_route: float  # the operator's rollback look -> the route write seen
+    injection_to_route: float  # the judgement's file written -> the route write seen
+    look_wait: float  # the judgement's file written -> the look that read it
+
+
+def rollback_timing(injected: float, look_time: str, route_seen: float) -> RollbackTiming:
+    """The times of one rollback from wall-clock seconds (`injected`: just before the judgement's file was
+    written; `route_seen`: the route write seen) and the look's time as status records it
+    (``status.lastAnalysis.time``, RFC 3339 UTC). Only this judgement reads ``rollback`` (the looks before it
+    read ``promote``), so the recorded look is its look even when its pass started (the time recorded) just
+    before the file was written: then the look wait is slightly negative, and shown so."""
+    look = datetime.fromisoformat(look_time.replace("Z", "+00:00")).timestamp()
+    return RollbackTiming(route_seen - look, route_seen - injected, look - injected)
+
+
+def rollback_look_time(custom: client.CustomObjectsApi, namespace: str, name: str, timeout: float) -> str:
+    """``status.lastAnalysis.time`` once status records the rollback (the pass writes the route first, its
+    status after): the time of the look that judged it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+        last = st.get("lastAnalysis") or {}
+        if last.get("verdict") == "rollback" and not st.get("candidate"):
+            return str(last["time"])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: no rollback in status.lastAnalysis after {timeout}s: {last}")
+        time.sleep(0.2)
 
 
 # -- one size ----------------------------------------------------------------------------------------------
@@ -249,12 +313,17 @@ class SizeResult:
     reconcile_p50_s: float
     reconcile_p99_s: float
     reconcile_samples: int
-    rollback_p50_s: float
-    rollback_max_s: float
+    verdict_route_p50_s: float  # the operator's rollback look -> route write (the issue's goal)
+    verdict_route_max_s: float
+    injection_route_p50_s: float  # the judgement written -> route write (the look wait included)
+    injection_route_max_s: float
     rollback_samples: int
+    idle_window_s: float | None = None
     notes: list[str] = field(default_factory=list)
     reconcile_s: list[float] = field(default_factory=list)  # every sample, in the order taken
-    rollback_s: list[float] = field(default_factory=list)
+    verdict_route_s: list[float] = field(default_factory=list)
+    injection_route_s: list[float] = field(default_factory=list)
+    look_wait_s: list[float] = field(default_factory=list)
     date: str | None = None
     commit: str | None = None  # the operator's code measured (git HEAD of this tree)
     load: list[float] | None = None  # load average at the end of the size
@@ -553,12 +622,14 @@ def run_size(
                     write_verdict(verdicts, namespace, name, "promote", 150)
                     patch(name, {"spec": {"model": md_manifest(name, "2", policy)["spec"]["model"]}})
                 wait_step(custom, namespace, rolled, timeout=300)
-                rollback: list[float] = []
+                rollback: list[RollbackTiming] = []
                 for i, name in enumerate(rolled):
+                    start, injected = time.monotonic(), time.time()
                     write_verdict(verdicts, namespace, name, "rollback", 160, reason="bench: harm proven")
-                    start = time.monotonic()
                     patch(name, {"metadata": {"annotations": {"bench.mlrollout.io/poke": str(i)}}})
-                    rollback.append(routes.wait(f"{name}-routes", start, stable_only, 60.0))
+                    _, seen = routes.first_write(f"{name}-routes", start, stable_only, 60.0)
+                    look = rollback_look_time(custom, namespace, name, 30.0)
+                    rollback.append(rollback_timing(injected, look, seen))
                 cpu3, req3, t3 = proc_cpu_seconds(pid), operator_requests(kubectl), time.monotonic()
                 rss = proc_status_kib(pid, "VmHWM") / 1024
                 relists = routes.relists
@@ -573,6 +644,8 @@ def run_size(
         if refused:
             notes.append(f"operator was refused {len(refused)} requests: {refused[0][:200]}")
     kubectl("delete", "namespace", namespace, "--wait=false")
+    verdict_route = [round(r.verdict_to_route, 3) for r in rollback]
+    injection_route = [round(r.injection_to_route, 3) for r in rollback]
     return SizeResult(
         n=n,
         time_to_all_healthy_s=round(to_healthy, 2),
@@ -585,16 +658,21 @@ def run_size(
         reconcile_p50_s=round(statistics.median(reconcile), 3),
         reconcile_p99_s=round(percentile(reconcile, 0.99), 3),
         reconcile_samples=len(reconcile),
-        rollback_p50_s=round(statistics.median(rollback), 3),
-        rollback_max_s=round(max(rollback), 3),
+        verdict_route_p50_s=round(statistics.median(verdict_route), 3),
+        verdict_route_max_s=round(max(verdict_route), 3),
+        injection_route_p50_s=round(statistics.median(injection_route), 3),
+        injection_route_max_s=round(max(injection_route), 3),
         rollback_samples=len(rollback),
+        idle_window_s=idle_s,
         notes=[
             *notes,
             f"requests over the run: {req3 - req0:.0f} in {t3 - t0:.0f} s",
             f"route watch: {relists} list(s) of the route ConfigMaps (1: resumed by resourceVersion throughout)",
         ],
         reconcile_s=[round(x, 3) for x in reconcile],
-        rollback_s=[round(x, 3) for x in rollback],
+        verdict_route_s=verdict_route,
+        injection_route_s=injection_route,
+        look_wait_s=[round(r.look_wait, 3) for r in rollback],
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         commit=commit,
         load=[round(x, 2) for x in os.getloadavg()],
@@ -640,15 +718,17 @@ NODES = {
 
 def print_table(rows: list[SizeResult], queries: dict[str, int]) -> None:
     head = ("N", "to Healthy s", "CPU s", "idle cores", "active cores", "peak RSS MiB", "API rps idle",
-            "API rps active", "reconcile p50/p99 s", "rollback p50/max s")  # fmt: skip
+            "API rps active", "reconcile p50/p99 s", "verdict->route p50/max s",
+            "injection->route p50/max s")  # fmt: skip
     print(" | ".join(head))
     for r in rows:
         print(" | ".join(str(x) for x in (
             r.n, r.time_to_all_healthy_s, r.operator_cpu_s_total, r.idle_cores, r.active_cores, r.peak_rss_mib,
             r.api_rps_idle, r.api_rps_active, f"{r.reconcile_p50_s}/{r.reconcile_p99_s}",
-            f"{r.rollback_p50_s}/{r.rollback_max_s}")))  # fmt: skip
+            f"{r.verdict_route_p50_s}/{r.verdict_route_max_s}",
+            f"{r.injection_route_p50_s}/{r.injection_route_max_s}")))  # fmt: skip
     print(f"goals (issue 19, at N=1000): <= {GOALS['cores']} core, <= {GOALS['rss_mib']} MB, reconcile p99 <= "
-          f"{GOALS['reconcile_p99_s']} s, rollback verdict->route <= {GOALS['rollback_s']} s")  # fmt: skip
+          f"{GOALS['reconcile_p99_s']} s, rollback verdict->route <= {GOALS['verdict_route_s']} s")  # fmt: skip
     for what, q in queries.items():
         print(f"Prometheus round-trips per ModelDeployment per look, {what}: {q} (N in analysis: {q}*N)")
 
@@ -744,8 +824,11 @@ def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dic
         done = {r.n for r in rows}
         before = json.loads(args.out.read_text())
         kept = [r for r in before["sizes"] if r["n"] not in done]
+        # written after each size: this run's own rows, already in the file, are not earlier runs
         earlier = before.get("earlier_runs", []) + [
-            {**r, "idle_window_s": before.get("idle_window_s")} for r in before["sizes"] if r["n"] in done
+            {"idle_window_s": before.get("idle_window_s"), **r}
+            for r in before["sizes"]
+            if r["n"] in done and r not in sizes
         ]
         sizes = sorted(kept + sizes, key=lambda r: int(r["n"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -756,9 +839,10 @@ def write_results(args: argparse.Namespace, rows: list[SizeResult], queries: dic
         "reconcile_interval_s": 10.0,
         "idle_interval_s": 60.0,  # the operator's defaults (controller/settings.py), not overridden here
         "resync_interval_s": 300.0,
-        "idle_window_s": args.idle,
+        "idle_window_s": args.idle,  # this run's; each row has its own
         "workers": args.workers or 8,
         "goals": GOALS,
+        "definitions": DEFINITIONS,
         "prometheus_queries_per_md_per_look": queries,
         "sizes": sizes,
         "earlier_runs": earlier,

@@ -3,7 +3,8 @@
     .venv/bin/python bench/scale_plot.py
 
 Reads ``bench/results/operator-scale.json`` (bench/operator_scale.py: CPU, RSS, reconcile and rollback
-latency on hollow nodes) and ``bench/results/analysis-batching.json`` (bench/analysis_batching.py:
+latency on hollow nodes; rollback both from the operator's verdict and from the judgement's injection, the
+look wait included) and ``bench/results/analysis-batching.json`` (bench/analysis_batching.py:
 Prometheus requests per analysis interval, looks alone and batched; and, when present,
 ``operator-scale-analysis.json`` from ``operator_scale.py --analysis``, the same from the operator) and writes
 ``docs/images/operator-scale.png``, each panel with the issue's goal where it sets one.
@@ -47,12 +48,15 @@ def plot(scale: dict[str, Any], batching: dict[str, Any], out: Path, cluster: di
     rss.axhline(goals["rss_mib"], color="grey", ls="--", label=f"goal: {goals['rss_mib']:g} MB")
     rss.set(title="Operator memory", ylabel="MiB", ylim=(0, goals["rss_mib"] * 1.15))
 
-    for key, label in (("reconcile_p50_s", "reconcile p50"), ("reconcile_p99_s", "reconcile p99"),
-                       ("rollback_p50_s", "rollback verdict→route p50"),
-                       ("rollback_max_s", "rollback verdict→route max")):  # fmt: skip
-        latency.plot(*series(sizes, key), "o-", label=label)
-    latency.axhline(goals["reconcile_p99_s"], color="grey", ls="--", label="goals: p99 2 s, rollback 1 s")
-    latency.axhline(goals["rollback_s"], color="grey", ls=":")
+    for key, label, style in (("reconcile_p50_s", "reconcile p50", "o-"), ("reconcile_p99_s", "reconcile p99", "o-"),
+                              ("verdict_route_p50_s", "rollback verdict→route p50", "o-"),
+                              ("verdict_route_max_s", "rollback verdict→route max", "o-"),
+                              ("injection_route_p50_s", "rollback judgement written→route p50 (look wait in)", "s--"),
+                              ("injection_route_max_s", "rollback judgement written→route max (look wait in)",
+                               "s--")):  # fmt: skip
+        latency.plot(*series([r for r in sizes if key in r], key), style, label=label)
+    latency.axhline(goals["reconcile_p99_s"], color="grey", ls="--", label="goals: p99 2 s, verdict→route 1 s")
+    latency.axhline(goals["verdict_route_s"], color="grey", ls=":")
     changes = "/".join(str(r["reconcile_samples"]) for r in sorted(sizes, key=lambda r: int(r["n"])))
     rollbacks = "/".join(str(r["rollback_samples"]) for r in sorted(sizes, key=lambda r: int(r["n"])))
     latency.set(title=f"Latency ({changes} spec changes, {rollbacks} rollbacks per N)", ylabel="seconds", yscale="log")
