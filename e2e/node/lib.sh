@@ -20,7 +20,7 @@ CONTAINERD_SOCK="$NODE_STATE/containerd/containerd.sock"
 NODE_BIN="$MLROLLOUT_CACHE/node/bin"
 COREDNS_VERSION="$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' "$NODE_DIR/gosrc/go.mod")"
 # Processes of the node, in start order (`down` stops them in reverse).
-NODE_COMPONENTS=(containerd apiproxy kubelet kube-proxy metrics-server)
+NODE_COMPONENTS=(containerd apiproxy kubelet kube-proxy metrics-server prometheus-adapter)
 
 nlog() { printf '[node %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -51,4 +51,46 @@ other_node_state() {
     fi
   done
   return 1
+}
+
+# host_cert DIR NAME SUBJECT [SAN]: DIR/NAME.{crt,key} signed by the cluster CA, created once: the serving and
+# client certificates of the host processes behind an APIService (e2e/metrics-server, e2e/prometheus-adapter).
+host_cert() {
+  local dir="$1" name="$2" subj="$3" san="${4:-}"
+  [ -f "$dir/$name.crt" ] && return 0
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name.key" 2>/dev/null
+  openssl req -new -key "$dir/$name.key" -subj "$subj" -out "$dir/$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature"
+    echo "extendedKeyUsage=serverAuth,clientAuth"
+    [ -n "$san" ] && echo "subjectAltName=$san"
+  } >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$dir/$name.ext" -out "$dir/$name.crt" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+# host_kubeconfig DIR USER: DIR/kubeconfig for the API server as USER, with DIR/client.{crt,key} (host_cert).
+host_kubeconfig() {
+  local dir="$1" user="$2"
+  cat >"$dir/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: mlrollout-test
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $dir/client.crt
+    client-key: $dir/client.key
+contexts:
+- name: mlrollout-test
+  context: {cluster: mlrollout-test, user: $user}
+current-context: mlrollout-test
+KC
+  chmod 600 "$dir/kubeconfig"
 }

@@ -1,8 +1,11 @@
 """End-to-end: load rises during a canary, the HPA scales the stable track and the candidate follows its share.
 
-The HPA is kube-controller-manager's own (syncing every 5 s, e2e/cluster/up); its metric is the model servers'
-CPU from metrics.k8s.io, served by metrics-server (e2e/metrics-server, 10 s resolution) scraping the kubelet's
-/metrics/resource on the real node. Nothing here is faked: the pods burn real CPU answering real requests.
+The HPA is kube-controller-manager's own (syncing every 5 s, e2e/cluster/up). Once per metric: `cpu`, the
+model servers' CPU from metrics.k8s.io, served by metrics-server (e2e/metrics-server, 10 s resolution)
+scraping the kubelet's /metrics/resource on the real node; and `requestsPerSecond`, the model servers' own
+request counter as scraped by the stack's real Prometheus, served on custom.metrics.k8s.io by prometheus-adapter
+(e2e/prometheus-adapter) with the chart's own rules. Nothing here is faked: the pods burn real CPU answering
+real requests, and every number the HPA acts on went through the real metrics pipeline.
 
 Given/When/Then in the docstring.
 """
@@ -11,11 +14,19 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from typing import Any
 
+import pytest
 import stack
 
 from conftest import Platform, apply, history_entry, md_status, model_deployment, policy, report
+from mlrollout.controller.scaling import (
+    CONCURRENCY_METRIC,
+    GATEWAY_CONCURRENCY_METRIC,
+    GATEWAY_REQUESTS_PER_SECOND_METRIC,
+    REQUESTS_PER_SECOND_METRIC,
+)
 
 MD = "wine"
 WEIGHT = 50
@@ -25,7 +36,15 @@ WEIGHT = 50
 # about 3m and the light load's share (1 request/s) about 10m more: well under the target. The surge's share
 # (about 15 requests/s) is over 150m, three times the request, so the HPA wants its maximum and, at four
 # pods, still about 80 %.
-AUTOSCALING = {"minReplicas": 1, "maxReplicas": 4, "metric": "cpu", "target": 60}
+CPU = {"minReplicas": 1, "maxReplicas": 4, "metric": "cpu", "target": 60}
+# requestsPerSecond: requests per second per stable pod, the rate over 1 minute (the chart's rule). The light
+# load's share is about 1 per second (under the target: one pod); the surge's about 16 per second, so the HPA
+# wants ceil(16 / 3) = 6, capped at 4, and asks for 3 or more once the 1-minute rate passes about 6.6 per
+# second (the HPA's 10 % tolerance), some 25 s into the surge.
+REQUESTS_PER_SECOND = {"minReplicas": 1, "maxReplicas": 4, "metric": "requestsPerSecond", "target": 3}
+# What custom.metrics.k8s.io serves per pod (prometheus-adapter with the chart's rules): every rule's metric.
+POD_METRICS = (REQUESTS_PER_SECOND_METRIC, CONCURRENCY_METRIC)
+GATEWAY_POD_METRICS = (GATEWAY_REQUESTS_PER_SECOND_METRIC, GATEWAY_CONCURRENCY_METRIC)
 # One canary step that holds for the whole scenario: far more requests than the scenario sends, so it cannot
 # pass, and long enough that it does not run out. The verdict is not this scenario's subject: latency is left
 # out of it, since one candidate pod against a growing stable may well be slower while the HPA catches up, and
@@ -35,9 +54,11 @@ STEADY_RATE = 2
 SURGE_RATE = 30
 
 
-def _body(platform: Platform, namespace: str, version: str, filename: str, policy_name: str) -> dict[str, Any]:
+def _body(
+    platform: Platform, namespace: str, version: str, filename: str, policy_name: str, autoscaling: dict[str, Any]
+) -> dict[str, Any]:
     body = model_deployment(platform, namespace, version, filename, policy_name)
-    body["spec"]["autoscaling"] = AUTOSCALING
+    body["spec"]["autoscaling"] = autoscaling
     return body
 
 
@@ -53,12 +74,43 @@ def _replicas(platform: Platform, namespace: str, deployment: str) -> tuple[int,
     return int(d["spec"].get("replicas") or 0), int((d.get("status") or {}).get("readyReplicas") or 0)
 
 
-def _utilization(hpa: dict[str, Any]) -> int | None:
+def _selector(platform: Platform, namespace: str, deployment: str) -> str:
+    """A Deployment's pod selector as a label selector string."""
+    labels = _get(platform, "deployment", deployment, namespace)["spec"]["selector"]["matchLabels"]
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _current(hpa: dict[str, Any]) -> str | None:
+    """The HPA's current reading of its one metric: cpu utilization in percent of the request ("14%"), or a
+    Pods metric's average per pod as the API server gives it (a quantity, "1066m")."""
     for metric in (hpa.get("status") or {}).get("currentMetrics") or []:
         current = (metric.get("resource") or {}).get("current") or {}
         if "averageUtilization" in current:
-            return int(current["averageUtilization"])
+            return f"{current['averageUtilization']}%"
+        current = (metric.get("pods") or {}).get("current") or {}
+        if "averageValue" in current:
+            return str(current["averageValue"])
     return None
+
+
+def _quantity(value: str) -> float:
+    """A Kubernetes quantity as the custom metrics API writes it ("1066m", "2", "1500u")."""
+    scale = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6}
+    return float(value[:-1]) * scale[value[-1]] if value[-1] in scale else float(value)
+
+
+def _custom_metric(platform: Platform, namespace: str, metric: str, selector: str) -> dict[str, float]:
+    """Each selected pod's value of METRIC from custom.metrics.k8s.io (prometheus-adapter), by pod name."""
+    query = urllib.parse.urlencode({"labelSelector": selector})
+    path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/{metric}?{query}"
+    items = json.loads(platform.cluster.kubectl("get", "--raw", path, timeout=60))["items"]
+    return {item["describedObject"]["name"]: _quantity(item["value"]) for item in items}
+
+
+def _served_metrics(platform: Platform) -> set[str]:
+    """The Pods metrics custom.metrics.k8s.io lists now (prometheus-adapter's discovery of the chart's rules)."""
+    found = json.loads(platform.cluster.kubectl("get", "--raw", "/apis/custom.metrics.k8s.io/v1beta1", timeout=60))
+    return {r["name"].removeprefix("pods/") for r in found.get("resources") or [] if r["name"].startswith("pods/")}
 
 
 def _pods_cpu(platform: Platform, namespace: str) -> str:
@@ -66,29 +118,34 @@ def _pods_cpu(platform: Platform, namespace: str) -> str:
     return " ".join(platform.cluster.kubectl_text("top", "pods", "-n", namespace, "--no-headers").split())
 
 
+@pytest.mark.parametrize("autoscaling", [CPU, REQUESTS_PER_SECOND], ids=lambda a: str(a["metric"]))
 def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
-    platform: Platform, namespace: str, cluster_objects: list[str]
+    platform: Platform, namespace: str, cluster_objects: list[str], autoscaling: dict[str, Any]
 ) -> None:
-    """Given v3 (the CPU-heavy model) stable with `spec.autoscaling` (cpu, 1 to 4 pods) and v2 in a 50 %
-    canary that holds, under a light load, When the load rises fifteenfold, Then the HPA reads the stable pods'
-    CPU from metrics.k8s.io and scales the stable Deployment up, the operator sizes the candidate at its share
-    of the stable's current count (ceil(stable x 50 %), so more than one pod), every pod of both tracks becomes
-    ready and serves, status.autoscaling shows what the HPA did, the canary is still running (the scaling
-    neither ended nor reset it); When `kubectl mlrollout promote --full` asks for the promotion under both
-    loads, Then the candidate first grows to the stable's HPA-chosen count (status.promoting), the route switches
-    once that many of its pods are ready, so ready capacity never dips, and the HPA moves to the new stable; and
-    no client request fails, in the light load, the surge or the hand-over."""
+    """Given v3 (the CPU-heavy model) stable with `spec.autoscaling` (cpu, or requestsPerSecond; 1 to 4 pods)
+    and v2 in a 50 % canary that holds, under a light load, When the load rises fifteenfold, Then the HPA reads
+    the stable pods' metric (CPU from metrics.k8s.io; requests per second from custom.metrics.k8s.io, which
+    prometheus-adapter computes with the chart's rules from the series Prometheus scraped) and scales the
+    stable Deployment up, the operator sizes the candidate at its share of the stable's current count
+    (ceil(stable x 50 %), so more than one pod), every pod of both tracks becomes ready and serves,
+    status.autoscaling shows what the HPA did, the canary is still running (the scaling neither ended nor
+    reset it); When `kubectl mlrollout promote --full` asks for the promotion under both loads, Then the
+    candidate first grows to the stable's HPA-chosen count (status.promoting), the route switches once that
+    many of its pods are ready, so ready capacity never dips, and the HPA moves to the new stable; and no
+    client request fails, in the light load, the surge or the hand-over."""
     cluster = platform.cluster
-    served = cluster.kubectl_text("get", "--raw", "/apis/metrics.k8s.io/v1beta1")
-    assert '"PodMetrics"' in served, (
-        f"no metrics.k8s.io here (e2e/metrics-server serves it on the local node): {served}"
+    pods_metric = autoscaling["metric"] != "cpu"
+    api = "custom.metrics.k8s.io" if pods_metric else "metrics.k8s.io"
+    served = cluster.kubectl_text("get", "--raw", f"/apis/{api}/v1beta1")
+    assert '"APIResourceList"' in served, (
+        f"no {api} here (e2e/metrics-server and e2e/prometheus-adapter serve them on the local node): {served}"
     )
     name = f"{namespace}-p"
     body = policy(name, STEPS)
     body["spec"]["analysis"]["metrics"]["latency"] = {"enabled": False}
     apply(cluster, body)
     cluster_objects.append(f"rolloutpolicy/{name}")
-    apply(cluster, _body(platform, namespace, "v3", "wine-v3-slow.onnx", name))
+    apply(cluster, _body(platform, namespace, "v3", "wine-v3-slow.onnx", name, autoscaling))
 
     def v3_autoscaled() -> dict[str, Any] | None:
         st = md_status(cluster, namespace)
@@ -97,7 +154,7 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
 
     st = stack.wait_until(f"{namespace}/{MD} Healthy on v3 under its HPA", v3_autoscaled, 300, 2)
     stable = f"{MD}-{st['stable']['revision']}"
-    apply(cluster, _body(platform, namespace, "v2", "wine-v2.onnx", name))
+    apply(cluster, _body(platform, namespace, "v2", "wine-v2.onnx", name, autoscaling))
 
     def canary() -> dict[str, Any] | None:
         s = md_status(cluster, namespace)
@@ -109,18 +166,32 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     cluster.rollout_wait(namespace, candidate, timeout=300)
     stack.start_loadgen(cluster, namespace, platform.refs, MD, MD, platform.rows, rate=STEADY_RATE, name="steady")
 
-    # the HPA reads the stable's CPU (so metrics.k8s.io answers for these pods) before the load rises
+    # the HPA reads the stable's metric (so metrics.k8s.io or custom.metrics.k8s.io answers for these pods)
+    # before the load rises
     def hpa_reading() -> dict[str, Any] | None:
         hpa = _get(platform, "hpa", MD, namespace)
-        return hpa if _utilization(hpa) is not None else None
+        return hpa if _current(hpa) is not None else None
 
-    hpa = stack.wait_until("the HPA's first CPU reading of the stable pods", hpa_reading, 180, 2)
-    before = {
+    hpa = stack.wait_until(f"the HPA's first {autoscaling['metric']} reading of the stable pods", hpa_reading, 180, 2)
+    before: dict[str, Any] = {
         "stable": _replicas(platform, namespace, stable)[0],
         "candidate": _replicas(platform, namespace, candidate)[0],
-        "utilization": _utilization(hpa) or 0,
+        "current": _current(hpa),
     }
     top_before = _pods_cpu(platform, namespace)
+    adapter: dict[str, Any] = {}
+    if pods_metric:
+        # every rule of the chart matches the real series: each metric is listed, and served for the stable's
+        # pods (model servers) and the gateway's pods with the namespace and pod labels the rules map
+        # (the adapter relists the series every 10 s: a metric whose first sample is newer may still be missing)
+        every = {*POD_METRICS, *GATEWAY_POD_METRICS}
+        stack.wait_until(
+            "custom.metrics.k8s.io to list every rule's metric", lambda: every <= _served_metrics(platform), 60, 2
+        )
+        adapter["listed"] = sorted(_served_metrics(platform) & every)
+        track, gateway = _selector(platform, namespace, stable), _selector(platform, namespace, MD)
+        adapter["stable"] = {m: _custom_metric(platform, namespace, m, track) for m in POD_METRICS}
+        adapter["gateway"] = {m: _custom_metric(platform, namespace, m, gateway) for m in GATEWAY_POD_METRICS}
 
     stack.start_loadgen(cluster, namespace, platform.refs, MD, MD, platform.rows, rate=SURGE_RATE, name="surge")
     surge_at = time.monotonic()  # its first answers are in
@@ -188,10 +259,11 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
     rescales = [e["message"] for e in events if e.get("reason") == "SuccessfulRescale"]
     report(
-        "hpa during a canary",
-        f"before the surge: stable {before['stable']}, candidate {before['candidate']}, cpu {before['utilization']}% "
-        f"of the request; after: HPA {after['hpa']['status'].get('currentReplicas')} -> "
-        f"{after['hpa']['status'].get('desiredReplicas')} at {_utilization(after['hpa'])}%, stable {after['stable']}, "
+        f"hpa during a canary ({autoscaling['metric']})",
+        f"{autoscaling['metric']} (target {autoscaling['target']}): before the surge: stable {before['stable']}, "
+        f"candidate {before['candidate']}, HPA reading {before['current']}; custom metrics {adapter}; after: HPA "
+        f"{after['hpa']['status'].get('currentReplicas')} -> {after['hpa']['status'].get('desiredReplicas')} at "
+        f"{_current(after['hpa'])}, stable {after['stable']}, "
         f"candidate {after['candidate']}; HPA wanted more {timeline.get('hpa_wants_more', -1):.0f}s, candidate "
         f"followed {timeline.get('candidate_follows', -1):.0f}s, all ready {timeline['all_ready']:.0f}s after the "
         f"surge began; HPA events {rescales}; top before [{top_before}] after [{top_after}]; "
@@ -201,6 +273,17 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     assert after["stable"] >= 3 and after["candidate"] == -(-after["stable"] * WEIGHT // 100) >= 2, after
     assert after["status"]["target"] == stable, after["status"]
     assert rescales, events  # the HPA controller itself scaled (its Event), not anything else
+    if pods_metric:
+        # the HPA's reading came from custom.metrics.k8s.io: the Pods metric the operator named, served
+        assert [m["pods"]["metric"]["name"] for m in after["hpa"]["status"]["currentMetrics"]] == [
+            REQUESTS_PER_SECOND_METRIC
+        ], after["hpa"]["status"]
+        assert any("above target" in r for r in rescales), rescales
+        assert adapter["listed"] == sorted({*POD_METRICS, *GATEWAY_POD_METRICS}), adapter
+        for values in (*adapter["stable"].values(), *adapter["gateway"].values()):
+            assert values and all(v >= 0 for v in values.values()), adapter
+        # the light load's share: about one request per second on the one stable pod, under the target
+        assert 0 < sum(adapter["stable"][REQUESTS_PER_SECOND_METRIC].values()) < autoscaling["target"], adapter
     assert ended is None and (st.get("currentStep") or {}).get("index") == 0, st  # still the same canary
     report(
         "promotion hand-over under the hpa",
