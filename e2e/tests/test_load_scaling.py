@@ -42,6 +42,10 @@ CPU = {"minReplicas": 1, "maxReplicas": 4, "metric": "cpu", "target": 60}
 # wants ceil(16 / 3) = 6, capped at 4, and asks for 3 or more once the 1-minute rate passes about 6.6 per
 # second (the HPA's 10 % tolerance), some 25 s into the surge.
 REQUESTS_PER_SECOND = {"minReplicas": 1, "maxReplicas": 4, "metric": "requestsPerSecond", "target": 3}
+# The gateway's own HPA in the requestsPerSecond case (spec.gateway.autoscaling): every request of both loads
+# passes the gateway, about 2 per second before the surge (one pod) and 32 in it, so its HPA wants
+# ceil(32 / 5) = 7, capped at 3.
+GATEWAY_AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "requestsPerSecond", "target": 5}
 # What custom.metrics.k8s.io serves per pod (prometheus-adapter with the chart's rules): every rule's metric.
 POD_METRICS = (REQUESTS_PER_SECOND_METRIC, CONCURRENCY_METRIC)
 GATEWAY_POD_METRICS = (GATEWAY_REQUESTS_PER_SECOND_METRIC, GATEWAY_CONCURRENCY_METRIC)
@@ -59,6 +63,8 @@ def _body(
 ) -> dict[str, Any]:
     body = model_deployment(platform, namespace, version, filename, policy_name)
     body["spec"]["autoscaling"] = autoscaling
+    if autoscaling["metric"] == "requestsPerSecond":
+        body["spec"].setdefault("gateway", {})["autoscaling"] = GATEWAY_AUTOSCALING
     return body
 
 
@@ -223,6 +229,17 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
 
     after = stack.wait_until("the HPA to scale the stable and the candidate to follow", scaled, 300, 2)
     timeline["all_ready"] = time.monotonic() - surge_at
+    gateway_after: dict[str, Any] = {}
+    if pods_metric:  # the gateway's own HPA, on its own requests per second, scales it under the same surge
+
+        def gateway_scaled() -> dict[str, Any] | None:
+            replicas, ready = _replicas(platform, namespace, MD)
+            gs = md_status(cluster, namespace).get("gatewayAutoscaling") or {}
+            done = replicas >= 2 and ready == replicas and gs.get("scalingActive") == "True"
+            return {"replicas": replicas, "status": gs} if done else None
+
+        gateway_after = stack.wait_until("the gateway's HPA to scale the gateway", gateway_scaled, 180, 2)
+        timeline["gateway_ready"] = time.monotonic() - surge_at
     top_after = _pods_cpu(platform, namespace)
     # both tracks answer on their new pods for a while before the promotion
     time.sleep(10)
@@ -279,6 +296,10 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
             REQUESTS_PER_SECOND_METRIC
         ], after["hpa"]["status"]
         assert any("above target" in r for r in rescales), rescales
+        gateway_hpa = _get(platform, "hpa", f"{MD}-gateway", namespace)
+        assert gateway_hpa["spec"]["scaleTargetRef"]["name"] == MD, gateway_hpa["spec"]
+        assert gateway_after["replicas"] >= 2 and gateway_after["status"]["target"] == MD, gateway_after
+        report("gateway hpa under the surge", f"{gateway_after} ready {timeline['gateway_ready']:.0f}s after it began")
         assert adapter["listed"] == sorted({*POD_METRICS, *GATEWAY_POD_METRICS}), adapter
         for values in (*adapter["stable"].values(), *adapter["gateway"].values()):
             assert values and all(v >= 0 for v in values.values()), adapter
