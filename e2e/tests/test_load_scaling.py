@@ -274,7 +274,9 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     surge = stack.stop_loadgen(cluster, namespace, name="surge")
     steady = stack.stop_loadgen(cluster, namespace, name="steady")
     events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
-    rescales = [e["message"] for e in events if e.get("reason") == "SuccessfulRescale"]
+    rescaled = [e for e in events if e.get("reason") == "SuccessfulRescale"]
+    rescales = [e["message"] for e in rescaled if e["involvedObject"]["name"] == MD]  # the stable's HPA
+    gateway_rescales = [e["message"] for e in rescaled if e["involvedObject"]["name"] == f"{MD}-gateway"]
     report(
         f"hpa during a canary ({autoscaling['metric']})",
         f"{autoscaling['metric']} (target {autoscaling['target']}): before the surge: stable {before['stable']}, "
@@ -299,7 +301,11 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
         gateway_hpa = _get(platform, "hpa", f"{MD}-gateway", namespace)
         assert gateway_hpa["spec"]["scaleTargetRef"]["name"] == MD, gateway_hpa["spec"]
         assert gateway_after["replicas"] >= 2 and gateway_after["status"]["target"] == MD, gateway_after
-        report("gateway hpa under the surge", f"{gateway_after} ready {timeline['gateway_ready']:.0f}s after it began")
+        assert any(GATEWAY_REQUESTS_PER_SECOND_METRIC in r for r in gateway_rescales), gateway_rescales
+        report(
+            "gateway hpa under the surge",
+            f"{gateway_after} ready {timeline['gateway_ready']:.0f}s after it began; its events {gateway_rescales}",
+        )
         assert adapter["listed"] == sorted({*POD_METRICS, *GATEWAY_POD_METRICS}), adapter
         for values in (*adapter["stable"].values(), *adapter["gateway"].values()):
             assert values and all(v >= 0 for v in values.values()), adapter
