@@ -8,4 +8,3 @@ source "$MS_DIR/../node/lib.sh"
 MS_VERSION="$(awk '$1=="sigs.k8s.io/metrics-server" {print $2; exit}' "$MS_DIR/go.mod")"
 MS_BIN="$MLROLLOUT_CACHE/metrics-server-$MS_VERSION/bin"
 MS_STATE="$NODE_STATE/metrics-server"
-ms_fingerprint() { cat "$MS_DIR/go.mod" "$MS_DIR/go.sum" | sha256sum | cut -c1-16; }

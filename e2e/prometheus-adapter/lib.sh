@@ -8,7 +8,6 @@ source "$PA_DIR/../node/lib.sh"
 PA_VERSION="$(awk '$1=="sigs.k8s.io/prometheus-adapter" {print $2; exit}' "$PA_DIR/go.mod")"
 PA_BIN="$MLROLLOUT_CACHE/prometheus-adapter-$PA_VERSION/bin"
 PA_STATE="$NODE_STATE/prometheus-adapter"
-pa_fingerprint() { cat "$PA_DIR/go.mod" "$PA_DIR/go.sum" | sha256sum | cut -c1-16; }
 # The Prometheus it reads: the e2e stack's (e2e/demo/stack.py: SYSTEM_NS, install_prometheus), through the
 # API server's service proxy, so the adapter can start with the node, before any scenario installs it.
 PA_PROM_NAMESPACE="${MLROLLOUT_ADAPTER_PROMETHEUS_NAMESPACE:-mlrollout-system}"
