@@ -108,6 +108,29 @@ def test_review_settings(kubectl: Kubectl, dry_run_namespace: str) -> None:
     assert_agree(kubectl, dry_run_namespace, "review", family(combos, policy))
 
 
+def test_margins_per_metric(kubectl: Kubectl, dry_run_namespace: str) -> None:
+    """A margin's absolute part above 1 is refused for rates and fractions only, by both sides alike."""
+    holdout = {"uri": "http://store/holdout.csv", "sha256": "a" * 64, "label": "quality"}
+    evaluated = ("accuracy", "balancedAccuracy", "rocAuc", "logLoss", "mae", "rmse")
+    places = ["errorRate", "latency", "quality accuracy", "quality mae"] + [f"evaluate {m}" for m in evaluated]
+
+    def policy(combo: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        place, margin = combo
+        if place in ("errorRate", "latency"):
+            return rollout_policy(significance={"margins": {place: margin}})
+        if place.startswith("quality"):
+            quality = {"enabled": True, "margin": margin}
+            quality |= {"metric": "mae", "errorBound": 10} if place.endswith("mae") else {}
+            return rollout_policy(analysis={"metrics": {"quality": quality}})
+        evaluate = {"dataset": holdout, "metric": place.split()[1], "margin": margin}
+        return rollout_policy(strategy={"steps": [{"evaluate": evaluate}]})
+
+    margins = [{"absolute": a} for a in (0.5, 1, 1.0001, 250)] + [{"relative": 0.1, "floor": f} for f in (1, 3)]
+    combos = list(itertools.product(places, margins))
+    docs = family(combos, policy, lambda c: f"{c[0]} {json.dumps(c[1])}")
+    assert_agree(kubectl, dry_run_namespace, "margin", docs)
+
+
 def test_model_uris(kubectl: Kubectl, dry_run_namespace: str) -> None:
     uris = ACCEPTED_URIS + REFUSED_URIS
     docs = family(uris, lambda uri: with_model(uri=uri), lambda uri: f"uri {uri!r}")

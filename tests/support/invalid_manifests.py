@@ -443,6 +443,24 @@ CASES: list[Case] = [
         "floor goes with a relative margin",
     ),
     Case(
+        "margin-error-rate-above-one",
+        rollout_policy(significance={"margins": {"errorRate": {"absolute": 1.5}}}),
+        "spec.significance.margins",
+        "of a rate or fraction",
+    ),
+    Case(
+        "quality-accuracy-margin-above-one",
+        rollout_policy(analysis={"metrics": {"quality": {"enabled": True, "margin": {"absolute": 2}}}}),
+        "spec.analysis.metrics.quality",
+        "of a rate or fraction",
+    ),
+    Case(
+        "evaluate-accuracy-floor-above-one",
+        rollout_policy(strategy=steps({"evaluate": {**EVALUATE, "margin": {"relative": 0.1, "floor": 2}}})),
+        "spec.strategy.steps[0].evaluate",
+        "of a rate or fraction",
+    ),
+    Case(
         "blue-green-with-canary",
         rollout_policy(strategy=steps({"blueGreen": {}}, CANARY_5)),
         "spec.strategy",

@@ -30,6 +30,25 @@ RELATIVE_ZERO = (
     "a relative margin of 0 makes promotion impossible (the candidate would have to be shown strictly "
     "better than stable): use a positive relative margin, add a floor, or use an absolute margin"
 )
+FRACTION_MARGIN = (
+    "an absolute margin or floor of a rate or fraction (error rate, accuracy, balancedAccuracy, rocAuc) is at most 1"
+)
+
+
+def fraction_margin_cel(margin: str) -> str:
+    """CEL: the margin at path ``margin`` has no absolute part above 1 (the pydantic side: ``fraction_margin``)."""
+    return f"(!has({margin}.absolute) || {margin}.absolute <= 1.0) && (!has({margin}.floor) || {margin}.floor <= 1.0)"
+
+
+def fraction_margin(margin: Margin) -> None:
+    """A rate's or a fraction's margin allows at most 1 in absolute terms: more would pass any candidate.
+
+    The cap is per metric, not on ``Margin`` itself: an MAE margin is in the target's unit, and a latency
+    margin in seconds, where more than 1 is meaningful."""
+    if margin.least > 1:
+        raise ValueError(FRACTION_MARGIN)
+
+
 CustomQuery = Annotated[
     str,
     StringConstraints(pattern=NOT_BLANK_PATTERN, max_length=2048),
@@ -130,6 +149,7 @@ class EvaluationResources(ApiModel):
 
 
 EVALUATION_METRICS = ("accuracy", "balancedAccuracy", "logLoss", "rocAuc", "mae", "rmse")
+FRACTION_METRICS = ("accuracy", "balancedAccuracy", "rocAuc")  # scores in [0, 1]: a margin above 1 passes all
 BASELINE_RULE = "baseline mean is for mae and rmse, majority for the classification metrics"
 
 
@@ -152,6 +172,11 @@ class EvaluateStep(ApiModel):
                 "!has(self.slices) || !(self.dataset.label in self.slices)",
                 "the label column cannot also be a slice",
                 ".slices",
+            ),
+            cel(
+                "(has(self.metric) && self.metric in ['logLoss', 'mae', 'rmse']) || !has(self.margin) || "
+                f"({fraction_margin_cel('self.margin')})",
+                FRACTION_MARGIN,
             ),
         )
     }
@@ -195,6 +220,8 @@ class EvaluateStep(ApiModel):
             raise ValueError(BASELINE_RULE)
         if self.slices and self.dataset.label in self.slices:
             raise ValueError("the label column cannot also be a slice")
+        if self.metric in FRACTION_METRICS:
+            fraction_margin(self.margin)
         return self
 
     def summary(self) -> str:
@@ -402,8 +429,10 @@ class Margin(ApiModel):
     absolute: float | None = Field(
         default=None,
         ge=MIN_MARGIN,
-        le=1,
-        description="A fixed margin in the metric's unit (a rate for errors, e.g. 0.005; seconds for latency).",
+        description=(
+            "A fixed margin in the metric's unit (a rate for errors, e.g. 0.005; seconds for latency; the "
+            "target's unit for mae). At most 1 for rates and fractions."
+        ),
     )
     relative: float | None = Field(
         default=None, ge=0, le=10, description="As a fraction of stable's value (0.3 means 30% worse)."
@@ -411,8 +440,10 @@ class Margin(ApiModel):
     floor: float | None = Field(
         default=None,
         ge=MIN_MARGIN,
-        le=1,
-        description="With relative: the smallest margin, in the metric's unit (e.g. 0.0025 for errors, 0.001 s).",
+        description=(
+            "With relative: the smallest margin, in the metric's unit (e.g. 0.0025 for errors, 0.001 s). At most 1 "
+            "for rates and fractions."
+        ),
     )
 
     @model_validator(mode="after")
@@ -474,7 +505,12 @@ class QualityMetric(ApiModel):
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel_rules(
-            cel("!has(self.metric) || self.metric != 'mae' || has(self.errorBound)", MAE_NEEDS_BOUND)
+            cel("!has(self.metric) || self.metric != 'mae' || has(self.errorBound)", MAE_NEEDS_BOUND),
+            cel(
+                f"(has(self.metric) && self.metric == 'mae') || !has(self.margin) || "
+                f"({fraction_margin_cel('self.margin')})",
+                FRACTION_MARGIN,
+            ),
         )
     }
 
@@ -526,6 +562,8 @@ class QualityMetric(ApiModel):
     def _mae_has_a_bound(self) -> QualityMetric:
         if self.metric == "mae" and self.error_bound is None:
             raise ValueError(MAE_NEEDS_BOUND)
+        if self.metric == "accuracy":
+            fraction_margin(self.margin)
         return self
 
     @property
@@ -616,6 +654,12 @@ class Analysis(ApiModel):
 class Margins(ApiModel):
     """Non-inferiority margins per compared metric (docs/analysis.md, "Margins")."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(f"!has(self.errorRate) || ({fraction_margin_cel('self.errorRate')})", FRACTION_MARGIN)
+        )
+    }
+
     error_rate: Margin = Field(
         default_factory=lambda: RATE_MARGIN_DEFAULT.model_copy(),
         description="Margin for the error rate (default: 30% of stable's rate, at least 0.25 percentage points).",
@@ -624,6 +668,11 @@ class Margins(ApiModel):
         default_factory=lambda: LATENCY_MARGIN_DEFAULT.model_copy(),
         description="Margin for the latency quantile (default: 10% of stable's, at least 1 ms).",
     )
+
+    @model_validator(mode="after")
+    def _rate_margin(self) -> Margins:
+        fraction_margin(self.error_rate)
+        return self
 
 
 class Significance(ApiModel):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from mlrollout.api.rolloutpolicy import MIN_MARGIN, Margin, Margins
+from mlrollout.api.rolloutpolicy import MIN_MARGIN, Margin, Margins, RolloutPolicySpec
 
 
 def test_a_relative_margin_with_a_floor_is_the_larger_of_the_two() -> None:
@@ -67,3 +68,51 @@ def test_margins_that_make_promotion_impossible_are_refused(fields: dict[str, fl
 def test_a_zero_relative_part_with_a_floor_is_an_absolute_margin() -> None:
     m = Margin(relative=0.0, floor=0.001)
     assert m.allowed(0.5) == m.allowed(0.0) == 0.001
+
+
+def _policy(spec: dict[str, Any]) -> RolloutPolicySpec:
+    return RolloutPolicySpec.model_validate(spec)
+
+
+HOLDOUT = {"uri": "http://store/h.csv", "sha256": "a" * 64, "label": "y"}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"significance": {"margins": {"latency": {"absolute": 2.5}}}},  # seconds
+        {"significance": {"margins": {"latency": {"relative": 0.1, "floor": 1.5}}}},
+        {
+            "analysis": {
+                "metrics": {"quality": {"enabled": True, "metric": "mae", "errorBound": 10, "margin": {"absolute": 2}}}
+            }
+        },
+        {"strategy": {"steps": [{"evaluate": {"dataset": HOLDOUT, "metric": "rmse", "margin": {"absolute": 250}}}]}},
+        {"strategy": {"steps": [{"evaluate": {"dataset": HOLDOUT, "metric": "logLoss", "margin": {"absolute": 1.5}}}]}},
+    ],
+)
+def test_a_margin_in_a_unit_of_its_own_may_exceed_one(spec: dict[str, Any]) -> None:
+    """An MAE in dollars or a latency in seconds: an absolute margin above 1 is an ordinary choice."""
+    _policy(spec)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"significance": {"margins": {"errorRate": {"absolute": 1.5}}}},
+        {"significance": {"margins": {"errorRate": {"relative": 0.3, "floor": 2}}}},
+        {"analysis": {"metrics": {"quality": {"enabled": True, "margin": {"absolute": 2}}}}},
+        {"strategy": {"steps": [{"evaluate": {"dataset": HOLDOUT, "margin": {"absolute": 1.01}}}]}},
+        {
+            "strategy": {
+                "steps": [
+                    {"evaluate": {"dataset": HOLDOUT, "metric": "rocAuc", "margin": {"relative": 0.1, "floor": 3}}}
+                ]
+            }
+        },
+    ],
+)
+def test_a_rate_or_fraction_margin_above_one_is_refused(spec: dict[str, Any]) -> None:
+    """More than 1 on a score in [0, 1] would pass any candidate: refused with the reason, not clipped."""
+    with pytest.raises(ValidationError, match=r"of a rate or fraction .* is at most 1"):
+        _policy(spec)
