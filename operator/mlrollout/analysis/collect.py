@@ -33,6 +33,7 @@ from mlrollout.analysis.snapshot import (
     TrackCounts,
     forced_monotone,
 )
+from mlrollout.api.analysis import QualityDesign
 from mlrollout.api.rolloutpolicy import CustomMetric
 from mlrollout_serving.contract.metrics import DEFAULT_ERROR_BOUND
 from mlrollout_serving.contract.profile import Profile
@@ -93,6 +94,9 @@ class AnalysisTarget:
     routed counts (the split is marked :data:`SPLIT_UNCOUNTED`, never counted from other series) nor the
     labelled pairs of mirrored answers (:attr:`paired`) are asked for; ``backend_counter`` (Gateway API with
     the implementation's per-backend counter set) counts the split instead, in steps that mirror nothing.
+    ``design`` is the quality test the step's configuration fixes (``rollout.looks.quality_design``: paired
+    in the steps that mirror); None, for a target built without a step, takes it from the evidence source
+    (the model servers' series with the gateway in the path are read exactly in the mirroring steps).
     """
 
     namespace: str
@@ -105,14 +109,22 @@ class AnalysisTarget:
     gateway_in_path: bool = True
     backend_counter: BackendCounter | None = None
     error_bound: float = DEFAULT_ERROR_BOUND  # quality, mae: the clip bound whose clipped-error sums are read
+    design: QualityDesign | None = None  # the step's quality design; None: from the evidence source
+
+    @property
+    def quality_design(self) -> QualityDesign:
+        """The step's quality design (``design``, or for a target built without one: paired exactly when the
+        model servers' series are read with the gateway in the path, which is in the mirroring steps)."""
+        if self.design is not None:
+            return self.design
+        return "paired" if self.gateway_in_path and self.source == "model" else "unpaired"
 
     @property
     def paired(self) -> bool:
-        """Whether labelled pairs are evidence: only in the steps that mirror (in a canary, labels of the
+        """Whether labelled pairs are asked for: only in the steps that mirror (in a canary, labels of the
         shadow step that arrive late are not its evidence), and only where the built-in gateway mirrors, for
-        it is what pairs a mirrored answer with stable's. With the gateway in the path the model servers'
-        series are read exactly in the mirroring steps; without it they are read in every step."""
-        return self.gateway_in_path and self.source == "model"
+        it is what pairs a mirrored answer with stable's."""
+        return self.gateway_in_path and self.quality_design == "paired"
 
 
 class _Failed(Exception):
@@ -392,4 +404,5 @@ def collect_snapshot(
         warnings=tuple(warnings),
         pairs=pairs,
         split=split,
+        quality_design=target.quality_design,
     )

@@ -171,7 +171,8 @@ def _quality(look: _Look) -> list[MetricResult]:
         q.metric, look.alpha("quality.harm"), look.spec.significance.alpha, q.margin, q.min_labels,
         look.carries["quality.harm"], q.clip_bound,
     )  # fmt: skip
-    return quality_results(snap.stable.labels or Labels(), snap.candidate.labels or Labels(), snap.pairs, settings)
+    stable, candidate = snap.stable.labels or Labels(), snap.candidate.labels or Labels()
+    return quality_results(stable, candidate, snap.pairs, settings, design=snap.design)
 
 
 def _split(look: _Look) -> list[MetricResult]:

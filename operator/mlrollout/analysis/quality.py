@@ -1,6 +1,7 @@
 """Model quality from ground truth: labels joined to the predictions each track served.
 
-Two designs, chosen by what the step produced (docs/analysis.md, "Quality"):
+Two designs, each step's fixed by its configuration before any label (``design``: paired where the step
+mirrors, unpaired in a canary; docs/analysis.md, "Quality"), never by what its counts hold:
 
 - **Paired (shadow steps).** Every labelled request was answered by both models (the client's answer by
   stable, the mirrored copy by the candidate), so one label scores both. Only discordant pairs carry
@@ -39,6 +40,12 @@ half the level. The asymptotic normal-mixture tests these replace rolled back 19
 on which model was closer: that asks a different question (a candidate a little worse on most rows and far
 better on the rest has the lower MAE and is closer less often), so it would roll back a better model.
 
+Rows of the other design are not used, and said so in ``quality.harm``'s reason: in a paired step, labelled
+rows the candidate served to clients (answers served under the previous canary step's table, before the
+gateway loaded this step's: they count in this step, ``counts_in_step``); in an unpaired one, pairs. Chosen by
+whether pairs exist, the unpaired test ran on those few rows until the first pair: a second chance at the
+alpha share (``bench/quality_design_race.py``).
+
 A row a model gave no prediction for (NaN, no class, a request it failed that a fallback answered, a
 failed shadow copy) is in these counts as a wrong answer, or an error of ``B``: the gateway counts it
 against the model that was asked, so a model failing on hard rows is not judged on the rest only.
@@ -69,7 +76,7 @@ from mlrollout.analysis.sequential import (
     log_to_e,
 )
 from mlrollout.analysis.snapshot import Labels, Pairs
-from mlrollout.api.analysis import MetricResult
+from mlrollout.api.analysis import MetricResult, QualityDesign
 from mlrollout.api.rolloutpolicy import Margin
 from mlrollout_serving.contract.metrics import DEFAULT_ERROR_BOUND
 
@@ -132,29 +139,60 @@ def _pp(x: float) -> str:
     return f"{x * 100:+.2f} pp"
 
 
-def quality_results(stable: Labels, candidate: Labels, pairs: Pairs | None, s: QualitySettings) -> list[MetricResult]:
-    """``quality.harm`` and ``quality.nonInferiority``: paired when the step produced pairs, else unpaired."""
+def quality_results(
+    stable: Labels, candidate: Labels, pairs: Pairs | None, s: QualitySettings, *, design: QualityDesign
+) -> list[MetricResult]:
+    """``quality.harm`` and ``quality.nonInferiority`` in the step's design: paired on ``pairs`` (waiting until
+    the first), unpaired on each track's labelled rows. One e-process per step, never the other as well."""
+    if design == "paired":
+        results, unused = _paired(stable, pairs or Pairs(), s), candidate.labelled
+        note = f"{unused} {UNUSED_ROWS}"
+    else:
+        results, unused = _unpaired(stable, candidate, s), pairs.rows if pairs is not None else 0
+        note = f"{unused} {UNUSED_PAIRS}"
+    if not unused:
+        return results
+    return [r.model_copy(update={"reason": f"{r.reason}; {note}"}) if r.name == "quality.harm" else r
+            for r in results]  # fmt: skip
+
+
+UNUSED_ROWS = (
+    "labelled rows the candidate served to clients before the gateway loaded this step's route table are not used"
+)
+UNUSED_PAIRS = "labelled pairs are not used (a step that does not mirror is judged on each track's rows)"
+NO_PAIRS = "no labelled pairs yet (a step that mirrors is judged on pairs)"
+
+
+def _paired(stable: Labels, pairs: Pairs, s: QualitySettings) -> list[MetricResult]:
+    if not pairs.rows:
+        return _waiting(NO_PAIRS, (0.0, 0.0))
     if s.metric == "accuracy":
-        if pairs is not None and pairs.rows:
-            return _accuracy_paired(pairs, s)
+        return _accuracy_paired(pairs, s)
+    sums: list[float | None] = [stable.clipped_sum, stable.clipped_sumsq] if stable.labelled else []
+    sums += [pairs.stable_clipped_sum, pairs.candidate_clipped_sum, pairs.clipped_diff_sumsq]
+    return _mae_unusable(s, sums, (float(pairs.rows), float(pairs.rows))) or _mae_paired(pairs, stable, s)
+
+
+def _unpaired(stable: Labels, candidate: Labels, s: QualitySettings) -> list[MetricResult]:
+    if s.metric == "accuracy":
         return _accuracy_unpaired(stable, candidate, s)
-    paired = pairs is not None and pairs.rows > 0
+    sums: list[float | None] = [stable.clipped_sum, stable.clipped_sumsq] if stable.labelled else []
+    sums += [candidate.clipped_sum, candidate.clipped_sumsq] if candidate.labelled else []
+    samples = (float(stable.labelled), float(candidate.labelled))
+    return _mae_unusable(s, sums, samples) or _mae_unpaired(stable, candidate, s)
+
+
+def _mae_unusable(s: QualitySettings, sums: list[float | None], samples: tuple[float, float]) -> list[MetricResult]:
+    """Why the MAE tests cannot run on these sums (waiting results), or nothing when they can."""
     if not (math.isfinite(s.error_bound) and s.error_bound > 0):
         return _waiting(f"the error bound {s.error_bound!r} is not a positive number", (0.0, 0.0))
-    sums: list[float | None] = [stable.clipped_sum, stable.clipped_sumsq] if stable.labelled else []
-    if pairs is not None and paired:
-        sums += [pairs.stable_clipped_sum, pairs.candidate_clipped_sum, pairs.clipped_diff_sumsq]
-    elif candidate.labelled:
-        sums += [candidate.clipped_sum, candidate.clipped_sumsq]
     if any(x is None for x in sums):
-        return _waiting(NO_CLIPPED_SUMS, (float(stable.labelled), float(candidate.labelled)))
+        return _waiting(NO_CLIPPED_SUMS, samples)
     if not all(math.isfinite(x) for x in sums if x is not None):
         # NaN compares false with every threshold: the harm test would pass and the interval say nothing; a
         # gateway's sums turn NaN or Inf only by a bug or a series from elsewhere, so no evidence either way
         return _waiting("the absolute-error sums are not finite (NaN or Inf): no evidence either way", (0.0, 0.0))
-    if pairs is not None and paired:
-        return _mae_paired(pairs, stable, s)
-    return _mae_unpaired(stable, candidate, s)
+    return []
 
 
 NO_CLIPPED_SUMS = (

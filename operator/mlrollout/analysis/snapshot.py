@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.histogram import Histogram, parse_buckets
+from mlrollout.api.analysis import QualityDesign
 from mlrollout_serving.contract.profile import Profile, ProfileError
 from mlrollout_serving.contract.profile import from_dict as profile_from_dict
 
@@ -149,6 +150,17 @@ class Snapshot:
     evidence: StepEvidence = field(default_factory=StepEvidence)
     pairs: Pairs | None = None  # labelled requests both models answered (shadow steps)
     split: Split | None = None
+    quality_design: QualityDesign | None = None  # the step's, set by the operator; None: see `design`
+
+    @property
+    def design(self) -> QualityDesign:
+        """The quality test this look runs: the step's (``quality_design``), or for a snapshot that does not
+        say (written by hand, or recorded before the field), paired when its configured split mirrors or it
+        carries pairs at all, zero or not."""
+        if self.quality_design is not None:
+            return self.quality_design
+        mirrors = self.split is not None and self.split.mirror > 0
+        return "paired" if mirrors or self.pairs is not None else "unpaired"
 
     @classmethod
     def failed(cls, error: str, elapsed_seconds: float | None = None, warnings: Sequence[str] = ()) -> Snapshot:
@@ -343,6 +355,15 @@ def _split(raw: Any) -> Split | None:
     return Split(stable, candidate, _share(conf, "mirror", 0.0), sticky, observed)
 
 
+def _design(raw: Any) -> QualityDesign | None:
+    if raw is None:
+        return None
+    if raw not in get_args(QualityDesign):
+        raise SnapshotError(f"quality_design must be paired or unpaired, got {raw!r}")
+    design: QualityDesign = raw
+    return design
+
+
 def parse_snapshot(raw: Any) -> Snapshot:
     """Check and convert a snapshot dict; raises :class:`SnapshotError` naming the first problem."""
     if not isinstance(raw, Mapping):
@@ -375,4 +396,5 @@ def parse_snapshot(raw: Any) -> Snapshot:
         evidence=_evidence(raw.get("evidence")),
         pairs=_pairs(raw.get("pairs")),
         split=_split(raw.get("split")),
+        quality_design=_design(raw.get("quality_design")),
     )

@@ -21,6 +21,10 @@ VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
 MetricDecision = Literal["pass", "fail", "inconclusive"]
 """What one metric says: its guardrail holds, it is broken (roll back), or not known yet."""
 
+QualityDesign = Literal["paired", "unpaired"]
+"""Which quality test a step runs: paired (labelled pairs of mirrored answers: shadow, blue-green preview) or
+unpaired (each track's own labelled rows: canary). Fixed by the step's configuration, never by its counts."""
+
 
 class TrackPair(ApiModel):
     """A value per track."""

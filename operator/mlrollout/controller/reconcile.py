@@ -86,7 +86,7 @@ from mlrollout.rollout import (
     lookhistory,
     not_governable,
 )
-from mlrollout.rollout.looks import evidence_source
+from mlrollout.rollout.looks import evidence_source, quality_design
 from mlrollout.rollout.timefmt import fmt, parse
 from mlrollout.traffic.base import Backend, Manifest, RouteIntent, TrafficRouter
 from mlrollout.traffic.registry import router_for
@@ -476,6 +476,7 @@ class Reconciler:
             gateway_in_path=gateway_in_path,
             backend_counter=self._backend_counter(md, stable.revision, cand.revision),
             error_bound=policy.analysis.metrics.quality.clip_bound,
+            design=quality_design(step.kind),  # from the step's configuration, never from its counts
         )
         window = max((now - parse(step.started_at)).total_seconds(), 1.0)
         # the whole rollout is held to the policy's alpha: earlier steps' evidence counts

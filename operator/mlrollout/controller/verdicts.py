@@ -97,6 +97,8 @@ class RecordedVerdicts:
                 snapshot = parse_snapshot(data["snapshot"])
                 if "evidence" not in data["snapshot"]:
                     snapshot = dataclasses.replace(snapshot, evidence=evidence)
+                if snapshot.quality_design is None:  # the step's, as the operator's own snapshots carry it
+                    snapshot = dataclasses.replace(snapshot, quality_design=target.quality_design)
                 return judge(snapshot, policy)
             recorded = Judgement.model_validate(data)
         except (OSError, json.JSONDecodeError, SnapshotError, ValidationError) as exc:

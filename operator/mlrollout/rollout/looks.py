@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from mlrollout.api.analysis import QualityDesign
 from mlrollout.api.common import parse_duration
 from mlrollout.api.modeldeployment import AnalysisStatus, ModelDeploymentStatus
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
@@ -60,6 +61,20 @@ def evidence_source(step_kind: str, gateway_in_path: bool = True) -> EvidenceSou
     mirrored traffic, and for every step when another provider routes (Gateway API, Istio): there the
     gateway's series do not exist, and the model servers' series, labelled with track and revision by
     the servers themselves, are the evidence every provider has."""
-    if not gateway_in_path or step_kind in ("shadow", "blueGreen"):
+    if not gateway_in_path or step_kind in MIRRORING_KINDS:
         return "model"
     return "gateway"
+
+
+MIRRORING_KINDS = ("shadow", "blueGreen")
+"""The analysed steps that copy live requests to the candidate (a blue-green step is analysed in its preview)."""
+
+
+def quality_design(step_kind: str) -> QualityDesign:
+    """The quality test a step runs, from its configuration alone: paired where the step mirrors (the
+    candidate answers only copies, each labelled with stable's answer to the same request), unpaired in a
+    canary (each track answers its own requests). Never from whether pairs have come: in a shadow step after
+    a canary, answers the candidate served before the gateway loaded the new table count in the shadow step,
+    and choosing by the counts would give the unpaired test a second chance at the alpha share on them
+    (docs/analysis.md, "Which design a step runs")."""
+    return "paired" if step_kind in MIRRORING_KINDS else "unpaired"

@@ -33,7 +33,7 @@ def by_name(results: list) -> dict:  # type: ignore[type-arg]
 def test_paired_worse_candidate_fails_harm_and_says_worse() -> None:
     # 5000 labelled requests, 2 pp worse: 175 pairs stable right only, 75 candidate right only
     pairs = Pairs(both_right=4300, both_wrong=450, stable_only=175, candidate_only=75)
-    results = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))
+    results = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY, design="paired"))
     harm = results["quality.harm"]
     assert harm.decision == "fail" and harm.reason.startswith("worse: accuracy 87.50% vs stable 89.50%")
     assert harm.effect == pytest.approx(-0.02) and harm.test.startswith("sequential McNemar")
@@ -42,7 +42,7 @@ def test_paired_worse_candidate_fails_harm_and_says_worse() -> None:
 
 def test_paired_better_candidate_is_better_by_an_interval() -> None:
     pairs = Pairs(both_right=4300, both_wrong=450, stable_only=60, candidate_only=190)
-    results = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))
+    results = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY, design="paired"))
     ni = results["quality.nonInferiority"]
     assert results["quality.harm"].decision == "pass"
     assert ni.decision == "pass" and "better by +2.60 pp [" in ni.reason
@@ -51,13 +51,13 @@ def test_paired_better_candidate_is_better_by_an_interval() -> None:
 
 def test_equal_models_are_no_worse_than_the_margin() -> None:
     pairs = Pairs(both_right=8600, both_wrong=900, stable_only=250, candidate_only=250)
-    ni = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))["quality.nonInferiority"]
+    ni = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY, design="paired"))["quality.nonInferiority"]
     assert ni.decision == "pass" and "no worse than -1.00 pp" in ni.reason
 
 
 def test_unpaired_accuracy_is_the_error_rate_harm_test_on_labelled_rows() -> None:
     stable, candidate = Labels(labelled=9000, incorrect=900), Labels(labelled=1000, incorrect=160)
-    results = by_name(quality_results(stable, candidate, None, ACCURACY))
+    results = by_name(quality_results(stable, candidate, None, ACCURACY, design="unpaired"))
     assert results["quality.harm"].decision == "fail" and results["quality.harm"].test.startswith("conditional")
     assert results["quality.harm"].estimate is not None
     assert results["quality.harm"].estimate.candidate == pytest.approx(0.84)
@@ -70,7 +70,7 @@ def test_a_relative_margin_is_taken_at_stables_lower_bound_and_never_below_its_f
     relative = dataclasses.replace(ACCURACY, margin=Margin(relative=0.02))
 
     def margin(pairs: Pairs, settings: QualitySettings = relative) -> float:
-        ni = by_name(quality_results(Labels(), Labels(), pairs, settings))["quality.nonInferiority"]
+        ni = by_name(quality_results(Labels(), Labels(), pairs, settings, design="paired"))["quality.nonInferiority"]
         assert ni.threshold is not None
         return float(-ni.threshold)
 
@@ -82,14 +82,14 @@ def test_a_relative_margin_is_taken_at_stables_lower_bound_and_never_below_its_f
 
 
 def test_no_labels_yet_is_inconclusive() -> None:
-    results = quality_results(Labels(labelled=10), Labels(), None, ACCURACY)
+    results = quality_results(Labels(labelled=10), Labels(), None, ACCURACY, design="unpaired")
     assert [r.decision for r in results] == ["inconclusive", "inconclusive"]
     assert "no labelled rows for the candidate" in str(results[0].reason)
 
 
 def test_few_labels_never_pass_non_inferiority() -> None:
     pairs = Pairs(both_right=40, both_wrong=5)
-    ni = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY))["quality.nonInferiority"]
+    ni = by_name(quality_results(Labels(), Labels(), pairs, ACCURACY, design="paired"))["quality.nonInferiority"]
     assert ni.decision == "inconclusive" and "fewer than 100 labelled rows" in str(ni.reason)
 
 

@@ -21,6 +21,7 @@ from mlrollout.analysis.sequential import (
     bounded_two_sample_log_e,
 )
 from mlrollout.analysis.snapshot import Labels, Pairs
+from mlrollout.api.analysis import QualityDesign
 from mlrollout.api.rolloutpolicy import Margin, QualityMetric
 
 Array = npt.NDArray[np.float64]
@@ -199,16 +200,21 @@ def test_the_confidence_sequence_covers_the_mean_at_every_look(seed: int, shape:
 # --- the quality results ---
 
 
+def design_of(pairs: Pairs | None) -> QualityDesign:
+    """The design of the step each case stands for: its pairs are given exactly when it mirrors."""
+    return "unpaired" if pairs is None else "paired"
+
+
 def test_a_worse_regressor_fails_harm_paired_and_unpaired() -> None:
     rng = np.random.default_rng(3)
     z = rng.normal(0, 1.0, 4000)
     e_s, e_c = np.abs(z), np.abs(1.4 * (0.9 * z + math.sqrt(0.19) * rng.normal(0, 1.0, 4000)))
-    results = by_name(quality_results(labels_of(e_s), labels_of(e_c), None, MAE))
+    results = by_name(quality_results(labels_of(e_s), labels_of(e_c), None, MAE, design="unpaired"))
     assert results["quality.harm"].decision == "fail" and "MAE (errors clipped at 5) higher" in str(
         results["quality.harm"].reason
     )
     assert "two-sample" in str(results["quality.harm"].test)
-    paired = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE))
+    paired = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE, design="paired"))
     assert paired["quality.harm"].decision == "fail" and "paired clipped" in str(paired["quality.harm"].test)
     clipped = np.minimum(e_c, BOUND) - np.minimum(e_s, BOUND)
     assert paired["quality.nonInferiority"].effect == pytest.approx(clipped.mean(), rel=1e-5)
@@ -217,7 +223,7 @@ def test_a_worse_regressor_fails_harm_paired_and_unpaired() -> None:
 def test_the_reported_e_value_is_the_pure_e_process() -> None:
     rng = np.random.default_rng(9)
     e_s, e_c = np.abs(rng.normal(0, 1, 3000)), np.abs(rng.normal(0, 1.1, 300))
-    harm = by_name(quality_results(labels_of(e_s), labels_of(e_c), None, MAE))["quality.harm"]
+    harm = by_name(quality_results(labels_of(e_s), labels_of(e_c), None, MAE, design="unpaired"))["quality.harm"]
     log_e = unpaired_mae_log_e(labels_of(e_s), labels_of(e_c), BOUND)
     assert harm.e_value == pytest.approx(math.exp(log_e), rel=1e-5)
 
@@ -247,14 +253,14 @@ def test_rare_huge_wins_are_a_better_mae_not_a_rollback() -> None:
     # a hair worse on 99.9 % of rows, far better on 0.1 %: equal MAE; 10x better on the rare rows: lower MAE
     e_s = np.full(100_000, 4.0)
     e_c = np.where(np.arange(100_000) % 1000 == 0, 0.0, 4.0035)
-    results = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE))
+    results = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE, design="paired"))
     assert results["quality.harm"].decision == "pass", results["quality.harm"].reason
 
 
 def test_the_candidate_closer_less_often_but_with_the_lower_mae_passes() -> None:
     e_s = np.array([1.0] * 1800 + [2.0] * 1200)
     e_c = np.array([1.05] * 1800 + [0.5] * 1200)
-    results = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE))
+    results = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE, design="paired"))
     assert results["quality.harm"].decision == "pass", results["quality.harm"].reason
     assert results["quality.nonInferiority"].decision == "pass"
     assert str(results["quality.nonInferiority"].reason).startswith("better")
@@ -263,7 +269,7 @@ def test_the_candidate_closer_less_often_but_with_the_lower_mae_passes() -> None
 def test_equal_models_unpaired_become_no_worse_than_the_margin() -> None:
     rng = np.random.default_rng(5)
     e_s, e_c = np.abs(rng.normal(0, 1, 40_000)), np.abs(rng.normal(0, 1, 40_000))
-    results = by_name(quality_results(labels_of(e_s), labels_of(e_c), None, MAE))
+    results = by_name(quality_results(labels_of(e_s), labels_of(e_c), None, MAE, design="unpaired"))
     assert results["quality.harm"].decision == "pass"
     ni = results["quality.nonInferiority"]
     assert ni.decision == "pass" and ni.interval is not None and ni.interval[0] < 0 < ni.interval[1], ni.reason
@@ -274,7 +280,7 @@ def test_errors_beyond_the_bound_count_as_the_bound() -> None:
     # errors of 0.9 B everywhere are worse than that clipped MAE
     e_s = np.where(np.arange(5000) % 10 == 0, 1e6, 0.0)
     e_c = np.full(5000, 0.9 * BOUND)
-    results = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE))
+    results = by_name(quality_results(labels_of(e_s), Labels(), pairs_of(e_s, e_c), MAE, design="paired"))
     assert results["quality.harm"].decision == "fail"
     estimate = results["quality.harm"].estimate
     assert estimate is not None and (estimate.stable, estimate.candidate) == pytest.approx((0.1 * BOUND, 0.9 * BOUND))
@@ -283,10 +289,10 @@ def test_errors_beyond_the_bound_count_as_the_bound() -> None:
 def test_without_clipped_sums_from_the_gateway_there_is_no_evidence() -> None:
     old = Labels(labelled=4000, abs_error_sum=4000.0, abs_error_sumsq=6000.0)
     for pairs in (None, Pairs(both_right=4000, stable_error_sum=4000.0, candidate_error_sum=4000.0)):
-        results = by_name(quality_results(old, old, pairs, MAE))
+        results = by_name(quality_results(old, old if pairs is None else Labels(), pairs, MAE, design=design_of(pairs)))
         assert {r.decision for r in results.values()} == {"inconclusive"}
         assert results["quality.harm"].reason == NO_CLIPPED_SUMS
-    no_labels = by_name(quality_results(Labels(), Labels(), None, MAE))
+    no_labels = by_name(quality_results(Labels(), Labels(), None, MAE, design="unpaired"))
     assert "no labelled rows" in str(no_labels["quality.harm"].reason)
 
 
@@ -301,7 +307,7 @@ def test_mae_sums_that_are_not_finite_are_no_evidence_never_a_pass(bad: float) -
         (good, good, Pairs(**{**broken_pairs.__dict__, "clipped_diff_sumsq": bad})),
     ]
     for stable, candidate, pairs in broken:
-        results = by_name(quality_results(stable, candidate, pairs, MAE))
+        results = by_name(quality_results(stable, candidate, pairs, MAE, design=design_of(pairs)))
         assert {r.decision for r in results.values()} == {"inconclusive"}, (stable, candidate, pairs)
         assert "not finite" in str(results["quality.harm"].reason)
 

@@ -26,7 +26,7 @@ from mlrollout.analysis.carry import StepEvidence
 from mlrollout.analysis.collect import BackendCounter
 from mlrollout.analysis.queries import BACKEND_SPLIT_PRESETS
 from mlrollout.analysis.snapshot import Split
-from mlrollout.api.analysis import Judgement, MetricResult, TrackPair
+from mlrollout.api.analysis import Judgement, MetricResult, Samples, TrackPair
 from mlrollout.api.modeldeployment import PHASES, GatewayAutoscaling
 from mlrollout.api.rolloutpolicy import RolloutPolicySpec
 from mlrollout.controller import metrics, naming
@@ -366,6 +366,41 @@ async def test_each_look_asks_about_the_split_the_route_table_states(
     assert verdicts.targets and verdicts.targets[-1].split == Split(0.8, 0.2, 0.0, sticky)
 
 
+class PassingVerdicts(RecordingVerdicts):
+    """Every look passes its step (enough candidate requests for any minRequests here)."""
+
+    def look(
+        self, target: AnalysisTarget, policy: RolloutPolicySpec, window_seconds: float, evidence: StepEvidence
+    ) -> Judgement:
+        self.targets.append(target)
+        return Judgement(verdict="promote", reason="recorded", samples=Samples(stable=1000, candidate=1000))
+
+
+async def test_each_look_asks_for_the_quality_design_its_step_configures(cluster: Any) -> None:
+    """A shadow step then a canary: the shadow's looks are paired (pairs asked for, the 100 % mirror in the
+    split), the canary's unpaired, each from the step's kind (looks.quality_design), never from the counts."""
+    steps = [{"shadow": {"mirrorPercent": 100, "minRequests": 10}}, {"canary": {"weight": 20, "minRequests": 10}}]
+    cluster.objects["mlrollout.io/v1alpha1/rolloutpolicies", None, "fast"].patch(
+        {"spec": {"strategy": {"steps": steps}}}
+    )
+    api = client.ApiClient(client.Configuration(host=str(cluster.url).rstrip("/")))
+    verdicts = PassingVerdicts()
+    rec = Reconciler(Kube(api), verdicts, OperatorSettings(serving_image=IMAGE, gateway_image="gw:test"))
+    t0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    await run(rec, t0)
+    make_ready(cluster, f"wine-{revision_of(spec('1', 'a'), IMAGE).revision}")
+    make_ready(cluster, "wine")
+    await run(rec, t0 + timedelta(seconds=1))
+    cluster.objects[MD, "ml", "wine"].patch({"spec": md_body("2", "b")["spec"], "metadata": {"generation": 2}})
+    await run(rec, t0 + timedelta(seconds=2))
+    make_ready(cluster, f"wine-{revision_of(spec('2', 'b'), IMAGE).revision}")
+    await run(rec, t0 + timedelta(seconds=3))  # the shadow step starts
+    await run(rec, t0 + timedelta(seconds=5))  # its look passes it: the canary starts
+    await run(rec, t0 + timedelta(seconds=7))  # the canary's look
+    seen = [(t.design, t.paired, t.split) for t in verdicts.targets]
+    assert seen[:2] == [("paired", True, Split(1.0, 0.0, 1.0)), ("unpaired", False, Split(0.8, 0.2))], seen
+
+
 async def test_a_mesh_provider_look_reads_model_servers_and_leaves_the_split_uncounted(cluster: Any) -> None:
     """istio: the look reads the model servers' series, says the split cannot be counted (no routed counts of
     ours to read) and status.routing lists the split check as not applied."""
@@ -386,7 +421,7 @@ async def test_a_mesh_provider_look_reads_model_servers_and_leaves_the_split_unc
     out = await run(rec, t0 + timedelta(seconds=5))  # a look one interval later
     assert verdicts.targets, out
     target = verdicts.targets[-1]
-    assert (target.source, target.gateway_in_path, target.paired) == ("model", False, False)
+    assert (target.source, target.gateway_in_path, target.paired, target.design) == ("model", False, False, "unpaired")
     assert target.split == Split(0.8, 0.2)  # configured; collect marks it uncounted (test_analysis_collect)
     routing = cluster.objects[MD, "ml", "wine"]["status"]["routing"]
     assert routing["provider"] == "istio"

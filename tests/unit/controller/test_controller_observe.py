@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -162,6 +163,24 @@ def test_the_rollouts_evidence_reaches_the_judge_and_comes_back_in_the_judgement
     assert later.evidence["errorRate.harm"] > alone.evidence["errorRate.harm"]
     with pytest.raises(ValidationError):  # carried evidence is a finite number >= 0, or the file is refused
         Judgement.model_validate({"verdict": "continue", "reason": "", "evidence": {"y": -1.0}})
+
+
+def test_a_recorded_snapshot_is_judged_in_the_design_of_the_step_it_is_read_for(tmp_path: Path) -> None:
+    """A snapshot file that does not name its quality design takes the step's, as the operator's own do: in a
+    mirroring step the candidate's own labelled rows (the moment before the gateway loaded the table) are not
+    a test's rows; one that names it keeps it."""
+    labels = {"stable": {"labelled": 2700, "incorrect": 270}, "candidate": {"labelled": 300, "incorrect": 60}}
+    snapshot = {track: {"requests": 10_000, "errors": 100, "labels": labels[track]} for track in labels}
+    path = tmp_path / "ml.wine.json"
+    path.write_text(json.dumps({"snapshot": snapshot}))
+    pol = policy(analysis={"metrics": {"latency": {"enabled": False}, "quality": {"enabled": True}}})
+    source = RecordedVerdicts(str(tmp_path))
+    canary = source.look(TARGET, pol, 60, ALONE)  # TARGET reads the gateway's series: a canary step
+    assert canary.verdict == "rollback" and "quality.harm" in canary.reason
+    shadow = source.look(dataclasses.replace(TARGET, design="paired"), pol, 60, ALONE)
+    assert shadow.verdict != "rollback" and "quality.harm" not in shadow.evidence
+    path.write_text(json.dumps({"snapshot": {**snapshot, "quality_design": "unpaired"}}))
+    assert source.look(dataclasses.replace(TARGET, design="paired"), pol, 60, ALONE).verdict == "rollback"
 
 
 def test_analysis_is_due_one_interval_after_the_step_started_and_after_each_look() -> None:

@@ -12,7 +12,7 @@ from tests.unit.rollout.world import World, events, policy, routes
 
 from mlrollout.api.modeldeployment import ModelDeploymentSpec
 from mlrollout.rollout import RemoveRoutes, Routing
-from mlrollout.rollout.looks import evidence_source
+from mlrollout.rollout.looks import evidence_source, quality_design
 from mlrollout.traffic.registry import PROVIDERS, router_for
 
 MODEL = {"name": "wine", "version": "1", "uri": "file:///models/wine.onnx", "sha256": "a" * 64}
@@ -31,6 +31,12 @@ MODEL = {"name": "wine", "version": "1", "uri": "file:///models/wine.onnx", "sha
 )
 def test_evidence_source_per_step_kind_and_provider(kind: str, gateway_in_path: bool, expected: str) -> None:
     assert evidence_source(kind, gateway_in_path) == expected
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("shadow", "paired"), ("blueGreen", "paired"), ("canary", "unpaired")])
+def test_the_quality_design_is_the_step_kinds_alone(kind: str, expected: str) -> None:
+    """Paired where the step mirrors, whoever routes: fixed before any label, never chosen by the counts."""
+    assert quality_design(kind) == expected
 
 
 @pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "null"])
