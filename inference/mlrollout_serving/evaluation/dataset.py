@@ -212,11 +212,20 @@ def _locate(lines: list[str], lay: Layout, first: int) -> str:
         if len(row) != width:
             return f"row {number} has {len(row)} fields, the header has {width}"
         for i in lay.features:
-            try:
-                float(row[i])
-            except ValueError:
+            if not _numpy_reads(row[i]):
                 return f"row {number}, column {lay.columns[i]!r}: {row[i]!r} is not a number"
     return f"rows {first}..{first + len(lines) - 1} cannot be read as CSV"
+
+
+def _numpy_reads(value: str) -> bool:
+    """Whether numpy's reader takes ``value`` (a field, unquoted) as a number: Python's ``float`` takes more
+    (``1_0``, digits of other scripts), so it alone would pass the value numpy refused."""
+    try:
+        float(value)
+        np.loadtxt([value], delimiter=",", quotechar=None, comments=None, dtype=np.float64, ndmin=1)
+    except ValueError:
+        return False
+    return True
 
 
 def _open_npz(path: Path, label: str, slices: Sequence[str], chunk_rows: int) -> Holdout:
