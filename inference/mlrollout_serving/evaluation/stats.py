@@ -27,11 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from statistics import NormalDist
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from statistics import NormalDist
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -61,7 +63,25 @@ class Paired:
 
 def z_value(alpha: float) -> float:
     """The two-sided normal critical value: ``z`` with ``P(|Z| > z) = alpha``."""
-    return NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    return _normal_quantile(1.0 - alpha / 2.0)
+
+
+def _normal_quantile(p: float) -> float:
+    """``statistics.NormalDist().inv_cdf(p)`` (0 < p < 1), by the C function it calls itself where CPython
+    has it: importing ``statistics`` (with ``fractions``, ``decimal`` and ``random``) cost the evaluation
+    Job about 1.5 ms of its start-up, for one quantile on the accuracy path (docs/evaluation.md)."""
+    try:
+        from _statistics import _normal_dist_inv_cdf  # type: ignore[import-not-found]
+    except ImportError:  # another interpreter: the module's own Python version
+        return _normal().inv_cdf(p)
+    return float(_normal_dist_inv_cdf(p, 0.0, 1.0))
+
+
+def _normal() -> NormalDist:
+    """The standard normal distribution (imported for the bootstrap and DeLong, which take far longer than it)."""
+    from statistics import NormalDist
+
+    return NormalDist()
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
@@ -230,7 +250,7 @@ def bca_levels(effects: FloatArray, point: float, accel: float, probabilities: F
     count = len(effects)
     share = (np.sum(effects < point) + 0.5 * np.sum(effects == point)) / count
     share = min(max(share, 0.5 / count), 1.0 - 0.5 / count)
-    normal = NormalDist()
+    normal = _normal()
     z0 = normal.inv_cdf(share)
     z = np.array([normal.inv_cdf(float(p)) for p in probabilities]) + z0
     return np.array([normal.cdf(float(v)) for v in z0 + z / (1.0 - accel * z)])
@@ -240,7 +260,7 @@ def bca_p_value(effects: FloatArray, point: float, accel: float) -> float:
     """Two-sided p-value of "no difference" by inverting the BCa interval: the nominal tail at which one of
     its ends reaches 0."""
     count = len(effects)
-    normal = NormalDist()
+    normal = _normal()
     share = (np.sum(effects < point) + 0.5 * np.sum(effects == point)) / count
     z0 = normal.inv_cdf(min(max(share, 0.5 / count), 1.0 - 0.5 / count))
     below = (np.sum(effects < 0.0) + 0.5 * np.sum(effects == 0.0)) / count
@@ -365,7 +385,7 @@ def _normal_paired(rows: int, reference: float, candidate: float, variance: floa
     effect = candidate - reference
     se = math.sqrt(max(variance, 0.0))
     z = z_value(alpha)
-    p_value = 2.0 * (1.0 - NormalDist().cdf(abs(effect) / se)) if se > 0.0 else float(effect == 0.0)
+    p_value = 2.0 * (1.0 - _normal().cdf(abs(effect) / se)) if se > 0.0 else float(effect == 0.0)
     return Paired(rows, reference, candidate, effect, effect - z * se, effect + z * se, min(1.0, p_value), test)
 
 
