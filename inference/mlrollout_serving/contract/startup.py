@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "LOG_FORMAT",
@@ -89,8 +88,7 @@ def loading(uri: str, sha256: str) -> str:
     return f"loading {uri} (sha256 {sha256})"
 
 
-@dataclass(frozen=True)
-class Startup:
+class Startup(NamedTuple):
     """One start-up progress line, parsed: how far the server is with its model."""
 
     stage: Stage

@@ -21,9 +21,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from mlrollout_serving.contract import startup
 from mlrollout_serving.server.sources import Opened, Source, SourceError, source_for
@@ -39,8 +38,7 @@ class DownloadError(Exception):
     """The model file cannot be had; the message is the one line for the log and the pod's status."""
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(NamedTuple):
     """A model file on local disk and its sha256; ``temporary`` files are the caller's to remove."""
 
     path: Path
