@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +186,7 @@ def coverage(runs: int, seed: int) -> list[dict[str, Any]]:
                 idx = rng.integers(0, POPULATION, n)
                 sample = Rows(truth[idx], stable[idx], candidate[idx])
                 for interval, c in counts.items():
-                    paired = metric.versus_stable(sample, replace(SETTINGS, interval=interval))
+                    paired = metric.versus_stable(sample, SETTINGS._replace(interval=interval))
                     c["below"] += true_effect < paired.low
                     c["above"] += true_effect > paired.high
                     c["passed"] += compare.versus_stable(name, paired, MARGIN, ALPHA).decision == "pass"

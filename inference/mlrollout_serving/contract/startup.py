@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "LOG_FORMAT",
@@ -47,12 +46,14 @@ LOG_PREFIX: Final = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\
 _MIB: Final = 1 << 20
 _NUM = r"\d+(?:\.\d+)?"
 _RATE = rf"(?:, {_NUM} MiB/s)?"
-_DOWNLOADING = re.compile(
+# the patterns :func:`parse` reads the lines with, compiled on its first call: the programs that only write
+# these lines (the model server, the evaluation Job, whose start-up counts against its throughput) skip them
+_DOWNLOADING = (
     rf"^downloading (?P<uri>.+): (?P<done>{_NUM}) MiB(?: of (?P<total>{_NUM}) MiB \((?P<pct>\d+)%\))?{_RATE}$"
 )
-_RETRYING = re.compile(rf"^retrying (?P<uri>.+) in (?P<delay>{_NUM})s after: (?P<reason>.*)$")
-_DOWNLOADED = re.compile(rf"^downloaded (?P<uri>.+) \((?P<done>{_NUM}) MiB\) in (?P<seconds>{_NUM})s$")
-_LOADING = re.compile(r"^loading (?P<uri>.+) \(sha256 (?P<sha256>[0-9a-f]{64})\)$")
+_RETRYING = rf"^retrying (?P<uri>.+) in (?P<delay>{_NUM})s after: (?P<reason>.*)$"
+_DOWNLOADED = rf"^downloaded (?P<uri>.+) \((?P<done>{_NUM}) MiB\) in (?P<seconds>{_NUM})s$"
+_LOADING = r"^loading (?P<uri>.+) \(sha256 (?P<sha256>[0-9a-f]{64})\)$"
 
 
 class Stage(StrEnum):
@@ -87,8 +88,7 @@ def loading(uri: str, sha256: str) -> str:
     return f"loading {uri} (sha256 {sha256})"
 
 
-@dataclass(frozen=True)
-class Startup:
+class Startup(NamedTuple):
     """One start-up progress line, parsed: how far the server is with its model."""
 
     stage: Stage
@@ -114,17 +114,17 @@ class Startup:
 def parse(line: str) -> Startup | None:
     """The start-up progress in one log line (with or without ``LOG_PREFIX``), or None if it is another line."""
     message = LOG_PREFIX.sub("", line.strip(), count=1)
-    if m := _DOWNLOADING.match(message):
+    if m := re.match(_DOWNLOADING, message):
         total = m["total"]
         return Startup(
             Stage.DOWNLOADING, m["uri"], float(m["done"]), float(total) if total else None,
             int(m["pct"]) if m["pct"] else None,
         )  # fmt: skip
-    if m := _RETRYING.match(message):
+    if m := re.match(_RETRYING, message):
         return Startup(Stage.RETRYING, m["uri"], detail=m["reason"])
-    if m := _DOWNLOADED.match(message):
+    if m := re.match(_DOWNLOADED, message):
         return Startup(Stage.DOWNLOADED, m["uri"], done_mib=float(m["done"]))
-    if m := _LOADING.match(message):
+    if m := re.match(_LOADING, message):
         return Startup(Stage.LOADING, m["uri"])
     return None
 

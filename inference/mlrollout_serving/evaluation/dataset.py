@@ -16,9 +16,8 @@ import io
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -31,23 +30,22 @@ MISSING_LABELS: Final = frozenset({"", "nan"})  # compared lower-cased
 Labels = npt.NDArray[np.str_] | npt.NDArray[np.float64]  # the label column as text, or as the numbers it holds
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):
     """Consecutive rows of the holdout: features (float64, rows x columns), labels (text, or numbers when they
-    were asked for as numbers and read as such) and slice values as text."""
+    were asked for as numbers and read as such) and slice values as text. (Named tuples here, not dataclasses,
+    whose generated methods cost the Job's start-up about 0.5 ms a class: docs/evaluation.md.)"""
 
     first_row: int  # 1-based data row (the header is row 0)
     features: npt.NDArray[np.float64]
     labels: Labels
-    slices: dict[str, npt.NDArray[np.str_]] = field(default_factory=dict)
+    slices: dict[str, npt.NDArray[np.str_]]
 
     @property
     def rows(self) -> int:
         return int(self.features.shape[0])
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """Where the label, the slices and the features are."""
 
     columns: tuple[str, ...]
@@ -212,11 +210,20 @@ def _locate(lines: list[str], lay: Layout, first: int) -> str:
         if len(row) != width:
             return f"row {number} has {len(row)} fields, the header has {width}"
         for i in lay.features:
-            try:
-                float(row[i])
-            except ValueError:
+            if not _numpy_reads(row[i]):
                 return f"row {number}, column {lay.columns[i]!r}: {row[i]!r} is not a number"
     return f"rows {first}..{first + len(lines) - 1} cannot be read as CSV"
+
+
+def _numpy_reads(value: str) -> bool:
+    """Whether numpy's reader takes ``value`` (a field, unquoted) as a number: Python's ``float`` takes more
+    (``1_0``, digits of other scripts), so it alone would pass the value numpy refused."""
+    try:
+        float(value)
+        np.loadtxt([value], delimiter=",", quotechar=None, comments=None, dtype=np.float64, ndmin=1)
+    except ValueError:
+        return False
+    return True
 
 
 def _open_npz(path: Path, label: str, slices: Sequence[str], chunk_rows: int) -> Holdout:

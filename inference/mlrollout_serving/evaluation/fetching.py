@@ -29,10 +29,11 @@ DATASET_MAX_BYTES: Final = 64 << 30
 
 
 def load_model(
-    role: str, uri: str, sha256: str | None, work_dir: Path, authorization: str | None = None
+    role: str, uri: str, sha256: str | None, work_dir: Path | None, authorization: str | None = None
 ) -> loading.LoadedModel:
     """Fetch, verify and load one model; BadInput says which model and why not. ``authorization``: the
-    header its download sends (a registry's credentials, for a file on that tracking server)."""
+    header its download sends (a registry's credentials, for a file on that tracking server). ``work_dir``
+    None: only local files (:func:`all_local`)."""
     try:
         fetched = download.fetch(
             uri, timeout=DOWNLOAD_TIMEOUT, max_bytes=MODEL_MAX_BYTES, attempts=DOWNLOAD_ATTEMPTS, directory=work_dir,
@@ -50,7 +51,7 @@ def load_model(
 
 
 def fetch_dataset(
-    uri: str, sha256: str | None, work_dir: Path, suffix: str, authorization: str | None = None
+    uri: str, sha256: str | None, work_dir: Path | None, suffix: str, authorization: str | None = None
 ) -> tuple[Path, str]:
     """The holdout as a local file and its sha256, verified against ``sha256`` when given."""
     try:
@@ -66,7 +67,7 @@ def fetch_dataset(
         raise BadInput(
             f"dataset integrity check failed for {uri}: expected sha256 {sha256}, actual sha256 {fetched.sha256}"
         )
-    if not fetched.temporary:
+    if not fetched.temporary or work_dir is None:  # a temporary file came from a download into work_dir
         return fetched.path, fetched.sha256
     path = work_dir / f"holdout.{suffix}"
     try:
@@ -77,8 +78,17 @@ def fetch_dataset(
     return path, fetched.sha256
 
 
+def all_local(uris: list[tuple[str, str | None]]) -> bool:
+    """Whether every ``(uri, authorization)`` names a local file, which is read where it lies: then no work
+    directory is needed (nor ``tempfile``, a few ms of the Job's start-up)."""
+    try:
+        return all(source_for(uri, authorization).local is not None for uri, authorization in uris)
+    except SourceError:
+        return False  # the fetch names the problem
+
+
 def fetch_dataset_early(
-    uri: str, sha256: str | None, work_dir: Path, suffix: str, authorization: str | None = None
+    uri: str, sha256: str | None, work_dir: Path | None, suffix: str, authorization: str | None = None
 ) -> Callable[[], tuple[Path, str]]:
     """:func:`fetch_dataset` as a call to make later; a local holdout's hashing starts now, in a thread.
 

@@ -19,8 +19,7 @@ compares the candidate with stable and with the trivial baseline on the same row
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -34,15 +33,19 @@ LOG_LOSS_EPS: Final = 1e-15  # probabilities are clipped to [eps, 1] (scikit-lea
 AnyArray = npt.NDArray[Any]
 
 
-@dataclass(frozen=True)
 class Rows:
-    """The whole holdout as a metric keeps it: the truth and each model's per-row number."""
+    """The whole holdout as a metric keeps it: the truth and each model's per-row number. ``classes``: when
+    given (sorted), ``truth`` holds each row's index into these classes instead of the class.
 
-    truth: AnyArray
-    stable: AnyArray
-    candidate: AnyArray
-    classes: tuple[Any, ...] | None = field(default=None, kw_only=True)
-    """When given (sorted), ``truth`` holds each row's index into these classes instead of the class."""
+    A plain class, not a dataclass (whose generated methods cost the Job's start-up about 0.5 ms a class,
+    docs/evaluation.md); nothing compares or changes one."""
+
+    __slots__ = ("candidate", "classes", "stable", "truth")
+
+    def __init__(
+        self, truth: AnyArray, stable: AnyArray, candidate: AnyArray, *, classes: tuple[Any, ...] | None = None
+    ) -> None:
+        self.truth, self.stable, self.candidate, self.classes = truth, stable, candidate, classes
 
     def take(self, index: npt.NDArray[np.intp]) -> Rows:
         return Rows(self.truth[index], self.stable[index], self.candidate[index], classes=self.classes)
@@ -51,8 +54,7 @@ class Rows:
         return len(self.truth)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     alpha: float
     resamples: int
     seed: int

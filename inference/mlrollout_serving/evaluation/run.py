@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,10 @@ def evaluate(
     model server's rule ``contract.process.registry_header``), None for none."""
     started = clock()
     try:
-        if work_dir is None:
+        uris = [(ref.uri, authorize(ref.uri)) for ref in (request.stable, request.candidate, request.dataset)]
+        if work_dir is None and not fetching.all_local(uris):
+            import tempfile  # a download's directory; local files are read where they lie and need none
+
             with tempfile.TemporaryDirectory(prefix="mlrollout-evaluate-") as tmp:
                 report = _evaluate(request, Path(tmp), chunk_rows, authorize)
         else:
@@ -98,7 +100,7 @@ class _Columns:
 
 
 def _evaluate(
-    request: EvaluationRequest, work_dir: Path, chunk_rows: int, authorize: Callable[[str], str | None]
+    request: EvaluationRequest, work_dir: Path | None, chunk_rows: int, authorize: Callable[[str], str | None]
 ) -> EvaluationReport:
     stable, candidate, ds = request.stable, request.candidate, request.dataset
     holdout_fetched = fetching.fetch_dataset_early(ds.uri, ds.sha256, work_dir, ds.format, authorize(ds.uri))

@@ -8,8 +8,7 @@ probabilities (columns in class order 0..C-1), a regressor's float output its va
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,8 +28,7 @@ NEEDS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(NamedTuple):
     """What one model said about one chunk: labels (classifiers), probabilities, or values (regressors)."""
 
     labels: npt.NDArray[Any] | None = None

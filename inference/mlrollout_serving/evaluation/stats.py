@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from statistics import NormalDist
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from statistics import NormalDist
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -45,9 +46,11 @@ MIN_TAIL_RESAMPLES: Final = 10
 when a small alpha, e.g. a Bonferroni share, asks for it)."""
 
 
-@dataclass(frozen=True)
-class Paired:
-    """One paired comparison: the reference (stable, or a baseline) against the candidate on ``rows`` rows."""
+class Paired(NamedTuple):
+    """One paired comparison: the reference (stable, or a baseline) against the candidate on ``rows`` rows.
+
+    The records here are named tuples, not dataclasses: a dataclass costs about 0.5 ms of the evaluation Job's
+    start-up to generate its methods (docs/evaluation.md, "Throughput and memory")."""
 
     rows: int
     reference: float
@@ -61,7 +64,25 @@ class Paired:
 
 def z_value(alpha: float) -> float:
     """The two-sided normal critical value: ``z`` with ``P(|Z| > z) = alpha``."""
-    return NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    return _normal_quantile(1.0 - alpha / 2.0)
+
+
+def _normal_quantile(p: float) -> float:
+    """``statistics.NormalDist().inv_cdf(p)`` (0 < p < 1), by the C function it calls itself where CPython
+    has it: importing ``statistics`` (with ``fractions``, ``decimal`` and ``random``) cost the evaluation
+    Job about 1.5 ms of its start-up, for one quantile on the accuracy path (docs/evaluation.md)."""
+    try:
+        from _statistics import _normal_dist_inv_cdf  # type: ignore[import-not-found]
+    except ImportError:  # another interpreter: the module's own Python version
+        return _normal().inv_cdf(p)
+    return float(_normal_dist_inv_cdf(p, 0.0, 1.0))
+
+
+def _normal() -> NormalDist:
+    """The standard normal distribution (imported for the bootstrap and DeLong, which take far longer than it)."""
+    from statistics import NormalDist
+
+    return NormalDist()
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
@@ -230,7 +251,7 @@ def bca_levels(effects: FloatArray, point: float, accel: float, probabilities: F
     count = len(effects)
     share = (np.sum(effects < point) + 0.5 * np.sum(effects == point)) / count
     share = min(max(share, 0.5 / count), 1.0 - 0.5 / count)
-    normal = NormalDist()
+    normal = _normal()
     z0 = normal.inv_cdf(share)
     z = np.array([normal.inv_cdf(float(p)) for p in probabilities]) + z0
     return np.array([normal.cdf(float(v)) for v in z0 + z / (1.0 - accel * z)])
@@ -240,7 +261,7 @@ def bca_p_value(effects: FloatArray, point: float, accel: float) -> float:
     """Two-sided p-value of "no difference" by inverting the BCa interval: the nominal tail at which one of
     its ends reaches 0."""
     count = len(effects)
-    normal = NormalDist()
+    normal = _normal()
     share = (np.sum(effects < point) + 0.5 * np.sum(effects == point)) / count
     z0 = normal.inv_cdf(min(max(share, 0.5 / count), 1.0 - 0.5 / count))
     below = (np.sum(effects < 0.0) + 0.5 * np.sum(effects == 0.0)) / count
@@ -322,8 +343,7 @@ def _delong_components(positive: FloatArray, negative: FloatArray) -> tuple[floa
     return float(auc), v10, v01
 
 
-@dataclass(frozen=True)
-class Auc:
+class Auc(NamedTuple):
     """Two AUCs on the same rows and their DeLong covariance."""
 
     reference: float
@@ -365,7 +385,7 @@ def _normal_paired(rows: int, reference: float, candidate: float, variance: floa
     effect = candidate - reference
     se = math.sqrt(max(variance, 0.0))
     z = z_value(alpha)
-    p_value = 2.0 * (1.0 - NormalDist().cdf(abs(effect) / se)) if se > 0.0 else float(effect == 0.0)
+    p_value = 2.0 * (1.0 - _normal().cdf(abs(effect) / se)) if se > 0.0 else float(effect == 0.0)
     return Paired(rows, reference, candidate, effect, effect - z * se, effect + z * se, min(1.0, p_value), test)
 
 

@@ -19,13 +19,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from mlrollout_serving.contract import startup
 from mlrollout_serving.server.sources import Opened, Source, SourceError, source_for
@@ -41,8 +38,7 @@ class DownloadError(Exception):
     """The model file cannot be had; the message is the one line for the log and the pod's status."""
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(NamedTuple):
     """A model file on local disk and its sha256; ``temporary`` files are the caller's to remove."""
 
     path: Path
@@ -66,14 +62,15 @@ def fetch(
     timeout: float,
     max_bytes: int,
     attempts: int,
-    directory: Path,
+    directory: Path | None,
     on_progress: Callable[[str], None] = lambda _: None,
     sleep: Callable[[float], None] = time.sleep,
     authorization: str | None = None,
 ) -> Fetched:
     """The model at ``uri`` on local disk with its digest, or DownloadError with the reason.
     ``authorization``: the header an http(s) source sends (a registry's credentials; the caller decides
-    that ``uri`` is on that registry)."""
+    that ``uri`` is on that registry). ``directory`` None: the caller reads local files only (a local one is
+    never copied), and a remote ``uri`` is refused."""
     try:
         source = source_for(uri, authorization)
     except SourceError as e:
@@ -96,7 +93,7 @@ def fetch(
 
 
 def _attempt(
-    source: Source, timeout: float, max_bytes: int, directory: Path, on_progress: Callable[[str], None]
+    source: Source, timeout: float, max_bytes: int, directory: Path | None, on_progress: Callable[[str], None]
 ) -> Fetched:
     opened = source.open(timeout)
     try:
@@ -104,6 +101,10 @@ def _attempt(
         if source.local is not None:
             digest, size = _copy(source.uri, opened, None, max_bytes, on_progress)
             return Fetched(source.local, digest, size, temporary=False)
+        if directory is None:
+            raise SourceError(f"no download directory for {source.uri}", transient=False)
+        import tempfile  # only a download needs it: the evaluation Job reading local files does not import it
+
         directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="model-", suffix=".part", dir=directory)
         path = Path(name)
@@ -137,6 +138,8 @@ def _check_size(uri: str, declared: int | None, max_bytes: int, directory: Path 
 
 
 def _free_bytes(directory: Path) -> int | None:
+    import shutil  # with tempfile: only a download needs it
+
     probe = directory
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

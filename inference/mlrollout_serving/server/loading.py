@@ -6,9 +6,8 @@ Fetching is `download` (every source, streamed to disk); this module gets the fi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,8 +24,11 @@ class IntegrityError(LoadError):
     """The model's digest is not the expected one."""
 
 
-@dataclass(frozen=True)
-class LoadedModel:
+class LoadedModel(NamedTuple):
+    """An onnxruntime session with the model's signature and file. A named tuple, not a dataclass: the
+    evaluation Job imports it, and a dataclass's generated methods cost a short process's start-up about
+    0.5 ms a class (docs/evaluation.md)."""
+
     session: Any  # onnxruntime.InferenceSession
     signature: Signature
     sha256: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -36,9 +36,12 @@ Role = Literal["label", "probabilities", "value", "other"]
 PredictionKind = Literal["auto", "classification", "regression"]
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output: name, OIP datatype, numpy dtype and shape (``None`` = dynamic dimension)."""
+class TensorSpec(NamedTuple):
+    """One input or output: name, OIP datatype, numpy dtype and shape (``None`` = dynamic dimension).
+
+    It and :class:`RequestedOutput` are named tuples, not dataclasses: the evaluation Job imports them, and a
+    dataclass's generated methods cost a short process's start-up about 0.5 ms a class (docs/evaluation.md).
+    (:class:`Signature` caches properties, which a tuple cannot hold.)"""
 
     name: str
     datatype: str
@@ -63,8 +66,7 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": self.oip_shape}
 
 
-@dataclass(frozen=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     """An output a request asks for, and whether it wants it in binary (the binary tensor extension)."""
 
     name: str

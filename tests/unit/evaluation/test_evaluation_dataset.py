@@ -153,6 +153,10 @@ def test_many_blank_lines_do_not_end_the_holdout(tmp_path: Path) -> None:
         ("0.5,x,1,s", "row 738, column 'b': 'x' is not a number"),
         ("0.5,1,s", "row 738 has 3 fields, the header has 4"),
         ('0.5,"",1,s', "row 738, column 'b': '' is not a number"),
+        # Python's float reads these, numpy's reader does not: still named, not "rows ... cannot be read"
+        ("0.5,1_0,1,s", "row 738, column 'b': '1_0' is not a number"),
+        ("1_000.5,1,1,s", "row 738, column 'a': '1_000.5' is not a number"),
+        ("0.5,\u0661\u0662,1,s", "row 738, column 'b': '\u0661\u0662' is not a number"),
     ],
 )
 def test_a_bad_row_in_a_later_chunk_is_named(tmp_path: Path, numeric: bool, bad: str, words: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlrollout_serving.evaluation.errors import BadInput
-from mlrollout_serving.evaluation.fetching import fetch_dataset, fetch_dataset_early
+from mlrollout_serving.evaluation.fetching import all_local, fetch_dataset, fetch_dataset_early, load_model
 
 
 def _csv(tmp_path: Path) -> tuple[Path, str]:
@@ -43,3 +43,27 @@ def test_the_errors_are_fetch_datasets_raised_when_asked(tmp_path: Path, uri: st
     with pytest.raises(BadInput) as direct:
         fetch_dataset(uri, sha, tmp_path, "csv")
     assert str(early.value) == str(direct.value)
+
+
+def test_local_files_need_no_work_directory(tmp_path: Path) -> None:
+    """Paths and file:// URIs are read where they lie: with all three local, the evaluation makes no work
+    directory (and imports no ``tempfile``); anything else, or a URI no source reads, asks for one."""
+    path, sha = _csv(tmp_path)
+    assert all_local([(str(path), None), (path.as_uri(), None)])
+    assert not all_local([(str(path), None), ("http://127.0.0.1:9/h.csv", None)])
+    assert not all_local([("s3://bucket/h.csv", None)]) and not all_local([("nope://x", None)])
+    assert fetch_dataset(str(path), sha, None, "csv") == (path, sha)
+
+
+def test_a_download_without_a_work_directory_is_refused_by_name(tmp_path: Path) -> None:
+    """Never reached from the evaluation (a remote URI gets a directory), but a bug would say what it is."""
+    import http.server
+    import threading
+
+    (tmp_path / "m.onnx").write_bytes(b"not a model")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        with pytest.raises(BadInput, match="no download directory for http://"):
+            load_model("stable", f"http://127.0.0.1:{server.server_port}/m.onnx", None, None)
+        server.shutdown()

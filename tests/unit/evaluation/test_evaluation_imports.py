@@ -30,3 +30,14 @@ def test_the_job_path_imports_no_pydantic(module: str) -> None:
         [sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True, check=True, timeout=120
     ).stdout.splitlines()
     assert out == ["", "True"]
+
+
+def test_the_job_entry_point_leaves_out_what_only_some_runs_need() -> None:
+    """``tempfile`` (with ``shutil``, ``bz2``, ``lzma``) only for a download's directory, ``statistics`` (with
+    ``fractions`` and ``decimal``) only for the bootstrap and DeLong: a few ms of every Job's start-up."""
+    probe = (
+        "import sys, mlrollout_serving.evaluation.cli\n"
+        "print(sorted({'tempfile', 'shutil', 'statistics'} & {*sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"

@@ -128,7 +128,7 @@ def _kept(name: str, stable: Output, candidate: Output, text: np.ndarray, kind: 
     for start in range(0, len(text), chunk):
         part = slice(start, start + chunk)
         truth = metric.truth(text[part], start + 1, "label")
-        s, c = (Output(**{k: v[part] for k, v in vars(o).items() if v is not None}) for o in (stable, candidate))
+        s, c = (Output(**{k: v[part] for k, v in o._asdict().items() if v is not None}) for o in (stable, candidate))
         parts.append(metric.keep(metric.per_row(truth, s, c, start + 1)))
     return metric, metric.rows(tuple(np.concatenate(column) for column in zip(*parts, strict=True)))
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 from scipy import special, stats
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from mlrollout_serving.evaluation import stats as stats_module
 from mlrollout_serving.evaluation.stats import (
     JACKKNIFE_GROUPS,
     MIN_TAIL_RESAMPLES,
@@ -300,3 +302,11 @@ def test_the_jackknife_leaves_out_the_same_rows_as_the_position_arithmetic(rows:
             expected.extend(order[pos + width * (pos >= starts[:, None])])
     got = [row for block in seen for row in block]
     assert len(got) == groups and all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+def test_z_value_is_statistics_own_normal_quantile() -> None:
+    """The quantile without importing ``statistics`` is the very float ``NormalDist().inv_cdf`` gives."""
+    for p in np.linspace(1e-9, 1.0 - 1e-9, 2001):
+        assert stats_module._normal_quantile(float(p)) == NormalDist().inv_cdf(float(p))
+    for alpha in (0.05, 0.01, 0.05 / 3, 1e-6, 0.5):
+        assert z_value(alpha) == NormalDist().inv_cdf(1.0 - alpha / 2.0)

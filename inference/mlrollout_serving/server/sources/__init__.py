@@ -15,9 +15,8 @@ and the message must reach the ModelDeployment's status at once).
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = ["SCHEMES", "Opened", "Source", "SourceError", "Stream", "source_for"]
 
@@ -39,9 +38,9 @@ class Stream(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Opened:
-    """An open stream and the size the store declared (None when it did not say)."""
+class Opened(NamedTuple):
+    """An open stream and the size the store declared (None when it did not say). A named tuple, not a
+    dataclass, as :class:`~mlrollout_serving.server.loading.LoadedModel`."""
 
     stream: Stream
     size: int | None
