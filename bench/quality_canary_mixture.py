@@ -1,18 +1,20 @@
 """Which fixed mixture should a canary step's accuracy harm test use? Issue #14's canary -1 pp row.
 
-``QUALITY_UNPAIRED`` was fitted to the canary -2 and -5 pp rows (error-rate ratios x1.2 and x1.5 at 90 %
-base accuracy); at -1 pp (x1.1) it needed 2.5 to 2.8x the oracle's labelled rows, the GLR bound 1.14 to
-1.34x: its smallest ratio, x1.17, gains evidence on x1.1 at about half the rate of one aimed there. This
-asks which mixture with a point near x1.08 to x1.1 lowers the worst canary row, in three steps:
+``QUALITY_UNPAIRED`` until 5 Dec (``CURRENT``, odds x1.17 and x1.36) was fitted to the canary -2 and -5 pp
+rows (error-rate ratios x1.2 and x1.5 at 90 % base accuracy); at -1 pp (x1.1) it needed 2.5 to 2.8x the
+oracle's labelled rows, the GLR bound 1.14 to 1.34x: its smallest ratio, x1.17, gains evidence on x1.1 at
+about half the rate of one aimed there. This asks which mixture with a point near x1.08 to x1.1 lowers the
+worst canary row, in three steps:
 
 - ``drift``: the normal approximation: per wrong labelled row, the expected log likelihood ratio of a point
-  at log odds ratio ``l`` under each row's true effect, over that of the point at the true effect (the
+  at log odds ratio ``point`` under each row's true effect, over that of the point at the true effect (the
   fastest a single point can learn; ``l`` about half the true one gains nothing);
 - ``screen``: short simulations on other draws (seed + 1; -1 pp on ``--runs`` / 5 rollouts, the others
   ``--runs`` / 2): every mixture of ``family`` (a point at log odds ratio 0.07 to 0.12 with 5 to 45 % of
-  the weight, the rest on ``QUALITY_UNPAIRED``'s points or near them); picked: the smallest -1 pp ratio
-  among those within 0.03 of ``QUALITY_UNPAIRED`` at -2 and -5 pp, and the smallest worst row;
-- ``rows``: the best candidates and ``QUALITY_UNPAIRED`` (``current``) on fresh draws (``--seed``: the
+  the weight, the rest on ``CURRENT``'s points or near them); picked: the smallest -1 pp ratio
+  among those within 0.03 of ``CURRENT`` at -2 and -5 pp, and the smallest worst row;
+- ``rows``: the best candidates and ``CURRENT`` (``current``; ``--candidates`` instead of the screen: named
+  mixtures) on fresh draws (``--seed``: the
   streams of ``decision_quality.py``'s canary rows, ``accuracy_rng``; at 1 000 runs the -2 pp and -5 pp
   draws are its tables' exactly), -1 pp over 250 looks, -2 pp over 50, -5 pp over 20, labels at once (and
   5 looks late with ``--late``), the harm test alone at its alpha share (1.25 %), every mixture on the same
@@ -41,7 +43,7 @@ import numpy as np
 from scipy import special, stats
 
 from mlrollout.analysis.judge import split_alpha
-from mlrollout.analysis.sequential import QUALITY_UNPAIRED, OddsMixture
+from mlrollout.analysis.sequential import OddsMixture
 from quality_power import (
     ALPHA,
     BASE,
@@ -67,8 +69,10 @@ SMALL_WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
 MIDDLE = (0.16, 0.2)
 LARGE = (0.31,)
 MIDDLE_SPLITS = (0.3, 0.4, 0.5)
-SCREEN_SLACK = 0.03  # a candidate may cost -2 and -5 pp this much on the screening draws
 BETA_WEIGHT = 0.05
+CURRENT = OddsMixture(log_ratios=(0.16, 0.31), weights=(0.38, 0.57), beta_weight=BETA_WEIGHT)
+"""``QUALITY_UNPAIRED`` before this bench (``current`` in the results): fitted to -2 and -5 pp only."""
+SCREEN_SLACK = 0.03  # a candidate may cost -2 and -5 pp this much on the screening draws
 SHARE = 0.1
 BOOT = 200
 NULL_LOOKS = (20, 60)
@@ -89,7 +93,7 @@ def drift(point: float, effect: float, share: float = SHARE) -> float:
 
 
 def drift_table() -> list[dict[str, Any]]:
-    points = sorted({*SMALL, *MIDDLE, *LARGE, *QUALITY_UNPAIRED.log_ratios})
+    points = sorted({*SMALL, *MIDDLE, *LARGE, *CURRENT.log_ratios})
     return [{"log_ratio": p, **{f"{-e * 100:+.0f}pp": drift(p, e) / drift(true_log_odds(e), e) for e in ROWS}}
             for p in points]  # fmt: skip
 
@@ -146,7 +150,7 @@ def ratio_of(draw: dict[str, Any], first: Array, oracle_rows: float) -> float:
 
 def family() -> list[OddsMixture]:
     """The screened mixtures: a point at ``SMALL`` with a share ``SMALL_WEIGHTS`` of the 0.95, the rest on a
-    point of ``MIDDLE`` and one of ``LARGE`` split ``MIDDLE_SPLITS`` (``QUALITY_UNPAIRED``'s is 0.4), or on
+    point of ``MIDDLE`` and one of ``LARGE`` split ``MIDDLE_SPLITS`` (``CURRENT``'s is 0.4), or on
     one of them alone."""
     out = []
     for s, f in itertools.product(SMALL, SMALL_WEIGHTS):
@@ -162,7 +166,7 @@ def family() -> list[OddsMixture]:
 
 def screen(runs: int, seed: int, alpha: float) -> tuple[list[dict[str, Any]], list[float]]:
     """Every candidate's ratios on screening draws (``seed + 1``; -1 pp on ``runs`` / 5 rollouts, the others
-    ``runs`` / 2), and ``QUALITY_UNPAIRED``'s."""
+    ``runs`` / 2), and ``CURRENT``'s."""
     bar = math.log(1 / alpha)
     draws = [draw_row(e, 0, max(runs // (5 if e == 0.01 else 2), 40), seed + 1, alpha) for e in ROWS]
     oracle = [rows_at_power(d["oracle"].mean(axis=0), 0) or math.nan for d in draws]
@@ -171,7 +175,7 @@ def screen(runs: int, seed: int, alpha: float) -> tuple[list[dict[str, Any]], li
         return [ratio_of(d, first_cross(log_e(d, mixture), bar), o) for d, o in zip(draws, oracle, strict=True)]
 
     out = [{"log_ratios": m.log_ratios, "weights": m.weights, "ratios": ratios(m)} for m in family()]
-    current = ratios(QUALITY_UNPAIRED)
+    current = ratios(CURRENT)
     print(f"screen: oracle {oracle}, current {current}", file=sys.stderr, flush=True)
     return out, current
 
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
     doc: dict[str, Any] = {"runs": args.runs, "seed": args.seed, "drift": drift_table()}
-    mixtures = {"current": QUALITY_UNPAIRED}
+    mixtures = {"current": CURRENT}
     if args.candidates is None:
         screened, current = screen(args.runs, args.seed, alpha)
         doc["screen"] = {"current": current, "candidates": screened}
