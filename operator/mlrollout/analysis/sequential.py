@@ -158,8 +158,9 @@ times its share's): 1, 2 and 5 pp below 90 % accuracy are error-rate ratios x1.1
 single ratio that needs fewest rows sits near x1.09, x1.15 and x1.34. The x1.17 and x1.36 points were fitted
 to -2 and -5 pp as :data:`QUALITY_PAIRED` was; x1.08 at 0.14 (the others scaled down alike) was added in
 ``bench/quality_canary_mixture.py`` for -1 pp, which x1.17 learns at half the rate and x1.36 not at all: the
-smallest -1 pp ratio to the oracle among mixtures costing -2 and -5 pp at most 0.03x on screening draws
-(1.7x the oracle's labelled rows where the mixture before needed 2.5x, -2 and -5 pp 0.01 to 0.02x more)."""
+smallest -1 pp ratio to the oracle among mixtures costing -2 and -5 pp at most 0.03x on screening draws.
+On fresh draws -1 pp needs 1.7 to 1.8x the oracle's labelled rows where the mixture before needed 2.5 to
+2.7x; -2 pp 0.01x more, -5 pp 0.02 to 0.05x more (docs/analysis.md, "Canary -1 pp")."""
 
 
 def grid_harm_log_e(candidate_events: int, total_events: int, share: float, mixture: OddsMixture) -> float:
