@@ -12,7 +12,7 @@ Tests, each at the alpha share ``judge()`` gives ``quality.harm`` under the defa
 
 - ``ours``: ``grid_harm_log_e``, the e-process ``quality.harm`` reports (McNemar's shape when paired): a fixed
   mixture of likelihood ratios, one per design (``QUALITY_PAIRED``: odds ratios x1.36, x1.8 and x6.7;
-  ``QUALITY_UNPAIRED``: x1.17 and x1.36), and at 0.05 the Beta mixture of ``harm_log_e``;
+  ``QUALITY_UNPAIRED``: x1.08, x1.17 and x1.36), and at 0.05 the Beta mixture of ``harm_log_e``;
 - ``one mixture`` (``one_mixture_*``): the single mixture both designs used before (``ONE_MIXTURE``: odds
   ratios 1.16 to 11, and the Beta mixture at 0.1);
 - ``naive``: the same comparison as a fixed-sample one-sided binomial test, repeated at every look (what a
@@ -225,11 +225,12 @@ def grid_log_e(k: Array, n: Array, share: Array, before: Array, mixture: OddsMix
 
 def beta_log_e(k: Array, n: Array, share: Array) -> Array:
     """``harm_log_e`` (the Beta mixture centred on x1.5 quality.harm used before) on arrays: its prior from
-    ``harm_prior`` at each distinct share."""
-    a, b = np.empty_like(share), np.empty_like(share)
-    for value in np.unique(share):
-        at = share == value
-        a[at], b[at] = harm_prior(float(value)) if 0 < value < 1 else (1.0, 1.0)
+    ``harm_prior`` at each distinct share, spread by the inverse index (a mask per distinct share was
+    quadratic: a canary's share differs in nearly every run and sub-look, 250 looks of 400 runs took
+    minutes)."""
+    values, inverse = np.unique(share, return_inverse=True)
+    priors = np.array([harm_prior(float(v)) if 0 < v < 1 else (1.0, 1.0) for v in values]).reshape(-1, 2)
+    a, b = priors[inverse.reshape(share.shape), 0], priors[inverse.reshape(share.shape), 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         tail = np.log(special.betaincc(a + k, b + n - k, share) / special.betaincc(a, b, share))
         out = special.betaln(a + k, b + n - k) - special.betaln(a, b) + tail

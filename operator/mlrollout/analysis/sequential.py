@@ -152,10 +152,16 @@ x1.4, x2 and x11, where the single ratio that needs fewest rows sits at about x1
 discordant pair is evidence about the effect in odds, so the paired and unpaired designs, whose odds for the
 same accuracy drop differ, get a mixture each."""
 
-QUALITY_UNPAIRED = OddsMixture(log_ratios=(0.16, 0.31), weights=(0.38, 0.57), beta_weight=0.05)
+QUALITY_UNPAIRED = OddsMixture(log_ratios=(0.08, 0.16, 0.31), weights=(0.14, 0.32, 0.49), beta_weight=0.05)
 """The accuracy harm mixture of a canary step (an incorrect labelled row is the candidate's at odds ``exp(l)``
-times its share's): 2 and 5 pp below 90 % accuracy are error-rate ratios x1.2 and x1.5, where the single
-ratio that needs fewest rows sits at about x1.15 and x1.34. Chosen as :data:`QUALITY_PAIRED`."""
+times its share's): 1, 2 and 5 pp below 90 % accuracy are error-rate ratios x1.1, x1.2 and x1.5; at -2 and
+-5 pp the single ratio that needs fewest rows sits at about x1.15 and x1.34 (at -1 pp not measured; the
+evidence per row of a single ratio peaks at x1.1, normal approximation). The x1.17 and x1.36 points were fitted
+to -2 and -5 pp as :data:`QUALITY_PAIRED` was; x1.08 at 0.14 (the others scaled down alike) was added in
+``bench/quality_canary_mixture.py`` for -1 pp, which x1.17 learns at half the rate and x1.36 not at all: the
+smallest -1 pp ratio to the oracle among mixtures costing -2 and -5 pp at most 0.03x on screening draws.
+On fresh draws -1 pp needs 1.7 to 1.8x the oracle's labelled rows where the mixture before needed 2.5 to
+2.7x; -2 pp 0.01x more, -5 pp 0.02 to 0.05x more (docs/analysis.md, "Canary -1 pp")."""
 
 
 def grid_harm_log_e(candidate_events: int, total_events: int, share: float, mixture: OddsMixture) -> float:

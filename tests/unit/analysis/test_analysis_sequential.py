@@ -250,3 +250,15 @@ def test_grid_harm_e_process_catches_a_regression_below_its_smallest_ratio() -> 
     k = round(n * 1.05 / 2.05)
     assert sq.grid_harm_log_e(k, n, share, sq.QUALITY_PAIRED) > math.log(1000)
     assert sq.grid_harm_log_e(k, n, share, dataclasses.replace(sq.QUALITY_PAIRED, beta_weight=0.0)) < 0.0
+
+
+def test_canary_mixture_reaches_a_ten_percent_higher_error_rate() -> None:
+    """Canary -1 pp at 90 % accuracy (error rate x1.1, share 0.1) at its expected counts: the x1.08 point
+    crosses 1/alpha (quality.harm's 1.25 %) by 15 000 wrong rows; the mixture without it (x1.17 and x1.36,
+    weights as before) is far from the bar there, its x1.36 point losing evidence."""
+    share, bar = 0.1, math.log(80)
+    theta = share * 1.1 / (share * 1.1 + 1 - share)
+    k, n = round(15_000 * theta), 15_000
+    without = sq.OddsMixture(log_ratios=(0.16, 0.31), weights=(0.38, 0.57), beta_weight=0.05)
+    assert min(sq.QUALITY_UNPAIRED.log_ratios) < math.log(1.1)
+    assert sq.grid_harm_log_e(k, n, share, sq.QUALITY_UNPAIRED) >= bar > sq.grid_harm_log_e(k, n, share, without) + 1
