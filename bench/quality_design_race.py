@@ -37,15 +37,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from mlrollout.analysis.carry import StepEvidence, restart_weights
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.quality import Labels, Pairs, QualitySettings, quality_results
-from mlrollout.analysis.sequential import QUALITY_PAIRED, QUALITY_UNPAIRED, harm_prior
+from mlrollout.analysis.sequential import QUALITY_PAIRED, QUALITY_UNPAIRED
 from mlrollout.api.analysis import MetricResult, QualityDesign
 from mlrollout.api.rolloutpolicy import Margin
-from quality_power import ALPHA, BASE, DEFAULT_TESTS, DISAGREE, LABELLED, LOOK_SECONDS, RPS, Array, check
+from quality_power import ALPHA, BASE, DEFAULT_TESTS, DISAGREE, LABELLED, LOOK_SECONDS, RPS, Array, beta_log_e, check
 from quality_power import grid_log_e as _grid_log_e
 from sim_cli import simulation_main
 
@@ -63,17 +62,10 @@ Bools = npt.NDArray[np.bool_]
 
 
 def grid_log_e(k: Array, n: Array, share: Array, mixture: Any) -> Array:
-    """``grid_harm_log_e`` on arrays (``quality_power``'s, checked against the product's there), its Beta
-    share's prior found once per distinct share (the race rows' shares are nearly all distinct)."""
+    """``grid_harm_log_e`` on arrays: ``quality_power``'s (checked against the product's there), with shares
+    outside (0, 1) read as 0.5."""
     share = np.where((share > 0) & (share < 1), share, 0.5)
-    values, inverse = np.unique(share, return_inverse=True)
-    priors = np.array([harm_prior(float(v)) for v in values]).reshape(-1, 2)
-    a, b = priors[inverse, 0].reshape(share.shape), priors[inverse, 1].reshape(share.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tail = np.log(special.betaincc(a + k, b + n - k, share) / special.betaincc(a, b, share))
-        before = special.betaln(a + k, b + n - k) - special.betaln(a, b) + tail
-        before -= k * np.log(share) + (n - k) * np.log1p(-share)
-    return _grid_log_e(k, n, share, np.where(n > 0, before, 0.0), mixture)
+    return _grid_log_e(k, n, share, beta_log_e(k, n, share), mixture)
 
 
 def simulate(weight: float, effect: float, runs: int, rng: np.random.Generator) -> dict[str, Array]:
