@@ -32,10 +32,12 @@ def evaluate(
     chunk_rows: int = dataset.CHUNK_ROWS,
     clock: Callable[[], float] = time.monotonic,
     authorize: Callable[[str], str | None] = lambda _: None,
+    whole_file_max_bytes: int = dataset.WHOLE_FILE_MAX_BYTES,
 ) -> EvaluationReport:
     """The report for ``request``; unusable inputs give an inconclusive report whose reason names them.
     ``authorize``: the ``Authorization`` header a download of a URL sends (a registry's credentials, by the
-    model server's rule ``contract.process.registry_header``), None for none."""
+    model server's rule ``contract.process.registry_header``), None for none. ``chunk_rows`` and
+    ``whole_file_max_bytes``: how the holdout is read (:func:`dataset.open_holdout`); the report is the same."""
     started = clock()
     try:
         uris = [(ref.uri, authorize(ref.uri)) for ref in (request.stable, request.candidate, request.dataset)]
@@ -43,9 +45,9 @@ def evaluate(
             import tempfile  # a download's directory; local files are read where they lie and need none
 
             with tempfile.TemporaryDirectory(prefix="mlrollout-evaluate-") as tmp:
-                report = _evaluate(request, Path(tmp), chunk_rows, authorize)
+                report = _evaluate(request, Path(tmp), chunk_rows, authorize, whole_file_max_bytes)
         else:
-            report = _evaluate(request, work_dir, chunk_rows, authorize)
+            report = _evaluate(request, work_dir, chunk_rows, authorize, whole_file_max_bytes)
     except BadInput as e:
         log.error("bad input: %s", e)
         report = EvaluationReport(verdict="inconclusive", reason=f"bad input: {e}", problem="badInput",
@@ -100,7 +102,11 @@ class _Columns:
 
 
 def _evaluate(
-    request: EvaluationRequest, work_dir: Path | None, chunk_rows: int, authorize: Callable[[str], str | None]
+    request: EvaluationRequest,
+    work_dir: Path | None,
+    chunk_rows: int,
+    authorize: Callable[[str], str | None],
+    whole_file_max_bytes: int,
 ) -> EvaluationReport:
     stable, candidate, ds = request.stable, request.candidate, request.dataset
     holdout_fetched = fetching.fetch_dataset_early(ds.uri, ds.sha256, work_dir, ds.format, authorize(ds.uri))
@@ -112,7 +118,7 @@ def _evaluate(
     log.info("scoring %s (sha256 %s) with stable %s and candidate %s", ds.uri, digest, request.stable.uri,
              request.candidate.uri)  # fmt: skip
     columns = _Columns(request.slices)
-    with dataset.open_holdout(path, ds.format, ds.label, request.slices, chunk_rows) as holdout:
+    with dataset.open_holdout(path, ds.format, ds.label, request.slices, chunk_rows, whole_file_max_bytes) as holdout:
         width = len(holdout.feature_names)
         scorers = (Scorer("stable", stable_model, request.metric, width),
                    Scorer("candidate", candidate_model, request.metric, width))  # fmt: skip

@@ -139,10 +139,12 @@ def test_numeric_labels_read_as_their_text_would(tmp_path: Path) -> None:
 
 
 def test_many_blank_lines_do_not_end_the_holdout(tmp_path: Path) -> None:
-    """A chunk of nothing but blank lines is skipped, not taken for the end of the file."""
+    """A chunk of nothing but blank lines is skipped, not taken for the end of the file (streamed: read
+    whole, the file is one chunk)."""
     path = tmp_path / "h.csv"
     path.write_text("a,y\n1,0\n" + "\n" * 25 + "2,1\n")
-    chunks = list(open_holdout(path, "csv", "y", [], chunk_rows=10).chunks(numeric_labels=True))
+    holdout = open_holdout(path, "csv", "y", [], chunk_rows=10, whole_file_max_bytes=0)
+    chunks = list(holdout.chunks(numeric_labels=True))
     assert [c.first_row for c in chunks] == [1, 2] and _all(chunks)[1].tolist() == [0.0, 1.0]
 
 
@@ -245,3 +247,148 @@ def test_the_fast_pass_reads_what_the_careful_pass_reads(
             assert {k: v.tolist() for k, v in f.slices.items()} == {k: v.tolist() for k, v in c.slices.items()}
     # the fast pass read these (else the comparison says nothing), but for text asked for as numbers
     assert (fast_reads == 0) == (numeric and "cat" in content)
+
+
+# Numeric holdouts without slices: the whole-file read's domain (a small file is parsed in one call, by path)
+WHOLE = {
+    "plain": "a,b,y\n1.5,2,0\n3,-4e-3,1\n",
+    "quoted fields": 'a,b,y\n"1.5",2,0\n3,"-4e-3","1"\n',
+    "blank lines": "a,b,y\n\n1.5,2,0\n\n\n3,4,1\n\n",
+    "no final newline": "a,b,y\n1.5,2,0\n3,4,1",
+    "CRLF": "a,b,y\r\n1.5,2,0\r\n\r\n3,4,1\r\n",
+    "CR only": "a,b,y\r1.5,2,0\r3,4,1\r",
+    "label in the middle": "a,y,b\n1.5,0,2\n3,1,4\n",
+    "label first, spaces": "y,a,b\n 0 , 1.5,2\n1,3 ,4\n",
+    "numbers every way": "a,b,y\n1e300,-0.0,2\n.5,5.,+3\n1E2,1e-5,1\n4.9e-324,1.7976931348623157e308,0\n",
+    "a byte-order mark": "\ufeffa,b,y\n1.5,2,0\n",
+    "a line of spaces": "a,b,y\n1.5,2,0\n   \n3,4,1\n",  # numpy refuses it: streamed
+    "text classes": "a,b,y\n1.5,2,cat\n3,4,dog\n",  # the fast pass refuses text as numbers: streamed
+    "a NaN label": "a,b,y\n1.5,2,0\n3,4,NaN\n",  # the stream's careful pass hands it on as text
+    "an empty label": "a,b,y\n1.5,2,0\n3,4,\n",
+}
+STREAMED = {"a line of spaces", "text classes", "a NaN label", "an empty label"}
+
+
+def _read_both(
+    path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int = 8192
+) -> tuple[list[Chunk], list[Chunk], bool]:
+    """The holdout read with the whole-file read allowed and with it off; and whether it was used."""
+    whole_reads = 0
+    real_fast = dataset._parse_fast
+
+    def counting(lines: list[str] | Path, *args: object) -> Chunk | None:
+        nonlocal whole_reads
+        chunk = real_fast(lines, *args)  # type: ignore[arg-type]
+        whole_reads += isinstance(lines, Path) and chunk is not None
+        return chunk
+
+    monkeypatch.setattr(dataset, "_parse_fast", counting)
+    whole = list(open_holdout(path, "csv", "y", [], chunk_rows=chunk_rows).chunks(numeric_labels=True))
+    streamed = list(
+        open_holdout(path, "csv", "y", [], chunk_rows=chunk_rows, whole_file_max_bytes=0).chunks(numeric_labels=True)
+    )
+    return whole, streamed, whole_reads > 0
+
+
+def _same(whole: list[Chunk], streamed: list[Chunk]) -> None:
+    assert [(c.first_row, c.rows) for c in whole] == [(c.first_row, c.rows) for c in streamed]
+    for w, s in zip(whole, streamed, strict=True):
+        assert w.features.tobytes() == s.features.tobytes()  # -0.0 and the last bit (views: in row order)
+        assert w.labels.dtype == s.labels.dtype and w.labels.tolist() == s.labels.tolist()
+
+
+@pytest.mark.parametrize("content", WHOLE.values(), ids=WHOLE.keys())
+def test_a_small_file_read_whole_is_the_streamed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    """The whole-file read gives the stream's chunks: values bit for bit, labels, row numbers; a file it
+    refuses (a line of spaces, text or NaN labels) is streamed, with the same outcome as before."""
+    path = tmp_path / "h.csv"
+    path.write_bytes(content.encode())
+    whole, streamed, used = _read_both(path, monkeypatch, chunk_rows=1)
+    assert used == (content not in {WHOLE[k] for k in STREAMED})
+    _same(whole, streamed)
+
+
+@pytest.mark.parametrize("chunk_rows", [97, 1000, 8192])
+def test_a_whole_file_is_handed_out_in_the_streams_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    """2,000 rows with blank lines: chunks of ``chunk_rows`` rows numbered as the stream numbers them (blank
+    lines are no rows), the same values; each chunk a view of the one table, not a copy."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 3))
+    lines = [
+        f"{float(a)!r},{int(c)},{float(b)!r},{float(d)!r}\n"
+        for (a, b, d), c in zip(x, rng.integers(0, 3, 2000), strict=True)
+    ]
+    path = tmp_path / "h.csv"
+    path.write_text("a,y,b,d\n" + "".join(lines[:500]) + "\n\n" + "".join(lines[500:]))
+    whole, streamed, used = _read_both(path, monkeypatch, chunk_rows)
+    assert used and sum(c.rows for c in whole) == 2000
+    assert np.array_equal(np.concatenate([c.features for c in whole]), x)
+    if chunk_rows < 500:  # the stream's chunks end at lines, the whole file's at rows: the same where no blank
+        _same(whole[:5], streamed[:5])  # line came before
+    assert [c.first_row for c in whole] == list(range(1, 2001, chunk_rows))
+    assert all(c.features.base is whole[0].features.base for c in whole)
+    assert np.concatenate([c.labels for c in whole]).tolist() == np.concatenate([c.labels for c in streamed]).tolist()
+
+
+BAD = {
+    "a word": ("1.5,x,0", "row 3, column 'b': 'x' is not a number"),
+    "an empty feature": ("1.5,,0", "row 3, column 'b': '' is not a number"),
+    "1_0": ("1.5,1_0,0", "row 3, column 'b': '1_0' is not a number"),
+    "too few fields": ("1.5,0", "row 3 has 2 fields, the header has 3"),
+}
+
+
+@pytest.mark.parametrize(("line", "words"), BAD.values(), ids=BAD.keys())
+def test_a_bad_row_reads_the_same_whole_or_streamed(tmp_path: Path, line: str, words: str) -> None:
+    """numpy's own message for a whole file counts lines, not our data rows: the whole-file read hands a file
+    it refuses to the stream, whose message names the row (blank lines do not count) and the column."""
+    path = tmp_path / "h.csv"
+    path.write_text(f"a,b,y\n1,2,0\n\n4,5,1\n{line}\n7,8,1\n")
+    for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+        with pytest.raises(BadInput) as raised:
+            list(open_holdout(path, "csv", "y", [], whole_file_max_bytes=limit).chunks(numeric_labels=True))
+        assert str(raised.value) == words, limit
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"a,y\n", "the dataset has a header but no rows"),
+        (b"a,y\n\n\n", "the dataset has a header but no rows"),
+        # past the header's first block of text: the stream's chunk of lines fails as a whole
+        (b"a,y\n" + b"1,0\n" * 3000 + b"2,\xff\n", "the dataset is not UTF-8 text after row 0"),
+    ],
+)
+def test_no_rows_and_not_utf8_read_the_same_whole_or_streamed(tmp_path: Path, content: bytes, words: str) -> None:
+    path = tmp_path / "h.csv"
+    path.write_bytes(content)
+    for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+        with pytest.raises(BadInput, match=f"^{words}$"):
+            list(open_holdout(path, "csv", "y", [], whole_file_max_bytes=limit).chunks(numeric_labels=True))
+
+
+def test_large_files_slices_and_compressed_names_are_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the size limit, with a slice column (its text can take far more memory than its bytes), or under
+    a name numpy's reader would decompress (a gzip CSV must be refused whatever its size), the file streams."""
+    import gzip
+
+    paths: list[Path] = []
+    monkeypatch.setattr(
+        dataset, "_parse_fast", lambda lines, *a: paths.append(lines) if isinstance(lines, Path) else None
+    )
+    path = tmp_path / "h.csv"
+    path.write_text("a,y,g\n1,0,7\n2,1,8\n")
+    list(open_holdout(path, "csv", "y", ["g"]).chunks(numeric_labels=True))
+    list(open_holdout(path, "csv", "y", [], whole_file_max_bytes=path.stat().st_size - 1).chunks(numeric_labels=True))
+    assert paths == []
+    list(open_holdout(path, "csv", "y", [], whole_file_max_bytes=path.stat().st_size).chunks(numeric_labels=True))
+    assert paths == [path]
+    monkeypatch.undo()
+    packed = tmp_path / "h.csv.gz"
+    packed.write_bytes(gzip.compress(b"a,y\n1,0\n"))
+    with pytest.raises(BadInput, match="not UTF-8 text"):
+        list(open_holdout(packed, "csv", "y", []).chunks(numeric_labels=True))

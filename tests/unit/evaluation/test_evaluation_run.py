@@ -10,6 +10,7 @@ import pytest
 from tests.support import holdouts, models
 
 from mlrollout_serving.contract.evaluation import EvaluateExit, EvaluationReport, EvaluationRequest
+from mlrollout_serving.evaluation import dataset
 from mlrollout_serving.evaluation.run import evaluate
 
 
@@ -84,3 +85,58 @@ def test_a_holdout_the_models_do_not_fit_is_closed(wine_csv: Path, tmp_path: Pat
     assert (
         report.reason == "bad input: stable model's input 'input' takes 13 features, the dataset has 14 feature columns"
     )
+
+
+@pytest.fixture(scope="module")
+def wine_numbers_csv(wine_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wine holdout without its segment column and its line of spaces: numbers only, read whole."""
+    lines = wine_csv.read_text().splitlines(keepends=True)
+    numbers = [",".join(line.split(",")[:14]) + "\n" if line.strip() else line for line in lines]  # 13 + label
+    path = tmp_path_factory.mktemp("run") / "wine-numbers.csv"
+    path.write_text("".join(line for line in numbers if line.strip() or line == "\n"))
+    return path
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balancedAccuracy", "logLoss"])
+def test_a_holdout_read_whole_reports_what_the_stream_reports(
+    wine_numbers_csv: Path, tmp_path: Path, metric: str
+) -> None:
+    request = _request(wine_numbers_csv, metric)
+    whole = evaluate(request, tmp_path, clock=lambda: 0.0)
+    assert whole.problem is None and whole.rows == 1500
+    for chunk_rows in (97, 8192):
+        assert evaluate(request, tmp_path, chunk_rows=chunk_rows, clock=lambda: 0.0, whole_file_max_bytes=0) == whole
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        (4, "n/a", "row 1199, column 'f4': 'n/a' is not a number"),
+        (4, "inf", "row 1199, column 'f4': inf is not a finite number"),
+        (13, "nan", "label column 'label' is empty or NaN on 1 row(s) of rows 1..1500 (first: row 1199)"),
+        (13, "", "label column 'label' is empty or NaN on 1 row(s) of rows 1..1500 (first: row 1199)"),
+        (13, "cat", "row 1199, label 'label': 'cat' is not a number (the models predict integer classes)"),
+        (14, "", "row 1199 has 13 fields, the header has 14"),
+    ],
+)
+def test_a_bad_row_is_named_alike_whole_or_streamed(
+    wine_numbers_csv: Path, tmp_path: Path, field: int, value: str, words: str
+) -> None:
+    """Line 1200 is data row 1199 (a blank line before it is no row), read whole or streamed; a wrong digest
+    is reported instead of the row: the holdout is verified before a row is read."""
+    lines = wine_numbers_csv.read_text().splitlines(keepends=True)
+    fields = lines[1200].rstrip("\n").split(",")
+    if field < len(fields):
+        fields[field] = value
+    else:
+        fields.pop()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join([*lines[:1200], ",".join(fields) + "\n", *lines[1201:]]))
+    request = _request(bad, "accuracy")
+    for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+        report = evaluate(request, tmp_path, clock=lambda: 0.0, whole_file_max_bytes=limit)
+        assert report.exit_code == EvaluateExit.BAD_INPUT and report.reason.startswith(f"bad input: {words}"), limit
+    wire = request.to_wire()
+    wire["dataset"]["sha256"] = "0" * 64
+    wrong = evaluate(EvaluationRequest.from_wire(wire), tmp_path, clock=lambda: 0.0)
+    assert wrong.reason.startswith("bad input: dataset integrity check failed"), wrong.reason
