@@ -30,12 +30,12 @@ from how many rows on ours reaches 80 % of the loop's rows per second.
 Usage (from the repository root):
 
     .venv/bin/python bench/evaluation_throughput.py [--rows 100000] [--million 1000000] [--big-mib 1024] [--repeats 3]
-        [--one-cpu 1]
+        [--one-cpu 1] [--output bench/results/evaluation-throughput.json]
 
 ``--one-cpu``: the two sides again at ``--rows``, each pinned to one core (``taskset -c 0``), as in the Job
 with its default ``limits.cpu: 1``.
 
-Results: a table on stdout and bench/results/evaluation-throughput.json.
+Results: a table on stdout and bench/results/evaluation-throughput.json (``--output``: another file).
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the large CSV (0: skip it)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--one-cpu", type=int, default=1, help="also both sides at --rows pinned to one CPU (0: skip)")
+    ap.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes (keep earlier runs' files)")
     args = ap.parse_args()
     # The Job runs from an image whose modules carry valid bytecode (images/ocibuild.py), and pip compiled
     # numpy's and onnxruntime's here; an editable checkout on a machine with PYTHONDONTWRITEBYTECODE has
@@ -272,8 +273,8 @@ def main() -> None:
             print(f"  ours' peak memory over the CSV's size: {result['large']['peak_over_csv']:.2f}; "
                   f"{result['large']['bytes_per_row']:.1f} bytes per extra row")  # fmt: skip
     result["load_average_at_end"] = os.getloadavg()  # other work on the machine slows both sides, not alike
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
