@@ -250,6 +250,9 @@ X = ",".join(["0.5"] * 10)
          "label column 'label' is empty or NaN on 2 row(s) of rows 1..3 (first: row 2)"),
         (f"{H},label\n{X},0\n{X[:-3]}x,1\n", "row 2, column 'f9': 'x' is not a number"),
         (f"{H},label\n{X},0\n{X}\n", "row 2 has 10 fields, the header has 11"),
+        (f"{H},label\n{X},0\n{X},1,7\n{X},1\n", "row 2 has 12 fields, the header has 11"),
+        (f"{H},label\r\n{X},0,\r\n", "row 1 has 12 fields, the header has 11"),  # a trailing delimiter
+        (f"label,{H}\n0,{X}\n1,{X}\n\n1,{X},\"7, 8\"\n", "row 3 has 12 fields, the header has 11"),
         (f"{H},label\n{X},0\n{X},one\n",
          "row 2, label 'label': 'one' is not a number (the models predict integer classes)"),
         (f"{H},label\n{X},0\n{X},0.5\n", "row 2, label 'label': '0.5' is not an integer class"),

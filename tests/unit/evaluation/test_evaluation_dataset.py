@@ -392,3 +392,69 @@ def test_large_files_slices_and_compressed_names_are_streamed(tmp_path: Path, mo
     packed.write_bytes(gzip.compress(b"a,y\n1,0\n"))
     with pytest.raises(BadInput, match="not UTF-8 text"):
         list(open_holdout(packed, "csv", "y", []).chunks(numeric_labels=True))
+
+
+# A row with more fields than the header: numpy reads only the columns asked for and ignores the rest, so
+# without a count such a row was read from its first fields (in a 1-line chunk even at the wrong width)
+LONG_AT = {"the first row": 1, "a middle row": 10, "the last line": 20, "a 1-row file": 0}
+LONG_EXTRA = {"a number": ",9", "a trailing delimiter": ",", "a quoted delimiter": ',"9,9"', "two": ",9,9"}
+ORDERS = {"label last": "abgy", "label first": "yabg", "label in the middle": "aybg"}
+
+
+def _long_file(path: Path, order: str, at: int, extra: str, newline: str) -> Path:
+    """20 data rows (1 if ``at`` is 0) of columns a, b, g (numbers) and the label y in ``order``, a blank
+    line after the 4th; data row ``at`` (0: the only row) has ``extra`` fields after its last, no newline
+    after the last line. A quoted feature elsewhere: a quote in the chunk is no long row."""
+    rows = []
+    for i in range(1, 21 if at else 2):
+        values = {"a": f"{i}.5", "b": f'"-{i}"' if i == 2 else f"-{i}", "g": str(i % 3), "y": str(i % 2)}
+        rows.append(",".join(values[c] for c in order) + (extra if i == max(at, 1) else ""))
+        if i == 4:
+            rows.append("")
+    path.write_bytes((newline.join([",".join(order), *rows])).encode())
+    return path
+
+
+def _refusals(path: Path, rows: int) -> set[str]:
+    """What every way of reading ``path`` says: numbers whole or streamed, numeric labels with a slice, text
+    labels with and without one; in chunks of 1, 2 and 8,192 lines."""
+    said: set[str] = set()
+    for slices, numeric in (([], True), (["g"], True), ([], False), (["g"], False)):
+        for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+            for chunk_rows in (1, 2, 8192):
+                holdout = open_holdout(path, "csv", "y", slices, chunk_rows=chunk_rows, whole_file_max_bytes=limit)
+                with pytest.raises(BadInput) as raised:
+                    assert sum(c.rows for c in holdout.chunks(numeric)) != rows, "read silently"
+                said.add(str(raised.value))
+    return said
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("order", ORDERS.values(), ids=ORDERS.keys())
+@pytest.mark.parametrize("extra", LONG_EXTRA.values(), ids=LONG_EXTRA.keys())
+@pytest.mark.parametrize("at", LONG_AT.values(), ids=LONG_AT.keys())
+def test_a_row_longer_than_the_header_is_named_however_it_is_read(
+    tmp_path: Path, at: int, extra: str, order: str, newline: str
+) -> None:
+    """The same words, naming the data row (blank lines are no rows) and both counts, whether the file is
+    read whole or streamed, in chunks of one line or all of them, with the label anywhere, slices or not."""
+    path = _long_file(tmp_path / "h.csv", order, at, extra, newline)
+    fields = 4 + (2 if extra == ",9,9" else 1)
+    assert _refusals(path, 20 if at else 1) == {f"row {max(at, 1)} has {fields} fields, the header has 4"}
+
+
+@pytest.mark.parametrize("order", ORDERS.values(), ids=ORDERS.keys())
+def test_the_same_file_without_the_long_row_is_read_by_the_fast_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    """The count lets plain rows by (a quoted field among them), and the fast pass reads them; a quoted
+    delimiter is inside its field, which the count (the csv module's, then) tells from a field more."""
+    path = _long_file(tmp_path / "h.csv", order, 10, "", "\n")
+    whole, streamed, used = _read_both(path, monkeypatch, chunk_rows=1)
+    assert used and sum(c.rows for c in whole) == 20
+    _same(whole, streamed)
+    slices = list(open_holdout(path, "csv", "y", ["g"], chunk_rows=3).chunks(False))
+    assert [v for c in slices for v in c.slices["g"].tolist()] == [str(i % 3) for i in range(1, 21)]
+    path.write_text(path.read_text().replace("3.5,", '3.5,"x, y",', 1))  # a quoted delimiter, one field more
+    with pytest.raises(BadInput, match=r"^row 3 has 5 fields, the header has 4$"):
+        list(open_holdout(path, "csv", "y", ["g"], chunk_rows=3).chunks(False))

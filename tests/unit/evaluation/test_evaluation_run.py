@@ -116,20 +116,18 @@ def test_a_holdout_read_whole_reports_what_the_stream_reports(
         (13, "nan", "label column 'label' is empty or NaN on 1 row(s) of rows 1..1500 (first: row 1199)"),
         (13, "", "label column 'label' is empty or NaN on 1 row(s) of rows 1..1500 (first: row 1199)"),
         (13, "cat", "row 1199, label 'label': 'cat' is not a number (the models predict integer classes)"),
-        (14, "", "row 1199 has 13 fields, the header has 14"),
+        (13, None, "row 1199 has 13 fields, the header has 14"),
+        (14, "9", "row 1199 has 15 fields, the header has 14"),
     ],
 )
 def test_a_bad_row_is_named_alike_whole_or_streamed(
-    wine_numbers_csv: Path, tmp_path: Path, field: int, value: str, words: str
+    wine_numbers_csv: Path, tmp_path: Path, field: int, value: str | None, words: str
 ) -> None:
     """Line 1200 is data row 1199 (a blank line before it is no row), read whole or streamed; a wrong digest
     is reported instead of the row: the holdout is verified before a row is read."""
     lines = wine_numbers_csv.read_text().splitlines(keepends=True)
     fields = lines[1200].rstrip("\n").split(",")
-    if field < len(fields):
-        fields[field] = value
-    else:
-        fields.pop()
+    fields[field : field + 1] = [] if value is None else [value]  # None: no label; 14: a field more
     bad = tmp_path / "bad.csv"
     bad.write_text("".join([*lines[:1200], ",".join(fields) + "\n", *lines[1201:]]))
     request = _request(bad, "accuracy")
@@ -140,3 +138,26 @@ def test_a_bad_row_is_named_alike_whole_or_streamed(
     wire["dataset"]["sha256"] = "0" * 64
     wrong = evaluate(EvaluationRequest.from_wire(wire), tmp_path, clock=lambda: 0.0)
     assert wrong.reason.startswith("bad input: dataset integrity check failed"), wrong.reason
+
+
+@pytest.mark.parametrize("slices", [(), ("segment",)])
+@pytest.mark.parametrize("row", [1, 750, 1500, 0], ids=["first", "middle", "last line", "1-row file"])
+def test_a_row_longer_than_the_header_is_bad_input_whole_or_streamed(
+    wine_numbers_csv: Path, wine_csv: Path, tmp_path: Path, row: int, slices: tuple[str, ...]
+) -> None:
+    """A field more on data row ``row`` (0: the only row of a file) is refused, the same words read whole
+    or streamed in any chunks; with the slice column too (text, always streamed)."""
+    lines = (wine_csv if slices else wine_numbers_csv).read_text().splitlines(keepends=True)
+    data = [i for i, line in enumerate(lines) if i and line.strip()]
+    if not row:
+        lines = lines[: data[0] + 1]
+    at = data[max(row, 1) - 1]
+    lines[at] = lines[at].rstrip("\r\n") + ",0.5\n"
+    bad = tmp_path / "long.csv"
+    bad.write_text("".join(lines))
+    fields = 16 if slices else 15
+    request = _request(bad, "accuracy", slices)
+    for limit, chunk_rows in ((dataset.WHOLE_FILE_MAX_BYTES, 8192), (0, 8192), (0, 1), (0, 97)):
+        report = evaluate(request, tmp_path, chunk_rows=chunk_rows, clock=lambda: 0.0, whole_file_max_bytes=limit)
+        assert report.exit_code == EvaluateExit.BAD_INPUT, (limit, chunk_rows)
+        assert report.reason == f"bad input: row {max(row, 1)} has {fields} fields, the header has {fields - 1}"
