@@ -26,7 +26,9 @@ what is reachable instead:
   the rows (0.25 pp apart), which it was not fitted to;
 - **simulated** (``simulated_rows``, shadow): the group-sequential test with the exact design's horizons on
   ``quality_power.py``'s draws (labelled rows at a tenth of a look, labels at once and 5 looks late, the
-  same streams as its table and ``decision_quality.py``'s), alone and averaged with ``quality.harm``'s
+  same streams as its table and ``decision_quality.py``'s), its state updated once a look, every tenth of
+  a look, and with the counts at each horizon known (``_ordered``: what a gateway recording them would
+  give), alone and averaged with ``quality.harm``'s
   mixture (the group-sequential part at ``GS_WEIGHT`` of alpha: the average fires when either part would
   at its share, and the mixture keeps power one beyond the last horizon), with A/A over 60 looks (labels
   at once, 5 looks late, and each 0 to 5 looks late at random).
@@ -293,15 +295,48 @@ def exact_rows(alpha: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _stateful(k: Array, n: Array, ours: Array, alone: GroupSequential, part: GroupSequential) -> dict[str, Array]:
+def ordered_log_e(gs: GroupSequential, k: Array, n: Array, rng: np.random.Generator) -> Array:
+    """The group-sequential e-process when the pairs favouring stable are known at the moment the pair count
+    passes each horizon (what a gateway recording them would give): per run and sub-look, 1/size once a
+    horizon rejected, else ``P(a later horizon rejects | K_n) / size``. The count at a horizon inside a
+    sub-look is drawn from the sub-look's counts in a uniformly random order (hypergeometric): the order in
+    which the simulated pairs of a sub-look arrive, which are independent and alike given the counts."""
+    runs, horizon = k.shape
+    out = np.zeros((runs, horizon))
+    top = math.log(1 / gs.size)
+    for r in range(runs):
+        n0, k0, rejected = 0, 0, False
+        for s in range(horizon):
+            n1, k1 = int(n[r, s]), int(k[r, s])
+            if not rejected:
+                for h, c in zip(gs.horizons, gs.bounds, strict=True):
+                    if n0 < h <= n1:
+                        k_h = k0 + int(rng.hypergeometric(k1 - k0, (n1 - n0) - (k1 - k0), h - n0))
+                        n0, k0 = h, k_h
+                        if k_h >= c:
+                            rejected = True
+                            break
+                n0, k0 = (n1, k1) if not rejected else (n0, k0)
+            out[r, s] = top if rejected else math.log(max(gs.future(n1, k1) / gs.size, 1e-300))
+    return out
+
+
+def _stateful(
+    k: Array, n: Array, ours: Array, alone: GroupSequential, part: GroupSequential, rng: np.random.Generator
+) -> dict[str, Array]:
     """The group-sequential test alone and averaged with ours, its state updated once a look (the operator's
-    cadence) and every tenth of a look (``_sub_look``: a look's pairs crossing a horizon cost it less)."""
+    cadence), every tenth of a look (``_sub_look``), and with the counts at each horizon known
+    (``_ordered``: :func:`ordered_log_e`)."""
     out = {}
     for suffix, every in (("", 10), ("_sub_look", 1)):
         out[f"group_sequential{suffix}"] = alone.log_e(k, n, every)
         out[f"group_sequential_and_ours{suffix}"] = np.logaddexp(
             math.log(GS_WEIGHT) + part.log_e(k, n, every), math.log(1 - GS_WEIGHT) + ours
         )
+    out["group_sequential_ordered"] = ordered_log_e(alone, k, n, rng)
+    out["group_sequential_and_ours_ordered"] = np.logaddexp(
+        math.log(GS_WEIGHT) + ordered_log_e(part, k, n, rng), math.log(1 - GS_WEIGHT) + ours
+    )
     return out
 
 
@@ -310,6 +345,7 @@ def simulated_rows(runs: int, seed: int, alpha: float, horizons: list[int]) -> l
     ``GroupSequential`` at alpha, state updated once a look) on ``quality_power.py``'s shadow draws."""
     bar = math.log(1 / alpha)
     alone, part = GroupSequential(horizons, alpha), GroupSequential(horizons, GS_WEIGHT * alpha)
+    order = np.random.default_rng([seed, 43])  # the orders within sub-looks, for the ``_ordered`` tests
     rows = []
     for delay in (0, 5):
         for effect in EFFECTS:
@@ -320,7 +356,7 @@ def simulated_rows(runs: int, seed: int, alpha: float, horizons: list[int]) -> l
             ours = grid_log_e(k, n, share, beta_log_e(k, n, share), mixture_of("shadow"))
             row: dict[str, Any] = {"design": "shadow", "delay_looks": delay, "effect_pp": -effect * 100,
                                    "runs": runs, "looks_simulated": looks, "oracle_rows_90": oracle}  # fmt: skip
-            for name, log_e in {"ours": ours, **_stateful(k, n, ours, alone, part)}.items():
+            for name, log_e in {"ours": ours, **_stateful(k, n, ours, alone, part, order)}.items():
                 r = rows_at_power(by_sub_look(log_e, bar), lag)
                 row[name] = r / oracle if r is not None and oracle else None
             rows.append(row)
@@ -334,7 +370,7 @@ def simulated_rows(runs: int, seed: int, alpha: float, horizons: list[int]) -> l
                 "shadow", 0.0, int(null_delay), runs, np.random.default_rng([seed, 42, int(null_delay)]), looks
             )
         ours = grid_log_e(k, n, share, beta_log_e(k, n, share), mixture_of("shadow"))
-        tests = {"ours": ours, **_stateful(k, n, ours, alone, part)}
+        tests = {"ours": ours, **_stateful(k, n, ours, alone, part, order)}
         row = {
             "design": "shadow",
             "delay_looks": null_delay,
@@ -379,8 +415,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "| shadow, simulated | delay | effect | ours | group-sequential: once a look / every tenth | "
-        "group-sequential and ours: once a look / every tenth |",
+        "| shadow, simulated | delay | effect | ours | group-sequential: once a look / every tenth / ordered | "
+        "group-sequential and ours: once a look / every tenth / ordered |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -388,7 +424,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| A/A by look 20, 60 | {r['delay_looks']} | 0 | {r['ours_by_20']:.1%}, {r['ours_by_60']:.1%} | "
                 + " | ".join(
-                    " / ".join(f"{r[f'{t}{s}_by_20']:.1%}, {r[f'{t}{s}_by_60']:.1%}" for s in ("", "_sub_look"))
+                    " / ".join(
+                        f"{r[f'{t}{s}_by_20']:.1%}, {r[f'{t}{s}_by_60']:.1%}" for s in ("", "_sub_look", "_ordered")
+                    )
                     for t in ("group_sequential", "group_sequential_and_ours")
                 )
                 + " |"
@@ -397,8 +435,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| labelled rows over the oracle's | {r['delay_looks']} | {r['effect_pp']:+.0f} pp | "
                 f"{_x(r['ours'])} | "
-                f"{_x(r['group_sequential'])} / {_x(r['group_sequential_sub_look'])} | "
-                f"{_x(r['group_sequential_and_ours'])} / {_x(r['group_sequential_and_ours_sub_look'])} |"
+                + " | ".join(
+                    " / ".join(_x(r[f"{t}{s}"]) for s in ("", "_sub_look", "_ordered"))
+                    for t in ("group_sequential", "group_sequential_and_ours")
+                )
+                + " |"
             )
     return "\n".join(lines)
 
