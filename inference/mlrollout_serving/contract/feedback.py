@@ -62,6 +62,8 @@ __all__ = [
     "labels_problem",
     "mint",
     "seal",
+    "seal_section",
+    "section",
     "sign",
     "verify",
 ]
@@ -124,19 +126,19 @@ class FeedbackKeys:
 
     keys: Mapping[int, bytes]
     _states: dict[int, tuple[HASH, HASH]] = field(init=False, repr=False, compare=False)
-    _current: int = field(init=False, repr=False, compare=False)
     _signing: tuple[int, HASH, HASH] = field(init=False, repr=False, compare=False)
     """The current key's id and states: what :func:`seal` reads once per token."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_states", {key_id: _hmac_states(key) for key_id, key in self.keys.items()})
-        object.__setattr__(self, "_current", max(self.keys))
-        object.__setattr__(self, "_signing", (self._current, *self._states[self._current]))
+        states = {key_id: _hmac_states(key) for key_id, key in self.keys.items()}
+        current = max(self.keys)
+        object.__setattr__(self, "_states", states)
+        object.__setattr__(self, "_signing", (current, *states[current]))
 
     @property
     def current(self) -> int:
         """The id of the key that signs (the highest); fixed when the keys are read, not looked for per token."""
-        return self._current
+        return self._signing[0]
 
     def mac(self, key_id: int, payload: bytes) -> bytes:
         """HMAC-SHA256 of ``payload`` with key ``key_id``, truncated to MAC_BYTES: the same bytes as
@@ -198,30 +200,44 @@ def seal(
     predictions: Sequence[str | None] | Sequence[float],
     class_count: int,
 ) -> bytes:
-    """:func:`sign`'s token as ASCII bytes: what a gateway calls once per answer (the header and the body take
-    bytes; a caller keeps ``revision``'s field per revision). The common answer, one class label, is packed
+    """:func:`sign`'s token as ASCII bytes: what a gateway calls once per answer it reads (the header and the
+    body take bytes; a caller keeps ``revision``'s field per revision)."""
+    return seal_section(keys, flags, track, issued, nonce, replica, revision,
+                        section(flags, predictions, class_count))  # fmt: skip
+
+
+def section(flags: int, predictions: Sequence[str | None] | Sequence[float], class_count: int) -> bytes:
+    """The token's predictions field: ``rows u16 | classes u8 | predictions``, class labels when ``flags &
+    CLASSES`` (else float32 values). The one packing of predictions: :func:`seal` uses it, and so does the
+    model server's predictions header (contract.predicted). The common answer, one class label, is packed
     with one ``struct`` call."""
     if class_count > 255 or class_count < 0:
         class_count = min(max(class_count, 0), 255)
     if not flags & CLASSES:
         rows = len(predictions)
-        body = _ROWS.pack(rows, class_count) + struct.pack(f"<{rows}f", *predictions)
-    elif len(predictions) == 1 and (label := predictions[0]) is not None:
+        return _ROWS.pack(rows, class_count) + struct.pack(f"<{rows}f", *predictions)
+    if len(predictions) == 1 and (label := predictions[0]) is not None:
         raw = (label if type(label) is str else str(label)).encode()
         if len(raw) > MAX_LABEL_BYTES:
             raw = raw[:MAX_LABEL_BYTES]
-        body = _ONE_LABEL.pack(1, class_count, len(raw)) + raw
-    else:
-        parts = [_ROWS.pack(len(predictions), class_count)]
-        for label in predictions:
-            if label is None:
-                parts.append(_NONE)
-                continue
-            raw = str(label).encode()[:MAX_LABEL_BYTES]
-            parts += (bytes((len(raw),)), raw)
-        body = b"".join(parts)
+        return _ONE_LABEL.pack(1, class_count, len(raw)) + raw
+    parts = [_ROWS.pack(len(predictions), class_count)]
+    for label in predictions:
+        if label is None:
+            parts.append(_NONE)
+            continue
+        raw = str(label).encode()[:MAX_LABEL_BYTES]
+        parts += (bytes((len(raw),)), raw)
+    return b"".join(parts)
+
+
+def seal_section(
+    keys: FeedbackKeys, flags: int, track: int, issued: int, nonce: int, replica: int, revision: bytes, packed: bytes
+) -> bytes:
+    """:func:`seal` with the predictions field already packed (:func:`section`; or as the model server sent it,
+    contract.predicted): the HMAC and the base64url, and nothing else."""
     key_id, inner, outer = keys._signing
-    payload = _HEAD.pack(VERSION, key_id, flags, track, issued, nonce, replica) + revision + body
+    payload = _HEAD.pack(VERSION, key_id, flags, track, issued, nonce, replica) + revision + packed
     digest = inner.copy()  # FeedbackKeys.mac inlined: this runs once per answer
     digest.update(payload)
     mac = outer.copy()

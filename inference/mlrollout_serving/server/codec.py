@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from mlrollout_serving.contract.feedback import MAX_ROWS
+from mlrollout_serving.contract.predicted import header_value, read_answer
 from mlrollout_serving.server.signature import DATATYPE_DTYPES, RequestedOutput, Signature, TensorSpec
 
 Array = npt.NDArray[Any]
@@ -525,3 +527,35 @@ def encode_infer(
     if not blobs:
         return Encoded(header, None)
     return Encoded(header + b"".join(blobs), len(header))
+
+
+_PREDICTED_VALUES = 64 * MAX_ROWS
+"""Beyond this many output values an answer gets no predictions header (its rows are beyond what a token
+carries, or nearly): the gateway reads such an answer itself, as one from any other server."""
+
+
+def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str | None:
+    """The predictions header's value (contract.predicted) for an answer of these outputs encoded as JSON (no
+    binary ones), or None: the gateway's reading rule (``read_answer``) applied to the outputs as the answer's
+    JSON shows them (a non-finite float is ``null``), so the gateway signs what it would have read."""
+    shown: list[dict[str, Any]] = []
+    values = 0
+    for spec, arr, _ in outputs:
+        flat = arr.ravel()
+        values += flat.size
+        if values > _PREDICTED_VALUES:
+            return None
+        if flat.dtype.kind == "f":
+            data = flat.tolist()
+            for x in data:
+                if x - x != 0.0:  # NaN or ±Inf: orjson writes null
+                    data = [v if v - v == 0.0 else None for v in data]
+                    break
+        elif flat.dtype.kind == "O" or flat.dtype.str[1:] not in _ORJSON_NATIVE:
+            data = list(_json_data(flat))
+        else:
+            data = flat.tolist()
+        shown.append({"datatype": spec.datatype, "shape": list(arr.shape), "data": data})
+    read = read_answer({"outputs": shown})
+    value = None if read is None else header_value(read)
+    return None if value is None else value.decode("ascii")
