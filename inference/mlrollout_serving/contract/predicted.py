@@ -7,8 +7,10 @@ just computed to send :data:`PREDICTED_HEADER`, so that the gateway can sign the
 **The header** (``x-mlrollout-predicted``; a *response* header of the gateway's upstreams, never read from a
 client request and never passed on to a client: the gateway drops it with the other ``x-mlrollout-*`` headers
 of upstreams). Its value is the standard base64 of ``flags u8 | rows u16 | classes u8 | predictions``: the
-token's own predictions field (contract.feedback's layout, :func:`~.feedback.section`) after a flags byte
-that is ``CLASSES`` or 0, so the gateway copies it into the token as it is. It is what :func:`read_answer`
+token's own predictions field (contract.feedback's layout, :func:`~.feedback.section`) after a flags byte,
+``CLASSES`` or 0, plus :data:`PLAIN` when the answer is one JSON object, ending with the ``}`` that closes it
+and without a top-level ``parameters`` (so the id can be spliced in before that brace unread; the model
+server's answers always are). The gateway copies the field into the token as it is. It is what :func:`read_answer`
 reads from the answer the header comes with, byte for byte the same token
 (tests/unit/gateway/test_gateway_feedback_header.py); an upstream that does not send it (MLServer, KServe,
 an older model server) has its answer read instead. A header that does not parse is ignored (the answer is
@@ -24,9 +26,11 @@ from typing import Any, Final
 
 from .feedback import CLASSES, FLOAT32_MAX, MAX_ROWS, NO_PREDICTION, section
 
-__all__ = ["PREDICTED_HEADER", "Predicted", "Section", "header_value", "read_answer", "read_header"]
+__all__ = ["PLAIN", "PREDICTED_HEADER", "Predicted", "Section", "header_value", "read_answer", "read_header"]
 
 PREDICTED_HEADER: Final = "x-mlrollout-predicted"
+PLAIN: Final = 0x80
+"""The header's flag for an answer that is one JSON object ending with its closing ``}``, without ``parameters``."""
 _FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
 _SECTION_HEAD: Final = 4  # flags u8, rows u16, classes u8
 
@@ -148,25 +152,28 @@ def _flat(data: list[Any]) -> list[Any]:
     return out
 
 
-def header_value(predicted: Predicted) -> bytes | None:
-    """The :data:`PREDICTED_HEADER` value for an answer that predicted ``predicted`` (the model server's side),
-    or None when it has no rows or more than a token ever carries (the answer is then read, as without it)."""
+def header_value(predicted: Predicted, plain: bool) -> bytes | None:
+    """The :data:`PREDICTED_HEADER` value for an answer that predicted ``predicted`` (the model server's side;
+    ``plain``: see :data:`PLAIN`), or None when it has no rows or more than a token ever carries (the answer
+    is then read, as without it)."""
     if not predicted.values or len(predicted.values) > MAX_ROWS:
         return None
     flags = CLASSES if predicted.classes else 0
     packed = section(flags, predicted.values, predicted.class_count)
-    return binascii.b2a_base64(bytes((flags,)) + packed, newline=False)
+    return binascii.b2a_base64(bytes((flags | (PLAIN if plain else 0),)) + packed, newline=False)
 
 
 @dataclass(slots=True)
 class Section:
     """A header's predictions as a token carries them: ``packed`` is the token's field (rows, classes,
-    predictions), cut to ``rows`` rows; ``truncated`` when the answer had more."""
+    predictions), cut to ``rows`` rows; ``truncated`` when the answer had more; ``plain``: :data:`PLAIN`.
+    Never changed once made (a gateway keeps the ones it sees often)."""
 
     flags: int
     rows: int
     truncated: bool
     packed: bytes
+    plain: bool
 
 
 def read_header(value: bytes, max_rows: int) -> Section | None:
@@ -179,7 +186,7 @@ def read_header(value: bytes, max_rows: int) -> Section | None:
         return None
     if len(raw) < _SECTION_HEAD + 1:
         return None
-    flags, rows = raw[0], raw[1] | raw[2] << 8
+    flags, plain, rows = raw[0] & ~PLAIN, raw[0] >= PLAIN, raw[1] | raw[2] << 8
     if not rows or rows > MAX_ROWS:
         return None
     carried = min(rows, max_rows)
@@ -201,5 +208,6 @@ def read_header(value: bytes, max_rows: int) -> Section | None:
     else:
         return None
     if not cut:
-        return Section(flags, rows, False, raw[1:])
-    return Section(flags, carried, True, bytes((carried & 0xFF, carried >> 8, raw[3])) + raw[_SECTION_HEAD:cut])
+        return Section(flags, rows, False, raw[1:], plain)
+    packed = bytes((carried & 0xFF, carried >> 8, raw[3])) + raw[_SECTION_HEAD:cut]
+    return Section(flags, carried, True, packed, plain)

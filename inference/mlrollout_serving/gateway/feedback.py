@@ -120,6 +120,7 @@ class Minted:
 
 
 _TRACK_IDS: Final = {name: i for i, name in enumerate(TRACKS)}
+_UNSEEN: Final = object()
 
 
 class Minter:
@@ -133,6 +134,7 @@ class Minter:
         # unique, not secret: an id fails its MAC whatever nonce it names (docs/gateway.md, "What the id is")
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
         self._revisions: dict[str, bytes] = {}  # a revision's encoded token field, made once
+        self._sections: dict[bytes, Section | None] = {}  # predictions headers seen, read once each
 
     def mint(
         self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False, failed: bool = False
@@ -156,6 +158,17 @@ class Minter:
         token = seal_section(self.keys, flags, _TRACK_IDS[track], now, nonce, self.replica, self._revision(revision),
                              section.packed)  # fmt: skip
         return Minted(token, nonce, section.rows, section.truncated)
+
+    def section(self, value: bytes) -> Section | None:
+        """A predictions header's value read (contract.predicted.read_header), remembered: a classifier's
+        one-row answers have one value per class, so most answers are read once per class, not once each
+        (the first 1,024 values; a regressor's values rarely repeat, and are read each time beyond them)."""
+        section = self._sections.get(value, _UNSEEN)
+        if section is _UNSEEN:
+            section = read_header(value, self.max_rows)
+            if len(self._sections) < 1024:
+                self._sections[value] = section
+        return section  # type: ignore[return-value]
 
     def _revision(self, revision: str) -> bytes:
         """The revision's encoded token field (a length byte, then ASCII), made once per revision."""
@@ -610,13 +623,17 @@ class Feedback:
     ) -> tuple[bytes, Minted] | None:
         """The answer with its feedback id, and the id; None when the answer cannot carry one. ``predicted``:
         the upstream's predictions header (contract.predicted), when it sent one: its predictions are signed
-        as they are and the answer is not read unless the id cannot be spliced in plainly (:func:`_plain`);
-        without it (or with one that does not parse) the answer is read, once."""
+        as they are and the answer is not read when the header says it is plain (contract.predicted.PLAIN) or
+        its bytes show it (:func:`_plain`); without it (or with one that does not parse) the answer is read,
+        once."""
         minter = self.minter
         if minter is None:
             return None
-        if predicted is not None and (section := read_header(predicted, minter.max_rows)) is not None:
-            return _stamped(body, minter.mint_section(track, revision, section, now, mirrored), None)
+        if predicted is not None and (section := minter.section(predicted)) is not None:
+            minted = minter.mint_section(track, revision, section, now, mirrored)
+            if section.plain and body[-1:] == b"}":  # the upstream's word: one object, no parameters
+                return _splice(body, minted), minted
+            return _stamped(body, minted, None)
         try:
             answer = orjson.loads(body)  # once: for the predictions, and for where the id goes
         except orjson.JSONDecodeError:

@@ -557,5 +557,5 @@ def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str |
             data = flat.tolist()
         shown.append({"datatype": spec.datatype, "shape": list(arr.shape), "data": data})
     read = read_answer({"outputs": shown})
-    value = None if read is None else header_value(read)
+    value = None if read is None else header_value(read, plain=True)  # encode_infer's object, no parameters
     return None if value is None else value.decode("ascii")

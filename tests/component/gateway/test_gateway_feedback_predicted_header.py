@@ -26,7 +26,7 @@ def test_the_gateway_signs_the_servers_header_drops_it_and_ignores_a_clients(tmp
     keys_file = feedback_keys(tmp_path)
     keys = load_keys(str(keys_file))
     assert isinstance(keys, FeedbackKeys)
-    forged = header_value(Predicted(True, ["7"] * 3, 9))  # three rows of a class the model does not have
+    forged = header_value(Predicted(True, ["7"] * 3, 9), True)  # three rows of a class the model does not have
     assert forged is not None
     with serve_model(model, name="wine") as server:
         routes = RouteFile(tmp_path)

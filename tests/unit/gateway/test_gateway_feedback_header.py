@@ -134,18 +134,21 @@ def test_rows_beyond_the_bound_are_cut_as_from_a_read_answer(tmp_path: Any) -> N
 
 
 def test_an_answer_the_id_cannot_be_spliced_into_plainly_is_read_for_where_it_goes(tmp_path: Any) -> None:
-    """The header spares reading the predictions, never the check of where the id goes: an answer with a
-    ``parameters`` member (however its name is written) is read, and the id merged into them."""
+    """The header spares reading the predictions, never the check of where the id goes: from an upstream that
+    does not say its answer is plain, an answer with a ``parameters`` member (however its name is written) is
+    read and the id merged into them; one that ends in whitespace is read even when said to be plain."""
     feedback = _feedback(tmp_path)
-    header = header_value(Predicted(True, ["2"], 3))
-    assert header is not None
     label = b'{"name":"label","datatype":"INT64","shape":[1],"data":[2]}'
     probs = b'{"name":"p","datatype":"FP32","shape":[1,3],"data":[0.1,0.2,0.7]}'
-    for body in (
-        b'{"outputs":[%s,%s],"parameters":{"a":1}}' % (label, probs),
-        b'{"outputs":[%s,%s],"param\\u0065ters":{"a":1}}' % (label, probs),
-        b'{"outputs":[%s,%s]} \n' % (label, probs),
+    for plain, body in (
+        (False, b'{"outputs":[%s,%s],"parameters":{"a":1}}' % (label, probs)),
+        (False, b'{"outputs":[%s,%s],"param\\u0065ters":{"a":1}}' % (label, probs)),
+        (False, b'{"outputs":[%s,%s]}' % (label, probs)),
+        (True, b'{"outputs":[%s,%s]} \n' % (label, probs)),
+        (True, b'{"outputs":[%s,%s]}' % (label, probs)),
     ):
+        header = header_value(Predicted(True, ["2"], 3), plain)
+        assert header is not None
         read, signed = _both(feedback, body, header)
         assert read is not None and read == signed, body
         assert json.loads(signed[0])["parameters"]["feedback_id"] == signed[1].decode()
@@ -161,7 +164,7 @@ def test_an_answer_the_id_cannot_be_spliced_into_plainly_is_read_for_where_it_go
         base64.b64encode(b"\x02\x02\x00\x03\x01a"),  # two rows announced, one present
         base64.b64encode(b"\x02\x01\x00\x03\x01ab"),  # a byte beyond the rows
         base64.b64encode(b"\x00\x02\x00\x00\x00\x00\x80\x3f"),  # two float rows, one present
-        base64.b64encode(b"\x04\x01\x00\x03\x01a"),  # a flag that is not CLASSES
+        base64.b64encode(b"\x04\x01\x00\x03\x01a"),  # a flag that is not CLASSES (nor PLAIN)
         base64.b64encode(b"\x02\x00\x00\x03"),  # no rows
         base64.b64encode(b"\x02" + (MAX_ROWS + 1).to_bytes(2, "little") + b"\x03" + b"\x01a" * (MAX_ROWS + 1)),
     ],
@@ -182,22 +185,23 @@ def test_no_header_value_raises_and_what_parses_verifies(value: bytes, max_rows:
         section = read_header(candidate, max_rows)
         if section is None:
             continue
-        assert section.rows <= max_rows and section.truncated == (section.rows < int.from_bytes(value[1:3], "little"))
+        announced = int.from_bytes(base64.b64decode(candidate)[1:3], "little")
+        assert section.rows == min(announced, max_rows) and section.truncated == (announced > max_rows)
         keys = FeedbackKeys({3: KEY})
         token = seal_section(keys, section.flags, 0, NOW, 1, 7, b"\x01r", section.packed).decode()
         assert len(verify(keys, token, NOW, 60).predictions) == section.rows
 
 
 def test_no_rows_and_more_than_a_token_carries_send_no_header() -> None:
-    assert header_value(Predicted(True, [], 0)) is None
-    assert header_value(Predicted(False, [0.5] * (MAX_ROWS + 1))) is None
-    assert header_value(Predicted(True, ["1"] * MAX_ROWS, 3)) is not None
+    assert header_value(Predicted(True, [], 0), True) is None
+    assert header_value(Predicted(False, [0.5] * (MAX_ROWS + 1)), True) is None
+    assert header_value(Predicted(True, ["1"] * MAX_ROWS, 3), True) is not None
 
 
 def test_the_header_is_the_upstreams_word_for_what_it_predicted(tmp_path: Any) -> None:
     """Only the gateway's upstreams can send it (it is a response header): its predictions are signed as they
     are, even for an answer whose outputs show none."""
     feedback = _feedback(tmp_path)
-    header = header_value(Predicted(True, ["0"], 3))
+    header = header_value(Predicted(True, ["0"], 3), True)
     stamped = feedback.stamp("stable", "rev-1", b'{"outputs":[]}', False, NOW, header)
     assert stamped is not None and isinstance(stamped[1], Minted) and isinstance(stamped[1].id, bytes)
