@@ -532,6 +532,8 @@ def encode_infer(
 _PREDICTED_VALUES = 64 * MAX_ROWS
 """Beyond this many output values an answer gets no predictions header (its rows are beyond what a token
 carries, or nearly): the gateway reads such an answer itself, as one from any other server."""
+_CLASS_HEADERS: dict[tuple[tuple[Any, ...], int], str | None] = {}
+"""Header values of class predictions already packed (a classifier's one-row answers: one per class)."""
 
 
 def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str | None:
@@ -545,17 +547,29 @@ def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str |
         values += flat.size
         if values > _PREDICTED_VALUES:
             return None
-        if flat.dtype.kind == "f":
+        kind = flat.dtype.kind
+        if kind == "f":
             data = flat.tolist()
             for x in data:
                 if x - x != 0.0:  # NaN or ±Inf: orjson writes null
                     data = [v if v - v == 0.0 else None for v in data]
                     break
-        elif flat.dtype.kind == "O" or flat.dtype.str[1:] not in _ORJSON_NATIVE:
-            data = list(_json_data(flat))
-        else:
+        elif kind in "iub":  # what orjson writes natively (_ORJSON_NATIVE): tolist gives the same numbers
             data = flat.tolist()
+        else:
+            data = list(_json_data(flat))
         shown.append({"datatype": spec.datatype, "shape": list(arr.shape), "data": data})
     read = read_answer({"outputs": shown})
-    value = None if read is None else header_value(read, plain=True)  # encode_infer's object, no parameters
-    return None if value is None else value.decode("ascii")
+    if read is None:
+        return None
+    if not read.classes:
+        value = header_value(read, plain=True)  # encode_infer's object, no parameters
+        return None if value is None else value.decode("ascii")
+    key = (tuple(read.values), read.class_count)
+    cached = _CLASS_HEADERS.get(key, "")
+    if cached == "":
+        value = header_value(read, plain=True)
+        cached = None if value is None else value.decode("ascii")
+        if len(_CLASS_HEADERS) < 1024:
+            _CLASS_HEADERS[key] = cached
+    return cached
