@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .feedback import CLASSES, FLOAT32_MAX, MAX_ROWS, NO_PREDICTION, section
+from .feedback import CLASSES, FLOAT32_MAX, MAX_ROWS, NO_PREDICTION, carried_rows, section
 
 __all__ = ["PLAIN", "PREDICTED_HEADER", "Predicted", "Section", "header_value", "read_answer", "read_header"]
 
@@ -154,9 +154,10 @@ def _flat(data: list[Any]) -> list[Any]:
 
 def header_value(predicted: Predicted, plain: bool) -> bytes | None:
     """The :data:`PREDICTED_HEADER` value for an answer that predicted ``predicted`` (the model server's side;
-    ``plain``: see :data:`PLAIN`), or None when it has no rows or more than a token ever carries (the answer
-    is then read, as without it)."""
-    if not predicted.values or len(predicted.values) > MAX_ROWS:
+    ``plain``: see :data:`PLAIN`), or None when it has no rows, more than a token ever carries, or a class
+    label longer than one carries (:func:`~.feedback.carried_rows`; the answer is then read, as without it)."""
+    values = predicted.values
+    if not values or len(values) > MAX_ROWS or carried_rows(predicted.classes, values) < len(values):
         return None
     flags = CLASSES if predicted.classes else 0
     packed = section(flags, predicted.values, predicted.class_count)

@@ -40,6 +40,7 @@ from ..contract.feedback import (
     Token,
     TokenError,
     answered,
+    carried_rows,
     counts_in_step,
     labels_problem,
     seal,
@@ -142,6 +143,8 @@ class Minter:
         """The id of an answer whose predictions were read (:func:`predictions_of`)."""
         values = predicted.values
         carried = values[: self.max_rows] if len(values) > self.max_rows else values
+        if predicted.classes and (fits := carried_rows(True, carried)) < len(carried):
+            carried = carried[:fits]  # a label too long to carry: that row on cannot be labelled
         truncated = len(values) > len(carried)
         flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
         flags |= FAILED if failed else 0
