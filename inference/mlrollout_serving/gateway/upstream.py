@@ -15,8 +15,11 @@ An upstream that breaks HTTP's framing never gets a second chance on that connec
 starts while none is expected (an extra response, bytes beyond a wrong content-length, anything on an
 idle connection) closes the connection, failing the request it came with, and a connection is released
 for reuse only after the read that completed its response was parsed to the end. Interim 1xx responses
-are skipped, a response larger than `max_response` fails (502) instead of filling memory, and the
-upstream's own `x-mlrollout-*` headers are dropped (the gateway sets them).
+are skipped, a response larger than `max_response` fails (502) instead of filling memory, and every
+`x-mlrollout-*` header of the upstream's is dropped: the gateway sets its own (track, route version,
+feedback and review ids), and an upstream's (another gateway's, or a model's) must never pass for them.
+The one an upstream may send, the model server's predictions header (contract.predicted), is kept aside
+for feedback, never passed on.
 
 Each failure says whom it may be blamed on (`Blame`, for the circuit breaker): nothing of the request had
 reached the upstream (`upstream`), or the request was sent and then lost (`request`).
@@ -50,10 +53,8 @@ __all__ = [
 
 log = logging.getLogger("mlrollout.gateway")
 
-_SKIP_HEADERS: Final = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"x-mlrollout-track",
-     b"x-mlrollout-route-version", PREDICTED_HEADER.encode()}
-)  # fmt: skip
+_SKIP_HEADERS: Final = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date"})
+_OURS: Final = b"x-mlrollout-"  # every upstream header of this prefix is dropped (the module docstring)
 _PREDICTED: Final = PREDICTED_HEADER.encode()
 MAX_RESPONSE: Final = 64 * 1024 * 1024
 """Bytes of one upstream response (status line, headers, body) the gateway holds; beyond: 502."""
@@ -242,10 +243,11 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
-        if lower not in _SKIP_HEADERS:
+        if lower.startswith(_OURS):
+            if lower == _PREDICTED:
+                self._predicted = value
+        elif lower not in _SKIP_HEADERS:
             self._headers.append(b"%s: %s\r\n" % (name, value))
-        elif lower == _PREDICTED:
-            self._predicted = value
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
