@@ -77,6 +77,7 @@ from gateway_bench import (  # noqa: E402
 from hostile_load import Steady, steady_client  # noqa: E402
 from mlrollout_serving.contract import metrics as series  # noqa: E402
 from mlrollout_serving.contract.feedback import FeedbackKeys, Token, mint, verify  # noqa: E402
+from mlrollout_serving.contract.predicted import PREDICTED_HEADER, read_header  # noqa: E402
 from mlrollout_serving.gateway.feedback import (  # noqa: E402
     Answer,
     Feedback,
@@ -180,6 +181,14 @@ def post(url: str, body: bytes) -> tuple[int, bytes]:
     request = urllib.request.Request(url, body, JSON_HEADERS)
     with urllib.request.urlopen(request, timeout=10) as resp:
         return resp.status, resp.read()
+
+
+def post_answer(url: str, body: bytes) -> tuple[bytes, bytes | None]:
+    """The model server's answer and its predictions header (contract.predicted; None when it sent none)."""
+    request = urllib.request.Request(url, body, JSON_HEADERS)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        predicted = resp.headers.get(PREDICTED_HEADER)
+        return resp.read(), None if predicted is None else predicted.encode()
 
 
 # -- 1. minting ----------------------------------------------------------------------------------------
@@ -439,7 +448,7 @@ def _cold(fn: Callable[[bytes], object], inputs: list[bytes]) -> dict[str, float
     return {"median_us": statistics.median(per_call)}
 
 
-def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[str, Any]:
+def micro(answer: bytes, predicted_header: bytes | None, keys_path: Path, ids: Ids, core: int | None) -> dict[str, Any]:
     """The pure functions on the gateway's core (nothing else of the bench runs meanwhile), in a loop (hot:
     what the code costs) and with the caches emptied before each call (cold)."""
     affinity = os.sched_getaffinity(0)
@@ -465,8 +474,26 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
             feedback.receive(b, now)
         key = keys.keys[keys.current]
         payload = base64.urlsafe_b64decode(token_text + "=" * (-len(token_text) % 4))[:-16]
+        unread: dict[str, Any] = {}
+        if predicted_header is not None:  # what the gateway does with the model server's answers
+            section = read_header(predicted_header, minter.max_rows)
+            assert section is not None
+            unread = {
+                "stamp_with_predicted_header": _timed(
+                    lambda: feedback.stamp("stable", "", answer, False, now, predicted_header), n
+                ),
+                "stamp_with_predicted_header_cold": _cold(
+                    lambda a: feedback.stamp("stable", "", a, False, now, predicted_header), [answer] * 300
+                ),
+                "stamp_with_predicted_header_parts": {
+                    "read_header": _timed(lambda: read_header(predicted_header, 64), n),
+                    "Minter.mint_section": _timed(lambda: minter.mint_section("stable", "", section, now), n),
+                },
+            }
         return {
             "answer": answer.decode(),
+            "predicted_header": None if predicted_header is None else predicted_header.decode(),
+            **unread,
             "stamp": _timed(lambda: feedback.stamp("stable", "", answer, False, now), n),
             "stamp_cold": _cold(lambda a: feedback.stamp("stable", "", a, False, now), [answer] * 300),
             "stamp_parts": {
@@ -496,7 +523,7 @@ def micro(answer: bytes, keys_path: Path, ids: Ids, core: int | None) -> dict[st
 
 
 def micro_paired(
-    answer: bytes, keys_path: Path, source: Path, tmp: Path, core: int | None, rounds: int
+    answer: bytes, predicted: bytes | None, keys_path: Path, source: Path, tmp: Path, core: int | None, rounds: int
 ) -> dict[str, Any]:
     """``Feedback.stamp`` and the header line, this worktree's against the base's (``source``: its ``inference/``
     tree), each round in a fresh process per version (bench/stamp_cpu.py), the order alternating per round:
@@ -504,7 +531,10 @@ def micro_paired(
     answer_file = tmp / "answer.json"
     answer_file.write_bytes(answer)
     command = [sys.executable, str(ROOT / "bench" / "stamp_cpu.py"), str(keys_path), str(answer_file)]
-    command += [str(core)] if core is not None else []
+    command += ["none" if core is None else str(core)]
+    if predicted is not None:  # given to a version whose stamp takes it (stamp_cpu.py)
+        (tmp / "predicted").write_bytes(predicted)
+        command += [str(tmp / "predicted")]
     envs = {"with_ids": None, "with_ids_base": {**os.environ, "PYTHONPATH": str(source)}}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in envs}
     for repeat in range(rounds):
@@ -518,6 +548,9 @@ def micro_paired(
             "cold_us": _spread([r["stamp_and_header_cold"]["median_us"] for r in rs]),
             "runs": rs,
         }
+        if "read_stamp_and_header" in rs[0]:  # the same version reading the answer (no predictions header)
+            out[name]["read_hot_us"] = _spread([r["read_stamp_and_header"]["min_us"] for r in rs])
+            out[name]["read_cold_us"] = _spread([r["read_stamp_and_header_cold"]["median_us"] for r in rs])
     pairs = list(zip(runs["with_ids_base"], runs["with_ids"], strict=True))
     out["paired_difference"] = {
         "hot_us": _spread([n["stamp_and_header"]["min_us"] - b["stamp_and_header"]["min_us"] for b, n in pairs]),
@@ -590,7 +623,7 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         for url in (model_base, *base.values()):
             wait_ok(url + "/v2/health/ready")
         payload = json.dumps(body).encode()
-        _, answer = post(model_base + INFER, payload)
+        answer, predicted = post_answer(model_base + INFER, payload)
         stamped = {name: b"feedback_id" in post(url + INFER, payload)[1] for name, url in base.items()}
         if stamped != {name: bool(flags) for name, (flags, _) in gateways.items()}:
             sys.exit(f"expected an id from the gateways with keys only: {stamped}")
@@ -608,8 +641,10 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
             )
         if "micro" in args.feedback_parts:
             if source is not None:
-                results["micro_paired"] = micro_paired(answer, keys_path, source, tmp, proxy_core, args.repeats)
-            results["micro"] = micro(answer, keys_path, ids, proxy_core)
+                results["micro_paired"] = micro_paired(
+                    answer, predicted, keys_path, source, tmp, proxy_core, args.repeats
+                )
+            results["micro"] = micro(answer, predicted, keys_path, ids, proxy_core)
             print(f"[micro] {json.dumps({k: v for k, v in results['micro'].items() if k != 'answer'})}", flush=True)
         if args.profile:
             labels, _ = ids.script(tmp, "profile", int(args.ids_per_second * args.duration))

@@ -24,7 +24,7 @@ def floor(mode: str) -> None:
     first: list[tuple[bytes, Minted, bytes]] = []
 
     def stamp(
-        self: Feedback, track: str, revision: str, body: bytes, mirrored: bool, now: int
+        self: Feedback, track: str, revision: str, body: bytes, mirrored: bool, now: int, predicted: bytes | None = None
     ) -> tuple[bytes, Minted] | None:
         if not first:
             stamped = real(self, track, revision, body, mirrored, now)

@@ -1,17 +1,21 @@
 """CPU time of ``Feedback.stamp`` (reading an answer, minting its id, splicing it in) and of the header line, in
 this process, for bench/feedback_bench.py's paired micro-benchmark:
 
-    python bench/stamp_cpu.py KEYS_FILE ANSWER_FILE [CORE]
+    python bench/stamp_cpu.py KEYS_FILE ANSWER_FILE [CORE|none] [PREDICTED_FILE]
 
 Run once per version and round with ``PYTHONPATH`` naming the version's ``inference/`` tree (the base's from
 ``git archive``), so the two versions alternate in fresh processes on the same core. Prints one JSON line:
 µs of thread CPU time per call (``time.thread_time``: time this thread ran, not the wall clock, which on a
 shared machine also counts the time other processes held the core), hot (the minimum over 7 loops of
 20,000 calls, and their median) and cold (the CPU caches emptied before each call; the median of 300).
+``PREDICTED_FILE``: the model server's predictions header for the answer (contract.predicted); a version whose
+``Feedback.stamp`` takes it is given it, as its gateway is (``stamp_and_header``), and is also timed reading
+the answer, as for an upstream without the header (``read_stamp_and_header``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import statistics
@@ -53,21 +57,33 @@ def cold(call: Callable[[], object], calls: int = 300) -> dict[str, float]:
     return {"median_us": statistics.median(per_call)}
 
 
-def main(keys_path: str, answer_path: str, core: int | None) -> dict[str, object]:
+def main(keys_path: str, answer_path: str, core: int | None, predicted_path: str | None) -> dict[str, object]:
     if core is not None:
         os.sched_setaffinity(0, {core})
     answer = Path(answer_path).read_bytes()
     feedback = Feedback(FeedbackConfig(keys_path, replica=0x0A000105))
     now = int(time.time())
+    takes_header = "predicted" in inspect.signature(feedback.stamp).parameters
+    predicted = Path(predicted_path).read_bytes() if predicted_path and takes_header else None
 
-    def stamp() -> None:
+    def read() -> None:
         stamped = feedback.stamp("stable", "27d8bf81b807fff7", answer, False, now)
         assert stamped is not None
         header(stamped[1])
 
+    def unread() -> None:
+        stamped = feedback.stamp("stable", "27d8bf81b807fff7", answer, False, now, predicted)
+        assert stamped is not None
+        header(stamped[1])
+
+    stamp = read if predicted is None else unread
     stamp()
-    return {"stamp_and_header": hot(stamp), "stamp_and_header_cold": cold(stamp)}
+    out: dict[str, object] = {"stamp_and_header": hot(stamp), "stamp_and_header_cold": cold(stamp)}
+    if predicted is not None:
+        out |= {"read_stamp_and_header": hot(read), "read_stamp_and_header_cold": cold(read)}
+    return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)))
+    keys, answer, core, predicted = (*sys.argv[1:], "none", "")[:4] if len(sys.argv) < 4 else (*sys.argv[1:], "")[:4]
+    print(json.dumps(main(keys, answer, None if core == "none" else int(core), predicted or None)))

@@ -11,9 +11,10 @@ Layout (little-endian), then base64url without padding::
     | revision (u8 length, ASCII) | rows u16 | classes u8 | predictions | mac (16 bytes: HMAC-SHA256 truncated)
 
 Predictions are either class labels (``flags & CLASSES``; each a u8 length and UTF-8, at most
-MAX_LABEL_BYTES) or float32 values (regressors); ``classes`` is the number of classes when the answer showed
-it (its probabilities' width; 0 when unknown), so a label outside them is refused. ``flags & TRUNCATED``: the
-answer had more rows than a token carries; only the first ``rows`` rows can be labelled. ``flags &
+MAX_LABEL_BYTES: a row whose label is longer is not carried, :func:`carried_rows`) or float32 values
+(regressors); ``classes`` is the number of classes when the answer showed it (its probabilities' width; 0
+when unknown), so a label outside them is refused. ``flags & TRUNCATED``: the answer had more rows than a
+token carries (or a label too long from some row on); only the first ``rows`` rows can be labelled. ``flags &
 MIRRORED``: a copy of the request went to the shadow, whose answer the minting replica keeps for pairing.
 ``flags & FAILED``: the track named failed the request (a fallback answered the client) and every row is
 without a prediction.
@@ -58,10 +59,13 @@ __all__ = [
     "Token",
     "TokenError",
     "answered",
+    "carried_rows",
     "counts_in_step",
     "labels_problem",
     "mint",
     "seal",
+    "seal_section",
+    "section",
     "sign",
     "verify",
 ]
@@ -78,7 +82,11 @@ FAILED: Final = 8
 NO_PREDICTION: Final = 255
 """The length byte of a class-label row without a prediction (no label bytes follow)."""
 MAX_LABEL_BYTES: Final = NO_PREDICTION - 1
-"""A longer class label is carried cut to this many bytes (NO_PREDICTION is not a length)."""
+"""The longest class label a token carries, in UTF-8 bytes (NO_PREDICTION is not a length). A longer one is
+never cut: a label is scored by equality with the prediction, so a cut prediction would score the right
+label as wrong (and a cut inside a character would not verify); the rows from it on are not carried
+(:func:`carried_rows`), as rows beyond a token's bound are not."""
+_SHORT_LABEL: Final = MAX_LABEL_BYTES // 4  # a label of this many characters or fewer fits (UTF-8: 4 bytes at most)
 TRACKS: Final[tuple[str, ...]] = ("stable", "candidate")
 _HEAD = struct.Struct("<BBBBIQI")
 _ROWS = struct.Struct("<HB")
@@ -124,19 +132,19 @@ class FeedbackKeys:
 
     keys: Mapping[int, bytes]
     _states: dict[int, tuple[HASH, HASH]] = field(init=False, repr=False, compare=False)
-    _current: int = field(init=False, repr=False, compare=False)
     _signing: tuple[int, HASH, HASH] = field(init=False, repr=False, compare=False)
     """The current key's id and states: what :func:`seal` reads once per token."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_states", {key_id: _hmac_states(key) for key_id, key in self.keys.items()})
-        object.__setattr__(self, "_current", max(self.keys))
-        object.__setattr__(self, "_signing", (self._current, *self._states[self._current]))
+        states = {key_id: _hmac_states(key) for key_id, key in self.keys.items()}
+        current = max(self.keys)
+        object.__setattr__(self, "_states", states)
+        object.__setattr__(self, "_signing", (current, *states[current]))
 
     @property
     def current(self) -> int:
         """The id of the key that signs (the highest); fixed when the keys are read, not looked for per token."""
-        return self._current
+        return self._signing[0]
 
     def mac(self, key_id: int, payload: bytes) -> bytes:
         """HMAC-SHA256 of ``payload`` with key ``key_id``, truncated to MAC_BYTES: the same bytes as
@@ -198,30 +206,65 @@ def seal(
     predictions: Sequence[str | None] | Sequence[float],
     class_count: int,
 ) -> bytes:
-    """:func:`sign`'s token as ASCII bytes: what a gateway calls once per answer (the header and the body take
-    bytes; a caller keeps ``revision``'s field per revision). The common answer, one class label, is packed
-    with one ``struct`` call."""
+    """:func:`sign`'s token as ASCII bytes: what a gateway calls once per answer it reads (the header and the
+    body take bytes; a caller keeps ``revision``'s field per revision)."""
+    return seal_section(keys, flags, track, issued, nonce, replica, revision,
+                        section(flags, predictions, class_count))  # fmt: skip
+
+
+def section(flags: int, predictions: Sequence[str | None] | Sequence[float], class_count: int) -> bytes:
+    """The token's predictions field: ``rows u16 | classes u8 | predictions``, class labels when ``flags &
+    CLASSES`` (else float32 values). The one packing of predictions: :func:`seal` uses it, and so does the
+    model server's predictions header (contract.predicted). The common answer, one class label, is packed
+    with one ``struct`` call. A class label over MAX_LABEL_BYTES raises ValueError: callers carry only
+    :func:`carried_rows` rows."""
     if class_count > 255 or class_count < 0:
         class_count = min(max(class_count, 0), 255)
     if not flags & CLASSES:
         rows = len(predictions)
-        body = _ROWS.pack(rows, class_count) + struct.pack(f"<{rows}f", *predictions)
-    elif len(predictions) == 1 and (label := predictions[0]) is not None:
+        return _ROWS.pack(rows, class_count) + struct.pack(f"<{rows}f", *predictions)
+    if len(predictions) == 1 and (label := predictions[0]) is not None:
         raw = (label if type(label) is str else str(label)).encode()
         if len(raw) > MAX_LABEL_BYTES:
-            raw = raw[:MAX_LABEL_BYTES]
-        body = _ONE_LABEL.pack(1, class_count, len(raw)) + raw
-    else:
-        parts = [_ROWS.pack(len(predictions), class_count)]
-        for label in predictions:
-            if label is None:
-                parts.append(_NONE)
-                continue
-            raw = str(label).encode()[:MAX_LABEL_BYTES]
-            parts += (bytes((len(raw),)), raw)
-        body = b"".join(parts)
+            raise ValueError(_TOO_LONG)
+        return _ONE_LABEL.pack(1, class_count, len(raw)) + raw
+    parts = [_ROWS.pack(len(predictions), class_count)]
+    for label in predictions:
+        if label is None:
+            parts.append(_NONE)
+            continue
+        raw = str(label).encode()
+        if len(raw) > MAX_LABEL_BYTES:
+            raise ValueError(_TOO_LONG)
+        parts += (bytes((len(raw),)), raw)
+    return b"".join(parts)
+
+
+_TOO_LONG: Final = f"a class label over {MAX_LABEL_BYTES} UTF-8 bytes cannot be carried (carried_rows)"
+
+
+def carried_rows(classes: bool, predictions: Sequence[object]) -> int:
+    """How many of the leading rows a token can carry: all of them, except that a class label over
+    MAX_LABEL_BYTES ends them (that row and the ones after it are left out, and the token is marked
+    ``TRUNCATED``, as for rows beyond the bound). Rows without a prediction (None) are always carried."""
+    if not classes:
+        return len(predictions)
+    for row, label in enumerate(predictions):
+        if label is None:
+            continue
+        text = label if type(label) is str else str(label)
+        if len(text) > _SHORT_LABEL and len(text.encode()) > MAX_LABEL_BYTES:
+            return row
+    return len(predictions)
+
+
+def seal_section(
+    keys: FeedbackKeys, flags: int, track: int, issued: int, nonce: int, replica: int, revision: bytes, packed: bytes
+) -> bytes:
+    """:func:`seal` with the predictions field already packed (:func:`section`; or as the model server sent it,
+    contract.predicted): the HMAC and the base64url, and nothing else."""
     key_id, inner, outer = keys._signing
-    payload = _HEAD.pack(VERSION, key_id, flags, track, issued, nonce, replica) + revision + body
+    payload = _HEAD.pack(VERSION, key_id, flags, track, issued, nonce, replica) + revision + packed
     digest = inner.copy()  # FeedbackKeys.mac inlined: this runs once per answer
     digest.update(payload)
     mac = outer.copy()

@@ -31,7 +31,6 @@ import orjson
 from ..contract.feedback import (
     CLASSES,
     FAILED,
-    FLOAT32_MAX,
     MAX_ROWS,
     MIRRORED,
     SERVED_BEFORE_STEP,
@@ -41,12 +40,15 @@ from ..contract.feedback import (
     Token,
     TokenError,
     answered,
+    carried_rows,
     counts_in_step,
     labels_problem,
     seal,
+    seal_section,
     verify,
 )
 from ..contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
+from ..contract.predicted import Predicted, Section, read_answer, read_header
 
 __all__ = [
     "Minted",
@@ -65,7 +67,6 @@ log = logging.getLogger("mlrollout.gateway.feedback")
 
 # The regressor error histogram's bounds, always ending in +Inf whatever the contract's tuple ends with.
 _ABS_ERROR_BOUNDS: Final = (*(b for b in ABS_ERROR_BUCKETS if b != math.inf), math.inf)
-_FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
 NON_FINITE: Final = "non_finite_prediction"
 """Why a labelled regressor row has no prediction: the model answered NaN or ±Inf for it."""
 NO_PREDICTION: Final = "no_prediction"
@@ -89,131 +90,14 @@ def load_keys(path: str) -> FeedbackKeys | None:
     return FeedbackKeys(keys) if keys else None
 
 
-@dataclass(slots=True)
-class Predicted:
-    """What an answer predicted per row, and how many classes its probabilities showed (0: unknown). Not
-    frozen: made once per answer, and a frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__`` (docs/gateway.md, "What feedback costs")."""
-
-    classes: bool
-    values: list[Any]
-    class_count: int = 0
-
-
 def predictions_of(body: bytes) -> Predicted | None:
     """What an OIP answer predicted per row; None when the body is not an answer we can read (it then
-    carries no feedback id). See :func:`_predicted`."""
+    carries no feedback id). See :func:`contract.predicted.read_answer`."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    return _predicted(parsed) if type(parsed) is dict else None
-
-
-def _predicted(answer: dict[str, Any]) -> Predicted | None:
-    """What a parsed OIP answer predicted per row.
-
-    The classifier's label output is preferred (non-float data, e.g. ``label``); else probabilities (a float
-    ``[rows, classes]`` matrix) give the arg-max class; else a float vector is a regressor's values. The
-    probabilities' width is the class count when the labels are the integers 0 to width - 1 (sklearn's).
-    Any other shape of JSON gives None, never an exception (the answer then passes without an id). A
-    regressor's ``null`` (how the model server writes NaN and ±Inf) is carried as NaN and a value beyond
-    float32 as ±Inf, a probability row with a ``null`` as no class: the other rows can still be labelled,
-    and that row counts against the model (contract.feedback, "A row without a prediction").
-    """
-    outputs = answer.get("outputs")
-    if type(outputs) is not list:
-        return None
-    labels: list[Any] | None = None
-    floats: list[dict[str, Any]] = []
-    for out in outputs:
-        if type(out) is not dict or type(data := out.get("data")) is not list:
-            continue
-        if out.get("datatype") in _FLOAT_TYPES:
-            floats.append(out)
-        elif labels is None:
-            labels = _flat(data)
-    if labels is not None:
-        width = _width(floats) if floats else 0
-        for x in labels:  # orjson makes exactly int for integers (bool is not `type(x) is int`)
-            if type(x) is not int or not 0 <= x < width:
-                width = 0
-                break
-        return Predicted(True, [str(x) for x in labels], width)
-    width, argmax = _probabilities(floats)
-    if argmax is not None:
-        return Predicted(True, argmax, width)
-    for out in floats:
-        data = _flat(out["data"])
-        if data and _numbers(data):
-            return Predicted(False, [_carried(x) for x in data])
-    return None
-
-
-def _numbers(data: list[Any]) -> bool:
-    """Whether every item is exactly an int, a float or None (JSON null; a bool is not a number here). A plain
-    loop: a third of ``all()`` over a generator for an answer's few values."""
-    for x in data:  # noqa: SIM110 (all() over a generator is what this replaces)
-        if type(x) is not float and type(x) is not int and x is not None:
-            return False
-    return True
-
-
-def _carried(value: float | None) -> float:
-    """A regressor's value as a float32 token holds it: ``null`` as NaN, beyond float32 as ±Inf (packing
-    such a value would raise)."""
-    if value is None:
-        return math.nan
-    return float(value) if -FLOAT32_MAX <= value <= FLOAT32_MAX else math.copysign(math.inf, value)
-
-
-def _width(floats: list[dict[str, Any]]) -> int:
-    """The width of the first float ``[rows, classes]`` output (``classes`` >= 2, numbers or nulls), else 0:
-    :func:`_probabilities` without the arg-max, for an answer that has its labels."""
-    for out in floats:
-        shape = out.get("shape")
-        if type(shape) is list and len(shape) == 2 and type(width := shape[1]) is int and width >= 2:
-            data = _flat(out["data"])
-            if data and not len(data) % width and _numbers(data):
-                return width
-    return 0
-
-
-def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str | None] | None]:
-    """The width of a float ``[rows, classes]`` output and (``argmax``) its arg-max class per row, if there
-    is one; a row with a ``null`` (NaN or ±Inf) has no class (None)."""
-    for out in floats:
-        shape = out.get("shape")
-        if type(shape) is not list or len(shape) != 2 or type(shape[1]) is not int or shape[1] < 2:
-            continue
-        width, data = shape[1], _flat(out["data"])
-        if data and len(data) % width == 0 and _numbers(data):
-            if not argmax:
-                return width, None
-            rows = [data[i : i + width] for i in range(0, len(data), width)]
-            return width, [None if None in row else str(max(range(width), key=row.__getitem__)) for row in rows]
-    return 0, None
-
-
-def _flat(data: list[Any]) -> list[Any]:
-    """The items of nested lists in order; a loop, not recursion (orjson nests up to 1024 deep, deeper than
-    Python's recursion limit)."""
-    for item in data:
-        if type(item) is list:
-            break
-    else:
-        return data
-    out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if type(item) is list:
-                stack.append(iter(item))
-                break
-            out.append(item)
-        else:
-            stack.pop()
-    return out
+    return read_answer(parsed) if type(parsed) is dict else None
 
 
 def without_predictions(predicted: Predicted) -> Predicted:
@@ -237,6 +121,7 @@ class Minted:
 
 
 _TRACK_IDS: Final = {name: i for i, name in enumerate(TRACKS)}
+_UNSEEN: Final = object()
 
 
 class Minter:
@@ -250,25 +135,53 @@ class Minter:
         # unique, not secret: an id fails its MAC whatever nonce it names (docs/gateway.md, "What the id is")
         self._nonces = count(int.from_bytes(os.urandom(7), "little") << 8)
         self._revisions: dict[str, bytes] = {}  # a revision's encoded token field, made once
+        self._sections: dict[bytes, Section | None] = {}  # predictions headers seen, read once each
 
     def mint(
         self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False, failed: bool = False
     ) -> Minted:
+        """The id of an answer whose predictions were read (:func:`predictions_of`)."""
         values = predicted.values
         carried = values[: self.max_rows] if len(values) > self.max_rows else values
+        if predicted.classes and (fits := carried_rows(True, carried)) < len(carried):
+            carried = carried[:fits]  # a label too long to carry: that row on cannot be labelled
         truncated = len(values) > len(carried)
+        flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
+        flags |= FAILED if failed else 0
+        nonce = next(self._nonces)
+        token = seal(self.keys, flags, _TRACK_IDS[track], now, nonce, self.replica, self._revision(revision),
+                     carried, predicted.class_count)  # fmt: skip
+        return Minted(token, nonce, len(carried), truncated)
+
+    def mint_section(self, track: str, revision: str, section: Section, now: int, mirrored: bool = False) -> Minted:
+        """The id of an answer whose predictions came packed in the upstream's header (contract.predicted):
+        the same token as :meth:`mint` of the answer read, without reading it."""
+        flags = section.flags | (TRUNCATED if section.truncated else 0) | (MIRRORED if mirrored else 0)
+        nonce = next(self._nonces)
+        token = seal_section(self.keys, flags, _TRACK_IDS[track], now, nonce, self.replica, self._revision(revision),
+                             section.packed)  # fmt: skip
+        return Minted(token, nonce, section.rows, section.truncated)
+
+    def section(self, value: bytes) -> Section | None:
+        """A predictions header's value read (contract.predicted.read_header), remembered: a classifier's
+        one-row answers have one value per class, so most answers are read once per class, not once each
+        (the first 1,024 values; a regressor's values rarely repeat, and are read each time beyond them)."""
+        section = self._sections.get(value, _UNSEEN)
+        if section is _UNSEEN:
+            section = read_header(value, self.max_rows)
+            if len(self._sections) < 1024:
+                self._sections[value] = section
+        return section  # type: ignore[return-value]
+
+    def _revision(self, revision: str) -> bytes:
+        """The revision's encoded token field (a length byte, then ASCII), made once per revision."""
         encoded = self._revisions.get(revision)
         if encoded is None:
             raw = revision.encode("ascii")
             encoded = bytes((len(raw),)) + raw
             if len(self._revisions) < 64:  # a gateway serves two or three revisions at a time
                 self._revisions[revision] = encoded
-        flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
-        flags |= FAILED if failed else 0
-        nonce = next(self._nonces)
-        token = seal(self.keys, flags, _TRACK_IDS[track], now, nonce, self.replica, encoded, carried,
-                     predicted.class_count)  # fmt: skip
-        return Minted(token, nonce, len(carried), truncated)
+        return encoded
 
 
 def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
@@ -289,11 +202,7 @@ def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
     if type(answer) is not dict:
         return None
     if answer and "parameters" not in answer:
-        token = minted.id  # base64url: nothing in it needs escaping in a JSON string
-        end = body.rindex(b"}")
-        if minted.truncated:
-            return b'%s,"parameters":{"feedback_id":"%s","feedback_rows":%d}}' % (body[:end], token, minted.rows)
-        return b"".join((body[:end], b',"parameters":{"feedback_id":"', token, b'"}}'))
+        return _splice(body, minted)
     params = answer.get("parameters")
     ids: dict[str, object] = {"feedback_id": minted.token}
     if minted.truncated:
@@ -302,6 +211,37 @@ def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
         return orjson.dumps({**answer, "parameters": {**(params if type(params) is dict else {}), **ids}})
     except orjson.JSONEncodeError:  # nothing orjson parsed fails to encode; if it ever did: no id, not a 500
         return None
+
+
+def _splice(body: bytes, minted: Minted) -> bytes:
+    """``body``, a JSON object without a top-level ``parameters`` whose last ``}`` closes it, with the ids as
+    one more member (:func:`inject`'s common case; the one place the member is written)."""
+    end = body.rindex(b"}")
+    token = minted.id  # base64url: nothing in it needs escaping in a JSON string
+    if minted.truncated:
+        return b'%s,"parameters":{"feedback_id":"%s","feedback_rows":%d}}' % (body[:end], token, minted.rows)
+    return b"".join((body[:end], b',"parameters":{"feedback_id":"', token, b'"}}'))
+
+
+def _plain(body: bytes) -> bool:
+    """Whether an answer that was not read can take :func:`_splice` as it is: it starts with ``{``, ends with
+    the ``}`` that closes it, and has no ``"parameters"`` anywhere and no escape (so no top-level
+    ``parameters`` however its name is spelled). Only asked of an answer whose upstream sent the predictions
+    header (our model server: one orjson-encoded object, never a ``parameters`` member unless binary outputs
+    were asked for, which get no header); anything else is read (:func:`inject`)."""
+    return body[:1] == b"{" and body[-1:] == b"}" and b'"parameters"' not in body and b"\\" not in body
+
+
+def _stamped(body: bytes, minted: Minted, answer: object) -> tuple[bytes, Minted] | None:
+    """``body`` with ``minted`` in it, and ``minted``: what :meth:`Feedback.stamp` and
+    :meth:`Feedback.stamp_rescued` answer. ``answer``: ``body`` parsed, or None when it was not read."""
+    if answer is None:
+        if _plain(body):
+            return _splice(body, minted), minted
+    elif type(answer) is dict and answer and "parameters" not in answer:
+        return _splice(body, minted), minted
+    stamped = inject(body, minted, answer)
+    return None if stamped is None else (stamped, minted)
 
 
 class ReplayCache:
@@ -681,23 +621,30 @@ class Feedback:
         if self.keys is not None:
             log.info("feedback ids on: %d key(s), signing with key %d", len(self.keys.keys), self.keys.current)
 
-    def stamp(self, track: str, revision: str, body: bytes, mirrored: bool, now: int) -> tuple[bytes, Minted] | None:
-        """The answer with its feedback id, and the id; None when the answer cannot carry one."""
-        if self.minter is None:
+    def stamp(
+        self, track: str, revision: str, body: bytes, mirrored: bool, now: int, predicted: bytes | None = None
+    ) -> tuple[bytes, Minted] | None:
+        """The answer with its feedback id, and the id; None when the answer cannot carry one. ``predicted``:
+        the upstream's predictions header (contract.predicted), when it sent one: its predictions are signed
+        as they are and the answer is not read when the header says it is plain (contract.predicted.PLAIN) or
+        its bytes show it (:func:`_plain`); without it (or with one that does not parse) the answer is read,
+        once."""
+        minter = self.minter
+        if minter is None:
             return None
+        if predicted is not None and (section := minter.section(predicted)) is not None:
+            minted = minter.mint_section(track, revision, section, now, mirrored)
+            if section.plain and body[-1:] == b"}":  # the upstream's word: one object, no parameters
+                return _splice(body, minted), minted
+            return _stamped(body, minted, None)
         try:
             answer = orjson.loads(body)  # once: for the predictions, and for where the id goes
         except orjson.JSONDecodeError:
             return None
-        predicted = _predicted(answer) if type(answer) is dict else None
-        if predicted is None or not predicted.values:
+        read = read_answer(answer) if type(answer) is dict else None
+        if read is None or not read.values:
             return None
-        minted = self.minter.mint(track, revision, predicted, now, mirrored)
-        if not minted.truncated and "parameters" not in answer:  # inject's common case, without its call
-            end = body.rindex(b"}")
-            return b"".join((body[:end], b',"parameters":{"feedback_id":"', minted.id, b'"}}')), minted
-        stamped = inject(body, minted, answer)
-        return None if stamped is None else (stamped, minted)
+        return _stamped(body, minter.mint(track, revision, read, now, mirrored), answer)
 
     def stamp_rescued(
         self, track: str, revision: str, body: bytes, own: bytes | None, now: int
@@ -718,14 +665,12 @@ class Feedback:
         predicted = predictions_of(own) if own is not None else None
         failed = predicted is None or not predicted.values
         if failed:
-            served = _predicted(answer)
+            served = read_answer(answer)
             if served is None or not served.values:
                 return None
             predicted = without_predictions(served)
         assert predicted is not None
-        minted = self.minter.mint(track, revision, predicted, now, failed=failed)
-        stamped = inject(body, minted, answer)
-        return None if stamped is None else (stamped, minted)
+        return _stamped(body, self.minter.mint(track, revision, predicted, now, failed=failed), answer)
 
     def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
         """Keep the shadow's prediction for the request whose client answer had ``nonce``; an answer that

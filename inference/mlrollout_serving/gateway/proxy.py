@@ -427,11 +427,14 @@ class Gateway:
         reply: Reply,
         routed: _Track,
         own: bytes | None = None,
+        predicted: bytes | None = None,
     ) -> None:
         """Reply (with a feedback id on a model's answer), then (off the client's path) mirror and count.
 
         The id always names the track the request was routed to (``routed``): on a fallback's answer it
-        scores that track on ``own`` (its answer that was not served) or as having failed the request."""
+        scores that track on ``own`` (its answer that was not served) or as having failed the request.
+        ``predicted``: the routed track's predictions header, when its answer is served as it came (the
+        fast path; contract.predicted): signed without reading the answer."""
         response, served, label = answer
         nonce: int | None = None
         mirrored = False
@@ -442,13 +445,14 @@ class Gateway:
             if self.feedback is None:
                 pass
             elif served == routed.name:
-                stamped = self.feedback.stamp(served, label.revision, response.body, mirrored, int(time.time()))
+                stamped = self.feedback.stamp(served, label.revision, response.body, mirrored, int(time.time()),
+                                              predicted)  # fmt: skip
             elif routed.name in ("stable", "candidate"):  # a fallback's answer: the id scores the routed track
                 stamped = self.feedback.stamp_rescued(routed.name, routed.revision, response.body, own,
                                                       int(time.time()))  # fmt: skip
             if stamped is not None:
                 response.body, minted = stamped
-                response.headers += b"x-mlrollout-feedback-id: " + minted.id + b"\r\n"
+                response.headers = b"%sx-mlrollout-feedback-id: %s\r\n" % (response.headers, minted.id)
                 nonce = minted.nonce if served == routed.name else None  # only the routed track's answer pairs
         reply(response)
         if mirrored:
@@ -713,7 +717,8 @@ class _Exchange:
                 and not (active.high_stakes is not None and gw._high_stakes(active, self.request, outcome))
             ):
                 answer = (Gateway._forwarded(active, track, outcome), track.name, track)
-                gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply, track)
+                gw._finish(active, self.request, self.line, self.rest, answer, self.started, self.reply, track,
+                           None, outcome.predicted)  # fmt: skip
                 return
             asyncio.get_running_loop().create_task(self.run_slow(outcome))
         except Exception:  # never leave a client without an answer (reply() ignores a second call)

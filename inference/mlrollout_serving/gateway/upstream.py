@@ -15,8 +15,11 @@ An upstream that breaks HTTP's framing never gets a second chance on that connec
 starts while none is expected (an extra response, bytes beyond a wrong content-length, anything on an
 idle connection) closes the connection, failing the request it came with, and a connection is released
 for reuse only after the read that completed its response was parsed to the end. Interim 1xx responses
-are skipped, a response larger than `max_response` fails (502) instead of filling memory, and the
-upstream's own `x-mlrollout-*` headers are dropped (the gateway sets them).
+are skipped, a response larger than `max_response` fails (502) instead of filling memory, and every
+`x-mlrollout-*` header of the upstream's is dropped: the gateway sets its own (track, route version,
+feedback and review ids), and an upstream's (another gateway's, or a model's) must never pass for them.
+The one an upstream may send, the model server's predictions header (contract.predicted), is kept aside
+for feedback, never passed on.
 
 Each failure says whom it may be blamed on (`Blame`, for the circuit breaker): nothing of the request had
 reached the upstream (`upstream`), or the request was sent and then lost (`request`).
@@ -32,6 +35,7 @@ from typing import Final, cast
 
 import httptools
 
+from ..contract.predicted import PREDICTED_HEADER
 from .decide import Blame
 
 __all__ = [
@@ -49,10 +53,9 @@ __all__ = [
 
 log = logging.getLogger("mlrollout.gateway")
 
-_SKIP_HEADERS: Final = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"x-mlrollout-track",
-     b"x-mlrollout-route-version"}
-)  # fmt: skip
+_SKIP_HEADERS: Final = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date"})
+_OURS: Final = b"x-mlrollout-"  # every upstream header of this prefix is dropped (the module docstring)
+_PREDICTED: Final = PREDICTED_HEADER.encode()
 MAX_RESPONSE: Final = 64 * 1024 * 1024
 """Bytes of one upstream response (status line, headers, body) the gateway holds; beyond: 502."""
 MAX_RESPONSE_HEAD: Final = 64 * 1024
@@ -129,14 +132,16 @@ class _Switched(Exception):
 
 
 class UpstreamResponse:
-    """Status, passthrough headers (already serialised) and body of one upstream response."""
+    """Status, passthrough headers (already serialised) and body of one upstream response; ``predicted``: the
+    value of its predictions header (contract.predicted), which is never among the passthrough headers."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "predicted", "status")
 
-    def __init__(self, status: int, headers: bytes, body: bytes) -> None:
+    def __init__(self, status: int, headers: bytes, body: bytes, predicted: bytes | None = None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.predicted = predicted
 
 
 Callback = Callable[["UpstreamResponse | UpstreamFailure"], None]
@@ -153,6 +158,7 @@ class _Connection(asyncio.Protocol):
         "_keep_alive",
         "_parser",
         "_pool",
+        "_predicted",
         "_received",
         "_response",
         "_timeout",
@@ -171,6 +177,7 @@ class _Connection(asyncio.Protocol):
         self._budget = 0.0
         self.reused = False
         self._headers: list[bytes] = []
+        self._predicted: bytes | None = None
         self._body: list[bytes] = []
         self._got = 0  # bytes of the current exchange's response so far
         self._response: UpstreamResponse | None = None  # complete, delivered once the read is parsed to its end
@@ -235,7 +242,11 @@ class _Connection(asyncio.Protocol):
             raise _Unsolicited
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() not in _SKIP_HEADERS:
+        lower = name.lower()
+        if lower.startswith(_OURS):
+            if lower == _PREDICTED:
+                self._predicted = value
+        elif lower not in _SKIP_HEADERS:
             self._headers.append(b"%s: %s\r\n" % (name, value))
 
     def on_body(self, body: bytes) -> None:
@@ -248,12 +259,14 @@ class _Connection(asyncio.Protocol):
                 raise _Switched
             self._headers = []
             self._body = []
+            self._predicted = None
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._response = UpstreamResponse(status, b"".join(self._headers), body)
+        self._response = UpstreamResponse(status, b"".join(self._headers), body, self._predicted)
         self._keep_alive = self._parser.should_keep_alive()
         self._headers = []  # reset here rather than in on_message_begin: one Python callback less
         self._body = []
+        self._predicted = None
 
     def _broken(self, exc: Exception) -> None:
         name = self._pool.name

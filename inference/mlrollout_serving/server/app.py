@@ -14,6 +14,7 @@ import urllib.parse
 import zlib
 from typing import Any
 
+from mlrollout_serving.contract.predicted import PREDICTED_HEADER
 from mlrollout_serving.contract.process import HEALTH_LIVE, HEALTH_READY, METRICS_PATH
 from mlrollout_serving.contract.profile import Profile
 from mlrollout_serving.server import codec
@@ -273,7 +274,9 @@ class App:
                 s = self.settings
                 enc = codec.encode_infer(s.model_name, s.model_version, decoded.id, selected)
                 if enc.header_length is None:
-                    reply = Reply(200, enc.body)
+                    predicted = codec.predicted_header(selected)  # the gateway signs it unread (contract.predicted)
+                    reply = Reply(200, enc.body) if predicted is None else Reply(200, enc.body, headers=(
+                        (PREDICTED_HEADER, predicted),))  # fmt: skip
                 else:
                     headers = (("inference-header-content-length", str(enc.header_length)),)
                     reply = Reply(200, enc.body, "application/octet-stream", headers)

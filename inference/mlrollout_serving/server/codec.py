@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from mlrollout_serving.contract.feedback import MAX_ROWS
+from mlrollout_serving.contract.predicted import header_value, read_answer
 from mlrollout_serving.server.signature import DATATYPE_DTYPES, RequestedOutput, Signature, TensorSpec
 
 Array = npt.NDArray[Any]
@@ -525,3 +527,49 @@ def encode_infer(
     if not blobs:
         return Encoded(header, None)
     return Encoded(header + b"".join(blobs), len(header))
+
+
+_PREDICTED_VALUES = 64 * MAX_ROWS
+"""Beyond this many output values an answer gets no predictions header (its rows are beyond what a token
+carries, or nearly): the gateway reads such an answer itself, as one from any other server."""
+_CLASS_HEADERS: dict[tuple[tuple[Any, ...], int], str | None] = {}
+"""Header values of class predictions already packed (a classifier's one-row answers: one per class)."""
+
+
+def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str | None:
+    """The predictions header's value (contract.predicted) for an answer of these outputs encoded as JSON (no
+    binary ones), or None: the gateway's reading rule (``read_answer``) applied to the outputs as the answer's
+    JSON shows them (a non-finite float is ``null``), so the gateway signs what it would have read."""
+    shown: list[dict[str, Any]] = []
+    values = 0
+    for spec, arr, _ in outputs:
+        flat = arr.ravel()
+        values += flat.size
+        if values > _PREDICTED_VALUES:
+            return None
+        kind = flat.dtype.kind
+        if kind == "f":
+            data = flat.tolist()
+            for x in data:
+                if x - x != 0.0:  # NaN or ±Inf: orjson writes null
+                    data = [v if v - v == 0.0 else None for v in data]
+                    break
+        elif kind in "iub":  # what orjson writes natively (_ORJSON_NATIVE): tolist gives the same numbers
+            data = flat.tolist()
+        else:
+            data = list(_json_data(flat))
+        shown.append({"datatype": spec.datatype, "shape": list(arr.shape), "data": data})
+    read = read_answer({"outputs": shown})
+    if read is None:
+        return None
+    if not read.classes:
+        value = header_value(read, plain=True)  # encode_infer's object, no parameters
+        return None if value is None else value.decode("ascii")
+    key = (tuple(read.values), read.class_count)
+    cached = _CLASS_HEADERS.get(key, "")
+    if cached == "":
+        value = header_value(read, plain=True)
+        cached = None if value is None else value.decode("ascii")
+        if len(_CLASS_HEADERS) < 1024:
+            _CLASS_HEADERS[key] = cached
+    return cached

@@ -130,12 +130,13 @@ _LENGTH = b"content-length: %d\r\n\r\n"  # the head's last line, formatted in pl
 
 
 def _head(reply: Reply, close: bool) -> bytes:
-    if reply.headers:
-        return _head_prefix(reply.status, reply.content_type, reply.headers, close) + _LENGTH % len(reply.body)
     key = (reply.status, reply.content_type, close)
     prefix = _HEADS.get(key)
     if prefix is None:  # a handful of combinations: built once each
         prefix = _HEADS[key] = _head_prefix(reply.status, reply.content_type, (), close)
+    if reply.headers:  # e.g. every inference answer's predictions header: after the cached lines
+        extra = "".join([f"{k}: {v}\r\n" for k, v in reply.headers]).encode("latin-1")
+        return b"".join((prefix, extra, _LENGTH % len(reply.body)))
     return prefix + _LENGTH % len(reply.body)
 
 

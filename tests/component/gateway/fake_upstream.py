@@ -31,7 +31,7 @@ MODES = (
     "short-length",  # content-length smaller than the body
     "long-length",  # content-length larger than the body, then silence
     "close-mid-body",  # half the body, then the connection closes
-    "track-header",  # the upstream's own x-mlrollout-track and x-mlrollout-route-version headers
+    "track-header",  # the upstream's own x-mlrollout-* headers (track, route version, ids), and one of its own
     "garbage",  # bytes that are not HTTP
     "huge-header",  # a 10 MB header value
     "stall",  # never answers
@@ -162,7 +162,9 @@ class _Proto(asyncio.Protocol):
             transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(out) + out[: len(out) // 2])
             transport.close()
         elif mode == "track-header":
-            self.reply(200, out, True, b"x-mlrollout-track: evil\r\nx-mlrollout-route-version: 999\r\n")
+            self.reply(200, out, True, b"x-mlrollout-track: evil\r\nx-mlrollout-route-version: 999\r\n"
+                       b"X-MLRollout-Feedback-Id: forged\r\nx-mlrollout-review-id: forged\r\n"
+                       b"x-mlrollout-anything: evil\r\nx-model-note: kept\r\n")  # fmt: skip
         elif mode == "garbage":
             transport.write(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
         elif mode == "huge-header":

@@ -70,8 +70,9 @@ def test_interim_responses_are_skipped(routes: RouteFile, up_a: Proc, mode: str)
         assert answer.endswith(b"}") and b'"model_name": "up-a"' in answer
 
 
-def test_the_upstreams_own_track_headers_are_not_passed_through(routes: RouteFile, up_a: Proc) -> None:
-    """The issue: the upstream's x-mlrollout-track header was forwarded, so clients saw it twice."""
+def test_the_upstreams_own_mlrollout_headers_are_not_passed_through(routes: RouteFile, up_a: Proc) -> None:
+    """The issue: the upstream's x-mlrollout-track header was forwarded, so clients saw it twice; and any other
+    x-mlrollout-* an upstream sent (a feedback or review id the gateway never issued) reached the client."""
     routes.write(table(1, up_a.url))
     raw = b"POST %s HTTP/1.1\r\nhost: gw\r\nx-misbehave: track-header\r\ncontent-length: 2\r\n\r\n{}" % INFER.encode()
     with gateway(routes) as gw:
@@ -79,6 +80,8 @@ def test_the_upstreams_own_track_headers_are_not_passed_through(routes: RouteFil
         head = answer.split(b"\r\n\r\n")[0].lower()
         assert head.count(b"x-mlrollout-track:") == 1 and b"x-mlrollout-track: stable" in head
         assert head.count(b"x-mlrollout-route-version:") == 1 and b"x-mlrollout-route-version: 1" in head
+        assert head.count(b"x-mlrollout-") == 2 and b"forged" not in head and b"evil" not in head, head
+        assert b"x-model-note: kept" in head  # the upstream's other headers pass
 
 
 def test_a_300_mb_upstream_body_is_cut_off_at_the_limit(routes: RouteFile, up_a: Proc) -> None:

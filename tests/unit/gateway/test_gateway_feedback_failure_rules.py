@@ -56,9 +56,9 @@ def _clipped_rows(scores: Scores, key: tuple[str, str]) -> float:
 
 
 def test_rows_without_a_prediction_survive_the_token_for_both_kinds_of_model() -> None:
-    classes = Token("candidate", "r2", NOW, 7, 0, ("1", None, "x" * 300), classes=True, class_count=0)
+    classes = Token("candidate", "r2", NOW, 7, 0, ("1", None, "x" * MAX_LABEL_BYTES), classes=True, class_count=0)
     back = verify(KEYS, mint(KEYS, classes), NOW, 60)
-    assert back.predictions == ("1", None, "x" * MAX_LABEL_BYTES) and not back.failed  # a long label stays one
+    assert back.predictions == ("1", None, "x" * MAX_LABEL_BYTES) and not back.failed  # the longest label fits
     one = verify(KEYS, mint(KEYS, Token("stable", "r1", NOW, 8, 0, (None,), classes=True, failed=True)), NOW, 60)
     assert one.predictions == (None,) and one.failed
     values = verify(KEYS, mint(KEYS, Token("stable", "r1", NOW, 9, 0, (1.5, math.nan), classes=False)), NOW, 60)

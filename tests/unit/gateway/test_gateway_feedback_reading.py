@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlrollout_serving.gateway.feedback import _numbers, _width, predictions_of
+from mlrollout_serving.contract.predicted import _numbers, _width
+from mlrollout_serving.gateway.feedback import predictions_of
 
 _ITEMS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3))
 
