@@ -179,8 +179,8 @@ class Section:
 
 def read_header(value: bytes, max_rows: int) -> Section | None:
     """The predictions a :data:`PREDICTED_HEADER` value carries, at most ``max_rows`` of them; None when it is
-    not such a value (or has no rows): the gateway then reads the answer. Every length is checked, so a bad
-    value can never make a token that fails to verify."""
+    not such a value (or has no rows): the gateway then reads the answer. Every length is checked and every
+    label must be UTF-8, so a bad value can never make a token that fails to verify."""
     try:
         raw = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
@@ -199,7 +199,16 @@ def read_header(value: bytes, max_rows: int) -> Section | None:
             if at >= end:
                 return None
             size = raw[at]
-            at += 1 if size == NO_PREDICTION else 1 + size
+            if size == NO_PREDICTION:
+                at += 1
+                continue
+            label = raw[at + 1 : at + 1 + size]
+            if not label.isascii():  # a token's label must decode as verification decodes it
+                try:
+                    label.decode()
+                except UnicodeDecodeError:
+                    return None
+            at += 1 + size
         if at != end:
             return None
     elif flags == 0:

@@ -165,6 +165,8 @@ def test_an_answer_the_id_cannot_be_spliced_into_plainly_is_read_for_where_it_go
         base64.b64encode(b"\x02\x01\x00\x03\x01ab"),  # a byte beyond the rows
         base64.b64encode(b"\x00\x02\x00\x00\x00\x00\x80\x3f"),  # two float rows, one present
         base64.b64encode(b"\x04\x01\x00\x03\x01a"),  # a flag that is not CLASSES (nor PLAIN)
+        base64.b64encode(b"\x02\x01\x00\x03\x01\xff"),  # a label that is not UTF-8
+        base64.b64encode(b"\x02\x02\x00\x03\x02\xc3\xa9\x02\xc3("),  # the second label's é cut short
         base64.b64encode(b"\x02\x00\x00\x03"),  # no rows
         base64.b64encode(b"\x02" + (MAX_ROWS + 1).to_bytes(2, "little") + b"\x03" + b"\x01a" * (MAX_ROWS + 1)),
     ],
