@@ -78,6 +78,12 @@ class Layout(NamedTuple):
 def layout(columns: Sequence[str], label: str, slices: Sequence[str]) -> Layout:
     """The columns' roles from the header; a missing label or slice column names the ones there are."""
     names = tuple(c.strip() for c in columns)
+    if "" in names:  # a spreadsheet's trailing delimiter, say: a nameless column would be read as a feature
+        at = names.index("")
+        raise BadInput(
+            f"column {at + 1} of the dataset's header has no name"
+            + (" (a trailing ',')" if at == len(names) - 1 else "")
+        )
     seen = [n for n in names if names.count(n) > 1]
     if seen:
         raise BadInput(f"the dataset's header repeats column {seen[0]!r}")

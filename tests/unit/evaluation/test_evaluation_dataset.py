@@ -89,6 +89,18 @@ def test_layout_errors() -> None:
         layout(["a", "y"], "y", ["g"])
     with pytest.raises(BadInput, match="no feature columns"):
         layout(["y", "g"], "y", ["g"])
+    with pytest.raises(BadInput, match=r"column 4 of the dataset's header has no name \(a trailing ','\)"):
+        layout(["a", "b", "y", ""], "y", [])
+    with pytest.raises(BadInput, match="column 2 of the dataset's header has no name$"):
+        layout(["a", " ", "y"], "y", [])
+
+
+def test_a_spreadsheets_trailing_comma_is_named_not_read_as_a_feature(tmp_path: Path) -> None:
+    exported = tmp_path / "export.csv"
+    exported.write_text("a,b,y,\n1,2,0,\n3,4,1,\n")
+    for whole in (0, 1 << 20):
+        with pytest.raises(BadInput, match="column 4 of the dataset's header has no name"):
+            list(open_holdout(exported, "csv", "y", [], whole_file_max_bytes=whole).chunks(True))
 
 
 def _write(path: Path, x: np.ndarray, labels: list[str], segments: list[str], blank_at: tuple[int, ...] = ()) -> Path:
