@@ -91,7 +91,7 @@ def test_layout_errors() -> None:
         layout(["y", "g"], "y", ["g"])
     with pytest.raises(BadInput, match=r"column 4 of the dataset's header has no name \(a trailing ','\)"):
         layout(["a", "b", "y", ""], "y", [])
-    with pytest.raises(BadInput, match="column 2 of the dataset's header has no name$"):
+    with pytest.raises(BadInput, match=r"column 2 of the dataset's header has no name$"):
         layout(["a", " ", "y"], "y", [])
 
 
