@@ -38,8 +38,13 @@ CHUNK_ROWS: Final = 8192
 # and a comma or newline) and 8 parsed, so at worst (two columns of single digits) the file costs 6 times its
 # size, 192 MiB here; a typical one about 1.2 times (a noisy wine row: 100 bytes in the CSV, 120 parsed; the
 # bench's 61 MiB CSV grew the peak by 72 MiB). With the interpreter, onnxruntime and both sessions (about
-# 90 MiB) that stays within a 512 MiB limit (the Job's default is 1 GiB). Larger files stream.
+# 90 MiB) that stays within a 512 MiB limit (the Job's default is 1 GiB); under a smaller limit the Job
+# parses whole only what fits at worst (:func:`whole_file_budget`). Larger files stream.
 WHOLE_FILE_MAX_BYTES: Final = 32 << 20
+_WORST_GROWTH: Final = 6  # parsed bytes per CSV byte at worst (above)
+_BASE_BYTES: Final = 160 << 20  # the Job's peak besides the table (about 90 MiB measured), with room
+# the container's memory limit: cgroup v2 (a container sees its own cgroup at the root), then v1
+MEMORY_LIMIT_FILES: Final = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 # numpy's reader opens a path by its name and decompresses these; a streamed file is read as it is
 _COMPRESSED_SUFFIXES: Final = frozenset({".gz", ".bz2", ".xz", ".lzma"})
 NPZ_FEATURES: Final = ("X", "x", "features")
@@ -122,6 +127,21 @@ class Holdout:
         """The rows in chunks; ``numeric_labels``: labels as float64 where they read as numbers (the models
         predict integer classes or values), which spares the text and its conversion."""
         return self._chunks(numeric_labels)
+
+
+def whole_file_budget(limit_files: Sequence[Path] = MEMORY_LIMIT_FILES) -> int:
+    """The largest CSV to parse whole under this process's memory limit: at most :data:`WHOLE_FILE_MAX_BYTES`,
+    and small enough that its worst-case table fits beside the Job's own peak, so a Job given a small
+    ``resources.memory`` streams rather than being OOM-killed. No limit found (or ``max``): the constant."""
+    for path in limit_files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # cgroup v1 writes a huge number for "no limit": the min() below caps it
+            return max(0, min(WHOLE_FILE_MAX_BYTES, (int(text) - _BASE_BYTES) // _WORST_GROWTH))
+        return WHOLE_FILE_MAX_BYTES  # "max": no limit
+    return WHOLE_FILE_MAX_BYTES
 
 
 def open_holdout(

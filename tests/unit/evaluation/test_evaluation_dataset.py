@@ -470,3 +470,21 @@ def test_the_same_file_without_the_long_row_is_read_by_the_fast_pass(
     path.write_text(path.read_text().replace("3.5,", '3.5,"x, y",', 1))  # a quoted delimiter, one field more
     with pytest.raises(BadInput, match=r"^row 3 has 5 fields, the header has 4$"):
         list(open_holdout(path, "csv", "y", ["g"], chunk_rows=3).chunks(False))
+
+
+def test_the_whole_file_budget_follows_the_containers_memory_limit(tmp_path: Path) -> None:
+    """A Job given a small memory limit parses whole only what fits at worst (6 bytes a CSV byte beside its
+    own 160 MiB); no limit, or none readable, gives the constant."""
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert dataset.whole_file_budget([v2, v1]) == dataset.WHOLE_FILE_MAX_BYTES  # neither file
+    v2.write_text("max\n")
+    assert dataset.whole_file_budget([v2, v1]) == dataset.WHOLE_FILE_MAX_BYTES
+    v2.write_text(f"{256 << 20}\n")
+    assert dataset.whole_file_budget([v2, v1]) == (96 << 20) // 6  # 16 MiB: 96 MiB at worst
+    v2.write_text(f"{1 << 30}\n")
+    assert dataset.whole_file_budget([v2, v1]) == dataset.WHOLE_FILE_MAX_BYTES
+    v2.write_text(f"{128 << 20}\n")
+    assert dataset.whole_file_budget([v2, v1]) == 0  # below the Job's own peak: always stream
+    v2.unlink()
+    v1.write_text(f"{9223372036854771712}\n")  # cgroup v1's "no limit"
+    assert dataset.whole_file_budget([v2, v1]) == dataset.WHOLE_FILE_MAX_BYTES
