@@ -165,11 +165,12 @@ class Minter:
     def section(self, value: bytes) -> Section | None:
         """A predictions header's value read (contract.predicted.read_header), remembered: a classifier's
         one-row answers have one value per class, so most answers are read once per class, not once each
-        (the first 1,024 values; a regressor's values rarely repeat, and are read each time beyond them)."""
+        (the first 1,024 values of at most 64 bytes: a few rows' worth, so the memory stays under 100 KiB; a
+        regressor's values rarely repeat, and longer ones are read each time)."""
         section = self._sections.get(value, _UNSEEN)
         if section is _UNSEEN:
             section = read_header(value, self.max_rows)
-            if len(self._sections) < 1024:
+            if len(value) <= 64 and len(self._sections) < 1024:
                 self._sections[value] = section
         return section  # type: ignore[return-value]
 

@@ -533,7 +533,8 @@ _PREDICTED_VALUES = 64 * MAX_ROWS
 """Beyond this many output values an answer gets no predictions header (its rows are beyond what a token
 carries, or nearly): the gateway reads such an answer itself, as one from any other server."""
 _CLASS_HEADERS: dict[tuple[tuple[Any, ...], int], str | None] = {}
-"""Header values of class predictions already packed (a classifier's one-row answers: one per class)."""
+"""Header values of class predictions already packed (a classifier's answers of up to 4 rows: one-row answers
+have one per class)."""
 
 
 def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str | None:
@@ -570,6 +571,6 @@ def predicted_header(outputs: Sequence[tuple[TensorSpec, Array, bool]]) -> str |
     if cached == "":
         value = header_value(read, plain=True)
         cached = None if value is None else value.decode("ascii")
-        if len(_CLASS_HEADERS) < 1024:
+        if len(key[0]) <= 4 and len(_CLASS_HEADERS) < 1024:  # a few rows' labels: the memory stays small
             _CLASS_HEADERS[key] = cached
     return cached
