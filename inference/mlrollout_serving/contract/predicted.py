@@ -115,17 +115,15 @@ def _width(floats: list[dict[str, Any]]) -> int:
     return 0
 
 
-def _probabilities(floats: list[dict[str, Any]], argmax: bool = True) -> tuple[int, list[str | None] | None]:
-    """The width of a float ``[rows, classes]`` output and (``argmax``) its arg-max class per row, if there
-    is one; a row with a ``null`` (NaN or ±Inf) has no class (None)."""
+def _probabilities(floats: list[dict[str, Any]]) -> tuple[int, list[str | None] | None]:
+    """The width of a float ``[rows, classes]`` output and its arg-max class per row, if there is one; a row
+    with a ``null`` (NaN or ±Inf) has no class (None)."""
     for out in floats:
         shape = out.get("shape")
         if type(shape) is not list or len(shape) != 2 or type(shape[1]) is not int or shape[1] < 2:
             continue
         width, data = shape[1], _flat(out["data"])
         if data and len(data) % width == 0 and _numbers(data):
-            if not argmax:
-                return width, None
             rows = [data[i : i + width] for i in range(0, len(data), width)]
             return width, [None if None in row else str(max(range(width), key=row.__getitem__)) for row in rows]
     return 0, None

@@ -236,12 +236,9 @@ def _plain(body: bytes) -> bool:
 def _stamped(body: bytes, minted: Minted, answer: object) -> tuple[bytes, Minted] | None:
     """``body`` with ``minted`` in it, and ``minted``: what :meth:`Feedback.stamp` and
     :meth:`Feedback.stamp_rescued` answer. ``answer``: ``body`` parsed, or None when it was not read."""
-    if answer is None:
-        if _plain(body):
-            return _splice(body, minted), minted
-    elif type(answer) is dict and answer and "parameters" not in answer:
+    if answer is None and _plain(body):
         return _splice(body, minted), minted
-    stamped = inject(body, minted, answer)
+    stamped = inject(body, minted, answer)  # a parsed answer's common case is the same splice
     return None if stamped is None else (stamped, minted)
 
 
