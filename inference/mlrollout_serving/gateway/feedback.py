@@ -140,10 +140,24 @@ class Minter:
     def mint(
         self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False, failed: bool = False
     ) -> Minted:
-        """The id of an answer whose predictions were read (:func:`predictions_of`)."""
+        """The id of an answer whose predictions were read (:func:`predictions_of`); raises ValueError when no
+        row can be carried (:meth:`mint_carried` says None)."""
+        minted = self.mint_carried(track, revision, predicted, now, mirrored, failed)
+        if minted is None:
+            raise ValueError("no row of this answer can be carried: its first class label is too long")
+        return minted
+
+    def mint_carried(
+        self, track: str, revision: str, predicted: Predicted, now: int, mirrored: bool = False, failed: bool = False
+    ) -> Minted | None:
+        """:meth:`mint`, or None when the answer has rows and not one can be carried (its first class label is
+        over MAX_LABEL_BYTES): an id that no label could ever be counted for is not minted at all (the answer
+        says ``feedback_rows: 0`` instead, :func:`inject`)."""
         values = predicted.values
         carried = values[: self.max_rows] if len(values) > self.max_rows else values
         if predicted.classes and (fits := carried_rows(True, carried)) < len(carried):
+            if not fits:
+                return None
             carried = carried[:fits]  # a label too long to carry: that row on cannot be labelled
         truncated = len(values) > len(carried)
         flags = (CLASSES if predicted.classes else 0) | (TRUNCATED if truncated else 0) | (MIRRORED if mirrored else 0)
@@ -185,10 +199,11 @@ class Minter:
         return encoded
 
 
-def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
+def inject(body: bytes, minted: Minted | None, answer: object = None) -> bytes | None:
     """The answer with ``parameters.feedback_id`` (and ``feedback_rows`` when not every row can be labelled);
-    None when ``body`` is not a JSON object (it then carries no id). ``answer``: ``body`` parsed, if the caller
-    has it.
+    None when ``body`` is not a JSON object (it then carries no id). ``minted`` None: the answer has rows and
+    none can be labelled (its first class label is too long to carry, :meth:`Minter.mint_carried`), so it
+    gets ``feedback_rows: 0`` and no id. ``answer``: ``body`` parsed, if the caller has it.
 
     The common answer, a non-empty object without a top-level ``parameters``, gets the member spliced in
     before its closing brace: a JSON object's text ends with ``}`` and then only JSON whitespace (orjson
@@ -205,19 +220,26 @@ def inject(body: bytes, minted: Minted, answer: object = None) -> bytes | None:
     if answer and "parameters" not in answer:
         return _splice(body, minted)
     params = answer.get("parameters")
-    ids: dict[str, object] = {"feedback_id": minted.token}
-    if minted.truncated:
-        ids["feedback_rows"] = minted.rows
+    params = dict(params) if type(params) is dict else {}
+    if minted is None:  # the gateway's member names: an upstream's own feedback_id is never passed as ours
+        params.pop("feedback_id", None)
+        params["feedback_rows"] = 0
+    else:
+        params["feedback_id"] = minted.token
+        if minted.truncated:
+            params["feedback_rows"] = minted.rows
     try:
-        return orjson.dumps({**answer, "parameters": {**(params if type(params) is dict else {}), **ids}})
+        return orjson.dumps({**answer, "parameters": params})
     except orjson.JSONEncodeError:  # nothing orjson parsed fails to encode; if it ever did: no id, not a 500
         return None
 
 
-def _splice(body: bytes, minted: Minted) -> bytes:
-    """``body``, a JSON object without a top-level ``parameters`` whose last ``}`` closes it, with the ids as
-    one more member (:func:`inject`'s common case; the one place the member is written)."""
+def _splice(body: bytes, minted: Minted | None) -> bytes:
+    """``body``, a non-empty JSON object without a top-level ``parameters`` whose last ``}`` closes it, with the
+    ids as one more member (:func:`inject`'s common case; the one place the member is written)."""
     end = body.rindex(b"}")
+    if minted is None:
+        return b'%s,"parameters":{"feedback_rows":0}}' % body[:end]
     token = minted.id  # base64url: nothing in it needs escaping in a JSON string
     if minted.truncated:
         return b'%s,"parameters":{"feedback_id":"%s","feedback_rows":%d}}' % (body[:end], token, minted.rows)
@@ -233,7 +255,7 @@ def _plain(body: bytes) -> bool:
     return body[:1] == b"{" and body[-1:] == b"}" and b'"parameters"' not in body and b"\\" not in body
 
 
-def _stamped(body: bytes, minted: Minted, answer: object) -> tuple[bytes, Minted] | None:
+def _stamped(body: bytes, minted: Minted | None, answer: object) -> tuple[bytes, Minted | None] | None:
     """``body`` with ``minted`` in it, and ``minted``: what :meth:`Feedback.stamp` and
     :meth:`Feedback.stamp_rescued` answer. ``answer``: ``body`` parsed, or None when it was not read."""
     if answer is None and _plain(body):
@@ -621,12 +643,15 @@ class Feedback:
 
     def stamp(
         self, track: str, revision: str, body: bytes, mirrored: bool, now: int, predicted: bytes | None = None
-    ) -> tuple[bytes, Minted] | None:
-        """The answer with its feedback id, and the id; None when the answer cannot carry one. ``predicted``:
-        the upstream's predictions header (contract.predicted), when it sent one: its predictions are signed
-        as they are and the answer is not read when the header says it is plain (contract.predicted.PLAIN) or
-        its bytes show it (:func:`_plain`); without it (or with one that does not parse) the answer is read,
-        once."""
+    ) -> tuple[bytes, Minted | None] | None:
+        """The answer with its feedback id, and the id; None when the answer cannot carry one (it is then
+        passed on untouched). The id is None when the answer has rows and none can be labelled (its first
+        class label is too long to carry): the answer then says ``feedback_rows: 0`` and gets no id.
+
+        ``predicted``: the upstream's predictions header (contract.predicted), when it sent one: its
+        predictions are signed as they are and the answer is not read when the header says it is plain
+        (contract.predicted.PLAIN) or its bytes show it (:func:`_plain`); without it (or with one that does
+        not parse) the answer is read, once."""
         minter = self.minter
         if minter is None:
             return None
@@ -642,16 +667,17 @@ class Feedback:
         read = read_answer(answer) if type(answer) is dict else None
         if read is None or not read.values:
             return None
-        return _stamped(body, minter.mint(track, revision, read, now, mirrored), answer)
+        return _stamped(body, minter.mint_carried(track, revision, read, now, mirrored), answer)
 
     def stamp_rescued(
         self, track: str, revision: str, body: bytes, own: bytes | None, now: int
-    ) -> tuple[bytes, Minted] | None:
+    ) -> tuple[bytes, Minted | None] | None:
         """A fallback's answer (``body``) to a request routed to ``track``, with an id that scores ``track``,
         never what answered: on its own answer ``own`` when it gave one that was not served (low confidence,
         held for review), else as having failed the request (no row has a prediction; the rows are the
         served answer's). Labels for the answer thus count against the model that was asked, whatever
-        rescued the client (docs/gateway.md, "Feedback"). None when neither answer shows the rows."""
+        rescued the client (docs/gateway.md, "Feedback"). None when neither answer shows the rows; the id
+        None (``feedback_rows: 0``) when ``own`` shows rows and none can be carried, as :meth:`stamp`."""
         if self.minter is None:
             return None
         try:
@@ -668,7 +694,7 @@ class Feedback:
                 return None
             predicted = without_predictions(served)
         assert predicted is not None
-        return _stamped(body, self.minter.mint(track, revision, predicted, now, failed=failed), answer)
+        return _stamped(body, self.minter.mint_carried(track, revision, predicted, now, failed=failed), answer)
 
     def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
         """Keep the shadow's prediction for the request whose client answer had ``nonce``; an answer that

@@ -452,8 +452,9 @@ class Gateway:
                                                       int(time.time()))  # fmt: skip
             if stamped is not None:
                 response.body, minted = stamped
-                response.headers = b"%sx-mlrollout-feedback-id: %s\r\n" % (response.headers, minted.id)
-                nonce = minted.nonce if served == routed.name else None  # only the routed track's answer pairs
+                if minted is not None:  # None: no row can be labelled, the answer says feedback_rows: 0
+                    response.headers = b"%sx-mlrollout-feedback-id: %s\r\n" % (response.headers, minted.id)
+                    nonce = minted.nonce if served == routed.name else None  # only the routed track's answer pairs
         reply(response)
         if mirrored:
             self._mirror(active, line, rest, response.body, nonce)

@@ -1,8 +1,9 @@
 """Feedback ids on whatever an upstream answers, through a real gateway process: concurrent clients, each
 request with its own marker, an upstream that answers each in one of many odd shapes (parameters of every
-kind, whitespace, unicode, a huge answer, binary, not an object, a shape that is not a list). Every client
-gets exactly its own answer: with the id (header and body agreeing, the rest as the upstream sent it) or
-byte for byte untouched without one.
+kind, whitespace, unicode, a huge answer, binary, not an object, a shape that is not a list, a first class
+label too long to carry). Every client gets exactly its own answer: with the id (header and body agreeing,
+the rest as the upstream sent it), byte for byte untouched without one, or, when no row can be labelled,
+with ``parameters.feedback_rows: 0`` and no id.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from mlrollout_serving.contract.feedback import FeedbackKeys, verify
 pytestmark = pytest.mark.component
 
 LABEL = {"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}
+TOO_LONG = {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["\u00e9" * 128, "0"]}  # 256 bytes first
 CLIENTS, EACH = 8, 45
+NO_ROWS = "no_rows"  # an answer no row of which can be labelled: feedback_rows 0, no id
 
 
-def _odd_answers(marker: str) -> list[tuple[bytes, bool]]:
-    """The upstream's answers for a request with ``marker``, and whether the gateway can put an id on each."""
+def _odd_answers(marker: str) -> list[tuple[bytes, bool | str]]:
+    """The upstream's answers for a request with ``marker``, and whether the gateway can put an id on each
+    (:data:`NO_ROWS`: it says none of its rows can be labelled instead)."""
     m = json.dumps(marker)
     return [
         (b'{"model_name":"iris","model_version":%s,"outputs":[%s]}' % (m.encode(), orjson.dumps(LABEL)), True),
@@ -48,6 +52,8 @@ def _odd_answers(marker: str) -> list[tuple[bytes, bool]]:
         (b'[{"m":%s,"outputs":[%s]}]' % (m.encode(), orjson.dumps(LABEL)), False),
         (b'{"m":%s,"outputs":[%s]}}' % (m.encode(), orjson.dumps(LABEL)), False),
         (b'{"m":%s,"outputs":[{"datatype":"INT64","data":[]}]}' % m.encode(), False),
+        (b'{"m":%s,"outputs":[%s]}' % (m.encode(), orjson.dumps(TOO_LONG)), NO_ROWS),
+        (orjson.dumps({"outputs": [TOO_LONG], "parameters": {"marker": marker, "feedback_id": "theirs"}}), NO_ROWS),
     ]
 
 
@@ -90,6 +96,15 @@ def _check(keys: FeedbackKeys, case: int, marker: str, got: tuple[int, dict[str,
     assert status == 200, (case, body[:200])
     if not stampable:
         assert body == sent and "x-mlrollout-feedback-id" not in headers, case
+        return
+    if stampable == NO_ROWS:
+        assert "x-mlrollout-feedback-id" not in headers, case
+        expected = orjson.loads(sent)
+        params = expected.get("parameters", {})
+        expected["parameters"] = {**{k: v for k, v in params.items() if k != "feedback_id"}, "feedback_rows": 0}
+        assert strict_loads(body) == expected, case
+        if "parameters" not in orjson.loads(sent):
+            assert body == sent[:-1] + b',"parameters":{"feedback_rows":0}}', case  # the upstream's bytes
         return
     answer = strict_loads(body)
     feedback_id = answer["parameters"].pop("feedback_id")

@@ -110,6 +110,7 @@ def test_a_request_the_candidate_failed_and_a_fallback_answered_counts_against_t
     stamped = feedback.stamp_rescued("candidate", "r2", served, None, NOW)
     assert stamped is not None
     body, minted = stamped
+    assert minted is not None
     assert orjson.loads(body)["parameters"]["feedback_id"] == minted.token and minted.rows == len(labels)
     token = verify(KEYS, minted.token, NOW, 60)
     assert (token.track, token.revision, token.failed, token.mirrored) == ("candidate", "r2", True, False)
@@ -128,7 +129,7 @@ def test_a_low_confidence_answer_a_fallback_replaced_is_scored_as_the_candidate_
     feedback = _feedback(tmp_path)
     own = WINE.replace(b"[1,2]", b"[0,2]")  # the candidate's own answer, not served
     stamped = feedback.stamp_rescued("candidate", "r2", WINE, own, NOW)
-    assert stamped is not None
+    assert stamped is not None and stamped[1] is not None
     token = verify(KEYS, stamped[1].token, NOW, 60)
     assert token.predictions == ("0", "2") and not token.failed
     feedback.receive(orjson.dumps({"feedback_id": stamped[1].token, "labels": [1, 2]}), NOW)

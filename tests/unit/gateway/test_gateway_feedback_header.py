@@ -36,11 +36,16 @@ def _spec(name: str, datatype: str) -> TensorSpec:
 def _both(feedback: Feedback, body: bytes, header: bytes | None) -> tuple[Any, Any]:
     """``stamp`` of ``body`` read, and with ``header``, from the same nonce: (body, id, rows, truncated) each."""
     assert feedback.minter is not None
-    out = []
+    out: list[tuple[bytes, bytes, int, bool] | None] = []
     for predicted in (None, header):
         feedback.minter._nonces = itertools.count(1234)
         stamped = feedback.stamp("candidate", "rev-1", body, True, NOW, predicted)
-        out.append(None if stamped is None else (stamped[0], stamped[1].id, stamped[1].rows, stamped[1].truncated))
+        if stamped is None:
+            out.append(None)
+            continue
+        body_out, minted = stamped
+        assert minted is not None  # every row of these answers can be carried
+        out.append((body_out, minted.id, minted.rows, minted.truncated))
     return out[0], out[1]
 
 

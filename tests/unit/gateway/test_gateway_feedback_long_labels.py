@@ -1,14 +1,14 @@
 """Class labels longer than a token carries (MAX_LABEL_BYTES of UTF-8): never cut, since a label is scored by
 equality with the prediction (a cut one would score the right label as wrong, and a cut inside a character
 would not verify); the rows from the first such label on are left out of the id, as rows beyond the bound
-are, and the answer says how many rows can be labelled (``feedback_rows``)."""
+are, and the answer says how many rows can be labelled (``feedback_rows``). An answer whose first label is
+that long gets no id at all, and says ``feedback_rows: 0``."""
 
 from __future__ import annotations
 
 import base64
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -16,6 +16,7 @@ import pytest
 from tests.support.feedback_samples import KEY, KEYS, NOW
 
 from mlrollout_serving.contract.feedback import MAX_LABEL_BYTES, Token, carried_rows, mint, verify
+from mlrollout_serving.contract.predicted import Predicted
 from mlrollout_serving.gateway.feedback import Answer, Feedback, FeedbackConfig
 from mlrollout_serving.server.codec import encode_infer, predicted_header
 from mlrollout_serving.server.signature import TensorSpec
@@ -56,6 +57,7 @@ def test_rows_from_a_too_long_label_on_cannot_be_labelled_and_the_others_score_a
     stamped = feedback.stamp("stable", "r1", body, False, NOW, None)
     assert stamped is not None
     answer, minted = stamped
+    assert minted is not None
     params = orjson.loads(answer)["parameters"]
     assert (minted.rows, minted.truncated, params["feedback_rows"]) == (2, True, 2)
     token = verify(KEYS, params["feedback_id"], NOW, 60)  # verifies: nothing was cut inside a character
@@ -66,15 +68,54 @@ def test_rows_from_a_too_long_label_on_cannot_be_labelled_and_the_others_score_a
     assert scores.labels == {("stable", "r1", "correct"): 2}  # the long label equals what was served
 
 
-def test_a_one_row_answer_with_a_too_long_label_says_no_row_can_be_labelled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("labels", [[CROSSES], [CROSSES, "0", FITS], ["x" * 1000]])
+def test_an_answer_whose_first_label_is_too_long_gets_no_id_and_says_no_row_can_be_labelled(
+    tmp_path: Path, labels: list[str]
+) -> None:
+    """No row can be labelled: no id is minted (one would only ever be refused), and the answer says
+    ``feedback_rows: 0`` where an id's answer says how many rows it can label; the rest as the model sent it."""
     feedback = _feedback(tmp_path)
-    body, header = _served([CROSSES])
+    body, header = _served(labels)
     assert header is None
-    stamped = feedback.stamp("stable", "r1", body, False, NOW, None)
+    assert feedback.minter is not None
+    before = next(feedback.minter._nonces)
+    stamped = feedback.stamp("stable", "r1", body, True, NOW, None)
     assert stamped is not None
-    params = orjson.loads(stamped[0])["parameters"]
-    assert params["feedback_rows"] == 0 and verify(KEYS, params["feedback_id"], NOW, 60).predictions == ()
-    refused: Any = feedback.receive(orjson.dumps({"feedback_id": params["feedback_id"], "label": CROSSES}), NOW)
-    assert (refused.status, refused.body["reason"]) == (400, "labels"), refused
+    answer, minted = stamped
+    assert minted is None  # no id: the proxy then sends no x-mlrollout-feedback-id and pairs no shadow answer
+    assert answer == body[:-1] + b',"parameters":{"feedback_rows":0}}'  # the model's bytes, in place
+    assert orjson.loads(answer) == {**orjson.loads(body), "parameters": {"feedback_rows": 0}}
+    assert next(feedback.minter._nonces) == before + 1  # no nonce was spent on it
     scores, _ = feedback.snapshot()
-    assert not scores.labels  # neither correct nor incorrect: a row the id does not carry is never scored
+    assert not scores.labels and not scores.refused
+
+
+def test_an_answer_with_parameters_whose_first_label_is_too_long_gets_feedback_rows_merged(tmp_path: Path) -> None:
+    feedback = _feedback(tmp_path)
+    body, _ = _served([CROSSES])
+    answer = orjson.loads(body)
+    answer["parameters"] = {"theirs": 1, "feedback_id": "not ours"}
+    stamped = feedback.stamp("stable", "r1", orjson.dumps(answer), False, NOW, None)
+    assert stamped is not None and stamped[1] is None
+    assert orjson.loads(stamped[0])["parameters"] == {"theirs": 1, "feedback_rows": 0}  # no id, not even theirs
+
+
+def test_a_rescued_answer_scoring_an_own_answer_whose_first_label_is_too_long_gets_no_id(tmp_path: Path) -> None:
+    """The low-confidence answer the candidate gave (not served) cannot be carried: no id, as for an answer
+    served as it came; a rescue of a *failed* request still gets one (its rows have no prediction to carry)."""
+    feedback = _feedback(tmp_path)
+    served, _ = _served(["0"])
+    own, _ = _served([CROSSES])
+    stamped = feedback.stamp_rescued("candidate", "r2", served, own, NOW)
+    assert stamped is not None and stamped[1] is None
+    assert stamped[0] == served[:-1] + b',"parameters":{"feedback_rows":0}}'
+    failed = feedback.stamp_rescued("candidate", "r2", served, None, NOW)
+    assert failed is not None and failed[1] is not None and failed[1].rows == 1
+
+
+def test_minting_an_id_no_row_of_fits_in_raises(tmp_path: Path) -> None:
+    feedback = _feedback(tmp_path)
+    assert feedback.minter is not None
+    with pytest.raises(ValueError, match="first class label is too long"):
+        feedback.minter.mint("stable", "r1", Predicted(True, [CROSSES, "0"]), NOW)
+    assert feedback.minter.mint_carried("stable", "r1", Predicted(True, [CROSSES, "0"]), NOW) is None

@@ -294,7 +294,7 @@ def test_a_feedback_body_with_a_huge_label_is_a_400_and_counts_nothing(tmp_path:
     feedback = _feedback(tmp_path, replica=0)
     stamped = feedback.stamp("stable", "r1", b'{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[2.5]}]}',
                              mirrored=False, now=NOW)  # fmt: skip
-    assert stamped is not None
+    assert stamped is not None and stamped[1] is not None
     body = b'{"feedback_id":"%s","label":1e300}' % stamped[1].token.encode()
     answer = feedback.receive(body, NOW)
     assert isinstance(answer, Answer) and answer.status == 400 and "row 0" in answer.body["error"]

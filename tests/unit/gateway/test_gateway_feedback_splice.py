@@ -36,6 +36,7 @@ def stamped_or_untouched(feedback: Feedback, body: bytes) -> Any:
     if result is None:
         return None
     out, minted = result
+    assert minted is not None  # every row of these answers can be carried
     answer = strict_loads(out)
     assert answer["parameters"].pop("feedback_id") == minted.token
     if minted.truncated:
@@ -55,6 +56,7 @@ def test_the_common_answer_gets_the_id_spliced_before_its_closing_brace(feedback
     result = feedback.stamp("stable", "rev-1", body, False, NOW)
     assert result is not None
     out, minted = result
+    assert minted is not None
     assert out == body[:-1] + b',"parameters":{"feedback_id":"' + minted.token.encode() + b'"}}'
     assert stamped_or_untouched(feedback, body) == orjson.loads(body)
 
@@ -110,7 +112,7 @@ def test_a_huge_answer_carries_its_first_rows(feedback: Feedback) -> None:
     rows = 200_000
     body = orjson.dumps({"outputs": [{"name": "label", "datatype": "INT64", "shape": [rows], "data": [1] * rows}]})
     result = feedback.stamp("stable", "rev-1", body, False, NOW)
-    assert result is not None and result[1].truncated and result[1].rows == 4
+    assert result is not None and result[1] is not None and result[1].truncated and result[1].rows == 4
     assert stamped_or_untouched(feedback, body) == orjson.loads(body)
     assert len(result[0]) - len(body) < 200
 
@@ -145,9 +147,8 @@ def test_nesting_deeper_than_pythons_recursion_limit_is_read_without_recursion(f
     data = b"[" * depth + b"2" + b"]" * depth
     body = b'{"outputs":[{"name":"label","datatype":"INT64","data":' + data + b"}]}"
     result = feedback.stamp("stable", "rev-1", body, False, NOW)
-    assert result is not None and result[0] == body[:-1] + b',"parameters":{"feedback_id":"%s"}}' % (
-        result[1].token.encode()
-    )
+    assert result is not None and result[1] is not None
+    assert result[0] == body[:-1] + b',"parameters":{"feedback_id":"%s"}}' % (result[1].token.encode())
     assert verify(FeedbackKeys({3: KEY}), result[1].token, NOW, 60).predictions == ("2",)
 
 
