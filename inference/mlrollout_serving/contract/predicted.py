@@ -10,7 +10,10 @@ of upstreams). Its value is the standard base64 of ``flags u8 | rows u16 | class
 token's own predictions field (contract.feedback's layout, :func:`~.feedback.section`) after a flags byte,
 ``CLASSES`` or 0, plus :data:`PLAIN` when the answer is one JSON object, ending with the ``}`` that closes it
 and without a top-level ``parameters`` (so the id can be spliced in before that brace unread; the model
-server's answers always are). The gateway copies the field into the token as it is. It is what :func:`read_answer`
+server's answers always are). The flag is the upstream's claim, not the gateway's licence: the gateway
+checks the answer's bytes before splicing whatever the flag says (gateway/feedback.py ``_plain``), so an
+upstream that sets it wrongly gets its answer read, not corrupted. The gateway copies the predictions
+field into the token as it is. It is what :func:`read_answer`
 reads from the answer the header comes with, byte for byte the same token
 (tests/unit/gateway/test_gateway_feedback_header.py); an upstream that does not send it (MLServer, KServe,
 an older model server) has its answer read instead. A header that does not parse is ignored (the answer is
@@ -30,7 +33,8 @@ __all__ = ["PLAIN", "PREDICTED_HEADER", "Predicted", "Section", "header_value", 
 
 PREDICTED_HEADER: Final = "x-mlrollout-predicted"
 PLAIN: Final = 0x80
-"""The header's flag for an answer that is one JSON object ending with its closing ``}``, without ``parameters``."""
+"""The header's flag for an answer that is one JSON object ending with its closing ``}``, without ``parameters``
+(a claim the gateway checks against the bytes before it splices; it never trusts it alone)."""
 _FLOAT_TYPES: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
 _SECTION_HEAD: Final = 4  # flags u8, rows u16, classes u8
 

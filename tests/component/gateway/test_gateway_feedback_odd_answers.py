@@ -1,9 +1,11 @@
 """Feedback ids on whatever an upstream answers, through a real gateway process: concurrent clients, each
 request with its own marker, an upstream that answers each in one of many odd shapes (parameters of every
 kind, whitespace, unicode, a huge answer, binary, not an object, a shape that is not a list, a first class
-label too long to carry). Every client gets exactly its own answer: with the id (header and body agreeing,
-the rest as the upstream sent it), byte for byte untouched without one, or, when no row can be labelled,
-with ``parameters.feedback_rows: 0`` and no id.
+label too long to carry; and, with a predictions header falsely saying ``PLAIN``, an array, an object with
+its own ``parameters``, ``{}`` and bytes that are not JSON). Every client gets exactly its own answer: with
+the id (header and body agreeing, the rest as the upstream sent it), byte for byte untouched without one,
+or, when no row can be labelled, with ``parameters.feedback_rows: 0`` and no id; bytes that are not JSON
+never come out as JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tests.support.httpd import serving
 from tests.support.strict_json import strict_loads
 
 from mlrollout_serving.contract.feedback import FeedbackKeys, verify
+from mlrollout_serving.contract.predicted import PREDICTED_HEADER, Predicted, header_value
 
 pytestmark = pytest.mark.component
 
@@ -34,12 +37,31 @@ LABEL = {"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}
 TOO_LONG = {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["\u00e9" * 128, "0"]}  # 256 bytes first
 CLIENTS, EACH = 8, 45
 NO_ROWS = "no_rows"  # an answer no row of which can be labelled: feedback_rows 0, no id
+NOT_JSON = "not_json"  # bytes that are not JSON, spliced unread (the header's word): still not JSON
+LYING = (header_value(Predicted(True, ["2"], 3), plain=True) or b"").decode()
+"""A predictions header saying PLAIN (one object, no parameters) of whatever answer it comes with."""
 
 
-def _odd_answers(marker: str) -> list[tuple[bytes, bool | str]]:
-    """The upstream's answers for a request with ``marker``, and whether the gateway can put an id on each
-    (:data:`NO_ROWS`: it says none of its rows can be labelled instead)."""
+def _odd_answers(marker: str) -> list[tuple[bytes, bool | str, str | None]]:
+    """The upstream's answers for a request with ``marker``, whether the gateway can put an id on each
+    (:data:`NO_ROWS`: it says none of its rows can be labelled instead; :data:`NOT_JSON`: see there), and
+    the predictions header the upstream sends with it."""
     m = json.dumps(marker)
+    raw = orjson.dumps(marker)  # UTF-8, no escape: what our model server writes, spliced unread
+    lying: list[tuple[bytes, bool | str, str | None]] = [
+        (b'[{"m":%s,"outputs":[%s]}]' % (raw, orjson.dumps(LABEL)), False, LYING),
+        (orjson.dumps({"outputs": [LABEL], "parameters": {"marker": marker, "feedback_id": "theirs"}}), True, LYING),
+        (b'{"m":%s,"outputs":[%s],"param\\u0065ters":{"a":1}}' % (raw, orjson.dumps(LABEL)), True, LYING),
+        (b'{"m":%s,"outputs":[%s]}}' % (raw, orjson.dumps(LABEL)), NOT_JSON, LYING),
+        (b'{"m":%s,"outputs":[%s]}' % (raw, orjson.dumps(LABEL)), True, LYING),  # the truth, spliced unread
+        (b'<html>%s {"error": 500}' % marker.encode(), False, LYING),
+        (b"{}", True, LYING),
+    ]
+    return [(body, kind, None) for body, kind in _read_answers(m, marker)] + lying
+
+
+def _read_answers(m: str, marker: str) -> list[tuple[bytes, bool | str]]:
+    """The answers sent without a predictions header (the gateway reads them)."""
     return [
         (b'{"model_name":"iris","model_version":%s,"outputs":[%s]}' % (m.encode(), orjson.dumps(LABEL)), True),
         (orjson.dumps({"outputs": [LABEL], "parameters": {"marker": marker, "feedback_id": "theirs"}}), True),
@@ -67,9 +89,11 @@ class OddUpstream(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        body, _ = _odd_answers(request["parameters"]["marker"])[request["parameters"]["case"]]
+        body, _, header = _odd_answers(request["parameters"]["marker"])[request["parameters"]["case"]]
         self.send_response(200)
         self.send_header("content-type", "application/json")
+        if header is not None:
+            self.send_header(PREDICTED_HEADER, header)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -92,8 +116,9 @@ def _send(port: int, case: int, marker: str) -> tuple[int, dict[str, str], bytes
 
 def _check(keys: FeedbackKeys, case: int, marker: str, got: tuple[int, dict[str, str], bytes]) -> None:
     status, headers, body = got
-    sent, stampable = _odd_answers(marker)[case]
+    sent, stampable, _ = _odd_answers(marker)[case]
     assert status == 200, (case, body[:200])
+    assert PREDICTED_HEADER not in headers, case
     if not stampable:
         assert body == sent and "x-mlrollout-feedback-id" not in headers, case
         return
@@ -105,6 +130,12 @@ def _check(keys: FeedbackKeys, case: int, marker: str, got: tuple[int, dict[str,
         assert strict_loads(body) == expected, case
         if "parameters" not in orjson.loads(sent):
             assert body == sent[:-1] + b',"parameters":{"feedback_rows":0}}', case  # the upstream's bytes
+        return
+    if stampable == NOT_JSON:
+        feedback_id = headers["x-mlrollout-feedback-id"]
+        assert body == sent[:-1] + b',"parameters":{"feedback_id":"%s"}}' % feedback_id.encode(), case
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(body)
         return
     answer = strict_loads(body)
     feedback_id = answer["parameters"].pop("feedback_id")
