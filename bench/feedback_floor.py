@@ -25,14 +25,17 @@ def floor(mode: str) -> None:
 
     def stamp(
         self: Feedback, track: str, revision: str, body: bytes, mirrored: bool, now: int, predicted: bytes | None = None
-    ) -> tuple[bytes, Minted] | None:
+    ) -> tuple[bytes, Minted | None] | None:
         if not first:
             stamped = real(self, track, revision, body, mirrored, now)
             if stamped is None:
                 return None
-            token = stamped[1].token
+            answer, minted = stamped
+            if minted is None:  # no id (no row can be labelled): as the real gateway
+                return stamped
+            token = minted.token
             payload = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[:-MAC_BYTES]
-            first.append((*stamped, payload))
+            first.append((answer, minted, payload))
         answer, minted, payload = first[0]
         if mode == "hmac":
             keys = self.keys
