@@ -67,6 +67,7 @@ __all__ = [
     "seal_section",
     "section",
     "sign",
+    "unpack_predictions",
     "verify",
 ]
 
@@ -302,28 +303,35 @@ def verify(keys: FeedbackKeys, text: str, now: int, max_age: float) -> Token:
         raise TokenError("malformed", "feedback_id payload is inconsistent") from None
 
 
+def unpack_predictions(
+    classes: bool, rows: int, data: bytes, at: int
+) -> tuple[tuple[str | None, ...] | tuple[float, ...], int]:
+    """``rows`` predictions packed by :func:`section` in ``data`` from ``at`` (after its rows and classes
+    head), and where they end: class labels (None for a row without a prediction) or float32 values as
+    Python floats. The one unpacking: a verified token's, and the model server's predictions header's for
+    a shadow's answer (contract.predicted). Raises IndexError, struct.error or UnicodeDecodeError when the
+    bytes are not such predictions."""
+    if not classes:
+        return struct.unpack_from(f"<{rows}f", data, at), at + 4 * rows
+    labels: list[str | None] = []
+    for _ in range(rows):
+        size = data[at]
+        if size == NO_PREDICTION:
+            labels.append(None)
+            at += 1
+            continue
+        labels.append(data[at + 1 : at + 1 + size].decode())
+        at += 1 + size
+    return tuple(labels), at
+
+
 def _claims(payload: bytes, key_id: int, flags: int, track: int, issued: int, nonce: int, replica: int) -> Token:
     at = _HEAD.size
     length = payload[at]
     revision = payload[at + 1 : at + 1 + length].decode("ascii")
     at += 1 + length
     rows, class_count = _ROWS.unpack_from(payload, at)
-    at += _ROWS.size
-    predictions: tuple[str | None, ...] | tuple[float, ...]
-    if flags & CLASSES:
-        labels: list[str | None] = []
-        for _ in range(rows):
-            size = payload[at]
-            if size == NO_PREDICTION:
-                labels.append(None)
-                at += 1
-                continue
-            labels.append(payload[at + 1 : at + 1 + size].decode())
-            at += 1 + size
-        predictions = tuple(labels)
-    else:
-        predictions = struct.unpack_from(f"<{rows}f", payload, at)
-        at += 4 * rows
+    predictions, at = unpack_predictions(bool(flags & CLASSES), rows, payload, at + _ROWS.size)
     if at != len(payload):
         raise IndexError("trailing bytes")
     return Token(

@@ -27,9 +27,18 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .feedback import CLASSES, FLOAT32_MAX, MAX_ROWS, NO_PREDICTION, carried_rows, section
+from .feedback import CLASSES, FLOAT32_MAX, MAX_ROWS, NO_PREDICTION, carried_rows, section, unpack_predictions
 
-__all__ = ["PLAIN", "PREDICTED_HEADER", "Predicted", "Section", "header_value", "read_answer", "read_header"]
+__all__ = [
+    "PLAIN",
+    "PREDICTED_HEADER",
+    "Predicted",
+    "Section",
+    "header_value",
+    "read_answer",
+    "read_header",
+    "read_predicted",
+]
 
 PREDICTED_HEADER: Final = "x-mlrollout-predicted"
 PLAIN: Final = 0x80
@@ -223,3 +232,16 @@ def read_header(value: bytes, max_rows: int) -> Section | None:
         return Section(flags, rows, False, raw[1:], plain)
     packed = bytes((carried & 0xFF, carried >> 8, raw[3])) + raw[_SECTION_HEAD:cut]
     return Section(flags, carried, True, packed, plain)
+
+
+def read_predicted(value: bytes) -> Predicted | None:
+    """What a :data:`PREDICTED_HEADER` value says its answer predicted, every row of it: :func:`read_answer` of
+    that answer, except that a regressor's values are float32 (as the header and a token carry them). None
+    when it is not such a value (:func:`read_header`). What the gateway keeps of a shadow's answer from our
+    model server, unread (gateway/feedback.py ``shadow_predictions``)."""
+    read = read_header(value, MAX_ROWS)
+    if read is None:
+        return None
+    classes = read.flags == CLASSES
+    values, _ = unpack_predictions(classes, read.rows, read.packed, _SECTION_HEAD - 1)
+    return Predicted(classes, list(values), read.packed[2])

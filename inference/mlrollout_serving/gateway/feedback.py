@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import struct
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
@@ -48,7 +49,7 @@ from ..contract.feedback import (
     verify,
 )
 from ..contract.metrics import ABS_ERROR_BUCKETS, CLIP_BOUNDS
-from ..contract.predicted import Predicted, Section, read_answer, read_header
+from ..contract.predicted import Predicted, Section, read_answer, read_header, read_predicted
 
 __all__ = [
     "Minted",
@@ -61,6 +62,7 @@ __all__ = [
     "inject",
     "load_keys",
     "predictions_of",
+    "shadow_predictions",
 ]
 
 log = logging.getLogger("mlrollout.gateway.feedback")
@@ -98,6 +100,25 @@ def predictions_of(body: bytes) -> Predicted | None:
     except orjson.JSONDecodeError:
         return None
     return read_answer(parsed) if type(parsed) is dict else None
+
+
+def shadow_predictions(body: bytes, predicted: bytes | None = None) -> tuple[Any, ...] | None:
+    """What a shadow's answer predicted per row, as :class:`PendingAnswers` keeps it for pairing; None when the
+    answer shows no prediction (it is then kept as the shadow having failed the request). From the upstream's
+    predictions header when it sent one that parses (our model server: the answer is not read), else from
+    the answer read (:func:`predictions_of`); the same rows either way
+    (tests/unit/gateway/test_gateway_feedback_shadow_header.py). A regressor's values are float32, as the
+    header and the client answer's token carry them, so that a pair compares like with like (until 6 Dec
+    the shadow's were the answer's float64 values: two identical regressors then never tied on a row)."""
+    if predicted is not None and (sent := read_predicted(predicted)) is not None:
+        return tuple(sent.values)
+    read = predictions_of(body)
+    if read is None:
+        return None
+    if read.classes:
+        return tuple(read.values)
+    rows = len(read.values)  # NaN or ±Inf where the answer had null or a value beyond float32: packable
+    return struct.unpack(f"<{rows}f", struct.pack(f"<{rows}f", *read.values))
 
 
 def without_predictions(predicted: Predicted) -> Predicted:
@@ -718,12 +739,15 @@ class Feedback:
         assert predicted is not None
         return _stamped(body, self.minter.mint_carried(track, revision, predicted, now, failed=failed), answer)
 
-    def shadow_answered(self, nonce: int, revision: str, body: bytes, now: float) -> None:
+    def shadow_answered(
+        self, nonce: int, revision: str, body: bytes, now: float, predicted: bytes | None = None
+    ) -> None:
         """Keep the shadow's prediction for the request whose client answer had ``nonce``; an answer that
-        shows none is kept as the shadow having failed the request."""
-        predicted = predictions_of(body)
+        shows none is kept as the shadow having failed the request. ``predicted``: the shadow's predictions
+        header, when it sent one (:func:`shadow_predictions`)."""
+        values = shadow_predictions(body, predicted)
         with self.lock:
-            self.pending.put(nonce, revision, None if predicted is None else predicted.values, now)
+            self.pending.put(nonce, revision, values, now)
 
     def shadow_failed(self, nonce: int, revision: str, now: float) -> None:
         """The shadow failed the copy of the request whose client answer had ``nonce`` (an error, a timeout,

@@ -118,7 +118,8 @@ class Mirror:
         try:
             self._record(job, response.body)
             if job.nonce is not None and self._feedback is not None:
-                self._feedback.shadow_answered(job.nonce, job.revision, response.body, time.time())
+                self._feedback.shadow_answered(job.nonce, job.revision, response.body, time.time(),
+                                               response.predicted)  # fmt: skip
         except Exception:  # a comparison bug must never kill the worker
             log.exception("comparing a shadow answer failed")
 
