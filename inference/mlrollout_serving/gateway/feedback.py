@@ -713,14 +713,16 @@ class Feedback:
         return _stamped(body, minter.mint_carried(track, revision, read, now, mirrored), answer)
 
     def stamp_rescued(
-        self, track: str, revision: str, body: bytes, own: bytes | None, now: int
+        self, track: str, revision: str, body: bytes, own: bytes | None, now: int, own_predicted: bytes | None = None
     ) -> tuple[bytes, Minted | None] | None:
         """A fallback's answer (``body``) to a request routed to ``track``, with an id that scores ``track``,
         never what answered: on its own answer ``own`` when it gave one that was not served (low confidence,
         held for review), else as having failed the request (no row has a prediction; the rows are the
         served answer's). Labels for the answer thus count against the model that was asked, whatever
         rescued the client (docs/gateway.md, "Feedback"). None when neither answer shows the rows; the id
-        None (``feedback_rows: 0``) when ``own`` shows rows and none can be carried, as :meth:`stamp`."""
+        None (``feedback_rows: 0``) when ``own`` shows rows and none can be carried, as :meth:`stamp`.
+        ``own_predicted``: the predictions header ``own`` came with, if any: its predictions are taken unread
+        (the same token as reading ``own``, contract.predicted.read_predicted)."""
         if self.minter is None:
             return None
         try:
@@ -729,7 +731,11 @@ class Feedback:
             return None
         if type(answer) is not dict:
             return None
-        predicted = predictions_of(own) if own is not None else None
+        predicted = None
+        if own_predicted is not None and own is not None:
+            predicted = read_predicted(own_predicted)
+        if predicted is None and own is not None:
+            predicted = predictions_of(own)
         failed = predicted is None or not predicted.values
         if failed:
             served = read_answer(answer)

@@ -310,10 +310,11 @@ class Gateway:
         line: bytes,
         rest: bytes,
         outcome: UpstreamResponse | tuple[str, str] | None,
-    ) -> tuple[tuple[Response, str, _Track], bytes | None]:
+    ) -> tuple[tuple[Response, str, _Track], UpstreamResponse | None]:
         """After the first attempt (or making it, if `outcome` is None): confidence check, fallback chain.
         Returns the answer, and the routed track's own answer when it gave one that is not the one served
-        (low confidence, held for review): its feedback id scores the track on that.
+        (low confidence, held for review): its feedback id scores the track on that (from its predictions
+        header when it sent one).
 
         A request whose track's answer is not served is counted once in `fallback_requests_total` under the
         track it was routed to, with what answered it: `requests_total` counts a `stable` step's answer under
@@ -326,14 +327,14 @@ class Gateway:
                 step = fallback.low_confidence_action
                 assert step is not None
                 if step.action == "review":
-                    return self._review(active, track, request, outcome, LOW_CONFIDENCE), outcome.body
+                    return self._review(active, track, request, outcome, LOW_CONFIDENCE), outcome
                 self.metrics.fallback(track.name, track.revision, LOW_CONFIDENCE, step.action)
                 answer = await self._run_steps(active, (step,), track, request, line, rest, LOW_CONFIDENCE)
                 self.metrics.fallback_request(track.name, track.revision, LOW_CONFIDENCE, _answered(answer))
                 if answer is not None:
-                    return answer, outcome.body
+                    return answer, outcome
             if self._high_stakes(active, request, outcome):
-                return self._review(active, track, request, outcome, HIGH_STAKES), outcome.body
+                return self._review(active, track, request, outcome, HIGH_STAKES), outcome
             return (self._forwarded(active, track, outcome), track.name, track), None
         reason, message = outcome
         answer = await self._run_steps(
@@ -426,7 +427,7 @@ class Gateway:
         started: float,
         reply: Reply,
         routed: _Track,
-        own: bytes | None = None,
+        own: UpstreamResponse | None = None,
         predicted: bytes | None = None,
     ) -> None:
         """Reply (with a feedback id on a model's answer), then (off the client's path) mirror and count.
@@ -448,8 +449,9 @@ class Gateway:
                 stamped = self.feedback.stamp(served, label.revision, response.body, mirrored, int(time.time()),
                                               predicted)  # fmt: skip
             elif routed.name in ("stable", "candidate"):  # a fallback's answer: the id scores the routed track
-                stamped = self.feedback.stamp_rescued(routed.name, routed.revision, response.body, own,
-                                                      int(time.time()))  # fmt: skip
+                stamped = self.feedback.stamp_rescued(routed.name, routed.revision, response.body,
+                                                      None if own is None else own.body, int(time.time()),
+                                                      None if own is None else own.predicted)  # fmt: skip
             if stamped is not None:
                 response.body, minted = stamped
                 if minted is not None:  # None: no row can be labelled, the answer says feedback_rows: 0
@@ -728,7 +730,7 @@ class _Exchange:
 
     async def run_slow(self, outcome: UpstreamResponse | tuple[str, str] | None) -> None:
         gw = self.gateway
-        own: bytes | None = None
+        own: UpstreamResponse | None = None
         try:
             answer, own = await gw._route(self.active, self.track, self.request, self.line, self.rest, outcome)
         except Exception:

@@ -1,11 +1,13 @@
 """A shadow's answer from our model server is kept for pairing from its predictions header, unread
 (``shadow_predictions``): the rows kept are byte for byte the ones reading the answer gives, for every kind of
 answer the server sends; a regressor's values are float32 either way, as the client answer's token carries
-them, so two identical models tie on every labelled row."""
+them, so two identical models tie on every labelled row. The same for the routed track's own answer that a
+fallback replaced (``stamp_rescued``): its id is the one reading that answer gives."""
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import struct
@@ -142,3 +144,28 @@ def test_a_label_pairs_the_same_whichever_way_the_shadow_answer_was_kept(tmp_pat
         assert pairs[0] == {("r2", "both_right"): 3}  # the same float32 values: ties, never split by rounding
     else:
         assert pairs[0] == {("r2", "both_right"): 2, ("r2", "both_wrong"): 1}
+
+
+@pytest.mark.parametrize("regressor", [False, True])
+def test_a_rescued_answer_is_scored_on_the_tracks_own_answer_from_its_header_as_if_read(
+    tmp_path: Path, regressor: bool
+) -> None:
+    """The routed track's own answer a fallback replaced (low confidence, held for review): its predictions
+    taken from its header give byte for byte the id reading it gives; a header that does not parse is
+    ignored and the answer read."""
+    if regressor:
+        outputs: Outputs = [(_spec("y", "FP64"), np.array([0.1, math.nan, 1e39]), False)]
+    else:
+        probs = np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]], dtype=np.float32)
+        outputs = [(_spec("label", "INT64"), np.array([1, 0]), False), (_spec("p", "FP32"), probs, False)]
+    own, header = _answer(outputs)
+    served, _ = _answer([(_spec("label", "INT64"), np.array([2, 2]), False)])  # stable's answer, served
+    assert header is not None
+    feedback = _feedback(tmp_path)
+    assert feedback.minter is not None
+    stamped = []
+    for own_predicted in (None, header, b"not a header"):
+        feedback.minter._nonces = itertools.count(99)
+        stamped.append(feedback.stamp_rescued("candidate", "r2", served, own, NOW, own_predicted))
+    assert stamped[0] is not None and stamped[0][1] is not None and not stamped[0][1].truncated
+    assert stamped[0] == stamped[1] == stamped[2]  # the same body and the same id, byte for byte
