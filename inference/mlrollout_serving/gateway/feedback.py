@@ -276,10 +276,10 @@ def _plain(body: bytes) -> bool:
     """Whether an answer that was not read can take :func:`_splice` as it is, judged from its bytes alone: it
     starts with ``{`` and ends with ``}`` right after something other than ``{`` or JSON whitespace (``{}`` has
     no member for the id to follow; whitespace there is only ever a foreign upstream's, whose answer is then
-    read), and has no ``"parameters"`` anywhere and no escape (so no top-level
-    ``parameters`` however its name is spelled). Asked of every answer whose upstream sent the predictions
-    header, whatever the header's :data:`~..contract.predicted.PLAIN` flag says (an upstream's word is not
-    trusted with the client's answer); anything else is read (:func:`inject`).
+    read), and has no ``"parameters"`` anywhere and no escape (so no top-level ``parameters`` however its
+    name is spelled). Asked of every answer whose upstream sent the predictions header, whatever the
+    header's :data:`~..contract.predicted.PLAIN` flag says (an upstream's word is not trusted with the
+    client's answer); anything else is read (:func:`inject`).
 
     Sound without parsing: a JSON text that starts with ``{`` is an object, and one ending with ``}`` ends
     with the brace that closes it; so a valid body passing this stays valid, with the same members and one
