@@ -182,6 +182,33 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
     assert harm.effect == pytest.approx(mae_candidate - mae_stable, rel=1e-6)
 
 
+def test_identical_regressors_in_shadow_tie_on_every_labelled_row(diabetes_model: BuiltModel, tmp_path: Path) -> None:
+    """The same model as stable and as a 100 % shadow: each labelled row is a tie (``both_right``), never a
+    win for either side. The shadow's answer is kept from its predictions header as float32, as the client's
+    answer's token carries stable's (until 6 Dec it was the answer's float64 values, so float32 rounding
+    alone made nearly every row of two identical regressors a win for one side or the other)."""
+    requests_made, rows_per_request = 40, 3
+    with _shadowed(diabetes_model, diabetes_model, tmp_path) as (_, _, gw):
+        samples, targets = diabetes_model.samples, diabetes_model.sample_targets
+        answers = []
+        for i in range(requests_made):
+            rows = [(i * rows_per_request + k) % len(samples) for k in range(rows_per_request)]
+            answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
+            assert answer.status == 200, answer.body
+            answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
+        wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= requests_made,
+                 what="every mirrored copy sent")  # fmt: skip
+        time.sleep(1.0)  # the shadow's last answers held for pairing
+        for feedback_id, truth in answers:
+            got = request(f"{gw.url}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
+            assert got.status == 202 and got.body == {"counted": rows_per_request, "paired": True}, got.body
+        pairs = Counter(
+            {lab["result"]: value for name, lab, value in metric_samples(gw.url)
+             if name == contract.GATEWAY_FEEDBACK_PAIRS.name and value}
+        )  # fmt: skip
+    assert pairs == Counter({"both_right": requests_made * rows_per_request}), pairs
+
+
 def test_a_regressor_row_answered_with_inf_or_nan_counts_against_its_model_and_the_sums_stay_finite(
     diabetes_model: BuiltModel, diabetes_worse_model: BuiltModel, tmp_path: Path
 ) -> None:
