@@ -7,6 +7,12 @@ the label is a number (features and label together) and the chunk is plain; a ch
 the header) is read again the careful way, which either reads it (the same values) or names the row and
 column at fault (or the row's and the header's field counts).
 
+Fields may be quoted as RFC 4180 quotes them: a delimiter, a newline (CRLF or LF) or a doubled quote ``""``
+inside the quotes. A chunk that ends inside a quoted field takes the lines that close it (the csv module
+finds where its rows end, numpy's reader splits rows alike); a quoted field still open at the end of the file
+is named by its row, as is one past the csv module's field limit (128 KiB: a quote left open). A quote is a
+quote only at a field's start (``4"5`` is a value that is not a number). A byte-order mark is dropped.
+
 A small CSV of numbers (at most :data:`WHOLE_FILE_MAX_BYTES`, numeric labels, no slices) is first parsed
 whole by the same fast pass, given the file's path: only a path reaches numpy's block reader, which spares
 making a Python string of every line (the plain loop the bench compares with reads this way). Its rows are
@@ -160,15 +166,21 @@ def open_holdout(
 
 
 def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int, whole_file_max_bytes: int) -> Holdout:
-    try:
-        handle = path.open(encoding="utf-8", newline="")
+    try:  # utf-8-sig: a byte-order mark (a spreadsheet's export) is no part of the first column's name
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as e:
         raise BadInput(f"cannot read the dataset: {e.strerror or e}") from None
     try:
-        header = next(csv.reader([handle.readline()]), [])
+        lines = [handle.readline()]
+        if '"' in lines[0]:
+            _finish_rows(lines, handle, 0)  # a quoted name may hold a newline
+        header = next(csv.reader(lines), [])
     except UnicodeDecodeError:
         handle.close()
         raise BadInput("the dataset is not UTF-8 text (is it a CSV? format: npz for numpy archives)") from None
+    except BadInput:
+        handle.close()
+        raise
     if not header or header == [""]:
         handle.close()
         raise BadInput("the dataset is empty (no header row)")
@@ -177,8 +189,10 @@ def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int, wh
     except BadInput:
         handle.close()
         raise
-    small = os.fstat(handle.fileno()).st_size <= whole_file_max_bytes
-    whole = path if small and not slices and path.suffix not in _COMPRESSED_SUFFIXES else None
+    size = os.fstat(handle.fileno()).st_size
+    # numpy's whole read skips one line for the header: a header of more lines streams
+    plain = not slices and path.suffix not in _COMPRESSED_SUFFIXES and len(lines) == 1
+    whole = path if size <= whole_file_max_bytes and plain and not _open_at_end(handle.fileno(), size) else None
     return Holdout(
         lay.feature_names, lambda numeric: _csv_chunks(handle, lay, chunk_rows, numeric, whole), handle.close
     )
@@ -187,9 +201,10 @@ def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int, wh
 def _csv_chunks(
     handle: TextIO, lay: Layout, chunk_rows: int, numeric_labels: bool, whole: Path | None
 ) -> Iterator[Chunk]:
-    """Chunks of ``chunk_rows`` lines (blank lines are no rows; the row numbers count data rows only). With
-    ``whole`` (the file's path) and numeric labels, the fast pass first reads the whole file; only if it
-    refuses is the file streamed (from the line after the header, where ``handle`` still is)."""
+    """Chunks of ``chunk_rows`` lines (blank lines are no rows; the row numbers count data rows only), and
+    the lines that end a row a quoted field keeps open at a chunk's end. With ``whole`` (the file's path) and
+    numeric labels, the fast pass first reads the whole file; only if it refuses is the file streamed (from
+    the line after the header, where ``handle`` still is)."""
     with handle:
         if whole is not None and numeric_labels:
             table = _parse_fast(whole, lay, 1, numeric_labels)
@@ -200,13 +215,16 @@ def _csv_chunks(
         while True:
             try:
                 lines = list(itertools.islice(handle, chunk_rows))
+                # a quoted field may hold newlines: the chunk takes the rest of a row open at its end, and a
+                # line within a quoted field is not blank (only a quote opens one: none, and a line is a row)
+                within = _finish_rows(lines, handle, first) if '"' in "".join(lines) else frozenset()
             except UnicodeDecodeError:
                 raise BadInput(f"the dataset is not UTF-8 text after row {first - 1}") from None
             if not lines:
                 break
             chunk = _parse_fast(lines, lay, first, numeric_labels)
             if chunk is None:
-                kept = [line for line in lines if line.strip()]
+                kept = [line for i, line in enumerate(lines) if line.strip() or i in within]
                 if not kept:
                     continue
                 chunk = _parse_lines(kept, lay, first)
@@ -215,6 +233,58 @@ def _csv_chunks(
                 first += chunk.rows
         if first == 1:
             raise BadInput("the dataset has a header but no rows")
+
+
+def _open_at_end(fd: int, size: int) -> bool:
+    """Whether the file may end inside a quoted field (its last 64 KiB read). numpy's whole read takes a field
+    still open at the end for closed (``...,"1`` reads as 1), where the stream names the row: such a file
+    streams. Read whole, every field is a number, so an open one holds neither a quote nor a delimiter: the
+    text after the file's last quote would be more than blanks, without a delimiter."""
+    tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+    at = tail.rfind(b'"')
+    if at < 0 and size <= len(tail):
+        return False  # no quote at all
+    after = tail[at + 1 :]
+    return b"," not in after and bool(after.strip())
+
+
+def _finish_rows(lines: list[str], handle: TextIO, first: int) -> frozenset[int]:
+    """Extends ``lines`` with the lines of ``handle`` that end a quoted field open at their end (RFC 4180: a
+    quoted field may hold delimiters, newlines and doubled quotes; the csv module splits rows where numpy's
+    reader does); returns the indices of the lines that continue a row (inside a quoted field). ``first``:
+    the number of the first line's row (0: the header). BadInput names the row whose quoted field is still
+    open at the end of the file, or outgrows the csv module's field limit (128 KiB: a quote left open)."""
+    count = len(lines)
+    ended = False
+
+    def source() -> Iterator[str]:
+        nonlocal ended
+        yield from lines[:count]
+        for line in handle:  # only asked for within a row: the loop below stops at the chunk's last row
+            lines.append(line)
+            yield line
+        ended = True
+
+    within: list[int] = []
+    rows = start = 0
+    reader = csv.reader(source())
+    try:
+        for _ in reader:
+            end = reader.line_num
+            if ended:
+                raise BadInput(f"{_row(first + rows)}: a quoted field is not closed by the end of the file")
+            within.extend(range(start + 1, end))
+            rows += end - start > 1 or bool(lines[start].strip())  # blank lines are no rows
+            start = end
+            if end >= count:
+                break
+    except csv.Error as e:  # the field limit
+        raise BadInput(f"{_row(first + rows)}: {e} (a quoted field left open?)") from None
+    return frozenset(within)
+
+
+def _row(number: int) -> str:
+    return f"row {number}" if number else "the header"
 
 
 def _split(whole: Chunk, rows: int) -> Iterator[Chunk]:
@@ -324,14 +394,14 @@ def _parse_lines(lines: list[str], lay: Layout, first: int) -> Chunk:
 def _locate(lines: list[str], lay: Layout, first: int) -> str:
     """The first row and column numpy could not read, in words (the fast reader says less)."""
     width = len(lay.columns)
-    for offset, row in enumerate(csv.reader(io.StringIO("".join(lines)))):
-        number = first + offset
+    number = first - 1
+    for number, row in enumerate(csv.reader(io.StringIO("".join(lines))), first):
         if len(row) != width:
             return f"row {number} has {len(row)} fields, the header has {width}"
         for i in lay.features:
             if not _numpy_reads(row[i]):
                 return f"row {number}, column {lay.columns[i]!r}: {row[i]!r} is not a number"
-    return f"rows {first}..{first + len(lines) - 1} cannot be read as CSV"
+    return f"rows {first}..{number} cannot be read as CSV"  # (a row's quoted field may hold newlines)
 
 
 def _numpy_reads(value: str) -> bool:
