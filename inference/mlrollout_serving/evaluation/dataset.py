@@ -36,7 +36,7 @@ from typing import Any, Final, NamedTuple, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from mlrollout_serving.evaluation.errors import BadInput
+from mlrollout_serving.evaluation.errors import BadInput, shown
 
 CHUNK_ROWS: Final = 8192
 # A CSV up to this size is parsed whole (see the module's docstring). Only float64 columns are held: the table
@@ -400,7 +400,7 @@ def _locate(lines: list[str], lay: Layout, first: int) -> str:
             return f"row {number} has {len(row)} fields, the header has {width}"
         for i in lay.features:
             if not _numpy_reads(row[i]):
-                return f"row {number}, column {lay.columns[i]!r}: {row[i]!r} is not a number"
+                return f"row {number}, column {lay.columns[i]!r}: {shown(row[i])} is not a number"
     return f"rows {first}..{number} cannot be read as CSV"  # (a row's quoted field may hold newlines)
 
 

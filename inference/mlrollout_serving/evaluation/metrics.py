@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from mlrollout_serving.evaluation import stats
 from mlrollout_serving.evaluation.dataset import Labels
-from mlrollout_serving.evaluation.errors import BadInput
+from mlrollout_serving.evaluation.errors import BadInput, shown
 from mlrollout_serving.evaluation.scoring import Output
 
 LOG_LOSS_EPS: Final = 1e-15  # probabilities are clipped to [eps, 1] (scikit-learn's log_loss does the same)
@@ -79,7 +79,9 @@ class Metric:
         whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**53)
         if not whole.all():
             row = int(np.flatnonzero(~whole)[0])
-            raise BadInput(f"row {first_row + row}, label {label!r}: {_shown(texts[row])!r} is not an integer class")
+            raise BadInput(
+                f"row {first_row + row}, label {label!r}: {shown(_shown(texts[row]))} is not an integer class"
+            )
         return values.astype(np.int64)
 
     def per_row(self, truth: AnyArray, stable: Output, candidate: Output, first_row: int) -> tuple[AnyArray, ...]:
@@ -114,7 +116,7 @@ def _numbers(texts: Labels, first_row: int, label: str, why: str) -> npt.NDArray
             try:
                 float(text)
             except ValueError:
-                raise BadInput(f"row {first_row + i}, label {label!r}: {str(text)!r} is not a number ({why})") from None
+                raise BadInput(f"row {first_row + i}, label {label!r}: {shown(text)} is not a number ({why})") from None
         raise
 
 

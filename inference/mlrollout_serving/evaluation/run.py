@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MIN_SLICE_ROWS: Final = 20
 MAX_SLICE_VALUES: Final = 50
+_REASON_MAX: Final = 2048  # an EvaluationReport's reason, at most (contract.evaluation)
 
 
 def evaluate(
@@ -50,8 +51,9 @@ def evaluate(
             report = _evaluate(request, work_dir, chunk_rows, authorize, whole_file_max_bytes)
     except BadInput as e:
         log.error("bad input: %s", e)
-        report = EvaluationReport(verdict="inconclusive", reason=f"bad input: {e}", problem="badInput",
-                                  metric=request.metric)  # fmt: skip
+        reason = f"bad input: {e}"  # within the report's 2048 characters (a value a message quotes is cut already)
+        reason = reason if len(reason) <= _REASON_MAX else reason[: _REASON_MAX - 3] + "..."
+        report = EvaluationReport(verdict="inconclusive", reason=reason, problem="badInput", metric=request.metric)
     return dataclasses.replace(report, seconds=round(clock() - started, 3))
 
 

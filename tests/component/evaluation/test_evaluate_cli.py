@@ -258,6 +258,19 @@ X = ",".join(["0.5"] * 10)
         (f"{H},label\n{X},0\n{X},0.5\n", "row 2, label 'label': '0.5' is not an integer class"),
         ("f0,f1,label\n1,2,0\n", "stable model's input 'input' takes 10 features, the dataset has 2 feature columns"),
         (f"{H},label\n{X[:-3]}inf,0\n", "row 1, column 'f9': inf is not a finite number"),
+        # quoting (RFC 4180): a quote opens a field only at its start; a quoted field may hold newlines
+        (f"{H},label\n{X[:-3]}4\"5,0\n", "row 1, column 'f9': '4\"5' is not a number"),
+        (f"{H},label\n{X},0\n{X},\"1\n", "row 2: a quoted field is not closed by the end of the file"),
+        (f"{H},label\n{X},0\n{X},\"1\n\n{X},0\n\"\n", "row 2, label 'label': '1\\n\\n0.5,0.5,"),
+        (f"{H},label\n{X},0\n{X},\"" + "x\n" * 70_000 + "\"\n",
+         "row 2: field larger than field limit (131072) (a quoted field left open?)"),
+        (f"\"{H},label\n{X},0\n", "the header: a quoted field is not closed by the end of the file"),
+        # a long value is quoted in part, a long message cut: the report's reason holds 2048 characters
+        (f"{H},label\n{X[:-3]}{'x' * 5000},0\n",
+         f"row 1, column 'f9': '{'x' * 100}'... (5,000 characters) is not a number"),
+        (f"{H},label\n{X},{'y' * 3000}\n", f"row 1, label 'label': '{'y' * 100}'... (3,000 characters) is not a "),
+        (",".join("c" * 300 + str(i) for i in range(10)) + ",quality\n0,1,2,3,4,5,6,7,8,9,0\n",
+         f"label column 'label' is not in the dataset (columns: {'c' * 300}0, "),
     ],
 )  # fmt: skip
 def test_bad_holdouts_exit_2_naming_the_problem(
@@ -268,6 +281,33 @@ def test_bad_holdouts_exit_2_naming_the_problem(
     proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", data, "--label", "label")
     assert proc.returncode == 2, proc.stdout
     assert expected in proc.stdout, proc.stdout
+
+
+def test_quoted_fields_across_lines_a_bom_and_crlf_give_the_plain_files_report(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+) -> None:
+    """RFC 4180 as a spreadsheet writes it: a byte-order mark, CRLF line ends, every label quoted, a slice
+    value holding a newline: the report is the plain file's, the slice named by its value."""
+    x, truth = linear.holdout, linear.holdout_targets
+    region = ["north\neast" if i % 3 else "south" for i in range(len(x))]
+    header = ",".join(f"f{i}" for i in range(x.shape[1])) + ",label,region\r\n"
+    rows = [",".join(repr(float(v)) for v in row) + f',"{y}","{r.replace(chr(10), chr(13) + chr(10))}"\r\n'
+            for row, y, r in zip(x, truth, region, strict=True)]  # fmt: skip
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_bytes(b"\xef\xbb\xbf" + (header + "".join(rows)).encode())
+    plain = holdouts.holdout_csv(
+        tmp_path / "plain.csv", linear, extra={"region": [r.replace("\n", " ") for r in region]}
+    )
+    reports = []
+    for data in (quoted, plain):
+        proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", data, "--label", "label",
+                        "--slice", "region", "--json")  # fmt: skip
+        assert proc.returncode in (0, 1), proc.stdout
+        report = json.loads(proc.stdout.replace("north\\r\\neast", "north east"))
+        report.pop("datasetSha256"), report.pop("seconds", None)
+        reports.append(report)
+    assert reports[0] == reports[1] and reports[0]["rows"] == len(x)
+    assert {c["name"] for c in reports[0]["checks"]} >= {"region=north east", "region=south"}
 
 
 def test_bad_models_and_flags_exit_2(holdout: Path, linear: BuiltModel, forest: BuiltModel, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from mlrollout_serving.evaluation import dataset
 from mlrollout_serving.evaluation.dataset import Chunk, layout, open_holdout
-from mlrollout_serving.evaluation.errors import BadInput
+from mlrollout_serving.evaluation.errors import BadInput, shown
 
 
 def _all(chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -221,6 +221,8 @@ TRICKY = {
     "label first, spaces": "y,a,b,g\n 0 , 1.5,2, n \n1,3 ,4,s\n",
     "text classes": "a,b,y,g\n1.5,2,cat,n\n3,4,dog,s\n0.1,0.2, cat ,s\n",
     "numbers every way": "a,b,y,g\n1e300,-0.0,2,n\n.5,5.,+3,s\n1E2,1e-5,1,s\n4.9e-324,1.7976931348623157e308,0,n\n",
+    "newlines in quotes": 'a,b,y,g\n1.5,"2\n",0,"n\ne"\n3,4,"\n1","s\r\nw"\n0.1,0.2,"2","x"\n',
+    "blanks in quotes": 'a,b,y,g\n1.5,2,0,"n\n\n   \ne"\n\n3,4,1,"s, ""w"""\n',
 }
 
 
@@ -277,6 +279,9 @@ WHOLE = {
     "text classes": "a,b,y\n1.5,2,cat\n3,4,dog\n",  # the fast pass refuses text as numbers: streamed
     "a NaN label": "a,b,y\n1.5,2,0\n3,4,NaN\n",  # the stream's careful pass hands it on as text
     "an empty label": "a,b,y\n1.5,2,0\n3,4,\n",
+    "newlines in quotes": 'a,b,y\n1.5,"2\n",0\n\n3,4,"\n1"\n5,6,"1\n\n"\n',
+    "CRLF newlines in quotes": 'a,b,y\r\n1.5,"2\r\n",0\r\n3,4,1\r\n',
+    "a quoted header": '"a","b ""x""",y\n1.5,2,0\n',
 }
 STREAMED = {"a line of spaces", "text classes", "a NaN label", "an empty label"}
 
@@ -351,6 +356,9 @@ BAD = {
     "an empty feature": ("1.5,,0", "row 3, column 'b': '' is not a number"),
     "1_0": ("1.5,1_0,0", "row 3, column 'b': '1_0' is not a number"),
     "too few fields": ("1.5,0", "row 3 has 2 fields, the header has 3"),
+    "a quote inside a number": ('1.5,4"5,0', "row 3, column 'b': '4\"5' is not a number"),
+    "a newline in a quoted number": ('1.5,"4\n5",0', "row 3, column 'b': '4\\n5' is not a number"),
+    "a quoted delimiter": ('1.5,"4,5",0', "row 3, column 'b': '4,5' is not a number"),
 }
 
 
@@ -488,3 +496,161 @@ def test_the_whole_file_budget_follows_the_containers_memory_limit(tmp_path: Pat
     v2.unlink()
     v1.write_text(f"{9223372036854771712}\n")  # cgroup v1's "no limit"
     assert dataset.whole_file_budget([v2, v1]) == dataset.WHOLE_FILE_MAX_BYTES
+
+
+def _reference(content: str, slices: tuple[str, ...]) -> tuple[list[list[float]], list[str], dict[str, list[str]]]:
+    """What RFC 4180 says the file holds (the csv module's reading of the whole text, blank rows left out):
+    the features, the labels and the slices, stripped as the reader strips them."""
+    import csv
+    import io
+
+    header, *rows = [r for r in csv.reader(io.StringIO(content, newline="")) if r and "".join(r).strip()]
+    label, special = header.index("y"), {header.index(s) for s in slices}
+    features = [[float(r[i]) for i in range(len(header)) if i != label and i not in special] for r in rows]
+    return features, [r[label].strip() for r in rows], {s: [r[header.index(s)].strip() for r in rows] for s in slices}
+
+
+def _spanning(rows: int, newline: str, seed: int) -> str:
+    """``rows`` rows of two features, a text label (y) and a slice (g); about a third of the labels and
+    slices quoted across lines (newlines, blank lines and lines of spaces, delimiters and doubled quotes
+    inside), a quoted number across lines now and then, a blank line between rows here and there."""
+    rng = np.random.default_rng(seed)
+    out = ["a", ",", "y", ",", "g", newline]
+    for i in range(rows):
+        a = f'"{i}.5{newline}"' if rng.random() < 0.1 else f"{i}.5"
+        label = rng.choice(["cat", f'"cat{newline}dog"', f'"c""at{newline}{newline}"', "dog", f'" cat {newline}"'])
+        group = rng.choice(["n", f'"n, e{newline}   {newline}w"', '"s"', f'"{newline}s"'])
+        out += [a, ",", str(label), ",", str(group), newline]
+        if rng.random() < 0.05:
+            out.append(newline)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 7, 8192])
+def test_quoted_fields_across_lines_are_read_as_rfc_4180_says(tmp_path: Path, chunk_rows: int, newline: str) -> None:
+    """A quoted field may hold newlines: a chunk that ends inside one takes the lines that close it (it was
+    split there: the row's halves read as rows, silently when their field counts fit), a blank line inside
+    one is part of the value, and the rows are numbered as rows, not lines; the fast pass and the careful
+    pass (a line of spaces outside the quotes sends a chunk there) read the same."""
+    content = _spanning(300, newline, seed=chunk_rows)
+    path = tmp_path / "h.csv"
+    for extra in ("", f"   {newline}"):  # a line of spaces between rows: the careful pass
+        path.write_bytes((content + extra + f"9.5,cat,n{newline}").encode())
+        features, labels, slices = _reference(content + f"9.5,cat,n{newline}", ("g",))
+        chunks = list(open_holdout(path, "csv", "y", ["g"], chunk_rows=chunk_rows).chunks())
+        assert [c.first_row for c in chunks] == list(np.cumsum([1] + [c.rows for c in chunks[:-1]]))
+        x, y, s = _all(chunks)
+        assert x.tolist() == features and y.tolist() == labels and s["g"].tolist() == slices["g"]
+        assert "cat\ndog".replace("\n", newline) in labels and f"n, e{newline}   {newline}w" in slices["g"]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 8192])
+def test_a_quoted_number_across_lines_reads_the_same_whole_or_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    """Numbers only (the whole read's case): numpy's whole read and the stream both read a quoted number
+    with newlines around it as the number (the stream's chunks end at lines, the whole file's at rows)."""
+    path = tmp_path / "h.csv"
+    path.write_text('a,b,y\n1.5,"\n2",0\n' + "3,4,1\n" * 5 + '5,"6\n\n",1\n7,8,"\n0"\n9,10,0\n')
+    whole, streamed, used = _read_both(path, monkeypatch, chunk_rows)
+    assert used
+    x = np.concatenate([c.features for c in whole])
+    assert x.tobytes() == np.concatenate([c.features for c in streamed]).tobytes()
+    assert [c.first_row for c in streamed] == list(np.cumsum([1] + [c.rows for c in streamed[:-1]]))
+    labels = np.concatenate([c.labels for c in whole])
+    assert labels.tolist() == np.concatenate([c.labels for c in streamed]).tolist() == [0, 1, 1, 1, 1, 1, 1, 0, 0]
+    assert x[:, 1].tolist() == [2.0, 4, 4, 4, 4, 4, 6, 8, 10]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('a,b,y\n1,2,0\n3,4,"1\n', "row 2: a quoted field is not closed by the end of the file"),
+        ('a,b,y\n1,2,0\n3,4,"1', "row 2: a quoted field is not closed by the end of the file"),
+        ('a,b,y\n1,2,0\n\n3,4,"\n1\n\n', "row 2: a quoted field is not closed by the end of the file"),
+        ('a,b,y\n1,2,0\n3,"4,1\n5,6,1\n', "row 2: a quoted field is not closed by the end of the file"),
+        ('a,b,y\n1,2,0\n3,"4,1\n5",6,1\n7,8,0\n', "row 2 has 4 fields, the header has 3"),
+        ('a,b,y\n1,2,0\n3,4,"' + "x\n" * 70_000 + '"\n',
+         r"row 2: field larger than field limit \(131072\) \(a quoted field left open\?\)"),
+        ('a,"b,y\n1,2,0\n', "the header: a quoted field is not closed by the end of the file"),
+    ],
+)  # fmt: skip
+def test_a_quoted_field_left_open_is_named_by_its_row(tmp_path: Path, content: str, words: str) -> None:
+    """Whole or streamed, numbers or text, in chunks of any size: a field still open at the end of the file
+    (the whole read took ``...,"1`` for 1) or one past the csv module's field limit names the row where it
+    opened; a quote that closes rows later makes one row of them, whose fields are counted."""
+    path = tmp_path / "h.csv"
+    path.write_text(content)
+    for numeric in (True, False):
+        for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+            for chunk_rows in (1, 2, 8192):
+                with pytest.raises(BadInput, match=f"^{words}$"):
+                    holdout = open_holdout(path, "csv", "y", [], chunk_rows=chunk_rows, whole_file_max_bytes=limit)
+                    list(holdout.chunks(numeric))
+
+
+def test_the_whole_read_is_left_to_the_stream_when_the_file_may_end_in_a_quote(tmp_path: Path) -> None:
+    """numpy's whole read would take a field open at the end for closed: a file whose text after its last
+    quote is more than blanks, without a delimiter, streams (and one whose quotes close does not)."""
+    path = tmp_path / "h.csv"
+    for content, open_end in [
+        ('a,y\n1,"2"\n', False),
+        ('a,y\n1,"2"\n\n \n', False),
+        ('a,y\n"1",2\n', False),
+        ("a,y\n1,2\n", False),
+        ('a,y\n1,"2\n', True),
+        ('a,y\n1,"\n2', True),
+        ('a,y\n1,"2"3\n', True),  # closed after all (3 runs on: 23), but streaming it costs nothing wrong
+        ("a,y\n" + "1,2\n" * 20_000, False),  # no quote in the last 64 KiB, nor in the file
+    ]:
+        path.write_text(content)
+        with path.open("rb") as f:
+            assert dataset._open_at_end(f.fileno(), path.stat().st_size) == open_end, content[:30]
+    path.write_text('a,y\n"1,2' + "3\n" * 40_000)  # no quote, no delimiter in the last 64 KiB: may be open
+    with path.open("rb") as f:
+        assert dataset._open_at_end(f.fileno(), path.stat().st_size)
+
+
+def test_a_header_with_quoted_names_across_lines_streams_and_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quoted header name may hold a newline and a doubled quote; numpy's whole read skips one line for the
+    header, so such a file streams, with the same rows."""
+    path = tmp_path / "h.csv"
+    path.write_text('"a\nx","b ""q""",y\n1.5,2,0\n3,4,1\n')
+    whole, streamed, used = _read_both(path, monkeypatch)
+    assert not used
+    _same(whole, streamed)
+    with open_holdout(path, "csv", "y", []) as holdout:
+        assert holdout.feature_names == ("a\nx", 'b "q"')
+    assert np.concatenate([c.features for c in whole]).tolist() == [[1.5, 2.0], [3.0, 4.0]]
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spreadsheet's UTF-8 export starts with a byte-order mark: the first column is still found by its
+    name (it was "\\ufeffy", and "label column 'y' is not in the dataset" showed an invisible difference)."""
+    path = tmp_path / "h.csv"
+    for content in ("\ufeffy,a,b\n0,1.5,2\n1,3,4\n", '\ufeff"y",a,b\r\n0,1.5,2\r\n1,3,4\r\n'):
+        path.write_bytes(content.encode())
+        whole, streamed, used = _read_both(path, monkeypatch)
+        assert used
+        _same(whole, streamed)
+        assert np.concatenate([c.labels for c in whole]).tolist() == [0.0, 1.0]
+        with open_holdout(path, "csv", "y", ["a"]) as holdout:
+            assert holdout.feature_names == ("b",)
+            (chunk,) = holdout.chunks()
+        assert chunk.slices["a"].tolist() == ["1.5", "3"] and chunk.labels.tolist() == ["0", "1"]
+
+
+def test_a_long_bad_value_is_quoted_in_part(tmp_path: Path) -> None:
+    """A report's reason holds 2048 characters: a message quotes a value's first 100 (a 5,000-character
+    feature made the report itself invalid, and the Job said "the evaluation broke", exit 3)."""
+    assert shown("4\n5") == "'4\\n5'" and shown("x" * 100) == repr("x" * 100)
+    assert shown("x" * 101) == f"{'x' * 100!r}... (101 characters)"
+    path = tmp_path / "h.csv"
+    path.write_text(f'a,b,y\n1,2,0\n1,"{"z" * 5000}\n",1\n')
+    with pytest.raises(
+        BadInput, match=rf"^row 2, column 'b': '{'z' * 100}'\.\.\. \(5,001 characters\) is not a number$"
+    ):
+        list(open_holdout(path, "csv", "y", []).chunks(numeric_labels=True))
