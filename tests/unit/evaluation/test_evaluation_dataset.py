@@ -552,15 +552,42 @@ def test_a_quoted_number_across_lines_reads_the_same_whole_or_streamed(
     """Numbers only (the whole read's case): numpy's whole read and the stream both read a quoted number
     with newlines around it as the number (the stream's chunks end at lines, the whole file's at rows)."""
     path = tmp_path / "h.csv"
-    path.write_text('a,b,y\n1.5,"\n2",0\n' + "3,4,1\n" * 5 + '5,"6\n\n",1\n7,8,"\n0"\n9,10,0\n')
+    # a chunk of one line that ends inside "0 or "1 reads as a number: the chunk must still take the rest
+    path.write_text(
+        'a,b,y\n1.5,"\n2",0\n' + "3,4,1\n" * 5 + '5,"6\n\n",1\n7,8,"\n0"\n9,10,"0\n"\n11,12,"1\r\n\r\n"\n13,14,0\n'
+    )
     whole, streamed, used = _read_both(path, monkeypatch, chunk_rows)
     assert used
     x = np.concatenate([c.features for c in whole])
     assert x.tobytes() == np.concatenate([c.features for c in streamed]).tobytes()
     assert [c.first_row for c in streamed] == list(np.cumsum([1] + [c.rows for c in streamed[:-1]]))
     labels = np.concatenate([c.labels for c in whole])
-    assert labels.tolist() == np.concatenate([c.labels for c in streamed]).tolist() == [0, 1, 1, 1, 1, 1, 1, 0, 0]
-    assert x[:, 1].tolist() == [2.0, 4, 4, 4, 4, 4, 6, 8, 10]
+    assert labels.tolist() == np.concatenate([c.labels for c in streamed]).tolist() == [0] + [1] * 6 + [0, 0, 1, 0]
+    assert x[:, 1].tolist() == [2.0, 4, 4, 4, 4, 4, 6, 8, 10, 12, 14]
+
+
+def test_a_chunk_of_numbers_is_scanned_for_quotes_only_when_it_may_end_inside_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every field quoted (as some exporters write numbers): the fast pass read each chunk and the text after
+    its last quote is a line end, so no chunk is read again by the csv module (2.4 times the time); a chunk
+    whose last line leaves "1 open is, and takes the line that closes it."""
+    scanned: list[int] = []
+    real = dataset._finish_rows
+
+    def counting(lines: list[str], *args: object) -> frozenset[int]:
+        scanned.append(len(lines))
+        return real(lines, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dataset, "_finish_rows", counting)
+    path = tmp_path / "h.csv"
+    path.write_text('"a","b","y"\n' + '"1.5","2","0"\n' * 10)
+    chunks = list(open_holdout(path, "csv", "y", [], chunk_rows=3, whole_file_max_bytes=0).chunks(True))
+    assert scanned == [1] and sum(c.rows for c in chunks) == 10  # the header only
+    path.write_text('a,b,y\n1.5,2,0\n1.5,2,"1\n"\n3,4,0\n')
+    chunks = list(open_holdout(path, "csv", "y", [], chunk_rows=2, whole_file_max_bytes=0).chunks(True))
+    assert scanned == [1, 2] and [c.rows for c in chunks] == [2, 1]
+    assert np.concatenate([c.labels for c in chunks]).tolist() == [0.0, 1.0, 0.0]
 
 
 @pytest.mark.parametrize(
