@@ -9,9 +9,17 @@ other core. CPU time of a gateway comes from the scheduler (`/proc/<pid>/task/*/
 not from clock ticks: a 10 ms tick is ~3 µs per request in a 5 s run at c=1, the size of what is measured.
 
 1. Minting: wrk against each gateway, interleaved (the order alternates per repeat), at each concurrency;
-   CPU µs per request for each and the paired difference (with - without) per repeat, median over repeats.
-   `--feedback-floors` adds two gateways cut down to what minting cannot go below (bench/feedback_floor.py):
-   a constant id (carrying it, no work) and the HMAC alone; `--feedback-base REV` the gateway of REV.
+   CPU µs per request for each and the paired difference (with - without) per repeat: its median and mean
+   with 95% intervals (bench/paired.py: order statistics and bootstrap), judged against the 5 µs goal.
+   `--feedback-floors` adds gateways cut down to what minting cannot go below (bench/feedback_floor.py):
+   the call to mint answering no id, a constant id (carrying it, no work), and the HMAC alone (OpenSSL's
+   SHA-256 and CPython's); and a second gateway without ids, the A/A control. `--feedback-base REV` adds
+   the gateway of REV.
+1b. Minting, alternating (`--feedback-parts alternating`): the same gateways at c=1, taking turns request by
+   request (one client on the model server's core, each round in a random order), each gateway's CPU per
+   request read every `--alternating-rounds` rounds: one paired difference per block, `--alternating-blocks`
+   of them. Runs of wrk one after the other meet different loads on the machine (their differences range
+   over ±16 µs at c=1); requests taking turns meet the same, so a few µs are resolved in minutes.
 2. Ingestion: wrk POSTs labels to `/feedback` on the gateway with keys, every request with an id never sent
    before (minted here with the same key, the Lua script walks a file of them; the gateway's counters
    confirm each was counted, not refused as a replay). Labels/s and CPU µs per label. Then the same ids
@@ -41,7 +49,10 @@ import json
 import multiprocessing
 import os
 import platform
+import random
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -87,9 +98,12 @@ from mlrollout_serving.gateway.feedback import (  # noqa: E402
     load_keys,
     predictions_of,
 )
+from paired import paired_summary  # noqa: E402
 from serve_ab import export  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "feedback.json"
+GOAL_US = 5.0
+"""Issue #14's bound on what minting may add: CPU µs per request at c=1 (intervals are judged against it)."""
 PROFILE_OUT = ROOT / "bench" / "results" / "feedback-profile.txt"
 INFER = "/v2/models/wine/infer"
 FEEDBACK = "/v2/models/wine/feedback"
@@ -213,18 +227,120 @@ def measure_minting(
             pairs = list(zip(runs["without_ids"], runs[name], strict=True))
             cpu = [w.cpu_us_per_request - o.cpu_us_per_request for o, w in pairs]  # type: ignore[operator]
             summary["paired_difference"][name] = {
-                "cpu_us_per_request": _spread(cpu),
+                "cpu_us_per_request": paired_summary(cpu, GOAL_US),
                 "p50_ms": _spread([(w.p50 - o.p50) * 1e3 for o, w in pairs]),
                 "throughput_ratio": _spread([w.rps / o.rps for o, w in pairs]),
             }
             d = summary["paired_difference"][name]["cpu_us_per_request"]
             print(
                 f"[minting c={conc}] CPU µs/req without ids {summary['without_ids']['cpu_us_per_request']:.1f}, "
-                f"{name} {summary[name]['cpu_us_per_request']:.1f}; paired difference {d['median']:+.1f} "
-                f"(runs {d['min']:+.1f} to {d['max']:+.1f})",
+                f"{name} {summary[name]['cpu_us_per_request']:.1f}; paired difference {_interval_text(d)}",
                 flush=True,
             )
         out[f"c{conc}"] = summary
+    return out
+
+
+def _interval_text(d: dict[str, Any]) -> str:
+    """A paired difference's median with its intervals, and its mean (paired.paired_summary)."""
+    sign, boot, mean = d["median_ci95_sign_test"], d["median_ci95_bootstrap"], d["mean_ci95_bootstrap"]
+    text = f"median {d['median']:+.1f}"
+    if sign is not None:
+        text += f" [{sign[0]:+.1f}, {sign[1]:+.1f}] (sign test)"
+    if boot is not None:
+        text += f" [{boot[0]:+.1f}, {boot[1]:+.1f}] (bootstrap); mean {d['mean']:+.1f} [{mean[0]:+.1f}, {mean[1]:+.1f}]"
+    return text + f", {d['positive']} of {d['n']} above 0, range {d['min']:+.1f} to {d['max']:+.1f}"
+
+
+# -- 1b. minting, the gateways alternating request by request ------------------------------------------
+
+
+class _Client:
+    """One keep-alive connection POSTing a fixed request and reading the whole answer (content-length)."""
+
+    _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
+
+    def __init__(self, port: int, path: str, body: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = b"POST %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n" % (
+            path.encode(), port)  # fmt: skip
+        self.request += b"content-length: %d\r\n\r\n%s" % (len(body), body)
+
+    def exchange(self) -> bool:
+        """One request and its answer; whether it was a 200 with a feedback id, or without."""
+        self.sock.sendall(self.request)
+        data = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the gateway closed the connection")
+            data += chunk
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                continue
+            length = self._LENGTH.search(data, 0, end + 2)
+            if length is None:
+                raise ValueError(f"an answer without content-length: {data[:200]!r}")
+            if len(data) >= end + 4 + int(length.group(1)):
+                return data.startswith(b"HTTP/1.1 200")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def measure_alternating(
+    ports: dict[str, int], procs: dict[str, Proc], body: bytes, blocks: int, rounds: int, core: int | None
+) -> dict[str, Any]:
+    """Minting at c=1 with the gateways taking turns request by request, so that whatever else the machine
+    does meets them alike: in each round every gateway gets one request (one at a time, in a fresh random
+    order), and every ``rounds`` rounds (a block) each gateway's CPU time per request is read. One paired
+    difference (gateway - ``without_ids``) per block; their median and mean with 95% intervals
+    (bench/paired.py). This process is the client, on ``core`` (the model server's), not the gateways'."""
+    affinity = os.sched_getaffinity(0)
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    names = list(ports)
+    clients = {name: _Client(ports[name], INFER, body) for name in names}
+    rng = random.Random(14)
+    per_block: dict[str, list[float]] = {name: [] for name in names}
+    loads: list[float] = []
+    failed = 0
+    try:
+        for block in range(blocks + 1):  # block 0 warms the connections and caches up, and is not kept
+            before = {name: procs[name].cpu_seconds() for name in names}
+            for _ in range(rounds):
+                rng.shuffle(names)
+                for name in names:
+                    failed += not clients[name].exchange()
+            after = {name: procs[name].cpu_seconds() for name in names}
+            if block:
+                for name in names:
+                    per_block[name].append((after[name] - before[name]) / rounds * 1e6)
+                loads.append(os.getloadavg()[0])
+    finally:
+        for client in clients.values():
+            client.close()
+        os.sched_setaffinity(0, affinity)
+    out: dict[str, Any] = {
+        "blocks": blocks,
+        "rounds_per_block": rounds,
+        "failed": failed,
+        "load_1min": _spread(loads),
+        "cpu_us_per_request": {name: _spread(values) for name, values in per_block.items()},
+        "per_block": per_block,
+        "paired_difference": {},
+    }
+    for name in ports:
+        if name == "without_ids":
+            continue
+        diffs = [w - o for o, w in zip(per_block["without_ids"], per_block[name], strict=True)]
+        d = out["paired_difference"][name] = paired_summary(diffs, GOAL_US)
+        print(
+            f"[minting alternating c=1] {name} {out['cpu_us_per_request'][name]['median']:.1f} CPU µs/req, without ids "
+            f"{out['cpu_us_per_request']['without_ids']['median']:.1f}; paired difference {_interval_text(d)}",
+            flush=True,
+        )
     return out
 
 
@@ -590,8 +706,12 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         "with_ids": (with_keys, None),
     }
     # the floors of minting (bench/feedback_floor.py): minting only, never labelled
-    floors = {f"floor_{mode}": mode for mode in ("constant_id", "hmac_only")} if args.feedback_floors else {}
+    modes = {"floor_no_id": "none", "floor_constant_id": "constant", "floor_hmac_only": "hmac",
+             "floor_hmac_builtin": "hmac_builtin"}  # fmt: skip
+    floors = modes if args.feedback_floors else {}
     gateways.update({name: (with_keys, None) for name in floors})
+    if floors:  # a second gateway without ids (an A/A pair): how far two identical processes differ
+        gateways["without_ids_again"] = ((), None)
     base_commit = None
     source: Path | None = None
     if args.feedback_base:
@@ -604,7 +724,7 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
     def gateway_cmd(name: str, flags: tuple[str, ...]) -> list[str]:
         entry = ["-m", "mlrollout_serving.gateway"]
         if name in floors:
-            entry = [str(ROOT / "bench" / "feedback_floor.py"), floors[name].split("_")[0]]
+            entry = [str(ROOT / "bench" / "feedback_floor.py"), floors[name]]
         return [*pin(proxy_core), sys.executable, *entry, "--host", "127.0.0.1",
                 "--port", str(ports[name]), "--routes-file", str(routes), "--log-level", "WARNING", *flags]  # fmt: skip
 
@@ -625,13 +745,18 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         payload = json.dumps(body).encode()
         answer, predicted = post_answer(model_base + INFER, payload)
         stamped = {name: b"feedback_id" in post(url + INFER, payload)[1] for name, url in base.items()}
-        if stamped != {name: bool(flags) for name, (flags, _) in gateways.items()}:
+        if stamped != {name: bool(flags) and name != "floor_no_id" for name, (flags, _) in gateways.items()}:
             sys.exit(f"expected an id from the gateways with keys only: {stamped}")
-        targets = [Target(name, base[name], procs[name]) for name in gateways if name not in ("without_ids", *floors)]
+        unlabelled = ("without_ids", "without_ids_again", *floors)
+        targets = [Target(name, base[name], procs[name]) for name in gateways if name not in unlabelled]
         rate = args.ids_per_second
         if "minting" in args.feedback_parts:
             urls = {name: base[name] + INFER for name in gateways}  # without_ids first: the others paired with it
             results["minting"] = measure_minting(urls, procs, infer_script, args.feedback_concurrency, args)
+        if "alternating" in args.feedback_parts:
+            results["minting_alternating"] = measure_alternating(
+                ports, procs, payload, args.alternating_blocks, args.alternating_rounds, other
+            )
         if "ingestion" in args.feedback_parts:
             results["ingestion"] = measure_ingestion(targets, ids, tmp, args)
             rate = max(s["per_second"] for t in results["ingestion"].values() for s in t.values())
@@ -672,6 +797,9 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
             "repeats": args.repeats,
             "parts": args.feedback_parts,
             "minting_concurrency": args.feedback_concurrency,
+            "alternating_blocks": args.alternating_blocks,
+            "alternating_rounds_per_block": args.alternating_rounds,
+            "goal_us": GOAL_US,
             "ingest_concurrency": args.ingest_concurrency,
             "flood_concurrency": args.flood_concurrency,
             "steady_rate": args.steady_rate,
@@ -691,16 +819,23 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
 
 def print_table(results: dict[str, Any]) -> None:
     if "minting" in results:
-        print("\n| minting | gateway | CPU µs/req | without ids | paired difference (median, runs) | rps ratio |")
+        print("\n| minting | gateway | CPU µs/req | without ids | paired difference (95% intervals) | rps ratio |")
         print("|---|---|---|---|---|---|")
         for key, s in results["minting"].items():
             for name, d in s["paired_difference"].items():
-                cpu = d["cpu_us_per_request"]
                 print(
                     f"| {key} | {name} | {s[name]['cpu_us_per_request']:.1f} | "
-                    f"{s['without_ids']['cpu_us_per_request']:.1f} | {cpu['median']:+.1f} "
-                    f"({cpu['min']:+.1f} to {cpu['max']:+.1f}) | {d['throughput_ratio']['median']:.3f} |"
+                    f"{s['without_ids']['cpu_us_per_request']:.1f} | {_interval_text(d['cpu_us_per_request'])} | "
+                    f"{d['throughput_ratio']['median']:.3f} |"
                 )
+    if "minting_alternating" in results:
+        a = results["minting_alternating"]
+        blocks = f"{a['blocks']} blocks of {a['rounds_per_block']}"
+        print(f"\n| alternating c=1 ({blocks}) | CPU µs/req | paired difference |")
+        print("|---|---|---|")
+        for name, cpu in a["cpu_us_per_request"].items():
+            d = a["paired_difference"].get(name)
+            print(f"| {name} | {cpu['median']:.1f} | {'-' if d is None else _interval_text(d)} |")
     if "ingestion" in results:
         print("\n| ingestion | per second | gateway CPU share | CPU µs each | per dedicated core | p50 | p99 | other |")
         print("|---|---|---|---|---|---|---|---|")

@@ -1,10 +1,14 @@
 """A gateway whose minting is cut down to a floor, for bench/feedback_bench.py (never for serving):
 
-    python bench/feedback_floor.py constant|hmac <mlrollout-gateway arguments>
+    python bench/feedback_floor.py none|constant|hmac|hmac_builtin <mlrollout-gateway arguments>
 
-``constant``: every answer gets the id and body the first answer got (no parsing, no signing): what carrying
-an id costs by itself (a longer header and body). ``hmac``: the same, plus the HMAC-SHA256 of that id's
+``none``: the gateway's call to mint is made and answers None (no id): this process (with keys) and that call,
+against the gateway without keys: what is not the id's at all. ``constant``: every answer gets the id and
+body the first answer got (no parsing, no signing): what carrying an id costs by itself (a longer header and
+body). ``hmac``: the same, plus the HMAC-SHA256 of that id's
 payload and its base64, as minting any id must do: the least a signed id costs on the answer's path.
+``hmac_builtin``: the same with CPython's own SHA-256 (``_sha256``, ``_sha2`` from 3.12) in place of OpenSSL's
+(hashlib's): the other implementation of SHA-256 Python has, the same bytes, fewer layers to go through.
 The gateway's CPU time with each, minus without ids, bounds from below what real minting can cost.
 """
 
@@ -13,19 +17,33 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
+from typing import Any
 
 from mlrollout_serving.contract.feedback import MAC_BYTES
 from mlrollout_serving.gateway import cli
 from mlrollout_serving.gateway.feedback import Feedback, Minted
 
 
+def builtin_states(key: bytes) -> tuple[Any, Any]:
+    """The HMAC-SHA256 inner and outer states of ``key`` (at most 64 bytes) from CPython's own SHA-256."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # Python 3.12 on
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]
+    padded = key.ljust(64, b"\0")
+    return sha256(bytes(b ^ 0x36 for b in padded)), sha256(bytes(b ^ 0x5C for b in padded))
+
+
 def floor(mode: str) -> None:
     real = Feedback.stamp
     first: list[tuple[bytes, Minted, bytes]] = []
+    states: list[tuple[Any, Any]] = []
 
     def stamp(
         self: Feedback, track: str, revision: str, body: bytes, mirrored: bool, now: int, predicted: bytes | None = None
     ) -> tuple[bytes, Minted | None] | None:
+        if mode == "none":
+            return None
         if not first:
             stamped = real(self, track, revision, body, mirrored, now)
             if stamped is None:
@@ -41,6 +59,21 @@ def floor(mode: str) -> None:
             keys = self.keys
             assert keys is not None
             binascii.b2a_base64(payload + keys.mac(keys.current, payload), newline=False)
+        elif mode == "hmac_builtin":
+            if not states:
+                keys = self.keys
+                assert keys is not None
+                states.append(builtin_states(keys.keys[keys.current]))
+                inner, outer = (state.copy() for state in states[0])
+                inner.update(payload)
+                outer.update(inner.digest())
+                assert outer.digest()[:MAC_BYTES] == keys.mac(keys.current, payload), "not the same HMAC"
+            inner, outer = states[0]
+            digest = inner.copy()
+            digest.update(payload)
+            mac = outer.copy()
+            mac.update(digest.digest())
+            binascii.b2a_base64(payload + mac.digest()[:MAC_BYTES], newline=False)
         return answer, minted
 
     Feedback.stamp = stamp  # type: ignore[method-assign]

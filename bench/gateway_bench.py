@@ -289,8 +289,11 @@ def main() -> None:
     )
     group.add_argument(
         "--feedback-parts", nargs="+", default=["minting", "ingestion", "inference", "micro"],
-        choices=["minting", "ingestion", "inference", "micro"], help="which measurements to run",
+        choices=["minting", "alternating", "ingestion", "inference", "micro"],
+        help="which measurements to run (alternating: minting at c=1, the gateways taking turns per request)",
     )  # fmt: skip
+    group.add_argument("--alternating-blocks", type=int, default=200, help="alternating: blocks (paired differences)")
+    group.add_argument("--alternating-rounds", type=int, default=100, help="alternating: requests per gateway a block")
     group.add_argument(
         "--feedback-base",
         metavar="REV",
@@ -299,7 +302,8 @@ def main() -> None:
     group.add_argument(
         "--feedback-floors",
         action="store_true",
-        help="minting: also gateways cut down to a constant id and to the HMAC alone (bench/feedback_floor.py)",
+        help="minting: also gateways cut down to no id (its call only), a constant id and the HMAC alone "
+        "(bench/feedback_floor.py), and a second gateway without ids (the A/A control)",
     )
     args = parser.parse_args()
     load_at_start = os.getloadavg()
