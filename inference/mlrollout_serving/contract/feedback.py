@@ -39,14 +39,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import importlib
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
-
-if TYPE_CHECKING:
-    from _hashlib import HASH
+from typing import Final, Literal, Protocol
 
 __all__ = [
     "FLOAT32_MAX",
@@ -99,6 +97,33 @@ _BLOCK: Final = 64  # SHA-256's block size (RFC 2104's B)
 Track = Literal["stable", "candidate"]
 
 
+class _Sha256(Protocol):
+    """A SHA-256 state (hashlib's or CPython's own): what the HMAC needs of it."""
+
+    def copy(self) -> _Sha256: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+def _state_constructor() -> Callable[[bytes], _Sha256]:
+    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else hashlib's (OpenSSL's): the same
+    bytes; the built-in copies a state and finishes a digest with a few small C calls where OpenSSL 3 goes
+    through its EVP layer (a context allocated per copy and per digest). In a loop the two cost the same; with
+    cold caches, as at c=1 where every answer meets them cold, the built-in's path is shorter
+    (docs/gateway.md, "What feedback costs"). A Python built without it (``--without-builtin-hashlib-hashes``)
+    gets hashlib's."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            constructor: Callable[[bytes], _Sha256] = importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+        return constructor
+    return hashlib.sha256
+
+
+_SHA256_STATE: Final = _state_constructor()
+
+
 class TokenError(ValueError):
     """A token that cannot be trusted; ``reason`` is the label of the refusal counter."""
 
@@ -132,8 +157,8 @@ class FeedbackKeys:
     rotation (add a key with a higher id, later drop the old one) never refuses a token in flight."""
 
     keys: Mapping[int, bytes]
-    _states: dict[int, tuple[HASH, HASH]] = field(init=False, repr=False, compare=False)
-    _signing: tuple[int, HASH, HASH] = field(init=False, repr=False, compare=False)
+    _states: dict[int, tuple[_Sha256, _Sha256]] = field(init=False, repr=False, compare=False)
+    _signing: tuple[int, _Sha256, _Sha256] = field(init=False, repr=False, compare=False)
     """The current key's id and states: what :func:`seal` reads once per token."""
 
     def __post_init__(self) -> None:
@@ -160,15 +185,12 @@ class FeedbackKeys:
         return mac.digest()[:MAC_BYTES]
 
 
-def _hmac_states(key: bytes) -> tuple[HASH, HASH]:
-    """SHA-256 states after the key XOR ipad and XOR opad blocks (RFC 2104)."""
+def _hmac_states(key: bytes, state: Callable[[bytes], _Sha256] = _SHA256_STATE) -> tuple[_Sha256, _Sha256]:
+    """SHA-256 states after the key XOR ipad and XOR opad blocks (RFC 2104); ``state``: whose SHA-256."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key.ljust(_BLOCK, b"\0")
-    return (
-        hashlib.sha256(bytes(b ^ 0x36 for b in key)),
-        hashlib.sha256(bytes(b ^ 0x5C for b in key)),
-    )
+    return state(bytes(b ^ 0x36 for b in key)), state(bytes(b ^ 0x5C for b in key))
 
 
 def mint(keys: FeedbackKeys, token: Token) -> str:

@@ -4,13 +4,17 @@ change verify after it, and the signing key's states cached at load give HMAC-SH
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
+import importlib
 import math
+import sys
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mlrollout_serving.contract.feedback import (
+    _SHA256_STATE,
     CLASSES,
     MAC_BYTES,
     MAX_ROWS,
@@ -19,6 +23,7 @@ from mlrollout_serving.contract.feedback import (
     mint,
     seal,
     sign,
+    _hmac_states,
     verify,
 )
 
@@ -91,3 +96,23 @@ def test_a_rotation_signs_with_the_new_key_and_still_verifies_the_old() -> None:
     new = seal(rotated, CLASSES, 0, NOW, 2, 0, b"\x00", ["0"], 2).decode("ascii")
     assert (verify(rotated, old, NOW, 60).key_id, verify(rotated, new, NOW, 60).key_id) == (1, 2)
     assert _payload(new)[-MAC_BYTES:] == hmac.new(b"n" * 32, _payload(new)[:-MAC_BYTES], "sha256").digest()[:16]
+
+
+def test_the_states_are_cpython_s_own_sha256_on_this_python() -> None:
+    """The HMAC states come from CPython's built-in SHA-256 (shorter with cold caches than OpenSSL's, "What
+    feedback costs"), which every CPython this project supports has (``_sha256``; ``_sha2`` from 3.12)."""
+    builtin = importlib.import_module("_sha2" if sys.version_info >= (3, 12) else "_sha256").sha256
+    assert _SHA256_STATE is builtin
+    assert type(KEYS._signing[1]) is type(builtin(b""))
+
+
+@given(key=st.binary(min_size=1, max_size=200), payload=st.binary(max_size=600))
+def test_either_sha256_gives_the_same_hmac(key: bytes, payload: bytes) -> None:
+    """CPython's SHA-256 states and hashlib's (OpenSSL's, the fallback) give HMAC-SHA256 byte for byte, for
+    keys shorter and longer than the block and payloads over several blocks."""
+    expected = hmac.new(key, payload, "sha256").digest()
+    for state in (_SHA256_STATE, hashlib.sha256):
+        inner, outer = (s.copy() for s in _hmac_states(key, state))
+        inner.update(payload)
+        outer.update(inner.digest())
+        assert outer.digest() == expected, state
