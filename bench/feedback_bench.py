@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import contextlib
+import hashlib
 import hmac
 import json
 import multiprocessing
@@ -87,12 +89,13 @@ from gateway_bench import (  # noqa: E402
 )
 from hostile_load import Steady, steady_client  # noqa: E402
 from mlrollout_serving.contract import metrics as series  # noqa: E402
-from mlrollout_serving.contract.feedback import FeedbackKeys, Token, mint, verify  # noqa: E402
+from mlrollout_serving.contract.feedback import FeedbackKeys, Token, _hmac_states, mint, verify  # noqa: E402
 from mlrollout_serving.contract.predicted import PREDICTED_HEADER, read_header  # noqa: E402
 from mlrollout_serving.gateway.feedback import (  # noqa: E402
     Answer,
     Feedback,
     FeedbackConfig,
+    _splice,
     check,
     inject,
     load_keys,
@@ -337,10 +340,15 @@ def measure_alternating(
         diffs = [w - o for o, w in zip(per_block["without_ids"], per_block[name], strict=True)]
         d = out["paired_difference"][name] = paired_summary(diffs, GOAL_US)
         print(
-            f"[minting alternating c=1] {name} {out['cpu_us_per_request'][name]['median']:.1f} CPU µs/req, without ids "
+            f"[minting alternating c=1, {len(names)} gateways] {name} {out['cpu_us_per_request'][name]['median']:.1f} "
+            "CPU µs/req, without ids "
             f"{out['cpu_us_per_request']['without_ids']['median']:.1f}; paired difference {_interval_text(d)}",
             flush=True,
         )
+    if "with_ids_base" in per_block:  # this code against the base's, block by block: what the change did
+        diffs = [n - b for b, n in zip(per_block["with_ids_base"], per_block["with_ids"], strict=True)]
+        d = out["with_ids_minus_base"] = paired_summary(diffs)
+        print(f"[minting alternating c=1] with_ids - with_ids_base: {_interval_text(d)}", flush=True)
     return out
 
 
@@ -564,6 +572,14 @@ def _cold(fn: Callable[[bytes], object], inputs: list[bytes]) -> dict[str, float
     return {"median_us": statistics.median(per_call)}
 
 
+def _b64url(signed: bytes) -> bytes:
+    """What contract.feedback.seal_section does after the HMAC."""
+    return binascii.b2a_base64(signed, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def micro(answer: bytes, predicted_header: bytes | None, keys_path: Path, ids: Ids, core: int | None) -> dict[str, Any]:
     """The pure functions on the gateway's core (nothing else of the bench runs meanwhile), in a loop (hot:
     what the code costs) and with the caches emptied before each call (cold)."""
@@ -590,6 +606,16 @@ def micro(answer: bytes, predicted_header: bytes | None, keys_path: Path, ids: I
             feedback.receive(b, now)
         key = keys.keys[keys.current]
         payload = base64.urlsafe_b64decode(token_text + "=" * (-len(token_text) % 4))[:-16]
+        inner, outer = _hmac_states(key, hashlib.sha256)  # what FeedbackKeys held before CPython's SHA-256
+
+        def openssl_mac(message: bytes) -> bytes:
+            digest = inner.copy()
+            digest.update(message)
+            mac = outer.copy()
+            mac.update(digest.digest())
+            return mac.digest()[:16]
+
+        assert openssl_mac(payload) == keys.mac(keys.current, payload)
         unread: dict[str, Any] = {}
         if predicted_header is not None:  # what the gateway does with the model server's answers
             section = read_header(predicted_header, minter.max_rows)
@@ -618,12 +644,16 @@ def micro(answer: bytes, predicted_header: bytes | None, keys_path: Path, ids: I
                 "Minter.mint": _timed(lambda: minter.mint("stable", "", predicted, now), n),
                 "inject (the parsed answer given)": _timed(lambda: inject(answer, minted, parsed), n),
                 "FeedbackKeys.mac (in mint and verify)": _timed(lambda: keys.mac(keys.current, payload), n),
+                "the same HMAC from OpenSSL's SHA-256 states": _timed(lambda: openssl_mac(payload), n),
                 "hmac.digest (what FeedbackKeys.mac replaces)": _timed(lambda: hmac.digest(key, payload, "sha256"), n),
             },
             "stamp_parts_cold": {
                 "predictions_of": _cold(predictions_of, [answer] * 300),
                 "Minter.mint": _cold(lambda _: minter.mint("stable", "", predicted, now), [answer] * 300),
                 "FeedbackKeys.mac": _cold(lambda m: keys.mac(keys.current, m), [payload] * 300),
+                "the same HMAC from OpenSSL's SHA-256 states": _cold(openssl_mac, [payload] * 300),
+                "base64url of the signed payload": _cold(_b64url, [payload + bytes(16)] * 300),
+                "_splice": _cold(lambda b: _splice(b, minted), [answer] * 300),
                 "hmac.digest": _cold(lambda m: hmac.digest(key, m, "sha256"), [payload] * 300),
             },
             "receive_valid": fresh,
@@ -669,8 +699,8 @@ def micro_paired(
             out[name]["read_cold_us"] = _spread([r["read_stamp_and_header_cold"]["median_us"] for r in rs])
     pairs = list(zip(runs["with_ids_base"], runs["with_ids"], strict=True))
     out["paired_difference"] = {
-        "hot_us": _spread([n["stamp_and_header"]["min_us"] - b["stamp_and_header"]["min_us"] for b, n in pairs]),
-        "cold_us": _spread(
+        "hot_us": paired_summary([n["stamp_and_header"]["min_us"] - b["stamp_and_header"]["min_us"] for b, n in pairs]),
+        "cold_us": paired_summary(
             [n["stamp_and_header_cold"]["median_us"] - b["stamp_and_header_cold"]["median_us"] for b, n in pairs]
         ),
     }
@@ -680,6 +710,8 @@ def micro_paired(
             f"{out[name]['cold_us']['median']:.1f} cold (medians over {rounds} rounds)",
             flush=True,
         )
+    for key, d in out["paired_difference"].items():
+        print(f"[micro paired] with_ids - with_ids_base, {key}: {_interval_text(d)}", flush=True)
     return out
 
 
@@ -720,6 +752,10 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         source = export(base_commit, tmp)  # the child imports mlrollout_serving from there (PYTHONPATH first)
         gateways["with_ids_base"] = (with_keys, {**os.environ, "PYTHONPATH": str(source)})
     ports = {name: free_port() for name in gateways}
+    sets = args.alternating_sets or [",".join(gateways)]
+    for chosen in sets:
+        if chosen.split(",")[0] != "without_ids" or not set(chosen.split(",")) <= set(gateways):
+            sys.exit(f"--alternating-sets: {chosen!r} must start with without_ids, then name some of {list(gateways)}")
 
     def gateway_cmd(name: str, flags: tuple[str, ...]) -> list[str]:
         entry = ["-m", "mlrollout_serving.gateway"]
@@ -754,9 +790,13 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
             urls = {name: base[name] + INFER for name in gateways}  # without_ids first: the others paired with it
             results["minting"] = measure_minting(urls, procs, infer_script, args.feedback_concurrency, args)
         if "alternating" in args.feedback_parts:
-            results["minting_alternating"] = measure_alternating(
-                ports, procs, payload, args.alternating_blocks, args.alternating_rounds, other
-            )
+            results["minting_alternating"] = {}
+            for chosen in sets:
+                names = chosen.split(",")
+                results["minting_alternating"][chosen] = measure_alternating(
+                    {name: ports[name] for name in names}, procs, payload, args.alternating_blocks,
+                    args.alternating_rounds, other,
+                )  # fmt: skip
         if "ingestion" in args.feedback_parts:
             results["ingestion"] = measure_ingestion(targets, ids, tmp, args)
             rate = max(s["per_second"] for t in results["ingestion"].values() for s in t.values())
@@ -799,6 +839,7 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
             "minting_concurrency": args.feedback_concurrency,
             "alternating_blocks": args.alternating_blocks,
             "alternating_rounds_per_block": args.alternating_rounds,
+            "alternating_sets": args.alternating_sets,
             "goal_us": GOAL_US,
             "ingest_concurrency": args.ingest_concurrency,
             "flood_concurrency": args.flood_concurrency,
@@ -828,14 +869,15 @@ def print_table(results: dict[str, Any]) -> None:
                     f"{s['without_ids']['cpu_us_per_request']:.1f} | {_interval_text(d['cpu_us_per_request'])} | "
                     f"{d['throughput_ratio']['median']:.3f} |"
                 )
-    if "minting_alternating" in results:
-        a = results["minting_alternating"]
+    for a in results.get("minting_alternating", {}).values():
         blocks = f"{a['blocks']} blocks of {a['rounds_per_block']}"
-        print(f"\n| alternating c=1 ({blocks}) | CPU µs/req | paired difference |")
+        print(f"\n| alternating c=1, {len(a['per_block'])} gateways ({blocks}) | CPU µs/req | paired difference |")
         print("|---|---|---|")
         for name, cpu in a["cpu_us_per_request"].items():
             d = a["paired_difference"].get(name)
             print(f"| {name} | {cpu['median']:.1f} | {'-' if d is None else _interval_text(d)} |")
+        if "with_ids_minus_base" in a:
+            print(f"| with_ids - with_ids_base | | {_interval_text(a['with_ids_minus_base'])} |")
     if "ingestion" in results:
         print("\n| ingestion | per second | gateway CPU share | CPU µs each | per dedicated core | p50 | p99 | other |")
         print("|---|---|---|---|---|---|---|---|")

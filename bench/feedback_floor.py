@@ -5,33 +5,25 @@
 ``none``: the gateway's call to mint is made and answers None (no id): this process (with keys) and that call,
 against the gateway without keys: what is not the id's at all. ``constant``: every answer gets the id and
 body the first answer got (no parsing, no signing): what carrying an id costs by itself (a longer header and
-body). ``hmac``: the same, plus the HMAC-SHA256 of that id's
-payload and its base64, as minting any id must do: the least a signed id costs on the answer's path.
-``hmac_builtin``: the same with CPython's own SHA-256 (``_sha256``, ``_sha2`` from 3.12) in place of OpenSSL's
-(hashlib's): the other implementation of SHA-256 Python has, the same bytes, fewer layers to go through.
-The gateway's CPU time with each, minus without ids, bounds from below what real minting can cost.
+body). ``hmac`` and ``hmac_builtin``: the same, plus the HMAC-SHA256 of that id's payload (from the key's
+states, inlined as in contract.feedback.seal_section) and its base64, as minting any id must do: the least a
+signed id costs on the answer's path. ``hmac`` takes the states from hashlib's SHA-256 (OpenSSL's, what the
+gateway used before 6 Dec), ``hmac_builtin`` from CPython's own (``_sha256``, ``_sha2`` from 3.12; what it
+uses since): the two SHA-256s Python has, the same bytes. The gateway's CPU time with each, minus without
+ids, bounds from below what real minting can cost.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import sys
 from typing import Any
 
-from mlrollout_serving.contract.feedback import MAC_BYTES
+from mlrollout_serving.contract.feedback import _SHA256_STATE, MAC_BYTES, _hmac_states
 from mlrollout_serving.gateway import cli
 from mlrollout_serving.gateway.feedback import Feedback, Minted
-
-
-def builtin_states(key: bytes) -> tuple[Any, Any]:
-    """The HMAC-SHA256 inner and outer states of ``key`` (at most 64 bytes) from CPython's own SHA-256."""
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # Python 3.12 on
-        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]
-    padded = key.ljust(64, b"\0")
-    return sha256(bytes(b ^ 0x36 for b in padded)), sha256(bytes(b ^ 0x5C for b in padded))
 
 
 def floor(mode: str) -> None:
@@ -55,15 +47,12 @@ def floor(mode: str) -> None:
             payload = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[:-MAC_BYTES]
             first.append((answer, minted, payload))
         answer, minted, payload = first[0]
-        if mode == "hmac":
-            keys = self.keys
-            assert keys is not None
-            binascii.b2a_base64(payload + keys.mac(keys.current, payload), newline=False)
-        elif mode == "hmac_builtin":
+        if mode in ("hmac", "hmac_builtin"):
             if not states:
                 keys = self.keys
                 assert keys is not None
-                states.append(builtin_states(keys.keys[keys.current]))
+                sha256 = hashlib.sha256 if mode == "hmac" else _SHA256_STATE
+                states.append(_hmac_states(keys.keys[keys.current], sha256))
                 inner, outer = (state.copy() for state in states[0])
                 inner.update(payload)
                 outer.update(inner.digest())

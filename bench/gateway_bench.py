@@ -295,6 +295,13 @@ def main() -> None:
     group.add_argument("--alternating-blocks", type=int, default=200, help="alternating: blocks (paired differences)")
     group.add_argument("--alternating-rounds", type=int, default=100, help="alternating: requests per gateway a block")
     group.add_argument(
+        "--alternating-sets",
+        nargs="+",
+        metavar="A,B,...",
+        help="alternating: which gateways take turns, one measurement per set, each starting with without_ids "
+        "(default: all of them together; the more take turns, the colder each one's caches)",
+    )
+    group.add_argument(
         "--feedback-base",
         metavar="REV",
         help="also run the gateway of git revision REV (minting, labels, inference), interleaved",
