@@ -15,11 +15,14 @@ not from clock ticks: a 10 ms tick is ~3 µs per request in a 5 s run at c=1, th
    the call to mint answering no id, a constant id (carrying it, no work), and the HMAC alone (OpenSSL's
    SHA-256 and CPython's); and a second gateway without ids, the A/A control. `--feedback-base REV` adds
    the gateway of REV.
-1b. Minting, alternating (`--feedback-parts alternating`): the same gateways at c=1, taking turns request by
-   request (one client on the model server's core, each round in a random order), each gateway's CPU per
-   request read every `--alternating-rounds` rounds: one paired difference per block, `--alternating-blocks`
-   of them. Runs of wrk one after the other meet different loads on the machine (their differences range
-   over ±16 µs at c=1); requests taking turns meet the same, so a few µs are resolved in minutes.
+1b. Minting, alternating (`--feedback-parts alternating`): the same gateways at c=1, taking turns (one
+   client on the model server's core, one request at a time, each round in a random order), each gateway's
+   CPU per request read every `--alternating-rounds` requests: one paired difference per block,
+   `--alternating-blocks` of them. Runs of wrk one after the other meet different loads on the machine
+   (their differences range over ±16 µs at c=1); turns close in time meet the same, so a few µs are
+   resolved in minutes. `--alternating-sets [BURST:]A,B,...`: which gateways take turns, and how many
+   requests each gets in a row per turn: 1, each request meets caches the other gateways' requests left
+   (a colder regime than a lone gateway's); 100, a gateway's requests follow each other as with wrk -c1.
 2. Ingestion: wrk POSTs labels to `/feedback` on the gateway with keys, every request with an id never sent
    before (minted here with the same key, the Lua script walks a file of them; the gateway's counters
    confirm each was counted, not refused as a replay). Labels/s and CPU µs per label. Then the same ids
@@ -292,14 +295,29 @@ class _Client:
         self.sock.close()
 
 
+def _alternating_set(text: str) -> tuple[int, list[str]]:
+    """``[BURST:]A,B,...`` (--alternating-sets): the requests a gateway gets in a row per turn, and the gateways."""
+    burst, _, names = text.rpartition(":")
+    return int(burst or 1), names.split(",")
+
+
 def measure_alternating(
-    ports: dict[str, int], procs: dict[str, Proc], body: bytes, blocks: int, rounds: int, core: int | None
+    ports: dict[str, int],
+    procs: dict[str, Proc],
+    body: bytes,
+    blocks: int,
+    rounds: int,
+    core: int | None,
+    burst: int = 1,
 ) -> dict[str, Any]:
-    """Minting at c=1 with the gateways taking turns request by request, so that whatever else the machine
-    does meets them alike: in each round every gateway gets one request (one at a time, in a fresh random
-    order), and every ``rounds`` rounds (a block) each gateway's CPU time per request is read. One paired
-    difference (gateway - ``without_ids``) per block; their median and mean with 95% intervals
-    (bench/paired.py). This process is the client, on ``core`` (the model server's), not the gateways'."""
+    """Minting at c=1 with the gateways taking turns, so that whatever else the machine does meets them alike:
+    in each round every gateway gets ``burst`` requests in a row (one at a time; the gateways in a fresh
+    random order each round), and every ``rounds`` rounds (a block) each gateway's CPU time per request is
+    read. One paired difference (gateway - ``without_ids``) per block; their median and mean with 95%
+    intervals (bench/paired.py). This process is the client, on ``core`` (the model server's), not the
+    gateways'. ``burst`` 1: between two of its requests every other gateway ran one on the same core (its
+    caches as another process leaves them); a long burst: a gateway's requests follow each other as with
+    one wrk connection (its caches as its own previous request left them), the turns still close in time."""
     affinity = os.sched_getaffinity(0)
     if core is not None:
         os.sched_setaffinity(0, {core})
@@ -315,11 +333,13 @@ def measure_alternating(
             for _ in range(rounds):
                 rng.shuffle(names)
                 for name in names:
-                    failed += not clients[name].exchange()
+                    client = clients[name]
+                    for _ in range(burst):
+                        failed += not client.exchange()
             after = {name: procs[name].cpu_seconds() for name in names}
             if block:
                 for name in names:
-                    per_block[name].append((after[name] - before[name]) / rounds * 1e6)
+                    per_block[name].append((after[name] - before[name]) / (rounds * burst) * 1e6)
                 loads.append(os.getloadavg()[0])
     finally:
         for client in clients.values():
@@ -328,6 +348,7 @@ def measure_alternating(
     out: dict[str, Any] = {
         "blocks": blocks,
         "rounds_per_block": rounds,
+        "burst": burst,
         "failed": failed,
         "load_1min": _spread(loads),
         "cpu_us_per_request": {name: _spread(values) for name, values in per_block.items()},
@@ -339,10 +360,10 @@ def measure_alternating(
             continue
         diffs = [w - o for o, w in zip(per_block["without_ids"], per_block[name], strict=True)]
         d = out["paired_difference"][name] = paired_summary(diffs, GOAL_US)
+        cpu = out["cpu_us_per_request"]
         print(
-            f"[minting alternating c=1, {len(names)} gateways] {name} {out['cpu_us_per_request'][name]['median']:.1f} "
-            "CPU µs/req, without ids "
-            f"{out['cpu_us_per_request']['without_ids']['median']:.1f}; paired difference {_interval_text(d)}",
+            f"[minting alternating c=1, {len(names)} gateways, bursts of {burst}] {name} {cpu[name]['median']:.1f} "
+            f"CPU µs/req, without ids {cpu['without_ids']['median']:.1f}; paired difference {_interval_text(d)}",
             flush=True,
         )
     if "with_ids_base" in per_block:  # this code against the base's, block by block: what the change did
@@ -754,8 +775,9 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
     ports = {name: free_port() for name in gateways}
     sets = args.alternating_sets or [",".join(gateways)]
     for chosen in sets:
-        if chosen.split(",")[0] != "without_ids" or not set(chosen.split(",")) <= set(gateways):
-            sys.exit(f"--alternating-sets: {chosen!r} must start with without_ids, then name some of {list(gateways)}")
+        names = _alternating_set(chosen)[1]
+        if names[0] != "without_ids" or not set(names) <= set(gateways):
+            sys.exit(f"--alternating-sets: {chosen!r}: [BURST:]without_ids,... naming some of {list(gateways)}")
 
     def gateway_cmd(name: str, flags: tuple[str, ...]) -> list[str]:
         entry = ["-m", "mlrollout_serving.gateway"]
@@ -792,10 +814,10 @@ def run(args: argparse.Namespace, model: Any, body: dict[str, Any], proxy_core: 
         if "alternating" in args.feedback_parts:
             results["minting_alternating"] = {}
             for chosen in sets:
-                names = chosen.split(",")
-                results["minting_alternating"][chosen] = measure_alternating(
+                burst, names = _alternating_set(chosen)
+                results["minting_alternating"][f"bursts of {burst}: {','.join(names)}"] = measure_alternating(
                     {name: ports[name] for name in names}, procs, payload, args.alternating_blocks,
-                    args.alternating_rounds, other,
+                    max(1, args.alternating_rounds // burst), other, burst,
                 )  # fmt: skip
         if "ingestion" in args.feedback_parts:
             results["ingestion"] = measure_ingestion(targets, ids, tmp, args)
@@ -870,7 +892,7 @@ def print_table(results: dict[str, Any]) -> None:
                     f"{d['throughput_ratio']['median']:.3f} |"
                 )
     for a in results.get("minting_alternating", {}).values():
-        blocks = f"{a['blocks']} blocks of {a['rounds_per_block']}"
+        blocks = f"{a['blocks']} blocks of {a['rounds_per_block']} rounds, bursts of {a['burst']}"
         print(f"\n| alternating c=1, {len(a['per_block'])} gateways ({blocks}) | CPU µs/req | paired difference |")
         print("|---|---|---|")
         for name, cpu in a["cpu_us_per_request"].items():

@@ -297,9 +297,11 @@ def main() -> None:
     group.add_argument(
         "--alternating-sets",
         nargs="+",
-        metavar="A,B,...",
+        metavar="[BURST:]A,B,...",
         help="alternating: which gateways take turns, one measurement per set, each starting with without_ids "
-        "(default: all of them together; the more take turns, the colder each one's caches)",
+        "(default: all of them together; the more take turns, the colder each one's caches), and how many "
+        "requests each gets in a row per turn (BURST, default 1: each request after the others' turns; e.g. "
+        "100: its own requests in a row, as with wrk -c1; a block then has --alternating-rounds / BURST rounds)",
     )
     group.add_argument(
         "--feedback-base",
