@@ -20,10 +20,10 @@ from mlrollout_serving.contract.feedback import (
     MAX_ROWS,
     FeedbackKeys,
     Token,
+    _hmac_states,
     mint,
     seal,
     sign,
-    _hmac_states,
     verify,
 )
 
