@@ -249,6 +249,8 @@ def inject(body: bytes, minted: Minted | None, answer: object = None) -> bytes |
         params["feedback_id"] = minted.token
         if minted.truncated:
             params["feedback_rows"] = minted.rows
+        else:  # the gateway's name too: an upstream's own count would tell the client a wrong number of rows
+            params.pop("feedback_rows", None)
     try:
         return orjson.dumps({**answer, "parameters": params})
     except orjson.JSONEncodeError:  # nothing orjson parsed fails to encode; if it ever did: no id, not a 500
