@@ -10,8 +10,10 @@ column at fault (or the row's and the header's field counts).
 Fields may be quoted as RFC 4180 quotes them: a delimiter, a newline (CRLF or LF) or a doubled quote ``""``
 inside the quotes. A chunk that ends inside a quoted field takes the lines that close it (the csv module
 finds where its rows end, numpy's reader splits rows alike); a quoted field still open at the end of the file
-is named by its row, as is one past the csv module's field limit (128 KiB: a quote left open). A quote is a
-quote only at a field's start (``4"5`` is a value that is not a number). A byte-order mark is dropped.
+is named by its row, as is one past the csv module's field limit (128 KiB: a quote left open), quoted or not,
+in every chunk the csv module reads: with a column read as text, each chunk with a quote or a line past the
+limit (numbers only, numpy reads a number of any length). A quote is a quote only at a field's start
+(``4"5`` is a value that is not a number). A byte-order mark is dropped.
 
 A small CSV of numbers (at most :data:`WHOLE_FILE_MAX_BYTES`, numeric labels, no slices) is first parsed
 whole by the same fast pass, given the file's path: only a path reaches numpy's block reader, which spares
@@ -28,8 +30,9 @@ import csv
 import io
 import itertools
 import os
+import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TextIO
 
@@ -221,17 +224,20 @@ def _csv_chunks(
             if not lines:
                 break
             text = "".join(lines)
-            chunk = _parse_fast(lines, lay, first, numeric_labels)
             within: frozenset[int] = frozenset()
             # a quoted field may hold newlines: the chunk takes the rest of a row open at its end, and a line
-            # within a quoted field is not blank (only a quote opens one: none, and every line is a row)
-            if '"' in text and not (chunk is not None and numbers and _closed(text)):
+            # within a quoted field is not blank (only a quote opens one: none, and every line is a row). With a
+            # column read as text the csv module reads the chunk first (the fast pass counts fields with it), and
+            # also when a line is past its field limit: a field over it is refused by its row whatever the chunk
+            scan = '"' in text or (not numbers and _long_line(text, lines))
+            chunk = _parse_fast(lines, lay, first, numeric_labels) if numbers or not scan else None
+            if scan and not (chunk is not None and numbers and _closed(text)):
                 count = len(lines)
                 try:
                     within = _finish_rows(lines, handle, first)
                 except UnicodeDecodeError:
                     raise BadInput(f"the dataset is not UTF-8 text after row {first - 1}") from None
-                if len(lines) > count:
+                if len(lines) > count or not numbers:
                     chunk = _parse_fast(lines, lay, first, numeric_labels)
             if chunk is None:
                 kept = [line for i, line in enumerate(lines) if line.strip() or i in within]
@@ -297,9 +303,42 @@ def _finish_rows(lines: list[str], handle: TextIO, first: int) -> frozenset[int]
             start = end
             if end >= count:
                 break
-    except csv.Error as e:  # the field limit
-        raise BadInput(f"{_row(first + rows)}: {e} (a quoted field left open?)") from None
+    except csv.Error as e:  # the field limit: past it on the file's last line, a field still open is named so
+        if not ended and not handle.readline() and _ends_open("".join(lines[start:])):
+            raise BadInput(f"{_row(first + rows)}: a quoted field is not closed by the end of the file") from None
+        raise BadInput(_past_limit(first + rows, e)) from None
     return frozenset(within)
+
+
+def _past_limit(row: int, error: csv.Error) -> str:
+    return f"{_row(row)}: {error} (a quoted field left open?)"
+
+
+def _long_line(text: str, lines: list[str]) -> bool:
+    """Whether a line of the chunk is longer than the csv module's field limit (so may hold a field past it)."""
+    limit = csv.field_size_limit()
+    return len(text) > limit and max(map(len, lines)) > limit
+
+
+_QUOTED: Final = re.compile(r'"[^"]*(?:""[^"]*)*"(?!")')
+
+
+def _ends_open(text: str) -> bool:
+    """Whether ``text`` (a row's lines) ends inside a quoted field, read as the csv module reads: a quote
+    opens a field only at its start, ``""`` inside is a quote, and what follows the closing quote up to the
+    delimiter is part of the field."""
+    at = 0
+    while at < len(text):
+        if text[at] == '"':
+            quoted = _QUOTED.match(text, at)
+            if quoted is None:
+                return True
+            at = quoted.end()
+        ends = [i for i in (text.find(c, at) for c in ",\r\n") if i >= 0]
+        if not ends:
+            return False
+        at = min(ends) + 1
+    return False
 
 
 def _row(number: int) -> str:
@@ -347,7 +386,7 @@ def _parse_fast(lines: list[str] | Path, lay: Layout, first: int, numeric_labels
         return None
     if len(features) == 0 or len(texts) != len(features):
         return None
-    if text_columns and (isinstance(lines, Path) or not _same_width(lines, width, len(features))):
+    if text_columns and (isinstance(lines, Path) or not _same_width(lines, width, len(features), first)):
         return None  # (a path never has text columns: only numbers are read whole)
     if numeric_labels:
         if np.isnan(labels).any():
@@ -369,14 +408,26 @@ def _columns(table: npt.NDArray[np.float64], lay: Layout) -> tuple[npt.NDArray[n
     return np.delete(table, lay.label, axis=1), labels  # two block copies: 2.5 times faster than fancy indexing
 
 
-def _same_width(lines: list[str], width: int, rows: int) -> bool:
+def _same_width(lines: list[str], width: int, rows: int, first: int) -> bool:
     """Whether ``rows`` rows (the lines but blank ones) have ``width`` fields each, given that none has fewer
     (numpy refused those): their delimiters counted over the chunk's text, in C; when a field is quoted
     (a delimiter may be in it), each line read by the csv module, which numpy's reader agrees with."""
     text = "".join(lines)
     if '"' not in text:
         return text.count(",") == rows * (width - 1)
-    return all(len(row) in (0, width) for row in csv.reader(lines))
+    return all(len(row) in (0, width) for row in _csv_rows(lines, first))
+
+
+def _csv_rows(lines: Iterable[str], first: int) -> Iterator[list[str]]:
+    """The csv module's rows of a chunk whose first row is number ``first``; a field past its limit (the
+    stream's scan names it first: a safety net) is BadInput naming the row."""
+    rows = 0
+    try:
+        for row in csv.reader(lines):
+            rows += bool(row)
+            yield row
+    except csv.Error as e:
+        raise BadInput(_past_limit(first + rows, e)) from None
 
 
 def _read(lines: list[str] | Path, dtype: Any, usecols: Sequence[int] | None) -> npt.NDArray[Any]:
@@ -403,7 +454,7 @@ def _parse_lines(lines: list[str], lay: Layout, first: int) -> Chunk:
         )  # fmt: skip
     except ValueError:
         raise BadInput(_locate(lines, lay, first)) from None
-    if not _same_width(lines, len(lay.columns), len(features)):
+    if not _same_width(lines, len(lay.columns), len(features), first):
         raise BadInput(_locate(lines, lay, first))
     labels = np.char.strip(texts[:, 0])
     slices = {name: np.char.strip(texts[:, 1 + i]) for i, name in enumerate(lay.slices)}
@@ -414,7 +465,7 @@ def _locate(lines: list[str], lay: Layout, first: int) -> str:
     """The first row and column numpy could not read, in words (the fast reader says less)."""
     width = len(lay.columns)
     number = first - 1
-    for number, row in enumerate(csv.reader(io.StringIO("".join(lines))), first):
+    for number, row in enumerate(_csv_rows(io.StringIO("".join(lines)), first), first):
         if len(row) != width:
             return f"row {number} has {len(row)} fields, the header has {width}"
         for i in lay.features:

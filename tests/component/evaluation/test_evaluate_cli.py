@@ -283,6 +283,33 @@ def test_bad_holdouts_exit_2_naming_the_problem(
     assert expected in proc.stdout, proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (f'{H},label,region\n{X},0,north\n{X},1,"{"x" * 140_000}"\n',
+         "row 2: field larger than field limit (131072) (a quoted field left open?)"),
+        (f'{H},label,region\n{X},0,north\n{X},1,{"x" * 140_000}\n{X},0,"south"\n',
+         "row 2: field larger than field limit (131072) (a quoted field left open?)"),
+        (f'{H},label,region\n{X},0,north\n{X},1,"{"x" * 140_000}',
+         "row 2: a quoted field is not closed by the end of the file"),
+    ],
+)  # fmt: skip
+def test_a_slice_value_past_the_csv_field_limit_exits_2_naming_its_row(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel, content: str, expected: str
+) -> None:
+    """A slice column is read as text (by the csv module when the chunk holds a quote): a value past its field
+    limit was the csv module's own error, "the evaluation broke" (exit 3); the Job's compact report says so."""
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    log = tmp_path / "termination-log"
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", data, "--label", "label",
+                    "--slice", "region", "--termination-log", log)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout
+    assert expected in proc.stdout, proc.stdout
+    report = EvaluationReport.from_json(log.read_text())
+    assert report.problem == "badInput" and report.reason == f"bad input: {expected}"
+
+
 def test_quoted_fields_across_lines_a_bom_and_crlf_give_the_plain_files_report(
     tmp_path: Path, linear: BuiltModel, forest: BuiltModel
 ) -> None:

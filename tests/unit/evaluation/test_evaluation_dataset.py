@@ -681,3 +681,58 @@ def test_a_long_bad_value_is_quoted_in_part(tmp_path: Path) -> None:
         BadInput, match=rf"^row 2, column 'b': '{'z' * 100}'\.\.\. \(5,001 characters\) is not a number$"
     ):
         list(open_holdout(path, "csv", "y", []).chunks(numeric_labels=True))
+
+
+_LONG = "x" * 140_000  # past the csv module's field limit (131072 characters)
+_PAST_LIMIT = r"field larger than field limit \(131072\) \(a quoted field left open\?\)"
+
+
+@pytest.mark.parametrize(
+    ("content", "slices", "numeric", "words"),
+    [
+        (f'a,y,s\n1,0,"{_LONG}"\n', ["s"], (True, False), f"row 1: {_PAST_LIMIT}"),
+        (f'a,y,s\n1,0,2\n3,1,"{_LONG}"\n', ["s"], (True, False), f"row 2: {_PAST_LIMIT}"),
+        (f'a,y\n1,"{_LONG}"\n', [], (False,), f"row 1: {_PAST_LIMIT}"),
+        (f'a,y\n1,"{_LONG}', [], (True, False), "row 1: a quoted field is not closed by the end of the file"),
+        (f'a,y\n1,0\n2,"{_LONG}\n', [], (True, False), "row 2: a quoted field is not closed by the end of the file"),
+        (f'a,y\n1,{_LONG}\n2,"b"\n', [], (False,), f"row 1: {_PAST_LIMIT}"),
+        (f'a,y\n2,"b"\n1,{_LONG}\n', [], (False,), f"row 2: {_PAST_LIMIT}"),
+        (f'a,y\n{"1" * 140_000},0\n2,"1"\n', [], (False,), f"row 1: {_PAST_LIMIT}"),
+    ],
+)  # fmt: skip
+def test_a_field_past_the_csv_limit_is_named_by_its_row_whatever_the_chunks(
+    tmp_path: Path, content: str, slices: list[str], numeric: tuple[bool, ...], words: str
+) -> None:
+    """A field longer than the csv module's limit in a column read as text (a label or a slice), or in a chunk
+    the csv module reads, names its row (it raised the csv module's own error: "the evaluation broke", exit 3),
+    whether the chunk holds a quote or not (the answer must not depend on where chunks end); one still open
+    at the end of the file is named as open."""
+    path = tmp_path / "h.csv"
+    path.write_text(content)
+    for labels in numeric:
+        for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+            for chunk_rows in (1, 2, 3, 8192):
+                with pytest.raises(BadInput, match=f"^{words}$"):
+                    holdout = open_holdout(path, "csv", "y", slices, chunk_rows=chunk_rows, whole_file_max_bytes=limit)
+                    list(holdout.chunks(labels))
+
+
+def test_a_long_number_is_read_alike_in_chunks_of_any_size(tmp_path: Path) -> None:
+    """Every column a number: numpy reads a number of any length, and the csv module is never asked, so a
+    140,000-digit feature reads in chunks of any size, quotes or not (the same rows each time)."""
+    path = tmp_path / "h.csv"
+    path.write_text(f'a,y\n{"0" * 140_000}1,0\n2,"1"\n')
+    for limit in (dataset.WHOLE_FILE_MAX_BYTES, 0):
+        for chunk_rows in (1, 2, 8192):
+            holdout = open_holdout(path, "csv", "y", [], chunk_rows=chunk_rows, whole_file_max_bytes=limit)
+            chunks = list(holdout.chunks(True))
+            assert np.concatenate([c.features for c in chunks]).tolist() == [[1.0], [2.0]]
+            assert np.concatenate([c.labels for c in chunks]).tolist() == [0.0, 1.0]
+
+
+def test_ends_open_reads_quotes_as_the_csv_module_does() -> None:
+    for text, open_end in [
+        ('1,"x', True), ('1,"x""', True), ('1,"x"""', False), ('1,"a\nb"', False), ('1,"a"b,"', True),
+        ('1,4"5', False), ('1,"a"b"c', False), ("1,2\n", False), ('"', True), ("", False), ('1,"a\r\n', True),
+    ]:  # fmt: skip
+        assert dataset._ends_open(text) == open_end, text
