@@ -73,16 +73,17 @@ class _Columns:
             column.append(part)
         for name, texts in slices.items():
             known = self.slice_values[name]
-            values_here, inverse = np.unique(texts, return_inverse=True)
-            for value in values_here.tolist():
-                if value not in known:
+            values_here, first, inverse = np.unique(texts, return_index=True, return_inverse=True)
+            listed = values_here.tolist()
+            for value in (listed[i] for i in np.argsort(first)):  # in the order they appear (not sorted):
+                if value not in known:  # the report's order of slices does not depend on the chunks
                     if len(known) >= MAX_SLICE_VALUES:
                         raise BadInput(
                             f"slice column {name!r} has more than {MAX_SLICE_VALUES} values: slice by a "
                             "categorical column (a segment, a region, a device), not an identifier"
                         )
                     known[value] = len(known)
-            lookup = np.array([known[v] for v in values_here.tolist()], dtype=np.int8)
+            lookup = np.array([known[v] for v in listed], dtype=np.int8)
             self.slice_codes[name].append(lookup[inverse.reshape(-1)])
 
     def rows(self, metric: Metric) -> Rows:

@@ -11,7 +11,7 @@ from tests.support import holdouts, models
 
 from mlrollout_serving.contract.evaluation import EvaluateExit, EvaluationReport, EvaluationRequest
 from mlrollout_serving.evaluation import dataset
-from mlrollout_serving.evaluation.run import evaluate
+from mlrollout_serving.evaluation.run import _Columns, evaluate
 
 
 def _request(data: Path, metric: str, slices: tuple[str, ...] = ()) -> EvaluationRequest:
@@ -161,3 +161,18 @@ def test_a_row_longer_than_the_header_is_bad_input_whole_or_streamed(
         report = evaluate(request, tmp_path, chunk_rows=chunk_rows, clock=lambda: 0.0, whole_file_max_bytes=limit)
         assert report.exit_code == EvaluateExit.BAD_INPUT, (limit, chunk_rows)
         assert report.reason == f"bad input: row {max(row, 1)} has {fields} fields, the header has {fields - 1}"
+
+
+def test_slices_are_listed_in_the_order_their_values_appear_whatever_the_chunks() -> None:
+    """np.unique sorts a chunk's values: they were listed sorted within the first chunk, by appearance across
+    chunks, so the report's order of slice checks changed with the chunk size."""
+    texts = ["north", "east", "north", "south", "east"]
+    for sizes in ([5], [1] * 5, [2, 3]):
+        columns = _Columns(("region",))
+        start = 0
+        for size in sizes:
+            columns.add((np.zeros(size),), {"region": np.asarray(texts[start : start + size])})
+            start += size
+        index = columns.slice_index()
+        assert [name for name, _ in index] == ["region=north", "region=east", "region=south"], sizes
+        assert [rows.tolist() for _, rows in index] == [[0, 2], [1, 4], [3]], sizes
