@@ -380,6 +380,9 @@ class EvaluationRequest(_Wire):
         return self.baseline if self.baseline is not None else default_baseline(self.metric)
 
 
+CHECK_NAME_MAX: Final = 300  # a check's name, at most (a slice's: column=value, a long value cut)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Check(_Wire):
     """One comparison of the candidate: with stable (overall or on a slice) or with the trivial baseline.
@@ -403,7 +406,7 @@ class Check(_Wire):
     reason: str | None = None
 
     def _check(self) -> None:
-        _length(self.name, "name", 300)
+        _length(self.name, "name", CHECK_NAME_MAX)
         _within(self.rows, "rows", ge=0)
         _length(self.test, "test", 300)
         _length(self.reason, "reason", 1024)

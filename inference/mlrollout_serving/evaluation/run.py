@@ -4,6 +4,7 @@ compare, decide. The same function runs in the Job and behind ``mlrollout evalua
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mlrollout_serving.contract.evaluation import Check, EvaluationReport, EvaluationRequest
+from mlrollout_serving.contract.evaluation import CHECK_NAME_MAX, Check, EvaluationReport, EvaluationRequest
 from mlrollout_serving.evaluation import compare, dataset, fetching
 from mlrollout_serving.evaluation.errors import BadInput
 from mlrollout_serving.evaluation.metrics import METRICS, Metric, Rows, Settings, check_labels
@@ -100,8 +101,19 @@ class _Columns:
         for name, parts in self.slice_codes.items():
             codes = np.concatenate(parts)
             for value, code in self.slice_values[name].items():
-                out.append((f"{name}={value}", np.flatnonzero(codes == code)))
+                out.append((slice_check_name(name, value), np.flatnonzero(codes == code)))
         return out
+
+
+def slice_check_name(column: str, value: str) -> str:
+    """A slice's check name, ``column=value``, within a check name's :data:`CHECK_NAME_MAX` characters: a
+    longer value (a quoted one may span lines) shows its first characters, then ``…`` and the first 12 hex
+    digits of its sha256, so two long values never share a name (the column's name holds at most 256)."""
+    name = f"{column}={value}"
+    if len(name) <= CHECK_NAME_MAX:
+        return name
+    tail = f"… #{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    return f"{column}={value[: CHECK_NAME_MAX - len(column) - 1 - len(tail)]}{tail}"
 
 
 def _evaluate(

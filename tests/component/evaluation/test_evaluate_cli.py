@@ -310,6 +310,27 @@ def test_a_slice_value_past_the_csv_field_limit_exits_2_naming_its_row(
     assert report.problem == "badInput" and report.reason == f"bad input: {expected}"
 
 
+def test_slice_values_longer_than_a_check_name_are_compared_under_cut_names(
+    tmp_path: Path, linear: BuiltModel, forest: BuiltModel
+) -> None:
+    """Two slice values of 500 characters alike but for the last (one over two lines): a check name over 300
+    characters made the report invalid, "the evaluation broke" (exit 3). Now each value is compared under
+    its first characters and a digest; the termination message is written and valid."""
+    long = "r" * 500
+    region = [long + ("\na" if i % 2 else "b") for i in range(len(linear.holdout))]
+    data = holdouts.holdout_csv(tmp_path / "long.csv", linear, extra={"region": region})
+    log = tmp_path / "termination-log"
+    proc = evaluate("--stable", linear.path, "--candidate", forest.path, "--data", data, "--label", "label",
+                    "--slice", "region", "--json", "--termination-log", log)  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stdout
+    report = EvaluationReport.from_json(proc.stdout)
+    names = [check.name for check in report.checks if check.kind == "slice"]
+    assert len(names) == 2 and len(set(names)) == 2, names
+    for name in names:
+        assert len(name) == 300 and re.fullmatch(r"region=r+… #[0-9a-f]{12}", name), name
+    assert EvaluationReport.from_json(log.read_text()).verdict == report.verdict
+
+
 def test_quoted_fields_across_lines_a_bom_and_crlf_give_the_plain_files_report(
     tmp_path: Path, linear: BuiltModel, forest: BuiltModel
 ) -> None:

@@ -3,15 +3,16 @@ bad row far into the holdout is a bad input that names it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tests.support import holdouts, models
 
-from mlrollout_serving.contract.evaluation import EvaluateExit, EvaluationReport, EvaluationRequest
+from mlrollout_serving.contract.evaluation import CHECK_NAME_MAX, EvaluateExit, EvaluationReport, EvaluationRequest
 from mlrollout_serving.evaluation import dataset
-from mlrollout_serving.evaluation.run import _Columns, evaluate
+from mlrollout_serving.evaluation.run import _Columns, evaluate, slice_check_name
 
 
 def _request(data: Path, metric: str, slices: tuple[str, ...] = ()) -> EvaluationRequest:
@@ -161,6 +162,43 @@ def test_a_row_longer_than_the_header_is_bad_input_whole_or_streamed(
         report = evaluate(request, tmp_path, chunk_rows=chunk_rows, clock=lambda: 0.0, whole_file_max_bytes=limit)
         assert report.exit_code == EvaluateExit.BAD_INPUT, (limit, chunk_rows)
         assert report.reason == f"bad input: row {max(row, 1)} has {fields} fields, the header has {fields - 1}"
+
+
+def test_slice_check_names_keep_within_the_contracts_length() -> None:
+    """A name that fits is ``column=value``; a longer one keeps the value's first characters, then ``…`` and a
+    digest of the whole value: 300 characters, whatever the column's name (at most 256)."""
+    assert slice_check_name("segment", "north") == "segment=north"
+    assert slice_check_name("s", "v" * 298) == "s=" + "v" * 298
+    first, second = slice_check_name("s", "v" * 299), slice_check_name("s", "v" * 299 + "w")
+    assert first != second and len(first) == len(second) == CHECK_NAME_MAX
+    assert first.startswith("s=" + "v" * 100) and re.fullmatch(r"s=v+… #[0-9a-f]{12}", first)
+    column = "c" * 256
+    assert len(slice_check_name(column, "v" * 1000)) == CHECK_NAME_MAX
+    assert slice_check_name(column, "v" * 1000).startswith(column + "=v")
+
+
+def test_long_slice_values_are_compared_under_names_that_fit(wine_csv: Path, tmp_path: Path) -> None:
+    """Slice values of 400 and more characters (quoted, one over two lines), alike in their first 400: the
+    report is valid (a name over 300 characters was an EvaluationFormatError, exit 3), each value its own
+    check, named by its first characters and a digest, in any chunk size."""
+    long = "v" * 400
+    values = {"s0, a": long + "0", "s1, a": long + "\n1", "s2, a": "short"}
+    text = wine_csv.read_text()
+    for old, new in values.items():
+        text = text.replace(old, new)
+    data = tmp_path / "long.csv"
+    data.write_text(text)
+    request = _request(data, "accuracy", slices=("segment",))
+    whole = _report(request, tmp_path, 100_000)
+    assert whole.problem is None and whole.rows == 1500
+    names = [check.name for check in whole.checks if check.kind == "slice"]
+    assert sorted(names) == sorted(slice_check_name("segment", value) for value in values.values())
+    assert len(set(names)) == 3 and "segment=short" in names
+    assert all(len(name) <= CHECK_NAME_MAX for name in names)
+    assert EvaluationReport.from_json(whole.to_json()) == whole
+    assert len(whole.to_message()) <= 4096
+    for chunk_rows in (1, 97):
+        assert _report(request, tmp_path, chunk_rows) == whole
 
 
 def test_slices_are_listed_in_the_order_their_values_appear_whatever_the_chunks() -> None:
