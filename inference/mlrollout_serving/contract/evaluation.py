@@ -380,6 +380,7 @@ class EvaluationRequest(_Wire):
         return self.baseline if self.baseline is not None else default_baseline(self.metric)
 
 
+REASON_MAX: Final = 2048  # a report's reason, at most
 CHECK_NAME_MAX: Final = 300  # a check's name, at most (a slice's: column=value, a long value cut)
 
 
@@ -434,7 +435,7 @@ class EvaluationReport(_Wire):
     seconds: float | None = None
 
     def _check(self) -> None:
-        _length(self.reason, "reason", 2048)
+        _length(self.reason, "reason", REASON_MAX)
         _within(self.rows, "rows", ge=0)
         _within(self.omitted, "omitted", ge=0)
 

@@ -26,7 +26,7 @@ from mlrollout_serving.contract.evaluation import (
 from mlrollout_serving.contract.process import REGISTRY_URI_FLAG, REGISTRY_URI_HELP, registry_header
 from mlrollout_serving.contract.startup import LOG_FORMAT
 from mlrollout_serving.evaluation.dataset import whole_file_budget
-from mlrollout_serving.evaluation.run import evaluate
+from mlrollout_serving.evaluation.run import capped, evaluate
 from mlrollout_serving.evaluation.table import render
 
 log = logging.getLogger("mlrollout_serving.evaluation")
@@ -126,15 +126,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         request = request_from(ns, env)
     except ValueError as e:
-        report = EvaluationReport(verdict="inconclusive", problem="badInput", reason=f"bad input: {_problem(e)}")
+        reason = capped(f"bad input: {_problem(e)}")
+        report = EvaluationReport(verdict="inconclusive", problem="badInput", reason=reason)
     else:
         try:
             report = evaluate(request, work_dir, authorize=lambda url: registry_header(url, registry_uri, env),
                               whole_file_max_bytes=whole_file_budget())  # fmt: skip
         except Exception as e:  # a bug: say where, and never let the operator read a promotion into it
             log.exception("the evaluation broke")
-            report = EvaluationReport(verdict="inconclusive", problem="error", metric=request.metric,
-                                      reason=f"the evaluation broke: {type(e).__name__}: {_problem(e)}")  # fmt: skip
+            reason = capped(f"the evaluation broke: {type(e).__name__}: {_problem(e)}")  # a message may be long
+            report = EvaluationReport(verdict="inconclusive", problem="error", metric=request.metric, reason=reason)
     print(report.to_json() if ns.json else render(report), flush=True)
     if termination is not None:
         try:

@@ -14,7 +14,13 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mlrollout_serving.contract.evaluation import CHECK_NAME_MAX, Check, EvaluationReport, EvaluationRequest
+from mlrollout_serving.contract.evaluation import (
+    CHECK_NAME_MAX,
+    REASON_MAX,
+    Check,
+    EvaluationReport,
+    EvaluationRequest,
+)
 from mlrollout_serving.evaluation import compare, dataset, fetching
 from mlrollout_serving.evaluation.errors import BadInput
 from mlrollout_serving.evaluation.metrics import METRICS, Metric, Rows, Settings, check_labels
@@ -25,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MIN_SLICE_ROWS: Final = 20
 MAX_SLICE_VALUES: Final = 50
-_REASON_MAX: Final = 2048  # an EvaluationReport's reason, at most (contract.evaluation)
 
 
 def evaluate(
@@ -52,10 +57,14 @@ def evaluate(
             report = _evaluate(request, work_dir, chunk_rows, authorize, whole_file_max_bytes)
     except BadInput as e:
         log.error("bad input: %s", e)
-        reason = f"bad input: {e}"  # within the report's 2048 characters (a value a message quotes is cut already)
-        reason = reason if len(reason) <= _REASON_MAX else reason[: _REASON_MAX - 3] + "..."
+        reason = capped(f"bad input: {e}")  # (a value a message quotes is cut already)
         report = EvaluationReport(verdict="inconclusive", reason=reason, problem="badInput", metric=request.metric)
     return dataclasses.replace(report, seconds=round(clock() - started, 3))
+
+
+def capped(reason: str) -> str:
+    """``reason`` within a report's :data:`REASON_MAX` characters (cut, ``...`` at the end)."""
+    return reason if len(reason) <= REASON_MAX else reason[: REASON_MAX - 3] + "..."
 
 
 class _Columns:
