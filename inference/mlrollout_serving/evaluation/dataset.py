@@ -177,7 +177,7 @@ def _open_csv(path: Path, label: str, slices: Sequence[str], chunk_rows: int, wh
         lines = [handle.readline()]
         if '"' in lines[0]:
             _finish_rows(lines, handle, 0)  # a quoted name may hold a newline
-        header = next(csv.reader(lines), [])
+        header = next(_csv_rows(lines, 0), [])  # (0: "the header" past the field limit)
     except UnicodeDecodeError:
         handle.close()
         raise BadInput("the dataset is not UTF-8 text (is it a CSV? format: npz for numpy archives)") from None

@@ -698,6 +698,7 @@ _PAST_LIMIT = r"field larger than field limit \(131072\) \(a quoted field left o
         (f'a,y\n1,{_LONG}\n2,"b"\n', [], (False,), f"row 1: {_PAST_LIMIT}"),
         (f'a,y\n2,"b"\n1,{_LONG}\n', [], (False,), f"row 2: {_PAST_LIMIT}"),
         (f'a,y\n{"1" * 140_000},0\n2,"1"\n', [], (False,), f"row 1: {_PAST_LIMIT}"),
+        (f"{'h' * 140_000},y\n1,0\n", [], (True, False), f"the header: {_PAST_LIMIT}"),
     ],
 )  # fmt: skip
 def test_a_field_past_the_csv_limit_is_named_by_its_row_whatever_the_chunks(
