@@ -15,22 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.feedback_samples import KEY, NOW
+from tests.support.served_answers import Outputs, drawn_labels, server_answer, spec
 
 from mlrollout_serving.contract.feedback import MAX_ROWS, FeedbackKeys, seal_section, verify
 from mlrollout_serving.contract.predicted import Predicted, header_value, read_header
 from mlrollout_serving.gateway.feedback import Feedback, FeedbackConfig, Minted, predictions_of
-from mlrollout_serving.server.codec import encode_infer, predicted_header
-from mlrollout_serving.server.signature import DATATYPE_DTYPES, TensorSpec
 
 
 def _feedback(tmp_path: Any, max_rows: int = 4) -> Feedback:
     path = tmp_path / "keys"
     path.write_text(json.dumps({"3": base64.b64encode(KEY).decode()}))
     return Feedback(FeedbackConfig(str(path), replica=7, max_rows=max_rows))
-
-
-def _spec(name: str, datatype: str) -> TensorSpec:
-    return TensorSpec(name, datatype, np.dtype(DATATYPE_DTYPES[datatype]), (None,))
 
 
 def _both(feedback: Feedback, body: bytes, header: bytes | None) -> tuple[Any, Any]:
@@ -47,13 +42,6 @@ def _both(feedback: Feedback, body: bytes, header: bytes | None) -> tuple[Any, A
         assert minted is not None  # every row of these answers can be carried
         out.append((body_out, minted.id, minted.rows, minted.truncated))
     return out[0], out[1]
-
-
-def _answer(outputs: list[tuple[TensorSpec, np.ndarray[Any, Any], bool]]) -> tuple[bytes, bytes | None]:
-    """The model server's answer to these outputs, and its predictions header (as bytes), as app.py sends them."""
-    body = encode_infer("wine", "1", None, outputs).body
-    header = predicted_header(outputs)
-    return body, None if header is None else header.encode()
 
 
 _PROBS = st.lists(
@@ -81,25 +69,17 @@ def test_the_header_mints_the_token_reading_the_answer_mints(
 ) -> None:
     feedback = _feedback(tmp_path_factory.mktemp("k"))
     floats = "FP64" if fp64 else "FP32"
-    outputs: list[tuple[TensorSpec, np.ndarray[Any, Any], bool]] = []
+    outputs: Outputs = []
     if label_kind is not None and not regressor:
-        values = probs.draw(st.lists(st.integers(-1, 5), min_size=rows, max_size=rows))
-        labels: np.ndarray[Any, Any]
-        if label_kind == "BYTES":
-            labels = np.array([f"class \u00e9{v}".encode() for v in values], dtype=object)
-        elif label_kind == "BOOL":
-            labels = np.array([v > 1 for v in values])
-        else:
-            labels = np.array(values, dtype=np.int64)
-        outputs.append((_spec("label", label_kind), labels, False))
+        outputs.append((spec("label", label_kind), drawn_labels(probs, rows, label_kind), False))
     shape = (rows,) if regressor else (rows, width)
     size = rows if regressor else rows * width
     flat = probs.draw(st.lists(_PROBS.map(lambda x: x[0]), min_size=size, max_size=size))
     array = np.array(flat, dtype=np.float64 if fp64 else np.float32).reshape(shape)
     if fp64 and regressor:
         array[0] = 1e39  # beyond float32: carried as +Inf
-    outputs.append((_spec("probabilities", floats), array, False))
-    body, header = _answer(outputs)
+    outputs.append((spec("probabilities", floats), array, False))
+    body, header = server_answer(outputs)
     read, signed = _both(feedback, body, header)
     assert (header is None) == (read is None)  # the server sends one exactly when the answer can be read
     assert read == signed  # the same answer and the same id, byte for byte
@@ -110,11 +90,11 @@ def test_the_header_mints_the_token_reading_the_answer_mints(
 
 
 def test_the_wine_answer_is_signed_unread_and_identically(tmp_path: Any) -> None:
-    outputs: list[tuple[TensorSpec, np.ndarray[Any, Any], bool]] = [
-        (_spec("label", "INT64"), np.array([1], dtype=np.int64), False),
-        (_spec("probabilities", "FP32"), np.array([[0.1, 0.7, 0.2]], dtype=np.float32), False),
+    outputs: Outputs = [
+        (spec("label", "INT64"), np.array([1], dtype=np.int64), False),
+        (spec("probabilities", "FP32"), np.array([[0.1, 0.7, 0.2]], dtype=np.float32), False),
     ]
-    body, header = _answer(outputs)
+    body, header = server_answer(outputs)
     assert header is not None
     feedback = _feedback(tmp_path)
     read, signed = _both(feedback, body, header)
@@ -123,18 +103,18 @@ def test_the_wine_answer_is_signed_unread_and_identically(tmp_path: Any) -> None
     assert (token.predictions, token.class_count, token.mirrored, token.track) == (("1",), 3, True, "candidate")
 
 
-def test_rows_beyond_the_bound_are_cut_as_from_a_read_answer(tmp_path: Any) -> None:
+def test_rows_beyond_the_bound_are_cut_as_from_a_readserver_answer(tmp_path: Any) -> None:
     feedback = _feedback(tmp_path, max_rows=4)
     ints = np.array([0, 2, 1, 1, 0, 2], dtype=np.int64)
     for labels in (ints, np.array([b"a", b"bb", b"", b"c", b"d"], dtype=object)):
         datatype = "INT64" if labels.dtype != object else "BYTES"
-        outputs = [(_spec("label", datatype), labels, False)]
-        body, header = _answer(outputs)
+        outputs = [(spec("label", datatype), labels, False)]
+        body, header = server_answer(outputs)
         read, signed = _both(feedback, body, header)
         assert read is not None and read == signed and signed[2:] == (4, True)
         assert b'"feedback_rows":4' in signed[0]
-    regressor = [(_spec("value", "FP32"), np.arange(7, dtype=np.float32), False)]
-    read, signed = _both(feedback, *_answer(regressor))
+    regressor = [(spec("value", "FP32"), np.arange(7, dtype=np.float32), False)]
+    read, signed = _both(feedback, *server_answer(regressor))
     assert read is not None and read == signed and signed[2:] == (4, True)
 
 

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.feedback_samples import KEY, NOW
+from tests.support.served_answers import Outputs, drawn_labels, server_answer, spec
 
 from mlrollout_serving.contract.predicted import Predicted, header_value, read_predicted
 from mlrollout_serving.gateway.feedback import (
@@ -29,21 +30,6 @@ from mlrollout_serving.gateway.feedback import (
     predictions_of,
     shadow_predictions,
 )
-from mlrollout_serving.server.codec import encode_infer, predicted_header
-from mlrollout_serving.server.signature import DATATYPE_DTYPES, TensorSpec
-
-Outputs = list[tuple[TensorSpec, np.ndarray[Any, Any], bool]]
-
-
-def _spec(name: str, datatype: str) -> TensorSpec:
-    return TensorSpec(name, datatype, np.dtype(DATATYPE_DTYPES[datatype]), (None,))
-
-
-def _answer(outputs: Outputs) -> tuple[bytes, bytes | None]:
-    """The model server's answer to these outputs and its predictions header, as app.py sends them."""
-    body = encode_infer("m", "1", None, outputs).body
-    header = predicted_header(outputs)
-    return body, None if header is None else header.encode()
 
 
 def _exact(values: tuple[Any, ...] | None) -> list[tuple[str, Any]] | None:
@@ -76,22 +62,14 @@ def test_the_shadow_rows_from_the_header_are_the_rows_reading_gives(
 ) -> None:
     outputs: Outputs = []
     if label_kind is not None and not regressor:
-        ints = data.draw(st.lists(st.integers(-1, 5), min_size=rows, max_size=rows))
-        labels: np.ndarray[Any, Any]
-        if label_kind == "BYTES":
-            labels = np.array([f"class \u00e9{v}".encode() for v in ints], dtype=object)
-        elif label_kind == "BOOL":
-            labels = np.array([v > 1 for v in ints])
-        else:
-            labels = np.array(ints, dtype=np.int64)
-        outputs.append((_spec("label", label_kind), labels, False))
+        outputs.append((spec("label", label_kind), drawn_labels(data, rows, label_kind), False))
     shape = (rows,) if regressor else (rows, width)
     size = rows if regressor else rows * width
     flat = data.draw(st.lists(_FLOATS, min_size=size, max_size=size))
     with np.errstate(over="ignore"):  # 1e39 as float32 is inf: the server then answers null, as for NaN
         array = np.array(flat, dtype=np.float64 if fp64 else np.float32).reshape(shape)
-    outputs.append((_spec("y", "FP64" if fp64 else "FP32"), array, False))
-    body, header = _answer(outputs)
+    outputs.append((spec("y", "FP64" if fp64 else "FP32"), array, False))
+    body, header = server_answer(outputs)
     read = shadow_predictions(body, None)
     if header is None:  # the server sends none exactly when the answer shows no prediction
         assert read is None or read == ()
@@ -121,13 +99,13 @@ def test_a_label_pairs_the_same_whichever_way_the_shadow_answer_was_kept(tmp_pat
     """Two identical models in a shadow step, one of the pair's answers kept from its header and the other's
     twin read: the same pairs, and identical regressors tie on every row (both right)."""
     if regressor:
-        outputs: Outputs = [(_spec("y", "FP32"), np.array([0.1, 2.7, 1e6 / 3], dtype=np.float32), False)]
+        outputs: Outputs = [(spec("y", "FP32"), np.array([0.1, 2.7, 1e6 / 3], dtype=np.float32), False)]
         labels: list[Any] = [0.3, 2.0, 5.0]
     else:
         probs = np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], dtype=np.float32)
-        outputs = [(_spec("label", "INT64"), np.array([1, 0, 2]), False), (_spec("p", "FP32"), probs, False)]
+        outputs = [(spec("label", "INT64"), np.array([1, 0, 2]), False), (spec("p", "FP32"), probs, False)]
         labels = ["1", "2", "2"]
-    body, header = _answer(outputs)
+    body, header = server_answer(outputs)
     assert header is not None
     pairs = []
     for shadow_header in (header, None):
@@ -154,12 +132,12 @@ def test_a_rescued_answer_is_scored_on_the_tracks_own_answer_from_its_header_as_
     taken from its header give byte for byte the id reading it gives; a header that does not parse is
     ignored and the answer read."""
     if regressor:
-        outputs: Outputs = [(_spec("y", "FP64"), np.array([0.1, math.nan, 1e39]), False)]
+        outputs: Outputs = [(spec("y", "FP64"), np.array([0.1, math.nan, 1e39]), False)]
     else:
         probs = np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]], dtype=np.float32)
-        outputs = [(_spec("label", "INT64"), np.array([1, 0]), False), (_spec("p", "FP32"), probs, False)]
-    own, header = _answer(outputs)
-    served, _ = _answer([(_spec("label", "INT64"), np.array([2, 2]), False)])  # stable's answer, served
+        outputs = [(spec("label", "INT64"), np.array([1, 0]), False), (spec("p", "FP32"), probs, False)]
+    own, header = server_answer(outputs)
+    served, _ = server_answer([(spec("label", "INT64"), np.array([2, 2]), False)])  # stable's answer, served
     assert header is not None
     feedback = _feedback(tmp_path)
     assert feedback.minter is not None
