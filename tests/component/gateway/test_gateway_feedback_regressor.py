@@ -138,20 +138,7 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
         with run_prometheus(scrape, scrape_interval="1s") as prometheus:
             prometheus.wait_scraped(scrape, timeout=120)
             started = time.time()
-            samples, targets = diabetes_model.samples, diabetes_model.sample_targets
-            answers = []
-            for i in range(SHADOW_REQUESTS):
-                rows = [(i * SHADOW_ROWS_PER_REQUEST + k) % len(samples) for k in range(SHADOW_ROWS_PER_REQUEST)]
-                answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
-                assert answer.status == 200, answer.body
-                answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
-
-            wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= SHADOW_REQUESTS,
-                     what="every mirrored copy sent")  # fmt: skip
-            time.sleep(1.0)  # the shadow's last answers held for pairing
-            for feedback_id, truth in answers:
-                got = request(f"{gw.url}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
-                assert got.status == 202 and got.body == {"counted": SHADOW_ROWS_PER_REQUEST, "paired": True}, got.body
+            _label_in_shadow(gw.url, diabetes_model, SHADOW_REQUESTS, SHADOW_ROWS_PER_REQUEST)
             labelled = SHADOW_REQUESTS * SHADOW_ROWS_PER_REQUEST
             pairs = contract.GATEWAY_FEEDBACK_PAIRS.name
             prometheus.wait_for(f"sum({pairs})", lambda v: v is not None and v >= labelled, timeout=60)
@@ -182,6 +169,25 @@ def test_a_worse_regressor_in_shadow_fails_quality_on_its_paired_mae(
     assert harm.effect == pytest.approx(mae_candidate - mae_stable, rel=1e-6)
 
 
+def _label_in_shadow(gateway: str, model: BuiltModel, requests_made: int, rows_per_request: int) -> None:
+    """Send ``requests_made`` requests of ``rows_per_request`` rows through the gateway, wait until every one
+    was mirrored to the shadow and its answer held, then label every row with its true target: each label
+    counted and paired."""
+    samples, targets = model.samples, model.sample_targets
+    answers = []
+    for i in range(requests_made):
+        rows = [(i * rows_per_request + k) % len(samples) for k in range(rows_per_request)]
+        answer = request(f"{gateway}/v2/models/{MD}/infer", infer_body(samples[rows]))
+        assert answer.status == 200, answer.body
+        answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
+    wait_for(lambda: metric_sum(gateway, contract.GATEWAY_MIRRORED.name) >= requests_made,
+             what="every mirrored copy sent")  # fmt: skip
+    time.sleep(1.0)  # the shadow's last answers held for pairing
+    for feedback_id, truth in answers:
+        got = request(f"{gateway}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
+        assert got.status == 202 and got.body == {"counted": rows_per_request, "paired": True}, got.body
+
+
 def test_identical_regressors_in_shadow_tie_on_every_labelled_row(diabetes_model: BuiltModel, tmp_path: Path) -> None:
     """The same model as stable and as a 100 % shadow: each labelled row is a tie (``both_right``), never a
     win for either side. The shadow's answer is kept from its predictions header as float32, as the client's
@@ -189,19 +195,7 @@ def test_identical_regressors_in_shadow_tie_on_every_labelled_row(diabetes_model
     alone made nearly every row of two identical regressors a win for one side or the other)."""
     requests_made, rows_per_request = 40, 3
     with _shadowed(diabetes_model, diabetes_model, tmp_path) as (_, _, gw):
-        samples, targets = diabetes_model.samples, diabetes_model.sample_targets
-        answers = []
-        for i in range(requests_made):
-            rows = [(i * rows_per_request + k) % len(samples) for k in range(rows_per_request)]
-            answer = request(f"{gw.url}/v2/models/{MD}/infer", infer_body(samples[rows]))
-            assert answer.status == 200, answer.body
-            answers.append((answer.headers["x-mlrollout-feedback-id"], [float(targets[r]) for r in rows]))
-        wait_for(lambda: metric_sum(gw.url, contract.GATEWAY_MIRRORED.name) >= requests_made,
-                 what="every mirrored copy sent")  # fmt: skip
-        time.sleep(1.0)  # the shadow's last answers held for pairing
-        for feedback_id, truth in answers:
-            got = request(f"{gw.url}/v2/models/{MD}/feedback", {"feedback_id": feedback_id, "labels": truth})
-            assert got.status == 202 and got.body == {"counted": rows_per_request, "paired": True}, got.body
+        _label_in_shadow(gw.url, diabetes_model, requests_made, rows_per_request)
         pairs = Counter(
             {lab["result"]: value for name, lab, value in metric_samples(gw.url)
              if name == contract.GATEWAY_FEEDBACK_PAIRS.name and value}
