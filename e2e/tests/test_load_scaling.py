@@ -13,6 +13,7 @@ Given/When/Then in the docstring.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 from typing import Any
@@ -50,10 +51,14 @@ GATEWAY_AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "requestsPe
 POD_METRICS = (REQUESTS_PER_SECOND_METRIC, CONCURRENCY_METRIC)
 GATEWAY_POD_METRICS = (GATEWAY_REQUESTS_PER_SECOND_METRIC, GATEWAY_CONCURRENCY_METRIC)
 # One canary step that holds for the whole scenario: far more requests than the scenario sends, so it cannot
-# pass, and long enough that it does not run out. The verdict is not this scenario's subject: latency is left
-# out of it, since one candidate pod against a growing stable may well be slower while the HPA catches up, and
-# a rollback would end the canary this scenario is about.
-STEPS: list[dict[str, Any]] = [{"canary": {"weight": WEIGHT, "minRequests": 100000, "maxDuration": "10m"}}]
+# pass, and long enough that it does not run out (onInconclusive rolls back): longer than the waits before the
+# promotion can add up to at their limits (about 46 minutes with both load pods' starts; 10m could run out on
+# a slow but correct run). The verdict is not this scenario's subject: latency is left out of it, since one
+# candidate pod against a growing stable may well be slower while the HPA catches up, and a rollback would end
+# the canary this scenario is about.
+STEPS: list[dict[str, Any]] = [{"canary": {"weight": WEIGHT, "minRequests": 100000, "maxDuration": "1h"}}]
+# The operator's PromotionScalingUp Event (rollout/moves.py, `capacity_short`): the counts it compared.
+SCALING_UP = re.compile(r"\((\d+) of (\d+) pods ready\)")
 STEADY_RATE = 2
 SURGE_RATE = 30
 
@@ -250,15 +255,20 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     # HPA-chosen count, the route switches once that many of its pods are ready, and the HPA moves to it
     cluster.kubectl("mlrollout", "promote", MD, "--full", "-n", namespace)
     promote_at = time.monotonic()
+    # for the report only: a poll every second or two may miss status.promoting (the switch can follow within
+    # a couple of seconds), and the stable's count read here may be newer than the one the operator compared
+    # (the HPA can scale the old stable between the operator's read and its status write); what the operator
+    # compared is in its PromotionScalingUp Event, asserted below
     seen: dict[str, Any] = {"stable_before": after["stable"], "waiting": False}
 
     def promoted() -> dict[str, Any] | None:
+        stable_now = _replicas(platform, namespace, stable)[0]  # before status: not newer than a switch seen
         s = md_status(cluster, namespace)
-        c_spec, c_ready = _replicas(platform, namespace, candidate)
         if (s.get("stable") or {}).get("modelVersion") != "v2":
-            seen["stable_before"] = _replicas(platform, namespace, stable)[0]  # the HPA may still move it
+            seen["stable_before"] = stable_now
             seen["waiting"] = seen["waiting"] or s.get("promoting") is not None
             return None
+        c_spec, c_ready = _replicas(platform, namespace, candidate)  # read after the switch was seen
         return {"status": s, "ready": c_ready, "spec": c_spec, "seconds": time.monotonic() - promote_at}
 
     switched = stack.wait_until("v2 promoted once it runs the stable's pods", promoted, 300, 1)
@@ -271,6 +281,9 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     waited = [e["message"] for e in json.loads(
         cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
         if e.get("reason") == "PromotionScalingUp"]  # fmt: skip
+    # (candidate pods ready, stable pods) as the operator compared them when it decided to wait; it emits the
+    # Event only after the status write that set status.promoting succeeded (controller/reconcile.py _commit)
+    compared = [(int(m[1]), int(m[2])) for m in (SCALING_UP.search(w) for w in waited) if m]
     surge = stack.stop_loadgen(cluster, namespace, name="surge")
     steady = stack.stop_loadgen(cluster, namespace, name="steady")
     events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
@@ -315,11 +328,20 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     report(
         "promotion hand-over under the hpa",
         f"promote --full {after['candidate']} candidate pods of {seen['stable_before']} stable; switched after "
-        f"{switched['seconds']:.0f}s with {switched['ready']} of its pods ready; waited: {waited}; "
+        f"{switched['seconds']:.0f}s with {switched['ready']} of its pods ready; waited: {waited} "
+        f"(status.promoting {'seen' if seen['waiting'] else 'not seen'} by the poll); "
         f"HPA now targets {retarget['spec']['scaleTargetRef']['name']}",
     )
-    assert waited and seen["waiting"], (waited, seen)  # it did wait: the candidate ran fewer pods at the decision
-    assert switched["ready"] >= seen["stable_before"], (switched, seen)  # no dip in ready capacity at the switch
+    # it did wait (status.promoting, the Event): the candidate ran fewer ready pods than the stable at the decision
+    assert compared and len(compared) == len(waited), (waited, seen)
+    assert all(have < need for have, need in compared), (waited, seen)
+    # ... and it compared against the stable's HPA-chosen count (the HPA only raised it since `after`)
+    assert all(need >= after["stable"] for _, need in compared), (waited, after)
+    # no dip in ready capacity at the switch: the candidate grew to the stable's count before it took all traffic.
+    # The operator compares against the stable's count at each pass, which the surge's HPA only raises (its
+    # scale-down waits 5 minutes), so at the switch it had at least the count of the decision; afterwards it
+    # never runs fewer (the relabelling roll of the new stable surges, maxUnavailable 0)
+    assert all(switched["ready"] >= need for _, need in compared), (switched, waited, seen)
     assert "PromotedBelowCapacity" not in json.dumps(events)
     for load in (steady, surge):
         assert load["failed"] == 0, load
