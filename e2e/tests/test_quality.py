@@ -194,7 +194,9 @@ def test_offline_evaluation_fails_a_worse_candidate_before_any_traffic_and_passe
                 cluster, namespace, "v2")[1])))  # fmt: skip
         return st if kind == "shadow" else None
 
-    st = stack.wait_until("v2 to pass the evaluation and start shadow", shadowing, 600, 2)
+    # polled every half second: the evaluate step can end within a few seconds (9 s from the apply to shadow
+    # measured, pod starts included), and `phases` must see it at least once
+    st = stack.wait_until("v2 to pass the evaluation and start shadow", shadowing, 600, 0.5)
     passed_in = time.monotonic() - started
     ev = st.get("lastEvaluation") or {}
     assert ev.get("phase") == "Passed" and entry_in(st, "v2") is None, (ev, st.get("history"))
