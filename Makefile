@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The e2e tier runs last, on a fresh local cluster with a node that is purged afterwards (docs/testing.md).
+# --tb=short: a failure prints its failing line and E lines, not the whole test (CI keeps only part of the log).
 test: deps venv lint cluster-build argocd-build traefik-build
-	$(BIN)/pytest tests/unit tests/component tests/cluster
+	$(BIN)/pytest --tb=short tests/unit tests/component tests/cluster
 	@MLROLLOUT_STATE=$(E2E_TEST_STATE) bash e2e/tests/run --local --fresh
 
 test-unit: venv argocd-build
