@@ -24,10 +24,17 @@ horizon would give): the pairs at a horizon inside a tenth are a hypergeometric 
   alpha)``);
 - A/A over 60 looks: labels at once, 5 looks late, and each label 0 to 5 looks late at random (tenths of a
   look, uniform; the order within each tenth uniform), at the operator's looks;
-- ``--design-seed``: the horizons and spending are chosen on other draws (a search on the rows with labels
-  at once), then measured on the bench's.
+- ``--design-seed``: the horizons and spending are chosen on other draws (``search``: the rows with labels
+  at once, designs compared at ``SEARCH_POWER``), one design per kind (``KINDS``), then measured on the
+  bench's; ``row_horizon_r`` and ``row_horizon_avg`` name the designs chosen for the randomised and the
+  averaged test, each measured every way (``_randomised``, ``_and_ours`` suffixes).
 
-Usage: ``python bench/quality_row_horizon.py [--runs N]``; writes ``bench/results/quality-row-horizon.json``.
+Only the shadow rows: the canary's version (``row_horizon.spend_steps`` with hypergeometric steps) is not
+simulated here.
+
+Usage: ``python bench/quality_row_horizon.py [--runs N] [--design-runs N] [--null-runs N]``; writes
+``bench/results/quality-row-horizon.json``; ``--more-null N`` adds N more A/A rollouts (other streams) for
+the designs saved there.
 """
 
 from __future__ import annotations
@@ -297,16 +304,28 @@ def exact_sizes(alpha: float, designs: dict[str, Design], seed: int) -> list[dic
     return out
 
 
+SEARCH_POWER = 0.93
+"""The power at which designs are compared in the search (over the oracle's rows at 90 %): a design fitted to
+reach exactly 90 % at a horizon on the design draws reaches it on other draws in only half of them (a first
+search at 90 % chose such designs, and on the bench's draws they never reached 90 % on some rows)."""
+KINDS = {"row_horizon": (False, False), "row_horizon_r": (True, False), "row_horizon_avg": (False, True)}
+"""The designs searched for: deterministic alone, randomised alone, deterministic at ``GS_WEIGHT`` of alpha
+averaged with the mixture (randomised, averaged: each measured on the bench's draws both ways)."""
+
+
 def search(runs: int, seed: int, alpha: float) -> tuple[dict[str, Design], list[dict[str, Any]]]:
-    """Designs tried on the design seed's draws (labels at once): the worst ratio over the three rows of each,
-    deterministic and randomised; the best of each kind is measured on the bench's draws."""
+    """Designs tried on the design seed's draws (labels at once): the worst ratio over the three rows of each
+    at ``SEARCH_POWER``, for each of ``KINDS``; the best of each kind is measured on the bench's draws."""
+    bar = math.log(1 / alpha)
     order = np.random.default_rng([seed, 56])
     data = {}
     for effect in EFFECTS:
         looks = LOOKS_FOR[effect]
         counts = simulate_counts("shadow", effect, 0, runs, accuracy_rng(seed, "shadow", 0, effect), looks)
-        oracle = rows_at_power(umpu_power(counts["against"], counts["events"], counts["share"], alpha), 0)
-        data[effect] = (arrivals(counts), oracle, counts["against"].shape[1])
+        k, n, share = counts["against"], counts["events"], counts["share"]
+        oracle = rows_at_power(umpu_power(k, n, share, alpha), 0)
+        ours = grid_log_e(k, n, share, beta_log_e(k, n, share), mixture_of("shadow")) + math.log(1 - GS_WEIGHT) >= bar
+        data[effect] = (arrivals(counts), oracle, k.shape[1], ours)
     # a tenth of a look is 180 labelled rows: horizons a little below its multiples are passed by then
     firsts, seconds, thirds = (290, 310, 330), (2150, 2300, 2450, 2600), (9500, 10300, 11000, 11500)
     splits = [(f1, f2) for f1 in (0.3, 0.4, 0.5) for f2 in (0.2, 0.3, 0.4)]
@@ -315,20 +334,22 @@ def search(runs: int, seed: int, alpha: float) -> tuple[dict[str, Design], list[
         horizons = (h1, 500, h2, h3) if extra else (h1, h2, h3)
         shares = (0.8 * f1, f1, f1 + f2, 1.0) if extra else (f1, f1 + f2, 1.0)
         entry: dict[str, Any] = {"horizons": horizons, "shares": shares}
-        for randomise in (False, True):
+        for kind, (randomise, averaged) in KINDS.items():
             ratios = {}
-            for effect, ((rows, a, b), oracle, subs) in data.items():
-                where, d, k = at_horizons(rows, a, b, horizons, order)
-                fired = fired_row_horizon(where, d, k, subs, [alpha * s for s in shares], randomise, order)
-                ratios[f"{-effect * 100:+.0f}"] = _ratio(fired.mean(axis=0), 0, oracle) or math.inf
-            kind = "randomised" if randomise else "deterministic"
+            for effect, ((rows, a, b), oracle, subs, ours) in data.items():
+                where, d, kk = at_horizons(rows, a, b, horizons, order)
+                level = GS_WEIGHT * alpha if averaged else alpha
+                fired = fired_row_horizon(where, d, kk, subs, [level * s for s in shares], randomise, order)
+                curve = (fired | ours if averaged else fired).mean(axis=0)
+                got = rows_at_power(curve, 0, SEARCH_POWER)
+                ratios[f"{-effect * 100:+.0f}"] = got / oracle if got is not None and oracle else math.inf
             entry[f"{kind}_ratios"], entry[f"{kind}_worst"] = ratios, max(ratios.values())
         tried.append(entry)
     designs: dict[str, Design] = {}
     top = []
-    for kind, name in (("deterministic", "row_horizon"), ("randomised", "row_horizon_r")):
+    for kind in KINDS:
         tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
-        designs[name] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
+        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
         top += [{"objective": kind, **t} for t in tried[:10]]
     return designs, top
 
@@ -338,12 +359,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--seed", type=int, default=20261126)
     p.add_argument("--design-seed", type=int, default=20261127)
-    p.add_argument("--design-runs", type=int, default=300)
+    p.add_argument("--design-runs", type=int, default=400)
     p.add_argument("--null-runs", type=int, default=2000)
-    p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--output", type=Path, default=None)
+    p.add_argument(
+        "--more-null", type=int, default=0, help="only: A/A for the designs in the results file, this many runs more"
+    )
     args = p.parse_args(argv)
     started, cpu0, load0 = datetime.now(UTC), time.process_time(), os.getloadavg()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
+    output = args.output or RESULTS
+    if args.more_null:  # other streams (seed + 1000) than the first A/A rows
+        saved = json.loads(output.read_text())
+        chosen = {name: (tuple(h), tuple(s)) for name, (h, s) in saved["designs"].items()}
+        more = null_rows(args.more_null, args.seed + 1000, alpha, chosen)
+        saved["more_null_rows"] = {"runs": args.more_null, "seed": args.seed + 1000, "rows": more,
+                                   "started_utc": started.isoformat(timespec="seconds"),
+                                   "cpu_seconds": round(time.process_time() - cpu0, 1),
+                                   "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
+        output.write_text(json.dumps(saved, indent=2) + "\n")
+        for r in more:
+            print(r)
+        return 0
     designs, tried = search(args.design_runs, args.design_seed, alpha)
     rows = power_rows(args.runs, args.seed, alpha, designs)
     nulls = null_rows(args.null_runs, args.seed, alpha, designs)
@@ -359,10 +396,10 @@ def main(argv: list[str] | None = None) -> int:
             "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "cpu_seconds": round(time.process_time() - cpu0, 1), "user_cpu": usage.ru_utime,
             "load_before": load0, "load_after": os.getloadavg(), "designs": designs}  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     out = {**meta, "search_top": tried, "rows": rows, "null_rows": nulls, "exact_sizes": sizes,
            "pair_horizon_same_draws": pair}  # fmt: skip
-    args.output.write_text(json.dumps(out, indent=2) + "\n")
+    output.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(meta, indent=1))
     for r in rows + nulls:
         print(r)

@@ -44,15 +44,26 @@ def spend(discordant: Sequence[int], allowance: Sequence[float], randomise: bool
     horizon, so it can be computed when the horizon is passed."""
     if len(discordant) != len(allowance):
         raise ValueError("one allowance per horizon")
-    dist: Array = np.array([1.0])  # P(K = k, not rejected yet), k = 0..D
-    before, spent, out = 0, 0.0, []
-    for d, limit in zip(discordant, allowance, strict=True):
+    steps, before = [], 0
+    for d in discordant:
         if d < before:
             raise ValueError("the discordant pairs cannot decrease")
-        if d > before:
-            dist = np.convolve(dist, stats.binom.pmf(np.arange(d - before + 1), d - before, 0.5))
+        steps.append(stats.binom.pmf(np.arange(d - before + 1), d - before, 0.5))
         before = d
-        tail = np.concatenate([np.cumsum(dist[::-1])[::-1], [0.0]])  # tail[c] = P(K >= c, not rejected)
+    return spend_steps(steps, allowance, randomise)
+
+
+def spend_steps(steps: Sequence[Array], allowance: Sequence[float], randomise: bool = False) -> list[Boundary]:
+    """:func:`spend` for any null law of the increments of the count between horizons, given what the test
+    conditions on (``steps[j]``: the pmf of the increment up to horizon ``j``, from 0): in shadow
+    Binomial(new discordant pairs, 1/2); in an unpaired canary step the candidate's share of the new wrong
+    labelled rows, hypergeometric given each track's new labelled rows and the new wrong ones."""
+    dist: Array = np.array([1.0])  # P(count = k, not rejected yet)
+    spent, out = 0.0, []
+    for step, limit in zip(steps, allowance, strict=True):
+        if step.size > 1:
+            dist = np.convolve(dist, step)
+        tail = np.concatenate([np.cumsum(dist[::-1])[::-1], [0.0]])  # tail[c] = P(count >= c, not rejected)
         c = int(np.nonzero(spent + tail <= limit + 1e-15)[0][0])
         gamma = 0.0
         if randomise and c > 0 and dist[c - 1] > 0:
