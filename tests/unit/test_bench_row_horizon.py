@@ -4,11 +4,13 @@ discordant pairs at each horizon never exceeding the allowance spent by then."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
+import numpy as np
 import pytest
-from bench.row_horizon import brute_force_size, rejects, spend
+from bench.row_horizon import brute_force_size, rejects, spend, spend_steps
 from scipy import stats
 
 ALPHA = 0.0125
@@ -73,3 +75,32 @@ def test_rejects_reports_the_first_horizon_over_its_boundary() -> None:
 def test_decreasing_pairs_are_refused() -> None:
     with pytest.raises(ValueError, match="decrease"):
         spend([5, 3], [0.01, ALPHA])
+
+
+@pytest.mark.parametrize("randomise", [False, True])
+def test_hypergeometric_steps_match_enumerating_the_wrong_rows(randomise: bool) -> None:
+    """:func:`spend_steps` with the unpaired increments (the candidate's wrong rows among a batch's wrong rows,
+    hypergeometric given each track's rows): its spent size equals the rejection probability over every
+    equally likely placement of each batch's wrong rows."""
+    batches = [(8, 3, 4), (6, 2, 3), (7, 3, 5)]  # (labelled rows, the candidate's, wrong) new in each batch
+    allowance = [0.02, 0.05, 0.1]
+    steps = [stats.hypergeom.pmf(np.arange(min(c, w) + 1), n, c, w) for n, c, w in batches]
+    bounds = spend_steps(steps, allowance, randomise)
+    placements = [
+        [sum(1 for i in wrong if i < c) for wrong in itertools.combinations(range(n), w)] for n, c, w in batches
+    ]
+    total, count = 0.0, 0
+    for path in itertools.product(*placements):
+        alive, k = 1.0, 0
+        for b, step in zip(bounds, path, strict=True):
+            k += step
+            if k >= b.at_least:
+                alive = 0.0
+                break
+            if k == b.at_least - 1:
+                alive *= 1.0 - b.gamma
+        total, count = total + 1.0 - alive, count + 1
+    assert math.isclose(bounds[-1].spent, total / count, rel_tol=1e-9)
+    assert total / count <= allowance[-1] + 1e-12
+    if randomise:
+        assert math.isclose(total / count, allowance[-1], rel_tol=1e-9)
