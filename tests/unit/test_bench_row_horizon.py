@@ -1,0 +1,106 @@
+"""bench/row_horizon.py: the conditional error-spending boundaries of the labelled-row horizon McNemar test
+(bench/quality_row_horizon.py, issue #14's 1.5x goal). Its validity rests on the conditional size given the
+discordant pairs at each horizon never exceeding the allowance spent by then."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+from bench.row_horizon import brute_force_size, rejects, spend, spend_steps
+from scipy import stats
+
+ALPHA = 0.0125
+
+
+@pytest.mark.parametrize("randomise", [False, True])
+@pytest.mark.parametrize(
+    ("discordant", "shares"),
+    [([3, 9, 16], (0.4, 0.7, 1.0)), ([0, 5, 14], (0.5, 0.5, 1.0)), ([6, 6, 12], (0.2, 0.9, 1.0)), ([15], (1.0,))],
+)
+def test_the_bookkeeping_matches_enumerating_every_way_the_pairs_go(
+    discordant: list[int], shares: tuple[float, ...], randomise: bool
+) -> None:
+    """The spent size :func:`spend` reports equals the rejection probability over all 2**D fair-coin paths,
+    and stays within alpha; randomised, it spends alpha exactly."""
+    allowance = [ALPHA * s for s in shares]
+    bounds = spend(discordant, allowance, randomise)
+    enumerated = brute_force_size(discordant, allowance, randomise)
+    assert math.isclose(bounds[-1].spent, enumerated, rel_tol=1e-9, abs_tol=1e-15)
+    assert enumerated <= ALPHA + 1e-15
+    for b, limit in zip(bounds, allowance, strict=True):
+        assert b.spent <= limit + 1e-15
+    if randomise:
+        assert math.isclose(enumerated, ALPHA, rel_tol=1e-9)
+
+
+def test_one_horizon_is_the_fixed_sample_binomial_test() -> None:
+    """With one horizon the deterministic boundary is the one-sided exact binomial test's critical value at
+    alpha (the oracle's, without its randomisation)."""
+    for d in (10, 18, 57, 145, 568):
+        (b,) = spend([d], [ALPHA])
+        assert b.at_least == int(stats.binom.isf(ALPHA, d, 0.5)) + 1
+        assert stats.binom.sf(b.at_least - 1, d, 0.5) <= ALPHA < stats.binom.sf(b.at_least - 2, d, 0.5)
+
+
+def test_random_discordant_sequences_never_exceed_their_allowances() -> None:
+    """Conditional size at most each cumulative allowance for 200 random D sequences (up to 700 pairs), and
+    the unspent share of a horizon carried forward (a later boundary is never stricter than spending its own
+    share alone would make it)."""
+    rng = random.Random(14)
+    for _ in range(200):
+        steps = [rng.randint(0, 250) for _ in range(rng.randint(1, 4))]
+        discordant = [sum(steps[: i + 1]) for i in range(len(steps))]
+        shares = [*sorted(rng.uniform(0.05, 1.0) for _ in steps[:-1]), 1.0]
+        allowance = [ALPHA * s for s in shares]
+        for randomise in (False, True):
+            bounds = spend(discordant, allowance, randomise)
+            for b, limit in zip(bounds, allowance, strict=True):
+                assert b.spent <= limit * (1 + 1e-9) + 1e-15
+            if randomise and discordant[-1] > 0:
+                assert math.isclose(bounds[-1].spent, ALPHA, rel_tol=1e-6)
+
+
+def test_rejects_reports_the_first_horizon_over_its_boundary() -> None:
+    bounds = spend([20, 60, 200], [0.004, 0.008, ALPHA])
+    at = [b.at_least for b in bounds]
+    assert rejects(bounds, [at[0] - 1, at[1], 0], [0.99, 0.99, 0.99]) == 1
+    assert rejects(bounds, [at[0], 0, 0], [0.99, 0.99, 0.99]) == 0
+    assert rejects(bounds, [0, 0, at[2] - 1], [0.99, 0.99, 0.99]) is None
+
+
+def test_decreasing_pairs_are_refused() -> None:
+    with pytest.raises(ValueError, match="decrease"):
+        spend([5, 3], [0.01, ALPHA])
+
+
+@pytest.mark.parametrize("randomise", [False, True])
+def test_hypergeometric_steps_match_enumerating_the_wrong_rows(randomise: bool) -> None:
+    """:func:`spend_steps` with the unpaired increments (the candidate's wrong rows among a batch's wrong rows,
+    hypergeometric given each track's rows): its spent size equals the rejection probability over every
+    equally likely placement of each batch's wrong rows."""
+    batches = [(8, 3, 4), (6, 2, 3), (7, 3, 5)]  # (labelled rows, the candidate's, wrong) new in each batch
+    allowance = [0.02, 0.05, 0.1]
+    steps = [stats.hypergeom.pmf(np.arange(min(c, w) + 1), n, c, w) for n, c, w in batches]
+    bounds = spend_steps(steps, allowance, randomise)
+    placements = [
+        [sum(1 for i in wrong if i < c) for wrong in itertools.combinations(range(n), w)] for n, c, w in batches
+    ]
+    total, count = 0.0, 0
+    for path in itertools.product(*placements):
+        alive, k = 1.0, 0
+        for b, step in zip(bounds, path, strict=True):
+            k += step
+            if k >= b.at_least:
+                alive = 0.0
+                break
+            if k == b.at_least - 1:
+                alive *= 1.0 - b.gamma
+        total, count = total + 1.0 - alive, count + 1
+    assert math.isclose(bounds[-1].spent, total / count, rel_tol=1e-9)
+    assert total / count <= allowance[-1] + 1e-12
+    if randomise:
+        assert math.isclose(total / count, allowance[-1], rel_tol=1e-9)
