@@ -19,12 +19,14 @@ exactly (the oracle's randomised test does the same); unspent allowance (discret
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
+from scipy.special import gammaln
 
 Array = npt.NDArray[np.float64]
 
@@ -101,3 +103,81 @@ def brute_force_size(discordant: Sequence[int], allowance: Sequence[float], rand
                 alive *= 1.0 - b.gamma
         total += (1.0 - alive) / 2 ** discordant[-1]
     return total
+
+
+def _hypergeometric_window(rows: int, candidate: int, wrong: int, width: float) -> tuple[int, Array, float]:
+    """The pmf of the candidate's share of ``wrong`` rows among ``rows``, ``candidate`` of them the candidate's
+    (hypergeometric), on its mean +- ``width`` standard deviations only: (the lowest count kept, the pmf there,
+    a bound on the mass left out). The pmf is log-concave, so each left-out tail is at most its first term over
+    one minus the ratio of that term to the kept edge (the ratios of successive terms only shrink outwards)."""
+    lo_full, hi_full = max(0, wrong - (rows - candidate)), min(candidate, wrong)
+    if rows == 0 or wrong == 0:
+        return 0, np.array([1.0]), 0.0
+    p = candidate / rows
+    mean = wrong * p
+    sd = math.sqrt(wrong * p * (1 - p) * (rows - wrong) / max(rows - 1, 1))
+    lo = max(lo_full, math.floor(mean - width * sd - 1))
+    hi = min(hi_full, math.ceil(mean + width * sd + 1))
+    ks = np.arange(lo - 1, hi + 2, dtype=np.float64)
+    log_pmf = _log_choose(candidate, ks) + _log_choose(rows - candidate, wrong - ks) - float(_log_choose(rows, wrong))
+    pmf: Array = np.exp(log_pmf)
+    left_out = 0.0
+    if lo > lo_full:  # the first term below, and the ratio of successive terms there (below 1)
+        ratio = pmf[0] / pmf[1]
+        left_out += float(pmf[0] / (1 - ratio)) if ratio < 1 else 1.0
+    if hi < hi_full:
+        ratio = pmf[-1] / pmf[-2]
+        left_out += float(pmf[-1] / (1 - ratio)) if ratio < 1 else 1.0
+    return lo, pmf[1:-1], left_out
+
+
+def _log_choose(n: int, k: Array | int) -> Array:
+    k_arr = np.asarray(k, dtype=np.float64)
+    out: Array = np.where(
+        (k_arr >= 0) & (k_arr <= n), gammaln(n + 1) - gammaln(k_arr + 1) - gammaln(n - k_arr + 1), -np.inf
+    )
+    return out
+
+
+def spend_hypergeometric(
+    rows: Sequence[int],
+    candidate: Sequence[int],
+    wrong: Sequence[int],
+    allowance: Sequence[float],
+    randomise: bool = False,
+    width: float = 12.0,
+) -> list[Boundary]:
+    """:func:`spend_steps` for an unpaired canary given, at each horizon, the labelled rows, the candidate's
+    labelled rows and the wrong labelled rows so far (each nondecreasing): the candidate's new wrong rows
+    between horizons are hypergeometric under the null. Fast for large counts: each step's pmf is kept only
+    within ``width`` standard deviations of its mean (the count is tracked with an offset), and a bound on
+    the mass left out is counted as spent (as if every path through it rejected), so each ``spent`` is at
+    least the conditional probability of having rejected by then, and within the allowance unless the mass
+    left out alone exceeds it (then nothing more is rejected; at 12 standard deviations it is below 1e-25)."""
+    if not len(rows) == len(candidate) == len(wrong) == len(allowance):
+        raise ValueError("one count of each kind and one allowance per horizon")
+    dist: Array = np.array([1.0])  # P(count = offset + i, not rejected yet)
+    offset, spent, out = 0, 0.0, []
+    before = (0, 0, 0)
+    for n, c, w, limit in zip(rows, candidate, wrong, allowance, strict=True):
+        dn, dc, dw = n - before[0], c - before[1], w - before[2]
+        if min(dn, dc, dw) < 0 or dc > dn or dw > dn:
+            raise ValueError("the counts cannot decrease, nor the new candidate's or wrong rows exceed the new rows")
+        before = (n, c, w)
+        lo, step, left_out = _hypergeometric_window(dn, dc, dw, width)
+        spent += left_out
+        if step.size > 1:
+            dist = np.convolve(dist, step)
+        offset += lo
+        tail = np.concatenate([np.cumsum(dist[::-1])[::-1], [0.0]])
+        within = np.nonzero(spent + tail <= limit + 1e-15)[0]
+        i = int(within[0]) if within.size else dist.size  # left-out mass over the allowance: no rejection
+        gamma = 0.0
+        if randomise and within.size and i > 0 and dist[i - 1] > 0:
+            gamma = float(min(max((limit - spent - tail[i]) / dist[i - 1], 0.0), 1.0))
+        spent += float(tail[i]) + gamma * float(dist[i - 1] if i > 0 else 0.0)
+        dist[i:] = 0.0
+        if i > 0:
+            dist[i - 1] *= 1.0 - gamma
+        out.append(Boundary(offset + i, gamma, spent))
+    return out

@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 import pytest
-from bench.row_horizon import brute_force_size, rejects, spend, spend_steps
+from bench.row_horizon import Boundary, brute_force_size, rejects, spend, spend_hypergeometric, spend_steps
 from scipy import stats
 
 ALPHA = 0.0125
@@ -104,3 +104,74 @@ def test_hypergeometric_steps_match_enumerating_the_wrong_rows(randomise: bool) 
     assert total / count <= allowance[-1] + 1e-12
     if randomise:
         assert math.isclose(total / count, allowance[-1], rel_tol=1e-9)
+
+
+def _steps(rows: list[int], candidate: list[int], wrong: list[int]) -> list[np.ndarray]:
+    """The full hypergeometric pmfs of the candidate's new wrong rows between horizons (from 0)."""
+    out = []
+    for n, c, w in zip(np.diff(rows, prepend=0), np.diff(candidate, prepend=0), np.diff(wrong, prepend=0), strict=True):
+        out.append(stats.hypergeom.pmf(np.arange(min(c, w) + 1), n, c, w))
+    return out
+
+
+def _size(bounds: list[Boundary], steps: list[np.ndarray]) -> float:
+    """The conditional probability under the null that ``bounds`` reject, on the full pmfs."""
+    dist, rejected = np.array([1.0]), 0.0
+    for b, step in zip(bounds, steps, strict=True):
+        dist = np.convolve(dist, step)
+        rejected += float(dist[b.at_least :].sum())
+        dist[b.at_least :] = 0.0
+        if 0 < b.at_least <= dist.size:
+            rejected += b.gamma * float(dist[b.at_least - 1])
+            dist[b.at_least - 1] *= 1.0 - b.gamma
+    return rejected
+
+
+@pytest.mark.parametrize("randomise", [False, True])
+def test_windowed_hypergeometric_spending_matches_the_full_pmfs(randomise: bool) -> None:
+    """:func:`spend_hypergeometric` (each step's pmf kept within 12 standard deviations, with an offset) gives
+    the boundaries :func:`spend_steps` gives on the full pmfs, for canary-sized counts."""
+    rng = np.random.default_rng(7)
+    allowance = [0.004, 0.006, 0.01, ALPHA]
+    for _ in range(10):
+        rows = np.cumsum(rng.integers(200, 3000, 4))
+        candidate = np.cumsum(rng.binomial(np.diff(rows, prepend=0), 0.1))
+        wrong = np.cumsum(rng.binomial(np.diff(rows, prepend=0), 0.1))
+        args = [int(x) for x in rows], [int(x) for x in candidate], [int(x) for x in wrong]
+        full = spend_steps(_steps(*args), allowance, randomise)
+        fast = spend_hypergeometric(*args, allowance, randomise)
+        assert [b.at_least for b in fast] == [b.at_least for b in full]
+        for f, g in zip(fast, full, strict=True):
+            assert math.isclose(f.spent, g.spent, rel_tol=1e-9, abs_tol=1e-15)
+            assert math.isclose(f.gamma, g.gamma, rel_tol=1e-6, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("randomise", [False, True])
+def test_a_narrow_window_only_makes_the_test_more_cautious(randomise: bool) -> None:
+    """With the pmfs cut to 3 standard deviations (about 0.3 % of each step's mass left out), the bound on the
+    left-out mass is counted as spent: the boundaries' true size, on the full pmfs, stays within what is
+    reported spent, and that within every allowance; cut to 1 standard deviation (a third left out, over
+    the allowances) the true size still stays within what is reported spent."""
+    rng = np.random.default_rng(8)
+    allowance = [0.02, 0.03, 0.05]
+    for _ in range(20):
+        rows = np.cumsum(rng.integers(100, 800, 3))
+        candidate = np.cumsum(rng.binomial(np.diff(rows, prepend=0), 0.2))
+        wrong = np.cumsum(rng.binomial(np.diff(rows, prepend=0), 0.15))
+        args = [int(x) for x in rows], [int(x) for x in candidate], [int(x) for x in wrong]
+        steps = _steps(*args)
+        bounds = spend_hypergeometric(*args, allowance, randomise, width=3.0)
+        for j, b in enumerate(bounds):
+            assert _size(bounds[: j + 1], steps[: j + 1]) <= b.spent + 1e-12
+            assert b.spent <= allowance[j] + 1e-12
+        crude = spend_hypergeometric(*args, allowance, randomise, width=1.0)
+        assert crude[-1].spent > allowance[-1]
+        for j, b in enumerate(crude):
+            assert _size(crude[: j + 1], steps[: j + 1]) <= b.spent + 1e-12
+
+
+def test_counts_that_decrease_are_refused() -> None:
+    with pytest.raises(ValueError, match="decrease"):
+        spend_hypergeometric([100, 90], [10, 10], [10, 10], [0.01, ALPHA])
+    with pytest.raises(ValueError, match="one count"):
+        spend_hypergeometric([100], [10, 10], [10], [ALPHA])
