@@ -21,7 +21,8 @@ multivariate hypergeometric draw of its rows by track and result).
   ``NULL_LOOKS`` looks (past every design's last horizon): the share of runs fired by look 20, 60 and the end.
 
 Usage: ``python bench/quality_row_horizon_canary.py [--scale F] [--design-runs N] [--null-runs N]``
-(``--scale`` multiplies the bench's rollouts); writes ``bench/results/quality-row-horizon-canary.json``.
+(``--scale`` multiplies the bench's rollouts); writes ``bench/results/quality-row-horizon-canary.json``;
+``--more-null N`` adds N more A/A rollouts (other streams) for the designs saved there.
 """
 
 from __future__ import annotations
@@ -318,9 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--design-runs", type=int, default=200)
     p.add_argument("--null-runs", type=int, default=1000)
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--more-null", type=int, default=0, help="only: A/A for the designs in the results file, this many runs more"
+    )
     args = p.parse_args(argv)
     started, cpu0, load0 = datetime.now(UTC), time.process_time(), os.getloadavg()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
+    if args.more_null:  # other streams (seed + 1000) than the first A/A rows
+        saved = json.loads(args.output.read_text())
+        chosen = {name: (tuple(h), tuple(s)) for name, (h, s) in saved["designs"].items()}
+        more = null_rows(args.more_null, args.seed + 1000, alpha, chosen)
+        saved["more_null_rows"] = {"runs": args.more_null, "seed": args.seed + 1000, "rows": more,
+                                   "started_utc": started.isoformat(timespec="seconds"),
+                                   "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                                   "cpu_seconds": round(time.process_time() - cpu0, 1),
+                                   "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
+        args.output.write_text(json.dumps(saved, indent=2) + "\n")
+        return 0
     designs, tried = search(args.design_runs, args.design_seed, alpha, design_grid())
     print(
         json.dumps({"designs": designs, "search_cpu": round(time.process_time() - cpu0, 1)}),
