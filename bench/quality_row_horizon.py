@@ -29,8 +29,8 @@ horizon would give): the pairs at a horizon inside a tenth are a hypergeometric 
   bench's; ``row_horizon_r`` and ``row_horizon_avg`` name the designs chosen for the randomised and the
   averaged test, each measured every way (``_randomised``, ``_and_ours`` suffixes).
 
-Only the shadow rows: the canary's version (``row_horizon.spend_steps`` with hypergeometric steps) is not
-simulated here.
+Only the shadow rows here: the canary's are simulated by ``quality_row_horizon_canary.py``
+(``row_horizon.spend_hypergeometric``).
 
 Usage: ``python bench/quality_row_horizon.py [--runs N] [--design-runs N] [--null-runs N]``; writes
 ``bench/results/quality-row-horizon.json``; ``--more-null N`` adds N more A/A rollouts (other streams) for

@@ -22,7 +22,8 @@ multivariate hypergeometric draw of its rows by track and result).
 
 Usage: ``python bench/quality_row_horizon_canary.py [--scale F] [--design-runs N] [--null-runs N]``
 (``--scale`` multiplies the bench's rollouts); writes ``bench/results/quality-row-horizon-canary.json``;
-``--more-null N`` adds N more A/A rollouts (other streams) for the designs saved there.
+``--more-null N`` adds N more A/A rollouts (other streams) for the designs saved there; ``--aa-check N``
+N x 2 000 more, labels 0 to 5 looks late, for the deterministic design alone.
 """
 
 from __future__ import annotations
@@ -261,6 +262,24 @@ def null_rows(runs: int, seed: int, alpha: float, designs: dict[str, Design]) ->
     return rows
 
 
+def aa_check(chunks: int, seed: int, alpha: float, design: Design) -> dict[str, Any]:
+    """One design alone (deterministic), labels 0 to 5 looks late at random: the share of ``chunks`` x 2 000
+    A/A rollouts it fires by ``NULL_LOOKS`` (other streams than ``null_rows``'; cheaper, one test only)."""
+    horizons, shares = design
+    fired_total, runs_total, per_chunk = 0, 0, []
+    for c in range(chunks):
+        counts = random_delay_counts(2000, np.random.default_rng([seed, 3000, c]), NULL_LOOKS)
+        per = arrivals(counts)
+        del counts
+        order = np.random.default_rng([seed, 3001, c])
+        where, by_kind = at_horizons(per, horizons, order)
+        x = fired(where, by_kind, per.shape[2], [alpha * s for s in shares], False, order)
+        per_chunk.append(int(x[:, -1].sum()))
+        fired_total, runs_total = fired_total + per_chunk[-1], runs_total + x.shape[0]
+    return {"design": design, "delay_looks": "0-5", "runs": runs_total, "fired_per_2000": per_chunk,
+            "rate": fired_total / runs_total}  # fmt: skip
+
+
 def search(runs: int, seed: int, alpha: float, grid: list[Design]) -> tuple[dict[str, Design], list[dict[str, Any]]]:
     """Each design's ratios at ``SEARCH_POWER`` on the design seed's draws (-1 pp on ``runs`` / 2 rollouts over
     125 looks, -2 pp over 40, -5 pp over 12, labels at once); the best of each of ``KINDS`` by its worst row."""
@@ -322,9 +341,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--more-null", type=int, default=0, help="only: A/A for the designs in the results file, this many runs more"
     )
+    p.add_argument("--aa-check", type=int, default=0, help="only: this many x 2000 A/A, 0-5 looks late, one design")
     args = p.parse_args(argv)
     started, cpu0, load0 = datetime.now(UTC), time.process_time(), os.getloadavg()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
+    if args.aa_check:
+        saved = json.loads(args.output.read_text())
+        h, sh = saved["designs"]["row_horizon"]
+        saved["aa_check"] = {**aa_check(args.aa_check, args.seed, alpha, (tuple(h), tuple(sh))),
+                             "started_utc": started.isoformat(timespec="seconds"),
+                             "cpu_seconds": round(time.process_time() - cpu0, 1)}  # fmt: skip
+        args.output.write_text(json.dumps(saved, indent=2) + "\n")
+        print(json.dumps(saved["aa_check"]))
+        return 0
     if args.more_null:  # other streams (seed + 1000) than the first A/A rows
         saved = json.loads(args.output.read_text())
         chosen = {name: (tuple(h), tuple(s)) for name, (h, s) in saved["designs"].items()}
