@@ -60,6 +60,8 @@ def spend_steps(steps: Sequence[Array], allowance: Sequence[float], randomise: b
     conditions on (``steps[j]``: the pmf of the increment up to horizon ``j``, from 0): in shadow
     Binomial(new discordant pairs, 1/2); in an unpaired canary step the candidate's share of the new wrong
     labelled rows, hypergeometric given each track's new labelled rows and the new wrong ones."""
+    if any(later < earlier for earlier, later in itertools.pairwise(allowance)):
+        raise ValueError("the allowances are cumulative: they must not decrease")
     dist: Array = np.array([1.0])  # P(count = k, not rejected yet)
     spent, out = 0.0, []
     for step, limit in zip(steps, allowance, strict=True):
@@ -153,7 +155,8 @@ def spend_hypergeometric(
     within ``width`` standard deviations of its mean (the count is tracked with an offset), and a bound on
     the mass left out is counted as spent (as if every path through it rejected), so each ``spent`` is at
     least the conditional probability of having rejected by then, and within the allowance unless the mass
-    left out alone exceeds it (then nothing more is rejected; at 12 standard deviations it is below 1e-25)."""
+    left out alone exceeds it (then no count inside the window rejects; one in the right-hand tail left out
+    still does, which the mass counted as spent covers; at 12 standard deviations it is below 1e-25)."""
     if not len(rows) == len(candidate) == len(wrong) == len(allowance):
         raise ValueError("one count of each kind and one allowance per horizon")
     dist: Array = np.array([1.0])  # P(count = offset + i, not rejected yet)

@@ -175,3 +175,11 @@ def test_counts_that_decrease_are_refused() -> None:
         spend_hypergeometric([100, 90], [10, 10], [10, 10], [0.01, ALPHA])
     with pytest.raises(ValueError, match="one count"):
         spend_hypergeometric([100], [10, 10], [10], [ALPHA])
+
+
+def test_allowances_that_decrease_are_refused() -> None:
+    """The allowances are cumulative (alpha spent by each horizon): a smaller one after a larger one is a
+    mistake in the design, said so, not an IndexError from the boundary search."""
+    steps = [stats.binom.pmf(np.arange(11), 10, 0.5), stats.binom.pmf(np.arange(11), 10, 0.5)]
+    with pytest.raises(ValueError, match="must not decrease"):
+        spend_steps(steps, [0.01, 0.005])
