@@ -49,13 +49,11 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from mlrollout.analysis.judge import split_alpha
 from quality_power import (
@@ -75,7 +73,7 @@ from quality_power import (
     simulate_counts,
     umpu_power,
 )
-from row_horizon import Boundary, brute_force_size
+from row_horizon import brute_force_size, spend
 
 RESULTS = Path(__file__).parent / "results" / "quality-row-horizon.json"
 ORACLE_BOUND = Path(__file__).parent / "results" / "quality-oracle-bound.json"
@@ -86,33 +84,6 @@ NULL_LOOKS = 60
 ROWS_PER_SUB = RPS * LOOK_SECONDS * LABELLED / SUB
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-
-@lru_cache(maxsize=8192)
-def _pmf(d: int) -> Array:
-    out: Array = stats.binom.pmf(np.arange(d + 1), d, 0.5)
-    return out
-
-
-def _spend_fast(discordant: Sequence[int], allowance: Sequence[float], randomise: bool) -> list[Boundary]:
-    """``row_horizon.spend`` with the binomial steps cached (the same arithmetic; ``check`` compares them)."""
-    dist: Array = np.array([1.0])
-    before, spent, out = 0, 0.0, []
-    for d, limit in zip(discordant, allowance, strict=True):
-        if d > before:
-            dist = np.convolve(dist, _pmf(d - before))
-        before = d
-        tail = np.concatenate([np.cumsum(dist[::-1])[::-1], [0.0]])
-        c = int(np.nonzero(spent + tail <= limit + 1e-15)[0][0])
-        gamma = 0.0
-        if randomise and c > 0 and dist[c - 1] > 0:
-            gamma = float(min(max((limit - spent - tail[c]) / dist[c - 1], 0.0), 1.0))
-        spent += float(tail[c]) + gamma * float(dist[c - 1] if c > 0 else 0.0)
-        dist[c:] = 0.0
-        if c > 0:
-            dist[c - 1] *= 1.0 - gamma
-        out.append(Boundary(c, gamma, spent))
-    return out
 
 
 def arrivals(counts: dict[str, Array]) -> tuple[IntArray, IntArray, IntArray]:
@@ -176,7 +147,7 @@ def fired_row_horizon(
         passed = int(np.sum(where[r] < subs))
         if not passed:
             continue
-        bounds = _spend_fast([int(x) for x in d[r, :passed]], allowance[:passed], randomise)
+        bounds = spend([int(x) for x in d[r, :passed]], allowance[:passed], randomise)
         for j, bound in enumerate(bounds):
             kk = int(k[r, j])
             if kk >= bound.at_least or (kk == bound.at_least - 1 and uniforms[r, j] < bound.gamma):
@@ -282,7 +253,7 @@ def null_rows(runs: int, seed: int, alpha: float, designs: dict[str, Design]) ->
 
 def exact_sizes(alpha: float, designs: dict[str, Design], seed: int) -> list[dict[str, Any]]:
     """The conditional size of each design given a few ``D`` sequences (drawn at the null's discordance
-    rate at its horizons), computed exactly (``_spend_fast``'s bookkeeping; for small ``D``, also by
+    rate at its horizons), computed exactly (``row_horizon.spend``'s bookkeeping; for small ``D``, also by
     enumerating every way the pairs can go)."""
     rng = np.random.default_rng([seed, 55])
     out = []
@@ -292,7 +263,7 @@ def exact_sizes(alpha: float, designs: dict[str, Design], seed: int) -> list[dic
             steps = rng.binomial(np.diff(np.array(horizons), prepend=0), DISAGREE)
             d = [int(x) for x in np.cumsum(steps)]
             for randomise in (False, True):
-                bounds = _spend_fast(d, allowance, randomise)
+                bounds = spend(d, allowance, randomise)
                 out.append({"design": name, "discordant": d, "randomised": randomise,
                             "bounds": [b.at_least for b in bounds], "gammas": [b.gamma for b in bounds],
                             "conditional_size": bounds[-1].spent})  # fmt: skip

@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,14 @@ class Boundary:
     spent: float  # the conditional probability, under the null, of having rejected by this horizon
 
 
+@lru_cache(maxsize=8192)
+def _fair_coin_pmf(pairs: int) -> Array:
+    """Binomial(pairs, 1/2): cached, as the simulations ask for the same few step sizes millions of times
+    (never mutated: :func:`spend_steps` convolves into new arrays)."""
+    out: Array = stats.binom.pmf(np.arange(pairs + 1), pairs, 0.5)
+    return out
+
+
 def spend(discordant: Sequence[int], allowance: Sequence[float], randomise: bool = False) -> list[Boundary]:
     """The boundaries at each horizon given the discordant pairs at each (nondecreasing) and the cumulative
     allowances (nondecreasing, the last one the size): each boundary depends only on the counts up to its
@@ -50,7 +59,7 @@ def spend(discordant: Sequence[int], allowance: Sequence[float], randomise: bool
     for d in discordant:
         if d < before:
             raise ValueError("the discordant pairs cannot decrease")
-        steps.append(stats.binom.pmf(np.arange(d - before + 1), d - before, 0.5))
+        steps.append(_fair_coin_pmf(d - before))
         before = d
     return spend_steps(steps, allowance, randomise)
 
