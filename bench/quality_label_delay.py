@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -58,9 +57,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from label_strata import increment_log_e, stratified_log_e
 from scipy import stats
 
+from label_strata import increment_log_e, stratified_log_e
 from mlrollout.analysis.judge import split_alpha
 from mlrollout.analysis.quality import Labels, Pairs, QualitySettings, quality_results
 from mlrollout.analysis.sequential import QUALITY_PAIRED, QUALITY_UNPAIRED, OddsMixture
@@ -267,12 +266,17 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
     by_name = {c.name: c for c in CONDITIONS}
     rows += [canary_row(by_name[name], SHARES[0], effect, max(runs // 2, 1), seed, alpha)
              for effect in POWER_EFFECTS for name in POWER_CONDITIONS]  # fmt: skip
-    meta = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "wall_seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu0,
-            "children_cpu_seconds": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime,
-            "loadavg_start": load0, "loadavg_end": list(os.getloadavg()), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    meta = {
+        "started_utc": _utc(started), "finished_utc": _utc(time.time()), "wall_seconds": time.time() - started,
+        "cpu_seconds": time.process_time() - cpu0, "loadavg_start": load0, "loadavg_end": list(os.getloadavg()),
+    }  # fmt: skip
     for row in rows:
         row["meta"] = meta
     return rows
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _pct(row: dict[str, Any], key: str) -> str:
