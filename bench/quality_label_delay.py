@@ -18,7 +18,9 @@ Conditions (``CONDITIONS``): ``a`` control (equal delays, no drift); ``b+k`` the
 looks later than stable's, no drift; ``b-k`` stable's ``k`` looks later; ``c`` drift only; ``d+k`` / ``d-k``
 both; ``e`` drift and the candidate's rows labelled with chance 15 % against stable's 30 %; ``f`` / ``f0``
 (outcome-dependent, not track-dependent) the labels of *wrong* answers 5 looks later than right ones', on
-both tracks, with and without drift.
+both tracks, with and without drift; ``g-k`` / ``g+k`` drift and random delays: each row's label delay
+geometric (a chance ``1 / (k + 1)`` of arriving each look) with mean ``k`` looks for stable (``g-``) or the
+candidate (``g+``), the other track's at once.
 
 Tests, each at ``quality.harm``'s alpha share under the default policy (1.25 %):
 
@@ -30,7 +32,9 @@ Tests, each at ``quality.harm``'s alpha share under the default policy (1.25 %):
 - ``naive``: the one-sided pooled two-proportion z-test at level 1.25 %, repeated at every look;
 - ``increment``: ``label_strata.increment_log_e`` (each look's new wrong rows against its new labelled share);
 - ``stratified``: ``label_strata.stratified_log_e``, strata by the look that served the answer, closed at the
-  condition's largest delay (``close``; known here, a policy setting in a product).
+  condition's largest delay (``close``; known here, a policy setting in a product), at 10 looks for ``g``
+  (labels later than that are not counted; ``strata_labelled_by_60_*``: the rows in the strata entered by
+  look 60, against ``labelled_by_60_*``, those the product counts).
 
 Shadow (paired, 100 % mirror) under the same conditions: one label scores both models, so a label process
 can only be the request's: every pair's label arrives the largest of the two tracks' delays late, with the
@@ -100,10 +104,14 @@ class Condition:
     chance_stable: float = LABELLED
     chance_candidate: float = LABELLED
     wrong_later: int = 0  # the labels of wrong answers this many looks later (both tracks)
+    random_delays: bool = False  # each row's delay geometric with the track's delay as its mean
+    close_age: int | None = None  # the strata's closing age if not the largest fixed delay
 
     @property
     def close(self) -> int:
-        """The age (looks) by which every label of an answer has arrived: the strata's closing age."""
+        """The strata's closing age (looks): by default the age by which every label has arrived."""
+        if self.close_age is not None:
+            return self.close_age
         return max(self.delay_stable, self.delay_candidate) + self.wrong_later
 
 
@@ -117,8 +125,10 @@ CONDITIONS = (
     Condition("e", True, chance_candidate=0.15),
     Condition("f0", False, wrong_later=5),
     Condition("f", True, wrong_later=5),
+    *(Condition(f"g-{k}", True, delay_stable=k, random_delays=True, close_age=10) for k in (1, 5)),
+    Condition("g+5", True, delay_candidate=5, random_delays=True, close_age=10),
 )
-POWER_CONDITIONS = ("a", "c", "d+5", "d-5", "d+10", "d-10", "e")
+POWER_CONDITIONS = ("a", "c", "d+5", "d-5", "d+10", "d-10", "e", "g-5", "g+5")
 
 
 def scale(drift: bool) -> Array:
@@ -130,10 +140,49 @@ def scale(drift: bool) -> Array:
     return out
 
 
-def _label_arrivals(right: Array, wrong: Array, delay: int, wrong_later: int) -> tuple[Array, Array]:
-    """Cumulative (labelled, wrong) rows arrived by each look, from the rows served in each look."""
-    wrong_in = _arrived(np.cumsum(wrong, axis=1), delay + wrong_later)
-    return _arrived(np.cumsum(right, axis=1), delay) + wrong_in, wrong_in
+Piece = tuple[int, Array, Array]
+
+
+def _pieces(right: Array, wrong: Array, delay: int, c: Condition, rng: np.random.Generator) -> list[Piece]:
+    """The rows served in each look split by their label's delay in looks: ``(delay, right, wrong)``. Fixed
+    delays: the wrong rows' labels ``wrong_later`` looks after the right ones'. Random: each row's delay
+    geometric with mean ``delay`` (a constant chance ``1 / (delay + 1)`` of arriving each look), the rows
+    still waiting after ``LOOKS - 1`` looks put there (they are never counted)."""
+    if not c.random_delays:
+        return [(delay, right, np.zeros_like(wrong)), (delay + c.wrong_later, np.zeros_like(right), wrong)]
+    hazard, pieces = 1.0 / (delay + 1), []
+    left_right, left_wrong = right.astype(np.int64), wrong.astype(np.int64)
+    for lag in range(LOOKS):
+        now_right = rng.binomial(left_right, hazard) if lag < LOOKS - 1 else left_right
+        now_wrong = rng.binomial(left_wrong, hazard) if lag < LOOKS - 1 else left_wrong
+        pieces.append((lag, now_right.astype(float), now_wrong.astype(float)))
+        left_right, left_wrong = left_right - now_right, left_wrong - now_wrong
+    return pieces
+
+
+def _label_arrivals(pieces: list[Piece]) -> tuple[Array, Array]:
+    """Cumulative (labelled, wrong) rows arrived by each look."""
+    labelled, wrong = np.zeros_like(pieces[0][1]), np.zeros_like(pieces[0][1])
+    for lag, right_part, wrong_part in pieces:
+        if lag < LOOKS:
+            labelled += _arrived(np.cumsum(right_part + wrong_part, axis=1), lag)
+            wrong += _arrived(np.cumsum(wrong_part, axis=1), lag)
+    return labelled, wrong
+
+
+def _strata(pieces: list[Piece], close: int) -> tuple[Array, Array]:
+    """Per served look, the (labelled, wrong) rows whose label arrived within ``close`` looks."""
+    kept = [(r, w) for lag, r, w in pieces if lag <= close]
+    labelled: Array = sum((r + w for r, w in kept), np.zeros_like(pieces[0][1]))
+    wrong: Array = sum((w for _, w in kept), np.zeros_like(pieces[0][1]))
+    return labelled, wrong
+
+
+def _mean_served_look(pieces: list[Piece]) -> float:
+    """The mean served look of the labelled rows counted by the step's last look."""
+    looks = np.arange(1, LOOKS + 1)
+    counted = sum(((r + w) * (looks <= LOOKS - lag) for lag, r, w in pieces), np.zeros_like(pieces[0][1]))
+    return float((counted * looks).sum() / counted.sum())
 
 
 def _product_fired(k: Array, n: Array, share: Array, usable: Fired, mixture: OddsMixture, bar: float) -> Fired:
@@ -187,10 +236,9 @@ def canary_row(c: Condition, share: float, effect: float, runs: int, seed: int, 
     ):
         served = rng.poisson(per_look * track_share * chance, (runs, LOOKS)).astype(float)
         wrong = rng.binomial(served.astype(np.int64), np.minimum(rate * sc, 1.0)).astype(float)
-        labelled, wrong_in = _label_arrivals(served - wrong, wrong, delay, c.wrong_later)
-        tracks[name] = (served, wrong, labelled, wrong_in)
-    s_served, s_wrong, s_lab, s_wrong_in = tracks["stable"]
-    c_served, c_wrong, c_lab, c_wrong_in = tracks["candidate"]
+        tracks[name] = _pieces(served - wrong, wrong, delay, c, rng)
+    (s_lab, s_wrong_in), (c_lab, c_wrong_in) = (_label_arrivals(tracks[t]) for t in ("stable", "candidate"))
+    (s_strata, s_strata_wrong), (c_strata, c_strata_wrong) = (_strata(tracks[t], c.close) for t in tracks)
     all_lab, all_wrong = s_lab + c_lab, s_wrong_in + c_wrong_in
     usable = (s_lab > 0) & (c_lab > 0)
     share_now = c_lab / np.maximum(all_lab, 1)
@@ -207,20 +255,16 @@ def canary_row(c: Condition, share: float, effect: float, runs: int, seed: int, 
         z = (c_wrong_in / c_lab - s_wrong_in / s_lab) / np.sqrt(pooled * (1 - pooled) * (1 / c_lab + 1 / s_lab))
     fired["naive"] = usable & (pooled > 0) & (pooled < 1) & (np.nan_to_num(z) >= stats.norm.isf(alpha))
     fired["increment"] = increment_log_e(c_wrong_in, all_wrong, c_lab, all_lab, QUALITY_UNPAIRED) >= bar
-    strata = stratified_log_e(c_wrong, s_wrong + c_wrong, c_served, s_served + c_served, c.close, QUALITY_UNPAIRED)
+    strata = stratified_log_e(c_strata_wrong, s_strata_wrong + c_strata_wrong, c_strata, s_strata + c_strata,
+                              c.close, QUALITY_UNPAIRED)  # fmt: skip
     fired["stratified"] = strata >= bar
-    looks = np.arange(1, LOOKS + 1)
-    mix = {}
-    for name, (served, wrong, _, _) in tracks.items():  # the mean served look of the rows counted by look 60
-        delay = c.delay_stable if name == "stable" else c.delay_candidate
-        right_w = looks <= LOOKS - delay
-        wrong_w = looks <= LOOKS - delay - c.wrong_later
-        counted = (served - wrong) * right_w + wrong * wrong_w
-        mix[name] = float((counted * looks).sum() / counted.sum())
+    mix = {name: _mean_served_look(pieces) for name, pieces in tracks.items()}
     return {
         "design": "canary", **asdict(c), "close": c.close, "share": share, "effect": effect, "runs": runs,
         "alpha": alpha, **_rates(fired), "product_disagreements": disagreements,
         "labelled_by_60_stable": float(s_lab[:, -1].mean()), "labelled_by_60_candidate": float(c_lab[:, -1].mean()),
+        "strata_labelled_by_60_stable": float(s_strata[:, : LOOKS - c.close].sum(axis=1).mean()),
+        "strata_labelled_by_60_candidate": float(c_strata[:, : LOOKS - c.close].sum(axis=1).mean()),
         "mean_served_look_stable": mix["stable"], "mean_served_look_candidate": mix["candidate"],
         "look_90": {name: _look_90(hit) for name, hit in fired.items()} if effect else None,
     }  # fmt: skip
@@ -262,7 +306,7 @@ def run(runs: int, seed: int) -> list[dict[str, Any]]:
     check(np.random.default_rng([seed, 60]))
     started, cpu0, load0 = time.time(), time.process_time(), list(os.getloadavg())
     rows = [canary_row(c, share, 0.0, runs, seed, alpha) for share in SHARES for c in CONDITIONS]
-    rows += [paired_row(c, runs, seed, alpha) for c in CONDITIONS if not c.name.startswith(("b-", "d-"))]
+    rows += [paired_row(c, runs, seed, alpha) for c in CONDITIONS if not c.name.startswith(("b-", "d-", "g"))]
     by_name = {c.name: c for c in CONDITIONS}
     rows += [canary_row(by_name[name], SHARES[0], effect, max(runs // 2, 1), seed, alpha)
              for effect in POWER_EFFECTS for name in POWER_CONDITIONS]  # fmt: skip
