@@ -50,10 +50,13 @@ A row a model gave no prediction for (NaN, no class, a request it failed that a 
 failed shadow copy) is in these counts as a wrong answer, or an error of ``B``: the gateway counts it
 against the model that was asked, so a model failing on hard rows is not judged on the rest only.
 
-Labels arrive late and for some requests only; both tracks face the same label process because routing
-is random, so the comparison stays fair. When the delay or the chance of a label depends on the outcome
-(wrong answers get reported more often, say) the accuracy *levels* are biased, though still equally for
-both tracks in a paired design; docs/analysis.md says what remains.
+Labels arrive late and for some requests only; routing is random, so the comparison stays fair while both
+tracks face the same label process. It does not when a label's delay depends on the track (on the answer:
+an action taken on it yields the truth sooner) and the error rate drifts within the step: the unpaired
+test's labelled rows then come from other minutes per track. Nor, in either design, when it depends on the
+outcome: the accuracy *levels* are then biased, and in a shadow step a label that comes later when the
+served (stable's) answer was wrong delays one kind of discordant pair only, which reads as harm
+(docs/analysis.md, "Labels that differ by track").
 """
 
 from __future__ import annotations
