@@ -43,10 +43,12 @@ class Stats:
         self.codes: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.window: list[float] = []
-        self.first_failures: list[tuple[float, str]] = []  # when the first failures happened, and why
+        self.first_failures: list[tuple[float, str, str]] = []  # when the first failures happened, and why
         self.labels: Counter[str] = Counter()  # feedback statuses from the gateway ("202", "409", "error:...")
 
-    def record(self, code: str, version: str | None, seconds: float) -> None:
+    def record(self, code: str, version: str | None, seconds: float, why: str = "") -> None:
+        """One answer; ``why``: for a failure, what the gateway said (its track header and the start of its
+        body), so a failed run's report names the cause (a fallback's refusal, a limit, an upstream's error)."""
         with self.lock:
             self.sent += 1
             self.codes[code] += 1
@@ -57,7 +59,7 @@ class Stats:
             else:
                 self.failed += 1
                 if len(self.first_failures) < 20:
-                    self.first_failures.append((round(time.time(), 3), code))
+                    self.first_failures.append((round(time.time(), 3), code, why))
             self.window.append(seconds)
 
     def snapshot(self) -> dict[str, object]:
@@ -153,7 +155,7 @@ def worker(
             {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
         ).encode()
         start = time.monotonic()
-        code, version = "error", None
+        code, version, why = "error", None, ""
         try:
             if conn is None:
                 conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=10)
@@ -161,6 +163,8 @@ def worker(
             resp = conn.getresponse()
             data = resp.read()
             code = str(resp.status)
+            if resp.status != 200:
+                why = f"track {resp.getheader('x-mlrollout-track', '-')}: {data[:300].decode(errors='replace')}"
             if resp.status == 200:
                 answer = json.loads(data)
                 version = answer.get("model_version")
@@ -171,10 +175,11 @@ def worker(
                 conn = None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             code = f"error:{type(exc).__name__}"
+            why = str(exc)[:300]
             if conn is not None:
                 conn.close()
             conn = None
-        stats.record(code, version, time.monotonic() - start)
+        stats.record(code, version, time.monotonic() - start, why)
         next_at += period
         delay = next_at - time.monotonic()
         if delay > 0:

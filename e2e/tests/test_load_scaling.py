@@ -47,6 +47,21 @@ REQUESTS_PER_SECOND = {"minReplicas": 1, "maxReplicas": 4, "metric": "requestsPe
 # passes the gateway, about 2 per second before the surge (one pod) and 32 in it, so its HPA wants
 # ceil(32 / 5) = 7, capped at 3.
 GATEWAY_AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "requestsPerSecond", "target": 5}
+# concurrency: requests in flight per stable pod, the 1-minute rate of the seconds spent answering (the chart's
+# rule; Little's law). v3 answers in about 12-16 ms here (the requestsPerSecond case's adapter readings: 0.001-0.002
+# in flight at 0.08-0.12 requests per second), so the light load's share (about 1 per second) is about 0.015, under
+# the target with a threefold margin, and the surge's (about 16 per second) about 0.2: the HPA wants
+# ceil(0.2 / 0.05) = 4 (3 or more while the 1-minute rate fills).
+CONCURRENCY = {"minReplicas": 1, "maxReplicas": 4, "metric": "concurrency", "target": 0.05}
+# The gateway's own HPA in the concurrency case: about 0.005 in flight before the surge (2 requests per second,
+# each about 15 ms through the gateway and the model) and about 0.5 in it: ceil(0.5 / 0.15) = 4, capped at 3.
+GATEWAY_CONCURRENCY = {"minReplicas": 1, "maxReplicas": 3, "metric": "concurrency", "target": 0.15}
+# A Pods metric case's gateway HPA, and the series each Pods metric reads (model servers, gateway).
+GATEWAY_SCALING = {"requestsPerSecond": GATEWAY_AUTOSCALING, "concurrency": GATEWAY_CONCURRENCY}
+PODS_METRIC = {
+    "requestsPerSecond": (REQUESTS_PER_SECOND_METRIC, GATEWAY_REQUESTS_PER_SECOND_METRIC),
+    "concurrency": (CONCURRENCY_METRIC, GATEWAY_CONCURRENCY_METRIC),
+}
 # What custom.metrics.k8s.io serves per pod (prometheus-adapter with the chart's rules): every rule's metric.
 POD_METRICS = (REQUESTS_PER_SECOND_METRIC, CONCURRENCY_METRIC)
 GATEWAY_POD_METRICS = (GATEWAY_REQUESTS_PER_SECOND_METRIC, GATEWAY_CONCURRENCY_METRIC)
@@ -68,8 +83,8 @@ def _body(
 ) -> dict[str, Any]:
     body = model_deployment(platform, namespace, version, filename, policy_name)
     body["spec"]["autoscaling"] = autoscaling
-    if autoscaling["metric"] == "requestsPerSecond":
-        body["spec"].setdefault("gateway", {})["autoscaling"] = GATEWAY_AUTOSCALING
+    if autoscaling["metric"] in GATEWAY_SCALING:
+        body["spec"].setdefault("gateway", {})["autoscaling"] = GATEWAY_SCALING[autoscaling["metric"]]
     return body
 
 
@@ -129,13 +144,14 @@ def _pods_cpu(platform: Platform, namespace: str) -> str:
     return " ".join(platform.cluster.kubectl_text("top", "pods", "-n", namespace, "--no-headers").split())
 
 
-@pytest.mark.parametrize("autoscaling", [CPU, REQUESTS_PER_SECOND], ids=lambda a: str(a["metric"]))
+@pytest.mark.parametrize("autoscaling", [CPU, REQUESTS_PER_SECOND, CONCURRENCY], ids=lambda a: str(a["metric"]))
 def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     platform: Platform, namespace: str, cluster_objects: list[str], autoscaling: dict[str, Any]
 ) -> None:
-    """Given v3 (the CPU-heavy model) stable with `spec.autoscaling` (cpu, or requestsPerSecond; 1 to 4 pods)
+    """Given v3 (the CPU-heavy model) stable with `spec.autoscaling` (cpu, requestsPerSecond or concurrency; 1 to 4
+    pods; for the two Pods metrics the gateway scales on the same metric)
     and v2 in a 50 % canary that holds, under a light load, When the load rises fifteenfold, Then the HPA reads
-    the stable pods' metric (CPU from metrics.k8s.io; requests per second from custom.metrics.k8s.io, which
+    the stable pods' metric (CPU from metrics.k8s.io; requests per second or in flight from custom.metrics.k8s.io, which
     prometheus-adapter computes with the chart's rules from the series Prometheus scraped) and scales the
     stable Deployment up, the operator sizes the candidate at its share of the stable's current count
     (ceil(stable x 50 %), so more than one pod), every pod of both tracks becomes ready and serves,
@@ -146,6 +162,7 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     client request fails, in the light load, the surge or the hand-over."""
     cluster = platform.cluster
     pods_metric = autoscaling["metric"] != "cpu"
+    model_metric, gateway_metric = PODS_METRIC.get(autoscaling["metric"], ("", ""))
     api = "custom.metrics.k8s.io" if pods_metric else "metrics.k8s.io"
     served = cluster.kubectl_text("get", "--raw", f"/apis/{api}/v1beta1")
     assert '"APIResourceList"' in served, (
@@ -201,8 +218,17 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
         )
         adapter["listed"] = sorted(_served_metrics(platform) & every)
         track, gateway = _selector(platform, namespace, stable), _selector(platform, namespace, MD)
-        adapter["stable"] = {m: _custom_metric(platform, namespace, m, track) for m in POD_METRICS}
-        adapter["gateway"] = {m: _custom_metric(platform, namespace, m, gateway) for m in GATEWAY_POD_METRICS}
+
+        def answered() -> dict[str, Any] | None:
+            """Every rule's value for the pods, once each has one: the HPA waited for its own metric only,
+            and another may not have its first sample in the adapter yet."""
+            read = {
+                "stable": {m: _custom_metric(platform, namespace, m, track) for m in POD_METRICS},
+                "gateway": {m: _custom_metric(platform, namespace, m, gateway) for m in GATEWAY_POD_METRICS},
+            }
+            return read if all(values for per in read.values() for values in per.values()) else None
+
+        adapter.update(stack.wait_until("custom.metrics.k8s.io to answer every rule for the pods", answered, 60, 2))
 
     stack.start_loadgen(cluster, namespace, platform.refs, MD, MD, platform.rows, rate=SURGE_RATE, name="surge")
     surge_at = time.monotonic()  # its first answers are in
@@ -235,7 +261,7 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     after = stack.wait_until("the HPA to scale the stable and the candidate to follow", scaled, 300, 2)
     timeline["all_ready"] = time.monotonic() - surge_at
     gateway_after: dict[str, Any] = {}
-    if pods_metric:  # the gateway's own HPA, on its own requests per second, scales it under the same surge
+    if pods_metric:  # the gateway's own HPA, on its own series of the same metric, scales it under the same surge
 
         def gateway_scaled() -> dict[str, Any] | None:
             replicas, ready = _replicas(platform, namespace, MD)
@@ -307,14 +333,13 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
     assert rescales, events  # the HPA controller itself scaled (its Event), not anything else
     if pods_metric:
         # the HPA's reading came from custom.metrics.k8s.io: the Pods metric the operator named, served
-        assert [m["pods"]["metric"]["name"] for m in after["hpa"]["status"]["currentMetrics"]] == [
-            REQUESTS_PER_SECOND_METRIC
-        ], after["hpa"]["status"]
+        read = [m["pods"]["metric"]["name"] for m in after["hpa"]["status"]["currentMetrics"]]
+        assert read == [model_metric], after["hpa"]["status"]
         assert any("above target" in r for r in rescales), rescales
         gateway_hpa = _get(platform, "hpa", f"{MD}-gateway", namespace)
         assert gateway_hpa["spec"]["scaleTargetRef"]["name"] == MD, gateway_hpa["spec"]
         assert gateway_after["replicas"] >= 2 and gateway_after["status"]["target"] == MD, gateway_after
-        assert any(GATEWAY_REQUESTS_PER_SECOND_METRIC in r for r in gateway_rescales), gateway_rescales
+        assert any(gateway_metric in r for r in gateway_rescales), gateway_rescales
         report(
             "gateway hpa under the surge",
             f"{gateway_after} ready {timeline['gateway_ready']:.0f}s after it began; its events {gateway_rescales}",
@@ -323,7 +348,7 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
         for values in (*adapter["stable"].values(), *adapter["gateway"].values()):
             assert values and all(v >= 0 for v in values.values()), adapter
         # the light load's share: about one request per second on the one stable pod, under the target
-        assert 0 < sum(adapter["stable"][REQUESTS_PER_SECOND_METRIC].values()) < autoscaling["target"], adapter
+        assert 0 < sum(adapter["stable"][model_metric].values()) < autoscaling["target"], adapter
     assert ended is None and (st.get("currentStep") or {}).get("index") == 0, st  # still the same canary
     report(
         "promotion hand-over under the hpa",
