@@ -51,12 +51,14 @@ failed shadow copy) is in these counts as a wrong answer, or an error of ``B``: 
 against the model that was asked, so a model failing on hard rows is not judged on the rest only.
 
 Labels arrive late and for some requests only; routing is random, so the comparison stays fair while both
-tracks face the same label process. It does not when a label's delay depends on the track (on the answer:
-an action taken on it yields the truth sooner) and the error rate drifts within the step: the unpaired
-test's labelled rows then come from other minutes per track. Nor, in either design, when it depends on the
-outcome: the accuracy *levels* are then biased, and in a shadow step a label that comes later when the
-served (stable's) answer was wrong delays one kind of discordant pair only, which reads as harm
-(docs/analysis.md, "Labels that differ by track").
+tracks face the same label process. It does not when a label's delay differs by track and the error rate
+drifts within the step (the unpaired test's labelled rows then come from other minutes per track), nor,
+drift or not, when the delay depends on the answer (an action taken on it yields the truth sooner) and the
+models answer differently: the rows labelled first are then right more or less often than the rest of their
+track. Nor, in either design, when it depends on the outcome: the accuracy *levels* are then biased, and in
+a shadow step a label that comes later when the served (stable's) answer was wrong delays one kind of
+discordant pair only, which reads as harm (docs/analysis.md, "Labels that differ by track"; a canary's test
+stayed within alpha when wrong answers' labels came later alike on both tracks).
 """
 
 from __future__ import annotations
