@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -23,7 +24,7 @@ from .feedback_queue import DEFAULT_CAPACITY
 from .limits import Limits
 from .metrics import GatewayMetrics
 from .proxy import Gateway
-from .server import HttpServerProtocol, ServerState
+from .server import FALLBACK_NOTES, HttpServerProtocol, ServerState
 from .sources import ConfigMapSource, FileSource
 from .upstream import MAX_RESPONSE
 
@@ -185,6 +186,7 @@ async def serve(args: argparse.Namespace) -> None:
         )  # fmt: skip
     gateway = Gateway(metrics, args.max_response_bytes, feedback, args.feedback_queue)
     state = ServerState(gateway.handle, limits_from(args))
+    gateway.note = functools.partial(state.note, title=FALLBACK_NOTES)
     state.start()
     background: list[asyncio.Task[None]] = []
     if feedback is not None:

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -120,6 +121,9 @@ class Gateway:
         self._pools: dict[str, UpstreamPool] = {}
         self._breakers: dict[str, BreakerState] = {}  # only upstreams with failures since their last success
         self._random = random.random
+        self.note: Callable[[str], None] = lambda what: None
+        """Where each request whose track's answer was not served is summarised for the log (the server's
+        notes: one line every few seconds while it lasts; set by the CLI), beside its counter."""
 
     # -- route tables --
     def apply(self, table: RouteTable, origin: str) -> bool:
@@ -330,7 +334,7 @@ class Gateway:
                     return self._review(active, track, request, outcome, LOW_CONFIDENCE), outcome
                 self.metrics.fallback(track.name, track.revision, LOW_CONFIDENCE, step.action)
                 answer = await self._run_steps(active, (step,), track, request, line, rest, LOW_CONFIDENCE)
-                self.metrics.fallback_request(track.name, track.revision, LOW_CONFIDENCE, _answered(answer))
+                self._fallback_request(track, LOW_CONFIDENCE, _answered(answer))
                 if answer is not None:
                     return answer, outcome
             if self._high_stakes(active, request, outcome):
@@ -341,7 +345,7 @@ class Gateway:
             active, fallback_plan(fallback.chain, track.name), track, request, line, rest, reason, message,
             count_first=True,
         )  # fmt: skip
-        self.metrics.fallback_request(track.name, track.revision, reason, _answered(answer))
+        self._fallback_request(track, reason, _answered(answer))
         if answer is not None:
             return answer, None
         status = 504 if reason == "timeout" else 502
@@ -350,6 +354,12 @@ class Gateway:
             track.name,
             track,
         ), None
+
+    def _fallback_request(self, track: _Track, reason: str, answered: str) -> None:
+        """Count a request whose routed track's answer was not served, and note it for the log: a client that
+        got a refusal (503) or a fallback's answer can then be traced to its cause without Prometheus."""
+        self.metrics.fallback_request(track.name, track.revision, reason, answered)
+        self.note(f"{track.name} {reason}, answered by {answered}")
 
     @staticmethod
     def _high_stakes(active: ActiveTable, request: Request, result: UpstreamResponse) -> bool:
@@ -388,7 +398,7 @@ class Gateway:
             if queued:
                 response.body = mark_pending(response.body, review_id)
             return response, track.name, track
-        self.metrics.fallback_request(track.name, track.revision, reason, "review")
+        self._fallback_request(track, reason, "review")
         headers = _JSON + active.version_header + review_header
         if review.respond == "default":
             body_out = json.dumps(review.default_response).encode()

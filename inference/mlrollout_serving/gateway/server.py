@@ -53,7 +53,10 @@ BURST: Final = 16
 """Requests one connection gets answered in one event-loop turn; the rest wait a turn, so a pipelined
 flood of cheap-to-send, costly-to-answer requests (/metrics) cannot hold the loop for everyone else."""
 NOTE_INTERVAL: Final = 10.0
-"""Seconds between two summary lines of what the limits closed."""
+"""Seconds between two summary lines (what the limits closed; requests a fallback answered or refused)."""
+LIMITS_NOTES: Final = "client limits closed connections"
+FALLBACK_NOTES: Final = "requests not answered by their track (track, reason, what answered)"
+"""The summary of the proxy's fallbacks: a client's 503 `refuse` or a fallback's answer, with its cause."""
 
 
 class Request:
@@ -121,7 +124,7 @@ class ServerState:
         self.idle_event = asyncio.Event()
         self.buffered = 0
         """Request body bytes held over all connections (see `Limits.max_buffered`)."""
-        self._notes: dict[str, int] = {}
+        self._notes: dict[str, dict[str, int]] = {}  # a summary line's title -> what happened -> how often
         self._noted_at = -math.inf
         self._cap_logged = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -191,14 +194,17 @@ class ServerState:
         return True
 
     # -- what the limits did, summarised --
-    def note(self, what: str) -> None:
-        self._notes[what] = self._notes.get(what, 0) + 1
+    def note(self, what: str, title: str = LIMITS_NOTES) -> None:
+        """Count `what` under the summary line `title` (written at most every `NOTE_INTERVAL` seconds)."""
+        counts = self._notes.setdefault(title, {})
+        counts[what] = counts.get(what, 0) + 1
 
     def flush_notes(self, now: float) -> None:
         if not self._notes or now - self._noted_at < NOTE_INTERVAL:
             return
-        counts = ", ".join(f"{n} {what}" for what, n in sorted(self._notes.items()))
-        log.warning("client limits closed connections in the last %g s: %s", NOTE_INTERVAL, counts)
+        for title, notes in sorted(self._notes.items()):
+            counts = ", ".join(f"{n} {what}" for what, n in sorted(notes.items()))
+            log.warning("%s in the last %g s: %s", title, NOTE_INTERVAL, counts)
         self._notes.clear()
         self._noted_at = now
 

@@ -15,6 +15,7 @@ from tests.component.gateway.gateway_helpers import (
     request,
     table,
 )
+from tests.support.waiting import wait_for
 
 from mlrollout_serving.contract import metrics as contract
 
@@ -80,6 +81,10 @@ def test_refuse_says_why(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
         # two steps taken, one request: counted once, with the candidate's own failure
         assert metric_sum(gw.url, ANSWERED, track="candidate", reason="error", answered="refuse") == 1
         assert metric_sum(gw.url, ANSWERED) == 1
+        # and the log says so (one summary line per interval, not one per request): a client's 503 has a cause
+        # an operator can read without Prometheus
+        wait_for(lambda: "requests not answered by their track" in gw.output(), what="the fallback summary line")
+        assert "1 candidate error, answered by refuse" in gw.output()
 
 
 def test_no_chain_means_the_failure_reaches_the_client(routes: RouteFile, up_a: Proc) -> None:

@@ -13,7 +13,9 @@ import pytest
 
 from mlrollout_serving.gateway.limits import Limits, stall_limit
 from mlrollout_serving.gateway.server import (
+    FALLBACK_NOTES,
     MAX_PIPELINED,
+    NOTE_INTERVAL,
     HttpServerProtocol,
     Reply,
     Request,
@@ -387,3 +389,30 @@ async def test_after_a_refusal_the_connection_lingers_dropping_input_until_the_c
     server.state.sweep(0.0)
     server.state.sweep(2.1)  # a client that never closes is closed after the body timeout
     assert transport.closed
+
+
+def test_notes_summarise_each_title_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """The limits' closes and the proxy's fallbacks each get one summary line with their counts, at most
+    every NOTE_INTERVAL seconds; nothing is written while nothing happened."""
+
+    def handler(request: Request, reply: Reply) -> None:  # never called
+        raise AssertionError(request)
+
+    state = ServerState(handler)
+    state.flush_notes(0.0)
+    assert not caplog.records
+    state.note("header timeout")
+    state.note("header timeout")
+    state.note("candidate error, answered by refuse", title=FALLBACK_NOTES)
+    with caplog.at_level("WARNING", logger="mlrollout.gateway"):
+        state.flush_notes(100.0)
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == [
+            f"client limits closed connections in the last {NOTE_INTERVAL:g} s: 2 header timeout",
+            f"{FALLBACK_NOTES} in the last {NOTE_INTERVAL:g} s: 1 candidate error, answered by refuse",
+        ]
+        state.note("body timeout")
+        state.flush_notes(100.0 + NOTE_INTERVAL / 2)  # too soon: kept for the next line
+        assert len(caplog.records) == 2
+        state.flush_notes(100.0 + NOTE_INTERVAL)
+        assert caplog.records[-1].getMessage().endswith("s: 1 body timeout") and len(caplog.records) == 3
