@@ -190,6 +190,20 @@ def frontier(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def probe(
+    design: str, horizons: Sequence[int], shares: Sequence[float], paths: int, seed: int, alpha: float
+) -> dict[str, Any]:
+    """One design's power by each of its horizons for each row, and each horizon over each row's oracle."""
+    rng = np.random.default_rng([seed, 7, len(horizons)])
+    out: dict[str, Any] = {"design": design, "horizons": list(horizons), "shares": list(shares), "paths": paths}
+    for e, name in zip(EFFECTS, _names(), strict=True):
+        draws = shadow_draws(horizons, paths, rng) if design == "shadow" else canary_draws(horizons, e, paths, rng)
+        got = [power_at(design, horizons, shares, alpha, e, j, draws) for j in range(len(horizons))]
+        out[name] = {"power_by_horizon": [g[0] for g in got], "se": [g[1] for g in got],
+                     "horizon_over_oracle": [h / oracle_rows(design, e, alpha) for h in horizons]}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--paths", type=int, default=1500, help="draws of the shadow's counts per multiple and row")
@@ -199,11 +213,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--canary-ratios", type=str, default="1.1,1.15,1.2,1.25,1.3,1.4,1.5")
     p.add_argument("--only", choices=("shadow", "canary"), default=None)
     p.add_argument("--output", type=Path, default=None)
+    p.add_argument(
+        "--probe", type=str, default=None, help="only: these designs' power, 'shadow|canary:h1,h2,..:s1,s2,..;...'"
+    )
     args = p.parse_args(argv)
     started, cpu0, load0 = datetime.now(UTC), time.process_time(), os.getloadavg()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
     out: dict[str, Any] = {"seed": args.seed, "alpha": alpha, "started_utc": started.isoformat(timespec="seconds"),
                            "load_before": load0}  # fmt: skip
+    if args.probe:
+        probes = []
+        for item in args.probe.split(";"):
+            design, h, sh = item.split(":")
+            horizons, shares = [int(x) for x in h.split(",")], [float(x) for x in sh.split(",")]
+            paths = args.paths if design == "shadow" else args.canary_paths
+            probes.append(probe(design, horizons, shares, paths, args.seed, alpha))
+            print(json.dumps(probes[-1]), flush=True)
+        out |= {"probes": probes, "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "cpu_seconds": round(time.process_time() - cpu0, 1), "load_after": os.getloadavg()}  # fmt: skip
+        output = args.output or RESULTS.with_name(f"{RESULTS.stem}-probes.json")
+        output.write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     for design in ("shadow", "canary"):
         if args.only and design != args.only:
             continue
