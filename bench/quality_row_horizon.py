@@ -369,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in more:
             print(r)
         return 0
+    designs: dict[str, Design]
+    tried: list[dict[str, Any]] = []
     if args.design:
-        designs, tried = {"row_horizon": parse_design(args.design)}, []
+        designs = {"row_horizon": parse_design(args.design)}
     else:
         designs, tried = search(args.design_runs, args.design_seed, alpha)
     rows = power_rows(args.runs, args.seed, alpha, designs)

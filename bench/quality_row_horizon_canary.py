@@ -378,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
         args.output.write_text(json.dumps(saved, indent=2) + "\n")
         return 0
+    designs: dict[str, Design]
+    tried: list[dict[str, Any]] = []
     if args.design:
-        designs, tried = {"row_horizon": parse_design(args.design)}, []
+        designs = {"row_horizon": parse_design(args.design)}
     else:
         designs, tried = search(args.design_runs, args.design_seed, alpha, design_grid())
     print(

@@ -146,7 +146,7 @@ def search(
 ) -> list[dict[str, Any]]:
     """Per multiple ``R`` of the oracles' rows: every split's power at each row's horizon, best first."""
     oracles = [oracle_rows(design, e, alpha) for e in EFFECTS]
-    out = []
+    out: list[dict[str, Any]] = []
     for r in ratios:
         horizons = tuple(round(r * o) for o in oracles)
         rng = np.random.default_rng([seed, round(r * 1000), design == "shadow"])
@@ -155,7 +155,7 @@ def search(
             for e in EFFECTS
         }
         cache: dict[tuple[float, tuple[float, ...]], tuple[float, float]] = {}
-        tried = []
+        tried: list[dict[str, Any]] = []
         for shares in splits(step):
             powers, ses = [], []
             for j, e in enumerate(EFFECTS):
