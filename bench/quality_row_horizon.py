@@ -73,7 +73,7 @@ from quality_power import (
     simulate_counts,
     umpu_power,
 )
-from row_horizon import brute_force_size, spend
+from row_horizon import best_per_kind, brute_force_size, spend
 
 RESULTS = Path(__file__).parent / "results" / "quality-row-horizon.json"
 ORACLE_BOUND = Path(__file__).parent / "results" / "quality-oracle-bound.json"
@@ -323,13 +323,7 @@ def search(runs: int, seed: int, alpha: float) -> tuple[dict[str, Design], list[
                 ratios[f"{-effect * 100:+.0f}"] = got / oracle if got is not None and oracle else math.inf
             entry[f"{kind}_ratios"], entry[f"{kind}_worst"] = ratios, max(ratios.values())
         tried.append(entry)
-    designs: dict[str, Design] = {}
-    top = []
-    for kind in KINDS:
-        tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
-        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
-        top += [{"objective": kind, **t} for t in tried[:10]]
-    return designs, top
+    return best_per_kind(tried, list(KINDS), 10)
 
 
 def parse_design(text: str) -> Design:

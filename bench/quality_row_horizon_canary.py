@@ -58,7 +58,7 @@ from quality_power import (
     simulate_counts,
 )
 from quality_row_horizon import GS_WEIGHT, KINDS, SEARCH_POWER, Design, parse_design
-from row_horizon import spend_hypergeometric
+from row_horizon import best_per_kind, spend_hypergeometric
 
 RESULTS = Path(__file__).parent / "results" / "quality-row-horizon-canary.json"
 LOOKS_FOR = {0.01: 250, 0.02: 50, 0.05: 20}  # quality_canary_mixture.ROWS: the same draws
@@ -318,13 +318,7 @@ def search(runs: int, seed: int, alpha: float, grid: list[Design]) -> tuple[dict
                 ratios[f"{-effect * 100:+.0f}"] = got / oracle if got is not None and oracle else math.inf
             entry[f"{kind}_ratios"], entry[f"{kind}_worst"] = ratios, max(ratios.values())
         tried.append(entry)
-    designs: dict[str, Design] = {}
-    top = []
-    for kind in KINDS:
-        tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
-        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
-        top += [{"objective": kind, **t} for t in tried[:5]]
-    return designs, top
+    return best_per_kind(tried, list(KINDS), 5)
 
 
 def design_grid() -> list[Design]:

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -266,3 +267,18 @@ def unpaired_power_given(
         steps.append(noncentral_step(n - before[0], c - before[1], w - before[2], odds))
         before = (n, c, w)
     return reject_by(spend_hypergeometric(rows, candidate, wrong, allowance), steps)
+
+
+def best_per_kind(
+    tried: list[dict[str, Any]], kinds: Sequence[str], keep: int
+) -> tuple[dict[str, tuple[tuple[int, ...], tuple[float, ...]]], list[dict[str, Any]]]:
+    """The design search's tail (``quality_row_horizon.search`` and the canary's): per kind, the tried design
+    with the least ``{kind}_worst`` (its horizons and shares), and the ``keep`` best of each kind, labelled.
+    ``tried`` is sorted in place kind after kind, as the benches did, so a tie keeps the previous kind's order
+    (and the benches' chosen designs are unchanged)."""
+    designs, top = {}, []
+    for kind in kinds:
+        tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
+        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
+        top += [{"objective": kind, **t} for t in tried[:keep]]
+    return designs, top

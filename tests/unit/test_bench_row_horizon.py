@@ -13,6 +13,7 @@ import pytest
 from bench.row_horizon import (
     Boundary,
     _hypergeometric_window,
+    best_per_kind,
     brute_force_size,
     noncentral_step,
     paired_first_power,
@@ -292,3 +293,23 @@ def test_unpaired_power_under_the_null_is_within_the_spent_size() -> None:
             assert limit <= most + 1e-15
         alt = unpaired_power_given(rows, c, w, allowance, (0.11 / 0.89) / (0.1 / 0.9))
         assert alt[-1] > 10 * null[-1]
+
+
+def test_best_per_kind_picks_each_kinds_least_worst_ratio() -> None:
+    """The search tail both row-horizon benches share: per kind the design with the least worst ratio, and
+    each kind's best few labelled with it (sorted by that kind's worst ratio; a tie keeps the order the
+    previous kind's sort left, as the benches' in-place sorts did)."""
+    tried = [
+        {"horizons": (1, 2), "shares": (0.5, 1.0), "a_worst": 1.4, "b_worst": 1.2},
+        {"horizons": (3, 4), "shares": (0.4, 1.0), "a_worst": 1.3, "b_worst": 1.6},
+        {"horizons": (5, 6), "shares": (0.6, 1.0), "a_worst": 1.5, "b_worst": 1.1},
+        {"horizons": (7, 8), "shares": (0.3, 1.0), "a_worst": 1.35, "b_worst": 1.2},
+    ]
+    designs, top = best_per_kind(tried, ["a", "b"], 2)
+    assert designs == {"a": ((3, 4), (0.4, 1.0)), "b": ((5, 6), (0.6, 1.0))}
+    assert [(t["objective"], t["horizons"]) for t in top] == [
+        ("a", (3, 4)),
+        ("a", (7, 8)),
+        ("b", (5, 6)),
+        ("b", (7, 8)),  # (7, 8) and (1, 2) tie for b; (7, 8) came first after the sort by a
+    ]
