@@ -34,7 +34,8 @@ Only the shadow rows here: the canary's are simulated by ``quality_row_horizon_c
 
 Usage: ``python bench/quality_row_horizon.py [--runs N] [--design-runs N] [--null-runs N]``; writes
 ``bench/results/quality-row-horizon.json``; ``--more-null N`` adds N more A/A rollouts (other streams) for
-the designs saved there.
+the designs saved there; ``--design 'h1,h2,...:s1,s2,...'`` skips the search and measures that design
+(deterministic, randomised, averaged), with each row's power by each horizon (``..._power_by_horizon``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ multivariate hypergeometric draw of its rows by track and result).
 Usage: ``python bench/quality_row_horizon_canary.py [--scale F] [--design-runs N] [--null-runs N]``
 (``--scale`` multiplies the bench's rollouts); writes ``bench/results/quality-row-horizon-canary.json``;
 ``--more-null N`` adds N more A/A rollouts (other streams) for the designs saved there; ``--aa-check N``
-N x 2 000 more, labels 0 to 5 looks late, for the deterministic design alone.
+N x 2 000 more, labels 0 to 5 looks late, for the deterministic design alone; ``--design
+'h1,h2,...:s1,s2,...'`` skips the search and measures that design, with each row's power by each horizon
+(``..._power_by_horizon``).
 """
 
 from __future__ import annotations

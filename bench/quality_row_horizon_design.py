@@ -23,8 +23,10 @@ some split reaches 90, 92, 93 and 95 % at every row. A fourth horizon between tw
 where no row is judged, and a row's horizon earlier than ``R`` times its oracle only loses it power, so
 within this family (deterministic boundaries) the frontier at ``R`` is the best there is (up to the grid).
 
-Usage: ``python bench/quality_row_horizon_design.py [--paths N] [--canary-paths N]``; writes
-``bench/results/quality-row-horizon-design.json``.
+Usage: ``python bench/quality_row_horizon_design.py [--only shadow|canary] [--paths N] [--canary-paths N]``;
+writes ``bench/results/quality-row-horizon-design[-shadow|-canary].json``; ``--probe
+'shadow:h1,h2,..:s1,s2,..;canary:...'`` only computes those designs' power by each horizon for each row
+(``...-design-probes.json``).
 """
 
 from __future__ import annotations
