@@ -34,7 +34,8 @@ Only the shadow rows here: the canary's are simulated by ``quality_row_horizon_c
 
 Usage: ``python bench/quality_row_horizon.py [--runs N] [--design-runs N] [--null-runs N]``; writes
 ``bench/results/quality-row-horizon.json``; ``--more-null N`` adds N more A/A rollouts (other streams) for
-the designs saved there.
+the designs saved there; ``--design 'h1,h2,...:s1,s2,...'`` skips the search and measures that design
+(deterministic, randomised, averaged), with each row's power by each horizon (``..._power_by_horizon``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ from quality_power import (
     simulate_counts,
     umpu_power,
 )
-from row_horizon import brute_force_size, spend
+from row_horizon import best_per_kind, brute_force_size, spend
 
 RESULTS = Path(__file__).parent / "results" / "quality-row-horizon.json"
 ORACLE_BOUND = Path(__file__).parent / "results" / "quality-oracle-bound.json"
@@ -137,11 +138,14 @@ def at_horizons(
 
 def fired_row_horizon(
     where: IntArray, d: IntArray, k: IntArray, subs: int, allowance: Sequence[float], randomise: bool,
-    rng: np.random.Generator,
+    rng: np.random.Generator, first: IntArray | None = None,
 ) -> npt.NDArray[np.bool_]:  # fmt: skip
-    """Per run and tenth of a look, whether the row-horizon test has rejected by then."""
+    """Per run and tenth of a look, whether the row-horizon test has rejected by then (and in ``first``, if
+    given, per run the horizon it rejected at, the number of horizons if none)."""
     runs, horizons = d.shape
     fired = np.zeros((runs, subs), dtype=bool)
+    if first is not None:
+        first[:] = horizons
     uniforms = rng.random((runs, horizons))
     for r in range(runs):
         passed = int(np.sum(where[r] < subs))
@@ -152,6 +156,8 @@ def fired_row_horizon(
             kk = int(k[r, j])
             if kk >= bound.at_least or (kk == bound.at_least - 1 and uniforms[r, j] < bound.gamma):
                 fired[r, where[r, j] :] = True
+                if first is not None:
+                    first[r] = j
                 break
     return fired
 
@@ -187,7 +193,9 @@ def power_rows(
                 where, d, kk = at_horizons(*arrived, horizons, order)
                 for randomise in (False, True):
                     suffix = "_randomised" if randomise else ""
-                    alone = fired_row_horizon(where, d, kk, subs, [alpha * s for s in shares], randomise, order)
+                    first = np.zeros(runs, dtype=np.int64)
+                    alone = fired_row_horizon(where, d, kk, subs, [alpha * s for s in shares], randomise, order, first)
+                    row[f"{name}{suffix}_power_by_horizon"] = [float(np.mean(first <= j)) for j in range(len(horizons))]
                     part = fired_row_horizon(
                         where, d, kk, subs, [GS_WEIGHT * alpha * s for s in shares], randomise, order
                     )
@@ -316,13 +324,16 @@ def search(runs: int, seed: int, alpha: float) -> tuple[dict[str, Design], list[
                 ratios[f"{-effect * 100:+.0f}"] = got / oracle if got is not None and oracle else math.inf
             entry[f"{kind}_ratios"], entry[f"{kind}_worst"] = ratios, max(ratios.values())
         tried.append(entry)
-    designs: dict[str, Design] = {}
-    top = []
-    for kind in KINDS:
-        tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
-        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
-        top += [{"objective": kind, **t} for t in tried[:10]]
-    return designs, top
+    return best_per_kind(tried, list(KINDS), 10)
+
+
+def parse_design(text: str) -> Design:
+    """``'h1,h2,...:s1,s2,...'``: horizons in labelled rows and cumulative shares of alpha."""
+    horizons, shares = text.split(":")
+    out = (tuple(int(h) for h in horizons.split(",")), tuple(float(x) for x in shares.split(",")))
+    if len(out[0]) != len(out[1]) or list(out[0]) != sorted(out[0]) or out[1][-1] != 1.0:
+        raise ValueError(f"not a design: {text}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--more-null", type=int, default=0, help="only: A/A for the designs in the results file, this many runs more"
     )
+    p.add_argument("--design", type=str, default=None, help="no search: this design, 'h1,h2,..:s1,s2,...'")
     args = p.parse_args(argv)
     started, cpu0, load0 = datetime.now(UTC), time.process_time(), os.getloadavg()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
@@ -352,7 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in more:
             print(r)
         return 0
-    designs, tried = search(args.design_runs, args.design_seed, alpha)
+    designs: dict[str, Design]
+    tried: list[dict[str, Any]] = []
+    if args.design:
+        designs = {"row_horizon": parse_design(args.design)}
+    else:
+        designs, tried = search(args.design_runs, args.design_seed, alpha)
     rows = power_rows(args.runs, args.seed, alpha, designs)
     nulls = null_rows(args.null_runs, args.seed, alpha, designs)
     sizes = exact_sizes(alpha, designs, args.seed)

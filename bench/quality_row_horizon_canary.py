@@ -23,7 +23,9 @@ multivariate hypergeometric draw of its rows by track and result).
 Usage: ``python bench/quality_row_horizon_canary.py [--scale F] [--design-runs N] [--null-runs N]``
 (``--scale`` multiplies the bench's rollouts); writes ``bench/results/quality-row-horizon-canary.json``;
 ``--more-null N`` adds N more A/A rollouts (other streams) for the designs saved there; ``--aa-check N``
-N x 2 000 more, labels 0 to 5 looks late, for the deterministic design alone.
+N x 2 000 more, labels 0 to 5 looks late, for the deterministic design alone; ``--design
+'h1,h2,...:s1,s2,...'`` skips the search and measures that design, with each row's power by each horizon
+(``..._power_by_horizon``).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ from quality_power import (
     rows_at_power,
     simulate_counts,
 )
-from quality_row_horizon import GS_WEIGHT, KINDS, SEARCH_POWER, Design
-from row_horizon import spend_hypergeometric
+from quality_row_horizon import GS_WEIGHT, KINDS, SEARCH_POWER, Design, parse_design
+from row_horizon import best_per_kind, spend_hypergeometric
 
 RESULTS = Path(__file__).parent / "results" / "quality-row-horizon-canary.json"
 LOOKS_FOR = {0.01: 250, 0.02: 50, 0.05: 20}  # quality_canary_mixture.ROWS: the same draws
@@ -114,11 +116,14 @@ def at_horizons(per: IntArray, horizons: Sequence[int], rng: np.random.Generator
 
 def fired(
     where: IntArray, counts: IntArray, subs: int, allowance: Sequence[float], randomise: bool,
-    rng: np.random.Generator,
+    rng: np.random.Generator, first: IntArray | None = None,
 ) -> Bool:  # fmt: skip
-    """Per run and tenth of a look, whether the canary row-horizon test has rejected by then."""
+    """Per run and tenth of a look, whether the canary row-horizon test has rejected by then (and in
+    ``first``, if given, per run the horizon it rejected at, the number of horizons if none)."""
     runs, horizons = where.shape
     out = np.zeros((runs, subs), dtype=bool)
+    if first is not None:
+        first[:] = horizons
     uniforms = rng.random((runs, horizons))
     cw, cr, sw, sr = counts
     rows, cand, wrong = cw + cr + sw + sr, cw + cr, cw + sw
@@ -134,6 +139,8 @@ def fired(
             k = int(cw[r, j])
             if k >= b.at_least or (k == b.at_least - 1 and uniforms[r, j] < b.gamma):
                 out[r, where[r, j] :] = True
+                if first is not None:
+                    first[r] = j
                 break
     return out
 
@@ -173,15 +180,20 @@ def ratios_with_se(
 
 
 def tests_on(
-    per: IntArray, subs: int, designs: dict[str, Design], alpha: float, ours: Bool, rng: np.random.Generator
-) -> dict[str, Bool]:
-    """Per test name, per run and tenth of a look: fired by then."""
+    per: IntArray, subs: int, designs: dict[str, Design], alpha: float, ours: Bool, rng: np.random.Generator,
+    by_horizon: dict[str, list[float]] | None = None,
+) -> dict[str, Bool]:  # fmt: skip
+    """Per test name, per run and tenth of a look: fired by then (and in ``by_horizon``, if given, per test
+    alone the share of runs rejected by each of its horizons)."""
     out: dict[str, Bool] = {"ours": ours}
     for name, (horizons, shares) in designs.items():
         where, counts = at_horizons(per, horizons, rng)
         for randomise in (False, True):
             suffix = "_randomised" if randomise else ""
-            out[f"{name}{suffix}"] = fired(where, counts, subs, [alpha * s for s in shares], randomise, rng)
+            first = np.zeros(where.shape[0], dtype=np.int64)
+            out[f"{name}{suffix}"] = fired(where, counts, subs, [alpha * s for s in shares], randomise, rng, first)
+            if by_horizon is not None:
+                by_horizon[f"{name}{suffix}"] = [float(np.mean(first <= j)) for j in range(len(horizons))]
             part = fired(where, counts, subs, [GS_WEIGHT * alpha * s for s in shares], randomise, rng)
             out[f"{name}{suffix}_and_ours"] = part | ours  # ours here is at (1 - GS_WEIGHT) alpha
     return out
@@ -208,12 +220,14 @@ def power_rows(scale: float, seed: int, alpha: float, designs: dict[str, Design]
         per = arrivals(counts)
         del counts
         subs = per.shape[2]
-        tests = tests_on(per, subs, designs, alpha, part, order)
+        by_horizon: dict[str, list[float]] = {}
+        tests = tests_on(per, subs, designs, alpha, part, order, by_horizon)
         tests["ours"] = full
         firsts = {name: first_fired(x) for name, x in tests.items()}
         oracle, row = ratios_with_se(firsts, power, seed, effect)
         rows.append({"design": "canary", "delay_looks": 0, "effect_pp": -effect * 100, "runs": runs,
-                     "looks_simulated": looks, "oracle_rows_90": oracle, **row})  # fmt: skip
+                     "looks_simulated": looks, "oracle_rows_90": oracle, **row,
+                     **{f"{k}_power_by_horizon": v for k, v in by_horizon.items()}})  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -306,13 +320,7 @@ def search(runs: int, seed: int, alpha: float, grid: list[Design]) -> tuple[dict
                 ratios[f"{-effect * 100:+.0f}"] = got / oracle if got is not None and oracle else math.inf
             entry[f"{kind}_ratios"], entry[f"{kind}_worst"] = ratios, max(ratios.values())
         tried.append(entry)
-    designs: dict[str, Design] = {}
-    top = []
-    for kind in KINDS:
-        tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
-        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
-        top += [{"objective": kind, **t} for t in tried[:5]]
-    return designs, top
+    return best_per_kind(tried, list(KINDS), 5)
 
 
 def design_grid() -> list[Design]:
@@ -342,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "--more-null", type=int, default=0, help="only: A/A for the designs in the results file, this many runs more"
     )
     p.add_argument("--aa-check", type=int, default=0, help="only: this many x 2000 A/A, 0-5 looks late, one design")
+    p.add_argument("--design", type=str, default=None, help="no search: this design, 'h1,h2,..:s1,s2,...'")
     args = p.parse_args(argv)
     started, cpu0, load0 = datetime.now(UTC), time.process_time(), os.getloadavg()
     alpha = split_alpha(ALPHA, DEFAULT_TESTS)["quality.harm"]
@@ -365,7 +374,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
         args.output.write_text(json.dumps(saved, indent=2) + "\n")
         return 0
-    designs, tried = search(args.design_runs, args.design_seed, alpha, design_grid())
+    designs: dict[str, Design]
+    tried: list[dict[str, Any]] = []
+    if args.design:
+        designs = {"row_horizon": parse_design(args.design)}
+    else:
+        designs, tried = search(args.design_runs, args.design_seed, alpha, design_grid())
     print(
         json.dumps({"designs": designs, "search_cpu": round(time.process_time() - cpu0, 1)}),
         file=sys.stderr,

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -193,3 +194,91 @@ def spend_hypergeometric(
             dist[i - 1] *= 1.0 - gamma
         out.append(Boundary(offset + i, gamma, spent))
     return out
+
+
+def noncentral_step(rows: int, candidate: int, wrong: int, odds: float, width: float = 12.0) -> tuple[int, Array]:
+    """The law of the candidate's share of ``wrong`` new rows among ``rows`` (``candidate`` of them the
+    candidate's) when its odds of a wrong row are ``odds`` times stable's (Fisher's noncentral
+    hypergeometric: the central pmf tilted by ``odds ** k``), on the central pmf's window (``width`` standard
+    deviations of the null, renormalised): (the lowest count kept, the pmf there). The power of a canary
+    design given each track's counts (``reject_by``); the tilt must stay well inside the window."""
+    lo, pmf, _ = _hypergeometric_window(rows, candidate, wrong, width)
+    if pmf.size == 1:
+        return lo, pmf
+    log_w = np.log(pmf) + math.log(odds) * np.arange(pmf.size)
+    w: Array = np.exp(log_w - log_w.max())
+    out: Array = w / w.sum()
+    return lo, out
+
+
+def reject_by(boundaries: Sequence[Boundary], steps: Sequence[tuple[int, Array]]) -> list[float]:
+    """The probability of having rejected by each horizon when the count's increments between horizons have
+    the laws ``steps`` (``(lowest value, pmf)`` each, independent given what the test conditions on), for the
+    boundaries the test computed from those counts: the power given the counts (Rao-Blackwellised: averaged
+    over draws of the counts it is the power at fixed labelled-row horizons). With the null's steps it is the
+    test's conditional size by each horizon (``Boundary.spent``, up to the mass a window leaves out)."""
+    dist: Array = np.array([1.0])  # P(count = offset + i, not rejected yet)
+    offset, gone, out = 0, 0.0, []
+    for b, (lo, step) in zip(boundaries, steps, strict=True):
+        dist = np.convolve(dist, step) if step.size > 1 else dist * float(step[0])
+        offset += lo
+        i = min(max(b.at_least - offset, 0), dist.size)
+        gone += float(dist[i:].sum())
+        dist[i:] = 0.0
+        if b.gamma and i > 0:
+            gone += b.gamma * float(dist[i - 1])
+            dist[i - 1] *= 1.0 - b.gamma
+        out.append(gone)
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _binomial_step(trials: int, p: float) -> tuple[int, Array]:
+    out: Array = stats.binom.pmf(np.arange(trials + 1), trials, p)
+    return 0, out
+
+
+def paired_power_given(discordant: Sequence[int], allowance: Sequence[float], against: float) -> list[float]:
+    """The shadow test's probability of having rejected by each horizon given the discordant pairs there,
+    when a discordant pair favours stable with probability ``against`` (the null: 1/2)."""
+    before, steps = 0, []
+    for d in discordant:
+        steps.append(_binomial_step(d - before, against))
+        before = d
+    return reject_by(spend(discordant, allowance), steps)
+
+
+def paired_first_power(rows: int, discordance: float, level: float, against: float) -> float:
+    """The shadow test's power at its first horizon (``rows`` labelled rows, each discordant with probability
+    ``discordance``), summed exactly over the discordant pairs there."""
+    top = int(stats.binom.isf(1e-15, rows, discordance)) + 1
+    d = np.arange(top + 1)
+    at_least = np.array([spend([int(x)], [level])[0].at_least for x in d])
+    return float(np.sum(stats.binom.pmf(d, rows, discordance) * stats.binom.sf(at_least - 1, d, against)))
+
+
+def unpaired_power_given(
+    rows: Sequence[int], candidate: Sequence[int], wrong: Sequence[int], allowance: Sequence[float], odds: float
+) -> list[float]:
+    """The canary test's probability of having rejected by each horizon given each track's labelled rows and
+    the wrong ones there, when the candidate's odds of a wrong row are ``odds`` times stable's."""
+    before, steps = (0, 0, 0), []
+    for n, c, w in zip(rows, candidate, wrong, strict=True):
+        steps.append(noncentral_step(n - before[0], c - before[1], w - before[2], odds))
+        before = (n, c, w)
+    return reject_by(spend_hypergeometric(rows, candidate, wrong, allowance), steps)
+
+
+def best_per_kind(
+    tried: list[dict[str, Any]], kinds: Sequence[str], keep: int
+) -> tuple[dict[str, tuple[tuple[int, ...], tuple[float, ...]]], list[dict[str, Any]]]:
+    """The design search's tail (``quality_row_horizon.search`` and the canary's): per kind, the tried design
+    with the least ``{kind}_worst`` (its horizons and shares), and the ``keep`` best of each kind, labelled.
+    ``tried`` is sorted in place kind after kind, as the benches did, so a tie keeps the previous kind's order
+    (and the benches' chosen designs are unchanged)."""
+    designs, top = {}, []
+    for kind in kinds:
+        tried.sort(key=lambda t: float(t[f"{kind}_worst"]))
+        designs[kind] = (tuple(tried[0]["horizons"]), tuple(tried[0]["shares"]))
+        top += [{"objective": kind, **t} for t in tried[:keep]]
+    return designs, top
