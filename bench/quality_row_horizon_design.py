@@ -21,7 +21,9 @@ every split on a grid. A design's *worst power* is the least, over the three row
 row's horizon. For each ``R`` the best split and its worst power; the frontier: the least ``R`` at which
 some split reaches 90, 92, 93 and 95 % at every row. A fourth horizon between two rows' only spends alpha
 where no row is judged, and a row's horizon earlier than ``R`` times its oracle only loses it power, so
-within this family (deterministic boundaries) the frontier at ``R`` is the best there is (up to the grid).
+within this family (deterministic boundaries) the frontier at ``R`` should be close to the best there is, up
+to the grid (which matters where pairs are few: shadow -5 pp's boundary steps at 85.1 % of alpha; an
+argument, not a proof).
 
 Usage: ``python bench/quality_row_horizon_design.py [--only shadow|canary] [--paths N] [--canary-paths N]``;
 writes ``bench/results/quality-row-horizon-design[-shadow|-canary].json``; ``--probe

@@ -195,10 +195,11 @@ def summary(cluster: stack.Cluster, load: dict[str, Any]) -> None:
     if load.get("labels"):
         print(f"    Labels sent back as feedback, by the gateway's answer: {load['labels']}")
     if load.get("failed"):
-        when = ", ".join(
-            f"{datetime.fromtimestamp(t, tz=UTC):%H:%M:%S} {code}" for t, code in load.get("first_failures", [])
+        when = "; ".join(
+            f"{datetime.fromtimestamp(t, tz=UTC):%H:%M:%S} {code}" + (f" ({why[:120]})" if why else "")
+            for t, code, why in load.get("first_failures", [])
         )
-        print(f"    Failed requests (UTC time, status): {when}")
+        print(f"    Failed requests (UTC time, status, what was answered): {when}")
 
 
 def main() -> int:

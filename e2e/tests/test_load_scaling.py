@@ -48,13 +48,14 @@ REQUESTS_PER_SECOND = {"minReplicas": 1, "maxReplicas": 4, "metric": "requestsPe
 # ceil(32 / 5) = 7, capped at 3.
 GATEWAY_AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "requestsPerSecond", "target": 5}
 # concurrency: requests in flight per stable pod, the 1-minute rate of the seconds spent answering (the chart's
-# rule; Little's law). v3 answers in about 12-16 ms here (the requestsPerSecond case's adapter readings: 0.001-0.002
-# in flight at 0.08-0.12 requests per second), so the light load's share (about 1 per second) is about 0.015, under
-# the target with a threefold margin, and the surge's (about 16 per second) about 0.2: the HPA wants
-# ceil(0.2 / 0.05) = 4 (3 or more while the 1-minute rate fills).
+# rule; Little's law). v3 answers in about 15-25 ms here (the adapter's readings: 0.001-0.005 in flight at 0.08-0.28
+# requests per second, cut to thousandths), so the light load's share (about 1 per second) is about 0.015-0.025,
+# under the target with a two- to threefold margin, and the surge's (about 16 per second) about 0.2-0.4: the HPA
+# wants ceil(0.2 / 0.05) = 4 (3 or more while the 1-minute rate fills).
 CONCURRENCY = {"minReplicas": 1, "maxReplicas": 4, "metric": "concurrency", "target": 0.05}
-# The gateway's own HPA in the concurrency case: about 0.005 in flight before the surge (2 requests per second,
-# each about 15 ms through the gateway and the model) and about 0.5 in it: ceil(0.5 / 0.15) = 4, capped at 3.
+# The gateway's own HPA in the concurrency case: about 0.02-0.03 in flight at the full light load (2 requests per
+# second, about 10-15 ms each through the gateway; read 0.002-0.012 while the 1-minute rate fills) and about 0.3-0.5
+# in the surge: ceil(0.3 / 0.15) = 2 to ceil(0.5 / 0.15) = 4, capped at 3 (3 and 2 pods measured).
 GATEWAY_CONCURRENCY = {"minReplicas": 1, "maxReplicas": 3, "metric": "concurrency", "target": 0.15}
 # A Pods metric case's gateway HPA, and the series each Pods metric reads (model servers, gateway).
 GATEWAY_SCALING = {"requestsPerSecond": GATEWAY_AUTOSCALING, "concurrency": GATEWAY_CONCURRENCY}
@@ -220,16 +221,19 @@ def test_hpa_scales_both_tracks_when_load_rises_mid_canary(
         track, gateway = _selector(platform, namespace, stable), _selector(platform, namespace, MD)
 
         def answered() -> dict[str, Any] | None:
-            """Every rule's value for the pods, once each has one: the HPA waited for its own metric only,
-            and another may not have its first sample in the adapter yet."""
+            """Every rule's value for the pods, once each has one and the light load shows in the stable's
+            metric: the HPA waited for its own metric only, another may not have its first sample in the
+            adapter yet, and the adapter cuts values to thousandths (a 1-minute rate still filling reads 0)."""
             read = {
                 "stable": {m: _custom_metric(platform, namespace, m, track) for m in POD_METRICS},
                 "gateway": {m: _custom_metric(platform, namespace, m, gateway) for m in GATEWAY_POD_METRICS},
             }
-            return read if all(values for per in read.values() for values in per.values()) else None
+            ok = all(values for per in read.values() for values in per.values())
+            return read if ok and sum(read["stable"][model_metric].values()) > 0 else None
 
         adapter.update(stack.wait_until("custom.metrics.k8s.io to answer every rule for the pods", answered, 60, 2))
 
+    assert _replicas(platform, namespace, stable)[0] == 1, "the stable scaled before the surge"
     stack.start_loadgen(cluster, namespace, platform.refs, MD, MD, platform.rows, rate=SURGE_RATE, name="surge")
     surge_at = time.monotonic()  # its first answers are in
     timeline: dict[str, float] = {}

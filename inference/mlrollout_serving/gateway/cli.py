@@ -7,6 +7,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import os
 import resource
 import sys
@@ -231,6 +232,7 @@ async def serve(args: argparse.Namespace) -> None:
         if configmap is not None:
             configmap.stop()
         state.stop()
+        state.flush_notes(math.inf)  # the last counts (fallbacks while draining), however recent the last line
         await gateway.mirror.close()
         await gateway.reviews.close()
         gateway.close()

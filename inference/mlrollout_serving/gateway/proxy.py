@@ -359,7 +359,7 @@ class Gateway:
         """Count a request whose routed track's answer was not served, and note it for the log: a client that
         got a refusal (503) or a fallback's answer can then be traced to its cause without Prometheus."""
         self.metrics.fallback_request(track.name, track.revision, reason, answered)
-        self.note(f"{track.name} {reason}, answered by {answered}")
+        self.note(f"{track.name} {reason} -> {answered}")
 
     @staticmethod
     def _high_stakes(active: ActiveTable, request: Request, result: UpstreamResponse) -> bool:

@@ -55,7 +55,7 @@ flood of cheap-to-send, costly-to-answer requests (/metrics) cannot hold the loo
 NOTE_INTERVAL: Final = 10.0
 """Seconds between two summary lines (what the limits closed; requests a fallback answered or refused)."""
 LIMITS_NOTES: Final = "client limits closed connections"
-FALLBACK_NOTES: Final = "requests not answered by their track (track, reason, what answered)"
+FALLBACK_NOTES: Final = "requests not answered by their track (track reason -> what answered)"
 """The summary of the proxy's fallbacks: a client's 503 `refuse` or a fallback's answer, with its cause."""
 
 

@@ -84,7 +84,7 @@ def test_refuse_says_why(routes: RouteFile, up_a: Proc, up_b: Proc) -> None:
         # and the log says so (one summary line per interval, not one per request): a client's 503 has a cause
         # an operator can read without Prometheus
         wait_for(lambda: "requests not answered by their track" in gw.output(), what="the fallback summary line")
-        assert "1 candidate error, answered by refuse" in gw.output()
+        assert "1 candidate error -> refuse" in gw.output()
 
 
 def test_no_chain_means_the_failure_reaches_the_client(routes: RouteFile, up_a: Proc) -> None:

@@ -403,13 +403,13 @@ def test_notes_summarise_each_title_once_per_interval(caplog: pytest.LogCaptureF
     assert not caplog.records
     state.note("header timeout")
     state.note("header timeout")
-    state.note("candidate error, answered by refuse", title=FALLBACK_NOTES)
+    state.note("candidate error -> refuse", title=FALLBACK_NOTES)
     with caplog.at_level("WARNING", logger="mlrollout.gateway"):
         state.flush_notes(100.0)
         lines = [r.getMessage() for r in caplog.records]
         assert lines == [
             f"client limits closed connections in the last {NOTE_INTERVAL:g} s: 2 header timeout",
-            f"{FALLBACK_NOTES} in the last {NOTE_INTERVAL:g} s: 1 candidate error, answered by refuse",
+            f"{FALLBACK_NOTES} in the last {NOTE_INTERVAL:g} s: 1 candidate error -> refuse",
         ]
         state.note("body timeout")
         state.flush_notes(100.0 + NOTE_INTERVAL / 2)  # too soon: kept for the next line
