@@ -80,6 +80,7 @@ from quality_power import (
     _arrived,
     beta_log_e,
     check,
+    first_look,
     glr_log,
     grid_log_e,
 )
@@ -266,14 +267,8 @@ def canary_row(c: Condition, share: float, effect: float, runs: int, seed: int, 
         "strata_labelled_by_60_stable": float(s_strata[:, : LOOKS - c.close].sum(axis=1).mean()),
         "strata_labelled_by_60_candidate": float(c_strata[:, : LOOKS - c.close].sum(axis=1).mean()),
         "mean_served_look_stable": mix["stable"], "mean_served_look_candidate": mix["candidate"],
-        "look_90": {name: _look_90(hit) for name, hit in fired.items()} if effect else None,
+        "look_90": {name: first_look(hit) for name, hit in fired.items()} if effect else None,
     }  # fmt: skip
-
-
-def _look_90(fired: Fired) -> int | None:
-    by_look = np.maximum.accumulate(fired, axis=1).mean(axis=0)
-    hits = np.nonzero(by_look >= 0.9)[0]
-    return int(hits[0]) + 1 if hits.size else None
 
 
 def paired_row(c: Condition, runs: int, seed: int, alpha: float) -> dict[str, Any]:

@@ -98,15 +98,23 @@ def events_per_labelled_row(design: str, effect: float) -> float:
     return CANARY_SHARE * (1 - BASE + effect) + (1 - CANARY_SHARE) * (1 - BASE)
 
 
+def randomised_power(m: npt.ArrayLike, p0: float, p1: float, alpha: float) -> npt.NDArray[np.float64]:
+    """The power under ``p1`` of the randomised one-sided binomial test of ``p0`` at level alpha (exact size)
+    on ``m`` events (an array of event counts, or one)."""
+    m = np.asarray(m)
+    c = stats.binom.isf(alpha, m, p0)
+    above, at = stats.binom.sf(c, m, p0), stats.binom.pmf(c, m, p0)
+    gamma = np.where(at > 0, (alpha - above) / np.where(at > 0, at, 1.0), 0.0)
+    out: npt.NDArray[np.float64] = stats.binom.sf(c, m, p1) + gamma * stats.binom.pmf(c, m, p1)
+    return out
+
+
 def oracle_events(p0: float, p1: float, alpha: float) -> float:
     """Events at which the randomised one-sided binomial test of ``p0`` at level alpha first has power
     ``POWER`` under ``p1``, linear between whole counts."""
 
     def power(m: int) -> float:
-        c = int(stats.binom.isf(alpha, m, p0))
-        above, at = stats.binom.sf(c, m, p0), stats.binom.pmf(c, m, p0)
-        gamma = (alpha - above) / at if at > 0 else 0.0
-        return float(stats.binom.sf(c, m, p1) + gamma * stats.binom.pmf(c, m, p1))
+        return float(randomised_power(m, p0, p1, alpha))
 
     lo, hi = 1, 2
     while power(hi) < POWER:

@@ -50,7 +50,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from mlrollout.analysis.judge import split_alpha
-from quality_oracle_bound import alt_share, events_per_labelled_row, null_share, oracle_events
+from quality_oracle_bound import alt_share, events_per_labelled_row, null_share, oracle_events, randomised_power
 from quality_power import ALPHA, BASE, CANARY_SHARE, DEFAULT_TESTS, DISAGREE
 from row_horizon import paired_first_power, paired_power_given, unpaired_power_given
 
@@ -84,11 +84,7 @@ def fixed_rows_oracle(design: str, effect: float, alpha: float) -> float:
         lo = int(stats.binom.ppf(1e-12, rows, rate))
         hi = int(stats.binom.isf(1e-12, rows, rate)) + 1
         m = np.arange(max(lo, 1), hi + 1)
-        c = stats.binom.isf(alpha, m, p0)
-        above, at = stats.binom.sf(c, m, p0), stats.binom.pmf(c, m, p0)
-        gamma = np.where(at > 0, (alpha - above) / np.where(at > 0, at, 1.0), 0.0)
-        got = stats.binom.sf(c, m, p1) + gamma * stats.binom.pmf(c, m, p1)
-        return float(np.sum(stats.binom.pmf(m, rows, rate) * got))
+        return float(np.sum(stats.binom.pmf(m, rows, rate) * randomised_power(m, p0, p1, alpha)))
 
     rows = oracle_rows(design, effect, alpha)
     step = max(int(rows / 100), 1)

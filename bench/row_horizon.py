@@ -42,14 +42,6 @@ class Boundary:
     spent: float  # the conditional probability, under the null, of having rejected by this horizon
 
 
-@lru_cache(maxsize=8192)
-def _fair_coin_pmf(pairs: int) -> Array:
-    """Binomial(pairs, 1/2): cached, as the simulations ask for the same few step sizes millions of times
-    (never mutated: :func:`spend_steps` convolves into new arrays)."""
-    out: Array = stats.binom.pmf(np.arange(pairs + 1), pairs, 0.5)
-    return out
-
-
 def spend(discordant: Sequence[int], allowance: Sequence[float], randomise: bool = False) -> list[Boundary]:
     """The boundaries at each horizon given the discordant pairs at each (nondecreasing) and the cumulative
     allowances (nondecreasing, the last one the size): each boundary depends only on the counts up to its
@@ -60,7 +52,7 @@ def spend(discordant: Sequence[int], allowance: Sequence[float], randomise: bool
     for d in discordant:
         if d < before:
             raise ValueError("the discordant pairs cannot decrease")
-        steps.append(_fair_coin_pmf(d - before))
+        steps.append(_binomial_step(d - before, 0.5)[1])
         before = d
     return spend_steps(steps, allowance, randomise)
 
@@ -238,6 +230,8 @@ def reject_by(boundaries: Sequence[Boundary], steps: Sequence[tuple[int, Array]]
 
 @lru_cache(maxsize=65536)
 def _binomial_step(trials: int, p: float) -> tuple[int, Array]:
+    """Binomial(trials, p) from 0: cached, as the simulations ask for the same few step sizes millions of times
+    (never mutated: :func:`spend_steps` and :func:`reject_by` convolve into new arrays)."""
     out: Array = stats.binom.pmf(np.arange(trials + 1), trials, p)
     return 0, out
 
